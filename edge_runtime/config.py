@@ -1,0 +1,172 @@
+"""Model configs as validated data.
+
+One schema for both sides: the trainer/exporter builds the model from it and the runtime reads the
+same numbers (fps, clip length, memory size) from the bundle manifest. Unknown or mistyped keys are
+errors that name the key and the file, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TENSORRT_TOPK_MAX = 3840  # TensorRT's TopK limit on K
+
+
+class ConfigError(ValueError):
+    """A config file that does not validate; the message is one line naming the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackboneConfig(_Strict):
+    name: str = Field(description="timm model name")
+    image_size: int = Field(gt=0, description="square input side in pixels")
+    grid: int = Field(gt=0, description="patch grid side; P = grid * grid tokens per frame")
+    dim: int = Field(gt=0, description="token width d")
+    out_index: int | None = Field(None, description="timm features_only stage; None: forward_features")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm create_model kwargs")
+    weights: str | None = Field(None, description="local safetensors file with backbone weights")
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid * self.grid
+
+
+class StreamConfig(_Strict):
+    fps: float = Field(1.0, gt=0, description="frames per second sampled into memory")
+    clip_frames: int = Field(gt=0, description="T: frames per clip handed to the sampler")
+    memory_tokens: int = Field(gt=0, description="m: tokens kept in memory")
+    object_fps: float = Field(5.0, gt=0, description="fps of object-query boxes")
+    max_video_s: float = Field(36000.0, gt=0, description="temporal encoding period scale (seconds)")
+
+
+class SamplerConfig(_Strict):
+    d_model: int = Field(gt=0)
+    layers: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    ff_mult: int = Field(4, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    topk_chunk: int = Field(TENSORRT_TOPK_MAX, gt=0, le=TENSORRT_TOPK_MAX,
+                            description="largest K of one TopK; larger m selects in chunks")
+    tau_start: float = Field(1.5, gt=0)
+    tau_end: float = Field(1.0, gt=0)
+
+
+class HeadsConfig(_Strict):
+    d_model: int = Field(gt=0)
+    enc_layers: int = Field(ge=1)
+    dec_layers: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    ff_mult: int = Field(4, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    num_activities: int = Field(gt=0, description="C activity classes")
+    window_queries: int = Field(gt=0, description="max decoder time queries per asked window")
+
+
+class SVDConfig(_Strict):
+    n_components: int = Field(10, gt=0)
+    forgetting: float = Field(0.95, gt=0, le=1)
+    energy_cutoff: float = Field(1e-6, ge=0, lt=1)
+    reorth_every: int = Field(100, gt=0)
+
+
+class TrainConfig(_Strict):
+    lr_sampler: float = Field(1e-5, gt=0)
+    lr_other: float = Field(1e-7, gt=0)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(4, ge=1)
+    continual_p: int = Field(2, ge=0, description="past queries in the continual-learning loss")
+    l1_weight: float = 5.0
+    giou_weight: float = 2.0
+    dropout: float = Field(0.2, ge=0, lt=1)
+    train_videos: int = Field(8, ge=1)
+    video_s: float = Field(1800.0, gt=0)
+    queries_per_video: int = Field(64, ge=1)
+    seed: int = 0
+
+
+class ModelConfig(_Strict):
+    name: str
+    description: str = ""
+    backbone: BackboneConfig
+    stream: StreamConfig
+    sampler: SamplerConfig
+    heads: HeadsConfig
+    svd: SVDConfig = SVDConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelConfig":
+        for part, cfg in (("sampler", self.sampler), ("heads", self.heads)):
+            if cfg.d_model % cfg.heads:
+                raise ValueError(f"{part}.d_model ({cfg.d_model}) must be divisible by {part}.heads ({cfg.heads})")
+        if self.sampler.tau_end > self.sampler.tau_start:
+            raise ValueError("sampler.tau_end must not exceed sampler.tau_start")
+        return self
+
+    @property
+    def clip_tokens(self) -> int:
+        return self.stream.clip_frames * self.backbone.tokens_per_frame
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON form: the same model config always hashes the same."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<top>"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{loc}'"
+    if first["type"] == "missing":
+        return f"{source}: missing key '{loc}'"
+    return f"{source}: {loc}: {first['msg']}"
+
+
+def model_config_from_dict(data: Any, source: str = "<dict>") -> ModelConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(source, err)) from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    return model_config_from_dict(load_yaml(path), str(path))
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def resolve_model_config(name_or_path: str | Path) -> ModelConfig:
+    """Accept a path, or a bare name like 'lvm-tiny' looked up in configs/models/."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return load_model_config(p)
+    return load_model_config(CONFIG_DIR / "models" / f"{name_or_path}.yaml")

@@ -1,0 +1,110 @@
+"""Query heads (LVM-Net §4): answer activity / object / time queries from the memory alone.
+
+One graph answers a batch of Q queries of any mix of types against one memory. Per query, the
+encoder reads the memory tokens (MeMSVD-projected, gated by the object crop's tokens of the same
+patch index, masked to the asked window), the crop tokens, one query token and the online-SVD
+tokens; the decoder's queries are temporal encodings of L timestamps spread over the window.
+
+Query types: 0 = activity (object + window -> activities), 1 = object (activity + window -> boxes),
+2 = time (activity + object + window -> start/end).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edge_runtime.config import ModelConfig
+from export.encodings import spatial_encoding, temporal_encoding
+from export.layers import MASK_NEG, DecoderLayer, EncoderLayer, key_bias
+
+QUERY_TYPES = ("activity", "object", "time")
+# which inputs each query type is given: (has_activity, has_object)
+_GIVEN = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+
+
+class QueryHeads(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        hc, d = cfg.heads, cfg.backbone.dim
+        self.D = D = hc.d_model
+        self.fps, self.max_video_s, self.grid = cfg.stream.fps, cfg.stream.max_video_s, cfg.backbone.grid
+        self.P = cfg.backbone.tokens_per_frame
+        self.C = hc.num_activities
+        self.window_tol = 0.5 / cfg.stream.fps
+        self.mem_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
+        self.obj_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
+        self.svd_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
+        self.svd_rank = nn.Embedding(cfg.svd.n_components, D)
+        self.activity = nn.Embedding(hc.num_activities, D)
+        self.qtype = nn.Embedding(len(QUERY_TYPES), D)
+        self.kind = nn.Embedding(4, D)  # 0 memory, 1 crop, 2 query, 3 svd
+        self.time_query = nn.Parameter(torch.zeros(D))
+        self.register_buffer("given", _GIVEN.clone(), persistent=False)
+        self.enc = nn.ModuleList(EncoderLayer(D, hc.heads, hc.ff_mult, hc.dropout) for _ in range(hc.enc_layers))
+        self.dec = nn.ModuleList(DecoderLayer(D, hc.heads, hc.ff_mult, hc.dropout) for _ in range(hc.dec_layers))
+        self.norm = nn.LayerNorm(D)
+        # "The number of layers in all MLPs is set to 1" (LVM-Net A.4)
+        self.activity_mlp = nn.Linear(D, hc.num_activities)
+        self.box_mlp = nn.Linear(D, 4)
+        self.start_mlp = nn.Linear(D, 1)
+        self.end_mlp = nn.Linear(D, 1)
+
+    def forward(self, mem, mem_t, mem_p, mem_valid, svd_basis, svd_sv,
+                q_type, q_activity, q_object, q_window, q_times, q_mask):
+        """mem (Bm,m,d) with Bm in {1, Q}; mem_t/mem_valid (Bm,m) float; mem_p (Bm,m) int64;
+        svd_basis (Bm,r,d) orthonormal rows (zero rows allowed); svd_sv (Bm,r);
+        q_type (Q,) int64; q_activity (Q,) int64 (ignored where not given); q_object (Q,P,d) crop
+        tokens (ignored where not given); q_window (Q,2) seconds; q_times (Q,L) seconds; q_mask (Q,L).
+        Returns activity_logits (Q,C), boxes (Q,L,4) x1y1x2y2 in [0,1], start_logits (Q,L),
+        end_logits (Q,L)."""
+        Q = q_type.shape[0]
+        D = self.D
+        given = self.given[q_type]  # (Q, 2)
+        has_act, has_obj = given[:, 0:1], given[:, 1:2]
+
+        # MeMSVD read: h + (h Uᵀ) U, then into the head width.
+        coef = mem @ svd_basis.transpose(1, 2)
+        h = self.mem_in(mem + coef @ svd_basis)
+        h = h + temporal_encoding(mem_t, D, self.fps, self.max_video_s)
+        h = h + spatial_encoding(mem_p, D, self.grid) + self.kind.weight[0]
+        h = h.expand(Q, -1, -1)
+        # Object crop: its tokens multiply the memory tokens of the same patch index.
+        obj = self.obj_in(q_object)  # (Q, P, D)
+        gate = torch.gather(obj, 1, mem_p.expand(Q, -1)[..., None].expand(-1, -1, D))
+        h = h * (1.0 + has_obj[:, :, None] * (gate - 1.0))
+        crop = obj + spatial_encoding(torch.arange(self.P, device=obj.device), D, self.grid) + self.kind.weight[1]
+        act = self.activity(q_activity.clamp(0, self.C - 1)) * has_act
+        qtok = (act + self.qtype(q_type) + self.kind.weight[2])[:, None, :]
+        sv = svd_sv / (svd_sv[:, :1] + 1e-6)
+        svd_tok = self.svd_in(svd_basis * sv[..., None]) + self.svd_rank.weight + self.kind.weight[3]
+        svd_tok = svd_tok.expand(Q, -1, -1)
+
+        start, end = q_window[:, 0:1], q_window[:, 1:2]
+        in_win = (mem_t >= start - self.window_tol) & (mem_t <= end + self.window_tol)  # (Q, m)
+        keep_mem = in_win.to(torch.float32) * mem_valid
+        keep = torch.cat([keep_mem, has_obj.expand(-1, self.P), torch.ones_like(has_obj),
+                          (svd_sv > 0).to(torch.float32).expand(Q, -1)], dim=1)
+        x = torch.cat([h, crop, qtok, svd_tok], dim=1)
+        bias = key_bias(keep)
+        for layer in self.enc:
+            x = layer(x, bias)
+
+        # Decoder: temporal queries over the asked window.
+        rel = (q_times - start) / (end - start).clamp_min(1e-3)
+        t = temporal_encoding(q_times, D, self.fps, self.max_video_s) + self.time_query
+        t = t + temporal_encoding(rel * 100.0, D, 1.0, 100.0)
+        self_bias = key_bias(q_mask)
+        for layer in self.dec:
+            t = layer(t, x, self_bias, bias)
+        t = self.norm(t)
+
+        w = q_mask[..., None]
+        pooled = (t * w).sum(1) / w.sum(1).clamp_min(1.0)
+        activity_logits = self.activity_mlp(pooled)
+        cxcywh = torch.sigmoid(self.box_mlp(t))
+        half = cxcywh[..., 2:] / 2
+        boxes = torch.cat([cxcywh[..., :2] - half, cxcywh[..., :2] + half], dim=-1).clamp(0.0, 1.0)
+        neg = (1.0 - q_mask) * MASK_NEG
+        start_logits = self.start_mlp(t).squeeze(-1) + neg
+        end_logits = self.end_mlp(t).squeeze(-1) + neg
+        return activity_logits, boxes, start_logits, end_logits

@@ -1,0 +1,76 @@
+"""Small transformer blocks written out in plain ops.
+
+Attention is MatMul + Softmax with an additive mask so the exported ONNX (opset 18) contains no
+fused Attention op that TensorRT 10.3 cannot read, and the FP16 pass can keep Softmax in FP32.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+MASK_NEG = -1.0e4  # finite, so the same mask survives an FP16 graph
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x (B, Nq, D) attends to ctx (B, Nk, D); bias (B, 1, 1, Nk) additive or None."""
+        b, nq, d = x.shape
+        nk = ctx.shape[1]
+        q = self.q(x).reshape(b, nq, self.heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv(ctx).reshape(b, nk, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
+        if bias is not None:
+            att = att + bias
+        att = self.drop(att.softmax(dim=-1))
+        y = (att @ v).transpose(1, 2).reshape(b, nq, d)
+        return self.out(y)
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, mult: int, dropout: float) -> None:
+        super().__init__(nn.Linear(dim, dim * mult), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim * mult, dim))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.n1, self.n2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dropout)
+        self.ff = FeedForward(dim, ff_mult, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.n1(x)
+        x = x + self.drop(self.attn(h, h, bias))
+        return x + self.drop(self.ff(self.n2(x)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.n1, self.n2, self.n3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attn = Attention(dim, heads, dropout)
+        self.cross_attn = Attention(dim, heads, dropout)
+        self.ff = FeedForward(dim, ff_mult, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, ctx, self_bias=None, ctx_bias=None):
+        h = self.n1(x)
+        x = x + self.drop(self.self_attn(h, h, self_bias))
+        x = x + self.drop(self.cross_attn(self.n2(x), ctx, ctx_bias))
+        return x + self.drop(self.ff(self.n3(x)))
+
+
+def key_bias(keep: torch.Tensor) -> torch.Tensor:
+    """(B, N) 1/0 keep mask -> (B, 1, 1, N) additive attention bias."""
+    return ((1.0 - keep.to(torch.float32)) * MASK_NEG)[:, None, None, :]
