@@ -1,0 +1,91 @@
+"""Turning queries into head inputs and head outputs into answers (numpy; shared by runtime and eval).
+
+The heads see each asked window through L decoder timestamps: the window's frames at the model's
+fps, thinned evenly to at most ``window_queries``. Answers are read back at any time resolution:
+boxes are interpolated between those timestamps, intervals are ranked pairs of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+QUERY_TYPE_IDS = {"activity": 0, "object": 1, "time": 2}
+
+
+def window_times(start: float, end: float, fps: float, max_queries: int) -> np.ndarray:
+    """Decoder timestamps for [start, end]: every 1/fps, evenly thinned to <= max_queries (>= 2)."""
+    if not end > start:
+        raise ValueError(f"window end ({end}) must be after start ({start})")
+    n = int(np.floor((end - start) * fps)) + 1
+    n = int(min(max(n, 2), max(max_queries, 2)))
+    return np.linspace(start, end, n, dtype=np.float64)
+
+
+@dataclass
+class HeadBatch:
+    """Head inputs for Q queries (memory and SVD inputs are added by the caller)."""
+    q_type: np.ndarray      # (Q,) int64
+    q_activity: np.ndarray  # (Q,) int64
+    q_object: np.ndarray    # (Q, P, d) float32
+    q_window: np.ndarray    # (Q, 2) float32
+    q_times: np.ndarray     # (Q, L) float32
+    q_mask: np.ndarray      # (Q, L) float32
+
+    def as_feed(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in ("q_type", "q_activity", "q_object", "q_window", "q_times", "q_mask")}
+
+
+def encode_queries(types: list[str], windows: list[tuple[float, float]], activities: list[int | None],
+                   object_tokens: list[np.ndarray | None], *, fps: float, max_queries: int,
+                   tokens_shape: tuple[int, int]) -> HeadBatch:
+    """Pack Q queries; missing activity / object inputs become zeros (the graph ignores them by type)."""
+    q = len(types)
+    times = [window_times(s, e, fps, max_queries) for s, e in windows]
+    L = max(len(t) for t in times)
+    q_times = np.zeros((q, L), np.float32)
+    q_mask = np.zeros((q, L), np.float32)
+    for i, t in enumerate(times):
+        q_times[i, : len(t)] = t
+        q_times[i, len(t):] = t[-1]
+        q_mask[i, : len(t)] = 1.0
+    obj = np.zeros((q,) + tuple(tokens_shape), np.float32)
+    for i, o in enumerate(object_tokens):
+        if o is not None:
+            obj[i] = o
+    return HeadBatch(
+        q_type=np.array([QUERY_TYPE_IDS[t] for t in types], np.int64),
+        q_activity=np.array([a if a is not None else 0 for a in activities], np.int64),
+        q_object=obj,
+        q_window=np.array(windows, np.float32).reshape(q, 2),
+        q_times=q_times,
+        q_mask=q_mask,
+    )
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def boxes_at(q_times: np.ndarray, boxes: np.ndarray, mask: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """One query's boxes (L, 4) at decoder times -> (len(at), 4) by linear interpolation."""
+    valid = mask > 0
+    t, b = q_times[valid], boxes[valid]
+    return np.stack([np.interp(at, t, b[:, j]) for j in range(4)], axis=1)
+
+
+def ranked_intervals(q_times: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray,
+                     mask: np.ndarray, k: int) -> list[tuple[float, float, float]]:
+    """Top-k (start, end, probability) with start <= end from one query's start/end logits."""
+    valid = mask > 0
+    t = q_times[valid].astype(np.float64)
+    ls, le = start_logits[valid].astype(np.float64), end_logits[valid].astype(np.float64)
+    ps = np.exp(ls - ls.max()); ps /= ps.sum()
+    pe = np.exp(le - le.max()); pe /= pe.sum()
+    joint = np.triu(ps[:, None] * pe[None, :])
+    order = np.argsort(joint, axis=None)[::-1][:k]
+    out = []
+    for flat in order:
+        i, j = np.unravel_index(flat, joint.shape)
+        out.append((float(t[i]), float(t[j]), float(joint[i, j])))
+    return out

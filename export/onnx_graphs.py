@@ -1,0 +1,98 @@
+"""The three ONNX graphs of a bundle and their I/O contract (engines/README.md).
+
+Each graph is a thin wrapper that fixes the input/output names; the runtime binds by these names.
+The dynamo exporter (torch's default) writes opset 18 — inside TensorRT 10.3's range (<= 20) and
+below opset 23, whose fused Attention op TensorRT 10.3 cannot read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from export.model import LVMNet
+
+OPSET = 18
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+BACKBONE = GraphSpec("backbone", ("frames",), ("tokens",))
+SAMPLER = GraphSpec("sampler", ("mem", "mem_t", "mem_p", "mem_valid", "clip", "clip_t", "clip_p"),
+                    ("new_mem", "new_mem_t", "new_mem_p", "new_mem_valid"))
+HEADS = GraphSpec("heads", ("mem", "mem_t", "mem_p", "mem_valid", "svd_basis", "svd_sv", "q_type",
+                            "q_activity", "q_object", "q_window", "q_times", "q_mask"),
+                  ("activity_logits", "boxes", "start_logits", "end_logits"))
+GRAPHS = (BACKBONE, SAMPLER, HEADS)
+
+
+def example_inputs(net: LVMNet, spec: GraphSpec, batch: int = 2, queries: int = 3, window: int = 16):
+    """Representative inputs for tracing / parity checks (real-looking ranges, not all zeros)."""
+    cfg = net.cfg
+    g = torch.Generator().manual_seed(0)
+    s, P, d = cfg.backbone.image_size, cfg.backbone.tokens_per_frame, cfg.backbone.dim
+    m, T, r = cfg.stream.memory_tokens, cfg.stream.clip_frames, cfg.svd.n_components
+    if spec is BACKBONE:
+        return (torch.randint(0, 256, (batch, s, s, 3), dtype=torch.uint8, generator=g),)
+    mem = torch.randn(1, m, d, generator=g)
+    mem_t = torch.sort(torch.rand(1, m, generator=g) * 600.0).values
+    mem_p = torch.randint(0, P, (1, m), generator=g)
+    mem_valid = (torch.rand(1, m, generator=g) > 0.1).float()
+    if spec is SAMPLER:
+        clip_t, clip_p = net.clip_coords(600.0 + torch.arange(T, dtype=torch.float32)[None] / cfg.stream.fps)
+        return (mem, mem_t, mem_p, mem_valid, torch.randn(1, T * P, d, generator=g), clip_t, clip_p.contiguous())
+    q = torch.arange(queries) % 3
+    basis = torch.linalg.qr(torch.randn(d, r, generator=g)).Q.T[None].contiguous()
+    sv = torch.sort(torch.rand(1, r, generator=g) * 10, descending=True).values
+    win = torch.tensor([[100.0, 400.0]]).repeat(queries, 1)
+    times = torch.linspace(100.0, 400.0, window)[None].repeat(queries, 1)
+    return (mem, mem_t, mem_p, mem_valid, basis, sv, q, q % cfg.heads.num_activities,
+            torch.randn(queries, P, d, generator=g), win, times, torch.ones(queries, window))
+
+
+class _Sampler(nn.Module):
+    def __init__(self, net: LVMNet) -> None:
+        super().__init__()
+        self.sampler = net.sampler
+
+    def forward(self, *args):
+        return self.sampler(*args)
+
+
+def graph_module(net: LVMNet, spec: GraphSpec) -> nn.Module:
+    return {"backbone": net.backbone, "sampler": _Sampler(net), "heads": net.heads}[spec.name]
+
+
+def dynamic_shapes(spec: GraphSpec):
+    """Dynamic axes: frames batch; query batch and window length. The sampler is static (one stream)."""
+    Dim = torch.export.Dim
+    if spec is BACKBONE:
+        return {"frames": {0: Dim("n_frames", min=1, max=4096)}}
+    if spec is SAMPLER:
+        return None
+    q, l = Dim("n_queries", min=1, max=4096), Dim("window", min=2, max=100000)
+    shapes = {name: None for name in spec.inputs}
+    shapes.update({"q_type": {0: q}, "q_activity": {0: q}, "q_object": {0: q}, "q_window": {0: q},
+                   "q_times": {0: q, 1: l}, "q_mask": {0: q, 1: l}})
+    return shapes
+
+
+def export_graph(net: LVMNet, spec: GraphSpec, path: Path) -> Path:
+    import warnings
+
+    net.eval()
+    module = graph_module(net, spec).eval()
+    args = example_inputs(net, spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=list(spec.inputs),
+                          output_names=list(spec.outputs), opset_version=OPSET, dynamo=True,
+                          dynamic_shapes=dynamic_shapes(spec), external_data=False, verbose=False)
+    return path
