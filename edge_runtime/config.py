@@ -124,12 +124,24 @@ class ModelConfig(_Strict):
 
     def digest(self) -> str:
         """sha256 of the canonical JSON form: the same model config always hashes the same."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
+        return _sha256_json(self.to_dict())
+
+    def arch_digest(self) -> str:
+        """Hash of what fixes the weights' meaning (not training settings or the description)."""
+        d = self.to_dict()
+        d.pop("train"), d.pop("description")
+        d["backbone"].pop("weights")
+        return _sha256_json(d)
+
+
+def _sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _format_error(source: str, err: ValidationError) -> str:
-    first = err.errors()[0]
+    errors = err.errors()
+    # A misspelt key shows up as both "unknown" and "missing": name the misspelling.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in first["loc"]) or "<top>"
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key '{loc}'"

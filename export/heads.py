@@ -19,7 +19,7 @@ from export.layers import MASK_NEG, DecoderLayer, EncoderLayer, key_bias
 
 QUERY_TYPES = ("activity", "object", "time")
 # which inputs each query type is given: (has_activity, has_object)
-_GIVEN = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+_GIVEN = [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
 
 
 class QueryHeads(nn.Module):
@@ -39,7 +39,7 @@ class QueryHeads(nn.Module):
         self.qtype = nn.Embedding(len(QUERY_TYPES), D)
         self.kind = nn.Embedding(4, D)  # 0 memory, 1 crop, 2 query, 3 svd
         self.time_query = nn.Parameter(torch.zeros(D))
-        self.register_buffer("given", _GIVEN.clone(), persistent=False)
+        self.register_buffer("given", torch.tensor(_GIVEN), persistent=False)
         self.enc = nn.ModuleList(EncoderLayer(D, hc.heads, hc.ff_mult, hc.dropout) for _ in range(hc.enc_layers))
         self.dec = nn.ModuleList(DecoderLayer(D, hc.heads, hc.ff_mult, hc.dropout) for _ in range(hc.dec_layers))
         self.norm = nn.LayerNorm(D)

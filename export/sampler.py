@@ -19,9 +19,24 @@ from export.layers import MASK_NEG, EncoderLayer
 EPS = 1e-20
 
 
+def relaxed_khot(keys: torch.Tensor, k: int, tau: float) -> torch.Tensor:
+    """Continuous k-hot (sums to k) of the last axis: k rounds of softmax, each damping what the
+    previous rounds took. Tends to the hard top-k as tau -> 0."""
+    # float64: the backward pass through log(1 - a) grows like 1/(1 - a) over k rounds and
+    # overflows float32 once the scores separate.
+    cur = keys.to(torch.float64)
+    khot = torch.zeros_like(cur)
+    onehot = torch.zeros_like(cur)
+    for _ in range(k):
+        cur = cur + torch.log((1.0 - onehot).clamp_min(EPS))
+        onehot = torch.softmax(cur / tau, dim=-1)
+        khot = khot + onehot
+    return khot.to(keys.dtype)
+
+
 def relaxed_topk(scores: torch.Tensor, k: int, tau: float, noise: bool = True,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Relaxed k-hot over the last axis plus the hard top-k it straight-throughs to.
+    """Relaxed Gumbel top-k with a straight-through estimator.
 
     Returns (select, idx): ``select`` (B, N) equals the hard k-hot in value and carries the relaxed
     k-hot's gradient; ``idx`` (B, k) are the hard indices, best first.
@@ -29,14 +44,8 @@ def relaxed_topk(scores: torch.Tensor, k: int, tau: float, noise: bool = True,
     keys = scores
     if noise:
         u = torch.rand(scores.shape, generator=generator, device=scores.device, dtype=scores.dtype)
-        keys = scores - torch.log(-torch.log(u.clamp_min(EPS)).clamp_min(EPS))
-    khot = torch.zeros_like(keys)
-    onehot = torch.zeros_like(keys)
-    cur = keys
-    for _ in range(k):
-        cur = cur + torch.log((1.0 - onehot).clamp_min(EPS))
-        onehot = torch.softmax(cur / tau, dim=-1)
-        khot = khot + onehot
+        keys = scores - torch.log((-torch.log(u.clamp_min(EPS))).clamp_min(EPS))
+    khot = relaxed_khot(keys, k, tau)
     idx = torch.topk(keys, k, dim=-1).indices
     hard = torch.zeros_like(keys).scatter(-1, idx, 1.0)
     select = hard + khot - khot.detach()

@@ -1,0 +1,98 @@
+"""Checkpoints are safetensors files: the LVMNet state_dict plus JSON metadata. Never pickle.
+
+Metadata: ``format`` = lvm-checkpoint/1, ``config`` (the model config JSON), ``config_sha256``, and
+whatever the trainer adds (``step``, ``epoch``, optimizer state lives in a separate file).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from edge_runtime.config import ConfigError, ModelConfig, model_config_from_dict
+
+FORMAT = "lvm-checkpoint/1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "lvm-tiny.safetensors"
+_PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the file and the reason."""
+
+
+def save_checkpoint(net, path: str | Path, extra_meta: dict | None = None) -> Path:
+    """Atomic write: temp file in the same folder, fsync, rename."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "config": json.dumps(net.cfg.to_dict(), sort_keys=True),
+            "config_sha256": net.cfg.digest()}
+    meta.update({k: str(v) for k, v in (extra_meta or {}).items()})
+    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """Header metadata, after checking the file is a readable, non-pickle safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(_PICKLE_MAGIC):
+        raise CheckpointError(f"{path}: looks like a pickle / torch.save file; only safetensors checkpoints are loaded")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+    except Exception as err:  # safetensors raises several types for damaged files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:120]})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an lvm-edge checkpoint (metadata format={meta.get('format')!r})")
+    return meta
+
+
+def checkpoint_config(path: str | Path) -> ModelConfig:
+    meta = read_metadata(path)
+    try:
+        return model_config_from_dict(json.loads(meta["config"]), f"{path} (embedded config)")
+    except (KeyError, json.JSONDecodeError, ConfigError) as err:
+        raise CheckpointError(f"{path}: embedded config unusable ({err})") from None
+
+
+def load_checkpoint(path: str | Path, cfg: ModelConfig | None = None):
+    """-> (LVMNet, metadata). With ``cfg`` given, the checkpoint must have been trained for it."""
+    from safetensors.torch import load_file
+
+    from export.model import LVMNet
+
+    path = Path(path)
+    meta = read_metadata(path)
+    ck_cfg = checkpoint_config(path)
+    if cfg is not None and cfg.arch_digest() != ck_cfg.arch_digest():
+        raise CheckpointError(f"{path}: trained for model '{ck_cfg.name}' ({ck_cfg.arch_digest()[:12]}), "
+                              f"not for config '{cfg.name}' ({cfg.arch_digest()[:12]})")
+    try:
+        state = load_file(str(path))
+    except Exception as err:
+        raise CheckpointError(f"{path}: truncated or damaged ({str(err).splitlines()[0][:120]})") from None
+    net = LVMNet(ck_cfg)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: does not match the model (missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+    net.eval()
+    return net, meta

@@ -1,0 +1,209 @@
+"""Model core: shapes of every part for every config, the relaxed top-k, chunked TopK, SVD parity."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from edge_runtime import OnlineSVD
+from edge_runtime.config import ConfigError, load_model_config, resolve_model_config
+from export.model import LVMNet
+from export.onnx_graphs import GRAPHS, example_inputs, graph_module
+from export.sampler import chunked_topk, relaxed_khot, relaxed_topk
+from export.svd_torch import TorchOnlineSVD
+
+CONFIGS = ["lvm-tiny", "lvm-edge", "lvm-paper"]
+
+
+def _build(name):
+    cfg = resolve_model_config(name)
+    if name == "lvm-paper":
+        # Swin-V2-S with m=5880 and d=2048 costs ~1.7 TMAC per sampler call: check its shapes and
+        # dtypes on the meta device (no compute), at batch 1.
+        with torch.device("meta"):
+            return LVMNet(cfg).eval(), 1
+    return LVMNet(cfg).eval(), 2
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_part_shapes_and_dtypes(name):
+    net, batch = _build(name)
+    cfg = net.cfg
+    s, P, d = cfg.backbone.image_size, cfg.backbone.tokens_per_frame, cfg.backbone.dim
+    m, k, C, r = cfg.stream.memory_tokens, cfg.clip_tokens, cfg.heads.num_activities, cfg.svd.n_components
+    dev = "meta" if name == "lvm-paper" else "cpu"
+    with torch.no_grad():
+        frames = torch.zeros(batch, s, s, 3, dtype=torch.uint8, device=dev)
+        tok = net.backbone(frames)
+        assert tok.shape == (batch, P, d) and tok.dtype == torch.float32
+        mem = tuple(t.to(dev) for t in net.empty_memory(1))
+        times = torch.arange(cfg.stream.clip_frames, dtype=torch.float32)[None]
+        ct, cp = net.clip_coords(times)
+        out = net.sampler(*mem, torch.zeros(1, k, d, device=dev), ct.to(dev), cp.to(dev))
+        assert [tuple(o.shape) for o in out] == [(1, m, d), (1, m), (1, m), (1, m)]
+        assert [o.dtype for o in out] == [torch.float32, torch.float32, torch.int64, torch.float32]
+        Q, L = 3, 7
+        res = net.heads(*out, torch.zeros(1, r, d, device=dev), torch.zeros(1, r, device=dev),
+                        torch.tensor([0, 1, 2], device=dev), torch.tensor([1, 0, 2], device=dev),
+                        torch.zeros(Q, P, d, device=dev), torch.tensor([[0.0, 30.0]] * Q, device=dev),
+                        torch.linspace(0, 30, L, device=dev)[None].repeat(Q, 1), torch.ones(Q, L, device=dev))
+        assert [tuple(o.shape) for o in res] == [(Q, C), (Q, L, 4), (Q, L), (Q, L)]
+        assert all(o.dtype == torch.float32 for o in res)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return LVMNet(resolve_model_config("lvm-tiny"))
+
+
+def test_tiny_outputs_finite_and_boxes_valid(tiny):
+    tiny.eval()
+    with torch.no_grad():
+        for spec in GRAPHS:
+            outs = graph_module(tiny, spec)(*example_inputs(tiny, spec))
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            assert all(torch.isfinite(o.float()).all() for o in outs), spec.name
+        boxes = graph_module(tiny, GRAPHS[2])(*example_inputs(tiny, GRAPHS[2]))[1]
+        assert (boxes >= 0).all() and (boxes <= 1).all()
+        assert (boxes[..., 2] >= boxes[..., 0]).all() and (boxes[..., 3] >= boxes[..., 1]).all()
+
+
+def test_sampler_keeps_valid_tokens_first(tiny):
+    tiny.eval()
+    mem = tiny.empty_memory(1)  # all invalid
+    cfg = tiny.cfg
+    k = cfg.clip_tokens
+    ct, cp = tiny.clip_coords(torch.arange(cfg.stream.clip_frames, dtype=torch.float32)[None] + 100)
+    with torch.no_grad():
+        new_mem, new_t, _, new_valid = tiny.sampler(*mem, torch.randn(1, k, cfg.backbone.dim), ct, cp)
+    # m == k in the tiny config: every clip token is kept, none of the empty slots
+    assert new_valid.sum().item() == min(cfg.stream.memory_tokens, k)
+    assert (new_t >= 100).all()
+
+
+def test_gradients_reach_sampler_through_relaxation(tiny):
+    tiny.train()
+    cfg = tiny.cfg
+    mem = list(tiny.empty_memory(1))
+    mem[0] = torch.randn_like(mem[0])
+    mem[3] = torch.ones_like(mem[3])
+    ct, cp = tiny.clip_coords(torch.arange(cfg.stream.clip_frames, dtype=torch.float32)[None] + 1000)
+    kept, t, p, v = tiny.sampler.forward_train(*mem, torch.randn(1, cfg.clip_tokens, cfg.backbone.dim), ct, cp,
+                                               generator=torch.Generator().manual_seed(0))
+    (kept * torch.randn_like(kept)).sum().backward()
+    grads = [p.grad for p in tiny.sampler.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is None for p in tiny.backbone.parameters())
+    tiny.zero_grad(set_to_none=True)
+
+
+def test_relaxed_topk_sums_to_k_and_hardens_as_tau_falls():
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(2, 50, generator=g) * 3
+    k = 7
+    hard = torch.zeros_like(scores).scatter(-1, torch.topk(scores, k).indices, 1.0)
+    gaps = []
+    for tau in (2.0, 1.0, 0.3, 0.05, 0.01):
+        khot = relaxed_khot(scores, k, tau)
+        assert torch.allclose(khot.sum(-1), torch.full((2,), float(k)), atol=1e-4)
+        gaps.append(float((khot - hard).abs().sum()))
+    assert gaps[-1] < 1e-4
+    assert all(a >= b - 1e-6 for a, b in zip(gaps, gaps[1:]))
+
+
+def test_straight_through_value_is_hard_gradient_is_relaxed():
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(2, 40, generator=g).requires_grad_(True)
+    k, tau = 5, 1.0
+    select, idx = relaxed_topk(scores, k, tau, noise=False)
+    hard = torch.zeros(2, 40).scatter(-1, torch.topk(scores.detach(), k).indices, 1.0)
+    assert torch.allclose(select.detach(), hard, atol=1e-6)
+    assert set(idx[0].tolist()) == set(torch.topk(scores[0].detach(), k).indices.tolist())
+    w = torch.randn(2, 40, generator=g)
+    (g_st,) = torch.autograd.grad((select * w).sum(), scores)
+    ref = scores.detach().clone().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad((relaxed_khot(ref, k, tau) * w).sum(), ref)
+    assert torch.allclose(g_st, g_ref, atol=1e-6)
+    assert g_st.abs().sum() > 0
+
+
+@pytest.mark.parametrize("m,chunk", [(5880, 3840), (100, 30), (64, 64)])
+def test_chunked_topk_selects_same_set(m, chunk):
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(2, 11760 if m > 1000 else 300, generator=g)
+    full = torch.topk(scores, m).indices
+    chunked = chunked_topk(scores, m, chunk)
+    assert chunked.shape == (2, m)
+    for b in range(2):
+        assert set(full[b].tolist()) == set(chunked[b].tolist())
+        assert len(set(chunked[b].tolist())) == m
+
+
+def test_paper_config_selects_in_chunks():
+    cfg = resolve_model_config("lvm-paper")
+    assert cfg.stream.memory_tokens > cfg.sampler.topk_chunk == 3840
+    assert cfg.stream.memory_tokens == cfg.clip_tokens == 5880
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_numpy_and_torch_svd_agree(center):
+    rng = np.random.default_rng(7)
+    a = OnlineSVD(24, 6, forgetting=0.95, center=center, reorth_every=5)
+    b = TorchOnlineSVD(24, 6, forgetting=0.95, center=center, reorth_every=5)
+    mix = rng.normal(size=(8, 24))
+    for _ in range(40):
+        rows = rng.normal(size=(int(rng.integers(1, 12)), 8)) @ mix + 0.05 * rng.normal(size=(1, 24))
+        a.update(rows)
+        b.update(torch.from_numpy(rows))
+    np.testing.assert_allclose(a.singular_values, b.singular_values.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(a.mean, b.mean.numpy(), rtol=1e-9, atol=1e-12)
+    pa = a.basis.T @ a.basis
+    pb = b.basis.numpy().T @ b.basis.numpy()
+    assert np.abs(pa - pb).max() < 1e-8
+    for key, val in a.state_dict().items():
+        assert val.shape == b.state_dict()[key].shape
+
+
+def test_config_unknown_key_names_key_and_file(tmp_path):
+    src = (resolve_model_config.__globals__["CONFIG_DIR"] / "models" / "lvm-tiny.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(src.replace("  d_model: 64\n  layers: 2", "  d_modle: 64\n  layers: 2", 1))
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'sampler\.d_modle'"):
+        load_model_config(bad)
+    bad.write_text(src.replace("clip_frames: 16", "clip_frames: many"))
+    with pytest.raises(ConfigError, match=r"bad\.yaml: stream\.clip_frames"):
+        load_model_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_model_config(tmp_path / "missing.yaml")
+
+
+def test_all_shipped_configs_validate():
+    for name in CONFIGS:
+        cfg = resolve_model_config(name)
+        assert cfg.name == name
+        assert cfg.clip_tokens == cfg.stream.clip_frames * cfg.backbone.grid**2
+
+
+def test_edge_runtime_imports_without_torch():
+    code = textwrap.dedent("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, Block())
+        import edge_runtime
+        from edge_runtime import OnlineSVD
+        from edge_runtime import config, answers, svd
+        import numpy as np
+        s = OnlineSVD(8, 2); s.update(np.random.default_rng(0).normal(size=(4, 8)))
+        assert "torch" not in sys.modules
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
