@@ -1,0 +1,153 @@
+"""lvm-train: train an LVM-Net config on the procedural checkout benchmark."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from export.cli_common import UsageError, run_cli
+
+SEED_MAX = 2**31 - 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lvm-train",
+        description="Train LVM-Net (frozen backbone, neural sampler, query heads) on generated checkout "
+                    "videos. The tiny backbone is first pre-trained on the generator's per-frame labels, "
+                    "then frozen. Runs under torchrun for CPU DDP (gloo).",
+        epilog="Example: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny")
+    p.add_argument("--config", required=True, help="model config YAML (configs/models/*.yaml)")
+    p.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, train_log.jsonl, ...")
+    p.add_argument("--epochs", type=int, help="epochs (default: config train.epochs)")
+    p.add_argument("--videos", type=int, help="training videos (default: config train.train_videos)")
+    p.add_argument("--video-s", type=float, help="seconds per training video (default: config train.video_s)")
+    p.add_argument("--queries", type=int, help="queries sampled per video (default: config)")
+    p.add_argument("--seed", type=int, help="seed (default: config train.seed)")
+    p.add_argument("--backbone-epochs", type=int, default=3, help="backbone pre-training epochs (default 3)")
+    p.add_argument("--backbone-from", help="take the frozen backbone from this checkpoint instead of pre-training")
+    p.add_argument("--no-continual", action="store_true", help="ablation: train without the continual-learning loss")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors + optimizer state")
+    p.add_argument("--max-steps", type=int, help="stop after this many sampler steps (smoke tests)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli("lvm-train", lambda: _train(args))
+
+
+def _train(args) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from edge_runtime.config import load_model_config
+
+    cfg = load_model_config(args.config)
+    tc = cfg.train
+    seed = tc.seed if args.seed is None else args.seed
+    if not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"--seed must be in [0, {SEED_MAX}], got {seed}")
+    for name in ("epochs", "videos", "queries", "backbone_epochs", "max_steps"):
+        v = getattr(args, name)
+        if v is not None and v < (0 if name == "backbone_epochs" else 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    video_s = tc.video_s if args.video_s is None else args.video_s
+    if video_s < cfg.stream.clip_frames / cfg.stream.fps * 2:
+        raise UsageError(f"--video-s {video_s} is shorter than two clips ({cfg.stream.clip_frames / cfg.stream.fps * 2:g} s)")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").write_text("")
+        (out / ".write-test").unlink()
+    except OSError as err:
+        raise UsageError(f"--out {out}: not writable ({err.strerror})") from None
+
+    import torch
+    import torch.distributed as dist
+
+    from edge_runtime.checkout import ACTIVITIES, TRAIN_LOOKS
+    from export.checkpoint import load_checkpoint, save_checkpoint
+    from export.data import attach_queries, encode_video, render_video
+    from export.model import LVMNet, count_parameters
+    from export.pretrain import pretrain_backbone
+    from export.train import train_lvm
+
+    if cfg.heads.num_activities != len(ACTIVITIES):
+        raise UsageError(f"{args.config}: heads.num_activities={cfg.heads.num_activities} but the benchmark has "
+                         f"{len(ACTIVITIES)} activities")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    progress = not args.no_progress and rank == 0
+    n_videos = args.videos or tc.train_videos
+    if n_videos < world:
+        raise UsageError(f"--videos {n_videos} < {world} ranks: every rank needs its own videos")
+
+    def say(msg: str) -> None:
+        if rank == 0:
+            print(msg, flush=True)
+
+    t0 = time.time()
+    torch.manual_seed(seed)
+    net = LVMNet(cfg)
+    say(f"lvm-train: {cfg.name}: backbone {count_parameters(net.backbone):,} params (frozen), "
+        f"sampler {count_parameters(net.sampler):,}, heads {count_parameters(net.heads):,}")
+    fps = cfg.stream.fps
+    videos = []
+    for i in range(n_videos):
+        look = TRAIN_LOOKS[i % len(TRAIN_LOOKS)]
+        videos.append(render_video(seed * 1000 + i, video_s, cfg.backbone.image_size, fps, look=look, progress=progress))
+    say(f"lvm-train: rendered {n_videos} videos x {video_s:g} s at {fps:g} fps ({time.time() - t0:.0f} s)")
+
+    backbone_file = out / "backbone.safetensors"
+    if args.backbone_from:
+        src, _ = load_checkpoint(args.backbone_from)
+        if src.cfg.backbone != cfg.backbone:
+            raise UsageError(f"{args.backbone_from}: its backbone differs from {args.config}'s")
+        net.backbone.load_state_dict(src.backbone.state_dict())
+    elif args.resume and (out / "checkpoint.safetensors").exists():
+        pass  # restored with the rest of the model by train_lvm
+    elif args.backbone_epochs > 0:
+        if rank == 0:
+            stats = pretrain_backbone(net.backbone, videos, epochs=args.backbone_epochs, seed=seed, progress=progress)
+            from safetensors.torch import save_file
+            save_file({k: v.contiguous() for k, v in net.backbone.net.state_dict().items()}, str(backbone_file))
+            say(f"lvm-train: backbone pre-trained on {int(stats['frames'])} frames/crops ({time.time() - t0:.0f} s)")
+        if world > 1:
+            dist.barrier()
+            if rank != 0:
+                net.backbone.load_weights(backbone_file)
+        net.backbone.freeze()
+    if args.resume and (out / "checkpoint.safetensors").exists():
+        loaded, _ = load_checkpoint(out / "checkpoint.safetensors", cfg)
+        net.load_state_dict(loaded.state_dict())
+    for i, v in enumerate(videos):
+        encode_video(net.backbone, v)
+        attach_queries(v, args.queries or tc.queries_per_video, seed * 1000 + i)
+    say(f"lvm-train: cached backbone tokens ({time.time() - t0:.0f} s)")
+
+    continual_p = 0 if args.no_continual else tc.continual_p
+    res = train_lvm(net, videos, out, epochs=args.epochs or tc.epochs, continual_p=continual_p, seed=seed,
+                    max_steps=args.max_steps, progress=progress, resume=args.resume)
+    if rank == 0:
+        final = out / f"{cfg.name}.safetensors"
+        save_checkpoint(net, final, {"seed": seed, "steps": res.steps, "continual_p": continual_p,
+                                     "videos": n_videos, "video_s": video_s, "world_size": world,
+                                     "command": " ".join(["lvm-train"] + sys.argv[1:])})
+        summary = {"checkpoint": str(final), "steps": res.steps, "train_seconds": round(res.seconds, 1),
+                   "total_seconds": round(time.time() - t0, 1), "last_losses": res.last_losses}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        say(f"lvm-train: done: {res.steps} steps in {res.seconds:.0f} s; wrote {final}")
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

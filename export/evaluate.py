@@ -1,0 +1,152 @@
+"""Evaluation on held-out generator videos with the ReST metrics (DESIGN.md §4).
+
+One scoring path for every model source: the PyTorch model (neural / random / oracle memories) and
+a bundle run by the device runtime (``evaluate_engine``, used by lvm-export's accuracy gate) both
+produce answers through ``edge_runtime.answers`` and are scored by ``edge_runtime.metrics``.
+
+Samplers:
+- neural: the trained sampler, one pass over the stream;
+- random: uniformly random memory tokens (LVM-Net A.3.1) — i.i.d. random keys, keep the top m,
+  which is a uniform random m-subset of everything seen, in one pass;
+- oracle: query-aware — per query, the memory is rebuilt from the asked window alone (m tokens:
+  m / P frames spread evenly over the window's frames), what per-query re-processing would see.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from edge_runtime.answers import HeadBatch, decode_answers
+from edge_runtime.checkout import Query
+from edge_runtime.metrics import aggregate, score_query
+from export.data import VideoData
+from export.model import LVMNet
+from export.query_batch import build_query_batch
+from export.svd_torch import TorchOnlineSVD
+
+SAMPLERS = ("neural", "random", "oracle")
+HEAD_OUTPUTS = ("activity_logits", "boxes", "start_logits", "end_logits")
+
+
+@torch.no_grad()
+def stream_memory(net: LVMNet, data: VideoData, sampler: str = "neural", seed: int = 0):
+    """One pass over the video: -> (memory tuple (1, m, ...), TorchOnlineSVD)."""
+    cfg = net.cfg
+    T, m = cfg.stream.clip_frames, cfg.stream.memory_tokens
+    mem = net.empty_memory(1)
+    keys = torch.full((1, m), -1e9)
+    gen = torch.Generator().manual_seed(seed)
+    svd = TorchOnlineSVD(cfg.backbone.dim, cfg.svd.n_components, cfg.svd.forgetting,
+                         energy_cutoff=cfg.svd.energy_cutoff, reorth_every=cfg.svd.reorth_every)
+    n_clips = len(data.times) // T
+    for c in range(n_clips):
+        tok = data.tokens[c * T : (c + 1) * T].float()
+        times = torch.from_numpy(data.times[c * T : (c + 1) * T]).float()[None]
+        ct, cp = net.clip_coords(times)
+        clip = tok.reshape(1, -1, tok.shape[-1])
+        svd.update(tok.mean(dim=1).double())
+        if sampler == "neural":
+            mem = net.sampler(*mem, clip, ct, cp)
+        else:  # random (the oracle's stream memory is unused; it still needs the SVD pass)
+            all_keys = torch.cat([keys, torch.rand(1, clip.shape[1], generator=gen)], dim=1)
+            idx = torch.topk(all_keys, m, dim=-1).indices
+            cat = (torch.cat([mem[0], clip], 1), torch.cat([mem[1], ct], 1), torch.cat([mem[2], cp], 1),
+                   torch.cat([mem[3], torch.ones_like(ct)], 1))
+            mem = tuple(torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1])) if x.ndim == 3
+                        else torch.gather(x, 1, idx) for x in cat)
+            keys = torch.gather(all_keys, 1, idx)
+    return mem, svd
+
+
+def oracle_memory(net: LVMNet, data: VideoData, q: Query):
+    """m tokens from the asked window alone: m / P frames evenly over the window's frames."""
+    cfg = net.cfg
+    P, m = cfg.backbone.tokens_per_frame, cfg.stream.memory_tokens
+    inside = np.flatnonzero((data.times >= q.start) & (data.times <= q.end))
+    n_frames = m // P
+    pick = inside[np.linspace(0, len(inside) - 1, n_frames).round().astype(int)] if len(inside) else np.zeros(0, int)
+    mem = net.empty_memory(1)
+    if len(pick):
+        tok = data.tokens[pick].float().reshape(1, -1, cfg.backbone.dim)
+        ct, cp = net.clip_coords(torch.from_numpy(data.times[pick]).float()[None])
+        n = tok.shape[1]
+        mem[0][:, :n], mem[1][:, :n], mem[2][:, :n], mem[3][:, :n] = tok, ct, cp, 1.0
+    return mem
+
+
+def _run_heads(net, mems, svd: TorchOnlineSVD, qb) -> dict[str, np.ndarray]:
+    basis, sv = svd.padded()
+    out = net.heads(*mems, basis[None], sv[None], **qb.inputs)
+    return {k: v.numpy() for k, v in zip(HEAD_OUTPUTS, out)}
+
+
+def _head_batch(qb) -> HeadBatch:
+    return HeadBatch(**{k: v.numpy() for k, v in qb.inputs.items()})
+
+
+@torch.no_grad()
+def answer_video(net: LVMNet, data: VideoData, sampler: str = "neural", seed: int = 0,
+                 chunk: int = 64) -> list[dict]:
+    net.eval()
+    cfg = net.cfg
+    mem, svd = stream_memory(net, data, "random" if sampler == "random" else "neural", seed)
+    answers: list[dict] = []
+    for i in range(0, len(data.queries), chunk):
+        qs = data.queries[i : i + chunk]
+        qb = build_query_batch(qs, [data.crop_tokens] * len(qs), cfg)
+        if sampler == "oracle":
+            per = [oracle_memory(net, data, q) for q in qs]
+            mems = tuple(torch.cat([p[j] for p in per]) for j in range(4))
+        else:
+            mems = mem
+        out = _run_heads(net, mems, svd, qb)
+        answers.extend(decode_answers(_head_batch(qb), out, object_fps=cfg.stream.object_fps))
+    return answers
+
+
+def score(queries: list[Query], answers: list[dict]) -> dict:
+    return aggregate([score_query(q, a) for q, a in zip(queries, answers)])
+
+
+def evaluate_model(net: LVMNet, videos: list[VideoData], sampler: str = "neural", seed: int = 0,
+                   progress: bool = True) -> dict:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    queries, answers = [], []
+    for v in tqdm(videos, desc=f"eval ({sampler})", disable=not progress, leave=False):
+        answers.extend(answer_video(net, v, sampler, seed))
+        queries.extend(v.queries)
+    res = score(queries, answers)
+    res["memory_tokens"] = net.cfg.stream.memory_tokens
+    res["queries"] = len(queries)
+    res["sampler"] = sampler
+    return res
+
+
+def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData], progress: bool = True) -> dict:
+    """Score a device-runtime Engine (ONNX / TensorRT bundle) on the same videos and queries.
+
+    ``videos`` must carry frames (render with keep_frames) and queries; the engine encodes frames
+    and object crops itself, exactly as on the device."""
+    queries, answers = [], []
+    engine = engine_factory()
+    for v in tqdm(videos, desc="eval (engine)", disable=not progress, leave=False):
+        engine.reset()
+        engine.ingest(v.frames, v.times)
+        reqs = []
+        size = engine.cfg.backbone.image_size
+        for q in v.queries:
+            reqs.append({"type": q.type, "start": q.start, "end": q.end,
+                         "activity": q.activity_id if q.type != "activity" else None,
+                         "object_image": v.video.object_crop(q.instance_id, size=size)
+                         if q.type != "object" and q.instance_id is not None else None,
+                         "k": 3})
+        answers.extend(engine.answer(reqs))
+        queries.extend(v.queries)
+    res = score(queries, answers)
+    res["memory_tokens"] = engine.cfg.stream.memory_tokens
+    res["queries"] = len(queries)
+    return res

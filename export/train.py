@@ -1,0 +1,303 @@
+"""LVM-Net training on the procedural checkout benchmark (lvm-net.txt §4, DESIGN.md §4).
+
+Streaming formulation of the paper's recipe: every training video is a stream; each step feeds the
+next clip of T frames of a set of *distinct* videos through the sampler (relaxed Gumbel top-m,
+temperature annealed 1.5 -> 1), then answers one query per video whose window lies in the past of
+its stream, plus the p previous queries of that video (the online continual-learning loss), from
+the new memory. Memories are detached between steps and reset every epoch. Under torchrun (gloo)
+the videos of a step are split across ranks — never one video on two ranks — and the written
+memories are all-gathered so every rank holds the whole memory bank.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from edge_runtime.config import ModelConfig
+from export.checkpoint import save_checkpoint
+from export.data import VideoData
+from export.losses import box_loss, focal_loss, interval_loss
+from export.model import LVMNet
+from export.query_batch import build_query_batch
+from export.svd_torch import TorchOnlineSVD
+
+
+# ---------------------------------------------------------------------------------------------
+# batching: never two queries (memory writes) of one video in a step, on one rank or across ranks
+# ---------------------------------------------------------------------------------------------
+class VideoBatchSampler:
+    """Yields, per step, the videos this rank writes. Each step's videos are distinct, and the
+    ranks' shares are disjoint; the split is reshuffled every epoch with a seed all ranks share."""
+
+    def __init__(self, n_videos: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0) -> None:
+        self.n, self.batch, self.rank, self.world, self.seed = n_videos, batch_size, rank, world, seed
+
+    def epoch_groups(self, epoch: int) -> list[list[int]]:
+        """Groups of distinct videos that go through the stream together; global (all ranks)."""
+        order = list(range(self.n))
+        random.Random(self.seed * 1009 + epoch).shuffle(order)
+        size = self.batch * self.world
+        return [order[i : i + size] for i in range(0, self.n, size)]
+
+    def local(self, group: list[int]) -> list[int]:
+        return group[self.rank :: self.world]
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class StreamState:
+    mem: tuple[torch.Tensor, ...]
+    svd: TorchOnlineSVD
+    past: deque = field(default_factory=deque)
+
+
+class TrainStep(nn.Module):
+    """sampler write + heads on current and past queries -> loss terms (one module for DDP)."""
+
+    def __init__(self, net: LVMNet) -> None:
+        super().__init__()
+        self.sampler, self.heads = net.sampler, net.heads
+        self.cfg = net.cfg
+
+    def forward(self, mem, clip, clip_t, clip_p, qb, q_video, svd_basis, svd_sv, generator=None):
+        new = self.sampler.forward_train(*mem, clip, clip_t, clip_p, generator=generator)
+        per_q = [t[q_video] for t in new]
+        act, boxes, s_log, e_log = self.heads(*per_q, svd_basis[q_video], svd_sv[q_video], **qb.inputs)
+        tc = self.cfg.train
+        w = qb.is_type
+        terms = {}
+        a = w[:, 0] > 0
+        o = w[:, 1] > 0
+        t = w[:, 2] > 0
+        terms["activity"] = focal_loss(act[a], qb.act_target[a]) if a.any() else act.sum() * 0
+        terms["object"] = (box_loss(boxes[o], qb.box_target[o], qb.box_mask[o], tc.l1_weight, tc.giou_weight)
+                           if o.any() else boxes.sum() * 0)
+        terms["time"] = (interval_loss(s_log[t], e_log[t], qb.start_idx[t], qb.end_idx[t])
+                         if t.any() else s_log.sum() * 0)
+        return new, terms
+
+
+def _is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _gather_memory(local_ids: list[int], new_mem: tuple[torch.Tensor, ...], world: int):
+    """All-gather each rank's written memories -> list of (video id, memory tuple) for all ranks."""
+    if world == 1:
+        return [(v, tuple(t[i] for t in new_mem)) for i, v in enumerate(local_ids)]
+    n_local = torch.tensor([len(local_ids)])
+    sizes = [torch.zeros_like(n_local) for _ in range(world)]
+    dist.all_gather(sizes, n_local)
+    cap = int(max(s.item() for s in sizes))
+    ids = torch.full((cap,), -1, dtype=torch.int64)
+    ids[: len(local_ids)] = torch.tensor(local_ids, dtype=torch.int64)
+    out = []
+    gathered_ids = [torch.zeros_like(ids) for _ in range(world)]
+    dist.all_gather(gathered_ids, ids)
+    parts = []
+    for t in new_mem:
+        pad = torch.zeros((cap,) + tuple(t.shape[1:]), dtype=t.dtype)
+        pad[: t.shape[0]] = t
+        g = [torch.zeros_like(pad) for _ in range(world)]
+        dist.all_gather(g, pad)
+        parts.append(g)
+    for r in range(world):
+        for j, v in enumerate(gathered_ids[r].tolist()):
+            if v >= 0:
+                out.append((v, tuple(p[r][j] for p in parts)))
+    return out
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    last_losses: dict[str, float]
+
+
+def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: int, continual_p: int,
+              seed: int = 0, max_steps: int | None = None, progress: bool = True, resume: bool = False,
+              log_every: int = 10) -> TrainResult:
+    cfg: ModelConfig = net.cfg
+    tc = cfg.train
+    rank = dist.get_rank() if _is_dist() else 0
+    world = dist.get_world_size() if _is_dist() else 1
+    torch.manual_seed(seed + 17 * rank)
+    gen = torch.Generator().manual_seed(seed * 31 + rank)
+    rng = np.random.default_rng(seed * 7 + rank)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    step_mod = TrainStep(net)
+    model = nn.parallel.DistributedDataParallel(step_mod) if world > 1 else step_mod
+    opt = torch.optim.AdamW([
+        {"params": list(net.sampler.parameters()), "lr": tc.lr_sampler, "name": "sampler"},
+        {"params": list(net.heads.parameters()), "lr": tc.lr_other, "name": "heads"},
+    ], weight_decay=1e-4)
+
+    T = cfg.stream.clip_frames
+    n_clips = min(len(v.times) // T for v in videos)
+    sampler_batches = VideoBatchSampler(len(videos), tc.batch_size, rank, world, seed)
+    groups_per_epoch = len(sampler_batches.epoch_groups(0))
+    total_steps = epochs * groups_per_epoch * n_clips
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+    start_epoch, step = 0, 0
+    state_path = out_dir / "train_state.json"
+    if resume and state_path.exists():
+        start_epoch, step = _load_train_state(out_dir, net, opt)
+    log = open(out_dir / "train_log.jsonl", "a") if rank == 0 else None
+    t0 = time.time()
+    last: dict[str, float] = {}
+    net.train()
+    for epoch in range(start_epoch, epochs):
+        if step >= total_steps:
+            break
+        # memory reset every epoch (LVM-Net A.4)
+        streams = {i: StreamState(mem=net.empty_memory(1),
+                                  svd=TorchOnlineSVD(cfg.backbone.dim, cfg.svd.n_components, cfg.svd.forgetting,
+                                                     energy_cutoff=cfg.svd.energy_cutoff,
+                                                     reorth_every=cfg.svd.reorth_every),
+                                  past=deque(maxlen=max(continual_p, 1)))
+                   for i in range(len(videos))}
+        bar = tqdm(total=groups_per_epoch * n_clips, desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not progress or rank != 0, leave=False)
+        for group in sampler_batches.epoch_groups(epoch):
+            local = sampler_batches.local(group)
+            for c in range(n_clips):
+                if step >= total_steps:
+                    break
+                net.sampler.set_temperature(step / max(total_steps - 1, 1), cfg.sampler.tau_start, cfg.sampler.tau_end)
+                batch = _prepare(net, videos, streams, local, c, continual_p, rng)
+                # every rank must take the same path (DDP): learn only once all ranks have queries
+                ready = torch.tensor([1 if batch["qb"] is not None else 0])
+                if world > 1:
+                    dist.all_reduce(ready, op=dist.ReduceOp.MIN)
+                if not int(ready):
+                    with torch.no_grad():
+                        new_mem = net.sampler(*batch["mem"], batch["clip"], batch["clip_t"], batch["clip_p"])
+                    _commit(streams, local, new_mem, world)
+                    step += 1
+                    bar.update(1)
+                    continue
+                new_mem, terms = model(batch["mem"], batch["clip"], batch["clip_t"], batch["clip_p"], batch["qb"],
+                                       batch["q_video"], batch["svd_basis"], batch["svd_sv"], generator=gen)
+                loss = terms["activity"] + terms["object"] + terms["time"]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(step_mod.parameters(), 1.0)
+                opt.step()
+                _commit(streams, local, new_mem, world)
+                step += 1
+                last = {k: float(v) for k, v in terms.items()} | {"loss": float(loss), "tau": net.sampler.tau}
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", tau=f"{net.sampler.tau:.2f}")
+                if log and step % log_every == 0:
+                    log.write(json.dumps({"step": step, "epoch": epoch, **last, "time_s": round(time.time() - t0, 1)}) + "\n")
+                    log.flush()
+        bar.close()
+        if rank == 0:
+            save_checkpoint(net, out_dir / "checkpoint.safetensors", {"epoch": epoch + 1, "step": step})
+            _save_train_state(out_dir, opt, epoch + 1, step)
+        if _is_dist():
+            dist.barrier()
+    if log:
+        log.close()
+    return TrainResult(steps=step, seconds=time.time() - t0, last_losses=last)
+
+
+def _commit(streams, local, new_mem, world) -> None:
+    """Memory is a buffer, not a parameter: detach, then share every write with all ranks."""
+    detached = tuple(t.detach() for t in new_mem)
+    for v, mem in _gather_memory(local, detached, world):
+        streams[v].mem = tuple(t[None] for t in mem)
+
+
+def _prepare(net, videos, streams, local, c, continual_p, rng) -> dict:
+    cfg = net.cfg
+    T = cfg.stream.clip_frames
+    mems, clips, cts, cps, queries, crops, q_video, bases, svs = [], [], [], [], [], [], [], [], []
+    for j, v in enumerate(local):
+        data, st = videos[v], streams[v]
+        tok = data.tokens[c * T : (c + 1) * T].float()
+        times = torch.from_numpy(data.times[c * T : (c + 1) * T]).float()[None]
+        ct, cp = net.clip_coords(times)
+        clips.append(tok.reshape(1, -1, tok.shape[-1]))
+        cts.append(ct)
+        cps.append(cp)
+        mems.append(st.mem)
+        st.svd.update(tok.mean(dim=1).double())
+        basis, sv = st.svd.padded()
+        bases.append(basis[None])
+        svs.append(sv[None])
+        now = float(data.times[(c + 1) * T - 1])
+        past_ok = [q for q in data.queries if q.end <= now + 1e-6]
+        if past_ok:
+            q = past_ok[int(rng.integers(len(past_ok)))]
+            for pq in [q] + (list(st.past)[-continual_p:] if continual_p > 0 else []):
+                queries.append(pq)
+                crops.append(data.crop_tokens)
+                q_video.append(j)
+            st.past.append(q)
+    mem = tuple(torch.cat([m[i] for m in mems]) for i in range(4))
+    clip, clip_t, clip_p = torch.cat(clips), torch.cat(cts), torch.cat(cps)
+    svd_basis, svd_sv = torch.cat(bases), torch.cat(svs)
+    qb = build_query_batch(queries, crops, cfg) if queries else None
+    return {"mem": mem, "clip": clip, "clip_t": clip_t, "clip_p": clip_p, "qb": qb,
+            "q_video": torch.tensor(q_video, dtype=torch.int64), "svd_basis": svd_basis, "svd_sv": svd_sv}
+
+
+# ---------------------------------------------------------------------------------------------
+# resumable optimizer state (safetensors + JSON, never pickle)
+# ---------------------------------------------------------------------------------------------
+def _save_train_state(out_dir: Path, opt: torch.optim.Optimizer, epoch: int, step: int) -> None:
+    from safetensors.torch import save_file
+
+    tensors, scalars = {}, {}
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, p in enumerate(params):
+        for k, v in opt.state.get(p, {}).items():
+            if torch.is_tensor(v) and v.ndim > 0:
+                tensors[f"{i}.{k}"] = v.contiguous()
+            else:
+                scalars[f"{i}.{k}"] = float(v)
+    tmp = out_dir / "optimizer.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, out_dir / "optimizer.safetensors")
+    meta = {"epoch": epoch, "step": step, "scalars": scalars,
+            "lrs": [g["lr"] for g in opt.param_groups]}
+    tmpj = out_dir / "train_state.json.tmp"
+    tmpj.write_text(json.dumps(meta))
+    os.replace(tmpj, out_dir / "train_state.json")
+
+
+def _load_train_state(out_dir: Path, net: LVMNet, opt: torch.optim.Optimizer) -> tuple[int, int]:
+    from safetensors.torch import load_file
+
+    from export.checkpoint import load_checkpoint
+
+    loaded, _ = load_checkpoint(out_dir / "checkpoint.safetensors", net.cfg)
+    net.load_state_dict(loaded.state_dict())
+    meta = json.loads((out_dir / "train_state.json").read_text())
+    tensors = load_file(str(out_dir / "optimizer.safetensors"))
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, p in enumerate(params):
+        st = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(i)}
+        for k, v in meta["scalars"].items():
+            idx, name = k.split(".", 1)
+            if idx == str(i):
+                st[name] = torch.tensor(v)
+        if st:
+            opt.state[p] = st
+    return int(meta["epoch"]), int(meta["step"])
