@@ -28,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, help="queries sampled per video (default: config)")
     p.add_argument("--seed", type=int, help="seed (default: config train.seed)")
     p.add_argument("--backbone-epochs", type=int, default=3, help="backbone pre-training epochs (default 3)")
-    p.add_argument("--backbone-from", help="take the frozen backbone from this checkpoint instead of pre-training")
+    p.add_argument("--backbone-frames", type=int, default=3000,
+                   help="frames sampled for backbone pre-training, busy and idle balanced (default 3000)")
+    p.add_argument("--backbone-from", help="take the frozen backbone from this checkpoint (or another run's "
+                   "backbone.safetensors) instead of pre-training")
     p.add_argument("--no-continual", action="store_true", help="ablation: train without the continual-learning loss")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors + optimizer state")
     p.add_argument("--max-steps", type=int, help="stop after this many sampler steps (smoke tests)")
@@ -106,15 +109,30 @@ def _train(args) -> int:
 
     backbone_file = out / "backbone.safetensors"
     if args.backbone_from:
-        src, _ = load_checkpoint(args.backbone_from)
-        if src.cfg.backbone != cfg.backbone:
-            raise UsageError(f"{args.backbone_from}: its backbone differs from {args.config}'s")
-        net.backbone.load_state_dict(src.backbone.state_dict())
+        from export.checkpoint import CheckpointError, read_metadata
+        try:
+            read_metadata(args.backbone_from)
+            is_checkpoint = True
+        except CheckpointError:
+            is_checkpoint = False  # a bare backbone file (OUT/backbone.safetensors of another run)
+        if is_checkpoint:
+            src, _ = load_checkpoint(args.backbone_from)
+            if src.cfg.backbone != cfg.backbone:
+                raise UsageError(f"{args.backbone_from}: its backbone differs from {args.config}'s")
+            net.backbone.load_state_dict(src.backbone.state_dict())
+        else:
+            try:
+                net.backbone.load_weights(args.backbone_from)
+            except Exception as err:
+                raise UsageError(f"{args.backbone_from}: not a checkpoint or backbone weights for "
+                                 f"{cfg.backbone.name} ({str(err).splitlines()[0][:100]})") from None
+        net.backbone.freeze()
     elif args.resume and (out / "checkpoint.safetensors").exists():
         pass  # restored with the rest of the model by train_lvm
     elif args.backbone_epochs > 0:
         if rank == 0:
-            stats = pretrain_backbone(net.backbone, videos, epochs=args.backbone_epochs, seed=seed, progress=progress)
+            stats = pretrain_backbone(net.backbone, videos, epochs=args.backbone_epochs, seed=seed,
+                                      max_frames=args.backbone_frames, progress=progress)
             from safetensors.torch import save_file
             save_file({k: v.contiguous() for k, v in net.backbone.net.state_dict().items()}, str(backbone_file))
             say(f"lvm-train: backbone pre-trained on {int(stats['frames'])} frames/crops ({time.time() - t0:.0f} s)")

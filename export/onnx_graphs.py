@@ -96,3 +96,49 @@ def export_graph(net: LVMNet, spec: GraphSpec, path: Path) -> Path:
                           output_names=list(spec.outputs), opset_version=OPSET, dynamo=True,
                           dynamic_shapes=dynamic_shapes(spec), external_data=False, verbose=False)
     return path
+
+
+# Fusing MatMul+Add into Gemm would reshape every (B, N, D) projection to 2-D and hide it from ORT's
+# dynamic quantisation (MatMul only); TensorRT and ORT fuse the bias themselves.
+SLIM_SKIP = ["FusionGemm"]
+
+
+def slim_and_check(path: Path) -> "onnx.ModelProto":
+    """onnxslim (constant folding, dead nodes, fusions) in place, then the ONNX checker.
+
+    The I/O names are the runtime's contract: slimming must not touch them."""
+    import onnx
+    import onnxslim
+
+    model = onnx.load(str(path))
+    names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
+    slim = onnxslim.slim(model, skip_fusion_patterns=SLIM_SKIP)
+    if slim is None:
+        raise RuntimeError(f"onnxslim failed on {path.name}")
+    if ([i.name for i in slim.graph.input], [o.name for o in slim.graph.output]) != names:
+        raise RuntimeError(f"onnxslim changed the I/O names of {path.name}")
+    onnx.checker.check_model(slim, full_check=True)
+    onnx.save(slim, str(path))
+    return slim
+
+
+_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8", 3: "int8", 9: "bool", 11: "float64"}
+
+
+def io_signature(model) -> dict[str, list[dict]]:
+    """{"inputs": [{name, shape (ints or axis names), dtype}], "outputs": [...]} of an ONNX model."""
+    def one(vi):
+        tt = vi.type.tensor_type
+        shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in tt.shape.dim]
+        return {"name": vi.name, "shape": shape, "dtype": _DTYPES.get(tt.elem_type, str(tt.elem_type))}
+
+    init = {t.name for t in model.graph.initializer}
+    return {"inputs": [one(vi) for vi in model.graph.input if vi.name not in init],
+            "outputs": [one(vi) for vi in model.graph.output]}
+
+
+def check_contract(model, spec: GraphSpec) -> None:
+    sig = io_signature(model)
+    got = (tuple(i["name"] for i in sig["inputs"]), tuple(o["name"] for o in sig["outputs"]))
+    if got != (spec.inputs, spec.outputs):
+        raise RuntimeError(f"{spec.name}: graph I/O {got} breaks the contract {(spec.inputs, spec.outputs)}")

@@ -60,7 +60,8 @@ class _PretrainHeads(nn.Module):
 
 
 def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: int, seed: int = 0,
-                      batch: int = 64, lr: float = 2e-3, progress: bool = True) -> dict[str, float]:
+                      batch: int = 64, lr: float = 2e-3, max_frames: int = 3000,
+                      progress: bool = True) -> dict[str, float]:
     """Train the backbone in place on the videos' frames (which must still be attached), then freeze."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -73,6 +74,9 @@ def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: in
         idle = np.flatnonzero(~((tg["hand"] > 0) | (tg["activity"] < len(ACTIVITIES))))
         idle = rng.choice(idle, size=min(len(idle), max(len(busy), 32)), replace=False) if len(idle) else idle
         keep = np.sort(np.concatenate([busy, idle]))
+        per_video = max(max_frames // len(videos), 16)
+        if len(keep) > per_video:
+            keep = np.sort(rng.choice(keep, size=per_video, replace=False))
         frames.append(v.frames[keep])
         for k in targets:
             targets[k].append(tg[k][keep])
@@ -116,7 +120,8 @@ def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: in
             loss.backward()
             opt.step()
             sched.step()
-            stats = {"products": float(lp), "hand": float(lh), "activity": float(la), "patches": float(lpatch)}
+            stats = {k: float(v.detach()) for k, v in
+                     (("products", lp), ("hand", lh), ("activity", la), ("patches", lpatch))}
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3f}")
     bar.close()

@@ -129,7 +129,7 @@ class TrainResult:
 
 def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: int, continual_p: int,
               seed: int = 0, max_steps: int | None = None, progress: bool = True, resume: bool = False,
-              log_every: int = 10) -> TrainResult:
+              log_every: int = 1) -> TrainResult:
     cfg: ModelConfig = net.cfg
     tc = cfg.train
     rank = dist.get_rank() if _is_dist() else 0
@@ -241,7 +241,7 @@ def _prepare(net, videos, streams, local, c, continual_p, rng) -> dict:
         basis, sv = st.svd.padded()
         bases.append(basis[None])
         svs.append(sv[None])
-        now = float(data.times[(c + 1) * T - 1])
+        now = float(data.times[(c + 1) * T - 1]) + 1.0 / cfg.stream.fps  # the clip covers up to here
         past_ok = [q for q in data.queries if q.end <= now + 1e-6]
         if past_ok:
             q = past_ok[int(rng.integers(len(past_ok)))]

@@ -1,0 +1,22 @@
+"""Procedural self-checkout videos with ReST-style ground truth and queries (numpy + OpenCV only).
+
+    from edge_runtime.checkout import CheckoutVideo, ACTIVITIES, PRODUCTS, TRAIN_LOOKS, EVAL_LOOKS
+    v = CheckoutVideo(seed=7, duration_s=1800, size=112)          # look derived from the seed
+    for t, img in v.frames(fps=1.0): ...
+    ann = v.annotations()                                          # docs/annotation-format.md
+    qs = sample_queries(ann, 100, np.random.default_rng(0))
+
+Modules: ``catalog`` (activities, products and their drawings), ``scene`` (counter layout, looks,
+camera), ``script`` (the event timeline), ``render`` (drawing), ``annotations`` (ground truth),
+``queries`` (ReST query sampling), ``video`` (the public class).
+"""
+from .annotations import BOX_FPS
+from .catalog import ACTIVITIES, ACTIVITY_IDS, PRODUCT_IDS, PRODUCTS
+from .queries import QUERY_TYPES, WINDOWS, Query, sample_queries
+from .scene import EVAL_LOOKS, LOOKS, TRAIN_LOOKS
+from .video import CheckoutVideo
+
+__all__ = [
+    "ACTIVITIES", "ACTIVITY_IDS", "BOX_FPS", "CheckoutVideo", "EVAL_LOOKS", "LOOKS", "PRODUCTS", "PRODUCT_IDS",
+    "QUERY_TYPES", "Query", "TRAIN_LOOKS", "WINDOWS", "sample_queries",
+]

@@ -1,0 +1,290 @@
+"""Calibration data for INT8 (and realistic parity inputs): real frames, never random numbers.
+
+Frames come from a source URI, sampled at the model's fps and resized to the backbone's input the
+way the runtime does it. From them the FP32 graphs (ONNX Runtime) produce what each later graph
+really sees: backbone tokens -> sampler calls with the stream's own memory -> head calls on that
+memory with the online-SVD state and query batches whose object crops are cut from the frames.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+
+from edge_runtime.config import ModelConfig
+
+# Calibration seeds are disjoint from training (seed * 1000 + i, seed < 1000) and from lvm-eval's
+# and the accuracy gate's held-out videos (1_000_000 + ...).
+DEFAULT_CALIB_SEED = 7_000_000
+DEFAULT_CALIB_URI = f"demo://checkout?seed={DEFAULT_CALIB_SEED}&duration=600"
+LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "csi://", "v4l2://", "/dev/video")
+
+
+class CalibrationError(ValueError):
+    """No usable calibration data; the message is one line."""
+
+
+@dataclass
+class CalibrationFrames:
+    uri: str
+    frames: np.ndarray   # (N, S, S, 3) uint8 RGB
+    times: np.ndarray    # (N,) seconds, increasing
+    fps: float
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.frames).tobytes())
+        h.update(np.ascontiguousarray(self.times, np.float64).tobytes())
+        return h.hexdigest()
+
+    def describe(self) -> dict:
+        return {"source": self.uri, "frames": len(self), "fps": self.fps, "sha256": self.sha256(),
+                "span_s": [float(self.times[0]), float(self.times[-1])] if len(self) else None}
+
+
+def _resize(frame: np.ndarray, size: int) -> np.ndarray:
+    """Same resize as the runtime's Engine.encode (stretch; area when shrinking)."""
+    if frame.shape[:2] == (size, size):
+        return frame
+    import cv2
+
+    interp = cv2.INTER_AREA if min(frame.shape[:2]) >= size else cv2.INTER_LINEAR
+    return cv2.resize(frame, (size, size), interpolation=interp)
+
+
+def _demo_frames(uri: str, size: int, fps: float) -> Iterator[tuple[float, np.ndarray]]:
+    parts = urlsplit(uri)
+    if parts.netloc not in ("checkout", ""):
+        raise CalibrationError(f"{uri}: unknown demo '{parts.netloc}' (only demo://checkout)")
+    known = {"seed": int, "duration": float, "look": int, "fps": float}
+    opts = {}
+    for k, v in parse_qsl(parts.query, keep_blank_values=True):
+        if k not in known:
+            raise CalibrationError(f"{uri}: unknown option '{k}' (known: {', '.join(known)})")
+        try:
+            opts[k] = known[k](v)
+        except ValueError:
+            raise CalibrationError(f"{uri}: option {k}={v!r} is not a valid {known[k].__name__}") from None
+    try:
+        from edge_runtime.checkout import CheckoutVideo
+    except ImportError as err:
+        raise CalibrationError(f"{uri}: the checkout generator is not available ({err})") from None
+    kwargs = {"seed": opts.get("seed", DEFAULT_CALIB_SEED), "duration_s": opts.get("duration", 600.0), "size": size}
+    if "look" in opts:
+        kwargs["look"] = opts["look"]
+    video = CheckoutVideo(**kwargs)
+    yield from video.frames(opts.get("fps", fps))
+
+
+def _file_frames(path: str, size: int, fps: float) -> Iterator[tuple[float, np.ndarray]]:
+    import cv2
+
+    if not os.path.isfile(path):
+        raise CalibrationError(f"{path}: calibration video not found")
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise CalibrationError(f"{path}: OpenCV cannot open this file as a video")
+    vfps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    vfps = vfps if 0.0 < vfps < 1000.0 else 25.0
+    i, next_t = 0, 0.0
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                break
+            t = i / vfps
+            i += 1
+            if t + 1e-9 < next_t:
+                continue
+            next_t += 1.0 / fps
+            yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
+
+
+def _runtime_frames(uri: str, size: int, fps: float) -> Iterator[tuple[float, np.ndarray]] | None:
+    """The runtime's own sources (edge_runtime.sources), so calibration sees what the device sees;
+    None where that module is not available."""
+    try:
+        from edge_runtime.sources import SourceError, open_source, parse_source_uri
+    except ImportError:
+        return None
+    try:
+        spec = parse_source_uri(uri)
+    except SourceError as err:
+        raise CalibrationError(str(err)) from None
+    if spec.live:
+        raise CalibrationError(f"{spec.label}: live sources are not used for calibration (a calibration set must be "
+                               "reproducible and hashable); record a file and pass it")
+
+    def gen():
+        try:
+            src = open_source(uri, target_fps=fps, size=size)
+        except (SourceError, ImportError) as err:
+            raise CalibrationError(str(err).splitlines()[0]) from None
+        with src:
+            try:
+                for f in src:
+                    yield float(f.t), f.image
+            except (SourceError, ImportError) as err:
+                raise CalibrationError(str(err).splitlines()[0]) from None
+
+    return gen()
+
+
+def iter_source(uri: str, size: int, fps: float) -> Iterator[tuple[float, np.ndarray]]:
+    """(t, RGB uint8 frame) at ``fps`` from a calibration source."""
+    text = uri.strip()
+    if not text:
+        raise CalibrationError("--calib: empty source URI")
+    if text.startswith(LIVE_PREFIXES) or text.isdigit():
+        raise CalibrationError(f"{text}: live sources are not used for calibration (a calibration set must be "
+                               "reproducible and hashable); record a file and pass it")
+    frames = _runtime_frames(text, size, fps)
+    if frames is not None:
+        return frames
+    if text.startswith("demo://"):
+        return _demo_frames(text, size, fps)
+    path = text[len("file://"):] if text.startswith("file://") else text
+    return _file_frames(os.path.expanduser(path), size, fps)
+
+
+def read_frames(uri: str, cfg: ModelConfig, max_frames: int = 600,
+                tick: Callable[[int], None] | None = None) -> CalibrationFrames:
+    """Up to ``max_frames`` frames at the model's fps, resized to its input; CalibrationError if none."""
+    size, fps = cfg.backbone.image_size, cfg.stream.fps
+    frames, times = [], []
+    for t, img in iter_source(uri, size, fps):
+        img = np.asarray(img)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise CalibrationError(f"{uri}: frames must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
+        frames.append(_resize(img, size))
+        times.append(float(t))
+        if tick:
+            tick(1)
+        if len(frames) >= max_frames:
+            break
+    if not frames:
+        raise CalibrationError(f"{uri}: the calibration source yielded no frames; INT8 needs real frames "
+                               "(pass a video with --calib)")
+    return CalibrationFrames(uri, np.stack(frames), np.asarray(times, np.float64), fps)
+
+
+# ----------------------------------------------------------------------------------------------
+# realistic inputs for each graph, produced by the FP32 graphs themselves
+
+@dataclass
+class GraphFeeds:
+    backbone: list[dict[str, np.ndarray]]
+    sampler: list[dict[str, np.ndarray]]
+    heads: list[dict[str, np.ndarray]]
+    notes: dict = field(default_factory=dict)
+
+
+def _run(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, backbone_batch: int | None = None,
+                max_backbone_batches: int = 16, head_every: int = 2, queries: int = 16, seed: int = 0,
+                threads: int = 2, tick: Callable[[int], None] | None = None) -> GraphFeeds:
+    """Stream the calibration frames through the FP32 graphs in ``fp32_dir`` as the runtime would."""
+    from edge_runtime.answers import encode_queries
+    from edge_runtime.svd import OnlineSVD
+    from export.precision import cpu_session
+
+    rng = np.random.default_rng(seed)
+    S, P, d = cfg.backbone.image_size, cfg.backbone.tokens_per_frame, cfg.backbone.dim
+    T, m, r = cfg.stream.clip_frames, cfg.stream.memory_tokens, cfg.svd.n_components
+    bb = cpu_session(fp32_dir / "backbone.onnx", threads)
+    sm = cpu_session(fp32_dir / "sampler.onnx", threads)
+    batch = backbone_batch or T
+    n = len(cal)
+
+    tokens = np.empty((n, P, d), np.float32)
+    bb_feeds = []
+    for i in range(0, n, batch):
+        feed = {"frames": np.ascontiguousarray(cal.frames[i : i + batch])}
+        tokens[i : i + batch] = _run(bb, feed)["tokens"]
+        if len(feed["frames"]) == batch:
+            bb_feeds.append(feed)
+        if tick:
+            tick(1)
+    # spread the backbone's calibration batches over the whole source
+    if len(bb_feeds) > max_backbone_batches:
+        pick = np.linspace(0, len(bb_feeds) - 1, max_backbone_batches).round().astype(int)
+        bb_feeds = [bb_feeds[j] for j in pick]
+
+    mem = {"mem": np.zeros((1, m, d), np.float32), "mem_t": np.zeros((1, m), np.float32),
+           "mem_p": np.zeros((1, m), np.int64), "mem_valid": np.zeros((1, m), np.float32)}
+    svd = OnlineSVD(d, r, cfg.svd.forgetting, energy_cutoff=cfg.svd.energy_cutoff,
+                    reorth_every=cfg.svd.reorth_every)
+    crops = _crop_tokens(cal, bb, rng, count=min(64, max(8, n // 4)), size=S)
+    sm_feeds, hd_feeds = [], []
+    n_clips = n // T
+    for c in range(n_clips):
+        tok = tokens[c * T : (c + 1) * T]
+        t = cal.times[c * T : (c + 1) * T].astype(np.float32)
+        feed = dict(mem)
+        feed.update({"clip": tok.reshape(1, T * P, d), "clip_t": np.repeat(t, P)[None],
+                     "clip_p": np.tile(np.arange(P, dtype=np.int64), T)[None]})
+        sm_feeds.append(feed)
+        out = _run(sm, feed)
+        mem = {"mem": out["new_mem"], "mem_t": out["new_mem_t"], "mem_p": out["new_mem_p"],
+               "mem_valid": out["new_mem_valid"]}
+        svd.update(tok.mean(axis=1))
+        if (c + 1) % head_every == 0 or c == n_clips - 1:
+            state = svd.state_dict()
+            t_end = float(cal.times[(c + 1) * T - 1]) + 1.0 / cfg.stream.fps
+            hb = _queries(rng, queries, float(cal.times[0]), t_end, crops, cfg, encode_queries)
+            feed = dict(mem)
+            feed.update({"svd_basis": state["svd_basis"].astype(np.float32)[None],
+                         "svd_sv": state["svd_singular_values"].astype(np.float32)[None]})
+            feed.update(hb.as_feed())
+            hd_feeds.append(feed)
+        if tick:
+            tick(1)
+    return GraphFeeds(bb_feeds, sm_feeds, hd_feeds,
+                      {"backbone_batches": len(bb_feeds), "sampler_calls": len(sm_feeds), "head_batches": len(hd_feeds),
+                       "queries_per_head_batch": queries, "crops": len(crops)})
+
+
+def _crop_tokens(cal: CalibrationFrames, backbone, rng, count: int, size: int) -> np.ndarray:
+    """Backbone tokens of square crops cut from the calibration frames (stand-ins for object crops)."""
+    imgs = []
+    for _ in range(count):
+        f = cal.frames[rng.integers(len(cal))]
+        side = int(rng.integers(size // 4, size // 2 + 1))
+        y, x = (int(rng.integers(0, size - side + 1)) for _ in range(2))
+        imgs.append(_resize(np.ascontiguousarray(f[y : y + side, x : x + side]), size))
+    out = []
+    for i in range(0, count, 16):
+        out.append(_run(backbone, {"frames": np.stack(imgs[i : i + 16])})["tokens"])
+    return np.concatenate(out)
+
+
+def _queries(rng, q: int, t0: float, t1: float, crops: np.ndarray, cfg: ModelConfig, encode):
+    """A realistic mix of the three query types over windows of the covered time."""
+    types, windows, acts, objs = [], [], [], []
+    span = max(t1 - t0, 2.0 / cfg.stream.fps)
+    for i in range(q):
+        kind = ("activity", "object", "time")[i % 3]
+        length = float(rng.uniform(0.1, 1.0)) * span
+        start = t0 + float(rng.uniform(0.0, span - length))
+        end = max(start + length, start + 1.0 / cfg.stream.fps)
+        types.append(kind)
+        windows.append((start, end))
+        acts.append(int(rng.integers(cfg.heads.num_activities)) if kind != "activity" else None)
+        objs.append(crops[rng.integers(len(crops))] if kind != "object" else None)
+    return encode(types, windows, acts, objs, fps=cfg.stream.fps, max_queries=cfg.heads.window_queries,
+                  tokens_shape=(cfg.backbone.tokens_per_frame, cfg.backbone.dim))

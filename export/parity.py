@@ -1,0 +1,128 @@
+"""Parity of exported graphs against the PyTorch model.
+
+Dense outputs (backbone tokens, head outputs) are compared element-wise: max / mean absolute
+difference. Head outputs are compared where ``q_mask`` is 1 — padded decoder slots carry the
+-1e4 mask, where one float32 ulp is ~1e-3, and no answer ever reads them.
+
+The sampler is compared as *sets*: which tokens it kept, identified by (timestamp, patch index),
+never slot by slot — TopK may order near-equal scores differently and that changes nothing. We also
+check the kept tokens' features and timestamps are the inputs' own values (the data path is exact).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from export.onnx_graphs import BACKBONE, HEADS, SAMPLER, GraphSpec
+
+FP32_MAX_ABS = 1e-4
+FP32_MIN_RECALL = 0.99
+_MASKED = {"boxes", "start_logits", "end_logits"}
+
+
+def torch_outputs(net, spec: GraphSpec, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import torch
+
+    from export.onnx_graphs import graph_module
+
+    args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in spec.inputs]
+    with torch.no_grad():
+        out = graph_module(net, spec).eval()(*args)
+    out = out if isinstance(out, tuple) else (out,)
+    return [o.numpy() for o in out]
+
+
+def kept_ids(t: np.ndarray, p: np.ndarray, valid: np.ndarray) -> Counter:
+    """Multiset of (time, patch) of the valid kept tokens of one memory (1, m)."""
+    keep = valid.reshape(-1) > 0.5
+    return Counter(zip(t.reshape(-1)[keep].tolist(), p.reshape(-1)[keep].tolist()))
+
+
+def sampler_match(ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> dict:
+    """ref/out = (new_mem, new_mem_t, new_mem_p, new_mem_valid) for batch 1."""
+    a, b = kept_ids(ref[1], ref[2], ref[3]), kept_ids(out[1], out[2], out[3])
+    n = sum(a.values())
+    common = sum((a & b).values())
+    recall = common / n if n else 1.0
+    # features of tokens both kept: must be the same input rows (exact copies in FP32 data paths)
+    rows_ref = {(t, p): i for i, (t, p) in enumerate(zip(ref[1].reshape(-1).tolist(), ref[2].reshape(-1).tolist()))}
+    feat_diff = 0.0
+    for i, key in enumerate(zip(out[1].reshape(-1).tolist(), out[2].reshape(-1).tolist())):
+        j = rows_ref.get(key)
+        if j is not None and out[3].reshape(-1)[i] > 0.5:
+            feat_diff = max(feat_diff, float(np.abs(out[0][0, i].astype(np.float64) - ref[0][0, j]).max()))
+    return {"topm_recall": recall, "kept": n, "kept_feature_max_abs": feat_diff,
+            "valid_count_equal": bool(int(ref[3].sum()) == int(out[3].sum()))}
+
+
+def dense_diff(spec: GraphSpec, feed: dict, ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> dict[str, dict]:
+    res = {}
+    for name, r, o in zip(spec.outputs, ref, out):
+        r64, o64 = r.astype(np.float64), o.astype(np.float64)
+        diff = np.abs(r64 - o64)
+        if spec is HEADS and name in _MASKED:
+            mask = feed["q_mask"] > 0
+            diff = diff[mask]
+            r64 = r64[mask]
+        res[name] = {"max_abs": float(diff.max()) if diff.size else 0.0,
+                     "mean_abs": float(diff.mean()) if diff.size else 0.0,
+                     "ref_max_abs": float(np.abs(r64).max()) if r64.size else 0.0}
+    return res
+
+
+def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str, np.ndarray]],
+                 threads: int = 2) -> dict:
+    """Compare an ONNX graph (ORT, CPU) with the PyTorch module on each feed; aggregate."""
+    from export.precision import cpu_session
+
+    sess = cpu_session(onnx_path, threads)
+    names = list(spec.outputs)
+    if spec is SAMPLER:
+        recalls, feats, kept = [], [], []
+        for feed in feeds:
+            ref = torch_outputs(net, spec, feed)
+            out = sess.run(names, feed)
+            m = sampler_match(ref, out)
+            recalls.append(m["topm_recall"])
+            feats.append(m["kept_feature_max_abs"])
+            kept.append(m["kept"])
+        return {"topm_recall": float(min(recalls)), "topm_recall_mean": float(np.mean(recalls)),
+                "kept_feature_max_abs": float(max(feats)), "calls": len(feeds), "kept_tokens_min": int(min(kept)),
+                "compared": "kept (time, patch) sets"}
+    per_out: dict[str, dict] = {}
+    for feed in feeds:
+        ref = torch_outputs(net, spec, feed)
+        out = sess.run(names, feed)
+        for name, d in dense_diff(spec, feed, ref, out).items():
+            agg = per_out.setdefault(name, {"max_abs": 0.0, "mean_abs": [], "ref_max_abs": 0.0})
+            agg["max_abs"] = max(agg["max_abs"], d["max_abs"])
+            agg["mean_abs"].append(d["mean_abs"])
+            agg["ref_max_abs"] = max(agg["ref_max_abs"], d["ref_max_abs"])
+    for agg in per_out.values():
+        agg["mean_abs"] = float(np.mean(agg["mean_abs"]))
+    res = {"max_abs": max(a["max_abs"] for a in per_out.values()), "outputs": per_out, "calls": len(feeds)}
+    if spec is HEADS:
+        res["compared"] = "outputs where q_mask = 1"
+    return res
+
+
+def fp32_failures(parity: dict[str, dict]) -> list[str]:
+    """Why an FP32 export does not match PyTorch, one phrase per graph; empty when it does."""
+    bad = []
+    for name in (BACKBONE.name, HEADS.name):
+        p = parity.get(name)
+        if p and p["max_abs"] > FP32_MAX_ABS:
+            bad.append(f"{name} max abs diff {p['max_abs']:.2e} > {FP32_MAX_ABS:g}")
+    p = parity.get(SAMPLER.name)
+    if p and p["topm_recall"] < FP32_MIN_RECALL:
+        bad.append(f"sampler top-m recall {p['topm_recall']:.4f} < {FP32_MIN_RECALL}")
+    return bad
+
+
+def example_feeds(net, spec: GraphSpec, **kw) -> dict[str, np.ndarray]:
+    from export.onnx_graphs import example_inputs
+
+    return {n: a.numpy() for n, a in zip(spec.inputs, example_inputs(net, spec, **kw))}

@@ -1,0 +1,173 @@
+"""ReST metrics on hand-built cases (DESIGN.md §4): multi-label Recall@kx, strict 0.3 thresholds,
+degenerate boxes and intervals, per-query aggregation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_runtime.metrics import (
+    aggregate, box_iou, object_hit, recall_at_kx, recall_object, recall_time, score_query, tiou, viou,
+)
+
+# ------------------------------------------------------------------ Recall@kx (activity, multi-label)
+
+
+def test_recall_at_kx_hand_computed():
+    # classes ranked by score: 3, 0, 5, 1, 2, 4, 6, 7
+    scores = np.array([0.8, 0.5, 0.3, 0.9, 0.2, 0.7, 0.1, 0.0])
+    assert recall_at_kx(scores, [3], 1) == 1.0               # top-1 = {3}
+    assert recall_at_kx(scores, [0], 1) == 0.0               # top-1 = {3}
+    assert recall_at_kx(scores, [0], 3) == 1.0               # top-3 = {3, 0, 5}
+    assert recall_at_kx(scores, [3, 1], 1) == 0.5            # top-2 = {3, 0}: finds 3 only
+    assert recall_at_kx(scores, [3, 1], 3) == 1.0            # top-6 = {3, 0, 5, 1, 2, 4}
+    assert recall_at_kx(scores, [6, 7, 0], 1) == pytest.approx(1 / 3)   # top-3 = {3, 0, 5}
+    assert recall_at_kx(scores, [6, 7, 0], 3) == 1.0                    # top-9 > 8 classes: all of them
+    assert recall_at_kx(scores, [4, 6], 1) == 0.0                       # top-2 = {3, 0}
+    assert recall_at_kx(scores, [4, 6], 3) == 0.5                       # top-6 = {3, 0, 5, 1, 2, 4}: 6 missing
+
+
+def test_recall_at_kx_top_k_larger_than_classes_and_duplicates():
+    scores = np.array([0.1, 0.2, 0.3])
+    assert recall_at_kx(scores, [0, 1], 3) == 1.0   # 6 > 3 classes: everything is predicted
+    assert recall_at_kx(scores, [2, 2], 1) == 1.0   # duplicates in G count once: |G| = 1, top-1 = {2}
+
+
+def test_recall_at_kx_ties_break_by_class_index():
+    scores = np.zeros(5)
+    assert recall_at_kx(scores, [0], 1) == 1.0
+    assert recall_at_kx(scores, [4], 1) == 0.0
+
+
+def test_recall_at_kx_empty_ground_truth_is_none():
+    assert recall_at_kx(np.ones(8), [], 1) is None
+    assert recall_at_kx(np.ones(8), (), 3) is None
+
+
+# ------------------------------------------------------------------ boxes / vIoU
+
+
+def test_box_iou_hand_computed_and_degenerate():
+    assert box_iou((0, 0, 1, 1), (0, 0, 1, 1)) == 1.0
+    assert box_iou((0, 0, 2, 1), (1, 0, 3, 1)) == pytest.approx(1 / 3)
+    assert box_iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+    assert box_iou((0, 0, 1, 1), (1, 0, 2, 1)) == 0.0            # touching edges
+    assert box_iou((0.5, 0.5, 0.5, 0.5), (0, 0, 1, 1)) == 0.0    # zero-area box inside
+    assert box_iou((0.5, 0.5, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5)) == 0.0  # empty union
+    assert box_iou((1, 1, 0, 0), (0, 0, 1, 1)) == 0.0            # reversed box has no area
+
+
+def test_viou_mean_over_ground_truth_frames_missing_counts_zero():
+    gt = [(0.0, 0, 0, 1, 1), (0.2, 0, 0, 1, 1), (0.4, 0, 0, 1, 1), (0.6, 0, 0, 1, 1)]
+    pred = {0.0: (0, 0, 1, 1), 0.2: (0, 0, 2, 1), 0.4: (5, 5, 6, 6)}   # IoU 1, 0.5, 0, (missing) 0
+    assert viou(pred, gt) == pytest.approx(1.5 / 4)
+    # same prediction as arrays and as {"times", "boxes"}
+    arr = np.array([[t, *b] for t, b in pred.items()])
+    assert viou(arr, gt) == pytest.approx(1.5 / 4)
+    assert viou({"times": list(pred), "boxes": list(pred.values())}, np.array(gt)) == pytest.approx(1.5 / 4)
+    # extra predicted frames outside the ground truth do not matter
+    pred2 = {**pred, 9.0: (0, 0, 1, 1)}
+    assert viou(pred2, gt) == pytest.approx(1.5 / 4)
+    assert viou(pred, []) is None
+    assert viou({}, gt) == 0.0
+
+
+def test_viou_matches_frames_within_half_a_frame():
+    gt = [(10.0, 0, 0, 1, 1)]
+    assert viou({10.06: (0, 0, 1, 1)}, gt) == 1.0
+    assert viou({10.3: (0, 0, 1, 1)}, gt) == 0.0
+
+
+def test_object_hit_strict_threshold():
+    gt = [(0.0, 0.0, 0.0, 10.0, 1.0), (0.2, 0.0, 0.0, 10.0, 1.0)]
+    exactly = {0.0: (0.0, 0.0, 3.0, 1.0), 0.2: (0.0, 0.0, 3.0, 1.0)}      # IoU 3/10 = 0.3 in every frame
+    assert box_iou(exactly[0.0], gt[0][1:]) == 0.3
+    assert viou(exactly, gt) == 0.3
+    assert not object_hit(exactly, gt)
+    above = {0.0: (0.0, 0.0, 3.0001, 1.0), 0.2: (0.0, 0.0, 3.0001, 1.0)}
+    assert viou(above, gt) > 0.3
+    assert object_hit(above, gt)
+
+
+def test_recall_object_ranked_predictions():
+    gt = [(0.0, 0, 0, 1, 1)]
+    miss, hit = {0.0: (2, 2, 3, 3)}, {0.0: (0, 0, 1, 1)}
+    assert recall_object([miss, hit], gt, 1) == 0.0
+    assert recall_object([miss, hit], gt, 3) == 1.0
+    assert recall_object([hit], gt, 1) == 1.0
+    assert recall_object([], gt, 3) == 0.0
+    assert recall_object([hit], [], 1) is None
+
+
+# ------------------------------------------------------------------ time / tIoU
+
+
+def test_tiou_hand_computed_and_strict_threshold():
+    assert tiou((0, 10), (0, 10)) == 1.0
+    assert tiou((0, 10), (5, 15)) == pytest.approx(5 / 15)
+    assert tiou((0, 1), (2, 3)) == 0.0
+    assert tiou((0, 3), (0, 10)) == 0.3
+    assert recall_time([(0, 3)], (0, 10), 1) == 0.0                 # exactly 0.3 is not a hit
+    assert recall_time([(0, 3.0001)], (0, 10), 1) == 1.0            # 0.3 + eps is
+    assert recall_time([(20, 30), (0, 10, 0.1)], (0, 10), 1) == 0.0
+    assert recall_time([(20, 30), (0, 10, 0.1)], (0, 10), 3) == 1.0
+    assert recall_time([], (0, 10), 3) == 0.0
+    assert recall_time([(0, 10)], None, 1) is None
+
+
+def test_tiou_zero_length_intervals():
+    assert tiou((5, 5), (0, 10)) == 0.0          # point inside: no overlap length
+    assert tiou((5, 5), (5, 5)) == 0.0           # empty union scores 0, even when equal
+    assert tiou((0, 10), (5, 5)) == 0.0
+    assert tiou((10, 0), (0, 10)) == 0.0         # reversed prediction has zero length
+
+
+# ------------------------------------------------------------------ per query + aggregate
+
+
+def test_score_query_and_aggregate_per_query_fractions():
+    qa = {"qid": "a1", "type": "activity", "window": "short", "gt_activities": [0, 1]}
+    qa_empty = {"qid": "a2", "type": "activity", "window": "short", "gt_activities": []}
+    qo = {"qid": "o1", "type": "object", "window": "medium", "gt_boxes": [[1.0, 0, 0, 1, 1], [1.2, 0, 0, 1, 1]]}
+    qt = {"qid": "t1", "type": "time", "window": "long", "gt_interval": [10.0, 20.0]}
+    qt2 = {"qid": "t2", "type": "time", "window": "long", "gt_interval": [10.0, 20.0]}
+    recs = [
+        score_query(qa, {"scores": [0.9, 0.1, 0.8, 0.0]}),        # top-2 {0, 2}: 0.5; top-6: 1.0
+        score_query(qa_empty, {"scores": [0.9, 0.1, 0.8, 0.0]}),  # None: excluded
+        score_query(qo, {"times": [1.0, 1.2], "boxes": [[0, 0, 1, 1], [0, 0, 1, 1]]}),
+        score_query(qt, {"intervals": [[0.0, 5.0, 0.5], [10.0, 20.0, 0.4]]}),  # miss @1, hit @3
+        score_query(qt2, {"intervals": [[10.0, 19.0, 0.9]]}),
+    ]
+    assert recs[0]["recall@1x"] == 0.5 and recs[0]["recall@3x"] == 1.0
+    assert recs[1]["recall@1x"] is None
+    assert recs[2]["recall@1x"] == 1.0 and recs[2]["viou"] == 1.0
+    assert recs[3]["recall@1x"] == 0.0 and recs[3]["recall@3x"] == 1.0
+    agg = aggregate(recs)
+    assert agg["recall@1x"]["activity"] == {"short": 0.5, "medium": None, "long": None}
+    assert agg["recall@3x"]["activity"]["short"] == 1.0
+    assert agg["recall@1x"]["object"]["medium"] == 1.0
+    assert agg["recall@1x"]["time"]["long"] == 0.5          # mean over the two time queries
+    assert agg["recall@3x"]["time"]["long"] == 1.0
+    assert agg["count"]["activity"]["short"] == 1           # the empty-G query is not counted
+    json.dumps(agg)
+
+
+def test_score_query_accepts_ranked_only_and_ranked_tracks():
+    qa = {"qid": "a", "type": "activity", "window": "short", "gt_activities": [2]}
+    assert score_query(qa, {"ranked": [2, 0, 1]})["recall@1x"] == 1.0
+    assert score_query(qa, {"ranked": [0, 2, 1]})["recall@1x"] == 0.0
+    qo = {"qid": "o", "type": "object", "window": "short", "gt_boxes": [[0.0, 0, 0, 1, 1]]}
+    ans = {"tracks": [{"times": [0.0], "boxes": [[3, 3, 4, 4]]}, {"times": [0.0], "boxes": [[0, 0, 1, 1]]}]}
+    r = score_query(qo, ans)
+    assert r["recall@1x"] == 0.0 and r["recall@3x"] == 1.0
+
+
+def test_score_query_with_query_objects():
+    from edge_runtime.checkout import Query
+
+    q = Query(qid="x", video_id="v", type="time", window="medium", start=0.0, end=900.0, instance_id=3,
+              activity_id=1, gt_interval=(100.0, 110.0))
+    assert score_query(q, {"intervals": [[100.0, 110.0, 1.0]]})["recall@1x"] == 1.0
+    q2 = Query.from_dict(q.to_dict())
+    assert q2 == q

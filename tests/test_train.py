@@ -1,0 +1,103 @@
+"""Training: batch constraint, losses, a short training smoke run (1 and 2 DDP processes), bad input."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from export.losses import focal_loss, giou
+from export.train import VideoBatchSampler
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "configs" / "models" / "lvm-tiny.yaml"
+# 6 clips of 16 s per video; 1 backbone epoch; a handful of sampler steps
+SMOKE = ["--config", str(TINY), "--videos", "2", "--video-s", "96", "--queries", "12",
+         "--backbone-epochs", "1", "--epochs", "2", "--no-progress"]
+
+
+@pytest.mark.parametrize("n,batch,world", [(8, 8, 1), (8, 2, 2), (5, 2, 2), (9, 4, 1)])
+def test_batch_sampler_never_repeats_a_video(n, batch, world):
+    samplers = [VideoBatchSampler(n, batch, r, world, seed=3) for r in range(world)]
+    for epoch in range(3):
+        groups = samplers[0].epoch_groups(epoch)
+        assert sorted(v for g in groups for v in g) == list(range(n))
+        for g in groups:
+            shares = [s.local(g) for s in samplers]
+            flat = [v for sh in shares for v in sh]
+            assert len(flat) == len(set(flat)) == len(g)  # distinct within and across ranks
+            assert all(len(sh) <= batch for sh in shares)
+    assert samplers[0].epoch_groups(0) != samplers[0].epoch_groups(1) or n < 3
+
+
+def test_losses_behave():
+    t = torch.tensor([[1.0, 0.0, 1.0]])
+    good = focal_loss(torch.tensor([[9.0, -9.0, 9.0]]), t)
+    bad = focal_loss(torch.tensor([[-9.0, 9.0, -9.0]]), t)
+    assert good < 1e-3 < bad
+    b = torch.tensor([[0.1, 0.1, 0.5, 0.5]])
+    assert torch.allclose(giou(b, b), torch.ones(1))
+    far = torch.tensor([[0.6, 0.6, 0.9, 0.9]])
+    assert giou(b, far) < 0
+
+
+def _run(args, env_extra=None, timeout=900):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env.update(env_extra or {})
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def test_train_smoke_and_resume(tmp_path):
+    out = tmp_path / "run"
+    r = _run([sys.executable, "-m", "export.cli_train", *SMOKE, "--out", str(out), "--max-steps", "6"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    ck = out / "lvm-tiny.safetensors"
+    assert ck.exists() and (out / "optimizer.safetensors").exists() and (out / "train_log.jsonl").exists()
+    from export.checkpoint import load_checkpoint
+
+    net, meta = load_checkpoint(ck)
+    assert meta["steps"] == "6" and meta["world_size"] == "1"
+    # resume continues from the saved epoch: no further steps in a 1-epoch run
+    r2 = _run([sys.executable, "-m", "export.cli_train", *SMOKE, "--out", str(out), "--max-steps", "6", "--resume"])
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 6
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_train_ddp_two_processes(tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    r = _run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "export.cli_train", *SMOKE,
+              "--out", str(out), "--max-steps", "6"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    from export.checkpoint import load_checkpoint
+
+    net, meta = load_checkpoint(out / "lvm-tiny.safetensors")
+    assert meta["world_size"] == "2"
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in log)
+
+
+def test_bad_inputs_one_line(tmp_path):
+    bad_seed = _run([sys.executable, "-m", "export.cli_train", "--config", str(TINY), "--out", str(tmp_path),
+                     "--seed", "-4"])
+    assert bad_seed.returncode == 2 and "--seed must be in" in bad_seed.stderr
+    assert "Traceback" not in bad_seed.stderr
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY.read_text().replace("num_activities: 8", "num_activities: 5"))
+    r = _run([sys.executable, "-m", "export.cli_train", "--config", str(other), "--out", str(tmp_path / "o")])
+    assert r.returncode == 2 and "num_activities" in r.stderr and "Traceback" not in r.stderr
+    pk = tmp_path / "model.pt"
+    torch.save({"a": torch.zeros(1)}, pk)
+    r = _run([sys.executable, "-m", "export.cli_eval", "--checkpoint", str(pk), "--json", str(tmp_path / "x.json")])
+    assert r.returncode == 2 and "pickle" in r.stderr and "Traceback" not in r.stderr
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    r = _run([sys.executable, "-m", "export.cli_eval", "--checkpoint", str(trunc), "--json", str(tmp_path / "x.json")])
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    r = _run([sys.executable, "-m", "export.cli_eval", "--json", str(tmp_path / "x.json"), "--video-s", "5"])
+    assert r.returncode == 2 and "--video-s" in r.stderr
