@@ -1,0 +1,56 @@
+"""Frame sources from one URI (jetson-utils videoSource style); see ``uri.py`` for the forms.
+
+    from edge_runtime.sources import open_source
+    with open_source("rtsp://cam.local/stream", target_fps=2) as src:
+        for frame in src:            # Frame(t=stream seconds, image=(H, W, 3) uint8 RGB, index)
+            ...
+
+Files and ``demo://`` yield every frame of the stream sampled at ``target_fps`` by timestamp and
+then end. Live sources (camera, csi, rtsp, http) never end on their own: they reconnect in the
+background until ``stop()`` / ``close()``. ``open_source`` raises ``SourceError`` (one line naming
+the source) for what cannot work: a malformed URI, an unknown scheme, a missing file or camera
+device, a csi:// source without GStreamer. It never blocks on a network or a device.
+"""
+from __future__ import annotations
+
+from edge_runtime.sources.base import Frame, Source, SourceError, TimestampSampler
+from edge_runtime.sources.uri import SourceSpec, parse_source_uri
+
+__all__ = ["Frame", "Source", "SourceError", "SourceSpec", "TimestampSampler", "open_source", "parse_source_uri"]
+
+
+def open_source(uri: str | int, *, target_fps: float | None, realtime: bool = False, queue_size: int = 4,
+                stall_timeout_s: float = 5.0, reconnect_max_s: float = 30.0, size: int | None = None) -> Source:
+    """Open the source ``uri`` names.
+
+    target_fps: frames are kept when their timestamp reaches the next 1/target_fps step (None:
+        every frame). realtime: pace files and demo at stream speed (live sources are real time).
+    queue_size: live sources keep at most this many sampled frames; the oldest goes first.
+    stall_timeout_s: live sources with no frame for this long are reconnected.
+    reconnect_max_s: the cap on the backoff between reconnection attempts.
+    size: frames resized to (size, size).
+    """
+    spec = parse_source_uri(uri)
+    if spec.kind == "file":
+        from edge_runtime.sources.files import FileSource
+
+        return FileSource(spec.path, label=spec.label, target_fps=target_fps, realtime=realtime, size=size)
+    if spec.kind == "demo":
+        from edge_runtime.sources.demo import DemoSource
+
+        return DemoSource(spec.params, label=spec.label, target_fps=target_fps, realtime=realtime, size=size)
+
+    from edge_runtime.sources import live
+
+    if spec.kind == "camera":
+        live.preflight_camera(spec.label, spec.path)
+        opener = live.camera_opener(spec.label, spec.device, spec.path)
+    elif spec.kind == "csi":
+        live.preflight_csi(spec.label)
+        p = spec.params
+        opener = live.csi_opener(spec.label, live.csi_pipeline(spec.device, p["width"], p["height"],
+                                                               p["framerate"], p["flip"]))
+    else:  # rtsp, http
+        opener = live.network_opener(spec.label, spec.uri, stall_timeout_s)
+    return live.LiveSource(spec.label, opener, target_fps=target_fps, size=size, queue_size=queue_size,
+                           stall_timeout_s=stall_timeout_s, reconnect_max_s=reconnect_max_s)
