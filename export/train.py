@@ -73,7 +73,7 @@ class TrainStep(nn.Module):
 
     def forward(self, mem, clip, clip_t, clip_p, qb, q_video, svd_basis, svd_sv, generator=None):
         new = self.sampler.forward_train(*mem, clip, clip_t, clip_p, generator=generator)
-        per_q = [t[q_video] for t in new]
+        per_q = compact_memory([t[q_video] for t in new], qb.inputs["q_window"], self.heads.window_tol)
         act, boxes, s_log, e_log = self.heads(*per_q, svd_basis[q_video], svd_sv[q_video], **qb.inputs)
         tc = self.cfg.train
         w = qb.is_type
@@ -87,6 +87,19 @@ class TrainStep(nn.Module):
         terms["time"] = (interval_loss(s_log[t], e_log[t], qb.start_idx[t], qb.end_idx[t])
                          if t.any() else s_log.sum() * 0)
         return new, terms
+
+
+def compact_memory(mem: list[torch.Tensor], window: torch.Tensor, tol: float) -> list[torch.Tensor]:
+    """Per-query memory cut down to the tokens the heads can see (valid and inside the window).
+
+    The heads mask every other memory token as a key in every layer, so dropping them is exact;
+    it only saves the compute of attending over tokens whose outputs are never read."""
+    tokens, times, patches, valid = mem
+    keep = valid * ((times >= window[:, :1] - tol) & (times <= window[:, 1:] + tol)).float()
+    n = max(int(keep.sum(1).max()), 1)
+    order = torch.argsort(keep, dim=1, descending=True, stable=True)[:, :n]
+    return [torch.gather(tokens, 1, order[..., None].expand(-1, -1, tokens.shape[-1])),
+            torch.gather(times, 1, order), torch.gather(patches, 1, order), torch.gather(keep, 1, order)]
 
 
 def _is_dist() -> bool:

@@ -101,3 +101,25 @@ def test_bad_inputs_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     r = _run([sys.executable, "-m", "export.cli_eval", "--json", str(tmp_path / "x.json"), "--video-s", "5"])
     assert r.returncode == 2 and "--video-s" in r.stderr
+
+
+def test_compact_memory_is_exact():
+    """Training drops memory tokens the heads cannot see; answers must not change."""
+    from edge_runtime.config import resolve_model_config
+    from export.model import LVMNet
+    from export.onnx_graphs import HEADS, example_inputs
+    from export.train import compact_memory
+
+    torch.manual_seed(0)
+    net = LVMNet(resolve_model_config("lvm-tiny")).eval()
+    args = list(example_inputs(net, HEADS, queries=3, window=9))
+    q = 3
+    args[9] = torch.tensor([[100.0, 250.0], [0.0, 600.0], [400.0, 420.0]])
+    mem = [a.expand(q, *a.shape[1:]) for a in args[:4]]
+    with torch.no_grad():
+        full = net.heads(*mem, *args[4:])
+        small = compact_memory(mem, args[9], net.heads.window_tol)
+        assert small[0].shape[1] < mem[0].shape[1]
+        cut = net.heads(*small, *args[4:])
+    for a, b in zip(full, cut):
+        assert torch.allclose(a, b, atol=1e-4), float((a - b).abs().max())
