@@ -83,7 +83,9 @@ def _train(args) -> int:
                          f"{len(ACTIVITIES)} activities")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
-        dist.init_process_group("gloo")
+        from datetime import timedelta
+        # a rank that dies or diverges turns into an error after 10 minutes, not a silent hang
+        dist.init_process_group("gloo", timeout=timedelta(minutes=10))
     rank = dist.get_rank() if world > 1 else 0
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
     progress = not args.no_progress and rank == 0

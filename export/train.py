@@ -153,7 +153,9 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
     out_dir.mkdir(parents=True, exist_ok=True)
 
     step_mod = TrainStep(net)
-    model = nn.parallel.DistributedDataParallel(step_mod) if world > 1 else step_mod
+    # find_unused_parameters: a rank whose batch has no query of some type leaves parameters
+    # without gradients; without it that rank skips their bucket and the other rank waits forever.
+    model = nn.parallel.DistributedDataParallel(step_mod, find_unused_parameters=True) if world > 1 else step_mod
     opt = torch.optim.AdamW([
         {"params": list(net.sampler.parameters()), "lr": tc.lr_sampler, "name": "sampler"},
         {"params": list(net.heads.parameters()), "lr": tc.lr_other, "name": "heads"},
@@ -213,7 +215,7 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
                 opt.step()
                 _commit(streams, local, new_mem, world)
                 step += 1
-                last = {k: float(v) for k, v in terms.items()} | {"loss": float(loss), "tau": net.sampler.tau}
+                last = {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach()), "tau": net.sampler.tau}
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", tau=f"{net.sampler.tau:.2f}")
                 if log and step % log_every == 0:
