@@ -89,3 +89,29 @@ def ranked_intervals(q_times: np.ndarray, start_logits: np.ndarray, end_logits: 
         i, j = np.unravel_index(flat, joint.shape)
         out.append((float(t[i]), float(t[j]), float(joint[i, j])))
     return out
+
+
+def decode_answers(batch: HeadBatch, outputs: dict[str, np.ndarray], *, object_fps: float,
+                   k: int = 3, box_fps: list[float | None] | None = None) -> list[dict]:
+    """Head outputs for a packed batch -> one answer dict per query.
+
+    activity: {"scores": sigmoid per class, "ranked": class ids best first}
+    object:   {"times": window frames at ``object_fps`` (or the query's own fps), "boxes": [[x1,y1,x2,y2]]}
+    time:     {"intervals": [[start, end, p], ...]} top-k
+    """
+    answers = []
+    for i, qt in enumerate(batch.q_type.tolist()):
+        mask = batch.q_mask[i]
+        if qt == QUERY_TYPE_IDS["activity"]:
+            scores = sigmoid(outputs["activity_logits"][i].astype(np.float64))
+            answers.append({"scores": scores.tolist(), "ranked": np.argsort(-scores, kind="stable").tolist()})
+        elif qt == QUERY_TYPE_IDS["object"]:
+            fps = (box_fps[i] if box_fps and box_fps[i] else None) or object_fps
+            s, e = (float(x) for x in batch.q_window[i])
+            at = s + np.arange(int(np.floor((e - s) * fps + 1e-9)) + 1) / fps
+            b = boxes_at(batch.q_times[i], outputs["boxes"][i], mask, at)
+            answers.append({"times": at.tolist(), "boxes": np.clip(b, 0.0, 1.0).tolist()})
+        else:
+            answers.append({"intervals": [list(x) for x in ranked_intervals(
+                batch.q_times[i], outputs["start_logits"][i], outputs["end_logits"][i], mask, k)]})
+    return answers
