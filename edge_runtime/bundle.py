@@ -1,0 +1,289 @@
+"""Bundles: load the manifest, check it against the graph contract and the host, in one line.
+
+A bundle is a folder written by ``lvm-export`` (engines/README.md). Before anything is loaded the
+runtime checks, in this order: the manifest exists and parses, its format is one we read, its
+model config validates, every graph of the contract is listed with the contract's tensor names and
+dtypes, the files exist and their sha256 still match the manifest (a stale or edited graph is never
+silently used), and -- for TensorRT -- each plan's TensorRT version and compute capability match
+the host. Every failure is a ``BundleError`` whose message is one line saying what differs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.backends.base import TensorMeta
+from edge_runtime.config import ConfigError, ModelConfig, model_config_from_dict
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+GRAPH_NAMES = ("backbone", "sampler", "heads")
+_F = ("float32", "float16")  # float tensors may be carried in half precision by an fp16 export
+CONTRACT: dict[str, tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]] = {
+    "backbone": ({"frames": ("uint8",)}, {"tokens": _F}),
+    "sampler": ({"mem": _F, "mem_t": _F, "mem_p": ("int64",), "mem_valid": _F, "clip": _F, "clip_t": _F,
+                 "clip_p": ("int64",)},
+                {"new_mem": _F, "new_mem_t": _F, "new_mem_p": ("int64",), "new_mem_valid": _F}),
+    "heads": ({"mem": _F, "mem_t": _F, "mem_p": ("int64",), "mem_valid": _F, "svd_basis": _F, "svd_sv": _F,
+               "q_type": ("int64",), "q_activity": ("int64",), "q_object": _F, "q_window": _F, "q_times": _F,
+               "q_mask": _F},
+              {"activity_logits": _F, "boxes": _F, "start_logits": _F, "end_logits": _F}),
+}
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used on this host; the message is one line."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    name: str
+    onnx: Path
+    sha256: str
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    plan: dict[str, Any] | None = None
+    quantization: Any = None
+
+    @property
+    def plan_path(self) -> Path | None:
+        if not self.plan:
+            return None
+        return self.onnx.parent / str(self.plan.get("path", f"{self.name}.plan"))
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    cfg: ModelConfig
+    graphs: dict[str, GraphInfo]
+    labels: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return str(self.manifest.get("model", self.cfg.name))
+
+    @property
+    def precision(self) -> str:
+        return str(self.manifest.get("precision", "?"))
+
+    @property
+    def has_plans(self) -> bool:
+        return all(g.plan for g in self.graphs.values())
+
+    @property
+    def bundle_id(self) -> str:
+        """Names the exact graphs: a snapshot restores only into the bundle that wrote it."""
+        h = hashlib.sha256()
+        h.update(str(self.manifest.get("config_sha256", self.cfg.digest())).encode())
+        for name in GRAPH_NAMES:
+            h.update(name.encode() + b":" + self.graphs[name].sha256.encode())
+        return f"{self.model}-{self.precision}@{h.hexdigest()[:16]}"
+
+    def describe(self) -> str:
+        plans = "with TensorRT plans" if self.has_plans else "ONNX only"
+        return f"{self.model} {self.precision} ({plans}) at {self.path}"
+
+
+def _io(graph: str, entries: Any, where: str) -> tuple[TensorMeta, ...]:
+    if not isinstance(entries, list):
+        raise BundleError(f"{where}: '{graph}' I/O list missing")
+    try:
+        return tuple(TensorMeta.from_manifest(e) for e in entries)
+    except (KeyError, TypeError, ValueError) as err:
+        raise BundleError(f"{where}: '{graph}' has a malformed tensor entry ({err})") from None
+
+
+def _check_contract(name: str, inputs, outputs, where: str) -> None:
+    want_in, want_out = CONTRACT[name]
+    for kind, want, got in (("input", want_in, inputs), ("output", want_out, outputs)):
+        have = {t.name: t for t in got}
+        missing = [n for n in want if n not in have]
+        if missing:
+            raise BundleError(f"{where}: {name} graph lacks {kind}(s) {', '.join(missing)} "
+                              f"(has {', '.join(have) or 'none'}); not a bundle for this runtime")
+        for n, dtypes in want.items():
+            if have[n].dtype.name not in dtypes:
+                raise BundleError(f"{where}: {name} {kind} '{n}' is {have[n].dtype.name}, the runtime needs "
+                                  f"{' or '.join(dtypes)}")
+
+
+def _check_shapes(cfg: ModelConfig, graphs: dict[str, GraphInfo], where: str) -> None:
+    S, P, d = cfg.backbone.image_size, cfg.backbone.tokens_per_frame, cfg.backbone.dim
+    m, k = cfg.stream.memory_tokens, cfg.clip_tokens
+    expect = {("backbone", "frames"): (None, S, S, 3), ("backbone", "tokens"): (None, P, d),
+              ("sampler", "mem"): (1, m, d), ("sampler", "clip"): (1, k, d), ("heads", "mem"): (1, m, d)}
+    for (g, n), shape in expect.items():
+        meta = next(t for t in graphs[g].inputs + graphs[g].outputs if t.name == n)
+        got = tuple(x if isinstance(x, int) else None for x in meta.shape)
+        if len(got) != len(shape) or any(a is not None and b is not None and a != b for a, b in zip(got, shape)):
+            raise BundleError(f"{where}: {g} '{n}' is {meta.describe()} but the config '{cfg.name}' needs "
+                              f"[{','.join('?' if x is None else str(x) for x in shape)}]")
+
+
+def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
+    """Read and check a bundle folder (files hashed unless ``verify`` is False)."""
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle folder")
+    if not mpath.is_file():
+        raise BundleError(f"{path}: not a bundle (no {MANIFEST}; an export may have been interrupted -- run lvm-export)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{mpath}: unreadable manifest ({' '.join(str(err).split())[:160]})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{mpath}: manifest is not a JSON object")
+    fmt = manifest.get("format")
+    if fmt != FORMAT:
+        raise BundleError(f"{mpath}: manifest format {fmt!r}, this runtime reads format {FORMAT}")
+    try:
+        cfg = model_config_from_dict(manifest.get("config"), f"{mpath} (config)")
+    except ConfigError as err:
+        raise BundleError(str(err)) from None
+    graphs_m = manifest.get("graphs")
+    if not isinstance(graphs_m, dict):
+        raise BundleError(f"{mpath}: no 'graphs' section")
+    graphs: dict[str, GraphInfo] = {}
+    for name in GRAPH_NAMES:
+        g = graphs_m.get(name)
+        if not isinstance(g, dict):
+            raise BundleError(f"{mpath}: graph '{name}' missing (has {', '.join(graphs_m) or 'none'})")
+        inputs, outputs = _io(name, g.get("inputs"), str(mpath)), _io(name, g.get("outputs"), str(mpath))
+        _check_contract(name, inputs, outputs, str(mpath))
+        onnx = path / str(g.get("onnx", f"{name}.onnx"))
+        graphs[name] = GraphInfo(name, onnx, str(g.get("sha256", "")), inputs, outputs,
+                                 g.get("plan") if isinstance(g.get("plan"), dict) else None, g.get("quantization"))
+    _check_shapes(cfg, graphs, str(mpath))
+    labels = manifest.get("labels") or {}
+    acts = labels.get("activities") if isinstance(labels, dict) else None
+    if not isinstance(acts, list) or len(acts) != cfg.heads.num_activities:
+        n = len(acts) if isinstance(acts, list) else 0
+        raise BundleError(f"{mpath}: labels.activities has {n} names, the model has {cfg.heads.num_activities} classes")
+    bundle = Bundle(path, manifest, cfg, graphs, {k: list(v) for k, v in labels.items() if isinstance(v, list)})
+    if verify:
+        verify_files(bundle)
+    return bundle
+
+
+def verify_files(bundle: Bundle, plans: bool = False) -> None:
+    """The ONNX files (and plans, if asked) exist and hash to what the manifest says."""
+    for g in bundle.graphs.values():
+        files = [(g.onnx, g.sha256)]
+        if plans and g.plan:
+            files.append((g.plan_path, str(g.plan.get("sha256", ""))))
+        for f, want in files:
+            if not f.is_file():
+                raise BundleError(f"{bundle.path}: {f.name} listed in the manifest is missing")
+            if want and sha256_file(f) != want:
+                raise BundleError(f"{bundle.path}: {f.name} does not match its sha256 in the manifest "
+                                  f"(changed after export; re-export the bundle)")
+
+
+# -- host --------------------------------------------------------------------------------------
+@dataclass
+class HostInfo:
+    machine: str
+    onnxruntime: str | None
+    providers: list[str]
+    tensorrt: str | None
+    gpu: str | None
+    compute_capability: str | None
+    jetpack: str | None
+
+
+def jetpack_version() -> str | None:
+    """JetPack / L4T release on a Jetson, None elsewhere."""
+    rel = Path("/etc/nv_tegra_release")
+    if not rel.is_file():
+        return None
+    try:
+        head = rel.read_text().split(",")
+        major = head[0].split("R")[-1].strip()
+        rev = next((p.split(":")[-1].strip() for p in head if "REVISION" in p), "0")
+        return f"L4T {major}.{rev}"
+    except (OSError, IndexError):
+        return "L4T (unparsed)"
+
+
+_HOST: HostInfo | None = None
+
+
+def probe_host(refresh: bool = False) -> HostInfo:
+    global _HOST
+    if _HOST is not None and not refresh:
+        return _HOST
+    try:
+        import onnxruntime as ort
+
+        ort_v, providers = ort.__version__, list(ort.get_available_providers())
+    except ImportError:
+        ort_v, providers = None, []
+    from edge_runtime.backends.tensorrt import device_info, tensorrt_version
+
+    trt_v = tensorrt_version()
+    dev = device_info() if (trt_v or "CUDAExecutionProvider" in providers or os.path.exists("/dev/nvidia0")) else {}
+    _HOST = HostInfo(platform.machine(), ort_v, providers, trt_v, dev.get("gpu"), dev.get("compute_capability"),
+                     jetpack_version())
+    return _HOST
+
+
+def plan_mismatch(bundle: Bundle, host: HostInfo) -> str | None:
+    """Why the bundle's TensorRT plans cannot run here, in one line, or None when they can."""
+    if not bundle.has_plans:
+        missing = [n for n, g in bundle.graphs.items() if not g.plan]
+        return f"no TensorRT plan for {', '.join(missing)} (exported without TensorRT)"
+    if host.tensorrt is None:
+        return "TensorRT is not installed on this host"
+    plans = [g.plan for g in bundle.graphs.values()]
+    diffs = []
+    trt_v = sorted({str(p.get("tensorrt")) for p in plans})
+    if trt_v != [host.tensorrt]:
+        diffs.append(f"plans built with TensorRT {'/'.join(trt_v)}, host has {host.tensorrt}")
+    cc = sorted({str(p.get("compute_capability")) for p in plans})
+    gpus = "/".join(sorted({str(p.get("gpu")) for p in plans}))
+    if host.compute_capability is None:
+        diffs.append("no CUDA GPU found")
+    elif cc != [host.compute_capability]:
+        diffs.append(f"plans built for compute capability {'/'.join(cc)} ({gpus}), "
+                     f"host GPU is {host.compute_capability} ({host.gpu})")
+    missing = [g.plan_path.name for g in bundle.graphs.values() if not g.plan_path.is_file()]
+    if missing:
+        diffs.append(f"plan file(s) missing: {', '.join(missing)}")
+    return "; ".join(diffs) if diffs else None
+
+
+def choose_backend(bundle: Bundle, requested: str = "auto", host: HostInfo | None = None) -> tuple[str, str | None]:
+    """-> (backend, note). ``note`` says in one line why TensorRT was not used, when it matters."""
+    host = host or probe_host()
+    if requested not in ("auto", "onnxruntime", "tensorrt"):
+        raise BundleError(f"unknown backend '{requested}' (choose auto, onnxruntime or tensorrt)")
+    why = plan_mismatch(bundle, host) if requested != "onnxruntime" else None
+    if requested == "tensorrt":
+        if why:
+            raise BundleError(f"{bundle.path}: cannot use TensorRT: {why}")
+        return "tensorrt", None
+    if requested == "auto" and why is None:
+        return "tensorrt", None
+    if host.onnxruntime is None:
+        raise BundleError("onnxruntime is not installed (pip install 'lvm-edge[runtime]')"
+                          + (f"; TensorRT unusable: {why}" if why else ""))
+    note = None
+    if requested == "auto" and bundle.has_plans:
+        note = f"TensorRT plans not used ({why}); running the ONNX graphs with ONNX Runtime"
+    return "onnxruntime", note

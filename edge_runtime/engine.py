@@ -1,0 +1,469 @@
+"""The engine: a bundle's three graphs, the device memory and the online SVD, behind one API.
+
+Used by the server (``lvm-edge run``) and by offline evaluation / accuracy gates alike::
+
+    eng = Engine("engines/lvm-tiny-fp32")
+    eng.ingest(frames, times)          # (N, H, W, 3) uint8 RGB, (N,) seconds, increasing
+    eng.answer([{"type": "activity", "start": 0, "end": 300, "object_image": crop}])
+
+Stream handling: frames go through the backbone in batches; every T frames make a clip; each full
+clip runs the sampler once (memory in the front buffer set -> back set, then swap), folds the
+clip's per-frame mean tokens (T rows of d) into the OnlineSVD on the host, and commits. Only full
+clips are committed: a partial clip stays pending (and is saved in snapshots) until more frames
+arrive; ``flush()`` commits it early, padded with copies of its last frame, for callers that know
+the stream has ended. The training / evaluation reference (export/evaluate.py) drops a trailing
+partial clip too, so ``ingest`` alone matches it.
+
+Queries read an immutable host copy of the last committed state taken at commit time
+(copy-on-commit): answering never blocks intake and intake never changes what a running query
+sees. Concurrent ``ingest`` / ``reset`` / ``load_state_dict`` calls serialise on one lock.
+
+Coverage: a frame at t stands for [t, t + 1/fps). The memory covers [first committed frame,
+last committed frame + 1/fps) minus the gaps: a gap is recorded wherever consecutive frames are
+more than ``gap_factor`` frame periods apart (source stalls, reconnects, restarts).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_runtime.answers import QUERY_TYPE_IDS, decode_answers, encode_queries
+from edge_runtime.backends import BackendError, CacheMiss, Runner, onnxruntime_runner, tensorrt_runner
+from edge_runtime.bundle import Bundle, BundleError, choose_backend, load_bundle, verify_files
+from edge_runtime.memory import MEMORY_INPUTS, TokenMemory
+from edge_runtime.svd import OnlineSVD
+
+MAX_GAPS = 256            # the gap list is bounded: constant memory over any run
+MAX_ANSWER_POINTS = 100_000  # object-query boxes per answer
+STATE_VERSION = 1
+
+
+class QueryError(ValueError):
+    """A request the engine cannot answer as asked; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What queries read: host copies taken at a commit; never mutated afterwards."""
+    memory: dict[str, np.ndarray]
+    svd_basis: np.ndarray
+    svd_sv: np.ndarray
+    start: float | None
+    end: float | None
+    gaps: tuple[tuple[float, float], ...]
+    version: int
+
+
+class Engine:
+    def __init__(self, bundle_dir: str | Path | Bundle, backend: str = "auto", threads: int | None = None, *,
+                 batch_size: int | None = None, max_queries_per_call: int = 64, gap_factor: float = 2.0,
+                 verify: bool = True) -> None:
+        self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(bundle_dir, verify=verify)
+        self.cfg = self.bundle.cfg
+        self.labels: list[str] = list(self.bundle.labels["activities"])
+        self.products: list[str] = list(self.bundle.labels.get("products", []))
+        self.notes: list[str] = []
+        self.threads = threads
+        self.requested_backend = backend
+        self.backend, note = choose_backend(self.bundle, backend)
+        if note:
+            self.notes.append(note)
+        self._runners = self._open_runners()
+        self.backbone, self.sampler, self.heads = (self._runners[n] for n in ("backbone", "sampler", "heads"))
+
+        c = self.cfg
+        self.T, self.P, self.d = c.stream.clip_frames, c.backbone.tokens_per_frame, c.backbone.dim
+        self.S, self.fps = c.backbone.image_size, c.stream.fps
+        self.batch_size = int(batch_size or max(self.T, 16))
+        self.max_queries_per_call = int(max_queries_per_call)
+        self.gap_factor = float(gap_factor)
+        self.memory = TokenMemory(self.sampler)
+        self.svd = OnlineSVD(self.d, c.svd.n_components, c.svd.forgetting, energy_cutoff=c.svd.energy_cutoff,
+                             reorth_every=c.svd.reorth_every)
+        self._pending = np.zeros((self.T, self.P, self.d), np.float32)
+        self._pending_t = np.zeros((self.T,), np.float64)
+        self._clip_p = np.tile(np.arange(self.P, dtype=np.int64), self.T)[None]
+        heads_meta = self.heads.get_input_metadata()
+        self._heads_dtypes = {n: m.dtype for n, m in heads_meta.items()}
+        self._lock = threading.RLock()
+        self.on_stage: Callable[[str, float], None] | None = None  # telemetry hook: (stage, seconds)
+        self.reset()
+
+    # -- setup -------------------------------------------------------------------------------
+    def _make_runners(self, backend: str) -> dict[str, Runner]:
+        runners = {}
+        for name, g in self.bundle.graphs.items():
+            if backend == "tensorrt":
+                runners[name] = tensorrt_runner(g.plan_path, name, g.inputs, g.outputs)
+            else:
+                runners[name] = onnxruntime_runner(g.onnx, name, g.inputs, g.outputs, threads=self.threads)
+        return runners
+
+    def _open_runners(self) -> dict[str, Runner]:
+        if self.backend == "tensorrt":
+            runners = self._make_runners("tensorrt")
+            try:
+                verify_files(self.bundle, plans=True)
+                for r in runners.values():
+                    r.activate()
+                return runners
+            except (BackendError, BundleError) as err:
+                for r in runners.values():
+                    r.deactivate()
+                if self.requested_backend == "tensorrt":
+                    raise BundleError(str(err)) from None
+                kind = "cache miss" if isinstance(err, CacheMiss) else "unusable"
+                self.notes.append(f"TensorRT plan {kind}: {err}; falling back to ONNX Runtime")
+                self.backend = "onnxruntime"
+        runners = self._make_runners("onnxruntime")
+        try:
+            for r in runners.values():
+                r.activate()
+        except BackendError as err:
+            for r in runners.values():
+                r.deactivate()
+            raise BundleError(str(err)) from None
+        return runners
+
+    def close(self) -> None:
+        for r in self._runners.values():
+            r.deactivate()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _stage(self, name: str, t0: float) -> None:
+        if self.on_stage is not None:
+            self.on_stage(name, time.perf_counter() - t0)
+
+    # -- state -------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Empty memory and SVD, a fresh clock: the next frame starts a new session."""
+        with self._lock:
+            self.memory.reset()
+            self.svd.reset()
+            self._n_pending = 0
+            self._first_t: float | None = None
+            self._end_t: float | None = None
+            self._last_t: float | None = None
+            self.frames_processed = 0
+            self.clips = 0
+            self._gaps: deque[tuple[float, float]] = deque(maxlen=MAX_GAPS)
+            self._version = 0
+            self._publish()
+
+    def _publish(self) -> None:
+        st = self.svd.state_dict()
+        dt = self._heads_dtypes
+        self._committed = Committed(
+            memory=self.memory.read(),
+            svd_basis=st["svd_basis"][None].astype(dt["svd_basis"]),
+            svd_sv=st["svd_singular_values"][None].astype(dt["svd_sv"]),
+            start=self._first_t, end=self._end_t,
+            gaps=tuple(g for g in self._gaps if self._end_t is not None and g[0] < self._end_t),
+            version=self._version)
+        self._version += 1
+
+    @property
+    def committed(self) -> Committed:
+        return self._committed
+
+    @property
+    def coverage(self) -> dict[str, float | None]:
+        c = self._committed
+        return {"start": c.start, "end": c.end}
+
+    @property
+    def last_time(self) -> float | None:
+        """Time of the last frame ingested (committed or pending)."""
+        return self._last_t
+
+    @property
+    def pending_frames(self) -> int:
+        return self._n_pending
+
+    @property
+    def gaps(self) -> list[tuple[float, float]]:
+        return list(self._gaps)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of stream state: device buffers, the committed copy, SVD, pending clip. Constant."""
+        c = self._committed
+        svd = sum(v.nbytes for v in self.svd.state_dict().values())
+        return int(self.memory.nbytes + sum(v.nbytes for v in c.memory.values()) + c.svd_basis.nbytes
+                   + c.svd_sv.nbytes + svd + self._pending.nbytes + self._pending_t.nbytes + MAX_GAPS * 16)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Fixed-shape arrays of the whole stream state (for snapshots)."""
+        with self._lock:
+            nan = float("nan")
+            state = {f"memory_{k}": v for k, v in self.memory.read().items()}
+            state.update(self.svd.state_dict())
+            state["pending_tokens"] = self._pending.copy()
+            state["pending_t"] = self._pending_t.copy()
+            state["clock"] = np.array([
+                self._first_t if self._first_t is not None else nan,
+                self._end_t if self._end_t is not None else nan,
+                self._last_t if self._last_t is not None else nan,
+                self.frames_processed, self.clips, self._n_pending, STATE_VERSION], np.float64)
+            state["gaps"] = np.array(list(self._gaps), np.float64).reshape(-1, 2)
+            return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            try:
+                clock = np.asarray(state["clock"], np.float64)
+                if clock.shape != (7,) or int(clock[6]) != STATE_VERSION:
+                    raise ValueError(f"clock has shape {clock.shape}")
+                pending = np.asarray(state["pending_tokens"], np.float32)
+                if pending.shape != self._pending.shape:
+                    raise ValueError(f"pending clip is {pending.shape}, expected {self._pending.shape}")
+                gaps = np.asarray(state["gaps"], np.float64).reshape(-1, 2)
+                self.memory.load({k: state[f"memory_{k}"] for k in MEMORY_INPUTS})
+                self.svd.load_state_dict(state)
+            except (KeyError, ValueError) as err:
+                self.reset()
+                raise ValueError(f"state does not fit this engine ({err})") from None
+            self._pending[:] = pending
+            self._pending_t[:] = np.asarray(state["pending_t"], np.float64)
+            f = lambda x: None if math.isnan(x) else float(x)  # noqa: E731
+            self._first_t, self._end_t, self._last_t = f(clock[0]), f(clock[1]), f(clock[2])
+            self.frames_processed, self.clips, self._n_pending = int(clock[3]), int(clock[4]), int(clock[5])
+            self._gaps = deque((tuple(g) for g in gaps.tolist()), maxlen=MAX_GAPS)
+            self._publish()
+
+    # -- frames ------------------------------------------------------------------------------
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB -> tokens (N, P, d); frames not S x S are resized first."""
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be (N, H, W, 3) RGB, got shape {frames.shape}")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8, got {frames.dtype}")
+        if frames.shape[1:3] != (self.S, self.S):
+            import cv2
+
+            frames = np.stack([cv2.resize(f, (self.S, self.S), interpolation=cv2.INTER_AREA
+                                          if min(f.shape[:2]) >= self.S else cv2.INTER_LINEAR) for f in frames])
+        out = np.empty((len(frames), self.P, self.d), np.float32)
+        for i in range(0, len(frames), self.batch_size):
+            t0 = time.perf_counter()
+            out[i : i + self.batch_size] = self.backbone.infer({"frames": np.ascontiguousarray(frames[i : i + self.batch_size])})["tokens"]
+            self._stage("backbone", t0)
+        return out
+
+    def ingest(self, frames: np.ndarray, times: np.ndarray) -> int:
+        """Add frames at stream times (seconds, strictly increasing). Returns clips committed."""
+        times = np.asarray(times, np.float64).reshape(-1)
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or len(frames) != len(times):
+            raise ValueError(f"need frames (N, H, W, 3) and times (N,), got {frames.shape} and {times.shape}")
+        if len(times) == 0:
+            return 0
+        if not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+            raise ValueError("frame times must be finite and strictly increasing")
+        with self._lock:
+            if self._last_t is not None and times[0] <= self._last_t:
+                raise ValueError(f"frame time {times[0]:.3f} s is not after the last one ({self._last_t:.3f} s)")
+            committed = 0
+            for i in range(0, len(frames), self.batch_size):
+                tokens = self.encode(frames[i : i + self.batch_size])
+                for tok, t in zip(tokens, times[i : i + self.batch_size]):
+                    committed += self._add(tok, float(t))
+            return committed
+
+    def ingest_tokens(self, tokens: np.ndarray, times: np.ndarray) -> int:
+        """Like ``ingest`` for frames already through the backbone (N, P, d)."""
+        times = np.asarray(times, np.float64).reshape(-1)
+        with self._lock:
+            if self._last_t is not None and len(times) and times[0] <= self._last_t:
+                raise ValueError(f"frame time {times[0]:.3f} s is not after the last one ({self._last_t:.3f} s)")
+            return sum(self._add(np.asarray(tok, np.float32), float(t)) for tok, t in zip(tokens, times))
+
+    def _add(self, tok: np.ndarray, t: float) -> int:
+        period = 1.0 / self.fps
+        if self._last_t is not None and t - self._last_t > self.gap_factor * period:
+            self._gaps.append((self._last_t + period, t))
+        self._pending[self._n_pending] = tok
+        self._pending_t[self._n_pending] = t
+        self._n_pending += 1
+        self._last_t = t
+        self.frames_processed += 1
+        if self._n_pending == self.T:
+            self._commit(self.T)
+            return 1
+        return 0
+
+    def flush(self) -> bool:
+        """Commit a partial clip now (end of stream), padded with copies of its last frame."""
+        with self._lock:
+            n = self._n_pending
+            if n == 0:
+                return False
+            self._pending[n:] = self._pending[n - 1]
+            self._pending_t[n:] = self._pending_t[n - 1]
+            self._commit(n)
+            return True
+
+    def _commit(self, n_real: int) -> None:
+        T, P = self.T, self.P
+        clip = self._pending.reshape(1, T * P, self.d)
+        clip_t = np.repeat(self._pending_t, P)[None]
+        t0 = time.perf_counter()
+        self.memory.step(clip, clip_t, self._clip_p)
+        self._stage("sampler", t0)
+        t0 = time.perf_counter()
+        self.svd.update(self._pending[:n_real].mean(axis=1))
+        self._stage("svd", t0)
+        if self._first_t is None:
+            self._first_t = float(self._pending_t[0])
+        self._end_t = float(self._pending_t[n_real - 1]) + 1.0 / self.fps
+        self._n_pending = 0
+        self.clips += 1
+        t0 = time.perf_counter()
+        self._publish()
+        self._stage("commit", t0)
+
+    # -- queries -----------------------------------------------------------------------------
+    def activity_id(self, activity: Any) -> int:
+        """An activity given by id or by name -> id (QueryError when unknown)."""
+        if isinstance(activity, bool):
+            raise QueryError(f"activity must be a name or an id, got {activity!r}")
+        if isinstance(activity, (int, np.integer)):
+            if not 0 <= int(activity) < len(self.labels):
+                raise QueryError(f"activity id {int(activity)} out of range 0..{len(self.labels) - 1}")
+            return int(activity)
+        if isinstance(activity, str):
+            key = activity.strip().lower()
+            for i, name in enumerate(self.labels):
+                if name.lower() == key:
+                    return i
+            if key.isdigit():
+                return self.activity_id(int(key))
+            raise QueryError(f"unknown activity '{activity}' (known: {', '.join(self.labels)})")
+        raise QueryError(f"activity must be a name or an id, got {type(activity).__name__}")
+
+    def check_request(self, req: dict[str, Any], where: str = "request") -> dict[str, Any]:
+        """Validate one request; returns it normalised (QueryError on anything wrong)."""
+        if not isinstance(req, dict):
+            raise QueryError(f"{where}: must be an object")
+        qtype = req.get("type")
+        if qtype not in QUERY_TYPE_IDS:
+            raise QueryError(f"{where}: type must be one of {', '.join(QUERY_TYPE_IDS)}, got {qtype!r}")
+        try:
+            start, end = float(req["start"]), float(req["end"])
+        except KeyError as err:
+            raise QueryError(f"{where}: missing '{err.args[0]}'") from None
+        except (TypeError, ValueError):
+            raise QueryError(f"{where}: start and end must be numbers (seconds)") from None
+        if not (math.isfinite(start) and math.isfinite(end)):
+            raise QueryError(f"{where}: start and end must be finite")
+        if not end > start:
+            raise QueryError(f"{where}: start ({start:g}) must be before end ({end:g})")
+        act = req.get("activity")
+        act = self.activity_id(act) if act is not None else None
+        img, tok = req.get("object_image"), req.get("object_tokens")
+        if img is not None:
+            img = np.asarray(img)
+            if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8 or min(img.shape[:2]) < 1:
+                raise QueryError(f"{where}: object_image must be an (H, W, 3) uint8 RGB image")
+        if tok is not None:
+            tok = np.asarray(tok, np.float32)
+            if tok.shape != (self.P, self.d):
+                raise QueryError(f"{where}: object_tokens must be ({self.P}, {self.d}), got {tok.shape}")
+        fps = req.get("fps")
+        if fps is not None:
+            try:
+                fps = float(fps)
+            except (TypeError, ValueError):
+                raise QueryError(f"{where}: fps must be a number") from None
+            if not (math.isfinite(fps) and fps > 0):
+                raise QueryError(f"{where}: fps must be positive")
+        fps_eff = fps or self.cfg.stream.object_fps
+        if qtype == "object" and (end - start) * fps_eff > MAX_ANSWER_POINTS:
+            raise QueryError(f"{where}: {((end - start) * fps_eff):.0f} boxes asked; at most {MAX_ANSWER_POINTS} "
+                             f"per query (lower fps or shorten the window)")
+        k = req.get("k")
+        k = 3 if k is None else k
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= 100:
+            raise QueryError(f"{where}: k must be an integer in 1..100")
+        return {"type": qtype, "start": start, "end": end, "activity": act, "object_image": img,
+                "object_tokens": tok, "fps": fps, "k": int(k)}
+
+    def answer(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Answer many queries in as few heads calls as possible (all of them, up to
+        ``max_queries_per_call`` per call) from the last committed memory."""
+        reqs = [self.check_request(r, f"request {i}") for i, r in enumerate(requests)]
+        if not reqs:
+            return []
+        snap = self._committed  # one read: every query of this call sees the same commit
+        imgs = [i for i, r in enumerate(reqs) if r["object_tokens"] is None and r["object_image"] is not None]
+        if imgs:
+            t0 = time.perf_counter()
+            toks = self.encode_images([reqs[i]["object_image"] for i in imgs])
+            self._stage("object_crops", t0)
+            for i, tok in zip(imgs, toks):
+                reqs[i]["object_tokens"] = tok
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(reqs), self.max_queries_per_call):
+            out.extend(self._answer_batch(reqs[i : i + self.max_queries_per_call], snap))
+        return out
+
+    def encode_images(self, images: list[np.ndarray]) -> np.ndarray:
+        """Images of any size -> (N, P, d) tokens, one backbone call per batch."""
+        import cv2
+
+        S = self.S
+        sized = np.stack([img if img.shape[:2] == (S, S) else
+                          cv2.resize(img, (S, S), interpolation=cv2.INTER_AREA if min(img.shape[:2]) >= S
+                                     else cv2.INTER_LINEAR) for img in images])
+        return self.encode(sized)
+
+    def _answer_batch(self, reqs: list[dict[str, Any]], snap: Committed) -> list[dict[str, Any]]:
+        c = self.cfg
+        batch = encode_queries([r["type"] for r in reqs], [(r["start"], r["end"]) for r in reqs],
+                               [r["activity"] for r in reqs], [r["object_tokens"] for r in reqs],
+                               fps=c.stream.fps, max_queries=c.heads.window_queries, tokens_shape=(self.P, self.d))
+        dt = self._heads_dtypes
+        feed = {k: v.astype(dt[k], copy=False) for k, v in batch.as_feed().items()}
+        feed.update({k: snap.memory[k] for k in MEMORY_INPUTS})
+        feed["svd_basis"], feed["svd_sv"] = snap.svd_basis, snap.svd_sv
+        t0 = time.perf_counter()
+        outputs = self.heads.infer(feed)
+        self._stage("heads", t0)
+        outputs = {k: np.asarray(v, np.float32) for k, v in outputs.items()}
+        answers = decode_answers(batch, outputs, object_fps=c.stream.object_fps, k=max(r["k"] for r in reqs),
+                                 box_fps=[r["fps"] for r in reqs])
+        for r, a in zip(reqs, answers):
+            if r["type"] == "time":
+                a["intervals"] = a["intervals"][: r["k"]]
+            a.update(window_coverage(snap, r["start"], r["end"]))
+        return answers
+
+
+def window_coverage(snap: Committed, start: float, end: float) -> dict[str, Any]:
+    """Which part of [start, end] the committed memory covers, and the gaps inside it."""
+    gaps = [[max(a, start), min(b, end)] for a, b in snap.gaps if b > start and a < end]
+    if snap.start is None or snap.end is None:
+        return {"coverage": {"start": None, "end": None, "covered_fraction": 0.0}, "gaps": gaps}
+    lo, hi = max(start, snap.start), min(end, snap.end)
+    covered = max(0.0, hi - lo)
+    for a, b in snap.gaps:
+        covered -= max(0.0, min(b, hi) - max(a, lo))
+    covered = max(0.0, covered)
+    if hi <= lo:
+        return {"coverage": {"start": None, "end": None, "covered_fraction": 0.0}, "gaps": gaps}
+    return {"coverage": {"start": lo, "end": hi, "covered_fraction": round(covered / (end - start), 6)}, "gaps": gaps}

@@ -1,0 +1,78 @@
+"""The m-token memory, kept where the sampler runs, in two fixed buffer sets (ping-pong).
+
+Each clip the sampler reads the front set and writes the back set; swapping which set is the
+front is the commit. The same buffer is never bound as both an input and an output of one call
+(TensorRT gives wrong results for that), and nothing is allocated after construction, so the
+memory's size is the same after one clip and after a week.
+
+``read()`` copies the front set to the host: the engine does that once per commit and answers
+queries from the copy, so queries never touch buffers the sampler is writing.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.backends.base import Runner
+
+MEMORY_INPUTS = ("mem", "mem_t", "mem_p", "mem_valid")
+CLIP_INPUTS = ("clip", "clip_t", "clip_p")
+
+
+class TokenMemory:
+    def __init__(self, sampler: Runner) -> None:
+        self.sampler = sampler
+        meta = sampler.get_input_metadata()
+        self.shapes = {n: meta[n].concrete() for n in MEMORY_INPUTS + CLIP_INPUTS}
+        self.dtypes = {n: meta[n].dtype for n in MEMORY_INPUTS + CLIP_INPUTS}
+        self.m = self.shapes["mem"][1]
+        self._sets = [self._alloc_set(), self._alloc_set()]
+        self._clip = {n: sampler.alloc(self.shapes[n], self.dtypes[n]) for n in CLIP_INPUTS}
+        self._front = 0
+        self.steps = 0
+
+    def _alloc_set(self) -> dict[str, Any]:
+        return {n: self.sampler.alloc(self.shapes[n], self.dtypes[n]) for n in MEMORY_INPUTS}
+
+    @property
+    def front(self) -> dict[str, Any]:
+        return self._sets[self._front]
+
+    @property
+    def back(self) -> dict[str, Any]:
+        return self._sets[1 - self._front]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for s in self._sets for b in s.values()) + sum(b.nbytes for b in self._clip.values())
+
+    def reset(self) -> None:
+        """Empty memory: every slot invalid (mem_valid = 0), so the first clips fill it."""
+        for s in self._sets:
+            for b in s.values():
+                b.fill_zero()
+        self._front = 0
+        self.steps = 0
+
+    def step(self, clip: np.ndarray, clip_t: np.ndarray, clip_p: np.ndarray) -> None:
+        """One sampler call: front + clip -> back, then swap."""
+        for n, arr in zip(CLIP_INPUTS, (clip, clip_t, clip_p)):
+            self._clip[n].upload(np.asarray(arr, self.dtypes[n]))
+        src, dst = self.front, self.back
+        self.sampler.infer_bound({**src, **self._clip}, {"new_" + n: dst[n] for n in MEMORY_INPUTS})
+        self._front = 1 - self._front
+        self.steps += 1
+
+    def read(self) -> dict[str, np.ndarray]:
+        """Host copies of the committed memory."""
+        return {n: b.download() for n, b in self.front.items()}
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        for n in MEMORY_INPUTS:
+            arr = np.asarray(arrays[n])
+            if arr.shape != tuple(self.shapes[n]):
+                raise ValueError(f"memory '{n}' has shape {arr.shape}, expected {tuple(self.shapes[n])}")
+            self.front[n].upload(arr.astype(self.dtypes[n], copy=False))
+        for b in self.back.values():
+            b.fill_zero()

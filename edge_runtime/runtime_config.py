@@ -1,0 +1,90 @@
+"""Runtime settings (configs/runtime/*.yaml) as validated data; CLI flags override them.
+
+Unknown or mistyped keys are errors naming the key and the file, as for model configs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge_runtime.config import CONFIG_DIR, ConfigError, _format_error, load_yaml
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSettings(_Strict):
+    uri: str | None = Field(None, description="source URI (camera index, /dev/videoN, csi://, rtsp://, file, demo://)")
+    realtime: bool = Field(False, description="pace files / demo at their own speed")
+    queue_size: int = Field(4, ge=1, le=1024)
+    stall_timeout_s: float = Field(5.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+
+class ApiSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8321, ge=0, le=65535)
+    token_env: str = Field("LVM_EDGE_TOKEN", description="environment variable holding the API token")
+    max_body_bytes: int = Field(8 << 20, gt=0)
+    max_image_pixels: int = Field(4096 * 4096, gt=0)
+    max_batch: int = Field(64, ge=1, le=1024, description="queries per heads call")
+    batch_wait_ms: float = Field(3.0, ge=0, le=1000, description="how long a query waits for others to batch with")
+
+
+class StateSettings(_Strict):
+    dir: str | None = Field(None, description="where snapshots live; none: no persistence")
+    snapshot_every_s: float | None = Field(300.0, gt=0, description="periodic snapshot interval (wall seconds)")
+
+
+class DemoSettings(_Strict):
+    seed: int = Field(7, ge=0)
+    duration_s: float = Field(600.0, gt=0, description="demo video length streamed (video seconds)")
+    look: str | None = None
+    queries: int = Field(8, ge=1, le=100, description="queries answered at the end, beside ground truth")
+
+
+class RuntimeSettings(_Strict):
+    bundle: str = Field("engines/lvm-tiny-fp32", description="bundle folder (relative to the repo or absolute)")
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    threads: int | None = Field(None, ge=1, description="intra-op threads (None: the library's choice)")
+    batch_frames: int | None = Field(None, ge=1, description="frames per backbone call (None: one clip)")
+    duration_s: float | None = Field(None, gt=0, description="stop after this much stream time")
+    status_every_s: float = Field(1.0, gt=0)
+    source: SourceSettings = SourceSettings()
+    api: ApiSettings = ApiSettings()
+    state: StateSettings = StateSettings()
+    demo: DemoSettings = DemoSettings()
+
+
+def load_runtime_settings(path: str | Path | None) -> RuntimeSettings:
+    if path is None:
+        return RuntimeSettings()
+    p = Path(path)
+    if not p.exists() and p.suffix not in (".yaml", ".yml"):
+        p = CONFIG_DIR / "runtime" / f"{path}.yaml"
+    data = load_yaml(p)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return RuntimeSettings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(str(p), err)) from None
+
+
+def override(settings: RuntimeSettings, changes: dict[str, Any]) -> RuntimeSettings:
+    """Apply dotted-key overrides whose value is not None (CLI flags win over the file)."""
+    data = settings.model_dump()
+    for key, value in changes.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return RuntimeSettings.model_validate(data)

@@ -1,0 +1,151 @@
+"""Snapshots of the stream state: atomic, checksummed npz files, never pickle.
+
+Layout of ``<state-dir>/snapshot.npz``: the engine's fixed-shape arrays plus ``__meta__``, a uint8
+array holding JSON (format, bundle id, saved-at wall time, stream clock, source, and the sha256 of
+every array). Written to a temp file in the same folder, fsync'd, renamed over the old snapshot,
+then the folder is fsync'd: a crash leaves either the old snapshot or the new one, never half.
+
+Reading checks the zip CRCs (numpy's zipfile does), the format, and every array's sha256. A file
+that fails any check is renamed aside (``snapshot.npz.corrupt-<UTC time>``), never deleted: it is
+the user's data. A snapshot written by another bundle is likewise moved aside (``.other-bundle-``)
+so that the next periodic snapshot does not overwrite it.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "lvm-edge-snapshot/1"
+SNAPSHOT_NAME = "snapshot.npz"
+META_KEY = "__meta__"
+
+
+class SnapshotError(ValueError):
+    """A snapshot that cannot be used; the message is one line."""
+
+
+def _digest(arr: np.ndarray) -> str:
+    arr = np.ascontiguousarray(arr)
+    h = hashlib.sha256()
+    h.update(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_snapshot(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    """Atomically write arrays + JSON meta (temp file, fsync, rename, fsync folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for k, v in arrays.items():
+        if np.asarray(v).dtype == object:
+            raise SnapshotError(f"array '{k}' has dtype object; snapshots hold plain arrays only")
+    full = dict(meta, format=FORMAT, arrays={k: _digest(np.asarray(v)) for k, v in arrays.items()})
+    blob = np.frombuffer(json.dumps(full, sort_keys=True).encode(), np.uint8)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **{META_KEY: blob}, **{k: np.asarray(v) for k, v in arrays.items()})
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def read_snapshot(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """-> (arrays, meta). Raises SnapshotError on anything wrong (truncated, bit flips, not ours)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise SnapshotError(f"{path}: unreadable ({err.strerror})") from None
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
+        raise SnapshotError(f"{path}: damaged snapshot ({' '.join(str(err).split())[:120] or type(err).__name__})") from None
+    blob = arrays.pop(META_KEY, None)
+    if blob is None or blob.dtype != np.uint8:
+        raise SnapshotError(f"{path}: not an lvm-edge snapshot (no metadata)")
+    try:
+        meta = json.loads(blob.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise SnapshotError(f"{path}: damaged snapshot (metadata is not JSON)") from None
+    if meta.get("format") != FORMAT:
+        raise SnapshotError(f"{path}: snapshot format {meta.get('format')!r}, this runtime reads {FORMAT}")
+    sums = meta.get("arrays") or {}
+    if set(sums) != set(arrays):
+        raise SnapshotError(f"{path}: damaged snapshot (array list differs from its checksum list)")
+    for k, v in arrays.items():
+        if _digest(v) != sums[k]:
+            raise SnapshotError(f"{path}: damaged snapshot (checksum mismatch in '{k}')")
+    return arrays, meta
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename a snapshot we will not use next to itself, with a reason and a UTC time stamp."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = path.with_name(f"{path.name}.{why}-{stamp}")
+    n = 1
+    while dest.exists():
+        dest = path.with_name(f"{path.name}.{why}-{stamp}.{n}")
+        n += 1
+    os.replace(path, dest)
+    _fsync_dir(path.parent)
+    return dest
+
+
+@dataclass
+class Restored:
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    path: Path
+
+
+def restore(state_dir: str | Path, bundle_id: str) -> tuple[Restored | None, str | None]:
+    """Load ``<state_dir>/snapshot.npz`` if it is sound and for ``bundle_id``.
+
+    -> (restored or None, one warning line or None). Never raises for a bad file: it is set aside."""
+    path = Path(state_dir) / SNAPSHOT_NAME
+    if not path.exists():
+        return None, None
+    try:
+        arrays, meta = read_snapshot(path)
+    except SnapshotError as err:
+        try:
+            aside = set_aside(path, "corrupt")
+            return None, f"{err}; starting fresh (kept as {aside.name})"
+        except OSError as move_err:
+            return None, f"{err}; starting fresh (could not move it aside: {move_err.strerror})"
+    if meta.get("bundle_id") != bundle_id:
+        aside = set_aside(path, "other-bundle")
+        return None, (f"{path}: snapshot is for bundle {meta.get('bundle_id')}, not {bundle_id}; "
+                      f"starting fresh (kept as {aside.name})")
+    return Restored(arrays, meta, path), None

@@ -1,0 +1,198 @@
+"""HTTP API: every endpoint, bad requests are 4xx with one line (never 5xx), token off-loopback."""
+import base64
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from edge_runtime.api import check_bind, create_app, is_loopback
+from edge_runtime.engine import Engine
+from edge_runtime.pipeline import Runtime
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle):
+    with Engine(tiny_bundle, threads=2) as e:
+        e.ingest(np.random.default_rng(0).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8), np.arange(40.0))
+        yield e
+
+
+@pytest.fixture(scope="module")
+def client(engine, tmp_path_factory):
+    rt = Runtime(engine, state_dir=tmp_path_factory.mktemp("state"))
+    with TestClient(create_app(rt)) as c:
+        yield c
+
+
+def _png(h=40, w=30, seed=1):
+    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return base64.b64encode(cv2.imencode(".png", img)[1].tobytes()).decode()
+
+
+def _fake_png_header(w, h):
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return base64.b64encode(b"\x89PNG\r\n\x1a\n" + chunk).decode()
+
+
+def test_service_endpoints(client):
+    assert client.get("/healthz").json() == {"ok": True}
+    assert client.get("/readyz").json()["ready"] is True
+    m = client.get("/metrics")
+    assert m.status_code == 200 and "lvm_memory_bytes" in m.text and "lvm_stage_seconds" in m.text
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/status", "/v1/labels", "/v1/query/activity", "/v1/query/object", "/v1/query/time",
+                 "/v1/query/batch", "/v1/session/reset", "/v1/snapshot", "/healthz", "/readyz", "/metrics"):
+        assert path in spec["paths"], path
+
+
+def test_status_and_labels(client, engine):
+    s = client.get("/v1/status").json()
+    assert s["coverage"] == {"start": 0.0, "end": 32.0}
+    assert s["frames_processed"] == 40 and s["memory_bytes"] == engine.memory_bytes
+    assert s["gaps"] == [] and s["restored_from"] is None and "fps" in s and "dropped" in s
+    assert client.get("/v1/labels").json()["activities"] == engine.labels
+
+
+def test_three_queries_and_batch(client, engine):
+    a = client.post("/v1/query/activity", json={"object_image": _png(), "start": 0, "end": 30})
+    assert a.status_code == 200, a.text
+    a = a.json()
+    assert len(a["scores"]) == len(engine.labels) and a["labels"][0] == engine.labels[a["ranked"][0]]
+    assert a["coverage"] == {"start": 0.0, "end": 30.0, "covered_fraction": 1.0} and a["gaps"] == []
+    o = client.post("/v1/query/object", json={"activity": engine.labels[1], "start": 0, "end": 3, "fps": 2}).json()
+    assert o["times"] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0] and len(o["boxes"]) == 7 and o["activity"] == engine.labels[1]
+    o2 = client.post("/v1/query/object", json={"activity": 1, "start": 0, "end": 3, "fps": 2}).json()
+    assert o2["boxes"] == o["boxes"]
+    t = client.post("/v1/query/time", json={"activity": 2, "object_image": "data:image/png;base64," + _png(),
+                                             "start": 10, "end": 60, "k": 2}).json()
+    assert len(t["intervals"]) == 2 and t["coverage"]["covered_fraction"] == pytest.approx(22 / 50)
+    b = client.post("/v1/query/batch", json={"queries": [
+        {"type": "activity", "object_image": _png(), "start": 0, "end": 30},
+        {"type": "object", "activity": 1, "start": 0, "end": 3, "fps": 2},
+        {"type": "time", "activity": 2, "object_image": _png(), "start": 10, "end": 60, "k": 2}]}).json()
+    assert [x["type"] for x in b["answers"]] == ["activity", "object", "time"]
+    np.testing.assert_allclose(b["answers"][1]["boxes"], o["boxes"], rtol=1e-5)
+    jpg = base64.b64encode(cv2.imencode(".jpg", np.full((50, 50, 3), 128, np.uint8))[1].tobytes()).decode()
+    assert client.post("/v1/query/activity", json={"object_image": jpg, "start": 0, "end": 5}).status_code == 200
+
+
+def test_snapshot_and_reset(client, engine):
+    s = client.post("/v1/snapshot").json()
+    assert s["bytes"] > 0 and s["path"].endswith("snapshot.npz")
+    r = client.post("/v1/session/reset").json()
+    assert r["reset"] is True
+    assert client.get("/v1/status").json()["coverage"] == {"start": None, "end": None}
+    a = client.post("/v1/query/activity", json={"object_image": _png(), "start": 0, "end": 30}).json()
+    assert a["coverage"]["covered_fraction"] == 0.0
+    engine.ingest(np.zeros((32, 112, 112, 3), np.uint8), 100 + np.arange(32.0))
+
+
+BAD = [
+    ("/v1/query/activity", b"{not json"),
+    ("/v1/query/activity", b""),
+    ("/v1/query/activity", b"[1, 2]"),
+    ("/v1/query/activity", b'"just a string"'),
+    ("/v1/query/activity", {"start": 0, "end": 10}),                                   # missing image
+    ("/v1/query/activity", {"object_image": "@@@", "start": 0, "end": 10}),            # not base64
+    ("/v1/query/activity", {"object_image": base64.b64encode(b"GIF89a....").decode(), "start": 0, "end": 10}),
+    ("/v1/query/activity", {"object_image": base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 40).decode(),
+                            "start": 0, "end": 10}),                                     # damaged png
+    ("/v1/query/activity", {"object_image": _fake_png_header(100000, 100000), "start": 0, "end": 10}),
+    ("/v1/query/activity", {"object_image": _png(), "start": 10, "end": 0}),           # start > end
+    ("/v1/query/activity", {"object_image": _png(), "start": 5, "end": 5}),
+    ("/v1/query/activity", {"object_image": _png(), "start": "soon", "end": 10}),
+    ("/v1/query/activity", {"object_image": _png(), "start": 0, "end": 10, "extra": 1}),
+    ("/v1/query/activity", {"object_image": 12, "start": 0, "end": 10}),
+    ("/v1/query/object", {"activity": "moonwalk", "start": 0, "end": 10}),             # unknown label
+    ("/v1/query/object", {"activity": 999, "start": 0, "end": 10}),
+    ("/v1/query/object", {"activity": -1, "start": 0, "end": 10}),
+    ("/v1/query/object", {"activity": 1, "start": 0, "end": 10, "fps": 0}),
+    ("/v1/query/object", {"activity": 1, "start": 0, "end": 1e12}),
+    ("/v1/query/object", {"activity": [1], "start": 0, "end": 10}),
+    ("/v1/query/object", {"activity": None, "start": 0, "end": 10}),
+    ("/v1/query/object", {"start": 0, "end": 10}),
+    ("/v1/query/time", {"activity": 1, "object_image": _png(), "start": 0, "end": 10, "k": 0}),
+    ("/v1/query/time", {"activity": 1, "start": 0, "end": 10}),
+    ("/v1/query/batch", {"queries": []}),
+    ("/v1/query/batch", {"queries": [{"type": "where", "start": 0, "end": 1}]}),
+    ("/v1/query/batch", {"queries": [{"type": "time", "start": 0, "end": 1, "activity": 1}]}),
+    ("/v1/query/batch", {"queries": [{"type": "object", "start": 0, "end": 1}]}),
+    ("/v1/query/batch", {"queries": [{"type": "object", "start": 0, "end": 1, "activity": 1}] * 65}),
+    ("/v1/query/nope", {"x": 1}),
+    ("/v1/status?x=1", None),  # GET with a query string is fine; kept to show it is not a 5xx
+]
+
+
+@pytest.mark.parametrize("path, body", BAD, ids=[f"{i}" for i in range(len(BAD))])
+def test_bad_requests_are_4xx_with_one_line(client, path, body):
+    if body is None:
+        r = client.get(path)
+        assert r.status_code == 200
+        return
+    if isinstance(body, bytes):
+        r = client.post(path, content=body, headers={"content-type": "application/json"})
+    else:
+        r = client.post(path, json=body)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    msg = r.json()["error"]
+    assert msg and "\n" not in msg and len(msg) < 300
+
+
+def test_fuzzed_bodies_never_5xx(client):
+    rng = np.random.default_rng(0)
+    keys = ["object_image", "start", "end", "activity", "fps", "k", "type", "queries"]
+    values = [None, 0, -1, 1e308, float("nan"), "x", "", [], {}, True, _png(4, 4), "0", 3.5, [1, 2], {"a": 1}]
+    for i in range(150):
+        body = {str(rng.choice(keys)): values[rng.integers(len(values))] for _ in range(rng.integers(0, 5))}
+        path = ["/v1/query/activity", "/v1/query/object", "/v1/query/time", "/v1/query/batch"][i % 4]
+        try:
+            r = client.post(path, json=body)
+        except ValueError:  # NaN is not JSON: send the raw text instead
+            r = client.post(path, content=str(body).encode(), headers={"content-type": "application/json"})
+        assert r.status_code < 500, (path, body, r.status_code, r.text)
+
+
+def test_body_size_cap(engine):
+    rt = Runtime(engine)
+    with TestClient(create_app(rt, max_body_bytes=1000)) as c:
+        r = c.post("/v1/query/activity", json={"object_image": "A" * 5000, "start": 0, "end": 1})
+        assert r.status_code == 413 and "over 1000 bytes" in r.json()["error"]
+
+        def chunks():  # no Content-Length: the cap still holds
+            for _ in range(10):
+                yield b" " * 500
+        r = c.post("/v1/query/activity", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+
+
+def test_token_required_when_set(engine):
+    rt = Runtime(engine)
+    with TestClient(create_app(rt, token="s3cret")) as c:
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+        for path in ("/v1/status", "/v1/labels", "/metrics"):
+            r = c.get(path)
+            assert r.status_code == 401 and "token" in r.json()["error"]
+        assert c.get("/v1/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/v1/status", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/v1/labels", headers={"X-LVM-Token": "s3cret"}).status_code == 200
+        assert c.post("/v1/session/reset").status_code == 401
+
+
+def test_no_token_off_loopback_is_refused():
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert is_loopback(host)
+        check_bind(host, None)
+    for host in ("0.0.0.0", "192.168.1.20", "::", "kiosk.local"):
+        with pytest.raises(ValueError, match="without a token"):
+            check_bind(host, None)
+        check_bind(host, "t")
+
+
+def test_snapshot_without_state_dir_is_409(engine):
+    with TestClient(create_app(Runtime(engine))) as c:
+        r = c.post("/v1/snapshot")
+        assert r.status_code == 409 and "state directory" in r.json()["error"]

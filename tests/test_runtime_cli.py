@@ -1,0 +1,79 @@
+"""CLI pieces: runtime configs (strict), flag overrides, HOST:PORT, status line, demo bundle export."""
+import io
+
+import pytest
+
+from edge_runtime import cli
+from edge_runtime.config import ConfigError
+from edge_runtime.runtime_config import load_runtime_settings, override
+
+
+def test_shipped_runtime_configs_validate():
+    kiosk = load_runtime_settings(cli.REPO_ROOT / "configs/runtime/kiosk.yaml")
+    assert kiosk.source.uri == "0" and kiosk.api.host == "127.0.0.1" and kiosk.state.dir
+    demo = load_runtime_settings("demo")
+    assert demo.demo.duration_s == 600 and demo.state.dir is None
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    p = tmp_path / "k.yaml"
+    p.write_text("api:\n  hots: 0.0.0.0\n")
+    with pytest.raises(ConfigError, match=r"k.yaml: unknown key 'api.hots'"):
+        load_runtime_settings(p)
+    p.write_text("backend: cuda\n")
+    with pytest.raises(ConfigError, match=r"k.yaml: backend"):
+        load_runtime_settings(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_runtime_settings(tmp_path / "missing.yaml")
+
+
+def test_flags_override_the_file():
+    s = load_runtime_settings(cli.REPO_ROOT / "configs/runtime/kiosk.yaml")
+    s2 = override(s, {"state.dir": "/tmp/x", "backend": "onnxruntime", "source.realtime": None, "duration_s": 5.0})
+    assert s2.state.dir == "/tmp/x" and s2.backend == "onnxruntime" and s2.source.realtime is True
+    assert s2.duration_s == 5.0
+
+
+@pytest.mark.parametrize("text, want", [("127.0.0.1:9000", ("127.0.0.1", 9000)), ("0.0.0.0:1", ("0.0.0.0", 1)),
+                                        ("[::1]:8000", ("::1", 8000)), ("9001", ("127.0.0.1", 9001)),
+                                        ("http://kiosk:80/", ("kiosk", 80)), ("kiosk", ("kiosk", 8321))])
+def test_hostport(text, want):
+    assert cli._parse_hostport(text) == want
+    with pytest.raises(cli.CliError):
+        cli._parse_hostport("host:port")
+
+
+def test_status_line_plain_when_not_a_tty():
+    class RT:
+        def status(self):
+            return {"state": "streaming", "stream_time": 12.0, "fps": 3.0, "stream_rate": 3.0, "dropped": 1,
+                    "coverage": {"start": 0.0, "end": 10.0}, "gaps": [], "memory_bytes": 4_100_000, "clips": 1,
+                    "error": None}
+
+    out = io.StringIO()
+    line = cli.StatusLine(RT(), 1.0, stream=out)
+    line.tick(force=True)
+    line.tick()  # throttled
+    text = out.getvalue()
+    assert text.count("\n") == 1 and "\r" not in text
+    assert "[streaming] t=12s  3.0 fps (3.0x)  drops 1  coverage 0-10s" in text
+
+
+def test_demo_without_export_extra_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(cli.CliError, match=r"pip install 'lvm-edge\[export\]'"):
+        cli._ensure_bundle(tmp_path / "lvm-tiny-fp32")
+    (tmp_path / "lvm-tiny-fp32").mkdir()
+    (tmp_path / "lvm-tiny-fp32" / "manifest.json").write_text("{}")
+    cli._ensure_bundle(tmp_path / "lvm-tiny-fp32")  # present: nothing to do
+
+
+def test_query_needs_its_inputs(capsys):
+    assert cli.main(["query", "time", "--api", "127.0.0.1:1", "--start", "0", "--end", "5"]) == 2
+    assert "--image PATH" in capsys.readouterr().err
+    assert cli.main(["query", "activity", "--api", "127.0.0.1:1", "--start", "0", "--end", "5",
+                     "--image", "/nonexistent.png"]) == 2
+    assert cli.main(["query", "status", "--api", "127.0.0.1:1"]) == 1
+    assert "cannot reach the runtime" in capsys.readouterr().err

@@ -1,0 +1,217 @@
+"""Engine: ingest -> clips -> sampler -> SVD -> commit; batched answers; coverage; state."""
+import numpy as np
+import pytest
+
+from edge_runtime.answers import encode_queries
+from edge_runtime.engine import Engine, QueryError
+from edge_runtime.svd import OnlineSVD
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle):
+    with Engine(tiny_bundle, threads=2) as e:
+        yield e
+
+
+def _frames(n, seed=0, size=112):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_cfg_labels_and_empty_state(engine):
+    engine.reset()
+    assert engine.cfg.name == "lvm-tiny" and len(engine.labels) == engine.cfg.heads.num_activities
+    assert engine.coverage == {"start": None, "end": None}
+    assert engine.frames_processed == 0 and engine.backend == "onnxruntime"
+
+
+def test_encode_resizes_other_sizes(engine):
+    tok = engine.encode(_frames(2))
+    assert tok.shape == (2, 49, 256) and tok.dtype == np.float32
+    big = np.stack([np.kron(f, np.ones((2, 2, 1), np.uint8)) for f in _frames(2)])  # 224 px, same picture
+    tok_big = engine.encode(big)
+    assert tok_big.shape == (2, 49, 256)
+    assert np.corrcoef(tok.ravel(), tok_big.ravel())[0, 1] > 0.9
+    with pytest.raises(ValueError, match="uint8"):
+        engine.encode(_frames(1).astype(np.float32))
+
+
+def test_only_full_clips_commit_and_svd_matches_reference(engine):
+    engine.reset()
+    T = engine.T
+    frames = _frames(T + 5, seed=1)
+    times = np.arange(T + 5, dtype=np.float64)
+    assert engine.ingest(frames[:10], times[:10]) == 0
+    assert engine.coverage["end"] is None and engine.pending_frames == 10
+    assert engine.ingest(frames[10:], times[10:]) == 1
+    assert engine.coverage == {"start": 0.0, "end": float(T)}
+    assert engine.pending_frames == 5 and engine.frames_processed == T + 5
+    # the SVD saw exactly the first clip's per-frame mean tokens
+    ref = OnlineSVD(256, engine.cfg.svd.n_components, engine.cfg.svd.forgetting,
+                    energy_cutoff=engine.cfg.svd.energy_cutoff)
+    ref.update(engine.encode(frames[:T]).mean(axis=1))
+    np.testing.assert_allclose(engine.svd.singular_values, ref.singular_values, rtol=1e-4)
+    mem = engine.committed.memory
+    assert mem["mem_valid"].sum() == engine.cfg.stream.memory_tokens
+    assert engine.flush() is True
+    assert engine.coverage["end"] == float(T + 5) and engine.pending_frames == 0
+    assert engine.flush() is False
+
+
+def test_times_must_increase(engine):
+    engine.reset()
+    engine.ingest(_frames(2), [0.0, 1.0])
+    with pytest.raises(ValueError, match="not after"):
+        engine.ingest(_frames(1), [1.0])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        engine.ingest(_frames(2), [5.0, 4.0])
+
+
+def test_gaps_are_recorded_and_reported_per_window(engine):
+    engine.reset()
+    T = engine.T
+    t = np.concatenate([np.arange(T), 100 + np.arange(T)]).astype(float)
+    engine.ingest(_frames(2 * T, seed=2), t)
+    assert engine.gaps == [(float(T), 100.0)]
+    crop = _frames(1, seed=3)[0]
+    a = engine.answer([{"type": "activity", "start": 0, "end": 200, "object_image": crop}])[0]
+    cov = a["coverage"]
+    assert cov["start"] == 0.0 and cov["end"] == 100.0 + T
+    assert cov["covered_fraction"] == pytest.approx((2 * T) / 200.0)
+    assert a["gaps"] == [[float(T), 100.0]]
+    b = engine.answer([{"type": "activity", "start": 300, "end": 400, "object_image": crop}])[0]
+    assert b["coverage"] == {"start": None, "end": None, "covered_fraction": 0.0}
+
+
+def test_answers_every_type_in_one_heads_call(engine, monkeypatch):
+    engine.reset()
+    engine.ingest(_frames(3 * engine.T, seed=4), np.arange(3 * engine.T, dtype=float))
+    calls = []
+    real = engine.heads.infer
+
+    def counting(feed, outputs=None):
+        calls.append(feed["q_type"].tolist())
+        return real(feed, outputs)
+
+    monkeypatch.setattr(engine.heads, "infer", counting)
+    crop = _frames(1, seed=5, size=60)[0]
+    reqs = [{"type": "activity", "start": 0, "end": 40, "object_image": crop},
+            {"type": "object", "start": 2, "end": 6, "activity": 1},
+            {"type": "object", "start": 2, "end": 6, "activity": engine.labels[2], "fps": 2},
+            {"type": "time", "start": 0, "end": 48, "activity": 3, "object_image": crop, "k": 4},
+            {"type": "time", "start": 0, "end": 48, "activity": 3, "object_tokens": engine.encode_images([crop])[0]}]
+    ans = engine.answer(reqs)
+    assert calls == [[0, 1, 1, 2, 2]]
+    C = engine.cfg.heads.num_activities
+    assert len(ans[0]["scores"]) == C and sorted(ans[0]["ranked"]) == list(range(C))
+    assert all(0 < s < 1 for s in ans[0]["scores"])
+    assert ans[0]["ranked"][0] == int(np.argmax(ans[0]["scores"]))
+    assert len(ans[1]["times"]) == 21 and ans[1]["times"][0] == 2.0  # object_fps 5 over 4 s
+    assert len(ans[1]["boxes"]) == 21 and all(len(b) == 4 for b in ans[1]["boxes"])
+    assert ans[2]["times"] == [2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0]
+    assert len(ans[3]["intervals"]) == 4 and len(ans[4]["intervals"]) == 3
+    for s, e, p in ans[3]["intervals"]:
+        assert 0 <= s <= e <= 48 and 0 <= p <= 1
+    # an image and its tokens give the same answer
+    np.testing.assert_allclose(ans[3]["intervals"][:3], ans[4]["intervals"], rtol=1e-5)
+    for a in ans:
+        assert {"coverage", "gaps"} <= set(a)
+
+
+def test_answers_match_a_direct_heads_call(engine):
+    engine.reset()
+    engine.ingest(_frames(2 * engine.T, seed=6), np.arange(2 * engine.T, dtype=float))
+    tok = engine.encode(_frames(1, seed=7))[0]
+    a = engine.answer([{"type": "activity", "start": 0, "end": 30, "object_tokens": tok}])[0]
+    c = engine.cfg
+    hb = encode_queries(["activity"], [(0.0, 30.0)], [None], [tok], fps=c.stream.fps,
+                        max_queries=c.heads.window_queries, tokens_shape=(49, 256))
+    st = engine.svd.state_dict()
+    out = engine.heads.infer({**engine.committed.memory, "svd_basis": st["svd_basis"][None].astype(np.float32),
+                              "svd_sv": st["svd_singular_values"][None].astype(np.float32), **hb.as_feed()})
+    ref = 1 / (1 + np.exp(-out["activity_logits"][0].astype(np.float64)))
+    np.testing.assert_allclose(a["scores"], ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("req, msg", [
+    ({"type": "where", "start": 0, "end": 1}, "type must be one of"),
+    ({"type": "activity", "start": 5, "end": 1}, "must be before end"),
+    ({"type": "activity", "start": 0}, "missing 'end'"),
+    ({"type": "activity", "start": "x", "end": 1}, "must be numbers"),
+    ({"type": "object", "start": 0, "end": 1, "activity": 99}, "out of range"),
+    ({"type": "object", "start": 0, "end": 1, "activity": "dancing"}, "unknown activity 'dancing'"),
+    ({"type": "object", "start": 0, "end": 1, "activity": 1, "fps": -1}, "fps must be positive"),
+    ({"type": "object", "start": 0, "end": 1e9, "activity": 1}, "boxes asked"),
+    ({"type": "time", "start": 0, "end": 1, "activity": 1, "k": 0}, "k must be"),
+    ({"type": "activity", "start": 0, "end": 1, "object_image": np.zeros((4, 4), np.uint8)}, "RGB image"),
+    ({"type": "activity", "start": 0, "end": 1, "object_tokens": np.zeros((3, 3))}, "object_tokens must be"),
+])
+def test_bad_requests_are_query_errors(engine, req, msg):
+    with pytest.raises(QueryError, match=msg):
+        engine.answer([req])
+
+
+def test_state_dict_roundtrip_and_constant_memory(engine, tiny_bundle):
+    engine.reset()
+    bytes0 = engine.memory_bytes
+    T = engine.T
+    engine.ingest(_frames(T + 3, seed=8), np.arange(T + 3, dtype=float))
+    engine.ingest(_frames(T, seed=9), 50 + np.arange(T, dtype=float))
+    assert engine.memory_bytes == bytes0
+    sd = engine.state_dict()
+    assert all(isinstance(v, np.ndarray) and v.dtype != object for v in sd.values())
+    crop = _frames(1, seed=10)[0]
+    q = [{"type": "activity", "start": 0, "end": 70, "object_image": crop}]
+    before = engine.answer(q)[0]
+    with Engine(tiny_bundle) as other:
+        other.load_state_dict(sd)
+        assert other.coverage == engine.coverage and other.gaps == engine.gaps
+        assert other.pending_frames == engine.pending_frames and other.last_time == engine.last_time
+        np.testing.assert_allclose(other.answer(q)[0]["scores"], before["scores"], rtol=1e-5)
+        # the restored pending frames complete a clip exactly like the original would
+        more = _frames(T, seed=11)
+        engine.ingest(more, 100 + np.arange(T, dtype=float))
+        other.ingest(more, 100 + np.arange(T, dtype=float))
+        np.testing.assert_array_equal(other.committed.memory["mem_t"], engine.committed.memory["mem_t"])
+        with pytest.raises(ValueError, match="does not fit"):
+            other.load_state_dict({**sd, "pending_tokens": sd["pending_tokens"][:2]})
+        assert other.coverage == {"start": None, "end": None}  # a failed load leaves a clean engine
+
+
+def test_queries_read_the_commit_not_the_buffers_being_written(engine):
+    engine.reset()
+    engine.ingest(_frames(engine.T, seed=12), np.arange(engine.T, dtype=float))
+    snap = engine.committed
+    mem_before = {k: v.copy() for k, v in snap.memory.items()}
+    engine.ingest(_frames(engine.T, seed=13), engine.T + np.arange(engine.T, dtype=float))
+    assert engine.committed is not snap
+    for k, v in snap.memory.items():
+        np.testing.assert_array_equal(v, mem_before[k])  # an old commit never changes under a query
+
+
+def test_engine_matches_the_pytorch_reference(tiny_bundle):
+    """The device path (ONNX graphs, numpy SVD, ping-pong memory) answers like export.evaluate does."""
+    pytest.importorskip("torch")
+    try:
+        from export.checkpoint import load_checkpoint
+        from export.data import attach_queries, encode_video, render_video
+        from export.evaluate import answer_video
+    except ImportError as err:
+        pytest.skip(f"export reference unavailable ({err})")
+    net, _ = load_checkpoint(tiny_bundle.parent / "lvm-tiny-init.safetensors")
+    data = attach_queries(encode_video(net.backbone, render_video(11, 200, 112, 1.0), keep_frames=True), 9, 0)
+    ref = answer_video(net, data)
+    with Engine(tiny_bundle, threads=2) as e:
+        e.ingest(data.frames, data.times)
+        got = e.answer([{"type": q.type, "start": q.start, "end": q.end,
+                         "activity": q.activity_id if q.type != "activity" else None,
+                         "object_image": data.video.object_crop(q.instance_id, size=112)
+                         if q.type != "object" and q.instance_id is not None else None, "k": 3}
+                        for q in data.queries])
+    # The reference reads float16-cached backbone tokens (export.data); the engine float32 ones.
+    for q, a, b in zip(data.queries, ref, got):
+        if q.type == "activity":
+            np.testing.assert_allclose(b["scores"], a["scores"], atol=2e-3)
+        elif q.type == "object":
+            np.testing.assert_allclose(b["boxes"], a["boxes"], atol=2e-3)
+        else:  # near-equal interval probabilities may swap places: compare the probabilities
+            np.testing.assert_allclose(np.array(b["intervals"])[:, 2], np.array(a["intervals"])[:, 2], atol=1e-3)

@@ -1,0 +1,184 @@
+"""Runtime: intake thread, restore continuing the clock, stop from every state, batched queries."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import edge_runtime.sources as sources
+from edge_runtime.engine import Engine
+from edge_runtime.pipeline import Runtime
+from edge_runtime.snapshot import SNAPSHOT_NAME
+from edge_runtime.sources import Frame, SourceError
+
+
+class FakeSource:
+    """n frames at 1 fps from t0 (or never any frame: n=None blocks until stop())."""
+
+    def __init__(self, n, t0=0.0, live=False, delay=0.0):
+        self.n, self.t0, self.live, self.delay = n, t0, live, delay
+        self.label = "fake://"
+        self.stats = {"frames_in": 0, "dropped": 3, "reconnects": 1}
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+
+    def stop(self):
+        self._stop.set()
+
+    def __iter__(self):
+        rng = np.random.default_rng(0)
+        if self.n is None:
+            self._stop.wait(600)
+            return
+        for i in range(self.n):
+            if self._stop.is_set():
+                return
+            if self.delay:
+                time.sleep(self.delay)
+            yield Frame(self.t0 + i, rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), i)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle):
+    with Engine(tiny_bundle, threads=2) as e:
+        yield e
+
+
+def _use(monkeypatch, factory):
+    monkeypatch.setattr(sources, "open_source", lambda uri, **kw: factory())
+
+
+def test_stream_restore_and_the_clock_continues(engine, tmp_path, monkeypatch):
+    engine.reset()
+    _use(monkeypatch, lambda: FakeSource(40))
+    rt = Runtime(engine, state_dir=tmp_path)
+    assert rt.restored_from is None
+    rt.start("fake://")
+    assert rt.wait(60) and rt.state == "ended"
+    st = rt.status()
+    assert st["frames_processed"] == 40 and st["coverage"] == {"start": 0.0, "end": 32.0}
+    assert st["dropped"] == 3 and st["reconnects"] == 1 and st["pending_frames"] == 8
+    rt.stop()  # final snapshot
+    assert (tmp_path / SNAPSHOT_NAME).is_file()
+    engine.reset()
+
+    rt2 = Runtime(engine, state_dir=tmp_path)
+    assert rt2.restored_from["coverage"] == {"start": 0.0, "end": 32.0}
+    assert engine.last_time == 39.0 and engine.pending_frames == 8
+    rt2.start("fake://")  # the source starts again at t = 0
+    assert rt2.wait(60)
+    assert engine.last_time == 40.0 + 39.0  # restored end (39 + 1 s) + source t
+    assert engine.gaps == [] and engine.frames_processed == 80
+    assert engine.coverage == {"start": 0.0, "end": 80.0}
+
+
+def test_live_restore_counts_the_downtime_as_a_gap(engine, tmp_path, monkeypatch):
+    engine.reset()
+    _use(monkeypatch, lambda: FakeSource(16, live=True))
+    rt = Runtime(engine, state_dir=tmp_path)
+    rt.start("fake://")
+    rt.wait(60)
+    rt.stop()
+    engine.reset()
+    rt2 = Runtime(engine, state_dir=tmp_path)
+    rt2._restored_meta["saved_at"] -= 100.0  # as if the kiosk was off for 100 s
+    rt2.start("fake://")
+    rt2.wait(60)
+    (a, b), = engine.gaps
+    assert a == 16.0 and b == pytest.approx(116.0, abs=2.0)
+
+
+@pytest.mark.parametrize("when", ["never_connects", "streaming", "failed", "ended", "idle"])
+def test_stop_works_from_every_state(engine, tmp_path, monkeypatch, when):
+    engine.reset()
+    if when == "failed":
+        def bad():
+            raise SourceError("camera 7 (/dev/video7): no such device")
+        _use(monkeypatch, bad)
+    else:
+        _use(monkeypatch, lambda: FakeSource({"never_connects": None, "streaming": 10_000, "ended": 3}.get(when, 1),
+                                             delay=0.01))
+    rt = Runtime(engine, state_dir=tmp_path)
+    if when != "idle":
+        rt.start("fake://")
+        time.sleep(0.3)
+    if when == "failed":
+        assert rt.state == "failed" and "no such device" in rt.error
+    t0 = time.monotonic()
+    rt.stop()
+    assert time.monotonic() - t0 < 5.0
+    assert not rt.running and rt.state in ("stopped", "failed")
+    assert (tmp_path / SNAPSHOT_NAME).is_file()
+    rt.stop()  # twice is fine
+
+
+def test_duration_is_stream_time(engine, monkeypatch):
+    engine.reset()
+    _use(monkeypatch, lambda: FakeSource(100))
+    rt = Runtime(engine)
+    rt.start("fake://", duration=20)
+    assert rt.wait(60)
+    assert engine.frames_processed == 20 and rt.state == "ended"
+
+
+def test_queries_do_not_wait_for_a_slow_ingest(engine, monkeypatch):
+    engine.reset()
+    engine.ingest(np.zeros((16, 112, 112, 3), np.uint8), np.arange(16.0))
+    rt = Runtime(engine)
+    rt.query([{"type": "object", "start": 0, "end": 4, "activity": 0}])  # warm
+    real = engine.memory.step
+    entered = threading.Event()
+
+    def slow_step(*a):
+        entered.set()
+        time.sleep(2.0)
+        return real(*a)
+
+    monkeypatch.setattr(engine.memory, "step", slow_step)
+    t = threading.Thread(target=engine.ingest, args=(np.zeros((16, 112, 112, 3), np.uint8), 16 + np.arange(16.0)))
+    t.start()
+    assert entered.wait(10)
+    t0 = time.monotonic()
+    a = rt.query([{"type": "object", "start": 0, "end": 4, "activity": 0}])[0]
+    assert time.monotonic() - t0 < 1.5
+    assert a["coverage"]["end"] == 4.0
+    t.join()
+    assert engine.coverage["end"] == 32.0
+
+
+def test_concurrent_queries_share_heads_calls(engine, monkeypatch):
+    engine.reset()
+    engine.ingest(np.zeros((16, 112, 112, 3), np.uint8), np.arange(16.0))
+    rt = Runtime(engine, batch_wait_s=0.05)
+    calls = []
+    real = engine.heads.infer
+    monkeypatch.setattr(engine.heads, "infer", lambda feed, outputs=None: calls.append(len(feed["q_type"])) or real(feed, outputs))
+    results = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def ask(i):
+        barrier.wait()
+        results[i] = rt.query([{"type": "object", "start": 0, "end": 2 + i, "activity": i % 8}])[0]
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(calls) == 8 and len(calls) < 8
+    assert [len(r["times"]) for r in results] == [int((2 + i) * 5) + 1 for i in range(8)]
+
+
+def test_reset_empties_memory_but_the_clock_goes_on(engine, monkeypatch):
+    engine.reset()
+    _use(monkeypatch, lambda: FakeSource(32))
+    rt = Runtime(engine)
+    rt.start("fake://")
+    rt.wait(60)
+    assert rt.reset()["stream_time"] == 31.0
+    assert engine.coverage == {"start": None, "end": None} and engine.frames_processed == 0
