@@ -430,9 +430,32 @@ def _probe_camera(index: int, timeout_s: float = 3.0) -> tuple[bool, str]:
 
 
 # -- demo --------------------------------------------------------------------------------------
+def _stale_reason(bundle: Path) -> str | None:
+    """Why an existing bundle no longer matches the shipped checkpoint, or None if it does.
+
+    A bundle exported from an older shipped checkpoint must not be reused silently."""
+    import json
+
+    from edge_runtime.bundle import sha256_file
+
+    shipped = REPO_ROOT / "checkpoints" / "lvm-tiny.safetensors"
+    try:
+        ck = json.loads((bundle / "manifest.json").read_text()).get("checkpoint") or {}
+    except (OSError, ValueError):
+        return "its manifest is unreadable"
+    if not shipped.is_file() or Path(str(ck.get("path", ""))).name != shipped.name:
+        return None  # exported from some other checkpoint on purpose: the user's bundle
+    if ck.get("sha256") != sha256_file(shipped):
+        return "it was exported from an older shipped checkpoint"
+    return None
+
+
 def _ensure_bundle(bundle: Path, model: str = "lvm-tiny") -> None:
     if (bundle / "manifest.json").is_file():
-        return
+        reason = _stale_reason(bundle)
+        if reason is None:
+            return
+        _say(f"re-exporting {bundle}: {reason}")
     import importlib.util
     import shutil
 

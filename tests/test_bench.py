@@ -1,0 +1,117 @@
+"""tools/bench.py: the quick run writes its outputs with the documented keys; helpers behave.
+
+The end-to-end test runs ``--quick --only P4,P5`` (the whole quick run takes minutes on 2 cores
+and builds bundles with lvm-export); set LVM_BENCH_FULL_QUICK=1 to run every part quickly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TOOLS = REPO / "tools"
+
+
+@pytest.fixture(scope="module")
+def bench_mod():
+    sys.path.insert(0, str(TOOLS))
+    try:
+        import bench_common
+
+        yield bench_common
+    finally:
+        sys.path.remove(str(TOOLS))
+
+
+def test_stats_and_figure_goals(bench_mod):
+    s = bench_mod.stats([1.0, 2.0, 3.0, 4.0, float("nan")])
+    assert s["median"] == 2.5 and s["n"] == 4 and s["min"] == 1.0 and s["max"] == 4.0
+    assert bench_mod.stats([])["median"] is None
+    f = bench_mod.figure(120.0, unit="x", samples=[100.0, 140.0], goal=(">=", 100.0))
+    assert f["met"] is True and f["goal"] == ">= 100" and f["p10"] is not None
+    assert bench_mod.figure(12.0, unit="ms", goal=("<=", 10.0))["met"] is False
+    assert bench_mod.figure(401408, unit="bytes", goal=("==", 401408.0))["met"] is True
+    assert bench_mod.figure("skipped", unit="x", goal=(">=", 1.0))["met"] is None
+
+
+def test_alternate_rotates_block_order(bench_mod):
+    seen = []
+    res = bench_mod.alternate({"a": lambda r: seen.append(("a", r)) or r, "b": lambda r: seen.append(("b", r)) or -r}, 3)
+    assert res == {"a": [0, 1, 2], "b": [0, -1, -2]}
+    assert [n for n, _ in seen] == ["a", "b", "b", "a", "a", "b"]
+
+
+def test_cpu_monitor_and_rss(bench_mod):
+    mon = bench_mod.CpuMonitor()
+    x = 0
+    for i in range(200_000):
+        x += i
+    ld = mon.stop()
+    assert ld["wall_s"] >= 0 and "loadavg_start" in ld
+    if "foreign_busy_frac" in ld:
+        assert 0.0 <= ld["foreign_busy_frac"] <= 1.0
+    assert bench_mod.rss_bytes() > 10 * 2**20
+
+
+def test_accel_stream_path_runs_on_cpu(bench_mod):
+    """The CUDA FP16 streaming path, exercised on CPU with bfloat16 autocast and the tiny config."""
+    torch = pytest.importorskip("torch")
+    import bench_speed
+
+    from edge_runtime.config import resolve_model_config
+    from export.model import LVMNet
+
+    torch.manual_seed(0)
+    net = LVMNet(resolve_model_config("lvm-tiny")).eval()
+    r = bench_speed.accel_stream_rate(net, "cpu", torch.bfloat16, clips=1, warmup=1)
+    assert r["rtf"]["median"] > 0 and r["frames_per_clip"] == net.cfg.stream.clip_frames
+
+
+def test_bad_arguments():
+    res = subprocess.run([sys.executable, str(TOOLS / "bench.py"), "--only", "P9", "--quick"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert res.returncode == 2 and "unknown part" in res.stderr
+
+
+@pytest.mark.slow
+def test_quick_run_writes_results(tmp_path):
+    full = os.environ.get("LVM_BENCH_FULL_QUICK") == "1"
+    cmd = [sys.executable, str(TOOLS / "bench.py"), "--quick", "--out", str(tmp_path)]
+    if not full:
+        cmd += ["--only", "P4,P5"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["schema"] == "lvm-edge-bench/1" and r["quick"] is True
+    assert not r["errors"]
+    assert r["load"]["per_part"] and "loadavg_at_start" in r["load"]
+    assert "lvm-tiny" in r["weights"]
+    f = r["figures"]
+    want = ["P4.rss_growth_pct", "P4.state_bytes", "P5.update_vs_recompute_speedup", "P5.online_residual_ratio",
+            "P5.ipca_partial_fit_ms"]
+    if full:
+        want += ["P1.activity_speedup", "P1.object_speedup", "P2.lvm-tiny.onnxruntime_rtf",
+                 "P2.lvm-edge.onnxruntime_rtf", "P2.lvm-tiny.torch_rtf", "P3.p50_ms", "P3.p99_ms",
+                 "P3.latency_ratio_10h_vs_1min", "P6.backbone.int8_speedup", "P6.int8_accuracy_delta_points",
+                 "P7.backbone_fraction_of_peak", "GPU.lvm-paper.fp16_rtf"]
+    for key in want:
+        assert key in f, key
+        assert "value" in f[key] and "unit" in f[key]
+    from edge_runtime.config import resolve_model_config
+
+    cfg = resolve_model_config("lvm-tiny")
+    expect = cfg.stream.memory_tokens * cfg.backbone.dim * 4
+    assert f["P4.state_bytes"]["value"] == r["parts"]["P3_P4"]["p4"]["state_bytes_expected"] == expect
+    assert f["P4.state_bytes"]["met"] is True
+    assert f["P5.update_vs_recompute_speedup"]["goal"] == ">= 20"
+    assert np.isfinite(f["P5.update_vs_recompute_speedup"]["value"])
+    md = (tmp_path / "results.md").read_text()
+    assert "QUICK RUN" in md and "P5.update_vs_recompute_speedup" in md
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert "P4_memory.png" in pngs and "P5_svd.png" in pngs
