@@ -36,6 +36,9 @@ def save_checkpoint(net, path: str | Path, extra_meta: dict | None = None) -> Pa
     os.close(fd)
     try:
         save_file(state, tmp, metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
