@@ -108,14 +108,15 @@ def run_gate(reference_bundle: Path, candidate_bundle: Path, evaluator: Evaluato
 def engine_evaluator(*, videos: int = 4, video_s: float = 1800.0, queries: int = 120, seed: int = 0,
                      backend: str = "onnxruntime", threads: int | None = None,
                      progress: bool = True) -> Evaluator:
-    """The real evaluator: held-out generator videos (alternating eval-only and training looks, as
-    lvm-eval does) answered by ``edge_runtime.engine.Engine`` and scored by
-    ``export.evaluate.evaluate_engine``. Videos are rendered on first use and reused."""
+    """The real evaluator: held-out generator videos in the looks training never saw, answered by
+    ``edge_runtime.engine.Engine`` and scored by ``export.evaluate.evaluate_engine``. Videos are
+    rendered on first use and reused for every bundle. ``backend="auto"`` runs a bundle's TensorRT
+    plans where they load (the FP32 reference has none and runs in ONNX Runtime)."""
     cache: dict = {}
 
     def evaluate(bundle_dir: Path) -> dict:
         try:
-            from edge_runtime.checkout import EVAL_LOOKS, TRAIN_LOOKS
+            from edge_runtime.checkout import EVAL_LOOKS
             from edge_runtime.engine import Engine
             from export.data import attach_queries, render_video
             from export.evaluate import evaluate_engine
@@ -128,7 +129,7 @@ def engine_evaluator(*, videos: int = 4, video_s: float = 1800.0, queries: int =
             cfg = load_bundle(bundle_dir, verify=False).cfg
             vids, looks = [], []
             for i in range(videos):
-                look = EVAL_LOOKS[i // 2 % len(EVAL_LOOKS)] if i % 2 == 0 else TRAIN_LOOKS[i // 2 % len(TRAIN_LOOKS)]
+                look = EVAL_LOOKS[i % len(EVAL_LOOKS)]
                 s = GATE_SEED_BASE + seed * 1000 + i
                 v = render_video(s, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look, progress=progress)
                 attach_queries(v, queries, s)

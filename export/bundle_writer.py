@@ -94,6 +94,23 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def check_target(target: Path) -> None:
+    """Raise BundleWriteError (one line) when a bundle cannot be written at ``target``."""
+    target = Path(os.path.abspath(target))
+    if target.exists() and not target.is_dir():
+        raise BundleWriteError(f"--out {target}: exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
+        raise BundleWriteError(f"--out {target}: exists, is not empty and is not a bundle (no {MANIFEST}); "
+                               "refusing to replace it")
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BundleWriteError(f"--out {target}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BundleWriteError(f"--out {target}: {parent} is not writable")
+
+
 class BundleWriter:
     """``with BundleWriter(target) as w: ...write files into w.path...; w.commit(manifest)``.
 
@@ -103,23 +120,19 @@ class BundleWriter:
     def __init__(self, target: str | Path) -> None:
         self.target = Path(os.path.abspath(target))
         self.committed = False
-        if self.target.exists() and not self.target.is_dir():
-            raise BundleWriteError(f"{self.target}: exists and is not a folder")
-        if self.target.is_dir() and any(self.target.iterdir()) and not (self.target / MANIFEST).is_file():
-            raise BundleWriteError(f"{self.target}: exists, is not empty and is not a bundle (no {MANIFEST}); "
-                                   "refusing to replace it")
+        check_target(self.target)
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise BundleWriteError(f"cannot create {self.target.parent}: {err.strerror or err}") from None
-        if not os.access(self.target.parent, os.W_OK | os.X_OK):
-            raise BundleWriteError(f"{self.target.parent}: not writable")
+            raise BundleWriteError(f"--out {self.target}: cannot create {self.target.parent} "
+                                   f"({err.strerror or err})") from None
         self._clean_stale()
         try:
             self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-{os.getpid()}-",
                                               dir=self.target.parent))
         except OSError as err:
-            raise BundleWriteError(f"cannot write in {self.target.parent}: {err.strerror or err}") from None
+            raise BundleWriteError(f"--out {self.target}: cannot write in {self.target.parent} "
+                                   f"({err.strerror or err})") from None
         os.chmod(self.path, 0o755)  # mkdtemp makes it private; the runtime may run as another user
 
     def _clean_stale(self) -> None:

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import io
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -51,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
             "  lvm-export --precision int8 --calib footage/kiosk.mp4 --gate-threshold 2\n"
             "\n"
             "INT8 is calibrated on real frames (the checkout generator by default, or any video file);\n"
-            "a source that yields no frames is refused. Per graph, static Q/DQ (loads in ORT and TensorRT)\n"
-            "or ORT dynamic quantisation is chosen by measured CPU latency; TensorRT targets use Q/DQ.\n"
+            "a source that yields no frames is refused. For an ONNX Runtime target the form is chosen per\n"
+            "graph by measured CPU latency: symmetric Q/DQ (loads in ORT and TensorRT), Q/DQ with uint8\n"
+            "activations (backbone; ORT's x86 kernels) or dynamic quantisation (sampler, heads; ORT only).\n"
+            "TensorRT targets and --int8-portable use symmetric Q/DQ for every graph.\n"
             "exit status: 0 ok, 1 export failed (parity, TensorRT), 2 bad input, 3 accuracy gate failed."))
     p.add_argument("--precision", required=True, choices=PRECISIONS, metavar="{fp32,fp16,int8}",
                    help="numeric precision of the graphs")
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=ENGINES, default="auto", metavar="{auto,onnxruntime,tensorrt}",
                    help="target: tensorrt builds plans (needs TensorRT); auto does so when TensorRT and a GPU "
                         "are present (default auto)")
+    p.add_argument("--int8-portable", action="store_true",
+                   help="INT8 only in the symmetric Q/DQ form TensorRT also loads, even for an ONNX Runtime target "
+                        "(default for onnxruntime: the fastest measured form per graph, which may be ORT-only)")
     p.add_argument("--gate-threshold", type=float, default=1.0, metavar="POINTS",
                    help="largest allowed Recall@1x drop vs FP32 per query type and window, in points (default 1)")
     p.add_argument("--skip-gate", action="store_true", help="export without the accuracy gate (recorded in the manifest)")
@@ -77,13 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench-runs", type=int, default=20, help="timed runs per graph for CPU latency (default 20)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime CPU threads for parity and latency (default 2)")
     p.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT workspace memory pool limit (default 1024)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (messages still go to stderr)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars: one line per finished step on stdout instead")
     return p
 
 
 def main(argv: list[str] | None = None, *, evaluator=None) -> int:
     """``evaluator``: optional ``bundle_dir -> metrics`` for the accuracy gate (tests inject one)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return run_cli(PROG, lambda: _run(args, evaluator))
 
 
@@ -122,25 +127,33 @@ class ExportFailed(RuntimeError):
 # progress on stderr (rich when installed, plain lines otherwise)
 
 class UI:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        try:
-            from rich.console import Console
+    """Progress for every step: rich bars on an interactive stderr, one plain line per finished step
+    on stdout otherwise (logs stay readable; stderr then carries only warnings and errors)."""
 
-            self.console = Console(stderr=True, highlight=False)
-        except ImportError:
-            self.console = None
+    def __init__(self, enabled: bool) -> None:
+        self.bars = enabled and sys.stderr.isatty()
+        self.console = None
+        if self.bars:
+            try:
+                from rich.console import Console
+
+                self.console = Console(stderr=True, highlight=False)
+            except ImportError:
+                self.bars = False
 
     def log(self, msg: str) -> None:
         if self.console is not None:
             self.console.print(msg, markup=False)
         else:
-            print(msg, file=sys.stderr)
+            print(f"{PROG}: {msg}", flush=True)
+
+    def warn(self, msg: str) -> None:
+        print(f"{PROG}: warning: {msg}", file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def step(self, desc: str, total: int | None = None):
         t0 = time.time()
-        if self.console is not None and self.enabled:
+        if self.console is not None:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                        TimeElapsedColumn)
 
@@ -265,17 +278,22 @@ class Exporter:
         a = self.args
         self._validate_args()
         t_start = time.time()
-        with self.ui.step("load checkpoint"):
+        if a.out:  # fail before the slow steps
+            from export.bundle_writer import check_target
+
+            check_target(Path(a.out))
+        with self.ui.step("load checkpoint", total=1) as tick:
             cfg, net, ck = self._load()
+            tick()
         self.cfg, self.net = cfg, net
-        engine = self._engine()
+        engine = self.engine = self._engine()
         target = Path(a.out) if a.out else REPO_ROOT / "engines" / f"{cfg.name}-{a.precision}"
         with BundleWriter(target) as writer, tempfile.TemporaryDirectory(prefix="lvm-export-") as work:
             self.writer = writer
             fp32_dir = Path(work) / "fp32"
             fp32_dir.mkdir()
-            sigs = self._export_onnx(fp32_dir)
-            cal = self._frames(cfg)
+            cal = self._frames(cfg)  # before the slow part: a source without frames fails fast
+            sigs = self._export_onnx(fp32_dir, ck["sha256"])
             feeds = self._feeds(cal, fp32_dir)
             parity_feeds = self._parity_feeds(feeds)
             parity32 = self._parity("parity fp32 vs PyTorch", fp32_dir, parity_feeds)
@@ -293,15 +311,17 @@ class Exporter:
 
             graphs = self._graph_entries(sigs, graphs_info, plans)
             calibration = None
+            source = None
             if cal is not None:
-                calibration = {**cal.describe(), **(feeds.notes if feeds else {}),
-                               "used_for": "int8 calibration and parity inputs" if a.precision == "int8"
-                               else "parity inputs"}
+                source = {**cal.describe(), **(feeds.notes if feeds else {})}
+                if a.precision == "int8":
+                    calibration = {**source, "used_for": "int8 calibration (and parity inputs)"}
             parity_m = {**parity, "reference": "pytorch fp32",
-                        "inputs": "example inputs" + (" + the calibration stream" if feeds else "")}
+                        "inputs": "example inputs" + (" + a stream of real frames through the FP32 graphs"
+                                                      if feeds else ""), "frames": source}
             if a.precision != "fp32":
                 parity_m["fp32_graphs"] = parity32
-            export_meta = {"engine": engine, "notes": self.notes, "argv": sys.argv[1:] if sys.argv else [],
+            export_meta = {"engine": engine, "notes": self.notes, "argv": getattr(a, "argv", []),
                            "threads": a.threads}
 
             def manifest(accuracy):
@@ -322,19 +342,33 @@ class Exporter:
             self.ui.log(f"note: {n}")
         return 0
 
-    def _export_onnx(self, out_dir: Path) -> dict:
+    def _export_onnx(self, out_dir: Path, ck_sha: str) -> dict:
+        import onnx
+
         from export.onnx_graphs import GRAPHS, check_contract, export_graph, io_signature, slim_and_check
 
+        # Tracing is deterministic for (weights, config, exporter): a process that exports the same
+        # checkpoint again (tests, notebooks: fp32 then fp16 then int8) reuses the graphs. Parity is
+        # still checked on every export.
+        key = (ck_sha, self.cfg.digest(), _tool_key())
+        cached = _ONNX_CACHE.get(key)
         sigs = {}
         with self.ui.step("export ONNX (opset 18) + onnxslim + checker", total=len(GRAPHS)) as tick:
             for spec in GRAPHS:
                 path = out_dir / f"{spec.name}.onnx"
-                with _quiet():
-                    export_graph(self.net, spec, path)
-                    model = slim_and_check(path)
+                if cached:
+                    path.write_bytes(cached[spec.name])
+                    model = onnx.load(str(path))
+                else:
+                    with _quiet():
+                        export_graph(self.net, spec, path)
+                        model = slim_and_check(path)
                 check_contract(model, spec)
                 sigs[spec.name] = io_signature(model)
                 tick()
+        if not cached:
+            _ONNX_CACHE.clear()
+            _ONNX_CACHE[key] = {spec.name: (out_dir / f"{spec.name}.onnx").read_bytes() for spec in GRAPHS}
         return sigs
 
     def _feeds(self, cal, fp32_dir: Path):
@@ -351,6 +385,8 @@ class Exporter:
         from export.onnx_graphs import GRAPHS
         from export.parity import example_feeds
 
+        if getattr(self, "_pfeeds", None) is not None:
+            return self._pfeeds
         out = {}
         limits = {"backbone": 4, "sampler": 8, "heads": 4}
         for spec in GRAPHS:
@@ -362,7 +398,19 @@ class Exporter:
                     real = [real[i] for i in np.linspace(0, len(real) - 1, k).round().astype(int)]
                 lst += real
             out[spec.name] = lst
+        self._pfeeds = out
         return out
+
+    def _refs(self, name: str) -> list:
+        """PyTorch outputs on the parity inputs, computed once per export."""
+        from export.onnx_graphs import GRAPHS
+        from export.parity import reference_outputs
+
+        cache = self.__dict__.setdefault("_ref_cache", {})
+        if name not in cache:
+            spec = next(s for s in GRAPHS if s.name == name)
+            cache[name] = reference_outputs(self.net, spec, self._pfeeds[name])
+        return cache[name]
 
     def _parity(self, desc: str, graph_dir: Path, feeds: dict) -> dict:
         from export.onnx_graphs import GRAPHS
@@ -372,7 +420,7 @@ class Exporter:
         with self.ui.step(desc, total=len(GRAPHS)) as tick:
             for spec in GRAPHS:
                 res[spec.name] = graph_parity(self.net, spec, graph_dir / f"{spec.name}.onnx", feeds[spec.name],
-                                              threads=self.args.threads)
+                                              threads=self.args.threads, refs=self._refs(spec.name))
                 tick()
         return res
 
@@ -402,53 +450,65 @@ class Exporter:
         return self._int8(fp32_dir, feeds, engine)
 
     def _int8(self, fp32_dir: Path, feeds, engine: str) -> dict:
+        """Per graph: build the INT8 candidates the target can run, time them against each other
+        (interleaved, ORT CPU), keep the fastest (within 5%: the one closer to FP32)."""
         import onnx
 
-        from export.parity import graph_parity
         from export.onnx_graphs import GRAPHS
-        from export.precision import (STATIC_OPS_CONV, STATIC_OPS_TRANSFORMER, measure_latency, prepare,
-                                      quantize_int8_dynamic, quantize_int8_static, selection_path)
+        from export.parity import graph_parity
+        from export.precision import (STATIC_OPS_CONV, STATIC_OPS_TRANSFORMER, activation_matmuls, measure_latency,
+                                      prepare, quantize_int8_dynamic, quantize_int8_static, selection_path)
 
         a = self.args
         out = self.writer.path
         cand_dir = Path(tempfile.mkdtemp(prefix="int8-", dir=fp32_dir.parent))
         info: dict[str, dict] = {}
         parity_feeds = self._parity_feeds(feeds)
-        with self.ui.step("INT8: quantise, time candidates, choose", total=5) as tick:
+        portable = engine == "tensorrt" or a.int8_portable
+        with self.ui.step("INT8: quantise, time candidates, choose", total=len(GRAPHS)) as tick:
             for spec in GRAPHS:
                 n = spec.name
                 src = fp32_dir / f"{n}.onnx"
-                calib = getattr(feeds, n)
-                exclude = selection_path(prepare(onnx.load(str(src))))
+                calib = _spread(getattr(feeds, n), CALIB_BATCHES[n])
+                prepared = prepare(onnx.load(str(src)))
+                exclude = selection_path(prepared)
+                qsrc = cand_dir / f"{n}.prepared.onnx"  # node names the exclusions refer to
+                onnx.save(prepared, str(qsrc))
+                conv = n == "backbone"
+                static_exclude = exclude if conv else exclude | activation_matmuls(prepared)
+                ops = STATIC_OPS_CONV if conv else STATIC_OPS_TRANSFORMER
+                makers = {"static_qdq": lambda p: quantize_int8_static(qsrc, p, calib, op_types=ops,
+                                                                     exclude=static_exclude)}
+                if not portable and conv:  # ORT's x86 kernels want uint8 activations (U8S8)
+                    makers["static_qdq_u8"] = lambda p: quantize_int8_static(qsrc, p, calib, op_types=ops,
+                                                                              exclude=exclude, symmetric=False)
+                if not portable and not conv:  # transformer projections: weights int8, activations per call
+                    makers["dynamic"] = lambda p: quantize_int8_dynamic(qsrc, p, exclude=exclude)
                 cands: dict[str, tuple[Path, dict]] = {}
-                ops = STATIC_OPS_CONV if n == "backbone" else STATIC_OPS_TRANSFORMER
-                with _quiet():
-                    p = cand_dir / f"{n}.static.onnx"
-                    cands["static_qdq"] = (p, quantize_int8_static(src, p, calib, op_types=ops, exclude=exclude))
-                tick()
-                if n == "backbone" or engine == "tensorrt":
-                    path, q = cands["static_qdq"]
-                    q["reason"] = ("conv net: static Q/DQ (ORT fuses QLinearConv; TensorRT runs it)" if n == "backbone"
-                                   else "TensorRT target: dynamic quantisation runs on CPU only, Q/DQ loads in TensorRT")
-                    q["candidates"] = {"static_qdq": {"error": self._err(graph_parity(self.net, spec, path,
-                                                                                        parity_feeds[n], a.threads))}}
-                    shutil.copyfile(path, out / f"{n}.onnx")
-                    info[n] = {"precision": "int8", "quantization": q}
-                    continue
-                with _quiet():
-                    p = cand_dir / f"{n}.dynamic.onnx"
-                    cands["dynamic"] = (p, quantize_int8_dynamic(src, p, exclude=exclude))
-                feed = calib[-1]
-                lat = measure_latency({"fp32": src, **{k: v[0] for k, v in cands.items()}}, feed,
-                                      runs=a.bench_runs, threads=a.threads)
-                errs = {k: self._err(graph_parity(self.net, spec, v[0], parity_feeds[n], a.threads))
+                for kind, make in makers.items():
+                    p = cand_dir / f"{n}.{kind}.onnx"
+                    with _quiet():
+                        cands[kind] = (p, make(p))
+                errs = {k: self._err(graph_parity(self.net, spec, v[0], parity_feeds[n], a.threads,
+                                                  refs=self._refs(n)))
                         for k, v in cands.items()}
-                choice, reason = _choose(lat, errs)
+                if len(cands) == 1:
+                    choice = "static_qdq"
+                    reason = ("TensorRT target" if engine == "tensorrt" else "--int8-portable") + \
+                        ": symmetric Q/DQ, the form both TensorRT and ONNX Runtime load"
+                    lat = {}
+                else:
+                    feed = calib[-1]
+                    lat = measure_latency({"fp32": src, **{k: v[0] for k, v in cands.items()}}, feed,
+                                          runs=a.bench_runs, warmup=_warmup(a.bench_runs), threads=a.threads)
+                    choice, reason = _choose(lat, errs)
                 path, q = cands[choice]
                 q = dict(q)
                 q["reason"] = reason
-                q["candidates"] = {k: {"latency": lat[k], "error": errs.get(k)} for k in lat}
-                q["timed_with"] = _feed_shapes(feed)
+                q["candidates"] = {k: {"latency": lat.get(k), "error": errs.get(k)} for k in ["fp32"] * bool(lat) + list(cands)}
+                q["error_vs"] = "pytorch fp32 on the parity inputs"
+                if lat:
+                    q["timed_with"] = _feed_shapes(calib[-1])
                 shutil.copyfile(path, out / f"{n}.onnx")
                 info[n] = {"precision": "int8", "quantization": q}
                 tick()
@@ -475,7 +535,10 @@ class Exporter:
             for spec in GRAPHS:
                 n = spec.name
                 if feeds is not None and getattr(feeds, n):
-                    feed = getattr(feeds, n)[-1]
+                    # the same call at every precision (the 4th clip, the 2nd head batch), however many
+                    # frames were read: latencies of fp32 / fp16 / int8 bundles compare
+                    lst = getattr(feeds, n)
+                    feed = lst[min({"backbone": 0, "sampler": 3, "heads": 1}[n], len(lst) - 1)]
                 elif n == "backbone":
                     feed = example_feeds(self.net, spec, batch=T)
                 else:
@@ -483,7 +546,7 @@ class Exporter:
                 paths = {a.precision: self.writer.path / f"{n}.onnx"}
                 if a.precision != "fp32":
                     paths["fp32"] = fp32_dir / f"{n}.onnx"
-                lat = measure_latency(paths, feed, runs=a.bench_runs, threads=a.threads)
+                lat = measure_latency(paths, feed, runs=a.bench_runs, warmup=_warmup(a.bench_runs), threads=a.threads)
                 entry = {**lat[a.precision], "inputs": _feed_shapes(feed)}
                 if "fp32" in lat and a.precision != "fp32":
                     entry["fp32_median_ms"] = lat["fp32"]["median_ms"]
@@ -534,7 +597,7 @@ class Exporter:
         if a.precision == "fp32":
             return {"reference": "fp32", "gate": "not applicable (this is the reference)"}, None
         if a.skip_gate:
-            self.ui.log(f"warning: --skip-gate: this {a.precision} bundle was not checked against FP32 accuracy")
+            self.ui.warn(f"--skip-gate: this {a.precision} bundle was not checked against FP32 accuracy")
             return {"reference": "fp32", "gate": "skipped (--skip-gate)", "threshold_points": a.gate_threshold}, None
         from export.accuracy_gate import engine_evaluator, run_gate
         from export.bundle_writer import build_manifest, graph_entry, write_json_atomic
@@ -545,9 +608,9 @@ class Exporter:
             cfg=self.cfg, precision="fp32", checkpoint=ck, graphs=ref_graphs, parity=parity32, accuracy=None,
             calibration=None))
         self.writer.write_manifest(manifest({"gate": "running"}))  # the candidate must load as a bundle
-        evaluator = self.evaluator or engine_evaluator(videos=a.gate_videos, video_s=a.gate_video_s,
-                                                       queries=a.gate_queries, threads=a.threads,
-                                                       progress=not a.no_progress)
+        evaluator = self.evaluator or engine_evaluator(
+            videos=a.gate_videos, video_s=a.gate_video_s, queries=a.gate_queries, threads=a.threads,
+            backend="auto" if self.engine == "tensorrt" else "onnxruntime", progress=self.ui.bars)
         with self.ui.step(f"accuracy gate ({a.precision} vs fp32, threshold {a.gate_threshold:g} points R@1x)"):
             res = run_gate(fp32_dir, self.writer.path, evaluator, a.gate_threshold)
         (self.writer.path / "manifest.json").unlink()  # rewritten, complete, at commit
@@ -561,13 +624,13 @@ class Exporter:
             p = parity.get(n, {})
             par = (f"recall {p['topm_recall']:.4f}" if "topm_recall" in p else f"max|d| {p.get('max_abs', 0):.2e}")
             lat = latency.get(n, {})
-            lat_s = f"{lat.get('median_ms', 0):.1f} ms [{lat.get('p10_ms', 0):.1f}-{lat.get('p90_ms', 0):.1f}]"
+            lat_s = f"{lat.get('median_ms', 0):.1f} ({lat.get('p10_ms', 0):.0f}-{lat.get('p90_ms', 0):.0f})"
             if "speedup_vs_fp32" in lat:
-                lat_s += f" x{lat['speedup_vs_fp32']:.2f}"
+                lat_s += f" x{lat['speedup_vs_fp32']:.2f} vs fp32"
             q = g.get("quantization") or {}
             rows.append((n, g.get("precision") or "", f"{g['size_bytes'] / 1e6:.2f}", par, lat_s,
                          q.get("mode", "-") if q else "-", "yes" if g.get("plan") else "-"))
-        head = ("graph", "precision", "size MB", "parity vs PyTorch", "CPU latency median [p10-p90]", "int8", "plan")
+        head = ("graph", "precision", "size MB", "parity vs PyTorch", "CPU ms median (p10-p90)", "int8 mode", "plan")
         where = f"bundle {'written to' if committed else 'NOT written'}: {target}"
         try:
             from rich.console import Console
@@ -578,12 +641,40 @@ class Exporter:
                 t.add_column(h, justify="right" if h in ("size MB",) else "left")
             for r in rows:
                 t.add_row(*r)
-            Console(highlight=False).print(t)
+            con = Console(highlight=False)
+            if not con.is_terminal:
+                con = Console(highlight=False, width=132)
+            con.print(t)
         except ImportError:
             print(" | ".join(head))
             for r in rows:
                 print(" | ".join(r))
             print(where)
+
+
+_ONNX_CACHE: dict[tuple, dict[str, bytes]] = {}
+
+
+def _tool_key() -> tuple:
+    import onnxslim
+    import torch
+
+    return (torch.__version__, onnxslim.__version__)
+
+
+# calibration batches per graph (spread over the whole source): MinMax calibration keeps every
+# intermediate tensor of every batch, so the heads' (Q x (m + P + ...)) activations are kept few.
+CALIB_BATCHES = {"backbone": 16, "sampler": 16, "heads": 8}
+
+
+def _spread(items: list, k: int) -> list:
+    if len(items) <= k:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, k).round().astype(int)]
+
+
+def _warmup(runs: int) -> int:
+    return 3 if runs >= 10 else 1
 
 
 def _feed_shapes(feed: dict) -> dict:

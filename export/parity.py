@@ -1,7 +1,8 @@
 """Parity of exported graphs against the PyTorch model.
 
 Dense outputs (backbone tokens, head outputs) are compared element-wise: max / mean absolute
-difference. Head outputs are compared where ``q_mask`` is 1 — padded decoder slots carry the
+difference, and the max scaled by the output's magnitude (``max_abs / max(1, max|reference|)``): the
+FP32 bound is 1e-4 on that. Head outputs are compared where ``q_mask`` is 1 — padded decoder slots carry the
 -1e4 mask, where one float32 ulp is ~1e-3, and no answer ever reads them.
 
 The sampler is compared as *sets*: which tokens it kept, identified by (timestamp, patch index),
@@ -73,17 +74,23 @@ def dense_diff(spec: GraphSpec, feed: dict, ref: Sequence[np.ndarray], out: Sequ
     return res
 
 
+def reference_outputs(net, spec: GraphSpec, feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    """PyTorch outputs for each feed: compute once, compare many graphs against them."""
+    return [torch_outputs(net, spec, f) for f in feeds]
+
+
 def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str, np.ndarray]],
-                 threads: int = 2) -> dict:
-    """Compare an ONNX graph (ORT, CPU) with the PyTorch module on each feed; aggregate."""
+                 threads: int = 2, refs: Sequence[Sequence[np.ndarray]] | None = None) -> dict:
+    """Compare an ONNX graph (ORT, CPU) with the PyTorch module on each feed; aggregate.
+    ``refs``: precomputed ``reference_outputs`` for the same feeds."""
     from export.precision import cpu_session
 
     sess = cpu_session(onnx_path, threads)
     names = list(spec.outputs)
+    refs = refs if refs is not None else reference_outputs(net, spec, feeds)
     if spec is SAMPLER:
         recalls, feats, kept = [], [], []
-        for feed in feeds:
-            ref = torch_outputs(net, spec, feed)
+        for feed, ref in zip(feeds, refs):
             out = sess.run(names, feed)
             m = sampler_match(ref, out)
             recalls.append(m["topm_recall"])
@@ -93,8 +100,7 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
                 "kept_feature_max_abs": float(max(feats)), "calls": len(feeds), "kept_tokens_min": int(min(kept)),
                 "compared": "kept (time, patch) sets"}
     per_out: dict[str, dict] = {}
-    for feed in feeds:
-        ref = torch_outputs(net, spec, feed)
+    for feed, ref in zip(feeds, refs):
         out = sess.run(names, feed)
         for name, d in dense_diff(spec, feed, ref, out).items():
             agg = per_out.setdefault(name, {"max_abs": 0.0, "mean_abs": [], "ref_max_abs": 0.0})
@@ -103,19 +109,28 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
             agg["ref_max_abs"] = max(agg["ref_max_abs"], d["ref_max_abs"])
     for agg in per_out.values():
         agg["mean_abs"] = float(np.mean(agg["mean_abs"]))
-    res = {"max_abs": max(a["max_abs"] for a in per_out.values()), "outputs": per_out, "calls": len(feeds)}
+        agg["max_abs_scaled"] = agg["max_abs"] / max(1.0, agg["ref_max_abs"])
+    res = {"max_abs": max(a["max_abs"] for a in per_out.values()),
+           "max_abs_scaled": max(a["max_abs_scaled"] for a in per_out.values()),
+           "outputs": per_out, "calls": len(feeds)}
     if spec is HEADS:
         res["compared"] = "outputs where q_mask = 1"
     return res
 
 
 def fp32_failures(parity: dict[str, dict]) -> list[str]:
-    """Why an FP32 export does not match PyTorch, one phrase per graph; empty when it does."""
+    """Why an FP32 export does not match PyTorch, one phrase per graph; empty when it does.
+
+    The bound is 1e-4 absolute for outputs of unit scale and 1e-4 relative to the largest output
+    beyond that: a backbone whose features reach ~360 (lvm-edge's MobileNetV4) differs from PyTorch
+    by ~5e-4 from float32 summation order alone (1.4e-6 relative), which is no export error."""
     bad = []
     for name in (BACKBONE.name, HEADS.name):
         p = parity.get(name)
-        if p and p["max_abs"] > FP32_MAX_ABS:
-            bad.append(f"{name} max abs diff {p['max_abs']:.2e} > {FP32_MAX_ABS:g}")
+        if p and p.get("max_abs_scaled", p["max_abs"]) > FP32_MAX_ABS:
+            worst = max(p["outputs"].values(), key=lambda o: o["max_abs_scaled"]) if "outputs" in p else {}
+            bad.append(f"{name} max abs diff {p['max_abs']:.2e} > {FP32_MAX_ABS:g} x max(1, |output| = "
+                       f"{worst.get('ref_max_abs', 1.0):.3g})")
     p = parity.get(SAMPLER.name)
     if p and p["topm_recall"] < FP32_MIN_RECALL:
         bad.append(f"sampler top-m recall {p['topm_recall']:.4f} < {FP32_MIN_RECALL}")

@@ -294,13 +294,28 @@ STATIC_OPS_CONV = ("Conv", "Add", "MaxPool", "AveragePool", "Relu")
 STATIC_OPS_TRANSFORMER = ("MatMul", "Gemm")
 
 
-def static_qdq_options() -> dict:
-    """The settings that load in both ORT and TensorRT (DESIGN.md §5)."""
-    return {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+def activation_matmuls(model: onnx.ModelProto) -> set[str]:
+    """MatMuls of two activations (attention scores and mixing), not of an activation and weights.
+
+    Static calibration of these needs every (Q, heads, N, N) attention tensor of every batch, which
+    does not fit in memory for the edge configs, and quantising them costs the most accuracy (the
+    heads' error grew ~10x in our measurements); TensorRT runs them in the graph's float type."""
+    inits = {t.name for t in model.graph.initializer}
+    consts = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return {n.name for n in model.graph.node
+            if n.op_type in ("MatMul", "Gemm") and not (n.input[1] in inits or n.input[1] in consts)}
+
+
+def static_qdq_options(symmetric: bool = True) -> dict:
+    """Symmetric: the settings that load in both ORT and TensorRT (DESIGN.md §5). Asymmetric uint8
+    activations: ORT's preferred form on x86 CPUs (U8S8 kernels), which TensorRT does not load."""
+    if symmetric:
+        return {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+    return {"ActivationSymmetric": False, "WeightSymmetric": True, "QuantizeBias": False}
 
 
 def quantize_int8_static(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]], *,
-                         op_types: Sequence[str], exclude: Iterable[str] = ()) -> dict:
+                         op_types: Sequence[str], exclude: Iterable[str] = (), symmetric: bool = True) -> dict:
     """Static INT8 Q/DQ calibrated (MinMax) on ``feeds`` (real data, never random)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -319,16 +334,20 @@ def quantize_int8_static(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndar
             self._it = iter(feeds)
 
     exclude = sorted(set(exclude))
+    act = QuantType.QInt8 if symmetric else QuantType.QUInt8
+    extra = static_qdq_options(symmetric)
     quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    activation_type=act, weight_type=QuantType.QInt8,
                     nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
-                    extra_options=static_qdq_options())
+                    extra_options=extra)
     m = onnx.load(str(dst))
     onnx.checker.check_model(m)
-    return {"mode": "static_qdq", "format": "QDQ", "calibration": "MinMax", "per_channel": True,
-            "op_types": list(op_types), "excluded_nodes": exclude, **static_qdq_options(),
-            "activation_type": "int8", "weight_type": "int8", "calibration_batches": len(feeds),
+    return {"mode": "static_qdq" if symmetric else "static_qdq_u8", "format": "QDQ", "calibration": "MinMax",
+            "per_channel": True, "op_types": list(op_types), "excluded_nodes": exclude,
+            **static_qdq_options(symmetric), "activation_type": "int8" if symmetric else "uint8",
+            "weight_type": "int8", "calibration_batches": len(feeds),
+            "loads_in": ["onnxruntime", "tensorrt"] if symmetric else ["onnxruntime"],
             "qdq_nodes": count_ops(m, ("QuantizeLinear", "DequantizeLinear"))}
 
 
@@ -343,7 +362,7 @@ def quantize_int8_dynamic(src: Path, dst: Path, *, exclude: Iterable[str] = ()) 
     m = onnx.load(str(dst))
     onnx.checker.check_model(m)
     return {"mode": "dynamic", "op_types": ["MatMul"], "MatMulConstBOnly": True, "weight_type": "int8",
-            "excluded_nodes": exclude,
+            "excluded_nodes": exclude, "loads_in": ["onnxruntime"],
             "dynamic_ops": count_ops(m, ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"))}
 
 

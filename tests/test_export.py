@@ -1,0 +1,421 @@
+"""lvm-export end to end on the tiny config: parity, FP16 / INT8 bundles, the accuracy gate, bad
+input, atomic bundle writes, the manifest. Bundles are built once per session (a seeded tiny model,
+64 generator frames, 2 timed runs) and shared by the tests that read them."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edge_runtime.config import resolve_model_config
+from export import cli_export
+from export.bundle_writer import BundleWriteError, BundleWriter
+from export.checkpoint import load_checkpoint, save_checkpoint
+from export.model import LVMNet
+from export.onnx_graphs import BACKBONE, GRAPHS, HEADS, SAMPLER, example_inputs
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("edge_runtime.checkout", reason="the checkout generator provides the calibration frames")
+
+CALIB = "demo://checkout?seed=5&duration=64"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _metrics(shift: float = 0.0) -> dict:
+    cells = {"short": 0.40, "medium": 0.30, "long": 0.20}
+    r1 = {qt: dict(cells) for qt in ("activity", "object", "time")}
+    r1["activity"]["short"] += shift
+    return {"recall@1x": r1, "recall@3x": {qt: {w: v + 0.2 for w, v in cells.items()} for qt in r1}, "queries": 30,
+            "memory_tokens": 784}
+
+
+def _precision(bundle_dir: Path) -> str:
+    return json.loads((Path(bundle_dir) / "manifest.json").read_text())["precision"]
+
+
+def passing_evaluator(bundle_dir):
+    return _metrics(0.0 if _precision(bundle_dir) == "fp32" else -0.005)  # -0.5 points: inside 1
+
+
+def failing_evaluator(bundle_dir):
+    return _metrics(0.0 if _precision(bundle_dir) == "fp32" else -0.05)   # -5 points on activity/short
+
+
+def run(argv, capsys, evaluator=None):
+    rc = cli_export.main([str(a) for a in argv], evaluator=evaluator)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    net = LVMNet(resolve_model_config("lvm-tiny")).eval()
+    return save_checkpoint(net, tmp_path_factory.mktemp("ckpt") / "lvm-tiny.safetensors", {"seed": 0})
+
+
+def _base(ckpt):
+    return ["--checkpoint", ckpt, "--calib", CALIB, "--calib-frames", 64, "--bench-runs", 2, "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory, ckpt):
+    """fp32, fp16 (through a passing gate) and int8 bundles of the same checkpoint."""
+    root = tmp_path_factory.mktemp("engines")
+    out = {}
+    for precision, extra, ev in (("fp32", [], None), ("fp16", [], passing_evaluator),
+                                 ("int8", ["--skip-gate", "--engine", "onnxruntime"], None)):
+        target = root / f"lvm-tiny-{precision}"
+        rc = cli_export.main([str(a) for a in _base(ckpt) + ["--precision", precision, "--out", target] + extra],
+                             evaluator=ev)
+        assert rc == 0, f"{precision} export failed"
+        out[precision] = target
+    return out
+
+
+@pytest.fixture
+def fast_export(monkeypatch):
+    """For tests of the gate and of failure handling: parity and timing are checked elsewhere."""
+    ok = {"backbone": {"max_abs": 0.0}, "sampler": {"topm_recall": 1.0, "kept_feature_max_abs": 0.0},
+          "heads": {"max_abs": 0.0}}
+    monkeypatch.setattr(cli_export.Exporter, "_parity", lambda self, desc, d, feeds: ok)
+    monkeypatch.setattr(cli_export.Exporter, "_latency", lambda self, d, feeds: {})
+
+
+def _manifest(b):
+    return json.loads((b / "manifest.json").read_text())
+
+
+# -- parity ---------------------------------------------------------------------------------------
+
+def test_fp32_graphs_match_pytorch(bundles, ckpt):
+    """Checked here independently of the exporter's own parity numbers."""
+    net, _ = load_checkpoint(ckpt)
+    b = bundles["fp32"]
+    for spec in (BACKBONE, HEADS):
+        args = example_inputs(net, spec, batch=3, queries=5, window=11)
+        with torch.no_grad():
+            ref = (net.backbone if spec is BACKBONE else net.heads)(*args)
+        ref = ref if isinstance(ref, tuple) else (ref,)
+        sess = ort.InferenceSession(str(b / f"{spec.name}.onnx"), providers=["CPUExecutionProvider"])
+        outs = sess.run(list(spec.outputs), {n: a.numpy() for n, a in zip(spec.inputs, args)})
+        for r, o in zip(ref, outs):
+            assert np.abs(r.numpy() - o).max() <= 1e-4, spec.name
+    # sampler: the kept (time, patch) sets, never slot by slot
+    args = example_inputs(net, SAMPLER)
+    with torch.no_grad():
+        ref = net.sampler(*args)
+    sess = ort.InferenceSession(str(b / "sampler.onnx"), providers=["CPUExecutionProvider"])
+    out = sess.run(list(SAMPLER.outputs), {n: a.numpy() for n, a in zip(SAMPLER.inputs, args)})
+    keep_r = {(t, p) for t, p, v in zip(ref[1][0].tolist(), ref[2][0].tolist(), ref[3][0].tolist()) if v > 0.5}
+    keep_o = {(t, p) for t, p, v in zip(out[1][0].tolist(), out[2][0].tolist(), out[3][0].tolist()) if v > 0.5}
+    assert len(keep_r & keep_o) / len(keep_r) >= 0.99
+    par = _manifest(b)["parity"]
+    assert par["backbone"]["max_abs"] <= 1e-4 and par["heads"]["max_abs"] <= 1e-4
+    assert par["sampler"]["topm_recall"] >= 0.99 and par["sampler"]["kept_feature_max_abs"] == 0.0
+    assert par["sampler"]["calls"] > 1  # example inputs + calls on the generator stream
+
+
+# -- manifest -------------------------------------------------------------------------------------
+
+def test_manifest_fields_and_hashes(bundles, ckpt):
+    from edge_runtime.bundle import load_bundle
+
+    cfg = resolve_model_config("lvm-tiny")
+    for precision, b in bundles.items():
+        m = _manifest(b)
+        for key in ("format", "model", "precision", "created", "config", "config_sha256", "checkpoint", "labels",
+                    "graphs", "parity", "accuracy", "calibration", "tools", "host"):
+            assert key in m, key
+        assert m["format"] == 1 and m["model"] == "lvm-tiny" and m["precision"] == precision
+        assert m["config_sha256"] == cfg.digest() and m["config"] == cfg.to_dict()
+        assert m["checkpoint"]["sha256"] == _sha(ckpt)
+        assert len(m["labels"]["activities"]) == cfg.heads.num_activities
+        assert {"torch", "onnx", "onnxruntime", "tensorrt"} <= set(m["tools"])
+        assert {"hostname", "machine", "cpu"} <= set(m["host"])
+        for spec in GRAPHS:
+            g = m["graphs"][spec.name]
+            assert g["onnx"] == f"{spec.name}.onnx" and g["sha256"] == _sha(b / g["onnx"])
+            assert [t["name"] for t in g["inputs"]] == list(spec.inputs)
+            assert [t["name"] for t in g["outputs"]] == list(spec.outputs)
+            assert g["plan"] is None  # no TensorRT here
+            model = onnx.load(str(b / g["onnx"]))
+            assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {18}
+        assert m["graphs"]["backbone"]["inputs"][0] == {"name": "frames", "shape": ["n_frames", 112, 112, 3],
+                                                        "dtype": "uint8"}
+        heads_in = {t["name"]: t for t in m["graphs"]["heads"]["inputs"]}
+        assert heads_in["q_times"]["shape"] == ["n_queries", "window"]
+        assert all(t["dtype"] in ("float32", "int64", "uint8") for g in m["graphs"].values()
+                   for t in g["inputs"] + g["outputs"])  # FP32 I/O at every precision
+        assert m["parity"]["frames"]["source"] == CALIB and m["parity"]["frames"]["sha256"]
+        assert (m["calibration"] is None) == (precision != "int8")
+        assert set(m["latency_cpu"]) == {"backbone", "sampler", "heads"}
+        load_bundle(b)  # the runtime's own checks: contract, shapes, hashes
+        assert not [p for p in b.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+# -- fp16 ------------------------------------------------------------------------------------------
+
+def test_fp16_bundle_runs_with_fp32_io_and_stays_close(bundles, ckpt):
+    b16, b32 = bundles["fp16"], bundles["fp32"]
+    net, _ = load_checkpoint(ckpt)
+    for spec in GRAPHS:
+        model = onnx.load(str(b16 / f"{spec.name}.onnx"))
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer), spec.name
+        feeds = {n: a.numpy() for n, a in zip(spec.inputs, example_inputs(net, spec))}
+        o16 = ort.InferenceSession(str(b16 / f"{spec.name}.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+        o32 = ort.InferenceSession(str(b32 / f"{spec.name}.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+        assert [o.dtype for o in o16] == [o.dtype for o in o32]
+        if spec is SAMPLER:
+            k16 = set(zip(o16[1][0].tolist(), o16[2][0].tolist()))
+            k32 = set(zip(o32[1][0].tolist(), o32[2][0].tolist()))
+            assert len(k16 & k32) / len(k32) >= 0.95
+            assert np.all(np.isin(o16[1], np.concatenate([feeds["mem_t"], feeds["clip_t"]], 1)))  # exact times
+        else:
+            for a, c in zip(o16, o32):
+                assert np.abs(a - c).max() <= 0.05 * max(1.0, np.abs(c).max())
+    m = _manifest(b16)
+    assert m["accuracy"]["passed"] is True and m["accuracy"]["threshold_points"] == 1.0
+    assert m["accuracy"]["deltas"]["activity"]["short"] == pytest.approx(-0.5)
+    pol = m["graphs"]["sampler"]["fp16"]
+    assert {"LayerNormalization", "Softmax", "TopK"} <= set(pol["fp32_ops"])
+
+
+# -- int8 ------------------------------------------------------------------------------------------
+
+def test_int8_bundle_from_generator_frames(bundles):
+    from export.calibration import read_frames
+
+    b = bundles["int8"]
+    m = _manifest(b)
+    cal = read_frames(CALIB, resolve_model_config("lvm-tiny"), max_frames=64)
+    assert m["calibration"]["sha256"] == cal.sha256() and m["calibration"]["frames"] == 64
+    for spec in GRAPHS:
+        q = m["graphs"][spec.name]["quantization"]
+        model = onnx.load(str(b / f"{spec.name}.onnx"))
+        ops = {n.op_type for n in model.graph.node}
+        assert q["mode"] in ("static_qdq", "static_qdq_u8", "dynamic") and q["reason"]
+        if q["mode"].startswith("static"):
+            assert {"QuantizeLinear", "DequantizeLinear"} <= ops and q["calibration_batches"] >= 1
+        else:
+            assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
+        if len(q["candidates"]) > 2:  # timed against each other and fp32
+            for c in q["candidates"].values():
+                assert c["latency"]["median_ms"] > 0 and c["latency"]["runs"] == 2
+    assert m["graphs"]["sampler"]["quantization"]["mode"] in ("static_qdq", "dynamic")
+    assert m["parity"]["sampler"]["kept_feature_max_abs"] == 0.0  # quantisation never touches the kept tokens
+
+
+def test_int8_portable_is_symmetric_qdq_everywhere(ckpt, tmp_path, capsys, fast_export):
+    """The form TensorRT loads: Q/DQ with int8 zero points of 0 in every graph, no dynamic ops."""
+    from onnx import numpy_helper
+
+    target = tmp_path / "p8"
+    rc, out, err = run(_base(ckpt)[:-5] + ["--calib-frames", 32, "--bench-runs", 1, "--no-progress", "--precision",
+                                           "int8", "--int8-portable", "--skip-gate", "--out", target], capsys)
+    assert rc == 0, err
+    m = _manifest(target)
+    for spec in GRAPHS:
+        q = m["graphs"][spec.name]["quantization"]
+        assert q["mode"] == "static_qdq" and "tensorrt" in q["loads_in"] and "--int8-portable" in q["reason"]
+        model = onnx.load(str(target / f"{spec.name}.onnx"))
+        assert not {n.op_type for n in model.graph.node} & {"DynamicQuantizeLinear", "MatMulInteger"}
+        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        zps = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+        assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+
+
+def test_int8_refused_without_frames(ckpt, tmp_path, capsys):
+    import cv2
+
+    empty = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64)).release()
+    for calib in (empty, "demo://checkout?seed=1&duration=0"):
+        rc, _, err = run(["--precision", "int8", "--checkpoint", ckpt, "--calib", calib, "--out", tmp_path / "b"],
+                         capsys)
+        assert rc == 2 and "refusing INT8" in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "b").exists()
+
+
+# -- the accuracy gate -------------------------------------------------------------------------------
+
+def test_failing_gate_exits_nonzero_and_writes_nothing(ckpt, tmp_path, capsys, fast_export):
+    target = tmp_path / "lvm-tiny-fp16"
+    rc, out, err = run(_base(ckpt) + ["--precision", "fp16", "--out", target], capsys, evaluator=failing_evaluator)
+    assert rc == cli_export.EXIT_GATE
+    assert "accuracy gate failed" in err and "activity/short" in err and "-5.0" in err
+    assert not target.exists() and not list(tmp_path.glob(".lvm-tiny-fp16*"))
+
+
+def test_gate_compare_logic():
+    from export.accuracy_gate import GateError, compare
+
+    ok = compare(_metrics(), _metrics(-0.01), 1.0)  # exactly 1 point: allowed
+    assert ok.passed and ok.deltas["recall@1x"]["activity"]["short"] == pytest.approx(-1.0)
+    bad = compare(_metrics(), _metrics(-0.011), 1.0)
+    assert not bad.passed and bad.failures[0].startswith("activity/short")
+    up = compare(_metrics(), _metrics(+0.2), 0.0)  # improvements never fail
+    assert up.passed
+    r3 = _metrics()
+    r3["recall@3x"]["time"]["long"] -= 0.5  # recorded, not gated
+    assert compare(_metrics(), r3, 1.0).passed
+    none = _metrics()
+    none["recall@1x"]["object"]["long"] = None  # a cell without queries is skipped
+    assert compare(none, _metrics(), 1.0).deltas["recall@1x"]["object"]["long"] is None
+    with pytest.raises(GateError):
+        compare({}, {}, 1.0)
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+def _bad(capsys, argv):
+    rc, out, err = run(argv, capsys)
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_bad_checkpoints(ckpt, tmp_path, capsys):
+    out = ["--out", tmp_path / "b", "--precision", "fp32", "--no-progress"]
+    assert "not found" in _bad(capsys, ["--checkpoint", tmp_path / "missing.safetensors"] + out)
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes(Path(ckpt).read_bytes()[:5000])
+    assert "trunc.safetensors" in _bad(capsys, ["--checkpoint", trunc] + out)
+    pkl = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, pkl)
+    assert "pickle" in _bad(capsys, ["--checkpoint", pkl] + out)
+    assert "config" in _bad(capsys, ["--checkpoint", ckpt, "--config", "lvm-edge"] + out)
+    assert not (tmp_path / "b").exists()
+
+
+def test_bad_arguments(ckpt, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_export.main(["--precision", "int4", "--checkpoint", str(ckpt)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'int4'" in err and len(err.strip().splitlines()) == 1
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert "not a folder" in _bad(capsys, ["--precision", "fp32", "--checkpoint", ckpt, "--out", afile / "b"])
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    assert "not a bundle" in _bad(capsys, ["--precision", "fp32", "--checkpoint", ckpt, "--out", user])
+    assert (user / "notes.txt").read_text() == "keep me"
+    assert "no such file" in _bad(capsys, ["--precision", "int8", "--checkpoint", ckpt, "--out", tmp_path / "c",
+                                        "--calib", tmp_path / "nope.mp4", "--no-progress"])
+
+
+def test_console_script_help_and_errors_without_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    h = subprocess.run([sys.executable, "-m", "export.cli_export", "--help"], capture_output=True, text=True, env=env)
+    assert h.returncode == 0 and "--precision" in h.stdout and "--calib" in h.stdout and "exit status" in h.stdout
+    r = subprocess.run([sys.executable, "-m", "export.cli_export", "--precision", "fp16",
+                        "--checkpoint", str(tmp_path / "none.safetensors")], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and r.stderr.strip().startswith("lvm-export: error:") and "Traceback" not in r.stderr
+
+
+# -- atomic writes -----------------------------------------------------------------------------------
+
+def test_failure_mid_export_leaves_old_bundle_untouched(bundles, ckpt, tmp_path, capsys, monkeypatch, fast_export):
+    import shutil
+
+    target = tmp_path / "lvm-tiny-fp16"
+    shutil.copytree(bundles["fp16"], target)
+    before = {p.name: _sha(p) for p in target.iterdir()}
+    seen = {}
+
+    def crash(self, *a, **k):  # after the graphs were written into the temp folder
+        seen["tmp"] = self.writer.path
+        seen["files"] = sorted(p.name for p in self.writer.path.iterdir())
+        raise OSError(28, "No space left on device (simulated)")
+
+    monkeypatch.setattr(cli_export.Exporter, "_latency", crash)
+    rc, _, err = run(_base(ckpt) + ["--precision", "fp16", "--out", target], capsys, evaluator=passing_evaluator)
+    assert rc == cli_export.EXIT_FAILED and "No space left" in err and "Traceback" not in err
+    assert "backbone.onnx" in seen["files"] and "manifest.json" not in seen["files"]
+    assert not seen["tmp"].exists()
+    assert {p.name: _sha(p) for p in target.iterdir()} == before
+    assert not list(tmp_path.glob(".lvm-tiny-fp16*"))
+    # no old bundle: nothing at all is left
+    fresh = tmp_path / "fresh"
+    rc, _, _ = run(_base(ckpt) + ["--precision", "fp16", "--out", fresh], capsys, evaluator=passing_evaluator)
+    assert rc == cli_export.EXIT_FAILED and not fresh.exists()
+
+
+def test_bundle_writer_replaces_only_when_complete(tmp_path):
+    target = tmp_path / "b"
+    with BundleWriter(target) as w:
+        (w.path / "a.onnx").write_bytes(b"old")
+        (w.path / "old.plan").write_bytes(b"stale plan")
+        w.commit({"format": 1, "v": "old"})
+    assert json.loads((target / "manifest.json").read_text())["v"] == "old"
+    with pytest.raises(RuntimeError):
+        with BundleWriter(target) as w:
+            (w.path / "a.onnx").write_bytes(b"new")
+            raise RuntimeError("boom")
+    assert (target / "a.onnx").read_bytes() == b"old"
+    with BundleWriter(target) as w:
+        (w.path / "a.onnx").write_bytes(b"new")
+        w.commit({"format": 1, "v": "new"})
+    assert (target / "a.onnx").read_bytes() == b"new" and not (target / "old.plan").exists()
+    assert json.loads((target / "manifest.json").read_text())["v"] == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    # a temp folder of a killed export (its pid is gone) is cleaned by the next export of the target
+    stale = tmp_path / ".b.tmp-999999999-abc"
+    stale.mkdir()
+    (stale / "manifest.json").write_text("{}")
+    BundleWriter(target).abort()
+    assert not stale.exists()
+    with pytest.raises(BundleWriteError):
+        BundleWriter(tmp_path / "b" / "a.onnx" / "x")
+
+
+# -- TensorRT ----------------------------------------------------------------------------------------
+
+def test_tensorrt_profiles_cover_dynamic_axes(bundles):
+    from export.tensorrt_build import Profile
+
+    cfg = resolve_model_config("lvm-tiny")
+    m = _manifest(bundles["fp32"])
+    prof = Profile.for_config(cfg)
+    bb = prof.shapes(m["graphs"]["backbone"])
+    assert bb == {"frames": ((1, 112, 112, 3), (16, 112, 112, 3), (64, 112, 112, 3))}
+    assert prof.shapes(m["graphs"]["sampler"]) == {}
+    hd = prof.shapes(m["graphs"]["heads"])
+    L = cfg.heads.window_queries
+    assert hd["q_times"] == ((1, 2), (16, L), (64, L)) and hd["q_object"][2] == (64, 49, 256)
+    assert "mem" not in hd
+
+
+def test_tensorrt_plans(tmp_path):
+    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed here (NVIDIA index only); "
+                                                  "plans are built on Jetson / GPU hosts")
+    from edge_runtime.backends.tensorrt import device_info
+    from export.onnx_graphs import export_graph, io_signature, slim_and_check
+    from export.tensorrt_build import Profile, build_plan
+
+    if not device_info():
+        pytest.skip("TensorRT is installed but no CUDA GPU is visible")
+    torch.manual_seed(0)
+    net = LVMNet(resolve_model_config("lvm-tiny")).eval()
+    onnx_path = export_graph(net, BACKBONE, tmp_path / "backbone.onnx")
+    sig = io_signature(slim_and_check(onnx_path))
+    cache = tmp_path / "timing.cache"
+    prof = Profile.for_config(net.cfg)
+    info = build_plan(onnx_path, tmp_path / "backbone.plan", sig, precision="fp32", profile=prof, timing_cache=cache)
+    assert info["tensorrt"] == trt.__version__ and info["compute_capability"] and cache.is_file()
+    again = build_plan(onnx_path, tmp_path / "backbone2.plan", sig, precision="fp32", profile=prof,
+                       timing_cache=cache)
+    assert again["timing_cache"] == "reused"

@@ -1,0 +1,164 @@
+"""Precision passes: the FP16 policy (what stays FP32 and why), INT8 Q/DQ and dynamic forms."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from export.precision import (PrecisionError, convert_fp16, count_ops, fp16_policy, measure_latency, prepare,
+                              quantize_int8_dynamic, quantize_int8_static, selection_path, STATIC_OPS_TRANSFORMER)
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def _toy_selector(path, d=8, n=32, k=5):
+    """tokens (1,n,d), times (1,n) -> kept tokens/times: LayerNorm -> MatMul -> Relu -> MatMul(score) -> TopK -> Gather.
+
+    A miniature of the sampler: a learned projection, a score projection, a selection, and a data path
+    that copies inputs (tokens and their timestamps) to the outputs."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((d, d)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((d, 1)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.ones(d, np.float32), "g"), numpy_helper.from_array(np.zeros(d, np.float32), "b"),
+             numpy_helper.from_array(np.array([k], np.int64), "k"), numpy_helper.from_array(np.array([-1], np.int64), "ax"),
+             numpy_helper.from_array(np.array([1, 1, d], np.int64), "rep")]
+    nodes = [
+        helper.make_node("LayerNormalization", ["tokens", "g", "b"], ["ln"], axis=-1, name="ln"),
+        helper.make_node("MatMul", ["ln", "w1"], ["h"], name="proj"),
+        helper.make_node("Relu", ["h"], ["hr"], name="act"),
+        helper.make_node("MatMul", ["hr", "w2"], ["s3"], name="score"),
+        helper.make_node("Squeeze", ["s3", "ax"], ["s"], name="sq"),
+        helper.make_node("TopK", ["s", "k"], ["vals", "idx"], axis=-1, name="topk"),
+        helper.make_node("GatherElements", ["times", "idx"], ["kept_t"], axis=1, name="gather_t"),
+        helper.make_node("Unsqueeze", ["idx", "ax"], ["idx3"], name="unsq"),
+        helper.make_node("Tile", ["idx3", "rep"], ["idx3d"], name="tile"),
+        helper.make_node("GatherElements", ["tokens", "idx3d"], ["kept"], axis=1, name="gather_x"),
+    ]
+    g = helper.make_graph(nodes, "toy", [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, [1, n, d]),
+                                         helper.make_tensor_value_info("times", TensorProto.FLOAT, [1, n])],
+                          [helper.make_tensor_value_info("kept", TensorProto.FLOAT, [1, k, d]),
+                           helper.make_tensor_value_info("kept_t", TensorProto.FLOAT, [1, k])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, str(path))
+    return m
+
+
+def _run(path, feeds):
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, feeds)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    d = tmp_path_factory.mktemp("toy")
+    m = _toy_selector(d / "toy.onnx")
+    rng = np.random.default_rng(1)
+    feeds = {"tokens": rng.standard_normal((1, 32, 8)).astype(np.float32),
+             # 10 h into a stream: float16 has a 32 s step here; the outputs must still be exact
+             "times": (36000.0 + np.arange(32) * 1.25).astype(np.float32)[None]}
+    return d, m, feeds
+
+
+def test_fp16_policy_keeps_norms_selection_and_data_path_fp32(toy):
+    _, m, _ = toy
+    pol = fp16_policy(prepare(m))
+    assert {"ln", "topk"} <= pol["fp32_by_op"]
+    assert {"score", "sq", "topk"} <= pol["fp32_selection"]         # the score projection up to TopK
+    assert {"gather_t", "gather_x"} <= pol["fp32_input_derived"]    # inputs copied to outputs
+    assert pol["fp16"] == {"proj", "act"}                           # only the arithmetic in between
+
+
+def test_fp16_graph_has_fp32_io_and_exact_data_path(toy):
+    d, m, feeds = toy
+    m16, info = convert_fp16(m)
+    onnx.save(m16, str(d / "toy16.onnx"))
+    assert [i.type.tensor_type.elem_type for i in m16.graph.input] == [TensorProto.FLOAT] * 2
+    assert [o.type.tensor_type.elem_type for o in m16.graph.output] == [TensorProto.FLOAT] * 2
+    assert "MatMul" in info["fp16_ops"] and "TopK" in info["fp32_ops"]
+    init16 = {t.name for t in m16.graph.initializer if t.data_type == TensorProto.FLOAT16}
+    assert "w1" in init16 and "w2" not in init16 and "g" not in init16
+    ref = _run(d / "toy.onnx", feeds)
+    out = _run(d / "toy16.onnx", feeds)
+    assert set(ref[1][0].tolist()) == set(out[1][0].tolist())  # same tokens kept
+    order = {t: i for i, t in enumerate(ref[1][0].tolist())}
+    perm = [order[t] for t in out[1][0].tolist()]
+    np.testing.assert_array_equal(out[0][0], ref[0][0][perm])   # bit-exact copies, not fp16-rounded
+    assert np.all(np.isin(out[1], feeds["times"]))              # timestamps exact at 10 h
+
+
+def test_selection_path_is_excluded_from_quantisation(toy):
+    d, m, feeds = toy
+    excl = selection_path(prepare(m))
+    info = quantize_int8_static(d / "toy.onnx", d / "toy8.onnx", [feeds] * 2, op_types=STATIC_OPS_TRANSFORMER,
+                                exclude=excl)
+    q = onnx.load(str(d / "toy8.onnx"))
+    score = next(n for n in q.graph.node if n.name == "score")
+    assert all("DequantizeLinear" not in (p.op_type for p in q.graph.node if o in p.output)
+               for o in score.input)  # the score MatMul reads float tensors
+    assert info["qdq_nodes"] > 0 and info["mode"] == "static_qdq"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the small TorchScript export below
+def test_static_qdq_is_symmetric_int8_with_float_bias(tmp_path):
+    """The form TensorRT loads: int8 zero points = 0 for weights and activations, per-channel weights."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+    x = torch.rand(2, 3, 16, 16)
+    torch.onnx.export(net, (x,), str(tmp_path / "c.onnx"), input_names=["x"], output_names=["y"], opset_version=18,
+                      dynamo=False)
+    feeds = [{"x": np.random.default_rng(i).random((2, 3, 16, 16), dtype=np.float32)} for i in range(3)]
+    info = quantize_int8_static(tmp_path / "c.onnx", tmp_path / "c8.onnx", feeds, op_types=("Conv",))
+    assert info["ActivationSymmetric"] and info["WeightSymmetric"] and info["QuantizeBias"] is False
+    assert info["loads_in"] == ["onnxruntime", "tensorrt"]
+    q = onnx.load(str(tmp_path / "c8.onnx"))
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    zps = [inits[n.input[2]] for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+           and len(n.input) > 2 and n.input[2] in inits]
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    assert any(z.ndim == 1 and z.size > 1 for z in zps)  # per-channel weight scales
+    # bias stays float: no DequantizeLinear feeds a Conv's third input
+    produced_by_dq = {o for n in q.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert all(len(n.input) < 3 or n.input[2] not in produced_by_dq for n in q.graph.node if n.op_type == "Conv")
+    y = _run(tmp_path / "c8.onnx", feeds[0])[0]
+    y32 = _run(tmp_path / "c.onnx", feeds[0])[0]
+    assert np.abs(y - y32).max() < 0.1 * np.abs(y32).max()
+
+
+def test_static_needs_calibration_data(toy):
+    d, _, _ = toy
+    with pytest.raises(PrecisionError, match="calibration"):
+        quantize_int8_static(d / "toy.onnx", d / "never.onnx", [], op_types=("MatMul",))
+
+
+def test_dynamic_quantises_weight_matmuls_only(toy):
+    d, _, feeds = toy
+    info = quantize_int8_dynamic(d / "toy.onnx", d / "toyd.onnx", exclude=["score"])
+    q = onnx.load(str(d / "toyd.onnx"))
+    assert info["dynamic_ops"] >= 1 and count_ops(q, ("MatMulInteger", "DynamicQuantizeMatMul")) >= 1
+    assert any(n.name == "score" and n.op_type == "MatMul" for n in q.graph.node)  # excluded stays float
+    ref, out = _run(d / "toy.onnx", feeds), _run(d / "toyd.onnx", feeds)
+    assert set(out[1][0].tolist()) <= set(feeds["times"][0].tolist())
+
+
+def test_latency_stats_interleaved(toy):
+    d, _, feeds = toy
+    lat = measure_latency({"a": d / "toy.onnx", "b": d / "toy16.onnx"}, feeds, runs=5, warmup=1)
+    for v in lat.values():
+        assert v["runs"] == 5 and v["p10_ms"] <= v["median_ms"] <= v["p90_ms"] and v["threads"] == 2
+
+
+def test_activation_matmuls_are_found(toy):
+    from export.precision import activation_matmuls
+
+    _, m, _ = toy
+    assert activation_matmuls(prepare(m)) == set()  # both MatMuls have weights
+    g = onnx.helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"], name="attn"),
+         helper.make_node("MatMul", ["c", "w"], ["y"], name="proj")],
+        "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
+              helper.make_tensor_value_info("b", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(np.ones((4, 4), np.float32), "w")])
+    assert activation_matmuls(helper.make_model(g)) == {"attn"}
