@@ -13,7 +13,6 @@ import ctypes
 import ctypes.util
 import datetime as _dt
 import errno
-import hashlib
 import json
 import os
 import platform
@@ -23,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.bundle import sha256_file  # noqa: F401  (one hashing routine for writer and reader)
+
 MANIFEST = "manifest.json"
 FORMAT = 1
 
@@ -31,12 +32,6 @@ class BundleWriteError(OSError):
     """The bundle cannot be written where asked; the message is one line."""
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_path(path: Path) -> None:
