@@ -27,14 +27,9 @@ GOALS = [  # (figure key, what the issue asks) — listed in results.md even whe
 
 
 def _host() -> dict:
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from export.bundle_writer import host_info  # one reader of /proc/cpuinfo for bundles and benchmarks
+
+    cpu = host_info()["cpu"] or None
     vers = {}
     for mod in ("numpy", "onnxruntime", "torch", "timm", "sklearn"):
         try:
