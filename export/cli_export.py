@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
             "INT8 is calibrated on real frames (the checkout generator by default, or any video file);\n"
             "a source that yields no frames is refused. For an ONNX Runtime target the form is chosen per\n"
             "graph by measured CPU latency: symmetric Q/DQ (loads in ORT and TensorRT), Q/DQ with uint8\n"
-            "activations (backbone; ORT's x86 kernels) or dynamic quantisation (sampler, heads; ORT only).\n"
+            "activations (backbone; ORT's x86 kernels) or dynamic quantisation (sampler, heads; ORT only);\n"
+            "a graph no INT8 form makes 1.1x faster than FP32 stays FP32 (the manifest says why).\n"
             "TensorRT targets and --int8-portable use symmetric Q/DQ for every graph.\n"
             "exit status: 0 ok, 1 export failed (parity, TensorRT), 2 bad input, 3 accuracy gate failed."))
     p.add_argument("--precision", required=True, choices=PRECISIONS, metavar="{fp32,fp16,int8}",
@@ -502,7 +503,7 @@ class Exporter:
                     lat = measure_latency({"fp32": src, **{k: v[0] for k, v in cands.items()}}, feed,
                                           runs=a.bench_runs, warmup=_warmup(a.bench_runs), threads=a.threads)
                     choice, reason = _choose(lat, errs)
-                path, q = cands[choice]
+                path, q = (src, {"mode": "none"}) if choice == "fp32" else cands[choice]
                 q = dict(q)
                 q["reason"] = reason
                 q["candidates"] = {k: {"latency": lat.get(k), "error": errs.get(k)} for k in ["fp32"] * bool(lat) + list(cands)}
@@ -510,7 +511,7 @@ class Exporter:
                 if lat:
                     q["timed_with"] = _feed_shapes(calib[-1])
                 shutil.copyfile(path, out / f"{n}.onnx")
-                info[n] = {"precision": "int8", "quantization": q}
+                info[n] = {"precision": "fp32" if choice == "fp32" else "int8", "quantization": q}
                 tick()
         shutil.rmtree(cand_dir, ignore_errors=True)
         return info
@@ -664,6 +665,7 @@ def _tool_key() -> tuple:
 
 # calibration batches per graph (spread over the whole source): MinMax calibration keeps every
 # intermediate tensor of every batch, so the heads' (Q x (m + P + ...)) activations are kept few.
+MIN_INT8_SPEEDUP = 1.1  # below this an INT8 graph only costs accuracy: keep FP32
 CALIB_BATCHES = {"backbone": 16, "sampler": 16, "heads": 8}
 
 
@@ -682,7 +684,10 @@ def _feed_shapes(feed: dict) -> dict:
 
 
 def _choose(lat: dict, errs: dict) -> tuple[str, str]:
-    """Faster INT8 candidate by median latency; within 5% the more accurate one."""
+    """Faster INT8 candidate by median latency; within 5% the more accurate one. A graph whose best
+    INT8 form is not MIN_INT8_SPEEDUP x faster than FP32 stays FP32: there INT8 would only cost accuracy
+    (on x86 the sampler's and heads' small MatMuls barely speed up, and a moved sampler score changes
+    which tokens the memory keeps)."""
     names = [k for k in errs]
     names.sort(key=lambda k: lat[k]["median_ms"])
     fast, slow = names[0], names[-1]
@@ -690,15 +695,17 @@ def _choose(lat: dict, errs: dict) -> tuple[str, str]:
     def badness(e: dict) -> float:
         return (1.0 - e["topm_recall"]) if "topm_recall" in e else e["mean_abs"]
 
-    mf, ms = lat[fast]["median_ms"], lat[slow]["median_ms"]
+    mf, ms, m32 = lat[fast]["median_ms"], lat[slow]["median_ms"], lat["fp32"]["median_ms"]
     runs = lat[fast]["runs"]
+    if m32 < MIN_INT8_SPEEDUP * mf:
+        return "fp32", (f"kept FP32: the fastest INT8 form ({fast} {mf:.1f} ms) is not {MIN_INT8_SPEEDUP:g}x faster "
+                        f"than fp32 {m32:.1f} ms on this CPU (median of {runs} interleaved runs)")
     if len(names) > 1 and ms <= 1.05 * mf and badness(errs[slow]) < badness(errs[fast]):
         return slow, (f"{slow} within 5% of {fast} ({ms:.1f} vs {mf:.1f} ms, median of {runs} interleaved runs) "
                       f"and closer to FP32")
     others = ", ".join(f"{k} {lat[k]['median_ms']:.1f} ms" for k in names[1:])
-    return fast, (f"fastest on this CPU: {fast} {mf:.1f} ms vs {others}; fp32 {lat['fp32']['median_ms']:.1f} ms "
+    return fast, (f"fastest on this CPU: {fast} {mf:.1f} ms vs {others}; fp32 {m32:.1f} ms "
                   f"(median of {runs} interleaved runs)")
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -204,15 +204,18 @@ def test_int8_bundle_from_generator_frames(bundles):
         q = m["graphs"][spec.name]["quantization"]
         model = onnx.load(str(b / f"{spec.name}.onnx"))
         ops = {n.op_type for n in model.graph.node}
-        assert q["mode"] in ("static_qdq", "static_qdq_u8", "dynamic") and q["reason"]
-        if q["mode"].startswith("static"):
+        assert q["mode"] in ("static_qdq", "static_qdq_u8", "dynamic", "none") and q["reason"]
+        assert (m["graphs"][spec.name]["precision"] == "fp32") == (q["mode"] == "none")
+        if q["mode"] == "none":  # INT8 was not worth it on this CPU: the FP32 graph, unquantised
+            assert "kept FP32" in q["reason"] and not ops & {"QuantizeLinear", "DynamicQuantizeLinear"}
+        elif q["mode"].startswith("static"):
             assert {"QuantizeLinear", "DequantizeLinear"} <= ops and q["calibration_batches"] >= 1
         else:
             assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
         if len(q["candidates"]) > 2:  # timed against each other and fp32
             for c in q["candidates"].values():
                 assert c["latency"]["median_ms"] > 0 and c["latency"]["runs"] == 2
-    assert m["graphs"]["sampler"]["quantization"]["mode"] in ("static_qdq", "dynamic")
+    assert m["graphs"]["sampler"]["quantization"]["mode"] in ("static_qdq", "dynamic", "none")
     assert m["parity"]["sampler"]["kept_feature_max_abs"] == 0.0  # quantisation never touches the kept tokens
 
 
@@ -419,3 +422,16 @@ def test_tensorrt_plans(tmp_path):
     again = build_plan(onnx_path, tmp_path / "backbone2.plan", sig, precision="fp32", profile=prof,
                        timing_cache=cache)
     assert again["timing_cache"] == "reused"
+
+
+def test_int8_choice_keeps_fp32_when_int8_is_not_faster():
+    from export.cli_export import _choose
+
+    def lat(ms):
+        return {"median_ms": ms, "runs": 5}
+    errs = {"static_qdq": {"topm_recall": 0.9}, "dynamic": {"topm_recall": 0.97}}
+    choice, why = _choose({"fp32": lat(10.0), "static_qdq": lat(9.6), "dynamic": lat(9.8)}, errs)
+    assert choice == "fp32" and "kept FP32" in why
+    assert _choose({"fp32": lat(20.0), "static_qdq": lat(10.0), "dynamic": lat(14.0)}, errs)[0] == "static_qdq"
+    # within 5% of the fastest, the one closer to FP32 wins
+    assert _choose({"fp32": lat(20.0), "static_qdq": lat(10.0), "dynamic": lat(10.4)}, errs)[0] == "dynamic"
