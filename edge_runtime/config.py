@@ -94,6 +94,9 @@ class TrainConfig(_Strict):
     video_s: float = Field(1800.0, gt=0)
     queries_per_video: int = Field(64, ge=1)
     seed: int = 0
+    warmup_steps: int = Field(0, ge=0, description="learning rates rise linearly from 0 over these steps")
+    prior_init: bool = Field(False, description="start the activity head's bias at the log-odds of each "
+                                                "activity's frequency in the training queries (RetinaNet-style)")
 
 
 class ModelConfig(_Strict):

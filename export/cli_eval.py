@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+from edge_runtime.checkout import EVAL_SEED_BASE
 from export.cli_common import UsageError, run_cli
 
 SEED_MAX = 2**31 - 1
-EVAL_SEED_BASE = 1_000_000  # training uses seed * 1000 + i with seed < 1000 by convention; never these
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=["neural", "random", "oracle"], default="neural",
                    help="memory: trained sampler, uniform random tokens, or query-aware oracle")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-token-cache", action="store_true",
+                   help="always run the backbone (default: reuse tokens kept in $LVM_EDGE_CACHE/tokens, "
+                        "~/.cache/lvm-edge/tokens, keyed by the backbone's weights and the video)")
     return p
 
 
@@ -63,10 +66,9 @@ def _eval(args) -> int:
 
     import torch
 
-    from edge_runtime.checkout import EVAL_LOOKS, TRAIN_LOOKS
     from export.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from export.data import attach_queries, encode_video, render_video
-    from export.evaluate import evaluate_model
+    from export.data import token_cache_dir
+    from export.evaluate import evaluate_model, heldout_videos
 
     torch.set_num_threads(os.cpu_count() or 2)
     ckpt = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
@@ -75,15 +77,8 @@ def _eval(args) -> int:
     if args.video_s < cfg.stream.clip_frames / cfg.stream.fps:
         raise UsageError(f"--video-s {args.video_s:g} is shorter than one clip")
     t0 = time.time()
-    videos = []
-    for i in range(args.videos):
-        look = EVAL_LOOKS[i // 2 % len(EVAL_LOOKS)] if i % 2 == 0 else TRAIN_LOOKS[i // 2 % len(TRAIN_LOOKS)]
-        seed = EVAL_SEED_BASE + args.seed * 1000 + i
-        v = render_video(seed, args.video_s, cfg.backbone.image_size, cfg.stream.fps, look=look,
-                         progress=not args.no_progress)
-        encode_video(net.backbone, v)
-        attach_queries(v, args.queries, seed)
-        videos.append(v)
+    videos = heldout_videos(net, args.videos, args.video_s, args.queries, args.seed,
+                            cache=None if args.no_token_cache else token_cache_dir(), progress=not args.no_progress)
     res = evaluate_model(net, videos, args.sampler, seed=args.seed, progress=not args.no_progress)
     res.update({"checkpoint": str(ckpt), "videos": args.videos, "video_s": args.video_s, "seed": args.seed,
                 "looks": [v.video.look for v in videos], "seconds": round(time.time() - t0, 1)})

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors + optimizer state")
     p.add_argument("--max-steps", type=int, help="stop after this many sampler steps (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-token-cache", action="store_true",
+                   help="always run the backbone (default: reuse tokens kept in $LVM_EDGE_CACHE/tokens, "
+                        "~/.cache/lvm-edge/tokens, keyed by the backbone's weights and the video)")
     return p
 
 
@@ -73,7 +76,7 @@ def _train(args) -> int:
 
     from edge_runtime.checkout import ACTIVITIES, TRAIN_LOOKS
     from export.checkpoint import load_checkpoint, save_checkpoint
-    from export.data import attach_queries, encode_video, render_video
+    from export.data import attach_queries, backbone_digest, encode_video, render_video, token_cache_dir
     from export.model import LVMNet, count_parameters
     from export.pretrain import pretrain_backbone
     from export.train import train_lvm
@@ -146,10 +149,12 @@ def _train(args) -> int:
     if args.resume and (out / "checkpoint.safetensors").exists():
         loaded, _ = load_checkpoint(out / "checkpoint.safetensors", cfg)
         net.load_state_dict(loaded.state_dict())
+    cache = None if args.no_token_cache else token_cache_dir()
+    bb_sha = backbone_digest(net.backbone)
     for i, v in enumerate(videos):
-        encode_video(net.backbone, v)
+        encode_video(net.backbone, v, cache=cache, backbone_sha=bb_sha)
         attach_queries(v, args.queries or tc.queries_per_video, seed * 1000 + i)
-    say(f"lvm-train: cached backbone tokens ({time.time() - t0:.0f} s)")
+    say(f"lvm-train: backbone tokens ready ({time.time() - t0:.0f} s; cache: {cache or 'off'})")
 
     continual_p = 0 if args.no_continual else tc.continual_p
     res = train_lvm(net, videos, out, epochs=args.epochs or tc.epochs, continual_p=continual_p, seed=seed,

@@ -5,7 +5,10 @@ backbone once, and its tokens are cached in memory (float16) for every epoch and
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,15 +53,60 @@ def encode_frames(backbone, frames: np.ndarray, batch: int = 64) -> torch.Tensor
     return torch.cat(out)
 
 
+def token_cache_dir() -> Path:
+    """Where backbone tokens of generated videos are kept between runs ($LVM_EDGE_CACHE/tokens,
+    default ~/.cache/lvm-edge/tokens)."""
+    root = os.environ.get("LVM_EDGE_CACHE") or Path.home() / ".cache" / "lvm-edge"
+    return Path(root) / "tokens"
+
+
+def backbone_digest(backbone) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(backbone.state_dict().items()):
+        h.update(k.encode() + str(tuple(v.shape)).encode() + v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _cache_file(cache: Path, backbone_sha: str, data: VideoData) -> Path:
+    v = data.video
+    key = f"{backbone_sha}|{v.seed}|{v.look}|{v.duration_s!r}|{v.size}|{data.times.tobytes().hex()}"
+    return cache / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
+
+
 @torch.no_grad()
-def encode_video(backbone, data: VideoData, keep_frames: bool = False) -> VideoData:
+def encode_video(backbone, data: VideoData, keep_frames: bool = False, cache: Path | None = None,
+                 backbone_sha: str | None = None) -> VideoData:
+    """Backbone tokens of every frame and of every instance crop. With ``cache``, tokens are read
+    from / written to a safetensors file keyed by the backbone's weights and the video's identity
+    (seed, look, length, size, frame times): a frozen backbone gives the same tokens every run."""
+    from safetensors.torch import load_file, save_file
+
     size = data.video.size
-    data.tokens = encode_frames(backbone, data.frames)
     ids = [inst["instance_id"] for inst in data.annotations["instances"]]
+    path = _cache_file(cache, backbone_sha or backbone_digest(backbone), data) if cache is not None else None
+    if path is not None and path.is_file():
+        try:
+            t = load_file(str(path))
+            if t["tokens"].shape[0] == len(data.times) and t["crop_ids"].tolist() == ids:
+                data.tokens = t["tokens"]
+                data.crop_tokens = {i: t["crop_tokens"][j] for j, i in enumerate(ids)}
+                if not keep_frames:
+                    data.frames = None
+                return data
+        except Exception:  # a damaged cache file is recomputed and rewritten
+            pass
+    data.tokens = encode_frames(backbone, data.frames)
+    toks = torch.zeros(0, *data.tokens.shape[1:])
     if ids:
         crops = np.stack([data.video.object_crop(i, size=size) for i in ids])
         toks = backbone(torch.from_numpy(crops)).float()
         data.crop_tokens = {i: toks[j] for j, i in enumerate(ids)}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        save_file({"tokens": data.tokens.contiguous(), "crop_ids": torch.tensor(ids, dtype=torch.int64),
+                   "crop_tokens": toks.contiguous()}, str(tmp))
+        os.replace(tmp, path)
     if not keep_frames:
         data.frames = None
     return data

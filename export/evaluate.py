@@ -20,15 +20,31 @@ import torch
 from tqdm import tqdm
 
 from edge_runtime.answers import HeadBatch, decode_answers
-from edge_runtime.checkout import Query
+from edge_runtime.checkout import EVAL_LOOKS, EVAL_SEED_BASE, TRAIN_LOOKS, Query
 from edge_runtime.metrics import aggregate, score_query
-from export.data import VideoData
+from export.data import VideoData, attach_queries, backbone_digest, encode_video, render_video
 from export.model import LVMNet
 from export.query_batch import build_query_batch
 from export.svd_torch import TorchOnlineSVD
 
 SAMPLERS = ("neural", "random", "oracle")
 HEAD_OUTPUTS = ("activity_logits", "boxes", "start_logits", "end_logits")
+
+
+def heldout_videos(net: LVMNet, n: int, video_s: float, queries: int, seed: int = 0, cache=None,
+                   progress: bool = False) -> list[VideoData]:
+    """The evaluation videos: seeds EVAL_SEED_BASE + seed*1000 + i, even i in the looks training
+    never saw, odd i in training looks; tokens from ``net``'s backbone (``cache``: token cache dir)."""
+    cfg = net.cfg
+    sha = backbone_digest(net.backbone) if cache is not None else None
+    videos = []
+    for i in range(n):
+        look = EVAL_LOOKS[i // 2 % len(EVAL_LOOKS)] if i % 2 == 0 else TRAIN_LOOKS[i // 2 % len(TRAIN_LOOKS)]
+        s = EVAL_SEED_BASE + seed * 1000 + i
+        v = render_video(s, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look, progress=progress)
+        encode_video(net.backbone, v, cache=cache, backbone_sha=sha)
+        videos.append(attach_queries(v, queries, s))
+    return videos
 
 
 @torch.no_grad()

@@ -172,6 +172,9 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
     state_path = out_dir / "train_state.json"
     if resume and state_path.exists():
         start_epoch, step = _load_train_state(out_dir, net, opt)
+    elif tc.prior_init:
+        init_activity_prior(net, videos)
+    base_lrs = [tc.lr_sampler, tc.lr_other]
     log = open(out_dir / "train_log.jsonl", "a") if rank == 0 else None
     t0 = time.time()
     last: dict[str, float] = {}
@@ -194,6 +197,9 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
                 if step >= total_steps:
                     break
                 net.sampler.set_temperature(step / max(total_steps - 1, 1), cfg.sampler.tau_start, cfg.sampler.tau_end)
+                warm = min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0
+                for g, lr in zip(opt.param_groups, base_lrs):
+                    g["lr"] = lr * warm
                 batch = _prepare(net, videos, streams, local, c, continual_p, rng)
                 # every rank must take the same path (DDP): learn only once all ranks have queries
                 ready = torch.tensor([1 if batch["qb"] is not None else 0])
@@ -230,6 +236,24 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
     if log:
         log.close()
     return TrainResult(steps=step, seconds=time.time() - t0, last_losses=last)
+
+
+@torch.no_grad()
+def init_activity_prior(net: LVMNet, videos: list[VideoData]) -> torch.Tensor:
+    """Activity bias = log-odds of each activity among the training activity queries' answers, so
+    the heads start from the class prior instead of spending their first hundreds of steps on it."""
+    C = net.cfg.heads.num_activities
+    hits, n = torch.zeros(C, dtype=torch.float64), 0
+    for v in videos:
+        for q in v.queries:
+            if q.type == "activity":
+                hits[list(q.gt_activities)] += 1
+                n += 1
+    if n == 0:
+        return net.heads.activity_mlp.bias
+    p = ((hits + 0.5) / (n + 1.0)).clamp(1e-3, 1 - 1e-3)
+    net.heads.activity_mlp.bias.copy_(torch.log(p / (1 - p)).float())
+    return net.heads.activity_mlp.bias
 
 
 def _commit(streams, local, new_mem, world) -> None:

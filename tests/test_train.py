@@ -123,3 +123,53 @@ def test_compact_memory_is_exact():
         cut = net.heads(*small, *args[4:])
     for a, b in zip(full, cut):
         assert torch.allclose(a, b, atol=1e-4), float((a - b).abs().max())
+
+
+def test_token_cache_reuses_tokens_and_heals(tmp_path, monkeypatch):
+    import export.data as data_mod
+    from edge_runtime.config import resolve_model_config
+    from export.data import backbone_digest, encode_video, render_video
+    from export.model import LVMNet
+
+    torch.manual_seed(0)
+    net = LVMNet(resolve_model_config("lvm-tiny")).eval()
+    sha = backbone_digest(net.backbone)
+    first = encode_video(net.backbone, render_video(5, 40.0, 112, 1.0), cache=tmp_path, backbone_sha=sha)
+    files = list(tmp_path.glob("*.safetensors"))
+    assert len(files) == 1 and first.crop_tokens
+    real = data_mod.encode_frames
+    monkeypatch.setattr(data_mod, "encode_frames", lambda *a, **k: pytest.fail("cache hit expected"))
+    again = encode_video(net.backbone, render_video(5, 40.0, 112, 1.0), cache=tmp_path, backbone_sha=sha)
+    assert torch.equal(again.tokens, first.tokens)
+    assert again.crop_tokens.keys() == first.crop_tokens.keys()
+    assert all(torch.equal(again.crop_tokens[k], first.crop_tokens[k]) for k in first.crop_tokens)
+    monkeypatch.setattr(data_mod, "encode_frames", real)
+    # a damaged file is recomputed and rewritten, not trusted
+    files[0].write_bytes(b"garbage")
+    healed = encode_video(net.backbone, render_video(5, 40.0, 112, 1.0), cache=tmp_path, backbone_sha=sha)
+    assert torch.equal(healed.tokens, first.tokens) and files[0].stat().st_size > 100
+    # another video, or other backbone weights, is another entry
+    encode_video(net.backbone, render_video(6, 40.0, 112, 1.0), cache=tmp_path, backbone_sha=sha)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    with torch.no_grad():
+        next(net.backbone.parameters()).add_(1.0)
+    encode_video(net.backbone, render_video(6, 40.0, 112, 1.0), cache=tmp_path)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
+
+
+def test_prior_init_starts_activity_head_at_class_frequency():
+    from types import SimpleNamespace
+
+    from edge_runtime.config import resolve_model_config
+    from export.model import LVMNet
+    from export.train import init_activity_prior
+
+    net = LVMNet(resolve_model_config("lvm-tiny"))
+    q = lambda acts: SimpleNamespace(type="activity", gt_activities=acts)  # noqa: E731
+    other = SimpleNamespace(type="time", gt_activities=None)
+    videos = [SimpleNamespace(queries=[q([0, 1]), q([0]), other]), SimpleNamespace(queries=[q([0, 2]), q([0])])]
+    p = torch.sigmoid(init_activity_prior(net, videos)).detach()
+    # 4 activity queries: class 0 in all, 1 and 2 in one each, the rest in none (add-half smoothing)
+    assert p[0] == pytest.approx(4.5 / 5, abs=1e-6) and p[1] == pytest.approx(1.5 / 5, abs=1e-6)
+    assert p[3] == pytest.approx(0.5 / 5, abs=1e-6)
+    assert p.argmax() == 0 and p[1] == p[2]

@@ -5,7 +5,6 @@ rendered frames), cached under .cache/bench/ (git-ignored).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edge_runtime.bundle import sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "bench"
@@ -171,14 +172,6 @@ def time_calls(fn: Callable[[], Any], n: int) -> list[float]:
     return ts
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------------------------
 # context
 
@@ -264,8 +257,8 @@ class Ctx:
 
     # -- bundles ----------------------------------------------------------------------------
     def bundle(self, cfg_name: str, precision: str) -> tuple[Path | None, dict]:
-        """A bundle from lvm-export (cached by checkpoint + export code + options). For fp32, when
-        the CLI fails, a stopgap bundle from export.onnx_graphs (noted); fp16/int8: None + why."""
+        """A bundle from lvm-export (cached by checkpoint + export code + options); None + why when
+        lvm-export fails (the parts that need it then report that error)."""
         key = (cfg_name, precision)
         if key in self._bundles:
             return self._bundles[key]
@@ -310,18 +303,9 @@ class Ctx:
         last = err.splitlines()[-1] if err else f"exit status {rc}"
         info["lvm_export_error"] = f"lvm-export exit {rc}: {last[:300]}"
         shutil.rmtree(out, ignore_errors=True)
-        if precision != "fp32":
-            self.warn(f"{cfg_name} {precision} bundle not available: {info['lvm_export_error']}")
-            self._bundles[key] = (None, info)
-            return None, info
-        self.warn(f"lvm-export failed for {cfg_name} fp32 ({last[:200]}); using a stopgap bundle from "
-                  "export.onnx_graphs.export_graph")
-        out.mkdir(parents=True, exist_ok=True)
-        _stopgap_bundle(self.load_net(cfg_name), out, ckpt)
-        info["built_by"] = "stopgap: export_graph + bench manifest"
-        (out / "BUILT_BY").write_text(info["built_by"] + "\n")
-        self._bundles[key] = (out, info)
-        return out, info
+        self.warn(f"{cfg_name} {precision} bundle not available: {info['lvm_export_error']}")
+        self._bundles[key] = (None, info)
+        return None, info
 
     def engine(self, cfg_name: str, precision: str = "fp32"):
         from edge_runtime.engine import Engine
@@ -360,36 +344,6 @@ def _shown(p: Path | None) -> str | None:
         return str(Path(p).resolve().relative_to(REPO))
     except ValueError:
         return str(p)
-
-
-def _stopgap_bundle(net, out: Path, ckpt: Path) -> None:
-    """FP32 bundle without lvm-export (its CLI failed): export_graph + a manifest per engines/README.md."""
-    import onnxruntime as ort
-
-    from edge_runtime.checkout import ACTIVITIES, PRODUCTS
-    from export.onnx_graphs import GRAPHS, export_graph
-
-    types = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(uint8)": "uint8"}
-    graphs = {}
-    for spec in GRAPHS:
-        path = export_graph(net, spec, out / f"{spec.name}.onnx")
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        io = lambda xs: [{"name": x.name, "shape": list(x.shape), "dtype": types[x.type]} for x in xs]  # noqa: E731
-        graphs[spec.name] = {"onnx": path.name, "sha256": sha256_file(path), "inputs": io(sess.get_inputs()),
-                             "outputs": io(sess.get_outputs()), "quantization": None, "plan": None}
-    C = net.cfg.heads.num_activities
-    acts = [getattr(a, "name", a) for a in ACTIVITIES][:C]
-    acts += [f"activity_{i}" for i in range(len(acts), C)]
-    manifest = {"format": 1, "model": net.cfg.name, "precision": "fp32",
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "config": net.cfg.to_dict(), "config_sha256": net.cfg.digest(),
-                "checkpoint": {"path": str(ckpt), "sha256": sha256_file(ckpt)},
-                "labels": {"activities": acts, "products": [str(getattr(p, "name", p)) for p in PRODUCTS]},
-                "graphs": graphs, "parity": None, "accuracy": None, "calibration": None,
-                "tools": {}, "host": {}, "built_by": "tools/bench.py stopgap"}
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / "manifest.json")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,11 +27,10 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from edge_runtime.checkout import EVAL_LOOKS, TRAIN_LOOKS
     from export.checkpoint import load_checkpoint
-    from export.cli_eval import EVAL_SEED_BASE, format_table
-    from export.data import attach_queries, encode_video, render_video
-    from export.evaluate import evaluate_model
+    from export.cli_eval import format_table
+    from export.data import token_cache_dir
+    from export.evaluate import evaluate_model, heldout_videos
 
     torch.set_num_threads(os.cpu_count() or 2)
     results = {}
@@ -41,14 +40,7 @@ def main() -> None:
         net, _ = load_checkpoint(path)
         if videos is None:  # the backbone is shared by all checkpoints compared here (checked below)
             backbone_state = {k: v.clone() for k, v in net.backbone.state_dict().items()}
-            videos = []
-            for i in range(args.videos):
-                look = EVAL_LOOKS[i // 2 % len(EVAL_LOOKS)] if i % 2 == 0 else TRAIN_LOOKS[i // 2 % len(TRAIN_LOOKS)]
-                seed = EVAL_SEED_BASE + args.seed * 1000 + i
-                v = render_video(seed, args.video_s, net.cfg.backbone.image_size, net.cfg.stream.fps, look=look)
-                encode_video(net.backbone, v)
-                attach_queries(v, args.queries, seed)
-                videos.append(v)
+            videos = heldout_videos(net, args.videos, args.video_s, args.queries, args.seed, cache=token_cache_dir())
         else:
             same = all(torch.equal(backbone_state[k], v) for k, v in net.backbone.state_dict().items())
             if not same:

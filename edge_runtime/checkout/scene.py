@@ -70,6 +70,8 @@ LOOKS: tuple[Look, ...] = (
 )
 TRAIN_LOOKS: tuple[int, ...] = (0, 1, 2, 3)
 EVAL_LOOKS: tuple[int, ...] = (4, 5)
+# held-out video seeds start here (training uses seed * 1000 + i with seed < 1000 by convention)
+EVAL_SEED_BASE = 1_000_000
 LOOK_NAMES: dict[str, int] = {lk.name: i for i, lk in enumerate(LOOKS)}
 
 
