@@ -152,8 +152,13 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     fmt = manifest.get("format")
     if fmt != FORMAT:
         raise BundleError(f"{mpath}: manifest format {fmt!r}, this runtime reads format {FORMAT}")
+    raw_cfg = manifest.get("config")
+    if isinstance(raw_cfg, dict):
+        # training settings never reach the device: a bundle from a newer trainer (more train.* keys)
+        # must still load here, so they are not validated
+        raw_cfg = {k: v for k, v in raw_cfg.items() if k != "train"}
     try:
-        cfg = model_config_from_dict(manifest.get("config"), f"{mpath} (config)")
+        cfg = model_config_from_dict(raw_cfg, f"{mpath} (config)")
     except ConfigError as err:
         raise BundleError(str(err)) from None
     graphs_m = manifest.get("graphs")

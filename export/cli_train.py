@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "backbone.safetensors) instead of pre-training")
     p.add_argument("--no-continual", action="store_true", help="ablation: train without the continual-learning loss")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors + optimizer state")
+    p.add_argument("--threads", type=int, help="torch CPU threads per process (default: CPU cores / processes)")
     p.add_argument("--max-steps", type=int, help="stop after this many sampler steps (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-token-cache", action="store_true",
@@ -56,7 +57,7 @@ def _train(args) -> int:
     seed = tc.seed if args.seed is None else args.seed
     if not 0 <= seed <= SEED_MAX:
         raise UsageError(f"--seed must be in [0, {SEED_MAX}], got {seed}")
-    for name in ("epochs", "videos", "queries", "backbone_epochs", "max_steps"):
+    for name in ("epochs", "videos", "queries", "backbone_epochs", "max_steps", "threads"):
         v = getattr(args, name)
         if v is not None and v < (0 if name == "backbone_epochs" else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
@@ -90,7 +91,7 @@ def _train(args) -> int:
         # a rank that dies or diverges turns into an error after 10 minutes, not a silent hang
         dist.init_process_group("gloo", timeout=timedelta(minutes=10))
     rank = dist.get_rank() if world > 1 else 0
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) // world))
     progress = not args.no_progress and rank == 0
     n_videos = args.videos or tc.train_videos
     if n_videos < world:

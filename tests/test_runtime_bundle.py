@@ -50,6 +50,11 @@ def test_foreign_or_broken_manifest_is_one_line(copy, mutate, expect):
     assert expect in _one_line(e)
 
 
+def test_training_settings_from_a_newer_trainer_do_not_block_loading(copy, tiny_bundle):
+    _edit(copy, lambda m: m["config"]["train"].update(some_future_setting=1))
+    assert load_bundle(copy).bundle_id == load_bundle(tiny_bundle).bundle_id
+
+
 def test_missing_manifest_and_folder(tmp_path):
     with pytest.raises(BundleError, match="no such bundle folder"):
         load_bundle(tmp_path / "nope")
