@@ -97,6 +97,8 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(0, ge=0, description="learning rates rise linearly from 0 over these steps")
     prior_init: bool = Field(False, description="start the activity head's bias at the log-odds of each "
                                                 "activity's frequency in the training queries (RetinaNet-style)")
+    sampler_target_weight: float = Field(0.0, ge=0, description="weight of the sampler's event-token loss "
+                                         "(export/token_targets.py); 0 = trained through the heads alone, as in LVM-Net")
 
 
 class ModelConfig(_Strict):

@@ -96,6 +96,27 @@ def load_checkpoint(path: str | Path, cfg: ModelConfig | None = None):
     net = LVMNet(ck_cfg)
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{path}: does not match the model (missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+        names = ", ".join((list(missing) + list(unexpected))[:3])
+        raise CheckpointError(f"{path}: does not match the model (missing {len(missing)}, unexpected {len(unexpected)} "
+                              f"tensors: {names}); made by another version of lvm-edge? retrain or use that version")
     net.eval()
     return net, meta
+
+
+def load_backbone_state(path: str | Path, cfg: ModelConfig) -> dict:
+    """The frozen backbone's tensors of a checkpoint trained with ``cfg``'s backbone (the sampler and
+    heads may be of another version)."""
+    from safetensors.torch import load_file
+
+    ck_cfg = checkpoint_config(path)
+    if ck_cfg.backbone != cfg.backbone:
+        raise CheckpointError(f"{path}: its backbone ({ck_cfg.backbone.name}) differs from config '{cfg.name}'s")
+    try:
+        state = load_file(str(path))
+    except Exception as err:
+        raise CheckpointError(f"{path}: truncated or damaged ({str(err).splitlines()[0][:120]})") from None
+    prefix = "backbone."
+    out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not out:
+        raise CheckpointError(f"{path}: holds no backbone tensors")
+    return out

@@ -122,10 +122,9 @@ def _train(args) -> int:
         except CheckpointError:
             is_checkpoint = False  # a bare backbone file (OUT/backbone.safetensors of another run)
         if is_checkpoint:
-            src, _ = load_checkpoint(args.backbone_from)
-            if src.cfg.backbone != cfg.backbone:
-                raise UsageError(f"{args.backbone_from}: its backbone differs from {args.config}'s")
-            net.backbone.load_state_dict(src.backbone.state_dict())
+            # only the backbone is taken, so a checkpoint whose sampler or heads differ still serves
+            from export.checkpoint import load_backbone_state
+            net.backbone.load_state_dict(load_backbone_state(args.backbone_from, cfg))
         else:
             try:
                 net.backbone.load_weights(args.backbone_from)

@@ -2,8 +2,10 @@
 
 One graph answers a batch of Q queries of any mix of types against one memory. Per query, the
 encoder reads the memory tokens (MeMSVD-projected, gated by the object crop's tokens of the same
-patch index, masked to the asked window), the crop tokens, one query token and the online-SVD
-tokens; the decoder's queries are temporal encodings of L timestamps spread over the window.
+patch index and marked with their match to the whole crop, masked to the asked window), the crop
+tokens, one query token and the online-SVD tokens; the decoder's queries are temporal encodings of
+L timestamps spread over the window, biased toward memory tokens near their own time. Activities
+are scored per decoder slot and the best slot counts (did it happen at some time in the window).
 
 Query types: 0 = activity (object + window -> activities), 1 = object (activity + window -> boxes),
 2 = time (activity + object + window -> start/end).
@@ -33,6 +35,16 @@ class QueryHeads(nn.Module):
         self.window_tol = 0.5 / cfg.stream.fps
         self.mem_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
         self.obj_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
+        # The crop's tokens multiply the memory tokens of the same patch index (LVM-Net), as
+        # 1 + gate with the gate starting at 0: a random multiplicative gate at initialisation
+        # scrambled the memory of every query that gives an object.
+        self.obj_gate = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
+        nn.init.zeros_(self.obj_gate[1].weight)
+        nn.init.zeros_(self.obj_gate[1].bias)
+        # ... and, since the object appears at any patch of the scene, a position-free match of each
+        # memory token against the whole crop, written into the token along a learned direction.
+        self.match = nn.Linear(D, D, bias=False)
+        self.match_dir = nn.Parameter(torch.randn(D) * 0.02)
         self.svd_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
         self.svd_rank = nn.Embedding(cfg.svd.n_components, D)
         self.activity = nn.Embedding(hc.num_activities, D)
@@ -42,6 +54,12 @@ class QueryHeads(nn.Module):
         self.register_buffer("given", torch.tensor(_GIVEN), persistent=False)
         self.enc = nn.ModuleList(EncoderLayer(D, hc.heads, hc.ff_mult, hc.dropout) for _ in range(hc.enc_layers))
         self.dec = nn.ModuleList(DecoderLayer(D, hc.heads, hc.ff_mult, hc.dropout) for _ in range(hc.dec_layers))
+        # Time locality of the decoder's cross-attention (ALiBi-style, per layer and head): a slot at
+        # time t is biased toward memory tokens near t by -slope * |t - t_token| / slot spacing. Without
+        # it the heads must learn to match two sinusoidal time codes through their projections; on
+        # lvm-tiny they never did (time CE stayed at chance). Slopes start from ~0 (global) to 2 (local).
+        init = torch.logspace(-2.5, 0.3, hc.heads)
+        self.time_slope = nn.Parameter(torch.log(torch.expm1(init)).repeat(hc.dec_layers, 1))
         self.norm = nn.LayerNorm(D)
         # "The number of layers in all MLPs is set to 1" (LVM-Net A.4)
         self.activity_mlp = nn.Linear(D, hc.num_activities)
@@ -64,14 +82,15 @@ class QueryHeads(nn.Module):
 
         # MeMSVD read: h + (h Uᵀ) U, then into the head width.
         coef = mem @ svd_basis.transpose(1, 2)
-        h = self.mem_in(mem + coef @ svd_basis)
-        h = h + temporal_encoding(mem_t, D, self.fps, self.max_video_s)
+        content = self.mem_in(mem + coef @ svd_basis)
+        h = content + temporal_encoding(mem_t, D, self.fps, self.max_video_s)
         h = h + spatial_encoding(mem_p, D, self.grid) + self.kind.weight[0]
         h = h.expand(Q, -1, -1)
-        # Object crop: its tokens multiply the memory tokens of the same patch index.
         obj = self.obj_in(q_object)  # (Q, P, D)
-        gate = torch.gather(obj, 1, mem_p.expand(Q, -1)[..., None].expand(-1, -1, D))
-        h = h * (1.0 + has_obj[:, :, None] * (gate - 1.0))
+        gate = torch.gather(self.obj_gate(q_object), 1, mem_p.expand(Q, -1)[..., None].expand(-1, -1, D))
+        h = h * (1.0 + has_obj[:, :, None] * gate)
+        sim = (content.expand(Q, -1, -1) @ self.match(obj.mean(dim=1))[:, :, None]) * (D ** -0.5)  # (Q, m, 1)
+        h = h + has_obj[:, :, None] * sim * self.match_dir
         crop = obj + spatial_encoding(torch.arange(self.P, device=obj.device), D, self.grid) + self.kind.weight[1]
         act = self.activity(q_activity.clamp(0, self.C - 1)) * has_act
         qtok = (act + self.qtype(q_type) + self.kind.weight[2])[:, None, :]
@@ -94,13 +113,19 @@ class QueryHeads(nn.Module):
         t = temporal_encoding(q_times, D, self.fps, self.max_video_s) + self.time_query
         t = t + temporal_encoding(rel * 100.0, D, 1.0, 100.0)
         self_bias = key_bias(q_mask)
-        for layer in self.dec:
-            t = layer(t, x, self_bias, bias)
+        n_other = x.shape[1] - h.shape[1]  # crop, query and SVD tokens: no time, no locality bias
+        ctx_t = torch.cat([mem_t.expand(Q, -1), torch.zeros_like(keep[:, :n_other])], dim=1)
+        is_mem = torch.cat([torch.ones_like(keep_mem), torch.zeros_like(keep[:, :n_other])], dim=1)
+        spacing = (end - start).clamp_min(1.0 / self.fps) / q_mask.sum(1, keepdim=True).clamp_min(1.0)
+        dist = (q_times[:, :, None] - ctx_t[:, None, :]).abs() * (is_mem[:, None, :] / spacing[:, :, None])
+        slopes = nn.functional.softplus(self.time_slope)  # (layers, heads)
+        for li, layer in enumerate(self.dec):
+            t = layer(t, x, self_bias, bias - slopes[li][None, :, None, None] * dist[:, None])
         t = self.norm(t)
 
-        w = q_mask[..., None]
-        pooled = (t * w).sum(1) / w.sum(1).clamp_min(1.0)
-        activity_logits = self.activity_mlp(pooled)
+        # "did it happen at some time in the window": the best slot per activity
+        act_slot = self.activity_mlp(t) + ((1.0 - q_mask) * MASK_NEG)[..., None]
+        activity_logits = act_slot.max(dim=1).values
         cxcywh = torch.sigmoid(self.box_mlp(t))
         half = cxcywh[..., 2:] / 2
         boxes = torch.cat([cxcywh[..., :2] - half, cxcywh[..., :2] + half], dim=-1).clamp(0.0, 1.0)

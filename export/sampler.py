@@ -127,13 +127,14 @@ class NeuralSampler(nn.Module):
     def forward_train(self, mem, mem_t, mem_p, mem_valid, clip, clip_t, clip_p,
                       generator: torch.Generator | None = None):
         """Training: relaxed Gumbel top-m at the current temperature ``self.tau``; gradients reach the
-        scores through the kept tokens (value x 1, gradient from the relaxation)."""
+        scores through the kept tokens (value x 1, gradient from the relaxation).
+        Returns the new memory tuple and the scores (B, m + k) of every candidate token, memory first."""
         tokens, times, patches, valid, source = self._concat(mem, mem_t, mem_p, mem_valid, clip, clip_t, clip_p)
         s = self.scores(tokens, times, patches, valid, source)
         select, idx = relaxed_topk(s, self.m, self.tau, noise=True, generator=generator)
         weight = gather_tokens(select, idx)
         kept = gather_tokens(tokens, idx) * weight[..., None]
-        return kept, gather_tokens(times, idx), gather_tokens(patches, idx), gather_tokens(valid, idx)
+        return (kept, gather_tokens(times, idx), gather_tokens(patches, idx), gather_tokens(valid, idx)), s
 
     def set_temperature(self, progress: float, tau_start: float, tau_end: float) -> float:
         """Anneal tau from tau_start to tau_end as training progress goes 0 -> 1 (cosine)."""

@@ -32,6 +32,7 @@ from export.losses import box_loss, focal_loss, interval_loss
 from export.model import LVMNet
 from export.query_batch import build_query_batch
 from export.svd_torch import TorchOnlineSVD
+from export.token_targets import event_token_targets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,13 +72,18 @@ class TrainStep(nn.Module):
         self.sampler, self.heads = net.sampler, net.heads
         self.cfg = net.cfg
 
-    def forward(self, mem, clip, clip_t, clip_p, qb, q_video, svd_basis, svd_sv, generator=None):
-        new = self.sampler.forward_train(*mem, clip, clip_t, clip_p, generator=generator)
+    def forward(self, mem, clip, clip_t, clip_p, qb, q_video, svd_basis, svd_sv, token_target=None,
+                generator=None):
+        new, scores = self.sampler.forward_train(*mem, clip, clip_t, clip_p, generator=generator)
+        tc = self.cfg.train
+        terms = {}
+        if token_target is not None:
+            terms["sampler"] = tc.sampler_target_weight * token_loss(scores, *token_target)
+        if qb is None:  # no query lies in the past of these streams yet: only the sampler learns
+            return new, terms
         per_q = compact_memory([t[q_video] for t in new], qb.inputs["q_window"], self.heads.window_tol)
         act, boxes, s_log, e_log = self.heads(*per_q, svd_basis[q_video], svd_sv[q_video], **qb.inputs)
-        tc = self.cfg.train
         w = qb.is_type
-        terms = {}
         a = w[:, 0] > 0
         o = w[:, 1] > 0
         t = w[:, 2] > 0
@@ -87,6 +93,17 @@ class TrainStep(nn.Module):
         terms["time"] = (interval_loss(s_log[t], e_log[t], qb.start_idx[t], qb.end_idx[t])
                          if t.any() else s_log.sum() * 0)
         return new, terms
+
+
+def token_loss(scores: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Balanced BCE of the sampler's scores against event tokens (export/token_targets.py): the mean
+    over positives plus the mean over negatives, since positives are ~1 % of the candidates."""
+    bce = nn.functional.binary_cross_entropy_with_logits(scores, target, reduction="none") * weight
+    pos, neg = target * weight, (1.0 - target) * weight
+    loss = (bce * (1.0 - target)).sum() / neg.sum().clamp_min(1.0)
+    if pos.sum() > 0:
+        loss = loss + (bce * target).sum() / pos.sum()
+    return loss
 
 
 def compact_memory(mem: list[torch.Tensor], window: torch.Tensor, tol: float) -> list[torch.Tensor]:
@@ -175,6 +192,8 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
     elif tc.prior_init:
         init_activity_prior(net, videos)
     base_lrs = [tc.lr_sampler, tc.lr_other]
+    targets = ([torch.from_numpy(event_token_targets(v.annotations, v.times, cfg.backbone.grid)) for v in videos]
+               if tc.sampler_target_weight > 0 else None)
     log = open(out_dir / "train_log.jsonl", "a") if rank == 0 else None
     t0 = time.time()
     last: dict[str, float] = {}
@@ -200,9 +219,10 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
                 warm = min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0
                 for g, lr in zip(opt.param_groups, base_lrs):
                     g["lr"] = lr * warm
-                batch = _prepare(net, videos, streams, local, c, continual_p, rng)
+                batch = _prepare(net, videos, streams, local, c, continual_p, rng, targets)
                 # every rank must take the same path (DDP): learn only once all ranks have queries
-                ready = torch.tensor([1 if batch["qb"] is not None else 0])
+                # (or, with the sampler's token loss, always: then a rank without queries sends zeros)
+                ready = torch.tensor([1 if batch["qb"] is not None or targets else 0])
                 if world > 1:
                     dist.all_reduce(ready, op=dist.ReduceOp.MIN)
                 if not int(ready):
@@ -213,8 +233,9 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
                     bar.update(1)
                     continue
                 new_mem, terms = model(batch["mem"], batch["clip"], batch["clip_t"], batch["clip_p"], batch["qb"],
-                                       batch["q_video"], batch["svd_basis"], batch["svd_sv"], generator=gen)
-                loss = terms["activity"] + terms["object"] + terms["time"]
+                                       batch["q_video"], batch["svd_basis"], batch["svd_sv"],
+                                       token_target=batch["token_target"], generator=gen)
+                loss = sum(terms.values())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(step_mod.parameters(), 1.0)
@@ -263,12 +284,27 @@ def _commit(streams, local, new_mem, world) -> None:
         streams[v].mem = tuple(t[None] for t in mem)
 
 
-def _prepare(net, videos, streams, local, c, continual_p, rng) -> dict:
+def _token_target(tgt: torch.Tensor, mem: tuple[torch.Tensor, ...], clip_rows: slice, fps: float):
+    """Event-token targets of one video's candidates (memory first, then the clip) and their weights
+    (0 for empty memory slots). Memory tokens are looked up by their frame time and patch."""
+    _, mem_t, mem_p, mem_valid = mem
+    frame = (mem_t[0] * fps).round().long().clamp(0, tgt.shape[0] - 1)
+    t_mem = tgt[frame, mem_p[0]] * mem_valid[0]
+    t_clip = tgt[clip_rows].reshape(-1)
+    return torch.cat([t_mem, t_clip]), torch.cat([mem_valid[0], torch.ones_like(t_clip)])
+
+
+def _prepare(net, videos, streams, local, c, continual_p, rng, targets=None) -> dict:
     cfg = net.cfg
     T = cfg.stream.clip_frames
     mems, clips, cts, cps, queries, crops, q_video, bases, svs = [], [], [], [], [], [], [], [], []
+    tts, tws = [], []
     for j, v in enumerate(local):
         data, st = videos[v], streams[v]
+        if targets is not None:
+            tt, tw = _token_target(targets[v], st.mem, slice(c * T, (c + 1) * T), cfg.stream.fps)
+            tts.append(tt)
+            tws.append(tw)
         tok = data.tokens[c * T : (c + 1) * T].float()
         times = torch.from_numpy(data.times[c * T : (c + 1) * T]).float()[None]
         ct, cp = net.clip_coords(times)
@@ -293,8 +329,10 @@ def _prepare(net, videos, streams, local, c, continual_p, rng) -> dict:
     clip, clip_t, clip_p = torch.cat(clips), torch.cat(cts), torch.cat(cps)
     svd_basis, svd_sv = torch.cat(bases), torch.cat(svs)
     qb = build_query_batch(queries, crops, cfg) if queries else None
+    token_target = (torch.stack(tts), torch.stack(tws)) if targets is not None else None
     return {"mem": mem, "clip": clip, "clip_t": clip_t, "clip_p": clip_p, "qb": qb,
-            "q_video": torch.tensor(q_video, dtype=torch.int64), "svd_basis": svd_basis, "svd_sv": svd_sv}
+            "q_video": torch.tensor(q_video, dtype=torch.int64), "svd_basis": svd_basis, "svd_sv": svd_sv,
+            "token_target": token_target}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -91,8 +91,9 @@ def test_gradients_reach_sampler_through_relaxation(tiny):
     mem[0] = torch.randn_like(mem[0])
     mem[3] = torch.ones_like(mem[3])
     ct, cp = tiny.clip_coords(torch.arange(cfg.stream.clip_frames, dtype=torch.float32)[None] + 1000)
-    kept, t, p, v = tiny.sampler.forward_train(*mem, torch.randn(1, cfg.clip_tokens, cfg.backbone.dim), ct, cp,
-                                               generator=torch.Generator().manual_seed(0))
+    (kept, t, p, v), scores = tiny.sampler.forward_train(*mem, torch.randn(1, cfg.clip_tokens, cfg.backbone.dim), ct, cp,
+                                                         generator=torch.Generator().manual_seed(0))
+    assert scores.shape == (1, cfg.stream.memory_tokens + cfg.clip_tokens)
     (kept * torch.randn_like(kept)).sum().backward()
     grads = [p.grad for p in tiny.sampler.parameters() if p.requires_grad]
     assert all(g is not None for g in grads)

@@ -173,3 +173,43 @@ def test_prior_init_starts_activity_head_at_class_frequency():
     assert p[0] == pytest.approx(4.5 / 5, abs=1e-6) and p[1] == pytest.approx(1.5 / 5, abs=1e-6)
     assert p[3] == pytest.approx(0.5 / 5, abs=1e-6)
     assert p.argmax() == 0 and p[1] == p[2]
+
+
+def test_event_token_targets_mark_the_object_patch_while_the_event_runs():
+    import numpy as np
+
+    from export.token_targets import event_token_targets
+
+    # instance 5 sits centred at (0.5, 0.5) -> patch 24; instance 6 at x = 0.99, y = 0.1 -> row 0, col 6
+    track5 = [[t / 5, 0.4, 0.4, 0.6, 0.6] for t in range(0, 100)]
+    track6 = [[t / 5, 0.98, 0.05, 1.0, 0.15] for t in range(50, 60)]  # visible 10 s .. 11.8 s only
+    ann = {"boxes": {"5": track5, "6": track6},
+           "events": [{"instance_id": 5, "activity_id": 1, "start": 3.0, "end": 5.0},
+                      {"instance_id": 6, "activity_id": 2, "start": 9.0, "end": 14.0},
+                      {"instance_id": 7, "activity_id": 3, "start": 0.0, "end": 20.0}]}  # never visible
+    times = np.arange(16.0)
+    tg = event_token_targets(ann, times, grid=7)
+    assert tg.shape == (16, 49) and tg.dtype == np.float32
+    assert np.flatnonzero(tg.sum(1)).tolist() == [3, 4, 10, 11]  # end is exclusive; only while visible
+    assert tg[3, 24] == tg[4, 24] == 1 and tg[3].sum() == 1
+    assert tg[10, 6] == tg[11, 6] == 1
+    assert event_token_targets({"events": [], "boxes": {}}, times, 7).sum() == 0
+
+
+def test_token_loss_and_memory_target_lookup():
+    from export.train import _token_target, token_loss
+
+    tgt = torch.zeros(10, 4)
+    tgt[2, 1] = 1.0   # frame 2 (t = 2 s), patch 1
+    tgt[7, 3] = 1.0   # frame 7: in the clip below
+    mem = (torch.zeros(1, 3, 8), torch.tensor([[2.0, 2.0, 0.0]]), torch.tensor([[1, 0, 1]]),
+           torch.tensor([[1.0, 1.0, 0.0]]))
+    target, weight = _token_target(tgt, mem, slice(6, 8), fps=1.0)
+    assert target.tolist() == [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]  # memory (3) then clip frames 6, 7 (2 x 4)
+    assert weight.tolist() == [1, 1, 0] + [1] * 8
+    good = torch.where(target > 0, 5.0, -5.0)
+    bad = -good
+    bad[2] = 1e9  # an empty slot's score never counts
+    assert token_loss(good[None], target[None], weight[None]) < 0.02
+    assert token_loss(bad[None], target[None], weight[None]) > 5
+    assert torch.isfinite(token_loss(torch.full((1, 11), -1e9), target[None], weight[None]))
