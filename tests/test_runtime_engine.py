@@ -199,6 +199,9 @@ def test_engine_matches_the_pytorch_reference(tiny_bundle):
         pytest.skip(f"export reference unavailable ({err})")
     net, _ = load_checkpoint(tiny_bundle.parent / "lvm-tiny-init.safetensors")
     data = attach_queries(encode_video(net.backbone, render_video(11, 200, 112, 1.0), keep_frames=True), 9, 0)
+    import torch
+    with torch.no_grad():  # float32 tokens, as the engine has (export.data caches float16)
+        data.tokens = net.backbone(torch.from_numpy(data.frames))
     ref = answer_video(net, data)
     with Engine(tiny_bundle, threads=2) as e:
         e.ingest(data.frames, data.times)
@@ -207,7 +210,6 @@ def test_engine_matches_the_pytorch_reference(tiny_bundle):
                          "object_image": data.video.object_crop(q.instance_id, size=112)
                          if q.type != "object" and q.instance_id is not None else None, "k": 3}
                         for q in data.queries])
-    # The reference reads float16-cached backbone tokens (export.data); the engine float32 ones.
     for q, a, b in zip(data.queries, ref, got):
         if q.type == "activity":
             np.testing.assert_allclose(b["scores"], a["scores"], atol=2e-3)
