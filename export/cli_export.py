@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-portable", action="store_true",
                    help="INT8 only in the symmetric Q/DQ form TensorRT also loads, even for an ONNX Runtime target "
                         "(default for onnxruntime: the fastest measured form per graph, which may be ORT-only)")
+    p.add_argument("--int8-graphs", default="backbone,sampler,heads", metavar="NAMES",
+                   help="with --precision int8: comma list of the graphs that may be INT8; the others stay FP32 "
+                        "(default all three, each kept FP32 anyway where INT8 is not measurably faster)")
     p.add_argument("--gate-threshold", type=float, default=1.0, metavar="POINTS",
                    help="largest allowed Recall@1x drop vs FP32 per query type and window, in points (default 1)")
     p.add_argument("--skip-gate", action="store_true", help="export without the accuracy gate (recorded in the manifest)")
@@ -205,6 +208,12 @@ class Exporter:
             raise UsageError(f"--gate-threshold must be a finite number of points >= 0, got {a.gate_threshold}")
         if a.gate_videos < 1 or a.gate_queries < 1 or a.gate_video_s <= 0:
             raise UsageError("--gate-videos, --gate-queries and --gate-video-s must be positive")
+        names = [g.strip() for g in a.int8_graphs.split(",") if g.strip()]
+        unknown = sorted(set(names) - set(GRAPH_NAMES))
+        if unknown or not names:
+            raise UsageError(f"--int8-graphs: unknown graph {', '.join(unknown) or '(none given)'}; "
+                             f"choose from {', '.join(GRAPH_NAMES)}")
+        a.int8_graphs = set(names)
         if a.workspace_mb < 16:
             raise UsageError(f"--workspace-mb must be >= 16, got {a.workspace_mb}")
 
@@ -470,6 +479,11 @@ class Exporter:
             for spec in GRAPHS:
                 n = spec.name
                 src = fp32_dir / f"{n}.onnx"
+                if n not in a.int8_graphs:
+                    shutil.copyfile(src, out / f"{n}.onnx")
+                    info[n] = {"precision": "fp32", "quantization": {"mode": "none", "reason": "kept FP32: not in --int8-graphs"}}
+                    tick()
+                    continue
                 calib = _spread(getattr(feeds, n), CALIB_BATCHES[n])
                 prepared = prepare(onnx.load(str(src)))
                 exclude = selection_path(prepared)
@@ -665,6 +679,7 @@ def _tool_key() -> tuple:
 
 # calibration batches per graph (spread over the whole source): MinMax calibration keeps every
 # intermediate tensor of every batch, so the heads' (Q x (m + P + ...)) activations are kept few.
+GRAPH_NAMES = ("backbone", "sampler", "heads")  # export.onnx_graphs.GRAPHS, without importing torch
 MIN_INT8_SPEEDUP = 1.1  # below this an INT8 graph only costs accuracy: keep FP32
 CALIB_BATCHES = {"backbone": 16, "sampler": 16, "heads": 8}
 

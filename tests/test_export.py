@@ -238,6 +238,23 @@ def test_int8_portable_is_symmetric_qdq_everywhere(ckpt, tmp_path, capsys, fast_
         assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
 
 
+def test_int8_graphs_keeps_the_others_fp32(ckpt, tmp_path, capsys, fast_export):
+    target = tmp_path / "bb8"
+    rc, out, err = run(_base(ckpt)[:-5] + ["--calib-frames", 32, "--bench-runs", 1, "--no-progress", "--precision",
+                                           "int8", "--int8-portable", "--int8-graphs", "backbone", "--skip-gate",
+                                           "--out", target], capsys)
+    assert rc == 0, err
+    g = _manifest(target)["graphs"]
+    assert g["backbone"]["precision"] == "int8" and g["backbone"]["quantization"]["mode"] == "static_qdq"
+    for name in ("sampler", "heads"):
+        assert g[name]["precision"] == "fp32" and "--int8-graphs" in g[name]["quantization"]["reason"]
+        ops = {n.op_type for n in onnx.load(str(target / f"{name}.onnx")).graph.node}
+        assert not ops & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger"}
+    err = _bad(capsys, ["--precision", "int8", "--checkpoint", ckpt, "--int8-graphs", "backbone,head",
+                        "--out", tmp_path / "x"])
+    assert "--int8-graphs: unknown graph head" in err and not (tmp_path / "x").exists()
+
+
 def test_int8_refused_without_frames(ckpt, tmp_path, capsys):
     import cv2
 
