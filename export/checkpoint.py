@@ -77,10 +77,17 @@ def checkpoint_config(path: str | Path) -> ModelConfig:
         raise CheckpointError(f"{path}: embedded config unusable ({err})") from None
 
 
-def load_checkpoint(path: str | Path, cfg: ModelConfig | None = None):
-    """-> (LVMNet, metadata). With ``cfg`` given, the checkpoint must have been trained for it."""
+def _load_tensors(path: str | Path) -> dict:
     from safetensors.torch import load_file
 
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises several types for damaged files
+        raise CheckpointError(f"{path}: truncated or damaged ({str(err).splitlines()[0][:120]})") from None
+
+
+def load_checkpoint(path: str | Path, cfg: ModelConfig | None = None):
+    """-> (LVMNet, metadata). With ``cfg`` given, the checkpoint must have been trained for it."""
     from export.model import LVMNet
 
     path = Path(path)
@@ -89,10 +96,7 @@ def load_checkpoint(path: str | Path, cfg: ModelConfig | None = None):
     if cfg is not None and cfg.arch_digest() != ck_cfg.arch_digest():
         raise CheckpointError(f"{path}: trained for model '{ck_cfg.name}' ({ck_cfg.arch_digest()[:12]}), "
                               f"not for config '{cfg.name}' ({cfg.arch_digest()[:12]})")
-    try:
-        state = load_file(str(path))
-    except Exception as err:
-        raise CheckpointError(f"{path}: truncated or damaged ({str(err).splitlines()[0][:120]})") from None
+    state = _load_tensors(path)
     net = LVMNet(ck_cfg)
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -106,15 +110,10 @@ def load_checkpoint(path: str | Path, cfg: ModelConfig | None = None):
 def load_backbone_state(path: str | Path, cfg: ModelConfig) -> dict:
     """The frozen backbone's tensors of a checkpoint trained with ``cfg``'s backbone (the sampler and
     heads may be of another version)."""
-    from safetensors.torch import load_file
-
     ck_cfg = checkpoint_config(path)
     if ck_cfg.backbone != cfg.backbone:
         raise CheckpointError(f"{path}: its backbone ({ck_cfg.backbone.name}) differs from config '{cfg.name}'s")
-    try:
-        state = load_file(str(path))
-    except Exception as err:
-        raise CheckpointError(f"{path}: truncated or damaged ({str(err).splitlines()[0][:120]})") from None
+    state = _load_tensors(path)
     prefix = "backbone."
     out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not out:

@@ -677,10 +677,10 @@ def _tool_key() -> tuple:
     return (torch.__version__, onnxslim.__version__)
 
 
-# calibration batches per graph (spread over the whole source): MinMax calibration keeps every
-# intermediate tensor of every batch, so the heads' (Q x (m + P + ...)) activations are kept few.
 GRAPH_NAMES = ("backbone", "sampler", "heads")  # export.onnx_graphs.GRAPHS, without importing torch
 MIN_INT8_SPEEDUP = 1.1  # below this an INT8 graph only costs accuracy: keep FP32
+# calibration batches per graph (spread over the whole source): MinMax calibration keeps every
+# intermediate tensor of every batch, so the heads' (Q x (m + P + ...)) activations are kept few.
 CALIB_BATCHES = {"backbone": 16, "sampler": 16, "heads": 8}
 
 
