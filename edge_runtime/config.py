@@ -99,6 +99,17 @@ class TrainConfig(_Strict):
                                                 "activity's frequency in the training queries (RetinaNet-style)")
     sampler_target_weight: float = Field(0.0, ge=0, description="weight of the sampler's event-token loss "
                                          "(export/token_targets.py); 0 = trained through the heads alone, as in LVM-Net")
+    identity_weight: float = Field(0.0, ge=0, description="weight of the heads' identity loss: which memory tokens "
+                                   "show the queried object (export/token_targets.py); 0 = off, as in LVM-Net")
+    token_activity_weight: float = Field(0.0, ge=0, description="weight of the heads' token-activity loss: what "
+                                         "each memory token of an event shows being done (export/heads_stage.py)")
+    heads_steps: int = Field(0, ge=0, description="second stage: steps of the heads alone on the frozen sampler's "
+                             "memories (export/heads_stage.py); 0 = none, as in LVM-Net")
+    heads_batch: int = Field(64, ge=1, description="queries per step in the heads stage")
+    heads_videos: int = Field(0, ge=0, description="videos the heads stage streams (the training videos first, "
+                              "then more of the same looks); 0 = train_videos")
+    heads_queries_per_video: int = Field(0, ge=0, description="queries per heads-stage video; 0 = queries_per_video")
+    lr_heads: float = Field(1e-3, gt=0, description="peak learning rate of the heads stage (cosine decay)")
 
 
 class ModelConfig(_Strict):

@@ -119,3 +119,22 @@ def load_backbone_state(path: str | Path, cfg: ModelConfig) -> dict:
     if not out:
         raise CheckpointError(f"{path}: holds no backbone tensors")
     return out
+
+
+def load_stage1_state(path: str | Path, cfg: ModelConfig) -> dict:
+    """The backbone's and the sampler's tensors of a checkpoint (keys as in LVMNet's state dict) for
+    a heads stage on top of them; the checkpoint's heads may be of another version."""
+    ck_cfg = checkpoint_config(path)
+    for part in ("backbone", "stream", "sampler"):
+        if getattr(ck_cfg, part) != getattr(cfg, part):
+            raise CheckpointError(f"{path}: its {part} settings differ from config '{cfg.name}'s")
+    state = _load_tensors(path)
+    out = {k: v for k, v in state.items() if k.startswith(("backbone.", "sampler."))}
+    from export.model import LVMNet
+
+    expected = {k for k in LVMNet(cfg).state_dict() if k.startswith(("backbone.", "sampler."))}
+    if set(out) != expected:
+        missing = sorted(expected - set(out))[:3]
+        raise CheckpointError(f"{path}: its backbone/sampler tensors do not match the model "
+                              f"(missing: {', '.join(missing) or 'none'}); made by another version of lvm-edge?")
+    return out

@@ -32,6 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames sampled for backbone pre-training, busy and idle balanced (default 3000)")
     p.add_argument("--backbone-from", help="take the frozen backbone from this checkpoint (or another run's "
                    "backbone.safetensors) instead of pre-training")
+    p.add_argument("--sampler-from", help="skip stage 1: take the frozen backbone and the trained sampler from this "
+                   "checkpoint and train fresh heads in the heads stage alone")
+    p.add_argument("--heads-steps", type=int, help="steps of the heads stage, the heads alone on the frozen sampler's "
+                   "memories (default: config train.heads_steps; 0 = no heads stage). Not resumable: --resume "
+                   "re-runs it from the stage-1 checkpoint")
+    p.add_argument("--heads-videos", type=int, help="videos the heads stage streams (default: config "
+                   "train.heads_videos, else --videos)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the heads stage trains (default auto: cuda if available; stage 1 runs on CPU)")
+    p.add_argument("--workers", type=int, help="processes that render, encode and stream the heads stage's videos "
+                   "(default: CPU cores)")
     p.add_argument("--no-continual", action="store_true", help="ablation: train without the continual-learning loss")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors + optimizer state")
     p.add_argument("--threads", type=int, help="torch CPU threads per process (default: CPU cores / processes)")
@@ -57,9 +68,10 @@ def _train(args) -> int:
     seed = tc.seed if args.seed is None else args.seed
     if not 0 <= seed <= SEED_MAX:
         raise UsageError(f"--seed must be in [0, {SEED_MAX}], got {seed}")
-    for name in ("epochs", "videos", "queries", "backbone_epochs", "max_steps", "threads"):
+    for name in ("epochs", "videos", "queries", "backbone_epochs", "max_steps", "threads", "heads_steps",
+                 "heads_videos", "workers"):
         v = getattr(args, name)
-        if v is not None and v < (0 if name == "backbone_epochs" else 1):
+        if v is not None and v < (0 if name in ("backbone_epochs", "heads_steps") else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
     video_s = tc.video_s if args.video_s is None else args.video_s
     if video_s < cfg.stream.clip_frames / cfg.stream.fps * 2:
@@ -72,15 +84,27 @@ def _train(args) -> int:
     except OSError as err:
         raise UsageError(f"--out {out}: not writable ({err.strerror})") from None
 
+    heads_steps = tc.heads_steps if args.heads_steps is None else args.heads_steps
+    if args.sampler_from and heads_steps == 0:
+        raise UsageError("--sampler-from trains only the heads stage: give --heads-steps N (N > 0)")
+    if args.sampler_from and args.backbone_from:
+        raise UsageError("--sampler-from already gives the backbone: drop --backbone-from")
+    if args.sampler_from and args.resume:
+        raise UsageError("--sampler-from and --resume do not mix: the heads stage is not resumable")
+
     import torch
     import torch.distributed as dist
 
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is visible to torch")
+
     from edge_runtime.checkout import ACTIVITIES, TRAIN_LOOKS
-    from export.checkpoint import load_checkpoint, save_checkpoint
-    from export.data import attach_queries, backbone_digest, encode_video, render_video, token_cache_dir
+    from export.checkpoint import save_checkpoint
+    from export.data import token_cache_dir
     from export.model import LVMNet, count_parameters
-    from export.pretrain import pretrain_backbone
-    from export.train import train_lvm
 
     if cfg.heads.num_activities != len(ACTIVITIES):
         raise UsageError(f"{args.config}: heads.num_activities={cfg.heads.num_activities} but the benchmark has "
@@ -106,7 +130,68 @@ def _train(args) -> int:
     net = LVMNet(cfg)
     say(f"lvm-train: {cfg.name}: backbone {count_parameters(net.backbone):,} params (frozen), "
         f"sampler {count_parameters(net.sampler):,}, heads {count_parameters(net.heads):,}")
-    fps = cfg.stream.fps
+    cache = None if args.no_token_cache else token_cache_dir()
+    res, continual_p = None, 0 if args.no_continual else tc.continual_p
+    if args.sampler_from:
+        from export.checkpoint import load_stage1_state
+        net.load_state_dict(load_stage1_state(args.sampler_from, cfg), strict=False)
+        net.backbone.freeze()
+        say(f"lvm-train: backbone and sampler from {args.sampler_from}; fresh heads")
+    else:
+        res = _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, world, rank, progress, say, t0)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if rank != 0:
+        return 0  # the heads stage (a single process) and the final checkpoint are rank 0's
+
+    heads_last: dict = {}
+    n_heads_videos = args.heads_videos or tc.heads_videos or n_videos
+    if heads_steps > 0:
+        from export.heads_stage import stage_videos, train_heads
+        from export.train import init_activity_prior
+
+        workers = args.workers or min(os.cpu_count() or 1, n_heads_videos)
+        n_q = tc.heads_queries_per_video or args.queries or tc.queries_per_video
+        specs = [(seed * 1000 + i, TRAIN_LOOKS[i % len(TRAIN_LOOKS)], video_s, n_q) for i in range(n_heads_videos)]
+        t1 = time.time()
+        hv = stage_videos(net, specs, workers=workers, cache=cache, progress=progress)
+        say(f"lvm-train: heads stage: {n_heads_videos} videos streamed through the frozen sampler "
+            f"({workers} processes, {time.time() - t1:.0f} s)")
+        if args.sampler_from and tc.prior_init:
+            init_activity_prior(net, hv)
+        t1 = time.time()
+        heads_last = train_heads(net, hv, out, steps=heads_steps, batch=tc.heads_batch, lr=tc.lr_heads,
+                                 identity_weight=tc.identity_weight,
+                                 token_activity_weight=tc.token_activity_weight, seed=seed, device=device, progress=progress)
+        say(f"lvm-train: heads stage: {heads_steps} steps on {device} ({time.time() - t1:.0f} s)")
+
+    final = out / f"{cfg.name}.safetensors"
+    steps = res.steps if res else 0
+    save_checkpoint(net, final, {"seed": seed, "steps": steps, "continual_p": continual_p,
+                                 "videos": n_videos, "video_s": video_s, "world_size": world,
+                                 "heads_steps": heads_steps, "heads_videos": n_heads_videos if heads_steps else 0,
+                                 "command": " ".join(["lvm-train"] + sys.argv[1:])})
+    summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,
+               "heads_steps": heads_steps, "total_seconds": round(time.time() - t0, 1),
+               "last_losses": res.last_losses if res else {}, "heads_last_losses": heads_last}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    say(f"lvm-train: done: {steps} stage-1 steps, {heads_steps} heads-stage steps in {time.time() - t0:.0f} s; "
+        f"wrote {final}")
+    return 0
+
+
+def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, world, rank, progress, say, t0):
+    """Backbone (pre-trained or taken), then sampler + heads trained together on the streams."""
+    import torch.distributed as dist
+
+    from edge_runtime.checkout import TRAIN_LOOKS
+    from export.checkpoint import load_checkpoint
+    from export.data import attach_queries, backbone_digest, encode_video, render_video
+    from export.pretrain import pretrain_backbone
+    from export.train import train_lvm
+
+    tc, fps = cfg.train, cfg.stream.fps
     videos = []
     for i in range(n_videos):
         look = TRAIN_LOOKS[i % len(TRAIN_LOOKS)]
@@ -149,29 +234,14 @@ def _train(args) -> int:
     if args.resume and (out / "checkpoint.safetensors").exists():
         loaded, _ = load_checkpoint(out / "checkpoint.safetensors", cfg)
         net.load_state_dict(loaded.state_dict())
-    cache = None if args.no_token_cache else token_cache_dir()
     bb_sha = backbone_digest(net.backbone)
     for i, v in enumerate(videos):
         encode_video(net.backbone, v, cache=cache, backbone_sha=bb_sha)
         attach_queries(v, args.queries or tc.queries_per_video, seed * 1000 + i)
     say(f"lvm-train: backbone tokens ready ({time.time() - t0:.0f} s; cache: {cache or 'off'})")
 
-    continual_p = 0 if args.no_continual else tc.continual_p
-    res = train_lvm(net, videos, out, epochs=args.epochs or tc.epochs, continual_p=continual_p, seed=seed,
-                    max_steps=args.max_steps, progress=progress, resume=args.resume)
-    if rank == 0:
-        final = out / f"{cfg.name}.safetensors"
-        save_checkpoint(net, final, {"seed": seed, "steps": res.steps, "continual_p": continual_p,
-                                     "videos": n_videos, "video_s": video_s, "world_size": world,
-                                     "command": " ".join(["lvm-train"] + sys.argv[1:])})
-        summary = {"checkpoint": str(final), "steps": res.steps, "train_seconds": round(res.seconds, 1),
-                   "total_seconds": round(time.time() - t0, 1), "last_losses": res.last_losses}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        say(f"lvm-train: done: {res.steps} steps in {res.seconds:.0f} s; wrote {final}")
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return 0
+    return train_lvm(net, videos, out, epochs=args.epochs or tc.epochs, continual_p=continual_p, seed=seed,
+                     max_steps=args.max_steps, progress=progress, resume=args.resume)
 
 
 if __name__ == "__main__":

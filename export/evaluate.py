@@ -50,6 +50,16 @@ def heldout_videos(net: LVMNet, n: int, video_s: float, queries: int, seed: int 
 @torch.no_grad()
 def stream_memory(net: LVMNet, data: VideoData, sampler: str = "neural", seed: int = 0):
     """One pass over the video: -> (memory tuple (1, m, ...), TorchOnlineSVD)."""
+    mem, svd = net.empty_memory(1), None
+    for _, mem, svd in stream_clips(net, data, sampler, seed):
+        pass
+    return mem, svd
+
+
+@torch.no_grad()
+def stream_clips(net: LVMNet, data: VideoData, sampler: str = "neural", seed: int = 0):
+    """One pass over the video, yielding (clip index, memory tuple (1, m, ...), TorchOnlineSVD) after
+    every clip (the SVD object is updated in place)."""
     cfg = net.cfg
     T, m = cfg.stream.clip_frames, cfg.stream.memory_tokens
     mem = net.empty_memory(1)
@@ -74,7 +84,7 @@ def stream_memory(net: LVMNet, data: VideoData, sampler: str = "neural", seed: i
             mem = tuple(torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1])) if x.ndim == 3
                         else torch.gather(x, 1, idx) for x in cat)
             keys = torch.gather(all_keys, 1, idx)
-    return mem, svd
+        yield c, mem, svd
 
 
 def oracle_memory(net: LVMNet, data: VideoData, q: Query):

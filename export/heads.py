@@ -2,10 +2,12 @@
 
 One graph answers a batch of Q queries of any mix of types against one memory. Per query, the
 encoder reads the memory tokens (MeMSVD-projected, gated by the object crop's tokens of the same
-patch index and marked with their match to the whole crop, masked to the asked window), the crop
+patch index, marked with their learned identity match to the whole crop, which also biases every
+attention toward them, and masked to the asked window), the crop
 tokens, one query token and the online-SVD tokens; the decoder's queries are temporal encodings of
 L timestamps spread over the window, biased toward memory tokens near their own time. Activities
-are scored per decoder slot and the best slot counts (did it happen at some time in the window).
+are scored per decoder slot and the best slot counts (did it happen at some time in the window),
+plus the best memory token of the queried object (did a token of it show that activity).
 
 Query types: 0 = activity (object + window -> activities), 1 = object (activity + window -> boxes),
 2 = time (activity + object + window -> start/end).
@@ -41,10 +43,18 @@ class QueryHeads(nn.Module):
         self.obj_gate = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
         nn.init.zeros_(self.obj_gate[1].weight)
         nn.init.zeros_(self.obj_gate[1].bias)
-        # ... and, since the object appears at any patch of the scene, a position-free match of each
-        # memory token against the whole crop, written into the token along a learned direction.
-        self.match = nn.Linear(D, D, bias=False)
+        # ... and, since the object appears at any patch of the scene, a position-free identity match
+        # of each memory token against the whole crop. The crop shows the object alone and large, the
+        # scene a few pixels of it inside one patch: raw similarity picked the right product 5 % of the
+        # time (README), so the match is learned, and trained directly on which tokens show the queried
+        # instance (identity loss, export/train.py). Its probability is written into the token along a
+        # learned direction, and its log-probability biases every attention over memory (per layer and
+        # head, learned weight), so the heads read the queried object's tokens among the others.
+        self.id_mem = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
+        self.id_obj = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
+        self.id_offset = nn.Parameter(torch.tensor(-2.0))
         self.match_dir = nn.Parameter(torch.randn(D) * 0.02)
+        self.id_weight = nn.Parameter(torch.zeros(hc.enc_layers + hc.dec_layers, hc.heads))
         self.svd_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
         self.svd_rank = nn.Embedding(cfg.svd.n_components, D)
         self.activity = nn.Embedding(hc.num_activities, D)
@@ -63,18 +73,26 @@ class QueryHeads(nn.Module):
         self.norm = nn.LayerNorm(D)
         # "The number of layers in all MLPs is set to 1" (LVM-Net A.4)
         self.activity_mlp = nn.Linear(D, hc.num_activities)
+        # ... plus a readout over the memory: per activity, the best memory token's activity score
+        # plus its log-probability of showing the queried object ("did a token of this object show
+        # this activity"). Token scores are trained on the events' own tokens (token-activity loss,
+        # export/heads_stage.py). Bias starts low: a token shows no activity unless it learns one.
+        self.token_norm = nn.LayerNorm(D)
+        self.token_activity = nn.Linear(D, hc.num_activities)
+        nn.init.constant_(self.token_activity.bias, -4.0)
         self.box_mlp = nn.Linear(D, 4)
         self.start_mlp = nn.Linear(D, 1)
         self.end_mlp = nn.Linear(D, 1)
 
     def forward(self, mem, mem_t, mem_p, mem_valid, svd_basis, svd_sv,
-                q_type, q_activity, q_object, q_window, q_times, q_mask):
+                q_type, q_activity, q_object, q_window, q_times, q_mask, return_aux: bool = False):
         """mem (Bm,m,d) with Bm in {1, Q}; mem_t/mem_valid (Bm,m) float; mem_p (Bm,m) int64;
         svd_basis (Bm,r,d) orthonormal rows (zero rows allowed); svd_sv (Bm,r);
         q_type (Q,) int64; q_activity (Q,) int64 (ignored where not given); q_object (Q,P,d) crop
         tokens (ignored where not given); q_window (Q,2) seconds; q_times (Q,L) seconds; q_mask (Q,L).
         Returns activity_logits (Q,C), boxes (Q,L,4) x1y1x2y2 in [0,1], start_logits (Q,L),
-        end_logits (Q,L)."""
+        end_logits (Q,L); with ``return_aux`` (training) also a dict of the per-memory-token
+        identity logits (Q,m), activity logits (Q,m,C) and window mask (Q,m)."""
         Q = q_type.shape[0]
         D = self.D
         given = self.given[q_type]  # (Q, 2)
@@ -89,8 +107,11 @@ class QueryHeads(nn.Module):
         obj = self.obj_in(q_object)  # (Q, P, D)
         gate = torch.gather(self.obj_gate(q_object), 1, mem_p.expand(Q, -1)[..., None].expand(-1, -1, D))
         h = h * (1.0 + has_obj[:, :, None] * gate)
-        sim = (content.expand(Q, -1, -1) @ self.match(obj.mean(dim=1))[:, :, None]) * (D ** -0.5)  # (Q, m, 1)
-        h = h + has_obj[:, :, None] * sim * self.match_dir
+        ident = self.identity_logits(mem, q_object)  # (Q, m)
+        h = h + (has_obj * torch.sigmoid(ident))[..., None] * self.match_dir
+        # log p(token shows the object), bounded so the FP16 graph keeps it finite
+        id_logp = (-nn.functional.softplus(-ident)).clamp_min(-30.0)
+        id_key = has_obj * id_logp
         crop = obj + spatial_encoding(torch.arange(self.P, device=obj.device), D, self.grid) + self.kind.weight[1]
         act = self.activity(q_activity.clamp(0, self.C - 1)) * has_act
         qtok = (act + self.qtype(q_type) + self.kind.weight[2])[:, None, :]
@@ -105,8 +126,15 @@ class QueryHeads(nn.Module):
                           (svd_sv > 0).to(torch.float32).expand(Q, -1)], dim=1)
         x = torch.cat([h, crop, qtok, svd_tok], dim=1)
         bias = key_bias(keep)
-        for layer in self.enc:
-            x = layer(x, bias)
+        id_key = torch.cat([id_key, torch.zeros_like(keep[:, id_key.shape[1]:])], dim=1)[:, None, None, :]
+        id_w = nn.functional.softplus(self.id_weight)[None, :, :, None, None]  # (1, layers, heads, 1, 1)
+        for li, layer in enumerate(self.enc):
+            x = layer(x, bias + id_w[:, li] * id_key)
+        m = h.shape[1]
+        tok_act = self.token_activity(self.token_norm(x[:, :m]))  # (Q, m, C)
+        read = tok_act + (id_key[:, 0, 0, :m] + (1.0 - keep_mem) * MASK_NEG)[..., None]
+        # floor: an empty window adds the same constant to every activity (finite in FP16)
+        readout = read.max(dim=1).values.clamp_min(-20.0)
 
         # Decoder: temporal queries over the asked window.
         rel = (q_times - start) / (end - start).clamp_min(1e-3)
@@ -120,16 +148,27 @@ class QueryHeads(nn.Module):
         dist = (q_times[:, :, None] - ctx_t[:, None, :]).abs() * (is_mem[:, None, :] / spacing[:, :, None])
         slopes = nn.functional.softplus(self.time_slope)  # (layers, heads)
         for li, layer in enumerate(self.dec):
-            t = layer(t, x, self_bias, bias - slopes[li][None, :, None, None] * dist[:, None])
+            t = layer(t, x, self_bias, bias + id_w[:, len(self.enc) + li] * id_key
+                      - slopes[li][None, :, None, None] * dist[:, None])
         t = self.norm(t)
 
         # "did it happen at some time in the window": the best slot per activity
         act_slot = self.activity_mlp(t) + ((1.0 - q_mask) * MASK_NEG)[..., None]
-        activity_logits = act_slot.max(dim=1).values
+        activity_logits = act_slot.max(dim=1).values + readout
         cxcywh = torch.sigmoid(self.box_mlp(t))
         half = cxcywh[..., 2:] / 2
         boxes = torch.cat([cxcywh[..., :2] - half, cxcywh[..., :2] + half], dim=-1).clamp(0.0, 1.0)
         neg = (1.0 - q_mask) * MASK_NEG
         start_logits = self.start_mlp(t).squeeze(-1) + neg
         end_logits = self.end_mlp(t).squeeze(-1) + neg
+        if return_aux:
+            return (activity_logits, boxes, start_logits, end_logits), {
+                "identity": ident, "token_activity": tok_act, "keep": keep_mem}
         return activity_logits, boxes, start_logits, end_logits
+
+    def identity_logits(self, mem: torch.Tensor, q_object: torch.Tensor) -> torch.Tensor:
+        """mem (Bm, m, d), q_object (Q, P, d) -> (Q, m) logits that each memory token shows the crop's
+        object (meaningful only for queries that give one)."""
+        a = self.id_mem(mem)
+        b = self.id_obj(q_object.mean(dim=1))
+        return (a @ b[:, :, None]).squeeze(-1) * (self.D ** -0.5) + self.id_offset

@@ -18,8 +18,17 @@ import numpy as np
 
 def event_token_targets(annotations: dict, times: np.ndarray, grid: int) -> np.ndarray:
     """(N,) frame times -> (N, grid*grid) float32, 1 at the patch of each in-progress event's object."""
+    return (event_token_labels(annotations, times, grid)[0] >= 0).astype(np.float32)
+
+
+def event_token_labels(annotations: dict, times: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) frame times -> two (N, grid*grid) int32 maps, -1 elsewhere: the instance id and the
+    activity id of the in-progress event whose object box centre lies in that patch. The query heads
+    learn from them which memory tokens show the queried object and what is being done to it
+    (export/heads_stage.py: identity and token-activity losses)."""
     times = np.asarray(times, np.float64)
-    out = np.zeros((len(times), grid * grid), np.float32)
+    inst = np.full((len(times), grid * grid), -1, np.int32)
+    act = np.full((len(times), grid * grid), -1, np.int32)
     boxes = {int(k): np.asarray(v, np.float64).reshape(-1, 5) for k, v in annotations.get("boxes", {}).items()}
     for e in annotations.get("events", ()):
         track = boxes.get(int(e["instance_id"]))
@@ -35,5 +44,6 @@ def event_token_targets(annotations: dict, times: np.ndarray, grid: int) -> np.n
         cy = (np.interp(t, track[:, 0], track[:, 2]) + np.interp(t, track[:, 0], track[:, 4])) / 2
         col = np.clip((cx * grid).astype(int), 0, grid - 1)
         row = np.clip((cy * grid).astype(int), 0, grid - 1)
-        out[frames, row * grid + col] = 1.0
-    return out
+        inst[frames, row * grid + col] = int(e["instance_id"])
+        act[frames, row * grid + col] = int(e["activity_id"])
+    return inst, act

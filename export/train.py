@@ -82,17 +82,26 @@ class TrainStep(nn.Module):
         if qb is None:  # no query lies in the past of these streams yet: only the sampler learns
             return new, terms
         per_q = compact_memory([t[q_video] for t in new], qb.inputs["q_window"], self.heads.window_tol)
-        act, boxes, s_log, e_log = self.heads(*per_q, svd_basis[q_video], svd_sv[q_video], **qb.inputs)
-        w = qb.is_type
-        a = w[:, 0] > 0
-        o = w[:, 1] > 0
-        t = w[:, 2] > 0
-        terms["activity"] = focal_loss(act[a], qb.act_target[a]) if a.any() else act.sum() * 0
-        terms["object"] = (box_loss(boxes[o], qb.box_target[o], qb.box_mask[o], tc.l1_weight, tc.giou_weight)
-                           if o.any() else boxes.sum() * 0)
-        terms["time"] = (interval_loss(s_log[t], e_log[t], qb.start_idx[t], qb.end_idx[t])
-                         if t.any() else s_log.sum() * 0)
+        out = self.heads(*per_q, svd_basis[q_video], svd_sv[q_video], **qb.inputs)
+        terms |= query_loss_terms(out, {k: getattr(qb, k) for k in QUERY_TARGETS}, tc)
         return new, terms
+
+
+QUERY_TARGETS = ("act_target", "box_target", "box_mask", "start_idx", "end_idx", "is_type")
+
+
+def query_loss_terms(out, tg: dict[str, torch.Tensor], tc) -> dict[str, torch.Tensor]:
+    """Heads outputs + QueryBatch targets (QUERY_TARGETS) -> focal / L1+gIoU / CE terms per query type."""
+    act, boxes, s_log, e_log = out
+    w = tg["is_type"]
+    a, o, t = w[:, 0] > 0, w[:, 1] > 0, w[:, 2] > 0
+    return {
+        "activity": focal_loss(act[a], tg["act_target"][a]) if a.any() else act.sum() * 0,
+        "object": (box_loss(boxes[o], tg["box_target"][o], tg["box_mask"][o], tc.l1_weight, tc.giou_weight)
+                   if o.any() else boxes.sum() * 0),
+        "time": (interval_loss(s_log[t], e_log[t], tg["start_idx"][t], tg["end_idx"][t])
+                 if t.any() else s_log.sum() * 0),
+    }
 
 
 def token_loss(scores: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
