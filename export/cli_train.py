@@ -79,8 +79,9 @@ def _train(args) -> int:
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / ".write-test").write_text("")
-        (out / ".write-test").unlink()
+        probe = out / f".write-test.{os.getpid()}"  # per process: DDP ranks check the same folder at once
+        probe.write_text("")
+        probe.unlink()
     except OSError as err:
         raise UsageError(f"--out {out}: not writable ({err.strerror})") from None
 

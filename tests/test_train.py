@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "models" / "lvm-tiny.yaml"
 # 6 clips of 16 s per video; 1 backbone epoch; a handful of sampler steps
 SMOKE = ["--config", str(TINY), "--videos", "2", "--video-s", "96", "--queries", "12",
-         "--backbone-epochs", "1", "--epochs", "2", "--no-progress"]
+         "--backbone-epochs", "1", "--epochs", "2", "--heads-steps", "2", "--workers", "1", "--no-progress"]
 
 
 @pytest.mark.parametrize("n,batch,world", [(8, 8, 1), (8, 2, 2), (5, 2, 2), (9, 4, 1)])
@@ -63,7 +63,24 @@ def test_train_smoke_and_resume(tmp_path):
     # resume continues from the saved epoch: no further steps in a 1-epoch run
     r2 = _run([sys.executable, "-m", "export.cli_train", *SMOKE, "--out", str(out), "--max-steps", "6", "--resume"])
     assert r2.returncode == 0, r2.stderr[-2000:]
-    assert json.loads((out / "summary.json").read_text())["steps"] == 6
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["heads_steps"] == 2
+    heads_log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()
+                 if json.loads(line).get("stage") == "heads"]
+    assert heads_log and {"activity", "identity", "token_activity"} <= set(heads_log[-1])
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in heads_log)
+
+    # the heads stage alone on top of that run's sampler, its videos streamed by 2 worker processes
+    out2 = tmp_path / "heads"
+    r3 = _run([sys.executable, "-m", "export.cli_train", "--config", str(TINY), "--out", str(out2), "--sampler-from",
+               str(ck), "--heads-steps", "2", "--heads-videos", "2", "--video-s", "96", "--queries", "12",
+               "--workers", "2", "--no-progress"])
+    assert r3.returncode == 0, r3.stderr[-2000:]
+    net2, meta2 = load_checkpoint(out2 / "lvm-tiny.safetensors")
+    assert meta2["steps"] == "0" and meta2["heads_steps"] == "2"
+    for k, v in net.sampler.state_dict().items():
+        assert torch.equal(v, net2.sampler.state_dict()[k]), k
+    assert any(not torch.equal(v, net2.heads.state_dict()[k]) for k, v in net.heads.state_dict().items())
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
@@ -91,6 +108,11 @@ def test_bad_inputs_one_line(tmp_path):
     other.write_text(TINY.read_text().replace("num_activities: 8", "num_activities: 5"))
     r = _run([sys.executable, "-m", "export.cli_train", "--config", str(other), "--out", str(tmp_path / "o")])
     assert r.returncode == 2 and "num_activities" in r.stderr and "Traceback" not in r.stderr
+    for extra, needle in ((["--heads-steps", "0"], "--heads-steps"), (["--backbone-from", str(TINY)], "--backbone-from"),
+                          (["--device", "cuda"] if not torch.cuda.is_available() else ["--heads-steps", "-1"], "-")):
+        r = _run([sys.executable, "-m", "export.cli_train", "--config", str(TINY), "--out", str(tmp_path / "s"),
+                  "--sampler-from", str(REPO / "checkpoints" / "lvm-tiny.safetensors"), *extra])
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
     pk = tmp_path / "model.pt"
     torch.save({"a": torch.zeros(1)}, pk)
     r = _run([sys.executable, "-m", "export.cli_eval", "--checkpoint", str(pk), "--json", str(tmp_path / "x.json")])
