@@ -164,7 +164,8 @@ def _train(args) -> int:
         t1 = time.time()
         heads_last = train_heads(net, hv, out, steps=heads_steps, batch=tc.heads_batch, lr=tc.lr_heads,
                                  identity_weight=tc.identity_weight,
-                                 token_activity_weight=tc.token_activity_weight, seed=seed, device=device, progress=progress)
+                                 token_activity_weight=tc.token_activity_weight, seed=seed, device=device,
+                                 progress=progress)
         say(f"lvm-train: heads stage: {heads_steps} steps on {device} ({time.time() - t1:.0f} s)")
 
     final = out / f"{cfg.name}.safetensors"

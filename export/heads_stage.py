@@ -150,7 +150,8 @@ def token_activity_loss(logits: torch.Tensor, act: torch.Tensor, keep: torch.Ten
 
 
 def train_heads(net: LVMNet, videos: list[StageVideo], out_dir: Path, *, steps: int, batch: int, lr: float,
-                identity_weight: float, token_activity_weight: float = 0.0, seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
+                identity_weight: float, token_activity_weight: float = 0.0, seed: int = 0, device: str = "cpu",
+                progress: bool = True) -> dict:
     """Train ``net.heads`` for ``steps`` steps on the frozen sampler's memories of ``videos``;
     returns the last losses. The log goes on in OUT/train_log.jsonl with "stage": "heads"."""
     cfg, tc = net.cfg, net.cfg.train
@@ -199,7 +200,8 @@ def train_heads(net: LVMNet, videos: list[StageVideo], out_dir: Path, *, steps: 
         terms = query_loss_terms(out, tg, tc)
         if token_activity_weight > 0:
             act = token_labels(activities, vid, per_q[1], per_q[2], fps)
-            terms["token_activity"] = token_activity_weight * token_activity_loss(aux["token_activity"], act, aux["keep"])
+            terms["token_activity"] = token_activity_weight * token_activity_loss(aux["token_activity"], act,
+                                                                                  aux["keep"])
         if identity_weight > 0:
             has_obj = heads.given[q_in["q_type"], 1] > 0
             if has_obj.any():
