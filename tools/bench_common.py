@@ -229,7 +229,14 @@ class Ctx:
         else:
             if cand is not None and self._checkpoint_arg:
                 raise FileNotFoundError(f"--checkpoint {cand}: not found")
-            path = CACHE / "checkpoints" / f"{cfg_name}-init-seed0-{cfg.arch_digest()[:12]}.safetensors"
+            # keyed by the config and by the code that defines the tensors: a cached file from before a
+            # change of the heads' code would no longer load
+            import export
+
+            code = hashlib.sha256(b"".join(
+                (Path(export.__file__).parent / f).read_bytes()
+                for f in ("backbone.py", "sampler.py", "heads.py", "layers.py", "model.py"))).hexdigest()
+            path = CACHE / "checkpoints" / f"{cfg_name}-init-seed0-{cfg.arch_digest()[:12]}-{code[:8]}.safetensors"
             if not path.is_file():
                 import torch
 
