@@ -18,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lvm-train",
         description="Train LVM-Net (frozen backbone, neural sampler, query heads) on generated checkout "
                     "videos. The tiny backbone is first pre-trained on the generator's per-frame labels, "
-                    "then frozen. Runs under torchrun for CPU DDP (gloo).",
+                    "then frozen. Stage 1 trains sampler and heads on the streams (CPU; under torchrun, "
+                    "DDP with gloo); stage 2, the heads stage (config train.heads_steps), trains the heads "
+                    "alone on the frozen sampler's memories (a GPU if there is one: hours on CPU).",
         epilog="Example: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny")
     p.add_argument("--config", required=True, help="model config YAML (configs/models/*.yaml)")
     p.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, train_log.jsonl, ...")
