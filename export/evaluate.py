@@ -50,10 +50,12 @@ def heldout_videos(net: LVMNet, n: int, video_s: float, queries: int, seed: int 
 @torch.no_grad()
 def stream_memory(net: LVMNet, data: VideoData, sampler: str = "neural", seed: int = 0):
     """One pass over the video: -> (memory tuple (1, m, ...), TorchOnlineSVD)."""
-    mem, svd = net.empty_memory(1), None
-    for _, mem, svd in stream_clips(net, data, sampler, seed):
-        pass
-    return mem, svd
+    clips = stream_clips(net, data, sampler, seed)
+    try:
+        while True:
+            next(clips)
+    except StopIteration as done:  # the generator returns the final state, also for a video of no clip
+        return done.value
 
 
 @torch.no_grad()
@@ -85,6 +87,7 @@ def stream_clips(net: LVMNet, data: VideoData, sampler: str = "neural", seed: in
                         else torch.gather(x, 1, idx) for x in cat)
             keys = torch.gather(all_keys, 1, idx)
         yield c, mem, svd
+    return mem, svd
 
 
 def oracle_memory(net: LVMNet, data: VideoData, q: Query):

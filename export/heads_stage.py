@@ -33,7 +33,7 @@ from export.evaluate import stream_clips
 from export.model import LVMNet
 from export.query_batch import build_query_batch
 from export.token_targets import event_token_labels
-from export.train import QUERY_TARGETS, compact_memory, query_loss_terms, token_loss
+from export.train import QUERY_TARGETS, balanced_mean, compact_memory, query_loss_terms, token_labels, token_loss
 
 
 @dataclass
@@ -86,14 +86,17 @@ def _worker_init(cfg_dict: dict, state: dict, cache: str | None) -> None:
                    sha=backbone_digest(net.backbone))
 
 
-def _worker_video(spec: tuple[int, int, float, int]) -> StageVideo:
+def _make_video(net: LVMNet, cache: Path | None, sha: str, spec: tuple[int, int, float, int]) -> StageVideo:
     seed, look, video_s, n_queries = spec
-    net = _WORKER["net"]
     cfg = net.cfg
     data = render_video(seed, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look)
-    encode_video(net.backbone, data, cache=_WORKER["cache"], backbone_sha=_WORKER["sha"])
+    encode_video(net.backbone, data, cache=cache, backbone_sha=sha)
     attach_queries(data, n_queries, seed)
     return stage_video(net, data)
+
+
+def _worker_video(spec: tuple[int, int, float, int]) -> StageVideo:
+    return _make_video(_WORKER["net"], _WORKER["cache"], _WORKER["sha"], spec)
 
 
 def stage_videos(net: LVMNet, specs: list[tuple[int, int, float, int]], workers: int = 1,
@@ -101,23 +104,16 @@ def stage_videos(net: LVMNet, specs: list[tuple[int, int, float, int]], workers:
     """(seed, look, seconds, queries) per video -> StageVideos, rendered, encoded and streamed in
     ``workers`` processes of one thread each (the work is many small ops: processes scale, threads
     do not)."""
-    state = {k: v for k, v in net.state_dict().items() if not k.startswith("heads.")}
-    args = (net.cfg.to_dict(), state, None if cache is None else str(cache))
     bar = tqdm(total=len(specs), desc="heads stage: videos", disable=not progress, leave=False)
     out: list[StageVideo] = []
     if workers <= 1:
-        saved = dict(_WORKER)
-        threads = torch.get_num_threads()
-        _worker_init(*args)
-        torch.set_num_threads(threads)
-        try:
-            for spec in specs:
-                out.append(_worker_video(spec))
-                bar.update(1)
-        finally:
-            _WORKER.clear()
-            _WORKER.update(saved)
+        sha = backbone_digest(net.backbone)
+        for spec in specs:
+            out.append(_make_video(net, cache, sha, spec))
+            bar.update(1)
     else:
+        state = {k: v for k, v in net.state_dict().items() if not k.startswith("heads.")}
+        args = (net.cfg.to_dict(), state, None if cache is None else str(cache))
         ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=args) as pool:
             for v in pool.map(_worker_video, specs):
@@ -127,26 +123,14 @@ def stage_videos(net: LVMNet, specs: list[tuple[int, int, float, int]], workers:
     return out
 
 
-def token_labels(labels: torch.Tensor, video: torch.Tensor, times: torch.Tensor, patches: torch.Tensor,
-                 fps: float) -> torch.Tensor:
-    """labels (V, N, P) event_token_labels maps of the videos; video (Q,) each query's video;
-    times/patches (Q, m) its memory coordinates -> (Q, m) each memory token's label (-1: no event)."""
-    frame = (times * fps).round().long().clamp(0, labels.shape[1] - 1)
-    return labels[video[:, None], frame, patches]
-
-
 def token_activity_loss(logits: torch.Tensor, act: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """logits (Q, m, C), act (Q, m) activity id or -1, keep (Q, m): BCE against the one-hot activity
     of event tokens (all zeros elsewhere), balanced: mean over event tokens + mean over the others."""
+    is_event = (act >= 0).to(logits.dtype)
     target = torch.nn.functional.one_hot(act.clamp_min(0).long(), logits.shape[-1]).to(logits.dtype)
-    target = target * (act >= 0)[..., None]
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1) * keep
-    pos = (act >= 0).to(logits.dtype) * keep
-    neg = keep - pos
-    loss = (bce * neg).sum() / neg.sum().clamp_min(1.0)
-    if pos.sum() > 0:
-        loss = loss + (bce * pos).sum() / pos.sum()
-    return loss
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target * is_event[..., None],
+                                                               reduction="none").sum(-1)
+    return balanced_mean(bce, is_event, keep)
 
 
 def train_heads(net: LVMNet, videos: list[StageVideo], out_dir: Path, *, steps: int, batch: int, lr: float,

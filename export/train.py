@@ -105,14 +105,28 @@ def query_loss_terms(out, tg: dict[str, torch.Tensor], tc) -> dict[str, torch.Te
 
 
 def token_loss(scores: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Balanced BCE of the sampler's scores against event tokens (export/token_targets.py): the mean
-    over positives plus the mean over negatives, since positives are ~1 % of the candidates."""
-    bce = nn.functional.binary_cross_entropy_with_logits(scores, target, reduction="none") * weight
-    pos, neg = target * weight, (1.0 - target) * weight
-    loss = (bce * (1.0 - target)).sum() / neg.sum().clamp_min(1.0)
+    """Balanced BCE of token scores against 0/1 token targets (the sampler's event tokens, the heads'
+    identity): positives are ~1 % of the candidates."""
+    return balanced_mean(nn.functional.binary_cross_entropy_with_logits(scores, target, reduction="none"),
+                         target, weight)
+
+
+def balanced_mean(loss: torch.Tensor, is_pos: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean of ``loss`` over the weighted positives plus its mean over the weighted negatives."""
+    pos, neg = is_pos * weight, (1.0 - is_pos) * weight
+    out = (loss * neg).sum() / neg.sum().clamp_min(1.0)
     if pos.sum() > 0:
-        loss = loss + (bce * target).sum() / pos.sum()
-    return loss
+        out = out + (loss * pos).sum() / pos.sum()
+    return out
+
+
+def token_labels(labels: torch.Tensor, video: torch.Tensor, times: torch.Tensor, patches: torch.Tensor,
+                 fps: float) -> torch.Tensor:
+    """labels (V, N, P) per-frame-token maps of V videos (export/token_targets.py); video (Q,) each
+    row's video; times/patches (Q, m) memory token coordinates -> (Q, m) each memory token's label.
+    A memory token is looked up by the frame of its time and its patch."""
+    frame = (times * fps).round().long().clamp(0, labels.shape[1] - 1)
+    return labels[video[:, None], frame, patches]
 
 
 def compact_memory(mem: list[torch.Tensor], window: torch.Tensor, tol: float) -> list[torch.Tensor]:
@@ -297,8 +311,7 @@ def _token_target(tgt: torch.Tensor, mem: tuple[torch.Tensor, ...], clip_rows: s
     """Event-token targets of one video's candidates (memory first, then the clip) and their weights
     (0 for empty memory slots). Memory tokens are looked up by their frame time and patch."""
     _, mem_t, mem_p, mem_valid = mem
-    frame = (mem_t[0] * fps).round().long().clamp(0, tgt.shape[0] - 1)
-    t_mem = tgt[frame, mem_p[0]] * mem_valid[0]
+    t_mem = token_labels(tgt[None], torch.zeros(1, dtype=torch.int64), mem_t, mem_p, fps)[0] * mem_valid[0]
     t_clip = tgt[clip_rows].reshape(-1)
     return torch.cat([t_mem, t_clip]), torch.cat([mem_valid[0], torch.ones_like(t_clip)])
 
