@@ -3,8 +3,9 @@
 - Recall@kx (activity queries, multi-label): with |G| ground-truth classes, take the top k·|G|
   predicted classes; recall = |G ∩ top| / |G|. A query with empty G has no recall (None) and is left
   out of every average.
-- object queries: vIoU = mean over the ground-truth frames of the per-frame box IoU (a ground-truth
-  frame without a predicted box counts 0); a prediction is a hit iff vIoU > 0.3 (strictly).
+- object queries: vIoU = (1/|S_u|) · Σ_{t ∈ S_i} IoU(b̂_t, b_t) (LVM-Net §5, after TubeDETR), S_u the
+  union and S_i the intersection of the predicted and the ground-truth frames: boxes predicted where
+  the object is not cost as much as frames missed. A hit iff vIoU > 0.3 (strictly).
 - time queries: tIoU of [ŝ, ê] and [s, e]; a hit iff tIoU > 0.3 (strictly).
 - object and time queries have one answer (|G| = 1): Recall@kx = 1 if any of the top k ranked
   predictions is a hit, else 0.
@@ -85,21 +86,36 @@ def _track(x: Any) -> tuple[np.ndarray, np.ndarray]:
     return t, b
 
 
+def _match_frames(pred_t: np.ndarray, gt_t: np.ndarray, tol: float) -> list[tuple[int, int]]:
+    """Pairs (ground-truth frame, predicted frame) that are the same frame: nearest in time within
+    ``tol`` seconds, each predicted frame used at most once (both tracks are sorted in time)."""
+    pairs, used = [], set()
+    order = np.argsort(pred_t, kind="stable")
+    ts = pred_t[order]
+    for i, t in enumerate(gt_t):
+        lo = int(np.searchsorted(ts, t - tol - 1e-9, side="left"))
+        hi = int(np.searchsorted(ts, t + tol + 1e-9, side="right"))
+        best = None
+        for j in range(lo, hi):
+            if int(order[j]) not in used and (best is None or abs(ts[j] - t) < abs(ts[best] - t)):
+                best = j
+        if best is not None:
+            used.add(int(order[best]))
+            pairs.append((i, int(order[best])))
+    return pairs
+
+
 def viou(pred_boxes: Any, gt_boxes: Any, tol: float = FRAME_TOL) -> float | None:
-    """Mean over ground-truth frames of the IoU with the predicted box nearest in time (within ``tol``
-    seconds; none -> 0). ``None`` when there is no ground-truth frame."""
+    """The paper's vIoU: Σ over frames in both tracks of the box IoU, divided by the number of frames
+    in either track. A predicted frame and a ground-truth frame are the same frame when within ``tol``
+    seconds. ``None`` when there is no ground-truth frame; 0 for an empty prediction."""
     gt_t, gt_b = _track(gt_boxes)
     if len(gt_t) == 0:
         return None
     pt, pb = _track(pred_boxes)
-    ious = []
-    for t, g in zip(gt_t, gt_b):
-        if len(pt) == 0:
-            ious.append(0.0)
-            continue
-        j = int(np.abs(pt - t).argmin())
-        ious.append(box_iou(pb[j], g) if abs(pt[j] - t) <= tol + 1e-9 else 0.0)
-    return math.fsum(ious) / len(ious)
+    pairs = _match_frames(pt, gt_t, tol)
+    union = len(gt_t) + len(pt) - len(pairs)
+    return math.fsum(box_iou(pb[j], gt_b[i]) for i, j in pairs) / union
 
 
 def object_hit(pred_boxes: Any, gt_boxes: Any, tol: float = FRAME_TOL) -> bool:

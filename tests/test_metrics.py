@@ -58,19 +58,40 @@ def test_box_iou_hand_computed_and_degenerate():
     assert box_iou((1, 1, 0, 0), (0, 0, 1, 1)) == 0.0            # reversed box has no area
 
 
-def test_viou_mean_over_ground_truth_frames_missing_counts_zero():
+def _track_at(times, box=(0, 0, 1, 1)):
+    return {round(t, 6): box for t in times}
+
+
+def test_viou_partial_frames_hand_computed():
     gt = [(0.0, 0, 0, 1, 1), (0.2, 0, 0, 1, 1), (0.4, 0, 0, 1, 1), (0.6, 0, 0, 1, 1)]
-    pred = {0.0: (0, 0, 1, 1), 0.2: (0, 0, 2, 1), 0.4: (5, 5, 6, 6)}   # IoU 1, 0.5, 0, (missing) 0
+    pred = {0.0: (0, 0, 1, 1), 0.2: (0, 0, 2, 1), 0.4: (5, 5, 6, 6)}   # IoU 1, 0.5, 0; 0.6 missed
+    # S_i = {0, .2, .4}, S_u = {0, .2, .4, .6}
     assert viou(pred, gt) == pytest.approx(1.5 / 4)
     # same prediction as arrays and as {"times", "boxes"}
     arr = np.array([[t, *b] for t, b in pred.items()])
     assert viou(arr, gt) == pytest.approx(1.5 / 4)
     assert viou({"times": list(pred), "boxes": list(pred.values())}, np.array(gt)) == pytest.approx(1.5 / 4)
-    # extra predicted frames outside the ground truth do not matter
-    pred2 = {**pred, 9.0: (0, 0, 1, 1)}
-    assert viou(pred2, gt) == pytest.approx(1.5 / 4)
-    assert viou(pred, []) is None
-    assert viou({}, gt) == 0.0
+    # a box predicted where the object is not widens the union: 1.5 / 5
+    assert viou({**pred, 9.0: (0, 0, 1, 1)}, gt) == pytest.approx(1.5 / 5)
+
+
+def test_viou_longer_prediction_is_penalised():
+    """40 predicted frames covering a 10-frame ground truth with perfect boxes: 10 / 40, a miss."""
+    gt = [(t, 0, 0, 1, 1) for t in np.arange(10) * 0.2]
+    pred = _track_at(np.arange(-10, 30) * 0.2)
+    assert viou(pred, gt) == pytest.approx(0.25)
+    assert not object_hit(pred, gt)
+
+
+def test_viou_shorter_disjoint_equal_empty():
+    gt = [(t, 0, 0, 1, 1) for t in np.arange(10) * 0.2]
+    assert viou(_track_at(np.arange(4) * 0.2), gt) == pytest.approx(4 / 10)            # shorter
+    assert viou(_track_at(np.arange(20, 30) * 0.2), gt) == 0.0                         # disjoint
+    assert viou(_track_at(np.arange(10) * 0.2), gt) == pytest.approx(1.0)              # equal
+    assert viou({}, gt) == 0.0                                                         # empty prediction
+    assert viou(_track_at([0.0]), []) is None                                          # no ground truth
+    # each predicted frame counts once even if it is near two ground-truth frames
+    assert viou({0.1: (0, 0, 1, 1)}, [(0.0, 0, 0, 1, 1), (0.2, 0, 0, 1, 1)], tol=0.1) == pytest.approx(1 / 2)
 
 
 def test_viou_matches_frames_within_half_a_frame():
@@ -88,6 +109,12 @@ def test_object_hit_strict_threshold():
     above = {0.0: (0.0, 0.0, 3.0001, 1.0), 0.2: (0.0, 0.0, 3.0001, 1.0)}
     assert viou(above, gt) > 0.3
     assert object_hit(above, gt)
+    # perfect boxes over a union of 10 frames of which 3 are shared: exactly 0.3, not a hit
+    gt10 = [(t, 0, 0, 1, 1) for t in np.arange(3) * 0.2]
+    pred10 = _track_at(np.arange(10) * 0.2)
+    assert viou(pred10, gt10) == pytest.approx(0.3)
+    assert not object_hit(pred10, gt10)
+    assert object_hit(_track_at(np.arange(9) * 0.2), gt10)   # 3 / 9 > 0.3
 
 
 def test_recall_object_ranked_predictions():
