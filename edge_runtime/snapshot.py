@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edge_runtime.atomic_write import atomic_writer, fsync_dir
 
 FORMAT = "lvm-edge-snapshot/1"
 SNAPSHOT_NAME = "snapshot.npz"
@@ -42,19 +43,6 @@ def _digest(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_snapshot(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
     """Atomically write arrays + JSON meta (temp file, fsync, rename, fsync folder)."""
     path = Path(path)
@@ -64,18 +52,9 @@ def write_snapshot(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[s
             raise SnapshotError(f"array '{k}' has dtype object; snapshots hold plain arrays only")
     full = dict(meta, format=FORMAT, arrays={k: _digest(np.asarray(v)) for k, v in arrays.items()})
     blob = np.frombuffer(json.dumps(full, sort_keys=True).encode(), np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{META_KEY: blob}, **{k: np.asarray(v) for k, v in arrays.items()})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    # private (0600): the stream's memory is the user's data
+    with atomic_writer(path, mode=0o600) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{META_KEY: blob}, **{k: np.asarray(v) for k, v in arrays.items()})
     return path
 
 
@@ -118,7 +97,7 @@ def set_aside(path: Path, why: str) -> Path:
         dest = path.with_name(f"{path.name}.{why}-{stamp}.{n}")
         n += 1
     os.replace(path, dest)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return dest
 
 

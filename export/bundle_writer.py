@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.atomic_write import atomic_write_bytes, fsync_dir, fsync_file
 from edge_runtime.bundle import sha256_file  # noqa: F401  (one hashing routine for writer and reader)
 
 MANIFEST = "manifest.json"
@@ -32,29 +33,9 @@ class BundleWriteError(OSError):
     """The bundle cannot be written where asked; the message is one line."""
 
 
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the runtime may run as another user
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # 0644 whatever the umask: the runtime may run as another user
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(), mode=0o644)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -161,13 +142,13 @@ class BundleWriter:
         """Manifest last, fsync everything, then move the finished folder into place."""
         for f in self.path.iterdir():
             if f.is_file() and f.name != MANIFEST:
-                _fsync_path(f)
+                fsync_file(f)
         self.write_manifest(manifest)
-        _fsync_path(self.path)
+        fsync_dir(self.path)
         parent = self.target.parent
         if self.target.exists():
             if _exchange(self.path, self.target):
-                _fsync_path(parent)
+                fsync_dir(parent)
                 shutil.rmtree(self.path, ignore_errors=True)  # now holds the old bundle
             else:
                 old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-{os.getpid()}-", dir=parent))
@@ -178,11 +159,11 @@ class BundleWriter:
                 except OSError:
                     os.rename(old, self.target)
                     raise
-                _fsync_path(parent)
+                fsync_dir(parent)
                 shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(self.path, self.target)
-            _fsync_path(parent)
+            fsync_dir(parent)
         self.committed = True
         return self.target
 

@@ -6,10 +6,9 @@ whatever the trainer adds (``step``, ``epoch``, optimizer state lives in a separ
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from edge_runtime.atomic_write import atomic_writer
 from edge_runtime.config import ConfigError, ModelConfig, model_config_from_dict
 
 FORMAT = "lvm-checkpoint/1"
@@ -23,7 +22,7 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(net, path: str | Path, extra_meta: dict | None = None) -> Path:
-    """Atomic write: temp file in the same folder, fsync, rename."""
+    """Atomic write (edge_runtime.atomic_write): a crash keeps the old checkpoint or the new one."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -32,19 +31,8 @@ def save_checkpoint(net, path: str | Path, extra_meta: dict | None = None) -> Pa
             "config_sha256": net.cfg.digest()}
     meta.update({k: str(v) for k, v in (extra_meta or {}).items()})
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_writer(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     return path
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from edge_runtime.atomic_write import atomic_writer
 from edge_runtime.checkout import CheckoutVideo, Query, sample_queries
 
 
@@ -103,10 +104,9 @@ def encode_video(backbone, data: VideoData, keep_frames: bool = False, cache: Pa
         data.crop_tokens = {i: toks[j] for j, i in enumerate(ids)}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"tokens": data.tokens.contiguous(), "crop_ids": torch.tensor(ids, dtype=torch.int64),
-                   "crop_tokens": toks.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_writer(path) as tmp:  # workers may write the same video at once: each its own temp
+            save_file({"tokens": data.tokens.contiguous(), "crop_ids": torch.tensor(ids, dtype=torch.int64),
+                       "crop_tokens": toks.contiguous()}, str(tmp))
     if not keep_frames:
         data.frames = None
     return data

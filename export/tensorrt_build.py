@@ -14,11 +14,12 @@ another TensorRT version or GPU is dropped and rebuilt, never trusted.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from edge_runtime.atomic_write import atomic_write_bytes
 
 TIMING_CACHE = "timing.cache"
 DEFAULT_WORKSPACE = 1 << 30  # 1 GiB: enough for these graphs, small enough for an 8 GB Orin
@@ -102,16 +103,6 @@ def _load_cache(trt, config, path: Path) -> tuple[object, str]:
     return cache, "stale cache dropped"
 
 
-def _save_cache(cache, path: Path) -> None:
-    blob = cache.serialize()
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(memoryview(blob))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def build_plan(onnx_path: Path, plan_path: Path, signature: dict, *, precision: str, profile: Profile,
                timing_cache: Path, workspace_bytes: int = DEFAULT_WORKSPACE,
                log: Callable[[str], None] | None = None) -> dict:
@@ -168,13 +159,8 @@ def build_plan(onnx_path: Path, plan_path: Path, signature: dict, *, precision: 
     blob = builder.build_serialized_network(network, config)
     if blob is None:
         raise TensorRTBuildError(f"{onnx_path.name}: TensorRT could not build a plan (see its log above)")
-    tmp = plan_path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(memoryview(blob))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, plan_path)
-    _save_cache(cache, timing_cache)
+    atomic_write_bytes(plan_path, memoryview(blob))
+    atomic_write_bytes(timing_cache, memoryview(cache.serialize()))
     info = host_plan_info()
     info.update({"path": plan_path.name, "sha256": sha256_file(plan_path), "size_bytes": plan_path.stat().st_size,
                  "typing": typing, "builder_flags": flags_set, "workspace_bytes": int(workspace_bytes),

@@ -11,8 +11,6 @@ memories are all-gathered so every rank holds the whole memory bank.
 from __future__ import annotations
 
 import json
-import math
-import os
 import random
 import time
 from collections import deque
@@ -25,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from edge_runtime.atomic_write import atomic_write_bytes, atomic_writer
 from edge_runtime.config import ModelConfig
 from export.checkpoint import save_checkpoint
 from export.data import VideoData
@@ -371,14 +370,11 @@ def _save_train_state(out_dir: Path, opt: torch.optim.Optimizer, epoch: int, ste
                 tensors[f"{i}.{k}"] = v.contiguous()
             else:
                 scalars[f"{i}.{k}"] = float(v)
-    tmp = out_dir / "optimizer.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, out_dir / "optimizer.safetensors")
+    with atomic_writer(out_dir / "optimizer.safetensors") as tmp:
+        save_file(tensors, str(tmp))
     meta = {"epoch": epoch, "step": step, "scalars": scalars,
             "lrs": [g["lr"] for g in opt.param_groups]}
-    tmpj = out_dir / "train_state.json.tmp"
-    tmpj.write_text(json.dumps(meta))
-    os.replace(tmpj, out_dir / "train_state.json")
+    atomic_write_bytes(out_dir / "train_state.json", json.dumps(meta).encode())
 
 
 def _load_train_state(out_dir: Path, net: LVMNet, opt: torch.optim.Optimizer) -> tuple[int, int]:
