@@ -4,8 +4,8 @@ The state is a rank-r basis of the rows seen so far, their singular values, the 
 an effective count. Each update folds a block of new rows in with a forgetting factor f: old data is
 weighted by f per update, so f=1 keeps everything and f<1 follows the recent stream.
 
-This numpy version runs on the device; ``export.svd_torch`` is the same update in torch for
-training and is tested to agree with this one.
+This is the only implementation: the device runs it, and training and evaluation run it too
+(``export.svd_torch`` only converts tensors), so the heads learn from the state they are given.
 """
 from __future__ import annotations
 

@@ -92,3 +92,25 @@ def test_state_roundtrip_and_bad_rows():
         a.update(np.zeros((3, 15)))
     with pytest.raises(ValueError, match="NaN"):
         a.update(np.full((2, 16), np.nan))
+
+
+def test_torch_adapter_is_the_numpy_update():
+    """Training and evaluation (export.svd_torch) run this same update: equal bits, tensors in and out."""
+    torch = pytest.importorskip("torch")
+    from export.svd_torch import TorchOnlineSVD
+
+    rng = np.random.default_rng(6)
+    a = OnlineSVD(24, 6, forgetting=0.95, reorth_every=5)
+    b = TorchOnlineSVD(24, 6, forgetting=0.95, reorth_every=5)
+    for _ in range(20):
+        rows = rng.normal(size=(int(rng.integers(1, 12)), 24))
+        a.update(rows)
+        b.update(torch.from_numpy(rows))
+    assert torch.is_tensor(b.basis) and b.rank == a.rank
+    np.testing.assert_array_equal(b.basis.numpy(), a.basis)
+    np.testing.assert_array_equal(b.singular_values.numpy(), a.singular_values)
+    basis, sv = b.padded()
+    assert basis.dtype == torch.float32 and basis.shape == (6, 24) and sv.shape == (6,)
+    np.testing.assert_array_equal(basis.numpy(), a.state_dict()["svd_basis"].astype(np.float32))
+    for key, val in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[key], val)
