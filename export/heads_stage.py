@@ -30,10 +30,11 @@ from edge_runtime.checkout import Query
 from edge_runtime.config import model_config_from_dict
 from export.data import VideoData, attach_queries, backbone_digest, encode_video, render_video
 from export.evaluate import stream_clips
+from export.losses import QUERY_TARGETS, query_loss_terms, token_activity_loss, token_loss
 from export.model import LVMNet
 from export.query_batch import build_query_batch
 from export.token_targets import event_token_labels
-from export.train import QUERY_TARGETS, balanced_mean, compact_memory, query_loss_terms, token_labels, token_loss
+from export.train import compact_memory, token_labels
 
 
 @dataclass
@@ -121,16 +122,6 @@ def stage_videos(net: LVMNet, specs: list[tuple[int, int, float, int]], workers:
                 bar.update(1)
     bar.close()
     return out
-
-
-def token_activity_loss(logits: torch.Tensor, act: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """logits (Q, m, C), act (Q, m) activity id or -1, keep (Q, m): BCE against the one-hot activity
-    of event tokens (all zeros elsewhere), balanced: mean over event tokens + mean over the others."""
-    is_event = (act >= 0).to(logits.dtype)
-    target = torch.nn.functional.one_hot(act.clamp_min(0).long(), logits.shape[-1]).to(logits.dtype)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target * is_event[..., None],
-                                                               reduction="none").sum(-1)
-    return balanced_mean(bce, is_event, keep)
 
 
 def train_heads(net: LVMNet, videos: list[StageVideo], out_dir: Path, *, steps: int, batch: int, lr: float,

@@ -27,7 +27,7 @@ from edge_runtime.atomic_write import atomic_write_bytes, atomic_writer
 from edge_runtime.config import ModelConfig
 from export.checkpoint import save_checkpoint
 from export.data import VideoData
-from export.losses import box_loss, focal_loss, interval_loss
+from export.losses import QUERY_TARGETS, query_loss_terms, token_loss
 from export.model import LVMNet
 from export.query_batch import build_query_batch
 from export.svd_torch import TorchOnlineSVD
@@ -84,39 +84,6 @@ class TrainStep(nn.Module):
         out = self.heads(*per_q, svd_basis[q_video], svd_sv[q_video], **qb.inputs)
         terms |= query_loss_terms(out, {k: getattr(qb, k) for k in QUERY_TARGETS}, tc)
         return new, terms
-
-
-QUERY_TARGETS = ("act_target", "box_target", "box_mask", "start_idx", "end_idx", "is_type")
-
-
-def query_loss_terms(out, tg: dict[str, torch.Tensor], tc) -> dict[str, torch.Tensor]:
-    """Heads outputs + QueryBatch targets (QUERY_TARGETS) -> focal / L1+gIoU / CE terms per query type."""
-    act, boxes, s_log, e_log = out
-    w = tg["is_type"]
-    a, o, t = w[:, 0] > 0, w[:, 1] > 0, w[:, 2] > 0
-    return {
-        "activity": focal_loss(act[a], tg["act_target"][a]) if a.any() else act.sum() * 0,
-        "object": (box_loss(boxes[o], tg["box_target"][o], tg["box_mask"][o], tc.l1_weight, tc.giou_weight)
-                   if o.any() else boxes.sum() * 0),
-        "time": (interval_loss(s_log[t], e_log[t], tg["start_idx"][t], tg["end_idx"][t])
-                 if t.any() else s_log.sum() * 0),
-    }
-
-
-def token_loss(scores: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Balanced BCE of token scores against 0/1 token targets (the sampler's event tokens, the heads'
-    identity): positives are ~1 % of the candidates."""
-    return balanced_mean(nn.functional.binary_cross_entropy_with_logits(scores, target, reduction="none"),
-                         target, weight)
-
-
-def balanced_mean(loss: torch.Tensor, is_pos: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean of ``loss`` over the weighted positives plus its mean over the weighted negatives."""
-    pos, neg = is_pos * weight, (1.0 - is_pos) * weight
-    out = (loss * neg).sum() / neg.sum().clamp_min(1.0)
-    if pos.sum() > 0:
-        out = out + (loss * pos).sum() / pos.sum()
-    return out
 
 
 def token_labels(labels: torch.Tensor, video: torch.Tensor, times: torch.Tensor, patches: torch.Tensor,

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from edge_runtime.config import load_model_config
-from export.heads_stage import token_activity_loss, token_labels
+from export.losses import token_activity_loss
 from export.model import LVMNet
 from export.token_targets import event_token_labels, event_token_targets
+from export.train import token_labels
 
 TINY = Path(__file__).resolve().parent.parent / "configs" / "models" / "lvm-tiny.yaml"
 

@@ -219,7 +219,8 @@ def test_event_token_targets_mark_the_object_patch_while_the_event_runs():
 
 
 def test_token_loss_and_memory_target_lookup():
-    from export.train import _token_target, token_loss
+    from export.losses import token_loss
+    from export.train import _token_target
 
     tgt = torch.zeros(10, 4)
     tgt[2, 1] = 1.0   # frame 2 (t = 2 s), patch 1
