@@ -10,11 +10,9 @@ queries from the copy, so queries never touch buffers the sampler is writing.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from edge_runtime.backends.base import Runner
+from edge_runtime.backends.base import Buffer, Runner
 
 MEMORY_INPUTS = ("mem", "mem_t", "mem_p", "mem_valid")
 CLIP_INPUTS = ("clip", "clip_t", "clip_p")
@@ -32,15 +30,15 @@ class TokenMemory:
         self._front = 0
         self.steps = 0
 
-    def _alloc_set(self) -> dict[str, Any]:
+    def _alloc_set(self) -> dict[str, Buffer]:
         return {n: self.sampler.alloc(self.shapes[n], self.dtypes[n]) for n in MEMORY_INPUTS}
 
     @property
-    def front(self) -> dict[str, Any]:
+    def front(self) -> dict[str, Buffer]:
         return self._sets[self._front]
 
     @property
-    def back(self) -> dict[str, Any]:
+    def back(self) -> dict[str, Buffer]:
         return self._sets[1 - self._front]
 
     @property

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +35,21 @@ from edge_runtime.engine import Engine
 from edge_runtime.telemetry import Telemetry
 
 log = logging.getLogger("lvm_edge")
+
+
+class RunState(str, Enum):
+    """Where the runtime's stream is. A str, printed as its value (what StrEnum does from Python
+    3.11 on), so status JSON and messages keep showing the plain name, e.g. "streaming"."""
+
+    IDLE = "idle"              # no source started yet
+    CONNECTING = "connecting"  # a source is opening; no frame has arrived
+    STREAMING = "streaming"    # frames are going into memory
+    ENDED = "ended"            # the source ran out; queries are still answered
+    FAILED = "failed"          # the source or the intake broke; ``error`` says how
+    STOPPED = "stopped"        # stop() was called
+
+    __str__ = str.__str__
+    __format__ = str.__format__
 
 
 def _label(uri) -> str:
@@ -142,7 +158,7 @@ class Runtime:
         self._warn = warn or (lambda msg: log.warning(msg))
         self.restored_from: dict[str, Any] | None = None
         self._restored_meta: dict[str, Any] | None = None
-        self.state = "idle"   # idle | connecting | streaming | ended | failed | stopped
+        self.state = RunState.IDLE
         self.error: str | None = None
         self.source_label: str | None = None
         self._source = None
@@ -235,7 +251,7 @@ class Runtime:
         self._stop.clear()
         self._done.clear()
         self.error = None
-        self.state = "connecting"
+        self.state = RunState.CONNECTING
         self.source_label = _label(uri)
         self._thread = threading.Thread(target=self._intake, name="lvm-intake", daemon=True,
                                         args=(uri, realtime, duration, dict(source_options or {}), on_end))
@@ -258,7 +274,7 @@ class Runtime:
                 for frame in src:
                     if t_first is None:
                         t_first = frame.t
-                        self.state = "streaming"  # "connecting" until a first frame arrives
+                        self.state = RunState.STREAMING  # CONNECTING until a first frame arrives
                     rel = frame.t - t_first
                     if duration is not None and rel >= duration:
                         break
@@ -276,14 +292,14 @@ class Runtime:
                 frames, times = [], []
                 self._poll_source_stats()
                 if not self._stop.is_set():
-                    self.state = "ended"
+                    self.state = RunState.ENDED
         except SourceError as err:
             self.error = str(err)
-            self.state = "failed"
+            self.state = RunState.FAILED
         except Exception as err:  # keep the service up and say what broke, in one line
             log.exception("intake failed")
             self.error = f"intake failed: {' '.join(str(err).split())[:200] or type(err).__name__}"
-            self.state = "failed"
+            self.state = RunState.FAILED
         finally:
             if frames:
                 try:
@@ -291,8 +307,8 @@ class Runtime:
                 except Exception:
                     log.exception("drain failed")
             self._source = None
-            if self._stop.is_set() and self.state not in ("failed",):
-                self.state = "stopped"
+            if self._stop.is_set() and self.state is not RunState.FAILED:
+                self.state = RunState.STOPPED
             self._done.set()
             if on_end is not None:
                 on_end()
@@ -354,8 +370,8 @@ class Runtime:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 self._warn(f"intake did not stop within {timeout:.0f} s; snapshotting what is committed")
-        if self.state in ("idle", "connecting", "streaming", "ended"):
-            self.state = "stopped"
+        if self.state in (RunState.IDLE, RunState.CONNECTING, RunState.STREAMING, RunState.ENDED):
+            self.state = RunState.STOPPED
         if snapshot and self.state_dir is not None:
             try:
                 self.snapshot()
@@ -370,14 +386,15 @@ class Runtime:
     # -- status ------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        return self.state in ("idle", "streaming", "ended", "stopped") or self.engine.clips > 0
+        answering = (RunState.IDLE, RunState.STREAMING, RunState.ENDED, RunState.STOPPED)
+        return self.state in answering or self.engine.clips > 0
 
     def status(self) -> dict[str, Any]:
         e = self.engine
         st = getattr(self, "_source_stats", None) or (self._source.stats if self._source is not None else {})
         fps = self._meter.rate()
         return {
-            "state": self.state,
+            "state": self.state.value,
             "error": self.error,
             "source": self.source_label,
             "coverage": e.coverage,

@@ -38,9 +38,9 @@ def test_flags_override_the_file():
                                         ("[::1]:8000", ("::1", 8000)), ("9001", ("127.0.0.1", 9001)),
                                         ("http://kiosk:80/", ("kiosk", 80)), ("kiosk", ("kiosk", 8321))])
 def test_hostport(text, want):
-    assert cli._parse_hostport(text) == want
+    assert cli.parse_hostport(text) == want
     with pytest.raises(cli.CliError):
-        cli._parse_hostport("host:port")
+        cli.parse_hostport("host:port")
 
 
 def test_status_line_plain_when_not_a_tty():
@@ -64,10 +64,10 @@ def test_demo_without_export_extra_says_what_to_install(tmp_path, monkeypatch):
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(cli.CliError, match=r"pip install 'lvm-edge\[export\]'"):
-        cli._ensure_bundle(tmp_path / "lvm-tiny-fp32")
+        cli.ensure_bundle(tmp_path / "lvm-tiny-fp32")
     (tmp_path / "lvm-tiny-fp32").mkdir()
     (tmp_path / "lvm-tiny-fp32" / "manifest.json").write_text("{}")
-    cli._ensure_bundle(tmp_path / "lvm-tiny-fp32")  # present: nothing to do
+    cli.ensure_bundle(tmp_path / "lvm-tiny-fp32")  # present: nothing to do
 
 
 def test_query_needs_its_inputs(capsys):

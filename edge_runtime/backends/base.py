@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -59,8 +59,44 @@ class TensorMeta:
         return None
 
 
+class Buffer(Protocol):
+    """A fixed allocation a runner binds without copies (``Runner.alloc``): host memory or device
+    memory. Shape, dtype and address never change after allocation, so binding one buffer set once
+    and reusing it for every clip allocates nothing after start-up."""
+
+    device: str  # "cpu" or "cuda": two buffers can only alias when they are on the same device
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def ptr(self) -> int:
+        """Address of the first byte on ``device``, for binding and for the aliasing check."""
+        ...
+
+    def upload(self, arr: np.ndarray) -> None:
+        """Copy a host array in (reshaped to ``shape``, cast to ``dtype``)."""
+        ...
+
+    def download(self) -> np.ndarray:
+        """A host copy of the contents."""
+        ...
+
+    def fill_zero(self) -> None: ...
+
+    def free(self) -> None:
+        """Release the allocation now instead of at garbage collection."""
+        ...
+
+
 class HostBuffer:
-    """A fixed buffer in host memory: what CPU runners bind, and the interface device buffers share."""
+    """A ``Buffer`` in host memory: what CPU runners bind."""
     device = "cpu"
 
     def __init__(self, shape: Sequence[int], dtype: np.dtype | type) -> None:
@@ -184,11 +220,11 @@ class Runner(ABC):
             raise BackendError(f"{self.name}: unknown output(s) {', '.join(unknown)}")
         return self._infer(feed, names)
 
-    def alloc(self, shape: Sequence[int], dtype: np.dtype | type) -> HostBuffer:
+    def alloc(self, shape: Sequence[int], dtype: np.dtype | type) -> Buffer:
         """A buffer this runner can bind without copies (host memory unless the backend says else)."""
         return HostBuffer(shape, dtype)
 
-    def infer_bound(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+    def infer_bound(self, inputs: Mapping[str, Buffer | np.ndarray], outputs: Mapping[str, Buffer]) -> None:
         """Run with inputs / outputs given as buffers from ``alloc`` (inputs may also be host arrays).
         Outputs are written into the given buffers; none may share memory with an input."""
         if not self.is_active:

@@ -1,0 +1,50 @@
+"""``lvm-edge``: run the stream + API, query it, check the host, or run the embedded demo.
+
+    lvm-edge run --camera 0 --state-dir /var/lib/lvm-edge
+    lvm-edge run --source demo://checkout?seed=3 --duration 3600 --api 127.0.0.1:8321
+    lvm-edge query activity --api 127.0.0.1:8321 --image crop.png --start 0 --end 300
+    lvm-edge doctor
+    lvm-edge demo
+
+Every failure a user can cause (missing camera, unreadable file, foreign bundle, bad config, busy
+port) ends with one line on stderr and a non-zero exit status: 2 for bad input, 1 for a run that
+failed, 130 / 143 never (signals drain and snapshot, then exit 0).
+
+One module per subcommand (``run``, ``query``, ``doctor``, ``demo``); ``parser`` binds them to the
+command line, ``common`` holds what they share, ``status_line`` the progress line of run and demo.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from edge_runtime.cli.common import PROG, REPO_ROOT, CliError, parse_hostport, say
+from edge_runtime.cli.demo import ensure_bundle
+from edge_runtime.cli.parser import build_parser
+from edge_runtime.cli.status_line import StatusLine
+
+__all__ = ["REPO_ROOT", "CliError", "StatusLine", "build_parser", "ensure_bundle", "main", "parse_hostport"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    # OpenCV / FFmpeg print their own multi-line warnings on every failed reconnect; the sources
+    # already say what went wrong in one line.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # the embedded default: the demo
+        args = parser.parse_args(["demo"] + list(argv or sys.argv[1:]))
+    try:
+        return int(args.func(args) or 0)
+    except CliError as err:
+        say(str(err))
+        return err.code
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    except BrokenPipeError:  # `lvm-edge query ... | head`
+        sys.stderr.close()
+        return 0

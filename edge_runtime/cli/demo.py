@@ -1,0 +1,156 @@
+"""``lvm-edge demo``: no camera needed. Export the shipped model if there is no current bundle,
+stream the procedural checkout video through it, then print answers beside the ground truth."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from edge_runtime.cli.common import REPO_ROOT, CliError, load_settings, open_engine, resolve_path, say
+from edge_runtime.cli.status_line import StatusLine
+
+SHIPPED_CHECKPOINT = REPO_ROOT / "checkpoints" / "lvm-tiny.safetensors"
+
+
+def cmd_demo(args) -> int:
+    import numpy as np
+
+    from edge_runtime.pipeline import RunState, Runtime
+
+    s = load_settings(args, {"bundle": args.bundle, "backend": args.backend, "threads": args.threads,
+                             "demo.seed": args.seed, "demo.duration_s": args.duration, "demo.queries": args.queries})
+    try:
+        from edge_runtime.checkout import CheckoutVideo, sample_queries
+    except ImportError as err:
+        raise CliError(f"the checkout generator is not available ({err})", 1) from None
+    bundle = resolve_path(s.bundle)
+    if not bundle.is_absolute() and not bundle.exists():
+        bundle = REPO_ROOT / bundle  # lvm-export runs in the repository: export where it will be found
+    ensure_bundle(bundle)
+    engine = open_engine(str(bundle), s.backend, s.threads)
+    d = s.demo
+    uri = f"demo://checkout?seed={d.seed}&duration={d.duration_s:g}" + (f"&look={d.look}" if d.look else "")
+    runtime = Runtime(engine, warn=say)
+    say(f"streaming {uri} through {engine.bundle.describe()} on {engine.backend}")
+    t0 = time.monotonic()
+    runtime.start(uri, realtime=False)
+    status = StatusLine(runtime, s.status_every_s)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not runtime.wait(0.25):
+        status.tick()
+        if stop.is_set():
+            break
+    wall = time.monotonic() - t0
+    runtime.stop(snapshot=False)
+    status.tick(force=True)
+    status.done()
+    if runtime.state is RunState.FAILED:
+        runtime.close()
+        raise CliError(runtime.error or "the demo source failed", 1)
+    engine.flush()  # the stream has ended: commit the last partial clip too
+    cov = engine.coverage
+    print(f"\nstreamed {engine.frames_processed} frames ({(cov['end'] or 0):.0f} s of video) in {wall:.1f} s wall: "
+          f"{(cov['end'] or 0) / max(wall, 1e-9):.1f} video-seconds per second; memory {engine.memory_bytes / 1e6:.2f} MB")
+    video = CheckoutVideo(seed=d.seed, duration_s=d.duration_s, size=engine.S, look=d.look)
+    queries = sample_queries(video.annotations(), d.queries, np.random.default_rng(d.seed))
+    reqs = [{"type": q.type, "start": q.start, "end": q.end,
+             "activity": q.activity_id if q.type != "activity" else None,
+             "object_image": video.object_crop(q.instance_id, size=engine.S)
+             if q.type != "object" and q.instance_id is not None else None, "k": 3} for q in queries]
+    t1 = time.perf_counter()
+    answers = runtime.query(reqs)
+    qt = time.perf_counter() - t1
+    print(f"{len(reqs)} queries answered in one batch in {qt * 1000:.0f} ms\n")
+    print(demo_table(queries, answers, engine.labels))
+    runtime.close()
+    return 0
+
+
+def ensure_bundle(bundle: Path) -> None:
+    """Export the shipped checkpoint to ``bundle`` unless a current export is already there."""
+    if (bundle / "manifest.json").is_file():
+        reason = _stale_reason(bundle)
+        if reason is None:
+            return
+        say(f"re-exporting {bundle}: {reason}")
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("export.cli_export") is None:
+        raise CliError(f"{bundle} has no manifest.json and exporting it needs the export extra: "
+                       f"pip install 'lvm-edge[export]' (or pass --bundle with an exported bundle)")
+    exe = shutil.which("lvm-export", path=str(Path(sys.executable).parent)) or shutil.which("lvm-export")
+    cmd = [exe] if exe else [sys.executable, "-m", "export.cli_export"]
+    cmd += ["--precision", "fp32", "--out", str(bundle)]
+    say(f"no bundle at {bundle}: exporting it first ({' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))})")
+    res = subprocess.run(cmd, cwd=REPO_ROOT)
+    if res.returncode != 0 or not (bundle / "manifest.json").is_file():
+        raise CliError(f"lvm-export failed (exit {res.returncode}); see its message above", 1)
+
+
+def _stale_reason(bundle: Path) -> str | None:
+    """Why an existing bundle no longer matches the shipped checkpoint, or None if it does.
+
+    A bundle exported from an older shipped checkpoint must not be reused silently."""
+    import json
+
+    from edge_runtime.bundle import sha256_file
+
+    try:
+        ck = json.loads((bundle / "manifest.json").read_text()).get("checkpoint") or {}
+    except (OSError, ValueError):
+        return "its manifest is unreadable"
+    if not SHIPPED_CHECKPOINT.is_file() or Path(str(ck.get("path", ""))).name != SHIPPED_CHECKPOINT.name:
+        return None  # exported from some other checkpoint on purpose: the user's bundle
+    if ck.get("sha256") != sha256_file(SHIPPED_CHECKPOINT):
+        return "it was exported from an older shipped checkpoint"
+    return None
+
+
+def demo_table(queries, answers, labels) -> str:
+    """Answers beside ground truth, one row per query."""
+    try:
+        from edge_runtime.metrics import score_query
+    except ImportError:
+        score_query = None
+    rows = [("#", "type", "window (s)", "given", "answer", "ground truth", "R@1x")]
+    for i, (q, a) in enumerate(zip(queries, answers)):
+        win = f"{q.start:.0f}-{q.end:.0f}"
+        given = []
+        if q.type != "activity" and q.activity_id is not None:
+            given.append(labels[q.activity_id])
+        if q.type != "object" and q.instance_id is not None:
+            given.append(f"object #{q.instance_id}")
+        if q.type == "activity":
+            k = max(1, len(q.gt_activities))
+            ans = ", ".join(labels[j] for j in a["ranked"][:k])
+            gt = ", ".join(labels[j] for j in q.gt_activities)
+        elif q.type == "object":
+            gtb = [b for b in q.gt_boxes]
+            ans = f"{len(a['boxes'])} boxes, first {_box(a['boxes'][0])}" if a["boxes"] else "no boxes"
+            gt = f"{len(gtb)} boxes, first {_box(gtb[0][1:])}" if gtb else "none"
+        else:
+            s, e, p = a["intervals"][0] if a["intervals"] else (0, 0, 0)
+            ans = f"{s:.0f}-{e:.0f} s (p {p:.2f})"
+            gt = f"{q.gt_interval[0]:.0f}-{q.gt_interval[1]:.0f} s"
+        hit = "?"
+        if score_query is not None:
+            try:
+                val = score_query(q, a).get("recall@1x")
+                hit = "n/a" if val is None else f"{float(val):.2f}"
+            except Exception:  # a score is a courtesy here: the table still prints without it
+                hit = "?"
+        rows.append((str(i), q.type, win, " + ".join(given) or "-", ans, gt, hit))
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _box(b) -> str:
+    return "[" + ", ".join(f"{float(x):.2f}" for x in list(b)[:4]) + "]"

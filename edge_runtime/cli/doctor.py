@@ -1,0 +1,136 @@
+"""``lvm-edge doctor``: one row per thing this host needs (packages, accelerators, cameras, bundles,
+state dir), each marked ok / BAD / informational; the exit status says whether any row is BAD."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from edge_runtime import __version__
+from edge_runtime.cli.common import REPO_ROOT, CliError, check_state_dir, resolve_path
+
+# (import name, distribution name for the version, or None to read the module's __version__)
+PACKAGES = (("numpy", "numpy"), ("cv2", None), ("onnxruntime", "onnxruntime"), ("fastapi", "fastapi"),
+            ("uvicorn", "uvicorn"), ("prometheus_client", "prometheus-client"), ("pydantic", "pydantic"),
+            ("yaml", "PyYAML"), ("cuda", "cuda-bindings"))
+# Without these the stream cannot run at all; the others only cost a feature (API, metrics, TensorRT).
+REQUIRED = ("numpy", "cv2", "onnxruntime")
+
+
+class Checklist:
+    """Prints ``[ok ] name  value`` rows; ``ok=False`` marks a problem, ``ok=None`` is information."""
+
+    def __init__(self) -> None:
+        self.problems = 0
+
+    def row(self, name: str, value: str, ok: bool | None = True) -> None:
+        mark = {True: "ok ", False: "BAD", None: " - "}[ok]
+        if ok is False:
+            self.problems += 1
+        print(f"  [{mark}] {name:<22} {value}")
+
+
+def cmd_doctor(args) -> int:
+    from edge_runtime.bundle import probe_host
+
+    checks = Checklist()
+    print(f"lvm-edge {__version__} doctor")
+    _check_packages(checks)
+    host = probe_host()
+    _check_accelerators(checks, host)
+    _check_cameras(checks, args.camera)
+    _check_bundles(checks, args.bundle, host)
+    if args.state_dir:
+        _check_state_dir(checks, Path(args.state_dir))
+    print(f"{checks.problems} problem(s)")
+    return 1 if checks.problems else 0
+
+
+def _check_packages(checks: Checklist) -> None:
+    import platform
+    from importlib import metadata
+
+    checks.row("python", f"{platform.python_version()} ({platform.machine()}, {platform.system()})")
+    for mod, dist in PACKAGES:
+        try:
+            m = __import__(mod)
+            try:
+                version = metadata.version(dist) if dist else str(m.__version__)
+            except metadata.PackageNotFoundError:
+                version = str(getattr(m, "__version__", "installed"))
+            checks.row(mod, version)
+        except ImportError:
+            checks.row(mod, "not installed", False if mod in REQUIRED else None)
+
+
+def _check_accelerators(checks: Checklist, host) -> None:
+    checks.row("ORT providers", ", ".join(host.providers) or "none", bool(host.providers))
+    checks.row("TensorRT", host.tensorrt or "not installed (ONNX Runtime will be used)",
+               None if not host.tensorrt else True)
+    checks.row("GPU", f"{host.gpu} (compute {host.compute_capability})" if host.gpu else "none found", None)
+    checks.row("JetPack / L4T", host.jetpack or "not a Jetson", None)
+
+
+def _check_cameras(checks: Checklist, camera: int | None) -> None:
+    nodes = sorted(Path("/dev").glob("video*"))
+    if camera is not None:
+        ok, msg = _probe_camera(camera)
+        checks.row(f"camera {camera}", msg, ok)
+    elif nodes:
+        ok, msg = _probe_camera(int(nodes[0].name[5:]) if nodes[0].name[5:].isdigit() else 0)
+        checks.row("cameras", f"{', '.join(n.name for n in nodes)}; first: {msg}", ok)
+    else:
+        checks.row("cameras", "no /dev/video* (use --source FILE or demo://checkout)", None)
+
+
+def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> None:
+    from edge_runtime.bundle import BundleError, choose_backend, load_bundle
+
+    engines = REPO_ROOT / "engines"
+    bundles = [Path(bundle_arg)] if bundle_arg else sorted(p.parent for p in engines.glob("*/manifest.json"))
+    if not bundles:
+        checks.row("bundles", f"none in {engines} (export one with lvm-export)", None)
+    for b in bundles:
+        try:
+            bundle = load_bundle(resolve_path(b))
+            backend, note = choose_backend(bundle, "auto", host)
+            checks.row(f"bundle {bundle.path.name}",
+                       f"{bundle.model} {bundle.precision} -> {backend}" + (f" ({note})" if note else ""))
+        except BundleError as err:
+            checks.row(f"bundle {Path(b).name}", str(err), False)
+
+
+def _check_state_dir(checks: Checklist, sd: Path) -> None:
+    from edge_runtime.snapshot import SNAPSHOT_NAME
+
+    try:
+        check_state_dir(sd)
+        snap = sd / SNAPSHOT_NAME
+        checks.row("state dir", f"{sd} writable" + (f"; snapshot {snap.stat().st_size} bytes" if snap.exists() else ""))
+    except CliError as err:
+        checks.row("state dir", str(err), False)
+
+
+def _probe_camera(index: int, timeout_s: float = 3.0) -> tuple[bool, str]:
+    """Open the camera and read one frame, on a thread: a wedged V4L2 driver can block forever."""
+    import cv2
+
+    result: dict[str, Any] = {}
+
+    def probe():
+        cap = cv2.VideoCapture(index)
+        try:
+            ok = cap.isOpened()
+            frame = cap.read()[1] if ok else None
+            result["msg"] = (f"opened, frame {frame.shape[1]}x{frame.shape[0]}" if frame is not None
+                             else "opened but no frame" if ok else "cannot open")
+            result["ok"] = frame is not None
+        finally:
+            cap.release()
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        return False, f"no answer within {timeout_s:.0f} s"
+    return bool(result.get("ok")), str(result.get("msg"))

@@ -1,0 +1,64 @@
+"""The ``lvm-edge`` command line: one subcommand per job, each bound to the function that runs it."""
+from __future__ import annotations
+
+import argparse
+
+from edge_runtime import __version__
+from edge_runtime.cli.common import PROG, REPO_ROOT
+from edge_runtime.cli.demo import cmd_demo
+from edge_runtime.cli.doctor import cmd_doctor
+from edge_runtime.cli.query import cmd_query
+from edge_runtime.cli.run import cmd_run
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Long-video memory on the device: stream, remember, answer.")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = p.add_subparsers(dest="command")
+
+    r = sub.add_parser("run", help="stream a source into memory and serve the API")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--source", help="source URI: camera index, /dev/videoN, csi://N, rtsp://..., a file, demo://checkout?seed=N")
+    src.add_argument("--camera", type=int, metavar="N", help="camera index (same as --source N)")
+    r.add_argument("--bundle", help="bundle folder (default from --config, else engines/lvm-tiny-fp32)")
+    r.add_argument("--api", metavar="HOST:PORT", help="where to serve the API (default 127.0.0.1:8321; 'none' to not serve)")
+    r.add_argument("--token", help="API token (or env LVM_EDGE_TOKEN); required off-loopback")
+    r.add_argument("--state-dir", help="snapshots go here and are restored from here")
+    r.add_argument("--snapshot-every", type=float, metavar="S", help="periodic snapshot interval, wall seconds")
+    r.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of stream time")
+    r.add_argument("--realtime", action="store_true", default=None, help="pace files / demo at their own speed")
+    r.add_argument("--backend", choices=BACKENDS)
+    r.add_argument("--threads", type=int, help="inference threads")
+    r.add_argument("--config", help="runtime config YAML (e.g. configs/runtime/kiosk.yaml); flags override it")
+    r.set_defaults(func=cmd_run)
+
+    q = sub.add_parser("query", help="ask a running lvm-edge over HTTP and print the JSON answer")
+    q.add_argument("kind", choices=("activity", "object", "time", "status"))
+    q.add_argument("--api", default="127.0.0.1:8321", metavar="HOST:PORT")
+    q.add_argument("--start", type=float, help="window start, stream seconds")
+    q.add_argument("--end", type=float, help="window end, stream seconds")
+    q.add_argument("--image", help="object picture (PNG/JPEG file) for activity / time queries")
+    q.add_argument("--activity", help="activity name or id for object / time queries")
+    q.add_argument("--fps", type=float, help="box rate for object queries")
+    q.add_argument("--k", type=int, help="intervals for time queries")
+    q.add_argument("--token")
+    q.set_defaults(func=cmd_query)
+
+    d = sub.add_parser("doctor", help="check this host: versions, GPU/TensorRT, camera, bundles, state dir")
+    d.add_argument("--bundle")
+    d.add_argument("--camera", type=int)
+    d.add_argument("--state-dir")
+    d.set_defaults(func=cmd_doctor)
+
+    m = sub.add_parser("demo", help="no camera needed: stream the checkout demo video, then answer queries beside ground truth")
+    m.add_argument("--bundle")
+    m.add_argument("--backend", choices=BACKENDS)
+    m.add_argument("--threads", type=int)
+    m.add_argument("--seed", type=int)
+    m.add_argument("--duration", type=float, metavar="S", help="video seconds to stream (default 600)")
+    m.add_argument("--queries", type=int)
+    m.add_argument("--config", default=str(REPO_ROOT / "configs" / "runtime" / "demo.yaml"))
+    m.set_defaults(func=cmd_demo)
+    return p

@@ -1,0 +1,66 @@
+"""``lvm-edge query``: the HTTP client side, asking a running ``lvm-edge run`` and printing its JSON."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.cli.common import CliError, parse_hostport
+
+
+def cmd_query(args) -> int:
+    host, port = parse_hostport(args.api)
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    token = args.token or os.environ.get("LVM_EDGE_TOKEN")
+    if args.kind == "status":
+        print(json.dumps(_http("GET", base + "/v1/status", None, token), indent=2))
+        return 0
+    if args.start is None or args.end is None:
+        raise CliError(f"query {args.kind}: --start and --end are required (stream seconds)")
+    body: dict[str, Any] = {"start": args.start, "end": args.end}
+    if args.kind in ("activity", "time"):
+        if not args.image:
+            raise CliError(f"query {args.kind}: --image PATH (the object's picture) is required")
+        body["object_image"] = _image_b64(args.image)
+    if args.kind in ("object", "time"):
+        if args.activity is None:
+            raise CliError(f"query {args.kind}: --activity NAME|ID is required")
+        body["activity"] = int(args.activity) if args.activity.isdigit() else args.activity
+    if args.kind == "object" and args.fps:
+        body["fps"] = args.fps
+    if args.kind == "time" and args.k:
+        body["k"] = args.k
+    print(json.dumps(_http("POST", f"{base}/v1/query/{args.kind}", body, token), indent=2))
+    return 0
+
+
+def _http(method: str, url: str, body: dict | None, token: str | None, timeout: float = 60.0) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        try:
+            msg = json.loads(err.read()).get("error")
+        except Exception:  # a body that is not our JSON error: fall back to the HTTP reason
+            msg = None
+        raise CliError(f"{url}: HTTP {err.code}: {msg or err.reason}", 1) from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise CliError(f"{url}: cannot reach the runtime ({reason})", 1) from None
+
+
+def _image_b64(path: str) -> str:
+    p = Path(path)
+    try:
+        return base64.b64encode(p.read_bytes()).decode()
+    except OSError as err:
+        raise CliError(f"--image {path}: {err.strerror}") from None
