@@ -74,11 +74,22 @@ def boxes_at(q_times: np.ndarray, boxes: np.ndarray, mask: np.ndarray, at: np.nd
     return np.stack([np.interp(at, t, b[:, j]) for j in range(4)], axis=1)
 
 
+def slot_spacing(q_times: np.ndarray, mask: np.ndarray) -> float:
+    """Seconds between a query's decoder timestamps (they are evenly spaced)."""
+    t = q_times[mask > 0].astype(np.float64)
+    return float((t[-1] - t[0]) / (len(t) - 1)) if len(t) > 1 else 0.0
+
+
 def ranked_intervals(q_times: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray,
                      mask: np.ndarray, k: int) -> list[tuple[float, float, float]]:
-    """Top-k (start, end, probability) with start <= end from one query's start/end logits."""
+    """Top-k (start, end, probability) from one query's start/end logits, start slot <= end slot.
+
+    A slot stands for the span of one slot spacing around its timestamp, so the interval from slot
+    i to slot j is [t_i - Δ/2, t_j + Δ/2] clipped to the window: never zero-length (a one-slot
+    answer in a 30-minute window is ~14 s, not an instant no event can match)."""
     valid = mask > 0
     t = q_times[valid].astype(np.float64)
+    half = slot_spacing(q_times, mask) / 2
     ls, le = start_logits[valid].astype(np.float64), end_logits[valid].astype(np.float64)
     ps = np.exp(ls - ls.max()); ps /= ps.sum()
     pe = np.exp(le - le.max()); pe /= pe.sum()
@@ -87,16 +98,20 @@ def ranked_intervals(q_times: np.ndarray, start_logits: np.ndarray, end_logits: 
     out = []
     for flat in order:
         i, j = np.unravel_index(flat, joint.shape)
-        out.append((float(t[i]), float(t[j]), float(joint[i, j])))
+        out.append((max(float(t[i]) - half, float(t[0])), min(float(t[j]) + half, float(t[-1])),
+                    float(joint[i, j])))
     return out
 
 
 def decode_answers(batch: HeadBatch, outputs: dict[str, np.ndarray], *, object_fps: float,
-                   k: int = 3, box_fps: list[float | None] | None = None) -> list[dict]:
+                   k: int = 3, box_fps: list[float | None] | None = None,
+                   object_extent: bool = True) -> list[dict]:
     """Head outputs for a packed batch -> one answer dict per query.
 
-    activity: {"scores": sigmoid per class, "ranked": class ids best first}
-    object:   {"times": window frames at ``object_fps`` (or the query's own fps), "boxes": [[x1,y1,x2,y2]]}
+    activity: {"scores": sigmoid per class id, "ranked": class ids best first}
+    object:   {"extent": [start, end, p], "times": frames at ``object_fps`` (or the query's own fps)
+               inside the extent, "boxes": [[x1,y1,x2,y2]] at those times}; heads without an extent
+               output (``object_extent`` False) answer at every frame of the window and extent None
     time:     {"intervals": [[start, end, p], ...]} top-k
     """
     answers = []
@@ -109,8 +124,16 @@ def decode_answers(batch: HeadBatch, outputs: dict[str, np.ndarray], *, object_f
             fps = (box_fps[i] if box_fps and box_fps[i] else None) or object_fps
             s, e = (float(x) for x in batch.q_window[i])
             at = s + np.arange(int(np.floor((e - s) * fps + 1e-9)) + 1) / fps
+            extent = None
+            if object_extent:
+                lo, hi, p = ranked_intervals(batch.q_times[i], outputs["start_logits"][i],
+                                             outputs["end_logits"][i], mask, 1)[0]
+                inside = (at >= lo - 1e-9) & (at <= hi + 1e-9)
+                # an extent shorter than a frame still names the frame nearest its middle
+                at = at[inside] if inside.any() else at[[int(np.abs(at - (lo + hi) / 2).argmin())]]
+                extent = [lo, hi, p]
             b = boxes_at(batch.q_times[i], outputs["boxes"][i], mask, at)
-            answers.append({"times": at.tolist(), "boxes": np.clip(b, 0.0, 1.0).tolist()})
+            answers.append({"extent": extent, "times": at.tolist(), "boxes": np.clip(b, 0.0, 1.0).tolist()})
         else:
             answers.append({"intervals": [list(x) for x in ranked_intervals(
                 batch.q_times[i], outputs["start_logits"][i], outputs["end_logits"][i], mask, k)]})

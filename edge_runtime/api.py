@@ -324,6 +324,8 @@ def _present(answer: dict[str, Any], req: dict[str, Any], labels: list[str]) -> 
     if req.get("activity") is not None:
         out["activity"] = labels[req["activity"]]
     out.update(answer)
-    if req["type"] == "activity":
+    if req["type"] == "activity" and "ranked" in answer:
+        # scores keyed by name: a list in label-id order beside names in ranked order was misread
+        out["scores"] = {labels[i]: s for i, s in enumerate(answer["scores"])}
         out["labels"] = [labels[i] for i in answer["ranked"]]
     return out

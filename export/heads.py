@@ -83,6 +83,11 @@ class QueryHeads(nn.Module):
         self.box_mlp = nn.Linear(D, 4)
         self.start_mlp = nn.Linear(D, 1)
         self.end_mlp = nn.Linear(D, 1)
+        # Object answers need an extent (a box only where the object is): where the object query's
+        # event starts and ends, per slot, as TubeDETR does. Its own head, read through the same
+        # start/end outputs for object queries, so time answers are untouched and the graph's
+        # contract is the same. Two layers: the slots were trained for boxes, presence is not linear in them.
+        self.extent = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Linear(D, 2))
 
     def forward(self, mem, mem_t, mem_p, mem_valid, svd_basis, svd_sv,
                 q_type, q_activity, q_object, q_window, q_times, q_mask, return_aux: bool = False):
@@ -91,8 +96,9 @@ class QueryHeads(nn.Module):
         q_type (Q,) int64; q_activity (Q,) int64 (ignored where not given); q_object (Q,P,d) crop
         tokens (ignored where not given); q_window (Q,2) seconds; q_times (Q,L) seconds; q_mask (Q,L).
         Returns activity_logits (Q,C), boxes (Q,L,4) x1y1x2y2 in [0,1], start_logits (Q,L),
-        end_logits (Q,L); with ``return_aux`` (training) also a dict of the per-memory-token
-        identity logits (Q,m), activity logits (Q,m,C) and window mask (Q,m)."""
+        end_logits (Q,L) (time queries: the event's interval; object queries: the extent of the
+        object's track); with ``return_aux`` (training) also a dict of the per-memory-token
+        identity logits (Q,m), activity logits (Q,m,C), window mask (Q,m) and decoder slots (Q,L,D)."""
         Q = q_type.shape[0]
         D = self.D
         given = self.given[q_type]  # (Q, 2)
@@ -159,11 +165,13 @@ class QueryHeads(nn.Module):
         half = cxcywh[..., 2:] / 2
         boxes = torch.cat([cxcywh[..., :2] - half, cxcywh[..., :2] + half], dim=-1).clamp(0.0, 1.0)
         neg = (1.0 - q_mask) * MASK_NEG
-        start_logits = self.start_mlp(t).squeeze(-1) + neg
-        end_logits = self.end_mlp(t).squeeze(-1) + neg
+        extent = self.extent(t)
+        is_obj = (q_type == QUERY_TYPES.index("object"))[:, None]
+        start_logits = torch.where(is_obj, extent[..., 0], self.start_mlp(t).squeeze(-1)) + neg
+        end_logits = torch.where(is_obj, extent[..., 1], self.end_mlp(t).squeeze(-1)) + neg
         if return_aux:
             return (activity_logits, boxes, start_logits, end_logits), {
-                "identity": ident, "token_activity": tok_act, "keep": keep_mem}
+                "identity": ident, "token_activity": tok_act, "keep": keep_mem, "slots": t}
         return activity_logits, boxes, start_logits, end_logits
 
     def identity_logits(self, mem: torch.Tensor, q_object: torch.Tensor) -> torch.Tensor:

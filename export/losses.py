@@ -49,7 +49,8 @@ QUERY_TARGETS = ("act_target", "box_target", "box_mask", "start_idx", "end_idx",
 
 
 def query_loss_terms(out, tg: dict[str, torch.Tensor], tc) -> dict[str, torch.Tensor]:
-    """Heads outputs + QueryBatch targets (QUERY_TARGETS) -> focal / L1+gIoU / CE terms per query type."""
+    """Heads outputs + QueryBatch targets (QUERY_TARGETS) -> focal / L1+gIoU / CE terms per query type;
+    "extent": CE of object queries' start/end outputs against their track's first and last box."""
     act, boxes, s_log, e_log = out
     w = tg["is_type"]
     a, o, t = w[:, 0] > 0, w[:, 1] > 0, w[:, 2] > 0
@@ -59,6 +60,8 @@ def query_loss_terms(out, tg: dict[str, torch.Tensor], tc) -> dict[str, torch.Te
                    if o.any() else boxes.sum() * 0),
         "time": (interval_loss(s_log[t], e_log[t], tg["start_idx"][t], tg["end_idx"][t])
                  if t.any() else s_log.sum() * 0),
+        "extent": (interval_loss(s_log[o], e_log[o], tg["start_idx"][o], tg["end_idx"][o])
+                   if o.any() else s_log.sum() * 0),
     }
 
 

@@ -17,7 +17,8 @@ class QueryBatch:
     act_target: torch.Tensor            # (Q, C) multi-hot
     box_target: torch.Tensor            # (Q, L, 4)
     box_mask: torch.Tensor              # (Q, L) 1 where a ground-truth box exists at that time
-    start_idx: torch.Tensor             # (Q,) decoder slot nearest the true start (time queries)
+    start_idx: torch.Tensor             # (Q,) decoder slot nearest the true start (time queries; object
+                                        # queries: the first box of the track, their extent)
     end_idx: torch.Tensor               # (Q,)
     is_type: torch.Tensor               # (Q, 3) one-hot of the query type
 
@@ -61,6 +62,9 @@ def build_query_batch(queries: list[Query], crop_tokens: list[dict[int, torch.Te
             gt = np.asarray(q.gt_boxes, np.float64).reshape(-1, 5)
             b, mk = _interp_boxes(gt, t, slack)
             boxes[i, :n], bmask[i, :n] = b, mk
+            if len(gt):
+                s_idx[i] = int(np.abs(t - gt[0, 0]).argmin())
+                e_idx[i] = int(np.abs(t - gt[-1, 0]).argmin())
         elif q.type == "time":
             s, e = q.gt_interval
             s_idx[i] = int(np.abs(t - s).argmin())

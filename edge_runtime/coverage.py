@@ -1,0 +1,75 @@
+"""Which part of an asked window the committed memory covers, and answers held to that part.
+
+The memory covers the stream from its first committed frame to the end of its last committed clip,
+minus the gaps the source reported (outages, stalls). A query is answered from the covered spans
+only: a window with none gets a typed "nothing in memory" answer (no scores, no boxes), a window
+partly covered is answered over its covered part and says so. The heads never see times the
+memory cannot speak for, such as a window reaching before the stream began.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+NO_MEMORY = "nothing in memory for this window"
+
+
+class CoveredStream(Protocol):
+    start: float | None
+    end: float | None
+    gaps: tuple[tuple[float, float], ...] | list[tuple[float, float]]
+
+
+def covered_spans(snap: CoveredStream, start: float, end: float) -> list[tuple[float, float]]:
+    """The parts of [start, end] inside the memory's [start, end] and outside every gap, in order."""
+    if snap.start is None or snap.end is None:
+        return []
+    lo, hi = max(start, snap.start), min(end, snap.end)
+    if hi <= lo:
+        return []
+    spans, cur = [], lo
+    for a, b in sorted(snap.gaps):
+        if b <= cur or a >= hi:
+            continue
+        if a > cur:
+            spans.append((cur, a))
+        cur = max(cur, b)
+    if cur < hi:
+        spans.append((cur, hi))
+    return spans
+
+
+def window_coverage(snap: CoveredStream, start: float, end: float) -> dict[str, Any]:
+    """-> {"coverage": {start, end, covered_fraction}, "gaps": [[a, b], ...] inside the window}."""
+    gaps = [[max(a, start), min(b, end)] for a, b in snap.gaps if b > start and a < end]
+    spans = covered_spans(snap, start, end)
+    if not spans:
+        return {"coverage": {"start": None, "end": None, "covered_fraction": 0.0}, "gaps": gaps}
+    covered = sum(b - a for a, b in spans)
+    return {"coverage": {"start": spans[0][0], "end": spans[-1][1],
+                         "covered_fraction": round(covered / (end - start), 6)}, "gaps": gaps}
+
+
+def no_memory_answer() -> dict[str, Any]:
+    """The typed answer for a window the memory does not cover at all."""
+    return {"status": "no_memory", "message": NO_MEMORY}
+
+
+def hold_to_spans(answer: dict[str, Any], spans: list[tuple[float, float]], asked: tuple[float, float]) -> dict:
+    """Keep only what the covered spans support and say whether the window was answered in part.
+
+    Object boxes in a gap are dropped (the memory saw nothing there); a time interval is clipped to
+    the covered part of the window; activity scores already come from the covered part alone."""
+    eps = 1e-6
+    if "times" in answer:
+        keep = [i for i, t in enumerate(answer["times"]) if any(a - eps <= t <= b + eps for a, b in spans)]
+        answer["times"] = [answer["times"][i] for i in keep]
+        answer["boxes"] = [answer["boxes"][i] for i in keep]
+    if "intervals" in answer:
+        lo, hi = spans[0][0], spans[-1][1]
+        answer["intervals"] = [[max(s, lo), min(e, hi), *rest] for s, e, *rest in answer["intervals"]
+                               if min(e, hi) > max(s, lo)]
+    whole = abs(spans[0][0] - asked[0]) < eps and abs(spans[-1][1] - asked[1]) < eps and len(spans) == 1
+    answer["status"] = "answered" if whole else "partial"
+    if not whole:
+        answer["answered_spans"] = [[a, b] for a, b in spans]
+    return answer
