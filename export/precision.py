@@ -17,6 +17,7 @@ timestamps; the pass here decides a precision per tensor and inserts casts only 
 
 INT8: static Q/DQ (symmetric activations and weights, per-channel, bias left in float — the form
 both ONNX Runtime and TensorRT load) or ORT dynamic quantisation of the weight MatMuls (CPU only).
+On x86 without VNNI, ORT's INT8 kernels saturate: CPU sessions here use the runtime's exact ones.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from edge_runtime.backends.onnxruntime import int8_session_entries
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
@@ -307,8 +310,8 @@ def activation_matmuls(model: onnx.ModelProto) -> set[str]:
 
 
 def static_qdq_options(symmetric: bool = True) -> dict:
-    """Symmetric: the settings that load in both ORT and TensorRT (DESIGN.md §5). Asymmetric uint8
-    activations: ORT's preferred form on x86 CPUs (U8S8 kernels), which TensorRT does not load."""
+    """Symmetric: the settings that load in both ORT and TensorRT (int8 zero points of 0).
+    Asymmetric uint8 activations: ORT's preferred form on x86 CPUs, which TensorRT does not load."""
     if symmetric:
         return {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
     return {"ActivationSymmetric": False, "WeightSymmetric": True, "QuantizeBias": False}
@@ -375,12 +378,16 @@ def count_ops(model: onnx.ModelProto, ops: Iterable[str]) -> int:
 # CPU latency (ONNX Runtime)
 
 def cpu_session(path: Path | str, threads: int = 2):
+    """An ORT CPU session of the graph as the runtime runs it on this host (exact INT8 kernels
+    where the default ones saturate)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    for key, value in int8_session_entries(path).items():
+        so.add_session_config_entry(key, value)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -408,6 +415,9 @@ def measure_latency(paths: dict[str, Path | str], feeds: dict[str, np.ndarray], 
         if tick:
             tick()
     out = {k: {**_stats(v), "threads": threads} for k, v in times.items()}
+    for k, p in paths.items():  # timings taken on the exact (slower) INT8 kernels say so
+        if int8_session_entries(p):
+            out[k]["int8_kernels"] = "U8U8: ORT's U8S8 kernels saturate on this CPU"
     return out
 
 

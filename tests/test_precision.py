@@ -1,12 +1,15 @@
 """Precision passes: the FP16 policy (what stays FP32 and why), INT8 Q/DQ and dynamic forms."""
+import warnings
+
 import numpy as np
 import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from export.precision import (PrecisionError, convert_fp16, count_ops, fp16_policy, measure_latency, prepare,
-                              quantize_int8_dynamic, quantize_int8_static, selection_path, STATIC_OPS_TRANSFORMER)
+from export.precision import (PrecisionError, convert_fp16, count_ops, cpu_session, fp16_policy, measure_latency,
+                              prepare, quantize_int8_dynamic, quantize_int8_static, selection_path,
+                              STATIC_OPS_TRANSFORMER)
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -100,19 +103,33 @@ def test_selection_path_is_excluded_from_quantisation(toy):
     assert info["qdq_nodes"] > 0 and info["mode"] == "static_qdq"
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the small TorchScript export below
-def test_static_qdq_is_symmetric_int8_with_float_bias(tmp_path):
-    """The form TensorRT loads: int8 zero points = 0 for weights and activations, per-channel weights."""
+@pytest.fixture(scope="module")
+def conv8(tmp_path_factory):
+    """A small conv net (FP32) and its static INT8 Q/DQ in the portable symmetric form, with
+    all-positive inputs: the case where ORT's U8S8 kernels saturate most on x86 without VNNI."""
+    d = tmp_path_factory.mktemp("conv8")
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
     x = torch.rand(2, 3, 16, 16)
-    torch.onnx.export(net, (x,), str(tmp_path / "c.onnx"), input_names=["x"], output_names=["y"], opset_version=18,
-                      dynamo=False)
+    with warnings.catch_warnings():  # the small TorchScript export is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (x,), str(d / "c.onnx"), input_names=["x"], output_names=["y"], opset_version=18,
+                          dynamo=False)
     feeds = [{"x": np.random.default_rng(i).random((2, 3, 16, 16), dtype=np.float32)} for i in range(3)]
-    info = quantize_int8_static(tmp_path / "c.onnx", tmp_path / "c8.onnx", feeds, op_types=("Conv",))
+    info = quantize_int8_static(d / "c.onnx", d / "c8.onnx", feeds, op_types=("Conv",))
+    return d, feeds, info
+
+
+def test_static_qdq_is_symmetric_int8_with_float_bias(conv8):
+    """The form TensorRT loads: int8 zero points = 0 for weights and activations, per-channel weights;
+    on ORT CPU it runs as the runtime runs it (exact kernels where U8S8 ones saturate)."""
+    from edge_runtime.backends.onnxruntime import int8_form
+
+    d, feeds, info = conv8
     assert info["ActivationSymmetric"] and info["WeightSymmetric"] and info["QuantizeBias"] is False
     assert info["loads_in"] == ["onnxruntime", "tensorrt"]
-    q = onnx.load(str(tmp_path / "c8.onnx"))
+    assert int8_form(d / "c8.onnx") == "S8S8 Q/DQ"
+    q = onnx.load(str(d / "c8.onnx"))
     inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
     zps = [inits[n.input[2]] for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
            and len(n.input) > 2 and n.input[2] in inits]
@@ -121,9 +138,47 @@ def test_static_qdq_is_symmetric_int8_with_float_bias(tmp_path):
     # bias stays float: no DequantizeLinear feeds a Conv's third input
     produced_by_dq = {o for n in q.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     assert all(len(n.input) < 3 or n.input[2] not in produced_by_dq for n in q.graph.node if n.op_type == "Conv")
-    y = _run(tmp_path / "c8.onnx", feeds[0])[0]
-    y32 = _run(tmp_path / "c.onnx", feeds[0])[0]
+    y = cpu_session(d / "c8.onnx").run(None, feeds[0])[0]
+    y32 = cpu_session(d / "c.onnx").run(None, feeds[0])[0]
     assert np.abs(y - y32).max() < 0.1 * np.abs(y32).max()
+
+
+def test_uint8_activation_form_is_u8s8(conv8):
+    from edge_runtime.backends.onnxruntime import int8_form
+
+    d, feeds, _ = conv8
+    info = quantize_int8_static(d / "c.onnx", d / "cu8.onnx", feeds, op_types=("Conv",), symmetric=False)
+    assert info["activation_type"] == "uint8" and int8_form(d / "cu8.onnx") == "U8S8 Q/DQ"
+
+
+_CPU_NO_VNNI = "processor\t: 0\nmodel name\t: AMD EPYC 7763\nflags\t\t: fpu sse4_2 avx fma avx2 bmi2 sha_ni\n"
+_CPU_VNNI = "processor\t: 0\nmodel name\t: Xeon Gold 6248\nflags\t\t: fpu sse4_2 avx fma avx2 avx512f avx512_vnni\n"
+
+
+@pytest.mark.parametrize("cpuinfo", [_CPU_NO_VNNI, _CPU_VNNI], ids=["no_vnni", "vnni"])
+def test_export_measures_int8_as_the_runtime_runs_it(conv8, monkeypatch, cpuinfo):
+    """Parity, candidate timing and calibration sessions: on x86 without VNNI they run INT8 on the
+    exact U8U8 kernels (never the saturating form) and the timings say so; elsewhere as exported."""
+    from edge_runtime.backends import cpu_features
+
+    host_safe = cpu_features.s8s8_safe()[0]
+    monkeypatch.setattr(cpu_features, "read_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(cpu_features.platform, "machine", lambda: "x86_64")
+    d, feeds, _ = conv8
+    exact = cpuinfo is _CPU_NO_VNNI
+
+    def entry(path):
+        try:
+            return cpu_session(path).get_session_options().get_session_config_entry(cpu_features.EXACT_INT8_ENTRY)
+        except RuntimeError:  # not set
+            return None
+
+    assert entry(d / "c8.onnx") == ("1" if exact else None) and entry(d / "c.onnx") is None
+    lat = measure_latency({"fp32": d / "c.onnx", "int8": d / "c8.onnx"}, feeds[0], runs=2, warmup=1)
+    assert "int8_kernels" not in lat["fp32"] and ("int8_kernels" in lat["int8"]) is exact
+    if exact or host_safe:  # as exported on a real CPU without VNNI would saturate: nothing to check there
+        y, y32 = cpu_session(d / "c8.onnx").run(None, feeds[0])[0], cpu_session(d / "c.onnx").run(None, feeds[0])[0]
+        assert np.abs(y - y32).max() < 0.1 * np.abs(y32).max()
 
 
 def test_static_needs_calibration_data(toy):
@@ -138,6 +193,9 @@ def test_dynamic_quantises_weight_matmuls_only(toy):
     q = onnx.load(str(d / "toyd.onnx"))
     assert info["dynamic_ops"] >= 1 and count_ops(q, ("MatMulInteger", "DynamicQuantizeMatMul")) >= 1
     assert any(n.name == "score" and n.op_type == "MatMul" for n in q.graph.node)  # excluded stays float
+    from edge_runtime.backends.onnxruntime import int8_form
+
+    assert int8_form(d / "toyd.onnx") == "dynamic" and int8_form(d / "toy.onnx") is None
     ref, out = _run(d / "toy.onnx", feeds), _run(d / "toyd.onnx", feeds)
     assert set(out[1][0].tolist()) <= set(feeds["times"][0].tolist())
 

@@ -3,14 +3,22 @@
 On CPU the bound buffers are numpy arrays that ONNX Runtime writes into directly (IOBinding with
 the buffer's pointer); with CUDA they are OrtValues on the GPU, so the sampler's memory never
 leaves the device between clips.
+
+INT8 graphs on an x86 CPU without VNNI run with ONNX Runtime's exact U8U8 kernels (see
+cpu_features.py): its default U8S8 kernels saturate there and give wrong answers.
 """
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from edge_runtime.backends.base import BackendError, HostBuffer, Runner, TensorMeta
+from edge_runtime.backends.cpu_features import EXACT_INT8_ENTRY, s8s8_safe
+
+log = logging.getLogger("lvm_edge")
 
 _ORT_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -74,6 +82,7 @@ class OnnxRuntimeRunner(Runner):
         self.device_id = device_id
         self.session = None
         self.device = "cpu"
+        self.int8_note: str | None = None  # set when the graph runs with the exact INT8 kernels
 
     def _activate(self) -> None:
         try:
@@ -91,6 +100,11 @@ class OnnxRuntimeRunner(Runner):
         # Masked attention (-1e4 bias) leaves softmax tails in the denormal range, which ran the
         # heads up to 2.9x slower on x86 CPUs depending on how much memory lay outside the window.
         so.add_session_config_entry("session.set_denormal_as_zero", "1")
+        entries, self.int8_note = _int8_plan(self.path, self.name)
+        for key, value in entries.items():
+            so.add_session_config_entry(key, value)
+        if self.int8_note:
+            log.warning(self.int8_note)
         providers = self.providers or default_providers()
         try:
             self.session = ort.InferenceSession(self.path, so, providers=providers)
@@ -155,6 +169,146 @@ class OnnxRuntimeRunner(Runner):
         for (n, buf), val in zip(outputs.items(), io.get_outputs()):  # bound in this order
             if isinstance(buf, HostBuffer) and val.data_ptr() != buf.ptr:
                 buf.upload(val.numpy())
+
+
+# -- INT8 on CPUs whose kernels saturate ---------------------------------------------------------
+
+_EXACT_INT8_LOADED: dict[str, str] = {}  # graph path -> its INT8 form, where this process did so
+
+
+def int8_session_entries(path: str | Path) -> dict[str, str]:
+    """Session config entries an ONNX Runtime session of this graph needs on this host: the exact
+    U8U8 INT8 kernels where the default ones saturate and the graph has INT8 compute, else none."""
+    return _int8_plan(path, Path(path).stem)[0]
+
+
+def int8_doctor_row() -> tuple[str, str, bool | None]:
+    """(name, value, ok) for ``lvm-edge doctor``: how INT8 graphs run on this CPU with ONNX Runtime."""
+    safe, reason = s8s8_safe()
+    if safe:
+        return "INT8 on ORT CPU", f"{reason}; INT8 graphs run as exported", True
+    loaded = "; ran so: " + ", ".join(f"{Path(p).name} ({f})" for p, f in _EXACT_INT8_LOADED.items()) \
+        if _EXACT_INT8_LOADED else ""
+    return ("INT8 on ORT CPU", f"{reason}; INT8 graphs run with ONNX Runtime's exact U8U8 kernels "
+            f"({EXACT_INT8_ENTRY}=1), slower than U8S8{loaded}", None)
+
+
+def _int8_plan(path: str | Path, name: str) -> tuple[dict[str, str], str | None]:
+    safe, reason = s8s8_safe()
+    if safe:
+        return {}, None
+    form = int8_form(path)
+    if form is None:
+        return {}, None
+    _EXACT_INT8_LOADED[str(path)] = form
+    return {EXACT_INT8_ENTRY: "1"}, (f"{name}: {form} INT8 graph, {reason}; running it on ONNX Runtime's "
+                                     f"exact U8U8 kernels ({EXACT_INT8_ENTRY}=1, slower)")
+
+
+_DYNAMIC_OPS = frozenset({"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul",
+                          "MatMulIntegerToFloat", "DynamicQuantizeLSTM"})
+_QOPERATOR_OPS = frozenset({"QLinearConv", "QLinearMatMul", "QGemm", "QAttention"})
+_INT8, _UINT8 = 3, 2  # TensorProto.DataType
+
+
+def int8_form(path: str | Path) -> str | None:
+    """The INT8 compute a graph holds, e.g. "S8S8 Q/DQ", "U8S8 Q/DQ", "dynamic": what ONNX
+    Runtime runs on its integer kernels. None: none (float graphs, weight-only Q/DQ), or the file
+    cannot be read (loading it reports that). Read from the protobuf directly: the device side
+    installs onnxruntime, not onnx."""
+    try:
+        ops, q_zero_points, dtypes = _graph_summary(Path(path).read_bytes())
+    except (OSError, ValueError, IndexError):
+        return None
+    forms = []
+    zp_types = {dtypes.get(z) for z in q_zero_points}
+    if _INT8 in zp_types:
+        forms.append("S8S8 Q/DQ")
+    if _UINT8 in zp_types or "" in q_zero_points:  # no zero point: uint8
+        forms.append("U8S8 Q/DQ")
+    if q_zero_points and not forms:  # zero points of another type, or computed in the graph
+        forms.append("Q/DQ")
+    if ops & _DYNAMIC_OPS:
+        forms.append("dynamic")
+    if ops & _QOPERATOR_OPS:
+        forms.append("QOperator")
+    return ", ".join(forms) or None
+
+
+def _graph_summary(data: bytes) -> tuple[set[str], list[str], dict[str, int]]:
+    """-> (op types, zero-point input of each QuantizeLinear ("" when absent), tensor name -> data
+    type of initializers and Constant outputs). ModelProto.graph is field 7; GraphProto.node 1,
+    .initializer 5; NodeProto.input 1, .output 2, .op_type 4, .attribute 5; AttributeProto.t 5;
+    TensorProto.data_type 2, .name 8."""
+    ops: set[str] = set()
+    zps: list[str] = []
+    dtypes: dict[str, int] = {}
+    for field, graph in _fields(memoryview(data)):
+        if field != 7:
+            continue
+        for gf, item in _fields(graph):
+            if gf == 5:
+                dt, tname = _tensor_type(item)
+                dtypes[tname] = dt
+            elif gf == 1:
+                op, inputs, outputs, const_type = "", [], [], None
+                for nf, v in _fields(item):
+                    if nf == 4:
+                        op = bytes(v).decode()
+                    elif nf == 1:
+                        inputs.append(bytes(v).decode())
+                    elif nf == 2:
+                        outputs.append(bytes(v).decode())
+                    elif nf == 5:
+                        const_type = next((_tensor_type(t)[0] for af, t in _fields(v) if af == 5), const_type)
+                ops.add(op)
+                if op == "QuantizeLinear":
+                    zps.append(inputs[2] if len(inputs) > 2 else "")
+                elif op == "Constant" and const_type is not None and outputs:
+                    dtypes[outputs[0]] = const_type
+    return ops, zps, dtypes
+
+
+def _tensor_type(tensor: memoryview) -> tuple[int, str]:
+    dt, name = 0, ""
+    for f, v in _fields(tensor):
+        if f == 2:
+            dt = v
+        elif f == 8:
+            name = bytes(v).decode()
+    return dt, name
+
+
+def _fields(buf: memoryview):
+    """(field number, value) of a protobuf message: ints for varints, memoryviews for
+    length-delimited fields; fixed-width fields are skipped (yielded as None)."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            value, i = buf[i:i + size], i + size
+        elif wire in (1, 5):
+            value, i = None, i + (8 if wire == 1 else 4)
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if i > n:
+            raise ValueError("truncated protobuf")
+        yield key >> 3, value
+
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    out = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        out |= (b & 0x7F) << shift
+        if b < 0x80:
+            return out, i
+        shift += 7
 
 
 def _one_line(err: BaseException) -> str:
