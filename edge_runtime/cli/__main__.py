@@ -3,4 +3,5 @@ import sys
 
 from edge_runtime.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (e.g. walking the package) must not run the CLI
+    sys.exit(main())
