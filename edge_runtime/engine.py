@@ -11,7 +11,7 @@ clip runs the sampler once (memory in the front buffer set -> back set, then swa
 clip's per-frame mean tokens (T rows of d) into the OnlineSVD on the host, and commits. Only full
 clips are committed: a partial clip stays pending (and is saved in snapshots) until more frames
 arrive; ``flush()`` commits it early, padded with copies of its last frame, for callers that know
-the stream has ended. The training / evaluation reference (export/evaluate.py) drops a trailing
+the stream has ended. The training / evaluation reference (export/streaming.py) drops a trailing
 partial clip too, so ``ingest`` alone matches it.
 
 Queries read an immutable host copy of the last committed state taken at commit time
@@ -43,6 +43,20 @@ from edge_runtime.svd import OnlineSVD
 MAX_GAPS = 256            # the gap list is bounded: constant memory over any run
 MAX_ANSWER_POINTS = 100_000  # object-query boxes per answer
 STATE_VERSION = 1
+
+
+def clip_inputs(tokens: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """T frames' tokens (T, P, d) at times (T,) -> the sampler's clip inputs: clip (1, T*P, d), each
+    token's frame time clip_t (1, T*P) and its patch clip_p (1, T*P). Training builds the same
+    inputs in torch (export/streaming.py)."""
+    T, P, d = tokens.shape
+    return tokens.reshape(1, T * P, d), np.repeat(times, P)[None], np.tile(np.arange(P, dtype=np.int64), T)[None]
+
+
+def fold_clip(svd: OnlineSVD, tokens: np.ndarray, n_real: int | None = None) -> None:
+    """Fold a clip's per-frame mean tokens into the online SVD (only its first ``n_real`` frames:
+    a clip padded at the end of a stream)."""
+    svd.update(tokens[:n_real].mean(axis=1))
 
 
 class QueryError(ValueError):
@@ -85,11 +99,9 @@ class Engine:
         self.max_queries_per_call = int(max_queries_per_call)
         self.gap_factor = float(gap_factor)
         self.memory = TokenMemory(self.sampler)
-        self.svd = OnlineSVD(self.d, c.svd.n_components, c.svd.forgetting, energy_cutoff=c.svd.energy_cutoff,
-                             reorth_every=c.svd.reorth_every)
+        self.svd = OnlineSVD.for_model(c)
         self._pending = np.zeros((self.T, self.P, self.d), np.float32)
         self._pending_t = np.zeros((self.T,), np.float64)
-        self._clip_p = np.tile(np.arange(self.P, dtype=np.int64), self.T)[None]
         heads_meta = self.heads.get_input_metadata()
         self._heads_dtypes = {n: m.dtype for n, m in heads_meta.items()}
         self._lock = threading.RLock()
@@ -319,14 +331,11 @@ class Engine:
             return True
 
     def _commit(self, n_real: int) -> None:
-        T, P = self.T, self.P
-        clip = self._pending.reshape(1, T * P, self.d)
-        clip_t = np.repeat(self._pending_t, P)[None]
         t0 = time.perf_counter()
-        self.memory.step(clip, clip_t, self._clip_p)
+        self.memory.step(*clip_inputs(self._pending, self._pending_t))
         self._stage("sampler", t0)
         t0 = time.perf_counter()
-        self.svd.update(self._pending[:n_real].mean(axis=1))
+        fold_clip(self.svd, self._pending, n_real)
         self._stage("svd", t0)
         if self._first_t is None:
             self._first_t = float(self._pending_t[0])

@@ -43,6 +43,12 @@ class OnlineSVD:
         self.dtype = np.dtype(dtype)
         self.reset()
 
+    @classmethod
+    def for_model(cls, cfg) -> "OnlineSVD":
+        """An empty summary of a model's per-frame mean tokens, with the model config's settings."""
+        return cls(cfg.backbone.dim, cfg.svd.n_components, cfg.svd.forgetting, energy_cutoff=cfg.svd.energy_cutoff,
+                   reorth_every=cfg.svd.reorth_every)
+
     # -- state -----------------------------------------------------------------------------
     def reset(self) -> None:
         self._u = np.zeros((self.dim, 0), self.dtype)  # columns are basis vectors

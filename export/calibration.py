@@ -200,6 +200,8 @@ def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, bac
                 threads: int = 2, tick: Callable[[int], None] | None = None) -> GraphFeeds:
     """Stream the calibration frames through the FP32 graphs in ``fp32_dir`` as the runtime would."""
     from edge_runtime.answers import encode_queries
+    from edge_runtime.engine import clip_inputs, fold_clip
+    from edge_runtime.memory import CLIP_INPUTS, MEMORY_INPUTS
     from edge_runtime.svd import OnlineSVD
     from export.precision import cpu_session
 
@@ -227,8 +229,7 @@ def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, bac
 
     mem = {"mem": np.zeros((1, m, d), np.float32), "mem_t": np.zeros((1, m), np.float32),
            "mem_p": np.zeros((1, m), np.int64), "mem_valid": np.zeros((1, m), np.float32)}
-    svd = OnlineSVD(d, r, cfg.svd.forgetting, energy_cutoff=cfg.svd.energy_cutoff,
-                    reorth_every=cfg.svd.reorth_every)
+    svd = OnlineSVD.for_model(cfg)
     # crops from the first 4 clips, a fixed count: the same source gives the same early queries at any
     # number of frames read (parity and latency inputs then compare across precisions)
     crops = _crop_tokens(cal, bb, rng, count=32, size=S, first=4 * T)
@@ -240,15 +241,12 @@ def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, bac
     n_clips = n // T
     for c in range(n_clips):
         tok = tokens[c * T : (c + 1) * T]
-        t = cal.times[c * T : (c + 1) * T].astype(np.float32)
         feed = dict(mem)
-        feed.update({"clip": tok.reshape(1, T * P, d), "clip_t": np.repeat(t, P)[None],
-                     "clip_p": np.tile(np.arange(P, dtype=np.int64), T)[None]})
+        feed.update(zip(CLIP_INPUTS, clip_inputs(tok, cal.times[c * T : (c + 1) * T].astype(np.float32))))
         sm_feeds.append(feed)
         out = _run(sm, feed)
-        mem = {"mem": out["new_mem"], "mem_t": out["new_mem_t"], "mem_p": out["new_mem_p"],
-               "mem_valid": out["new_mem_valid"]}
-        svd.update(tok.mean(axis=1))
+        mem = {n: out["new_" + n] for n in MEMORY_INPUTS}
+        fold_clip(svd, tok)
         if (c + 1) % head_every == 0 or c == n_clips - 1:
             state = svd.state_dict()
             t_end = float(cal.times[(c + 1) * T - 1]) + 1.0 / cfg.stream.fps

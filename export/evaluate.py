@@ -1,4 +1,4 @@
-"""Evaluation on held-out generator videos with the ReST metrics (DESIGN.md §4).
+"""Evaluation on held-out generator videos with the ReST metrics (Recall@1x / @3x per query type).
 
 One scoring path for every model source: the PyTorch model (neural / random / oracle memories) and
 a bundle run by the device runtime (``evaluate_engine``, used by lvm-export's accuracy gate) both
@@ -25,6 +25,7 @@ from edge_runtime.metrics import aggregate, score_query
 from export.data import VideoData, attach_queries, backbone_digest, encode_video, render_video
 from export.model import LVMNet
 from export.query_batch import build_query_batch
+from export.streaming import stream_memory
 from export.svd_torch import TorchOnlineSVD
 
 SAMPLERS = ("neural", "random", "oracle")
@@ -45,49 +46,6 @@ def heldout_videos(net: LVMNet, n: int, video_s: float, queries: int, seed: int 
         encode_video(net.backbone, v, cache=cache, backbone_sha=sha)
         videos.append(attach_queries(v, queries, s))
     return videos
-
-
-@torch.no_grad()
-def stream_memory(net: LVMNet, data: VideoData, sampler: str = "neural", seed: int = 0):
-    """One pass over the video: -> (memory tuple (1, m, ...), TorchOnlineSVD)."""
-    clips = stream_clips(net, data, sampler, seed)
-    try:
-        while True:
-            next(clips)
-    except StopIteration as done:  # the generator returns the final state, also for a video of no clip
-        return done.value
-
-
-@torch.no_grad()
-def stream_clips(net: LVMNet, data: VideoData, sampler: str = "neural", seed: int = 0):
-    """One pass over the video, yielding (clip index, memory tuple (1, m, ...), TorchOnlineSVD) after
-    every clip (the SVD object is updated in place)."""
-    cfg = net.cfg
-    T, m = cfg.stream.clip_frames, cfg.stream.memory_tokens
-    mem = net.empty_memory(1)
-    keys = torch.full((1, m), -1e9)
-    gen = torch.Generator().manual_seed(seed)
-    svd = TorchOnlineSVD(cfg.backbone.dim, cfg.svd.n_components, cfg.svd.forgetting,
-                         energy_cutoff=cfg.svd.energy_cutoff, reorth_every=cfg.svd.reorth_every)
-    n_clips = len(data.times) // T
-    for c in range(n_clips):
-        tok = data.tokens[c * T : (c + 1) * T].float()
-        times = torch.from_numpy(data.times[c * T : (c + 1) * T]).float()[None]
-        ct, cp = net.clip_coords(times)
-        clip = tok.reshape(1, -1, tok.shape[-1])
-        svd.update(tok.mean(dim=1).double())
-        if sampler == "neural":
-            mem = net.sampler(*mem, clip, ct, cp)
-        else:  # random (the oracle's stream memory is unused; it still needs the SVD pass)
-            all_keys = torch.cat([keys, torch.rand(1, clip.shape[1], generator=gen)], dim=1)
-            idx = torch.topk(all_keys, m, dim=-1).indices
-            cat = (torch.cat([mem[0], clip], 1), torch.cat([mem[1], ct], 1), torch.cat([mem[2], cp], 1),
-                   torch.cat([mem[3], torch.ones_like(ct)], 1))
-            mem = tuple(torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1])) if x.ndim == 3
-                        else torch.gather(x, 1, idx) for x in cat)
-            keys = torch.gather(all_keys, 1, idx)
-        yield c, mem, svd
-    return mem, svd
 
 
 def oracle_memory(net: LVMNet, data: VideoData, q: Query):

@@ -29,10 +29,10 @@ from tqdm import tqdm
 from edge_runtime.checkout import Query
 from edge_runtime.config import model_config_from_dict
 from export.data import VideoData, attach_queries, backbone_digest, encode_video, render_video
-from export.evaluate import stream_clips
 from export.losses import QUERY_TARGETS, query_loss_terms, token_activity_loss, token_loss
 from export.model import LVMNet
 from export.query_batch import build_query_batch
+from export.streaming import stream_clips
 from export.token_targets import event_token_labels
 from export.train import compact_memory, token_labels
 

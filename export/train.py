@@ -1,4 +1,4 @@
-"""LVM-Net training on the procedural checkout benchmark (lvm-net.txt §4, DESIGN.md §4).
+"""LVM-Net training (stage 1: sampler and heads together) on the procedural checkout benchmark.
 
 Streaming formulation of the paper's recipe: every training video is a stream; each step feeds the
 next clip of T frames of a set of *distinct* videos through the sampler (relaxed Gumbel top-m,
@@ -30,6 +30,7 @@ from export.data import VideoData
 from export.losses import QUERY_TARGETS, query_loss_terms, token_loss
 from export.model import LVMNet
 from export.query_batch import build_query_batch
+from export.streaming import clip_step, new_svd
 from export.svd_torch import TorchOnlineSVD
 from export.token_targets import event_token_targets
 
@@ -191,11 +192,7 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
         if step >= total_steps:
             break
         # memory reset every epoch (LVM-Net A.4)
-        streams = {i: StreamState(mem=net.empty_memory(1),
-                                  svd=TorchOnlineSVD(cfg.backbone.dim, cfg.svd.n_components, cfg.svd.forgetting,
-                                                     energy_cutoff=cfg.svd.energy_cutoff,
-                                                     reorth_every=cfg.svd.reorth_every),
-                                  past=deque(maxlen=max(continual_p, 1)))
+        streams = {i: StreamState(mem=net.empty_memory(1), svd=new_svd(net), past=deque(maxlen=max(continual_p, 1)))
                    for i in range(len(videos))}
         bar = tqdm(total=groups_per_epoch * n_clips, desc=f"epoch {epoch + 1}/{epochs}",
                    disable=not progress or rank != 0, leave=False)
@@ -293,14 +290,11 @@ def _prepare(net, videos, streams, local, c, continual_p, rng, targets=None) -> 
             tt, tw = _token_target(targets[v], st.mem, slice(c * T, (c + 1) * T), cfg.stream.fps)
             tts.append(tt)
             tws.append(tw)
-        tok = data.tokens[c * T : (c + 1) * T].float()
-        times = torch.from_numpy(data.times[c * T : (c + 1) * T]).float()[None]
-        ct, cp = net.clip_coords(times)
-        clips.append(tok.reshape(1, -1, tok.shape[-1]))
+        clip, ct, cp = clip_step(net, data, c, st.svd)
+        clips.append(clip)
         cts.append(ct)
         cps.append(cp)
         mems.append(st.mem)
-        st.svd.update(tok.mean(dim=1).double())
         basis, sv = st.svd.padded()
         bases.append(basis[None])
         svs.append(sv[None])

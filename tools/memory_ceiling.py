@@ -36,7 +36,8 @@ def main() -> None:
 
     from export.checkpoint import load_checkpoint
     from export.data import token_cache_dir
-    from export.evaluate import heldout_videos, score, stream_memory
+    from export.evaluate import heldout_videos, score
+    from export.streaming import stream_memory
     from export.token_targets import event_token_labels
 
     torch.set_num_threads(args.threads)
