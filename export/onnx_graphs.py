@@ -1,6 +1,7 @@
-"""The three ONNX graphs of a bundle and their I/O contract (engines/README.md).
+"""The three ONNX graphs of a bundle, exported to the runtime's I/O contract.
 
-Each graph is a thin wrapper that fixes the input/output names; the runtime binds by these names.
+The contract (names in order, accepted dtypes) is ``edge_runtime.bundle.CONTRACT``: the runtime
+binds by these names, so the graphs are built from the same table the runtime checks bundles with.
 The dynamo exporter (torch's default) writes opset 18 — inside TensorRT 10.3's range (<= 20) and
 below opset 23, whose fused Attention op TensorRT 10.3 cannot read.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edge_runtime.bundle import CONTRACT, GRAPH_NAMES
 from export.model import LVMNet
 
 OPSET = 18
@@ -24,13 +26,13 @@ class GraphSpec:
     outputs: tuple[str, ...]
 
 
-BACKBONE = GraphSpec("backbone", ("frames",), ("tokens",))
-SAMPLER = GraphSpec("sampler", ("mem", "mem_t", "mem_p", "mem_valid", "clip", "clip_t", "clip_p"),
-                    ("new_mem", "new_mem_t", "new_mem_p", "new_mem_valid"))
-HEADS = GraphSpec("heads", ("mem", "mem_t", "mem_p", "mem_valid", "svd_basis", "svd_sv", "q_type",
-                            "q_activity", "q_object", "q_window", "q_times", "q_mask"),
-                  ("activity_logits", "boxes", "start_logits", "end_logits"))
-GRAPHS = (BACKBONE, SAMPLER, HEADS)
+def _spec(name: str) -> GraphSpec:
+    inputs, outputs = CONTRACT[name]
+    return GraphSpec(name, tuple(inputs), tuple(outputs))
+
+
+GRAPHS = tuple(_spec(name) for name in GRAPH_NAMES)
+BACKBONE, SAMPLER, HEADS = GRAPHS
 
 
 def example_inputs(net: LVMNet, spec: GraphSpec, batch: int = 2, queries: int = 3, window: int = 16):
@@ -138,7 +140,13 @@ def io_signature(model) -> dict[str, list[dict]]:
 
 
 def check_contract(model, spec: GraphSpec) -> None:
+    """The exported graph has the contract's I/O names, in order, with dtypes the runtime accepts."""
     sig = io_signature(model)
     got = (tuple(i["name"] for i in sig["inputs"]), tuple(o["name"] for o in sig["outputs"]))
     if got != (spec.inputs, spec.outputs):
         raise RuntimeError(f"{spec.name}: graph I/O {got} breaks the contract {(spec.inputs, spec.outputs)}")
+    want_in, want_out = CONTRACT[spec.name]
+    for t, want in [(t, want_in) for t in sig["inputs"]] + [(t, want_out) for t in sig["outputs"]]:
+        if t["dtype"] not in want[t["name"]]:
+            raise RuntimeError(f"{spec.name}: '{t['name']}' is {t['dtype']}, the contract allows "
+                               f"{' or '.join(want[t['name']])}")

@@ -442,7 +442,7 @@ def test_tensorrt_plans(tmp_path):
 
 
 def test_int8_choice_keeps_fp32_when_int8_is_not_faster():
-    from export.cli_export import _choose
+    from export.int8_choice import choose as _choose
 
     def lat(ms):
         return {"median_ms": ms, "runs": 5}

@@ -1,0 +1,102 @@
+"""What an export starts from: checked arguments, the model, the target engine, the frames.
+
+Each check here runs before the slow steps, so bad input fails in seconds with one line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.bundle import GRAPH_NAMES
+from export.cli_common import UsageError
+from export.export_ui import UI, one_line, quiet
+
+
+def validate_args(a) -> None:
+    """Range checks the parser cannot do; ``a.int8_graphs`` becomes a set of graph names."""
+    if a.calib_frames < 1:
+        raise UsageError(f"--calib-frames must be >= 1, got {a.calib_frames}")
+    if a.bench_runs < 1:
+        raise UsageError(f"--bench-runs must be >= 1, got {a.bench_runs}")
+    if a.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {a.threads}")
+    if not (a.gate_threshold >= 0 and np.isfinite(a.gate_threshold)):
+        raise UsageError(f"--gate-threshold must be a finite number of points >= 0, got {a.gate_threshold}")
+    if a.gate_videos < 1 or a.gate_queries < 1 or a.gate_video_s <= 0:
+        raise UsageError("--gate-videos, --gate-queries and --gate-video-s must be positive")
+    names = [g.strip() for g in a.int8_graphs.split(",") if g.strip()]
+    unknown = sorted(set(names) - set(GRAPH_NAMES))
+    if unknown or not names:
+        raise UsageError(f"--int8-graphs: unknown graph {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(GRAPH_NAMES)}")
+    a.int8_graphs = set(names)
+    if a.workspace_mb < 16:
+        raise UsageError(f"--workspace-mb must be >= 16, got {a.workspace_mb}")
+
+
+def load_model(a):
+    """-> (config, net in eval mode, the manifest's checkpoint section)."""
+    from edge_runtime.bundle import sha256_file
+    from edge_runtime.config import resolve_model_config
+    from export.checkpoint import DEFAULT_CHECKPOINT, REPO_ROOT, load_checkpoint
+
+    ckpt = Path(a.checkpoint) if a.checkpoint else DEFAULT_CHECKPOINT
+    if a.config:
+        cfg = resolve_model_config(a.config)
+    elif a.checkpoint:
+        cfg = None  # the checkpoint's own config
+    else:
+        cfg = resolve_model_config(REPO_ROOT / "configs" / "models" / "lvm-tiny.yaml")
+    with quiet():
+        net, meta = load_checkpoint(ckpt, cfg)
+    cfg = cfg or net.cfg
+    net.eval()
+    try:
+        shown = str(ckpt.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        shown = str(ckpt)
+    info = {"path": shown, "sha256": sha256_file(ckpt), "format": meta.get("format"),
+            "config_sha256": meta.get("config_sha256")}
+    info.update({k: meta[k] for k in ("seed", "steps", "epoch", "command") if k in meta})
+    return cfg, net, info
+
+
+def choose_engine(want: str, notes: list[str]) -> str:
+    """--engine resolved on this host: "tensorrt" (plans are built) or "onnxruntime"."""
+    from export import tensorrt_build
+
+    if want == "onnxruntime":
+        return want
+    have = tensorrt_build.available()
+    if want == "tensorrt" and not have:
+        raise UsageError("--engine tensorrt: TensorRT is not installed on this host (its wheels come from "
+                         "NVIDIA's index; JetPack ships it); use --engine onnxruntime")
+    if want == "tensorrt":
+        return want
+    if have:
+        from edge_runtime.backends.tensorrt import device_info
+
+        if device_info():
+            return "tensorrt"
+        notes.append("TensorRT is installed but no CUDA GPU was found: no plans built")
+    return "onnxruntime"
+
+
+def read_calibration(a, cfg, ui: UI, notes: list[str]):
+    """Real frames for INT8 calibration and parity, or None when the default source has none and
+    the export can do without (parity then runs on example inputs only). INT8 never goes without."""
+    from export.calibration import DEFAULT_CALIB_URI, CalibrationError, read_frames
+
+    uri = a.calib or DEFAULT_CALIB_URI
+    n = a.calib_frames if a.precision == "int8" else min(a.calib_frames, 4 * cfg.stream.clip_frames)
+    with ui.step(f"frames from {uri}", total=n) as tick:
+        try:
+            return read_frames(uri, cfg, max_frames=n, tick=tick)
+        except CalibrationError as err:
+            if a.calib or a.precision == "int8":
+                if a.precision == "int8":
+                    raise CalibrationError(f"refusing INT8: {one_line(err)}") from None
+                raise
+            notes.append(f"parity on example inputs only ({one_line(err)})")
+            return None
