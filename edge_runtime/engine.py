@@ -37,6 +37,7 @@ import numpy as np
 from edge_runtime.answers import QUERY_TYPE_IDS, decode_answers, encode_queries
 from edge_runtime.backends import BackendError, CacheMiss, Runner, onnxruntime_runner, tensorrt_runner
 from edge_runtime.bundle import Bundle, BundleError, choose_backend, load_bundle, verify_files
+from edge_runtime.frames import resize_square
 from edge_runtime.memory import MEMORY_INPUTS, TokenMemory
 from edge_runtime.svd import OnlineSVD
 
@@ -266,10 +267,7 @@ class Engine:
         if frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8, got {frames.dtype}")
         if frames.shape[1:3] != (self.S, self.S):
-            import cv2
-
-            frames = np.stack([cv2.resize(f, (self.S, self.S), interpolation=cv2.INTER_AREA
-                                          if min(f.shape[:2]) >= self.S else cv2.INTER_LINEAR) for f in frames])
+            frames = np.stack([resize_square(f, self.S) for f in frames])
         out = np.empty((len(frames), self.P, self.d), np.float32)
         for i in range(0, len(frames), self.batch_size):
             t0 = time.perf_counter()
@@ -433,13 +431,7 @@ class Engine:
 
     def encode_images(self, images: list[np.ndarray]) -> np.ndarray:
         """Images of any size -> (N, P, d) tokens, one backbone call per batch."""
-        import cv2
-
-        S = self.S
-        sized = np.stack([img if img.shape[:2] == (S, S) else
-                          cv2.resize(img, (S, S), interpolation=cv2.INTER_AREA if min(img.shape[:2]) >= S
-                                     else cv2.INTER_LINEAR) for img in images])
-        return self.encode(sized)
+        return self.encode(np.stack([resize_square(img, self.S) for img in images]))
 
     def _answer_batch(self, reqs: list[dict[str, Any]], snap: Committed) -> list[dict[str, Any]]:
         c = self.cfg

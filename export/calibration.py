@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 
 from edge_runtime.config import ModelConfig
+from edge_runtime.frames import resize_square
 
 # Calibration seeds are disjoint from training (seed * 1000 + i, seed < 1000) and from lvm-eval's
 # and the accuracy gate's held-out videos (1_000_000 + ...).
@@ -49,16 +50,6 @@ class CalibrationFrames:
     def describe(self) -> dict:
         return {"source": self.uri, "frames": len(self), "fps": self.fps, "sha256": self.sha256(),
                 "span_s": [float(self.times[0]), float(self.times[-1])] if len(self) else None}
-
-
-def _resize(frame: np.ndarray, size: int) -> np.ndarray:
-    """Same resize as the runtime's Engine.encode (stretch; area when shrinking)."""
-    if frame.shape[:2] == (size, size):
-        return frame
-    import cv2
-
-    interp = cv2.INTER_AREA if min(frame.shape[:2]) >= size else cv2.INTER_LINEAR
-    return cv2.resize(frame, (size, size), interpolation=interp)
 
 
 def _demo_frames(uri: str, size: int, fps: float) -> Iterator[tuple[float, np.ndarray]]:
@@ -167,7 +158,7 @@ def read_frames(uri: str, cfg: ModelConfig, max_frames: int = 600,
         img = np.asarray(img)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise CalibrationError(f"{uri}: frames must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
-        frames.append(_resize(img, size))
+        frames.append(resize_square(img, size))
         times.append(float(t))
         if tick:
             tick(1)
@@ -270,7 +261,7 @@ def _crop_tokens(cal: CalibrationFrames, backbone, rng, count: int, size: int, f
         f = cal.frames[rng.integers(min(len(cal), first))]
         side = int(rng.integers(size // 4, size // 2 + 1))
         y, x = (int(rng.integers(0, size - side + 1)) for _ in range(2))
-        imgs.append(_resize(np.ascontiguousarray(f[y : y + side, x : x + side]), size))
+        imgs.append(resize_square(np.ascontiguousarray(f[y : y + side, x : x + side]), size))
     out = []
     for i in range(0, count, 16):
         out.append(_run(backbone, {"frames": np.stack(imgs[i : i + 16])})["tokens"])

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from edge_runtime.frames import resize_square
 
 MAX_GAPS = 4096  # the most recent gaps kept
 
@@ -98,12 +99,8 @@ def to_rgb(image: object, size: int | None) -> np.ndarray | None:
 
 
 def fit_size(rgb: np.ndarray, size: int | None) -> np.ndarray:
-    if size is None or rgb.shape[:2] == (size, size):
-        return rgb
-    import cv2
-
-    shrink = rgb.shape[0] > size or rgb.shape[1] > size
-    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    """The engine's resize (edge_runtime.frames), or the frame as it is when no size was asked."""
+    return rgb if size is None else resize_square(rgb, size)
 
 
 class Source:
@@ -128,7 +125,7 @@ class Source:
         self._close_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._stats = dict(frames_in=0, frames_out=0, dropped=0, reconnects=0, decode_errors=0)
-        # Bounded: a source that flaps all night must not grow memory (DESIGN §7).
+        # Bounded: a source that flaps all night must not grow memory.
         self._gaps: deque[tuple[float, float]] = deque(maxlen=MAX_GAPS)
 
     # ---- public -------------------------------------------------------------------------------
