@@ -10,21 +10,29 @@ offset is 0. After a restore it is the restored end (last frame + one frame peri
 sources, the wall-clock time the runtime was down, so "the last 5 minutes" keeps meaning real
 time; the jump is recorded as a gap in the memory timeline by the engine.
 
+How a stream ends. ``duration`` stops it after that many seconds of stream time, or, for a live
+source, of wall time since it was opened (a dead camera delivers no frame, so its stream time never
+advances); a file or the demo may end first. At every end that was not asked for with ``stop()``
+the last partial clip is committed (padded, as ``Engine.flush`` does), so the memory covers the
+whole stream, and ``end_reason`` says in one line why and at what stream time it ended: the end of
+the file, a file that stops decoding early (also in ``error``: the rest was never read), the
+duration reached. A live source that delivered nothing within ``duration`` fails.
+
 Stopping works from every state (connecting to a camera that never answers, streaming, ended,
 failed): ``stop()`` sets a flag, stops the source (its iteration ends at the next frame boundary
 or wake-up), waits a bounded time for the intake thread to hand in what it holds (drain), and
-writes a final snapshot.
+writes a final snapshot. The partial clip is not committed then: the snapshot keeps it pending, and
+a restart goes on filling it.
+
+A snapshot records the source it came from (``SourceSpec.identity``); ``start`` refuses another
+source while that memory is loaded (SourceMismatch), because continuing would mix two streams'
+memories and clocks.
 """
 from __future__ import annotations
 
 import logging
-import queue
-import sys
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future
-from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,115 +40,12 @@ import numpy as np
 
 from edge_runtime import snapshot as snap
 from edge_runtime.engine import Engine
+from edge_runtime.query_batcher import QueryBatcher
+from edge_runtime.rate_meter import RateMeter
+from edge_runtime.run_state import RunState, SourceMismatch, end_reason, label_of, source_identity
 from edge_runtime.telemetry import Telemetry
 
 log = logging.getLogger("lvm_edge")
-
-
-class RunState(str, Enum):
-    """Where the runtime's stream is. A str, printed as its value (what StrEnum does from Python
-    3.11 on), so status JSON and messages keep showing the plain name, e.g. "streaming"."""
-
-    IDLE = "idle"              # no source started yet
-    CONNECTING = "connecting"  # a source is opening; no frame has arrived
-    STREAMING = "streaming"    # frames are going into memory
-    ENDED = "ended"            # the source ran out; queries are still answered
-    FAILED = "failed"          # the source or the intake broke; ``error`` says how
-    STOPPED = "stopped"        # stop() was called
-
-    __str__ = str.__str__
-    __format__ = str.__format__
-
-
-def _label(uri) -> str:
-    """The source as logs and the API may show it (credentials redacted)."""
-    try:
-        from edge_runtime.sources import parse_source_uri
-
-        return parse_source_uri(uri).label
-    except Exception:
-        return "<unparsed source>"
-
-
-class QueryBatcher:
-    """Collects queries arriving together (within ``wait_s``) into one Engine.answer call."""
-
-    def __init__(self, engine: Engine, *, max_batch: int = 64, wait_s: float = 0.003,
-                 telemetry: Telemetry | None = None, timeout_s: float = 60.0) -> None:
-        self.engine, self.max_batch, self.wait_s, self.timeout_s = engine, max_batch, wait_s, timeout_s
-        self.telemetry = telemetry
-        self._q: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="lvm-queries", daemon=True)
-        self._thread.start()
-
-    def submit(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        reqs = [self.engine.check_request(r, f"request {i}" if len(requests) > 1 else "request")
-                for i, r in enumerate(requests)]
-        if not reqs:
-            return []
-        fut: Future = Future()
-        self._q.put((reqs, fut))
-        return fut.result(timeout=self.timeout_s)
-
-    def close(self) -> None:
-        self._q.put(None)
-
-    def _loop(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            items, n = [item], len(item[0])
-            deadline = time.monotonic() + self.wait_s
-            while n < self.max_batch:
-                try:
-                    nxt = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)
-                    break
-                items.append(nxt)
-                n += len(nxt[0])
-            self._answer(items)
-
-    def _answer(self, items) -> None:
-        flat = [r for reqs, _ in items for r in reqs]
-        try:
-            answers = self.engine.answer(flat)
-        except Exception:
-            if len(items) > 1:  # isolate the request that failed: the others still get answers
-                for it in items:
-                    self._answer([it])
-                return
-            items[0][1].set_exception(sys.exc_info()[1])
-            return
-        if self.telemetry:
-            self.telemetry.query_batch.observe(len(flat))
-        i = 0
-        for reqs, fut in items:
-            fut.set_result(answers[i : i + len(reqs)])
-            i += len(reqs)
-
-
-class RateMeter:
-    """Events per second over the last ``window_s`` (bounded samples: constant memory)."""
-
-    def __init__(self, window_s: float = 10.0) -> None:
-        self.window_s = window_s
-        self._samples: deque[tuple[float, int]] = deque(maxlen=4096)
-
-    def add(self, n: int, now: float | None = None) -> None:
-        self._samples.append((now if now is not None else time.monotonic(), n))
-
-    def rate(self, now: float | None = None) -> float:
-        now = now if now is not None else time.monotonic()
-        while self._samples and now - self._samples[0][0] > self.window_s:
-            self._samples.popleft()
-        if not self._samples:
-            return 0.0
-        span = max(now - self._samples[0][0], 1e-3)
-        return sum(n for _, n in self._samples) / span if len(self._samples) > 1 else 0.0
 
 
 class Runtime:
@@ -158,10 +63,15 @@ class Runtime:
         self._warn = warn or (lambda msg: log.warning(msg))
         self.restored_from: dict[str, Any] | None = None
         self._restored_meta: dict[str, Any] | None = None
-        self.state = RunState.IDLE
+        self._state = RunState.IDLE
         self.error: str | None = None
+        self.end_reason: str | None = None
         self.source_label: str | None = None
+        self.source_uri: str | None = None  # the identity snapshots record
         self._source = None
+        self._offset = 0.0                  # stream time of the source's first frame
+        self._t_first: float | None = None  # that frame's source time
+        self._time_up = threading.Event()   # a live source's wall-clock duration ran out
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -191,9 +101,20 @@ class Runtime:
             self._warn(f"{restored.path}: {err}; starting fresh (kept as {aside.name})")
             return
         self._restored_meta = restored.meta
+        self.source_uri = restored.meta.get("source_uri")
         self.restored_from = {"path": str(restored.path), "saved_at": restored.meta.get("saved_at"),
                               "coverage": self.engine.coverage, "frames_processed": self.engine.frames_processed,
-                              "source": restored.meta.get("source")}
+                              "source": restored.meta.get("source"), "source_uri": self.source_uri}
+
+    def check_source(self, uri: str | int) -> None:
+        """SourceMismatch if the memory restored here came from another source than ``uri``.
+        A snapshot from before sources were recorded, or with nothing in it, fits any source."""
+        recorded = (self.restored_from or {}).get("source_uri")
+        if not recorded or self.engine.frames_processed == 0:
+            return
+        requested = source_identity(uri)
+        if requested != recorded:
+            raise SourceMismatch(recorded, requested, self.restored_from["path"])
 
     def snapshot(self) -> dict[str, Any]:
         """Write the state now (atomic). RuntimeError when there is no state dir."""
@@ -202,7 +123,7 @@ class Runtime:
         with self._snap_lock:
             arrays = self.engine.state_dict()
             meta = {"bundle_id": self.engine.bundle.bundle_id, "saved_at": time.time(),
-                    "source": self.source_label, "coverage": self.engine.coverage,
+                    "source": self.source_label, "source_uri": self.source_uri, "coverage": self.engine.coverage,
                     "frames_processed": self.engine.frames_processed, "last_time": self.engine.last_time}
             t0 = time.perf_counter()
             try:
@@ -248,11 +169,15 @@ class Runtime:
               source_options: dict[str, Any] | None = None, on_end: Callable[[], None] | None = None) -> None:
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("a source is already running")
+        self.check_source(uri)
         self._stop.clear()
+        self._time_up.clear()
+        self._t_first = None
         self._done.clear()
-        self.error = None
+        self.error = self.end_reason = None
         self.state = RunState.CONNECTING
-        self.source_label = _label(uri)
+        self.source_label = label_of(uri)
+        self.source_uri = source_identity(uri)
         self._thread = threading.Thread(target=self._intake, name="lvm-intake", daemon=True,
                                         args=(uri, realtime, duration, dict(source_options or {}), on_end))
         self._thread.start()
@@ -262,6 +187,7 @@ class Runtime:
 
         frames: list[np.ndarray] = []
         times: list[float] = []
+        timer: threading.Timer | None = None
         try:
             src = open_source(uri, target_fps=self.engine.fps, realtime=realtime, size=self.engine.S, **options)
             with src:
@@ -269,30 +195,41 @@ class Runtime:
                 self.source_label = getattr(src, "label", str(uri))
                 if self._stop.is_set():
                     return
-                t_first = None
-                offset = self._resume_offset(getattr(src, "live", False))
+                live = bool(getattr(src, "live", False))
+                if duration is not None and live:
+                    timer = threading.Timer(duration, self._wall_time_up, args=(src,))
+                    timer.daemon = True
+                    timer.start()
+                self._offset = self._resume_offset(live)
+                received = 0
+                limit_reached = False
                 for frame in src:
-                    if t_first is None:
-                        t_first = frame.t
+                    if self._t_first is None:
+                        self._t_first = frame.t
                         self.state = RunState.STREAMING  # CONNECTING until a first frame arrives
-                    rel = frame.t - t_first
+                    rel = frame.t - self._t_first
                     if duration is not None and rel >= duration:
+                        limit_reached = True
                         break
+                    received += 1
                     self.frames_in += 1
                     self.telemetry.frames_in.inc()
+                    self._meter.add(1)  # per frame: a 1-fps stream ingests one batch per clip
                     frames.append(frame.image)
-                    times.append(offset + rel)
+                    times.append(self._offset + rel)
                     if len(frames) >= self.batch_frames:
                         self._ingest(frames, times)
                         frames, times = [], []
                         self._maybe_snapshot()
                     if self._stop.is_set():
                         break
+                if timer is not None:
+                    timer.cancel()
                 self._ingest(frames, times)   # drain what was received
                 frames, times = [], []
                 self._poll_source_stats()
                 if not self._stop.is_set():
-                    self.state = RunState.ENDED
+                    self._end(src, duration, limit_reached or self._time_up.is_set(), received)
         except SourceError as err:
             self.error = str(err)
             self.state = RunState.FAILED
@@ -301,17 +238,48 @@ class Runtime:
             self.error = f"intake failed: {' '.join(str(err).split())[:200] or type(err).__name__}"
             self.state = RunState.FAILED
         finally:
+            if timer is not None:
+                timer.cancel()
             if frames:
                 try:
                     self._ingest(frames, times)
                 except Exception:
                     log.exception("drain failed")
             self._source = None
-            if self._stop.is_set() and self.state is not RunState.FAILED:
+            if self._stop.is_set() and self._state is not RunState.FAILED:
                 self.state = RunState.STOPPED
             self._done.set()
             if on_end is not None:
                 on_end()
+
+    def _wall_time_up(self, src) -> None:
+        self._time_up.set()
+        src.stop()
+
+    def _end(self, src, duration: float | None, limited: bool, received: int) -> None:
+        """The stream ended without stop(): commit the partial clip, say why and when."""
+        if received == 0 and self._time_up.is_set():
+            why = getattr(src, "last_error", None)
+            self.error = f"{src.label}: no frame received in {duration:g} s" + (f" (last: {why})" if why else "")
+            self.state = RunState.FAILED
+            return
+        pending = self.engine.pending_frames
+        flushed = self.engine.flush()
+        if flushed:
+            self.telemetry.clips.inc()
+        self._update_gauges()
+        self.end_reason, problem = end_reason(src, self._source_time(getattr(src, "position", None)), duration,
+                                              limited, self._time_up.is_set(), pending if flushed else 0)
+        if problem:
+            self.error = self.end_reason
+        log.info("%s", self.end_reason)
+        self.state = RunState.ENDED
+
+    def _source_time(self, t: float | None) -> float:
+        """A source time as stream time (the last frame's time where ``t`` is None)."""
+        if t is None or self._t_first is None:
+            return self.engine.last_time or 0.0
+        return self._offset + max(0.0, t - self._t_first)
 
     def _resume_offset(self, live: bool) -> float:
         last = self.engine.last_time
@@ -330,7 +298,6 @@ class Runtime:
         self.telemetry.frames_processed.inc(len(frames))
         if n_clips:
             self.telemetry.clips.inc(n_clips)
-        self._meter.add(len(frames))
         self._poll_source_stats()
         self._update_gauges()
 
@@ -370,9 +337,11 @@ class Runtime:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 self._warn(f"intake did not stop within {timeout:.0f} s; snapshotting what is committed")
-        if self.state in (RunState.IDLE, RunState.CONNECTING, RunState.STREAMING, RunState.ENDED):
+        if self._state in (RunState.IDLE, RunState.CONNECTING, RunState.STREAMING, RunState.ENDED):
             self.state = RunState.STOPPED
-        if snapshot and self.state_dir is not None:
+        # A run that failed before any frame changed nothing: rewriting the snapshot would only
+        # record a source that never delivered.
+        if snapshot and self.state_dir is not None and not (self._state is RunState.FAILED and self.frames_in == 0):
             try:
                 self.snapshot()
             except (OSError, RuntimeError) as err:
@@ -385,8 +354,26 @@ class Runtime:
 
     # -- status ------------------------------------------------------------------------------
     @property
+    def state(self) -> RunState:
+        """The intake's state, with STREAMING shown as RECONNECTING while a live source is out."""
+        if self._state is RunState.STREAMING and self.outage_since is not None:
+            return RunState.RECONNECTING
+        return self._state
+
+    @state.setter
+    def state(self, value: RunState) -> None:
+        self._state = value
+
+    @property
+    def outage_since(self) -> float | None:
+        """Stream time of the last frame before the current outage of a live source; else None."""
+        src = self._source
+        lost = getattr(src, "outage_since", None) if src is not None else None
+        return None if lost is None or self._t_first is None else self._source_time(lost)
+
+    @property
     def ready(self) -> bool:
-        answering = (RunState.IDLE, RunState.STREAMING, RunState.ENDED, RunState.STOPPED)
+        answering = (RunState.IDLE, RunState.STREAMING, RunState.RECONNECTING, RunState.ENDED, RunState.STOPPED)
         return self.state in answering or self.engine.clips > 0
 
     def status(self) -> dict[str, Any]:
@@ -396,6 +383,8 @@ class Runtime:
         return {
             "state": self.state.value,
             "error": self.error,
+            "end_reason": self.end_reason,
+            "outage_since": self.outage_since,
             "source": self.source_label,
             "coverage": e.coverage,
             "stream_time": e.last_time,
@@ -410,6 +399,7 @@ class Runtime:
             "stream_rate": round(fps / e.fps, 3),
             "dropped": int(st.get("dropped", 0)),
             "reconnects": int(st.get("reconnects", 0)),
+            "decode_errors": int(st.get("decode_errors", 0)),
             "backend": e.backend,
             "bundle": e.bundle.bundle_id,
             "last_snapshot": str(self.last_snapshot_path) if self.last_snapshot_path else None,

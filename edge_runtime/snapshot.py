@@ -1,7 +1,8 @@
 """Snapshots of the stream state: atomic, checksummed npz files, never pickle.
 
 Layout of ``<state-dir>/snapshot.npz``: the engine's fixed-shape arrays plus ``__meta__``, a uint8
-array holding JSON (format, bundle id, saved-at wall time, stream clock, source, and the sha256 of
+array holding JSON (format, bundle id, saved-at wall time, stream clock, source label, the source's
+identity as ``source_uri`` — a memory is never continued with another source — and the sha256 of
 every array). Written to a temp file in the same folder, fsync'd, renamed over the old snapshot,
 then the folder is fsync'd: a crash leaves either the old snapshot or the new one, never half.
 

@@ -36,8 +36,8 @@ def save_checkpoint(net, path: str | Path, extra_meta: dict | None = None) -> Pa
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """Header metadata, after checking the file is a readable, non-pickle safetensors file."""
+def refuse_pickle(path: str | Path) -> None:
+    """CheckpointError unless ``path`` is a file that is not a pickle / torch.save archive."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -45,6 +45,12 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         head = fh.read(8)
     if head.startswith(_PICKLE_MAGIC):
         raise CheckpointError(f"{path}: looks like a pickle / torch.save file; only safetensors checkpoints are loaded")
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """Header metadata, after checking the file is a readable, non-pickle safetensors file."""
+    path = Path(path)
+    refuse_pickle(path)
     try:
         from safetensors import safe_open
 

@@ -78,6 +78,12 @@ def _train(args) -> int:
     video_s = tc.video_s if args.video_s is None else args.video_s
     if video_s < cfg.stream.clip_frames / cfg.stream.fps * 2:
         raise UsageError(f"--video-s {video_s} is shorter than two clips ({cfg.stream.clip_frames / cfg.stream.fps * 2:g} s)")
+    if args.backbone_from:  # before anything is rendered or created
+        from export.checkpoint import CheckpointError, refuse_pickle
+        try:
+            refuse_pickle(args.backbone_from)
+        except CheckpointError as err:
+            raise UsageError(str(err)) from None
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ command line, ``common`` holds what they share, ``status_line`` the progress lin
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from edge_runtime.cli.common import PROG, REPO_ROOT, CliError, parse_hostport, say
@@ -28,10 +27,9 @@ __all__ = ["REPO_ROOT", "CliError", "StatusLine", "build_parser", "ensure_bundle
 
 
 def main(argv: list[str] | None = None) -> int:
-    # OpenCV / FFmpeg print their own multi-line warnings on every failed reconnect; the sources
-    # already say what went wrong in one line.
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    from edge_runtime.sources.files import quiet_decoder_logs
+
+    quiet_decoder_logs()  # before anything opens a capture (doctor's camera probe, a source)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)

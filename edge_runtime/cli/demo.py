@@ -26,6 +26,9 @@ def cmd_demo(args) -> int:
         from edge_runtime.checkout import CheckoutVideo, sample_queries
     except ImportError as err:
         raise CliError(f"the checkout generator is not available ({err})", 1) from None
+    if args.save_crops:
+        return save_crops(CheckoutVideo(seed=s.demo.seed, duration_s=s.demo.duration_s, size=CROP_SIZE,
+                                        look=s.demo.look), Path(args.save_crops))
     bundle = resolve_path(s.bundle)
     if not bundle.is_absolute() and not bundle.exists():
         bundle = REPO_ROOT / bundle  # lvm-export runs in the repository: export where it will be found
@@ -57,7 +60,7 @@ def cmd_demo(args) -> int:
     print(f"\nstreamed {engine.frames_processed} frames ({(cov['end'] or 0):.0f} s of video) in {wall:.1f} s wall: "
           f"{(cov['end'] or 0) / max(wall, 1e-9):.1f} video-seconds per second; memory {engine.memory_bytes / 1e6:.2f} MB")
     video = CheckoutVideo(seed=d.seed, duration_s=d.duration_s, size=engine.S, look=d.look)
-    queries = sample_queries(video.annotations(), d.queries, np.random.default_rng(d.seed))
+    queries = distinct(sample_queries(video.annotations(), d.queries, np.random.default_rng(d.seed)))
     reqs = [{"type": q.type, "start": q.start, "end": q.end,
              "activity": q.activity_id if q.type != "activity" else None,
              "object_image": video.object_crop(q.instance_id, size=engine.S)
@@ -67,7 +70,49 @@ def cmd_demo(args) -> int:
     qt = time.perf_counter() - t1
     print(f"{len(reqs)} queries answered in one batch in {qt * 1000:.0f} ms\n")
     print(demo_table(queries, answers, engine.labels))
+    print(TABLE_LEGEND)
     runtime.close()
+    return 0
+
+
+CROP_SIZE = 224  # the API resizes pictures to the bundle's frame size
+TABLE_LEGEND = """
+given: the query's inputs: an activity, and/or "object #N", the picture of product instance N of this
+  video (`lvm-edge demo --save-crops DIR` writes them as DIR/object-N.png, for `lvm-edge query --image`).
+answer: activity: the top-ranked activities, as many as the truth has; object: boxes [x1, y1, x2, y2] as
+  fractions of the frame; time: the best interval, with p its score (0-1) from the time head.
+R@1x: Recall@1x of the answer against the ground truth (1.00 all found, 0.00 none; n/a: not scored)."""
+
+
+def distinct(queries: list) -> list:
+    """The queries without repeats: the sampler may draw the same (type, window, inputs) twice,
+    which would print the same row twice."""
+    seen, out = set(), []
+    for q in queries:
+        key = (q.type, round(q.start, 2), round(q.end, 2), q.instance_id, q.activity_id)
+        if key not in seen:
+            seen.add(key)
+            out.append(q)
+    return out
+
+
+def save_crops(video, folder: Path) -> int:
+    """--save-crops: the picture of every product instance in the demo video, one PNG each."""
+    import cv2
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CliError(f"--save-crops {folder}: cannot create it ({err.strerror})") from None
+    ann = video.annotations()
+    for inst in ann["instances"]:
+        path = folder / f"object-{inst['instance_id']}.png"
+        crop = video.object_crop(inst["instance_id"])
+        if not cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
+            raise CliError(f"--save-crops {folder}: cannot write {path.name}", 1)
+        print(f"{path}  {inst['product']}  visible {inst['appear']:.0f}-{inst['vanish']:.0f} s")
+    say(f"{len(ann['instances'])} object pictures of {video!r} in {folder}; ask about one with "
+        f"`lvm-edge query activity --image {folder}/object-N.png --start S --end E`")
     return 0
 
 

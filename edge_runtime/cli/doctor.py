@@ -35,9 +35,10 @@ def cmd_doctor(args) -> int:
 
     checks = Checklist()
     print(f"lvm-edge {__version__} doctor")
-    _check_packages(checks)
     host = probe_host()
+    _check_packages(checks, host)
     _check_accelerators(checks, host)
+    _check_int8(checks)
     _check_cameras(checks, args.camera)
     _check_bundles(checks, args.bundle, host)
     if args.state_dir:
@@ -46,7 +47,7 @@ def cmd_doctor(args) -> int:
     return 1 if checks.problems else 0
 
 
-def _check_packages(checks: Checklist) -> None:
+def _check_packages(checks: Checklist, host) -> None:
     import platform
     from importlib import metadata
 
@@ -58,7 +59,10 @@ def _check_packages(checks: Checklist) -> None:
                 version = metadata.version(dist) if dist else str(m.__version__)
             except metadata.PackageNotFoundError:
                 version = str(getattr(m, "__version__", "installed"))
-            checks.row(mod, version)
+            if mod == "cuda" and not host.gpu:  # the library alone runs nothing
+                checks.row(mod, f"{version} installed, but no GPU found: unused, inference runs on the CPU", None)
+            else:
+                checks.row(mod, version)
         except ImportError:
             checks.row(mod, "not installed", False if mod in REQUIRED else None)
 
@@ -69,6 +73,16 @@ def _check_accelerators(checks: Checklist, host) -> None:
                None if not host.tensorrt else True)
     checks.row("GPU", f"{host.gpu} (compute {host.compute_capability})" if host.gpu else "none found", None)
     checks.row("JetPack / L4T", host.jetpack or "not a Jetson", None)
+
+
+def _check_int8(checks: Checklist) -> None:
+    """Whether signed INT8 (S8S8) graphs are exact on this CPU, and what the runtime does if not."""
+    try:
+        from edge_runtime.backends.onnxruntime import int8_doctor_row
+    except ImportError as err:  # no onnxruntime: its row above already says so
+        checks.row("INT8 on ORT CPU", f"not checked ({err})", None)
+        return
+    checks.row(*int8_doctor_row())
 
 
 def _check_cameras(checks: Checklist, camera: int | None) -> None:

@@ -12,6 +12,24 @@ from edge_runtime.cli.run import cmd_run
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
+QUERY_DESCRIPTION = """\
+Ask a running `lvm-edge run` (its API, 127.0.0.1:8321 by default) one question about the stream it
+remembers, and print the JSON answer. Windows are stream seconds (`query status` shows the coverage).
+
+  activity  what happened to an object in [start, end]: --image (a picture of the object)
+  object    where the objects were during an activity: --activity (name or id; see /v1/labels)
+  time      when an activity happened to an object: --image and --activity
+  status    state, coverage, fps, gaps, errors of the running stream"""
+
+QUERY_EXAMPLES = """\
+examples (quote URIs with ? in zsh):
+  lvm-edge run --source 'demo://checkout?seed=3' --duration 600 --keep-serving --state-dir state/ &
+  lvm-edge demo --seed 3 --save-crops crops/      # object pictures of that demo video (see the list it prints)
+  lvm-edge query status
+  lvm-edge query activity --image crops/object-10.png --start 0 --end 300
+  lvm-edge query object --activity 1 --start 0 --end 300 --fps 1
+  lvm-edge query time --image crops/object-10.png --activity 1 --start 0 --end 600 --k 3"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Long-video memory on the device: stream, remember, answer.")
@@ -27,14 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--token", help="API token (or env LVM_EDGE_TOKEN); required off-loopback")
     r.add_argument("--state-dir", help="snapshots go here and are restored from here")
     r.add_argument("--snapshot-every", type=float, metavar="S", help="periodic snapshot interval, wall seconds")
-    r.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of stream time")
+    r.add_argument("--duration", type=float, metavar="S",
+                   help="stop after S seconds of stream time or when the source ends, whichever comes first (a live "
+                        "source is also stopped S wall seconds after it opened: a dead one's stream time stands "
+                        "still); then exit, unless --keep-serving")
+    r.add_argument("--keep-serving", action=argparse.BooleanOptionalAction, default=None,
+                   help="after the stream stops (the source ended or --duration was reached) keep answering "
+                        "queries until Ctrl-C / SIGTERM; the default when the API is served and --duration is not given")
+    r.add_argument("--reset-state", action="store_true",
+                   help="start with an empty memory: the snapshot in --state-dir is renamed aside (kept, never "
+                        "deleted); needed to use a state dir with another source than the one it remembers")
     r.add_argument("--realtime", action="store_true", default=None, help="pace files / demo at their own speed")
     r.add_argument("--backend", choices=BACKENDS)
     r.add_argument("--threads", type=int, help="inference threads")
     r.add_argument("--config", help="runtime config YAML (e.g. configs/runtime/kiosk.yaml); flags override it")
     r.set_defaults(func=cmd_run)
 
-    q = sub.add_parser("query", help="ask a running lvm-edge over HTTP and print the JSON answer")
+    q = sub.add_parser("query", help="ask a running lvm-edge over HTTP and print the JSON answer",
+                       description=QUERY_DESCRIPTION, epilog=QUERY_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("kind", choices=("activity", "object", "time", "status"))
     q.add_argument("--api", default="127.0.0.1:8321", metavar="HOST:PORT")
     q.add_argument("--start", type=float, help="window start, stream seconds")
@@ -59,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int)
     m.add_argument("--duration", type=float, metavar="S", help="video seconds to stream (default 600)")
     m.add_argument("--queries", type=int)
+    m.add_argument("--save-crops", metavar="DIR", help="write the picture of every object in the demo video "
+                   "(--seed, --duration) to DIR/object-N.png, for `lvm-edge query --image`, and exit")
     m.add_argument("--config", default=str(REPO_ROOT / "configs" / "runtime" / "demo.yaml"))
     m.set_defaults(func=cmd_demo)
     return p

@@ -13,7 +13,7 @@ from edge_runtime.cli.status_line import StatusLine
 
 
 def cmd_run(args) -> int:
-    from edge_runtime.pipeline import RunState, Runtime
+    from edge_runtime.pipeline import RunState, Runtime, SourceMismatch
 
     s = load_settings(args, {"bundle": args.bundle, "backend": args.backend, "threads": args.threads,
                              "duration_s": args.duration, "source.realtime": args.realtime,
@@ -22,6 +22,10 @@ def cmd_run(args) -> int:
     if uri is None:
         raise CliError("no source: pass --source URI or --camera N (or set source.uri in --config)")
     serve = not (args.api and args.api.lower() in ("none", "off", "no"))
+    # Without --duration a served stream is a service: it answers on after its source ends.
+    keep_serving = args.keep_serving if args.keep_serving is not None else (serve and s.duration_s is None)
+    if keep_serving and not serve:
+        raise CliError("--keep-serving answers queries over the API: drop --api none")
     host, port = parse_hostport(args.api) if (serve and args.api) else (s.api.host, s.api.port)
     token = args.token or os.environ.get(s.api.token_env) or None
     if serve:
@@ -34,10 +38,21 @@ def cmd_run(args) -> int:
     preflight_source(uri)
     if s.state.dir:
         check_state_dir(Path(s.state.dir))
+        if args.reset_state:
+            reset_state(Path(s.state.dir))
+    elif args.reset_state:
+        raise CliError("--reset-state needs --state-dir (or state.dir in --config)")
     engine = open_engine(s.bundle, s.backend, s.threads)
     runtime = Runtime(engine, state_dir=s.state.dir, snapshot_every=s.state.snapshot_every_s,
                       max_batch=s.api.max_batch, batch_wait_s=s.api.batch_wait_ms / 1000,
                       batch_frames=s.batch_frames, warn=say)
+    try:
+        runtime.check_source(uri)
+    except SourceMismatch as err:
+        runtime.close()
+        raise CliError(f"--state-dir {s.state.dir}: its snapshot holds the memory of {err.recorded}, but this run's "
+                       f"source is {err.requested}; pass --reset-state to set that snapshot aside (renamed, kept) "
+                       f"and start empty, or use another --state-dir") from None
     if runtime.restored_from:
         cov = runtime.restored_from["coverage"]
         say(f"restored memory from {runtime.restored_from['path']} (coverage {cov['start']}-{cov['end']} s, "
@@ -69,16 +84,18 @@ def cmd_run(args) -> int:
             if server_thread is not None and not server_thread.is_alive():
                 raise CliError("API server stopped unexpectedly", 1)
             if not runtime.running and runtime.wait(0):
-                # A served stream that ended keeps answering queries on what it remembers.
-                if runtime.state is RunState.FAILED or s.duration_s is not None or not serve:
+                if runtime.state is RunState.FAILED or not keep_serving:
                     break
-                if not end_noted:
+                if not end_noted:  # --keep-serving: answer queries on what it remembers
                     status.tick(force=True)
+                    say(runtime.error or runtime.end_reason or "the stream ended")
                     say("source ended; still answering queries (Ctrl-C / SIGTERM to stop)")
                     end_noted = True
     finally:
         status.tick(force=True)
         status.done()
+        if not end_noted and (runtime.error or runtime.end_reason):
+            say(runtime.error or runtime.end_reason)  # why it ended (or failed), once
         if signals:
             say(f"{signal.Signals(signals[0]).name}: draining and snapshotting")
         runtime.stop(snapshot=True)
@@ -88,10 +105,23 @@ def cmd_run(args) -> int:
             server.should_exit = True
             server_thread.join(5.0)
         runtime.close()
-    if runtime.state is RunState.FAILED and not signals:
-        say(runtime.error or "the source failed")
-        return 1
-    return 0
+    # failed, or a file that could not be read to its end; a signal is the normal way to stop
+    return 1 if runtime.error and not signals else 0
+
+
+def reset_state(state_dir: Path) -> None:
+    """--reset-state: rename the snapshot aside (it is the user's data: never deleted)."""
+    from edge_runtime.snapshot import SNAPSHOT_NAME, set_aside
+
+    path = state_dir / SNAPSHOT_NAME
+    if not path.exists():
+        say(f"--reset-state: no snapshot in {state_dir}; starting empty")
+        return
+    try:
+        aside = set_aside(path, "reset")
+    except OSError as err:
+        raise CliError(f"--reset-state: cannot rename {path} ({err.strerror})", 1) from None
+    say(f"--reset-state: the old snapshot is kept as {aside}; starting empty")
 
 
 def _start_api(runtime, api, host: str, port: int, token: str | None):
@@ -143,5 +173,12 @@ def preflight_source(uri: str) -> None:
         raise CliError(f"{spec.label}: no such file")
     if spec.kind == "file" and not os.access(spec.path, os.R_OK):
         raise CliError(f"{spec.label}: not readable")
+    if spec.kind == "file":  # opening decodes the first frame: "not a video" fails here, once
+        from edge_runtime.sources import open_source
+
+        try:
+            open_source(uri, target_fps=None).close()
+        except SourceError as err:
+            raise CliError(str(err)) from None
     if spec.kind == "camera" and spec.path and not os.path.exists(spec.path):
         raise CliError(f"{spec.label}: no such camera (no {spec.path}; see `lvm-edge doctor`)")

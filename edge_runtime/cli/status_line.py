@@ -5,8 +5,13 @@ import sys
 import time
 
 
+# States in which nothing moves: a log gets one line for each, not one every tick.
+SETTLED = ("ended", "stopped", "failed")
+
+
 class StatusLine:
-    """One status line, rewritten in place on a terminal; plain lines otherwise."""
+    """One status line, rewritten in place on a terminal; plain lines otherwise. Errors are not in
+    it: the command says them once, in its own line."""
 
     def __init__(self, runtime, every_s: float, stream=sys.stderr) -> None:
         self.runtime, self.every_s, self.stream = runtime, every_s, stream
@@ -14,26 +19,31 @@ class StatusLine:
         self._last = 0.0
         # A log file or journal gets a line per tick: tick less often there than on a terminal.
         self._plain_every = max(every_s, 10.0)
+        self._settled: str | None = None  # the settled state a plain line was written for
 
-    def text(self) -> str:
-        s = self.runtime.status()
+    def text(self, s: dict | None = None) -> str:
+        s = s if s is not None else self.runtime.status()
         cov = s["coverage"]
         cov_txt = f"{cov['start']:.0f}-{cov['end']:.0f}s" if cov["start"] is not None else "empty"
         mem = s["memory_bytes"] / 1e6
-        err = f"  error: {s['error']}" if s["error"] else ""
-        return (f"[{s['state']}] t={s['stream_time'] or 0:.0f}s  {s['fps']:.1f} fps ({s['stream_rate']:.1f}x)  "
+        out = f" (since t={s['outage_since']:.0f}s)" if s.get("outage_since") is not None else ""
+        return (f"[{s['state']}]{out} t={s['stream_time'] or 0:.0f}s  {s['fps']:.1f} fps ({s['stream_rate']:.1f}x)  "
                 f"drops {s['dropped']}  coverage {cov_txt}  gaps {len(s['gaps'])}  mem {mem:.1f} MB  "
-                f"clips {s['clips']}{err}")
+                f"clips {s['clips']}")
 
     def tick(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last < (self.every_s if self.tty else self._plain_every):
             return
         self._last = now
-        line = self.text()
+        status = self.runtime.status()
+        line = self.text(status)
         if self.tty:
             self.stream.write("\r\x1b[2K" + line)
         else:
+            if status["state"] == self._settled:
+                return  # an idle server: its [ended] line was written once
+            self._settled = status["state"] if status["state"] in SETTLED else None
             self.stream.write(line + "\n")
         self.stream.flush()
 

@@ -6,6 +6,9 @@ decodable frame. Damage later in the file never raises:
 - a grab that fails before the container's frame count is reached is a damaged stretch, not the
   end: the reader seeks one frame on and carries on (OpenCV's FFmpeg backend otherwise stops at
   the first undecodable packet of e.g. an MJPG AVI), counting each skipped position;
+- a file whose reading stops well before that frame count (truncated, or damage that cannot be
+  sought past) ends there, and ``end_problem`` says so in one line (None after a clean end), with
+  ``position`` the file time of the last frame decoded;
 - timestamps that go backwards or are missing (OpenCV reports 0 ms for the last frame of some
   AVIs) are replaced by previous + 1/fps, so ``t`` is strictly increasing.
 
@@ -22,6 +25,9 @@ from edge_runtime.sources.base import Frame, Pacer, Source, SourceError, to_rgb
 
 # Consecutive undecodable positions before a damaged file is treated as ended.
 MAX_CONSECUTIVE_FAILURES = 30
+# Frame counts in some containers are estimates (duration x fps): an end this close to the count is
+# a clean end, not a truncated file.
+COUNT_SLACK = 0.01
 FALLBACK_FPS = 25.0
 
 
@@ -31,6 +37,7 @@ class FileSource(Source):
     def __init__(self, path: str, *, label: str | None = None, target_fps: float | None,
                  realtime: bool = False, size: int | None = None):
         super().__init__(label or f"file {path}", target_fps=target_fps, size=size)
+        quiet_decoder_logs()
         import cv2
 
         self.path = path
@@ -50,6 +57,7 @@ class FileSource(Source):
         self.frame_count_hint = int(count) if math.isfinite(count) and count > 0 else None
         self._origin: float | None = None
         self._prev_t: float | None = None
+        self.end_problem: str | None = None
         self._n = 0
         self._pacer = Pacer(self._stop)
         # Fail fast: a file with no decodable frame is an error at open, not an empty iteration.
@@ -57,6 +65,11 @@ class FileSource(Source):
         if not self._pending:
             self._release()
             raise SourceError(f"{self.label}: no decodable video frames")
+
+    @property
+    def position(self) -> float | None:
+        """File time (seconds from the first frame) of the last frame decoded; None before any."""
+        return self._prev_t
 
     # ---- Source -------------------------------------------------------------------------------
     def _frames(self) -> Iterator[Frame]:
@@ -111,13 +124,21 @@ class FileSource(Source):
                     return True
                 pos = cap.get(cv2.CAP_PROP_POS_FRAMES)
                 total = self.frame_count_hint
-                if (total is None or not math.isfinite(pos) or pos >= total - 1
-                        or failures >= MAX_CONSECUTIVE_FAILURES):
+                if total is None or not math.isfinite(pos) or pos >= total - 1:
                     return False  # the end (failures before an end are not counted: unknowable)
+                if failures >= MAX_CONSECUTIVE_FAILURES:
+                    return self._ended_early(pos, total, f"{failures} undecodable frames in a row")
                 failures += 1
                 cap.set(cv2.CAP_PROP_POS_FRAMES, pos + 1)
                 if not cap.get(cv2.CAP_PROP_POS_FRAMES) > pos:
-                    return False  # cannot seek past the damage
+                    return self._ended_early(pos, total, "no frame decodes past it and it cannot be sought past")
+        return False
+
+    def _ended_early(self, pos: float, total: int, what: str) -> bool:
+        """Record why reading stopped at frame ``pos`` of ``total``; False (the end) for ``_grab``."""
+        if total - pos > max(2.0, COUNT_SLACK * total):
+            self.end_problem = (f"decoding stopped at frame {int(pos)} of {total}: {what} "
+                                f"(the file is truncated or damaged)")
         return False
 
     def _timestamp(self) -> float:
@@ -136,6 +157,16 @@ class FileSource(Source):
             t = self._prev_t + step
         self._prev_t = t
         return t
+
+
+def quiet_decoder_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own log lines ("moov atom not found", "Error at MB: 1004", a
+    failed reconnect's warnings) off the terminal: the sources say what went wrong in one line.
+
+    FFmpeg's level is read once, when the process opens its first capture, so this must run before
+    any capture is opened; a level already set in the environment (to debug a codec) is kept."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 
 def _check_readable(path: str, label: str) -> None:

@@ -39,6 +39,7 @@ from collections import deque
 from typing import Any, Callable, Iterator, Protocol
 
 from edge_runtime.sources.base import Frame, Source, SourceError, to_rgb, usable
+from edge_runtime.sources.files import quiet_decoder_logs
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +334,7 @@ def csi_pipeline(sensor_id: int, width: int, height: int, framerate: int, flip: 
 
 def camera_opener(label: str, device: int | None, path: str) -> Opener:
     def open_camera() -> Capture:
+        quiet_decoder_logs()
         import cv2
 
         if not os.path.exists(path):
@@ -349,6 +351,7 @@ def camera_opener(label: str, device: int | None, path: str) -> Opener:
 
 def csi_opener(label: str, pipeline: str) -> Opener:
     def open_csi() -> Capture:
+        quiet_decoder_logs()
         import cv2
 
         cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
@@ -363,6 +366,7 @@ def csi_opener(label: str, pipeline: str) -> Opener:
 
 def network_opener(label: str, url: str, timeout_s: float) -> Opener:
     def open_stream() -> Capture:
+        quiet_decoder_logs()
         import cv2
 
         # A little under the stall timeout: FFmpeg gives up (and the reader releases) just before

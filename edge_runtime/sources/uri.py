@@ -42,6 +42,21 @@ class SourceSpec:
     def live(self) -> bool:
         return self.kind in LIVE_KINDS
 
+    @property
+    def identity(self) -> str:
+        """The stream this names, the same however it was written (a relative or absolute path,
+        ``3`` or ``/dev/video3``, demo options in any order); credentials redacted. Snapshots record
+        it, so that a memory is never continued with another source's frames."""
+        if self.kind == "file":
+            return os.path.abspath(self.path or self.uri)
+        if self.kind == "demo":
+            opts = "&".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in sorted(self.params.items()) if v is not None)
+            return f"demo://checkout?{opts}"
+        if self.kind in ("rtsp", "http"):
+            return self.label
+        return self.uri
+
 
 def parse_source_uri(uri: str | int) -> SourceSpec:
     """A SourceSpec for ``uri``; SourceError (one line) for a malformed or unknown one."""
