@@ -1,29 +1,27 @@
 """Calibration data for INT8 (and realistic parity inputs): real frames, never random numbers.
 
-Frames come from a source URI, sampled at the model's fps and resized to the backbone's input the
-way the runtime does it. From them the FP32 graphs (ONNX Runtime) produce what each later graph
+Frames come from a source URI through the runtime's own sources, sampled at the model's fps and
+resized to the backbone's input exactly as on the device. From them the FP32 graphs (ONNX Runtime) produce what each later graph
 really sees: backbone tokens -> sampler calls with the stream's own memory -> head calls on that
 memory with the online-SVD state and query batches whose object crops are cut from the frames.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
 from edge_runtime.config import ModelConfig
 from edge_runtime.frames import resize_square
+from edge_runtime.sources import SourceError, open_source, parse_source_uri
 
 # Calibration seeds are disjoint from training (seed * 1000 + i, seed < 1000) and from lvm-eval's
 # and the accuracy gate's held-out videos (1_000_000 + ...).
 DEFAULT_CALIB_SEED = 7_000_000
 DEFAULT_CALIB_URI = f"demo://checkout?seed={DEFAULT_CALIB_SEED}&duration=600"
-LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "csi://", "v4l2://", "/dev/video")
 
 
 class CalibrationError(ValueError):
@@ -52,101 +50,33 @@ class CalibrationFrames:
                 "span_s": [float(self.times[0]), float(self.times[-1])] if len(self) else None}
 
 
-def _demo_frames(uri: str, size: int, fps: float) -> Iterator[tuple[float, np.ndarray]]:
-    parts = urlsplit(uri)
-    if parts.netloc not in ("checkout", ""):
-        raise CalibrationError(f"{uri}: unknown demo '{parts.netloc}' (only demo://checkout)")
-    known = {"seed": int, "duration": float, "look": int, "fps": float}
-    opts = {}
-    for k, v in parse_qsl(parts.query, keep_blank_values=True):
-        if k not in known:
-            raise CalibrationError(f"{uri}: unknown option '{k}' (known: {', '.join(known)})")
-        try:
-            opts[k] = known[k](v)
-        except ValueError:
-            raise CalibrationError(f"{uri}: option {k}={v!r} is not a valid {known[k].__name__}") from None
+def iter_source(uri: str, size: int, fps: float) -> Iterator[tuple[float, np.ndarray]]:
+    """(t, (size, size, 3) uint8 RGB frame) at ``fps`` from a calibration source, read by the
+    runtime's own sources (edge_runtime.sources) so that calibration sees what the device sees."""
+    text = uri.strip()
+    if not text:
+        raise CalibrationError("--calib: empty source URI")
     try:
-        from edge_runtime.checkout import CheckoutVideo
-    except ImportError as err:
-        raise CalibrationError(f"{uri}: the checkout generator is not available ({err})") from None
-    kwargs = {"seed": opts.get("seed", DEFAULT_CALIB_SEED), "duration_s": opts.get("duration", 600.0), "size": size}
-    if "look" in opts:
-        kwargs["look"] = opts["look"]
-    video = CheckoutVideo(**kwargs)
-    yield from video.frames(opts.get("fps", fps))
-
-
-def _file_frames(path: str, size: int, fps: float) -> Iterator[tuple[float, np.ndarray]]:
-    import cv2
-
-    if not os.path.isfile(path):
-        raise CalibrationError(f"{path}: calibration video not found")
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        raise CalibrationError(f"{path}: OpenCV cannot open this file as a video")
-    vfps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    vfps = vfps if 0.0 < vfps < 1000.0 else 25.0
-    i, next_t = 0, 0.0
-    try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
-                break
-            t = i / vfps
-            i += 1
-            if t + 1e-9 < next_t:
-                continue
-            next_t += 1.0 / fps
-            yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    finally:
-        cap.release()
-
-
-def _runtime_frames(uri: str, size: int, fps: float) -> Iterator[tuple[float, np.ndarray]] | None:
-    """The runtime's own sources (edge_runtime.sources), so calibration sees what the device sees;
-    None where that module is not available."""
-    try:
-        from edge_runtime.sources import SourceError, open_source, parse_source_uri
-    except ImportError:
-        return None
-    try:
-        spec = parse_source_uri(uri)
+        spec = parse_source_uri(text)
     except SourceError as err:
         raise CalibrationError(str(err)) from None
     if spec.live:
         raise CalibrationError(f"{spec.label}: live sources are not used for calibration (a calibration set must be "
                                "reproducible and hashable); record a file and pass it")
+    return _frames(text, size, fps)
 
-    def gen():
+
+def _frames(uri: str, size: int, fps: float) -> Iterator[tuple[float, np.ndarray]]:
+    try:
+        src = open_source(uri, target_fps=fps, size=size)
+    except (SourceError, ImportError) as err:
+        raise CalibrationError(str(err).splitlines()[0]) from None
+    with src:
         try:
-            src = open_source(uri, target_fps=fps, size=size)
+            for f in src:
+                yield float(f.t), f.image
         except (SourceError, ImportError) as err:
             raise CalibrationError(str(err).splitlines()[0]) from None
-        with src:
-            try:
-                for f in src:
-                    yield float(f.t), f.image
-            except (SourceError, ImportError) as err:
-                raise CalibrationError(str(err).splitlines()[0]) from None
-
-    return gen()
-
-
-def iter_source(uri: str, size: int, fps: float) -> Iterator[tuple[float, np.ndarray]]:
-    """(t, RGB uint8 frame) at ``fps`` from a calibration source."""
-    text = uri.strip()
-    if not text:
-        raise CalibrationError("--calib: empty source URI")
-    if text.startswith(LIVE_PREFIXES) or text.isdigit():
-        raise CalibrationError(f"{text}: live sources are not used for calibration (a calibration set must be "
-                               "reproducible and hashable); record a file and pass it")
-    frames = _runtime_frames(text, size, fps)
-    if frames is not None:
-        return frames
-    if text.startswith("demo://"):
-        return _demo_frames(text, size, fps)
-    path = text[len("file://"):] if text.startswith("file://") else text
-    return _file_frames(os.path.expanduser(path), size, fps)
 
 
 def read_frames(uri: str, cfg: ModelConfig, max_frames: int = 600,
@@ -155,10 +85,7 @@ def read_frames(uri: str, cfg: ModelConfig, max_frames: int = 600,
     size, fps = cfg.backbone.image_size, cfg.stream.fps
     frames, times = [], []
     for t, img in iter_source(uri, size, fps):
-        img = np.asarray(img)
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise CalibrationError(f"{uri}: frames must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
-        frames.append(resize_square(img, size))
+        frames.append(img)
         times.append(float(t))
         if tick:
             tick(1)
