@@ -94,15 +94,16 @@ class Engine:
         self.backbone, self.sampler, self.heads = (self._runners[n] for n in ("backbone", "sampler", "heads"))
 
         c = self.cfg
-        self.T, self.P, self.d = c.stream.clip_frames, c.backbone.tokens_per_frame, c.backbone.dim
-        self.S, self.fps = c.backbone.image_size, c.stream.fps
-        self.batch_size = int(batch_size or max(self.T, 16))
+        self.clip_frames, self.fps = c.stream.clip_frames, c.stream.fps
+        self.tokens_per_frame, self.token_dim = c.backbone.tokens_per_frame, c.backbone.dim
+        self.frame_size = c.backbone.image_size
+        self.batch_size = int(batch_size or max(self.clip_frames, 16))
         self.max_queries_per_call = int(max_queries_per_call)
         self.gap_factor = float(gap_factor)
         self.memory = TokenMemory(self.sampler)
         self.svd = OnlineSVD.for_model(c)
-        self._pending = np.zeros((self.T, self.P, self.d), np.float32)
-        self._pending_t = np.zeros((self.T,), np.float64)
+        self._pending = np.zeros((self.clip_frames, self.tokens_per_frame, self.token_dim), np.float32)
+        self._pending_t = np.zeros((self.clip_frames,), np.float64)
         heads_meta = self.heads.get_input_metadata()
         self._heads_dtypes = {n: m.dtype for n, m in heads_meta.items()}
         self._lock = threading.RLock()
@@ -266,9 +267,9 @@ class Engine:
             raise ValueError(f"frames must be (N, H, W, 3) RGB, got shape {frames.shape}")
         if frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8, got {frames.dtype}")
-        if frames.shape[1:3] != (self.S, self.S):
-            frames = np.stack([resize_square(f, self.S) for f in frames])
-        out = np.empty((len(frames), self.P, self.d), np.float32)
+        if frames.shape[1:3] != (self.frame_size, self.frame_size):
+            frames = np.stack([resize_square(f, self.frame_size) for f in frames])
+        out = np.empty((len(frames), self.tokens_per_frame, self.token_dim), np.float32)
         for i in range(0, len(frames), self.batch_size):
             t0 = time.perf_counter()
             out[i : i + self.batch_size] = self.backbone.infer({"frames": np.ascontiguousarray(frames[i : i + self.batch_size])})["tokens"]
@@ -312,8 +313,8 @@ class Engine:
         self._n_pending += 1
         self._last_t = t
         self.frames_processed += 1
-        if self._n_pending == self.T:
-            self._commit(self.T)
+        if self._n_pending == self.clip_frames:
+            self._commit(self.clip_frames)
             return 1
         return 0
 
@@ -389,8 +390,9 @@ class Engine:
                 raise QueryError(f"{where}: object_image must be an (H, W, 3) uint8 RGB image")
         if tok is not None:
             tok = np.asarray(tok, np.float32)
-            if tok.shape != (self.P, self.d):
-                raise QueryError(f"{where}: object_tokens must be ({self.P}, {self.d}), got {tok.shape}")
+            if tok.shape != (self.tokens_per_frame, self.token_dim):
+                raise QueryError(f"{where}: object_tokens must be ({self.tokens_per_frame}, {self.token_dim}), "
+                                 f"got {tok.shape}")
         fps = req.get("fps")
         if fps is not None:
             try:
@@ -431,13 +433,14 @@ class Engine:
 
     def encode_images(self, images: list[np.ndarray]) -> np.ndarray:
         """Images of any size -> (N, P, d) tokens, one backbone call per batch."""
-        return self.encode(np.stack([resize_square(img, self.S) for img in images]))
+        return self.encode(np.stack([resize_square(img, self.frame_size) for img in images]))
 
     def _answer_batch(self, reqs: list[dict[str, Any]], snap: Committed) -> list[dict[str, Any]]:
         c = self.cfg
         batch = encode_queries([r["type"] for r in reqs], [(r["start"], r["end"]) for r in reqs],
                                [r["activity"] for r in reqs], [r["object_tokens"] for r in reqs],
-                               fps=c.stream.fps, max_queries=c.heads.window_queries, tokens_shape=(self.P, self.d))
+                               fps=c.stream.fps, max_queries=c.heads.window_queries,
+                               tokens_shape=(self.tokens_per_frame, self.token_dim))
         dt = self._heads_dtypes
         feed = {k: v.astype(dt[k], copy=False) for k, v in batch.as_feed().items()}
         feed.update({k: snap.memory[k] for k in MEMORY_INPUTS})

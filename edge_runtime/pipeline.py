@@ -59,7 +59,7 @@ class Runtime:
         engine.on_stage = self.telemetry.observe_stage
         self.state_dir = Path(state_dir) if state_dir else None
         self.snapshot_every = snapshot_every
-        self.batch_frames = int(batch_frames or engine.T)
+        self.batch_frames = int(batch_frames or engine.clip_frames)
         self._warn = warn or (lambda msg: log.warning(msg))
         self.restored_from: dict[str, Any] | None = None
         self._restored_meta: dict[str, Any] | None = None
@@ -189,7 +189,7 @@ class Runtime:
         times: list[float] = []
         timer: threading.Timer | None = None
         try:
-            src = open_source(uri, target_fps=self.engine.fps, realtime=realtime, size=self.engine.S, **options)
+            src = open_source(uri, target_fps=self.engine.fps, realtime=realtime, size=self.engine.frame_size, **options)
             with src:
                 self._source = src
                 self.source_label = getattr(src, "label", str(uri))

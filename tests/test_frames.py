@@ -35,9 +35,10 @@ class _Backbone:
 
 def _engine_frames(cfg, frames):
     eng = Engine.__new__(Engine)  # only the frame path: no bundle, no graphs
-    eng.S, eng.P, eng.d = cfg.backbone.image_size, cfg.backbone.tokens_per_frame, cfg.backbone.dim
+    eng.frame_size, eng.tokens_per_frame, eng.token_dim = (cfg.backbone.image_size, cfg.backbone.tokens_per_frame,
+                                                           cfg.backbone.dim)
     eng.batch_size, eng.on_stage = 4, None
-    eng.backbone = _Backbone(eng.P, eng.d)
+    eng.backbone = _Backbone(eng.tokens_per_frame, eng.token_dim)
     eng.encode(frames)
     return np.concatenate(eng.backbone.seen)
 

@@ -37,7 +37,7 @@ def test_encode_resizes_other_sizes(engine):
 
 def test_only_full_clips_commit_and_svd_matches_reference(engine):
     engine.reset()
-    T = engine.T
+    T = engine.clip_frames
     frames = _frames(T + 5, seed=1)
     times = np.arange(T + 5, dtype=np.float64)
     assert engine.ingest(frames[:10], times[:10]) == 0
@@ -68,7 +68,7 @@ def test_times_must_increase(engine):
 
 def test_gaps_are_recorded_and_reported_per_window(engine):
     engine.reset()
-    T = engine.T
+    T = engine.clip_frames
     t = np.concatenate([np.arange(T), 100 + np.arange(T)]).astype(float)
     engine.ingest(_frames(2 * T, seed=2), t)
     assert engine.gaps == [(float(T), 100.0)]
@@ -84,7 +84,7 @@ def test_gaps_are_recorded_and_reported_per_window(engine):
 
 def test_answers_every_type_in_one_heads_call(engine, monkeypatch):
     engine.reset()
-    engine.ingest(_frames(3 * engine.T, seed=4), np.arange(3 * engine.T, dtype=float))
+    engine.ingest(_frames(3 * engine.clip_frames, seed=4), np.arange(3 * engine.clip_frames, dtype=float))
     calls = []
     real = engine.heads.infer
 
@@ -119,7 +119,7 @@ def test_answers_every_type_in_one_heads_call(engine, monkeypatch):
 
 def test_answers_match_a_direct_heads_call(engine):
     engine.reset()
-    engine.ingest(_frames(2 * engine.T, seed=6), np.arange(2 * engine.T, dtype=float))
+    engine.ingest(_frames(2 * engine.clip_frames, seed=6), np.arange(2 * engine.clip_frames, dtype=float))
     tok = engine.encode(_frames(1, seed=7))[0]
     a = engine.answer([{"type": "activity", "start": 0, "end": 30, "object_tokens": tok}])[0]
     c = engine.cfg
@@ -153,7 +153,7 @@ def test_bad_requests_are_query_errors(engine, req, msg):
 def test_state_dict_roundtrip_and_constant_memory(engine, tiny_bundle):
     engine.reset()
     bytes0 = engine.memory_bytes
-    T = engine.T
+    T = engine.clip_frames
     engine.ingest(_frames(T + 3, seed=8), np.arange(T + 3, dtype=float))
     engine.ingest(_frames(T, seed=9), 50 + np.arange(T, dtype=float))
     assert engine.memory_bytes == bytes0
@@ -179,10 +179,10 @@ def test_state_dict_roundtrip_and_constant_memory(engine, tiny_bundle):
 
 def test_queries_read_the_commit_not_the_buffers_being_written(engine):
     engine.reset()
-    engine.ingest(_frames(engine.T, seed=12), np.arange(engine.T, dtype=float))
+    engine.ingest(_frames(engine.clip_frames, seed=12), np.arange(engine.clip_frames, dtype=float))
     snap = engine.committed
     mem_before = {k: v.copy() for k, v in snap.memory.items()}
-    engine.ingest(_frames(engine.T, seed=13), engine.T + np.arange(engine.T, dtype=float))
+    engine.ingest(_frames(engine.clip_frames, seed=13), engine.clip_frames + np.arange(engine.clip_frames, dtype=float))
     assert engine.committed is not snap
     for k, v in snap.memory.items():
         np.testing.assert_array_equal(v, mem_before[k])  # an old commit never changes under a query

@@ -257,7 +257,7 @@ def _heads_diag(ctx: Ctx, eng_a, eng_b, crop: np.ndarray, W: float) -> dict:
     def feed(e):
         c = e.committed
         hb = encode_queries(["activity"], [(c.end - W, c.end)], [None], [tok], fps=cfg.stream.fps,
-                            max_queries=cfg.heads.window_queries, tokens_shape=(e.P, e.d))
+                            max_queries=cfg.heads.window_queries, tokens_shape=(e.tokens_per_frame, e.token_dim))
         f = {**hb.as_feed(), **{k: c.memory[k] for k in MEMORY_INPUTS}, "svd_basis": c.svd_basis, "svd_sv": c.svd_sv}
         inw = (c.memory["mem_t"] >= c.end - W - 0.5) & (c.memory["mem_t"] <= c.end + 0.5)
         frac = float((inw * c.memory["mem_valid"]).sum() / max(c.memory["mem_valid"].sum(), 1.0))

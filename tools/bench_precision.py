@@ -19,7 +19,7 @@ def _feeds(ctx: Ctx, eng, n_frames: int = 16, n_queries: int = 16) -> dict[str, 
     from edge_runtime.memory import MEMORY_INPUTS
 
     cfg = eng.cfg
-    T, P, d, fps, S = eng.T, eng.P, eng.d, cfg.stream.fps, eng.S
+    T, P, d, fps, S = eng.clip_frames, eng.tokens_per_frame, eng.token_dim, cfg.stream.fps, eng.frame_size
     times, frames = ctx.frames(P6_SEED + 99, float(3 * T + n_frames) / fps, S, fps)
     eng.reset()
     eng.ingest(frames[: 2 * T], times[: 2 * T])

@@ -59,11 +59,11 @@ def cmd_demo(args) -> int:
     cov = engine.coverage
     print(f"\nstreamed {engine.frames_processed} frames ({(cov['end'] or 0):.0f} s of video) in {wall:.1f} s wall: "
           f"{(cov['end'] or 0) / max(wall, 1e-9):.1f} video-seconds per second; memory {engine.memory_bytes / 1e6:.2f} MB")
-    video = CheckoutVideo(seed=d.seed, duration_s=d.duration_s, size=engine.S, look=d.look)
+    video = CheckoutVideo(seed=d.seed, duration_s=d.duration_s, size=engine.frame_size, look=d.look)
     queries = distinct(sample_queries(video.annotations(), d.queries, np.random.default_rng(d.seed)))
     reqs = [{"type": q.type, "start": q.start, "end": q.end,
              "activity": q.activity_id if q.type != "activity" else None,
-             "object_image": video.object_crop(q.instance_id, size=engine.S)
+             "object_image": video.object_crop(q.instance_id, size=engine.frame_size)
              if q.type != "object" and q.instance_id is not None else None, "k": 3} for q in queries]
     t1 = time.perf_counter()
     answers = runtime.query(reqs)
