@@ -1,6 +1,7 @@
-"""P5: the online SVD (MeMSVD §3.3, edge_runtime.svd.OnlineSVD) — incremental update per clip vs a
-full recompute over a 61-clip window (MeMSVD §4.2's window), vs scikit-learn IncrementalPCA.partial_fit
-at the same rank, and accuracy against the offline SVD of the same window.
+"""P5: the online SVD (edge_runtime.svd.OnlineSVD, MeMSVD's incremental update) — incremental update
+per clip vs a full recompute over a 61-clip window (the window MeMSVD recomputes over), vs
+scikit-learn IncrementalPCA.partial_fit at the same rank, and accuracy against the offline SVD of
+the same window.
 
 Rows are what the device feeds the SVD: per clip, the T per-frame mean tokens (T x d) from the
 lvm-tiny backbone (ONNX Runtime) over a generator video."""
