@@ -14,9 +14,11 @@ from export.train import VideoBatchSampler
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "models" / "lvm-tiny.yaml"
-# 6 clips of 16 s per video; 1 backbone epoch; a handful of sampler steps
+# 6 clips of 16 s per video; 1 short backbone epoch; a handful of sampler steps; the heads stage
+# on the same 2 videos (its config default streams 48, minutes on CPU for a smoke run)
 SMOKE = ["--config", str(TINY), "--videos", "2", "--video-s", "96", "--queries", "12",
-         "--backbone-epochs", "1", "--epochs", "2", "--heads-steps", "2", "--workers", "1", "--no-progress"]
+         "--backbone-epochs", "1", "--backbone-frames", "64", "--epochs", "2", "--heads-steps", "2",
+         "--heads-videos", "2", "--workers", "1", "--no-progress"]
 
 
 @pytest.mark.parametrize("n,batch,world", [(8, 8, 1), (8, 2, 2), (5, 2, 2), (9, 4, 1)])
