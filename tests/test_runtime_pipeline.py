@@ -1,4 +1,8 @@
-"""Runtime: intake thread, restore continuing the clock, stop from every state, batched queries."""
+"""Runtime: intake thread, restore continuing the clock, stop from every state, batched queries.
+
+No upper bounds on wall time (a loaded CI box stalls threads for seconds): what must be prompt is
+checked against an alternative that takes minutes (a source that never ends, an ingest held until
+the test lets it go), after a generous wait."""
 import threading
 import time
 
@@ -106,12 +110,17 @@ def test_stop_works_from_every_state(engine, tmp_path, monkeypatch, when):
     rt = Runtime(engine, state_dir=tmp_path)
     if when != "idle":
         rt.start("fake://")
-        time.sleep(0.3)
+        reached = {"never_connects": lambda: rt._source is not None, "streaming": lambda: rt.state == "streaming",
+                   "failed": lambda: rt.state == "failed", "ended": lambda: rt.state == "ended"}[when]
+        deadline = time.monotonic() + 60
+        while not reached() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reached(), rt.state
     if when == "failed":
-        assert rt.state == "failed" and "no such device" in rt.error
-    t0 = time.monotonic()
-    rt.stop()
-    assert time.monotonic() - t0 < 5.0
+        assert "no such device" in rt.error
+    # the never-connecting source blocks for 600 s and the streaming one runs 100 s: the intake
+    # thread is gone after stop() only if stop() ended it
+    rt.stop(timeout=60)
     assert not rt.running and rt.state in ("stopped", "failed")
     assert (tmp_path / SNAPSHOT_NAME).is_file()
     rt.stop()  # twice is fine
@@ -132,29 +141,35 @@ def test_queries_do_not_wait_for_a_slow_ingest(engine, monkeypatch):
     rt = Runtime(engine)
     rt.query([{"type": "object", "start": 0, "end": 4, "activity": 0}])  # warm
     real = engine.memory.step
-    entered = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
-    def slow_step(*a):
+    def held_step(*a):  # an ingest that lasts until the test lets it go
         entered.set()
-        time.sleep(2.0)
+        release.wait(600)
         return real(*a)
 
-    monkeypatch.setattr(engine.memory, "step", slow_step)
+    monkeypatch.setattr(engine.memory, "step", held_step)
     t = threading.Thread(target=engine.ingest, args=(np.zeros((16, 112, 112, 3), np.uint8), 16 + np.arange(16.0)))
     t.start()
-    assert entered.wait(10)
-    t0 = time.monotonic()
-    a = rt.query([{"type": "object", "start": 0, "end": 4, "activity": 0}])[0]
-    assert time.monotonic() - t0 < 1.5
-    assert a["coverage"]["end"] == 4.0
-    t.join()
+    answers = []
+    try:
+        assert entered.wait(60)
+        asker = threading.Thread(target=lambda: answers.append(
+            rt.query([{"type": "object", "start": 0, "end": 4, "activity": 0}])[0]), daemon=True)
+        asker.start()
+        asker.join(60)
+        assert answers and not release.is_set()  # answered while the ingest was still held
+    finally:
+        release.set()
+        t.join()
+    assert answers[0]["coverage"]["end"] == 4.0
     assert engine.coverage["end"] == 32.0
 
 
 def test_concurrent_queries_share_heads_calls(engine, monkeypatch):
     engine.reset()
     engine.ingest(np.zeros((16, 112, 112, 3), np.uint8), np.arange(16.0))
-    rt = Runtime(engine, batch_wait_s=0.05)
+    rt = Runtime(engine, batch_wait_s=0.5)  # long enough that 8 threads released together share a call
     calls = []
     real = engine.heads.infer
     monkeypatch.setattr(engine.heads, "infer", lambda feed, outputs=None: calls.append(len(feed["q_type"])) or real(feed, outputs))
