@@ -339,9 +339,7 @@ class Runtime:
                 self._warn(f"intake did not stop within {timeout:.0f} s; snapshotting what is committed")
         if self._state in (RunState.IDLE, RunState.CONNECTING, RunState.STREAMING, RunState.ENDED):
             self.state = RunState.STOPPED
-        # A run that failed before any frame changed nothing: rewriting the snapshot would only
-        # record a source that never delivered.
-        if snapshot and self.state_dir is not None and not (self._state is RunState.FAILED and self.frames_in == 0):
+        if snapshot and self.state_dir is not None:
             try:
                 self.snapshot()
             except (OSError, RuntimeError) as err:

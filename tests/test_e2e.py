@@ -180,7 +180,7 @@ def _file_run(tiny_bundle, tmp_path, video: Path, min_end: float, name: str):
             assert st["coverage"]["end"] >= min_end
             _ask_all(p, 0, st["coverage"]["end"])
         t0 = time.monotonic()  # the server keeps answering after the file ends, and says so
-        while "source ended; still answering queries" not in p.text() and time.monotonic() - t0 < 15:
+        while "source ended; still answering queries" not in p.text() and time.monotonic() - t0 < 60:
             time.sleep(0.2)
         assert "source ended; still answering queries" in p.text()
         assert p.get("/v1/status").status_code == 200
@@ -205,7 +205,30 @@ def test_real_footage(tiny_bundle, tmp_path):
     bugy = data / "Megamind_bugy.avi"
     if bugy.is_file():  # a damaged 9 s file: streams what decodes (less than one clip), never crashes
         st = _file_run(tiny_bundle, tmp_path, bugy, None, "bugy")
-        assert st["frames_processed"] >= 5 and st["pending_frames"] == st["frames_processed"]
+        assert st["frames_processed"] >= 5 and st["pending_frames"] == 0 and st["clips"] == 1  # tail committed
+
+
+def _expected_memory_bytes(bundle: Path) -> int:
+    """Stream state the engine holds, from the bundle's graph contract and config alone: two sets
+    of sampler memory buffers (ping-pong) and one clip input, the committed host copy of one set,
+    the SVD as the heads read it (heads dtypes) and as it is kept (float64 basis, values, mean and
+    3 counters), the pending clip (float32 tokens, float64 times) and the bounded gap list."""
+    from edge_runtime.engine import MAX_GAPS
+
+    m = json.loads((bundle / "manifest.json").read_text())
+    cfg = m["config"]
+
+    def nbytes(graph, names):
+        specs = {i["name"]: i for i in m["graphs"][graph]["inputs"]}
+        return sum(int(np.prod(specs[n]["shape"])) * np.dtype(specs[n]["dtype"]).itemsize for n in names)
+
+    memory_set = nbytes("sampler", ("mem", "mem_t", "mem_p", "mem_valid"))
+    clip = nbytes("sampler", ("clip", "clip_t", "clip_p"))
+    k, d = cfg["svd"]["n_components"], cfg["backbone"]["dim"]
+    T, P = cfg["stream"]["clip_frames"], cfg["backbone"]["grid"] ** 2
+    svd_kept = (k * d + k + d + 3) * 8
+    return (2 * memory_set + clip + memory_set + nbytes("heads", ("svd_basis", "svd_sv")) + svd_kept
+            + T * P * d * 4 + T * 8 + MAX_GAPS * 16)
 
 
 def test_memory_constant_over_a_long_accelerated_stream(tiny_bundle, tmp_path):
@@ -227,7 +250,8 @@ def test_memory_constant_over_a_long_accelerated_stream(tiny_bundle, tmp_path):
         _ask_all(p, LONG_S - 600, LONG_S - 10)
     finally:
         p.stop(signal.SIGTERM)
-    assert len({b for _, b, _ in samples}) == 1, "memory_bytes changed during the stream"
+    expected = _expected_memory_bytes(tiny_bundle)
+    assert {b for _, b, _ in samples} == {expected}, f"memory_bytes is not {expected} throughout the stream"
     warm = [r for end, _, r in samples if end >= LONG_S * 0.25]
     growth = max(warm) - min(warm)
     print(f"\n{LONG_S:.0f} s of demo video in {wall:.1f} s ({LONG_S / wall:.1f}x); memory_bytes "
@@ -244,13 +268,13 @@ def test_terminate_a_source_that_never_connects(tiny_bundle, tmp_path):
         time.sleep(1.0)
         assert p.get("/readyz").status_code == 503
         assert p.get("/v1/status").json()["state"] == "connecting"
-        t0 = time.monotonic()
-        assert p.stop(signal.SIGTERM) == 0
-        assert time.monotonic() - t0 < 10
+        assert p.stop(signal.SIGTERM, timeout=120) == 0
     finally:
         p.stop(signal.SIGKILL)
     assert (tmp_path / "s" / "snapshot.npz").is_file()
-    assert "Traceback" not in p.text()
+    log = p.text()
+    assert "Traceback" not in log
+    assert "did not stop within" not in log  # SIGTERM ended the connecting source, not the stop timeout
 
 
 def _cli(*args, timeout=120):

@@ -98,7 +98,8 @@ def cmd_run(args) -> int:
             say(runtime.error or runtime.end_reason)  # why it ended (or failed), once
         if signals:
             say(f"{signal.Signals(signals[0]).name}: draining and snapshotting")
-        runtime.stop(snapshot=True)
+        # a run that failed before its first frame changed nothing: no snapshot to write
+        runtime.stop(snapshot=not (runtime.state is RunState.FAILED and runtime.frames_in == 0))
         if runtime.last_snapshot_path is not None and runtime.state_dir is not None:
             say(f"snapshot written to {runtime.last_snapshot_path}")
         if server is not None:

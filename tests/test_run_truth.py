@@ -1,0 +1,349 @@
+"""`lvm-edge run` says how a stream really ended (issue #19): the file's tail is committed, a
+truncated file says where it stopped, --duration bounds a dead live source, a state dir is not
+continued with another source, and the small untruths of status, doctor, query --help and the demo."""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+import time
+import types
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edge_runtime.sources as sources
+from edge_runtime import cli
+from edge_runtime.rate_meter import RateMeter
+from edge_runtime.sources import Frame, parse_source_uri
+
+REPO = Path(__file__).resolve().parent.parent
+FOOTAGE = Path(os.environ.get("LVM_FOOTAGE_DIR", Path.home() / ".cache" / "lvm-edge" / "footage")) \
+    / "opencv-doc" / "examples" / "data"
+
+
+def _video(path: Path, seconds: int = 20, fps: int = 10) -> Path:
+    import cv2
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (96, 96))
+    assert w.isOpened()
+    rng = np.random.default_rng(0)
+    for i in range(seconds * fps):
+        img = np.full((96, 96, 3), 40, np.uint8)
+        img[30:60, i % 60 : i % 60 + 30] = rng.integers(0, 256, 3, dtype=np.uint8)
+        w.write(img)
+    w.release()
+    return path
+
+
+def _truncated(src: Path, dest: Path, keep: float = 0.3) -> Path:
+    data = src.read_bytes()
+    dest.write_bytes(data[: int(len(data) * keep)])
+    return dest
+
+
+def _cli(*args, timeout=120):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=timeout, env=env)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- no bundle needed ---------------------------------------------------------------------------
+
+def test_rate_meter_reads_slow_streams_and_decays():
+    m = RateMeter(window_s=10.0)
+    for k in range(30):  # a 1-fps camera, one sample per frame
+        m.add(1, now=float(k))
+    assert m.rate(29.0) == pytest.approx(1.0, abs=0.06)
+    assert m.rate(60.0) == 0.0  # stopped: every sample left the window
+    slow = RateMeter(window_s=10.0)
+    for k in range(0, 80, 16):  # one frame every 16 s, slower than the window
+        slow.add(1, now=float(k))
+    assert slow.rate(64.5) == pytest.approx(1 / 16, rel=0.1)
+
+
+def test_status_line_prints_a_settled_state_once():
+    class RT:
+        state = "ended"
+
+        def status(self):
+            return {"state": self.state, "stream_time": 11.0, "fps": 0.0, "stream_rate": 0.0, "dropped": 0,
+                    "coverage": {"start": 0.0, "end": 12.0}, "gaps": [], "memory_bytes": 1, "clips": 1,
+                    "error": None, "outage_since": None}
+
+    rt, out = RT(), io.StringIO()
+    line = cli.StatusLine(rt, 1.0, stream=out)
+    for _ in range(3):
+        line.tick(force=True)
+    assert out.getvalue().count("[ended]") == 1
+    rt.state = "stopped"
+    line.tick(force=True)
+    assert out.getvalue().count("\n") == 2
+
+
+def test_source_identity_is_how_a_stream_is_named_not_spelled(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert parse_source_uri("clip.avi").identity == str(tmp_path / "clip.avi")
+    assert parse_source_uri("demo://checkout?seed=3").identity == \
+        parse_source_uri("demo://checkout?duration=1800&seed=3").identity
+    assert parse_source_uri("3").identity == parse_source_uri("/dev/video3").identity
+    assert "pw" not in parse_source_uri("rtsp://u:pw@cam/x").identity
+
+
+def test_truncated_file_says_where_decoding_stopped(tmp_path):
+    whole = _video(tmp_path / "whole.avi")
+    with sources.open_source(str(whole), target_fps=1.0) as src:
+        assert len(list(src)) == 20 and src.end_problem is None
+    cut = _truncated(whole, tmp_path / "cut.avi")
+    with sources.open_source(str(cut), target_fps=1.0) as src:
+        n = len(list(src))
+    assert 0 < n < 20
+    assert "truncated or damaged" in src.end_problem and src.position < 19
+
+
+def test_query_help_has_a_description_and_examples(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["query", "--help"])
+    text = capsys.readouterr().out
+    assert "stream seconds" in text and "examples" in text and "lvm-edge query activity --image" in text
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--keep-serving" in text and "whichever comes first" in text and "--reset-state" in text
+
+
+def test_doctor_cuda_without_a_gpu_is_not_ok(monkeypatch, capsys):
+    from edge_runtime.cli import doctor
+
+    monkeypatch.setitem(sys.modules, "cuda", types.SimpleNamespace(__version__="13.5.0"))
+    monkeypatch.setattr(doctor, "PACKAGES", (("cuda", None),))
+    checks = doctor.Checklist()
+    doctor._check_packages(checks, types.SimpleNamespace(gpu=None))
+    out = capsys.readouterr().out
+    assert "[ - ] cuda" in out and "no GPU found" in out and "[ok ] cuda" not in out
+    doctor._check_packages(checks, types.SimpleNamespace(gpu="Orin"))
+    assert "[ok ] cuda" in capsys.readouterr().out
+
+
+def test_doctor_has_an_int8_row(capsys):
+    pytest.importorskip("onnxruntime")
+    from edge_runtime.cli import doctor
+
+    doctor._check_int8(doctor.Checklist())
+    out = capsys.readouterr().out
+    assert "INT8 on ORT CPU" in out and ("as exported" in out or "U8U8" in out)
+
+
+def test_demo_table_has_no_repeated_query_and_a_legend():
+    from edge_runtime.cli.demo import TABLE_LEGEND, distinct
+
+    q = lambda t, s, i: types.SimpleNamespace(type=t, start=s, end=s + 60, instance_id=i, activity_id=None)  # noqa: E731
+    assert len(distinct([q("activity", 0, 10), q("activity", 0, 10), q("activity", 0, 11), q("time", 0, 10)])) == 3
+    assert all(word in TABLE_LEGEND for word in ("object #N", "p its score", "R@1x"))
+
+
+def test_demo_save_crops_writes_real_pictures(tmp_path):
+    pytest.importorskip("cv2")
+    res = _cli("demo", "--seed", "3", "--duration", "60", "--save-crops", str(tmp_path / "crops"))
+    assert res.returncode == 0, res.stderr
+    pngs = sorted((tmp_path / "crops").glob("object-*.png"))
+    assert pngs and str(pngs[0]) in res.stdout
+
+
+def test_backbone_from_a_pickle_fails_first_and_creates_nothing(tmp_path, capsys):
+    from export.cli_train import main
+
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(pickle.dumps({"w": 1}, protocol=4))
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    assert main(["--config", "configs/models/lvm-tiny.yaml", "--out", str(out), "--backbone-from", str(bad)]) == 2
+    assert time.monotonic() - t0 < 10 and not out.exists()
+    assert "looks like a pickle" in capsys.readouterr().err
+
+
+# ---- with the test bundle -----------------------------------------------------------------------
+
+def _done(rt) -> None:
+    rt.stop(snapshot=False)
+    rt.batcher.close()  # not rt.close(): the engine is shared by the module's tests
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle):
+    from edge_runtime.engine import Engine
+
+    with Engine(tiny_bundle, threads=2) as e:
+        yield e
+
+
+def test_the_tail_of_a_file_is_committed_and_its_end_said(engine, tmp_path):
+    from edge_runtime.pipeline import Runtime
+
+    engine.reset()
+    rt = Runtime(engine)
+    rt.start(str(_video(tmp_path / "v.avi")))  # 20 s: one clip of 16 and a tail of 4
+    assert rt.wait(60)
+    st = rt.status()
+    assert st["state"] == "ended" and st["error"] is None, st
+    assert st["pending_frames"] == 0 and st["clips"] == 2 and st["coverage"]["end"] == 20.0
+    assert "end of file at" in st["end_reason"] and "last 4 frame(s) committed" in st["end_reason"]
+    _done(rt)
+
+
+def test_a_truncated_file_is_an_error_with_its_stream_time(engine, tmp_path):
+    from edge_runtime.pipeline import Runtime
+
+    engine.reset()
+    rt = Runtime(engine)
+    rt.start(str(_truncated(_video(tmp_path / "v.avi"), tmp_path / "cut.avi")))
+    assert rt.wait(60)
+    st = rt.status()
+    assert st["state"] == "ended" and st["pending_frames"] == 0 and st["clips"] >= 1
+    assert "stopped at" in st["error"] and "truncated or damaged" in st["error"]
+    _done(rt)
+
+
+class _FakeLive:
+    """A live source that delivers a few frames, then is in an outage until stopped."""
+
+    live = True
+    label = "rtsp://cam/x"
+
+    def __init__(self, frames: int):
+        self.frames, self.outage_since, self.stats = frames, None, {}
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+
+    def stop(self):
+        self._stop.set()
+
+    def __iter__(self):
+        for i in range(self.frames):
+            yield Frame(100.0 + 0.1 * i, np.zeros((112, 112, 3), np.uint8), i)
+        self.outage_since = 100.0 + 0.1 * (self.frames - 1)
+        self._stop.wait(600)
+
+
+def test_an_outage_reads_reconnecting_and_duration_bounds_it_by_wall_time(engine, monkeypatch):
+    from edge_runtime.pipeline import Runtime
+
+    engine.reset()
+    monkeypatch.setattr(sources, "open_source", lambda uri, **kw: _FakeLive(3))
+    rt = Runtime(engine)
+    t0 = time.monotonic()
+    rt.start("rtsp://cam/x", duration=1.5)
+    time.sleep(0.5)
+    st = rt.status()
+    assert st["state"] == "reconnecting" and st["outage_since"] == pytest.approx(0.2) and rt.ready
+    assert rt.wait(10) and time.monotonic() - t0 < 5
+    assert rt.state == "ended" and "duration of 1.5 s reached (wall-clock" in rt.end_reason
+    _done(rt)
+    engine.reset()
+    monkeypatch.setattr(sources, "open_source", lambda uri, **kw: _FakeLive(0))
+    rt = Runtime(engine)
+    rt.start("rtsp://cam/x", duration=0.5)
+    assert rt.wait(10) and rt.state == "failed" and "no frame received in 0.5 s" in rt.error
+    _done(rt)
+
+
+def test_cli_file_errors_once_and_truncated_exits_1(tiny_bundle, tmp_path):
+    bad = tmp_path / "notavideo.mp4"
+    bad.write_text("hello")
+    res = _cli("run", "--source", str(bad), "--bundle", str(tiny_bundle), "--api", "none",
+               "--state-dir", str(tmp_path / "s"))
+    assert res.returncode == 2 and res.stderr.count("OpenCV cannot open it") == 1, res.stderr
+    assert "moov" not in res.stderr and not (tmp_path / "s" / "snapshot.npz").exists()
+    cut = _truncated(_video(tmp_path / "v.avi"), tmp_path / "cut.avi")
+    res = _cli("run", "--source", str(cut), "--bundle", str(tiny_bundle), "--api", "none")
+    assert res.returncode == 1 and res.stderr.count("truncated or damaged") == 1, res.stderr
+
+
+def test_cli_dead_live_source_stops_after_duration(tiny_bundle):
+    t0 = time.monotonic()
+    res = _cli("run", "--source", f"rtsp://127.0.0.1:{_port()}/x", "--bundle", str(tiny_bundle),
+               "--duration", "2", "--api", "none", timeout=60)
+    assert res.returncode == 1 and "no frame received in 2 s" in res.stderr, res.stderr
+    assert time.monotonic() - t0 < 40 and "Traceback" not in res.stderr
+
+
+def test_cli_state_dir_refuses_another_source(tiny_bundle, tmp_path):
+    a, b = _video(tmp_path / "a.avi", seconds=4), _video(tmp_path / "b.avi", seconds=4)
+    sd = tmp_path / "state"
+    common = ["--bundle", str(tiny_bundle), "--api", "none", "--state-dir", str(sd)]
+    assert _cli("run", "--source", str(a), *common).returncode == 0
+    res = _cli("run", "--source", str(b), *common)
+    assert res.returncode == 2 and str(a) in res.stderr and str(b) in res.stderr and "--reset-state" in res.stderr
+    res = _cli("run", "--source", str(b), "--reset-state", *common)
+    assert res.returncode == 0, res.stderr
+    assert (sd / "snapshot.npz").is_file() and len(list(sd.glob("snapshot.npz.reset-*"))) == 1
+
+
+def test_cli_duration_exits_at_the_end_unless_keep_serving(tiny_bundle, tmp_path):
+    uri = "demo://checkout?seed=3&duration=20"
+    res = _cli("run", "--source", uri, "--bundle", str(tiny_bundle), "--duration", "3600",
+               "--api", f"127.0.0.1:{_port()}")
+    assert res.returncode == 0 and "end of stream at" in res.stderr, res.stderr
+    port = _port()
+    p = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "run", "--source", uri, "--bundle",
+                          str(tiny_bundle), "--duration", "3600", "--keep-serving", "--api", f"127.0.0.1:{port}"],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert time.monotonic() < deadline and p.poll() is None
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as r:
+                    import json
+
+                    st = json.loads(r.read())
+                if st["state"] == "ended":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        assert st["pending_frames"] == 0 and st["coverage"]["end"] == 20.0
+        time.sleep(1.0)
+        assert p.poll() is None  # still answering
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=30)
+    assert p.returncode == 0 and "still answering queries" in err, err
+
+
+def test_real_footage_tail_and_truncation(engine, tmp_path):
+    if not (FOOTAGE / "Megamind.avi").is_file():
+        pytest.skip(f"real footage not in {FOOTAGE} (bash tools/fetch_footage.sh fetches it)")
+    from edge_runtime.pipeline import Runtime
+
+    engine.reset()
+    rt = Runtime(engine)
+    rt.start(str(FOOTAGE / "Megamind.avi"))  # 11.3 s: less than one clip at 1 fps
+    assert rt.wait(60)
+    st = rt.status()
+    assert st["pending_frames"] == 0 and st["clips"] == 1 and st["coverage"]["end"] >= 11.0
+    assert "end of file at 11.2 s" in st["end_reason"]
+    engine.reset()
+    rt = Runtime(engine)
+    cut = tmp_path / "vtest-head.avi"
+    cut.write_bytes((FOOTAGE / "vtest.avi").read_bytes()[:300_000])
+    rt.start(str(cut))
+    assert rt.wait(60)
+    assert "stopped at 1.5 s" in rt.error and "frame 16 of 795" in rt.error
