@@ -85,6 +85,11 @@ class Bundle:
         return str(self.manifest.get("precision", "?"))
 
     @property
+    def object_extent(self) -> bool:
+        """Whether object answers can carry an extent (heads trained for it; older bundles not)."""
+        return bool((self.manifest.get("answers") or {}).get("object_extent", False))
+
+    @property
     def has_plans(self) -> bool:
         return all(g.plan for g in self.graphs.values())
 

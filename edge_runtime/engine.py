@@ -37,6 +37,7 @@ import numpy as np
 from edge_runtime.answers import QUERY_TYPE_IDS, decode_answers, encode_queries
 from edge_runtime.backends import BackendError, CacheMiss, Runner, onnxruntime_runner, tensorrt_runner
 from edge_runtime.bundle import Bundle, BundleError, choose_backend, load_bundle, verify_files
+from edge_runtime.coverage import covered_spans, hold_to_spans, no_memory_answer, window_coverage
 from edge_runtime.frames import resize_square
 from edge_runtime.memory import MEMORY_INPUTS, TokenMemory
 from edge_runtime.svd import OnlineSVD
@@ -84,6 +85,7 @@ class Engine:
         self.cfg = self.bundle.cfg
         self.labels: list[str] = list(self.bundle.labels["activities"])
         self.products: list[str] = list(self.bundle.labels.get("products", []))
+        self.object_extent = self.bundle.object_extent
         self.notes: list[str] = []
         self.threads = threads
         self.requested_backend = backend
@@ -436,38 +438,34 @@ class Engine:
         return self.encode(np.stack([resize_square(img, self.frame_size) for img in images]))
 
     def _answer_batch(self, reqs: list[dict[str, Any]], snap: Committed) -> list[dict[str, Any]]:
+        """Answer from the covered part of each window only; a window the memory does not cover gets
+        the typed no-memory answer and costs no heads call."""
         c = self.cfg
-        batch = encode_queries([r["type"] for r in reqs], [(r["start"], r["end"]) for r in reqs],
-                               [r["activity"] for r in reqs], [r["object_tokens"] for r in reqs],
-                               fps=c.stream.fps, max_queries=c.heads.window_queries,
-                               tokens_shape=(self.tokens_per_frame, self.token_dim))
-        dt = self._heads_dtypes
-        feed = {k: v.astype(dt[k], copy=False) for k, v in batch.as_feed().items()}
-        feed.update({k: snap.memory[k] for k in MEMORY_INPUTS})
-        feed["svd_basis"], feed["svd_sv"] = snap.svd_basis, snap.svd_sv
-        t0 = time.perf_counter()
-        outputs = self.heads.infer(feed)
-        self._stage("heads", t0)
-        outputs = {k: np.asarray(v, np.float32) for k, v in outputs.items()}
-        answers = decode_answers(batch, outputs, object_fps=c.stream.object_fps, k=max(r["k"] for r in reqs),
-                                 box_fps=[r["fps"] for r in reqs])
-        for r, a in zip(reqs, answers):
-            if r["type"] == "time":
-                a["intervals"] = a["intervals"][: r["k"]]
+        spans = [covered_spans(snap, r["start"], r["end"]) for r in reqs]
+        out: list[dict[str, Any]] = [no_memory_answer() for _ in reqs]
+        ask = [i for i, sp in enumerate(spans) if sp]
+        if ask:
+            windows = [(spans[i][0][0], spans[i][-1][1]) for i in ask]
+            batch = encode_queries([reqs[i]["type"] for i in ask], windows, [reqs[i]["activity"] for i in ask],
+                                   [reqs[i]["object_tokens"] for i in ask], fps=c.stream.fps,
+                                   max_queries=c.heads.window_queries,
+                                   tokens_shape=(self.tokens_per_frame, self.token_dim))
+            dt = self._heads_dtypes
+            feed = {k: v.astype(dt[k], copy=False) for k, v in batch.as_feed().items()}
+            feed.update({k: snap.memory[k] for k in MEMORY_INPUTS})
+            feed["svd_basis"], feed["svd_sv"] = snap.svd_basis, snap.svd_sv
+            t0 = time.perf_counter()
+            outputs = self.heads.infer(feed)
+            self._stage("heads", t0)
+            outputs = {k: np.asarray(v, np.float32) for k, v in outputs.items()}
+            answers = decode_answers(batch, outputs, object_fps=c.stream.object_fps,
+                                     k=max(reqs[i]["k"] for i in ask), box_fps=[reqs[i]["fps"] for i in ask],
+                                     object_extent=self.object_extent)
+            for i, a in zip(ask, answers):
+                r = reqs[i]
+                if r["type"] == "time":
+                    a["intervals"] = a["intervals"][: r["k"]]
+                out[i] = hold_to_spans(a, spans[i], (r["start"], r["end"]))
+        for r, a in zip(reqs, out):
             a.update(window_coverage(snap, r["start"], r["end"]))
-        return answers
-
-
-def window_coverage(snap: Committed, start: float, end: float) -> dict[str, Any]:
-    """Which part of [start, end] the committed memory covers, and the gaps inside it."""
-    gaps = [[max(a, start), min(b, end)] for a, b in snap.gaps if b > start and a < end]
-    if snap.start is None or snap.end is None:
-        return {"coverage": {"start": None, "end": None, "covered_fraction": 0.0}, "gaps": gaps}
-    lo, hi = max(start, snap.start), min(end, snap.end)
-    covered = max(0.0, hi - lo)
-    for a, b in snap.gaps:
-        covered -= max(0.0, min(b, hi) - max(a, lo))
-    covered = max(0.0, covered)
-    if hi <= lo:
-        return {"coverage": {"start": None, "end": None, "covered_fraction": 0.0}, "gaps": gaps}
-    return {"coverage": {"start": lo, "end": hi, "covered_fraction": round(covered / (end - start), 6)}, "gaps": gaps}
+        return out

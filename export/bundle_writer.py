@@ -242,6 +242,9 @@ def build_manifest(*, cfg, precision: str, checkpoint: dict, graphs: dict, parit
         "config_sha256": cfg.digest(),
         "checkpoint": checkpoint,
         "labels": labels_for(cfg),
+        # what the heads' outputs mean beyond the graph contract: object queries' start/end
+        # outputs are their track's extent (bundles without the key answer boxes at every frame)
+        "answers": {"object_extent": True},
         "graphs": graphs,
         "parity": parity,
         "accuracy": accuracy,

@@ -61,15 +61,21 @@ def test_three_queries_and_batch(client, engine):
     a = client.post("/v1/query/activity", json={"object_image": _png(), "start": 0, "end": 30})
     assert a.status_code == 200, a.text
     a = a.json()
-    assert len(a["scores"]) == len(engine.labels) and a["labels"][0] == engine.labels[a["ranked"][0]]
+    # scores keyed by name; labels (names) and ranked (ids) best first
+    assert set(a["scores"]) == set(engine.labels) and a["labels"][0] == engine.labels[a["ranked"][0]]
+    assert [a["scores"][n] for n in a["labels"]] == sorted(a["scores"].values(), reverse=True)
     assert a["coverage"] == {"start": 0.0, "end": 30.0, "covered_fraction": 1.0} and a["gaps"] == []
     o = client.post("/v1/query/object", json={"activity": engine.labels[1], "start": 0, "end": 3, "fps": 2}).json()
-    assert o["times"] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0] and len(o["boxes"]) == 7 and o["activity"] == engine.labels[1]
+    lo, hi, _ = o["extent"]
+    assert set(o["times"]) <= {0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0} and len(o["boxes"]) == len(o["times"]) >= 1
+    assert len(o["times"]) == 1 or all(lo <= t <= hi for t in o["times"])
+    assert o["activity"] == engine.labels[1] and o["status"] == "answered"
     o2 = client.post("/v1/query/object", json={"activity": 1, "start": 0, "end": 3, "fps": 2}).json()
     assert o2["boxes"] == o["boxes"]
     t = client.post("/v1/query/time", json={"activity": 2, "object_image": "data:image/png;base64," + _png(),
                                              "start": 10, "end": 60, "k": 2}).json()
     assert len(t["intervals"]) == 2 and t["coverage"]["covered_fraction"] == pytest.approx(22 / 50)
+    assert t["status"] == "partial" and all(10 <= s < e <= 32 for s, e, _ in t["intervals"])
     b = client.post("/v1/query/batch", json={"queries": [
         {"type": "activity", "object_image": _png(), "start": 0, "end": 30},
         {"type": "object", "activity": 1, "start": 0, "end": 3, "fps": 2},
