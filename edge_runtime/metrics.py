@@ -118,6 +118,16 @@ def viou(pred_boxes: Any, gt_boxes: Any, tol: float = FRAME_TOL) -> float | None
     return math.fsum(box_iou(pb[j], gt_b[i]) for i, j in pairs) / union
 
 
+def extent_ratio(extent: Sequence[float] | None, gt_boxes: Any) -> float | None:
+    """Length of a predicted extent [s, e, ...] over the ground-truth track's (first to last frame,
+    plus one frame); None without either."""
+    gt_t, _ = _track(gt_boxes)
+    if extent is None or len(gt_t) == 0:
+        return None
+    frame = float(np.median(np.diff(gt_t))) if len(gt_t) > 1 else 2 * FRAME_TOL
+    return (float(extent[1]) - float(extent[0])) / (float(gt_t[-1] - gt_t[0]) + frame)
+
+
 def object_hit(pred_boxes: Any, gt_boxes: Any, tol: float = FRAME_TOL) -> bool:
     v = viou(pred_boxes, gt_boxes, tol)
     return v is not None and v > HIT_IOU
@@ -189,6 +199,7 @@ def score_query(query: Any, answer: Mapping[str, Any], ks: Iterable[int] = KS) -
         for k in ks:
             rec[f"recall@{k}x"] = recall_object(tracks, gt, k)
         rec["viou"] = viou(tracks[0], gt) if tracks and len(_track(gt)[0]) else None
+        rec["extent_ratio"] = extent_ratio(answer.get("extent"), gt)
     elif qtype == "time":
         gt = _get(query, "gt_interval")
         ivs = [tuple(x[:2]) for x in answer.get("intervals", [])]
@@ -206,7 +217,7 @@ def aggregate(records: Iterable[Mapping[str, Any]], ks: Iterable[int] = KS) -> d
     -> {"recall@1x": {"activity": {"short": x, "medium": x, "long": x}, "object": {...}, "time": {...}},
         "recall@3x": {...}, "count": {type: {window: n}}}. A cell with no scored query is None;
     records whose recall is None (empty ground truth) are not counted."""
-    ks = tuple(ks)
+    ks, records = tuple(ks), list(records)
     sums = {k: {t: {w: [] for w in WINDOWS} for t in TYPES} for k in ks}
     for r in records:
         t, w = r.get("type"), r.get("window")
@@ -221,4 +232,10 @@ def aggregate(records: Iterable[Mapping[str, Any]], ks: Iterable[int] = KS) -> d
                                for t, ws in sums[k].items()}
     first = ks[0]
     out["count"] = {t: {w: len(v) for w, v in ws.items()} for t, ws in sums[first].items()}
+    ratios = {w: [] for w in WINDOWS}
+    for r in records:
+        if r.get("extent_ratio") is not None:
+            ratios.setdefault(r.get("window"), []).append(float(r["extent_ratio"]))
+    # object answers' extent against the true track's: median of predicted / true length per window
+    out["object_extent_ratio"] = {w: (float(np.median(v)) if v else None) for w, v in ratios.items()}
     return out

@@ -198,3 +198,15 @@ def test_score_query_with_query_objects():
     assert score_query(q, {"intervals": [[100.0, 110.0, 1.0]]})["recall@1x"] == 1.0
     q2 = Query.from_dict(q.to_dict())
     assert q2 == q
+
+
+def test_extent_ratio_and_its_median_per_window():
+    from edge_runtime.metrics import extent_ratio
+
+    gt = [(t, 0, 0, 1, 1) for t in 10 + np.arange(10) * 0.2]         # 10 frames: 2.0 s with the last frame
+    assert extent_ratio([10.0, 12.0, 0.9], gt) == pytest.approx(1.0)
+    assert extent_ratio([0.0, 8.0], gt) == pytest.approx(4.0)
+    assert extent_ratio(None, gt) is None and extent_ratio([0, 1], []) is None
+    q = {"qid": "o", "type": "object", "window": "short", "gt_boxes": gt}
+    recs = [score_query(q, {"extent": [10.0, 10.0 + 2.0 * f], "times": [], "boxes": []}) for f in (0.5, 1.0, 3.0)]
+    assert aggregate(recs)["object_extent_ratio"] == {"short": pytest.approx(1.0), "medium": None, "long": None}
