@@ -2,8 +2,11 @@
 lvm-tiny LVMNet, built with ``lvm-export --skip-gate`` (a broken exporter fails the tests that need it).
 Backbone tokens that lvm-train / lvm-eval cache go to a per-session folder, never the user's home.
 
-Bundles are cached under .cache/test-bundles/<key> (key: the export code and the tiny config), so
-a second local run skips the ~25 s export; CI starts from a fresh checkout and builds it once.
+Bundles are cached under .cache/test-bundles/<key>, so a second local run skips the ~25 s export;
+CI starts from a fresh checkout and builds it once. The key hashes everything the bundle can depend
+on, erring on the side of rebuilding: every .py under export/ and edge_runtime/ (model, graphs,
+manifest, config schema, the runtime code the exporter checks parity with), every file under
+configs/ and checkpoints/, and this file (the export command line).
 """
 from __future__ import annotations
 
@@ -12,18 +15,22 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+KEYED = [("export", "*.py"), ("edge_runtime", "*.py"), ("configs", "*"), ("checkpoints", "*")]
+STALE_S = 3600  # other keys' bundles untouched this long are removed (a concurrent run may use a fresh one)
 
 
 def _cache_key() -> str:
     h = hashlib.sha256()
-    for p in sorted((REPO / "export").glob("*.py")) + [REPO / "configs/models/lvm-tiny.yaml",
-                                                       REPO / "edge_runtime/config.py"]:
-        h.update(p.name.encode() + p.read_bytes())
+    files = [p for top, pattern in KEYED for p in (REPO / top).rglob(pattern)
+             if p.is_file() and "__pycache__" not in p.parts]
+    for p in sorted(set(files + [Path(__file__).resolve()])):
+        h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -69,8 +76,8 @@ def tiny_bundle(request) -> Path:
     cache = REPO / ".cache" / "test-bundles" / _cache_key()
     done = cache / "lvm-tiny-fp32" / "manifest.json"
     if not done.is_file():
-        for old in cache.parent.glob("*"):  # bundles of older export code
-            if old.name != cache.name and not old.name.startswith(cache.name):
+        for old in cache.parent.glob("*"):  # bundles of older code
+            if not old.name.startswith(cache.name) and time.time() - old.stat().st_mtime > STALE_S:
                 shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
         tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
@@ -81,6 +88,7 @@ def tiny_bundle(request) -> Path:
             os.replace(tmp, cache)
         except OSError:  # another session finished first
             shutil.rmtree(tmp, ignore_errors=True)
+    os.utime(cache)  # in use: not stale for other sessions
     how = (cache / "BUILT_BY").read_text().strip() if (cache / "BUILT_BY").is_file() else "?"
     request.config._tiny_bundle_how = how
     return cache / "lvm-tiny-fp32"

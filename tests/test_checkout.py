@@ -269,15 +269,17 @@ def test_queries_deterministic_and_short_video():
         sample_queries(ann, 1, np.random.default_rng(0), types=("where",))
 
 
-def test_render_speed_is_measured(record_property):
-    """Measured, not asserted: frames/second at 112 px and 224 px (see the generator's docs)."""
+def test_render_speed(record_property):
+    """Frames per CPU-second at 112 px and 224 px, recorded, with a floor a quarter of the README's
+    400 frames/s at 112 px (CPU time, not wall time: other processes on the box do not count)."""
     out = {}
     for size in (112, 224):
         v = CheckoutVideo(seed=3, duration_s=1800, size=size)
         v.frame(0.0)
-        t0 = time.perf_counter()
-        n = sum(1 for _ in v.frames(1.0, start=300, end=360))
-        out[size] = n / (time.perf_counter() - t0)
+        t0 = time.process_time()
+        frames = [img for _, img in v.frames(1.0, start=300, end=360)]
+        out[size] = len(frames) / max(time.process_time() - t0, 1e-3)
         record_property(f"render_fps_{size}", round(out[size], 1))
-    print(f"render speed: {out[112]:.0f} frames/s at 112 px, {out[224]:.0f} frames/s at 224 px")
-    assert all(v > 0 for v in out.values())
+        assert len(frames) == 60 and frames[0].shape == (size, size, 3)
+    print(f"render speed: {out[112]:.0f} frames/s at 112 px, {out[224]:.0f} frames/s at 224 px (CPU time)")
+    assert out[112] >= 100 and out[224] >= 25, out
