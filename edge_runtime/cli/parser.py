@@ -14,7 +14,8 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 QUERY_DESCRIPTION = """\
 Ask a running `lvm-edge run` (its API, 127.0.0.1:8321 by default) one question about the stream it
-remembers, and print the JSON answer. Windows are stream seconds (`query status` shows the coverage).
+remembers, and print the answer (a short summary; --json for the API's JSON). Windows are stream
+seconds (`query status` shows the coverage).
 
   activity  what happened to an object in [start, end]: --image (a picture of the object)
   object    where the objects were during an activity: --activity (name or id; see /v1/labels)
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="runtime config YAML (e.g. configs/runtime/kiosk.yaml); flags override it")
     r.set_defaults(func=cmd_run)
 
-    q = sub.add_parser("query", help="ask a running lvm-edge over HTTP and print the JSON answer",
+    q = sub.add_parser("query", help="ask a running lvm-edge over HTTP and print the answer",
                        description=QUERY_DESCRIPTION, epilog=QUERY_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("kind", choices=("activity", "object", "time", "status"))
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--fps", type=float, help="box rate for object queries")
     q.add_argument("--k", type=int, help="intervals for time queries")
     q.add_argument("--token")
+    q.add_argument("--boxes", action="store_true", help="object queries: list every box, not a summary")
+    q.add_argument("--json", action="store_true", help="print the answer as the API's JSON (all boxes)")
     q.set_defaults(func=cmd_query)
 
     d = sub.add_parser("doctor", help="check this host: versions, GPU/TensorRT, camera, bundles, state dir")

@@ -1,4 +1,4 @@
-"""``lvm-edge query``: the HTTP client side, asking a running ``lvm-edge run`` and printing its JSON."""
+"""``lvm-edge query``: the HTTP client side, asking a running ``lvm-edge run`` and printing its answer."""
 from __future__ import annotations
 
 import base64
@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.cli.answer_text import answer_text
 from edge_runtime.cli.common import CliError, parse_hostport
 
 
@@ -34,7 +35,8 @@ def cmd_query(args) -> int:
         body["fps"] = args.fps
     if args.kind == "time" and args.k:
         body["k"] = args.k
-    print(json.dumps(_http("POST", f"{base}/v1/query/{args.kind}", body, token), indent=2))
+    answer = _http("POST", f"{base}/v1/query/{args.kind}", body, token)
+    print(json.dumps(answer, indent=2) if args.json else answer_text(answer, all_boxes=args.boxes))
     return 0
 
 
