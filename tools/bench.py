@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""lvm-edge benchmark (issue 6): every speed / memory claim measured side by side in one run.
+"""lvm-edge benchmark: every speed / memory claim measured side by side in one run.
 
     python tools/bench.py                       # the full run (tens of minutes on 2 cores)
     python tools/bench.py --quick               # tiny sizes, a few minutes; a smoke test, not a measurement

@@ -15,7 +15,7 @@ from bench_common import REPO, CpuMonitor, Ctx, cpu_count, loadavg, rss_bytes
 SCHEMA = "lvm-edge-bench/1"
 FOREIGN_WARN = 0.10
 
-GOALS = [  # (figure key, what the issue asks) — listed in results.md even when not run
+GOALS = [  # (figure key, the goal it must meet) — listed in results.md even when not run
     ("P1.activity_speedup", ">= 100"), ("P1.object_speedup", ">= 200"),
     ("P2.lvm-tiny.onnxruntime_rtf", ">= 30"), ("P2.lvm-edge.onnxruntime_rtf", ">= 5"),
     ("P3.p50_ms", "<= 10"), ("P3.p99_ms", "<= 50"), ("P3.latency_ratio_10h_vs_1min", "<= 1.2"),
