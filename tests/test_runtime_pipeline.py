@@ -65,15 +65,17 @@ def test_stream_restore_and_the_clock_continues(engine, tmp_path, monkeypatch):
     rt.start("fake://")
     assert rt.wait(60) and rt.state == "ended"
     st = rt.status()
-    assert st["frames_processed"] == 40 and st["coverage"] == {"start": 0.0, "end": 32.0}
-    assert st["dropped"] == 3 and st["reconnects"] == 1 and st["pending_frames"] == 8
+    # the source ended: its last 8 frames are committed as a padded clip, and the status says so
+    assert st["frames_processed"] == 40 and st["coverage"] == {"start": 0.0, "end": 40.0}
+    assert st["dropped"] == 3 and st["reconnects"] == 1 and st["pending_frames"] == 0
+    assert "8 frame(s) committed" in st["end_reason"]
     rt.stop()  # final snapshot
     assert (tmp_path / SNAPSHOT_NAME).is_file()
     engine.reset()
 
     rt2 = Runtime(engine, state_dir=tmp_path)
-    assert rt2.restored_from["coverage"] == {"start": 0.0, "end": 32.0}
-    assert engine.last_time == 39.0 and engine.pending_frames == 8
+    assert rt2.restored_from["coverage"] == {"start": 0.0, "end": 40.0}
+    assert engine.last_time == 39.0 and engine.pending_frames == 0
     rt2.start("fake://")  # the source starts again at t = 0
     assert rt2.wait(60)
     assert engine.last_time == 40.0 + 39.0  # restored end (39 + 1 s) + source t
@@ -186,7 +188,9 @@ def test_concurrent_queries_share_heads_calls(engine, monkeypatch):
     for t in threads:
         t.join()
     assert sum(calls) == 8 and len(calls) < 8
-    assert [len(r["times"]) for r in results] == [int((2 + i) * 5) + 1 for i in range(8)]
+    for i, r in enumerate(results):  # each thread got its own answer: boxes on its window's 5-fps frames
+        assert r["extent"] and 1 <= len(r["times"]) <= int((2 + i) * 5) + 1
+        assert all(0 <= t <= 2 + i and abs(t * 5 - round(t * 5)) < 1e-6 for t in r["times"])
 
 
 def test_reset_empties_memory_but_the_clock_goes_on(engine, monkeypatch):
