@@ -1,4 +1,4 @@
-"""ReST metrics (DESIGN.md §4), numpy only.
+"""ReST metrics (activity Recall@kx, object vIoU, time tIoU with strict 0.3 thresholds), numpy only.
 
 - Recall@kx (activity queries, multi-label): with |G| ground-truth classes, take the top k·|G|
   predicted classes; recall = |G ∩ top| / |G|. A query with empty G has no recall (None) and is left

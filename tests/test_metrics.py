@@ -1,4 +1,4 @@
-"""ReST metrics on hand-built cases (DESIGN.md §4): multi-label Recall@kx, strict 0.3 thresholds,
+"""ReST metrics on hand-built cases: multi-label Recall@kx, strict 0.3 thresholds,
 degenerate boxes and intervals, per-query aggregation."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`lvm-edge run` says how a stream really ended (issue #19): the file's tail is committed, a
+"""`lvm-edge run` says how a stream really ended: the file's tail is committed, a
 truncated file says where it stopped, --duration bounds a dead live source, a state dir is not
 continued with another source, and the small untruths of status, doctor, query --help and the demo."""
 from __future__ import annotations
