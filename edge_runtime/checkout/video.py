@@ -9,7 +9,7 @@ import numpy as np
 from .annotations import build_annotations, copy_annotations, frame_labels
 from .render import Renderer
 from .scene import resolve_look
-from .script import build_script
+from .script_builder import build_script
 
 DEFAULT_DURATION_S = 1800.0
 
