@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge_runtime import __version__
-from edge_runtime.engine import QueryError
+from edge_runtime.query_check import QueryError
 from edge_runtime.pipeline import Runtime
 
 DEFAULT_MAX_BODY = 8 << 20          # 8 MiB

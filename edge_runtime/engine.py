@@ -34,16 +34,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge_runtime.answers import QUERY_TYPE_IDS, decode_answers, encode_queries
+from edge_runtime.answers import decode_answers, encode_queries
 from edge_runtime.backends import BackendError, CacheMiss, Runner, onnxruntime_runner, tensorrt_runner
 from edge_runtime.bundle import Bundle, BundleError, choose_backend, load_bundle, verify_files
 from edge_runtime.coverage import covered_spans, hold_to_spans, no_memory_answer, window_coverage
 from edge_runtime.frames import resize_square
 from edge_runtime.memory import MEMORY_INPUTS, TokenMemory
+from edge_runtime.query_check import activity_id, check_request
 from edge_runtime.svd import OnlineSVD
 
 MAX_GAPS = 256            # the gap list is bounded: constant memory over any run
-MAX_ANSWER_POINTS = 100_000  # object-query boxes per answer
 STATE_VERSION = 1
 
 
@@ -59,10 +59,6 @@ def fold_clip(svd: OnlineSVD, tokens: np.ndarray, n_real: int | None = None) -> 
     """Fold a clip's per-frame mean tokens into the online SVD (only its first ``n_real`` frames:
     a clip padded at the end of a stream)."""
     svd.update(tokens[:n_real].mean(axis=1))
-
-
-class QueryError(ValueError):
-    """A request the engine cannot answer as asked; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -350,69 +346,12 @@ class Engine:
     # -- queries -----------------------------------------------------------------------------
     def activity_id(self, activity: Any) -> int:
         """An activity given by id or by name -> id (QueryError when unknown)."""
-        if isinstance(activity, bool):
-            raise QueryError(f"activity must be a name or an id, got {activity!r}")
-        if isinstance(activity, (int, np.integer)):
-            if not 0 <= int(activity) < len(self.labels):
-                raise QueryError(f"activity id {int(activity)} out of range 0..{len(self.labels) - 1}")
-            return int(activity)
-        if isinstance(activity, str):
-            key = activity.strip().lower()
-            for i, name in enumerate(self.labels):
-                if name.lower() == key:
-                    return i
-            if key.isdigit():
-                return self.activity_id(int(key))
-            raise QueryError(f"unknown activity '{activity}' (known: {', '.join(self.labels)})")
-        raise QueryError(f"activity must be a name or an id, got {type(activity).__name__}")
+        return activity_id(self.labels, activity)
 
     def check_request(self, req: dict[str, Any], where: str = "request") -> dict[str, Any]:
         """Validate one request; returns it normalised (QueryError on anything wrong)."""
-        if not isinstance(req, dict):
-            raise QueryError(f"{where}: must be an object")
-        qtype = req.get("type")
-        if qtype not in QUERY_TYPE_IDS:
-            raise QueryError(f"{where}: type must be one of {', '.join(QUERY_TYPE_IDS)}, got {qtype!r}")
-        try:
-            start, end = float(req["start"]), float(req["end"])
-        except KeyError as err:
-            raise QueryError(f"{where}: missing '{err.args[0]}'") from None
-        except (TypeError, ValueError):
-            raise QueryError(f"{where}: start and end must be numbers (seconds)") from None
-        if not (math.isfinite(start) and math.isfinite(end)):
-            raise QueryError(f"{where}: start and end must be finite")
-        if not end > start:
-            raise QueryError(f"{where}: start ({start:g}) must be before end ({end:g})")
-        act = req.get("activity")
-        act = self.activity_id(act) if act is not None else None
-        img, tok = req.get("object_image"), req.get("object_tokens")
-        if img is not None:
-            img = np.asarray(img)
-            if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8 or min(img.shape[:2]) < 1:
-                raise QueryError(f"{where}: object_image must be an (H, W, 3) uint8 RGB image")
-        if tok is not None:
-            tok = np.asarray(tok, np.float32)
-            if tok.shape != (self.tokens_per_frame, self.token_dim):
-                raise QueryError(f"{where}: object_tokens must be ({self.tokens_per_frame}, {self.token_dim}), "
-                                 f"got {tok.shape}")
-        fps = req.get("fps")
-        if fps is not None:
-            try:
-                fps = float(fps)
-            except (TypeError, ValueError):
-                raise QueryError(f"{where}: fps must be a number") from None
-            if not (math.isfinite(fps) and fps > 0):
-                raise QueryError(f"{where}: fps must be positive")
-        fps_eff = fps or self.cfg.stream.object_fps
-        if qtype == "object" and (end - start) * fps_eff > MAX_ANSWER_POINTS:
-            raise QueryError(f"{where}: {((end - start) * fps_eff):.0f} boxes asked; at most {MAX_ANSWER_POINTS} "
-                             f"per query (lower fps or shorten the window)")
-        k = req.get("k")
-        k = 3 if k is None else k
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= 100:
-            raise QueryError(f"{where}: k must be an integer in 1..100")
-        return {"type": qtype, "start": start, "end": end, "activity": act, "object_image": img,
-                "object_tokens": tok, "fps": fps, "k": int(k)}
+        return check_request(req, where, labels=self.labels, tokens_shape=(self.tokens_per_frame, self.token_dim),
+                             object_fps=self.cfg.stream.object_fps)
 
     def answer(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Answer many queries in as few heads calls as possible (all of them, up to

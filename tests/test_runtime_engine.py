@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from edge_runtime.answers import encode_queries
-from edge_runtime.engine import Engine, QueryError
+from edge_runtime.engine import Engine
+from edge_runtime.query_check import QueryError
 from edge_runtime.svd import OnlineSVD
 
 
