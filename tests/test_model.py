@@ -3,16 +3,13 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 
-from edge_runtime import OnlineSVD
 from edge_runtime.config import ConfigError, load_model_config, resolve_model_config
 from export.model import LVMNet
 from export.onnx_graphs import GRAPHS, example_inputs, graph_module
 from export.sampler import chunked_topk, relaxed_khot, relaxed_topk
-from export.svd_torch import TorchOnlineSVD
 
 CONFIGS = ["lvm-tiny", "lvm-edge", "lvm-paper"]
 
@@ -148,25 +145,6 @@ def test_paper_config_selects_in_chunks():
     cfg = resolve_model_config("lvm-paper")
     assert cfg.stream.memory_tokens > cfg.sampler.topk_chunk == 3840
     assert cfg.stream.memory_tokens == cfg.clip_tokens == 5880
-
-
-@pytest.mark.parametrize("center", [True, False])
-def test_numpy_and_torch_svd_agree(center):
-    rng = np.random.default_rng(7)
-    a = OnlineSVD(24, 6, forgetting=0.95, center=center, reorth_every=5)
-    b = TorchOnlineSVD(24, 6, forgetting=0.95, center=center, reorth_every=5)
-    mix = rng.normal(size=(8, 24))
-    for _ in range(40):
-        rows = rng.normal(size=(int(rng.integers(1, 12)), 8)) @ mix + 0.05 * rng.normal(size=(1, 24))
-        a.update(rows)
-        b.update(torch.from_numpy(rows))
-    np.testing.assert_allclose(a.singular_values, b.singular_values.numpy(), rtol=1e-9)
-    np.testing.assert_allclose(a.mean, b.mean.numpy(), rtol=1e-9, atol=1e-12)
-    pa = a.basis.T @ a.basis
-    pb = b.basis.numpy().T @ b.basis.numpy()
-    assert np.abs(pa - pb).max() < 1e-8
-    for key, val in a.state_dict().items():
-        assert val.shape == b.state_dict()[key].shape
 
 
 def test_config_unknown_key_names_key_and_file(tmp_path):
