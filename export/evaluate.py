@@ -75,7 +75,7 @@ def _head_batch(qb) -> HeadBatch:
 
 
 @torch.no_grad()
-def answer_video(net: LVMNet, data: VideoData, sampler: str = "neural", seed: int = 0,
+def answer_video(net: LVMNet, data: VideoData, sampler: str = "neural", seed: int = 0, *, object_extent: bool = True,
                  chunk: int = 64) -> list[dict]:
     net.eval()
     cfg = net.cfg
@@ -90,7 +90,8 @@ def answer_video(net: LVMNet, data: VideoData, sampler: str = "neural", seed: in
         else:
             mems = mem
         out = _run_heads(net, mems, svd, qb)
-        answers.extend(decode_answers(_head_batch(qb), out, object_fps=cfg.stream.object_fps))
+        answers.extend(decode_answers(_head_batch(qb), out, object_fps=cfg.stream.object_fps,
+                                      object_extent=object_extent))
     return answers
 
 
@@ -99,12 +100,12 @@ def score(queries: list[Query], answers: list[dict]) -> dict:
 
 
 def evaluate_model(net: LVMNet, videos: list[VideoData], sampler: str = "neural", seed: int = 0,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, object_extent: bool = True) -> dict:
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     queries, answers = [], []
     for v in tqdm(videos, desc=f"eval ({sampler})", disable=not progress, leave=False):
-        answers.extend(answer_video(net, v, sampler, seed))
+        answers.extend(answer_video(net, v, sampler, seed, object_extent=object_extent))
         queries.extend(v.queries)
     res = score(queries, answers)
     res["memory_tokens"] = net.cfg.stream.memory_tokens
