@@ -110,7 +110,7 @@ def _train(args) -> int:
     elif device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is visible to torch")
 
-    from edge_runtime.checkout import ACTIVITIES, TRAIN_LOOKS
+    from edge_runtime.checkout import ACTIVITIES, training_video
     from export.checkpoint import save_checkpoint
     from export.data import token_cache_dir
     from export.model import LVMNet, count_parameters
@@ -162,7 +162,7 @@ def _train(args) -> int:
 
         workers = args.workers or min(os.cpu_count() or 1, n_heads_videos)
         n_q = tc.heads_queries_per_video or args.queries or tc.queries_per_video
-        specs = [(seed * 1000 + i, TRAIN_LOOKS[i % len(TRAIN_LOOKS)], video_s, n_q) for i in range(n_heads_videos)]
+        specs = [(*training_video(seed, i), video_s, n_q) for i in range(n_heads_videos)]
         t1 = time.time()
         hv = stage_videos(net, specs, workers=workers, cache=cache, progress=progress)
         say(f"lvm-train: heads stage: {n_heads_videos} videos streamed through the frozen sampler "
@@ -195,7 +195,7 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
     """Backbone (pre-trained or taken), then sampler + heads trained together on the streams."""
     import torch.distributed as dist
 
-    from edge_runtime.checkout import TRAIN_LOOKS
+    from edge_runtime.checkout import training_video
     from export.checkpoint import load_checkpoint
     from export.data import attach_queries, backbone_digest, encode_video, render_video
     from export.pretrain import pretrain_backbone
@@ -204,8 +204,8 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
     tc, fps = cfg.train, cfg.stream.fps
     videos = []
     for i in range(n_videos):
-        look = TRAIN_LOOKS[i % len(TRAIN_LOOKS)]
-        videos.append(render_video(seed * 1000 + i, video_s, cfg.backbone.image_size, fps, look=look, progress=progress))
+        vseed, look = training_video(seed, i)
+        videos.append(render_video(vseed, video_s, cfg.backbone.image_size, fps, look=look, progress=progress))
     say(f"lvm-train: rendered {n_videos} videos x {video_s:g} s at {fps:g} fps ({time.time() - t0:.0f} s)")
 
     backbone_file = out / "backbone.safetensors"
@@ -247,7 +247,7 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
     bb_sha = backbone_digest(net.backbone)
     for i, v in enumerate(videos):
         encode_video(net.backbone, v, cache=cache, backbone_sha=bb_sha)
-        attach_queries(v, args.queries or tc.queries_per_video, seed * 1000 + i)
+        attach_queries(v, args.queries or tc.queries_per_video, training_video(seed, i)[0])
     say(f"lvm-train: backbone tokens ready ({time.time() - t0:.0f} s; cache: {cache or 'off'})")
 
     return train_lvm(net, videos, out, epochs=args.epochs or tc.epochs, continual_p=continual_p, seed=seed,

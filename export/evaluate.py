@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from edge_runtime.answers import HeadBatch, decode_answers
 from edge_runtime.checkout import EVAL_LOOKS, EVAL_SEED_BASE, TRAIN_LOOKS, Query
+from edge_runtime.checkout.queries import engine_request
 from edge_runtime.metrics import aggregate, score_query
 from export.data import VideoData, attach_queries, backbone_digest, encode_video, render_video
 from export.model import LVMNet
@@ -127,11 +128,8 @@ def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData
         reqs = []
         size = engine.cfg.backbone.image_size
         for q in v.queries:
-            reqs.append({"type": q.type, "start": q.start, "end": q.end,
-                         "activity": q.activity_id if q.type != "activity" else None,
-                         "object_image": v.video.object_crop(q.instance_id, size=size)
-                         if q.type != "object" and q.instance_id is not None else None,
-                         "k": 3})
+            reqs.append(engine_request(q, v.video.object_crop(q.instance_id, size=size)
+                                       if q.type != "object" and q.instance_id is not None else None))
         answers.extend(engine.answer(reqs))
         queries.extend(v.queries)
     res = score(queries, answers)

@@ -356,13 +356,6 @@ def _shown(p: Path | None) -> str | None:
 # ----------------------------------------------------------------------------------------------
 # requests
 
-def request_for(q, crop: np.ndarray | None) -> dict:
-    """An Engine request for a generator query (object crop for activity and time queries)."""
-    return {"type": q.type, "start": q.start, "end": q.end,
-            "activity": q.activity_id if q.type != "activity" else None,
-            "object_image": crop if q.type != "object" else None, "k": 3}
-
-
 def crops_for(video, queries, size: int) -> dict[int, np.ndarray]:
     ids = sorted({q.instance_id for q in queries if q.instance_id is not None})
     return {i: video.object_crop(i, size=size) for i in ids}

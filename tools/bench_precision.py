@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from bench_common import SEED_BASE, Ctx, alternate, crops_for, request_for, stats, time_calls
+from edge_runtime.checkout.queries import engine_request
+from bench_common import SEED_BASE, Ctx, alternate, crops_for, stats, time_calls
 
 P6_SEED = SEED_BASE + 600
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -145,7 +146,7 @@ def p6(ctx: Ctx) -> dict:
         qs = sample_queries(v.annotations(), nq, np.random.default_rng(seed))
         crops = crops_for(v, qs, S)
         videos.append({"frames": frames, "times": times, "queries": qs,
-                       "reqs": [request_for(q, crops.get(q.instance_id)) for q in qs]})
+                       "reqs": [engine_request(q, crops.get(q.instance_id)) for q in qs]})
     all_q = [q for v in videos for q in v["queries"]]
     scores, answers, recs = {}, {}, {}
     for p in have:

@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from bench_common import SEED_BASE, Ctx, alternate, crops_for, pc, ratio_spread, request_for, stats
+from edge_runtime.checkout.queries import engine_request
+from bench_common import SEED_BASE, Ctx, alternate, crops_for, pc, ratio_spread, stats
 
 P1_SEED = SEED_BASE + 1
 P2_SEED = SEED_BASE + 2
@@ -34,7 +35,7 @@ def p1(ctx: Ctx) -> dict:
     if not ctx.quick and len(qs) < 1000:
         ctx.warn(f"P1: the generator gave only {len(qs)} valid queries for the {D:g}-s video (asked {n_queries})")
     crops = crops_for(video, qs, S)
-    reqs = [request_for(q, crops.get(q.instance_id)) for q in qs]
+    reqs = [engine_request(q, crops.get(q.instance_id)) for q in qs]
     types = [t for t in QUERY_TYPES if any(q.type == t for q in qs)]
     by_type = {t: [i for i, q in enumerate(qs) if q.type == t] for t in types}
     ctx.log(f"  P1: {D:g} s video, {len(qs)} queries ({', '.join(f'{t} {len(v)}' for t, v in by_type.items())})")

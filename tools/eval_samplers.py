@@ -71,7 +71,7 @@ def prior_ranking(cfg, meta: dict, videos) -> dict:
     activity queries of this checkpoint (the queries lvm-train sampled: seeds seed*1000 + i)."""
     import numpy as np
 
-    from edge_runtime.checkout import TRAIN_LOOKS, CheckoutVideo, sample_queries
+    from edge_runtime.checkout import CheckoutVideo, sample_queries, training_video
     from export.evaluate import score
 
     seed = int(meta.get("seed", cfg.train.seed))
@@ -79,9 +79,9 @@ def prior_ranking(cfg, meta: dict, videos) -> dict:
     video_s = float(meta.get("video_s", cfg.train.video_s))
     hits, n = np.zeros(cfg.heads.num_activities), 0
     for i in range(n_videos):
-        v = CheckoutVideo(seed=seed * 1000 + i, duration_s=video_s, size=cfg.backbone.image_size,
-                          look=TRAIN_LOOKS[i % len(TRAIN_LOOKS)])
-        for q in sample_queries(v.annotations(), cfg.train.queries_per_video, np.random.default_rng(seed * 1000 + i)):
+        vseed, look = training_video(seed, i)
+        v = CheckoutVideo(seed=vseed, duration_s=video_s, size=cfg.backbone.image_size, look=look)
+        for q in sample_queries(v.annotations(), cfg.train.queries_per_video, np.random.default_rng(vseed)):
             if q.type == "activity":
                 hits[list(q.gt_activities)] += 1
                 n += 1

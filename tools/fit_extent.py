@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
-    from edge_runtime.checkout import TRAIN_LOOKS
+    from edge_runtime.checkout import training_video
     from safetensors.torch import load_file
 
     from export.checkpoint import checkpoint_config, read_metadata, save_checkpoint
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     tc = cfg.train
     n_q = tc.heads_queries_per_video or tc.queries_per_video
     # seeds the heads stage used (lvm-train --seed 0): the same training distribution, no eval seed
-    specs = [(args.seed * 1000 + i, TRAIN_LOOKS[i % len(TRAIN_LOOKS)], tc.video_s, n_q) for i in range(args.videos)]
+    specs = [(*training_video(args.seed, i), tc.video_s, n_q) for i in range(args.videos)]
     t0 = time.time()
     videos = stage_videos(net, specs, workers=args.workers, cache=token_cache_dir())
     t_stage = time.time() - t0

@@ -282,3 +282,11 @@ def _one(ctx: _Ctx, qtype: str, wname: str, rng, split_prob: float, k: int) -> Q
             return Query(qid=f"{ctx.vid}/{qtype}/{wname}/{k:04d}", video_id=ctx.vid, type=qtype, window=wname,
                          start=float(cand), end=float(t), **given, **gt)
     return None
+
+
+def engine_request(q: Query, crop, k: int = 3) -> dict:
+    """The Engine request that asks a generator query as a user would: the activity for object and
+    time queries, the object's picture (``crop``) for activity and time queries."""
+    return {"type": q.type, "start": q.start, "end": q.end,
+            "activity": q.activity_id if q.type != "activity" else None,
+            "object_image": crop if q.type != "object" else None, "k": k}

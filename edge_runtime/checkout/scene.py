@@ -75,6 +75,12 @@ EVAL_SEED_BASE = 1_000_000
 LOOK_NAMES: dict[str, int] = {lk.name: i for i, lk in enumerate(LOOKS)}
 
 
+def training_video(seed: int, i: int) -> tuple[int, int]:
+    """Video ``i`` of a training run with ``seed``: (its generator seed, its look). Every stage, tool
+    and reference that needs "the videos lvm-train --seed S trained on" asks here."""
+    return seed * 1000 + i, TRAIN_LOOKS[i % len(TRAIN_LOOKS)]
+
+
 def resolve_look(look, seed: int) -> int:
     """None -> a training look derived from the seed; int, digit string or look name -> index."""
     if look is None:

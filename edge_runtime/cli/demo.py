@@ -24,6 +24,7 @@ def cmd_demo(args) -> int:
                              "demo.seed": args.seed, "demo.duration_s": args.duration, "demo.queries": args.queries})
     try:
         from edge_runtime.checkout import CheckoutVideo, sample_queries
+        from edge_runtime.checkout.queries import engine_request
     except ImportError as err:
         raise CliError(f"the checkout generator is not available ({err})", 1) from None
     if args.save_crops:
@@ -61,10 +62,8 @@ def cmd_demo(args) -> int:
           f"{(cov['end'] or 0) / max(wall, 1e-9):.1f} video-seconds per second; memory {engine.memory_bytes / 1e6:.2f} MB")
     video = CheckoutVideo(seed=d.seed, duration_s=d.duration_s, size=engine.frame_size, look=d.look)
     queries = distinct(sample_queries(video.annotations(), d.queries, np.random.default_rng(d.seed)))
-    reqs = [{"type": q.type, "start": q.start, "end": q.end,
-             "activity": q.activity_id if q.type != "activity" else None,
-             "object_image": video.object_crop(q.instance_id, size=engine.frame_size)
-             if q.type != "object" and q.instance_id is not None else None, "k": 3} for q in queries]
+    reqs = [engine_request(q, video.object_crop(q.instance_id, size=engine.frame_size)
+                           if q.type != "object" and q.instance_id is not None else None) for q in queries]
     t1 = time.perf_counter()
     answers = runtime.query(reqs)
     qt = time.perf_counter() - t1
