@@ -166,13 +166,19 @@ def _format_error(source: str, err: ValidationError) -> str:
     return f"{source}: {loc}: {first['msg']}"
 
 
-def model_config_from_dict(data: Any, source: str = "<dict>") -> ModelConfig:
+def validate_mapping(schema: type[BaseModel], data: Any, source: str):
+    """Config data -> a validated ``schema``; anything wrong is a ConfigError of one line naming
+    ``source`` (the file) and the key."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        return ModelConfig.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+
+
+def model_config_from_dict(data: Any, source: str = "<dict>") -> ModelConfig:
+    return validate_mapping(ModelConfig, data, source)
 
 
 def load_yaml(path: str | Path) -> Any:

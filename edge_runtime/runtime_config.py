@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from edge_runtime.config import CONFIG_DIR, ConfigError, _format_error, load_yaml
+from edge_runtime.config import CONFIG_DIR, load_yaml, validate_mapping
 
 
 class _Strict(BaseModel):
@@ -68,12 +68,7 @@ def load_runtime_settings(path: str | Path | None) -> RuntimeSettings:
     data = load_yaml(p)
     if data is None:
         data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return RuntimeSettings.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_error(str(p), err)) from None
+    return validate_mapping(RuntimeSettings, data, str(p))
 
 
 def override(settings: RuntimeSettings, changes: dict[str, Any]) -> RuntimeSettings:
