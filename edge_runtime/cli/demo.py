@@ -78,8 +78,9 @@ CROP_SIZE = 224  # the API resizes pictures to the bundle's frame size
 TABLE_LEGEND = """
 given: the query's inputs: an activity, and/or "object #N", the picture of product instance N of this
   video (`lvm-edge demo --save-crops DIR` writes them as DIR/object-N.png, for `lvm-edge query --image`).
-answer: activity: the top-ranked activities, as many as the truth has; object: boxes [x1, y1, x2, y2] as
-  fractions of the frame; time: the best interval, with p its score (0-1) from the time head.
+answer: activity: the top-ranked activities, as many as the truth has; object: when the object was seen
+  (its extent) and its boxes [x1, y1, x2, y2] as fractions of the frame, one per 1/5 s inside the
+  extent; time: the best interval, with p its score (0-1) from the time head.
 R@1x: Recall@1x of the answer against the ground truth (1.00 all found, 0.00 none; n/a: not scored)."""
 
 
@@ -170,14 +171,18 @@ def demo_table(queries, answers, labels) -> str:
             given.append(labels[q.activity_id])
         if q.type != "object" and q.instance_id is not None:
             given.append(f"object #{q.instance_id}")
-        if q.type == "activity":
+        if a.get("status") == "no_memory":
+            ans, gt = "nothing in memory for this window", ""
+        elif q.type == "activity":
             k = max(1, len(q.gt_activities))
             ans = ", ".join(labels[j] for j in a["ranked"][:k])
             gt = ", ".join(labels[j] for j in q.gt_activities)
         elif q.type == "object":
             gtb = [b for b in q.gt_boxes]
-            ans = f"{len(a['boxes'])} boxes, first {_box(a['boxes'][0])}" if a["boxes"] else "no boxes"
-            gt = f"{len(gtb)} boxes, first {_box(gtb[0][1:])}" if gtb else "none"
+            ext = a.get("extent")
+            seen = f"seen {ext[0]:.0f}-{ext[1]:.0f} s, " if ext else ""
+            ans = f"{seen}{len(a['boxes'])} boxes, first {_box(a['boxes'][0])}" if a.get("boxes") else "no boxes"
+            gt = f"seen {gtb[0][0]:.0f}-{gtb[-1][0]:.0f} s, {len(gtb)} boxes, first {_box(gtb[0][1:])}" if gtb else "none"
         else:
             s, e, p = a["intervals"][0] if a["intervals"] else (0, 0, 0)
             ans = f"{s:.0f}-{e:.0f} s (p {p:.2f})"
