@@ -40,6 +40,7 @@ from edge_runtime.bundle import Bundle, BundleError, choose_backend, load_bundle
 from edge_runtime.coverage import covered_spans, hold_to_spans, no_memory_answer, window_coverage
 from edge_runtime.frames import resize_square
 from edge_runtime.memory import MEMORY_INPUTS, TokenMemory
+from edge_runtime.ood import OODMonitor
 from edge_runtime.query_check import activity_id, check_request
 from edge_runtime.svd import OnlineSVD
 
@@ -100,6 +101,7 @@ class Engine:
         self.gap_factor = float(gap_factor)
         self.memory = TokenMemory(self.sampler)
         self.svd = OnlineSVD.for_model(c)
+        self.ood = OODMonitor.for_bundle(self.bundle)  # recent frames vs the training frames' statistics
         self._pending = np.zeros((self.clip_frames, self.tokens_per_frame, self.token_dim), np.float32)
         self._pending_t = np.zeros((self.clip_frames,), np.float64)
         heads_meta = self.heads.get_input_metadata()
@@ -164,6 +166,7 @@ class Engine:
         with self._lock:
             self.memory.reset()
             self.svd.reset()
+            self.ood.reset()
             self._n_pending = 0
             self._first_t: float | None = None
             self._end_t: float | None = None
@@ -307,6 +310,7 @@ class Engine:
         if self._last_t is not None and t - self._last_t > self.gap_factor * period:
             self._gaps.append((self._last_t + period, t))
         self._pending[self._n_pending] = tok
+        self.ood.update(tok)
         self._pending_t[self._n_pending] = t
         self._n_pending += 1
         self._last_t = t
@@ -370,7 +374,14 @@ class Engine:
         out: list[dict[str, Any]] = []
         for i in range(0, len(reqs), self.max_queries_per_call):
             out.extend(self._answer_batch(reqs[i : i + self.max_queries_per_call], snap))
+        ood = self.ood_status()
+        for a in out:
+            a["ood"] = dict(ood)
         return out
+
+    def ood_status(self) -> dict[str, Any]:
+        """How unlike the training data the last minute of frames is (edge_runtime/ood.py)."""
+        return self.ood.status()
 
     def encode_images(self, images: list[np.ndarray]) -> np.ndarray:
         """Images of any size -> (N, P, d) tokens, one backbone call per batch."""

@@ -392,6 +392,7 @@ class Runtime:
             "clips": e.clips,
             "memory_bytes": e.memory_bytes,
             "gaps": [list(g) for g in e.gaps],
+            "ood": e.ood_status(),
             "restored_from": self.restored_from,
             "fps": round(fps, 3),
             "stream_rate": round(fps / e.fps, 3),

@@ -232,7 +232,8 @@ def graph_entry(bundle_dir: Path, name: str, onnx_file: str, signature: dict, *,
 
 
 def build_manifest(*, cfg, precision: str, checkpoint: dict, graphs: dict, parity: dict, accuracy: Any,
-                   calibration: Any, latency: dict | None = None, export: dict | None = None) -> dict:
+                   calibration: Any, latency: dict | None = None, export: dict | None = None,
+                   ood: dict | None = None) -> dict:
     return {
         "format": FORMAT,
         "model": cfg.name,
@@ -246,6 +247,8 @@ def build_manifest(*, cfg, precision: str, checkpoint: dict, graphs: dict, parit
         # outputs are their track's extent (bundles without the key answer boxes at every frame)
         "answers": {"object_extent": True},
         "graphs": graphs,
+        # training-data statistics for the out-of-distribution signal (absent: the runtime says unknown)
+        "ood": ood,
         "parity": parity,
         "accuracy": accuracy,
         "calibration": calibration,

@@ -84,6 +84,10 @@ class Exporter:
                 raise ExportFailed(f"the FP32 ONNX graphs do not match PyTorch: {'; '.join(bad)}")
 
             graphs_info = self._convert(fp32_dir, feeds, engine)
+            from export.ood_stats import write_bundle_ood
+
+            with self.ui.step("OOD statistics (training looks through the bundle's backbone)", total=4) as tick:
+                ood = write_bundle_ood(writer.path, cfg, threads=a.threads, seed=cfg.train.seed, tick=tick)
             parity = parity32 if a.precision == "fp32" else self._parity(
                 f"parity {a.precision} vs PyTorch", writer.path, self.check)
             latency = self._latency(fp32_dir, feeds)
@@ -106,7 +110,8 @@ class Exporter:
 
             def manifest(accuracy):
                 return build_manifest(cfg=cfg, precision=a.precision, checkpoint=ck, graphs=graphs, parity=parity_m,
-                                      accuracy=accuracy, calibration=calibration, latency=latency, export=export_meta)
+                                      accuracy=accuracy, calibration=calibration, latency=latency, export=export_meta,
+                                      ood=ood)
 
             accuracy, gate = self._gate(fp32_dir, sigs, manifest, ck, parity32)
             export_meta["seconds"] = round(time.time() - t_start, 1)
