@@ -34,8 +34,9 @@ def _cache_key() -> str:
     return h.hexdigest()[:16]
 
 
-def build_tiny_bundle(dest: Path) -> tuple[Path, str]:
-    """-> (bundle dir, how it was built)."""
+def build_tiny_bundle(dest: Path, shipped: bool = False) -> tuple[Path, str]:
+    """-> (bundle dir, how it was built): fresh lvm-tiny weights, or the shipped checkpoint (for tests
+    whose point needs a trained model, such as the out-of-distribution flag on real footage)."""
     import torch
 
     from edge_runtime.config import resolve_model_config
@@ -43,9 +44,12 @@ def build_tiny_bundle(dest: Path) -> tuple[Path, str]:
     from export.model import LVMNet
 
     dest.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    net = LVMNet(resolve_model_config("lvm-tiny")).eval()
-    ckpt = save_checkpoint(net, dest / "lvm-tiny-init.safetensors")
+    if shipped:
+        ckpt = REPO / "checkpoints" / "lvm-tiny.safetensors"
+    else:
+        torch.manual_seed(0)
+        net = LVMNet(resolve_model_config("lvm-tiny")).eval()
+        ckpt = save_checkpoint(net, dest / "lvm-tiny-init.safetensors")
     out = dest / "lvm-tiny-fp32"
     exe = shutil.which("lvm-export", path=str(Path(sys.executable).parent)) or shutil.which("lvm-export")
     if not exe:
@@ -56,7 +60,7 @@ def build_tiny_bundle(dest: Path) -> tuple[Path, str]:
                          capture_output=True, text=True, timeout=600, cwd=REPO)
     if res.returncode != 0 or not (out / "manifest.json").is_file():
         raise RuntimeError(f"lvm-export failed (rc {res.returncode}): {(res.stderr or res.stdout).strip()[-2000:]}")
-    return out, "lvm-export --precision fp32 --skip-gate"
+    return out, "lvm-export --precision fp32 --skip-gate" + (" (shipped checkpoint)" if shipped else "")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -71,18 +75,17 @@ def _token_cache(tmp_path_factory):
         os.environ["LVM_EDGE_CACHE"] = old
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(request) -> Path:
-    cache = REPO / ".cache" / "test-bundles" / _cache_key()
+def _cached_bundle(shipped: bool) -> tuple[Path, str]:
+    cache = REPO / ".cache" / "test-bundles" / (_cache_key() + ("-shipped" if shipped else ""))
     done = cache / "lvm-tiny-fp32" / "manifest.json"
     if not done.is_file():
         for old in cache.parent.glob("*"):  # bundles of older code
-            if not old.name.startswith(cache.name) and time.time() - old.stat().st_mtime > STALE_S:
+            if not old.name.startswith(_cache_key()) and time.time() - old.stat().st_mtime > STALE_S:
                 shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
         tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        _, how = build_tiny_bundle(tmp)
+        _, how = build_tiny_bundle(tmp, shipped)
         (tmp / "BUILT_BY").write_text(how + "\n")
         try:
             os.replace(tmp, cache)
@@ -90,8 +93,19 @@ def tiny_bundle(request) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     os.utime(cache)  # in use: not stale for other sessions
     how = (cache / "BUILT_BY").read_text().strip() if (cache / "BUILT_BY").is_file() else "?"
-    request.config._tiny_bundle_how = how
-    return cache / "lvm-tiny-fp32"
+    return cache / "lvm-tiny-fp32", how
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(request) -> Path:
+    path, request.config._tiny_bundle_how = _cached_bundle(shipped=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shipped_bundle() -> Path:
+    """The shipped checkpoint as an fp32 bundle (one export per session, cached like tiny_bundle)."""
+    return _cached_bundle(shipped=True)[0]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
