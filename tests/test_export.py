@@ -135,7 +135,7 @@ def test_manifest_fields_and_hashes(bundles, ckpt):
     for precision, b in bundles.items():
         m = _manifest(b)
         for key in ("format", "model", "precision", "created", "config", "config_sha256", "checkpoint", "labels",
-                    "graphs", "parity", "accuracy", "calibration", "tools", "host"):
+                    "answers", "ood", "graphs", "parity", "accuracy", "calibration", "tools", "host"):
             assert key in m, key
         assert m["format"] == 1 and m["model"] == "lvm-tiny" and m["precision"] == precision
         assert m["config_sha256"] == cfg.digest() and m["config"] == cfg.to_dict()
