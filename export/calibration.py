@@ -121,7 +121,7 @@ def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, bac
     from edge_runtime.engine import clip_inputs, fold_clip
     from edge_runtime.memory import CLIP_INPUTS, MEMORY_INPUTS
     from edge_runtime.svd import OnlineSVD
-    from export.precision import cpu_session
+    from export.cpu_latency import cpu_session
 
     rng = np.random.default_rng(seed)
     S, P, d = cfg.backbone.image_size, cfg.backbone.tokens_per_frame, cfg.backbone.dim

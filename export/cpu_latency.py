@@ -1,7 +1,13 @@
 """CPU latency (ONNX Runtime) of a bundle's graphs, timed interleaved with the FP32 graphs."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.backends.onnxruntime import int8_session_entries
 
 # which real call is timed: the same one at every precision (the 4th clip, the 2nd head batch),
 # however many frames were read, so latencies of fp32 / fp16 / int8 bundles compare
@@ -30,8 +36,6 @@ def timed_feed(net, cfg, spec, feeds) -> dict:
 
 def graph_latency(precision: str, graph: Path, fp32_graph: Path, feed: dict, *, runs: int, threads: int) -> dict:
     """The manifest's latency entry of one graph; at a reduced precision with the FP32 median beside it."""
-    from export.precision import measure_latency
-
     paths = {precision: graph}
     if precision != "fp32":
         paths["fp32"] = fp32_graph
@@ -41,3 +45,47 @@ def graph_latency(precision: str, graph: Path, fp32_graph: Path, feed: dict, *, 
         entry["fp32_median_ms"] = lat["fp32"]["median_ms"]
         entry["speedup_vs_fp32"] = round(lat["fp32"]["median_ms"] / max(lat[precision]["median_ms"], 1e-9), 3)
     return entry
+
+
+def cpu_session(path: Path | str, threads: int = 2):
+    """An ORT CPU session of the graph as the runtime runs it on this host (exact INT8 kernels
+    where the default ones saturate)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    for key, value in int8_session_entries(path).items():
+        so.add_session_config_entry(key, value)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _stats(ms: list[float]) -> dict:
+    q = np.percentile(ms, [10, 50, 90])
+    return {"median_ms": round(float(q[1]), 3), "p10_ms": round(float(q[0]), 3), "p90_ms": round(float(q[2]), 3),
+            "min_ms": round(min(ms), 3), "max_ms": round(max(ms), 3), "runs": len(ms)}
+
+
+def measure_latency(paths: dict[str, Path | str], feeds: dict[str, np.ndarray], *, runs: int = 20,
+                    warmup: int = 3, threads: int = 2, tick: Callable[[], None] | None = None) -> dict[str, dict]:
+    """Median and spread of one call per model, runs interleaved (A B, B A, ...) so drift in the
+    machine's speed hits every candidate alike."""
+    sessions = {k: cpu_session(p, threads) for k, p in paths.items()}
+    for s in sessions.values():
+        for _ in range(warmup):
+            s.run(None, feeds)
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    order = list(sessions)
+    for r in range(runs):
+        for k in (order if r % 2 == 0 else order[::-1]):
+            t0 = time.perf_counter()
+            sessions[k].run(None, feeds)
+            times[k].append((time.perf_counter() - t0) * 1000.0)
+        if tick:
+            tick()
+    out = {k: {**_stats(v), "threads": threads} for k, v in times.items()}
+    for k, p in paths.items():  # timings taken on the exact (slower) INT8 kernels say so
+        if int8_session_entries(p):
+            out[k]["int8_kernels"] = "U8U8: ORT's U8S8 kernels saturate on this CPU"
+    return out

@@ -34,8 +34,9 @@ def int8_graphs(fp32_dir: Path, out_dir: Path, feeds, *, allowed: set[str], port
     import onnx
 
     from export.onnx_graphs import GRAPHS
-    from export.precision import (STATIC_OPS_CONV, STATIC_OPS_TRANSFORMER, activation_matmuls, measure_latency,
-                                  prepare, quantize_int8_dynamic, quantize_int8_static, selection_path)
+    from export.cpu_latency import measure_latency
+    from export.precision import (STATIC_OPS_CONV, STATIC_OPS_TRANSFORMER, activation_matmuls, prepare,
+                                  quantize_int8_dynamic, quantize_int8_static, selection_path)
 
     cand_dir = Path(tempfile.mkdtemp(prefix="int8-", dir=fp32_dir.parent))
     info: dict[str, dict] = {}

@@ -96,7 +96,7 @@ def write_bundle_ood(bundle_dir: Path, cfg, *, threads: int = 2, seed: int = 0,
     """Fit on the training looks through ``bundle_dir``'s backbone graph, write ``ood.safetensors``
     there; -> the manifest's "ood" section."""
     from edge_runtime.bundle import sha256_file
-    from export.precision import cpu_session
+    from export.cpu_latency import cpu_session
 
     session = cpu_session(Path(bundle_dir) / "backbone.onnx", threads)
     videos, tokens = [], []

@@ -83,7 +83,7 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
                  threads: int = 2, refs: Sequence[Sequence[np.ndarray]] | None = None) -> dict:
     """Compare an ONNX graph (ORT, CPU) with the PyTorch module on each feed; aggregate.
     ``refs``: precomputed ``reference_outputs`` for the same feeds."""
-    from export.precision import cpu_session
+    from export.cpu_latency import cpu_session
 
     sess = cpu_session(onnx_path, threads)
     names = list(spec.outputs)

@@ -21,17 +21,14 @@ On x86 without VNNI, ORT's INT8 kernels saturate: CPU sessions here use the runt
 """
 from __future__ import annotations
 
-import statistics
-import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_runtime.backends.onnxruntime import int8_session_entries
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
@@ -372,54 +369,3 @@ def quantize_int8_dynamic(src: Path, dst: Path, *, exclude: Iterable[str] = ()) 
 def count_ops(model: onnx.ModelProto, ops: Iterable[str]) -> int:
     ops = set(ops)
     return sum(1 for n in model.graph.node if n.op_type in ops)
-
-
-# ----------------------------------------------------------------------------------------------
-# CPU latency (ONNX Runtime)
-
-def cpu_session(path: Path | str, threads: int = 2):
-    """An ORT CPU session of the graph as the runtime runs it on this host (exact INT8 kernels
-    where the default ones saturate)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    for key, value in int8_session_entries(path).items():
-        so.add_session_config_entry(key, value)
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def _stats(ms: list[float]) -> dict:
-    q = np.percentile(ms, [10, 50, 90])
-    return {"median_ms": round(float(q[1]), 3), "p10_ms": round(float(q[0]), 3), "p90_ms": round(float(q[2]), 3),
-            "min_ms": round(min(ms), 3), "max_ms": round(max(ms), 3), "runs": len(ms)}
-
-
-def measure_latency(paths: dict[str, Path | str], feeds: dict[str, np.ndarray], *, runs: int = 20,
-                    warmup: int = 3, threads: int = 2, tick: Callable[[], None] | None = None) -> dict[str, dict]:
-    """Median and spread of one call per model, runs interleaved (A B, B A, ...) so drift in the
-    machine's speed hits every candidate alike."""
-    sessions = {k: cpu_session(p, threads) for k, p in paths.items()}
-    for s in sessions.values():
-        for _ in range(warmup):
-            s.run(None, feeds)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    order = list(sessions)
-    for r in range(runs):
-        for k in (order if r % 2 == 0 else order[::-1]):
-            t0 = time.perf_counter()
-            sessions[k].run(None, feeds)
-            times[k].append((time.perf_counter() - t0) * 1000.0)
-        if tick:
-            tick()
-    out = {k: {**_stats(v), "threads": threads} for k, v in times.items()}
-    for k, p in paths.items():  # timings taken on the exact (slower) INT8 kernels say so
-        if int8_session_entries(p):
-            out[k]["int8_kernels"] = "U8U8: ORT's U8S8 kernels saturate on this CPU"
-    return out
-
-
-def median(xs: Sequence[float]) -> float:
-    return float(statistics.median(xs))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from export.precision import (PrecisionError, convert_fp16, count_ops, cpu_session, fp16_policy, measure_latency,
-                              prepare, quantize_int8_dynamic, quantize_int8_static, selection_path,
-                              STATIC_OPS_TRANSFORMER)
+from export.cpu_latency import cpu_session, measure_latency
+from export.precision import (PrecisionError, convert_fp16, count_ops, fp16_policy, prepare, quantize_int8_dynamic,
+                              quantize_int8_static, selection_path, STATIC_OPS_TRANSFORMER)
 
 ort = pytest.importorskip("onnxruntime")
 
