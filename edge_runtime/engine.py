@@ -37,6 +37,7 @@ import numpy as np
 from edge_runtime.answers import decode_answers, encode_queries
 from edge_runtime.backends import BackendError, CacheMiss, Runner, onnxruntime_runner, tensorrt_runner
 from edge_runtime.bundle import Bundle, BundleError, choose_backend, load_bundle, verify_files
+from edge_runtime.clip_step import clip_inputs, fold_clip
 from edge_runtime.coverage import covered_spans, hold_to_spans, no_memory_answer, window_coverage
 from edge_runtime.frames import resize_square
 from edge_runtime.memory import MEMORY_INPUTS, TokenMemory
@@ -46,20 +47,6 @@ from edge_runtime.svd import OnlineSVD
 
 MAX_GAPS = 256            # the gap list is bounded: constant memory over any run
 STATE_VERSION = 1
-
-
-def clip_inputs(tokens: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """T frames' tokens (T, P, d) at times (T,) -> the sampler's clip inputs: clip (1, T*P, d), each
-    token's frame time clip_t (1, T*P) and its patch clip_p (1, T*P). Training builds the same
-    inputs in torch (export/streaming.py)."""
-    T, P, d = tokens.shape
-    return tokens.reshape(1, T * P, d), np.repeat(times, P)[None], np.tile(np.arange(P, dtype=np.int64), T)[None]
-
-
-def fold_clip(svd: OnlineSVD, tokens: np.ndarray, n_real: int | None = None) -> None:
-    """Fold a clip's per-frame mean tokens into the online SVD (only its first ``n_real`` frames:
-    a clip padded at the end of a stream)."""
-    svd.update(tokens[:n_real].mean(axis=1))
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, bac
                 threads: int = 2, tick: Callable[[int], None] | None = None) -> GraphFeeds:
     """Stream the calibration frames through the FP32 graphs in ``fp32_dir`` as the runtime would."""
     from edge_runtime.answers import encode_queries
-    from edge_runtime.engine import clip_inputs, fold_clip
+    from edge_runtime.clip_step import clip_inputs, fold_clip
     from edge_runtime.memory import CLIP_INPUTS, MEMORY_INPUTS
     from edge_runtime.svd import OnlineSVD
     from export.cpu_latency import cpu_session
