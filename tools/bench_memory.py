@@ -249,6 +249,7 @@ def _heads_diag(ctx: Ctx, eng_a, eng_b, crop: np.ndarray, W: float) -> dict:
     import onnxruntime as ort
 
     from edge_runtime.answers import encode_queries
+    from edge_runtime.backends.onnxruntime import int8_session_entries
     from edge_runtime.memory import MEMORY_INPUTS
 
     cfg = eng_a.cfg
@@ -270,7 +271,10 @@ def _heads_diag(ctx: Ctx, eng_a, eng_b, crop: np.ndarray, W: float) -> dict:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if daz:
             so.add_session_config_entry("session.set_denormal_as_zero", "1")
-        return ort.InferenceSession(str(eng_a.bundle.graphs["heads"].onnx), so, providers=["CPUExecutionProvider"])
+        graph = eng_a.bundle.graphs["heads"].onnx
+        for key, value in int8_session_entries(graph).items():  # the runtime's exact INT8 kernels where needed
+            so.add_session_config_entry(key, value)
+        return ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
 
     (fa, in_a), (fb, in_b) = feed(eng_a), feed(eng_b)
     sessions = {"default": sess(False), "daz": sess(True)}
