@@ -101,30 +101,48 @@ def test_train_ddp_two_processes(tmp_path):
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in log)
 
 
-def test_bad_inputs_one_line(tmp_path):
+def _in_process(module: str, argv: list[str], capfd):
+    """The command's main() in this process (one subprocess per case spent ~1.5 s importing torch);
+    the first case of the test below still runs as a real subprocess."""
+    import importlib
+    from types import SimpleNamespace
+
+    capfd.readouterr()
+    try:
+        rc = importlib.import_module(module).main(argv)
+    except SystemExit as exc:  # argparse errors
+        rc = exc.code
+    out, err = capfd.readouterr()
+    return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
+
+
+def test_bad_inputs_one_line(tmp_path, capfd):
     bad_seed = _run([sys.executable, "-m", "export.cli_train", "--config", str(TINY), "--out", str(tmp_path),
                      "--seed", "-4"])
     assert bad_seed.returncode == 2 and "--seed must be in" in bad_seed.stderr
     assert "Traceback" not in bad_seed.stderr
+    threads = torch.get_num_threads()
     other = tmp_path / "other.yaml"
     other.write_text(TINY.read_text().replace("num_activities: 8", "num_activities: 5"))
-    r = _run([sys.executable, "-m", "export.cli_train", "--config", str(other), "--out", str(tmp_path / "o")])
+    r = _in_process("export.cli_train", ["--config", str(other), "--out", str(tmp_path / "o")], capfd)
     assert r.returncode == 2 and "num_activities" in r.stderr and "Traceback" not in r.stderr
     for extra, needle in ((["--heads-steps", "0"], "--heads-steps"), (["--backbone-from", str(TINY)], "--backbone-from"),
                           (["--device", "cuda"] if not torch.cuda.is_available() else ["--heads-steps", "-1"], "-")):
-        r = _run([sys.executable, "-m", "export.cli_train", "--config", str(TINY), "--out", str(tmp_path / "s"),
-                  "--sampler-from", str(REPO / "checkpoints" / "lvm-tiny.safetensors"), *extra])
+        r = _in_process("export.cli_train", ["--config", str(TINY), "--out", str(tmp_path / "s"),
+                                             "--sampler-from", str(REPO / "checkpoints" / "lvm-tiny.safetensors"),
+                                             *extra], capfd)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
     pk = tmp_path / "model.pt"
     torch.save({"a": torch.zeros(1)}, pk)
-    r = _run([sys.executable, "-m", "export.cli_eval", "--checkpoint", str(pk), "--json", str(tmp_path / "x.json")])
+    r = _in_process("export.cli_eval", ["--checkpoint", str(pk), "--json", str(tmp_path / "x.json")], capfd)
     assert r.returncode == 2 and "pickle" in r.stderr and "Traceback" not in r.stderr
     trunc = tmp_path / "trunc.safetensors"
     trunc.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
-    r = _run([sys.executable, "-m", "export.cli_eval", "--checkpoint", str(trunc), "--json", str(tmp_path / "x.json")])
+    r = _in_process("export.cli_eval", ["--checkpoint", str(trunc), "--json", str(tmp_path / "x.json")], capfd)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
-    r = _run([sys.executable, "-m", "export.cli_eval", "--json", str(tmp_path / "x.json"), "--video-s", "5"])
+    r = _in_process("export.cli_eval", ["--json", str(tmp_path / "x.json"), "--video-s", "5"], capfd)
     assert r.returncode == 2 and "--video-s" in r.stderr
+    torch.set_num_threads(threads)
 
 
 def test_compact_memory_is_exact():
