@@ -110,7 +110,7 @@ def save_crops(video, folder: Path) -> int:
         crop = video.object_crop(inst["instance_id"])
         if not cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
             raise CliError(f"--save-crops {folder}: cannot write {path.name}", 1)
-        print(f"{path}  {inst['product']}  visible {inst['appear']:.0f}-{inst['vanish']:.0f} s")
+        print(f"{path}  {inst['product']}  visible {inst['appear']:.0f}-{inst['vanish']:.0f} s", flush=True)
     say(f"{len(ann['instances'])} object pictures of {video!r} in {folder}; ask about one with "
         f"`lvm-edge query activity --image {folder}/object-N.png --start S --end E`")
     return 0

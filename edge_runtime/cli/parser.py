@@ -27,9 +27,9 @@ examples (quote URIs with ? in zsh):
   lvm-edge run --source 'demo://checkout?seed=3' --duration 600 --keep-serving --state-dir state/ &
   lvm-edge demo --seed 3 --save-crops crops/      # object pictures of that demo video (see the list it prints)
   lvm-edge query status
-  lvm-edge query activity --image crops/object-10.png --start 0 --end 300
+  lvm-edge query activity --image crops/object-5.png --start 0 --end 300
   lvm-edge query object --activity 1 --start 0 --end 300 --fps 1
-  lvm-edge query time --image crops/object-10.png --activity 1 --start 0 --end 600 --k 3"""
+  lvm-edge query time --image crops/object-5.png --activity 1 --start 0 --end 600 --k 3"""
 
 
 def build_parser() -> argparse.ArgumentParser:
