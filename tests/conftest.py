@@ -1,5 +1,5 @@
-"""Shared fixtures. ``tiny_bundle``: ONE fp32 bundle per test session, from a freshly initialised
-lvm-tiny LVMNet, built with ``lvm-export --skip-gate`` (a broken exporter fails the tests that need it).
+"""Shared fixtures. ``tiny_bundle``: ONE fp32 bundle per test session, of the shipped lvm-tiny
+checkpoint, built with ``lvm-export --skip-gate`` (a broken exporter fails the tests that need it).
 Backbone tokens that lvm-train / lvm-eval cache go to a per-session folder, never the user's home.
 
 Bundles are cached under .cache/test-bundles/<key>, so a second local run skips the ~25 s export;
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "checkpoints" / "lvm-tiny.safetensors"
 KEYED = [("export", "*.py"), ("edge_runtime", "*.py"), ("configs", "*"), ("checkpoints", "*")]
 STALE_S = 3600  # other keys' bundles untouched this long are removed (a concurrent run may use a fresh one)
 
@@ -34,33 +35,21 @@ def _cache_key() -> str:
     return h.hexdigest()[:16]
 
 
-def build_tiny_bundle(dest: Path, shipped: bool = False) -> tuple[Path, str]:
-    """-> (bundle dir, how it was built): fresh lvm-tiny weights, or the shipped checkpoint (for tests
-    whose point needs a trained model, such as the out-of-distribution flag on real footage)."""
-    import torch
-
-    from edge_runtime.config import resolve_model_config
-    from export.checkpoint import save_checkpoint
-    from export.model import LVMNet
-
+def build_tiny_bundle(dest: Path) -> tuple[Path, str]:
+    """-> (bundle dir, how it was built): the shipped lvm-tiny checkpoint, exported as the user's
+    first command does (trained weights, so tests on real footage test what users run)."""
     dest.mkdir(parents=True, exist_ok=True)
-    if shipped:
-        ckpt = REPO / "checkpoints" / "lvm-tiny.safetensors"
-    else:
-        torch.manual_seed(0)
-        net = LVMNet(resolve_model_config("lvm-tiny")).eval()
-        ckpt = save_checkpoint(net, dest / "lvm-tiny-init.safetensors")
     out = dest / "lvm-tiny-fp32"
     exe = shutil.which("lvm-export", path=str(Path(sys.executable).parent)) or shutil.which("lvm-export")
     if not exe:
         raise RuntimeError("lvm-export is not installed: pip install -e '.[export,dev]'")
     # parity on a 32 s clip and one timed run: the test bundle needs the graphs, not the report
-    res = subprocess.run([exe, "--precision", "fp32", "--checkpoint", str(ckpt), "--out", str(out), "--skip-gate",
+    res = subprocess.run([exe, "--precision", "fp32", "--checkpoint", str(SHIPPED), "--out", str(out), "--skip-gate",
                           "--bench-runs", "1", "--calib", "demo://checkout?seed=1&duration=32", "--no-progress"],
                          capture_output=True, text=True, timeout=600, cwd=REPO)
     if res.returncode != 0 or not (out / "manifest.json").is_file():
         raise RuntimeError(f"lvm-export failed (rc {res.returncode}): {(res.stderr or res.stdout).strip()[-2000:]}")
-    return out, "lvm-export --precision fp32 --skip-gate" + (" (shipped checkpoint)" if shipped else "")
+    return out, "lvm-export --precision fp32 --skip-gate of checkpoints/lvm-tiny.safetensors"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -75,17 +64,18 @@ def _token_cache(tmp_path_factory):
         os.environ["LVM_EDGE_CACHE"] = old
 
 
-def _cached_bundle(shipped: bool) -> tuple[Path, str]:
-    cache = REPO / ".cache" / "test-bundles" / (_cache_key() + ("-shipped" if shipped else ""))
+@pytest.fixture(scope="session")
+def tiny_bundle(request) -> Path:
+    cache = REPO / ".cache" / "test-bundles" / _cache_key()
     done = cache / "lvm-tiny-fp32" / "manifest.json"
     if not done.is_file():
         for old in cache.parent.glob("*"):  # bundles of older code
-            if not old.name.startswith(_cache_key()) and time.time() - old.stat().st_mtime > STALE_S:
+            if not old.name.startswith(cache.name) and time.time() - old.stat().st_mtime > STALE_S:
                 shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
         tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        _, how = build_tiny_bundle(tmp, shipped)
+        _, how = build_tiny_bundle(tmp)
         (tmp / "BUILT_BY").write_text(how + "\n")
         try:
             os.replace(tmp, cache)
@@ -93,22 +83,11 @@ def _cached_bundle(shipped: bool) -> tuple[Path, str]:
             shutil.rmtree(tmp, ignore_errors=True)
     os.utime(cache)  # in use: not stale for other sessions
     how = (cache / "BUILT_BY").read_text().strip() if (cache / "BUILT_BY").is_file() else "?"
-    return cache / "lvm-tiny-fp32", how
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(request) -> Path:
-    path, request.config._tiny_bundle_how = _cached_bundle(shipped=False)
-    return path
-
-
-@pytest.fixture(scope="session")
-def shipped_bundle() -> Path:
-    """The shipped checkpoint as an fp32 bundle (one export per session, cached like tiny_bundle)."""
-    return _cached_bundle(shipped=True)[0]
+    request.config._tiny_bundle_how = how
+    return cache / "lvm-tiny-fp32"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     how = getattr(config, "_tiny_bundle_how", None)
     if how:
-        terminalreporter.write_line(f"test bundle (lvm-tiny fp32, fresh weights): {how}")
+        terminalreporter.write_line(f"test bundle (lvm-tiny fp32): {how}")

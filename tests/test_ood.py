@@ -122,12 +122,12 @@ def _stream(engine, uri, max_frames=None):
     return engine.ood_status()
 
 
-def test_street_scene_flagged_checkout_not(shipped_bundle):
-    # the shipped model: with untrained weights the street scene sits at the threshold's edge
+def test_street_scene_flagged_checkout_not(tiny_bundle):
+    # the shipped model (untrained weights put the street scene at the threshold's edge)
     vtest = FOOTAGE / "vtest.avi"
     if not vtest.is_file():
         pytest.skip(f"{vtest} missing (tools/fetch_footage.sh fetches the opencv-doc videos)")
-    eng = _engine(shipped_bundle)
+    eng = _engine(tiny_bundle)
     assert eng.bundle.manifest["ood"]["file"] == OOD_FILE
     checkout = _stream(eng, "demo://checkout?seed=1000000&duration=90&look=teal")
     street = _stream(eng, str(vtest))

@@ -1,4 +1,6 @@
 """Engine: ingest -> clips -> sampler -> SVD -> commit; batched answers; coverage; state."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -6,6 +8,8 @@ from edge_runtime.answers import encode_queries
 from edge_runtime.engine import Engine
 from edge_runtime.query_check import QueryError
 from edge_runtime.svd import OnlineSVD
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +208,7 @@ def test_engine_matches_the_pytorch_reference(tiny_bundle):
         from export.evaluate import answer_video
     except ImportError as err:
         pytest.skip(f"export reference unavailable ({err})")
-    net, _ = load_checkpoint(tiny_bundle.parent / "lvm-tiny-init.safetensors")
+    net, _ = load_checkpoint(REPO / "checkpoints" / "lvm-tiny.safetensors")
     # a whole number of clips: the engine answers only what its memory covers, the reference
     # answers every window, so both must cover the same stream
     data = attach_queries(encode_video(net.backbone, render_video(11, 192, 112, 1.0), keep_frames=True), 9, 0)
