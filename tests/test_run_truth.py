@@ -9,7 +9,6 @@ import pickle
 import socket
 import subprocess
 import sys
-import threading
 import time
 import types
 import urllib.request
@@ -22,6 +21,7 @@ import edge_runtime.sources as sources
 from edge_runtime import cli
 from edge_runtime.rate_meter import RateMeter
 from edge_runtime.sources import Frame, parse_source_uri
+from fakes import StoppableSource
 
 REPO = Path(__file__).resolve().parent.parent
 FOOTAGE = Path(os.environ.get("LVM_FOOTAGE_DIR", Path.home() / ".cache" / "lvm-edge" / "footage")) \
@@ -216,24 +216,15 @@ def test_a_truncated_file_is_an_error_with_its_stream_time(engine, tmp_path):
     _done(rt)
 
 
-class _FakeLive:
+class _FakeLive(StoppableSource):
     """A live source that delivers a few frames, then is in an outage until stopped."""
 
     live = True
     label = "rtsp://cam/x"
 
     def __init__(self, frames: int):
+        super().__init__()
         self.frames, self.outage_since, self.stats = frames, None, {}
-        self._stop = threading.Event()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-
-    def stop(self):
-        self._stop.set()
 
     def __iter__(self):
         for i in range(self.frames):

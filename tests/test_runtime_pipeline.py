@@ -14,25 +14,17 @@ from edge_runtime.engine import Engine
 from edge_runtime.pipeline import Runtime
 from edge_runtime.snapshot import SNAPSHOT_NAME
 from edge_runtime.sources import Frame, SourceError
+from fakes import StoppableSource
 
 
-class FakeSource:
+class FakeSource(StoppableSource):
     """n frames at 1 fps from t0 (or never any frame: n=None blocks until stop())."""
 
     def __init__(self, n, t0=0.0, live=False, delay=0.0):
+        super().__init__()
         self.n, self.t0, self.live, self.delay = n, t0, live, delay
         self.label = "fake://"
         self.stats = {"frames_in": 0, "dropped": 3, "reconnects": 1}
-        self._stop = threading.Event()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-
-    def stop(self):
-        self._stop.set()
 
     def __iter__(self):
         rng = np.random.default_rng(0)
