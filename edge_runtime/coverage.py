@@ -38,10 +38,12 @@ def covered_spans(snap: CoveredStream, start: float, end: float) -> list[tuple[f
     return spans
 
 
-def window_coverage(snap: CoveredStream, start: float, end: float) -> dict[str, Any]:
-    """-> {"coverage": {start, end, covered_fraction}, "gaps": [[a, b], ...] inside the window}."""
+def window_coverage(snap: CoveredStream, start: float, end: float,
+                    spans: list[tuple[float, float]] | None = None) -> dict[str, Any]:
+    """-> {"coverage": {start, end, covered_fraction}, "gaps": [[a, b], ...] inside the window};
+    ``spans``: the window's covered spans when the caller has them already."""
     gaps = [[max(a, start), min(b, end)] for a, b in snap.gaps if b > start and a < end]
-    spans = covered_spans(snap, start, end)
+    spans = covered_spans(snap, start, end) if spans is None else spans
     if not spans:
         return {"coverage": {"start": None, "end": None, "covered_fraction": 0.0}, "gaps": gaps}
     covered = sum(b - a for a, b in spans)

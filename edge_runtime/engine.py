@@ -35,8 +35,8 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_runtime.answers import decode_answers, encode_queries
-from edge_runtime.backends import BackendError, CacheMiss, Runner, onnxruntime_runner, tensorrt_runner
-from edge_runtime.bundle import Bundle, BundleError, choose_backend, load_bundle, verify_files
+from edge_runtime.bundle import Bundle, load_bundle
+from edge_runtime.bundle_runners import open_runners
 from edge_runtime.clip_step import clip_inputs, fold_clip
 from edge_runtime.coverage import covered_spans, hold_to_spans, no_memory_answer, window_coverage
 from edge_runtime.frames import resize_square
@@ -70,13 +70,8 @@ class Engine:
         self.labels: list[str] = list(self.bundle.labels["activities"])
         self.products: list[str] = list(self.bundle.labels.get("products", []))
         self.object_extent = self.bundle.object_extent
-        self.notes: list[str] = []
         self.threads = threads
-        self.requested_backend = backend
-        self.backend, note = choose_backend(self.bundle, backend)
-        if note:
-            self.notes.append(note)
-        self._runners = self._open_runners()
+        self._runners, self.backend, self.notes = open_runners(self.bundle, backend, threads)
         self.backbone, self.sampler, self.heads = (self._runners[n] for n in ("backbone", "sampler", "heads"))
 
         c = self.cfg
@@ -98,41 +93,6 @@ class Engine:
         self.reset()
 
     # -- setup -------------------------------------------------------------------------------
-    def _make_runners(self, backend: str) -> dict[str, Runner]:
-        runners = {}
-        for name, g in self.bundle.graphs.items():
-            if backend == "tensorrt":
-                runners[name] = tensorrt_runner(g.plan_path, name, g.inputs, g.outputs)
-            else:
-                runners[name] = onnxruntime_runner(g.onnx, name, g.inputs, g.outputs, threads=self.threads)
-        return runners
-
-    def _open_runners(self) -> dict[str, Runner]:
-        if self.backend == "tensorrt":
-            runners = self._make_runners("tensorrt")
-            try:
-                verify_files(self.bundle, plans=True)
-                for r in runners.values():
-                    r.activate()
-                return runners
-            except (BackendError, BundleError) as err:
-                for r in runners.values():
-                    r.deactivate()
-                if self.requested_backend == "tensorrt":
-                    raise BundleError(str(err)) from None
-                kind = "cache miss" if isinstance(err, CacheMiss) else "unusable"
-                self.notes.append(f"TensorRT plan {kind}: {err}; falling back to ONNX Runtime")
-                self.backend = "onnxruntime"
-        runners = self._make_runners("onnxruntime")
-        try:
-            for r in runners.values():
-                r.activate()
-        except BackendError as err:
-            for r in runners.values():
-                r.deactivate()
-            raise BundleError(str(err)) from None
-        return runners
-
     def close(self) -> None:
         for r in self._runners.values():
             r.deactivate()
@@ -403,6 +363,6 @@ class Engine:
                 if r["type"] == "time":
                     a["intervals"] = a["intervals"][: r["k"]]
                 out[i] = hold_to_spans(a, spans[i], (r["start"], r["end"]))
-        for r, a in zip(reqs, out):
-            a.update(window_coverage(snap, r["start"], r["end"]))
+        for r, a, sp in zip(reqs, out, spans):
+            a.update(window_coverage(snap, r["start"], r["end"], sp))
         return out
