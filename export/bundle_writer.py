@@ -207,8 +207,11 @@ def host_info() -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "os": f"{platform.system()} {platform.release()}"}
 
 
-def labels_for(cfg) -> dict[str, list[str]]:
-    """Class names the runtime shows: the generator's, when they fit the model."""
+def labels_for(cfg, trained: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """Class names the runtime shows: the ones the checkpoint was trained with; for a checkpoint that
+    carries none, the generator's when they fit the model."""
+    if trained is not None:
+        return {"activities": list(trained["activities"]), "products": list(trained.get("products") or [])}
     try:
         from edge_runtime.checkout import ACTIVITIES, PRODUCTS
 
@@ -234,6 +237,10 @@ def graph_entry(bundle_dir: Path, name: str, onnx_file: str, signature: dict, *,
 def build_manifest(*, cfg, precision: str, checkpoint: dict, graphs: dict, parity: dict, accuracy: Any,
                    calibration: Any, latency: dict | None = None, export: dict | None = None,
                    ood: dict | None = None) -> dict:
+    """``checkpoint``: export_inputs.load_model's section; its "labels" (the trained class names, None
+    for a checkpoint without them) become the manifest's top-level "labels"."""
+    labels = checkpoint.get("labels")
+    checkpoint = {k: v for k, v in checkpoint.items() if k != "labels"}
     return {
         "format": FORMAT,
         "model": cfg.name,
@@ -242,7 +249,7 @@ def build_manifest(*, cfg, precision: str, checkpoint: dict, graphs: dict, parit
         "config": cfg.to_dict(),
         "config_sha256": cfg.digest(),
         "checkpoint": checkpoint,
-        "labels": labels_for(cfg),
+        "labels": labels_for(cfg, labels),
         # what the heads' outputs mean beyond the graph contract: object queries' start/end
         # outputs are their track's extent (bundles without the key answer boxes at every frame)
         "answers": {"object_extent": True},

@@ -21,14 +21,24 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message is one line naming the file and the reason."""
 
 
-def save_checkpoint(net, path: str | Path, extra_meta: dict | None = None) -> Path:
-    """Atomic write (edge_runtime.atomic_write): a crash keeps the old checkpoint or the new one."""
+def save_checkpoint(net, path: str | Path, extra_meta: dict | None = None, labels: dict | None = None) -> Path:
+    """Atomic write (edge_runtime.atomic_write): a crash keeps the old checkpoint or the new one.
+
+    ``labels`` ({"activities": [...], "products": [...]}) name the model's classes; lvm-export copies
+    them into the bundle, so a model trained on a user's dataset answers in that dataset's words."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "config": json.dumps(net.cfg.to_dict(), sort_keys=True),
             "config_sha256": net.cfg.digest()}
+    if labels is not None:
+        acts = labels.get("activities")
+        if not isinstance(acts, list) or len(acts) != net.cfg.heads.num_activities:
+            raise CheckpointError(f"{path}: {len(acts) if isinstance(acts, list) else 0} activity names for a model "
+                                  f"with {net.cfg.heads.num_activities} classes")
+        meta["labels"] = json.dumps({"activities": [str(a) for a in acts],
+                                     "products": [str(p) for p in labels.get("products") or []]})
     meta.update({k: str(v) for k, v in (extra_meta or {}).items()})
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     with atomic_writer(path) as tmp:
@@ -61,6 +71,21 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an lvm-edge checkpoint (metadata format={meta.get('format')!r})")
     return meta
+
+
+def checkpoint_labels(meta: dict[str, str]) -> dict[str, list[str]] | None:
+    """The class names a checkpoint was trained with; None for checkpoints that carry none (made from
+    the generator before labels were stored: they use the generator's names)."""
+    raw = meta.get("labels")
+    if raw is None:
+        return None
+    try:
+        labels = json.loads(raw)
+        acts = [str(a) for a in labels["activities"]]
+        prods = [str(p) for p in labels.get("products") or []]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise CheckpointError("checkpoint metadata 'labels' is not a JSON object with an 'activities' list") from None
+    return {"activities": acts, "products": prods}
 
 
 def checkpoint_config(path: str | Path) -> ModelConfig:

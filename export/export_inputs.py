@@ -39,7 +39,7 @@ def load_model(a):
     """-> (config, net in eval mode, the manifest's checkpoint section)."""
     from edge_runtime.bundle import sha256_file
     from edge_runtime.config import resolve_model_config
-    from export.checkpoint import DEFAULT_CHECKPOINT, REPO_ROOT, load_checkpoint
+    from export.checkpoint import DEFAULT_CHECKPOINT, REPO_ROOT, CheckpointError, checkpoint_labels, load_checkpoint
 
     ckpt = Path(a.checkpoint) if a.checkpoint else DEFAULT_CHECKPOINT
     if a.config:
@@ -58,7 +58,14 @@ def load_model(a):
         shown = str(ckpt)
     info = {"path": shown, "sha256": sha256_file(ckpt), "format": meta.get("format"),
             "config_sha256": meta.get("config_sha256")}
-    info.update({k: meta[k] for k in ("seed", "steps", "epoch", "command") if k in meta})
+    info.update({k: meta[k] for k in ("seed", "steps", "epoch", "command", "backbone_init") if k in meta})
+    try:
+        info["labels"] = checkpoint_labels(meta)
+    except CheckpointError as err:
+        raise CheckpointError(f"{ckpt}: {err}") from None
+    if info["labels"] is not None and len(info["labels"]["activities"]) != cfg.heads.num_activities:
+        raise CheckpointError(f"{ckpt}: its labels name {len(info['labels']['activities'])} activities, "
+                              f"the model has {cfg.heads.num_activities}")
     return cfg, net, info
 
 

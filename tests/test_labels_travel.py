@@ -1,0 +1,52 @@
+"""Class names travel with the model: checkpoint metadata -> bundle manifest -> the runtime's answers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_runtime.config import load_model_config
+from export.checkpoint import REPO_ROOT, CheckpointError, checkpoint_labels, read_metadata, save_checkpoint
+
+TINY = REPO_ROOT / "configs" / "models" / "lvm-tiny.yaml"
+MINE = {"activities": ["walk", "stand", "meet"], "products": ["person"]}
+
+
+def _net(num_activities: int):
+    import torch
+
+    from export.model import LVMNet
+
+    cfg = load_model_config(TINY)
+    cfg = cfg.model_copy(update={"heads": cfg.heads.model_copy(update={"num_activities": num_activities})})
+    torch.manual_seed(0)
+    return LVMNet(cfg)
+
+
+def test_checkpoint_keeps_labels_and_refuses_a_count_mismatch(tmp_path):
+    net = _net(3)
+    path = save_checkpoint(net, tmp_path / "c.safetensors", {"seed": 0}, labels=MINE)
+    assert checkpoint_labels(read_metadata(path)) == MINE
+    with pytest.raises(CheckpointError, match="3 classes"):
+        save_checkpoint(net, tmp_path / "bad.safetensors", labels={"activities": ["a", "b"]})
+    bare = save_checkpoint(net, tmp_path / "bare.safetensors")
+    assert checkpoint_labels(read_metadata(bare)) is None
+
+
+@pytest.mark.slow
+def test_export_writes_the_checkpoint_labels_and_the_engine_answers_in_them(tmp_path, capsys):
+    from edge_runtime.engine import Engine
+    from export import cli_export
+
+    net = _net(3)
+    ck = save_checkpoint(net, tmp_path / "mine.safetensors", {"seed": 0}, labels=MINE)
+    out = tmp_path / "bundle"
+    rc = cli_export.main(["--checkpoint", str(ck), "--precision", "fp32", "--out", str(out), "--calib",
+                          "demo://checkout?seed=7000000&duration=64", "--calib-frames", "32", "--bench-runs", "1",
+                          "--no-progress", "--skip-gate"])
+    assert rc == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["labels"] == MINE and "labels" not in manifest["checkpoint"]
+    engine = Engine(out)
+    assert engine.labels == MINE["activities"] and engine.products == MINE["products"]
+    assert engine.activity_id("meet") == 2
