@@ -109,10 +109,27 @@ class Restored:
     path: Path
 
 
+def remove_unfinished(state_dir: str | Path) -> int:
+    """Delete the temp files of snapshot writes that a crash or power cut interrupted -> how many.
+
+    They are never a complete snapshot (the rename is what completes one), yet each is up to a
+    snapshot's size: a box that loses power often would otherwise fill its disk with them."""
+    n = 0
+    for tmp in Path(state_dir).glob(f".{SNAPSHOT_NAME}.*.tmp"):
+        try:
+            tmp.unlink()
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
 def restore(state_dir: str | Path, bundle_id: str) -> tuple[Restored | None, str | None]:
-    """Load ``<state_dir>/snapshot.npz`` if it is sound and for ``bundle_id``.
+    """Load ``<state_dir>/snapshot.npz`` if it is sound and for ``bundle_id``, after removing the
+    temp files of interrupted writes (the runtime starting here is the state dir's only writer).
 
     -> (restored or None, one warning line or None). Never raises for a bad file: it is set aside."""
+    remove_unfinished(state_dir)
     path = Path(state_dir) / SNAPSHOT_NAME
     if not path.exists():
         return None, None
