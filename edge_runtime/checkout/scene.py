@@ -81,6 +81,13 @@ def training_video(seed: int, i: int) -> tuple[int, int]:
     return seed * 1000 + i, TRAIN_LOOKS[i % len(TRAIN_LOOKS)]
 
 
+def heldout_video(seed: int, i: int) -> tuple[int, int]:
+    """Video ``i`` of an evaluation with ``seed`` (lvm-eval, the accuracy gate): (its generator seed,
+    its look); even i in the looks training never saw, odd i in training looks."""
+    look = EVAL_LOOKS[i // 2 % len(EVAL_LOOKS)] if i % 2 == 0 else TRAIN_LOOKS[i // 2 % len(TRAIN_LOOKS)]
+    return EVAL_SEED_BASE + seed * 1000 + i, look
+
+
 def resolve_look(look, seed: int) -> int:
     """None -> a training look derived from the seed; int, digit string or look name -> index."""
     if look is None:
