@@ -82,7 +82,7 @@ def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: in
             targets[k].append(tg[k][keep])
         # crops: product class only
         for inst in v.annotations["instances"]:
-            frames.append(v.video.object_crop(inst["instance_id"], size=backbone.cfg.image_size)[None])
+            frames.append(v.object_crop(inst["instance_id"], backbone.cfg.image_size)[None])
             p = np.zeros((1, len(PRODUCTS)), np.float32)
             p[0, inst["class_id"]] = 1.0
             targets["products"].append(p)
