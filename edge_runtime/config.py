@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,9 +34,26 @@ class BackboneConfig(_Strict):
     dim: int = Field(gt=0, description="token width d")
     out_index: int | None = Field(None, description="timm features_only stage; None: forward_features")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm create_model kwargs")
-    weights: str | None = Field(None, description="local safetensors file with backbone weights")
+    weights: str | None = Field(None, description="local safetensors file with backbone weights (a relative "
+                                "path is taken from the current directory)")
+    pretrained: bool = Field(False, description="timm's pretrained weights (needs the model hub or its cache)")
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+
+    @model_validator(mode="after")
+    def _one_init(self) -> "BackboneConfig":
+        if self.pretrained and self.weights:
+            raise ValueError("give either pretrained: true or weights: PATH, not both")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        # pretrained: false is left out so configs, their digests and the bundles made before the
+        # key existed stay the same, and a runtime that predates the key still reads the bundle
+        d = handler(self)
+        if not d.get("pretrained"):
+            d.pop("pretrained", None)
+        return d
 
     @property
     def tokens_per_frame(self) -> int:
@@ -146,7 +163,7 @@ class ModelConfig(_Strict):
         """Hash of what fixes the weights' meaning (not training settings or the description)."""
         d = self.to_dict()
         d.pop("train"), d.pop("description")
-        d["backbone"].pop("weights")
+        d["backbone"].pop("weights"), d["backbone"].pop("pretrained", None)
         return _sha256_json(d)
 
 

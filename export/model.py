@@ -13,10 +13,13 @@ from export.sampler import NeuralSampler
 
 
 class LVMNet(nn.Module):
-    def __init__(self, cfg: ModelConfig, backbone_weights: str | Path | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, backbone_weights: str | Path | None = None, *,
+                 backbone_init: bool = True) -> None:
+        """``backbone_init=False``: skip the config's backbone weights (a file or timm's pretrained
+        ones) because the caller loads a whole state dict next, e.g. from a checkpoint."""
         super().__init__()
         self.cfg = cfg
-        self.backbone = Backbone(cfg.backbone, backbone_weights).freeze()
+        self.backbone = Backbone(cfg.backbone, backbone_weights, init_weights=backbone_init).freeze()
         self.sampler = NeuralSampler(cfg)
         self.heads = QueryHeads(cfg)
 
