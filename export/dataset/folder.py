@@ -227,6 +227,8 @@ def open_dataset(root) -> Dataset:
     from .check import check_dataset
 
     root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: {'not a folder' if root.exists() else 'no such folder'}")
     errors = [p for p in check_dataset(root, decode=False) if p.level == "error"]
     if errors:
         n = len(errors)

@@ -69,7 +69,7 @@ def label_problems(d: object, *, yaml_file: bool = False) -> list[tuple[str, str
 def _names_problems(names: object) -> list[tuple[str, str]]:
     if names is None:
         return [("", "missing (a list of names)")]
-    if not isinstance(names, list) or not names:
+    if not isinstance(names, (list, tuple)) or not names:
         return [("", "must be a non-empty list of names")]
     out, seen = [], {}
     for i, n in enumerate(names):

@@ -57,6 +57,9 @@ def plain(seeds: list[int], look: int | str | None = None, split: str = "train")
 
 def writable_codec(preferred: str, out_dir: Path, size: int, fps: float) -> str:
     """``preferred`` if this OpenCV build can write it, else mjpg (OpenCV's built-in writer)."""
+    from edge_runtime.sources.files import quiet_decoder_logs
+
+    quiet_decoder_logs()  # before the first capture or writer of the process: FFmpeg reads it once
     import cv2
 
     for name in (preferred, "mjpg"):
