@@ -184,6 +184,11 @@ async def _reject(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+def one_line(message: str) -> str:
+    """An error message as one line: messages quote the request's own values, which may hold newlines."""
+    return " ".join(message.split()) or "bad request"
+
+
 def _validation_message(err: RequestValidationError) -> tuple[int, str]:
     errors = err.errors()
     if not errors:
@@ -224,20 +229,20 @@ def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: in
 
     @api.exception_handler(ApiError)
     async def _api_error(_, exc: ApiError):
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return JSONResponse({"error": one_line(exc.message)}, status_code=exc.status)
 
     @api.exception_handler(QueryError)
     async def _query_error(_, exc: QueryError):
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"error": one_line(str(exc))}, status_code=400)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_, exc: RequestValidationError):
         status, msg = _validation_message(exc)
-        return JSONResponse({"error": msg}, status_code=status)
+        return JSONResponse({"error": one_line(msg)}, status_code=status)
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(_, exc: StarletteHTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse({"error": one_line(str(exc.detail))}, status_code=exc.status_code)
 
     @api.exception_handler(Exception)
     async def _bug(_, exc: Exception):

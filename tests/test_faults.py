@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from edge_runtime import snapshot as snap
 
@@ -16,3 +17,24 @@ def test_a_power_cut_mid_snapshot_leaves_no_temp_file_after_the_restart(tmp_path
     assert warning is None and restored is not None
     np.testing.assert_array_equal(restored.arrays["x"], np.arange(4.0))
     assert sorted(os.listdir(tmp_path)) == [snap.SNAPSHOT_NAME, "user-notes.tmp"]
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bundle, tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from edge_runtime.api import create_app
+    from edge_runtime.engine import Engine
+    from edge_runtime.pipeline import Runtime
+
+    with Engine(tiny_bundle, threads=1) as engine:
+        with TestClient(create_app(Runtime(engine, state_dir=tmp_path_factory.mktemp("state")))) as c:
+            yield c
+
+
+def test_an_error_quoting_a_value_with_newlines_is_still_one_line(client):
+    # schemathesis sent an activity name holding "\n"; the 400 echoed it over two lines
+    r = client.post("/v1/query/object", json={"activity": "X\n0\r\nevil", "start": 0, "end": 60})
+    assert r.status_code == 400
+    assert set(r.json()) == {"error"} and "\n" not in r.json()["error"] and "\r" not in r.json()["error"]
+    assert "unknown activity 'X 0 evil'" in r.json()["error"]
