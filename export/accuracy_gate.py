@@ -1,12 +1,12 @@
 """Accuracy gate: a reduced-precision bundle must answer like the FP32 bundle.
 
-Both bundles answer the same held-out generator videos and queries through the device runtime;
-the gate compares Recall@1x per query type x window length (in points, x100) and fails when any
-cell drops by more than the threshold. Recall@3x deltas are recorded too but do not gate.
+Both bundles answer the same held-out generator videos (or a dataset's test split) and queries
+through the device runtime; the gate compares Recall@1x per query type x window length (in points,
+x100) and fails when any cell drops by more than the threshold. Recall@3x deltas are recorded too but do not gate.
 
 The evaluator is injected: ``evaluator(bundle_dir) -> metrics`` with metrics shaped like
 ``export.evaluate.evaluate_engine``'s result. ``engine_evaluator`` builds the real one, importing
-the runtime and the evaluation lazily, and renders the videos once for both bundles.
+the runtime and the evaluation lazily, and renders or decodes the videos once for both bundles.
 """
 from __future__ import annotations
 
@@ -106,19 +106,19 @@ def run_gate(reference_bundle: Path, candidate_bundle: Path, evaluator: Evaluato
 
 
 def engine_evaluator(*, videos: int = 4, video_s: float = 1800.0, queries: int = 120, seed: int = 0,
-                     backend: str = "onnxruntime", threads: int | None = None,
+                     backend: str = "onnxruntime", threads: int | None = None, data=None,
                      progress: bool = True) -> Evaluator:
-    """The real evaluator: held-out generator videos in the looks training never saw, answered by
-    ``edge_runtime.engine.Engine`` and scored by ``export.evaluate.evaluate_engine``. Videos are
-    rendered on first use and reused for every bundle. ``backend="auto"`` runs a bundle's TensorRT
-    plans where they load (the FP32 reference has none and runs in ONNX Runtime)."""
+    """The real evaluator: held-out generator videos in the looks training never saw -- or, with
+    ``data`` (an ``export.eval_data.DataSplit``), every video of that dataset split with queries
+    from its annotations -- answered by ``edge_runtime.engine.Engine`` and scored by
+    ``export.evaluate.evaluate_engine``. Videos are decoded or rendered on first use and reused for
+    every bundle. ``backend="auto"`` runs a bundle's TensorRT plans where they load (the FP32
+    reference has none and runs in ONNX Runtime)."""
     cache: dict = {}
 
     def evaluate(bundle_dir: Path) -> dict:
         try:
-            from edge_runtime.checkout import EVAL_LOOKS
             from edge_runtime.engine import Engine
-            from export.data import attach_queries, render_video
             from export.evaluate import evaluate_engine
         except ImportError as err:
             raise GateError(f"the accuracy gate needs the runtime engine and the evaluation ({err}); "
@@ -127,20 +127,37 @@ def engine_evaluator(*, videos: int = 4, video_s: float = 1800.0, queries: int =
             from edge_runtime.bundle import load_bundle
 
             cfg = load_bundle(bundle_dir, verify=False).cfg
-            vids, looks = [], []
-            for i in range(videos):
-                look = EVAL_LOOKS[i % len(EVAL_LOOKS)]
-                s = GATE_SEED_BASE + seed * 1000 + i
-                v = render_video(s, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look, progress=progress)
-                attach_queries(v, queries, s)
-                vids.append(v)
-                looks.append(look)
-            cache["videos"] = vids
-            evaluate.info = {"videos": videos, "video_s": video_s, "queries_per_video": queries,
-                             "seeds": [GATE_SEED_BASE + seed * 1000 + i for i in range(videos)], "looks": looks,
-                             "backend": backend}
+            if data is None:
+                cache["videos"], evaluate.info = _generator_videos(cfg, videos, video_s, queries, seed, progress)
+            else:
+                from export.dataset import DatasetError
+                from export.evaluate import dataset_video
+
+                try:
+                    cache["videos"] = [dataset_video(item, cfg, queries, seed, i, progress=progress)
+                                       for i, item in enumerate(data.items)]
+                except DatasetError as err:  # a test video that does not decode
+                    raise GateError(f"accuracy gate on {data.root} ({data.split} split): {err}") from None
+                evaluate.info = {"data": data.describe(), "queries_per_video": queries, "seed": seed}
+            evaluate.info["backend"] = backend
         return evaluate_engine(lambda: Engine(bundle_dir, backend=backend, threads=threads), cache["videos"],
                                progress=progress)
 
     evaluate.info = {}
     return evaluate
+
+
+def _generator_videos(cfg, videos: int, video_s: float, queries: int, seed: int, progress: bool):
+    """-> (videos with frames and queries, what the manifest records about them)."""
+    from edge_runtime.checkout import EVAL_LOOKS
+    from export.data import attach_queries, render_video
+
+    vids, looks, seeds = [], [], []
+    for i in range(videos):
+        look = EVAL_LOOKS[i % len(EVAL_LOOKS)]
+        s = GATE_SEED_BASE + seed * 1000 + i
+        v = render_video(s, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look, progress=progress)
+        vids.append(attach_queries(v, queries, s))
+        looks.append(look)
+        seeds.append(s)
+    return vids, {"videos": videos, "video_s": video_s, "queries_per_video": queries, "seeds": seeds, "looks": looks}

@@ -1,4 +1,5 @@
-"""Evaluation on held-out generator videos with the ReST metrics (Recall@1x / @3x per query type).
+"""Evaluation with the ReST metrics (Recall@1x / @3x per query type) on held-out generator videos or
+a dataset split's video files.
 
 One scoring path for every model source: the PyTorch model (neural / random / oracle memories) and
 a bundle run by the device runtime (``evaluate_engine``, used by lvm-export's accuracy gate) both
@@ -20,10 +21,10 @@ import torch
 from tqdm import tqdm
 
 from edge_runtime.answers import HeadBatch, decode_answers
-from edge_runtime.checkout import EVAL_LOOKS, EVAL_SEED_BASE, TRAIN_LOOKS, Query
+from edge_runtime.checkout import Query, heldout_video
 from edge_runtime.checkout.queries import engine_request
 from edge_runtime.metrics import aggregate, score_query
-from export.data import VideoData, attach_queries, backbone_digest, encode_video, render_video
+from export.data import VideoData, attach_queries, backbone_digest, encode_video, load_dataset_video, render_video
 from export.model import LVMNet
 from export.query_batch import build_query_batch
 from export.streaming import stream_memory
@@ -33,20 +34,32 @@ SAMPLERS = ("neural", "random", "oracle")
 HEAD_OUTPUTS = ("activity_logits", "boxes", "start_logits", "end_logits")
 
 
-def heldout_videos(net: LVMNet, n: int, video_s: float, queries: int, seed: int = 0, cache=None,
-                   progress: bool = False) -> list[VideoData]:
-    """The evaluation videos: seeds EVAL_SEED_BASE + seed*1000 + i, even i in the looks training
-    never saw, odd i in training looks; tokens from ``net``'s backbone (``cache``: token cache dir)."""
+def dataset_video(item, cfg, queries: int, seed: int, i: int, progress: bool = False) -> VideoData:
+    """Video ``i`` of an evaluation on a dataset split: the file decoded at the model's size and fps,
+    frames kept, with ``queries`` sampled from its annotations -- seeded like the generator's
+    video ``i``, so lvm-eval and the accuracy gate ask the same questions of the same split."""
+    v = load_dataset_video(item, cfg.backbone.image_size, cfg.stream.fps, progress=progress)
+    return attach_queries(v, queries, heldout_video(seed, i)[0])
+
+
+def evaluation_videos(net: LVMNet, queries: int, seed: int = 0, *, items: list | None = None, videos: int = 4,
+                      video_s: float = 1800.0, cache=None, progress: bool = False) -> list[VideoData]:
+    """The videos an evaluation scores, with tokens from ``net``'s backbone (``cache``: token cache
+    dir) and ``queries`` queries each. ``items`` (a dataset split's DatasetItems): those files;
+    otherwise ``videos`` held-out generator videos of ``video_s`` seconds (``heldout_video``: new
+    seeds, even i in the looks training never saw, odd i in training looks)."""
     cfg = net.cfg
     sha = backbone_digest(net.backbone) if cache is not None else None
-    videos = []
-    for i in range(n):
-        look = EVAL_LOOKS[i // 2 % len(EVAL_LOOKS)] if i % 2 == 0 else TRAIN_LOOKS[i // 2 % len(TRAIN_LOOKS)]
-        s = EVAL_SEED_BASE + seed * 1000 + i
-        v = render_video(s, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look, progress=progress)
-        encode_video(net.backbone, v, cache=cache, backbone_sha=sha)
-        videos.append(attach_queries(v, queries, s))
-    return videos
+    out = []
+    for i in range(len(items) if items is not None else videos):
+        if items is not None:
+            v = dataset_video(items[i], cfg, queries, seed, i, progress=progress)
+        else:
+            s, look = heldout_video(seed, i)
+            v = attach_queries(render_video(s, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look,
+                                            progress=progress), queries, s)
+        out.append(encode_video(net.backbone, v, cache=cache, backbone_sha=sha))
+    return out
 
 
 def oracle_memory(net: LVMNet, data: VideoData, q: Query):
@@ -118,7 +131,7 @@ def evaluate_model(net: LVMNet, videos: list[VideoData], sampler: str = "neural"
 def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData], progress: bool = True) -> dict:
     """Score a device-runtime Engine (ONNX / TensorRT bundle) on the same videos and queries.
 
-    ``videos`` must carry frames (render with keep_frames) and queries; the engine encodes frames
+    ``videos`` must carry frames (not encoded with torch) and queries; the engine encodes frames
     and object crops itself, exactly as on the device."""
     queries, answers = [], []
     engine = engine_factory()
@@ -128,7 +141,7 @@ def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData
         reqs = []
         size = engine.cfg.backbone.image_size
         for q in v.queries:
-            reqs.append(engine_request(q, v.video.object_crop(q.instance_id, size=size)
+            reqs.append(engine_request(q, v.crop(q.instance_id, size)
                                        if q.type != "object" and q.instance_id is not None else None))
         answers.extend(engine.answer(reqs))
         queries.extend(v.queries)

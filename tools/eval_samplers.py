@@ -34,7 +34,7 @@ def main() -> None:
     from export.checkpoint import load_checkpoint
     from export.cli_eval import format_table
     from export.data import token_cache_dir
-    from export.evaluate import evaluate_model, heldout_videos
+    from export.evaluate import evaluate_model, evaluation_videos
 
     torch.set_num_threads(args.threads)
     results = {}
@@ -44,7 +44,8 @@ def main() -> None:
         net, meta = load_checkpoint(path)
         if videos is None:  # the backbone is shared by all checkpoints compared here (checked below)
             backbone_state = {k: v.clone() for k, v in net.backbone.state_dict().items()}
-            videos = heldout_videos(net, args.videos, args.video_s, args.queries, args.seed, cache=token_cache_dir())
+            videos = evaluation_videos(net, args.queries, args.seed, videos=args.videos, video_s=args.video_s,
+                                       cache=token_cache_dir())
         else:
             same = all(torch.equal(backbone_state[k], v) for k, v in net.backbone.state_dict().items())
             if not same:

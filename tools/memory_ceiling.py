@@ -36,14 +36,15 @@ def main() -> None:
 
     from export.checkpoint import load_checkpoint
     from export.data import token_cache_dir
-    from export.evaluate import heldout_videos, score
+    from export.evaluate import evaluation_videos, score
     from export.streaming import stream_memory
     from export.token_targets import event_token_labels
 
     torch.set_num_threads(args.threads)
     net, meta = load_checkpoint(args.checkpoint)
     cfg = net.cfg
-    videos = heldout_videos(net, args.videos, args.video_s, args.queries, args.seed, cache=token_cache_dir())
+    videos = evaluation_videos(net, args.queries, args.seed, videos=args.videos, video_s=args.video_s,
+                               cache=token_cache_dir())
     prior = np.asarray(prior_ranking(cfg, meta, videos)["train_frequency"])
     out = {}
     for sampler in ("neural", "random"):
