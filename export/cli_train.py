@@ -1,4 +1,4 @@
-"""lvm-train: train an LVM-Net config on the procedural checkout benchmark."""
+"""lvm-train: train an LVM-Net config on the procedural checkout benchmark or a dataset folder."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 from export.cli_common import UsageError, run_cli
 
@@ -17,16 +19,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lvm-train",
         description="Train LVM-Net (frozen backbone, neural sampler, query heads) on generated checkout "
-                    "videos. The tiny backbone is first pre-trained on the generator's per-frame labels, "
-                    "then frozen. Stage 1 trains sampler and heads on the streams (CPU; under torchrun, "
+                    "videos, or with --data on a dataset folder's train split (your own videos and "
+                    "annotations). The tiny backbone is first pre-trained on per-frame labels (the "
+                    "generator's, or derived from the annotations), then frozen. Stage 1 trains sampler and heads on the streams (CPU; under torchrun, "
                     "DDP with gloo); stage 2, the heads stage (config train.heads_steps), trains the heads "
                     "alone on the frozen sampler's memories (a GPU if there is one: hours on CPU).",
-        epilog="Example: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny")
+        epilog="Examples: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny;  "
+               "lvm-train --config configs/models/lvm-tiny.yaml --out runs/shop --data data/shop "
+               "--init-from checkpoints/lvm-tiny.safetensors")
     p.add_argument("--config", required=True, help="model config YAML (configs/models/*.yaml)")
     p.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, train_log.jsonl, ...")
     p.add_argument("--epochs", type=int, help="epochs (default: config train.epochs)")
-    p.add_argument("--videos", type=int, help="training videos (default: config train.train_videos)")
-    p.add_argument("--video-s", type=float, help="seconds per training video (default: config train.video_s)")
+    p.add_argument("--data", metavar="DIR", help="train on this dataset folder's train split (labels.yaml, videos/, "
+                   "annotations/; see lvm-data check) instead of generated videos; heads.num_activities is set "
+                   "from its labels.yaml and the checkpoint carries its labels")
+    p.add_argument("--init-from", metavar="CHECKPOINT", help="start from this checkpoint (e.g. "
+                   "checkpoints/lvm-tiny.safetensors): its backbone (taken as it is, no pre-training), sampler and "
+                   "heads; tensors whose shape differs (another number of activities) start fresh, named in one line")
+    p.add_argument("--videos", type=int, help="generated training videos (default: config train.train_videos); "
+                   "refused with --data, which trains on every video of the train split")
+    p.add_argument("--video-s", type=float, help="seconds per generated training video (default: config "
+                   "train.video_s); refused with --data (the files' own lengths)")
     p.add_argument("--queries", type=int, help="queries sampled per video (default: config)")
     p.add_argument("--seed", type=int, help="seed (default: config train.seed)")
     p.add_argument("--backbone-epochs", type=int, default=3, help="backbone pre-training epochs (default 3)")
@@ -40,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "memories (default: config train.heads_steps; 0 = no heads stage). Not resumable: --resume "
                    "re-runs it from the stage-1 checkpoint")
     p.add_argument("--heads-videos", type=int, help="videos the heads stage streams (default: config "
-                   "train.heads_videos, else --videos)")
+                   "train.heads_videos, else --videos; with --data every train video, or the first N)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the heads stage trains (default auto: cuda if available; stage 1 runs on CPU)")
     p.add_argument("--workers", type=int, help="processes that render, encode and stream the heads stage's videos "
@@ -58,7 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli("lvm-train", lambda: _train(args))
+    return run_cli("lvm-train", lambda: _guarded(args))
+
+
+def _guarded(args) -> int:
+    from export.dataset import DatasetError
+
+    try:
+        return _train(args)
+    except DatasetError as err:  # a dataset problem found while decoding (in this process or a worker)
+        raise UsageError(str(err)) from None
 
 
 def _train(args) -> int:
@@ -75,9 +97,22 @@ def _train(args) -> int:
         v = getattr(args, name)
         if v is not None and v < (0 if name in ("backbone_epochs", "heads_steps") else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    two_clips = cfg.stream.clip_frames / cfg.stream.fps * 2
     video_s = tc.video_s if args.video_s is None else args.video_s
-    if video_s < cfg.stream.clip_frames / cfg.stream.fps * 2:
-        raise UsageError(f"--video-s {video_s} is shorter than two clips ({cfg.stream.clip_frames / cfg.stream.fps * 2:g} s)")
+    if video_s < two_clips:
+        raise UsageError(f"--video-s {video_s} is shorter than two clips ({two_clips:g} s)")
+    notes: list[str] = []  # said once the rank is known
+    items = None
+    if args.data:
+        cfg, items, labels, data_meta = _open_data(args, cfg, two_clips, notes)
+    else:
+        from export.dataset import LabelSet
+
+        labels, data_meta = LabelSet.generator().to_dict(), None
+    if args.init_from and (args.sampler_from or args.backbone_from):
+        raise UsageError("--init-from already gives the backbone and sampler: drop --sampler-from / --backbone-from")
+    if args.init_from:
+        _check_init_from(args.init_from, cfg)
     if args.backbone_from:  # before anything is rendered or created
         from export.checkpoint import CheckpointError, refuse_pickle
         try:
@@ -115,7 +150,7 @@ def _train(args) -> int:
     from export.data import token_cache_dir
     from export.model import LVMNet, count_parameters
 
-    if cfg.heads.num_activities != len(ACTIVITIES):
+    if items is None and cfg.heads.num_activities != len(ACTIVITIES):
         raise UsageError(f"{args.config}: heads.num_activities={cfg.heads.num_activities} but the benchmark has "
                          f"{len(ACTIVITIES)} activities")
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -126,19 +161,24 @@ def _train(args) -> int:
     rank = dist.get_rank() if world > 1 else 0
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) // world))
     progress = not args.no_progress and rank == 0
-    n_videos = args.videos or tc.train_videos
+    n_videos = len(items) if items is not None else args.videos or tc.train_videos
     if n_videos < world:
-        raise UsageError(f"--videos {n_videos} < {world} ranks: every rank needs its own videos")
+        what = f"--data: {n_videos} train videos" if items is not None else f"--videos {n_videos}"
+        raise UsageError(f"{what} < {world} ranks: every rank needs its own videos")
 
     def say(msg: str) -> None:
         if rank == 0:
             print(msg, flush=True)
 
     t0 = time.time()
+    for note in notes:
+        say(note)
     torch.manual_seed(seed)
     net = LVMNet(cfg)
     say(f"lvm-train: {cfg.name}: backbone {count_parameters(net.backbone):,} params (frozen), "
         f"sampler {count_parameters(net.sampler):,}, heads {count_parameters(net.heads):,}")
+    if args.init_from:
+        say(_init_from(net, args.init_from))
     cache = None if args.no_token_cache else token_cache_dir()
     res, continual_p = None, 0 if args.no_continual else tc.continual_p
     if args.sampler_from:
@@ -147,7 +187,8 @@ def _train(args) -> int:
         net.backbone.freeze()
         say(f"lvm-train: backbone and sampler from {args.sampler_from}; fresh heads")
     else:
-        res = _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, world, rank, progress, say, t0)
+        res = _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, world, rank, progress, say, t0,
+                      items, labels)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -155,14 +196,20 @@ def _train(args) -> int:
         return 0  # the heads stage (a single process) and the final checkpoint are rank 0's
 
     heads_last: dict = {}
-    n_heads_videos = args.heads_videos or tc.heads_videos or n_videos
+    if items is not None:
+        n_heads_videos = min(args.heads_videos or n_videos, n_videos)
+    else:
+        n_heads_videos = args.heads_videos or tc.heads_videos or n_videos
     if heads_steps > 0:
-        from export.heads_stage import stage_videos, train_heads
+        from export.heads_stage import DatasetVideoSpec, stage_videos, train_heads
         from export.train import init_activity_prior
 
         workers = args.workers or min(os.cpu_count() or 1, n_heads_videos)
         n_q = tc.heads_queries_per_video or args.queries or tc.queries_per_video
-        specs = [(*training_video(seed, i), video_s, n_q) for i in range(n_heads_videos)]
+        if items is not None:
+            specs = [DatasetVideoSpec(items[i], n_q, _query_seed(seed, i)) for i in range(n_heads_videos)]
+        else:
+            specs = [(*training_video(seed, i), video_s, n_q) for i in range(n_heads_videos)]
         t1 = time.time()
         hv = stage_videos(net, specs, workers=workers, cache=cache, progress=progress)
         say(f"lvm-train: heads stage: {n_heads_videos} videos streamed through the frozen sampler "
@@ -178,10 +225,16 @@ def _train(args) -> int:
 
     final = out / f"{cfg.name}.safetensors"
     steps = res.steps if res else 0
-    save_checkpoint(net, final, {"seed": seed, "steps": steps, "continual_p": continual_p,
-                                 "videos": n_videos, "video_s": video_s, "world_size": world,
-                                 "heads_steps": heads_steps, "heads_videos": n_heads_videos if heads_steps else 0,
-                                 "command": " ".join(["lvm-train"] + sys.argv[1:])})
+    meta = {"seed": seed, "steps": steps, "continual_p": continual_p, "videos": n_videos,
+            "video_s": video_s, "world_size": world, "heads_steps": heads_steps,
+            "heads_videos": n_heads_videos if heads_steps else 0,
+            "command": " ".join(["lvm-train"] + sys.argv[1:])}
+    if data_meta is not None:
+        del meta["video_s"]  # the files' own lengths
+        meta["data"] = json.dumps(data_meta)
+    if args.init_from:
+        meta["init_from"] = str(args.init_from)
+    save_checkpoint(net, final, meta, labels=labels)
     summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,
                "heads_steps": heads_steps, "total_seconds": round(time.time() - t0, 1),
                "last_losses": res.last_losses if res else {}, "heads_last_losses": heads_last}
@@ -191,22 +244,32 @@ def _train(args) -> int:
     return 0
 
 
-def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, world, rank, progress, say, t0):
+def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, world, rank, progress, say, t0,
+            items=None, labels=None):
     """Backbone (pre-trained or taken), then sampler + heads trained together on the streams."""
     import torch.distributed as dist
 
     from edge_runtime.checkout import training_video
     from export.checkpoint import load_checkpoint
-    from export.data import attach_queries, backbone_digest, encode_video, render_video
+    from export.data import attach_queries, backbone_digest, encode_video, load_dataset_video, render_video
     from export.pretrain import pretrain_backbone
     from export.train import train_lvm
 
-    tc, fps = cfg.train, cfg.stream.fps
+    tc, fps, size = cfg.train, cfg.stream.fps, cfg.backbone.image_size
     videos = []
-    for i in range(n_videos):
-        vseed, look = training_video(seed, i)
-        videos.append(render_video(vseed, video_s, cfg.backbone.image_size, fps, look=look, progress=progress))
-    say(f"lvm-train: rendered {n_videos} videos x {video_s:g} s at {fps:g} fps ({time.time() - t0:.0f} s)")
+    if items is not None:
+        for it in items:
+            v = load_dataset_video(it, size, fps, progress=progress)
+            if len(v.times) < 2 * cfg.stream.clip_frames:
+                raise UsageError(f"{it.video}: {len(v.times)} frames at {fps:g} fps, fewer than two clips "
+                                 f"({2 * cfg.stream.clip_frames}): too short to train on")
+            videos.append(v)
+        say(f"lvm-train: decoded {n_videos} train videos of {args.data} at {fps:g} fps ({time.time() - t0:.0f} s)")
+    else:
+        for i in range(n_videos):
+            vseed, look = training_video(seed, i)
+            videos.append(render_video(vseed, video_s, size, fps, look=look, progress=progress))
+        say(f"lvm-train: rendered {n_videos} videos x {video_s:g} s at {fps:g} fps ({time.time() - t0:.0f} s)")
 
     backbone_file = out / "backbone.safetensors"
     if args.backbone_from:
@@ -229,10 +292,12 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
         net.backbone.freeze()
     elif args.resume and (out / "checkpoint.safetensors").exists():
         pass  # restored with the rest of the model by train_lvm
+    elif args.init_from:
+        net.backbone.freeze()  # the checkpoint's, loaded with the rest of the model
     elif args.backbone_epochs > 0:
         if rank == 0:
             stats = pretrain_backbone(net.backbone, videos, epochs=args.backbone_epochs, seed=seed,
-                                      max_frames=args.backbone_frames, progress=progress)
+                                      max_frames=args.backbone_frames, progress=progress, labels=labels)
             from safetensors.torch import save_file
             save_file({k: v.contiguous() for k, v in net.backbone.net.state_dict().items()}, str(backbone_file))
             say(f"lvm-train: backbone pre-trained on {int(stats['frames'])} frames/crops ({time.time() - t0:.0f} s)")
@@ -245,13 +310,78 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
         loaded, _ = load_checkpoint(out / "checkpoint.safetensors", cfg)
         net.load_state_dict(loaded.state_dict())
     bb_sha = backbone_digest(net.backbone)
-    for i, v in enumerate(videos):
+    for i, v in enumerate(tqdm(videos, desc="backbone tokens", disable=not progress, leave=False)):
         encode_video(net.backbone, v, cache=cache, backbone_sha=bb_sha)
-        attach_queries(v, args.queries or tc.queries_per_video, training_video(seed, i)[0])
+        qseed = _query_seed(seed, i) if items is not None else training_video(seed, i)[0]
+        attach_queries(v, args.queries or tc.queries_per_video, qseed)
     say(f"lvm-train: backbone tokens ready ({time.time() - t0:.0f} s; cache: {cache or 'off'})")
 
     return train_lvm(net, videos, out, epochs=args.epochs or tc.epochs, continual_p=continual_p, seed=seed,
                      max_steps=args.max_steps, progress=progress, resume=args.resume)
+
+
+def _query_seed(seed: int, i: int) -> int:
+    """Seed of the queries of dataset train video ``i`` (the same in both stages)."""
+    return seed * 1009 + i
+
+
+def _open_data(args, cfg, two_clips: float, notes: list[str]):
+    """--data DIR -> (config with the dataset's activity count, train items, labels, metadata)."""
+    from export.dataset import open_dataset
+
+    if args.videos is not None or args.video_s is not None:
+        raise UsageError("--videos / --video-s choose generated videos; --data trains on the train split's own "
+                         "videos: drop them")
+    ds = open_dataset(args.data)  # DatasetError: one line, made a usage error by _guarded
+    items = ds.split("train")
+    for it in items:
+        dur = float(it.annotations["duration_s"])
+        if dur < two_clips:
+            raise UsageError(f"{it.video}: {dur:g} s is shorter than two clips ({two_clips:g} s): too short to train on")
+    labels = ds.labels.to_dict()
+    n_act = len(labels["activities"])
+    if cfg.heads.num_activities != n_act:
+        notes.append(f"lvm-train: heads.num_activities {cfg.heads.num_activities} -> {n_act} "
+                     f"(the activities of {Path(args.data) / 'labels.yaml'})")
+        cfg = cfg.model_copy(update={"heads": cfg.heads.model_copy(update={"num_activities": n_act})})
+    return cfg, items, labels, {"path": str(Path(args.data).resolve()), "train_videos": len(items)}
+
+
+def _check_init_from(path: str, cfg) -> None:
+    """Before anything is decoded: the checkpoint exists and is this architecture (the number of
+    activities aside)."""
+    from export.checkpoint import CheckpointError, checkpoint_config
+
+    try:
+        ck = checkpoint_config(path)
+    except CheckpointError as err:
+        raise UsageError(str(err)) from None
+    same = ck.model_copy(update={"heads": ck.heads.model_copy(update={"num_activities": cfg.heads.num_activities})})
+    if same.arch_digest() != cfg.arch_digest():
+        raise UsageError(f"--init-from {path}: made for model '{ck.name}', another architecture than config "
+                         f"'{cfg.name}' (only the number of activities may differ)")
+
+
+def _init_from(net, path: str) -> str:
+    """Load a checkpoint's tensors into ``net``; those whose shape differs keep their fresh init.
+    Returns the line that says what was taken."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # safetensors raises several types for damaged files
+        raise UsageError(f"--init-from {path}: truncated or damaged ({str(err).splitlines()[0][:100]})") from None
+    own = net.state_dict()
+    if set(state) != set(own):
+        odd = sorted(set(state) ^ set(own))
+        raise UsageError(f"--init-from {path}: its tensors do not match the model ({len(odd)} differ, e.g. {odd[0]}); "
+                         f"made by another version of lvm-edge?")
+    fresh = sorted(k for k in own if state[k].shape != own[k].shape)
+    net.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=False)
+    line = f"lvm-train: backbone, sampler and heads from {path}"
+    if fresh:
+        line += f"; re-initialised (shape changed): {', '.join(fresh)}"
+    return line
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from edge_runtime.checkout import Query
 from edge_runtime.config import model_config_from_dict
-from export.data import VideoData, attach_queries, backbone_digest, encode_video, render_video
+from export.data import VideoData, attach_queries, backbone_digest, encode_video, load_dataset_video, render_video
 from export.losses import QUERY_TARGETS, query_loss_terms, token_activity_loss, token_loss
 from export.model import LVMNet
 from export.query_batch import build_query_batch
@@ -87,24 +87,42 @@ def _worker_init(cfg_dict: dict, state: dict, cache: str | None) -> None:
                    sha=backbone_digest(net.backbone))
 
 
-def _make_video(net: LVMNet, cache: Path | None, sha: str, spec: tuple[int, int, float, int]) -> StageVideo:
-    seed, look, video_s, n_queries = spec
+@dataclass(frozen=True)
+class DatasetVideoSpec:
+    """A dataset video for the heads stage: the item (its video, annotation and crop files; small
+    and picklable, so workers decode the file themselves), the queries to sample and their seed."""
+    item: object             # export.dataset.DatasetItem
+    queries: int
+    query_seed: int
+
+
+# (seed, look, seconds, queries) of a generated video, or a dataset video
+VideoSpec = tuple[int, int, float, int] | DatasetVideoSpec
+
+
+def _make_video(net: LVMNet, cache: Path | None, sha: str, spec: VideoSpec) -> StageVideo:
     cfg = net.cfg
-    data = render_video(seed, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look)
+    if isinstance(spec, DatasetVideoSpec):
+        data = load_dataset_video(spec.item, cfg.backbone.image_size, cfg.stream.fps)
+        n_queries, query_seed = spec.queries, spec.query_seed
+    else:
+        seed, look, video_s, n_queries = spec
+        data = render_video(seed, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look)
+        query_seed = seed
     encode_video(net.backbone, data, cache=cache, backbone_sha=sha)
-    attach_queries(data, n_queries, seed)
+    attach_queries(data, n_queries, query_seed)
     return stage_video(net, data)
 
 
-def _worker_video(spec: tuple[int, int, float, int]) -> StageVideo:
+def _worker_video(spec: VideoSpec) -> StageVideo:
     return _make_video(_WORKER["net"], _WORKER["cache"], _WORKER["sha"], spec)
 
 
-def stage_videos(net: LVMNet, specs: list[tuple[int, int, float, int]], workers: int = 1,
+def stage_videos(net: LVMNet, specs: list[VideoSpec], workers: int = 1,
                  cache: Path | None = None, progress: bool = True) -> list[StageVideo]:
-    """(seed, look, seconds, queries) per video -> StageVideos, rendered, encoded and streamed in
-    ``workers`` processes of one thread each (the work is many small ops: processes scale, threads
-    do not)."""
+    """Per video a (seed, look, seconds, queries) spec of a generated one or a DatasetVideoSpec ->
+    StageVideos, rendered or decoded, encoded and streamed in ``workers`` processes of one thread
+    each (the work is many small ops: processes scale, threads do not)."""
     bar = tqdm(total=len(specs), desc="heads stage: videos", disable=not progress, leave=False)
     out: list[StageVideo] = []
     if workers <= 1:
@@ -124,6 +142,15 @@ def stage_videos(net: LVMNet, specs: list[tuple[int, int, float, int]], workers:
     return out
 
 
+def _pad(t: torch.Tensor, n: int, value=None) -> torch.Tensor:
+    """``t`` with its first dimension grown to ``n``: rows of ``value``, or copies of its last row."""
+    if t.shape[0] >= n:
+        return t[:n]
+    shape = (n - t.shape[0], *t.shape[1:])
+    fill = t[-1:].expand(*shape) if value is None else t.new_full(shape, value)
+    return torch.cat([t, fill])
+
+
 def train_heads(net: LVMNet, videos: list[StageVideo], out_dir: Path, *, steps: int, batch: int, lr: float,
                 identity_weight: float, token_activity_weight: float = 0.0, seed: int = 0, device: str = "cpu",
                 progress: bool = True) -> dict:
@@ -131,13 +158,16 @@ def train_heads(net: LVMNet, videos: list[StageVideo], out_dir: Path, *, steps: 
     returns the last losses. The log goes on in OUT/train_log.jsonl with "stage": "heads"."""
     cfg, tc = net.cfg, net.cfg.train
     fps = cfg.stream.fps
-    n_clips = min(len(v.clip_end) for v in videos)
-    clip_end = videos[0].clip_end[:n_clips]
-    mems = {k: torch.stack([getattr(v, k)[:n_clips] for v in videos]).to(device)
+    # videos of different lengths (a dataset's) are padded to the longest; a query only ever reads
+    # memories of its own video's clips, so the padding is never read
+    v_clips = np.array([len(v.clip_end) for v in videos])
+    n_clips = int(v_clips.max())
+    clip_end = max((v.clip_end for v in videos), key=len)
+    mems = {k: torch.stack([_pad(getattr(v, k), n_clips) for v in videos]).to(device)
             for k in ("tokens", "times", "patches", "valid", "basis", "sv")}
-    n_frames = min(v.instances.shape[0] for v in videos)
-    instances = torch.stack([v.instances[:n_frames] for v in videos]).to(device)
-    activities = torch.stack([v.activities[:n_frames] for v in videos]).to(device)
+    n_frames = max(v.instances.shape[0] for v in videos)
+    instances = torch.stack([_pad(v.instances, n_frames, -1) for v in videos]).to(device)
+    activities = torch.stack([_pad(v.activities, n_frames, -1) for v in videos]).to(device)
     queries = [q for v in videos for q in v.queries]
     crops = [v.crop_tokens for v in videos for _ in v.queries]
     q_video = [i for i, v in enumerate(videos) for _ in v.queries]
@@ -147,7 +177,10 @@ def train_heads(net: LVMNet, videos: list[StageVideo], out_dir: Path, *, steps: 
     q_video_t = torch.tensor(q_video, device=device)
     # the first clip whose memory has seen the whole window (the last clip for a window that ends in
     # the video's last, partial clip, which the stream never writes)
-    first = np.minimum(np.searchsorted(clip_end, np.array([q.end for q in queries]) - 1e-6), n_clips - 1)
+    q_clips = v_clips[q_video]
+    first = np.minimum(np.searchsorted(clip_end, np.array([q.end for q in queries]) - 1e-6), q_clips - 1)
+    # equal lengths (generated videos): one bound, the random draws of a single-length run
+    high = n_clips if (v_clips == n_clips).all() else q_clips
 
     heads = net.heads.to(device)
     heads.train()
@@ -161,7 +194,7 @@ def train_heads(net: LVMNet, videos: list[StageVideo], out_dir: Path, *, steps: 
     bar = tqdm(range(steps), desc="heads stage", disable=not progress, leave=False)
     for step in bar:
         idx = rng.choice(len(queries), size=min(batch, len(queries)), replace=False)
-        clip = rng.integers(first[idx], n_clips)
+        clip = rng.integers(first[idx], high if np.isscalar(high) else high[idx])
         idx_t, clip_t = torch.from_numpy(idx).to(device), torch.from_numpy(clip).to(device)
         vid = q_video_t[idx_t]
         # built per step: all queries' crop tokens at once would take Q x P x d floats (GBs)
