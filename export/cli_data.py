@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -88,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     body = {"check": _check, "stats": _stats, "render": _render, "import-cvat": _import_cvat}[args.command]
-    return run_cli(PROG, lambda: _dataset_errors(body, args))
+    try:
+        return run_cli(PROG, lambda: _dataset_errors(body, args))
+    except BrokenPipeError:  # output piped into head & co., which stopped reading: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _dataset_errors(body, args) -> int:

@@ -223,6 +223,8 @@ BROKEN = {
     "crop_undecodable": (lambda r: ((r / "crops").mkdir(), (r / "crops" / "x.png").write_bytes(b"junk"),
                                     edit(r, A, lambda a: a["instances"][0].update(crop="crops/x.png"))),
                          rf"^{ANN_A}: instances\[0\]\.crop: crops/x\.png: cannot be decoded as an image$"),
+    "instance_without_picture": (lambda r: edit(r, A, lambda a: a["boxes"].pop(str(a["events"][0]["instance_id"]))),
+                                 rf"^{ANN_A}: instances\[\d+\]: instance \d+ has events but neither boxes nor a crop"),
     "annotation_without_video": (lambda r: (r / "annotations" / "lonely.json").write_text(
                                      (r / ANN_A).read_text()),
                                  r"^annotations/lonely\.json: no video videos/lonely\.\* for it$"),

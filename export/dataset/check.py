@@ -109,7 +109,22 @@ def annotation_problems(ann: dict, labels: LabelSet | None, root: Path) -> list[
     out += inst_probs
     out += _event_problems(ann, labels, out_ids, dur)
     out += _box_problems(ann, out_ids, dur)
+    out += _pictureless(ann)
     return out
+
+
+def _pictureless(ann) -> list[tuple[str, str]]:
+    """Instances with events but no picture: an activity query shows the instance's picture (its
+    crop file, else cut from the video at its largest box), so such an instance cannot be asked about."""
+    events, insts, boxes = ann.get("events"), ann.get("instances"), ann.get("boxes", {})
+    if not (isinstance(events, list) and isinstance(insts, list) and isinstance(boxes, dict)):
+        return []
+    asked = {e.get("instance_id") for e in events if isinstance(e, dict)}
+    return [(f"instances[{n}]", f"instance {inst['instance_id']} has events but neither boxes nor a crop file: "
+                                f"nothing to show a query about it")
+            for n, inst in enumerate(insts)
+            if isinstance(inst, dict) and inst.get("instance_id") in asked and not inst.get("crop")
+            and not boxes.get(str(inst.get("instance_id")))]
 
 
 def _instance_problems(ann, labels, root: Path) -> tuple[set[int] | None, list[tuple[str, str]]]:
