@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("xml", metavar="XML", help="the CVAT annotations.xml")
     i.add_argument("--video", required=True, metavar="FILE", help="the video the XML annotates")
     i.add_argument("--out", required=True, metavar="DIR", help="the dataset folder to add it to")
+    i.add_argument("--labels", metavar="YAML", help="labels.yaml to start DIR with when it has none (default: "
+                                                   "the labels the XML uses); every label found must be in it")
     return p
 
 
@@ -189,11 +191,12 @@ def _import_cvat(args) -> int:
         print(f"{PROG} import-cvat: not available in this installation (export/dataset/cvat.py is missing)",
               file=sys.stderr)
         return 2
-    for flag, path in (("XML", args.xml), ("--video", args.video)):
-        if not Path(path).is_file():
+    for flag, path in (("XML", args.xml), ("--video", args.video), ("--labels", args.labels)):
+        if path is not None and not Path(path).is_file():
             raise UsageError(f"{flag} {path}: no such file")
+    extra = {"labels_yaml": args.labels} if args.labels else {}
     try:
-        ann_path = import_cvat(args.xml, args.video, args.out)
+        ann_path = import_cvat(args.xml, args.video, args.out, **extra)
     except (ValueError, OSError) as err:  # DatasetError is a ValueError: the converter's one-line reasons
         print(f"{PROG}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return EXIT_PROBLEMS
