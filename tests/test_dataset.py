@@ -269,3 +269,13 @@ def test_several_problems_are_all_listed(ds):
     assert len(found) == 5
     with pytest.raises(DatasetError, match=r": 4 problems \(first: "):   # the undecodable video needs decoding
         open_dataset(ds)
+
+
+def test_full_decode_finds_a_truncated_file(tmp_path):
+    render_dataset(tmp_path, plain([1]), duration_s=20, codec="mjpg", progress=False, say=lambda s: None)
+    video = tmp_path / "videos" / "s1-l1.avi"
+    video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    assert check_dataset(tmp_path) == []          # header and first frame are fine
+    found = [str(p) for p in check_dataset(tmp_path, full=True)]
+    assert len(found) == 1 and re.match(r"videos/s1-l1\.avi: decoding stopped at frame \d+ of 20: .*"
+                                        r"\(the file is truncated or damaged\)$", found[0]), found

@@ -263,13 +263,12 @@ def probe_video(path: Path, label: str, full: bool = False) -> tuple[VideoInfo |
     with src:
         info = VideoInfo(src.fps, src.frame_count_hint)
         if full:
-            last = None
-            for fr in src:
-                last = fr.t
+            for _ in src:
+                pass
             if src.end_problem:
                 return info, src.end_problem
-            if last is not None and src.fps:
-                info.frames = int(round(last * src.fps)) + 1
+            if src.position is not None and src.fps:  # the last frame decoded, not the last one sampled
+                info.frames = int(round(src.position * src.fps)) + 1
     return info, None
 
 
