@@ -455,6 +455,30 @@ def test_http_server_that_never_answers_is_a_stall_not_a_hang(http_server):
     assert _closes_completely(src)
 
 
+def test_network_open_skips_the_frame_rate_probe_only_while_opening(monkeypatch):
+    """FFmpeg's ~20-frame frame-rate probe cost 4-5 s of every RTSP reconnect (seen against
+    GStreamer's RTSP server at 5 fps); network opens now skip it, files and the user's own
+    OPENCV_FFMPEG_CAPTURE_OPTIONS are untouched."""
+    env = live_mod._NetworkOptions.ENV
+    seen = []
+
+    class Capture:
+        def __init__(self, url, backend, params):
+            seen.append(os.environ.get(env))
+
+        def isOpened(self):
+            return True
+
+    monkeypatch.setattr(cv2, "VideoCapture", Capture)
+    monkeypatch.delenv(env, raising=False)
+    opener = live_mod.network_opener("rtsp://cam/x", "rtsp://cam/x", 5.0)
+    opener()
+    assert seen == ["rtsp_flags;prefer_tcp|fpsprobesize;0"] and env not in os.environ
+    monkeypatch.setenv(env, "rtsp_transport;udp")
+    opener()
+    assert seen[-1] == "rtsp_transport;udp" and os.environ[env] == "rtsp_transport;udp"
+
+
 # ---- live sources: reconnection logic with a scripted capture -----------------------------------
 
 class FakeCamera:

@@ -364,6 +364,39 @@ def csi_opener(label: str, pipeline: str) -> Opener:
     return open_csi
 
 
+class _NetworkOptions:
+    """FFmpeg options for network opens, in the one place OpenCV takes them: an environment variable
+    it reads at each open. Left alone, FFmpeg probes a live H.264 stream for ~20 frames to estimate
+    a frame rate the live source never uses (it times frames by the clock): 4-5 s of a returning
+    camera lost on every reconnect. ``fpsprobesize 0`` skips only that; codec parameters are still
+    probed for. prefer_tcp is what OpenCV sets when the variable is unset. Set while any network
+    open is in progress (counted, so a hung open never blocks another), never over the user's own."""
+    ENV, VALUE = "OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_flags;prefer_tcp|fpsprobesize;0"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._opening = 0
+        self._owned = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._opening == 0:
+                self._owned = self.ENV not in os.environ
+                if self._owned:
+                    os.environ[self.ENV] = self.VALUE
+            self._opening += 1
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._opening -= 1
+            if self._opening == 0 and self._owned:
+                os.environ.pop(self.ENV, None)
+                self._owned = False
+
+
+_network_options = _NetworkOptions()
+
+
 def network_opener(label: str, url: str, timeout_s: float) -> Opener:
     def open_stream() -> Capture:
         quiet_decoder_logs()
@@ -373,7 +406,8 @@ def network_opener(label: str, url: str, timeout_s: float) -> Opener:
         # the watchdog would abandon the reader, so stuck readers do not pile up.
         ms = int(max(0.9 * timeout_s, 0.5) * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        with _network_options:
+            cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"{label}: cannot connect (unreachable, refused, or not a stream)")
