@@ -31,7 +31,9 @@ def save_checkpoint(net, path: str | Path, extra_meta: dict | None = None, label
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "config": json.dumps(net.cfg.to_dict(), sort_keys=True),
-            "config_sha256": net.cfg.digest()}
+            "config_sha256": net.cfg.digest(),
+            # where the frozen backbone's weights came from (random, timm, a local file; + pre-training)
+            "backbone_init": str(getattr(net.backbone, "init_source", "unknown"))}
     if labels is not None:
         acts = labels.get("activities")
         if not isinstance(acts, list) or len(acts) != net.cfg.heads.num_activities:
@@ -116,7 +118,9 @@ def load_checkpoint(path: str | Path, cfg: ModelConfig | None = None):
         raise CheckpointError(f"{path}: trained for model '{ck_cfg.name}' ({ck_cfg.arch_digest()[:12]}), "
                               f"not for config '{cfg.name}' ({cfg.arch_digest()[:12]})")
     state = _load_tensors(path)
-    net = LVMNet(ck_cfg)
+    net = LVMNet(ck_cfg, backbone_init=False)  # every tensor comes from the file: no hub, no weights file needed
+    if "backbone_init" in meta:
+        net.backbone.init_source = meta["backbone_init"]
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         names = ", ".join((list(missing) + list(unexpected))[:3])
@@ -151,7 +155,7 @@ def load_stage1_state(path: str | Path, cfg: ModelConfig) -> dict:
     out = {k: v for k, v in state.items() if k.startswith(("backbone.", "sampler."))}
     from export.model import LVMNet
 
-    expected = {k for k in LVMNet(cfg).state_dict() if k.startswith(("backbone.", "sampler."))}
+    expected = {k for k in LVMNet(cfg, backbone_init=False).state_dict() if k.startswith(("backbone.", "sampler."))}
     if set(out) != expected:
         missing = sorted(expected - set(out))[:3]
         raise CheckpointError(f"{path}: its backbone/sampler tensors do not match the model "
