@@ -611,6 +611,41 @@ def test_live_fails_then_delivers_then_stalls_and_reconnects(fake_sources, backo
     assert src.connected and src.last_error is None and src.outage_since is None
 
 
+def test_live_frame_flushed_at_a_read_timeout_feeds_neither_watchdog_nor_memory(fake_sources):
+    """An RTSP-over-TCP stream that goes silent mid-frame (a proxy in front of GStreamer's RTSP
+    server stops relaying): at its read timeout OpenCV's FFmpeg capture returned the partial frame
+    it held as a success, once or twice, so the stall took 9-13.5 s to notice instead of 5 and the
+    memory got frames stamped seconds after they were sent. Such a frame is no frame."""
+    stall = 0.3
+    reads_before_silence = 5
+
+    class SilentMidFrame:
+        unblock = threading.Event()  # set at teardown
+
+        def __init__(self):
+            self.n = 0
+
+        def read(self):
+            self.n += 1
+            if self.n <= reads_before_silence:
+                time.sleep(0.005)
+                return True, np.full((24, 32, 3), self.n, np.uint8)
+            if self.n == reads_before_silence + 1:
+                time.sleep(0.95 * stall)  # blocked up to the capture's timeout, then "a frame"
+                return True, np.full((24, 32, 3), 99, np.uint8)
+            self.unblock.wait(600)  # silent until teardown; the watchdog abandons this reader
+            return False, None
+
+        def release(self):
+            pass
+
+    src = fake_sources(SilentMidFrame, stall_timeout_s=stall, queue_size=1000)
+    frames = _take(src, 2 * reads_before_silence)
+    assert len(frames) == 2 * reads_before_silence and src.stats["stalls"] >= 1
+    assert not any(int(f.image[0, 0, 0]) == 99 for f in frames)
+    assert src.stats["decode_errors"] >= 1
+
+
 def test_live_read_failure_reconnects_quickly(fake_sources):
     cam = FakeCamera(frames=(5, 5, None), after="fail", fps=200)
     src = fake_sources(cam)

@@ -20,6 +20,7 @@ choice of how hard to poll an NVR, not an error in the gap).
 from __future__ import annotations
 
 import base64
+import contextlib
 import select
 import socket
 import sys
@@ -167,3 +168,207 @@ def _one_outage(rt: RunProcess, peer: RtspPeer, down_s: float, image: str) -> di
         "query_codes": sorted({q["code"] for q in queries}),
         "query_ms_max": max((q["ms"] for q in queries), default=None),
     }
+
+
+# ---- watchdog -----------------------------------------------------------------------------------
+
+class FaultProxy:
+    """TCP on 127.0.0.1:``port`` relaying each connection to ``upstream`` (None: accept and never
+    send a byte). ``freeze()``: every connection open at that moment stops moving bytes both ways
+    but stays open — a camera that hangs mid-stream; later connections relay normally."""
+
+    def __init__(self, upstream: int | None):
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self._conns: list[tuple[socket.socket, socket.socket | None, threading.Event]] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            up, frozen = None, threading.Event()
+            if self.upstream is not None:
+                try:
+                    up = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
+                except OSError:
+                    client.close()
+                    continue
+                threading.Thread(target=self._pump, args=(client, up, frozen), daemon=True).start()
+            with self._lock:
+                self.accepted += 1
+                self._conns.append((client, up, frozen))
+
+    def _pump(self, a: socket.socket, b: socket.socket, frozen: threading.Event) -> None:
+        while not self._closed.is_set():
+            if frozen.is_set():
+                time.sleep(0.05)
+                continue
+            try:
+                ready, _, _ = select.select([a, b], [], [], 0.2)
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        raise OSError("closed")
+                    (b if s is a else a).sendall(data)
+            except (OSError, ValueError):
+                for s in (a, b):
+                    s.close()
+                return
+
+    def freeze(self) -> float:
+        with self._lock:
+            for _, _, frozen in self._conns:
+                frozen.set()
+        return time.monotonic()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.listener.close()
+        with self._lock:
+            for client, up, _ in self._conns:
+                for s in (client, up):
+                    if s is not None:
+                        s.close()
+
+
+@contextlib.contextmanager
+def proxy_closed(proxy: FaultProxy):
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def _attempt_lines(text: str) -> list[str]:
+    """The runtime's one-line warnings for connection attempts that delivered nothing."""
+    return [ln for ln in text.splitlines() if "cannot connect" in ln or "stalled (" in ln or "read failed" in ln]
+
+
+def _stall_midstream(workdir: Path, frames: str, image: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"case": "server stops sending mid-stream (connection left open)"}
+    with RtspPeer(frames, free_port(), log=workdir / "stall_server.log") as peer:
+        peer.start()
+        proxy = FaultProxy(peer.port)
+        url = f"rtsp://127.0.0.1:{proxy.port}/x"
+        with proxy_closed(proxy), RunProcess(["--source", url, "--config", str(config_yaml(workdir / "runtime.yaml"))],
+                        workdir / "stall", name="stall") as rt:
+            try:
+                rt.start()
+                rt.wait_ready()
+                st = rt.wait_status(lambda s: (s["stream_time"] or 0) >= 3, timeout=90)
+                n_gaps, reconnects = len(st["gaps"]), st["reconnects"]
+                t_freeze = proxy.freeze()
+                st = rt.wait_status(lambda s: s["state"] == "reconnecting", timeout=60, every=0.05)
+                out["detected_after_s"] = round(time.monotonic() - t_freeze, 2)
+                out["query_while_out"] = ask(rt, 0.0, max(1.0, st["stream_time"] or 1.0), image)["code"]
+                st = rt.wait_status(lambda s: s["state"] == "streaming" and len(s["gaps"]) > n_gaps,
+                                    timeout=60, every=0.05)
+                out["recovered_after_s"] = round(time.monotonic() - t_freeze, 2)
+                out["gap_s"] = round(st["gaps"][-1][1] - st["gaps"][-1][0], 2)
+                out["reconnects"] = st["reconnects"] - reconnects
+            except ScenarioError as e:
+                out["error"] = str(e)
+            out["exit_code"] = rt.stop()
+            lines = _attempt_lines(rt.log_text())
+            out["runtime_said"] = lines[0] if lines else None
+            out["traceback"] = "Traceback" in rt.log_text()
+    out["passed"] = (out.get("detected_after_s", 99) <= STALL_TIMEOUT_S + 2 and out.get("reconnects", 0) >= 1
+                     and out.get("query_while_out") == 200 and out["exit_code"] == 0 and not out["traceback"])
+    return out
+
+
+def _never_serves(workdir: Path, name: str, case: str, url: str, watch_s: float,
+                  counted: Callable[[], int] | None) -> dict[str, Any]:
+    """A peer that never delivers a frame: retries go on, the API answers at once throughout,
+    status says connecting, SIGTERM ends it."""
+    out: dict[str, Any] = {"case": case}
+    with RunProcess(["--source", url, "--config", str(config_yaml(workdir / "runtime.yaml"))],
+                    workdir / name, name=name) as rt:
+        rt.start()
+        states, slowest, failures = set(), 0.0, 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:  # the API comes up although the source never does
+            if not rt.alive():
+                break
+            try:
+                if rt.get("/healthz", timeout=2).status_code == 200:
+                    break
+            except Exception:  # noqa: BLE001 — not up yet
+                pass
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < watch_s and rt.alive():
+            t1 = time.monotonic()
+            try:
+                st = rt.get("/v1/status", timeout=5).json()
+                states.add(st["state"])
+            except Exception:  # noqa: BLE001 — counted: the API must answer throughout
+                failures += 1
+            slowest = max(slowest, time.monotonic() - t1)
+            time.sleep(0.25)
+        t_term = time.monotonic()
+        out["exit_code"] = rt.stop(timeout=60)
+        out["sigterm_exit_s"] = round(time.monotonic() - t_term, 2)
+        text = rt.log_text()
+    lines = _attempt_lines(text)
+    out.update(watched_s=watch_s, states=sorted(states), status_failures=failures,
+               status_slowest_ms=round(slowest * 1000, 1), attempts_logged=len(lines),
+               runtime_said=lines[-1] if lines else None, traceback="Traceback" in text)
+    if counted is not None:
+        out["connections_seen_by_peer"] = counted()
+    attempts = out.get("connections_seen_by_peer", len(lines))
+    out["passed"] = (states == {"connecting"} and failures == 0 and attempts >= 2 and out["exit_code"] == 0
+                     and out["sigterm_exit_s"] < 20 and not out["traceback"])
+    return out
+
+
+def watchdog(quick: bool, workdir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    watch_s = 15.0 if quick else 120.0
+    frames = render_frames(workdir / "frames")
+    image = _png()
+    silent = FaultProxy(None)
+    deaf = socket.create_server(("127.0.0.1", 0), backlog=1)  # listens, never accepts
+    closed = free_port()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            jobs = [
+                pool.submit(_stall_midstream, workdir, frames, image),
+                pool.submit(_never_serves, workdir, "silent", "accepts the connection, never sends a byte",
+                            f"rtsp://127.0.0.1:{silent.port}/x", watch_s, lambda: silent.accepted),
+                pool.submit(_never_serves, workdir, "deaf", "listens, never accepts (backlog full)",
+                            f"rtsp://127.0.0.1:{deaf.getsockname()[1]}/x", watch_s, None),
+                pool.submit(_never_serves, workdir, "closed", "closed port (connection refused)",
+                            f"rtsp://127.0.0.1:{closed}/x", watch_s, None),
+            ]
+            cases = [j.result() for j in jobs]
+    finally:
+        silent.close()
+        deaf.close()
+    for c in cases:
+        log(f"  {c['case']}: {'ok' if c['passed'] else 'FAILED'}; runtime said: {c.get('runtime_said')}")
+    return {"passed": all(c["passed"] for c in cases), "stall_timeout_s": STALL_TIMEOUT_S, "cases": cases}
+
+
+def run(quick: bool, workdir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Both RTSP scenarios. Where GStreamer's RTSP server cannot run nothing is proven: passed is
+    False and ``skipped`` names the missing package."""
+    missing = unavailable()
+    if missing:
+        log(f"rtsp: skipped: {missing}")
+        return {"passed": False, "skipped": missing}
+    out = {"outages": outages(quick, workdir / "outages", log), "watchdog": watchdog(quick, workdir / "watchdog", log)}
+    out["passed"] = all(v["passed"] for v in out.values())
+    return out

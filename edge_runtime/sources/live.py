@@ -51,6 +51,8 @@ class Capture(Protocol):
 
 Opener = Callable[[], Capture]  # raises SourceError (one line) when the source cannot be opened
 
+# Network captures time out after this fraction of the stall timeout (see network_opener).
+READ_TIMEOUT_FRACTION = 0.9
 # How long close() waits for a reader that is inside read() to come back and release its device.
 RELEASE_JOIN_S = 1.0
 
@@ -271,6 +273,7 @@ class LiveSource(Source):
 
     def _read_loop(self, conn: _Connection, cap: Capture) -> None:
         while True:
+            asked = time.monotonic()
             ok, image = cap.read()
             now = time.monotonic()
             if not ok:
@@ -278,7 +281,10 @@ class LiveSource(Source):
                     if not conn.abandoned:
                         conn.end_reason = "read failed (stream ended or device lost)"
                 return
-            good = usable(image)
+            # A read that blocked until the capture's own timeout and then "succeeded" returned what
+            # FFmpeg flushed when it gave up (the partial frame of a TCP stream gone silent mid-frame),
+            # not a new frame: taken as one it would hold the watchdog off for another timeout.
+            good = usable(image) and now - asked < READ_TIMEOUT_FRACTION * self.stall_timeout_s
             with self._cond:
                 if conn.abandoned or self._stop.is_set():
                     return
@@ -404,7 +410,7 @@ def network_opener(label: str, url: str, timeout_s: float) -> Opener:
 
         # A little under the stall timeout: FFmpeg gives up (and the reader releases) just before
         # the watchdog would abandon the reader, so stuck readers do not pile up.
-        ms = int(max(0.9 * timeout_s, 0.5) * 1000)
+        ms = int(max(READ_TIMEOUT_FRACTION * timeout_s, 0.5) * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
         with _network_options:
             cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
