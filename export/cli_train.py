@@ -101,6 +101,10 @@ def _train(args) -> int:
     video_s = tc.video_s if args.video_s is None else args.video_s
     if video_s < two_clips:
         raise UsageError(f"--video-s {video_s} is shorter than two clips ({two_clips:g} s)")
+    if args.init_from and (args.sampler_from or args.backbone_from):
+        raise UsageError("--init-from already gives the backbone and sampler: drop --sampler-from / --backbone-from")
+    if args.init_from:
+        _check_init_from(args.init_from, cfg)
     notes: list[str] = []  # said once the rank is known
     items = None
     if args.data:
@@ -109,10 +113,6 @@ def _train(args) -> int:
         from export.dataset import LabelSet
 
         labels, data_meta = LabelSet.generator().to_dict(), None
-    if args.init_from and (args.sampler_from or args.backbone_from):
-        raise UsageError("--init-from already gives the backbone and sampler: drop --sampler-from / --backbone-from")
-    if args.init_from:
-        _check_init_from(args.init_from, cfg)
     if args.backbone_from:  # before anything is rendered or created
         from export.checkpoint import CheckpointError, refuse_pickle
         try:

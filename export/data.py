@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -69,9 +69,9 @@ def load_dataset_video(item, size: int, fps: float, progress: bool = False) -> V
     runtime's FileSource at the model's ``fps`` and ``size``, times from the file. An instance's
     picture is its crop file when it has one, else cut from the video at its largest box.
     DatasetError (one line naming the file) for a file that does not decode."""
-    from export.dataset import DatasetError
     from edge_runtime.sources.base import SourceError
     from edge_runtime.sources.files import FileSource
+    from export.dataset import DatasetError
 
     ann = item.annotations
     video_sha = file_sha256(item.video)
@@ -134,8 +134,8 @@ def square_crop(frame: np.ndarray, box) -> np.ndarray:
     h, w = frame.shape[:2]
     x1, y1, x2, y2 = (float(v) for v in box)
     cx, cy = (x1 + x2) / 2 * w, (y1 + y2) / 2 * h
-    side = max(int(round(max((x2 - x1) * w, (y2 - y1) * h) / CROP_FILL)), 2)
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    side = max(round(max((x2 - x1) * w, (y2 - y1) * h) / CROP_FILL), 2)
+    left, top = round(cx - side / 2), round(cy - side / 2)
     out = np.full((side, side, 3), CROP_GREY, np.uint8)
     sx0, sy0 = max(left, 0), max(top, 0)
     sx1, sy1 = min(left + side, w), min(top + side, h)
