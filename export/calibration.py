@@ -35,6 +35,7 @@ class CalibrationFrames:
     times: np.ndarray    # (N,) seconds, increasing
     fps: float
     notes: list[str] = field(default_factory=list)
+    videos: list[dict] = field(default_factory=list)  # per file when read from several (a dataset split)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -46,8 +47,11 @@ class CalibrationFrames:
         return h.hexdigest()
 
     def describe(self) -> dict:
-        return {"source": self.uri, "frames": len(self), "fps": self.fps, "sha256": self.sha256(),
-                "span_s": [float(self.times[0]), float(self.times[-1])] if len(self) else None}
+        out = {"source": self.uri, "frames": len(self), "fps": self.fps, "sha256": self.sha256(),
+               "span_s": [float(self.times[0]), float(self.times[-1])] if len(self) else None}
+        if self.videos:
+            out["videos"] = self.videos
+        return out
 
 
 def iter_source(uri: str, size: int, fps: float) -> Iterator[tuple[float, np.ndarray]]:
@@ -95,6 +99,38 @@ def read_frames(uri: str, cfg: ModelConfig, max_frames: int = 600,
         raise CalibrationError(f"{uri}: the calibration source yielded no frames; INT8 needs real frames "
                                "(pass a video with --calib)")
     return CalibrationFrames(uri, np.stack(frames), np.asarray(times, np.float64), fps)
+
+
+def read_video_files(files: list[Path], label: str, cfg: ModelConfig, max_frames: int = 600,
+                     tick: Callable[[int], None] | None = None) -> CalibrationFrames:
+    """Up to ``max_frames`` frames spread over several video files (a dataset split), each read from
+    its start like a ``--calib`` file, as one stream: every file gets an equal share in whole clips
+    (a short file's unused share goes to the next), and its times continue the previous file's, so
+    the sampler sees increasing time. ``label`` names the set in the manifest."""
+    size, fps, T = cfg.backbone.image_size, cfg.stream.fps, cfg.stream.clip_frames
+    frames, times, videos = [], [], []
+    offset = 0.0
+    for k, path in enumerate(files):
+        left = max_frames - len(frames)
+        if left <= 0:
+            break
+        share = min(left, -(-left // (len(files) - k) // T) * T)
+        n, last = 0, None
+        for t, img in iter_source(str(Path(path).resolve()), size, fps):
+            if n >= share:
+                break
+            frames.append(img)
+            times.append(offset + float(t))
+            last = float(t)
+            n += 1
+            if tick:
+                tick(1)
+        if last is not None:
+            offset += last + 1.0 / fps
+        videos.append({"file": Path(path).name, "frames": n})
+    if not frames:
+        raise CalibrationError(f"{label}: its videos yielded no frames; INT8 needs real frames (pass a video with --calib)")
+    return CalibrationFrames(label, np.stack(frames), np.asarray(times, np.float64), fps, videos=videos)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
             "  lvm-export --precision fp16 --skip-gate\n"
             "  lvm-export --precision int8 --calib 'demo://checkout?seed=7000000&duration=600'\n"
             "  lvm-export --precision int8 --calib footage/kiosk.mp4 --gate-threshold 2\n"
+            "  lvm-export --precision int8 --data footage/ --checkpoint runs/mine/lvm-tiny.safetensors\n"
             "\n"
-            "INT8 is calibrated on real frames (the checkout generator by default, or any video file);\n"
+            "INT8 is calibrated on real frames (the checkout generator by default, any video file with\n"
+            "--calib, or a dataset's train split with --data; --calib wins when both are given);\n"
             "a source that yields no frames is refused. For an ONNX Runtime target the form is chosen per\n"
             "graph by measured CPU latency: symmetric Q/DQ (loads in ORT and TensorRT), Q/DQ with uint8\n"
             "activations (backbone; ORT's x86 kernels) or dynamic quantisation (sampler, heads; ORT only);\n"
@@ -54,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="bundle folder (default: engines/<model>-<precision>/); an existing bundle "
                                  "there is replaced only after the new one is complete")
     p.add_argument("--calib", help="calibration / parity frames: demo://checkout?seed=N&duration=S or a video "
-                                   "file (default: demo://checkout?seed=7000000&duration=600)")
+                                   "file (default: the --data train split, else demo://checkout?seed=7000000&duration=600)")
+    p.add_argument("--data", metavar="DIR",
+                   help="a dataset folder (labels.yaml, videos/, annotations/) the checkpoint was trained on: "
+                        "calibration / parity frames from its train split's videos (--calib, when given, wins "
+                        "for those) and the accuracy gate on every video of its test split (--gate-videos and "
+                        "--gate-video-s then do not apply)")
     p.add_argument("--calib-frames", type=int, default=600,
                    help="frames read from --calib for INT8 calibration (default 600)")
     p.add_argument("--engine", choices=ENGINES, default="auto", metavar="{auto,onnxruntime,tensorrt}",
@@ -69,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-threshold", type=float, default=1.0, metavar="POINTS",
                    help="largest allowed Recall@1x drop vs FP32 per query type and window, in points (default 1)")
     p.add_argument("--skip-gate", action="store_true", help="export without the accuracy gate (recorded in the manifest)")
-    p.add_argument("--gate-videos", type=int, default=4, help="held-out videos for the gate (default 4)")
-    p.add_argument("--gate-video-s", type=float, default=1800.0, help="seconds per gate video (default 1800)")
+    p.add_argument("--gate-videos", type=int, default=4, help="held-out generator videos for the gate (default 4)")
+    p.add_argument("--gate-video-s", type=float, default=1800.0, help="seconds per generator gate video (default 1800)")
     p.add_argument("--gate-queries", type=int, default=120, help="queries per gate video (default 120)")
     p.add_argument("--bench-runs", type=int, default=20, help="timed runs per graph for CPU latency (default 20)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime CPU threads for parity and latency (default 2)")

@@ -90,13 +90,53 @@ def choose_engine(want: str, notes: list[str]) -> str:
     return "onnxruntime"
 
 
-def read_calibration(a, cfg, ui: UI, notes: list[str]):
-    """Real frames for INT8 calibration and parity, or None when the default source has none and
-    the export can do without (parity then runs on example inputs only). INT8 never goes without."""
-    from export.calibration import DEFAULT_CALIB_URI, CalibrationError, read_frames
+def open_data(a, notes: list[str]) -> dict:
+    """--data: {"train": DataSplit for calibration, unless --calib wins; "test": DataSplit for the
+    gate, unless no gate runs}; {} without --data. Bad folders and empty splits fail here, in a second."""
+    if a.data is None:
+        return {}
+    from export.dataset import DatasetError
+    from export.eval_data import DataSplit
 
-    uri = a.calib or DEFAULT_CALIB_URI
+    want = [] if a.calib else ["train"]
+    if a.precision != "fp32" and not a.skip_gate:
+        want.append("test")
+    if not want:
+        notes.append("--data not used: --calib gives the frames and no accuracy gate runs")
+    try:
+        return {name: DataSplit.open(Path(a.data), name) for name in want}
+    except DatasetError as err:
+        raise UsageError(f"--data {one_line(err)}") from None
+
+
+def check_data_labels(data: dict, ck: dict) -> None:
+    """The checkpoint must name the dataset's activities: the gate asks in its labels, and the
+    bundle answers in the checkpoint's."""
+    from export.eval_data import labels_mismatch
+
+    split = next(iter(data.values()), None)  # every split of a folder has its labels
+    problem = split and labels_mismatch(ck["labels"], split.labels, Path(ck["path"]), split.root)
+    if problem:
+        raise UsageError(problem)
+
+
+def read_calibration(a, cfg, ui: UI, notes: list[str], train=None):
+    """Real frames for INT8 calibration and parity, or None when the default source has none and
+    the export can do without (parity then runs on example inputs only). INT8 never goes without.
+    ``train``: a dataset's train split (--data), read unless --calib names a source."""
+    from export.calibration import DEFAULT_CALIB_URI, CalibrationError, read_frames, read_video_files
+
     n = a.calib_frames if a.precision == "int8" else min(a.calib_frames, 4 * cfg.stream.clip_frames)
+    if train is not None and not a.calib:
+        label = f"{train.root} ({train.split} split, {len(train.items)} videos)"
+        with ui.step(f"frames from {label}", total=n) as tick:
+            try:
+                return read_video_files([it.video for it in train.items], label, cfg, max_frames=n, tick=tick)
+            except CalibrationError as err:
+                if a.precision == "int8":
+                    raise CalibrationError(f"refusing INT8: {one_line(err)}") from None
+                raise
+    uri = a.calib or DEFAULT_CALIB_URI
     with ui.step(f"frames from {uri}", total=n) as tick:
         try:
             return read_frames(uri, cfg, max_frames=n, tick=tick)

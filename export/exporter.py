@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from edge_runtime.bundle import GRAPH_NAMES
-from export.export_inputs import choose_engine, load_model, read_calibration, validate_args
+from export.export_inputs import check_data_labels, choose_engine, load_model, open_data, read_calibration, validate_args
 from export.export_summary import print_summary
 from export.export_ui import UI, quiet
 
@@ -61,9 +61,11 @@ class Exporter:
             from export.bundle_writer import check_target
 
             check_target(Path(a.out))
+        self.data = open_data(a, self.notes)
         with self.ui.step("load checkpoint", total=1) as tick:
             cfg, net, ck = load_model(a)
             tick()
+        check_data_labels(self.data, ck)
         self.cfg, self.net = cfg, net
         engine = self.engine = choose_engine(a.engine, self.notes)
         target = Path(a.out) if a.out else REPO_ROOT / "engines" / f"{cfg.name}-{a.precision}"
@@ -71,7 +73,8 @@ class Exporter:
             self.writer = writer
             fp32_dir = Path(work) / "fp32"
             fp32_dir.mkdir()
-            cal = read_calibration(a, cfg, self.ui, self.notes)  # before the slow part: a source without frames fails fast
+            # before the slow part: a source without frames fails fast
+            cal = read_calibration(a, cfg, self.ui, self.notes, train=self.data.get("train"))
             sigs = self._export_onnx(fp32_dir, ck["sha256"])
             feeds = self._feeds(cal, fp32_dir)
             from export.parity import fp32_failures
@@ -268,7 +271,8 @@ class Exporter:
         self.writer.write_manifest(manifest({"gate": "running"}))  # the candidate must load as a bundle
         evaluator = self.evaluator or engine_evaluator(
             videos=a.gate_videos, video_s=a.gate_video_s, queries=a.gate_queries, threads=a.threads,
-            backend="auto" if self.engine == "tensorrt" else "onnxruntime", progress=self.ui.bars)
+            backend="auto" if self.engine == "tensorrt" else "onnxruntime", data=self.data.get("test"),
+            progress=self.ui.bars)
         with self.ui.step(f"accuracy gate ({a.precision} vs fp32, threshold {a.gate_threshold:g} points R@1x)"):
             res = run_gate(fp32_dir, self.writer.path, evaluator, a.gate_threshold, log=self.ui.progress)
         (self.writer.path / "manifest.json").unlink()  # rewritten, complete, at commit
