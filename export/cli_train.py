@@ -21,8 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train LVM-Net (frozen backbone, neural sampler, query heads) on generated checkout "
                     "videos, or with --data on a dataset folder's train split (your own videos and "
                     "annotations). The tiny backbone is first pre-trained on per-frame labels (the "
-                    "generator's, or derived from the annotations), then frozen. Stage 1 trains sampler and heads on the streams (CPU; under torchrun, "
-                    "DDP with gloo); stage 2, the heads stage (config train.heads_steps), trains the heads "
+                    "generator's, or derived from the annotations), then frozen. Stage 1 trains sampler and "
+                    "heads on the streams (CPU; under torchrun, DDP with gloo); stage 2, the heads stage (config train.heads_steps), trains the heads "
                     "alone on the frozen sampler's memories (a GPU if there is one: hours on CPU).",
         epilog="Examples: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny;  "
                "lvm-train --config configs/models/lvm-tiny.yaml --out runs/shop --data data/shop "
@@ -258,7 +258,7 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
     tc, fps, size = cfg.train, cfg.stream.fps, cfg.backbone.image_size
     videos = []
     if items is not None:
-        for it in items:
+        for it in tqdm(items, desc="decode train videos", disable=not progress, leave=False):
             v = load_dataset_video(it, size, fps, progress=progress)
             if len(v.times) < 2 * cfg.stream.clip_frames:
                 raise UsageError(f"{it.video}: {len(v.times)} frames at {fps:g} fps, fewer than two clips "
@@ -317,7 +317,7 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
     say(f"lvm-train: backbone tokens ready ({time.time() - t0:.0f} s; cache: {cache or 'off'})")
 
     return train_lvm(net, videos, out, epochs=args.epochs or tc.epochs, continual_p=continual_p, seed=seed,
-                     max_steps=args.max_steps, progress=progress, resume=args.resume)
+                     max_steps=args.max_steps, progress=progress, resume=args.resume, labels=labels)
 
 
 def _query_seed(seed: int, i: int) -> int:
@@ -337,7 +337,12 @@ def _open_data(args, cfg, two_clips: float, notes: list[str]):
     for it in items:
         dur = float(it.annotations["duration_s"])
         if dur < two_clips:
-            raise UsageError(f"{it.video}: {dur:g} s is shorter than two clips ({two_clips:g} s): too short to train on")
+            raise UsageError(f"{it.video}: {dur:g} s is shorter than two clips ({two_clips:g} s): "
+                             f"too short to train on")
+    n_val = sum(it.split == "val" for it in ds.items)
+    if n_val:
+        notes.append(f"lvm-train: {len(items)} train videos; the {n_val} val videos are not trained on "
+                     f"(lvm-eval --data {args.data} --split val scores them)")
     labels = ds.labels.to_dict()
     n_act = len(labels["activities"])
     if cfg.heads.num_activities != n_act:

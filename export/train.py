@@ -149,7 +149,8 @@ class TrainResult:
 
 def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: int, continual_p: int,
               seed: int = 0, max_steps: int | None = None, progress: bool = True, resume: bool = False,
-              log_every: int = 1) -> TrainResult:
+              log_every: int = 1, labels: dict | None = None) -> TrainResult:
+    """``labels``: the class names the per-epoch checkpoints carry (export.checkpoint.save_checkpoint)."""
     cfg: ModelConfig = net.cfg
     tc = cfg.train
     rank = dist.get_rank() if _is_dist() else 0
@@ -236,7 +237,7 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
                     log.flush()
         bar.close()
         if rank == 0:
-            save_checkpoint(net, out_dir / "checkpoint.safetensors", {"epoch": epoch + 1, "step": step})
+            save_checkpoint(net, out_dir / "checkpoint.safetensors", {"epoch": epoch + 1, "step": step}, labels=labels)
             _save_train_state(out_dir, opt, epoch + 1, step)
         if _is_dist():
             dist.barrier()

@@ -166,6 +166,7 @@ def test_lvm_train_data_init_from_relabelled(dataset, tmp_path, capsys):
     meta = read_metadata(ck)
     assert checkpoint_labels(meta) == {"activities": FIVE, "products": list(PRODUCTS)}
     assert json.loads(meta["data"])["train_videos"] == 2 and meta["init_from"] == str(SHIPPED)
+    assert checkpoint_labels(read_metadata(out / "checkpoint.safetensors"))["activities"] == FIVE  # stage 1's
     net, _ = load_checkpoint(ck)
     shipped, _ = load_checkpoint(SHIPPED)
     assert net.cfg.heads.num_activities == 5
