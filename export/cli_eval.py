@@ -63,6 +63,8 @@ def format_table(res: dict) -> str:
 
 def _eval(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.data is None and args.split != "test":
+        raise UsageError("--split chooses the videos of a dataset folder: give the folder with --data")
     if args.data is not None and (args.videos is not None or args.video_s is not None):
         raise UsageError("--videos / --video-s choose generated videos; --data evaluates every video of the split")
     args.videos = 4 if args.videos is None else args.videos

@@ -70,6 +70,8 @@ def test_bad_data_is_one_line(dataset, tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 1 and "'val'" in err and "test" in err and "train" in err
     rc, _, err = _main(cli_eval, ["--data", dataset, "--videos", "3", "--json", j], capsys)
     assert rc == 2 and "--data" in err and err.count("\n") == 1
+    rc, _, err = _main(cli_eval, ["--split", "val", "--json", j], capsys)
+    assert rc == 2 and "--data" in err and err.count("\n") == 1
     rc, _, err = _main(cli_eval, ["--data", tmp_path / "nothing", "--json", j], capsys)
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
 
