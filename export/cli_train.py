@@ -174,7 +174,10 @@ def _train(args) -> int:
     for note in notes:
         say(note)
     torch.manual_seed(seed)
-    net = LVMNet(cfg)
+    taken = args.init_from or args.sampler_from or args.backbone_from  # the backbone comes from that file
+    net = LVMNet(cfg, backbone_init=not taken)
+    if taken:
+        net.backbone.init_source = _taken_init(taken)
     say(f"lvm-train: {cfg.name}: backbone {count_parameters(net.backbone):,} params (frozen), "
         f"sampler {count_parameters(net.sampler):,}, heads {count_parameters(net.heads):,}")
     if args.init_from:
@@ -301,6 +304,7 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
             from safetensors.torch import save_file
             save_file({k: v.contiguous() for k, v in net.backbone.net.state_dict().items()}, str(backbone_file))
             say(f"lvm-train: backbone pre-trained on {int(stats['frames'])} frames/crops ({time.time() - t0:.0f} s)")
+        net.backbone.init_source = f"{net.backbone.init_source} + lvm-train pre-training"
         if world > 1:
             dist.barrier()
             if rank != 0:
@@ -350,6 +354,17 @@ def _open_data(args, cfg, two_clips: float, notes: list[str]):
                      f"(the activities of {Path(args.data) / 'labels.yaml'})")
         cfg = cfg.model_copy(update={"heads": cfg.heads.model_copy(update={"num_activities": n_act})})
     return cfg, items, labels, {"path": str(Path(args.data).resolve()), "train_videos": len(items)}
+
+
+def _taken_init(path: str) -> str:
+    """What a backbone taken from another file was made from, for the checkpoint's backbone_init."""
+    from export.checkpoint import CheckpointError, read_metadata
+
+    try:
+        origin = read_metadata(path).get("backbone_init", "unknown")
+    except CheckpointError:
+        origin = "backbone weights file"  # a bare OUT/backbone.safetensors of another run
+    return f"{origin} (taken from {path})"
 
 
 def _check_init_from(path: str, cfg) -> None:

@@ -80,7 +80,7 @@ _WORKER: dict = {}
 def _worker_init(cfg_dict: dict, state: dict, cache: str | None) -> None:
     torch.set_num_threads(1)
     cfg = model_config_from_dict(cfg_dict)
-    net = LVMNet(cfg)
+    net = LVMNet(cfg, backbone_init=False)
     net.load_state_dict(state, strict=False)  # backbone + sampler; the heads are not used here
     net.eval()
     _WORKER.update(net=net, cache=None if cache is None else Path(cache),
