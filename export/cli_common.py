@@ -13,10 +13,11 @@ class UsageError(ValueError):
 
 def run_cli(prog: str, body: Callable[[], int | None]) -> int:
     from export.checkpoint import CheckpointError
+    from export.dataset import DatasetError
 
     try:
         return int(body() or 0)
-    except (UsageError, ConfigError, CheckpointError, FileNotFoundError, PermissionError) as err:
+    except (UsageError, ConfigError, CheckpointError, DatasetError, FileNotFoundError, PermissionError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--codec", choices=("mp4v", "mjpg", "ffv1"), default="mp4v",
                    help="mp4v (.mp4, default; mjpg if this OpenCV cannot write it), mjpg (.avi) or ffv1 "
                         "(.mkv, lossless, large)")
+    r.add_argument("--no-crops", action="store_true",
+                   help="do not write the generator's instance crops into crops/ (training and evaluation then cut "
+                        "each instance's picture from the video at its largest box, as for footage without crops)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     i = sub.add_parser("import-cvat", help="turn a CVAT video annotation export into a dataset item",
@@ -175,7 +178,7 @@ def _render(args) -> int:
         except ValueError as err:
             raise UsageError(f"--look: {err}") from None
     rep = render_dataset(args.out, specs, duration_s=args.duration, size=args.size, fps=args.fps, codec=args.codec,
-                         progress=not args.no_progress)
+                         crops=not args.no_crops, progress=not args.no_progress)
     print(f"{PROG} render: {len(specs)} video{'s' * (len(specs) != 1)} into {args.out} "
           f"({args.size} px, {args.fps:g} fps, {args.duration:g} s); PSNR of the decoded frames over the folder's "
           f"videos: {rep['psnr_mean_db']:.1f} dB mean, {rep['psnr_min_db']:.1f} dB min ({args.out}/render.json)")

@@ -25,7 +25,8 @@ ANN_A = f"annotations/{A}.json"
 def good(tmp_path_factory) -> Path:
     """Two 60 s videos at 1 fps, 112 px: lvm-train's first two training videos, as files."""
     root = tmp_path_factory.mktemp("ds") / "good"
-    render_dataset(root, like_train([0, 1]), duration_s=DUR, size=112, fps=1.0, progress=False, say=lambda s: None)
+    render_dataset(root, like_train([0, 1]), duration_s=DUR, size=112, fps=1.0, crops=False, progress=False,
+                   say=lambda s: None)
     return root
 
 
@@ -70,6 +71,21 @@ def test_rendered_dataset_round_trips(good):
     rep = json.loads((good / "render.json").read_text())
     assert rep["videos"][A]["frames"] == 60 and rep["videos"][A]["seed"] == 0
     assert 20.0 < rep["psnr_min_db"] <= rep["psnr_mean_db"] < 100.0   # lossy mp4v, but the same pictures
+
+
+def test_render_writes_the_generator_crops(tmp_path):
+    """With crops, a rendered dataset differs from the generator only by video compression."""
+    root = tmp_path / "c"
+    render_dataset(root, like_train([0]), duration_s=DUR, size=112, fps=1.0, progress=False, say=lambda s: None)
+    assert check_dataset(root) == []
+    item = open_dataset(root).items[0]
+    seed, look = training_video(0, 0)
+    video = CheckoutVideo(seed=seed, duration_s=DUR, size=112, look=look)
+    ids = [i["instance_id"] for i in video.annotations()["instances"]]
+    assert ids and sorted(item.crop_files) == ids
+    for iid, path in item.crop_files.items():
+        crop = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        assert np.array_equal(crop, video.object_crop(iid, size=112))   # PNG: lossless
 
 
 def test_render_like_eval_and_plain(tmp_path):

@@ -80,10 +80,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def render_dataset(out, specs: list[RenderSpec], *, duration_s: float = 1800.0, size: int = 112,
-                   fps: float = 1.0, codec: str = "mp4v", progress: bool = True,
+                   fps: float = 1.0, codec: str = "mp4v", crops: bool = True, progress: bool = True,
                    say: Callable[[str], None] = print) -> dict:
     """Render ``specs`` into the dataset folder ``out`` (created, or added to when its labels.yaml
-    is the generator's); returns the render report (also written to out/render.json)."""
+    is the generator's); returns the render report (also written to out/render.json).
+
+    ``crops``: write each instance's generator crop (what lvm-train and lvm-eval show the heads for
+    generated videos) as crops/<stem>/<id>.png, so the files differ from the generator only by video
+    compression; without them training and evaluation cut crops from the video at the best box."""
     from tqdm import tqdm
 
     from edge_runtime.checkout import LOOKS, CheckoutVideo
@@ -103,6 +107,8 @@ def render_dataset(out, specs: list[RenderSpec], *, duration_s: float = 1800.0, 
             path = _encode(video.frames(fps), out / VIDEOS, spec.stem, codec, size, fps, frames, bar)
             p = _decoded_psnr(path, frames)
             ann = {**video.annotations(), "split": spec.split}
+            if crops:
+                _write_crops(out, spec.stem, video, ann, size)
             (out / ANNOTATIONS / f"{spec.stem}.json").write_text(json.dumps(ann), encoding="utf-8")
             report["videos"][spec.stem] = {
                 "file": path.relative_to(out).as_posix(), "seed": spec.seed, "look": spec.look,
@@ -121,6 +127,19 @@ def render_dataset(out, specs: list[RenderSpec], *, duration_s: float = 1800.0, 
                       f"the generator's frames; {PSNR_IDENTICAL:g} dB = bit-exact")
     (out / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
+
+
+def _write_crops(out: Path, stem: str, video, ann: dict, size: int) -> None:
+    import cv2
+
+    folder = out / "crops" / stem
+    folder.mkdir(parents=True, exist_ok=True)
+    for inst in ann["instances"]:
+        rel = f"crops/{stem}/{inst['instance_id']}.png"
+        crop = video.object_crop(inst["instance_id"], size=size)
+        if not cv2.imwrite(str(out / rel), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
+            raise DatasetError(f"{out / rel}: cannot write the crop")
+        inst["crop"] = rel
 
 
 def _prepare(out: Path, labels: LabelSet) -> None:
