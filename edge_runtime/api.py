@@ -24,9 +24,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge_runtime import __version__
+from edge_runtime import __version__, product_query
+from edge_runtime.api_catalog import register_catalog_routes
 from edge_runtime.query_check import QueryError
 from edge_runtime.pipeline import Runtime
+from edge_runtime.api_page import register_page_routes
 
 DEFAULT_MAX_BODY = 8 << 20          # 8 MiB
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
@@ -61,7 +63,8 @@ class _Body(BaseModel):
 
 
 class ActivityQuery(_Body):
-    object_image: str = Field(description="base64 PNG or JPEG of the object (a data: URL is fine)")
+    object_image: str | None = Field(None, description="base64 PNG or JPEG of the object (a data: URL is fine)")
+    product: str | None = Field(None, description="instead of object_image: a product of /v1/catalog")
     start: float = Field(description="window start, stream seconds")
     end: float = Field(description="window end, stream seconds")
 
@@ -75,7 +78,8 @@ class ObjectQuery(_Body):
 
 class TimeQuery(_Body):
     activity: Union[int, str]
-    object_image: str
+    object_image: str | None = None
+    product: str | None = Field(None, description="instead of object_image: a product of /v1/catalog")
     start: float
     end: float
     k: int = Field(3, ge=1, le=100, description="intervals to return, best first")
@@ -87,6 +91,7 @@ class BatchItem(_Body):
     end: float
     activity: Union[int, str, None] = None
     object_image: str | None = None
+    product: str | None = None
     fps: float | None = None
     k: int = Field(3, ge=1, le=100)
 
@@ -252,7 +257,7 @@ def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: in
         return None if data is None else decode_image(data, field, max_image_pixels)
 
     def one(req: dict[str, Any]) -> dict[str, Any]:
-        return _present(runtime.query([req])[0], req, engine.labels)
+        return _present(product_query.answer(runtime, [req])[0], req, engine.labels)
 
     @api.get("/healthz", tags=["service"])
     def healthz() -> dict[str, Any]:
@@ -278,8 +283,9 @@ def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: in
 
     @api.post("/v1/query/activity", tags=["queries"], dependencies=guarded)
     def query_activity(q: ActivityQuery) -> dict[str, Any]:
-        """Which activities happened to this object in the window."""
-        return one({"type": "activity", "start": q.start, "end": q.end,
+        """Which activities happened to this object (a picture, or a catalog product) in the window."""
+        product_query.check_object(q.object_image, q.product)
+        return one({"type": "activity", "start": q.start, "end": q.end, "product": q.product,
                     "object_image": img(q.object_image, "object_image")})
 
     @api.post("/v1/query/object", tags=["queries"], dependencies=guarded)
@@ -290,9 +296,10 @@ def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: in
 
     @api.post("/v1/query/time", tags=["queries"], dependencies=guarded)
     def query_time(q: TimeQuery) -> dict[str, Any]:
-        """When this activity happened to this object: top-k intervals."""
+        """When this activity happened to this object (a picture, or a catalog product): top-k intervals."""
+        product_query.check_object(q.object_image, q.product)
         return one({"type": "time", "start": q.start, "end": q.end, "activity": engine.activity_id(q.activity),
-                    "object_image": img(q.object_image, "object_image"), "k": q.k})
+                    "product": q.product, "object_image": img(q.object_image, "object_image"), "k": q.k})
 
     @api.post("/v1/query/batch", tags=["queries"], dependencies=guarded)
     def query_batch(q: BatchQuery) -> dict[str, Any]:
@@ -302,13 +309,13 @@ def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: in
             need_act, need_obj = it.type in ("object", "time"), it.type in ("activity", "time")
             if need_act and it.activity is None:
                 raise ApiError(422, f"missing field 'queries.{i}.activity'")
-            if need_obj and it.object_image is None:
-                raise ApiError(422, f"missing field 'queries.{i}.object_image'")
+            if need_obj:
+                product_query.check_object(it.object_image, it.product, f"queries.{i}")
             reqs.append({"type": it.type, "start": it.start, "end": it.end,
                          "activity": engine.activity_id(it.activity) if need_act else None,
                          "object_image": img(it.object_image, f"queries.{i}.object_image") if need_obj else None,
-                         "fps": it.fps, "k": it.k})
-        answers = runtime.query(reqs)
+                         "product": it.product if need_obj else None, "fps": it.fps, "k": it.k})
+        answers = product_query.answer(runtime, reqs)
         return {"answers": [_present(a, r, engine.labels) for a, r in zip(answers, reqs)]}
 
     @api.post("/v1/session/reset", tags=["stream"], dependencies=guarded)
@@ -321,6 +328,8 @@ def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: in
             raise ApiError(409, "no state directory configured (start with --state-dir)")
         return runtime.snapshot()
 
+    register_catalog_routes(api, runtime, guarded=guarded, decode_image=decode_image, max_image_pixels=max_image_pixels)
+    register_page_routes(api, runtime, guarded)
     return BodyLimit(api, max_body_bytes)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from edge_runtime import __version__
+from edge_runtime.cli.catalog import cmd_catalog
 from edge_runtime.cli.common import PROG, REPO_ROOT
 from edge_runtime.cli.demo import cmd_demo
 from edge_runtime.cli.doctor import cmd_doctor
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--start", type=float, help="window start, stream seconds")
     q.add_argument("--end", type=float, help="window end, stream seconds")
     q.add_argument("--image", help="object picture (PNG/JPEG file) for activity / time queries")
+    q.add_argument("--product", help="instead of --image: a product of the runtime's catalog (lvm-edge catalog list)")
     q.add_argument("--activity", help="activity name or id for object / time queries")
     q.add_argument("--fps", type=float, help="box rate for object queries")
     q.add_argument("--k", type=int, help="intervals for time queries")
@@ -77,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--boxes", action="store_true", help="object queries: list every box, not a summary")
     q.add_argument("--json", action="store_true", help="print the answer as the API's JSON (all boxes)")
     q.set_defaults(func=cmd_query)
+
+    c = sub.add_parser("catalog", help="add, list or remove the named products a running lvm-edge answers about",
+                       description="The product catalog of a running `lvm-edge run` (kept in its --state-dir). "
+                                   "Queries then take --product NAME instead of --image.",
+                       epilog='examples:\n  lvm-edge catalog add "oat milk 1l" front.png side.jpg\n'
+                              '  lvm-edge catalog list\n  lvm-edge catalog remove "oat milk 1l"',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("action", choices=("add", "list", "remove"))
+    c.add_argument("name", nargs="?", help="product name (add, remove)")
+    c.add_argument("images", nargs="*", metavar="PICTURE", help="add: PNG or JPEG files of the product")
+    c.add_argument("--api", default="127.0.0.1:8321", metavar="HOST:PORT")
+    c.add_argument("--token")
+    c.add_argument("--json", action="store_true", help="print the API's JSON")
+    c.set_defaults(func=cmd_catalog)
 
     d = sub.add_parser("doctor", help="check this host: versions, GPU/TensorRT, camera, bundles, state dir")
     d.add_argument("--bundle")

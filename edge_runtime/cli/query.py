@@ -24,9 +24,13 @@ def cmd_query(args) -> int:
         raise CliError(f"query {args.kind}: --start and --end are required (stream seconds)")
     body: dict[str, Any] = {"start": args.start, "end": args.end}
     if args.kind in ("activity", "time"):
-        if not args.image:
-            raise CliError(f"query {args.kind}: --image PATH (the object's picture) is required")
-        body["object_image"] = _image_b64(args.image)
+        if bool(args.image) == bool(args.product):
+            raise CliError(f"query {args.kind}: give one of --image PATH (the object's picture) or --product NAME "
+                           f"(a catalog product)")
+        if args.product:
+            body["product"] = args.product
+        else:
+            body["object_image"] = _image_b64(args.image)
     if args.kind in ("object", "time"):
         if args.activity is None:
             raise CliError(f"query {args.kind}: --activity NAME|ID is required")
