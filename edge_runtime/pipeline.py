@@ -39,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_runtime import snapshot as snap
+from edge_runtime.catalog import Catalog
 from edge_runtime.engine import Engine
 from edge_runtime.query_batcher import QueryBatcher
 from edge_runtime.rate_meter import RateMeter
@@ -83,6 +84,8 @@ class Runtime:
         self._meter = RateMeter()
         self.started = time.time()
         self.batcher = QueryBatcher(engine, max_batch=max_batch, wait_s=batch_wait_s, telemetry=self.telemetry)
+        # the products queries can name instead of sending a picture; kept beside the snapshots
+        self.catalog = Catalog(self.state_dir, warn=self._warn) if self.state_dir is not None else None
         if self.state_dir is not None:
             self._restore()
         self._update_gauges()
