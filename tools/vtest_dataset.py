@@ -29,7 +29,7 @@ STEM, TEST_STEM = "vtest", "vtest_test"
 def fetch_video() -> Path:
     """vtest.avi from tools/fetch_footage.sh (its cache, else Debian's opencv-doc); SystemExit(2) if none."""
     try:
-        res = subprocess.run(["bash", str(REPO / "tools" / "fetch_footage.sh")], capture_output=True,
+        res = subprocess.run(["bash", str(REPO / "tools" / "fetch_footage.sh")], check=False, capture_output=True,
                              text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise SystemExit(f"vtest_dataset: cannot run tools/fetch_footage.sh ({err})") from None
@@ -61,7 +61,7 @@ def build(out: Path, video: Path, *, copy: bool = False, test_copy: bool = True)
     stems = {"train": [STEM]}
     if test_copy:
         stems["test"] = [TEST_STEM]
-    for split, (stem,) in stems.items():
+    for (stem,) in stems.values():
         place_video(video, out / "videos" / f"{stem}{video.suffix}", copy)
         body = dict(ann, video_id=stem)
         (out / "annotations" / f"{stem}.json").write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
