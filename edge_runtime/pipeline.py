@@ -72,6 +72,7 @@ class Runtime:
         self._source = None
         self._offset = 0.0                  # stream time of the source's first frame
         self._t_first: float | None = None  # that frame's source time
+        self.wall_origin: float | None = None  # live sources: the unix time of stream time 0
         self._time_up = threading.Event()   # a live source's wall-clock duration ran out
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -209,6 +210,9 @@ class Runtime:
                 for frame in src:
                     if self._t_first is None:
                         self._t_first = frame.t
+                        # a live frame was captured (now() - t) ago; files and demo have no wall clock
+                        lag = src.now() - frame.t if live and hasattr(src, "now") else 0.0
+                        self.wall_origin = time.time() - lag - self._offset if live else None
                         self.state = RunState.STREAMING  # CONNECTING until a first frame arrives
                     rel = frame.t - self._t_first
                     if duration is not None and rel >= duration:
@@ -389,6 +393,7 @@ class Runtime:
             "source": self.source_label,
             "coverage": e.coverage,
             "stream_time": e.last_time,
+            "wall_origin": self.wall_origin,
             "frames_in": self.frames_in,
             "frames_processed": e.frames_processed,
             "pending_frames": e.pending_frames,
