@@ -174,11 +174,8 @@ def preflight_source(uri: str) -> None:
         spec = parse_source_uri(uri)
     except SourceError as err:
         raise CliError(str(err)) from None
-    if spec.kind == "file" and not Path(spec.path).is_file():
-        raise CliError(f"{spec.label}: no such file")
-    if spec.kind == "file" and not os.access(spec.path, os.R_OK):
-        raise CliError(f"{spec.label}: not readable")
-    if spec.kind == "file":  # opening decodes the first frame: "not a video" fails here, once
+    if spec.kind == "file":  # opening says what is wrong with the path (missing, a directory,
+        # unreadable, empty; frame_%04d.png patterns allowed) and decodes the first frame, once
         from edge_runtime.sources import open_source
 
         try:
