@@ -1,0 +1,360 @@
+// The lvm-edge dashboard: polls the runtime's JSON API, draws the memory timeline, asks questions,
+// draws answers, lists the catalog. No framework, no build step, nothing fetched from elsewhere.
+//
+// Polling, not Server-Sent Events: EventSource cannot send an Authorization header, and the token
+// must not travel in a URL (URLs end up in logs and browser history).
+
+import { activityBars, boxTrack, clock, intervalStrip, timeline } from "./draw.js";
+
+const TOKEN_KEY = "lvm-edge-token";
+const POLL_MS = 1000;
+const CATALOG_MS = 15000;
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY) || "",
+  timeline: null,
+  answer: null,       // the answer drawn on the timeline
+  labels: null,
+  products: [],       // catalog names
+  crops: new Map(),   // "name/i" -> blob URL (an <img src> cannot carry the token)
+};
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(path, body = undefined) {
+  const headers = {};
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  const init = { headers, cache: "no-store" };
+  if (body !== undefined) {
+    init.method = "POST";
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (err) {
+    throw new ApiError(0, "the runtime does not answer (stopped, or the network is down)");
+  }
+  if (res.status === 401) needToken();
+  if (!res.ok) {
+    let msg = `${res.status} ${res.statusText}`;
+    try {
+      msg = (await res.json()).error || msg;
+    } catch (_) { /* not JSON: keep the status line */ }
+    throw new ApiError(res.status, msg);
+  }
+  return res;
+}
+
+const getJson = async (path) => (await api(path)).json();
+
+// -- token ------------------------------------------------------------------------------------
+function needToken() {
+  $("token-form").hidden = false;
+  banner(state.token ? "The token was not accepted." : "This runtime needs its API token.");
+}
+
+$("token-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  state.token = $("token-input").value.trim();
+  sessionStorage.setItem(TOKEN_KEY, state.token);
+  $("token-input").value = "";
+  $("token-form").hidden = true;
+  banner(null);
+  start();
+});
+
+function banner(text) {
+  $("banner").hidden = !text;
+  $("banner").textContent = text || "";
+}
+
+// -- status and timeline ----------------------------------------------------------------------
+const fmt = {
+  num: (v, d = 1) => (v === null || v === undefined ? "–" : Number(v).toFixed(d)),
+  bytes: (v) => (v > 1 << 20 ? `${(v / (1 << 20)).toFixed(1)} MiB` : `${(v / 1024).toFixed(0)} KiB`),
+  gapSeconds: (gaps) => gaps.reduce((s, [a, b]) => s + (b - a), 0),
+};
+
+function showStatus(st) {
+  $("source").textContent = st.source || "no source";
+  const badge = $("state");
+  badge.textContent = st.state;
+  badge.className = `badge state-${st.state}`;
+  const cov = st.coverage;
+  const cards = {
+    fps: fmt.num(st.fps),
+    rtf: `${fmt.num(st.stream_rate, 2)}×`,
+    dropped: st.dropped,
+    reconnects: st.reconnects,
+    gaps: st.gaps.length ? `${st.gaps.length} (${fmt.num(fmt.gapSeconds(st.gaps), 0)} s)` : "0",
+    coverage: cov.start === null ? "empty" : `${clock(cov.start)} – ${clock(cov.end)}`,
+    frames: `${st.frames_processed} (${st.pending_frames} pending)`,
+    memory: fmt.bytes(st.memory_bytes),
+    ood: st.ood && st.ood.score !== undefined && st.ood.score !== null
+      ? `${fmt.num(st.ood.score, 1)}${st.ood.flag ? " ⚠ unlike training" : ""}` : "–",
+    backend: st.backend,
+  };
+  for (const [k, v] of Object.entries(cards)) $(`st-${k}`).textContent = v;
+  $("st-ood").closest(".card").classList.toggle("warn", Boolean(st.ood && st.ood.flag));
+  $("st-gaps").closest(".card").classList.toggle("warn", st.gaps.length > 0);
+  const why = st.error || st.end_reason;
+  $("stream-note").textContent = why || "";
+  $("stream-note").className = st.error ? "note error" : "note";
+}
+
+function redrawTimeline() {
+  if (state.timeline) timeline($("timeline"), state.timeline, state.answer);
+}
+
+async function poll() {
+  try {
+    const [st, tl] = await Promise.all([getJson("/v1/status"), getJson("/v1/timeline")]);
+    showStatus(st);
+    state.timeline = tl;
+    redrawTimeline();
+    if (!$("token-form").hidden) return;
+    banner(null);
+    fillWindowDefaults(tl);
+  } catch (err) {
+    if (err.status !== 401) banner(err.message);
+  }
+}
+
+// -- the structured query form ----------------------------------------------------------------
+function fillWindowDefaults(tl) {
+  const form = $("query-form");
+  if (form.dataset.touched || tl.coverage.start === null) return;
+  form.start.value = Math.max(tl.coverage.start, tl.coverage.end - 300).toFixed(0);
+  form.end.value = Math.ceil(tl.coverage.end).toFixed(0);
+}
+
+function syncFormFields() {
+  const form = $("query-form");
+  const type = form.type.value;
+  form.querySelector(".needs-activity").hidden = type === "activity";
+  form.querySelector(".needs-object").hidden = type === "object";
+  form.querySelector(".needs-k").hidden = type !== "time";
+}
+
+async function loadLabels() {
+  const labels = await getJson("/v1/labels");
+  state.labels = labels;
+  const sel = $("query-form").activity;
+  sel.replaceChildren(...labels.activities.map((a) => new Option(a, a)));
+}
+
+function readFile(file) {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(r.result);
+    r.onerror = () => reject(new Error(`could not read ${file.name}`));
+    r.readAsDataURL(file);
+  });
+}
+
+async function formQuery() {
+  const form = $("query-form");
+  const type = form.type.value;
+  const body = { start: Number(form.start.value), end: Number(form.end.value) };
+  if (type !== "activity") body.activity = form.activity.value;
+  if (type === "time") body.k = Number(form.k.value);
+  if (type !== "object") {
+    const file = form.image.files[0];
+    if (file) body.object_image = await readFile(file);
+    else if (form.product.value) body.product = form.product.value;
+    else throw new ApiError(0, "choose a catalog product or a picture of the object");
+  }
+  return { read_as: { type, ...body }, answer: await (await api(`/v1/query/${type}`, body)).json() };
+}
+
+$("query-form").addEventListener("input", () => { $("query-form").dataset.touched = "1"; });
+$("query-form").type.addEventListener("change", syncFormFields);
+$("query-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  run(formQuery, "query-form");
+});
+
+// -- asking in words --------------------------------------------------------------------------
+async function askQuery() {
+  const text = $("ask-text").value.trim();
+  if (!text) throw new ApiError(0, "type a question first");
+  try {
+    return await (await api("/v1/ask", { text })).json();
+  } catch (err) {
+    if (err.status === 404 && err.message === "Not Found") {
+      throw new ApiError(404, "this runtime does not take questions in words; use the form below");
+    }
+    throw err;
+  }
+}
+
+$("ask-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  run(askQuery, "ask-form");
+});
+
+async function run(fn, formId) {
+  const button = $(formId).querySelector("button[type=submit]");
+  button.disabled = true;
+  $("answer").dataset.state = "busy";
+  $("answer-error").textContent = "";
+  try {
+    const result = await fn();
+    showAnswer(result);
+  } catch (err) {
+    $("answer-error").textContent = err.message;
+    $("answer").dataset.state = "error";
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// -- answers ----------------------------------------------------------------------------------
+function describeQuery(q) {
+  const what = q.product ? `“${q.product}”` : q.object_image ? "the pictured object" : null;
+  const win = `${clock(q.start)}–${clock(q.end)}`;
+  if (q.type === "activity") return `What happened to ${what} in ${win}?`;
+  if (q.type === "object") return `Where was the object of “${q.activity}” in ${win}?`;
+  return `When did “${q.activity}” happen to ${what} in ${win}? (top ${q.k ?? 3})`;
+}
+
+function summary(a) {
+  if (a.status === "no_memory") return `Nothing in memory for ${clock(a.window[0])}–${clock(a.window[1])}.`;
+  const part = a.status === "partial"
+    ? ` (memory covers ${Math.round(100 * a.coverage.covered_fraction)} % of the window)` : "";
+  if (a.type === "activity") {
+    const [top] = a.labels;
+    return `Most likely: ${top} (${a.scores[top].toFixed(2)})${part}.`;
+  }
+  if (a.type === "object") {
+    if (!a.times.length) return `No boxes in the covered part of the window${part}.`;
+    const ext = a.extent ? ` seen ${clock(a.extent[0])}–${clock(a.extent[1])}` : "";
+    return `${a.activity}: ${a.times.length} boxes${ext}${part}.`;
+  }
+  if (!a.intervals.length) return `No interval in the covered part of the window${part}.`;
+  const [s, e] = a.intervals[0];
+  return `${a.activity}: best at ${clock(s)}–${clock(e)} of ${a.intervals.length}${part}.`;
+}
+
+function showAnswer({ question, read_as: readAs, answer: a }) {
+  state.answer = a;
+  $("answer").dataset.state = "done";
+  $("answer").dataset.type = a.type;
+  $("answer-question").textContent = question ? `“${question}”` : "";
+  $("answer-read-as").textContent = readAs ? `Read as: ${describeQuery(readAs)}` : "";
+  $("answer-text").textContent = summary(a);
+  const plot = $("answer-plot");
+  plot.replaceChildren();
+  plot.dataset.kind = "";
+  plot.removeAttribute("hidden");  // drawn at its laid-out width, so visible while drawing
+  if (a.status !== "no_memory") {
+    if (a.type === "activity") {
+      plot.dataset.kind = "bars";
+      activityBars(plot, a.scores);
+    } else if (a.type === "object" && a.times.length) {
+      plot.dataset.kind = "track";
+      boxTrack(plot, a.times, a.boxes, a.window);
+    } else if (a.type === "time" && a.intervals.length) {
+      plot.dataset.kind = "intervals";
+      intervalStrip(plot, a.window, a.intervals, a.answered_spans);
+    }
+  }
+  plot.toggleAttribute("hidden", !plot.dataset.kind);  // an SVG element has no .hidden property
+  const list = $("answer-intervals");
+  list.replaceChildren(...(a.intervals || []).map(([s, e, p], i) => {
+    const li = document.createElement("li");
+    li.textContent = `#${i + 1}  ${clock(s)} – ${clock(e)}   p = ${p.toFixed(2)}`;
+    return li;
+  }));
+  redrawTimeline();
+}
+
+// -- catalog ----------------------------------------------------------------------------------
+async function cropUrl(name, i) {
+  const key = `${name}/${i}`;
+  if (!state.crops.has(key)) {
+    const res = await api(`/v1/catalog/${encodeURIComponent(name)}/crops/${i}.png`);
+    state.crops.set(key, URL.createObjectURL(await res.blob()));
+  }
+  return state.crops.get(key);
+}
+
+function pickProduct(name) {
+  const form = $("query-form");
+  form.product.value = name;
+  form.image.value = "";
+  if (form.type.value === "object") form.type.value = "activity";
+  syncFormFields();
+  $("query-details").open = true;
+}
+
+async function loadCatalog() {
+  let products;
+  try {
+    products = (await getJson("/v1/catalog")).products;
+  } catch (err) {
+    $("catalog").textContent = err.status === 404 ? "This runtime has no product catalog." : err.message;
+    return;
+  }
+  state.products = products.map((p) => p.name);
+  const sel = $("query-form").product;
+  const keep = sel.value;
+  sel.replaceChildren(new Option("—", ""), ...state.products.map((n) => new Option(n, n)));
+  sel.value = state.products.includes(keep) ? keep : "";
+  if (!products.length) {
+    $("catalog").textContent = "The catalog is empty (lvm-edge catalog add NAME PICTURE…).";
+    return;
+  }
+  const cards = await Promise.all(products.map(async (p) => {
+    const card = document.createElement("button");
+    card.type = "button";
+    card.className = "product";
+    card.title = `ask about ${p.name}`;
+    card.addEventListener("click", () => pickProduct(p.name));
+    const imgs = document.createElement("div");
+    imgs.className = "crops";
+    for (let i = 0; i < p.crops; i++) {
+      const img = document.createElement("img");
+      img.alt = `${p.name} #${i + 1}`;
+      try {
+        img.src = await cropUrl(p.name, i);
+      } catch (_) { img.alt += " (missing)"; }
+      imgs.appendChild(img);
+    }
+    const label = document.createElement("span");
+    label.textContent = `${p.name} · ${p.crops} crop${p.crops === 1 ? "" : "s"}`;
+    card.append(imgs, label);
+    return card;
+  }));
+  $("catalog").replaceChildren(...cards);
+}
+
+// -- start ------------------------------------------------------------------------------------
+let timers = [];
+
+async function start() {
+  timers.forEach(clearInterval);
+  timers = [];
+  await poll();
+  if (!$("token-form").hidden) return;  // wait for the token before anything else
+  try {
+    await loadLabels();
+  } catch (err) {
+    banner(err.message);
+  }
+  loadCatalog();
+  timers.push(setInterval(() => { if (!document.hidden) poll(); }, POLL_MS));
+  timers.push(setInterval(() => { if (!document.hidden) loadCatalog(); }, CATALOG_MS));
+}
+
+window.addEventListener("resize", redrawTimeline);
+syncFormFields();
+start();
