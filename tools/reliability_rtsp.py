@@ -70,9 +70,12 @@ def ask(rt: RunProcess, start: float, end: float, image: str) -> dict[str, Any]:
 
 # ---- outages ------------------------------------------------------------------------------------
 
-def outages(quick: bool, workdir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+def outages(quick: bool, workdir: Path, log: Callable[[str], None] = print,
+            plan: list[float] | None = None) -> dict[str, Any]:
+    """``plan``: outage lengths in seconds, instead of the quick or full schedule."""
     workdir.mkdir(parents=True, exist_ok=True)
-    plan = [QUICK_OUTAGE_S] * QUICK_CYCLES if quick else [FULL_OUTAGES_S[i % 3] for i in range(FULL_CYCLES)]
+    if plan is None:
+        plan = [QUICK_OUTAGE_S] * QUICK_CYCLES if quick else [FULL_OUTAGES_S[i % 3] for i in range(FULL_CYCLES)]
     between_s = 3.0 if quick else 20.0
     frames = render_frames(workdir / "frames")
     image = _png()

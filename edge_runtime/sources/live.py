@@ -10,7 +10,7 @@ reader thread per connection, and watches it:
   never touched from another thread (releasing an OpenCV capture that another thread is reading
   can crash); it releases its capture itself when its call returns, and never delivers again.
   Network captures are opened with FFmpeg open/read timeouts just under the stall timeout so
-  that stuck calls do return.
+  that stuck calls do return; what a read returns only at that timeout is not a frame.
 - between attempts it waits ``min(reconnect_max_s, reconnect_base_s * 2**failures)`` times a
   random factor in [0.5, 1] (jitter, so that many kiosks do not hammer one NVR in step), where
   ``failures`` counts consecutive attempts that delivered no frame; a connection that delivered
