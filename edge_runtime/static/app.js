@@ -17,7 +17,7 @@ const state = {
   answer: null,       // the answer drawn on the timeline
   labels: null,
   products: [],       // catalog names
-  crops: new Map(),   // "name/i" -> blob URL (an <img src> cannot carry the token)
+  crops: new Map(),   // crop URL@version -> blob URL (an <img src> cannot carry the token)
 };
 
 class ApiError extends Error {
@@ -278,13 +278,24 @@ function showAnswer({ question, read_as: readAs, answer: a }) {
 }
 
 // -- catalog ----------------------------------------------------------------------------------
-async function cropUrl(name, i) {
-  const key = `${name}/${i}`;
+// Crops as blob URLs, kept while the product's version ("added") is unchanged.
+async function cropUrl(url, added, keep) {
+  const key = `${url}@${added}`;
   if (!state.crops.has(key)) {
-    const res = await api(`/v1/catalog/${encodeURIComponent(name)}/crops/${i}.png`);
+    const res = await api(url);
     state.crops.set(key, URL.createObjectURL(await res.blob()));
   }
+  keep.add(key);
   return state.crops.get(key);
+}
+
+function dropUnused(keep) {
+  for (const [key, blobUrl] of state.crops) {
+    if (!keep.has(key)) {
+      URL.revokeObjectURL(blobUrl);
+      state.crops.delete(key);
+    }
+  }
 }
 
 function pickProduct(name) {
@@ -306,13 +317,14 @@ async function loadCatalog() {
   }
   state.products = products.map((p) => p.name);
   const sel = $("query-form").product;
-  const keep = sel.value;
+  const chosen = sel.value;
   sel.replaceChildren(new Option("—", ""), ...state.products.map((n) => new Option(n, n)));
-  sel.value = state.products.includes(keep) ? keep : "";
+  sel.value = state.products.includes(chosen) ? chosen : "";
   if (!products.length) {
     $("catalog").textContent = "The catalog is empty (lvm-edge catalog add NAME PICTURE…).";
     return;
   }
+  const keep = new Set();
   const cards = await Promise.all(products.map(async (p) => {
     const card = document.createElement("button");
     card.type = "button";
@@ -321,11 +333,11 @@ async function loadCatalog() {
     card.addEventListener("click", () => pickProduct(p.name));
     const imgs = document.createElement("div");
     imgs.className = "crops";
-    for (let i = 0; i < p.crops; i++) {
+    for (const [i, url] of p.crop_urls.entries()) {
       const img = document.createElement("img");
       img.alt = `${p.name} #${i + 1}`;
       try {
-        img.src = await cropUrl(p.name, i);
+        img.src = await cropUrl(url, p.added, keep);
       } catch (_) { img.alt += " (missing)"; }
       imgs.appendChild(img);
     }
@@ -335,6 +347,7 @@ async function loadCatalog() {
     return card;
   }));
   $("catalog").replaceChildren(...cards);
+  dropUnused(keep);
 }
 
 // -- start ------------------------------------------------------------------------------------

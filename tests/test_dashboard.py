@@ -1,0 +1,196 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright against a running
+`lvm-edge run --source demo://...` with a token. The page asks for the token, fills its status cards
+and memory timeline, lists the catalog with its crops, and draws answers: time intervals on the
+timeline, an object's box track, activity scores as bars; the ask box where /v1/ask is served.
+Skips, saying why, where chromium or Playwright is missing.
+
+LVM_DASHBOARD_SCREENSHOT=docs/dashboard.png also saves the page after the last answer there.
+Waits go through selectors and expect(), never wait_for_function: Playwright evaluates a function
+string with eval, which the page's Content-Security-Policy (script-src 'self') rightly refuses.
+"""
+import base64
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+expect = sync_api.expect
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+TOKEN = "dashboard-test-token"
+PRODUCT = "milk carton"
+SEED, INSTANCE = 3, 3  # demo seed 3: instance 3 is a milk carton, on screen 6-120 s
+# headless Debian chromium as root in a container; nothing may reach the network
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+
+
+def _require_chromium() -> None:
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); the dashboard test needs a browser")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _crop_png() -> str:
+    from edge_runtime.checkout import CheckoutVideo
+
+    crop = CheckoutVideo(seed=SEED, duration_s=600).object_crop(INSTANCE, 224)
+    return base64.b64encode(cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))[1].tobytes()).decode()
+
+
+@pytest.fixture(scope="module")
+def served(tiny_bundle, tmp_path_factory):
+    """A real `lvm-edge run` on the demo stream, with a token, a state dir and one catalog product."""
+    _require_chromium()
+    tmp = tmp_path_factory.mktemp("dashboard")
+    port = _port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp / "run.log", "wb")
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "run", "--source", f"demo://checkout?seed={SEED}&duration=600",
+           "--bundle", str(tiny_bundle), "--state-dir", str(tmp / "state"), "--api", f"127.0.0.1:{port}",
+           "--token", TOKEN, "--keep-serving"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        t0 = time.monotonic()
+        while True:
+            assert proc.poll() is None and time.monotonic() - t0 < 60, (tmp / "run.log").read_text()
+            try:
+                st = httpx.get(url + "/v1/status", headers=auth, timeout=5).json()
+                if (st["coverage"]["end"] or 0) >= 300:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        r = httpx.post(url + "/v1/catalog", headers=auth, json={"name": PRODUCT, "images": [_crop_png()]}, timeout=30)
+        assert r.status_code == 200, r.text
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    """The page in chromium, token typed in once; status and timeline filled."""
+    url = served
+    with sync_api.sync_playwright() as pw:
+        # Playwright gives every launch a fresh temporary profile (it refuses --user-data-dir)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        outside = []
+        pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
+        pg.goto(url + "/")
+        pg.wait_for_selector("#token-form", state="visible", timeout=10_000)  # 401 until the token is given
+        assert "token" in pg.inner_text("#banner")
+        assert pg.inner_text("#st-fps") == "–"  # nothing shown without the token
+        pg.fill("#token-input", TOKEN)
+        pg.click("#token-form button[type=submit]")
+        pg.wait_for_selector("#timeline .tl-covered", timeout=15_000)
+        expect(pg.locator("#st-backend")).not_to_have_text("–")
+        yield pg
+        assert not errors, errors
+        assert not outside, f"the page asked something other than the runtime: {outside}"
+        browser.close()
+
+
+def _screenshot(pg, tmp_path):
+    pg.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    dest = os.environ.get("LVM_DASHBOARD_SCREENSHOT")
+    if dest:
+        shutil.copyfile(tmp_path / "dashboard.png", dest)
+
+
+def test_page_is_open_but_data_needs_the_token(served):
+    url = served
+    r = httpx.get(url + "/")
+    assert r.status_code == 200 and "<svg id=\"timeline\"" in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert httpx.get(url + "/static/app.js").headers["content-type"].startswith("text/javascript")
+    assert httpx.get(url + "/static/..%2Fapi_page.py").status_code == 404
+    assert httpx.get(url + "/v1/timeline").status_code == 401
+    tl = httpx.get(url + "/v1/timeline", headers={"X-LVM-Token": TOKEN}).json()
+    assert tl["covered"] and tl["covered"][0][0] == tl["coverage"]["start"] and tl["gaps"] == []
+
+
+def test_status_timeline_and_catalog(page):
+    assert page.inner_text("#st-coverage").startswith("0:00 – ") and page.inner_text("#st-rtf").endswith("×")
+    assert page.inner_text("#st-dropped") == "0" and page.inner_text("#st-gaps") == "0"
+    crop = page.locator("#catalog img").first
+    expect(crop).to_have_js_property("complete", True, timeout=10_000)
+    assert crop.evaluate("img => img.naturalWidth") == 224
+    assert PRODUCT in page.inner_text("#catalog")
+
+
+def test_query_form_draws_answers(page, tmp_path):
+    page.click(f"#catalog .product:has-text('{PRODUCT}')")  # picks the product into the form
+    assert page.input_value("#query-form select[name=product]") == PRODUCT
+    page.select_option("#query-form select[name=type]", "time")
+    page.select_option("#query-form select[name=activity]", "scan")
+    page.fill("#query-form input[name=start]", "0")
+    page.fill("#query-form input[name=end]", "300")
+    page.click("#query-form button[type=submit]")
+    page.wait_for_selector("#answer[data-state=done][data-type=time]", timeout=20_000)
+    assert page.locator("#timeline .tl-interval").count() == 3  # on the timeline
+    assert page.locator("#answer-plot[data-kind=intervals] .tl-interval").count() == 3
+    assert "scan: best at" in page.inner_text("#answer-text")
+
+    page.select_option("#query-form select[name=type]", "object")
+    page.click("#query-form button[type=submit]")
+    page.wait_for_selector("#answer[data-state=done][data-type=object]", timeout=20_000)
+    assert page.locator("#answer-plot[data-kind=track] rect.box").count() > 0
+    assert page.locator("#timeline .tl-extent").count() == 1
+
+    page.select_option("#query-form select[name=type]", "activity")
+    page.click("#query-form button[type=submit]")
+    page.wait_for_selector("#answer[data-state=done][data-type=activity]", timeout=20_000)
+    assert page.locator("#answer-plot[data-kind=bars] rect.bar").count() == 8
+    assert page.inner_text("#answer-text").startswith("Most likely:")
+
+    page.fill("#query-form input[name=start]", "5000")  # after the stream: nothing in memory
+    page.fill("#query-form input[name=end]", "5100")
+    page.click("#query-form button[type=submit]")
+    expect(page.locator("#answer-text")).to_have_text(re.compile("^Nothing in memory"))
+
+    page.fill("#query-form input[name=start]", "0")
+    page.fill("#query-form input[name=end]", "300")
+    page.select_option("#query-form select[name=type]", "time")
+    page.click("#query-form button[type=submit]")
+    page.wait_for_selector("#answer[data-state=done][data-type=time]", timeout=20_000)
+    _screenshot(page, tmp_path)
+
+
+def test_ask_box_draws_answer(served, page, tmp_path):
+    url = served
+    paths = httpx.get(url + "/openapi.json").json()["paths"]
+    if "/v1/ask" not in paths:
+        pytest.skip("this runtime serves no /v1/ask")
+    page.fill("#ask-text", f"when was the {PRODUCT} scanned in the first 5 minutes?")
+    page.click("#ask-form button[type=submit]")
+    expect(page.locator("#answer-question")).to_contain_text("scanned", timeout=20_000)
+    assert page.get_attribute("#answer", "data-state") == "done", page.inner_text("#answer-error")
+    assert page.inner_text("#answer-read-as").startswith("Read as:")
+    assert page.locator("#timeline .tl-interval").count() > 0
+    _screenshot(page, tmp_path)
