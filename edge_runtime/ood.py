@@ -152,7 +152,8 @@ def ood_from_bundle(bundle) -> tuple[OODConfig | None, str | None]:
 
     sec = bundle.manifest.get("ood")
     if not isinstance(sec, dict):
-        return None, "bundle has no OOD statistics (exported before lvm-export wrote them)"
+        return None, ("bundle has no OOD statistics (exported before lvm-export wrote them, or from too little "
+                      "training footage to set a threshold)")
     try:
         if sec.get("feature") != FEATURE:
             raise OODError(f"feature {sec.get('feature')!r}, this runtime computes {FEATURE!r}")

@@ -91,18 +91,17 @@ def choose_engine(want: str, notes: list[str]) -> str:
 
 
 def open_data(a, notes: list[str]) -> dict:
-    """--data: {"train": DataSplit for calibration, unless --calib wins; "test": DataSplit for the
-    gate, unless no gate runs}; {} without --data. Bad folders and empty splits fail here, in a second."""
+    """--data: {"train": DataSplit for calibration (unless --calib wins) and the OOD statistics;
+    "test": DataSplit for the gate, unless no gate runs}; {} without --data. Bad folders and empty
+    splits fail here, in a second."""
     if a.data is None:
         return {}
     from export.dataset import DatasetError
     from export.eval_data import DataSplit
 
-    want = [] if a.calib else ["train"]
+    want = ["train"]
     if a.precision != "fp32" and not a.skip_gate:
         want.append("test")
-    if not want:
-        notes.append("--data not used: --calib gives the frames and no accuracy gate runs")
     try:
         return {name: DataSplit.open(Path(a.data), name) for name in want}
     except DatasetError as err:

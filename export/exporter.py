@@ -87,10 +87,12 @@ class Exporter:
                 raise ExportFailed(f"the FP32 ONNX graphs do not match PyTorch: {'; '.join(bad)}")
 
             graphs_info = self._convert(fp32_dir, feeds, engine)
-            from export.ood_stats import write_bundle_ood
+            from export.ood_stats import ood_step, write_bundle_ood
 
-            with self.ui.step("OOD statistics (training looks through the bundle's backbone)", total=4) as tick:
-                ood = write_bundle_ood(writer.path, cfg, threads=a.threads, seed=cfg.train.seed, tick=tick)
+            train = self.data.get("train")  # --data: fitted on the dataset's train split, not the generator
+            with self.ui.step(*ood_step(train)) as tick:
+                ood = write_bundle_ood(writer.path, cfg, threads=a.threads, seed=cfg.train.seed, train=train,
+                                       notes=self.notes, tick=tick)
             parity = parity32 if a.precision == "fp32" else self._parity(
                 f"parity {a.precision} vs PyTorch", writer.path, self.check)
             latency = self._latency(fp32_dir, feeds)

@@ -156,3 +156,121 @@ def test_leave_one_look_out_threshold():
     assert new_look.max() < fit.threshold < street.min()
     m = fit.manifest("abc")
     assert m["file"] == OOD_FILE and m["sha256"] == "abc" and m["threshold"] > 0
+
+
+# --- statistics fitted on a dataset folder's train split (lvm-export --data) ---------------------
+
+def _split(root, split="train"):
+    from export.eval_data import DataSplit
+
+    return DataSplit.open(root, split)
+
+
+@pytest.fixture(scope="module")
+def ood_dataset(tmp_path_factory):
+    """Two train videos of 120 s (40 frames each at the 3 s stride) and one test video, as mp4 files."""
+    from export.dataset.render import like_eval, like_train, render_dataset
+
+    root = tmp_path_factory.mktemp("oodds") / "shop"
+    render_dataset(root, like_train([0, 1]) + like_eval([0]), duration_s=120.0, size=112, fps=1.0,
+                   progress=False, say=lambda s: None)
+    return root
+
+
+@pytest.fixture
+def backbone_dir(tiny_bundle, tmp_path):
+    """A folder holding only the session bundle's backbone graph: the fit writes its file there."""
+    d = tmp_path / "bundle"
+    d.mkdir()
+    shutil.copy(Path(tiny_bundle) / "backbone.onnx", d / "backbone.onnx")
+    return d
+
+
+def _cfg():
+    from edge_runtime.config import resolve_model_config
+
+    return resolve_model_config("lvm-tiny")
+
+
+def _usable(bundle_dir, section):
+    cfg = _cfg()
+    return ood_from_bundle(SimpleNamespace(manifest={"ood": section}, path=bundle_dir, cfg=cfg))
+
+
+def test_dataset_fit_leaves_one_video_out(ood_dataset, backbone_dir):
+    from export.ood_stats import ood_step, write_bundle_ood
+
+    train = _split(ood_dataset)
+    stems = [it.stem for it in train.items]
+    assert ood_step(train) == (f"OOD statistics (train split of {ood_dataset} through the bundle's backbone)", 2)
+    notes: list[str] = []
+    m = write_bundle_ood(backbone_dir, _cfg(), train=train, notes=notes)
+    assert notes == []
+    assert m["fitted_on"] == {"dataset": str(ood_dataset), "split": "train", "videos": stems}
+    assert [(v["stem"], v["frames"], v["stride_s"]) for v in m["videos"]] == [(s, 40, 3.0) for s in stems]
+    assert m["frames"] == 80 and set(m["left_out_video_q"]) == set(stems) and "left_out_look_q" not in m
+    assert "train-split video" in m["threshold_rule"]
+    assert m["threshold"] >= max(m["left_out_video_q"].values()) * 0.9 > 0
+    config, note = _usable(backbone_dir, m)
+    assert note is None and config.threshold == pytest.approx(m["threshold"])
+    # the footage it was fitted on is not "unlike the training footage"
+    from export.cpu_latency import cpu_session
+    from export.ood_stats import backbone_tokens, dataset_frames
+
+    session = cpu_session(backbone_dir / "backbone.onnx", 2)
+    for _, frames in dataset_frames(train.items, _cfg()):
+        assert window_means(config.stats.scores(backbone_tokens(session, frames)), 20).max() < config.threshold
+
+
+def test_dataset_fit_one_video_is_cut_in_halves(ood_dataset, backbone_dir, tmp_path):
+    from export.ood_stats import write_bundle_ood
+
+    one = tmp_path / "one"
+    shutil.copytree(ood_dataset, one)
+    items = _split(ood_dataset).items
+    (one / "splits.yaml").write_text(f"train: [{items[0].stem}]\ntest: [{items[1].stem}]\n")
+    m = write_bundle_ood(backbone_dir, _cfg(), train=_split(one), notes=[])
+    assert m["fitted_on"]["videos"] == [items[0].stem] and m["frames"] == 40
+    assert set(m["left_out_half_q"]) == {"first half", "second half"} and "half" in m["threshold_rule"]
+    assert _usable(backbone_dir, m)[1] is None
+
+
+def test_dataset_too_short_for_a_threshold_gets_no_statistics(backbone_dir, tmp_path):
+    from export.dataset.render import plain, render_dataset
+    from export.ood_stats import write_bundle_ood
+
+    root = tmp_path / "short"
+    render_dataset(root, plain([5]), duration_s=45.0, size=112, fps=1.0, progress=False, say=lambda s: None)
+    notes: list[str] = []
+    assert write_bundle_ood(backbone_dir, _cfg(), train=_split(root), notes=notes) is None
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert "no OOD statistics" in notes[0] and "15 frames" in notes[0] and "needs 40" in notes[0]
+    assert not (backbone_dir / OOD_FILE).exists()
+    config, note = _usable(backbone_dir, None)  # the manifest's "ood": null -> unknown, never an error
+    assert config is None and "too little training footage" in note
+
+
+@pytest.mark.slow
+def test_lvm_export_data_fits_ood_on_the_train_split(ood_dataset, tmp_path, capsys, monkeypatch):
+    # --calib gives the parity frames; the OOD statistics still come from the dataset
+    import torch
+
+    from export import cli_export
+
+    ok = {"backbone": {"max_abs": 0.0}, "sampler": {"topm_recall": 1.0, "kept_feature_max_abs": 0.0},
+          "heads": {"max_abs": 0.0}}
+    monkeypatch.setattr(cli_export.Exporter, "_parity", lambda self, desc, d, feeds: ok)
+    monkeypatch.setattr(cli_export.Exporter, "_latency", lambda self, d, feeds: {})
+    out = tmp_path / "fp32"
+    threads = torch.get_num_threads()
+    try:
+        rc = cli_export.main(["--precision", "fp32", "--data", str(ood_dataset), "--out", str(out), "--calib",
+                              "demo://checkout?seed=5&duration=32", "--bench-runs", "1", "--engine", "onnxruntime",
+                              "--no-progress"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0, capsys.readouterr().err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["ood"]["fitted_on"]["dataset"] == str(ood_dataset) and m["ood"]["fitted_on"]["split"] == "train"
+    assert m["parity"]["frames"]["source"] == "demo://checkout?seed=5&duration=32"
+    assert _engine(out).ood_status()["threshold"] == pytest.approx(m["ood"]["threshold"], abs=1e-4)
