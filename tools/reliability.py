@@ -78,9 +78,11 @@ def summary(name: str, r: dict[str, Any]) -> str:
                 f"{r.get('server_errors')} responses ≥ 500, {len(r.get('failures') or [])} bad error bodies")
     if name == "load":
         lat, idle = r.get("latency_ms") or {}, r.get("after_stream") or {}
+        one = r.get("one_client_while_streaming") or {}
         return (f"{r.get('requests')} requests ({r.get('requests_per_s')}/s), {r.get('errors')} errors; p50 "
                 f"{lat.get('p50')} ms, p99 {lat.get('p99')} ms while streaming (after the stream: p50 "
-                f"{idle.get('p50_ms')} ms, p99 {idle.get('p99_ms')} ms); frames {r.get('frames_processed')}/"
+                f"{idle.get('p50_ms')} ms, p99 {idle.get('p99_ms')} ms; one client while streaming: p50 "
+                f"{one.get('p50_ms')} ms, p99 {one.get('p99_ms')} ms); frames {r.get('frames_processed')}/"
                 f"{r.get('frames_due')}, dropped {r.get('dropped')}")
     if name == "soak":
         rss = r.get("rss_mb") or {}

@@ -20,6 +20,10 @@ from tools.reliability_common import RunProcess, dir_bytes  # noqa: E402
 RSS_GROWTH_MAX = 0.01
 
 
+def _writing(state_dir: Path) -> bool:
+    return state_dir.is_dir() and any(p.name.endswith(".tmp") for p in state_dir.iterdir())
+
+
 def run(quick: bool, workdir: Path, log=print, hours: int | None = None, hour_s: float | None = None) -> dict[str, Any]:
     hours = hours if hours is not None else (10 if quick else 24)
     hour_s = hour_s if hour_s is not None else (60.0 if quick else 3600.0)
@@ -38,9 +42,12 @@ def run(quick: bool, workdir: Path, log=print, hours: int | None = None, hour_s:
             t = st.get("stream_time") or 0.0
             ended = st.get("state") in ("ended", "failed")
             if t >= nxt * hour_s or ended:
+                busy = _writing(rt.state_dir)
                 row = {"hour": nxt, "stream_time": t, "wall_s": round(time.monotonic() - t0, 1),
                        **rt.proc_stats(), "state_dir_bytes": dir_bytes(rt.state_dir),
                        "memory_bytes": st.get("memory_bytes"), "state": st.get("state")}
+                if (busy or _writing(rt.state_dir)) and not ended:
+                    continue  # a snapshot being written holds one more fd and a second file: sample again
                 samples.append(row)
                 log(f"soak: hour {nxt}/{hours}: rss {row['rss_kb'] / 1024:.1f} MB, fds {row['fds']}, "
                     f"threads {row['threads']}, state dir {row['state_dir_bytes'] / 1e6:.2f} MB")
