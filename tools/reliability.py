@@ -111,14 +111,15 @@ def write_results(out: Path, results: dict[str, Any], meta: dict[str, Any]) -> N
     (out / "results.json").write_text(json.dumps({"meta": meta, "scenarios": results}, indent=1) + "\n")
     lines = ["# Reliability: results", "",
              f"`python tools/reliability.py{' --quick' if meta['quick'] else ''}` on {meta['machine']['cores']} cores "
-             f"({meta['machine']['cpu']}), commit {meta['machine']['commit']}, {meta['date']}; load average "
-             f"{meta['machine']['load_avg_at_start']:.1f} at the start (the machine is shared). "
-             f"Everything measured: `results.json`.", "",
-             "| scenario | target | result | passed |", "|---|---|---|---|"]
+             f"({meta['machine']['cpu']}); load average {meta['machine']['load_avg_at_start']:.1f} at the start of "
+             f"the last run (the machine is shared). Each row says which run (UTC, commit) it is from; "
+             f"everything measured: `results.json`.", "",
+             "| scenario | target | result | passed | run |", "|---|---|---|---|---|"]
     for name in sorted(results, key=SCENARIOS.index):
         r = results[name]
         verdict = "n/a" if r.get("passed") is None else ("yes" if r["passed"] else "**no**")
-        lines.append(f"| {name} | {TARGETS.get(name, '')} | {summary(name, r)} | {verdict} |")
+        when = f"{r.get('run_at', '')}, {r.get('commit', '')}{', --quick' if r.get('quick') else ''}"
+        lines.append(f"| {name} | {TARGETS.get(name, '')} | {summary(name, r)} | {verdict} | {when} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
