@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge_runtime import __version__, product_query
+from edge_runtime.api_ask import register_ask_routes
 from edge_runtime.api_catalog import register_catalog_routes
 from edge_runtime.query_check import QueryError
 from edge_runtime.pipeline import Runtime
@@ -330,6 +331,7 @@ def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: in
 
     register_catalog_routes(api, runtime, guarded=guarded, decode_image=decode_image, max_image_pixels=max_image_pixels)
     register_page_routes(api, runtime, guarded)
+    register_ask_routes(api, runtime, guarded, {"activity": query_activity, "object": query_object, "time": query_time})
     return BodyLimit(api, max_body_bytes)
 
 

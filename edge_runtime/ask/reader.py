@@ -37,6 +37,7 @@ _OBJECT_CUE = re.compile(r"\bwhere\b|\bwhere's\b|\bwhich\b|\bwho\b"
 _ASKING = frozenset("activities activity action actions involved involve involves went go goes "
                     "recent recently lately latest most last first".split())
 
+PLURAL = {"activity": "activities", "product": "products"}
 NEEDS = {"time": ("activity", "product"), "activity": ("product",), "object": ("activity",)}
 
 
@@ -102,8 +103,9 @@ class Reader:
             kind = ("time" if len(found) == 2 else "activity" if "product" in found
                     else "object" if "activity" in found else None)
         if kind is None:
-            near = self._nearest(tokens, used, "activity", 3) + self._nearest(tokens, used, "product", 3)
-            raise AskError(f"could not find an activity or a product in '{question}'", near)
+            acts, prods = self._nearest(tokens, used, "activity", 3), self._nearest(tokens, used, "product", 3)
+            raise AskError(f"could not find an activity or a product in '{question}' (nearest activities: "
+                           f"{', '.join(acts) or 'none'}; nearest products: {', '.join(prods) or 'none'})", acts + prods)
         for what in NEEDS[kind]:
             if what not in found:
                 raise self._missing(kind, what, question, tokens, used)
@@ -161,7 +163,7 @@ class Reader:
         said = f" ('{left}' is not close to any)" if left else ""
         near = self._nearest(tokens, used, what, 3)
         return AskError(f"'{question}' asks {asks}, which needs {'an' if what == 'activity' else 'a'} {what}: "
-                        f"none named{said}; nearest {what}s: {', '.join(near)}", near)
+                        f"none named{said}; nearest {PLURAL[what]}: {', '.join(near)}", near)
 
 
 def _spans(tokens: list[str]) -> list[tuple[str, int, int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from edge_runtime import __version__
+from edge_runtime.cli.ask import cmd_ask
 from edge_runtime.cli.catalog import cmd_catalog
 from edge_runtime.cli.common import PROG, REPO_ROOT
 from edge_runtime.cli.demo import cmd_demo
@@ -93,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--token")
     c.add_argument("--json", action="store_true", help="print the API's JSON")
     c.set_defaults(func=cmd_catalog)
+
+    k = sub.add_parser("ask", help="ask a running lvm-edge a question in plain words",
+                       description="Send a question in plain words to a running `lvm-edge run` (POST /v1/ask): "
+                                   "prints the structured query it was read as, then the answer. See docs/ask.md.",
+                       epilog='examples:\n  lvm-edge ask "when was the oat milk bagged in the last 10 minutes?"\n'
+                              '  lvm-edge ask "what happened to the eggs since 14:05"\n'
+                              '  lvm-edge ask "which item was scanned between 2:05 and 2:20 pm" --json',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("question", nargs="*", help="the question (quote it, or give it as several words)")
+    k.add_argument("--api", default="127.0.0.1:8321", metavar="HOST:PORT")
+    k.add_argument("--token")
+    k.add_argument("--boxes", action="store_true", help="object questions: list every box, not a summary")
+    k.add_argument("--json", action="store_true", help="print the API's whole reply")
+    k.set_defaults(func=cmd_ask)
 
     d = sub.add_parser("doctor", help="check this host: versions, GPU/TensorRT, camera, bundles, state dir")
     d.add_argument("--bundle")

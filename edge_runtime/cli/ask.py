@@ -1,0 +1,26 @@
+"""``lvm-edge ask "..."``: a question in plain words to a running ``lvm-edge run`` (POST /v1/ask);
+prints how it was read, then the answer."""
+from __future__ import annotations
+
+import json
+import os
+
+from edge_runtime.cli.answer_text import answer_text
+from edge_runtime.cli.common import CliError, parse_hostport
+from edge_runtime.cli.query import _http
+
+
+def cmd_ask(args) -> int:
+    text = " ".join(args.question).strip()
+    if not text:
+        raise CliError('ask: give the question, e.g. lvm-edge ask "when was the oat milk bagged in the last 10 minutes?"')
+    host, port = parse_hostport(args.api)
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    reply = _http("POST", base + "/v1/ask", {"text": text}, args.token or os.environ.get("LVM_EDGE_TOKEN"))
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    print(f"read as: {reply['understood']}")
+    print(f"         {json.dumps(reply['read_as'])}")
+    print(answer_text(reply["answer"], all_boxes=args.boxes))
+    return 0
