@@ -90,6 +90,19 @@ def summary(records: list[dict]) -> dict:
             "recall@3x": {t: agg["recall@3x"][t] for t in ("activity", "time")}}
 
 
+def paired(better: list[dict], base: list[list[dict]]) -> dict:
+    """R@1x of ``better`` minus the mean R@1x of the ``base`` records, per query of each type: the
+    mean difference and its standard error (the same queries on both sides, so the spread of the
+    queries' difficulty cancels)."""
+    out = {}
+    for t in ("activity", "time"):
+        d = [r["recall@1x"] - np.mean([b[i]["recall@1x"] for b in base]) for i, r in enumerate(better)
+             if r["type"] == t and r["recall@1x"] is not None]
+        out[t] = {"recall@1x_diff": float(np.mean(d)), "stderr": float(np.std(d, ddof=1) / np.sqrt(len(d))),
+                  "queries": len(d)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default="engines/lvm-tiny-fp32")
@@ -153,6 +166,11 @@ def main() -> None:
         mean_cut["all_windows"][t]["queries"] = cuts_each[0]["all_windows"][t]["queries"]
     results["one cut alone (mean over cuts)"] = mean_cut
     results["each cut alone"] = [c["all_windows"] for c in cuts_each]
+    n = len(names)
+    results["paired"] = {
+        f"combined: {n} pictures - generator alone": paired(variants[f"combined: {n} pictures"],
+                                                             [variants["generator alone"]]),
+        f"combined: {args.cuts} cuts - one cut alone": paired(variants[f"combined: {args.cuts} cuts"], per_cut)}
     out = {"meta": {"bundle": args.bundle, "videos": args.videos, "video_s": args.video_s,
                     "queries_per_video": args.queries, "seed": args.seed, "looks": looks, "cuts": args.cuts,
                     "cut_size": args.cut_size, "rule": RULE, "seconds": round(time.time() - t0, 1),
@@ -161,11 +179,13 @@ def main() -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     for name, r in results.items():
-        if name == "each cut alone":
+        if name in ("each cut alone", "paired"):
             continue
         a, t = r["all_windows"]["activity"], r["all_windows"]["time"]
         print(f"{name:34s} activity R@1x {a['recall@1x']:.3f} R@3x {a['recall@3x']:.3f}   "
               f"time R@1x {t['recall@1x']:.3f} R@3x {t['recall@3x']:.3f}")
+    for name, r in results["paired"].items():
+        print(f"{name}: " + "   ".join(f"{t} R@1x {v['recall@1x_diff']:+.3f} +- {v['stderr']:.3f}" for t, v in r.items()))
 
 
 if __name__ == "__main__":
