@@ -89,16 +89,7 @@ class Reader:
         self._said = words(rest)
         tokens = [("" if w in _ASKING else w) for w in self._said]
 
-        found: dict[str, Match] = {}
-        used: set[int] = set()
-        wanted = NEEDS[kind] if kind else ("product", "activity")
-        for what in ("product", "activity"):
-            if what not in wanted:
-                continue
-            m = self._best(self.products if what == "product" else self.labels, tokens, used)
-            if m is not None and m.score >= self.thresholds[what]:
-                found[what] = m
-                used.update(range(m.first, m.last))
+        found, used = self._names(NEEDS[kind] if kind else ("product", "activity"), tokens)
         if kind is None:
             kind = ("time" if len(found) == 2 else "activity" if "product" in found
                     else "object" if "activity" in found else None)
@@ -131,6 +122,27 @@ class Reader:
         if _OBJECT_CUE.search(lowered):
             return "object"
         return None
+
+    def _names(self, wanted: tuple[str, ...], tokens: list[str]) -> tuple[dict[str, Match], set[int]]:
+        """The names the question gives, each from its own words. Tried product first (a product's
+        name may hold a label's word: "chips bag") and activity first ("when was the kombucha bagged":
+        'bagged' is the activity, not a fuzzy "chips bag"); the reading that finds more names, then
+        the one with the higher total score, wins; ties go to product first."""
+        best: tuple[tuple[int, float], dict[str, Match], set[int]] | None = None
+        for order in (("product", "activity"), ("activity", "product")):
+            found: dict[str, Match] = {}
+            used: set[int] = set()
+            for what in order:
+                if what not in wanted:
+                    continue
+                m = self._best(self.products if what == "product" else self.labels, tokens, used)
+                if m is not None and m.score >= self.thresholds[what]:
+                    found[what] = m
+                    used.update(range(m.first, m.last))
+            key = (len(found), sum(m.score for m in found.values()))
+            if best is None or key > best[0]:
+                best = (key, found, used)
+        return best[1], best[2]
 
     @staticmethod
     def _free(tokens: list[str], used: set[int]) -> list[str]:
