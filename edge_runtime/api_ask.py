@@ -99,7 +99,7 @@ def register_ask_routes(api: FastAPI, runtime, guarded: list, handlers: dict[str
             return JSONResponse({"error": _one_line(err.message), "nearest": err.nearest}, status_code=422)
         kind = reading.query["type"]
         try:
-            body = models[kind](**reading.query)
+            body = models[kind](**{k: v for k, v in reading.query.items() if k != "type"})
         except ValidationError as err:
             e = err.errors()[0]
             where = ".".join(str(p) for p in e.get("loc", ()))

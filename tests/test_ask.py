@@ -189,7 +189,7 @@ def test_ask_answers_as_the_structured_query(client, engine):
     body = r.json()
     assert body["read_as"] == {"type": "time", "activity": label, "product": "Oat Milk", "start": 12.0, "end": 32.0}
     assert body["question"].startswith("when was") and "Oat Milk" in body["understood"]
-    direct = client.post("/v1/query/time", json=body["read_as"]).json()
+    direct = client.post("/v1/query/time", json={k: v for k, v in body["read_as"].items() if k != "type"}).json()
     assert body["answer"] == direct
     a = client.post("/v1/ask", json={"text": "what happened to the oat milk"}).json()
     assert a["read_as"]["type"] == "activity" and a["answer"]["labels"][0] in engine.labels
