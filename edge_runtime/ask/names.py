@@ -3,7 +3,7 @@
 Two scorers share one interface (a similarity matrix between spans of the question and phrases):
 - ``EncoderScorer``: cosine similarity of WordLlama embeddings (token embeddings of a small LLM's
   vocabulary, mean-pooled). The weights and tokenizer ship inside the ``wordllama`` wheel, read here
-  with numpy: no hub, no torch, about 0.5 s to load, 32 MB of float32.
+  with numpy: no hub, no torch, under a second to load, 32 MB of float32.
 - ``StringScorer``: plain string similarity (difflib's ratio), the baseline it is measured against.
 
 Each name is matched through its phrases: the name itself (underscores read as spaces) and the
