@@ -225,15 +225,17 @@ class Runtime:
                     frames.append(frame.image)
                     times.append(self._offset + rel)
                     if len(frames) >= self.batch_frames:
-                        self._ingest(frames, times)
-                        frames, times = [], []
+                        # handed over before ingesting: if anything after the engine's commit raises,
+                        # the drain below must not feed the same frames again
+                        batch, frames, times = (frames, times), [], []
+                        self._ingest(*batch)
                         self._maybe_snapshot()
                     if self._stop.is_set():
                         break
                 if timer is not None:
                     timer.cancel()
-                self._ingest(frames, times)   # drain what was received
-                frames, times = [], []
+                batch, frames, times = (frames, times), [], []
+                self._ingest(*batch)   # drain what was received
                 self._poll_source_stats()
                 if not self._stop.is_set():
                     self._end(src, duration, limit_reached or self._time_up.is_set(), received)

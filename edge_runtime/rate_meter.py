@@ -1,6 +1,7 @@
 """Events per second over a sliding window, for the status line, /v1/status and the fps gauge."""
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 
@@ -13,18 +14,27 @@ class RateMeter:
     counted: they arrived before the span starts). So a stream slower than the window (a 1-fps camera
     whose frames are recorded one by one, or one frame every 15 s) still reads its true rate rather
     than 0, and a stream that stops decays to 0 as its samples leave the window.
+
+    Thread-safe: the intake thread adds while API threads read the rate (/v1/status); without the
+    lock a read summing the samples while a frame was added raised in the intake and failed the stream.
     """
 
     def __init__(self, window_s: float = 10.0) -> None:
         self.window_s = window_s
         self._samples: deque[tuple[float, int]] = deque(maxlen=4096)
         self._anchor: float | None = None
+        self._lock = threading.Lock()
 
     def add(self, n: int, now: float | None = None) -> None:
-        self._samples.append((now if now is not None else time.monotonic(), n))
+        with self._lock:
+            self._samples.append((now if now is not None else time.monotonic(), n))
 
     def rate(self, now: float | None = None) -> float:
         now = now if now is not None else time.monotonic()
+        with self._lock:
+            return self._rate(now)
+
+    def _rate(self, now: float) -> float:
         while self._samples and now - self._samples[0][0] > self.window_s:
             self._anchor = self._samples.popleft()[0]
         if self._anchor is not None:

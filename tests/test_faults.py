@@ -57,3 +57,57 @@ def test_api_connections_do_not_wait_on_delayed_acks():
         cli.close()
     finally:
         srv.close()
+
+
+def test_the_rate_meter_is_read_and_written_from_two_threads():
+    # 32 clients polling /v1/status while the intake added frames: "deque mutated during iteration"
+    # raised in the intake thread and failed the stream
+    import threading
+
+    from edge_runtime.rate_meter import RateMeter
+
+    meter, done, errors = RateMeter(window_s=1e9), threading.Event(), []
+
+    def read():
+        while not done.is_set():
+            try:
+                meter.rate()
+            except RuntimeError as err:
+                errors.append(err)
+                return
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for i in range(4096 * 20):
+        meter.add(1, now=float(i))
+    done.set()
+    for t in readers:
+        t.join()
+    assert errors == []
+
+
+def test_a_failure_after_a_commit_does_not_feed_the_same_frames_again(tiny_bundle, monkeypatch, tmp_path):
+    # when the intake failed after the engine had committed a batch, the drain fed that batch again:
+    # a second traceback ("frame time ... is not after the last one") on top of the real error
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_runtime_pipeline import FakeSource
+
+    from edge_runtime import sources
+    from edge_runtime.engine import Engine
+    from edge_runtime.pipeline import Runtime
+
+    monkeypatch.setattr(sources, "open_source", lambda uri, **kw: FakeSource(40))
+    with Engine(tiny_bundle, threads=1) as engine:
+        rt = Runtime(engine)
+        fed = []
+        real = engine.ingest
+        monkeypatch.setattr(engine, "ingest", lambda frames, times: fed.append(float(times[0])) or real(frames, times))
+        monkeypatch.setattr(rt, "_poll_source_stats", lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+        rt.start("fake://")
+        assert rt.wait(60) and rt.state == "failed" and "boom" in rt.error
+        assert fed == [0.0]  # the batch that was committed, once
+        rt.close()
