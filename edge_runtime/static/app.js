@@ -196,9 +196,27 @@ async function askQuery() {
   }
 }
 
+// The reading goes into the form too, so a near miss can be fixed by hand.
+function fillForm(q) {
+  const form = $("query-form");
+  form.dataset.touched = "1";
+  form.type.value = q.type;
+  if (typeof q.activity === "number" && state.labels) form.activity.value = state.labels.activities[q.activity];
+  else if (q.activity) form.activity.value = q.activity;
+  if (q.product && state.products.includes(q.product)) form.product.value = q.product;
+  form.start.value = q.start;
+  form.end.value = q.end;
+  if (q.k) form.k.value = q.k;
+  syncFormFields();
+}
+
 $("ask-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  run(askQuery, "ask-form");
+  run(async () => {
+    const result = await askQuery();
+    if (result.read_as) fillForm(result.read_as);
+    return result;
+  }, "ask-form");
 });
 
 async function run(fn, formId) {
@@ -244,12 +262,12 @@ function summary(a) {
   return `${a.activity}: best at ${clock(s)}–${clock(e)} of ${a.intervals.length}${part}.`;
 }
 
-function showAnswer({ question, read_as: readAs, answer: a }) {
+function showAnswer({ question, read_as: readAs, understood, answer: a }) {
   state.answer = a;
   $("answer").dataset.state = "done";
   $("answer").dataset.type = a.type;
   $("answer-question").textContent = question ? `“${question}”` : "";
-  $("answer-read-as").textContent = readAs ? `Read as: ${describeQuery(readAs)}` : "";
+  $("answer-read-as").textContent = readAs ? `Read as: ${understood || describeQuery(readAs)}` : "";
   $("answer-text").textContent = summary(a);
   const plot = $("answer-plot");
   plot.replaceChildren();
