@@ -211,6 +211,11 @@ def test_ask_box_draws_answer(served, page, tmp_path):
     paths = httpx.get(url + "/openapi.json").json()["paths"]
     if "/v1/ask" not in paths:
         pytest.skip("this runtime serves no /v1/ask")
+    page.fill("#ask-text", "when was the kombucha bagged?")  # not in the catalog: one line, the nearest names
+    page.click("#ask-form button[type=submit]")
+    expect(page.locator("#answer-error")).to_contain_text("milk carton", timeout=30_000)
+    assert page.get_attribute("#answer", "data-state") == "error"
+
     page.select_option("#query-form select[name=type]", "activity")
     page.fill("#query-form input[name=start]", "100")
     page.fill("#ask-text", f"when was the {PRODUCT} scanned in the first 5 minutes?")
