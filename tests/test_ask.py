@@ -257,3 +257,18 @@ def test_cli_ask_end_to_end(served, engine, capsys):
     assert cli.main(["ask", "play some music", "--api", served]) == 1
     err = capsys.readouterr().err
     assert "HTTP 422" in err and "could not find" in err and len(err.strip().splitlines()) == 1
+
+
+def test_stream_clock_of_a_runtime():
+    """A file's "now" is the memory's end; a live source's is the wall clock's (wall_origin = unix time of stream 0)."""
+    from types import SimpleNamespace
+
+    from edge_runtime.api_ask import stream_clock
+
+    engine = SimpleNamespace(coverage={"start": 10.0, "end": 100.0})
+    file_clock = stream_clock(SimpleNamespace(engine=engine, wall_origin=None))
+    assert (file_clock.memory_start, file_clock.stream_now, file_clock.live) == (10.0, 100.0, False)
+    live = stream_clock(SimpleNamespace(engine=engine, wall_origin=time.time() - 250.0))
+    assert live.live and live.stream_now == pytest.approx(250.0, abs=2.0)
+    empty = stream_clock(SimpleNamespace(engine=SimpleNamespace(coverage=None), wall_origin=None))
+    assert empty.stream_now == 0.0
