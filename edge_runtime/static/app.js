@@ -114,7 +114,11 @@ function redrawTimeline() {
   if (state.timeline) timeline($("timeline"), state.timeline, state.answer);
 }
 
+let polling = false;  // a slow runtime must not pile requests up
+
 async function poll() {
+  if (polling) return;
+  polling = true;
   try {
     const [st, tl] = await Promise.all([getJson("/v1/status"), getJson("/v1/timeline")]);
     showStatus(st);
@@ -125,6 +129,8 @@ async function poll() {
     fillWindowDefaults(tl);
   } catch (err) {
     if (err.status !== 401) banner(err.message);
+  } finally {
+    polling = false;
   }
 }
 
