@@ -39,14 +39,14 @@ function tickStep(span, n) {
 
 function wallClock(origin, t) {
   const d = new Date((origin + t) * 1000);
-  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 }
 
 // The memory timeline. `tl`: /v1/timeline; `answer`: the last answer (window, intervals, extent) or null.
 export function timeline(svg, tl, answer) {
   clear(svg);
   const W = svg.clientWidth || 900;
-  const H = 118;
+  const H = tl.wall_origin ? 130 : 116;  // live sources: a second tick row with the local clock
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("height", H);
   const pad = { l: 26, r: 26 };  // room for the first and last tick labels
@@ -69,9 +69,12 @@ export function timeline(svg, tl, answer) {
   el("rect", { x: pad.l, y: 18, width: W - pad.l - pad.r, height: 26, class: "tl-empty" }, svg);
   for (const [a, b] of tl.covered) span(a, b, 18, 26, "tl-covered", `covered ${clock(a)}–${clock(b)}`);
   for (const [a, b] of tl.gaps) {
-    if (b >= lo && a <= hi) span(Math.max(a, lo), Math.min(b, hi), 18, 26, "tl-gap", `gap ${clock(a)}–${clock(b)}: no frames`);
+    if (b < lo || a > hi) continue;
+    span(Math.max(a, lo), Math.min(b, hi), 18, 26, "tl-gap", `gap ${clock(a)}–${clock(b)}: no frames`);
   }
-  if (tl.pending) span(tl.pending[0], tl.pending[1], 18, 26, "tl-pending", `${tl.pending_frames} frames not yet committed`);
+  if (tl.pending) {
+    span(tl.pending[0], tl.pending[1], 18, 26, "tl-pending", `${tl.pending_frames} frames not yet committed`);
+  }
   if (tl.outage_since !== null && tl.outage_since !== undefined) {
     span(tl.outage_since, hi, 18, 26, "tl-outage", `source out since ${clock(tl.outage_since)}`);
   }
@@ -98,8 +101,11 @@ export function timeline(svg, tl, answer) {
   const step = tickStep(hi - lo, Math.max(2, Math.floor(W / 90)));
   for (let t = Math.ceil(lo / step) * step; t <= hi + 1e-9; t += step) {
     el("line", { x1: x(t), x2: x(t), y1: 92, y2: 97, class: "tick" }, svg);
-    const label = tl.wall_origin ? `${clock(t)} (${wallClock(tl.wall_origin, t)})` : clock(t);
-    el("text", { x: x(t), y: 110, class: "tick-label", "text-anchor": "middle" }, svg, label);
+    el("text", { x: x(t), y: 110, class: "tick-label", "text-anchor": "middle" }, svg, clock(t));
+    if (tl.wall_origin) {
+      el("text", { x: x(t), y: 124, class: "tick-label wall", "text-anchor": "middle" }, svg,
+         wallClock(tl.wall_origin, t));
+    }
   }
   el("line", { x1: x(now), x2: x(now), y1: 14, y2: 92, class: "tl-now" }, svg);
 }
