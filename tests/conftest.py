@@ -91,3 +91,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     how = getattr(config, "_tiny_bundle_how", None)
     if how:
         terminalreporter.write_line(f"test bundle (lvm-tiny fp32): {how}")
+
+
+@pytest.fixture
+def fast_export(monkeypatch):
+    """For export tests about something else (the gate, failures, where frames come from): parity
+    and CPU timing are replaced by perfect results; they are checked by their own tests."""
+    from export import cli_export
+
+    ok = {"backbone": {"max_abs": 0.0}, "sampler": {"topm_recall": 1.0, "kept_feature_max_abs": 0.0},
+          "heads": {"max_abs": 0.0}}
+    monkeypatch.setattr(cli_export.Exporter, "_parity", lambda self, desc, d, feeds: ok)
+    monkeypatch.setattr(cli_export.Exporter, "_latency", lambda self, d, feeds: {})

@@ -83,15 +83,6 @@ def bundles(tmp_path_factory, ckpt):
     return out
 
 
-@pytest.fixture
-def fast_export(monkeypatch):
-    """For tests of the gate and of failure handling: parity and timing are checked elsewhere."""
-    ok = {"backbone": {"max_abs": 0.0}, "sampler": {"topm_recall": 1.0, "kept_feature_max_abs": 0.0},
-          "heads": {"max_abs": 0.0}}
-    monkeypatch.setattr(cli_export.Exporter, "_parity", lambda self, desc, d, feeds: ok)
-    monkeypatch.setattr(cli_export.Exporter, "_latency", lambda self, d, feeds: {})
-
-
 def _manifest(b):
     return json.loads((b / "manifest.json").read_text())
 
