@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from export.cli_common import UsageError, run_cli
+from export.warm_start import check_init_from, init_from, taken_init
 
 SEED_MAX = 2**31 - 1
 
@@ -104,7 +105,7 @@ def _train(args) -> int:
     if args.init_from and (args.sampler_from or args.backbone_from):
         raise UsageError("--init-from already gives the backbone and sampler: drop --sampler-from / --backbone-from")
     if args.init_from:
-        _check_init_from(args.init_from, cfg)
+        check_init_from(args.init_from, cfg)
     notes: list[str] = []  # said once the rank is known
     items = None
     if args.data:
@@ -177,11 +178,11 @@ def _train(args) -> int:
     taken = args.init_from or args.sampler_from or args.backbone_from  # the backbone comes from that file
     net = LVMNet(cfg, backbone_init=not taken)
     if taken:
-        net.backbone.init_source = _taken_init(taken)
+        net.backbone.init_source = taken_init(taken)
     say(f"lvm-train: {cfg.name}: backbone {count_parameters(net.backbone):,} params (frozen), "
         f"sampler {count_parameters(net.sampler):,}, heads {count_parameters(net.heads):,}")
     if args.init_from:
-        say(_init_from(net, args.init_from))
+        say(init_from(net, args.init_from))
     cache = None if args.no_token_cache else token_cache_dir()
     res, continual_p = None, 0 if args.no_continual else tc.continual_p
     if args.sampler_from:
@@ -354,54 +355,6 @@ def _open_data(args, cfg, two_clips: float, notes: list[str]):
                      f"(the activities of {Path(args.data) / 'labels.yaml'})")
         cfg = cfg.model_copy(update={"heads": cfg.heads.model_copy(update={"num_activities": n_act})})
     return cfg, items, labels, {"path": str(Path(args.data).resolve()), "train_videos": len(items)}
-
-
-def _taken_init(path: str) -> str:
-    """What a backbone taken from another file was made from, for the checkpoint's backbone_init."""
-    from export.checkpoint import CheckpointError, read_metadata
-
-    try:
-        origin = read_metadata(path).get("backbone_init", "unknown")
-    except CheckpointError:
-        origin = "backbone weights file"  # a bare OUT/backbone.safetensors of another run
-    return f"{origin} (taken from {path})"
-
-
-def _check_init_from(path: str, cfg) -> None:
-    """Before anything is decoded: the checkpoint exists and is this architecture (the number of
-    activities aside)."""
-    from export.checkpoint import CheckpointError, checkpoint_config
-
-    try:
-        ck = checkpoint_config(path)
-    except CheckpointError as err:
-        raise UsageError(str(err)) from None
-    same = ck.model_copy(update={"heads": ck.heads.model_copy(update={"num_activities": cfg.heads.num_activities})})
-    if same.arch_digest() != cfg.arch_digest():
-        raise UsageError(f"--init-from {path}: made for model '{ck.name}', another architecture than config "
-                         f"'{cfg.name}' (only the number of activities may differ)")
-
-
-def _init_from(net, path: str) -> str:
-    """Load a checkpoint's tensors into ``net``; those whose shape differs keep their fresh init.
-    Returns the line that says what was taken."""
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(path))
-    except Exception as err:  # safetensors raises several types for damaged files
-        raise UsageError(f"--init-from {path}: truncated or damaged ({str(err).splitlines()[0][:100]})") from None
-    own = net.state_dict()
-    if set(state) != set(own):
-        odd = sorted(set(state) ^ set(own))
-        raise UsageError(f"--init-from {path}: its tensors do not match the model ({len(odd)} differ, e.g. {odd[0]}); "
-                         f"made by another version of lvm-edge?")
-    fresh = sorted(k for k in own if state[k].shape != own[k].shape)
-    net.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=False)
-    line = f"lvm-train: backbone, sampler and heads from {path}"
-    if fresh:
-        line += f"; re-initialised (shape changed): {', '.join(fresh)}"
-    return line
 
 
 if __name__ == "__main__":
