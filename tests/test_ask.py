@@ -79,6 +79,16 @@ def test_empty_memory_is_one_line():
         read_question("what happened to the eggs", labels=LABELS, products=PRODUCTS, clock=StreamClock(stream_now=0.0))
 
 
+@pytest.mark.parametrize("phrase, want", [
+    ("in the last 10 minutes", ", in the last 10 min (stream 1200-1800 s)"),
+    ("since 1:05", ", since 1:05 (stream 65-1800 s)"),
+    ("", ", in the whole memory (stream 0-1800 s)"),
+])
+def test_understood_reads_as_english(phrase, want):
+    r = read_question(f"what happened to the eggs {phrase}", labels=LABELS, products=PRODUCTS, clock=FILE)
+    assert r.understood.endswith(want) and ", in since" not in r.understood
+
+
 # -- names ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("word, want", [("bagged", "bag"), ("scanning", "scan"), ("bananas", "banana"),
                                         ("browsed", "brows"), ("browse", "brows"), ("held", "hold"), ("boxes", "box")])

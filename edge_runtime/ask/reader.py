@@ -193,12 +193,13 @@ def _spans(tokens: list[str]) -> list[tuple[str, int, int]]:
 
 
 def _understood(q: dict[str, Any], meaning: str) -> str:
-    win = f"{meaning} (stream {q['start']:g}-{q['end']:g} s)"
+    # "in the last 10 min", but "since 1:05" and "1:05 ± 60 s" take no "in"
+    win = f"{'in ' if meaning.startswith('the ') else ''}{meaning} (stream {q['start']:g}-{q['end']:g} s)"
     if q["type"] == "time":
-        return f"when did '{q['activity']}' happen to '{q['product']}', in {win}"
+        return f"when did '{q['activity']}' happen to '{q['product']}', {win}"
     if q["type"] == "activity":
-        return f"what happened to '{q['product']}', in {win}"
-    return f"where was the object of '{q['activity']}', in {win}"
+        return f"what happened to '{q['product']}', {win}"
+    return f"where was the object of '{q['activity']}', {win}"
 
 
 def read_question(text: str, *, labels: list[str], products: list[str], clock: StreamClock,
