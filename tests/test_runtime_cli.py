@@ -15,6 +15,14 @@ def test_shipped_runtime_configs_validate():
     assert demo.demo.duration_s == 600 and demo.state.dir is None
 
 
+def test_demo_needs_no_config_file():
+    # an installed package (not the repository) has no configs/ folder: the demo's settings are the defaults
+    args = cli.build_parser().parse_args(["demo"])
+    assert args.config is None
+    demo_yaml = load_runtime_settings("demo")
+    assert load_runtime_settings(None).demo == demo_yaml.demo
+
+
 def test_unknown_key_names_key_and_file(tmp_path):
     p = tmp_path / "k.yaml"
     p.write_text("api:\n  hots: 0.0.0.0\n")

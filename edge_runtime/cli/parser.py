@@ -6,7 +6,7 @@ import argparse
 from edge_runtime import __version__
 from edge_runtime.cli.ask import cmd_ask
 from edge_runtime.cli.catalog import cmd_catalog
-from edge_runtime.cli.common import PROG, REPO_ROOT
+from edge_runtime.cli.common import PROG
 from edge_runtime.cli.demo import cmd_demo
 from edge_runtime.cli.doctor import cmd_doctor
 from edge_runtime.cli.query import cmd_query
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--queries", type=int)
     m.add_argument("--save-crops", metavar="DIR", help="write the picture of every object in the demo video "
                    "(--seed, --duration) to DIR/object-N.png, for `lvm-edge query --image`, and exit")
-    m.add_argument("--config", default=str(REPO_ROOT / "configs" / "runtime" / "demo.yaml"))
+    # no default file: an installed package has no configs/ folder, and the settings' defaults are the demo's
+    m.add_argument("--config", help="runtime config YAML (e.g. configs/runtime/demo.yaml); flags override it")
     m.set_defaults(func=cmd_demo)
     return p
