@@ -19,9 +19,10 @@ Ask a running `lvm-edge run` (its API, 127.0.0.1:8321 by default) one question a
 remembers, and print the answer (a short summary; --json for the API's JSON). Windows are stream
 seconds (`query status` shows the coverage).
 
-  activity  what happened to an object in [start, end]: --image (a picture of the object)
+  activity  what happened to an object in [start, end]: --image (a picture of the object) or
+            --product (a name in the runtime's catalog: lvm-edge catalog list)
   object    where the objects were during an activity: --activity (name or id; see /v1/labels)
-  time      when an activity happened to an object: --image and --activity
+  time      when an activity happened to an object: --image or --product, and --activity
   status    state, coverage, fps, gaps, errors of the running stream"""
 
 QUERY_EXAMPLES = """\
@@ -31,7 +32,8 @@ examples (quote URIs with ? in zsh):
   lvm-edge query status
   lvm-edge query activity --image crops/object-5.png --start 0 --end 300
   lvm-edge query object --activity 1 --start 0 --end 300 --fps 1
-  lvm-edge query time --image crops/object-5.png --activity 1 --start 0 --end 600 --k 3"""
+  lvm-edge query time --image crops/object-5.png --activity 1 --start 0 --end 600 --k 3
+  lvm-edge query time --product "oat milk 1l" --activity scan --start 0 --end 600"""
 
 
 def build_parser() -> argparse.ArgumentParser:
