@@ -265,6 +265,12 @@ def test_cli_add_list_query_remove(served, tmp_path, capsys):
     assert cli.main(["catalog", "add", "x", str(tmp_path / "missing.png"), *api]) == 2
     assert "missing.png" in capsys.readouterr().err
     assert cli.main(["catalog", "add", "x", *api]) == 2
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    capsys.readouterr()
+    assert cli.main(["catalog", "add", "x", str(front), str(text), *api]) == 1
+    err = capsys.readouterr().err
+    assert f"HTTP 415: {text} is not a PNG or JPEG image" in err and err.count("\n") == 1
     assert cli.main(["catalog", "add", "bad/name", str(front), *api]) == 1
     assert "not allowed" in capsys.readouterr().err
     assert cli.main(["query", "activity", "--product", "x", "--image", str(front), "--start", "0", "--end", "1",

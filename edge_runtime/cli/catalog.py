@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -29,7 +30,11 @@ def cmd_catalog(args) -> int:
         if not args.images:
             raise CliError("catalog add: give the product's name and at least one picture (PNG or JPEG file)")
         body = {"name": args.name, "images": [_read_image(p) for p in args.images]}
-        entry = _http("POST", base, body, token)
+        try:
+            entry = _http("POST", base, body, token)
+        except CliError as err:  # the API names a picture by its index; the user gave files
+            raise CliError(re.sub(r"\bimages\.(\d+)\b", lambda m: _file_of(args.images, m), str(err)),
+                           err.code) from None
         if args.json:
             print(json.dumps(entry, indent=2))
         else:
@@ -56,6 +61,11 @@ def cmd_catalog(args) -> int:
         sizes = " ".join(f"{w}x{h}" for w, h in p["sizes"])
         print(f"{p['name']:<{width}}  {_pictures(p['crops'])}  {sizes}  added {p['added']}")
     return 0
+
+
+def _file_of(files: list[str], m: re.Match) -> str:
+    i = int(m.group(1))
+    return files[i] if i < len(files) else m.group(0)
 
 
 def _pictures(n: int) -> str:
