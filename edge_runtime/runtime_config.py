@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_runtime.config import CONFIG_DIR, load_yaml, validate_mapping
+from edge_runtime.config import CONFIG_DIR, ConfigError, load_yaml, validate_mapping
 
 
 class _Strict(BaseModel):
@@ -65,6 +65,10 @@ def load_runtime_settings(path: str | Path | None) -> RuntimeSettings:
     p = Path(path)
     if not p.exists() and p.suffix not in (".yaml", ".yml"):
         p = CONFIG_DIR / "runtime" / f"{path}.yaml"
+        if not p.exists():
+            # an installed package carries no configs/ folder: bare names work only in a checkout
+            raise ConfigError(f"no runtime config named '{path}' (looked for {p}); give the path of a YAML file, "
+                              f"e.g. a copy of the repository's configs/runtime/kiosk.yaml")
     data = load_yaml(p)
     if data is None:
         data = {}

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny;  "
                "lvm-train --config configs/models/lvm-tiny.yaml --out runs/shop --data data/shop "
                "--init-from checkpoints/lvm-tiny.safetensors")
-    p.add_argument("--config", required=True, help="model config YAML (configs/models/*.yaml)")
+    p.add_argument("--config", required=True, help="model config: a YAML file, or a name in configs/models/ (lvm-tiny, lvm-edge, lvm-paper)")
     p.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, train_log.jsonl, ...")
     p.add_argument("--epochs", type=int, help="epochs (default: config train.epochs)")
     p.add_argument("--data", metavar="DIR", help="train on this dataset folder's train split (labels.yaml, videos/, "
@@ -86,9 +86,9 @@ def _guarded(args) -> int:
 
 def _train(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from edge_runtime.config import load_model_config
+    from edge_runtime.config import resolve_model_config
 
-    cfg = load_model_config(args.config)
+    cfg = resolve_model_config(args.config)
     tc = cfg.train
     seed = tc.seed if args.seed is None else args.seed
     if not 0 <= seed <= SEED_MAX:

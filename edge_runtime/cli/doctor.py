@@ -100,7 +100,8 @@ def _check_cameras(checks: Checklist, camera: int | None) -> None:
 def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> None:
     from edge_runtime.bundle import BundleError, choose_backend, load_bundle
 
-    engines = REPO_ROOT / "engines"
+    # ./engines first: an installed package has no repository around it
+    engines = next((d for d in (Path.cwd() / "engines", REPO_ROOT / "engines") if d.is_dir()), Path.cwd() / "engines")
     bundles = [Path(bundle_arg)] if bundle_arg else sorted(p.parent for p in engines.glob("*/manifest.json"))
     if not bundles:
         checks.row("bundles", f"none in {engines} (export one with lvm-export)", None)
