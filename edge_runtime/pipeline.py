@@ -379,6 +379,15 @@ class Runtime:
         return None if lost is None or self._t_first is None else self._source_time(lost)
 
     @property
+    def source_problem(self) -> str | None:
+        """Why a live source is not delivering right now (connecting, reconnecting, stalled), in
+        one line; None while it delivers. The log has it too, but a status poller should not need it."""
+        if self.state not in (RunState.CONNECTING, RunState.RECONNECTING):
+            return None
+        src = self._source
+        return getattr(src, "last_error", None) if src is not None else None
+
+    @property
     def ready(self) -> bool:
         answering = (RunState.IDLE, RunState.STREAMING, RunState.RECONNECTING, RunState.ENDED, RunState.STOPPED)
         return self.state in answering or self.engine.clips > 0
@@ -392,6 +401,7 @@ class Runtime:
             "error": self.error,
             "end_reason": self.end_reason,
             "outage_since": self.outage_since,
+            "source_problem": self.source_problem,
             "source": self.source_label,
             "coverage": e.coverage,
             "stream_time": e.last_time,

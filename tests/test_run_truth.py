@@ -225,11 +225,13 @@ class _FakeLive(StoppableSource):
     def __init__(self, frames: int):
         super().__init__()
         self.frames, self.outage_since, self.stats = frames, None, {}
+        self.last_error = None
 
     def __iter__(self):
         for i in range(self.frames):
             yield Frame(100.0 + 0.1 * i, np.zeros((112, 112, 3), np.uint8), i)
         self.outage_since = 100.0 + 0.1 * (self.frames - 1)
+        self.last_error = "rtsp://cam/x: stalled (no frame for 5 s)"
         self._stop.wait(600)
 
 
@@ -244,6 +246,7 @@ def test_an_outage_reads_reconnecting_and_duration_bounds_it_by_wall_time(engine
     time.sleep(0.5)
     st = rt.status()
     assert st["state"] == "reconnecting" and st["outage_since"] == pytest.approx(0.2) and rt.ready
+    assert st["source_problem"] == "rtsp://cam/x: stalled (no frame for 5 s)"  # why, without reading the log
     assert rt.wait(10) and time.monotonic() - t0 < 5
     assert rt.state == "ended" and "duration of 1.5 s reached (wall-clock" in rt.end_reason
     _done(rt)
