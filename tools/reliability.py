@@ -91,7 +91,10 @@ def summary(name: str, r: dict[str, Any]) -> str:
                 f"state dir {r.get('state_dir_mb')} MB")
     keys = [k for k in r if k not in ("passed", "available", "wall_s", "quick", "run_at", "commit")
             and not isinstance(r[k], (dict, list))]
-    return ", ".join(f"{k} {r[k]}" for k in keys[:6]) or "see results.json"
+    parts = [f"{k} {'passed' if v['passed'] else 'FAILED'}" for k, v in r.items()
+             if isinstance(v, dict) and isinstance(v.get("passed"), bool)]  # sub-scenarios
+    parts += [f"{k} {r[k]}" for k in keys[:6]]
+    return (", ".join(parts) or "see") + " (details: results.json)"
 
 
 def machine() -> dict[str, Any]:
