@@ -94,7 +94,7 @@ def summary(name: str, r: dict[str, Any]) -> str:
     parts = [f"{k} {'passed' if v['passed'] else 'FAILED'}" for k, v in r.items()
              if isinstance(v, dict) and isinstance(v.get("passed"), bool)]  # sub-scenarios
     parts += [f"{k} {r[k]}" for k in keys[:6]]
-    return (", ".join(parts) or "see") + " (details: results.json)"
+    return f"{', '.join(parts)} (details: results.json)" if parts else "details: results.json"
 
 
 def machine() -> dict[str, Any]:
