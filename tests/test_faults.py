@@ -111,3 +111,25 @@ def test_a_failure_after_a_commit_does_not_feed_the_same_frames_again(tiny_bundl
         assert rt.wait(60) and rt.state == "failed" and "boom" in rt.error
         assert fed == [0.0]  # the batch that was committed, once
         rt.close()
+
+
+def test_a_reader_blocked_in_a_native_open_does_not_reach_interpreter_shutdown(monkeypatch):
+    """With a source thread still alive (blocked in OpenCV's open), the command's own process leaves
+    through os._exit with its exit code instead of finalising around that thread (SIGABRT)."""
+    import threading
+
+    from edge_runtime import cli
+
+    exits = []
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    cli.exit_past_blocked_readers(3)
+    assert exits == []  # no reader: a normal return
+    release = threading.Event()
+    reader = threading.Thread(target=release.wait, name="source:rtsp://127.0.0.1:1/x#1", daemon=True)
+    reader.start()
+    try:
+        cli.exit_past_blocked_readers(3)
+    finally:
+        release.set()
+        reader.join()
+    assert exits == [3]

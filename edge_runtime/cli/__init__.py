@@ -16,6 +16,7 @@ command line, ``common`` holds what they share, ``status_line`` the progress lin
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from edge_runtime.cli.common import PROG, REPO_ROOT, CliError, parse_hostport, say
@@ -36,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:  # the embedded default: the demo
         args = parser.parse_args(["demo"] + list(argv or sys.argv[1:]))
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        if argv is None:  # the process's own entry point, not a caller in the same process
+            exit_past_blocked_readers(code)
+        return code
     except CliError as err:
         say(str(err))
         return err.code
@@ -46,3 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `lvm-edge query ... | head`
         sys.stderr.close()
         return 0
+
+
+def exit_past_blocked_readers(code: int) -> None:
+    """The command is done and has stored and closed everything. A camera or RTSP reader still
+    blocked inside OpenCV's open (a peer that accepts and never answers) must not be left to
+    interpreter shutdown: when that native call returns during finalisation its thread is unwound
+    through C++ frames and the process aborts (SIGABRT instead of the exit code; seen under the RTSP
+    watchdog scenarios). Leave at once instead."""
+    import threading
+
+    if any(t.is_alive() and t.name.startswith("source:") for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
