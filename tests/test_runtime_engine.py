@@ -106,7 +106,7 @@ def test_answers_every_type_in_one_heads_call(engine, monkeypatch):
             {"type": "time", "start": 0, "end": 48, "activity": 3, "object_image": crop, "k": 4},
             {"type": "time", "start": 0, "end": 48, "activity": 3, "object_tokens": engine.encode_images([crop])[0]}]
     ans = engine.answer(reqs)
-    assert calls == [[0, 1, 1, 2, 2]]
+    assert calls == [[0, 1, 1, 2]]  # the two time queries ask the same (image or its tokens): one row
     C = engine.cfg.heads.num_activities
     assert len(ans[0]["scores"]) == C and sorted(ans[0]["ranked"]) == list(range(C))
     assert all(0 < s < 1 for s in ans[0]["scores"])
@@ -141,6 +141,34 @@ def test_answers_match_a_direct_heads_call(engine):
                               "svd_sv": st["svd_singular_values"][None].astype(np.float32), **hb.as_feed()})
     ref = 1 / (1 + np.exp(-out["activity_logits"][0].astype(np.float64)))
     np.testing.assert_allclose(a["scores"], ref, rtol=1e-5)
+
+
+def test_identical_queries_run_once_and_get_the_same_answers(engine, monkeypatch):
+    engine.reset()
+    engine.ingest(_frames(3 * engine.clip_frames, seed=8), np.arange(3 * engine.clip_frames, dtype=float))
+    crop, other = _frames(1, seed=9, size=60)[0], _frames(1, seed=11, size=60)[0]
+    reqs = [{"type": "time", "start": 0, "end": 48, "activity": 3, "object_image": crop, "k": 2},
+            {"type": "object", "start": 2, "end": 30, "activity": 1},
+            {"type": "time", "start": 0, "end": 48, "activity": 3, "object_image": crop.copy(), "k": 4},
+            {"type": "object", "start": 2, "end": 30, "activity": 1, "fps": 2},
+            {"type": "time", "start": 0, "end": 48, "activity": 3, "object_image": other}]
+    alone = [engine.answer([r])[0] for r in reqs]  # every crop encoded: later calls reuse its tokens
+    rows, encoded = [], []
+    real_infer, real_encode = engine.heads.infer, engine.backbone.infer
+    monkeypatch.setattr(engine.heads, "infer", lambda feed, outputs=None: rows.append(len(feed["q_type"]))
+                        or real_infer(feed, outputs))
+    monkeypatch.setattr(engine.backbone, "infer", lambda feed, outputs=None: encoded.append(len(feed["frames"]))
+                        or real_encode(feed, outputs))
+    together = engine.answer(reqs)
+    assert rows == [3] and encoded == []
+    # same numbers as asked one by one; k and fps still apply per request
+    for a, b in zip(together, alone):
+        np.testing.assert_allclose(np.asarray(a.get("intervals") or a["boxes"], float),
+                                   np.asarray(b.get("intervals") or b["boxes"], float), rtol=1e-5, atol=1e-6)
+    assert len(together[0]["intervals"]) == 2 and len(together[2]["intervals"]) == 4
+    assert together[0]["intervals"] == together[2]["intervals"][:2]
+    assert len(together[3]["times"]) != len(together[1]["times"])
+    assert together[4]["intervals"] != together[0]["intervals"][:3]
 
 
 @pytest.mark.parametrize("req, msg", [
