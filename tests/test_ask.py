@@ -3,10 +3,8 @@ hand-written test set (>= 95 % on the tuning part; the held-out part reported), 
 as the structured query does; 422 with the nearest names), lvm-edge ask against a served runtime."""
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +20,7 @@ from edge_runtime.ask.names import stem
 from edge_runtime.ask.times import TimeError, find_window
 from edge_runtime.engine import Engine
 from edge_runtime.pipeline import Runtime
+from fakes import serve_app
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
@@ -239,23 +238,8 @@ def test_ask_reads_the_state_dirs_synonyms(engine, tmp_path):
 
 @pytest.fixture
 def served(engine, tmp_path):
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(_runtime(engine, tmp_path / "state")),
-                                           log_level="warning", access_log=False, lifespan="off"))
-    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    th.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    th.join(5)
-    sock.close()
+    with serve_app(create_app(_runtime(engine, tmp_path / "state"))) as where:
+        yield where
 
 
 def test_cli_ask_end_to_end(served, engine, capsys):

@@ -2,9 +2,6 @@
 product name (a one-picture product answers like its picture; several pictures combine), the CLI."""
 import base64
 import json
-import socket
-import threading
-import time
 
 import cv2
 import numpy as np
@@ -17,6 +14,7 @@ from edge_runtime.catalog import Catalog, CatalogError
 from edge_runtime.engine import Engine
 from edge_runtime.pipeline import Runtime
 from edge_runtime.product_query import combine
+from fakes import serve_app
 
 
 def _img(h=40, w=30, seed=1):
@@ -225,23 +223,8 @@ def test_query_by_product_answers_like_its_picture(client):
 # -- CLI ---------------------------------------------------------------------------------------
 @pytest.fixture
 def served(engine, tmp_path):
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(Runtime(engine, state_dir=tmp_path / "state")),
-                                           log_level="warning", access_log=False, lifespan="off"))
-    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    th.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    th.join(5)
-    sock.close()
+    with serve_app(create_app(Runtime(engine, state_dir=tmp_path / "state"))) as where:
+        yield where
 
 
 def test_cli_add_list_query_remove(served, tmp_path, capsys):

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
