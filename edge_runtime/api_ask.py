@@ -39,7 +39,8 @@ def stream_clock(runtime) -> StreamClock:
     (then "now" is the wall clock's now, so "the last 10 minutes" means the real last 10 minutes)."""
     engine = runtime.engine
     cov = engine.coverage or {}
-    start, end = float(cov.get("start", 0.0)), float(cov.get("end", 0.0))
+    # an empty memory has no span yet (None): its clock starts at 0 and every window is uncovered
+    start, end = float(cov.get("start") or 0.0), float(cov.get("end") or 0.0)
     origin = getattr(runtime, "wall_origin", None)
     now = max(end, time.time() - origin) if origin is not None else end
     return StreamClock(stream_now=now, memory_start=start, wall_origin=origin)
