@@ -30,7 +30,8 @@ def error_body_ok(r: httpx.Response | Any) -> bool:
         body = r.json()
     except ValueError:
         return False
-    return (isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], str)
+    # "error" is the one line every 4xx carries; a route may add help beside it (/v1/ask's "nearest")
+    return (isinstance(body, dict) and isinstance(body.get("error"), str)
             and body["error"].strip() != "" and "\n" not in body["error"])
 
 
