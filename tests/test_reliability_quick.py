@@ -49,7 +49,9 @@ def test_soak_keeps_rss_fds_and_threads_flat(tmp_path):
     assert res["passed"], res
 
 
-@pytest.mark.parametrize("name", ["rtsp", "media"])
+# rtsp runs in tests/test_reliability_rtsp.py, with checks that hold under any load (its "passed"
+# includes the ±2 s gap and watchdog-delay figures, which depend on the machine)
+@pytest.mark.parametrize("name", ["media"])
 def test_other_fault_scenarios(name, tmp_path):
     if reliability._module(name) is None:
         pytest.skip(f"tools/reliability_{name}.py not present")
