@@ -46,7 +46,7 @@ def test_load_gives_no_errors_and_drops_no_frame(tmp_path):
 
 def test_soak_keeps_rss_fds_and_threads_flat(tmp_path):
     res = reliability_soak.run(True, tmp_path, log=_quiet, hours=3, hour_s=60)
-    assert res["passed"], res
+    assert res["passed"], (res["failed_checks"], res)
 
 
 # rtsp runs in tests/test_reliability_rtsp.py, with checks that hold under any load (its "passed"

@@ -1,8 +1,8 @@
 """Soak: an accelerated 24-hour stream (the demo unpaced) through `lvm-edge run`, sampling the
 process's RSS, open fds and threads and the state dir's size at every stream-hour.
 
-Pass: RSS grows ≤ 1 % from the first stream-hour to the last, fds and threads stay constant, the
-state dir stays the size of one snapshot, and the stream (half an hour longer than the samples, so
+Pass: RSS grows ≤ 1 % from the first stream-hour to the last, fds and threads stay flat (±1), the
+state dir stays the size of one snapshot, and the stream (longer than the sampled hours, so
 that every sample sees it running) reaches its end with every frame processed. --quick streams 10
 "hours" of 60 stream-seconds each: the same checks, on a few minutes of stream.
 """
@@ -24,10 +24,16 @@ def _writing(state_dir: Path) -> bool:
     return state_dir.is_dir() and any(p.name.endswith(".tmp") for p in state_dir.iterdir())
 
 
+def _flat(values: list[int] | None) -> bool:
+    return bool(values) and max(values) - min(values) <= 1
+
+
 def run(quick: bool, workdir: Path, log=print, hours: int | None = None, hour_s: float | None = None) -> dict[str, Any]:
     hours = hours if hours is not None else (10 if quick else 24)
     hour_s = hour_s if hour_s is not None else (60.0 if quick else 3600.0)
-    total = hours * hour_s + hour_s / 2  # streams on past the last sample: every sample sees it running
+    # Streams on past the last sample so that every sample sees it running. Short "hours" pass faster
+    # than the sampler polls on a loaded machine, so there the tail is as long as the sampled part.
+    total = hours * hour_s + (hours * hour_s if hour_s < 600 else hour_s / 2)
     source = f"demo://checkout?seed=21&duration={total:g}"
     t0 = time.monotonic()
     rt = RunProcess(["--source", source, "--keep-serving", "--snapshot-every", "5"], Path(workdir), name="soak")
@@ -48,13 +54,14 @@ def run(quick: bool, workdir: Path, log=print, hours: int | None = None, hour_s:
                        "memory_bytes": st.get("memory_bytes"), "state": st.get("state")}
                 if (busy or _writing(rt.state_dir)) and not ended:
                     continue  # a snapshot being written holds one more fd and a second file: sample again
+                if ended:
+                    res["error"] = (f"the stream {st.get('state')} at {t:.0f} s, before the hour-{nxt} sample: "
+                                    f"{st.get('error') or st.get('end_reason')}")
+                    break
                 samples.append(row)
                 log(f"soak: hour {nxt}/{hours}: rss {row['rss_kb'] / 1024:.1f} MB, fds {row['fds']}, "
                     f"threads {row['threads']}, state dir {row['state_dir_bytes'] / 1e6:.2f} MB")
                 nxt += 1
-                if ended and nxt <= hours:
-                    res["error"] = f"the stream {st.get('state')} at {t:.0f} s: {st.get('error') or st.get('end_reason')}"
-                    break
                 continue
             if not rt.alive():
                 res["error"] = f"lvm-edge run exited: {rt.last_line()}"
@@ -79,11 +86,22 @@ def run(quick: bool, workdir: Path, log=print, hours: int | None = None, hour_s:
         res["threads"] = sorted({s["threads"] for s in samples})
         res["state_dir_mb"] = sorted({round(s["state_dir_bytes"] / 1e6, 2) for s in samples})
     res["wall_s"] = round(time.monotonic() - t0, 1)
-    res["passed"] = bool(not res.get("error") and len(samples) == hours and res.get("end_state") == "ended"
-                         and res.get("frames_processed") == int(total) and res.get("dropped") == 0
-                         and res["rss_growth"] <= RSS_GROWTH_MAX and len(res["fds"]) == 1 and len(res["threads"]) == 1
-                         and max(s["state_dir_bytes"] for s in samples[1:] or samples) <= 2 * samples[-1]["state_dir_bytes"]
-                         and not res["traceback_in_log"])
+    checks = {
+        "no error": not res.get("error"),
+        f"{hours} samples": len(samples) == hours,
+        "stream ended": res.get("end_state") == "ended",
+        "every frame processed": res.get("frames_processed") == int(total) and res.get("dropped") == 0,
+        f"rss growth <= {RSS_GROWTH_MAX:.0%}": res.get("rss_growth", 1.0) <= RSS_GROWTH_MAX,
+        # One either way is the sampler's own request: its server socket may not be closed yet, and
+        # the API's worker pool starts a thread when a request beats the last worker back to idle.
+        "fds flat": _flat(res.get("fds")),
+        "threads flat": _flat(res.get("threads")),
+        "state dir one snapshot": bool(samples) and max(s["state_dir_bytes"] for s in samples[1:] or samples)
+        <= 2 * samples[-1]["state_dir_bytes"],
+        "no traceback in log": not res["traceback_in_log"],
+    }
+    res["failed_checks"] = [name for name, ok in checks.items() if not ok]
+    res["passed"] = not res["failed_checks"]
     return res
 
 
