@@ -94,6 +94,16 @@ class Bundle:
         return all(g.plan for g in self.graphs.values())
 
     @property
+    def sampler_batches_streams(self) -> bool:
+        """Whether one sampler call may carry the clips of many streams (one row each): its graph has
+        a named batch axis (older bundles have a fixed 1) and no per-call activation quantisation,
+        whose scale, taken over the whole batch, would let one stream change what another keeps."""
+        g = self.graphs["sampler"]
+        mem = next(t for t in g.inputs if t.name == "mem")
+        per_call = isinstance(g.quantization, dict) and g.quantization.get("mode") == "dynamic"
+        return not isinstance(mem.shape[0], int) and not per_call
+
+    @property
     def bundle_id(self) -> str:
         """Names the exact graphs: a snapshot restores only into the bundle that wrote it."""
         h = hashlib.sha256()
@@ -133,6 +143,7 @@ def _check_contract(name: str, inputs, outputs, where: str) -> None:
 def _check_shapes(cfg: ModelConfig, graphs: dict[str, GraphInfo], where: str) -> None:
     S, P, d = cfg.backbone.image_size, cfg.backbone.tokens_per_frame, cfg.backbone.dim
     m, k = cfg.stream.memory_tokens, cfg.clip_tokens
+    # a named axis matches any size: the sampler's batch is "n_streams" in bundles that batch streams
     expect = {("backbone", "frames"): (None, S, S, 3), ("backbone", "tokens"): (None, P, d),
               ("sampler", "mem"): (1, m, d), ("sampler", "clip"): (1, k, d), ("heads", "mem"): (1, m, d)}
     for (g, n), shape in expect.items():

@@ -181,6 +181,8 @@ def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, bac
         pick = np.linspace(0, len(bb_feeds) - 1, max_backbone_batches).round().astype(int)
         bb_feeds = [bb_feeds[j] for j in pick]
 
+    # one stream, one row per call: the sampler's n_streams axis takes any row count, and the
+    # calibration ranges of one stream are those of a batch of streams
     mem = {"mem": np.zeros((1, m, d), np.float32), "mem_t": np.zeros((1, m), np.float32),
            "mem_p": np.zeros((1, m), np.int64), "mem_valid": np.zeros((1, m), np.float32)}
     svd = OnlineSVD.for_model(cfg)

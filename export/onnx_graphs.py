@@ -35,21 +35,25 @@ GRAPHS = tuple(_spec(name) for name in GRAPH_NAMES)
 BACKBONE, SAMPLER, HEADS = GRAPHS
 
 
-def example_inputs(net: LVMNet, spec: GraphSpec, batch: int = 2, queries: int = 3, window: int = 16):
-    """Representative inputs for tracing / parity checks (real-looking ranges, not all zeros)."""
+def example_inputs(net: LVMNet, spec: GraphSpec, batch: int = 2, queries: int = 3, window: int = 16,
+                   streams: int = 1):
+    """Representative inputs for tracing / parity checks (real-looking ranges, not all zeros).
+    ``streams``: sampler rows, each a different stream (its own memory, clip and clip times)."""
     cfg = net.cfg
     g = torch.Generator().manual_seed(0)
     s, P, d = cfg.backbone.image_size, cfg.backbone.tokens_per_frame, cfg.backbone.dim
     m, T, r = cfg.stream.memory_tokens, cfg.stream.clip_frames, cfg.svd.n_components
     if spec is BACKBONE:
         return (torch.randint(0, 256, (batch, s, s, 3), dtype=torch.uint8, generator=g),)
-    mem = torch.randn(1, m, d, generator=g)
-    mem_t = torch.sort(torch.rand(1, m, generator=g) * 600.0).values
-    mem_p = torch.randint(0, P, (1, m), generator=g)
-    mem_valid = (torch.rand(1, m, generator=g) > 0.1).float()
+    rows = streams if spec is SAMPLER else 1
+    mem = torch.randn(rows, m, d, generator=g)
+    mem_t = torch.sort(torch.rand(rows, m, generator=g) * 600.0).values
+    mem_p = torch.randint(0, P, (rows, m), generator=g)
+    mem_valid = (torch.rand(rows, m, generator=g) > 0.1).float()
     if spec is SAMPLER:
-        clip_t, clip_p = net.clip_coords(600.0 + torch.arange(T, dtype=torch.float32)[None] / cfg.stream.fps)
-        return (mem, mem_t, mem_p, mem_valid, torch.randn(1, T * P, d, generator=g), clip_t, clip_p.contiguous())
+        start = 600.0 + 50.0 * torch.arange(rows, dtype=torch.float32)[:, None]  # each stream at its own time
+        clip_t, clip_p = net.clip_coords(start + torch.arange(T, dtype=torch.float32)[None] / cfg.stream.fps)
+        return (mem, mem_t, mem_p, mem_valid, torch.randn(rows, T * P, d, generator=g), clip_t, clip_p.contiguous())
     q = torch.arange(queries) % 3
     basis = torch.linalg.qr(torch.randn(d, r, generator=g)).Q.T[None].contiguous()
     sv = torch.sort(torch.rand(1, r, generator=g) * 10, descending=True).values
@@ -64,21 +68,27 @@ class _Sampler(nn.Module):
         super().__init__()
         self.sampler = net.sampler
 
-    def forward(self, *args):
-        return self.sampler(*args)
+    # named like the contract's inputs: torch.export matches dynamic_shapes by argument name
+    def forward(self, mem, mem_t, mem_p, mem_valid, clip, clip_t, clip_p):
+        return self.sampler(mem, mem_t, mem_p, mem_valid, clip, clip_t, clip_p)
 
 
 def graph_module(net: LVMNet, spec: GraphSpec) -> nn.Module:
     return {"backbone": net.backbone, "sampler": _Sampler(net), "heads": net.heads}[spec.name]
 
 
+# The sampler's batch: one row per camera stream, so one call serves every stream whose clip is ready.
+MAX_STREAMS = 256
+
+
 def dynamic_shapes(spec: GraphSpec):
-    """Dynamic axes: frames batch; query batch and window length. The sampler is static (one stream)."""
+    """Dynamic axes: frames batch; sampler streams; query batch and window length."""
     Dim = torch.export.Dim
     if spec is BACKBONE:
         return {"frames": {0: Dim("n_frames", min=1, max=4096)}}
     if spec is SAMPLER:
-        return None
+        b = Dim("n_streams", min=1, max=MAX_STREAMS)
+        return {name: {0: b} for name in spec.inputs}
     q, l = Dim("n_queries", min=1, max=4096), Dim("window", min=2, max=100000)
     shapes = {name: None for name in spec.inputs}
     shapes.update({"q_type": {0: q}, "q_activity": {0: q}, "q_object": {0: q}, "q_window": {0: q},
@@ -91,7 +101,8 @@ def export_graph(net: LVMNet, spec: GraphSpec, path: Path) -> Path:
 
     net.eval()
     module = graph_module(net, spec).eval()
-    args = example_inputs(net, spec)
+    # two sampler rows: a traced size of 1 would be specialised to a constant, losing the axis
+    args = example_inputs(net, spec, streams=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), input_names=list(spec.inputs),

@@ -8,6 +8,8 @@ FP32 bound is 1e-4 on that. Head outputs are compared where ``q_mask`` is 1 — 
 The sampler is compared as *sets*: which tokens it kept, identified by (timestamp, patch index),
 never slot by slot — TopK may order near-equal scores differently and that changes nothing. We also
 check the kept tokens' features and timestamps are the inputs' own values (the data path is exact).
+The sampler serves many camera streams in one call (a batch axis, one row per stream): every parity
+input is also run as one row of a single batched call and must keep, row by row, what it keeps alone.
 """
 from __future__ import annotations
 
@@ -59,6 +61,31 @@ def sampler_match(ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> dict:
             "valid_count_equal": bool(int(ref[3].sum()) == int(out[3].sum()))}
 
 
+def stack_streams(feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Batch-1 sampler feeds -> one feed whose row i is stream i."""
+    return {n: np.concatenate([f[n] for f in feeds]) for n in SAMPLER.inputs}
+
+
+def streams_batch_match(net, sess, names: list[str], feeds: list[dict], alone: list[Sequence[np.ndarray]]) -> dict:
+    """Every feed as one row of ONE batched call vs the same feed alone (``alone``: its batch-1
+    outputs): per row the kept (time, patch) set and the kept features. A graph whose batch axis
+    was specialised, or whose rows see each other, fails here. With a single feed a second stream
+    (another example memory and clip) joins it, so the batch always holds different streams."""
+    if len(feeds) < 2:
+        extra = {n: a[1:2] for n, a in example_feeds(net, SAMPLER, streams=2).items()}
+        feeds, alone = feeds + [extra], alone + [sess.run(names, extra)]
+    out = sess.run(names, stack_streams(feeds))
+    recalls, feats, same = [], [], 0
+    for i, single in enumerate(alone):
+        row = [o[i : i + 1] for o in out]
+        m = sampler_match(single, row)
+        recalls.append(m["topm_recall"])
+        feats.append(m["kept_feature_max_abs"])
+        same += all(np.array_equal(a, b) for a, b in zip(single, row))
+    return {"streams": len(feeds), "topm_recall": float(min(recalls)), "kept_feature_max_abs": float(max(feats)),
+            "rows_identical": int(same), "compared": "each row of one batched call vs that stream alone"}
+
+
 def dense_diff(spec: GraphSpec, feed: dict, ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> dict[str, dict]:
     res = {}
     for name, r, o in zip(spec.outputs, ref, out):
@@ -89,16 +116,18 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
     names = list(spec.outputs)
     refs = refs if refs is not None else reference_outputs(net, spec, feeds)
     if spec is SAMPLER:
-        recalls, feats, kept = [], [], []
+        recalls, feats, kept, alone = [], [], [], []
         for feed, ref in zip(feeds, refs):
             out = sess.run(names, feed)
+            alone.append(out)
             m = sampler_match(ref, out)
             recalls.append(m["topm_recall"])
             feats.append(m["kept_feature_max_abs"])
             kept.append(m["kept"])
         return {"topm_recall": float(min(recalls)), "topm_recall_mean": float(np.mean(recalls)),
                 "kept_feature_max_abs": float(max(feats)), "calls": len(feeds), "kept_tokens_min": int(min(kept)),
-                "compared": "kept (time, patch) sets"}
+                "compared": "kept (time, patch) sets",
+                "streams_batch": streams_batch_match(net, sess, names, list(feeds), alone)}
     per_out: dict[str, dict] = {}
     for feed, ref in zip(feeds, refs):
         out = sess.run(names, feed)
@@ -134,6 +163,10 @@ def fp32_failures(parity: dict[str, dict]) -> list[str]:
     p = parity.get(SAMPLER.name)
     if p and p["topm_recall"] < FP32_MIN_RECALL:
         bad.append(f"sampler top-m recall {p['topm_recall']:.4f} < {FP32_MIN_RECALL}")
+    sb = (p or {}).get("streams_batch")
+    if sb and (sb["topm_recall"] < FP32_MIN_RECALL or sb["kept_feature_max_abs"] > FP32_MAX_ABS):
+        bad.append(f"sampler rows of one {sb['streams']}-stream call differ from the streams alone (recall "
+                   f"{sb['topm_recall']:.4f}, kept features {sb['kept_feature_max_abs']:.2e})")
     return bad
 
 

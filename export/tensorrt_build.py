@@ -7,10 +7,12 @@ INT8 builder flags the ONNX asks for — detected with ``hasattr``, never from v
 TF32 is turned off where the flag exists: FP32 parts of the graphs (LayerNorm, the sampler's scores)
 are FP32 on purpose.
 
-Every dynamic axis gets an optimisation profile (min / opt / max): backbone frames N, heads queries Q
-and window length L; the sampler is static. A persistent timing cache (``timing.cache`` in the
-bundle, carried over from the previous bundle at the same place) makes rebuilds fast; a cache from
-another TensorRT version or GPU is dropped and rebuilt, never trusted.
+Every dynamic axis gets an optimisation profile (min / opt / max): backbone frames N, sampler
+streams S (one row per camera; a plan serves at most ``s_max`` streams per call, fewer than the
+ONNX allows: the execution context reserves activation memory for the largest shape), heads
+queries Q and window length L. A persistent timing cache (``timing.cache`` in the bundle, carried
+over from the previous bundle at the same place) makes rebuilds fast; a cache from another
+TensorRT version or GPU is dropped and rebuilt, never trusted.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def available() -> bool:
 
 @dataclass(frozen=True)
 class Profile:
-    """Shapes for the dynamic axes: frames N, queries Q, window L."""
+    """Shapes for the dynamic axes: frames N, queries Q, window L, sampler streams S."""
     n_min: int = 1
     n_opt: int = 16
     n_max: int = 64
@@ -49,6 +51,9 @@ class Profile:
     l_min: int = 2
     l_opt: int = 64
     l_max: int = 64
+    s_min: int = 1
+    s_opt: int = 8
+    s_max: int = 64
 
     @classmethod
     def for_config(cls, cfg, max_frames: int = 64, max_queries: int = 64) -> "Profile":
@@ -58,7 +63,7 @@ class Profile:
     def shapes(self, signature: dict) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
         """min / opt / max for each input that has a named (dynamic) axis."""
         axis = {"n_frames": (self.n_min, self.n_opt, self.n_max), "n_queries": (self.q_min, self.q_opt, self.q_max),
-                "window": (self.l_min, self.l_opt, self.l_max)}
+                "window": (self.l_min, self.l_opt, self.l_max), "n_streams": (self.s_min, self.s_opt, self.s_max)}
         out = {}
         for t in signature["inputs"]:
             if all(isinstance(x, int) for x in t["shape"]):
