@@ -65,14 +65,19 @@ class Committed:
 class Engine:
     def __init__(self, bundle_dir: str | Path | Bundle, backend: str = "auto", threads: int | None = None, *,
                  batch_size: int | None = None, max_queries_per_call: int = 64, gap_factor: float = 2.0,
-                 verify: bool = True) -> None:
+                 verify: bool = True, shared: "Engine | None" = None) -> None:
         self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(bundle_dir, verify=verify)
         self.cfg = self.bundle.cfg
         self.labels: list[str] = list(self.bundle.labels["activities"])
         self.products: list[str] = list(self.bundle.labels.get("products", []))
         self.object_extent = self.bundle.object_extent
         self.threads = threads
-        self._runners, self.backend, self.notes = open_runners(self.bundle, backend, threads)
+        # an engine made by stream_engine() runs on its owner's sessions; only the owner closes them
+        self._owns_runners = shared is None
+        if shared is None:
+            self._runners, self.backend, self.notes = open_runners(self.bundle, backend, threads)
+        else:
+            self._runners, self.backend, self.notes = shared._runners, shared.backend, shared.notes
         self.backbone, self.sampler, self.heads = (self._runners[n] for n in ("backbone", "sampler", "heads"))
 
         c = self.cfg
@@ -95,7 +100,15 @@ class Engine:
         self.reset()
 
     # -- setup -------------------------------------------------------------------------------
+    def stream_engine(self) -> "Engine":
+        """Another stream on this engine's graphs: the same backend sessions (loaded once), its own
+        memory, SVD, clock, gaps and OOD monitor."""
+        return Engine(self.bundle, self.backend, self.threads, batch_size=self.batch_size,
+                      max_queries_per_call=self.max_queries_per_call, gap_factor=self.gap_factor, shared=self)
+
     def close(self) -> None:
+        if not self._owns_runners:
+            return
         for r in self._runners.values():
             r.deactivate()
 
@@ -228,23 +241,30 @@ class Engine:
 
     def ingest(self, frames: np.ndarray, times: np.ndarray) -> int:
         """Add frames at stream times (seconds, strictly increasing). Returns clips committed."""
-        times = np.asarray(times, np.float64).reshape(-1)
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or len(frames) != len(times):
-            raise ValueError(f"need frames (N, H, W, 3) and times (N,), got {frames.shape} and {times.shape}")
-        if len(times) == 0:
-            return 0
-        if not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
-            raise ValueError("frame times must be finite and strictly increasing")
         with self._lock:
-            if self._last_t is not None and times[0] <= self._last_t:
-                raise ValueError(f"frame time {times[0]:.3f} s is not after the last one ({self._last_t:.3f} s)")
+            frames, times = self.check_frames(frames, times)
+            if len(times) == 0:
+                return 0
             committed = 0
             for i in range(0, len(frames), self.batch_size):
                 tokens = self.encode(frames[i : i + self.batch_size])
                 for tok, t in zip(tokens, times[i : i + self.batch_size]):
-                    committed += self._add(tok, float(t))
+                    if self._add(tok, float(t)):
+                        self._commit(self.clip_frames)
+                        committed += 1
             return committed
+
+    def check_frames(self, frames: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``ingest``'s checks of frames and times, without running anything (ValueError)."""
+        times = np.asarray(times, np.float64).reshape(-1)
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or len(frames) != len(times):
+            raise ValueError(f"need frames (N, H, W, 3) and times (N,), got {frames.shape} and {times.shape}")
+        if len(times) and (not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0)):
+            raise ValueError("frame times must be finite and strictly increasing")
+        if len(times) and self._last_t is not None and times[0] <= self._last_t:
+            raise ValueError(f"frame time {times[0]:.3f} s is not after the last one ({self._last_t:.3f} s)")
+        return frames, times
 
     def ingest_tokens(self, tokens: np.ndarray, times: np.ndarray) -> int:
         """Like ``ingest`` for frames already through the backbone (N, P, d)."""
@@ -252,9 +272,15 @@ class Engine:
         with self._lock:
             if self._last_t is not None and len(times) and times[0] <= self._last_t:
                 raise ValueError(f"frame time {times[0]:.3f} s is not after the last one ({self._last_t:.3f} s)")
-            return sum(self._add(np.asarray(tok, np.float32), float(t)) for tok, t in zip(tokens, times))
+            committed = 0
+            for tok, t in zip(tokens, times):
+                if self._add(np.asarray(tok, np.float32), float(t)):
+                    self._commit(self.clip_frames)
+                    committed += 1
+            return committed
 
-    def _add(self, tok: np.ndarray, t: float) -> int:
+    def _add(self, tok: np.ndarray, t: float) -> bool:
+        """Add one frame's tokens; True when the pending clip is full (the caller commits it)."""
         period = 1.0 / self.fps
         if self._last_t is not None and t - self._last_t > self.gap_factor * period:
             self._gaps.append((self._last_t + period, t))
@@ -264,10 +290,7 @@ class Engine:
         self._n_pending += 1
         self._last_t = t
         self.frames_processed += 1
-        if self._n_pending == self.clip_frames:
-            self._commit(self.clip_frames)
-            return 1
-        return 0
+        return self._n_pending == self.clip_frames
 
     def flush(self) -> bool:
         """Commit a partial clip now (end of stream), padded with copies of its last frame."""
@@ -284,6 +307,10 @@ class Engine:
         t0 = time.perf_counter()
         self.memory.step(*clip_inputs(self._pending, self._pending_t))
         self._stage("sampler", t0)
+        self._after_step(n_real)
+
+    def _after_step(self, n_real: int) -> None:
+        """The host half of a commit, after the sampler wrote the new memory: SVD, clock, publish."""
         t0 = time.perf_counter()
         fold_clip(self.svd, self._pending, n_real)
         self._stage("svd", t0)

@@ -7,6 +7,10 @@ memory's size is the same after one clip and after a week.
 
 ``read()`` copies the front set to the host: the engine does that once per commit and answers
 queries from the copy, so queries never touch buffers the sampler is writing.
+
+Several streams can share one sampler: when its graph has a dynamic batch axis, ``step_many`` runs
+the clips of many streams' memories in one call (each memory's rows gathered into a batch, the new
+rows written into each memory's back set, every set swapped).
 """
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ class TokenMemory:
     def __init__(self, sampler: Runner) -> None:
         self.sampler = sampler
         meta = sampler.get_input_metadata()
-        self.shapes = {n: meta[n].concrete() for n in MEMORY_INPUTS + CLIP_INPUTS}
+        # a batch axis named n_streams: this memory is one row of it
+        self.batched = not isinstance(meta["mem"].shape[0], int)
+        self.shapes = {n: tuple(d if isinstance(d, int) else 1 for d in meta[n].shape) for n in MEMORY_INPUTS + CLIP_INPUTS}
         self.dtypes = {n: meta[n].dtype for n in MEMORY_INPUTS + CLIP_INPUTS}
         self.m = self.shapes["mem"][1]
         self._sets = [self._alloc_set(), self._alloc_set()]
@@ -61,6 +67,24 @@ class TokenMemory:
         self.sampler.infer_bound({**src, **self._clip}, {"new_" + n: dst[n] for n in MEMORY_INPUTS})
         self._front = 1 - self._front
         self.steps += 1
+
+    @staticmethod
+    def step_many(memories: list["TokenMemory"], clips: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """One sampler call for many memories (all sharing one batched sampler), else one each."""
+        if len(memories) == 1 or not memories[0].batched:
+            for mem, clip in zip(memories, clips):
+                mem.step(*clip)
+            return
+        first = memories[0]
+        feed = {n: np.concatenate([m.front[n].download() for m in memories]) for n in MEMORY_INPUTS}
+        for j, n in enumerate(CLIP_INPUTS):
+            feed[n] = np.concatenate([np.asarray(c[j], first.dtypes[n]).reshape(first.shapes[n]) for c in clips])
+        out = first.sampler.infer(feed)
+        for i, mem in enumerate(memories):
+            for n in MEMORY_INPUTS:
+                mem.back[n].upload(out["new_" + n][i : i + 1])
+            mem._front = 1 - mem._front
+            mem.steps += 1
 
     def read(self) -> dict[str, np.ndarray]:
         """Host copies of the committed memory."""

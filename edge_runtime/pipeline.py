@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -46,17 +46,27 @@ from edge_runtime.rate_meter import RateMeter
 from edge_runtime.run_state import RunState, SourceMismatch, end_reason, label_of, source_identity
 from edge_runtime.telemetry import Telemetry
 
+if TYPE_CHECKING:
+    from edge_runtime.ingest_batcher import IngestBatcher
+
 log = logging.getLogger("lvm_edge")
 
 
 class Runtime:
-    """One engine + at most one source + snapshots + the query batcher; what the API serves."""
+    """One stream: its engine + at most one source + snapshots + the query batcher. Alone it is
+    what the API serves; several share one engine set through ``edge_runtime.streams.Streams``,
+    which passes each its ``name``, the shared ``ingestor`` (frames of all streams batched) and the
+    shared ``catalog``."""
 
     def __init__(self, engine: Engine, *, state_dir: str | Path | None = None, snapshot_every: float | None = None,
                  telemetry: Telemetry | None = None, max_batch: int = 64, batch_wait_s: float = 0.003,
-                 batch_frames: int | None = None, warn: Callable[[str], None] | None = None) -> None:
+                 batch_frames: int | None = None, warn: Callable[[str], None] | None = None,
+                 name: str = "default", ingestor: "IngestBatcher | None" = None,
+                 catalog: Catalog | None = None) -> None:
         self.engine = engine
-        self.telemetry = telemetry or Telemetry()
+        self.name = name
+        self.ingestor = ingestor
+        self.telemetry = telemetry or Telemetry(name)
         engine.on_stage = self.telemetry.observe_stage
         self.state_dir = Path(state_dir) if state_dir else None
         self.snapshot_every = snapshot_every
@@ -86,7 +96,9 @@ class Runtime:
         self.started = time.time()
         self.batcher = QueryBatcher(engine, max_batch=max_batch, wait_s=batch_wait_s, telemetry=self.telemetry)
         # the products queries can name instead of sending a picture; kept beside the snapshots
-        self.catalog = Catalog(self.state_dir, warn=self._warn) if self.state_dir is not None else None
+        if catalog is None and self.state_dir is not None:
+            catalog = Catalog(self.state_dir, warn=self._warn)
+        self.catalog = catalog
         if self.state_dir is not None:
             self._restore()
         self._update_gauges()
@@ -303,7 +315,10 @@ class Runtime:
     def _ingest(self, frames: list[np.ndarray], times: list[float]) -> None:
         if not frames:
             return
-        n_clips = self.engine.ingest(np.stack(frames), np.asarray(times))
+        if self.ingestor is not None:
+            n_clips = self.ingestor.submit(self.engine, np.stack(frames), np.asarray(times))
+        else:
+            n_clips = self.engine.ingest(np.stack(frames), np.asarray(times))
         self.telemetry.frames_processed.inc(len(frames))
         if n_clips:
             self.telemetry.clips.inc(n_clips)
@@ -397,6 +412,7 @@ class Runtime:
         st = getattr(self, "_source_stats", None) or (self._source.stats if self._source is not None else {})
         fps = self._meter.rate()
         return {
+            "stream": self.name,
             "state": self.state.value,
             "error": self.error,
             "end_reason": self.end_reason,

@@ -1,4 +1,7 @@
-"""Prometheus metrics of one runtime (its own registry, so several can live in one process)."""
+"""Prometheus metrics, one registry per process (several runtimes in one test process each make
+their own), every series labelled with its stream: ``Telemetry(stream, metrics=m)`` is one
+stream's view of the registry ``m`` with plain attributes (``frames_in.inc()``,
+``stage.labels(stage=...)``)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -7,27 +10,75 @@ from prometheus_client import CONTENT_TYPE_LATEST
 _STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class Telemetry:
+class Metrics:
+    """The process's registry and its metrics (what /metrics renders)."""
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.frames_in = Counter("lvm_frames_in", "Frames delivered by the source", registry=r)
-        self.frames_processed = Counter("lvm_frames_processed", "Frames through the backbone", registry=r)
-        self.frames_dropped = Gauge("lvm_frames_dropped", "Frames the source dropped (latest-frame-wins)", registry=r)
-        self.clips = Counter("lvm_clips_committed", "Clips committed to memory", registry=r)
-        self.reconnects = Gauge("lvm_source_reconnects", "Source reconnects", registry=r)
-        self.stage = Histogram("lvm_stage_seconds", "Latency per pipeline stage", ["stage"],
+        s = ["stream"]
+        self.frames_in = Counter("lvm_frames_in", "Frames delivered by the source", s, registry=r)
+        self.frames_processed = Counter("lvm_frames_processed", "Frames through the backbone", s, registry=r)
+        self.frames_dropped = Gauge("lvm_frames_dropped", "Frames the source dropped (latest-frame-wins)", s, registry=r)
+        self.clips = Counter("lvm_clips_committed", "Clips committed to memory", s, registry=r)
+        self.reconnects = Gauge("lvm_source_reconnects", "Source reconnects", s, registry=r)
+        self.stage = Histogram("lvm_stage_seconds", "Latency per pipeline stage", s + ["stage"],
                                buckets=_STAGE_BUCKETS, registry=r)
-        self.query = Histogram("lvm_query_seconds", "Query latency (request to answer)", ["type"],
+        self.query = Histogram("lvm_query_seconds", "Query latency (request to answer)", s + ["type"],
                                buckets=_STAGE_BUCKETS, registry=r)
-        self.query_batch = Histogram("lvm_query_batch_size", "Queries answered per heads call",
+        self.query_batch = Histogram("lvm_query_batch_size", "Queries answered per heads call", s,
                                      buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
-        self.memory_bytes = Gauge("lvm_memory_bytes", "Bytes of stream state (memory, SVD, pending clip)", registry=r)
-        self.coverage_end = Gauge("lvm_coverage_end_seconds", "Stream time the committed memory reaches", registry=r)
-        self.snapshots = Counter("lvm_snapshots", "Snapshots written", registry=r)
-        self.snapshot_errors = Counter("lvm_snapshot_errors", "Snapshots that failed", registry=r)
-        self.fps = Gauge("lvm_processed_fps", "Frames processed per wall-clock second (recent)", registry=r)
+        self.memory_bytes = Gauge("lvm_memory_bytes", "Bytes of stream state (memory, SVD, pending clip)", s, registry=r)
+        self.coverage_end = Gauge("lvm_coverage_end_seconds", "Stream time the committed memory reaches", s, registry=r)
+        self.snapshots = Counter("lvm_snapshots", "Snapshots written", s, registry=r)
+        self.snapshot_errors = Counter("lvm_snapshot_errors", "Snapshots that failed", s, registry=r)
+        self.fps = Gauge("lvm_processed_fps", "Frames processed per wall-clock second (recent)", s, registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+_PLAIN = ("frames_in", "frames_processed", "frames_dropped", "clips", "reconnects", "query_batch", "memory_bytes",
+          "coverage_end", "snapshots", "snapshot_errors", "fps")
+
+
+class _Labelled:
+    """A metric with more labels than the stream: ``.labels(type=...)`` with the stream filled in."""
+
+    def __init__(self, metric, stream: str) -> None:
+        self._metric, self._stream = metric, stream
+
+    def labels(self, **labels: str):
+        return self._metric.labels(stream=self._stream, **labels)
+
+
+class Telemetry:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, stream: str = "default", *, metrics: Metrics | None = None) -> None:
+        self.stream = stream
+        self._metrics = metrics or Metrics()
+        self.registry = self._metrics.registry
+        for name in _PLAIN:
+            setattr(self, name, getattr(self._metrics, name).labels(stream=stream))
+        self.stage = _Labelled(self._metrics.stage, stream)
+        self.query = _Labelled(self._metrics.query, stream)
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._metrics
+
+    def forget(self) -> None:
+        """Drop this stream's series (a stream removed at run time leaves no stale ones behind)."""
+        m = self._metrics
+        for name in _PLAIN:
+            try:
+                getattr(m, name).remove(self.stream)
+            except KeyError:
+                pass
+        for metric in (m.stage, m.query):
+            for labels in [k for k in list(metric._metrics) if k[0] == self.stream]:
+                metric.remove(*labels)
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage.labels(stage=stage).observe(seconds)

@@ -115,7 +115,7 @@ def test_demo_stream_query_kill_restore_and_drain(tiny_bundle, tmp_path):
         assert st["state"] == "streaming" and st["restored_from"] is None
         _ask_all(p, 0, 90)
         m = p.get("/metrics").text
-        assert "lvm_frames_processed_total" in m and 'lvm_stage_seconds_count{stage="backbone"}' in m
+        assert "lvm_frames_processed_total" in m and 'lvm_stage_seconds_count{stage="backbone",stream="default"}' in m
         p.wait_for(lambda s: s["last_snapshot"] is not None)
         time.sleep(1.0)
     finally:
@@ -220,7 +220,9 @@ def _expected_memory_bytes(bundle: Path) -> int:
 
     def nbytes(graph, names):
         specs = {i["name"]: i for i in m["graphs"][graph]["inputs"]}
-        return sum(int(np.prod(specs[n]["shape"])) * np.dtype(specs[n]["dtype"]).itemsize for n in names)
+        # a named batch axis (the sampler's n_streams) is one row per stream
+        return sum(int(np.prod([x if isinstance(x, int) else 1 for x in specs[n]["shape"]]))
+                   * np.dtype(specs[n]["dtype"]).itemsize for n in names)
 
     memory_set = nbytes("sampler", ("mem", "mem_t", "mem_p", "mem_valid"))
     clip = nbytes("sampler", ("clip", "clip_t", "clip_p"))
