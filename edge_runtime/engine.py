@@ -88,6 +88,7 @@ class Engine:
         self.max_queries_per_call = int(max_queries_per_call)
         self.gap_factor = float(gap_factor)
         self.memory = TokenMemory(self.sampler)
+        self.memory.batched = self.bundle.sampler_batches_streams
         self.svd = OnlineSVD.for_model(c)
         self.ood = OODMonitor.for_bundle(self.bundle)  # recent frames vs the training frames' statistics
         self._pending = np.zeros((self.clip_frames, self.tokens_per_frame, self.token_dim), np.float32)

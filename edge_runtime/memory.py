@@ -26,8 +26,9 @@ class TokenMemory:
     def __init__(self, sampler: Runner) -> None:
         self.sampler = sampler
         meta = sampler.get_input_metadata()
-        # a batch axis named n_streams: this memory is one row of it
-        self.batched = not isinstance(meta["mem"].shape[0], int)
+        # May one sampler call carry many streams' rows (step_many)? The engine sets it from the
+        # bundle; a named batch axis (n_streams) is one row here.
+        self.batched = False
         self.shapes = {n: tuple(d if isinstance(d, int) else 1 for d in meta[n].shape) for n in MEMORY_INPUTS + CLIP_INPUTS}
         self.dtypes = {n: meta[n].dtype for n in MEMORY_INPUTS + CLIP_INPUTS}
         self.m = self.shapes["mem"][1]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge_runtime.config import CONFIG_DIR, ConfigError, load_yaml, validate_mapping
 
@@ -46,6 +46,13 @@ class DemoSettings(_Strict):
     queries: int = Field(8, ge=1, le=100, description="queries answered at the end, beside ground truth")
 
 
+class StreamSettings(_Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                      description="the stream's name: API and CLI address it by this; its snapshots live in "
+                                  "<state dir>/streams/<name>/")
+    uri: str = Field(..., description="source URI, as source.uri")
+
+
 class RuntimeSettings(_Strict):
     bundle: str = Field("engines/lvm-tiny-fp32", description="bundle folder (relative to the repo or absolute)")
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
@@ -54,9 +61,21 @@ class RuntimeSettings(_Strict):
     duration_s: float | None = Field(None, gt=0, description="stop after this much stream time")
     status_every_s: float = Field(1.0, gt=0)
     source: SourceSettings = SourceSettings()
+    streams: list[StreamSettings] = Field(default_factory=list, description="several named sources on one engine "
+                                          "set (instead of source.uri); source's other settings apply to each")
     api: ApiSettings = ApiSettings()
     state: StateSettings = StateSettings()
     demo: DemoSettings = DemoSettings()
+
+    @model_validator(mode="after")
+    def _one_name_each(self) -> "RuntimeSettings":
+        names = [st.name for st in self.streams]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"streams: the name {dup[0]!r} is used twice (each stream needs its own)")
+        if self.streams and self.source.uri:
+            raise ValueError("give either source.uri (one stream) or streams (several), not both")
+        return self
 
 
 def load_runtime_settings(path: str | Path | None) -> RuntimeSettings:

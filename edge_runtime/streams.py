@@ -48,7 +48,9 @@ def check_name(name: Any) -> str:
 def split_named(spec: str) -> tuple[str | None, str]:
     """``name=URI`` -> (name, URI); a bare URI -> (None, URI). A URI's own '=' (in ?k=v) is not a name."""
     head, eq, rest = spec.partition("=")
-    if eq and "/" not in head and ":" not in head and "?" not in head:
+    # a path may hold '=' too: it names a stream when what precedes it cannot be a path's start
+    # ('/', a scheme's ':' or a query's '?'), or when what follows is a URI with a scheme
+    if eq and ":" not in head and "?" not in head and ("/" not in head or "://" in rest):
         return head, rest
     return None, spec
 

@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="stream a source into memory and serve the API")
     src = r.add_mutually_exclusive_group()
-    src.add_argument("--source", help="source URI: camera index, /dev/videoN, csi://N, rtsp://..., a file, demo://checkout?seed=N")
+    src.add_argument("--source", action="append", metavar="[NAME=]URI",
+                     help="source URI: camera index, /dev/videoN, csi://N, rtsp://..., a file, demo://checkout?seed=N; "
+                          "repeat it for several streams on one engine set, each NAME=URI (API and CLI address a "
+                          "stream by NAME; its snapshots go to <state dir>/streams/NAME/)")
     src.add_argument("--camera", type=int, metavar="N", help="camera index (same as --source N)")
     r.add_argument("--bundle", help="bundle folder (default from --config, else engines/lvm-tiny-fp32)")
     r.add_argument("--api", metavar="HOST:PORT", help="where to serve the API (default 127.0.0.1:8321; 'none' to not serve)")

@@ -13,14 +13,13 @@ from edge_runtime.cli.status_line import StatusLine
 
 
 def cmd_run(args) -> int:
-    from edge_runtime.pipeline import RunState, Runtime, SourceMismatch
+    from edge_runtime.pipeline import RunState, SourceMismatch
+    from edge_runtime.streams import StreamError, Streams, check_name
 
     s = load_settings(args, {"bundle": args.bundle, "backend": args.backend, "threads": args.threads,
                              "duration_s": args.duration, "source.realtime": args.realtime,
                              "state.dir": args.state_dir, "state.snapshot_every_s": args.snapshot_every})
-    uri = str(args.camera) if args.camera is not None else (args.source or s.source.uri)
-    if uri is None:
-        raise CliError("no source: pass --source URI or --camera N (or set source.uri in --config)")
+    sources = stream_sources(args, s)
     serve = not (args.api and args.api.lower() in ("none", "off", "no"))
     # Without --duration a served stream is a service: it answers on after its source ends.
     keep_serving = args.keep_serving if args.keep_serving is not None else (serve and s.duration_s is None)
@@ -35,31 +34,43 @@ def cmd_run(args) -> int:
             check_bind(host, token)
         except ValueError as err:
             raise CliError(str(err)) from None
-    preflight_source(uri)
+    for name, uri in sources:
+        if name is not None:
+            try:
+                check_name(name)
+            except StreamError as err:
+                raise CliError(f"--source {name}={uri}: {err}") from None
+        preflight_source(uri)
     if s.state.dir:
         check_state_dir(Path(s.state.dir))
-        if args.reset_state:
-            reset_state(Path(s.state.dir))
     elif args.reset_state:
         raise CliError("--reset-state needs --state-dir (or state.dir in --config)")
     engine = open_engine(s.bundle, s.backend, s.threads)
-    runtime = Runtime(engine, state_dir=s.state.dir, snapshot_every=s.state.snapshot_every_s,
-                      max_batch=s.api.max_batch, batch_wait_s=s.api.batch_wait_ms / 1000,
-                      batch_frames=s.batch_frames, warn=say)
+    hub = Streams(engine, state_dir=s.state.dir, snapshot_every=s.state.snapshot_every_s,
+                  max_batch=s.api.max_batch, batch_wait_s=s.api.batch_wait_ms / 1000,
+                  batch_frames=s.batch_frames, warn=say)
     try:
-        runtime.check_source(uri)
-    except SourceMismatch as err:
-        runtime.close()
-        raise CliError(f"--state-dir {s.state.dir}: its snapshot holds the memory of {err.recorded}, but this run's "
-                       f"source is {err.requested}; pass --reset-state to set that snapshot aside (renamed, kept) "
-                       f"and start empty, or use another --state-dir") from None
-    if runtime.restored_from:
-        cov = runtime.restored_from["coverage"]
-        say(f"restored memory from {runtime.restored_from['path']} (coverage {cov['start']}-{cov['end']} s, "
-            f"{runtime.restored_from['frames_processed']} frames)")
+        for name, uri in sources:
+            if args.reset_state:
+                reset_state(hub.state_dir_of(name or "default"))
+            runtime = hub.create(name)
+            try:
+                runtime.check_source(uri)
+            except SourceMismatch as err:
+                where = f"--state-dir {s.state.dir}" + (f" (stream {name})" if name else "")
+                raise CliError(f"{where}: its snapshot holds the memory of {err.recorded}, but this run's "
+                               f"source is {err.requested}; pass --reset-state to set that snapshot aside (renamed, "
+                               f"kept) and start empty, or use another --state-dir") from None
+            if runtime.restored_from:
+                cov = runtime.restored_from["coverage"]
+                say(f"{_who(runtime, hub)}restored memory from {runtime.restored_from['path']} (coverage "
+                    f"{cov['start']}-{cov['end']} s, {runtime.restored_from['frames_processed']} frames)")
+    except BaseException:
+        hub.close()
+        raise
     server = server_thread = None
     if serve:
-        server, server_thread = _start_api(runtime, s.api, host, port, token)
+        server, server_thread = _start_api(hub, s.api, host, port, token)
 
     stop = threading.Event()
     signals: list[int] = []
@@ -75,46 +86,83 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGINT, on_signal)
     source_options = {"queue_size": s.source.queue_size, "stall_timeout_s": s.source.stall_timeout_s,
                       "reconnect_max_s": s.source.reconnect_max_s}
-    runtime.start(uri, realtime=s.source.realtime, duration=s.duration_s, source_options=source_options)
-    status = StatusLine(runtime, s.status_every_s)
-    end_noted = False
+    for (_, uri), runtime in zip(sources, hub):
+        runtime.start(uri, realtime=s.source.realtime, duration=s.duration_s, source_options=source_options)
+    status = StatusLine(hub, s.status_every_s)
+    noted: set[str] = set()
     try:
         while not stop.wait(min(0.25, s.status_every_s)):
             status.tick()
             if server_thread is not None and not server_thread.is_alive():
                 raise CliError("API server stopped unexpectedly", 1)
-            if not runtime.running and runtime.wait(0):
-                if runtime.state is RunState.FAILED or not keep_serving:
-                    break
-                if not end_noted:  # --keep-serving: answer queries on what it remembers
+            done = [rt for rt in hub if not rt.running and rt.wait(0)]
+            if len(done) == len(hub) and (not keep_serving or all(rt.state is RunState.FAILED for rt in done)):
+                break
+            for rt in done:  # one stream ended: the others go on; it still answers from memory
+                if rt.name not in noted:
+                    noted.add(rt.name)
                     status.tick(force=True)
-                    say(runtime.error or runtime.end_reason or "the stream ended")
-                    say("source ended; still answering queries (Ctrl-C / SIGTERM to stop)")
-                    end_noted = True
+                    say(_who(rt, hub) + (rt.error or rt.end_reason or "the stream ended"))
+            if keep_serving and len(done) == len(hub) and "*" not in noted:
+                say("source ended; still answering queries (Ctrl-C / SIGTERM to stop)")
+                noted.add("*")
     finally:
         status.tick(force=True)
         status.done()
-        if not end_noted and (runtime.error or runtime.end_reason):
-            say(runtime.error or runtime.end_reason)  # why it ended (or failed), once
+        for rt in hub:  # why each ended (or failed), once
+            if rt.name not in noted and (rt.error or rt.end_reason):
+                say(_who(rt, hub) + (rt.error or rt.end_reason))
         if signals:
             say(f"{signal.Signals(signals[0]).name}: draining and snapshotting")
-        # a run that failed before its first frame changed nothing: no snapshot to write
-        runtime.stop(snapshot=not (runtime.state is RunState.FAILED and runtime.frames_in == 0))
-        if runtime.last_snapshot_path is not None and runtime.state_dir is not None:
-            say(f"snapshot written to {runtime.last_snapshot_path}")
+        for rt in hub:
+            # a run that failed before its first frame changed nothing: no snapshot to write
+            rt.stop(snapshot=not (rt.state is RunState.FAILED and rt.frames_in == 0))
+            if rt.last_snapshot_path is not None and rt.state_dir is not None:
+                say(f"{_who(rt, hub)}snapshot written to {rt.last_snapshot_path}")
         if server is not None:
             server.should_exit = True
             server_thread.join(5.0)
-        runtime.close()
+        failed = any(rt.error for rt in hub)
+        hub.close()
     # failed, or a file that could not be read to its end; a signal is the normal way to stop
-    return 1 if runtime.error and not signals else 0
+    return 1 if failed and not signals else 0
+
+
+def _who(runtime, hub) -> str:
+    """'cam1: ' before a line about one of several streams; nothing when there is one."""
+    return f"{runtime.name}: " if len(hub) > 1 else ""
+
+
+def stream_sources(args, s) -> list[tuple[str | None, str]]:
+    """The (name, URI) of each stream: --camera N, --source [NAME=]URI (repeatable), else the
+    config's streams: list or source.uri. One unnamed source is the stream 'default', as before;
+    among several, an unnamed one is named stream-<position> (stable across restarts)."""
+    from edge_runtime.streams import split_named
+
+    if args.camera is not None:
+        pairs = [(None, str(args.camera))]
+    elif args.source:
+        pairs = [split_named(x) for x in args.source]
+    elif s.streams:
+        pairs = [(st.name, st.uri) for st in s.streams]
+    elif s.source.uri is not None:
+        pairs = [(None, s.source.uri)]
+    else:
+        raise CliError("no source: pass --source URI or --camera N (or set source.uri or streams in --config)")
+    if len(pairs) > 1:
+        pairs = [(name or f"stream-{i + 1}", uri) for i, (name, uri) in enumerate(pairs)]
+    names = [n for n, _ in pairs if n is not None]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise CliError(f"--source: two streams are named {dup[0]!r}; give each its own NAME=URI")
+    return pairs
 
 
 def reset_state(state_dir: Path) -> None:
     """--reset-state: rename the snapshot aside (it is the user's data: never deleted)."""
     from edge_runtime.snapshot import SNAPSHOT_NAME, set_aside
 
-    path = state_dir / SNAPSHOT_NAME
+    path = Path(state_dir) / SNAPSHOT_NAME
     if not path.exists():
         say(f"--reset-state: no snapshot in {state_dir}; starting empty")
         return
@@ -125,14 +173,14 @@ def reset_state(state_dir: Path) -> None:
     say(f"--reset-state: the old snapshot is kept as {aside}; starting empty")
 
 
-def _start_api(runtime, api, host: str, port: int, token: str | None):
+def _start_api(hub, api, host: str, port: int, token: str | None):
     """The API on a thread of its own, on a socket bound here so a busy port fails in one line."""
     import uvicorn
 
     from edge_runtime.api import create_app
 
     sock = bind(host, port)
-    app = create_app(runtime, token=token, max_body_bytes=api.max_body_bytes, max_image_pixels=api.max_image_pixels)
+    app = create_app(hub, token=token, max_body_bytes=api.max_body_bytes, max_image_pixels=api.max_image_pixels)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     server_thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="lvm-api", daemon=True)
     server_thread.start()

@@ -13,16 +13,39 @@ class StatusLine:
     """One status line, rewritten in place on a terminal; plain lines otherwise. Errors are not in
     it: the command says them once, in its own line."""
 
-    def __init__(self, runtime, every_s: float, stream=sys.stderr) -> None:
-        self.runtime, self.every_s, self.stream = runtime, every_s, stream
+    def __init__(self, target, every_s: float, stream=sys.stderr) -> None:
+        """``target``: one Runtime, or a Streams hub (one stream: its line; several: a summary)."""
+        self.target, self.every_s, self.stream = target, every_s, stream
         self.tty = stream.isatty()
         self._last = 0.0
         # A log file or journal gets a line per tick: tick less often there than on a terminal.
         self._plain_every = max(every_s, 10.0)
         self._settled: str | None = None  # the settled state a plain line was written for
 
+    def status(self) -> dict:
+        t = self.target
+        if hasattr(t, "summary"):
+            if len(t) != 1:
+                rows = t.summary()
+                states = sorted({r["state"] for r in rows})
+                # the summary's state is settled only when every stream is
+                settled = states[0] if len(states) == 1 else "mixed"
+                return {"state": settled, "streams": rows}
+            t = t.get()
+        return t.status()
+
     def text(self, s: dict | None = None) -> str:
-        s = s if s is not None else self.runtime.status()
+        s = s if s is not None else self.status()
+        if "streams" in s:
+            rows = s["streams"]
+            counts = {}
+            for r in rows:
+                counts[r["state"]] = counts.get(r["state"], 0) + 1
+            states = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            frames = sum(r["frames_processed"] for r in rows)
+            mem = sum(r["memory_bytes"] for r in rows) / 1e6
+            return (f"[{len(rows)} streams: {states}]  {sum(r['fps'] for r in rows):.1f} fps  frames {frames}  "
+                    f"mem {mem:.1f} MB")
         cov = s["coverage"]
         cov_txt = f"{cov['start']:.0f}-{cov['end']:.0f}s" if cov["start"] is not None else "empty"
         mem = s["memory_bytes"] / 1e6
@@ -36,7 +59,7 @@ class StatusLine:
         if not force and now - self._last < (self.every_s if self.tty else self._plain_every):
             return
         self._last = now
-        status = self.runtime.status()
+        status = self.status()
         line = self.text(status)
         if self.tty:
             self.stream.write("\r\x1b[2K" + line)
