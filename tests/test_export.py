@@ -115,6 +115,8 @@ def test_fp32_graphs_match_pytorch(bundles, ckpt):
     assert par["backbone"]["max_abs"] <= 1e-4 and par["heads"]["max_abs"] <= 1e-4
     assert par["sampler"]["topm_recall"] >= 0.99 and par["sampler"]["kept_feature_max_abs"] == 0.0
     assert par["sampler"]["calls"] > 1  # example inputs + calls on the generator stream
+    sb = par["sampler"]["streams_batch"]  # every parity input as one row of a single batched call
+    assert sb["streams"] == par["sampler"]["calls"] and sb["topm_recall"] == 1.0 and sb["kept_feature_max_abs"] == 0.0
 
 
 # -- manifest -------------------------------------------------------------------------------------
@@ -146,6 +148,8 @@ def test_manifest_fields_and_hashes(bundles, ckpt):
                                                         "dtype": "uint8"}
         heads_in = {t["name"]: t for t in m["graphs"]["heads"]["inputs"]}
         assert heads_in["q_times"]["shape"] == ["n_queries", "window"]
+        sampler_io = m["graphs"]["sampler"]["inputs"] + m["graphs"]["sampler"]["outputs"]
+        assert {t["shape"][0] for t in sampler_io} == {"n_streams"}  # one row per camera stream, at every precision
         assert all(t["dtype"] in ("float32", "int64", "uint8") for g in m["graphs"].values()
                    for t in g["inputs"] + g["outputs"])  # FP32 I/O at every precision
         assert m["parity"]["frames"]["source"] == CALIB and m["parity"]["frames"]["sha256"]
@@ -208,6 +212,10 @@ def test_int8_bundle_from_generator_frames(bundles):
                 assert c["latency"]["median_ms"] > 0 and c["latency"]["runs"] == 2
     assert m["graphs"]["sampler"]["quantization"]["mode"] in ("static_qdq", "dynamic", "none")
     assert m["parity"]["sampler"]["kept_feature_max_abs"] == 0.0  # quantisation never touches the kept tokens
+    sb = m["parity"]["sampler"]["streams_batch"]
+    assert sb["streams"] >= 2 and sb["kept_feature_max_abs"] == 0.0
+    if m["graphs"]["sampler"]["quantization"]["mode"] != "dynamic":  # per-call scales see the whole batch
+        assert sb["rows_identical"] == sb["streams"]
 
 
 def test_int8_portable_is_symmetric_qdq_everywhere(ckpt, tmp_path, capsys, fast_export):
@@ -403,7 +411,10 @@ def test_tensorrt_profiles_cover_dynamic_axes(bundles):
     prof = Profile.for_config(cfg)
     bb = prof.shapes(m["graphs"]["backbone"])
     assert bb == {"frames": ((1, 112, 112, 3), (16, 112, 112, 3), (64, 112, 112, 3))}
-    assert prof.shapes(m["graphs"]["sampler"]) == {}
+    sm = prof.shapes(m["graphs"]["sampler"])
+    mt, d = cfg.stream.memory_tokens, cfg.backbone.dim
+    assert set(sm) == set(SAMPLER.inputs)
+    assert sm["mem"] == ((1, mt, d), (8, mt, d), (64, mt, d)) and sm["clip_p"][2] == (64, cfg.clip_tokens)
     hd = prof.shapes(m["graphs"]["heads"])
     L = cfg.heads.window_queries
     assert hd["q_times"] == ((1, 2), (16, L), (64, L)) and hd["q_object"][2] == (64, 49, 256)
