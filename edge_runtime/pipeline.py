@@ -43,6 +43,7 @@ from edge_runtime.catalog import Catalog
 from edge_runtime.engine import Engine
 from edge_runtime.query_batcher import QueryBatcher
 from edge_runtime.rate_meter import RateMeter
+from edge_runtime.run_status import runtime_status
 from edge_runtime.run_state import RunState, SourceMismatch, end_reason, label_of, source_identity
 from edge_runtime.telemetry import Telemetry
 
@@ -408,35 +409,4 @@ class Runtime:
         return self.state in answering or self.engine.clips > 0
 
     def status(self) -> dict[str, Any]:
-        e = self.engine
-        st = getattr(self, "_source_stats", None) or (self._source.stats if self._source is not None else {})
-        fps = self._meter.rate()
-        return {
-            "stream": self.name,
-            "state": self.state.value,
-            "error": self.error,
-            "end_reason": self.end_reason,
-            "outage_since": self.outage_since,
-            "source_problem": self.source_problem,
-            "source": self.source_label,
-            "coverage": e.coverage,
-            "stream_time": e.last_time,
-            "wall_origin": self.wall_origin,
-            "frames_in": self.frames_in,
-            "frames_processed": e.frames_processed,
-            "pending_frames": e.pending_frames,
-            "clips": e.clips,
-            "memory_bytes": e.memory_bytes,
-            "gaps": [list(g) for g in e.gaps],
-            "ood": e.ood_status(),
-            "restored_from": self.restored_from,
-            "fps": round(fps, 3),
-            "stream_rate": round(fps / e.fps, 3),
-            "dropped": int(st.get("dropped", 0)),
-            "reconnects": int(st.get("reconnects", 0)),
-            "decode_errors": int(st.get("decode_errors", 0)),
-            "backend": e.backend,
-            "bundle": e.bundle.bundle_id,
-            "last_snapshot": str(self.last_snapshot_path) if self.last_snapshot_path else None,
-            "uptime_s": round(time.time() - self.started, 1),
-        }
+        return runtime_status(self)

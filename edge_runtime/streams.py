@@ -152,7 +152,7 @@ class Streams:
         except SourceMismatch as err:
             self._drop(rt)
             raise StreamError(f"stream {rt.name!r}: its snapshot holds the memory of {err.recorded}, not "
-                              f"{err.requested}; remove {err.path} or use another name", 409) from None
+                              f"{err.requested}; move {err.snapshot_path} aside or use another name", 409) from None
         except Exception:
             self._drop(rt)
             raise

@@ -119,6 +119,11 @@ def test_hub_names_state_dirs_and_removal(tiny_bundle, tmp_path):
         assert 'stream="cam1"' not in hub.metrics.render().decode()
         hub.add("cam1", "demo://checkout?seed=1&duration=40")  # same source: restores and goes on
         assert hub.get("cam1").restored_from["frames_processed"] == 40
+        assert hub.get("cam1").wait(60)
+        hub.remove("cam1")
+        with pytest.raises(StreamError) as err:  # another source under that name: its memory is kept
+            hub.add("cam1", "demo://checkout?seed=7&duration=40")
+        assert err.value.status == 409 and "snapshot.npz" in str(err.value) and hub.names() == ["cam2"]
         with pytest.raises(StreamError) as err:
             hub.remove("nope")
         assert err.value.status == 404

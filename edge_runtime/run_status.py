@@ -1,0 +1,41 @@
+"""One stream's status as the API and the CLI show it."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def runtime_status(rt) -> dict[str, Any]:
+    """What /v1/status and the status line show of one stream (a ``pipeline.Runtime``)."""
+    e = rt.engine
+    st = getattr(rt, "_source_stats", None) or (rt._source.stats if rt._source is not None else {})
+    fps = rt._meter.rate()
+    return {
+        "stream": rt.name,
+        "state": rt.state.value,
+        "error": rt.error,
+        "end_reason": rt.end_reason,
+        "outage_since": rt.outage_since,
+        "source_problem": rt.source_problem,
+        "source": rt.source_label,
+        "coverage": e.coverage,
+        "stream_time": e.last_time,
+        "wall_origin": rt.wall_origin,
+        "frames_in": rt.frames_in,
+        "frames_processed": e.frames_processed,
+        "pending_frames": e.pending_frames,
+        "clips": e.clips,
+        "memory_bytes": e.memory_bytes,
+        "gaps": [list(g) for g in e.gaps],
+        "ood": e.ood_status(),
+        "restored_from": rt.restored_from,
+        "fps": round(fps, 3),
+        "stream_rate": round(fps / e.fps, 3),
+        "dropped": int(st.get("dropped", 0)),
+        "reconnects": int(st.get("reconnects", 0)),
+        "decode_errors": int(st.get("decode_errors", 0)),
+        "backend": e.backend,
+        "bundle": e.bundle.bundle_id,
+        "last_snapshot": str(rt.last_snapshot_path) if rt.last_snapshot_path else None,
+        "uptime_s": round(time.time() - rt.started, 1),
+    }
