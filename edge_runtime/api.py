@@ -1,4 +1,9 @@
-"""HTTP API (FastAPI): health, readiness, metrics, status, labels, the three queries, reset, snapshot.
+"""HTTP API (FastAPI): health, readiness, metrics, status, labels, the three queries, reset, snapshot,
+the streams (``api_streams``), the catalog, questions in words and the dashboard.
+
+One app serves every stream of a ``Streams`` hub. A route that reads a stream takes an optional
+``stream`` (a query parameter; a field of a query body, per request in a batch); without it the
+default stream answers, so a single-stream client never names one. An unknown stream is a 404.
 
 Binds 127.0.0.1 by default. Bound anywhere else it needs a token (``--token`` / LVM_EDGE_TOKEN),
 sent as ``Authorization: Bearer <token>`` or ``X-LVM-Token``; /healthz and /readyz stay open for
@@ -27,9 +32,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edge_runtime import __version__, product_query
 from edge_runtime.api_ask import register_ask_routes
 from edge_runtime.api_catalog import register_catalog_routes
-from edge_runtime.query_check import QueryError
-from edge_runtime.pipeline import Runtime
 from edge_runtime.api_page import register_page_routes
+from edge_runtime.api_streams import DEFAULT_MAX_STREAMS, STREAM_HELP, StreamParam, register_stream_routes
+from edge_runtime.pipeline import Runtime
+from edge_runtime.query_check import QueryError
+from edge_runtime.streams import StreamError, Streams
 
 DEFAULT_MAX_BODY = 8 << 20          # 8 MiB
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
@@ -59,8 +66,12 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 # -- bodies ------------------------------------------------------------------------------------
-class _Body(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _Body(_Strict):
+    stream: str | None = Field(None, description=STREAM_HELP)
 
 
 class ActivityQuery(_Body):
@@ -97,7 +108,7 @@ class BatchItem(_Body):
     k: int = Field(3, ge=1, le=100)
 
 
-class BatchQuery(_Body):
+class BatchQuery(_Strict):
     queries: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
 
 
@@ -213,13 +224,17 @@ def _validation_message(err: RequestValidationError) -> tuple[int, str]:
 
 
 # -- app -----------------------------------------------------------------------------------------
-def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
-               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
-    """The ASGI app (FastAPI inside a body-size cap). ``app.state`` holds the runtime."""
-    engine = runtime.engine
+def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_streams: int = DEFAULT_MAX_STREAMS):
+    """The ASGI app (FastAPI inside a body-size cap) serving a ``Streams`` hub, or one ``Runtime``
+    (served as a hub of that one stream). ``state.streams`` holds the hub, ``state.runtime`` the
+    stream that was the default when the app was made."""
+    hub = target if isinstance(target, Streams) else Streams.wrap(target)
+    engine = hub.engine  # the bundle's labels and products: the same for every stream
     api = FastAPI(title="lvm-edge", version=__version__,
-                  description="Answers activity / object / time questions about the stream from its memory.")
-    api.state.runtime = runtime
+                  description="Answers activity / object / time questions about each stream from its memory.")
+    api.state.streams = hub
+    api.state.runtime = hub.get() if len(hub) else None
 
     def auth(request: Request) -> None:
         if not token:
@@ -236,6 +251,10 @@ def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: in
     @api.exception_handler(ApiError)
     async def _api_error(_, exc: ApiError):
         return JSONResponse({"error": one_line(exc.message)}, status_code=exc.status)
+
+    @api.exception_handler(StreamError)
+    async def _stream_error(_, exc: StreamError):
+        return JSONResponse({"error": one_line(str(exc))}, status_code=exc.status)
 
     @api.exception_handler(QueryError)
     async def _query_error(_, exc: QueryError):
@@ -257,8 +276,9 @@ def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: in
     def img(data: str | None, field: str) -> np.ndarray | None:
         return None if data is None else decode_image(data, field, max_image_pixels)
 
-    def one(req: dict[str, Any]) -> dict[str, Any]:
-        return _present(product_query.answer(runtime, [req])[0], req, engine.labels)
+    def one(req: dict[str, Any], stream: str | None) -> dict[str, Any]:
+        rt = hub.get(stream)
+        return _present(product_query.answer(rt, [req])[0], req, engine.labels, rt.name)
 
     @api.get("/healthz", tags=["service"])
     def healthz() -> dict[str, Any]:
@@ -266,17 +286,26 @@ def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: in
 
     @api.get("/readyz", tags=["service"])
     def readyz():
-        ok = runtime.ready
-        return JSONResponse({"ready": ok, "state": runtime.state, "error": runtime.error}, status_code=200 if ok else 503)
+        """Ready when the default stream answers queries (503 while it connects, has failed, or there is none)."""
+        try:
+            rt = hub.get()
+        except StreamError as err:
+            return JSONResponse({"ready": False, "state": None, "error": one_line(str(err))}, status_code=503)
+        ok = rt.ready
+        return JSONResponse({"ready": ok, "state": rt.state, "error": rt.error, "stream": rt.name},
+                            status_code=200 if ok else 503)
 
     @api.get("/metrics", tags=["service"], dependencies=guarded)
     def metrics() -> Response:
-        runtime._update_gauges()
-        return Response(runtime.telemetry.render(), media_type=runtime.telemetry.content_type)
+        """Prometheus text of every stream (each series labelled ``stream``)."""
+        for rt in hub:
+            rt._update_gauges()
+        return Response(hub.metrics.render(), media_type=hub.metrics.content_type)
 
     @api.get("/v1/status", tags=["stream"], dependencies=guarded)
-    def status() -> dict[str, Any]:
-        return runtime.status()
+    def status(stream: StreamParam = None) -> dict[str, Any]:
+        """One stream's state, coverage, rates, gaps and errors; ``streams`` names all of them."""
+        return {**hub.get(stream).status(), "streams": hub.names()}
 
     @api.get("/v1/labels", tags=["stream"], dependencies=guarded)
     def labels() -> dict[str, Any]:
@@ -287,24 +316,30 @@ def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: in
         """Which activities happened to this object (a picture, or a catalog product) in the window."""
         product_query.check_object(q.object_image, q.product)
         return one({"type": "activity", "start": q.start, "end": q.end, "product": q.product,
-                    "object_image": img(q.object_image, "object_image")})
+                    "object_image": img(q.object_image, "object_image")}, q.stream)
 
     @api.post("/v1/query/object", tags=["queries"], dependencies=guarded)
     def query_object(q: ObjectQuery) -> dict[str, Any]:
         """Where the object of this activity was, box per frame at ``fps``."""
         return one({"type": "object", "start": q.start, "end": q.end, "activity": engine.activity_id(q.activity),
-                    "fps": q.fps})
+                    "fps": q.fps}, q.stream)
 
     @api.post("/v1/query/time", tags=["queries"], dependencies=guarded)
     def query_time(q: TimeQuery) -> dict[str, Any]:
         """When this activity happened to this object (a picture, or a catalog product): top-k intervals."""
         product_query.check_object(q.object_image, q.product)
         return one({"type": "time", "start": q.start, "end": q.end, "activity": engine.activity_id(q.activity),
-                    "product": q.product, "object_image": img(q.object_image, "object_image"), "k": q.k})
+                    "product": q.product, "object_image": img(q.object_image, "object_image"), "k": q.k}, q.stream)
 
     @api.post("/v1/query/batch", tags=["queries"], dependencies=guarded)
     def query_batch(q: BatchQuery) -> dict[str, Any]:
-        """Many queries of any types in one heads call."""
+        """Many queries of any types, of any streams: one heads call per stream named."""
+        runtimes = []
+        for i, it in enumerate(q.queries):  # every stream is checked before any image is decoded
+            try:
+                runtimes.append(hub.get(it.stream))
+            except StreamError as err:
+                raise StreamError(f"queries.{i}.stream: {err}", err.status) from None
         reqs = []
         for i, it in enumerate(q.queries):
             need_act, need_obj = it.type in ("object", "time"), it.type in ("activity", "time")
@@ -316,27 +351,37 @@ def create_app(runtime: Runtime, *, token: str | None = None, max_body_bytes: in
                          "activity": engine.activity_id(it.activity) if need_act else None,
                          "object_image": img(it.object_image, f"queries.{i}.object_image") if need_obj else None,
                          "product": it.product if need_obj else None, "fps": it.fps, "k": it.k})
-        answers = product_query.answer(runtime, reqs)
-        return {"answers": [_present(a, r, engine.labels) for a, r in zip(answers, reqs)]}
+        groups: dict[str, list[int]] = {}
+        for i, rt in enumerate(runtimes):
+            groups.setdefault(rt.name, []).append(i)
+        out: list[dict[str, Any]] = [{}] * len(reqs)
+        for idx in groups.values():
+            rt = runtimes[idx[0]]
+            for i, a in zip(idx, product_query.answer(rt, [reqs[i] for i in idx])):
+                out[i] = _present(a, reqs[i], engine.labels, rt.name)
+        return {"answers": out}
 
     @api.post("/v1/session/reset", tags=["stream"], dependencies=guarded)
-    def session_reset() -> dict[str, Any]:
-        return runtime.reset()
+    def session_reset(stream: StreamParam = None) -> dict[str, Any]:
+        """A new session on one stream: its memory and SVD emptied, its clock goes on."""
+        return hub.get(stream).reset()
 
     @api.post("/v1/snapshot", tags=["stream"], dependencies=guarded)
-    def take_snapshot() -> dict[str, Any]:
-        if runtime.state_dir is None:
+    def take_snapshot(stream: StreamParam = None) -> dict[str, Any]:
+        rt = hub.get(stream)
+        if rt.state_dir is None:
             raise ApiError(409, "no state directory configured (start with --state-dir)")
-        return runtime.snapshot()
+        return rt.snapshot()
 
-    register_catalog_routes(api, runtime, guarded=guarded, decode_image=decode_image, max_image_pixels=max_image_pixels)
-    register_page_routes(api, runtime, guarded)
-    register_ask_routes(api, runtime, guarded, {"activity": query_activity, "object": query_object, "time": query_time})
+    register_stream_routes(api, hub, guarded, max_streams=max_streams)
+    register_catalog_routes(api, hub, guarded=guarded, decode_image=decode_image, max_image_pixels=max_image_pixels)
+    register_page_routes(api, hub, guarded)
+    register_ask_routes(api, hub, guarded, {"activity": query_activity, "object": query_object, "time": query_time})
     return BodyLimit(api, max_body_bytes)
 
 
-def _present(answer: dict[str, Any], req: dict[str, Any], labels: list[str]) -> dict[str, Any]:
-    out = {"type": req["type"], "window": [req["start"], req["end"]]}
+def _present(answer: dict[str, Any], req: dict[str, Any], labels: list[str], stream: str) -> dict[str, Any]:
+    out = {"type": req["type"], "window": [req["start"], req["end"]], "stream": stream}
     if req.get("activity") is not None:
         out["activity"] = labels[req["activity"]]
     out.update(answer)

@@ -1,14 +1,15 @@
 """POST /v1/ask: a question in plain words, read into a structured query and answered by the same
 route handlers as /v1/query/<type>.
 
-    {"text": "when was the oat milk bagged in the last 10 minutes?"}
+    {"text": "when was the oat milk bagged in the last 10 minutes?", "stream": "cam2"}
     -> {"question": ..., "read_as": {"type": "time", "activity": "bag", "product": "oat milk",
         "start": 6600.0, "end": 7200.0}, "understood": "...", "matched": [...], "time": {...},
         "scorer": "hybrid", "answer": <what /v1/query/time returns for read_as>}
 
 A question that cannot be read gets 422 {"error": "<what was not understood>", "nearest": [names]}.
 Names are the bundle's activity labels and the catalog's products; synonyms are the shipped table
-plus ``<state-dir>/ask-synonyms.yaml`` when it exists (docs/ask.md).
+plus ``<state-dir>/ask-synonyms.yaml`` when it exists (docs/ask.md). Without ``stream`` the default
+stream answers; "the last 10 minutes" is read on the clock of the stream asked.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class AskBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(description="the question, e.g. 'when was the oat milk bagged in the last 10 minutes?'",
                       max_length=MAX_QUESTION_CHARS)
+    stream: str | None = Field(None, description="the stream to ask (GET /v1/streams); default: the default stream")
 
 
 def stream_clock(runtime) -> StreamClock:
@@ -69,15 +71,15 @@ class _Scorers:
             return self._scorer
 
 
-def _synonyms(runtime) -> dict[str, list[str]]:
+def _synonyms(hub) -> dict[str, list[str]]:
     table = default_synonyms()
-    state_dir = getattr(runtime, "state_dir", None)
+    state_dir = getattr(hub, "state_dir", None)  # the run's state dir (not a named stream's own folder)
     if state_dir is not None and (Path(state_dir) / SYNONYMS_FILE).is_file():
         table = merge_synonyms(table, load_synonyms(Path(state_dir) / SYNONYMS_FILE))
     return table
 
 
-def register_ask_routes(api: FastAPI, runtime, guarded: list, handlers: dict[str, Callable[[Any], dict]]) -> None:
+def register_ask_routes(api: FastAPI, hub, guarded: list, handlers: dict[str, Callable[[Any], dict]]) -> None:
     """Add POST /v1/ask. ``handlers``: the /v1/query/<type> route functions by type; each is called
     with its own body model built from the reading, so an asked question is answered exactly as the
     structured query would be."""
@@ -87,10 +89,11 @@ def register_ask_routes(api: FastAPI, runtime, guarded: list, handlers: dict[str
     @api.post("/v1/ask", tags=["queries"], dependencies=guarded)
     def ask(q: AskBody):
         """A question in plain words -> the structured query it was read as, and that query's answer."""
-        catalog = getattr(runtime, "catalog", None)
+        runtime = hub.get(q.stream)
+        catalog = getattr(hub, "catalog", None)
         products = catalog.names() if catalog is not None else []
         try:
-            synonyms = _synonyms(runtime)
+            synonyms = _synonyms(hub)
         except SynonymError as err:
             return JSONResponse({"error": _one_line(f"cannot read the synonyms: {err}")}, status_code=409)
         reader = Reader(runtime.engine.labels, products, scorer=scorers.get(), synonyms=synonyms)
@@ -100,7 +103,7 @@ def register_ask_routes(api: FastAPI, runtime, guarded: list, handlers: dict[str
             return JSONResponse({"error": _one_line(err.message), "nearest": err.nearest}, status_code=422)
         kind = reading.query["type"]
         try:
-            body = models[kind](**{k: v for k, v in reading.query.items() if k != "type"})
+            body = models[kind](**{k: v for k, v in reading.query.items() if k != "type"}, stream=runtime.name)
         except ValidationError as err:
             e = err.errors()[0]
             where = ".".join(str(p) for p in e.get("loc", ()))

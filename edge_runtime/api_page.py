@@ -15,14 +15,17 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from edge_runtime.api_streams import StreamParam
 from edge_runtime.coverage import covered_spans
 from edge_runtime.pipeline import Runtime
+from edge_runtime.streams import Streams
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # the only files served: a fixed list, so no request path ever reaches the filesystem
 STATIC_FILES = {
     "app.js": "text/javascript; charset=utf-8",
     "draw.js": "text/javascript; charset=utf-8",
+    "streams.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 PAGE_HEADERS = {
@@ -73,7 +76,7 @@ def timeline(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def register_page_routes(api: FastAPI, runtime: Runtime, guarded: list) -> None:
+def register_page_routes(api: FastAPI, hub: Streams, guarded: list) -> None:
     """``/`` and its static files (open), ``/v1/timeline`` (behind ``guarded``, like every data route)."""
 
     @api.get("/", include_in_schema=False)
@@ -88,6 +91,6 @@ def register_page_routes(api: FastAPI, runtime: Runtime, guarded: list) -> None:
         return _static(name, media_type)
 
     @api.get("/v1/timeline", tags=["stream"], dependencies=guarded)
-    def get_timeline() -> dict[str, Any]:
+    def get_timeline(stream: StreamParam = None) -> dict[str, Any]:
         """Covered spans, gaps, the pending clip and any outage over the whole stream (the dashboard's axis)."""
-        return timeline(runtime)
+        return timeline(hub.get(stream))

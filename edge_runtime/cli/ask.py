@@ -16,7 +16,8 @@ def cmd_ask(args) -> int:
         raise CliError('ask: give the question, e.g. lvm-edge ask "when was the oat milk bagged in the last 10 minutes?"')
     host, port = parse_hostport(args.api)
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-    reply = _http("POST", base + "/v1/ask", {"text": text}, args.token or os.environ.get("LVM_EDGE_TOKEN"))
+    body = {"text": text, **({"stream": args.stream} if args.stream else {})}
+    reply = _http("POST", base + "/v1/ask", body, args.token or os.environ.get("LVM_EDGE_TOKEN"))
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0

@@ -11,6 +11,7 @@ from edge_runtime.cli.demo import cmd_demo
 from edge_runtime.cli.doctor import cmd_doctor
 from edge_runtime.cli.query import cmd_query
 from edge_runtime.cli.run import cmd_run
+from edge_runtime.cli.streams import cmd_streams
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
@@ -23,7 +24,10 @@ seconds (`query status` shows the coverage).
             --product (a name in the runtime's catalog: lvm-edge catalog list)
   object    where the objects were during an activity: --activity (name or id; see /v1/labels)
   time      when an activity happened to an object: --image or --product, and --activity
-  status    state, coverage, fps, gaps, errors of the running stream"""
+  status    state, coverage, fps, gaps, errors of the running stream
+
+A runtime with several streams answers from its default stream unless --stream NAME names another
+(lvm-edge streams lists them)."""
 
 QUERY_EXAMPLES = """\
 examples (quote URIs with ? in zsh):
@@ -81,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--activity", help="activity name or id for object / time queries")
     q.add_argument("--fps", type=float, help="box rate for object queries")
     q.add_argument("--k", type=int, help="intervals for time queries")
+    q.add_argument("--stream", metavar="NAME", help="the stream to ask (default: the runtime's default stream)")
     q.add_argument("--token")
     q.add_argument("--boxes", action="store_true", help="object queries: list every box, not a summary")
     q.add_argument("--json", action="store_true", help="print the answer as the API's JSON (all boxes)")
@@ -109,10 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     k.add_argument("question", nargs="*", help="the question (quote it, or give it as several words)")
     k.add_argument("--api", default="127.0.0.1:8321", metavar="HOST:PORT")
+    k.add_argument("--stream", metavar="NAME", help="the stream to ask (default: the runtime's default stream)")
     k.add_argument("--token")
     k.add_argument("--boxes", action="store_true", help="object questions: list every box, not a summary")
     k.add_argument("--json", action="store_true", help="print the API's whole reply")
     k.set_defaults(func=cmd_ask)
+
+    s = sub.add_parser("streams", help="list, add or remove the camera streams of a running lvm-edge",
+                       description="The streams of a running `lvm-edge run` (GET/POST/DELETE /v1/streams). "
+                                   "The default stream (marked *) answers queries that name none.",
+                       epilog="examples:\n  lvm-edge streams\n  lvm-edge streams add cam2 rtsp://10.0.0.12/stream\n"
+                              "  lvm-edge query status --stream cam2\n  lvm-edge streams remove cam2",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("action", nargs="?", default="list", choices=("list", "add", "remove"))
+    s.add_argument("name", nargs="?", help="stream name (add, remove): 1-64 of A-Z a-z 0-9 _ . -")
+    s.add_argument("uri", nargs="?", help="add: the source URI (quote URIs with ? in zsh)")
+    s.add_argument("--realtime", action="store_true", help="add: pace files / demo at their own speed")
+    s.add_argument("--duration", type=float, metavar="S", help="add: stop after S seconds of stream time")
+    s.add_argument("--api", default="127.0.0.1:8321", metavar="HOST:PORT")
+    s.add_argument("--token")
+    s.add_argument("--json", action="store_true", help="print the API's JSON")
+    s.set_defaults(func=cmd_streams)
 
     d = sub.add_parser("doctor", help="check this host: versions, GPU/TensorRT, camera, bundles, state dir")
     d.add_argument("--bundle")

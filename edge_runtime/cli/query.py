@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from edge_runtime.cli.answer_text import answer_text
 from edge_runtime.cli.common import CliError, parse_hostport
@@ -18,11 +19,14 @@ def cmd_query(args) -> int:
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     token = args.token or os.environ.get("LVM_EDGE_TOKEN")
     if args.kind == "status":
-        print(json.dumps(_http("GET", base + "/v1/status", None, token), indent=2))
+        where = f"?stream={quote(args.stream, safe='')}" if args.stream else ""
+        print(json.dumps(_http("GET", base + "/v1/status" + where, None, token), indent=2))
         return 0
     if args.start is None or args.end is None:
         raise CliError(f"query {args.kind}: --start and --end are required (stream seconds)")
     body: dict[str, Any] = {"start": args.start, "end": args.end}
+    if args.stream:
+        body["stream"] = args.stream
     if args.kind in ("activity", "time"):
         if bool(args.image) == bool(args.product):
             raise CliError(f"query {args.kind}: give one of --image PATH (the object's picture) or --product NAME "
