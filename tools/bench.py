@@ -14,9 +14,12 @@ Parts (each figure is a ratio or a rate measured in this run, A and B alternated
   P5  online SVD: incremental update vs full recompute over a 61-clip window, vs IncrementalPCA, accuracy
   P6  FP32 vs FP16 vs INT8 bundles (lvm-export): per-graph CPU latency and accuracy delta
   P7  backbone FLOP/s as a fraction of this CPU's measured float32 GEMM peak
+  P8  many streams in one process: streams sustained in real time, one hub vs separate processes,
+      memory per added stream and RSS over hours of stream time
   GPU lvm-paper streaming in FP16 with PyTorch CUDA (only where torch.cuda.is_available())
 
-Writes <out>/results.json, <out>/results.md and <out>/*.png (default out: docs/benchmarks).
+Writes <out>/results.json, <out>/results.md and <out>/*.png (default out: docs/benchmarks); with --only,
+the other parts' results already in <out>/results.json (same schema, same --quick) are kept.
 Weights: checkpoints/lvm-tiny.safetensors when present (or --checkpoint), otherwise a freshly
 initialised model (recorded in the outputs); lvm-edge / lvm-paper always use fresh weights (speed only).
 Bundles are built with lvm-export and cached in .cache/bench/.
@@ -30,7 +33,7 @@ import os
 import sys
 from pathlib import Path
 
-ALL_PARTS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "GPU")
+ALL_PARTS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "GPU")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,9 @@ GOALS = [  # (figure key, the goal it must meet) — listed in results.md even w
     ("P5.update_vs_recompute_speedup", ">= 20"),
     ("P6.backbone.int8_speedup", ">= 1.8"), ("P6.int8_accuracy_delta_points", "<= 1"),
     ("P7.backbone_fraction_of_peak", ">= 0.5"),
+    ("P8.lvm-tiny.streams_realtime", ">= 64"), ("P8.lvm-edge.streams_realtime", ">= 16"),
+    ("P8.lvm-tiny.query_p99_ms", "<= 50"), ("P8.lvm-edge.query_p99_ms", "<= 50"),
+    ("P8.lvm-tiny.batched_vs_separate", ">= 1.5"), ("P8.rss_growth_pct", "<= 2"),
 ]
 
 
@@ -70,9 +73,10 @@ def run(args, parts: tuple[str, ...], p1_subset: dict) -> int:
     from bench_memory import p3_p4
     from bench_precision import p6, p7
     from bench_speed import gpu, p1, p2
+    from bench_streams import p8
     from bench_svd import p5
 
-    runners = {"P1": p1, "P2": p2, "P5": p5, "P6": p6, "P7": p7, "GPU": gpu}
+    runners = {"P1": p1, "P2": p2, "P5": p5, "P6": p6, "P7": p7, "P8": p8, "GPU": gpu}
     errors: dict[str, str] = {}
     load: dict[str, dict] = {}
     todo = list(parts)
@@ -115,6 +119,8 @@ def run(args, parts: tuple[str, ...], p1_subset: dict) -> int:
         "warnings": ctx.warnings, "notes": ctx.notes, "errors": errors,
         "figures": ctx.figures, "parts": ctx.parts,
     }
+    if args.only:
+        _keep_earlier(res, out, parts)
     if args.quick:
         res["notes"].insert(0, "QUICK run: tiny sizes (2-min video, 50 queries, 2-min accelerated stream, "
                                "16-clip SVD window); checks the code paths, its numbers are not the benchmark")
@@ -139,6 +145,34 @@ def run(args, parts: tuple[str, ...], p1_subset: dict) -> int:
         log(f"goals not met: {', '.join(missed)}")
         return 1
     return 0
+
+
+def _keep_earlier(res: dict, out: Path, parts: tuple[str, ...]) -> None:
+    """A run of some parts (--only) into a folder holding an earlier run (same schema, same --quick)
+    keeps that run's figures, details and load for the parts not run now, so re-measuring one part
+    does not erase the others; what was kept, and from which run, is recorded."""
+    try:
+        old = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return
+    if old.get("schema") != SCHEMA or bool(old.get("quick")) != bool(res["quick"]):
+        return
+    kept = [p for p in old.get("parts_run", []) if p not in parts]
+    if not kept:
+        return
+    ran = set(parts) | ({"P3_P4", "P3+P4"} if {"P3", "P4"} & set(parts) else set())
+    res["figures"] = {**{k: v for k, v in old.get("figures", {}).items() if k.split(".")[0] not in parts},
+                      **res["figures"]}
+    res["parts"] = {**{k: v for k, v in old.get("parts", {}).items() if k not in ran}, **res["parts"]}
+    res["load"]["per_part"] = {**{k: v for k, v in old.get("load", {}).get("per_part", {}).items() if k not in ran},
+                               **res["load"]["per_part"]}
+    res["weights"] = {**old.get("weights", {}), **res["weights"]}
+    res["bundles"] = {**old.get("bundles", {}), **res["bundles"]}
+    res["kept_from_earlier_run"] = {"parts": kept, "command": old.get("command"),
+                                    "started_utc": old.get("started_utc"), "duration_s": old.get("duration_s"),
+                                    "git_commit": old.get("host", {}).get("git_commit"),
+                                    "loadavg_at_start": old.get("load", {}).get("loadavg_at_start"),
+                                    "warnings": old.get("warnings", []), "notes": old.get("notes", [])}
 
 
 def _json_default(o):
@@ -184,6 +218,11 @@ def markdown(res: dict) -> str:
              f"{h.get('cpu')} ({h.get('cores_usable')} usable cores), git {str(h.get('git_commit'))[:10]}"
              f"{' (dirty tree)' if h.get('git_dirty') else ''}.\n")
     L.append(f"Load average at start: {res['load']['loadavg_at_start']} on {res['load']['cores']} cores.\n")
+    k = res.get("kept_from_earlier_run")
+    if k:
+        L.append(f"Parts {', '.join(k['parts'])} are kept from an earlier run: `{k['command']}` — {k['started_utc']}, "
+                 f"{k['duration_s'] or 0:.0f} s, git {str(k['git_commit'])[:10]}, load average at start "
+                 f"{k['loadavg_at_start']}" + "".join(f"; its warning: {w}" for w in k["warnings"]) + ".\n")
     for name, w in res.get("weights", {}).items():
         L.append(f"- weights {name}: {w.get('weights')} ({w.get('path')}{', ' + w['why'] if w.get('why') else ''})")
     L.append("")
