@@ -20,6 +20,7 @@ from edge_runtime.backends.base import Buffer, Runner
 
 MEMORY_INPUTS = ("mem", "mem_t", "mem_p", "mem_valid")
 CLIP_INPUTS = ("clip", "clip_t", "clip_p")
+MAX_STREAMS_PER_CALL = 64  # the TensorRT plans' n_streams profile ends there (ONNX graphs take 256)
 
 
 class TokenMemory:
@@ -77,6 +78,10 @@ class TokenMemory:
                 mem.step(*clip)
             return
         first = memories[0]
+        if len(memories) > MAX_STREAMS_PER_CALL:
+            for i in range(0, len(memories), MAX_STREAMS_PER_CALL):
+                TokenMemory.step_many(memories[i : i + MAX_STREAMS_PER_CALL], clips[i : i + MAX_STREAMS_PER_CALL])
+            return
         feed = {n: np.concatenate([m.front[n].download() for m in memories]) for n in MEMORY_INPUTS}
         for j, n in enumerate(CLIP_INPUTS):
             feed[n] = np.concatenate([np.asarray(c[j], first.dtypes[n]).reshape(first.shapes[n]) for c in clips])
