@@ -208,3 +208,35 @@ def test_cli_streams_and_query_stream(hub, capsys):
     err = capsys.readouterr().err
     assert "cannot reach the runtime" in err and len(err.strip().splitlines()) == 1
     assert hub.names() == ["a", "b"]
+
+
+def test_dashboard_stream_selector(hub):
+    """The page shows a selector with two streams; choosing one shows its status and asks it."""
+    from test_dashboard import CHROMIUM, CHROMIUM_ARGS, _require_browser
+
+    _require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    with serve_app(create_app(hub)) as where, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            pg = browser.new_page()
+            errors = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            pg.goto(f"http://{where}/")
+            expect(pg.locator("#stream-pick")).to_be_visible(timeout=15_000)
+            expect(pg.locator("#source")).to_have_text(demo(1))
+            assert pg.locator("#stream-select option").all_inner_texts() == ["a (default) · ended", "b · ended"]
+            pg.select_option("#stream-select", "b")
+            expect(pg.locator("#source")).to_have_text(demo(2), timeout=10_000)
+            pg.click("#query-details summary")
+            pg.select_option("#query-form select[name=type]", "object")
+            pg.fill("#query-form input[name=start]", "0")
+            pg.fill("#query-form input[name=end]", "40")
+            with pg.expect_request(lambda r: r.url.endswith("/v1/query/object")) as req:
+                pg.click("#query-form button[type=submit]")
+            assert req.value.post_data_json["stream"] == "b"
+            pg.wait_for_selector("#answer[data-state=done][data-type=object]", timeout=20_000)
+            assert not errors, errors
+        finally:
+            browser.close()

@@ -5,6 +5,7 @@
 // must not travel in a URL (URLs end up in logs and browser history).
 
 import { activityBars, boxTrack, clock, intervalStrip, timeline } from "./draw.js";
+import { bodyWithStream, forgetStream, onStreamChange, showStreams, withStream } from "./streams.js";
 
 const TOKEN_KEY = "lvm-edge-token";
 const POLL_MS = 1000;
@@ -120,15 +121,17 @@ async function poll() {
   if (polling) return;
   polling = true;
   try {
-    const [st, tl] = await Promise.all([getJson("/v1/status"), getJson("/v1/timeline")]);
+    const [st, tl] = await Promise.all([getJson(withStream("/v1/status")), getJson(withStream("/v1/timeline"))]);
     showStatus(st);
+    showStreams((st.streams || []).length > 1 ? (await getJson("/v1/streams")).streams : [], st.stream);
     state.timeline = tl;
     redrawTimeline();
     if (!$("token-form").hidden) return;
     banner(null);
     fillWindowDefaults(tl);
   } catch (err) {
-    if (err.status !== 401) banner(err.message);
+    if (err.status === 404 && forgetStream()) banner("That stream was removed; showing the default stream.");
+    else if (err.status !== 401) banner(err.message);
   } finally {
     polling = false;
   }
@@ -178,7 +181,7 @@ async function formQuery() {
     else if (form.product.value) body.product = form.product.value;
     else throw new ApiError(0, "choose a catalog product or a picture of the object");
   }
-  return { read_as: { type, ...body }, answer: await (await api(`/v1/query/${type}`, body)).json() };
+  return { read_as: { type, ...body }, answer: await (await api(`/v1/query/${type}`, bodyWithStream(body))).json() };
 }
 
 $("query-form").addEventListener("input", () => { $("query-form").dataset.touched = "1"; });
@@ -193,7 +196,7 @@ async function askQuery() {
   const text = $("ask-text").value.trim();
   if (!text) throw new ApiError(0, "type a question first");
   try {
-    return await (await api("/v1/ask", { text })).json();
+    return await (await api("/v1/ask", bodyWithStream({ text }))).json();
   } catch (err) {
     if (err.status === 404 && err.message === "Not Found") {
       throw new ApiError(404, "this runtime does not take questions in words; use the form below");
@@ -392,6 +395,12 @@ async function start() {
   timers.push(setInterval(() => { if (!document.hidden) loadCatalog(); }, CATALOG_MS));
 }
 
+onStreamChange(() => {  // its own status, timeline and window; the last answer was about another stream
+  state.answer = null;
+  delete $("query-form").dataset.touched;
+  $("answer").dataset.state = "idle";  // hides the answer (style.css)
+  poll();
+});
 window.addEventListener("resize", redrawTimeline);
 syncFormFields();
 start();
