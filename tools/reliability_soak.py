@@ -80,6 +80,8 @@ def run(quick: bool, workdir: Path, log=print, hours: int | None = None, hour_s:
     if len(samples) >= 2:
         first, last = samples[0], samples[-1]
         res["rss_growth"] = round(last["rss_kb"] / first["rss_kb"] - 1, 4)
+        # the rate says whether growth is steady (a leak or a cache still filling) or a step at the start
+        res["rss_kb_per_hour"] = round((last["rss_kb"] - first["rss_kb"]) / (len(samples) - 1), 1)
         res["rss_mb"] = {"first": round(first["rss_kb"] / 1024, 1), "last": round(last["rss_kb"] / 1024, 1),
                          "max": round(max(s["rss_kb"] for s in samples) / 1024, 1)}
         res["fds"] = sorted({s["fds"] for s in samples})
