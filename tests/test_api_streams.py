@@ -128,6 +128,18 @@ def test_a_batch_naming_two_streams_is_answered_from_each_memory(client, hub):
     assert single["stream"] == "b" and single["scores"] == pytest.approx(answers[2]["scores"], rel=1e-5)
 
 
+def test_ask_names_its_stream(client):
+    text = "where was the item that was bagged between 0:05 and 0:40"
+    for stream in ("a", "b"):
+        r = client.post("/v1/ask", json={"text": text, "stream": stream})
+        assert r.status_code == 200, r.text
+        body = {k: v for k, v in r.json()["read_as"].items() if k != "type"}
+        direct = client.post("/v1/query/object", json={**body, "stream": stream}).json()
+        assert r.json()["answer"]["stream"] == stream and r.json()["answer"]["boxes"] == direct["boxes"]
+    assert client.post("/v1/ask", json={"text": text}).json()["answer"]["stream"] == "a"
+    _one_line_error(client.post("/v1/ask", json={"text": text, "stream": "zz"}), 404)
+
+
 def test_metrics_carry_a_stream_label(client):
     text = client.get("/metrics").text
     for name in ("a", "b"):
