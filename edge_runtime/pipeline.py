@@ -41,10 +41,10 @@ import numpy as np
 from edge_runtime import snapshot as snap
 from edge_runtime.catalog import Catalog
 from edge_runtime.engine import Engine
-from edge_runtime.query_batcher import QueryBatcher
+from edge_runtime.query_batcher import BatcherClosed, QueryBatcher
 from edge_runtime.rate_meter import RateMeter
 from edge_runtime.run_status import runtime_status
-from edge_runtime.run_state import RunState, SourceMismatch, end_reason, label_of, source_identity
+from edge_runtime.run_state import RunState, SourceMismatch, StreamError, end_reason, label_of, source_identity
 from edge_runtime.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -175,7 +175,10 @@ class Runtime:
 
     def query(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
-        answers = self.batcher.submit(requests)
+        try:
+            answers = self.batcher.submit(requests)
+        except BatcherClosed:
+            raise StreamError(f"stream {self.name!r} was removed or is shutting down", 404) from None
         dt = time.perf_counter() - t0
         for r in requests:
             self.telemetry.query.labels(type=str(r.get("type"))).observe(dt)

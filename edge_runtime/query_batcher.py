@@ -13,6 +13,10 @@ from edge_runtime.engine import Engine
 from edge_runtime.telemetry import Telemetry
 
 
+class BatcherClosed(RuntimeError):
+    """The batcher was closed (its stream removed or the runtime shutting down)."""
+
+
 class QueryBatcher:
     """Collects queries arriving together (within ``wait_s``) into one Engine.answer call."""
 
@@ -21,6 +25,7 @@ class QueryBatcher:
         self.engine, self.max_batch, self.wait_s, self.timeout_s = engine, max_batch, wait_s, timeout_s
         self.telemetry = telemetry
         self._q: queue.Queue = queue.Queue()
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name="lvm-queries", daemon=True)
         self._thread.start()
 
@@ -29,17 +34,22 @@ class QueryBatcher:
                 for i, r in enumerate(requests)]
         if not reqs:
             return []
+        if self._closed:
+            raise BatcherClosed("closed")
         fut: Future = Future()
         self._q.put((reqs, fut))
         return fut.result(timeout=self.timeout_s)
 
     def close(self) -> None:
+        """Stop the worker; whatever is still queued, or submitted later, gets BatcherClosed."""
+        self._closed = True
         self._q.put(None)
 
     def _loop(self) -> None:
         while True:
             item = self._q.get()
             if item is None:
+                self._fail_waiting()
                 return
             items, n = [item], len(item[0])
             deadline = time.monotonic() + self.wait_s
@@ -54,6 +64,15 @@ class QueryBatcher:
                 items.append(nxt)
                 n += len(nxt[0])
             self._answer(items)
+
+    def _fail_waiting(self) -> None:
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item[1].set_exception(BatcherClosed("closed"))
 
     def _answer(self, items) -> None:
         flat = [r for reqs, _ in items for r in reqs]

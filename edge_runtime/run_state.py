@@ -20,6 +20,15 @@ class RunState(str, Enum):
     __format__ = str.__format__
 
 
+class StreamError(ValueError):
+    """About a stream of a Streams hub, in one line for the user; ``status`` is the HTTP status the
+    API answers with (404 unknown or removed, 409 taken, 422 invalid)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class SourceMismatch(RuntimeError):
     """The memory loaded from a snapshot came from another source than the one being started."""
 

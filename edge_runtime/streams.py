@@ -21,21 +21,13 @@ from edge_runtime.catalog import Catalog
 from edge_runtime.engine import Engine
 from edge_runtime.ingest_batcher import IngestBatcher
 from edge_runtime.pipeline import Runtime
-from edge_runtime.run_state import SourceMismatch
+from edge_runtime.run_state import SourceMismatch, StreamError  # noqa: F401 — StreamError is this module's error
 from edge_runtime.telemetry import Metrics, Telemetry
 
 log = logging.getLogger("lvm_edge")
 
 DEFAULT = "default"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class StreamError(ValueError):
-    """One line for the user; ``status`` is the HTTP status the API answers with."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def check_name(name: Any) -> str:

@@ -113,7 +113,11 @@ def test_hub_names_state_dirs_and_removal(tiny_bundle, tmp_path):
         assert hub.get("cam1").wait(60) and hub.get("cam1").engine.frames_processed == 40
         answers = hub.get("cam1").query([{"type": "activity", "start": 0, "end": 40, "activity": 0}])
         assert answers[0]["coverage"]["covered_fraction"] > 0.9
+        old = hub.get("cam1")
         out = hub.remove("cam1")
+        with pytest.raises(StreamError) as err:  # a query that found the stream just before removal
+            old.query([{"type": "activity", "start": 0, "end": 40, "activity": 0}])
+        assert err.value.status == 404
         assert out["frames_processed"] == 40 and (tmp_path / "streams" / "cam1").is_dir()
         assert hub.names() == ["cam2"] and hub.get("cam2").running  # the other one goes on
         assert 'stream="cam1"' not in hub.metrics.render().decode()
