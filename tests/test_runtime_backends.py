@@ -76,12 +76,12 @@ def test_infer_bound_writes_into_given_buffers_and_matches_infer(bundle):
         rng = np.random.default_rng(0)
         feed = {}
         for n, m in meta.items():
-            shape = m.concrete()
+            shape = m.concrete(n_streams=1)
             feed[n] = (rng.integers(0, 49, shape).astype(m.dtype) if m.dtype == np.int64
                        else rng.standard_normal(shape).astype(m.dtype))
         feed["mem_valid"] = (feed["mem_valid"] > 0).astype(np.float32)
         ref = r.infer(feed)
-        outs = {n: r.alloc(m.concrete(), m.dtype) for n, m in r.get_output_metadata().items()}
+        outs = {n: r.alloc(m.concrete(n_streams=1), m.dtype) for n, m in r.get_output_metadata().items()}
         ptrs = {n: b.ptr for n, b in outs.items()}
         before = {n: v.copy() for n, v in feed.items()}
         r.infer_bound(feed, outs)
@@ -95,7 +95,7 @@ def test_infer_bound_writes_into_given_buffers_and_matches_infer(bundle):
 def test_same_buffer_as_input_and_output_is_refused(bundle):
     with _runner(bundle, "sampler") as r:
         meta = r.get_input_metadata()
-        bufs = {n: r.alloc(m.concrete(), m.dtype) for n, m in meta.items()}
+        bufs = {n: r.alloc(m.concrete(n_streams=1), m.dtype) for n, m in meta.items()}
         outs = {"new_" + n: bufs[n] for n in ("mem", "mem_t", "mem_p", "mem_valid")}
         with pytest.raises(BackendError, match="ping-pong"):
             r.infer_bound(bufs, outs)
