@@ -93,6 +93,7 @@ class Runtime:
         self._last_snapshot = time.monotonic()
         self.last_snapshot_path: Path | None = None
         self.frames_in = 0
+        self._inflight = None  # (future, frames) of the batch handed to the shared ingestor
         self._meter = RateMeter()
         self.started = time.time()
         self.batcher = QueryBatcher(engine, max_batch=max_batch, wait_s=batch_wait_s, telemetry=self.telemetry)
@@ -244,7 +245,7 @@ class Runtime:
                         # handed over before ingesting: if anything after the engine's commit raises,
                         # the drain below must not feed the same frames again
                         batch, frames, times = (frames, times), [], []
-                        self._ingest(*batch)
+                        self._ingest(*batch, wait=False)
                         self._maybe_snapshot()
                     if self._stop.is_set():
                         break
@@ -265,11 +266,10 @@ class Runtime:
         finally:
             if timer is not None:
                 timer.cancel()
-            if frames:
-                try:
-                    self._ingest(frames, times)
-                except Exception:
-                    log.exception("drain failed")
+            try:
+                self._ingest(frames, times)  # settles a batch still in flight, too
+            except Exception:
+                log.exception("drain failed")
             self._source = None
             if self._stop.is_set() and self._state is not RunState.FAILED:
                 self.state = RunState.STOPPED
@@ -316,14 +316,29 @@ class Runtime:
         self._restored_meta = None
         return offset
 
-    def _ingest(self, frames: list[np.ndarray], times: list[float]) -> None:
-        if not frames:
-            return
-        if self.ingestor is not None:
-            n_clips = self.ingestor.submit(self.engine, np.stack(frames), np.asarray(times))
-        else:
-            n_clips = self.engine.ingest(np.stack(frames), np.asarray(times))
-        self.telemetry.frames_processed.inc(len(frames))
+    def _ingest(self, frames: list[np.ndarray], times: list[float], *, wait: bool = True) -> None:
+        """Frames into memory. Through a shared ingestor, ``wait=False`` returns once they are
+        handed over, so this stream decodes its next batch while the batch runs; one batch in
+        flight per stream keeps its frames in order, and every later call settles it first."""
+        self._settle()
+        if frames:
+            if self.ingestor is not None:
+                self._inflight = (self.ingestor.submit_async(self.engine, np.stack(frames), np.asarray(times)),
+                                  len(frames))
+                if wait:
+                    self._settle()
+                return
+            self._account(len(frames), self.engine.ingest(np.stack(frames), np.asarray(times)))
+
+    def _settle(self) -> None:
+        """Wait for the batch in flight (its error raised here) and count it."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            fut, n = inflight
+            self._account(n, fut.result())
+
+    def _account(self, n_frames: int, n_clips: int) -> None:
+        self.telemetry.frames_processed.inc(n_frames)
         if n_clips:
             self.telemetry.clips.inc(n_clips)
         self._poll_source_stats()

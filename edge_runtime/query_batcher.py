@@ -2,19 +2,14 @@
 batch, and a request that fails alone does not fail the others."""
 from __future__ import annotations
 
-import queue
 import sys
-import threading
-import time
-from concurrent.futures import Future
 from typing import Any
 
+from edge_runtime.batch_queue import BatcherClosed, BatchQueue
 from edge_runtime.engine import Engine
 from edge_runtime.telemetry import Telemetry
 
-
-class BatcherClosed(RuntimeError):
-    """The batcher was closed (its stream removed or the runtime shutting down)."""
+__all__ = ["BatcherClosed", "QueryBatcher"]
 
 
 class QueryBatcher:
@@ -24,55 +19,17 @@ class QueryBatcher:
                  telemetry: Telemetry | None = None, timeout_s: float = 60.0) -> None:
         self.engine, self.max_batch, self.wait_s, self.timeout_s = engine, max_batch, wait_s, timeout_s
         self.telemetry = telemetry
-        self._q: queue.Queue = queue.Queue()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="lvm-queries", daemon=True)
-        self._thread.start()
+        self._queue = BatchQueue(self._answer, wait_s=wait_s, limit=max_batch, size=len, name="lvm-queries")
 
     def submit(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         reqs = [self.engine.check_request(r, f"request {i}" if len(requests) > 1 else "request")
                 for i, r in enumerate(requests)]
         if not reqs:
             return []
-        if self._closed:
-            raise BatcherClosed("closed")
-        fut: Future = Future()
-        self._q.put((reqs, fut))
-        return fut.result(timeout=self.timeout_s)
+        return self._queue.put(reqs).result(timeout=self.timeout_s)
 
     def close(self) -> None:
-        """Stop the worker; whatever is still queued, or submitted later, gets BatcherClosed."""
-        self._closed = True
-        self._q.put(None)
-
-    def _loop(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                self._fail_waiting()
-                return
-            items, n = [item], len(item[0])
-            deadline = time.monotonic() + self.wait_s
-            while n < self.max_batch:
-                try:
-                    nxt = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)
-                    break
-                items.append(nxt)
-                n += len(nxt[0])
-            self._answer(items)
-
-    def _fail_waiting(self) -> None:
-        while True:
-            try:
-                item = self._q.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None:
-                item[1].set_exception(BatcherClosed("closed"))
+        self._queue.close()
 
     def _answer(self, items) -> None:
         flat = [r for reqs, _ in items for r in reqs]
