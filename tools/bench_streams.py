@@ -59,14 +59,14 @@ P8_SEED = SEED_BASE + 800
 HOUR = 3600.0
 QUERY_RATE = 8.0      # queries per second over all streams: a dashboard polling every camera
 QUERY_WINDOW_S = 60.0
-# Sized for about 20 minutes on 2 cores: every real-time level runs in wall time (a 60-frame clip of
-# lvm-edge is a minute per batch), so levels far below a goal are skipped and the long run is 2 x 2
-# stream-hours (P4 covers a single engine over 10 hours).
-FULL = {"levels": {"lvm-tiny": [8, 16, 32, 64, 96, 128], "lvm-edge": [8, 16, 24]},
+# Sized for about 25 minutes on 2 cores: every real-time level runs in wall time (a 60-frame clip of
+# lvm-edge is a minute per batch), so levels far below a goal are skipped; the long run is 2 streams
+# x 10 stream-hours, unpaced.
+FULL = {"levels": {"lvm-tiny": [8, 16, 32, 64, 96, 128, 192, 256], "lvm-edge": [8, 16, 24, 32]},
         "batch_frames": None, "warm_batches": {"lvm-tiny": 1, "lvm-edge": 1},
-        "window_batches": {"lvm-tiny": 2, "lvm-edge": 1}, "sep_models": ["lvm-tiny"], "sep_n": 8, "sep_long_batches": 16, "sep_rounds": 3,
+        "window_batches": {"lvm-tiny": 2, "lvm-edge": 1}, "sep_models": ["lvm-tiny"], "sep_n": 8, "sep_long_batches": 48, "sep_rounds": 3,
         "ramp": {"lvm-tiny": [1, 2, 4, 8, 16, 32, 64], "lvm-edge": [1, 2, 4, 8]},
-        "long_streams": 2, "long_s": 2 * HOUR}
+        "long_streams": 2, "long_s": 10 * HOUR}
 QUICK = {"levels": {"lvm-tiny": [1, 2], "lvm-edge": [1]},
          "batch_frames": 4, "warm_batches": {"lvm-tiny": 4, "lvm-edge": 1},
          "window_batches": {"lvm-tiny": 2, "lvm-edge": 2}, "sep_models": ["lvm-tiny"], "sep_n": 2, "sep_long_batches": 4, "sep_rounds": 1,
@@ -299,18 +299,33 @@ def _cli_run(bundle: Path, sources: list[str], threads: int, duration: float) ->
     return [cmd, env]
 
 
-def _run_all(cmds: list[list]) -> float:
-    """Start every command at once; wall seconds until the last exits (RuntimeError on a failure)."""
+def _run_all(cmds: list[list]) -> tuple[float, float]:
+    """Start every command at once -> (wall seconds until the last exits, peak of the processes'
+    summed RSS in MB, sampled every 50 ms); RuntimeError on a failure."""
     t0 = pc()
     procs = [subprocess.Popen(c, env=e, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for c, e in cmds]
-    errs = [p.communicate(timeout=1800)[1] for p in procs]
+    readers = [threading.Thread(target=lambda p=p: setattr(p, "err", p.stderr.read()), daemon=True) for p in procs]
+    [r.start() for r in readers]
+    peak = 0
+    while any(p.poll() is None for p in procs):
+        peak = max(peak, sum(_rss_kb(p.pid) for p in procs))
+        time.sleep(0.05)
     wall = pc() - t0
-    for p, err in zip(procs, errs):
+    [r.join(10) for r in readers]
+    for p in procs:
         if p.returncode != 0:
-            last = (err or "").strip().splitlines()[-1:] or [f"exit {p.returncode}"]
+            last = (getattr(p, "err", "") or "").strip().splitlines()[-1:] or [f"exit {p.returncode}"]
             raise RuntimeError(f"lvm-edge run exited {p.returncode}: {last[0][:300]}")
-    return wall
+    return wall, peak / 1024
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+    except OSError:  # exited between poll and read
+        return 0
 
 
 def _batched_vs_separate(ctx: Ctx, model: str, plan: dict) -> dict:
@@ -329,7 +344,7 @@ def _batched_vs_separate(ctx: Ctx, model: str, plan: dict) -> dict:
                     cmds = [_cli_run(bundle, [f"cam{i}={video}" for i in range(n)], ctx.threads, dur)]
                 else:
                     cmds = [_cli_run(bundle, [video], 1, dur) for _ in range(n)]
-                res[name] = _run_all(cmds)
+                res[name], res[f"{name}_peak_rss_mb"] = _run_all(cmds)
             res["steady_fps"] = extra_frames / max(res["long"] - res["short"], 1e-6)
             res["end_to_end_fps"] = n * long_s * fps / res["long"]
             ctx.log(f"    {which}: {res['steady_fps']:.1f} frames/s steady ({res['long']:.1f} s long, "
@@ -350,6 +365,12 @@ def _batched_vs_separate(ctx: Ctx, model: str, plan: dict) -> dict:
             note=f"{n} streams in one process")
     ctx.fig(f"P8.{model}.separate_fps", value=float(np.median(sep)), unit="frames/s", samples=sep,
             note=f"{n} processes together")
+    hub_mb = [r["long_peak_rss_mb"] for r in res["hub"]]
+    sep_mb = [r["long_peak_rss_mb"] for r in res["separate"]]
+    ctx.fig(f"P8.{model}.separate_vs_hub_rss", value=float(np.median(sep_mb) / np.median(hub_mb)), unit="x",
+            spread=ratio_spread(sep_mb, hub_mb),
+            note=f"peak RSS of {n} processes together over one process with {n} streams "
+                 f"({np.median(sep_mb):.0f} vs {np.median(hub_mb):.0f} MB)")
     e2e = [a["end_to_end_fps"] / b["end_to_end_fps"] for a, b in zip(res["hub"], res["separate"])]
     return {"streams": n, "long_s": long_s, "short_s": short_s, "rounds": plan["sep_rounds"],
             "hub": res["hub"], "separate": res["separate"], "ratio_steady": round(ratio, 3),
