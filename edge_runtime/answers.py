@@ -36,6 +36,20 @@ class HeadBatch:
         return {k: getattr(self, k) for k in ("q_type", "q_activity", "q_object", "q_window", "q_times", "q_mask")}
 
 
+HEADS_CALL_BUDGET = 1 << 30  # bytes of activations one heads call may take
+
+
+def heads_rows_per_call(cfg, budget: int = HEADS_CALL_BUDGET, most: int = 64) -> int:
+    """How many query rows one heads call may carry. Every row attends over its own copy of the
+    memory (plus crop, query and SVD tokens), so a call's activations grow as rows x heads x n^2:
+    measured on ONNX Runtime CPU, about 2.5 score matrices of 4-byte floats stay alive per row
+    (lvm-tiny, n = 452: ~9 MB a row; lvm-edge, n = 3,000: ~0.7 GB a row, so 64 rows of it would
+    want ~45 GB). 3 copies are budgeted."""
+    n = cfg.stream.memory_tokens + cfg.backbone.tokens_per_frame + 1 + cfg.svd.n_components
+    per_row = 3 * cfg.heads.heads * n * n * 4
+    return max(1, min(most, budget // per_row))
+
+
 def encode_queries(types: list[str], windows: list[tuple[float, float]], activities: list[int | None],
                    object_tokens: list[np.ndarray | None], *, fps: float, max_queries: int,
                    tokens_shape: tuple[int, int]) -> HeadBatch:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge_runtime.answers import decode_answers, encode_queries
+from edge_runtime.answers import decode_answers, encode_queries, heads_rows_per_call
 from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.bundle_runners import open_runners
 from edge_runtime.clip_step import clip_inputs, fold_clip
@@ -85,7 +85,8 @@ class Engine:
         self.tokens_per_frame, self.token_dim = c.backbone.tokens_per_frame, c.backbone.dim
         self.frame_size = c.backbone.image_size
         self.batch_size = int(batch_size or max(self.clip_frames, 16))
-        self.max_queries_per_call = int(max_queries_per_call)
+        # at most what fits the heads' activation budget: a big model's batch of queries runs in parts
+        self.max_queries_per_call = min(int(max_queries_per_call), heads_rows_per_call(self.cfg))
         self.gap_factor = float(gap_factor)
         self.memory = TokenMemory(self.sampler)
         self.memory.batched = self.bundle.sampler_batches_streams

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.answers import heads_rows_per_call
 from edge_runtime.backends.onnxruntime import int8_session_entries
 
 # which real call is timed: the same one at every precision (the 4th clip, the 2nd head batch),
@@ -28,10 +29,15 @@ def timed_feed(net, cfg, spec, feeds) -> dict:
 
     if feeds is not None and getattr(feeds, spec.name):
         calls = getattr(feeds, spec.name)
-        return calls[min(TIMED_CALL[spec.name], len(calls) - 1)]
-    if spec.name == "backbone":
+        feed = calls[min(TIMED_CALL[spec.name], len(calls) - 1)]
+    elif spec.name == "backbone":
         return example_feeds(net, spec, batch=cfg.stream.clip_frames)
-    return example_feeds(net, spec, queries=16, window=cfg.heads.window_queries)
+    else:
+        feed = example_feeds(net, spec, queries=16, window=cfg.heads.window_queries)
+    if spec.name == "heads":  # no more query rows than the runtime puts in one call
+        rows = heads_rows_per_call(cfg)
+        feed = {k: v[:rows] if k.startswith("q_") else v for k, v in feed.items()}
+    return feed
 
 
 def graph_latency(precision: str, graph: Path, fp32_graph: Path, feed: dict, *, runs: int, threads: int) -> dict:

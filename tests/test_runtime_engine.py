@@ -258,3 +258,20 @@ def test_engine_matches_the_pytorch_reference(tiny_bundle):
             np.testing.assert_allclose(b["boxes"], a["boxes"], atol=2e-3)
         else:  # near-equal interval probabilities may swap places: compare the probabilities
             np.testing.assert_allclose(np.array(b["intervals"])[:, 2], np.array(a["intervals"])[:, 2], atol=1e-3)
+
+
+def test_heads_calls_stay_within_their_activation_budget(tiny_bundle):
+    """Every query row attends over its own copy of the memory: lvm-edge's 3,000 tokens take ~0.7 GB
+    a row, so a batch of 64 would exhaust a kiosk box; its queries go one row per call."""
+    from edge_runtime.answers import heads_rows_per_call
+    from edge_runtime.config import load_model_config
+
+    configs = Path(__file__).resolve().parent.parent / "configs" / "models"
+    tiny, edge = (load_model_config(configs / f"{n}.yaml") for n in ("lvm-tiny", "lvm-edge"))
+    assert heads_rows_per_call(tiny) == 64 and heads_rows_per_call(edge) == 1
+    assert heads_rows_per_call(tiny, budget=1) == 1  # never zero
+    eng = Engine(tiny_bundle, max_queries_per_call=256)
+    try:
+        assert eng.max_queries_per_call == 64 and eng.stream_engine().max_queries_per_call == 64
+    finally:
+        eng.close()
