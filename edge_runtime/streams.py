@@ -129,12 +129,15 @@ class Streams:
     def add(self, name: str | None, uri: str | int, *, realtime: bool = False, duration: float | None = None,
             source_options: dict[str, Any] | None = None) -> Runtime:
         """Create and start a stream. StreamError (one line) for a bad name, a duplicate, a source
-        that cannot be parsed, or a snapshot of this name that holds another source's memory."""
-        from edge_runtime.sources import SourceError
-        from edge_runtime.sources.uri import parse_source_uri
+        that cannot work (``sources.preflight``: checked after the cheap name checks, as it opens a
+        file), or a snapshot of this name that holds another source's memory."""
+        from edge_runtime.sources import SourceError, preflight
 
+        key = DEFAULT if name is None else check_name(name)
+        if key in self._streams:
+            raise StreamError(f"a stream named {key!r} already exists", 409)
         try:
-            parse_source_uri(str(uri))
+            preflight(str(uri))
         except SourceError as err:
             raise StreamError(str(err)) from None
         rt = self.create(name)

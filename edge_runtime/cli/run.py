@@ -213,22 +213,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 def preflight_source(uri: str) -> None:
     """Fail fast, in one line, on a URI that cannot work (malformed, missing file or camera)."""
+    from edge_runtime.sources import SourceError, preflight
+
     try:
-        from edge_runtime.sources.uri import parse_source_uri
-        from edge_runtime.sources.base import SourceError
-    except ImportError:
-        return
-    try:
-        spec = parse_source_uri(uri)
+        preflight(uri)
     except SourceError as err:
         raise CliError(str(err)) from None
-    if spec.kind == "file":  # opening says what is wrong with the path (missing, a directory,
-        # unreadable, empty; frame_%04d.png patterns allowed) and decodes the first frame, once
-        from edge_runtime.sources import open_source
-
-        try:
-            open_source(uri, target_fps=None).close()
-        except SourceError as err:
-            raise CliError(str(err)) from None
-    if spec.kind == "camera" and spec.path and not os.path.exists(spec.path):
-        raise CliError(f"{spec.label}: no such camera (no {spec.path}; see `lvm-edge doctor`)")

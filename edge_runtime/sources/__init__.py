@@ -13,10 +13,25 @@ device, a csi:// source without GStreamer. It never blocks on a network or a dev
 """
 from __future__ import annotations
 
+import os
+
 from edge_runtime.sources.base import Frame, Source, SourceError, TimestampSampler
 from edge_runtime.sources.uri import SourceSpec, parse_source_uri
 
-__all__ = ["Frame", "Source", "SourceError", "SourceSpec", "TimestampSampler", "open_source", "parse_source_uri"]
+__all__ = ["Frame", "Source", "SourceError", "SourceSpec", "TimestampSampler", "open_source", "parse_source_uri",
+           "preflight"]
+
+
+def preflight(uri: str | int) -> SourceSpec:
+    """SourceError (one line) for a source that cannot work, before a stream is started on it: a
+    malformed URI, a file that is missing or does not decode (its first frame is read once), a
+    camera device that is not there. Live network sources are not contacted."""
+    spec = parse_source_uri(uri)
+    if spec.kind == "file":
+        open_source(uri, target_fps=None).close()
+    if spec.kind == "camera" and spec.path and not os.path.exists(spec.path):
+        raise SourceError(f"{spec.label}: no such camera (no {spec.path}; see `lvm-edge doctor`)")
+    return spec
 
 
 def open_source(uri: str | int, *, target_fps: float | None, realtime: bool = False, queue_size: int = 4,
