@@ -188,10 +188,6 @@ class Streams:
                         "default": rt.name == self.default})
         return out
 
-    def stop(self, *, snapshot: bool = True) -> None:
-        for rt in self:
-            rt.stop(snapshot=snapshot)
-
     def close(self) -> None:
         for rt in self:
             rt.stop(snapshot=False, timeout=5.0)
