@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
@@ -69,10 +69,26 @@ class StreamConfig(_Strict):
 
 
 class SamplerConfig(_Strict):
+    kind: Literal["lvm", "s5"] = Field("lvm", description="token selector: lvm = LVM-Net's transformer sampler, "
+                                        "s5 = Selective S4 (S4D features, linear mask generator; export/s5_sampler.py)")
     d_model: int = Field(gt=0)
-    layers: int = Field(ge=1)
-    heads: int = Field(ge=1)
-    ff_mult: int = Field(4, ge=1)
+    layers: int = Field(ge=1, description="transformer layers (lvm) or S4D blocks (s5)")
+    heads: int = Field(ge=1, description="attention heads (lvm only)")
+    ff_mult: int = Field(4, ge=1, description="feed-forward width multiple (lvm only)")
+    state_size: int = Field(8, ge=1, le=256, description="s5: complex modes N per channel of each S4D layer; the "
+                            "carried state is P x layers x d_model x 2N floats per stream")
+    s4_mode: Literal["conv", "recurrent"] = Field("conv", description="s5: how the S4D layers run a clip: one causal "
+                                                   "convolution (matrix products) or step by step; same numbers")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        # an lvm sampler is written without the s5 keys, so configs, digests and bundles made before
+        # they existed stay the same
+        d = handler(self)
+        if d.get("kind") == "lvm":
+            for key in ("kind", "state_size", "s4_mode"):
+                d.pop(key, None)
+        return d
     dropout: float = Field(0.0, ge=0, lt=1)
     topk_chunk: int = Field(TENSORRT_TOPK_MAX, gt=0, le=TENSORRT_TOPK_MAX,
                             description="largest K of one TopK; larger m selects in chunks")
@@ -127,6 +143,22 @@ class TrainConfig(_Strict):
                               "then more of the same looks); 0 = train_videos")
     heads_queries_per_video: int = Field(0, ge=0, description="queries per heads-stage video; 0 = queries_per_video")
     lr_heads: float = Field(1e-3, gt=0, description="peak learning rate of the heads stage (cosine decay)")
+    lsmcl_steps: int = Field(0, ge=0, description="s5: steps of long-short masked contrastive pre-training of the "
+                             "S4 encoder before stage 1 (export/lsmcl.py); 0 = none")
+    lsmcl_mask: float = Field(0.5, ge=0, lt=1, description="s5: share of tokens masked in each LSMCL view")
+    lsmcl_long_clips: int = Field(4, ge=2, description="s5: clips in an LSMCL long view (the short view is one clip)")
+    lsmcl_temperature: float = Field(0.1, gt=0, description="s5: InfoNCE temperature rho")
+    lsmcl_momentum: float = Field(0.99, ge=0, lt=1, description="s5: momentum of the key encoder")
+    lsmcl_batch: int = Field(32, ge=2, description="s5: long/short pairs per LSMCL step")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        # the LSMCL keys are left out at their defaults: digests of configs that predate them stay the same
+        d = handler(self)
+        for key, field in type(self).model_fields.items():
+            if key.startswith("lsmcl_") and d.get(key) == field.default:
+                d.pop(key, None)
+        return d
 
 
 class ModelConfig(_Strict):

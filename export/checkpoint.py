@@ -161,3 +161,17 @@ def load_stage1_state(path: str | Path, cfg: ModelConfig) -> dict:
         raise CheckpointError(f"{path}: its backbone/sampler tensors do not match the model "
                               f"(missing: {', '.join(missing) or 'none'}); made by another version of lvm-edge?")
     return out
+
+
+def load_reader_state(path: str | Path, cfg: ModelConfig) -> dict:
+    """The backbone's and the heads' tensors of a checkpoint (keys as in LVMNet's state dict): the
+    readers of a memory, for training another sampler against them (lvm-train --heads-from)."""
+    ck_cfg = checkpoint_config(path)
+    for part in ("backbone", "stream", "heads", "svd"):
+        if getattr(ck_cfg, part) != getattr(cfg, part):
+            raise CheckpointError(f"{path}: its {part} settings differ from config '{cfg.name}'s")
+    state = _load_tensors(path)
+    out = {k: v for k, v in state.items() if k.startswith(("backbone.", "heads."))}
+    if not any(k.startswith("heads.") for k in out):
+        raise CheckpointError(f"{path}: holds no heads tensors")
+    return out

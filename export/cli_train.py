@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "backbone.safetensors) instead of pre-training")
     p.add_argument("--sampler-from", help="skip stage 1: take the frozen backbone and the trained sampler from this "
                    "checkpoint and train fresh heads in the heads stage alone")
+    p.add_argument("--heads-from", metavar="CHECKPOINT", help="train only the sampler (e.g. an s5 config's): take "
+                   "the frozen backbone and the heads from this checkpoint and keep the heads frozen; their query "
+                   "losses still reach the sampler. No heads stage unless --heads-steps is given")
+    p.add_argument("--no-lsmcl", action="store_true", help="ablation: skip the s5 sampler's LSMCL pre-training "
+                   "(config train.lsmcl_steps)")
     p.add_argument("--heads-steps", type=int, help="steps of the heads stage, the heads alone on the frozen sampler's "
                    "memories (default: config train.heads_steps; 0 = no heads stage). Not resumable: --resume "
                    "re-runs it from the stage-1 checkpoint")
@@ -104,6 +109,9 @@ def _train(args) -> int:
         raise UsageError(f"--video-s {video_s} is shorter than two clips ({two_clips:g} s)")
     if args.init_from and (args.sampler_from or args.backbone_from):
         raise UsageError("--init-from already gives the backbone and sampler: drop --sampler-from / --backbone-from")
+    if args.heads_from and (args.init_from or args.sampler_from or args.backbone_from):
+        raise UsageError("--heads-from gives the backbone and the heads: drop --init-from / --sampler-from / "
+                         "--backbone-from")
     if args.init_from:
         check_init_from(args.init_from, cfg)
     notes: list[str] = []  # said once the rank is known
@@ -130,6 +138,8 @@ def _train(args) -> int:
         raise UsageError(f"--out {out}: not writable ({err.strerror})") from None
 
     heads_steps = tc.heads_steps if args.heads_steps is None else args.heads_steps
+    if args.heads_from:
+        heads_steps = args.heads_steps or 0  # the taken heads are the point: retrain them only when asked
     if args.sampler_from and heads_steps == 0:
         raise UsageError("--sampler-from trains only the heads stage: give --heads-steps N (N > 0)")
     if args.sampler_from and args.backbone_from:
@@ -175,7 +185,7 @@ def _train(args) -> int:
     for note in notes:
         say(note)
     torch.manual_seed(seed)
-    taken = args.init_from or args.sampler_from or args.backbone_from  # the backbone comes from that file
+    taken = args.init_from or args.sampler_from or args.backbone_from or args.heads_from  # the backbone's file
     net = LVMNet(cfg, backbone_init=not taken)
     if taken:
         net.backbone.init_source = taken_init(taken)
@@ -183,6 +193,15 @@ def _train(args) -> int:
         f"sampler {count_parameters(net.sampler):,}, heads {count_parameters(net.heads):,}")
     if args.init_from:
         say(init_from(net, args.init_from))
+    if args.heads_from:
+        from export.checkpoint import CheckpointError, load_reader_state
+        try:
+            net.load_state_dict(load_reader_state(args.heads_from, cfg), strict=False)
+        except CheckpointError as err:
+            raise UsageError(f"--heads-from {err}") from None
+        net.backbone.freeze()
+        say(f"lvm-train: backbone and heads from {args.heads_from} (heads frozen); training the {cfg.sampler.kind} "
+            f"sampler")
     cache = None if args.no_token_cache else token_cache_dir()
     res, continual_p = None, 0 if args.no_continual else tc.continual_p
     if args.sampler_from:
@@ -296,7 +315,7 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
         net.backbone.freeze()
     elif args.resume and (out / "checkpoint.safetensors").exists():
         pass  # restored with the rest of the model by train_lvm
-    elif args.init_from:
+    elif args.init_from or args.heads_from:
         net.backbone.freeze()  # the checkpoint's, loaded with the rest of the model
     elif args.backbone_epochs > 0:
         if rank == 0:
@@ -321,8 +340,19 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
         attach_queries(v, args.queries or tc.queries_per_video, qseed)
     say(f"lvm-train: backbone tokens ready ({time.time() - t0:.0f} s; cache: {cache or 'off'})")
 
+    resumed = args.resume and (out / "checkpoint.safetensors").exists()
+    if cfg.sampler.kind == "s5" and tc.lsmcl_steps > 0 and not args.no_lsmcl and not resumed:
+        from export.lsmcl import pretrain_lsmcl
+        # every rank runs the same seeded steps on the same videos, so the ranks agree without a broadcast
+        res = pretrain_lsmcl(net.sampler.encoder, videos, out, steps=tc.lsmcl_steps, batch=tc.lsmcl_batch,
+                             clip_frames=cfg.stream.clip_frames, long_clips=tc.lsmcl_long_clips, mask=tc.lsmcl_mask,
+                             temperature=tc.lsmcl_temperature, momentum=tc.lsmcl_momentum, lr=tc.lr_sampler,
+                             seed=seed, progress=progress)
+        say(f"lvm-train: LSMCL pre-training of the S4 encoder: {res['steps']} steps in {res['seconds']:.0f} s "
+            f"(last loss {res['last'].get('loss')}, top-1 {res['last'].get('top1')})")
     return train_lvm(net, videos, out, epochs=args.epochs or tc.epochs, continual_p=continual_p, seed=seed,
-                     max_steps=args.max_steps, progress=progress, resume=args.resume, labels=labels)
+                     max_steps=args.max_steps, progress=progress, resume=args.resume, labels=labels,
+                     freeze_heads=bool(args.heads_from))
 
 
 def _query_seed(seed: int, i: int) -> int:

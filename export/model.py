@@ -9,6 +9,7 @@ from torch import nn
 from edge_runtime.config import ModelConfig
 from export.backbone import Backbone
 from export.heads import QueryHeads
+from export.s5_sampler import S5Sampler
 from export.sampler import NeuralSampler
 
 
@@ -20,7 +21,7 @@ class LVMNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = Backbone(cfg.backbone, backbone_weights, init_weights=backbone_init).freeze()
-        self.sampler = NeuralSampler(cfg)
+        self.sampler = S5Sampler(cfg) if cfg.sampler.kind == "s5" else NeuralSampler(cfg)
         self.heads = QueryHeads(cfg)
 
     def train(self, mode: bool = True) -> "LVMNet":
@@ -32,6 +33,13 @@ class LVMNet(nn.Module):
         m, d = self.cfg.stream.memory_tokens, self.cfg.backbone.dim
         return (torch.zeros(batch, m, d), torch.zeros(batch, m), torch.zeros(batch, m, dtype=torch.int64),
                 torch.zeros(batch, m))
+
+    def empty_carry(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """What a stream carries from clip to clip: the empty memory, then the sampler's own state if it
+        has one (S5: the S4 layers' recurrent state). ``net.sampler(*carry, clip, clip_t, clip_p)``
+        returns the next carry; its first four tensors are the memory the heads read."""
+        mem = self.empty_memory(batch)
+        return mem + (self.sampler.empty_state(batch),) if self.sampler.has_state else mem
 
     def clip_coords(self, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame timestamps (B, T) -> per-token times and patch indices (B, T*P)."""

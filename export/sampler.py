@@ -80,6 +80,8 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 class NeuralSampler(nn.Module):
+    has_state = False  # everything it carries from clip to clip is the memory itself
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         sc = cfg.sampler
@@ -137,7 +139,11 @@ class NeuralSampler(nn.Module):
         return (kept, gather_tokens(times, idx), gather_tokens(patches, idx), gather_tokens(valid, idx)), s
 
     def set_temperature(self, progress: float, tau_start: float, tau_end: float) -> float:
-        """Anneal tau from tau_start to tau_end as training progress goes 0 -> 1 (cosine)."""
-        p = min(max(progress, 0.0), 1.0)
-        self.tau = tau_end + 0.5 * (tau_start - tau_end) * (1.0 + math.cos(math.pi * p))
+        self.tau = cosine_tau(progress, tau_start, tau_end)
         return self.tau
+
+
+def cosine_tau(progress: float, tau_start: float, tau_end: float) -> float:
+    """Temperature annealed from tau_start to tau_end as training progress goes 0 -> 1 (cosine)."""
+    p = min(max(progress, 0.0), 1.0)
+    return tau_end + 0.5 * (tau_start - tau_end) * (1.0 + math.cos(math.pi * p))

@@ -43,14 +43,16 @@ def stream_clips(net: LVMNet, data: VideoData, sampler: str = "neural", seed: in
     memory tokens: i.i.d. random keys, keep the top m, which is a uniform random m-subset of
     everything seen, in one pass)."""
     m = net.cfg.stream.memory_tokens
-    mem = net.empty_memory(1)
+    carry = net.empty_carry(1)
+    mem = carry[:4]
     keys = torch.full((1, m), -1e9)
     gen = torch.Generator().manual_seed(seed)
     svd = new_svd(net)
     for c in range(n_clips(net, data)):
         clip, ct, cp = clip_step(net, data, c, svd)
         if sampler == "neural":
-            mem = net.sampler(*mem, clip, ct, cp)
+            carry = net.sampler(*carry, clip, ct, cp)
+            mem = carry[:4]
         else:
             all_keys = torch.cat([keys, torch.rand(1, clip.shape[1], generator=gen)], dim=1)
             idx = torch.topk(all_keys, m, dim=-1).indices

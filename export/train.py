@@ -81,7 +81,7 @@ class TrainStep(nn.Module):
             terms["sampler"] = tc.sampler_target_weight * token_loss(scores, *token_target)
         if qb is None:  # no query lies in the past of these streams yet: only the sampler learns
             return new, terms
-        per_q = compact_memory([t[q_video] for t in new], qb.inputs["q_window"], self.heads.window_tol)
+        per_q = compact_memory([t[q_video] for t in new[:4]], qb.inputs["q_window"], self.heads.window_tol)
         out = self.heads(*per_q, svd_basis[q_video], svd_sv[q_video], **qb.inputs)
         terms |= query_loss_terms(out, {k: getattr(qb, k) for k in QUERY_TARGETS}, tc)
         return new, terms
@@ -149,8 +149,10 @@ class TrainResult:
 
 def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: int, continual_p: int,
               seed: int = 0, max_steps: int | None = None, progress: bool = True, resume: bool = False,
-              log_every: int = 1, labels: dict | None = None) -> TrainResult:
-    """``labels``: the class names the per-epoch checkpoints carry (export.checkpoint.save_checkpoint)."""
+              log_every: int = 1, labels: dict | None = None, freeze_heads: bool = False) -> TrainResult:
+    """``labels``: the class names the per-epoch checkpoints carry (export.checkpoint.save_checkpoint).
+    ``freeze_heads``: train the sampler alone, through heads taken from another checkpoint (their
+    query losses still reach the sampler through the kept tokens)."""
     cfg: ModelConfig = net.cfg
     tc = cfg.train
     rank = dist.get_rank() if _is_dist() else 0
@@ -164,10 +166,12 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
     # find_unused_parameters: a rank whose batch has no query of some type leaves parameters
     # without gradients; without it that rank skips their bucket and the other rank waits forever.
     model = nn.parallel.DistributedDataParallel(step_mod, find_unused_parameters=True) if world > 1 else step_mod
-    opt = torch.optim.AdamW([
-        {"params": list(net.sampler.parameters()), "lr": tc.lr_sampler, "name": "sampler"},
-        {"params": list(net.heads.parameters()), "lr": tc.lr_other, "name": "heads"},
-    ], weight_decay=1e-4)
+    groups = [{"params": list(net.sampler.parameters()), "lr": tc.lr_sampler, "name": "sampler"}]
+    if freeze_heads:
+        net.heads.requires_grad_(False)
+    else:
+        groups.append({"params": list(net.heads.parameters()), "lr": tc.lr_other, "name": "heads"})
+    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
 
     T = cfg.stream.clip_frames
     n_clips = min(len(v.times) // T for v in videos)
@@ -180,20 +184,22 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
     state_path = out_dir / "train_state.json"
     if resume and state_path.exists():
         start_epoch, step = _load_train_state(out_dir, net, opt)
-    elif tc.prior_init:
+    elif tc.prior_init and not freeze_heads:
         init_activity_prior(net, videos)
-    base_lrs = [tc.lr_sampler, tc.lr_other]
+    base_lrs = [tc.lr_sampler, tc.lr_other][: len(groups)]
     targets = ([torch.from_numpy(event_token_targets(v.annotations, v.times, cfg.backbone.grid)) for v in videos]
                if tc.sampler_target_weight > 0 else None)
     log = open(out_dir / "train_log.jsonl", "a") if rank == 0 else None
     t0 = time.time()
     last: dict[str, float] = {}
     net.train()
+    if freeze_heads:
+        net.heads.eval()  # no dropout in heads that do not learn
     for epoch in range(start_epoch, epochs):
         if step >= total_steps:
             break
         # memory reset every epoch (LVM-Net A.4)
-        streams = {i: StreamState(mem=net.empty_memory(1), svd=new_svd(net), past=deque(maxlen=max(continual_p, 1)))
+        streams = {i: StreamState(mem=net.empty_carry(1), svd=new_svd(net), past=deque(maxlen=max(continual_p, 1)))
                    for i in range(len(videos))}
         bar = tqdm(total=groups_per_epoch * n_clips, desc=f"epoch {epoch + 1}/{epochs}",
                    disable=not progress or rank != 0, leave=False)
@@ -274,7 +280,7 @@ def _commit(streams, local, new_mem, world) -> None:
 def _token_target(tgt: torch.Tensor, mem: tuple[torch.Tensor, ...], clip_rows: slice, fps: float):
     """Event-token targets of one video's candidates (memory first, then the clip) and their weights
     (0 for empty memory slots). Memory tokens are looked up by their frame time and patch."""
-    _, mem_t, mem_p, mem_valid = mem
+    _, mem_t, mem_p, mem_valid = mem[:4]
     t_mem = token_labels(tgt[None], torch.zeros(1, dtype=torch.int64), mem_t, mem_p, fps)[0] * mem_valid[0]
     t_clip = tgt[clip_rows].reshape(-1)
     return torch.cat([t_mem, t_clip]), torch.cat([mem_valid[0], torch.ones_like(t_clip)])
@@ -308,7 +314,7 @@ def _prepare(net, videos, streams, local, c, continual_p, rng, targets=None) -> 
                 crops.append(data.crop_tokens)
                 q_video.append(j)
             st.past.append(q)
-    mem = tuple(torch.cat([m[i] for m in mems]) for i in range(4))
+    mem = tuple(torch.cat([m[i] for m in mems]) for i in range(len(mems[0])))
     clip, clip_t, clip_p = torch.cat(clips), torch.cat(cts), torch.cat(cps)
     svd_basis, svd_sv = torch.cat(bases), torch.cat(svs)
     qb = build_query_batch(queries, crops, cfg) if queries else None
