@@ -37,6 +37,20 @@ CONTRACT: dict[str, tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]
                "q_mask": _F},
               {"activity_logits": _F, "boxes": _F, "start_logits": _F, "end_logits": _F}),
 }
+# Optional I/O, present as a pair: a sampler with a recurrent state of its own (sampler.kind s5) reads
+# it after the clip inputs and writes the next one after the memory outputs.
+OPTIONAL: dict[str, tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]] = {
+    "sampler": ({"sampler_state": _F}, {"new_sampler_state": _F}),
+}
+
+
+def contract_io(name: str, with_optional: bool) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """A graph's (inputs, outputs) -> accepted dtypes, in order; ``with_optional`` adds its optional pair."""
+    ins, outs = dict(CONTRACT[name][0]), dict(CONTRACT[name][1])
+    if with_optional and name in OPTIONAL:
+        ins.update(OPTIONAL[name][0])
+        outs.update(OPTIONAL[name][1])
+    return ins, outs
 
 
 class BundleError(ValueError):
@@ -94,6 +108,17 @@ class Bundle:
         return all(g.plan for g in self.graphs.values())
 
     @property
+    def sampler_state_bytes(self) -> int:
+        """Bytes of the sampler's own recurrent state per stream (0 for a sampler without one)."""
+        t = next((t for t in self.graphs["sampler"].inputs if t.name == "sampler_state"), None)
+        if t is None:
+            return 0
+        n = 1
+        for d in t.shape[1:]:
+            n *= int(d)
+        return n * t.dtype.itemsize
+
+    @property
     def sampler_batches_streams(self) -> bool:
         """Whether one sampler call may carry the clips of many streams (one row each): its graph has
         a named batch axis (older bundles have a fixed 1) and no per-call activation quantisation,
@@ -127,7 +152,11 @@ def _io(graph: str, entries: Any, where: str) -> tuple[TensorMeta, ...]:
 
 
 def _check_contract(name: str, inputs, outputs, where: str) -> None:
-    want_in, want_out = CONTRACT[name]
+    opt_in, opt_out = OPTIONAL.get(name, ({}, {}))
+    has_in = any(t.name in opt_in for t in inputs)
+    if has_in != any(t.name in opt_out for t in outputs):
+        raise BundleError(f"{where}: {name} graph has only half of {', '.join([*opt_in, *opt_out])}; a broken export")
+    want_in, want_out = contract_io(name, has_in)
     for kind, want, got in (("input", want_in, inputs), ("output", want_out, outputs)):
         have = {t.name: t for t in got}
         missing = [n for n in want if n not in have]
@@ -146,6 +175,16 @@ def _check_shapes(cfg: ModelConfig, graphs: dict[str, GraphInfo], where: str) ->
     # a named axis matches any size: the sampler's batch is "n_streams" in bundles that batch streams
     expect = {("backbone", "frames"): (None, S, S, 3), ("backbone", "tokens"): (None, P, d),
               ("sampler", "mem"): (1, m, d), ("sampler", "clip"): (1, k, d), ("heads", "mem"): (1, m, d)}
+    state = next((t for t in graphs["sampler"].inputs if t.name == "sampler_state"), None)
+    if cfg.sampler.kind == "s5":
+        if state is None:
+            raise BundleError(f"{where}: the config's sampler is s5 but the sampler graph carries no sampler_state; "
+                              f"the graphs were not exported from this config")
+        sc = cfg.sampler
+        expect[("sampler", "sampler_state")] = (1, P, sc.layers, sc.d_model, 2 * sc.state_size)
+    elif state is not None:
+        raise BundleError(f"{where}: the sampler graph carries a sampler_state but the config's sampler is "
+                          f"{cfg.sampler.kind}, which has none; the graphs were not exported from this config")
     for (g, n), shape in expect.items():
         meta = next(t for t in graphs[g].inputs + graphs[g].outputs if t.name == n)
         got = tuple(x if isinstance(x, int) else None for x in meta.shape)

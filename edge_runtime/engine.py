@@ -209,7 +209,7 @@ class Engine:
                 if pending.shape != self._pending.shape:
                     raise ValueError(f"pending clip is {pending.shape}, expected {self._pending.shape}")
                 gaps = np.asarray(state["gaps"], np.float64).reshape(-1, 2)
-                self.memory.load({k: state[f"memory_{k}"] for k in MEMORY_INPUTS})
+                self.memory.load({k[len("memory_"):]: v for k, v in state.items() if k.startswith("memory_")})
                 self.svd.load_state_dict(state)
             except (KeyError, ValueError) as err:
                 self.reset()

@@ -155,7 +155,7 @@ def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, bac
     """Stream the calibration frames through the FP32 graphs in ``fp32_dir`` as the runtime would."""
     from edge_runtime.answers import encode_queries
     from edge_runtime.clip_step import clip_inputs, fold_clip
-    from edge_runtime.memory import CLIP_INPUTS, MEMORY_INPUTS
+    from edge_runtime.memory import CLIP_INPUTS, MEMORY_INPUTS, SAMPLER_STATE
     from edge_runtime.svd import OnlineSVD
     from export.cpu_latency import cpu_session
 
@@ -185,6 +185,9 @@ def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, bac
     # calibration ranges of one stream are those of a batch of streams
     mem = {"mem": np.zeros((1, m, d), np.float32), "mem_t": np.zeros((1, m), np.float32),
            "mem_p": np.zeros((1, m), np.int64), "mem_valid": np.zeros((1, m), np.float32)}
+    state_in = next((i for i in sm.get_inputs() if i.name == SAMPLER_STATE), None)
+    if state_in is not None:  # a sampler with a recurrent state of its own (S5) starts from zeros
+        mem[SAMPLER_STATE] = np.zeros([1, *state_in.shape[1:]], np.float32)
     svd = OnlineSVD.for_model(cfg)
     # crops from the first 4 clips, a fixed count: the same source gives the same early queries at any
     # number of frames read (parity and latency inputs then compare across precisions)
@@ -201,13 +204,13 @@ def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, bac
         feed.update(zip(CLIP_INPUTS, clip_inputs(tok, cal.times[c * T : (c + 1) * T].astype(np.float32))))
         sm_feeds.append(feed)
         out = _run(sm, feed)
-        mem = {n: out["new_" + n] for n in MEMORY_INPUTS}
+        mem = {n: out["new_" + n] for n in mem}
         fold_clip(svd, tok)
         if (c + 1) % head_every == 0 or c == n_clips - 1:
             state = svd.state_dict()
             t_end = float(cal.times[(c + 1) * T - 1]) + 1.0 / cfg.stream.fps
             hb = _queries(rng, queries, float(cal.times[0]), t_end, crops, cfg, encode_queries)
-            feed = dict(mem)
+            feed = {n: mem[n] for n in MEMORY_INPUTS}
             feed.update({"svd_basis": state["svd_basis"].astype(np.float32)[None],
                          "svd_sv": state["svd_singular_values"].astype(np.float32)[None]})
             feed.update(hb.as_feed())

@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads-from", metavar="CHECKPOINT", help="train only the sampler (e.g. an s5 config's): take "
                    "the frozen backbone and the heads from this checkpoint and keep the heads frozen; their query "
                    "losses still reach the sampler. No heads stage unless --heads-steps is given")
-    p.add_argument("--no-lsmcl", action="store_true", help="ablation: skip the s5 sampler's LSMCL pre-training "
-                   "(config train.lsmcl_steps)")
+    p.add_argument("--no-lsmcl", action="store_true", help="ablation: skip the s5 sampler's LSMCL pre-training")
+    p.add_argument("--lsmcl-steps", type=int, help="s5: LSMCL pre-training steps (default: config train.lsmcl_steps)")
     p.add_argument("--heads-steps", type=int, help="steps of the heads stage, the heads alone on the frozen sampler's "
                    "memories (default: config train.heads_steps; 0 = no heads stage). Not resumable: --resume "
                    "re-runs it from the stage-1 checkpoint")
@@ -99,9 +99,9 @@ def _train(args) -> int:
     if not 0 <= seed <= SEED_MAX:
         raise UsageError(f"--seed must be in [0, {SEED_MAX}], got {seed}")
     for name in ("epochs", "videos", "queries", "backbone_epochs", "max_steps", "threads", "heads_steps",
-                 "heads_videos", "workers"):
+                 "heads_videos", "workers", "lsmcl_steps"):
         v = getattr(args, name)
-        if v is not None and v < (0 if name in ("backbone_epochs", "heads_steps") else 1):
+        if v is not None and v < (0 if name in ("backbone_epochs", "heads_steps", "lsmcl_steps") else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
     two_clips = cfg.stream.clip_frames / cfg.stream.fps * 2
     video_s = tc.video_s if args.video_s is None else args.video_s
@@ -257,6 +257,11 @@ def _train(args) -> int:
         meta["data"] = json.dumps(data_meta)
     if args.init_from:
         meta["init_from"] = str(args.init_from)
+    if args.heads_from:
+        meta["heads_from"] = str(args.heads_from)
+    if cfg.sampler.kind == "s5":
+        meta["lsmcl_steps"] = 0 if args.no_lsmcl or args.sampler_from else (
+            tc.lsmcl_steps if args.lsmcl_steps is None else args.lsmcl_steps)
     save_checkpoint(net, final, meta, labels=labels)
     summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,
                "heads_steps": heads_steps, "total_seconds": round(time.time() - t0, 1),
@@ -341,10 +346,11 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
     say(f"lvm-train: backbone tokens ready ({time.time() - t0:.0f} s; cache: {cache or 'off'})")
 
     resumed = args.resume and (out / "checkpoint.safetensors").exists()
-    if cfg.sampler.kind == "s5" and tc.lsmcl_steps > 0 and not args.no_lsmcl and not resumed:
+    lsmcl_steps = tc.lsmcl_steps if args.lsmcl_steps is None else args.lsmcl_steps
+    if cfg.sampler.kind == "s5" and lsmcl_steps > 0 and not args.no_lsmcl and not resumed:
         from export.lsmcl import pretrain_lsmcl
         # every rank runs the same seeded steps on the same videos, so the ranks agree without a broadcast
-        res = pretrain_lsmcl(net.sampler.encoder, videos, out, steps=tc.lsmcl_steps, batch=tc.lsmcl_batch,
+        res = pretrain_lsmcl(net.sampler.encoder, videos, out, steps=lsmcl_steps, batch=tc.lsmcl_batch,
                              clip_frames=cfg.stream.clip_frames, long_clips=tc.lsmcl_long_clips, mask=tc.lsmcl_mask,
                              temperature=tc.lsmcl_temperature, momentum=tc.lsmcl_momentum, lr=tc.lr_sampler,
                              seed=seed, progress=progress)

@@ -132,13 +132,13 @@ class Exporter:
     def _export_onnx(self, out_dir: Path, ck_sha: str) -> dict:
         import onnx
 
-        from export.onnx_graphs import GRAPHS, check_contract, export_graph, io_signature, slim_and_check
+        from export.onnx_graphs import check_contract, export_graph, graph_specs, io_signature, slim_and_check
 
         key = (ck_sha, self.cfg.digest(), _tool_key())
         cached = _ONNX_CACHE.get(key)
         sigs = {}
-        with self.ui.step("export ONNX (opset 18) + onnxslim + checker", total=len(GRAPHS)) as tick:
-            for spec in GRAPHS:
+        with self.ui.step("export ONNX (opset 18) + onnxslim + checker", total=3) as tick:
+            for spec in graph_specs(self.net):
                 path = out_dir / f"{spec.name}.onnx"
                 if cached:
                     path.write_bytes(cached[spec.name])
@@ -152,7 +152,7 @@ class Exporter:
                 tick()
         if not cached:
             _ONNX_CACHE.clear()
-            _ONNX_CACHE[key] = {spec.name: (out_dir / f"{spec.name}.onnx").read_bytes() for spec in GRAPHS}
+            _ONNX_CACHE[key] = {spec.name: (out_dir / f"{spec.name}.onnx").read_bytes() for spec in graph_specs(self.net)}
         return sigs
 
     def _feeds(self, cal, fp32_dir: Path):
@@ -167,11 +167,11 @@ class Exporter:
             return build_feeds(cal, self.cfg, fp32_dir, threads=self.args.threads, tick=tick)
 
     def _parity(self, desc: str, graph_dir: Path, check) -> dict:
-        from export.onnx_graphs import GRAPHS
+        from export.onnx_graphs import graph_specs
 
         res = {}
-        with self.ui.step(desc, total=len(GRAPHS)) as tick:
-            for spec in GRAPHS:
+        with self.ui.step(desc, total=3) as tick:
+            for spec in graph_specs(self.net):
                 res[spec.name] = check.measure(spec, graph_dir / f"{spec.name}.onnx")
                 tick()
         return res
@@ -199,19 +199,21 @@ class Exporter:
                     tick()
             return info
         from export.int8_choice import int8_graphs
+        from export.onnx_graphs import graph_specs
 
         portable = "TensorRT target" if engine == "tensorrt" else "--int8-portable" if a.int8_portable else None
         return int8_graphs(fp32_dir, out, feeds, allowed=a.int8_graphs, portable_reason=portable,
-                           measure_parity=self.check.measure, runs=a.bench_runs, threads=a.threads, ui=self.ui)
+                           measure_parity=self.check.measure, runs=a.bench_runs, threads=a.threads, ui=self.ui,
+                           specs=graph_specs(self.net))
 
     def _latency(self, fp32_dir: Path, feeds) -> dict:
         from export.cpu_latency import graph_latency, timed_feed
-        from export.onnx_graphs import GRAPHS
+        from export.onnx_graphs import graph_specs
 
         a = self.args
         res = {}
-        with self.ui.step(f"CPU latency (ORT, {a.threads} threads, {a.bench_runs} runs)", total=len(GRAPHS)) as tick:
-            for spec in GRAPHS:
+        with self.ui.step(f"CPU latency (ORT, {a.threads} threads, {a.bench_runs} runs)", total=3) as tick:
+            for spec in graph_specs(self.net):
                 n = spec.name
                 res[n] = graph_latency(a.precision, self.writer.path / f"{n}.onnx", fp32_dir / f"{n}.onnx",
                                        timed_feed(self.net, self.cfg, spec, feeds), runs=a.bench_runs, threads=a.threads)

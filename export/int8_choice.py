@@ -25,23 +25,22 @@ CALIB_BATCHES = {"backbone": 16, "sampler": 16, "heads": 8}
 
 
 def int8_graphs(fp32_dir: Path, out_dir: Path, feeds, *, allowed: set[str], portable_reason: str | None,
-                measure_parity: Callable[[object, Path], dict], runs: int, threads: int, ui: UI) -> dict:
+                measure_parity: Callable[[object, Path], dict], runs: int, threads: int, ui: UI, specs) -> dict:
     """Write each graph into ``out_dir`` as INT8 (or FP32); -> per graph {precision, quantization}.
 
     ``portable_reason``: why only the symmetric Q/DQ form may be used (a TensorRT target,
     --int8-portable), or None to measure every form. ``measure_parity(spec, onnx_path)``: the
-    export's parity of a candidate graph against PyTorch."""
+    export's parity of a candidate graph against PyTorch. ``specs``: the model's three graph specs."""
     import onnx
 
-    from export.onnx_graphs import GRAPHS
     from export.cpu_latency import measure_latency
     from export.precision import (STATIC_OPS_CONV, STATIC_OPS_TRANSFORMER, activation_matmuls, prepare,
                                   quantize_int8_dynamic, quantize_int8_static, selection_path)
 
     cand_dir = Path(tempfile.mkdtemp(prefix="int8-", dir=fp32_dir.parent))
     info: dict[str, dict] = {}
-    with ui.step("INT8: quantise, time candidates, choose", total=len(GRAPHS)) as tick:
-        for spec in GRAPHS:
+    with ui.step("INT8: quantise, time candidates, choose", total=len(specs)) as tick:
+        for spec in specs:
             n = spec.name
             src = fp32_dir / f"{n}.onnx"
             if n not in allowed:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge_runtime.bundle import CONTRACT, GRAPH_NAMES
+from edge_runtime.bundle import CONTRACT, GRAPH_NAMES, OPTIONAL, contract_io
 from export.model import LVMNet
 
 OPSET = 18
@@ -33,6 +33,18 @@ def _spec(name: str) -> GraphSpec:
 
 GRAPHS = tuple(_spec(name) for name in GRAPH_NAMES)
 BACKBONE, SAMPLER, HEADS = GRAPHS
+# the sampler of a model whose sampler carries a recurrent state (S5): the contract's optional pair last
+STATEFUL_SAMPLER = GraphSpec("sampler", SAMPLER.inputs + tuple(OPTIONAL["sampler"][0]),
+                             SAMPLER.outputs + tuple(OPTIONAL["sampler"][1]))
+
+
+def graph_specs(net: LVMNet) -> tuple[GraphSpec, ...]:
+    """The three graphs of this model, in bundle order."""
+    return BACKBONE, sampler_spec(net), HEADS
+
+
+def sampler_spec(net: LVMNet) -> GraphSpec:
+    return STATEFUL_SAMPLER if net.sampler.has_state else SAMPLER
 
 
 def example_inputs(net: LVMNet, spec: GraphSpec, batch: int = 2, queries: int = 3, window: int = 16,
@@ -45,15 +57,18 @@ def example_inputs(net: LVMNet, spec: GraphSpec, batch: int = 2, queries: int = 
     m, T, r = cfg.stream.memory_tokens, cfg.stream.clip_frames, cfg.svd.n_components
     if spec is BACKBONE:
         return (torch.randint(0, 256, (batch, s, s, 3), dtype=torch.uint8, generator=g),)
-    rows = streams if spec is SAMPLER else 1
+    rows = streams if spec.name == "sampler" else 1
     mem = torch.randn(rows, m, d, generator=g)
     mem_t = torch.sort(torch.rand(rows, m, generator=g) * 600.0).values
     mem_p = torch.randint(0, P, (rows, m), generator=g)
     mem_valid = (torch.rand(rows, m, generator=g) > 0.1).float()
-    if spec is SAMPLER:
+    if spec.name == "sampler":
         start = 600.0 + 50.0 * torch.arange(rows, dtype=torch.float32)[:, None]  # each stream at its own time
         clip_t, clip_p = net.clip_coords(start + torch.arange(T, dtype=torch.float32)[None] / cfg.stream.fps)
-        return (mem, mem_t, mem_p, mem_valid, torch.randn(rows, T * P, d, generator=g), clip_t, clip_p.contiguous())
+        args = (mem, mem_t, mem_p, mem_valid, torch.randn(rows, T * P, d, generator=g), clip_t, clip_p.contiguous())
+        if spec is STATEFUL_SAMPLER:  # a state of the size a long stream leaves (|x| ~ 1)
+            args += (torch.randn(rows, *net.sampler.state_shape, generator=g),)
+        return args
     q = torch.arange(queries) % 3
     basis = torch.linalg.qr(torch.randn(d, r, generator=g)).Q.T[None].contiguous()
     sv = torch.sort(torch.rand(1, r, generator=g) * 10, descending=True).values
@@ -73,8 +88,16 @@ class _Sampler(nn.Module):
         return self.sampler(mem, mem_t, mem_p, mem_valid, clip, clip_t, clip_p)
 
 
+class _StatefulSampler(_Sampler):
+    # the contract puts the state after the clip; the sampler takes it right after the memory
+    def forward(self, mem, mem_t, mem_p, mem_valid, clip, clip_t, clip_p, sampler_state):
+        return self.sampler(mem, mem_t, mem_p, mem_valid, sampler_state, clip, clip_t, clip_p)
+
+
 def graph_module(net: LVMNet, spec: GraphSpec) -> nn.Module:
-    return {"backbone": net.backbone, "sampler": _Sampler(net), "heads": net.heads}[spec.name]
+    if spec.name == "sampler":
+        return _StatefulSampler(net) if net.sampler.has_state else _Sampler(net)
+    return {"backbone": net.backbone, "heads": net.heads}[spec.name]
 
 
 # The sampler's batch: one row per camera stream, so one call serves every stream whose clip is ready.
@@ -86,7 +109,7 @@ def dynamic_shapes(spec: GraphSpec):
     Dim = torch.export.Dim
     if spec is BACKBONE:
         return {"frames": {0: Dim("n_frames", min=1, max=4096)}}
-    if spec is SAMPLER:
+    if spec.name == "sampler":
         b = Dim("n_streams", min=1, max=MAX_STREAMS)
         return {name: {0: b} for name in spec.inputs}
     q, l = Dim("n_queries", min=1, max=4096), Dim("window", min=2, max=100000)
@@ -156,7 +179,7 @@ def check_contract(model, spec: GraphSpec) -> None:
     got = (tuple(i["name"] for i in sig["inputs"]), tuple(o["name"] for o in sig["outputs"]))
     if got != (spec.inputs, spec.outputs):
         raise RuntimeError(f"{spec.name}: graph I/O {got} breaks the contract {(spec.inputs, spec.outputs)}")
-    want_in, want_out = CONTRACT[spec.name]
+    want_in, want_out = contract_io(spec.name, spec is STATEFUL_SAMPLER)
     for t, want in [(t, want_in) for t in sig["inputs"]] + [(t, want_out) for t in sig["outputs"]]:
         if t["dtype"] not in want[t["name"]]:
             raise RuntimeError(f"{spec.name}: '{t['name']}' is {t['dtype']}, the contract allows "

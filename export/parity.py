@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.onnx_graphs import BACKBONE, HEADS, SAMPLER, GraphSpec
+from export.onnx_graphs import BACKBONE, HEADS, SAMPLER, GraphSpec, sampler_spec
 
 FP32_MAX_ABS = 1e-4
 FP32_MIN_RECALL = 0.99
@@ -57,13 +57,17 @@ def sampler_match(ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> dict:
         j = rows_ref.get(key)
         if j is not None and out[3].reshape(-1)[i] > 0.5:
             feat_diff = max(feat_diff, float(np.abs(out[0][0, i].astype(np.float64) - ref[0][0, j]).max()))
-    return {"topm_recall": recall, "kept": n, "kept_feature_max_abs": feat_diff,
-            "valid_count_equal": bool(int(ref[3].sum()) == int(out[3].sum()))}
+    res = {"topm_recall": recall, "kept": n, "kept_feature_max_abs": feat_diff,
+           "valid_count_equal": bool(int(ref[3].sum()) == int(out[3].sum()))}
+    if len(ref) > 4:  # the sampler's own recurrent state: dense, scaled like the dense graphs' outputs
+        r, o = ref[4].astype(np.float64), out[4].astype(np.float64)
+        res["state_max_abs_scaled"] = float(np.abs(r - o).max() / max(1.0, np.abs(r).max()))
+    return res
 
 
 def stack_streams(feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Batch-1 sampler feeds -> one feed whose row i is stream i."""
-    return {n: np.concatenate([f[n] for f in feeds]) for n in SAMPLER.inputs}
+    return {n: np.concatenate([f[n] for f in feeds]) for n in feeds[0]}
 
 
 def streams_batch_match(net, sess, names: list[str], feeds: list[dict], alone: list[Sequence[np.ndarray]]) -> dict:
@@ -72,7 +76,7 @@ def streams_batch_match(net, sess, names: list[str], feeds: list[dict], alone: l
     was specialised, or whose rows see each other, fails here. With a single feed a second stream
     (another example memory and clip) joins it, so the batch always holds different streams."""
     if len(feeds) < 2:
-        extra = {n: a[1:2] for n, a in example_feeds(net, SAMPLER, streams=2).items()}
+        extra = {n: a[1:2] for n, a in example_feeds(net, sampler_spec(net), streams=2).items()}
         feeds, alone = feeds + [extra], alone + [sess.run(names, extra)]
     out = sess.run(names, stack_streams(feeds))
     recalls, feats, same = [], [], 0
@@ -115,8 +119,8 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
     sess = cpu_session(onnx_path, threads)
     names = list(spec.outputs)
     refs = refs if refs is not None else reference_outputs(net, spec, feeds)
-    if spec is SAMPLER:
-        recalls, feats, kept, alone = [], [], [], []
+    if spec.name == "sampler":
+        recalls, feats, kept, alone, states = [], [], [], [], []
         for feed, ref in zip(feeds, refs):
             out = sess.run(names, feed)
             alone.append(out)
@@ -124,10 +128,15 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
             recalls.append(m["topm_recall"])
             feats.append(m["kept_feature_max_abs"])
             kept.append(m["kept"])
-        return {"topm_recall": float(min(recalls)), "topm_recall_mean": float(np.mean(recalls)),
-                "kept_feature_max_abs": float(max(feats)), "calls": len(feeds), "kept_tokens_min": int(min(kept)),
-                "compared": "kept (time, patch) sets",
-                "streams_batch": streams_batch_match(net, sess, names, list(feeds), alone)}
+            states.append(m.get("state_max_abs_scaled"))
+        res = {"topm_recall": float(min(recalls)), "topm_recall_mean": float(np.mean(recalls)),
+               "kept_feature_max_abs": float(max(feats)), "calls": len(feeds), "kept_tokens_min": int(min(kept)),
+               "compared": "kept (time, patch) sets",
+               "streams_batch": streams_batch_match(net, sess, names, list(feeds), alone)}
+        if states[0] is not None:
+            res["state_max_abs_scaled"] = float(max(states))
+            res["compared"] += "; the new sampler_state densely"
+        return res
     per_out: dict[str, dict] = {}
     for feed, ref in zip(feeds, refs):
         out = sess.run(names, feed)
@@ -163,6 +172,8 @@ def fp32_failures(parity: dict[str, dict]) -> list[str]:
     p = parity.get(SAMPLER.name)
     if p and p["topm_recall"] < FP32_MIN_RECALL:
         bad.append(f"sampler top-m recall {p['topm_recall']:.4f} < {FP32_MIN_RECALL}")
+    if p and p.get("state_max_abs_scaled", 0.0) > FP32_MAX_ABS:
+        bad.append(f"sampler state max abs diff {p['state_max_abs_scaled']:.2e} > {FP32_MAX_ABS:g} (scaled)")
     sb = (p or {}).get("streams_batch")
     if sb and (sb["topm_recall"] < FP32_MIN_RECALL or sb["kept_feature_max_abs"] > FP32_MAX_ABS):
         bad.append(f"sampler rows of one {sb['streams']}-stream call differ from the streams alone (recall "

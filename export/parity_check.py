@@ -22,25 +22,24 @@ class ParityCheck:
     """``inputs[name]``: the example inputs, then real calls from the stream (``feeds``) when frames were read."""
 
     def __init__(self, net, feeds, threads: int) -> None:
-        from export.onnx_graphs import GRAPHS
+        from export.onnx_graphs import graph_specs
         from export.parity import example_feeds
 
         self.net = net
         self.threads = threads
+        self.specs = {s.name: s for s in graph_specs(net)}
         self.inputs: dict[str, list] = {}
-        for spec in GRAPHS:
+        for spec in self.specs.values():
             real = spread(getattr(feeds, spec.name), PARITY_CALLS[spec.name]) if feeds is not None else []
             self.inputs[spec.name] = [example_feeds(net, spec)] + real
         self._refs: dict[str, list] = {}
 
     def refs(self, name: str) -> list:
         """PyTorch's outputs on ``inputs[name]``."""
-        from export.onnx_graphs import GRAPHS
         from export.parity import reference_outputs
 
         if name not in self._refs:
-            spec = next(s for s in GRAPHS if s.name == name)
-            self._refs[name] = reference_outputs(self.net, spec, self.inputs[name])
+            self._refs[name] = reference_outputs(self.net, self.specs[name], self.inputs[name])
         return self._refs[name]
 
     def measure(self, spec, onnx_path: Path) -> dict:
