@@ -26,6 +26,8 @@ def runtime_status(rt) -> dict[str, Any]:
         "pending_frames": e.pending_frames,
         "clips": e.clips,
         "memory_bytes": e.memory_bytes,
+        # which token selector writes the memory, and the bytes of its own recurrent state (s5), part of memory_bytes
+        "sampler": {"kind": e.cfg.sampler.kind, "state_bytes": e.bundle.sampler_state_bytes},
         "gaps": [list(g) for g in e.gaps],
         "ood": e.ood_status(),
         "restored_from": rt.restored_from,

@@ -223,6 +223,20 @@ def test_runtime_memory_streams_the_state_like_pytorch(s5_engine, s5_net):
         assert np.allclose(other[k], v, atol=1e-5), k
 
 
+def test_status_names_the_sampler(s5_engine):
+    from types import SimpleNamespace
+
+    from edge_runtime.run_status import runtime_status
+
+    rt = SimpleNamespace(engine=s5_engine, _source=None, _source_stats={}, _meter=SimpleNamespace(rate=lambda: 0.0),
+                         name="default", state=SimpleNamespace(value="streaming"), error=None, end_reason=None,
+                         outage_since=None, source_problem=None, source_label="demo", wall_origin=None, frames_in=0,
+                         restored_from=None, last_snapshot_path=None, started=0.0)
+    st = runtime_status(rt)
+    assert st["sampler"] == {"kind": "s5", "state_bytes": 401408}
+    assert st["memory_bytes"] > 2 * 401408  # both buffer sets and the committed copy hold the state
+
+
 def test_engine_snapshot_restores_the_state(s5_engine):
     eng = s5_engine
     eng.reset()

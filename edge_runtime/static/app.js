@@ -98,7 +98,9 @@ function showStatus(st) {
     gaps: st.gaps.length ? `${st.gaps.length} (${fmt.num(fmt.gapSeconds(st.gaps), 0)} s)` : "0",
     coverage: cov.start === null ? "empty" : `${clock(cov.start)} – ${clock(cov.end)}`,
     frames: `${st.frames_processed} (${st.pending_frames} pending)`,
-    memory: fmt.bytes(st.memory_bytes),
+    memory: st.sampler && st.sampler.state_bytes
+      ? `${fmt.bytes(st.memory_bytes)} (${st.sampler.kind} state ${fmt.bytes(st.sampler.state_bytes)})`
+      : fmt.bytes(st.memory_bytes),
     ood: st.ood && st.ood.score !== undefined && st.ood.score !== null
       ? `${fmt.num(st.ood.score, 1)}${st.ood.flag ? " ⚠ unlike training" : ""}` : "–",
     backend: st.backend,
