@@ -189,7 +189,7 @@ class TorchStream:
         self.reset()
 
     def reset(self) -> None:
-        self.mem = tuple(x.to(self.device) for x in self.net.empty_memory(1))
+        self.mem = tuple(x.to(self.device) for x in self.net.empty_carry(1))
         self.svd.reset()
         self.pend, self.pend_t = [], []
         self.committed = None
@@ -219,7 +219,7 @@ class TorchStream:
         ct, cp = self.net.clip_coords(tt)
         self.mem = self.net.sampler(*self.mem, tok.reshape(1, -1, self.d), ct, cp.to(self.device))
         self.svd.update(tok.mean(dim=1).double().cpu().numpy())
-        self.committed = [m.float().cpu().numpy() if m.is_floating_point() else m.cpu().numpy() for m in self.mem]
+        self.committed = [m.float().cpu().numpy() if m.is_floating_point() else m.cpu().numpy() for m in self.mem[:4]]
         self.pend, self.pend_t = [], []
 
 

@@ -57,10 +57,11 @@ def main() -> None:
              torch.linspace(0, m // P, L)[None], torch.ones(1, L))
         basis = torch.linalg.qr(torch.randn(d, r)).Q.T[None]
         sv = torch.linspace(10, 1, r)[None]
+        carry = mem + ((net.sampler.empty_state(1),) if net.sampler.has_state else ())
         with torch.inference_mode():
             parts = {
                 "backbone": (net.backbone, lambda: net.backbone(frame), "1 frame"),
-                "sampler": (net.sampler, lambda: net.sampler(*mem, clip, ct, cp), f"m={m} + k={k} tokens"),
+                "sampler": (net.sampler, lambda: net.sampler(*carry, clip, ct, cp), f"m={m} + k={k} tokens"),
                 "heads": (net.heads, lambda: net.heads(*mem, basis, sv, *q), f"1 query, L={L}"),
             }
             res = {}
