@@ -37,10 +37,24 @@ def main() -> None:
     ap.add_argument("--video-s", type=float, default=1800.0)
     ap.add_argument("--queries", type=int, default=120)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--runs", type=int, default=40, help="timed sampler calls per graph")
+    ap.add_argument("--runs", type=int, default=40, help="timed sampler calls per graph (0: no latency)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--latency-only", action="store_true", help="only the interleaved sampler latency (no evaluation)")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
+    if args.latency_only:
+        from export.checkpoint import load_checkpoint
+
+        nets = {}
+        for spec in args.checkpoint:
+            label, _, path = spec.rpartition("=")
+            nets[label or Path(path).stem] = load_checkpoint(path)[0]
+        lat = sampler_latency(nets, runs=args.runs, threads=args.threads)
+        Path(args.json).write_text(json.dumps({"meta": {"runs": args.runs, "threads": args.threads}, "latency": lat},
+                                              indent=2))
+        for k, v in lat.items():
+            print(f"{k:28s} {v['median_ms']:7.2f} ms ({v['p10_ms']:.2f}-{v['p90_ms']:.2f})  x{v['vs_first']:.2f}")
+        return
     import numpy as np
     import torch
     from eval_samplers import prior_ranking
@@ -74,8 +88,8 @@ def main() -> None:
         rows[ref] = _evaluate(first, videos, ref, prior, args.seed, evaluate_model,
                               memory_figures if ref == "random" else None, format_table)
         rows[ref].update(sampler=ref, state_bytes=_state_bytes(first, with_sampler=False))
-    latency = sampler_latency(nets, runs=args.runs, threads=args.threads)
-    for label, net in nets.items():
+    latency = sampler_latency(nets, runs=args.runs, threads=args.threads) if args.runs > 0 else {}
+    for label, net in nets.items() if latency else ():
         if net.sampler.has_state:
             mode = net.cfg.sampler.s4_mode
             rows[label]["sampler_latency"] = latency[f"{label} ({mode})"]
