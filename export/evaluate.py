@@ -78,8 +78,10 @@ def oracle_memory(net: LVMNet, data: VideoData, q: Query):
     return mem
 
 
-def _run_heads(net, mems, svd: TorchOnlineSVD, qb) -> dict[str, np.ndarray]:
+def _run_heads(net, mems, svd: TorchOnlineSVD, qb, svd_tokens: bool = True) -> dict[str, np.ndarray]:
     basis, sv = svd.padded()
+    if not svd_tokens:  # the MeMSVD ablation: the heads see an all-zero summary
+        basis, sv = torch.zeros_like(basis), torch.zeros_like(sv)
     out = net.heads(*mems, basis[None], sv[None], **qb.inputs)
     return {k: v.numpy() for k, v in zip(HEAD_OUTPUTS, out)}
 
@@ -90,7 +92,7 @@ def _head_batch(qb) -> HeadBatch:
 
 @torch.no_grad()
 def answer_video(net: LVMNet, data: VideoData, sampler: str = "neural", seed: int = 0, *, object_extent: bool = True,
-                 chunk: int = 64) -> list[dict]:
+                 chunk: int = 64, svd_tokens: bool = True) -> list[dict]:
     net.eval()
     cfg = net.cfg
     mem, svd = stream_memory(net, data, "random" if sampler == "random" else "neural", seed)
@@ -103,7 +105,7 @@ def answer_video(net: LVMNet, data: VideoData, sampler: str = "neural", seed: in
             mems = tuple(torch.cat([p[j] for p in per]) for j in range(4))
         else:
             mems = mem
-        out = _run_heads(net, mems, svd, qb)
+        out = _run_heads(net, mems, svd, qb, svd_tokens)
         answers.extend(decode_answers(_head_batch(qb), out, object_fps=cfg.stream.object_fps,
                                       object_extent=object_extent))
     return answers
@@ -114,12 +116,13 @@ def score(queries: list[Query], answers: list[dict]) -> dict:
 
 
 def evaluate_model(net: LVMNet, videos: list[VideoData], sampler: str = "neural", seed: int = 0,
-                   progress: bool = True, object_extent: bool = True) -> dict:
+                   progress: bool = True, object_extent: bool = True, svd_tokens: bool = True) -> dict:
+    """``svd_tokens=False``: the heads read an all-zero online-SVD summary (what MeMSVD adds, measured)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     queries, answers = [], []
     for v in tqdm(videos, desc=f"eval ({sampler})", disable=not progress, leave=False):
-        answers.extend(answer_video(net, v, sampler, seed, object_extent=object_extent))
+        answers.extend(answer_video(net, v, sampler, seed, object_extent=object_extent, svd_tokens=svd_tokens))
         queries.extend(v.queries)
     res = score(queries, answers)
     res["memory_tokens"] = net.cfg.stream.memory_tokens

@@ -25,7 +25,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--samplers", default="neural,random,oracle",
                     help="comma list of neural, random, oracle, prior; a name + '-noextent' answers object queries "
-                         "with a box at every frame of the window (what heads without an extent output give)")
+                         "with a box at every frame of the window (what heads without an extent output give); '-nosvd' "
+                         "zeroes the online-SVD summary the heads read (MeMSVD's contribution)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="torch CPU threads")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
@@ -55,8 +56,9 @@ def main() -> None:
             if sampler == "prior":
                 res = prior_ranking(net.cfg, meta, videos)
             else:
-                base = sampler.removesuffix("-noextent")
-                res = evaluate_model(net, videos, base, seed=args.seed, object_extent=base == sampler)
+                base = sampler.removesuffix("-noextent").removesuffix("-nosvd")
+                res = evaluate_model(net, videos, base, seed=args.seed, object_extent=not sampler.endswith("-noextent"),
+                                     svd_tokens=not sampler.endswith("-nosvd"))
             res["seconds"] = round(time.time() - t0, 1)
             key = f"{label or path}:{sampler}"
             results[key] = res
