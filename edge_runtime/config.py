@@ -79,6 +79,11 @@ class SamplerConfig(_Strict):
                             "carried state is P x layers x d_model x 2N floats per stream")
     s4_mode: Literal["conv", "recurrent"] = Field("conv", description="s5: how the S4D layers run a clip: one causal "
                                                    "convolution (matrix products) or step by step; same numbers")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    topk_chunk: int = Field(TENSORRT_TOPK_MAX, gt=0, le=TENSORRT_TOPK_MAX,
+                            description="largest K of one TopK; larger m selects in chunks")
+    tau_start: float = Field(1.5, gt=0)
+    tau_end: float = Field(1.0, gt=0)
 
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict[str, Any]:
@@ -89,11 +94,6 @@ class SamplerConfig(_Strict):
             for key in ("kind", "state_size", "s4_mode"):
                 d.pop(key, None)
         return d
-    dropout: float = Field(0.0, ge=0, lt=1)
-    topk_chunk: int = Field(TENSORRT_TOPK_MAX, gt=0, le=TENSORRT_TOPK_MAX,
-                            description="largest K of one TopK; larger m selects in chunks")
-    tau_start: float = Field(1.5, gt=0)
-    tau_end: float = Field(1.0, gt=0)
 
 
 class HeadsConfig(_Strict):
