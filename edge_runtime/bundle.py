@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -113,10 +114,7 @@ class Bundle:
         t = next((t for t in self.graphs["sampler"].inputs if t.name == "sampler_state"), None)
         if t is None:
             return 0
-        n = 1
-        for d in t.shape[1:]:
-            n *= int(d)
-        return n * t.dtype.itemsize
+        return math.prod(int(d) for d in t.shape[1:]) * t.dtype.itemsize
 
     @property
     def sampler_batches_streams(self) -> bool:

@@ -260,8 +260,7 @@ def _train(args) -> int:
     if args.heads_from:
         meta["heads_from"] = str(args.heads_from)
     if cfg.sampler.kind == "s5":
-        meta["lsmcl_steps"] = 0 if args.no_lsmcl or args.sampler_from else (
-            tc.lsmcl_steps if args.lsmcl_steps is None else args.lsmcl_steps)
+        meta["lsmcl_steps"] = 0 if args.sampler_from else _lsmcl_steps(args, cfg)
     save_checkpoint(net, final, meta, labels=labels)
     summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,
                "heads_steps": heads_steps, "total_seconds": round(time.time() - t0, 1),
@@ -346,8 +345,8 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
     say(f"lvm-train: backbone tokens ready ({time.time() - t0:.0f} s; cache: {cache or 'off'})")
 
     resumed = args.resume and (out / "checkpoint.safetensors").exists()
-    lsmcl_steps = tc.lsmcl_steps if args.lsmcl_steps is None else args.lsmcl_steps
-    if cfg.sampler.kind == "s5" and lsmcl_steps > 0 and not args.no_lsmcl and not resumed:
+    lsmcl_steps = _lsmcl_steps(args, cfg)
+    if lsmcl_steps > 0 and not resumed:
         from export.lsmcl import pretrain_lsmcl
         # every rank runs the same seeded steps on the same videos, so the ranks agree without a broadcast
         res = pretrain_lsmcl(net.sampler.encoder, videos, out, steps=lsmcl_steps, batch=tc.lsmcl_batch,
@@ -359,6 +358,13 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
     return train_lvm(net, videos, out, epochs=args.epochs or tc.epochs, continual_p=continual_p, seed=seed,
                      max_steps=args.max_steps, progress=progress, resume=args.resume, labels=labels,
                      freeze_heads=bool(args.heads_from))
+
+
+def _lsmcl_steps(args, cfg) -> int:
+    """LSMCL pre-training steps this run takes (s5 samplers only; --no-lsmcl and --lsmcl-steps)."""
+    if cfg.sampler.kind != "s5" or args.no_lsmcl:
+        return 0
+    return cfg.train.lsmcl_steps if args.lsmcl_steps is None else args.lsmcl_steps
 
 
 def _query_seed(seed: int, i: int) -> int:

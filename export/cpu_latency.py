@@ -73,20 +73,23 @@ def _stats(ms: list[float]) -> dict:
             "min_ms": round(min(ms), 3), "max_ms": round(max(ms), 3), "runs": len(ms)}
 
 
-def measure_latency(paths: dict[str, Path | str], feeds: dict[str, np.ndarray], *, runs: int = 20,
-                    warmup: int = 3, threads: int = 2, tick: Callable[[], None] | None = None) -> dict[str, dict]:
+def measure_latency(paths: dict[str, Path | str], feeds: dict[str, np.ndarray] | None, *, runs: int = 20,
+                    warmup: int = 3, threads: int = 2, tick: Callable[[], None] | None = None,
+                    feeds_of: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, dict]:
     """Median and spread of one call per model, runs interleaved (A B, B A, ...) so drift in the
-    machine's speed hits every candidate alike."""
+    machine's speed hits every candidate alike. ``feeds_of``: each model's own feed (models whose
+    inputs differ), instead of one ``feeds`` for all."""
     sessions = {k: cpu_session(p, threads) for k, p in paths.items()}
-    for s in sessions.values():
+    feed = feeds_of or {k: feeds for k in sessions}
+    for k, s in sessions.items():
         for _ in range(warmup):
-            s.run(None, feeds)
+            s.run(None, feed[k])
     times: dict[str, list[float]] = {k: [] for k in sessions}
     order = list(sessions)
     for r in range(runs):
         for k in (order if r % 2 == 0 else order[::-1]):
             t0 = time.perf_counter()
-            sessions[k].run(None, feeds)
+            sessions[k].run(None, feed[k])
             times[k].append((time.perf_counter() - t0) * 1000.0)
         if tick:
             tick()

@@ -35,10 +35,7 @@ class _Embed(nn.Module):
         self.proj = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, dim_out))
 
     def forward(self, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        B = tokens.shape[0]
-        L = len(self.encoder.blocks)
-        state = torch.zeros(B, self.encoder.P, L, self.encoder.d, 2 * self.encoder.blocks[0].s4.n)
-        feats, _ = self.encoder(tokens * keep[..., None], state)
+        feats, _ = self.encoder(tokens * keep[..., None], self.encoder.empty_state(tokens.shape[0]))
         pooled = (feats * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1.0)
         return F.normalize(self.proj(pooled), dim=-1)
 

@@ -141,6 +141,10 @@ class S4Encoder(nn.Module):
         self.P, self.grid, self.d = cfg.backbone.tokens_per_frame, cfg.backbone.grid, sc.d_model
         self.inp = nn.Sequential(nn.LayerNorm(cfg.backbone.dim), nn.Linear(cfg.backbone.dim, sc.d_model))
         self.blocks = nn.ModuleList(S4Block(sc.d_model, sc.state_size, sc.s4_mode) for _ in range(sc.layers))
+        self.state_shape = (self.P, sc.layers, sc.d_model, 2 * sc.state_size)  # per stream
+
+    def empty_state(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, *self.state_shape)
 
     def embed(self, tokens, patches):
         return self.inp(tokens) + spatial_encoding(patches, self.d, self.grid)
@@ -182,14 +186,14 @@ class S5Sampler(nn.Module):
         super().__init__()
         sc = cfg.sampler
         self.m, self.chunk = cfg.stream.memory_tokens, sc.topk_chunk
-        self.state_shape = (cfg.backbone.tokens_per_frame, sc.layers, sc.d_model, 2 * sc.state_size)
         self.encoder = S4Encoder(cfg)
+        self.state_shape = self.encoder.state_shape
         self.source = nn.Embedding(2, sc.d_model)  # 0 = already in memory, 1 = new clip token
         self.mg = nn.Sequential(nn.LayerNorm(sc.d_model), nn.Linear(sc.d_model, 1))  # Linear_S4 mask generator
         self.tau = sc.tau_start
 
     def empty_state(self, batch: int = 1) -> torch.Tensor:
-        return torch.zeros(batch, *self.state_shape)
+        return self.encoder.empty_state(batch)
 
     def scores(self, mem, mem_p, mem_valid, clip, state):
         """-> scores (B, m + k) memory first, and the new state."""

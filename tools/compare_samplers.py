@@ -58,12 +58,10 @@ def main() -> None:
     import numpy as np
     import torch
     from eval_samplers import prior_ranking
-    from memory_ceiling import memory_figures
 
     from export.checkpoint import load_checkpoint
-    from export.cli_eval import format_table
     from export.data import token_cache_dir
-    from export.evaluate import evaluate_model, evaluation_videos
+    from export.evaluate import evaluation_videos
 
     torch.set_num_threads(args.threads)
     nets, rows = {}, {}
@@ -80,13 +78,12 @@ def main() -> None:
         elif not all(torch.equal(bb[k], v) for k, v in net.backbone.state_dict().items()):
             raise SystemExit(f"{path}: its backbone differs from the first checkpoint's; compare separately")
         nets[label] = net
-        rows[label] = _evaluate(net, videos, "neural", prior, args.seed, evaluate_model, memory_figures, format_table)
+        rows[label] = _evaluate(net, videos, "neural", prior, args.seed)
         rows[label].update(sampler=net.cfg.sampler.kind, checkpoint=path, training=_training(Path(path), meta),
                            state_bytes=_state_bytes(net))
     first = next(iter(nets.values()))
     for ref in filter(None, args.references.split(",")):
-        rows[ref] = _evaluate(first, videos, ref, prior, args.seed, evaluate_model,
-                              memory_figures if ref == "random" else None, format_table)
+        rows[ref] = _evaluate(first, videos, ref, prior, args.seed, memory=ref == "random")
         rows[ref].update(sampler=ref, state_bytes=_state_bytes(first, with_sampler=False))
     latency = sampler_latency(nets, runs=args.runs, threads=args.threads) if args.runs > 0 else {}
     for label, net in nets.items() if latency else ():
@@ -104,11 +101,17 @@ def main() -> None:
     print(summary_table(rows))
 
 
-def _evaluate(net, videos, sampler, prior, seed, evaluate_model, memory_figures, format_table) -> dict:
+def _evaluate(net, videos, sampler, prior, seed, memory: bool = True) -> dict:
+    """R@kx of one memory read by ``net``'s heads; ``memory``: also what that memory keeps."""
+    from memory_ceiling import memory_figures
+
+    from export.cli_eval import format_table
+    from export.evaluate import evaluate_model
+
     t0 = time.time()
     res = evaluate_model(net, videos, sampler, seed=seed, progress=False)
     res["eval_seconds"] = round(time.time() - t0, 1)
-    if memory_figures is not None:
+    if memory:
         res["memory"] = memory_figures(net, videos, sampler, prior, seed=seed)
     print(f"== {sampler} of {net.cfg.name} ({res['queries']} queries, {res['eval_seconds']} s)\n{format_table(res)}",
           flush=True)
@@ -146,14 +149,12 @@ def _training(ck: Path, meta: dict) -> dict:
 def sampler_latency(nets: dict, runs: int, threads: int) -> dict:
     """Each sampler graph exported (FP32, slimmed as lvm-export does) and timed on one stream's call, all
     graphs interleaved; an s5 sampler also in its other S4 mode (same weights)."""
-    import numpy as np
-
-    from export.cpu_latency import _stats, cpu_session
+    from export.cpu_latency import measure_latency
     from export.model import LVMNet
     from export.onnx_graphs import export_graph, sampler_spec, slim_and_check
     from export.parity import example_feeds
 
-    graphs = {}
+    paths, feeds, export_s = {}, {}, {}
     tmp = Path(tempfile.mkdtemp(prefix="samplers-"))
     for label, net in nets.items():
         variants = {label: net}
@@ -166,26 +167,16 @@ def sampler_latency(nets: dict, runs: int, threads: int) -> dict:
             variants = {f"{label} ({mode})": net, f"{label} ({other})": twin}
         for name, n in variants.items():
             spec = sampler_spec(n)
-            path = tmp / f"{len(graphs)}.onnx"
+            paths[name] = tmp / f"{len(paths)}.onnx"
             t0 = time.time()
-            export_graph(n, spec, path)
-            slim_and_check(path)
-            feed = example_feeds(n, spec, streams=1)
-            graphs[name] = (cpu_session(path, threads), feed, round(time.time() - t0, 1))
-    for sess, feed, _ in graphs.values():
-        for _ in range(3):
-            sess.run(None, feed)
-    times = {k: [] for k in graphs}
-    order = list(graphs)
-    for r in range(runs):
-        for k in (order if r % 2 == 0 else order[::-1]):
-            sess, feed, _ = graphs[k]
-            t0 = time.perf_counter()
-            sess.run(None, feed)
-            times[k].append((time.perf_counter() - t0) * 1000.0)
-    ref = np.median(times[order[0]])
-    return {k: {**_stats(v), "threads": threads, "vs_first": round(float(np.median(v) / ref), 3),
-                "export_seconds": graphs[k][2]} for k, v in times.items()}
+            export_graph(n, spec, paths[name])
+            slim_and_check(paths[name])
+            export_s[name] = round(time.time() - t0, 1)
+            feeds[name] = example_feeds(n, spec, streams=1)
+    lat = measure_latency(paths, None, feeds_of=feeds, runs=runs, warmup=3, threads=threads)
+    ref = lat[next(iter(lat))]["median_ms"]
+    return {k: {**v, "vs_first": round(v["median_ms"] / ref, 3), "export_seconds": export_s[k]}
+            for k, v in lat.items()}
 
 
 def summary_table(rows: dict) -> str:
