@@ -24,7 +24,7 @@ from edge_runtime.config import ConfigError, ModelConfig, model_config_from_dict
 MANIFEST = "manifest.json"
 FORMAT = 1
 # The graph I/O contract, written once: each graph's input and output names in the order the graph
-# declares them, and the dtypes the runtime accepts for each. lvm-export (export/onnx_graphs.py) builds
+# declares them, and the dtypes the runtime accepts for each. lvm-export (export/onnx/graphs.py) builds
 # its graphs from this table, so a bundle and the runtime that loads it cannot disagree on the names.
 GRAPH_NAMES = ("backbone", "sampler", "heads")
 _F = ("float32", "float16")  # float tensors may be carried in half precision by an fp16 export

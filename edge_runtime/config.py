@@ -70,7 +70,7 @@ class StreamConfig(_Strict):
 
 class SamplerConfig(_Strict):
     kind: Literal["lvm", "s5"] = Field("lvm", description="token selector: lvm = LVM-Net's transformer sampler, "
-                                        "s5 = Selective S4 (S4D features, linear mask generator; export/s5_sampler.py)")
+                                        "s5 = Selective S4 (S4D features, linear mask generator; export/model/s5_sampler.py)")
     d_model: int = Field(gt=0)
     layers: int = Field(ge=1, description="transformer layers (lvm) or S4D blocks (s5)")
     heads: int = Field(ge=1, description="attention heads (lvm only)")
@@ -131,20 +131,20 @@ class TrainConfig(_Strict):
     prior_init: bool = Field(False, description="start the activity head's bias at the log-odds of each "
                                                 "activity's frequency in the training queries (RetinaNet-style)")
     sampler_target_weight: float = Field(0.0, ge=0, description="weight of the sampler's event-token loss "
-                                         "(export/token_targets.py); 0 = trained through the heads alone, as in LVM-Net")
+                                         "(export/train/token_targets.py); 0 = trained through the heads alone, as in LVM-Net")
     identity_weight: float = Field(0.0, ge=0, description="weight of the heads' identity loss: which memory tokens "
-                                   "show the queried object (export/token_targets.py); 0 = off, as in LVM-Net")
+                                   "show the queried object (export/train/token_targets.py); 0 = off, as in LVM-Net")
     token_activity_weight: float = Field(0.0, ge=0, description="weight of the heads' token-activity loss: what "
-                                         "each memory token of an event shows being done (export/heads_stage.py)")
+                                         "each memory token of an event shows being done (export/train/heads_stage.py)")
     heads_steps: int = Field(0, ge=0, description="second stage: steps of the heads alone on the frozen sampler's "
-                             "memories (export/heads_stage.py); 0 = none, as in LVM-Net")
+                             "memories (export/train/heads_stage.py); 0 = none, as in LVM-Net")
     heads_batch: int = Field(64, ge=1, description="queries per step in the heads stage")
     heads_videos: int = Field(0, ge=0, description="videos the heads stage streams (the training videos first, "
                               "then more of the same looks); 0 = train_videos")
     heads_queries_per_video: int = Field(0, ge=0, description="queries per heads-stage video; 0 = queries_per_video")
     lr_heads: float = Field(1e-3, gt=0, description="peak learning rate of the heads stage (cosine decay)")
     lsmcl_steps: int = Field(0, ge=0, description="s5: steps of long-short masked contrastive pre-training of the "
-                             "S4 encoder before stage 1 (export/lsmcl.py); 0 = none")
+                             "S4 encoder before stage 1 (export/train/lsmcl.py); 0 = none")
     lsmcl_mask: float = Field(0.5, ge=0, lt=1, description="s5: share of tokens masked in each LSMCL view")
     lsmcl_long_clips: int = Field(4, ge=2, description="s5: clips in an LSMCL long view (the short view is one clip)")
     lsmcl_temperature: float = Field(0.1, gt=0, description="s5: InfoNCE temperature rho")

@@ -97,7 +97,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def fast_export(monkeypatch):
     """For export tests about something else (the gate, failures, where frames come from): parity
     and CPU timing are replaced by perfect results; they are checked by their own tests."""
-    from export import cli_export
+    from export.cli import export as cli_export
 
     ok = {"backbone": {"max_abs": 0.0}, "sampler": {"topm_recall": 1.0, "kept_feature_max_abs": 0.0},
           "heads": {"max_abs": 0.0}}

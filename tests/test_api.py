@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from edge_runtime.api import check_bind, create_app, is_loopback
-from edge_runtime.engine import Engine
-from edge_runtime.pipeline import Runtime
+from edge_runtime.serve.api import check_bind, create_app, is_loopback
+from edge_runtime.engine.engine import Engine
+from edge_runtime.serve.pipeline import Runtime
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edge_runtime import cli
-from edge_runtime.api import create_app
-from edge_runtime.engine import Engine
-from edge_runtime.streams import Streams
+from edge_runtime.serve.api import create_app
+from edge_runtime.engine.engine import Engine
+from edge_runtime.serve.streams import Streams
 from fakes import serve_app
 
 
@@ -106,7 +106,7 @@ def test_a_batch_naming_two_streams_is_answered_from_each_memory(client, hub):
     labels = hub.engine.labels
 
     def direct(it):  # the request as the API hands it to a stream's Runtime.query
-        from edge_runtime.api import decode_image
+        from edge_runtime.serve.api import decode_image
 
         img = decode_image(it["object_image"], "x", 1 << 24) if "object_image" in it else None
         act = it.get("activity")
@@ -178,7 +178,7 @@ def test_removing_a_stream_leaves_the_others_streaming_and_answering(client, hub
 
 
 def test_one_runtime_is_served_as_before(tiny_bundle):
-    from edge_runtime.pipeline import Runtime
+    from edge_runtime.serve.pipeline import Runtime
 
     with Engine(tiny_bundle, threads=1) as engine, TestClient(create_app(Runtime(engine))) as c:
         st = c.get("/v1/status").json()

@@ -14,17 +14,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edge_runtime import cli
-from edge_runtime.api import create_app
-from edge_runtime.ask import AskError, Reader, StreamClock, read_question
-from edge_runtime.ask.names import stem
-from edge_runtime.ask.times import TimeError, find_window
-from edge_runtime.engine import Engine
-from edge_runtime.pipeline import Runtime
+from edge_runtime.serve.api import create_app
+from edge_runtime.query.ask import AskError, Reader, StreamClock, read_question
+from edge_runtime.query.ask.names import stem
+from edge_runtime.query.ask.times import TimeError, find_window
+from edge_runtime.engine.engine import Engine
+from edge_runtime.serve.pipeline import Runtime
 from fakes import serve_app
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-import ask_accuracy  # noqa: E402
+import tools.accuracy.ask_accuracy as ask_accuracy
 
 LABELS = ["pick_up", "scan", "bag", "put_back", "hold", "inspect", "hand_over", "browse"]
 PRODUCTS = ["oat milk", "whole milk", "chips bag", "eggs", "sourdough bread"]
@@ -141,7 +140,7 @@ def test_user_synonyms_extend_the_table():
 
 
 def test_runtime_install_needs_no_torch_and_no_hub():
-    code = ("import sys; from edge_runtime.ask import read_question, StreamClock; "
+    code = ("import sys; from edge_runtime.query.ask import read_question, StreamClock; "
             "r = read_question('when was the oatmilk bagged', labels=['bag'], products=['oat milk'], "
             "clock=StreamClock(stream_now=60.0)); "
             "print(r.query['product'], 'torch' in sys.modules, r.query['activity'])")
@@ -265,7 +264,7 @@ def test_stream_clock_of_a_runtime():
     """A file's "now" is the memory's end; a live source's is the wall clock's (wall_origin = unix time of stream 0)."""
     from types import SimpleNamespace
 
-    from edge_runtime.api_ask import stream_clock
+    from edge_runtime.serve.api_ask import stream_clock
 
     engine = SimpleNamespace(coverage={"start": 10.0, "end": 100.0})
     file_clock = stream_clock(SimpleNamespace(engine=engine, wall_origin=None))

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from edge_runtime.config import ConfigError, model_config_from_dict, resolve_model_config
-from export.backbone import Backbone, BackboneWeightsError
-from export.cli_common import run_cli
+from export.model.backbone import Backbone, BackboneWeightsError
+from export.cli.common import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""tools/bench.py: the quick run writes its outputs with the documented keys; helpers behave.
+"""tools/bench/cli.py: the quick run writes its outputs with the documented keys; helpers behave.
 
 The end-to-end test runs ``--quick --only P4,P5`` (the whole quick run takes minutes on 2 cores
 and builds bundles with lvm-export); set LVM_BENCH_FULL_QUICK=1 to run every part quickly.
@@ -20,13 +20,9 @@ TOOLS = REPO / "tools"
 
 @pytest.fixture(scope="module")
 def bench_mod():
-    sys.path.insert(0, str(TOOLS))
-    try:
-        import bench_common
+    import tools.bench.common as bench_common
 
-        yield bench_common
-    finally:
-        sys.path.remove(str(TOOLS))
+    return bench_common
 
 
 def test_stats_and_figure_goals(bench_mod):
@@ -66,10 +62,10 @@ def test_cpu_monitor_and_rss(bench_mod):
 def test_accel_stream_path_runs_on_cpu(bench_mod):
     """The CUDA FP16 streaming path, exercised on CPU with bfloat16 autocast and the tiny config."""
     torch = pytest.importorskip("torch")
-    import bench_speed
+    import tools.bench.speed as bench_speed
 
     from edge_runtime.config import resolve_model_config
-    from export.model import LVMNet
+    from export.model.lvmnet import LVMNet
 
     torch.manual_seed(0)
     net = LVMNet(resolve_model_config("lvm-tiny")).eval()
@@ -78,7 +74,7 @@ def test_accel_stream_path_runs_on_cpu(bench_mod):
 
 
 def test_bad_arguments():
-    res = subprocess.run([sys.executable, str(TOOLS / "bench.py"), "--only", "P9", "--quick"],
+    res = subprocess.run([sys.executable, "-m", "tools.bench", "--only", "P9", "--quick"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert res.returncode == 2 and "unknown part" in res.stderr
 
@@ -86,7 +82,7 @@ def test_bad_arguments():
 @pytest.mark.slow
 def test_quick_run_writes_results(tmp_path):
     full = os.environ.get("LVM_BENCH_FULL_QUICK") == "1"
-    cmd = [sys.executable, str(TOOLS / "bench.py"), "--quick", "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "tools.bench", "--quick", "--out", str(tmp_path)]
     if not full:
         cmd += ["--only", "P4,P5"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)

@@ -1,4 +1,4 @@
-"""tools/bench.py P8 (many streams in one process): the quick run writes every figure with sane
+"""tools/bench/cli.py P8 (many streams in one process): the quick run writes every figure with sane
 values. Timings are not checked — the quick run is a smoke test, not a measurement."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ TOOLS = REPO / "tools"
 
 @pytest.mark.slow
 def test_p8_quick_run(tmp_path):
-    cmd = [sys.executable, str(TOOLS / "bench.py"), "--quick", "--only", "P8", "--no-plots", "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "tools.bench", "--quick", "--only", "P8", "--no-plots", "--out", str(tmp_path)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     r = json.loads((tmp_path / "results.json").read_text())

@@ -9,11 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edge_runtime import cli
-from edge_runtime.api import create_app
-from edge_runtime.catalog import Catalog, CatalogError
-from edge_runtime.engine import Engine
-from edge_runtime.pipeline import Runtime
-from edge_runtime.product_query import combine
+from edge_runtime.serve.api import create_app
+from edge_runtime.query.catalog import Catalog, CatalogError
+from edge_runtime.engine.engine import Engine
+from edge_runtime.serve.pipeline import Runtime
+from edge_runtime.query.by_product import combine
 from fakes import serve_app
 
 

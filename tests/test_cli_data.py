@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from export.cli_data import main, parse_seeds
+from export.cli.data import main, parse_seeds
 from export.dataset.render import like_train, render_dataset
 
 A = "train-0000-s0-l0"
@@ -38,7 +38,7 @@ def broken(good, tmp_path) -> Path:
 
 def test_check_cli_lists_every_problem_and_exits_1(broken):
     exe = Path(sys.executable).parent / "lvm-data"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "export.cli_data"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "export.cli.data"]
     res = subprocess.run([*cmd, "check", str(broken)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1
     out = res.stdout.strip().splitlines()

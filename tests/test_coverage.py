@@ -4,9 +4,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edge_runtime.answers import ranked_intervals
-from edge_runtime.coverage import covered_spans, hold_to_spans, window_coverage
-from edge_runtime.engine import Engine
+from edge_runtime.query.answers import ranked_intervals
+from edge_runtime.query.coverage import covered_spans, hold_to_spans, window_coverage
+from edge_runtime.engine.engine import Engine
 
 
 def _snap(start, end, gaps=()):

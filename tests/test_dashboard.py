@@ -62,9 +62,9 @@ def _crop_png() -> str:
 
 def test_timeline_json_and_what_is_open(tiny_bundle):
     """/v1/timeline: covered spans, gaps, the pending clip; the page is open, the data is not."""
-    from edge_runtime.api import create_app
-    from edge_runtime.engine import Engine
-    from edge_runtime.pipeline import Runtime
+    from edge_runtime.serve.api import create_app
+    from edge_runtime.engine.engine import Engine
+    from edge_runtime.serve.pipeline import Runtime
 
     with Engine(tiny_bundle, threads=1) as engine:
         times = np.r_[np.arange(20.0), np.arange(30.0, 36.0)]  # 1 fps; nothing from 20 to 30 s

@@ -120,7 +120,7 @@ def test_demo_stream_query_kill_restore_and_drain(tiny_bundle, tmp_path):
         time.sleep(1.0)
     finally:
         p.stop(signal.SIGKILL)
-    from edge_runtime.snapshot import read_snapshot
+    from edge_runtime.engine.snapshot import read_snapshot
     _, meta = read_snapshot(state / "snapshot.npz")  # a SIGKILL never leaves a torn snapshot
     saved_end = meta["coverage"]["end"]
     assert saved_end >= 96
@@ -213,7 +213,7 @@ def _expected_memory_bytes(bundle: Path) -> int:
     of sampler memory buffers (ping-pong) and one clip input, the committed host copy of one set,
     the SVD as the heads read it (heads dtypes) and as it is kept (float64 basis, values, mean and
     3 counters), the pending clip (float32 tokens, float64 times) and the bounded gap list."""
-    from edge_runtime.engine import MAX_GAPS
+    from edge_runtime.engine.engine import MAX_GAPS
 
     m = json.loads((bundle / "manifest.json").read_text())
     cfg = m["config"]

@@ -13,9 +13,10 @@ import yaml
 
 from edge_runtime.checkout import ACTIVITIES
 from edge_runtime.config import resolve_model_config
-from export import cli_eval, cli_export
+from export.cli import eval as cli_eval
+from export.cli import export as cli_export
 from export.dataset.render import like_eval, like_train, render_dataset
-from export.eval_data import DataSplit
+from export.dataset.eval_data import DataSplit
 
 DUR = 48.0     # 3 clips of 16 s at lvm-tiny's 1 fps
 QUERIES = 24
@@ -87,7 +88,7 @@ def test_labels_mismatch_exits_2_naming_both_lists(dataset, tmp_path, capsys):
 
 def test_calibration_frames_spread_over_the_train_split(dataset):
     cfg = resolve_model_config("lvm-tiny")
-    from export.calibration import read_video_files
+    from export.onnx.calibration import read_video_files
 
     files = [it.video for it in DataSplit.open(dataset, "train").items]
     cal = read_video_files(files, "train", cfg, max_frames=40)
@@ -96,8 +97,8 @@ def test_calibration_frames_spread_over_the_train_split(dataset):
 
 
 def test_calib_wins_over_data_for_the_frames(dataset):
-    from export.export_inputs import read_calibration
-    from export.export_ui import UI
+    from export.onnx.inputs import read_calibration
+    from export.onnx.ui import UI
 
     cfg = resolve_model_config("lvm-tiny")
     train = DataSplit.open(dataset, "train")
@@ -110,7 +111,7 @@ def test_calib_wins_over_data_for_the_frames(dataset):
 @pytest.mark.slow
 def test_export_int8_calibrates_from_the_dataset(dataset, tmp_path, capsys, monkeypatch, fast_export):
     # the OOD statistics are checked elsewhere too; here only where the frames come from
-    monkeypatch.setattr("export.ood_stats.write_bundle_ood", lambda *a, **k: None)
+    monkeypatch.setattr("export.evaluate.ood_stats.write_bundle_ood", lambda *a, **k: None)
     out = tmp_path / "int8"
     rc, _, err = _main(cli_export, ["--precision", "int8", "--data", dataset, "--skip-gate", "--out", out,
                                     "--calib-frames", 32, "--bench-runs", 1, "--engine", "onnxruntime",
@@ -122,7 +123,7 @@ def test_export_int8_calibrates_from_the_dataset(dataset, tmp_path, capsys, monk
 
 
 def test_gate_evaluator_scores_a_bundle_on_the_test_split(dataset, tiny_bundle):
-    from export.accuracy_gate import engine_evaluator, run_gate
+    from export.evaluate.accuracy_gate import engine_evaluator, run_gate
 
     ev = engine_evaluator(queries=QUERIES, data=DataSplit.open(dataset, "test"), progress=False, threads=2)
     res = run_gate(tiny_bundle, tiny_bundle, ev, 1.0)  # a bundle against itself: every delta 0

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from edge_runtime.config import resolve_model_config
-from export import cli_export
-from export.bundle_writer import BundleWriteError, BundleWriter
-from export.checkpoint import load_checkpoint, save_checkpoint
-from export.model import LVMNet
-from export.onnx_graphs import BACKBONE, GRAPHS, HEADS, SAMPLER, example_inputs
+from export.cli import export as cli_export
+from export.onnx.bundle_writer import BundleWriteError, BundleWriter
+from export.model.checkpoint import load_checkpoint, save_checkpoint
+from export.model.lvmnet import LVMNet
+from export.onnx.graphs import BACKBONE, GRAPHS, HEADS, SAMPLER, example_inputs
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("edge_runtime.checkout", reason="the checkout generator provides the calibration frames")
@@ -189,7 +189,7 @@ def test_fp16_bundle_runs_with_fp32_io_and_stays_close(bundles, ckpt):
 # -- int8 ------------------------------------------------------------------------------------------
 
 def test_int8_bundle_from_generator_frames(bundles):
-    from export.calibration import read_frames
+    from export.onnx.calibration import read_frames
 
     b = bundles["int8"]
     m = _manifest(b)
@@ -278,7 +278,7 @@ def test_failing_gate_exits_nonzero_and_writes_nothing(ckpt, tmp_path, capsys, f
 
 
 def test_gate_compare_logic():
-    from export.accuracy_gate import GateError, compare
+    from export.evaluate.accuracy_gate import GateError, compare
 
     ok = compare(_metrics(), _metrics(-0.01), 1.0)  # exactly 1 point: allowed
     assert ok.passed and ok.deltas["recall@1x"]["activity"]["short"] == pytest.approx(-1.0)
@@ -338,9 +338,9 @@ def test_bad_arguments(ckpt, tmp_path, capsys):
 
 def test_console_script_help_and_errors_without_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    h = subprocess.run([sys.executable, "-m", "export.cli_export", "--help"], capture_output=True, text=True, env=env)
+    h = subprocess.run([sys.executable, "-m", "export.cli.export", "--help"], capture_output=True, text=True, env=env)
     assert h.returncode == 0 and "--precision" in h.stdout and "--calib" in h.stdout and "exit status" in h.stdout
-    r = subprocess.run([sys.executable, "-m", "export.cli_export", "--precision", "fp16",
+    r = subprocess.run([sys.executable, "-m", "export.cli.export", "--precision", "fp16",
                         "--checkpoint", str(tmp_path / "none.safetensors")], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and r.stderr.strip().startswith("lvm-export: error:") and "Traceback" not in r.stderr
 
@@ -404,7 +404,7 @@ def test_bundle_writer_replaces_only_when_complete(tmp_path):
 # -- TensorRT ----------------------------------------------------------------------------------------
 
 def test_tensorrt_profiles_cover_dynamic_axes(bundles):
-    from export.tensorrt_build import Profile
+    from export.onnx.tensorrt_build import Profile
 
     cfg = resolve_model_config("lvm-tiny")
     m = _manifest(bundles["fp32"])
@@ -425,8 +425,8 @@ def test_tensorrt_plans(tmp_path):
     trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed here (NVIDIA index only); "
                                                   "plans are built on Jetson / GPU hosts")
     from edge_runtime.backends.tensorrt import device_info
-    from export.onnx_graphs import export_graph, io_signature, slim_and_check
-    from export.tensorrt_build import Profile, build_plan
+    from export.onnx.graphs import export_graph, io_signature, slim_and_check
+    from export.onnx.tensorrt_build import Profile, build_plan
 
     if not device_info():
         pytest.skip("TensorRT is installed but no CUDA GPU is visible")
@@ -444,7 +444,7 @@ def test_tensorrt_plans(tmp_path):
 
 
 def test_int8_choice_keeps_fp32_when_int8_is_not_faster():
-    from export.int8_choice import choose as _choose
+    from export.onnx.int8_choice import choose as _choose
 
     def lat(ms):
         return {"median_ms": ms, "runs": 5}

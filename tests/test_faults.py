@@ -1,10 +1,10 @@
-"""Faults the reliability suite (tools/reliability.py) found, each pinned by a test."""
+"""Faults the reliability suite (tools/reliability/cli.py) found, each pinned by a test."""
 import os
 
 import numpy as np
 import pytest
 
-from edge_runtime import snapshot as snap
+from edge_runtime.engine import snapshot as snap
 
 
 def test_a_power_cut_mid_snapshot_leaves_no_temp_file_after_the_restart(tmp_path):
@@ -23,9 +23,9 @@ def test_a_power_cut_mid_snapshot_leaves_no_temp_file_after_the_restart(tmp_path
 def client(tiny_bundle, tmp_path_factory):
     from fastapi.testclient import TestClient
 
-    from edge_runtime.api import create_app
-    from edge_runtime.engine import Engine
-    from edge_runtime.pipeline import Runtime
+    from edge_runtime.serve.api import create_app
+    from edge_runtime.engine.engine import Engine
+    from edge_runtime.serve.pipeline import Runtime
 
     with Engine(tiny_bundle, threads=1) as engine:
         with TestClient(create_app(Runtime(engine, state_dir=tmp_path_factory.mktemp("state")))) as c:
@@ -64,7 +64,7 @@ def test_the_rate_meter_is_read_and_written_from_two_threads():
     # raised in the intake thread and failed the stream
     import threading
 
-    from edge_runtime.rate_meter import RateMeter
+    from edge_runtime.serve.rate_meter import RateMeter
 
     meter, done, errors = RateMeter(window_s=1e9), threading.Event(), []
 
@@ -97,8 +97,8 @@ def test_a_failure_after_a_commit_does_not_feed_the_same_frames_again(tiny_bundl
     from test_runtime_pipeline import FakeSource
 
     from edge_runtime import sources
-    from edge_runtime.engine import Engine
-    from edge_runtime.pipeline import Runtime
+    from edge_runtime.engine.engine import Engine
+    from edge_runtime.serve.pipeline import Runtime
 
     monkeypatch.setattr(sources, "open_source", lambda uri, **kw: FakeSource(40))
     with Engine(tiny_bundle, threads=1) as engine:

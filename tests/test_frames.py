@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from edge_runtime.config import resolve_model_config
-from edge_runtime.engine import Engine
-from edge_runtime.frames import resize_square
+from edge_runtime.engine.engine import Engine
+from edge_runtime.sources.frames import resize_square
 from edge_runtime.sources import open_source
-from export.calibration import read_frames
+from export.onnx.calibration import read_frames
 
 
 def _write_avi(path, n=12, fps=2.0, w=150, h=90):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from edge_runtime.config import load_model_config
-from export.losses import token_activity_loss
-from export.model import LVMNet
-from export.token_targets import event_token_labels, event_token_targets
-from export.train import token_labels
+from export.train.losses import token_activity_loss
+from export.model.lvmnet import LVMNet
+from export.train.token_targets import event_token_labels, event_token_targets
+from export.train.joint_stage import token_labels
 
 TINY = Path(__file__).resolve().parent.parent / "configs" / "models" / "lvm-tiny.yaml"
 
@@ -75,7 +75,7 @@ def test_heads_aux_outputs_match_the_exported_outputs():
 
 
 def test_sampler_from_rejects_a_checkpoint_of_another_sampler(tmp_path):
-    from export.checkpoint import CheckpointError, load_stage1_state, save_checkpoint
+    from export.model.checkpoint import CheckpointError, load_stage1_state, save_checkpoint
 
     cfg = load_model_config(TINY)
     other = cfg.model_copy(update={"sampler": cfg.sampler.model_copy(update={"layers": 1})})

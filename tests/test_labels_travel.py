@@ -6,7 +6,7 @@ import json
 import pytest
 
 from edge_runtime.config import load_model_config
-from export.checkpoint import REPO_ROOT, CheckpointError, checkpoint_labels, read_metadata, save_checkpoint
+from export.model.checkpoint import REPO_ROOT, CheckpointError, checkpoint_labels, read_metadata, save_checkpoint
 
 TINY = REPO_ROOT / "configs" / "models" / "lvm-tiny.yaml"
 MINE = {"activities": ["walk", "stand", "meet"], "products": ["person"]}
@@ -15,7 +15,7 @@ MINE = {"activities": ["walk", "stand", "meet"], "products": ["person"]}
 def _net(num_activities: int):
     import torch
 
-    from export.model import LVMNet
+    from export.model.lvmnet import LVMNet
 
     cfg = load_model_config(TINY)
     cfg = cfg.model_copy(update={"heads": cfg.heads.model_copy(update={"num_activities": num_activities})})
@@ -35,8 +35,8 @@ def test_checkpoint_keeps_labels_and_refuses_a_count_mismatch(tmp_path):
 
 @pytest.mark.slow
 def test_export_writes_the_checkpoint_labels_and_the_engine_answers_in_them(tmp_path, capsys):
-    from edge_runtime.engine import Engine
-    from export import cli_export
+    from edge_runtime.engine.engine import Engine
+    from export.cli import export as cli_export
 
     net = _net(3)
     ck = save_checkpoint(net, tmp_path / "mine.safetensors", {"seed": 0}, labels=MINE)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edge_runtime.metrics import (
+from edge_runtime.checkout.metrics import (
     aggregate, box_iou, object_hit, recall_at_kx, recall_object, recall_time, score_query, tiou, viou,
 )
 
@@ -201,7 +201,7 @@ def test_score_query_with_query_objects():
 
 
 def test_extent_ratio_and_its_median_per_window():
-    from edge_runtime.metrics import extent_ratio
+    from edge_runtime.checkout.metrics import extent_ratio
 
     gt = [(t, 0, 0, 1, 1) for t in 10 + np.arange(10) * 0.2]         # 10 frames: 2.0 s with the last frame
     assert extent_ratio([10.0, 12.0, 0.9], gt) == pytest.approx(1.0)

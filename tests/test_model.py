@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from edge_runtime.config import ConfigError, load_model_config, resolve_model_config
-from export.model import LVMNet
-from export.onnx_graphs import GRAPHS, example_inputs, graph_module
-from export.sampler import chunked_topk, relaxed_khot, relaxed_topk
+from export.model.lvmnet import LVMNet
+from export.onnx.graphs import GRAPHS, example_inputs, graph_module
+from export.model.sampler import chunked_topk, relaxed_khot, relaxed_topk
 
 CONFIGS = ["lvm-tiny", "lvm-edge", "lvm-paper"]
 
@@ -177,7 +177,9 @@ def test_edge_runtime_imports_without_torch():
         sys.meta_path.insert(0, Block())
         import edge_runtime
         from edge_runtime import OnlineSVD
-        from edge_runtime import config, answers, svd
+        from edge_runtime import config
+        from edge_runtime.query import answers
+        from edge_runtime.memory import svd
         import numpy as np
         s = OnlineSVD(8, 2); s.update(np.random.default_rng(0).normal(size=(4, 8)))
         assert "torch" not in sys.modules

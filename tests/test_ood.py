@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edge_runtime.ood import (OOD_FILE, OODConfig, OODMonitor, fit_stats, load_stats, ood_from_bundle, save_stats,
+from edge_runtime.memory.ood import (OOD_FILE, OODConfig, OODMonitor, fit_stats, load_stats, ood_from_bundle, save_stats,
                               window_means)
-from edge_runtime.ood import frame_features as _features
+from edge_runtime.memory.ood import frame_features as _features
 
 P, D = 6, 8
 FOOTAGE = Path.home() / ".cache" / "lvm-edge" / "footage" / "opencv-doc" / "examples" / "data"
@@ -92,7 +92,7 @@ def test_bundle_without_stats_is_unknown(tmp_path):
 
 
 def _engine(bundle_dir):
-    from edge_runtime.engine import Engine
+    from edge_runtime.engine.engine import Engine
 
     return Engine(bundle_dir, backend="onnxruntime", threads=2)
 
@@ -142,7 +142,7 @@ def test_street_scene_flagged_checkout_not(tiny_bundle):
 
 
 def test_leave_one_look_out_threshold():
-    from export.ood_stats import fit_ood
+    from export.evaluate.ood_stats import fit_ood
 
     rng = np.random.default_rng(3)
     looks = [_tokens(rng, 60) + c for c in (0.0, 1.0, -1.0, 2.0)]  # looks differ by colour, not layout
@@ -161,7 +161,7 @@ def test_leave_one_look_out_threshold():
 # --- statistics fitted on a dataset folder's train split (lvm-export --data) ---------------------
 
 def _split(root, split="train"):
-    from export.eval_data import DataSplit
+    from export.dataset.eval_data import DataSplit
 
     return DataSplit.open(root, split)
 
@@ -198,7 +198,7 @@ def _usable(bundle_dir, section):
 
 
 def test_dataset_fit_leaves_one_video_out(ood_dataset, backbone_dir):
-    from export.ood_stats import ood_step, write_bundle_ood
+    from export.evaluate.ood_stats import ood_step, write_bundle_ood
 
     train = _split(ood_dataset)
     stems = [it.stem for it in train.items]
@@ -214,8 +214,8 @@ def test_dataset_fit_leaves_one_video_out(ood_dataset, backbone_dir):
     config, note = _usable(backbone_dir, m)
     assert note is None and config.threshold == pytest.approx(m["threshold"])
     # the footage it was fitted on is not "unlike the training footage"
-    from export.cpu_latency import cpu_session
-    from export.ood_stats import backbone_tokens, dataset_frames
+    from export.onnx.cpu_latency import cpu_session
+    from export.evaluate.ood_stats import backbone_tokens, dataset_frames
 
     session = cpu_session(backbone_dir / "backbone.onnx", 2)
     for _, frames in dataset_frames(train.items, _cfg()):
@@ -223,7 +223,7 @@ def test_dataset_fit_leaves_one_video_out(ood_dataset, backbone_dir):
 
 
 def test_dataset_fit_one_video_is_cut_in_halves(ood_dataset, backbone_dir, tmp_path):
-    from export.ood_stats import write_bundle_ood
+    from export.evaluate.ood_stats import write_bundle_ood
 
     one = tmp_path / "one"
     shutil.copytree(ood_dataset, one)
@@ -237,7 +237,7 @@ def test_dataset_fit_one_video_is_cut_in_halves(ood_dataset, backbone_dir, tmp_p
 
 def test_dataset_too_short_for_a_threshold_gets_no_statistics(backbone_dir, tmp_path):
     from export.dataset.render import plain, render_dataset
-    from export.ood_stats import write_bundle_ood
+    from export.evaluate.ood_stats import write_bundle_ood
 
     root = tmp_path / "short"
     render_dataset(root, plain([5]), duration_s=45.0, size=112, fps=1.0, progress=False, say=lambda s: None)
@@ -255,7 +255,7 @@ def test_lvm_export_data_fits_ood_on_the_train_split(ood_dataset, tmp_path, caps
     # --calib gives the parity frames; the OOD statistics still come from the dataset
     import torch
 
-    from export import cli_export
+    from export.cli import export as cli_export
     out = tmp_path / "fp32"
     threads = torch.get_num_threads()
     try:

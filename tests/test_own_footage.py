@@ -52,8 +52,8 @@ def test_own_footage_dataset_train_export_and_serve(tmp_path):
     t0 = time.monotonic()
     took = {}
     ds = tmp_path / "vtest"
-    subprocess.run([sys.executable, str(REPO / "tools" / "vtest_dataset.py"), "--out", str(ds),
-                    "--video", str(data / "vtest.avi")], check=True, capture_output=True, timeout=60)
+    subprocess.run([sys.executable, "-m", "tools.data.vtest_dataset", "--out", str(ds),
+                    "--video", str(data / "vtest.avi")], check=True, capture_output=True, timeout=60, cwd=REPO)
     assert "ok" in _cli("lvm-data", "check", str(ds), timeout=120)
 
     took["dataset"] = time.monotonic() - t0

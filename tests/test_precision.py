@@ -7,8 +7,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from export.cpu_latency import cpu_session, measure_latency
-from export.precision import (PrecisionError, convert_fp16, count_ops, fp16_policy, prepare, quantize_int8_dynamic,
+from export.onnx.cpu_latency import cpu_session, measure_latency
+from export.onnx.precision import (PrecisionError, convert_fp16, count_ops, fp16_policy, prepare, quantize_int8_dynamic,
                               quantize_int8_static, selection_path, STATIC_OPS_TRANSFORMER)
 
 ort = pytest.importorskip("onnxruntime")
@@ -208,7 +208,7 @@ def test_latency_stats_interleaved(toy):
 
 
 def test_activation_matmuls_are_found(toy):
-    from export.precision import activation_matmuls
+    from export.onnx.precision import activation_matmuls
 
     _, m, _ = toy
     assert activation_matmuls(prepare(m)) == set()  # both MatMuls have weights

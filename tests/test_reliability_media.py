@@ -1,4 +1,4 @@
-"""Bad media given to a real `lvm-edge run` (tools/reliability_media.py): one line naming the
+"""Bad media given to a real `lvm-edge run` (tools/reliability/media.py): one line naming the
 source, the documented exit status, no traceback; damaged files either refused or streamed up to
 the damage with the damage said in that line. Megamind_bugy.avi (Debian opencv-doc, fetched by
 tools/fetch_footage.sh) is checked on its own and skipped, visibly, where it is missing."""
@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from edge_runtime.cli.common import CliError  # noqa: E402
-from edge_runtime.cli.run import preflight_source  # noqa: E402
-from tools import reliability_media as media  # noqa: E402
+from edge_runtime.cli.common import CliError
+from edge_runtime.cli.run import preflight_source
+from tools.reliability import media
 
 
 @pytest.fixture

@@ -1,15 +1,12 @@
-"""The reliability suite (tools/reliability.py) with small budgets: each scenario against a real
+"""The reliability suite (tools/reliability/cli.py) with small budgets: each scenario against a real
 `lvm-edge run` on the test bundle. The full suite's figures are in docs/reliability/."""
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tools import reliability  # noqa: E402
-from tools import reliability_fuzz, reliability_load, reliability_powercut, reliability_soak  # noqa: E402
+from tools.reliability import cli as reliability
+from tools.reliability import fuzz as reliability_fuzz
+from tools.reliability import load as reliability_load
+from tools.reliability import powercut as reliability_powercut
+from tools.reliability import soak as reliability_soak
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +51,7 @@ def test_soak_keeps_rss_fds_and_threads_flat(tmp_path):
 @pytest.mark.parametrize("name", ["media"])
 def test_other_fault_scenarios(name, tmp_path):
     if reliability._module(name) is None:
-        pytest.skip(f"tools/reliability_{name}.py not present")
+        pytest.skip(f"tools/reliability/{name}.py not present")
     res = reliability.run_one(name, True, tmp_path, log=_quiet)
     assert res["passed"], res
 

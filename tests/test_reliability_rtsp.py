@@ -1,4 +1,4 @@
-"""The quick RTSP reliability scenarios (tools/reliability_rtsp.py) against a real peer, GStreamer's
+"""The quick RTSP reliability scenarios (tools/reliability/rtsp.py) against a real peer, GStreamer's
 RTSP server run by the system python: three 5 s camera outages, then a stream gone silent
 mid-frame and three peers that never serve a frame. Skipped, naming the package, where that server
 cannot be imported by /usr/bin/python3."""
@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tools import reliability_rtsp as rtsp  # noqa: E402
-from tools.rtsp_server import unavailable  # noqa: E402
+from tools.reliability import rtsp
+from tools.reliability.rtsp_server import unavailable
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ import pytest
 
 import edge_runtime.sources as sources
 from edge_runtime import cli
-from edge_runtime.rate_meter import RateMeter
+from edge_runtime.serve.rate_meter import RateMeter
 from edge_runtime.sources import Frame, parse_source_uri
 from fakes import StoppableSource
 
@@ -163,7 +163,7 @@ def test_demo_save_crops_writes_real_pictures(tmp_path):
 
 
 def test_backbone_from_a_pickle_fails_first_and_creates_nothing(tmp_path, capsys):
-    from export.cli_train import main
+    from export.cli.train import main
 
     bad = tmp_path / "model.pt"
     bad.write_bytes(pickle.dumps({"w": 1}, protocol=4))
@@ -183,14 +183,14 @@ def _done(rt) -> None:
 
 @pytest.fixture(scope="module")
 def engine(tiny_bundle):
-    from edge_runtime.engine import Engine
+    from edge_runtime.engine.engine import Engine
 
     with Engine(tiny_bundle, threads=2) as e:
         yield e
 
 
 def test_the_tail_of_a_file_is_committed_and_its_end_said(engine, tmp_path):
-    from edge_runtime.pipeline import Runtime
+    from edge_runtime.serve.pipeline import Runtime
 
     engine.reset()
     rt = Runtime(engine)
@@ -204,7 +204,7 @@ def test_the_tail_of_a_file_is_committed_and_its_end_said(engine, tmp_path):
 
 
 def test_a_truncated_file_is_an_error_with_its_stream_time(engine, tmp_path):
-    from edge_runtime.pipeline import Runtime
+    from edge_runtime.serve.pipeline import Runtime
 
     engine.reset()
     rt = Runtime(engine)
@@ -236,7 +236,7 @@ class _FakeLive(StoppableSource):
 
 
 def test_an_outage_reads_reconnecting_and_duration_bounds_it_by_wall_time(engine, monkeypatch):
-    from edge_runtime.pipeline import Runtime
+    from edge_runtime.serve.pipeline import Runtime
 
     engine.reset()
     monkeypatch.setattr(sources, "open_source", lambda uri, **kw: _FakeLive(3))
@@ -325,7 +325,7 @@ def test_cli_duration_exits_at_the_end_unless_keep_serving(tiny_bundle, tmp_path
 def test_real_footage_tail_and_truncation(engine, tmp_path):
     if not (FOOTAGE / "Megamind.avi").is_file():
         pytest.skip(f"real footage not in {FOOTAGE} (bash tools/fetch_footage.sh fetches it)")
-    from edge_runtime.pipeline import Runtime
+    from edge_runtime.serve.pipeline import Runtime
 
     engine.reset()
     rt = Runtime(engine)

@@ -114,7 +114,7 @@ def test_alias_check_sees_overlapping_views():
 
 def test_heavy_libraries_load_lazily_and_runtime_never_imports_torch():
     code = ("import sys, importlib, pkgutil, edge_runtime\n"
-            "import edge_runtime.backends, edge_runtime.bundle, edge_runtime.engine\n"
+            "import edge_runtime.backends, edge_runtime.bundle, edge_runtime.engine.engine\n"
             "assert 'onnxruntime' not in sys.modules, 'onnxruntime imported before a runner is activated'\n"
             "assert 'tensorrt' not in sys.modules\n"
             "for m in pkgutil.walk_packages(edge_runtime.__path__, 'edge_runtime.'):\n"
@@ -217,7 +217,7 @@ def conv_graphs(tmp_path_factory):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.precision import quantize_int8_static
+    from export.onnx.precision import quantize_int8_static
 
     d = tmp_path_factory.mktemp("s8s8")
     rng = np.random.default_rng(0)

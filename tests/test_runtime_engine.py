@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.answers import encode_queries
-from edge_runtime.engine import Engine
-from edge_runtime.query_check import QueryError
-from edge_runtime.svd import OnlineSVD
+from edge_runtime.query.answers import encode_queries
+from edge_runtime.engine.engine import Engine
+from edge_runtime.query.check import QueryError
+from edge_runtime.memory.svd import OnlineSVD
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -228,12 +228,12 @@ def test_queries_read_the_commit_not_the_buffers_being_written(engine):
 
 
 def test_engine_matches_the_pytorch_reference(tiny_bundle):
-    """The device path (ONNX graphs, numpy SVD, ping-pong memory) answers like export.evaluate does."""
+    """The device path (ONNX graphs, numpy SVD, ping-pong memory) answers like export.evaluate.scoring does."""
     pytest.importorskip("torch")
     try:
-        from export.checkpoint import load_checkpoint
-        from export.data import attach_queries, encode_video, render_video
-        from export.evaluate import answer_video
+        from export.model.checkpoint import load_checkpoint
+        from export.dataset.video_data import attach_queries, encode_video, render_video
+        from export.evaluate.scoring import answer_video
     except ImportError as err:
         pytest.skip(f"export reference unavailable ({err})")
     net, _ = load_checkpoint(REPO / "checkpoints" / "lvm-tiny.safetensors")
@@ -241,7 +241,7 @@ def test_engine_matches_the_pytorch_reference(tiny_bundle):
     # answers every window, so both must cover the same stream
     data = attach_queries(encode_video(net.backbone, render_video(11, 192, 112, 1.0), keep_frames=True), 9, 0)
     import torch
-    with torch.no_grad():  # float32 tokens, as the engine has (export.data caches float16)
+    with torch.no_grad():  # float32 tokens, as the engine has (export.dataset.video_data caches float16)
         data.tokens = net.backbone(torch.from_numpy(data.frames))
     ref = answer_video(net, data)
     with Engine(tiny_bundle, threads=2) as e:
@@ -263,7 +263,7 @@ def test_engine_matches_the_pytorch_reference(tiny_bundle):
 def test_heads_calls_stay_within_their_activation_budget(tiny_bundle):
     """Every query row attends over its own copy of the memory: lvm-edge's 3,000 tokens take ~0.7 GB
     a row, so a batch of 64 would exhaust a kiosk box; its queries go one row per call."""
-    from edge_runtime.answers import heads_rows_per_call
+    from edge_runtime.query.answers import heads_rows_per_call
     from edge_runtime.config import load_model_config
 
     configs = Path(__file__).resolve().parent.parent / "configs" / "models"

@@ -4,7 +4,7 @@ import pytest
 
 from edge_runtime.backends import onnxruntime_runner
 from edge_runtime.bundle import load_bundle
-from edge_runtime.memory import MEMORY_INPUTS, TokenMemory
+from edge_runtime.memory.token_memory import MEMORY_INPUTS, TokenMemory
 
 
 class Spy:

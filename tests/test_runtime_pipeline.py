@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import edge_runtime.sources as sources
-from edge_runtime.engine import Engine
-from edge_runtime.pipeline import Runtime
-from edge_runtime.snapshot import SNAPSHOT_NAME
+from edge_runtime.engine.engine import Engine
+from edge_runtime.serve.pipeline import Runtime
+from edge_runtime.engine.snapshot import SNAPSHOT_NAME
 from edge_runtime.sources import Frame, SourceError
 from fakes import StoppableSource
 

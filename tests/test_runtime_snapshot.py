@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from edge_runtime import snapshot as snap
+from edge_runtime.engine import snapshot as snap
 
 
 def _arrays():

@@ -22,7 +22,7 @@ def s5_config(**sampler):
 
 @pytest.fixture(scope="module")
 def s5_net():
-    from export.model import LVMNet
+    from export.model.lvmnet import LVMNet
 
     torch.manual_seed(0)
     return LVMNet(s5_config(), backbone_init=False).eval()
@@ -38,7 +38,7 @@ def _clip(net, c: int, seed: int = 0):
 
 # -- S4D ----------------------------------------------------------------------------------------------
 def test_s4d_convolution_equals_recurrence_and_clips_compose():
-    from export.s5_sampler import S4D
+    from export.model.s5_sampler import S4D
 
     torch.manual_seed(1)
     layer = S4D(16, 4)
@@ -83,8 +83,8 @@ def test_s5_sampler_streams_a_memory_and_a_state(s5_net):
 def test_s5_learns_to_keep_marked_tokens():
     """The token-target loss through the S5 scores: after a few dozen steps the memory keeps the tokens
     that carry a marker direction, which it does not do at random."""
-    from export.losses import token_loss
-    from export.model import LVMNet
+    from export.train.losses import token_loss
+    from export.model.lvmnet import LVMNet
 
     torch.manual_seed(0)
     cfg = s5_config()
@@ -130,8 +130,8 @@ def test_lsmcl_matches_a_short_view_to_its_long_view(tmp_path):
     key among the batch well above chance (1/8) once trained, and it logs every step."""
     from types import SimpleNamespace
 
-    from export.lsmcl import info_nce, pretrain_lsmcl
-    from export.s5_sampler import S4Encoder
+    from export.train.lsmcl import info_nce, pretrain_lsmcl
+    from export.model.s5_sampler import S4Encoder
 
     q = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
     assert float(info_nce(q, q, 0.1)) < float(info_nce(q, q.roll(1, 0), 0.1))
@@ -158,8 +158,8 @@ def test_lsmcl_matches_a_short_view_to_its_long_view(tmp_path):
 # -- export and runtime ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def s5_bundle(tmp_path_factory, s5_net):
-    from export import cli_export
-    from export.checkpoint import save_checkpoint
+    from export.cli import export as cli_export
+    from export.model.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("s5")
     ck = save_checkpoint(s5_net, root / "lvm-tiny-s5.safetensors", {"seed": 0})
@@ -186,7 +186,7 @@ def test_s5_export_carries_the_state_with_parity(s5_bundle):
 
 @pytest.fixture(scope="module")
 def s5_engine(s5_bundle):
-    from edge_runtime.engine import Engine
+    from edge_runtime.engine.engine import Engine
 
     with Engine(s5_bundle, backend="onnxruntime", threads=2) as e:
         yield e
@@ -195,7 +195,7 @@ def s5_engine(s5_bundle):
 def test_runtime_memory_streams_the_state_like_pytorch(s5_engine, s5_net):
     """TokenMemory over the exported graph (ping-pong, commit) vs PyTorch over the same clips, and
     two streams in one batched call vs each alone."""
-    from edge_runtime.memory import TokenMemory
+    from edge_runtime.memory.token_memory import TokenMemory
 
     runner = s5_engine.sampler
     assert s5_engine.bundle.sampler_batches_streams
@@ -226,7 +226,7 @@ def test_runtime_memory_streams_the_state_like_pytorch(s5_engine, s5_net):
 def test_status_names_the_sampler(s5_engine):
     from types import SimpleNamespace
 
-    from edge_runtime.run_status import runtime_status
+    from edge_runtime.serve.run_status import runtime_status
 
     rt = SimpleNamespace(engine=s5_engine, _source=None, _source_stats={}, _meter=SimpleNamespace(rate=lambda: 0.0),
                          name="default", state=SimpleNamespace(value="streaming"), error=None, end_reason=None,
@@ -299,8 +299,8 @@ def test_bundle_whose_sampler_state_does_not_match_its_config(s5_bundle, tmp_pat
 def test_train_s5_through_frozen_heads(tmp_path, capsys):
     """lvm-train of the s5 config on the shipped checkpoint's heads: LSMCL, then the sampler alone;
     the heads come out bit-identical, the sampler does not."""
-    from export import cli_train
-    from export.checkpoint import load_checkpoint
+    from export.cli import train as cli_train
+    from export.model.checkpoint import load_checkpoint
 
     shipped = REPO / "checkpoints" / "lvm-tiny.safetensors"
     rc = cli_train.main(["--config", "lvm-tiny-s5", "--out", str(tmp_path), "--heads-from", str(shipped),
@@ -317,7 +317,7 @@ def test_train_s5_through_frozen_heads(tmp_path, capsys):
 
 
 def test_train_heads_from_refusals(tmp_path, capsys):
-    from export import cli_train
+    from export.cli import train as cli_train
 
     shipped = REPO / "checkpoints" / "lvm-tiny.safetensors"
     rc = cli_train.main(["--config", "lvm-tiny-s5", "--out", str(tmp_path), "--heads-from", str(shipped),

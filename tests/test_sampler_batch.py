@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from edge_runtime.bundle import load_bundle, sha256_file
-from edge_runtime.clip_step import clip_inputs
+from edge_runtime.memory.clip_step import clip_inputs
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -133,7 +133,7 @@ def test_dynamic_int8_sampler_is_not_batched(tiny_bundle, tmp_path):
 
 def test_fp16_and_static_int8_keep_the_axis_and_row_independence(tiny_bundle, tmp_path):
     """The reduced-precision graphs derive from the FP32 ONNX and are calibrated on batch-1 feeds."""
-    from export.precision import (STATIC_OPS_TRANSFORMER, activation_matmuls, convert_fp16, prepare,
+    from export.onnx.precision import (STATIC_OPS_TRANSFORMER, activation_matmuls, convert_fp16, prepare,
                                   quantize_int8_static, selection_path)
 
     b = load_bundle(tiny_bundle)

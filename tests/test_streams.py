@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from edge_runtime.engine import Engine
-from edge_runtime.engine_batch import ingest_streams
-from edge_runtime.ingest_batcher import IngestBatcher
+from edge_runtime.engine.engine import Engine
+from edge_runtime.engine.batch import ingest_streams
+from edge_runtime.engine.ingest_batcher import IngestBatcher
 from edge_runtime.sources import open_source
-from edge_runtime.streams import StreamError, Streams, split_named
+from edge_runtime.serve.streams import StreamError, Streams, split_named
 
 
 def _frames(eng, seed, seconds):

@@ -95,9 +95,9 @@ def test_state_roundtrip_and_bad_rows():
 
 
 def test_torch_adapter_is_the_numpy_update():
-    """Training and evaluation (export.svd_torch) run this same update: equal bits, tensors in and out."""
+    """Training and evaluation (export.model.svd_torch) run this same update: equal bits, tensors in and out."""
     torch = pytest.importorskip("torch")
-    from export.svd_torch import TorchOnlineSVD
+    from export.model.svd_torch import TorchOnlineSVD
 
     rng = np.random.default_rng(6)
     a = OnlineSVD(24, 6, forgetting=0.95, reorth_every=5)

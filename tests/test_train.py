@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.losses import focal_loss, giou
-from export.train import VideoBatchSampler
+from export.train.losses import focal_loss, giou
+from export.train.joint_stage import VideoBatchSampler
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "models" / "lvm-tiny.yaml"
@@ -54,16 +54,16 @@ def _run(args, env_extra=None, timeout=900):
 
 def test_train_smoke_and_resume(tmp_path):
     out = tmp_path / "run"
-    r = _run([sys.executable, "-m", "export.cli_train", *SMOKE, "--out", str(out), "--max-steps", "6"])
+    r = _run([sys.executable, "-m", "export.cli.train", *SMOKE, "--out", str(out), "--max-steps", "6"])
     assert r.returncode == 0, r.stderr[-2000:]
     ck = out / "lvm-tiny.safetensors"
     assert ck.exists() and (out / "optimizer.safetensors").exists() and (out / "train_log.jsonl").exists()
-    from export.checkpoint import load_checkpoint
+    from export.model.checkpoint import load_checkpoint
 
     net, meta = load_checkpoint(ck)
     assert meta["steps"] == "6" and meta["world_size"] == "1"
     # resume continues from the saved epoch: no further steps in a 1-epoch run
-    r2 = _run([sys.executable, "-m", "export.cli_train", *SMOKE, "--out", str(out), "--max-steps", "6", "--resume"])
+    r2 = _run([sys.executable, "-m", "export.cli.train", *SMOKE, "--out", str(out), "--max-steps", "6", "--resume"])
     assert r2.returncode == 0, r2.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["heads_steps"] == 2
@@ -74,7 +74,7 @@ def test_train_smoke_and_resume(tmp_path):
 
     # the heads stage alone on top of that run's sampler, its videos streamed by 2 worker processes
     out2 = tmp_path / "heads"
-    r3 = _run([sys.executable, "-m", "export.cli_train", "--config", str(TINY), "--out", str(out2), "--sampler-from",
+    r3 = _run([sys.executable, "-m", "export.cli.train", "--config", str(TINY), "--out", str(out2), "--sampler-from",
                str(ck), "--heads-steps", "2", "--heads-videos", "2", "--video-s", "96", "--queries", "12",
                "--workers", "2", "--no-progress"])
     assert r3.returncode == 0, r3.stderr[-2000:]
@@ -90,10 +90,10 @@ def test_train_smoke_and_resume(tmp_path):
 def test_train_ddp_two_processes(tmp_path):
     out = tmp_path / "ddp"
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    r = _run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "export.cli_train", *SMOKE,
+    r = _run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "export.cli.train", *SMOKE,
               "--out", str(out), "--max-steps", "6"])
     assert r.returncode == 0, r.stderr[-3000:]
-    from export.checkpoint import load_checkpoint
+    from export.model.checkpoint import load_checkpoint
 
     net, meta = load_checkpoint(out / "lvm-tiny.safetensors")
     assert meta["world_size"] == "2"
@@ -117,30 +117,30 @@ def _in_process(module: str, argv: list[str], capfd):
 
 
 def test_bad_inputs_one_line(tmp_path, capfd):
-    bad_seed = _run([sys.executable, "-m", "export.cli_train", "--config", str(TINY), "--out", str(tmp_path),
+    bad_seed = _run([sys.executable, "-m", "export.cli.train", "--config", str(TINY), "--out", str(tmp_path),
                      "--seed", "-4"])
     assert bad_seed.returncode == 2 and "--seed must be in" in bad_seed.stderr
     assert "Traceback" not in bad_seed.stderr
     threads = torch.get_num_threads()
     other = tmp_path / "other.yaml"
     other.write_text(TINY.read_text().replace("num_activities: 8", "num_activities: 5"))
-    r = _in_process("export.cli_train", ["--config", str(other), "--out", str(tmp_path / "o")], capfd)
+    r = _in_process("export.cli.train", ["--config", str(other), "--out", str(tmp_path / "o")], capfd)
     assert r.returncode == 2 and "num_activities" in r.stderr and "Traceback" not in r.stderr
     for extra, needle in ((["--heads-steps", "0"], "--heads-steps"), (["--backbone-from", str(TINY)], "--backbone-from"),
                           (["--device", "cuda"] if not torch.cuda.is_available() else ["--heads-steps", "-1"], "-")):
-        r = _in_process("export.cli_train", ["--config", str(TINY), "--out", str(tmp_path / "s"),
+        r = _in_process("export.cli.train", ["--config", str(TINY), "--out", str(tmp_path / "s"),
                                              "--sampler-from", str(REPO / "checkpoints" / "lvm-tiny.safetensors"),
                                              *extra], capfd)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
     pk = tmp_path / "model.pt"
     torch.save({"a": torch.zeros(1)}, pk)
-    r = _in_process("export.cli_eval", ["--checkpoint", str(pk), "--json", str(tmp_path / "x.json")], capfd)
+    r = _in_process("export.cli.eval", ["--checkpoint", str(pk), "--json", str(tmp_path / "x.json")], capfd)
     assert r.returncode == 2 and "pickle" in r.stderr and "Traceback" not in r.stderr
     trunc = tmp_path / "trunc.safetensors"
     trunc.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
-    r = _in_process("export.cli_eval", ["--checkpoint", str(trunc), "--json", str(tmp_path / "x.json")], capfd)
+    r = _in_process("export.cli.eval", ["--checkpoint", str(trunc), "--json", str(tmp_path / "x.json")], capfd)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
-    r = _in_process("export.cli_eval", ["--json", str(tmp_path / "x.json"), "--video-s", "5"], capfd)
+    r = _in_process("export.cli.eval", ["--json", str(tmp_path / "x.json"), "--video-s", "5"], capfd)
     assert r.returncode == 2 and "--video-s" in r.stderr
     torch.set_num_threads(threads)
 
@@ -148,9 +148,9 @@ def test_bad_inputs_one_line(tmp_path, capfd):
 def test_compact_memory_is_exact():
     """Training drops memory tokens the heads cannot see; answers must not change."""
     from edge_runtime.config import resolve_model_config
-    from export.model import LVMNet
-    from export.onnx_graphs import HEADS, example_inputs
-    from export.train import compact_memory
+    from export.model.lvmnet import LVMNet
+    from export.onnx.graphs import HEADS, example_inputs
+    from export.train.joint_stage import compact_memory
 
     torch.manual_seed(0)
     net = LVMNet(resolve_model_config("lvm-tiny")).eval()
@@ -168,10 +168,10 @@ def test_compact_memory_is_exact():
 
 
 def test_token_cache_reuses_tokens_and_heals(tmp_path, monkeypatch):
-    import export.data as data_mod
+    import export.dataset.video_data as data_mod
     from edge_runtime.config import resolve_model_config
-    from export.data import backbone_digest, encode_video, render_video
-    from export.model import LVMNet
+    from export.dataset.video_data import backbone_digest, encode_video, render_video
+    from export.model.lvmnet import LVMNet
 
     torch.manual_seed(0)
     net = LVMNet(resolve_model_config("lvm-tiny")).eval()
@@ -203,8 +203,8 @@ def test_prior_init_starts_activity_head_at_class_frequency():
     from types import SimpleNamespace
 
     from edge_runtime.config import resolve_model_config
-    from export.model import LVMNet
-    from export.train import init_activity_prior
+    from export.model.lvmnet import LVMNet
+    from export.train.joint_stage import init_activity_prior
 
     net = LVMNet(resolve_model_config("lvm-tiny"))
     q = lambda acts: SimpleNamespace(type="activity", gt_activities=acts)  # noqa: E731
@@ -220,7 +220,7 @@ def test_prior_init_starts_activity_head_at_class_frequency():
 def test_event_token_targets_mark_the_object_patch_while_the_event_runs():
     import numpy as np
 
-    from export.token_targets import event_token_targets
+    from export.train.token_targets import event_token_targets
 
     # instance 5 sits centred at (0.5, 0.5) -> patch 24; instance 6 at x = 0.99, y = 0.1 -> row 0, col 6
     track5 = [[t / 5, 0.4, 0.4, 0.6, 0.6] for t in range(0, 100)]
@@ -239,8 +239,8 @@ def test_event_token_targets_mark_the_object_patch_while_the_event_runs():
 
 
 def test_token_loss_and_memory_target_lookup():
-    from export.losses import token_loss
-    from export.train import _token_target
+    from export.train.losses import token_loss
+    from export.train.joint_stage import _token_target
 
     tgt = torch.zeros(10, 4)
     tgt[2, 1] = 1.0   # frame 2 (t = 2 s), patch 1

@@ -71,8 +71,8 @@ def _item(root, stem):
 
 
 def test_load_dataset_video_matches_the_rendering(dataset):
-    from edge_runtime.frames import resize_square
-    from export.data import best_box, load_dataset_video, render_video, square_crop
+    from edge_runtime.sources.frames import resize_square
+    from export.dataset.video_data import best_box, load_dataset_video, render_video, square_crop
 
     for stem, (seed, dur) in VIDEOS.items():
         item = _item(dataset, stem)
@@ -95,7 +95,7 @@ def test_load_dataset_video_matches_the_rendering(dataset):
 
 
 def test_square_crop_pads_outside_the_frame_with_grey():
-    from export.data import CROP_GREY, square_crop
+    from export.dataset.video_data import CROP_GREY, square_crop
 
     frame = np.full((100, 200, 3), 7, np.uint8)
     c = square_crop(frame, [0.9, 0.4, 1.0, 0.6])  # 20 x 20 px at the right edge -> a ~26 px square
@@ -104,10 +104,10 @@ def test_square_crop_pads_outside_the_frame_with_grey():
 
 
 def test_dataset_token_cache_hits_and_misses_on_the_file_bytes(dataset, tmp_path, monkeypatch):
-    import export.data as data_mod
+    import export.dataset.video_data as data_mod
     from edge_runtime.config import resolve_model_config
-    from export.data import backbone_digest, encode_video, load_dataset_video
-    from export.model import LVMNet
+    from export.dataset.video_data import backbone_digest, encode_video, load_dataset_video
+    from export.model.lvmnet import LVMNet
 
     root = tmp_path / "copy"
     shutil.copytree(dataset, root)
@@ -129,8 +129,8 @@ def test_dataset_token_cache_hits_and_misses_on_the_file_bytes(dataset, tmp_path
 
 
 def test_frame_targets_from_annotations_agree_with_the_generator(dataset):
-    from export.data import load_dataset_video, render_video
-    from export.pretrain import frame_targets
+    from export.dataset.video_data import load_dataset_video, render_video
+    from export.train.pretrain import frame_targets
 
     d = load_dataset_video(_item(dataset, "a"), 112, 1.0)
     r = render_video(1, 96.0, 112, 1.0, look=0)
@@ -142,7 +142,7 @@ def test_frame_targets_from_annotations_agree_with_the_generator(dataset):
 
 
 def _main(argv, capsys):
-    from export.cli_train import main
+    from export.cli.train import main
 
     rc = main([str(a) for a in argv])
     return rc, capsys.readouterr()
@@ -150,7 +150,7 @@ def _main(argv, capsys):
 
 @pytest.mark.slow
 def test_lvm_train_data_init_from_relabelled(dataset, tmp_path, capsys):
-    from export.checkpoint import checkpoint_labels, load_checkpoint, read_metadata
+    from export.model.checkpoint import checkpoint_labels, load_checkpoint, read_metadata
 
     root = tmp_path / "five"
     shutil.copytree(dataset, root)

@@ -18,8 +18,8 @@ lvm-data render --seeds 0-3 --like eval --out "$W/eval4" --no-progress
 lvm-data render --seeds 0-3 --like eval --codec ffv1 --out "$W/eval4-ffv1" --no-progress
 lvm-data render --seeds 0-7 --like train --out "$W/train8" --no-progress
 MAP="--map pick_up=handle --map put_back=handle --map scan=scan_item --map bag=leave_counter --map hand_over=leave_counter --map hold=look_at --map inspect=look_at --map browse=browse_basket"
-python tools/relabel_dataset.py "$W/train8" "$W/train8-5" $MAP
-python tools/relabel_dataset.py "$W/eval4" "$W/eval4-5" $MAP
+python -m tools.data.relabel_dataset "$W/train8" "$W/train8-5" $MAP
+python -m tools.data.relabel_dataset "$W/eval4" "$W/eval4-5" $MAP
 
 # 1. file path = generator path
 run shipped_gen   lvm-eval --queries 300 --json "$M/shipped_gen.json" --no-progress

@@ -18,7 +18,7 @@ SHIPPED_CHECKPOINT = REPO_ROOT / "checkpoints" / "lvm-tiny.safetensors"
 def cmd_demo(args) -> int:
     import numpy as np
 
-    from edge_runtime.pipeline import RunState, Runtime
+    from edge_runtime.serve.pipeline import RunState, Runtime
 
     s = load_settings(args, {"bundle": args.bundle, "backend": args.backend, "threads": args.threads,
                              "demo.seed": args.seed, "demo.duration_s": args.duration, "demo.queries": args.queries})
@@ -30,9 +30,9 @@ def cmd_demo(args) -> int:
     if args.save_crops:
         return save_crops(CheckoutVideo(seed=s.demo.seed, duration_s=s.demo.duration_s, size=CROP_SIZE,
                                         look=s.demo.look), Path(args.save_crops))
-    bundle = resolve_path(s.bundle)
-    if not bundle.is_absolute() and not bundle.exists():
-        bundle = REPO_ROOT / bundle  # lvm-export runs in the repository: export where it will be found
+    bundle = resolve_path(s.bundle)  # the current directory first: the checkout ships engines/lvm-tiny-fp32
+    if not bundle.is_absolute() and not bundle.exists() and (REPO_ROOT / "pyproject.toml").is_file():
+        bundle = REPO_ROOT / bundle  # an editable install: lvm-export runs in the repository, export there
     ensure_bundle(bundle)
     engine = open_engine(str(bundle), s.backend, s.threads)
     d = s.demo
@@ -118,19 +118,24 @@ def save_crops(video, folder: Path) -> int:
 
 def ensure_bundle(bundle: Path) -> None:
     """Export the shipped checkpoint to ``bundle`` unless a current export is already there."""
+    import importlib.util
+    import shutil
+
+    can_export = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("export.cli.export") is not None
     if (bundle / "manifest.json").is_file():
         reason = _stale_reason(bundle)
         if reason is None:
             return
+        if not can_export:  # a runtime-only install never exports: the bundle it has still runs
+            say(f"using {bundle} although {reason} (re-exporting it needs the export extra)")
+            return
         say(f"re-exporting {bundle}: {reason}")
-    import importlib.util
-    import shutil
-
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("export.cli_export") is None:
-        raise CliError(f"{bundle} has no manifest.json and exporting it needs the export extra: "
-                       f"pip install 'lvm-edge[export]' (or pass --bundle with an exported bundle)")
+    if not can_export:
+        raise CliError(f"no bundle at {bundle.absolute()} and exporting one needs the export extra: "
+                       f"pip install 'lvm-edge[export]' (or run lvm-edge demo in the lvm-edge checkout, whose "
+                       f"engines/ holds lvm-tiny-fp32, or pass --bundle with an exported bundle)")
     exe = shutil.which("lvm-export", path=str(Path(sys.executable).parent)) or shutil.which("lvm-export")
-    cmd = [exe] if exe else [sys.executable, "-m", "export.cli_export"]
+    cmd = [exe] if exe else [sys.executable, "-m", "export.cli.export"]
     cmd += ["--precision", "fp32", "--out", str(bundle)]
     say(f"no bundle at {bundle}: exporting it first ({' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))})")
     res = subprocess.run(cmd, cwd=REPO_ROOT)
@@ -160,7 +165,7 @@ def _stale_reason(bundle: Path) -> str | None:
 def demo_table(queries, answers, labels) -> str:
     """Answers beside ground truth, one row per query."""
     try:
-        from edge_runtime.metrics import score_query
+        from edge_runtime.checkout.metrics import score_query
     except ImportError:
         score_query = None
     rows = [("#", "type", "window (s)", "given", "answer", "ground truth", "R@1x")]

@@ -116,7 +116,7 @@ def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> None:
 
 
 def _check_state_dir(checks: Checklist, sd: Path) -> None:
-    from edge_runtime.snapshot import SNAPSHOT_NAME
+    from edge_runtime.engine.snapshot import SNAPSHOT_NAME
 
     try:
         check_state_dir(sd)

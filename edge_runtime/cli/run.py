@@ -13,8 +13,8 @@ from edge_runtime.cli.status_line import StatusLine
 
 
 def cmd_run(args) -> int:
-    from edge_runtime.pipeline import RunState, SourceMismatch
-    from edge_runtime.streams import StreamError, Streams, check_name
+    from edge_runtime.serve.pipeline import RunState, SourceMismatch
+    from edge_runtime.serve.streams import StreamError, Streams, check_name
 
     s = load_settings(args, {"bundle": args.bundle, "backend": args.backend, "threads": args.threads,
                              "duration_s": args.duration, "source.realtime": args.realtime,
@@ -28,7 +28,7 @@ def cmd_run(args) -> int:
     host, port = parse_hostport(args.api) if (serve and args.api) else (s.api.host, s.api.port)
     token = args.token or os.environ.get(s.api.token_env) or None
     if serve:
-        from edge_runtime.api import check_bind
+        from edge_runtime.serve.api import check_bind
 
         try:
             check_bind(host, token)
@@ -137,7 +137,7 @@ def stream_sources(args, s) -> list[tuple[str | None, str]]:
     """The (name, URI) of each stream: --camera N, --source [NAME=]URI (repeatable), else the
     config's streams: list or source.uri. One unnamed source is the stream 'default', as before;
     among several, an unnamed one is named stream-<position> (stable across restarts)."""
-    from edge_runtime.streams import split_named
+    from edge_runtime.serve.streams import split_named
 
     if args.camera is not None:
         pairs = [(None, str(args.camera))]
@@ -160,7 +160,7 @@ def stream_sources(args, s) -> list[tuple[str | None, str]]:
 
 def reset_state(state_dir: Path) -> None:
     """--reset-state: rename the snapshot aside (it is the user's data: never deleted)."""
-    from edge_runtime.snapshot import SNAPSHOT_NAME, set_aside
+    from edge_runtime.engine.snapshot import SNAPSHOT_NAME, set_aside
 
     path = Path(state_dir) / SNAPSHOT_NAME
     if not path.exists():
@@ -177,7 +177,7 @@ def _start_api(hub, api, host: str, port: int, token: str | None):
     """The API on a thread of its own, on a socket bound here so a busy port fails in one line."""
     import uvicorn
 
-    from edge_runtime.api import create_app
+    from edge_runtime.serve.api import create_app
 
     sock = bind(host, port)
     app = create_app(hub, token=token, max_body_bytes=api.max_body_bytes, max_image_pixels=api.max_image_pixels)

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from edge_runtime.frames import resize_square
+from edge_runtime.sources.frames import resize_square
 
 MAX_GAPS = 4096  # the most recent gaps kept
 
@@ -99,7 +99,7 @@ def to_rgb(image: object, size: int | None) -> np.ndarray | None:
 
 
 def fit_size(rgb: np.ndarray, size: int | None) -> np.ndarray:
-    """The engine's resize (edge_runtime.frames), or the frame as it is when no size was asked."""
+    """The engine's resize (edge_runtime.sources.frames), or the frame as it is when no size was asked."""
     return rgb if size is None else resize_square(rgb, size)
 
 

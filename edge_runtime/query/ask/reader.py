@@ -1,0 +1,208 @@
+"""A question in plain words -> the structured query it means (or AskError naming what it lacks).
+
+Reading a question, in order:
+1. the time phrase (``times.find_window``) becomes [start, end] and is cut out of the text;
+2. the question's kind from its wording: "when" asks a time query (needs an activity and a
+   product), "what did ... do with" / "what happened to" an activity query (needs a product),
+   "where" / "which item" an object query (needs an activity). Without such words the names found
+   decide: both -> time, a product -> activity, an activity -> object;
+3. the names: the best-matching run of words for a product (catalog names), then for an activity
+   (the bundle's labels) among the words the product did not use. Products go first because they are
+   longer and may contain a label's word ("chips bag").
+A name counts when its score reaches the scorer's threshold (``THRESHOLDS``, tuned on the tuning
+part of tests/data/ask/phrasings.jsonl only).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_runtime.query.ask.names import (STOPWORDS, Match, NameIndex, default_synonyms, make_scorer, merge_synonyms,
+                                    spans_of, words)
+from edge_runtime.query.ask.times import StreamClock, TimeError, find_window
+
+# Middles of the plateaus of a sweep on the tuning part (docs/ask.md); the held-out part was not used.
+THRESHOLDS = {"hybrid": {"product": 0.6, "activity": 0.58},
+              "encoder": {"product": 0.52, "activity": 0.5},
+              "string": {"product": 0.55, "activity": 0.6}}
+
+_TIME_CUE = re.compile(r"\bwhen\b|\bwhat\s+time\b|\bat\s+what\s+point\b|\bhow\s+long\s+ago\b")
+_ACTIVITY_CUE = re.compile(r"\bwhat\b.*\b(?:do|doing|done)\b|\bhappen(?:ed|s|ing)?\b|\bwent\s+on\b"
+                           r"|\bactivit(?:y|ies)\b|\bactions?\b|\binvolv")
+_OBJECT_CUE = re.compile(r"\bwhere\b|\bwhere's\b|\bwhich\b|\bwho\b"
+                         r"|\bwhat\s+(?:item|product|thing|object|article)s?\b"
+                         r"|\bwhat\s+(?:was|were|got|did|has\s+been|have\s+been)\b")
+# words that ask, not name: never matched to a label or product
+_ASKING = frozenset("activities activity action actions involved involve involves went go goes "
+                    "recent recently lately latest most last first".split())
+
+PLURAL = {"activity": "activities", "product": "products"}
+NEEDS = {"time": ("activity", "product"), "activity": ("product",), "object": ("activity",)}
+
+
+class AskError(ValueError):
+    """A question that could not be read: one line saying what is missing, and the nearest names."""
+
+    def __init__(self, message: str, nearest: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message, self.nearest = message, list(nearest or [])
+
+
+@dataclass
+class Reading:
+    query: dict[str, Any]                 # what /v1/query/<type> takes: type, start, end, activity, product
+    understood: str                       # the query in words, to show beside the answer
+    matched: list[dict[str, Any]] = field(default_factory=list)
+    time: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"read_as": self.query, "understood": self.understood, "matched": self.matched, "time": self.time}
+
+
+class Reader:
+    """Reads questions against one set of labels and products with one scorer (names.SCORERS; the
+    default "hybrid" is the better of the WordLlama encoder and string similarity per pair).
+    ``synonyms``: None = the shipped table; {} = none."""
+
+    def __init__(self, labels: list[str], products: list[str], *, scorer: Any = "hybrid",
+                 synonyms: dict[str, list[str]] | None = None, thresholds: dict[str, float] | None = None) -> None:
+        self.scorer = make_scorer(scorer) if isinstance(scorer, str) else scorer
+        syn = default_synonyms() if synonyms is None else merge_synonyms(synonyms)
+        self.labels = NameIndex("activity", labels, syn, self.scorer)
+        self.products = NameIndex("product", products, syn, self.scorer)
+        self.thresholds = dict(THRESHOLDS[self.scorer.name], **(thresholds or {}))
+
+    def read(self, text: str, clock: StreamClock) -> Reading:
+        question = " ".join(str(text).split())
+        if not question:
+            raise AskError("the question is empty", self.labels.names[:3] + self.products.names[:3])
+        if len(question) > 500:
+            raise AskError(f"the question is {len(question)} characters; at most 500")
+        try:
+            window = find_window(question, clock)
+        except TimeError as err:
+            raise AskError(str(err)) from None
+        rest = question.replace(window.said, " ") if window.said else question
+        lowered = " ".join(words(rest))
+        kind = self._kind(lowered)
+        self._said = words(rest)
+        tokens = [("" if w in _ASKING else w) for w in self._said]
+
+        found, used = self._names(NEEDS[kind] if kind else ("product", "activity"), tokens)
+        if kind is None:
+            kind = ("time" if len(found) == 2 else "activity" if "product" in found
+                    else "object" if "activity" in found else None)
+        if kind is None:
+            acts, prods = self._nearest(tokens, used, "activity", 3), self._nearest(tokens, used, "product", 3)
+            raise AskError(f"could not find an activity or a product in '{question}' (nearest activities: "
+                           f"{', '.join(acts) or 'none'}; nearest products: {', '.join(prods) or 'none'})", acts + prods)
+        for what in NEEDS[kind]:
+            if what not in found:
+                raise self._missing(kind, what, question, tokens, used)
+
+        query: dict[str, Any] = {"type": kind}
+        if "activity" in NEEDS[kind]:
+            query["activity"] = found["activity"].name
+        if "product" in NEEDS[kind]:
+            query["product"] = found["product"].name
+        query.update(start=round(window.start, 3), end=round(window.end, 3))
+        matched = [{"kind": w, "said": m.said, "name": m.name, "phrase": m.phrase, "score": round(m.score, 3)}
+                   for w, m in found.items() if w in NEEDS[kind]]
+        return Reading(query, _understood(query, window.meaning), matched,
+                       {"said": window.said, "meaning": window.meaning})
+
+    # -- parts ---------------------------------------------------------------------------------
+    @staticmethod
+    def _kind(lowered: str) -> str | None:
+        if _TIME_CUE.search(lowered):
+            return "time"
+        if _ACTIVITY_CUE.search(lowered):
+            return "activity"
+        if _OBJECT_CUE.search(lowered):
+            return "object"
+        return None
+
+    def _names(self, wanted: tuple[str, ...], tokens: list[str]) -> tuple[dict[str, Match], set[int]]:
+        """The names the question gives, each from its own words. Tried product first (a product's
+        name may hold a label's word: "chips bag") and activity first ("when was the kombucha bagged":
+        'bagged' is the activity, not a fuzzy "chips bag"); the reading that finds more names, then
+        the one with the higher total score, wins; ties go to product first."""
+        best: tuple[tuple[int, float], dict[str, Match], set[int]] | None = None
+        for order in (("product", "activity"), ("activity", "product")):
+            found: dict[str, Match] = {}
+            used: set[int] = set()
+            for what in order:
+                if what not in wanted:
+                    continue
+                m = self._best(self.products if what == "product" else self.labels, tokens, used)
+                if m is not None and m.score >= self.thresholds[what]:
+                    found[what] = m
+                    used.update(range(m.first, m.last))
+            key = (len(found), sum(m.score for m in found.values()))
+            if best is None or key > best[0]:
+                best = (key, found, used)
+        return best[1], best[2]
+
+    @staticmethod
+    def _free(tokens: list[str], used: set[int]) -> list[str]:
+        return [("" if i in used else w) for i, w in enumerate(tokens)]
+
+    def _best(self, index: NameIndex, tokens: list[str], used: set[int]) -> Match | None:
+        spans = [s for s in _spans(self._free(tokens, used))]
+        if not spans or not index.names:
+            return None
+        scores = index.score([s for s, _, _ in spans])
+        si, ni = divmod(int(scores.argmax()), scores.shape[1])
+        text, first, last = spans[si]
+        said = " ".join(w for w in self._said[first:last])
+        return Match(index.names[ni], said, index.best_phrase(text, ni), float(scores[si, ni]), first, last)
+
+    def _nearest(self, tokens: list[str], used: set[int], what: str, n: int) -> list[str]:
+        index = self.labels if what == "activity" else self.products
+        free = " ".join(w for w in self._free(tokens, used) if w)
+        return index.nearest(free, n) if free else index.names[:n]
+
+    def _missing(self, kind: str, what: str, question: str, tokens: list[str], used: set[int]) -> AskError:
+        index = self.labels if what == "activity" else self.products
+        asks = {"time": "when something happened", "activity": "what happened to a product",
+                "object": "where the object of an activity was"}[kind]
+        if not index.names:
+            where = "the catalog is empty (add products: lvm-edge catalog add)" if what == "product" \
+                else "the bundle has no activity labels"
+            return AskError(f"'{question}' asks {asks}, which needs a {what}, but {where}")
+        left = " ".join(w for w in self._free(tokens, used) if w and w not in STOPWORDS)
+        said = f" ('{left}' is not close to any)" if left else ""
+        near = self._nearest(tokens, used, what, 3)
+        return AskError(f"'{question}' asks {asks}, which needs {'an' if what == 'activity' else 'a'} {what}: "
+                        f"none named{said}; nearest {PLURAL[what]}: {', '.join(near)}", near)
+
+
+def _spans(tokens: list[str]) -> list[tuple[str, int, int]]:
+    """Spans of the free words: a cut-out word (used, or asking) breaks a span."""
+    out, run = [], []
+    for i, w in enumerate(tokens + [""]):
+        if w:
+            run.append(i)
+            continue
+        if run:
+            for s, a, b in spans_of([tokens[j] for j in run]):
+                out.append((s, run[0] + a, run[0] + b))
+        run = []
+    return out
+
+
+def _understood(q: dict[str, Any], meaning: str) -> str:
+    # "in the last 10 min", but "since 1:05" and "1:05 ± 60 s" take no "in"
+    win = f"{'in ' if meaning.startswith('the ') else ''}{meaning} (stream {q['start']:g}-{q['end']:g} s)"
+    if q["type"] == "time":
+        return f"when did '{q['activity']}' happen to '{q['product']}', {win}"
+    if q["type"] == "activity":
+        return f"what happened to '{q['product']}', {win}"
+    return f"where was the object of '{q['activity']}', {win}"
+
+
+def read_question(text: str, *, labels: list[str], products: list[str], clock: StreamClock,
+                  scorer: Any = "hybrid", synonyms: dict[str, list[str]] | None = None) -> Reading:
+    """One question -> its Reading (AskError when it cannot be read)."""
+    return Reader(labels, products, scorer=scorer, synonyms=synonyms).read(text, clock)

@@ -1,0 +1,394 @@
+"""HTTP API (FastAPI): health, readiness, metrics, status, labels, the three queries, reset, snapshot,
+the streams (``api_streams``), the catalog, questions in words and the dashboard.
+
+One app serves every stream of a ``Streams`` hub. A route that reads a stream takes an optional
+``stream`` (a query parameter; a field of a query body, per request in a batch); without it the
+default stream answers, so a single-stream client never names one. An unknown stream is a 404.
+
+Binds 127.0.0.1 by default. Bound anywhere else it needs a token (``--token`` / LVM_EDGE_TOKEN),
+sent as ``Authorization: Bearer <token>`` or ``X-LVM-Token``; /healthz and /readyz stay open for
+orchestrators. Bodies are capped (``max_body_bytes``) before they are parsed, and object images
+are checked to be PNG or JPEG of at most ``max_image_pixels`` from their headers before decoding.
+
+Every bad request gets a 4xx with ``{"error": "<one line>"}``; a 5xx means a bug here.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import json
+import struct
+from typing import Any, Literal, Union
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from edge_runtime import __version__
+
+from edge_runtime.query import by_product as product_query
+from edge_runtime.serve.api_ask import register_ask_routes
+from edge_runtime.serve.api_catalog import register_catalog_routes
+from edge_runtime.serve.api_page import register_page_routes
+from edge_runtime.serve.api_streams import DEFAULT_MAX_STREAMS, STREAM_HELP, StreamParam, register_stream_routes
+from edge_runtime.serve.pipeline import Runtime
+from edge_runtime.query.check import QueryError
+from edge_runtime.serve.streams import StreamError, Streams
+
+DEFAULT_MAX_BODY = 8 << 20          # 8 MiB
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_BATCH_QUERIES = 64
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to serve off-loopback without a token (ValueError, one line)."""
+    if not is_loopback(host) and not token:
+        raise ValueError(f"refusing to listen on {host} without a token: pass --token or set LVM_EDGE_TOKEN "
+                         f"(or bind 127.0.0.1)")
+
+
+# -- bodies ------------------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Body(_Strict):
+    stream: str | None = Field(None, description=STREAM_HELP)
+
+
+class ActivityQuery(_Body):
+    object_image: str | None = Field(None, description="base64 PNG or JPEG of the object (a data: URL is fine)")
+    product: str | None = Field(None, description="instead of object_image: a product of /v1/catalog")
+    start: float = Field(description="window start, stream seconds")
+    end: float = Field(description="window end, stream seconds")
+
+
+class ObjectQuery(_Body):
+    activity: Union[int, str] = Field(description="activity name or id")
+    start: float
+    end: float
+    fps: float | None = Field(None, description="box rate of the answer (default: the model's object fps)")
+
+
+class TimeQuery(_Body):
+    activity: Union[int, str]
+    object_image: str | None = None
+    product: str | None = Field(None, description="instead of object_image: a product of /v1/catalog")
+    start: float
+    end: float
+    k: int = Field(3, ge=1, le=100, description="intervals to return, best first")
+
+
+class BatchItem(_Body):
+    type: Literal["activity", "object", "time"]
+    start: float
+    end: float
+    activity: Union[int, str, None] = None
+    object_image: str | None = None
+    product: str | None = None
+    fps: float | None = None
+    k: int = Field(3, ge=1, le=100)
+
+
+class BatchQuery(_Strict):
+    queries: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
+
+
+# -- images ------------------------------------------------------------------------------------
+def _image_size(raw: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header; None if it is neither."""
+    if raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) >= 24 and raw[12:16] == b"IHDR":
+        return struct.unpack(">II", raw[16:24])
+    if raw[:2] == b"\xff\xd8":
+        i = 2
+        while i + 4 <= len(raw):
+            if raw[i] != 0xFF:
+                return None
+            marker = raw[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            (seg,) = struct.unpack(">H", raw[i + 2 : i + 4])
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 9 <= len(raw):
+                h, w = struct.unpack(">HH", raw[i + 5 : i + 9])
+                return w, h
+            i += 2 + seg
+    return None
+
+
+def decode_image(data: str, field: str, max_pixels: int) -> np.ndarray:
+    import cv2
+
+    text = data.strip()
+    if text.startswith("data:"):
+        text = text.split(",", 1)[-1]
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"{field} is not valid base64") from None
+    size = _image_size(raw)
+    if size is None:
+        raise ApiError(415, f"{field} is not a PNG or JPEG image")
+    w, h = size
+    if w < 1 or h < 1 or w * h > max_pixels:
+        raise ApiError(413, f"{field} is {w}x{h}; at most {max_pixels} pixels")
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ApiError(400, f"{field} could not be decoded (damaged PNG/JPEG)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+# -- body size cap (outermost, before anything parses the body) --------------------------------
+class BodyLimit:
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        cl = headers.get(b"content-length")
+        if cl is not None:
+            try:
+                if int(cl) > self.max_bytes:
+                    return await _reject(send, 413, f"request body over {self.max_bytes} bytes")
+            except ValueError:
+                return await _reject(send, 400, "bad Content-Length")
+        # Read the body here (bounded), then replay it: a chunked body cannot outgrow the cap.
+        body, more = b"", True
+        messages = []
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                messages.append(msg)
+                break
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await _reject(send, 413, f"request body over {self.max_bytes} bytes")
+        replay = [{"type": "http.request", "body": body, "more_body": False}] + messages
+
+        async def receive_again():
+            if replay:
+                return replay.pop(0)
+            return await receive()
+
+        return await self.app(scope, receive_again, send)
+
+
+async def _reject(send, status: int, message: str) -> None:
+    payload = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def one_line(message: str) -> str:
+    """An error message as one line: messages quote the request's own values, which may hold newlines."""
+    return " ".join(message.split()) or "bad request"
+
+
+def _validation_message(err: RequestValidationError) -> tuple[int, str]:
+    errors = err.errors()
+    if not errors:
+        return 422, "invalid request"
+    e = errors[0]
+    if e.get("type") == "json_invalid":
+        return 400, "request body is not valid JSON"
+    loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+    if e.get("type") == "missing":
+        return 422, f"missing field '{loc}'"
+    if e.get("type") == "extra_forbidden":
+        return 422, f"unknown field '{loc}'"
+    if loc == "body" and e.get("type") in ("model_attributes_type", "dict_type"):
+        return 422, "request body must be a JSON object"
+    return 422, f"{loc}: {e.get('msg', 'invalid')}"
+
+
+# -- app -----------------------------------------------------------------------------------------
+def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_streams: int = DEFAULT_MAX_STREAMS):
+    """The ASGI app (FastAPI inside a body-size cap) serving a ``Streams`` hub, or one ``Runtime``
+    (served as a hub of that one stream). ``state.streams`` holds the hub, ``state.runtime`` the
+    stream that was the default when the app was made."""
+    hub = target if isinstance(target, Streams) else Streams.wrap(target)
+    engine = hub.engine  # the bundle's labels and products: the same for every stream
+    api = FastAPI(title="lvm-edge", version=__version__,
+                  description="Answers activity / object / time questions about each stream from its memory.")
+    api.state.streams = hub
+    api.state.runtime = hub.get() if len(hub) else None
+
+    def auth(request: Request) -> None:
+        if not token:
+            return
+        got = request.headers.get("x-lvm-token")
+        bearer = request.headers.get("authorization", "")
+        if bearer.lower().startswith("bearer "):
+            got = bearer[7:].strip()
+        if not got or not hmac.compare_digest(got.encode(), token.encode()):
+            raise ApiError(401, "missing or wrong token (Authorization: Bearer <token>)")
+
+    guarded = [Depends(auth)]
+
+    @api.exception_handler(ApiError)
+    async def _api_error(_, exc: ApiError):
+        return JSONResponse({"error": one_line(exc.message)}, status_code=exc.status)
+
+    @api.exception_handler(StreamError)
+    async def _stream_error(_, exc: StreamError):
+        return JSONResponse({"error": one_line(str(exc))}, status_code=exc.status)
+
+    @api.exception_handler(QueryError)
+    async def _query_error(_, exc: QueryError):
+        return JSONResponse({"error": one_line(str(exc))}, status_code=400)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_, exc: RequestValidationError):
+        status, msg = _validation_message(exc)
+        return JSONResponse({"error": one_line(msg)}, status_code=status)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(_, exc: StarletteHTTPException):
+        return JSONResponse({"error": one_line(str(exc.detail))}, status_code=exc.status_code)
+
+    @api.exception_handler(Exception)
+    async def _bug(_, exc: Exception):
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    def img(data: str | None, field: str) -> np.ndarray | None:
+        return None if data is None else decode_image(data, field, max_image_pixels)
+
+    def one(req: dict[str, Any], stream: str | None) -> dict[str, Any]:
+        rt = hub.get(stream)
+        return _present(product_query.answer(rt, [req])[0], req, engine.labels, rt.name)
+
+    @api.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, Any]:
+        return {"ok": True}
+
+    @api.get("/readyz", tags=["service"])
+    def readyz():
+        """Ready when the default stream answers queries (503 while it connects, has failed, or there is none)."""
+        try:
+            rt = hub.get()
+        except StreamError as err:
+            return JSONResponse({"ready": False, "state": None, "error": one_line(str(err))}, status_code=503)
+        ok = rt.ready
+        return JSONResponse({"ready": ok, "state": rt.state, "error": rt.error, "stream": rt.name},
+                            status_code=200 if ok else 503)
+
+    @api.get("/metrics", tags=["service"], dependencies=guarded)
+    def metrics() -> Response:
+        """Prometheus text of every stream (each series labelled ``stream``)."""
+        for rt in hub:
+            rt._update_gauges()
+        return Response(hub.metrics.render(), media_type=hub.metrics.content_type)
+
+    @api.get("/v1/status", tags=["stream"], dependencies=guarded)
+    def status(stream: StreamParam = None) -> dict[str, Any]:
+        """One stream's state, coverage, rates, gaps and errors; ``streams`` names all of them."""
+        return {**hub.get(stream).status(), "streams": hub.names()}
+
+    @api.get("/v1/labels", tags=["stream"], dependencies=guarded)
+    def labels() -> dict[str, Any]:
+        return {"activities": engine.labels, "products": engine.products}
+
+    @api.post("/v1/query/activity", tags=["queries"], dependencies=guarded)
+    def query_activity(q: ActivityQuery) -> dict[str, Any]:
+        """Which activities happened to this object (a picture, or a catalog product) in the window."""
+        product_query.check_object(q.object_image, q.product)
+        return one({"type": "activity", "start": q.start, "end": q.end, "product": q.product,
+                    "object_image": img(q.object_image, "object_image")}, q.stream)
+
+    @api.post("/v1/query/object", tags=["queries"], dependencies=guarded)
+    def query_object(q: ObjectQuery) -> dict[str, Any]:
+        """Where the object of this activity was, box per frame at ``fps``."""
+        return one({"type": "object", "start": q.start, "end": q.end, "activity": engine.activity_id(q.activity),
+                    "fps": q.fps}, q.stream)
+
+    @api.post("/v1/query/time", tags=["queries"], dependencies=guarded)
+    def query_time(q: TimeQuery) -> dict[str, Any]:
+        """When this activity happened to this object (a picture, or a catalog product): top-k intervals."""
+        product_query.check_object(q.object_image, q.product)
+        return one({"type": "time", "start": q.start, "end": q.end, "activity": engine.activity_id(q.activity),
+                    "product": q.product, "object_image": img(q.object_image, "object_image"), "k": q.k}, q.stream)
+
+    @api.post("/v1/query/batch", tags=["queries"], dependencies=guarded)
+    def query_batch(q: BatchQuery) -> dict[str, Any]:
+        """Many queries of any types, of any streams: one heads call per stream named."""
+        runtimes = []
+        for i, it in enumerate(q.queries):  # every stream is checked before any image is decoded
+            try:
+                runtimes.append(hub.get(it.stream))
+            except StreamError as err:
+                raise StreamError(f"queries.{i}.stream: {err}", err.status) from None
+        reqs = []
+        for i, it in enumerate(q.queries):
+            need_act, need_obj = it.type in ("object", "time"), it.type in ("activity", "time")
+            if need_act and it.activity is None:
+                raise ApiError(422, f"missing field 'queries.{i}.activity'")
+            if need_obj:
+                product_query.check_object(it.object_image, it.product, f"queries.{i}")
+            reqs.append({"type": it.type, "start": it.start, "end": it.end,
+                         "activity": engine.activity_id(it.activity) if need_act else None,
+                         "object_image": img(it.object_image, f"queries.{i}.object_image") if need_obj else None,
+                         "product": it.product if need_obj else None, "fps": it.fps, "k": it.k})
+        groups: dict[str, list[int]] = {}
+        for i, rt in enumerate(runtimes):
+            groups.setdefault(rt.name, []).append(i)
+        out: list[dict[str, Any]] = [{}] * len(reqs)
+        for idx in groups.values():
+            rt = runtimes[idx[0]]
+            for i, a in zip(idx, product_query.answer(rt, [reqs[i] for i in idx])):
+                out[i] = _present(a, reqs[i], engine.labels, rt.name)
+        return {"answers": out}
+
+    @api.post("/v1/session/reset", tags=["stream"], dependencies=guarded)
+    def session_reset(stream: StreamParam = None) -> dict[str, Any]:
+        """A new session on one stream: its memory and SVD emptied, its clock goes on."""
+        return hub.get(stream).reset()
+
+    @api.post("/v1/snapshot", tags=["stream"], dependencies=guarded)
+    def take_snapshot(stream: StreamParam = None) -> dict[str, Any]:
+        rt = hub.get(stream)
+        if rt.state_dir is None:
+            raise ApiError(409, "no state directory configured (start with --state-dir)")
+        return rt.snapshot()
+
+    register_stream_routes(api, hub, guarded, max_streams=max_streams)
+    register_catalog_routes(api, hub, guarded=guarded, decode_image=decode_image, max_image_pixels=max_image_pixels)
+    register_page_routes(api, hub, guarded)
+    register_ask_routes(api, hub, guarded, {"activity": query_activity, "object": query_object, "time": query_time})
+    return BodyLimit(api, max_body_bytes)
+
+
+def _present(answer: dict[str, Any], req: dict[str, Any], labels: list[str], stream: str) -> dict[str, Any]:
+    out = {"type": req["type"], "window": [req["start"], req["end"]], "stream": stream}
+    if req.get("activity") is not None:
+        out["activity"] = labels[req["activity"]]
+    out.update(answer)
+    if req["type"] == "activity" and "ranked" in answer:
+        # scores keyed by name: a list in label-id order beside names in ranked order was misread
+        out["scores"] = {labels[i]: s for i, s in enumerate(answer["scores"])}
+        out["labels"] = [labels[i] for i in answer["ranked"]]
+    return out

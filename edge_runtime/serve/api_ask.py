@@ -1,0 +1,113 @@
+"""POST /v1/ask: a question in plain words, read into a structured query and answered by the same
+route handlers as /v1/query/<type>.
+
+    {"text": "when was the oat milk bagged in the last 10 minutes?", "stream": "cam2"}
+    -> {"question": ..., "read_as": {"type": "time", "activity": "bag", "product": "oat milk",
+        "start": 6600.0, "end": 7200.0}, "understood": "...", "matched": [...], "time": {...},
+        "scorer": "hybrid", "answer": <what /v1/query/time returns for read_as>}
+
+A question that cannot be read gets 422 {"error": "<what was not understood>", "nearest": [names]}.
+Names are the bundle's activity labels and the catalog's products; synonyms are the shipped table
+plus ``<state-dir>/ask-synonyms.yaml`` when it exists (docs/ask.md). Without ``stream`` the default
+stream answers; "the last 10 minutes" is read on the clock of the stream asked.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, get_type_hints
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge_runtime.query.ask import AskError, EncoderUnavailable, Reader, StreamClock, SynonymError, load_synonyms
+from edge_runtime.query.ask.names import StringScorer, default_synonyms, make_scorer, merge_synonyms
+
+MAX_QUESTION_CHARS = 500
+SYNONYMS_FILE = "ask-synonyms.yaml"
+
+
+class AskBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(description="the question, e.g. 'when was the oat milk bagged in the last 10 minutes?'",
+                      max_length=MAX_QUESTION_CHARS)
+    stream: str | None = Field(None, description="the stream to ask (GET /v1/streams); default: the default stream")
+
+
+def stream_clock(runtime) -> StreamClock:
+    """The runtime's clock: the memory's span, and for a live source the wall time of stream time 0
+    (then "now" is the wall clock's now, so "the last 10 minutes" means the real last 10 minutes)."""
+    engine = runtime.engine
+    cov = engine.coverage or {}
+    # an empty memory has no span yet (None): its clock starts at 0 and every window is uncovered
+    start, end = float(cov.get("start") or 0.0), float(cov.get("end") or 0.0)
+    origin = getattr(runtime, "wall_origin", None)
+    now = max(end, time.time() - origin) if origin is not None else end
+    return StreamClock(stream_now=now, memory_start=start, wall_origin=origin)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "bad request"
+
+
+class _Scorers:
+    """One scorer per process (its embedding cache lives across questions); string matching when
+    the wordllama package is missing, said in every answer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scorer = None
+        self.note = "hybrid"
+
+    def get(self):
+        with self._lock:
+            if self._scorer is None:
+                try:
+                    self._scorer = make_scorer("hybrid")
+                except EncoderUnavailable as err:
+                    self._scorer, self.note = StringScorer(), f"string ({err})"
+            return self._scorer
+
+
+def _synonyms(hub) -> dict[str, list[str]]:
+    table = default_synonyms()
+    state_dir = getattr(hub, "state_dir", None)  # the run's state dir (not a named stream's own folder)
+    if state_dir is not None and (Path(state_dir) / SYNONYMS_FILE).is_file():
+        table = merge_synonyms(table, load_synonyms(Path(state_dir) / SYNONYMS_FILE))
+    return table
+
+
+def register_ask_routes(api: FastAPI, hub, guarded: list, handlers: dict[str, Callable[[Any], dict]]) -> None:
+    """Add POST /v1/ask. ``handlers``: the /v1/query/<type> route functions by type; each is called
+    with its own body model built from the reading, so an asked question is answered exactly as the
+    structured query would be."""
+    scorers = _Scorers()
+    models = {kind: get_type_hints(fn)["q"] for kind, fn in handlers.items()}
+
+    @api.post("/v1/ask", tags=["queries"], dependencies=guarded)
+    def ask(q: AskBody):
+        """A question in plain words -> the structured query it was read as, and that query's answer."""
+        runtime = hub.get(q.stream)
+        catalog = getattr(hub, "catalog", None)
+        products = catalog.names() if catalog is not None else []
+        try:
+            synonyms = _synonyms(hub)
+        except SynonymError as err:
+            return JSONResponse({"error": _one_line(f"cannot read the synonyms: {err}")}, status_code=409)
+        reader = Reader(runtime.engine.labels, products, scorer=scorers.get(), synonyms=synonyms)
+        try:
+            reading = reader.read(q.text, stream_clock(runtime))
+        except AskError as err:
+            return JSONResponse({"error": _one_line(err.message), "nearest": err.nearest}, status_code=422)
+        kind = reading.query["type"]
+        try:
+            body = models[kind](**{k: v for k, v in reading.query.items() if k != "type"}, stream=runtime.name)
+        except ValidationError as err:
+            e = err.errors()[0]
+            where = ".".join(str(p) for p in e.get("loc", ()))
+            return JSONResponse({"error": _one_line(f"read as {reading.query}, which this runtime does not take "
+                                                    f"({where}: {e.get('msg', 'invalid')})")}, status_code=422)
+        answer = handlers[kind](body)
+        return {"question": q.text, **reading.to_dict(), "scorer": scorers.note, "answer": answer}

@@ -1,0 +1,66 @@
+"""HTTP routes of the streams one runtime serves (``edge_runtime.serve.streams.Streams``):
+
+    GET    /v1/streams          every stream: name, source, state, coverage, frames, fps, error
+    POST   /v1/streams          {"name": ..., "source": URI, "realtime": false, "duration": null}: add and start
+    GET    /v1/streams/{name}   that stream's status (what /v1/status?stream=NAME returns)
+    DELETE /v1/streams/{name}   stop it (final snapshot), forget it; its snapshot stays on disk
+
+Every other data route takes an optional ``stream`` (a query parameter, or a field of a query
+body); without it, the default stream answers. Errors are the API's one-line bodies: 404 an
+unknown stream, 409 a duplicate name (or too many streams), 422 a name that is not a safe file
+name or a source that cannot be opened.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+from fastapi import FastAPI, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge_runtime.serve.streams import StreamError, Streams, check_name
+
+# Each stream holds its own memory, intake thread and source; a cap keeps a client (or a fuzzer)
+# from starting streams until the box runs out of memory or threads.
+DEFAULT_MAX_STREAMS = 64
+STREAM_HELP = "the stream to ask (GET /v1/streams); default: the default stream"
+# the ``stream`` query parameter of the GET routes and of reset / snapshot
+StreamParam = Annotated[Union[str, None], Query(description=STREAM_HELP)]
+
+
+class AddStream(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="stream name: 1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit "
+                                  "(it names the stream's state folder)")
+    source: str = Field(description="source URI: camera index, /dev/videoN, csi://N, rtsp://..., a file, "
+                                    "demo://checkout?seed=N")
+    realtime: bool = Field(False, description="pace files / demo at their own speed")
+    duration: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                   description="stop after this many seconds of stream time (live sources: wall time)")
+
+
+def register_stream_routes(api: FastAPI, hub: Streams, guarded: list, *, max_streams: int) -> None:
+    """Add the /v1/streams routes to ``api`` (``guarded``: its token dependency)."""
+
+    @api.get("/v1/streams", tags=["streams"], dependencies=guarded)
+    def list_streams() -> dict[str, Any]:
+        """Every stream, the default one marked."""
+        return {"streams": hub.summary(), "max_streams": max_streams}
+
+    @api.post("/v1/streams", tags=["streams"], dependencies=guarded, status_code=201)
+    def add_stream(body: AddStream) -> dict[str, Any]:
+        """Add a stream and start it; answers its status (state 'connecting' until the first frame)."""
+        check_name(body.name)
+        if body.name not in hub.names() and len(hub) >= max_streams:
+            raise StreamError(f"at most {max_streams} streams run at once; remove one first", 409)
+        rt = hub.add(body.name, body.source, realtime=body.realtime, duration=body.duration)
+        return {**rt.status(), "streams": hub.names()}
+
+    @api.get("/v1/streams/{name}", tags=["streams"], dependencies=guarded)
+    def get_stream(name: str) -> dict[str, Any]:
+        return {**hub.get(name).status(), "streams": hub.names()}
+
+    @api.delete("/v1/streams/{name}", tags=["streams"], dependencies=guarded)
+    def remove_stream(name: str) -> dict[str, Any]:
+        """Stop the stream (drain, final snapshot) and forget it. Adding it again with the same
+        source goes on from its snapshot."""
+        return hub.remove(name)

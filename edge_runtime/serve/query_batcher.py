@@ -1,0 +1,50 @@
+"""Queries arriving together answered in one heads call: the API's many small requests become one
+batch, and a request that fails alone does not fail the others."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from edge_runtime.engine.batch_queue import BatcherClosed, BatchQueue
+from edge_runtime.engine.engine import Engine
+from edge_runtime.serve.telemetry import Telemetry
+
+__all__ = ["BatcherClosed", "QueryBatcher"]
+
+
+class QueryBatcher:
+    """Collects queries arriving together (within ``wait_s``) into one Engine.answer call."""
+
+    def __init__(self, engine: Engine, *, max_batch: int = 64, wait_s: float = 0.003,
+                 telemetry: Telemetry | None = None, timeout_s: float = 60.0) -> None:
+        self.engine, self.max_batch, self.wait_s, self.timeout_s = engine, max_batch, wait_s, timeout_s
+        self.telemetry = telemetry
+        self._queue = BatchQueue(self._answer, wait_s=wait_s, limit=max_batch, size=len, name="lvm-queries")
+
+    def submit(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        reqs = [self.engine.check_request(r, f"request {i}" if len(requests) > 1 else "request")
+                for i, r in enumerate(requests)]
+        if not reqs:
+            return []
+        return self._queue.put(reqs).result(timeout=self.timeout_s)
+
+    def close(self) -> None:
+        self._queue.close()
+
+    def _answer(self, items) -> None:
+        flat = [r for reqs, _ in items for r in reqs]
+        try:
+            answers = self.engine.answer(flat)
+        except Exception:
+            if len(items) > 1:  # isolate the request that failed: the others still get answers
+                for it in items:
+                    self._answer([it])
+                return
+            items[0][1].set_exception(sys.exc_info()[1])
+            return
+        if self.telemetry:
+            self.telemetry.query_batch.observe(len(flat))
+        i = 0
+        for reqs, fut in items:
+            fut.set_result(answers[i : i + len(reqs)])
+            i += len(reqs)

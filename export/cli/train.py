@@ -1,0 +1,403 @@
+"""lvm-train: train an LVM-Net config on the procedural checkout benchmark or a dataset folder."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from export.cli.common import UsageError, run_cli
+from export.train.warm_start import check_init_from, init_from, taken_init
+
+SEED_MAX = 2**31 - 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lvm-train",
+        description="Train LVM-Net (frozen backbone, neural sampler, query heads) on generated checkout "
+                    "videos, or with --data on a dataset folder's train split (your own videos and "
+                    "annotations). The tiny backbone is first pre-trained on per-frame labels (the "
+                    "generator's, or derived from the annotations), then frozen. Stage 1 trains sampler and "
+                    "heads on the streams (CPU; under torchrun, DDP with gloo); stage 2, the heads stage (config train.heads_steps), trains the heads "
+                    "alone on the frozen sampler's memories (a GPU if there is one: hours on CPU).",
+        epilog="Examples: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny;  "
+               "lvm-train --config configs/models/lvm-tiny.yaml --out runs/shop --data data/shop "
+               "--init-from checkpoints/lvm-tiny.safetensors")
+    p.add_argument("--config", required=True, help="model config: a YAML file, or a name in configs/models/ (lvm-tiny, lvm-edge, lvm-paper)")
+    p.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, train_log.jsonl, ...")
+    p.add_argument("--epochs", type=int, help="epochs (default: config train.epochs)")
+    p.add_argument("--data", metavar="DIR", help="train on this dataset folder's train split (labels.yaml, videos/, "
+                   "annotations/; see lvm-data check) instead of generated videos; heads.num_activities is set "
+                   "from its labels.yaml and the checkpoint carries its labels")
+    p.add_argument("--init-from", metavar="CHECKPOINT", help="start from this checkpoint (e.g. "
+                   "checkpoints/lvm-tiny.safetensors): its backbone (taken as it is, no pre-training), sampler and "
+                   "heads; tensors whose shape differs (another number of activities) start fresh, named in one line")
+    p.add_argument("--videos", type=int, help="generated training videos (default: config train.train_videos); "
+                   "refused with --data, which trains on every video of the train split")
+    p.add_argument("--video-s", type=float, help="seconds per generated training video (default: config "
+                   "train.video_s); refused with --data (the files' own lengths)")
+    p.add_argument("--queries", type=int, help="queries sampled per video (default: config)")
+    p.add_argument("--seed", type=int, help="seed (default: config train.seed)")
+    p.add_argument("--backbone-epochs", type=int, default=3, help="backbone pre-training epochs (default 3)")
+    p.add_argument("--backbone-frames", type=int, default=3000,
+                   help="frames sampled for backbone pre-training, busy and idle balanced (default 3000)")
+    p.add_argument("--backbone-from", help="take the frozen backbone from this checkpoint (or another run's "
+                   "backbone.safetensors) instead of pre-training")
+    p.add_argument("--sampler-from", help="skip stage 1: take the frozen backbone and the trained sampler from this "
+                   "checkpoint and train fresh heads in the heads stage alone")
+    p.add_argument("--heads-from", metavar="CHECKPOINT", help="train only the sampler (e.g. an s5 config's): take "
+                   "the frozen backbone and the heads from this checkpoint and keep the heads frozen; their query "
+                   "losses still reach the sampler. No heads stage unless --heads-steps is given")
+    p.add_argument("--no-lsmcl", action="store_true", help="ablation: skip the s5 sampler's LSMCL pre-training")
+    p.add_argument("--lsmcl-steps", type=int, help="s5: LSMCL pre-training steps (default: config train.lsmcl_steps)")
+    p.add_argument("--heads-steps", type=int, help="steps of the heads stage, the heads alone on the frozen sampler's "
+                   "memories (default: config train.heads_steps; 0 = no heads stage). Not resumable: --resume "
+                   "re-runs it from the stage-1 checkpoint")
+    p.add_argument("--heads-videos", type=int, help="videos the heads stage streams (default: config "
+                   "train.heads_videos, else --videos; with --data every train video, or the first N)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the heads stage trains (default auto: cuda if available; stage 1 runs on CPU)")
+    p.add_argument("--workers", type=int, help="processes that render, encode and stream the heads stage's videos "
+                   "(default: CPU cores)")
+    p.add_argument("--no-continual", action="store_true", help="ablation: train without the continual-learning loss")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors + optimizer state")
+    p.add_argument("--threads", type=int, help="torch CPU threads per process (default: CPU cores / processes)")
+    p.add_argument("--max-steps", type=int, help="stop after this many sampler steps (smoke tests)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-token-cache", action="store_true",
+                   help="always run the backbone (default: reuse tokens kept in $LVM_EDGE_CACHE/tokens, "
+                        "~/.cache/lvm-edge/tokens, keyed by the backbone's weights and the video)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli("lvm-train", lambda: _guarded(args))
+
+
+def _guarded(args) -> int:
+    from export.dataset import DatasetError
+
+    try:
+        return _train(args)
+    except DatasetError as err:  # a dataset problem found while decoding (in this process or a worker)
+        raise UsageError(str(err)) from None
+
+
+def _train(args) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from edge_runtime.config import resolve_model_config
+
+    cfg = resolve_model_config(args.config)
+    tc = cfg.train
+    seed = tc.seed if args.seed is None else args.seed
+    if not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"--seed must be in [0, {SEED_MAX}], got {seed}")
+    for name in ("epochs", "videos", "queries", "backbone_epochs", "max_steps", "threads", "heads_steps",
+                 "heads_videos", "workers", "lsmcl_steps"):
+        v = getattr(args, name)
+        if v is not None and v < (0 if name in ("backbone_epochs", "heads_steps", "lsmcl_steps") else 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    two_clips = cfg.stream.clip_frames / cfg.stream.fps * 2
+    video_s = tc.video_s if args.video_s is None else args.video_s
+    if video_s < two_clips:
+        raise UsageError(f"--video-s {video_s} is shorter than two clips ({two_clips:g} s)")
+    if args.init_from and (args.sampler_from or args.backbone_from):
+        raise UsageError("--init-from already gives the backbone and sampler: drop --sampler-from / --backbone-from")
+    if args.heads_from and (args.init_from or args.sampler_from or args.backbone_from):
+        raise UsageError("--heads-from gives the backbone and the heads: drop --init-from / --sampler-from / "
+                         "--backbone-from")
+    if args.init_from:
+        check_init_from(args.init_from, cfg)
+    notes: list[str] = []  # said once the rank is known
+    items = None
+    if args.data:
+        cfg, items, labels, data_meta = _open_data(args, cfg, two_clips, notes)
+    else:
+        from export.dataset import LabelSet
+
+        labels, data_meta = LabelSet.generator().to_dict(), None
+    if args.backbone_from:  # before anything is rendered or created
+        from export.model.checkpoint import CheckpointError, refuse_pickle
+        try:
+            refuse_pickle(args.backbone_from)
+        except CheckpointError as err:
+            raise UsageError(str(err)) from None
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test.{os.getpid()}"  # per process: DDP ranks check the same folder at once
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--out {out}: not writable ({err.strerror})") from None
+
+    heads_steps = tc.heads_steps if args.heads_steps is None else args.heads_steps
+    if args.heads_from:
+        heads_steps = args.heads_steps or 0  # the taken heads are the point: retrain them only when asked
+    if args.sampler_from and heads_steps == 0:
+        raise UsageError("--sampler-from trains only the heads stage: give --heads-steps N (N > 0)")
+    if args.sampler_from and args.backbone_from:
+        raise UsageError("--sampler-from already gives the backbone: drop --backbone-from")
+    if args.sampler_from and args.resume:
+        raise UsageError("--sampler-from and --resume do not mix: the heads stage is not resumable")
+
+    import torch
+    import torch.distributed as dist
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is visible to torch")
+
+    from edge_runtime.checkout import ACTIVITIES, training_video
+    from export.model.checkpoint import save_checkpoint
+    from export.dataset.video_data import token_cache_dir
+    from export.model.lvmnet import LVMNet, count_parameters
+
+    if items is None and cfg.heads.num_activities != len(ACTIVITIES):
+        raise UsageError(f"{args.config}: heads.num_activities={cfg.heads.num_activities} but the benchmark has "
+                         f"{len(ACTIVITIES)} activities")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        from datetime import timedelta
+        # a rank that dies or diverges turns into an error after 10 minutes, not a silent hang
+        dist.init_process_group("gloo", timeout=timedelta(minutes=10))
+    rank = dist.get_rank() if world > 1 else 0
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) // world))
+    progress = not args.no_progress and rank == 0
+    n_videos = len(items) if items is not None else args.videos or tc.train_videos
+    if n_videos < world:
+        what = f"--data: {n_videos} train videos" if items is not None else f"--videos {n_videos}"
+        raise UsageError(f"{what} < {world} ranks: every rank needs its own videos")
+
+    def say(msg: str) -> None:
+        if rank == 0:
+            print(msg, flush=True)
+
+    t0 = time.time()
+    for note in notes:
+        say(note)
+    torch.manual_seed(seed)
+    taken = args.init_from or args.sampler_from or args.backbone_from or args.heads_from  # the backbone's file
+    net = LVMNet(cfg, backbone_init=not taken)
+    if taken:
+        net.backbone.init_source = taken_init(taken)
+    say(f"lvm-train: {cfg.name}: backbone {count_parameters(net.backbone):,} params (frozen), "
+        f"sampler {count_parameters(net.sampler):,}, heads {count_parameters(net.heads):,}")
+    if args.init_from:
+        say(init_from(net, args.init_from))
+    if args.heads_from:
+        from export.model.checkpoint import CheckpointError, load_reader_state
+        try:
+            net.load_state_dict(load_reader_state(args.heads_from, cfg), strict=False)
+        except CheckpointError as err:
+            raise UsageError(f"--heads-from {err}") from None
+        net.backbone.freeze()
+        say(f"lvm-train: backbone and heads from {args.heads_from} (heads frozen); training the {cfg.sampler.kind} "
+            f"sampler")
+    cache = None if args.no_token_cache else token_cache_dir()
+    res, continual_p = None, 0 if args.no_continual else tc.continual_p
+    if args.sampler_from:
+        from export.model.checkpoint import load_stage1_state
+        net.load_state_dict(load_stage1_state(args.sampler_from, cfg), strict=False)
+        net.backbone.freeze()
+        say(f"lvm-train: backbone and sampler from {args.sampler_from}; fresh heads")
+    else:
+        res = _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, world, rank, progress, say, t0,
+                      items, labels)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if rank != 0:
+        return 0  # the heads stage (a single process) and the final checkpoint are rank 0's
+
+    heads_last: dict = {}
+    if items is not None:
+        n_heads_videos = min(args.heads_videos or n_videos, n_videos)
+    else:
+        n_heads_videos = args.heads_videos or tc.heads_videos or n_videos
+    if heads_steps > 0:
+        from export.train.heads_stage import DatasetVideoSpec, stage_videos, train_heads
+        from export.train.joint_stage import init_activity_prior
+
+        workers = args.workers or min(os.cpu_count() or 1, n_heads_videos)
+        n_q = tc.heads_queries_per_video or args.queries or tc.queries_per_video
+        if items is not None:
+            specs = [DatasetVideoSpec(items[i], n_q, _query_seed(seed, i)) for i in range(n_heads_videos)]
+        else:
+            specs = [(*training_video(seed, i), video_s, n_q) for i in range(n_heads_videos)]
+        t1 = time.time()
+        hv = stage_videos(net, specs, workers=workers, cache=cache, progress=progress)
+        say(f"lvm-train: heads stage: {n_heads_videos} videos streamed through the frozen sampler "
+            f"({workers} processes, {time.time() - t1:.0f} s)")
+        if args.sampler_from and tc.prior_init:
+            init_activity_prior(net, hv)
+        t1 = time.time()
+        heads_last = train_heads(net, hv, out, steps=heads_steps, batch=tc.heads_batch, lr=tc.lr_heads,
+                                 identity_weight=tc.identity_weight,
+                                 token_activity_weight=tc.token_activity_weight, seed=seed, device=device,
+                                 progress=progress)
+        say(f"lvm-train: heads stage: {heads_steps} steps on {device} ({time.time() - t1:.0f} s)")
+
+    final = out / f"{cfg.name}.safetensors"
+    steps = res.steps if res else 0
+    meta = {"seed": seed, "steps": steps, "continual_p": continual_p, "videos": n_videos,
+            "video_s": video_s, "world_size": world, "heads_steps": heads_steps,
+            "heads_videos": n_heads_videos if heads_steps else 0,
+            "command": " ".join(["lvm-train"] + sys.argv[1:])}
+    if data_meta is not None:
+        del meta["video_s"]  # the files' own lengths
+        meta["data"] = json.dumps(data_meta)
+    if args.init_from:
+        meta["init_from"] = str(args.init_from)
+    if args.heads_from:
+        meta["heads_from"] = str(args.heads_from)
+    if cfg.sampler.kind == "s5":
+        meta["lsmcl_steps"] = 0 if args.sampler_from else _lsmcl_steps(args, cfg)
+    save_checkpoint(net, final, meta, labels=labels)
+    summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,
+               "heads_steps": heads_steps, "total_seconds": round(time.time() - t0, 1),
+               "last_losses": res.last_losses if res else {}, "heads_last_losses": heads_last}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    say(f"lvm-train: done: {steps} stage-1 steps, {heads_steps} heads-stage steps in {time.time() - t0:.0f} s; "
+        f"wrote {final}")
+    return 0
+
+
+def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, world, rank, progress, say, t0,
+            items=None, labels=None):
+    """Backbone (pre-trained or taken), then sampler + heads trained together on the streams."""
+    import torch.distributed as dist
+
+    from edge_runtime.checkout import training_video
+    from export.model.checkpoint import load_checkpoint
+    from export.dataset.video_data import attach_queries, backbone_digest, encode_video, load_dataset_video, render_video
+    from export.train.pretrain import pretrain_backbone
+    from export.train.joint_stage import train_lvm
+
+    tc, fps, size = cfg.train, cfg.stream.fps, cfg.backbone.image_size
+    videos = []
+    if items is not None:
+        for it in tqdm(items, desc="decode train videos", disable=not progress, leave=False):
+            v = load_dataset_video(it, size, fps, progress=progress)
+            if len(v.times) < 2 * cfg.stream.clip_frames:
+                raise UsageError(f"{it.video}: {len(v.times)} frames at {fps:g} fps, fewer than two clips "
+                                 f"({2 * cfg.stream.clip_frames}): too short to train on")
+            videos.append(v)
+        say(f"lvm-train: decoded {n_videos} train videos of {args.data} at {fps:g} fps ({time.time() - t0:.0f} s)")
+    else:
+        for i in range(n_videos):
+            vseed, look = training_video(seed, i)
+            videos.append(render_video(vseed, video_s, size, fps, look=look, progress=progress))
+        say(f"lvm-train: rendered {n_videos} videos x {video_s:g} s at {fps:g} fps ({time.time() - t0:.0f} s)")
+
+    backbone_file = out / "backbone.safetensors"
+    if args.backbone_from:
+        from export.model.checkpoint import CheckpointError, read_metadata
+        try:
+            read_metadata(args.backbone_from)
+            is_checkpoint = True
+        except CheckpointError:
+            is_checkpoint = False  # a bare backbone file (OUT/backbone.safetensors of another run)
+        if is_checkpoint:
+            # only the backbone is taken, so a checkpoint whose sampler or heads differ still serves
+            from export.model.checkpoint import load_backbone_state
+            net.backbone.load_state_dict(load_backbone_state(args.backbone_from, cfg))
+        else:
+            try:
+                net.backbone.load_weights(args.backbone_from)
+            except Exception as err:
+                raise UsageError(f"{args.backbone_from}: not a checkpoint or backbone weights for "
+                                 f"{cfg.backbone.name} ({str(err).splitlines()[0][:100]})") from None
+        net.backbone.freeze()
+    elif args.resume and (out / "checkpoint.safetensors").exists():
+        pass  # restored with the rest of the model by train_lvm
+    elif args.init_from or args.heads_from:
+        net.backbone.freeze()  # the checkpoint's, loaded with the rest of the model
+    elif args.backbone_epochs > 0:
+        if rank == 0:
+            stats = pretrain_backbone(net.backbone, videos, epochs=args.backbone_epochs, seed=seed,
+                                      max_frames=args.backbone_frames, progress=progress, labels=labels)
+            from safetensors.torch import save_file
+            save_file({k: v.contiguous() for k, v in net.backbone.net.state_dict().items()}, str(backbone_file))
+            say(f"lvm-train: backbone pre-trained on {int(stats['frames'])} frames/crops ({time.time() - t0:.0f} s)")
+        net.backbone.init_source = f"{net.backbone.init_source} + lvm-train pre-training"
+        if world > 1:
+            dist.barrier()
+            if rank != 0:
+                net.backbone.load_weights(backbone_file)
+        net.backbone.freeze()
+    if args.resume and (out / "checkpoint.safetensors").exists():
+        loaded, _ = load_checkpoint(out / "checkpoint.safetensors", cfg)
+        net.load_state_dict(loaded.state_dict())
+    bb_sha = backbone_digest(net.backbone)
+    for i, v in enumerate(tqdm(videos, desc="backbone tokens", disable=not progress, leave=False)):
+        encode_video(net.backbone, v, cache=cache, backbone_sha=bb_sha)
+        qseed = _query_seed(seed, i) if items is not None else training_video(seed, i)[0]
+        attach_queries(v, args.queries or tc.queries_per_video, qseed)
+    say(f"lvm-train: backbone tokens ready ({time.time() - t0:.0f} s; cache: {cache or 'off'})")
+
+    resumed = args.resume and (out / "checkpoint.safetensors").exists()
+    lsmcl_steps = _lsmcl_steps(args, cfg)
+    if lsmcl_steps > 0 and not resumed:
+        from export.train.lsmcl import pretrain_lsmcl
+        # every rank runs the same seeded steps on the same videos, so the ranks agree without a broadcast
+        res = pretrain_lsmcl(net.sampler.encoder, videos, out, steps=lsmcl_steps, batch=tc.lsmcl_batch,
+                             clip_frames=cfg.stream.clip_frames, long_clips=tc.lsmcl_long_clips, mask=tc.lsmcl_mask,
+                             temperature=tc.lsmcl_temperature, momentum=tc.lsmcl_momentum, lr=tc.lr_sampler,
+                             seed=seed, progress=progress)
+        say(f"lvm-train: LSMCL pre-training of the S4 encoder: {res['steps']} steps in {res['seconds']:.0f} s "
+            f"(last loss {res['last'].get('loss')}, top-1 {res['last'].get('top1')})")
+    return train_lvm(net, videos, out, epochs=args.epochs or tc.epochs, continual_p=continual_p, seed=seed,
+                     max_steps=args.max_steps, progress=progress, resume=args.resume, labels=labels,
+                     freeze_heads=bool(args.heads_from))
+
+
+def _lsmcl_steps(args, cfg) -> int:
+    """LSMCL pre-training steps this run takes (s5 samplers only; --no-lsmcl and --lsmcl-steps)."""
+    if cfg.sampler.kind != "s5" or args.no_lsmcl:
+        return 0
+    return cfg.train.lsmcl_steps if args.lsmcl_steps is None else args.lsmcl_steps
+
+
+def _query_seed(seed: int, i: int) -> int:
+    """Seed of the queries of dataset train video ``i`` (the same in both stages)."""
+    return seed * 1009 + i
+
+
+def _open_data(args, cfg, two_clips: float, notes: list[str]):
+    """--data DIR -> (config with the dataset's activity count, train items, labels, metadata)."""
+    from export.dataset import open_dataset
+
+    if args.videos is not None or args.video_s is not None:
+        raise UsageError("--videos / --video-s choose generated videos; --data trains on the train split's own "
+                         "videos: drop them")
+    ds = open_dataset(args.data)  # DatasetError: one line, made a usage error by _guarded
+    items = ds.split("train")
+    for it in items:
+        dur = float(it.annotations["duration_s"])
+        if dur < two_clips:
+            raise UsageError(f"{it.video}: {dur:g} s is shorter than two clips ({two_clips:g} s): "
+                             f"too short to train on")
+    n_val = sum(it.split == "val" for it in ds.items)
+    if n_val:
+        notes.append(f"lvm-train: {len(items)} train videos; the {n_val} val videos are not trained on "
+                     f"(lvm-eval --data {args.data} --split val scores them)")
+    labels = ds.labels.to_dict()
+    n_act = len(labels["activities"])
+    if cfg.heads.num_activities != n_act:
+        notes.append(f"lvm-train: heads.num_activities {cfg.heads.num_activities} -> {n_act} "
+                     f"(the activities of {Path(args.data) / 'labels.yaml'})")
+        cfg = cfg.model_copy(update={"heads": cfg.heads.model_copy(update={"num_activities": n_act})})
+    return cfg, items, labels, {"path": str(Path(args.data).resolve()), "train_videos": len(items)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Accuracy gate: a reduced-precision bundle must answer like the FP32 bundle.
+
+Both bundles answer the same held-out generator videos (or a dataset's test split) and queries
+through the device runtime; the gate compares Recall@1x per query type x window length (in points,
+x100) and fails when any cell drops by more than the threshold. Recall@3x deltas are recorded too but do not gate.
+
+The evaluator is injected: ``evaluator(bundle_dir) -> metrics`` with metrics shaped like
+``export.evaluate.scoring.evaluate_engine``'s result. ``engine_evaluator`` builds the real one, importing
+the runtime and the evaluation lazily, and renders or decodes the videos once for both bundles.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+QUERY_TYPES = ("activity", "object", "time")
+WINDOWS = ("short", "medium", "long")
+GATED = "recall@1x"
+RECORDED = ("recall@1x", "recall@3x")
+# Held-out videos for the gate: disjoint from training (< 1_000_000), lvm-eval's default seeds
+# (1_000_000 + seed * 1000 + i) and calibration (7_000_000).
+GATE_SEED_BASE = 8_000_000
+
+Evaluator = Callable[[Path], dict]
+
+
+class GateError(RuntimeError):
+    """The gate could not run (missing runtime, no videos); the message is one line."""
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    threshold_points: float
+    deltas: dict
+    reference: dict
+    candidate: dict
+    failures: list[str] = field(default_factory=list)
+    evaluation: dict = field(default_factory=dict)
+
+    def manifest(self) -> dict:
+        return {"reference": "fp32", "metric": GATED, "threshold_points": self.threshold_points,
+                "passed": self.passed, "failures": self.failures, "deltas": self.deltas[GATED],
+                "deltas_all": self.deltas, "fp32": _table(self.reference), "candidate": _table(self.candidate),
+                "evaluation": self.evaluation}
+
+    def message(self) -> str:
+        if self.passed:
+            return f"accuracy gate passed (no {GATED} drop above {self.threshold_points:g} points vs fp32)"
+        return (f"accuracy gate failed: {'; '.join(self.failures)} "
+                f"(threshold {self.threshold_points:g} points {GATED} vs fp32)")
+
+
+def _cell(metrics: dict, metric: str, qt: str, w: str):
+    try:
+        v = metrics[metric][qt][w]
+    except (KeyError, TypeError):
+        return None
+    return None if v is None else float(v)
+
+
+def _table(metrics: dict) -> dict:
+    return {m: {qt: {w: _cell(metrics, m, qt, w) for w in WINDOWS} for qt in QUERY_TYPES} for m in RECORDED}
+
+
+def compare(reference: dict, candidate: dict, threshold_points: float) -> GateResult:
+    """Deltas candidate - reference in points; the gate fails on any R@1x drop > threshold."""
+    deltas: dict = {}
+    failures: list[str] = []
+    cells = 0
+    for m in RECORDED:
+        deltas[m] = {}
+        for qt in QUERY_TYPES:
+            deltas[m][qt] = {}
+            for w in WINDOWS:
+                r, c = _cell(reference, m, qt, w), _cell(candidate, m, qt, w)
+                if r is None or c is None:
+                    deltas[m][qt][w] = None
+                    continue
+                d = round(100.0 * (c - r), 2)
+                deltas[m][qt][w] = d
+                if m == GATED:
+                    cells += 1
+                    if -d > threshold_points:
+                        failures.append(f"{qt}/{w} {100 * r:.1f} -> {100 * c:.1f} ({d:+.1f})")
+    if cells == 0:
+        raise GateError("the evaluation returned no Recall@1x cells to compare (no queries?)")
+    return GateResult(not failures, float(threshold_points), deltas, reference, candidate, failures)
+
+
+def run_gate(reference_bundle: Path, candidate_bundle: Path, evaluator: Evaluator, threshold_points: float,
+             log: Callable[[str], None] | None = None) -> GateResult:
+    if log:
+        log("accuracy gate: evaluating the fp32 reference bundle")
+    ref = evaluator(Path(reference_bundle))
+    if log:
+        log("accuracy gate: evaluating the candidate bundle")
+    cand = evaluator(Path(candidate_bundle))
+    res = compare(ref, cand, threshold_points)
+    res.evaluation = {k: ref[k] for k in ("queries", "memory_tokens") if k in ref}
+    info = getattr(evaluator, "info", None)
+    if isinstance(info, dict):
+        res.evaluation.update(info)
+    return res
+
+
+def engine_evaluator(*, videos: int = 4, video_s: float = 1800.0, queries: int = 120, seed: int = 0,
+                     backend: str = "onnxruntime", threads: int | None = None, data=None,
+                     progress: bool = True) -> Evaluator:
+    """The real evaluator: held-out generator videos in the looks training never saw -- or, with
+    ``data`` (an ``export.dataset.eval_data.DataSplit``), every video of that dataset split with queries
+    from its annotations -- answered by ``edge_runtime.engine.engine.Engine`` and scored by
+    ``export.evaluate.scoring.evaluate_engine``. Videos are decoded or rendered on first use and reused for
+    every bundle. ``backend="auto"`` runs a bundle's TensorRT plans where they load (the FP32
+    reference has none and runs in ONNX Runtime)."""
+    cache: dict = {}
+
+    def evaluate(bundle_dir: Path) -> dict:
+        try:
+            from edge_runtime.engine.engine import Engine
+            from export.evaluate.scoring import evaluate_engine
+        except ImportError as err:
+            raise GateError(f"the accuracy gate needs the runtime engine and the evaluation ({err}); "
+                            "use --skip-gate to export without it") from None
+        if "videos" not in cache:
+            from edge_runtime.bundle import load_bundle
+
+            cfg = load_bundle(bundle_dir, verify=False).cfg
+            if data is None:
+                cache["videos"], evaluate.info = _generator_videos(cfg, videos, video_s, queries, seed, progress)
+            else:
+                from export.dataset import DatasetError
+                from export.evaluate.scoring import dataset_video
+
+                try:
+                    cache["videos"] = [dataset_video(item, cfg, queries, seed, i, progress=progress)
+                                       for i, item in enumerate(data.items)]
+                except DatasetError as err:  # a test video that does not decode
+                    raise GateError(f"accuracy gate on {data.root} ({data.split} split): {err}") from None
+                evaluate.info = {"data": data.describe(), "queries_per_video": queries, "seed": seed}
+            evaluate.info["backend"] = backend
+        return evaluate_engine(lambda: Engine(bundle_dir, backend=backend, threads=threads), cache["videos"],
+                               progress=progress)
+
+    evaluate.info = {}
+    return evaluate
+
+
+def _generator_videos(cfg, videos: int, video_s: float, queries: int, seed: int, progress: bool):
+    """-> (videos with frames and queries, what the manifest records about them)."""
+    from edge_runtime.checkout import EVAL_LOOKS
+    from export.dataset.video_data import attach_queries, render_video
+
+    vids, looks, seeds = [], [], []
+    for i in range(videos):
+        look = EVAL_LOOKS[i % len(EVAL_LOOKS)]
+        s = GATE_SEED_BASE + seed * 1000 + i
+        v = render_video(s, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look, progress=progress)
+        vids.append(attach_queries(v, queries, s))
+        looks.append(look)
+        seeds.append(s)
+    return vids, {"videos": videos, "video_s": video_s, "queries_per_video": queries, "seeds": seeds, "looks": looks}

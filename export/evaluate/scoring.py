@@ -1,0 +1,154 @@
+"""Evaluation with the ReST metrics (Recall@1x / @3x per query type) on held-out generator videos or
+a dataset split's video files.
+
+One scoring path for every model source: the PyTorch model (neural / random / oracle memories) and
+a bundle run by the device runtime (``evaluate_engine``, used by lvm-export's accuracy gate) both
+produce answers through ``edge_runtime.query.answers`` and are scored by ``edge_runtime.checkout.metrics``.
+
+Samplers:
+- neural: the trained sampler, one pass over the stream;
+- random: uniformly random memory tokens (LVM-Net A.3.1) — i.i.d. random keys, keep the top m,
+  which is a uniform random m-subset of everything seen, in one pass;
+- oracle: query-aware — per query, the memory is rebuilt from the asked window alone (m tokens:
+  m / P frames spread evenly over the window's frames), what per-query re-processing would see.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from edge_runtime.query.answers import HeadBatch, decode_answers
+from edge_runtime.checkout import Query, heldout_video
+from edge_runtime.checkout.queries import engine_request
+from edge_runtime.checkout.metrics import aggregate, score_query
+from export.dataset.video_data import VideoData, attach_queries, backbone_digest, encode_video, load_dataset_video, render_video
+from export.model.lvmnet import LVMNet
+from export.train.query_batch import build_query_batch
+from export.train.streaming import stream_memory
+from export.model.svd_torch import TorchOnlineSVD
+
+SAMPLERS = ("neural", "random", "oracle")
+HEAD_OUTPUTS = ("activity_logits", "boxes", "start_logits", "end_logits")
+
+
+def dataset_video(item, cfg, queries: int, seed: int, i: int, progress: bool = False) -> VideoData:
+    """Video ``i`` of an evaluation on a dataset split: the file decoded at the model's size and fps,
+    frames kept, with ``queries`` sampled from its annotations -- seeded like the generator's
+    video ``i``, so lvm-eval and the accuracy gate ask the same questions of the same split."""
+    v = load_dataset_video(item, cfg.backbone.image_size, cfg.stream.fps, progress=progress)
+    return attach_queries(v, queries, heldout_video(seed, i)[0])
+
+
+def evaluation_videos(net: LVMNet, queries: int, seed: int = 0, *, items: list | None = None, videos: int = 4,
+                      video_s: float = 1800.0, cache=None, progress: bool = False) -> list[VideoData]:
+    """The videos an evaluation scores, with tokens from ``net``'s backbone (``cache``: token cache
+    dir) and ``queries`` queries each. ``items`` (a dataset split's DatasetItems): those files;
+    otherwise ``videos`` held-out generator videos of ``video_s`` seconds (``heldout_video``: new
+    seeds, even i in the looks training never saw, odd i in training looks)."""
+    cfg = net.cfg
+    sha = backbone_digest(net.backbone) if cache is not None else None
+    out = []
+    for i in range(len(items) if items is not None else videos):
+        if items is not None:
+            v = dataset_video(items[i], cfg, queries, seed, i, progress=progress)
+        else:
+            s, look = heldout_video(seed, i)
+            v = attach_queries(render_video(s, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look,
+                                            progress=progress), queries, s)
+        out.append(encode_video(net.backbone, v, cache=cache, backbone_sha=sha))
+    return out
+
+
+def oracle_memory(net: LVMNet, data: VideoData, q: Query):
+    """m tokens from the asked window alone: m / P frames evenly over the window's frames."""
+    cfg = net.cfg
+    P, m = cfg.backbone.tokens_per_frame, cfg.stream.memory_tokens
+    inside = np.flatnonzero((data.times >= q.start) & (data.times <= q.end))
+    n_frames = m // P
+    pick = inside[np.linspace(0, len(inside) - 1, n_frames).round().astype(int)] if len(inside) else np.zeros(0, int)
+    mem = net.empty_memory(1)
+    if len(pick):
+        tok = data.tokens[pick].float().reshape(1, -1, cfg.backbone.dim)
+        ct, cp = net.clip_coords(torch.from_numpy(data.times[pick]).float()[None])
+        n = tok.shape[1]
+        mem[0][:, :n], mem[1][:, :n], mem[2][:, :n], mem[3][:, :n] = tok, ct, cp, 1.0
+    return mem
+
+
+def _run_heads(net, mems, svd: TorchOnlineSVD, qb, svd_tokens: bool = True) -> dict[str, np.ndarray]:
+    basis, sv = svd.padded()
+    if not svd_tokens:  # the MeMSVD ablation: the heads see an all-zero summary
+        basis, sv = torch.zeros_like(basis), torch.zeros_like(sv)
+    out = net.heads(*mems, basis[None], sv[None], **qb.inputs)
+    return {k: v.numpy() for k, v in zip(HEAD_OUTPUTS, out)}
+
+
+def _head_batch(qb) -> HeadBatch:
+    return HeadBatch(**{k: v.numpy() for k, v in qb.inputs.items()})
+
+
+@torch.no_grad()
+def answer_video(net: LVMNet, data: VideoData, sampler: str = "neural", seed: int = 0, *, object_extent: bool = True,
+                 chunk: int = 64, svd_tokens: bool = True) -> list[dict]:
+    net.eval()
+    cfg = net.cfg
+    mem, svd = stream_memory(net, data, "random" if sampler == "random" else "neural", seed)
+    answers: list[dict] = []
+    for i in range(0, len(data.queries), chunk):
+        qs = data.queries[i : i + chunk]
+        qb = build_query_batch(qs, [data.crop_tokens] * len(qs), cfg)
+        if sampler == "oracle":
+            per = [oracle_memory(net, data, q) for q in qs]
+            mems = tuple(torch.cat([p[j] for p in per]) for j in range(4))
+        else:
+            mems = mem
+        out = _run_heads(net, mems, svd, qb, svd_tokens)
+        answers.extend(decode_answers(_head_batch(qb), out, object_fps=cfg.stream.object_fps,
+                                      object_extent=object_extent))
+    return answers
+
+
+def score(queries: list[Query], answers: list[dict]) -> dict:
+    return aggregate([score_query(q, a) for q, a in zip(queries, answers)])
+
+
+def evaluate_model(net: LVMNet, videos: list[VideoData], sampler: str = "neural", seed: int = 0,
+                   progress: bool = True, object_extent: bool = True, svd_tokens: bool = True) -> dict:
+    """``svd_tokens=False``: the heads read an all-zero online-SVD summary (what MeMSVD adds, measured)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    queries, answers = [], []
+    for v in tqdm(videos, desc=f"eval ({sampler})", disable=not progress, leave=False):
+        answers.extend(answer_video(net, v, sampler, seed, object_extent=object_extent, svd_tokens=svd_tokens))
+        queries.extend(v.queries)
+    res = score(queries, answers)
+    res["memory_tokens"] = net.cfg.stream.memory_tokens
+    res["queries"] = len(queries)
+    res["sampler"] = sampler
+    return res
+
+
+def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData], progress: bool = True) -> dict:
+    """Score a device-runtime Engine (ONNX / TensorRT bundle) on the same videos and queries.
+
+    ``videos`` must carry frames (not encoded with torch) and queries; the engine encodes frames
+    and object crops itself, exactly as on the device."""
+    queries, answers = [], []
+    engine = engine_factory()
+    for v in tqdm(videos, desc="eval (engine)", disable=not progress, leave=False):
+        engine.reset()
+        engine.ingest(v.frames, v.times)
+        reqs = []
+        size = engine.cfg.backbone.image_size
+        for q in v.queries:
+            reqs.append(engine_request(q, v.crop(q.instance_id, size)
+                                       if q.type != "object" and q.instance_id is not None else None))
+        answers.extend(engine.answer(reqs))
+        queries.extend(v.queries)
+    res = score(queries, answers)
+    res["memory_tokens"] = engine.cfg.stream.memory_tokens
+    res["queries"] = len(queries)
+    return res

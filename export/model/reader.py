@@ -1,0 +1,304 @@
+"""Read the memory once: a query-independent reader run at commit, and a light answer step per query.
+
+The query heads (export/model/heads.py) re-encode the whole memory for every query. Here the memory
+is read once per commit into per-token *facts* that do not depend on any query:
+
+- ``ident`` (m, E): an identity embedding, unit length, matchable against a crop's embedding;
+- ``act_logits`` (m, C): which activity the object under the token is undergoing;
+- ``event_logit`` (m,): "an event is in progress here";
+- ``boxes`` (m, 4): the box (x1, y1, x2, y2 in [0, 1]) of the object under the token;
+- ``span`` (m, 2): seconds from the token back to its event's start and on to its end.
+
+The facts are committed state like the memory itself, constant in size (lvm-tiny: 392 x 47 floats).
+An answer step then costs O(m·E) per query: a match of the query crop's embedding against ``ident``,
+window masks, and pooling. Everything in ``forward`` is tensor ops of static shape (argmax, gather,
+masked min / max, a fixed number of ranked answers), so both graphs export to ONNX as they are.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from edge_runtime.config import ModelConfig
+from export.model.encodings import spatial_encoding, temporal_encoding
+from export.model.layers import MASK_NEG, EncoderLayer, key_bias
+
+QUERY_TYPES = ("activity", "object", "time")
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    d_model: int = 64
+    layers: int = 2
+    heads: int = 4
+    ff_mult: int = 2
+    embed: int = 32           # E: identity embedding width
+    dropout: float = 0.0
+    time_scale_s: float = 20.0  # distance unit of the attention's time locality
+    span_scale_s: float = 10.0  # event offsets are predicted in this unit
+    ranked: int = 3           # answers per object / time query (R@3x)
+    keyframes: int = 16       # boxes per object answer, interpolated to 5 fps outside the graph
+    box_sigma_s: float = 3.0  # how far in time a token's box speaks for a keyframe
+    group_slack_s: float = 4.0  # a token joins an answer's group within its anchor's span +- this
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MemoryReader(nn.Module):
+    """Committed memory (+ online-SVD state) -> per-token facts. One call per commit."""
+
+    def __init__(self, cfg: ModelConfig, rc: ReaderConfig = ReaderConfig()) -> None:
+        super().__init__()
+        d, D = cfg.backbone.dim, rc.d_model
+        self.rc, self.D, self.C = rc, D, cfg.heads.num_activities
+        self.fps, self.max_video_s, self.grid = cfg.stream.fps, cfg.stream.max_video_s, cfg.backbone.grid
+        self.mem_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
+        self.svd_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
+        self.svd_rank = nn.Embedding(cfg.svd.n_components, D)
+        self.kind = nn.Embedding(2, D)  # 0 memory token, 1 SVD token
+        self.enc = nn.ModuleList(EncoderLayer(D, rc.heads, rc.ff_mult, rc.dropout) for _ in range(rc.layers))
+        # Activities are trajectories (shelf -> scanner -> bag over seconds): a token learns its activity
+        # from the tokens near it in time, so attention between memory tokens is biased toward near
+        # times (per layer and head, slopes from global to local), as the heads' decoder is.
+        init = torch.logspace(-2.0, 0.5, rc.heads)
+        self.time_slope = nn.Parameter(torch.log(torch.expm1(init)).repeat(rc.layers, 1))
+        self.norm = nn.LayerNorm(D)
+        # identity reads the token's own appearance (raw content) beside the context, so a product seen
+        # once is still matchable when its neighbours say nothing about it
+        self.ident = nn.Linear(2 * D, rc.embed)
+        self.act = nn.Linear(D, self.C)
+        nn.init.constant_(self.act.bias, -3.0)
+        self.event = nn.Linear(D, 1)
+        nn.init.constant_(self.event.bias, -2.0)
+        self.box = nn.Linear(D, 4)
+        self.span = nn.Linear(D, 2)
+        # the crop: the object alone and large; pooled by learned attention over its patches
+        self.crop_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D), nn.GELU(), nn.Linear(D, D))
+        self.crop_pool = nn.Linear(D, 1)
+        self.crop_out = nn.Linear(D, rc.embed)
+
+    def forward(self, mem, mem_t, mem_p, mem_valid, svd_basis, svd_sv):
+        """mem (B,m,d); mem_t, mem_valid (B,m) float; mem_p (B,m) int64; svd_basis (B,r,d); svd_sv (B,r).
+        -> ident (B,m,E) unit rows, act_logits (B,m,C), event_logit (B,m), boxes (B,m,4), span (B,m,2) s."""
+        D, rc = self.D, self.rc
+        coef = mem @ svd_basis.transpose(1, 2)
+        content = self.mem_in(mem + coef @ svd_basis)  # MeMSVD read: h + (h Uᵀ) U
+        h = content + temporal_encoding(mem_t, D, self.fps, self.max_video_s)
+        h = h + spatial_encoding(mem_p, D, self.grid) + self.kind.weight[0]
+        sv = svd_sv / (svd_sv[:, :1] + 1e-6)
+        svd_tok = self.svd_in(svd_basis * sv[..., None]) + self.svd_rank.weight + self.kind.weight[1]
+        x = torch.cat([h, svd_tok], dim=1)
+        m, r = h.shape[1], svd_tok.shape[1]
+        keep = torch.cat([mem_valid, (svd_sv > 0).to(torch.float32)], dim=1)
+        bias = key_bias(keep)  # (B,1,1,N)
+        t_all = torch.cat([mem_t, torch.zeros_like(svd_sv)], dim=1)
+        is_mem = torch.cat([torch.ones_like(mem_t), torch.zeros_like(svd_sv)], dim=1)
+        pair = is_mem[:, :, None] * is_mem[:, None, :]
+        dist = (t_all[:, :, None] - t_all[:, None, :]).abs() * pair / rc.time_scale_s  # (B,N,N)
+        slopes = nn.functional.softplus(self.time_slope)
+        for li, layer in enumerate(self.enc):
+            x = layer(x, bias - slopes[li][None, :, None, None] * dist[:, None])
+        x = self.norm(x[:, :m])
+        ident = nn.functional.normalize(self.ident(torch.cat([x, content], dim=-1)), dim=-1)
+        o = self.box(x)
+        row = torch.div(mem_p, self.grid, rounding_mode="floor").to(torch.float32)
+        col = mem_p.to(torch.float32) - row * self.grid
+        # a box near its own patch: centre = patch centre + a bounded offset, size free
+        cx = (col + 0.5) / self.grid + torch.tanh(o[..., 0]) * (2.0 / self.grid)
+        cy = (row + 0.5) / self.grid + torch.tanh(o[..., 1]) * (2.0 / self.grid)
+        w, hh = torch.sigmoid(o[..., 2]), torch.sigmoid(o[..., 3])
+        boxes = torch.stack([cx - w / 2, cy - hh / 2, cx + w / 2, cy + hh / 2], dim=-1).clamp(0.0, 1.0)
+        span = nn.functional.softplus(self.span(x)) * rc.span_scale_s
+        return ident, self.act(x), self.event(x).squeeze(-1), boxes, span
+
+    def embed_crop(self, q_object: torch.Tensor) -> torch.Tensor:
+        """Crop tokens (Q, P, d) -> (Q, E) unit embedding. Also what a catalog product is stored as."""
+        h = self.crop_in(q_object)
+        a = self.crop_pool(h).softmax(dim=1)
+        return nn.functional.normalize(self.crop_out((a * h).sum(dim=1)), dim=-1)
+
+
+class AnswerStep(nn.Module):
+    """Facts of one memory + Q queries -> answers. O(m·E + m·C) per query; no re-encoding.
+
+    activity (object + window): per class, the best token's p(shows the object) x p(activity);
+    object (activity + window): anchor = best token of that activity, its group = tokens of the same
+      identity and activity within the anchor's predicted event span; extent = the group's span
+      estimates; boxes at ``keyframes`` times = the group's boxes weighted by nearness in time;
+    time (activity + object + window): as object, weighted also by identity; the extent is the answer.
+    The next ranked answers take the next anchor with the previous groups' spans masked out.
+    ``evidence`` (Q,) is the best answer's raw support in [0, 1]; calibration lives outside (fitted
+    on training looks) so that "not seen" is a threshold on a probability.
+    """
+
+    def __init__(self, rc: ReaderConfig = ReaderConfig(), window_tol_s: float = 0.5) -> None:
+        super().__init__()
+        self.rc = rc
+        self.window_tol = window_tol_s
+        # identity match: logit = scale * cos + bias (trained with the reader's identity loss)
+        self.id_scale = nn.Parameter(torch.tensor(10.0))
+        self.id_bias = nn.Parameter(torch.tensor(-5.0))
+
+    def match_logits(self, ident: torch.Tensor, q_embed: torch.Tensor) -> torch.Tensor:
+        """ident (m, E) or (B, m, E); q_embed (Q, E) or (B, K, E) -> (Q, m) or (B, m, K)."""
+        if ident.ndim == 2:
+            return self.id_scale * (q_embed @ ident.T) + self.id_bias
+        return self.id_scale * (ident @ q_embed.transpose(1, 2)) + self.id_bias
+
+    def forward(self, ident, act_logits, event_logit, boxes, span, mem_t, mem_valid,
+                q_type, q_activity, q_embed, q_window):
+        """Facts of one memory (m, ...) and mem_t, mem_valid (m,); q_type, q_activity (Q,) int64,
+        q_embed (Q, E), q_window (Q, 2). -> activity_scores (Q, C), intervals (Q, K, 3) [start, end,
+        support], keyboxes (Q, K, S, 4) at linspace(start, end, S), evidence (Q,)."""
+        rc = self.rc
+        Q, m = q_type.shape[0], mem_t.shape[0]
+        p_id = torch.sigmoid(self.match_logits(ident, q_embed))  # (Q, m)
+        p_act = torch.sigmoid(act_logits)  # (m, C)
+        s, e = q_window[:, 0:1], q_window[:, 1:2]
+        in_win = ((mem_t >= s - self.window_tol) & (mem_t <= e + self.window_tol)).to(torch.float32) * mem_valid
+        # activity queries
+        act_scores = (in_win[:, :, None] * p_id[:, :, None] * p_act[None]).max(dim=1).values  # (Q, C)
+        # object and time queries: support of each token for the asked activity
+        pa = torch.gather(p_act.T, 0, q_activity.clamp(0, p_act.shape[1] - 1)[:, None].expand(-1, m))  # (Q, m)
+        is_time = (q_type == 2).to(torch.float32)[:, None]
+        w = in_win * pa * (is_time * p_id + (1.0 - is_time))
+        t0 = mem_t[None].expand(Q, -1)
+        start_est = t0 - span[:, 0][None]
+        end_est = t0 + span[:, 1][None]
+        intervals, keyboxes = [], []
+        key_t = torch.linspace(0.0, 1.0, rc.keyframes)
+        for _ in range(rc.ranked):
+            best = w.argmax(dim=1, keepdim=True)  # (Q, 1)
+            w_best = torch.gather(w, 1, best)
+            a_id = ident[best.squeeze(1)]  # (Q, E)
+            same = torch.sigmoid(self.match_logits(ident, a_id))  # (Q, m): same identity as the anchor
+            a_s, a_e = torch.gather(start_est, 1, best), torch.gather(end_est, 1, best)
+            near = ((t0 >= a_s - rc.group_slack_s) & (t0 <= a_e + rc.group_slack_s)).to(torch.float32)
+            g = w * same * near * (w >= 0.25 * w_best).to(torch.float32)
+            gn = g / g.sum(dim=1, keepdim=True).clamp_min(1e-9)
+            st = ((gn * start_est).sum(1, keepdim=True)).clamp(min=s, max=e)
+            en = ((gn * end_est).sum(1, keepdim=True)).clamp(min=s, max=e)
+            en = torch.maximum(en, st + 1.0 / 5.0)
+            intervals.append(torch.cat([st, en, w_best], dim=1))
+            kt = st + (en - st) * key_t[None]  # (Q, S)
+            near_k = -((kt[:, :, None] - t0[:, None, :]) ** 2) / (2 * rc.box_sigma_s ** 2)
+            logit = near_k + torch.log(g.clamp_min(1e-9))[:, None, :] + (1.0 - (g > 0).to(torch.float32))[:, None, :] * MASK_NEG
+            kb = logit.softmax(dim=-1) @ boxes  # (Q, S, 4)
+            keyboxes.append(kb)
+            # the next answer: another event, so every token inside this one's span is set aside
+            taken = ((t0 >= st - rc.group_slack_s) & (t0 <= en + rc.group_slack_s)).to(torch.float32) * same
+            w = w * (1.0 - taken.clamp(0.0, 1.0))
+        intervals = torch.stack(intervals, dim=1)
+        keyboxes = torch.stack(keyboxes, dim=1)
+        is_act = (q_type == 0).to(torch.float32)
+        evidence = is_act * act_scores.max(dim=1).values + (1.0 - is_act) * intervals[:, 0, 2]
+        return act_scores, intervals, keyboxes, evidence
+
+
+def reader_answers(q_types: list[str], q_windows, act_scores, intervals, keyboxes, *, object_fps: float,
+                   prior=None) -> list[dict]:
+    """Answer-step outputs (numpy) -> ReST answer dicts, as ``edge_runtime.query.answers`` writes them.
+    ``prior`` (C,): the training class frequency, a tie-break far below any evidence, so an activity
+    query with no matching token ranks like the no-video baseline rather than by class index."""
+    import numpy as np
+
+    out = []
+    for i, qt in enumerate(q_types):
+        if qt == "activity":
+            sc = act_scores[i].astype(np.float64)
+            if prior is not None:
+                sc = sc + 1e-4 * np.asarray(prior, np.float64)
+            out.append({"scores": sc.tolist(), "ranked": np.argsort(-sc, kind="stable").tolist()})
+        elif qt == "time":
+            out.append({"intervals": [[float(a), float(b), float(p)] for a, b, p in intervals[i]]})
+        else:
+            s, e = (float(x) for x in q_windows[i])
+            tracks = []
+            for k in range(intervals.shape[1]):
+                lo, hi, p = (float(x) for x in intervals[i, k])
+                at = s + np.arange(int(np.floor((e - s) * object_fps + 1e-9)) + 1) / object_fps
+                inside = (at >= lo - 1e-9) & (at <= hi + 1e-9)
+                at = at[inside] if inside.any() else at[[int(np.abs(at - (lo + hi) / 2).argmin())]]
+                kt = np.linspace(lo, hi, keyboxes.shape[2])
+                b = np.stack([np.interp(at, kt, keyboxes[i, k, :, j]) for j in range(4)], axis=1)
+                tracks.append({"times": at.tolist(), "boxes": np.clip(b, 0, 1).tolist(), "extent": [lo, hi, p]})
+            out.append({"tracks": tracks, "times": tracks[0]["times"], "boxes": tracks[0]["boxes"],
+                        "extent": tracks[0]["extent"]})
+    return out
+
+
+READER_FORMAT = "lvm-reader/1"
+
+
+def save_reader(path, reader: MemoryReader, answer: AnswerStep, meta: dict) -> None:
+    """safetensors, never pickle: the reader's and answer step's weights, JSON metadata (its reader
+    config, the model config digest it reads, calibration, class prior, how it was trained)."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from edge_runtime.atomic_write import atomic_writer
+
+    state = {f"reader.{k}": v.detach().contiguous() for k, v in reader.state_dict().items()}
+    state.update({f"answer.{k}": v.detach().contiguous() for k, v in answer.state_dict().items()})
+    md = {"format": READER_FORMAT, "reader_config": json.dumps(reader.rc.to_dict())}
+    md.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(Path(path)) as tmp:
+        save_file(state, str(tmp), metadata=md)
+
+
+def load_reader(path, cfg: ModelConfig) -> tuple[MemoryReader, AnswerStep, dict]:
+    """-> (reader, answer step, metadata with JSON values decoded). ValueError (one line) for a file
+    that is not a reader or was trained for another model config."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        md = dict(fh.metadata() or {})
+        state = {k: fh.get_tensor(k) for k in fh.keys()}
+    if md.get("format") != READER_FORMAT:
+        raise ValueError(f"{path}: not a reader file (format {md.get('format')!r}, expected {READER_FORMAT})")
+    meta = {}
+    for k, v in md.items():
+        try:
+            meta[k] = json.loads(v)
+        except ValueError:
+            meta[k] = v
+    if meta.get("config_sha256") not in (None, cfg.digest()):
+        raise ValueError(f"{path}: reader trained for model config {meta['config_sha256'][:12]}, "
+                         f"this model's is {cfg.digest()[:12]}")
+    rc = ReaderConfig(**meta["reader_config"])
+    reader, answer = MemoryReader(cfg, rc), AnswerStep(rc, 0.5 / cfg.stream.fps)
+    reader.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("reader.")})
+    answer.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("answer.")})
+    return reader.eval(), answer.eval(), meta
+
+
+def platt(evidence, ab) -> "np.ndarray":  # noqa: F821
+    """Calibrated probability from raw evidence in [0, 1]: sigmoid(a * logit(evidence) + b)."""
+    import numpy as np
+
+    x = np.log(np.clip(evidence, 1e-6, 1 - 1e-6)) - np.log1p(-np.clip(evidence, 1e-6, 1 - 1e-6))
+    return 1.0 / (1.0 + np.exp(-np.clip(ab[0] * x + ab[1], -40, 40)))
+
+
+def fit_platt(evidence, target, iters: int = 50) -> list[float]:
+    """Logistic fit of 0/1 ``target`` on logit(evidence) (Newton steps, a little L2 for separable data)."""
+    import numpy as np
+
+    x = np.log(np.clip(evidence, 1e-6, 1 - 1e-6)) - np.log1p(-np.clip(evidence, 1e-6, 1 - 1e-6))
+    y = np.asarray(target, np.float64)
+    X = np.stack([x, np.ones_like(x)], 1)
+    w = np.array([1.0, 0.0])
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(X @ w, -40, 40)))
+        g = X.T @ (p - y) + 1e-2 * w
+        H = (X * (p * (1 - p))[:, None]).T @ X + 1e-2 * np.eye(2)
+        w = w - np.linalg.solve(H, g)
+    return [float(w[0]), float(w[1])]

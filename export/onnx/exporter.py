@@ -1,0 +1,284 @@
+"""One lvm-export run, step by step.
+
+Load the checkpoint -> export backbone / sampler / heads to ONNX (opset 18, onnxslim, checker) ->
+FP32 parity against PyTorch -> FP16 or INT8 graphs -> parity of those -> CPU latency (ONNX
+Runtime) -> TensorRT plans where TensorRT is present -> accuracy gate against the FP32 bundle ->
+manifest, written last, and the folder moved into place atomically. Every step is one method; the
+heavy libraries are imported inside them, so the command line answers --help and bad input fast.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from edge_runtime.bundle import GRAPH_NAMES
+from export.onnx.inputs import check_data_labels, choose_engine, load_model, open_data, read_calibration, validate_args
+from export.onnx.summary import print_summary
+from export.onnx.ui import UI, quiet
+
+
+class ExportFailed(RuntimeError):
+    """The export ran but its result is not good enough to ship; one line."""
+
+
+class GateFailed(RuntimeError):
+    """The reduced-precision bundle answers worse than FP32 beyond the threshold; one line. Nothing was written."""
+
+
+# Tracing is deterministic for (weights, config, exporter): a process that exports the same
+# checkpoint again (tests, notebooks: fp32 then fp16 then int8) reuses the graphs. Parity is
+# still checked on every export.
+_ONNX_CACHE: dict[tuple, dict[str, bytes]] = {}
+
+
+def _tool_key() -> tuple:
+    import onnxslim
+    import torch
+
+    return (torch.__version__, onnxslim.__version__)
+
+
+class Exporter:
+    """``Exporter(args, evaluator).run()``: 0 when the bundle was written; raises otherwise.
+    ``evaluator``: optional ``bundle_dir -> metrics`` for the accuracy gate (tests inject one)."""
+
+    def __init__(self, args, evaluator=None) -> None:
+        self.args = args
+        self.evaluator = evaluator
+        self.ui = UI(not args.no_progress)
+        self.notes: list[str] = []
+
+    def run(self) -> int:
+        from export.onnx.bundle_writer import BundleWriter, build_manifest
+        from export.model.checkpoint import REPO_ROOT
+
+        a = self.args
+        validate_args(a)
+        t_start = time.time()
+        if a.out:  # fail before the slow steps
+            from export.onnx.bundle_writer import check_target
+
+            check_target(Path(a.out))
+        self.data = open_data(a, self.notes)
+        with self.ui.step("load checkpoint", total=1) as tick:
+            cfg, net, ck = load_model(a)
+            tick()
+        check_data_labels(self.data, ck)
+        self.cfg, self.net = cfg, net
+        engine = self.engine = choose_engine(a.engine, self.notes)
+        target = Path(a.out) if a.out else REPO_ROOT / "engines" / f"{cfg.name}-{a.precision}"
+        with BundleWriter(target) as writer, tempfile.TemporaryDirectory(prefix="lvm-export-") as work:
+            self.writer = writer
+            fp32_dir = Path(work) / "fp32"
+            fp32_dir.mkdir()
+            # before the slow part: a source without frames fails fast
+            cal = read_calibration(a, cfg, self.ui, self.notes, train=self.data.get("train"))
+            sigs = self._export_onnx(fp32_dir, ck["sha256"])
+            feeds = self._feeds(cal, fp32_dir)
+            from export.onnx.parity import fp32_failures
+            from export.onnx.parity_check import ParityCheck
+
+            self.check = ParityCheck(net, feeds, a.threads)
+            parity32 = self._parity("parity fp32 vs PyTorch", fp32_dir, self.check)
+            bad = fp32_failures(parity32)
+            if bad:
+                raise ExportFailed(f"the FP32 ONNX graphs do not match PyTorch: {'; '.join(bad)}")
+
+            graphs_info = self._convert(fp32_dir, feeds, engine)
+            from export.evaluate.ood_stats import ood_step, write_bundle_ood
+
+            train = self.data.get("train")  # --data: fitted on the dataset's train split, not the generator
+            with self.ui.step(*ood_step(train)) as tick:
+                ood = write_bundle_ood(writer.path, cfg, threads=a.threads, seed=cfg.train.seed, train=train,
+                                       notes=self.notes, tick=tick)
+            parity = parity32 if a.precision == "fp32" else self._parity(
+                f"parity {a.precision} vs PyTorch", writer.path, self.check)
+            latency = self._latency(fp32_dir, feeds)
+            plans = self._plans(engine, sigs)
+
+            graphs = self._graph_entries(sigs, graphs_info, plans)
+            calibration = None
+            source = None
+            if cal is not None:
+                source = {**cal.describe(), **(feeds.notes if feeds else {})}
+                if a.precision == "int8":
+                    calibration = {**source, "used_for": "int8 calibration (and parity inputs)"}
+            parity_m = {**parity, "reference": "pytorch fp32",
+                        "inputs": "example inputs" + (" + a stream of real frames through the FP32 graphs"
+                                                      if feeds else ""), "frames": source}
+            if a.precision != "fp32":
+                parity_m["fp32_graphs"] = parity32
+            export_meta = {"engine": engine, "notes": self.notes, "argv": getattr(a, "argv", []),
+                           "threads": a.threads}
+
+            def manifest(accuracy):
+                return build_manifest(cfg=cfg, precision=a.precision, checkpoint=ck, graphs=graphs, parity=parity_m,
+                                      accuracy=accuracy, calibration=calibration, latency=latency, export=export_meta,
+                                      ood=ood)
+
+            accuracy, gate = self._gate(fp32_dir, sigs, manifest, ck, parity32)
+            export_meta["seconds"] = round(time.time() - t_start, 1)
+            if gate is not None and not gate.passed:
+                print_summary(cfg.name, a.precision, graphs, parity, latency, target, committed=False)
+                raise GateFailed(f"{gate.message()}; bundle not written")
+            writer.commit(manifest(accuracy))
+        print_summary(cfg.name, a.precision, graphs, parity, latency, target, committed=True)
+        for n in self.notes:
+            self.ui.log(f"note: {n}")
+        return 0
+
+    def _export_onnx(self, out_dir: Path, ck_sha: str) -> dict:
+        import onnx
+
+        from export.onnx.graphs import check_contract, export_graph, graph_specs, io_signature, slim_and_check
+
+        key = (ck_sha, self.cfg.digest(), _tool_key())
+        cached = _ONNX_CACHE.get(key)
+        sigs = {}
+        with self.ui.step("export ONNX (opset 18) + onnxslim + checker", total=3) as tick:
+            for spec in graph_specs(self.net):
+                path = out_dir / f"{spec.name}.onnx"
+                if cached:
+                    path.write_bytes(cached[spec.name])
+                    model = onnx.load(str(path))
+                else:
+                    with quiet():
+                        export_graph(self.net, spec, path)
+                        model = slim_and_check(path)
+                check_contract(model, spec)
+                sigs[spec.name] = io_signature(model)
+                tick()
+        if not cached:
+            _ONNX_CACHE.clear()
+            _ONNX_CACHE[key] = {spec.name: (out_dir / f"{spec.name}.onnx").read_bytes() for spec in graph_specs(self.net)}
+        return sigs
+
+    def _feeds(self, cal, fp32_dir: Path):
+        """Real inputs for every graph: the frames streamed through the FP32 graphs as the runtime would."""
+        if cal is None:
+            return None
+        from export.onnx.calibration import build_feeds
+
+        n_clips = len(cal) // self.cfg.stream.clip_frames
+        with self.ui.step("stream frames through the FP32 graphs",
+                          total=-(-len(cal) // self.cfg.stream.clip_frames) + n_clips) as tick:
+            return build_feeds(cal, self.cfg, fp32_dir, threads=self.args.threads, tick=tick)
+
+    def _parity(self, desc: str, graph_dir: Path, check) -> dict:
+        from export.onnx.graphs import graph_specs
+
+        res = {}
+        with self.ui.step(desc, total=3) as tick:
+            for spec in graph_specs(self.net):
+                res[spec.name] = check.measure(spec, graph_dir / f"{spec.name}.onnx")
+                tick()
+        return res
+
+    def _convert(self, fp32_dir: Path, feeds, engine: str) -> dict:
+        """Write the bundle's graphs at the chosen precision; -> per-graph precision info."""
+        a = self.args
+        out = self.writer.path
+        info: dict[str, dict] = {}
+        if a.precision == "fp32":
+            for n in GRAPH_NAMES:
+                shutil.copyfile(fp32_dir / f"{n}.onnx", out / f"{n}.onnx")
+                info[n] = {"precision": "fp32", "quantization": None}
+            return info
+        if a.precision == "fp16":
+            import onnx
+
+            from export.onnx.precision import convert_fp16
+
+            with self.ui.step("FP16 (casts in the graph, FP32 I/O)", total=len(GRAPH_NAMES)) as tick:
+                for n in GRAPH_NAMES:
+                    model, pol = convert_fp16(onnx.load(str(fp32_dir / f"{n}.onnx")))
+                    onnx.save(model, str(out / f"{n}.onnx"))
+                    info[n] = {"precision": "fp16", "quantization": None, "fp16": pol}
+                    tick()
+            return info
+        from export.onnx.int8_choice import int8_graphs
+        from export.onnx.graphs import graph_specs
+
+        portable = "TensorRT target" if engine == "tensorrt" else "--int8-portable" if a.int8_portable else None
+        return int8_graphs(fp32_dir, out, feeds, allowed=a.int8_graphs, portable_reason=portable,
+                           measure_parity=self.check.measure, runs=a.bench_runs, threads=a.threads, ui=self.ui,
+                           specs=graph_specs(self.net))
+
+    def _latency(self, fp32_dir: Path, feeds) -> dict:
+        from export.onnx.cpu_latency import graph_latency, timed_feed
+        from export.onnx.graphs import graph_specs
+
+        a = self.args
+        res = {}
+        with self.ui.step(f"CPU latency (ORT, {a.threads} threads, {a.bench_runs} runs)", total=3) as tick:
+            for spec in graph_specs(self.net):
+                n = spec.name
+                res[n] = graph_latency(a.precision, self.writer.path / f"{n}.onnx", fp32_dir / f"{n}.onnx",
+                                       timed_feed(self.net, self.cfg, spec, feeds), runs=a.bench_runs, threads=a.threads)
+                tick()
+        return res
+
+    def _plans(self, engine: str, sigs: dict) -> dict:
+        if engine != "tensorrt":
+            return {}
+        from export.onnx.tensorrt_build import TIMING_CACHE, Profile, build_plan
+
+        a = self.args
+        cache = self.writer.path / TIMING_CACHE
+        old = self.writer.target / TIMING_CACHE
+        if old.is_file():
+            shutil.copyfile(old, cache)  # reuse the previous bundle's tactics (validated by TensorRT)
+        profile = Profile.for_config(self.cfg)
+        plans = {}
+        with self.ui.step("TensorRT plans", total=len(GRAPH_NAMES)) as tick:
+            for n in GRAPH_NAMES:
+                plans[n] = build_plan(self.writer.path / f"{n}.onnx", self.writer.path / f"{n}.plan", sigs[n],
+                                      precision=a.precision, profile=profile, timing_cache=cache,
+                                      workspace_bytes=a.workspace_mb << 20, log=self.ui.log)
+                tick()
+        return plans
+
+    def _graph_entries(self, sigs: dict, info: dict, plans: dict) -> dict:
+        import onnx
+
+        from export.onnx.bundle_writer import graph_entry
+        from export.onnx.graphs import io_signature
+
+        out = {}
+        for n in GRAPH_NAMES:
+            # the I/O as written (FP16 / INT8 graphs keep FP32 I/O; read it back to be sure)
+            sig = io_signature(onnx.load(str(self.writer.path / f"{n}.onnx"), load_external_data=False))
+            if [t["name"] for t in sig["inputs"]] != [t["name"] for t in sigs[n]["inputs"]]:
+                raise ExportFailed(f"{n}: converted graph changed its inputs")
+            out[n] = graph_entry(self.writer.path, n, f"{n}.onnx", sig, quantization=info[n].get("quantization"),
+                                 plan=plans.get(n), precision=info[n]["precision"], fp16=info[n].get("fp16"))
+        return out
+
+    def _gate(self, fp32_dir: Path, sigs: dict, manifest, ck: dict, parity32: dict):
+        """-> (manifest accuracy section, GateResult or None)."""
+        a = self.args
+        if a.precision == "fp32":
+            return {"reference": "fp32", "gate": "not applicable (this is the reference)"}, None
+        if a.skip_gate:
+            self.ui.warn(f"--skip-gate: this {a.precision} bundle was not checked against FP32 accuracy")
+            return {"reference": "fp32", "gate": "skipped (--skip-gate)", "threshold_points": a.gate_threshold}, None
+        from export.evaluate.accuracy_gate import engine_evaluator, run_gate
+        from export.onnx.bundle_writer import build_manifest, graph_entry, write_json_atomic
+
+        # the FP32 reference bundle: same graphs as the fp32 export, with its own manifest
+        ref_graphs = {n: graph_entry(fp32_dir, n, f"{n}.onnx", sigs[n], precision="fp32") for n in sigs}
+        write_json_atomic(fp32_dir / "manifest.json", build_manifest(
+            cfg=self.cfg, precision="fp32", checkpoint=ck, graphs=ref_graphs, parity=parity32, accuracy=None,
+            calibration=None))
+        self.writer.write_manifest(manifest({"gate": "running"}))  # the candidate must load as a bundle
+        evaluator = self.evaluator or engine_evaluator(
+            videos=a.gate_videos, video_s=a.gate_video_s, queries=a.gate_queries, threads=a.threads,
+            backend="auto" if self.engine == "tensorrt" else "onnxruntime", data=self.data.get("test"),
+            progress=self.ui.bars)
+        with self.ui.step(f"accuracy gate ({a.precision} vs fp32, threshold {a.gate_threshold:g} points R@1x)"):
+            res = run_gate(fp32_dir, self.writer.path, evaluator, a.gate_threshold, log=self.ui.progress)
+        (self.writer.path / "manifest.json").unlink()  # rewritten, complete, at commit
+        self.ui.log(res.message())
+        return res.manifest(), res

@@ -1,0 +1,186 @@
+"""The three ONNX graphs of a bundle, exported to the runtime's I/O contract.
+
+The contract (names in order, accepted dtypes) is ``edge_runtime.bundle.CONTRACT``: the runtime
+binds by these names, so the graphs are built from the same table the runtime checks bundles with.
+The dynamo exporter (torch's default) writes opset 18 — inside TensorRT 10.3's range (<= 20) and
+below opset 23, whose fused Attention op TensorRT 10.3 cannot read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edge_runtime.bundle import CONTRACT, GRAPH_NAMES, OPTIONAL, contract_io
+from export.model.lvmnet import LVMNet
+
+OPSET = 18
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def _spec(name: str) -> GraphSpec:
+    inputs, outputs = CONTRACT[name]
+    return GraphSpec(name, tuple(inputs), tuple(outputs))
+
+
+GRAPHS = tuple(_spec(name) for name in GRAPH_NAMES)
+BACKBONE, SAMPLER, HEADS = GRAPHS
+# the sampler of a model whose sampler carries a recurrent state (S5): the contract's optional pair last
+STATEFUL_SAMPLER = GraphSpec("sampler", SAMPLER.inputs + tuple(OPTIONAL["sampler"][0]),
+                             SAMPLER.outputs + tuple(OPTIONAL["sampler"][1]))
+
+
+def graph_specs(net: LVMNet) -> tuple[GraphSpec, ...]:
+    """The three graphs of this model, in bundle order."""
+    return BACKBONE, sampler_spec(net), HEADS
+
+
+def sampler_spec(net: LVMNet) -> GraphSpec:
+    return STATEFUL_SAMPLER if net.sampler.has_state else SAMPLER
+
+
+def example_inputs(net: LVMNet, spec: GraphSpec, batch: int = 2, queries: int = 3, window: int = 16,
+                   streams: int = 1):
+    """Representative inputs for tracing / parity checks (real-looking ranges, not all zeros).
+    ``streams``: sampler rows, each a different stream (its own memory, clip and clip times)."""
+    cfg = net.cfg
+    g = torch.Generator().manual_seed(0)
+    s, P, d = cfg.backbone.image_size, cfg.backbone.tokens_per_frame, cfg.backbone.dim
+    m, T, r = cfg.stream.memory_tokens, cfg.stream.clip_frames, cfg.svd.n_components
+    if spec is BACKBONE:
+        return (torch.randint(0, 256, (batch, s, s, 3), dtype=torch.uint8, generator=g),)
+    rows = streams if spec.name == "sampler" else 1
+    mem = torch.randn(rows, m, d, generator=g)
+    mem_t = torch.sort(torch.rand(rows, m, generator=g) * 600.0).values
+    mem_p = torch.randint(0, P, (rows, m), generator=g)
+    mem_valid = (torch.rand(rows, m, generator=g) > 0.1).float()
+    if spec.name == "sampler":
+        start = 600.0 + 50.0 * torch.arange(rows, dtype=torch.float32)[:, None]  # each stream at its own time
+        clip_t, clip_p = net.clip_coords(start + torch.arange(T, dtype=torch.float32)[None] / cfg.stream.fps)
+        args = (mem, mem_t, mem_p, mem_valid, torch.randn(rows, T * P, d, generator=g), clip_t, clip_p.contiguous())
+        if spec is STATEFUL_SAMPLER:  # a state of the size a long stream leaves (|x| ~ 1)
+            args += (torch.randn(rows, *net.sampler.state_shape, generator=g),)
+        return args
+    q = torch.arange(queries) % 3
+    basis = torch.linalg.qr(torch.randn(d, r, generator=g)).Q.T[None].contiguous()
+    sv = torch.sort(torch.rand(1, r, generator=g) * 10, descending=True).values
+    win = torch.tensor([[100.0, 400.0]]).repeat(queries, 1)
+    times = torch.linspace(100.0, 400.0, window)[None].repeat(queries, 1)
+    return (mem, mem_t, mem_p, mem_valid, basis, sv, q, q % cfg.heads.num_activities,
+            torch.randn(queries, P, d, generator=g), win, times, torch.ones(queries, window))
+
+
+class _Sampler(nn.Module):
+    def __init__(self, net: LVMNet) -> None:
+        super().__init__()
+        self.sampler = net.sampler
+
+    # named like the contract's inputs: torch.export matches dynamic_shapes by argument name
+    def forward(self, mem, mem_t, mem_p, mem_valid, clip, clip_t, clip_p):
+        return self.sampler(mem, mem_t, mem_p, mem_valid, clip, clip_t, clip_p)
+
+
+class _StatefulSampler(_Sampler):
+    # the contract puts the state after the clip; the sampler takes it right after the memory
+    def forward(self, mem, mem_t, mem_p, mem_valid, clip, clip_t, clip_p, sampler_state):
+        return self.sampler(mem, mem_t, mem_p, mem_valid, sampler_state, clip, clip_t, clip_p)
+
+
+def graph_module(net: LVMNet, spec: GraphSpec) -> nn.Module:
+    if spec.name == "sampler":
+        return _StatefulSampler(net) if net.sampler.has_state else _Sampler(net)
+    return {"backbone": net.backbone, "heads": net.heads}[spec.name]
+
+
+# The sampler's batch: one row per camera stream, so one call serves every stream whose clip is ready.
+MAX_STREAMS = 256
+
+
+def dynamic_shapes(spec: GraphSpec):
+    """Dynamic axes: frames batch; sampler streams; query batch and window length."""
+    Dim = torch.export.Dim
+    if spec is BACKBONE:
+        return {"frames": {0: Dim("n_frames", min=1, max=4096)}}
+    if spec.name == "sampler":
+        b = Dim("n_streams", min=1, max=MAX_STREAMS)
+        return {name: {0: b} for name in spec.inputs}
+    q, l = Dim("n_queries", min=1, max=4096), Dim("window", min=2, max=100000)
+    shapes = {name: None for name in spec.inputs}
+    shapes.update({"q_type": {0: q}, "q_activity": {0: q}, "q_object": {0: q}, "q_window": {0: q},
+                   "q_times": {0: q, 1: l}, "q_mask": {0: q, 1: l}})
+    return shapes
+
+
+def export_graph(net: LVMNet, spec: GraphSpec, path: Path) -> Path:
+    import warnings
+
+    net.eval()
+    module = graph_module(net, spec).eval()
+    # two sampler rows: a traced size of 1 would be specialised to a constant, losing the axis
+    args = example_inputs(net, spec, streams=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=list(spec.inputs),
+                          output_names=list(spec.outputs), opset_version=OPSET, dynamo=True,
+                          dynamic_shapes=dynamic_shapes(spec), external_data=False, verbose=False)
+    return path
+
+
+# Fusing MatMul+Add into Gemm would reshape every (B, N, D) projection to 2-D and hide it from ORT's
+# dynamic quantisation (MatMul only); TensorRT and ORT fuse the bias themselves.
+SLIM_SKIP = ["FusionGemm"]
+
+
+def slim_and_check(path: Path) -> "onnx.ModelProto":
+    """onnxslim (constant folding, dead nodes, fusions) in place, then the ONNX checker.
+
+    The I/O names are the runtime's contract: slimming must not touch them."""
+    import onnx
+    import onnxslim
+
+    model = onnx.load(str(path))
+    names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
+    slim = onnxslim.slim(model, skip_fusion_patterns=SLIM_SKIP)
+    if slim is None:
+        raise RuntimeError(f"onnxslim failed on {path.name}")
+    if ([i.name for i in slim.graph.input], [o.name for o in slim.graph.output]) != names:
+        raise RuntimeError(f"onnxslim changed the I/O names of {path.name}")
+    onnx.checker.check_model(slim, full_check=True)
+    onnx.save(slim, str(path))
+    return slim
+
+
+_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8", 3: "int8", 9: "bool", 11: "float64"}
+
+
+def io_signature(model) -> dict[str, list[dict]]:
+    """{"inputs": [{name, shape (ints or axis names), dtype}], "outputs": [...]} of an ONNX model."""
+    def one(vi):
+        tt = vi.type.tensor_type
+        shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in tt.shape.dim]
+        return {"name": vi.name, "shape": shape, "dtype": _DTYPES.get(tt.elem_type, str(tt.elem_type))}
+
+    init = {t.name for t in model.graph.initializer}
+    return {"inputs": [one(vi) for vi in model.graph.input if vi.name not in init],
+            "outputs": [one(vi) for vi in model.graph.output]}
+
+
+def check_contract(model, spec: GraphSpec) -> None:
+    """The exported graph has the contract's I/O names, in order, with dtypes the runtime accepts."""
+    sig = io_signature(model)
+    got = (tuple(i["name"] for i in sig["inputs"]), tuple(o["name"] for o in sig["outputs"]))
+    if got != (spec.inputs, spec.outputs):
+        raise RuntimeError(f"{spec.name}: graph I/O {got} breaks the contract {(spec.inputs, spec.outputs)}")
+    want_in, want_out = contract_io(spec.name, spec is STATEFUL_SAMPLER)
+    for t, want in [(t, want_in) for t in sig["inputs"]] + [(t, want_out) for t in sig["outputs"]]:
+        if t["dtype"] not in want[t["name"]]:
+            raise RuntimeError(f"{spec.name}: '{t['name']}' is {t['dtype']}, the contract allows "
+                               f"{' or '.join(want[t['name']])}")

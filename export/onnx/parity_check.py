@@ -1,0 +1,50 @@
+"""Parity of one export's graphs against PyTorch: the inputs they are checked on and PyTorch's
+outputs on those inputs, computed once per export and shared by every graph checked against them
+(the FP32 graphs, the bundle's graphs, each INT8 candidate)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# real calls per graph, spread over the calibration stream, on top of the example inputs
+PARITY_CALLS = {"backbone": 4, "sampler": 8, "heads": 4}
+
+
+def spread(items: list, k: int) -> list:
+    """At most ``k`` of ``items``, evenly spaced from the first to the last."""
+    if len(items) <= k:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, k).round().astype(int)]
+
+
+class ParityCheck:
+    """``inputs[name]``: the example inputs, then real calls from the stream (``feeds``) when frames were read."""
+
+    def __init__(self, net, feeds, threads: int) -> None:
+        from export.onnx.graphs import graph_specs
+        from export.onnx.parity import example_feeds
+
+        self.net = net
+        self.threads = threads
+        self.specs = {s.name: s for s in graph_specs(net)}
+        self.inputs: dict[str, list] = {}
+        for spec in self.specs.values():
+            real = spread(getattr(feeds, spec.name), PARITY_CALLS[spec.name]) if feeds is not None else []
+            self.inputs[spec.name] = [example_feeds(net, spec)] + real
+        self._refs: dict[str, list] = {}
+
+    def refs(self, name: str) -> list:
+        """PyTorch's outputs on ``inputs[name]``."""
+        from export.onnx.parity import reference_outputs
+
+        if name not in self._refs:
+            self._refs[name] = reference_outputs(self.net, self.specs[name], self.inputs[name])
+        return self._refs[name]
+
+    def measure(self, spec, onnx_path: Path) -> dict:
+        """``export.onnx.parity.graph_parity`` of one ONNX graph on this export's inputs."""
+        from export.onnx.parity import graph_parity
+
+        return graph_parity(self.net, spec, onnx_path, self.inputs[spec.name], threads=self.threads,
+                            refs=self.refs(spec.name))

@@ -1,0 +1,360 @@
+"""Dense training of the memory reader (export/model/reader.py) on cached backbone tokens.
+
+    python -m export.train.reader_stage --checkpoint checkpoints/lvm-tiny.safetensors --videos 4 \
+        --steps 600 --out runs/reader/reader.safetensors
+
+The backbone and sampler are the checkpoint's, frozen. Each training video is rendered, encoded
+(token cache) and streamed through the sampler once; the memory after every ``--every``-th clip is
+kept. Every memory token gets targets from the annotations alone (fields ReST has: instance boxes
+and event spans): which instance's box covers the token's patch at its time, the activity of that
+instance's event in progress, its box and the event's span. A step reads a batch of memories and
+learns all facts at once (dense: ~400 targets per memory, not one per query), plus an activity-query
+loss through the answer step so the pooling itself is trained, absent queries included.
+
+After training, the answer step's raw evidence is calibrated (Platt, per query type) on
+``--calib-videos`` more training-look videos that training never saw: p(seen) decides "not seen",
+p(right) is the confidence an answer carries.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from edge_runtime.checkout import Query, training_video
+from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
+from edge_runtime.checkout.metrics import score_query
+from export.dataset.video_data import VideoData, attach_queries, backbone_digest, encode_video, render_video, token_cache_dir
+from export.model.lvmnet import LVMNet
+from export.model.reader import AnswerStep, MemoryReader, ReaderConfig, fit_platt, reader_answers, save_reader
+from export.train.losses import balanced_mean, giou
+from export.train.streaming import stream_clips
+
+TYPE_IDS = {"activity": 0, "object": 1, "time": 2}
+
+
+def token_fact_targets(annotations: dict, times: np.ndarray, grid: int):
+    """(N,) frame times -> per frame and patch: instance (N, P) int64 (-1 none), activity (N, P)
+    (-1 none), box (N, P, 4) and event span offsets (N, P, 2) seconds (t - start, end - t).
+
+    A patch shows an instance when its centre lies inside the instance's box at that time, and the
+    box centre's patch always does (small objects cover no patch centre). Where boxes overlap, an
+    instance with an event in progress wins, then the smaller box (the one in front)."""
+    times = np.asarray(times, np.float64)
+    N, P = len(times), grid * grid
+    inst = np.full((N, P), -1, np.int64)
+    act = np.full((N, P), -1, np.int64)
+    box = np.zeros((N, P, 4), np.float32)
+    span = np.zeros((N, P, 2), np.float32)
+    prio = np.full((N, P), -np.inf)
+    centres = (np.arange(grid) + 0.5) / grid
+    px, py = np.tile(centres, grid), np.repeat(centres, grid)  # patch p = row * grid + col
+    events: dict[int, list[dict]] = {}
+    for e in annotations.get("events", ()):
+        events.setdefault(int(e["instance_id"]), []).append(e)
+    for key, track in annotations.get("boxes", {}).items():
+        iid = int(key)
+        tr = np.asarray(track, np.float64).reshape(-1, 5)
+        if len(tr) == 0:
+            continue
+        f = np.flatnonzero((times >= tr[0, 0]) & (times <= tr[-1, 0]))
+        if len(f) == 0:
+            continue
+        t = times[f]
+        b = np.stack([np.interp(t, tr[:, 0], tr[:, j]) for j in range(1, 5)], 1)  # (F, 4)
+        a_id = np.full(len(f), -1, np.int64)
+        sp = np.zeros((len(f), 2), np.float32)
+        for e in events.get(iid, ()):
+            on = (t >= e["start"]) & (t < e["end"])
+            a_id[on] = int(e["activity_id"])
+            sp[on, 0], sp[on, 1] = t[on] - e["start"], e["end"] - t[on]
+        inside = (px[None] >= b[:, 0:1]) & (px[None] <= b[:, 2:3]) & (py[None] >= b[:, 1:2]) & (py[None] <= b[:, 3:4])
+        cc = np.clip(((b[:, 0] + b[:, 2]) / 2 * grid).astype(int), 0, grid - 1)
+        cr = np.clip(((b[:, 1] + b[:, 3]) / 2 * grid).astype(int), 0, grid - 1)
+        inside[np.arange(len(f)), cr * grid + cc] = True
+        score = (a_id >= 0) * 10.0 - (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # (F,)
+        win = inside & (score[:, None] > prio[f])
+        fi, pi = np.nonzero(win)
+        rows = f[fi]
+        prio[rows, pi] = score[fi]
+        inst[rows, pi] = iid
+        act[rows, pi] = a_id[fi]
+        box[rows, pi] = b[fi]
+        span[rows, pi] = sp[fi]
+    return inst, act, box, span
+
+
+@dataclass
+class ReaderVideo:
+    """The frozen sampler's memories of one video (every ``every``-th clip and the last) with each
+    memory token's targets, the video's crops and its queries."""
+    tokens: torch.Tensor     # (S, m, d) float16
+    times: torch.Tensor      # (S, m)
+    patches: torch.Tensor    # (S, m) int64
+    valid: torch.Tensor      # (S, m)
+    basis: torch.Tensor      # (S, r, d)
+    sv: torch.Tensor         # (S, r)
+    snap_end: np.ndarray     # (S,) seconds of stream each memory has seen
+    inst: torch.Tensor       # (S, m) int64
+    act: torch.Tensor        # (S, m) int64
+    box: torch.Tensor        # (S, m, 4)
+    span: torch.Tensor       # (S, m, 2)
+    crop_ids: torch.Tensor   # (K,)
+    crop_tokens: torch.Tensor  # (K, P, d)
+    queries: list[Query]     # present and absent
+
+
+@torch.no_grad()
+def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, seed: int) -> ReaderVideo:
+    cfg = net.cfg
+    T, fps = cfg.stream.clip_frames, cfg.stream.fps
+    inst_map, act_map, box_map, span_map = token_fact_targets(data.annotations, data.times, cfg.backbone.grid)
+    per = {k: [] for k in ("tokens", "times", "patches", "valid", "basis", "sv", "inst", "act", "box", "span")}
+    ends = []
+    n_clips = len(data.times) // T
+    net.eval()
+    for c, mem, svd in stream_clips(net, data, "neural"):
+        if c % every and c != n_clips - 1:
+            continue
+        t, p = mem[1][0], mem[2][0]
+        frame = torch.from_numpy(np.clip(np.searchsorted(data.times, t.numpy() - 0.5 / fps), 0, len(data.times) - 1))
+        basis, sv = svd.padded()
+        for k, v in (("tokens", mem[0][0].to(torch.float16)), ("times", t), ("patches", p), ("valid", mem[3][0]),
+                     ("basis", basis.float()), ("sv", sv.float()),
+                     ("inst", torch.from_numpy(inst_map)[frame, p]), ("act", torch.from_numpy(act_map)[frame, p]),
+                     ("box", torch.from_numpy(box_map)[frame, p]), ("span", torch.from_numpy(span_map)[frame, p])):
+            per[k].append(v)
+        ends.append((c + 1) * T / fps)
+    ids = sorted(data.crop_tokens)
+    n_absent = int(round(len(data.queries) * absent_share / max(1e-9, 1 - absent_share)))
+    absent = sample_absent_queries(data.annotations, n_absent, np.random.default_rng(seed + 7919), crop_ids=ids)
+    return ReaderVideo(**{k: torch.stack(v) for k, v in per.items()}, snap_end=np.asarray(ends),
+                       crop_ids=torch.tensor(ids), crop_tokens=torch.stack([data.crop_tokens[i].float() for i in ids]),
+                       queries=list(data.queries) + absent)
+
+
+def make_videos(net: LVMNet, specs: list[tuple[int, int]], video_s: float, queries: int, every: int,
+                absent_share: float, desc: str) -> list[ReaderVideo]:
+    cfg = net.cfg
+    cache, sha = token_cache_dir(), backbone_digest(net.backbone)
+    out = []
+    for seed, look in tqdm(specs, desc=desc, leave=False):
+        data = render_video(seed, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look)
+        encode_video(net.backbone, data, cache=cache, backbone_sha=sha)
+        attach_queries(data, queries, seed)
+        out.append(reader_video(net, data, every, absent_share, seed))
+    return out
+
+
+def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVideo], pick: list[tuple[int, int]],
+               rng: np.random.Generator, query_weight: float, queries_per_memory: int = 8) -> dict[str, torch.Tensor]:
+    """Losses of one batch of memories ``pick`` = [(video, snapshot)]."""
+    g = lambda k: torch.stack([getattr(videos[v], k)[s] for v, s in pick])  # noqa: E731
+    mem = (g("tokens").float(), g("times"), g("patches"), g("valid"), g("basis"), g("sv"))
+    ident, act_l, ev_l, boxes, span = reader(*mem)
+    valid = mem[3]
+    inst, act, box_t, span_t = g("inst"), g("act"), g("box"), g("span")
+    terms = {}
+    # identity: every memory token against every crop of its video (same instance = positive)
+    K = max(len(videos[v].crop_ids) for v, _ in pick)
+    crops = torch.zeros(len(pick), K, *videos[pick[0][0]].crop_tokens.shape[1:])
+    cid = torch.full((len(pick), K), -2, dtype=torch.int64)
+    for b, (v, _) in enumerate(pick):
+        n = len(videos[v].crop_ids)
+        crops[b, :n], cid[b, :n] = videos[v].crop_tokens, videos[v].crop_ids
+    emb = reader.embed_crop(crops.flatten(0, 1)).reshape(len(pick), K, -1)
+    logits = answer.match_logits(ident, emb)  # (B, m, K)
+    target = (inst[:, :, None] == cid[:, None, :]).float()
+    w = valid[:, :, None] * (cid[:, None, :] >= 0).float()
+    terms["identity"] = balanced_mean(F.binary_cross_entropy_with_logits(logits, target, reduction="none"), target, w)
+    is_ev = (act >= 0).float()
+    onehot = F.one_hot(act.clamp_min(0), act_l.shape[-1]).float() * is_ev[..., None]
+    bce = F.binary_cross_entropy_with_logits(act_l, onehot, reduction="none").sum(-1)
+    terms["activity"] = balanced_mean(bce, is_ev, valid)
+    terms["event"] = balanced_mean(F.binary_cross_entropy_with_logits(ev_l, is_ev, reduction="none"), is_ev, valid)
+    has = (inst >= 0).float() * valid
+    n = has.sum().clamp_min(1.0)
+    terms["box"] = (((boxes - box_t).abs().sum(-1) * 5.0 + (1.0 - giou(boxes, box_t)) * 2.0) * has).sum() / n
+    ne = (is_ev * valid).sum().clamp_min(1.0)
+    terms["span"] = ((((span - span_t).abs() / reader.rc.span_scale_s).sum(-1)) * is_ev * valid).sum() / ne
+    if query_weight > 0:
+        ql, nq = 0.0, 0
+        for b, (v, s) in enumerate(pick):
+            vid = videos[v]
+            # activity queries this memory has seen the whole window of (absent ones: all zeros)
+            qs = [q for q in vid.queries if q.type == "activity" and q.end <= vid.snap_end[s]]
+            if not qs:
+                continue
+            qs = [qs[i] for i in rng.choice(len(qs), min(queries_per_memory, len(qs)), replace=False)]
+            pos = {int(i): j for j, i in enumerate(vid.crop_ids.tolist())}
+            q_emb = emb[b, [pos[q.instance_id] for q in qs]]
+            tgt = torch.zeros(len(qs), act_l.shape[-1])
+            for j, q in enumerate(qs):
+                tgt[j, list(q.gt_activities)] = 1.0
+            sc, _, _, _ = answer(ident[b], act_l[b], ev_l[b], boxes[b], span[b], mem[1][b], valid[b],
+                                 torch.zeros(len(qs), dtype=torch.int64), torch.zeros(len(qs), dtype=torch.int64),
+                                 q_emb, torch.tensor([[q.start, q.end] for q in qs], dtype=torch.float32))
+            ql = ql + F.binary_cross_entropy(sc.clamp(1e-4, 1 - 1e-4), tgt, reduction="sum") / act_l.shape[-1]
+            nq += len(qs)
+        if nq:
+            terms["query"] = query_weight * ql / nq * 4.0
+    return terms
+
+
+@torch.no_grad()
+def run_answer_step(reader: MemoryReader, answer: AnswerStep, mem, basis, sv, queries: list[Query],
+                    crop_tokens: dict[int, torch.Tensor] | torch.Tensor, crop_ids=None, cfg=None, prior=None):
+    """Facts of one memory, then every query -> (answer dicts, evidence (Q,), facts seconds, answer seconds)."""
+    t0 = time.perf_counter()
+    facts = [x[0] for x in reader(*mem, basis, sv)]
+    t1 = time.perf_counter()
+    if isinstance(crop_tokens, dict):
+        lookup = crop_tokens
+    else:
+        lookup = {int(i): crop_tokens[j] for j, i in enumerate(crop_ids.tolist())}
+    P, d = cfg.backbone.tokens_per_frame, cfg.backbone.dim
+    objs = torch.stack([lookup[q.instance_id].float() if q.instance_id is not None and q.type != "object"
+                        else torch.zeros(P, d) for q in queries])
+    q_emb = reader.embed_crop(objs)
+    q_type = torch.tensor([TYPE_IDS[q.type] for q in queries])
+    q_act = torch.tensor([q.activity_id if q.activity_id is not None and q.type != "activity" else 0 for q in queries])
+    win = torch.tensor([[q.start, q.end] for q in queries], dtype=torch.float32)
+    sc, iv, kb, ev = answer(*facts, mem[1][0], mem[3][0], q_type, q_act, q_emb, win)
+    t2 = time.perf_counter()
+    ans = reader_answers([q.type for q in queries], win.numpy(), sc.numpy(), iv.numpy(), kb.numpy(),
+                         object_fps=cfg.stream.object_fps, prior=prior)
+    return ans, ev.numpy(), t1 - t0, t2 - t1
+
+
+def is_hit(q: Query, a: dict) -> bool:
+    if is_absent(q):
+        return False
+    r = score_query(q, a).get("recall@1x")
+    return r is not None and r >= 1.0 - 1e-9
+
+
+def calibrate(reader, answer, videos: list[ReaderVideo], cfg, prior) -> dict:
+    """Per query type: Platt fits of p(seen) (present vs absent) and p(right) on the final memory of
+    each calibration video."""
+    ev, seen, hit, types = [], [], [], []
+    for v in videos:
+        mem = (v.tokens[-1:].float(), v.times[-1:], v.patches[-1:], v.valid[-1:])
+        qs = [q for q in v.queries if q.end <= v.snap_end[-1] + 1e-6]
+        ans, e, _, _ = run_answer_step(reader, answer, mem, v.basis[-1:], v.sv[-1:], qs, v.crop_tokens,
+                                       v.crop_ids, cfg, prior)
+        for q, a, x in zip(qs, ans, e):
+            ev.append(x)
+            seen.append(0.0 if is_absent(q) else 1.0)
+            hit.append(1.0 if is_hit(q, a) else 0.0)
+            types.append(q.type)
+    ev, seen, hit, types = np.asarray(ev), np.asarray(seen), np.asarray(hit), np.asarray(types)
+    out = {}
+    for t in TYPE_IDS:
+        k = types == t
+        out[t] = {"seen": fit_platt(ev[k], seen[k]), "right": fit_platt(ev[k], hit[k]), "queries": int(k.sum()),
+                  "absent": int((seen[k] == 0).sum())}
+    return out
+
+
+def class_prior(videos: list[ReaderVideo], C: int) -> list[float]:
+    hits, n = np.zeros(C), 0
+    for v in videos:
+        for q in v.queries:
+            if q.type == "activity" and not is_absent(q):
+                hits[list(q.gt_activities)] += 1
+                n += 1
+    return (hits / max(n, 1)).tolist()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default="checkpoints/lvm-tiny.safetensors", help="frozen backbone + sampler")
+    ap.add_argument("--out", required=True, help="reader .safetensors to write")
+    ap.add_argument("--videos", type=int, default=4, help="training videos (training looks, seeds seed*1000+i)")
+    ap.add_argument("--calib-videos", type=int, default=2, help="further training-look videos for calibration only")
+    ap.add_argument("--video-s", type=float, default=1800.0)
+    ap.add_argument("--queries", type=int, default=300, help="present queries per video")
+    ap.add_argument("--absent-share", type=float, default=0.2)
+    ap.add_argument("--every", type=int, default=2, help="keep the memory after every n-th clip")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--query-weight", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    from export.model.checkpoint import load_checkpoint
+
+    net, meta = load_checkpoint(args.checkpoint)
+    net.eval()
+    cfg = net.cfg
+    t_start = time.time()
+    specs = [training_video(args.seed, i) for i in range(args.videos + args.calib_videos)]
+    # the first video's cost (render + encode + stream; cached tokens skip the first two) sets the ETA
+    t0 = time.time()
+    first = make_videos(net, specs[:1], args.video_s, args.queries, args.every, args.absent_share, "videos")
+    per_video = time.time() - t0
+    print(f"reader stage: {len(specs)} videos (~{per_video * (len(specs) - 1) / 60:.1f} min more to prepare), "
+          f"then {args.steps} steps", flush=True)
+    vids = first + make_videos(net, specs[1:], args.video_s, args.queries, args.every, args.absent_share, "videos")
+    train, calib = vids[: args.videos], vids[args.videos:]
+    prep_min = (time.time() - t_start) / 60
+
+    rc = ReaderConfig()
+    reader, answer = MemoryReader(cfg, rc), AnswerStep(rc, 0.5 / cfg.stream.fps)
+    params = list(reader.parameters()) + list(answer.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    warm = max(args.steps // 20, 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s / max(args.steps, 1), 1.0))))
+    rng = np.random.default_rng(args.seed)
+    snaps = [(v, s) for v in range(len(train)) for s in range(len(train[v].snap_end))]
+    reader.train()
+    t_train = time.time()
+    last = {}
+    bar = tqdm(range(args.steps), desc="reader stage", mininterval=5.0)
+    for step in bar:
+        pick = [snaps[i] for i in rng.choice(len(snaps), args.batch, replace=False)]
+        terms = facts_loss(reader, answer, train, pick, rng, args.query_weight)
+        loss = sum(terms.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step == 4:
+            eta = (time.time() - t_train) / 5 * args.steps / 60
+            tqdm.write(f"reader stage: ~{eta:.1f} min for {args.steps} steps ({args.batch} memories a step)")
+        if step % 20 == 19 or step == args.steps - 1:
+            last = {k: round(float(v.detach()), 4) for k, v in terms.items()}
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    train_min = (time.time() - t_train) / 60
+    print("last losses:", json.dumps(last), flush=True)
+    reader.eval()
+    prior = class_prior(train, cfg.heads.num_activities)
+    cal = calibrate(reader, answer, calib, cfg, prior) if calib else {}
+    save_reader(args.out, reader, answer, {
+        "config_sha256": cfg.digest(), "checkpoint": str(args.checkpoint), "prior": prior, "calibration": cal,
+        "train": {"videos": args.videos, "calib_videos": args.calib_videos, "video_s": args.video_s,
+                  "queries": args.queries, "steps": args.steps, "batch": args.batch, "every": args.every,
+                  "seed": args.seed, "query_weight": args.query_weight, "threads": args.threads,
+                  "prepare_min": round(prep_min, 2), "train_min": round(train_min, 2),
+                  "total_min": round((time.time() - t_start) / 60, 2), "last_losses": last}})
+    print(f"wrote {args.out}: prepare {prep_min:.1f} min, train {train_min:.1f} min, "
+          f"total {(time.time() - t_start) / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The FP32 bundle shipped in engines/lvm-tiny-fp32 is the export of the shipped checkpoint, loads in the
+runtime, and is what `lvm-edge demo` uses without ever calling lvm-export (a runtime-only install has no
+torch to export with)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.bundle import load_bundle, sha256_file
+from edge_runtime.cli import demo
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE = REPO / "engines" / "lvm-tiny-fp32"
+CHECKPOINT = REPO / "checkpoints" / "lvm-tiny.safetensors"
+
+
+def test_manifest_names_the_shipped_checkpoint_by_hash():
+    ck = json.loads((BUNDLE / "manifest.json").read_text())["checkpoint"]
+    assert Path(ck["path"]).name == CHECKPOINT.name
+    assert ck["sha256"] == sha256_file(CHECKPOINT), (
+        "engines/lvm-tiny-fp32 was exported from another checkpoint than checkpoints/lvm-tiny.safetensors: "
+        "re-export it with `lvm-export --precision fp32`")
+
+
+def test_bundle_loads_with_every_file_matching_its_hash():
+    bundle = load_bundle(BUNDLE, verify=True)
+    assert (bundle.model, bundle.precision) == ("lvm-tiny", "fp32")
+    ood = bundle.manifest.get("ood") or {}
+    assert ood.get("file") and sha256_file(BUNDLE / ood["file"]) == ood["sha256"]
+    size = sum(f.stat().st_size for f in BUNDLE.iterdir())
+    assert size < 16e6, f"the shipped bundle is {size / 1e6:.1f} MB: only the FP32 graphs belong in git"
+
+
+def test_demo_uses_the_shipped_bundle_without_exporting(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+
+    def no_export(*args, **kwargs):
+        raise AssertionError(f"lvm-edge demo ran {args[0] if args else kwargs}")
+
+    monkeypatch.setattr(demo.subprocess, "run", no_export)
+    assert demo._stale_reason(BUNDLE) is None
+    demo.ensure_bundle(BUNDLE)
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="not a git checkout")
+def test_bundle_is_not_ignored_by_git():
+    for f in sorted(BUNDLE.iterdir()):
+        res = subprocess.run(["git", "check-ignore", "-q", str(f.relative_to(REPO))], cwd=REPO)
+        assert res.returncode == 1, f"{f.relative_to(REPO)} is ignored by .gitignore: it would not ship"

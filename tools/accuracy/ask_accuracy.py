@@ -1,0 +1,112 @@
+"""How often `lvm-edge ask` reads a question as meant: the share of tests/data/ask/phrasings.jsonl
+read to exactly the expected structured query (or refused, where a refusal is expected), for the
+WordLlama encoder, plain string matching and the better of the two per pair (the default), each with
+the shipped synonyms and with none, on the tuning part and the held-out part apart.
+
+    python -m tools.accuracy.ask_accuracy                    # everything -> docs/accuracy/ask.json
+    python -m tools.accuracy.ask_accuracy --split tune -v    # while tuning: never look at the held-out part
+
+A reading is right when type, activity, product and refusal match and start / end are within 0.5 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+from edge_runtime.query.ask import AskError, Reader, StreamClock  # noqa: E402
+
+DATA = REPO / "tests" / "data" / "ask"
+TOLERANCE_S = 0.5
+
+
+def load_set() -> tuple[list[dict], dict]:
+    rows = [json.loads(line) for line in (DATA / "phrasings.jsonl").read_text().splitlines() if line.strip()]
+    return rows, json.loads((DATA / "worlds.json").read_text())
+
+
+def clock_of(spec: dict) -> StreamClock:
+    origin = None
+    if spec.get("wall_now"):
+        origin = datetime.fromisoformat(spec["wall_now"]).timestamp() - spec["stream_now"]
+    return StreamClock(stream_now=spec["stream_now"], memory_start=spec["memory_start"], wall_origin=origin,
+                       tz=timezone.utc)
+
+
+def readers(worlds: dict, scorer: str, synonyms: dict | None = None) -> dict[str, Reader]:
+    return {name: Reader(w["labels"], w["products"], scorer=scorer, synonyms=synonyms)
+            for name, w in worlds["worlds"].items()}
+
+
+def judge(row: dict, reader: Reader, clock: StreamClock) -> tuple[bool, dict]:
+    """(right?, what was read) for one phrasing."""
+    exp = row["expect"]
+    try:
+        got = reader.read(row["text"], clock).query
+    except AskError as err:
+        return bool(exp.get("error")), {"error": err.message, "nearest": err.nearest}
+    if exp.get("error"):
+        return False, got
+    same = all(got.get(k) == exp.get(k) for k in ("type", "activity", "product"))
+    close = abs(got["start"] - exp["start"]) <= TOLERANCE_S and abs(got["end"] - exp["end"]) <= TOLERANCE_S
+    return same and close, got
+
+
+def measure(rows: list[dict], worlds: dict, scorer: str, synonyms: dict | None = None,
+            verbose: bool = False) -> dict:
+    rd = readers(worlds, scorer, synonyms)
+    clocks = {k: clock_of(v) for k, v in worlds["clocks"].items()}
+    wrong, t0 = [], time.perf_counter()
+    for row in rows:
+        ok, got = judge(row, rd[row["world"]], clocks[row["clock"]])
+        if not ok:
+            wrong.append({"id": row["id"], "text": row["text"], "expected": row["expect"], "read": got})
+            if verbose:
+                print(f"  {row['id']} {row['text']!r}\n      expected {row['expect']}\n      read     {got}")
+    n = len(rows)
+    return {"n": n, "right": n - len(wrong), "share": round((n - len(wrong)) / n, 4) if n else None,
+            "ms_per_question": round(1000 * (time.perf_counter() - t0) / max(n, 1), 2), "wrong": wrong}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--split", choices=("tune", "heldout", "both"), default="both")
+    ap.add_argument("--scorer", choices=("hybrid", "encoder", "string", "all"), default="all")
+    ap.add_argument("--synonyms", choices=("shipped", "none", "both"), default="both")
+    ap.add_argument("--json", default=str(REPO / "docs" / "accuracy" / "ask.json"),
+                    help="where to write the result (only when everything ran)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every wrong reading")
+    args = ap.parse_args(argv)
+    rows, worlds = load_set()
+    splits = {"tune": [r for r in rows if not r["heldout"]], "heldout": [r for r in rows if r["heldout"]]}
+    if args.split != "both":
+        splits = {args.split: splits[args.split]}
+    scorers = ("hybrid", "encoder", "string") if args.scorer == "all" else (args.scorer,)
+    synonyms = ("shipped", "none") if args.synonyms == "both" else (args.synonyms,)
+    result = {"set": "tests/data/ask/phrasings.jsonl", "tolerance_s": TOLERANCE_S,
+              "counts": {k: len(v) for k, v in splits.items()}, "runs": {}}
+    for syn in synonyms:
+        for scorer in scorers:
+            key = f"{scorer}/{syn}-synonyms"
+            result["runs"][key] = {}
+            for split, part in splits.items():
+                if args.verbose:
+                    print(f"{key} / {split}:")
+                r = measure(part, worlds, scorer, None if syn == "shipped" else {}, verbose=args.verbose)
+                result["runs"][key][split] = r
+                print(f"{key:26s} {split:8s} {r['right']:4d}/{r['n']:<4d} = {100 * r['share']:5.1f} %  "
+                      f"({r['ms_per_question']} ms per question)")
+    if args.split == "both" and args.scorer == "all" and args.synonyms == "both":
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The reliability suite: every fault scenario against a real `lvm-edge run`, results to docs.
+
+    python -m tools.reliability.cli [--quick] [--only powercut,fuzz] [--out docs/reliability]
+
+Scenarios (each a module ``tools/reliability_<name>.py`` with ``run(quick, workdir, log) -> dict``
+holding "passed"): rtsp (camera outages), media (bad media), powercut, fuzz, load, soak. A module
+that is absent is reported "not available", not failed. Writes ``results.json`` (everything each
+scenario measured) and ``results.md`` (one row per scenario) under --out; with --only, the other
+scenarios' earlier results there are kept. Exit 1 if any scenario ran and failed.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+
+from tools.reliability.common import REPO  # noqa: E402
+
+SCENARIOS = ("rtsp", "media", "powercut", "fuzz", "load", "soak")
+TARGETS = {
+    "rtsp": "camera outages: reconnects, memory kept, gaps recorded",
+    "media": "bad media: one line each, never a crash",
+    "powercut": "100 % consistent restores after ≥ 100 SIGKILLs; damaged snapshot set aside in one line",
+    "fuzz": "≥ 1,000 generated requests: 0 responses ≥ 500, every 4xx a one-line error body",
+    "load": "32 clients, 60 s, streaming unpaced: 0 errors, p99 ≤ 50 ms, frames processed = frames due",
+    "soak": "24 stream-hours: RSS growth ≤ 1 %, fds and threads constant",
+}
+
+
+def _module(name: str):
+    try:
+        return importlib.import_module(f"tools.reliability_{name}")
+    except ModuleNotFoundError as err:
+        if err.name == f"tools.reliability_{name}":
+            return None
+        raise
+
+
+def run_one(name: str, quick: bool, workdir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    mod = _module(name)
+    if mod is None:
+        return {"available": False, "passed": None}
+    t0 = time.monotonic()
+    try:
+        res = mod.run(quick, workdir, log=log)
+    except Exception as err:  # noqa: BLE001 — one scenario's crash is its result, not the suite's end
+        res = {"passed": False, "error": f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"}
+    res.setdefault("wall_s", round(time.monotonic() - t0, 1))
+    res["available"] = True
+    return res
+
+
+def summary(name: str, r: dict[str, Any]) -> str:
+    """One cell: the scenario's headline figures."""
+    if not r.get("available"):
+        return "not available"
+    if r.get("error") and name in ("fuzz", "load", "soak"):
+        return f"error: {r['error'][:120]}"
+    if name == "powercut":
+        d = r.get("damaged") or {}
+        return (f"{r.get('consistent_restores')}/{r.get('restores')} consistent restores after {r.get('kills')} kills "
+                f"({r.get('kills_inside_snapshot_write')} inside a snapshot write); memory lost p50 "
+                f"{r['lost_stream_s']['p50']} s, max {r['lost_stream_s']['max']} s of stream; damaged snapshots "
+                f"{sum(c.get('ok', False) for c in d.values())}/{len(d)} set aside in one line")
+    if name == "fuzz":
+        return (f"{r.get('generated_requests')} generated + {len(r.get('nasties') or [])} hand-made requests: "
+                f"{r.get('server_errors')} responses ≥ 500, {len(r.get('failures') or [])} bad error bodies")
+    if name == "load":
+        lat, idle = r.get("latency_ms") or {}, r.get("after_stream") or {}
+        one = r.get("one_client_while_streaming") or {}
+        return (f"{r.get('requests')} requests ({r.get('requests_per_s')}/s), {r.get('errors')} errors; p50 "
+                f"{lat.get('p50')} ms, p99 {lat.get('p99')} ms while streaming (after the stream: p50 "
+                f"{idle.get('p50_ms')} ms, p99 {idle.get('p99_ms')} ms; one client while streaming: p50 "
+                f"{one.get('p50_ms')} ms, p99 {one.get('p99_ms')} ms); frames {r.get('frames_processed')}/"
+                f"{r.get('frames_due')}, dropped {r.get('dropped')}")
+    if name == "soak":
+        rss = r.get("rss_mb") or {}
+        return (f"{len(r.get('samples') or [])} stream-hours: RSS {rss.get('first')} → {rss.get('last')} MB "
+                f"({(r.get('rss_growth') or 0) * 100:+.2f} %), fds {r.get('fds')}, threads {r.get('threads')}, "
+                f"state dir {r.get('state_dir_mb')} MB")
+    keys = [k for k in r if k not in ("passed", "available", "wall_s", "quick", "run_at", "commit")
+            and not isinstance(r[k], (dict, list))]
+    parts = [f"{k} {'passed' if v['passed'] else 'FAILED'}" for k, v in r.items()
+             if isinstance(v, dict) and isinstance(v.get("passed"), bool)]  # sub-scenarios
+    parts += [f"{k} {r[k]}" for k in keys[:6]]
+    return f"{', '.join(parts)} (details: results.json)" if parts else "details: results.json"
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+    except OSError:
+        commit = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "commit": commit,
+            "load_avg_at_start": os.getloadavg()[0]}
+
+
+def write_results(out: Path, results: dict[str, Any], meta: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "scenarios": results}, indent=1) + "\n")
+    lines = ["# Reliability: results", "",
+             f"`python -m tools.reliability.cli{' --quick' if meta['quick'] else ''}` on {meta['machine']['cores']} cores "
+             f"({meta['machine']['cpu']}); load average {meta['machine']['load_avg_at_start']:.1f} at the start of "
+             f"the last run (the machine is shared). Each row says which run (UTC, commit) it is from; "
+             f"everything measured: `results.json`.", "",
+             "| scenario | target | result | passed | run |", "|---|---|---|---|---|"]
+    for name in sorted(results, key=SCENARIOS.index):
+        r = results[name]
+        verdict = "n/a" if r.get("passed") is None else ("yes" if r["passed"] else "**no**")
+        when = f"{r.get('run_at', '')}, {r.get('commit', '')}{', --quick' if r.get('quick') else ''}"
+        lines.append(f"| {name} | {TARGETS.get(name, '')} | {summary(name, r)} | {verdict} | {when} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Fault scenarios against a real lvm-edge run; results to --out.")
+    ap.add_argument("--quick", action="store_true", help="small budgets (minutes, not the full suite)")
+    ap.add_argument("--only", help=f"comma-separated scenarios of: {', '.join(SCENARIOS)}")
+    ap.add_argument("--out", default=str(REPO / "docs" / "reliability"), help="where results.json / .md go")
+    ap.add_argument("--workdir", help="where runs keep state and logs (default: a temp folder, removed)")
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        print(f"reliability: unknown scenario(s) {', '.join(unknown)} (known: {', '.join(SCENARIOS)})", file=sys.stderr)
+        return 2
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="lvm-reliability-"))
+    meta = {"quick": args.quick, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
+    results: dict[str, Any] = {}
+    previous = Path(args.out) / "results.json"
+    if args.only and previous.is_file():  # a partial run updates its rows, keeps the others
+        try:
+            results = {k: v for k, v in json.loads(previous.read_text())["scenarios"].items() if k in SCENARIOS}
+        except (ValueError, KeyError):
+            results = {}
+    try:
+        for name in names:
+            print(f"reliability: {name} ...", flush=True)
+            results[name] = run_one(name, args.quick, work / name, log=lambda m: print(m, flush=True))
+            r = results[name]
+            r.update(quick=args.quick, run_at=meta["date"], commit=meta["machine"]["commit"])
+            verdict = "not available" if not r["available"] else ("passed" if r["passed"] else "FAILED")
+            print(f"reliability: {name} {verdict} ({r.get('wall_s', 0)} s): {summary(name, r)}", flush=True)
+            write_results(Path(args.out), results, meta)  # partial results survive an interrupted run
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 1 if any(r.get("passed") is False for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
