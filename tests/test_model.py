@@ -176,7 +176,7 @@ def test_edge_runtime_imports_without_torch():
                     raise ImportError("torch is blocked in this test")
         sys.meta_path.insert(0, Block())
         import edge_runtime
-        from edge_runtime import OnlineSVD
+        from edge_runtime.memory.svd import OnlineSVD
         from edge_runtime import config
         from edge_runtime.query import answers
         from edge_runtime.memory import svd

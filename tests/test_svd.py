@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge_runtime import OnlineSVD
+from edge_runtime.memory.svd import OnlineSVD
 
 
 def _feed(svd, data, block):

@@ -309,19 +309,9 @@ def build_script(seed: int, duration: float) -> Script:
             wipes.append({"t0": t0, "t1": t0 + d, "root": (float(r.uniform(0.3, 0.8)), -0.15),
                           "c": (float(r.uniform(0.35, 0.65)), float(r.uniform(0.45, 0.8))),
                           "sleeve": STAFF[int(r.integers(len(STAFF)))], "skin": SKIN[int(r.integers(len(SKIN)))]})
-    blurs = []
-    for blk in range(int(math.ceil(duration / 120.0)) + 1):
-        r = np.random.default_rng([seed, 5, blk])
-        if r.random() < 0.35:
-            t0 = blk * 120.0 + float(r.uniform(0, 117))
-            blurs.append((t0, t0 + float(r.uniform(0.5, 3.0)), float(r.uniform(0.7, 1.6))))
+    blurs = _occasional(seed, 5, duration, block_s=120.0, chance=0.35, start=117, length=(0.5, 3.0), level=(0.7, 1.6))
     r = np.random.default_rng([seed, 6])
-    dips = []
-    for blk in range(int(math.ceil(duration / 300.0)) + 1):
-        rb = np.random.default_rng([seed, 7, blk])
-        if rb.random() < 0.25:
-            d0 = blk * 300.0 + float(rb.uniform(0, 250))
-            dips.append((d0, d0 + float(rb.uniform(20, 90)), float(rb.uniform(0.1, 0.25))))
+    dips = _occasional(seed, 7, duration, block_s=300.0, chance=0.25, start=250, length=(20, 90), level=(0.1, 0.25))
     light = {"a1": float(r.uniform(0.05, 0.12)), "p1": float(r.uniform(500, 1400)), "f1": float(r.uniform(0, 6.28)),
              "a2": float(r.uniform(0.02, 0.05)), "p2": float(r.uniform(90, 240)), "f2": float(r.uniform(0, 6.28)),
              "ta": float(r.uniform(0.02, 0.06)), "tp": float(r.uniform(400, 1200)), "tf": float(r.uniform(0, 6.28)),
@@ -333,3 +323,16 @@ def build_script(seed: int, duration: float) -> Script:
     s = Script(seed, duration, sessions, instances, events, flashes, people, wipes, blurs, light)
     s.finish()
     return s
+
+
+def _occasional(seed: int, stream: int, duration: float, *, block_s: float, chance: float, start: float,
+                length: tuple[float, float], level: tuple[float, float]) -> list[tuple[float, float, float]]:
+    """Rare (t0, t1, level) spans: at most one per block, each block with its own generator so that a
+    longer video keeps a shorter one's spans."""
+    spans = []
+    for blk in range(int(math.ceil(duration / block_s)) + 1):
+        r = np.random.default_rng([seed, stream, blk])
+        if r.random() < chance:
+            t0 = blk * block_s + float(r.uniform(0, start))
+            spans.append((t0, t0 + float(r.uniform(*length)), float(r.uniform(*level))))
+    return spans

@@ -338,6 +338,14 @@ def csi_pipeline(sensor_id: int, width: int, height: int, framerate: int, flip: 
             f"videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false")
 
 
+def _opened(cap: Capture, why: str) -> Capture:
+    """The capture, or SourceError(why) with the capture released (an unopened one still holds the device)."""
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError(why)
+    return cap
+
+
 def camera_opener(label: str, device: int | None, path: str) -> Opener:
     def open_camera() -> Capture:
         quiet_decoder_logs()
@@ -347,10 +355,7 @@ def camera_opener(label: str, device: int | None, path: str) -> Opener:
             raise SourceError(f"{label}: no such device")
         backend = cv2.CAP_V4L2 if hasattr(cv2, "CAP_V4L2") and os.name == "posix" else cv2.CAP_ANY
         cap = cv2.VideoCapture(device if device is not None else path, backend)
-        if not cap.isOpened():
-            cap.release()
-            raise SourceError(f"{label}: cannot open (busy, or not a capture device)")
-        return cap
+        return _opened(cap, f"{label}: cannot open (busy, or not a capture device)")
 
     return open_camera
 
@@ -361,11 +366,8 @@ def csi_opener(label: str, pipeline: str) -> Opener:
         import cv2
 
         cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
-        if not cap.isOpened():
-            cap.release()
-            raise SourceError(f"{label}: GStreamer pipeline did not start (no nvarguscamerasrc / "
-                              "camera, or nvargus-daemon not running)")
-        return cap
+        return _opened(cap, f"{label}: GStreamer pipeline did not start (no nvarguscamerasrc / "
+                            "camera, or nvargus-daemon not running)")
 
     return open_csi
 
@@ -414,10 +416,7 @@ def network_opener(label: str, url: str, timeout_s: float) -> Opener:
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
         with _network_options:
             cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-        if not cap.isOpened():
-            cap.release()
-            raise SourceError(f"{label}: cannot connect (unreachable, refused, or not a stream)")
-        return cap
+        return _opened(cap, f"{label}: cannot connect (unreachable, refused, or not a stream)")
 
     return open_stream
 
