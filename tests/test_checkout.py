@@ -270,7 +270,7 @@ def test_queries_deterministic_and_short_video():
 
 
 def test_render_speed(record_property):
-    """Frames per CPU-second at 112 px and 224 px, recorded, with a floor a quarter of the README's
+    """Frames per CPU-second at 112 px and 224 px, recorded, with a floor a quarter of docs/accuracy.md's
     400 frames/s at 112 px (CPU time, not wall time: other processes on the box do not count)."""
     out = {}
     for size in (112, 224):

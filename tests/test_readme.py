@@ -26,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -116,6 +116,13 @@ def token_file_is_private(ctx) -> None:
 
 def token_is_exported(ctx) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", ctx["env"].get("LVM_EDGE_TOKEN", ""))
+
+
+def crop_is_the_named_product(ctx) -> None:
+    """The picture registered under a name shows that product, by the list `lvm-edge demo --save-crops` printed."""
+    name, picture = shlex.split(ctx["line"])[3:5]
+    listed = re.findall(r"^(\S+)  (\w+)  visible", "\n".join(ctx["outputs"]), re.M)
+    assert (picture, name.replace(" ", "_")) in listed, f"{picture} is not the {name}: --save-crops listed {listed}"
 
 
 def _unit() -> dict[str, str]:
@@ -213,7 +220,7 @@ EXAMPLES: dict[str, Run | Serve | Stop | Check] = {
         Serve(add=API, until="ended"),
     "lvm-edge demo --seed 3 --save-crops crops/": Run(expect="object-3.png  milk_carton"),
     "lvm-edge query status": Run(add=API, expect="coverage"),
-    'lvm-edge catalog add "milk carton" crops/object-3.png': Run(add=API),
+    'lvm-edge catalog add "milk carton" crops/object-3.png': Run(add=API, check=crop_is_the_named_product),
     'lvm-edge query activity --product "milk carton" --start 0 --end 300': Run(add=API),
     "lvm-edge query time --image crops/object-3.png --activity scan --start 0 --end 300": Run(add=API),
     "lvm-edge query object --activity bag --start 0 --end 600": Run(add=API),
@@ -369,7 +376,8 @@ def test_readme_examples_run(tmp_path):
                LVM_EDGE_CACHE=str(tmp_path / "cache"), USER=env.get("USER") or getpass.getuser())
     port = _free_port()
     ctx = {"repo": str(REPO), "work": str(work), "kiosk": str(kiosk), "etc": str(tmp_path / "etc" / "lvm-edge"),
-           "fixtures": str(tmp_path / "fixtures"), "port": str(port), "api": f"127.0.0.1:{port}", "env": env}
+           "fixtures": str(tmp_path / "fixtures"), "port": str(port), "api": f"127.0.0.1:{port}", "env": env,
+           "outputs": []}
     _fixtures(work, Path(ctx["fixtures"]), env)
     server = None
     try:
@@ -391,9 +399,13 @@ def test_readme_examples_run(tmp_path):
                 server = _serve(cmd, entry, ctx)
                 continue
             script = cmd + ("\nenv -0 > " + shlex.quote(str(tmp_path / "env0")) if entry.propagate_env else "")
+            t0 = time.monotonic()
             res = subprocess.run(["bash", "-c", "set -e -o pipefail\n" + script], cwd=work, env=ctx["env"],
                                  capture_output=True, text=True, timeout=HANG_GUARD_S)
             said = res.stdout + res.stderr
+            ctx["outputs"].append(said)
+            with open(tmp_path / "transcript.txt", "a") as t:  # what each example printed, for a failure's reader
+                t.write(f"$ {cmd}\n{said}[exit {res.returncode}, {time.monotonic() - t0:.1f} s]\n\n")
             assert res.returncode == 0, f"README example failed (exit {res.returncode}):\n  {line}\nran as:\n  {cmd}\n{said[-3000:]}"
             assert entry.expect in said, f"{line}: expected {entry.expect!r} in its output:\n{said[-3000:]}"
             if entry.propagate_env:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The "own footage" measurements of the README (docs/accuracy/own_footage.json), as they were run:
+# The "own footage" measurements of docs/own-footage.md (docs/accuracy/own_footage.json), as they were run:
 #   1. the file path = the generator path: the same held-out videos read from the generator, from
 #      mp4v files (lossy, ~31 dB PSNR) and from FFV1 files (lossless); one epoch of stage 1 from the
 #      shipped checkpoint trained on the generator and on rendered files, each scored on its own path;

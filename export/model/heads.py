@@ -46,7 +46,7 @@ class QueryHeads(nn.Module):
         # ... and, since the object appears at any patch of the scene, a position-free identity match
         # of each memory token against the whole crop. The crop shows the object alone and large, the
         # scene a few pixels of it inside one patch: raw similarity picked the right product 5 % of the
-        # time (README), so the match is learned, and trained directly on which tokens show the queried
+        # time, so the match is learned, and trained directly on which tokens show the queried
         # instance (identity loss, export/train/heads_stage.py). Its probability is written into the token
         # along a learned direction, and its log-probability biases every attention over memory (per
         # layer and head, learned weight), so the heads read the queried object's tokens among others.

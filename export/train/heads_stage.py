@@ -1,7 +1,7 @@
 """Second training stage: the query heads alone, on the frozen sampler's own memories.
 
 In stage 1 (export/train/joint_stage.py) every step runs the sampler over one clip per video and answers ~24
-queries: 672 such steps left the activity answers on the class prior (README, Accuracy). Here the
+queries: 672 such steps left the activity answers on the class prior. Here the
 sampler is frozen. Every training video is streamed through it once and the memory after every clip
 is kept (lvm-tiny: 112 clips x 392 tokens per 30-minute video), so a heads step costs no sampler work
 and takes a large batch of (query, memory) pairs. A query is paired with the memory after a random

@@ -1,6 +1,6 @@
 """Pre-training the tiny backbone on per-frame labels, before freezing it.
 
-What the backbone sees (documented in README): frames of the *training* videos only, labelled
+What the backbone sees (documented in docs/training.md): frames of the *training* videos only, labelled
 with the product classes visible, whether a hand is in view, the activity in progress (or none),
 and a 7x7 map of which patches overlap a product box; plus the instance crops labelled with their
 product class, so crop tokens and in-scene tokens share a space. No evaluation video or look.

@@ -1,5 +1,5 @@
 """Copy a dataset folder with its activities renamed or merged: what a user does to coarsen a
-vocabulary, and how the fine-tuning measurement (README, "Your own footage") builds its 5-class data.
+vocabulary, and how the fine-tuning measurement (docs/own-footage.md) builds its 5-class data.
 
     python -m tools.data.relabel_dataset SRC DST --map pick_up=handle --map put_back=handle ...
 
@@ -61,7 +61,7 @@ def relabel(src: Path, dst: Path, mapping: dict[str, str]) -> LabelSet:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.data.relabel_dataset", description=__doc__.splitlines()[0])
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
     p.add_argument("--map", action="append", default=[], metavar="OLD=NEW", help="rename activity OLD to NEW")
