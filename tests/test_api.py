@@ -54,7 +54,12 @@ def test_status_and_labels(client, engine):
     assert s["coverage"] == {"start": 0.0, "end": 32.0}
     assert s["frames_processed"] == 40 and s["memory_bytes"] == engine.memory_bytes
     assert s["gaps"] == [] and s["restored_from"] is None and "fps" in s and "dropped" in s
-    assert client.get("/v1/labels").json()["activities"] == engine.labels
+    labels = client.get("/v1/labels").json()
+    assert labels["activities"] == engine.labels
+    # the page builds its query form from these
+    assert [(t["name"], t["id"], t["given"], t["options"]) for t in labels["query_types"]] == [
+        ("activity", 0, ["object", "window"], []), ("object", 1, ["activity", "window"], ["fps"]),
+        ("time", 2, ["activity", "object", "window"], ["k"])]
 
 
 def test_three_queries_and_batch(client, engine):

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edge_runtime.query.answers import ranked_intervals
+from edge_runtime.query.slots import ranked_intervals
 from edge_runtime.query.coverage import covered_spans, hold_to_spans, window_coverage
 from edge_runtime.engine.engine import Engine
 

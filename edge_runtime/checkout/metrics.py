@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.query.types import NAMES
+
 HIT_IOU = 0.3           # strict: a hit needs IoU > HIT_IOU
 KS = (1, 3)             # reported Recall@kx
-TYPES = ("activity", "object", "time")
+TYPES = NAMES
 WINDOWS = ("short", "medium", "long")
 FRAME_TOL = 0.1         # s: a predicted box counts for a ground-truth frame within this time (half a 5 fps frame)
 
@@ -178,43 +180,53 @@ def score_query(query: Any, answer: Mapping[str, Any], ks: Iterable[int] = KS) -
     -> {"qid", "type", "window", "recall@1x", "recall@3x", ...}; recall None when the query has
     no ground truth (left out of averages)."""
     qtype = _get(query, "type")
-    rec: dict[str, Any] = {"qid": _get(query, "qid"), "type": qtype, "window": _get(query, "window")}
-    ks = tuple(ks)
-    if qtype == "activity":
-        gt = list(_get(query, "gt_activities", ()) or ())
-        if answer.get("scores") is not None:
-            scores = np.asarray(answer["scores"], np.float64)
-        else:
-            ranked = [int(c) for c in answer.get("ranked", [])]
-            n = max(ranked + gt + [-1]) + 1
-            scores = np.full(n, -np.inf)
-            scores[ranked] = -np.arange(len(ranked), dtype=np.float64)
-        for k in ks:
-            rec[f"recall@{k}x"] = recall_at_kx(scores, gt, k)
-    elif qtype == "object":
-        gt = _get(query, "gt_boxes", ()) or ()
-        tracks = answer.get("tracks")
-        if tracks is None:
-            tracks = [answer] if "boxes" in answer else []
-        for k in ks:
-            rec[f"recall@{k}x"] = recall_object(tracks, gt, k)
-        rec["viou"] = viou(tracks[0], gt) if tracks and len(_track(gt)[0]) else None
-        rec["extent_ratio"] = extent_ratio(answer.get("extent"), gt)
-    elif qtype == "time":
-        gt = _get(query, "gt_interval")
-        ivs = [tuple(x[:2]) for x in answer.get("intervals", [])]
-        for k in ks:
-            rec[f"recall@{k}x"] = recall_time(ivs, gt, k)
-        rec["tiou"] = tiou(ivs[0], gt) if ivs and gt is not None else None
-    else:
+    scorer = _SCORERS.get(qtype) if isinstance(qtype, str) else None
+    if scorer is None:
         raise ValueError(f"unknown query type {qtype!r}")
+    rec: dict[str, Any] = {"qid": _get(query, "qid"), "type": qtype, "window": _get(query, "window")}
+    rec.update(scorer(query, answer, tuple(ks)))
     return rec
+
+
+def _score_activity(query: Any, answer: Mapping[str, Any], ks: tuple[int, ...]) -> dict:
+    gt = list(_get(query, "gt_activities", ()) or ())
+    if answer.get("scores") is not None:
+        scores = np.asarray(answer["scores"], np.float64)
+    else:
+        ranked = [int(c) for c in answer.get("ranked", [])]
+        n = max(ranked + gt + [-1]) + 1
+        scores = np.full(n, -np.inf)
+        scores[ranked] = -np.arange(len(ranked), dtype=np.float64)
+    return {f"recall@{k}x": recall_at_kx(scores, gt, k) for k in ks}
+
+
+def _score_object(query: Any, answer: Mapping[str, Any], ks: tuple[int, ...]) -> dict:
+    gt = _get(query, "gt_boxes", ()) or ()
+    tracks = answer.get("tracks")
+    if tracks is None:
+        tracks = [answer] if "boxes" in answer else []
+    rec: dict[str, Any] = {f"recall@{k}x": recall_object(tracks, gt, k) for k in ks}
+    rec["viou"] = viou(tracks[0], gt) if tracks and len(_track(gt)[0]) else None
+    rec["extent_ratio"] = extent_ratio(answer.get("extent"), gt)
+    return rec
+
+
+def _score_time(query: Any, answer: Mapping[str, Any], ks: tuple[int, ...]) -> dict:
+    gt = _get(query, "gt_interval")
+    ivs = [tuple(x[:2]) for x in answer.get("intervals", [])]
+    rec: dict[str, Any] = {f"recall@{k}x": recall_time(ivs, gt, k) for k in ks}
+    rec["tiou"] = tiou(ivs[0], gt) if ivs and gt is not None else None
+    return rec
+
+
+# the ground truth each query type is scored against is the generator's (queries.Query's gt_* fields)
+_SCORERS = {"activity": _score_activity, "object": _score_object, "time": _score_time}
 
 
 def aggregate(records: Iterable[Mapping[str, Any]], ks: Iterable[int] = KS) -> dict:
     """Mean recall per (type, window) over queries (macro over queries), as fractions in [0, 1].
 
-    -> {"recall@1x": {"activity": {"short": x, "medium": x, "long": x}, "object": {...}, "time": {...}},
+    -> {"recall@1x": {type: {"short": x, "medium": x, "long": x}} for every type of types.py,
         "recall@3x": {...}, "count": {type: {window: n}}}. A cell with no scored query is None;
     records whose recall is None (empty ground truth) are not counted."""
     ks, records = tuple(ks), list(records)

@@ -25,8 +25,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edge_runtime.query.types import BY_NAME, NAMES
+
 WINDOWS: dict[str, float] = {"short": 300.0, "medium": 900.0, "long": 1800.0}
-QUERY_TYPES: tuple[str, ...] = ("activity", "object", "time")
+QUERY_TYPES: tuple[str, ...] = NAMES  # the names of edge_runtime/query/types.py's rows
 
 Interval = tuple[float, float]
 
@@ -35,7 +37,7 @@ Interval = tuple[float, float]
 class Query:
     qid: str
     video_id: str
-    type: str                    # "activity" | "object" | "time"
+    type: str                    # a name of QUERY_TYPES
     window: str                  # "short" | "medium" | "long"
     start: float                 # seconds from the video start
     end: float
@@ -242,7 +244,8 @@ def sample_queries(annotations: dict, n: int, rng: np.random.Generator,
     """
     for t in types:
         if t not in _SAMPLERS:
-            raise ValueError(f"unknown query type {t!r}; known: {', '.join(QUERY_TYPES)}")
+            known = [n for n in QUERY_TYPES if n in _SAMPLERS]
+            raise ValueError(f"unknown query type {t!r}; the generator samples: {', '.join(known)}")
     for w in windows:
         if w not in WINDOWS:
             raise ValueError(f"unknown window {w!r}; known: {', '.join(WINDOWS)}")
@@ -285,8 +288,9 @@ def _one(ctx: _Ctx, qtype: str, wname: str, rng, split_prob: float, k: int) -> Q
 
 
 def engine_request(q: Query, crop, k: int = 3) -> dict:
-    """The Engine request that asks a generator query as a user would: the activity for object and
-    time queries, the object's picture (``crop``) for activity and time queries."""
+    """The Engine request that asks a generator query as a user would: what its type is given, the
+    object as its picture (``crop``)."""
+    row = BY_NAME[q.type]
     return {"type": q.type, "start": q.start, "end": q.end,
-            "activity": q.activity_id if q.type != "activity" else None,
-            "object_image": crop if q.type != "object" else None, "k": k}
+            "activity": q.activity_id if row.takes_activity else None,
+            "object_image": crop if row.takes_object else None, "k": k}

@@ -1,14 +1,11 @@
-"""Answers as people read them: a few lines per answer instead of the API's JSON.
-
-An object answer over 30 minutes is thousands of boxes; the summary says where the object was seen
-(its extent) and shows the first, middle and last box; ``--boxes`` lists every box."""
+"""Answers as people read them: a few lines per answer instead of the API's JSON; what the answer
+itself says is its type's ``present`` (edge_runtime/query/types.py), around it the window, the
+coverage and any warning."""
 from __future__ import annotations
 
 from typing import Any
 
-
-def _box(b: list[float]) -> str:
-    return "[" + " ".join(f"{v:.2f}" for v in b) + "]"
+from edge_runtime.query.types import BY_NAME
 
 
 def _coverage(a: dict[str, Any]) -> str:
@@ -32,24 +29,8 @@ def answer_text(a: dict[str, Any], *, all_boxes: bool = False) -> str:
     lines = [head]
     if a.get("status") == "no_memory":
         lines.append(f"no answer: {a.get('message', 'nothing in memory for this window')}")
-    elif a.get("type") == "activity":
-        scores = a.get("scores") or {}
-        lines.append("activities, best first: " + ", ".join(f"{n} {scores.get(n, 0):.2f}" for n in a.get("labels", [])[:5]))
-    elif a.get("type") == "object":
-        times, boxes = a.get("times", []), a.get("boxes", [])
-        ext = a.get("extent")
-        if ext:
-            lines.append(f"seen {ext[0]:.1f}–{ext[1]:.1f} s (p {ext[2]:.2f}), {len(boxes)} box(es) x1 y1 x2 y2 in [0, 1]")
-        else:
-            lines.append(f"{len(boxes)} box(es), one per frame of the window (this bundle gives no extent)")
-        shown = range(len(boxes)) if all_boxes else sorted({0, len(boxes) // 2, len(boxes) - 1} - {-1})
-        for i in shown:
-            lines.append(f"  {times[i]:8.1f} s  {_box(boxes[i])}")
-        if not all_boxes and len(boxes) > 3:
-            lines.append("  (--boxes lists all of them, --json gives the answer as JSON)")
-    elif a.get("type") == "time":
-        ivs = a.get("intervals", [])
-        lines.append("when, best first: " + (", ".join(f"{s:.1f}–{e:.1f} s (p {p:.2f})" for s, e, p in ivs) or "none"))
+    elif a.get("type") in BY_NAME:
+        lines += BY_NAME[a["type"]].present(a, all_boxes)
     if a.get("ood") and isinstance(a["ood"], dict) and a["ood"].get("flag"):
         lines.append("warning: the recent frames look unlike the training footage; answers may be wrong")
     lines.append(_coverage(a))

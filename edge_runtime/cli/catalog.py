@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from edge_runtime.cli.common import CliError, parse_hostport
-from edge_runtime.cli.query import _http
+from edge_runtime.cli.query import _http, show
 
 
 def cmd_catalog(args) -> int:
@@ -49,18 +49,16 @@ def cmd_catalog(args) -> int:
         return 0
     if args.name is not None:
         raise CliError("catalog list: takes no name")
-    listing = _http("GET", base, None, token)
-    if args.json:
-        print(json.dumps(listing, indent=2))
-        return 0
+    return show(_http("GET", base, None, token), args.json, _product_lines)
+
+
+def _product_lines(listing: dict) -> list[str]:
     products = listing.get("products", [])
     if not products:
-        print("the catalog is empty (lvm-edge catalog add NAME PICTURE...)")
-    width = max((len(p["name"]) for p in products), default=0)
-    for p in products:
-        sizes = " ".join(f"{w}x{h}" for w, h in p["sizes"])
-        print(f"{p['name']:<{width}}  {_pictures(p['crops'])}  {sizes}  added {p['added']}")
-    return 0
+        return ["the catalog is empty (lvm-edge catalog add NAME PICTURE...)"]
+    width = max(len(p["name"]) for p in products)
+    return [f"{p['name']:<{width}}  {_pictures(p['crops'])}  {' '.join(f'{w}x{h}' for w, h in p['sizes'])}  "
+            f"added {p['added']}" for p in products]
 
 
 def _file_of(files: list[str], m: re.Match) -> str:

@@ -12,22 +12,28 @@ from edge_runtime.cli.doctor import cmd_doctor
 from edge_runtime.cli.query import cmd_query
 from edge_runtime.cli.run import cmd_run
 from edge_runtime.cli.streams import cmd_streams
+from edge_runtime.query.types import NAMES, QUERY_TYPES
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
-QUERY_DESCRIPTION = """\
-Ask a running `lvm-edge run` (its API, 127.0.0.1:8321 by default) one question about the stream it
-remembers, and print the answer (a short summary; --json for the API's JSON). Windows are stream
-seconds (`query status` shows the coverage).
+# how each thing a query type is given is passed on the command line
+GIVEN_FLAGS = {"activity": "--activity", "object": "--image or --product", "window": "--start --end"}
 
-  activity  what happened to an object in [start, end]: --image (a picture of the object) or
-            --product (a name in the runtime's catalog: lvm-edge catalog list)
-  object    where the objects were during an activity: --activity (name or id; see /v1/labels)
-  time      when an activity happened to an object: --image or --product, and --activity
-  status    state, coverage, fps, gaps, errors of the running stream
 
-A runtime with several streams answers from its default stream unless --stream NAME names another
-(lvm-edge streams lists them)."""
+def _query_description() -> str:
+    rows = []
+    for t in QUERY_TYPES:
+        rows.append(f"  {t.name:9s} {t.reads.format(activity='an activity', object='an object')}")
+        rows.append(" " * 12 + "given " + ", ".join(GIVEN_FLAGS[g] for g in t.given)
+                    + (f"; also {', '.join('--' + o for o in t.options)}" if t.options else ""))
+    return ("Ask a running `lvm-edge run` (its API, 127.0.0.1:8321 by default) one question about the stream it\n"
+            "remembers, and print the answer (a short summary; --json for the API's JSON). Windows are stream\n"
+            "seconds (`query status` shows the coverage).\n\n" + "\n".join(rows) + "\n"
+            "  status    state, coverage, fps, gaps, errors of the running stream\n\n"
+            "--image is a picture of the object, --product a name in the runtime's catalog (lvm-edge catalog\n"
+            "list), --activity a name or id (see /v1/labels). A runtime with several streams answers from its\n"
+            "default stream unless --stream NAME names another (lvm-edge streams lists them).")
+
 
 QUERY_EXAMPLES = """\
 examples (quote URIs with ? in zsh):
@@ -38,6 +44,53 @@ examples (quote URIs with ? in zsh):
   lvm-edge query object --activity 1 --start 0 --end 300 --fps 1
   lvm-edge query time --image crops/object-5.png --activity 1 --start 0 --end 600 --k 3
   lvm-edge query time --product "oat milk 1l" --activity scan --start 0 --end 600"""
+
+CATALOG_DESCRIPTION = ("The product catalog of a running `lvm-edge run` (kept in its --state-dir). "
+                       "Queries then take --product NAME instead of --image.")
+CATALOG_EXAMPLES = """\
+examples:
+  lvm-edge catalog add "oat milk 1l" front.png side.jpg
+  lvm-edge catalog list
+  lvm-edge catalog remove "oat milk 1l\""""
+
+ASK_DESCRIPTION = ("Send a question in plain words to a running `lvm-edge run` (POST /v1/ask): prints the "
+                   "structured query it was read as, then the answer. See docs/ask.md.")
+ASK_EXAMPLES = """\
+examples:
+  lvm-edge ask "when was the oat milk bagged in the last 10 minutes?"
+  lvm-edge ask "what happened to the eggs since 14:05"
+  lvm-edge ask "which item was scanned between 2:05 and 2:20 pm" --json"""
+
+STREAMS_DESCRIPTION = ("The streams of a running `lvm-edge run` (GET/POST/DELETE /v1/streams). "
+                       "The default stream (marked *) answers queries that name none.")
+STREAMS_EXAMPLES = """\
+examples:
+  lvm-edge streams
+  lvm-edge streams add cam2 rtsp://10.0.0.12/stream
+  lvm-edge query status --stream cam2
+  lvm-edge streams remove cam2"""
+
+
+def _types_with(part: str) -> str:
+    """The query types given ``part`` or taking it as an option, as help text ("activity / time")."""
+    return " / ".join(t.name for t in QUERY_TYPES if part in t.given + t.options)
+
+
+def _client(sub, name: str, func, *, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A subcommand that asks a running lvm-edge over HTTP: where it listens and its token, like all of them."""
+    c = sub.add_parser(name, help=help, description=description, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--api", default="127.0.0.1:8321", metavar="HOST:PORT")
+    c.add_argument("--token", help="API token (default: env LVM_EDGE_TOKEN)")
+    c.set_defaults(func=func)
+    return c
+
+
+def _answer_flags(p: argparse.ArgumentParser, *, json_help: str) -> None:
+    """Which stream answers, and how the answer is printed (query and ask alike)."""
+    p.add_argument("--stream", metavar="NAME", help="the stream to ask (default: the runtime's default stream)")
+    p.add_argument("--boxes", action="store_true", help="object answers: list every box, not a summary")
+    p.add_argument("--json", action="store_true", help=json_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,68 +126,38 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="runtime config YAML (e.g. configs/runtime/kiosk.yaml); flags override it")
     r.set_defaults(func=cmd_run)
 
-    q = sub.add_parser("query", help="ask a running lvm-edge over HTTP and print the answer",
-                       description=QUERY_DESCRIPTION, epilog=QUERY_EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("kind", choices=("activity", "object", "time", "status"))
-    q.add_argument("--api", default="127.0.0.1:8321", metavar="HOST:PORT")
+    q = _client(sub, "query", cmd_query, help="ask a running lvm-edge over HTTP and print the answer",
+                description=_query_description(), epilog=QUERY_EXAMPLES)
+    q.add_argument("kind", choices=NAMES + ("status",))
     q.add_argument("--start", type=float, help="window start, stream seconds")
     q.add_argument("--end", type=float, help="window end, stream seconds")
-    q.add_argument("--image", help="object picture (PNG/JPEG file) for activity / time queries")
+    q.add_argument("--image", help=f"object picture (PNG/JPEG file) for {_types_with('object')} queries")
     q.add_argument("--product", help="instead of --image: a product of the runtime's catalog (lvm-edge catalog list)")
-    q.add_argument("--activity", help="activity name or id for object / time queries")
-    q.add_argument("--fps", type=float, help="box rate for object queries")
-    q.add_argument("--k", type=int, help="intervals for time queries")
-    q.add_argument("--stream", metavar="NAME", help="the stream to ask (default: the runtime's default stream)")
-    q.add_argument("--token")
-    q.add_argument("--boxes", action="store_true", help="object queries: list every box, not a summary")
-    q.add_argument("--json", action="store_true", help="print the answer as the API's JSON (all boxes)")
-    q.set_defaults(func=cmd_query)
+    q.add_argument("--activity", help=f"activity name or id for {_types_with('activity')} queries")
+    q.add_argument("--fps", type=float, help=f"box rate for {_types_with('fps')} queries")
+    q.add_argument("--k", type=int, help=f"intervals for {_types_with('k')} queries")
+    _answer_flags(q, json_help="print the answer as the API's JSON (all boxes)")
 
-    c = sub.add_parser("catalog", help="add, list or remove the named products a running lvm-edge answers about",
-                       description="The product catalog of a running `lvm-edge run` (kept in its --state-dir). "
-                                   "Queries then take --product NAME instead of --image.",
-                       epilog='examples:\n  lvm-edge catalog add "oat milk 1l" front.png side.jpg\n'
-                              '  lvm-edge catalog list\n  lvm-edge catalog remove "oat milk 1l"',
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c = _client(sub, "catalog", cmd_catalog, help="add, list or remove the named products a running lvm-edge answers about",
+                description=CATALOG_DESCRIPTION, epilog=CATALOG_EXAMPLES)
     c.add_argument("action", choices=("add", "list", "remove"))
     c.add_argument("name", nargs="?", help="product name (add, remove)")
     c.add_argument("images", nargs="*", metavar="PICTURE", help="add: PNG or JPEG files of the product")
-    c.add_argument("--api", default="127.0.0.1:8321", metavar="HOST:PORT")
-    c.add_argument("--token")
     c.add_argument("--json", action="store_true", help="print the API's JSON")
-    c.set_defaults(func=cmd_catalog)
 
-    k = sub.add_parser("ask", help="ask a running lvm-edge a question in plain words",
-                       description="Send a question in plain words to a running `lvm-edge run` (POST /v1/ask): "
-                                   "prints the structured query it was read as, then the answer. See docs/ask.md.",
-                       epilog='examples:\n  lvm-edge ask "when was the oat milk bagged in the last 10 minutes?"\n'
-                              '  lvm-edge ask "what happened to the eggs since 14:05"\n'
-                              '  lvm-edge ask "which item was scanned between 2:05 and 2:20 pm" --json',
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    k = _client(sub, "ask", cmd_ask, help="ask a running lvm-edge a question in plain words",
+                description=ASK_DESCRIPTION, epilog=ASK_EXAMPLES)
     k.add_argument("question", nargs="*", help="the question (quote it, or give it as several words)")
-    k.add_argument("--api", default="127.0.0.1:8321", metavar="HOST:PORT")
-    k.add_argument("--stream", metavar="NAME", help="the stream to ask (default: the runtime's default stream)")
-    k.add_argument("--token")
-    k.add_argument("--boxes", action="store_true", help="object questions: list every box, not a summary")
-    k.add_argument("--json", action="store_true", help="print the API's whole reply")
-    k.set_defaults(func=cmd_ask)
+    _answer_flags(k, json_help="print the API's whole reply")
 
-    s = sub.add_parser("streams", help="list, add or remove the camera streams of a running lvm-edge",
-                       description="The streams of a running `lvm-edge run` (GET/POST/DELETE /v1/streams). "
-                                   "The default stream (marked *) answers queries that name none.",
-                       epilog="examples:\n  lvm-edge streams\n  lvm-edge streams add cam2 rtsp://10.0.0.12/stream\n"
-                              "  lvm-edge query status --stream cam2\n  lvm-edge streams remove cam2",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = _client(sub, "streams", cmd_streams, help="list, add or remove the camera streams of a running lvm-edge",
+                description=STREAMS_DESCRIPTION, epilog=STREAMS_EXAMPLES)
     s.add_argument("action", nargs="?", default="list", choices=("list", "add", "remove"))
     s.add_argument("name", nargs="?", help="stream name (add, remove): 1-64 of A-Z a-z 0-9 _ . -")
     s.add_argument("uri", nargs="?", help="add: the source URI (quote URIs with ? in zsh)")
     s.add_argument("--realtime", action="store_true", help="add: pace files / demo at their own speed")
     s.add_argument("--duration", type=float, metavar="S", help="add: stop after S seconds of stream time")
-    s.add_argument("--api", default="127.0.0.1:8321", metavar="HOST:PORT")
-    s.add_argument("--token")
     s.add_argument("--json", action="store_true", help="print the API's JSON")
-    s.set_defaults(func=cmd_streams)
 
     d = sub.add_parser("doctor", help="check this host: versions, GPU/TensorRT, camera, bundles, state dir")
     d.add_argument("--bundle")

@@ -7,11 +7,12 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote
 
 from edge_runtime.cli.answer_text import answer_text
 from edge_runtime.cli.common import CliError, parse_hostport
+from edge_runtime.query.types import BY_NAME
 
 
 def cmd_query(args) -> int:
@@ -27,7 +28,8 @@ def cmd_query(args) -> int:
     body: dict[str, Any] = {"start": args.start, "end": args.end}
     if args.stream:
         body["stream"] = args.stream
-    if args.kind in ("activity", "time"):
+    row = BY_NAME[args.kind]
+    if row.takes_object:
         if bool(args.image) == bool(args.product):
             raise CliError(f"query {args.kind}: give one of --image PATH (the object's picture) or --product NAME "
                            f"(a catalog product)")
@@ -35,16 +37,19 @@ def cmd_query(args) -> int:
             body["product"] = args.product
         else:
             body["object_image"] = _image_b64(args.image)
-    if args.kind in ("object", "time"):
+    if row.takes_activity:
         if args.activity is None:
             raise CliError(f"query {args.kind}: --activity NAME|ID is required")
         body["activity"] = int(args.activity) if args.activity.isdigit() else args.activity
-    if args.kind == "object" and args.fps:
-        body["fps"] = args.fps
-    if args.kind == "time" and args.k:
-        body["k"] = args.k
+    body.update({opt: getattr(args, opt) for opt in row.options if getattr(args, opt)})
     answer = _http("POST", f"{base}/v1/query/{args.kind}", body, token)
     print(json.dumps(answer, indent=2) if args.json else answer_text(answer, all_boxes=args.boxes))
+    return 0
+
+
+def show(reply: dict, as_json: bool, lines: Callable[[dict], list[str]]) -> int:
+    """Print a reply of the API as its JSON, or as the lines people read."""
+    print(json.dumps(reply, indent=2) if as_json else "\n".join(lines(reply)))
     return 0
 
 

@@ -13,7 +13,7 @@ import os
 from urllib.parse import quote
 
 from edge_runtime.cli.common import CliError, parse_hostport
-from edge_runtime.cli.query import _http
+from edge_runtime.cli.query import _http, show
 
 
 def cmd_streams(args) -> int:
@@ -39,16 +39,8 @@ def cmd_streams(args) -> int:
         return 0
     if args.name or args.uri:
         raise CliError("streams list: takes no name")
-    listing = _http("GET", base, None, token)
-    if args.json:
-        print(json.dumps(listing, indent=2))
-        return 0
-    streams = listing.get("streams", [])
-    if not streams:
-        print("no streams (lvm-edge streams add NAME URI)")
-    for line in stream_lines(streams):
-        print(line)
-    return 0
+    return show(_http("GET", base, None, token), args.json,
+                lambda listing: stream_lines(listing.get("streams", [])) or ["no streams (lvm-edge streams add NAME URI)"])
 
 
 def stream_lines(streams: list[dict]) -> list[str]:

@@ -2,7 +2,8 @@
 
 A request with ``"product": NAME`` (and no ``object_image``) is asked once per picture of that
 product, all in the same heads call as the rest of the batch, and the per-picture answers are
-combined into one answer shaped like a picture query's:
+combined into one answer shaped like a picture query's, by the combine of its type's row
+(types.py):
 
 - activity: per class, the highest score any picture got (``scores``), ranked best first. A class
   is reported if the product was seen doing it from any side; a picture that does not match the
@@ -20,13 +21,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from edge_runtime.query.catalog import Catalog, CatalogError
+from edge_runtime.query.types import BY_NAME, QUERY_TYPES
 
-OBJECT_TYPES = ("activity", "time")  # the query types that ask about an object
-RULE = {"activity": "per-class max score over the product's pictures",
-        "time": "intervals of all pictures pooled, best probability first (duplicates kept once)"}
+OBJECT_TYPES = tuple(t.name for t in QUERY_TYPES if t.takes_object)  # the query types that ask about an object
+RULE = {t.name: t.combine_rule for t in QUERY_TYPES if t.combine is not None}
 
 
 def check_object(object_image: Any, product: Any, where: str = "") -> None:
@@ -66,18 +65,9 @@ def expand(requests: list[dict[str, Any]], catalog: Catalog | None
 def combine(answers: list[dict[str, Any]], qtype: str, k: int = 3) -> dict[str, Any]:
     """Per-picture answers of one product query -> one answer (see the module docstring)."""
     out = dict(answers[0])
-    if qtype == "activity" and all("scores" in a for a in answers):
-        scores = np.max(np.asarray([a["scores"] for a in answers], np.float64), axis=0)
-        out["scores"] = scores.tolist()
-        out["ranked"] = np.argsort(-scores, kind="stable").tolist()
-    elif qtype == "time" and all("intervals" in a for a in answers):
-        best: dict[tuple[float, float], list] = {}
-        for a in answers:
-            for iv in a["intervals"]:
-                key = (round(float(iv[0]), 6), round(float(iv[1]), 6))
-                if key not in best or iv[2] > best[key][2]:
-                    best[key] = list(iv)
-        out["intervals"] = sorted(best.values(), key=lambda iv: -iv[2])[:k]
+    row = BY_NAME.get(qtype)
+    if row is not None and row.combine is not None:
+        out.update(row.combine(answers, k))
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.query.answers import QUERY_TYPE_IDS
+from edge_runtime.query.types import BY_NAME
 
 MAX_ANSWER_POINTS = 100_000  # object-query boxes per answer
 
@@ -40,8 +40,9 @@ def check_request(req: dict[str, Any], where: str, *, labels: list[str], tokens_
     if not isinstance(req, dict):
         raise QueryError(f"{where}: must be an object")
     qtype = req.get("type")
-    if qtype not in QUERY_TYPE_IDS:
-        raise QueryError(f"{where}: type must be one of {', '.join(QUERY_TYPE_IDS)}, got {qtype!r}")
+    row = BY_NAME.get(qtype) if isinstance(qtype, str) else None
+    if row is None:
+        raise QueryError(f"{where}: type must be one of {', '.join(BY_NAME)}, got {qtype!r}")
     try:
         start, end = float(req["start"]), float(req["end"])
     except KeyError as err:
@@ -72,7 +73,7 @@ def check_request(req: dict[str, Any], where: str, *, labels: list[str], tokens_
         if not (math.isfinite(fps) and fps > 0):
             raise QueryError(f"{where}: fps must be positive")
     fps_eff = fps or object_fps
-    if qtype == "object" and (end - start) * fps_eff > MAX_ANSWER_POINTS:
+    if "fps" in row.options and (end - start) * fps_eff > MAX_ANSWER_POINTS:
         raise QueryError(f"{where}: {((end - start) * fps_eff):.0f} boxes asked; at most {MAX_ANSWER_POINTS} "
                          f"per query (lower fps or shorten the window)")
     k = req.get("k")

@@ -1,4 +1,5 @@
-"""HTTP API (FastAPI): health, readiness, metrics, status, labels, the three queries, reset, snapshot,
+"""HTTP API (FastAPI): health, readiness, metrics, status, labels, a route per query type (its row
+in edge_runtime/query/types.py gives its body), the batch of them, reset, snapshot,
 the streams (``api_streams``), the catalog, questions in words and the dashboard.
 
 One app serves every stream of a ``Streams`` hub. A route that reads a stream takes an optional
@@ -26,7 +27,7 @@ import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge_runtime import __version__
@@ -38,6 +39,7 @@ from edge_runtime.serve.api_page import register_page_routes
 from edge_runtime.serve.api_streams import DEFAULT_MAX_STREAMS, STREAM_HELP, StreamParam, register_stream_routes
 from edge_runtime.serve.pipeline import Runtime
 from edge_runtime.query.check import QueryError
+from edge_runtime.query.types import BY_NAME, NAMES, QUERY_TYPES, QueryType
 from edge_runtime.serve.streams import StreamError, Streams
 
 DEFAULT_MAX_BODY = 8 << 20          # 8 MiB
@@ -76,31 +78,38 @@ class _Body(_Strict):
     stream: str | None = Field(None, description=STREAM_HELP)
 
 
-class ActivityQuery(_Body):
-    object_image: str | None = Field(None, description="base64 PNG or JPEG of the object (a data: URL is fine)")
-    product: str | None = Field(None, description="instead of object_image: a product of /v1/catalog")
-    start: float = Field(description="window start, stream seconds")
-    end: float = Field(description="window end, stream seconds")
+def _fields(part: str) -> dict[str, tuple[Any, Any]]:
+    """The body fields of one thing a query is given (types.GIVEN) or one option (types.OPTIONS),
+    new FieldInfo each call: a model must not share its fields with another."""
+    if part == "object":
+        return {"object_image": (str | None, Field(None, description="base64 PNG or JPEG of the object "
+                                                                      "(a data: URL is fine)")),
+                "product": (str | None, Field(None, description="instead of object_image: a product of /v1/catalog"))}
+    if part == "activity":
+        return {"activity": (Union[int, str], Field(description="activity name or id"))}
+    if part == "window":
+        return {"start": (float, Field(description="window start, stream seconds")),
+                "end": (float, Field(description="window end, stream seconds"))}
+    if part == "fps":
+        return {"fps": (float | None, Field(None, description="box rate of the answer (default: the model's object fps)"))}
+    if part == "k":
+        return {"k": (int, Field(3, ge=1, le=100, description="intervals to return, best first"))}
+    raise ValueError(f"no request field for {part!r}")
 
 
-class ObjectQuery(_Body):
-    activity: Union[int, str] = Field(description="activity name or id")
-    start: float
-    end: float
-    fps: float | None = Field(None, description="box rate of the answer (default: the model's object fps)")
+def _body_model(row: QueryType) -> type[_Body]:
+    """The /v1/query/<type> body of a row: what it is given, in the row's order, then its options."""
+    fields: dict[str, Any] = {}
+    for part in row.given + row.options:
+        fields.update(_fields(part))
+    return create_model(f"{row.name.capitalize()}Query", __base__=_Body, **fields)
 
 
-class TimeQuery(_Body):
-    activity: Union[int, str]
-    object_image: str | None = None
-    product: str | None = Field(None, description="instead of object_image: a product of /v1/catalog")
-    start: float
-    end: float
-    k: int = Field(3, ge=1, le=100, description="intervals to return, best first")
+QUERY_BODIES: dict[str, type[_Body]] = {row.name: _body_model(row) for row in QUERY_TYPES}
 
 
 class BatchItem(_Body):
-    type: Literal["activity", "object", "time"]
+    type: Literal[NAMES]  # type: ignore[valid-type]
     start: float
     end: float
     activity: Union[int, str, None] = None
@@ -301,7 +310,7 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
     def metrics() -> Response:
         """Prometheus text of every stream (each series labelled ``stream``)."""
         for rt in hub:
-            rt._update_gauges()
+            rt.update_gauges()
         return Response(hub.metrics.render(), media_type=hub.metrics.content_type)
 
     @api.get("/v1/status", tags=["stream"], dependencies=guarded)
@@ -311,27 +320,30 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
 
     @api.get("/v1/labels", tags=["stream"], dependencies=guarded)
     def labels() -> dict[str, Any]:
-        return {"activities": engine.labels, "products": engine.products}
+        """The bundle's activity labels and products, and the query types this runtime answers."""
+        return {"activities": engine.labels, "products": engine.products,
+                "query_types": [row.describe() for row in QUERY_TYPES]}
 
-    @api.post("/v1/query/activity", tags=["queries"], dependencies=guarded)
-    def query_activity(q: ActivityQuery) -> dict[str, Any]:
-        """Which activities happened to this object (a picture, or a catalog product) in the window."""
-        product_query.check_object(q.object_image, q.product)
-        return one({"type": "activity", "start": q.start, "end": q.end, "product": q.product,
-                    "object_image": img(q.object_image, "object_image")}, q.stream)
+    def query_route(row: QueryType):
+        def route(q) -> dict[str, Any]:
+            req: dict[str, Any] = {"type": row.name, "start": q.start, "end": q.end}
+            if row.takes_object:
+                product_query.check_object(q.object_image, q.product)
+            if row.takes_activity:
+                req["activity"] = engine.activity_id(q.activity)
+            if row.takes_object:
+                req.update(product=q.product, object_image=img(q.object_image, "object_image"))
+            req.update({opt: getattr(q, opt) for opt in row.options})
+            return one(req, q.stream)
 
-    @api.post("/v1/query/object", tags=["queries"], dependencies=guarded)
-    def query_object(q: ObjectQuery) -> dict[str, Any]:
-        """Where the object of this activity was, box per frame at ``fps``."""
-        return one({"type": "object", "start": q.start, "end": q.end, "activity": engine.activity_id(q.activity),
-                    "fps": q.fps}, q.stream)
+        # FastAPI names the operation and reads the body model from these
+        route.__name__ = f"query_{row.name}"
+        route.__annotations__ = {"q": QUERY_BODIES[row.name], "return": dict[str, Any]}
+        said = row.reads.format(activity="this activity", object="this object (a picture, or a catalog product)")
+        route.__doc__ = f"{said[0].upper()}{said[1:]}, in the window?"
+        return api.post(f"/v1/query/{row.name}", tags=["queries"], dependencies=guarded)(route)
 
-    @api.post("/v1/query/time", tags=["queries"], dependencies=guarded)
-    def query_time(q: TimeQuery) -> dict[str, Any]:
-        """When this activity happened to this object (a picture, or a catalog product): top-k intervals."""
-        product_query.check_object(q.object_image, q.product)
-        return one({"type": "time", "start": q.start, "end": q.end, "activity": engine.activity_id(q.activity),
-                    "product": q.product, "object_image": img(q.object_image, "object_image"), "k": q.k}, q.stream)
+    query_routes = {row.name: query_route(row) for row in QUERY_TYPES}
 
     @api.post("/v1/query/batch", tags=["queries"], dependencies=guarded)
     def query_batch(q: BatchQuery) -> dict[str, Any]:
@@ -344,7 +356,7 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
                 raise StreamError(f"queries.{i}.stream: {err}", err.status) from None
         reqs = []
         for i, it in enumerate(q.queries):
-            need_act, need_obj = it.type in ("object", "time"), it.type in ("activity", "time")
+            need_act, need_obj = BY_NAME[it.type].takes_activity, BY_NAME[it.type].takes_object
             if need_act and it.activity is None:
                 raise ApiError(422, f"missing field 'queries.{i}.activity'")
             if need_obj:
@@ -378,7 +390,7 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
     register_stream_routes(api, hub, guarded, max_streams=max_streams)
     register_catalog_routes(api, hub, guarded=guarded, decode_image=decode_image, max_image_pixels=max_image_pixels)
     register_page_routes(api, hub, guarded)
-    register_ask_routes(api, hub, guarded, {"activity": query_activity, "object": query_object, "time": query_time})
+    register_ask_routes(api, hub, guarded, query_routes)
     return BodyLimit(api, max_body_bytes)
 
 
@@ -387,8 +399,7 @@ def _present(answer: dict[str, Any], req: dict[str, Any], labels: list[str], str
     if req.get("activity") is not None:
         out["activity"] = labels[req["activity"]]
     out.update(answer)
-    if req["type"] == "activity" and "ranked" in answer:
-        # scores keyed by name: a list in label-id order beside names in ranked order was misread
-        out["scores"] = {labels[i]: s for i, s in enumerate(answer["scores"])}
-        out["labels"] = [labels[i] for i in answer["ranked"]]
+    row = BY_NAME[req["type"]]
+    if row.labelled is not None:
+        out.update(row.labelled(answer, labels))
     return out

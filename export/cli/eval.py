@@ -8,22 +8,24 @@ import sys
 import time
 from pathlib import Path
 
-from edge_runtime.checkout import EVAL_SEED_BASE, heldout_video
+from edge_runtime.checkout import EVAL_SEED_BASE, WINDOWS, heldout_video
+from edge_runtime.query.types import NAMES
 from export.cli.common import UsageError, run_cli
 
 SEED_MAX = 2**31 - 1
 
 
+DESCRIPTION = ("Evaluate a checkpoint on held-out checkout videos (new seeds; half of them in looks the training "
+               "set never had), or on the videos of a dataset folder's split (--data). Prints a Recall@1x / @3x "
+               "table per query type and window and writes it as JSON.")
+EXAMPLES = ("Examples: lvm-eval --json runs/eval.json --sampler random\n"
+            "          lvm-eval --data footage/ --split test --checkpoint runs/mine/lvm-tiny.safetensors "
+            "--json runs/eval.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lvm-eval",
-        description="Evaluate a checkpoint on held-out checkout videos (new seeds; half of them in looks "
-                    "the training set never had), or on the videos of a dataset folder's split (--data). "
-                    "Prints a Recall@1x / @3x table per query type and window and writes it as JSON.",
-        epilog="Examples: lvm-eval --json runs/eval.json --sampler random\n"
-               "          lvm-eval --data footage/ --split test --checkpoint runs/mine/lvm-tiny.safetensors "
-               "--json runs/eval.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="lvm-eval", description=DESCRIPTION, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="checkpoint (default: the shipped checkpoints/lvm-tiny.safetensors)")
     p.add_argument("--json", required=True, help="where to write the results JSON")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (videos, queries, random sampler)")
@@ -36,12 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-s", type=float,
                    help="seconds per generator video (default 1800: 30 min at 1 fps; not with --data)")
     p.add_argument("--queries", type=int, default=120, help="queries per video (default 120)")
-    p.add_argument("--sampler", choices=["neural", "random", "oracle"], default="neural",
-                   help="memory: trained sampler, uniform random tokens, or query-aware oracle")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-token-cache", action="store_true",
                    help="always run the backbone (default: reuse tokens kept in $LVM_EDGE_CACHE/tokens, "
                         "~/.cache/lvm-edge/tokens, keyed by the backbone's weights and the video)")
+    p.add_argument("--sampler", choices=["neural", "random", "oracle"], default="neural",
+                   help="memory: trained sampler, uniform random tokens, or query-aware oracle")
     return p
 
 
@@ -52,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def format_table(res: dict) -> str:
     lines = [f"{'':10s} {'window':8s} {'R@1x':>7s} {'R@3x':>7s}"]
-    for qt in ("activity", "object", "time"):
-        for w in ("short", "medium", "long"):
+    for qt in NAMES:
+        for w in WINDOWS:
             r1 = res["recall@1x"][qt][w]
             r3 = res["recall@3x"][qt][w]
             f = lambda x: "    n/a" if x is None else f"{100 * x:7.1f}"  # noqa: E731

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from edge_runtime.query.answers import HeadBatch, decode_answers
+from edge_runtime.query.types import BY_NAME
 from edge_runtime.checkout import Query, heldout_video
 from edge_runtime.checkout.queries import engine_request
 from edge_runtime.checkout.metrics import aggregate, score_query
@@ -145,7 +146,7 @@ def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData
         size = engine.cfg.backbone.image_size
         for q in v.queries:
             reqs.append(engine_request(q, v.crop(q.instance_id, size)
-                                       if q.type != "object" and q.instance_id is not None else None))
+                                       if BY_NAME[q.type].takes_object and q.instance_id is not None else None))
         answers.extend(engine.answer(reqs))
         queries.extend(v.queries)
     res = score(queries, answers)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from edge_runtime.query.types import BY_NAME
+
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
     """Multi-label sigmoid focal loss (Lin et al. 2017), summed over classes, mean over rows."""
@@ -53,7 +55,7 @@ def query_loss_terms(out, tg: dict[str, torch.Tensor], tc) -> dict[str, torch.Te
     "extent": CE of object queries' start/end outputs against their track's first and last box."""
     act, boxes, s_log, e_log = out
     w = tg["is_type"]
-    a, o, t = w[:, 0] > 0, w[:, 1] > 0, w[:, 2] > 0
+    a, o, t = (w[:, BY_NAME[name].id] > 0 for name in ("activity", "object", "time"))
     return {
         "activity": focal_loss(act[a], tg["act_target"][a]) if a.any() else act.sum() * 0,
         "object": (box_loss(boxes[o], tg["box_target"][o], tg["box_mask"][o], tc.l1_weight, tc.giou_weight)

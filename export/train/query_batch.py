@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from edge_runtime.query.answers import encode_queries
+from edge_runtime.query.types import BY_NAME, QUERY_TYPES
 from edge_runtime.checkout import Query
 from edge_runtime.config import ModelConfig
 
@@ -20,7 +21,7 @@ class QueryBatch:
     start_idx: torch.Tensor             # (Q,) decoder slot nearest the true start (time queries; object
                                         # queries: the first box of the track, their extent)
     end_idx: torch.Tensor               # (Q,)
-    is_type: torch.Tensor               # (Q, 3) one-hot of the query type
+    is_type: torch.Tensor               # (Q, number of query types) one-hot of the query type id
 
 
 def _interp_boxes(gt: np.ndarray, times: np.ndarray, slack: float) -> tuple[np.ndarray, np.ndarray]:
@@ -41,9 +42,10 @@ def build_query_batch(queries: list[Query], crop_tokens: list[dict[int, torch.Te
     P, d = cfg.backbone.tokens_per_frame, cfg.backbone.dim
     objs = []
     for q, crops in zip(queries, crop_tokens):
-        objs.append(crops[q.instance_id].float().numpy() if q.instance_id is not None and q.type != "object" else None)
+        given = BY_NAME[q.type].takes_object and q.instance_id is not None
+        objs.append(crops[q.instance_id].float().numpy() if given else None)
     hb = encode_queries([q.type for q in queries], [(q.start, q.end) for q in queries],
-                        [q.activity_id if q.type != "activity" else None for q in queries], objs,
+                        [q.activity_id if BY_NAME[q.type].takes_activity else None for q in queries], objs,
                         fps=cfg.stream.fps, max_queries=cfg.heads.window_queries, tokens_shape=(P, d))
     Q, L = hb.q_times.shape
     C = cfg.heads.num_activities
@@ -73,4 +75,4 @@ def build_query_batch(queries: list[Query], crop_tokens: list[dict[int, torch.Te
     return QueryBatch(inputs=inputs, act_target=torch.from_numpy(act), box_target=torch.from_numpy(boxes),
                       box_mask=torch.from_numpy(bmask), start_idx=torch.from_numpy(s_idx),
                       end_idx=torch.from_numpy(e_idx),
-                      is_type=torch.nn.functional.one_hot(inputs["q_type"], 3).float())
+                      is_type=torch.nn.functional.one_hot(inputs["q_type"], len(QUERY_TYPES)).float())

@@ -21,6 +21,7 @@ from typing import Any
 from edge_runtime.query.ask.names import (STOPWORDS, Match, NameIndex, default_synonyms, make_scorer, merge_synonyms,
                                     spans_of, words)
 from edge_runtime.query.ask.times import StreamClock, TimeError, find_window
+from edge_runtime.query.types import BY_NAME, QUERY_TYPES
 
 # Middles of the plateaus of a sweep on the tuning part (docs/ask.md); the held-out part was not used.
 THRESHOLDS = {"hybrid": {"product": 0.6, "activity": 0.58},
@@ -38,7 +39,10 @@ _ASKING = frozenset("activities activity action actions involved involve involve
                     "recent recently lately latest most last first".split())
 
 PLURAL = {"activity": "activities", "product": "products"}
-NEEDS = {"time": ("activity", "product"), "activity": ("product",), "object": ("activity",)}
+# what a question must name for each type: its given activity, its object as a catalog product
+NEEDS = {t.name: tuple("product" if g == "object" else g for g in t.given if g != "window") for t in QUERY_TYPES}
+# a type whose cue is missing is still read when the question names exactly what it is given
+CUES = (("time", _TIME_CUE), ("activity", _ACTIVITY_CUE), ("object", _OBJECT_CUE))
 
 
 class AskError(ValueError):
@@ -91,8 +95,7 @@ class Reader:
 
         found, used = self._names(NEEDS[kind] if kind else ("product", "activity"), tokens)
         if kind is None:
-            kind = ("time" if len(found) == 2 else "activity" if "product" in found
-                    else "object" if "activity" in found else None)
+            kind = next((name for name, needs in NEEDS.items() if found and set(needs) == set(found)), None)
         if kind is None:
             acts, prods = self._nearest(tokens, used, "activity", 3), self._nearest(tokens, used, "product", 3)
             raise AskError(f"could not find an activity or a product in '{question}' (nearest activities: "
@@ -115,13 +118,7 @@ class Reader:
     # -- parts ---------------------------------------------------------------------------------
     @staticmethod
     def _kind(lowered: str) -> str | None:
-        if _TIME_CUE.search(lowered):
-            return "time"
-        if _ACTIVITY_CUE.search(lowered):
-            return "activity"
-        if _OBJECT_CUE.search(lowered):
-            return "object"
-        return None
+        return next((name for name, cue in CUES if name in NEEDS and cue.search(lowered)), None)
 
     def _names(self, wanted: tuple[str, ...], tokens: list[str]) -> tuple[dict[str, Match], set[int]]:
         """The names the question gives, each from its own words. Tried product first (a product's
@@ -165,8 +162,7 @@ class Reader:
 
     def _missing(self, kind: str, what: str, question: str, tokens: list[str], used: set[int]) -> AskError:
         index = self.labels if what == "activity" else self.products
-        asks = {"time": "when something happened", "activity": "what happened to a product",
-                "object": "where the object of an activity was"}[kind]
+        asks = BY_NAME[kind].asks
         if not index.names:
             where = "the catalog is empty (add products: lvm-edge catalog add)" if what == "product" \
                 else "the bundle has no activity labels"
@@ -195,11 +191,8 @@ def _spans(tokens: list[str]) -> list[tuple[str, int, int]]:
 def _understood(q: dict[str, Any], meaning: str) -> str:
     # "in the last 10 min", but "since 1:05" and "1:05 ± 60 s" take no "in"
     win = f"{'in ' if meaning.startswith('the ') else ''}{meaning} (stream {q['start']:g}-{q['end']:g} s)"
-    if q["type"] == "time":
-        return f"when did '{q['activity']}' happen to '{q['product']}', {win}"
-    if q["type"] == "activity":
-        return f"what happened to '{q['product']}', {win}"
-    return f"where was the object of '{q['activity']}', {win}"
+    said = BY_NAME[q["type"]].reads.format(activity=f"'{q.get('activity')}'", object=f"'{q.get('product')}'")
+    return f"{said}, {win}"
 
 
 def read_question(text: str, *, labels: list[str], products: list[str], clock: StreamClock,

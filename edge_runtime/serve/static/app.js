@@ -17,6 +17,7 @@ const state = {
   timeline: null,
   answer: null,       // the answer drawn on the timeline
   labels: null,
+  types: new Map(),   // query type name -> its row of the runtime's table (/v1/labels query_types)
   products: [],       // catalog names
   crops: new Map(),   // crop URL@version -> blob URL (an <img src> cannot carry the token)
 };
@@ -147,19 +148,27 @@ function fillWindowDefaults(tl) {
   form.end.value = Math.ceil(tl.coverage.end).toFixed(0);
 }
 
+// A field shows when the chosen type is given it (data-given) or takes it as an option (data-option).
 function syncFormFields() {
   const form = $("query-form");
-  const type = form.type.value;
-  form.querySelector(".needs-activity").hidden = type === "activity";
-  form.querySelector(".needs-object").hidden = type === "object";
-  form.querySelector(".needs-k").hidden = type !== "time";
+  const row = state.types.get(form.type.value);
+  for (const el of form.querySelectorAll("[data-given]")) el.hidden = !row || !row.given.includes(el.dataset.given);
+  for (const el of form.querySelectorAll("[data-option]")) el.hidden = !row || !row.options.includes(el.dataset.option);
 }
+
+// "when did {activity} happen to {object}" with the blanks filled
+const reads = (row, activity, object) => row.reads.replace("{activity}", activity).replace("{object}", object);
 
 async function loadLabels() {
   const labels = await getJson("/v1/labels");
   state.labels = labels;
-  const sel = $("query-form").activity;
-  sel.replaceChildren(...labels.activities.map((a) => new Option(a, a)));
+  state.types = new Map(labels.query_types.map((t) => [t.name, t]));
+  const form = $("query-form");
+  const chosen = form.type.value;
+  form.type.replaceChildren(...labels.query_types.map((t) => new Option(reads(t, "…", "…"), t.name)));
+  if (state.types.has(chosen)) form.type.value = chosen;
+  form.activity.replaceChildren(...labels.activities.map((a) => new Option(a, a)));
+  syncFormFields();
 }
 
 function readFile(file) {
@@ -174,10 +183,12 @@ function readFile(file) {
 async function formQuery() {
   const form = $("query-form");
   const type = form.type.value;
+  const row = state.types.get(type);
+  if (!row) throw new ApiError(0, "the query types have not loaded yet");
   const body = { start: Number(form.start.value), end: Number(form.end.value) };
-  if (type !== "activity") body.activity = form.activity.value;
-  if (type === "time") body.k = Number(form.k.value);
-  if (type !== "object") {
+  if (row.given.includes("activity")) body.activity = form.activity.value;
+  for (const opt of row.options) if (form[opt] && form[opt].value !== "") body[opt] = Number(form[opt].value);
+  if (row.given.includes("object")) {
     const file = form.image.files[0];
     if (file) body.object_image = await readFile(file);
     else if (form.product.value) body.product = form.product.value;
@@ -248,29 +259,51 @@ async function run(fn, formId) {
 
 // -- answers ----------------------------------------------------------------------------------
 function describeQuery(q) {
-  const what = q.product ? `“${q.product}”` : q.object_image ? "the pictured object" : null;
-  const win = `${clock(q.start)}–${clock(q.end)}`;
-  if (q.type === "activity") return `What happened to ${what} in ${win}?`;
-  if (q.type === "object") return `Where was the object of “${q.activity}” in ${win}?`;
-  return `When did “${q.activity}” happen to ${what} in ${win}? (top ${q.k ?? 3})`;
+  const row = state.types.get(q.type);
+  const what = q.product ? `“${q.product}”` : q.object_image ? "the pictured object" : "…";
+  const said = row ? reads(row, `“${q.activity}”`, what) : `${q.type} query`;
+  const top = row && row.options.includes("k") ? ` (top ${q.k ?? 3})` : "";
+  return `${said.charAt(0).toUpperCase()}${said.slice(1)} in ${clock(q.start)}–${clock(q.end)}?${top}`;
 }
+
+// How each type's answer is shown: a line, and a drawing (returns its kind, "" for none). A type
+// without an entry here still gets its status and coverage.
+const SHOWN = {
+  activity: {
+    summary: (a, part) => `Most likely: ${a.labels[0]} (${a.scores[a.labels[0]].toFixed(2)})${part}.`,
+    draw: (plot, a) => { activityBars(plot, a.scores); return "bars"; },
+  },
+  object: {
+    summary: (a, part) => {
+      if (!a.times.length) return `No boxes in the covered part of the window${part}.`;
+      const ext = a.extent ? ` seen ${clock(a.extent[0])}–${clock(a.extent[1])}` : "";
+      return `${a.activity}: ${a.times.length} boxes${ext}${part}.`;
+    },
+    draw: (plot, a) => {
+      if (!a.times.length) return "";
+      boxTrack(plot, a.times, a.boxes, a.window);
+      return "track";
+    },
+  },
+  time: {
+    summary: (a, part) => {
+      if (!a.intervals.length) return `No interval in the covered part of the window${part}.`;
+      const [s, e] = a.intervals[0];
+      return `${a.activity}: best at ${clock(s)}–${clock(e)} of ${a.intervals.length}${part}.`;
+    },
+    draw: (plot, a) => {
+      if (!a.intervals.length) return "";
+      intervalStrip(plot, a.window, a.intervals, a.answered_spans);
+      return "intervals";
+    },
+  },
+};
 
 function summary(a) {
   if (a.status === "no_memory") return `Nothing in memory for ${clock(a.window[0])}–${clock(a.window[1])}.`;
   const part = a.status === "partial"
     ? ` (memory covers ${Math.round(100 * a.coverage.covered_fraction)} % of the window)` : "";
-  if (a.type === "activity") {
-    const [top] = a.labels;
-    return `Most likely: ${top} (${a.scores[top].toFixed(2)})${part}.`;
-  }
-  if (a.type === "object") {
-    if (!a.times.length) return `No boxes in the covered part of the window${part}.`;
-    const ext = a.extent ? ` seen ${clock(a.extent[0])}–${clock(a.extent[1])}` : "";
-    return `${a.activity}: ${a.times.length} boxes${ext}${part}.`;
-  }
-  if (!a.intervals.length) return `No interval in the covered part of the window${part}.`;
-  const [s, e] = a.intervals[0];
-  return `${a.activity}: best at ${clock(s)}–${clock(e)} of ${a.intervals.length}${part}.`;
+  return SHOWN[a.type] ? SHOWN[a.type].summary(a, part) : `Answered${part}.`;
 }
 
 function showAnswer({ question, read_as: readAs, understood, answer: a }) {
@@ -284,18 +317,7 @@ function showAnswer({ question, read_as: readAs, understood, answer: a }) {
   plot.replaceChildren();
   plot.dataset.kind = "";
   plot.removeAttribute("hidden");  // drawn at its laid-out width, so visible while drawing
-  if (a.status !== "no_memory") {
-    if (a.type === "activity") {
-      plot.dataset.kind = "bars";
-      activityBars(plot, a.scores);
-    } else if (a.type === "object" && a.times.length) {
-      plot.dataset.kind = "track";
-      boxTrack(plot, a.times, a.boxes, a.window);
-    } else if (a.type === "time" && a.intervals.length) {
-      plot.dataset.kind = "intervals";
-      intervalStrip(plot, a.window, a.intervals, a.answered_spans);
-    }
-  }
+  if (a.status !== "no_memory" && SHOWN[a.type]) plot.dataset.kind = SHOWN[a.type].draw(plot, a);
   plot.toggleAttribute("hidden", !plot.dataset.kind);  // an SVG element has no .hidden property
   const list = $("answer-intervals");
   list.replaceChildren(...(a.intervals || []).map(([s, e, p], i) => {
@@ -331,7 +353,8 @@ function pickProduct(name) {
   const form = $("query-form");
   form.product.value = name;
   form.image.value = "";
-  if (form.type.value === "object") form.type.value = "activity";
+  const takesObject = (name) => state.types.get(name)?.given.includes("object");
+  if (!takesObject(form.type.value)) form.type.value = [...state.types.keys()].find(takesObject) ?? form.type.value;
   syncFormFields();
   $("query-details").open = true;
 }
