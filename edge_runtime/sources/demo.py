@@ -25,7 +25,7 @@ class DemoSource(Source):
                  realtime: bool = False, size: int | None = None):
         super().__init__(label, target_fps=target_fps, size=size)
         try:
-            from edge_runtime.checkout import CheckoutVideo
+            from edge_runtime.checkout.video import CheckoutVideo
         except ImportError as e:
             raise SourceError(f"{label}: the checkout generator is not available ({e})") from None
         self.seed = int(params.get("seed", 0))

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from edge_runtime.config import ModelConfig
+from edge_runtime.query.types import BY_NAME, QUERY_TYPES
 from export.model.encodings import spatial_encoding, temporal_encoding
 from export.model.layers import MASK_NEG, DecoderLayer, EncoderLayer, key_bias
 
-QUERY_TYPES = ("activity", "object", "time")
-# which inputs each query type is given: (has_activity, has_object)
-_GIVEN = [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+# which inputs each query type is given, by type id: (has_activity, has_object)
+_GIVEN = [[float(t.takes_activity), float(t.takes_object)] for t in sorted(QUERY_TYPES, key=lambda t: t.id)]
 
 
 class QueryHeads(nn.Module):
@@ -166,7 +166,7 @@ class QueryHeads(nn.Module):
         boxes = torch.cat([cxcywh[..., :2] - half, cxcywh[..., :2] + half], dim=-1).clamp(0.0, 1.0)
         neg = (1.0 - q_mask) * MASK_NEG
         extent = self.extent(t)
-        is_obj = (q_type == QUERY_TYPES.index("object"))[:, None]
+        is_obj = (q_type == BY_NAME["object"].id)[:, None]
         start_logits = torch.where(is_obj, extent[..., 0], self.start_mlp(t).squeeze(-1)) + neg
         end_logits = torch.where(is_obj, extent[..., 1], self.end_mlp(t).squeeze(-1)) + neg
         if return_aux:
