@@ -4,6 +4,10 @@ import socket
 import threading
 import time
 
+import numpy as np
+
+from edge_runtime.sources import Frame
+
 
 class StoppableSource:
     """A fake frame source used as the runtime uses sources: in a with block, ended by stop() or by
@@ -20,6 +24,28 @@ class StoppableSource:
 
     def stop(self):
         self._stop.set()
+
+
+class FakeSource(StoppableSource):
+    """n frames at 1 fps from t0 (or never any frame: n=None blocks until stop())."""
+
+    def __init__(self, n, t0=0.0, live=False, delay=0.0):
+        super().__init__()
+        self.n, self.t0, self.live, self.delay = n, t0, live, delay
+        self.label = "fake://"
+        self.stats = {"frames_in": 0, "dropped": 3, "reconnects": 1}
+
+    def __iter__(self):
+        rng = np.random.default_rng(0)
+        if self.n is None:
+            self._stop.wait(600)
+            return
+        for i in range(self.n):
+            if self._stop.is_set():
+                return
+            if self.delay:
+                time.sleep(self.delay)
+            yield Frame(self.t0 + i, rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), i)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TOOLS = REPO / "tools"
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +43,12 @@ def test_alternate_rotates_block_order(bench_mod):
     assert [n for n, _ in seen] == ["a", "b", "b", "a", "a", "b"]
 
 
-def test_cpu_monitor_and_rss(bench_mod):
-    import time
-
-    t0 = time.perf_counter()
+def test_cpu_monitor_and_rss(bench_mod, monkeypatch):
+    clock = iter([100.0, 100.25])  # the monitor's start and stop
+    monkeypatch.setattr(bench_mod, "pc", lambda: next(clock))
     mon = bench_mod.CpuMonitor()
-    time.sleep(0.2)
     ld = mon.stop()
-    outer = time.perf_counter() - t0
-    assert 0.2 - 0.005 <= ld["wall_s"] <= outer + 0.005  # the stretch it watched (rounded to 10 ms)
+    assert ld["wall_s"] == 0.25  # the stretch between start and stop, by the module's clock
     assert "loadavg_start" in ld and "loadavg_end" in ld
     if "foreign_busy_frac" in ld:
         assert 0.0 <= ld["foreign_busy_frac"] <= 1.0
@@ -79,7 +75,6 @@ def test_bad_arguments():
     assert res.returncode == 2 and "unknown part" in res.stderr
 
 
-@pytest.mark.slow
 def test_quick_run_writes_results(tmp_path):
     full = os.environ.get("LVM_BENCH_FULL_QUICK") == "1"
     cmd = [sys.executable, "-m", "tools.bench", "--quick", "--out", str(tmp_path)]
@@ -115,3 +110,84 @@ def test_quick_run_writes_results(tmp_path):
     assert "QUICK RUN" in md and "P5.update_vs_recompute_speedup" in md
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert "P4_memory.png" in pngs and "P5_svd.png" in pngs
+
+
+def _fake_parts(monkeypatch):
+    """Every part replaced by one that records a figure and a detail dict, so a merge of runs is
+    checked without measuring anything."""
+    import tools.bench.memory
+    import tools.bench.precision
+    import tools.bench.speed
+    import tools.bench.streams
+    import tools.bench.svd
+
+    def fake(name):
+        def part(ctx):
+            ctx.fig(f"{name}.value", value=float(len(ctx.figures) + 1), unit="x")
+            return {"what": f"{name} of {ctx.out.name}"}
+        return part
+
+    def p3_p4(ctx, want):
+        detail = {}
+        for p in sorted(want & {"P3", "P4"}):
+            ctx.fig(f"{p}.value", value=1.0, unit="x")
+            detail[p.lower()] = {"run_with": sorted(want)}  # tells the two runs' details apart
+        return detail
+
+    for mod, names in ((tools.bench.speed, ("p1", "p2", "gpu")), (tools.bench.svd, ("p5",)),
+                       (tools.bench.precision, ("p6", "p7")), (tools.bench.streams, ("p8",))):
+        for n in names:
+            monkeypatch.setattr(mod, n, fake(n.upper()))
+    monkeypatch.setattr(tools.bench.memory, "p3_p4", p3_p4)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                "VECLIB_MAXIMUM_THREADS"):
+        monkeypatch.setenv(var, os.environ.get(var, "2"))  # main() pins them; monkeypatch puts them back
+
+
+def test_only_keeps_every_earlier_part(tmp_path, monkeypatch):
+    """--only P8 twice after a run of P1..P7: the second run must still hold P1..P7 (a merge that
+    kept only the last file's parts_run erased them), and results.md names the run they came from."""
+    from tools.bench.cli import main
+
+    _fake_parts(monkeypatch)
+    base = ["--quick", "--no-plots", "--out", str(tmp_path)]
+    earlier = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
+    assert main(["--only", ",".join(earlier)] + base) == 0
+    first = json.loads((tmp_path / "results.json").read_text())
+    assert sorted({k.split(".")[0] for k in first["figures"]}) == list(earlier)
+    for _ in range(2):
+        assert main(["--only", "P8"] + base) == 0
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["parts_run"] == ["P8"]
+    for p in earlier:
+        assert r["figures"][f"{p}.value"] == first["figures"][f"{p}.value"], p
+    assert "P8.value" in r["figures"]
+    assert set(r["parts"]) == {"P1", "P2", "P3_P4", "P5", "P6", "P7", "P8"}
+    assert r["parts"]["P3_P4"] == first["parts"]["P3_P4"]
+    assert set(r["load"]["per_part"]) == {"P1", "P2", "P3+P4", "P5", "P6", "P7", "P8"}
+    (kept,) = r["kept_from_earlier_runs"]
+    assert kept["parts"] == sorted(earlier) and kept["started_utc"] == first["started_utc"]
+    assert "--only P1,P2,P3,P4,P5,P6,P7" in kept["command"]
+    md = (tmp_path / "results.md").read_text()
+    assert f"Parts {', '.join(sorted(earlier))} are kept from an earlier run" in md
+    assert "| P2.value | not run" not in md and "| P2.lvm-tiny.onnxruntime_rtf | not run" in md
+
+    # one of the two parts that share a stream: the other's detail stays
+    assert main(["--only", "P4"] + base) == 0
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["parts"]["P3_P4"]["p3"] == first["parts"]["P3_P4"]["p3"]
+    assert r["parts"]["P3_P4"]["p4"] != first["parts"]["P3_P4"]["p4"]
+    assert {k.split(".")[0] for k in r["figures"]} == set(earlier) | {"P8"}
+    assert [k["parts"] for k in r["kept_from_earlier_runs"]] == [["P8"], ["P1", "P2", "P3", "P5", "P6", "P7"]]
+
+
+def test_only_replaces_results_of_another_kind(tmp_path, monkeypatch, capsys):
+    """A full run's results are not mixed with a --quick run's: the file is replaced, and the log says so."""
+    from tools.bench.cli import main
+
+    _fake_parts(monkeypatch)
+    assert main(["--only", "P1,P2", "--no-plots", "--out", str(tmp_path)]) == 0
+    assert main(["--only", "P8", "--quick", "--no-plots", "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert set(r["figures"]) == {"P8.value"} and "kept_from_earlier_runs" not in r
+    assert "it is replaced, not merged" in capsys.readouterr().out

@@ -98,13 +98,15 @@ def served(tiny_bundle, tmp_path_factory):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        t0 = time.monotonic()
+        end, progressed = -1.0, time.monotonic()  # a hang is no progress for 120 s, not a slow machine
         while True:
-            assert proc.poll() is None and time.monotonic() - t0 < 60, (tmp / "run.log").read_text()
+            assert proc.poll() is None and time.monotonic() - progressed < 120, (tmp / "run.log").read_text()
             try:
                 st = httpx.get(url + "/v1/status", headers=auth, timeout=5).json()
                 if (st["coverage"]["end"] or 0) >= 300:
                     break
+                if (st["coverage"]["end"] or 0) > end:
+                    end, progressed = st["coverage"]["end"] or 0, time.monotonic()
             except httpx.TransportError:
                 pass
             time.sleep(0.3)
@@ -156,7 +158,6 @@ def _screenshot(pg, tmp_path):
         shutil.copyfile(tmp_path / "dashboard.png", dest)
 
 
-@pytest.mark.slow
 def test_status_timeline_and_catalog(page):
     assert page.inner_text("#st-coverage").startswith("0:00 – ") and page.inner_text("#st-rtf").endswith("×")
     assert page.inner_text("#st-dropped") == "0" and page.inner_text("#st-gaps") == "0"
@@ -166,7 +167,6 @@ def test_status_timeline_and_catalog(page):
     assert PRODUCT in page.inner_text("#catalog")
 
 
-@pytest.mark.slow
 def test_query_form_draws_answers(page, tmp_path):
     page.click(f"#catalog .product:has-text('{PRODUCT}')")  # picks the product into the form
     assert page.input_value("#query-form select[name=product]") == PRODUCT
@@ -205,7 +205,6 @@ def test_query_form_draws_answers(page, tmp_path):
     _screenshot(page, tmp_path)
 
 
-@pytest.mark.slow
 def test_ask_box_draws_answer(served, page, tmp_path):
     url = served
     paths = httpx.get(url + "/openapi.json").json()["paths"]

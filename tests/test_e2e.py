@@ -1,6 +1,6 @@
 """End to end: `lvm-edge run` as a subprocess on demo:// and on video files, queried over HTTP,
 SIGKILLed and restarted (memory restored, clock continues), SIGTERM drained and snapshotted, and
-memory bytes constant over a long accelerated stream. Marked slow; CI runs them."""
+memory bytes constant over a long accelerated stream."""
 import base64
 import json
 import os
@@ -16,9 +16,9 @@ import httpx
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 LONG_S = float(os.environ.get("LVM_E2E_LONG_S", "1200"))  # set 7200 for the full 2-hour stream
+STALL_S = 120.0  # a stream that moves no further for this long has hung; a slow machine only takes longer
 
 
 def _port() -> int:
@@ -213,7 +213,7 @@ def _expected_memory_bytes(bundle: Path) -> int:
     of sampler memory buffers (ping-pong) and one clip input, the committed host copy of one set,
     the SVD as the heads read it (heads dtypes) and as it is kept (float64 basis, values, mean and
     3 counters), the pending clip (float32 tokens, float64 times) and the bounded gap list."""
-    from edge_runtime.engine.engine import MAX_GAPS
+    from edge_runtime.engine.stream_state import MAX_GAPS
 
     m = json.loads((bundle / "manifest.json").read_text())
     cfg = m["config"]
@@ -239,13 +239,15 @@ def test_memory_constant_over_a_long_accelerated_stream(tiny_bundle, tmp_path):
     samples = []
     try:
         p.wait_ready()
-        t0 = time.monotonic()
+        t0 = progressed = time.monotonic()
         while True:
             st = p.get("/v1/status").json()
             samples.append((st["coverage"]["end"] or 0.0, st["memory_bytes"], p.rss_mb()))
             if st["state"] != "streaming" and st["state"] != "connecting":
                 break
-            assert time.monotonic() - t0 < 600, st
+            if len(samples) == 1 or samples[-1][0] > samples[-2][0]:
+                progressed = time.monotonic()
+            assert time.monotonic() - progressed < STALL_S, f"no stream progress for {STALL_S:.0f} s: {st}"
             time.sleep(0.5)
         wall = time.monotonic() - t0
         assert st["state"] == "ended" and st["frames_processed"] == int(LONG_S)

@@ -51,7 +51,6 @@ def _nine_activities(src: Path, dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.slow
 def test_lvm_eval_data_prints_the_table(dataset, tmp_path, capsys):
     out = tmp_path / "eval.json"
     rc, stdout, err = _main(cli_eval, ["--data", dataset, "--queries", QUERIES, "--json", out, "--no-progress"], capsys)
@@ -108,7 +107,6 @@ def test_calib_wins_over_data_for_the_frames(dataset):
     assert read_calibration(a, cfg, UI(False), [], train=train).uri.startswith(f"{dataset} (train split, 2 videos")
 
 
-@pytest.mark.slow
 def test_export_int8_calibrates_from_the_dataset(dataset, tmp_path, capsys, monkeypatch, fast_export):
     # the OOD statistics are checked elsewhere too; here only where the frames come from
     monkeypatch.setattr("export.evaluate.ood_stats.write_bundle_ood", lambda *a, **k: None)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.engine import snapshot as snap
+from fakes import FakeSource
 
 
 def test_a_power_cut_mid_snapshot_leaves_no_temp_file_after_the_restart(tmp_path):
@@ -90,12 +91,6 @@ def test_the_rate_meter_is_read_and_written_from_two_threads():
 def test_a_failure_after_a_commit_does_not_feed_the_same_frames_again(tiny_bundle, monkeypatch, tmp_path):
     # when the intake failed after the engine had committed a batch, the drain fed that batch again:
     # a second traceback ("frame time ... is not after the last one") on top of the real error
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_runtime_pipeline import FakeSource
-
     from edge_runtime import sources
     from edge_runtime.engine.engine import Engine
     from edge_runtime.serve.pipeline import Runtime

@@ -1,8 +1,7 @@
 """Own footage end to end: real video + a hand-made annotation in its own labels (tests/data/vtest) ->
 dataset folder -> a few training steps -> an FP32 bundle -> `lvm-edge run` on the video, answering over
 HTTP in those labels. A smoke path with tiny budgets: it checks that the labels travel and the pieces
-fit, not accuracy (the test split is the training video). Marked slow; skipped when the footage cannot
-be fetched."""
+fit, not accuracy (the test split is the training video). Skipped when the footage cannot be fetched."""
 import base64
 import json
 import os
@@ -18,7 +17,6 @@ import yaml
 
 from tests.test_e2e import Proc, _footage
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 LABELS = yaml.safe_load((REPO / "tests" / "data" / "vtest" / "labels.yaml").read_text())
 

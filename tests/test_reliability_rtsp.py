@@ -14,8 +14,6 @@ REPO = Path(__file__).resolve().parent.parent
 from tools.reliability import rtsp
 from tools.reliability.rtsp_server import unavailable
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def rtsp_peer_ok():

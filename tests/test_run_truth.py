@@ -54,6 +54,17 @@ def _cli(*args, timeout=120):
                           cwd=REPO, timeout=timeout, env=env)
 
 
+def _status_when(rt, cond, timeout: float = 60.0) -> dict:
+    """The runtime's first status that meets ``cond``; the timeout only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    st = rt.status()
+    while not cond(st):
+        assert time.monotonic() < deadline, f"status never got there: {st}"
+        time.sleep(0.02)
+        st = rt.status()
+    return st
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -162,15 +173,19 @@ def test_demo_save_crops_writes_real_pictures(tmp_path):
     assert pngs and str(pngs[0]) in res.stdout
 
 
-def test_backbone_from_a_pickle_fails_first_and_creates_nothing(tmp_path, capsys):
+def test_backbone_from_a_pickle_fails_first_and_creates_nothing(tmp_path, capsys, monkeypatch):
+    import edge_runtime.checkout
     from export.cli.train import main
 
+    def render(*a, **kw):
+        raise AssertionError("a training video was rendered before the pickle was refused")
+
+    monkeypatch.setattr(edge_runtime.checkout, "training_video", render)
     bad = tmp_path / "model.pt"
     bad.write_bytes(pickle.dumps({"w": 1}, protocol=4))
     out = tmp_path / "run"
-    t0 = time.monotonic()
     assert main(["--config", "configs/models/lvm-tiny.yaml", "--out", str(out), "--backbone-from", str(bad)]) == 2
-    assert time.monotonic() - t0 < 10 and not out.exists()
+    assert not out.exists()
     assert "looks like a pickle" in capsys.readouterr().err
 
 
@@ -241,14 +256,13 @@ def test_an_outage_reads_reconnecting_and_duration_bounds_it_by_wall_time(engine
     engine.reset()
     monkeypatch.setattr(sources, "open_source", lambda uri, **kw: _FakeLive(3))
     rt = Runtime(engine)
-    t0 = time.monotonic()
-    rt.start("rtsp://cam/x", duration=1.5)
-    time.sleep(0.5)
-    st = rt.status()
+    rt.start("rtsp://cam/x", duration=3)
+    st = _status_when(rt, lambda st: st["outage_since"] is not None)
     assert st["state"] == "reconnecting" and st["outage_since"] == pytest.approx(0.2) and rt.ready
     assert st["source_problem"] == "rtsp://cam/x: stalled (no frame for 5 s)"  # why, without reading the log
-    assert rt.wait(10) and time.monotonic() - t0 < 5
-    assert rt.state == "ended" and "duration of 1.5 s reached (wall-clock" in rt.end_reason
+    # the source would sit in its outage for 600 s: only the duration can end the run
+    assert rt.wait(60)
+    assert rt.state == "ended" and "duration of 3 s reached (wall-clock" in rt.end_reason
     _done(rt)
     engine.reset()
     monkeypatch.setattr(sources, "open_source", lambda uri, **kw: _FakeLive(0))
@@ -271,11 +285,11 @@ def test_cli_file_errors_once_and_truncated_exits_1(tiny_bundle, tmp_path):
 
 
 def test_cli_dead_live_source_stops_after_duration(tiny_bundle):
-    t0 = time.monotonic()
+    # a dead camera is retried for ever without --duration: the subprocess timeout only guards a hang
     res = _cli("run", "--source", f"rtsp://127.0.0.1:{_port()}/x", "--bundle", str(tiny_bundle),
-               "--duration", "2", "--api", "none", timeout=60)
+               "--duration", "2", "--api", "none", timeout=120)
     assert res.returncode == 1 and "no frame received in 2 s" in res.stderr, res.stderr
-    assert time.monotonic() - t0 < 40 and "Traceback" not in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_cli_state_dir_refuses_another_source(tiny_bundle, tmp_path):

@@ -13,30 +13,8 @@ import edge_runtime.sources as sources
 from edge_runtime.engine.engine import Engine
 from edge_runtime.serve.pipeline import Runtime
 from edge_runtime.engine.snapshot import SNAPSHOT_NAME
-from edge_runtime.sources import Frame, SourceError
-from fakes import StoppableSource
-
-
-class FakeSource(StoppableSource):
-    """n frames at 1 fps from t0 (or never any frame: n=None blocks until stop())."""
-
-    def __init__(self, n, t0=0.0, live=False, delay=0.0):
-        super().__init__()
-        self.n, self.t0, self.live, self.delay = n, t0, live, delay
-        self.label = "fake://"
-        self.stats = {"frames_in": 0, "dropped": 3, "reconnects": 1}
-
-    def __iter__(self):
-        rng = np.random.default_rng(0)
-        if self.n is None:
-            self._stop.wait(600)
-            return
-        for i in range(self.n):
-            if self._stop.is_set():
-                return
-            if self.delay:
-                time.sleep(self.delay)
-            yield Frame(self.t0 + i, rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), i)
+from edge_runtime.sources import SourceError
+from fakes import FakeSource
 
 
 @pytest.fixture(scope="module")

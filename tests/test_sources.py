@@ -217,17 +217,24 @@ def test_pacer_releases_each_frame_at_its_stream_time(monkeypatch):
     assert stop.waits == [0.5, 0.3, 1.0]
 
 
+def _paced_order(monkeypatch, src) -> list[tuple[str, float]]:
+    """What a source does, in order: each pacer wait (at a stream time) and each frame released.
+    How long a wait lasts is the pacer's business (test_pacer_releases_each_frame_at_its_stream_time)."""
+    events: list[tuple[str, float]] = []
+    monkeypatch.setattr(base_mod.Pacer, "wait", lambda self, t: events.append(("wait", round(t, 6))))
+    with src:
+        for f in src:
+            events.append(("frame", round(f.t, 6)))
+    return events
+
+
 def test_file_realtime_pacing(tmp_path, monkeypatch):
     path = _write_avi(tmp_path / "half.avi", n=15)  # 0.5 s of video
-    start = time.monotonic()
-    with open_source(str(path), target_fps=10, realtime=True) as src:
-        frames = list(src)
-    assert len(frames) == 5
-    assert time.monotonic() - start >= 0.35  # 4 periods of 0.1 s between 5 frames (load only adds)
-    paced: list[float] = []
-    monkeypatch.setattr(base_mod.Pacer, "wait", lambda self, t: paced.append(t))
-    assert len(list(open_source(str(path), target_fps=10))) == 5
-    assert paced == []  # without realtime nothing waits
+    events = _paced_order(monkeypatch, open_source(str(path), target_fps=10, realtime=True))
+    ts = [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert events == [(kind, t) for t in ts for kind in ("wait", "frame")]  # every frame waits its turn first
+    events = _paced_order(monkeypatch, open_source(str(path), target_fps=10))
+    assert events == [("frame", t) for t in ts]  # without realtime nothing waits
 
 
 def test_file_stop_cuts_pacing_short(tmp_path):
@@ -781,13 +788,12 @@ def test_demo_defaults_and_bad_look():
     assert "demo://checkout?look=no-such-look" in str(err.value)
 
 
-def test_demo_realtime_pacing():
+def test_demo_realtime_pacing(monkeypatch):
     _checkout_or_skip()
-    start = time.monotonic()
-    with open_source("demo://checkout?seed=2&duration=0.6&fps=10", target_fps=5, realtime=True, size=32) as src:
-        frames = list(src)
-    assert len(frames) == 3
-    assert time.monotonic() - start >= 0.35  # 2 periods of 0.2 s (load only adds)
+    uri = "demo://checkout?seed=2&duration=0.6&fps=10"
+    events = _paced_order(monkeypatch, open_source(uri, target_fps=5, realtime=True, size=32))
+    assert events == [(kind, t) for t in (0.0, 0.2, 0.4) for kind in ("wait", "frame")]
+    assert _paced_order(monkeypatch, open_source(uri, target_fps=5, size=32)) == [("frame", t) for t in (0.0, 0.2, 0.4)]
 
 
 # ---- real footage (Debian opencv-doc) ----------------------------------------------------------
@@ -808,7 +814,6 @@ def footage() -> Path:
     return path
 
 
-@pytest.mark.slow
 def test_real_footage_vtest(footage):
     with open_source(str(footage / "vtest.avi"), target_fps=1, size=112) as src:
         frames = list(src)
@@ -817,7 +822,6 @@ def test_real_footage_vtest(footage):
     assert frames[0].image.shape == (112, 112, 3) and frames[0].image.std() > 10
 
 
-@pytest.mark.slow
 def test_real_footage_damaged_megamind(footage):
     """Megamind_bugy.avi: OpenCV's decoder conceals most of the damage (garbage pixels, no error);
     whatever it reports must be counted, never raised, and the stream must reach its end."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-from edge_runtime.query.ask import AskError, Reader, StreamClock  # noqa: E402
+from edge_runtime.query.ask import AskError, Reader, StreamClock
 
 DATA = REPO / "tests" / "data" / "ask"
 TOLERANCE_S = 0.5
@@ -74,7 +74,7 @@ def measure(rows: list[dict], worlds: dict, scorer: str, synonyms: dict | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.accuracy.ask_accuracy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--split", choices=("tune", "heldout", "both"), default="both")
     ap.add_argument("--scorer", choices=("hybrid", "encoder", "string", "all"), default="all")
     ap.add_argument("--synonyms", choices=("shipped", "none", "both"), default="both")

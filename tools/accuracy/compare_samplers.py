@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.accuracy.compare_samplers", description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", action="append", required=True, help="label=path, repeatable")
     ap.add_argument("--references", default="random,oracle", help="reference memories read by the first "
                     "checkpoint's heads: random, oracle (comma list; empty for none)")

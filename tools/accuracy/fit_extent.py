@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.accuracy.fit_extent", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "lvm-tiny.safetensors"))
     p.add_argument("--out", required=True, help="folder for checkpoint.safetensors and fit_extent.json")
     p.add_argument("--videos", type=int, default=12, help="training-look videos to stream (default 12)")

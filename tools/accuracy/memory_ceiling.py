@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.accuracy.memory_ceiling", description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="checkpoints/lvm-tiny.safetensors")
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--video-s", type=float, default=1800.0)

@@ -22,7 +22,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 
-from edge_runtime.memory.ood import ood_from_bundle  # noqa: E402
+from edge_runtime.memory.ood import ood_from_bundle
 
 FOOTAGE = Path.home() / ".cache" / "lvm-edge" / "footage" / "opencv-doc" / "examples" / "data"
 OPENCV_VIDEOS = ("vtest.avi", "Megamind.avi", "Megamind_bugy.avi", "tree.avi")
@@ -54,7 +54,7 @@ def stream_scores(engine, stats, frames) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.accuracy.ood_threshold", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", default=str(REPO / "engines" / "lvm-tiny-fp32"))
     p.add_argument("--videos", type=int, default=8, help="held-out checkout videos (default 8)")
     p.add_argument("--video-s", type=float, default=900.0, help="seconds per held-out video (default 900)")

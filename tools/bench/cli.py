@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """lvm-edge benchmark: every speed / memory claim measured side by side in one run.
 
-    python -m tools.bench.cli                       # the full run (tens of minutes on 2 cores)
-    python -m tools.bench.cli --quick               # tiny sizes, a few minutes; a smoke test, not a measurement
-    python -m tools.bench.cli --only P4,P5 --quick --out /tmp/b
+    python -m tools.bench                       # the full run (tens of minutes on 2 cores)
+    python -m tools.bench --quick               # tiny sizes, a few minutes; a smoke test, not a measurement
+    python -m tools.bench --only P4,P5 --quick --out /tmp/b
 
 Parts (each figure is a ratio or a rate measured in this run, A and B alternated in blocks):
   P1  paper protocol: 30-min generator video, >= 1000 queries; one pass into memory + batched heads vs
@@ -18,8 +18,9 @@ Parts (each figure is a ratio or a rate measured in this run, A and B alternated
       memory per added stream and RSS over hours of stream time
   GPU lvm-paper streaming in FP16 with PyTorch CUDA (only where torch.cuda.is_available())
 
-Writes <out>/results.json, <out>/results.md and <out>/*.png (default out: docs/benchmarks); with --only,
-the other parts' results already in <out>/results.json (same schema, same --quick) are kept.
+Writes <out>/results.json, <out>/results.md and <out>/*.png (default out: docs/benchmarks). With --only,
+every other part already in <out>/results.json (same schema, same --quick) is kept: its figures, details
+and load, whichever earlier run measured it; results.md names the run each kept part comes from.
 Weights: checkpoints/lvm-tiny.safetensors when present (or --checkpoint), otherwise a freshly
 initialised model (recorded in the outputs); lvm-edge / lvm-paper always use fresh weights (speed only).
 Bundles are built with lvm-export and cached in .cache/bench/.
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny sizes (2-min video, 50 queries, 2-min accelerated stream): checks the code paths, "
                         "asserts nothing")
     p.add_argument("--out", default="docs/benchmarks", help="output folder (default docs/benchmarks)")
-    p.add_argument("--only", help=f"comma-separated parts to run (default all: {','.join(ALL_PARTS)})")
+    p.add_argument("--only", help=f"comma-separated parts to run (default all: {','.join(ALL_PARTS)}); the other "
+                                    "parts already in <out>/results.json are kept")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for ONNX Runtime, torch and BLAS (default 2)")
     p.add_argument("--checkpoint", help="lvm-tiny checkpoint (default checkpoints/lvm-tiny.safetensors when present, "
                                         "else freshly initialised weights)")
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if args.threads < 1:
         print("python -m tools.bench: error: --threads must be >= 1", file=sys.stderr)
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from tools.bench.report import run
 
-    return run(args, parts, {"activity": subset[0], "object": subset[1], "time": subset[2]})
+    return run(args, parts, {"activity": subset[0], "object": subset[1], "time": subset[2]}, argv)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Runs the selected parts of tools/bench/cli.py and writes results.json, results.md and the plots."""
+"""Runs the selected parts of the benchmark and writes results.json, results.md and the plots; a run of
+some parts (--only) keeps every other part already in the results."""
 from __future__ import annotations
 
 import json
 import os
 import platform
 import subprocess
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -49,7 +49,7 @@ def _host() -> dict:
             "python": platform.python_version(), "versions": vers, "git_commit": commit, "git_dirty": dirty}
 
 
-def run(args, parts: tuple[str, ...], p1_subset: dict) -> int:
+def run(args, parts: tuple[str, ...], p1_subset: dict, argv: list[str]) -> int:
     out = Path(args.out)
     if not out.is_absolute():
         out = Path.cwd() / out
@@ -111,7 +111,7 @@ def run(args, parts: tuple[str, ...], p1_subset: dict) -> int:
         weights[name] = info
     res = {
         "schema": SCHEMA, "quick": bool(args.quick),
-        "command": "python -m tools.bench.cli " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python -m tools.bench", *argv]),
         "parts_run": list(parts), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
         "duration_s": round(time.time() - t_start, 1), "threads": args.threads, "host": _host(),
         "load": {"loadavg_at_start": la, "cores": cores, "foreign_warn_threshold": FOREIGN_WARN, "per_part": load},
@@ -120,7 +120,12 @@ def run(args, parts: tuple[str, ...], p1_subset: dict) -> int:
         "figures": ctx.figures, "parts": ctx.parts,
     }
     if args.only:
-        _keep_earlier(res, out, parts)
+        why = _keep_earlier(res, out, parts)
+        if why:
+            log(why)
+        elif res.get("kept_from_earlier_runs"):
+            kept = [p for r in res["kept_from_earlier_runs"] for p in r["parts"]]
+            log(f"kept from earlier runs: parts {', '.join(kept)}")
     if args.quick:
         res["notes"].insert(0, "QUICK run: tiny sizes (2-min video, 50 queries, 2-min accelerated stream, "
                                "16-clip SVD window); checks the code paths, its numbers are not the benchmark")
@@ -147,32 +152,76 @@ def run(args, parts: tuple[str, ...], p1_subset: dict) -> int:
     return 0
 
 
-def _keep_earlier(res: dict, out: Path, parts: tuple[str, ...]) -> None:
-    """A run of some parts (--only) into a folder holding an earlier run (same schema, same --quick)
-    keeps that run's figures, details and load for the parts not run now, so re-measuring one part
-    does not erase the others; what was kept, and from which run, is recorded."""
+def _part_of_key(key: str) -> set[str]:
+    """The benchmark parts a key of figures / parts / load belongs to ("P3_P4" and "P3+P4" hold two)."""
+    head = key.split(".")[0]
+    return set(head.replace("+", "_").split("_")) if head in ("P3_P4", "P3+P4") else {head}
+
+
+def _held_parts(old: dict) -> set[str]:
+    held = {p for k in old.get("figures", {}) for p in _part_of_key(k)}
+    for k, v in old.get("parts", {}).items():
+        if k == "P3_P4" and isinstance(v, dict):
+            held |= {p.upper() for p in ("p3", "p4") if p in v}
+        else:
+            held |= _part_of_key(k)
+    return held | {p for k in old.get("load", {}).get("per_part", {}) for p in _part_of_key(k)}
+
+
+def _run_record(run: dict, parts: list[str]) -> dict:
+    return {"parts": parts, "command": run.get("command"), "started_utc": run.get("started_utc"),
+            "duration_s": run.get("duration_s"), "git_commit": (run.get("host") or {}).get("git_commit",
+                                                                                          run.get("git_commit")),
+            "loadavg_at_start": (run.get("load") or {}).get("loadavg_at_start", run.get("loadavg_at_start")),
+            "warnings": run.get("warnings", []), "notes": run.get("notes", []),
+            "errors": {k: v for k, v in (run.get("errors") or {}).items() if _part_of_key(k) & set(parts)}}
+
+
+def _keep_earlier(res: dict, out: Path, parts: tuple[str, ...]) -> str | None:
+    """A run of some parts (--only) into a folder holding earlier results (same schema, same --quick)
+    keeps every part it holds that is not run now — those of the last run and those that run had
+    itself kept — so re-measuring one part never erases the others. Each kept part is listed under
+    the run that measured it. Returns why nothing was kept, or None."""
+    path = out / "results.json"
     try:
-        old = json.loads((out / "results.json").read_text())
-    except (OSError, ValueError):
-        return
+        old = json.loads(path.read_text())
+    except FileNotFoundError:
+        return f"no earlier {path}: only parts {','.join(parts)} are in the results"
+    except (OSError, ValueError) as err:
+        return f"earlier {path} unreadable ({type(err).__name__}: {err}); it is replaced"
     if old.get("schema") != SCHEMA or bool(old.get("quick")) != bool(res["quick"]):
-        return
-    kept = [p for p in old.get("parts_run", []) if p not in parts]
+        return (f"earlier {path} is from another schema or {'a full' if res['quick'] else 'a --quick'} run; "
+                "it is replaced, not merged")
+    now = set(parts)
+    kept = _held_parts(old) - now
     if not kept:
-        return
-    ran = set(parts) | ({"P3_P4", "P3+P4"} if {"P3", "P4"} & set(parts) else set())
-    res["figures"] = {**{k: v for k, v in old.get("figures", {}).items() if k.split(".")[0] not in parts},
+        return None
+    res["figures"] = {**{k: v for k, v in old.get("figures", {}).items() if not _part_of_key(k) & now},
                       **res["figures"]}
-    res["parts"] = {**{k: v for k, v in old.get("parts", {}).items() if k not in ran}, **res["parts"]}
-    res["load"]["per_part"] = {**{k: v for k, v in old.get("load", {}).get("per_part", {}).items() if k not in ran},
-                               **res["load"]["per_part"]}
+    res["parts"] = {**{k: v for k, v in old.get("parts", {}).items() if not _part_of_key(k) & now}, **res["parts"]}
+    both, new = old.get("parts", {}).get("P3_P4"), res["parts"].get("P3_P4")
+    if isinstance(both, dict) and isinstance(new, dict):
+        # P3 and P4 share one stream and one detail dict: a run of one of them keeps the other's sub-dict
+        for sub in ("p3", "p4"):
+            if sub.upper() in kept and sub in both:
+                new.setdefault(sub, both[sub])
+    res["load"]["per_part"] = {**{k: v for k, v in old.get("load", {}).get("per_part", {}).items()
+                                  if not _part_of_key(k) & now}, **res["load"]["per_part"]}
     res["weights"] = {**old.get("weights", {}), **res["weights"]}
     res["bundles"] = {**old.get("bundles", {}), **res["bundles"]}
-    res["kept_from_earlier_run"] = {"parts": kept, "command": old.get("command"),
-                                    "started_utc": old.get("started_utc"), "duration_s": old.get("duration_s"),
-                                    "git_commit": old.get("host", {}).get("git_commit"),
-                                    "loadavg_at_start": old.get("load", {}).get("loadavg_at_start"),
-                                    "warnings": old.get("warnings", []), "notes": old.get("notes", [])}
+    records, placed = [], set()
+    earlier = [(r, r.get("parts", [])) for r in old.get("kept_from_earlier_runs", [])]
+    for run_, claimed in [(old, old.get("parts_run", []))] + earlier:
+        mine = sorted(set(claimed) & kept - placed)
+        if mine:
+            records.append(_run_record(run_, mine))
+            placed |= set(mine)
+    if kept - placed:  # results written before provenance was recorded
+        records.append({"parts": sorted(kept - placed), "command": None, "started_utc": None, "duration_s": None,
+                        "git_commit": None, "loadavg_at_start": None, "warnings": [], "errors": {},
+                        "notes": ["the run that measured these parts was not recorded"]})
+    res["kept_from_earlier_runs"] = records
+    return None
 
 
 def _json_default(o):
@@ -218,11 +267,14 @@ def markdown(res: dict) -> str:
              f"{h.get('cpu')} ({h.get('cores_usable')} usable cores), git {str(h.get('git_commit'))[:10]}"
              f"{' (dirty tree)' if h.get('git_dirty') else ''}.\n")
     L.append(f"Load average at start: {res['load']['loadavg_at_start']} on {res['load']['cores']} cores.\n")
-    k = res.get("kept_from_earlier_run")
-    if k:
+    for k in res.get("kept_from_earlier_runs", []):
+        if k["command"] is None:
+            L.append(f"Parts {', '.join(k['parts'])} are kept from an earlier run that was not recorded.\n")
+            continue
         L.append(f"Parts {', '.join(k['parts'])} are kept from an earlier run: `{k['command']}` — {k['started_utc']}, "
                  f"{k['duration_s'] or 0:.0f} s, git {str(k['git_commit'])[:10]}, load average at start "
-                 f"{k['loadavg_at_start']}" + "".join(f"; its warning: {w}" for w in k["warnings"]) + ".\n")
+                 f"{k['loadavg_at_start']}" + "".join(f"; its warning: {w}" for w in k["warnings"])
+                 + "".join(f"; {p} failed: {e}" for p, e in k.get("errors", {}).items()) + ".\n")
     for name, w in res.get("weights", {}).items():
         L.append(f"- weights {name}: {w.get('weights')} ({w.get('path')}{', ' + w['why'] if w.get('why') else ''})")
     L.append("")

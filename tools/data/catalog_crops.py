@@ -103,7 +103,7 @@ def paired(better: list[dict], base: list[list[dict]]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.data.catalog_crops", description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default="engines/lvm-tiny-fp32")
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--video-s", type=float, default=1800.0)

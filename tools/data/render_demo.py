@@ -18,8 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
-from edge_runtime.checkout import ACTIVITIES, PRODUCTS, CheckoutVideo, sample_queries  # noqa: E402
+from edge_runtime.checkout import ACTIVITIES, PRODUCTS, CheckoutVideo, sample_queries
 
 
 def _overlay(img: np.ndarray, labels: dict, scale: int) -> np.ndarray:
@@ -37,7 +36,8 @@ def _overlay(img: np.ndarray, labels: dict, scale: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m tools.data.render_demo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
     ap.add_argument("--size", type=int, default=112, help="frame side in pixels (default 112)")

@@ -74,7 +74,7 @@ def build(out: Path, video: Path, *, copy: bool = False, test_copy: bool = True)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m tools.data.vtest_dataset", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="dataset folder to write")
     ap.add_argument("--video", type=Path, help="vtest.avi to use (default: tools/fetch_footage.sh's copy)")

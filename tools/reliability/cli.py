@@ -1,12 +1,16 @@
-"""The reliability suite: every fault scenario against a real `lvm-edge run`, results to docs.
+"""The reliability suite: every fault scenario against a real `lvm-edge run`.
 
-    python -m tools.reliability.cli [--quick] [--only powercut,fuzz] [--out docs/reliability]
+    python -m tools.reliability --quick                          # results in a new temporary folder
+    python -m tools.reliability --only powercut,fuzz --out docs/reliability
 
-Scenarios (each a module ``tools/reliability_<name>.py`` with ``run(quick, workdir, log) -> dict``
+Scenarios (each a module ``tools/reliability/<name>.py`` with ``run(quick, workdir, log) -> dict``
 holding "passed"): rtsp (camera outages), media (bad media), powercut, fuzz, load, soak. A module
-that is absent is reported "not available", not failed. Writes ``results.json`` (everything each
-scenario measured) and ``results.md`` (one row per scenario) under --out; with --only, the other
-scenarios' earlier results there are kept. Exit 1 if any scenario ran and failed.
+that is absent is reported "not available", not failed. The bundle: --bundle, else
+$LVM_RELIABILITY_BUNDLE, else the shipped engines/lvm-tiny-fp32; one that is absent is exported
+there with lvm-export first, as `lvm-edge demo` does. Writes ``results.json`` (everything each
+scenario measured) and ``results.md`` (one row per scenario) under --out, a new temporary folder
+unless given; with --only, the other scenarios' earlier results there are kept. Exit 1 if any
+scenario ran and failed, 2 on bad arguments; without a bundle it stops at once with one line.
 """
 from __future__ import annotations
 
@@ -23,8 +27,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-
-from tools.reliability.common import REPO  # noqa: E402
+from edge_runtime.cli.common import CliError
+from edge_runtime.cli.demo import ensure_bundle
+from tools.reliability.common import BUNDLE_ENV, REPO, default_bundle
 
 SCENARIOS = ("rtsp", "media", "powercut", "fuzz", "load", "soak")
 TARGETS = {
@@ -39,9 +44,9 @@ TARGETS = {
 
 def _module(name: str):
     try:
-        return importlib.import_module(f"tools.reliability_{name}")
+        return importlib.import_module(f"tools.reliability.{name}")
     except ModuleNotFoundError as err:
-        if err.name == f"tools.reliability_{name}":
+        if err.name == f"tools.reliability.{name}":
             return None
         raise
 
@@ -112,7 +117,7 @@ def write_results(out: Path, results: dict[str, Any], meta: dict[str, Any]) -> N
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"meta": meta, "scenarios": results}, indent=1) + "\n")
     lines = ["# Reliability: results", "",
-             f"`python -m tools.reliability.cli{' --quick' if meta['quick'] else ''}` on {meta['machine']['cores']} cores "
+             f"`python -m tools.reliability{' --quick' if meta['quick'] else ''}` on {meta['machine']['cores']} cores "
              f"({meta['machine']['cpu']}); load average {meta['machine']['load_avg_at_start']:.1f} at the start of "
              f"the last run (the machine is shared). Each row says which run (UTC, commit) it is from; "
              f"everything measured: `results.json`.", "",
@@ -126,10 +131,15 @@ def write_results(out: Path, results: dict[str, Any], meta: dict[str, Any]) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Fault scenarios against a real lvm-edge run; results to --out.")
+    ap = argparse.ArgumentParser(prog="python -m tools.reliability", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--quick", action="store_true", help="small budgets (minutes, not the full suite)")
     ap.add_argument("--only", help=f"comma-separated scenarios of: {', '.join(SCENARIOS)}")
-    ap.add_argument("--out", default=str(REPO / "docs" / "reliability"), help="where results.json / .md go")
+    ap.add_argument("--out", help="where results.json / .md go (default: a new temporary folder; the suite's "
+                                  "published figures are in docs/reliability)")
+    ap.add_argument("--bundle", type=Path, help=f"the bundle the scenarios run (default: ${BUNDLE_ENV}, else "
+                                                "engines/lvm-tiny-fp32; exported there when absent)")
     ap.add_argument("--workdir", help="where runs keep state and logs (default: a temp folder, removed)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.only.split(",")] if args.only else list(SCENARIOS)
@@ -137,10 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"reliability: unknown scenario(s) {', '.join(unknown)} (known: {', '.join(SCENARIOS)})", file=sys.stderr)
         return 2
+    bundle = (args.bundle or default_bundle()).expanduser().absolute()
+    if not (bundle / "manifest.json").is_file():
+        try:
+            ensure_bundle(bundle)
+        except CliError as err:
+            print(f"reliability: {err}", file=sys.stderr)
+            return err.code
+    os.environ[BUNDLE_ENV] = str(bundle)  # the scenarios' RunProcess and subprocesses read it
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="lvm-reliability-results-"))
+    print(f"reliability: bundle {bundle}; results to {out}", flush=True)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="lvm-reliability-"))
-    meta = {"quick": args.quick, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
+    meta = {"quick": args.quick, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+            "bundle": str(bundle)}
     results: dict[str, Any] = {}
-    previous = Path(args.out) / "results.json"
+    previous = out / "results.json"
     if args.only and previous.is_file():  # a partial run updates its rows, keeps the others
         try:
             results = {k: v for k, v in json.loads(previous.read_text())["scenarios"].items() if k in SCENARIOS}
@@ -154,10 +175,11 @@ def main(argv: list[str] | None = None) -> int:
             r.update(quick=args.quick, run_at=meta["date"], commit=meta["machine"]["commit"])
             verdict = "not available" if not r["available"] else ("passed" if r["passed"] else "FAILED")
             print(f"reliability: {name} {verdict} ({r.get('wall_s', 0)} s): {summary(name, r)}", flush=True)
-            write_results(Path(args.out), results, meta)  # partial results survive an interrupted run
+            write_results(out, results, meta)  # partial results survive an interrupted run
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
+    print(f"reliability: wrote {out / 'results.json'} and {out / 'results.md'}", flush=True)
     return 1 if any(r.get("passed") is False for r in results.values()) else 0
 
 

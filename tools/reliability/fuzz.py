@@ -18,8 +18,7 @@ import cv2
 import httpx
 import numpy as np
 
-
-from tools.reliability.common import RunProcess  # noqa: E402
+from tools.reliability.common import RunProcess
 
 SOURCE = "demo://checkout?seed=5&duration=120"
 

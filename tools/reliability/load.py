@@ -21,8 +21,7 @@ import cv2
 import httpx
 import numpy as np
 
-
-from tools.reliability.common import RunProcess, percentile  # noqa: E402
+from tools.reliability.common import RunProcess, percentile
 
 P99_TARGET_MS = 50.0
 

@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-
-from tools.reliability.common import REPO, default_bundle  # noqa: E402
+from tools.reliability.common import REPO, default_bundle
 
 DEAD_RTSP = "rtsp://127.0.0.1:1/x"
 DEAD_DURATION_S = 6.0

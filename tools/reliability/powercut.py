@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-from edge_runtime.engine.snapshot import SNAPSHOT_NAME, SnapshotError, read_snapshot  # noqa: E402
-from tools.reliability.common import RunProcess, ScenarioError, percentile  # noqa: E402
+from edge_runtime.engine.snapshot import SNAPSHOT_NAME, SnapshotError, read_snapshot
+from tools.reliability.common import RunProcess, ScenarioError, percentile
 
 SOURCE = "demo://checkout?seed=11&duration=86400"
 TMP_GLOB = f".{SNAPSHOT_NAME}.*.tmp"

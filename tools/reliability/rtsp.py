@@ -11,7 +11,7 @@
   at once throughout, /v1/status says ``connecting``, and SIGTERM still ends it promptly.
 
 ``run(quick, workdir, log)`` runs both; each returns a JSON-able dict with ``passed`` and figures.
-The runtime is a real ``lvm-edge run`` process on loopback (tools/reliability_common.RunProcess)
+The runtime is a real ``lvm-edge run`` process on loopback (tools.reliability.common.RunProcess)
 with a runtime config that ingests every frame at once (batch_frames 1: a reconnect shows in
 /v1/status within a frame) and caps the reconnect backoff at RECONNECT_MAX_S (the shipped kiosk
 cap is 30 s: a camera back after a long outage would be picked up up to 30 s late, which is a
@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-
-from tools.reliability.common import RunProcess, ScenarioError, free_port  # noqa: E402
-from tools.reliability.rtsp_server import RtspPeer, render_frames, unavailable  # noqa: E402
+from tools.reliability.common import RunProcess, ScenarioError, free_port
+from tools.reliability.rtsp_server import RtspPeer, render_frames, unavailable
 
 GAP_TOLERANCE_S = 2.0
 STALL_TIMEOUT_S = 5.0   # the shipped default

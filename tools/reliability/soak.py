@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-from tools.reliability.common import RunProcess, dir_bytes  # noqa: E402
+from tools.reliability.common import RunProcess, dir_bytes
 
 RSS_GROWTH_MAX = 0.01
 
