@@ -181,6 +181,26 @@ def test_export_measures_int8_as_the_runtime_runs_it(conv8, monkeypatch, cpuinfo
         assert np.abs(y - y32).max() < 0.1 * np.abs(y32).max()
 
 
+def test_export_sessions_are_the_runtimes(conv8):
+    """lvm-export's parity, latency and calibration sessions are built by the runtime's factory: the
+    same options (denormals flushed to zero, no spinning threads), so what it reports is what runs."""
+    from edge_runtime.backends import TensorMeta, onnxruntime_runner
+
+    d, feeds, _ = conv8
+    keys = ("session.set_denormal_as_zero", "session.intra_op.allow_spinning")
+
+    def entries(session):
+        so = session.get_session_options()
+        return {k: so.get_session_config_entry(k) for k in keys}, so.inter_op_num_threads, so.graph_optimization_level
+
+    meta = ((TensorMeta("x", np.dtype("float32"), ("n", 3, 16, 16)),), (TensorMeta("y", np.dtype("float32"),
+                                                                                    ("n", 4, 14, 14)),))
+    with onnxruntime_runner(d / "c.onnx", "convnet", *meta, threads=2, providers=["CPUExecutionProvider"]) as r:
+        runtime = entries(r.session)
+    assert runtime[0] == {"session.set_denormal_as_zero": "1", "session.intra_op.allow_spinning": "0"}
+    assert entries(cpu_session(d / "c.onnx", 2)) == runtime
+
+
 def test_static_needs_calibration_data(toy):
     d, _, _ = toy
     with pytest.raises(PrecisionError, match="calibration"):

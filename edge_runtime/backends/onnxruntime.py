@@ -40,6 +40,41 @@ def default_providers() -> list[str]:
     return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in have else []) + ["CPUExecutionProvider"]
 
 
+def create_session(path: str | Path, *, threads: int | None = None, providers: Sequence[str] | None = None,
+                   flush_denormals: bool = True, name: str | None = None):
+    """An ONNX Runtime session of the graph at ``path``, set up as the runtime runs it; the one place
+    session options are written, so that what lvm-export and the benchmarks measure is what the
+    device runs. -> (session, a note when the graph runs on the exact INT8 kernels, else None).
+
+    ``threads``: intra-op threads (None: ONNX Runtime's default, every core). ``providers``: default
+    CPU only. ``flush_denormals=False`` exists for diagnostics that measure what flushing buys.
+    An unloadable graph raises BackendError (one line)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BackendError("onnxruntime is not installed (pip install 'lvm-edge[runtime]')") from None
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    # Idle ORT threads spinning would steal the cores the intake and the API run on.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if flush_denormals:
+        # Masked attention (-1e4 bias) leaves softmax tails in the denormal range, which ran the
+        # heads up to 2.9x slower on x86 CPUs depending on how much memory lay outside the window.
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    entries, note = _int8_plan(path, name or Path(path).stem)
+    for key, value in entries.items():
+        so.add_session_config_entry(key, value)
+    try:
+        session = ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as err:  # ORT raises several exception types for unreadable models
+        raise BackendError(f"{path}: ONNX Runtime cannot load it ({_one_line(err)})") from None
+    return session, note
+
+
 class OrtCudaBuffer:
     """A fixed OrtValue in GPU memory."""
     device = "cuda"
@@ -85,31 +120,10 @@ class OnnxRuntimeRunner(Runner):
         self.int8_note: str | None = None  # set when the graph runs with the exact INT8 kernels
 
     def _activate(self) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BackendError("onnxruntime is not installed (pip install 'lvm-edge[runtime]')") from None
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        if self.threads:
-            so.intra_op_num_threads = int(self.threads)
-        so.inter_op_num_threads = 1
-        # Idle ORT threads spinning would steal the cores the intake and the API run on.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # Masked attention (-1e4 bias) leaves softmax tails in the denormal range, which ran the
-        # heads up to 2.9x slower on x86 CPUs depending on how much memory lay outside the window.
-        so.add_session_config_entry("session.set_denormal_as_zero", "1")
-        entries, self.int8_note = _int8_plan(self.path, self.name)
-        for key, value in entries.items():
-            so.add_session_config_entry(key, value)
+        self.session, self.int8_note = create_session(self.path, threads=self.threads,
+                                                      providers=self.providers or default_providers(), name=self.name)
         if self.int8_note:
             log.warning(self.int8_note)
-        providers = self.providers or default_providers()
-        try:
-            self.session = ort.InferenceSession(self.path, so, providers=providers)
-        except Exception as err:  # ORT raises several exception types for unreadable models
-            raise BackendError(f"{self.path}: ONNX Runtime cannot load it ({_one_line(err)})") from None
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         self._check_graph()
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .folder import (ACTIVITY_KEYS, ANNOTATIONS, LABELS_FILE, OBJECT_KEYS, SPLITS_FILE, VIDEOS, Layout,
+from .layout import (ACTIVITY_KEYS, ANNOTATIONS, LABELS_FILE, OBJECT_KEYS, SPLITS_FILE, VIDEOS, Layout,
                      read_json, read_splits, resolve_label, scan_layout)
 from .labels import LabelSet, read_labels_file
 

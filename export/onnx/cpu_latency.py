@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.backends.onnxruntime import create_session, int8_session_entries
 from edge_runtime.query.answers import heads_rows_per_call
-from edge_runtime.backends.onnxruntime import int8_session_entries
 
 # which real call is timed: the same one at every precision (the 4th clip, the 2nd head batch),
 # however many frames were read, so latencies of fp32 / fp16 / int8 bundles compare
@@ -25,7 +25,7 @@ def feed_shapes(feed: dict) -> dict:
 
 def timed_feed(net, cfg, spec, feeds) -> dict:
     """The call a graph is timed on: a real one from the stream, else example inputs of the runtime's sizes."""
-    from export.onnx.parity import example_feeds
+    from export.onnx.graphs import example_feeds
 
     if feeds is not None and getattr(feeds, spec.name):
         calls = getattr(feeds, spec.name)
@@ -54,17 +54,10 @@ def graph_latency(precision: str, graph: Path, fp32_graph: Path, feed: dict, *, 
 
 
 def cpu_session(path: Path | str, threads: int = 2):
-    """An ORT CPU session of the graph as the runtime runs it on this host (exact INT8 kernels
-    where the default ones saturate)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    for key, value in int8_session_entries(path).items():
-        so.add_session_config_entry(key, value)
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    """An ORT CPU session of the graph with the runtime's session options (denormals flushed, no
+    spinning, exact INT8 kernels where the default ones saturate), so that parity and latency
+    measure what the device runs."""
+    return create_session(path, threads=threads)[0]
 
 
 def _stats(ms: list[float]) -> dict:

@@ -203,8 +203,7 @@ class Exporter:
 
         portable = "TensorRT target" if engine == "tensorrt" else "--int8-portable" if a.int8_portable else None
         return int8_graphs(fp32_dir, out, feeds, allowed=a.int8_graphs, portable_reason=portable,
-                           measure_parity=self.check.measure, runs=a.bench_runs, threads=a.threads, ui=self.ui,
-                           specs=graph_specs(self.net))
+                           measure_parity=self.check.measure, ui=self.ui, specs=graph_specs(self.net))
 
     def _latency(self, fp32_dir: Path, feeds) -> dict:
         from export.onnx.cpu_latency import graph_latency, timed_feed

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -92,6 +93,11 @@ class _StatefulSampler(_Sampler):
     # the contract puts the state after the clip; the sampler takes it right after the memory
     def forward(self, mem, mem_t, mem_p, mem_valid, clip, clip_t, clip_p, sampler_state):
         return self.sampler(mem, mem_t, mem_p, mem_valid, sampler_state, clip, clip_t, clip_p)
+
+
+def example_feeds(net: LVMNet, spec: GraphSpec, **kw) -> dict[str, np.ndarray]:
+    """``example_inputs`` as an ONNX Runtime feed (numpy arrays by input name)."""
+    return {n: a.numpy() for n, a in zip(spec.inputs, example_inputs(net, spec, **kw))}
 
 
 def graph_module(net: LVMNet, spec: GraphSpec) -> nn.Module:

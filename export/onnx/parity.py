@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.onnx.graphs import BACKBONE, HEADS, SAMPLER, GraphSpec, sampler_spec
+from export.onnx.cpu_latency import cpu_session
+from export.onnx.graphs import BACKBONE, HEADS, SAMPLER, GraphSpec, example_feeds, sampler_spec
 
 FP32_MAX_ABS = 1e-4
 FP32_MIN_RECALL = 0.99
@@ -114,8 +115,6 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
                  threads: int = 2, refs: Sequence[Sequence[np.ndarray]] | None = None) -> dict:
     """Compare an ONNX graph (ORT, CPU) with the PyTorch module on each feed; aggregate.
     ``refs``: precomputed ``reference_outputs`` for the same feeds."""
-    from export.onnx.cpu_latency import cpu_session
-
     sess = cpu_session(onnx_path, threads)
     names = list(spec.outputs)
     refs = refs if refs is not None else reference_outputs(net, spec, feeds)
@@ -179,9 +178,3 @@ def fp32_failures(parity: dict[str, dict]) -> list[str]:
         bad.append(f"sampler rows of one {sb['streams']}-stream call differ from the streams alone (recall "
                    f"{sb['topm_recall']:.4f}, kept features {sb['kept_feature_max_abs']:.2e})")
     return bad
-
-
-def example_feeds(net, spec: GraphSpec, **kw) -> dict[str, np.ndarray]:
-    from export.onnx.graphs import example_inputs
-
-    return {n: a.numpy() for n, a in zip(spec.inputs, example_inputs(net, spec, **kw))}

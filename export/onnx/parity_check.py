@@ -22,8 +22,7 @@ class ParityCheck:
     """``inputs[name]``: the example inputs, then real calls from the stream (``feeds``) when frames were read."""
 
     def __init__(self, net, feeds, threads: int) -> None:
-        from export.onnx.graphs import graph_specs
-        from export.onnx.parity import example_feeds
+        from export.onnx.graphs import example_feeds, graph_specs
 
         self.net = net
         self.threads = threads

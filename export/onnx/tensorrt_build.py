@@ -8,7 +8,7 @@ TF32 is turned off where the flag exists: FP32 parts of the graphs (LayerNorm, t
 are FP32 on purpose.
 
 Every dynamic axis gets an optimisation profile (min / opt / max): backbone frames N, sampler
-streams S (one row per camera; a plan serves at most ``s_max`` streams per call, fewer than the
+streams S (one row per camera; a plan serves at most ``Profile.streams[2]`` streams per call, fewer than the
 ONNX allows: the execution context reserves activation memory for the largest shape), heads
 queries Q and window length L. A persistent timing cache (``timing.cache`` in the bundle, carried
 over from the previous bundle at the same place) makes rebuilds fast; a cache from another
@@ -41,29 +41,21 @@ def available() -> bool:
 
 @dataclass(frozen=True)
 class Profile:
-    """Shapes for the dynamic axes: frames N, queries Q, window L, sampler streams S."""
-    n_min: int = 1
-    n_opt: int = 16
-    n_max: int = 64
-    q_min: int = 1
-    q_opt: int = 16
-    q_max: int = 64
-    l_min: int = 2
-    l_opt: int = 64
-    l_max: int = 64
-    s_min: int = 1
-    s_opt: int = 8
-    s_max: int = 64
+    """(min, opt, max) of each dynamic axis: frames N, queries Q, window L, sampler streams S."""
+    frames: tuple[int, int, int] = (1, 16, 64)
+    queries: tuple[int, int, int] = (1, 16, 64)
+    window: tuple[int, int, int] = (2, 64, 64)
+    streams: tuple[int, int, int] = (1, 8, 64)
 
     @classmethod
     def for_config(cls, cfg, max_frames: int = 64, max_queries: int = 64) -> "Profile":
         T, L = cfg.stream.clip_frames, max(2, cfg.heads.window_queries)
-        return cls(1, T, max(T, max_frames), 1, min(16, max_queries), max_queries, 2, L, L)
+        return cls(frames=(1, T, max(T, max_frames)), queries=(1, min(16, max_queries), max_queries),
+                   window=(2, L, L))
 
     def shapes(self, signature: dict) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
         """min / opt / max for each input that has a named (dynamic) axis."""
-        axis = {"n_frames": (self.n_min, self.n_opt, self.n_max), "n_queries": (self.q_min, self.q_opt, self.q_max),
-                "window": (self.l_min, self.l_opt, self.l_max), "n_streams": (self.s_min, self.s_opt, self.s_max)}
+        axis = {"n_frames": self.frames, "n_queries": self.queries, "window": self.window, "n_streams": self.streams}
         out = {}
         for t in signature["inputs"]:
             if all(isinstance(x, int) for x in t["shape"]):

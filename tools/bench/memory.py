@@ -224,8 +224,9 @@ def p3_p4(ctx: Ctx, want: set[str]) -> dict:
                      "at the long stream (the rest are masked by the -1e4 key bias)")
         ctx.fig("P3.diag_heads_ratio_10h_vs_1min_denormals_as_zero", value=diag["ratio_daz"], unit="x",
                 spread=diag["ratio_daz_rounds"],
-                note="same, with ONNX Runtime session option session.set_denormal_as_zero=1 (not what the Engine "
-                     "uses today): if this ratio is near 1 while the default one is not, denormals cause the slowdown")
+                note="same, with ONNX Runtime session option session.set_denormal_as_zero=1 (what the Engine uses; "
+                     "the other ratio runs without it): if this ratio is near 1 while the other is not, denormals "
+                     "cause the slowdown")
         ctx.fig("P3.p50_ms", value=pct(b, 50), unit="ms", spread=stats(med["10h"]), goal=("<=", 10.0),
                 note=f"after {stream_end / HOUR:g} h of stream{' (quick: 2 min)' if quick else ''}, while streaming; "
                      "p10/p90: per-block medians")
@@ -244,13 +245,11 @@ def p3_p4(ctx: Ctx, want: set[str]) -> dict:
 
 
 def _heads_diag(ctx: Ctx, eng_a, eng_b, crop: np.ndarray, W: float) -> dict:
-    """The heads graph alone on the two engines' committed state, with ORT's default session options
-    and with denormals flushed to zero, A/B alternated: is the long-stream slowdown the graph's?"""
-    import onnxruntime as ort
-
-    from edge_runtime.query.answers import encode_queries
-    from edge_runtime.backends.onnxruntime import int8_session_entries
+    """The heads graph alone on the two engines' committed state, in the runtime's session with and
+    without denormals flushed to zero, A/B alternated: is the long-stream slowdown the graph's?"""
+    from edge_runtime.backends.onnxruntime import create_session
     from edge_runtime.memory.token_memory import MEMORY_INPUTS
+    from edge_runtime.query.answers import encode_queries
 
     cfg = eng_a.cfg
     tok = eng_a.encode_images([crop])[0]
@@ -265,16 +264,7 @@ def _heads_diag(ctx: Ctx, eng_a, eng_b, crop: np.ndarray, W: float) -> dict:
         return f, frac
 
     def sess(daz: bool):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = ctx.threads, 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if daz:
-            so.add_session_config_entry("session.set_denormal_as_zero", "1")
-        graph = eng_a.bundle.graphs["heads"].onnx
-        for key, value in int8_session_entries(graph).items():  # the runtime's exact INT8 kernels where needed
-            so.add_session_config_entry(key, value)
-        return ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+        return create_session(eng_a.bundle.graphs["heads"].onnx, threads=ctx.threads, flush_denormals=daz)[0]
 
     (fa, in_a), (fb, in_b) = feed(eng_a), feed(eng_b)
     sessions = {"default": sess(False), "daz": sess(True)}
