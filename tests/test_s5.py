@@ -228,9 +228,8 @@ def test_status_names_the_sampler(s5_engine):
 
     from edge_runtime.serve.run_status import runtime_status
 
-    rt = SimpleNamespace(engine=s5_engine, _source=None, _source_stats={}, _meter=SimpleNamespace(rate=lambda: 0.0),
-                         name="default", state=SimpleNamespace(value="streaming"), error=None, end_reason=None,
-                         outage_since=None, source_problem=None, source_label="demo", wall_origin=None, frames_in=0,
+    rt = SimpleNamespace(engine=s5_engine, source_stats={}, intake_fps=0.0, name="default",
+                         state=SimpleNamespace(value="streaming"), error=None, end_reason=None, outage_since=None, source_problem=None, source_label="demo", wall_origin=None, frames_in=0,
                          restored_from=None, last_snapshot_path=None, started=0.0)
     st = runtime_status(rt)
     assert st["sampler"] == {"kind": "s5", "state_bytes": 401408}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.engine.engine import Engine
-from edge_runtime.engine.batch import ingest_streams
+from edge_runtime.engine.ingest import ingest_streams
 from edge_runtime.engine.ingest_batcher import IngestBatcher
 from edge_runtime.sources import open_source
 from edge_runtime.serve.streams import StreamError, Streams, split_named

@@ -1,6 +1,7 @@
-"""The intake threads of many streams hand their frames to one worker, which runs whatever is
-waiting as one batch (engine_batch.ingest_streams): at the machine's limit the queue fills while a
-batch runs, so batches grow with the load, and a quiet machine adds only ``wait_s``.
+"""The intake threads of a hub's streams hand their frames to one worker, which runs whatever is
+waiting as one batch through the one ingest path (``ingest.ingest_streams``; a lone stream's batch
+is a batch of one): at the machine's limit the queue fills while a batch runs, so batches grow with
+the load, and a quiet machine adds only ``wait_s``.
 
 A stream whose source stalls submits nothing and so holds no one up; a bad batch fails only the
 stream that sent it.
@@ -13,7 +14,7 @@ import numpy as np
 
 from edge_runtime.engine.batch_queue import BatchQueue
 from edge_runtime.engine.engine import Engine
-from edge_runtime.engine.batch import ingest_streams
+from edge_runtime.engine.ingest import ingest_streams
 
 
 class IngestBatcher:

@@ -43,12 +43,6 @@ class OnlineSVD:
         self.dtype = np.dtype(dtype)
         self.reset()
 
-    @classmethod
-    def for_model(cls, cfg) -> "OnlineSVD":
-        """An empty summary of a model's per-frame mean tokens, with the model config's settings."""
-        return cls(cfg.backbone.dim, cfg.svd.n_components, cfg.svd.forgetting, energy_cutoff=cfg.svd.energy_cutoff,
-                   reorth_every=cfg.svd.reorth_every)
-
     # -- state -----------------------------------------------------------------------------
     def reset(self) -> None:
         self._u = np.zeros((self.dim, 0), self.dtype)  # columns are basis vectors
@@ -172,3 +166,11 @@ class OnlineSVD:
     def project(self, h: np.ndarray) -> np.ndarray:
         """MeMSVD read: h + (h Uᵀ) U."""
         return h + (h @ self._u) @ self._u.T
+
+
+def svd_from_config(cfg, *, forgetting: float | None = None) -> OnlineSVD:
+    """An empty summary of a model's per-frame mean tokens, with the model config's settings: the
+    one way the device, training, calibration and the benchmarks build it. ``forgetting`` replaces
+    the config's factor, for studies of that setting."""
+    return OnlineSVD(cfg.backbone.dim, cfg.svd.n_components, cfg.svd.forgetting if forgetting is None else forgetting,
+                     energy_cutoff=cfg.svd.energy_cutoff, reorth_every=cfg.svd.reorth_every)

@@ -1,7 +1,8 @@
 """The stream loop and the service around it: intake thread, batched queries, snapshots, status.
 
-    source --(sample at model fps)--> intake thread --> Engine.ingest (backbone, clip, sampler, SVD,
-                                                         commit: host copy swapped in)
+    source --(sample at model fps)--> intake thread --> the ingest path (edge_runtime/engine/ingest.py:
+                                     backbone, clip, sampler, SVD, commit: host copy swapped in), by
+                                     Engine.ingest alone or through a hub's IngestBatcher
     HTTP / CLI queries --> QueryBatcher (one heads call for whatever is waiting) --> Engine.answer
                                                          (reads the last commit; never waits on intake)
 
@@ -24,6 +25,9 @@ or wake-up), waits a bounded time for the intake thread to hand in what it holds
 writes a final snapshot. The partial clip is not committed then: the snapshot keeps it pending, and
 a restart goes on filling it.
 
+The stream's state (``RunState``, with its error and end reason) changes only through its
+``Lifecycle``, under one lock, from the intake thread and from ``stop()`` alike.
+
 A snapshot records the source it came from (``SourceSpec.identity``); ``start`` refuses another
 source while that memory is loaded (SourceMismatch), because continuing would mix two streams'
 memories and clocks.
@@ -44,7 +48,8 @@ from edge_runtime.engine.engine import Engine
 from edge_runtime.serve.query_batcher import BatcherClosed, QueryBatcher
 from edge_runtime.serve.rate_meter import RateMeter
 from edge_runtime.serve.run_status import runtime_status
-from edge_runtime.serve.run_state import RunState, SourceMismatch, StreamError, end_reason, label_of, source_identity
+from edge_runtime.serve.run_state import (Lifecycle, RunState, SourceMismatch, StreamError, end_reason, label_of,
+                                          source_identity)
 from edge_runtime.serve.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -54,10 +59,10 @@ log = logging.getLogger("lvm_edge")
 
 
 class Runtime:
-    """One stream: its engine + at most one source + snapshots + the query batcher. Alone it is
-    what the API serves; several share one engine set through ``edge_runtime.serve.streams.Streams``,
-    which passes each its ``name``, the shared ``ingestor`` (frames of all streams batched) and the
-    shared ``catalog``."""
+    """One stream: its engine (a view of the shared graphs with this stream's state) + at most one
+    source + snapshots + the query batcher. Alone it ingests through ``engine.ingest``; in a hub
+    (``edge_runtime.serve.streams.Streams``) it gets a ``name``, the hub's ``ingestor`` (the frames
+    of all its streams batched) and the shared ``catalog``."""
 
     def __init__(self, engine: Engine, *, state_dir: str | Path | None = None, snapshot_every: float | None = None,
                  telemetry: Telemetry | None = None, max_batch: int = 64, batch_wait_s: float = 0.003,
@@ -72,12 +77,10 @@ class Runtime:
         self.state_dir = Path(state_dir) if state_dir else None
         self.snapshot_every = snapshot_every
         self.batch_frames = int(batch_frames or engine.clip_frames)
-        self._warn = warn or (lambda msg: log.warning(msg))
+        self.warn = warn or (lambda msg: log.warning(msg))
         self.restored_from: dict[str, Any] | None = None
         self._restored_meta: dict[str, Any] | None = None
-        self._state = RunState.IDLE
-        self.error: str | None = None
-        self.end_reason: str | None = None
+        self.lifecycle = Lifecycle()
         self.source_label: str | None = None
         self.source_uri: str | None = None  # the identity snapshots record
         self._source = None
@@ -95,28 +98,29 @@ class Runtime:
         self.frames_in = 0
         self._inflight = None  # (future, frames) of the batch handed to the shared ingestor
         self._meter = RateMeter()
+        self._source_stats: dict[str, Any] | None = None
         self.started = time.time()
         self.batcher = QueryBatcher(engine, max_batch=max_batch, wait_s=batch_wait_s, telemetry=self.telemetry)
         # the products queries can name instead of sending a picture; kept beside the snapshots
         if catalog is None and self.state_dir is not None:
-            catalog = Catalog(self.state_dir, warn=self._warn)
+            catalog = Catalog(self.state_dir, warn=self.warn)
         self.catalog = catalog
         if self.state_dir is not None:
             self._restore()
-        self._update_gauges()
+        self.update_gauges()
 
     # -- persistence -------------------------------------------------------------------------
     def _restore(self) -> None:
         restored, warning = snap.restore(self.state_dir, self.engine.bundle.bundle_id)
         if warning:
-            self._warn(warning)
+            self.warn(warning)
         if restored is None:
             return
         try:
             self.engine.load_state_dict(restored.arrays)
         except ValueError as err:
             aside = snap.set_aside(restored.path, "corrupt")
-            self._warn(f"{restored.path}: {err}; starting fresh (kept as {aside.name})")
+            self.warn(f"{restored.path}: {err}; starting fresh (kept as {aside.name})")
             return
         self._restored_meta = restored.meta
         self.source_uri = restored.meta.get("source_uri")
@@ -163,7 +167,7 @@ class Runtime:
             try:
                 self.snapshot()
             except OSError as err:
-                self._warn(f"snapshot failed: {err}")
+                self.warn(f"snapshot failed: {err}")
 
     # -- session -----------------------------------------------------------------------------
     def reset(self) -> dict[str, Any]:
@@ -171,7 +175,7 @@ class Runtime:
         last = self.engine.last_time
         self.engine.reset()  # the intake's clock is its own: later frames still get later times
         self.restored_from = None
-        self._update_gauges()
+        self.update_gauges()
         return {"reset": True, "stream_time": last}
 
     def query(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -195,8 +199,7 @@ class Runtime:
         self._time_up.clear()
         self._t_first = None
         self._done.clear()
-        self.error = self.end_reason = None
-        self.state = RunState.CONNECTING
+        self.lifecycle.move(RunState.CONNECTING, error=None, end_reason=None)
         self.source_label = label_of(uri)
         self.source_uri = source_identity(uri)
         self._thread = threading.Thread(target=self._intake, name="lvm-intake", daemon=True,
@@ -230,7 +233,8 @@ class Runtime:
                         # a live frame was captured (now() - t) ago; files and demo have no wall clock
                         lag = src.now() - frame.t if live and hasattr(src, "now") else 0.0
                         self.wall_origin = time.time() - lag - self._offset if live else None
-                        self.state = RunState.STREAMING  # CONNECTING until a first frame arrives
+                        # CONNECTING until a first frame arrives
+                        self.lifecycle.move(RunState.STREAMING, only_from={RunState.CONNECTING})
                     rel = frame.t - self._t_first
                     if duration is not None and rel >= duration:
                         limit_reached = True
@@ -257,12 +261,11 @@ class Runtime:
                 if not self._stop.is_set():
                     self._end(src, duration, limit_reached or self._time_up.is_set(), received)
         except SourceError as err:
-            self.error = str(err)
-            self.state = RunState.FAILED
+            self.lifecycle.move(RunState.FAILED, error=str(err))
         except Exception as err:  # keep the service up and say what broke, in one line
             log.exception("intake failed")
-            self.error = f"intake failed: {' '.join(str(err).split())[:200] or type(err).__name__}"
-            self.state = RunState.FAILED
+            self.lifecycle.move(RunState.FAILED,
+                                error=f"intake failed: {' '.join(str(err).split())[:200] or type(err).__name__}")
         finally:
             if timer is not None:
                 timer.cancel()
@@ -271,8 +274,8 @@ class Runtime:
             except Exception:
                 log.exception("drain failed")
             self._source = None
-            if self._stop.is_set() and self._state is not RunState.FAILED:
-                self.state = RunState.STOPPED
+            if self._stop.is_set():
+                self.lifecycle.move(RunState.STOPPED, only_from=Lifecycle.STOPPABLE)
             self._done.set()
             if on_end is not None:
                 on_end()
@@ -285,20 +288,18 @@ class Runtime:
         """The stream ended without stop(): commit the partial clip, say why and when."""
         if received == 0 and self._time_up.is_set():
             why = getattr(src, "last_error", None)
-            self.error = f"{src.label}: no frame received in {duration:g} s" + (f" (last: {why})" if why else "")
-            self.state = RunState.FAILED
+            self.lifecycle.move(RunState.FAILED, error=f"{src.label}: no frame received in {duration:g} s"
+                                + (f" (last: {why})" if why else ""))
             return
         pending = self.engine.pending_frames
         flushed = self.engine.flush()
         if flushed:
             self.telemetry.clips.inc()
-        self._update_gauges()
-        self.end_reason, problem = end_reason(src, self._source_time(getattr(src, "position", None)), duration,
-                                              limited, self._time_up.is_set(), pending if flushed else 0)
-        if problem:
-            self.error = self.end_reason
-        log.info("%s", self.end_reason)
-        self.state = RunState.ENDED
+        self.update_gauges()
+        reason, problem = end_reason(src, self._source_time(getattr(src, "position", None)), duration,
+                                     limited, self._time_up.is_set(), pending if flushed else 0)
+        log.info("%s", reason)
+        self.lifecycle.move(RunState.ENDED, end_reason=reason, **({"error": reason} if problem else {}))
 
     def _source_time(self, t: float | None) -> float:
         """A source time as stream time (the last frame's time where ``t`` is None)."""
@@ -342,7 +343,7 @@ class Runtime:
         if n_clips:
             self.telemetry.clips.inc(n_clips)
         self._poll_source_stats()
-        self._update_gauges()
+        self.update_gauges()
 
     def _poll_source_stats(self) -> None:
         src = self._source
@@ -353,7 +354,8 @@ class Runtime:
         self.telemetry.reconnects.set(st.get("reconnects", 0))
         self._source_stats = st
 
-    def _update_gauges(self) -> None:
+    def update_gauges(self) -> None:
+        """Set the telemetry gauges (memory bytes, coverage end, intake fps) from the stream now."""
         self.telemetry.memory_bytes.set(self.engine.memory_bytes)
         end = self.engine.coverage["end"]
         if end is not None:
@@ -379,14 +381,13 @@ class Runtime:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
-                self._warn(f"intake did not stop within {timeout:.0f} s; snapshotting what is committed")
-        if self._state in (RunState.IDLE, RunState.CONNECTING, RunState.STREAMING, RunState.ENDED):
-            self.state = RunState.STOPPED
+                self.warn(f"intake did not stop within {timeout:.0f} s; snapshotting what is committed")
+        self.lifecycle.move(RunState.STOPPED, only_from=Lifecycle.STOPPABLE)
         if snapshot and self.state_dir is not None:
             try:
                 self.snapshot()
             except (OSError, RuntimeError) as err:
-                self._warn(f"final snapshot failed: {err}")
+                self.warn(f"final snapshot failed: {err}")
 
     def close(self) -> None:
         self.stop(snapshot=False, timeout=5.0)
@@ -397,13 +398,29 @@ class Runtime:
     @property
     def state(self) -> RunState:
         """The intake's state, with STREAMING shown as RECONNECTING while a live source is out."""
-        if self._state is RunState.STREAMING and self.outage_since is not None:
+        state = self.lifecycle.state
+        if state is RunState.STREAMING and self.outage_since is not None:
             return RunState.RECONNECTING
-        return self._state
+        return state
 
-    @state.setter
-    def state(self, value: RunState) -> None:
-        self._state = value
+    @property
+    def error(self) -> str | None:
+        return self.lifecycle.error
+
+    @property
+    def end_reason(self) -> str | None:
+        return self.lifecycle.end_reason
+
+    @property
+    def intake_fps(self) -> float:
+        """Frames per second the intake received, over the last few seconds."""
+        return self._meter.rate()
+
+    @property
+    def source_stats(self) -> dict[str, Any]:
+        """The source's counters (dropped, reconnects, decode errors) as last polled; {} before any."""
+        src = self._source
+        return dict(self._source_stats or (src.stats if src is not None else {}))
 
     @property
     def outage_since(self) -> float | None:

@@ -1,6 +1,7 @@
 """What state a run is in, why its stream ended, and which source a memory belongs to."""
 from __future__ import annotations
 
+import threading
 from enum import Enum
 
 
@@ -18,6 +19,51 @@ class RunState(str, Enum):
 
     __str__ = str.__str__
     __format__ = str.__format__
+
+
+_KEEP = object()
+
+
+class Lifecycle:
+    """A stream's RunState with the error and end reason that go with it. They change only in
+    ``move``, under one lock: the intake thread and ``stop()`` both settle a stream, and a move
+    that names the states it may leave happens only from those, so a late one cannot undo a
+    settled state (a failure stays a failure)."""
+
+    # what stop() may settle: a failed stream stays failed, a stopped one is already stopped
+    STOPPABLE = frozenset({RunState.IDLE, RunState.CONNECTING, RunState.STREAMING, RunState.ENDED})
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = RunState.IDLE
+        self._error: str | None = None
+        self._end_reason: str | None = None
+
+    @property
+    def state(self) -> RunState:
+        return self._state
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    @property
+    def end_reason(self) -> str | None:
+        return self._end_reason
+
+    def move(self, to: RunState, *, only_from=None, error=_KEEP, end_reason=_KEEP) -> bool:
+        """Go to ``to`` (when the state is one of ``only_from``, if given), setting ``error`` and
+        ``end_reason`` where given. -> whether it moved."""
+        with self._lock:
+            if only_from is not None and self._state not in only_from:
+                return False
+            # the words first: whoever reads the new state without the lock finds them in place
+            if error is not _KEEP:
+                self._error = error
+            if end_reason is not _KEEP:
+                self._end_reason = end_reason
+            self._state = to
+            return True
 
 
 class StreamError(ValueError):

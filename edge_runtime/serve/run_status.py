@@ -6,10 +6,12 @@ from typing import Any
 
 
 def runtime_status(rt) -> dict[str, Any]:
-    """What /v1/status and the status line show of one stream (a ``pipeline.Runtime``)."""
+    """What /v1/status and the status line show of one stream (a ``pipeline.Runtime``): its
+    memory's public snapshot (``StreamState.snapshot``) and the Runtime's public fields."""
     e = rt.engine
-    st = getattr(rt, "_source_stats", None) or (rt._source.stats if rt._source is not None else {})
-    fps = rt._meter.rate()
+    mem = e.stream.snapshot()
+    st = rt.source_stats
+    fps = rt.intake_fps
     return {
         "stream": rt.name,
         "state": rt.state.value,
@@ -18,18 +20,18 @@ def runtime_status(rt) -> dict[str, Any]:
         "outage_since": rt.outage_since,
         "source_problem": rt.source_problem,
         "source": rt.source_label,
-        "coverage": e.coverage,
-        "stream_time": e.last_time,
+        "coverage": mem["coverage"],
+        "stream_time": mem["stream_time"],
         "wall_origin": rt.wall_origin,
         "frames_in": rt.frames_in,
-        "frames_processed": e.frames_processed,
-        "pending_frames": e.pending_frames,
-        "clips": e.clips,
-        "memory_bytes": e.memory_bytes,
+        "frames_processed": mem["frames_processed"],
+        "pending_frames": mem["pending_frames"],
+        "clips": mem["clips"],
+        "memory_bytes": mem["memory_bytes"],
         # which token selector writes the memory, and the bytes of its own recurrent state (s5), part of memory_bytes
         "sampler": {"kind": e.cfg.sampler.kind, "state_bytes": e.bundle.sampler_state_bytes},
-        "gaps": [list(g) for g in e.gaps],
-        "ood": e.ood_status(),
+        "gaps": mem["gaps"],
+        "ood": mem["ood"],
         "restored_from": rt.restored_from,
         "fps": round(fps, 3),
         "stream_rate": round(fps / e.fps, 3),

@@ -1,6 +1,7 @@
 """Many streams, one engine set: named ``Runtime``s sharing one bundle's backend sessions, their
-frames batched together through one worker (``IngestBatcher``), each with its own memory, SVD,
-clock, gaps, snapshots, reconnects and query batcher. What the API and ``lvm-edge run`` hold.
+frames batched together through one worker (``IngestBatcher``; a lone stream's batches are
+batches of one), each with its own state (memory, SVD, clock, gaps), snapshots, reconnects and
+query batcher. What the API and ``lvm-edge run`` hold.
 
 State: the stream named ``default`` (a run with one unnamed source) keeps the state dir itself, so
 snapshots from single-stream runs restore as before; every other stream keeps
@@ -68,8 +69,8 @@ class Streams:
         hub = cls.__new__(cls)
         hub.engine, hub.state_dir = runtime.engine, runtime.state_dir
         hub._opts = dict(snapshot_every=runtime.snapshot_every, max_batch=runtime.batcher.max_batch,
-                         batch_wait_s=runtime.batcher.wait_s, batch_frames=runtime.batch_frames, warn=runtime._warn)
-        hub._warn = runtime._warn
+                         batch_wait_s=runtime.batcher.wait_s, batch_frames=runtime.batch_frames, warn=runtime.warn)
+        hub._warn = runtime.warn
         hub.metrics, hub.catalog = runtime.telemetry.metrics, runtime.catalog
         hub.ingestor = IngestBatcher()
         hub._streams = {runtime.name: runtime}
@@ -120,10 +121,9 @@ class Streams:
             sdir = self.state_dir_of(name)
             if sdir is not None:
                 sdir.mkdir(parents=True, exist_ok=True)
-            rt = Runtime(self.engine.stream_engine(), state_dir=sdir, name=name,
+            rt = Runtime(self.engine.stream_engine(), state_dir=sdir, name=name, ingestor=self.ingestor,
                          telemetry=Telemetry(name, metrics=self.metrics), catalog=self.catalog, **self._opts)
             self._streams[name] = rt
-            self._share_ingest()
             return rt
 
     def add(self, name: str | None, uri: str | int, *, realtime: bool = False, duration: float | None = None,
@@ -166,16 +166,9 @@ class Streams:
         with self._lock:
             if self._streams.get(rt.name) is rt:
                 del self._streams[rt.name]
-            self._share_ingest()
         rt.batcher.close()
         rt.telemetry.forget()
         rt.engine.close()  # a stream engine: its own buffers go, the shared sessions stay
-
-    def _share_ingest(self) -> None:
-        # one stream ingests directly (no hand-off); two or more batch through the shared worker
-        shared = self.ingestor if len(self._streams) > 1 else None
-        for rt in self._streams.values():
-            rt.ingestor = shared
 
     # -- all of them -------------------------------------------------------------------------
     def summary(self) -> list[dict[str, Any]]:
@@ -184,7 +177,7 @@ class Streams:
             e = rt.engine
             out.append({"name": rt.name, "source": rt.source_label, "state": rt.state.value, "error": rt.error,
                         "coverage": e.coverage, "frames_processed": e.frames_processed,
-                        "fps": round(rt._meter.rate(), 3), "memory_bytes": e.memory_bytes,
+                        "fps": round(rt.intake_fps, 3), "memory_bytes": e.memory_bytes,
                         "default": rt.name == self.default})
         return out
 

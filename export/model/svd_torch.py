@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edge_runtime.memory.svd import OnlineSVD
+from edge_runtime.memory.svd import OnlineSVD, svd_from_config
 
 _NUMPY_DTYPES = {torch.float64: np.float64, torch.float32: np.float32}
 
@@ -23,9 +23,19 @@ class TorchOnlineSVD:
                  energy_cutoff: float = 1e-6, reorth_every: int = 100, dtype: torch.dtype = torch.float64) -> None:
         if dtype not in _NUMPY_DTYPES:
             raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
-        self.svd = OnlineSVD(dim, n_components, forgetting, center, energy_cutoff=energy_cutoff,
-                             reorth_every=reorth_every, dtype=_NUMPY_DTYPES[dtype])
-        self.dim, self.n_components = self.svd.dim, self.svd.n_components
+        self._wrap(OnlineSVD(dim, n_components, forgetting, center, energy_cutoff=energy_cutoff,
+                             reorth_every=reorth_every, dtype=_NUMPY_DTYPES[dtype]))
+
+    @classmethod
+    def from_config(cls, cfg) -> "TorchOnlineSVD":
+        """An empty summary with the model config's settings (``svd_from_config``, as on the device)."""
+        out = cls.__new__(cls)
+        out._wrap(svd_from_config(cfg))
+        return out
+
+    def _wrap(self, svd: OnlineSVD) -> None:
+        self.svd = svd
+        self.dim, self.n_components = svd.dim, svd.n_components
 
     def reset(self) -> None:
         self.svd.reset()

@@ -154,9 +154,9 @@ def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, bac
                 threads: int = 2, tick: Callable[[int], None] | None = None) -> GraphFeeds:
     """Stream the calibration frames through the FP32 graphs in ``fp32_dir`` as the runtime would."""
     from edge_runtime.query.answers import encode_queries
-    from edge_runtime.memory.clip_step import clip_inputs, fold_clip
+    from edge_runtime.memory.clip_step import clip_inputs, fold_clip, whole_clips
     from edge_runtime.memory.token_memory import CLIP_INPUTS, MEMORY_INPUTS, SAMPLER_STATE
-    from edge_runtime.memory.svd import OnlineSVD
+    from edge_runtime.memory.svd import svd_from_config
     from export.onnx.cpu_latency import cpu_session
 
     rng = np.random.default_rng(seed)
@@ -188,7 +188,7 @@ def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, bac
     state_in = next((i for i in sm.get_inputs() if i.name == SAMPLER_STATE), None)
     if state_in is not None:  # a sampler with a recurrent state of its own (S5) starts from zeros
         mem[SAMPLER_STATE] = np.zeros([1, *state_in.shape[1:]], np.float32)
-    svd = OnlineSVD.for_model(cfg)
+    svd = svd_from_config(cfg)
     # crops from the first 4 clips, a fixed count: the same source gives the same early queries at any
     # number of frames read (parity and latency inputs then compare across precisions)
     crops = _crop_tokens(cal, bb, rng, count=32, size=S, first=4 * T)
@@ -197,18 +197,18 @@ def build_feeds(cal: CalibrationFrames, cfg: ModelConfig, fp32_dir: Path, *, bac
     n_tok = m + P + 1 + r
     queries = int(max(2, min(queries, queries * (1000.0 / n_tok) ** 2)))
     sm_feeds, hd_feeds = [], []
-    n_clips = n // T
-    for c in range(n_clips):
-        tok = tokens[c * T : (c + 1) * T]
+    last_clip = n // T - 1
+    for c, frames in whole_clips(n, T):
+        tok = tokens[frames]
         feed = dict(mem)
-        feed.update(zip(CLIP_INPUTS, clip_inputs(tok, cal.times[c * T : (c + 1) * T].astype(np.float32))))
+        feed.update(zip(CLIP_INPUTS, clip_inputs(tok, cal.times[frames].astype(np.float32))))
         sm_feeds.append(feed)
         out = _run(sm, feed)
         mem = {n: out["new_" + n] for n in mem}
         fold_clip(svd, tok)
-        if (c + 1) % head_every == 0 or c == n_clips - 1:
+        if (c + 1) % head_every == 0 or c == last_clip:
             state = svd.state_dict()
-            t_end = float(cal.times[(c + 1) * T - 1]) + 1.0 / cfg.stream.fps
+            t_end = float(cal.times[frames][-1]) + 1.0 / cfg.stream.fps
             hb = _queries(rng, queries, float(cal.times[0]), t_end, crops, cfg, encode_queries)
             feed = {n: mem[n] for n in MEMORY_INPUTS}
             feed.update({"svd_basis": state["svd_basis"].astype(np.float32)[None],

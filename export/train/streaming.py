@@ -3,12 +3,14 @@
 One clip step for training, the heads stage and evaluation: clip ``c`` is frames
 [c*T, (c+1)*T) of an encoded video; its tokens, their frame times and patch indices are the
 sampler's input, and its per-frame mean tokens are folded into the online SVD. The device runtime
-does the same step in numpy (``edge_runtime.engine.engine``). A trailing partial clip is never streamed.
+does the same step in numpy (``edge_runtime.engine``), with the same clips (``whole_clips``) and the
+same fold (``fold_clip``). A trailing partial clip is never streamed.
 """
 from __future__ import annotations
 
 import torch
 
+from edge_runtime.memory.clip_step import fold_clip, whole_clips
 from export.dataset.video_data import VideoData
 from export.model.lvmnet import LVMNet
 from export.model.svd_torch import TorchOnlineSVD
@@ -16,22 +18,17 @@ from export.model.svd_torch import TorchOnlineSVD
 
 def new_svd(net: LVMNet) -> TorchOnlineSVD:
     """An empty online SVD with the model's settings."""
-    c = net.cfg
-    return TorchOnlineSVD(c.backbone.dim, c.svd.n_components, c.svd.forgetting,
-                          energy_cutoff=c.svd.energy_cutoff, reorth_every=c.svd.reorth_every)
-
-
-def n_clips(net: LVMNet, data: VideoData) -> int:
-    return len(data.times) // net.cfg.stream.clip_frames
+    return TorchOnlineSVD.from_config(net.cfg)
 
 
 def clip_step(net: LVMNet, data: VideoData, c: int, svd: TorchOnlineSVD):
     """Clip ``c`` of ``data`` -> the sampler's (clip (1, T*P, d), clip_t (1, T*P), clip_p (1, T*P)),
     after folding its per-frame mean tokens into ``svd``."""
     T = net.cfg.stream.clip_frames
-    tok = data.tokens[c * T : (c + 1) * T].float()
-    clip_t, clip_p = net.clip_coords(torch.from_numpy(data.times[c * T : (c + 1) * T]).float()[None])
-    svd.update(tok.mean(dim=1).double())
+    frames = slice(c * T, (c + 1) * T)
+    tok = data.tokens[frames].float()
+    clip_t, clip_p = net.clip_coords(torch.from_numpy(data.times[frames]).float()[None])
+    fold_clip(svd, tok)
     return tok.reshape(1, -1, tok.shape[-1]), clip_t, clip_p
 
 
@@ -48,7 +45,7 @@ def stream_clips(net: LVMNet, data: VideoData, sampler: str = "neural", seed: in
     keys = torch.full((1, m), -1e9)
     gen = torch.Generator().manual_seed(seed)
     svd = new_svd(net)
-    for c in range(n_clips(net, data)):
+    for c, _ in whole_clips(len(data.times), net.cfg.stream.clip_frames):
         clip, ct, cp = clip_step(net, data, c, svd)
         if sampler == "neural":
             carry = net.sampler(*carry, clip, ct, cp)

@@ -178,14 +178,13 @@ class TorchStream:
     def __init__(self, net, device: str = "cpu", autocast_dtype=None) -> None:
         import torch
 
-        from edge_runtime.memory.svd import OnlineSVD
+        from edge_runtime.memory.svd import svd_from_config
 
         self.torch, self.net, self.device, self.ac = torch, net.to(device).eval(), device, autocast_dtype
         c = net.cfg
         self.T, self.P, self.d = c.stream.clip_frames, c.backbone.tokens_per_frame, c.backbone.dim
         self.batch = max(self.T, 16)
-        self.svd = OnlineSVD(self.d, c.svd.n_components, c.svd.forgetting, energy_cutoff=c.svd.energy_cutoff,
-                             reorth_every=c.svd.reorth_every)
+        self.svd = svd_from_config(c)
         self.reset()
 
     def reset(self) -> None:

@@ -41,7 +41,7 @@ def p5(ctx: Ctx) -> dict:
     from sklearn.decomposition import IncrementalPCA
     from sklearn.utils.extmath import randomized_svd
 
-    from edge_runtime.memory.svd import OnlineSVD
+    from edge_runtime.memory.svd import svd_from_config
 
     cfg = ctx.cfg("lvm-tiny")
     T, d, fps, S = cfg.stream.clip_frames, cfg.backbone.dim, cfg.stream.fps, cfg.backbone.image_size
@@ -58,7 +58,7 @@ def p5(ctx: Ctx) -> dict:
     clips = rows.reshape(n_clips, T, d)
 
     def new_svd(forget):
-        return OnlineSVD(d, r, forget, energy_cutoff=cfg.svd.energy_cutoff, reorth_every=cfg.svd.reorth_every)
+        return svd_from_config(cfg, forgetting=forget)
 
     pre = new_svd(f)
     for c in clips[:W]:

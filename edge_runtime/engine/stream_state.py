@@ -1,0 +1,219 @@
+"""One stream's state: what the shared engine reads and writes for it, and nothing of the graphs.
+
+It holds the pending clip (frames through the backbone, not yet a full clip), the stream clock
+(first committed frame, end of the last committed one, last frame added), the gaps, the device
+memory (``TokenMemory``), the online SVD, the OOD monitor, and the committed reading queries use.
+
+Only full clips are committed; a partial clip stays pending (and is saved in snapshots) until more
+frames arrive or ``pad`` makes it a clip at the end of the stream.
+
+Queries read ``committed``, an immutable host copy taken at each commit (copy-on-commit): answering
+never blocks intake and intake never changes what a running query sees. Whatever changes the state
+(adding frames, committing, reset, restore) holds ``lock``; ``snapshot`` and the read-only
+properties do not take it, so a status poll never waits for a backbone call.
+
+Coverage: a frame at t stands for [t, t + 1/fps). The memory covers [first committed frame,
+last committed frame + 1/fps) minus the gaps: a gap is recorded wherever consecutive frames are
+more than ``gap_factor`` frame periods apart (source stalls, reconnects, restarts).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_runtime.memory.clip_step import clip_inputs, fold_clip
+from edge_runtime.memory.ood import OODMonitor
+from edge_runtime.memory.svd import OnlineSVD
+from edge_runtime.memory.token_memory import TokenMemory
+
+MAX_GAPS = 256            # the gap list is bounded: constant memory over any run
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What queries read: host copies taken at a commit; never mutated afterwards."""
+    memory: dict[str, np.ndarray]
+    svd_basis: np.ndarray
+    svd_sv: np.ndarray
+    start: float | None
+    end: float | None
+    gaps: tuple[tuple[float, float], ...]
+    version: int
+
+
+class StreamState:
+    def __init__(self, memory: TokenMemory, svd: OnlineSVD, ood: OODMonitor, *, clip_frames: int,
+                 tokens_per_frame: int, token_dim: int, fps: float, gap_factor: float,
+                 heads_dtypes: dict[str, Any]) -> None:
+        self.memory, self.svd, self.ood = memory, svd, ood
+        self.clip_frames, self.fps, self.gap_factor = int(clip_frames), float(fps), float(gap_factor)
+        self.heads_dtypes = heads_dtypes  # the committed SVD is cast once, to what the heads take
+        self.pending_tokens = np.zeros((self.clip_frames, tokens_per_frame, token_dim), np.float32)
+        self.pending_t = np.zeros((self.clip_frames,), np.float64)
+        self.lock = threading.RLock()
+        self.on_stage: Callable[[str, float], None] | None = None  # telemetry hook: (stage, seconds)
+        self.reset()
+
+    def report(self, stage: str, seconds: float) -> None:
+        if self.on_stage is not None:
+            self.on_stage(stage, seconds)
+
+    # -- lifecycle of the memory ------------------------------------------------------------
+    def reset(self) -> None:
+        """Empty memory and SVD, a fresh clock: the next frame starts a new session."""
+        with self.lock:
+            self.memory.reset()
+            self.svd.reset()
+            self.ood.reset()
+            self.pending_frames = 0
+            self.first_t: float | None = None
+            self.end_t: float | None = None
+            self.last_time: float | None = None   # the last frame added (committed or pending)
+            self.frames_processed = 0
+            self.clips = 0
+            self._gaps: deque[tuple[float, float]] = deque(maxlen=MAX_GAPS)
+            self._version = 0
+            self._publish()
+
+    def check_times(self, times: np.ndarray, after: float | None = None) -> None:
+        """ValueError unless ``times`` are finite, strictly increasing and after ``after`` (the last
+        frame added, by default)."""
+        if not len(times):
+            return
+        if not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+            raise ValueError("frame times must be finite and strictly increasing")
+        after = self.last_time if after is None else after
+        if after is not None and times[0] <= after:
+            raise ValueError(f"frame time {times[0]:.3f} s is not after the last one ({after:.3f} s)")
+
+    def add(self, tok: np.ndarray, t: float) -> bool:
+        """Add one frame's tokens at stream time ``t``; True when the pending clip is full (the
+        engine's ``step`` then commits it)."""
+        period = 1.0 / self.fps
+        if self.last_time is not None and t - self.last_time > self.gap_factor * period:
+            self._gaps.append((self.last_time + period, t))
+        self.pending_tokens[self.pending_frames] = tok
+        self.ood.update(tok)
+        self.pending_t[self.pending_frames] = t
+        self.pending_frames += 1
+        self.last_time = t
+        self.frames_processed += 1
+        return self.pending_frames == self.clip_frames
+
+    def pad(self) -> bool:
+        """Fill the rest of a partial clip with copies of its last frame, so that it can run as a
+        clip at the end of a stream; False when nothing is pending. The copies are not frames:
+        ``commit`` folds and counts only the real ones."""
+        n = self.pending_frames
+        if n == 0:
+            return False
+        self.pending_tokens[n:] = self.pending_tokens[n - 1]
+        self.pending_t[n:] = self.pending_t[n - 1]
+        return True
+
+    def clip_inputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pending clip as the sampler's clip inputs."""
+        return clip_inputs(self.pending_tokens, self.pending_t)
+
+    def commit(self) -> None:
+        """The host half of a commit, after the sampler wrote the new memory: SVD, clock, publish."""
+        n = self.pending_frames
+        t0 = time.perf_counter()
+        fold_clip(self.svd, self.pending_tokens, n)
+        self.report("svd", time.perf_counter() - t0)
+        if self.first_t is None:
+            self.first_t = float(self.pending_t[0])
+        self.end_t = float(self.pending_t[n - 1]) + 1.0 / self.fps
+        self.pending_frames = 0
+        self.clips += 1
+        t0 = time.perf_counter()
+        self._publish()
+        self.report("commit", time.perf_counter() - t0)
+
+    def _publish(self) -> None:
+        st = self.svd.state_dict()
+        dt = self.heads_dtypes
+        self._committed = Committed(
+            memory=self.memory.read(),
+            svd_basis=st["svd_basis"][None].astype(dt["svd_basis"]),
+            svd_sv=st["svd_singular_values"][None].astype(dt["svd_sv"]),
+            start=self.first_t, end=self.end_t,
+            gaps=tuple(g for g in self._gaps if self.end_t is not None and g[0] < self.end_t),
+            version=self._version)
+        self._version += 1
+
+    # -- reading ----------------------------------------------------------------------------
+    @property
+    def committed(self) -> Committed:
+        return self._committed
+
+    @property
+    def coverage(self) -> dict[str, float | None]:
+        c = self._committed
+        return {"start": c.start, "end": c.end}
+
+    @property
+    def gaps(self) -> list[tuple[float, float]]:
+        return list(self._gaps)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of stream state: device buffers, the committed copy, SVD, pending clip. Constant."""
+        c = self._committed
+        svd = sum(v.nbytes for v in self.svd.state_dict().values())
+        return int(self.memory.nbytes + sum(v.nbytes for v in c.memory.values()) + c.svd_basis.nbytes
+                   + c.svd_sv.nbytes + svd + self.pending_tokens.nbytes + self.pending_t.nbytes + MAX_GAPS * 16)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The stream's memory side as status shows it: plain values, taken without the lock."""
+        return {"coverage": self.coverage, "stream_time": self.last_time, "frames_processed": self.frames_processed,
+                "pending_frames": self.pending_frames, "clips": self.clips, "memory_bytes": self.memory_bytes,
+                "gaps": [list(g) for g in self.gaps], "ood": self.ood.status()}
+
+    # -- persistence ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Fixed-shape arrays of the whole stream state (for snapshots)."""
+        with self.lock:
+            nan = float("nan")
+            state = {f"memory_{k}": v for k, v in self.memory.read().items()}
+            state.update(self.svd.state_dict())
+            state["pending_tokens"] = self.pending_tokens.copy()
+            state["pending_t"] = self.pending_t.copy()
+            state["clock"] = np.array([
+                self.first_t if self.first_t is not None else nan,
+                self.end_t if self.end_t is not None else nan,
+                self.last_time if self.last_time is not None else nan,
+                self.frames_processed, self.clips, self.pending_frames, STATE_VERSION], np.float64)
+            state["gaps"] = np.array(list(self._gaps), np.float64).reshape(-1, 2)
+            return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore ``state_dict``'s arrays; ValueError (and an empty state) when they do not fit."""
+        with self.lock:
+            try:
+                clock = np.asarray(state["clock"], np.float64)
+                if clock.shape != (7,) or int(clock[6]) != STATE_VERSION:
+                    raise ValueError(f"clock has shape {clock.shape}")
+                pending = np.asarray(state["pending_tokens"], np.float32)
+                if pending.shape != self.pending_tokens.shape:
+                    raise ValueError(f"pending clip is {pending.shape}, expected {self.pending_tokens.shape}")
+                gaps = np.asarray(state["gaps"], np.float64).reshape(-1, 2)
+                self.memory.load({k[len("memory_"):]: v for k, v in state.items() if k.startswith("memory_")})
+                self.svd.load_state_dict(state)
+            except (KeyError, ValueError) as err:
+                self.reset()
+                raise ValueError(f"state does not fit this engine ({err})") from None
+            self.pending_tokens[:] = pending
+            self.pending_t[:] = np.asarray(state["pending_t"], np.float64)
+            f = lambda x: None if math.isnan(x) else float(x)  # noqa: E731
+            self.first_t, self.end_t, self.last_time = f(clock[0]), f(clock[1]), f(clock[2])
+            self.frames_processed, self.clips, self.pending_frames = int(clock[3]), int(clock[4]), int(clock[5])
+            self._gaps = deque((tuple(g) for g in gaps.tolist()), maxlen=MAX_GAPS)
+            self._publish()
