@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,3 +81,16 @@ def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview, *
         with open(tmp, "wb") as fh:
             fh.write(data)
     return Path(path)
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename a state file we will not use (a snapshot, a catalog index) next to itself, with a reason and a UTC time stamp."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = path.with_name(f"{path.name}.{why}-{stamp}")
+    n = 1
+    while dest.exists():
+        dest = path.with_name(f"{path.name}.{why}-{stamp}.{n}")
+        n += 1
+    os.replace(path, dest)
+    fsync_dir(path.parent)
+    return dest

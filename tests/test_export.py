@@ -122,7 +122,7 @@ def test_fp32_graphs_match_pytorch(bundles, ckpt):
 # -- manifest -------------------------------------------------------------------------------------
 
 def test_manifest_fields_and_hashes(bundles, ckpt):
-    from edge_runtime.bundle import load_bundle
+    from edge_runtime.backends.bundle import load_bundle
 
     cfg = resolve_model_config("lvm-tiny")
     for precision, b in bundles.items():

@@ -93,7 +93,7 @@ def cpu_wheels_match_the_pins(ctx) -> None:
 
 
 def kiosk_copy_is_complete(ctx) -> None:
-    from edge_runtime.bundle import load_bundle
+    from edge_runtime.backends.bundle import load_bundle
 
     kiosk = Path(ctx["kiosk"])
     for rel in ("pyproject.toml", "README.md", "edge_runtime/cli/__init__.py", "configs/runtime/kiosk.yaml",
@@ -137,7 +137,7 @@ def unit_user_matches(ctx) -> None:
 
 def unit_starts_what_the_steps_installed(ctx) -> None:
     """The unit's command parses, and names the venv, config, bundle, state and token of steps 2-5."""
-    from edge_runtime.bundle import load_bundle
+    from edge_runtime.backends.bundle import load_bundle
     from edge_runtime.cli import build_parser
     from edge_runtime.runtime_config import load_runtime_settings
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.backends import BackendError, HostBuffer, TensorMeta, check_no_alias, onnxruntime_runner
-from edge_runtime.bundle import load_bundle
+from edge_runtime.backends.bundle import load_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -114,7 +114,7 @@ def test_alias_check_sees_overlapping_views():
 
 def test_heavy_libraries_load_lazily_and_runtime_never_imports_torch():
     code = ("import sys, importlib, pkgutil, edge_runtime\n"
-            "import edge_runtime.backends, edge_runtime.bundle, edge_runtime.engine.engine\n"
+            "import edge_runtime.backends, edge_runtime.backends.bundle, edge_runtime.engine.engine\n"
             "assert 'onnxruntime' not in sys.modules, 'onnxruntime imported before a runner is activated'\n"
             "assert 'tensorrt' not in sys.modules\n"
             "for m in pkgutil.walk_packages(edge_runtime.__path__, 'edge_runtime.'):\n"

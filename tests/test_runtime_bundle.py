@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from edge_runtime.bundle import BundleError, HostInfo, choose_backend, load_bundle, plan_mismatch
+from edge_runtime.backends.bundle import BundleError, HostInfo, choose_backend, load_bundle, plan_mismatch
 
 
 @pytest.fixture()

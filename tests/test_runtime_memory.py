@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.backends import onnxruntime_runner
-from edge_runtime.bundle import load_bundle
+from edge_runtime.backends.bundle import load_bundle
 from edge_runtime.memory.token_memory import MEMORY_INPUTS, TokenMemory
 
 

@@ -171,7 +171,7 @@ def s5_bundle(tmp_path_factory, s5_net):
 
 
 def test_s5_export_carries_the_state_with_parity(s5_bundle):
-    from edge_runtime.bundle import load_bundle
+    from edge_runtime.backends.bundle import load_bundle
 
     man = json.loads((s5_bundle / "manifest.json").read_text())
     g = man["graphs"]["sampler"]
@@ -255,7 +255,7 @@ def test_engine_snapshot_restores_the_state(s5_engine):
 
 
 def test_bundle_whose_sampler_state_does_not_match_its_config(s5_bundle, tmp_path):
-    from edge_runtime.bundle import BundleError, load_bundle
+    from edge_runtime.backends.bundle import BundleError, load_bundle
 
     def edited(name, change):
         dst = tmp_path / name

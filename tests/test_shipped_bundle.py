@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.bundle import load_bundle, sha256_file
+from edge_runtime.backends.bundle import load_bundle, sha256_file
 from edge_runtime.cli import demo
 
 REPO = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ TensorRT was asked for by name (then the reason is the error)."""
 from __future__ import annotations
 
 from edge_runtime.backends import BackendError, CacheMiss, Runner, onnxruntime_runner, tensorrt_runner
-from edge_runtime.bundle import Bundle, BundleError, choose_backend, verify_files
+from edge_runtime.backends.bundle import Bundle, BundleError, choose_backend, verify_files
 
 
 def _make(bundle: Bundle, backend: str, threads: int | None) -> dict[str, Runner]:

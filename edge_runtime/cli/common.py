@@ -76,7 +76,7 @@ def load_settings(args, overrides: dict[str, Any]):
 
 
 def open_engine(bundle: str, backend: str, threads: int | None):
-    from edge_runtime.bundle import BundleError
+    from edge_runtime.backends.bundle import BundleError
     from edge_runtime.engine.engine import Engine
 
     path = resolve_path(bundle)

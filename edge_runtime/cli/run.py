@@ -160,7 +160,8 @@ def stream_sources(args, s) -> list[tuple[str | None, str]]:
 
 def reset_state(state_dir: Path) -> None:
     """--reset-state: rename the snapshot aside (it is the user's data: never deleted)."""
-    from edge_runtime.engine.snapshot import SNAPSHOT_NAME, set_aside
+    from edge_runtime.atomic_write import set_aside
+    from edge_runtime.engine.snapshot import SNAPSHOT_NAME
 
     path = Path(state_dir) / SNAPSHOT_NAME
     if not path.exists():

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_runtime.query.answers import decode_answers, encode_queries, heads_rows_per_call
-from edge_runtime.bundle import Bundle, load_bundle
+from edge_runtime.backends.bundle import Bundle, load_bundle
 from edge_runtime.backends.bundle_runners import open_runners
 from edge_runtime.engine.ingest import ingest_streams, ingest_tokens
 from edge_runtime.engine.stream_state import Committed, StreamState

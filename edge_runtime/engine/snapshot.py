@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.atomic_write import atomic_writer, fsync_dir
+from edge_runtime.atomic_write import atomic_writer, set_aside
 
 FORMAT = "lvm-edge-snapshot/1"
 SNAPSHOT_NAME = "snapshot.npz"
@@ -87,19 +85,6 @@ def read_snapshot(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, An
         if _digest(v) != sums[k]:
             raise SnapshotError(f"{path}: damaged snapshot (checksum mismatch in '{k}')")
     return arrays, meta
-
-
-def set_aside(path: Path, why: str) -> Path:
-    """Rename a snapshot we will not use next to itself, with a reason and a UTC time stamp."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    dest = path.with_name(f"{path.name}.{why}-{stamp}")
-    n = 1
-    while dest.exists():
-        dest = path.with_name(f"{path.name}.{why}-{stamp}.{n}")
-        n += 1
-    os.replace(path, dest)
-    fsync_dir(path.parent)
-    return dest
 
 
 @dataclass

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge_runtime.atomic_write import atomic_write_bytes, fsync_dir
+from edge_runtime.atomic_write import atomic_write_bytes, fsync_dir, set_aside
 
 log = logging.getLogger("lvm_edge")
 
@@ -257,8 +257,6 @@ class Catalog:
             if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("products"), list):
                 raise ValueError(f"not a format-{FORMAT} catalog index")
         except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            from edge_runtime.engine.snapshot import set_aside
-
             try:
                 aside = set_aside(path, "corrupt").name
             except OSError:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from edge_runtime.atomic_write import set_aside
 from edge_runtime.engine import snapshot as snap
 from edge_runtime.query.catalog import Catalog
 from edge_runtime.engine.engine import Engine
@@ -119,7 +120,7 @@ class Runtime:
         try:
             self.engine.load_state_dict(restored.arrays)
         except ValueError as err:
-            aside = snap.set_aside(restored.path, "corrupt")
+            aside = set_aside(restored.path, "corrupt")
             self.warn(f"{restored.path}: {err}; starting fresh (kept as {aside.name})")
             return
         self._restored_meta = restored.meta

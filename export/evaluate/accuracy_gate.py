@@ -124,7 +124,7 @@ def engine_evaluator(*, videos: int = 4, video_s: float = 1800.0, queries: int =
             raise GateError(f"the accuracy gate needs the runtime engine and the evaluation ({err}); "
                             "use --skip-gate to export without it") from None
         if "videos" not in cache:
-            from edge_runtime.bundle import load_bundle
+            from edge_runtime.backends.bundle import load_bundle
 
             cfg = load_bundle(bundle_dir, verify=False).cfg
             if data is None:

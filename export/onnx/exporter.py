@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_runtime.bundle import GRAPH_NAMES
+from edge_runtime.backends.bundle import GRAPH_NAMES
 from export.onnx.inputs import check_data_labels, choose_engine, load_model, open_data, read_calibration, validate_args
 from export.onnx.summary import print_summary
 from export.onnx.ui import UI, quiet

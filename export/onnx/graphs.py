@@ -1,6 +1,6 @@
 """The three ONNX graphs of a bundle, exported to the runtime's I/O contract.
 
-The contract (names in order, accepted dtypes) is ``edge_runtime.bundle.CONTRACT``: the runtime
+The contract (names in order, accepted dtypes) is ``edge_runtime.backends.bundle.CONTRACT``: the runtime
 binds by these names, so the graphs are built from the same table the runtime checks bundles with.
 The dynamo exporter (torch's default) writes opset 18 — inside TensorRT 10.3's range (<= 20) and
 below opset 23, whose fused Attention op TensorRT 10.3 cannot read.
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_runtime.bundle import CONTRACT, GRAPH_NAMES, OPTIONAL, contract_io
+from edge_runtime.backends.bundle import CONTRACT, GRAPH_NAMES, OPTIONAL, contract_io
 from export.model.lvmnet import LVMNet
 
 OPSET = 18

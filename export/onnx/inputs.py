@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import GRAPH_NAMES
+from edge_runtime.backends.bundle import GRAPH_NAMES
 from export.cli.common import UsageError
 from export.onnx.ui import UI, one_line, quiet
 
@@ -37,7 +37,7 @@ def validate_args(a) -> None:
 
 def load_model(a):
     """-> (config, net in eval mode, the manifest's checkpoint section)."""
-    from edge_runtime.bundle import sha256_file
+    from edge_runtime.backends.bundle import sha256_file
     from edge_runtime.config import resolve_model_config
     from export.model.checkpoint import DEFAULT_CHECKPOINT, REPO_ROOT, CheckpointError, checkpoint_labels, load_checkpoint
 

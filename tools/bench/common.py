@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bundle import sha256_file
+from edge_runtime.backends.bundle import sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "bench"
@@ -231,11 +231,8 @@ class Ctx:
                 raise FileNotFoundError(f"--checkpoint {cand}: not found")
             # keyed by the config and by the code that defines the tensors: a cached file from before a
             # change of the heads' code would no longer load
-            import export
-
-            code = hashlib.sha256(b"".join(
-                (Path(export.__file__).parent / f).read_bytes()
-                for f in ("backbone.py", "sampler.py", "heads.py", "layers.py", "model.py"))).hexdigest()
+            code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((REPO / "export" / "model").glob("*.py"))
+                                           )).hexdigest()
             path = CACHE / "checkpoints" / f"{cfg_name}-init-seed0-{cfg.arch_digest()[:12]}-{code[:8]}.safetensors"
             if not path.is_file():
                 import torch
