@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "docs" / "accuracy" / "ood.json"))
     a = p.parse_args(argv)
 
-    from edge_runtime.bundle import BundleError
+    from edge_runtime.backends.bundle import BundleError
     from edge_runtime.checkout import EVAL_LOOKS, EVAL_SEED_BASE, TRAIN_LOOKS, CheckoutVideo
     from edge_runtime.engine.engine import Engine
     from edge_runtime.sources import SourceError, open_source
