@@ -22,10 +22,8 @@ import torch
 from torch import nn
 
 from edge_runtime.config import ModelConfig
-from export.model.encodings import spatial_encoding, temporal_encoding
+from export.model.encodings import spatial_encoding
 from export.model.layers import MASK_NEG, EncoderLayer, key_bias
-
-QUERY_TYPES = ("activity", "object", "time")
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,7 @@ class ReaderConfig:
     heads: int = 4
     ff_mult: int = 2
     embed: int = 32           # E: identity embedding width
-    dropout: float = 0.0
+    dropout: float = 0.1
     time_scale_s: float = 20.0  # distance unit of the attention's time locality
     span_scale_s: float = 10.0  # event offsets are predicted in this unit
     ranked: int = 3           # answers per object / time query (R@3x)
@@ -66,9 +64,10 @@ class MemoryReader(nn.Module):
         init = torch.logspace(-2.0, 0.5, rc.heads)
         self.time_slope = nn.Parameter(torch.log(torch.expm1(init)).repeat(rc.layers, 1))
         self.norm = nn.LayerNorm(D)
-        # identity reads the token's own appearance (raw content) beside the context, so a product seen
-        # once is still matchable when its neighbours say nothing about it
-        self.ident = nn.Linear(2 * D, rc.embed)
+        # identity reads the token's own appearance only: with context (or time) in it, 4 training videos
+        # were memorised (train top-1 0.95, held-out 0.05 = chance); appearance alone also trains on every
+        # frame token, not just the memory's
+        self.ident = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * D), nn.GELU(), nn.Linear(2 * D, rc.embed))
         self.act = nn.Linear(D, self.C)
         nn.init.constant_(self.act.bias, -3.0)
         self.event = nn.Linear(D, 1)
@@ -86,8 +85,9 @@ class MemoryReader(nn.Module):
         D, rc = self.D, self.rc
         coef = mem @ svd_basis.transpose(1, 2)
         content = self.mem_in(mem + coef @ svd_basis)  # MeMSVD read: h + (h Uᵀ) U
-        h = content + temporal_encoding(mem_t, D, self.fps, self.max_video_s)
-        h = h + spatial_encoding(mem_p, D, self.grid) + self.kind.weight[0]
+        # no absolute time: a fact does not depend on when it happened (absolute time let the reader
+        # memorise its training videos); time enters only as the attention's relative-time bias
+        h = content + spatial_encoding(mem_p, D, self.grid) + self.kind.weight[0]
         sv = svd_sv / (svd_sv[:, :1] + 1e-6)
         svd_tok = self.svd_in(svd_basis * sv[..., None]) + self.svd_rank.weight + self.kind.weight[1]
         x = torch.cat([h, svd_tok], dim=1)
@@ -102,7 +102,7 @@ class MemoryReader(nn.Module):
         for li, layer in enumerate(self.enc):
             x = layer(x, bias - slopes[li][None, :, None, None] * dist[:, None])
         x = self.norm(x[:, :m])
-        ident = nn.functional.normalize(self.ident(torch.cat([x, content], dim=-1)), dim=-1)
+        ident = self.token_ident(mem)
         o = self.box(x)
         row = torch.div(mem_p, self.grid, rounding_mode="floor").to(torch.float32)
         col = mem_p.to(torch.float32) - row * self.grid
@@ -113,6 +113,10 @@ class MemoryReader(nn.Module):
         boxes = torch.stack([cx - w / 2, cy - hh / 2, cx + w / 2, cy + hh / 2], dim=-1).clamp(0.0, 1.0)
         span = nn.functional.softplus(self.span(x)) * rc.span_scale_s
         return ident, self.act(x), self.event(x).squeeze(-1), boxes, span
+
+    def token_ident(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Backbone tokens (..., d) -> (..., E) unit identity embeddings."""
+        return nn.functional.normalize(self.ident(tokens), dim=-1)
 
     def embed_crop(self, q_object: torch.Tensor) -> torch.Tensor:
         """Crop tokens (Q, P, d) -> (Q, E) unit embedding. Also what a catalog product is stored as."""
@@ -199,10 +203,11 @@ class AnswerStep(nn.Module):
 
 
 def reader_answers(q_types: list[str], q_windows, act_scores, intervals, keyboxes, *, object_fps: float,
-                   prior=None) -> list[dict]:
+                   prior=None, prior_weight: float = 1e-4) -> list[dict]:
     """Answer-step outputs (numpy) -> ReST answer dicts, as ``edge_runtime.query.answers`` writes them.
-    ``prior`` (C,): the training class frequency, a tie-break far below any evidence, so an activity
-    query with no matching token ranks like the no-video baseline rather than by class index."""
+    ``prior`` (C,): the training class frequency, added with ``prior_weight`` (fitted on calibration
+    videos): at 1e-4 a tie-break, so a query with no matching token ranks like the no-video baseline
+    rather than by class index; larger where the evidence is weaker than what the prior knows."""
     import numpy as np
 
     out = []
@@ -210,7 +215,7 @@ def reader_answers(q_types: list[str], q_windows, act_scores, intervals, keyboxe
         if qt == "activity":
             sc = act_scores[i].astype(np.float64)
             if prior is not None:
-                sc = sc + 1e-4 * np.asarray(prior, np.float64)
+                sc = sc + prior_weight * np.asarray(prior, np.float64)
             out.append({"scores": sc.tolist(), "ranked": np.argsort(-sc, kind="stable").tolist()})
         elif qt == "time":
             out.append({"intervals": [[float(a), float(b), float(p)] for a, b, p in intervals[i]]})
@@ -280,25 +285,34 @@ def load_reader(path, cfg: ModelConfig) -> tuple[MemoryReader, AnswerStep, dict]
     return reader.eval(), answer.eval(), meta
 
 
-def platt(evidence, ab) -> "np.ndarray":  # noqa: F821
-    """Calibrated probability from raw evidence in [0, 1]: sigmoid(a * logit(evidence) + b)."""
+def calibrated(evidence, fit) -> "np.ndarray":  # noqa: F821
+    """Probability from raw evidence through a fitted monotone map (``fit_calibration``)."""
     import numpy as np
 
-    x = np.log(np.clip(evidence, 1e-6, 1 - 1e-6)) - np.log1p(-np.clip(evidence, 1e-6, 1 - 1e-6))
-    return 1.0 / (1.0 + np.exp(-np.clip(ab[0] * x + ab[1], -40, 40)))
+    xs, ys = fit
+    return np.interp(np.asarray(evidence, np.float64), xs, ys)
 
 
-def fit_platt(evidence, target, iters: int = 50) -> list[float]:
-    """Logistic fit of 0/1 ``target`` on logit(evidence) (Newton steps, a little L2 for separable data)."""
+def fit_calibration(evidence, target, min_block: int = 5) -> list[list[float]]:
+    """Isotonic fit (pool adjacent violators) of a 0/1 ``target`` on the evidence: monotone, robust to
+    evidence that saturates at 0 or 1 (where a logistic fit on logit(evidence) broke down). Blocks of
+    fewer than ``min_block`` answers are merged into a neighbour. -> [[x...], [p...]] for np.interp."""
     import numpy as np
 
-    x = np.log(np.clip(evidence, 1e-6, 1 - 1e-6)) - np.log1p(-np.clip(evidence, 1e-6, 1 - 1e-6))
+    e = np.asarray(evidence, np.float64)
     y = np.asarray(target, np.float64)
-    X = np.stack([x, np.ones_like(x)], 1)
-    w = np.array([1.0, 0.0])
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-np.clip(X @ w, -40, 40)))
-        g = X.T @ (p - y) + 1e-2 * w
-        H = (X * (p * (1 - p))[:, None]).T @ X + 1e-2 * np.eye(2)
-        w = w - np.linalg.solve(H, g)
-    return [float(w[0]), float(w[1])]
+    if len(e) == 0:
+        return [[0.0, 1.0], [0.5, 0.5]]
+    o = np.argsort(e, kind="stable")
+    blocks: list[list[float]] = []  # [sum y, count, sum x]
+    for xv, yv in zip(e[o], y[o]):
+        blocks.append([yv, 1.0, xv])
+        while len(blocks) > 1 and (blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]
+                                   or blocks[-2][1] < min_block):
+            b = blocks.pop()
+            blocks[-1] = [blocks[-1][0] + b[0], blocks[-1][1] + b[1], blocks[-1][2] + b[2]]
+    xs = [b[2] / b[1] for b in blocks]
+    ps = [b[0] / b[1] for b in blocks]
+    if len(xs) == 1:
+        xs, ps = [xs[0] - 1e-6, xs[0] + 1e-6], ps * 2
+    return [xs, ps]

@@ -22,13 +22,15 @@ import json
 import os
 import time
 
+from edge_runtime.query.types import BY_NAME, NAMES
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 CONFIDENT = 0.8
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.accuracy.reader_eval", description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="checkpoints/lvm-tiny.safetensors")
     ap.add_argument("--reader", required=True)
     ap.add_argument("--videos", type=int, default=2)
@@ -50,7 +52,7 @@ def main() -> None:
     from export.dataset.video_data import token_cache_dir
     from export.evaluate.scoring import _head_batch, _run_heads, evaluation_videos, score
     from export.model.checkpoint import load_checkpoint
-    from export.model.reader import load_reader, platt
+    from export.model.reader import calibrated, load_reader
     from export.train.query_batch import build_query_batch
     from export.train.reader_stage import is_hit, run_answer_step
     from export.train.streaming import stream_memory
@@ -85,7 +87,7 @@ def main() -> None:
                                                 object_fps=cfg.stream.object_fps))
             qs = list(v.queries) + absent
             ans, ev, commit_s, _ = run_answer_step(reader, answer, mem, basis, sv, qs, v.crop_tokens, cfg=cfg,
-                                                   prior=rmeta["prior"])
+                                                   prior=rmeta["prior"], prior_weight=cal.get("prior_weight", 1e-4))
             lat["commit_ms"].append(1e3 * commit_s)
             # single-query timings: the facts are computed once (commit), then each query alone
             facts = [x[0] for x in reader(*mem, basis, sv)]
@@ -97,13 +99,13 @@ def main() -> None:
                 obj = v.crop_tokens[q.instance_id][None].float() if q.type != "object" else torch.zeros(1, *v.crop_tokens[next(iter(v.crop_tokens))].shape)
                 t1 = time.perf_counter()
                 emb = reader.embed_crop(obj)
-                answer(*facts, mem[1][0], mem[3][0], torch.tensor([{"activity": 0, "object": 1, "time": 2}[q.type]]),
+                answer(*facts, mem[1][0], mem[3][0], torch.tensor([BY_NAME[q.type].id]),
                        torch.tensor([q.activity_id or 0]), emb, torch.tensor([[q.start, q.end]]))
                 lat["answer_ms"].append(1e3 * (time.perf_counter() - t1))
                 if ort_graphs is not None:
                     feed = {"ident": facts[0], "act_logits": facts[1], "boxes": facts[3], "span": facts[4],
                             "mem_t": mem[1][0], "mem_valid": mem[3][0],
-                            "q_type": torch.tensor([{"activity": 0, "object": 1, "time": 2}[q.type]]),
+                            "q_type": torch.tensor([BY_NAME[q.type].id]),
                             "q_activity": torch.tensor([q.activity_id or 0]), "q_object": obj,
                             "q_window": torch.tensor([[q.start, q.end]])}
                     lat["answer_ort_ms"].append(ort_ms(ort_graphs[1], feed))
@@ -124,10 +126,10 @@ def main() -> None:
     absent_m = np.array([is_absent(q) for q in all_q])
     p_seen = np.zeros(len(ev))
     conf = np.zeros(len(ev))
-    for t in ("activity", "object", "time"):
+    for t in NAMES:
         k = types == t
-        p_seen[k] = platt(ev[k], cal[t]["seen"])
-        conf[k] = platt(ev[k], cal[t]["right"])
+        p_seen[k] = calibrated(ev[k], cal[t]["seen"])
+        conf[k] = calibrated(ev[k], cal[t]["right"])
     not_seen = p_seen < 0.5
     hit = np.array([is_hit(q, a) for q, a in zip(all_q, all_ans)])
     # counted as a miss when the reader says not_seen to a present query
@@ -190,7 +192,9 @@ def export_graphs(reader, answer, cfg):
         names = ["ident", "act_logits", "event_logit", "boxes", "span", "mem_t", "mem_valid", "q_type", "q_activity",
                  "q_object", "q_window"]
         outs = ["activity_scores", "intervals", "keyboxes", "evidence"]
-        torch.onnx.export(Answer(), (*facts, mem[1][0], mem[3][0], *qin), f"{tmp}/answer.onnx", opset_version=18,
+        # eval mode: the exporter restores the wrapper's mode afterwards, and a new Module is in training
+        # mode, which would switch the shared reader's dropout on
+        torch.onnx.export(Answer().eval(), (*facts, mem[1][0], mem[3][0], *qin), f"{tmp}/answer.onnx", opset_version=18,
                           dynamo=False, input_names=names, output_names=outs,
                           dynamic_axes={k: {0: "Q"} for k in names[7:] + outs})
     return tuple(ort.InferenceSession(f"{tmp}/{n}.onnx", so, providers=["CPUExecutionProvider"])
@@ -224,7 +228,7 @@ def print_tables(res: dict) -> None:
     f = lambda x: "   n/a" if x is None else f"{100 * x:6.1f}"  # noqa: E731
     for r in ("recall@1x", "recall@3x"):
         print(f"\n{r}: " + " | ".join(rows))
-        for t in ("activity", "object", "time"):
+        for t in NAMES:
             for w in ("short", "medium", "long"):
                 cells = [f(res[k][r][t][w]) for k in rows]
                 n = res["heads"]["count"][t][w]

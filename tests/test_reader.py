@@ -1,0 +1,107 @@
+"""The memory reader prototype (export/model/reader.py) and the benchmark's absent queries.
+
+The reader turns a committed memory into per-token facts once; the answer step answers a query from
+the facts alone. Here: absent queries really have "not seen" as their truth, both graphs run in ONNX
+Runtime with the numbers of PyTorch, and the answer step depends only on the facts and the query."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edge_runtime.checkout import CheckoutVideo
+from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
+from edge_runtime.config import resolve_model_config
+from export.model.reader import AnswerStep, MemoryReader, calibrated, fit_calibration
+from tools.accuracy.reader_eval import export_graphs
+
+
+def _overlaps(a0, a1, b0, b1):
+    return a0 <= b1 and a1 >= b0
+
+
+def test_absent_queries_have_no_evidence_in_their_window():
+    ann = CheckoutVideo(3, 900.0).annotations()
+    qs = sample_absent_queries(ann, 60, np.random.default_rng(0))
+    assert len(qs) == 60 and all(is_absent(q) for q in qs)
+    assert {q.type for q in qs} == {"activity", "object", "time"}
+    cls = {int(i["instance_id"]): int(i.get("class_id", i["instance_id"])) for i in ann["instances"]}
+    tracks = {int(k): v for k, v in ann["boxes"].items()}
+    for q in qs:
+        over = [ev for ev in ann["events"] if ev["start"] < q.end and ev["end"] > q.start]
+        if q.type == "activity":  # no instance of the asked product's class is in view
+            same = [i for i in cls if cls[i] == cls[q.instance_id] and i in tracks]
+            assert not any(_overlaps(tracks[i][0][0], tracks[i][-1][0], q.start, q.end) for i in same), q
+        elif q.type == "object":  # the activity happens nowhere in the window
+            assert not any(int(ev["activity_id"]) == q.activity_id for ev in over), q
+        else:  # the product is in view, but nothing of its class undergoes the activity there
+            assert not any(int(ev["activity_id"]) == q.activity_id and cls[int(ev["instance_id"])] == cls[q.instance_id]
+                           for ev in over), q
+
+
+@pytest.fixture(scope="module")
+def reader_pair():
+    torch.manual_seed(0)
+    cfg = resolve_model_config("lvm-tiny")
+    return cfg, MemoryReader(cfg).eval(), AnswerStep().eval()
+
+
+def _memory(cfg, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    m, d, P, r = cfg.stream.memory_tokens, cfg.backbone.dim, cfg.backbone.tokens_per_frame, cfg.svd.n_components
+    return (torch.randn(1, m, d, generator=g), torch.sort(torch.rand(1, m, generator=g) * 1800).values,
+            torch.randint(0, P, (1, m), generator=g), torch.ones(1, m), torch.randn(1, r, d, generator=g),
+            torch.rand(1, r, generator=g))
+
+
+def test_facts_have_constant_shapes_and_unit_identities(reader_pair):
+    cfg, reader, _ = reader_pair
+    with torch.no_grad():
+        ident, act, event, boxes, span = reader(*_memory(cfg))
+    m = cfg.stream.memory_tokens
+    assert ident.shape[:2] == act.shape[:2] == boxes.shape[:2] == span.shape[:2] == (1, m) and event.shape == (1, m)
+    assert act.shape[2] == cfg.heads.num_activities and boxes.shape[2] == 4
+    assert torch.allclose(ident.norm(dim=-1), torch.ones(1, m), atol=1e-5)
+    assert ((boxes >= 0) & (boxes <= 1)).all()
+
+
+def test_both_graphs_run_in_onnx_runtime_as_in_pytorch(reader_pair):
+    cfg, reader, answer = reader_pair
+    r_sess, a_sess = export_graphs(reader, answer, cfg)
+    mem = _memory(cfg, seed=1)
+    names = ["mem", "mem_t", "mem_p", "mem_valid", "svd_basis", "svd_sv"]
+    facts = r_sess.run(None, {n: x.numpy() for n, x in zip(names, mem)})
+    with torch.no_grad():
+        ref = reader(*mem)
+    for got, want in zip(facts, ref):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    # three queries, one of each type, in one call: the answer step reads only the facts
+    P, d = cfg.backbone.tokens_per_frame, cfg.backbone.dim
+    q = {"q_type": np.array([0, 1, 2]), "q_activity": np.array([0, 2, 1]),
+         "q_object": np.random.default_rng(0).standard_normal((3, P, d)).astype(np.float32),
+         "q_window": np.array([[0, 300], [600, 1500], [100, 1800]], np.float32)}
+    feed = {n: f[0] for n, f in zip(["ident", "act_logits", "event_logit", "boxes", "span"], facts)}
+    feed |= {"mem_t": mem[1][0].numpy(), "mem_valid": mem[3][0].numpy(), **q}
+    wanted = {i.name for i in a_sess.get_inputs()}  # facts the answer step does not read are pruned from its graph
+    scores, intervals, keyboxes, evidence = a_sess.run(None, {k: v for k, v in feed.items() if k in wanted})
+    with torch.no_grad():
+        want = answer(*[torch.from_numpy(f[0]) for f in facts], mem[1][0], mem[3][0], torch.from_numpy(q["q_type"]),
+                      torch.from_numpy(q["q_activity"]), reader.embed_crop(torch.from_numpy(q["q_object"])),
+                      torch.from_numpy(q["q_window"]))
+    for got, w in zip((scores, intervals, keyboxes, evidence), want):
+        np.testing.assert_allclose(got, w.numpy(), atol=1e-4)
+    assert scores.shape == (3, cfg.heads.num_activities) and evidence.shape == (3,)
+    # every ranked interval lies inside its query's window
+    for i, (s, e) in enumerate(q["q_window"]):
+        iv = intervals[i][intervals[i][:, 2] > 0]
+        assert ((iv[:, 0] >= s - 1e-3) & (iv[:, 1] <= e + 1e-3)).all(), (i, iv)
+
+
+def test_confidence_map_is_monotone_and_fits_the_rate():
+    rng = np.random.default_rng(0)
+    ev = rng.uniform(0, 1, 2000)
+    hit = rng.uniform(0, 1, 2000) < ev  # right answers as often as the evidence says
+    fit = fit_calibration(ev, hit)
+    p = calibrated(np.linspace(0, 1, 50), fit)
+    assert np.all(np.diff(p) >= 0)
+    assert abs(calibrated([0.8], fit)[0] - 0.8) < 0.1 and abs(calibrated([0.2], fit)[0] - 0.2) < 0.1
