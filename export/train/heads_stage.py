@@ -32,21 +32,15 @@ from export.dataset.video_data import VideoData, attach_queries, backbone_digest
 from export.train.losses import QUERY_TARGETS, query_loss_terms, token_activity_loss, token_loss
 from export.model.lvmnet import LVMNet
 from export.train.query_batch import build_query_batch
-from export.train.streaming import stream_clips
+from export.train.streaming import MemoryStack, stream_clips
 from export.train.token_targets import event_token_labels
 from export.train.joint_stage import compact_memory, token_labels
 
 
 @dataclass
-class StageVideo:
+class StageVideo(MemoryStack):
     """One training video as the heads stage sees it: the frozen sampler's memory after every clip,
     its queries and crops, and which frame tokens show which instance (no frames, no frame tokens)."""
-    tokens: torch.Tensor     # (C, m, d) float16
-    times: torch.Tensor      # (C, m)
-    patches: torch.Tensor    # (C, m) int64
-    valid: torch.Tensor      # (C, m)
-    basis: torch.Tensor      # (C, r, d)
-    sv: torch.Tensor         # (C, r)
     clip_end: np.ndarray     # (C,) seconds of stream each clip's memory has seen
     instances: torch.Tensor  # (N, P) int32 event-object instance per frame token, -1 none
     activities: torch.Tensor  # (N, P) int32 that event's activity, -1 none

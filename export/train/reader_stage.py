@@ -39,7 +39,7 @@ from export.dataset.video_data import VideoData, attach_queries, backbone_digest
 from export.model.lvmnet import LVMNet
 from export.model.reader import AnswerStep, MemoryReader, ReaderConfig, fit_calibration, reader_answers, save_reader
 from export.train.losses import balanced_mean, giou
-from export.train.streaming import stream_clips
+from export.train.streaming import MemoryStack, stream_clips
 
 TYPE_IDS = {name: row.id for name, row in BY_NAME.items()}  # the heads' type ids
 FRAME_POS = 12000  # frame tokens kept per video for the identity loss (as many negatives)
@@ -98,15 +98,9 @@ def token_fact_targets(annotations: dict, times: np.ndarray, grid: int):
 
 
 @dataclass
-class ReaderVideo:
+class ReaderVideo(MemoryStack):
     """The frozen sampler's memories of one video (every ``every``-th clip and the last) with each
     memory token's targets, the video's crops and its queries."""
-    tokens: torch.Tensor     # (S, m, d) float16
-    times: torch.Tensor      # (S, m)
-    patches: torch.Tensor    # (S, m) int64
-    valid: torch.Tensor      # (S, m)
-    basis: torch.Tensor      # (S, r, d)
-    sv: torch.Tensor         # (S, r)
     snap_end: np.ndarray     # (S,) seconds of stream each memory has seen
     inst: torch.Tensor       # (S, m) int64
     act: torch.Tensor        # (S, m) int64

@@ -8,12 +8,26 @@ same fold (``fold_clip``). A trailing partial clip is never streamed.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from edge_runtime.memory.clip_step import fold_clip, whole_clips
 from export.dataset.video_data import VideoData
 from export.model.lvmnet import LVMNet
 from export.model.svd_torch import TorchOnlineSVD
+
+
+@dataclass
+class MemoryStack:
+    """The frozen sampler's memories of one video, one row per kept clip: what a heads-stage or a
+    reader step reads (tokens, their times and patches, which are real, the online SVD after each)."""
+    tokens: torch.Tensor     # (S, m, d) float16
+    times: torch.Tensor      # (S, m)
+    patches: torch.Tensor    # (S, m) int64
+    valid: torch.Tensor      # (S, m)
+    basis: torch.Tensor      # (S, r, d)
+    sv: torch.Tensor         # (S, r)
 
 
 def new_svd(net: LVMNet) -> TorchOnlineSVD:
