@@ -4,7 +4,6 @@ the damage with the damage said in that line. Megamind_bugy.avi (Debian opencv-d
 tools/fetch_footage.sh) is checked on its own and skipped, visibly, where it is missing."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest

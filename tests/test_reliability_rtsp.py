@@ -5,7 +5,6 @@ cannot be imported by /usr/bin/python3."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest

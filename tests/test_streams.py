@@ -3,7 +3,6 @@ hub keeps names, state dirs and failures apart, and `lvm-edge run` takes several
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest

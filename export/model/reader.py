@@ -91,7 +91,7 @@ class MemoryReader(nn.Module):
         sv = svd_sv / (svd_sv[:, :1] + 1e-6)
         svd_tok = self.svd_in(svd_basis * sv[..., None]) + self.svd_rank.weight + self.kind.weight[1]
         x = torch.cat([h, svd_tok], dim=1)
-        m, r = h.shape[1], svd_tok.shape[1]
+        m = h.shape[1]
         keep = torch.cat([mem_valid, (svd_sv > 0).to(torch.float32)], dim=1)
         bias = key_bias(keep)  # (B,1,1,N)
         t_all = torch.cat([mem_t, torch.zeros_like(svd_sv)], dim=1)

@@ -22,7 +22,6 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

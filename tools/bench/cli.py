@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 ALL_PARTS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "GPU")
 

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 

@@ -23,7 +23,6 @@ import base64
 import contextlib
 import select
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
