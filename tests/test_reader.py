@@ -12,7 +12,8 @@ import torch
 from edge_runtime.checkout import CheckoutVideo
 from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
 from edge_runtime.config import resolve_model_config
-from export.model.reader import AnswerStep, MemoryReader, calibrated, fit_calibration
+from edge_runtime.query.reader_answers import calibrated, fit_calibration
+from export.model.reader import AnswerStep, MemoryReader
 from tools.accuracy.reader_eval import export_graphs
 
 

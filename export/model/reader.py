@@ -202,39 +202,6 @@ class AnswerStep(nn.Module):
         return act_scores, intervals, keyboxes, evidence
 
 
-def reader_answers(q_types: list[str], q_windows, act_scores, intervals, keyboxes, *, object_fps: float,
-                   prior=None, prior_weight: float = 1e-4) -> list[dict]:
-    """Answer-step outputs (numpy) -> ReST answer dicts, as ``edge_runtime.query.answers`` writes them.
-    ``prior`` (C,): the training class frequency, added with ``prior_weight`` (fitted on calibration
-    videos): at 1e-4 a tie-break, so a query with no matching token ranks like the no-video baseline
-    rather than by class index; larger where the evidence is weaker than what the prior knows."""
-    import numpy as np
-
-    out = []
-    for i, qt in enumerate(q_types):
-        if qt == "activity":
-            sc = act_scores[i].astype(np.float64)
-            if prior is not None:
-                sc = sc + prior_weight * np.asarray(prior, np.float64)
-            out.append({"scores": sc.tolist(), "ranked": np.argsort(-sc, kind="stable").tolist()})
-        elif qt == "time":
-            out.append({"intervals": [[float(a), float(b), float(p)] for a, b, p in intervals[i]]})
-        else:
-            s, e = (float(x) for x in q_windows[i])
-            tracks = []
-            for k in range(intervals.shape[1]):
-                lo, hi, p = (float(x) for x in intervals[i, k])
-                at = s + np.arange(int(np.floor((e - s) * object_fps + 1e-9)) + 1) / object_fps
-                inside = (at >= lo - 1e-9) & (at <= hi + 1e-9)
-                at = at[inside] if inside.any() else at[[int(np.abs(at - (lo + hi) / 2).argmin())]]
-                kt = np.linspace(lo, hi, keyboxes.shape[2])
-                b = np.stack([np.interp(at, kt, keyboxes[i, k, :, j]) for j in range(4)], axis=1)
-                tracks.append({"times": at.tolist(), "boxes": np.clip(b, 0, 1).tolist(), "extent": [lo, hi, p]})
-            out.append({"tracks": tracks, "times": tracks[0]["times"], "boxes": tracks[0]["boxes"],
-                        "extent": tracks[0]["extent"]})
-    return out
-
-
 READER_FORMAT = "lvm-reader/1"
 
 
@@ -283,36 +250,3 @@ def load_reader(path, cfg: ModelConfig) -> tuple[MemoryReader, AnswerStep, dict]
     reader.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("reader.")})
     answer.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("answer.")})
     return reader.eval(), answer.eval(), meta
-
-
-def calibrated(evidence, fit) -> "np.ndarray":  # noqa: F821
-    """Probability from raw evidence through a fitted monotone map (``fit_calibration``)."""
-    import numpy as np
-
-    xs, ys = fit
-    return np.interp(np.asarray(evidence, np.float64), xs, ys)
-
-
-def fit_calibration(evidence, target, min_block: int = 5) -> list[list[float]]:
-    """Isotonic fit (pool adjacent violators) of a 0/1 ``target`` on the evidence: monotone, robust to
-    evidence that saturates at 0 or 1 (where a logistic fit on logit(evidence) broke down). Blocks of
-    fewer than ``min_block`` answers are merged into a neighbour. -> [[x...], [p...]] for np.interp."""
-    import numpy as np
-
-    e = np.asarray(evidence, np.float64)
-    y = np.asarray(target, np.float64)
-    if len(e) == 0:
-        return [[0.0, 1.0], [0.5, 0.5]]
-    o = np.argsort(e, kind="stable")
-    blocks: list[list[float]] = []  # [sum y, count, sum x]
-    for xv, yv in zip(e[o], y[o]):
-        blocks.append([yv, 1.0, xv])
-        while len(blocks) > 1 and (blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]
-                                   or blocks[-2][1] < min_block):
-            b = blocks.pop()
-            blocks[-1] = [blocks[-1][0] + b[0], blocks[-1][1] + b[1], blocks[-1][2] + b[2]]
-    xs = [b[2] / b[1] for b in blocks]
-    ps = [b[0] / b[1] for b in blocks]
-    if len(xs) == 1:
-        xs, ps = [xs[0] - 1e-6, xs[0] + 1e-6], ps * 2
-    return [xs, ps]

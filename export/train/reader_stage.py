@@ -36,7 +36,8 @@ from edge_runtime.checkout.metrics import score_query
 from edge_runtime.query.types import BY_NAME
 from export.dataset.video_data import VideoData, attach_queries, backbone_digest, encode_video, render_video, token_cache_dir
 from export.model.lvmnet import LVMNet
-from export.model.reader import AnswerStep, MemoryReader, ReaderConfig, fit_calibration, reader_answers, save_reader
+from edge_runtime.query.reader_answers import fit_calibration, reader_answers
+from export.model.reader import AnswerStep, MemoryReader, ReaderConfig, save_reader
 from export.train.losses import balanced_mean, giou
 from export.train.streaming import MemoryStack, stream_clips
 

@@ -52,7 +52,8 @@ def main() -> None:
     from export.dataset.video_data import token_cache_dir
     from export.evaluate.scoring import _head_batch, _run_heads, evaluation_videos, score
     from export.model.checkpoint import load_checkpoint
-    from export.model.reader import calibrated, load_reader
+    from edge_runtime.query.reader_answers import calibrated
+    from export.model.reader import load_reader
     from export.train.query_batch import build_query_batch
     from export.train.reader_stage import is_hit, run_answer_step
     from export.train.streaming import stream_memory
