@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edge_runtime.atomic_write import atomic_write_bytes
 from tools.reliability.common import RunProcess, ScenarioError, free_port
 from tools.reliability.rtsp_server import RtspPeer, render_frames, unavailable
 
@@ -40,8 +41,10 @@ QUICK_CYCLES, QUICK_OUTAGE_S = 3, 5.0
 
 
 def config_yaml(path: Path) -> Path:
-    path.write_text(f"batch_frames: 1\nsource:\n  stall_timeout_s: {STALL_TIMEOUT_S}\n"
-                    f"  reconnect_max_s: {RECONNECT_MAX_S}\n")
+    # atomic: the watchdog's cases write this file from parallel threads while runtimes started by
+    # the others read it; a plain write let a runtime read it half written and exit 2 on a bad config
+    atomic_write_bytes(path, (f"batch_frames: 1\nsource:\n  stall_timeout_s: {STALL_TIMEOUT_S}\n"
+                              f"  reconnect_max_s: {RECONNECT_MAX_S}\n").encode())
     return path
 
 
