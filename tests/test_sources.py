@@ -84,6 +84,8 @@ class FakeClock:
     ("file:///abs/b%20c.avi", "file", "/abs/b c.avi", {}),
     ("demo://checkout", "demo", "demo://checkout",
      {"params": {"seed": 0, "duration": 1800.0, "look": None, "fps": None}}),
+    ("demo://", "demo", "demo://", {"params": {"seed": 0, "duration": 1800.0, "look": None, "fps": None}}),
+    ("demo://?seed=3", "demo", "demo://?seed=3", {"params": {"seed": 3, "duration": 1800.0, "look": None, "fps": None}}),
     ("demo://checkout?seed=7&duration=60&look=dim&fps=5", "demo", "demo://checkout?seed=7&duration=60&look=dim&fps=5",
      {"params": {"seed": 7, "duration": 60.0, "look": "dim", "fps": 5.0}}),
 ])

@@ -169,7 +169,8 @@ def _network(text: str, scheme: str) -> SourceSpec:
 def _demo(text: str) -> SourceSpec:
     parts = urlsplit(text)
     label = _redact(text)
-    if parts.netloc != "checkout" or parts.path not in ("", "/"):
+    # the checkout video is the only demo, so a bare demo:// (or demo://?seed=3) is it
+    if parts.netloc not in ("checkout", "") or parts.path not in ("", "/"):
         raise SourceError(f"{label}: unknown demo '{parts.netloc}{parts.path}' (known: demo://checkout)")
     params: dict[str, Any] = {"seed": 0, "duration": DEMO_DEFAULT_DURATION_S, "look": None, "fps": None}
     params.update(_query(text, parts, {"seed": int, "duration": float, "look": str, "fps": float}, label))
