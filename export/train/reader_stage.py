@@ -1,7 +1,9 @@
 """Dense training of the memory reader (export/model/reader.py) on cached backbone tokens.
 
-    python -m export.train.reader_stage --checkpoint checkpoints/lvm-tiny.safetensors --videos 4 \
-        --steps 600 --out runs/reader/reader.safetensors
+    python -m export.train.reader_stage --checkpoint checkpoints/lvm-tiny.safetensors --videos 32 \
+        --steps 1500 --out runs/reader/reader.safetensors
+
+or from Python, ``train_reader(net, out=...)`` (what the training CLI calls).
 
 The backbone and sampler are the checkpoint's, frozen. Each training video is rendered, encoded
 (token cache) and streamed through the sampler once; the memory after every ``--every``-th clip is
@@ -152,11 +154,11 @@ def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, 
 
 
 def make_videos(net: LVMNet, specs: list[tuple[int, int]], video_s: float, queries: int, every: int,
-                absent_share: float, desc: str) -> list[ReaderVideo]:
+                absent_share: float, desc: str, progress: bool = True) -> list[ReaderVideo]:
     cfg = net.cfg
     cache, sha = token_cache_dir(), backbone_digest(net.backbone)
     out = []
-    for seed, look in tqdm(specs, desc=desc, leave=False):
+    for seed, look in tqdm(specs, desc=desc, leave=False, disable=not progress):
         data = render_video(seed, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look)
         encode_video(net.backbone, data, cache=cache, backbone_sha=sha)
         attach_queries(data, queries, seed)
@@ -327,58 +329,44 @@ def class_prior(videos: list[ReaderVideo], C: int) -> list[float]:
     return (hits / max(n, 1)).tolist()
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m export.train.reader_stage", description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="checkpoints/lvm-tiny.safetensors", help="frozen backbone + sampler")
-    ap.add_argument("--out", required=True, help="reader .safetensors to write")
-    ap.add_argument("--videos", type=int, default=4, help="training videos (training looks, seeds seed*1000+i)")
-    ap.add_argument("--calib-videos", type=int, default=2, help="further training-look videos for calibration only")
-    ap.add_argument("--video-s", type=float, default=1800.0)
-    ap.add_argument("--queries", type=int, default=300, help="present queries per video")
-    ap.add_argument("--absent-share", type=float, default=0.2)
-    ap.add_argument("--every", type=int, default=2, help="keep the memory after every n-th clip")
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--query-weight", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    from export.model.checkpoint import load_checkpoint
-
-    net, meta = load_checkpoint(args.checkpoint)
+def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, video_s: float = 1800.0,
+                 queries: int = 300, absent_share: float = 0.2, every: int = 2, steps: int = 1500, batch: int = 8,
+                 lr: float = 2e-3, query_weight: float = 1.0, seed: int = 0, threads: int = 1,
+                 checkpoint: str | None = None, progress: bool = True, log=print) -> dict:
+    """Train a reader for ``net`` (backbone + sampler frozen) on ``videos`` generated training videos,
+    calibrate it on ``calib_videos`` more, write it to ``out`` -> the metadata saved with it."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
     net.eval()
     cfg = net.cfg
     t_start = time.time()
-    specs = [training_video(args.seed, i) for i in range(args.videos + args.calib_videos)]
+    specs = [training_video(seed, i) for i in range(videos + calib_videos)]
     # the first video's cost (render + encode + stream; cached tokens skip the first two) sets the ETA
     t0 = time.time()
-    first = make_videos(net, specs[:1], args.video_s, args.queries, args.every, args.absent_share, "videos")
+    first = make_videos(net, specs[:1], video_s, queries, every, absent_share, "videos", progress)
     per_video = time.time() - t0
-    print(f"reader stage: {len(specs)} videos (~{per_video * (len(specs) - 1) / 60:.1f} min more to prepare), "
-          f"then {args.steps} steps", flush=True)
-    vids = first + make_videos(net, specs[1:], args.video_s, args.queries, args.every, args.absent_share, "videos")
-    train, calib = vids[: args.videos], vids[args.videos:]
+    log(f"reader stage: {len(specs)} videos (~{per_video * (len(specs) - 1) / 60:.1f} min more to prepare), "
+        f"then {steps} steps")
+    vids = first + make_videos(net, specs[1:], video_s, queries, every, absent_share, "videos", progress)
+    train, calib = vids[:videos], vids[videos:]
     prep_min = (time.time() - t_start) / 60
 
     rc = ReaderConfig()
     reader, answer = MemoryReader(cfg, rc), AnswerStep(rc, 0.5 / cfg.stream.fps)
     params = list(reader.parameters()) + list(answer.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
-    warm = max(args.steps // 20, 1)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    warm = max(steps // 20, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s / max(args.steps, 1), 1.0))))
-    rng = np.random.default_rng(args.seed)
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s / max(steps, 1), 1.0))))
+    rng = np.random.default_rng(seed)
     snaps = [(v, s) for v in range(len(train)) for s in range(len(train[v].snap_end))]
     reader.train()
     t_train = time.time()
     last = {}
-    bar = tqdm(range(args.steps), desc="reader stage", mininterval=5.0)
+    bar = tqdm(range(steps), desc="reader stage", mininterval=5.0, disable=not progress)
     for step in bar:
-        pick = [snaps[i] for i in rng.choice(len(snaps), args.batch, replace=False)]
-        terms = facts_loss(reader, answer, train, pick, rng, args.query_weight)
+        pick = [snaps[i] for i in rng.choice(len(snaps), min(batch, len(snaps)), replace=False)]
+        terms = facts_loss(reader, answer, train, pick, rng, query_weight)
         loss = sum(terms.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -386,25 +374,57 @@ def main(argv: list[str] | None = None) -> None:
         opt.step()
         sched.step()
         if step == 4:
-            eta = (time.time() - t_train) / 5 * args.steps / 60
-            tqdm.write(f"reader stage: ~{eta:.1f} min for {args.steps} steps ({args.batch} memories a step)")
-        if step % 20 == 19 or step == args.steps - 1:
+            eta = (time.time() - t_train) / 5 * steps / 60
+            log(f"reader stage: ~{eta:.1f} min for {steps} steps ({batch} memories a step)")
+        if step % 20 == 19 or step == steps - 1:
             last = {k: round(float(v.detach()), 4) for k, v in terms.items()}
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     train_min = (time.time() - t_train) / 60
-    print("last losses:", json.dumps(last), flush=True)
+    log("last losses: " + json.dumps(last))
     reader.eval()
+    answer.eval()
     prior = class_prior(train, cfg.heads.num_activities)
     cal = calibrate(reader, answer, calib, cfg, prior) if calib else {}
-    save_reader(args.out, reader, answer, {
-        "config_sha256": cfg.digest(), "checkpoint": str(args.checkpoint), "prior": prior, "calibration": cal,
-        "train": {"videos": args.videos, "calib_videos": args.calib_videos, "video_s": args.video_s,
-                  "queries": args.queries, "steps": args.steps, "batch": args.batch, "every": args.every,
-                  "seed": args.seed, "query_weight": args.query_weight, "threads": args.threads,
-                  "prepare_min": round(prep_min, 2), "train_min": round(train_min, 2),
-                  "total_min": round((time.time() - t_start) / 60, 2), "last_losses": last}})
-    print(f"wrote {args.out}: prepare {prep_min:.1f} min, train {train_min:.1f} min, "
-          f"total {(time.time() - t_start) / 60:.1f} min", flush=True)
+    meta = {"config_sha256": cfg.digest(), "checkpoint": str(checkpoint) if checkpoint else None, "prior": prior,
+            "calibration": cal,
+            "train": {"videos": videos, "calib_videos": calib_videos, "video_s": video_s, "queries": queries,
+                      "absent_share": absent_share, "steps": steps, "batch": batch, "lr": lr, "every": every,
+                      "seed": seed, "query_weight": query_weight, "threads": threads,
+                      "prepare_min": round(prep_min, 2), "train_min": round(train_min, 2),
+                      "total_min": round((time.time() - t_start) / 60, 2), "last_losses": last}}
+    if meta["checkpoint"] is None:
+        del meta["checkpoint"]
+    save_reader(out, reader, answer, meta)
+    log(f"wrote {out}: prepare {prep_min:.1f} min, train {train_min:.1f} min, "
+        f"total {(time.time() - t_start) / 60:.1f} min")
+    return meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m export.train.reader_stage", description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default="checkpoints/lvm-tiny.safetensors", help="frozen backbone + sampler")
+    ap.add_argument("--out", required=True, help="reader .safetensors to write")
+    ap.add_argument("--videos", type=int, default=32, help="training videos (training looks, seeds seed*1000+i)")
+    ap.add_argument("--calib-videos", type=int, default=2, help="further training-look videos for calibration only")
+    ap.add_argument("--video-s", type=float, default=1800.0)
+    ap.add_argument("--queries", type=int, default=300, help="present queries per video")
+    ap.add_argument("--absent-share", type=float, default=0.2)
+    ap.add_argument("--every", type=int, default=2, help="keep the memory after every n-th clip")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--query-weight", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from export.model.checkpoint import load_checkpoint
+
+    net, _ = load_checkpoint(args.checkpoint)
+    train_reader(net, out=args.out, videos=args.videos, calib_videos=args.calib_videos, video_s=args.video_s,
+                 queries=args.queries, absent_share=args.absent_share, every=args.every, steps=args.steps,
+                 batch=args.batch, lr=args.lr, query_weight=args.query_weight, seed=args.seed,
+                 threads=args.threads, checkpoint=args.checkpoint)
 
 
 if __name__ == "__main__":
