@@ -295,3 +295,28 @@ def test_full_decode_finds_a_truncated_file(tmp_path):
     found = [str(p) for p in check_dataset(tmp_path, full=True)]
     assert len(found) == 1 and re.match(r"videos/s1-l1\.avi: decoding stopped at frame \d+ of 20: .*"
                                         r"\(the file is truncated or damaged\)$", found[0]), found
+
+
+def test_attach_queries_adds_absent_queries_without_changing_the_present_ones():
+    import numpy as np
+
+    from edge_runtime.checkout import CheckoutVideo
+    from edge_runtime.checkout.absent_queries import is_absent
+    from export.dataset.video_data import VideoData, attach_queries
+
+    ann = CheckoutVideo(seed=11, duration_s=900.0, size=64).annotations()
+    ids = [i["instance_id"] for i in ann["instances"]][:4]  # only these have a picture
+
+    def video():
+        return VideoData(annotations=ann, times=np.arange(900.0), crop=lambda i, s: None, crop_ids=ids,
+                         key="k", size=64)
+
+    plain = attach_queries(video(), 40, 3).queries
+    mixed = attach_queries(video(), 40, 3, absent_share=0.2).queries
+    assert mixed[: len(plain)] == plain
+    absent = mixed[len(plain):]
+    assert len(absent) == round(len(plain) * 0.25) and all(q.absent and is_absent(q) for q in absent)
+    assert all(q.instance_id in ids for q in absent if q.instance_id is not None)
+    assert not any(is_absent(q) for q in plain)
+    with pytest.raises(ValueError, match="absent_share"):
+        attach_queries(video(), 4, 3, absent_share=1.0)

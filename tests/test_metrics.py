@@ -210,3 +210,81 @@ def test_extent_ratio_and_its_median_per_window():
     q = {"qid": "o", "type": "object", "window": "short", "gt_boxes": gt}
     recs = [score_query(q, {"extent": [10.0, 10.0 + 2.0 * f], "times": [], "boxes": []}) for f in (0.5, 1.0, 3.0)]
     assert aggregate(recs)["object_extent_ratio"] == {"short": pytest.approx(1.0), "medium": None, "long": None}
+
+
+# ------------------------------------------------------------------ "not seen" and confidence
+
+
+def _q(qid, qtype, absent=False, **gt):
+    from edge_runtime.checkout.queries import Query
+
+    return Query(qid=qid, video_id="v", type=qtype, window="short", start=0.0, end=300.0, instance_id=1,
+                 activity_id=2, absent=absent, **gt)
+
+
+def test_expected_calibration_error_hand_computed():
+    from edge_runtime.checkout.seen_metrics import expected_calibration_error
+
+    # bin [0.9, 1]: 2 answers at 0.95, one right -> |0.95 - 0.5| = 0.45, half the answers;
+    # bin [0.1, 0.2): 2 at 0.1, none right -> 0.1, the other half
+    assert expected_calibration_error([0.95, 0.95, 0.1, 0.1], [1, 0, 0, 0]) == pytest.approx(0.275)
+    assert expected_calibration_error([1.0, 0.0], [1, 0]) == 0.0       # 1.0 falls in the last bin
+    assert expected_calibration_error([], []) is None
+    with pytest.raises(ValueError, match="confidence"):
+        expected_calibration_error([1.2], [1])
+
+
+def test_seen_report_from_answer_lists():
+    from edge_runtime.checkout.seen_metrics import format_seen_table, seen_report
+
+    qs = [_q("v/activity/short/0", "activity", gt_activities=(3,)),
+          _q("v/activity/short/1", "activity", gt_activities=(4,)),
+          _q("v/activity/short/2", "activity", gt_activities=(5,)),
+          _q("v/absent-activity/short/0", "activity", absent=True),
+          _q("v/absent-activity/short/1", "activity", absent=True),
+          _q("v/time/short/0", "time", gt_interval=(10.0, 20.0)),
+          _q("v/absent-time/short/0", "time", absent=True)]
+    one_hot = lambda c: [1.0 if i == c else 0.0 for i in range(8)]  # noqa: E731
+    ans = [{"status": "answered", "scores": one_hot(3), "confidence": 0.9},    # right, confident
+           {"status": "answered", "scores": one_hot(0), "confidence": 0.85},   # wrong, confident
+           {"status": "not_seen", "scores": one_hot(5), "confidence": 0.95},   # right content, said not seen
+           {"status": "not_seen", "scores": one_hot(1), "confidence": 0.05},
+           {"status": "answered", "scores": one_hot(1), "confidence": 0.3},
+           {"status": "answered", "intervals": [[11.0, 21.0, 0.9]], "confidence": 0.7},  # a hit
+           {"status": "answered", "intervals": [[11.0, 21.0, 0.9]], "confidence": 0.6}]
+    rep = seen_report(qs, ans)
+    a = rep["activity"]
+    assert (a["absent"], a["present"]) == (2, 3)
+    assert a["absent_not_seen"] == 0.5 and a["present_not_seen"] == pytest.approx(1 / 3)
+    # the not-seen answer does not count as a confident answer, however confident its content
+    assert a["confident"] == 2 and a["confident_precision"] == 0.5
+    # bins: 0.9 and 0.95 -> [0.9, 1]: mean 0.925, both right (content is scored even when not seen);
+    # 0.85 wrong; 0.05 and 0.3 wrong (the absent queries)
+    assert a["ece"] == pytest.approx((2 * 0.075 + 0.85 + 0.05 + 0.3) / 5)
+    t = rep["time"]
+    assert t["absent_not_seen"] == 0.0 and t["present_not_seen"] == 0.0 and t["confident"] == 0
+    assert t["confident_precision"] is None and t["ece"] == pytest.approx((0.3 + 0.6) / 2)
+    assert rep["object"]["absent"] == 0 and rep["object"]["absent_not_seen"] is None
+    assert rep["all"]["absent"] == 3 and rep["all"]["present"] == 4
+    # the heads' answers: status, no confidence -> n/a cells, not-seen shares still scored
+    heads = seen_report(qs, [{"status": "answered", "scores": one_hot(3)}] * 5
+                        + [{"status": "answered", "intervals": [[0.0, 1.0]]}] * 2)
+    assert heads["activity"]["ece"] is None and heads["activity"]["confident_precision"] is None
+    assert heads["activity"]["absent_not_seen"] == 0.0
+    table = format_seen_table(heads)
+    assert "n/a" in table and table.count("\n") == len(heads)
+    with pytest.raises(ValueError, match="answers"):
+        seen_report(qs, ans[:3])
+
+
+def test_absent_flag_round_trips_and_old_files_read():
+    from edge_runtime.checkout.absent_queries import is_absent
+    from edge_runtime.checkout.queries import Query
+
+    q = _q("v/absent-object/long/0003", "object", absent=True)
+    d = json.loads(json.dumps(q.to_dict()))
+    assert d["absent"] is True and Query.from_dict(d) == q and is_absent(Query.from_dict(d))
+    del d["absent"]  # a file written before the field: the qid says it
+    assert Query.from_dict(d).absent
+    present = _q("v/object/long/0003", "object")
+    assert not Query.from_dict(present.to_dict()).absent and not is_absent(present)

@@ -10,8 +10,8 @@ that knows when it has no evidence. These queries complete the benchmark:
   that happens in the video but never, in the window, to that object or one of its class (the identity matches, the
   activity does not: the hard case).
 
-Ground truth fields stay empty, so ``metrics.score_query`` gives no recall for them; their qid holds
-``/absent-``. Windows have the ReST lengths and are drawn uniformly over the video.
+Ground truth fields stay empty, so ``metrics.score_query`` gives no recall for them; they carry
+``absent=True`` and their qid holds ``/absent-``. Windows have the ReST lengths and are drawn uniformly over the video.
 """
 from __future__ import annotations
 
@@ -21,9 +21,13 @@ import numpy as np
 
 from .queries import QUERY_TYPES, WINDOWS, Query
 
+# added to a video's query seed: absent queries draw from their own stream, so adding them leaves
+# the present queries of the same seed as they were
+ABSENT_SEED = 7919
+
 
 def is_absent(q: Query) -> bool:
-    return "/absent-" in q.qid
+    return q.absent or "/absent-" in q.qid
 
 
 def _visible(ann: dict) -> dict[int, tuple[float, float]]:
@@ -84,5 +88,5 @@ def sample_absent_queries(annotations: dict, n: int, rng: np.random.Generator, *
         if iid is None and act is None:
             continue
         out.append(Query(qid=f"{vid}/absent-{qtype}/{wname}/{len(out):04d}", video_id=vid, type=qtype,
-                         window=wname, start=s, end=e, instance_id=iid, activity_id=act))
+                         window=wname, start=s, end=e, instance_id=iid, activity_id=act, absent=True))
     return out

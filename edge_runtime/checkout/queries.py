@@ -47,6 +47,7 @@ class Query:
     gt_boxes: tuple[tuple[float, float, float, float, float], ...] = ()         # object queries: (t, x1, y1, x2, y2)
     gt_interval: tuple[float, float] | None = None                              # time queries
     gt_instance_id: int | None = None   # object queries: whose track gt_boxes is (not an input)
+    absent: bool = False         # the true answer is "not seen" (absent_queries.py): no gt_* field is set
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -64,7 +65,9 @@ class Query:
                    gt_activities=tuple(int(a) for a in d.get("gt_activities", ())),
                    gt_boxes=tuple(tuple(float(v) for v in b) for b in d.get("gt_boxes", ())),
                    gt_interval=None if d.get("gt_interval") is None else (float(d["gt_interval"][0]), float(d["gt_interval"][1])),
-                   gt_instance_id=None if d.get("gt_instance_id") is None else int(d["gt_instance_id"]))
+                   gt_instance_id=None if d.get("gt_instance_id") is None else int(d["gt_instance_id"]),
+                   # files written before the field mark an absent query in its qid alone
+                   absent=bool(d.get("absent", "/absent-" in str(d["qid"]))))
 
 
 # ------------------------------------------------------------------ interval sets over window starts

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from edge_runtime.atomic_write import atomic_writer
 from edge_runtime.checkout import CheckoutVideo, Query, sample_queries
+from edge_runtime.checkout.absent_queries import ABSENT_SEED, sample_absent_queries
 
 # (instance_id, size) -> (size, size, 3) uint8 RGB picture of that instance
 CropProvider = Callable[[int, int], np.ndarray]
@@ -276,7 +277,16 @@ def encode_video(backbone, data: VideoData, keep_frames: bool = False, cache: Pa
     return data
 
 
-def attach_queries(data: VideoData, n: int, seed: int) -> VideoData:
+def attach_queries(data: VideoData, n: int, seed: int, absent_share: float = 0.0) -> VideoData:
+    """``n`` queries sampled from the annotations (seed ``seed``), plus absent queries (truth "not
+    seen", edge_runtime/checkout/absent_queries.py) so that they are ``absent_share`` of all; absent
+    ones only ask about instances that have a picture."""
+    if not 0.0 <= absent_share < 1.0:
+        raise ValueError(f"absent_share must be in [0, 1), got {absent_share}")
     rng = np.random.default_rng(seed)
     data.queries = sample_queries(data.annotations, n, rng)
+    if absent_share > 0:
+        n_absent = int(round(len(data.queries) * absent_share / (1.0 - absent_share)))
+        data.queries += sample_absent_queries(data.annotations, n_absent, np.random.default_rng(seed + ABSENT_SEED),
+                                              crop_ids=data.crop_ids)
     return data

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Render one procedural checkout video to a file, with its ground truth (and optionally queries).
 
-    python -m tools.data.render_demo --seed 7 --duration 600 --fps 5 --out /tmp/demo.mp4 [--overlay] [--queries 50]
+    python -m tools.data.render_demo --seed 7 --duration 600 --fps 5 --out /tmp/demo.mp4 [--overlay] [--queries 50 [--absent 10]]
 
 Writes <out> (mp4 with the mp4v codec, or avi with MJPG), <out stem>.annotations.json
-(docs/annotation-format.md) and, with --queries N, <out stem>.queries.json. --overlay draws the
+(docs/annotation-format.md) and, with --queries N, <out stem>.queries.json (with --absent M, M more
+queries whose truth is "not seen", marked "absent": true). --overlay draws the
 ground-truth boxes, the current activity and zone labels on the frames (for eyeballing, not training).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from edge_runtime.checkout import ACTIVITIES, PRODUCTS, CheckoutVideo, sample_queries
+from edge_runtime.checkout.absent_queries import ABSENT_SEED, sample_absent_queries
 
 
 def _overlay(img: np.ndarray, labels: dict, scale: int) -> np.ndarray:
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="checkout_demo.mp4", help=".mp4 or .avi")
     ap.add_argument("--overlay", action="store_true", help="draw ground-truth boxes and labels (2x upscaled)")
     ap.add_argument("--queries", type=int, default=0, help="also sample N ReST queries to <stem>.queries.json")
+    ap.add_argument("--absent", type=int, default=0, help="with --queries: also M absent queries (truth \"not seen\")")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--out must end in .mp4 or .avi")
     if args.duration <= 0 or args.fps <= 0:
         ap.error("--duration and --fps must be positive")
+    if args.absent < 0 or (args.absent and args.queries <= 0):
+        ap.error("--absent M needs --queries N (N > 0) and M >= 0")
     video = CheckoutVideo(seed=args.seed, duration_s=args.duration, size=args.size, look=args.look)
     scale = 2 if args.overlay else 1
     side = args.size * scale
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
            f"{args.duration / dt:.0f}x real time) -> {out}, {ann_path}")
     if args.queries > 0:
         qs = sample_queries(ann, args.queries, np.random.default_rng(args.seed))
+        qs += sample_absent_queries(ann, args.absent, np.random.default_rng(args.seed + ABSENT_SEED))
         q_path = out.with_suffix(".queries.json")
         q_path.write_text(json.dumps([q.to_dict() for q in qs]))
         msg += f", {q_path} ({len(qs)} queries)"
