@@ -5,7 +5,10 @@ runtime checks, in this order: the manifest exists and parses, its format is one
 model config validates, every graph of the contract is listed with the contract's tensor names and
 dtypes, the files exist and their sha256 still match the manifest (a stale or edited graph is never
 silently used), and -- for TensorRT -- each plan's TensorRT version and compute capability match
-the host. Every failure is a ``BundleError`` whose message is one line saying what differs.
+the host. A bundle may also carry the memory reader's pair of graphs ("reader" and "answer",
+manifest ``answers.kind`` "reader"); then its manifest's reader section (sizes, class prior,
+calibration) must agree with those graphs. Every failure is a ``BundleError`` whose message is one
+line saying what differs.
 """
 from __future__ import annotations
 
@@ -38,11 +41,26 @@ CONTRACT: dict[str, tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]
                "q_mask": _F},
               {"activity_logits": _F, "boxes": _F, "start_logits": _F, "end_logits": _F}),
 }
+# The memory reader's optional graph pair (both or neither; manifest answers.kind "reader"): "reader"
+# turns a committed memory into per-token facts once per commit (batch axis "streams"), "answer"
+# answers a batch of queries (axis "queries") from one memory's facts. q_object is the query crop's
+# backbone tokens (zeros when the type takes none); q_type ids are edge_runtime/query/types.py's.
+READER_GRAPHS = ("reader", "answer")
+_FACTS = {"ident": _F, "act_logits": _F, "event_logit": _F, "boxes": _F, "span": _F}
+CONTRACT.update({
+    "reader": ({"mem": _F, "mem_t": _F, "mem_p": ("int64",), "mem_valid": _F, "svd_basis": _F, "svd_sv": _F},
+               dict(_FACTS)),
+    "answer": ({**_FACTS, "mem_t": _F, "mem_valid": _F, "q_type": ("int64",), "q_activity": ("int64",),
+                "q_object": _F, "q_window": _F},
+               {"activity_scores": _F, "intervals": _F, "keyboxes": _F, "evidence": _F}),
+})
 # Optional I/O, present as a pair: a sampler with a recurrent state of its own (sampler.kind s5) reads
 # it after the clip inputs and writes the next one after the memory outputs.
 OPTIONAL: dict[str, tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]] = {
     "sampler": ({"sampler_state": _F}, {"new_sampler_state": _F}),
 }
+ANSWER_KINDS = ("heads", "reader")
+READER_FORMAT = "lvm-reader/1"
 
 
 def contract_io(name: str, with_optional: bool) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
@@ -105,8 +123,19 @@ class Bundle:
         return bool((self.manifest.get("answers") or {}).get("object_extent", False))
 
     @property
+    def answers_kind(self) -> str:
+        """Which answers the bundle offers beyond the heads: "reader" when it carries the reader pair."""
+        return str((self.manifest.get("answers") or {}).get("kind", "heads"))
+
+    @property
+    def reader(self) -> dict[str, Any] | None:
+        """The manifest's reader section (config, prior, calibration, not_seen_below), or None."""
+        return (self.manifest.get("answers") or {}).get("reader") if self.answers_kind == "reader" else None
+
+    @property
     def has_plans(self) -> bool:
-        return all(g.plan for g in self.graphs.values())
+        # the reader pair runs on ONNX Runtime on every host (small graphs, dynamic query axis)
+        return all(self.graphs[n].plan for n in GRAPH_NAMES)
 
     @property
     def sampler_state_bytes(self) -> int:
@@ -131,8 +160,8 @@ class Bundle:
         """Names the exact graphs: a snapshot restores only into the bundle that wrote it."""
         h = hashlib.sha256()
         h.update(str(self.manifest.get("config_sha256", self.cfg.digest())).encode())
-        for name in GRAPH_NAMES:
-            h.update(name.encode() + b":" + self.graphs[name].sha256.encode())
+        for name, g in self.graphs.items():
+            h.update(name.encode() + b":" + g.sha256.encode())
         return f"{self.model}-{self.precision}@{h.hexdigest()[:16]}"
 
     def describe(self) -> str:
@@ -191,6 +220,76 @@ def _check_shapes(cfg: ModelConfig, graphs: dict[str, GraphInfo], where: str) ->
                               f"[{','.join('?' if x is None else str(x) for x in shape)}]")
 
 
+def _answers_kind(manifest: dict, graphs_m: dict, where: str) -> str:
+    """answers.kind ("heads" when absent), consistent with the graphs the manifest lists."""
+    answers = manifest.get("answers")
+    if answers is None:
+        answers = {}
+    if not isinstance(answers, dict):
+        raise BundleError(f"{where}: 'answers' is not an object")
+    kind = answers.get("kind", "heads")
+    if kind not in ANSWER_KINDS:
+        raise BundleError(f"{where}: answers.kind {kind!r} is not one of {', '.join(ANSWER_KINDS)}")
+    listed = [n for n in READER_GRAPHS if n in graphs_m]
+    if kind == "reader" and len(listed) < len(READER_GRAPHS):
+        raise BundleError(f"{where}: answers.kind is reader but the bundle lacks the "
+                          f"{' and '.join(n for n in READER_GRAPHS if n not in listed)} graph(s); a broken export")
+    if kind != "reader" and listed:
+        raise BundleError(f"{where}: the bundle lists the {' and '.join(listed)} graph(s) but answers.kind is "
+                          f"{kind}; a broken export")
+    return kind
+
+
+def _reader_mismatch(where: str, what: str) -> BundleError:
+    return BundleError(f"{where}: a bundle whose reader does not match its config ({what})")
+
+
+def _check_reader(cfg: ModelConfig, sec: Any, graphs: dict[str, GraphInfo], where: str) -> None:
+    """The manifest's reader section is complete and its sizes are the reader graphs' sizes."""
+    if not isinstance(sec, dict):
+        raise BundleError(f"{where}: answers.kind is reader but answers.reader is missing")
+    if sec.get("format") != READER_FORMAT:
+        raise BundleError(f"{where}: answers.reader.format {sec.get('format')!r}, this runtime reads {READER_FORMAT}")
+    rc = sec.get("config")
+    if not isinstance(rc, dict) or not all(isinstance(rc.get(k), int) for k in ("embed", "ranked", "keyframes")):
+        raise BundleError(f"{where}: answers.reader.config needs integer embed, ranked and keyframes")
+    C, m, d = cfg.heads.num_activities, cfg.stream.memory_tokens, cfg.backbone.dim
+    E, K, S = rc["embed"], rc["ranked"], rc["keyframes"]
+    prior = sec.get("prior")
+    if not isinstance(prior, list) or len(prior) != C or not all(isinstance(x, (int, float)) for x in prior):
+        raise _reader_mismatch(where, f"prior has {len(prior) if isinstance(prior, list) else 0} numbers, "
+                                      f"the model has {C} activities")
+    for key in ("prior_weight", "not_seen_below"):
+        if not isinstance(sec.get(key), (int, float)) or isinstance(sec.get(key), bool):
+            raise BundleError(f"{where}: answers.reader.{key} is not a number")
+    cal = sec.get("calibration")
+    if not isinstance(cal, dict) or not all(isinstance(cal.get(t), dict) and all(
+            _curve(cal[t].get(c)) for c in ("seen", "right")) for t in ("activity", "object", "time")):
+        raise BundleError(f"{where}: answers.reader.calibration needs seen and right curves ([[x...], [p...]]) "
+                          f"for activity, object and time")
+    # None: a named (dynamic) axis
+    expect = {("reader", "mem"): (None, m, d), ("reader", "ident"): (None, m, E),
+              ("reader", "act_logits"): (None, m, C), ("reader", "event_logit"): (None, m),
+              ("reader", "boxes"): (None, m, 4), ("reader", "span"): (None, m, 2),
+              ("answer", "ident"): (m, E), ("answer", "act_logits"): (m, C), ("answer", "q_object"): (
+                  None, cfg.backbone.tokens_per_frame, d), ("answer", "activity_scores"): (None, C),
+              ("answer", "intervals"): (None, K, 3), ("answer", "keyboxes"): (None, K, S, 4),
+              ("answer", "evidence"): (None,)}
+    for (g, n), shape in expect.items():
+        meta = next(t for t in graphs[g].inputs + graphs[g].outputs if t.name == n)
+        got = tuple(x if isinstance(x, int) else None for x in meta.shape)
+        if len(got) != len(shape) or any(a is not None and b is not None and a != b for a, b in zip(got, shape)):
+            raise _reader_mismatch(where, f"{g} '{n}' is {meta.describe()}, config embed {E}, ranked {K}, "
+                                          f"keyframes {S}, {C} activities need "
+                                          f"[{','.join('?' if x is None else str(x) for x in shape)}]")
+
+
+def _curve(c: Any) -> bool:
+    """A calibration curve [[x...], [p...]]: two equally long, non-empty lists of numbers."""
+    return (isinstance(c, list) and len(c) == 2 and all(isinstance(v, list) and v for v in c)
+            and len(c[0]) == len(c[1]) and all(isinstance(x, (int, float)) for v in c for x in v))
+
+
 def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     """Read and check a bundle folder (files hashed unless ``verify`` is False)."""
     path = Path(path)
@@ -221,7 +320,8 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     if not isinstance(graphs_m, dict):
         raise BundleError(f"{mpath}: no 'graphs' section")
     graphs: dict[str, GraphInfo] = {}
-    for name in GRAPH_NAMES:
+    kind = _answers_kind(manifest, graphs_m, str(mpath))
+    for name in GRAPH_NAMES + (READER_GRAPHS if kind == "reader" else ()):
         g = graphs_m.get(name)
         if not isinstance(g, dict):
             raise BundleError(f"{mpath}: graph '{name}' missing (has {', '.join(graphs_m) or 'none'})")
@@ -231,6 +331,8 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
         graphs[name] = GraphInfo(name, onnx, str(g.get("sha256", "")), inputs, outputs,
                                  g.get("plan") if isinstance(g.get("plan"), dict) else None, g.get("quantization"))
     _check_shapes(cfg, graphs, str(mpath))
+    if kind == "reader":
+        _check_reader(cfg, manifest["answers"].get("reader"), graphs, str(mpath))
     labels = manifest.get("labels") or {}
     acts = labels.get("activities") if isinstance(labels, dict) else None
     if not isinstance(acts, list) or len(acts) != cfg.heads.num_activities:
@@ -306,12 +408,13 @@ def probe_host(refresh: bool = False) -> HostInfo:
 
 def plan_mismatch(bundle: Bundle, host: HostInfo) -> str | None:
     """Why the bundle's TensorRT plans cannot run here, in one line, or None when they can."""
+    planned = [bundle.graphs[n] for n in GRAPH_NAMES]
     if not bundle.has_plans:
-        missing = [n for n, g in bundle.graphs.items() if not g.plan]
+        missing = [g.name for g in planned if not g.plan]
         return f"no TensorRT plan for {', '.join(missing)} (exported without TensorRT)"
     if host.tensorrt is None:
         return "TensorRT is not installed on this host"
-    plans = [g.plan for g in bundle.graphs.values()]
+    plans = [g.plan for g in planned]
     diffs = []
     trt_v = sorted({str(p.get("tensorrt")) for p in plans})
     if trt_v != [host.tensorrt]:
@@ -323,7 +426,7 @@ def plan_mismatch(bundle: Bundle, host: HostInfo) -> str | None:
     elif cc != [host.compute_capability]:
         diffs.append(f"plans built for compute capability {'/'.join(cc)} ({gpus}), "
                      f"host GPU is {host.compute_capability} ({host.gpu})")
-    missing = [g.plan_path.name for g in bundle.graphs.values() if not g.plan_path.is_file()]
+    missing = [g.plan_path.name for g in planned if not g.plan_path.is_file()]
     if missing:
         diffs.append(f"plan file(s) missing: {', '.join(missing)}")
     return "; ".join(diffs) if diffs else None

@@ -1,6 +1,7 @@
-"""A bundle's three graphs opened on a backend: TensorRT plans where the host can run them, else
-ONNX Runtime. A plan that is missing, stale or refused falls back to ONNX Runtime with a note, unless
-TensorRT was asked for by name (then the reason is the error)."""
+"""A bundle's graphs opened on a backend: TensorRT plans where the host can run them, else ONNX
+Runtime. A plan that is missing, stale or refused falls back to ONNX Runtime with a note, unless
+TensorRT was asked for by name (then the reason is the error). A bundle with the memory reader also
+opens its "reader" and "answer" graphs; they have no plans and run on ONNX Runtime on every host."""
 from __future__ import annotations
 
 from edge_runtime.backends import BackendError, CacheMiss, Runner, onnxruntime_runner, tensorrt_runner
@@ -10,7 +11,7 @@ from edge_runtime.backends.bundle import Bundle, BundleError, choose_backend, ve
 def _make(bundle: Bundle, backend: str, threads: int | None) -> dict[str, Runner]:
     runners = {}
     for name, g in bundle.graphs.items():
-        if backend == "tensorrt":
+        if backend == "tensorrt" and g.plan:
             runners[name] = tensorrt_runner(g.plan_path, name, g.inputs, g.outputs)
         else:
             runners[name] = onnxruntime_runner(g.onnx, name, g.inputs, g.outputs, threads=threads)

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Export a trained LVM-Net checkpoint as a bundle: backbone, sampler and heads as ONNX graphs "
-            "(opset 18) in FP32, FP16 (FP32 I/O) or INT8, TensorRT plans where TensorRT is installed, and a "
+            "(opset 18) in FP32, FP16 (FP32 I/O) or INT8 (with the checkpoint's memory reader: also its "
+            "reader and answer graphs), TensorRT plans where TensorRT is installed, and a "
             "manifest.json with hashes, I/O signatures, parity against PyTorch, CPU latency and the accuracy "
             "gate's deltas. The bundle is written to a temp folder and moved into place only when complete."),
         epilog=(
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="model config YAML or name (default: the checkpoint's own config; "
                                     "configs/models/lvm-tiny.yaml for the shipped checkpoint)")
     p.add_argument("--checkpoint", help="safetensors checkpoint (default: checkpoints/lvm-tiny.safetensors)")
+    rd = p.add_mutually_exclusive_group()
+    rd.add_argument("--reader", metavar="PATH",
+                    help="memory reader file (lvm-reader/1) trained for this checkpoint's model config, exported "
+                         "as the bundle's reader and answer graphs beside the heads (default: "
+                         "<checkpoint dir>/<checkpoint stem>-reader.safetensors when that file exists)")
+    rd.add_argument("--no-reader", action="store_true", help="export the heads only, without the memory reader")
     p.add_argument("--out", help="bundle folder (default: engines/<model>-<precision>/); an existing bundle "
                                  "there is replaced only after the new one is complete")
     p.add_argument("--calib", help="calibration / parity frames: demo://checkout?seed=N&duration=S or a video "

@@ -224,21 +224,24 @@ def labels_for(cfg, trained: dict[str, list[str]] | None = None) -> dict[str, li
 
 
 def graph_entry(bundle_dir: Path, name: str, onnx_file: str, signature: dict, *, quantization=None,
-                plan=None, precision: str | None = None, fp16: dict | None = None) -> dict:
+                plan=None, precision: str | None = None, fp16: dict | None = None, note: str | None = None) -> dict:
     entry = {"onnx": onnx_file, "sha256": sha256_file(bundle_dir / onnx_file),
              "size_bytes": (bundle_dir / onnx_file).stat().st_size,
              "inputs": signature["inputs"], "outputs": signature["outputs"],
              "precision": precision, "quantization": quantization, "plan": plan}
     if fp16 is not None:
         entry["fp16"] = fp16
+    if note:  # why the graph is not at the bundle's precision
+        entry["note"] = note
     return entry
 
 
 def build_manifest(*, cfg, precision: str, checkpoint: dict, graphs: dict, parity: dict, accuracy: Any,
                    calibration: Any, latency: dict | None = None, export: dict | None = None,
-                   ood: dict | None = None) -> dict:
+                   ood: dict | None = None, answers: dict | None = None) -> dict:
     """``checkpoint``: export_inputs.load_model's section; its "labels" (the trained class names, None
-    for a checkpoint without them) become the manifest's top-level "labels"."""
+    for a checkpoint without them) become the manifest's top-level "labels". ``answers``: the
+    "answers" block (export.onnx.reader_graphs.answers_section); the heads' alone when None."""
     labels = checkpoint.get("labels")
     checkpoint = {k: v for k, v in checkpoint.items() if k != "labels"}
     return {
@@ -250,9 +253,10 @@ def build_manifest(*, cfg, precision: str, checkpoint: dict, graphs: dict, parit
         "config_sha256": cfg.digest(),
         "checkpoint": checkpoint,
         "labels": labels_for(cfg, labels),
-        # what the heads' outputs mean beyond the graph contract: object queries' start/end
-        # outputs are their track's extent (bundles without the key answer boxes at every frame)
-        "answers": {"object_extent": True},
+        # what the answers mean beyond the graph contract: object_extent, the heads' object queries'
+        # start/end outputs are their track's extent (bundles without the key answer boxes at every
+        # frame); kind "reader" with the reader's section when the bundle carries the reader graphs
+        "answers": answers or {"object_extent": True, "kind": "heads"},
         "graphs": graphs,
         # training-data statistics for the out-of-distribution signal (absent: the runtime says unknown)
         "ood": ood,

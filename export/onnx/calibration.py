@@ -142,6 +142,9 @@ class GraphFeeds:
     sampler: list[dict[str, np.ndarray]]
     heads: list[dict[str, np.ndarray]]
     notes: dict = field(default_factory=dict)
+    # the memory reader's calls (export.onnx.reader_graphs.real_feeds), when its graphs are exported
+    reader: list[dict[str, np.ndarray]] = field(default_factory=list)
+    answer: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
 def _run(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ from edge_runtime.query.answers import heads_rows_per_call
 
 # which real call is timed: the same one at every precision (the 4th clip, the 2nd head batch),
 # however many frames were read, so latencies of fp32 / fp16 / int8 bundles compare
-TIMED_CALL = {"backbone": 0, "sampler": 3, "heads": 1}
+TIMED_CALL = {"backbone": 0, "sampler": 3, "heads": 1, "reader": 1, "answer": 1}
 
 
 def warmup(runs: int) -> int:
@@ -23,13 +23,18 @@ def feed_shapes(feed: dict) -> dict:
     return {k: list(v.shape) for k, v in feed.items()}
 
 
-def timed_feed(net, cfg, spec, feeds) -> dict:
-    """The call a graph is timed on: a real one from the stream, else example inputs of the runtime's sizes."""
+def timed_feed(net, cfg, spec, feeds, reader=None) -> dict:
+    """The call a graph is timed on: a real one from the stream, else example inputs of the runtime's sizes.
+    ``reader``: the memory reader's file, for its graphs' example inputs."""
     from export.onnx.graphs import example_feeds
 
     if feeds is not None and getattr(feeds, spec.name):
         calls = getattr(feeds, spec.name)
         feed = calls[min(TIMED_CALL[spec.name], len(calls) - 1)]
+    elif spec.name in ("reader", "answer"):
+        from export.onnx import reader_graphs
+
+        return reader_graphs.example_feeds(reader, cfg, spec, streams=1, queries=16)
     elif spec.name == "backbone":
         return example_feeds(net, spec, batch=cfg.stream.clip_frames)
     else:

@@ -1,9 +1,10 @@
 """One lvm-export run, step by step.
 
-Load the checkpoint -> export backbone / sampler / heads to ONNX (opset 18, onnxslim, checker) ->
-FP32 parity against PyTorch -> FP16 or INT8 graphs -> parity of those -> CPU latency (ONNX
-Runtime) -> TensorRT plans where TensorRT is present -> accuracy gate against the FP32 bundle ->
-manifest, written last, and the folder moved into place atomically. Every step is one method; the
+Load the checkpoint (and its memory reader, when there is one) -> export backbone / sampler / heads
+(+ reader / answer) to ONNX (opset 18, onnxslim, checker) -> FP32 parity against PyTorch -> FP16 or
+INT8 graphs -> parity of those -> CPU latency (ONNX Runtime) -> TensorRT plans where TensorRT is
+present -> accuracy gate against the FP32 bundle -> manifest, written last, and the folder moved into
+place atomically. Every step is one method; the
 heavy libraries are imported inside them, so the command line answers --help and bad input fast.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_runtime.backends.bundle import GRAPH_NAMES
+from edge_runtime.backends.bundle import GRAPH_NAMES, READER_GRAPHS
 from export.onnx.inputs import check_data_labels, choose_engine, load_model, open_data, read_calibration, validate_args
 from export.onnx.summary import print_summary
 from export.onnx.ui import UI, quiet
@@ -67,6 +68,13 @@ class Exporter:
             tick()
         check_data_labels(self.data, ck)
         self.cfg, self.net = cfg, net
+        self.reader = self._open_reader(cfg)
+        from export.onnx.graphs import graph_specs
+        from export.onnx.reader_graphs import READER_SPECS, answers_section
+
+        self.specs = graph_specs(net) + (READER_SPECS if self.reader else ())
+        self.names = GRAPH_NAMES + (READER_GRAPHS if self.reader else ())
+        answers = answers_section(self.reader)
         engine = self.engine = choose_engine(a.engine, self.notes)
         target = Path(a.out) if a.out else REPO_ROOT / "engines" / f"{cfg.name}-{a.precision}"
         with BundleWriter(target) as writer, tempfile.TemporaryDirectory(prefix="lvm-export-") as work:
@@ -80,7 +88,7 @@ class Exporter:
             from export.onnx.parity import fp32_failures
             from export.onnx.parity_check import ParityCheck
 
-            self.check = ParityCheck(net, feeds, a.threads)
+            self.check = ParityCheck(net, feeds, a.threads, reader=self.reader)
             parity32 = self._parity("parity fp32 vs PyTorch", fp32_dir, self.check)
             bad = fp32_failures(parity32)
             if bad:
@@ -111,14 +119,14 @@ class Exporter:
             if a.precision != "fp32":
                 parity_m["fp32_graphs"] = parity32
             export_meta = {"engine": engine, "notes": self.notes, "argv": getattr(a, "argv", []),
-                           "threads": a.threads}
+                           "threads": a.threads, "reader": self.reader.shown if self.reader else None}
 
             def manifest(accuracy):
                 return build_manifest(cfg=cfg, precision=a.precision, checkpoint=ck, graphs=graphs, parity=parity_m,
                                       accuracy=accuracy, calibration=calibration, latency=latency, export=export_meta,
-                                      ood=ood)
+                                      ood=ood, answers=answers)
 
-            accuracy, gate = self._gate(fp32_dir, sigs, manifest, ck, parity32)
+            accuracy, gate = self._gate(fp32_dir, sigs, manifest, ck, parity32, answers)
             export_meta["seconds"] = round(time.time() - t_start, 1)
             if gate is not None and not gate.passed:
                 print_summary(cfg.name, a.precision, graphs, parity, latency, target, committed=False)
@@ -129,30 +137,50 @@ class Exporter:
             self.ui.log(f"note: {n}")
         return 0
 
+    def _open_reader(self, cfg):
+        """The reader file to export beside the heads (--reader, else the checkpoint's companion), or None."""
+        from export.model.checkpoint import DEFAULT_CHECKPOINT, REPO_ROOT
+        from export.onnx.reader_graphs import default_reader_path, open_reader
+
+        a = self.args
+        ckpt = Path(a.checkpoint) if a.checkpoint else DEFAULT_CHECKPOINT
+        path = Path(a.reader) if getattr(a, "reader", None) else None
+        with self.ui.step("load memory reader", total=1) as tick:
+            rf = open_reader(path, ckpt, cfg, disabled=getattr(a, "no_reader", False), shown_root=REPO_ROOT)
+            tick()
+        if rf is None:
+            why = "--no-reader" if getattr(a, "no_reader", False) else f"no {default_reader_path(ckpt)}"
+            self.notes.append(f"heads only: no memory reader graphs ({why})")
+        return rf
+
     def _export_onnx(self, out_dir: Path, ck_sha: str) -> dict:
         import onnx
 
-        from export.onnx.graphs import check_contract, export_graph, graph_specs, io_signature, slim_and_check
+        from export.onnx import reader_graphs
+        from export.onnx.graphs import check_contract, export_graph, io_signature, slim_and_check
 
-        key = (ck_sha, self.cfg.digest(), _tool_key())
+        key = (ck_sha, self.cfg.digest(), self.reader.sha256 if self.reader else None, _tool_key())
         cached = _ONNX_CACHE.get(key)
         sigs = {}
-        with self.ui.step("export ONNX (opset 18) + onnxslim + checker", total=3) as tick:
-            for spec in graph_specs(self.net):
+        with self.ui.step("export ONNX (opset 18) + onnxslim + checker", total=len(self.specs)) as tick:
+            for spec in self.specs:
                 path = out_dir / f"{spec.name}.onnx"
                 if cached:
                     path.write_bytes(cached[spec.name])
                     model = onnx.load(str(path))
                 else:
                     with quiet():
-                        export_graph(self.net, spec, path)
+                        if spec.name in READER_GRAPHS:
+                            reader_graphs.export_graph(self.reader, self.cfg, spec, path)
+                        else:
+                            export_graph(self.net, spec, path)
                         model = slim_and_check(path)
                 check_contract(model, spec)
                 sigs[spec.name] = io_signature(model)
                 tick()
         if not cached:
             _ONNX_CACHE.clear()
-            _ONNX_CACHE[key] = {spec.name: (out_dir / f"{spec.name}.onnx").read_bytes() for spec in graph_specs(self.net)}
+            _ONNX_CACHE[key] = {spec.name: (out_dir / f"{spec.name}.onnx").read_bytes() for spec in self.specs}
         return sigs
 
     def _feeds(self, cal, fp32_dir: Path):
@@ -164,14 +192,18 @@ class Exporter:
         n_clips = len(cal) // self.cfg.stream.clip_frames
         with self.ui.step("stream frames through the FP32 graphs",
                           total=-(-len(cal) // self.cfg.stream.clip_frames) + n_clips) as tick:
-            return build_feeds(cal, self.cfg, fp32_dir, threads=self.args.threads, tick=tick)
+            feeds = build_feeds(cal, self.cfg, fp32_dir, threads=self.args.threads, tick=tick)
+        if self.reader is not None:  # the reader reads the memories the heads were asked on
+            from export.onnx.reader_graphs import real_feeds
+
+            feeds.reader, feeds.answer = real_feeds(feeds.heads, fp32_dir / "reader.onnx", self.args.threads)
+            feeds.notes["reader_calls"] = len(feeds.reader)
+        return feeds
 
     def _parity(self, desc: str, graph_dir: Path, check) -> dict:
-        from export.onnx.graphs import graph_specs
-
         res = {}
-        with self.ui.step(desc, total=3) as tick:
-            for spec in graph_specs(self.net):
+        with self.ui.step(desc, total=len(self.specs)) as tick:
+            for spec in self.specs:
                 res[spec.name] = check.measure(spec, graph_dir / f"{spec.name}.onnx")
                 tick()
         return res
@@ -182,7 +214,7 @@ class Exporter:
         out = self.writer.path
         info: dict[str, dict] = {}
         if a.precision == "fp32":
-            for n in GRAPH_NAMES:
+            for n in self.names:
                 shutil.copyfile(fp32_dir / f"{n}.onnx", out / f"{n}.onnx")
                 info[n] = {"precision": "fp32", "quantization": None}
             return info
@@ -190,32 +222,47 @@ class Exporter:
             import onnx
 
             from export.onnx.precision import convert_fp16
+            from export.onnx.reader_graphs import fp16_failure
 
-            with self.ui.step("FP16 (casts in the graph, FP32 I/O)", total=len(GRAPH_NAMES)) as tick:
-                for n in GRAPH_NAMES:
+            with self.ui.step("FP16 (casts in the graph, FP32 I/O)", total=len(self.specs)) as tick:
+                for spec in self.specs:
+                    n = spec.name
                     model, pol = convert_fp16(onnx.load(str(fp32_dir / f"{n}.onnx")))
                     onnx.save(model, str(out / f"{n}.onnx"))
                     info[n] = {"precision": "fp16", "quantization": None, "fp16": pol}
+                    if n in READER_GRAPHS:
+                        why = fp16_failure(self.check.measure(spec, out / f"{n}.onnx"))
+                        if why:  # the answer step's MASK_NEG masks and argmax choices may not survive fp16
+                            shutil.copyfile(fp32_dir / f"{n}.onnx", out / f"{n}.onnx")
+                            info[n] = {"precision": "fp32", "quantization": None,
+                                       "note": f"kept FP32: its FP16 form failed parity against PyTorch ({why})"}
                     tick()
             return info
         from export.onnx.int8_choice import int8_graphs
         from export.onnx.graphs import graph_specs
 
         portable = "TensorRT target" if engine == "tensorrt" else "--int8-portable" if a.int8_portable else None
-        return int8_graphs(fp32_dir, out, feeds, allowed=a.int8_graphs, portable_reason=portable,
+        info = int8_graphs(fp32_dir, out, feeds, allowed=a.int8_graphs, portable_reason=portable,
                            measure_parity=self.check.measure, ui=self.ui, specs=graph_specs(self.net))
+        for n in self.names:
+            if n in READER_GRAPHS:
+                shutil.copyfile(fp32_dir / f"{n}.onnx", out / f"{n}.onnx")
+                info[n] = {"precision": "fp32", "quantization": None,
+                           "note": "INT8 bundles keep the memory reader's graphs FP32: they are small, and "
+                                   "their masks and argmax choices are not quantised"}
+        return info
 
     def _latency(self, fp32_dir: Path, feeds) -> dict:
         from export.onnx.cpu_latency import graph_latency, timed_feed
-        from export.onnx.graphs import graph_specs
 
         a = self.args
         res = {}
-        with self.ui.step(f"CPU latency (ORT, {a.threads} threads, {a.bench_runs} runs)", total=3) as tick:
-            for spec in graph_specs(self.net):
+        with self.ui.step(f"CPU latency (ORT, {a.threads} threads, {a.bench_runs} runs)", total=len(self.specs)) as tick:
+            for spec in self.specs:
                 n = spec.name
                 res[n] = graph_latency(a.precision, self.writer.path / f"{n}.onnx", fp32_dir / f"{n}.onnx",
-                                       timed_feed(self.net, self.cfg, spec, feeds), runs=a.bench_runs, threads=a.threads)
+                                       timed_feed(self.net, self.cfg, spec, feeds, self.reader), runs=a.bench_runs,
+                                       threads=a.threads)
                 tick()
         return res
 
@@ -246,16 +293,17 @@ class Exporter:
         from export.onnx.graphs import io_signature
 
         out = {}
-        for n in GRAPH_NAMES:
+        for n in self.names:
             # the I/O as written (FP16 / INT8 graphs keep FP32 I/O; read it back to be sure)
             sig = io_signature(onnx.load(str(self.writer.path / f"{n}.onnx"), load_external_data=False))
             if [t["name"] for t in sig["inputs"]] != [t["name"] for t in sigs[n]["inputs"]]:
                 raise ExportFailed(f"{n}: converted graph changed its inputs")
             out[n] = graph_entry(self.writer.path, n, f"{n}.onnx", sig, quantization=info[n].get("quantization"),
-                                 plan=plans.get(n), precision=info[n]["precision"], fp16=info[n].get("fp16"))
+                                 plan=plans.get(n), precision=info[n]["precision"], fp16=info[n].get("fp16"),
+                                 note=info[n].get("note"))
         return out
 
-    def _gate(self, fp32_dir: Path, sigs: dict, manifest, ck: dict, parity32: dict):
+    def _gate(self, fp32_dir: Path, sigs: dict, manifest, ck: dict, parity32: dict, answers: dict):
         """-> (manifest accuracy section, GateResult or None)."""
         a = self.args
         if a.precision == "fp32":
@@ -270,7 +318,7 @@ class Exporter:
         ref_graphs = {n: graph_entry(fp32_dir, n, f"{n}.onnx", sigs[n], precision="fp32") for n in sigs}
         write_json_atomic(fp32_dir / "manifest.json", build_manifest(
             cfg=self.cfg, precision="fp32", checkpoint=ck, graphs=ref_graphs, parity=parity32, accuracy=None,
-            calibration=None))
+            calibration=None, answers=answers))
         self.writer.write_manifest(manifest({"gate": "running"}))  # the candidate must load as a bundle
         evaluator = self.evaluator or engine_evaluator(
             videos=a.gate_videos, video_s=a.gate_video_s, queries=a.gate_queries, threads=a.threads,

@@ -154,9 +154,17 @@ def slim_and_check(path: Path) -> "onnx.ModelProto":
 
     model = onnx.load(str(path))
     names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
+    inputs = {i.name: i for i in model.graph.input}
     slim = onnxslim.slim(model, skip_fusion_patterns=SLIM_SKIP)
     if slim is None:
         raise RuntimeError(f"onnxslim failed on {path.name}")
+    kept = {i.name: i for i in slim.graph.input}
+    if set(kept) < set(inputs):
+        # onnxslim drops inputs no node reads (the answer graph does not read event_logit); the
+        # contract still names them, and the runtime feeds every contract input, so they stay declared
+        restored = [kept.get(n, inputs[n]) for n in names[0]]
+        del slim.graph.input[:]
+        slim.graph.input.extend(restored)
     if ([i.name for i in slim.graph.input], [o.name for o in slim.graph.output]) != names:
         raise RuntimeError(f"onnxslim changed the I/O names of {path.name}")
     onnx.checker.check_model(slim, full_check=True)

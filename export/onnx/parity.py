@@ -8,6 +8,8 @@ FP32 bound is 1e-4 on that. Head outputs are compared where ``q_mask`` is 1 — 
 The sampler is compared as *sets*: which tokens it kept, identified by (timestamp, patch index),
 never slot by slot — TopK may order near-equal scores differently and that changes nothing. We also
 check the kept tokens' features and timestamps are the inputs' own values (the data path is exact).
+The memory reader's graphs ("reader", "answer") are dense; the reader, which reads the memories of
+many streams in one call, is also checked row by row against each memory alone.
 The sampler serves many camera streams in one call (a batch axis, one row per stream): every parity
 input is also run as one row of a single batched call and must keep, row by row, what it keeps alone.
 """
@@ -27,14 +29,16 @@ FP32_MIN_RECALL = 0.99
 _MASKED = {"boxes", "start_logits", "end_logits"}
 
 
-def torch_outputs(net, spec: GraphSpec, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+def torch_outputs(net, spec: GraphSpec, feed: dict[str, np.ndarray], module=None) -> list[np.ndarray]:
+    """PyTorch's outputs of one graph on one feed. ``module``: the graph's module when it is not one
+    of ``net``'s (the memory reader's graphs)."""
     import torch
 
     from export.onnx.graphs import graph_module
 
     args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in spec.inputs]
     with torch.no_grad():
-        out = graph_module(net, spec).eval()(*args)
+        out = (module if module is not None else graph_module(net, spec)).eval()(*args)
     out = out if isinstance(out, tuple) else (out,)
     return [o.numpy() for o in out]
 
@@ -106,9 +110,10 @@ def dense_diff(spec: GraphSpec, feed: dict, ref: Sequence[np.ndarray], out: Sequ
     return res
 
 
-def reference_outputs(net, spec: GraphSpec, feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+def reference_outputs(net, spec: GraphSpec, feeds: Sequence[dict[str, np.ndarray]],
+                      module=None) -> list[list[np.ndarray]]:
     """PyTorch outputs for each feed: compute once, compare many graphs against them."""
-    return [torch_outputs(net, spec, f) for f in feeds]
+    return [torch_outputs(net, spec, f, module) for f in feeds]
 
 
 def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str, np.ndarray]],
@@ -137,8 +142,10 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
             res["compared"] += "; the new sampler_state densely"
         return res
     per_out: dict[str, dict] = {}
+    alone = []
     for feed, ref in zip(feeds, refs):
         out = sess.run(names, feed)
+        alone.append(out)
         for name, d in dense_diff(spec, feed, ref, out).items():
             agg = per_out.setdefault(name, {"max_abs": 0.0, "mean_abs": [], "ref_max_abs": 0.0})
             agg["max_abs"] = max(agg["max_abs"], d["max_abs"])
@@ -152,6 +159,10 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
            "outputs": per_out, "calls": len(feeds)}
     if spec is HEADS:
         res["compared"] = "outputs where q_mask = 1"
+    if spec.name == "reader":  # the runtime reads the memories of many streams in one call
+        from export.onnx.reader_graphs import streams_batch_match as reader_batch
+
+        res["streams_batch"] = reader_batch(sess, list(feeds), alone)
     return res
 
 
@@ -162,7 +173,7 @@ def fp32_failures(parity: dict[str, dict]) -> list[str]:
     beyond that: a backbone whose features reach ~360 (lvm-edge's MobileNetV4) differs from PyTorch
     by ~5e-4 from float32 summation order alone (1.4e-6 relative), which is no export error."""
     bad = []
-    for name in (BACKBONE.name, HEADS.name):
+    for name in (BACKBONE.name, HEADS.name, "reader", "answer"):
         p = parity.get(name)
         if p and p.get("max_abs_scaled", p["max_abs"]) > FP32_MAX_ABS:
             worst = max(p["outputs"].values(), key=lambda o: o["max_abs_scaled"]) if "outputs" in p else {}
@@ -173,6 +184,10 @@ def fp32_failures(parity: dict[str, dict]) -> list[str]:
         bad.append(f"sampler top-m recall {p['topm_recall']:.4f} < {FP32_MIN_RECALL}")
     if p and p.get("state_max_abs_scaled", 0.0) > FP32_MAX_ABS:
         bad.append(f"sampler state max abs diff {p['state_max_abs_scaled']:.2e} > {FP32_MAX_ABS:g} (scaled)")
+    rb = parity.get("reader", {}).get("streams_batch")
+    if rb and rb["max_abs"] > FP32_MAX_ABS:
+        bad.append(f"reader rows of one {rb['streams']}-stream call differ from the memories alone "
+                   f"(max abs {rb['max_abs']:.2e})")
     sb = (p or {}).get("streams_batch")
     if sb and (sb["topm_recall"] < FP32_MIN_RECALL or sb["kept_feature_max_abs"] > FP32_MAX_ABS):
         bad.append(f"sampler rows of one {sb['streams']}-stream call differ from the streams alone (recall "

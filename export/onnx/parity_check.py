@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 # real calls per graph, spread over the calibration stream, on top of the example inputs
-PARITY_CALLS = {"backbone": 4, "sampler": 8, "heads": 4}
+PARITY_CALLS = {"backbone": 4, "sampler": 8, "heads": 4, "reader": 4, "answer": 4}
 
 
 def spread(items: list, k: int) -> list:
@@ -19,26 +19,39 @@ def spread(items: list, k: int) -> list:
 
 
 class ParityCheck:
-    """``inputs[name]``: the example inputs, then real calls from the stream (``feeds``) when frames were read."""
+    """``inputs[name]``: the example inputs, then real calls from the stream (``feeds``) when frames were read.
+    ``reader``: the memory reader's file (export.onnx.reader_graphs.ReaderFile) when its graphs are exported."""
 
-    def __init__(self, net, feeds, threads: int) -> None:
+    def __init__(self, net, feeds, threads: int, reader=None) -> None:
+        from export.onnx import reader_graphs
         from export.onnx.graphs import example_feeds, graph_specs
 
         self.net = net
         self.threads = threads
         self.specs = {s.name: s for s in graph_specs(net)}
+        self.modules: dict[str, object] = {}
         self.inputs: dict[str, list] = {}
         for spec in self.specs.values():
-            real = spread(getattr(feeds, spec.name), PARITY_CALLS[spec.name]) if feeds is not None else []
-            self.inputs[spec.name] = [example_feeds(net, spec)] + real
+            self.inputs[spec.name] = [example_feeds(net, spec)] + self._real(feeds, spec.name)
+        if reader is not None:
+            for spec in reader_graphs.READER_SPECS:
+                self.specs[spec.name] = spec
+                self.modules[spec.name] = reader_graphs.graph_module(reader, spec)
+                self.inputs[spec.name] = ([reader_graphs.example_feeds(reader, net.cfg, spec)]
+                                          + self._real(feeds, spec.name))
         self._refs: dict[str, list] = {}
+
+    @staticmethod
+    def _real(feeds, name: str) -> list:
+        return spread(getattr(feeds, name), PARITY_CALLS[name]) if feeds is not None else []
 
     def refs(self, name: str) -> list:
         """PyTorch's outputs on ``inputs[name]``."""
         from export.onnx.parity import reference_outputs
 
         if name not in self._refs:
-            self._refs[name] = reference_outputs(self.net, self.specs[name], self.inputs[name])
+            self._refs[name] = reference_outputs(self.net, self.specs[name], self.inputs[name],
+                                                 self.modules.get(name))
         return self._refs[name]
 
     def measure(self, spec, onnx_path: Path) -> dict:

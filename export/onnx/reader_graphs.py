@@ -1,0 +1,231 @@
+"""The memory reader's pair of bundle graphs: "reader" (once per commit) and "answer" (per query batch).
+
+The weights come from a reader file (export/model/reader.py, format lvm-reader/1) trained for the
+checkpoint's model config. ``reader`` is ``MemoryReader.forward`` with a batch axis "streams";
+``answer`` is the query crop's embedding (``MemoryReader.embed_crop``) followed by ``AnswerStep`` in
+one module, so the runtime feeds crop tokens as it does to the heads, with a query axis "queries".
+Names, order and dtypes come from the runtime's table (``edge_runtime.backends.bundle.CONTRACT``).
+
+Real inputs for parity and latency are the calibration stream's own memories: the head calls that
+``export.onnx.calibration.build_feeds`` made carry each committed memory, its SVD state and a query
+batch with crops cut from the frames; the FP32 reader graph turns each memory into the facts the
+answer graph is then checked on, as the runtime would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_runtime.backends.bundle import CONTRACT, READER_FORMAT, READER_GRAPHS
+from edge_runtime.config import ModelConfig
+from export.cli.common import UsageError
+from export.onnx.graphs import OPSET, GraphSpec
+
+READER = GraphSpec("reader", tuple(CONTRACT["reader"][0]), tuple(CONTRACT["reader"][1]))
+ANSWER = GraphSpec("answer", tuple(CONTRACT["answer"][0]), tuple(CONTRACT["answer"][1]))
+READER_SPECS = (READER, ANSWER)
+assert tuple(s.name for s in READER_SPECS) == READER_GRAPHS
+FACTS = READER.outputs
+# "not seen" when the calibrated p(seen) of the query's type is below this
+NOT_SEEN_BELOW = 0.5
+MAX_STREAMS, MAX_QUERIES = 256, 4096
+
+
+@dataclass
+class ReaderFile:
+    """A loaded reader file: the two modules, its metadata, where it came from."""
+    path: Path
+    shown: str
+    sha256: str
+    reader: nn.Module
+    answer: nn.Module
+    meta: dict
+
+
+def default_reader_path(checkpoint: Path) -> Path:
+    """``<checkpoint dir>/<checkpoint stem>-reader.safetensors``: where lvm-train's reader stage writes it."""
+    return checkpoint.with_name(f"{checkpoint.stem}-reader.safetensors")
+
+
+def open_reader(path: Path | None, checkpoint: Path, cfg: ModelConfig, *, disabled: bool,
+                shown_root: Path | None = None) -> ReaderFile | None:
+    """The reader to export beside the heads: ``path`` (--reader), else the checkpoint's companion file
+    when it exists; None with --no-reader or when there is none. A file that is not a reader, or was
+    trained for another model config, is a UsageError of one line (exit 2)."""
+    from safetensors import SafetensorError
+
+    from edge_runtime.backends.bundle import sha256_file
+    from export.model.reader import load_reader
+
+    if disabled:
+        return None
+    if path is None:
+        path = default_reader_path(checkpoint)
+        if not path.is_file():
+            return None
+        flag = f"{path} (the checkpoint's reader)"
+    else:
+        flag = f"--reader {path}"
+        if not path.is_file():
+            raise UsageError(f"{flag}: no such file")
+    try:
+        reader, answer, meta = load_reader(path, cfg)
+    except ValueError as err:  # not a reader, or trained for another model config
+        msg = " ".join(str(err).split())
+        raise UsageError(f"{flag}: {msg.removeprefix(str(path) + ': ')}") from None
+    except (SafetensorError, OSError, KeyError, RuntimeError) as err:
+        raise UsageError(f"{flag}: not a readable reader file ({' '.join(str(err).split())[:160]})") from None
+    missing = [k for k in ("prior", "calibration", "config_sha256") if k not in meta]
+    cal = meta.get("calibration")
+    if not missing and not (isinstance(cal, dict) and all(
+            isinstance(cal.get(t), dict) and {"seen", "right"} <= set(cal[t]) for t in ("activity", "object", "time"))):
+        missing.append("calibration curves")
+    if missing:
+        raise UsageError(f"{flag}: an incomplete reader file (no {', '.join(missing)}); train it with the reader stage")
+    if len(meta["prior"]) != cfg.heads.num_activities:
+        raise UsageError(f"{flag}: its class prior has {len(meta['prior'])} classes, the model has "
+                         f"{cfg.heads.num_activities}")
+    try:
+        shown = str(path.resolve().relative_to(shown_root)) if shown_root else str(path)
+    except ValueError:
+        shown = str(path)
+    return ReaderFile(path, shown, sha256_file(path), reader.eval(), answer.eval(), meta)
+
+
+def answers_section(rf: ReaderFile | None) -> dict:
+    """The manifest's "answers" block: the heads' object extents, and the reader's section when there is one."""
+    if rf is None:
+        return {"object_extent": True, "kind": "heads"}
+    meta, cal = rf.meta, rf.meta["calibration"]
+    prior_weight = meta.get("prior_weight", cal.get("prior_weight", 0.0))
+    return {"object_extent": True, "kind": "reader", "reader": {
+        "format": READER_FORMAT, "file": rf.shown, "file_sha256": rf.sha256,
+        "config": meta["reader_config"], "config_sha256": meta["config_sha256"],
+        "prior": [float(x) for x in meta["prior"]], "prior_weight": float(prior_weight),
+        "calibration": {t: cal[t] for t in ("activity", "object", "time")},
+        "not_seen_below": NOT_SEEN_BELOW, "trained": meta.get("train")}}
+
+
+class AnswerGraph(nn.Module):
+    """The crop embedding and the answer step as one graph (the contract's "answer")."""
+
+    def __init__(self, reader: nn.Module, answer: nn.Module) -> None:
+        super().__init__()
+        self.reader, self.answer = reader, answer
+
+    # named like the contract's inputs: torch.export matches dynamic_shapes by argument name
+    def forward(self, ident, act_logits, event_logit, boxes, span, mem_t, mem_valid, q_type, q_activity,
+                q_object, q_window):
+        return self.answer(ident, act_logits, event_logit, boxes, span, mem_t, mem_valid, q_type, q_activity,
+                           self.reader.embed_crop(q_object), q_window)
+
+
+def graph_module(rf: ReaderFile, spec: GraphSpec) -> nn.Module:
+    # eval: a new wrapper Module starts in training mode, which would switch the reader's dropout on
+    return (rf.reader if spec is READER else AnswerGraph(rf.reader, rf.answer)).eval()
+
+
+def example_inputs(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, streams: int = 2, queries: int = 3):
+    """Representative inputs for tracing (real-looking ranges; one query of each type, repeated)."""
+    g = torch.Generator().manual_seed(0)
+    P, d = cfg.backbone.tokens_per_frame, cfg.backbone.dim
+    m, r = cfg.stream.memory_tokens, cfg.svd.n_components
+    mem_t = torch.sort(torch.rand(streams, m, generator=g) * 600.0).values
+    mem_valid = (torch.rand(streams, m, generator=g) > 0.1).float()
+    if spec is READER:
+        basis = torch.linalg.qr(torch.randn(d, r, generator=g)).Q.T[None].repeat(streams, 1, 1).contiguous()
+        sv = torch.sort(torch.rand(streams, r, generator=g) * 10, descending=True).values
+        return (torch.randn(streams, m, d, generator=g), mem_t, torch.randint(0, P, (streams, m), generator=g),
+                mem_valid, basis, sv)
+    with torch.no_grad():
+        facts = rf.reader(*example_inputs(rf, cfg, READER, streams=1))
+    q = torch.arange(queries) % 3
+    win = torch.tensor([[100.0, 400.0]]).repeat(queries, 1)
+    return (*(f[0] for f in facts), mem_t[0], mem_valid[0], q, q % cfg.heads.num_activities,
+            torch.randn(queries, P, d, generator=g), win)
+
+
+def example_feeds(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, **kw) -> dict[str, np.ndarray]:
+    return {n: a.numpy() for n, a in zip(spec.inputs, example_inputs(rf, cfg, spec, **kw))}
+
+
+def dynamic_shapes(spec: GraphSpec):
+    Dim = torch.export.Dim
+    if spec is READER:
+        b = Dim("streams", min=1, max=MAX_STREAMS)
+        return {name: {0: b} for name in spec.inputs}
+    q = Dim("queries", min=1, max=MAX_QUERIES)
+    return {name: ({0: q} if name.startswith("q_") else None) for name in spec.inputs}
+
+
+def export_graph(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, path: Path) -> Path:
+    import warnings
+
+    # two streams / three queries: a traced size of 1 would be specialised to a constant, losing the axis
+    args = example_inputs(rf, cfg, spec, streams=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph_module(rf, spec), args, str(path), input_names=list(spec.inputs),
+                          output_names=list(spec.outputs), opset_version=OPSET, dynamo=True,
+                          dynamic_shapes=dynamic_shapes(spec), external_data=False, verbose=False)
+    return path
+
+
+def real_feeds(head_feeds: list[dict[str, np.ndarray]], reader_onnx: Path, threads: int
+               ) -> tuple[list[dict], list[dict]]:
+    """(reader feeds, answer feeds) from the heads' real calls: each call's committed memory and SVD
+    state for the reader, and the FP32 reader graph's facts of it with the call's queries for the answer."""
+    from export.onnx.cpu_latency import cpu_session
+
+    sess = cpu_session(reader_onnx, threads)
+    readers, answers = [], []
+    for hf in head_feeds:
+        rfeed = {n: hf[n] for n in READER.inputs}
+        facts = sess.run(list(FACTS), rfeed)
+        afeed = {n: f[0] for n, f in zip(FACTS, facts)}
+        afeed.update({"mem_t": hf["mem_t"][0], "mem_valid": hf["mem_valid"][0]})
+        afeed.update({n: hf[n] for n in ("q_type", "q_activity", "q_object", "q_window")})
+        readers.append(rfeed)
+        answers.append(afeed)
+    return readers, answers
+
+
+def streams_batch_match(sess, feeds: list[dict], alone: list[list[np.ndarray]]) -> dict:
+    """Every reader feed as one row of ONE batched call vs that memory alone: a specialised batch
+    axis, or rows that see each other, shows here."""
+    if len(feeds) < 2:
+        return {"streams": len(feeds), "max_abs": 0.0, "compared": "one memory: nothing to batch"}
+    stacked = {n: np.concatenate([f[n] for f in feeds]) for n in feeds[0]}
+    out = sess.run(list(FACTS), stacked)
+    worst, row = 0.0, 0
+    for feed, single in zip(feeds, alone):
+        rows = feed["mem"].shape[0]
+        for a, b in zip(single, out):
+            worst = max(worst, float(np.abs(a.astype(np.float64) - b[row : row + rows]).max()))
+        row += rows
+    return {"streams": row, "max_abs": worst, "compared": "each row of one batched call vs that memory alone"}
+
+
+
+# An FP16 reader graph may differ from PyTorch FP32, per output, on average by at most this fraction of
+# the output's magnitude (the INT8 dense budget), and at most by FP16_MAX_SCALED anywhere: one answer
+# whose anchor flipped to another token moves its interval by seconds, which the mean would hide.
+FP16_MEAN_SCALED = 0.005
+FP16_MAX_SCALED = 0.02
+
+
+def fp16_failure(parity: dict) -> str | None:
+    """Why an FP16 reader graph is outside its budget (one phrase), or None when it is within."""
+    for name, o in parity.get("outputs", {}).items():
+        scale = max(1.0, o["ref_max_abs"])
+        if o["mean_abs"] / scale > FP16_MEAN_SCALED or o["max_abs"] / scale > FP16_MAX_SCALED:
+            return (f"'{name}' mean |d| {o['mean_abs']:.2e}, max |d| {o['max_abs']:.2e} at output scale "
+                    f"{scale:.3g}; budget {FP16_MEAN_SCALED:g} / {FP16_MAX_SCALED:g} of the scale")
+    sb = parity.get("streams_batch")
+    if sb and sb["max_abs"] > FP16_MAX_SCALED:
+        return f"rows of one batched call differ from the memories alone by {sb['max_abs']:.2e}"
+    return None
