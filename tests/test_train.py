@@ -15,10 +15,11 @@ from export.train.joint_stage import VideoBatchSampler
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "models" / "lvm-tiny.yaml"
 # 6 clips of 16 s per video; 1 short backbone epoch; a handful of sampler steps; the heads stage
-# on the same 2 videos (its config default streams 48, minutes on CPU for a smoke run)
+# on the same 2 videos (its config default streams 48, minutes on CPU for a smoke run); the reader
+# stage on 2 videos (+ 2 it calibrates on) for a few steps
 SMOKE = ["--config", str(TINY), "--videos", "2", "--video-s", "96", "--queries", "12",
          "--backbone-epochs", "1", "--backbone-frames", "64", "--epochs", "2", "--heads-steps", "2",
-         "--heads-videos", "2", "--workers", "1", "--no-progress"]
+         "--heads-videos", "2", "--workers", "1", "--no-progress", "--reader-steps", "3", "--reader-videos", "2"]
 
 
 @pytest.mark.parametrize("n,batch,world", [(8, 8, 1), (8, 2, 2), (5, 2, 2), (9, 4, 1)])
@@ -62,11 +63,21 @@ def test_train_smoke_and_resume(tmp_path):
 
     net, meta = load_checkpoint(ck)
     assert meta["steps"] == "6" and meta["world_size"] == "1"
+    # every stage says how long it will take before it starts
+    assert "lvm-train: plan (lvm-tiny" in r.stdout and "reader stage: 2 + 2 videos, 3 steps" in r.stdout
+    # the reader stage: beside the checkpoint, where lvm-export looks for it, for this model
+    from export.model.reader import load_reader
+
+    reader, answer, rmeta = load_reader(out / "lvm-tiny-reader.safetensors", net.cfg)
+    assert rmeta["train"]["steps"] == 3 and rmeta["train"]["videos"] == 2
+    assert rmeta["checkpoint"] == str(ck) and len(rmeta["prior"]) == net.cfg.heads.num_activities
+    assert set(rmeta["calibration"]) >= {"activity", "object", "time", "prior_weight"}
     # resume continues from the saved epoch: no further steps in a 1-epoch run
     r2 = _run([sys.executable, "-m", "export.cli.train", *SMOKE, "--out", str(out), "--max-steps", "6", "--resume"])
     assert r2.returncode == 0, r2.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["heads_steps"] == 2
+    assert summary["reader"] == str(out / "lvm-tiny-reader.safetensors") and summary["reader_train"]["steps"] == 3
     heads_log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()
                  if json.loads(line).get("stage") == "heads"]
     assert heads_log and {"activity", "identity", "token_activity"} <= set(heads_log[-1])
@@ -76,8 +87,9 @@ def test_train_smoke_and_resume(tmp_path):
     out2 = tmp_path / "heads"
     r3 = _run([sys.executable, "-m", "export.cli.train", "--config", str(TINY), "--out", str(out2), "--sampler-from",
                str(ck), "--heads-steps", "2", "--heads-videos", "2", "--video-s", "96", "--queries", "12",
-               "--workers", "2", "--no-progress"])
+               "--workers", "2", "--no-progress", "--no-reader"])
     assert r3.returncode == 0, r3.stderr[-2000:]
+    assert not (out2 / "lvm-tiny-reader.safetensors").exists() and "reader stage: off" in r3.stdout
     net2, meta2 = load_checkpoint(out2 / "lvm-tiny.safetensors")
     assert meta2["steps"] == "0" and meta2["heads_steps"] == "2"
     for k, v in net.sampler.state_dict().items():
@@ -132,6 +144,9 @@ def test_bad_inputs_one_line(tmp_path, capfd):
                                              "--sampler-from", str(REPO / "checkpoints" / "lvm-tiny.safetensors"),
                                              *extra], capfd)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    for bad in (["--reader-steps", "0"], ["--reader-videos", "0"]):
+        r = _in_process("export.cli.train", ["--config", str(TINY), "--out", str(tmp_path / "r"), *bad], capfd)
+        assert r.returncode == 2 and bad[0] in r.stderr and "Traceback" not in r.stderr, r.stderr
     pk = tmp_path / "model.pt"
     torch.save({"a": torch.zeros(1)}, pk)
     r = _in_process("export.cli.eval", ["--checkpoint", str(pk), "--json", str(tmp_path / "x.json")], capfd)

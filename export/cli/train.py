@@ -11,20 +11,26 @@ from pathlib import Path
 from tqdm import tqdm
 
 from export.cli.common import UsageError, run_cli
+from export.train.eta import estimate, minutes
 from export.train.warm_start import check_init_from, init_from, taken_init
 
 SEED_MAX = 2**31 - 1
+# the reader stage's defaults: 32 videos and 1,500 steps fit the whole run in 90 min on 2 CPU cores
+READER_STEPS, READER_VIDEOS, READER_CALIB_VIDEOS, READER_BATCH = 1500, 32, 2, 8
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lvm-train",
-        description="Train LVM-Net (frozen backbone, neural sampler, query heads) on generated checkout "
-                    "videos, or with --data on a dataset folder's train split (your own videos and "
-                    "annotations). The tiny backbone is first pre-trained on per-frame labels (the "
+        description="Train LVM-Net (frozen backbone, neural sampler, query heads) and its memory reader on "
+                    "generated checkout videos, or with --data on a dataset folder's train split (your own "
+                    "videos and annotations). The tiny backbone is first pre-trained on per-frame labels (the "
                     "generator's, or derived from the annotations), then frozen. Stage 1 trains sampler and "
-                    "heads on the streams (CPU; under torchrun, DDP with gloo); stage 2, the heads stage (config train.heads_steps), trains the heads "
-                    "alone on the frozen sampler's memories (a GPU if there is one: hours on CPU).",
+                    "heads on the streams (CPU; under torchrun, DDP with gloo). The heads stage (--heads-steps) "
+                    "trains the heads alone on the frozen sampler's memories: only when asked for (hours on "
+                    "CPU). The reader stage trains the memory reader on the frozen backbone and sampler and "
+                    "writes OUT/<model>-reader.safetensors beside OUT/<model>.safetensors, where lvm-export "
+                    "finds it. lvm-tiny with the defaults: about 70 min on 2 CPU cores (docs/training.md).",
         epilog="Examples: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny;  "
                "lvm-train --config configs/models/lvm-tiny.yaml --out runs/shop --data data/shop "
                "--init-from checkpoints/lvm-tiny.safetensors")
@@ -56,10 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-lsmcl", action="store_true", help="ablation: skip the s5 sampler's LSMCL pre-training")
     p.add_argument("--lsmcl-steps", type=int, help="s5: LSMCL pre-training steps (default: config train.lsmcl_steps)")
     p.add_argument("--heads-steps", type=int, help="steps of the heads stage, the heads alone on the frozen sampler's "
-                   "memories (default: config train.heads_steps; 0 = no heads stage). Not resumable: --resume "
-                   "re-runs it from the stage-1 checkpoint")
+                   "memories (default 0: no heads stage, the heads are stage 1's; the config's train.heads_steps, "
+                   "6,000 for lvm-tiny, is the shipped checkpoint's recipe: 8-16 h on 2 CPU cores, minutes on a "
+                   "GPU). Not resumable: --resume re-runs it from the stage-1 checkpoint")
     p.add_argument("--heads-videos", type=int, help="videos the heads stage streams (default: config "
                    "train.heads_videos, else --videos; with --data every train video, or the first N)")
+    p.add_argument("--reader-steps", type=int, default=READER_STEPS,
+                   help=f"steps of the reader stage, {READER_BATCH} memories a step (default {READER_STEPS})")
+    p.add_argument("--reader-videos", type=int, default=READER_VIDEOS,
+                   help=f"generated videos the reader stage trains on (default {READER_VIDEOS}; the first ones are "
+                        f"stage 1's, whose tokens are cached), plus {READER_CALIB_VIDEOS} more it calibrates on")
+    p.add_argument("--no-reader", action="store_true", help="no reader stage: the checkpoint is answered by its heads")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the heads stage trains (default auto: cuda if available; stage 1 runs on CPU)")
     p.add_argument("--workers", type=int, help="processes that render, encode and stream the heads stage's videos "
@@ -99,7 +112,7 @@ def _train(args) -> int:
     if not 0 <= seed <= SEED_MAX:
         raise UsageError(f"--seed must be in [0, {SEED_MAX}], got {seed}")
     for name in ("epochs", "videos", "queries", "backbone_epochs", "max_steps", "threads", "heads_steps",
-                 "heads_videos", "workers", "lsmcl_steps"):
+                 "heads_videos", "workers", "lsmcl_steps", "reader_steps", "reader_videos"):
         v = getattr(args, name)
         if v is not None and v < (0 if name in ("backbone_epochs", "heads_steps", "lsmcl_steps") else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
@@ -137,13 +150,13 @@ def _train(args) -> int:
     except OSError as err:
         raise UsageError(f"--out {out}: not writable ({err.strerror})") from None
 
-    heads_steps = tc.heads_steps if args.heads_steps is None else args.heads_steps
-    if args.heads_from:
-        heads_steps = args.heads_steps or 0  # the taken heads are the point: retrain them only when asked
-    if args.sampler_from and heads_steps == 0:
-        raise UsageError("--sampler-from trains only the heads stage: give --heads-steps N (N > 0)")
+    # the heads stage takes hours on CPU: it runs only when asked for (the config's heads_steps is the
+    # shipped checkpoint's recipe, not a default)
+    heads_steps = args.heads_steps or 0
     if args.sampler_from and args.backbone_from:
         raise UsageError("--sampler-from already gives the backbone: drop --backbone-from")
+    if args.sampler_from and heads_steps == 0:
+        raise UsageError("--sampler-from trains only the heads stage: give --heads-steps N (N > 0)")
     if args.sampler_from and args.resume:
         raise UsageError("--sampler-from and --resume do not mix: the heads stage is not resumable")
 
@@ -184,6 +197,8 @@ def _train(args) -> int:
     t0 = time.time()
     for note in notes:
         say(note)
+    for line in _plan(args, cfg, n_videos, video_s, heads_steps, world, items is not None):
+        say(line)
     torch.manual_seed(seed)
     taken = args.init_from or args.sampler_from or args.backbone_from or args.heads_from  # the backbone's file
     net = LVMNet(cfg, backbone_init=not taken)
@@ -243,7 +258,7 @@ def _train(args) -> int:
         heads_last = train_heads(net, hv, out, steps=heads_steps, batch=tc.heads_batch, lr=tc.lr_heads,
                                  identity_weight=tc.identity_weight,
                                  token_activity_weight=tc.token_activity_weight, seed=seed, device=device,
-                                 progress=progress)
+                                 progress=progress, say=say)
         say(f"lvm-train: heads stage: {heads_steps} steps on {device} ({time.time() - t1:.0f} s)")
 
     final = out / f"{cfg.name}.safetensors"
@@ -261,14 +276,88 @@ def _train(args) -> int:
         meta["heads_from"] = str(args.heads_from)
     if cfg.sampler.kind == "s5":
         meta["lsmcl_steps"] = 0 if args.sampler_from else _lsmcl_steps(args, cfg)
-    save_checkpoint(net, final, meta, labels=labels)
+    save_checkpoint(net, final, meta, labels=labels)  # before the reader stage: its failure loses nothing
+    reader_file, reader_meta = None, None
+    if _reader_planned(args):
+        reader_file = out / f"{cfg.name}-reader.safetensors"
+        reader_meta = _reader_stage(args, net, reader_file, final, seed, video_s, say, progress)
     summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,
                "heads_steps": heads_steps, "total_seconds": round(time.time() - t0, 1),
-               "last_losses": res.last_losses if res else {}, "heads_last_losses": heads_last}
+               "last_losses": res.last_losses if res else {}, "heads_last_losses": heads_last,
+               "reader": str(reader_file) if reader_file else None,
+               "reader_train": reader_meta["train"] if reader_meta else None}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    say(f"lvm-train: done: {steps} stage-1 steps, {heads_steps} heads-stage steps in {time.time() - t0:.0f} s; "
-        f"wrote {final}")
+    say(f"lvm-train: done: {steps} stage-1 steps, {heads_steps} heads-stage steps, "
+        f"{args.reader_steps if reader_file else 0} reader steps in {minutes(time.time() - t0)}; wrote {final}"
+        + (f" and {reader_file}" if reader_file else ""))
     return 0
+
+
+def _plan(args, cfg, n_videos: int, video_s: float, heads_steps: int, world: int, data: bool) -> list[str]:
+    """What this run will do and how long each stage takes at the rates measured on 2 CPU cores
+    (export/train/eta.py), printed before anything starts."""
+    tc = cfg.train
+    lines, total = [], 0.0
+    n_clips = int(video_s * cfg.stream.fps) // cfg.stream.clip_frames
+    if not args.sampler_from:
+        sec = estimate("tokens_per_video", n_videos, video_s)
+        taken = args.backbone_from or args.init_from or args.heads_from or args.resume
+        if not taken and args.backbone_epochs > 0:
+            sec += estimate("pretrain_per_frame_epoch", args.backbone_frames * args.backbone_epochs)
+        lines.append(f"videos and backbone: ~{minutes(sec)}" + ("" if taken else " (backbone pre-training included)"))
+        total += sec
+        groups = -(-n_videos // (tc.batch_size * world))
+        steps = (args.epochs or tc.epochs) * groups * n_clips
+        steps = min(steps, args.max_steps) if args.max_steps else steps
+        sec = estimate("stage1_per_step", steps)
+        lines.append(f"stage 1 (sampler and heads): {steps} steps, ~{minutes(sec)}")
+        total += sec
+    if heads_steps:
+        sec = estimate("heads_per_step", heads_steps)
+        lines.append(f"heads stage: {heads_steps} steps, ~{minutes(sec)} (plus streaming its videos)")
+        total += sec
+    if args.no_reader:
+        lines.append("reader stage: off (--no-reader); the checkpoint is answered by its heads")
+    elif data:
+        lines.append("reader stage: not with --data (the reader stage trains on generated videos only); the "
+                     "checkpoint is answered by its heads")
+    else:
+        sec = _reader_seconds(args, video_s)
+        fresh = " from fresh weights (the reader stage takes no initial reader)" if args.init_from else ""
+        lines.append(f"reader stage: {args.reader_videos} + {READER_CALIB_VIDEOS} videos, {args.reader_steps} "
+                     f"steps{fresh}, ~{minutes(sec)}")
+        total += sec
+    return [f"lvm-train: plan ({cfg.name}, rates measured on 2 CPU cores): {line}" for line in lines] + [
+        f"lvm-train: plan: ~{minutes(total)} in all"]
+
+
+def _reader_planned(args) -> bool:
+    """Whether this run trains a reader (the reason it does not is said in the plan)."""
+    return not args.no_reader and not args.data
+
+
+def _reader_stage(args, net, reader_file: Path, checkpoint: Path, seed: int, video_s: float, say, progress) -> dict:
+    """The memory reader on the frozen backbone and sampler (export/train/reader_stage.py): the first
+    generated training videos are stage 1's (the same seeds), so their tokens come from the cache."""
+    import torch
+
+    from export.train.reader_stage import train_reader
+
+    net.eval()
+    threads = args.threads or os.cpu_count() or 1
+    say(f"lvm-train: reader stage: {args.reader_videos} + {READER_CALIB_VIDEOS} videos, {args.reader_steps} steps "
+        f"(~{minutes(_reader_seconds(args, video_s))} on 2 CPU cores)")
+    meta = train_reader(net, out=reader_file, videos=args.reader_videos, calib_videos=READER_CALIB_VIDEOS,
+                        video_s=video_s, queries=args.queries or net.cfg.train.queries_per_video, seed=seed,
+                        steps=args.reader_steps, batch=READER_BATCH, threads=threads, checkpoint=str(checkpoint),
+                        progress=progress, log=lambda m: say(f"lvm-train: {m}"))
+    torch.set_num_threads(threads)
+    return meta
+
+
+def _reader_seconds(args, video_s: float) -> float:
+    return (estimate("reader_per_video", args.reader_videos + READER_CALIB_VIDEOS, video_s)
+            + estimate("reader_per_step", args.reader_steps))
 
 
 def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, world, rank, progress, say, t0,
@@ -357,7 +446,7 @@ def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wo
             f"(last loss {res['last'].get('loss')}, top-1 {res['last'].get('top1')})")
     return train_lvm(net, videos, out, epochs=args.epochs or tc.epochs, continual_p=continual_p, seed=seed,
                      max_steps=args.max_steps, progress=progress, resume=args.resume, labels=labels,
-                     freeze_heads=bool(args.heads_from))
+                     freeze_heads=bool(args.heads_from), say=say)
 
 
 def _lsmcl_steps(args, cfg) -> int:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from edge_runtime.checkout import Query
 from edge_runtime.config import model_config_from_dict
 from export.dataset.video_data import VideoData, attach_queries, backbone_digest, encode_video, load_dataset_video, render_video
+from export.train.eta import StepETA
 from export.train.losses import QUERY_TARGETS, query_loss_terms, token_activity_loss, token_loss
 from export.model.lvmnet import LVMNet
 from export.train.query_batch import build_query_batch
@@ -147,9 +148,10 @@ def _pad(t: torch.Tensor, n: int, value=None) -> torch.Tensor:
 
 def train_heads(net: LVMNet, videos: list[StageVideo], out_dir: Path, *, steps: int, batch: int, lr: float,
                 identity_weight: float, token_activity_weight: float = 0.0, seed: int = 0, device: str = "cpu",
-                progress: bool = True) -> dict:
+                progress: bool = True, say=None) -> dict:
     """Train ``net.heads`` for ``steps`` steps on the frozen sampler's memories of ``videos``;
-    returns the last losses. The log goes on in OUT/train_log.jsonl with "stage": "heads"."""
+    returns the last losses. The log goes on in OUT/train_log.jsonl with "stage": "heads"; ``say``
+    gets the measured ETA after the first steps."""
     cfg, tc = net.cfg, net.cfg.train
     fps = cfg.stream.fps
     # videos of different lengths (a dataset's) are padded to the longest; a query only ever reads
@@ -186,7 +188,9 @@ def train_heads(net: LVMNet, videos: list[StageVideo], out_dir: Path, *, steps: 
     log = open(out_dir / "train_log.jsonl", "a")
     t0, last = time.time(), {}
     bar = tqdm(range(steps), desc="heads stage", disable=not progress, leave=False)
+    eta = StepETA("lvm-train: heads stage", steps, say)
     for step in bar:
+        eta.step()
         idx = rng.choice(len(queries), size=min(batch, len(queries)), replace=False)
         clip = rng.integers(first[idx], high if np.isscalar(high) else high[idx])
         idx_t, clip_t = torch.from_numpy(idx).to(device), torch.from_numpy(clip).to(device)

@@ -27,6 +27,7 @@ from edge_runtime.atomic_write import atomic_write_bytes, atomic_writer
 from edge_runtime.config import ModelConfig
 from export.model.checkpoint import save_checkpoint
 from export.dataset.video_data import VideoData
+from export.train.eta import StepETA
 from export.train.losses import QUERY_TARGETS, query_loss_terms, token_loss
 from export.model.lvmnet import LVMNet
 from export.train.query_batch import build_query_batch
@@ -149,10 +150,12 @@ class TrainResult:
 
 def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: int, continual_p: int,
               seed: int = 0, max_steps: int | None = None, progress: bool = True, resume: bool = False,
-              log_every: int = 1, labels: dict | None = None, freeze_heads: bool = False) -> TrainResult:
+              log_every: int = 1, labels: dict | None = None, freeze_heads: bool = False,
+              say=None) -> TrainResult:
     """``labels``: the class names the per-epoch checkpoints carry (export.model.checkpoint.save_checkpoint).
     ``freeze_heads``: train the sampler alone, through heads taken from another checkpoint (their
-    query losses still reach the sampler through the kept tokens)."""
+    query losses still reach the sampler through the kept tokens). ``say``: where the measured ETA goes
+    (rank 0 only)."""
     cfg: ModelConfig = net.cfg
     tc = cfg.train
     rank = dist.get_rank() if _is_dist() else 0
@@ -190,6 +193,7 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
     targets = ([torch.from_numpy(event_token_targets(v.annotations, v.times, cfg.backbone.grid)) for v in videos]
                if tc.sampler_target_weight > 0 else None)
     log = open(out_dir / "train_log.jsonl", "a") if rank == 0 else None
+    eta = StepETA("lvm-train: stage 1", total_steps - step, say if rank == 0 else None)
     t0 = time.time()
     last: dict[str, float] = {}
     net.train()
@@ -223,6 +227,7 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
                         new_mem = net.sampler(*batch["mem"], batch["clip"], batch["clip_t"], batch["clip_p"])
                     _commit(streams, local, new_mem, world)
                     step += 1
+                    eta.step()
                     bar.update(1)
                     continue
                 new_mem, terms = model(batch["mem"], batch["clip"], batch["clip_t"], batch["clip_p"], batch["qb"],
@@ -235,6 +240,7 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
                 opt.step()
                 _commit(streams, local, new_mem, world)
                 step += 1
+                eta.step()
                 last = {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach()), "tau": net.sampler.tau}
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", tau=f"{net.sampler.tau:.2f}")
