@@ -28,7 +28,8 @@ def _one_line(err):
 
 def test_good_bundle_loads(tiny_bundle):
     b = load_bundle(tiny_bundle)
-    assert b.cfg.name == "lvm-tiny" and set(b.graphs) == {"backbone", "sampler", "heads"}
+    # the shipped checkpoint's reader travels with it: the optional reader + answer pair is there
+    assert b.cfg.name == "lvm-tiny" and set(b.graphs) == {"backbone", "sampler", "heads", "reader", "answer"}
     assert len(b.labels["activities"]) == b.cfg.heads.num_activities
     assert b.bundle_id.startswith("lvm-tiny-fp32@")
     assert load_bundle(tiny_bundle).bundle_id == b.bundle_id

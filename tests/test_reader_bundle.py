@@ -1,0 +1,220 @@
+"""Bundles with the memory reader: the reader + answer graph pair, the manifest's answers section, and
+lvm-export's --reader / --no-reader. ``tiny_bundle`` is the shipped checkpoint exported with its
+reader (checkpoints/lvm-tiny-reader.safetensors beside checkpoints/lvm-tiny.safetensors)."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge_runtime.backends.bundle import BundleError, load_bundle
+from edge_runtime.config import resolve_model_config
+from export.cli import export as cli_export
+from export.model.reader import load_reader, save_reader
+from export.onnx.reader_graphs import ANSWER, FACTS, READER, graph_module, real_feeds
+
+ort = pytest.importorskip("onnxruntime")
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "checkpoints" / "lvm-tiny.safetensors"
+READER_FILE = REPO / "checkpoints" / "lvm-tiny-reader.safetensors"
+FAST = ["--skip-gate", "--bench-runs", "1", "--calib", "demo://checkout?seed=1&duration=32", "--no-progress",
+        "--threads", "1"]
+
+
+def _manifest(b):
+    return json.loads((Path(b) / "manifest.json").read_text())
+
+
+def _edit(path, fn):
+    m = _manifest(path)
+    fn(m)
+    (path / "manifest.json").write_text(json.dumps(m))
+
+
+def _one_line(msg: str) -> str:
+    assert "\n" not in msg.strip() and "Traceback" not in msg and len(msg) < 400, msg
+    return msg
+
+
+def _session(path):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture()
+def copy(tiny_bundle, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(tiny_bundle, dst)
+    return dst
+
+
+def test_bundle_loads_with_both_graphs_and_kind_reader(tiny_bundle):
+    b = load_bundle(tiny_bundle)
+    assert list(b.graphs) == ["backbone", "sampler", "heads", "reader", "answer"]
+    assert b.answers_kind == "reader"
+    r = b.reader
+    _, _, meta = load_reader(READER_FILE, resolve_model_config("lvm-tiny"))
+    assert r["format"] == "lvm-reader/1" and r["config"] == meta["reader_config"]
+    assert r["prior"] == pytest.approx(meta["prior"]) and r["not_seen_below"] == 0.5
+    assert r["prior_weight"] == pytest.approx(meta["calibration"]["prior_weight"])
+    assert r["trained"] == meta["train"]
+    assert set(r["calibration"]) == {"activity", "object", "time"}
+    assert all(r["calibration"][t]["seen"] == meta["calibration"][t]["seen"] for t in r["calibration"])
+    import hashlib
+    assert r["file_sha256"] == hashlib.sha256(READER_FILE.read_bytes()).hexdigest()
+    # the graphs' declared axes: streams for the reader, queries for the answer step
+    E, C, K, S = r["config"]["embed"], b.cfg.heads.num_activities, r["config"]["ranked"], r["config"]["keyframes"]
+    shape = {t.name: t.shape for g in ("reader", "answer") for t in b.graphs[g].outputs}
+    assert shape["ident"] == ("streams", b.cfg.stream.memory_tokens, E)
+    assert shape["activity_scores"] == ("queries", C) and shape["keyboxes"] == ("queries", K, S, 4)
+    # the exporter's own parity, on example inputs and the calibration stream's memories
+    par = _manifest(tiny_bundle)["parity"]
+    for g in ("reader", "answer"):
+        assert par[g]["max_abs_scaled"] <= 1e-4 and par[g]["calls"] >= 2, (g, par[g])
+    assert par["reader"]["streams_batch"]["max_abs"] <= 1e-4 and par["reader"]["streams_batch"]["streams"] >= 3
+    assert par["frames"]["reader_calls"] >= 1
+    lat = _manifest(tiny_bundle)["latency_cpu"]
+    assert lat["reader"]["median_ms"] > 0 and lat["answer"]["median_ms"] > 0
+
+
+def test_runners_open_the_reader_pair(tiny_bundle):
+    from edge_runtime.backends.bundle_runners import open_runners
+
+    runners, backend, _ = open_runners(load_bundle(tiny_bundle), "onnxruntime", 1)
+    try:
+        assert set(runners) == {"backbone", "sampler", "heads", "reader", "answer"} and backend == "onnxruntime"
+    finally:
+        for r in runners.values():
+            r.deactivate()
+
+
+def test_onnx_matches_pytorch_on_real_memories(tiny_bundle):
+    """Independently of the exporter's numbers: a real stream through the bundle's own backbone and
+    sampler, its committed memories read by the ONNX reader and by PyTorch, queries answered by both."""
+    from export.onnx.calibration import build_feeds, read_frames
+    from export.onnx.reader_graphs import ReaderFile
+
+    torch.set_num_threads(1)
+    cfg = resolve_model_config("lvm-tiny")
+    reader, answer, meta = load_reader(READER_FILE, cfg)
+    rf = ReaderFile(READER_FILE, str(READER_FILE), "", reader, answer, meta)
+    cal = read_frames("demo://checkout?seed=3&duration=48", cfg, max_frames=48)
+    feeds = build_feeds(cal, cfg, tiny_bundle, threads=1, head_every=1)
+    assert len(feeds.heads) >= 2
+    r_feeds, a_feeds = real_feeds(feeds.heads, tiny_bundle / "reader.onnx", threads=1)
+    assert any(f["mem_valid"].sum() > 100 for f in r_feeds)  # real, filled memories
+    sess_r, sess_a = _session(tiny_bundle / "reader.onnx"), _session(tiny_bundle / "answer.onnx")
+    r_mod, a_mod = graph_module(rf, READER), graph_module(rf, ANSWER)
+    # all memories in ONE reader call (streams axis) vs PyTorch
+    stacked = {n: np.concatenate([f[n] for f in r_feeds]) for n in READER.inputs}
+    got = sess_r.run(list(FACTS), stacked)
+    with torch.no_grad():
+        want = r_mod(*(torch.from_numpy(stacked[n]) for n in READER.inputs))
+    for name, g, w in zip(FACTS, got, want):
+        assert g.shape == tuple(w.shape)
+        np.testing.assert_allclose(g, w.numpy(), atol=1e-4, rtol=0, err_msg=name)
+    for af in a_feeds:
+        for q in (1, len(af["q_type"])):  # the queries axis at one and at a full batch
+            feed = {k: (v[:q] if k.startswith("q_") else v) for k, v in af.items()}
+            got = sess_a.run(list(ANSWER.outputs), feed)
+            with torch.no_grad():
+                want = a_mod(*(torch.from_numpy(feed[n]) for n in ANSWER.inputs))
+            for name, g, w in zip(ANSWER.outputs, got, want):
+                assert g.shape[0] == q
+                scale = max(1.0, float(np.abs(w.numpy()).max()))
+                assert np.abs(g - w.numpy()).max() <= 1e-4 * scale, name
+    assert {int(t) for af in a_feeds for t in af["q_type"]} == {0, 1, 2}
+
+
+@pytest.mark.parametrize("mutate, expect", [
+    (lambda m: m["answers"]["reader"]["config"].update(embed=16), "a bundle whose reader does not match its config"),
+    (lambda m: m["answers"]["reader"]["config"].update(ranked=5), "a bundle whose reader does not match its config"),
+    (lambda m: m["answers"]["reader"]["config"].update(keyframes=8), "a bundle whose reader does not match its config"),
+    (lambda m: m["answers"]["reader"].update(prior=[0.5] * 3), "a bundle whose reader does not match its config"),
+    (lambda m: m["graphs"]["answer"]["outputs"][0].update(shape=["queries", 7]),
+     "a bundle whose reader does not match its config"),
+    (lambda m: m["graphs"].pop("answer"), "lacks the answer graph"),
+    (lambda m: m["answers"].update(kind="heads"), "lists the reader and answer graph(s) but answers.kind is heads"),
+    (lambda m: m["answers"].update(kind="oracle"), "answers.kind 'oracle' is not one of heads, reader"),
+    (lambda m: m["answers"].pop("reader"), "answers.reader is missing"),
+    (lambda m: m["answers"]["reader"]["calibration"].pop("time"), "answers.reader.calibration needs"),
+    (lambda m: m["graphs"]["reader"]["outputs"].pop(), "reader graph lacks output(s) span"),
+])
+def test_manifest_disagreeing_with_the_reader_graphs_is_one_line(copy, mutate, expect):
+    _edit(copy, mutate)
+    with pytest.raises(BundleError) as e:
+        load_bundle(copy, verify=False)
+    assert expect in _one_line(str(e.value))
+
+
+def test_heads_bundle_without_kind_still_loads(copy):
+    """A bundle written before answers.kind existed: heads, no reader graphs."""
+    def old(m):
+        m["answers"] = {"object_extent": True}
+        for g in ("reader", "answer"):
+            m["graphs"].pop(g)
+    _edit(copy, old)
+    b = load_bundle(copy)
+    assert b.answers_kind == "heads" and b.reader is None and list(b.graphs) == ["backbone", "sampler", "heads"]
+
+
+def _bad_export(capsys, tmp_path, *extra):
+    rc = cli_export.main(["--precision", "fp32", "--checkpoint", str(SHIPPED), "--out", str(tmp_path / "b"),
+                          *FAST, *map(str, extra)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert not (tmp_path / "b").exists()
+    return _one_line(err)
+
+
+def test_a_file_that_is_not_a_reader_exits_2(capsys, tmp_path):
+    err = _bad_export(capsys, tmp_path, "--reader", SHIPPED)  # the heads checkpoint given as a reader
+    assert "not a reader file" in err and "lvm-reader/1" in err
+    assert "no such file" in _bad_export(capsys, tmp_path, "--reader", tmp_path / "nope.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not safetensors at all")
+    assert "not a readable reader file" in _bad_export(capsys, tmp_path, "--reader", junk)
+
+
+def test_a_reader_for_another_config_exits_2(capsys, tmp_path):
+    cfg = resolve_model_config("lvm-tiny")
+    reader, answer, meta = load_reader(READER_FILE, cfg)
+    other = tmp_path / "other-reader.safetensors"
+    save_reader(other, reader, answer, {**{k: v for k, v in meta.items() if k not in ("format", "reader_config")},
+                                        "config_sha256": "0" * 64})
+    err = _bad_export(capsys, tmp_path, "--reader", other)
+    assert "reader trained for model config 000000000000" in err
+
+
+def test_no_reader_exports_heads_only(tmp_path, capsys):
+    out = tmp_path / "heads"
+    rc = cli_export.main(["--precision", "fp32", "--checkpoint", str(SHIPPED), "--out", str(out), "--no-reader", *FAST])
+    assert rc == 0, capsys.readouterr().err
+    b = load_bundle(out)
+    m = _manifest(out)
+    assert b.answers_kind == "heads" and b.reader is None and list(b.graphs) == ["backbone", "sampler", "heads"]
+    assert m["answers"] == {"object_extent": True, "kind": "heads"} and "reader" not in m["parity"]
+    assert m["export"]["reader"] is None and any("--no-reader" in n for n in m["export"]["notes"])
+
+
+def test_fp16_reader_graphs_are_fp16_or_kept_fp32_with_the_reason(tmp_path, capsys):
+    out = tmp_path / "fp16"
+    rc = cli_export.main(["--precision", "fp16", "--checkpoint", str(SHIPPED), "--out", str(out), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    b = load_bundle(out)
+    m = _manifest(out)
+    assert b.answers_kind == "reader" and m["parity"]["fp32_graphs"]["answer"]["max_abs_scaled"] <= 1e-4
+    for g in ("reader", "answer"):
+        entry = m["graphs"][g]
+        if entry["precision"] == "fp32":
+            assert "kept FP32" in entry["note"], entry
+        else:
+            assert entry["precision"] == "fp16" and "note" not in entry
+            o = m["parity"][g]["outputs"]
+            assert all(v["mean_abs"] <= 0.005 * max(1.0, v["ref_max_abs"]) for v in o.values()), (g, o)
+    # the bundle's graphs run with FP32 I/O
+    assert all(t.dtype.name == "float32" for t in b.graphs["answer"].inputs if t.name not in ("q_type", "q_activity"))
