@@ -129,3 +129,44 @@ def test_gate_evaluator_scores_a_bundle_on_the_test_split(dataset, tiny_bundle):
     data = res.manifest()["evaluation"]["data"]
     assert (data["path"], data["split"], data["videos"]) == (str(dataset), "test", 2)
     assert all(d in (0.0, None) for qt in res.deltas["recall@1x"].values() for d in qt.values())
+
+
+def test_bundle_options_are_one_line(tmp_path, capsys):
+    j = tmp_path / "x.json"
+    for argv, needle in ((["--answers", "reader"], "--bundle"), (["--absent-share", "0.1"], "--bundle"),
+                         (["--bundle", tmp_path, "--checkpoint", "c.safetensors"], "--checkpoint"),
+                         (["--bundle", tmp_path, "--absent-share", "1.5"], "--absent-share"),
+                         (["--bundle", tmp_path / "none"], "--bundle")):
+        rc, _, err = _main(cli_eval, [*argv, "--json", j], capsys)
+        assert rc == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+
+
+def test_lvm_eval_bundle_scores_not_seen_from_the_runtime_answers(dataset, tiny_bundle, tmp_path, capsys):
+    """The shipped checkpoint's bundle (with its reader) through the Engine: the heads' answers carry
+    no confidence (n/a cells), the reader's do; absent queries are asked, present ones unchanged."""
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    kinds = ["heads"] + (["reader"] if manifest["answers"].get("kind") == "reader" else [])
+    res = {}
+    for kind in kinds:
+        out = tmp_path / f"{kind}.json"
+        rc, stdout, err = _main(cli_eval, ["--bundle", tiny_bundle, "--answers", kind, "--data", dataset,
+                                           "--queries", QUERIES, "--absent-share", "0.3", "--threads", "1",
+                                           "--json", out, "--no-progress"], capsys)
+        assert rc == 0, err
+        res[kind] = json.loads(out.read_text())
+        assert f"answers from the {kind}" in stdout and "->not seen" in stdout
+        assert res[kind]["answers"] == kind and res[kind]["answered_by"].get(kind, 0) > 0
+        cells = res[kind]["not_seen"]
+        assert cells["all"]["absent"] > 0 and cells["all"]["present"] > 0
+        assert cells["all"]["absent"] + cells["all"]["present"] == res[kind]["queries"]
+    heads = res["heads"]["not_seen"]["all"]
+    assert heads["ece"] is None and heads["confident_precision"] is None and heads["with_confidence"] == 0
+    if "reader" in res:
+        reader = res["reader"]["not_seen"]["all"]
+        assert reader["with_confidence"] == res["reader"]["queries"] - res["reader"]["answered_by"].get("unknown", 0)
+        assert reader["ece"] is not None and 0.0 <= reader["ece"] <= 1.0
+        assert res["reader"]["count"] == res["heads"]["count"]  # the same present queries
+    if "reader" not in kinds:  # a bundle without a reader: asking for one is one line
+        rc, _, err = _main(cli_eval, ["--bundle", tiny_bundle, "--answers", "reader", "--data", dataset,
+                                      "--json", tmp_path / "x.json"], capsys)
+        assert rc == 2 and err.count("\n") == 1 and "reader" in err

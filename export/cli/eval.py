@@ -13,12 +13,20 @@ from edge_runtime.query.types import NAMES
 from export.cli.common import UsageError, run_cli
 
 SEED_MAX = 2**31 - 1
+ANSWER_KINDS = ("auto", "reader", "heads")
+ABSENT_SHARE = 0.2  # as many absent queries as a quarter of the present ones
 
 
-DESCRIPTION = ("Evaluate a checkpoint on held-out checkout videos (new seeds; half of them in looks the training "
+DESCRIPTION = ("Evaluate a checkpoint (in PyTorch) or an exported bundle (--bundle: through the runtime's Engine, "
+               "as on the device) on held-out checkout videos (new seeds; half of them in looks the training "
                "set never had), or on the videos of a dataset folder's split (--data). Prints a Recall@1x / @3x "
-               "table per query type and window and writes it as JSON.")
+               "table per query type and window and writes it as JSON. With --bundle, absent queries (truth "
+               "\"not seen\") are asked too, and a second table gives per query type the share of absent "
+               "queries answered \"not seen\", of present ones wrongly so, the precision of answers with "
+               "confidence >= 0.8 and the calibration error (ECE) of the confidence; the heads' answers carry "
+               "no confidence (n/a).")
 EXAMPLES = ("Examples: lvm-eval --json runs/eval.json --sampler random\n"
+            "          lvm-eval --bundle build/lvm-tiny-reader-fp32 --answers reader --json runs/reader.json\n"
             "          lvm-eval --data footage/ --split test --checkpoint runs/mine/lvm-tiny.safetensors "
             "--json runs/eval.json")
 
@@ -27,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lvm-eval", description=DESCRIPTION, epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="checkpoint (default: the shipped checkpoints/lvm-tiny.safetensors)")
+    p.add_argument("--bundle", metavar="DIR", help="evaluate this exported bundle through the runtime Engine instead "
+                   "of a checkpoint")
+    p.add_argument("--answers", choices=ANSWER_KINDS, help="with --bundle: which answers the Engine uses (default "
+                   "auto: the reader when the bundle has one, else the heads)")
+    p.add_argument("--absent-share", type=float, help="with --bundle: share of the queries that are absent, truth "
+                   f"\"not seen\" (default {ABSENT_SHARE:g}; 0 = none)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     p.add_argument("--json", required=True, help="where to write the results JSON")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (videos, queries, random sampler)")
     p.add_argument("--data", metavar="DIR",
@@ -80,7 +95,17 @@ def _eval(args) -> int:
     out = Path(args.json)
     if out.parent and not out.parent.exists():
         raise UsageError(f"--json {out}: folder {out.parent} does not exist")
+    if args.bundle is None and (args.answers is not None or args.absent_share is not None):
+        raise UsageError("--answers / --absent-share are for a bundle's runtime answers: give --bundle DIR")
+    if args.bundle is not None and (args.checkpoint is not None or args.sampler != "neural"):
+        raise UsageError("--bundle evaluates the bundle's own model: drop --checkpoint / --sampler")
+    if args.absent_share is not None and not 0.0 <= args.absent_share < 1.0:
+        raise UsageError(f"--absent-share must be in [0, 1), got {args.absent_share:g}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be positive, got {args.threads}")
     split = _open_split(args) if args.data is not None else None  # a bad folder fails before torch loads
+    if args.bundle is not None:
+        return _eval_bundle(args, out, split)
 
     import torch
 
@@ -90,7 +115,7 @@ def _eval(args) -> int:
     from export.dataset.eval_data import labels_mismatch
     from export.evaluate.scoring import evaluate_model, evaluation_videos
 
-    torch.set_num_threads(os.cpu_count() or 2)
+    torch.set_num_threads(args.threads or os.cpu_count() or 2)
     ckpt = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
     net, meta = load_checkpoint(ckpt)
     cfg = net.cfg
@@ -120,6 +145,57 @@ def _eval(args) -> int:
     print(f"lvm-eval: {cfg.name} ({ckpt.name}), sampler={args.sampler}, {res['queries']} queries on "
           f"{where}, m={cfg.stream.memory_tokens}")
     print(format_table(res))
+    out.write_text(json.dumps(res, indent=2))
+    print(f"lvm-eval: wrote {out}")
+    return 0
+
+
+def _eval_bundle(args, out: Path, split) -> int:
+    """The bundle through the runtime's Engine: recalls and the "not seen" table from its answers."""
+    from edge_runtime.backends.bundle import BundleError, load_bundle
+    from edge_runtime.checkout.seen_metrics import format_seen_table
+    from edge_runtime.engine.engine import Engine
+    from export.dataset import DatasetError
+    from export.dataset.eval_data import labels_mismatch
+    from export.evaluate.scoring import engine_videos, evaluate_engine
+
+    try:
+        bundle = load_bundle(args.bundle)
+        # one Engine first: a bundle without a reader asked for --answers reader fails here, in one line
+        engine = Engine(bundle, threads=args.threads, answers=args.answers or "auto")
+    except (BundleError, ValueError, OSError) as err:
+        raise UsageError(f"--bundle {args.bundle}: {err}") from None
+    cfg = bundle.cfg
+    if split is not None:
+        problem = labels_mismatch(bundle.labels or None, split.labels, Path(args.bundle), split.root)
+        if problem:
+            raise UsageError(problem)
+    elif args.video_s < cfg.stream.clip_frames / cfg.stream.fps:
+        raise UsageError(f"--video-s {args.video_s:g} is shorter than one clip")
+    share = ABSENT_SHARE if args.absent_share is None else args.absent_share
+    t0 = time.time()
+    try:
+        videos = engine_videos(cfg, args.queries, args.seed, items=split.items if split is not None else None,
+                               videos=args.videos, video_s=args.video_s, absent_share=share,
+                               progress=not args.no_progress)
+    except DatasetError as err:
+        raise UsageError(str(err)) from None
+    res = evaluate_engine(lambda: engine, videos, progress=not args.no_progress)
+    res.update({"bundle": str(args.bundle), "answers": engine.answers_kind, "absent_share": share,
+                "seed": args.seed})
+    if split is not None:
+        res["data"] = split.describe()
+        where = f"{len(videos)} videos of {args.data} (split {args.split})"
+    else:
+        res.update({"videos": args.videos, "video_s": args.video_s,
+                    "looks": [heldout_video(args.seed, i)[1] for i in range(args.videos)]})
+        where = f"{args.videos} x {args.video_s:g} s videos"
+    res["seconds"] = round(time.time() - t0, 1)
+    engine.close()
+    print(f"lvm-eval: {cfg.name} bundle {args.bundle}, answers from the {engine.answers_kind}, {res['queries']} "
+          f"queries ({res['not_seen']['all']['absent']} absent) on {where}, m={cfg.stream.memory_tokens}")
+    print(format_table(res))
+    print(format_seen_table(res["not_seen"]))
     out.write_text(json.dumps(res, indent=2))
     print(f"lvm-eval: wrote {out}")
     return 0

@@ -25,6 +25,7 @@ from edge_runtime.query.types import BY_NAME
 from edge_runtime.checkout import Query, heldout_video
 from edge_runtime.checkout.queries import engine_request
 from edge_runtime.checkout.metrics import aggregate, score_query
+from edge_runtime.checkout.seen_metrics import seen_report
 from export.dataset.video_data import VideoData, attach_queries, backbone_digest, encode_video, load_dataset_video, render_video
 from export.model.lvmnet import LVMNet
 from export.train.query_batch import build_query_batch
@@ -35,12 +36,29 @@ SAMPLERS = ("neural", "random", "oracle")
 HEAD_OUTPUTS = ("activity_logits", "boxes", "start_logits", "end_logits")
 
 
-def dataset_video(item, cfg, queries: int, seed: int, i: int, progress: bool = False) -> VideoData:
+def dataset_video(item, cfg, queries: int, seed: int, i: int, progress: bool = False,
+                  absent_share: float = 0.0) -> VideoData:
     """Video ``i`` of an evaluation on a dataset split: the file decoded at the model's size and fps,
     frames kept, with ``queries`` sampled from its annotations -- seeded like the generator's
-    video ``i``, so lvm-eval and the accuracy gate ask the same questions of the same split."""
+    video ``i``, so lvm-eval and the accuracy gate ask the same questions of the same split
+    (``absent_share``: absent queries added, the present ones unchanged)."""
     v = load_dataset_video(item, cfg.backbone.image_size, cfg.stream.fps, progress=progress)
-    return attach_queries(v, queries, heldout_video(seed, i)[0])
+    return attach_queries(v, queries, heldout_video(seed, i)[0], absent_share)
+
+
+def engine_videos(cfg, queries: int, seed: int = 0, *, items: list | None = None, videos: int = 4,
+                  video_s: float = 1800.0, absent_share: float = 0.0, progress: bool = False) -> list[VideoData]:
+    """The videos ``evaluation_videos`` gives (same seeds, looks and present queries), with their
+    frames and no tokens, for a runtime Engine to encode itself; ``absent_share``: absent queries added."""
+    out = []
+    for i in range(len(items) if items is not None else videos):
+        if items is not None:
+            out.append(dataset_video(items[i], cfg, queries, seed, i, progress=progress, absent_share=absent_share))
+        else:
+            s, look = heldout_video(seed, i)
+            v = render_video(s, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look, progress=progress)
+            out.append(attach_queries(v, queries, s, absent_share))
+    return out
 
 
 def evaluation_videos(net: LVMNet, queries: int, seed: int = 0, *, items: list | None = None, videos: int = 4,
@@ -136,7 +154,9 @@ def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData
     """Score a device-runtime Engine (ONNX / TensorRT bundle) on the same videos and queries.
 
     ``videos`` must carry frames (not encoded with torch) and queries; the engine encodes frames
-    and object crops itself, exactly as on the device."""
+    and object crops itself, exactly as on the device. Beside the recalls: ``not_seen``, per query
+    type how absent and present queries were answered and how calibrated the answers' confidence is
+    (edge_runtime/checkout/seen_metrics.py), and ``answered_by``, how many answers each kind gave."""
     queries, answers = [], []
     engine = engine_factory()
     for v in tqdm(videos, desc="eval (engine)", disable=not progress, leave=False):
@@ -152,4 +172,10 @@ def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData
     res = score(queries, answers)
     res["memory_tokens"] = engine.cfg.stream.memory_tokens
     res["queries"] = len(queries)
+    res["not_seen"] = seen_report(queries, answers)
+    by: dict[str, int] = {}
+    for a in answers:
+        k = str(a.get("answered_by", "unknown"))
+        by[k] = by.get(k, 0) + 1
+    res["answered_by"] = by
     return res
