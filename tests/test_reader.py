@@ -106,3 +106,48 @@ def test_confidence_map_is_monotone_and_fits_the_rate():
     p = calibrated(np.linspace(0, 1, 50), fit)
     assert np.all(np.diff(p) >= 0)
     assert abs(calibrated([0.8], fit)[0] - 0.8) < 0.1 and abs(calibrated([0.2], fit)[0] - 0.2) < 0.1
+
+
+def _facts(m=40, E=32, C=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ident = torch.nn.functional.normalize(torch.randn(m, E, generator=g), dim=-1)
+    return (ident, torch.full((m, C), -6.0), torch.full((m,), -6.0), torch.rand(m, 4, generator=g).sort(-1).values,
+            torch.full((m, 2), 2.0), torch.linspace(0, 1800, m), torch.ones(m))
+
+
+def test_activity_evidence_is_the_best_identity_match_in_the_window():
+    answer = AnswerStep().eval()
+    ident, act, ev, boxes, span, t, valid = _facts()
+    q = ident[10:11]  # the product shown by token 10 (t = 461.5 s); no activity anywhere
+    win_in, win_out = torch.tensor([[400.0, 500.0]]), torch.tensor([[1000.0, 1300.0]])
+    with torch.no_grad():
+        got = [answer(ident, act, ev, boxes, span, t, valid, torch.tensor([0]), torch.tensor([0]), q, w)[3]
+               for w in (win_in, win_out)]
+        p_match = torch.sigmoid(answer.match_logits(ident[10:11], q))[0, 0]
+    # seen in its window however unlikely any activity is; not seen where it is absent
+    assert abs(float(got[0][0]) - float(p_match)) < 1e-6
+    assert float(got[1][0]) < 0.5 * float(got[0][0])
+
+
+def test_object_support_needs_an_event_in_progress():
+    answer = AnswerStep().eval()
+    ident, act, ev, boxes, span, t, valid = _facts()
+    act[20, 3] = 6.0  # token 20 looks like activity 3 ...
+    args = (torch.tensor([1]), torch.tensor([3]), torch.zeros(1, ident.shape[1]), torch.tensor([[0.0, 1800.0]]))
+    with torch.no_grad():
+        no_event = answer(ident, act, ev, boxes, span, t, valid, *args)[3]
+        ev[20] = 6.0  # ... and an event is in progress there
+        event = answer(ident, act, ev, boxes, span, t, valid, *args)[3]
+    assert float(no_event[0]) < 0.01 and float(event[0]) > 0.9
+
+
+def test_identity_loss_takes_any_crop_of_the_class_as_the_match():
+    from export.train.reader_stage import contrastive_identity
+
+    # one token of class 7 against crops of classes [7, 7, 9]: matching the second crop of its class
+    # is as right as matching the first; matching the other class is wrong
+    target = torch.tensor([[1.0, 1.0, 0.0]])
+    second = contrastive_identity(torch.tensor([[-8.0, 8.0, -8.0]]), target)
+    first = contrastive_identity(torch.tensor([[8.0, -8.0, -8.0]]), target)
+    wrong = contrastive_identity(torch.tensor([[-8.0, -8.0, 8.0]]), target)
+    assert float(second) < 0.01 and abs(float(second) - float(first)) < 1e-6 and float(wrong) > 5.0

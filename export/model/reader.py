@@ -129,12 +129,13 @@ class AnswerStep(nn.Module):
     """Facts of one memory + Q queries -> answers. O(m·E + m·C) per query; no re-encoding.
 
     activity (object + window): per class, the best token's p(shows the object) x p(activity);
-    object (activity + window): anchor = best token of that activity, its group = tokens of the same
+    object (activity + window): support = p(activity) x p(event in progress); anchor = best token, its group = tokens of the same
       identity and activity within the anchor's predicted event span; extent = the group's span
       estimates; boxes at ``keyframes`` times = the group's boxes weighted by nearness in time;
     time (activity + object + window): as object, weighted also by identity; the extent is the answer.
     The next ranked answers take the next anchor with the previous groups' spans masked out.
-    ``evidence`` (Q,) is the best answer's raw support in [0, 1]; calibration lives outside (fitted
+    ``evidence`` (Q,) in [0, 1]: for activity queries the best identity match in the window, otherwise the best
+    answer's raw support; calibration lives outside (fitted
     on training looks) so that "not seen" is a threshold on a probability.
     """
 
@@ -165,8 +166,10 @@ class AnswerStep(nn.Module):
         in_win = ((mem_t >= s - self.window_tol) & (mem_t <= e + self.window_tol)).to(torch.float32) * mem_valid
         # activity queries
         act_scores = (in_win[:, :, None] * p_id[:, :, None] * p_act[None]).max(dim=1).values  # (Q, C)
-        # object and time queries: support of each token for the asked activity
+        # object and time queries: support of each token for the asked activity, while an event is in
+        # progress there (p(activity) alone stays ~0.3 on tokens of no event, enough to outvote "not seen")
         pa = torch.gather(p_act.T, 0, q_activity.clamp(0, p_act.shape[1] - 1)[:, None].expand(-1, m))  # (Q, m)
+        pa = pa * torch.sigmoid(event_logit)[None]
         is_time = (q_type == 2).to(torch.float32)[:, None]
         w = in_win * pa * (is_time * p_id + (1.0 - is_time))
         t0 = mem_t[None].expand(Q, -1)
@@ -198,7 +201,10 @@ class AnswerStep(nn.Module):
         intervals = torch.stack(intervals, dim=1)
         keyboxes = torch.stack(keyboxes, dim=1)
         is_act = (q_type == 0).to(torch.float32)
-        evidence = is_act * act_scores.max(dim=1).values + (1.0 - is_act) * intervals[:, 0, 2]
+        # an activity query is "not seen" when its product is nowhere in the window: its evidence is the
+        # best identity match there, whatever the activity
+        present = (in_win * p_id).max(dim=1).values
+        evidence = is_act * present + (1.0 - is_act) * intervals[:, 0, 2]
         return act_scores, intervals, keyboxes, evidence
 
 

@@ -35,10 +35,17 @@ from tqdm import tqdm
 from edge_runtime.checkout import Query, training_video
 from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
 from edge_runtime.checkout.metrics import score_query
-from edge_runtime.query.types import BY_NAME
-from export.dataset.video_data import VideoData, attach_queries, backbone_digest, encode_video, render_video, token_cache_dir
-from export.model.lvmnet import LVMNet
 from edge_runtime.query.reader_answers import fit_calibration, reader_answers
+from edge_runtime.query.types import BY_NAME
+from export.dataset.video_data import (
+    VideoData,
+    attach_queries,
+    backbone_digest,
+    encode_video,
+    render_video,
+    token_cache_dir,
+)
+from export.model.lvmnet import LVMNet
 from export.model.reader import AnswerStep, MemoryReader, ReaderConfig, save_reader
 from export.train.losses import balanced_mean, giou
 from export.train.streaming import MemoryStack, stream_clips
@@ -104,15 +111,16 @@ class ReaderVideo(MemoryStack):
     """The frozen sampler's memories of one video (every ``every``-th clip and the last) with each
     memory token's targets, the video's crops and its queries."""
     snap_end: np.ndarray     # (S,) seconds of stream each memory has seen
-    inst: torch.Tensor       # (S, m) int64
+    inst: torch.Tensor       # (S, m) int64: the product class under the token (-1 none)
     act: torch.Tensor        # (S, m) int64
     box: torch.Tensor        # (S, m, 4)
     span: torch.Tensor       # (S, m, 2)
-    crop_ids: torch.Tensor   # (K,)
+    crop_ids: torch.Tensor   # (K,) instance ids
+    crop_cls: torch.Tensor   # (K,) their product classes
     crop_tokens: torch.Tensor  # (K, P, d)
     queries: list[Query]     # present and absent
     frame_tokens: torch.Tensor  # (n, d) float16: frame tokens (any frame, not only the memory's) for identity
-    frame_inst: torch.Tensor    # (n,) their instance, -1 none
+    frame_inst: torch.Tensor    # (n,) their product class, -1 none
 
 
 @torch.no_grad()
@@ -120,6 +128,13 @@ def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, 
     cfg = net.cfg
     T, fps = cfg.stream.clip_frames, cfg.stream.fps
     inst_map, act_map, box_map, span_map = token_fact_targets(data.annotations, data.times, cfg.backbone.grid)
+    # identity is learnt per product class: instances of one class look alike (what the absent queries
+    # assume too), and instance-level targets called the same look a match here and a miss there
+    cls_of = {int(i["instance_id"]): int(i.get("class_id", i["instance_id"])) for i in data.annotations["instances"]}
+    lut = np.full(max(cls_of, default=0) + 2, -1, np.int64)
+    for i, c in cls_of.items():
+        lut[i] = c
+    inst_map = np.where(inst_map >= 0, lut[np.clip(inst_map, 0, len(lut) - 1)], -1)
     per = {k: [] for k in ("tokens", "times", "patches", "valid", "basis", "sv", "inst", "act", "box", "span")}
     ends = []
     n_clips = len(data.times) // T
@@ -147,7 +162,8 @@ def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, 
     pick = np.concatenate([rng.choice(pos, min(FRAME_POS, len(pos)), replace=False),
                            rng.choice(neg, min(FRAME_POS, len(neg)), replace=False)])
     return ReaderVideo(**{k: torch.stack(v) for k, v in per.items()}, snap_end=np.asarray(ends),
-                       crop_ids=torch.tensor(ids), crop_tokens=torch.stack([data.crop_tokens[i].float() for i in ids]),
+                       crop_ids=torch.tensor(ids), crop_cls=torch.tensor([cls_of.get(i, -1) for i in ids]),
+                       crop_tokens=torch.stack([data.crop_tokens[i].float() for i in ids]),
                        queries=list(data.queries) + absent,
                        frame_tokens=data.tokens.reshape(-1, data.tokens.shape[-1])[torch.from_numpy(pick)].clone(),
                        frame_inst=torch.from_numpy(flat[pick]))
@@ -167,16 +183,28 @@ def make_videos(net: LVMNet, specs: list[tuple[int, int]], video_s: float, queri
 
 
 def contrastive_identity(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over a video's crops plus "none" (logit 0) per token: the binary match of the
-    answer step is this softmax restricted to one crop and "none", so ranking the crops against each
-    other is what keeps false matches rare. Max-pooling over ~400 tokens turned a 14 % false-match
-    rate (balanced BCE alone) into a match in almost every window."""
+    """Cross-entropy over the candidate crops plus "none" (logit 0) per token, every crop of the
+    token's class a positive (-log of their summed softmax): the binary match of the answer step is
+    this softmax restricted to one crop and "none", so ranking the crops against each other is what
+    keeps false matches rare under the answer step's max-pooling over ~400 tokens."""
     full = torch.cat([logits, torch.zeros_like(logits[:, :1])], dim=1)
     has = target.sum(1) > 0
-    label = torch.where(has, target.argmax(1), torch.full_like(has, logits.shape[1], dtype=torch.int64))
-    ce = F.cross_entropy(full, label, reduction="none")
+    pos = torch.cat([target > 0, (~has)[:, None]], dim=1)
+    ce = torch.logsumexp(full, dim=1) - torch.logsumexp(full.masked_fill(~pos, float("-inf")), dim=1)
     # tokens of no instance far outnumber the others: both halves weigh the same
     return ce[has].mean() + ce[~has].mean() if has.any() and (~has).any() else ce.mean()
+
+
+def identity_loss(answer: AnswerStep, ident: torch.Tensor, cls: torch.Tensor, emb: torch.Tensor,
+                  crop_cls: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """ident (n, E) token identities of classes ``cls`` (n,) (-1 none) against every crop of the batch
+    ``emb`` (K, E) of classes ``crop_cls`` (K,): the crops of other videos are the hard negatives
+    (other products) and more positives (the same product in another scene)."""
+    ident, cls = ident[keep], cls[keep]
+    lg = answer.match_logits(ident, emb).T  # (n, K)
+    tg = (cls[:, None] == crop_cls[None, :]).float()
+    return (balanced_mean(F.binary_cross_entropy_with_logits(lg, tg, reduction="none"), tg, torch.ones_like(tg))
+            + contrastive_identity(lg, tg))
 
 
 def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVideo], pick: list[tuple[int, int]],
@@ -188,31 +216,20 @@ def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVide
     valid = mem[3]
     inst, act, box_t, span_t = g("inst"), g("act"), g("box"), g("span")
     terms = {}
-    # identity: every memory token against every crop of its video (same instance = positive)
-    K = max(len(videos[v].crop_ids) for v, _ in pick)
-    crops = torch.zeros(len(pick), K, *videos[pick[0][0]].crop_tokens.shape[1:])
-    cid = torch.full((len(pick), K), -2, dtype=torch.int64)
-    for b, (v, _) in enumerate(pick):
-        n = len(videos[v].crop_ids)
-        crops[b, :n], cid[b, :n] = videos[v].crop_tokens, videos[v].crop_ids
-    emb = reader.embed_crop(crops.flatten(0, 1)).reshape(len(pick), K, -1)
-    logits = answer.match_logits(ident, emb)  # (B, m, K)
-    target = (inst[:, :, None] == cid[:, None, :]).float()
-    w = valid[:, :, None] * (cid[:, None, :] >= 0).float()
-    terms["identity"] = balanced_mean(F.binary_cross_entropy_with_logits(logits, target, reduction="none"), target, w)
-    for b, (v, _) in enumerate(pick):
-        n = len(videos[v].crop_ids)
-        keep = valid[b] > 0
-        terms["identity"] = terms["identity"] + contrastive_identity(logits[b, keep, :n], target[b, keep, :n]) / len(pick)
+    # identity: every memory token against every crop of the batch (same product class = positive)
+    crops = torch.cat([videos[v].crop_tokens for v, _ in pick])
+    crop_cls = torch.cat([videos[v].crop_cls for v, _ in pick])
+    starts = np.cumsum([0] + [len(videos[v].crop_ids) for v, _ in pick])
+    emb_all = reader.embed_crop(crops)
+    emb = [emb_all[starts[b]: starts[b + 1]] for b in range(len(pick))]
+    terms["identity"] = sum(identity_loss(answer, ident[b], inst[b], emb_all, crop_cls, valid[b] > 0)
+                            for b in range(len(pick))) / len(pick)
     fl = []
     for b, (v, _) in enumerate(pick):
         vid = videos[v]
         j = torch.from_numpy(rng.choice(len(vid.frame_inst), frame_tokens, replace=False))
         fe = reader.token_ident(vid.frame_tokens[j].float())
-        lg = answer.match_logits(fe, emb[b, : len(vid.crop_ids)]).T  # (n, K)
-        tg = (vid.frame_inst[j][:, None] == vid.crop_ids[None, :]).float()
-        fl.append(balanced_mean(F.binary_cross_entropy_with_logits(lg, tg, reduction="none"), tg, torch.ones_like(tg))
-                  + contrastive_identity(lg, tg))
+        fl.append(identity_loss(answer, fe, vid.frame_inst[j], emb_all, crop_cls, torch.ones(len(j), dtype=torch.bool)))
     terms["identity_frames"] = sum(fl) / len(fl)
     is_ev = (act >= 0).float()
     onehot = F.one_hot(act.clamp_min(0), act_l.shape[-1]).float() * is_ev[..., None]
@@ -234,7 +251,7 @@ def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVide
                 continue
             qs = [qs[i] for i in rng.choice(len(qs), min(queries_per_memory, len(qs)), replace=False)]
             pos = {int(i): j for j, i in enumerate(vid.crop_ids.tolist())}
-            q_emb = emb[b, [pos[q.instance_id] for q in qs]]
+            q_emb = emb[b][[pos[q.instance_id] for q in qs]]
             tgt = torch.zeros(len(qs), act_l.shape[-1])
             for j, q in enumerate(qs):
                 tgt[j, list(q.gt_activities)] = 1.0
@@ -282,28 +299,33 @@ def is_hit(q: Query, a: dict) -> bool:
 
 
 def calibrate(reader, answer, videos: list[ReaderVideo], cfg, prior) -> dict:
-    """On the final memory of each calibration video: the weight of the class prior in activity answers
+    """On three memories of each calibration video: the weight of the class prior in activity answers
     (the best activity R@1x over ``PRIOR_WEIGHTS``), then per query type fits of p(seen)
     (present vs absent) and p(right), isotonic."""
     runs = []
     for v in videos:
-        mem = (v.tokens[-1:].float(), v.times[-1:], v.patches[-1:], v.valid[-1:])
-        qs = [q for q in v.queries if q.end <= v.snap_end[-1] + 1e-6]
-        runs.append((v, mem, qs))
+        # three memories of each video (a third, two thirds, the end): each query is asked of every one
+        # that has seen its whole window, so the fits see ~2x the answers of the final memory alone
+        n = len(v.snap_end)
+        for s in sorted({(n - 1) // 3, 2 * (n - 1) // 3, n - 1}):
+            mem = (v.tokens[s:s + 1].float(), v.times[s:s + 1], v.patches[s:s + 1], v.valid[s:s + 1])
+            qs = [q for q in v.queries if q.end <= v.snap_end[s] + 1e-6]
+            if qs:
+                runs.append((v, s, mem, qs))
     best = None
     for pw in PRIOR_WEIGHTS:
         r = []
-        for v, mem, qs in runs:
+        for v, s, mem, qs in runs:
             aq = [q for q in qs if q.type == "activity" and not is_absent(q)]
-            ans, _, _, _ = run_answer_step(reader, answer, mem, v.basis[-1:], v.sv[-1:], aq, v.crop_tokens,
+            ans, _, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], aq, v.crop_tokens,
                                            v.crop_ids, cfg, prior, pw)
             r.extend(score_query(q, a)["recall@1x"] for q, a in zip(aq, ans))
         got = float(np.mean(r)) if r else 0.0
         if best is None or got > best[1] + 1e-9:
             best = (pw, got)
     ev, seen, hit, types = [], [], [], []
-    for v, mem, qs in runs:
-        ans, e, _, _ = run_answer_step(reader, answer, mem, v.basis[-1:], v.sv[-1:], qs, v.crop_tokens,
+    for v, s, mem, qs in runs:
+        ans, e, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], qs, v.crop_tokens,
                                        v.crop_ids, cfg, prior, best[0])
         for q, a, x in zip(qs, ans, e):
             ev.append(x)

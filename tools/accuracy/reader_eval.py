@@ -1,6 +1,6 @@
 """The memory reader + answer step beside the shipped query heads, on the same held-out memories.
 
-    python -m tools.accuracy.reader_eval --reader runs/reader/reader.safetensors --videos 2 --json out.json
+    python -m tools.accuracy.reader_eval --reader checkpoints/lvm-tiny-reader.safetensors --videos 4 --json out.json
 
 Each held-out generator video (``heldout_video``: seeds training never used, even i in looks it never
 saw) is streamed once through the checkpoint's frozen sampler; the heads and the reader then answer
@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 
 from edge_runtime.query.types import BY_NAME, NAMES
@@ -33,7 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m tools.accuracy.reader_eval", description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="checkpoints/lvm-tiny.safetensors")
     ap.add_argument("--reader", required=True)
-    ap.add_argument("--videos", type=int, default=2)
+    ap.add_argument("--videos", type=int, default=4, help="held-out videos (heldout_video 0..n-1)")
     ap.add_argument("--video-s", type=float, default=1800.0)
     ap.add_argument("--queries", type=int, default=120, help="present queries per video")
     ap.add_argument("--absent-share", type=float, default=0.2)
@@ -49,10 +51,15 @@ def main() -> None:
     from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
     from edge_runtime.checkout.metrics import aggregate, score_query
     from edge_runtime.query.answers import decode_answers
-    from export.dataset.video_data import token_cache_dir
-    from export.evaluate.scoring import _head_batch, _run_heads, evaluation_videos, score
-    from export.model.checkpoint import load_checkpoint
     from edge_runtime.query.reader_answers import calibrated
+    from export.dataset.video_data import token_cache_dir
+    from export.evaluate.scoring import (
+        _head_batch,
+        _run_heads,
+        evaluation_videos,
+        score,
+    )
+    from export.model.checkpoint import load_checkpoint
     from export.model.reader import load_reader
     from export.train.query_batch import build_query_batch
     from export.train.reader_stage import is_hit, run_answer_step
@@ -71,7 +78,7 @@ def main() -> None:
     print(f"{len(videos)} held-out videos ready in {time.time() - t0:.0f} s (looks {[v.video.look for v in videos]})",
           flush=True)
     prior = prior_ranking(cfg, meta, videos)
-    present, heads_ans, reader_ans, all_q, all_ans, all_ev = [], [], [], [], [], []
+    present, heads_ans, reader_ans, all_q, all_ans, all_ev, ident_hits = [], [], [], [], [], [], []
     lat = {"heads_ms": [], "answer_ms": [], "commit_ms": [], "answer_ort_ms": [], "commit_ort_ms": []}
     ort_graphs = None if args.no_onnx else export_graphs(reader, answer, cfg)
     rng = np.random.default_rng(args.seed + 104729)
@@ -90,6 +97,7 @@ def main() -> None:
             ans, ev, commit_s, _ = run_answer_step(reader, answer, mem, basis, sv, qs, v.crop_tokens, cfg=cfg,
                                                    prior=rmeta["prior"], prior_weight=cal.get("prior_weight", 1e-4))
             lat["commit_ms"].append(1e3 * commit_s)
+            ident_hits.extend(identity_top1(reader, mem, basis, sv, v, cfg))
             # single-query timings: the facts are computed once (commit), then each query alone
             facts = [x[0] for x in reader(*mem, basis, sv)]
             for q in v.queries[: args.latency_queries]:
@@ -151,14 +159,49 @@ def main() -> None:
                  "confident_precision": float(hit[confident & k].mean()) if (confident & k).any() else None,
                  "ece": ece(conf[answered & k], hit[answered & k])}
     res["not_seen"] = ns
+    res["identity_top1"] = {"tokens": len(ident_hits), "right_class": float(np.mean(ident_hits)) if ident_hits else None}
     pct = lambda xs, q: float(np.percentile(xs, q)) if xs else None  # noqa: E731
     res["latency_ms"] = {k: {"p50": pct(v, 50), "p99": pct(v, 99), "n": len(v)} for k, v in lat.items()}
     print_tables(res)
     with open(args.json, "w") as fh:
-        json.dump({"meta": {"checkpoint": args.checkpoint, "reader": args.reader, "videos": args.videos,
+        json.dump({"meta": {"command": "python -m tools.accuracy.reader_eval " + " ".join(sys.argv[1:]),
+                            "git_commit": git_commit(), "checkpoint": args.checkpoint, "reader": args.reader, "videos": args.videos,
                             "video_s": args.video_s, "queries": args.queries, "absent_share": args.absent_share,
                             "seed": args.seed, "looks": [v.video.look for v in videos], "threads": args.threads,
                             "reader_train": rmeta.get("train")}, "results": res}, fh, indent=2)
+
+
+def identity_top1(reader, mem, basis, sv, v, cfg) -> list[bool]:
+    """Per memory token that shows a product: is the video's crop its identity matches best one of
+    that product's class (what activity and time queries and "not seen" rest on)."""
+    import numpy as np
+    import torch
+
+    from export.train.reader_stage import token_fact_targets
+
+    inst, _, _, _ = token_fact_targets(v.annotations, v.times, cfg.backbone.grid)
+    t, p = mem[1][0].numpy(), mem[2][0].numpy()
+    frame = np.clip(np.searchsorted(v.times, t - 0.5 / cfg.stream.fps), 0, len(v.times) - 1)
+    tok = inst[frame, p]
+    cls_of = {int(i["instance_id"]): int(i.get("class_id", i["instance_id"])) for i in v.annotations["instances"]}
+    ids = sorted(v.crop_tokens)
+    with torch.no_grad():
+        ident = reader(*mem, basis, sv)[0][0]
+        emb = reader.embed_crop(torch.stack([v.crop_tokens[i].float() for i in ids]))
+    best = (ident @ emb.T).argmax(1).numpy()
+    keep = (tok >= 0) & (mem[3][0].numpy() > 0)
+    return [cls_of.get(ids[b], -1) == cls_of.get(int(i), -2) for b, i in zip(best[keep], tok[keep])]
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (with "+changes" when the work tree differs), None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
 
 
 def export_graphs(reader, answer, cfg):
@@ -239,6 +282,9 @@ def print_tables(res: dict) -> None:
         print(f"{t:9s} absent {d['absent']:3d} -> not_seen {f(d['absent_not_seen'])} %   present {d['present']:3d} -> "
               f"wrongly not_seen {f(d['present_not_seen'])} %   confident {d['confident']:3d}, precision "
               f"{f(d['confident_precision'])} %   ECE {f(d['ece'])}")
+    it = res["identity_top1"]
+    print(f"identity: the best-matching crop is of the token's class for {f(it['right_class'])} % of "
+          f"{it['tokens']} memory tokens that show a product")
     lt = res["latency_ms"]
     print(f"\nper query: heads p50 {lt['heads_ms']['p50']:.2f} ms p99 {lt['heads_ms']['p99']:.2f} ms; answer step "
           f"p50 {lt['answer_ms']['p50']:.3f} ms p99 {lt['answer_ms']['p99']:.3f} ms; reader commit "
