@@ -70,7 +70,7 @@ def test_accel_stream_path_runs_on_cpu(bench_mod):
 
 
 def test_bad_arguments():
-    res = subprocess.run([sys.executable, "-m", "tools.bench", "--only", "P9", "--quick"],
+    res = subprocess.run([sys.executable, "-m", "tools.bench", "--only", "P10", "--quick"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert res.returncode == 2 and "unknown part" in res.stderr
 
@@ -112,9 +112,10 @@ def test_quick_run_writes_results(tmp_path):
     assert "P4_memory.png" in pngs and "P5_svd.png" in pngs
 
 
-def _fake_parts(monkeypatch):
-    """Every part replaced by one that records a figure and a detail dict, so a merge of runs is
-    checked without measuring anything."""
+def _fake_parts(monkeypatch, keep: tuple[str, ...] = ()):
+    """Every part (but those in ``keep``) replaced by one that records a figure and a detail dict, so
+    a merge of runs is checked without measuring anything."""
+    import tools.bench.answers
     import tools.bench.memory
     import tools.bench.precision
     import tools.bench.speed
@@ -135,9 +136,11 @@ def _fake_parts(monkeypatch):
         return detail
 
     for mod, names in ((tools.bench.speed, ("p1", "p2", "gpu")), (tools.bench.svd, ("p5",)),
-                       (tools.bench.precision, ("p6", "p7")), (tools.bench.streams, ("p8",))):
+                       (tools.bench.precision, ("p6", "p7")), (tools.bench.streams, ("p8",)),
+                       (tools.bench.answers, ("p9",))):
         for n in names:
-            monkeypatch.setattr(mod, n, fake(n.upper()))
+            if n.upper() not in keep:
+                monkeypatch.setattr(mod, n, fake(n.upper()))
     monkeypatch.setattr(tools.bench.memory, "p3_p4", p3_p4)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                 "VECLIB_MAXIMUM_THREADS"):
@@ -191,3 +194,39 @@ def test_only_replaces_results_of_another_kind(tmp_path, monkeypatch, capsys):
     r = json.loads((tmp_path / "results.json").read_text())
     assert set(r["figures"]) == {"P8.value"} and "kept_from_earlier_runs" not in r
     assert "it is replaced, not merged" in capsys.readouterr().out
+
+
+def test_p9_heads_vs_reader_quick(tmp_path, monkeypatch, tiny_bundle):
+    """P9 on the test bundle (the shipped checkpoint with its reader): both engines answer, each
+    with its own kind, per-query medians for batches of 1 and 32; a run of P9 alone keeps the parts
+    already in results.json."""
+    from tools.bench.cli import main
+
+    if json.loads((tiny_bundle / "manifest.json").read_text())["answers"].get("kind") != "reader":
+        pytest.fail("the test bundle has no reader: lvm-export should bundle checkpoints/lvm-tiny-reader.safetensors")
+    _fake_parts(monkeypatch, keep=("P9",))
+    base = ["--quick", "--no-plots", "--threads", "1", "--out", str(tmp_path)]
+    assert main(["--only", "P5"] + base) == 0
+    assert main(["--only", "P9", "--p9-bundle", str(tiny_bundle)] + base) == 0
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert not r["errors"] and "P5.value" in r["figures"]  # the earlier part is kept
+    f = r["figures"]
+    for b in (1, 32):
+        for kind in ("heads", "reader"):
+            x = f[f"P9.{kind}_ms_per_query_b{b}"]
+            assert x["unit"] == "ms" and x["value"] > 0 and x["p10"] <= x["value"] <= x["p90"]
+        assert f[f"P9.heads_over_reader_b{b}"]["value"] > 0
+    assert f["P9.reader_facts_ms_per_commit"]["value"] > 0
+    d = r["parts"]["P9"]
+    assert d["answered_by"] == {"heads": ["heads"], "reader": ["reader"]}
+    assert "reader" in d["commit_stages_s"]["reader"] and "reader" not in d["commit_stages_s"]["heads"]
+    assert "P9.reader_ms_per_query_b32" in (tmp_path / "results.md").read_text()
+    # a bundle without the reader pair is the part's error, in one line, the run goes on
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    m["answers"] = {"object_extent": True, "kind": "heads"}
+    (plain / "manifest.json").write_text(json.dumps(m))
+    assert main(["--only", "P9", "--p9-bundle", str(plain)] + base) == 1
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert "has no reader" in r["errors"]["P9"] and "\n" not in r["errors"]["P9"]

@@ -16,6 +16,8 @@ Parts (each figure is a ratio or a rate measured in this run, A and B alternated
   P7  backbone FLOP/s as a fraction of this CPU's measured float32 GEMM peak
   P8  many streams in one process: streams sustained in real time, one hub vs separate processes,
       memory per added stream and RSS over hours of stream time
+  P9  per-query answer latency from one memory, query heads vs memory reader (same bundle, same memory,
+      Engine(answers="heads") vs Engine(answers="reader")), batches of 1 and 32 queries
   GPU lvm-paper streaming in FP16 with PyTorch CUDA (only where torch.cuda.is_available())
 
 Writes <out>/results.json, <out>/results.md and <out>/*.png (default out: docs/benchmarks). With --only,
@@ -33,7 +35,7 @@ import argparse
 import os
 import sys
 
-ALL_PARTS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "GPU")
+ALL_PARTS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "GPU")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p1-subset", default="10,6,6",
                    help="P1 baseline: queries timed per type activity,object,time (default 10,6,6); the rest is "
                         "extrapolated")
+    p.add_argument("--p9-bundle", metavar="DIR", help="P9: a bundle with the reader pair (default: the lvm-tiny "
+                                                       "fp32 bundle this run builds, with the checkpoint's reader)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met (never with --quick)")
     return p

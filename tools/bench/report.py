@@ -61,6 +61,7 @@ def run(args, parts: tuple[str, ...], p1_subset: dict, argv: list[str]) -> int:
 
     ctx = Ctx(quick=args.quick, threads=args.threads, out=out, checkpoint=args.checkpoint, log=log)
     ctx.p1_subset = p1_subset
+    ctx.p9_bundle = getattr(args, "p9_bundle", None)
     la = loadavg()
     cores = cpu_count()
     log(f"{'QUICK (not a measurement)' if args.quick else 'FULL'} run, parts {','.join(parts)}, threads {args.threads}, "
@@ -70,13 +71,14 @@ def run(args, parts: tuple[str, ...], p1_subset: dict, argv: list[str]) -> int:
                  "slower and noisier than on an idle machine")
     import numpy as np  # noqa: F401  (after the thread env vars)
 
+    from tools.bench.answers import p9
     from tools.bench.memory import p3_p4
     from tools.bench.precision import p6, p7
     from tools.bench.speed import gpu, p1, p2
     from tools.bench.streams import p8
     from tools.bench.svd import p5
 
-    runners = {"P1": p1, "P2": p2, "P5": p5, "P6": p6, "P7": p7, "P8": p8, "GPU": gpu}
+    runners = {"P1": p1, "P2": p2, "P5": p5, "P6": p6, "P7": p7, "P8": p8, "P9": p9, "GPU": gpu}
     errors: dict[str, str] = {}
     load: dict[str, dict] = {}
     todo = list(parts)
