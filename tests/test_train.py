@@ -271,3 +271,21 @@ def test_token_loss_and_memory_target_lookup():
     assert token_loss(good[None], target[None], weight[None]) < 0.02
     assert token_loss(bad[None], target[None], weight[None]) > 5
     assert torch.isfinite(token_loss(torch.full((1, 11), -1e9), target[None], weight[None]))
+
+
+def test_stage_estimates_and_measured_eta():
+    from export.train.eta import RATES_2_CORES, StepETA, estimate, minutes
+
+    # per-video rates scale with the video's length, per-step ones do not
+    assert estimate("reader_per_video", 4, video_s=900.0) == pytest.approx(2 * RATES_2_CORES["reader_per_video"])
+    assert estimate("stage1_per_step", 672) == pytest.approx(2284.0)
+    assert minutes(2284.0) == "38 min" and minutes(42.0) == "42 s"
+    said = []
+    eta = StepETA("stage", 20, said.append, after=5)
+    for _ in range(20):
+        eta.step()
+    assert len(said) == 1 and said[0].startswith("stage: ") and "remaining 15 steps" in said[0]
+    quiet = StepETA("stage", 3, said.append, after=5)  # too short a stage to be worth one
+    for _ in range(3):
+        quiet.step()
+    assert len(said) == 1
