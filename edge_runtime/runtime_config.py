@@ -57,6 +57,9 @@ class RuntimeSettings(_Strict):
     bundle: str = Field("engines/lvm-tiny-fp32", description="bundle folder (relative to the repo or absolute)")
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
     threads: int | None = Field(None, ge=1, description="intra-op threads (None: the library's choice)")
+    answers: Literal["auto", "reader", "heads"] = Field(
+        "auto", description="which answers: the memory reader, the query heads, or auto (the reader when the "
+                            "bundle carries one)")
     batch_frames: int | None = Field(None, ge=1, description="frames per backbone call (None: one clip)")
     duration_s: float | None = Field(None, gt=0, description="stop after this much stream time")
     status_every_s: float = Field(1.0, gt=0)

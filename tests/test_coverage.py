@@ -54,7 +54,7 @@ def test_ranked_intervals_are_never_zero_length():
 
 @pytest.fixture(scope="module")
 def engine(tiny_bundle):
-    with Engine(tiny_bundle, threads=2) as e:
+    with Engine(tiny_bundle, threads=2, answers="heads") as e:  # the reader's windows: test_runtime_reader.py
         yield e
 
 

@@ -145,6 +145,7 @@ def page(served):
         pg.click("#token-form button[type=submit]")
         pg.wait_for_selector("#timeline .tl-covered", timeout=15_000)
         expect(pg.locator("#st-backend")).not_to_have_text("–")
+        expect(pg.locator("#st-answers")).to_have_text("memory reader")
         yield pg
         assert not errors, errors
         assert not outside, f"the page asked something other than the runtime: {outside}"
@@ -167,6 +168,16 @@ def test_status_timeline_and_catalog(page):
     assert PRODUCT in page.inner_text("#catalog")
 
 
+def _shown(page, content: str) -> None:
+    """The memory reader's answer as the page shows it: its content with its confidence, or, when not
+    seen, that said first and the content as its best guess."""
+    text, judged = page.inner_text("#answer-text"), page.inner_text("#answer-judgement")
+    if page.get_attribute("#answer", "data-status") == "not_seen":
+        assert text.startswith("Not seen") and f"Best guess all the same: {content}" in judged
+    else:
+        assert content in text and judged.startswith("Confidence ") and "answered by the reader" in judged
+
+
 def test_query_form_draws_answers(page, tmp_path):
     page.click(f"#catalog .product:has-text('{PRODUCT}')")  # picks the product into the form
     assert page.input_value("#query-form select[name=product]") == PRODUCT
@@ -178,7 +189,7 @@ def test_query_form_draws_answers(page, tmp_path):
     page.wait_for_selector("#answer[data-state=done][data-type=time]", timeout=20_000)
     assert page.locator("#timeline .tl-interval").count() == 3  # on the timeline
     assert page.locator("#answer-plot[data-kind=intervals] .tl-interval").count() == 3
-    assert "scan: best at" in page.inner_text("#answer-text")
+    _shown(page, "scan: best at")
 
     page.select_option("#query-form select[name=type]", "object")
     page.click("#query-form button[type=submit]")
@@ -190,7 +201,7 @@ def test_query_form_draws_answers(page, tmp_path):
     page.click("#query-form button[type=submit]")
     page.wait_for_selector("#answer[data-state=done][data-type=activity]", timeout=20_000)
     assert page.locator("#answer-plot[data-kind=bars] rect.bar").count() == 8
-    assert page.inner_text("#answer-text").startswith("Most likely:")
+    _shown(page, "Most likely:")
 
     page.fill("#query-form input[name=start]", "5000")  # after the stream: nothing in memory
     page.fill("#query-form input[name=end]", "5100")

@@ -212,8 +212,9 @@ def _expected_memory_bytes(bundle: Path) -> int:
     """Stream state the engine holds, from the bundle's graph contract and config alone: two sets
     of sampler memory buffers (ping-pong) and one clip input, the committed host copy of one set,
     the SVD as the heads read it (heads dtypes) and as it is kept (float64 basis, values, mean and
-    3 counters), the pending clip (float32 tokens, float64 times) and the bounded gap list."""
-    from edge_runtime.engine.stream_state import MAX_GAPS
+    3 counters), the pending clip (float32 tokens, float64 times), the bounded gap list and, with
+    the memory reader, its facts of the committed memory (as the answer graph takes them)."""
+    from edge_runtime.engine.stream_state import FACT_NAMES, MAX_GAPS
 
     m = json.loads((bundle / "manifest.json").read_text())
     cfg = m["config"]
@@ -229,8 +230,10 @@ def _expected_memory_bytes(bundle: Path) -> int:
     k, d = cfg["svd"]["n_components"], cfg["backbone"]["dim"]
     T, P = cfg["stream"]["clip_frames"], cfg["backbone"]["grid"] ** 2
     svd_kept = (k * d + k + d + 3) * 8
+    # a runtime answering with the memory reader keeps its facts of the committed memory too
+    facts = nbytes("answer", FACT_NAMES) if (m.get("answers") or {}).get("kind") == "reader" else 0
     return (2 * memory_set + clip + memory_set + nbytes("heads", ("svd_basis", "svd_sv")) + svd_kept
-            + T * P * d * 4 + T * 8 + MAX_GAPS * 16)
+            + facts + T * P * d * 4 + T * 8 + MAX_GAPS * 16)
 
 
 def test_memory_constant_over_a_long_accelerated_stream(tiny_bundle, tmp_path):

@@ -1,4 +1,5 @@
-"""Engine: ingest -> clips -> sampler -> SVD -> commit; batched answers; coverage; state."""
+"""Engine: ingest -> clips -> sampler -> SVD -> commit; batched answers; coverage; state. These are
+about the query heads (answers="heads"); the memory reader's answers: tests/test_runtime_reader.py."""
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def engine(tiny_bundle):
-    with Engine(tiny_bundle, threads=2) as e:
+    with Engine(tiny_bundle, threads=2, answers="heads") as e:
         yield e
 
 
@@ -201,7 +202,7 @@ def test_state_dict_roundtrip_and_constant_memory(engine, tiny_bundle):
     crop = _frames(1, seed=10)[0]
     q = [{"type": "activity", "start": 0, "end": 70, "object_image": crop}]
     before = engine.answer(q)[0]
-    with Engine(tiny_bundle) as other:
+    with Engine(tiny_bundle, answers="heads") as other:
         other.load_state_dict(sd)
         assert other.coverage == engine.coverage and other.gaps == engine.gaps
         assert other.pending_frames == engine.pending_frames and other.last_time == engine.last_time
@@ -244,7 +245,7 @@ def test_engine_matches_the_pytorch_reference(tiny_bundle):
     with torch.no_grad():  # float32 tokens, as the engine has (export.dataset.video_data caches float16)
         data.tokens = net.backbone(torch.from_numpy(data.frames))
     ref = answer_video(net, data)
-    with Engine(tiny_bundle, threads=2) as e:
+    with Engine(tiny_bundle, threads=2, answers="heads") as e:
         e.ingest(data.frames, data.times)
         got = e.answer([{"type": q.type, "start": q.start, "end": q.end,
                          "activity": q.activity_id if q.type != "activity" else None,

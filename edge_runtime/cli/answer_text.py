@@ -1,10 +1,12 @@
 """Answers as people read them: a few lines per answer instead of the API's JSON; what the answer
 itself says is its type's ``present`` (edge_runtime/query/types.py), around it the window, the
-coverage and any warning."""
+coverage and any warning. Answers of the memory reader also say "not seen (p 0.08)" when it found
+no evidence in the window (its best guess follows, marked), else their confidence."""
 from __future__ import annotations
 
 from typing import Any
 
+from edge_runtime.query.coverage import NOT_SEEN
 from edge_runtime.query.types import BY_NAME
 
 
@@ -29,8 +31,15 @@ def answer_text(a: dict[str, Any], *, all_boxes: bool = False) -> str:
     lines = [head]
     if a.get("status") == "no_memory":
         lines.append(f"no answer: {a.get('message', 'nothing in memory for this window')}")
+    elif a.get("status") == "not_seen":
+        lines.append(f"not seen (p {a.get('p_seen') or 0.0:.2f}): {a.get('message', NOT_SEEN)}")
+        if a.get("type") in BY_NAME:  # the reader's best guess all the same, marked as such
+            lines += ["best guess: " + line for line in BY_NAME[a["type"]].present(a, all_boxes)[:1]]
     elif a.get("type") in BY_NAME:
         lines += BY_NAME[a["type"]].present(a, all_boxes)
+    if a.get("status") in ("answered", "partial") and a.get("confidence") is not None:
+        lines.append(f"confidence {a['confidence']:.2f} (p seen {a.get('p_seen') or 0.0:.2f}, answered by the "
+                     f"{a.get('answered_by', 'reader')})")
     if a.get("ood") and isinstance(a["ood"], dict) and a["ood"].get("flag"):
         lines.append("warning: the recent frames look unlike the training footage; answers may be wrong")
     lines.append(_coverage(a))

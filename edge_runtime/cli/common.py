@@ -75,13 +75,14 @@ def load_settings(args, overrides: dict[str, Any]):
         raise CliError(f"bad option: {' '.join(str(err).split())[:200]}") from None
 
 
-def open_engine(bundle: str, backend: str, threads: int | None):
+def open_engine(bundle: str, backend: str, threads: int | None, answers: str = "auto"):
+    """The engine on ``bundle``; ``answers``: "auto" (the reader when the bundle has one), "reader", "heads"."""
     from edge_runtime.backends.bundle import BundleError
     from edge_runtime.engine.engine import Engine
 
     path = resolve_path(bundle)
     try:
-        eng = Engine(path, backend=backend, threads=threads)
+        eng = Engine(path, backend=backend, threads=threads, answers=answers)
     except BundleError as err:
         raise CliError(str(err)) from None
     for note in eng.notes:

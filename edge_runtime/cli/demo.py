@@ -21,7 +21,8 @@ def cmd_demo(args) -> int:
     from edge_runtime.serve.pipeline import RunState, Runtime
 
     s = load_settings(args, {"bundle": args.bundle, "backend": args.backend, "threads": args.threads,
-                             "demo.seed": args.seed, "demo.duration_s": args.duration, "demo.queries": args.queries})
+                             "demo.seed": args.seed, "demo.duration_s": args.duration, "demo.queries": args.queries,
+                             "answers": args.answers})
     try:
         from edge_runtime.checkout import CheckoutVideo, sample_queries
         from edge_runtime.checkout.queries import engine_request
@@ -34,11 +35,11 @@ def cmd_demo(args) -> int:
     if not bundle.is_absolute() and not bundle.exists() and (REPO_ROOT / "pyproject.toml").is_file():
         bundle = REPO_ROOT / bundle  # an editable install: lvm-export runs in the repository, export there
     ensure_bundle(bundle)
-    engine = open_engine(str(bundle), s.backend, s.threads)
+    engine = open_engine(str(bundle), s.backend, s.threads, s.answers)
     d = s.demo
     uri = f"demo://checkout?seed={d.seed}&duration={d.duration_s:g}" + (f"&look={d.look}" if d.look else "")
     runtime = Runtime(engine, warn=say)
-    say(f"streaming {uri} through {engine.bundle.describe()} on {engine.backend}")
+    say(f"streaming {uri} through {engine.bundle.describe()} on {engine.backend}, answers by the {engine.answers_kind}")
     t0 = time.monotonic()
     runtime.start(uri, realtime=False)
     status = StatusLine(runtime, s.status_every_s)
@@ -81,6 +82,8 @@ given: the query's inputs: an activity, and/or "object #N", the picture of produ
 answer: activity: the top-ranked activities, as many as the truth has; object: when the object was seen
   (its extent) and its boxes [x1, y1, x2, y2] as fractions of the frame, one per 1/5 s inside the
   extent; time: the best interval, with p its score (0-1) from the time head.
+  With the memory reader, an answer also says how likely it is right (confidence 0-1), or "not seen"
+  when the reader found no evidence of it in the window (its best guess follows).
 R@1x: Recall@1x of the answer against the ground truth (1.00 all found, 0.00 none; n/a: not scored)."""
 
 
@@ -192,6 +195,10 @@ def demo_table(queries, answers, labels) -> str:
             s, e, p = a["intervals"][0] if a["intervals"] else (0, 0, 0)
             ans = f"{s:.0f}-{e:.0f} s (p {p:.2f})"
             gt = f"{q.gt_interval[0]:.0f}-{q.gt_interval[1]:.0f} s"
+        if a.get("status") == "not_seen":
+            ans = f"not seen (p {a.get('p_seen') or 0.0:.2f}); best guess {ans}"
+        elif a.get("confidence") is not None:
+            ans += f", confidence {a['confidence']:.2f}"
         hit = "?"
         if score_query is not None:
             try:

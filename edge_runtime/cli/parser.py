@@ -15,6 +15,9 @@ from edge_runtime.cli.streams import cmd_streams
 from edge_runtime.query.types import NAMES, QUERY_TYPES
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
+ANSWERS = ("auto", "reader", "heads")
+ANSWERS_HELP = ("which answers: the memory reader (reads the memory once per commit; says 'not seen' and "
+                "how confident it is), the query heads, or auto: the reader when the bundle has one (default)")
 
 # how each thing a query type is given is passed on the command line
 GIVEN_FLAGS = {"activity": "--activity", "object": "--image or --product", "window": "--start --end"}
@@ -123,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--realtime", action="store_true", default=None, help="pace files / demo at their own speed")
     r.add_argument("--backend", choices=BACKENDS)
     r.add_argument("--threads", type=int, help="inference threads")
+    r.add_argument("--answers", choices=ANSWERS, help=ANSWERS_HELP)
     r.add_argument("--config", help="runtime config YAML (e.g. configs/runtime/kiosk.yaml); flags override it")
     r.set_defaults(func=cmd_run)
 
@@ -169,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bundle")
     m.add_argument("--backend", choices=BACKENDS)
     m.add_argument("--threads", type=int)
+    m.add_argument("--answers", choices=ANSWERS, help=ANSWERS_HELP)
     m.add_argument("--seed", type=int)
     m.add_argument("--duration", type=float, metavar="S", help="video seconds to stream (default 600)")
     m.add_argument("--queries", type=int)

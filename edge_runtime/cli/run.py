@@ -18,7 +18,8 @@ def cmd_run(args) -> int:
 
     s = load_settings(args, {"bundle": args.bundle, "backend": args.backend, "threads": args.threads,
                              "duration_s": args.duration, "source.realtime": args.realtime,
-                             "state.dir": args.state_dir, "state.snapshot_every_s": args.snapshot_every})
+                             "state.dir": args.state_dir, "state.snapshot_every_s": args.snapshot_every,
+                             "answers": args.answers})
     sources = stream_sources(args, s)
     serve = not (args.api and args.api.lower() in ("none", "off", "no"))
     # Without --duration a served stream is a service: it answers on after its source ends.
@@ -45,7 +46,7 @@ def cmd_run(args) -> int:
         check_state_dir(Path(s.state.dir))
     elif args.reset_state:
         raise CliError("--reset-state needs --state-dir (or state.dir in --config)")
-    engine = open_engine(s.bundle, s.backend, s.threads)
+    engine = open_engine(s.bundle, s.backend, s.threads, s.answers)
     hub = Streams(engine, state_dir=s.state.dir, snapshot_every=s.state.snapshot_every_s,
                   max_batch=s.api.max_batch, batch_wait_s=s.api.batch_wait_ms / 1000,
                   batch_frames=s.batch_frames, warn=say)
@@ -53,7 +54,10 @@ def cmd_run(args) -> int:
         for name, uri in sources:
             if args.reset_state:
                 reset_state(hub.state_dir_of(name or "default"))
-            runtime = hub.create(name)
+            try:
+                runtime = hub.create(name)
+            except StreamError as err:  # a snapshot this run cannot continue (kept as it is)
+                raise CliError(str(err)) from None
             try:
                 runtime.check_source(uri)
             except SourceMismatch as err:

@@ -1,4 +1,4 @@
-"""The engine: a bundle's three graphs behind one API, shared by every stream it serves.
+"""The engine: a bundle's graphs behind one API, shared by every stream it serves.
 
 Used by the server (``lvm-edge run``) and by offline evaluation / accuracy gates alike::
 
@@ -7,7 +7,12 @@ Used by the server (``lvm-edge run``) and by offline evaluation / accuracy gates
     eng.answer([{"type": "activity", "start": 0, "end": 300, "object_image": crop}])
 
 The graphs do the work: ``encode`` (backbone), ``step`` (one sampler call for the full clips of
-many streams, then each stream's commit), ``answer`` (heads, from a stream's committed reading).
+many streams, then each stream's commit), ``answer`` (from a stream's committed reading). Answers
+come from the memory reader or the query heads (``answers``: "auto" takes the reader when the
+bundle carries one; ``answers_kind`` says which). With the reader, ``step`` also runs the "reader"
+graph once on the memories it committed (one call for all of them) and each commit keeps those
+facts; a batch of queries is then one "answer" graph call on the facts
+(edge_runtime/query/reader_query.py), and every answer says ``answered_by``.
 What a stream carries from frame to frame (pending clip, clock, gaps, memory, SVD, OOD, the
 committed reading) is its ``StreamState`` (edge_runtime/engine/stream_state.py). An Engine is one
 stream's view of the graphs: ``stream`` is the state its ``ingest``, ``flush``, ``reset``,
@@ -29,8 +34,10 @@ import numpy as np
 from edge_runtime.query.answers import decode_answers, encode_queries, heads_rows_per_call
 from edge_runtime.backends.bundle import Bundle, load_bundle
 from edge_runtime.backends.bundle_runners import open_runners
+from edge_runtime.engine.facts import fact_specs, read_facts
 from edge_runtime.engine.ingest import ingest_streams, ingest_tokens
 from edge_runtime.engine.stream_state import Committed, StreamState
+from edge_runtime.query import reader_query
 from edge_runtime.query.coverage import covered_spans, hold_to_spans, no_memory_answer, window_coverage
 from edge_runtime.sources.frames import resize_square
 from edge_runtime.memory.token_memory import MEMORY_INPUTS, TokenMemory
@@ -48,8 +55,11 @@ def _of_stream(name: str, doc: str) -> property:
 class Engine:
     def __init__(self, bundle_dir: str | Path | Bundle, backend: str = "auto", threads: int | None = None, *,
                  batch_size: int | None = None, max_queries_per_call: int = 64, gap_factor: float = 2.0,
-                 verify: bool = True, shared: "Engine | None" = None) -> None:
+                 verify: bool = True, shared: "Engine | None" = None, answers: str = "auto") -> None:
         self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(bundle_dir, verify=verify)
+        self.answers = answers
+        self.answers_kind = reader_query.answers_kind(self.bundle, answers)  # "reader" | "heads"
+        self.reader_section = reader_query.reader_section(self.bundle) if self.answers_kind == "reader" else None
         self.cfg = self.bundle.cfg
         self.labels: list[str] = list(self.bundle.labels["activities"])
         self.products: list[str] = list(self.bundle.labels.get("products", []))
@@ -62,6 +72,11 @@ class Engine:
         else:
             self._runners, self.backend, self.notes = shared._runners, shared.backend, shared.notes
         self.backbone, self.sampler, self.heads = (self._runners[n] for n in ("backbone", "sampler", "heads"))
+        reads = self.answers_kind == "reader"
+        self.reader = self._runners["reader"] if reads else None
+        self.answerer = self._runners["answer"] if reads else None
+        self._answer_dtypes = {n: m.dtype for n, m in self.answerer.get_input_metadata().items()} if reads else {}
+        self._fact_specs = fact_specs(self.answerer) if reads else None
 
         c = self.cfg
         self.clip_frames, self.fps = c.stream.clip_frames, c.stream.fps
@@ -84,13 +99,14 @@ class Engine:
         return StreamState(memory, svd_from_config(self.cfg), OODMonitor.for_bundle(self.bundle),
                            clip_frames=self.clip_frames, tokens_per_frame=self.tokens_per_frame,
                            token_dim=self.token_dim, fps=self.fps, gap_factor=self.gap_factor,
-                           heads_dtypes=self._heads_dtypes)
+                           heads_dtypes=self._heads_dtypes, facts=self._fact_specs)
 
     def stream_engine(self) -> "Engine":
         """Another stream on this engine's graphs: the same backend sessions (loaded once), a
-        ``stream`` of its own."""
+        ``stream`` of its own, the same answers."""
         return Engine(self.bundle, self.backend, self.threads, batch_size=self.batch_size,
-                      max_queries_per_call=self.max_queries_per_call, gap_factor=self.gap_factor, shared=self)
+                      max_queries_per_call=self.max_queries_per_call, gap_factor=self.gap_factor, shared=self,
+                      answers=self.answers_kind)
 
     def close(self) -> None:
         if not self._owns_runners:
@@ -167,13 +183,24 @@ class Engine:
 
     def step(self, states: list[StreamState]) -> None:
         """The full (or padded) pending clips of ``states`` through the sampler, in one call when
-        its graph batches streams, then each state commits."""
+        its graph batches streams, then each state commits; with the reader, the new memories go
+        through the reader graph together first, and each commit is published with its facts."""
         t0 = time.perf_counter()
         TokenMemory.step_many([s.memory for s in states], [s.clip_inputs() for s in states])
         dt = time.perf_counter() - t0
+        commits = []
         for s in states:
             s.report("sampler", dt / len(states))
-            s.commit()
+            commits.append(s.fold())
+        facts: list = [None] * len(states)
+        if self.reader is not None:
+            t0 = time.perf_counter()
+            facts = read_facts(self.reader, commits)
+            dt = time.perf_counter() - t0
+            for s in states:
+                s.report("reader", dt / len(states))
+        for s, c, f in zip(states, commits, facts):
+            s.publish(c, f)
 
     def ingest(self, frames: np.ndarray, times: np.ndarray) -> int:
         """Add frames at stream times (seconds, strictly increasing). Returns clips committed."""
@@ -240,37 +267,65 @@ class Engine:
 
     def _answer_batch(self, reqs: list[dict[str, Any]], snap: Committed) -> list[dict[str, Any]]:
         """Answer from the covered part of each window only; a window the memory does not cover gets
-        the typed no-memory answer and costs no heads call."""
-        c = self.cfg
+        the typed no-memory answer and costs no graph call."""
         spans = [covered_spans(snap, r["start"], r["end"]) for r in reqs]
         out: list[dict[str, Any]] = [no_memory_answer() for _ in reqs]
         ask = [i for i, sp in enumerate(spans) if sp]
         if ask:
             windows = [(spans[i][0][0], spans[i][-1][1]) for i in ask]
-            batch = encode_queries([reqs[i]["type"] for i in ask], windows, [reqs[i]["activity"] for i in ask],
-                                   [reqs[i]["object_tokens"] for i in ask], fps=c.stream.fps,
-                                   max_queries=c.heads.window_queries,
-                                   tokens_shape=(self.tokens_per_frame, self.token_dim))
-            dt = self._heads_dtypes
-            keep, inverse = unique_rows(batch)  # identical rows (many clients asking the same) run once
-            feed = {k: v[keep].astype(dt[k], copy=False) for k, v in batch.as_feed().items()}
-            feed.update({k: snap.memory[k] for k in MEMORY_INPUTS})
-            feed["svd_basis"], feed["svd_sv"] = snap.svd_basis, snap.svd_sv
-            t0 = time.perf_counter()
-            outputs = self.heads.infer(feed)
-            self.stream.report("heads", time.perf_counter() - t0)
-            outputs = {k: np.asarray(v, np.float32)[inverse] for k, v in outputs.items()}
-            answers = decode_answers(batch, outputs, object_fps=c.stream.object_fps,
-                                     k=max(reqs[i]["k"] for i in ask), box_fps=[reqs[i]["fps"] for i in ask],
-                                     object_extent=self.object_extent)
-            for i, a in zip(ask, answers):
-                r = reqs[i]
-                if r["type"] == "time":
-                    a["intervals"] = a["intervals"][: r["k"]]
-                out[i] = hold_to_spans(a, spans[i], (r["start"], r["end"]))
+            if self.answerer is not None:
+                self._answer_reader(reqs, ask, windows, spans, snap, out)
+            else:
+                self._answer_heads(reqs, ask, windows, spans, snap, out)
         for r, a, sp in zip(reqs, out, spans):
             a.update(window_coverage(snap, r["start"], r["end"], sp))
+            a["answered_by"] = self.answers_kind
+            if self.answerer is not None and a["status"] == "no_memory":
+                a["p_seen"] = a["confidence"] = None  # nothing in memory for the window: no evidence to judge
         return out
+
+    def _answer_reader(self, reqs, ask: list[int], windows, spans, snap: Committed, out: list) -> None:
+        """One answer-graph call for the queries ``ask`` over their covered ``windows``; each answer
+        held to its spans, then judged (p_seen, confidence, not_seen)."""
+        sec = self.reader_section
+        asked = [reqs[i] for i in ask]
+        feed = reader_query.reader_feed(asked, windows, snap, self._answer_dtypes,
+                                        (self.tokens_per_frame, self.token_dim))
+        keep, inverse = unique_rows({k: v for k, v in feed.items() if k.startswith("q_")})  # identical queries once
+        t0 = time.perf_counter()
+        outputs = self.answerer.infer({k: (v[keep] if k.startswith("q_") else v) for k, v in feed.items()})
+        self.stream.report("answer", time.perf_counter() - t0)
+        outputs = {k: np.asarray(v, np.float32)[inverse] for k, v in outputs.items()}
+        answers = reader_query.read_out(asked, feed, outputs, sec, self.cfg.stream.object_fps)
+        for j, (i, a) in enumerate(zip(ask, answers)):
+            r = reqs[i]
+            out[i] = reader_query.judge(hold_to_spans(a, spans[i], (r["start"], r["end"])), r["type"],
+                                        float(outputs["evidence"][j]), sec)
+
+    def _answer_heads(self, reqs, ask: list[int], windows, spans, snap: Committed, out: list) -> None:
+        """One heads call (identical rows once) for the queries ``ask`` over their covered ``windows``."""
+        c = self.cfg
+        batch = encode_queries([reqs[i]["type"] for i in ask], windows, [reqs[i]["activity"] for i in ask],
+                               [reqs[i]["object_tokens"] for i in ask], fps=c.stream.fps,
+                               max_queries=c.heads.window_queries,
+                               tokens_shape=(self.tokens_per_frame, self.token_dim))
+        dt = self._heads_dtypes
+        keep, inverse = unique_rows(batch)  # identical rows (many clients asking the same) run once
+        feed = {k: v[keep].astype(dt[k], copy=False) for k, v in batch.as_feed().items()}
+        feed.update({k: snap.memory[k] for k in MEMORY_INPUTS})
+        feed["svd_basis"], feed["svd_sv"] = snap.svd_basis, snap.svd_sv
+        t0 = time.perf_counter()
+        outputs = self.heads.infer(feed)
+        self.stream.report("heads", time.perf_counter() - t0)
+        outputs = {k: np.asarray(v, np.float32)[inverse] for k, v in outputs.items()}
+        answers = decode_answers(batch, outputs, object_fps=c.stream.object_fps,
+                                 k=max(reqs[i]["k"] for i in ask), box_fps=[reqs[i]["fps"] for i in ask],
+                                 object_extent=self.object_extent)
+        for i, a in zip(ask, answers):
+            r = reqs[i]
+            if r["type"] == "time":
+                a["intervals"] = a["intervals"][: r["k"]]
+            out[i] = hold_to_spans(a, spans[i], (r["start"], r["end"]))
 
 
 def _one(results: list[int | Exception]) -> int:

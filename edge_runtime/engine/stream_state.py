@@ -8,7 +8,12 @@ Only full clips are committed; a partial clip stays pending (and is saved in sna
 frames arrive or ``pad`` makes it a clip at the end of the stream.
 
 Queries read ``committed``, an immutable host copy taken at each commit (copy-on-commit): answering
-never blocks intake and intake never changes what a running query sees. Whatever changes the state
+never blocks intake and intake never changes what a running query sees. When the engine answers
+with the memory reader, a commit also carries the reader's *facts* of that memory (per-token arrays
+of constant size, ``FACT_NAMES``): the engine reads the new memory between ``fold`` and
+``publish``, so a query never sees a memory without its facts. Facts are saved in snapshots under
+``reader.<name>``; restoring a snapshot without them into a state that reads facts is a
+``MissingFacts`` error (one line), never a silent recomputation of facts the snapshot did not keep. Whatever changes the state
 (adding frames, committing, reset, restore) holds ``lock``; ``snapshot`` and the read-only
 properties do not take it, so a status poll never waits for a backbone call.
 
@@ -22,7 +27,7 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -34,6 +39,12 @@ from edge_runtime.memory.token_memory import TokenMemory
 
 MAX_GAPS = 256            # the gap list is bounded: constant memory over any run
 STATE_VERSION = 1
+FACT_NAMES = ("ident", "act_logits", "event_logit", "boxes", "span")  # the reader graph's outputs
+FACT_KEY = "reader."     # snapshot keys of the facts: reader.ident, reader.act_logits, ...
+
+
+class MissingFacts(ValueError):
+    """A snapshot without the reader's facts, restored into a state that answers from them (one line)."""
 
 
 @dataclass(frozen=True)
@@ -46,13 +57,17 @@ class Committed:
     end: float | None
     gaps: tuple[tuple[float, float], ...]
     version: int
+    facts: dict[str, np.ndarray] | None = None  # the reader's facts of this memory (reader engines only)
 
 
 class StreamState:
     def __init__(self, memory: TokenMemory, svd: OnlineSVD, ood: OODMonitor, *, clip_frames: int,
                  tokens_per_frame: int, token_dim: int, fps: float, gap_factor: float,
-                 heads_dtypes: dict[str, Any]) -> None:
+                 heads_dtypes: dict[str, Any], facts: dict[str, tuple[tuple[int, ...], Any]] | None = None) -> None:
+        """``facts``: name -> (shape, dtype) of one memory's facts when the engine answers with the
+        reader (the answer graph's inputs), None when it answers with the heads."""
         self.memory, self.svd, self.ood = memory, svd, ood
+        self.fact_specs = facts
         self.clip_frames, self.fps, self.gap_factor = int(clip_frames), float(fps), float(gap_factor)
         self.heads_dtypes = heads_dtypes  # the committed SVD is cast once, to what the heads take
         self.pending_tokens = np.zeros((self.clip_frames, tokens_per_frame, token_dim), np.float32)
@@ -123,7 +138,13 @@ class StreamState:
         return clip_inputs(self.pending_tokens, self.pending_t)
 
     def commit(self) -> None:
-        """The host half of a commit, after the sampler wrote the new memory: SVD, clock, publish."""
+        """The host half of a commit, after the sampler wrote the new memory: SVD, clock, publish
+        (facts, if this state reads them, stay empty: the engine's ``step`` computes them)."""
+        self.publish(self.fold())
+
+    def fold(self) -> Committed:
+        """The pending clip into the SVD and the clock -> the new commit, not yet visible to
+        queries (``publish`` makes it so, with its facts)."""
         n = self.pending_frames
         t0 = time.perf_counter()
         fold_clip(self.svd, self.pending_tokens, n)
@@ -134,20 +155,53 @@ class StreamState:
         self.pending_frames = 0
         self.clips += 1
         t0 = time.perf_counter()
-        self._publish()
+        c = self._next_commit(None)
         self.report("commit", time.perf_counter() - t0)
+        return c
 
-    def _publish(self) -> None:
+    def publish(self, c: Committed, facts: dict[str, np.ndarray] | None = None) -> None:
+        """Make a commit from ``fold`` what queries read, with the reader's facts of it (if any)."""
+        if facts is not None:
+            c = replace(c, facts=self._checked_facts(facts))
+        elif self.fact_specs is not None and c.facts is None:
+            c = replace(c, facts=self.empty_facts())
+        self._committed = c
+
+    def empty_facts(self) -> dict[str, np.ndarray] | None:
+        """Facts of a memory with nothing in it: zeros (no query reaches them: nothing is covered)."""
+        if self.fact_specs is None:
+            return None
+        return {n: np.zeros(shape, dt) for n, (shape, dt) in self.fact_specs.items()}
+
+    def _checked_facts(self, facts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Host copies of one memory's facts at their fixed shapes and dtypes (ValueError otherwise)."""
+        if self.fact_specs is None:
+            raise ValueError("this stream state does not answer with the reader: it keeps no facts")
+        out = {}
+        for n, (shape, dt) in self.fact_specs.items():
+            if n not in facts:
+                raise ValueError(f"reader facts lack '{n}'")
+            arr = np.asarray(facts[n])
+            if arr.shape != tuple(shape):
+                raise ValueError(f"reader fact '{n}' has shape {arr.shape}, expected {tuple(shape)}")
+            out[n] = np.array(arr, dtype=dt)  # a copy: what a commit publishes is never shared
+        return out
+
+    def _next_commit(self, facts: dict[str, np.ndarray] | None) -> Committed:
         st = self.svd.state_dict()
         dt = self.heads_dtypes
-        self._committed = Committed(
+        c = Committed(
             memory=self.memory.read(),
             svd_basis=st["svd_basis"][None].astype(dt["svd_basis"]),
             svd_sv=st["svd_singular_values"][None].astype(dt["svd_sv"]),
             start=self.first_t, end=self.end_t,
             gaps=tuple(g for g in self._gaps if self.end_t is not None and g[0] < self.end_t),
-            version=self._version)
+            version=self._version, facts=facts)
         self._version += 1
+        return c
+
+    def _publish(self, facts: dict[str, np.ndarray] | None = None) -> None:
+        self._committed = self._next_commit(facts if facts is not None else self.empty_facts())
 
     # -- reading ----------------------------------------------------------------------------
     @property
@@ -168,8 +222,10 @@ class StreamState:
         """Bytes of stream state: device buffers, the committed copy, SVD, pending clip. Constant."""
         c = self._committed
         svd = sum(v.nbytes for v in self.svd.state_dict().values())
+        facts = sum(v.nbytes for v in c.facts.values()) if c.facts is not None else 0
         return int(self.memory.nbytes + sum(v.nbytes for v in c.memory.values()) + c.svd_basis.nbytes
-                   + c.svd_sv.nbytes + svd + self.pending_tokens.nbytes + self.pending_t.nbytes + MAX_GAPS * 16)
+                   + c.svd_sv.nbytes + svd + facts + self.pending_tokens.nbytes + self.pending_t.nbytes
+                   + MAX_GAPS * 16)
 
     def snapshot(self) -> dict[str, Any]:
         """The stream's memory side as status shows it: plain values, taken without the lock."""
@@ -192,11 +248,28 @@ class StreamState:
                 self.last_time if self.last_time is not None else nan,
                 self.frames_processed, self.clips, self.pending_frames, STATE_VERSION], np.float64)
             state["gaps"] = np.array(list(self._gaps), np.float64).reshape(-1, 2)
+            facts = self._committed.facts
+            if facts is not None:
+                state.update({FACT_KEY + n: v.copy() for n, v in facts.items()})
             return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Restore ``state_dict``'s arrays; ValueError (and an empty state) when they do not fit."""
+        """Restore ``state_dict``'s arrays; ValueError (and an empty state) when they do not fit,
+        ``MissingFacts`` when this state reads facts and the arrays hold none. Facts in the arrays
+        of a state that reads none are ignored."""
         with self.lock:
+            facts = None
+            if self.fact_specs is not None:
+                found = {k[len(FACT_KEY):]: v for k, v in state.items() if k.startswith(FACT_KEY)}
+                if not found:
+                    self.reset()
+                    raise MissingFacts("the snapshot holds no reader facts (written by a runtime answering "
+                                       "with the heads), and this one answers with the reader")
+                try:
+                    facts = self._checked_facts(found)
+                except ValueError as err:
+                    self.reset()
+                    raise ValueError(f"state does not fit this engine ({err})") from None
             try:
                 clock = np.asarray(state["clock"], np.float64)
                 if clock.shape != (7,) or int(clock[6]) != STATE_VERSION:
@@ -216,4 +289,4 @@ class StreamState:
             self.first_t, self.end_t, self.last_time = f(clock[0]), f(clock[1]), f(clock[2])
             self.frames_processed, self.clips, self.pending_frames = int(clock[3]), int(clock[4]), int(clock[5])
             self._gaps = deque((tuple(g) for g in gaps.tolist()), maxlen=MAX_GAPS)
-            self._publish()
+            self._publish(facts)

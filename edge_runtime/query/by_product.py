@@ -12,6 +12,10 @@ combined into one answer shaped like a picture query's, by the combine of its ty
   its highest probability, best first, ``k`` of them. So the top interval is the best interval of
   the picture whose best interval scores highest.
 
+Answers of the memory reader also carry a judgement (status not_seen, p_seen, confidence): the
+product's is that of its picture with the highest p_seen, so a product counts as seen when any
+side of it was.
+
 How this compares with one picture, measured on held-out generator videos with the shipped bundle:
 ``tools/data/catalog_crops.py`` and docs/accuracy/catalog_crops.json (summarised in docs/catalog.md).
 
@@ -26,6 +30,7 @@ from edge_runtime.query.types import BY_NAME, QUERY_TYPES
 
 OBJECT_TYPES = tuple(t.name for t in QUERY_TYPES if t.takes_object)  # the query types that ask about an object
 RULE = {t.name: t.combine_rule for t in QUERY_TYPES if t.combine is not None}
+JUDGED = ("status", "message", "answered_spans", "p_seen", "confidence")  # the reader's judgement of an answer
 
 
 def check_object(object_image: Any, product: Any, where: str = "") -> None:
@@ -68,6 +73,13 @@ def combine(answers: list[dict[str, Any]], qtype: str, k: int = 3) -> dict[str, 
     row = BY_NAME.get(qtype)
     if row is not None and row.combine is not None:
         out.update(row.combine(answers, k))
+    judged = [a for a in answers if a.get("p_seen") is not None]
+    if judged:  # reader answers: the product is seen if any picture of it is, so the likeliest picture judges
+        best = max(judged, key=lambda a: a["p_seen"])
+        for key in JUDGED:
+            out.pop(key, None)
+            if key in best:
+                out[key] = best[key]
     return out
 
 

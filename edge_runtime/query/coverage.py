@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 NO_MEMORY = "nothing in memory for this window"
+NOT_SEEN = "no evidence of this in memory for the window"  # the memory reader's not_seen answers
 
 
 class CoveredStream(Protocol):
@@ -62,10 +63,16 @@ def hold_to_spans(answer: dict[str, Any], spans: list[tuple[float, float]], aske
     Object boxes in a gap are dropped (the memory saw nothing there); a time interval is clipped to
     the covered part of the window; activity scores already come from the covered part alone."""
     eps = 1e-6
+
+    def held(track: dict) -> None:
+        keep = [i for i, t in enumerate(track["times"]) if any(a - eps <= t <= b + eps for a, b in spans)]
+        track["times"] = [track["times"][i] for i in keep]
+        track["boxes"] = [track["boxes"][i] for i in keep]
+
     if "times" in answer:
-        keep = [i for i, t in enumerate(answer["times"]) if any(a - eps <= t <= b + eps for a, b in spans)]
-        answer["times"] = [answer["times"][i] for i in keep]
-        answer["boxes"] = [answer["boxes"][i] for i in keep]
+        held(answer)
+    for track in answer.get("tracks", []):  # the reader's ranked object answers, each held alike
+        held(track)
     if "intervals" in answer:
         lo, hi = spans[0][0], spans[-1][1]
         answer["intervals"] = [[max(s, lo), min(e, hi), *rest] for s, e, *rest in answer["intervals"]

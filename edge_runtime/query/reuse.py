@@ -18,13 +18,14 @@ import numpy as np
 from edge_runtime.query.answers import HeadBatch
 
 
-def unique_rows(batch: HeadBatch) -> tuple[np.ndarray, np.ndarray]:
-    """(keep, inverse): the rows of ``batch`` with distinct inputs, and per row the index into
-    ``keep`` of the row that answers it (``outputs[keep][inverse]`` == ``outputs``)."""
+def unique_rows(batch: HeadBatch | dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, inverse): the rows of ``batch`` (a HeadBatch, or per-row arrays by name) with distinct
+    inputs, and per row the index into ``keep`` of the row that answers it (``outputs[keep][inverse]``
+    == ``outputs``)."""
     first: dict[bytes, int] = {}
     keep: list[int] = []
-    inverse = np.empty(len(batch.q_type), np.int64)
-    feed = batch.as_feed()
+    feed = batch.as_feed() if isinstance(batch, HeadBatch) else batch
+    inverse = np.empty(len(next(iter(feed.values()))), np.int64)
     for i in range(len(inverse)):
         h = hashlib.blake2b(digest_size=16)
         for name in sorted(feed):

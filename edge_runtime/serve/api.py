@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edge_runtime import __version__
 
 from edge_runtime.query import by_product as product_query
+from edge_runtime.serve.api_answer import Answer, BatchAnswers
 from edge_runtime.serve.api_ask import register_ask_routes
 from edge_runtime.serve.api_catalog import register_catalog_routes
 from edge_runtime.serve.api_page import register_page_routes
@@ -315,7 +316,8 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
 
     @api.get("/v1/status", tags=["stream"], dependencies=guarded)
     def status(stream: StreamParam = None) -> dict[str, Any]:
-        """One stream's state, coverage, rates, gaps and errors; ``streams`` names all of them."""
+        """One stream's state, coverage, rates, gaps and errors, and which answers it gives (``answers``:
+        reader or heads); ``streams`` names all of them."""
         return {**hub.get(stream).status(), "streams": hub.names()}
 
     @api.get("/v1/labels", tags=["stream"], dependencies=guarded)
@@ -341,11 +343,13 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
         route.__annotations__ = {"q": QUERY_BODIES[row.name], "return": dict[str, Any]}
         said = row.reads.format(activity="this activity", object="this object (a picture, or a catalog product)")
         route.__doc__ = f"{said[0].upper()}{said[1:]}, in the window?"
-        return api.post(f"/v1/query/{row.name}", tags=["queries"], dependencies=guarded)(route)
+        return api.post(f"/v1/query/{row.name}", tags=["queries"], dependencies=guarded, response_model=Answer,
+                        response_model_exclude_unset=True)(route)
 
     query_routes = {row.name: query_route(row) for row in QUERY_TYPES}
 
-    @api.post("/v1/query/batch", tags=["queries"], dependencies=guarded)
+    @api.post("/v1/query/batch", tags=["queries"], dependencies=guarded, response_model=BatchAnswers,
+              response_model_exclude_unset=True)
     def query_batch(q: BatchQuery) -> dict[str, Any]:
         """Many queries of any types, of any streams: one heads call per stream named."""
         runtimes = []

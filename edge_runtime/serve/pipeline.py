@@ -30,7 +30,8 @@ The stream's state (``RunState``, with its error and end reason) changes only th
 
 A snapshot records the source it came from (``SourceSpec.identity``); ``start`` refuses another
 source while that memory is loaded (SourceMismatch), because continuing would mix two streams'
-memories and clocks.
+memories and clocks. A snapshot written while answering with the heads holds no reader facts: a
+runtime answering with the reader refuses it (StreamError, one line) and leaves the file as it is.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from edge_runtime.atomic_write import set_aside
 from edge_runtime.engine import snapshot as snap
 from edge_runtime.query.catalog import Catalog
 from edge_runtime.engine.engine import Engine
+from edge_runtime.engine.stream_state import MissingFacts
 from edge_runtime.serve.query_batcher import BatcherClosed, QueryBatcher
 from edge_runtime.serve.rate_meter import RateMeter
 from edge_runtime.serve.run_status import runtime_status
@@ -107,7 +109,11 @@ class Runtime:
             catalog = Catalog(self.state_dir, warn=self.warn)
         self.catalog = catalog
         if self.state_dir is not None:
-            self._restore()
+            try:
+                self._restore()
+            except StreamError:
+                self.batcher.close()
+                raise
         self.update_gauges()
 
     # -- persistence -------------------------------------------------------------------------
@@ -119,6 +125,9 @@ class Runtime:
             return
         try:
             self.engine.load_state_dict(restored.arrays)
+        except MissingFacts as err:  # a sound snapshot of another answer kind: the user's data, left in place
+            raise StreamError(f"{restored.path}: {err}; answer with the heads (--answers heads) to continue "
+                              f"it, or set it aside (--reset-state)", 409) from None
         except ValueError as err:
             aside = set_aside(restored.path, "corrupt")
             self.warn(f"{restored.path}: {err}; starting fresh (kept as {aside.name})")
@@ -145,7 +154,7 @@ class Runtime:
             raise RuntimeError("no state directory configured (--state-dir)")
         with self._snap_lock:
             arrays = self.engine.state_dict()
-            meta = {"bundle_id": self.engine.bundle.bundle_id, "saved_at": time.time(),
+            meta = {"bundle_id": self.engine.bundle.bundle_id, "answers": self.engine.answers_kind, "saved_at": time.time(),
                     "source": self.source_label, "source_uri": self.source_uri, "coverage": self.engine.coverage,
                     "frames_processed": self.engine.frames_processed, "last_time": self.engine.last_time}
             t0 = time.perf_counter()

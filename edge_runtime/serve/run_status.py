@@ -39,6 +39,8 @@ def runtime_status(rt) -> dict[str, Any]:
         "reconnects": int(st.get("reconnects", 0)),
         "decode_errors": int(st.get("decode_errors", 0)),
         "backend": e.backend,
+        # which answers queries get: "reader" (the memory reader, with not_seen and confidence) or "heads"
+        "answers": e.answers_kind,
         "bundle": e.bundle.bundle_id,
         "last_snapshot": str(rt.last_snapshot_path) if rt.last_snapshot_path else None,
         "uptime_s": round(time.time() - rt.started, 1),

@@ -105,6 +105,7 @@ function showStatus(st) {
     ood: st.ood && st.ood.score !== undefined && st.ood.score !== null
       ? `${fmt.num(st.ood.score, 1)}${st.ood.flag ? " ⚠ unlike training" : ""}` : "–",
     backend: st.backend,
+    answers: st.answers === "reader" ? "memory reader" : "query heads",
   };
   for (const [k, v] of Object.entries(cards)) $(`st-${k}`).textContent = v;
   $("st-ood").closest(".card").classList.toggle("warn", Boolean(st.ood && st.ood.flag));
@@ -301,9 +302,21 @@ const SHOWN = {
 
 function summary(a) {
   if (a.status === "no_memory") return `Nothing in memory for ${clock(a.window[0])}–${clock(a.window[1])}.`;
+  if (a.status === "not_seen") return `Not seen: ${a.message || "no evidence of this in memory for the window"}.`;
   const part = a.status === "partial"
     ? ` (memory covers ${Math.round(100 * a.coverage.covered_fraction)} % of the window)` : "";
   return SHOWN[a.type] ? SHOWN[a.type].summary(a, part) : `Answered${part}.`;
+}
+
+// The memory reader's judgement of its answer: how likely it is right, or, when not seen, how
+// likely it was seen at all; its best guess is still drawn below. Heads answers carry none.
+function judgement(a) {
+  if (a.confidence == null) return "";
+  if (a.status === "not_seen") {
+    const guess = SHOWN[a.type] ? SHOWN[a.type].summary(a, "") : "";
+    return `p(seen) ${a.p_seen.toFixed(2)}. Best guess all the same: ${guess}`;
+  }
+  return `Confidence ${a.confidence.toFixed(2)} (p(seen) ${a.p_seen.toFixed(2)}, answered by the ${a.answered_by}).`;
 }
 
 function showAnswer({ question, read_as: readAs, understood, answer: a }) {
@@ -312,7 +325,9 @@ function showAnswer({ question, read_as: readAs, understood, answer: a }) {
   $("answer").dataset.type = a.type;
   $("answer-question").textContent = question ? `“${question}”` : "";
   $("answer-read-as").textContent = readAs ? `Read as: ${understood || describeQuery(readAs)}` : "";
+  $("answer").dataset.status = a.status;  // not_seen answers are drawn apart (style.css)
   $("answer-text").textContent = summary(a);
+  $("answer-judgement").textContent = judgement(a);
   const plot = $("answer-plot");
   plot.replaceChildren();
   plot.dataset.kind = "";

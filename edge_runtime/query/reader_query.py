@@ -1,0 +1,91 @@
+"""Answering with the memory reader: a batch of checked queries of one stream, against the facts of
+its last commit, through the bundle's "answer" graph in one call; then each answer judged.
+
+Which answers an engine gives is ``answers``: "reader" (the bundle must carry the reader), "heads"
+(the query heads, which re-encode the memory per query), or "auto" (the reader when the bundle has
+one). The reader's section of the bundle manifest (``answers.reader``) holds what turns its raw
+outputs into answers: the class prior and its weight (activity ranking), and per query type two
+monotone calibration curves of the answer's evidence, p(seen) and p(right).
+
+Judging: ``p_seen`` = calibrated p(seen), ``confidence`` = calibrated p(right); a query whose
+p(seen) is below ``not_seen_below`` gets status "not_seen" and a message, whatever the coverage
+said ("partial" answers keep their ``answered_spans``). The content (scores, intervals, boxes) is
+filled in either way, so ranking metrics still score it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.backends.bundle import BundleError
+from edge_runtime.engine.stream_state import FACT_NAMES, Committed
+from edge_runtime.query.coverage import NOT_SEEN
+from edge_runtime.query.reader_answers import calibrated, reader_answers
+from edge_runtime.query.types import BY_NAME
+
+ANSWER_CHOICES = ("auto", "reader", "heads")
+
+
+def reader_section(bundle) -> dict[str, Any] | None:
+    """The bundle's reader section (manifest answers.reader), or None for a bundle without the reader."""
+    return bundle.reader
+
+
+def answers_kind(bundle, answers: str) -> str:
+    """``answers`` ("auto" | "reader" | "heads") for this bundle -> "reader" or "heads". ValueError
+    (one line) for an unknown choice, BundleError for "reader" with a bundle that has none."""
+    if answers not in ANSWER_CHOICES:
+        raise ValueError(f"answers must be one of {', '.join(ANSWER_CHOICES)}, got {answers!r}")
+    has = reader_section(bundle) is not None
+    if answers == "reader" and not has:
+        raise BundleError(f"{bundle.path}: answers 'reader' asked, but this bundle carries no memory reader "
+                         f"(export it with a reader file, or use answers heads / auto)")
+    return "reader" if answers == "auto" and has else ("heads" if answers == "auto" else answers)
+
+
+def reader_feed(reqs: list[dict[str, Any]], windows: list[tuple[float, float]], snap: Committed,
+                dtypes: dict[str, Any], tokens_shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The answer graph's inputs for ``reqs`` (checked requests with object tokens) over ``windows``
+    (their covered parts): one memory's facts, and q_object zeros for a type that takes no object."""
+    q = len(reqs)
+    obj = np.zeros((q,) + tuple(tokens_shape), np.float32)
+    for i, r in enumerate(reqs):
+        if BY_NAME[r["type"]].takes_object and r["object_tokens"] is not None:
+            obj[i] = r["object_tokens"]
+    feed = {n: snap.facts[n] for n in FACT_NAMES}
+    feed["mem_t"], feed["mem_valid"] = snap.memory["mem_t"][0], snap.memory["mem_valid"][0]
+    feed.update(q_type=np.array([BY_NAME[r["type"]].id for r in reqs], np.int64),
+                q_activity=np.array([r["activity"] if r["activity"] is not None and BY_NAME[r["type"]].takes_activity
+                                     else 0 for r in reqs], np.int64),
+                q_object=obj, q_window=np.array(windows, np.float32).reshape(q, 2))
+    return {k: np.asarray(v).astype(dtypes[k], copy=False) for k, v in feed.items()}
+
+
+def read_out(reqs: list[dict[str, Any]], feed: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+             section: dict[str, Any], object_fps: float) -> list[dict[str, Any]]:
+    """Answer-graph outputs -> answer dicts (edge_runtime/query/reader_answers.py), object boxes at each
+    query's own rate (its ``fps``, else the model's), time answers cut to the query's ``k``."""
+    out = {k: np.asarray(v, np.float32) for k, v in outputs.items()}
+    answers = []
+    for i, r in enumerate(reqs):
+        a = reader_answers([r["type"]], feed["q_window"][i : i + 1].astype(np.float64), out["activity_scores"][i : i + 1],
+                           out["intervals"][i : i + 1], out["keyboxes"][i : i + 1],
+                           object_fps=r["fps"] or object_fps, prior=section["prior"],
+                           prior_weight=float(section["prior_weight"]))[0]
+        if r["type"] == "time":
+            a["intervals"] = a["intervals"][: r["k"]]
+        answers.append(a)
+    return answers
+
+
+def judge(answer: dict[str, Any], qtype: str, evidence: float, section: dict[str, Any]) -> dict[str, Any]:
+    """p_seen, confidence and, below ``not_seen_below``, status "not_seen" with its message."""
+    cal = section["calibration"][qtype]
+    p_seen = float(np.clip(calibrated(evidence, cal["seen"]), 0.0, 1.0))
+    answer["p_seen"] = round(p_seen, 6)
+    answer["confidence"] = round(float(np.clip(calibrated(evidence, cal["right"]), 0.0, 1.0)), 6)
+    if p_seen < float(section["not_seen_below"]):
+        answer["status"] = "not_seen"
+        answer["message"] = NOT_SEEN
+    return answer
