@@ -342,3 +342,18 @@ def test_cli_prints_not_seen_and_confidence(client, streamed, tmp_path, monkeypa
     assert cli.main(["query", "object", "--activity", "1", "--start", "0", "--end", "300"]) == 0
     out = capsys.readouterr().out
     assert "confidence 0." in out or "confidence 1." in out or "not seen (p" in out
+
+
+def test_a_product_is_judged_by_its_likeliest_picture():
+    """Per-picture reader answers of one catalog product merge into one: seen if any picture is."""
+    from edge_runtime.query.by_product import combine
+
+    base = {"answered_by": "reader", "coverage": {"start": 0.0, "end": 300.0, "covered_fraction": 1.0}, "gaps": []}
+    back = {**base, "scores": [0.1, 0.2], "ranked": [1, 0], "status": "not_seen", "message": "no evidence",
+            "p_seen": 0.2, "confidence": 0.05}
+    front = {**base, "scores": [0.7, 0.1], "ranked": [0, 1], "status": "answered", "p_seen": 0.9, "confidence": 0.6}
+    a = combine([back, front], "activity")
+    assert a["status"] == "answered" and "message" not in a and (a["p_seen"], a["confidence"]) == (0.9, 0.6)
+    assert a["scores"] == [0.7, 0.2] and a["ranked"] == [0, 1]
+    both = combine([back, {**back, "p_seen": 0.3}], "activity")
+    assert both["status"] == "not_seen" and both["p_seen"] == 0.3 and both["message"] == "no evidence"
