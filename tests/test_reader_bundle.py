@@ -244,3 +244,16 @@ def test_fp16_reader_graphs_convert_and_a_failing_one_stays_fp32(tmp_path, capsy
     # the bundle's graphs keep FP32 I/O
     assert {t.dtype.name for g in ("reader", "answer") for t in b.graphs[g].inputs + b.graphs[g].outputs} == {
         "float32", "int64"}
+
+
+def test_the_checkpoints_own_reader_for_another_config_exits_2(capsys, tmp_path):
+    """The default lookup finds a companion reader that does not fit: refused, saying how to go on."""
+    cfg = resolve_model_config("lvm-tiny")
+    shutil.copyfile(SHIPPED, tmp_path / "mine.safetensors")
+    reader, answer, meta = load_reader(READER_FILE, cfg)
+    save_reader(tmp_path / "mine-reader.safetensors", reader, answer,
+                {**{k: v for k, v in meta.items() if k not in ("format", "reader_config")}, "config_sha256": "f" * 64})
+    rc = cli_export.main(["--precision", "fp32", "--checkpoint", str(tmp_path / "mine.safetensors"),
+                          "--out", str(tmp_path / "b"), *FAST])
+    err = _one_line(capsys.readouterr().err.strip())
+    assert rc == 2 and "mine-reader.safetensors (the checkpoint's reader)" in err and "--no-reader" in err, err

@@ -72,11 +72,12 @@ def open_reader(path: Path | None, checkpoint: Path, cfg: ModelConfig, *, disabl
         flag = f"--reader {path}"
         if not path.is_file():
             raise UsageError(f"{flag}: no such file")
+    hint = "" if flag.startswith("--reader") else " (pass --reader PATH, or --no-reader for the heads only)"
     try:
         reader, answer, meta = load_reader(path, cfg)
     except ValueError as err:  # not a reader, or trained for another model config
         msg = " ".join(str(err).split())
-        raise UsageError(f"{flag}: {msg.removeprefix(str(path) + ': ')}") from None
+        raise UsageError(f"{flag}: {msg.removeprefix(str(path) + ': ')}{hint}") from None
     except (SafetensorError, OSError, KeyError, RuntimeError) as err:
         raise UsageError(f"{flag}: not a readable reader file ({' '.join(str(err).split())[:160]})") from None
     missing = [k for k in ("prior", "calibration", "config_sha256") if k not in meta]
