@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "trains the heads alone on the frozen sampler's memories: only when asked for (hours on "
                     "CPU). The reader stage trains the memory reader on the frozen backbone and sampler and "
                     "writes OUT/<model>-reader.safetensors beside OUT/<model>.safetensors, where lvm-export "
-                    "finds it. lvm-tiny with the defaults: about 70 min on 2 CPU cores (docs/training.md).",
+                    "finds it. lvm-tiny with the defaults: about 75 min on 2 CPU cores (docs/training.md).",
         epilog="Examples: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny;  "
                "lvm-train --config configs/models/lvm-tiny.yaml --out runs/shop --data data/shop "
                "--init-from checkpoints/lvm-tiny.safetensors")

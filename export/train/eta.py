@@ -20,8 +20,8 @@ RATES_2_CORES = {
     # the heads stage: one step of 64 queries (about 5 s)
     "heads_per_step": 5.0,
     # the reader stage: one 30-minute video rendered, encoded (no token cache) and streamed through the
-    # sampler, one thread (2 videos in 32 s)
-    "reader_per_video": 16.0,
+    # sampler, one thread (2 videos in 32 s on a quiet machine, in 50 s beside other jobs: the slower)
+    "reader_per_video": 25.0,
     # the reader stage: one step of 8 memories, one thread (30 steps in 15 s; the shipped reader's
     # 1,500 steps took 9.2 min, 0.37 s a step)
     "reader_per_step": 0.5,
