@@ -11,7 +11,9 @@ kept. Every memory token gets targets from the annotations alone (fields ReST ha
 and event spans): which instance's box covers the token's patch at its time, the activity of that
 instance's event in progress, its box and the event's span. A step reads a batch of memories and
 learns all facts at once (dense: ~400 targets per memory, not one per query), plus an activity-query
-loss through the answer step so the pooling itself is trained, absent queries included.
+loss through the answer step so the pooling itself is trained, absent queries included. Identity is
+learnt per product class (instances of a class look alike), each token against the crops of every
+video in the batch.
 
 After training, the answer step's raw evidence is calibrated (isotonic, per query type) on
 ``--calib-videos`` more training-look videos that training never saw: p(seen) decides "not seen",
