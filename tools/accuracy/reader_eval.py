@@ -112,7 +112,7 @@ def main() -> None:
                        torch.tensor([q.activity_id or 0]), emb, torch.tensor([[q.start, q.end]]))
                 lat["answer_ms"].append(1e3 * (time.perf_counter() - t1))
                 if ort_graphs is not None:
-                    feed = {"ident": facts[0], "act_logits": facts[1], "boxes": facts[3], "span": facts[4],
+                    feed = {"ident": facts[0], "act_logits": facts[1], "event_logit": facts[2], "boxes": facts[3], "span": facts[4],
                             "mem_t": mem[1][0], "mem_valid": mem[3][0],
                             "q_type": torch.tensor([BY_NAME[q.type].id]),
                             "q_activity": torch.tensor([q.activity_id or 0]), "q_object": obj,
