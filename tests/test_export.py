@@ -161,6 +161,16 @@ def test_manifest_fields_and_hashes(bundles, ckpt):
 
 # -- fp16 ------------------------------------------------------------------------------------------
 
+def test_bundle_files_are_readable_by_the_runtime_user(bundles):
+    """A bundle is copied to a kiosk and read by the runtime's own user: no file may be private
+    (safetensors itself creates files 0600)."""
+    import stat
+
+    for b in bundles.values():
+        for f in Path(b).iterdir():
+            assert f.stat().st_mode & stat.S_IROTH, f"{f.name} is not readable by other users"
+
+
 def test_fp16_bundle_runs_with_fp32_io_and_stays_close(bundles, ckpt):
     b16, b32 = bundles["fp16"], bundles["fp32"]
     net, _ = load_checkpoint(ckpt)

@@ -26,6 +26,14 @@ def test_manifest_names_the_shipped_checkpoint_by_hash():
         "re-export it with `lvm-export --precision fp32`")
 
 
+def test_manifest_names_the_shipped_reader_by_hash():
+    """The shipped bundle answers with the reader trained for the shipped checkpoint."""
+    reader = json.loads((BUNDLE / "manifest.json").read_text())["answers"]["reader"]
+    assert reader["file_sha256"] == sha256_file(CHECKPOINT.with_name("lvm-tiny-reader.safetensors")), (
+        "engines/lvm-tiny-fp32 carries another reader than checkpoints/lvm-tiny-reader.safetensors: "
+        "re-export it with `lvm-export --precision fp32`")
+
+
 def test_bundle_loads_with_every_file_matching_its_hash():
     bundle = load_bundle(BUNDLE, verify=True)
     assert (bundle.model, bundle.precision) == ("lvm-tiny", "fp32")

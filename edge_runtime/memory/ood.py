@@ -124,7 +124,12 @@ def window_means(scores: np.ndarray, window: int) -> np.ndarray:
 def save_stats(path: str | Path, stats: OODStats) -> None:
     from safetensors.numpy import save_file
 
-    save_file(stats.arrays(), str(path))
+    from edge_runtime.atomic_write import atomic_writer
+
+    # through atomic_writer for its mode too: safetensors creates files 0600, and a bundle copied to a
+    # kiosk is read by the runtime's own user
+    with atomic_writer(Path(path)) as tmp:
+        save_file(stats.arrays(), str(tmp))
 
 
 def load_stats(path: str | Path) -> OODStats:
