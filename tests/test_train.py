@@ -14,6 +14,8 @@ from export.train.joint_stage import VideoBatchSampler
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "models" / "lvm-tiny.yaml"
+SHIPPED = REPO / "checkpoints" / "lvm-tiny.safetensors"
+SHIPPED_READER = REPO / "checkpoints" / "lvm-tiny-reader.safetensors"
 # 6 clips of 16 s per video; 1 short backbone epoch; a handful of sampler steps; the heads stage
 # on the same 2 videos (its config default streams 48, minutes on CPU for a smoke run); the reader
 # stage on 2 videos (+ 2 it calibrates on) for a few steps
@@ -289,3 +291,91 @@ def test_stage_estimates_and_measured_eta():
     for _ in range(3):
         quiet.step()
     assert len(said) == 1
+
+
+def test_calibration_split_holds_out_at_most_a_quarter():
+    from export.train.reader_stage import calibration_split
+
+    assert [calibration_split(n, 2) for n in (1, 2, 3, 4, 7, 8, 40)] == [0, 0, 0, 1, 1, 2, 2]
+    assert calibration_split(40, 0) == 0
+
+
+def test_init_reader_keeps_weights_and_refreshes_only_the_activity_outputs(tmp_path):
+    from edge_runtime.config import resolve_model_config
+    from export.model.reader import load_reader
+    from export.train.reader_stage import init_reader
+
+    cfg = resolve_model_config("lvm-tiny")
+    shipped, shipped_answer, _ = load_reader(SHIPPED_READER, cfg)
+    reader, _, fresh = init_reader(SHIPPED_READER, cfg)
+    assert fresh == []
+    for k, v in shipped.state_dict().items():
+        assert torch.equal(v, reader.state_dict()[k]), k
+    five = cfg.model_copy(update={"heads": cfg.heads.model_copy(update={"num_activities": 5})})
+    reader5, answer5, fresh5 = init_reader(SHIPPED_READER, five)
+    assert fresh5 == ["reader.act.bias", "reader.act.weight"] and reader5.act.weight.shape[0] == 5
+    assert torch.equal(reader5.ident[1].weight, shipped.ident[1].weight)
+    assert torch.equal(answer5.id_scale, shipped_answer.id_scale)
+    for bad, needle in ((b"garbage", "not a readable"), (SHIPPED.read_bytes(), "not a reader file")):
+        f = tmp_path / "bad.safetensors"
+        f.write_bytes(bad)
+        with pytest.raises(ValueError, match=needle) as err:
+            init_reader(f, cfg)
+        assert "\n" not in str(err.value)
+    wide = cfg.model_copy(update={"backbone": cfg.backbone.model_copy(update={"dim": cfg.backbone.dim * 2})})
+    with pytest.raises(ValueError, match="another architecture"):
+        init_reader(SHIPPED_READER, wide)
+
+
+def test_train_data_refuses_a_broken_reader_beside_init_from(tmp_path, capfd):
+    ck = tmp_path / "mine.safetensors"
+    shutil.copyfile(SHIPPED, ck)
+    (tmp_path / "mine-reader.safetensors").write_bytes(b"garbage")
+    threads = torch.get_num_threads()
+    r = _in_process("export.cli.train", ["--config", str(TINY), "--out", str(tmp_path / "o"), "--init-from", str(ck),
+                                         "--no-progress"], capfd)
+    torch.set_num_threads(threads)
+    assert r.returncode == 2 and "mine-reader.safetensors" in r.stderr and "--no-reader" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    r = _in_process("export.cli.train", ["--config", str(TINY), "--out", str(tmp_path / "o"), "--data",
+                                         str(tmp_path), "--reader-videos", "3"], capfd)
+    assert r.returncode == 2 and "--reader-videos" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_data_trains_the_reader_from_init_and_exports_it(tmp_path):
+    """lvm-train --data --init-from: the reader stage runs on the folder, starting from the reader beside
+    the checkpoint, and lvm-export bundles the result as the answer path."""
+    from export.dataset.render import like_train, render_dataset
+    from export.model.checkpoint import load_checkpoint
+    from export.model.reader import load_reader
+
+    ds = tmp_path / "shop"
+    render_dataset(ds, like_train([0, 1]), duration_s=64.0, size=112, fps=1.0, crops=False, progress=False,
+                   say=lambda s: None)
+    out = tmp_path / "run"
+    env = {"LVM_EDGE_CACHE": str(tmp_path / "cache")}
+    r = _run([sys.executable, "-m", "export.cli.train", "--config", str(TINY), "--out", str(out), "--data", str(ds),
+              "--init-from", str(SHIPPED), "--epochs", "1", "--max-steps", "2", "--queries", "12",
+              "--reader-steps", "3", "--threads", "1", "--no-progress"], env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"reader stage: 2 train-split videos (too few to hold one out: calibrated on them), 3 steps from " \
+           f"{SHIPPED_READER}" in r.stdout
+    assert "calibrating on the training videos" in r.stdout
+    net, _ = load_checkpoint(out / "lvm-tiny.safetensors")
+    reader, _, rmeta = load_reader(out / "lvm-tiny-reader.safetensors", net.cfg)
+    stems = sorted(p.stem for p in (ds / "annotations").glob("*.json"))
+    assert rmeta["data"]["train"] == stems and rmeta["data"]["calibration"] == []
+    assert rmeta["data"]["calibrated_on"].startswith("the training videos")
+    assert rmeta["train"]["init"] == str(SHIPPED_READER) and rmeta["train"]["steps"] == 3
+    assert rmeta["calibration"]["activity"]["queries"] > 0
+    # started from the shipped reader: 3 steps move it a little; fresh weights would be nowhere near
+    shipped, _, _ = load_reader(SHIPPED_READER, net.cfg)
+    drift = max(float((v - shipped.state_dict()[k]).abs().max()) for k, v in reader.state_dict().items())
+    assert 0 < drift < 0.05
+    bundle = tmp_path / "bundle"
+    r = _run([sys.executable, "-m", "export.cli.export", "--precision", "fp32", "--checkpoint",
+              str(out / "lvm-tiny.safetensors"), "--out", str(bundle), "--data", str(ds), "--skip-gate",
+              "--bench-runs", "2", "--threads", "1", "--no-progress"], env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["answers"]["kind"] == "reader"

@@ -17,6 +17,11 @@ from export.train.warm_start import check_init_from, init_from, taken_init
 SEED_MAX = 2**31 - 1
 # the reader stage's defaults: 32 videos and 1,500 steps fit the whole run in 90 min on 2 CPU cores
 READER_STEPS, READER_VIDEOS, READER_CALIB_VIDEOS, READER_BATCH = 1500, 32, 2, 8
+# starting from a trained reader (the one beside --init-from) only its new sampler's memories and the
+# new footage are new to it: a fifth of the steps, at a quarter of the learning rate (the fresh rate's
+# first steps moved a trained reader far enough that its FP32 answer graph failed lvm-export's parity
+# check on a small folder)
+READER_FINETUNE_STEPS, READER_LR, READER_FINETUNE_LR = 300, 2e-3, 5e-4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "generator's, or derived from the annotations), then frozen. Stage 1 trains sampler and "
                     "heads on the streams (CPU; under torchrun, DDP with gloo). The heads stage (--heads-steps) "
                     "trains the heads alone on the frozen sampler's memories: only when asked for (hours on "
-                    "CPU). The reader stage trains the memory reader on the frozen backbone and sampler and "
-                    "writes OUT/<model>-reader.safetensors beside OUT/<model>.safetensors, where lvm-export "
-                    "finds it. lvm-tiny with the defaults: about 75 min on 2 CPU cores (docs/training.md).",
+                    "CPU). The reader stage trains the memory reader on the frozen backbone and sampler (on the "
+                    "same generated videos or dataset folder; with --init-from, starting from the reader beside "
+                    "that checkpoint) and writes OUT/<model>-reader.safetensors beside OUT/<model>.safetensors, "
+                    "where lvm-export finds it. lvm-tiny with the defaults: about 75 min on 2 CPU cores (docs/training.md).",
         epilog="Examples: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny;  "
                "lvm-train --config configs/models/lvm-tiny.yaml --out runs/shop --data data/shop "
                "--init-from checkpoints/lvm-tiny.safetensors")
@@ -42,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "from its labels.yaml and the checkpoint carries its labels")
     p.add_argument("--init-from", metavar="CHECKPOINT", help="start from this checkpoint (e.g. "
                    "checkpoints/lvm-tiny.safetensors): its backbone (taken as it is, no pre-training), sampler and "
-                   "heads; tensors whose shape differs (another number of activities) start fresh, named in one line")
+                   "heads; tensors whose shape differs (another number of activities) start fresh, named in one line. "
+                   "The reader stage starts from <stem>-reader.safetensors beside it when there is one")
     p.add_argument("--videos", type=int, help="generated training videos (default: config train.train_videos); "
                    "refused with --data, which trains on every video of the train split")
     p.add_argument("--video-s", type=float, help="seconds per generated training video (default: config "
@@ -67,11 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "GPU). Not resumable: --resume re-runs it from the stage-1 checkpoint")
     p.add_argument("--heads-videos", type=int, help="videos the heads stage streams (default: config "
                    "train.heads_videos, else --videos; with --data every train video, or the first N)")
-    p.add_argument("--reader-steps", type=int, default=READER_STEPS,
-                   help=f"steps of the reader stage, {READER_BATCH} memories a step (default {READER_STEPS})")
-    p.add_argument("--reader-videos", type=int, default=READER_VIDEOS,
+    p.add_argument("--reader-steps", type=int,
+                   help=f"steps of the reader stage, {READER_BATCH} memories a step (default {READER_STEPS}; "
+                        f"{READER_FINETUNE_STEPS}, at learning rate {READER_FINETUNE_LR:g} instead of {READER_LR:g}, "
+                        f"when it starts from the reader beside --init-from)")
+    p.add_argument("--reader-videos", type=int,
                    help=f"generated videos the reader stage trains on (default {READER_VIDEOS}; the first ones are "
-                        f"stage 1's, whose tokens are cached), plus {READER_CALIB_VIDEOS} more it calibrates on")
+                        f"stage 1's, whose tokens are cached), plus {READER_CALIB_VIDEOS} more it calibrates on. "
+                        f"Refused with --data: the reader trains on the train split, the last "
+                        f"{READER_CALIB_VIDEOS} videos (at most a quarter of them) held out to calibrate on")
     p.add_argument("--no-reader", action="store_true", help="no reader stage: the checkpoint is answered by its heads")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the heads stage trains (default auto: cuda if available; stage 1 runs on CPU)")
@@ -130,11 +141,17 @@ def _train(args) -> int:
     notes: list[str] = []  # said once the rank is known
     items = None
     if args.data:
+        if args.reader_videos is not None:
+            raise UsageError("--reader-videos chooses generated videos; with --data the reader stage trains on the "
+                             "train split: drop it")
         cfg, items, labels, data_meta = _open_data(args, cfg, two_clips, notes)
     else:
         from export.dataset import LabelSet
 
         labels, data_meta = LabelSet.generator().to_dict(), None
+    args.reader_init = _reader_init(args, cfg)
+    args.reader_steps = args.reader_steps or (READER_FINETUNE_STEPS if args.reader_init else READER_STEPS)
+    args.reader_videos = args.reader_videos or READER_VIDEOS
     if args.backbone_from:  # before anything is rendered or created
         from export.model.checkpoint import CheckpointError, refuse_pickle
         try:
@@ -197,7 +214,7 @@ def _train(args) -> int:
     t0 = time.time()
     for note in notes:
         say(note)
-    for line in _plan(args, cfg, n_videos, video_s, heads_steps, world, items is not None):
+    for line in _plan(args, cfg, n_videos, video_s, heads_steps, world, items):
         say(line)
     torch.manual_seed(seed)
     taken = args.init_from or args.sampler_from or args.backbone_from or args.heads_from  # the backbone's file
@@ -280,7 +297,7 @@ def _train(args) -> int:
     reader_file, reader_meta = None, None
     if _reader_planned(args):
         reader_file = out / f"{cfg.name}-reader.safetensors"
-        reader_meta = _reader_stage(args, net, reader_file, final, seed, video_s, say, progress)
+        reader_meta = _reader_stage(args, net, reader_file, final, seed, video_s, say, progress, items)
     summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,
                "heads_steps": heads_steps, "total_seconds": round(time.time() - t0, 1),
                "last_losses": res.last_losses if res else {}, "heads_last_losses": heads_last,
@@ -293,7 +310,7 @@ def _train(args) -> int:
     return 0
 
 
-def _plan(args, cfg, n_videos: int, video_s: float, heads_steps: int, world: int, data: bool) -> list[str]:
+def _plan(args, cfg, n_videos: int, video_s: float, heads_steps: int, world: int, items) -> list[str]:
     """What this run will do and how long each stage takes at the rates measured on 2 CPU cores
     (export/train/eta.py), printed before anything starts."""
     tc = cfg.train
@@ -318,14 +335,23 @@ def _plan(args, cfg, n_videos: int, video_s: float, heads_steps: int, world: int
         total += sec
     if args.no_reader:
         lines.append("reader stage: off (--no-reader); the checkpoint is answered by its heads")
-    elif data:
-        lines.append("reader stage: not with --data (the reader stage trains on generated videos only); the "
-                     "checkpoint is answered by its heads")
     else:
-        sec = _reader_seconds(args, video_s)
-        fresh = " from fresh weights (the reader stage takes no initial reader)" if args.init_from else ""
-        lines.append(f"reader stage: {args.reader_videos} + {READER_CALIB_VIDEOS} videos, {args.reader_steps} "
-                     f"steps{fresh}, ~{minutes(sec)}")
+        sec = _reader_seconds(args, video_s, items)
+        if args.reader_init:
+            start = f" from {args.reader_init}"
+        elif args.init_from:
+            start = f" from fresh weights (no {_reader_beside(args.init_from)})"
+        else:
+            start = ""
+        if items is not None:
+            from export.train.reader_stage import calibration_split
+
+            n_cal = calibration_split(len(items), READER_CALIB_VIDEOS)
+            what = (f"{len(items) - n_cal} + {n_cal} train-split videos (the last {n_cal} held out to calibrate on)"
+                    if n_cal else f"{len(items)} train-split videos (too few to hold one out: calibrated on them)")
+        else:
+            what = f"{args.reader_videos} + {READER_CALIB_VIDEOS} videos"
+        lines.append(f"reader stage: {what}, {args.reader_steps} steps{start}, ~{minutes(sec)}")
         total += sec
     return [f"lvm-train: plan ({cfg.name}, rates measured on 2 CPU cores): {line}" for line in lines] + [
         f"lvm-train: plan: ~{minutes(total)} in all"]
@@ -333,31 +359,64 @@ def _plan(args, cfg, n_videos: int, video_s: float, heads_steps: int, world: int
 
 def _reader_planned(args) -> bool:
     """Whether this run trains a reader (the reason it does not is said in the plan)."""
-    return not args.no_reader and not args.data
+    return not args.no_reader
 
 
-def _reader_stage(args, net, reader_file: Path, checkpoint: Path, seed: int, video_s: float, say, progress) -> dict:
+def _reader_beside(checkpoint) -> Path:
+    """Where a checkpoint's reader is kept: <stem>-reader.safetensors in its folder (lvm-export looks there too)."""
+    p = Path(checkpoint)
+    return p.with_name(f"{p.stem}-reader.safetensors")
+
+
+def _reader_init(args, cfg) -> Path | None:
+    """The reader the reader stage starts from: the one beside --init-from, checked now (before stage 1)
+    so that a damaged or foreign file fails in a second, not after an hour of training."""
+    if args.no_reader or not args.init_from:
+        return None
+    path = _reader_beside(args.init_from)
+    if not path.is_file():
+        return None
+    from export.train.reader_stage import init_reader
+
+    try:
+        init_reader(path, cfg)
+    except ValueError as err:
+        raise UsageError(f"{err} (the reader beside --init-from; --no-reader skips the reader stage)") from None
+    return path
+
+
+def _reader_stage(args, net, reader_file: Path, checkpoint: Path, seed: int, video_s: float, say, progress,
+                  items=None) -> dict:
     """The memory reader on the frozen backbone and sampler (export/train/reader_stage.py): the first
-    generated training videos are stage 1's (the same seeds), so their tokens come from the cache."""
+    generated training videos are stage 1's (the same seeds), so their tokens come from the cache; a
+    dataset folder's train videos likewise (the same files, the same backbone)."""
     import torch
 
     from export.train.reader_stage import train_reader
 
     net.eval()
     threads = args.threads or os.cpu_count() or 1
-    say(f"lvm-train: reader stage: {args.reader_videos} + {READER_CALIB_VIDEOS} videos, {args.reader_steps} steps "
-        f"(~{minutes(_reader_seconds(args, video_s))} on 2 CPU cores)")
+    where = f"the train split of {args.data}" if items is not None else \
+        f"{args.reader_videos} + {READER_CALIB_VIDEOS} generated videos"
+    say(f"lvm-train: reader stage: {where}, {args.reader_steps} steps"
+        + (f" from {args.reader_init}" if args.reader_init else "")
+        + f" (~{minutes(_reader_seconds(args, video_s, items))} on 2 CPU cores)")
     meta = train_reader(net, out=reader_file, videos=args.reader_videos, calib_videos=READER_CALIB_VIDEOS,
                         video_s=video_s, queries=args.queries or net.cfg.train.queries_per_video, seed=seed,
                         steps=args.reader_steps, batch=READER_BATCH, threads=threads, checkpoint=str(checkpoint),
-                        progress=progress, log=lambda m: say(f"lvm-train: {m}"))
+                        lr=READER_FINETUNE_LR if args.reader_init else READER_LR, data=items, data_root=args.data,
+                        init=args.reader_init,
+                        token_cache=not args.no_token_cache, progress=progress, log=lambda m: say(f"lvm-train: {m}"))
     torch.set_num_threads(threads)
     return meta
 
 
-def _reader_seconds(args, video_s: float) -> float:
-    return (estimate("reader_per_video", args.reader_videos + READER_CALIB_VIDEOS, video_s)
-            + estimate("reader_per_step", args.reader_steps))
+def _reader_seconds(args, video_s: float, items=None) -> float:
+    if items is not None:  # per-video rates scale with each file's length
+        prep = sum(estimate("reader_per_video", 1, float(it.annotations["duration_s"])) for it in items)
+    else:
+        prep = estimate("reader_per_video", args.reader_videos + READER_CALIB_VIDEOS, video_s)
+    return prep + estimate("reader_per_step", args.reader_steps)
 
 
 def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, world, rank, progress, say, t0,

@@ -18,12 +18,20 @@ video in the batch.
 After training, the answer step's raw evidence is calibrated (isotonic, per query type) on
 ``--calib-videos`` more training-look videos that training never saw: p(seen) decides "not seen",
 p(right) is the confidence an answer carries.
+
+With ``--data DIR`` (``train_reader(data=...)``) the videos are a dataset folder's train split instead
+(docs/dataset-format.md; the annotations give the same targets as the generator's): the last
+``--calib-videos`` of them, at most a quarter of the split, are held out for calibration; a split
+too small to spare one is calibrated on its training videos, which the log and the file's metadata
+say. ``--init`` starts from an existing reader file instead of fresh weights (fine-tuning): its
+activity outputs start fresh when the number of activities differs.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -44,11 +52,18 @@ from export.dataset.video_data import (
     attach_queries,
     backbone_digest,
     encode_video,
+    load_dataset_video,
     render_video,
     token_cache_dir,
 )
 from export.model.lvmnet import LVMNet
-from export.model.reader import AnswerStep, MemoryReader, ReaderConfig, save_reader
+from export.model.reader import (
+    READER_FORMAT,
+    AnswerStep,
+    MemoryReader,
+    ReaderConfig,
+    save_reader,
+)
 from export.train.losses import balanced_mean, giou
 from export.train.streaming import MemoryStack, stream_clips
 
@@ -172,9 +187,9 @@ def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, 
 
 
 def make_videos(net: LVMNet, specs: list[tuple[int, int]], video_s: float, queries: int, every: int,
-                absent_share: float, desc: str, progress: bool = True) -> list[ReaderVideo]:
+                absent_share: float, desc: str, progress: bool = True, cache=None) -> list[ReaderVideo]:
     cfg = net.cfg
-    cache, sha = token_cache_dir(), backbone_digest(net.backbone)
+    sha = backbone_digest(net.backbone)
     out = []
     for seed, look in tqdm(specs, desc=desc, leave=False, disable=not progress):
         data = render_video(seed, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look)
@@ -182,6 +197,74 @@ def make_videos(net: LVMNet, specs: list[tuple[int, int]], video_s: float, queri
         attach_queries(data, queries, seed)
         out.append(reader_video(net, data, every, absent_share, seed))
     return out
+
+
+def make_dataset_videos(net: LVMNet, items: list, queries: int, every: int, absent_share: float, seed: int,
+                        cache, desc: str, progress: bool = True) -> list[ReaderVideo]:
+    """Dataset items (export.dataset.DatasetItem, ``(index, item)`` pairs) decoded as lvm-train decodes
+    them, their tokens from the cache where present. Queries are seeded per item index the way
+    lvm-train seeds the same video's queries (``seed * 1009 + index``)."""
+    cfg = net.cfg
+    sha = backbone_digest(net.backbone)
+    two_clips = 2 * cfg.stream.clip_frames
+    out = []
+    for i, item in tqdm(items, desc=desc, leave=False, disable=not progress):
+        data = load_dataset_video(item, cfg.backbone.image_size, cfg.stream.fps)
+        if len(data.times) < two_clips:
+            from export.dataset import DatasetError
+            raise DatasetError(f"{item.video}: {len(data.times)} frames at {cfg.stream.fps:g} fps, fewer than two "
+                               f"clips ({two_clips}): too short to train on")
+        encode_video(net.backbone, data, cache=cache, backbone_sha=sha)
+        qseed = seed * 1009 + i
+        attach_queries(data, queries, qseed)
+        out.append(reader_video(net, data, every, absent_share, qseed))
+    return out
+
+
+def calibration_split(n: int, calib_videos: int) -> int:
+    """How many of ``n`` dataset videos are held out for calibration: ``calib_videos``, but never more
+    than a quarter of them (training needs the rest); 0 means calibrating on the training videos."""
+    return max(0, min(calib_videos, n // 4))
+
+
+def init_reader(path, cfg) -> tuple[MemoryReader, AnswerStep, list[str]]:
+    """The reader and answer step of reader file ``path`` (lvm-reader/1) as the start of training for a
+    model of config ``cfg`` -> (reader, answer step, names of the tensors that start fresh). Only the
+    activity outputs may differ in shape (another number of activities): those start fresh. ValueError
+    (one line) for a file that is not a reader or is one for another architecture."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            md = dict(fh.metadata() or {})
+            names = fh.keys()
+            state = {k: fh.get_tensor(k) for k in names}
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for damaged files
+        raise ValueError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:100]})") from None
+    if md.get("format") != READER_FORMAT:
+        raise ValueError(f"{path}: not a reader file (format {md.get('format')!r}, expected {READER_FORMAT})")
+    try:
+        rc = ReaderConfig(**json.loads(md["reader_config"]))
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{path}: its reader_config is missing or not this version's") from None
+    reader, answer = MemoryReader(cfg, rc), AnswerStep(rc, 0.5 / cfg.stream.fps)
+    own = {f"reader.{k}": v for k, v in reader.state_dict().items()}
+    own.update({f"answer.{k}": v for k, v in answer.state_dict().items()})
+    if set(state) != set(own):
+        odd = sorted(set(state) ^ set(own))
+        raise ValueError(f"{path}: its tensors do not match this model's reader ({len(odd)} differ, e.g. {odd[0]})")
+    fresh = sorted(k for k in own if state[k].shape != own[k].shape)
+    other = [k for k in fresh if not k.startswith("reader.act.")]
+    if other:
+        k = other[0]
+        raise ValueError(f"{path}: a reader for another architecture ({k} is {tuple(state[k].shape)}, this "
+                         f"model's {tuple(own[k].shape)})")
+    keep = {k: v for k, v in state.items() if k not in fresh}
+    reader.load_state_dict({k[7:]: v for k, v in keep.items() if k.startswith("reader.")}, strict=False)
+    answer.load_state_dict({k[7:]: v for k, v in keep.items() if k.startswith("answer.")})
+    return reader, answer, fresh
 
 
 def contrastive_identity(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -212,7 +295,7 @@ def identity_loss(answer: AnswerStep, ident: torch.Tensor, cls: torch.Tensor, em
 def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVideo], pick: list[tuple[int, int]],
                rng: np.random.Generator, query_weight: float, queries_per_memory: int = 8, frame_tokens: int = 256) -> dict[str, torch.Tensor]:
     """Losses of one batch of memories ``pick`` = [(video, snapshot)]."""
-    g = lambda k: torch.stack([getattr(videos[v], k)[s] for v, s in pick])  # noqa: E731
+    g = lambda k: torch.stack([getattr(videos[v], k)[s] for v, s in pick])
     mem = (g("tokens").float(), g("times"), g("patches"), g("valid"), g("basis"), g("sv"))
     ident, act_l, ev_l, boxes, span = reader(*mem)
     valid = mem[3]
@@ -356,27 +439,65 @@ def class_prior(videos: list[ReaderVideo], C: int) -> list[float]:
 def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, video_s: float = 1800.0,
                  queries: int = 300, absent_share: float = 0.2, every: int = 2, steps: int = 1500, batch: int = 8,
                  lr: float = 2e-3, query_weight: float = 1.0, seed: int = 0, threads: int = 1,
-                 checkpoint: str | None = None, progress: bool = True, log=print) -> dict:
-    """Train a reader for ``net`` (backbone + sampler frozen) on ``videos`` generated training videos,
-    calibrate it on ``calib_videos`` more, write it to ``out`` -> the metadata saved with it."""
+                 checkpoint: str | None = None, data: list | None = None, data_root=None, init=None,
+                 token_cache: bool = True, progress: bool = True, log=print) -> dict:
+    """Train a reader for ``net`` (backbone + sampler frozen), calibrate it, write it to ``out`` -> the
+    metadata saved with it.
+
+    Videos: ``videos`` generated training videos, calibrated on ``calib_videos`` more; or, with
+    ``data`` (a dataset folder's train split: ``Dataset.split("train")``, folder ``data_root``), those
+    files, the last ``calibration_split(len(data), calib_videos)`` of them held out for calibration
+    (``videos`` and ``video_s`` unused). ``init``: a reader file to start from (``init_reader``)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     net.eval()
     cfg = net.cfg
     t_start = time.time()
-    specs = [training_video(seed, i) for i in range(videos + calib_videos)]
-    # the first video's cost (render + encode + stream; cached tokens skip the first two) sets the ETA
+    reader = answer = None
+    if init is not None:
+        reader, answer, fresh = init_reader(init, cfg)
+        log(f"reader stage: starting from {init}" + (f"; fresh (another number of activities): {', '.join(fresh)}"
+                                                       if fresh else ""))
+    cache = token_cache_dir() if token_cache else None
+    calib_note = None
+    if data is not None:
+        items = list(enumerate(data))
+        n_cal = calibration_split(len(items), calib_videos)
+        where = f" of {data_root}" if data_root else ""
+        if n_cal:
+            calib_note = (f"held-out train-split videos: {', '.join(it.stem for _, it in items[len(items) - n_cal:])} "
+                          f"(not trained on)")
+            log(f"reader stage: {len(items)} train videos{where}: {len(items) - n_cal} to train on, the last {n_cal} "
+                f"held out to calibrate on")
+        else:
+            calib_note = (f"the training videos ({len(items)}: too few to hold one out), so p(seen) and p(right) "
+                          f"are fitted on videos it was trained on and may be optimistic")
+            log(f"reader stage: {len(items)} train video{'s' if len(items) != 1 else ''}{where}, too few to hold one "
+                f"out: calibrating on the training videos (its p(seen) and p(right) may be optimistic)")
+
+        def build(part, desc):
+            return make_dataset_videos(net, part, queries, every, absent_share, seed, cache, desc, progress)
+        parts = (items[:len(items) - n_cal], items[len(items) - n_cal:])
+    else:
+        specs = [training_video(seed, i) for i in range(videos + calib_videos)]
+
+        def build(part, desc):
+            return make_videos(net, part, video_s, queries, every, absent_share, desc, progress, cache)
+        parts = (specs[:videos], specs[videos:])
+    everything = parts[0] + parts[1]
+    # the first video's cost (decode or render + encode + stream; cached tokens skip the encoding) sets the ETA
     t0 = time.time()
-    first = make_videos(net, specs[:1], video_s, queries, every, absent_share, "videos", progress)
+    first = build(everything[:1], "videos")
     per_video = time.time() - t0
-    log(f"reader stage: {len(specs)} videos (~{per_video * (len(specs) - 1) / 60:.1f} min more to prepare), "
-        f"then {steps} steps")
-    vids = first + make_videos(net, specs[1:], video_s, queries, every, absent_share, "videos", progress)
-    train, calib = vids[:videos], vids[videos:]
+    log(f"reader stage: {len(everything)} videos (~{per_video * (len(everything) - 1) / 60:.1f} min more to "
+        f"prepare), then {steps} steps")
+    vids = first + build(everything[1:], "videos")
+    train, calib = vids[:len(parts[0])], vids[len(parts[0]):]
     prep_min = (time.time() - t_start) / 60
 
     rc = ReaderConfig()
-    reader, answer = MemoryReader(cfg, rc), AnswerStep(rc, 0.5 / cfg.stream.fps)
+    if reader is None:
+        reader, answer = MemoryReader(cfg, rc), AnswerStep(rc, 0.5 / cfg.stream.fps)
     params = list(reader.parameters()) + list(answer.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     warm = max(steps // 20, 1)
@@ -385,8 +506,9 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
     rng = np.random.default_rng(seed)
     snaps = [(v, s) for v in range(len(train)) for s in range(len(train[v].snap_end))]
     reader.train()
+    answer.train()
     t_train = time.time()
-    last = {}
+    last, first_losses = {}, {}
     bar = tqdm(range(steps), desc="reader stage", mininterval=5.0, disable=not progress)
     for step in bar:
         pick = [snaps[i] for i in rng.choice(len(snaps), min(batch, len(snaps)), replace=False)]
@@ -397,6 +519,8 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
+        if step == 0:
+            first_losses = {k: round(float(v.detach()), 4) for k, v in terms.items()}
         if step == 4:
             eta = (time.time() - t_train) / 5 * steps / 60
             log(f"reader stage: ~{eta:.1f} min for {steps} steps ({batch} memories a step)")
@@ -404,18 +528,26 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
             last = {k: round(float(v.detach()), 4) for k, v in terms.items()}
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     train_min = (time.time() - t_train) / 60
+    log("first losses: " + json.dumps(first_losses))
     log("last losses: " + json.dumps(last))
     reader.eval()
     answer.eval()
     prior = class_prior(train, cfg.heads.num_activities)
-    cal = calibrate(reader, answer, calib, cfg, prior) if calib else {}
+    cal = calibrate(reader, answer, calib or train, cfg, prior) if (calib or train) else {}
     meta = {"config_sha256": cfg.digest(), "checkpoint": str(checkpoint) if checkpoint else None, "prior": prior,
             "calibration": cal,
-            "train": {"videos": videos, "calib_videos": calib_videos, "video_s": video_s, "queries": queries,
+            "train": {"videos": len(train), "calib_videos": len(calib), "video_s": video_s, "queries": queries,
                       "absent_share": absent_share, "steps": steps, "batch": batch, "lr": lr, "every": every,
                       "seed": seed, "query_weight": query_weight, "threads": threads,
+                      "init": str(init) if init is not None else None,
                       "prepare_min": round(prep_min, 2), "train_min": round(train_min, 2),
-                      "total_min": round((time.time() - t_start) / 60, 2), "last_losses": last}}
+                      "total_min": round((time.time() - t_start) / 60, 2), "first_losses": first_losses,
+                      "last_losses": last}}
+    if data is not None:
+        del meta["train"]["video_s"]  # the files' own lengths
+        meta["data"] = {"path": str(data_root) if data_root else None,
+                        "train": [it.stem for _, it in parts[0]], "calibration": [it.stem for _, it in parts[1]],
+                        "calibrated_on": calib_note}
     if meta["checkpoint"] is None:
         del meta["checkpoint"]
     save_reader(out, reader, answer, meta)
@@ -424,12 +556,16 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
     return meta
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.train.reader_stage", description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="checkpoints/lvm-tiny.safetensors", help="frozen backbone + sampler")
     ap.add_argument("--out", required=True, help="reader .safetensors to write")
+    ap.add_argument("--data", metavar="DIR", help="train on this dataset folder's train split (the checkpoint must "
+                    "have its activities: lvm-train --data DIR) instead of generated videos")
+    ap.add_argument("--init", metavar="READER", help="start from this reader file instead of fresh weights")
     ap.add_argument("--videos", type=int, default=32, help="training videos (training looks, seeds seed*1000+i)")
-    ap.add_argument("--calib-videos", type=int, default=2, help="further training-look videos for calibration only")
+    ap.add_argument("--calib-videos", type=int, default=2, help="further training-look videos for calibration only; "
+                    "with --data, train-split videos held out (at most a quarter of the split)")
     ap.add_argument("--video-s", type=float, default=1800.0)
     ap.add_argument("--queries", type=int, default=300, help="present queries per video")
     ap.add_argument("--absent-share", type=float, default=0.2)
@@ -442,14 +578,37 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from export.model.checkpoint import load_checkpoint
+    from export.dataset import DatasetError, open_dataset
+    from export.dataset.eval_data import labels_mismatch
+    from export.model.checkpoint import (
+        CheckpointError,
+        checkpoint_labels,
+        load_checkpoint,
+        read_metadata,
+    )
 
-    net, _ = load_checkpoint(args.checkpoint)
-    train_reader(net, out=args.out, videos=args.videos, calib_videos=args.calib_videos, video_s=args.video_s,
-                 queries=args.queries, absent_share=args.absent_share, every=args.every, steps=args.steps,
-                 batch=args.batch, lr=args.lr, query_weight=args.query_weight, seed=args.seed,
-                 threads=args.threads, checkpoint=args.checkpoint)
+    try:
+        net, _ = load_checkpoint(args.checkpoint)
+        items = None
+        if args.data:
+            ds = open_dataset(args.data)
+            items = ds.split("train")
+            bad = labels_mismatch(checkpoint_labels(read_metadata(args.checkpoint)), ds.labels, args.checkpoint,
+                                  args.data)
+            if bad:
+                raise ValueError(bad)
+        if args.init:
+            init_reader(args.init, net.cfg)  # a wrong file fails now, not after the videos are prepared
+        train_reader(net, out=args.out, videos=args.videos, calib_videos=args.calib_videos, video_s=args.video_s,
+                     queries=args.queries, absent_share=args.absent_share, every=args.every, steps=args.steps,
+                     batch=args.batch, lr=args.lr, query_weight=args.query_weight, seed=args.seed,
+                     threads=args.threads, checkpoint=args.checkpoint, data=items, data_root=args.data,
+                     init=args.init)
+    except (CheckpointError, DatasetError, ValueError) as err:
+        print(f"{ap.prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
