@@ -212,7 +212,7 @@ EXAMPLES: dict[str, Run | Serve | Stop | Check] = {
     "lvm-data check footage/": Run(),
     "lvm-data stats footage/": Run(),
     "lvm-train --config lvm-tiny --data footage/ --init-from checkpoints/lvm-tiny.safetensors --heads-steps 0 --epochs 1 --out runs/mine":
-        Run(add=" --max-steps 2 --no-progress"),
+        Run(add=" --max-steps 2 --reader-steps 2 --no-progress"),
     "lvm-eval --data footage/ --split test --checkpoint runs/mine/lvm-tiny.safetensors --json runs/mine/eval.json":
         Run(add=" --queries 20 --no-progress"),
     # asking
