@@ -58,7 +58,7 @@ def test_own_footage_dataset_train_export_and_serve(tmp_path):
     run = tmp_path / "run"
     out = _cli("lvm-train", "--config", "configs/models/lvm-tiny.yaml", "--out", str(run), "--data", str(ds),
                "--init-from", "checkpoints/lvm-tiny.safetensors", "--epochs", "1", "--max-steps", "2",
-               "--heads-steps", "0", "--no-progress", timeout=300)
+               "--heads-steps", "0", "--reader-steps", "2", "--no-progress", timeout=300)
     assert "heads.num_activities 8 -> 3" in out
     ckpt = run / "lvm-tiny.safetensors"
     assert ckpt.is_file()

@@ -156,7 +156,8 @@ def test_lvm_train_data_init_from_relabelled(dataset, tmp_path, capsys):
     _relabel(root)
     out = tmp_path / "run"
     rc, io = _main(["--config", TINY, "--out", out, "--data", root, "--init-from", SHIPPED, "--max-steps", "2",
-                    "--heads-steps", "2", "--workers", "1", "--no-progress", "--no-token-cache"], capsys)
+                    "--heads-steps", "2", "--reader-steps", "2", "--workers", "1", "--no-progress", "--no-token-cache"],
+                   capsys)
     assert rc == 0, io.err[-2000:]
     assert "heads.num_activities 8 -> 5" in io.out
     reinit = [ln for ln in io.out.splitlines() if "re-initialised" in ln]
