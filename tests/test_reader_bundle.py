@@ -257,3 +257,15 @@ def test_the_checkpoints_own_reader_for_another_config_exits_2(capsys, tmp_path)
                           "--out", str(tmp_path / "b"), *FAST])
     err = _one_line(capsys.readouterr().err.strip())
     assert rc == 2 and "mine-reader.safetensors (the checkpoint's reader)" in err and "--no-reader" in err, err
+
+
+def test_fp32_failure_names_the_output_over_its_bound():
+    """The message names the output that breaks the bound with its own difference and scale, not the
+    graph's largest difference (here the intervals', in seconds, which is within its bound)."""
+    from export.onnx.parity import fp32_failures
+
+    p = {"answer": {"max_abs": 2.87e-3, "max_abs_scaled": 1.5e-3, "outputs": {
+        "intervals": {"max_abs": 2.87e-3, "max_abs_scaled": 8e-6, "ref_max_abs": 359.0},
+        "keyboxes": {"max_abs": 1.5e-3, "max_abs_scaled": 1.5e-3, "ref_max_abs": 0.9}}}}
+    (msg,) = fp32_failures(p)
+    assert "keyboxes" in msg and "1.50e-03" in msg and "2.87e-03" not in msg

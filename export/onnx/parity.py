@@ -176,8 +176,12 @@ def fp32_failures(parity: dict[str, dict]) -> list[str]:
     for name in (BACKBONE.name, HEADS.name, "reader", "answer"):
         p = parity.get(name)
         if p and p.get("max_abs_scaled", p["max_abs"]) > FP32_MAX_ABS:
-            worst = max(p["outputs"].values(), key=lambda o: o["max_abs_scaled"]) if "outputs" in p else {}
-            bad.append(f"{name} max abs diff {p['max_abs']:.2e} > {FP32_MAX_ABS:g} x max(1, |output| = "
+            # the output that breaks the bound, by name, with its own difference and scale (the graph's
+            # overall max difference may come from another output that is within its bound)
+            outs = p.get("outputs") or {}
+            wname, worst = max(outs.items(), key=lambda kv: kv[1]["max_abs_scaled"]) if outs else ("", {})
+            bad.append(f"{name}{' output ' + wname if wname else ''} max abs diff "
+                       f"{worst.get('max_abs', p['max_abs']):.2e} > {FP32_MAX_ABS:g} x max(1, |output| = "
                        f"{worst.get('ref_max_abs', 1.0):.3g})")
     p = parity.get(SAMPLER.name)
     if p and p["topm_recall"] < FP32_MIN_RECALL:
