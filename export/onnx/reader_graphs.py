@@ -180,9 +180,9 @@ def real_feeds(head_feeds: list[dict[str, np.ndarray]], reader_onnx: Path, threa
                ) -> tuple[list[dict], list[dict]]:
     """(reader feeds, answer feeds) from the heads' real calls: each call's committed memory and SVD
     state for the reader, and the FP32 reader graph's facts of it with the call's queries for the answer."""
-    from export.onnx.cpu_latency import cpu_session
+    from edge_runtime.backends.onnxruntime import create_session
 
-    sess = cpu_session(reader_onnx, threads)
+    sess = create_session(reader_onnx, threads=threads)[0]  # the runtime's session options, as parity uses
     readers, answers = [], []
     for hf in head_feeds:
         rfeed = {n: hf[n] for n in READER.inputs}
