@@ -203,7 +203,9 @@ def test_ask_answers_as_the_structured_query(client, engine):
     assert a["read_as"]["type"] == "activity" and a["answer"]["labels"][0] in engine.labels
     o = client.post("/v1/ask", json={"text": "where was the item that was bagged between 0:05 and 0:10"}).json()
     assert o["read_as"] == {"type": "object", "activity": label, "start": 5.0, "end": 10.0}
-    assert o["answer"]["status"] == "answered"
+    # the memory reader may find no evidence of a bag in 5 s of memory: then it says so, best guess attached
+    assert o["answer"]["status"] in ("answered", "not_seen") and o["answer"]["answered_by"] == "reader"
+    assert o["answer"]["times"], o["answer"]
 
 
 @pytest.mark.parametrize("body, status, words", [
