@@ -211,15 +211,7 @@ def export_graphs(reader, answer, cfg):
     import onnxruntime as ort
     import torch
 
-    class Answer(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.r, self.a = reader, answer
-
-        def forward(self, ident, act_logits, event_logit, boxes, span, mem_t, mem_valid, q_type, q_activity,
-                    q_object, q_window):
-            return self.a(ident, act_logits, event_logit, boxes, span, mem_t, mem_valid, q_type, q_activity,
-                          self.r.embed_crop(q_object), q_window)
+    from export.onnx.reader_graphs import AnswerGraph
 
     m, d, P = cfg.stream.memory_tokens, cfg.backbone.dim, cfg.backbone.tokens_per_frame
     mem = (torch.randn(1, m, d), torch.sort(torch.rand(1, m) * 1800).values, torch.randint(0, P, (1, m)),
@@ -238,7 +230,7 @@ def export_graphs(reader, answer, cfg):
         outs = ["activity_scores", "intervals", "keyboxes", "evidence"]
         # eval mode: the exporter restores the wrapper's mode afterwards, and a new Module is in training
         # mode, which would switch the shared reader's dropout on
-        torch.onnx.export(Answer().eval(), (*facts, mem[1][0], mem[3][0], *qin), f"{tmp}/answer.onnx", opset_version=18,
+        torch.onnx.export(AnswerGraph(reader, answer).eval(), (*facts, mem[1][0], mem[3][0], *qin), f"{tmp}/answer.onnx", opset_version=18,
                           dynamo=False, input_names=names, output_names=outs,
                           dynamic_axes={k: {0: "Q"} for k in names[7:] + outs})
     return tuple(ort.InferenceSession(f"{tmp}/{n}.onnx", so, providers=["CPUExecutionProvider"])
