@@ -43,10 +43,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from edge_runtime.checkout import Query, training_video
-from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
-from edge_runtime.checkout.metrics import score_query
-from edge_runtime.query.reader_answers import fit_calibration, reader_answers
-from edge_runtime.query.types import BY_NAME
+from edge_runtime.checkout.absent_queries import sample_absent_queries
 from export.dataset.video_data import (
     VideoData,
     attach_queries,
@@ -65,62 +62,11 @@ from export.model.reader import (
     save_reader,
 )
 from export.train.losses import balanced_mean, giou
+from export.train.reader_calibration import calibrate, class_prior
 from export.train.streaming import MemoryStack, stream_clips
+from export.train.token_targets import token_fact_targets
 
-TYPE_IDS = {name: row.id for name, row in BY_NAME.items()}  # the heads' type ids
 FRAME_POS = 12000  # frame tokens kept per video for the identity loss (as many negatives)
-PRIOR_WEIGHTS = (0.0, 1e-4, 0.01, 0.03, 0.1, 0.3, 1.0)
-
-
-def token_fact_targets(annotations: dict, times: np.ndarray, grid: int):
-    """(N,) frame times -> per frame and patch: instance (N, P) int64 (-1 none), activity (N, P)
-    (-1 none), box (N, P, 4) and event span offsets (N, P, 2) seconds (t - start, end - t).
-
-    A patch shows an instance when its centre lies inside the instance's box at that time, and the
-    box centre's patch always does (small objects cover no patch centre). Where boxes overlap, an
-    instance with an event in progress wins, then the smaller box (the one in front)."""
-    times = np.asarray(times, np.float64)
-    N, P = len(times), grid * grid
-    inst = np.full((N, P), -1, np.int64)
-    act = np.full((N, P), -1, np.int64)
-    box = np.zeros((N, P, 4), np.float32)
-    span = np.zeros((N, P, 2), np.float32)
-    prio = np.full((N, P), -np.inf)
-    centres = (np.arange(grid) + 0.5) / grid
-    px, py = np.tile(centres, grid), np.repeat(centres, grid)  # patch p = row * grid + col
-    events: dict[int, list[dict]] = {}
-    for e in annotations.get("events", ()):
-        events.setdefault(int(e["instance_id"]), []).append(e)
-    for key, track in annotations.get("boxes", {}).items():
-        iid = int(key)
-        tr = np.asarray(track, np.float64).reshape(-1, 5)
-        if len(tr) == 0:
-            continue
-        f = np.flatnonzero((times >= tr[0, 0]) & (times <= tr[-1, 0]))
-        if len(f) == 0:
-            continue
-        t = times[f]
-        b = np.stack([np.interp(t, tr[:, 0], tr[:, j]) for j in range(1, 5)], 1)  # (F, 4)
-        a_id = np.full(len(f), -1, np.int64)
-        sp = np.zeros((len(f), 2), np.float32)
-        for e in events.get(iid, ()):
-            on = (t >= e["start"]) & (t < e["end"])
-            a_id[on] = int(e["activity_id"])
-            sp[on, 0], sp[on, 1] = t[on] - e["start"], e["end"] - t[on]
-        inside = (px[None] >= b[:, 0:1]) & (px[None] <= b[:, 2:3]) & (py[None] >= b[:, 1:2]) & (py[None] <= b[:, 3:4])
-        cc = np.clip(((b[:, 0] + b[:, 2]) / 2 * grid).astype(int), 0, grid - 1)
-        cr = np.clip(((b[:, 1] + b[:, 3]) / 2 * grid).astype(int), 0, grid - 1)
-        inside[np.arange(len(f)), cr * grid + cc] = True
-        score = (a_id >= 0) * 10.0 - (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # (F,)
-        win = inside & (score[:, None] > prio[f])
-        fi, pi = np.nonzero(win)
-        rows = f[fi]
-        prio[rows, pi] = score[fi]
-        inst[rows, pi] = iid
-        act[rows, pi] = a_id[fi]
-        box[rows, pi] = b[fi]
-        span[rows, pi] = sp[fi]
-    return inst, act, box, span
 
 
 @dataclass
@@ -348,92 +294,6 @@ def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVide
         if nq:
             terms["query"] = query_weight * ql / nq * 4.0
     return terms
-
-
-@torch.no_grad()
-def run_answer_step(reader: MemoryReader, answer: AnswerStep, mem, basis, sv, queries: list[Query],
-                    crop_tokens: dict[int, torch.Tensor] | torch.Tensor, crop_ids=None, cfg=None, prior=None,
-                    prior_weight: float = 1e-4):
-    """Facts of one memory, then every query -> (answer dicts, evidence (Q,), facts seconds, answer seconds)."""
-    t0 = time.perf_counter()
-    facts = [x[0] for x in reader(*mem, basis, sv)]
-    t1 = time.perf_counter()
-    if isinstance(crop_tokens, dict):
-        lookup = crop_tokens
-    else:
-        lookup = {int(i): crop_tokens[j] for j, i in enumerate(crop_ids.tolist())}
-    P, d = cfg.backbone.tokens_per_frame, cfg.backbone.dim
-    objs = torch.stack([lookup[q.instance_id].float() if q.instance_id is not None and q.type != "object"
-                        else torch.zeros(P, d) for q in queries])
-    q_emb = reader.embed_crop(objs)
-    q_type = torch.tensor([TYPE_IDS[q.type] for q in queries])
-    q_act = torch.tensor([q.activity_id if q.activity_id is not None and q.type != "activity" else 0 for q in queries])
-    win = torch.tensor([[q.start, q.end] for q in queries], dtype=torch.float32)
-    sc, iv, kb, ev = answer(*facts, mem[1][0], mem[3][0], q_type, q_act, q_emb, win)
-    t2 = time.perf_counter()
-    ans = reader_answers([q.type for q in queries], win.numpy(), sc.numpy(), iv.numpy(), kb.numpy(),
-                         object_fps=cfg.stream.object_fps, prior=prior, prior_weight=prior_weight)
-    return ans, ev.numpy(), t1 - t0, t2 - t1
-
-
-def is_hit(q: Query, a: dict) -> bool:
-    if is_absent(q):
-        return False
-    r = score_query(q, a).get("recall@1x")
-    return r is not None and r >= 1.0 - 1e-9
-
-
-def calibrate(reader, answer, videos: list[ReaderVideo], cfg, prior) -> dict:
-    """On three memories of each calibration video: the weight of the class prior in activity answers
-    (the best activity R@1x over ``PRIOR_WEIGHTS``), then per query type fits of p(seen)
-    (present vs absent) and p(right), isotonic."""
-    runs = []
-    for v in videos:
-        # three memories of each video (a third, two thirds, the end): each query is asked of every one
-        # that has seen its whole window, so the fits see ~2x the answers of the final memory alone
-        n = len(v.snap_end)
-        for s in sorted({(n - 1) // 3, 2 * (n - 1) // 3, n - 1}):
-            mem = (v.tokens[s:s + 1].float(), v.times[s:s + 1], v.patches[s:s + 1], v.valid[s:s + 1])
-            qs = [q for q in v.queries if q.end <= v.snap_end[s] + 1e-6]
-            if qs:
-                runs.append((v, s, mem, qs))
-    best = None
-    for pw in PRIOR_WEIGHTS:
-        r = []
-        for v, s, mem, qs in runs:
-            aq = [q for q in qs if q.type == "activity" and not is_absent(q)]
-            ans, _, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], aq, v.crop_tokens,
-                                           v.crop_ids, cfg, prior, pw)
-            r.extend(score_query(q, a)["recall@1x"] for q, a in zip(aq, ans))
-        got = float(np.mean(r)) if r else 0.0
-        if best is None or got > best[1] + 1e-9:
-            best = (pw, got)
-    ev, seen, hit, types = [], [], [], []
-    for v, s, mem, qs in runs:
-        ans, e, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], qs, v.crop_tokens,
-                                       v.crop_ids, cfg, prior, best[0])
-        for q, a, x in zip(qs, ans, e):
-            ev.append(x)
-            seen.append(0.0 if is_absent(q) else 1.0)
-            hit.append(1.0 if is_hit(q, a) else 0.0)
-            types.append(q.type)
-    ev, seen, hit, types = np.asarray(ev), np.asarray(seen), np.asarray(hit), np.asarray(types)
-    out = {"prior_weight": best[0], "calib_activity_r1": round(best[1], 4)}
-    for t in TYPE_IDS:
-        k = types == t
-        out[t] = {"seen": fit_calibration(ev[k], seen[k]), "right": fit_calibration(ev[k], hit[k]), "queries": int(k.sum()),
-                  "absent": int((seen[k] == 0).sum())}
-    return out
-
-
-def class_prior(videos: list[ReaderVideo], C: int) -> list[float]:
-    hits, n = np.zeros(C), 0
-    for v in videos:
-        for q in v.queries:
-            if q.type == "activity" and not is_absent(q):
-                hits[list(q.gt_activities)] += 1
-                n += 1
-    return (hits / max(n, 1)).tolist()
 
 
 def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, video_s: float = 1800.0,

@@ -10,6 +10,9 @@ so it carries over to converted real annotations.
 Per frame at time t and per event in progress (start <= t < end), the token of the patch that holds
 the centre of that event's object box is a positive. That is about one token per busy second,
 ~435 per 30-minute generator video: the size of the memory.
+
+``token_fact_targets`` gives the memory reader's dense targets from the same annotations: per frame
+and patch, the instance, its activity, its box and its event's span.
 """
 from __future__ import annotations
 
@@ -47,3 +50,54 @@ def event_token_labels(annotations: dict, times: np.ndarray, grid: int) -> tuple
         inst[frames, row * grid + col] = int(e["instance_id"])
         act[frames, row * grid + col] = int(e["activity_id"])
     return inst, act
+
+
+def token_fact_targets(annotations: dict, times: np.ndarray, grid: int):
+    """(N,) frame times -> per frame and patch: instance (N, P) int64 (-1 none), activity (N, P)
+    (-1 none), box (N, P, 4) and event span offsets (N, P, 2) seconds (t - start, end - t).
+
+    A patch shows an instance when its centre lies inside the instance's box at that time, and the
+    box centre's patch always does (small objects cover no patch centre). Where boxes overlap, an
+    instance with an event in progress wins, then the smaller box (the one in front)."""
+    times = np.asarray(times, np.float64)
+    N, P = len(times), grid * grid
+    inst = np.full((N, P), -1, np.int64)
+    act = np.full((N, P), -1, np.int64)
+    box = np.zeros((N, P, 4), np.float32)
+    span = np.zeros((N, P, 2), np.float32)
+    prio = np.full((N, P), -np.inf)
+    centres = (np.arange(grid) + 0.5) / grid
+    px, py = np.tile(centres, grid), np.repeat(centres, grid)  # patch p = row * grid + col
+    events: dict[int, list[dict]] = {}
+    for e in annotations.get("events", ()):
+        events.setdefault(int(e["instance_id"]), []).append(e)
+    for key, track in annotations.get("boxes", {}).items():
+        iid = int(key)
+        tr = np.asarray(track, np.float64).reshape(-1, 5)
+        if len(tr) == 0:
+            continue
+        f = np.flatnonzero((times >= tr[0, 0]) & (times <= tr[-1, 0]))
+        if len(f) == 0:
+            continue
+        t = times[f]
+        b = np.stack([np.interp(t, tr[:, 0], tr[:, j]) for j in range(1, 5)], 1)  # (F, 4)
+        a_id = np.full(len(f), -1, np.int64)
+        sp = np.zeros((len(f), 2), np.float32)
+        for e in events.get(iid, ()):
+            on = (t >= e["start"]) & (t < e["end"])
+            a_id[on] = int(e["activity_id"])
+            sp[on, 0], sp[on, 1] = t[on] - e["start"], e["end"] - t[on]
+        inside = (px[None] >= b[:, 0:1]) & (px[None] <= b[:, 2:3]) & (py[None] >= b[:, 1:2]) & (py[None] <= b[:, 3:4])
+        cc = np.clip(((b[:, 0] + b[:, 2]) / 2 * grid).astype(int), 0, grid - 1)
+        cr = np.clip(((b[:, 1] + b[:, 3]) / 2 * grid).astype(int), 0, grid - 1)
+        inside[np.arange(len(f)), cr * grid + cc] = True
+        score = (a_id >= 0) * 10.0 - (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # (F,)
+        win = inside & (score[:, None] > prio[f])
+        fi, pi = np.nonzero(win)
+        rows = f[fi]
+        prio[rows, pi] = score[fi]
+        inst[rows, pi] = iid
+        act[rows, pi] = a_id[fi]
+        box[rows, pi] = b[fi]
+        span[rows, pi] = sp[fi]
+    return inst, act, box, span

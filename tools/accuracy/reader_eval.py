@@ -62,7 +62,7 @@ def main() -> None:
     from export.model.checkpoint import load_checkpoint
     from export.model.reader import load_reader
     from export.train.query_batch import build_query_batch
-    from export.train.reader_stage import is_hit, run_answer_step
+    from export.train.reader_calibration import is_hit, run_answer_step
     from export.train.streaming import stream_memory
     from tools.accuracy.eval_samplers import prior_ranking
 
@@ -177,7 +177,7 @@ def identity_top1(reader, mem, basis, sv, v, cfg) -> list[bool]:
     import numpy as np
     import torch
 
-    from export.train.reader_stage import token_fact_targets
+    from export.train.token_targets import token_fact_targets
 
     inst, _, _, _ = token_fact_targets(v.annotations, v.times, cfg.backbone.grid)
     t, p = mem[1][0].numpy(), mem[2][0].numpy()

@@ -1,0 +1,111 @@
+"""The memory reader's answers on whole memories, and their calibration (used by the reader stage after
+training, and by tools/accuracy/reader_eval.py): the weight of the class prior in activity answers,
+then per query type isotonic fits of p(seen) (present vs absent queries) and p(right) on the answer
+step's raw evidence.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from edge_runtime.checkout import Query
+from edge_runtime.checkout.absent_queries import is_absent
+from edge_runtime.checkout.metrics import score_query
+from edge_runtime.query.reader_answers import fit_calibration, reader_answers
+from edge_runtime.query.types import BY_NAME
+from export.model.reader import AnswerStep, MemoryReader
+
+if TYPE_CHECKING:
+    from export.train.reader_stage import ReaderVideo
+
+TYPE_IDS = {name: row.id for name, row in BY_NAME.items()}  # the heads' type ids
+PRIOR_WEIGHTS = (0.0, 1e-4, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+@torch.no_grad()
+def run_answer_step(reader: MemoryReader, answer: AnswerStep, mem, basis, sv, queries: list[Query],
+                    crop_tokens: dict[int, torch.Tensor] | torch.Tensor, crop_ids=None, cfg=None, prior=None,
+                    prior_weight: float = 1e-4):
+    """Facts of one memory, then every query -> (answer dicts, evidence (Q,), facts seconds, answer seconds)."""
+    t0 = time.perf_counter()
+    facts = [x[0] for x in reader(*mem, basis, sv)]
+    t1 = time.perf_counter()
+    if isinstance(crop_tokens, dict):
+        lookup = crop_tokens
+    else:
+        lookup = {int(i): crop_tokens[j] for j, i in enumerate(crop_ids.tolist())}
+    P, d = cfg.backbone.tokens_per_frame, cfg.backbone.dim
+    objs = torch.stack([lookup[q.instance_id].float() if q.instance_id is not None and q.type != "object"
+                        else torch.zeros(P, d) for q in queries])
+    q_emb = reader.embed_crop(objs)
+    q_type = torch.tensor([TYPE_IDS[q.type] for q in queries])
+    q_act = torch.tensor([q.activity_id if q.activity_id is not None and q.type != "activity" else 0 for q in queries])
+    win = torch.tensor([[q.start, q.end] for q in queries], dtype=torch.float32)
+    sc, iv, kb, ev = answer(*facts, mem[1][0], mem[3][0], q_type, q_act, q_emb, win)
+    t2 = time.perf_counter()
+    ans = reader_answers([q.type for q in queries], win.numpy(), sc.numpy(), iv.numpy(), kb.numpy(),
+                         object_fps=cfg.stream.object_fps, prior=prior, prior_weight=prior_weight)
+    return ans, ev.numpy(), t1 - t0, t2 - t1
+
+
+def is_hit(q: Query, a: dict) -> bool:
+    if is_absent(q):
+        return False
+    r = score_query(q, a).get("recall@1x")
+    return r is not None and r >= 1.0 - 1e-9
+
+
+def calibrate(reader, answer, videos: list[ReaderVideo], cfg, prior) -> dict:
+    """On three memories of each calibration video: the weight of the class prior in activity answers
+    (the best activity R@1x over ``PRIOR_WEIGHTS``), then per query type fits of p(seen)
+    (present vs absent) and p(right), isotonic."""
+    runs = []
+    for v in videos:
+        # three memories of each video (a third, two thirds, the end): each query is asked of every one
+        # that has seen its whole window, so the fits see ~2x the answers of the final memory alone
+        n = len(v.snap_end)
+        for s in sorted({(n - 1) // 3, 2 * (n - 1) // 3, n - 1}):
+            mem = (v.tokens[s:s + 1].float(), v.times[s:s + 1], v.patches[s:s + 1], v.valid[s:s + 1])
+            qs = [q for q in v.queries if q.end <= v.snap_end[s] + 1e-6]
+            if qs:
+                runs.append((v, s, mem, qs))
+    best = None
+    for pw in PRIOR_WEIGHTS:
+        r = []
+        for v, s, mem, qs in runs:
+            aq = [q for q in qs if q.type == "activity" and not is_absent(q)]
+            ans, _, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], aq, v.crop_tokens,
+                                           v.crop_ids, cfg, prior, pw)
+            r.extend(score_query(q, a)["recall@1x"] for q, a in zip(aq, ans))
+        got = float(np.mean(r)) if r else 0.0
+        if best is None or got > best[1] + 1e-9:
+            best = (pw, got)
+    ev, seen, hit, types = [], [], [], []
+    for v, s, mem, qs in runs:
+        ans, e, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], qs, v.crop_tokens,
+                                       v.crop_ids, cfg, prior, best[0])
+        for q, a, x in zip(qs, ans, e):
+            ev.append(x)
+            seen.append(0.0 if is_absent(q) else 1.0)
+            hit.append(1.0 if is_hit(q, a) else 0.0)
+            types.append(q.type)
+    ev, seen, hit, types = np.asarray(ev), np.asarray(seen), np.asarray(hit), np.asarray(types)
+    out = {"prior_weight": best[0], "calib_activity_r1": round(best[1], 4)}
+    for t in TYPE_IDS:
+        k = types == t
+        out[t] = {"seen": fit_calibration(ev[k], seen[k]), "right": fit_calibration(ev[k], hit[k]), "queries": int(k.sum()),
+                  "absent": int((seen[k] == 0).sum())}
+    return out
+
+
+def class_prior(videos: list[ReaderVideo], C: int) -> list[float]:
+    hits, n = np.zeros(C), 0
+    for v in videos:
+        for q in v.queries:
+            if q.type == "activity" and not is_absent(q):
+                hits[list(q.gt_activities)] += 1
+                n += 1
+    return (hits / max(n, 1)).tolist()
