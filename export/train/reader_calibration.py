@@ -6,8 +6,6 @@ step's raw evidence.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
@@ -17,9 +15,6 @@ from edge_runtime.checkout.metrics import score_query
 from edge_runtime.query.reader_answers import fit_calibration, reader_answers
 from edge_runtime.query.types import BY_NAME
 from export.model.reader import AnswerStep, MemoryReader
-
-if TYPE_CHECKING:
-    from export.train.reader_stage import ReaderVideo
 
 TYPE_IDS = {name: row.id for name, row in BY_NAME.items()}  # the heads' type ids
 PRIOR_WEIGHTS = (0.0, 1e-4, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -58,10 +53,11 @@ def is_hit(q: Query, a: dict) -> bool:
     return r is not None and r >= 1.0 - 1e-9
 
 
-def calibrate(reader, answer, videos: list[ReaderVideo], cfg, prior) -> dict:
-    """On three memories of each calibration video: the weight of the class prior in activity answers
-    (the best activity R@1x over ``PRIOR_WEIGHTS``), then per query type fits of p(seen)
-    (present vs absent) and p(right), isotonic."""
+def calibrate(reader, answer, videos: list, cfg, prior) -> dict:
+    """On three memories of each calibration video (``videos``: the reader stage's ``ReaderVideo``
+    items, not imported here since that module imports this one): the weight of the class prior in
+    activity answers (the best activity R@1x over ``PRIOR_WEIGHTS``), then per query type fits of
+    p(seen) (present vs absent) and p(right), isotonic."""
     runs = []
     for v in videos:
         # three memories of each video (a third, two thirds, the end): each query is asked of every one
@@ -101,7 +97,7 @@ def calibrate(reader, answer, videos: list[ReaderVideo], cfg, prior) -> dict:
     return out
 
 
-def class_prior(videos: list[ReaderVideo], C: int) -> list[float]:
+def class_prior(videos: list, C: int) -> list[float]:
     hits, n = np.zeros(C), 0
     for v in videos:
         for q in v.queries:
