@@ -1,0 +1,29 @@
+"""What happened: one event the memory (and the timeline, when the bundle has one) shows.
+
+The one record that "what happened" answers (API, CLI, ask, the dashboard's strip) and the standing
+alert rules read. Products are named from the catalog, else by the bundle's class name.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in [0, 1] of the frame
+
+
+@dataclass(frozen=True)
+class Event:
+    activity: str                 # the bundle's activity label
+    activity_id: int
+    product: str                  # catalog name, else the bundle's class name
+    start: float                  # stream seconds
+    end: float
+    confidence: float             # calibrated p(right), 0..1
+    box: Box | None = None        # where it was, at the middle of the interval
+    tracks: tuple[str, ...] = ()  # what it was read from: "memory", "timeline"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["box"] = list(self.box) if self.box is not None else None
+        d["tracks"] = list(self.tracks)
+        return d
