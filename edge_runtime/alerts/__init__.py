@@ -1,0 +1,13 @@
+"""Checkout alerts: standing rules evaluated at every commit of a stream, alerts kept in a durable
+outbox in the state directory and delivered at least once to the store's MQTT broker and webhooks.
+
+    record.py       the Alert record and its stable id
+    settings.py     the runtime config's ``alerts:`` section, the rule names it may use
+    outbox.py       the SQLite store: alerts, their status, what each sink still has to receive
+    mqtt_sink.py    delivery to an MQTT broker (paho-mqtt), one connection per stream
+    webhook_sink.py delivery by HTTP POST
+    dispatcher.py   one thread per sink draining the outbox, with backoff
+    service.py      what the runtime holds: the commit hook, the rule engines, status and metrics
+    subscriber.py   the other end: every lane's alerts from a broker (``lvm-edge alerts --broker``)
+    rules.py        the rules themselves (RULES, RuleEngine)
+"""
