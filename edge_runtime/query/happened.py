@@ -1,0 +1,214 @@
+"""What happened in a window: every (product, activity) the memory has evidence of, as events.
+
+The signature, kept stable (the alert hooks call it at each commit)::
+
+    what_happened(target, stream, window, *, activities=None, min_confidence=None, catalog=None) -> list[Event]
+
+- ``target``: a ``Streams`` hub (``stream`` names the stream; None: the default one), a ``Runtime``
+  (``stream`` None or its own name), or an ``Engine`` (one stream's view: ``stream`` is not read).
+- ``window``: (start, end) in stream seconds, start < end.
+- ``activities``: label names (or ids) to keep; None: all.
+- ``min_confidence``: the least calibrated p(right) of an event kept (None: ``MIN_CONFIDENCE``).
+- ``catalog``: for an Engine, the catalog to read products from (a Runtime and a hub use their own).
+Returns the events sorted by start, then confidence (best first). ``HappenedError`` (one line, an
+HTTP ``status``) for a window, activity or target it cannot answer.
+
+Built on the answer path the queries use, no graph of its own, in three batched calls:
+1. an activity query per picture of every product (catalog products, each picture; with an empty
+   catalog the bundle's product classes, drawn by ``class_pictures``). A product the reader judges
+   not seen in the window is dropped; of the rest, the ``TOP_ACTIVITIES`` best-scored activities are
+   the candidates (the reader's activity ranking is only about 57 % right at rank 1 on 5-minute
+   windows: with rank 1 alone, half the events found with the top 5 were missed on the tuning videos).
+2. a time query per (product, candidate activity, picture): its calibrated p_seen decides whether the
+   pair happened (below the bundle's ``not_seen_below`` it did not), its calibrated p(right) is the
+   event's confidence; its intervals become events, the second and third at the confidence scaled
+   by their support relative to the first. Events below ``min_confidence`` are dropped.
+3. an object query per event over its interval: the box nearest its middle (the object query takes
+   an activity, not a product: with two products under the same activity at once, the box is of one).
+Events of one product and activity that overlap (or touch, within ``MERGE_GAP_S``) are merged into one;
+then, of events of one activity at nearly the same time but of different products, only the most
+confident is kept (``one_product_each``).
+``tracks``: the tracks an answer was read from, from the answer's ``read_from`` when it has one (the
+timeline track's answers), else ("memory",).
+How right the events are on held-out generator videos: tools/accuracy/happened_eval.py,
+docs/accuracy/happened.json.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.query.by_product import combine
+from edge_runtime.query.check import QueryError, activity_id
+from edge_runtime.query.class_pictures import class_pictures
+from edge_runtime.query.events import Event
+
+# chosen by event F1 on heldout_video(seed 1, i 0..1) (tools/accuracy/happened_eval.py --eval-seed 1
+# --sweep, docs/accuracy/happened_tuning.json); the reported numbers are on other videos (seed 0)
+TOP_ACTIVITIES = 5      # candidate activities per seen product (step 1)
+MIN_CONFIDENCE = 0.3    # default least p(right) of an event
+MERGE_GAP_S = 1.0       # events of one product and activity this close are one event
+INTERVALS = 3           # intervals asked per time query
+EXCLUSIVE = True        # one product per activity interval (one_product_each; measured both ways)
+EXCLUSIVE_TIOU = 0.5    # events of one activity this alike in time are one item's: the likeliest product keeps it
+MEMORY_TRACKS = ("memory",)
+SKIPPED = ("not_seen", "no_memory")  # answer statuses that say nothing happened
+
+
+class HappenedError(ValueError):
+    """A request what_happened cannot answer: one line, and the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _resolve(target: Any, stream: str | None, catalog: Any):
+    """-> (engine, answer function, catalog) for the three kinds of target."""
+    if hasattr(target, "names") and hasattr(target, "get"):       # a Streams hub
+        rt = target.get(stream)
+        return rt.engine, rt.query, getattr(rt, "catalog", None) or getattr(target, "catalog", None)
+    if hasattr(target, "query") and hasattr(target, "engine"):     # a Runtime
+        if stream is not None and stream != target.name:
+            raise HappenedError(f"this runtime serves stream {target.name!r}, not {stream!r}", 404)
+        return target.engine, target.query, getattr(target, "catalog", None)
+    if hasattr(target, "answer") and hasattr(target, "answers_kind"):  # an Engine
+        return target, target.answer, catalog
+    raise HappenedError(f"what_happened needs a Streams hub, a Runtime or an Engine, got {type(target).__name__}", 500)
+
+
+def subjects(engine: Any, catalog: Any) -> dict[str, list[np.ndarray]]:
+    """product name -> its pictures: the catalog's products, or with an empty catalog the bundle's
+    product classes that can be drawn (``class_pictures``)."""
+    if catalog is not None and len(catalog):
+        return {name: catalog.crops(name) for name in catalog.names()}
+    return class_pictures(list(engine.products), engine.frame_size)
+
+
+def _window(window: Any) -> tuple[float, float]:
+    try:
+        start, end = (float(x) for x in window)
+    except (TypeError, ValueError):
+        raise HappenedError("window must be (start, end) in stream seconds") from None
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise HappenedError("window start and end must be finite")
+    if not end > start:
+        raise HappenedError(f"window start ({start:g}) must be before its end ({end:g})")
+    return start, end
+
+
+def _asked(ask, flat: list[dict[str, Any]], groups: list[tuple[Any, int]], qtype: str) -> list[tuple[Any, dict]]:
+    """One batched call for ``flat`` requests; per group (key, n pictures) the combined answer."""
+    answers = ask(flat) if flat else []
+    out, i = [], 0
+    for key, n in groups:
+        out.append((key, combine(answers[i:i + n], qtype, INTERVALS)))
+        i += n
+    return out
+
+
+def _tracks(answer: dict[str, Any]) -> tuple[str, ...]:
+    got = answer.get("read_from")
+    return tuple(str(t) for t in got) if isinstance(got, (list, tuple)) and got else MEMORY_TRACKS
+
+
+def _box_at(answer: dict[str, Any], t: float) -> tuple[float, float, float, float] | None:
+    times, boxes = answer.get("times") or [], answer.get("boxes") or []
+    if not times or not boxes or answer.get("status") == "no_memory":
+        return None
+    i = int(np.abs(np.asarray(times, np.float64) - t).argmin())
+    return tuple(round(float(v), 4) for v in boxes[i])  # type: ignore[return-value]
+
+
+def merge(events: list[Event]) -> list[Event]:
+    """Overlapping (or within MERGE_GAP_S) events of one product and activity -> one, spanning both,
+    at the higher confidence (its box and tracks kept); sorted by start, then confidence."""
+    by_pair: dict[tuple[str, int], list[Event]] = {}
+    for e in sorted(events, key=lambda e: (e.start, -e.confidence)):
+        run = by_pair.setdefault((e.product, e.activity_id), [])
+        if run and e.start <= run[-1].end + MERGE_GAP_S:
+            a = run[-1]
+            best = a if a.confidence >= e.confidence else e
+            run[-1] = Event(a.activity, a.activity_id, a.product, a.start, max(a.end, e.end), best.confidence,
+                            best.box, tuple(dict.fromkeys(a.tracks + e.tracks)))
+        else:
+            run.append(e)
+    return sorted((e for run in by_pair.values() for e in run), key=lambda e: (e.start, -e.confidence, e.product))
+
+
+def _tiou(a: Event, b: Event) -> float:
+    inter = min(a.end, b.end) - max(a.start, b.start)
+    return max(inter, 0.0) / max(max(a.end, b.end) - min(a.start, b.start), 1e-9)
+
+
+def one_product_each(events: list[Event], tiou: float = EXCLUSIVE_TIOU) -> list[Event]:
+    """Of events of one activity at (nearly) the same time but of different products, the most
+    confident only: the reader's product identity is weaker than its timing (several products'
+    time queries find the same scan), and one item is scanned or bagged at a time."""
+    kept: list[Event] = []
+    for e in sorted(events, key=lambda e: -e.confidence):
+        if not any(k.activity_id == e.activity_id and _tiou(k, e) >= tiou for k in kept):
+            kept.append(e)
+    return sorted(kept, key=lambda e: (e.start, -e.confidence, e.product))
+
+
+def what_happened(target: Any, stream: str | None, window: Any, *, activities: list[Any] | None = None,
+                  min_confidence: float | None = None, catalog: Any = None) -> list[Event]:
+    """The events of ``window`` (see the module docstring)."""
+    start, end = _window(window)
+    engine, ask, catalog = _resolve(target, stream, catalog)
+    if getattr(engine, "answers_kind", None) != "reader":
+        raise HappenedError("what happened needs the memory reader's calibrated answers; this runtime answers "
+                            "with the query heads (answers: reader, with a bundle that carries the reader)", 409)
+    labels = list(engine.labels)
+    try:
+        wanted = None if activities is None else {activity_id(labels, a) for a in activities}
+    except QueryError as err:
+        raise HappenedError(str(err)) from None
+    floor = MIN_CONFIDENCE if min_confidence is None else float(min_confidence)
+    if not 0.0 <= floor <= 1.0:
+        raise HappenedError(f"min_confidence must be in 0..1, got {floor:g}")
+    pictures = subjects(engine, catalog)
+    if not pictures:
+        raise HappenedError("no products to ask about: the catalog is empty and this bundle's product classes "
+                            "have no pictures (add products: lvm-edge catalog add)", 409)
+    base = {"start": start, "end": end}
+
+    # 1. which products were seen, and their likeliest activities
+    flat, groups = [], []
+    for name, crops in pictures.items():
+        flat += [{**base, "type": "activity", "object_image": c} for c in crops]
+        groups.append((name, len(crops)))
+    pairs: list[tuple[str, int]] = []
+    for name, a in _asked(ask, flat, groups, "activity"):
+        if a.get("status") in SKIPPED:
+            continue
+        ranked = [i for i in a["ranked"] if wanted is None or i in wanted]
+        pairs += [(name, i) for i in ranked[:TOP_ACTIVITIES]]
+
+    # 2. when each candidate pair happened, if it did
+    flat, groups = [], []
+    for name, act in pairs:
+        flat += [{**base, "type": "time", "activity": act, "object_image": c, "k": INTERVALS} for c in pictures[name]]
+        groups.append(((name, act), len(pictures[name])))
+    found: list[tuple[str, int, float, float, float, tuple[str, ...]]] = []
+    for (name, act), a in _asked(ask, flat, groups, "time"):
+        if a.get("status") in SKIPPED or not a.get("intervals") or a.get("confidence") is None:
+            continue
+        top = max(float(a["intervals"][0][2]), 1e-9)
+        for s, e, p in a["intervals"]:
+            conf = float(a["confidence"]) * min(1.0, float(p) / top)
+            if conf >= floor and e > s:
+                found.append((name, act, float(s), float(e), round(conf, 4), _tracks(a)))
+
+    # 3. where: one object query per event, over its interval
+    fps = float(engine.cfg.stream.object_fps)
+    reqs = [{"type": "object", "activity": act, "start": s, "end": max(e, s + 1.0 / fps), "fps": fps}
+            for _, act, s, e, _, _ in found]
+    where = ask(reqs) if reqs else []
+    events = [Event(labels[act], act, name, round(s, 3), round(e, 3), conf, _box_at(o, (s + e) / 2), tracks)
+              for (name, act, s, e, conf, tracks), o in zip(found, where)]
+    events = merge(events)
+    return one_product_each(events) if EXCLUSIVE else events

@@ -1,0 +1,130 @@
+"""Event precision / recall of ``what_happened`` over 5-minute windows of held-out generator videos.
+
+    python -m tools.accuracy.happened_eval --json docs/accuracy/happened.json
+    python -m tools.accuracy.happened_eval --eval-seed 1 --sweep      # tuning: other videos, every setting
+
+Each video (``heldout_video(seed, i)``: seeds training never used; i = 0 in a look training never
+saw, i = 1 in a training look) is streamed once through the bundle (an Engine, the shipped reader,
+catalog empty: the bundle's product classes by their drawn pictures), then ``what_happened`` answers
+each 5-minute window. Ground truth: the video's annotated events overlapping the window (activity,
+the product class of its instance, start, end). A predicted event is right when an unmatched truth
+event has the same activity and product and tIoU > 0.3 (greedy, most confident first). Precision =
+right / predicted, recall = matched truth / truth, summed over all windows. ``--sweep`` tries the
+settings (least confidence, candidate activities per product, one product per interval); report
+the chosen setting on videos that were not used to choose it.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+
+from edge_runtime.checkout import CheckoutVideo
+from edge_runtime.checkout.scene import heldout_video
+from edge_runtime.engine.engine import Engine
+from edge_runtime.query import happened
+from edge_runtime.query.happened import what_happened
+
+REPO = Path(__file__).resolve().parents[2]
+TIOU = 0.3
+
+
+def tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    inter = min(a[1], b[1]) - max(a[0], b[0])
+    return max(inter, 0.0) / max(max(a[1], b[1]) - min(a[0], b[0]), 1e-9)
+
+
+def truth(ann: dict, start: float, end: float) -> list[tuple[str, str, float, float]]:
+    """(activity, product, start, end) of the annotated events overlapping [start, end], clipped to it."""
+    product = {i["instance_id"]: i["product"] for i in ann["instances"]}
+    return [(e["activity"], product[e["instance_id"]], max(e["start"], start), min(e["end"], end))
+            for e in ann["events"] if e["end"] > start and e["start"] < end]
+
+
+def score(pred, gt) -> tuple[int, int]:
+    """(right predictions, matched truth events): greedy, most confident prediction first."""
+    used, right = set(), 0
+    for p in sorted(pred, key=lambda e: -e.confidence):
+        for j, g in enumerate(gt):
+            if j not in used and g[0] == p.activity and g[1] == p.product and tiou((p.start, p.end), g[2:]) > TIOU:
+                used.add(j)
+                right += 1
+                break
+    return right, len(used)
+
+
+def run(engines: list[tuple[Engine, dict]], window_s: float, floor: float, top: int, exclusive: bool) -> dict:
+    happened.TOP_ACTIVITIES, happened.EXCLUSIVE = top, exclusive
+    n_pred = n_right = n_gt = n_found = 0
+    t0, calls = time.perf_counter(), 0
+    for eng, ann in engines:
+        for s in np.arange(0.0, ann["duration_s"] - window_s + 1e-6, window_s):
+            ev = what_happened(eng, None, (float(s), float(s + window_s)), min_confidence=floor)
+            calls += 1
+            gt = truth(ann, float(s), float(s + window_s))
+            r, f = score(ev, gt)
+            n_pred, n_right, n_gt, n_found = n_pred + len(ev), n_right + r, n_gt + len(gt), n_found + f
+    p = n_right / n_pred if n_pred else None
+    r = n_found / n_gt if n_gt else None
+    f1 = 2 * p * r / (p + r) if p and r else 0.0
+    return {"min_confidence": floor, "top_activities": top, "one_product_each": exclusive,
+            "predicted": n_pred, "right": n_right, "truth": n_gt, "found": n_found,
+            "precision": round(p, 4) if p is not None else None, "recall": round(r, 4) if r is not None else None,
+            "f1": round(f1, 4), "ms_per_window": round(1000 * (time.perf_counter() - t0) / max(calls, 1), 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.accuracy.happened_eval", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", default=str(REPO / "engines" / "lvm-tiny-fp32"))
+    ap.add_argument("--eval-seed", type=int, default=0, help="heldout_video(seed, i) for i in 0..videos-1")
+    ap.add_argument("--videos", type=int, default=2)
+    ap.add_argument("--video-s", type=float, default=1800.0)
+    ap.add_argument("--window-s", type=float, default=300.0)
+    ap.add_argument("--sweep", action="store_true", help="every setting, not only the shipped one")
+    ap.add_argument("--json", help="write the result here")
+    args = ap.parse_args(argv)
+    engines, t0 = [], time.perf_counter()
+    with Engine(args.bundle, threads=1) as base:
+        videos = []
+        for i in range(args.videos):
+            seed, look = heldout_video(args.eval_seed, i)
+            eng = base if i == 0 else base.stream_engine()
+            video = CheckoutVideo(seed=seed, duration_s=args.video_s, size=eng.frame_size, look=look)
+            ts, fr = zip(*video.frames(eng.fps, 0.0, None))
+            eng.ingest(np.stack(fr), np.asarray(ts, np.float64))
+            eng.flush()
+            engines.append((eng, video.annotations()))
+            videos.append({"seed": seed, "look": look, "duration_s": args.video_s})
+        print(f"{len(videos)} videos streamed in {time.perf_counter() - t0:.0f} s", flush=True)
+        shipped = (happened.MIN_CONFIDENCE, happened.TOP_ACTIVITIES, happened.EXCLUSIVE)
+        settings = (list(itertools.product((0.0, 0.1, 0.2, 0.3, 0.5, 0.7), (1, 2, 3, 5), (False, True)))
+                    if args.sweep else [shipped])
+        rows = []
+        for floor, top, excl in settings:
+            r = run(engines, args.window_s, floor, top, excl)
+            rows.append(r)
+            print(f"min_conf {floor:.1f} top {top} one_product_each {excl!s:5}  P {r['precision']}  R {r['recall']}  "
+                  f"F1 {r['f1']}  ({r['predicted']} predicted, {r['truth']} true; {r['ms_per_window']} ms a window)",
+                  flush=True)
+    result = {"tool": "tools/accuracy/happened_eval.py", "bundle": os.path.relpath(args.bundle, REPO),
+              "videos": videos, "window_s": args.window_s, "tiou": TIOU,
+              "match": "same activity and product class, tIoU > 0.3, greedy by confidence",
+              "shipped_setting": {"min_confidence": shipped[0], "top_activities": shipped[1],
+                                  "one_product_each": shipped[2]},
+              "runs": rows}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
