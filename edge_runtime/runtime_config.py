@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge_runtime.alerts.settings import AlertSettings
 from edge_runtime.config import CONFIG_DIR, ConfigError, load_yaml, validate_mapping
 
 
@@ -69,6 +70,8 @@ class RuntimeSettings(_Strict):
     api: ApiSettings = ApiSettings()
     state: StateSettings = StateSettings()
     demo: DemoSettings = DemoSettings()
+    alerts: AlertSettings = Field(AlertSettings(), description="checkout alerts: site, rules, broker, webhooks "
+                                  "(edge_runtime/alerts/settings.py)")
 
     @model_validator(mode="after")
     def _one_name_each(self) -> "RuntimeSettings":

@@ -1,0 +1,220 @@
+"""The alert store and outbox: ``<state dir>/alerts.db``, SQLite in WAL mode.
+
+    alerts   one row per alert id (the record as JSON, its status); insert is idempotent by id
+    outbox   one row per (sink, alert) still to be delivered; a delivery deletes it
+
+``synchronous=FULL``: an alert is on disk when ``add`` returns, so a SIGKILL (or a power cut) right
+after an alert is raised loses nothing, and after a restart the dispatcher delivers what each sink
+had not acknowledged: at-least-once per sink. A sink added to the config later gets the alerts raised
+from then on; rows of a sink no longer configured are dropped at start (``open``'s ``sinks``).
+
+Bounded: at most ``max_alerts`` alerts are kept. Beyond that the oldest delivered ones go, acked
+ones first; only when every alert is still waiting for a sink (a broker away for that many alerts)
+do the oldest undelivered ones go, counted in ``dropped``. About 1-2 KB an alert: 10,000 alerts are
+10-20 MB.
+
+A file SQLite cannot read (damaged, or not a database) is renamed aside with one warning and a new
+store started; an error while running (disk full) is counted and reported, never raised into the stream.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from edge_runtime.alerts.record import Alert
+from edge_runtime.atomic_write import set_aside
+
+DB_NAME = "alerts.db"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    stream TEXT NOT NULL,
+    status TEXT NOT NULL,
+    raised_at REAL NOT NULL,
+    acked_at REAL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (raised_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    sink TEXT NOT NULL,
+    seq INTEGER NOT NULL REFERENCES alerts (seq) ON DELETE CASCADE,
+    PRIMARY KEY (sink, seq)
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class OutboxError(Exception):
+    """The store could not be written (one line)."""
+
+
+class Outbox:
+    def __init__(self, state_dir: str | Path, *, sinks: Iterable[str] = (), max_alerts: int = 10_000,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.path = Path(state_dir) / DB_NAME
+        self.max_alerts = int(max_alerts)
+        self.sinks = list(sinks)
+        self._warn = warn or (lambda msg: None)
+        self._lock = threading.Lock()
+        self.errors = 0
+        self.last_error: str | None = None
+        self._db = self._open()
+        self._forget_sinks_not_in(self.sinks)
+
+    # -- opening ---------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        ok = db.execute("PRAGMA quick_check").fetchone()[0]
+        if ok != "ok":
+            db.close()
+            raise sqlite3.DatabaseError(f"integrity check: {ok}")
+        db.executescript(SCHEMA)
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as err:  # damaged or not a database: keep it for a look, start afresh
+            aside = set_aside(self.path, "corrupt")
+            for tail in ("-wal", "-shm"):
+                extra = self.path.with_name(self.path.name + tail)
+                if extra.exists():
+                    extra.replace(aside.with_name(aside.name + tail))
+            self._warn(f"{self.path}: unreadable ({' '.join(str(err).split())}); set aside as {aside.name}, "
+                       f"alerts start afresh")
+            return self._connect()
+
+    def _forget_sinks_not_in(self, sinks: list[str]) -> None:
+        with self._lock:
+            gone = self._db.execute(
+                f"SELECT sink, COUNT(*) FROM outbox WHERE sink NOT IN ({','.join('?' * len(sinks))}) GROUP BY sink",
+                sinks).fetchall()
+            for sink, n in gone:
+                self._db.execute("DELETE FROM outbox WHERE sink = ?", (sink,))
+                self._warn(f"alerts: {n} alerts waited for {sink_label(sink)}, which is no longer configured; "
+                           f"they stay in the store, undelivered there")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing ---------------------------------------------------------------------------------
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """One transaction; OutboxError (one line) if SQLite cannot write it."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                return out
+            except sqlite3.Error as err:
+                self.errors += 1
+                self.last_error = f"{self.path.name}: {' '.join(str(err).split())}"
+                raise OutboxError(self.last_error) from None
+
+    def add(self, alert: Alert) -> bool:
+        """Store an alert and queue it for every sink; False if its id is already stored (nothing changes)."""
+        def tx(db: sqlite3.Connection) -> bool:
+            cur = db.execute("INSERT OR IGNORE INTO alerts (id, stream, status, raised_at, acked_at, body) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", (alert.id, alert.stream, alert.status, alert.raised_at,
+                                                           alert.acked_at, alert.model_dump_json()))
+            if cur.rowcount == 0:
+                return False
+            db.executemany("INSERT INTO outbox (sink, seq) VALUES (?, ?)",
+                           [(s, cur.lastrowid) for s in self.sinks])
+            self._prune(db)
+            return True
+        return self._write(tx)
+
+    def _prune(self, db: sqlite3.Connection) -> None:
+        over = db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] - self.max_alerts
+        if over <= 0:
+            return
+        delivered = ("SELECT seq FROM alerts WHERE seq NOT IN (SELECT seq FROM outbox) "
+                     "ORDER BY status = 'acked' DESC, seq LIMIT ?")
+        gone = db.execute(f"DELETE FROM alerts WHERE seq IN ({delivered})", (over,)).rowcount
+        if over - gone > 0:  # nothing delivered left to drop: the oldest undelivered go, and are counted
+            n = db.execute("DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts ORDER BY seq LIMIT ?)",
+                           (over - gone,)).rowcount
+            db.execute("INSERT INTO counters (name, value) VALUES ('dropped', ?) "
+                       "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (n,))
+
+    def delivered(self, sink: str, seqs: Iterable[int]) -> None:
+        seqs = list(seqs)
+        if seqs:
+            self._write(lambda db: db.executemany("DELETE FROM outbox WHERE sink = ? AND seq = ?",
+                                                  [(sink, s) for s in seqs]))
+
+    def ack(self, alert_id: str, now: float | None = None) -> Alert | None:
+        """Mark an alert acknowledged (kept as it is if it already was); None for an unknown id."""
+        def tx(db: sqlite3.Connection) -> Alert | None:
+            row = db.execute("SELECT body, status FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                return None
+            alert = Alert.model_validate_json(row[0])
+            if row[1] != "acked":
+                alert = alert.model_copy(update={"status": "acked", "acked_at": time.time() if now is None else now})
+                db.execute("UPDATE alerts SET status = 'acked', acked_at = ?, body = ? WHERE id = ?",
+                           (alert.acked_at, alert.model_dump_json(), alert_id))
+            return alert
+        return self._write(tx)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def due(self, sink: str, limit: int = 100) -> list[tuple[int, Alert]]:
+        """The oldest alerts ``sink`` has not acknowledged, in the order they were raised."""
+        rows = self._read("SELECT a.seq, a.body FROM outbox o JOIN alerts a ON a.seq = o.seq WHERE o.sink = ? "
+                          "ORDER BY o.seq LIMIT ?", (sink, limit))
+        return [(seq, Alert.model_validate_json(body)) for seq, body in rows]
+
+    def pending(self) -> dict[str, int]:
+        """Alerts each sink still has to receive (every configured sink, 0 included)."""
+        counts = dict(self._read("SELECT sink, COUNT(*) FROM outbox GROUP BY sink"))
+        return {s: int(counts.get(s, 0)) for s in self.sinks}
+
+    def get(self, alert_id: str) -> Alert | None:
+        rows = self._read("SELECT body FROM alerts WHERE id = ?", (alert_id,))
+        return Alert.model_validate_json(rows[0][0]) if rows else None
+
+    def list(self, *, stream: str | None = None, status: str | None = None, since: float | None = None,
+             limit: int = 100, before_seq: int | None = None) -> list[tuple[int, Alert]]:
+        """Alerts newest first (by when they were raised), filtered; (seq, alert) pairs, seq for paging."""
+        where, args = [], []
+        for cond, value in (("stream = ?", stream), ("status = ?", status), ("raised_at >= ?", since),
+                            ("seq < ?", before_seq)):
+            if value is not None:
+                where.append(cond)
+                args.append(value)
+        sql = "SELECT seq, body FROM alerts" + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = self._read(sql + " ORDER BY seq DESC LIMIT ?", (*args, int(limit)))
+        return [(seq, Alert.model_validate_json(body)) for seq, body in rows]
+
+    def counts(self) -> dict[str, int]:
+        total, open_ = self._read("SELECT COUNT(*), COALESCE(SUM(status = 'open'), 0) FROM alerts")[0]
+        dropped = self._read("SELECT value FROM counters WHERE name = 'dropped'")
+        return {"stored": int(total), "open": int(open_), "dropped": int(dropped[0][0]) if dropped else 0}
+
+
+def sink_label(sink: str) -> str:
+    """A sink's name for people and metrics: a webhook by its host and path (its query may carry a secret)."""
+    if sink.startswith("webhook:"):
+        from urllib.parse import urlsplit
+
+        p = urlsplit(sink[len("webhook:"):])
+        return f"webhook:{p.scheme}://{p.hostname}{f':{p.port}' if p.port else ''}{p.path}"
+    return sink

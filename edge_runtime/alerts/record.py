@@ -1,0 +1,68 @@
+"""The alert record: what the outbox stores, the API lists and the sinks deliver (as its JSON).
+
+An alert's id is derived from what it is about (site, stream, rule, product and the start of its
+interval, rounded down to ``bucket_s``), not drawn at random: a rule that raises the same alert
+again (after a restart, or from an overlapping evaluation window) produces the same id, the outbox
+keeps the first one, and a consumer that dedupes by id sees one alert however often it was sent.
+Two alerts of one rule about one product on one lane that start within the same bucket are one
+alert.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_BUCKET_S = 30.0
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="stable id: the same alert raised again has the same id (consumers dedupe by it)")
+    rule: str = Field(description="the rule that raised it (e.g. bagged_without_scan)")
+    site: str = Field(description="the store (alerts.site of the runtime config)")
+    stream: str = Field(description="the lane's stream name")
+    product: str = Field(description="the product it is about: catalog name, else the bundle's class name")
+    start: float = Field(description="start of the interval, stream seconds")
+    end: float = Field(description="end of the interval, stream seconds")
+    box: list[float] | None = Field(None, description="where the product was: x1, y1, x2, y2 in [0, 1] of the frame")
+    confidence: float = Field(description="how likely the alert is right, 0-1")
+    evidence: list[dict[str, Any]] = Field(default_factory=list, description="the events the rule read")
+    raised_at: float = Field(description="when it was raised, unix seconds (wall clock)")
+    stream_time: float | None = Field(None, description="the stream time of the commit that raised it")
+    wall_start: float | None = Field(None, description="start as unix seconds, for live sources (else null)")
+    status: Literal["open", "acked"] = "open"
+    acked_at: float | None = Field(None, description="when it was acknowledged, unix seconds")
+
+    def payload(self) -> bytes:
+        """The JSON the sinks deliver."""
+        return self.model_dump_json().encode()
+
+
+def alert_id(site: str, stream: str, rule: str, product: str, start: float, bucket_s: float = DEFAULT_BUCKET_S) -> str:
+    bucket = math.floor(float(start) / bucket_s) if bucket_s > 0 else float(start)
+    key = "\x1f".join((site, stream, rule, product, str(bucket)))
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def from_draft(draft: dict[str, Any], *, site: str, stream: str, stream_time: float | None,
+               wall_origin: float | None = None, bucket_s: float = DEFAULT_BUCKET_S,
+               now: float | None = None) -> Alert:
+    """A rule's draft ({rule, product, start, end, box, confidence, evidence}) as an Alert of this
+    site and stream. ValueError (one line) for a draft missing a field."""
+    try:
+        rule, product = str(draft["rule"]), str(draft["product"])
+        start, end = float(draft["start"]), float(draft["end"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"alert draft without a usable {err}: {sorted(draft)}") from None
+    box = draft.get("box")
+    evidence = [e.to_dict() if hasattr(e, "to_dict") else dict(e) for e in draft.get("evidence") or []]
+    return Alert(id=alert_id(site, stream, rule, product, start, bucket_s), rule=rule, site=site, stream=stream,
+                 product=product, start=start, end=end, box=list(box) if box is not None else None,
+                 confidence=float(draft.get("confidence", 0.0)), evidence=evidence,
+                 raised_at=time.time() if now is None else now, stream_time=stream_time,
+                 wall_start=wall_origin + start if wall_origin is not None else None)

@@ -1,0 +1,230 @@
+"""What a runtime holds for alerts: the outbox, its sinks and their delivery threads, a rule engine
+per stream, and the commit hook.
+
+At every commit of a stream (``committed``, called from the stream's intake thread) the stream is
+only marked; one evaluation thread then asks what happened in that stream since its last
+evaluation (with ``OVERLAP_S`` of overlap, as an event may have been cut by the previous window's
+end), runs the stream's RuleEngine on those events, and stores each draft it returns as an Alert in
+the outbox, which wakes the sinks' threads. Nothing of this runs on the intake thread, so neither a
+slow rule nor a lost broker slows the stream.
+
+The rules (edge_runtime/alerts/rules.py) and the events (edge_runtime/query/happened.py) are
+imported when first needed: a runtime without alert rules never loads them, and until they are
+installed the status says so in one line.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edge_runtime.alerts.dispatcher import SinkWorker
+from edge_runtime.alerts.metrics import AlertMetrics
+from edge_runtime.alerts.outbox import Outbox, OutboxError, sink_label
+from edge_runtime.alerts.record import Alert, from_draft
+from edge_runtime.alerts.settings import AlertSettings
+
+log = logging.getLogger("lvm_edge")
+
+OVERLAP_S = 30.0          # each evaluation reads this much before the previous one's end again
+NO_RULES = "alerts: no rules configured"
+
+
+def no_alerts_status() -> dict[str, Any]:
+    """The ``alerts`` section of /v1/status of a runtime without alert rules or sinks."""
+    return {"enabled": False, "note": NO_RULES}
+
+
+def _events_since(runtime, window: tuple[float, float]) -> list:
+    """What happened in ``window`` of a stream (edge_runtime/query/happened.py)."""
+    from edge_runtime.query.happened import what_happened
+
+    return what_happened(runtime, runtime.name, window)
+
+
+class AlertService:
+    def __init__(self, settings: AlertSettings, state_dir: str | Path, *, registry=None,
+                 warn: Callable[[str], None] | None = None, evaluate: bool = True) -> None:
+        self.settings = settings
+        self.site = settings.site
+        self._warn = warn or (lambda msg: log.warning(msg))
+        self.metrics = AlertMetrics(registry)
+        self.sinks: list = []
+        self.mqtt = None
+        if settings.mqtt is not None:
+            from edge_runtime.alerts.mqtt_sink import MqttSink
+
+            self.mqtt = MqttSink(settings.mqtt, settings.site)
+            self.sinks.append(self.mqtt)
+            self.metrics.broker_connected.set_function(lambda: float(self.mqtt.connected))
+        if settings.webhooks:
+            from edge_runtime.alerts.webhook_sink import WebhookSink
+
+            self.sinks += [WebhookSink(u, timeout_s=settings.webhook_timeout_s) for u in settings.webhooks]
+        self.outbox = Outbox(state_dir, sinks=[s.name for s in self.sinks], max_alerts=settings.outbox.max_alerts,
+                             warn=self._warn)
+        for s in self.sinks:
+            self.metrics.pending.labels(sink=_label(s)).set_function(
+                lambda name=s.name: float(self.outbox.pending().get(name, 0)))
+        self.workers = {s.name: SinkWorker(self.outbox, s, on_delivered=self._delivered, on_error=self._error).start()
+                        for s in self.sinks}
+        self.note: str | None = None if settings.enabled else NO_RULES
+        self.last_error: str | None = None
+        self._engines: dict[str, Any] = {}      # stream -> RuleEngine
+        self._evaluated_to: dict[str, float] = {}
+        self._seen_events: dict[str, set] = {}
+        self._marked: dict[str, Any] = {}       # stream -> its Runtime, committed since the last evaluation
+        self._cv = threading.Condition()
+        self._closing = False
+        self.evaluations = 0
+        self._thread = None
+        if evaluate and settings.enabled:
+            self._thread = threading.Thread(target=self._evaluate_loop, name="lvm-alerts-rules", daemon=True)
+            self._thread.start()
+
+    # -- raising ---------------------------------------------------------------------------------
+    def raise_alert(self, draft: dict[str, Any], *, stream: str, stream_time: float | None = None,
+                    wall_origin: float | None = None) -> tuple[Alert, bool]:
+        """Store a rule's draft as an alert of ``stream`` and wake the sinks; -> (alert, new). An alert
+        whose id is already stored is not stored or sent again (new is False). OutboxError if the
+        store cannot be written (the alert is lost: counted, and said in the status)."""
+        alert = from_draft(draft, site=self.site, stream=stream, stream_time=stream_time,
+                           wall_origin=wall_origin, bucket_s=self.settings.id_bucket_s)
+        try:
+            new = self.outbox.add(alert)
+        except OutboxError as err:
+            self.last_error = f"an alert could not be stored: {err}"
+            raise
+        if new:
+            self.metrics.raised.labels(stream=stream, rule=alert.rule).inc()
+            for w in self.workers.values():
+                w.kick()
+        return alert, new
+
+    def _delivered(self, sink: str, n: int) -> None:
+        self.metrics.delivered.labels(sink=sink_label(sink)).inc(n)
+
+    def _error(self, sink: str) -> None:
+        self.metrics.delivery_errors.labels(sink=sink_label(sink)).inc()
+
+    # -- the commit hook -------------------------------------------------------------------------
+    def committed(self, runtime) -> None:
+        """A stream committed a clip: evaluate its rules soon (on the evaluation thread)."""
+        if self._thread is None:
+            return
+        with self._cv:
+            self._marked[runtime.name] = runtime
+            self._cv.notify()
+
+    def _evaluate_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._marked and not self._closing:
+                    self._cv.wait()
+                if self._closing and not self._marked:
+                    return
+                marked, self._marked = self._marked, {}
+            for rt in marked.values():
+                try:
+                    self.evaluate(rt)
+                except Exception as err:  # a failing rule or event read must not end the others: said, counted
+                    self.metrics.evaluation_errors.labels(stream=rt.name).inc()
+                    msg = f"{rt.name}: rule evaluation failed: {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+                    if msg != self.last_error:
+                        log.exception("alerts: %s", msg)
+                    self.last_error = msg
+
+    def _engine(self, stream: str):
+        if stream not in self._engines:
+            from edge_runtime.alerts.rules import RuleEngine
+
+            self._engines[stream] = RuleEngine(self.settings.rules_for(stream))
+        return self._engines[stream]
+
+    def evaluate(self, runtime) -> list[Alert]:
+        """Run one stream's rules over what happened since its last evaluation; -> the new alerts."""
+        if self.mqtt is not None:
+            self.mqtt.lane(runtime.name)  # its status topic goes online with the stream's first commit
+        if not self.settings.rules_for(runtime.name):
+            return []
+        try:
+            engine = self._engine(runtime.name)
+        except ImportError as err:
+            self.note = f"alerts: the rule engine is not installed ({err}); nothing is evaluated"
+            return []
+        cov = runtime.engine.coverage
+        if cov["end"] is None:
+            return []
+        start = self._evaluated_to.get(runtime.name, cov["start"])
+        window = (max(cov["start"], start - OVERLAP_S), cov["end"])
+        try:
+            events = _events_since(runtime, window)
+        except ImportError as err:
+            self.note = f"alerts: 'what happened' is not installed ({err}); nothing is evaluated"
+            return []
+        self._evaluated_to[runtime.name] = cov["end"]
+        self.evaluations += 1
+        if self.mqtt is not None and self.settings.mqtt.publish_events:
+            self._publish_events(runtime.name, events)
+        out = []
+        for draft in engine.evaluate(events, cov["end"]):
+            alert, new = self.raise_alert(draft, stream=runtime.name, stream_time=cov["end"],
+                                          wall_origin=getattr(runtime, "wall_origin", None))
+            if new:
+                out.append(alert)
+        self.note = None
+        return out
+
+    def _publish_events(self, stream: str, events: list) -> None:
+        seen = self._seen_events.setdefault(stream, set())
+        fresh = []
+        for e in events:
+            d = e.to_dict() if hasattr(e, "to_dict") else dict(e)
+            key = (d.get("activity"), d.get("product"), round(float(d.get("start", 0)), 1))
+            if key not in seen:
+                seen.add(key)
+                fresh.append({**d, "site": self.site, "stream": stream})
+        if len(seen) > 10_000:  # the overlap needs only the recent ones
+            seen.clear()
+        self.mqtt.publish_events(stream, fresh)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def list(self, **filters) -> list[tuple[int, Alert]]:
+        return self.outbox.list(**filters)
+
+    def ack(self, alert_id: str) -> Alert | None:
+        return self.outbox.ack(alert_id)
+
+    def status(self) -> dict[str, Any]:
+        try:
+            counts, pending = self.outbox.counts(), self.outbox.pending()
+        except Exception as err:  # the status must answer even when the store cannot
+            counts, pending = {}, {}
+            self.last_error = f"alerts.db: {' '.join(str(err).split())[:200]}"
+        sinks = []
+        for s in self.sinks:
+            sinks.append({"sink": _label(s), "pending": pending.get(s.name), **self.workers[s.name].status(),
+                          **({"connected": self.mqtt.connected} if s is self.mqtt else {})})
+        return {"enabled": self.settings.enabled, "note": self.note, "site": self.site,
+                "rules": sorted(self.settings.rules), "pending": sum(pending.values()), **counts,
+                "broker": self.mqtt.status() if self.mqtt is not None else None, "sinks": sinks,
+                "evaluations": self.evaluations, "last_error": self.last_error or self.outbox.last_error}
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Evaluate what is marked, stop delivering (what is undelivered stays in the outbox), say offline."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for w in self.workers.values():
+            w.stop(timeout)
+        for s in self.sinks:
+            s.close(2.0)
+        self.outbox.close()
+
+
+def _label(sink) -> str:
+    return sink_label(sink.name)

@@ -1,0 +1,192 @@
+"""The ``alerts:`` section of a runtime config (edge_runtime/runtime_config.py holds it).
+
+    alerts:
+      site: store-12                      # topics: lvm-edge/<site>/<stream>/alerts|events|status
+      rules:                              # rule name -> thresholds ({} or null: the rule's defaults)
+        bagged_without_scan: {}
+        pass_around: {min_confidence: 0.6}
+      streams:                            # per-stream changes: thresholds, or off
+        lane2: {pass_around: off}
+      mqtt:
+        url: mqtts://broker.store.lan:8883
+        username: lane-box-3
+        password_env: LVM_EDGE_MQTT_PASSWORD   # the name of the variable; the secret stays out of the file
+        ca_file: /etc/lvm-edge/store-ca.pem
+      webhooks: [https://backoffice.store.lan/hooks/lvm-edge]
+      outbox: {max_alerts: 10000}
+
+Everything a config can get wrong is caught when it is loaded (one line naming the key): an
+unknown rule name, a broker URL that is not mqtt(s)://host[:port], a TLS file that is not there, a
+webhook that is not http(s). The password's variable being unset is caught at start (``check_env``).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Rule names accepted while edge_runtime/alerts/rules.py (its RULES) is not installed; once it is,
+# RULES is the only list. Kept here and nowhere else.
+FALLBACK_RULES = ("bagged_without_scan", "pass_around", "left_in_basket")
+TOPIC_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def known_rules() -> tuple[str, ...]:
+    """The rule names a config may use: the rule module's RULES, else the fallback list."""
+    try:
+        from edge_runtime.alerts.rules import RULES
+    except ImportError:
+        return FALLBACK_RULES
+    return tuple(RULES)
+
+
+def _check_rule_names(names, where: str) -> None:
+    known = known_rules()
+    for name in names:
+        if name not in known:
+            raise ValueError(f"{where}: unknown rule {name!r} (rules: {', '.join(known)})")
+
+
+def parse_broker_url(url: str) -> tuple[str, int, bool]:
+    """mqtt://host[:port] or mqtts://host[:port] -> (host, port, tls). ValueError (one line) otherwise."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as err:
+        raise ValueError(f"broker URL {url!r}: {err}") from None
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"broker URL {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
+    if not parts.hostname:
+        raise ValueError(f"broker URL {url!r}: no host")
+    if parts.username or parts.password:
+        raise ValueError(f"broker URL {url!r}: give the user as mqtt.username and the password through "
+                         f"mqtt.password_env, not in the URL")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"broker URL {url!r}: expected mqtt://host[:port], nothing after the port")
+    tls = parts.scheme == "mqtts"
+    return parts.hostname, port or (8883 if tls else 1883), tls
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(_Strict):
+    url: str = Field(description="mqtt://host[:port] (1883) or mqtts://host[:port] (8883, TLS)")
+    username: str | None = None
+    password_env: str | None = Field(None, description="environment variable holding the password")
+    ca_file: str | None = Field(None, description="CA certificate(s) to trust (PEM); default: the system's")
+    cert_file: str | None = Field(None, description="client certificate (PEM), for brokers that ask for one")
+    key_file: str | None = Field(None, description="the client certificate's key (PEM)")
+    client_id: str | None = Field(None, description="client id prefix; each stream connects as <prefix>-<stream> "
+                                                    "(default lvm-edge-<host name>-<site>)")
+    keepalive_s: int = Field(15, ge=5, le=3600, description="MQTT keepalive; a lost broker is noticed within 1.5x")
+    publish_events: bool = Field(False, description="also publish the events each evaluation read to .../events "
+                                                    "(QoS 1, while connected; not kept in the outbox)")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parse_broker_url(v)
+        return v.strip()
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _pairs(self) -> "MqttSettings":
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("give cert_file and key_file together (a client certificate and its key)")
+        if (self.ca_file or self.cert_file) and not parse_broker_url(self.url)[2]:
+            raise ValueError(f"TLS files are given but the URL {self.url!r} is not mqtts://")
+        if self.password_env and not self.username:
+            raise ValueError("password_env without username")
+        return self
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+class OutboxSettings(_Strict):
+    max_alerts: int = Field(10_000, ge=10, le=10_000_000,
+                            description="alerts kept in <state dir>/alerts.db; beyond it the oldest delivered "
+                                        "ones go (acked first)")
+
+
+class AlertSettings(_Strict):
+    site: str = Field("store", description="the store's name in topics and alerts (A-Z a-z 0-9 _ . -)")
+    rules: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict, description="rule name -> thresholds ({} or null: the rule's defaults); none: no alerts")
+    streams: dict[str, dict[str, dict[str, Any] | bool | None]] = Field(
+        default_factory=dict, description="stream name -> {rule: thresholds | off}: per-stream changes to rules")
+    mqtt: MqttSettings | None = None
+    webhooks: list[str] = Field(default_factory=list, description="URLs that receive each alert as an HTTP POST")
+    webhook_timeout_s: float = Field(10.0, gt=0, le=120)
+    id_bucket_s: float = Field(30.0, gt=0, description="alerts of one rule, product and lane starting within the "
+                                                      "same bucket of this many seconds are one alert (one id)")
+    outbox: OutboxSettings = OutboxSettings()
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, v: str) -> str:
+        if not TOPIC_PART.match(v):
+            raise ValueError(f"{v!r} cannot be part of an MQTT topic (1-64 of A-Z a-z 0-9 _ . -)")
+        return v
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, v: dict) -> dict:
+        _check_rule_names(v, "rules")
+        return v
+
+    @field_validator("streams")
+    @classmethod
+    def _streams(cls, v: dict) -> dict:
+        for stream, changes in v.items():
+            _check_rule_names(changes, f"streams.{stream}")
+        return v
+
+    @field_validator("webhooks")
+    @classmethod
+    def _hooks(cls, v: list[str]) -> list[str]:
+        for url in v:
+            p = urlsplit(url)
+            if p.scheme not in ("http", "https") or not p.hostname:
+                raise ValueError(f"webhook {url!r}: expected an http:// or https:// URL")
+        if len(set(v)) != len(v):
+            raise ValueError("a webhook URL is listed twice")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any stream has a rule to evaluate (a stream's change can turn a rule on for it alone)."""
+        return bool(self.rules) or any(c is not False for ch in self.streams.values() for c in ch.values())
+
+    def rules_for(self, stream: str) -> dict[str, dict[str, Any]]:
+        """The rules one stream evaluates, with their thresholds (the stream's changes applied)."""
+        out = {name: dict(th or {}) for name, th in self.rules.items()}
+        for name, change in self.streams.get(stream, {}).items():
+            if change is False:
+                out.pop(name, None)
+            elif isinstance(change, dict):
+                out[name] = {**out.get(name, {}), **change}
+            else:  # true / null: the rule with its defaults (or the site's thresholds)
+                out.setdefault(name, {})
+        return out
+
+    def check_env(self) -> None:
+        """What only the process's environment can say: ValueError (one line) when the broker's password
+        variable is named but not set."""
+        if self.mqtt and self.mqtt.password_env and os.environ.get(self.mqtt.password_env) is None:
+            raise ValueError(f"alerts.mqtt.password_env: the variable {self.mqtt.password_env} is not set")
+
+    def sink_names(self) -> list[str]:
+        return (["mqtt"] if self.mqtt else []) + [f"webhook:{u}" for u in self.webhooks]
