@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from edge_runtime.checkout import ACTIVITIES, PRODUCTS, CheckoutVideo
+from edge_runtime.checkout import BASE_ACTIVITIES as ACTIVITIES, PRODUCTS, CheckoutVideo  # videos without shrink
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "models" / "lvm-tiny.yaml"

@@ -8,15 +8,16 @@
 
 Modules: ``catalog`` (activities, products and their drawings), ``scene`` (counter layout, looks,
 camera), ``script`` (the event timeline), ``render`` (drawing), ``annotations`` (ground truth),
-``queries`` (ReST query sampling), ``video`` (the public class).
+``queries`` (ReST query sampling), ``shrink`` (scan avoidance: rates and choices), ``video`` (the public class).
 """
 from .annotations import BOX_FPS
-from .catalog import ACTIVITIES, ACTIVITY_IDS, PRODUCT_IDS, PRODUCTS
+from .catalog import ACTIVITIES, ACTIVITY_IDS, BASE_ACTIVITIES, PRODUCT_IDS, PRODUCTS
 from .queries import QUERY_TYPES, WINDOWS, Query, sample_queries
+from .shrink import ShrinkRates
 from .scene import EVAL_LOOKS, EVAL_SEED_BASE, LOOKS, TRAIN_LOOKS, heldout_video, training_video
 from .video import CheckoutVideo
 
 __all__ = [
-    "ACTIVITIES", "ACTIVITY_IDS", "BOX_FPS", "CheckoutVideo", "EVAL_LOOKS", "EVAL_SEED_BASE", "LOOKS", "PRODUCTS", "PRODUCT_IDS",
-    "QUERY_TYPES", "Query", "TRAIN_LOOKS", "WINDOWS", "heldout_video", "sample_queries", "training_video",
+    "ACTIVITIES", "ACTIVITY_IDS", "BASE_ACTIVITIES", "BOX_FPS", "CheckoutVideo", "EVAL_LOOKS", "EVAL_SEED_BASE", "LOOKS", "PRODUCTS", "PRODUCT_IDS",
+    "QUERY_TYPES", "Query", "ShrinkRates", "TRAIN_LOOKS", "WINDOWS", "heldout_video", "sample_queries", "training_video",
 ]

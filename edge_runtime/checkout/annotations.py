@@ -5,12 +5,15 @@ import math
 
 import numpy as np
 
-from .catalog import ACTIVITIES, PRODUCTS
+from .catalog import ACTIVITIES, BASE_ACTIVITIES, PRODUCTS
 from .render import LIFT_GROW, item_box, shape_of
 from .scene import LOOKS, TRAIN_LOOKS, apply_h, zone_of
 from .script import Script, hand_position, helper_position
 
-FORMAT_VERSION = 1
+# 2: instances say ``scanned``, ``transaction`` and ``shrink``. Videos without shrink are still written
+# as version 1, byte for byte as before (the shipped model and docs' figures were made on them);
+# readers derive the three fields for version 1 files (export/dataset/folder.py).
+FORMAT_VERSION = 2
 BOX_FPS = 5.0
 
 
@@ -70,6 +73,14 @@ def copy_annotations(ann: dict) -> dict:
 
 def build_annotations(video_id: str, script: Script, look: int, size: int, H) -> dict:
     insts = [i for i in script.instances.values() if i.appear < script.duration]
+    shrink = script.shrink is not None
+    instances = [{"instance_id": i.instance_id, "product": PRODUCTS[i.class_id], "class_id": i.class_id,
+                  "session": i.session, "appear": float(i.appear), "vanish": float(min(i.vanish, script.duration))}
+                 for i in insts]
+    if shrink:
+        scanned = {e.instance_id for e in script.events if ACTIVITIES[e.activity_id] == "scan"}
+        for rec, i in zip(instances, insts):
+            rec.update(scanned=i.instance_id in scanned, transaction=i.session, shrink=i.shrink)
     boxes = {}
     for inst in insts:
         b = instance_boxes(script, H, inst.instance_id)
@@ -77,7 +88,7 @@ def build_annotations(video_id: str, script: Script, look: int, size: int, H) ->
             boxes[str(inst.instance_id)] = b
     return {
         "format": "lvm-edge/checkout-rest",
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSION if shrink else 1,
         "video_id": video_id,
         "seed": script.seed,
         "look": look,
@@ -86,18 +97,16 @@ def build_annotations(video_id: str, script: Script, look: int, size: int, H) ->
         "duration_s": float(script.duration),
         "fps_boxes": BOX_FPS,
         "size": size,
-        "activities": list(ACTIVITIES),
+        "activities": list(ACTIVITIES if shrink else BASE_ACTIVITIES),
         "products": list(PRODUCTS),
-        "instances": [{"instance_id": i.instance_id, "product": PRODUCTS[i.class_id], "class_id": i.class_id,
-                       "session": i.session, "appear": float(i.appear), "vanish": float(min(i.vanish, script.duration))}
-                      for i in insts],
+        "instances": instances,
         "events": [{"activity": ACTIVITIES[e.activity_id], "activity_id": e.activity_id, "instance_id": e.instance_id,
                     "start": float(e.start), "end": float(e.end), "session": e.session} for e in script.events],
         "boxes": boxes,
         "sessions": [{"session": s.index, "start": float(s.start), "end": float(min(s.end, script.duration)),
                       "instance_ids": list(s.instance_ids)} for s in script.sessions if s.start < script.duration],
         "scanner_flashes": [[float(a), float(b), c] for a, b, c in script.flashes if a < script.duration],
-    }
+    } | ({"shrink": script.shrink.to_dict()} if shrink else {})
 
 
 def frame_labels(script: Script, H, t: float) -> dict:

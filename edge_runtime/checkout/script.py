@@ -60,6 +60,7 @@ class Instance:
     vanish: float         # end of visibility (leaves with the basket, into the bag, handed over)
     segs: list[Seg] = field(default_factory=list)
     _t0s: list[float] = field(default_factory=list, repr=False)
+    shrink: str | None = None  # the scan-avoidance behaviour it was given (shrink.BEHAVIOURS), if any
 
     def finish(self) -> None:
         self._t0s = [s.t0 for s in self.segs]
@@ -243,6 +244,7 @@ class Script:
     wipes: list[dict]                                # staff wiping the counter between customers
     blurs: list[tuple[float, float, float]]          # (t0, t1, sigma at 112 px)
     light: dict
+    shrink: object = None                            # the ShrinkRates it was built with, None when off
     _sess_t0: list[float] = field(default_factory=list, repr=False)
     _flash_t0: list[float] = field(default_factory=list, repr=False)
     _ev_t0: list[float] = field(default_factory=list, repr=False)

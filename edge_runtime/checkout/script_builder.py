@@ -10,6 +10,7 @@ import numpy as np
 from .catalog import ACTIVITY_IDS, PRODUCT_SPECS
 from .scene import BAG_POINT, BASKET_SLOTS, COUNTER_SLOTS, SCANNER_POINT
 from .script import Customer, Event, Instance, Pose, Script, Seg, Session, grip_point, item_pose
+from .shrink import ShrinkRates, choose
 
 A = ACTIVITY_IDS
 SKIN = ((233, 190, 160), (205, 150, 115), (160, 110, 75), (110, 75, 50), (240, 205, 180))
@@ -35,6 +36,7 @@ CHAINS: tuple[tuple[float, tuple[str, ...]], ...] = (
 DURATIONS = {  # seconds (uniform range) of one event
     "pick_up": (2.0, 4.5), "scan": (3.0, 9.0), "bag": (2.0, 4.5), "put_back": (2.0, 4.5),
     "hold": (6.0, 28.0), "inspect": (6.0, 22.0), "hand_over": (4.0, 8.0), "browse": (2.0, 5.0),
+    "pass_around": (1.5, 3.5),  # quicker than a scan: nothing is waved until the scanner beeps
 }
 FLASH_S = 0.35
 PEOPLE_BLOCK_S = 60.0
@@ -43,8 +45,10 @@ def _r2(x: float) -> float:
 
 
 class _SessionBuilder:
-    def __init__(self, index: int, start: float, rng: np.random.Generator, next_iid: int) -> None:
+    def __init__(self, index: int, start: float, rng: np.random.Generator, next_iid: int,
+                 seed: int = 0, shrink: ShrinkRates | None = None) -> None:
         self.k, self.rng, self.start = index, rng, start
+        self.seed, self.shrink = seed, shrink
         r = rng
         self.customer = Customer(entry_x=float(r.uniform(0.36, 0.62)), skin=SKIN[r.integers(len(SKIN))],
                                  shirt=SHIRTS[r.integers(len(SHIRTS))], hair=HAIR[r.integers(len(HAIR))],
@@ -119,7 +123,8 @@ class _SessionBuilder:
         r, inst, cust = self.rng, self.insts[iid], self.customer
         where = self.place[iid]
         ok = {"browse": where == "basket", "pick_up": where == "basket", "scan": where == "counter",
-              "bag": where in ("scanner", "counter"), "put_back": where == "counter", "hold": where in ("counter", "scanner"),
+              "bag": where in ("scanner", "counter") or (where == "basket" and inst.shrink == "bagged_unscanned"),
+              "pass_around": where == "counter", "put_back": where == "counter", "hold": where in ("counter", "scanner"),
               "inspect": where == "counter", "hand_over": where in ("counter", "scanner")}[act]
         if not ok:
             return False
@@ -162,6 +167,11 @@ class _SessionBuilder:
                 self.flashes.append((f0, _r2(f0 + FLASH_S), col))
             settle = min(0.9, good + (FLASH_S + 0.3) / dur)
             seg = self._move(iid, "scan", t0, t1, dest, "scanner", settle=settle, phase=float(r.uniform(0, 2 * math.pi)))
+        elif act == "pass_around":  # lifted over the glass and set down on it: no wave, no flash
+            self.counter_slot.pop(iid, None)
+            dest = (SCANNER_POINT[0] + float(r.uniform(-0.03, 0.03)), SCANNER_POINT[1] + float(r.uniform(-0.03, 0.03)),
+                    1.0, pose[3] + float(r.uniform(-0.3, 0.3)), 0.0)
+            seg = self._move(iid, "carry", t0, t1, dest, "scanner", peak=0.75)
         elif act == "bag":
             self.counter_slot.pop(iid, None)
             dest = (BAG_POINT[0] + float(r.uniform(-0.04, 0.04)), BAG_POINT[1] + float(r.uniform(-0.05, 0.05)),
@@ -215,6 +225,10 @@ class _SessionBuilder:
         for iid in iids:
             w = np.array([c[0] for c in CHAINS])
             chains[iid] = list(CHAINS[int(r.choice(len(CHAINS), p=w / w.sum()))][1])
+        # scan avoidance: its own random stream, so without shrink nothing else here changes
+        for iid, (behaviour, chain) in zip(iids, choose(self.shrink, self.seed, self.k, [tuple(chains[i]) for i in iids])):
+            self.insts[iid].shrink = behaviour
+            chains[iid] = list(chain)
         order = [i for i in r.permutation(iids).tolist() if chains[i]]
         tasks: list[tuple[str, int]] = []
         if len(iids) >= 2 and r.random() < 0.4:
@@ -260,7 +274,8 @@ class _SessionBuilder:
         return Session(self.k, self.start, self.end, self.customer, list(self.insts), self.hand, self.helper)
 
 
-def build_script(seed: int, duration: float) -> Script:
+def build_script(seed: int, duration: float, shrink: ShrinkRates | None = None) -> Script:
+    """The script of one video; ``shrink`` (rates that are on, or None) adds scan avoidance (shrink.py)."""
     main = np.random.default_rng([seed, 0])
     sessions: list[Session] = []
     instances: dict[int, Instance] = {}
@@ -269,7 +284,7 @@ def build_script(seed: int, duration: float) -> Script:
     t = _r2(main.uniform(3.0, 40.0))
     k, next_iid = 0, 0
     while t < duration:
-        b = _SessionBuilder(k, t, np.random.default_rng([seed, 1, k]), next_iid)
+        b = _SessionBuilder(k, t, np.random.default_rng([seed, 1, k]), next_iid, seed, shrink)
         b.run()
         sessions.append(b.session())
         instances.update(b.insts)
@@ -320,7 +335,7 @@ def build_script(seed: int, duration: float) -> Script:
     flashes.sort()
     # an event the video ends before is not part of it (its first frames may still show at the very end)
     events = sorted((e for e in events if e.end <= duration), key=lambda e: e.start)
-    s = Script(seed, duration, sessions, instances, events, flashes, people, wipes, blurs, light)
+    s = Script(seed, duration, sessions, instances, events, flashes, people, wipes, blurs, light, shrink)
     s.finish()
     return s
 

@@ -10,6 +10,7 @@ from .annotations import build_annotations, copy_annotations, frame_labels
 from .render import Renderer
 from .scene import resolve_look
 from .script_builder import build_script
+from .shrink import ShrinkRates, resolve_shrink
 
 DEFAULT_DURATION_S = 1800.0
 
@@ -21,10 +22,14 @@ class CheckoutVideo:
     changes how it is drawn (counter, light, camera placement; ``TRAIN_LOOKS`` / ``EVAL_LOOKS``).
     ``frame(t)`` is a pure function of (seed, look, size, t). A shorter video with the same seed is a
     prefix of a longer one (events that would end after ``duration_s`` are left out).
+
+    ``shrink`` (``ShrinkRates``, a mapping of its rates, or text such as ``"default"`` or
+    ``"0.03,0.02,0.02"``) adds scan avoidance (shrink.py); off (None, the default, or all rates 0) the
+    video is exactly the one without it: training and the accuracy benchmark use videos without.
     """
 
     def __init__(self, seed: int, duration_s: float = DEFAULT_DURATION_S, size: int = 112,
-                 look: int | str | None = None) -> None:
+                 look: int | str | None = None, shrink: ShrinkRates | dict | str | None = None) -> None:
         if duration_s <= 0:
             raise ValueError(f"duration_s must be positive, got {duration_s}")
         if size < 16:
@@ -33,7 +38,8 @@ class CheckoutVideo:
         self.duration_s = float(duration_s)
         self.size = int(size)
         self.look = resolve_look(look, self.seed)
-        self.script = build_script(self.seed, self.duration_s)
+        self.shrink = resolve_shrink(shrink)
+        self.script = build_script(self.seed, self.duration_s, self.shrink)
         self._renderer: Renderer | None = None
         self._annotations: dict | None = None
 
@@ -42,6 +48,8 @@ class CheckoutVideo:
         vid = f"checkout-s{self.seed}-l{self.look}"
         if self.duration_s != DEFAULT_DURATION_S:
             vid += f"-d{self.duration_s:g}"
+        if self.shrink is not None:  # another video than the one without: caches keyed by id must not mix them
+            vid += "-shrink" + self.shrink.tag().replace(",", "-")
         return vid
 
     @property
@@ -87,4 +95,5 @@ class CheckoutVideo:
         return {**self.__dict__, "_renderer": None, "_annotations": None}
 
     def __repr__(self) -> str:
-        return f"CheckoutVideo(seed={self.seed}, duration_s={self.duration_s:g}, size={self.size}, look={self.look})"
+        extra = f", shrink='{self.shrink.tag()}'" if self.shrink is not None else ""
+        return f"CheckoutVideo(seed={self.seed}, duration_s={self.duration_s:g}, size={self.size}, look={self.look}{extra})"

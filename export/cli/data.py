@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-crops", action="store_true",
                    help="do not write the generator's instance crops into crops/ (training and evaluation then cut "
                         "each instance's picture from the video at its largest box, as for footage without crops)")
+    r.add_argument("--shrink", metavar="RATES",
+                   help="scan avoidance in the videos: 0 (none), default (3 %% of bought items bagged unscanned, "
+                        "2 %% passed around the scanner, 2 %% left in the basket) or three rates B,P,L; "
+                        "default: default, but 0 with --like (lvm-train's and lvm-eval's videos have none). "
+                        "With shrink, labels.yaml lists pass_around too")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     i = sub.add_parser("import-cvat", help="turn a CVAT video annotation export into a dataset item",
@@ -177,8 +182,14 @@ def _render(args) -> int:
             specs = plain(seeds, args.look, args.split)
         except ValueError as err:
             raise UsageError(f"--look: {err}") from None
+    from edge_runtime.checkout.shrink import ShrinkRates
+
+    try:
+        shrink = ShrinkRates.parse(args.shrink or ("0" if args.like else "default"))
+    except ValueError as err:
+        raise UsageError(f"--shrink: {err}") from None
     rep = render_dataset(args.out, specs, duration_s=args.duration, size=args.size, fps=args.fps, codec=args.codec,
-                         crops=not args.no_crops, progress=not args.no_progress)
+                         crops=not args.no_crops, progress=not args.no_progress, shrink=shrink)
     print(f"{PROG} render: {len(specs)} video{'s' * (len(specs) != 1)} into {args.out} "
           f"({args.size} px, {args.fps:g} fps, {args.duration:g} s); PSNR of the decoded frames over the folder's "
           f"videos: {rep['psnr_mean_db']:.1f} dB mean, {rep['psnr_min_db']:.1f} dB min ({args.out}/render.json)")

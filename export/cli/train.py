@@ -186,14 +186,14 @@ def _train(args) -> int:
     elif device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is visible to torch")
 
-    from edge_runtime.checkout import ACTIVITIES, training_video
+    from edge_runtime.checkout import BASE_ACTIVITIES, training_video
     from export.model.checkpoint import save_checkpoint
     from export.dataset.video_data import token_cache_dir
     from export.model.lvmnet import LVMNet, count_parameters
 
-    if items is None and cfg.heads.num_activities != len(ACTIVITIES):
+    if items is None and cfg.heads.num_activities != len(BASE_ACTIVITIES):
         raise UsageError(f"{args.config}: heads.num_activities={cfg.heads.num_activities} but the benchmark has "
-                         f"{len(ACTIVITIES)} activities")
+                         f"{len(BASE_ACTIVITIES)} activities")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         from datetime import timedelta

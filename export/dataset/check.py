@@ -149,12 +149,27 @@ def _instance_problems(ann, labels, root: Path) -> tuple[set[int] | None, list[t
             r = resolve_label(inst, OBJECT_KEYS, labels, ann)
             if isinstance(r, str):
                 out.append((f"{f}.{r.split(': ', 1)[0]}", r.split(": ", 1)[1]))
+        out += _checkout_problems(inst, f)
         crop = inst.get("crop")
         if crop is not None:
             msg = crop_problem(root, crop)
             if msg:
                 out.append((f"{f}.crop", msg))
     return set(first), out
+
+
+def _checkout_problems(inst: dict, f: str) -> list[tuple[str, str]]:
+    """The optional per-item checkout fields (annotation version 2): scanned, transaction, shrink."""
+    out = []
+    if "scanned" in inst and not isinstance(inst["scanned"], bool):
+        out.append((f"{f}.scanned", f"{inst['scanned']!r} is not true or false"))
+    tr = inst.get("transaction")
+    if tr is not None and (not isinstance(tr, int) or isinstance(tr, bool)):
+        out.append((f"{f}.transaction", f"{tr!r} is not an integer (the customer session's id)"))
+    sh = inst.get("shrink")
+    if sh is not None and not (isinstance(sh, str) and sh.strip()):
+        out.append((f"{f}.shrink", f"{sh!r} is not null or a behaviour name (e.g. bagged_unscanned)"))
+    return out
 
 
 def crop_problem(root: Path, crop) -> str | None:

@@ -2,8 +2,9 @@
 optional splits.yaml and crops/. ``open_dataset`` reads it into items with normalised annotations.
 
 Normalised means every event carries both ``activity`` and ``activity_id``, every instance both
-``product`` and ``class_id`` (ids are positions in labels.yaml; a name wins over an id), and
-``video_id``, ``duration_s``, ``fps_boxes`` and ``split`` are present."""
+``product`` and ``class_id`` (ids are positions in labels.yaml; a name wins over an id) and
+``scanned``, ``transaction`` and ``shrink`` (``instance_checkout``), and ``video_id``, ``duration_s``,
+``fps_boxes`` and ``split`` are present."""
 from __future__ import annotations
 
 import math
@@ -83,7 +84,7 @@ def normalise(ann: dict, labels: LabelSet, stem: str, split: str, video: Path) -
     out["instances"] = []
     for inst in ann.get("instances") or []:
         name, i = resolve_label(inst, OBJECT_KEYS, labels, ann)
-        out["instances"].append({**inst, "product": name, "class_id": i})
+        out["instances"].append(instance_checkout({**inst, "product": name, "class_id": i}, out["events"], labels))
     out["boxes"] = {str(int(k)): [[float(v) for v in row] for row in rows]
                     for k, rows in (ann.get("boxes") or {}).items()}
     out.setdefault("format", "lvm-edge/checkout-rest")
@@ -101,6 +102,20 @@ def normalise(ann: dict, labels: LabelSet, stem: str, split: str, video: Path) -
         out["duration_s"] = count / fps
     out["duration_s"] = float(out["duration_s"])
     return out
+
+
+def instance_checkout(inst: dict, events: list[dict], labels: LabelSet) -> dict:
+    """The instance with ``scanned``, ``transaction`` and ``shrink`` filled in where the file does not
+    give them (files before annotation version 2, and own footage): scanned = it has an event of the
+    activity named scan (None when the labels have no scan), transaction = its ``session`` (None when
+    not given), shrink = None (no scan-avoidance behaviour recorded)."""
+    if "scanned" not in inst:
+        scan = labels.activities.index("scan") if "scan" in labels.activities else None
+        inst["scanned"] = None if scan is None else any(
+            e["activity_id"] == scan and e.get("instance_id") == inst.get("instance_id") for e in events)
+    inst.setdefault("transaction", inst.get("session"))
+    inst.setdefault("shrink", None)
+    return inst
 
 
 def item_split(stem: str, ann: dict, splits: dict[str, str]) -> str:

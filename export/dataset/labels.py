@@ -32,11 +32,12 @@ class LabelSet:
         return cls(tuple(d["activities"]), tuple(d["objects"] if "objects" in d else d["products"]))
 
     @classmethod
-    def generator(cls) -> LabelSet:
-        """The procedural checkout generator's labels (ACTIVITIES, PRODUCTS)."""
-        from edge_runtime.checkout import ACTIVITIES, PRODUCTS
+    def generator(cls, shrink: bool = False) -> LabelSet:
+        """The procedural checkout generator's labels: its activities without shrink (those of lvm-train's
+        videos and the shipped model) or, with ``shrink``, all of them (pass_around too), and PRODUCTS."""
+        from edge_runtime.checkout import ACTIVITIES, BASE_ACTIVITIES, PRODUCTS
 
-        return cls(tuple(ACTIVITIES), tuple(PRODUCTS))
+        return cls(tuple(ACTIVITIES if shrink else BASE_ACTIVITIES), tuple(PRODUCTS))
 
     def to_yaml(self) -> str:
         import yaml

@@ -81,19 +81,24 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def render_dataset(out, specs: list[RenderSpec], *, duration_s: float = 1800.0, size: int = 112,
                    fps: float = 1.0, codec: str = "mp4v", crops: bool = True, progress: bool = True,
-                   say: Callable[[str], None] = print) -> dict:
+                   say: Callable[[str], None] = print, shrink=None) -> dict:
     """Render ``specs`` into the dataset folder ``out`` (created, or added to when its labels.yaml
     is the generator's); returns the render report (also written to out/render.json).
 
     ``crops``: write each instance's generator crop (what lvm-train and lvm-eval show the heads for
     generated videos) as crops/<stem>/<id>.png, so the files differ from the generator only by video
-    compression; without them training and evaluation cut crops from the video at the best box."""
+    compression; without them training and evaluation cut crops from the video at the best box.
+
+    ``shrink``: scan-avoidance rates (``CheckoutVideo``'s shrink; None: off, the videos lvm-train and
+    lvm-eval use); on, labels.yaml lists pass_around too."""
     from tqdm import tqdm
 
     from edge_runtime.checkout import LOOKS, CheckoutVideo
+    from edge_runtime.checkout.shrink import resolve_shrink
 
     out = Path(out)
-    labels = LabelSet.generator()
+    rates = resolve_shrink(shrink)
+    labels = LabelSet.generator(shrink=rates is not None)
     _prepare(out, labels)
     codec = writable_codec(codec, out / VIDEOS, size, fps)
     report = _read_report(out)
@@ -102,7 +107,7 @@ def render_dataset(out, specs: list[RenderSpec], *, duration_s: float = 1800.0, 
                leave=False)
     try:
         for spec in specs:
-            video = CheckoutVideo(seed=spec.seed, duration_s=duration_s, size=size, look=spec.look)
+            video = CheckoutVideo(seed=spec.seed, duration_s=duration_s, size=size, look=spec.look, shrink=rates)
             frames = []
             path = _encode(video.frames(fps), out / VIDEOS, spec.stem, codec, size, fps, frames, bar)
             p = _decoded_psnr(path, frames)
@@ -115,6 +120,8 @@ def render_dataset(out, specs: list[RenderSpec], *, duration_s: float = 1800.0, 
                 "look_name": LOOKS[spec.look].name, "split": spec.split, "video_id": ann["video_id"],
                 "duration_s": duration_s, "fps": fps, "size": size, "codec": codec, "frames": len(frames),
                 "psnr_mean_db": round(float(np.mean(p)), 2), "psnr_min_db": round(float(np.min(p)), 2)}
+            if rates is not None:
+                report["videos"][spec.stem]["shrink"] = rates.to_dict()
             say(f"lvm-data render: {path.relative_to(out).as_posix()}: {len(frames)} frames, PSNR of the decoded "
                 f"frames {np.mean(p):.1f} dB mean, {np.min(p):.1f} dB min")
     finally:
@@ -151,10 +158,19 @@ def _prepare(out: Path, labels: LabelSet) -> None:
     lf = out / LABELS_FILE
     if lf.exists():
         have, _ = read_labels_file(lf)
-        if have != labels:
+        if have == labels or _widens(labels, have):
+            return
+        if not _widens(have, labels):
             raise DatasetError(f"{lf}: not the generator's labels: render into a new folder")
-    else:
-        lf.write_text(labels.to_yaml(), encoding="utf-8")
+    # videos without shrink into a folder rendered with it, or the other way: activity ids are only
+    # ever appended, so the longer list holds both
+    lf.write_text(labels.to_yaml(), encoding="utf-8")
+
+
+def _widens(wide: LabelSet | None, narrow: LabelSet | None) -> bool:
+    """``wide`` has ``narrow``'s objects and starts with its activities."""
+    return (wide is not None and narrow is not None and wide.objects == narrow.objects
+            and wide.activities[: len(narrow.activities)] == narrow.activities)
 
 
 def _read_report(out: Path) -> dict:

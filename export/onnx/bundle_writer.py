@@ -215,7 +215,8 @@ def labels_for(cfg, trained: dict[str, list[str]] | None = None) -> dict[str, li
     try:
         from edge_runtime.checkout import ACTIVITIES, PRODUCTS
 
-        acts, prods = [str(a) for a in ACTIVITIES], [str(p) for p in PRODUCTS]
+        # activity ids are only ever appended: a model with N activities has the generator's first N
+        acts, prods = [str(a) for a in ACTIVITIES[: cfg.heads.num_activities]], [str(p) for p in PRODUCTS]
     except ImportError:
         acts, prods = [], []
     if len(acts) != cfg.heads.num_activities:

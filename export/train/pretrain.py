@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from edge_runtime.checkout import ACTIVITIES, PRODUCTS
+from edge_runtime.checkout import BASE_ACTIVITIES, PRODUCTS
 from export.model.backbone import Backbone
 from export.dataset.video_data import VideoData
 
@@ -44,7 +44,7 @@ def _boxes_at(tracks: dict[int, np.ndarray], t: float, tol: float) -> list[tuple
 
 
 def frame_targets(data: VideoData, grid: int, n_objects: int = len(PRODUCTS),
-                  n_activities: int = len(ACTIVITIES)) -> dict[str, np.ndarray]:
+                  n_activities: int = len(BASE_ACTIVITIES)) -> dict[str, np.ndarray]:
     """Per-frame labels at data.times: the generator's own per-frame truth for generated videos;
     for files, what the annotations say (object classes with a box within half a box period, the
     activity of the event in progress, the boxes' patches; whether a hand is in view is unknown: -1)."""
@@ -91,7 +91,7 @@ def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: in
     """Train the backbone in place on the videos' frames (which must still be attached), then freeze.
     ``labels`` ({"activities": [...], "products": [...]}) size the class heads; default: the generator's."""
     n_obj = len(labels["products"]) if labels else len(PRODUCTS)
-    n_act = len(labels["activities"]) if labels else len(ACTIVITIES)
+    n_act = len(labels["activities"]) if labels else len(BASE_ACTIVITIES)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     grid = backbone.cfg.grid
