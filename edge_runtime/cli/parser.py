@@ -5,6 +5,7 @@ import argparse
 
 from edge_runtime import __version__
 from edge_runtime.cli.ask import cmd_ask
+from edge_runtime.cli.happened import cmd_happened
 from edge_runtime.cli.catalog import cmd_catalog
 from edge_runtime.cli.common import PROG
 from edge_runtime.cli.demo import cmd_demo
@@ -63,6 +64,15 @@ examples:
   lvm-edge ask "when was the oat milk bagged in the last 10 minutes?"
   lvm-edge ask "what happened to the eggs since 14:05"
   lvm-edge ask "which item was scanned between 2:05 and 2:20 pm" --json"""
+
+HAPPENED_DESCRIPTION = ("What happened in a window of a running `lvm-edge run` (POST /v1/happened): every "
+                        "product's activities the memory has evidence of, one line per event with its "
+                        "calibrated confidence. Products are the catalog's, or the bundle's classes when it is empty.")
+HAPPENED_EXAMPLES = """\
+examples:
+  lvm-edge happened                      # the last 5 minutes of the memory
+  lvm-edge happened --last 10m --activity scan
+  lvm-edge happened --start 0 --end 600 --json"""
 
 STREAMS_DESCRIPTION = ("The streams of a running `lvm-edge run` (GET/POST/DELETE /v1/streams). "
                        "The default stream (marked *) answers queries that name none.")
@@ -153,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
                 description=ASK_DESCRIPTION, epilog=ASK_EXAMPLES)
     k.add_argument("question", nargs="*", help="the question (quote it, or give it as several words)")
     _answer_flags(k, json_help="print the API's whole reply")
+
+    h = _client(sub, "happened", cmd_happened, help="what happened in a window: events of every product",
+                description=HAPPENED_DESCRIPTION, epilog=HAPPENED_EXAMPLES)
+    h.add_argument("--last", metavar="DURATION", help="the last N of the memory: 300, 90s, 5m, 1h (default: 5m)")
+    h.add_argument("--start", type=float, help="instead of --last: window start, stream seconds")
+    h.add_argument("--end", type=float, help="window end, stream seconds")
+    h.add_argument("--activity", help="only events of this activity (name or id)")
+    h.add_argument("--min-confidence", type=float, metavar="P", help="the least confidence of an event shown "
+                                                                     "(default: the runtime's, 0.3)")
+    h.add_argument("--stream", metavar="NAME", help="the stream to ask (default: the runtime's default stream)")
+    h.add_argument("--json", action="store_true", help="print the API's JSON")
 
     s = _client(sub, "streams", cmd_streams, help="list, add or remove the camera streams of a running lvm-edge",
                 description=STREAMS_DESCRIPTION, epilog=STREAMS_EXAMPLES)

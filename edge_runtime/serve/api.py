@@ -1,6 +1,7 @@
 """HTTP API (FastAPI): health, readiness, metrics, status, labels, a route per query type (its row
 in edge_runtime/query/types.py gives its body), the batch of them, reset, snapshot,
-the streams (``api_streams``), the catalog, questions in words and the dashboard.
+the streams (``api_streams``), the catalog, what happened (``api_happened``), questions in words and
+the dashboard.
 
 One app serves every stream of a ``Streams`` hub. A route that reads a stream takes an optional
 ``stream`` (a query parameter; a field of a query body, per request in a batch); without it the
@@ -33,9 +34,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edge_runtime import __version__
 
 from edge_runtime.query import by_product as product_query
+from edge_runtime.serve.api_alerts import alerts_status, register_alert_routes
 from edge_runtime.serve.api_answer import Answer, BatchAnswers
 from edge_runtime.serve.api_ask import register_ask_routes
 from edge_runtime.serve.api_catalog import register_catalog_routes
+from edge_runtime.serve.api_happened import register_happened_routes
 from edge_runtime.serve.api_page import register_page_routes
 from edge_runtime.serve.api_streams import DEFAULT_MAX_STREAMS, STREAM_HELP, StreamParam, register_stream_routes
 from edge_runtime.serve.pipeline import Runtime
@@ -317,8 +320,8 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
     @api.get("/v1/status", tags=["stream"], dependencies=guarded)
     def status(stream: StreamParam = None) -> dict[str, Any]:
         """One stream's state, coverage, rates, gaps and errors, and which answers it gives (``answers``:
-        reader or heads); ``streams`` names all of them."""
-        return {**hub.get(stream).status(), "streams": hub.names()}
+        reader or heads); ``streams`` names all of them; ``alerts``: the alert outbox and its delivery."""
+        return {**hub.get(stream).status(), "streams": hub.names(), "alerts": alerts_status(hub)}
 
     @api.get("/v1/labels", tags=["stream"], dependencies=guarded)
     def labels() -> dict[str, Any]:
@@ -392,9 +395,11 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
         return rt.snapshot()
 
     register_stream_routes(api, hub, guarded, max_streams=max_streams)
+    register_alert_routes(api, hub, guarded)
     register_catalog_routes(api, hub, guarded=guarded, decode_image=decode_image, max_image_pixels=max_image_pixels)
     register_page_routes(api, hub, guarded)
-    register_ask_routes(api, hub, guarded, query_routes)
+    happened_route = register_happened_routes(api, hub, guarded)
+    register_ask_routes(api, hub, guarded, {**query_routes, "happened": happened_route})
     return BodyLimit(api, max_body_bytes)
 
 

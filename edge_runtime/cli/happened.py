@@ -1,0 +1,60 @@
+"""``lvm-edge happened``: what happened in a window of a running ``lvm-edge run`` (POST /v1/happened),
+one line per event."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+from edge_runtime.cli.common import CliError, parse_hostport
+from edge_runtime.cli.query import _http
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$", re.IGNORECASE)
+_UNIT_S = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def seconds(text: str) -> float:
+    """'300', '90s', '5m', '1.5h' -> seconds (CliError, one line, for anything else)."""
+    m = _DURATION.match(str(text))
+    value = float(m.group(1)) * _UNIT_S[(m.group(2) or "").lower() or None] if m else 0.0
+    if not m or value <= 0:
+        raise CliError(f"--last {text!r}: expected a positive duration such as 300, 90s, 5m or 1h")
+    return value
+
+
+def lines(reply: dict[str, Any]) -> list[str]:
+    s, e = reply["window"]
+    head = (f"{reply['stream']}: {len(reply['events'])} event(s) in {s:.1f}-{e:.1f} s "
+            f"({reply['products']['asked']} products asked, from the {reply['products']['from']})")
+    out = [head]
+    for ev in reply["events"]:
+        box = "" if ev.get("box") is None else "  box [" + " ".join(f"{v:.2f}" for v in ev["box"]) + "]"
+        out.append(f"  {ev['start']:8.1f}-{ev['end']:<8.1f} {ev['activity']:<10} {ev['product']:<20} "
+                   f"confidence {ev['confidence']:.2f}{box}")
+    return out
+
+
+def cmd_happened(args) -> int:
+    if args.last is not None and (args.start is not None or args.end is not None):
+        raise CliError("happened: give --last, or --start and --end, not both")
+    if (args.start is None) != (args.end is None):
+        raise CliError("happened: --start and --end go together (stream seconds)")
+    if args.start is not None and not args.end > args.start:
+        raise CliError(f"happened: --start ({args.start:g}) must be before --end ({args.end:g})")
+    body: dict[str, Any] = {}
+    if args.start is not None:
+        body.update(start=args.start, end=args.end)
+    elif args.last is not None:
+        body["last"] = seconds(args.last)
+    if args.activity is not None:
+        body["activity"] = int(args.activity) if args.activity.isdigit() else args.activity
+    if args.min_confidence is not None:
+        body["min_confidence"] = args.min_confidence
+    if args.stream:
+        body["stream"] = args.stream
+    host, port = parse_hostport(args.api)
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    reply = _http("POST", base + "/v1/happened", body, args.token or os.environ.get("LVM_EDGE_TOKEN"))
+    print(json.dumps(reply, indent=2) if args.json else "\n".join(lines(reply)))
+    return 0

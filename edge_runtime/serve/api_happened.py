@@ -1,0 +1,96 @@
+"""POST /v1/happened: what happened in a window of one stream, as events (edge_runtime/query/happened.py).
+
+    {"last": 300, "stream": "cam2"}                        # the last 5 minutes of the memory
+    {"start": 0, "end": 600, "activity": "scan"}           # a window, one activity
+    -> {"stream", "window": [start, end], "products": {"asked": 14, "from": "bundle classes"},
+        "events": [{"activity", "activity_id", "product", "start", "end", "confidence", "box", "tracks"}]}
+
+A window is ``start`` and ``end`` (stream seconds) or ``last`` (seconds back from the end of the
+memory), not both; with neither, the last ``DEFAULT_LAST_S``. Bad input is a 4xx with one line.
+"""
+from __future__ import annotations
+
+from typing import Any, Union
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge_runtime.query.class_pictures import class_pictures
+from edge_runtime.query.happened import MIN_CONFIDENCE, HappenedError, what_happened
+from edge_runtime.serve.api_streams import STREAM_HELP
+
+DEFAULT_LAST_S = 300.0
+
+
+class HappenedBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start: float | None = Field(None, description="window start, stream seconds (with end)")
+    end: float | None = Field(None, description="window end, stream seconds (with start)")
+    last: float | None = Field(None, gt=0, description=f"instead of start/end: the last N seconds of the memory "
+                                                       f"(neither: the last {DEFAULT_LAST_S:g})")
+    activity: Union[int, str, None] = Field(None, description="only events of this activity (name or id)")
+    min_confidence: float = Field(MIN_CONFIDENCE, ge=0.0, le=1.0,
+                                  description="the least calibrated probability of an event kept")
+    stream: str | None = Field(None, description=STREAM_HELP)
+
+
+class EventModel(BaseModel):
+    activity: str = Field(description="the bundle's activity label")
+    activity_id: int
+    product: str = Field(description="catalog product, else the bundle's product class")
+    start: float = Field(description="stream seconds")
+    end: float
+    confidence: float = Field(ge=0.0, le=1.0, description="calibrated probability that the event is right")
+    box: list[float] | None = Field(None, description="[x1, y1, x2, y2] in [0, 1] at the middle of the event")
+    tracks: list[str] = Field(description="what it was read from: memory, timeline")
+
+
+class HappenedAnswer(BaseModel):
+    stream: str
+    window: list[float] = Field(description="[start, end] answered, stream seconds")
+    products: dict[str, Any] = Field(description="{asked: how many products were asked about, from: catalog or "
+                                                 "bundle classes}")
+    events: list[EventModel] = Field(description="sorted by start, then confidence")
+
+
+def window_of(runtime, start: float | None, end: float | None, last: float | None) -> tuple[float, float]:
+    """The asked window (HappenedError, one line, for a half-given or doubly-given one)."""
+    if last is not None and (start is not None or end is not None):
+        raise HappenedError("give start and end, or last, not both")
+    if (start is None) != (end is None):
+        raise HappenedError(f"missing field '{'end' if end is None else 'start'}' (or give last instead)")
+    if start is not None:
+        return float(start), float(end)
+    cov_end = (runtime.engine.coverage or {}).get("end")
+    if cov_end is None:
+        raise HappenedError("the memory holds nothing yet (no frames streamed)", 409)
+    return float(cov_end) - float(last or DEFAULT_LAST_S), float(cov_end)
+
+
+def happened_answer(runtime, q: HappenedBody) -> dict[str, Any]:
+    window = window_of(runtime, q.start, q.end, q.last)
+    acts = None if q.activity is None else [q.activity]
+    events = what_happened(runtime, None, window, activities=acts, min_confidence=q.min_confidence)
+    catalog = getattr(runtime, "catalog", None)
+    if catalog is not None and len(catalog):
+        asked = {"asked": len(catalog), "from": "catalog"}
+    else:  # the pictures are cached: counting them draws nothing again
+        asked = {"asked": len(class_pictures(runtime.engine.products, runtime.engine.frame_size)), "from": "bundle classes"}
+    return {"stream": runtime.name, "window": [window[0], window[1]], "products": asked,
+            "events": [e.to_dict() for e in events]}
+
+
+def register_happened_routes(api: FastAPI, hub, guarded: list):
+    """Add POST /v1/happened; returns its route function (ask answers "what happened" questions with it)."""
+
+    @api.exception_handler(HappenedError)
+    async def _happened_error(_, exc: HappenedError):
+        return JSONResponse({"error": " ".join(str(exc).split())}, status_code=exc.status)
+
+    @api.post("/v1/happened", tags=["queries"], dependencies=guarded, response_model=HappenedAnswer)
+    def happened(q: HappenedBody) -> dict[str, Any]:
+        """What happened in the window: each product's activities the memory has evidence of, as timed events."""
+        return happened_answer(hub.get(q.stream), q)
+
+    return happened
