@@ -46,8 +46,14 @@ def _events_since(runtime, window: tuple[float, float]) -> list:
 
 class AlertService:
     def __init__(self, settings: AlertSettings, state_dir: str | Path, *, registry=None,
-                 warn: Callable[[str], None] | None = None, evaluate: bool = True) -> None:
+                 warn: Callable[[str], None] | None = None, evaluate: bool = True,
+                 rule_engine: Callable[[dict], Any] | None = None,
+                 events: Callable[[Any, tuple[float, float]], list] | None = None) -> None:
+        """``rule_engine(rules) -> RuleEngine`` and ``events(runtime, window) -> [Event]`` default to
+        edge_runtime/alerts/rules.py and edge_runtime/query/happened.py; ``evaluate=False`` runs no
+        evaluation thread (alerts come through ``raise_alert`` only)."""
         self.settings = settings
+        self._rule_engine, self._events = rule_engine, events or _events_since
         self.site = settings.site
         self._warn = warn or (lambda msg: log.warning(msg))
         self.metrics = AlertMetrics(registry)
@@ -138,9 +144,10 @@ class AlertService:
 
     def _engine(self, stream: str):
         if stream not in self._engines:
-            from edge_runtime.alerts.rules import RuleEngine
-
-            self._engines[stream] = RuleEngine(self.settings.rules_for(stream))
+            factory = self._rule_engine
+            if factory is None:
+                from edge_runtime.alerts.rules import RuleEngine as factory
+            self._engines[stream] = factory(self.settings.rules_for(stream))
         return self._engines[stream]
 
     def evaluate(self, runtime) -> list[Alert]:
@@ -159,8 +166,10 @@ class AlertService:
             return []
         start = self._evaluated_to.get(runtime.name, cov["start"])
         window = (max(cov["start"], start - OVERLAP_S), cov["end"])
+        if window[1] <= window[0]:
+            return []
         try:
-            events = _events_since(runtime, window)
+            events = self._events(runtime, window)
         except ImportError as err:
             self.note = f"alerts: 'what happened' is not installed ({err}); nothing is evaluated"
             return []

@@ -46,6 +46,7 @@ def cmd_run(args) -> int:
         check_state_dir(Path(s.state.dir))
     elif args.reset_state:
         raise CliError("--reset-state needs --state-dir (or state.dir in --config)")
+    check_alerts(s)
     engine = open_engine(s.bundle, s.backend, s.threads, s.answers)
     hub = Streams(engine, state_dir=s.state.dir, snapshot_every=s.state.snapshot_every_s,
                   max_batch=s.api.max_batch, batch_wait_s=s.api.batch_wait_ms / 1000,
@@ -69,6 +70,7 @@ def cmd_run(args) -> int:
                 cov = runtime.restored_from["coverage"]
                 say(f"{_who(runtime, hub)}restored memory from {runtime.restored_from['path']} (coverage "
                     f"{cov['start']}-{cov['end']} s, {runtime.restored_from['frames_processed']} frames)")
+        hub.alerts = open_alerts(s, hub)
     except BaseException:
         hub.close()
         raise
@@ -130,6 +132,45 @@ def cmd_run(args) -> int:
         hub.close()
     # failed, or a file that could not be read to its end; a signal is the normal way to stop
     return 1 if failed and not signals else 0
+
+
+def check_alerts(s) -> None:
+    """The alerts: section's start-time checks (the file's own were made when it was read): one line each."""
+    a = s.alerts
+    if not (a.enabled or a.sink_names()):
+        return
+    if not s.state.dir:
+        raise CliError("alerts need a state directory (--state-dir, or state.dir in --config): their outbox is "
+                       "<state dir>/alerts.db")
+    try:
+        a.check_env()
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    if a.mqtt is not None:
+        try:
+            import paho.mqtt.client  # noqa: F401
+        except ImportError:
+            raise CliError("alerts.mqtt needs paho-mqtt: pip install 'paho-mqtt>=2' (part of the runtime extra)") from None
+
+
+def open_alerts(s, hub):
+    """The AlertService of this run, or None when the config has no alert rules and no sinks."""
+    a = s.alerts
+    if not (a.enabled or a.sink_names()):
+        return None
+    import sqlite3
+
+    from edge_runtime.alerts.service import AlertService
+
+    try:
+        service = AlertService(a, s.state.dir, registry=hub.metrics.registry, warn=say)
+    except (OSError, sqlite3.Error) as err:
+        raise CliError(f"alerts: cannot open {Path(s.state.dir) / 'alerts.db'} ({err})", 1) from None
+    rules = ", ".join(sorted(a.rules)) or None
+    to = ", ".join(([a.mqtt.url] if a.mqtt else []) + ([f"{len(a.webhooks)} webhook(s)"] if a.webhooks else []))
+    say(f"alerts: {'rules ' + rules if rules else 'no rules configured'}"
+        f"{'; delivering to ' + to if to else ''} (outbox {service.outbox.path})")
+    return service
 
 
 def _who(runtime, hub) -> str:

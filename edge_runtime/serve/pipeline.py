@@ -104,6 +104,8 @@ class Runtime:
         self._source_stats: dict[str, Any] | None = None
         self.started = time.time()
         self.batcher = QueryBatcher(engine, max_batch=max_batch, wait_s=batch_wait_s, telemetry=self.telemetry)
+        # called after each commit (the hub's alert rules); must return at once: it runs on the intake thread
+        self.on_commit: Callable[["Runtime"], None] | None = None
         # the products queries can name instead of sending a picture; kept beside the snapshots
         if catalog is None and self.state_dir is not None:
             catalog = Catalog(self.state_dir, warn=self.warn)
@@ -305,6 +307,7 @@ class Runtime:
         flushed = self.engine.flush()
         if flushed:
             self.telemetry.clips.inc()
+            self._committed()
         self.update_gauges()
         reason, problem = end_reason(src, self._source_time(getattr(src, "position", None)), duration,
                                      limited, self._time_up.is_set(), pending if flushed else 0)
@@ -352,8 +355,17 @@ class Runtime:
         self.telemetry.frames_processed.inc(n_frames)
         if n_clips:
             self.telemetry.clips.inc(n_clips)
+            self._committed()
         self._poll_source_stats()
         self.update_gauges()
+
+    def _committed(self) -> None:
+        hook = self.on_commit
+        if hook is not None:
+            try:
+                hook(self)
+            except Exception:  # alerts are beside the stream: their failure must not fail it
+                log.exception("commit hook failed")
 
     def _poll_source_stats(self) -> None:
         src = self._source

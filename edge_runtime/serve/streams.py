@@ -60,6 +60,7 @@ class Streams:
         self.metrics = Metrics()
         self.catalog = Catalog(self.state_dir, warn=self._warn) if self.state_dir is not None else None
         self.ingestor = IngestBatcher(wait_s=ingest_wait_s)
+        self.alerts = None  # an edge_runtime.alerts.service.AlertService when alerts are configured
         self._streams: dict[str, Runtime] = {}
         self._lock = threading.RLock()
 
@@ -74,6 +75,8 @@ class Streams:
         hub.metrics, hub.catalog = runtime.telemetry.metrics, runtime.catalog
         hub.ingestor = IngestBatcher()
         hub._streams = {runtime.name: runtime}
+        hub.alerts = None
+        runtime.on_commit = hub.committed
         hub._lock = threading.RLock()
         return hub
 
@@ -123,6 +126,7 @@ class Streams:
                 sdir.mkdir(parents=True, exist_ok=True)
             rt = Runtime(self.engine.stream_engine(), state_dir=sdir, name=name, ingestor=self.ingestor,
                          telemetry=Telemetry(name, metrics=self.metrics), catalog=self.catalog, **self._opts)
+            rt.on_commit = self.committed
             self._streams[name] = rt
             return rt
 
@@ -170,6 +174,11 @@ class Streams:
         rt.telemetry.forget()
         rt.engine.close()  # a stream engine: its own buffers go, the shared sessions stay
 
+    def committed(self, rt: Runtime) -> None:
+        """A stream committed a clip (its intake thread): its alert rules run soon, elsewhere."""
+        if self.alerts is not None:
+            self.alerts.committed(rt)
+
     # -- all of them -------------------------------------------------------------------------
     def summary(self) -> list[dict[str, Any]]:
         out = []
@@ -184,6 +193,10 @@ class Streams:
     def close(self) -> None:
         for rt in self:
             rt.stop(snapshot=False, timeout=5.0)
+        if self.alerts is not None:  # the streams' last commits are evaluated while they still answer
+            self.alerts.close()
+            self.alerts = None
+        for rt in self:
             rt.batcher.close()
             if rt.engine is not self.engine:
                 rt.engine.close()
