@@ -1,0 +1,175 @@
+"""Standing rules over "what happened": which events of a lane are alerts.
+
+    engine = RuleEngine({"bagged_without_scan": {}, "pass_around": {"min_confidence": 0.6}}, bundle_activities)
+    drafts = engine.evaluate(events, now)   # at every commit: the events of a window reaching ``now``
+
+A draft is ``{rule, product, start, end, box, confidence, evidence: [event.to_dict(), ...]}``;
+``edge_runtime.alerts.record.from_draft`` makes it an Alert. The engine remembers what it has judged,
+so the same event handed over again (evaluation windows overlap, and a re-read event may come back
+with slightly moved edges) raises nothing new; it forgets events that ended more than ``KEEP_S``
+before ``now`` (and ignores such events when they come), so its memory stays bounded on a lane that
+runs for weeks.
+
+Events carry no customer session, so "the same transaction" is a look-back window before the bag
+(``lookback_s``): on the checkout benchmark customers are at least 40 s apart and a scan comes within
+seconds to a minute before its bag.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from edge_runtime.query.events import Event
+
+KEEP_S = 900.0   # how far back the engine remembers: well past any look-back window and evaluation overlap
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    description: str                         # one line
+    thresholds: Mapping[str, float]          # name -> default
+    needs: tuple[str, ...]                   # activity labels the bundle must have
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # name -> (lo, hi), else >= 0
+
+
+RULES: dict[str, RuleSpec] = {
+    "bagged_without_scan": RuleSpec(
+        "a product bagged with no scan of that product in the look-back window before the bag",
+        MappingProxyType({"lookback_s": 120.0, "min_confidence": 0.5, "scan_min_confidence": 0.2, "settle_s": 5.0}),
+        ("bag", "scan"),
+        MappingProxyType({"min_confidence": (0.0, 1.0), "scan_min_confidence": (0.0, 1.0)})),
+    "pass_around": RuleSpec(
+        "a product moved over the scanner without the scanner reading it (activity pass_around)",
+        MappingProxyType({"min_confidence": 0.5}),
+        ("pass_around",),
+        MappingProxyType({"min_confidence": (0.0, 1.0)})),
+}
+
+
+def _thresholds(name: str, given: Mapping[str, Any] | None) -> dict[str, float]:
+    spec = RULES[name]
+    if given is None:
+        given = {}
+    if not isinstance(given, Mapping):
+        raise ValueError(f"rule {name}: thresholds must be a mapping, got {type(given).__name__}")
+    out = dict(spec.thresholds)
+    for key, value in given.items():
+        if key not in spec.thresholds:
+            raise ValueError(f"rule {name}: unknown threshold {key!r} (known: {', '.join(spec.thresholds)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"rule {name}: threshold {key} must be a number, got {value!r}")
+        lo, hi = spec.ranges.get(key, (0.0, math.inf))
+        if not lo <= value <= hi:
+            raise ValueError(f"rule {name}: threshold {key} must be in {lo:g}..{hi:g}, got {value:g}")
+        out[key] = float(value)
+    return out
+
+
+def _same(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Two readings of one event: their intervals overlap (one hand does one thing at a time, so two
+    distinct events of one activity and product do not)."""
+    return (a[0] < b[1] and b[0] < a[1]) or a[0] == b[0]
+
+
+@dataclass
+class _Seen:
+    """An event already taken in: its interval (widened by later readings), and what became of it."""
+    event: Event
+    start: float
+    end: float
+    used: bool = False      # a scan that has paid for a bag
+
+
+class RuleEngine:
+    """The rules of one lane. ``rules``: name -> thresholds (None or {} for the defaults, see RULES);
+    ``activities``: the bundle's activity labels (a rule that needs one it lacks is refused)."""
+
+    def __init__(self, rules: dict[str, dict], activities: list[str]) -> None:
+        if not isinstance(rules, Mapping):
+            raise ValueError(f"rules must be a mapping of rule name -> thresholds, got {type(rules).__name__}")
+        acts = set(activities)
+        self.rules: dict[str, dict[str, float]] = {}
+        for name, given in rules.items():
+            if name not in RULES:
+                raise ValueError(f"unknown rule {name!r} (rules: {', '.join(RULES)})")
+            missing = [a for a in RULES[name].needs if a not in acts]
+            if missing:
+                raise ValueError(f"rule {name} needs the activit{'ies' if len(missing) > 1 else 'y'} "
+                                 f"{', '.join(missing)}, which the bundle's labels ({', '.join(activities)}) do not have")
+            self.rules[name] = _thresholds(name, given)
+        self._scans: dict[str, list[_Seen]] = {}      # product -> scans seen
+        self._bags: dict[str, list[_Seen]] = {}       # product -> bags seen (judged or pending)
+        self._pending: list[_Seen] = []               # bags waiting for settle_s
+        self._passes: dict[str, list[_Seen]] = {}     # product -> pass_around events seen
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+    @staticmethod
+    def _take(store: dict[str, list[_Seen]], e: Event) -> tuple[_Seen, bool]:
+        """(the record of ``e`` in ``store``, whether it is new); a re-reading widens the old record."""
+        rows = store.setdefault(e.product, [])
+        for s in rows:
+            if _same((s.start, s.end), (e.start, e.end)):
+                s.start, s.end = min(s.start, e.start), max(s.end, e.end)
+                return s, False
+        s = _Seen(e, e.start, e.end)
+        rows.append(s)
+        return s, True
+
+    def _forget(self, now: float) -> None:
+        horizon = now - KEEP_S
+        for store in (self._scans, self._bags, self._passes):
+            for product in list(store):
+                store[product] = [s for s in store[product] if s.end >= horizon]
+                if not store[product]:
+                    del store[product]
+
+    def state_size(self) -> int:
+        """Events remembered (for tests and metrics: bounded by what happens within KEEP_S)."""
+        return sum(len(v) for store in (self._scans, self._bags, self._passes) for v in store.values())
+
+    # -- the rules -------------------------------------------------------------------------------
+    def evaluate(self, events: list[Event], now: float) -> list[dict]:
+        """The new alert drafts given the events of a window ending at ``now`` (stream seconds)."""
+        now = float(now)
+        fresh = sorted((e for e in events if e.end >= now - KEEP_S), key=lambda e: (e.start, e.end))
+        out: list[dict] = []
+        bw = self.rules.get("bagged_without_scan")
+        pa = self.rules.get("pass_around")
+        for e in fresh:
+            if bw is not None and e.activity == "scan" and e.confidence >= bw["scan_min_confidence"]:
+                self._take(self._scans, e)
+            elif bw is not None and e.activity == "bag" and e.confidence >= bw["min_confidence"]:
+                seen, new = self._take(self._bags, e)
+                if new:
+                    self._pending.append(seen)
+            elif pa is not None and e.activity == "pass_around" and e.confidence >= pa["min_confidence"]:
+                seen, new = self._take(self._passes, e)
+                if new:
+                    out.append(_draft("pass_around", seen.event, [seen.event]))
+        if bw is not None:
+            out += self._judge_bags(bw, now)
+        self._forget(now)
+        return sorted(out, key=lambda d: (d["start"], d["rule"]))
+
+    def _judge_bags(self, th: dict[str, float], now: float) -> list[dict]:
+        out, waiting = [], []
+        for bag in sorted(self._pending, key=lambda s: s.start):
+            if now < bag.end + th["settle_s"]:  # a scan read late may still come in
+                waiting.append(bag)
+                continue
+            scans = [s for s in self._scans.get(bag.event.product, ())
+                     if not s.used and bag.start - th["lookback_s"] <= s.start <= bag.end]
+            if scans:
+                max(scans, key=lambda s: s.start).used = True  # the latest scan before it pays for it
+            else:
+                out.append(_draft("bagged_without_scan", bag.event, [bag.event]))
+        self._pending = [b for b in waiting if b.end >= now - KEEP_S]
+        return out
+
+
+def _draft(rule: str, e: Event, evidence: list[Event]) -> dict[str, Any]:
+    return {"rule": rule, "product": e.product, "start": float(e.start), "end": float(e.end),
+            "box": list(e.box) if e.box is not None else None, "confidence": float(e.confidence),
+            "evidence": [x.to_dict() for x in evidence]}

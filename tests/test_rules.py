@@ -1,0 +1,136 @@
+"""Standing alert rules (edge_runtime/alerts/rules.py) on hand-built Event lists: the records
+'what happened' gives them at every commit."""
+from __future__ import annotations
+
+import pytest
+
+from edge_runtime.alerts.rules import KEEP_S, RULES, RuleEngine
+from edge_runtime.checkout import ACTIVITIES, BASE_ACTIVITIES
+from edge_runtime.query.events import Event
+
+ALL = list(ACTIVITIES)
+
+
+def ev(activity: str, product: str, start: float, end: float, confidence: float = 0.9, box=(0.1, 0.2, 0.3, 0.4)) -> Event:
+    return Event(activity, ALL.index(activity) if activity in ALL else 99, product, start, end, confidence, box, ("memory",))
+
+
+def engine(**rules) -> RuleEngine:
+    return RuleEngine(rules or {"bagged_without_scan": {}, "pass_around": {}}, ALL)
+
+
+def test_rules_name_their_defaults_and_say_what_they_do():
+    assert {"bagged_without_scan", "pass_around"} <= set(RULES)
+    for spec in RULES.values():
+        assert spec.description and "\n" not in spec.description and spec.thresholds
+    with pytest.raises(TypeError):
+        RULES["pass_around"].thresholds["min_confidence"] = 0.1   # the defaults cannot be changed by a caller
+
+
+def test_a_scanned_and_bagged_item_raises_nothing_an_unscanned_one_does():
+    e = engine()
+    events = [ev("pick_up", "milk_carton", 10, 13), ev("scan", "milk_carton", 14, 20), ev("bag", "milk_carton", 21, 24),
+              ev("pick_up", "apple", 30, 33), ev("bag", "apple", 34, 37)]
+    drafts = e.evaluate(events, now=60.0)
+    assert [(d["rule"], d["product"], d["start"], d["end"]) for d in drafts] == [("bagged_without_scan", "apple", 34.0, 37.0)]
+    d = drafts[0]
+    assert d["box"] == [0.1, 0.2, 0.3, 0.4] and d["confidence"] == 0.9
+    assert d["evidence"] == [events[-1].to_dict()]
+
+
+def test_one_scan_pays_for_one_bag_of_that_product():
+    e = engine(bagged_without_scan={})
+    events = [ev("scan", "soda_can", 10, 15), ev("bag", "soda_can", 16, 18), ev("bag", "soda_can", 19, 21)]
+    drafts = e.evaluate(events, now=40.0)
+    assert [(d["product"], d["start"]) for d in drafts] == [("soda_can", 19.0)]
+
+
+def test_a_scan_of_another_product_or_too_long_before_does_not_count():
+    e = engine(bagged_without_scan={"lookback_s": 60})
+    events = [ev("scan", "bread", 0, 5), ev("scan", "apple", 90, 95), ev("bag", "bread", 100, 103)]
+    assert [d["product"] for d in e.evaluate(events, now=120.0)] == ["bread"]
+    e = engine(bagged_without_scan={"lookback_s": 120})
+    assert e.evaluate(events, now=120.0) == []
+
+
+def test_dedup_across_overlapping_windows_and_moved_edges():
+    e = engine()
+    first = [ev("bag", "cheese", 50, 53), ev("pass_around", "broccoli", 40, 42)]
+    got = e.evaluate(first, now=60.0)
+    assert sorted(d["rule"] for d in got) == ["bagged_without_scan", "pass_around"]
+    # the next window overlaps: the same events again, one re-read with edges moved a little
+    again = [ev("bag", "cheese", 50.4, 53.6), ev("pass_around", "broccoli", 40, 42), ev("bag", "cheese", 80, 82)]
+    got = e.evaluate(again, now=90.0)
+    assert [(d["rule"], d["start"]) for d in got] == [("bagged_without_scan", 80.0)]
+    assert e.evaluate(again, now=95.0) == []
+
+
+def test_a_bag_waits_settle_s_for_a_scan_read_late():
+    e = engine(bagged_without_scan={"settle_s": 5})
+    assert e.evaluate([ev("bag", "wine_bottle", 30, 33)], now=34.0) == []          # not judged yet
+    assert e.evaluate([ev("scan", "wine_bottle", 24, 29)], now=36.0) == []        # the scan arrives: no alert
+    e = engine(bagged_without_scan={"settle_s": 5})
+    assert e.evaluate([ev("bag", "wine_bottle", 30, 33)], now=34.0) == []
+    # not handed over again, still judged once settle_s has passed
+    got = e.evaluate([], now=38.5)
+    assert [(d["product"], d["start"]) for d in got] == [("wine_bottle", 30.0)]
+    assert e.evaluate([ev("bag", "wine_bottle", 30, 33)], now=40.0) == []
+
+
+def test_confidence_thresholds():
+    e = engine(bagged_without_scan={"min_confidence": 0.8, "scan_min_confidence": 0.5}, pass_around={"min_confidence": 0.7})
+    events = [ev("bag", "apple", 10, 12, confidence=0.6),                                  # too unsure to alert
+              ev("scan", "bread", 20, 24, confidence=0.4), ev("bag", "bread", 25, 27, confidence=0.9),  # scan too unsure
+              ev("pass_around", "cheese", 30, 32, confidence=0.65), ev("pass_around", "chips_bag", 40, 42, confidence=0.75)]
+    got = e.evaluate(events, now=60.0)
+    assert [(d["rule"], d["product"]) for d in got] == [("bagged_without_scan", "bread"), ("pass_around", "chips_bag")]
+
+
+def test_only_the_configured_rules_run():
+    events = [ev("bag", "apple", 10, 12), ev("pass_around", "cheese", 30, 32)]
+    assert [d["rule"] for d in RuleEngine({"pass_around": None}, ALL).evaluate(events, 60.0)] == ["pass_around"]
+    assert [d["rule"] for d in RuleEngine({"bagged_without_scan": {}}, ALL).evaluate(events, 60.0)] == ["bagged_without_scan"]
+    assert RuleEngine({}, ALL).evaluate(events, 60.0) == []
+
+
+def test_memory_stays_bounded_over_a_long_stream():
+    e = engine()
+    sizes = []
+    for k in range(4000):   # ~44 hours of a busy lane: a scanned and bagged item every 40 s, some not scanned
+        t = 40.0 * k
+        events = [ev("scan", f"p{k % 7}", t, t + 4), ev("bag", f"p{k % 7}", t + 5, t + 8)]
+        if k % 10 == 0:
+            events.append(ev("bag", f"q{k % 3}", t + 20, t + 23))
+        e.evaluate(events, now=t + 40.0)
+        sizes.append(e.state_size())
+    assert max(sizes) <= 3 * (KEEP_S / 40.0) + 10   # what happens within KEEP_S, not since the start
+    assert len(e._pending) <= 2
+
+
+def test_events_older_than_the_memory_are_ignored_not_raised_again():
+    e = engine()
+    assert len(e.evaluate([ev("bag", "apple", 10, 12)], now=20.0)) == 1
+    e.evaluate([], now=20.0 + 2 * KEEP_S)
+    assert e.evaluate([ev("bag", "apple", 10, 12)], now=20.0 + 2 * KEEP_S) == []
+
+
+@pytest.mark.parametrize("rules, activities, message", [
+    ({"no_such_rule": {}}, ALL, "unknown rule 'no_such_rule' (rules: bagged_without_scan, pass_around"),
+    ({"bagged_without_scan": {"lookback": 30}}, ALL, "rule bagged_without_scan: unknown threshold 'lookback' (known: lookback_s"),
+    ({"pass_around": {"min_confidence": 1.5}}, ALL, "threshold min_confidence must be in 0..1, got 1.5"),
+    ({"bagged_without_scan": {"settle_s": -1}}, ALL, "threshold settle_s must be in 0..inf, got -1"),
+    ({"bagged_without_scan": {"lookback_s": "long"}}, ALL, "threshold lookback_s must be a number, got 'long'"),
+    ({"bagged_without_scan": {"lookback_s": True}}, ALL, "must be a number, got True"),
+    ({"pass_around": 3}, ALL, "rule pass_around: thresholds must be a mapping"),
+    ({"pass_around": {}}, list(BASE_ACTIVITIES), "rule pass_around needs the activity pass_around, which the bundle's labels"),
+    ({"bagged_without_scan": {}}, ["take", "look"], "needs the activities bag, scan, which the bundle's labels (take, look)"),
+])
+def test_bad_rules_are_one_line_errors(rules, activities, message):
+    with pytest.raises(ValueError) as err:
+        RuleEngine(rules, activities)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_eight_activity_bundle_runs_bagged_without_scan():
+    e = RuleEngine({"bagged_without_scan": {}}, list(BASE_ACTIVITIES))
+    assert [d["product"] for d in e.evaluate([ev("bag", "apple", 10, 12)], 30.0)] == ["apple"]
