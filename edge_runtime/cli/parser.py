@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from edge_runtime import __version__
+from edge_runtime.cli.alerts import cmd_alerts
 from edge_runtime.cli.ask import cmd_ask
 from edge_runtime.cli.happened import cmd_happened
 from edge_runtime.cli.catalog import cmd_catalog
@@ -82,6 +83,22 @@ examples:
   lvm-edge streams add cam2 rtsp://10.0.0.12/stream
   lvm-edge query status --stream cam2
   lvm-edge streams remove cam2"""
+
+
+ALERTS_DESCRIPTION = (
+    "Checkout alerts. Without --broker: the alerts a running `lvm-edge run` raised (GET /v1/alerts), newest\n"
+    "first, or `ack ID` to acknowledge one. With --broker: every lane's alerts from the store's MQTT broker\n"
+    "(topic lvm-edge/<site>/<stream>/alerts), one line each: site/stream, rule, product, interval\n"
+    "(stream seconds, and the wall-clock start for live cameras), confidence, id. Copies of an alert\n"
+    "(delivery is at least once) are shown once. The broker passes on only alerts raised while this\n"
+    "listens, unless --client-id names a persistent session: the broker then keeps them while it is away.")
+ALERTS_EXAMPLES = """\
+examples:
+  lvm-edge alerts
+  lvm-edge alerts --status open --stream lane2 --since 3600
+  lvm-edge alerts ack 3f9a0c51d2e84b7a9c0e11f2
+  lvm-edge alerts --broker mqtt://127.0.0.1:1883 --follow
+  lvm-edge alerts --broker mqtts://broker.store.lan:8883 --ca-file store-ca.pem --site store-12 --seconds 30"""
 
 
 def _types_with(part: str) -> str:
@@ -183,6 +200,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--realtime", action="store_true", help="add: pace files / demo at their own speed")
     s.add_argument("--duration", type=float, metavar="S", help="add: stop after S seconds of stream time")
     s.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    al = _client(sub, "alerts", cmd_alerts, help="list or acknowledge checkout alerts (a runtime's, or every lane's "
+                 "from the store's MQTT broker)", description=ALERTS_DESCRIPTION, epilog=ALERTS_EXAMPLES)
+    al.add_argument("action", nargs="?", default="list", choices=("list", "ack"))
+    al.add_argument("id", nargs="?", help="ack: the alert's id")
+    al.add_argument("--stream", metavar="NAME", help="only this stream's alerts")
+    al.add_argument("--status", choices=("open", "acked"), help="only open or only acknowledged alerts")
+    al.add_argument("--since", type=float, metavar="S", help="only alerts raised in the last S seconds")
+    al.add_argument("--limit", type=int, metavar="N", help="at most N alerts (default 100, at most 500)")
+    al.add_argument("--json", action="store_true", help="print the API's JSON (with --broker: each alert's JSON)")
+    b = al.add_argument_group("from the broker")
+    b.add_argument("--broker", metavar="URL", help="mqtt://host[:port] or mqtts://host[:port]: list every lane's alerts")
+    b.add_argument("--site", help="only this site's alerts (default: every site)")
+    how = b.add_mutually_exclusive_group()
+    how.add_argument("--follow", action="store_true", help="keep listening until Ctrl-C")
+    how.add_argument("--seconds", type=float, default=10.0, metavar="N", help="listen N seconds, then exit (default 10)")
+    b.add_argument("--username")
+    b.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
+    b.add_argument("--ca-file", help="CA certificate(s) to trust (PEM)")
+    b.add_argument("--cert-file", help="client certificate (PEM)")
+    b.add_argument("--key-file", help="the client certificate's key (PEM)")
+    b.add_argument("--client-id", help="a persistent session under this id: the broker keeps alerts while this is away")
 
     d = sub.add_parser("doctor", help="check this host: versions, GPU/TensorRT, camera, bundles, state dir")
     d.add_argument("--bundle")

@@ -1,0 +1,102 @@
+"""``lvm-edge alerts``: the checkout alerts of a running ``lvm-edge run`` (its API), or of every lane of
+a store (its MQTT broker).
+
+    lvm-edge alerts                                    # this runtime's alerts, newest first
+    lvm-edge alerts --status open --stream lane2
+    lvm-edge alerts ack 3f9a0c...                      # acknowledge one
+    lvm-edge alerts --broker mqtt://broker:1883 --follow   # every lane's alerts as they come
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from urllib.parse import urlencode, quote
+
+from edge_runtime.cli.common import CliError, parse_hostport
+from edge_runtime.cli.query import _http
+
+
+def cmd_alerts(args) -> int:
+    if args.broker:
+        if args.action != "list" or args.id:
+            raise CliError("alerts --broker lists what the broker carries; acknowledge through a runtime's API "
+                           "(lvm-edge alerts ack ID --api HOST:PORT)")
+        return _from_broker(args)
+    host, port = parse_hostport(args.api)
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}/v1/alerts"
+    token = args.token or os.environ.get("LVM_EDGE_TOKEN")
+    if args.action == "ack":
+        if not args.id:
+            raise CliError("alerts ack: give the alert's id (lvm-edge alerts lists them)")
+        alert = _http("POST", f"{base}/{quote(args.id, safe='')}/ack", None, token)
+        print(json.dumps(alert, indent=2) if args.json else f"acked {alert['id']} ({alert['rule']}, {alert['product']})")
+        return 0
+    if args.id:
+        raise CliError("alerts list: takes no id")
+    params = {k: v for k, v in (("stream", args.stream), ("status", args.status), ("limit", args.limit)) if v}
+    if args.since is not None:
+        params["since"] = time.time() - args.since
+    reply = _http("GET", base + (f"?{urlencode(params)}" if params else ""), None, token)
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    from edge_runtime.alerts.subscriber import alert_line
+
+    for a in reply.get("alerts", []):
+        print(alert_line(a))
+    if not reply.get("alerts"):
+        print(reply.get("note") or "no alerts", file=sys.stderr)
+    return 0
+
+
+def _from_broker(args) -> int:
+    from edge_runtime.alerts.subscriber import Deduper, SubscribeError, alert_line, subscribe
+
+    try:
+        import paho.mqtt.client  # noqa: F401
+    except ImportError:
+        raise CliError("alerts --broker needs paho-mqtt: pip install 'paho-mqtt>=2' (part of the runtime extra)") from None
+    from edge_runtime.alerts.settings import parse_broker_url
+
+    try:
+        parse_broker_url(args.broker)
+    except ValueError as err:
+        raise CliError(f"--broker: {err}") from None
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise CliError(f"--password-env: the variable {args.password_env} is not set")
+    for flag, path in (("--ca-file", args.ca_file), ("--cert-file", args.cert_file), ("--key-file", args.key_file)):
+        if path and not os.path.isfile(path):
+            raise CliError(f"{flag} {path}: no such file")
+    dedupe, lock = Deduper(), threading.Lock()
+
+    def on_alert(_topic: str, alert: dict) -> None:
+        with lock:
+            if dedupe.first(alert):
+                print(json.dumps(alert) if args.json else alert_line(alert), flush=True)
+
+    try:
+        client = subscribe(args.broker, on_alert, site=args.site, username=args.username, password=password,
+                           ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+                           client_id=args.client_id)
+    except SubscribeError as err:
+        raise CliError(str(err), 1) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait(None if args.follow else args.seconds)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    with lock:
+        n, dup = len(dedupe.seen), dedupe.duplicates
+    print(f"{n} alert(s){f', {dup} duplicate(s) dropped' if dup else ''}", file=sys.stderr)
+    return 0
