@@ -83,11 +83,14 @@ class FakeClock:
     ("/abs/b c.avi", "file", "/abs/b c.avi", {}),
     ("file:///abs/b%20c.avi", "file", "/abs/b c.avi", {}),
     ("demo://checkout", "demo", "demo://checkout",
-     {"params": {"seed": 0, "duration": 1800.0, "look": None, "fps": None}}),
-    ("demo://", "demo", "demo://", {"params": {"seed": 0, "duration": 1800.0, "look": None, "fps": None}}),
-    ("demo://?seed=3", "demo", "demo://?seed=3", {"params": {"seed": 3, "duration": 1800.0, "look": None, "fps": None}}),
-    ("demo://checkout?seed=7&duration=60&look=dim&fps=5", "demo", "demo://checkout?seed=7&duration=60&look=dim&fps=5",
-     {"params": {"seed": 7, "duration": 60.0, "look": "dim", "fps": 5.0}}),
+     {"params": {"seed": 0, "duration": 1800.0, "look": None, "fps": None, "shrink": "0.03,0.02,0.02"}}),
+    ("demo://", "demo", "demo://", {"params": {"seed": 0, "duration": 1800.0, "look": None, "fps": None,
+                                               "shrink": "0.03,0.02,0.02"}}),
+    ("demo://?seed=3&shrink=0", "demo", "demo://?seed=3&shrink=0",
+     {"params": {"seed": 3, "duration": 1800.0, "look": None, "fps": None, "shrink": None}}),
+    ("demo://checkout?seed=7&duration=60&look=dim&fps=5&shrink=0.1,0,0.05", "demo",
+     "demo://checkout?seed=7&duration=60&look=dim&fps=5&shrink=0.1,0,0.05",
+     {"params": {"seed": 7, "duration": 60.0, "look": "dim", "fps": 5.0, "shrink": "0.1,0,0.05"}}),
 ])
 def test_parse_source_uri(uri, kind, norm, extra):
     spec = parse_source_uri(uri)
@@ -116,6 +119,8 @@ def test_parse_source_uri(uri, kind, norm, extra):
     ("demo://checkout?color=red", "unknown option 'color'"),
     ("demo://checkout?seed=1&seed=2", "given twice"),
     ("demo://checkout?seed", "malformed query"),
+    ("demo://checkout?shrink=lots", "shrink 'lots': expected 0, default, or three rates B,P,L"),
+    ("demo://checkout?shrink=0.5,0.5,0.5", "shrink rates sum to 1.5"),
     ("v4l2://video0", "device node"),
 ])
 def test_bad_uris_raise_one_line(uri, needle):

@@ -35,6 +35,8 @@ class DemoSource(Source):
         kwargs: dict[str, Any] = {"duration_s": self.duration_s}
         if params.get("look") is not None:
             kwargs["look"] = params["look"]
+        if params.get("shrink") is not None:  # scan avoidance: the URI's rates (default ones unless shrink=0)
+            kwargs["shrink"] = params["shrink"]
         if size is not None:
             kwargs["size"] = size
         try:

@@ -5,8 +5,9 @@
                                           Jetson CSI camera through GStreamer nvarguscamerasrc
   rtsp://[user:pass@]host[:port]/path     network streams (also rtsps://, http://, https://)
   path/to/video.mp4, file:///abs/x.avi    any file OpenCV can read
-  demo://checkout?seed=N&duration=S&look=L&fps=F
-                                          the procedural checkout generator (edge_runtime.checkout)
+  demo://checkout?seed=N&duration=S&look=L&fps=F&shrink=R
+                                          the procedural checkout generator (edge_runtime.checkout);
+                                          shrink: scan avoidance, 0, default (the default) or B,P,L
 
 Parsing checks the form only; opening checks that the thing exists (``open_source``).
 """
@@ -172,8 +173,10 @@ def _demo(text: str) -> SourceSpec:
     # the checkout video is the only demo, so a bare demo:// (or demo://?seed=3) is it
     if parts.netloc not in ("checkout", "") or parts.path not in ("", "/"):
         raise SourceError(f"{label}: unknown demo '{parts.netloc}{parts.path}' (known: demo://checkout)")
-    params: dict[str, Any] = {"seed": 0, "duration": DEMO_DEFAULT_DURATION_S, "look": None, "fps": None}
-    params.update(_query(text, parts, {"seed": int, "duration": float, "look": str, "fps": float}, label))
+    params: dict[str, Any] = {"seed": 0, "duration": DEMO_DEFAULT_DURATION_S, "look": None, "fps": None,
+                              "shrink": "default"}
+    params.update(_query(text, parts, {"seed": int, "duration": float, "look": str, "fps": float, "shrink": str}, label))
+    params["shrink"] = _demo_shrink(params["shrink"], label)
     if params["seed"] < 0:
         raise SourceError(f"{label}: seed must be >= 0, got {params['seed']}")
     if params["duration"] <= 0:
@@ -183,6 +186,19 @@ def _demo(text: str) -> SourceSpec:
     if params["look"] == "":
         raise SourceError(f"{label}: look is empty")
     return SourceSpec("demo", text, label, params=params)
+
+
+def _demo_shrink(text: str, label: str) -> str | None:
+    """The demo's scan-avoidance rates, normalised ('B,P,L', None when off) so that a stream's identity
+    does not depend on how they were written, and a video without shrink keeps the identity it had
+    before the option existed (its snapshots stay usable)."""
+    from edge_runtime.checkout.shrink import ShrinkRates
+
+    try:
+        rates = ShrinkRates.parse(text)
+    except ValueError as err:
+        raise SourceError(f"{label}: {err}") from None
+    return rates.tag() if rates.on else None
 
 
 def _redact(url: str) -> str:

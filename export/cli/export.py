@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="bundle folder (default: engines/<model>-<precision>/); an existing bundle "
                                  "there is replaced only after the new one is complete")
     p.add_argument("--calib", help="calibration / parity frames: demo://checkout?seed=N&duration=S or a video "
-                                   "file (default: the --data train split, else demo://checkout?seed=7000000&duration=600)")
+                                   "file (default: the --data train split, else demo://checkout?seed=7000000&duration=600&shrink=0)")
     p.add_argument("--data", metavar="DIR",
                    help="a dataset folder (labels.yaml, videos/, annotations/) the checkpoint was trained on: "
                         "calibration / parity frames from its train split's videos (--calib, when given, wins "
