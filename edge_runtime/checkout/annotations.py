@@ -78,9 +78,16 @@ def build_annotations(video_id: str, script: Script, look: int, size: int, H) ->
                   "session": i.session, "appear": float(i.appear), "vanish": float(min(i.vanish, script.duration))}
                  for i in insts]
     if shrink:
-        scanned = {e.instance_id for e in script.events if ACTIVITIES[e.activity_id] == "scan"}
+        done = {(e.instance_id, ACTIVITIES[e.activity_id]) for e in script.events}
+        left = {s.index for s in script.sessions if s.end <= script.duration}
         for rec, i in zip(instances, insts):
-            rec.update(scanned=i.instance_id in scanned, transaction=i.session, shrink=i.shrink)
+            # a behaviour is ground truth once it has happened within the video: the bag or the pass
+            # over the scanner ended, or the shopper left with the basket (like events cut by the end)
+            happened = {"bagged_unscanned": (i.instance_id, "bag") in done,
+                        "pass_around": (i.instance_id, "pass_around") in done,
+                        "left_in_basket": i.session in left}.get(i.shrink, False)
+            rec.update(scanned=(i.instance_id, "scan") in done, transaction=i.session,
+                       shrink=i.shrink if happened else None)
     boxes = {}
     for inst in insts:
         b = instance_boxes(script, H, inst.instance_id)

@@ -10,7 +10,7 @@ Three behaviours, each given to an item the shopper would otherwise buy (its cha
 
 Rates are probabilities per such item. The choices come from their own random stream per session
 (``[seed, SHRINK_STREAM, session]``), drawn whatever the rates, so shrink off leaves every video,
-annotation and query exactly as without this module, and raising one rate only adds items to it.
+annotation and query exactly as without this module, and the same rates give the same items.
 """
 from __future__ import annotations
 

@@ -158,9 +158,9 @@ def _prepare(out: Path, labels: LabelSet) -> None:
     lf = out / LABELS_FILE
     if lf.exists():
         have, _ = read_labels_file(lf)
-        if have == labels or _widens(labels, have):
+        if have == labels or _widens(have, labels):
             return
-        if not _widens(have, labels):
+        if not _widens(labels, have):
             raise DatasetError(f"{lf}: not the generator's labels: render into a new folder")
     # videos without shrink into a folder rendered with it, or the other way: activity ids are only
     # ever appended, so the longer list holds both
