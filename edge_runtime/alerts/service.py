@@ -9,8 +9,7 @@ the outbox, which wakes the sinks' threads. Nothing of this runs on the intake t
 slow rule nor a lost broker slows the stream.
 
 The rules (edge_runtime/alerts/rules.py) and the events (edge_runtime/query/happened.py) are
-imported when first needed: a runtime without alert rules never loads them, and until they are
-installed the status says so in one line.
+imported when first needed: a runtime without alert rules never loads them.
 """
 from __future__ import annotations
 
@@ -142,13 +141,13 @@ class AlertService:
                         log.exception("alerts: %s", msg)
                     self.last_error = msg
 
-    def _engine(self, stream: str):
-        if stream not in self._engines:
+    def _engine(self, runtime):
+        if runtime.name not in self._engines:
             factory = self._rule_engine
             if factory is None:
                 from edge_runtime.alerts.rules import RuleEngine as factory
-            self._engines[stream] = factory(self.settings.rules_for(stream))
-        return self._engines[stream]
+            self._engines[runtime.name] = factory(self.settings.rules_for(runtime.name), runtime.engine.labels)
+        return self._engines[runtime.name]
 
     def evaluate(self, runtime) -> list[Alert]:
         """Run one stream's rules over what happened since its last evaluation; -> the new alerts."""
@@ -157,9 +156,9 @@ class AlertService:
         if not self.settings.rules_for(runtime.name):
             return []
         try:
-            engine = self._engine(runtime.name)
-        except ImportError as err:
-            self.note = f"alerts: the rule engine is not installed ({err}); nothing is evaluated"
+            engine = self._engine(runtime)
+        except ValueError as err:  # a stream added at run time whose rules the bundle cannot evaluate
+            self.note = f"alerts: {runtime.name}: {err}"
             return []
         cov = runtime.engine.coverage
         if cov["end"] is None:
@@ -168,11 +167,7 @@ class AlertService:
         window = (max(cov["start"], start - OVERLAP_S), cov["end"])
         if window[1] <= window[0]:
             return []
-        try:
-            events = self._events(runtime, window)
-        except ImportError as err:
-            self.note = f"alerts: 'what happened' is not installed ({err}); nothing is evaluated"
-            return []
+        events = self._events(runtime, window)
         self._evaluated_to[runtime.name] = cov["end"]
         self.evaluations += 1
         if self.mqtt is not None and self.settings.mqtt.publish_events:

@@ -17,7 +17,8 @@
 
 Everything a config can get wrong is caught when it is loaded (one line naming the key): an
 unknown rule name, a broker URL that is not mqtt(s)://host[:port], a TLS file that is not there, a
-webhook that is not http(s). The password's variable being unset is caught at start (``check_env``).
+webhook that is not http(s). At start, once the bundle is open: thresholds, and activities a rule
+needs that the bundle lacks (``check_rules``); the password's variable being unset (``check_env``).
 """
 from __future__ import annotations
 
@@ -29,22 +30,19 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# Rule names accepted while edge_runtime/alerts/rules.py (its RULES) is not installed; once it is,
-# RULES is the only list. Kept here and nowhere else.
-FALLBACK_RULES = ("bagged_without_scan", "pass_around", "left_in_basket")
 TOPIC_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def known_rules() -> tuple[str, ...]:
-    """The rule names a config may use: the rule module's RULES, else the fallback list."""
-    try:
-        from edge_runtime.alerts.rules import RULES
-    except ImportError:
-        return FALLBACK_RULES
+    """The rule names a config may use (edge_runtime/alerts/rules.py, imported only when alerts are configured)."""
+    from edge_runtime.alerts.rules import RULES
+
     return tuple(RULES)
 
 
 def _check_rule_names(names, where: str) -> None:
+    if not names:
+        return
     known = known_rules()
     for name in names:
         if name not in known:
@@ -181,6 +179,19 @@ class AlertSettings(_Strict):
             else:  # true / null: the rule with its defaults (or the site's thresholds)
                 out.setdefault(name, {})
         return out
+
+    def check_rules(self, activities: list[str], streams: list[str]) -> None:
+        """ValueError (one line) for a threshold the rules refuse or a rule the bundle cannot evaluate
+        (an activity it needs is not among the bundle's labels), for the site's rules and each stream's."""
+        from edge_runtime.alerts.rules import RuleEngine
+
+        for stream in [None, *streams, *self.streams]:
+            try:
+                RuleEngine(self.rules_for(stream) if stream else {n: t or {} for n, t in self.rules.items()},
+                           activities)
+            except ValueError as err:
+                where = f"alerts.streams.{stream}" if stream in self.streams else "alerts.rules"
+                raise ValueError(f"{where}: {err}") from None
 
     def check_env(self) -> None:
         """What only the process's environment can say: ValueError (one line) when the broker's password

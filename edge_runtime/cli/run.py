@@ -163,6 +163,11 @@ def open_alerts(s, hub):
     from edge_runtime.alerts.service import AlertService
 
     try:
+        a.check_rules(hub.engine.labels, hub.names())
+    except ValueError as err:
+        raise CliError(" ".join(str(err).split())) from None
+
+    try:
         service = AlertService(a, s.state.dir, registry=hub.metrics.registry, warn=say)
     except (OSError, sqlite3.Error) as err:
         raise CliError(f"alerts: cannot open {Path(s.state.dir) / 'alerts.db'} ({err})", 1) from None

@@ -1,0 +1,95 @@
+"""A real Eclipse Mosquitto broker on loopback for the alert delivery tests and fault scenarios: its
+own config file (listening on 127.0.0.1 only, anonymous clients allowed), its own port, killed and
+restarted on that same port.
+
+    broker = Mosquitto(workdir).start()      # broker.url == "mqtt://127.0.0.1:<port>"
+    broker.kill(); broker.start()            # SIGKILL, then the same port again
+    broker.stop()
+
+``persistent=True`` keeps sessions and queued QoS 1 messages in a file saved after every change
+(``autosave_on_changes``), so a persistent subscriber's session outlives a restart.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def mosquitto_path() -> str | None:
+    """The broker's executable (Debian installs it in /usr/sbin, often not on a user's PATH)."""
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mosquitto:
+    def __init__(self, workdir: Path, *, port: int | None = None, persistent: bool = False) -> None:
+        exe = mosquitto_path()
+        if exe is None:
+            raise RuntimeError("mosquitto is not installed (Debian: apt-get install mosquitto)")
+        self.exe = exe
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.conf = self.workdir / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        if persistent:
+            lines += ["persistence true", f"persistence_location {self.workdir}/",
+                      "autosave_interval 1", "autosave_on_changes true"]
+        else:
+            lines += ["persistence false"]
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen | None = None
+        self.log = self.workdir / "mosquitto.log"
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> "Mosquitto":
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=fh, stderr=subprocess.STDOUT)
+        self.starts += 1
+        t_end = time.monotonic() + timeout
+        while time.monotonic() < t_end:  # listening when a connection is accepted
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: "
+                                   f"{self.log.read_text(errors='replace')[-300:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"mosquitto not listening on {self.port} after {timeout:g} s")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the broker's host losing power, as far as its clients can tell."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> "Mosquitto":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
