@@ -83,6 +83,7 @@ class AlertService:
         self._marked: dict[str, Any] = {}       # stream -> its Runtime, committed since the last evaluation
         self._cv = threading.Condition()
         self._closing = False
+        self._busy = False
         self.evaluations = 0
         self._thread = None
         if evaluate and settings.enabled:
@@ -123,14 +124,22 @@ class AlertService:
             self._marked[runtime.name] = runtime
             self._cv.notify()
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Until every commit marked so far is evaluated; False if that takes longer than ``timeout``."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not (self._marked or self._busy), timeout)
+
     def _evaluate_loop(self) -> None:
         while True:
             with self._cv:
+                self._busy = False
+                self._cv.notify_all()
                 while not self._marked and not self._closing:
                     self._cv.wait()
                 if self._closing and not self._marked:
                     return
                 marked, self._marked = self._marked, {}
+                self._busy = True
             for rt in marked.values():
                 try:
                     self.evaluate(rt)

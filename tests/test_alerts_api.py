@@ -1,0 +1,208 @@
+"""Alerts through the runtime: GET /v1/alerts and POST /v1/alerts/{id}/ack on the FastAPI app, the
+alerts section of /v1/status and /metrics, and the commit hook (each commit of a stream evaluates its
+rules on what happened since the last evaluation, off the intake thread)."""
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.alerts.service import AlertService
+from edge_runtime.alerts.settings import AlertSettings
+from fakes import FakeSource
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE = REPO / "engines" / "lvm-tiny-fp32"  # the shipped bundle: these tests need its graphs, not their export
+
+
+def _draft(i: int, product: str = "milk_carton") -> dict:
+    return {"rule": "bagged_without_scan", "product": product, "start": 60.0 * i, "end": 60.0 * i + 3,
+            "confidence": 0.6, "box": None, "evidence": [{"activity": "bag", "product": product}]}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from edge_runtime.engine.engine import Engine
+
+    with Engine(BUNDLE, threads=1) as eng:
+        yield eng
+
+
+@pytest.fixture
+def app(engine, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from edge_runtime.serve.api import create_app
+    from edge_runtime.serve.pipeline import Runtime
+
+    rt = Runtime(engine.stream_engine(), state_dir=tmp_path / "state")
+    asgi = create_app(rt)
+    with TestClient(asgi) as client:
+        yield client, asgi.app.state.streams, rt
+    rt.close()
+
+
+def _one_line_error(r, status):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and "\n" not in body["error"]
+    return body["error"]
+
+
+def test_without_alerts_the_list_is_empty_and_says_why(app):
+    client, _, _ = app
+    assert client.get("/v1/alerts").json() == {"alerts": [], "enabled": False, "note": "alerts: no rules configured",
+                                               "next_before": None}
+    assert client.get("/v1/status").json()["alerts"] == {"enabled": False, "note": "alerts: no rules configured"}
+    assert "no alert with id 'x'" in _one_line_error(client.post("/v1/alerts/x/ack"), 404)
+
+
+def test_list_filter_page_and_ack(app, tmp_path):
+    client, hub, _ = app
+    svc = hub.alerts = AlertService(AlertSettings.model_validate({"site": "shop", "rules": {"bagged_without_scan": {}}}),
+                                    tmp_path / "state", registry=hub.metrics.registry, evaluate=False)
+    try:
+        raised = [svc.raise_alert(_draft(i), stream="lane1" if i % 2 else "lane2", stream_time=60.0 * i + 8)[0]
+                  for i in range(5)]
+        body = client.get("/v1/alerts").json()
+        assert [a["id"] for a in body["alerts"]] == [a.id for a in reversed(raised)]  # newest first
+        assert body["enabled"] is True and body["next_before"] is None
+        assert body["alerts"][0]["site"] == "shop" and body["alerts"][0]["stream_time"] == 4 * 60.0 + 8
+        lane1 = client.get("/v1/alerts", params={"stream": "lane1"}).json()["alerts"]
+        assert [a["id"] for a in lane1] == [raised[3].id, raised[1].id]
+        page = client.get("/v1/alerts", params={"limit": 2}).json()
+        assert len(page["alerts"]) == 2 and page["next_before"] is not None
+        rest = client.get("/v1/alerts", params={"limit": 2, "before": page["next_before"]}).json()["alerts"]
+        assert [a["id"] for a in rest] == [raised[2].id, raised[1].id]
+        acked = client.post(f"/v1/alerts/{raised[1].id}/ack")
+        assert acked.status_code == 200 and acked.json()["status"] == "acked" and acked.json()["acked_at"] > 0
+        again = client.post(f"/v1/alerts/{raised[1].id}/ack").json()
+        assert again == acked.json()  # idempotent: the first acknowledgement stands
+        assert [a["id"] for a in client.get("/v1/alerts", params={"status": "acked"}).json()["alerts"]] == [raised[1].id]
+        assert len(client.get("/v1/alerts", params={"status": "open"}).json()["alerts"]) == 4
+        assert client.get("/v1/alerts", params={"since": time.time() + 60}).json()["alerts"] == []
+        for bad in ({"status": "closed"}, {"limit": 0}, {"limit": 501}, {"since": "soon"}, {"before": -1}):
+            _one_line_error(client.get("/v1/alerts", params=bad), 422)
+        _one_line_error(client.post("/v1/alerts/nope/ack"), 404)
+        st = client.get("/v1/status").json()["alerts"]
+        assert st["enabled"] is True and st["stored"] == 5 and st["open"] == 4 and st["pending"] == 0
+        assert st["rules"] == ["bagged_without_scan"] and st["sinks"] == [] and st["broker"] is None
+        metrics = client.get("/metrics").text
+        assert 'lvm_alerts_raised_total{rule="bagged_without_scan",stream="lane1"} 2.0' in metrics
+        spec = client.get("/openapi.json").json()
+        assert {"get"} <= set(spec["paths"]["/v1/alerts"]) and "post" in spec["paths"]["/v1/alerts/{alert_id}/ack"]
+        assert {"id", "rule", "stream", "evidence", "status", "acked_at"} <= set(spec["components"]["schemas"]["Alert"]["properties"])
+    finally:
+        svc.close()
+        hub.alerts = None
+
+
+class _Rules:
+    """A stand-in RuleEngine: one alert per event it has not seen, and a record of what it was given."""
+    made: list = []
+
+    def __init__(self, rules, activities):
+        self.rules, self.activities, self.calls, self.seen = rules, activities, [], set()
+        type(self).made.append(self)
+
+    def evaluate(self, events, now):
+        self.calls.append((list(events), now))
+        out = []
+        for e in events:
+            if (e["product"], e["start"]) not in self.seen:
+                self.seen.add((e["product"], e["start"]))
+                out.append({"rule": "bagged_without_scan", "product": e["product"], "start": e["start"],
+                            "end": e["start"] + 2, "confidence": 0.9, "box": None, "evidence": [e]})
+        return out
+
+
+def test_each_commit_evaluates_the_rules_on_what_happened_since_the_last_one(app, tmp_path, monkeypatch):
+    from edge_runtime import sources
+
+    client, hub, rt = app
+    windows = []
+
+    def events(runtime, window):  # one event per window, at its end, of a product of its own
+        windows.append(window)
+        return [{"activity": "bag", "product": f"item {len(windows)}", "start": window[1] - 1.0, "end": window[1]}]
+
+    _Rules.made = []
+    hub.alerts = AlertService(AlertSettings.model_validate({"rules": {"bagged_without_scan": {"min_confidence": 0.7}},
+                                                            "streams": {"default": {"bagged_without_scan": {"lookback_s": 30}}}}),
+                              tmp_path / "state", registry=hub.metrics.registry, rule_engine=_Rules, events=events)
+    monkeypatch.setattr(sources, "open_source", lambda uri, **kw: FakeSource(40))
+    try:
+        rt.start("fake://40")
+        assert rt.wait(60)
+        assert hub.alerts.wait_idle(30)
+        (eng,) = _Rules.made
+        assert eng.rules == {"bagged_without_scan": {"min_confidence": 0.7, "lookback_s": 30}}
+        assert eng.activities == rt.engine.labels
+        assert windows[0][0] == 0.0 and all(b > a for a, b in windows)
+        for (_, prev_end), (start, _) in zip(windows, windows[1:]):  # each reads on from the last, with overlap
+            assert start <= prev_end
+        assert windows[-1][1] == rt.engine.coverage["end"]
+        alerts = client.get("/v1/alerts").json()["alerts"]
+        assert len(alerts) == len(windows) and alerts[0]["stream"] == "default"
+        assert alerts[0]["stream_time"] == rt.engine.coverage["end"]
+        assert client.get("/v1/status").json()["alerts"]["evaluations"] == len(windows)
+    finally:
+        hub.alerts.close()
+        hub.alerts = None
+
+
+def test_a_failing_rule_evaluation_does_not_stop_the_stream(app, tmp_path, monkeypatch):
+    from edge_runtime import sources
+
+    client, hub, rt = app
+
+    def broken(runtime, window):
+        raise RuntimeError("the reader fell over")
+
+    hub.alerts = AlertService(AlertSettings.model_validate({"rules": {"bagged_without_scan": {}}}), tmp_path / "state",
+                              registry=hub.metrics.registry, rule_engine=_Rules, events=broken)
+    monkeypatch.setattr(sources, "open_source", lambda uri, **kw: FakeSource(24))
+    try:
+        rt.start("fake://24")
+        assert rt.wait(60) and rt.state.value == "ended" and rt.error is None
+        st = _until(lambda: (s := client.get("/v1/status").json()["alerts"])["last_error"] and s, 10)
+        assert "rule evaluation failed: RuntimeError: the reader fell over" in st["last_error"]
+        assert "lvm_alerts_evaluation_errors_total" in client.get("/metrics").text
+    finally:
+        hub.alerts.close()
+        hub.alerts = None
+
+
+def test_the_hook_reads_real_events_from_what_happened(app, tmp_path, monkeypatch):
+    from edge_runtime import sources
+    from edge_runtime.alerts.rules import RuleEngine
+
+    client, hub, rt = app
+    made = []
+
+    def rules(spec, activities):
+        made.append(RuleEngine(spec, activities))
+        return made[-1]
+
+    hub.alerts = AlertService(AlertSettings.model_validate({"rules": {"bagged_without_scan": {}}}), tmp_path / "state",
+                              registry=hub.metrics.registry, rule_engine=rules)
+    monkeypatch.setattr(sources, "open_source", lambda uri, **kw: FakeSource(16))
+    try:
+        rt.start("fake://16")
+        assert rt.wait(60)
+        assert hub.alerts.wait_idle(60)
+        st = hub.alerts.status()
+        assert st["evaluations"] >= 1 and st["last_error"] is None and st["note"] is None, st
+        assert len(made) == 1
+    finally:
+        hub.alerts.close()
+        hub.alerts = None
+
+
+def _until(cond, timeout: float):
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    return cond()
