@@ -23,6 +23,7 @@ from edge_runtime.serve.streams import Streams
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # the only files served: a fixed list, so no request path ever reaches the filesystem
 STATIC_FILES = {
+    "alerts.js": "text/javascript; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "draw.js": "text/javascript; charset=utf-8",
     "streams.js": "text/javascript; charset=utf-8",

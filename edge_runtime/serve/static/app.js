@@ -4,6 +4,7 @@
 // Polling, not Server-Sent Events: EventSource cannot send an Authorization header, and the token
 // must not travel in a URL (URLs end up in logs and browser history).
 
+import { initAlerts, pollAlerts } from "./alerts.js";
 import { activityBars, boxTrack, clock, intervalStrip, timeline } from "./draw.js";
 import { bodyWithStream, forgetStream, onStreamChange, showStreams, withStream } from "./streams.js";
 
@@ -56,6 +57,7 @@ async function api(path, body = undefined) {
 }
 
 const getJson = async (path) => (await api(path)).json();
+initAlerts(api);
 
 // -- token ------------------------------------------------------------------------------------
 function needToken() {
@@ -127,6 +129,7 @@ async function poll() {
   try {
     const [st, tl] = await Promise.all([getJson(withStream("/v1/status")), getJson(withStream("/v1/timeline"))]);
     showStatus(st);
+    pollAlerts(st.alerts);  // not awaited: a slow alert list must not hold the status up
     showStreams((st.streams || []).length > 1 ? (await getJson("/v1/streams")).streams : [], st.stream);
     state.timeline = tl;
     redrawTimeline();

@@ -1,0 +1,82 @@
+// The alerts panel: this runtime's alerts (every stream's), newest first, polled with the status;
+// an alert raised while the page is open is marked new for 30 s; open ones have an Ack button
+// (POST /v1/alerts/{id}/ack).
+// The delivery line under the title says where alerts go and what still waits for the broker.
+
+import { clock } from "./draw.js";
+
+const $ = (id) => document.getElementById(id);
+const SHOWN = 20;
+const NEW_MS = 30000;         // an alert stays marked new this long after it first appeared
+const firstSeen = new Map();  // id -> when this page first listed it (0: it was there at load)
+let first = true;
+let api = null;
+
+export function initAlerts(apiFn) {
+  api = apiFn;
+}
+
+function deliveryLine(st) {
+  if (!st) return "";
+  if (!st.enabled && !st.sinks) return st.note || "";
+  const parts = [];
+  if (st.note) parts.push(st.note);
+  if (st.broker) parts.push(`broker ${st.broker.connected ? "connected" : "not connected"}`);
+  if (st.pending) parts.push(`${st.pending} waiting for delivery`);
+  const err = st.last_error || (st.broker && !st.broker.connected && st.broker.last_error);
+  if (err) parts.push(err);
+  return parts.join(" · ");
+}
+
+function row(a) {
+  const li = document.createElement("li");
+  li.className = "alert";
+  li.dataset.id = a.id;
+  li.dataset.status = a.status;
+  if (Date.now() - firstSeen.get(a.id) < NEW_MS) li.classList.add("new");
+  const when = new Date(a.raised_at * 1000).toLocaleTimeString();
+  const text = document.createElement("span");
+  text.textContent = `${when}  ${a.stream} · ${a.rule.replaceAll("_", " ")} · ${a.product} · `
+    + `${clock(a.start)}–${clock(a.end)} · ${Math.round(100 * a.confidence)} %`;
+  text.title = `id ${a.id}`;
+  li.append(text);
+  if (a.status === "open") {
+    const ack = document.createElement("button");
+    ack.type = "button";
+    ack.className = "ack";
+    ack.textContent = "Ack";
+    ack.addEventListener("click", async () => {
+      ack.disabled = true;
+      try {
+        await api(`/v1/alerts/${encodeURIComponent(a.id)}/ack`, {});
+        li.dataset.status = "acked";
+        ack.remove();
+      } catch (err) {
+        ack.disabled = false;
+        ack.title = err.message;
+      }
+    });
+    li.append(ack);
+  }
+  return li;
+}
+
+// status: /v1/status's "alerts" section (or undefined from a runtime that has none)
+export async function pollAlerts(status) {
+  if (!api) return;
+  $("alerts-delivery").textContent = deliveryLine(status);
+  let body;
+  try {
+    body = await (await api(`/v1/alerts?limit=${SHOWN}`)).json();
+  } catch (err) {
+    $("alerts-delivery").textContent = err.status === 404 ? "This runtime raises no alerts." : err.message;
+    return;
+  }
+  for (const a of body.alerts) if (!firstSeen.has(a.id)) firstSeen.set(a.id, first ? 0 : Date.now());
+  first = false;
+  $("alerts").replaceChildren(...body.alerts.map(row));
+  $("alerts-empty").hidden = body.alerts.length > 0;
+  $("alerts-empty").textContent = body.enabled ? "No alerts." : (body.note || "Alerts are not configured.");
+  const open = body.alerts.filter((a) => a.status === "open").length;
+  $("alerts-count").textContent = open ? `${open} open` : "";
+}

@@ -1,0 +1,88 @@
+"""The dashboard's alerts panel in a real browser (Debian's chromium, Playwright): alerts raised on
+the runtime appear while the page polls, a new one marked, and Ack acknowledges one. Skips, saying
+why, where chromium or Playwright is missing."""
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.alerts.service import AlertService
+from edge_runtime.alerts.settings import AlertSettings
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:
+    expect = sync_playwright = None
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE = REPO / "engines" / "lvm-tiny-fp32"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+
+
+def _draft(i: int) -> dict:
+    return {"rule": "bagged_without_scan", "product": f"item {i}", "start": 60.0 * i, "end": 60.0 * i + 3,
+            "confidence": 0.8, "box": None, "evidence": []}
+
+
+@pytest.fixture
+def served(tmp_path):
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); the dashboard test needs a browser")
+    if sync_playwright is None:
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    import uvicorn
+
+    from edge_runtime.cli.run import bind
+    from edge_runtime.engine.engine import Engine
+    from edge_runtime.serve.api import create_app
+    from edge_runtime.serve.pipeline import Runtime
+
+    with Engine(BUNDLE, threads=1) as engine:
+        rt = Runtime(engine, state_dir=tmp_path / "state")
+        app = create_app(rt)
+        hub = app.app.state.streams
+        hub.alerts = AlertService(AlertSettings.model_validate({"rules": {"bagged_without_scan": {}}}),
+                                  tmp_path / "state", registry=hub.metrics.registry, evaluate=False)
+        sock = bind("127.0.0.1", 0)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}", hub.alerts
+        finally:
+            server.should_exit = True
+            thread.join(5)
+            hub.alerts.close()
+            rt.close()
+
+
+def test_alerts_appear_live_and_ack(served):
+    url, alerts = served
+    first = alerts.raise_alert(_draft(1), stream="default")[0]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        expect(page.locator(f"#alerts li[data-id='{first.id}']")).to_be_visible(timeout=20_000)
+        assert page.locator("#alerts li.new").count() == 0  # what was there at load is not "new"
+        expect(page.locator("#alerts-count")).to_have_text("1 open")
+        second = alerts.raise_alert(_draft(2), stream="default")[0]
+        row = page.locator(f"#alerts li[data-id='{second.id}']")
+        expect(row).to_have_class("alert new", timeout=10_000)  # raised while the page was open
+        page.wait_for_timeout(2500)  # polls later it is still marked
+        assert "new" in row.get_attribute("class")
+        assert "item 2" in row.inner_text() and "bagged without scan" in row.inner_text()
+        row.locator("button.ack").click()
+        expect(row).to_have_attribute("data-status", "acked", timeout=10_000)
+        deadline = time.monotonic() + 10
+        while alerts.outbox.get(second.id).status != "acked" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert alerts.outbox.get(second.id).status == "acked" and alerts.outbox.get(first.id).status == "open"
+        expect(page.locator("#alerts-count")).to_have_text("1 open", timeout=10_000)
+        assert errors == []
+        browser.close()
