@@ -185,3 +185,26 @@ def test_cli_happened(client, streamed, capsys):
         assert cli.main(["happened", "--activity", "juggle", "--api", where]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 4 and "HTTP 422" in err[-1] and "juggle" in err[-1]
+
+
+# -- ask: questions that name no product ------------------------------------------------------------
+def test_ask_what_happened_and_what_was_scanned(client):
+    r = client.post("/v1/ask", json={"text": "what happened in the last 2 minutes?"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["read_as"] == {"type": "happened", "start": VIDEO_S - 120, "end": VIDEO_S}
+    direct = client.post("/v1/happened", json={"start": VIDEO_S - 120, "end": VIDEO_S}).json()
+    assert body["answer"] == direct
+    o = client.post("/v1/ask", json={"text": "what was scanned in the last 5 minutes"}).json()
+    assert o["read_as"]["type"] == "object" and o["answer"]["times"]
+    assert o["events"] and {e["activity"] for e in o["events"]} == {"scan"}
+    bad = client.post("/v1/ask", json={"text": "was the kombucha scanned?"})
+    assert bad.status_code == 422 and bad.json()["error"].startswith("kombucha: not in the catalog")
+
+
+def test_cli_ask_prints_the_events(streamed, capsys):
+    with serve_app(create_app(Runtime(streamed[0]))) as where:
+        assert cli.main(["ask", "when was something bagged in the last 5 minutes", "--api", where]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == f"read as: what happened ('bag', to any product), in the last 5 min (stream 0-{VIDEO_S:g} s)"
+        assert "event(s) in 0.0-300.0 s" in out[2] and all(" bag " in line for line in out[3:])

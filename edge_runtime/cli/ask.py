@@ -1,5 +1,5 @@
 """``lvm-edge ask "..."``: a question in plain words to a running ``lvm-edge run`` (POST /v1/ask);
-prints how it was read, then the answer."""
+prints how it was read, then the answer (the events, for a question that names no product)."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import os
 
 from edge_runtime.cli.answer_text import answer_text
 from edge_runtime.cli.common import CliError, parse_hostport
+from edge_runtime.cli.happened import lines as happened_lines
 from edge_runtime.cli.query import _http
 
 
@@ -23,5 +24,11 @@ def cmd_ask(args) -> int:
         return 0
     print(f"read as: {reply['understood']}")
     print(f"         {json.dumps(reply['read_as'])}")
+    if reply["read_as"].get("type") == "happened":
+        print("\n".join(happened_lines(reply["answer"])))
+        return 0
     print(answer_text(reply["answer"], all_boxes=args.boxes))
+    if reply.get("events") is not None:  # an object question also says which products it was
+        products = sorted({e["product"] for e in reply["events"]})
+        print(f"products: {', '.join(products) or 'none found'} (lvm-edge happened lists the events)")
     return 0

@@ -6,9 +6,13 @@ route handlers as /v1/query/<type>.
         "start": 6600.0, "end": 7200.0}, "understood": "...", "matched": [...], "time": {...},
         "scorer": "hybrid", "answer": <what /v1/query/time returns for read_as>}
 
+A question that names no product is answered over all of them: "what happened in the last 5
+minutes?" and "when was something scanned?" are read as type "happened" and answered by POST
+/v1/happened; an object question ("what was bagged?") also gets ``events``, what happened of its
+activity in the window. A product the catalog lacks is named: 422 "kombucha: not in the catalog".
 A question that cannot be read gets 422 {"error": "<what was not understood>", "nearest": [names]}.
-Names are the bundle's activity labels and the catalog's products; synonyms are the shipped table
-plus ``<state-dir>/ask-synonyms.yaml`` when it exists (docs/ask.md). Without ``stream`` the default
+Names are the bundle's activity labels and the catalog's products, matched through the text encoder
+and the user's ``<state-dir>/ask-synonyms.yaml`` when it exists (docs/ask.md). Without ``stream`` the default
 stream answers; "the last 10 minutes" is read on the clock of the stream asked.
 """
 from __future__ import annotations
@@ -23,7 +27,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_runtime.query.ask import AskError, EncoderUnavailable, Reader, StreamClock, SynonymError, load_synonyms
-from edge_runtime.query.ask.names import StringScorer, default_synonyms, make_scorer, merge_synonyms
+from edge_runtime.query.ask.names import StringScorer, make_scorer
+from edge_runtime.query.happened import HappenedError
 
 MAX_QUESTION_CHARS = 500
 SYNONYMS_FILE = "ask-synonyms.yaml"
@@ -72,11 +77,10 @@ class _Scorers:
 
 
 def _synonyms(hub) -> dict[str, list[str]]:
-    table = default_synonyms()
     state_dir = getattr(hub, "state_dir", None)  # the run's state dir (not a named stream's own folder)
     if state_dir is not None and (Path(state_dir) / SYNONYMS_FILE).is_file():
-        table = merge_synonyms(table, load_synonyms(Path(state_dir) / SYNONYMS_FILE))
-    return table
+        return load_synonyms(Path(state_dir) / SYNONYMS_FILE)
+    return {}
 
 
 def register_ask_routes(api: FastAPI, hub, guarded: list, handlers: dict[str, Callable[[Any], dict]]) -> None:
@@ -110,4 +114,13 @@ def register_ask_routes(api: FastAPI, hub, guarded: list, handlers: dict[str, Ca
             return JSONResponse({"error": _one_line(f"read as {reading.query}, which this runtime does not take "
                                                     f"({where}: {e.get('msg', 'invalid')})")}, status_code=422)
         answer = handlers[kind](body)
-        return {"question": q.text, **reading.to_dict(), "scorer": scorers.note, "answer": answer}
+        reply = {"question": q.text, **reading.to_dict(), "scorer": scorers.note, "answer": answer}
+        if kind == "object" and "happened" in handlers:
+            # "what was bagged?" names no product: beside where the object of bagging was, which
+            # products underwent it (what happened in the window, of that activity)
+            try:
+                hb = models["happened"](start=body.start, end=body.end, activity=body.activity, stream=runtime.name)
+                reply["events"] = handlers["happened"](hb)["events"]
+            except HappenedError:  # e.g. a heads-only runtime: the object answer stands alone
+                pass
+        return reply

@@ -1,10 +1,14 @@
 """How often `lvm-edge ask` reads a question as meant: the share of tests/data/ask/phrasings.jsonl
 read to exactly the expected structured query (or refused, where a refusal is expected), for the
 WordLlama encoder, plain string matching and the better of the two per pair (the default), each with
-the shipped synonyms and with none, on the tuning part and the held-out part apart.
+the encoder's name variants (names.EncoderScorer.variants) and without, on the tuning part and the
+held-out part apart. No synonyms are given: a user's ask-synonyms.yaml is theirs.
 
     python -m tools.accuracy.ask_accuracy                    # everything -> docs/accuracy/ask.json
     python -m tools.accuracy.ask_accuracy --split tune -v    # while tuning: never look at the held-out part
+
+It also sweeps the product threshold (``catalog_sweep``): questions about a catalog product should
+be read, the same questions with that product removed from the catalog should be refused.
 
 A reading is right when type, activity, product and refusal match and start / end are within 0.5 s.
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 from edge_runtime.query.ask import AskError, Reader, StreamClock
+from edge_runtime.query.ask.names import make_scorer
 
 DATA = REPO / "tests" / "data" / "ask"
 TOLERANCE_S = 0.5
@@ -38,8 +43,16 @@ def clock_of(spec: dict) -> StreamClock:
                        tz=timezone.utc)
 
 
-def readers(worlds: dict, scorer: str, synonyms: dict | None = None) -> dict[str, Reader]:
-    return {name: Reader(w["labels"], w["products"], scorer=scorer, synonyms=synonyms)
+class _NoVariants:
+    """A scorer as it is, without the encoder's name variants."""
+
+    def __init__(self, scorer) -> None:
+        self.name, self.matrix = scorer.name, scorer.matrix
+
+
+def readers(worlds: dict, scorer: str, variants: bool = True) -> dict[str, Reader]:
+    sc = make_scorer(scorer)
+    return {name: Reader(w["labels"], w["products"], scorer=sc if variants else _NoVariants(sc))
             for name, w in worlds["worlds"].items()}
 
 
@@ -57,9 +70,8 @@ def judge(row: dict, reader: Reader, clock: StreamClock) -> tuple[bool, dict]:
     return same and close, got
 
 
-def measure(rows: list[dict], worlds: dict, scorer: str, synonyms: dict | None = None,
-            verbose: bool = False) -> dict:
-    rd = readers(worlds, scorer, synonyms)
+def measure(rows: list[dict], worlds: dict, scorer: str, variants: bool = True, verbose: bool = False) -> dict:
+    rd = readers(worlds, scorer, variants)
     clocks = {k: clock_of(v) for k, v in worlds["clocks"].items()}
     wrong, t0 = [], time.perf_counter()
     for row in rows:
@@ -73,11 +85,48 @@ def measure(rows: list[dict], worlds: dict, scorer: str, synonyms: dict | None =
             "ms_per_question": round(1000 * (time.perf_counter() - t0) / max(n, 1), 2), "wrong": wrong}
 
 
+def catalog_sweep(rows: list[dict], worlds: dict, thresholds=(0.55, 0.6, 0.65, 0.68, 0.7, 0.75, 0.8)) -> dict:
+    """Where the product threshold should be: per question naming a product, the hybrid score of
+    its product with the whole catalog (it should be read), and the best score of any product once
+    its own is removed from the catalog (it should be refused, not read as another). -> per threshold
+    the share of each kept right."""
+    clocks = {k: clock_of(v) for k, v in worlds["clocks"].items()}
+    sc = make_scorer("hybrid")
+
+    def best(row: dict, products: list[str]) -> tuple[float | None, str | None]:
+        w = worlds["worlds"][row["world"]]
+        try:
+            got = Reader(w["labels"], products, scorer=sc, thresholds={"product": -1.0}).read(row["text"],
+                                                                                             clocks[row["clock"]])
+        except AskError:
+            return None, None
+        m = [x for x in got.matched if x["kind"] == "product"]
+        return (m[0]["score"], m[0]["name"]) if m else (None, None)
+
+    present, missing = [], []
+    for row in rows:
+        want = row["expect"].get("product")
+        if not want:
+            continue
+        prods = worlds["worlds"][row["world"]]["products"]
+        s, name = best(row, prods)
+        if s is not None and name == want:
+            present.append(s)
+        s, _ = best(row, [p for p in prods if p != want])
+        if s is not None:
+            missing.append(s)
+    return {"present": len(present), "missing": len(missing),
+            "by_threshold": {f"{t:g}": {"present_read": round(sum(x >= t for x in present) / max(len(present), 1), 4),
+                                        "missing_refused": round(sum(x < t for x in missing) / max(len(missing), 1), 4)}
+                             for t in thresholds}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.accuracy.ask_accuracy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--split", choices=("tune", "heldout", "both"), default="both")
     ap.add_argument("--scorer", choices=("hybrid", "encoder", "string", "all"), default="all")
-    ap.add_argument("--synonyms", choices=("shipped", "none", "both"), default="both")
+    ap.add_argument("--variants", choices=("on", "off", "both"), default="both",
+                    help="the encoder's name variants")
     ap.add_argument("--json", default=str(REPO / "docs" / "accuracy" / "ask.json"),
                     help="where to write the result (only when everything ran)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every wrong reading")
@@ -87,21 +136,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.split != "both":
         splits = {args.split: splits[args.split]}
     scorers = ("hybrid", "encoder", "string") if args.scorer == "all" else (args.scorer,)
-    synonyms = ("shipped", "none") if args.synonyms == "both" else (args.synonyms,)
+    variants = ("on", "off") if args.variants == "both" else (args.variants,)
     result = {"set": "tests/data/ask/phrasings.jsonl", "tolerance_s": TOLERANCE_S,
               "counts": {k: len(v) for k, v in splits.items()}, "runs": {}}
-    for syn in synonyms:
+    for var in variants:
         for scorer in scorers:
-            key = f"{scorer}/{syn}-synonyms"
+            key = f"{scorer}/variants-{var}"
             result["runs"][key] = {}
             for split, part in splits.items():
                 if args.verbose:
                     print(f"{key} / {split}:")
-                r = measure(part, worlds, scorer, None if syn == "shipped" else {}, verbose=args.verbose)
+                r = measure(part, worlds, scorer, var == "on", verbose=args.verbose)
                 result["runs"][key][split] = r
                 print(f"{key:26s} {split:8s} {r['right']:4d}/{r['n']:<4d} = {100 * r['share']:5.1f} %  "
                       f"({r['ms_per_question']} ms per question)")
-    if args.split == "both" and args.scorer == "all" and args.synonyms == "both":
+    result["catalog_sweep"] = {}
+    for split, part in splits.items():
+        sweep = result["catalog_sweep"][split] = catalog_sweep(part, worlds)
+        print(f"product threshold, {split}: " + "; ".join(f"{t} read {v['present_read']:.3f} refused "
+                                                          f"{v['missing_refused']:.3f}"
+                                                          for t, v in sweep["by_threshold"].items()))
+    if args.split == "both" and args.scorer == "all" and args.variants == "both":
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json}")

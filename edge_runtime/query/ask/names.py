@@ -6,8 +6,11 @@ Two scorers share one interface (a similarity matrix between spans of the questi
   with numpy: no hub, no torch, under a second to load, 32 MB of float32.
 - ``StringScorer``: plain string similarity (difflib's ratio), the baseline it is measured against.
 
-Each name is matched through its phrases: the name itself (underscores read as spaces) and the
-synonyms a user gives it (``load_synonyms``). Nothing here knows any particular label.
+Each name is matched through its phrases: the name itself (underscores read as spaces), the
+variants the encoder gives it (``EncoderScorer.variants``: each word swapped for its nearest words
+in the encoder's own vocabulary, e.g. inspect -> examine, put back -> put return) and the synonyms a
+user gives it (``<state-dir>/ask-synonyms.yaml``, ``load_synonyms``). Nothing here knows any
+particular label: no ways of saying a label are written down here.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +165,49 @@ class EncoderScorer:
             return np.zeros((len(spans), len(phrases)))
         return self._embed(spans) @ self._embed(phrases).T
 
+    def variants(self, phrase: str) -> list[str]:
+        """The phrase with one word swapped for one of its ``NEIGHBOURS`` nearest whole words of the
+        encoder's vocabulary (cosine >= ``NEIGHBOUR_MIN``): ways of saying a name that come from the
+        encoder, not from a list. Both settings chosen on the tuning part of the phrasing set (docs/ask.md)."""
+        ws = phrase.split()
+        out = []
+        for i, w in enumerate(ws):
+            out += [" ".join(ws[:i] + [n] + ws[i + 1:]) for n in _neighbours(self.model, w)]
+        return list(dict.fromkeys(out))
+
+
+NEIGHBOURS = 3
+NEIGHBOUR_MIN = 0.5
+
+
+@lru_cache(maxsize=1)
+def _vocabulary(model) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Whole-word tokens of the encoder's vocabulary (ASCII letters, 3+): their ids, their words
+    (lower case) and their unit embeddings."""
+    inv = {i: t for t, i in model.tokenizer.get_vocab().items()}
+    ids = [i for i, t in sorted(inv.items()) if t.startswith("\u2581") and len(t) >= 4 and t[1:].isascii() and t[1:].isalpha()]
+    emb = np.asarray(model.embedding, np.float64)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return np.asarray(ids), [inv[i][1:].lower() for i in ids], emb
+
+
+@lru_cache(maxsize=4096)
+def _neighbours(model, word: str) -> tuple[str, ...]:
+    """A one-token word's nearest whole words in the encoder (none for a word of several tokens:
+    its pooled pieces are no word's neighbour)."""
+    tok = model.tokenizer.encode(word, add_special_tokens=False).ids
+    if len(tok) != 1:
+        return ()
+    ids, names, emb = _vocabulary(model)
+    sim = emb[ids] @ emb[tok[0]]
+    out: list[str] = []
+    for j in np.argsort(-sim)[: 4 * NEIGHBOURS + 1]:
+        if sim[j] < NEIGHBOUR_MIN or len(out) == NEIGHBOURS:
+            break
+        if names[j] != word and names[j] not in out:
+            out.append(names[j])
+    return tuple(out)
+
 
 class HybridScorer:
     """The better of the two per pair: the encoder knows meanings ("rucksack" ~ "backpack"), string
@@ -173,6 +220,14 @@ class HybridScorer:
 
     def matrix(self, spans: list[str], phrases: list[str]) -> np.ndarray:
         return np.maximum(self.encoder.matrix(spans, phrases), self.string.matrix(spans, phrases))
+
+    def variants(self, phrase: str) -> list[str]:
+        return self.encoder.variants(phrase)
+
+    @property
+    def meaning(self) -> EncoderScorer:
+        """The scorer of the encoder's own variants."""
+        return self.encoder
 
 
 SCORERS = {"hybrid": HybridScorer, "encoder": EncoderScorer, "string": StringScorer}
@@ -213,14 +268,6 @@ def load_synonyms(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
-DEFAULT_SYNONYMS = Path(__file__).with_name("synonyms.yaml")
-
-
-def default_synonyms() -> dict[str, list[str]]:
-    """The synonyms shipped with the package (the generator's labels; see the file's header)."""
-    return merge_synonyms(load_synonyms(DEFAULT_SYNONYMS))
-
-
 def merge_synonyms(*tables: dict[str, list[str]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for t in tables:
@@ -240,6 +287,11 @@ class Match:
     last: int
 
 
+def _both(scorer, spans: list[str], phrases: list[str]) -> np.ndarray:
+    raw = scorer.matrix(spans, phrases)
+    return np.maximum(raw, scorer.matrix([stemmed(s) for s in spans], [stemmed(p) for p in phrases]))
+
+
 class NameIndex:
     """One kind of name (activity labels, or products) with their phrases, scored against spans."""
 
@@ -247,18 +299,31 @@ class NameIndex:
         self.kind, self.names, self.scorer = kind, list(names), scorer
         self.phrases: list[str] = []
         self.owner: list[int] = []
+        self.variant: set[str] = set()  # phrases only the encoder gave: scored by meaning alone
+        variants = getattr(scorer, "variants", None)
         for i, name in enumerate(self.names):
-            for ph in [name] + synonyms.get(name.strip().lower(), []):
+            own = content(name) or " ".join(words(name))
+            given = [name] + synonyms.get(name.strip().lower(), [])
+            extra = variants(own) if variants is not None and own else []
+            for ph in given + extra:
                 c = content(ph) or " ".join(words(ph))
                 if c and c not in (self.phrases[j] for j in range(len(self.phrases)) if self.owner[j] == i):
                     self.phrases.append(c)
                     self.owner.append(i)
+                    if ph in extra:
+                        self.variant.add(c)
 
     def _matrix(self, spans: list[str], phrases: list[str]) -> np.ndarray:
         """Words as said and as stems, whichever matches better: stems catch inflections ("scanned"),
-        the words as said keep what a stem cuts off ("examined" is closer to "inspect" than "examin")."""
-        raw = self.scorer.matrix(spans, phrases)
-        return np.maximum(raw, self.scorer.matrix([stemmed(s) for s in spans], [stemmed(p) for p in phrases]))
+        the words as said keep what a stem cuts off ("examined" is closer to "inspect" than "examin").
+        The encoder's variants are compared by meaning only: spelling alike a variant is no evidence
+        ("hello" is spelt like "held", a variant of hold, and means nothing like it)."""
+        out = _both(self.scorer, spans, phrases)
+        meaning = getattr(self.scorer, "meaning", self.scorer)
+        cols = [j for j, p in enumerate(phrases) if p in self.variant]
+        if cols and meaning is not self.scorer and spans:
+            out[:, cols] = _both(meaning, spans, [phrases[j] for j in cols])
+        return out
 
     def score(self, spans: list[str]) -> np.ndarray:
         """(spans, names): each name's best phrase score per span."""
