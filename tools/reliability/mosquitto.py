@@ -11,6 +11,7 @@ restarted on that same port.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -41,6 +42,8 @@ class Mosquitto:
         self.port = port or free_port()
         self.conf = self.workdir / "mosquitto.conf"
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        if os.geteuid() == 0:  # started as root it would drop to user mosquitto, who cannot write our folder
+            lines.append("user root")
         if persistent:
             lines += ["persistence true", f"persistence_location {self.workdir}/",
                       "autosave_interval 1", "autosave_on_changes true"]
