@@ -133,6 +133,12 @@ class Bundle:
         return (self.manifest.get("answers") or {}).get("reader") if self.answers_kind == "reader" else None
 
     @property
+    def timeline(self) -> dict[str, Any] | None:
+        """The reader's timeline track (manifest answers.reader.timeline: per_frame, horizon_s, tokens), or None."""
+        sec = self.reader
+        return sec.get("timeline") if isinstance(sec, dict) and isinstance(sec.get("timeline"), dict) else None
+
+    @property
     def has_plans(self) -> bool:
         # the reader pair runs on ONNX Runtime on every host (small graphs, dynamic query axis)
         return all(self.graphs[n].plan for n in GRAPH_NAMES)
@@ -267,11 +273,13 @@ def _check_reader(cfg: ModelConfig, sec: Any, graphs: dict[str, GraphInfo], wher
             _curve(cal[t].get(c)) for c in ("seen", "right")) for t in ("activity", "object", "time")):
         raise BundleError(f"{where}: answers.reader.calibration needs seen and right curves ([[x...], [p...]]) "
                           f"for activity, object and time")
+    n_tok = m + _timeline_tokens(cfg, sec.get("timeline"), where)  # the answer step reads memory + timeline
     # None: a named (dynamic) axis
     expect = {("reader", "mem"): (None, m, d), ("reader", "ident"): (None, m, E),
               ("reader", "act_logits"): (None, m, C), ("reader", "event_logit"): (None, m),
               ("reader", "boxes"): (None, m, 4), ("reader", "span"): (None, m, 2),
-              ("answer", "ident"): (m, E), ("answer", "act_logits"): (m, C), ("answer", "q_object"): (
+              ("answer", "ident"): (n_tok, E), ("answer", "act_logits"): (n_tok, C), ("answer", "mem_t"): (n_tok,),
+              ("answer", "q_object"): (
                   None, cfg.backbone.tokens_per_frame, d), ("answer", "activity_scores"): (None, C),
               ("answer", "intervals"): (None, K, 3), ("answer", "keyboxes"): (None, K, S, 4),
               ("answer", "evidence"): (None,)}
@@ -282,6 +290,34 @@ def _check_reader(cfg: ModelConfig, sec: Any, graphs: dict[str, GraphInfo], wher
             raise _reader_mismatch(where, f"{g} '{n}' is {meta.describe()}, config embed {E}, ranked {K}, "
                                           f"keyframes {S}, {C} activities need "
                                           f"[{','.join('?' if x is None else str(x) for x in shape)}]")
+
+
+# The timeline must hold the longest query window (the benchmark's "long" window, checkout/queries.py).
+LONGEST_WINDOW_S = 1800.0
+
+
+def timeline_tokens(horizon_s: float, fps: float, per_frame: int) -> int:
+    """The timeline's constant size in tokens: horizon x fps x per_frame (frames rounded up)."""
+    return int(math.ceil(float(horizon_s) * float(fps) - 1e-9)) * int(per_frame)
+
+
+def _timeline_tokens(cfg: ModelConfig, tl: Any, where: str) -> int:
+    """Tokens of the reader's timeline track (0 without one); BundleError when its section is not
+    what its own formula and the model's frame rate make it, or too short for the longest window."""
+    if tl is None:
+        return 0
+    if not isinstance(tl, dict) or not isinstance(tl.get("per_frame"), int) or tl["per_frame"] < 1 \
+            or not isinstance(tl.get("horizon_s"), (int, float)) or not isinstance(tl.get("tokens"), int):
+        raise BundleError(f"{where}: answers.reader.timeline needs integer per_frame >= 1, horizon_s and integer tokens")
+    capacity = timeline_tokens(tl["horizon_s"], cfg.stream.fps, tl["per_frame"])
+    if capacity != tl["tokens"]:
+        raise BundleError(f"{where}: a bundle whose timeline does not match its config (tokens {tl['tokens']}, "
+                          f"horizon {tl['horizon_s']:g} s x {cfg.stream.fps:g} fps x {tl['per_frame']} per frame "
+                          f"= {capacity})")
+    if tl["horizon_s"] < LONGEST_WINDOW_S:
+        raise BundleError(f"{where}: a timeline of {tl['horizon_s']:g} s cannot hold the longest query window "
+                          f"({LONGEST_WINDOW_S:g} s)")
+    return capacity
 
 
 def _curve(c: Any) -> bool:

@@ -35,6 +35,7 @@ from edge_runtime.query.answers import decode_answers, encode_queries, heads_row
 from edge_runtime.backends.bundle import Bundle, load_bundle
 from edge_runtime.backends.bundle_runners import open_runners
 from edge_runtime.engine.facts import fact_specs, read_facts
+from edge_runtime.memory.timeline import TimelineSpec, clip_rows
 from edge_runtime.engine.ingest import ingest_streams, ingest_tokens
 from edge_runtime.engine.stream_state import Committed, StreamState
 from edge_runtime.query import reader_query
@@ -77,6 +78,9 @@ class Engine:
         self.answerer = self._runners["answer"] if reads else None
         self._answer_dtypes = {n: m.dtype for n, m in self.answerer.get_input_metadata().items()} if reads else {}
         self._fact_specs = fact_specs(self.answerer) if reads else None
+        # the reader's timeline track (a FIFO per stream, read beside the memory), when the bundle has one
+        tl = self.bundle.timeline if reads else None
+        self.timeline = TimelineSpec.from_manifest(tl, self.bundle.cfg) if tl is not None else None
 
         c = self.cfg
         self.clip_frames, self.fps = c.stream.clip_frames, c.stream.fps
@@ -99,7 +103,7 @@ class Engine:
         return StreamState(memory, svd_from_config(self.cfg), OODMonitor.for_bundle(self.bundle),
                            clip_frames=self.clip_frames, tokens_per_frame=self.tokens_per_frame,
                            token_dim=self.token_dim, fps=self.fps, gap_factor=self.gap_factor,
-                           heads_dtypes=self._heads_dtypes, facts=self._fact_specs)
+                           heads_dtypes=self._heads_dtypes, facts=self._fact_specs, timeline=self.timeline)
 
     def stream_engine(self) -> "Engine":
         """Another stream on this engine's graphs: the same backend sessions (loaded once), a
@@ -188,19 +192,23 @@ class Engine:
         t0 = time.perf_counter()
         TokenMemory.step_many([s.memory for s in states], [s.clip_inputs() for s in states])
         dt = time.perf_counter() - t0
-        commits = []
+        commits, clips = [], []
         for s in states:
             s.report("sampler", dt / len(states))
+            # the clip's frames, as reader rows for the timeline, before fold empties the pending clip
+            clips.append(clip_rows(s.pending_tokens, s.pending_t, s.pending_frames, self.timeline)
+                         if s.timeline is not None else None)
             commits.append(s.fold())
         facts: list = [None] * len(states)
+        tokens: list = [None] * len(states)
         if self.reader is not None:
             t0 = time.perf_counter()
-            facts = read_facts(self.reader, commits)
+            facts, tokens = read_facts(self.reader, commits, clips, self.timeline)
             dt = time.perf_counter() - t0
             for s in states:
                 s.report("reader", dt / len(states))
-        for s, c, f in zip(states, commits, facts):
-            s.publish(c, f)
+        for s, c, f, tok in zip(states, commits, facts, tokens):
+            s.publish(c, f, tok)
 
     def ingest(self, frames: np.ndarray, times: np.ndarray) -> int:
         """Add frames at stream times (seconds, strictly increasing). Returns clips committed."""
@@ -301,6 +309,7 @@ class Engine:
             r = reqs[i]
             out[i] = reader_query.judge(hold_to_spans(a, spans[i], (r["start"], r["end"])), r["type"],
                                         float(outputs["evidence"][j]), sec)
+            out[i]["read_from"] = reader_query.tracks_read(snap, (r["start"], r["end"]))
 
     def _answer_heads(self, reqs, ask: list[int], windows, spans, snap: Committed, out: list) -> None:
         """One heads call (identical rows once) for the queries ``ask`` over their covered ``windows``."""

@@ -1,5 +1,6 @@
 """The memory reader at commit time: the committed memories of the streams that commit together, and
-their SVD states, through the bundle's "reader" graph in one call (its batch axis "streams"), giving
+their SVD states (and, with a timeline track, each committed clip cut into rows of the memory's shape:
+edge_runtime/memory/timeline.py), through the bundle's "reader" graph in one call (its batch axis "streams"), giving
 each memory its *facts* (``stream_state.FACT_NAMES``: per-token identity, activity logits, event
 logit, box, event span). Queries then answer from the facts through the "answer" graph
 (edge_runtime/query/reader_query.py) without reading the memory again.
@@ -12,6 +13,7 @@ import numpy as np
 
 from edge_runtime.backends.base import Runner
 from edge_runtime.engine.stream_state import FACT_NAMES, Committed
+from edge_runtime.memory.timeline import TimelineSpec, select
 from edge_runtime.memory.token_memory import MEMORY_INPUTS
 
 # rows per reader call: the graph's "streams" axis takes up to 256; 64 keeps a call's activations
@@ -31,16 +33,38 @@ def fact_specs(answer: Runner) -> dict[str, tuple[tuple[int, ...], Any]]:
     return out
 
 
-def read_facts(reader: Runner, commits: list[Committed]) -> list[dict[str, np.ndarray]]:
-    """The facts of each commit's memory: one reader call per ``MAX_STREAMS_PER_CALL`` commits,
-    each commit one row of the batch."""
+def read_facts(reader: Runner, commits: list[Committed], clips: list[dict[str, np.ndarray] | None] | None = None,
+               spec: TimelineSpec | None = None) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray] | None]]:
+    """The facts of each commit's memory and, with a timeline, the committed clip's timeline tokens:
+    ``clips[i]`` is commit i's clip as reader rows (``timeline.clip_rows``) or None. Memories and clip
+    rows share the reader calls, up to ``MAX_STREAMS_PER_CALL`` rows each.
+    -> (facts per commit, timeline tokens per commit or None)."""
     dtypes = {n: m.dtype for n, m in reader.get_input_metadata().items()}
-    out: list[dict[str, np.ndarray]] = []
-    for i in range(0, len(commits), MAX_STREAMS_PER_CALL):
-        part = commits[i : i + MAX_STREAMS_PER_CALL]
-        feed = {k: np.concatenate([c.memory[k] for c in part]).astype(dtypes[k], copy=False) for k in MEMORY_INPUTS}
-        feed["svd_basis"] = np.concatenate([c.svd_basis for c in part]).astype(dtypes["svd_basis"], copy=False)
-        feed["svd_sv"] = np.concatenate([c.svd_sv for c in part]).astype(dtypes["svd_sv"], copy=False)
+    clips = clips or [None] * len(commits)
+    rows: list[dict[str, np.ndarray]] = []  # one reader row each: (1, m, ...) inputs
+    owner: list[tuple[int, int]] = []       # (commit, -1 for its memory or the clip row's index)
+    for i, (c, clip) in enumerate(zip(commits, clips)):
+        rows.append({**{k: c.memory[k] for k in MEMORY_INPUTS}, "svd_basis": c.svd_basis, "svd_sv": c.svd_sv})
+        owner.append((i, -1))
+        for r in range(0 if clip is None else clip["mem"].shape[0]):
+            rows.append({**{k: clip[k][r : r + 1] for k in MEMORY_INPUTS}, "svd_basis": c.svd_basis, "svd_sv": c.svd_sv})
+            owner.append((i, r))
+    res_rows: list[dict[str, np.ndarray]] = []
+    for i in range(0, len(rows), MAX_STREAMS_PER_CALL):
+        part = rows[i : i + MAX_STREAMS_PER_CALL]
+        feed = {k: np.concatenate([p[k] for p in part]).astype(dtypes[k], copy=False) for k in part[0]}
         res = reader.infer(feed)
-        out.extend({n: np.asarray(res[n])[j] for n in FACT_NAMES} for j in range(len(part)))
-    return out
+        res_rows.extend({n: np.asarray(res[n])[j] for n in FACT_NAMES} for j in range(len(part)))
+    facts: list = [None] * len(commits)
+    clip_facts: list[list[dict[str, np.ndarray]]] = [[] for _ in commits]
+    for (i, r), f in zip(owner, res_rows):
+        if r < 0:
+            facts[i] = f
+        else:
+            clip_facts[i].append(f)
+    tokens: list = [None] * len(commits)
+    for i, clip in enumerate(clips):
+        if clip is not None and spec is not None:
+            stacked = {n: np.stack([f[n] for f in clip_facts[i]]) for n in FACT_NAMES}
+            tokens[i] = select(stacked, clip, spec)
+    return facts, tokens

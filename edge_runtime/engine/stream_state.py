@@ -35,11 +35,11 @@ import numpy as np
 from edge_runtime.memory.clip_step import clip_inputs, fold_clip
 from edge_runtime.memory.ood import OODMonitor
 from edge_runtime.memory.svd import OnlineSVD
+from edge_runtime.memory.timeline import FACT_NAMES, Timeline, TimelineSpec
 from edge_runtime.memory.token_memory import TokenMemory
 
 MAX_GAPS = 256            # the gap list is bounded: constant memory over any run
 STATE_VERSION = 1
-FACT_NAMES = ("ident", "act_logits", "event_logit", "boxes", "span")  # the reader graph's outputs
 FACT_KEY = "reader."     # snapshot keys of the facts: reader.ident, reader.act_logits, ...
 
 
@@ -58,16 +58,27 @@ class Committed:
     gaps: tuple[tuple[float, float], ...]
     version: int
     facts: dict[str, np.ndarray] | None = None  # the reader's facts of this memory (reader engines only)
+    # with a timeline track: ``facts`` are the memory's m rows then the timeline's, and these are the
+    # times / validity of all of them (the answer graph's mem_t, mem_valid); None without one
+    fact_t: np.ndarray | None = None
+    fact_valid: np.ndarray | None = None
+    timeline_span: tuple[float, float] | None = None  # oldest, newest timeline token held
 
 
 class StreamState:
     def __init__(self, memory: TokenMemory, svd: OnlineSVD, ood: OODMonitor, *, clip_frames: int,
                  tokens_per_frame: int, token_dim: int, fps: float, gap_factor: float,
-                 heads_dtypes: dict[str, Any], facts: dict[str, tuple[tuple[int, ...], Any]] | None = None) -> None:
+                 heads_dtypes: dict[str, Any], facts: dict[str, tuple[tuple[int, ...], Any]] | None = None,
+                 timeline: TimelineSpec | None = None) -> None:
         """``facts``: name -> (shape, dtype) of one memory's facts when the engine answers with the
-        reader (the answer graph's inputs), None when it answers with the heads."""
+        reader (the answer graph's inputs), None when it answers with the heads. ``timeline``: the
+        bundle's timeline track, whose FIFO this state then owns (its rows follow the memory's in
+        the facts the answer graph reads)."""
         self.memory, self.svd, self.ood = memory, svd, ood
         self.fact_specs = facts
+        self.timeline: Timeline | None = None
+        if timeline is not None and facts is not None:
+            self.timeline = Timeline(timeline, {n: (shape[1:], dt) for n, (shape, dt) in facts.items()})
         self.clip_frames, self.fps, self.gap_factor = int(clip_frames), float(fps), float(gap_factor)
         self.heads_dtypes = heads_dtypes  # the committed SVD is cast once, to what the heads take
         self.pending_tokens = np.zeros((self.clip_frames, tokens_per_frame, token_dim), np.float32)
@@ -87,6 +98,8 @@ class StreamState:
             self.memory.reset()
             self.svd.reset()
             self.ood.reset()
+            if self.timeline is not None:
+                self.timeline.reset()
             self.pending_frames = 0
             self.first_t: float | None = None
             self.end_t: float | None = None
@@ -159,19 +172,39 @@ class StreamState:
         self.report("commit", time.perf_counter() - t0)
         return c
 
-    def publish(self, c: Committed, facts: dict[str, np.ndarray] | None = None) -> None:
-        """Make a commit from ``fold`` what queries read, with the reader's facts of it (if any)."""
+    def publish(self, c: Committed, facts: dict[str, np.ndarray] | None = None,
+                clip_tokens: dict[str, np.ndarray] | None = None) -> None:
+        """Make a commit from ``fold`` what queries read, with the reader's facts of it (if any);
+        ``clip_tokens``: the committed clip's timeline tokens (``timeline.select``), appended to the
+        FIFO first, so that the commit carries the memory's facts and the timeline's side by side."""
+        if self.timeline is not None and clip_tokens is not None:
+            self.timeline.push(clip_tokens)
         if facts is not None:
-            c = replace(c, facts=self._checked_facts(facts))
+            c = replace(c, facts=self._checked_facts(self._with_timeline(facts)))
         elif self.fact_specs is not None and c.facts is None:
             c = replace(c, facts=self.empty_facts())
-        self._committed = c
+        self._committed = self._timeline_times(c)
 
     def empty_facts(self) -> dict[str, np.ndarray] | None:
         """Facts of a memory with nothing in it: zeros (no query reaches them: nothing is covered)."""
         if self.fact_specs is None:
             return None
         return {n: np.zeros(shape, dt) for n, (shape, dt) in self.fact_specs.items()}
+
+    def _with_timeline(self, facts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The memory's facts (m rows), followed by the timeline's when this state keeps one."""
+        if self.timeline is None:
+            return facts
+        return {n: np.concatenate([np.asarray(facts[n]), self.timeline.facts[n]]) for n in FACT_NAMES}
+
+    def _timeline_times(self, c: Committed) -> Committed:
+        """The commit with the times and validity of all its fact rows (memory, then timeline)."""
+        if self.timeline is None:
+            return c
+        tl = self.timeline
+        return replace(c, fact_t=np.concatenate([c.memory["mem_t"][0].astype(np.float32), tl.t]),
+                       fact_valid=np.concatenate([c.memory["mem_valid"][0].astype(np.float32), tl.valid]),
+                       timeline_span=tl.span())
 
     def _checked_facts(self, facts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Host copies of one memory's facts at their fixed shapes and dtypes (ValueError otherwise)."""
@@ -201,7 +234,8 @@ class StreamState:
         return c
 
     def _publish(self, facts: dict[str, np.ndarray] | None = None) -> None:
-        self._committed = self._next_commit(facts if facts is not None else self.empty_facts())
+        """Publish the current state (reset, restore): ``facts`` are already the full rows (memory + timeline)."""
+        self._committed = self._timeline_times(self._next_commit(facts if facts is not None else self.empty_facts()))
 
     # -- reading ----------------------------------------------------------------------------
     @property
@@ -223,6 +257,8 @@ class StreamState:
         c = self._committed
         svd = sum(v.nbytes for v in self.svd.state_dict().values())
         facts = sum(v.nbytes for v in c.facts.values()) if c.facts is not None else 0
+        if self.timeline is not None:  # the FIFO itself, and the committed copy's times
+            facts += self.timeline.nbytes + 2 * c.fact_t.nbytes
         return int(self.memory.nbytes + sum(v.nbytes for v in c.memory.values()) + c.svd_basis.nbytes
                    + c.svd_sv.nbytes + svd + facts + self.pending_tokens.nbytes + self.pending_t.nbytes
                    + MAX_GAPS * 16)
@@ -231,7 +267,8 @@ class StreamState:
         """The stream's memory side as status shows it: plain values, taken without the lock."""
         return {"coverage": self.coverage, "stream_time": self.last_time, "frames_processed": self.frames_processed,
                 "pending_frames": self.pending_frames, "clips": self.clips, "memory_bytes": self.memory_bytes,
-                "gaps": [list(g) for g in self.gaps], "ood": self.ood.status()}
+                "gaps": [list(g) for g in self.gaps], "ood": self.ood.status(),
+                **({"timeline": self.timeline.status()} if self.timeline is not None else {})}
 
     # -- persistence ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -250,7 +287,10 @@ class StreamState:
             state["gaps"] = np.array(list(self._gaps), np.float64).reshape(-1, 2)
             facts = self._committed.facts
             if facts is not None:
-                state.update({FACT_KEY + n: v.copy() for n, v in facts.items()})
+                m = self.memory.read()["mem_t"].shape[1]  # the memory's rows; the timeline keeps its own
+                state.update({FACT_KEY + n: v[:m].copy() for n, v in facts.items()})
+            if self.timeline is not None:
+                state.update(self.timeline.state_dict())
             return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -266,7 +306,9 @@ class StreamState:
                     raise MissingFacts("the snapshot holds no reader facts (written by a runtime answering "
                                        "with the heads), and this one answers with the reader")
                 try:
-                    facts = self._checked_facts(found)
+                    if self.timeline is not None:
+                        self.timeline.load_state_dict(state)
+                    facts = self._checked_facts(self._with_timeline(found))
                 except ValueError as err:
                     self.reset()
                     raise ValueError(f"state does not fit this engine ({err})") from None

@@ -54,7 +54,10 @@ def reader_feed(reqs: list[dict[str, Any]], windows: list[tuple[float, float]], 
         if BY_NAME[r["type"]].takes_object and r["object_tokens"] is not None:
             obj[i] = r["object_tokens"]
     feed = {n: snap.facts[n] for n in FACT_NAMES}
-    feed["mem_t"], feed["mem_valid"] = snap.memory["mem_t"][0], snap.memory["mem_valid"][0]
+    if snap.fact_t is not None:  # memory rows, then the timeline's
+        feed["mem_t"], feed["mem_valid"] = snap.fact_t, snap.fact_valid
+    else:
+        feed["mem_t"], feed["mem_valid"] = snap.memory["mem_t"][0], snap.memory["mem_valid"][0]
     feed.update(q_type=np.array([BY_NAME[r["type"]].id for r in reqs], np.int64),
                 q_activity=np.array([r["activity"] if r["activity"] is not None and BY_NAME[r["type"]].takes_activity
                                      else 0 for r in reqs], np.int64),
@@ -77,6 +80,15 @@ def read_out(reqs: list[dict[str, Any]], feed: dict[str, np.ndarray], outputs: d
             a["intervals"] = a["intervals"][: r["k"]]
         answers.append(a)
     return answers
+
+
+def tracks_read(snap: Committed, window: tuple[float, float]) -> list[str]:
+    """Which tracks an answer over ``window`` read: the memory always, the timeline when it holds
+    tokens inside the window (a window older than its horizon is the memory's alone)."""
+    span = snap.timeline_span
+    if span is None or window[1] < span[0] or window[0] > span[1]:
+        return ["memory"]
+    return ["memory", "timeline"]
 
 
 def judge(answer: dict[str, Any], qtype: str, evidence: float, section: dict[str, Any]) -> dict[str, Any]:

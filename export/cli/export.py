@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "as the bundle's reader and answer graphs beside the heads (default: "
                          "<checkpoint dir>/<checkpoint stem>-reader.safetensors when that file exists)")
     rd.add_argument("--no-reader", action="store_true", help="export the heads only, without the memory reader")
+    p.add_argument("--no-timeline", action="store_true",
+                   help="the reader without its timeline track (the per-frame FIFO of the last 30 minutes its answers "
+                        "read beside the memory; exported by default when the reader file is calibrated for it)")
     p.add_argument("--out", help="bundle folder (default: engines/<model>-<precision>/); an existing bundle "
                                  "there is replaced only after the new one is complete")
     p.add_argument("--calib", help="calibration / parity frames: demo://checkout?seed=N&duration=S or a video "

@@ -146,11 +146,15 @@ class Exporter:
         ckpt = Path(a.checkpoint) if a.checkpoint else DEFAULT_CHECKPOINT
         path = Path(a.reader) if getattr(a, "reader", None) else None
         with self.ui.step("load memory reader", total=1) as tick:
-            rf = open_reader(path, ckpt, cfg, disabled=getattr(a, "no_reader", False), shown_root=REPO_ROOT)
+            rf = open_reader(path, ckpt, cfg, disabled=getattr(a, "no_reader", False), shown_root=REPO_ROOT,
+                             timeline=not getattr(a, "no_timeline", False))
             tick()
         if rf is None:
             why = "--no-reader" if getattr(a, "no_reader", False) else f"no {default_reader_path(ckpt)}"
             self.notes.append(f"heads only: no memory reader graphs ({why})")
+        elif rf.timeline is None:
+            why = "--no-timeline" if getattr(a, "no_timeline", False) else "the reader file has no timeline calibration"
+            self.notes.append(f"memory reader without the timeline track ({why})")
         return rf
 
     def _export_onnx(self, out_dir: Path, ck_sha: str) -> dict:
@@ -196,7 +200,8 @@ class Exporter:
         if self.reader is not None:  # the reader reads the memories the heads were asked on
             from export.onnx.reader_graphs import real_feeds
 
-            feeds.reader, feeds.answer = real_feeds(feeds.heads, fp32_dir / "reader.onnx", self.args.threads)
+            feeds.reader, feeds.answer = real_feeds(feeds.heads, fp32_dir / "reader.onnx", self.args.threads,
+                                                    self.reader.timeline)
             feeds.notes["reader_calls"] = len(feeds.reader)
         return feeds
 

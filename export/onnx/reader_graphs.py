@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_runtime.backends.bundle import CONTRACT, READER_FORMAT, READER_GRAPHS
+from edge_runtime.backends.bundle import CONTRACT, LONGEST_WINDOW_S, READER_FORMAT, READER_GRAPHS
 from edge_runtime.config import ModelConfig
+from edge_runtime.memory.timeline import TimelineSpec
 from export.cli.common import UsageError
 from export.onnx.graphs import OPSET, GraphSpec
 
@@ -44,6 +45,7 @@ class ReaderFile:
     reader: nn.Module
     answer: nn.Module
     meta: dict
+    timeline: TimelineSpec | None = None  # the timeline track the bundle's answer step reads, if any
 
 
 def default_reader_path(checkpoint: Path) -> Path:
@@ -52,7 +54,7 @@ def default_reader_path(checkpoint: Path) -> Path:
 
 
 def open_reader(path: Path | None, checkpoint: Path, cfg: ModelConfig, *, disabled: bool,
-                shown_root: Path | None = None) -> ReaderFile | None:
+                shown_root: Path | None = None, timeline: bool = True) -> ReaderFile | None:
     """The reader to export beside the heads: ``path`` (--reader), else the checkpoint's companion file
     when it exists; None with --no-reader or when there is none. A file that is not a reader, or was
     trained for another model config, is a UsageError of one line (exit 2)."""
@@ -94,7 +96,21 @@ def open_reader(path: Path | None, checkpoint: Path, cfg: ModelConfig, *, disabl
         shown = str(path.resolve().relative_to(shown_root)) if shown_root else str(path)
     except ValueError:
         shown = str(path)
-    return ReaderFile(path, shown, sha256_file(path), reader.eval(), answer.eval(), meta)
+    spec = None
+    tl = meta.get("timeline")
+    if timeline and isinstance(tl, dict):
+        from edge_runtime.memory.timeline import check_horizon
+
+        try:
+            spec = TimelineSpec(per_frame=int(tl["per_frame"]), horizon_s=float(tl["horizon_s"]), fps=cfg.stream.fps,
+                                memory_tokens=cfg.stream.memory_tokens, tokens_per_frame=cfg.backbone.tokens_per_frame)
+            check_horizon(spec.horizon_s, LONGEST_WINDOW_S)
+            if spec.per_frame < 1 or not all(isinstance(tl["calibration"].get(t), dict) for t in ("activity", "object", "time")):
+                raise ValueError("per_frame < 1 or calibration curves missing")
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise UsageError(f"{flag}: its timeline section is not usable ({err}); pass --no-timeline to export "
+                             f"without the track") from None
+    return ReaderFile(path, shown, sha256_file(path), reader.eval(), answer.eval(), meta, spec)
 
 
 def answers_section(rf: ReaderFile | None) -> dict:
@@ -103,12 +119,19 @@ def answers_section(rf: ReaderFile | None) -> dict:
         return {"object_extent": True, "kind": "heads"}
     meta, cal = rf.meta, rf.meta["calibration"]
     prior_weight = meta.get("prior_weight", cal.get("prior_weight", 0.0))
+    extra = {}
+    if rf.timeline is not None:  # answers read the timeline beside the memory: their own calibration
+        cal = meta["timeline"]["calibration"]
+        prior_weight = cal.get("prior_weight", prior_weight)
+        rc = meta["reader_config"]
+        widths = {"ident": rc["embed"], "act_logits": len(meta["prior"]), "event_logit": 1, "boxes": 4, "span": 2}
+        extra["timeline"] = rf.timeline.manifest(widths)
     return {"object_extent": True, "kind": "reader", "reader": {
         "format": READER_FORMAT, "file": rf.shown, "file_sha256": rf.sha256,
         "config": meta["reader_config"], "config_sha256": meta["config_sha256"],
         "prior": [float(x) for x in meta["prior"]], "prior_weight": float(prior_weight),
         "calibration": {t: cal[t] for t in ("activity", "object", "time")},
-        "not_seen_below": NOT_SEEN_BELOW, "trained": meta.get("train")}}
+        "not_seen_below": NOT_SEEN_BELOW, "trained": meta.get("train"), **extra}}
 
 
 class AnswerGraph(nn.Module):
@@ -146,8 +169,24 @@ def example_inputs(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, streams: i
         facts = rf.reader(*example_inputs(rf, cfg, READER, streams=1))
     q = torch.arange(queries) % 3
     win = torch.tensor([[100.0, 400.0]]).repeat(queries, 1)
-    return (*(f[0] for f in facts), mem_t[0], mem_valid[0], q, q % cfg.heads.num_activities,
-            torch.randn(queries, P, d, generator=g), win)
+    rows = [f[0] for f in facts]
+    t, valid = mem_t[0], mem_valid[0]
+    if rf.timeline is not None:  # the timeline's rows after the memory's
+        rows, t, valid = with_timeline(rows, t, valid, rf.timeline.capacity)
+    return (*rows, t, valid, q, q % cfg.heads.num_activities, torch.randn(queries, P, d, generator=g), win)
+
+
+def with_timeline(facts: list, t, valid, capacity: int):
+    """Facts of one memory (m rows each) followed by ``capacity`` timeline rows for tracing and parity:
+    the memory's own facts repeated at times spread over the last 30 minutes (real values, made-up places)."""
+    reps = -(-capacity // facts[0].shape[0])
+    is_np = isinstance(t, np.ndarray)
+    cat = np.concatenate if is_np else torch.cat
+    tile = (lambda a: np.concatenate([a] * reps)[:capacity]) if is_np else (lambda a: torch.cat([a] * reps)[:capacity])
+    span = np.linspace(0.0, float(LONGEST_WINDOW_S), capacity, dtype=np.float32)
+    tl_t = span if is_np else torch.from_numpy(span)
+    tl_valid = (np.ones if is_np else torch.ones)(capacity, dtype=(np.float32 if is_np else torch.float32))
+    return [cat([f, tile(f)]) for f in facts], cat([t, tl_t]), cat([valid, tl_valid])
 
 
 def example_feeds(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, **kw) -> dict[str, np.ndarray]:
@@ -176,8 +215,8 @@ def export_graph(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, path: Path) 
     return path
 
 
-def real_feeds(head_feeds: list[dict[str, np.ndarray]], reader_onnx: Path, threads: int
-               ) -> tuple[list[dict], list[dict]]:
+def real_feeds(head_feeds: list[dict[str, np.ndarray]], reader_onnx: Path, threads: int,
+               timeline: TimelineSpec | None = None) -> tuple[list[dict], list[dict]]:
     """(reader feeds, answer feeds) from the heads' real calls: each call's committed memory and SVD
     state for the reader, and the FP32 reader graph's facts of it with the call's queries for the answer."""
     from edge_runtime.backends.onnxruntime import create_session
@@ -187,8 +226,11 @@ def real_feeds(head_feeds: list[dict[str, np.ndarray]], reader_onnx: Path, threa
     for hf in head_feeds:
         rfeed = {n: hf[n] for n in READER.inputs}
         facts = sess.run(list(FACTS), rfeed)
-        afeed = {n: f[0] for n, f in zip(FACTS, facts)}
-        afeed.update({"mem_t": hf["mem_t"][0], "mem_valid": hf["mem_valid"][0]})
+        rows, t, valid = [f[0] for f in facts], hf["mem_t"][0], hf["mem_valid"][0]
+        if timeline is not None:
+            rows, t, valid = with_timeline(rows, t, valid, timeline.capacity)
+        afeed = dict(zip(FACTS, rows))
+        afeed.update({"mem_t": t, "mem_valid": valid})
         afeed.update({n: hf[n] for n in ("q_type", "q_activity", "q_object", "q_window")})
         readers.append(rfeed)
         answers.append(afeed)

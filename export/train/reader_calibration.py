@@ -12,6 +12,7 @@ import torch
 from edge_runtime.checkout import Query
 from edge_runtime.checkout.absent_queries import is_absent
 from edge_runtime.checkout.metrics import score_query
+from edge_runtime.memory.timeline import FACT_NAMES
 from edge_runtime.query.reader_answers import fit_calibration, reader_answers
 from edge_runtime.query.types import BY_NAME
 from export.model.reader import AnswerStep, MemoryReader
@@ -23,10 +24,16 @@ PRIOR_WEIGHTS = (0.0, 1e-4, 0.01, 0.03, 0.1, 0.3, 1.0)
 @torch.no_grad()
 def run_answer_step(reader: MemoryReader, answer: AnswerStep, mem, basis, sv, queries: list[Query],
                     crop_tokens: dict[int, torch.Tensor] | torch.Tensor, crop_ids=None, cfg=None, prior=None,
-                    prior_weight: float = 1e-4):
-    """Facts of one memory, then every query -> (answer dicts, evidence (Q,), facts seconds, answer seconds)."""
+                    prior_weight: float = 1e-4, timeline: dict | None = None):
+    """Facts of one memory (and ``timeline``'s tokens beside them: fact name -> (n, ...) and "t"),
+    then every query -> (answer dicts, evidence (Q,), facts seconds, answer seconds)."""
     t0 = time.perf_counter()
     facts = [x[0] for x in reader(*mem, basis, sv)]
+    mem_t, mem_valid = mem[1][0], mem[3][0]
+    if timeline is not None:
+        facts = [torch.cat([f, timeline[n]]) for f, n in zip(facts, FACT_NAMES)]
+        mem_t = torch.cat([mem_t, timeline["t"]])
+        mem_valid = torch.cat([mem_valid, torch.ones(len(timeline["t"]))])
     t1 = time.perf_counter()
     if isinstance(crop_tokens, dict):
         lookup = crop_tokens
@@ -39,7 +46,7 @@ def run_answer_step(reader: MemoryReader, answer: AnswerStep, mem, basis, sv, qu
     q_type = torch.tensor([TYPE_IDS[q.type] for q in queries])
     q_act = torch.tensor([q.activity_id if q.activity_id is not None and q.type != "activity" else 0 for q in queries])
     win = torch.tensor([[q.start, q.end] for q in queries], dtype=torch.float32)
-    sc, iv, kb, ev = answer(*facts, mem[1][0], mem[3][0], q_type, q_act, q_emb, win)
+    sc, iv, kb, ev = answer(*facts, mem_t, mem_valid, q_type, q_act, q_emb, win)
     t2 = time.perf_counter()
     ans = reader_answers([q.type for q in queries], win.numpy(), sc.numpy(), iv.numpy(), kb.numpy(),
                          object_fps=cfg.stream.object_fps, prior=prior, prior_weight=prior_weight)
@@ -53,11 +60,20 @@ def is_hit(q: Query, a: dict) -> bool:
     return r is not None and r >= 1.0 - 1e-9
 
 
-def calibrate(reader, answer, videos: list, cfg, prior) -> dict:
+def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
     """On three memories of each calibration video (``videos``: the reader stage's ``ReaderVideo``
     items, not imported here since that module imports this one): the weight of the class prior in
     activity answers (the best activity R@1x over ``PRIOR_WEIGHTS``), then per query type fits of
-    p(seen) (present vs absent) and p(right), isotonic."""
+    p(seen) (present vs absent) and p(right), isotonic. ``timeline`` (a TimelineSpec; the videos then
+    carry their frame tokens): the answers read the timeline beside each memory, as the runtime does."""
+    from export.train.timeline_tokens import video_timeline, window_tokens
+
+    tracks = {}
+    if timeline is not None:
+        for v in videos:
+            tracks[id(v)] = video_timeline(reader, v.video_tokens, v.video_times, v.basis[-1:], v.sv[-1:], cfg, timeline)
+    tl_at = lambda v, s: (window_tokens(tracks[id(v)], float(v.snap_end[s]), timeline.horizon_s)  # noqa: E731
+                          if timeline is not None else None)
     runs = []
     for v in videos:
         # three memories of each video (a third, two thirds, the end): each query is asked of every one
@@ -74,7 +90,7 @@ def calibrate(reader, answer, videos: list, cfg, prior) -> dict:
         for v, s, mem, qs in runs:
             aq = [q for q in qs if q.type == "activity" and not is_absent(q)]
             ans, _, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], aq, v.crop_tokens,
-                                           v.crop_ids, cfg, prior, pw)
+                                           v.crop_ids, cfg, prior, pw, tl_at(v, s))
             r.extend(score_query(q, a)["recall@1x"] for q, a in zip(aq, ans))
         got = float(np.mean(r)) if r else 0.0
         if best is None or got > best[1] + 1e-9:
@@ -82,7 +98,7 @@ def calibrate(reader, answer, videos: list, cfg, prior) -> dict:
     ev, seen, hit, types = [], [], [], []
     for v, s, mem, qs in runs:
         ans, e, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], qs, v.crop_tokens,
-                                       v.crop_ids, cfg, prior, best[0])
+                                       v.crop_ids, cfg, prior, best[0], tl_at(v, s))
         for q, a, x in zip(qs, ans, e):
             ev.append(x)
             seen.append(0.0 if is_absent(q) else 1.0)

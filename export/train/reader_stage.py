@@ -84,10 +84,14 @@ class ReaderVideo(MemoryStack):
     queries: list[Query]     # present and absent
     frame_tokens: torch.Tensor  # (n, d) float16: frame tokens (any frame, not only the memory's) for identity
     frame_inst: torch.Tensor    # (n,) their product class, -1 none
+    # calibration videos only: every frame's tokens (N, P, d) float16 and times, for the timeline track
+    video_tokens: torch.Tensor | None = None
+    video_times: np.ndarray | None = None
 
 
 @torch.no_grad()
-def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, seed: int) -> ReaderVideo:
+def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, seed: int,
+                 keep_video: bool = False) -> ReaderVideo:
     cfg = net.cfg
     T, fps = cfg.stream.clip_frames, cfg.stream.fps
     inst_map, act_map, box_map, span_map = token_fact_targets(data.annotations, data.times, cfg.backbone.grid)
@@ -129,11 +133,14 @@ def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, 
                        crop_tokens=torch.stack([data.crop_tokens[i].float() for i in ids]),
                        queries=list(data.queries) + absent,
                        frame_tokens=data.tokens.reshape(-1, data.tokens.shape[-1])[torch.from_numpy(pick)].clone(),
-                       frame_inst=torch.from_numpy(flat[pick]))
+                       frame_inst=torch.from_numpy(flat[pick]),
+                       video_tokens=data.tokens if keep_video else None,
+                       video_times=np.asarray(data.times) if keep_video else None)
 
 
 def make_videos(net: LVMNet, specs: list[tuple[int, int]], video_s: float, queries: int, every: int,
-                absent_share: float, desc: str, progress: bool = True, cache=None) -> list[ReaderVideo]:
+                absent_share: float, desc: str, progress: bool = True, cache=None,
+                keep_video: bool = False) -> list[ReaderVideo]:
     cfg = net.cfg
     sha = backbone_digest(net.backbone)
     out = []
@@ -141,7 +148,7 @@ def make_videos(net: LVMNet, specs: list[tuple[int, int]], video_s: float, queri
         data = render_video(seed, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look)
         encode_video(net.backbone, data, cache=cache, backbone_sha=sha)
         attach_queries(data, queries, seed)
-        out.append(reader_video(net, data, every, absent_share, seed))
+        out.append(reader_video(net, data, every, absent_share, seed, keep_video))
     return out
 
 
@@ -300,14 +307,20 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
                  queries: int = 300, absent_share: float = 0.2, every: int = 2, steps: int = 1500, batch: int = 8,
                  lr: float = 2e-3, query_weight: float = 1.0, seed: int = 0, threads: int = 1,
                  checkpoint: str | None = None, data: list | None = None, data_root=None, init=None,
-                 token_cache: bool = True, progress: bool = True, log=print) -> dict:
+                 token_cache: bool = True, progress: bool = True, log=print, timeline="default") -> dict:
     """Train a reader for ``net`` (backbone + sampler frozen), calibrate it, write it to ``out`` -> the
     metadata saved with it.
 
     Videos: ``videos`` generated training videos, calibrated on ``calib_videos`` more; or, with
     ``data`` (a dataset folder's train split: ``Dataset.split("train")``, folder ``data_root``), those
     files, the last ``calibration_split(len(data), calib_videos)`` of them held out for calibration
-    (``videos`` and ``video_s`` unused). ``init``: a reader file to start from (``init_reader``)."""
+    (``videos`` and ``video_s`` unused). ``init``: a reader file to start from (``init_reader``).
+    ``timeline``: the timeline track to calibrate for besides the memory alone (a TimelineSpec;
+    "default": ``default_timeline(cfg)``; None: none)."""
+    from export.train.timeline_calibration import default_timeline, timeline_meta
+
+    if timeline == "default":
+        timeline = default_timeline(net.cfg)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     net.eval()
@@ -342,7 +355,8 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
         specs = [training_video(seed, i) for i in range(videos + calib_videos)]
 
         def build(part, desc):
-            return make_videos(net, part, video_s, queries, every, absent_share, desc, progress, cache)
+            keep = timeline is not None and desc == "calibration videos"
+            return make_videos(net, part, video_s, queries, every, absent_share, desc, progress, cache, keep)
         parts = (specs[:videos], specs[videos:])
     everything = parts[0] + parts[1]
     # the first video's cost (decode or render + encode + stream; cached tokens skip the encoding) sets the ETA
@@ -351,7 +365,7 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
     per_video = time.time() - t0
     log(f"reader stage: {len(everything)} videos (~{per_video * (len(everything) - 1) / 60:.1f} min more to "
         f"prepare), then {steps} steps")
-    vids = first + build(everything[1:], "videos")
+    vids = first + build(parts[0][1:], "videos") + build(parts[1], "calibration videos")
     train, calib = vids[:len(parts[0])], vids[len(parts[0]):]
     prep_min = (time.time() - t_start) / 60
 
@@ -410,6 +424,8 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
                         "calibrated_on": calib_note}
     if meta["checkpoint"] is None:
         del meta["checkpoint"]
+    if timeline is not None and calib and calib[0].video_tokens is not None:
+        meta["timeline"] = timeline_meta(reader, answer, calib, cfg, prior, timeline)
     save_reader(out, reader, answer, meta)
     log(f"wrote {out}: prepare {prep_min:.1f} min, train {train_min:.1f} min, "
         f"total {(time.time() - t_start) / 60:.1f} min")

@@ -1,0 +1,50 @@
+"""The timeline track of a whole video, as the runtime builds it clip by clip, for calibration and
+evaluation in PyTorch: each clip's frames cut into reader rows and thinned to the tokens of highest
+event logit by the runtime's own functions (edge_runtime/memory/timeline.py), so what is calibrated
+here is what the device reads.
+
+One simplification: every clip is read with one SVD state (the caller's, e.g. the video's last),
+where the runtime reads each clip with the state of its own commit.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from edge_runtime.memory.timeline import FACT_NAMES, TimelineSpec, clip_rows, select
+
+ROWS_PER_CALL = 32
+
+
+@torch.no_grad()
+def video_timeline(reader, tokens: torch.Tensor, times: np.ndarray, basis: torch.Tensor, sv: torch.Tensor, cfg,
+                   spec: TimelineSpec) -> dict[str, torch.Tensor]:
+    """Every full clip of ``tokens`` (N, P, d) at ``times`` (N,) -> the timeline tokens the runtime
+    would have pushed: fact name -> (n, ...) and "t" (n,), in time order. ``basis`` (1, r, d), ``sv`` (1, r)."""
+    T = cfg.stream.clip_frames
+    n_clips = len(times) // T
+    clips = [clip_rows(tokens[c * T:(c + 1) * T].float().numpy(), np.asarray(times[c * T:(c + 1) * T]), T, spec)
+             for c in range(n_clips)]
+    if not clips:
+        return {n: torch.zeros(0) for n in (*FACT_NAMES, "t")}
+    rows = {k: np.concatenate([c[k] for c in clips]) for k in clips[0]}
+    outs = []
+    for i in range(0, len(rows["mem"]), ROWS_PER_CALL):
+        part = {k: torch.from_numpy(v[i:i + ROWS_PER_CALL]) for k, v in rows.items()}
+        b = part["mem"].shape[0]
+        outs.append(reader(part["mem"], part["mem_t"], part["mem_p"], part["mem_valid"], basis.expand(b, -1, -1),
+                           sv.expand(b, -1)))
+    facts = {n: torch.cat([o[j] for o in outs]).numpy() for j, n in enumerate(FACT_NAMES)}
+    per_clip = len(clips[0]["mem"])
+    picked = []
+    for c, clip in enumerate(clips):
+        sl = slice(c * per_clip, (c + 1) * per_clip)
+        picked.append(select({n: facts[n][sl] for n in FACT_NAMES}, clip, spec))
+    return {k: torch.from_numpy(np.concatenate([p[k] for p in picked])) for k in picked[0]}
+
+
+def window_tokens(track: dict[str, torch.Tensor], end_s: float, horizon_s: float) -> dict[str, torch.Tensor]:
+    """What the FIFO holds when the stream has reached ``end_s``: the tokens of the last ``horizon_s``."""
+    t = track["t"]
+    keep = (t < end_s) & (t >= end_s - horizon_s)
+    return {k: v[keep] for k, v in track.items()}
