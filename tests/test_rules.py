@@ -134,3 +134,23 @@ def test_bad_rules_are_one_line_errors(rules, activities, message):
 def test_an_eight_activity_bundle_runs_bagged_without_scan():
     e = RuleEngine({"bagged_without_scan": {}}, list(BASE_ACTIVITIES))
     assert [d["product"] for d in e.evaluate([ev("bag", "apple", 10, 12)], 30.0)] == ["apple"]
+
+
+def test_on_the_generator_ground_truth_the_rules_find_every_target_and_nothing_else():
+    """The oracle of tools/accuracy/alerts_eval.py: annotated events in, alerts scored against the items
+    bagged unscanned and the passes around the scanner (many of each at these rates)."""
+    from edge_runtime.checkout import CheckoutVideo, heldout_video
+    from tools.accuracy.alerts_eval import oracle, paid_bags, score, targets
+
+    rules = {name: dict(spec.thresholds) for name, spec in RULES.items()}
+    found = {r: 0 for r in rules}
+    for i in range(2):
+        seed, look = heldout_video(0, i)
+        ann = CheckoutVideo(seed=seed, duration_s=1800.0, look=look, shrink="0.15,0.15,0.1").annotations()
+        want, raised = targets(ann), oracle(ann, rules, clip_s=16.0)
+        for r in rules:
+            s = score([x for x in raised if x[0]["rule"] == r], want[r], paid_bags(ann))
+            assert s["found"] == s["targets"] and s["false"] == 0, (r, s)
+            assert all(0 < lat <= 16.0 + rules[r].get("settle_s", 0.0) for lat in s["latency_s"]), s
+            found[r] += s["found"]
+    assert min(found.values()) >= 3, found
