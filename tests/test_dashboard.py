@@ -242,3 +242,19 @@ def test_ask_box_draws_answer(served, page, tmp_path):
     assert (page.input_value("#query-form input[name=start]"), page.input_value("#query-form input[name=end]")) \
         == ("0", "300")
     _screenshot(page, tmp_path)
+
+
+def test_events_strip_and_what_happened(page):
+    """What happened over the memory, drawn under the timeline; asked in words, listed and drawn."""
+    expect(page.locator("#events text.row-label")).to_have_text(
+        re.compile(r"^what happened 0:00–\d+:\d\d: \d+ event\(s\)$"), timeout=30_000)
+    n = int(re.search(r"(\d+) event", page.locator("#events text.row-label").text_content()).group(1))
+    assert page.locator("#events rect.ev").count() == n
+    if n:  # the catalog's one product is what every event is about
+        assert page.get_attribute("#events rect.ev >> nth=0", "data-product") == PRODUCT
+    page.fill("#ask-text", "what happened in the first 5 minutes?")
+    page.click("#ask-form button[type=submit]")
+    page.wait_for_selector("#answer[data-state=done][data-type=happened]", timeout=30_000)
+    assert page.inner_text("#answer-read-as").startswith("Read as: what happened")
+    assert re.match(r"^(\d+ event\(s\): |Nothing the memory has evidence of)", page.inner_text("#answer-text"))
+    expect(page.locator("#events text.row-label")).to_contain_text("what happened 0:00–5:00")

@@ -5,18 +5,22 @@
 // must not travel in a URL (URLs end up in logs and browser history).
 
 import { initAlerts, pollAlerts } from "./alerts.js";
-import { activityBars, boxTrack, clock, intervalStrip, timeline } from "./draw.js";
+import { activityBars, boxTrack, clock, eventStrip, intervalStrip, timeline } from "./draw.js";
 import { bodyWithStream, forgetStream, onStreamChange, showStreams, withStream } from "./streams.js";
 
 const TOKEN_KEY = "lvm-edge-token";
 const POLL_MS = 1000;
 const CATALOG_MS = 15000;
+const HAPPENED_MS = 10000;   // what happened is redrawn this often (a few answer-graph calls each)
+const HAPPENED_MAX_S = 1800; // at most the last 30 minutes: the longest window its accuracy was measured on
 const $ = (id) => document.getElementById(id);
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "",
   timeline: null,
   answer: null,       // the answer drawn on the timeline
+  happened: null,     // the last /v1/happened reply, drawn under the timeline
+  happenedAt: 0,
   labels: null,
   types: new Map(),   // query type name -> its row of the runtime's table (/v1/labels query_types)
   products: [],       // catalog names
@@ -118,7 +122,28 @@ function showStatus(st) {
 }
 
 function redrawTimeline() {
-  if (state.timeline) timeline($("timeline"), state.timeline, state.answer);
+  if (!state.timeline) return;
+  timeline($("timeline"), state.timeline, state.answer);
+  eventStrip($("events"), state.timeline, state.answer, state.happened);
+}
+
+// What happened over the memory (its last HAPPENED_MAX_S), every HAPPENED_MS; not awaited by the
+// status poll. A runtime answering with the query heads has no events (409): the strip says so.
+let happenedBusy = false;
+async function pollHappened(tl) {
+  const cov = tl.coverage;
+  if (happenedBusy || cov.end === null || Date.now() - state.happenedAt < HAPPENED_MS) return;
+  happenedBusy = true;
+  state.happenedAt = Date.now();
+  try {
+    const body = bodyWithStream({ start: Math.max(cov.start, cov.end - HAPPENED_MAX_S), end: cov.end });
+    state.happened = await (await api("/v1/happened", body)).json();
+  } catch (err) {
+    state.happened = { error: err.message };
+  } finally {
+    happenedBusy = false;
+    redrawTimeline();
+  }
 }
 
 let polling = false;  // a slow runtime must not pile requests up
@@ -133,6 +158,7 @@ async function poll() {
     showStreams((st.streams || []).length > 1 ? (await getJson("/v1/streams")).streams : [], st.stream);
     state.timeline = tl;
     redrawTimeline();
+    pollHappened(tl);
     if (!$("token-form").hidden) return;
     banner(null);
     fillWindowDefaults(tl);
@@ -240,7 +266,7 @@ $("ask-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   run(async () => {
     const result = await askQuery();
-    if (result.read_as) fillForm(result.read_as);
+    if (result.read_as && result.read_as.type !== "happened") fillForm(result.read_as);
     return result;
   }, "ask-form");
 });
@@ -322,7 +348,30 @@ function judgement(a) {
   return `Confidence ${a.confidence.toFixed(2)} (p(seen) ${a.p_seen.toFixed(2)}, answered by the ${a.answered_by}).`;
 }
 
-function showAnswer({ question, read_as: readAs, understood, answer: a }) {
+// A question naming no product ("what happened in the last 5 minutes?"): its events, listed and
+// drawn in the strip under the timeline (which the next poll of /v1/happened redraws).
+function showHappened({ question, understood, answer: h }) {
+  state.answer = { window: h.window };
+  state.happened = h;
+  state.happenedAt = Date.now();
+  Object.assign($("answer").dataset, { state: "done", type: "happened", status: "answered" });
+  $("answer-question").textContent = question ? `“${question}”` : "";
+  $("answer-read-as").textContent = `Read as: ${understood}`;
+  const ev = h.events;
+  const shown = ev.slice(0, 8).map((e) => `${e.activity} ${e.product} at ${clock(e.start)} (${e.confidence.toFixed(2)})`);
+  $("answer-text").textContent = ev.length
+    ? `${ev.length} event(s): ${shown.join(", ")}${ev.length > shown.length ? ", …" : ""}.`
+    : "Nothing the memory has evidence of.";
+  $("answer-judgement").textContent = `${h.products.asked} products asked (${h.products.from}); `
+    + "the events are drawn under the memory timeline.";
+  $("answer-plot").toggleAttribute("hidden", true);
+  $("answer-intervals").replaceChildren();
+  redrawTimeline();
+}
+
+function showAnswer(result) {
+  if (result.read_as && result.read_as.type === "happened") return showHappened(result);
+  const { question, read_as: readAs, understood, answer: a } = result;
   state.answer = a;
   $("answer").dataset.state = "done";
   $("answer").dataset.type = a.type;
@@ -331,6 +380,10 @@ function showAnswer({ question, read_as: readAs, understood, answer: a }) {
   $("answer").dataset.status = a.status;  // not_seen answers are drawn apart (style.css)
   $("answer-text").textContent = summary(a);
   $("answer-judgement").textContent = judgement(a);
+  if (result.events) {  // an object question: which products underwent its activity
+    const products = [...new Set(result.events.map((e) => e.product))];
+    $("answer-judgement").textContent += ` Products: ${products.join(", ") || "none found"}.`;
+  }
   const plot = $("answer-plot");
   plot.replaceChildren();
   plot.dataset.kind = "";
@@ -440,6 +493,8 @@ async function start() {
 
 onStreamChange(() => {  // its own status, timeline and window; the last answer was about another stream
   state.answer = null;
+  state.happened = null;
+  state.happenedAt = 0;
   delete $("query-form").dataset.touched;
   $("answer").dataset.state = "idle";  // hides the answer (style.css)
   poll();

@@ -42,13 +42,9 @@ function wallClock(origin, t) {
   return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 }
 
-// The memory timeline. `tl`: /v1/timeline; `answer`: the last answer (window, intervals, extent) or null.
-export function timeline(svg, tl, answer) {
-  clear(svg);
-  const W = svg.clientWidth || 900;
-  const H = tl.wall_origin ? 130 : 116;  // live sources: a second tick row with the local clock
-  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  svg.setAttribute("height", H);
+// The timeline's time axis for a width: [lo, hi] (the memory, the stream's now, the asked window)
+// and x(t). The events strip under it uses the same, so an event sits under its time.
+export function timelineScale(W, tl, answer) {
   const pad = { l: 26, r: 26 };  // room for the first and last tick labels
   const now = tl.stream_time ?? 0;
   let lo = tl.coverage.start ?? 0;
@@ -58,7 +54,17 @@ export function timeline(svg, tl, answer) {
     hi = Math.max(hi, answer.window[1]);
   }
   if (!(hi > lo)) hi = lo + 60;
-  const x = (t) => pad.l + ((t - lo) / (hi - lo)) * (W - pad.l - pad.r);
+  return { lo, hi, now, pad, x: (t) => pad.l + ((t - lo) / (hi - lo)) * (W - pad.l - pad.r) };
+}
+
+// The memory timeline. `tl`: /v1/timeline; `answer`: the last answer (window, intervals, extent) or null.
+export function timeline(svg, tl, answer) {
+  clear(svg);
+  const W = svg.clientWidth || 900;
+  const H = tl.wall_origin ? 130 : 116;  // live sources: a second tick row with the local clock
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("height", H);
+  const { lo, hi, now, pad, x } = timelineScale(W, tl, answer);
   const span = (a, b, y, h, cls, title) => {
     const r = el("rect", { x: x(a), y, width: Math.max(1.5, x(b) - x(a)), height: h, class: cls }, svg);
     if (title) el("title", {}, r, title);
@@ -108,6 +114,40 @@ export function timeline(svg, tl, answer) {
     }
   }
   el("line", { x1: x(now), x2: x(now), y1: 14, y2: 92, class: "tl-now" }, svg);
+}
+
+// What happened (POST /v1/happened): one row per activity, each event a bar under its time on the
+// timeline's axis, shaded by its confidence; its product, times and confidence on hover.
+export function eventStrip(svg, tl, answer, happened) {
+  clear(svg);
+  const events = (happened && happened.events) || [];
+  const failed = happened && happened.error;
+  const acts = [...new Set(events.map((e) => e.activity))].sort();
+  const W = svg.clientWidth || 900;
+  const row = 16;
+  const H = 16 + Math.max(1, acts.length) * row + 4;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("height", H);
+  const { lo, hi, x } = timelineScale(W, tl, answer);
+  const label = failed ? `what happened: ${happened.error}`
+    : happened ? `what happened ${clock(happened.window[0])}–${clock(happened.window[1])}: ${events.length} event(s)`
+      : "what happened: not asked yet";
+  el("text", { x: 2, y: 11, class: "row-label" }, svg, label);
+  if (happened && !failed) {
+    const [a, b] = happened.window;
+    el("rect", { x: x(Math.max(a, lo)), y: 15, width: Math.max(1, x(Math.min(b, hi)) - x(Math.max(a, lo))),
+                 height: Math.max(1, acts.length) * row, class: "ev-window" }, svg);
+  }
+  events.forEach((e) => {
+    const y = 16 + acts.indexOf(e.activity) * row;
+    const r = el("rect", { x: x(e.start), y: y + 1, width: Math.max(3, x(e.end) - x(e.start)), height: row - 3,
+                           class: "ev", "fill-opacity": (0.35 + 0.65 * e.confidence).toFixed(2) }, svg);
+    r.dataset.activity = e.activity;
+    r.dataset.product = e.product;
+    el("title", {}, r, `${e.activity} ${e.product} ${clock(e.start)}–${clock(e.end)} `
+                       + `confidence ${e.confidence.toFixed(2)}`);
+  });
+  acts.forEach((name, i) => el("text", { x: 2, y: 16 + i * row + 11, class: "ev-label" }, svg, name));
 }
 
 // Activity scores as horizontal bars, best first.
