@@ -68,6 +68,8 @@ def copy_annotations(ann: dict) -> dict:
         s["instance_ids"] = list(s["instance_ids"])
     out["boxes"] = {k: [list(r) for r in v] for k, v in ann["boxes"].items()}
     out["scanner_flashes"] = [list(f) for f in ann["scanner_flashes"]]
+    if "shrink" in ann:
+        out["shrink"] = dict(ann["shrink"])
     return out
 
 
