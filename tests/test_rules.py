@@ -45,6 +45,14 @@ def test_one_scan_pays_for_one_bag_of_that_product():
     assert [(d["product"], d["start"]) for d in drafts] == [("soda_can", 19.0)]
 
 
+def test_a_scanned_item_handed_over_uses_up_its_scan():
+    # scanned, then handed to someone across the counter: that scan does not pay for the next bag
+    events = [ev("scan", "wine_bottle", 10, 15), ev("hand_over", "wine_bottle", 16, 22), ev("bag", "wine_bottle", 40, 43)]
+    assert [(d["product"], d["start"]) for d in engine().evaluate(events, now=60.0)] == [("wine_bottle", 40.0)]
+    # a hand-over alone raises nothing
+    assert engine().evaluate([ev("hand_over", "apple", 10, 15)], now=60.0) == []
+
+
 def test_a_scan_of_another_product_or_too_long_before_does_not_count():
     e = engine(bagged_without_scan={"lookback_s": 60})
     events = [ev("scan", "bread", 0, 5), ev("scan", "apple", 90, 95), ev("bag", "bread", 100, 103)]

@@ -12,7 +12,8 @@ runs for weeks.
 
 Events carry no customer session, so "the same transaction" is a look-back window before the bag
 (``lookback_s``): on the checkout benchmark customers are at least 40 s apart and a scan comes within
-seconds to a minute before its bag.
+seconds to a minute before its bag. A scan pays for one item of its product that leaves the counter:
+a bag, or a hand-over to someone across it (which raises nothing).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class RuleSpec:
 
 RULES: dict[str, RuleSpec] = {
     "bagged_without_scan": RuleSpec(
-        "a product bagged with no scan of that product in the look-back window before the bag",
+        "a product bagged with no scan of that product in the look-back window before the bag",  # one scan pays for one bag or hand-over
         MappingProxyType({"lookback_s": 120.0, "min_confidence": 0.5, "scan_min_confidence": 0.2, "settle_s": 5.0}),
         ("bag", "scan"),
         MappingProxyType({"min_confidence": (0.0, 1.0), "scan_min_confidence": (0.0, 1.0)})),
@@ -79,7 +80,8 @@ class _Seen:
     event: Event
     start: float
     end: float
-    used: bool = False      # a scan that has paid for a bag
+    used: bool = False      # a scan that has paid for an item
+    alerts: bool = True     # a bag (judged: alert without a scan), not a hand-over (only pays)
 
 
 class RuleEngine:
@@ -101,7 +103,8 @@ class RuleEngine:
             self.rules[name] = _thresholds(name, given)
         self._scans: dict[str, list[_Seen]] = {}      # product -> scans seen
         self._bags: dict[str, list[_Seen]] = {}       # product -> bags seen (judged or pending)
-        self._pending: list[_Seen] = []               # bags waiting for settle_s
+        self._handovers: dict[str, list[_Seen]] = {}  # product -> hand-overs seen (they use up a scan)
+        self._pending: list[_Seen] = []               # bags and hand-overs waiting for settle_s
         self._passes: dict[str, list[_Seen]] = {}     # product -> pass_around events seen
 
     # -- bookkeeping -----------------------------------------------------------------------------
@@ -119,7 +122,7 @@ class RuleEngine:
 
     def _forget(self, now: float) -> None:
         horizon = now - KEEP_S
-        for store in (self._scans, self._bags, self._passes):
+        for store in (self._scans, self._bags, self._handovers, self._passes):
             for product in list(store):
                 store[product] = [s for s in store[product] if s.end >= horizon]
                 if not store[product]:
@@ -127,7 +130,7 @@ class RuleEngine:
 
     def state_size(self) -> int:
         """Events remembered (for tests and metrics: bounded by what happens within KEEP_S)."""
-        return sum(len(v) for store in (self._scans, self._bags, self._passes) for v in store.values())
+        return sum(len(v) for store in (self._scans, self._bags, self._handovers, self._passes) for v in store.values())
 
     # -- the rules -------------------------------------------------------------------------------
     def evaluate(self, events: list[Event], now: float) -> list[dict]:
@@ -140,9 +143,12 @@ class RuleEngine:
         for e in fresh:
             if bw is not None and e.activity == "scan" and e.confidence >= bw["scan_min_confidence"]:
                 self._take(self._scans, e)
-            elif bw is not None and e.activity == "bag" and e.confidence >= bw["min_confidence"]:
-                seen, new = self._take(self._bags, e)
+            elif bw is not None and e.activity in ("bag", "hand_over") and e.confidence >= bw["min_confidence"]:
+                # a scanned item handed to someone else uses up its scan as a bagged one does, so that
+                # scan does not pay for a later unscanned bag of the same product
+                seen, new = self._take(self._bags if e.activity == "bag" else self._handovers, e)
                 if new:
+                    seen.alerts = e.activity == "bag"
                     self._pending.append(seen)
             elif pa is not None and e.activity == "pass_around" and e.confidence >= pa["min_confidence"]:
                 seen, new = self._take(self._passes, e)
@@ -163,7 +169,7 @@ class RuleEngine:
                      if not s.used and bag.start - th["lookback_s"] <= s.start <= bag.end]
             if scans:
                 max(scans, key=lambda s: s.start).used = True  # the latest scan before it pays for it
-            else:
+            elif bag.alerts:
                 out.append(_draft("bagged_without_scan", bag.event, [bag.event]))
         self._pending = [b for b in waiting if b.end >= now - KEEP_S]
         return out

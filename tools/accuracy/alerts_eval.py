@@ -4,7 +4,7 @@
     python -m tools.accuracy.alerts_eval --events truth --videos 100     # the oracle alone: no rendering, seconds
 
 Videos: ``heldout_video(eval_seed, i)`` (seeds and, for even i, looks that training never used) with
-the generator's default scan-avoidance rates (``ShrinkRates.default()``). Each video is played as
+the generator's default scan-avoidance rates (``ShrinkRates.default()``; ``--shrink B,P,L`` for others). Each video is played as
 the runtime plays a stream: the rules are evaluated at every commit (every clip of the bundle,
 16 s for lvm-tiny) over the events of the window since the previous evaluation with the service's
 overlap before it (edge_runtime/alerts/service.py), with each rule's default thresholds.
@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=12)
     ap.add_argument("--video-s", type=float, default=1800.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--shrink", default="default", metavar="RATES",
+                    help="scan avoidance in the videos: default (the generator's default rates) or B,P,L")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     if args.videos < 1 or args.video_s <= 0 or args.threads < 1:
@@ -173,7 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.events != "truth" and not Path(args.bundle, "manifest.json").is_file():
         print(f"alerts_eval: --bundle {args.bundle}: no manifest.json (an exported bundle folder)", file=sys.stderr)
         return 2
-    rates = ShrinkRates.default()
+    try:
+        rates = ShrinkRates.parse(args.shrink)
+    except ValueError as err:
+        print(f"alerts_eval: --shrink: {err}", file=sys.stderr)
+        return 2
+    if not rates.on:
+        print("alerts_eval: --shrink: rates of 0 leave nothing to alert on", file=sys.stderr)
+        return 2
     rules = {name: dict(spec.thresholds) for name, spec in RULES.items()}
     sources = ["truth", "model"] if args.events == "both" else [args.events]
     per = {s: {r: [] for r in rules} for s in sources}
