@@ -125,6 +125,12 @@ def crop_is_the_named_product(ctx) -> None:
     assert (picture, name.replace(" ", "_")) in listed, f"{picture} is not the {name}: --save-crops listed {listed}"
 
 
+def alerts_are_evaluated(ctx) -> None:
+    st = _get(ctx, "/v1/status")["alerts"]
+    assert st["enabled"] and st["rules"] == ["bagged_without_scan"] and st["site"] == "store-12", st
+    assert st["broker"]["url"] == "mqtt://127.0.0.1:1883" and st["evaluations"] >= 1, st
+
+
 def _unit() -> dict[str, str]:
     text = (REPO / "tools" / "lvm-edge.service").read_text().replace("\\\n", " ")
     return dict(ln.split("=", 1) for ln in text.splitlines() if "=" in ln and not ln.startswith("#"))
@@ -232,6 +238,10 @@ EXAMPLES: dict[str, Run | Serve | Stop | Check] = {
         Run(subs=(("127.0.0.1:8321", "{api}"),), expect='"ranked"'),
     'curl -fsS -H "Authorization: Bearer $LVM_EDGE_TOKEN" http://127.0.0.1:8321/metrics':
         Run(subs=(("127.0.0.1:8321", "{api}"),), expect="lvm_frames_processed"),
+    # alerts: the asking runtime is stopped by the section's "kill %1"; no broker here, so alerts wait
+    "lvm-edge run --config configs/runtime/alerts.yaml --source 'lane1=demo://checkout?seed=3' --duration 600 --keep-serving --state-dir state-alerts/ &":
+        Serve(add=API, until="ended"),
+    "lvm-edge alerts": Run(add=API, check=alerts_are_evaluated),
 }
 
 

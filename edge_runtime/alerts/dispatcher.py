@@ -103,8 +103,8 @@ class SinkWorker:
                     self.last_delivered_at = time.time()
                     self._on_delivered(self.sink.name, len(done))
                     self._delay, self.last_error = 0.0, None
-                if len(done) < len(batch):  # waiting for acknowledgements: look again shortly
-                    self._sleep(0.05, wake_on_kick=False)
+                if len(done) < len(batch):  # waiting for acknowledgements (or a lane): look again shortly
+                    self._sleep(0.05 if done else 0.25, wake_on_kick=False)
             except SinkError as err:
                 self._fail(str(err))
             except OutboxError as err:

@@ -90,6 +90,12 @@ class AlertService:
             self._thread = threading.Thread(target=self._evaluate_loop, name="lvm-alerts-rules", daemon=True)
             self._thread.start()
 
+    def open_lanes(self, streams: list[str]) -> None:
+        """Connect each stream's MQTT lane now, so its status topic says online before any commit."""
+        if self.mqtt is not None:
+            for name in streams:
+                self.mqtt.lane(name)
+
     # -- raising ---------------------------------------------------------------------------------
     def raise_alert(self, draft: dict[str, Any], *, stream: str, stream_time: float | None = None,
                     wall_origin: float | None = None) -> tuple[Alert, bool]:

@@ -171,6 +171,7 @@ def open_alerts(s, hub):
         service = AlertService(a, s.state.dir, registry=hub.metrics.registry, warn=say)
     except (OSError, sqlite3.Error) as err:
         raise CliError(f"alerts: cannot open {Path(s.state.dir) / 'alerts.db'} ({err})", 1) from None
+    service.open_lanes(hub.names())
     rules = ", ".join(sorted(a.rules)) or None
     to = ", ".join(([a.mqtt.url] if a.mqtt else []) + ([f"{len(a.webhooks)} webhook(s)"] if a.webhooks else []))
     say(f"alerts: {'rules ' + rules if rules else 'no rules configured'}"
