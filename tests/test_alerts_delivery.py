@@ -222,3 +222,85 @@ def test_a_webhook_is_retried_with_backoff_until_a_2xx(tmp_path):
     finally:
         svc.close()
         server.shutdown()
+
+
+@needs_broker
+def test_lvm_edge_alerts_lists_every_lanes_alerts_from_the_broker_once_each(tmp_path):
+    import paho.mqtt.client as mqtt
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    shop = _service(tmp_path / "a", url=broker.url, site="shop")
+    other = _service(tmp_path / "b", url=broker.url, site="other-shop")
+    cli = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "alerts", "--broker", broker.url, "--site", "shop",
+                            "--seconds", "6"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the listing is connected (then subscribed: its SUBSCRIBE follows its CONNECT)
+        assert _until(lambda: "New client connected" in broker.log.read_text(), 30), broker.log.read_text()
+        time.sleep(0.3)
+        a1 = shop.raise_alert(_draft(1), stream="lane1")[0]
+        a2 = shop.raise_alert(_draft(2), stream="lane2")[0]
+        other.raise_alert(_draft(3), stream="lane1")  # another site: not listed with --site shop
+        assert _until(lambda: shop.status()["pending"] == 0 and other.status()["pending"] == 0, 20)
+        copy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)  # a copy of a1, as at-least-once may deliver
+        copy.connect("127.0.0.1", broker.port)
+        copy.loop_start()
+        copy.publish("lvm-edge/shop/lane1/alerts", a1.payload(), qos=1).wait_for_publish(5)
+        copy.disconnect()
+        copy.loop_stop()
+        out, err = cli.communicate(timeout=30)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+        shop.close()
+        other.close()
+        broker.stop()
+    assert cli.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2, out
+    assert lines[0].startswith(f"shop/lane1  bagged_without_scan  item 1  60.0-63.0 s  0.75  {a1.id}")
+    assert lines[1].startswith("shop/lane2") and lines[1].endswith(a2.id)
+    assert "2 alert(s), 1 duplicate(s) dropped" in err
+
+
+@needs_broker
+def test_events_go_to_the_events_topic_when_asked(tmp_path):
+    import paho.mqtt.client as mqtt
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    got = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda _c, _u, m: got.append((m.topic, json.loads(m.payload)))
+    sub.connect("127.0.0.1", broker.port)
+    sub.subscribe("lvm-edge/+/+/events", qos=1)
+    sub.loop_start()
+
+    class Lane:  # what the hook reads of a stream's Runtime
+        name, wall_origin = "lane4", None
+
+        class engine:
+            coverage, labels = {"start": 0.0, "end": 40.0}, ["scan", "bag"]
+
+    class Rules:
+        def __init__(self, rules, activities):
+            pass
+
+        def evaluate(self, events, now):
+            return []
+
+    seen = [{"activity": "scan", "product": "apple", "start": 3.0, "end": 5.0, "confidence": 0.7}]
+    svc = AlertService(AlertSettings.model_validate({"site": "s", "rules": {"bagged_without_scan": {}},
+                                                     "mqtt": {"url": broker.url, "publish_events": True}}),
+                       tmp_path / "state", evaluate=False, rule_engine=Rules, events=lambda rt, w: seen)
+    try:
+        svc.open_lanes(["lane4"])
+        assert _until(lambda: svc.status()["broker"]["connected"], 10)
+        svc.evaluate(Lane)
+        svc.evaluate(Lane)  # the same event read again (windows overlap): sent once
+        assert _until(lambda: got, 5)
+        time.sleep(0.5)
+        assert got == [("lvm-edge/s/lane4/events", {**seen[0], "site": "s", "stream": "lane4"})]
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+        svc.close()
+        broker.stop()
