@@ -1,8 +1,8 @@
 """The timeline track (TinyMem's region memory, adapted): what happened when, over the last 30 minutes.
 
 At m = 392 only part of the stream's events leave a token in the m-token memory, so "when" and
-"where" over 15-30 minutes cannot come from it alone. The timeline keeps, for every frame, the
-``per_frame`` tokens where the reader sees an event in progress, with their facts (identity
+"where" over 15-30 minutes cannot come from it alone. The timeline keeps ``per_frame`` tokens for
+each frame streamed, where the reader sees an event in progress, with their facts (identity
 embedding, activity logits, event logit, box, event span: the reader's outputs, ``FACT_NAMES``) and
 their time, in a FIFO of constant size: ``capacity = horizon_s x fps x per_frame`` tokens. No
 pixels and no backbone tokens are kept.
@@ -10,7 +10,9 @@ pixels and no backbone tokens are kept.
 How a clip becomes timeline tokens (``clip_rows`` then ``select``): the clip's frame tokens are cut
 into rows of the memory's shape (m tokens = ``m // P`` whole frames), so the bundle's one "reader"
 graph reads them beside the memory in the same call; each row's facts then give up their
-``per_frame x frames`` tokens of highest event logit. Padding (a partial last clip) is invalid.
+``per_frame x frames`` tokens of highest event logit, wherever in the row's frames they are (a busy
+frame may give more than a quiet one: measured slightly better for "when" than a fixed count per
+frame). Padding (a partial last clip) is invalid.
 
 The answer step reads the memory's facts and the timeline's side by side (one token table of
 m + capacity rows): a window inside the horizon finds the timeline's dense tokens, one beyond it
@@ -57,7 +59,7 @@ class TimelineSpec:
         """The bundle manifest's "timeline" section: what it keeps and the formula of its size."""
         floats = sum(fact_widths.values()) + 2  # + time, valid
         return {"per_frame": self.per_frame, "horizon_s": self.horizon_s, "tokens": self.capacity,
-                "select": "per frame, the tokens of highest event logit (reader rows of whole frames)",
+                "select": "per reader row of whole frames, per_frame x frames tokens of highest event logit",
                 "size": f"horizon_s x fps x per_frame = {self.horizon_s:g} x {self.fps:g} x {self.per_frame} "
                         f"= {self.capacity} tokens of {floats} floats",
                 "bytes": int(self.capacity * floats * 4)}

@@ -1,0 +1,208 @@
+"""The timeline track: clips cut into reader rows and thinned to each frame's strongest token, a FIFO of
+constant size that keeps the newest, committed beside the memory and read by the answer step, in
+snapshots and status; bundles whose timeline does not fit are refused in one line."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.backends.bundle import LONGEST_WINDOW_S, BundleError, load_bundle
+from edge_runtime.checkout import CheckoutVideo, sample_queries
+from edge_runtime.checkout.queries import engine_request
+from edge_runtime.engine.engine import Engine
+from edge_runtime.memory.timeline import FACT_NAMES, Timeline, TimelineSpec, clip_rows, select
+from edge_runtime.query.reader_query import tracks_read
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC = TimelineSpec(per_frame=2, horizon_s=10.0, fps=1.0, memory_tokens=12, tokens_per_frame=4)  # rows of 3 frames
+
+
+def _facts(rows: dict, rng) -> dict:
+    R, m = rows["mem_valid"].shape
+    return {"ident": rng.normal(size=(R, m, 3)).astype(np.float32), "act_logits": rng.normal(size=(R, m, 2)),
+            "event_logit": rng.normal(size=(R, m)).astype(np.float32), "boxes": rng.random((R, m, 4)),
+            "span": rng.random((R, m, 2))}
+
+
+def test_a_clip_becomes_rows_of_whole_frames_and_each_frame_keeps_its_strongest_tokens():
+    rng = np.random.default_rng(0)
+    T, P, d = 7, 4, 5
+    tokens = rng.normal(size=(T, P, d)).astype(np.float32)
+    times = np.arange(T, dtype=np.float64) + 100.0
+    rows = clip_rows(tokens, times, 5, SPEC)  # frames 5 and 6 are padding
+    assert rows["mem"].shape == (3, 12, d)  # 7 frames in rows of 3
+    np.testing.assert_array_equal(rows["mem"][1, :4], tokens[3])
+    np.testing.assert_array_equal(rows["mem_p"][0], np.tile(np.arange(4), 3))
+    assert rows["mem_valid"].sum() == 5 * P and rows["mem_valid"][1, 8:].sum() == 0 and rows["mem_valid"][2].sum() == 0
+    facts = _facts(rows, rng)
+    kept = select(facts, rows, SPEC)
+    assert len(kept["t"]) == 5 * SPEC.per_frame and np.all(np.diff(kept["t"]) >= 0)
+    assert set(kept) == set(FACT_NAMES) | {"t"}
+    # row 0 keeps its 6 best tokens (2 per frame x 3 frames) by event logit: no better one is left out
+    row0 = np.sort(facts["event_logit"][0])[::-1][:6]
+    np.testing.assert_allclose(np.sort(kept["event_logit"][kept["t"] < 103])[::-1], row0)
+
+
+def test_the_fifo_is_constant_in_size_keeps_the_newest_and_round_trips():
+    shapes = {"ident": ((3,), np.float32), "act_logits": ((2,), np.float32), "event_logit": ((), np.float32),
+              "boxes": ((4,), np.float32), "span": ((2,), np.float32)}
+    tl = Timeline(SPEC, shapes)
+    assert SPEC.capacity == 20 and tl.nbytes == 20 * (3 + 2 + 1 + 4 + 2 + 2) * 4
+    size = tl.nbytes
+    rng = np.random.default_rng(1)
+    for start in range(0, 40, 4):  # 4 frames x 2 tokens a push: 80 tokens through a FIFO of 20
+        t = np.repeat(np.arange(start, start + 4, dtype=np.float32), 2)
+        tl.push({"ident": rng.normal(size=(8, 3)), "act_logits": rng.normal(size=(8, 2)),
+                 "event_logit": rng.normal(size=8), "boxes": rng.random((8, 4)), "span": rng.random((8, 2)), "t": t})
+    assert tl.nbytes == size
+    assert tl.span() == (30.0, 39.0) and tl.status()["filled"] == 20 and tl.status()["fill"] == 1.0
+    back = Timeline(SPEC, shapes)
+    back.load_state_dict(tl.state_dict())
+    assert back.head == tl.head and back.span() == tl.span()
+    np.testing.assert_array_equal(back.facts["ident"], tl.facts["ident"])
+    with pytest.raises(ValueError, match="no timeline .*bundle without the track"):
+        Timeline(SPEC, shapes).load_state_dict({"reader.ident": np.zeros(3)})
+    small = TimelineSpec(per_frame=1, horizon_s=10.0, fps=1.0, memory_tokens=12, tokens_per_frame=4)
+    with pytest.raises(ValueError, match="holds 20 tokens, this bundle's 10|has shape"):
+        Timeline(small, shapes).load_state_dict(tl.state_dict())
+
+
+def test_which_tracks_an_answer_read():
+    class Snap:
+        timeline_span = (600.0, 2400.0)
+    assert tracks_read(Snap, (2100.0, 2400.0)) == ["memory", "timeline"]
+    assert tracks_read(Snap, (0.0, 300.0)) == ["memory"]  # older than the horizon: the memory alone
+    Snap.timeline_span = None
+    assert tracks_read(Snap, (0.0, 300.0)) == ["memory"]
+
+
+@pytest.fixture(scope="module")
+def streamed_timeline(tiny_bundle):
+    if load_bundle(tiny_bundle, verify=False).timeline is None:
+        pytest.skip("the shipped reader file carries no timeline calibration")
+    with Engine(tiny_bundle, threads=1) as eng:
+        video = CheckoutVideo(seed=1000042, duration_s=240.0, size=eng.frame_size)
+        ts, fr = zip(*video.frames(eng.fps, 0.0, 200.0))
+        eng.ingest(np.stack(fr), np.asarray(ts))
+        eng.flush()
+        yield eng, video
+
+
+def test_commits_carry_the_timeline_beside_the_memory(streamed_timeline):
+    eng, video = streamed_timeline
+    c, st = eng.committed, eng.stream
+    m, L = eng.cfg.stream.memory_tokens, eng.timeline.capacity
+    assert L == 1800 and eng.timeline.horizon_s >= LONGEST_WINDOW_S
+    assert all(c.facts[n].shape[0] == m + L for n in FACT_NAMES) and c.fact_t.shape == (m + L,)
+    # one token per frame streamed, from each row of 8 frames as many as it has frames; memory rows first
+    held = c.fact_t[m:][c.fact_valid[m:] > 0]
+    assert len(held) == st.frames_processed == 200
+    rows = np.floor(held * eng.fps / eng.timeline.frames_per_row)
+    assert np.all(np.bincount(rows.astype(int)) == eng.timeline.frames_per_row)  # 200 frames = 25 rows of 8
+    assert np.all(np.isin(np.round(held, 3), np.round(np.arange(200) / eng.fps, 3)))
+    np.testing.assert_array_equal(c.fact_t[:m], c.memory["mem_t"][0])
+    status = st.snapshot()["timeline"]
+    assert status["filled"] == 200 and status["tokens"] == 1800 and status["newest"] == pytest.approx(199.0)
+    reqs = [engine_request(q, video.object_crop(q.instance_id, size=eng.frame_size)
+                           if q.type != "object" and q.instance_id is not None else None)
+            for q in sample_queries(video.annotations(), 6, np.random.default_rng(2))]
+    for a in eng.answer(reqs):
+        assert a["read_from"] == ["memory", "timeline"] and a["answered_by"] == "reader"
+
+
+def test_state_is_constant_in_size_and_snapshots_keep_the_timeline(streamed_timeline):
+    eng, video = streamed_timeline
+    size = eng.stream.memory_bytes
+    other = eng.stream_engine()
+    other.load_state_dict(eng.state_dict())
+    assert other.stream.memory_bytes == size
+    c, o = eng.committed, other.committed
+    for n in FACT_NAMES:
+        np.testing.assert_array_equal(o.facts[n], c.facts[n])
+    np.testing.assert_array_equal(o.fact_t, c.fact_t)
+    assert other.stream.snapshot()["timeline"] == eng.stream.snapshot()["timeline"]
+    ts, fr = zip(*video.frames(eng.fps, 200.0, 232.0))
+    other.ingest(np.stack(fr), np.asarray(ts))
+    assert other.stream.memory_bytes == size and other.stream.snapshot()["timeline"]["filled"] == 232
+
+
+@pytest.fixture(scope="module")
+def no_timeline_bundle(tiny_bundle, tmp_path_factory):
+    """The same checkpoint and reader exported with --no-timeline."""
+    if load_bundle(tiny_bundle, verify=False).timeline is None:
+        pytest.skip("the shipped reader file carries no timeline calibration")
+    out = tmp_path_factory.mktemp("no-timeline") / "bundle"
+    exe = shutil.which("lvm-export", path=str(Path(sys.executable).parent)) or "lvm-export"
+    res = subprocess.run([exe, "--precision", "fp32", "--out", str(out), "--skip-gate", "--bench-runs", "1",
+                          "--calib", "demo://checkout?seed=1&duration=32", "--no-progress", "--no-timeline"],
+                         capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    return out
+
+
+def test_a_bundle_without_the_track_loads_and_its_snapshots_are_refused_by_one_with_it(
+        no_timeline_bundle, streamed_timeline):
+    eng, video = streamed_timeline
+    with Engine(no_timeline_bundle, threads=1) as plain:
+        assert plain.timeline is None and plain.answers_kind == "reader"
+        ts, fr = zip(*video.frames(plain.fps, 0.0, 32.0))
+        plain.ingest(np.stack(fr), np.asarray(ts))
+        assert plain.committed.facts["ident"].shape[0] == plain.cfg.stream.memory_tokens
+        q = next(q for q in sample_queries(video.annotations(), 12, np.random.default_rng(0)) if q.type == "activity")
+        got = plain.answer([engine_request(q, video.object_crop(q.instance_id, size=plain.frame_size))])[0]
+        assert got["read_from"] == ["memory"]
+        with pytest.raises(ValueError) as err:
+            eng.stream_engine().load_state_dict(plain.state_dict())
+        assert "\n" not in str(err.value) and "no timeline" in str(err.value)
+
+
+def _with_manifest(src: Path, dest: Path, edit) -> Path:
+    shutil.copytree(src, dest)
+    m = json.loads((dest / "manifest.json").read_text())
+    edit(m)
+    (dest / "manifest.json").write_text(json.dumps(m))
+    return dest
+
+
+def test_a_timeline_that_does_not_fit_is_refused_in_one_line(tiny_bundle, tmp_path):
+    if load_bundle(tiny_bundle, verify=False).timeline is None:
+        pytest.skip("the shipped reader file carries no timeline calibration")
+
+    def more_tokens(m):
+        m["answers"]["reader"]["timeline"]["tokens"] = 900
+
+    def short(m):
+        m["answers"]["reader"]["timeline"].update(horizon_s=600.0, tokens=600)
+
+    for name, edit, words in (("tokens", more_tokens, "timeline does not match its config"),
+                              ("short", short, "cannot hold the longest query window")):
+        with pytest.raises(BundleError) as err:
+            load_bundle(_with_manifest(tiny_bundle, tmp_path / name, edit), verify=False)
+        assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_lvm_export_refuses_a_timeline_shorter_than_the_longest_window(tmp_path):
+    from export.model.reader import load_reader, save_reader
+    from export.model.checkpoint import load_checkpoint
+
+    net, _ = load_checkpoint(REPO / "checkpoints" / "lvm-tiny.safetensors")
+    reader, answer, meta = load_reader(REPO / "checkpoints" / "lvm-tiny-reader.safetensors", net.cfg)
+    meta["timeline"] = {"per_frame": 1, "horizon_s": 600.0, "calibration": meta["calibration"]}
+    meta.pop("reader_config", None)
+    meta.pop("format", None)
+    path = tmp_path / "short-reader.safetensors"
+    save_reader(path, reader, answer, meta)
+    exe = shutil.which("lvm-export", path=str(Path(sys.executable).parent)) or "lvm-export"
+    res = subprocess.run([exe, "--precision", "fp32", "--reader", str(path), "--out", str(tmp_path / "b"),
+                          "--no-progress"], capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "cannot hold the longest query window (1800 s)" in res.stderr and "--no-timeline" in res.stderr
+    assert not (tmp_path / "b").exists()
