@@ -114,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"min_conf {floor:.1f} top {top} one_product_each {excl!s:5}  P {r['precision']}  R {r['recall']}  "
                   f"F1 {r['f1']}  ({r['predicted']} predicted, {r['truth']} true; {r['ms_per_window']} ms a window)",
                   flush=True)
-    result = {"tool": "tools/accuracy/happened_eval.py", "bundle": os.path.relpath(args.bundle, REPO),
+    manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
+    bundle = {"name": Path(args.bundle).name, "created": manifest.get("created"),  # which export, not where
+              "reader_sha256": ((manifest.get("answers") or {}).get("reader") or {}).get("file_sha256")}
+    result = {"tool": "tools/accuracy/happened_eval.py", "bundle": bundle,
               "videos": videos, "window_s": args.window_s, "tiou": TIOU,
               "match": "same activity and product class, tIoU > 0.3, greedy by confidence",
               "shipped_setting": {"min_confidence": shipped[0], "top_activities": shipped[1],
