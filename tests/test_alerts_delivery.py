@@ -304,3 +304,56 @@ def test_events_go_to_the_events_topic_when_asked(tmp_path):
         sub.loop_stop()
         svc.close()
         broker.stop()
+
+
+def _certificates(d: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, signed by it (openssl)."""
+    d.mkdir(parents=True, exist_ok=True)
+
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test store CA",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        (d / f"{name}.ext").write_text(ext + "\n")
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+            "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+    return {n: d / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+@needs_broker
+@pytest.mark.skipif(not __import__("shutil").which("openssl"), reason="openssl is not installed (makes the test's certificates)")
+def test_delivery_over_tls_with_a_client_certificate(tmp_path):
+    from edge_runtime.alerts.subscriber import subscribe
+
+    c = _certificates(tmp_path / "pki")
+    broker = Mosquitto(tmp_path / "broker", tls=(c["ca.pem"], c["server.pem"], c["server.key"])).start()
+    mqtt_cfg = {"url": broker.url, "ca_file": str(c["ca.pem"]), "cert_file": str(c["client.pem"]),
+                "key_file": str(c["client.key"])}
+    svc = AlertService(AlertSettings.model_validate({"site": "tls", "mqtt": mqtt_cfg}), tmp_path / "state",
+                       evaluate=False)
+    got = []
+    sub = subscribe(broker.url, lambda _t, a: got.append(a["id"]), ca_file=str(c["ca.pem"]),
+                    cert_file=str(c["client.pem"]), key_file=str(c["client.key"]))
+    try:
+        alert, _ = svc.raise_alert(_draft(1), stream="lane1")
+        assert _until(lambda: got == [alert.id], 20), svc.status()
+        # without a client certificate the broker refuses the connection: nothing is delivered, and it is said
+        plain = AlertService(AlertSettings.model_validate({"site": "tls", "mqtt": {"url": broker.url,
+                                                                                   "ca_file": str(c["ca.pem"])}}),
+                             tmp_path / "state2", evaluate=False)
+        try:
+            plain.raise_alert(_draft(2), stream="lane1")
+            st = _until(lambda: (s := plain.status())["broker"]["last_error"] and s, 15)
+            assert st["pending"] == 1 and st["broker"]["connected"] is False, st
+            said = st["broker"]["last_error"]
+            assert "closed the connection before accepting it" in said or "cannot connect" in said, said
+        finally:
+            plain.close()
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+        svc.close()
+        broker.stop()

@@ -164,3 +164,16 @@ def test_per_stream_rule_changes():
     assert s.rules_for("lane1") == {"pass_around": {"min_confidence": 0.6}, "bagged_without_scan": {}}
     assert s.rules_for("lane2") == {"pass_around": {"min_confidence": 0.9}}
     assert s.enabled and not AlertSettings().enabled
+
+
+def test_tls_files_that_do_not_load_are_refused_at_start(tmp_path, capsys):
+    from edge_runtime.cli import main
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate\n")
+    cfg = tmp_path / "rt.yaml"
+    cfg.write_text(f"alerts: {{mqtt: {{url: 'mqtts://broker.lan', ca_file: '{ca}'}}}}\n")
+    code = main(["run", "--config", str(cfg), "--source", "demo://checkout?seed=1", "--api", "none",
+                 "--state-dir", str(tmp_path / "state")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "the TLS files do not load" in err, err

@@ -79,9 +79,13 @@ class _Lane:
     def _on_disconnect(self, _client, _userdata, _flags, reason, _props) -> None:
         was = self.connected
         self.connected = False
-        if was and not self.sink.closing:
+        if self.sink.closing:
+            return
+        if was:
             self.last_error = f"connection to the broker lost ({reason})"
             self.sink.on_change()
+        elif not self.last_error:  # e.g. TLS 1.3: a client certificate the broker refuses ends it after the handshake
+            self.last_error = f"the broker closed the connection before accepting it ({reason})"
 
     def _on_connect_fail(self, _client, _userdata) -> None:
         self.connected = False

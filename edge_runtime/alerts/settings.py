@@ -109,6 +109,20 @@ class MqttSettings(_Strict):
             raise ValueError("password_env without username")
         return self
 
+    def check_tls(self) -> None:
+        """ValueError (one line) for TLS files that exist but do not load (not PEM, a key that is not the
+        certificate's): found at start rather than at the first connection."""
+        if not parse_broker_url(self.url)[2]:
+            return
+        import ssl
+
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+            if self.cert_file:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
+        except (ssl.SSLError, OSError, ValueError) as err:
+            raise ValueError(f"alerts.mqtt: the TLS files do not load ({' '.join(str(err).split())})") from None
+
     def password(self) -> str | None:
         return os.environ.get(self.password_env) if self.password_env else None
 
@@ -195,9 +209,11 @@ class AlertSettings(_Strict):
 
     def check_env(self) -> None:
         """What only the process's environment can say: ValueError (one line) when the broker's password
-        variable is named but not set."""
+        variable is named but not set, or its TLS files do not load."""
         if self.mqtt and self.mqtt.password_env and os.environ.get(self.mqtt.password_env) is None:
             raise ValueError(f"alerts.mqtt.password_env: the variable {self.mqtt.password_env} is not set")
+        if self.mqtt:
+            self.mqtt.check_tls()
 
     def sink_names(self) -> list[str]:
         return (["mqtt"] if self.mqtt else []) + [f"webhook:{u}" for u in self.webhooks]

@@ -32,7 +32,10 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path, *, port: int | None = None, persistent: bool = False) -> None:
+    def __init__(self, workdir: Path, *, port: int | None = None, persistent: bool = False,
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
+        """``tls``: (CA, server certificate, server key) PEM files: the listener speaks TLS only and asks
+        every client for a certificate signed by that CA."""
         exe = mosquitto_path()
         if exe is None:
             raise RuntimeError("mosquitto is not installed (Debian: apt-get install mosquitto)")
@@ -49,6 +52,10 @@ class Mosquitto:
                       "autosave_interval 1", "autosave_on_changes true"]
         else:
             lines += ["persistence false"]
+        if tls:
+            ca, cert, key = tls
+            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}", "require_certificate true"]
+        self.tls = bool(tls)
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
         self.log = self.workdir / "mosquitto.log"
@@ -56,7 +63,7 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> "Mosquitto":
         with open(self.log, "ab") as fh:

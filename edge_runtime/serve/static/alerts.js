@@ -64,6 +64,9 @@ function row(a) {
 // status: /v1/status's "alerts" section (or undefined from a runtime that has none)
 export async function pollAlerts(status) {
   if (!api) return;
+  // a runtime without alert rules or sinks: no panel (a runtime from before alerts has no section)
+  $("alerts-panel").hidden = !status || (status.enabled === false && !status.sinks);
+  if ($("alerts-panel").hidden) return;
   $("alerts-delivery").textContent = deliveryLine(status);
   let body;
   try {
