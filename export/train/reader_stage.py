@@ -67,6 +67,9 @@ from export.train.streaming import MemoryStack, stream_clips
 from export.train.token_targets import token_fact_targets
 
 FRAME_POS = 12000  # frame tokens kept per video for the identity loss (as many negatives)
+# clips per training video whose timeline rows (edge_runtime/memory/timeline.py) are trained on beside
+# its memories: 28 clips = 56 rows, about as many as the memories kept (every 2nd clip of a 30-min video)
+TIMELINE_CLIPS = 28
 
 
 @dataclass
@@ -91,7 +94,11 @@ class ReaderVideo(MemoryStack):
 
 @torch.no_grad()
 def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, seed: int,
-                 keep_video: bool = False) -> ReaderVideo:
+                 keep_video: bool = False, timeline_rows: int = 0) -> ReaderVideo:
+    """``timeline_rows``: clips whose timeline rows are added after the memories (0: none)."""
+    from edge_runtime.memory.timeline import clip_rows
+    from export.train.timeline_calibration import default_timeline
+
     cfg = net.cfg
     T, fps = cfg.stream.clip_frames, cfg.stream.fps
     inst_map, act_map, box_map, span_map = token_fact_targets(data.annotations, data.times, cfg.backbone.grid)
@@ -106,7 +113,20 @@ def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, 
     ends = []
     n_clips = len(data.times) // T
     net.eval()
+    # the timeline's rows (whole frames of one clip, as the runtime cuts them) of a few clips, read
+    # with the SVD state of their own commit: the reader learns the dense, mostly empty rows too
+    spec = default_timeline(cfg) if timeline_rows else None
+    row_clips = set(np.random.default_rng(seed + 31).choice(n_clips, min(timeline_rows, n_clips), replace=False).tolist()) \
+        if spec is not None and n_clips else set()
+    rows_per = []
     for c, mem, svd in stream_clips(net, data, "neural"):
+        if c in row_clips:
+            basis, sv = svd.padded()
+            rows = clip_rows(data.tokens[c * T:(c + 1) * T].float().numpy(), np.asarray(data.times[c * T:(c + 1) * T]),
+                             T, spec)
+            for r in range(len(rows["mem"])):
+                rows_per.append((rows["mem"][r], rows["mem_t"][r], rows["mem_p"][r], rows["mem_valid"][r],
+                                 basis.float(), sv.float()))
         if c % every and c != n_clips - 1:
             continue
         t, p = mem[1][0], mem[2][0]
@@ -118,6 +138,14 @@ def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, 
                      ("box", torch.from_numpy(box_map)[frame, p]), ("span", torch.from_numpy(span_map)[frame, p])):
             per[k].append(v)
         ends.append((c + 1) * T / fps)
+    for tok, t, p, valid, basis, sv in rows_per:  # after the memories: indices >= len(snap_end)
+        t, p = torch.from_numpy(t), torch.from_numpy(p)
+        frame = torch.from_numpy(np.clip(np.searchsorted(data.times, t.numpy() - 0.5 / fps), 0, len(data.times) - 1))
+        for k, v in (("tokens", torch.from_numpy(tok).to(torch.float16)), ("times", t), ("patches", p),
+                     ("valid", torch.from_numpy(valid)), ("basis", basis), ("sv", sv),
+                     ("inst", torch.from_numpy(inst_map)[frame, p]), ("act", torch.from_numpy(act_map)[frame, p]),
+                     ("box", torch.from_numpy(box_map)[frame, p]), ("span", torch.from_numpy(span_map)[frame, p])):
+            per[k].append(v)
     ids = sorted(data.crop_tokens)
     n_absent = int(round(len(data.queries) * absent_share / max(1e-9, 1 - absent_share)))
     absent = sample_absent_queries(data.annotations, n_absent, np.random.default_rng(seed + 7919), crop_ids=ids)
@@ -140,7 +168,7 @@ def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, 
 
 def make_videos(net: LVMNet, specs: list[tuple[int, int]], video_s: float, queries: int, every: int,
                 absent_share: float, desc: str, progress: bool = True, cache=None,
-                keep_video: bool = False) -> list[ReaderVideo]:
+                keep_video: bool = False, timeline_rows: int = 0) -> list[ReaderVideo]:
     cfg = net.cfg
     sha = backbone_digest(net.backbone)
     out = []
@@ -148,7 +176,7 @@ def make_videos(net: LVMNet, specs: list[tuple[int, int]], video_s: float, queri
         data = render_video(seed, video_s, cfg.backbone.image_size, cfg.stream.fps, look=look)
         encode_video(net.backbone, data, cache=cache, backbone_sha=sha)
         attach_queries(data, queries, seed)
-        out.append(reader_video(net, data, every, absent_share, seed, keep_video))
+        out.append(reader_video(net, data, every, absent_share, seed, keep_video, timeline_rows))
     return out
 
 
@@ -283,6 +311,8 @@ def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVide
         ql, nq = 0.0, 0
         for b, (v, s) in enumerate(pick):
             vid = videos[v]
+            if s >= len(vid.snap_end):  # a timeline row: no memory to ask
+                continue
             # activity queries this memory has seen the whole window of (absent ones: all zeros)
             qs = [q for q in vid.queries if q.type == "activity" and q.end <= vid.snap_end[s]]
             if not qs:
@@ -356,7 +386,8 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
 
         def build(part, desc):
             keep = timeline is not None and desc == "calibration videos"
-            return make_videos(net, part, video_s, queries, every, absent_share, desc, progress, cache, keep)
+            rows = TIMELINE_CLIPS if timeline is not None and not keep else 0
+            return make_videos(net, part, video_s, queries, every, absent_share, desc, progress, cache, keep, rows)
         parts = (specs[:videos], specs[videos:])
     everything = parts[0] + parts[1]
     # the first video's cost (decode or render + encode + stream; cached tokens skip the encoding) sets the ETA
@@ -378,7 +409,7 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s / max(steps, 1), 1.0))))
     rng = np.random.default_rng(seed)
-    snaps = [(v, s) for v in range(len(train)) for s in range(len(train[v].snap_end))]
+    snaps = [(v, s) for v in range(len(train)) for s in range(len(train[v].tokens))]  # memories and timeline rows
     reader.train()
     answer.train()
     t_train = time.time()
