@@ -357,3 +357,25 @@ def test_delivery_over_tls_with_a_client_certificate(tmp_path):
         sub.loop_stop()
         svc.close()
         broker.stop()
+
+
+@needs_broker
+def test_a_broker_with_passwords_takes_the_one_named_by_password_env(tmp_path, monkeypatch):
+    broker = Mosquitto(tmp_path / "broker", users={"lane-box": "s3cret"}).start()
+    monkeypatch.setenv("LVM_TEST_MQTT_PASSWORD", "s3cret")
+    monkeypatch.setenv("LVM_TEST_WRONG_PASSWORD", "guess")
+    cfg = {"url": broker.url, "username": "lane-box", "password_env": "LVM_TEST_MQTT_PASSWORD"}
+    good = AlertService(AlertSettings.model_validate({"mqtt": cfg}), tmp_path / "good", evaluate=False)
+    bad = AlertService(AlertSettings.model_validate({"mqtt": {**cfg, "password_env": "LVM_TEST_WRONG_PASSWORD"}}),
+                       tmp_path / "bad", evaluate=False)
+    try:
+        good.raise_alert(_draft(1), stream="lane1")
+        bad.raise_alert(_draft(1), stream="lane1")
+        assert _until(lambda: good.status()["pending"] == 0, 20), good.status()
+        st = _until(lambda: (s := bad.status())["broker"]["last_error"] and s, 15)
+        assert "refused" in st["broker"]["last_error"] and st["pending"] == 1, st
+        assert "s3cret" not in json.dumps(good.status()) + (tmp_path / "good" / "alerts.db").read_bytes().decode("latin-1")
+    finally:
+        good.close()
+        bad.close()
+        broker.stop()

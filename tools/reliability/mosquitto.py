@@ -33,9 +33,10 @@ def free_port() -> int:
 
 class Mosquitto:
     def __init__(self, workdir: Path, *, port: int | None = None, persistent: bool = False,
-                 tls: tuple[Path, Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path, Path] | None = None, users: dict[str, str] | None = None) -> None:
         """``tls``: (CA, server certificate, server key) PEM files: the listener speaks TLS only and asks
-        every client for a certificate signed by that CA."""
+        every client for a certificate signed by that CA. ``users``: name -> password; then only they
+        may connect (a password file made with mosquitto_passwd)."""
         exe = mosquitto_path()
         if exe is None:
             raise RuntimeError("mosquitto is not installed (Debian: apt-get install mosquitto)")
@@ -44,7 +45,13 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.conf = self.workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {'false' if users else 'true'}"]
+        if users:
+            pw = self.workdir / "passwords"
+            pw.write_text("".join(f"{name}:{secret}\n" for name, secret in users.items()))
+            subprocess.run([shutil.which("mosquitto_passwd") or "mosquitto_passwd", "-U", str(pw)], check=True,
+                           capture_output=True, timeout=30)  # -U: hashes the plain passwords in place
+            lines.append(f"password_file {pw}")
         if os.geteuid() == 0:  # started as root it would drop to user mosquitto, who cannot write our folder
             lines.append("user root")
         if persistent:
