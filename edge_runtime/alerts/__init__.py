@@ -7,6 +7,7 @@ outbox in the state directory and delivered at least once to the store's MQTT br
     mqtt_sink.py    delivery to an MQTT broker (paho-mqtt), one connection per stream
     webhook_sink.py delivery by HTTP POST
     dispatcher.py   one thread per sink draining the outbox, with backoff
+    metrics.py      the alerts' Prometheus series
     service.py      what the runtime holds: the commit hook, the rule engines, status and metrics
     subscriber.py   the other end: every lane's alerts from a broker (``lvm-edge alerts --broker``)
     rules.py        the rules themselves (RULES, RuleEngine)

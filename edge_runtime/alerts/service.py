@@ -46,9 +46,9 @@ def _events_since(runtime, window: tuple[float, float]) -> list:
 class AlertService:
     def __init__(self, settings: AlertSettings, state_dir: str | Path, *, registry=None,
                  warn: Callable[[str], None] | None = None, evaluate: bool = True,
-                 rule_engine: Callable[[dict], Any] | None = None,
+                 rule_engine: Callable[[dict, list], Any] | None = None,
                  events: Callable[[Any, tuple[float, float]], list] | None = None) -> None:
-        """``rule_engine(rules) -> RuleEngine`` and ``events(runtime, window) -> [Event]`` default to
+        """``rule_engine(rules, activities) -> RuleEngine`` and ``events(runtime, window) -> [Event]`` default to
         edge_runtime/alerts/rules.py and edge_runtime/query/happened.py; ``evaluate=False`` runs no
         evaluation thread (alerts come through ``raise_alert`` only)."""
         self.settings = settings
@@ -128,7 +128,7 @@ class AlertService:
             return
         with self._cv:
             self._marked[runtime.name] = runtime
-            self._cv.notify()
+            self._cv.notify_all()  # all: wait_idle waits on this condition too
 
     def wait_idle(self, timeout: float) -> bool:
         """Until every commit marked so far is evaluated; False if that takes longer than ``timeout``."""
@@ -235,7 +235,7 @@ class AlertService:
         """Evaluate what is marked, stop delivering (what is undelivered stays in the outbox), say offline."""
         with self._cv:
             self._closing = True
-            self._cv.notify()
+            self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
         for w in self.workers.values():
