@@ -177,3 +177,16 @@ def test_tls_files_that_do_not_load_are_refused_at_start(tmp_path, capsys):
                  "--state-dir", str(tmp_path / "state")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "the TLS files do not load" in err, err
+
+
+def test_a_store_damaged_while_running_gives_one_line_errors_not_crashes(tmp_path):
+    from edge_runtime.alerts.outbox import OutboxError
+
+    box = Outbox(tmp_path, sinks=["mqtt"])
+    box.add(_alert(1))
+    box._db.execute("DROP TABLE outbox")  # what a damaged page looks like to a query: an sqlite3 error
+    for call in (lambda: box.due("mqtt"), box.pending, lambda: box.add(_alert(2)), lambda: box.delivered("mqtt", [1])):
+        with pytest.raises(OutboxError) as err:
+            call()
+        assert "\n" not in str(err.value) and str(err.value).startswith("alerts.db: ")
+    assert box.errors == 4 and box.last_error

@@ -173,8 +173,14 @@ class Outbox:
 
     # -- reading ---------------------------------------------------------------------------------
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows; OutboxError (one line) if SQLite cannot read them (the file damaged while running)."""
         with self._lock:
-            return self._db.execute(sql, args).fetchall()
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as err:
+                self.errors += 1
+                self.last_error = f"{self.path.name}: {' '.join(str(err).split())}"
+                raise OutboxError(self.last_error) from None
 
     def due(self, sink: str, limit: int = 100) -> list[tuple[int, Alert]]:
         """The oldest alerts ``sink`` has not acknowledged, in the order they were raised."""
