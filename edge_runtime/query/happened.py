@@ -46,8 +46,8 @@ from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.events import Event
 
 # chosen on heldout_video(seed 1, i 0..1) (tools/accuracy/happened_eval.py --eval-seed 1 --sweep,
-# docs/accuracy/happened_tuning.json): within 0.002 of the best event F1, at 53 % precision against
-# the best's 42 % (events feed alerts); the reported numbers are on other videos (seed 0)
+# docs/accuracy/happened_tuning.json): within 0.003 of the best event F1, at 47 % precision against
+# the best's 41 % (events feed alerts); the reported numbers are on other videos (seed 0)
 TOP_ACTIVITIES = 5      # candidate activities per seen product (step 1)
 MIN_CONFIDENCE = 0.3    # default least p(right) of an event
 MERGE_GAP_S = 1.0       # events of one product and activity this close are one event
