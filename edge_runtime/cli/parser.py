@@ -64,7 +64,8 @@ ASK_EXAMPLES = """\
 examples:
   lvm-edge ask "when was the oat milk bagged in the last 10 minutes?"
   lvm-edge ask "what happened to the eggs since 14:05"
-  lvm-edge ask "which item was scanned between 2:05 and 2:20 pm" --json"""
+  lvm-edge ask "which item was scanned between 2:05 and 2:20 pm" --json
+  lvm-edge ask "what happened in the last 5 minutes\""""
 
 HAPPENED_DESCRIPTION = ("What happened in a window of a running `lvm-edge run` (POST /v1/happened): every "
                         "product's activities the memory has evidence of, one line per event with its "

@@ -13,7 +13,8 @@ The signature, kept stable (the alert hooks call it at each commit)::
 Returns the events sorted by start, then confidence (best first). ``HappenedError`` (one line, an
 HTTP ``status``) for a window, activity or target it cannot answer.
 
-Built on the answer path the queries use, no graph of its own, in three batched calls:
+Built on the answer path the queries use, no graph of its own, in three batched calls (the engine
+runs each in answer-graph calls of at most ``max_queries_per_call`` rows: about 5 for 14 products):
 1. an activity query per picture of every product (catalog products, each picture; with an empty
    catalog the bundle's product classes, drawn by ``class_pictures``). A product the reader judges
    not seen in the window is dropped; of the rest, the ``TOP_ACTIVITIES`` best-scored activities are
