@@ -190,3 +190,21 @@ def test_a_store_damaged_while_running_gives_one_line_errors_not_crashes(tmp_pat
             call()
         assert "\n" not in str(err.value) and str(err.value).startswith("alerts.db: ")
     assert box.errors == 4 and box.last_error
+
+
+@pytest.mark.parametrize("argv,said", [
+    (["alerts", "--follow"], "--follow only with --broker URL"),
+    (["alerts", "--site", "s", "--client-id", "c"], "--site, --client-id only with --broker URL"),
+    (["alerts", "--broker", "mqtt://127.0.0.1:1", "--since", "60"], "--since filter a runtime's list"),
+    (["alerts", "--broker", "mqtt://127.0.0.1:1", "--site", "a/b"], "cannot be part of an MQTT topic"),
+    (["alerts", "--broker", "tcp://127.0.0.1:1"], "expected mqtt://host[:port]"),
+    (["alerts", "--broker", "mqtt://127.0.0.1:1", "ack", "abc"], "acknowledge through a runtime's API"),
+    (["alerts", "--broker", "mqtt://127.0.0.1:1", "--ca-file", "/no/ca.pem"], "--ca-file /no/ca.pem: no such file"),
+    (["alerts", "ack"], "give the alert's id"),
+])
+def test_alerts_command_bad_input_is_one_line_and_exit_2(capsys, argv, said):
+    from edge_runtime.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and said in err, err

@@ -1,7 +1,7 @@
 """The other end of the broker: every lane's alerts in one place (``lvm-edge alerts --broker``, the
 fault tool's counter).
 
-Subscribes to ``lvm-edge/<site>/+/alerts`` (``+`` for every site) at QoS 1 and hands each alert to
+Subscribes to ``lvm-edge/<site>/<stream>/alerts`` (``+`` for every site or stream) at QoS 1 and hands each alert to
 ``on_alert`` with its topic. Copies of one alert (at-least-once delivery) carry the same id:
 ``Deduper`` keeps the first. With a ``client_id`` the session is persistent (clean_session off): the
 broker keeps the QoS 1 alerts that arrive while this subscriber is away and hands them over when
@@ -49,7 +49,7 @@ class Deduper:
 
 
 def subscribe(url: str, on_alert: Callable[[str, dict[str, Any]], None], *, site: str | None = None,
-              username: str | None = None, password: str | None = None, ca_file: str | None = None,
+              stream: str | None = None, username: str | None = None, password: str | None = None, ca_file: str | None = None,
               cert_file: str | None = None, key_file: str | None = None, client_id: str | None = None,
               timeout: float = 10.0, on_status: Callable[[str, dict[str, Any]], None] | None = None):
     """Connect, subscribe, start paho's thread; -> the client (``client.disconnect(); client.loop_stop()``
@@ -61,8 +61,11 @@ def subscribe(url: str, on_alert: Callable[[str, dict[str, Any]], None], *, site
         host, port, tls = parse_broker_url(url)
     except ValueError as err:
         raise SubscribeError(str(err)) from None
-    topic = f"lvm-edge/{site or '+'}/+/alerts"
-    status_topic = f"lvm-edge/{site or '+'}/+/status"
+    for part, value in (("site", site), ("stream", stream)):
+        if value is not None and (not value or any(c in value for c in "+#/")):
+            raise SubscribeError(f"{part} {value!r} cannot be part of a topic (no + # /)")
+    topic = f"lvm-edge/{site or '+'}/{stream or '+'}/alerts"
+    status_topic = f"lvm-edge/{site or '+'}/{stream or '+'}/status"
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "", protocol=mqtt.MQTTv311,
                     clean_session=client_id is None)
     if username:

@@ -20,12 +20,27 @@ from edge_runtime.cli.common import CliError, parse_hostport
 from edge_runtime.cli.query import _http
 
 
+BROKER_ONLY = ("follow", "site", "username", "password_env", "ca_file", "cert_file", "key_file", "client_id")
+API_ONLY = ("status", "since", "limit")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def cmd_alerts(args) -> int:
     if args.broker:
         if args.action != "list" or args.id:
             raise CliError("alerts --broker lists what the broker carries; acknowledge through a runtime's API "
                            "(lvm-edge alerts ack ID --api HOST:PORT)")
+        given = [_flag(n) for n in API_ONLY if getattr(args, n) is not None]
+        if given:
+            raise CliError(f"alerts --broker: {', '.join(given)} filter a runtime's list; the broker passes on "
+                           f"alerts as they come (--stream and --site choose which)")
         return _from_broker(args)
+    given = [_flag(n) for n in BROKER_ONLY if getattr(args, n)]
+    if given:
+        raise CliError(f"alerts: {', '.join(given)} only with --broker URL")
     host, port = parse_hostport(args.api)
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}/v1/alerts"
     token = args.token or os.environ.get("LVM_EDGE_TOKEN")
@@ -66,6 +81,9 @@ def _from_broker(args) -> int:
         parse_broker_url(args.broker)
     except ValueError as err:
         raise CliError(f"--broker: {err}") from None
+    for flag, value in (("--site", args.site), ("--stream", args.stream)):
+        if value is not None and (not value or any(c in value for c in "+#/")):
+            raise CliError(f"{flag} {value!r}: cannot be part of an MQTT topic (no + # /)")
     password = None
     if args.password_env:
         password = os.environ.get(args.password_env)
@@ -82,7 +100,8 @@ def _from_broker(args) -> int:
                 print(json.dumps(alert) if args.json else alert_line(alert), flush=True)
 
     try:
-        client = subscribe(args.broker, on_alert, site=args.site, username=args.username, password=password,
+        client = subscribe(args.broker, on_alert, site=args.site, stream=args.stream, username=args.username,
+                           password=password,
                            ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
                            client_id=args.client_id)
     except SubscribeError as err:

@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "from the store's MQTT broker)", description=ALERTS_DESCRIPTION, epilog=ALERTS_EXAMPLES)
     al.add_argument("action", nargs="?", default="list", choices=("list", "ack"))
     al.add_argument("id", nargs="?", help="ack: the alert's id")
-    al.add_argument("--stream", metavar="NAME", help="only this stream's alerts")
+    al.add_argument("--stream", metavar="NAME", help="only this stream's alerts (with --broker too)")
     al.add_argument("--status", choices=("open", "acked"), help="only open or only acknowledged alerts")
     al.add_argument("--since", type=float, metavar="S", help="only alerts raised in the last S seconds")
     al.add_argument("--limit", type=int, metavar="N", help="at most N alerts (default 100, at most 500)")
