@@ -206,3 +206,24 @@ def _until(cond, timeout: float):
             return value
         time.sleep(0.05)
     return cond()
+
+
+def test_a_restored_memory_is_evaluated_from_its_last_15_minutes_then_on_with_overlap(tmp_path):
+    from edge_runtime.alerts.service import FIRST_LOOKBACK_S, OVERLAP_S
+
+    class Lane:  # a stream restored with an hour of memory
+        name, wall_origin = "lane1", None
+
+        class engine:
+            coverage, labels = {"start": 0.0, "end": 3600.0}, ["scan", "bag"]
+
+    windows = []
+    svc = AlertService(AlertSettings.model_validate({"rules": {"bagged_without_scan": {}}}), tmp_path / "state",
+                       evaluate=False, rule_engine=_Rules, events=lambda rt, w: windows.append(w) or [])
+    try:
+        svc.evaluate(Lane)
+        Lane.engine.coverage = {"start": 0.0, "end": 3616.0}
+        svc.evaluate(Lane)
+        assert windows == [(3600.0 - FIRST_LOOKBACK_S, 3600.0), (3600.0 - OVERLAP_S, 3616.0)]
+    finally:
+        svc.close()

@@ -28,6 +28,9 @@ from edge_runtime.alerts.settings import AlertSettings
 log = logging.getLogger("lvm_edge")
 
 OVERLAP_S = 30.0          # each evaluation reads this much before the previous one's end again
+# a stream's first evaluation (a restart with a restored memory of hours) reads only this far back:
+# the rules ignore events that ended longer ago than that (rules.KEEP_S)
+FIRST_LOOKBACK_S = 900.0
 NO_RULES = "alerts: no rules configured"
 
 
@@ -178,8 +181,9 @@ class AlertService:
         cov = runtime.engine.coverage
         if cov["end"] is None:
             return []
-        start = self._evaluated_to.get(runtime.name, cov["start"])
-        window = (max(cov["start"], start - OVERLAP_S), cov["end"])
+        last = self._evaluated_to.get(runtime.name)
+        start = cov["end"] - FIRST_LOOKBACK_S if last is None else last - OVERLAP_S
+        window = (max(cov["start"], start), cov["end"])
         if window[1] <= window[0]:
             return []
         events = self._events(runtime, window)
