@@ -116,6 +116,7 @@ def test_reader(text, want):
     ("when was the kombucha bagged", "kombucha: not in the catalog", None),
     ("when did the cashier scan the kombucha", "^kombucha: not in the catalog", None),
     ("was the banana scanned?", "banana: not in the catalog", None),
+    ("what did the customer do with the kombucha from the basket", "^kombucha: not in the catalog", None),
     ("when was the oat milk microwaved", "needs an activity", None),
     ("where was the oat milk", "needs an activity", None),
     ("when was the chedar bagged", "nearest products", None),
@@ -152,6 +153,9 @@ def test_ways_of_saying_come_from_the_encoder():
     ("what happened in the last 10 minutes?", {"type": "happened", "start": 6600.0, "end": 7200.0}),
     ("when was something scanned since 14:05", {"type": "happened", "activity": "scan", "start": 5700.0}),
     ("when was it bagged", {"type": "happened", "activity": "bag"}),
+    # a place, or the one doing, is not a product the catalog lacks
+    ("what happened at the checkout in the last 10 minutes", {"type": "happened", "start": 6600.0}),
+    ("what did the shopper do since 14:05", {"type": "happened", "start": 5700.0}),
 ])
 def test_questions_without_a_product_ask_about_all_of_them(text, want):
     got = read_question(text, labels=LABELS, products=PRODUCTS, clock=LIVE)

@@ -47,6 +47,11 @@ _ASKING = frozenset("activities activity action actions involved involve involve
                     "recent recently lately latest most last first "
                     "item items product products thing things object objects article articles".split())
 
+# English words around a run of words that is not the thing acted on: a place ("at the checkout"),
+# or the one doing ("what did the shopper do")
+_ARTICLES = frozenset("the a an this that these those".split())
+_PLACE = frozenset("at in on near by behind under from inside beside around".split())
+_DOING = frozenset("do doing does did".split())
 HAPPENED = "happened"  # not a query type: POST /v1/happened (edge_runtime/query/happened.py)
 PLURAL = {"activity": "activities", "product": "products"}
 # what a question must name for each type: its given activity, its object as a catalog product
@@ -135,16 +140,26 @@ class Reader:
 
     # -- parts ---------------------------------------------------------------------------------
     def _unknown(self, tokens: list[str], used: set[int]) -> str | None:
-        """The last run of unmatched content words ("when did the cashier scan the kombucha" ->
-        "kombucha": English puts the thing acted on after the verb and the actor before it)."""
-        runs: list[list[str]] = [[]]
-        for i, w in enumerate(tokens):
+        """The last run of unmatched content words that could name the thing acted on ("when did
+        the cashier scan the kombucha" -> "kombucha": English puts it after the verb and the actor
+        before it). English grammar, not labels, rules out two kinds of run: a place after a
+        preposition ("what happened at the checkout") and the one doing ("what did the shopper do")."""
+        runs: list[tuple[int, int]] = []
+        start = None
+        for i, w in enumerate(tokens + [""]):
             if w and i not in used and w not in STOPWORDS:
-                runs[-1].append(self._said[i])
-            elif runs[-1]:
-                runs.append([])
-        runs = [r for r in runs if r]
-        return " ".join(runs[-1]) if runs else None
+                start = i if start is None else start
+            elif start is not None:
+                runs.append((start, i))
+                start = None
+        said = self._said
+        for a, b in reversed(runs):
+            before = next((w for w in reversed(said[:a]) if w not in _ARTICLES), "")
+            after = said[b] if b < len(said) else ""
+            if before in _PLACE or after in _DOING:
+                continue
+            return " ".join(said[a:b])
+        return None
 
     def _not_in_catalog(self, unknown: str, tokens: list[str], used: set[int]) -> AskError:
         if not self.products.names:
