@@ -208,3 +208,15 @@ def test_cli_ask_prints_the_events(streamed, capsys):
         out = capsys.readouterr().out.splitlines()
         assert out[0] == f"read as: what happened ('bag', to any product), in the last 5 min (stream 0-{VIDEO_S:g} s)"
         assert "event(s) in 0.0-300.0 s" in out[2] and all(" bag " in line for line in out[3:])
+
+
+def test_what_happened_needs_no_torch():
+    """The runtime never imports torch: neither the events nor the drawn class pictures pull it in."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import edge_runtime.query.happened, edge_runtime.serve.api_happened; "
+            "from edge_runtime.query.class_pictures import class_pictures; "
+            "assert class_pictures(['banana'], 32)['banana'][0].shape == (32, 32, 3); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["False"], out.stderr
