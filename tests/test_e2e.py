@@ -213,7 +213,8 @@ def _expected_memory_bytes(bundle: Path) -> int:
     of sampler memory buffers (ping-pong) and one clip input, the committed host copy of one set,
     the SVD as the heads read it (heads dtypes) and as it is kept (float64 basis, values, mean and
     3 counters), the pending clip (float32 tokens, float64 times), the bounded gap list and, with
-    the memory reader, its facts of the committed memory (as the answer graph takes them)."""
+    the memory reader, its facts of the committed memory (as the answer graph takes them: with a
+    timeline track, the memory's rows and the timeline's), and the timeline's own FIFO."""
     from edge_runtime.engine.stream_state import FACT_NAMES, MAX_GAPS
 
     m = json.loads((bundle / "manifest.json").read_text())
@@ -232,6 +233,10 @@ def _expected_memory_bytes(bundle: Path) -> int:
     svd_kept = (k * d + k + d + 3) * 8
     # a runtime answering with the memory reader keeps its facts of the committed memory too
     facts = nbytes("answer", FACT_NAMES) if (m.get("answers") or {}).get("kind") == "reader" else 0
+    tl = ((m.get("answers") or {}).get("reader") or {}).get("timeline")
+    if tl:  # its FIFO (facts, times, validity) and the committed copy's times and validity of every row
+        rows = next(i for i in m["graphs"]["answer"]["inputs"] if i["name"] == "mem_t")["shape"][0]
+        facts += facts // rows * tl["tokens"] + tl["tokens"] * 2 * 4 + 2 * rows * 4
     return (2 * memory_set + clip + memory_set + nbytes("heads", ("svd_basis", "svd_sv")) + svd_kept
             + facts + T * P * d * 4 + T * 8 + MAX_GAPS * 16)
 

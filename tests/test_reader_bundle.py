@@ -11,6 +11,7 @@ import torch
 
 from edge_runtime.backends.bundle import BundleError, load_bundle
 from edge_runtime.config import resolve_model_config
+from edge_runtime.memory.timeline import TimelineSpec
 from export.cli import export as cli_export
 from export.model.reader import load_reader, save_reader
 from export.onnx.reader_graphs import ANSWER, FACTS, READER, graph_module, real_feeds
@@ -59,11 +60,13 @@ def test_bundle_loads_with_both_graphs_and_kind_reader(tiny_bundle):
     r = b.reader
     _, _, meta = load_reader(READER_FILE, resolve_model_config("lvm-tiny"))
     assert r["format"] == "lvm-reader/1" and r["config"] == meta["reader_config"]
+    # with its timeline track, the answers read it and carry the calibration fitted that way
+    cal = meta["timeline"]["calibration"] if b.timeline is not None else meta["calibration"]
     assert r["prior"] == pytest.approx(meta["prior"]) and r["not_seen_below"] == 0.5
-    assert r["prior_weight"] == pytest.approx(meta["calibration"]["prior_weight"])
+    assert r["prior_weight"] == pytest.approx(cal["prior_weight"])
     assert r["trained"] == meta["train"]
     assert set(r["calibration"]) == {"activity", "object", "time"}
-    assert all(r["calibration"][t]["seen"] == meta["calibration"][t]["seen"] for t in r["calibration"])
+    assert all(r["calibration"][t]["seen"] == cal[t]["seen"] for t in r["calibration"])
     import hashlib
     assert r["file_sha256"] == hashlib.sha256(READER_FILE.read_bytes()).hexdigest()
     # the graphs' declared axes: streams for the reader, queries for the answer step
@@ -101,11 +104,13 @@ def test_onnx_matches_pytorch_on_real_memories(tiny_bundle):
     torch.set_num_threads(1)
     cfg = resolve_model_config("lvm-tiny")
     reader, answer, meta = load_reader(READER_FILE, cfg)
-    rf = ReaderFile(READER_FILE, str(READER_FILE), "", reader, answer, meta)
+    bundle = load_bundle(tiny_bundle, verify=False)
+    spec = TimelineSpec.from_manifest(bundle.timeline, cfg) if bundle.timeline is not None else None
+    rf = ReaderFile(READER_FILE, str(READER_FILE), "", reader, answer, meta, spec)
     cal = read_frames("demo://checkout?seed=3&duration=48", cfg, max_frames=48)
     feeds = build_feeds(cal, cfg, tiny_bundle, threads=1, head_every=1)
     assert len(feeds.heads) >= 2
-    r_feeds, a_feeds = real_feeds(feeds.heads, tiny_bundle / "reader.onnx", threads=1)
+    r_feeds, a_feeds = real_feeds(feeds.heads, tiny_bundle / "reader.onnx", threads=1, timeline=spec)
     assert any(f["mem_valid"].sum() > 100 for f in r_feeds)  # real, filled memories
     sess_r, sess_a = _session(tiny_bundle / "reader.onnx"), _session(tiny_bundle / "answer.onnx")
     r_mod, a_mod = graph_module(rf, READER), graph_module(rf, ANSWER)

@@ -99,7 +99,9 @@ def test_reader_runs_once_for_streams_committing_together(tiny_bundle):
         va, vb = (CheckoutVideo(seed=s, duration_s=32.0, size=eng.frame_size) for s in (SEED, SEED + 1))
         fa, fb = _frames(va, eng.fps), _frames(vb, eng.fps)
         assert ingest_streams([(a, *fa), (b, *fb)]) == [2, 2]
-        assert calls == [2, 2]
+        # each call: both memories, and with a timeline both committed clips cut into reader rows
+        rows = 0 if eng.timeline is None else -(-eng.clip_frames // eng.timeline.frames_per_row)
+        assert calls == [2 * (1 + rows)] * 2
         for eng_one, frames in ((a, fa), (b, fb)):
             alone = eng.stream_engine()
             alone.ingest(*frames)
@@ -116,15 +118,22 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
     cfg = model_config_from_dict(eng.bundle.manifest["config"])  # with its training settings: the digest the reader names
     reader, answer, meta = load_reader(READER_FILE, cfg)
     sec = eng.bundle.reader
+    # with the timeline track, answers read it beside the memory and carry the calibration fitted so
+    cal_all = meta["timeline"]["calibration"] if eng.timeline is not None else meta["calibration"]
     assert sec["prior"] == pytest.approx(meta["prior"])
-    assert all(sec["calibration"][t] == meta["calibration"][t] for t in BY_NAME)
-    assert sec["prior_weight"] == meta.get("prior_weight", meta["calibration"].get("prior_weight"))
+    assert all(sec["calibration"][t] == cal_all[t] for t in BY_NAME)
+    assert sec["prior_weight"] == cal_all.get("prior_weight", meta.get("prior_weight"))
     c = eng.committed
+    m = eng.cfg.stream.memory_tokens
     with torch.no_grad():
         facts = reader(*(torch.from_numpy(c.memory[k]) for k in MEMORY_INPUTS), torch.from_numpy(c.svd_basis),
                        torch.from_numpy(c.svd_sv))
     for name, f in zip(FACT_NAMES, facts):
-        np.testing.assert_allclose(c.facts[name], f[0].numpy(), atol=2e-4, rtol=1e-3, err_msg=name)
+        np.testing.assert_allclose(c.facts[name][:m], f[0].numpy(), atol=2e-4, rtol=1e-3, err_msg=name)
+    # the answer step reads every committed row: the memory's facts (checked above), then the timeline's
+    rows = [torch.from_numpy(np.concatenate([f[0].numpy(), c.facts[n][m:]])) for n, f in zip(FACT_NAMES, facts)]
+    t_all = torch.from_numpy(c.fact_t if c.fact_t is not None else c.memory["mem_t"][0])
+    v_all = torch.from_numpy(c.fact_valid if c.fact_valid is not None else c.memory["mem_valid"][0])
 
     queries = sample_queries(video.annotations(), 12, np.random.default_rng(3))
     reqs = _requests(eng, video, queries)
@@ -139,14 +148,13 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
     q_act = torch.tensor([r["activity"] if r["activity"] is not None else 0 for r in reqs])
     win = torch.tensor([[r["start"], r["end"]] for r in reqs], dtype=torch.float32)
     with torch.no_grad():
-        sc, iv, kb, ev = answer(*(f[0] for f in facts), torch.from_numpy(c.memory["mem_t"][0]),
-                                torch.from_numpy(c.memory["mem_valid"][0]), q_type, q_act, reader.embed_crop(obj), win)
+        sc, iv, kb, ev = answer(*rows, t_all, v_all, q_type, q_act, reader.embed_crop(obj), win)
     want = reader_answers([r["type"] for r in reqs], win.numpy(), sc.numpy(), iv.numpy(), kb.numpy(),
                           object_fps=eng.cfg.stream.object_fps, prior=meta["prior"],
                           prior_weight=sec["prior_weight"])
     for r, g, w, e in zip(reqs, got, want, ev.numpy()):
         assert g["answered_by"] == "reader" and g["status"] in ("answered", "not_seen")
-        cal = meta["calibration"][r["type"]]
+        cal = cal_all[r["type"]]
         assert g["p_seen"] == pytest.approx(float(calibrated(e, cal["seen"])), abs=2e-3)
         assert g["confidence"] == pytest.approx(float(calibrated(e, cal["right"])), abs=2e-3)
         assert (g["status"] == "not_seen") == (g["p_seen"] < sec["not_seen_below"])
