@@ -231,7 +231,7 @@ class AlertService:
             sinks.append({"sink": _label(s), "pending": pending.get(s.name), **self.workers[s.name].status(),
                           **({"connected": self.mqtt.connected} if s is self.mqtt else {})})
         return {"enabled": self.settings.enabled, "note": self.note, "site": self.site,
-                "rules": sorted(self.settings.rules), "pending": sum(pending.values()), **counts,
+                "rules": self.settings.rule_names(), "pending": sum(pending.values()), **counts,
                 "broker": self.mqtt.status() if self.mqtt is not None else None, "sinks": sinks,
                 "evaluations": self.evaluations, "last_error": self.last_error or self.outbox.last_error}
 

@@ -182,6 +182,11 @@ class AlertSettings(_Strict):
         """Whether any stream has a rule to evaluate (a stream's change can turn a rule on for it alone)."""
         return bool(self.rules) or any(c is not False for ch in self.streams.values() for c in ch.values())
 
+    def rule_names(self) -> list[str]:
+        """Every rule some stream evaluates: the site's and those a stream's changes turn on."""
+        on = {r for changes in self.streams.values() for r, c in changes.items() if c is not False}
+        return sorted(set(self.rules) | on)
+
     def rules_for(self, stream: str) -> dict[str, dict[str, Any]]:
         """The rules one stream evaluates, with their thresholds (the stream's changes applied)."""
         out = {name: dict(th or {}) for name, th in self.rules.items()}

@@ -172,8 +172,7 @@ def open_alerts(s, hub):
     except (OSError, sqlite3.Error) as err:
         raise CliError(f"alerts: cannot open {Path(s.state.dir) / 'alerts.db'} ({err})", 1) from None
     service.open_lanes(hub.names())
-    named = set(a.rules) | {r for changes in a.streams.values() for r, c in changes.items() if c is not False}
-    rules = ", ".join(sorted(named)) or None
+    rules = ", ".join(a.rule_names()) or None
     to = ", ".join(([a.mqtt.url] if a.mqtt else []) + ([f"{len(a.webhooks)} webhook(s)"] if a.webhooks else []))
     say(f"alerts: {'rules ' + rules if rules else 'no rules configured'}"
         f"{'; delivering to ' + to if to else ''} (outbox {service.outbox.path})")
