@@ -31,6 +31,8 @@ def runtime_status(rt) -> dict[str, Any]:
         # which token selector writes the memory, and the bytes of its own recurrent state (s5), part of memory_bytes
         "sampler": {"kind": e.cfg.sampler.kind, "state_bytes": e.bundle.sampler_state_bytes},
         "gaps": mem["gaps"],
+        # the reader's timeline track (tokens, fill, horizon, oldest / newest time held), absent without one
+        **({"timeline": mem["timeline"]} if "timeline" in mem else {}),
         "ood": mem["ood"],
         "restored_from": rt.restored_from,
         "fps": round(fps, 3),
