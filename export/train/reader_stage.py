@@ -337,7 +337,8 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
                  queries: int = 300, absent_share: float = 0.2, every: int = 2, steps: int = 1500, batch: int = 8,
                  lr: float = 2e-3, query_weight: float = 1.0, seed: int = 0, threads: int = 1,
                  checkpoint: str | None = None, data: list | None = None, data_root=None, init=None,
-                 token_cache: bool = True, progress: bool = True, log=print, timeline="default") -> dict:
+                 token_cache: bool = True, progress: bool = True, log=print, timeline="default",
+                 timeline_clips: int = TIMELINE_CLIPS) -> dict:
     """Train a reader for ``net`` (backbone + sampler frozen), calibrate it, write it to ``out`` -> the
     metadata saved with it.
 
@@ -386,7 +387,7 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
 
         def build(part, desc):
             keep = timeline is not None and desc == "calibration videos"
-            rows = TIMELINE_CLIPS if timeline is not None and not keep else 0
+            rows = timeline_clips if timeline is not None and not keep else 0
             return make_videos(net, part, video_s, queries, every, absent_share, desc, progress, cache, keep, rows)
         parts = (specs[:videos], specs[videos:])
     everything = parts[0] + parts[1]
@@ -443,6 +444,7 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
             "calibration": cal,
             "train": {"videos": len(train), "calib_videos": len(calib), "video_s": video_s, "queries": queries,
                       "absent_share": absent_share, "steps": steps, "batch": batch, "lr": lr, "every": every,
+                      "timeline_clips": timeline_clips if timeline is not None else 0,
                       "seed": seed, "query_weight": query_weight, "threads": threads,
                       "init": str(init) if init is not None else None,
                       "prepare_min": round(prep_min, 2), "train_min": round(train_min, 2),
@@ -483,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--query-weight", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--timeline-clips", type=int, default=TIMELINE_CLIPS,
+                    help="clips per training video whose timeline rows are trained on beside its memories")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from export.dataset import DatasetError, open_dataset
@@ -510,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
                      queries=args.queries, absent_share=args.absent_share, every=args.every, steps=args.steps,
                      batch=args.batch, lr=args.lr, query_weight=args.query_weight, seed=args.seed,
                      threads=args.threads, checkpoint=args.checkpoint, data=items, data_root=args.data,
-                     init=args.init)
+                     init=args.init, timeline_clips=args.timeline_clips)
     except (CheckpointError, DatasetError, ValueError) as err:
         print(f"{ap.prog}: error: {err}", file=sys.stderr)
         return 2
