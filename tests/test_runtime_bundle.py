@@ -4,7 +4,8 @@ import shutil
 
 import pytest
 
-from edge_runtime.backends.bundle import BundleError, HostInfo, choose_backend, load_bundle, plan_mismatch
+from edge_runtime.backends.bundle import BundleError, load_bundle
+from edge_runtime.backends.host import HostInfo, choose_backend, plan_mismatch
 
 
 @pytest.fixture()

@@ -5,7 +5,8 @@ opens its "reader" and "answer" graphs; they have no plans and run on ONNX Runti
 from __future__ import annotations
 
 from edge_runtime.backends import BackendError, CacheMiss, Runner, onnxruntime_runner, tensorrt_runner
-from edge_runtime.backends.bundle import Bundle, BundleError, choose_backend, verify_files
+from edge_runtime.backends.bundle import Bundle, BundleError, verify_files
+from edge_runtime.backends.host import choose_backend
 
 
 def _make(bundle: Bundle, backend: str, threads: int | None) -> dict[str, Runner]:

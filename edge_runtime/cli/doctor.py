@@ -31,7 +31,7 @@ class Checklist:
 
 
 def cmd_doctor(args) -> int:
-    from edge_runtime.backends.bundle import probe_host
+    from edge_runtime.backends.host import probe_host
 
     checks = Checklist()
     print(f"lvm-edge {__version__} doctor")
@@ -98,7 +98,8 @@ def _check_cameras(checks: Checklist, camera: int | None) -> None:
 
 
 def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> None:
-    from edge_runtime.backends.bundle import BundleError, choose_backend, load_bundle
+    from edge_runtime.backends.bundle import BundleError, load_bundle
+    from edge_runtime.backends.host import choose_backend
 
     # ./engines first: an installed package has no repository around it
     engines = next((d for d in (Path.cwd() / "engines", REPO_ROOT / "engines") if d.is_dir()), Path.cwd() / "engines")

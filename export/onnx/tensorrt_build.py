@@ -78,7 +78,7 @@ def host_plan_info() -> dict:
     import tensorrt as trt
 
     from edge_runtime.backends.tensorrt import device_info
-    from edge_runtime.backends.bundle import jetpack_version
+    from edge_runtime.backends.host import jetpack_version
 
     dev = device_info()
     return {"tensorrt": str(trt.__version__), "gpu": dev.get("gpu"),
