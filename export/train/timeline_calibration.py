@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from export.dataset.video_data import token_cache_dir
     from export.model.checkpoint import load_checkpoint
     from export.model.reader import load_reader, save_reader
-    from export.train.reader_stage import make_videos
+    from export.train.reader_videos import make_videos
 
     torch.set_num_threads(args.threads)
     net, _ = load_checkpoint(args.checkpoint)
