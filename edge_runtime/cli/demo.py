@@ -83,7 +83,7 @@ given: the query's inputs: an activity, and/or "object #N", the picture of produ
   video (`lvm-edge demo --save-crops DIR` writes them as DIR/object-N.png, for `lvm-edge query --image`).
 answer: activity: the top-ranked activities, as many as the truth has; object: when the object was seen
   (its extent) and its boxes [x1, y1, x2, y2] as fractions of the frame, one per 1/5 s inside the
-  extent; time: the best interval, with p its score (0-1) from the time head.
+  extent; time: the best interval, with p its score (0-1).
   With the memory reader, an answer also says how likely it is right (confidence 0-1), or "not seen"
   when the reader found no evidence of it in the window (its best guess follows).
 R@1x: Recall@1x of the answer against the ground truth (1.00 all found, 0.00 none; n/a: not scored)."""
