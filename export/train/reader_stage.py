@@ -209,7 +209,8 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
     (``videos`` and ``video_s`` unused). ``init``: a reader file to start from (``init_reader``).
     ``timeline``: the timeline track to calibrate for besides the memory alone (a TimelineSpec;
     "default": ``default_timeline(cfg)``; None: none)."""
-    from export.train.timeline_calibration import default_timeline, timeline_meta
+    from export.train.timeline_calibration import timeline_meta
+    from export.train.timeline_tokens import default_timeline
 
     if timeline == "default":
         timeline = default_timeline(net.cfg)

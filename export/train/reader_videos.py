@@ -57,7 +57,7 @@ def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, 
                  keep_video: bool = False, timeline_rows: int = 0) -> ReaderVideo:
     """``timeline_rows``: clips whose timeline rows are added after the memories (0: none)."""
     from edge_runtime.memory.timeline import clip_rows
-    from export.train.timeline_calibration import default_timeline
+    from export.train.timeline_tokens import default_timeline
 
     cfg = net.cfg
     T, fps = cfg.stream.clip_frames, cfg.stream.fps
