@@ -287,7 +287,7 @@ class StreamState:
             state["gaps"] = np.array(list(self._gaps), np.float64).reshape(-1, 2)
             facts = self._committed.facts
             if facts is not None:
-                m = self.memory.read()["mem_t"].shape[1]  # the memory's rows; the timeline keeps its own
+                m = self._committed.memory["mem_t"].shape[1]  # the memory's rows; the timeline keeps its own
                 state.update({FACT_KEY + n: v[:m].copy() for n, v in facts.items()})
             if self.timeline is not None:
                 state.update(self.timeline.state_dict())
