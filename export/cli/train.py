@@ -11,17 +11,23 @@ from pathlib import Path
 from tqdm import tqdm
 
 from export.cli.common import UsageError, run_cli
+from export.cli.train_reader import (
+    READER_BATCH,
+    READER_CALIB_VIDEOS,
+    READER_FINETUNE_LR,
+    READER_FINETUNE_STEPS,
+    READER_LR,
+    READER_STEPS,
+    READER_VIDEOS,
+    reader_init,
+    reader_planned,
+    reader_seconds,
+    reader_stage,
+)
 from export.train.eta import estimate, minutes
 from export.train.warm_start import check_init_from, init_from, taken_init
 
 SEED_MAX = 2**31 - 1
-# the reader stage's defaults: 32 videos and 1,500 steps fit the whole run in 90 min on 2 CPU cores
-READER_STEPS, READER_VIDEOS, READER_CALIB_VIDEOS, READER_BATCH = 1500, 32, 2, 8
-# starting from a trained reader (the one beside --init-from) only its new sampler's memories and the
-# new footage are new to it: a fifth of the steps, at a quarter of the learning rate (the fresh rate's
-# first steps moved a trained reader far enough that its FP32 answer graph failed lvm-export's parity
-# check on a small folder)
-READER_FINETUNE_STEPS, READER_LR, READER_FINETUNE_LR = 300, 2e-3, 5e-4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +155,7 @@ def _train(args) -> int:
         from export.dataset import LabelSet
 
         labels, data_meta = LabelSet.generator().to_dict(), None
-    args.reader_init = _reader_init(args, cfg)
+    args.reader_init = reader_init(args, cfg)
     args.reader_steps = args.reader_steps or (READER_FINETUNE_STEPS if args.reader_init else READER_STEPS)
     args.reader_videos = args.reader_videos or READER_VIDEOS
     if args.backbone_from:  # before anything is rendered or created
@@ -187,8 +193,8 @@ def _train(args) -> int:
         raise UsageError("--device cuda: no CUDA device is visible to torch")
 
     from edge_runtime.checkout import BASE_ACTIVITIES, training_video
-    from export.model.checkpoint import save_checkpoint
     from export.dataset.video_data import token_cache_dir
+    from export.model.checkpoint import save_checkpoint
     from export.model.lvmnet import LVMNet, count_parameters
 
     if items is None and cfg.heads.num_activities != len(BASE_ACTIVITIES):
@@ -295,9 +301,9 @@ def _train(args) -> int:
         meta["lsmcl_steps"] = 0 if args.sampler_from else _lsmcl_steps(args, cfg)
     save_checkpoint(net, final, meta, labels=labels)  # before the reader stage: its failure loses nothing
     reader_file, reader_meta = None, None
-    if _reader_planned(args):
+    if reader_planned(args):
         reader_file = out / f"{cfg.name}-reader.safetensors"
-        reader_meta = _reader_stage(args, net, reader_file, final, seed, video_s, say, progress, items)
+        reader_meta = reader_stage(args, net, reader_file, final, seed, video_s, say, progress, items)
     summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,
                "heads_steps": heads_steps, "total_seconds": round(time.time() - t0, 1),
                "last_losses": res.last_losses if res else {}, "heads_last_losses": heads_last,
@@ -336,11 +342,13 @@ def _plan(args, cfg, n_videos: int, video_s: float, heads_steps: int, world: int
     if args.no_reader:
         lines.append("reader stage: off (--no-reader); the checkpoint is answered by its heads")
     else:
-        sec = _reader_seconds(args, video_s, items)
+        sec = reader_seconds(args, video_s, items)
         if args.reader_init:
             start = f" from {args.reader_init}"
         elif args.init_from:
-            start = f" from fresh weights (no {_reader_beside(args.init_from)})"
+            from export.onnx.reader_graphs import default_reader_path
+
+            start = f" from fresh weights (no {default_reader_path(Path(args.init_from))})"
         else:
             start = ""
         if items is not None:
@@ -357,78 +365,22 @@ def _plan(args, cfg, n_videos: int, video_s: float, heads_steps: int, world: int
         f"lvm-train: plan: ~{minutes(total)} in all"]
 
 
-def _reader_planned(args) -> bool:
-    """Whether this run trains a reader (the reason it does not is said in the plan)."""
-    return not args.no_reader
-
-
-def _reader_beside(checkpoint) -> Path:
-    """Where a checkpoint's reader is kept: <stem>-reader.safetensors in its folder (lvm-export looks there too)."""
-    p = Path(checkpoint)
-    return p.with_name(f"{p.stem}-reader.safetensors")
-
-
-def _reader_init(args, cfg) -> Path | None:
-    """The reader the reader stage starts from: the one beside --init-from, checked now (before stage 1)
-    so that a damaged or foreign file fails in a second, not after an hour of training."""
-    if args.no_reader or not args.init_from:
-        return None
-    path = _reader_beside(args.init_from)
-    if not path.is_file():
-        return None
-    from export.train.reader_stage import init_reader
-
-    try:
-        init_reader(path, cfg)
-    except ValueError as err:
-        raise UsageError(f"{err} (the reader beside --init-from; --no-reader skips the reader stage)") from None
-    return path
-
-
-def _reader_stage(args, net, reader_file: Path, checkpoint: Path, seed: int, video_s: float, say, progress,
-                  items=None) -> dict:
-    """The memory reader on the frozen backbone and sampler (export/train/reader_stage.py): the first
-    generated training videos are stage 1's (the same seeds), so their tokens come from the cache; a
-    dataset folder's train videos likewise (the same files, the same backbone)."""
-    import torch
-
-    from export.train.reader_stage import train_reader
-
-    net.eval()
-    threads = args.threads or os.cpu_count() or 1
-    where = f"the train split of {args.data}" if items is not None else \
-        f"{args.reader_videos} + {READER_CALIB_VIDEOS} generated videos"
-    say(f"lvm-train: reader stage: {where}, {args.reader_steps} steps"
-        + (f" from {args.reader_init}" if args.reader_init else "")
-        + f" (~{minutes(_reader_seconds(args, video_s, items))} on 2 CPU cores)")
-    meta = train_reader(net, out=reader_file, videos=args.reader_videos, calib_videos=READER_CALIB_VIDEOS,
-                        video_s=video_s, queries=args.queries or net.cfg.train.queries_per_video, seed=seed,
-                        steps=args.reader_steps, batch=READER_BATCH, threads=threads, checkpoint=str(checkpoint),
-                        lr=READER_FINETUNE_LR if args.reader_init else READER_LR, data=items, data_root=args.data,
-                        init=args.reader_init,
-                        token_cache=not args.no_token_cache, progress=progress, log=lambda m: say(f"lvm-train: {m}"))
-    torch.set_num_threads(threads)
-    return meta
-
-
-def _reader_seconds(args, video_s: float, items=None) -> float:
-    if items is not None:  # per-video rates scale with each file's length
-        prep = sum(estimate("reader_per_video", 1, float(it.annotations["duration_s"])) for it in items)
-    else:
-        prep = estimate("reader_per_video", args.reader_videos + READER_CALIB_VIDEOS, video_s)
-    return prep + estimate("reader_per_step", args.reader_steps)
-
-
 def _stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, world, rank, progress, say, t0,
             items=None, labels=None):
     """Backbone (pre-trained or taken), then sampler + heads trained together on the streams."""
     import torch.distributed as dist
 
     from edge_runtime.checkout import training_video
+    from export.dataset.video_data import (
+        attach_queries,
+        backbone_digest,
+        encode_video,
+        load_dataset_video,
+        render_video,
+    )
     from export.model.checkpoint import load_checkpoint
-    from export.dataset.video_data import attach_queries, backbone_digest, encode_video, load_dataset_video, render_video
-    from export.train.pretrain import pretrain_backbone
     from export.train.joint_stage import train_lvm
+    from export.train.pretrain import pretrain_backbone
 
     tc, fps, size = cfg.train, cfg.stream.fps, cfg.backbone.image_size
     videos = []
