@@ -20,9 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_runtime.backends.bundle import CONTRACT, LONGEST_WINDOW_S, READER_FORMAT, READER_GRAPHS
+from edge_runtime.backends.bundle import (
+    CONTRACT,
+    LONGEST_WINDOW_S,
+    READER_FORMAT,
+    READER_GRAPHS,
+)
 from edge_runtime.config import ModelConfig
-from edge_runtime.memory.timeline import TimelineSpec
+from edge_runtime.memory.timeline import TimelineSpec, check_horizon
 from export.cli.common import UsageError
 from export.onnx.graphs import OPSET, GraphSpec
 
@@ -99,11 +104,8 @@ def open_reader(path: Path | None, checkpoint: Path, cfg: ModelConfig, *, disabl
     spec = None
     tl = meta.get("timeline")
     if timeline and isinstance(tl, dict):
-        from edge_runtime.memory.timeline import check_horizon
-
         try:
-            spec = TimelineSpec(per_frame=int(tl["per_frame"]), horizon_s=float(tl["horizon_s"]), fps=cfg.stream.fps,
-                                memory_tokens=cfg.stream.memory_tokens, tokens_per_frame=cfg.backbone.tokens_per_frame)
+            spec = TimelineSpec.from_manifest(tl, cfg)
             check_horizon(spec.horizon_s, LONGEST_WINDOW_S)
             if spec.per_frame < 1 or not all(isinstance(tl["calibration"].get(t), dict) for t in ("activity", "object", "time")):
                 raise ValueError("per_frame < 1 or calibration curves missing")
@@ -172,21 +174,19 @@ def example_inputs(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, streams: i
     rows = [f[0] for f in facts]
     t, valid = mem_t[0], mem_valid[0]
     if rf.timeline is not None:  # the timeline's rows after the memory's
-        rows, t, valid = with_timeline(rows, t, valid, rf.timeline.capacity)
+        rows, t, valid = with_timeline([r.numpy() for r in rows], t.numpy(), valid.numpy(), rf.timeline.capacity)
+        rows, t, valid = [torch.from_numpy(r) for r in rows], torch.from_numpy(t), torch.from_numpy(valid)
     return (*rows, t, valid, q, q % cfg.heads.num_activities, torch.randn(queries, P, d, generator=g), win)
 
 
-def with_timeline(facts: list, t, valid, capacity: int):
+def with_timeline(facts: list[np.ndarray], t: np.ndarray, valid: np.ndarray, capacity: int):
     """Facts of one memory (m rows each) followed by ``capacity`` timeline rows for tracing and parity:
     the memory's own facts repeated at times spread over the last 30 minutes (real values, made-up places)."""
     reps = -(-capacity // facts[0].shape[0])
-    is_np = isinstance(t, np.ndarray)
-    cat = np.concatenate if is_np else torch.cat
-    tile = (lambda a: np.concatenate([a] * reps)[:capacity]) if is_np else (lambda a: torch.cat([a] * reps)[:capacity])
-    span = np.linspace(0.0, float(LONGEST_WINDOW_S), capacity, dtype=np.float32)
-    tl_t = span if is_np else torch.from_numpy(span)
-    tl_valid = (np.ones if is_np else torch.ones)(capacity, dtype=(np.float32 if is_np else torch.float32))
-    return [cat([f, tile(f)]) for f in facts], cat([t, tl_t]), cat([valid, tl_valid])
+    tile = lambda a: np.concatenate([a] * reps)[:capacity]  # noqa: E731
+    tl_t = np.linspace(0.0, float(LONGEST_WINDOW_S), capacity, dtype=np.float32)
+    return ([np.concatenate([f, tile(f)]) for f in facts], np.concatenate([t, tl_t.astype(t.dtype)]),
+            np.concatenate([valid, np.ones(capacity, valid.dtype)]))
 
 
 def example_feeds(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, **kw) -> dict[str, np.ndarray]:
