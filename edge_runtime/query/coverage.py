@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import numpy as np
+
 NO_MEMORY = "nothing in memory for this window"
 NOT_SEEN = "no evidence of this in memory for the window"  # the memory reader's not_seen answers
 
@@ -64,8 +66,16 @@ def hold_to_spans(answer: dict[str, Any], spans: list[tuple[float, float]], aske
     the covered part of the window; activity scores already come from the covered part alone."""
     eps = 1e-6
 
+    bounds = np.asarray(spans, np.float64).reshape(-1, 2)
+
     def held(track: dict) -> None:
-        keep = [i for i, t in enumerate(track["times"]) if any(a - eps <= t <= b + eps for a, b in spans)]
+        t = np.asarray(track["times"], np.float64)
+        if not len(t):
+            return
+        inside = ((t[:, None] >= bounds[None, :, 0] - eps) & (t[:, None] <= bounds[None, :, 1] + eps)).any(axis=1)
+        if inside.all():
+            return
+        keep = np.flatnonzero(inside).tolist()
         track["times"] = [track["times"][i] for i in keep]
         track["boxes"] = [track["boxes"][i] for i in keep]
 

@@ -26,6 +26,9 @@ def unique_rows(batch: HeadBatch | dict[str, np.ndarray]) -> tuple[np.ndarray, n
     keep: list[int] = []
     feed = batch.as_feed() if isinstance(batch, HeadBatch) else batch
     inverse = np.empty(len(next(iter(feed.values()))), np.int64)
+    if len(inverse) == 1:  # one row is its own: nothing to hash
+        inverse[0] = 0
+        return np.zeros(1, np.int64), inverse
     for i in range(len(inverse)):
         h = hashlib.blake2b(digest_size=16)
         for name in sorted(feed):
