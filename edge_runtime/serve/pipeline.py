@@ -257,6 +257,10 @@ class Runtime:
                     self._meter.add(1)  # per frame: a 1-fps stream ingests one batch per clip
                     frames.append(frame.image)
                     times.append(self._offset + rel)
+                    if self._inflight is not None and self._inflight[0].done():
+                        # the batch handed over last has committed: count it and run the commit hook
+                        # (alert rules) now, not when the next batch is handed over a clip later
+                        self._settle()
                     if len(frames) >= self.batch_frames:
                         # handed over before ingesting: if anything after the engine's commit raises,
                         # the drain below must not feed the same frames again
