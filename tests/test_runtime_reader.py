@@ -23,6 +23,7 @@ from edge_runtime.engine.ingest import ingest_streams
 from edge_runtime.engine.snapshot import SNAPSHOT_NAME
 from edge_runtime.engine.stream_state import FACT_KEY, FACT_NAMES, MissingFacts
 from edge_runtime.memory.token_memory import MEMORY_INPUTS
+from edge_runtime.query import reader_query
 from edge_runtime.query.reader_answers import calibrated, reader_answers
 from edge_runtime.query.types import BY_NAME
 from edge_runtime.serve.api import create_app
@@ -126,7 +127,11 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
     c = eng.committed
     m = eng.cfg.stream.memory_tokens
     with torch.no_grad():
-        facts = reader(*(torch.from_numpy(c.memory[k]) for k in MEMORY_INPUTS), torch.from_numpy(c.svd_basis),
+        # the commit keeps no copy of the memory's tokens (the facts stand for them): the device memory
+        # holds what was committed until the next clip
+        assert "mem" not in c.memory
+        memory = eng.stream.memory.read()
+        facts = reader(*(torch.from_numpy(memory[k]) for k in MEMORY_INPUTS), torch.from_numpy(c.svd_basis),
                        torch.from_numpy(c.svd_sv))
     for name, f in zip(FACT_NAMES, facts):
         np.testing.assert_allclose(c.facts[name][:m], f[0].numpy(), atol=2e-4, rtol=1e-3, err_msg=name)
@@ -365,3 +370,36 @@ def test_a_product_is_judged_by_its_likeliest_picture():
     assert a["scores"] == [0.7, 0.2] and a["ranked"] == [0, 1]
     both = combine([back, {**back, "p_seen": 0.3}], "activity")
     assert both["status"] == "not_seen" and both["p_seen"] == 0.3 and both["message"] == "no evidence"
+
+
+def test_window_rows_keep_the_valid_rows_inside_any_window():
+    t = np.array([0.0, 10.0, 20.0, 30.0, 40.0, 50.0], np.float32)
+    valid = np.array([1, 1, 0, 1, 1, 1], np.float32)
+    got = reader_query.window_rows(t, valid, [(9.5, 21.0), (39.5, 40.0)])
+    np.testing.assert_array_equal(got, [1, 4])  # 20 s is inside but invalid
+    np.testing.assert_array_equal(reader_query.window_rows(t, valid, [(100.0, 200.0)]), [0])  # never empty
+
+
+def test_answers_from_the_windows_rows_equal_answers_from_every_row(streamed):
+    """The bundle's answer graph takes any number of rows; the engine feeds only those inside the asked
+    windows. Every answer with evidence is the same as from all committed rows."""
+    eng, video = streamed
+    assert eng._window_rows  # the shipped export has a dynamic row axis
+    snap = eng.committed
+    reqs = [eng.check_request(r) for r in _requests(eng, video, sample_queries(video.annotations(), 24,
+                                                                                   np.random.default_rng(5)))]
+    for r in reqs:
+        if r["object_image"] is not None:
+            r["object_tokens"], r["object_image"] = eng.encode_images([r["object_image"]])[0], None
+    windows = [(r["start"], r["end"]) for r in reqs]
+    shape = (eng.tokens_per_frame, eng.token_dim)
+    outs = []
+    for only in (False, True):
+        feed = reader_query.reader_feed(reqs, windows, snap, eng._answer_dtypes, shape, only_windows=only)
+        outs.append((len(feed["mem_t"]), {k: np.asarray(v) for k, v in eng.answerer.infer(feed).items()}))
+    (n_all, full), (n_some, some) = outs
+    assert n_some < n_all
+    seen = full["evidence"] > 1e-6
+    assert seen.sum() >= len(reqs) // 2
+    for k in full:
+        np.testing.assert_allclose(some[k][seen], full[k][seen], atol=1e-5, err_msg=k)

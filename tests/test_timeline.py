@@ -99,17 +99,18 @@ def test_commits_carry_the_timeline_beside_the_memory(streamed_timeline):
     eng, video = streamed_timeline
     c, st = eng.committed, eng.stream
     m, L = eng.cfg.stream.memory_tokens, eng.timeline.capacity
-    assert L == 1800 and eng.timeline.horizon_s >= LONGEST_WINDOW_S
+    k = eng.timeline.per_frame
+    assert k == 2 and L == 1800 * k and eng.timeline.horizon_s >= LONGEST_WINDOW_S
     assert all(c.facts[n].shape[0] == m + L for n in FACT_NAMES) and c.fact_t.shape == (m + L,)
-    # one token per frame streamed, from each row of 8 frames as many as it has frames; memory rows first
+    # per_frame tokens per frame streamed, from each row of 8 frames per_frame x its frames; memory rows first
     held = c.fact_t[m:][c.fact_valid[m:] > 0]
-    assert len(held) == st.frames_processed == 200
+    assert len(held) == k * st.frames_processed == k * 200
     rows = np.floor(held * eng.fps / eng.timeline.frames_per_row)
-    assert np.all(np.bincount(rows.astype(int)) == eng.timeline.frames_per_row)  # 200 frames = 25 rows of 8
+    assert np.all(np.bincount(rows.astype(int)) == k * eng.timeline.frames_per_row)  # 200 frames = 25 rows of 8
     assert np.all(np.isin(np.round(held, 3), np.round(np.arange(200) / eng.fps, 3)))
     np.testing.assert_array_equal(c.fact_t[:m], c.memory["mem_t"][0])
     status = st.snapshot()["timeline"]
-    assert status["filled"] == 200 and status["tokens"] == 1800
+    assert status["filled"] == k * 200 and status["tokens"] == L
     assert status["newest"] == pytest.approx(float(held.max())) and status["oldest"] == pytest.approx(float(held.min()))
     assert 192.0 <= status["newest"] <= 199.0  # a token of the last row of 8 frames
     reqs = [engine_request(q, video.object_crop(q.instance_id, size=eng.frame_size)
@@ -132,7 +133,8 @@ def test_state_is_constant_in_size_and_snapshots_keep_the_timeline(streamed_time
     assert other.stream.snapshot()["timeline"] == eng.stream.snapshot()["timeline"]
     ts, fr = zip(*video.frames(eng.fps, 200.0, 232.0))
     other.ingest(np.stack(fr), np.asarray(ts))
-    assert other.stream.memory_bytes == size and other.stream.snapshot()["timeline"]["filled"] == 232
+    assert other.stream.memory_bytes == size
+    assert other.stream.snapshot()["timeline"]["filled"] == 232 * other.timeline.per_frame
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +183,8 @@ def test_a_timeline_that_does_not_fit_is_refused_in_one_line(tiny_bundle, tmp_pa
         m["answers"]["reader"]["timeline"]["tokens"] = 900
 
     def short(m):
-        m["answers"]["reader"]["timeline"].update(horizon_s=600.0, tokens=600)
+        tl = m["answers"]["reader"]["timeline"]
+        tl.update(horizon_s=600.0, tokens=600 * tl["per_frame"])
 
     for name, edit, words in (("tokens", more_tokens, "timeline does not match its config"),
                               ("short", short, "cannot hold the longest query window")):

@@ -34,7 +34,7 @@ import numpy as np
 from edge_runtime.query.answers import decode_answers, encode_queries, heads_rows_per_call
 from edge_runtime.backends.bundle import Bundle, load_bundle
 from edge_runtime.backends.bundle_runners import open_runners
-from edge_runtime.engine.facts import fact_specs, read_facts
+from edge_runtime.engine.facts import fact_specs, read_facts, rows_dynamic
 from edge_runtime.memory.timeline import TimelineSpec, clip_rows
 from edge_runtime.engine.ingest import ingest_streams, ingest_tokens
 from edge_runtime.engine.stream_state import Committed, StreamState
@@ -77,10 +77,12 @@ class Engine:
         self.reader = self._runners["reader"] if reads else None
         self.answerer = self._runners["answer"] if reads else None
         self._answer_dtypes = {n: m.dtype for n, m in self.answerer.get_input_metadata().items()} if reads else {}
-        self._fact_specs = fact_specs(self.answerer) if reads else None
         # the reader's timeline track (a FIFO per stream, read beside the memory), when the bundle has one
         tl = self.bundle.timeline if reads else None
         self.timeline = TimelineSpec.from_manifest(tl, self.bundle.cfg) if tl is not None else None
+        rows = self.bundle.cfg.stream.memory_tokens + (self.timeline.capacity if self.timeline is not None else 0)
+        self._fact_specs = fact_specs(self.answerer, rows) if reads else None
+        self._window_rows = reads and rows_dynamic(self.answerer)  # feed only the rows the windows hold
 
         c = self.cfg
         self.clip_frames, self.fps = c.stream.clip_frames, c.stream.fps
@@ -298,7 +300,7 @@ class Engine:
         sec = self.reader_section
         asked = [reqs[i] for i in ask]
         feed = reader_query.reader_feed(asked, windows, snap, self._answer_dtypes,
-                                        (self.tokens_per_frame, self.token_dim))
+                                        (self.tokens_per_frame, self.token_dim), only_windows=self._window_rows)
         keep, inverse = unique_rows({k: v for k, v in feed.items() if k.startswith("q_")})  # identical queries once
         t0 = time.perf_counter()
         every = len(keep) == len(inverse)  # no row repeated: feed and outputs as they are, no copies

@@ -21,16 +21,25 @@ from edge_runtime.memory.token_memory import MEMORY_INPUTS
 MAX_STREAMS_PER_CALL = 64
 
 
-def fact_specs(answer: Runner) -> dict[str, tuple[tuple[int, ...], Any]]:
-    """name -> (shape, dtype) of one memory's facts, as the answer graph takes them."""
+def fact_specs(answer: Runner, rows: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """name -> (shape, dtype) of one memory's facts (``rows`` = m, plus the timeline's capacity when the
+    bundle keeps one), as the answer graph takes them. The graph's row axis may be named (dynamic: the
+    engine then feeds only the rows inside the asked windows); its other axes are fixed."""
     meta = answer.get_input_metadata()
     out = {}
     for n in FACT_NAMES:
         shape = tuple(meta[n].shape)
-        if not all(isinstance(d, int) for d in shape):
-            raise ValueError(f"answer graph input '{n}' has a dynamic axis ({shape}); facts have a fixed size")
-        out[n] = (shape, meta[n].dtype)
+        if not all(isinstance(d, int) for d in shape[1:]):
+            raise ValueError(f"answer graph input '{n}' has a dynamic axis past its rows ({shape}); facts have a fixed size")
+        if isinstance(shape[0], int) and shape[0] != rows:
+            raise ValueError(f"answer graph input '{n}' has {shape[0]} rows; the memory and timeline hold {rows}")
+        out[n] = ((rows,) + shape[1:], meta[n].dtype)
     return out
+
+
+def rows_dynamic(answer: Runner) -> bool:
+    """Whether the answer graph takes any number of fact rows (then only the asked windows' are fed)."""
+    return not isinstance(tuple(answer.get_input_metadata()["mem_t"].shape)[0], int)
 
 
 def read_facts(reader: Runner, commits: list[Committed], clips: list[dict[str, np.ndarray] | None] | None = None,

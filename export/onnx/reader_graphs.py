@@ -38,7 +38,7 @@ assert tuple(s.name for s in READER_SPECS) == READER_GRAPHS
 FACTS = READER.outputs
 # "not seen" when the calibrated p(seen) of the query's type is below this
 NOT_SEEN_BELOW = 0.5
-MAX_STREAMS, MAX_QUERIES = 256, 4096
+MAX_STREAMS, MAX_QUERIES, MAX_ROWS = 256, 4096, 1 << 16
 
 
 @dataclass
@@ -198,8 +198,9 @@ def dynamic_shapes(spec: GraphSpec):
     if spec is READER:
         b = Dim("streams", min=1, max=MAX_STREAMS)
         return {name: {0: b} for name in spec.inputs}
-    q = Dim("queries", min=1, max=MAX_QUERIES)
-    return {name: ({0: q} if name.startswith("q_") else None) for name in spec.inputs}
+    # the fact rows too: the runtime feeds only the rows inside the asked windows (reader_query.window_rows)
+    q, rows = Dim("queries", min=1, max=MAX_QUERIES), Dim("rows", min=1, max=MAX_ROWS)
+    return {name: {0: q if name.startswith("q_") else rows} for name in spec.inputs}
 
 
 def export_graph(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, path: Path) -> Path:

@@ -21,7 +21,9 @@ from edge_runtime.memory.timeline import (
 )
 
 ROWS_PER_CALL = 32
-PER_FRAME = 1  # one token per frame: measured against 2 and 4, most of the gain at a quarter of the cost
+# two tokens per frame: against one, time R@1x 63.2 / 51.8 / 41.1 vs 59.6 / 50.0 / 32.1 on the held-out
+# set, activity and object no lower; three gave no more (docs/accuracy.md)
+PER_FRAME = 2
 
 
 def default_timeline(cfg, horizon_s: float = LONGEST_WINDOW_S, per_frame: int = PER_FRAME) -> TimelineSpec:
