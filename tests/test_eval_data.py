@@ -129,6 +129,10 @@ def test_gate_evaluator_scores_a_bundle_on_the_test_split(dataset, tiny_bundle):
     data = res.manifest()["evaluation"]["data"]
     assert (data["path"], data["split"], data["videos"]) == (str(dataset), "test", 2)
     assert all(d in (0.0, None) for qt in res.deltas["recall@1x"].values() for d in qt.values())
+    # paired: the same queries, none answered differently, every scored one counted in its cell
+    cells = [c for ws in res.paired.values() for c in ws.values()]
+    assert sum(c["queries"] for c in cells) > 0 and not any(c["better"] or c["worse"] for c in cells)
+    assert res.evaluation["changed_answers"] == 0
 
 
 def test_bundle_options_are_one_line(tmp_path, capsys):

@@ -222,6 +222,14 @@ def test_int8_bundle_from_generator_frames(bundles):
         assert q["rule"] and q["rule_inputs"]["order"] and q["rule_inputs"]["host_int8"]
         assert all(set(c) == {"error", "within_budget"} for c in q["candidates"].values())
         assert choose({k: c["error"] for k, c in q["candidates"].items()})[0] == q["mode"].replace("none", "fp32")
+        kept = q["rule_inputs"]["kept_fp32"]
+        if spec.name == "backbone":  # its first convolution and its last ones with what follows them stay FP32
+            convs = [n.name for n in onnx.load(str(b.parent / "lvm-tiny-fp32" / "backbone.onnx")).graph.node
+                     if n.op_type == "Conv"]
+            assert convs[0] in kept and convs[-1] in kept and convs[1] not in kept
+            assert set(kept) <= set(q.get("excluded_nodes", kept)) and "its first convolution" in q["rule"]
+        else:
+            assert kept == []
     assert m["graphs"]["sampler"]["quantization"]["mode"] in ("static_qdq", "dynamic", "none")
     assert m["parity"]["sampler"]["kept_feature_max_abs"] == 0.0  # quantisation never touches the kept tokens
     sb = m["parity"]["sampler"]["streams_batch"]
@@ -311,6 +319,44 @@ def test_gate_compare_logic():
     assert compare(none, _metrics(), 1.0).deltas["recall@1x"]["object"]["long"] is None
     with pytest.raises(GateError):
         compare({}, {}, 1.0)
+
+
+def _answered(r1: list[float], subjects: int = 5) -> dict:
+    """Metrics with per-query records: 50 activity/short queries on ``subjects`` subjects."""
+    recs = [{"qid": f"v/activity/short/{i:04d}", "type": "activity", "window": "short", "recall@1x": r,
+             "subject": f"v/{i % subjects}/None"} for i, r in enumerate(r1)]
+    m = _metrics()
+    m["recall@1x"]["activity"]["short"] = sum(r1) / len(r1)
+    m["per_query"] = recs
+    return m
+
+
+def test_gate_is_paired_and_counts_the_answers_that_changed():
+    """The same queries answered by both bundles: per cell its queries, how many the candidate answered
+    better / worse and on how many subjects; a failure says so, the table shows every cell."""
+    from export.evaluate.accuracy_gate import GateError, compare
+
+    ref = [1.0] * 30 + [0.0] * 20
+    cand = list(ref)
+    cand[0] = cand[5] = 0.0   # two worse, on one subject (0, 5: i % 5 == 0)
+    cand[30] = 1.0            # one better
+    res = compare(_answered(ref), _answered(cand), 1.0)
+    p = res.paired["activity"]["short"]
+    assert (p["queries"], p["better"], p["worse"], p["subjects"], p["subjects_changed"]) == (50, 1, 2, 5, 1)
+    assert not res.passed and res.deltas["recall@1x"]["activity"]["short"] == pytest.approx(-2.0)
+    assert "50 queries: 1 better, 2 worse, on 1 of 5 subjects" in res.failures[0]
+    assert res.manifest()["resolution"]["activity"]["short"] == 2.0  # one query moves this cell 2 points
+    assert res.manifest()["paired"] == res.paired and res.paired["time"]["long"]["queries"] == 0
+    lines = res.lines()
+    assert "queries" in lines[0] and any(ln.startswith("activity/short") and "1 " in ln for ln in lines[1:])
+    same = compare(_answered(ref), _answered(ref), 0.0)
+    assert same.passed and same.paired["activity"]["short"]["worse"] == 0
+    assert "0 of 50 answers changed" in same.message()
+    other = _answered(ref)
+    other["per_query"][0]["qid"] = "v/activity/short/9999"
+    with pytest.raises(GateError, match="same queries"):
+        compare(_answered(ref), other, 1.0)
+    assert compare(_metrics(), _metrics(), 1.0).paired is None  # evaluators without records: unpaired
 
 
 # -- bad input ---------------------------------------------------------------------------------------

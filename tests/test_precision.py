@@ -151,6 +151,29 @@ def test_uint8_activation_form_is_u8s8(conv8):
     assert info["activation_type"] == "uint8" and int8_form(d / "cu8.onnx") == "U8S8 Q/DQ"
 
 
+def test_conv_ends_keep_the_first_and_last_convolutions_fp32(tmp_path):
+    """A conv net's INT8 forms keep its ends FP32: the first convolution after the inputs, the last
+    convolutions and every node from them to the output (here a residual Add and a ReLU)."""
+    from onnx import TensorProto, helper
+
+    from export.onnx.precision import conv_ends
+
+    w = [numpy_helper.from_array(np.ones((4, c, 1, 1), np.float32), f"w{i}") for i, c in enumerate((3, 4, 4, 4))]
+    nodes = [helper.make_node("Div", ["x", "s"], ["xn"], name="norm"),
+             helper.make_node("Conv", ["xn", "w0"], ["a"], name="first"),
+             helper.make_node("Relu", ["a"], ["ar"], name="relu_a"),
+             helper.make_node("Conv", ["ar", "w1"], ["b"], name="middle"),
+             helper.make_node("Conv", ["b", "w2"], ["c"], name="last_main"),
+             helper.make_node("Conv", ["ar", "w3"], ["d"], name="last_skip"),
+             helper.make_node("Add", ["c", "d"], ["e"], name="add"),
+             helper.make_node("Relu", ["e"], ["y"], name="relu_out")]
+    g = helper.make_graph(nodes, "toy", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
+                          w + [numpy_helper.from_array(np.float32(255.0), "s")])
+    model = prepare(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+    assert conv_ends(model) == {"first", "last_main", "last_skip", "add", "relu_out"}
+
+
 _CPU_NO_VNNI = "processor\t: 0\nmodel name\t: AMD EPYC 7763\nflags\t\t: fpu sse4_2 avx fma avx2 bmi2 sha_ni\n"
 _CPU_VNNI = "processor\t: 0\nmodel name\t: Xeon Gold 6248\nflags\t\t: fpu sse4_2 avx fma avx2 avx512f avx512_vnni\n"
 

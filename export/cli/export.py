@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from export.cli.common import UsageError, run_cli
+from export.evaluate.accuracy_gate import GATE_QUERIES, GATE_VIDEOS
 from export.onnx.ui import PROG, one_line
 from export.onnx.exporter import Exporter, ExportFailed, GateFailed
 
@@ -48,8 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
             "uint8 activations (backbone) and dynamic quantisation (sampler, heads; ORT only), the one\n"
             "closest to FP32 on the calibration stream; a graph whose closest form is outside its budget\n"
             "(sampler: top-m recall 0.99; others: mean error 0.5% of the output's scale) stays FP32\n"
-            "(the manifest says why).\n"
+            "(the manifest says why). The backbone's first convolution and its last ones (with the nodes\n"
+            "from them to the tokens) stay FP32 in every INT8 form.\n"
             "TensorRT targets and --int8-portable use the symmetric Q/DQ form only.\n"
+            "The accuracy gate is paired (both bundles answer the same queries) and prints per cell its\n"
+            "queries and how many answers the candidate changed for the better and the worse.\n"
             "exit status: 0 ok, 1 export failed (parity, TensorRT), 2 bad input, 3 accuracy gate failed."))
     p.add_argument("--precision", required=True, choices=PRECISIONS, metavar="{fp32,fp16,int8}",
                    help="numeric precision of the graphs")
@@ -88,9 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-threshold", type=float, default=1.0, metavar="POINTS",
                    help="largest allowed Recall@1x drop vs FP32 per query type and window, in points (default 1)")
     p.add_argument("--skip-gate", action="store_true", help="export without the accuracy gate (recorded in the manifest)")
-    p.add_argument("--gate-videos", type=int, default=4, help="held-out generator videos for the gate (default 4)")
+    p.add_argument("--gate-videos", type=int, default=GATE_VIDEOS,
+                   help=f"held-out generator videos for the gate (default {GATE_VIDEOS}: the queries on one video's "
+                        "instance share an answer, so the gate's sample grows with videos more than with queries)")
     p.add_argument("--gate-video-s", type=float, default=1800.0, help="seconds per generator gate video (default 1800)")
-    p.add_argument("--gate-queries", type=int, default=120, help="queries per gate video (default 120)")
+    p.add_argument("--gate-queries", type=int, default=GATE_QUERIES,
+                   help=f"queries per gate video (default {GATE_QUERIES}: one changed answer moves a cell well under "
+                        "the threshold; the gate reports per cell its queries and how many answers changed each way)")
     p.add_argument("--bench-runs", type=int, default=20, help="timed runs per graph for CPU latency (default 20)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime CPU threads for parity and latency (default 2)")
     p.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT workspace memory pool limit (default 1024)")

@@ -150,13 +150,16 @@ def evaluate_model(net: LVMNet, videos: list[VideoData], sampler: str = "neural"
     return res
 
 
-def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData], progress: bool = True) -> dict:
+def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData], progress: bool = True,
+                    per_query: bool = False) -> dict:
     """Score a device-runtime Engine (ONNX / TensorRT bundle) on the same videos and queries.
 
     ``videos`` must carry frames (not encoded with torch) and queries; the engine encodes frames
     and object crops itself, exactly as on the device. Beside the recalls: ``not_seen``, per query
     type how absent and present queries were answered and how calibrated the answers' confidence is
-    (edge_runtime/checkout/seen_metrics.py), and ``answered_by``, how many answers each kind gave."""
+    (edge_runtime/checkout/seen_metrics.py), and ``answered_by``, how many answers each kind gave.
+    ``per_query``: also every query's own Recall@1x (``query_records``), for a paired comparison of
+    two bundles on the same queries (the accuracy gate)."""
     queries, answers = [], []
     engine = engine_factory()
     for v in tqdm(videos, desc="eval (engine)", disable=not progress, leave=False):
@@ -178,4 +181,18 @@ def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData
         k = str(a.get("answered_by", "unknown"))
         by[k] = by.get(k, 0) + 1
     res["answered_by"] = by
+    if per_query:
+        res["per_query"] = query_records(queries, answers)
     return res
+
+
+def query_records(queries: list[Query], answers: list[dict]) -> list[dict]:
+    """Per query: its id, type, window, Recall@1x and its subject -- the video and the instance or
+    activity it asks about: queries on one subject share an answer (an activity query's classes are
+    those of its instance, whatever the window), so they change together."""
+    out = []
+    for q, a in zip(queries, answers):
+        r = score_query(q, a, ks=(1,))
+        out.append({"qid": r["qid"], "type": r["type"], "window": r["window"], "recall@1x": r["recall@1x"],
+                    "subject": f"{q.video_id}/{q.instance_id}/{q.activity_id}"})
+    return out

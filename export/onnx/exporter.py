@@ -332,5 +332,7 @@ class Exporter:
         with self.ui.step(f"accuracy gate ({a.precision} vs fp32, threshold {a.gate_threshold:g} points R@1x)"):
             res = run_gate(fp32_dir, self.writer.path, evaluator, a.gate_threshold, log=self.ui.progress)
         (self.writer.path / "manifest.json").unlink()  # rewritten, complete, at commit
+        for line in res.lines():  # per cell: fp32, candidate, delta and (paired) the answers that changed
+            self.ui.log(f"  {line}")
         self.ui.log(res.message())
         return res.manifest(), res

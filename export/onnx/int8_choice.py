@@ -10,6 +10,10 @@ quantised per call). Each is compared with PyTorch FP32 on the export's parity i
 inputs and real calls from the calibration stream) in the runtime's own session, so on an x86 CPU
 without VNNI the error is that of the exact INT8 kernels the device will run.
 
+Every static form of the backbone (a conv net) keeps its two ends FP32 (``precision.conv_ends``: the
+first convolution, and the last convolutions with the nodes from them to the tokens); its
+activations are calibrated MinMax on the calibration batches, its weights quantised per channel.
+
 The rule (``choose``): the candidate closest to FP32 wins, ties by the fixed order of ``FORMS``;
 the graph stays FP32 when even that candidate is outside the graph's budget (``within_budget``).
 """
@@ -36,7 +40,9 @@ DENSE_MEAN_SCALED = 0.005
 CALIB_BATCHES = {"backbone": 16, "sampler": 16, "heads": 8}
 RULE = ("per graph, the INT8 candidate closest to PyTorch FP32 on the parity inputs (sampler: top-m "
         "recall, then kept-feature error; dense graphs: scaled mean, then scaled max abs error), ties by "
-        "the order of 'order'; FP32 when that candidate is outside 'budget'. No timing enters the choice.")
+        "the order of 'order'; FP32 when that candidate is outside 'budget'. The backbone's static forms "
+        "keep 'kept_fp32' FP32 (its first convolution; its last convolutions and the nodes from them to "
+        "the tokens). No timing enters the choice.")
 
 
 def int8_graphs(fp32_dir: Path, out_dir: Path, feeds, *, allowed: set[str], portable_reason: str | None,
@@ -49,8 +55,8 @@ def int8_graphs(fp32_dir: Path, out_dir: Path, feeds, *, allowed: set[str], port
     import onnx
 
     from edge_runtime.backends.cpu_features import s8s8_safe
-    from export.onnx.precision import (STATIC_OPS_CONV, STATIC_OPS_TRANSFORMER, activation_matmuls, prepare,
-                                       quantize_int8_dynamic, quantize_int8_static, selection_path)
+    from export.onnx.precision import (STATIC_OPS_CONV, STATIC_OPS_TRANSFORMER, activation_matmuls, conv_ends,
+                                       prepare, quantize_int8_dynamic, quantize_int8_static, selection_path)
 
     host = s8s8_safe()[1]
     cand_dir = Path(tempfile.mkdtemp(prefix="int8-", dir=fp32_dir.parent))
@@ -71,6 +77,8 @@ def int8_graphs(fp32_dir: Path, out_dir: Path, feeds, *, allowed: set[str], port
             qsrc = cand_dir / f"{n}.prepared.onnx"  # node names the exclusions refer to
             onnx.save(prepared, str(qsrc))
             conv = n == "backbone"
+            ends = conv_ends(prepared) if conv else set()
+            exclude |= ends
             static_exclude = exclude if conv else exclude | activation_matmuls(prepared)
             ops = STATIC_OPS_CONV if conv else STATIC_OPS_TRANSFORMER
             makers = {"static_qdq": lambda p: quantize_int8_static(qsrc, p, calib, op_types=ops,
@@ -94,7 +102,7 @@ def int8_graphs(fp32_dir: Path, out_dir: Path, feeds, *, allowed: set[str], port
             q = {**q, "reason": reason, "rule": RULE,
                  "rule_inputs": {"order": [k for k in FORMS if k in cands], "budget": budget(spec.name),
                                  "error_vs": "pytorch fp32 on the parity inputs", "calibration_batches": len(calib),
-                                 "host_int8": host},
+                                 "host_int8": host, "kept_fp32": sorted(ends)},
                  "candidates": {k: {"error": e, "within_budget": within_budget(e)} for k, e in errs.items()}}
             shutil.copyfile(path, out_dir / f"{n}.onnx")
             info[n] = {"precision": "fp32" if choice == "fp32" else "int8", "quantization": q}

@@ -294,6 +294,37 @@ STATIC_OPS_CONV = ("Conv", "Add", "MaxPool", "AveragePool", "Relu")
 STATIC_OPS_TRANSFORMER = ("MatMul", "Gemm")
 
 
+def conv_ends(model: onnx.ModelProto) -> set[str]:
+    """A conv net's nodes kept FP32 in its static INT8 forms: the first convolution of every path from an
+    input (it reads the normalised pixels) and the last convolutions with every node from them to an
+    output (the tokens the sampler ranks and the memory keeps). lvm-tiny's backbone: mean token error
+    0.19 % -> 0.14 % of the token scale (uint8 activations, MinMax), speed-up 2.56x -> 2.41x."""
+    prod, cons = _producers(model), _consumers(model)
+    init = {t.name for t in model.graph.initializer}
+    keep, seen = set(), set()
+    todo = deque(vi.name for vi in model.graph.input if vi.name not in init)
+    while todo:  # forward from the inputs, up to the first convolution of each path
+        for n in cons.get(todo.popleft(), []):
+            if n.name in seen:
+                continue
+            seen.add(n.name)
+            if n.op_type == "Conv":
+                keep.add(n.name)
+            else:
+                todo.extend(o for o in n.output if o)
+    back = deque(prod[o.name] for o in model.graph.output if o.name in prod)
+    seen = set()
+    while back:  # backward from the outputs, down to the last convolution of each path
+        n = back.popleft()
+        if n.name in seen:
+            continue
+        seen.add(n.name)
+        keep.add(n.name)
+        if n.op_type != "Conv":
+            back.extend(prod[i] for i in n.input if i in prod)
+    return keep
+
+
 def activation_matmuls(model: onnx.ModelProto) -> set[str]:
     """MatMuls of two activations (attention scores and mixing), not of an activation and weights.
 
