@@ -253,10 +253,18 @@ def test_ask_bad_questions_are_4xx_with_one_line(client, body, status, words):
     assert r.status_code == status and words in r.json()["error"] and "\n" not in r.json()["error"]
 
 
-def test_ask_without_a_catalog_says_so(engine):
+def test_ask_without_a_catalog_reads_the_bundles_product_classes(engine):
+    """An empty catalog: the bundle's product classes are the products, asked by their drawn pictures
+    (as /v1/happened does); a name that is none of them is named, with the nearest classes."""
     with TestClient(create_app(Runtime(engine))) as c:
-        r = c.post("/v1/ask", json={"text": "what happened to the oat milk"})
-        assert r.status_code == 422 and "catalog is empty" in r.json()["error"]
+        r = c.post("/v1/ask", json={"text": "what happened to the kombucha"})
+        assert r.status_code == 422 and "kombucha: not in the catalog (nearest products: " in r.json()["error"]
+        assert set(r.json()["nearest"]) <= {p.replace("_", " ") for p in engine.products}
+        r = c.post("/v1/ask", json={"text": "when was the milk carton scanned in the first 30 seconds"})
+        assert r.status_code == 200, r.json()
+        got = r.json()
+        assert got["read_as"]["product"] == "milk carton" and got["read_as"]["type"] == "time"
+        assert got["answer"]["product"]["name"] == "milk_carton" and got["answer"]["product"]["crops"] >= 1
 
 
 def test_ask_before_the_first_frame_is_not_a_server_error(tiny_bundle, tmp_path):

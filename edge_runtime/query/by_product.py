@@ -43,10 +43,12 @@ def check_object(object_image: Any, product: Any, where: str = "") -> None:
         raise CatalogError(f"missing field '{at}object_image' (or '{at}product', a catalog name)")
 
 
-def expand(requests: list[dict[str, Any]], catalog: Catalog | None
-           ) -> tuple[list[dict[str, Any]], list[tuple[int, int, str | None]]]:
+def expand(requests: list[dict[str, Any]], catalog: Catalog | None,
+           classes: dict[str, list] | None = None) -> tuple[list[dict[str, Any]], list[tuple[int, int, str | None]]]:
     """Requests with a product -> one request per picture. Returns the flat requests and, per original
-    request, (first, count) of its flat requests and the product's name as the catalog shows it."""
+    request, (first, count) of its flat requests and the product's name as the catalog shows it.
+    ``classes``: with an empty catalog, the bundle's product classes by their drawn pictures
+    (``class_pictures``), so a class name is a product, as in what happened."""
     flat: list[dict[str, Any]] = []
     spans: list[tuple[int, int, str | None]] = []
     for req in requests:
@@ -57,14 +59,32 @@ def expand(requests: list[dict[str, Any]], catalog: Catalog | None
             continue
         if req.get("type") not in OBJECT_TYPES:
             raise CatalogError(f"{req.get('type')} queries take no product (only {' and '.join(OBJECT_TYPES)} do)")
-        if catalog is None:
+        by_class = (catalog is None or not len(catalog)) and classes and _class_name(classes, name)
+        if by_class:
+            shown, crops = by_class, classes[by_class]
+        elif catalog is None:
             raise CatalogError("no product catalog: the runtime has no state directory (start with --state-dir)", 409)
-        shown = catalog.entry(name)["name"]
-        crops = catalog.crops(name)
+        else:
+            shown = catalog.entry(name)["name"]
+            crops = catalog.crops(name)
         base = {k: v for k, v in req.items() if k != "product"}
         spans.append((len(flat), len(crops), shown))
         flat.extend({**base, "object_image": crop} for crop in crops)
     return flat, spans
+
+
+def _class_name(classes: dict[str, list], name: Any) -> str | None:
+    """The class ``name`` means (case and spacing aside), or None."""
+    key = " ".join(str(name).lower().replace("_", " ").split())
+    return next((c for c in classes if " ".join(c.lower().replace("_", " ").split()) == key), None)
+
+
+def class_products(runtime) -> dict[str, list]:
+    """The runtime's bundle product classes that can be drawn -> their pictures (empty if none)."""
+    from edge_runtime.query.class_pictures import class_pictures
+
+    engine = runtime.engine
+    return class_pictures(list(getattr(engine, "products", [])), engine.frame_size)
 
 
 def combine(answers: list[dict[str, Any]], qtype: str, k: int = 3) -> dict[str, Any]:
@@ -89,7 +109,8 @@ def answer(runtime, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if not any(r.get("product") is not None for r in requests):
         return runtime.query(requests)
     catalog = getattr(runtime, "catalog", None)
-    flat, spans = expand(requests, catalog)
+    classes = class_products(runtime) if catalog is None or not len(catalog) else None
+    flat, spans = expand(requests, catalog, classes)
     flat_answers = runtime.query(flat)
     out = []
     for req, (first, n, shown) in zip(requests, spans):

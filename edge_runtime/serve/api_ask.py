@@ -11,7 +11,8 @@ minutes?" and "when was something scanned?" are read as type "happened" and answ
 /v1/happened; an object question ("what was bagged?") also gets ``events``, what happened of its
 activity in the window. A product the catalog lacks is named: 422 "kombucha: not in the catalog".
 A question that cannot be read gets 422 {"error": "<what was not understood>", "nearest": [names]}.
-Names are the bundle's activity labels and the catalog's products, matched through the text encoder
+Names are the bundle's activity labels and the catalog's products (with an empty catalog, the
+bundle's product classes, asked by their drawn pictures), matched through the text encoder
 and the user's ``<state-dir>/ask-synonyms.yaml`` when it exists (docs/ask.md). Without ``stream`` the default
 stream answers; "the last 10 minutes" is read on the clock of the stream asked.
 """
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_runtime.query.ask import AskError, EncoderUnavailable, Reader, StreamClock, SynonymError, load_synonyms
 from edge_runtime.query.ask.names import StringScorer, make_scorer
+from edge_runtime.query.by_product import class_products
 from edge_runtime.query.happened import HappenedError
 
 MAX_QUESTION_CHARS = 500
@@ -96,6 +98,8 @@ def register_ask_routes(api: FastAPI, hub, guarded: list, handlers: dict[str, Ca
         runtime = hub.get(q.stream)
         catalog = getattr(hub, "catalog", None)
         products = catalog.names() if catalog is not None else []
+        if not products:  # an empty catalog: the bundle's product classes are the products, as in /v1/happened
+            products = [c.replace("_", " ") for c in class_products(runtime)]
         try:
             synonyms = _synonyms(hub)
         except SynonymError as err:
