@@ -27,7 +27,7 @@ PER_FRAME = 2
 
 
 def default_timeline(cfg, horizon_s: float = LONGEST_WINDOW_S, per_frame: int = PER_FRAME) -> TimelineSpec:
-    """The timeline the reader stage trains and calibrates for: 30 minutes, a token per frame."""
+    """The timeline the reader stage trains and calibrates for: 30 minutes, PER_FRAME tokens per frame."""
     check_horizon(horizon_s, LONGEST_WINDOW_S)
     return TimelineSpec(per_frame=per_frame, horizon_s=float(horizon_s), fps=cfg.stream.fps,
                         memory_tokens=cfg.stream.memory_tokens, tokens_per_frame=cfg.backbone.tokens_per_frame)
