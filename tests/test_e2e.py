@@ -231,13 +231,20 @@ def _expected_memory_bytes(bundle: Path) -> int:
     k, d = cfg["svd"]["n_components"], cfg["backbone"]["dim"]
     T, P = cfg["stream"]["clip_frames"], cfg["backbone"]["grid"] ** 2
     svd_kept = (k * d + k + d + 3) * 8
-    # a runtime answering with the memory reader keeps its facts of the committed memory too
-    facts = nbytes("answer", FACT_NAMES) if (m.get("answers") or {}).get("kind") == "reader" else 0
-    tl = ((m.get("answers") or {}).get("reader") or {}).get("timeline")
+    # a runtime answering with the memory reader keeps its facts of the committed memory too (one row
+    # per memory token, then per timeline token), and no committed copy of the memory's tokens
+    reader = (m.get("answers") or {}).get("kind") == "reader"
+    tl = ((m.get("answers") or {}).get("reader") or {}).get("timeline") if reader else None
+    rows = cfg["stream"]["memory_tokens"] + (tl["tokens"] if tl else 0)
+    facts, committed = 0, memory_set
+    if reader:
+        shape0 = next(i for i in m["graphs"]["answer"]["inputs"] if i["name"] == "mem_t")["shape"][0]
+        per_row = nbytes("answer", FACT_NAMES) // (shape0 if isinstance(shape0, int) else 1)
+        facts = per_row * rows
+        committed -= nbytes("sampler", ("mem",))
     if tl:  # its FIFO (facts, times, validity) and the committed copy's times and validity of every row
-        rows = next(i for i in m["graphs"]["answer"]["inputs"] if i["name"] == "mem_t")["shape"][0]
-        facts += facts // rows * tl["tokens"] + tl["tokens"] * 2 * 4 + 2 * rows * 4
-    return (2 * memory_set + clip + memory_set + nbytes("heads", ("svd_basis", "svd_sv")) + svd_kept
+        facts += per_row * tl["tokens"] + tl["tokens"] * 2 * 4 + 2 * rows * 4
+    return (2 * memory_set + clip + committed + nbytes("heads", ("svd_basis", "svd_sv")) + svd_kept
             + facts + T * P * d * 4 + T * 8 + MAX_GAPS * 16)
 
 

@@ -107,7 +107,7 @@ def p3_p4(ctx: Ctx, want: set[str]) -> dict:
     def sample():
         c = eng_b.committed
         series.append({"stream_s": round(eng_b.last_time or 0.0, 1), "rss_bytes": rss_bytes(),
-                       "memory_bytes": eng_b.memory_bytes, "state_bytes": int(c.memory["mem"].nbytes),
+                       "memory_bytes": eng_b.memory_bytes, "state_bytes": int(eng_b.stream.memory.read()["mem"].nbytes),
                        "wall_s": round(pc() - t_start, 2)})
 
     ctx.log(f"  P3/P4: fast-forwarding one engine to {stream_end / HOUR:g} h of stream "
@@ -258,7 +258,9 @@ def _heads_diag(ctx: Ctx, eng_a, eng_b, crop: np.ndarray, W: float) -> dict:
         c = e.committed
         hb = encode_queries(["activity"], [(c.end - W, c.end)], [None], [tok], fps=cfg.stream.fps,
                             max_queries=cfg.heads.window_queries, tokens_shape=(e.tokens_per_frame, e.token_dim))
-        f = {**hb.as_feed(), **{k: c.memory[k] for k in MEMORY_INPUTS}, "svd_basis": c.svd_basis, "svd_sv": c.svd_sv}
+        # the device memory holds what was committed (a reader engine's commit keeps no copy of the tokens)
+        mem = e.stream.memory.read()
+        f = {**hb.as_feed(), **{k: mem[k] for k in MEMORY_INPUTS}, "svd_basis": c.svd_basis, "svd_sv": c.svd_sv}
         inw = (c.memory["mem_t"] >= c.end - W - 0.5) & (c.memory["mem_t"] <= c.end + 0.5)
         frac = float((inw * c.memory["mem_valid"]).sum() / max(c.memory["mem_valid"].sum(), 1.0))
         return f, frac

@@ -26,7 +26,8 @@ def _feeds(ctx: Ctx, eng, n_frames: int = 16, n_queries: int = 16) -> dict[str, 
     eng.ingest(frames[: 2 * T], times[: 2 * T])
     clip_tok = eng.encode(frames[2 * T : 3 * T])
     c = eng.committed
-    mem = {k: c.memory[k] for k in MEMORY_INPUTS}
+    held = eng.stream.memory.read()  # what was committed (a reader engine's commit keeps no copy of the tokens)
+    mem = {k: held[k] for k in MEMORY_INPUTS}
     sampler = {**mem, "clip": clip_tok.reshape(1, T * P, d),
                "clip_t": np.repeat(times[2 * T : 3 * T], P)[None].astype(np.float32),
                "clip_p": np.tile(np.arange(P, dtype=np.int64), T)[None]}
