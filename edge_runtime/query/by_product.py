@@ -47,8 +47,8 @@ def expand(requests: list[dict[str, Any]], catalog: Catalog | None,
            classes: dict[str, list] | None = None) -> tuple[list[dict[str, Any]], list[tuple[int, int, str | None]]]:
     """Requests with a product -> one request per picture. Returns the flat requests and, per original
     request, (first, count) of its flat requests and the product's name as the catalog shows it.
-    ``classes``: with an empty catalog, the bundle's product classes by their drawn pictures
-    (``class_pictures``), so a class name is a product, as in what happened."""
+    ``classes`` (``answer`` gives them when the catalog is empty): the bundle's product classes by their
+    drawn pictures (``class_pictures``), so a class name is a product, as in what happened."""
     flat: list[dict[str, Any]] = []
     spans: list[tuple[int, int, str | None]] = []
     for req in requests:
@@ -59,7 +59,7 @@ def expand(requests: list[dict[str, Any]], catalog: Catalog | None,
             continue
         if req.get("type") not in OBJECT_TYPES:
             raise CatalogError(f"{req.get('type')} queries take no product (only {' and '.join(OBJECT_TYPES)} do)")
-        by_class = (catalog is None or not len(catalog)) and classes and _class_name(classes, name)
+        by_class = classes and _class_name(classes, name)
         if by_class:
             shown, crops = by_class, classes[by_class]
         elif catalog is None:

@@ -59,6 +59,13 @@ def no_memory_answer() -> dict[str, Any]:
     return {"status": "no_memory", "message": NO_MEMORY}
 
 
+def inside_any(times, spans, slack: float = 0.0) -> np.ndarray:
+    """Per time, whether it lies in any of ``spans`` [(start, end), ...] widened by ``slack`` seconds."""
+    t = np.asarray(times, np.float64).reshape(-1, 1)
+    w = np.asarray(spans, np.float64).reshape(1, -1, 2)
+    return ((t >= w[..., 0] - slack) & (t <= w[..., 1] + slack)).any(axis=1)
+
+
 def hold_to_spans(answer: dict[str, Any], spans: list[tuple[float, float]], asked: tuple[float, float]) -> dict:
     """Keep only what the covered spans support and say whether the window was answered in part.
 
@@ -66,13 +73,10 @@ def hold_to_spans(answer: dict[str, Any], spans: list[tuple[float, float]], aske
     the covered part of the window; activity scores already come from the covered part alone."""
     eps = 1e-6
 
-    bounds = np.asarray(spans, np.float64).reshape(-1, 2)
-
     def held(track: dict) -> None:
-        t = np.asarray(track["times"], np.float64)
-        if not len(t):
+        if not track["times"]:
             return
-        inside = ((t[:, None] >= bounds[None, :, 0] - eps) & (t[:, None] <= bounds[None, :, 1] + eps)).any(axis=1)
+        inside = inside_any(track["times"], spans, eps)
         if inside.all():
             return
         keep = np.flatnonzero(inside).tolist()
