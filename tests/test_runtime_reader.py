@@ -402,4 +402,5 @@ def test_answers_from_the_windows_rows_equal_answers_from_every_row(streamed):
     seen = full["evidence"] > 1e-6
     assert seen.sum() >= len(reqs) // 2
     for k in full:
-        np.testing.assert_allclose(some[k][seen], full[k][seen], atol=1e-5, err_msg=k)
+        # rows summed in another order may round differently in the last bits: times are up to ~600 s
+        np.testing.assert_allclose(some[k][seen], full[k][seen], rtol=1e-5, atol=1e-4, err_msg=k)
