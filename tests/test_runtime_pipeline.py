@@ -172,3 +172,35 @@ def test_reset_empties_memory_but_the_clock_goes_on(engine, monkeypatch):
     rt.wait(60)
     assert rt.reset()["stream_time"] == 31.0
     assert engine.coverage == {"start": None, "end": None} and engine.frames_processed == 0
+
+
+def test_the_commit_hook_runs_at_the_first_frame_after_the_commit(engine, monkeypatch):
+    # Alert rules run in the commit hook: it must not wait for the next batch, a clip later. The
+    # source holds its 17th frame until the first batch has committed, so "at once" is one frame.
+    from concurrent.futures import wait as wait_futures
+
+    from edge_runtime.engine.ingest_batcher import IngestBatcher
+
+    engine.reset()
+    ingestor = IngestBatcher()
+    futures = []
+    real_submit = ingestor.submit_async
+    monkeypatch.setattr(ingestor, "submit_async", lambda *a: futures.append(real_submit(*a)) or futures[-1])
+
+    class HeldSource(FakeSource):
+        def __iter__(self):
+            for i, frame in enumerate(super().__iter__()):
+                if i == engine.clip_frames:
+                    wait_futures(futures[:1], timeout=600)
+                yield frame
+
+    _use(monkeypatch, lambda: HeldSource(3 * engine.clip_frames))
+    rt = Runtime(engine, ingestor=ingestor)
+    seen = []
+    rt.on_commit = lambda r: seen.append(r.frames_in)
+    try:
+        rt.start("fake://")
+        assert rt.wait(120)
+    finally:
+        ingestor.close()
+    assert seen and seen[0] == engine.clip_frames + 1, seen
