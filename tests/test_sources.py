@@ -19,6 +19,7 @@ import pytest
 
 import edge_runtime.sources.base as base_mod
 import edge_runtime.sources.live as live_mod
+import edge_runtime.sources.openers as openers_mod
 from edge_runtime.sources import Frame, SourceError, TimestampSampler, open_source, parse_source_uri
 from edge_runtime.sources.live import LiveSource
 
@@ -381,7 +382,7 @@ def test_missing_camera_fails_fast(uri, monkeypatch):
 
 
 def test_csi_without_gstreamer_says_so():
-    from edge_runtime.sources.live import gstreamer_available
+    from edge_runtime.sources.openers import gstreamer_available
 
     if gstreamer_available():
         pytest.skip("this OpenCV has GStreamer; the message under test is for builds without it")
@@ -408,7 +409,7 @@ def test_open_source_never_waits_for_the_network(monkeypatch, uri):
             raise SourceError(f"{label}: fake: released")
         return connect
 
-    monkeypatch.setattr(live_mod, "network_opener", blocking_opener)
+    monkeypatch.setattr(openers_mod, "network_opener", blocking_opener)
     made: list = []
     try:
         assert _returns(lambda: made.append(open_source(uri, target_fps=1, stall_timeout_s=600)))
@@ -473,7 +474,7 @@ def test_network_open_skips_the_frame_rate_probe_only_while_opening(monkeypatch)
     """FFmpeg's ~20-frame frame-rate probe cost 4-5 s of every RTSP reconnect (seen against
     GStreamer's RTSP server at 5 fps); network opens now skip it, files and the user's own
     OPENCV_FFMPEG_CAPTURE_OPTIONS are untouched."""
-    env = live_mod._NetworkOptions.ENV
+    env = openers_mod._NetworkOptions.ENV
     seen = []
 
     class Capture:
@@ -485,7 +486,7 @@ def test_network_open_skips_the_frame_rate_probe_only_while_opening(monkeypatch)
 
     monkeypatch.setattr(cv2, "VideoCapture", Capture)
     monkeypatch.delenv(env, raising=False)
-    opener = live_mod.network_opener("rtsp://cam/x", "rtsp://cam/x", 5.0)
+    opener = openers_mod.network_opener("rtsp://cam/x", "rtsp://cam/x", 5.0)
     opener()
     assert seen == ["rtsp_flags;prefer_tcp|fpsprobesize;0"] and env not in os.environ
     monkeypatch.setenv(env, "rtsp_transport;udp")

@@ -55,17 +55,17 @@ def open_source(uri: str | int, *, target_fps: float | None, realtime: bool = Fa
 
         return DemoSource(spec.params, label=spec.label, target_fps=target_fps, realtime=realtime, size=size)
 
-    from edge_runtime.sources import live
+    from edge_runtime.sources import live, openers
 
     if spec.kind == "camera":
-        live.preflight_camera(spec.label, spec.path)
-        opener = live.camera_opener(spec.label, spec.device, spec.path)
+        openers.preflight_camera(spec.label, spec.path)
+        opener = openers.camera_opener(spec.label, spec.device, spec.path)
     elif spec.kind == "csi":
-        live.preflight_csi(spec.label)
+        openers.preflight_csi(spec.label)
         p = spec.params
-        opener = live.csi_opener(spec.label, live.csi_pipeline(spec.device, p["width"], p["height"],
-                                                               p["framerate"], p["flip"]))
+        opener = openers.csi_opener(spec.label, openers.csi_pipeline(spec.device, p["width"], p["height"],
+                                                                     p["framerate"], p["flip"]))
     else:  # rtsp, http
-        opener = live.network_opener(spec.label, spec.uri, stall_timeout_s)
+        opener = openers.network_opener(spec.label, spec.uri, stall_timeout_s)
     return live.LiveSource(spec.label, opener, target_fps=target_fps, size=size, queue_size=queue_size,
                            stall_timeout_s=stall_timeout_s, reconnect_max_s=reconnect_max_s)
