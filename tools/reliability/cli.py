@@ -4,8 +4,9 @@
     python -m tools.reliability --only powercut,fuzz --out docs/reliability
 
 Scenarios (each a module ``tools/reliability/<name>.py`` with ``run(quick, workdir, log) -> dict``
-holding "passed"): rtsp (camera outages), media (bad media), powercut, fuzz, load, soak. A module
-that is absent is reported "not available", not failed. The bundle: --bundle, else
+holding "passed"): rtsp (camera outages), media (bad media), powercut, fuzz, load, soak,
+alert_faults (alert delivery across broker and runtime kills). A module that is absent, or a
+scenario whose tool is not installed (alert_faults needs mosquitto), is reported "not available", not failed. The bundle: --bundle, else
 $LVM_RELIABILITY_BUNDLE, else the shipped engines/lvm-tiny-fp32; one that is absent is exported
 there with lvm-export first, as `lvm-edge demo` does. Writes ``results.json`` (everything each
 scenario measured) and ``results.md`` (one row per scenario) under --out, a new temporary folder
@@ -31,7 +32,7 @@ from edge_runtime.cli.common import CliError
 from edge_runtime.cli.demo import ensure_bundle
 from tools.reliability.common import BUNDLE_ENV, REPO, default_bundle
 
-SCENARIOS = ("rtsp", "media", "powercut", "fuzz", "load", "soak")
+SCENARIOS = ("rtsp", "media", "powercut", "fuzz", "load", "soak", "alert_faults")
 TARGETS = {
     "rtsp": "camera outages: reconnects, memory kept, gaps recorded",
     "media": "bad media: one line each, never a crash",
@@ -39,6 +40,7 @@ TARGETS = {
     "fuzz": "≥ 1,000 generated requests: 0 responses ≥ 500, every 4xx a one-line error body",
     "load": "32 clients, 60 s, streaming unpaced: 0 errors, p99 ≤ 50 ms, frames processed = frames due",
     "soak": "24 stream-hours: RSS growth ≤ 1 %, fds and threads constant",
+    "alert_faults": "20 broker kills and 20 runtime SIGKILLs: 0 alerts lost, every copy with its alert's id",
 }
 
 
@@ -61,14 +63,14 @@ def run_one(name: str, quick: bool, workdir: Path, log: Callable[[str], None] = 
     except Exception as err:  # noqa: BLE001 — one scenario's crash is its result, not the suite's end
         res = {"passed": False, "error": f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"}
     res.setdefault("wall_s", round(time.monotonic() - t0, 1))
-    res["available"] = True
+    res.setdefault("available", True)  # a scenario may say its tool is missing
     return res
 
 
 def summary(name: str, r: dict[str, Any]) -> str:
     """One cell: the scenario's headline figures."""
     if not r.get("available"):
-        return "not available"
+        return f"not available: {r['why']}" if r.get("why") else "not available"
     if r.get("error") and name in ("fuzz", "load", "soak"):
         return f"error: {r['error'][:120]}"
     if name == "powercut":
@@ -93,6 +95,10 @@ def summary(name: str, r: dict[str, Any]) -> str:
         return (f"{len(r.get('samples') or [])} stream-hours: RSS {rss.get('first')} → {rss.get('last')} MB "
                 f"({(r.get('rss_growth') or 0) * 100:+.2f} %), fds {r.get('fds')}, threads {r.get('threads')}, "
                 f"state dir {r.get('state_dir_mb')} MB")
+    if name == "alert_faults":
+        return "; ".join(f"{k}: {x['raised']} raised, {x['lost']} lost, {x['duplicates']} duplicates ({x['unknown_ids']} "
+                         f"with ids never raised), {x.get(k + '_kills')} kills" for k, x in r.items()
+                         if k in ("broker", "runtime") and isinstance(x, dict))
     keys = [k for k in r if k not in ("passed", "available", "wall_s", "quick", "run_at", "commit")
             and not isinstance(r[k], (dict, list))]
     parts = [f"{k} {'passed' if v['passed'] else 'FAILED'}" for k, v in r.items()
