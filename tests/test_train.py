@@ -276,12 +276,16 @@ def test_token_loss_and_memory_target_lookup():
 
 
 def test_stage_estimates_and_measured_eta():
-    from export.train.eta import RATES_2_CORES, StepETA, estimate, minutes
+    from export.train.eta import RATES_2_CORES, StepETA, estimate, minutes, rates_for
 
+    tiny = RATES_2_CORES["lvm-tiny"]
     # per-video rates scale with the video's length, per-step ones do not
-    assert estimate("reader_per_video", 4, video_s=900.0) == pytest.approx(2 * RATES_2_CORES["reader_per_video"])
-    assert estimate("stage1_per_step", 672) == pytest.approx(2284.0)
+    assert estimate("reader_per_video", 4, video_s=900.0) == pytest.approx(2 * tiny["reader_per_video"])
+    assert estimate("stage1_per_step", 672) == pytest.approx(1747.0)
     assert minutes(2284.0) == "38 min" and minutes(42.0) == "42 s"
+    # a config borrows the rates of a measured one only with the same backbone and frame size
+    assert rates_for("lvm-tiny-s5", ("resnet10t", 112)) == ("lvm-tiny", tiny)
+    assert rates_for("lvm-paper", ("swinv2_cr_small_ns_224", 224)) is None
     said = []
     eta = StepETA("stage", 20, said.append, after=5)
     for _ in range(20):
@@ -379,3 +383,19 @@ def test_train_data_trains_the_reader_from_init_and_exports_it(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["answers"]["kind"] == "reader"
+
+
+def test_the_plan_gives_no_times_for_a_model_never_measured():
+    from edge_runtime.config import resolve_model_config
+    from export.cli.train import _plan, build_parser
+
+    def plan(config):
+        args = build_parser().parse_args(["--config", config, "--out", "x"])
+        args.reader_init, args.reader_steps, args.reader_videos = None, 1500, 32  # as _train sets them
+        return _plan(args, resolve_model_config(config), 8, 1800.0, 0, 1, None)
+
+    tiny = plan("lvm-tiny")
+    assert tiny[0].startswith("lvm-train: plan (lvm-tiny, rates measured on 2 CPU cores)") and "min in all" in tiny[-1]
+    paper = plan("lvm-paper")
+    assert not any("~" in line for line in paper), paper
+    assert "no rates measured for lvm-paper" in paper[-1] and "stage 1 (sampler and heads)" in paper[1]

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from export.cli.common import UsageError
-from export.train.eta import estimate, minutes
+from export.train.eta import estimate, minutes, rates_for
 
 # the reader stage's defaults: 32 videos and 1,500 steps fit the whole run in 90 min on 2 CPU cores
 READER_STEPS, READER_VIDEOS, READER_CALIB_VIDEOS, READER_BATCH = 1500, 32, 2, 8
@@ -57,9 +57,11 @@ def reader_stage(args, net, reader_file: Path, checkpoint: Path, seed: int, vide
     threads = args.threads or os.cpu_count() or 1
     where = f"the train split of {args.data}" if items is not None else \
         f"{args.reader_videos} + {READER_CALIB_VIDEOS} generated videos"
+    cfg = net.cfg
+    found = rates_for(cfg.name, (cfg.backbone.name, cfg.backbone.image_size))
     say(f"lvm-train: reader stage: {where}, {args.reader_steps} steps"
         + (f" from {args.reader_init}" if args.reader_init else "")
-        + f" (~{minutes(reader_seconds(args, video_s, items))} on 2 CPU cores)")
+        + (f" (~{minutes(reader_seconds(args, video_s, items, found[1]))} on 2 CPU cores)" if found else ""))
     meta = train_reader(net, out=reader_file, videos=args.reader_videos, calib_videos=READER_CALIB_VIDEOS,
                         video_s=video_s, queries=args.queries or net.cfg.train.queries_per_video, seed=seed,
                         steps=args.reader_steps, batch=READER_BATCH, threads=threads, checkpoint=str(checkpoint),
@@ -70,9 +72,10 @@ def reader_stage(args, net, reader_file: Path, checkpoint: Path, seed: int, vide
     return meta
 
 
-def reader_seconds(args, video_s: float, items=None) -> float:
+def reader_seconds(args, video_s: float, items=None, rates: dict[str, float] | None = None) -> float:
+    """The reader stage's estimate at ``rates`` (export/train/eta.py; default lvm-tiny's)."""
     if items is not None:  # per-video rates scale with each file's length
-        prep = sum(estimate("reader_per_video", 1, float(it.annotations["duration_s"])) for it in items)
+        prep = sum(estimate("reader_per_video", 1, float(it.annotations["duration_s"]), rates) for it in items)
     else:
-        prep = estimate("reader_per_video", args.reader_videos + READER_CALIB_VIDEOS, video_s)
-    return prep + estimate("reader_per_step", args.reader_steps)
+        prep = estimate("reader_per_video", args.reader_videos + READER_CALIB_VIDEOS, video_s, rates)
+    return prep + estimate("reader_per_step", args.reader_steps, rates=rates)

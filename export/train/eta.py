@@ -1,42 +1,57 @@
 """How long lvm-train's stages take, so each prints an estimate before it starts.
 
-The rates are seconds measured on 2 CPU cores (lvm-tiny, 30-minute generated videos at 1 fps) by
-the runs docs/training.md lists; other configs, video lengths and machines scale from them roughly.
-Each stage that has steps also prints a measured ETA once its first steps have run.
+The rates are seconds measured on 2 CPU cores per model config (30-minute generated videos at 1 fps)
+by the runs docs/training.md lists. A config without its own rates borrows those of a measured
+config with the same backbone and frame size (the plan names it); one with neither gets no estimate
+(the plan says so). Each stage that has steps also prints a measured ETA once its first steps have run.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-# seconds on 2 CPU cores, lvm-tiny, per unit of work
+# seconds on 2 CPU cores, per unit of work; "backbone": what a config must match to borrow them
 RATES_2_CORES = {
-    # render + backbone tokens of one 30-minute video (246 s for 8 videos, no token cache)
-    "tokens_per_video": 246.0 / 8,
-    # backbone pre-training: one frame or crop through one epoch (about 5 min for 3 epochs of ~3,000)
-    "pretrain_per_frame_epoch": 300.0 / 9000,
-    # stage 1: one step of 8 videos' clips (2,284 s for 672 steps)
-    "stage1_per_step": 2284.0 / 672,
-    # the heads stage: one step of 64 queries (about 5 s)
-    "heads_per_step": 5.0,
-    # the reader stage: one 30-minute video rendered, encoded (no token cache) and streamed through the
-    # sampler, one thread (2 videos in 32 s on a quiet machine, in 50 s beside other jobs: the slower)
-    "reader_per_video": 25.0,
-    # the reader stage: one step of 8 memories, one thread (30 steps in 15 s; the shipped reader's
-    # 1,500 steps took 9.2 min, 0.37 s a step)
-    "reader_per_step": 0.5,
+    "lvm-tiny": {
+        "backbone": ("resnet10t", 112),
+        # render + backbone tokens of one 30-minute video (246 s for 8 videos, no token cache)
+        "tokens_per_video": 246.0 / 8,
+        # backbone pre-training: one frame or crop through one epoch (184 s for 3 epochs of 3,180)
+        "pretrain_per_frame_epoch": 184.0 / 9540,
+        # stage 1: one step of 8 videos' clips (1,747 s for 672 steps in the end-to-end run)
+        "stage1_per_step": 1747.0 / 672,
+        # the heads stage: one step of 64 queries (about 5 s)
+        "heads_per_step": 5.0,
+        # the reader stage: one 30-minute video rendered, encoded and streamed through the sampler
+        # (34 videos in 5.0 min, the 8 of stage 1 from the token cache)
+        "reader_per_video": 300.0 / 34,
+        # the reader stage: one step of 8 memories (1,500 steps in 8.7 min)
+        "reader_per_step": 8.7 * 60 / 1500,
+    },
 }
+
+
+def rates_for(name: str, backbone: tuple[str, int] | None = None) -> tuple[str, dict[str, float]] | None:
+    """(whose rates, the rates) for a config: its own, else a measured config's with the same
+    (backbone name, frame size), else None."""
+    if name in RATES_2_CORES:
+        return name, RATES_2_CORES[name]
+    for other, rates in RATES_2_CORES.items():
+        if backbone is not None and rates["backbone"] == tuple(backbone):
+            return other, rates
+    return None
 
 
 def minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def estimate(unit: str, count: float, video_s: float = 1800.0) -> float:
-    """Seconds for ``count`` units of ``unit`` (a key of RATES_2_CORES); per-video rates scale with
-    the video's length."""
+def estimate(unit: str, count: float, video_s: float = 1800.0, rates: dict[str, float] | None = None) -> float:
+    """Seconds for ``count`` units of ``unit`` (a key of the rates; default lvm-tiny's); per-video
+    rates scale with the video's length."""
     per_video = unit.endswith("_per_video")
-    return RATES_2_CORES[unit] * count * (video_s / 1800.0 if per_video else 1.0)
+    rates = RATES_2_CORES["lvm-tiny"] if rates is None else rates
+    return rates[unit] * count * (video_s / 1800.0 if per_video else 1.0)
 
 
 class StepETA:
