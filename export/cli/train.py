@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "CPU). The reader stage trains the memory reader on the frozen backbone and sampler (on the "
                     "same generated videos or dataset folder; with --init-from, starting from the reader beside "
                     "that checkpoint) and writes OUT/<model>-reader.safetensors beside OUT/<model>.safetensors, "
-                    "where lvm-export finds it. lvm-tiny with the defaults: about 75 min on 2 CPU cores (docs/training.md).",
+                    "where lvm-export finds it. lvm-tiny with the defaults: 48 min on 2 CPU cores, measured end to end (docs/training.md).",
         epilog="Examples: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny;  "
                "lvm-train --config configs/models/lvm-tiny.yaml --out runs/shop --data data/shop "
                "--init-from checkpoints/lvm-tiny.safetensors")
