@@ -387,7 +387,8 @@ def test_train_data_trains_the_reader_from_init_and_exports_it(tmp_path):
 
 def test_the_plan_gives_no_times_for_a_model_never_measured():
     from edge_runtime.config import resolve_model_config
-    from export.cli.train import _plan, build_parser
+    from export.cli.train import build_parser
+    from export.cli.train_plan import plan as _plan
 
     def plan(config):
         args = build_parser().parse_args(["--config", config, "--out", "x"])
