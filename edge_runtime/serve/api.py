@@ -1,5 +1,5 @@
 """HTTP API (FastAPI): health, readiness, metrics, status, labels, a route per query type (its row
-in edge_runtime/query/types.py gives its body), the batch of them, reset, snapshot,
+in edge_runtime/query/types.py gives its body, ``api_query_bodies`` the model), the batch of them, reset, snapshot,
 the streams (``api_streams``), the catalog, what happened (``api_happened``), questions in words and
 the dashboard.
 
@@ -22,13 +22,12 @@ import hmac
 import ipaddress
 import json
 import struct
-from typing import Any, Literal, Union
+from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge_runtime import __version__
@@ -40,15 +39,15 @@ from edge_runtime.serve.api_ask import register_ask_routes
 from edge_runtime.serve.api_catalog import register_catalog_routes
 from edge_runtime.serve.api_happened import register_happened_routes
 from edge_runtime.serve.api_page import register_page_routes
-from edge_runtime.serve.api_streams import DEFAULT_MAX_STREAMS, STREAM_HELP, StreamParam, register_stream_routes
+from edge_runtime.serve.api_query_bodies import QUERY_BODIES, BatchQuery
+from edge_runtime.serve.api_streams import DEFAULT_MAX_STREAMS, StreamParam, register_stream_routes
 from edge_runtime.serve.pipeline import Runtime
 from edge_runtime.query.check import QueryError
-from edge_runtime.query.types import BY_NAME, NAMES, QUERY_TYPES, QueryType
+from edge_runtime.query.types import BY_NAME, QUERY_TYPES, QueryType
 from edge_runtime.serve.streams import StreamError, Streams
 
 DEFAULT_MAX_BODY = 8 << 20          # 8 MiB
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
-MAX_BATCH_QUERIES = 64
 
 
 class ApiError(Exception):
@@ -71,60 +70,6 @@ def check_bind(host: str, token: str | None) -> None:
     if not is_loopback(host) and not token:
         raise ValueError(f"refusing to listen on {host} without a token: pass --token or set LVM_EDGE_TOKEN "
                          f"(or bind 127.0.0.1)")
-
-
-# -- bodies ------------------------------------------------------------------------------------
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _Body(_Strict):
-    stream: str | None = Field(None, description=STREAM_HELP)
-
-
-def _fields(part: str) -> dict[str, tuple[Any, Any]]:
-    """The body fields of one thing a query is given (types.GIVEN) or one option (types.OPTIONS),
-    new FieldInfo each call: a model must not share its fields with another."""
-    if part == "object":
-        return {"object_image": (str | None, Field(None, description="base64 PNG or JPEG of the object "
-                                                                      "(a data: URL is fine)")),
-                "product": (str | None, Field(None, description="instead of object_image: a product of /v1/catalog"))}
-    if part == "activity":
-        return {"activity": (Union[int, str], Field(description="activity name or id"))}
-    if part == "window":
-        return {"start": (float, Field(description="window start, stream seconds")),
-                "end": (float, Field(description="window end, stream seconds"))}
-    if part == "fps":
-        return {"fps": (float | None, Field(None, description="box rate of the answer (default: the model's object fps)"))}
-    if part == "k":
-        return {"k": (int, Field(3, ge=1, le=100, description="intervals to return, best first"))}
-    raise ValueError(f"no request field for {part!r}")
-
-
-def _body_model(row: QueryType) -> type[_Body]:
-    """The /v1/query/<type> body of a row: what it is given, in the row's order, then its options."""
-    fields: dict[str, Any] = {}
-    for part in row.given + row.options:
-        fields.update(_fields(part))
-    return create_model(f"{row.name.capitalize()}Query", __base__=_Body, **fields)
-
-
-QUERY_BODIES: dict[str, type[_Body]] = {row.name: _body_model(row) for row in QUERY_TYPES}
-
-
-class BatchItem(_Body):
-    type: Literal[NAMES]  # type: ignore[valid-type]
-    start: float
-    end: float
-    activity: Union[int, str, None] = None
-    object_image: str | None = None
-    product: str | None = None
-    fps: float | None = None
-    k: int = Field(3, ge=1, le=100)
-
-
-class BatchQuery(_Strict):
-    queries: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
 
 
 # -- images ------------------------------------------------------------------------------------
