@@ -1,0 +1,184 @@
+"""The intake thread's side of a stream's ``Runtime`` (edge_runtime/serve/pipeline.py): reading the
+source, the stream clock, the frames handed to the ingest path (alone, or through the hub's
+``IngestBatcher`` with one batch in flight), what each commit is counted and hooked into, and how a
+stream that was not stopped ends. A mixin: it holds no state of its own and works on the fields
+``Runtime.__init__`` sets (and its ``update_gauges``), so the thread's loop reads apart from the
+service methods (start, stop, snapshots, status) that the API and the hub call; pipeline.py's
+docstring states the clock and the ends it implements."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+
+from edge_runtime.serve.run_state import Lifecycle, RunState, end_reason
+
+log = logging.getLogger("lvm_edge")
+
+
+class Intake:
+    """The intake thread's methods of ``Runtime`` (its only subclass)."""
+
+    def _intake(self, uri, realtime, duration, options, on_end) -> None:
+        from edge_runtime.sources import SourceError, open_source
+
+        frames: list[np.ndarray] = []
+        times: list[float] = []
+        timer: threading.Timer | None = None
+        try:
+            src = open_source(uri, target_fps=self.engine.fps, realtime=realtime, size=self.engine.frame_size, **options)
+            with src:
+                self._source = src
+                self.source_label = getattr(src, "label", str(uri))
+                if self._stop.is_set():
+                    return
+                live = bool(getattr(src, "live", False))
+                if duration is not None and live:
+                    timer = threading.Timer(duration, self._wall_time_up, args=(src,))
+                    timer.daemon = True
+                    timer.start()
+                self._offset = self._resume_offset(live)
+                received = 0
+                limit_reached = False
+                for frame in src:
+                    if self._t_first is None:
+                        self._t_first = frame.t
+                        # a live frame was captured (now() - t) ago; files and demo have no wall clock
+                        lag = src.now() - frame.t if live and hasattr(src, "now") else 0.0
+                        self.wall_origin = time.time() - lag - self._offset if live else None
+                        # CONNECTING until a first frame arrives
+                        self.lifecycle.move(RunState.STREAMING, only_from={RunState.CONNECTING})
+                    rel = frame.t - self._t_first
+                    if duration is not None and rel >= duration:
+                        limit_reached = True
+                        break
+                    received += 1
+                    self.frames_in += 1
+                    self.telemetry.frames_in.inc()
+                    self._meter.add(1)  # per frame: a 1-fps stream ingests one batch per clip
+                    frames.append(frame.image)
+                    times.append(self._offset + rel)
+                    if self._inflight is not None and self._inflight[0].done():
+                        # the batch handed over last has committed: count it and run the commit hook
+                        # (alert rules) now, not when the next batch is handed over a clip later
+                        self._settle()
+                    if len(frames) >= self.batch_frames:
+                        # handed over before ingesting: if anything after the engine's commit raises,
+                        # the drain below must not feed the same frames again
+                        batch, frames, times = (frames, times), [], []
+                        self._ingest(*batch, wait=False)
+                        self._maybe_snapshot()
+                    if self._stop.is_set():
+                        break
+                if timer is not None:
+                    timer.cancel()
+                batch, frames, times = (frames, times), [], []
+                self._ingest(*batch)   # drain what was received
+                self._poll_source_stats()
+                if not self._stop.is_set():
+                    self._end(src, duration, limit_reached or self._time_up.is_set(), received)
+        except SourceError as err:
+            self.lifecycle.move(RunState.FAILED, error=str(err))
+        except Exception as err:  # keep the service up and say what broke, in one line
+            log.exception("intake failed")
+            self.lifecycle.move(RunState.FAILED,
+                                error=f"intake failed: {' '.join(str(err).split())[:200] or type(err).__name__}")
+        finally:
+            if timer is not None:
+                timer.cancel()
+            try:
+                self._ingest(frames, times)  # settles a batch still in flight, too
+            except Exception:
+                log.exception("drain failed")
+            self._source = None
+            if self._stop.is_set():
+                self.lifecycle.move(RunState.STOPPED, only_from=Lifecycle.STOPPABLE)
+            self._done.set()
+            if on_end is not None:
+                on_end()
+
+    def _wall_time_up(self, src) -> None:
+        self._time_up.set()
+        src.stop()
+
+    def _end(self, src, duration: float | None, limited: bool, received: int) -> None:
+        """The stream ended without stop(): commit the partial clip, say why and when."""
+        if received == 0 and self._time_up.is_set():
+            why = getattr(src, "last_error", None)
+            self.lifecycle.move(RunState.FAILED, error=f"{src.label}: no frame received in {duration:g} s"
+                                + (f" (last: {why})" if why else ""))
+            return
+        pending = self.engine.pending_frames
+        flushed = self.engine.flush()
+        if flushed:
+            self.telemetry.clips.inc()
+            self._committed()
+        self.update_gauges()
+        reason, problem = end_reason(src, self._source_time(getattr(src, "position", None)), duration,
+                                     limited, self._time_up.is_set(), pending if flushed else 0)
+        log.info("%s", reason)
+        self.lifecycle.move(RunState.ENDED, end_reason=reason, **({"error": reason} if problem else {}))
+
+    def _source_time(self, t: float | None) -> float:
+        """A source time as stream time (the last frame's time where ``t`` is None)."""
+        if t is None or self._t_first is None:
+            return self.engine.last_time or 0.0
+        return self._offset + max(0.0, t - self._t_first)
+
+    def _resume_offset(self, live: bool) -> float:
+        last = self.engine.last_time
+        if last is None:
+            return 0.0
+        offset = last + 1.0 / self.engine.fps
+        if live and self._restored_meta and self._restored_meta.get("saved_at"):
+            offset += max(0.0, time.time() - float(self._restored_meta["saved_at"]))
+        self._restored_meta = None
+        return offset
+
+    def _ingest(self, frames: list[np.ndarray], times: list[float], *, wait: bool = True) -> None:
+        """Frames into memory. Through a shared ingestor, ``wait=False`` returns once they are
+        handed over, so this stream decodes its next batch while the batch runs; one batch in
+        flight per stream keeps its frames in order, and every later call settles it first."""
+        self._settle()
+        if frames:
+            if self.ingestor is not None:
+                self._inflight = (self.ingestor.submit_async(self.engine, np.stack(frames), np.asarray(times)),
+                                  len(frames))
+                if wait:
+                    self._settle()
+                return
+            self._account(len(frames), self.engine.ingest(np.stack(frames), np.asarray(times)))
+
+    def _settle(self) -> None:
+        """Wait for the batch in flight (its error raised here) and count it."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            fut, n = inflight
+            self._account(n, fut.result())
+
+    def _account(self, n_frames: int, n_clips: int) -> None:
+        self.telemetry.frames_processed.inc(n_frames)
+        if n_clips:
+            self.telemetry.clips.inc(n_clips)
+            self._committed()
+        self._poll_source_stats()
+        self.update_gauges()
+
+    def _committed(self) -> None:
+        hook = self.on_commit
+        if hook is not None:
+            try:
+                hook(self)
+            except Exception:  # alerts are beside the stream: their failure must not fail it
+                log.exception("commit hook failed")
+
+    def _poll_source_stats(self) -> None:
+        src = self._source
+        if src is None:
+            return
+        st = src.stats
+        self.telemetry.frames_dropped.set(st.get("dropped", 0))
+        self.telemetry.reconnects.set(st.get("reconnects", 0))
+        self._source_stats = st
