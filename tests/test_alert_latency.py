@@ -1,9 +1,10 @@
-"""tools/reliability/alert_latency.py: its pure parts (the metrics parse, which frame ends an event, when a
-frame arrived from the polls, the latencies and their percentiles) and its one-line refusals. The
-measurement itself (a paced run of minutes) is not run here."""
+"""tools/reliability/alert_latency.py: its pure parts, in alert_latency_math.py (the metrics parse, which
+frame ends an event, when a frame arrived from the polls, the latencies and their percentiles), and its
+one-line refusals. The measurement itself (a paced run of minutes) is not run here."""
 import pytest
 
 from tools.reliability import alert_latency as al
+from tools.reliability import alert_latency_math as alm
 
 
 def test_frames_in_is_read_per_stream_from_prometheus_text():
@@ -13,26 +14,26 @@ def test_frames_in_is_read_per_stream_from_prometheus_text():
             'lvm_frames_in_total{stream="lane2"} 3.0\n'
             'lvm_frames_in_created{stream="lane1"} 1.7e+09\n'
             'lvm_frames_processed_total{stream="lane1"} 11.0\n')
-    assert al.parse_frames_in(text) == {"lane1": 12, "lane2": 3}
-    assert al.parse_frames_in("") == {}
+    assert alm.parse_frames_in(text) == {"lane1": 12, "lane2": 3}
+    assert alm.parse_frames_in("") == {}
 
 
 @pytest.mark.parametrize("end,fps,k", [(70.27, 1.0, 71), (80.0, 1.0, 80), (0.0, 1.0, 0), (3.05, 2.0, 7),
                                        (79.9999999, 1.0, 80)])
 def test_the_frame_at_an_event_end_is_the_first_at_or_after_it(end, fps, k):
-    assert al.end_frame(end, fps) == k
+    assert alm.end_frame(end, fps) == k
 
 
 def test_stats_median_nearest_rank_p95_max():
-    assert al.stats([]) == {"n": 0, "median": None, "p95": None, "max": None}
+    assert alm.stats([]) == {"n": 0, "median": None, "p95": None, "max": None}
     v = [float(x) for x in range(1, 21)]  # 1..20
-    assert al.stats(v) == {"n": 20, "median": 10.5, "p95": 19.0, "max": 20.0}
-    assert al.stats([4.0]) == {"n": 1, "median": 4.0, "p95": 4.0, "max": 4.0}
+    assert alm.stats(v) == {"n": 20, "median": 10.5, "p95": 19.0, "max": 20.0}
+    assert alm.stats([4.0]) == {"n": 1, "median": 4.0, "p95": 4.0, "max": 4.0}
 
 
 def _clock():
     """Polls of lane1 (1 fps, paced from wall 100): sent at s, answered at s + 0.02, counter n."""
-    c = al.FrameClock()
+    c = alm.FrameClock()
     for sent, n in [(99.9, 0), (100.1, 1), (100.5, 1), (101.05, 2), (101.3, 2), (102.2, 3)]:
         c.add(sent, sent + 0.02, {"lane1": n})
     return c
@@ -45,7 +46,7 @@ def test_a_frame_arrived_between_the_last_poll_without_it_and_the_first_with_it(
     assert c.bounds("lane1", 3) is None           # never seen
     est, half = c.arrival("lane1", 1)
     assert est == pytest.approx((100.5 + 101.07) / 2) and half == pytest.approx((101.07 - 100.5) / 2)
-    first = al.FrameClock()
+    first = alm.FrameClock()
     first.add(5.0, 5.1, {"lane1": 2})             # the first poll already saw frames: no lower bound
     assert first.bounds("lane1", 0) == (None, 5.1) and first.arrival("lane1", 0) == (5.1, 0.0)
     assert c.frames("lane1") == 3 and c.frames("lane9") == 0
@@ -60,24 +61,24 @@ def test_pacing_origin_and_how_far_the_intake_fell_behind():
     c.add(104.5, 104.52, {"lane1": 3})
     c.add(104.6, 104.62, {"lane1": 4})            # frame 3 (due at 103.07) came after 104.5: 1.43 s behind
     assert c.behind_pace("lane1", 1.0) == pytest.approx(104.5 - 103.07)
-    assert al.FrameClock().behind_pace("lane1", 1.0) is None
+    assert alm.FrameClock().behind_pace("lane1", 1.0) is None
 
 
 def test_a_counter_going_back_is_refused():
-    c = al.FrameClock()
+    c = alm.FrameClock()
     c.add(1.0, 1.1, {"lane1": 5})
-    with pytest.raises(al.LatencyError, match="went back"):
+    with pytest.raises(alm.LatencyError, match="went back"):
         c.add(2.0, 2.1, {"lane1": 4})
 
 
 def test_latencies_are_measured_from_the_end_of_the_evidence_event():
-    c = al.FrameClock()
+    c = alm.FrameClock()
     for k in range(40):  # frame k arrives at 1000 + k (polls just before and just after)
         c.add(1000 + k - 0.05, 1000 + k - 0.04, {"lane1": k})
         c.add(1000 + k + 0.01, 1000 + k + 0.02, {"lane1": k + 1})
     alert = {"id": "a1", "stream": "lane1", "product": "soda", "start": 10.0, "end": 12.5, "stream_time": 32.0,
              "raised_at": 1031.6, "evidence": [{"activity": "bag", "start": 10.0, "end": 12.5}]}
-    rows = al.alert_rows([alert], c, 1.0, {"a1": 1031.65}, {"a1": 1031.7})
+    rows = alm.alert_rows([alert], c, 1.0, {"a1": 1031.65}, {"a1": 1031.7})
     (r,) = rows
     assert r["end_frame"] == 13 and not r["end_frame_clamped"]
     assert r["stream_s"] == 19.5                      # 32 - 12.5
@@ -86,10 +87,10 @@ def test_latencies_are_measured_from_the_end_of_the_evidence_event():
     assert r["evaluation_s"] == pytest.approx(1031.6 - 1030.985, abs=0.01)  # frame 31 completed coverage to 32
     assert r["raised_paced_s"] == pytest.approx(1031.6 - (c.pace_origin("lane1", 1.0) + 12.5), abs=0.01)
     late = dict(alert, id="a2", end=45.0, evidence=[])  # after the last frame: the last frame is the latest it knows
-    (r2,) = al.alert_rows([late], c, 1.0, {}, {})
+    (r2,) = alm.alert_rows([late], c, 1.0, {}, {})
     assert r2["end_frame_clamped"] and r2["mqtt_s"] is None and r2["webhook_s"] is None
     assert r2["raised_s"] == pytest.approx(1031.6 - 1038.985, abs=0.01)
-    s = al.summarise(rows, target_s=18.0)
+    s = alm.summarise(rows, target_s=18.0)
     assert s["latency_s"]["stream"]["p95"] == 19.5 and s["target_met"]["stream"] is False
     assert s["target_met"]["raised"] is False and s["latency_s"]["webhook"]["n"] == 1
 
