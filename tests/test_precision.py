@@ -8,8 +8,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from export.onnx.cpu_latency import cpu_session, measure_latency
-from export.onnx.precision import (PrecisionError, convert_fp16, count_ops, fp16_policy, prepare, quantize_int8_dynamic,
-                              quantize_int8_static, selection_path, STATIC_OPS_TRANSFORMER)
+from export.onnx.int8_quant import STATIC_OPS_TRANSFORMER, count_ops, quantize_int8_dynamic, quantize_int8_static
+from export.onnx.precision import PrecisionError, convert_fp16, fp16_policy, prepare, selection_path
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -156,7 +156,7 @@ def test_conv_ends_keep_the_first_and_last_convolutions_fp32(tmp_path):
     convolutions and every node from them to the output (here a residual Add and a ReLU)."""
     from onnx import TensorProto, helper
 
-    from export.onnx.precision import conv_ends
+    from export.onnx.int8_quant import conv_ends
 
     w = [numpy_helper.from_array(np.ones((4, c, 1, 1), np.float32), f"w{i}") for i, c in enumerate((3, 4, 4, 4))]
     nodes = [helper.make_node("Div", ["x", "s"], ["xn"], name="norm"),
@@ -251,7 +251,7 @@ def test_latency_stats_interleaved(toy):
 
 
 def test_activation_matmuls_are_found(toy):
-    from export.onnx.precision import activation_matmuls
+    from export.onnx.int8_quant import activation_matmuls
 
     _, m, _ = toy
     assert activation_matmuls(prepare(m)) == set()  # both MatMuls have weights

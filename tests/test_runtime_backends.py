@@ -217,7 +217,7 @@ def conv_graphs(tmp_path_factory):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.onnx.precision import quantize_int8_static
+    from export.onnx.int8_quant import quantize_int8_static
 
     d = tmp_path_factory.mktemp("s8s8")
     rng = np.random.default_rng(0)

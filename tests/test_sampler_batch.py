@@ -133,8 +133,8 @@ def test_dynamic_int8_sampler_is_not_batched(tiny_bundle, tmp_path):
 
 def test_fp16_and_static_int8_keep_the_axis_and_row_independence(tiny_bundle, tmp_path):
     """The reduced-precision graphs derive from the FP32 ONNX and are calibrated on batch-1 feeds."""
-    from export.onnx.precision import (STATIC_OPS_TRANSFORMER, activation_matmuls, convert_fp16, prepare,
-                                  quantize_int8_static, selection_path)
+    from export.onnx.int8_quant import STATIC_OPS_TRANSFORMER, activation_matmuls, quantize_int8_static
+    from export.onnx.precision import convert_fp16, prepare, selection_path
 
     b = load_bundle(tiny_bundle)
     src = b.graphs["sampler"].onnx

@@ -10,7 +10,7 @@ quantised per call). Each is compared with PyTorch FP32 on the export's parity i
 inputs and real calls from the calibration stream) in the runtime's own session, so on an x86 CPU
 without VNNI the error is that of the exact INT8 kernels the device will run.
 
-Every static form of the backbone (a conv net) keeps its two ends FP32 (``precision.conv_ends``: the
+Every static form of the backbone (a conv net) keeps its two ends FP32 (``int8_quant.conv_ends``: the
 first convolution, and the last convolutions with the nodes from them to the tokens); its
 activations are calibrated MinMax on the calibration batches, its weights quantised per channel.
 
@@ -55,8 +55,9 @@ def int8_graphs(fp32_dir: Path, out_dir: Path, feeds, *, allowed: set[str], port
     import onnx
 
     from edge_runtime.backends.cpu_features import s8s8_safe
-    from export.onnx.precision import (STATIC_OPS_CONV, STATIC_OPS_TRANSFORMER, activation_matmuls, conv_ends,
-                                       prepare, quantize_int8_dynamic, quantize_int8_static, selection_path)
+    from export.onnx.int8_quant import (STATIC_OPS_CONV, STATIC_OPS_TRANSFORMER, activation_matmuls, conv_ends,
+                                        quantize_int8_dynamic, quantize_int8_static)
+    from export.onnx.precision import prepare, selection_path
 
     host = s8s8_safe()[1]
     cand_dir = Path(tempfile.mkdtemp(prefix="int8-", dir=fp32_dir.parent))
