@@ -69,6 +69,8 @@ def test_own_footage_dataset_train_export_and_serve(tmp_path):
          "--skip-gate", "--bench-runs", "2", "--no-progress", timeout=300)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["labels"] == {"activities": LABELS["activities"], "products": LABELS["objects"]}
+    # the reader trained on the folder reads its timeline track, as the shipped one does
+    assert manifest["answers"]["kind"] == "reader" and "timeline" in manifest["answers"]["reader"]
 
     took["export"] = time.monotonic() - t0 - sum(took.values())
     video = ds / "videos" / "vtest.avi"
@@ -90,6 +92,7 @@ def test_own_footage_dataset_train_export_and_serve(tmp_path):
         assert r.status_code == 200, r.text
         answer = r.json()
         assert answer["activity"] == "meet" and answer["coverage"]["covered_fraction"] > 0, answer
+        assert "timeline" in answer["read_from"], answer
         # which of this label set's activities did the man standing on the right (instance 2) do?
         r = p.post("/v1/query/activity", json={"object_image": _person_crop(video, ann, 2), "start": 0,
                                                "end": end})

@@ -242,7 +242,10 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
                 f"out: calibrating on the training videos (its p(seen) and p(right) may be optimistic)")
 
         def build(part, desc):
-            return make_dataset_videos(net, part, queries, every, absent_share, seed, cache, desc, progress)
+            # with no video held out the training videos are also the calibration ones: they keep their frames
+            keep = timeline is not None and (desc == "calibration videos" or n_cal == 0)
+            rows = timeline_clips if timeline is not None and desc != "calibration videos" else 0
+            return make_dataset_videos(net, part, queries, every, absent_share, seed, cache, desc, progress, keep, rows)
         parts = (items[:len(items) - n_cal], items[len(items) - n_cal:])
     else:
         specs = [training_video(seed, i) for i in range(videos + calib_videos)]
@@ -319,8 +322,9 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
                         "calibrated_on": calib_note}
     if meta["checkpoint"] is None:
         del meta["checkpoint"]
-    if timeline is not None and calib and calib[0].video_tokens is not None:
-        meta["timeline"] = timeline_meta(reader, answer, calib, cfg, prior, timeline)
+    fit_on = calib or train
+    if timeline is not None and fit_on and fit_on[0].video_tokens is not None:
+        meta["timeline"] = timeline_meta(reader, answer, fit_on, cfg, prior, timeline)
     save_reader(out, reader, answer, meta)
     log(f"wrote {out}: prepare {prep_min:.1f} min, train {train_min:.1f} min, "
         f"total {(time.time() - t_start) / 60:.1f} min")

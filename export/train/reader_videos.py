@@ -141,10 +141,13 @@ def make_videos(net: LVMNet, specs: list[tuple[int, int]], video_s: float, queri
 
 
 def make_dataset_videos(net: LVMNet, items: list, queries: int, every: int, absent_share: float, seed: int,
-                        cache, desc: str, progress: bool = True) -> list[ReaderVideo]:
+                        cache, desc: str, progress: bool = True, keep_video: bool = False,
+                        timeline_rows: int = 0) -> list[ReaderVideo]:
     """Dataset items (export.dataset.DatasetItem, ``(index, item)`` pairs) decoded as lvm-train decodes
     them, their tokens from the cache where present. Queries are seeded per item index the way
-    lvm-train seeds the same video's queries (``seed * 1009 + index``)."""
+    lvm-train seeds the same video's queries (``seed * 1009 + index``). ``keep_video`` and
+    ``timeline_rows`` as for ``make_videos``: the timeline track is trained and calibrated on a
+    dataset as on generated videos."""
     cfg = net.cfg
     sha = backbone_digest(net.backbone)
     two_clips = 2 * cfg.stream.clip_frames
@@ -158,5 +161,5 @@ def make_dataset_videos(net: LVMNet, items: list, queries: int, every: int, abse
         encode_video(net.backbone, data, cache=cache, backbone_sha=sha)
         qseed = seed * 1009 + i
         attach_queries(data, queries, qseed)
-        out.append(reader_video(net, data, every, absent_share, qseed))
+        out.append(reader_video(net, data, every, absent_share, qseed, keep_video, timeline_rows))
     return out
