@@ -274,3 +274,22 @@ def test_fp32_failure_names_the_output_over_its_bound():
         "keyboxes": {"max_abs": 1.5e-3, "max_abs_scaled": 1.5e-3, "ref_max_abs": 0.9}}}}
     (msg,) = fp32_failures(p)
     assert "keyboxes" in msg and "1.50e-03" in msg and "2.87e-03" not in msg
+
+
+def test_keyboxes_have_their_own_fp32_bound():
+    """Box weights depend on times in seconds since the stream began: 1.5e-4 is float32 rounding there,
+    1.5e-3 is not."""
+    from export.onnx.parity import fp32_failures
+
+    def answer(kb):
+        return {"answer": {"max_abs": kb, "max_abs_scaled": kb, "outputs": {
+            "intervals": {"max_abs": 1e-3, "max_abs_scaled": 3e-6, "ref_max_abs": 359.0},
+            "keyboxes": {"max_abs": kb, "max_abs_scaled": kb, "ref_max_abs": 0.9},
+            "evidence": {"max_abs": 2e-5, "max_abs_scaled": 2e-5, "ref_max_abs": 0.7}}}}
+    assert fp32_failures(answer(1.5e-4)) == []
+    (msg,) = fp32_failures(answer(1.5e-3))
+    assert "keyboxes max abs diff 1.50e-03 > 0.001" in msg
+    bad = answer(1.5e-4)
+    bad["answer"]["outputs"]["evidence"].update(max_abs=2e-4, max_abs_scaled=2e-4)
+    (msg,) = fp32_failures(bad)
+    assert "evidence" in msg and "> 0.0001" in msg

@@ -25,6 +25,10 @@ from export.onnx.cpu_latency import cpu_session
 from export.onnx.graphs import BACKBONE, HEADS, SAMPLER, GraphSpec, example_feeds, sampler_spec
 
 FP32_MAX_ABS = 1e-4
+# outputs with a bound of their own. The answer step weights each keyframe's box by its nearness in time
+# to tokens stamped in seconds since the stream began: float32 rounding of times near 1,800 s (~1e-4 s)
+# moves those weights, and the boxes, by ~1e-4 with no export error. 1e-3 is 0.1 % of the frame.
+FP32_OUTPUT_MAX_ABS = {"keyboxes": 1e-3}
 FP32_MIN_RECALL = 0.99
 _MASKED = {"boxes", "start_logits", "end_logits"}
 
@@ -170,18 +174,23 @@ def fp32_failures(parity: dict[str, dict]) -> list[str]:
     """Why an FP32 export does not match PyTorch, one phrase per graph; empty when it does.
 
     The bound is 1e-4 absolute for outputs of unit scale and 1e-4 relative to the largest output
-    beyond that: a backbone whose features reach ~360 (lvm-edge's MobileNetV4) differs from PyTorch
+    beyond that (``FP32_OUTPUT_MAX_ABS`` names the outputs with a bound of their own): a backbone whose features reach ~360 (lvm-edge's MobileNetV4) differs from PyTorch
     by ~5e-4 from float32 summation order alone (1.4e-6 relative), which is no export error."""
     bad = []
     for name in (BACKBONE.name, HEADS.name, "reader", "answer"):
         p = parity.get(name)
-        if p and p.get("max_abs_scaled", p["max_abs"]) > FP32_MAX_ABS:
-            # the output that breaks the bound, by name, with its own difference and scale (the graph's
-            # overall max difference may come from another output that is within its bound)
-            outs = p.get("outputs") or {}
-            wname, worst = max(outs.items(), key=lambda kv: kv[1]["max_abs_scaled"]) if outs else ("", {})
+        if not p:
+            continue
+        # the output that breaks its bound, by name, with its own difference and scale (the graph's
+        # overall max difference may come from another output that is within its bound)
+        outs = p.get("outputs") or {"": {"max_abs": p["max_abs"], "max_abs_scaled": p.get("max_abs_scaled", p["max_abs"]),
+                                         "ref_max_abs": 1.0}}
+        over = {o: (d["max_abs_scaled"] / FP32_OUTPUT_MAX_ABS.get(o, FP32_MAX_ABS), d) for o, d in outs.items()
+                if d["max_abs_scaled"] > FP32_OUTPUT_MAX_ABS.get(o, FP32_MAX_ABS)}
+        if over:
+            wname, (_, worst) = max(over.items(), key=lambda kv: kv[1][0])
             bad.append(f"{name}{' output ' + wname if wname else ''} max abs diff "
-                       f"{worst.get('max_abs', p['max_abs']):.2e} > {FP32_MAX_ABS:g} x max(1, |output| = "
+                       f"{worst['max_abs']:.2e} > {FP32_OUTPUT_MAX_ABS.get(wname, FP32_MAX_ABS):g} x max(1, |output| = "
                        f"{worst.get('ref_max_abs', 1.0):.3g})")
     p = parity.get(SAMPLER.name)
     if p and p["topm_recall"] < FP32_MIN_RECALL:
