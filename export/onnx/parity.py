@@ -174,8 +174,9 @@ def fp32_failures(parity: dict[str, dict]) -> list[str]:
     """Why an FP32 export does not match PyTorch, one phrase per graph; empty when it does.
 
     The bound is 1e-4 absolute for outputs of unit scale and 1e-4 relative to the largest output
-    beyond that (``FP32_OUTPUT_MAX_ABS`` names the outputs with a bound of their own): a backbone whose features reach ~360 (lvm-edge's MobileNetV4) differs from PyTorch
-    by ~5e-4 from float32 summation order alone (1.4e-6 relative), which is no export error."""
+    beyond that (``FP32_OUTPUT_MAX_ABS`` names the outputs with a bound of their own): a backbone whose
+    features reach ~360 (lvm-edge's MobileNetV4) differs from PyTorch by ~5e-4 from float32 summation
+    order alone (1.4e-6 relative), which is no export error."""
     bad = []
     for name in (BACKBONE.name, HEADS.name, "reader", "answer"):
         p = parity.get(name)

@@ -226,6 +226,14 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
                                                        if fresh else ""))
     cache = token_cache_dir() if token_cache else None
     calib_note = None
+
+    def track(desc: str, held_out: int) -> tuple[bool, int]:
+        """(keep the frames, timeline rows) of a part: calibration videos keep their frames to calibrate
+        the timeline on and give no rows; with none held out, the training videos do both."""
+        if timeline is None:
+            return False, 0
+        calibration = desc == "calibration videos"
+        return calibration or held_out == 0, 0 if calibration else timeline_clips
     if data is not None:
         items = list(enumerate(data))
         n_cal = calibration_split(len(items), calib_videos)
@@ -242,18 +250,15 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, v
                 f"out: calibrating on the training videos (its p(seen) and p(right) may be optimistic)")
 
         def build(part, desc):
-            # with no video held out the training videos are also the calibration ones: they keep their frames
-            keep = timeline is not None and (desc == "calibration videos" or n_cal == 0)
-            rows = timeline_clips if timeline is not None and desc != "calibration videos" else 0
-            return make_dataset_videos(net, part, queries, every, absent_share, seed, cache, desc, progress, keep, rows)
+            return make_dataset_videos(net, part, queries, every, absent_share, seed, cache, desc, progress,
+                                       *track(desc, n_cal))
         parts = (items[:len(items) - n_cal], items[len(items) - n_cal:])
     else:
         specs = [training_video(seed, i) for i in range(videos + calib_videos)]
 
         def build(part, desc):
-            keep = timeline is not None and desc == "calibration videos"
-            rows = timeline_clips if timeline is not None and not keep else 0
-            return make_videos(net, part, video_s, queries, every, absent_share, desc, progress, cache, keep, rows)
+            return make_videos(net, part, video_s, queries, every, absent_share, desc, progress, cache,
+                               *track(desc, calib_videos))
         parts = (specs[:videos], specs[videos:])
     everything = parts[0] + parts[1]
     # the first video's cost (decode or render + encode + stream; cached tokens skip the encoding) sets the ETA
