@@ -96,6 +96,10 @@ class SamplerConfig(_Strict):
         return d
 
 
+# (section, key) of optional settings left out of a config's dict (and digest) while unset
+WRITTEN_WHEN_SET = (("heads", "attention_dropout"),)
+
+
 class HeadsConfig(_Strict):
     d_model: int = Field(gt=0)
     enc_layers: int = Field(ge=1)
@@ -103,6 +107,9 @@ class HeadsConfig(_Strict):
     heads: int = Field(ge=1)
     ff_mult: int = Field(4, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
+    attention_dropout: float | None = Field(None, ge=0, lt=1, description=(
+        "dropout on the attention weights (None: ``dropout``). At 0 training runs attention as torch's "
+        "fused kernel, which keeps no tokens x tokens matrix for the backward pass (a long memory's)"))
     num_activities: int = Field(gt=0, description="C activity classes")
     window_queries: int = Field(gt=0, description="max decoder time queries per asked window")
 
@@ -185,7 +192,13 @@ class ModelConfig(_Strict):
         return self.stream.clip_frames * self.backbone.tokens_per_frame
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        d = self.model_dump(mode="json")
+        # settings added after models were trained are written only when set: the configs of those
+        # models (and so the hashes their checkpoints, readers and bundles carry) stay what they were
+        for part, key in WRITTEN_WHEN_SET:
+            if d[part].get(key) is None:
+                d[part].pop(key, None)
+        return d
 
     def digest(self) -> str:
         """sha256 of the canonical JSON form: the same model config always hashes the same."""

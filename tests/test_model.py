@@ -188,3 +188,28 @@ def test_edge_runtime_imports_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_training_attention_is_the_exported_attention():
+    """Training runs attention as torch's fused kernel (it keeps no N x N matrix for the backward
+    pass); eval and export run the plain ops. Without dropout both give the same output and the same
+    gradients, with a key mask and with a per-head bias (the reader's time bias)."""
+    from export.model.layers import EncoderLayer, key_bias
+
+    torch.manual_seed(0)
+    layer = EncoderLayer(64, 4, 2, 0.0)
+    x = torch.randn(2, 40, 64)
+    keep = torch.ones(2, 40)
+    keep[0, -7:] = 0
+    for bias in (key_bias(keep), key_bias(keep) - torch.rand(2, 4, 40, 40)):
+        outs, grads = [], []
+        for train in (True, False):
+            layer.train(train)
+            xi = x.clone().requires_grad_(True)
+            y = layer(xi, bias)
+            (y * torch.linspace(-1, 1, 64)).sum().backward()
+            outs.append(y.detach())
+            grads.append(xi.grad)
+        assert torch.allclose(outs[0], outs[1], atol=1e-5)
+        assert torch.allclose(grads[0], grads[1], atol=1e-5)
+        assert not torch.allclose(outs[0], x, atol=1e-3)  # the layer did something

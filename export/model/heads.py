@@ -62,8 +62,8 @@ class QueryHeads(nn.Module):
         self.kind = nn.Embedding(4, D)  # 0 memory, 1 crop, 2 query, 3 svd
         self.time_query = nn.Parameter(torch.zeros(D))
         self.register_buffer("given", torch.tensor(_GIVEN), persistent=False)
-        self.enc = nn.ModuleList(EncoderLayer(D, hc.heads, hc.ff_mult, hc.dropout) for _ in range(hc.enc_layers))
-        self.dec = nn.ModuleList(DecoderLayer(D, hc.heads, hc.ff_mult, hc.dropout) for _ in range(hc.dec_layers))
+        self.enc = nn.ModuleList(EncoderLayer(D, hc.heads, hc.ff_mult, hc.dropout, hc.attention_dropout) for _ in range(hc.enc_layers))
+        self.dec = nn.ModuleList(DecoderLayer(D, hc.heads, hc.ff_mult, hc.dropout, hc.attention_dropout) for _ in range(hc.dec_layers))
         # Time locality of the decoder's cross-attention (ALiBi-style, per layer and head): a slot at
         # time t is biased toward memory tokens near t by -slope * |t - t_token| / slot spacing. Without
         # it the heads must learn to match two sinusoidal time codes through their projections; on
