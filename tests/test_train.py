@@ -290,11 +290,28 @@ def test_stage_estimates_and_measured_eta():
     eta = StepETA("stage", 20, said.append, after=5)
     for _ in range(20):
         eta.step()
-    assert len(said) == 1 and said[0].startswith("stage: ") and "remaining 15 steps" in said[0]
+    assert len(said) == 1 and said[0].startswith("stage: ") and "remaining 14 steps" in said[0]
     quiet = StepETA("stage", 3, said.append, after=5)  # too short a stage to be worth one
     for _ in range(3):
         quiet.step()
     assert len(said) == 1
+
+
+def test_stage_eta_prices_only_timed_steps(monkeypatch):
+    """Stage 1's query-free steps (a tenth of a learning step's cost) do not set the rate."""
+    import types
+
+    import export.train.eta as eta_mod
+
+    clock = [0.0]
+    monkeypatch.setattr(eta_mod, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    said = []
+    eta = eta_mod.StepETA("stage 1", 100, said.append, after=3)
+    eta.step()  # starts the clock
+    for cost, timed in [(3, False)] * 5 + [(30, True)] * 3:
+        clock[0] += cost
+        eta.step(timed=timed)
+    assert said == ["stage 1: 30.00 s a step, ~46 min for the remaining 91 steps"]
 
 
 def test_calibration_split_holds_out_at_most_a_quarter():

@@ -55,18 +55,31 @@ def estimate(unit: str, count: float, video_s: float = 1800.0, rates: dict[str, 
 
 
 class StepETA:
-    """Prints once, after ``after`` steps, how long the remaining steps will take at the rate seen."""
+    """Prints once, after ``after`` timed steps, how long the remaining steps will take at the rate seen.
+
+    ``step(timed=False)`` marks a step that is not representative: stage 1's first clips of each
+    stream group have no query in their past, so they only write the memory and cost a fraction of a
+    learning step (lvm-edge: 3 s against 30 s). Timing those made the first ETA 10x too short; only
+    timed steps set the rate, and the remaining count (all steps) is priced at it: at worst an
+    overestimate by the untimed steps' share."""
 
     def __init__(self, what: str, total: int, log: Callable[[str], None] | None, after: int = 5) -> None:
         self.what, self.total, self.log, self.after = what, total, log, after
-        self.t0: float | None = None
-        self.done = 0
+        self.last: float | None = None
+        self.done = self.timed = 0
+        self.spent = 0.0
+        self.said = False
 
-    def step(self) -> None:
-        if self.t0 is None:
-            self.t0 = time.time()
+    def step(self, timed: bool = True) -> None:
+        """Call at the end of each step (the first call only starts the clock)."""
+        now = time.time()
+        if self.last is not None and timed:
+            self.spent += now - self.last
+            self.timed += 1
+        self.last = now
         self.done += 1
-        if self.log is not None and self.done == self.after and self.total > self.after:
-            rate = (time.time() - self.t0) / self.after
-            self.log(f"{self.what}: {rate:.2f} s a step, ~{minutes(rate * (self.total - self.after))} "
-                     f"for the remaining {self.total - self.after} steps")
+        left = self.total - self.done
+        if self.log is not None and not self.said and self.timed >= self.after and left > 0:
+            self.said = True
+            rate = self.spent / self.timed
+            self.log(f"{self.what}: {rate:.2f} s a step, ~{minutes(rate * left)} for the remaining {left} steps")

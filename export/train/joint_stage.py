@@ -227,7 +227,7 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
                         new_mem = net.sampler(*batch["mem"], batch["clip"], batch["clip_t"], batch["clip_p"])
                     _commit(streams, local, new_mem, world)
                     step += 1
-                    eta.step()
+                    eta.step(timed=False)  # a memory write only: not what the remaining steps cost
                     bar.update(1)
                     continue
                 new_mem, terms = model(batch["mem"], batch["clip"], batch["clip_t"], batch["clip_p"], batch["qb"],
