@@ -23,7 +23,7 @@ Other query types take no object picture; a request without ``product`` passes t
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from edge_runtime.query.catalog import Catalog, CatalogError
 from edge_runtime.query.types import BY_NAME, QUERY_TYPES
@@ -103,22 +103,33 @@ def combine(answers: list[dict[str, Any]], qtype: str, k: int = 3) -> dict[str, 
     return out
 
 
-def answer(runtime, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``runtime.query`` for requests that may name a product: one batched call, combined answers;
-    a product's answer also says {"product": {"name", "crops", "rule"}}."""
+def prepare(runtime, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Callable[[list[dict[str, Any]]], list[dict[str, Any]]]]:
+    """Requests that may name a product -> (the flat requests to answer, ``finish``: their answers ->
+    one answer per request). What ``answer`` does around ``runtime.query``, so that the API's event
+    loop can await the answers in between."""
     if not any(r.get("product") is not None for r in requests):
-        return runtime.query(requests)
+        return requests, lambda answers: answers
     catalog = getattr(runtime, "catalog", None)
     classes = class_products(runtime) if catalog is None or not len(catalog) else None
     flat, spans = expand(requests, catalog, classes)
-    flat_answers = runtime.query(flat)
-    out = []
-    for req, (first, n, shown) in zip(requests, spans):
-        if shown is None:
-            out.append(flat_answers[first])
-            continue
-        qtype = req.get("type")
-        a = combine(flat_answers[first:first + n], qtype, int(req.get("k") or 3))
-        a["product"] = {"name": shown, "crops": n, "rule": RULE.get(qtype)}
-        out.append(a)
-    return out
+
+    def finish(flat_answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for req, (first, n, shown) in zip(requests, spans):
+            if shown is None:
+                out.append(flat_answers[first])
+                continue
+            qtype = req.get("type")
+            a = combine(flat_answers[first:first + n], qtype, int(req.get("k") or 3))
+            a["product"] = {"name": shown, "crops": n, "rule": RULE.get(qtype)}
+            out.append(a)
+        return out
+
+    return flat, finish
+
+
+def answer(runtime, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``runtime.query`` for requests that may name a product: one batched call, combined answers;
+    a product's answer also says {"product": {"name", "crops", "rule"}}."""
+    flat, finish = prepare(runtime, requests)
+    return finish(runtime.query(flat))

@@ -18,11 +18,13 @@ stream answers; "the last 10 minutes" is read on the clock of the stream asked.
 """
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, get_type_hints
 
+import anyio.from_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -85,6 +87,14 @@ def _synonyms(hub) -> dict[str, list[str]]:
     return {}
 
 
+def _call(handler: Callable[[Any], Any], body: Any) -> Any:
+    """A route function called from this (worker-thread) route: a coroutine one (the query routes)
+    runs on the server's event loop."""
+    if inspect.iscoroutinefunction(handler):
+        return anyio.from_thread.run(handler, body)
+    return handler(body)
+
+
 def register_ask_routes(api: FastAPI, hub, guarded: list, handlers: dict[str, Callable[[Any], dict]]) -> None:
     """Add POST /v1/ask. ``handlers``: the /v1/query/<type> route functions by type; each is called
     with its own body model built from the reading, so an asked question is answered exactly as the
@@ -117,7 +127,7 @@ def register_ask_routes(api: FastAPI, hub, guarded: list, handlers: dict[str, Ca
             where = ".".join(str(p) for p in e.get("loc", ()))
             return JSONResponse({"error": _one_line(f"read as {reading.query}, which this runtime does not take "
                                                     f"({where}: {e.get('msg', 'invalid')})")}, status_code=422)
-        answer = handlers[kind](body)
+        answer = _call(handlers[kind], body)
         reply = {"question": q.text, **reading.to_dict(), "scorer": scorers.note, "answer": answer}
         if kind == "object" and "happened" in handlers:
             # "what was bagged?" names no product: beside where the object of bagging was, which

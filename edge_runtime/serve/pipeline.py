@@ -36,9 +36,11 @@ runtime answering with the reader refuses it (StreamError, one line) and leaves 
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -190,15 +192,42 @@ class Runtime(Intake):
         return {"reset": True, "stream_time": last}
 
     def query(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Answers to ``requests`` (checked, batched with whatever else is asked meanwhile)."""
+        fut = self.query_future(requests)
+        try:
+            return fut.result(timeout=self.batcher.timeout_s)
+        except BatcherClosed:
+            raise self._gone() from None
+
+    async def query_async(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``query`` for the API's event loop: awaits the batch without holding a thread."""
+        fut = asyncio.wrap_future(self.query_future(requests))
+        try:  # shielded: a timeout here must not cancel the batch's Future under the batcher
+            return await asyncio.wait_for(asyncio.shield(fut), self.batcher.timeout_s)
+        except BatcherClosed:
+            raise self._gone() from None
+
+    def query_future(self, requests: list[dict[str, Any]]) -> Future:
+        """Check and queue ``requests``; the Future gets their answers. Each answered query's latency
+        (queueing included) goes to the ``query`` histogram."""
         t0 = time.perf_counter()
         try:
-            answers = self.batcher.submit(requests)
+            fut = self.batcher.submit_future(requests)
         except BatcherClosed:
-            raise StreamError(f"stream {self.name!r} was removed or is shutting down", 404) from None
-        dt = time.perf_counter() - t0
-        for r in requests:
-            self.telemetry.query.labels(type=str(r.get("type"))).observe(dt)
-        return answers
+            raise self._gone() from None
+
+        def observe(done: Future) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            dt = time.perf_counter() - t0
+            for r in requests:
+                self.telemetry.query.labels(type=str(r.get("type"))).observe(dt)
+
+        fut.add_done_callback(observe)
+        return fut
+
+    def _gone(self) -> StreamError:
+        return StreamError(f"stream {self.name!r} was removed or is shutting down", 404)
 
     # -- streaming ---------------------------------------------------------------------------
     def start(self, uri: str | int, *, realtime: bool = False, duration: float | None = None,

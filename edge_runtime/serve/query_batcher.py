@@ -3,6 +3,7 @@ batch, and a request that fails alone does not fail the others."""
 from __future__ import annotations
 
 import sys
+from concurrent.futures import Future
 from typing import Any
 
 from edge_runtime.engine.batch_queue import BatcherClosed, BatchQueue
@@ -22,11 +23,19 @@ class QueryBatcher:
         self._queue = BatchQueue(self._answer, wait_s=wait_s, limit=max_batch, size=len, name="lvm-queries")
 
     def submit(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Check, queue and wait for the answers."""
+        return self.submit_future(requests).result(timeout=self.timeout_s)
+
+    def submit_future(self, requests: list[dict[str, Any]]) -> Future:
+        """Check and queue; the Future gets the answers (an async caller awaits it without a thread).
+        A request that fails its check raises here, before anything is queued."""
         reqs = [self.engine.check_request(r, f"request {i}" if len(requests) > 1 else "request")
                 for i, r in enumerate(requests)]
         if not reqs:
-            return []
-        return self._queue.put(reqs).result(timeout=self.timeout_s)
+            done: Future = Future()
+            done.set_result([])
+            return done
+        return self._queue.put(reqs)
 
     def close(self) -> None:
         self._queue.close()
