@@ -281,7 +281,7 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
     # The query routes are coroutines: a query's work is checking it (here), then the batcher's thread
     # answers it with whatever else was asked meanwhile. Awaiting that on the event loop, rather than
     # blocking one of the server's worker threads per request, takes a fifth off the CPU a request
-    # costs the server under 32 concurrent clients (docs/speed.md).
+    # costs the server under 32 concurrent clients (docs/reliability/README.md).
     def query_route(row: QueryType):
         async def route(q) -> dict[str, Any]:
             req: dict[str, Any] = {"type": row.name, "start": q.start, "end": q.end}
