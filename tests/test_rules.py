@@ -53,12 +53,25 @@ def test_a_scanned_item_handed_over_uses_up_its_scan():
     assert engine().evaluate([ev("hand_over", "apple", 10, 15)], now=60.0) == []
 
 
-def test_a_scan_of_another_product_or_too_long_before_does_not_count():
-    e = engine(bagged_without_scan={"lookback_s": 60})
-    events = [ev("scan", "bread", 0, 5), ev("scan", "apple", 90, 95), ev("bag", "bread", 100, 103)]
-    assert [d["product"] for d in e.evaluate(events, now=120.0)] == ["bread"]
-    e = engine(bagged_without_scan={"lookback_s": 120})
-    assert e.evaluate(events, now=120.0) == []
+def test_a_scan_too_long_before_does_not_count():
+    events = [ev("scan", "bread", 0, 5), ev("bag", "bread", 100, 103)]
+    assert [d["product"] for d in engine(bagged_without_scan={"lookback_s": 60}).evaluate(events, now=120.0)] == ["bread"]
+    assert engine(bagged_without_scan={"lookback_s": 120}).evaluate(events, now=120.0) == []
+
+
+def test_an_unused_scan_of_another_product_pays_when_none_of_the_bags_is_left():
+    # the apple scan is the bread's, read as the wrong product: by default it pays for the bread's bag
+    events = [ev("scan", "apple", 90, 95), ev("bag", "bread", 100, 103)]
+    assert engine().evaluate(events, now=120.0) == []
+    strict = engine(bagged_without_scan={"other_product_scans": 0})
+    assert [d["product"] for d in strict.evaluate(events, now=120.0)] == ["bread"]
+    # a scan already used by a bag of its own product pays for nothing else
+    events = [ev("scan", "apple", 90, 95), ev("bag", "apple", 96, 98), ev("bag", "bread", 100, 103)]
+    assert [d["product"] for d in engine().evaluate(events, now=120.0)] == ["bread"]
+    # a bag takes a scan of its own product before another product's
+    events = [ev("scan", "apple", 80, 85), ev("scan", "bread", 90, 95), ev("bag", "bread", 100, 103),
+              ev("bag", "apple", 104, 106)]
+    assert engine().evaluate(events, now=120.0) == []
 
 
 def test_dedup_across_overlapping_windows_and_moved_edges():

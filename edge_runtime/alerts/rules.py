@@ -13,7 +13,11 @@ runs for weeks.
 Events carry no customer session, so "the same transaction" is a look-back window before the bag
 (``lookback_s``): on the checkout benchmark customers are at least 40 s apart and a scan comes within
 seconds to a minute before its bag. A scan pays for one item of its product that leaves the counter:
-a bag, or a hand-over to someone across it (which raises nothing).
+a bag, or a hand-over to someone across it (which raises nothing). When no scan of the bag's product
+is left in the look-back, an unused scan of another product pays (``other_product_scans`` 1, the
+default): the model's timing is better than its product identity, so a scan read as the wrong product
+is still the scan of that item. On 24 held-out videos this cut false alerts from 110 to 32 and found
+2 of 17 unscanned bags instead of 3 (docs/alerts.md).
 """
 from __future__ import annotations
 
@@ -39,10 +43,12 @@ RULES: dict[str, RuleSpec] = {
     # settle_s 0: a bag is judged at the first commit that holds it. On 12 held-out videos waiting 1, 2
     # or 5 s for a scan read late raised the very same alerts, only later (docs/alerts.md)
     "bagged_without_scan": RuleSpec(
-        "a product bagged with no scan of that product in the look-back window before the bag",  # one scan pays for one bag or hand-over
-        MappingProxyType({"lookback_s": 120.0, "min_confidence": 0.5, "scan_min_confidence": 0.2, "settle_s": 0.0}),
+        "a product bagged with no scan left to pay for it in the look-back window before the bag",  # one scan pays for one bag or hand-over
+        MappingProxyType({"lookback_s": 120.0, "min_confidence": 0.5, "scan_min_confidence": 0.2, "settle_s": 0.0,
+                          "other_product_scans": 1.0}),
         ("bag", "scan"),
-        MappingProxyType({"min_confidence": (0.0, 1.0), "scan_min_confidence": (0.0, 1.0)})),
+        MappingProxyType({"min_confidence": (0.0, 1.0), "scan_min_confidence": (0.0, 1.0),
+                          "other_product_scans": (0.0, 1.0)})),
     "pass_around": RuleSpec(
         "a product moved over the scanner without the scanner reading it (activity pass_around)",
         MappingProxyType({"min_confidence": 0.5}),
@@ -167,8 +173,10 @@ class RuleEngine:
             if now < bag.end + th["settle_s"]:  # a scan read late may still come in
                 waiting.append(bag)
                 continue
-            scans = [s for s in self._scans.get(bag.event.product, ())
-                     if not s.used and bag.start - th["lookback_s"] <= s.start <= bag.end]
+            lo = bag.start - th["lookback_s"]
+            scans = [s for s in self._scans.get(bag.event.product, ()) if not s.used and lo <= s.start <= bag.end]
+            if not scans and th["other_product_scans"] >= 0.5:
+                scans = [s for rows in self._scans.values() for s in rows if not s.used and lo <= s.start <= bag.end]
             if scans:
                 max(scans, key=lambda s: s.start).used = True  # the latest scan before it pays for it
             elif bag.alerts:
