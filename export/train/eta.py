@@ -28,6 +28,21 @@ RATES_2_CORES = {
         # the reader stage: one step of 8 memories (1,500 steps in 8.7 min)
         "reader_per_step": 8.7 * 60 / 1500,
     },
+    # measured at lvm-train's defaults (2 threads) with a pre-trained backbone and an untrained sampler,
+    # the first steps of each stage only (docs/training.md, "lvm-edge on 2 CPU cores"); no heads stage
+    "lvm-edge": {
+        "backbone": ("mobilenetv4_conv_small", 224),
+        # render (25 s) + backbone tokens (445 s) of 8 videos
+        "tokens_per_video": (25.0 + 445.0) / 8,
+        # 315 s for 3 epochs of 3,180 frames and crops
+        "pretrain_per_frame_epoch": 315.0 / 9540,
+        # a learning step 27 s (median of 8), a memory-write step ~5 s; 5 of a group's 30 steps write only
+        "stage1_per_step": (25 * 27.0 + 5 * 5.0) / 30,
+        # memories and timeline rows of a video 101.5 s, and the tokens of the 26 of 34 stage 1 did not encode
+        "reader_per_video": 101.5 + 26 / 34 * (25.0 + 445.0) / 8,
+        # 27.4-28.0 s a step of 8 memories
+        "reader_per_step": 27.7,
+    },
 }
 
 
@@ -43,6 +58,8 @@ def rates_for(name: str, backbone: tuple[str, int] | None = None) -> tuple[str, 
 
 
 def minutes(seconds: float) -> str:
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} h"
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
