@@ -174,15 +174,20 @@ class RuleEngine:
                 waiting.append(bag)
                 continue
             lo = bag.start - th["lookback_s"]
-            scans = [s for s in self._scans.get(bag.event.product, ()) if not s.used and lo <= s.start <= bag.end]
+            scans = _unpaid(self._scans.get(bag.event.product, ()), lo, bag.end)
             if not scans and th["other_product_scans"] >= 0.5:
-                scans = [s for rows in self._scans.values() for s in rows if not s.used and lo <= s.start <= bag.end]
+                scans = _unpaid((s for rows in self._scans.values() for s in rows), lo, bag.end)
             if scans:
                 max(scans, key=lambda s: s.start).used = True  # the latest scan before it pays for it
             elif bag.alerts:
                 out.append(_draft("bagged_without_scan", bag.event, [bag.event]))
         self._pending = [b for b in waiting if b.end >= now - KEEP_S]
         return out
+
+
+def _unpaid(scans, lo: float, hi: float) -> list[_Seen]:
+    """The scans starting in [lo, hi] that have paid for nothing yet."""
+    return [s for s in scans if not s.used and lo <= s.start <= hi]
 
 
 def _draft(rule: str, e: Event, evidence: list[Event]) -> dict[str, Any]:

@@ -22,10 +22,6 @@ class QueryBatcher:
         self.telemetry = telemetry
         self._queue = BatchQueue(self._answer, wait_s=wait_s, limit=max_batch, size=len, name="lvm-queries")
 
-    def submit(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Check, queue and wait for the answers."""
-        return self.submit_future(requests).result(timeout=self.timeout_s)
-
     def submit_future(self, requests: list[dict[str, Any]]) -> Future:
         """Check and queue; the Future gets the answers (an async caller awaits it without a thread).
         A request that fails its check raises here, before anything is queued."""
