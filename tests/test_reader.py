@@ -12,7 +12,7 @@ import torch
 from edge_runtime.checkout import CheckoutVideo
 from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
 from edge_runtime.config import resolve_model_config
-from edge_runtime.query.reader_answers import calibrated, fit_calibration
+from edge_runtime.query.reader_answers import calibrated, fit_calibration, reader_answers
 from export.model.reader import AnswerStep, MemoryReader
 from tools.accuracy.reader_eval import export_graphs
 
@@ -106,6 +106,20 @@ def test_confidence_map_is_monotone_and_fits_the_rate():
     p = calibrated(np.linspace(0, 1, 50), fit)
     assert np.all(np.diff(p) >= 0)
     assert abs(calibrated([0.8], fit)[0] - 0.8) < 0.1 and abs(calibrated([0.2], fit)[0] - 0.2) < 0.1
+
+
+def test_prior_weight_follows_the_window_length():
+    from edge_runtime.query.reader_answers import prior_weight_for
+
+    table = [[300.0, 0.0], [900.0, 0.1], [1800.0, 1.0]]
+    assert prior_weight_for(1800.0, 0.3) == 0.3  # one weight for every window without a table
+    assert [prior_weight_for(w, 0.3, table) for w in (60, 300, 500, 600, 900, 1300, 1800, 36000)] == \
+        [0.0, 0.0, 0.0, 0.1, 0.1, 1.0, 1.0, 1.0]  # nearest length on a log scale
+    scores = np.zeros((2, 3))
+    prior = [0.2, 0.9, 0.5]
+    short, long = reader_answers(["activity"] * 2, np.array([[0.0, 300.0], [0.0, 1800.0]]), scores + [[0.3, 0, 0]],
+                                 None, None, object_fps=5.0, prior=prior, prior_weight=0.3, prior_weight_by_window=table)
+    assert short["ranked"][0] == 0 and long["ranked"][0] == 1  # the prior outweighs the evidence on long windows only
 
 
 def _facts(m=40, E=32, C=5, seed=0):

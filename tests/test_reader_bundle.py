@@ -148,6 +148,10 @@ def test_onnx_matches_pytorch_on_real_memories(tiny_bundle):
     (lambda m: m["answers"].pop("reader"), "answers.reader is missing"),
     (lambda m: m["answers"]["reader"]["calibration"].pop("time"), "answers.reader.calibration needs"),
     (lambda m: m["graphs"]["reader"]["outputs"].pop(), "reader graph lacks output(s) span"),
+    (lambda m: m["answers"]["reader"].update(prior_weight_by_window=[[300, 1.0], [0, 0.3]]),
+     "answers.reader.prior_weight_by_window needs [window seconds > 0, weight >= 0] pairs"),
+    (lambda m: m["answers"]["reader"].update(prior_weight_by_window={"300": 1.0}),
+     "answers.reader.prior_weight_by_window needs [window seconds > 0, weight >= 0] pairs"),
 ])
 def test_manifest_disagreeing_with_the_reader_graphs_is_one_line(copy, mutate, expect):
     _edit(copy, mutate)

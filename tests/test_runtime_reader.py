@@ -124,6 +124,7 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
     assert sec["prior"] == pytest.approx(meta["prior"])
     assert all(sec["calibration"][t] == cal_all[t] for t in BY_NAME)
     assert sec["prior_weight"] == cal_all.get("prior_weight", meta.get("prior_weight"))
+    assert sec.get("prior_weight_by_window") == cal_all.get("prior_weight_by_window")
     c = eng.committed
     m = eng.cfg.stream.memory_tokens
     with torch.no_grad():
@@ -156,7 +157,7 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
         sc, iv, kb, ev = answer(*rows, t_all, v_all, q_type, q_act, reader.embed_crop(obj), win)
     want = reader_answers([r["type"] for r in reqs], win.numpy(), sc.numpy(), iv.numpy(), kb.numpy(),
                           object_fps=eng.cfg.stream.object_fps, prior=meta["prior"],
-                          prior_weight=sec["prior_weight"])
+                          prior_weight=sec["prior_weight"], prior_weight_by_window=sec.get("prior_weight_by_window"))
     for r, g, w, e in zip(reqs, got, want, ev.numpy()):
         assert g["answered_by"] == "reader" and g["status"] in ("answered", "not_seen")
         cal = cal_all[r["type"]]

@@ -73,7 +73,10 @@ def test_train_smoke_and_resume(tmp_path):
     reader, answer, rmeta = load_reader(out / "lvm-tiny-reader.safetensors", net.cfg)
     assert rmeta["train"]["steps"] == 3 and rmeta["train"]["videos"] == 2
     assert rmeta["checkpoint"] == str(ck) and len(rmeta["prior"]) == net.cfg.heads.num_activities
-    assert set(rmeta["calibration"]) >= {"activity", "object", "time", "prior_weight"}
+    assert set(rmeta["calibration"]) >= {"activity", "object", "time", "prior_weight", "prior_weight_by_window"}
+    from export.train.reader_calibration import PRIOR_WEIGHTS
+    by_window = rmeta["calibration"]["prior_weight_by_window"]  # per asked window length, from the grid
+    assert by_window and all(w in (300.0, 900.0, 1800.0) and x in PRIOR_WEIGHTS for w, x in by_window)
     # resume continues from the saved epoch: no further steps in a 1-epoch run
     r2 = _run([sys.executable, "-m", "export.cli.train", *SMOKE, "--out", str(out), "--max-steps", "6", "--resume"])
     assert r2.returncode == 0, r2.stderr[-2000:]
@@ -281,7 +284,7 @@ def test_stage_estimates_and_measured_eta():
     tiny = RATES_2_CORES["lvm-tiny"]
     # per-video rates scale with the video's length, per-step ones do not
     assert estimate("reader_per_video", 4, video_s=900.0) == pytest.approx(2 * tiny["reader_per_video"])
-    assert estimate("stage1_per_step", 672) == pytest.approx(1747.0)
+    assert estimate("stage1_per_step", 672) == pytest.approx(855.0)
     assert minutes(2284.0) == "38 min" and minutes(42.0) == "42 s" and minutes(61200.0) == "17.0 h"
     # a config borrows the rates of a measured one only with the same backbone and frame size
     assert rates_for("lvm-tiny-s5", ("resnet10t", 112)) == ("lvm-tiny", tiny)

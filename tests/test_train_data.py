@@ -138,7 +138,32 @@ def test_frame_targets_from_annotations_agree_with_the_generator(dataset):
     assert (files["hand"] == -1).all()  # not known from annotations
     np.testing.assert_array_equal(files["activity"], gen["activity"])
     np.testing.assert_array_equal(files["patches"], gen["patches"])
+    np.testing.assert_array_equal(files["patch_class"], gen["patch_class"])
     assert (files["products"] == gen["products"]).mean() > 0.99
+
+
+def test_patch_classes_name_the_product_under_each_box_centre():
+    from edge_runtime.checkout import PRODUCTS
+    from export.dataset.video_data import render_video
+    from export.train.pretrain import frame_targets
+
+    r = render_video(3, 120.0, 112, 1.0, look=1)
+    pc = frame_targets(r, 7)["patch_class"]
+    assert pc.shape == (len(r.times), 49)
+    none = len(PRODUCTS)
+    assert 0.01 < (pc < none).mean() < 0.5  # products show in some patches, most show none
+    class_of = {int(i["instance_id"]): int(i["class_id"]) for i in r.annotations["instances"]}
+    checked = 0
+    for key, track in r.annotations["boxes"].items():
+        for t, x1, y1, x2, y2 in np.asarray(track).reshape(-1, 5):
+            f = np.flatnonzero(np.isclose(r.times, t))
+            if len(f) == 0:
+                continue
+            p = min(int((y1 + y2) / 2 * 7), 6) * 7 + min(int((x1 + x2) / 2 * 7), 6)
+            # another product's box may cover this patch in front of it, never "none"
+            assert pc[f[0], p] != none
+            checked += pc[f[0], p] == class_of[int(key)]
+    assert checked > 50
 
 
 def _main(argv, capsys):

@@ -266,6 +266,11 @@ def _check_reader(cfg: ModelConfig, sec: Any, graphs: dict[str, GraphInfo], wher
     for key in ("prior_weight", "not_seen_below"):
         if not isinstance(sec.get(key), (int, float)) or isinstance(sec.get(key), bool):
             raise BundleError(f"{where}: answers.reader.{key} is not a number")
+    by_window = sec.get("prior_weight_by_window")
+    if by_window is not None and not (isinstance(by_window, list) and by_window and all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in p)
+            and p[0] > 0 and p[1] >= 0 for p in by_window)):
+        raise BundleError(f"{where}: answers.reader.prior_weight_by_window needs [window seconds > 0, weight >= 0] pairs")
     cal = sec.get("calibration")
     if not isinstance(cal, dict) or not all(isinstance(cal.get(t), dict) and all(
             _curve(cal[t].get(c)) for c in ("seen", "right")) for t in ("activity", "object", "time")):

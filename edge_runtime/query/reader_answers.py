@@ -10,18 +10,32 @@ from __future__ import annotations
 import numpy as np
 
 
+def prior_weight_for(window_s: float, weight: float, by_window=None) -> float:
+    """The class prior's weight for a window of ``window_s`` seconds: from ``by_window``
+    ([[window_s, weight], ...], fitted per window length on calibration videos) the entry whose
+    length is nearest on a log scale; ``weight`` (one for all windows) without it."""
+    if not by_window:
+        return float(weight)
+    lengths = np.array([float(w) for w, _ in by_window])
+    near = int(np.abs(np.log(lengths) - np.log(max(float(window_s), 1e-3))).argmin())
+    return float(by_window[near][1])
+
+
 def reader_answers(q_types: list[str], q_windows, act_scores, intervals, keyboxes, *, object_fps: float,
-                   prior=None, prior_weight: float = 1e-4) -> list[dict]:
+                   prior=None, prior_weight: float = 1e-4, prior_weight_by_window=None) -> list[dict]:
     """Answer-step outputs (numpy) -> ReST answer dicts, as ``edge_runtime.query.answers`` writes them.
     ``prior`` (C,): the training class frequency, added with ``prior_weight`` (fitted on calibration
-    videos): at 1e-4 a tie-break, so a query with no matching token ranks like the no-video baseline
-    rather than by class index; larger where the evidence is weaker than what the prior knows."""
+    videos; per window length with ``prior_weight_by_window``, see ``prior_weight_for``): at 1e-4 a
+    tie-break, so a query with no matching token ranks like the no-video baseline rather than by class
+    index; larger where the evidence is weaker than what the prior knows (long windows, where most
+    products go through the common activities)."""
     out = []
     for i, qt in enumerate(q_types):
         if qt == "activity":
             sc = act_scores[i].astype(np.float64)
             if prior is not None:
-                sc = sc + prior_weight * np.asarray(prior, np.float64)
+                w = prior_weight_for(float(q_windows[i][1] - q_windows[i][0]), prior_weight, prior_weight_by_window)
+                sc = sc + w * np.asarray(prior, np.float64)
             out.append({"scores": sc.tolist(), "ranked": np.argsort(-sc, kind="stable").tolist()})
         elif qt == "time":
             out.append({"intervals": [[float(a), float(b), float(p)] for a, b, p in intervals[i]]})

@@ -97,7 +97,8 @@ def read_out(reqs: list[dict[str, Any]], feed: dict[str, np.ndarray], outputs: d
         a = reader_answers([r["type"]], feed["q_window"][i : i + 1].astype(np.float64), out["activity_scores"][i : i + 1],
                            out["intervals"][i : i + 1], out["keyboxes"][i : i + 1],
                            object_fps=r["fps"] or object_fps, prior=section["prior"],
-                           prior_weight=float(section["prior_weight"]))[0]
+                           prior_weight=float(section["prior_weight"]),
+                           prior_weight_by_window=section.get("prior_weight_by_window"))[0]
         if r["type"] == "time":
             a["intervals"] = a["intervals"][: r["k"]]
         answers.append(a)

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-epochs", type=int, default=3, help="backbone pre-training epochs (default 3)")
     p.add_argument("--backbone-frames", type=int, default=3000,
                    help="frames sampled for backbone pre-training, busy and idle balanced (default 3000)")
+    p.add_argument("--backbone-patch-classes", type=float, default=1.0, metavar="WEIGHT",
+                   help="weight of backbone pre-training's per-patch product-class loss (default 1.0; 0 = off): "
+                        "each patch token learns which product it shows")
     p.add_argument("--backbone-from", help="take the frozen backbone from this checkpoint (or another run's "
                    "backbone.safetensors) instead of pre-training")
     p.add_argument("--sampler-from", help="skip stage 1: take the frozen backbone and the trained sampler from this "
@@ -132,6 +135,8 @@ def _train(args) -> int:
         v = getattr(args, name)
         if v is not None and v < (0 if name in ("backbone_epochs", "heads_steps", "lsmcl_steps") else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    if not args.backbone_patch_classes >= 0:
+        raise UsageError(f"--backbone-patch-classes must be 0 or more, got {args.backbone_patch_classes}")
     two_clips = cfg.stream.clip_frames / cfg.stream.fps * 2
     video_s = tc.video_s if args.video_s is None else args.video_s
     if video_s < two_clips:

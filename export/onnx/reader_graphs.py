@@ -125,6 +125,9 @@ def answers_section(rf: ReaderFile | None) -> dict:
     if rf.timeline is not None:  # answers read the timeline beside the memory: their own calibration
         cal = meta["timeline"]["calibration"]
         prior_weight = cal.get("prior_weight", prior_weight)
+    if cal.get("prior_weight_by_window"):  # readers calibrated per window length
+        extra["prior_weight_by_window"] = [[float(w), float(x)] for w, x in cal["prior_weight_by_window"]]
+    if rf.timeline is not None:
         rc = meta["reader_config"]
         widths = {"ident": rc["embed"], "act_logits": len(meta["prior"]), "event_logit": 1, "boxes": 4, "span": 2}
         extra["timeline"] = rf.timeline.manifest(widths)

@@ -14,19 +14,20 @@ from collections.abc import Callable
 RATES_2_CORES = {
     "lvm-tiny": {
         "backbone": ("resnet10t", 112),
-        # render + backbone tokens of one 30-minute video (246 s for 8 videos, no token cache)
-        "tokens_per_video": 246.0 / 8,
-        # backbone pre-training: one frame or crop through one epoch (184 s for 3 epochs of 3,180)
-        "pretrain_per_frame_epoch": 184.0 / 9540,
-        # stage 1: one step of 8 videos' clips (1,747 s for 672 steps in the end-to-end run)
-        "stage1_per_step": 1747.0 / 672,
+        # measured in one end-to-end run (lvm-train --config lvm-tiny, nothing cached for its backbone,
+        # 27.4 min in all): render + backbone tokens of one 30-minute video (61 s for 8 videos)
+        "tokens_per_video": 61.0 / 8,
+        # backbone pre-training: one frame or crop through one epoch (87 s for 3 epochs of 3,180)
+        "pretrain_per_frame_epoch": 87.0 / 9540,
+        # stage 1: one step of 8 videos' clips (855 s for 672 steps)
+        "stage1_per_step": 855.0 / 672,
         # the heads stage: one step of 64 queries (about 5 s)
         "heads_per_step": 5.0,
         # the reader stage: one 30-minute video rendered, encoded and streamed through the sampler
-        # (34 videos in 5.0 min, the 8 of stage 1 from the token cache)
-        "reader_per_video": 300.0 / 34,
-        # the reader stage: one step of 8 memories (1,500 steps in 8.7 min)
-        "reader_per_step": 8.7 * 60 / 1500,
+        # (34 videos in 3.8 min, the 8 of stage 1 from the token cache)
+        "reader_per_video": 3.8 * 60 / 34,
+        # the reader stage: one step of 8 memories (1,500 steps in 6.7 min)
+        "reader_per_step": 6.7 * 60 / 1500,
     },
     # measured at lvm-train's defaults (2 threads) with a pre-trained backbone and an untrained sampler,
     # the first steps of each stage only (docs/training.md, "lvm-edge on 2 CPU cores"); no heads stage

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from edge_runtime.checkout import BASE_ACTIVITIES, PRODUCTS
 from export.model.backbone import Backbone
 from export.dataset.video_data import VideoData
+from export.train.token_targets import token_fact_targets
 
 
 def _patch_map(boxes: list[tuple[float, float, float, float]], grid: int) -> np.ndarray:
@@ -73,7 +74,11 @@ def frame_targets(data: VideoData, grid: int, n_objects: int = len(PRODUCTS),
         if a is not None and a >= 0:
             act[i] = int(a)
         patches[i] = _patch_map([b for _, b in seen], grid)
-    return {"products": prod, "hand": hand, "activity": act, "patches": patches}
+    inst = token_fact_targets(ann, np.asarray(data.times, np.float64), grid)[0]
+    classes = np.vectorize(lambda k: class_of.get(int(k), -1), otypes=[np.int64])(inst) if inst.size else inst
+    # per patch: the class of the product it shows, n_objects for none (patch_classes)
+    patch_class = np.where(classes >= 0, classes, n_objects).astype(np.int64)
+    return {"products": prod, "hand": hand, "activity": act, "patches": patches, "patch_class": patch_class}
 
 
 class _PretrainHeads(nn.Module):
@@ -83,11 +88,13 @@ class _PretrainHeads(nn.Module):
         self.hand = nn.Linear(dim, 1)
         self.activity = nn.Linear(dim, n_activities + 1)
         self.patch = nn.Linear(dim, 1)
+        self.patch_class = nn.Linear(dim, n_objects + 1)  # + "no product"
 
 
 def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: int, seed: int = 0,
                       batch: int = 64, lr: float = 2e-3, max_frames: int = 3000,
-                      progress: bool = True, labels: dict | None = None) -> dict[str, float]:
+                      progress: bool = True, labels: dict | None = None, patch_classes: float = 0.0
+                      ) -> dict[str, float]:
     """Train the backbone in place on the videos' frames (which must still be attached), then freeze.
     ``labels`` ({"activities": [...], "products": [...]}) size the class heads; default: the generator's."""
     n_obj = len(labels["products"]) if labels else len(PRODUCTS)
@@ -95,7 +102,7 @@ def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: in
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     grid = backbone.cfg.grid
-    frames, targets = [], {"products": [], "hand": [], "activity": [], "patches": []}
+    frames, targets = [], {"products": [], "hand": [], "activity": [], "patches": [], "patch_class": []}
     for v in videos:
         tg = frame_targets(v, grid, n_obj, n_act)
         # idle frames dominate a kiosk: keep every busy frame and as many idle ones
@@ -118,6 +125,7 @@ def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: in
             targets["hand"].append(np.full((1,), -1.0, np.float32))  # -1: not labelled
             targets["activity"].append(np.full((1,), -100, np.int64))
             targets["patches"].append(np.full((1, grid * grid), -1.0, np.float32))
+            targets["patch_class"].append(np.full((1, grid * grid), -100, np.int64))
     x = np.concatenate(frames)
     y = {k: torch.from_numpy(np.concatenate(v)) for k, v in targets.items()}
     heads = _PretrainHeads(backbone.cfg.dim, n_obj, n_act)
@@ -126,6 +134,7 @@ def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: in
     opt = torch.optim.AdamW(list(backbone.parameters()) + list(heads.parameters()), lr=lr, weight_decay=1e-4)
     bce = nn.BCEWithLogitsLoss(reduction="none")
     ce = nn.CrossEntropyLoss(ignore_index=-100)
+    ce_none = nn.CrossEntropyLoss(ignore_index=-100, reduction="none")
     n = len(x)
     steps = epochs * ((n + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -145,14 +154,24 @@ def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: in
             lpatch = (bce(heads.patch(tok).squeeze(-1), pm.clamp_min(0)) * (pm >= 0)).sum() / (pm >= 0).sum().clamp_min(1)
             la = torch.nan_to_num(la)  # a batch of crops only has no activity labels
             loss = lp + lh + la + lpatch
+            if patch_classes > 0:
+                pc = y["patch_class"][idx].reshape(-1)
+                logits = heads.patch_class(tok).reshape(len(pc), -1)
+                # products and "none" weigh alike in total: most patches show no product
+                on, off = (pc >= 0) & (pc < n_obj), pc == n_obj  # crops' patches (-100) in neither
+                lpc = ce_none(logits, pc)
+                lpc = (lpc * on).sum() / on.sum().clamp_min(1) + (lpc * off).sum() / off.sum().clamp_min(1)
+                loss = loss + patch_classes * lpc
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             stats = {k: float(v.detach()) for k, v in
                      (("products", lp), ("hand", lh), ("activity", la), ("patches", lpatch))}
+            if patch_classes > 0:
+                stats["patch_classes"] = float(lpc.detach())
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     bar.close()
     backbone.freeze()
     stats["frames"] = float(n)

@@ -1,6 +1,6 @@
 """The memory reader's answers on whole memories, and their calibration (used by the reader stage after
 training, and by tools/accuracy/reader_eval.py): the weight of the class prior in activity answers,
-then per query type isotonic fits of p(seen) (present vs absent queries) and p(right) on the answer
+per query window length, then per query type isotonic fits of p(seen) (present vs absent queries) and p(right) on the answer
 step's raw evidence.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from edge_runtime.checkout import Query
+from edge_runtime.checkout.queries import WINDOWS
 from edge_runtime.checkout.absent_queries import is_absent
 from edge_runtime.checkout.metrics import score_query
 from edge_runtime.memory.timeline import FACT_NAMES
@@ -24,7 +25,7 @@ PRIOR_WEIGHTS = (0.0, 1e-4, 0.01, 0.03, 0.1, 0.3, 1.0)
 @torch.no_grad()
 def run_answer_step(reader: MemoryReader, answer: AnswerStep, mem, basis, sv, queries: list[Query],
                     crop_tokens: dict[int, torch.Tensor] | torch.Tensor, crop_ids=None, cfg=None, prior=None,
-                    prior_weight: float = 1e-4, timeline: dict | None = None):
+                    prior_weight: float = 1e-4, timeline: dict | None = None, prior_weight_by_window=None):
     """Facts of one memory (and ``timeline``'s tokens beside them: fact name -> (n, ...) and "t"),
     then every query -> (answer dicts, evidence (Q,), facts seconds, answer seconds)."""
     t0 = time.perf_counter()
@@ -49,7 +50,8 @@ def run_answer_step(reader: MemoryReader, answer: AnswerStep, mem, basis, sv, qu
     sc, iv, kb, ev = answer(*facts, mem_t, mem_valid, q_type, q_act, q_emb, win)
     t2 = time.perf_counter()
     ans = reader_answers([q.type for q in queries], win.numpy(), sc.numpy(), iv.numpy(), kb.numpy(),
-                         object_fps=cfg.stream.object_fps, prior=prior, prior_weight=prior_weight)
+                         object_fps=cfg.stream.object_fps, prior=prior, prior_weight=prior_weight,
+                         prior_weight_by_window=prior_weight_by_window)
     return ans, ev.numpy(), t1 - t0, t2 - t1
 
 
@@ -63,7 +65,8 @@ def is_hit(q: Query, a: dict) -> bool:
 def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
     """On three memories of each calibration video (``videos``: the reader stage's ``ReaderVideo``
     items, not imported here since that module imports this one): the weight of the class prior in
-    activity answers (the best activity R@1x over ``PRIOR_WEIGHTS``), then per query type fits of
+    activity answers (the best activity R@1x over ``PRIOR_WEIGHTS``: pooled, and per window length
+    as ``prior_weight_by_window``, which the answers then use), then per query type fits of
     p(seen) (present vs absent) and p(right), isotonic. ``timeline`` (a TimelineSpec; the videos then
     carry their frame tokens): the answers read the timeline beside each memory, as the runtime does."""
     from export.train.timeline_tokens import video_timeline, window_tokens
@@ -84,33 +87,45 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
             qs = [q for q in v.queries if q.end <= v.snap_end[s] + 1e-6]
             if qs:
                 runs.append((v, s, mem, qs))
-    best = None
+    # activity R@1x of each prior weight, per window length: the prior knows more about a long window
+    # (most products go through the common activities) than a short one, where the evidence decides
+    recall: dict[float, dict[float, list[float]]] = {pw: {} for pw in PRIOR_WEIGHTS}
     for pw in PRIOR_WEIGHTS:
-        r = []
         for v, s, mem, qs in runs:
             aq = [q for q in qs if q.type == "activity" and not is_absent(q)]
             ans, _, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], aq, v.crop_tokens,
                                            v.crop_ids, cfg, prior, pw, tl_at(v, s))
-            r.extend(score_query(q, a)["recall@1x"] for q, a in zip(aq, ans))
-        got = float(np.mean(r)) if r else 0.0
-        if best is None or got > best[1] + 1e-9:
-            best = (pw, got)
+            for q, a in zip(aq, ans):
+                recall[pw].setdefault(_window_of(q), []).append(score_query(q, a)["recall@1x"])
+    mean = lambda xs: float(np.mean(xs)) if xs else 0.0  # noqa: E731
+    pooled = {pw: mean([r for rs in recall[pw].values() for r in rs]) for pw in PRIOR_WEIGHTS}
+    best = max(PRIOR_WEIGHTS, key=lambda pw: (pooled[pw] - 1e-9 * PRIOR_WEIGHTS.index(pw)))  # ties: the first
+    best = (best, pooled[best])
+    by_window = [[w, max(PRIOR_WEIGHTS, key=lambda pw: (mean(recall[pw].get(w, [])) - 1e-9 * PRIOR_WEIGHTS.index(pw)))]
+                 for w in sorted({w for r in recall.values() for w in r})]
     ev, seen, hit, types = [], [], [], []
     for v, s, mem, qs in runs:
         ans, e, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], qs, v.crop_tokens,
-                                       v.crop_ids, cfg, prior, best[0], tl_at(v, s))
+                                       v.crop_ids, cfg, prior, best[0], tl_at(v, s), by_window)
         for q, a, x in zip(qs, ans, e):
             ev.append(x)
             seen.append(0.0 if is_absent(q) else 1.0)
             hit.append(1.0 if is_hit(q, a) else 0.0)
             types.append(q.type)
     ev, seen, hit, types = np.asarray(ev), np.asarray(seen), np.asarray(hit), np.asarray(types)
-    out = {"prior_weight": best[0], "calib_activity_r1": round(best[1], 4)}
+    out = {"prior_weight": best[0], "calib_activity_r1": round(best[1], 4), "prior_weight_by_window": by_window,
+           "calib_activity_r1_by_window": {str(w): round(mean(recall[pw].get(w, [])), 4) for w, pw in by_window}}
     for t in TYPE_IDS:
         k = types == t
         out[t] = {"seen": fit_calibration(ev[k], seen[k]), "right": fit_calibration(ev[k], hit[k]), "queries": int(k.sum()),
                   "absent": int((seen[k] == 0).sum())}
     return out
+
+
+def _window_of(q: Query) -> float:
+    """The query's window length, as the benchmark's nearest named window (seconds)."""
+    length = q.end - q.start
+    return min(WINDOWS.values(), key=lambda w: abs(np.log(w) - np.log(max(length, 1e-3))))
 
 
 def class_prior(videos: list, C: int) -> list[float]:

@@ -95,7 +95,8 @@ def main() -> None:
                                                 object_fps=cfg.stream.object_fps))
             qs = list(v.queries) + absent
             ans, ev, commit_s, _ = run_answer_step(reader, answer, mem, basis, sv, qs, v.crop_tokens, cfg=cfg,
-                                                   prior=rmeta["prior"], prior_weight=cal.get("prior_weight", 1e-4))
+                                                   prior=rmeta["prior"], prior_weight=cal.get("prior_weight", 1e-4),
+                                                   prior_weight_by_window=cal.get("prior_weight_by_window"))
             lat["commit_ms"].append(1e3 * commit_s)
             ident_hits.extend(identity_top1(reader, mem, basis, sv, v, cfg))
             # single-query timings: the facts are computed once (commit), then each query alone
