@@ -155,6 +155,27 @@ def test_object_support_needs_an_event_in_progress():
     assert float(no_event[0]) < 0.01 and float(event[0]) > 0.9
 
 
+def test_ranked_answers_at_a_near_tie_are_marked_undecided():
+    """Two events of the asked activity with support equal to float rounding: which ranks first is
+    a coin toss between correct implementations, so export parity must not compare that answer; a
+    clear winner is compared, and so is every rank of a query with nothing in its window."""
+    answer = AnswerStep().eval()
+    ident, act, ev, boxes, span, t, valid = _facts()
+    act[[10, 30], 3] = 6.0
+    ev[[10, 30]] = 6.0
+    q = (torch.tensor([1, 1]), torch.tensor([3, 3]), torch.zeros(2, ident.shape[1]),
+         torch.tensor([[0.0, 1800.0], [1790.0, 1795.0]]))
+    with torch.no_grad():
+        tied = answer.decided(ident, act, ev, boxes, span, t, valid, *q)
+        ev[30] = 5.0  # token 10 now clearly first
+        clear = answer.decided(ident, act, ev, boxes, span, t, valid, *q)
+        out = answer(ident, act, ev, boxes, span, t, valid, *q)
+    assert tied.shape == (2, answer.rc.ranked)
+    assert not tied[0].any()  # the first answer is at the tie, and every later one follows from it
+    assert bool(clear[0, 0]) and abs(float(out[1][0, 0, 0]) - (float(t[10]) - 2.0)) < 1.0
+    assert tied[1].all() and clear[1].all()  # an empty window answers alike whatever is "best"
+
+
 def test_identity_loss_takes_any_crop_of_the_class_as_the_match():
     from export.train.reader_stage import contrastive_identity
 

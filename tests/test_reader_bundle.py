@@ -297,3 +297,28 @@ def test_keyboxes_have_their_own_fp32_bound():
     bad["answer"]["outputs"]["evidence"].update(max_abs=2e-4, max_abs_scaled=2e-4)
     (msg,) = fp32_failures(bad)
     assert "evidence" in msg and "> 0.0001" in msg
+
+
+def test_answer_parity_compares_ranked_answers_clear_of_a_tie():
+    """An answer that PyTorch chose at a near-tie may rank differently in ONNX Runtime: its intervals
+    and keyboxes are left out of the comparison, the rest still count, and too many ties fail."""
+    from export.onnx.parity import dense_diff, fp32_failures
+    from export.onnx.reader_graphs import ANSWER
+
+    ref = [np.zeros((2, 3)), np.zeros((2, 2, 3)), np.zeros((2, 2, 4, 4)), np.zeros(2)]
+    out = [r.copy() for r in ref]
+    out[1][0, 1] = 30.0  # rank 2 of query 0: another event's interval
+    out[2][0, 1] = 0.5
+    decided = np.array([[True, False], [True, True]])
+    d = dense_diff(ANSWER, {}, ref, out, decided)
+    assert d["intervals"]["max_abs"] == 0.0 and d["keyboxes"]["max_abs"] == 0.0
+    assert dense_diff(ANSWER, {}, ref, out)["keyboxes"]["max_abs"] == 0.5
+    out[3][1] = 0.3  # evidence is no ranked output: always compared
+    assert dense_diff(ANSWER, {}, ref, out, decided)["evidence"]["max_abs"] == pytest.approx(0.3)
+
+    def parity(tied):
+        return {"answer": {"max_abs": 0.0, "max_abs_scaled": 0.0, "outputs": {}, "ranked_answers": 100,
+                           "ranked_at_tie": tied}}
+    assert fp32_failures(parity(5)) == []
+    (msg,) = fp32_failures(parity(40))
+    assert "40 of 100 ranked answers at a near-tie" in msg

@@ -158,6 +158,20 @@ class AnswerStep(nn.Module):
         """Facts of one memory (m, ...) and mem_t, mem_valid (m,); q_type, q_activity (Q,) int64,
         q_embed (Q, E), q_window (Q, 2). -> activity_scores (Q, C), intervals (Q, K, 3) [start, end,
         support], keyboxes (Q, K, S, 4) at linspace(start, end, S), evidence (Q,)."""
+        return self._answer(ident, act_logits, event_logit, boxes, span, mem_t, mem_valid,
+                            q_type, q_activity, q_embed, q_window)[:4]
+
+    def decided(self, *facts_and_queries, w_tol: float = 1e-4, t_tol_s: float = 1e-2) -> torch.Tensor:
+        """(Q, K) bool, ``forward``'s arguments: False where the k-th ranked answer, or one before it,
+        rests on a choice within float rounding of going the other way: two anchors whose support
+        differs by less than ``w_tol`` of the best, a token that far from the group's support cut, or a
+        token within ``t_tol_s`` of a span's edge. Two correct implementations (PyTorch, ONNX Runtime)
+        may choose differently there, and the answer moves by a whole token: export parity compares
+        the ranked answers where this is True."""
+        return self._answer(*facts_and_queries, tol=(w_tol, t_tol_s))[4]
+
+    def _answer(self, ident, act_logits, event_logit, boxes, span, mem_t, mem_valid,
+                q_type, q_activity, q_embed, q_window, tol: tuple[float, float] | None = None):
         rc = self.rc
         Q, m = q_type.shape[0], mem_t.shape[0]
         p_id = torch.sigmoid(self.match_logits(ident, q_embed))  # (Q, m)
@@ -177,6 +191,7 @@ class AnswerStep(nn.Module):
         end_est = t0 + span[:, 1][None]
         intervals, keyboxes = [], []
         key_t = torch.linspace(0.0, 1.0, rc.keyframes)
+        decided, clear = [], torch.ones(Q, dtype=torch.bool)
         for _ in range(rc.ranked):
             best = w.argmax(dim=1, keepdim=True)  # (Q, 1)
             w_best = torch.gather(w, 1, best)
@@ -184,6 +199,9 @@ class AnswerStep(nn.Module):
             same = torch.sigmoid(self.match_logits(ident, a_id))  # (Q, m): same identity as the anchor
             a_s, a_e = torch.gather(start_est, 1, best), torch.gather(end_est, 1, best)
             near = ((t0 >= a_s - rc.group_slack_s) & (t0 <= a_e + rc.group_slack_s)).to(torch.float32)
+            if tol is not None:
+                clear = clear & self._clear(w, w_best, t0, (a_s - rc.group_slack_s, a_e + rc.group_slack_s),
+                                            (ident, start_est, end_est), *tol)
             g = w * same * near * (w >= 0.25 * w_best).to(torch.float32)
             gn = g / g.sum(dim=1, keepdim=True).clamp_min(1e-9)
             st = ((gn * start_est).sum(1, keepdim=True)).clamp(min=s, max=e)
@@ -197,6 +215,11 @@ class AnswerStep(nn.Module):
             keyboxes.append(kb)
             # the next answer: another event, so every token inside this one's span is set aside
             taken = ((t0 >= st - rc.group_slack_s) & (t0 <= en + rc.group_slack_s)).to(torch.float32) * same
+            if tol is not None:
+                decided.append(clear)
+                # the next answers depend on which tokens this one set aside
+                edge = torch.minimum((t0 - (st - rc.group_slack_s)).abs(), (t0 - (en + rc.group_slack_s)).abs())
+                clear = clear & ~((edge <= tol[1]) & (w > 0)).any(dim=1)
             w = w * (1.0 - taken.clamp(0.0, 1.0))
         intervals = torch.stack(intervals, dim=1)
         keyboxes = torch.stack(keyboxes, dim=1)
@@ -205,7 +228,29 @@ class AnswerStep(nn.Module):
         # best identity match there, whatever the activity
         present = (in_win * p_id).max(dim=1).values
         evidence = is_act * present + (1.0 - is_act) * intervals[:, 0, 2]
-        return act_scores, intervals, keyboxes, evidence
+        return act_scores, intervals, keyboxes, evidence, (torch.stack(decided, dim=1) if tol else None)
+
+    @staticmethod
+    def _clear(w, w_best, t0, edges, anchors, w_tol: float, t_tol_s: float) -> torch.Tensor:
+        """(Q,) bool: this rank's anchor and group are chosen with room to spare (see ``decided``).
+        ``anchors``: what an anchor brings to its answer (identity (m, E), start and end (Q, m))."""
+        scale = w_best.clamp_min(1e-12)
+        top2, idx = w.topk(min(2, w.shape[1]), dim=1)
+        gap = top2[:, 0] - top2[:, -1] if w.shape[1] > 1 else top2[:, 0]
+        ident, start, end = anchors
+        # the same token twice (a memory may hold a copy) answers alike whichever is taken
+        alike = (ident[idx[:, 0]] == ident[idx[:, -1]]).all(dim=1) & (start.gather(1, idx[:, :1]) == start.gather(
+            1, idx[:, -1:]))[:, 0] & (end.gather(1, idx[:, :1]) == end.gather(1, idx[:, -1:]))[:, 0]
+        # no support anywhere (nothing in the window) answers the same whichever token is "best"
+        anchor = (gap > w_tol * scale[:, 0]) | (top2[:, 0] <= 0) | alike
+        rel = w / scale
+        lo, hi = edges
+        at_edge = torch.minimum((t0 - lo).abs(), (t0 - hi).abs()) <= t_tol_s
+        inside = (t0 >= lo - t_tol_s) & (t0 <= hi + t_tol_s)
+        # a token at the support cut (0.25 of the best) inside the span, or a member at the span's edge
+        cut = ((rel - 0.25).abs() <= w_tol) & inside
+        edge = at_edge & (rel >= 0.25 - w_tol)
+        return anchor & ~(cut | edge).any(dim=1)
 
 
 READER_FORMAT = "lvm-reader/1"

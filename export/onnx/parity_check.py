@@ -59,4 +59,4 @@ class ParityCheck:
         from export.onnx.parity import graph_parity
 
         return graph_parity(self.net, spec, onnx_path, self.inputs[spec.name], threads=self.threads,
-                            refs=self.refs(spec.name))
+                            refs=self.refs(spec.name), module=self.modules.get(spec.name))

@@ -183,13 +183,29 @@ def example_inputs(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, streams: i
 
 
 def with_timeline(facts: list[np.ndarray], t: np.ndarray, valid: np.ndarray, capacity: int):
-    """Facts of one memory (m rows each) followed by ``capacity`` timeline rows for tracing and parity:
-    the memory's own facts repeated at times spread over the last 30 minutes (real values, made-up places)."""
-    reps = -(-capacity // facts[0].shape[0])
-    tile = lambda a: np.concatenate([a] * reps)[:capacity]  # noqa: E731
+    """Facts of one memory (m rows each, in ``FACTS`` order) followed by ``capacity`` timeline rows for
+    tracing and parity: the memory's own facts repeated at times spread over the last 30 minutes (real
+    values, made-up places), each repeat nudged so that no two rows are copies. Copies tie exactly, and
+    which of two equal anchors an answer takes is float rounding's choice, not the export's."""
+    m = facts[0].shape[0]
+    reps = -(-capacity // m)
+    g = np.random.default_rng(0)
+    rows = []
+    for name, f in zip(FACTS, facts):
+        tiled = np.concatenate([f] * reps)[:capacity].astype(np.float32)
+        nudge = g.normal(0.0, 0.05, tiled.shape).astype(np.float32)
+        if name == "ident":
+            tiled = tiled + nudge
+            tiled /= np.linalg.norm(tiled, axis=-1, keepdims=True).clip(1e-6)
+        elif name == "boxes":
+            tiled = np.sort((tiled + nudge).clip(0.0, 1.0).reshape(-1, 2, 2), axis=1).reshape(tiled.shape)
+        elif name == "span":
+            tiled = (tiled * np.exp(nudge)).astype(np.float32)
+        else:  # logits
+            tiled = tiled + nudge
+        rows.append(np.concatenate([f, tiled.astype(f.dtype)]))
     tl_t = np.linspace(0.0, float(LONGEST_WINDOW_S), capacity, dtype=np.float32)
-    return ([np.concatenate([f, tile(f)]) for f in facts], np.concatenate([t, tl_t.astype(t.dtype)]),
-            np.concatenate([valid, np.ones(capacity, valid.dtype)]))
+    return rows, np.concatenate([t, tl_t.astype(t.dtype)]), np.concatenate([valid, np.ones(capacity, valid.dtype)])
 
 
 def example_feeds(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, **kw) -> dict[str, np.ndarray]:
