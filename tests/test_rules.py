@@ -1,6 +1,10 @@
 """Standing alert rules (edge_runtime/alerts/rules.py) on hand-built Event lists: the records
-'what happened' gives them at every commit."""
+'what happened' gives them at every commit. Also tools/accuracy/alerts_eval.py: its oracle, --set,
+and --save-events / --events-from (a replay gives the streamed run's results)."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +13,7 @@ from edge_runtime.checkout import ACTIVITIES, BASE_ACTIVITIES
 from edge_runtime.query.events import Event
 
 ALL = list(ACTIVITIES)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def ev(activity: str, product: str, start: float, end: float, confidence: float = 0.9, box=(0.1, 0.2, 0.3, 0.4)) -> Event:
@@ -175,3 +180,153 @@ def test_on_the_generator_ground_truth_the_rules_find_every_target_and_nothing_e
             assert all(0 < lat <= 16.0 + rules[r].get("settle_s", 0.0) for lat in s["latency_s"]), s
             found[r] += s["found"]
     assert min(found.values()) >= 3, found
+
+
+def test_an_event_round_trips_through_its_dict_and_json():
+    for e in (ev("bag", "apple", 34.125, 37.5, 0.6146), Event("scan", 1, "soda_can", 1.0, 2.0, 0.3),
+              Event("hold", 4, "x", 0.1 + 0.2, 1 / 3, 0.30000000000000004, (0.1, 0.2, 0.3, 0.4), ("memory", "timeline"))):
+        d = e.to_dict()
+        assert Event.from_dict(d) == e
+        assert Event.from_dict(json.loads(json.dumps(d))) == e   # floats exactly, box and tracks as tuples
+        assert Event.from_dict(json.loads(json.dumps(d))).to_dict() == d
+    assert Event.from_dict({k: v for k, v in ev("bag", "apple", 1, 2).to_dict().items() if k != "tracks"}).tracks == ()
+
+
+# -- tools/accuracy/alerts_eval.py: --set, --save-events, --events-from -------------------------------------
+
+def _eval(capsys, *argv):
+    from tools.accuracy.alerts_eval import main
+
+    capsys.readouterr()
+    rc = main(list(argv))
+    return rc, capsys.readouterr()
+
+
+@pytest.mark.parametrize("setting, named", [
+    ("no_such_rule.lookback_s=90", "unknown rule 'no_such_rule'"),
+    ("bagged_without_scan.lookback=90", "unknown threshold 'lookback'"),
+    ("bagged_without_scan.min_confidence=1.5", "threshold min_confidence must be in 0..1, got 1.5"),
+    ("bagged_without_scan.lookback_s=-1", "threshold lookback_s must be in 0..inf, got -1"),
+    ("bagged_without_scan.lookback_s=ninety", "threshold lookback_s must be a number, got 'ninety'"),
+    ("bagged_without_scan.lookback_s=nan", "threshold lookback_s must be a number"),
+    ("bagged_without_scan.lookback_s", "expected RULE.KEY=VALUE"),
+    ("lookback_s=90", "expected RULE.KEY=VALUE"),
+])
+def test_set_refuses_a_bad_threshold_with_one_line(capsys, setting, named):
+    rc, out = _eval(capsys, "--events", "truth", "--videos", "1", "--video-s", "60", "--set", setting)
+    assert rc == 2 and out.out == ""
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alerts_eval: --set: ") and named in lines[0], out.err
+
+
+def test_set_changes_the_thresholds_recorded(capsys, tmp_path):
+    rc, _ = _eval(capsys, "--events", "truth", "--videos", "1", "--video-s", "60", "--json", str(tmp_path / "r.json"),
+                  "--set", "bagged_without_scan.other_product_scans=0", "--set", "bagged_without_scan.lookback_s=90",
+                  "--set", "pass_around.min_confidence=0.75")
+    assert rc == 0
+    rules = json.loads((tmp_path / "r.json").read_text())["rules"]
+    assert rules["bagged_without_scan"] == {**RULES["bagged_without_scan"].thresholds, "other_product_scans": 0.0,
+                                            "lookback_s": 90.0}
+    assert rules["pass_around"] == {"min_confidence": 0.75}
+
+
+# eval seed 5, video 0's first 90 s at raised scan avoidance: the shipped bundle's events raise alerts,
+# and other_product_scans 0 raises another (so the replay below compares something)
+STREAM = ("--events", "model", "--videos", "1", "--video-s", "90", "--threads", "1", "--eval-seed", "5",
+          "--shrink", "0.5,0.5,0")
+OWN = ("--set", "bagged_without_scan.other_product_scans=0")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """One streamed run (default thresholds) that saved its events, and one with other_product_scans 0."""
+    from tools.accuracy.alerts_eval import main
+
+    d = tmp_path_factory.mktemp("alerts_eval")
+    assert main([*STREAM, "--save-events", str(d / "events.json"), "--json", str(d / "streamed.json")]) == 0
+    assert main([*STREAM, *OWN, "--json", str(d / "streamed_own.json")]) == 0
+    return d
+
+
+def test_replaying_saved_events_gives_the_streamed_results(capsys, saved, tmp_path):
+    streamed = json.loads((saved / "streamed.json").read_text())
+    assert streamed["results"]["model"]["bagged_without_scan"]["alerts"] > 0
+    assert streamed["saved_events"] == str(saved / "events.json")
+    doc = json.loads((saved / "events.json").read_text())
+    manifest = json.loads((REPO / "engines" / "lvm-tiny-fp32" / "manifest.json").read_text())
+    assert doc["bundle"] == "engines/lvm-tiny-fp32" and doc["eval_seed"] == 5 and doc["videos"] == 1
+    assert doc["video_s"] == 90.0 and doc["shrink"] == {"bagged_unscanned": 0.5, "pass_around": 0.5, "left_in_basket": 0.0}
+    assert doc["checkpoint_sha256"] == manifest["checkpoint"]["sha256"]
+    assert doc["reader_file_sha256"] == manifest["answers"]["reader"]["file_sha256"]
+    (v,) = doc["per_video"]
+    assert {k: v[k] for k in ("seed", "look", "scanned_items", "targets")} == \
+        {k: streamed["videos"][0][k] for k in ("seed", "look", "scanned_items", "targets")}
+    assert len(v["commits"]) == streamed["videos"][0]["model_stream"]["commits"] == 6
+    for c in v["commits"]:
+        for r in c["reads"]:
+            assert r["window"][1] == c["now"] and r["window"][0] >= c["cov_start"]
+            assert all(Event.from_dict(e).to_dict() == e for e in r["events"])
+    assert sum(len(r["events"]) for c in v["commits"] for r in c["reads"]) > 0
+    assert not [p for p in saved.iterdir() if p.name.endswith(".tmp")]
+
+    rc, out = _eval(capsys, "--events-from", str(saved / "events.json"), "--json", str(tmp_path / "replayed.json"))
+    assert rc == 0, out.err
+    replayed = json.loads((tmp_path / "replayed.json").read_text())
+    assert replayed["results"] == streamed["results"] and replayed["rules"] == streamed["rules"]
+    assert replayed["events_from"] == str(saved / "events.json")
+    assert {k: replayed[k] for k in ("bundle", "checkpoint_sha256", "reader_file_sha256", "eval_seed", "shrink")} == \
+        {k: streamed[k] for k in ("bundle", "checkpoint_sha256", "reader_file_sha256", "eval_seed", "shrink")}
+    assert "commits replayed" in out.out and "| model | bagged_without_scan |" in out.out
+
+    # other thresholds, replayed: what a stream with them gives, and the thresholds recorded
+    rc, out = _eval(capsys, "--events-from", str(saved / "events.json"), *OWN, "--json", str(tmp_path / "own.json"))
+    assert rc == 0, out.err
+    own, streamed_own = json.loads((tmp_path / "own.json").read_text()), json.loads((saved / "streamed_own.json").read_text())
+    assert own["rules"]["bagged_without_scan"]["other_product_scans"] == 0.0
+    assert own["results"] == streamed_own["results"] != streamed["results"]
+
+    # the explicit values the file was saved with are accepted; --events both adds the oracle
+    rc, out = _eval(capsys, "--events-from", str(saved / "events.json"), "--events", "both", "--eval-seed", "5",
+                    "--videos", "1", "--video-s", "90", "--shrink", "0.5,0.5,0", "--json", str(tmp_path / "both.json"))
+    assert rc == 0, out.err
+    both = json.loads((tmp_path / "both.json").read_text())["results"]
+    assert both["model"] == streamed["results"]["model"] and both["truth"]["bagged_without_scan"]["false_alerts"] == 0
+
+
+@pytest.mark.parametrize("argv, named", [
+    (("--eval-seed", "2"), "saved with --eval-seed 5, not 2"),
+    (("--videos", "3"), "saved with --videos 1, not 3"),
+    (("--video-s", "120"), "saved with --video-s 90, not 120"),
+    (("--shrink", "default"), "saved with --shrink 0.5,0.5,0, not default"),
+    (("--events", "truth"), "--events truth"),
+    (("--save-events", "x.json"), "saved already"),
+])
+def test_a_replay_that_does_not_match_its_file_is_refused(capsys, saved, argv, named):
+    rc, out = _eval(capsys, "--events-from", str(saved / "events.json"), *argv)
+    lines = out.err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and named in lines[0], out.err
+
+
+def test_a_corrupt_or_foreign_events_file_is_refused(capsys, saved, tmp_path):
+    good = (saved / "events.json").read_text()
+    doc = json.loads(good)
+    doc["per_video"][0]["commits"][2]["reads"][0]["window"][0] += 1.0   # not the window the rules read
+    bad_window = json.dumps(doc)
+    doc = json.loads(good)
+    del doc["per_video"][0]["commits"][0]["reads"][0]["events"]
+    cases = {"truncated.json": (good[: len(good) // 2], "cannot read it"),
+             "foreign.json": (json.dumps({"tool": "something else"}), "not a --save-events file"),
+             "list.json": ("[1, 2]", "not a --save-events file"),
+             "missing.json": (json.dumps(doc), "not a valid --save-events file"),
+             "window.json": (bad_window, "the rules read the window"),
+             "binary.json": (b"\x89PNG\xff\xfe", "cannot read it")}
+    for name, (text, named) in {**cases, "absent.json": (None, "cannot read it")}.items():
+        path = tmp_path / name
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        elif text is not None:
+            path.write_text(text)
+        rc, out = _eval(capsys, "--events-from", str(path))
+        lines = out.err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"alerts_eval: --events-from {path}: "), (name, out.err)
+        assert named in lines[0], (name, out.err)

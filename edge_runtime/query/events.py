@@ -6,7 +6,7 @@ alert rules read. Products are named from the catalog, else by the bundle's clas
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Mapping
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in [0, 1] of the frame
 
@@ -27,3 +27,11 @@ class Event:
         d["box"] = list(self.box) if self.box is not None else None
         d["tracks"] = list(self.tracks)
         return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Event:
+        """The inverse of ``to_dict`` (also after a JSON round trip): ``Event.from_dict(e.to_dict()) == e``."""
+        box = d.get("box")
+        return cls(str(d["activity"]), int(d["activity_id"]), str(d["product"]), float(d["start"]), float(d["end"]),
+                   float(d["confidence"]), tuple(float(v) for v in box) if box is not None else None,  # type: ignore[arg-type]
+                   tuple(str(t) for t in d.get("tracks", ())))

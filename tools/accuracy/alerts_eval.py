@@ -22,6 +22,30 @@ alerts are false (``false_on_scanned_bags``: of those, the ones at a real bag of
 the scan was missed). Latency: stream time from the end of the target event to the commit whose
 evaluation raised the alert. Items left in the basket are counted but no rule reads them: they leave
 no event.
+
+Tuning thresholds without streaming again:
+- ``--set RULE.KEY=VALUE`` (repeatable) runs a rule with another threshold than its default (checked as
+  the runtime checks ``alerts.rules``: an unknown rule or key, a value out of range or not a number
+  stops it with one line); the result's "rules" holds the thresholds used.
+- ``--save-events FILE`` (with ``--events model|both``) writes, per video and per commit, the commit's
+  stream time, the memory's coverage start and each window the rules read with the model's events in
+  it (JSON), with what makes it valid: the bundle, its checkpoint and reader sha256, the eval seed,
+  video count and length, shrink rates and each video's seed, look and targets. The windows depend on
+  the commit times only, not on the thresholds.
+- ``--events-from FILE`` replays the rules over the saved events instead of streaming (seconds, not
+  minutes): the same evaluation loop, scoring and table, with "model" results identical to the
+  streamed run's at the same thresholds. Eval seed, videos, video length and shrink rates come from the
+  file (giving other values is refused); the ground truth is generated again from the annotations
+  (no rendering). ``--events both`` adds the oracle; ``--events truth`` is refused.
+
+Choose thresholds on held-out seed 1 (stream once, replay many settings), then report the chosen ones
+on the default seed 2:
+
+    python -m tools.accuracy.alerts_eval --events model --eval-seed 1 --save-events /tmp/alerts-seed1.json
+    python -m tools.accuracy.alerts_eval --events-from /tmp/alerts-seed1.json --set bagged_without_scan.lookback_s=90
+    python -m tools.accuracy.alerts_eval --events-from /tmp/alerts-seed1.json \
+        --set bagged_without_scan.other_product_scans=0 --set bagged_without_scan.min_confidence=0.6
+    python -m tools.accuracy.alerts_eval --threads 1 --set bagged_without_scan.lookback_s=90 --json out.json
 """
 from __future__ import annotations
 
@@ -107,12 +131,20 @@ def oracle(ann: dict, rules: dict, clip_s: float) -> list[tuple[dict, float]]:
     return ev.raised
 
 
-def model(eng, video: CheckoutVideo, rules: dict) -> tuple[list[tuple[dict, float]], dict]:
-    """Stream ``video`` through the engine from an empty memory, evaluating at every commit."""
+def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None) -> tuple[list[tuple[dict, float]], dict]:
+    """Stream ``video`` through the engine from an empty memory, evaluating at every commit. ``record``:
+    a list to append each commit to, as ``--save-events`` writes it (``replay`` reads it)."""
     from edge_runtime.query.happened import what_happened
 
+    def events_in(window):
+        events = what_happened(eng, None, window)
+        if record is not None:
+            record[-1]["reads"].append({"window": [float(window[0]), float(window[1])],
+                                        "events": [e.to_dict() for e in events]})
+        return events
+
     eng.reset()
-    ev = Evaluations(RuleEngine(rules, list(eng.labels)), lambda window: what_happened(eng, None, window))
+    ev = Evaluations(RuleEngine(rules, list(eng.labels)), events_in)
     frames = list(video.frames(eng.fps))
     t0, commits, step = time.perf_counter(), 0, eng.clip_frames
     for k in range(0, len(frames), step):
@@ -123,8 +155,109 @@ def model(eng, video: CheckoutVideo, rules: dict) -> tuple[list[tuple[dict, floa
         if n:
             commits += 1
             cov = eng.coverage
+            if record is not None:
+                record.append({"now": float(cov["end"]), "cov_start": float(cov["start"]), "reads": []})
             ev.commit(float(cov["end"]), float(cov["start"]))
     return ev.raised, {"seconds": round(time.perf_counter() - t0, 1), "commits": commits}
+
+
+def replay(commits: list[dict], rules: dict, labels: list[str]) -> list[tuple[dict, float]]:
+    """The rules over saved model events (``load_events``), commit by commit as ``model`` ran them: each
+    window the evaluation asks for must be the one saved at that commit."""
+    reads: list[tuple[tuple[float, float], list[Event]]] = []
+
+    def events_in(window):
+        if not reads:
+            raise ValueError(f"no saved events for the window {window} at this commit")
+        saved, events = reads.pop(0)
+        if saved != (float(window[0]), float(window[1])):
+            raise ValueError(f"the rules read the window {window}, the file saved {saved}")
+        return events
+
+    ev = Evaluations(RuleEngine(rules, labels), events_in)
+    for c in commits:
+        reads[:] = c["reads"]
+        ev.commit(c["now"], c["cov_start"])
+        if reads:
+            raise ValueError(f"the commit at {c['now']} s read fewer windows than the file saved")
+    return ev.raised
+
+
+EVENTS_FORMAT = "lvm-edge/alerts-eval-events"
+
+
+def bundle_hashes(bundle: str | Path) -> dict:
+    """The manifest's checkpoint and reader file sha256: which model the saved events came from."""
+    m = json.loads(Path(bundle, "manifest.json").read_text())
+    reader = (m.get("answers") or {}).get("reader") or {}
+    return {"checkpoint_sha256": (m.get("checkpoint") or {}).get("sha256"), "reader_file_sha256": reader.get("file_sha256")}
+
+
+def save_events(path: str | Path, head: dict, per_video: list[dict]) -> None:
+    """``--save-events``: JSON, written atomically (temp file, fsync, rename)."""
+    from edge_runtime.atomic_write import atomic_write_bytes
+
+    def plain(o):  # numpy scalars, should an event carry one: their exact Python value
+        if hasattr(o, "item"):
+            return o.item()
+        raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+    doc = {"format": EVENTS_FORMAT, "version": 1, **head, "per_video": per_video}
+    atomic_write_bytes(path, (json.dumps(doc, default=plain, separators=(",", ":")) + "\n").encode())
+
+
+def load_events(path: str | Path) -> dict:
+    """A ``--save-events`` file with its events as ``Event`` objects; ValueError (one line) if it is not one."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read it ({type(err).__name__}: {err})".replace("\n", " ")) from None
+    if not isinstance(doc, dict) or doc.get("format") != EVENTS_FORMAT:
+        raise ValueError(f"not a --save-events file (no \"format\": \"{EVENTS_FORMAT}\")")
+    if doc.get("version") != 1:
+        raise ValueError(f"version {doc.get('version')!r}, this tool reads version 1")
+    try:
+        for key in ("bundle", "labels", "frame_size", "commit_every_s", "overlap_s", "eval_seed", "videos",
+                    "video_s", "shrink", "per_video"):
+            if key not in doc:
+                raise KeyError(key)
+        doc["eval_seed"], doc["videos"], doc["video_s"] = int(doc["eval_seed"]), int(doc["videos"]), float(doc["video_s"])
+        doc["labels"] = [str(x) for x in doc["labels"]]
+        doc["frame_size"], doc["commit_every_s"] = int(doc["frame_size"]), float(doc["commit_every_s"])
+        doc["shrink"] = ShrinkRates(**doc["shrink"]).to_dict()
+        if not isinstance(doc["per_video"], list) or len(doc["per_video"]) != doc["videos"]:
+            raise ValueError(f"{doc['videos']} videos, but per_video has "
+                             f"{len(doc['per_video']) if isinstance(doc['per_video'], list) else 'no list'}")
+        for v in doc["per_video"]:
+            v["seed"], v["look"] = int(v["seed"]), int(v["look"])
+            v["commits"] = [{"now": float(c["now"]), "cov_start": float(c["cov_start"]),
+                             "reads": [((float(r["window"][0]), float(r["window"][1])),
+                                        [Event.from_dict(e) for e in r["events"]]) for r in c["reads"]]}
+                            for c in v["commits"]]
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"not a valid --save-events file ({type(err).__name__}: {err})".replace("\n", " ")) from None
+    return doc
+
+
+def parse_sets(items: list[str]) -> dict[str, dict]:
+    """``--set RULE.KEY=VALUE`` -> {rule: {key: value}}, checked as RuleEngine checks a config's rules;
+    ValueError (one line) naming what is wrong."""
+    out: dict[str, dict] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        rule, dot, key = name.strip().partition(".")
+        if not eq or not dot or not rule or not key:
+            raise ValueError(f"{item!r}: expected RULE.KEY=VALUE, e.g. bagged_without_scan.lookback_s=90")
+        try:
+            number: object = float(value)
+        except ValueError:
+            number = value  # RuleEngine names it: not a number
+        out.setdefault(rule, {})[key.strip()] = number
+    try:
+        RuleEngine(out, sorted({a for spec in RULES.values() for a in spec.needs}))
+    except ValueError as err:
+        raise ValueError(str(err)) from None
+    return out
 
 
 def score(raised: list[tuple[dict, float]], want: list[tuple[str, float, float]],
@@ -156,59 +289,128 @@ def summarise(per_video: list[dict], scanned: int, hours: float) -> dict:
                           "max": round(float(np.max(lat)), 1)} if lat else None}
 
 
+def _refuse(message: str) -> int:
+    print(f"alerts_eval: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.accuracy.alerts_eval", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default=str(REPO / "engines" / "lvm-tiny-fp32"))
-    ap.add_argument("--events", choices=("truth", "model", "both"), default="both",
-                    help="truth: the annotated events (oracle); model: what_happened on the bundle's memory")
-    ap.add_argument("--eval-seed", type=int, default=DEFAULT_EVAL_SEED, help="heldout_video(seed, i), i < --videos")
-    ap.add_argument("--videos", type=int, default=12)
-    ap.add_argument("--video-s", type=float, default=1800.0)
+    ap.add_argument("--bundle", help="an exported bundle folder (default engines/lvm-tiny-fp32)")
+    ap.add_argument("--events", choices=("truth", "model", "both"),
+                    help="truth: the annotated events (oracle); model: what_happened on the bundle's memory "
+                         "(default both; model with --events-from)")
+    ap.add_argument("--eval-seed", type=int, help=f"heldout_video(seed, i), i < --videos (default {DEFAULT_EVAL_SEED})")
+    ap.add_argument("--videos", type=int, help="default 12")
+    ap.add_argument("--video-s", type=float, help="default 1800")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--shrink", default="default", metavar="RATES",
+    ap.add_argument("--shrink", metavar="RATES",
                     help="scan avoidance in the videos: default (the generator's default rates) or B,P,L")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="RULE.KEY=VALUE",
+                    help="a rule's threshold for this run instead of its default (repeatable), "
+                         "e.g. bagged_without_scan.lookback_s=90")
+    ap.add_argument("--save-events", metavar="FILE",
+                    help="write every commit's model events here (JSON) for --events-from")
+    ap.add_argument("--events-from", metavar="FILE",
+                    help="replay the rules over events saved by --save-events instead of streaming")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
-    if args.videos < 1 or args.video_s <= 0 or args.threads < 1:
-        print("alerts_eval: --videos, --video-s and --threads must be positive", file=sys.stderr)
-        return 2
-    if args.events != "truth" and not Path(args.bundle, "manifest.json").is_file():
-        print(f"alerts_eval: --bundle {args.bundle}: no manifest.json (an exported bundle folder)", file=sys.stderr)
-        return 2
     try:
-        rates = ShrinkRates.parse(args.shrink)
+        overrides = parse_sets(args.sets)
     except ValueError as err:
-        print(f"alerts_eval: --shrink: {err}", file=sys.stderr)
-        return 2
+        return _refuse(f"--set: {err}")
+    saved = None
+    if args.events_from is not None:
+        src = args.events_from
+        if args.events == "truth":
+            return _refuse("--events-from replays model events; --events truth reads none (leave out --events-from)")
+        if args.save_events is not None:
+            return _refuse("--save-events with --events-from: the events are saved already")
+        try:
+            saved = load_events(src)
+        except ValueError as err:
+            return _refuse(f"--events-from {src}: {err}")
+        if saved["overlap_s"] != OVERLAP_S:
+            return _refuse(f"--events-from {src}: saved with an evaluation overlap of {saved['overlap_s']} s, "
+                           f"this tool reads {OVERLAP_S:g} s")
+        for flag, mine, theirs in (("--eval-seed", args.eval_seed, saved["eval_seed"]),
+                                   ("--videos", args.videos, saved["videos"]),
+                                   ("--video-s", args.video_s, saved["video_s"])):
+            if mine is not None and mine != theirs:
+                return _refuse(f"--events-from {src}: the file was saved with {flag} {theirs:g}, not {mine:g} "
+                               f"(leave {flag} out to take the file's)")
+        if args.shrink is not None:
+            try:
+                mine_rates = ShrinkRates.parse(args.shrink).to_dict()
+            except ValueError as err:
+                return _refuse(f"--shrink: {err}")
+            if mine_rates != saved["shrink"]:
+                return _refuse(f"--events-from {src}: the file was saved with --shrink "
+                               f"{','.join(f'{v:g}' for v in saved['shrink'].values())}, not {args.shrink} "
+                               "(leave --shrink out to take the file's)")
+        if args.bundle is not None and Path(args.bundle).resolve() != (REPO / saved["bundle"]).resolve():
+            return _refuse(f"--events-from {src}: the events are of the bundle {saved['bundle']}, not {args.bundle} "
+                           "(leave --bundle out)")
+        args.eval_seed, args.videos, args.video_s = saved["eval_seed"], saved["videos"], saved["video_s"]
+        args.bundle, args.events = str(REPO / saved["bundle"]), args.events or "model"
+    args.bundle = args.bundle or str(REPO / "engines" / "lvm-tiny-fp32")
+    args.events = args.events or "both"
+    args.eval_seed = DEFAULT_EVAL_SEED if args.eval_seed is None else args.eval_seed
+    args.videos = 12 if args.videos is None else args.videos
+    args.video_s = 1800.0 if args.video_s is None else args.video_s
+    if args.videos < 1 or args.video_s <= 0 or args.threads < 1:
+        return _refuse("--videos, --video-s and --threads must be positive")
+    if args.save_events is not None:
+        if args.events == "truth":
+            return _refuse("--save-events saves model events: use --events model or both")
+        if not Path(args.save_events).resolve().parent.is_dir():
+            return _refuse(f"--save-events {args.save_events}: no folder {Path(args.save_events).parent}")
+    if saved is None and args.events != "truth" and not Path(args.bundle, "manifest.json").is_file():
+        return _refuse(f"--bundle {args.bundle}: no manifest.json (an exported bundle folder)")
+    if saved is not None:
+        rates = ShrinkRates(**saved["shrink"])
+    else:
+        try:
+            rates = ShrinkRates.parse(args.shrink or "default")
+        except ValueError as err:
+            return _refuse(f"--shrink: {err}")
     if not rates.on:
-        print("alerts_eval: --shrink: rates of 0 leave nothing to alert on", file=sys.stderr)
-        return 2
-    rules = {name: dict(spec.thresholds) for name, spec in RULES.items()}
+        return _refuse("--shrink: rates of 0 leave nothing to alert on")
+    every = sorted({a for spec in RULES.values() for a in spec.needs})
+    rules = RuleEngine({name: overrides.get(name, {}) for name in RULES}, every).rules  # the defaults, --set over them
     sources = ["truth", "model"] if args.events == "both" else [args.events]
     per = {s: {r: [] for r in rules} for s in sources}
     not_run: dict[str, dict[str, str]] = {s: {} for s in sources}
     videos, scanned, left, hours = [], 0, 0, 0.0
-    base = None
-    if "model" in sources:
+    base, labels, hashes, to_save = None, None, {}, []
+    if "model" in sources and saved is None:
         try:
             from edge_runtime.query.happened import what_happened  # noqa: F401
         except ImportError as err:
-            print(f"alerts_eval: model events unavailable: edge_runtime.query.happened cannot be imported ({err})",
-                  file=sys.stderr)
-            return 2
+            return _refuse(f"model events unavailable: edge_runtime.query.happened cannot be imported ({err})")
         from edge_runtime.engine.engine import Engine
 
+        hashes = bundle_hashes(args.bundle)
         base = Engine(args.bundle, threads=args.threads)
+        labels = list(base.labels)
+    elif saved is not None:
+        labels = saved["labels"]
+        hashes = {k: saved.get(k) for k in ("checkpoint_sha256", "reader_file_sha256")}
+    if labels is not None:
         for name in rules:
             try:
-                RuleEngine({name: {}}, list(base.labels))
+                RuleEngine({name: {}}, labels)
             except ValueError as err:
                 not_run["model"][name] = str(err)
-    clip_s = base.clip_frames / base.fps if base is not None else 16.0
+    if saved is not None:
+        clip_s, size = saved["commit_every_s"], saved["frame_size"]
+    else:
+        clip_s = base.clip_frames / base.fps if base is not None else 16.0
+        size = base.frame_size if base is not None else 112
+    t_start = time.perf_counter()
     try:
         for i in range(args.videos):
             seed, look = heldout_video(args.eval_seed, i)
-            size = base.frame_size if base is not None else 112
             video = CheckoutVideo(seed=seed, duration_s=args.video_s, size=size, look=look, shrink=rates)
             ann = video.annotations()
             want, paid = targets(ann), paid_bags(ann)
@@ -216,6 +418,13 @@ def main(argv: list[str] | None = None) -> int:
                     "scanned_items": sum(bool(x["scanned"]) for x in ann["instances"]),
                     "targets": {r: len(v) for r, v in want.items()},
                     "left_in_basket": sum(x["shrink"] == "left_in_basket" for x in ann["instances"])}
+            if saved is not None:
+                sv = saved["per_video"][i]
+                mine = {k: info[k] for k in ("seed", "look", "scanned_items", "targets")}
+                theirs = {k: sv.get(k) for k in mine}
+                if mine != theirs:
+                    return _refuse(f"--events-from {args.events_from}: video {i}: the generator now gives {mine}, "
+                                   f"the file saved {theirs}")
             scanned, left, hours = scanned + info["scanned_items"], left + info["left_in_basket"], hours + args.video_s / 3600
             if "truth" in sources:
                 raised = oracle(ann, rules, clip_s)
@@ -223,22 +432,59 @@ def main(argv: list[str] | None = None) -> int:
                     per["truth"][r].append(score([x for x in raised if x[0]["rule"] == r], want[r], paid))
             if "model" in sources:
                 run_rules = {r: th for r, th in rules.items() if r not in not_run["model"]}
-                raised, info["model_stream"] = model(base, video, run_rules)
+                if saved is None:
+                    record = [] if args.save_events is not None else None
+                    raised, info["model_stream"] = model(base, video, run_rules, record)
+                    if record is not None:
+                        to_save.append({**{k: info[k] for k in ("seed", "look", "scanned_items", "targets",
+                                                                 "left_in_basket", "model_stream")}, "commits": record})
+                else:
+                    try:
+                        raised = replay(sv["commits"], run_rules, labels)
+                    except ValueError as err:
+                        return _refuse(f"--events-from {args.events_from}: video {i}: {err}")
+                    info["replayed_commits"] = len(sv["commits"])
+                    if "model_stream" in sv:
+                        info["model_stream"] = sv["model_stream"]
                 for r in run_rules:
                     per["model"][r].append(score([x for x in raised if x[0]["rule"] == r], want[r], paid))
             videos.append(info)
+            how = ""
+            if "replayed_commits" in info:
+                how = f", {info['replayed_commits']} commits replayed"
+            elif "model_stream" in info:
+                how = f", streamed in {info['model_stream']['seconds']} s"
             print(f"video {i}: seed {seed} look {look}: targets {info['targets']}, {info['scanned_items']} scanned items"
-                  + (f", streamed in {info['model_stream']['seconds']} s" if "model_stream" in info else ""), flush=True)
+                  + how, flush=True)
     finally:
         if base is not None:
             base.close()
-    result = {"tool": "tools/accuracy/alerts_eval.py", "bundle": os.path.relpath(args.bundle, REPO),
-              "eval_seed": args.eval_seed, "videos": videos, "shrink": rates.to_dict(), "threads": args.threads,
-              "rules": rules, "commit_every_s": clip_s, "overlap_s": OVERLAP_S, "match_tol_s": MATCH_TOL_S,
-              "scanned_items": scanned, "hours": round(hours, 3), "left_in_basket_items": left,
-              "results": {s: {r: ({"not_run": not_run[s][r]} if r in not_run[s] else summarise(per[s][r], scanned, hours))
-                              for r in rules} for s in sources}}
+    elapsed = round(time.perf_counter() - t_start, 2)
+    result = {"tool": "tools/accuracy/alerts_eval.py",
+              "bundle": saved["bundle"] if saved is not None else os.path.relpath(args.bundle, REPO)}
+    if "model" in sources:
+        result.update(hashes)
+    if saved is not None:
+        result["events_from"] = args.events_from
+    result.update({"eval_seed": args.eval_seed, "videos": videos, "shrink": rates.to_dict(),
+                   "threads": saved.get("threads", args.threads) if saved is not None else args.threads,
+                   "rules": rules, "commit_every_s": clip_s, "overlap_s": OVERLAP_S, "match_tol_s": MATCH_TOL_S,
+                   "scanned_items": scanned, "hours": round(hours, 3), "left_in_basket_items": left,
+                   "seconds": elapsed,
+                   "results": {s: {r: ({"not_run": not_run[s][r]} if r in not_run[s] else summarise(per[s][r], scanned, hours))
+                                   for r in rules} for s in sources}})
+    if args.save_events is not None:
+        head = {"tool": result["tool"], "bundle": result["bundle"], **hashes, "labels": labels,
+                "frame_size": size, "commit_every_s": clip_s, "overlap_s": OVERLAP_S, "eval_seed": args.eval_seed,
+                "videos": args.videos, "video_s": args.video_s, "shrink": rates.to_dict(), "threads": args.threads}
+        try:
+            save_events(args.save_events, head, to_save)
+        except OSError as err:
+            return _refuse(f"--save-events {args.save_events}: {err}")
+        result["saved_events"] = args.save_events
     print(table(result))
+    if args.save_events is not None:
+        print(f"saved the model events to {args.save_events}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json}")
