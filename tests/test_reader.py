@@ -166,14 +166,18 @@ def test_ranked_answers_at_a_near_tie_are_marked_undecided():
     q = (torch.tensor([1, 1]), torch.tensor([3, 3]), torch.zeros(2, ident.shape[1]),
          torch.tensor([[0.0, 1800.0], [1790.0, 1795.0]]))
     with torch.no_grad():
-        tied = answer.decided(ident, act, ev, boxes, span, t, valid, *q)
+        tied, _ = answer.decided(ident, act, ev, boxes, span, t, valid, *q)
         ev[30] = 5.0  # token 10 now clearly first
-        clear = answer.decided(ident, act, ev, boxes, span, t, valid, *q)
+        clear, supported = answer.decided(ident, act, ev, boxes, span, t, valid, *q)
         out = answer(ident, act, ev, boxes, span, t, valid, *q)
+        act[:, 3] = -30.0  # support ~1e-13 everywhere: nothing found, its place is rounding's
+        weak, weak_supported = answer.decided(ident, act, ev, boxes, span, t, valid, *q)
     assert tied.shape == (2, answer.rc.ranked)
     assert not tied[0].any()  # the first answer is at the tie, and every later one follows from it
     assert bool(clear[0, 0]) and abs(float(out[1][0, 0, 0]) - (float(t[10]) - 2.0)) < 1.0
     assert tied[1].all() and clear[1].all()  # an empty window answers alike whatever is "best"
+    assert supported.all() and not weak[0].any() and not weak_supported[0].any()
+    assert weak[1].all() and weak_supported[1].all()
 
 
 def test_identity_loss_takes_any_crop_of_the_class_as_the_match():

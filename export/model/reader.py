@@ -125,6 +125,11 @@ class MemoryReader(nn.Module):
         return nn.functional.normalize(self.crop_out((a * h).sum(dim=1)), dim=-1)
 
 
+# support at or below this decides nothing reproducibly: a product of sigmoids deep in their tails, where
+# float32 implementations differ by far more than rounding (0.5 % at 2e-12); such an answer is "not seen"
+SUPPORT_FLOOR = 1e-6
+
+
 class AnswerStep(nn.Module):
     """Facts of one memory + Q queries -> answers. O(m·E + m·C) per query; no re-encoding.
 
@@ -161,13 +166,16 @@ class AnswerStep(nn.Module):
         return self._answer(ident, act_logits, event_logit, boxes, span, mem_t, mem_valid,
                             q_type, q_activity, q_embed, q_window)[:4]
 
-    def decided(self, *facts_and_queries, w_tol: float = 1e-4, t_tol_s: float = 1e-2) -> torch.Tensor:
-        """(Q, K) bool, ``forward``'s arguments: False where the k-th ranked answer, or one before it,
-        rests on a choice within float rounding of going the other way: two anchors whose support
-        differs by less than ``w_tol`` of the best, a token that far from the group's support cut, or a
-        token within ``t_tol_s`` of a span's edge. Two correct implementations (PyTorch, ONNX Runtime)
-        may choose differently there, and the answer moves by a whole token: export parity compares
-        the ranked answers where this is True."""
+    def decided(self, *facts_and_queries, w_tol: float = 1e-4,
+                t_tol_s: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decided, supported), each (Q, K) bool, from ``forward``'s arguments. ``decided`` is False where
+        the k-th ranked answer, or one before it, rests on a choice within float rounding of going the
+        other way: two anchors whose support differs by less than ``w_tol`` of the best, a token that
+        far from the group's support cut, or a token within ``t_tol_s`` of a span's edge; or where its
+        support is at most ``SUPPORT_FLOOR`` (``supported`` False: nothing was found, and sigmoids
+        that deep in their tails differ between float32 implementations by far more than ``w_tol``).
+        Two correct implementations (PyTorch, ONNX Runtime) may choose differently there, and the
+        answer moves by a whole token: export parity compares the ranked answers that are decided."""
         return self._answer(*facts_and_queries, tol=(w_tol, t_tol_s))[4]
 
     def _answer(self, ident, act_logits, event_logit, boxes, span, mem_t, mem_valid,
@@ -191,7 +199,7 @@ class AnswerStep(nn.Module):
         end_est = t0 + span[:, 1][None]
         intervals, keyboxes = [], []
         key_t = torch.linspace(0.0, 1.0, rc.keyframes)
-        decided, clear = [], torch.ones(Q, dtype=torch.bool)
+        decided, supported, clear = [], [], torch.ones(Q, dtype=torch.bool)
         for _ in range(rc.ranked):
             best = w.argmax(dim=1, keepdim=True)  # (Q, 1)
             w_best = torch.gather(w, 1, best)
@@ -202,6 +210,8 @@ class AnswerStep(nn.Module):
             if tol is not None:
                 clear = clear & self._clear(w, w_best, t0, (a_s - rc.group_slack_s, a_e + rc.group_slack_s),
                                             (ident, start_est, end_est), *tol)
+                weak = (w_best[:, 0] > 0) & (w_best[:, 0] <= SUPPORT_FLOOR)
+                supported.append(~weak)
             g = w * same * near * (w >= 0.25 * w_best).to(torch.float32)
             gn = g / g.sum(dim=1, keepdim=True).clamp_min(1e-9)
             st = ((gn * start_est).sum(1, keepdim=True)).clamp(min=s, max=e)
@@ -216,10 +226,10 @@ class AnswerStep(nn.Module):
             # the next answer: another event, so every token inside this one's span is set aside
             taken = ((t0 >= st - rc.group_slack_s) & (t0 <= en + rc.group_slack_s)).to(torch.float32) * same
             if tol is not None:
-                decided.append(clear)
+                decided.append(clear & ~weak)
                 # the next answers depend on which tokens this one set aside
                 edge = torch.minimum((t0 - (st - rc.group_slack_s)).abs(), (t0 - (en + rc.group_slack_s)).abs())
-                clear = clear & ~((edge <= tol[1]) & (w > 0)).any(dim=1)
+                clear = clear & ~((edge <= tol[1]) & (w > SUPPORT_FLOOR)).any(dim=1)
             w = w * (1.0 - taken.clamp(0.0, 1.0))
         intervals = torch.stack(intervals, dim=1)
         keyboxes = torch.stack(keyboxes, dim=1)
@@ -228,7 +238,8 @@ class AnswerStep(nn.Module):
         # best identity match there, whatever the activity
         present = (in_win * p_id).max(dim=1).values
         evidence = is_act * present + (1.0 - is_act) * intervals[:, 0, 2]
-        return act_scores, intervals, keyboxes, evidence, (torch.stack(decided, dim=1) if tol else None)
+        return (act_scores, intervals, keyboxes, evidence,
+                (torch.stack(decided, dim=1), torch.stack(supported, dim=1)) if tol else None)
 
     @staticmethod
     def _clear(w, w_best, t0, edges, anchors, w_tol: float, t_tol_s: float) -> torch.Tensor:

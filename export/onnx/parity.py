@@ -13,7 +13,8 @@ many streams in one call, is also checked row by row against each memory alone. 
 ranked answers (intervals, keyboxes) are compared where PyTorch's choices of anchor token and group
 are clear of float rounding (``AnswerStep.decided``): at a near-tie the two runtimes may rank two
 equally good answers differently, which is no export error; how many were set aside is reported and
-bounded (``FP32_MAX_TIED``).
+bounded (``FP32_MAX_TIED`` of the answers with support). Answers with next to no support ("not seen")
+are reported and not compared: their place is decided by float rounding in the sigmoids' tails.
 The sampler serves many camera streams in one call (a batch axis, one row per stream): every parity
 input is also run as one row of a single batched call and must keep, row by row, what it keeps alone.
 """
@@ -34,7 +35,7 @@ FP32_MAX_ABS = 1e-4
 # moves those weights, and the boxes, by ~1e-4 with no export error. 1e-3 is 0.1 % of the frame.
 FP32_OUTPUT_MAX_ABS = {"keyboxes": 1e-3}
 FP32_MIN_RECALL = 0.99
-# at most this share of the answer graph's ranked answers may sit at a near-tie (and go uncompared)
+# at most this share of the answer graph's ranked answers with support may sit at a near-tie (uncompared)
 FP32_MAX_TIED = 0.2
 _MASKED = {"boxes", "start_logits", "end_logits"}
 _RANKED = {"intervals", "keyboxes"}
@@ -106,8 +107,9 @@ def streams_batch_match(net, sess, names: list[str], feeds: list[dict], alone: l
             "rows_identical": int(same), "compared": "each row of one batched call vs that stream alone"}
 
 
-def answer_decided(module, feed: dict[str, np.ndarray]) -> np.ndarray:
-    """(Q, K) bool: which of the answer graph's ranked answers PyTorch chose clear of any near-tie."""
+def answer_decided(module, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(decided, supported), (Q, K) bool each: which of the answer graph's ranked answers PyTorch chose
+    clear of any near-tie, and which found any support (``AnswerStep.decided``)."""
     import torch
 
     from export.onnx.reader_graphs import ANSWER
@@ -116,7 +118,8 @@ def answer_decided(module, feed: dict[str, np.ndarray]) -> np.ndarray:
     with torch.no_grad():
         embed = module.reader.embed_crop(args[ANSWER.inputs.index("q_object")])
         args[ANSWER.inputs.index("q_object")] = embed
-        return module.answer.decided(*args).numpy()
+        decided, supported = module.answer.decided(*args)
+    return decided.numpy(), supported.numpy()
 
 
 def dense_diff(spec: GraphSpec, feed: dict, ref: Sequence[np.ndarray], out: Sequence[np.ndarray],
@@ -173,13 +176,15 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
         return res
     per_out: dict[str, dict] = {}
     alone = []
-    ranked = tied = 0
+    ranked = tied = unsupported = 0
     for feed, ref in zip(feeds, refs):
         out = sess.run(names, feed)
         alone.append(out)
-        decided = answer_decided(module, feed) if spec.name == "answer" and module is not None else None
-        if decided is not None:
-            ranked, tied = ranked + decided.size, tied + int((~decided).sum())
+        decided = None
+        if spec.name == "answer" and module is not None:
+            decided, supported = answer_decided(module, feed)
+            ranked, unsupported = ranked + int(supported.sum()), unsupported + int((~supported).sum())
+            tied += int((supported & ~decided).sum())
         for name, d in dense_diff(spec, feed, ref, out, decided).items():
             agg = per_out.setdefault(name, {"max_abs": 0.0, "mean_abs": [], "ref_max_abs": 0.0})
             agg["max_abs"] = max(agg["max_abs"], d["max_abs"])
@@ -193,9 +198,10 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
            "outputs": per_out, "calls": len(feeds)}
     if spec is HEADS:
         res["compared"] = "outputs where q_mask = 1"
-    if ranked:
-        res["ranked_answers"], res["ranked_at_tie"] = ranked, tied
-        res["compared"] = "intervals and keyboxes of the ranked answers clear of a near-tie"
+    if spec.name == "answer" and module is not None:
+        res["ranked_answers"], res["ranked_at_tie"], res["ranked_unsupported"] = ranked, tied, unsupported
+        res["compared"] = ("intervals and keyboxes of the ranked answers with support and clear of a near-tie; "
+                           "every other output")
     if spec.name == "reader":  # the runtime reads the memories of many streams in one call
         from export.onnx.reader_graphs import streams_batch_match as reader_batch
 
@@ -228,7 +234,7 @@ def fp32_failures(parity: dict[str, dict]) -> list[str]:
                        f"{worst.get('ref_max_abs', 1.0):.3g})")
     a = parity.get("answer") or {}
     if a.get("ranked_answers") and a["ranked_at_tie"] > FP32_MAX_TIED * a["ranked_answers"]:
-        bad.append(f"answer: {a['ranked_at_tie']} of {a['ranked_answers']} ranked answers at a near-tie "
+        bad.append(f"answer: {a['ranked_at_tie']} of {a['ranked_answers']} ranked answers with support at a near-tie "
                    f"(more than {FP32_MAX_TIED:.0%}), too many to compare")
     p = parity.get(SAMPLER.name)
     if p and p["topm_recall"] < FP32_MIN_RECALL:
