@@ -108,6 +108,16 @@ def test_confidence_map_is_monotone_and_fits_the_rate():
     assert abs(calibrated([0.8], fit)[0] - 0.8) < 0.1 and abs(calibrated([0.2], fit)[0] - 0.2) < 0.1
 
 
+def test_no_confidence_block_smaller_than_min_block_even_at_the_top():
+    """One right answer at the very top of the evidence, above 40 answers right a third of the time,
+    is no reason for a confidence of 1: it joins its neighbours' block."""
+    ev = np.r_[np.linspace(0.5, 0.9, 40), 0.99]
+    hit = np.r_[np.arange(40) % 3 == 0, True]
+    xs, ps = fit_calibration(ev, hit, min_block=5)
+    assert max(ps) < 0.5
+    assert calibrated([0.99], [xs, ps])[0] < 0.5
+
+
 def test_prior_weight_follows_the_window_length():
     from edge_runtime.query.reader_answers import prior_weight_for
 

@@ -77,6 +77,11 @@ def fit_calibration(evidence, target, min_block: int = 5) -> list[list[float]]:
                                    or blocks[-2][1] < min_block):
             b = blocks.pop()
             blocks[-1] = [blocks[-1][0] + b[0], blocks[-1][1] + b[1], blocks[-1][2] + b[2]]
+    # the highest block too: left alone, the last few answers (one, at the saturated top of the evidence)
+    # made a block of their own, and one right answer there read as "certain"
+    while len(blocks) > 1 and (blocks[-1][1] < min_block or blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]):
+        b = blocks.pop()
+        blocks[-1] = [blocks[-1][0] + b[0], blocks[-1][1] + b[1], blocks[-1][2] + b[2]]
     xs = [b[2] / b[1] for b in blocks]
     ps = [b[0] / b[1] for b in blocks]
     if len(xs) == 1:
