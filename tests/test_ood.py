@@ -147,7 +147,7 @@ def test_leave_one_look_out_threshold():
     rng = np.random.default_rng(3)
     looks = [_tokens(rng, 60) + c for c in (0.0, 1.0, -1.0, 2.0)]  # looks differ by colour, not layout
     fit = fit_ood(looks, window_samples=10, window_frames=30, components=3, min_frames=5,
-                  videos=[{"look": i} for i in range(4)])
+                  videos=[{"look": i} for i in range(4)], feature="centered_tokens")
     assert set(fit.heldout_look_quantiles) == {"look 0", "look 1", "look 2", "look 3"}
     assert fit.threshold == pytest.approx(max(fit.heldout_look_quantiles.values()), rel=0.2)
     assert fit.frames == 240 and fit.window_frames == 30 and fit.min_frames == 5
@@ -156,6 +156,41 @@ def test_leave_one_look_out_threshold():
     assert new_look.max() < fit.threshold < street.min()
     m = fit.manifest("abc")
     assert m["file"] == OOD_FILE and m["sha256"] == "abc" and m["threshold"] > 0
+    assert m["feature"] == "centered_tokens"
+
+
+def test_raw_token_feature_keeps_what_centring_removes(tmp_path):
+    """lvm-export's feature (the raw tokens): a scene whose tokens all moved far (a street, to a
+    backbone that maps every non-product patch near "none") is flagged, which centring cannot see;
+    the threshold still covers looks that differ as much as the training looks do. Saved and loaded
+    through the manifest's feature name; an unknown name is unusable, in one line."""
+    from export.evaluate.ood_stats import FEATURE, fit_ood
+
+    rng = np.random.default_rng(4)
+    looks = [_tokens(rng, 60) + c for c in (0.0, 0.3, -0.3, 0.6)]
+    fit = fit_ood(looks, window_samples=10, window_frames=30, components=3, min_frames=5,
+                  videos=[{"look": i} for i in range(4)])
+    assert FEATURE == "tokens" and fit.stats.feature == "tokens" and fit.manifest("x")["feature"] == "tokens"
+    moved = _tokens(rng, 60) + 4.0  # the same layout, every token elsewhere
+    assert window_means(fit.stats.scores(moved), 10).min() > fit.threshold
+    assert window_means(fit.stats.scores(_tokens(rng, 60) + 0.2), 10).max() < fit.threshold
+    centred = fit_ood(looks, window_samples=10, window_frames=30, components=3, min_frames=5,
+                      videos=[{"look": i} for i in range(4)], feature="centered_tokens")
+    assert window_means(centred.stats.scores(moved), 10).max() < centred.threshold
+    save_stats(tmp_path / OOD_FILE, fit.stats)
+    np.testing.assert_allclose(load_stats(tmp_path / OOD_FILE, "tokens").scores(moved[:3]),
+                               fit.stats.scores(moved[:3]), rtol=1e-5)
+    P, D = moved.shape[1:]
+    cfg = SimpleNamespace(backbone=SimpleNamespace(tokens_per_frame=P, dim=D))
+    for feature, ok in (("tokens", True), ("centered_tokens", True), ("pixels", False)):
+        b = SimpleNamespace(manifest={"ood": {"file": OOD_FILE, "feature": feature, "threshold": 1.0,
+                                              "window_frames": 10}}, path=tmp_path, cfg=cfg)
+        config, note = ood_from_bundle(b)
+        assert (config is not None) == ok, note
+        if ok:
+            assert config.stats.feature == feature
+        else:
+            assert "'pixels'" in note and "\n" not in note
 
 
 # --- statistics fitted on a dataset folder's train split (lvm-export --data) ---------------------

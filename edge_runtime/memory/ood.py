@@ -6,10 +6,16 @@ tokens against statistics of the training frames that lvm-export stores in the b
 (``ood.safetensors``), keeps the scores of the last ``window`` frames, and flags the stream when
 their mean is above the bundle's threshold.
 
-The per-frame feature is the frame's tokens minus the frame's own mean token, flattened (P * d
-values): the spatial pattern of the scene. Subtracting the mean token removes what a new counter
-colour, light or texture shifts everywhere at once, which held-out checkout looks differ by; a
-street or a film has another layout altogether. The score is a probabilistic-PCA distance to the
+The per-frame feature is named in the manifest (``ood.feature``), and this runtime computes both:
+``tokens``, the frame's tokens flattened (P * d values), which lvm-export writes; and
+``centered_tokens``, the same minus the frame's own mean token (the spatial pattern alone), which
+older bundles carry. Centring removed what a new counter colour or light shifts everywhere at once,
+but with a backbone pre-trained to tell products from "none" (docs/training.md) every non-product
+patch of a street or a film comes out near "none", and the centred pattern of a street scored below
+the threshold (vtest.avi 8.0 against 8.3); the raw tokens keep the scene's overall appearance
+(vtest.avi 11.1, the film 9.5, held-out checkout looks at most 6.0, threshold 8.6:
+docs/accuracy/ood.json). The threshold, set by leaving training looks out, covers how much
+checkout looks differ. The score is a probabilistic-PCA distance to the
 training frames: squared coordinates in the top components over their variances plus the
 residual energy over the residual variance, divided by the feature's dimension (about 1 for a
 training frame).
@@ -32,30 +38,37 @@ from typing import Any
 import numpy as np
 
 OOD_FILE = "ood.safetensors"
-FEATURE = "centered_tokens"   # the only feature this runtime computes (manifest "ood.feature")
+FEATURE = "tokens"            # what lvm-export fits (manifest "ood.feature")
+FEATURES = ("tokens", "centered_tokens")  # what this runtime computes
 
 
 class OODError(ValueError):
     """Statistics that cannot be used; the message is one line."""
 
 
-def frame_features(tokens: np.ndarray) -> np.ndarray:
-    """(N, P, d) tokens -> (N, P * d) float32: each frame's tokens minus its mean token."""
+def frame_features(tokens: np.ndarray, feature: str = "centered_tokens") -> np.ndarray:
+    """(N, P, d) tokens -> (N, P * d) float32: each frame's tokens (``tokens``), or minus the frame's
+    mean token (``centered_tokens``)."""
     tokens = np.asarray(tokens, np.float32)
     if tokens.ndim == 2:
         tokens = tokens[None]
-    centred = tokens - tokens.mean(axis=1, keepdims=True)
-    return centred.reshape(len(tokens), -1)
+    if feature == "centered_tokens":
+        tokens = tokens - tokens.mean(axis=1, keepdims=True)
+    elif feature != "tokens":
+        raise OODError(f"feature {feature!r}: this runtime computes {', '.join(FEATURES)}")
+    return tokens.reshape(len(tokens), -1)
 
 
 @dataclass(frozen=True)
 class OODStats:
     """Probabilistic PCA of training-frame features: mean (D,), basis (k, D) with orthonormal rows,
-    variances (k,) along it, residual_var: mean variance of what the basis leaves."""
+    variances (k,) along it, residual_var: mean variance of what the basis leaves; ``feature``: which
+    per-frame feature (``FEATURES``) they describe."""
     mean: np.ndarray
     basis: np.ndarray
     variances: np.ndarray
     residual_var: float
+    feature: str = "centered_tokens"
 
     @property
     def dim(self) -> int:
@@ -63,7 +76,7 @@ class OODStats:
 
     def scores(self, tokens: np.ndarray) -> np.ndarray:
         """(N, P, d) tokens -> (N,) scores (about 1 for frames like the training frames)."""
-        x = frame_features(tokens) - self.mean
+        x = frame_features(tokens, self.feature) - self.mean
         z = x @ self.basis.T
         resid = np.maximum(np.einsum("nd,nd->n", x, x) - np.einsum("nk,nk->n", z, z), 0.0)
         return ((z * z / self.variances).sum(axis=1) + resid / self.residual_var).astype(np.float64) / self.dim
@@ -74,7 +87,8 @@ class OODStats:
                 "residual_var": np.array([self.residual_var], np.float32)}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], where: str = "OOD statistics") -> "OODStats":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], where: str = "OOD statistics",
+                    feature: str = "centered_tokens") -> "OODStats":
         try:
             mean = np.asarray(arrays["mean"], np.float32).reshape(-1)
             basis = np.asarray(arrays["basis"], np.float32)
@@ -86,12 +100,12 @@ class OODStats:
             raise OODError(f"{where}: basis {basis.shape} does not fit mean {mean.shape} / variances {var.shape}")
         if not (np.all(var > 0) and res > 0 and math.isfinite(res) and np.all(np.isfinite(basis))):
             raise OODError(f"{where}: variances must be positive and finite")
-        return cls(mean, basis, var, res)
+        return cls(mean, basis, var, res, feature)
 
 
-def fit_stats(features: np.ndarray, components: int) -> OODStats:
-    """PPCA of (N, D) features. The eigen-decomposition of the N x N Gram matrix: N (hundreds of
-    frames) is far below D (P * d, thousands), so this is the cheap side."""
+def fit_stats(features: np.ndarray, components: int, feature: str = "centered_tokens") -> OODStats:
+    """PPCA of (N, D) features (``frame_features(..., feature)``). The eigen-decomposition of the N x N
+    Gram matrix: N (hundreds of frames) is far below D (P * d, thousands), so this is the cheap side."""
     x = np.asarray(features, np.float64)
     n, dim = x.shape
     k = int(min(components, n - 1, dim - 1))
@@ -107,7 +121,7 @@ def fit_stats(features: np.ndarray, components: int) -> OODStats:
     total = float((xc * xc).sum())
     residual_var = max(total - float(top.sum()), 1e-12) / n / (dim - k)
     return OODStats(mean.astype(np.float32), basis.astype(np.float32), (top / n).astype(np.float32),
-                    float(residual_var))
+                    float(residual_var), feature)
 
 
 def window_means(scores: np.ndarray, window: int) -> np.ndarray:
@@ -132,14 +146,14 @@ def save_stats(path: str | Path, stats: OODStats) -> None:
         save_file(stats.arrays(), str(tmp))
 
 
-def load_stats(path: str | Path) -> OODStats:
+def load_stats(path: str | Path, feature: str = "centered_tokens") -> OODStats:
     from safetensors.numpy import load_file
 
     try:
         arrays = load_file(str(path))
     except Exception as err:  # safetensors raises several types for damaged files
         raise OODError(f"{path}: unreadable ({' '.join(str(err).split())[:120]})") from None
-    return OODStats.from_arrays(arrays, str(path))
+    return OODStats.from_arrays(arrays, str(path), feature)
 
 
 @dataclass(frozen=True)
@@ -160,14 +174,15 @@ def ood_from_bundle(bundle) -> tuple[OODConfig | None, str | None]:
         return None, ("bundle has no OOD statistics (exported before lvm-export wrote them, or from too little "
                       "training footage to set a threshold)")
     try:
-        if sec.get("feature") != FEATURE:
-            raise OODError(f"feature {sec.get('feature')!r}, this runtime computes {FEATURE!r}")
+        feature = sec.get("feature")
+        if feature not in FEATURES:
+            raise OODError(f"feature {feature!r}, this runtime computes {', '.join(FEATURES)}")
         path = Path(bundle.path) / str(sec.get("file", OOD_FILE))
         if not path.is_file():
             raise OODError(f"{path.name} listed in the manifest is missing")
         if sec.get("sha256") and sha256_file(path) != sec["sha256"]:
             raise OODError(f"{path.name} does not match its sha256 in the manifest")
-        stats = load_stats(path)
+        stats = load_stats(path, feature)
         if stats.dim != bundle.cfg.backbone.tokens_per_frame * bundle.cfg.backbone.dim:
             raise OODError(f"{path.name} is for {stats.dim}-value features, the model's tokens have "
                            f"{bundle.cfg.backbone.tokens_per_frame * bundle.cfg.backbone.dim}")

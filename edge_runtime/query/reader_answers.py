@@ -61,10 +61,11 @@ def calibrated(evidence, fit) -> np.ndarray:
     return np.interp(np.asarray(evidence, np.float64), xs, ys)
 
 
-def fit_calibration(evidence, target, min_block: int = 5) -> list[list[float]]:
+def fit_calibration(evidence, target, min_block: int = 20) -> list[list[float]]:
     """Isotonic fit (pool adjacent violators) of a 0/1 ``target`` on the evidence: monotone, robust to
     evidence that saturates at 0 or 1 (where a logistic fit on logit(evidence) broke down). Blocks of
-    fewer than ``min_block`` answers are merged into a neighbour. -> [[x...], [p...]] for np.interp."""
+    fewer than ``min_block`` answers are merged into a neighbour: a rate from 5 answers is +-0.2, and
+    5 of 5 right at the saturated top of the evidence read as "certain". -> [[x...], [p...]] for np.interp."""
     e = np.asarray(evidence, np.float64)
     y = np.asarray(target, np.float64)
     if len(e) == 0:

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "CPU). The reader stage trains the memory reader on the frozen backbone and sampler (on the "
                     "same generated videos or dataset folder; with --init-from, starting from the reader beside "
                     "that checkpoint) and writes OUT/<model>-reader.safetensors beside OUT/<model>.safetensors, "
-                    "where lvm-export finds it. lvm-tiny with the defaults: 48 min on 2 CPU cores, measured end to end (docs/training.md).",
+                    "where lvm-export finds it. lvm-tiny with the defaults: 30 min on 2 CPU cores, measured end to end (docs/training.md).",
         epilog="Examples: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny;  "
                "lvm-train --config configs/models/lvm-tiny.yaml --out runs/shop --data data/shop "
                "--init-from checkpoints/lvm-tiny.safetensors")
@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, help="queries sampled per video (default: config)")
     p.add_argument("--seed", type=int, help="seed (default: config train.seed)")
     p.add_argument("--backbone-epochs", type=int, default=3, help="backbone pre-training epochs (default 3)")
-    p.add_argument("--backbone-frames", type=int, default=3000,
-                   help="frames sampled for backbone pre-training, busy and idle balanced (default 3000)")
+    p.add_argument("--backbone-frames", type=int, default=6000,
+                   help="frames sampled for backbone pre-training, busy and idle balanced (default 6000)")
     p.add_argument("--backbone-patch-classes", type=float, default=1.0, metavar="WEIGHT",
                    help="weight of backbone pre-training's per-patch product-class loss (default 1.0; 0 = off): "
                         "each patch token learns which product it shows")

@@ -60,7 +60,7 @@ class OODFit:
                 "video": "each train-split video scored by statistics fitted on the other videos",
                 "half": "each half of the train split's frames (in video order) scored by statistics "
                         "fitted on the other half"}[self.unit]
-        return {"file": OOD_FILE, "sha256": sha256, "feature": FEATURE, "components": len(self.stats.variances),
+        return {"file": OOD_FILE, "sha256": sha256, "feature": self.stats.feature, "components": len(self.stats.variances),
                 "threshold": round(self.threshold, 6), "window_frames": self.window_frames,
                 "min_frames": self.min_frames, "frames": self.frames, "videos": self.videos,
                 "fitted_on": self.fitted_on,
@@ -120,23 +120,24 @@ def leave_out_parts(videos: list[dict], tokens: list[np.ndarray],
 def fit_ood(tokens_per_look: list[np.ndarray], *, window_samples: int, window_frames: int,
             components: int = COMPONENTS, quantile: float = QUANTILE, min_frames: int = MIN_FRAMES,
             videos: list[dict] | None = None, names: list[str] | None = None, unit: str = "look",
-            fitted_on: dict | None = None) -> OODFit:
+            fitted_on: dict | None = None, feature: str = FEATURE) -> OODFit:
     """Statistics on every part's tokens (n_i, P, d) and the leave-one-part-out threshold.
     ``window_samples``: fitted frames per runtime window (the window over the stride). ``names``:
-    the parts' names (default: "look <look>" from ``videos``)."""
-    feats = [frame_features(t) for t in tokens_per_look]
+    the parts' names (default: "look <look>" from ``videos``). ``feature``: the per-frame feature
+    (edge_runtime/memory/ood.py), recorded in the manifest for the runtime."""
+    feats = [frame_features(t, feature) for t in tokens_per_look]
     if names is None:
         names = [f"look {v.get('look', i)}" for i, v in enumerate(videos or [{}] * len(feats))]
     left_out: dict[str, float] = {}
     means = []
     for j in range(len(feats)):
         rest = np.concatenate([f for i, f in enumerate(feats) if i != j])
-        stats_j = fit_stats(rest, components)
+        stats_j = fit_stats(rest, components, feature)
         m = window_means(stats_j.scores(tokens_per_look[j]), window_samples)
         left_out[names[j]] = round(float(np.quantile(m, quantile)), 4)
         means.append(m)
     threshold = float(np.quantile(np.concatenate(means), quantile))
-    stats = fit_stats(np.concatenate(feats), components)
+    stats = fit_stats(np.concatenate(feats), components, feature)
     return OODFit(stats, threshold, window_frames, min(min_frames, window_frames), sum(len(f) for f in feats),
                   videos or [], left_out, unit, fitted_on or {})
 

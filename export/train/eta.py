@@ -14,11 +14,12 @@ from collections.abc import Callable
 RATES_2_CORES = {
     "lvm-tiny": {
         "backbone": ("resnet10t", 112),
-        # measured in one end-to-end run (lvm-train --config lvm-tiny, nothing cached for its backbone,
-        # 27.4 min in all): render + backbone tokens of one 30-minute video (61 s for 8 videos)
+        # measured in end-to-end runs (lvm-train --config lvm-tiny, nothing cached for its backbone,
+        # 27.4 min in all with 3,000 pre-training frames, 29.7 with 6,000, the default):
+        # render + backbone tokens of one 30-minute video (61 s for 8 videos)
         "tokens_per_video": 61.0 / 8,
-        # backbone pre-training: one frame or crop through one epoch (87 s for 3 epochs of 3,180)
-        "pretrain_per_frame_epoch": 87.0 / 9540,
+        # backbone pre-training: one frame or crop through one epoch (134 s for 3 epochs of 6,104)
+        "pretrain_per_frame_epoch": 134.0 / 18312,
         # stage 1: one step of 8 videos' clips (855 s for 672 steps)
         "stage1_per_step": 855.0 / 672,
         # the heads stage: one step of 64 queries (about 5 s)

@@ -92,7 +92,7 @@ class _PretrainHeads(nn.Module):
 
 
 def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: int, seed: int = 0,
-                      batch: int = 64, lr: float = 2e-3, max_frames: int = 3000,
+                      batch: int = 64, lr: float = 2e-3, max_frames: int = 6000,
                       progress: bool = True, labels: dict | None = None, patch_classes: float = 0.0
                       ) -> dict[str, float]:
     """Train the backbone in place on the videos' frames (which must still be attached), then freeze.

@@ -7,7 +7,8 @@ and ``timeline.calibration``; lvm-export puts the one its bundle reads into the 
     python -m export.train.timeline_calibration --reader checkpoints/lvm-tiny-reader.safetensors
 
 adds the timeline's calibration to an existing reader file (weights unchanged), on the calibration
-videos its training used (the training seeds after its ``videos``).
+videos its training used (the training seeds after its ``videos``); ``--memory-too`` fits the
+memory-alone calibration again as well (after a change to how calibrations are fitted).
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--horizon-s", type=float, default=LONGEST_WINDOW_S)
     ap.add_argument("--per-frame", type=int, default=PER_FRAME)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--memory-too", action="store_true",
+                    help="fit the memory-alone calibration (what lvm-export --no-timeline bundles) again as well")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     calib = make_videos(net, specs, tr.get("video_s", 1800.0), tr.get("queries", 300), tr.get("every", 2),
                         tr.get("absent_share", 0.2), "calibration videos", True, token_cache_dir(), keep_video=True)
+    if args.memory_too:
+        from export.train.reader_calibration import calibrate
+
+        meta["calibration"] = calibrate(reader, answer, calib, cfg, meta["prior"])
     meta["timeline"] = timeline_meta(reader, answer, calib, cfg, meta["prior"], spec)
     meta["timeline"]["calibrate_min"] = round((time.time() - t0) / 60, 2)
     save_reader(args.out or args.reader, reader, answer, meta)
