@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lsmcl-steps", type=int, help="s5: LSMCL pre-training steps (default: config train.lsmcl_steps)")
     p.add_argument("--heads-steps", type=int, help="steps of the heads stage, the heads alone on the frozen sampler's "
                    "memories (default 0: no heads stage, the heads are stage 1's; the config's train.heads_steps, "
-                   "6,000 for lvm-tiny, is the shipped checkpoint's recipe: 8-16 h on 2 CPU cores, minutes on a "
-                   "GPU). Not resumable: --resume re-runs it from the stage-1 checkpoint")
+                   "6,000 for lvm-tiny, is the stage's length when asked for: 8-16 h on 2 CPU cores, minutes on a "
+                   "GPU; the shipped checkpoint has none). Not resumable: --resume re-runs it from the stage-1 checkpoint")
     p.add_argument("--heads-videos", type=int, help="videos the heads stage streams (default: config "
                    "train.heads_videos, else --videos; with --data every train video, or the first N)")
     p.add_argument("--reader-steps", type=int,
@@ -177,8 +177,8 @@ def _train(args) -> int:
     except OSError as err:
         raise UsageError(f"--out {out}: not writable ({err.strerror})") from None
 
-    # the heads stage takes hours on CPU: it runs only when asked for (the config's heads_steps is the
-    # shipped checkpoint's recipe, not a default)
+    # the heads stage takes hours on CPU: it runs only when asked for (the config's heads_steps is its
+    # length when asked for, not a default)
     heads_steps = args.heads_steps or 0
     if args.sampler_from and args.backbone_from:
         raise UsageError("--sampler-from already gives the backbone: drop --backbone-from")
