@@ -231,15 +231,15 @@ def test_set_changes_the_thresholds_recorded(capsys, tmp_path):
 
 
 # eval seed 5, video 0's first 90 s at raised scan avoidance: the shipped bundle's events raise alerts,
-# and other_product_scans 0 raises another (so the replay below compares something)
+# and a bag confidence of 1 leaves none, whatever the model (so the replay below compares something)
 STREAM = ("--events", "model", "--videos", "1", "--video-s", "90", "--threads", "1", "--eval-seed", "5",
           "--shrink", "0.5,0.5,0")
-OWN = ("--set", "bagged_without_scan.other_product_scans=0")
+OWN = ("--set", "bagged_without_scan.min_confidence=1")
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """One streamed run (default thresholds) that saved its events, and one with other_product_scans 0."""
+    """One streamed run (default thresholds) that saved its events, and one with a bag confidence of 1."""
     from tools.accuracy.alerts_eval import main
 
     d = tmp_path_factory.mktemp("alerts_eval")
@@ -282,8 +282,9 @@ def test_replaying_saved_events_gives_the_streamed_results(capsys, saved, tmp_pa
     rc, out = _eval(capsys, "--events-from", str(saved / "events.json"), *OWN, "--json", str(tmp_path / "own.json"))
     assert rc == 0, out.err
     own, streamed_own = json.loads((tmp_path / "own.json").read_text()), json.loads((saved / "streamed_own.json").read_text())
-    assert own["rules"]["bagged_without_scan"]["other_product_scans"] == 0.0
+    assert own["rules"]["bagged_without_scan"]["min_confidence"] == 1.0
     assert own["results"] == streamed_own["results"] != streamed["results"]
+    assert own["results"]["model"]["bagged_without_scan"]["alerts"] == 0
 
     # the explicit values the file was saved with are accepted; --events both adds the oracle
     rc, out = _eval(capsys, "--events-from", str(saved / "events.json"), "--events", "both", "--eval-seed", "5",
