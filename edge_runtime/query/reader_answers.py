@@ -72,17 +72,18 @@ def fit_calibration(evidence, target, min_block: int = 20) -> list[list[float]]:
         return [[0.0, 1.0], [0.5, 0.5]]
     o = np.argsort(e, kind="stable")
     blocks: list[list[float]] = []  # [sum y, count, sum x]
-    for xv, yv in zip(e[o], y[o]):
-        blocks.append([yv, 1.0, xv])
-        while len(blocks) > 1 and (blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]
-                                   or blocks[-2][1] < min_block):
+
+    def pool(small) -> None:  # merge the last block into the one before while they violate the order or are small
+        while len(blocks) > 1 and (blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1] or small()):
             b = blocks.pop()
             blocks[-1] = [blocks[-1][0] + b[0], blocks[-1][1] + b[1], blocks[-1][2] + b[2]]
+
+    for xv, yv in zip(e[o], y[o]):
+        blocks.append([yv, 1.0, xv])
+        pool(lambda: blocks[-2][1] < min_block)
     # the highest block too: left alone, the last few answers (one, at the saturated top of the evidence)
     # made a block of their own, and one right answer there read as "certain"
-    while len(blocks) > 1 and (blocks[-1][1] < min_block or blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]):
-        b = blocks.pop()
-        blocks[-1] = [blocks[-1][0] + b[0], blocks[-1][1] + b[1], blocks[-1][2] + b[2]]
+    pool(lambda: blocks[-1][1] < min_block)
     xs = [b[2] / b[1] for b in blocks]
     ps = [b[0] / b[1] for b in blocks]
     if len(xs) == 1:

@@ -116,9 +116,7 @@ def answer_decided(module, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.
 
     args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in ANSWER.inputs]
     with torch.no_grad():
-        embed = module.reader.embed_crop(args[ANSWER.inputs.index("q_object")])
-        args[ANSWER.inputs.index("q_object")] = embed
-        decided, supported = module.answer.decided(*args)
+        decided, supported = module.decided(*args)
     return decided.numpy(), supported.numpy()
 
 

@@ -152,6 +152,12 @@ class AnswerGraph(nn.Module):
         return self.answer(ident, act_logits, event_logit, boxes, span, mem_t, mem_valid, q_type, q_activity,
                            self.reader.embed_crop(q_object), q_window)
 
+    def decided(self, ident, act_logits, event_logit, boxes, span, mem_t, mem_valid, q_type, q_activity,
+                q_object, q_window):
+        """``AnswerStep.decided`` on this graph's inputs (export parity)."""
+        return self.answer.decided(ident, act_logits, event_logit, boxes, span, mem_t, mem_valid, q_type,
+                                   q_activity, self.reader.embed_crop(q_object), q_window)
+
 
 def graph_module(rf: ReaderFile, spec: GraphSpec) -> nn.Module:
     # eval: a new wrapper Module starts in training mode, which would switch the reader's dropout on

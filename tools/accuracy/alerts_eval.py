@@ -239,9 +239,9 @@ def load_events(path: str | Path) -> dict:
     return doc
 
 
-def parse_sets(items: list[str]) -> dict[str, dict]:
-    """``--set RULE.KEY=VALUE`` -> {rule: {key: value}}, checked as RuleEngine checks a config's rules;
-    ValueError (one line) naming what is wrong."""
+def parse_sets(items: list[str]) -> dict[str, dict[str, float]]:
+    """``--set RULE.KEY=VALUE`` -> every rule's thresholds, the defaults with these over them, checked as
+    RuleEngine checks a config's rules; ValueError (one line) naming what is wrong."""
     out: dict[str, dict] = {}
     for item in items:
         name, eq, value = item.partition("=")
@@ -253,11 +253,12 @@ def parse_sets(items: list[str]) -> dict[str, dict]:
         except ValueError:
             number = value  # RuleEngine names it: not a number
         out.setdefault(rule, {})[key.strip()] = number
+    every = sorted({a for spec in RULES.values() for a in spec.needs})
     try:
-        RuleEngine(out, sorted({a for spec in RULES.values() for a in spec.needs}))
+        known = {name: out.pop(name, {}) for name in RULES}  # what is left in ``out`` is refused by name
+        return RuleEngine({**known, **out}, every).rules
     except ValueError as err:
         raise ValueError(str(err)) from None
-    return out
 
 
 def score(raised: list[tuple[dict, float]], want: list[tuple[str, float, float]],
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     try:
-        overrides = parse_sets(args.sets)
+        rules = parse_sets(args.sets)  # the defaults, --set over them
     except ValueError as err:
         return _refuse(f"--set: {err}")
     saved = None
@@ -376,8 +377,6 @@ def main(argv: list[str] | None = None) -> int:
             return _refuse(f"--shrink: {err}")
     if not rates.on:
         return _refuse("--shrink: rates of 0 leave nothing to alert on")
-    every = sorted({a for spec in RULES.values() for a in spec.needs})
-    rules = RuleEngine({name: overrides.get(name, {}) for name in RULES}, every).rules  # the defaults, --set over them
     sources = ["truth", "model"] if args.events == "both" else [args.events]
     per = {s: {r: [] for r in rules} for s in sources}
     not_run: dict[str, dict[str, str]] = {s: {} for s in sources}
