@@ -13,7 +13,7 @@ from edge_runtime.checkout import CheckoutVideo
 from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
 from edge_runtime.config import resolve_model_config
 from edge_runtime.query.reader_answers import calibrated, fit_calibration, reader_answers
-from export.model.reader import AnswerStep, MemoryReader
+from export.model.reader import AnswerStep, MemoryReader, ReaderConfig
 from tools.accuracy.reader_eval import export_graphs
 
 
@@ -64,6 +64,21 @@ def test_facts_have_constant_shapes_and_unit_identities(reader_pair):
     assert act.shape[2] == cfg.heads.num_activities and boxes.shape[2] == 4
     assert torch.allclose(ident.norm(dim=-1), torch.ones(1, m), atol=1e-5)
     assert ((boxes >= 0) & (boxes <= 1)).all()
+
+
+def test_facts_do_not_depend_on_the_sign_lapack_gave_a_basis_row(reader_pair):
+    cfg, reader, _ = reader_pair
+    assert reader.rc.svd_sign
+    mem = _memory(cfg)
+    flipped = list(mem)
+    flipped[4] = mem[4].clone()
+    flipped[4][:, 1] *= -1.0  # the same summary: U and its row with the other sign span one subspace
+    with torch.no_grad():
+        same = [torch.allclose(a, b, atol=1e-5) for a, b in zip(reader(*mem), reader(*flipped))]
+        old = MemoryReader(cfg, ReaderConfig.from_dict({})).eval()  # a file written before the convention
+        old.load_state_dict(reader.state_dict())
+        moved = [torch.allclose(a, b, atol=1e-5) for a, b in zip(old(*mem), old(*flipped))]
+    assert all(same) and not all(moved[1:])  # (identity reads the token alone: unchanged either way)
 
 
 def test_both_graphs_run_in_onnx_runtime_as_in_pytorch(reader_pair):

@@ -21,7 +21,8 @@ SHIPPED_READER = REPO / "checkpoints" / "lvm-tiny-reader.safetensors"
 # stage on 2 videos (+ 2 it calibrates on) for a few steps
 SMOKE = ["--config", str(TINY), "--videos", "2", "--video-s", "96", "--queries", "12",
          "--backbone-epochs", "1", "--backbone-frames", "64", "--epochs", "2", "--heads-steps", "2",
-         "--heads-videos", "2", "--workers", "1", "--no-progress", "--reader-steps", "3", "--reader-videos", "2"]
+         "--heads-videos", "2", "--workers", "1", "--no-progress", "--reader-steps", "3", "--reader-videos", "2",
+         "--reader-calib-videos", "2"]
 
 
 @pytest.mark.parametrize("n,batch,world", [(8, 8, 1), (8, 2, 2), (5, 2, 2), (9, 4, 1)])
@@ -413,6 +414,7 @@ def test_the_plan_gives_no_times_for_a_model_never_measured():
     def plan(config):
         args = build_parser().parse_args(["--config", config, "--out", "x"])
         args.reader_init, args.reader_steps, args.reader_videos = None, 1500, 32  # as _train sets them
+        args.reader_calib_videos = 16
         return _plan(args, resolve_model_config(config), 8, 1800.0, 0, 1, None)
 
     tiny = plan("lvm-tiny")
@@ -422,3 +424,10 @@ def test_the_plan_gives_no_times_for_a_model_never_measured():
     paper = plan("lvm-paper")
     assert not any("~" in line for line in paper), paper
     assert "no rates measured for lvm-paper" in paper[-1] and "stage 1 (sampler and heads)" in paper[1]
+
+
+def test_timeline_calibration_refuses_no_calibration_videos(tmp_path):
+    r = _run([sys.executable, "-m", "export.train.timeline_calibration", "--reader", str(tmp_path / "r.safetensors"),
+              "--calib-videos", "0"])
+    assert r.returncode == 2 and "--calib-videos must be at least 1, got 0" in r.stderr
+    assert "Traceback" not in r.stderr

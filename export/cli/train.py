@@ -88,9 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"when it starts from the reader beside --init-from)")
     p.add_argument("--reader-videos", type=int,
                    help=f"generated videos the reader stage trains on (default {READER_VIDEOS}; the first ones are "
-                        f"stage 1's, whose tokens are cached), plus {READER_CALIB_VIDEOS} more it calibrates on. "
-                        f"Refused with --data: the reader trains on the train split, the last "
-                        f"{READER_CALIB_VIDEOS} videos (at most a quarter of them) held out to calibrate on")
+                        f"stage 1's, whose tokens are cached), plus --reader-calib-videos more it calibrates on. "
+                        f"Refused with --data: the reader trains on the train split")
+    p.add_argument("--reader-calib-videos", type=int,
+                   help=f"videos the reader's answers are calibrated on, none of them trained on (default "
+                        f"{READER_CALIB_VIDEOS}: fewer let a few products decide what 'confident' means); with "
+                        f"--data the last ones of the train split, at most a quarter of it")
     p.add_argument("--no-reader", action="store_true", help="no reader stage: the checkpoint is answered by its heads")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the heads stage trains (default auto: cuda if available; stage 1 runs on CPU)")
@@ -131,7 +134,7 @@ def _train(args) -> int:
     if not 0 <= seed <= SEED_MAX:
         raise UsageError(f"--seed must be in [0, {SEED_MAX}], got {seed}")
     for name in ("epochs", "videos", "queries", "backbone_epochs", "max_steps", "threads", "heads_steps",
-                 "heads_videos", "workers", "lsmcl_steps", "reader_steps", "reader_videos"):
+                 "heads_videos", "workers", "lsmcl_steps", "reader_steps", "reader_videos", "reader_calib_videos"):
         v = getattr(args, name)
         if v is not None and v < (0 if name in ("backbone_epochs", "heads_steps", "lsmcl_steps") else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
@@ -162,6 +165,7 @@ def _train(args) -> int:
     args.reader_init = reader_init(args, cfg)
     args.reader_steps = args.reader_steps or (READER_FINETUNE_STEPS if args.reader_init else READER_STEPS)
     args.reader_videos = args.reader_videos or READER_VIDEOS
+    args.reader_calib_videos = args.reader_calib_videos or READER_CALIB_VIDEOS
     if args.backbone_from:  # before anything is rendered or created
         from export.model.checkpoint import CheckpointError, refuse_pickle
         try:

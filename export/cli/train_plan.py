@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export.cli.train_reader import READER_CALIB_VIDEOS, reader_seconds
+from export.cli.train_reader import reader_seconds
 from export.train.eta import RATES_2_CORES, estimate, minutes, rates_for
 
 
@@ -61,11 +61,11 @@ def plan(args, cfg, n_videos: int, video_s: float, heads_steps: int, world: int,
         if items is not None:
             from export.train.reader_stage import calibration_split
 
-            n_cal = calibration_split(len(items), READER_CALIB_VIDEOS)
+            n_cal = calibration_split(len(items), args.reader_calib_videos)
             what = (f"{len(items) - n_cal} + {n_cal} train-split videos (the last {n_cal} held out to calibrate on)"
                     if n_cal else f"{len(items)} train-split videos (too few to hold one out: calibrated on them)")
         else:
-            what = f"{args.reader_videos} + {READER_CALIB_VIDEOS} videos"
+            what = f"{args.reader_videos} + {args.reader_calib_videos} videos"
         lines.append(f"reader stage: {what}, {args.reader_steps} steps{start}{shown(sec)}")
         total += sec
     if found is None:

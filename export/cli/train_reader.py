@@ -10,7 +10,7 @@ from export.cli.common import UsageError
 from export.train.eta import estimate, minutes, rates_for
 
 # the reader stage's defaults: 32 videos and 1,500 steps fit the whole run in 90 min on 2 CPU cores
-READER_STEPS, READER_VIDEOS, READER_CALIB_VIDEOS, READER_BATCH = 1500, 32, 2, 8
+READER_STEPS, READER_VIDEOS, READER_CALIB_VIDEOS, READER_BATCH = 1500, 32, 16, 8
 # starting from a trained reader (the one beside --init-from) only its new sampler's memories and the
 # new footage are new to it: a fifth of the steps, at a quarter of the learning rate (the fresh rate's
 # first steps moved a trained reader far enough that its FP32 answer graph failed lvm-export's parity
@@ -56,13 +56,13 @@ def reader_stage(args, net, reader_file: Path, checkpoint: Path, seed: int, vide
     net.eval()
     threads = args.threads or os.cpu_count() or 1
     where = f"the train split of {args.data}" if items is not None else \
-        f"{args.reader_videos} + {READER_CALIB_VIDEOS} generated videos"
+        f"{args.reader_videos} + {args.reader_calib_videos} generated videos"
     cfg = net.cfg
     found = rates_for(cfg.name, (cfg.backbone.name, cfg.backbone.image_size))
     say(f"lvm-train: reader stage: {where}, {args.reader_steps} steps"
         + (f" from {args.reader_init}" if args.reader_init else "")
         + (f" (~{minutes(reader_seconds(args, video_s, items, found[1]))} on 2 CPU cores)" if found else ""))
-    meta = train_reader(net, out=reader_file, videos=args.reader_videos, calib_videos=READER_CALIB_VIDEOS,
+    meta = train_reader(net, out=reader_file, videos=args.reader_videos, calib_videos=args.reader_calib_videos,
                         video_s=video_s, queries=args.queries or net.cfg.train.queries_per_video, seed=seed,
                         steps=args.reader_steps, batch=READER_BATCH, threads=threads, checkpoint=str(checkpoint),
                         lr=READER_FINETUNE_LR if args.reader_init else READER_LR, data=items, data_root=args.data,
@@ -77,5 +77,5 @@ def reader_seconds(args, video_s: float, items=None, rates: dict[str, float] | N
     if items is not None:  # per-video rates scale with each file's length
         prep = sum(estimate("reader_per_video", 1, float(it.annotations["duration_s"]), rates) for it in items)
     else:
-        prep = estimate("reader_per_video", args.reader_videos + READER_CALIB_VIDEOS, video_s, rates)
+        prep = estimate("reader_per_video", args.reader_videos + args.reader_calib_videos, video_s, rates)
     return prep + estimate("reader_per_step", args.reader_steps, rates=rates)

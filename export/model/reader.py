@@ -40,9 +40,18 @@ class ReaderConfig:
     keyframes: int = 16       # boxes per object answer, interpolated to 5 fps outside the graph
     box_sigma_s: float = 3.0  # how far in time a token's box speaks for a keyframe
     group_slack_s: float = 4.0  # a token joins an answer's group within its anchor's span +- this
+    # each SVD basis row is read with the sign that makes its cubed entries sum positive: LAPACK picks
+    # a row's sign arbitrarily, and ONNX Runtime's tokens (device) and PyTorch's (training) can land
+    # on opposite signs of the same summary
+    svd_sign: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "ReaderConfig":
+        """A reader file's config; files written before ``svd_sign`` existed read the basis as given."""
+        return cls(**{"svd_sign": False, **saved})
 
 
 class MemoryReader(nn.Module):
@@ -89,6 +98,8 @@ class MemoryReader(nn.Module):
         # memorise its training videos); time enters only as the attention's relative-time bias
         h = content + spatial_encoding(mem_p, D, self.grid) + self.kind.weight[0]
         sv = svd_sv / (svd_sv[:, :1] + 1e-6)
+        if rc.svd_sign:
+            sv = sv * torch.where((svd_basis ** 3).sum(-1) >= 0, 1.0, -1.0)
         svd_tok = self.svd_in(svd_basis * sv[..., None]) + self.svd_rank.weight + self.kind.weight[1]
         x = torch.cat([h, svd_tok], dim=1)
         m = h.shape[1]
@@ -307,7 +318,7 @@ def load_reader(path, cfg: ModelConfig) -> tuple[MemoryReader, AnswerStep, dict]
     if meta.get("config_sha256") not in (None, cfg.digest()):
         raise ValueError(f"{path}: reader trained for model config {meta['config_sha256'][:12]}, "
                          f"this model's is {cfg.digest()[:12]}")
-    rc = ReaderConfig(**meta["reader_config"])
+    rc = ReaderConfig.from_dict(meta["reader_config"])
     reader, answer = MemoryReader(cfg, rc), AnswerStep(rc, 0.5 / cfg.stream.fps)
     reader.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("reader.")})
     answer.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("answer.")})

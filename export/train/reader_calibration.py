@@ -93,6 +93,8 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
     for pw in PRIOR_WEIGHTS:
         for v, s, mem, qs in runs:
             aq = [q for q in qs if q.type == "activity" and not is_absent(q)]
+            if not aq:  # a memory early in a video may have seen no activity query's whole window
+                continue
             ans, _, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], aq, v.crop_tokens,
                                            v.crop_ids, cfg, prior, pw, tl_at(v, s))
             for q, a in zip(aq, ans):

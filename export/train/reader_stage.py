@@ -88,7 +88,7 @@ def init_reader(path, cfg) -> tuple[MemoryReader, AnswerStep, list[str]]:
     if md.get("format") != READER_FORMAT:
         raise ValueError(f"{path}: not a reader file (format {md.get('format')!r}, expected {READER_FORMAT})")
     try:
-        rc = ReaderConfig(**json.loads(md["reader_config"]))
+        rc = ReaderConfig.from_dict(json.loads(md["reader_config"]))
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"{path}: its reader_config is missing or not this version's") from None
     reader, answer = MemoryReader(cfg, rc), AnswerStep(rc, 0.5 / cfg.stream.fps)
@@ -194,7 +194,7 @@ def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVide
     return terms
 
 
-def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 2, video_s: float = 1800.0,
+def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 16, video_s: float = 1800.0,
                  queries: int = 300, absent_share: float = 0.2, every: int = 2, steps: int = 1500, batch: int = 8,
                  lr: float = 2e-3, query_weight: float = 1.0, seed: int = 0, threads: int = 1,
                  checkpoint: str | None = None, data: list | None = None, data_root=None, init=None,
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                     "have its activities: lvm-train --data DIR) instead of generated videos")
     ap.add_argument("--init", metavar="READER", help="start from this reader file instead of fresh weights")
     ap.add_argument("--videos", type=int, default=32, help="training videos (training looks, seeds seed*1000+i)")
-    ap.add_argument("--calib-videos", type=int, default=2, help="further training-look videos for calibration only; "
+    ap.add_argument("--calib-videos", type=int, default=16, help="further training-look videos for calibration only; "
                     "with --data, train-split videos held out (at most a quarter of the split)")
     ap.add_argument("--video-s", type=float, default=1800.0)
     ap.add_argument("--queries", type=int, default=300, help="present queries per video")

@@ -8,7 +8,9 @@ and ``timeline.calibration``; lvm-export puts the one its bundle reads into the 
 
 adds the timeline's calibration to an existing reader file (weights unchanged), on the calibration
 videos its training used (the training seeds after its ``videos``); ``--memory-too`` fits the
-memory-alone calibration again as well (after a change to how calibrations are fitted).
+memory-alone calibration again as well (after a change to how calibrations are fitted);
+``--calib-videos N`` calibrates on N such videos instead of the number it was trained with (the
+file then records N).
 """
 from __future__ import annotations
 
@@ -39,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--memory-too", action="store_true",
                     help="fit the memory-alone calibration (what lvm-export --no-timeline bundles) again as well")
+    ap.add_argument("--calib-videos", type=int, default=None,
+                    help="calibrate on this many videos (training seeds after the reader's training videos; "
+                         "default: as many as the reader file records)")
     args = ap.parse_args(argv)
+    if args.calib_videos is not None and args.calib_videos < 1:
+        ap.exit(2, f"{ap.prog}: --calib-videos must be at least 1, got {args.calib_videos}\n")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -62,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if "videos" not in tr or "calib_videos" not in tr:
         ap.exit(2, f"{ap.prog}: {args.reader} does not say which videos calibrated it (trained on a dataset folder?)\n")
     seed = int(tr.get("seed", 0))
+    if args.calib_videos is not None:
+        tr["calib_videos"] = args.calib_videos
+        meta["train"] = tr
     specs = [training_video(seed, i) for i in range(tr["videos"], tr["videos"] + tr["calib_videos"])]
     t0 = time.time()
     calib = make_videos(net, specs, tr.get("video_s", 1800.0), tr.get("queries", 300), tr.get("every", 2),
