@@ -297,6 +297,24 @@ def save_reader(path, reader: MemoryReader, answer: AnswerStep, meta: dict) -> N
         save_file(state, str(tmp), metadata=md)
 
 
+def read_reader_file(path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a reader file; ValueError (one line) for a missing or damaged file, or
+    one that is not a reader."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            md = dict(fh.metadata() or {})
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for damaged files
+        raise ValueError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:100]})") from None
+    if md.get("format") != READER_FORMAT:
+        raise ValueError(f"{path}: not a reader file (format {md.get('format')!r}, expected {READER_FORMAT})")
+    return md, state
+
+
 def load_reader(path, cfg: ModelConfig) -> tuple[MemoryReader, AnswerStep, dict]:
     """-> (reader, answer step, metadata with JSON values decoded). ValueError (one line) for a file
     that is not a reader or was trained for another model config."""
@@ -304,11 +322,7 @@ def load_reader(path, cfg: ModelConfig) -> tuple[MemoryReader, AnswerStep, dict]
 
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as fh:
-        md = dict(fh.metadata() or {})
-        state = {k: fh.get_tensor(k) for k in fh.keys()}
-    if md.get("format") != READER_FORMAT:
-        raise ValueError(f"{path}: not a reader file (format {md.get('format')!r}, expected {READER_FORMAT})")
+    md, state = read_reader_file(path)
     meta = {}
     for k, v in md.items():
         try:

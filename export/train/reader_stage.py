@@ -47,10 +47,10 @@ from export.dataset.video_data import (
 )
 from export.model.lvmnet import LVMNet
 from export.model.reader import (
-    READER_FORMAT,
     AnswerStep,
     MemoryReader,
     ReaderConfig,
+    read_reader_file,
     save_reader,
 )
 from export.train.losses import balanced_mean, giou
@@ -74,19 +74,7 @@ def init_reader(path, cfg) -> tuple[MemoryReader, AnswerStep, list[str]]:
     model of config ``cfg`` -> (reader, answer step, names of the tensors that start fresh). Only the
     activity outputs may differ in shape (another number of activities): those start fresh. ValueError
     (one line) for a file that is not a reader or is one for another architecture."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as fh:
-            md = dict(fh.metadata() or {})
-            names = fh.keys()
-            state = {k: fh.get_tensor(k) for k in names}
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except Exception as err:  # noqa: BLE001 - safetensors raises several types for damaged files
-        raise ValueError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:100]})") from None
-    if md.get("format") != READER_FORMAT:
-        raise ValueError(f"{path}: not a reader file (format {md.get('format')!r}, expected {READER_FORMAT})")
+    md, state = read_reader_file(path)
     try:
         rc = ReaderConfig.from_dict(json.loads(md["reader_config"]))
     except (KeyError, TypeError, ValueError):
