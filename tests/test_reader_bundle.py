@@ -186,7 +186,7 @@ def test_a_file_that_is_not_a_reader_exits_2(capsys, tmp_path):
     assert "no such file" in _bad_export(capsys, tmp_path, "--reader", tmp_path / "nope.safetensors")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not safetensors at all")
-    assert "not a readable reader file" in _bad_export(capsys, tmp_path, "--reader", junk)
+    assert "not a readable safetensors file" in _bad_export(capsys, tmp_path, "--reader", junk)
 
 
 def test_a_reader_for_another_config_exits_2(capsys, tmp_path):
