@@ -3,14 +3,9 @@ set, and one line for what it cannot use."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pytest
 
 from tools.accuracy.token_activity import main
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def test_scores_each_set_and_each_held_out_video(tmp_path):
     out = tmp_path / "tok.json"

@@ -320,8 +320,6 @@ def load_reader(path, cfg: ModelConfig) -> tuple[MemoryReader, AnswerStep, dict]
     that is not a reader or was trained for another model config."""
     import json
 
-    from safetensors import safe_open
-
     md, state = read_reader_file(path)
     meta = {}
     for k, v in md.items():

@@ -63,7 +63,6 @@ def open_reader(path: Path | None, checkpoint: Path, cfg: ModelConfig, *, disabl
     """The reader to export beside the heads: ``path`` (--reader), else the checkpoint's companion file
     when it exists; None with --no-reader or when there is none. A file that is not a reader, or was
     trained for another model config, is a UsageError of one line (exit 2)."""
-    from safetensors import SafetensorError
 
     from edge_runtime.backends.bundle import sha256_file
     from export.model.reader import load_reader
@@ -85,7 +84,7 @@ def open_reader(path: Path | None, checkpoint: Path, cfg: ModelConfig, *, disabl
     except ValueError as err:  # not a reader, or trained for another model config
         msg = " ".join(str(err).split())
         raise UsageError(f"{flag}: {msg.removeprefix(str(path) + ': ')}{hint}") from None
-    except (SafetensorError, OSError, KeyError, RuntimeError) as err:
+    except (OSError, KeyError, RuntimeError) as err:  # unreadable weights or metadata (read_reader_file names the rest)
         raise UsageError(f"{flag}: not a readable reader file ({' '.join(str(err).split())[:160]})") from None
     missing = [k for k in ("prior", "calibration", "config_sha256") if k not in meta]
     cal = meta.get("calibration")

@@ -26,24 +26,31 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def score(reader, videos) -> dict:
-    """Top-1 activity on event tokens (overall and per activity id) and the event logit's ROC AUC."""
+def read_video(reader, v) -> tuple:
+    """(activity target, activity logits, event logit) of every valid token of every memory of ``v``."""
     import numpy as np
     import torch
-    from sklearn.metrics import roc_auc_score
 
     acts, logits, events = [], [], []
     with torch.no_grad():
-        for v in videos:
-            for s in range(len(v.snap_end)):
-                mem = (v.tokens[s : s + 1].float(), v.times[s : s + 1], v.patches[s : s + 1], v.valid[s : s + 1],
-                       v.basis[s : s + 1], v.sv[s : s + 1])
-                _, act_l, ev_l, _, _ = reader(*mem)
-                ok = v.valid[s] > 0
-                acts.append(v.act[s][ok].numpy())
-                logits.append(act_l[0][ok].numpy())
-                events.append(ev_l[0][ok].numpy())
-    a, lg, ev = np.concatenate(acts), np.concatenate(logits), np.concatenate(events)
+        for s in range(len(v.snap_end)):
+            mem = (v.tokens[s : s + 1].float(), v.times[s : s + 1], v.patches[s : s + 1], v.valid[s : s + 1],
+                   v.basis[s : s + 1], v.sv[s : s + 1])
+            _, act_l, ev_l, _, _ = reader(*mem)
+            ok = v.valid[s] > 0
+            acts.append(v.act[s][ok].numpy())
+            logits.append(act_l[0][ok].numpy())
+            events.append(ev_l[0][ok].numpy())
+    return np.concatenate(acts), np.concatenate(logits), np.concatenate(events)
+
+
+def score(read: list[tuple]) -> dict:
+    """Top-1 activity on event tokens (overall and per activity id) and the event logit's ROC AUC, over
+    ``read_video``'s outputs of one or more videos."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    a, lg, ev = (np.concatenate(x) for x in zip(*read))
     on = a >= 0
     right = lg[on].argmax(1) == a[on]
     per = {int(c): {"tokens": int((a[on] == c).sum()), "top1": round(float(right[a[on] == c].mean()), 4)}
@@ -90,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     res = {"tool": "tools/accuracy/token_activity.py", "checkpoint": args.checkpoint, "reader": args.reader,
            "labels": net.cfg.heads.num_activities, "video_s": args.video_s, "sets": {}}
     for name, specs in sets.items():
-        vids = make_videos(net, specs, args.video_s, 1, 2, 0.0, name, cache=token_cache_dir())
-        row = score(reader, vids)
+        read = [read_video(reader, v) for v in make_videos(net, specs, args.video_s, 1, 2, 0.0, name,
+                                                             cache=token_cache_dir())]
+        row = score(read)
         row["videos"] = [{"seed": s, "look": lk} for s, lk in specs]
         if name == "held_out":
-            row["per_video"] = [{"seed": s, "look": lk, **{k: v for k, v in score(reader, [vid]).items()
-                                                           if k != "per_activity"}}
-                                for (s, lk), vid in zip(specs, vids)]
+            row["per_video"] = [{"seed": s, "look": lk, **{k: v for k, v in score([r]).items() if k != "per_activity"}}
+                                for (s, lk), r in zip(specs, read)]
         res["sets"][name] = row
         print(f"{name:9s} activity top-1 on {row['event_tokens']} event tokens: {row['top1']}, "
               f"event AUC {row['event_auc']}", flush=True)
