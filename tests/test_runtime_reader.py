@@ -405,3 +405,32 @@ def test_answers_from_the_windows_rows_equal_answers_from_every_row(streamed):
     for k in full:
         # rows summed in another order may round differently in the last bits: times are up to ~600 s
         np.testing.assert_allclose(some[k][seen], full[k][seen], rtol=1e-5, atol=1e-4, err_msg=k)
+
+
+def test_identical_reader_queries_run_once_and_get_the_same_answers(streamed, monkeypatch):
+    """Queries asking the same (one crop sent twice, pixel for pixel) take one answer-graph row; each
+    still gets its own k and fps, and a query that differs in anything keeps its own row."""
+    eng, video = streamed
+    crop = video.object_crop(next(iter(video.script.instances)), size=eng.frame_size)
+    reqs = [{"type": "time", "start": 0, "end": 300, "activity": 3, "object_image": crop, "k": 2},
+            {"type": "object", "start": 20, "end": 200, "activity": 1},
+            {"type": "time", "start": 0, "end": 300, "activity": 3, "object_image": crop.copy(), "k": 3},
+            {"type": "object", "start": 20, "end": 200, "activity": 1, "fps": 2},
+            {"type": "time", "start": 0, "end": 300, "activity": 2, "object_image": crop},
+            {"type": "activity", "start": 0, "end": 300, "object_image": crop}]
+    alone = [eng.answer([r])[0] for r in reqs]
+    rows = []
+    real = eng.answerer.infer
+    monkeypatch.setattr(eng.answerer, "infer", lambda feed, outputs=None: rows.append(len(feed["q_type"]))
+                        or real(feed, outputs))
+    together = eng.answer(reqs)
+    assert rows == [4]
+    for a, b in zip(together, alone):
+        for key in ("intervals", "boxes", "times", "scores", "p_seen", "confidence", "status"):
+            if key in b:
+                np.testing.assert_allclose(np.asarray(a[key], float) if key != "status" else 0,
+                                           np.asarray(b[key], float) if key != "status" else 0,
+                                           rtol=1e-5, atol=1e-5, err_msg=key)
+                assert key != "status" or a[key] == b[key]
+    assert len(together[0]["intervals"]) == 2 and len(together[2]["intervals"]) == 3
+    assert len(together[3]["times"]) != len(together[1]["times"])

@@ -2,6 +2,7 @@
 a signal drain and snapshot before exiting."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -232,6 +233,10 @@ def _start_api(hub, api, host: str, port: int, token: str | None):
     from edge_runtime.serve.api import create_app
 
     sock = bind(host, port)
+    # Every answer builds thousands of short-lived lists (boxes, scores) under the GIL the API and the
+    # query batcher share: with the youngest generation collected every 700 allocations (the default),
+    # 32 clients were served 12 % fewer requests and p99 was 105 ms instead of 84 (tools/reliability)
+    gc.set_threshold(20000, 50, 100)
     app = create_app(hub, token=token, max_body_bytes=api.max_body_bytes, max_image_pixels=api.max_image_pixels)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     server_thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="lvm-api", daemon=True)

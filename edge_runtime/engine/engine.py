@@ -44,7 +44,7 @@ from edge_runtime.sources.frames import resize_square
 from edge_runtime.memory.token_memory import MEMORY_INPUTS, TokenMemory
 from edge_runtime.memory.ood import OODMonitor
 from edge_runtime.query.check import activity_id, check_request
-from edge_runtime.query.reuse import CropTokens, unique_rows
+from edge_runtime.query.reuse import CropTokens, unique_queries, unique_rows
 from edge_runtime.memory.svd import svd_from_config
 
 
@@ -299,17 +299,18 @@ class Engine:
         held to its spans, then judged (p_seen, confidence, not_seen)."""
         sec = self.reader_section
         asked = [reqs[i] for i in ask]
-        feed = reader_query.reader_feed(asked, windows, snap, self._answer_dtypes,
-                                        (self.tokens_per_frame, self.token_dim), only_windows=self._window_rows)
-        keep, inverse = unique_rows({k: v for k, v in feed.items() if k.startswith("q_")})  # identical queries once
+        keep, inverse = unique_queries(asked, windows)  # identical queries (many clients asking the same) once
+        every = len(keep) == len(asked)  # no query repeated: outputs as they are, no copies
+        feed = reader_query.reader_feed([asked[j] for j in keep], [windows[j] for j in keep], snap,
+                                        self._answer_dtypes, (self.tokens_per_frame, self.token_dim),
+                                        only_windows=self._window_rows)
         t0 = time.perf_counter()
-        every = len(keep) == len(inverse)  # no row repeated: feed and outputs as they are, no copies
-        outputs = self.answerer.infer(feed if every else {k: (v[keep] if k.startswith("q_") else v)
-                                                          for k, v in feed.items()})
+        outputs = self.answerer.infer(feed)
         self.stream.report("answer", time.perf_counter() - t0)
         outputs = {k: np.asarray(v, np.float32) if every else np.asarray(v, np.float32)[inverse]
                    for k, v in outputs.items()}
-        answers = reader_query.read_out(asked, feed, outputs, sec, self.cfg.stream.object_fps)
+        q_window = feed["q_window"] if every else feed["q_window"][inverse]
+        answers = reader_query.read_out(asked, q_window, outputs, sec, self.cfg.stream.object_fps)
         for j, (i, a) in enumerate(zip(ask, answers)):
             r = reqs[i]
             out[i] = reader_query.judge(hold_to_spans(a, spans[i], (r["start"], r["end"])), r["type"],

@@ -47,12 +47,24 @@ def reader_answers(q_types: list[str], q_windows, act_scores, intervals, keyboxe
                 at = s + np.arange(int(np.floor((e - s) * object_fps + 1e-9)) + 1) / object_fps
                 inside = (at >= lo - 1e-9) & (at <= hi + 1e-9)
                 at = at[inside] if inside.any() else at[[int(np.abs(at - (lo + hi) / 2).argmin())]]
-                kt = np.linspace(lo, hi, keyboxes.shape[2])
-                b = np.stack([np.interp(at, kt, keyboxes[i, k, :, j]) for j in range(4)], axis=1)
+                b = _interp_boxes(at, np.linspace(lo, hi, keyboxes.shape[2]), keyboxes[i, k])
                 tracks.append({"times": at.tolist(), "boxes": np.clip(b, 0, 1).tolist(), "extent": [lo, hi, p]})
             out.append({"tracks": tracks, "times": tracks[0]["times"], "boxes": tracks[0]["boxes"],
                         "extent": tracks[0]["extent"]})
     return out
+
+
+def _interp_boxes(at: np.ndarray, kt: np.ndarray, kb: np.ndarray) -> np.ndarray:
+    """Boxes (S, 4) at keyframe times ``kt`` (ascending) linearly interpolated to times ``at`` -> (len(at), 4),
+    held at the first / last keyframe outside them: np.interp's result, for the four coordinates at once
+    (this runs for every ranked answer of every object query a request asks)."""
+    kb = np.asarray(kb, np.float64)
+    j = np.clip(np.searchsorted(kt, at, side="right") - 1, 0, len(kt) - 2)
+    gap = kt[j + 1] - kt[j]
+    # where keyframes coincide, a time at or past them takes the later one (as np.interp does)
+    f = np.divide(at - kt[j], gap, out=(at >= kt[j + 1]).astype(np.float64), where=gap > 0)
+    f = np.clip(f, 0.0, 1.0)[:, None]
+    return kb[j] + (kb[j + 1] - kb[j]) * f
 
 
 def calibrated(evidence, fit) -> np.ndarray:

@@ -87,14 +87,16 @@ def reader_feed(reqs: list[dict[str, Any]], windows: list[tuple[float, float]], 
     return {k: np.asarray(v).astype(dtypes[k], copy=False) for k, v in feed.items()}
 
 
-def read_out(reqs: list[dict[str, Any]], feed: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+def read_out(reqs: list[dict[str, Any]], q_window: np.ndarray, outputs: dict[str, np.ndarray],
              section: dict[str, Any], object_fps: float) -> list[dict[str, Any]]:
-    """Answer-graph outputs -> answer dicts (edge_runtime/query/reader_answers.py), object boxes at each
-    query's own rate (its ``fps``, else the model's), time answers cut to the query's ``k``."""
+    """Answer-graph outputs (a row per request) -> answer dicts (edge_runtime/query/reader_answers.py),
+    object boxes at each query's own rate (its ``fps``, else the model's), time answers cut to the
+    query's ``k``. ``q_window`` (Q, 2): each request's window as the graph was fed it."""
     out = {k: np.asarray(v, np.float32) for k, v in outputs.items()}
+    q_window = np.asarray(q_window).astype(np.float64)
     answers = []
     for i, r in enumerate(reqs):
-        a = reader_answers([r["type"]], feed["q_window"][i : i + 1].astype(np.float64), out["activity_scores"][i : i + 1],
+        a = reader_answers([r["type"]], q_window[i : i + 1], out["activity_scores"][i : i + 1],
                            out["intervals"][i : i + 1], out["keyboxes"][i : i + 1],
                            object_fps=r["fps"] or object_fps, prior=section["prior"],
                            prior_weight=float(section["prior_weight"]),

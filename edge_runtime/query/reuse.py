@@ -40,6 +40,29 @@ def unique_rows(batch: HeadBatch | dict[str, np.ndarray]) -> tuple[np.ndarray, n
     return np.asarray(keep, np.int64), inverse
 
 
+def unique_queries(reqs: list[dict], windows: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, inverse) as ``unique_rows`` gives, for checked requests over their ``windows``, without
+    hashing their object tokens: two requests ask the same when type, activity (where the type takes
+    one), window and object tokens agree, and the tokens agree when they are the same array (crops are
+    encoded once through ``CropTokens``, so every request for one crop holds one array). Hashing the
+    tokens (tens of kB a row) cost more than the answer-step rows it saved."""
+    from edge_runtime.query.types import BY_NAME
+
+    first: dict[tuple, int] = {}
+    keep: list[int] = []
+    inverse = np.empty(len(reqs), np.int64)
+    for i, (r, w) in enumerate(zip(reqs, windows)):
+        qt = BY_NAME[r["type"]]
+        tok = r.get("object_tokens") if qt.takes_object else None
+        key = (qt.id, r.get("activity") if qt.takes_activity else None, float(w[0]), float(w[1]),
+               None if tok is None else id(tok))
+        j = first.setdefault(key, len(keep))
+        if j == len(keep):
+            keep.append(i)
+        inverse[i] = j
+    return np.asarray(keep, np.int64), inverse
+
+
 class CropTokens:
     """A bounded LRU of object-crop tokens keyed by the crop's pixels (shape + bytes)."""
 
