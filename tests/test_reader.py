@@ -215,3 +215,21 @@ def test_identity_loss_takes_any_crop_of_the_class_as_the_match():
     first = contrastive_identity(torch.tensor([[8.0, -8.0, -8.0]]), target)
     wrong = contrastive_identity(torch.tensor([[-8.0, -8.0, 8.0]]), target)
     assert float(second) < 0.01 and abs(float(second) - float(first)) < 1e-6 and float(wrong) > 5.0
+
+
+def test_activity_weights_lift_rare_activities_and_keep_the_mean():
+    from types import SimpleNamespace
+
+    from export.train.reader_stage import activity_weights
+
+    # 90 event tokens of activity 0, 10 of activity 2, none of 1; -1 = no event; one invalid token of 2
+    act = torch.tensor([[0] * 90 + [2] * 10 + [-1] * 50 + [2]])
+    valid = torch.ones_like(act, dtype=torch.float32)
+    valid[0, -1] = 0.0
+    v = SimpleNamespace(act=act, valid=valid)
+    assert activity_weights([v], 3, 0.0) is None
+    w = activity_weights([v], 3, 0.5)
+    share = torch.tensor([0.9, 0.0, 0.1])
+    assert float(w[1]) == 0.0  # an activity with no token weighs nothing (none to weigh)
+    assert abs(float((w * share).sum()) - 1.0) < 1e-6  # an event token weighs 1 on average
+    assert abs(float(w[2] / w[0]) - 3.0) < 1e-5  # (0.1 / 0.9) ** -0.5

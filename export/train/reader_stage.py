@@ -122,9 +122,27 @@ def identity_loss(answer: AnswerStep, ident: torch.Tensor, cls: torch.Tensor, em
             + contrastive_identity(lg, tg))
 
 
+def activity_weights(videos: list[ReaderVideo], C: int, balance: float) -> torch.Tensor | None:
+    """(C,) weight of an event token of each activity in the activity loss: share ** -balance, the shares
+    counted over the training memories' event tokens, normalised so an event token weighs 1 on average
+    (None for balance 0: every event token alike). Rare activities (put back, hand over) otherwise
+    weigh a few per cent of the loss and are almost never named on new videos."""
+    if balance <= 0:
+        return None
+    counts = torch.zeros(C)
+    for v in videos:
+        a = v.act[(v.act >= 0) & (v.valid > 0)]
+        counts += torch.bincount(a, minlength=C)[:C].float()
+    share = counts / counts.sum().clamp_min(1.0)
+    w = torch.where(counts > 0, share.clamp_min(1e-6) ** -balance, torch.zeros(C))
+    return w / (w * share).sum().clamp_min(1e-12)
+
+
 def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVideo], pick: list[tuple[int, int]],
-               rng: np.random.Generator, query_weight: float, queries_per_memory: int = 8, frame_tokens: int = 256) -> dict[str, torch.Tensor]:
-    """Losses of one batch of memories ``pick`` = [(video, snapshot)]."""
+               rng: np.random.Generator, query_weight: float, queries_per_memory: int = 8, frame_tokens: int = 256,
+               act_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Losses of one batch of memories ``pick`` = [(video, snapshot)]; ``act_weight`` (C,): an event
+    token's weight in the activity loss by its activity (``activity_weights``)."""
     g = lambda k: torch.stack([getattr(videos[v], k)[s] for v, s in pick])
     mem = (g("tokens").float(), g("times"), g("patches"), g("valid"), g("basis"), g("sv"))
     ident, act_l, ev_l, boxes, span = reader(*mem)
@@ -149,7 +167,8 @@ def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVide
     is_ev = (act >= 0).float()
     onehot = F.one_hot(act.clamp_min(0), act_l.shape[-1]).float() * is_ev[..., None]
     bce = F.binary_cross_entropy_with_logits(act_l, onehot, reduction="none").sum(-1)
-    terms["activity"] = balanced_mean(bce, is_ev, valid)
+    w_act = valid if act_weight is None else valid * torch.where(act >= 0, act_weight[act.clamp_min(0)], 1.0)
+    terms["activity"] = balanced_mean(bce, is_ev, w_act)
     terms["event"] = balanced_mean(F.binary_cross_entropy_with_logits(ev_l, is_ev, reduction="none"), is_ev, valid)
     has = (inst >= 0).float() * valid
     n = has.sum().clamp_min(1.0)
@@ -184,7 +203,8 @@ def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVide
 
 def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 16, video_s: float = 1800.0,
                  queries: int = 300, absent_share: float = 0.2, every: int = 2, steps: int = 1500, batch: int = 8,
-                 lr: float = 2e-3, query_weight: float = 1.0, seed: int = 0, threads: int = 1,
+                 lr: float = 2e-3, query_weight: float = 1.0, activity_balance: float = 0.5, seed: int = 0,
+                 threads: int = 1,
                  checkpoint: str | None = None, data: list | None = None, data_root=None, init=None,
                  token_cache: bool = True, progress: bool = True, log=print, timeline="default",
                  timeline_clips: int = TIMELINE_CLIPS) -> dict:
@@ -195,6 +215,7 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 16, 
     ``data`` (a dataset folder's train split: ``Dataset.split("train")``, folder ``data_root``), those
     files, the last ``calibration_split(len(data), calib_videos)`` of them held out for calibration
     (``videos`` and ``video_s`` unused). ``init``: a reader file to start from (``init_reader``).
+    ``activity_balance``: event tokens of rare activities weigh more (``activity_weights``).
     ``timeline``: the timeline track to calibrate for besides the memory alone (a TimelineSpec;
     "default": ``default_timeline(cfg)``; None: none)."""
     from export.train.timeline_calibration import timeline_meta
@@ -269,6 +290,9 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 16, 
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s / max(steps, 1), 1.0))))
     rng = np.random.default_rng(seed)
     snaps = [(v, s) for v in range(len(train)) for s in range(len(train[v].tokens))]  # memories and timeline rows
+    act_weight = activity_weights(train, cfg.heads.num_activities, activity_balance)
+    if act_weight is not None:
+        log("reader stage: activity weights by activity id " + " ".join(f"{w:.2f}" for w in act_weight.tolist()))
     reader.train()
     answer.train()
     t_train = time.time()
@@ -276,7 +300,7 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 16, 
     bar = tqdm(range(steps), desc="reader stage", mininterval=5.0, disable=not progress)
     for step in bar:
         pick = [snaps[i] for i in rng.choice(len(snaps), min(batch, len(snaps)), replace=False)]
-        terms = facts_loss(reader, answer, train, pick, rng, query_weight)
+        terms = facts_loss(reader, answer, train, pick, rng, query_weight, act_weight=act_weight)
         loss = sum(terms.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -303,7 +327,8 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 16, 
             "train": {"videos": len(train), "calib_videos": len(calib), "video_s": video_s, "queries": queries,
                       "absent_share": absent_share, "steps": steps, "batch": batch, "lr": lr, "every": every,
                       "timeline_clips": timeline_clips if timeline is not None else 0,
-                      "seed": seed, "query_weight": query_weight, "threads": threads,
+                      "seed": seed, "query_weight": query_weight, "activity_balance": activity_balance,
+                      "threads": threads,
                       "init": str(init) if init is not None else None,
                       "prepare_min": round(prep_min, 2), "train_min": round(train_min, 2),
                       "total_min": round((time.time() - t_start) / 60, 2), "first_losses": first_losses,
@@ -342,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--query-weight", type=float, default=1.0)
+    ap.add_argument("--activity-balance", type=float, default=0.5, help="event tokens of an activity weigh "
+                    "share ** -B in the activity loss (default 0.5: put back and hand over ~2.5x, scan ~0.7x; "
+                    "0: all alike)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--timeline-clips", type=int, default=TIMELINE_CLIPS,
@@ -371,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             init_reader(args.init, net.cfg)  # a wrong file fails now, not after the videos are prepared
         train_reader(net, out=args.out, videos=args.videos, calib_videos=args.calib_videos, video_s=args.video_s,
                      queries=args.queries, absent_share=args.absent_share, every=args.every, steps=args.steps,
-                     batch=args.batch, lr=args.lr, query_weight=args.query_weight, seed=args.seed,
+                     batch=args.batch, lr=args.lr, query_weight=args.query_weight,
+                     activity_balance=args.activity_balance, seed=args.seed,
                      threads=args.threads, checkpoint=args.checkpoint, data=items, data_root=args.data,
                      init=args.init, timeline_clips=args.timeline_clips)
     except (CheckpointError, DatasetError, ValueError) as err:
