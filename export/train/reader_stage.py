@@ -63,6 +63,10 @@ from export.train.reader_videos import (
 )
 
 
+# the activity balance on generated videos (``activity_weights``), chosen on the validation set
+GENERATED_ACTIVITY_BALANCE = 0.5
+
+
 def calibration_split(n: int, calib_videos: int) -> int:
     """How many of ``n`` dataset videos are held out for calibration: ``calib_videos``, but never more
     than a quarter of them (training needs the rest); 0 means calibrating on the training videos."""
@@ -203,7 +207,7 @@ def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVide
 
 def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 16, video_s: float = 1800.0,
                  queries: int = 300, absent_share: float = 0.2, every: int = 2, steps: int = 1500, batch: int = 8,
-                 lr: float = 2e-3, query_weight: float = 1.0, activity_balance: float = 0.5, seed: int = 0,
+                 lr: float = 2e-3, query_weight: float = 1.0, activity_balance: float | None = None, seed: int = 0,
                  threads: int = 1,
                  checkpoint: str | None = None, data: list | None = None, data_root=None, init=None,
                  token_cache: bool = True, progress: bool = True, log=print, timeline="default",
@@ -215,7 +219,9 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 16, 
     ``data`` (a dataset folder's train split: ``Dataset.split("train")``, folder ``data_root``), those
     files, the last ``calibration_split(len(data), calib_videos)`` of them held out for calibration
     (``videos`` and ``video_s`` unused). ``init``: a reader file to start from (``init_reader``).
-    ``activity_balance``: event tokens of rare activities weigh more (``activity_weights``).
+    ``activity_balance``: event tokens of rare activities weigh more (``activity_weights``); None: 0.5 on
+    generated videos (measured: docs/accuracy.md, choosing a reader), 0 on a dataset folder, whose
+    few videos give shares too uncertain to weigh by (a tiny folder's reader trained so failed export parity).
     ``timeline``: the timeline track to calibrate for besides the memory alone (a TimelineSpec;
     "default": ``default_timeline(cfg)``; None: none)."""
     from export.train.timeline_calibration import timeline_meta
@@ -290,6 +296,8 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 16, 
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s / max(steps, 1), 1.0))))
     rng = np.random.default_rng(seed)
     snaps = [(v, s) for v in range(len(train)) for s in range(len(train[v].tokens))]  # memories and timeline rows
+    if activity_balance is None:
+        activity_balance = 0.0 if data is not None else GENERATED_ACTIVITY_BALANCE
     act_weight = activity_weights(train, cfg.heads.num_activities, activity_balance)
     if act_weight is not None:
         log("reader stage: activity weights by activity id " + " ".join(f"{w:.2f}" for w in act_weight.tolist()))
@@ -367,9 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--query-weight", type=float, default=1.0)
-    ap.add_argument("--activity-balance", type=float, default=0.5, help="event tokens of an activity weigh "
-                    "share ** -B in the activity loss (default 0.5: put back and hand over ~2.5x, scan ~0.7x; "
-                    "0: all alike)")
+    ap.add_argument("--activity-balance", type=float, help="event tokens of an activity weigh share ** -B in "
+                    "the activity loss (default 0.5 on generated videos: put back and hand over ~2.5x, scan ~0.7x; "
+                    "0 with --data; 0: all alike)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--timeline-clips", type=int, default=TIMELINE_CLIPS,
