@@ -206,7 +206,7 @@ def test_ranked_answers_at_a_near_tie_are_marked_undecided():
 
 
 def test_identity_loss_takes_any_crop_of_the_class_as_the_match():
-    from export.train.reader_stage import contrastive_identity
+    from export.train.reader_losses import contrastive_identity
 
     # one token of class 7 against crops of classes [7, 7, 9]: matching the second crop of its class
     # is as right as matching the first; matching the other class is wrong
@@ -220,7 +220,7 @@ def test_identity_loss_takes_any_crop_of_the_class_as_the_match():
 def test_activity_weights_lift_rare_activities_and_keep_the_mean():
     from types import SimpleNamespace
 
-    from export.train.reader_stage import activity_weights
+    from export.train.reader_losses import activity_weights
 
     # 90 event tokens of activity 0, 10 of activity 2, none of 1; -1 = no event; one invalid token of 2
     act = torch.tensor([[0] * 90 + [2] * 10 + [-1] * 50 + [2]])

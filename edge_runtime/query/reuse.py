@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from edge_runtime.query.answers import HeadBatch
+from edge_runtime.query.types import BY_NAME
 
 
 def unique_rows(batch: HeadBatch | dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -46,8 +47,6 @@ def unique_queries(reqs: list[dict], windows: list[tuple[float, float]]) -> tupl
     one), window and object tokens agree, and the tokens agree when they are the same array (crops are
     encoded once through ``CropTokens``, so every request for one crop holds one array). Hashing the
     tokens (tens of kB a row) cost more than the answer-step rows it saved."""
-    from edge_runtime.query.types import BY_NAME
-
     first: dict[tuple, int] = {}
     keep: list[int] = []
     inverse = np.empty(len(reqs), np.int64)
