@@ -100,11 +100,11 @@ class _Rules:
     """A stand-in RuleEngine: one alert per event it has not seen, and a record of what it was given."""
     made: list = []
 
-    def __init__(self, rules, activities):
+    def __init__(self, rules, activities, scans="vision"):
         self.rules, self.activities, self.calls, self.seen = rules, activities, [], set()
         type(self).made.append(self)
 
-    def evaluate(self, events, now):
+    def evaluate(self, events, now, pos_scans=()):
         self.calls.append((list(events), now))
         out = []
         for e in events:
@@ -179,8 +179,8 @@ def test_the_hook_reads_real_events_from_what_happened(app, tmp_path, monkeypatc
     client, hub, rt = app
     made = []
 
-    def rules(spec, activities):
-        made.append(RuleEngine(spec, activities))
+    def rules(spec, activities, scans="vision"):
+        made.append(RuleEngine(spec, activities, scans))
         return made[-1]
 
     hub.alerts = AlertService(AlertSettings.model_validate({"rules": {"bagged_without_scan": {}}}), tmp_path / "state",

@@ -282,10 +282,10 @@ def test_events_go_to_the_events_topic_when_asked(tmp_path):
             coverage, labels = {"start": 0.0, "end": 40.0}, ["scan", "bag"]
 
     class Rules:
-        def __init__(self, rules, activities):
+        def __init__(self, rules, activities, scans="vision"):
             pass
 
-        def evaluate(self, events, now):
+        def evaluate(self, events, now, pos_scans=()):
             return []
 
     seen = [{"activity": "scan", "product": "apple", "start": 3.0, "end": 5.0, "confidence": 0.7}]

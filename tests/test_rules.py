@@ -45,9 +45,30 @@ def test_a_scanned_and_bagged_item_raises_nothing_an_unscanned_one_does():
 
 def test_one_scan_pays_for_one_bag_of_that_product():
     e = engine(bagged_without_scan={})
-    events = [ev("scan", "soda_can", 10, 15), ev("bag", "soda_can", 16, 18), ev("bag", "soda_can", 19, 21)]
+    events = [ev("scan", "soda_can", 10, 15), ev("bag", "soda_can", 16, 18), ev("bag", "soda_can", 25, 27)]
     drafts = e.evaluate(events, now=40.0)
-    assert [(d["product"], d["start"]) for d in drafts] == [("soda_can", 19.0)]
+    assert [(d["product"], d["start"]) for d in drafts] == [("soda_can", 25.0)]
+
+
+def test_readings_of_one_bag_as_two_products_or_split_in_two_are_one_item():
+    # one hand bags one item at a time: a bag read as apple and as bread at once is one item, paid by
+    # the apple's scan; a bag read in two pieces a second apart is one item too
+    events = [ev("scan", "apple", 10, 14), ev("bag", "bread", 15, 19.5), ev("bag", "apple", 16, 20),
+              ev("scan", "milk_carton", 30, 34), ev("bag", "milk_carton", 35, 37), ev("bag", "milk_carton", 37.8, 39)]
+    assert engine(bagged_without_scan={"other_product_scans": 0}).evaluate(events, now=60.0) == []
+    # an unpaid item read as two products raises one alert, naming the likelier product, with both readings
+    drafts = engine(bagged_without_scan={}).evaluate([ev("bag", "bread", 15, 19.5, confidence=0.6),
+                                                      ev("bag", "apple", 16, 20, confidence=0.8)], now=60.0)
+    assert [(d["product"], len(d["evidence"])) for d in drafts] == [("apple", 2)]
+    # a reading that comes one evaluation later takes the judged twin's outcome: paid, or alerted already
+    e = engine(bagged_without_scan={})
+    assert [d["product"] for d in e.evaluate([ev("bag", "apple", 16, 20)], now=30.0)] == ["apple"]
+    assert e.evaluate([ev("bag", "bread", 17, 21)], now=46.0) == []
+    # with same_bag_s 0 only overlapping readings are one item
+    e = engine(bagged_without_scan={"same_bag_s": 0, "other_product_scans": 0})
+    drafts = e.evaluate([ev("scan", "milk_carton", 30, 34), ev("bag", "milk_carton", 35, 37),
+                         ev("bag", "milk_carton", 37.8, 39)], now=60.0)
+    assert [d["start"] for d in drafts] == [37.8]
 
 
 def test_a_scanned_item_handed_over_uses_up_its_scan():
@@ -162,9 +183,11 @@ def test_an_eight_activity_bundle_runs_bagged_without_scan():
     assert [d["product"] for d in e.evaluate([ev("bag", "apple", 10, 12)], 30.0)] == ["apple"]
 
 
-def test_on_the_generator_ground_truth_the_rules_find_every_target_and_nothing_else():
-    """The oracle of tools/accuracy/alerts_eval.py: annotated events in, alerts scored against the items
-    bagged unscanned and the passes around the scanner (many of each at these rates)."""
+@pytest.mark.parametrize("scans", ["vision", "pos"])
+def test_on_the_generator_ground_truth_the_rules_find_every_target_and_nothing_else(scans):
+    """The oracle of tools/accuracy/alerts_eval.py: annotated events in (with the till's record of
+    each good read for ``pos``), alerts scored against the items bagged unscanned and the passes
+    around the scanner (many of each at these rates)."""
     from edge_runtime.checkout import CheckoutVideo, heldout_video
     from tools.accuracy.alerts_eval import oracle, paid_bags, score, targets
 
@@ -173,13 +196,49 @@ def test_on_the_generator_ground_truth_the_rules_find_every_target_and_nothing_e
     for i in range(2):
         seed, look = heldout_video(0, i)
         ann = CheckoutVideo(seed=seed, duration_s=1800.0, look=look, shrink="0.15,0.15,0.1").annotations()
-        want, raised = targets(ann), oracle(ann, rules, clip_s=16.0)
+        want, raised = targets(ann), oracle(ann, rules, clip_s=16.0, scans=scans)
         for r in rules:
             s = score([x for x in raised if x[0]["rule"] == r], want[r], paid_bags(ann))
             assert s["found"] == s["targets"] and s["false"] == 0, (r, s)
-            assert all(0 < lat <= 16.0 + rules[r].get("settle_s", 0.0) for lat in s["latency_s"]), s
+            wait = rules[r].get("settle_s", 0.0) + (rules[r].get("match_s", 0.0) if scans == "pos" else 0.0)
+            assert all(0 < lat <= 16.0 + wait for lat in s["latency_s"]), s
             found[r] += s["found"]
     assert min(found.values()) >= 3, found
+
+
+def till(product: str, t: float) -> Event:
+    return Event("scan", -1, product, t, t, 1.0, None, ("pos",))
+
+
+def test_with_the_tills_scans_bags_are_judged_against_them_not_the_models_scans():
+    e = RuleEngine({"bagged_without_scan": {}}, list(BASE_ACTIVITIES), scans="pos")
+    events = [ev("scan", "apple", 10, 15), ev("bag", "apple", 16, 18),          # the model saw a scan the till did not read
+              ev("bag", "milk_carton", 30, 33)]                                   # the till read it: paid
+    drafts = e.evaluate(events, now=40.0, pos_scans=[till("milk_carton", 28.0)])
+    assert [(d["rule"], d["product"], d["start"]) for d in drafts] == [("bagged_without_scan", "apple", 16.0)]
+    # the same till scan given again at the next evaluation pays for nothing more; a new one pays for the next bag
+    drafts = e.evaluate([ev("bag", "milk_carton", 50, 52), ev("bag", "soda_can", 60, 62)], now=70.0,
+                        pos_scans=[till("milk_carton", 28.0), till("soda_can", 58.0)])
+    assert [(d["product"], d["start"]) for d in drafts] == [("milk_carton", 50.0)]
+
+
+def test_with_the_tills_scans_a_handling_over_the_scanner_the_till_did_not_read_is_a_pass_around():
+    # the 8-activity bundle has no pass_around label: with the till's scans the rule runs on its scan events
+    with pytest.raises(ValueError, match="needs the activity pass_around"):
+        RuleEngine({"pass_around": {}}, list(BASE_ACTIVITIES))
+    e = RuleEngine({"pass_around": {"match_s": 2.0}}, list(BASE_ACTIVITIES), scans="pos")
+    events = [ev("scan", "apple", 10, 15),                        # read by the till at 13: nothing
+              ev("scan", "soda_can", 20, 24, confidence=0.9),     # nothing read within 2 s: a pass-around
+              ev("scan", "cheese", 30, 33, confidence=0.3)]       # too unsure to judge
+    assert e.evaluate(events, now=25.0, pos_scans=[till("apple", 13.0)]) == []  # soda_can waits match_s after its end
+    drafts = e.evaluate(events, now=40.0, pos_scans=[till("apple", 13.0)])
+    assert [(d["rule"], d["product"], d["start"], d["end"]) for d in drafts] == [("pass_around", "soda_can", 20.0, 24.0)]
+    assert e.evaluate(events, now=60.0, pos_scans=[till("apple", 13.0)]) == []   # read again: raised once
+    # a till read of another product just after the event's edge matches it (the model's edges are seconds off)
+    e = RuleEngine({"pass_around": {}}, list(BASE_ACTIVITIES), scans="pos")
+    assert e.evaluate([ev("scan", "soda_can", 20, 24)], now=40.0, pos_scans=[till("chips_bag", 25.5)]) == []
+    with pytest.raises(ValueError, match="scans must be one of vision, pos"):
+        RuleEngine({}, ALL, scans="camera")
 
 
 def test_an_event_round_trips_through_its_dict_and_json():
@@ -227,7 +286,7 @@ def test_set_changes_the_thresholds_recorded(capsys, tmp_path):
     rules = json.loads((tmp_path / "r.json").read_text())["rules"]
     assert rules["bagged_without_scan"] == {**RULES["bagged_without_scan"].thresholds, "other_product_scans": 0.0,
                                             "lookback_s": 90.0}
-    assert rules["pass_around"] == {"min_confidence": 0.75}
+    assert rules["pass_around"] == {**RULES["pass_around"].thresholds, "min_confidence": 0.75}
 
 
 # eval seed 5, video 0's first 90 s at raised scan avoidance: the shipped bundle's events raise alerts,
@@ -331,3 +390,25 @@ def test_a_corrupt_or_foreign_events_file_is_refused(capsys, saved, tmp_path):
         lines = out.err.strip().splitlines()
         assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"alerts_eval: --events-from {path}: "), (name, out.err)
         assert named in lines[0], (name, out.err)
+
+
+def test_a_sweep_replays_each_setting_as_alerts_eval_does(capsys, saved, tmp_path):
+    from tools.accuracy.alerts_sweep import main as sweep
+
+    streamed = json.loads((saved / "streamed.json").read_text())["results"]["model"]["bagged_without_scan"]
+    own = json.loads((saved / "streamed_own.json").read_text())["results"]["model"]["bagged_without_scan"]
+    capsys.readouterr()
+    assert sweep(["--events-from", str(saved / "events.json"), "--rule", "bagged_without_scan",
+                  "--grid", "min_confidence=0.5,1", "--json", str(tmp_path / "s.json")]) == 0
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert [r["thresholds"]["min_confidence"] for r in rows] == [0.5, 1.0]
+    for row, want in zip(rows, (streamed, own)):
+        assert (row["found"], row["false_alerts"]) == (want["found"], want["false_alerts"])
+    # with the till's scans, the pass-around rule runs on the 8-activity bundle's events
+    assert sweep(["--events-from", str(saved / "events.json"), "--rule", "pass_around", "--scans", "pos",
+                  "--grid", "match_s=2,8"]) == 0
+    assert "match_s" in capsys.readouterr().out
+    for bad, said in ((["--grid", "min_confidence=2"], "must be in 0..1"), (["--grid", "nope=1"], "unknown threshold")):
+        assert sweep(["--events-from", str(saved / "events.json"), "--rule", "bagged_without_scan", *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and said in err, err

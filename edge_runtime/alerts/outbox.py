@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from edge_runtime.alerts.record import Alert
-from edge_runtime.atomic_write import set_aside
+from edge_runtime.alerts.sqlite_file import open_db
 
 DB_NAME = "alerts.db"
 SCHEMA = """
@@ -66,31 +66,8 @@ class Outbox:
         self._forget_sinks_not_in(self.sinks)
 
     # -- opening ---------------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        ok = db.execute("PRAGMA quick_check").fetchone()[0]
-        if ok != "ok":
-            db.close()
-            raise sqlite3.DatabaseError(f"integrity check: {ok}")
-        db.executescript(SCHEMA)
-        return db
-
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return self._connect()
-        except sqlite3.DatabaseError as err:  # damaged or not a database: keep it for a look, start afresh
-            aside = set_aside(self.path, "corrupt")
-            for tail in ("-wal", "-shm"):
-                extra = self.path.with_name(self.path.name + tail)
-                if extra.exists():
-                    extra.replace(aside.with_name(aside.name + tail))
-            self._warn(f"{self.path}: unreadable ({' '.join(str(err).split())}); set aside as {aside.name}, "
-                       f"alerts start afresh")
-            return self._connect()
+        return open_db(self.path, SCHEMA, self._warn, "alerts")
 
     def _forget_sinks_not_in(self, sinks: list[str]) -> None:
         with self._lock:

@@ -8,6 +8,9 @@ end), runs the stream's RuleEngine on those events, and stores each draft it ret
 the outbox, which wakes the sinks' threads. Nothing of this runs on the intake thread, so neither a
 slow rule nor a lost broker slows the stream.
 
+With ``alerts.scans: pos`` the service also keeps the till's scans (edge_runtime/alerts/pos_scans.py,
+``add_pos_scans``) and hands each evaluation those of the last ``KEEP_S``.
+
 The rules (edge_runtime/alerts/rules.py) and the events (edge_runtime/query/happened.py) are
 imported when first needed: a runtime without alert rules never loads them.
 """
@@ -71,6 +74,11 @@ class AlertService:
             from edge_runtime.alerts.webhook_sink import WebhookSink
 
             self.sinks += [WebhookSink(u, timeout_s=settings.webhook_timeout_s) for u in settings.webhooks]
+        self.pos = None
+        if settings.scans == "pos":
+            from edge_runtime.alerts.pos_scans import PosScans
+
+            self.pos = PosScans(state_dir, warn=self._warn)
         self.outbox = Outbox(state_dir, sinks=[s.name for s in self.sinks], max_alerts=settings.outbox.max_alerts,
                              warn=self._warn)
         for s in self.sinks:
@@ -164,7 +172,8 @@ class AlertService:
             factory = self._rule_engine
             if factory is None:
                 from edge_runtime.alerts.rules import RuleEngine as factory
-            self._engines[runtime.name] = factory(self.settings.rules_for(runtime.name), runtime.engine.labels)
+            self._engines[runtime.name] = factory(self.settings.rules_for(runtime.name), runtime.engine.labels,
+                                                  self.settings.scans)
         return self._engines[runtime.name]
 
     def evaluate(self, runtime) -> list[Alert]:
@@ -191,8 +200,17 @@ class AlertService:
         self.evaluations += 1
         if self.mqtt is not None and self.settings.mqtt.publish_events:
             self._publish_events(runtime.name, events)
+        till = []
+        if self.pos is not None:
+            from edge_runtime.alerts.rules import KEEP_S
+
+            since = cov["end"] - KEEP_S
+            demo_till = [r for r in getattr(runtime, "till_reads", lambda until: [])(cov["end"]) if r[1] >= since]
+            if demo_till:  # a demo:// stream brings its checkout's till
+                self.pos.add(runtime.name, demo_till)
+            till = self.pos.recent(runtime.name, since)
         out = []
-        for draft in engine.evaluate(events, cov["end"]):
+        for draft in engine.evaluate(events, cov["end"], till):
             alert, new = self.raise_alert(draft, stream=runtime.name, stream_time=cov["end"],
                                           wall_origin=getattr(runtime, "wall_origin", None))
             if new:
@@ -213,6 +231,14 @@ class AlertService:
             seen.clear()
         self.mqtt.publish_events(stream, fresh)
 
+    def add_pos_scans(self, stream: str, scans: list[tuple[str, float]]) -> int:
+        """The till's scans of ``stream`` (product, stream seconds); -> how many were new. ValueError
+        when this runtime does not take them (``alerts.scans`` is not pos); PosScanError when the
+        file cannot be written."""
+        if self.pos is None:
+            raise ValueError("this runtime does not take the till's scans (set alerts.scans: pos in its config)")
+        return self.pos.add(stream, scans)
+
     # -- reading ---------------------------------------------------------------------------------
     def list(self, **filters) -> list[tuple[int, Alert]]:
         return self.outbox.list(**filters)
@@ -231,7 +257,8 @@ class AlertService:
             sinks.append({"sink": _label(s), "pending": pending.get(s.name), **self.workers[s.name].status(),
                           **({"connected": self.mqtt.connected} if s is self.mqtt else {})})
         return {"enabled": self.settings.enabled, "note": self.note, "site": self.site,
-                "rules": self.settings.rule_names(), "pending": sum(pending.values()), **counts,
+                "rules": self.settings.rule_names(), "scans": self.settings.scans,
+                "pos_scans_received": self.pos.received if self.pos is not None else None, "pending": sum(pending.values()), **counts,
                 "broker": self.mqtt.status() if self.mqtt is not None else None, "sinks": sinks,
                 "evaluations": self.evaluations, "last_error": self.last_error or self.outbox.last_error}
 
@@ -247,6 +274,8 @@ class AlertService:
         for s in self.sinks:
             s.close(2.0)
         self.outbox.close()
+        if self.pos is not None:
+            self.pos.close()
 
 
 def _label(sink) -> str:

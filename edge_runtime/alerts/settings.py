@@ -2,6 +2,8 @@
 
     alerts:
       site: store-12                      # topics: lvm-edge/<site>/<stream>/alerts|events|status
+      scans: pos                          # vision (default): the model's scan events; pos: the till's,
+                                          # POSTed to /v1/streams/<stream>/scans
       rules:                              # rule name -> thresholds ({} or null: the rule's defaults)
         bagged_without_scan: {}
         pass_around: {min_confidence: 0.6}
@@ -25,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -135,6 +137,9 @@ class OutboxSettings(_Strict):
 
 class AlertSettings(_Strict):
     site: str = Field("store", description="the store's name in topics and alerts (A-Z a-z 0-9 _ . -)")
+    scans: Literal["vision", "pos"] = Field(
+        "vision", description="where the rules' scans come from: vision (the model's scan events) or pos (the "
+                              "till's, sent by the point-of-sale system to POST /v1/streams/<stream>/scans)")
     rules: dict[str, dict[str, Any] | None] = Field(
         default_factory=dict, description="rule name -> thresholds ({} or null: the rule's defaults); none: no alerts")
     streams: dict[str, dict[str, dict[str, Any] | bool | None]] = Field(
@@ -207,7 +212,7 @@ class AlertSettings(_Strict):
         for stream in [None, *streams, *self.streams]:
             try:
                 RuleEngine(self.rules_for(stream) if stream else {n: t or {} for n, t in self.rules.items()},
-                           activities)
+                           activities, self.scans)
             except ValueError as err:
                 where = f"alerts.streams.{stream}" if stream in self.streams else "alerts.rules"
                 raise ValueError(f"{where}: {err}") from None

@@ -127,3 +127,19 @@ def choose(rates: ShrinkRates | None, seed: int, session: int, chains: list[tupl
             new = ()
         out.append((b, new))
     return out
+
+
+def pos_scans(ann: dict) -> list[tuple[str, float]]:
+    """What the till recorded, as a store's point-of-sale system would send it: (product, stream time)
+    of each scan's good read, the green flash inside the scan event, in time order. Red flashes (a
+    failed read) and the scanner's stray blinks outside any scan record nothing."""
+    product = {i["instance_id"]: i["product"] for i in ann["instances"]}
+    greens = sorted(float(f[0]) for f in ann.get("scanner_flashes", ()) if f[2] == "green")
+    out = []
+    for e in ann["events"]:
+        if e["activity"] != "scan":
+            continue
+        read = next((t for t in greens if float(e["start"]) <= t <= float(e["end"])), None)
+        if read is not None:
+            out.append((product[e["instance_id"]], read))
+    return sorted(out, key=lambda x: x[1])

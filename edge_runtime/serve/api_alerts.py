@@ -3,6 +3,11 @@
     GET  /v1/alerts                 newest first; filters stream, status (open|acked), since (unix s);
                                     at most ``limit`` (default 100, at most 500); ``before`` pages on
     POST /v1/alerts/{id}/ack        acknowledge one (again: unchanged, 200); 404 an unknown id
+    POST /v1/streams/{stream}/scans the till's scans of a lane, from the point-of-sale system
+                                    (``alerts.scans: pos``): {"scans": [{"product", "time" | "stream_time"}]};
+                                    202 with how many were new and the products nothing here names;
+                                    404 an unknown stream, 409 a runtime that does not take them, 422 a
+                                    wall time on a stream without a wall clock (a file, demo://)
 
 A runtime without alerts configured answers an empty list with ``enabled: false`` and the note
 that says why. ``alerts_status`` is the ``alerts`` section of /v1/status.
@@ -13,9 +18,10 @@ from typing import Annotated, Any, Literal, Union
 
 from fastapi import FastAPI, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge_runtime.alerts.outbox import OutboxError
+from edge_runtime.alerts.pos_scans import PosScanError
 from edge_runtime.alerts.record import Alert
 from edge_runtime.alerts.service import NO_RULES, no_alerts_status
 
@@ -27,6 +33,27 @@ class AlertList(BaseModel):
     enabled: bool = Field(description="whether this runtime evaluates alert rules")
     note: str | None = Field(None, description="why there are no alerts to expect, when there are none")
     next_before: int | None = Field(None, description="pass as `before` for the next page; null: this was the last")
+
+
+class PosScan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    product: str = Field(min_length=1, max_length=128,
+                         description="the product as the catalog names it (else the bundle's class name)")
+    time: float | None = Field(None, allow_inf_nan=False, gt=0,
+                               description="when the till read it, unix seconds (streams from a live camera)")
+    stream_time: float | None = Field(None, allow_inf_nan=False, ge=0,
+                                      description="when the till read it, in the stream's seconds")
+
+    @model_validator(mode="after")
+    def _one_time(self) -> "PosScan":
+        if (self.time is None) == (self.stream_time is None):
+            raise ValueError("give exactly one of time (unix seconds) and stream_time")
+        return self
+
+
+class PosScans(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scans: list[PosScan] = Field(min_length=1, max_length=1000, description="in any order")
 
 
 def alerts_status(hub) -> dict[str, Any]:
@@ -68,3 +95,37 @@ def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
             shown = " ".join(alert_id.split())[:64]
             return JSONResponse({"error": f"no alert with id {shown!r}"}, status_code=404)
         return alert
+
+    @api.post("/v1/streams/{stream}/scans", tags=["alerts"], dependencies=guarded, status_code=202,
+              responses={404: {"description": "no such stream"},
+                         409: {"description": "this runtime does not take the till's scans"}})
+    def add_pos_scans(stream: Annotated[str, Path(max_length=64, description="the lane's stream name")],
+                      body: PosScans) -> dict[str, Any]:
+        """The till's scans of a lane, as its point-of-sale system reads them: what the rules judge bags
+        and handlings over the scanner against, with ``alerts.scans: pos``. A scan sent again (same
+        product and time) is kept once."""
+        rt = hub.get(stream)  # 404 an unknown stream
+        service = getattr(hub, "alerts", None)
+        if service is None or service.pos is None:
+            return JSONResponse({"error": "this runtime does not take the till's scans "
+                                          "(set alerts.scans: pos and a rule in its config)"}, status_code=409)
+        origin = getattr(rt, "wall_origin", None)
+        rows = []
+        for i, s in enumerate(body.scans):
+            if s.stream_time is not None:
+                rows.append((s.product, s.stream_time))
+            elif origin is None:
+                return JSONResponse({"error": f"scans[{i}]: stream {stream!r} has no wall clock (not a live "
+                                              f"camera); give stream_time instead of time"}, status_code=422)
+            else:
+                rows.append((s.product, s.time - origin))
+        try:
+            new = service.add_pos_scans(stream, rows)
+        except PosScanError as err:
+            return JSONResponse({"error": f"the till's scans could not be stored: {err}"}, status_code=503)
+        catalog = getattr(hub, "catalog", None)
+        known = set(rt.engine.products) | set(catalog.names() if catalog is not None else ())
+        unknown = sorted({p for p, _ in rows if p not in known})
+        return {"stream": stream, "received": len(rows), "new": new, "unknown_products": unknown,
+                **({"note": f"{', '.join(unknown[:5])}: named neither in the catalog nor among the bundle's "
+                            f"classes; such a scan pays only for a bag of another product"} if unknown else {})}

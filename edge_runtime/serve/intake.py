@@ -40,6 +40,7 @@ class Intake:
                     timer.daemon = True
                     timer.start()
                 self._offset = self._resume_offset(live)
+                self._till = getattr(src, "till_reads", None)  # demo://: its checkout's till
                 received = 0
                 limit_reached = False
                 for frame in src:

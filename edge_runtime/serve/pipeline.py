@@ -91,6 +91,7 @@ class Runtime(Intake):
         self._offset = 0.0                  # stream time of the source's first frame
         self._t_first: float | None = None  # that frame's source time
         self.wall_origin: float | None = None  # live sources: the unix time of stream time 0
+        self._till = None                   # demo://: its till's reads (video seconds), see till_reads
         self._time_up = threading.Event()   # a live source's wall-clock duration ran out
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -320,6 +321,15 @@ class Runtime(Intake):
         src = self._source
         lost = getattr(src, "outage_since", None) if src is not None else None
         return None if lost is None or self._t_first is None else self._source_time(lost)
+
+    def till_reads(self, until: float) -> list[tuple[str, float]]:
+        """A demo stream's till: (product, stream seconds) of each good scanner read up to ``until``,
+        what the alert service takes as the point-of-sale feed with ``alerts.scans: pos``; [] for
+        other sources (a real till POSTs to /v1/streams/<name>/scans)."""
+        till, first = self._till, self._t_first
+        if till is None or first is None:
+            return []
+        return [(p, self._source_time(t)) for p, t in till() if self._source_time(t) <= until]
 
     @property
     def source_problem(self) -> str | None:

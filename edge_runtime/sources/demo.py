@@ -43,9 +43,19 @@ class DemoSource(Source):
             self.video = CheckoutVideo(self.seed, **kwargs)
         except (ValueError, TypeError) as e:
             raise SourceError(f"{label}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        self._till: list[tuple[str, float]] | None = None
         self.frame_count = max(1, math.ceil(self.duration_s * self.fps - 1e-9))
         self._next = 0
         self._pacer = Pacer(self._stop)
+
+    def till_reads(self) -> list[tuple[str, float]]:
+        """The demo checkout's till: (product, video seconds) of each good scanner read, what a store's
+        point-of-sale system would send (``alerts.scans: pos``; edge_runtime/checkout/shrink.py)."""
+        if self._till is None:
+            from edge_runtime.checkout.shrink import pos_scans
+
+            self._till = pos_scans(self.video.annotations())
+        return self._till
 
     def _frames(self) -> Iterator[Frame]:
         while self._next < self.frame_count and not self._stop.is_set():

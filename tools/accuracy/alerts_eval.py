@@ -23,6 +23,10 @@ the scan was missed). Latency: stream time from the end of the target event to t
 evaluation raised the alert. Items left in the basket are counted but no rule reads them: they leave
 no event.
 
+Where the scans come from (``--scans``): ``vision`` (default), the events' own scans; ``pos``, what the
+till recorded (``edge_runtime.checkout.shrink.pos_scans``: each scan's good read, product and time), given
+to the rules as the runtime's point-of-sale feed gives them: a till scan is known from its own time on.
+
 Tuning thresholds without streaming again:
 - ``--set RULE.KEY=VALUE`` (repeatable) runs a rule with another threshold than its default (checked as
   the runtime checks ``alerts.rules``: an unknown rule or key, a value out of range or not a number
@@ -62,6 +66,7 @@ import numpy as np
 
 from edge_runtime.alerts.rules import RULES, RuleEngine
 from edge_runtime.checkout import ACTIVITIES, CheckoutVideo, ShrinkRates, heldout_video
+from edge_runtime.checkout.shrink import pos_scans
 from edge_runtime.query.events import Event
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,22 +106,28 @@ def targets(ann: dict) -> dict[str, list[tuple[str, float, float]]]:
     return out
 
 
+def till_events(ann: dict) -> list[Event]:
+    """The till's record of ``ann`` as the rules take it with ``scans`` pos: instants, confidence 1."""
+    return [Event("scan", -1, product, t, t, 1.0, None, ("pos",)) for product, t in pos_scans(ann)]
+
+
 class Evaluations:
     """The alert service's loop for one stream: at each commit, the rules over the events of the window
-    since the previous evaluation, with OVERLAP_S of it read again."""
+    since the previous evaluation, with OVERLAP_S of it read again, and the till's scans known by then."""
 
-    def __init__(self, engine: RuleEngine, events_in) -> None:
-        self.engine, self.events_in, self.last = engine, events_in, None
+    def __init__(self, engine: RuleEngine, events_in, till: list[Event] = ()) -> None:
+        self.engine, self.events_in, self.last, self.till = engine, events_in, None, list(till)
         self.raised: list[tuple[dict, float]] = []   # (draft, stream time of the commit that raised it)
 
     def commit(self, now: float, cov_start: float) -> None:
         start = cov_start if self.last is None else max(cov_start, self.last - OVERLAP_S)
         self.last = now
         if now > start:
-            self.raised += [(d, now) for d in self.engine.evaluate(self.events_in((start, now)), now)]
+            till = [s for s in self.till if s.start <= now]
+            self.raised += [(d, now) for d in self.engine.evaluate(self.events_in((start, now)), now, till)]
 
 
-def oracle(ann: dict, rules: dict, clip_s: float) -> list[tuple[dict, float]]:
+def oracle(ann: dict, rules: dict, clip_s: float, scans: str = "vision") -> list[tuple[dict, float]]:
     events = truth_events(ann)
     dur = float(ann["duration_s"])
     now = [0.0]
@@ -124,14 +135,15 @@ def oracle(ann: dict, rules: dict, clip_s: float) -> list[tuple[dict, float]]:
     def known(window):  # an event is in the memory once it has ended
         return [e for e in events if e.end <= now[0] and e.end > window[0] and e.start < window[1]]
 
-    ev = Evaluations(RuleEngine(rules, list(ACTIVITIES)), known)
+    ev = Evaluations(RuleEngine(rules, list(ACTIVITIES), scans), known, till_events(ann) if scans == "pos" else ())
     for k in range(1, int(np.ceil(dur / clip_s)) + 1):
         now[0] = min(k * clip_s, dur)
         ev.commit(now[0], 0.0)
     return ev.raised
 
 
-def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None) -> tuple[list[tuple[dict, float]], dict]:
+def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, scans: str = "vision",
+          till: list[Event] = ()) -> tuple[list[tuple[dict, float]], dict]:
     """Stream ``video`` through the engine from an empty memory, evaluating at every commit. ``record``:
     a list to append each commit to, as ``--save-events`` writes it (``replay`` reads it)."""
     from edge_runtime.query.happened import what_happened
@@ -144,7 +156,7 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None) ->
         return events
 
     eng.reset()
-    ev = Evaluations(RuleEngine(rules, list(eng.labels)), events_in)
+    ev = Evaluations(RuleEngine(rules, list(eng.labels), scans), events_in, till)
     frames = list(video.frames(eng.fps))
     t0, commits, step = time.perf_counter(), 0, eng.clip_frames
     for k in range(0, len(frames), step):
@@ -161,7 +173,8 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None) ->
     return ev.raised, {"seconds": round(time.perf_counter() - t0, 1), "commits": commits}
 
 
-def replay(commits: list[dict], rules: dict, labels: list[str]) -> list[tuple[dict, float]]:
+def replay(commits: list[dict], rules: dict, labels: list[str], scans: str = "vision",
+           till: list[Event] = ()) -> list[tuple[dict, float]]:
     """The rules over saved model events (``load_events``), commit by commit as ``model`` ran them: each
     window the evaluation asks for must be the one saved at that commit."""
     reads: list[tuple[tuple[float, float], list[Event]]] = []
@@ -174,7 +187,7 @@ def replay(commits: list[dict], rules: dict, labels: list[str]) -> list[tuple[di
             raise ValueError(f"the rules read the window {window}, the file saved {saved}")
         return events
 
-    ev = Evaluations(RuleEngine(rules, labels), events_in)
+    ev = Evaluations(RuleEngine(rules, labels, scans), events_in, till)
     for c in commits:
         reads[:] = c["reads"]
         ev.commit(c["now"], c["cov_start"])
@@ -307,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shrink", metavar="RATES",
                     help="scan avoidance in the videos: default (the generator's default rates) or B,P,L")
+    ap.add_argument("--scans", choices=("vision", "pos"), default="vision",
+                    help="where the rules' scans come from: vision (the events', default) or pos (the till's "
+                         "record of each good read, as a point-of-sale feed gives it)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="RULE.KEY=VALUE",
                     help="a rule's threshold for this run instead of its default (repeatable), "
                          "e.g. bagged_without_scan.lookback_s=90")
@@ -398,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     if labels is not None:
         for name in rules:
             try:
-                RuleEngine({name: {}}, labels)
+                RuleEngine({name: {}}, labels, args.scans)
             except ValueError as err:
                 not_run["model"][name] = str(err)
     if saved is not None:
@@ -413,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             video = CheckoutVideo(seed=seed, duration_s=args.video_s, size=size, look=look, shrink=rates)
             ann = video.annotations()
             want, paid = targets(ann), paid_bags(ann)
+            till = till_events(ann) if args.scans == "pos" else []
             info = {"seed": seed, "look": look, "duration_s": args.video_s,
                     "scanned_items": sum(bool(x["scanned"]) for x in ann["instances"]),
                     "targets": {r: len(v) for r, v in want.items()},
@@ -426,20 +443,20 @@ def main(argv: list[str] | None = None) -> int:
                                    f"the file saved {theirs}")
             scanned, left, hours = scanned + info["scanned_items"], left + info["left_in_basket"], hours + args.video_s / 3600
             if "truth" in sources:
-                raised = oracle(ann, rules, clip_s)
+                raised = oracle(ann, rules, clip_s, args.scans)
                 for r in rules:
                     per["truth"][r].append(score([x for x in raised if x[0]["rule"] == r], want[r], paid))
             if "model" in sources:
                 run_rules = {r: th for r, th in rules.items() if r not in not_run["model"]}
                 if saved is None:
                     record = [] if args.save_events is not None else None
-                    raised, info["model_stream"] = model(base, video, run_rules, record)
+                    raised, info["model_stream"] = model(base, video, run_rules, record, args.scans, till)
                     if record is not None:
                         to_save.append({**{k: info[k] for k in ("seed", "look", "scanned_items", "targets",
                                                                  "left_in_basket", "model_stream")}, "commits": record})
                 else:
                     try:
-                        raised = replay(sv["commits"], run_rules, labels)
+                        raised = replay(sv["commits"], run_rules, labels, args.scans, till)
                     except ValueError as err:
                         return _refuse(f"--events-from {args.events_from}: video {i}: {err}")
                     info["replayed_commits"] = len(sv["commits"])
@@ -467,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         result["events_from"] = args.events_from
     result.update({"eval_seed": args.eval_seed, "videos": videos, "shrink": rates.to_dict(),
                    "threads": saved.get("threads", args.threads) if saved is not None else args.threads,
-                   "rules": rules, "commit_every_s": clip_s, "overlap_s": OVERLAP_S, "match_tol_s": MATCH_TOL_S,
+                   "rules": rules, "scans": args.scans, "commit_every_s": clip_s, "overlap_s": OVERLAP_S, "match_tol_s": MATCH_TOL_S,
                    "scanned_items": scanned, "hours": round(hours, 3), "left_in_basket_items": left,
                    "seconds": elapsed,
                    "results": {s: {r: ({"not_run": not_run[s][r]} if r in not_run[s] else summarise(per[s][r], scanned, hours))

@@ -1,0 +1,172 @@
+"""The till's scans (``alerts.scans: pos``): the store (edge_runtime/alerts/pos_scans.py), POST
+/v1/streams/{stream}/scans, and the evaluation handing them to the rules."""
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.alerts.pos_scans import DB_NAME, PosScans
+from edge_runtime.alerts.rules import KEEP_S
+from edge_runtime.alerts.service import AlertService
+from edge_runtime.alerts.settings import AlertSettings
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE = REPO / "engines" / "lvm-tiny-fp32"
+
+
+def test_the_store_keeps_each_scan_once_across_restarts_and_stays_bounded(tmp_path):
+    till = PosScans(tmp_path)
+    assert till.add("lane1", [("apple", 10.0), ("milk_carton", 12.5)]) == 2
+    assert till.add("lane1", [("apple", 10.0)]) == 0            # sent again: kept once
+    assert till.add("lane2", [("apple", 10.0)]) == 1            # another lane's
+    till.close()
+    till = PosScans(tmp_path)                                   # a restart on the same state dir
+    got = till.recent("lane1", since=0.0)
+    assert [(e.product, e.start, e.end, e.activity, e.confidence) for e in got] == [
+        ("apple", 10.0, 10.0, "scan", 1.0), ("milk_carton", 12.5, 12.5, "scan", 1.0)]
+    assert [e.product for e in till.recent("lane1", since=11.0)] == ["milk_carton"]
+    till.add("lane1", [("soda_can", 12.5 + KEEP_S + 1)])        # hours later: the old ones go
+    assert [e.product for e in till.recent("lane1", since=0.0)] == ["soda_can"]
+    assert till.count("lane2") == 1
+    till.close()
+
+
+def test_a_damaged_store_is_set_aside_with_one_warning(tmp_path):
+    (tmp_path / DB_NAME).write_bytes(b"not a database" * 100)
+    said = []
+    till = PosScans(tmp_path, warn=said.append)
+    assert len(said) == 1 and "set aside" in said[0] and "till scans start afresh" in said[0]
+    assert till.add("lane1", [("apple", 1.0)]) == 1
+    till.close()
+
+
+def test_a_runtime_config_with_pos_scans_checks_rules_against_them():
+    s = AlertSettings.model_validate({"scans": "pos", "rules": {"pass_around": {}}})
+    s.check_rules(["pick_up", "scan", "bag"], ["lane1"])     # pass_around runs on the scan events
+    with pytest.raises(ValueError, match="needs the activity pass_around"):
+        AlertSettings.model_validate({"rules": {"pass_around": {}}}).check_rules(["pick_up", "scan", "bag"], [])
+    with pytest.raises(ValueError, match="scans"):
+        AlertSettings.model_validate({"scans": "till"})
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from edge_runtime.engine.engine import Engine
+
+    with Engine(BUNDLE, threads=1) as eng:
+        yield eng
+
+
+@pytest.fixture
+def app(engine, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from edge_runtime.serve.api import create_app
+    from edge_runtime.serve.pipeline import Runtime
+
+    rt = Runtime(engine.stream_engine(), state_dir=tmp_path / "state")
+    asgi = create_app(rt)
+    with TestClient(asgi) as client:
+        yield client, asgi.app.state.streams, rt
+    rt.close()
+
+
+def _error(r, status: int) -> str:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and "\n" not in body["error"]
+    return body["error"]
+
+
+def test_post_scans_stores_them_and_says_what_it_cannot_name(app, tmp_path):
+    client, hub, rt = app
+    url = f"/v1/streams/{rt.name}/scans"
+    assert "does not take the till's scans" in _error(client.post(url, json={"scans": [{"product": "apple",
+                                                                                      "stream_time": 3}]}), 409)
+    svc = hub.alerts = AlertService(AlertSettings.model_validate({"scans": "pos", "rules": {"bagged_without_scan": {}}}),
+                                    tmp_path / "state", registry=hub.metrics.registry, evaluate=False)
+    try:
+        r = client.post(url, json={"scans": [{"product": "milk_carton", "stream_time": 12.5},
+                                             {"product": "SKU-000123", "stream_time": 14.0}]})
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert body["received"] == 2 and body["new"] == 2 and body["unknown_products"] == ["SKU-000123"]
+        assert "SKU-000123" in body["note"] and "\n" not in body["note"]
+        assert client.post(url, json={"scans": [{"product": "milk_carton", "stream_time": 12.5}]}).json()["new"] == 0
+        assert [(e.product, e.start) for e in svc.pos.recent(rt.name, 0.0)] == [("milk_carton", 12.5), ("SKU-000123", 14.0)]
+        st = client.get("/v1/status").json()["alerts"]
+        assert st["scans"] == "pos" and st["pos_scans_received"] == 2
+        # a file or demo stream has no wall clock: a unix time cannot be placed on it
+        assert "no wall clock" in _error(client.post(url, json={"scans": [{"product": "apple", "time": 1.8e9}]}), 422)
+        rt.wall_origin = 1.8e9 - 100.0   # a live camera's stream time 0
+        assert client.post(url, json={"scans": [{"product": "apple", "time": 1.8e9}]}).status_code == 202
+        assert ("apple", 100.0) in [(e.product, e.start) for e in svc.pos.recent(rt.name, 0.0)]
+        for bad in ({"scans": []}, {"scans": [{"product": "apple"}]},
+                    {"scans": [{"product": "apple", "time": 1.8e9, "stream_time": 3}]},
+                    {"scans": [{"product": "", "stream_time": 3}]}, {"scans": [{"product": "a", "stream_time": -1}]},
+                    {"scans": [{"product": "a", "stream_time": 1, "price": 3}]}, {"product": "apple"}):
+            _error(client.post(url, json=bad), 422)
+        assert "no stream" in _error(client.post("/v1/streams/nope/scans",
+                                                 json={"scans": [{"product": "a", "stream_time": 1}]}), 404).lower()
+    finally:
+        svc.close()
+        hub.alerts = None
+
+
+def test_each_evaluation_hands_the_rules_the_tills_scans_of_the_last_minutes(tmp_path):
+    seen = []
+
+    class Rules:
+        def __init__(self, rules, activities, scans="vision"):
+            self.scans = scans
+
+        def evaluate(self, events, now, pos_scans=()):
+            seen.append((self.scans, now, [(e.product, e.start) for e in pos_scans]))
+            return []
+
+    class Lane:
+        name = "lane1"
+
+        class engine:
+            labels = ["scan", "bag"]
+            coverage = {"start": 0.0, "end": 2000.0}
+
+    svc = AlertService(AlertSettings.model_validate({"scans": "pos", "rules": {"bagged_without_scan": {}}}),
+                       tmp_path, evaluate=False, rule_engine=Rules, events=lambda rt, w: [])
+    try:
+        svc.add_pos_scans("lane1", [("apple", 2000.0 - KEEP_S - 5), ("soda_can", 1990.0)])
+        svc.add_pos_scans("lane2", [("cheese", 1995.0)])
+        svc.evaluate(Lane)
+        assert seen == [("pos", 2000.0, [("soda_can", 1990.0)])]
+    finally:
+        svc.close()
+
+
+def test_a_demo_stream_brings_its_tills_scans_and_the_real_rules_judge_against_them(app, tmp_path):
+    """demo:// through the runtime with ``scans: pos``: every good read of its checkout reaches the store
+    in stream time, and the rules run on them with the pass-around rule the 8-activity bundle lacks
+    without them."""
+    from edge_runtime.checkout import CheckoutVideo
+    from edge_runtime.checkout.shrink import pos_scans
+
+    client, hub, rt = app
+    hub.alerts = AlertService(AlertSettings.model_validate({"scans": "pos", "rules": {"bagged_without_scan": {},
+                                                                                       "pass_around": {}}}),
+                              tmp_path / "state", registry=hub.metrics.registry)
+    try:
+        rt.start("demo://checkout?seed=3&duration=240&shrink=0.3,0.3,0")
+        assert rt.wait(300)
+        assert hub.alerts.wait_idle(60)
+        st = hub.alerts.status()
+        assert st["evaluations"] >= 1 and st["last_error"] is None and st["note"] is None, st
+        video = CheckoutVideo(3, duration_s=240.0, size=rt.engine.frame_size, shrink="0.3,0.3,0")
+        reads = pos_scans(video.annotations())
+        end = rt.engine.coverage["end"]
+        want = [(p, t) for p, t in reads if t <= end]
+        assert want, "the demo's first minutes scan something"
+        assert [(e.product, e.start) for e in hub.alerts.pos.recent(rt.name, 0.0)] == want
+        assert st["pos_scans_received"] == len(want)
+        for a in client.get("/v1/alerts").json()["alerts"]:
+            assert a["rule"] in ("bagged_without_scan", "pass_around") and a["stream"] == rt.name
+    finally:
+        hub.alerts.close()
+        hub.alerts = None
