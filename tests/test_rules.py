@@ -50,6 +50,18 @@ def test_one_scan_pays_for_one_bag_of_that_product():
     assert [(d["product"], d["start"]) for d in drafts] == [("soda_can", 25.0)]
 
 
+def test_a_bag_followed_by_a_scan_of_its_product_was_the_item_in_hand_before_its_scan():
+    # the model read the pick-up as a bag; the scan 3 s later pays for the real bag after it
+    events = [ev("bag", "apple", 10, 12), ev("scan", "apple", 15, 18), ev("bag", "apple", 20, 23)]
+    assert engine(bagged_without_scan={"settle_s": 6}).evaluate(events, now=60.0) == []
+    # without waiting, the false bag has no scan before it: a false alert
+    assert [d["start"] for d in engine(bagged_without_scan={"settle_s": 0}).evaluate(events, now=60.0)] == [10.0]
+    # a scan of another product after an unpaid bag pays nothing: the next item's
+    drafts = engine(bagged_without_scan={"settle_s": 6}).evaluate([ev("bag", "apple", 10, 12), ev("scan", "bread", 15, 18)],
+                                                                  now=60.0)
+    assert [d["product"] for d in drafts] == ["apple"]
+
+
 def test_readings_of_one_bag_as_two_products_or_split_in_two_are_one_item():
     # one hand bags one item at a time: a bag read as apple and as bread at once is one item, paid by
     # the apple's scan; a bag read in two pieces a second apart is one item too

@@ -72,6 +72,9 @@ def cmd_run(args) -> int:
                 say(f"{_who(runtime, hub)}restored memory from {runtime.restored_from['path']} (coverage "
                     f"{cov['start']}-{cov['end']} s, {runtime.restored_from['frames_processed']} frames)")
         hub.alerts = open_alerts(s, hub)
+        if hub.alerts is not None and hub.alerts.pos is not None and not serve:
+            say("alerts: warning: alerts.scans is pos but --api none: no till can send its scans here "
+                "(demo:// streams bring their own), so every bag will be judged unscanned")
     except BaseException:
         hub.close()
         raise
@@ -175,7 +178,8 @@ def open_alerts(s, hub):
     service.open_lanes(hub.names())
     rules = ", ".join(a.rule_names()) or None
     to = ", ".join(([a.mqtt.url] if a.mqtt else []) + ([f"{len(a.webhooks)} webhook(s)"] if a.webhooks else []))
-    say(f"alerts: {'rules ' + rules if rules else 'no rules configured'}"
+    till = "; scans from the till (POST /v1/streams/<stream>/scans)" if service.pos is not None else ""
+    say(f"alerts: {'rules ' + rules if rules else 'no rules configured'}{till}"
         f"{'; delivering to ' + to if to else ''} (outbox {service.outbox.path})")
     return service
 

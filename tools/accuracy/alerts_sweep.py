@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from edge_runtime.alerts.rules import RULES
 from edge_runtime.checkout import CheckoutVideo, ShrinkRates, heldout_video
 from tools.accuracy.alerts_eval import load_events, paid_bags, parse_sets, replay, score, summarise, targets, till_events
@@ -70,9 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             raised = replay(commits, {args.rule: th}, doc["labels"], args.scans, till)
             per.append(score(raised, targets(ann)[args.rule], paid_bags(ann)))
         s = summarise(per, scanned, hours)
-        rows.append({"thresholds": th, **{k: s[k] for k in ("targets", "found", "false_alerts", "false_per_100_scanned")}})
+        lat = [x for p in per for x in p["latency_s"]]
+        p95 = round(float(np.percentile(lat, 95)), 1) if lat else None
+        rows.append({"thresholds": th, **{k: s[k] for k in ("targets", "found", "false_alerts", "false_per_100_scanned")},
+                     "latency_s": {**(s["latency_s"] or {}), "p95": p95}})
         print(f"{dict(zip(grid, combo))}: found {s['found']} of {s['targets']}, {s['false_alerts']} false "
-              f"({s['false_per_100_scanned']} per 100 scanned items)")
+              f"({s['false_per_100_scanned']} per 100 scanned items), latency p95 {p95} s")
     if args.json:
         out = {"tool": "tools/accuracy/alerts_sweep.py", "events_from": args.events_from, "bundle": doc["bundle"],
                "reader_file_sha256": doc.get("reader_file_sha256"), "eval_seed": doc["eval_seed"],
