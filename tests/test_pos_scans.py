@@ -82,6 +82,7 @@ def test_post_scans_stores_them_and_says_what_it_cannot_name(app, tmp_path):
     url = f"/v1/streams/{rt.name}/scans"
     assert "does not take the till's scans" in _error(client.post(url, json={"scans": [{"product": "apple",
                                                                                       "stream_time": 3}]}), 409)
+    assert "does not take the till's scans" in _error(client.get(url), 409)
     svc = hub.alerts = AlertService(AlertSettings.model_validate({"scans": "pos", "rules": {"bagged_without_scan": {}}}),
                                     tmp_path / "state", registry=hub.metrics.registry, evaluate=False)
     try:
@@ -93,6 +94,9 @@ def test_post_scans_stores_them_and_says_what_it_cannot_name(app, tmp_path):
         assert "SKU-000123" in body["note"] and "\n" not in body["note"]
         assert client.post(url, json={"scans": [{"product": "milk_carton", "stream_time": 12.5}]}).json()["new"] == 0
         assert [(e.product, e.start) for e in svc.pos.recent(rt.name, 0.0)] == [("milk_carton", 12.5), ("SKU-000123", 14.0)]
+        held = client.get(url).json()
+        assert held == {"stream": rt.name, "scans": [{"product": "milk_carton", "stream_time": 12.5, "time": None},
+                                                     {"product": "SKU-000123", "stream_time": 14.0, "time": None}]}
         st = client.get("/v1/status").json()["alerts"]
         assert st["scans"] == "pos" and st["pos_scans_received"] == 2
         # a file or demo stream has no wall clock: a unix time cannot be placed on it
@@ -100,6 +104,8 @@ def test_post_scans_stores_them_and_says_what_it_cannot_name(app, tmp_path):
         rt.wall_origin = 1.8e9 - 100.0   # a live camera's stream time 0
         assert client.post(url, json={"scans": [{"product": "apple", "time": 1.8e9}]}).status_code == 202
         assert ("apple", 100.0) in [(e.product, e.start) for e in svc.pos.recent(rt.name, 0.0)]
+        assert "ahead of the stream" in _error(client.post(url, json={"scans": [{"product": "apple", "stream_time": 1e308}]}), 422)
+        assert svc.pos.count(rt.name) == 3   # nothing stored was pushed out
         for bad in ({"scans": []}, {"scans": [{"product": "apple"}]},
                     {"scans": [{"product": "apple", "time": 1.8e9, "stream_time": 3}]},
                     {"scans": [{"product": "", "stream_time": 3}]}, {"scans": [{"product": "a", "stream_time": -1}]},

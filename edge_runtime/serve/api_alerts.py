@@ -3,6 +3,8 @@
     GET  /v1/alerts                 newest first; filters stream, status (open|acked), since (unix s);
                                     at most ``limit`` (default 100, at most 500); ``before`` pages on
     POST /v1/alerts/{id}/ack        acknowledge one (again: unchanged, 200); 404 an unknown id
+    GET  /v1/streams/{stream}/scans the till's scans the runtime holds for a lane (the last 15 minutes),
+                                    oldest first: what an integrator checks its bridge against
     POST /v1/streams/{stream}/scans the till's scans of a lane, from the point-of-sale system
                                     (``alerts.scans: pos``): {"scans": [{"product", "time" | "stream_time"}]};
                                     202 with how many were new and the products nothing here names;
@@ -26,6 +28,7 @@ from edge_runtime.alerts.record import Alert
 from edge_runtime.alerts.service import NO_RULES, no_alerts_status
 
 MAX_PAGE = 500
+MAX_AHEAD_S = 3600.0   # how far past the stream's newest frame a till's read may be
 
 
 class AlertList(BaseModel):
@@ -96,6 +99,22 @@ def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
             return JSONResponse({"error": f"no alert with id {shown!r}"}, status_code=404)
         return alert
 
+    @api.get("/v1/streams/{stream}/scans", tags=["alerts"], dependencies=guarded,
+             responses={404: {"description": "no such stream"},
+                        409: {"description": "this runtime does not take the till's scans"}})
+    def list_pos_scans(stream: Annotated[str, Path(max_length=64, description="the lane's stream name")]
+                       ) -> dict[str, Any]:
+        """The till's scans this runtime holds for a lane (the last 15 minutes), oldest first, in stream seconds."""
+        rt = hub.get(stream)  # 404 an unknown stream
+        service = getattr(hub, "alerts", None)
+        if service is None or service.pos is None:
+            return JSONResponse({"error": "this runtime does not take the till's scans "
+                                          "(set alerts.scans: pos and a rule in its config)"}, status_code=409)
+        origin = getattr(rt, "wall_origin", None)
+        return {"stream": stream, "scans": [{"product": e.product, "stream_time": e.start,
+                                             "time": None if origin is None else origin + e.start}
+                                            for e in service.pos.recent(stream, float("-inf"))]}
+
     @api.post("/v1/streams/{stream}/scans", tags=["alerts"], dependencies=guarded, status_code=202,
               responses={404: {"description": "no such stream"},
                          409: {"description": "this runtime does not take the till's scans"}})
@@ -110,15 +129,19 @@ def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
             return JSONResponse({"error": "this runtime does not take the till's scans "
                                           "(set alerts.scans: pos and a rule in its config)"}, status_code=409)
         origin = getattr(rt, "wall_origin", None)
+        # a read far ahead of the stream is a wrong clock, and would push every real read out of the store
+        latest = (rt.engine.coverage.get("end") or 0.0) + MAX_AHEAD_S
         rows = []
         for i, s in enumerate(body.scans):
-            if s.stream_time is not None:
-                rows.append((s.product, s.stream_time))
-            elif origin is None:
+            if s.stream_time is None and origin is None:
                 return JSONResponse({"error": f"scans[{i}]: stream {stream!r} has no wall clock (not a live "
                                               f"camera); give stream_time instead of time"}, status_code=422)
-            else:
-                rows.append((s.product, s.time - origin))
+            t = s.stream_time if s.stream_time is not None else s.time - origin
+            if t > latest:
+                return JSONResponse({"error": f"scans[{i}]: at stream time {t:.6g} s, more than {MAX_AHEAD_S:g} s "
+                                              f"ahead of the stream (at {latest - MAX_AHEAD_S:.6g} s): check the "
+                                              f"till's clock"}, status_code=422)
+            rows.append((s.product, t))
         try:
             new = service.add_pos_scans(stream, rows)
         except PosScanError as err:

@@ -156,6 +156,12 @@ def nasties(base: str, tally: Tally) -> list[dict[str, Any]]:
          {"json": {"queries": [{"type": "object", "activity": 0, "start": 0, "end": 60}] * 65}}),
         ("wrong content type", "POST", act, {"content": b"start=0&end=1",
                                              "headers": {"content-type": "application/x-www-form-urlencoded"}}),
+        ("NaN till scan time", "POST", "/v1/streams/default/scans",
+         {"content": b'{"scans": [{"product": "apple", "stream_time": NaN}]}', "headers": {"content-type": "application/json"}}),
+        ("1001 till scans", "POST", "/v1/streams/default/scans",
+         {"json": {"scans": [{"product": "apple", "stream_time": 1.0}] * 1001}}),
+        ("huge till scan time", "POST", "/v1/streams/default/scans",
+         {"json": {"scans": [{"product": "apple", "stream_time": 1e308}]}}),
         ("unknown path", "GET", "/v1/nothing", {}),
         ("wrong method", "DELETE", "/v1/status", {}),
     ]
@@ -212,7 +218,12 @@ def _length(data: bytes) -> int:
 def run(quick: bool, workdir: Path, log=print, n_requests: int | None = None) -> dict[str, Any]:
     target = n_requests if n_requests is not None else (200 if quick else 1000)
     t0 = time.monotonic()
-    rt = RunProcess(["--source", SOURCE, "--keep-serving", "--duration", "120"], Path(workdir), name="fuzz")
+    # alerts on, with the till's scans: their routes answer with a real service behind them
+    config = Path(workdir) / "fuzz.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("alerts:\n  scans: pos\n  rules: {bagged_without_scan: {}}\n")
+    rt = RunProcess(["--config", str(config), "--source", SOURCE, "--keep-serving", "--duration", "120"],
+                    Path(workdir), name="fuzz")
     tally = Tally()
     res: dict[str, Any] = {}
     try:
