@@ -28,7 +28,7 @@ def _draft(i: int) -> dict:
 
 
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, request):
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); the dashboard test needs a browser")
     if sync_playwright is None:
@@ -44,7 +44,8 @@ def served(tmp_path):
         rt = Runtime(engine, state_dir=tmp_path / "state")
         app = create_app(rt)
         hub = app.app.state.streams
-        hub.alerts = AlertService(AlertSettings.model_validate({"rules": {"bagged_without_scan": {}}}),
+        settings = {"rules": {"bagged_without_scan": {}}, **getattr(request, "param", {})}
+        hub.alerts = AlertService(AlertSettings.model_validate(settings),
                                   tmp_path / "state", registry=hub.metrics.registry, evaluate=False)
         sock = bind("127.0.0.1", 0)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
@@ -84,5 +85,22 @@ def test_alerts_appear_live_and_ack(served):
             time.sleep(0.1)
         assert alerts.outbox.get(second.id).status == "acked" and alerts.outbox.get(first.id).status == "open"
         expect(page.locator("#alerts-count")).to_have_text("1 open", timeout=10_000)
+        assert errors == []
+        browser.close()
+
+
+@pytest.mark.parametrize("served", [{"scans": "pos"}], indirect=True)
+def test_the_panel_says_whether_the_till_is_sending(served):
+    # with the till's scans, a feed that stops makes every bag look unscanned: staff see its last read
+    url, alerts = served
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        expect(page.locator("#alerts-delivery")).to_contain_text("no scans from the till yet", timeout=20_000)
+        alerts.add_pos_scans("default", [("apple", 3.0), ("bread", 5.0)])
+        expect(page.locator("#alerts-delivery")).to_contain_text("2 scans from the till, the last", timeout=20_000)
         assert errors == []
         browser.close()

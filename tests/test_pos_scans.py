@@ -1,5 +1,6 @@
 """The till's scans (``alerts.scans: pos``): the store (edge_runtime/alerts/pos_scans.py), POST
 /v1/streams/{stream}/scans, and the evaluation handing them to the rules."""
+import time
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,8 @@ def test_post_scans_stores_them_and_says_what_it_cannot_name(app, tmp_path):
         assert held == {"stream": rt.name, "scans": [{"product": "milk_carton", "stream_time": 12.5, "time": None},
                                                      {"product": "SKU-000123", "stream_time": 14.0, "time": None}]}
         st = client.get("/v1/status").json()["alerts"]
-        assert st["scans"] == "pos" and st["pos_scans_received"] == 2
+        assert st["scans"] == "pos" and st["pos_scans_received"] == 2 and time.time() - st["pos_scans_last_at"] < 60
+        assert f'lvm_alerts_pos_scans_total{{stream="{rt.name}"}} 2.0' in client.get("/metrics").text
         # a file or demo stream has no wall clock: a unix time cannot be placed on it
         assert "no wall clock" in _error(client.post(url, json={"scans": [{"product": "apple", "time": 1.8e9}]}), 422)
         rt.wall_origin = 1.8e9 - 100.0   # a live camera's stream time 0

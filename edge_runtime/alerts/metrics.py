@@ -15,3 +15,6 @@ class AlertMetrics:
                                       "1 while every stream's MQTT connection is up", registry=r)
         self.evaluation_errors = Counter("lvm_alerts_evaluation_errors", "Rule evaluations that failed",
                                          ["stream"], registry=r)
+        # with alerts.scans pos: a feed that stops while the lane streams makes every bag an alert
+        self.pos_scans = Counter("lvm_alerts_pos_scans", "New till scans received (alerts.scans pos)",
+                                 ["stream"], registry=r)

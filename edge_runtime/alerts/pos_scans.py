@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -45,6 +46,7 @@ class PosScans:
         self._lock = threading.Lock()
         self._db = open_db(self.path, SCHEMA, warn or (lambda msg: None), "till scans")
         self.received = 0
+        self.last_received_at: float | None = None  # unix time of the last add that brought a new scan
 
     def add(self, stream: str, scans: Iterable[tuple[str, float]]) -> int:
         """Store a stream's scans; -> how many were new (a scan sent again, same product and time, is
@@ -69,6 +71,8 @@ class PosScans:
             except sqlite3.Error as err:
                 raise PosScanError(f"{self.path.name}: {' '.join(str(err).split())}") from None
         self.received += new
+        if new:
+            self.last_received_at = time.time()
         return new
 
     def recent(self, stream: str, since: float) -> list[Event]:

@@ -207,7 +207,7 @@ class AlertService:
             since = cov["end"] - KEEP_S
             demo_till = [r for r in getattr(runtime, "till_reads", lambda until: [])(cov["end"]) if r[1] >= since]
             if demo_till:  # a demo:// stream brings its checkout's till
-                self.pos.add(runtime.name, demo_till)
+                self.add_pos_scans(runtime.name, demo_till)
             till = self.pos.recent(runtime.name, since)
         out = []
         for draft in engine.evaluate(events, cov["end"], till):
@@ -237,7 +237,9 @@ class AlertService:
         file cannot be written."""
         if self.pos is None:
             raise ValueError("this runtime does not take the till's scans (set alerts.scans: pos in its config)")
-        return self.pos.add(stream, scans)
+        new = self.pos.add(stream, scans)
+        self.metrics.pos_scans.labels(stream=stream).inc(new)
+        return new
 
     # -- reading ---------------------------------------------------------------------------------
     def list(self, **filters) -> list[tuple[int, Alert]]:
@@ -258,7 +260,8 @@ class AlertService:
                           **({"connected": self.mqtt.connected} if s is self.mqtt else {})})
         return {"enabled": self.settings.enabled, "note": self.note, "site": self.site,
                 "rules": self.settings.rule_names(), "scans": self.settings.scans,
-                "pos_scans_received": self.pos.received if self.pos is not None else None, "pending": sum(pending.values()), **counts,
+                "pos_scans_received": self.pos.received if self.pos is not None else None,
+                "pos_scans_last_at": self.pos.last_received_at if self.pos is not None else None, "pending": sum(pending.values()), **counts,
                 "broker": self.mqtt.status() if self.mqtt is not None else None, "sinks": sinks,
                 "evaluations": self.evaluations, "last_error": self.last_error or self.outbox.last_error}
 

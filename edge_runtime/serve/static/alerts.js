@@ -22,6 +22,11 @@ function deliveryLine(st) {
   const parts = [];
   if (st.note) parts.push(st.note);
   if (st.broker) parts.push(`broker ${st.broker.connected ? "connected" : "not connected"}`);
+  if (st.scans === "pos") {  // the till's feed: if it stops, every bag looks unscanned
+    const ago = st.pos_scans_last_at ? Math.round(Date.now() / 1000 - st.pos_scans_last_at) : null;
+    parts.push(ago === null ? "no scans from the till yet"
+      : `${st.pos_scans_received} scans from the till, the last ${ago < 120 ? ago + " s" : Math.round(ago / 60) + " min"} ago`);
+  }
   if (st.pending) parts.push(`${st.pending} waiting for delivery`);
   const err = st.last_error || (st.broker && !st.broker.connected && st.broker.last_error);
   if (err) parts.push(err);
