@@ -3,6 +3,7 @@ the runtime appear while the page polls, a new one marked, and Ack acknowledges 
 why, where chromium or Playwright is missing."""
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,15 +61,25 @@ def served(tmp_path, request):
             rt.close()
 
 
+@contextmanager
+def dashboard(url: str):
+    """The dashboard open in headless chromium -> (page, the page's script errors so far)."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            yield page, errors
+        finally:
+            browser.close()
+
+
 def test_alerts_appear_live_and_ack(served):
     url, alerts = served
     first = alerts.raise_alert(_draft(1), stream="default")[0]
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/")
+    with dashboard(url) as (page, errors):
         expect(page.locator(f"#alerts li[data-id='{first.id}']")).to_be_visible(timeout=20_000)
         assert page.locator("#alerts li.new").count() == 0  # what was there at load is not "new"
         expect(page.locator("#alerts-count")).to_have_text("1 open")
@@ -86,21 +97,14 @@ def test_alerts_appear_live_and_ack(served):
         assert alerts.outbox.get(second.id).status == "acked" and alerts.outbox.get(first.id).status == "open"
         expect(page.locator("#alerts-count")).to_have_text("1 open", timeout=10_000)
         assert errors == []
-        browser.close()
 
 
 @pytest.mark.parametrize("served", [{"scans": "pos"}], indirect=True)
 def test_the_panel_says_whether_the_till_is_sending(served):
     # with the till's scans, a feed that stops makes every bag look unscanned: staff see its last read
     url, alerts = served
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/")
+    with dashboard(url) as (page, errors):
         expect(page.locator("#alerts-delivery")).to_contain_text("no scans from the till yet", timeout=20_000)
         alerts.add_pos_scans("default", [("apple", 3.0), ("bread", 5.0)])
         expect(page.locator("#alerts-delivery")).to_contain_text("2 scans from the till, the last", timeout=20_000)
         assert errors == []
-        browser.close()

@@ -261,7 +261,8 @@ class AlertService:
         return {"enabled": self.settings.enabled, "note": self.note, "site": self.site,
                 "rules": self.settings.rule_names(), "scans": self.settings.scans,
                 "pos_scans_received": self.pos.received if self.pos is not None else None,
-                "pos_scans_last_at": self.pos.last_received_at if self.pos is not None else None, "pending": sum(pending.values()), **counts,
+                "pos_scans_last_at": self.pos.last_received_at if self.pos is not None else None,
+                "pending": sum(pending.values()), **counts,
                 "broker": self.mqtt.status() if self.mqtt is not None else None, "sinks": sinks,
                 "evaluations": self.evaluations, "last_error": self.last_error or self.outbox.last_error}
 

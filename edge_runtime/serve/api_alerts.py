@@ -26,6 +26,7 @@ from edge_runtime.alerts.outbox import OutboxError
 from edge_runtime.alerts.pos_scans import PosScanError
 from edge_runtime.alerts.record import Alert
 from edge_runtime.alerts.service import NO_RULES, no_alerts_status
+from edge_runtime.serve.run_state import StreamError
 
 MAX_PAGE = 500
 MAX_AHEAD_S = 3600.0   # how far past the stream's newest frame a till's read may be
@@ -99,17 +100,23 @@ def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
             return JSONResponse({"error": f"no alert with id {shown!r}"}, status_code=404)
         return alert
 
+    def lane_till(stream: str):
+        """(the stream's runtime, the alert service) where this runtime takes the till's scans; a one-line
+        404 for an unknown stream, 409 where it does not take them."""
+        rt = hub.get(stream)
+        service = getattr(hub, "alerts", None)
+        if service is None or service.pos is None:
+            raise StreamError("this runtime does not take the till's scans (set alerts.scans: pos and a rule "
+                              "in its config)", 409)
+        return rt, service
+
     @api.get("/v1/streams/{stream}/scans", tags=["alerts"], dependencies=guarded,
              responses={404: {"description": "no such stream"},
                         409: {"description": "this runtime does not take the till's scans"}})
     def list_pos_scans(stream: Annotated[str, Path(max_length=64, description="the lane's stream name")]
                        ) -> dict[str, Any]:
         """The till's scans this runtime holds for a lane (the last 15 minutes), oldest first, in stream seconds."""
-        rt = hub.get(stream)  # 404 an unknown stream
-        service = getattr(hub, "alerts", None)
-        if service is None or service.pos is None:
-            return JSONResponse({"error": "this runtime does not take the till's scans "
-                                          "(set alerts.scans: pos and a rule in its config)"}, status_code=409)
+        rt, service = lane_till(stream)
         origin = getattr(rt, "wall_origin", None)
         return {"stream": stream, "scans": [{"product": e.product, "stream_time": e.start,
                                              "time": None if origin is None else origin + e.start}
@@ -123,11 +130,7 @@ def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
         """The till's scans of a lane, as its point-of-sale system reads them: what the rules judge bags
         and handlings over the scanner against, with ``alerts.scans: pos``. A scan sent again (same
         product and time) is kept once."""
-        rt = hub.get(stream)  # 404 an unknown stream
-        service = getattr(hub, "alerts", None)
-        if service is None or service.pos is None:
-            return JSONResponse({"error": "this runtime does not take the till's scans "
-                                          "(set alerts.scans: pos and a rule in its config)"}, status_code=409)
+        rt, service = lane_till(stream)
         origin = getattr(rt, "wall_origin", None)
         # a read far ahead of the stream is a wrong clock, and would push every real read out of the store
         latest = (rt.engine.coverage.get("end") or 0.0) + MAX_AHEAD_S

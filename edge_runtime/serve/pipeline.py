@@ -326,10 +326,10 @@ class Runtime(Intake):
         """A demo stream's till: (product, stream seconds) of each good scanner read up to ``until``,
         what the alert service takes as the point-of-sale feed with ``alerts.scans: pos``; [] for
         other sources (a real till POSTs to /v1/streams/<name>/scans)."""
-        till, first = self._till, self._t_first
-        if till is None or first is None:
+        if self._till is None or self._t_first is None:
             return []
-        return [(p, self._source_time(t)) for p, t in till() if self._source_time(t) <= until]
+        reads = [(p, self._source_time(t)) for p, t in self._till()]
+        return [(p, t) for p, t in reads if t <= until]
 
     @property
     def source_problem(self) -> str | None:
