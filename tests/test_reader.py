@@ -133,6 +133,35 @@ def test_no_confidence_block_smaller_than_min_block_even_at_the_top():
     assert calibrated([0.99], [xs, ps])[0] < 0.5
 
 
+def test_right_model_learns_that_a_close_runner_up_makes_an_answer_doubtful():
+    """Time answers whose second-ranked event is almost as supported as the first are right half the
+    time, clear ones nearly always: the fitted model weighs the runner-up's support against the answer
+    and the confidence tells the two apart, where the support alone (equal for both) cannot."""
+    from edge_runtime.query.reader_answers import confidence, right_features
+    from export.train.reader_calibration import fit_right_model
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    p1 = rng.uniform(0.3, 0.9, n)
+    close = rng.uniform(0, 1, n) < 0.5
+    p2 = np.where(close, p1 * 0.95, p1 * 0.1)
+    iv = np.zeros((n, 5, 3))
+    iv[:, 0] = np.c_[np.zeros(n), np.full(n, 4.0), p1]
+    iv[:, 1, 2] = p2
+    hit = rng.uniform(0, 1, n) < np.where(close, 0.5, 0.95)
+    model = fit_right_model(right_features(iv), hit)
+    assert model["features"] == ["support", "next_support", "log1p_length_s"]
+    assert model["weights"][1] < 0 < model["weights"][0]
+    curve = fit_calibration(right_features(iv) @ model["weights"] + model["bias"], hit)
+    fit = {"right": fit_calibration(p1, hit), "right_model": {**model, "right": curve}}
+    conf = confidence(p1, iv, fit)
+    assert abs(conf[close].mean() - 0.5) < 0.08 and abs(conf[~close].mean() - 0.95) < 0.05
+    # without a model (calibrations fitted before it) the curve reads the evidence itself
+    assert confidence([0.8], iv[:1], {"right": [[0.0, 1.0], [0.0, 1.0]]})[0] == pytest.approx(0.8)
+    # too few wrong answers to fit from: no model
+    assert fit_right_model(right_features(iv[:100]), np.ones(100, bool)) is None
+
+
 def test_prior_weight_follows_the_window_length():
     from edge_runtime.query.reader_answers import prior_weight_for
 

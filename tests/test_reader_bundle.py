@@ -147,6 +147,15 @@ def test_onnx_matches_pytorch_on_real_memories(tiny_bundle):
     (lambda m: m["answers"].update(kind="oracle"), "answers.kind 'oracle' is not one of heads, reader"),
     (lambda m: m["answers"].pop("reader"), "answers.reader is missing"),
     (lambda m: m["answers"]["reader"]["calibration"].pop("time"), "answers.reader.calibration needs"),
+    (lambda m: m["answers"]["reader"]["calibration"]["time"].update(
+        right_model={"features": ["support", "margin"], "weights": [1.0, 1.0], "bias": 0.0}),
+     "answers.reader.calibration.time: right_model must read the features"),
+    (lambda m: m["answers"]["reader"]["calibration"]["object"].update(
+        right_model={"features": ["support", "next_support", "log1p_length_s"], "weights": [1.0, "x", 1.0], "bias": 0}),
+     "answers.reader.calibration.object: right_model needs 3 finite weights and a finite bias"),
+    (lambda m: m["answers"]["reader"]["calibration"]["time"].update(
+        right_model={"features": ["support", "next_support", "log1p_length_s"], "weights": [1.0, 0.0, 1.0], "bias": 0}),
+     "answers.reader.calibration.time: right_model needs its right curve"),
     (lambda m: m["graphs"]["reader"]["outputs"].pop(), "reader graph lacks output(s) span"),
     (lambda m: m["answers"]["reader"].update(prior_weight_by_window=[[300, 1.0], [0, 0.3]]),
      "answers.reader.prior_weight_by_window needs [window seconds > 0, weight >= 0] pairs"),

@@ -24,7 +24,7 @@ from edge_runtime.engine.snapshot import SNAPSHOT_NAME
 from edge_runtime.engine.stream_state import FACT_KEY, FACT_NAMES, MissingFacts
 from edge_runtime.memory.token_memory import MEMORY_INPUTS
 from edge_runtime.query import reader_query
-from edge_runtime.query.reader_answers import calibrated, reader_answers
+from edge_runtime.query.reader_answers import calibrated, confidence, reader_answers
 from edge_runtime.query.types import BY_NAME
 from edge_runtime.serve.api import create_app
 from edge_runtime.serve.pipeline import Runtime
@@ -158,11 +158,11 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
     want = reader_answers([r["type"] for r in reqs], win.numpy(), sc.numpy(), iv.numpy(), kb.numpy(),
                           object_fps=eng.cfg.stream.object_fps, prior=meta["prior"],
                           prior_weight=sec["prior_weight"], prior_weight_by_window=sec.get("prior_weight_by_window"))
-    for r, g, w, e in zip(reqs, got, want, ev.numpy()):
+    for r, g, w, e, i in zip(reqs, got, want, ev.numpy(), iv.numpy()):
         assert g["answered_by"] == "reader" and g["status"] in ("answered", "not_seen")
         cal = cal_all[r["type"]]
         assert g["p_seen"] == pytest.approx(float(calibrated(e, cal["seen"])), abs=2e-3)
-        assert g["confidence"] == pytest.approx(float(calibrated(e, cal["right"])), abs=2e-3)
+        assert g["confidence"] == pytest.approx(float(confidence([e], i[None], cal)[0]), abs=2e-3)
         assert (g["status"] == "not_seen") == (g["p_seen"] < sec["not_seen_below"])
         if r["type"] == "activity":
             np.testing.assert_allclose(g["scores"], w["scores"], atol=1e-4)

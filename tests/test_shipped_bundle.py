@@ -34,6 +34,27 @@ def test_manifest_names_the_shipped_reader_by_hash():
         "re-export it with `lvm-export --precision fp32`")
 
 
+def test_a_time_answer_with_a_close_runner_up_is_less_confident():
+    """The shipped calibration's time confidence reads the next ranked answer's support: the same best
+    support with a runner-up almost as strong (either event may be the asked one) is trusted less, and a
+    what-happened event keeps the support's own p(right) whatever the runner-up."""
+    import numpy as np
+
+    from edge_runtime.query.happened import event_confidence
+    from edge_runtime.query.reader_query import judge
+
+    sec = load_bundle(BUNDLE, verify=False).reader
+    assert sec["calibration"]["time"].get("right_model"), "the shipped reader has no right_model: recalibrate it"
+    clear = np.array([[100.0, 104.0, 0.8], [300.0, 304.0, 0.05], [500.0, 504.0, 0.02]])
+    close = clear.copy()
+    close[1, 2] = 0.75
+    sure, doubtful = (judge({}, "time", 0.8, iv, sec)["confidence"] for iv in (clear, close))
+    assert doubtful < sure
+    engine = type("E", (), {"reader_section": sec})()
+    assert event_confidence(engine, 0.8) == pytest.approx(
+        float(np.interp(0.8, *sec["calibration"]["time"]["right"])), abs=1e-9)
+
+
 def test_bundle_loads_with_every_file_matching_its_hash():
     bundle = load_bundle(BUNDLE, verify=True)
     assert (bundle.model, bundle.precision) == ("lvm-tiny", "fp32")

@@ -21,6 +21,7 @@ from typing import Any
 
 from edge_runtime.backends.base import TensorMeta
 from edge_runtime.config import ConfigError, ModelConfig, model_config_from_dict
+from edge_runtime.query.reader_answers import right_model_problem
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -276,6 +277,8 @@ def _check_reader(cfg: ModelConfig, sec: Any, graphs: dict[str, GraphInfo], wher
             _curve(cal[t].get(c)) for c in ("seen", "right")) for t in ("activity", "object", "time")):
         raise BundleError(f"{where}: answers.reader.calibration needs seen and right curves ([[x...], [p...]]) "
                           f"for activity, object and time")
+    if bad := [f"{t}: {p}" for t in ("activity", "object", "time") if (p := right_model_problem(cal[t].get("right_model")))]:
+        raise BundleError(f"{where}: answers.reader.calibration.{bad[0]}")
     n_tok = m + _timeline_tokens(cfg, sec.get("timeline"), where)  # the answer step reads memory + timeline
     # None: a named (dynamic) axis
     expect = {("reader", "mem"): (None, m, d), ("reader", "ident"): (None, m, E),

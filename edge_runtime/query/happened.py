@@ -21,9 +21,10 @@ runs each in answer-graph calls of at most ``max_queries_per_call`` rows: about 
    the candidates (the reader's activity ranking is only about 57 % right at rank 1 on 5-minute
    windows: with rank 1 alone, half the events found with the top 5 were missed on the tuning videos).
 2. a time query per (product, candidate activity, picture): its calibrated p_seen decides whether the
-   pair happened (below the bundle's ``not_seen_below`` it did not), its calibrated p(right) is the
-   event's confidence; its intervals become events, the second and third at the confidence scaled
-   by their support relative to the first. Events below ``min_confidence`` are dropped.
+   pair happened (below the bundle's ``not_seen_below`` it did not), p(right) calibrated on its best
+   interval's support is the event's confidence (``event_confidence``); its intervals become events,
+   the second and third at the confidence scaled by their support relative to the first. Events below
+   ``min_confidence`` are dropped.
 3. an object query per event over its interval: the box nearest its middle (the object query takes
    an activity, not a product: with two products under the same activity at once, the box is of one).
 Events of one product and activity that overlap (or touch, within ``MERGE_GAP_S``) are merged into one;
@@ -45,6 +46,7 @@ from edge_runtime.query.by_product import combine
 from edge_runtime.query.check import QueryError, activity_id
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.events import Event
+from edge_runtime.query.reader_answers import calibrated
 
 # chosen on heldout_video(seed 1, i 0..1) (tools/accuracy/happened_eval.py --eval-seed 1 --sweep,
 # docs/accuracy/happened_tuning.json) for the shipped bundle: the best event F1 of the sweep, also
@@ -156,6 +158,12 @@ def one_product_each(events: list[Event], tiou: float = EXCLUSIVE_TIOU) -> list[
     return sorted(kept, key=lambda e: (e.start, -e.confidence, e.product))
 
 
+def event_confidence(engine: Any, support: float) -> float:
+    """An event's confidence: calibrated p(right) of its time answer's support (the curve fitted on the
+    support alone; see RIGHT_FEATURES in reader_answers for why not the answer's own confidence)."""
+    return float(np.clip(calibrated([support], engine.reader_section["calibration"]["time"]["right"])[0], 0.0, 1.0))
+
+
 def what_happened(target: Any, stream: str | None, window: Any, *, activities: list[Any] | None = None,
                   min_confidence: float | None = None, catalog: Any = None) -> list[Event]:
     """The events of ``window`` (see the module docstring)."""
@@ -200,8 +208,9 @@ def what_happened(target: Any, stream: str | None, window: Any, *, activities: l
         if a.get("status") in SKIPPED or not a.get("intervals") or a.get("confidence") is None:
             continue
         top = max(float(a["intervals"][0][2]), 1e-9)
+        first = event_confidence(engine, top)
         for s, e, p in a["intervals"]:
-            conf = float(a["confidence"]) * min(1.0, float(p) / top)
+            conf = first * min(1.0, float(p) / top)
             if conf >= floor and e > s:
                 found.append((name, act, float(s), float(e), round(conf, 4), _tracks(a)))
 

@@ -5,7 +5,8 @@ Which answers an engine gives is ``answers``: "reader" (the bundle must carry th
 (the query heads, which re-encode the memory per query), or "auto" (the reader when the bundle has
 one). The reader's section of the bundle manifest (``answers.reader``) holds what turns its raw
 outputs into answers: the class prior and its weight (activity ranking), and per query type two
-monotone calibration curves of the answer's evidence, p(seen) and p(right).
+monotone calibration curves, p(seen) of the answer's evidence and p(right) of the evidence or, for
+time and object answers, of a score of the ranked answers' supports and length (``right_model``).
 
 Judging: ``p_seen`` = calibrated p(seen), ``confidence`` = calibrated p(right); a query whose
 p(seen) is below ``not_seen_below`` gets status "not_seen" and a message, whatever the coverage
@@ -21,7 +22,7 @@ import numpy as np
 from edge_runtime.backends.bundle import BundleError
 from edge_runtime.engine.stream_state import FACT_NAMES, Committed
 from edge_runtime.query.coverage import NOT_SEEN, inside_any
-from edge_runtime.query.reader_answers import calibrated, reader_answers
+from edge_runtime.query.reader_answers import calibrated, confidence, reader_answers
 from edge_runtime.query.types import BY_NAME
 
 ANSWER_CHOICES = ("auto", "reader", "heads")
@@ -116,12 +117,14 @@ def tracks_read(snap: Committed, window: tuple[float, float]) -> list[str]:
     return ["memory", "timeline"]
 
 
-def judge(answer: dict[str, Any], qtype: str, evidence: float, section: dict[str, Any]) -> dict[str, Any]:
-    """p_seen, confidence and, below ``not_seen_below``, status "not_seen" with its message."""
+def judge(answer: dict[str, Any], qtype: str, evidence: float, intervals, section: dict[str, Any]) -> dict[str, Any]:
+    """p_seen (from the evidence), confidence (the evidence, or the ranked ``intervals`` (K, 3) the answer
+    step gave, as its calibration says: ``confidence``) and, below ``not_seen_below``, status "not_seen"
+    with its message."""
     cal = section["calibration"][qtype]
     p_seen = float(np.clip(calibrated(evidence, cal["seen"]), 0.0, 1.0))
     answer["p_seen"] = round(p_seen, 6)
-    answer["confidence"] = round(float(np.clip(calibrated(evidence, cal["right"]), 0.0, 1.0)), 6)
+    answer["confidence"] = round(float(confidence([evidence], np.asarray(intervals)[None], cal)[0]), 6)
     if p_seen < float(section["not_seen_below"]):
         answer["status"] = "not_seen"
         answer["message"] = NOT_SEEN

@@ -1,7 +1,8 @@
 """The memory reader's answers on whole memories, and their calibration (used by the reader stage after
 training, and by tools/accuracy/reader_eval.py): the weight of the class prior in activity answers,
-per query window length, then per query type isotonic fits of p(seen) (present vs absent queries) and p(right) on the answer
-step's raw evidence.
+per query window length, then per query type isotonic fits of p(seen) (present vs absent queries) on the answer
+step's raw evidence and of p(right) on it, and for object and time answers p(right) of a logistic score of the
+ranked answers' supports and length too (``fit_right_model``: the answers' confidence).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from edge_runtime.checkout.queries import WINDOWS
 from edge_runtime.checkout.absent_queries import is_absent
 from edge_runtime.checkout.metrics import score_query
 from edge_runtime.memory.timeline import FACT_NAMES
-from edge_runtime.query.reader_answers import fit_calibration, reader_answers
+from edge_runtime.query.reader_answers import (RIGHT_FEATURES, RIGHT_MODEL_TYPES, fit_calibration, model_score,
+                                               reader_answers, right_features)
 from edge_runtime.query.types import BY_NAME
 from export.model.reader import AnswerStep, MemoryReader
 
@@ -27,7 +29,7 @@ def run_answer_step(reader: MemoryReader, answer: AnswerStep, mem, basis, sv, qu
                     crop_tokens: dict[int, torch.Tensor] | torch.Tensor, crop_ids=None, cfg=None, prior=None,
                     prior_weight: float = 1e-4, timeline: dict | None = None, prior_weight_by_window=None):
     """Facts of one memory (and ``timeline``'s tokens beside them: fact name -> (n, ...) and "t"),
-    then every query -> (answer dicts, evidence (Q,), facts seconds, answer seconds)."""
+    then every query -> (answer dicts, evidence (Q,), intervals (Q, K, 3), facts seconds, answer seconds)."""
     t0 = time.perf_counter()
     facts = [x[0] for x in reader(*mem, basis, sv)]
     mem_t, mem_valid = mem[1][0], mem[3][0]
@@ -52,7 +54,7 @@ def run_answer_step(reader: MemoryReader, answer: AnswerStep, mem, basis, sv, qu
     ans = reader_answers([q.type for q in queries], win.numpy(), sc.numpy(), iv.numpy(), kb.numpy(),
                          object_fps=cfg.stream.object_fps, prior=prior, prior_weight=prior_weight,
                          prior_weight_by_window=prior_weight_by_window)
-    return ans, ev.numpy(), t1 - t0, t2 - t1
+    return ans, ev.numpy(), iv.numpy(), t1 - t0, t2 - t1
 
 
 def is_hit(q: Query, a: dict) -> bool:
@@ -95,7 +97,7 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
             aq = [q for q in qs if q.type == "activity" and not is_absent(q)]
             if not aq:  # a memory early in a video may have seen no activity query's whole window
                 continue
-            ans, _, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], aq, v.crop_tokens,
+            ans, _, _, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], aq, v.crop_tokens,
                                            v.crop_ids, cfg, prior, pw, tl_at(v, s))
             for q, a in zip(aq, ans):
                 recall[pw].setdefault(_window_of(q), []).append(score_query(q, a)["recall@1x"])
@@ -105,23 +107,53 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
     best = (best, pooled[best])
     by_window = [[w, max(PRIOR_WEIGHTS, key=lambda pw: (mean(recall[pw].get(w, [])) - 1e-9 * PRIOR_WEIGHTS.index(pw)))]
                  for w in sorted({w for r in recall.values() for w in r})]
-    ev, seen, hit, types = [], [], [], []
+    ev, feats, seen, hit, types = [], [], [], [], []
     for v, s, mem, qs in runs:
-        ans, e, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], qs, v.crop_tokens,
-                                       v.crop_ids, cfg, prior, best[0], tl_at(v, s), by_window)
+        ans, e, iv, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], qs, v.crop_tokens,
+                                           v.crop_ids, cfg, prior, best[0], tl_at(v, s), by_window)
+        feats.append(right_features(iv))
         for q, a, x in zip(qs, ans, e):
             ev.append(x)
             seen.append(0.0 if is_absent(q) else 1.0)
             hit.append(1.0 if is_hit(q, a) else 0.0)
             types.append(q.type)
     ev, seen, hit, types = np.asarray(ev), np.asarray(seen), np.asarray(hit), np.asarray(types)
+    feats = np.concatenate(feats) if feats else np.zeros((0, len(RIGHT_FEATURES)))
     out = {"prior_weight": best[0], "calib_activity_r1": round(best[1], 4), "prior_weight_by_window": by_window,
            "calib_activity_r1_by_window": {str(w): round(mean(recall[pw].get(w, [])), 4) for w, pw in by_window}}
     for t in TYPE_IDS:
         k = types == t
-        out[t] = {"seen": fit_calibration(ev[k], seen[k]), "right": fit_calibration(ev[k], hit[k]), "queries": int(k.sum()),
-                  "absent": int((seen[k] == 0).sum())}
+        model = fit_right_model(feats[k], hit[k]) if t in RIGHT_MODEL_TYPES else None
+        out[t] = {"seen": fit_calibration(ev[k], seen[k]), "right": fit_calibration(ev[k], hit[k]),
+                  "queries": int(k.sum()), "absent": int((seen[k] == 0).sum())}
+        if model is not None:  # p(right) of the model's score: isotonic too, so its blocks keep their rates honest
+            out[t]["right_model"] = {**model, "right": fit_calibration(model_score(feats[k], model), hit[k])}
     return out
+
+
+def fit_right_model(features: np.ndarray, hit: np.ndarray, l2: float = 1e-3, min_each: int = 20) -> dict | None:
+    """Logistic regression of right (``hit``) on RIGHT_FEATURES (torch's L-BFGS on standardised
+    features, a light L2 penalty; weights returned for the raw features) -> a calibration's
+    "right_model", or None with fewer than ``min_each`` right or wrong answers to fit from."""
+    y = np.asarray(hit, np.float64)
+    if len(y) == 0 or min(y.sum(), len(y) - y.sum()) < min_each:
+        return None
+    x = np.asarray(features, np.float64)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    X, Y = torch.tensor((x - mu) / sd), torch.tensor(y)
+    w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def loss():
+        opt.zero_grad()
+        out = torch.nn.functional.binary_cross_entropy_with_logits(X @ w + b, Y) + l2 * (w * w).sum()
+        out.backward()
+        return out
+    opt.step(loss)
+    weights = w.detach().numpy() / sd
+    return {"features": list(RIGHT_FEATURES), "weights": [round(float(v), 6) for v in weights],
+            "bias": round(float(b.detach()) - float((weights * mu).sum()), 6)}
 
 
 def _window_of(q: Query) -> float:

@@ -51,7 +51,7 @@ def main() -> None:
     from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
     from edge_runtime.checkout.metrics import aggregate, score_query
     from edge_runtime.query.answers import decode_answers
-    from edge_runtime.query.reader_answers import calibrated
+    from edge_runtime.query.reader_answers import calibrated, confidence
     from export.dataset.video_data import token_cache_dir
     from export.evaluate.scoring import (
         _head_batch,
@@ -78,7 +78,7 @@ def main() -> None:
     print(f"{len(videos)} held-out videos ready in {time.time() - t0:.0f} s (looks {[v.video.look for v in videos]})",
           flush=True)
     prior = prior_ranking(cfg, meta, videos)
-    present, heads_ans, reader_ans, all_q, all_ans, all_ev, ident_hits = [], [], [], [], [], [], []
+    present, heads_ans, reader_ans, all_q, all_ans, all_ev, all_iv, ident_hits = [], [], [], [], [], [], [], []
     lat = {"heads_ms": [], "answer_ms": [], "commit_ms": [], "answer_ort_ms": [], "commit_ort_ms": []}
     ort_graphs = None if args.no_onnx else export_graphs(reader, answer, cfg)
     rng = np.random.default_rng(args.seed + 104729)
@@ -94,9 +94,9 @@ def main() -> None:
                 heads_ans.extend(decode_answers(_head_batch(qb), _run_heads(net, mem, svd, qb),
                                                 object_fps=cfg.stream.object_fps))
             qs = list(v.queries) + absent
-            ans, ev, commit_s, _ = run_answer_step(reader, answer, mem, basis, sv, qs, v.crop_tokens, cfg=cfg,
-                                                   prior=rmeta["prior"], prior_weight=cal.get("prior_weight", 1e-4),
-                                                   prior_weight_by_window=cal.get("prior_weight_by_window"))
+            ans, ev, iv, commit_s, _ = run_answer_step(reader, answer, mem, basis, sv, qs, v.crop_tokens, cfg=cfg,
+                                                       prior=rmeta["prior"], prior_weight=cal.get("prior_weight", 1e-4),
+                                                       prior_weight_by_window=cal.get("prior_weight_by_window"))
             lat["commit_ms"].append(1e3 * commit_s)
             ident_hits.extend(identity_top1(reader, mem, basis, sv, v, cfg))
             # single-query timings: the facts are computed once (commit), then each query alone
@@ -127,6 +127,7 @@ def main() -> None:
         all_q.extend(qs)
         all_ans.extend(ans)
         all_ev.extend(ev.tolist())
+        all_iv.extend(iv)
         print(f"video {v.video_id}: {len(v.queries)} present + {len(absent)} absent queries", flush=True)
 
     res = {"prior": prior, "heads": score(present, heads_ans), "reader": score(present, reader_ans)}
@@ -139,7 +140,7 @@ def main() -> None:
     for t in NAMES:
         k = types == t
         p_seen[k] = calibrated(ev[k], cal[t]["seen"])
-        conf[k] = calibrated(ev[k], cal[t]["right"])
+        conf[k] = confidence(ev[k], np.asarray(all_iv)[k], cal[t])
     not_seen = p_seen < 0.5
     hit = np.array([is_hit(q, a) for q, a in zip(all_q, all_ans)])
     # counted as a miss when the reader says not_seen to a present query
