@@ -69,7 +69,8 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
     items, not imported here since that module imports this one): the weight of the class prior in
     activity answers (the best activity R@1x over ``PRIOR_WEIGHTS``: pooled, and per window length
     as ``prior_weight_by_window``, which the answers then use), then per query type fits of
-    p(seen) (present vs absent) and p(right), isotonic. ``timeline`` (a TimelineSpec; the videos then
+    p(seen) (present vs absent) and p(right), isotonic, and for object and time answers a ``right_model``
+    (``fit_right_model``) with its own p(right) curve. ``timeline`` (a TimelineSpec; the videos then
     carry their frame tokens): the answers read the timeline beside each memory, as the runtime does."""
     from export.train.timeline_tokens import video_timeline, window_tokens
 
@@ -97,8 +98,8 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
             aq = [q for q in qs if q.type == "activity" and not is_absent(q)]
             if not aq:  # a memory early in a video may have seen no activity query's whole window
                 continue
-            ans, _, _, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], aq, v.crop_tokens,
-                                           v.crop_ids, cfg, prior, pw, tl_at(v, s))
+            ans, _, _, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], aq,
+                                              v.crop_tokens, v.crop_ids, cfg, prior, pw, tl_at(v, s))
             for q, a in zip(aq, ans):
                 recall[pw].setdefault(_window_of(q), []).append(score_query(q, a)["recall@1x"])
     mean = lambda xs: float(np.mean(xs)) if xs else 0.0  # noqa: E731
