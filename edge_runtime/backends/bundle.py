@@ -21,7 +21,7 @@ from typing import Any
 
 from edge_runtime.backends.base import TensorMeta
 from edge_runtime.config import ConfigError, ModelConfig, model_config_from_dict
-from edge_runtime.query.reader_answers import right_model_problem
+from edge_runtime.query.reader_answers import is_curve, right_model_problem
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -274,7 +274,7 @@ def _check_reader(cfg: ModelConfig, sec: Any, graphs: dict[str, GraphInfo], wher
         raise BundleError(f"{where}: answers.reader.prior_weight_by_window needs [window seconds > 0, weight >= 0] pairs")
     cal = sec.get("calibration")
     if not isinstance(cal, dict) or not all(isinstance(cal.get(t), dict) and all(
-            _curve(cal[t].get(c)) for c in ("seen", "right")) for t in ("activity", "object", "time")):
+            is_curve(cal[t].get(c)) for c in ("seen", "right")) for t in ("activity", "object", "time")):
         raise BundleError(f"{where}: answers.reader.calibration needs seen and right curves ([[x...], [p...]]) "
                           f"for activity, object and time")
     if bad := [f"{t}: {p}" for t in ("activity", "object", "time") if (p := right_model_problem(cal[t].get("right_model")))]:
@@ -324,12 +324,6 @@ def _timeline_tokens(cfg: ModelConfig, tl: Any, where: str) -> int:
         raise BundleError(f"{where}: a timeline of {tl['horizon_s']:g} s cannot hold the longest query window "
                           f"({LONGEST_WINDOW_S:g} s)")
     return capacity
-
-
-def _curve(c: Any) -> bool:
-    """A calibration curve [[x...], [p...]]: two equally long, non-empty lists of numbers."""
-    return (isinstance(c, list) and len(c) == 2 and all(isinstance(v, list) and v for v in c)
-            and len(c[0]) == len(c[1]) and all(isinstance(x, (int, float)) for v in c for x in v))
 
 
 def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:

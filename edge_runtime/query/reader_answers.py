@@ -135,6 +135,12 @@ def confidence(evidence, intervals, fit: dict) -> np.ndarray:
     return np.clip(calibrated(model_score(right_features(intervals), model), model["right"]), 0.0, 1.0)
 
 
+def is_curve(c) -> bool:
+    """A calibration curve [[x...], [p...]]: two equally long, non-empty lists of numbers."""
+    return (isinstance(c, list) and len(c) == 2 and all(isinstance(v, list) and v for v in c)
+            and len(c[0]) == len(c[1]) and all(isinstance(x, (int, float)) for v in c for x in v))
+
+
 def right_model_problem(model) -> str | None:
     """What is wrong with a calibration's "right_model" (None: nothing, or no model)."""
     if model is None:
@@ -145,7 +151,6 @@ def right_model_problem(model) -> str | None:
     w, curve = model.get("weights"), model.get("right")
     if not (isinstance(w, list) and len(w) == len(RIGHT_FEATURES) and all(num(x) for x in w) and num(model.get("bias"))):
         return f"right_model needs {len(RIGHT_FEATURES)} finite weights and a finite bias"
-    if not (isinstance(curve, list) and len(curve) == 2 and all(isinstance(v, list) and v for v in curve)
-            and len(curve[0]) == len(curve[1]) and all(num(x) for v in curve for x in v)):
+    if not (is_curve(curve) and all(num(x) for v in curve for x in v)):
         return "right_model needs its right curve ([[score...], [p...]])"
     return None

@@ -137,10 +137,11 @@ def main() -> None:
     absent_m = np.array([is_absent(q) for q in all_q])
     p_seen = np.zeros(len(ev))
     conf = np.zeros(len(ev))
+    iv = np.asarray(all_iv)
     for t in NAMES:
         k = types == t
         p_seen[k] = calibrated(ev[k], cal[t]["seen"])
-        conf[k] = confidence(ev[k], np.asarray(all_iv)[k], cal[t])
+        conf[k] = confidence(ev[k], iv[k], cal[t])
     not_seen = p_seen < 0.5
     hit = np.array([is_hit(q, a) for q, a in zip(all_q, all_ans)])
     # counted as a miss when the reader says not_seen to a present query
