@@ -75,7 +75,7 @@ def test_facts_do_not_depend_on_the_sign_lapack_gave_a_basis_row(reader_pair):
     flipped[4][:, 1] *= -1.0  # the same summary: U and its row with the other sign span one subspace
     with torch.no_grad():
         same = [torch.allclose(a, b, atol=1e-5) for a, b in zip(reader(*mem), reader(*flipped))]
-        old = MemoryReader(cfg, ReaderConfig.from_dict({})).eval()  # a file written before the convention
+        old = MemoryReader(cfg, ReaderConfig.from_dict({"motion": reader.rc.motion})).eval()  # before the convention
         old.load_state_dict(reader.state_dict())
         moved = [torch.allclose(a, b, atol=1e-5) for a, b in zip(old(*mem), old(*flipped))]
     assert all(same) and not all(moved[1:])  # (identity reads the token alone: unchanged either way)

@@ -44,9 +44,10 @@ def no_alerts_status() -> dict[str, Any]:
 
 def _events_since(runtime, window: tuple[float, float]) -> list:
     """What happened in ``window`` of a stream (edge_runtime/query/happened.py)."""
+    from edge_runtime.alerts.rules import EVENT_FLOOR
     from edge_runtime.query.happened import what_happened
 
-    return what_happened(runtime, runtime.name, window)
+    return what_happened(runtime, runtime.name, window, min_confidence=EVENT_FLOOR)
 
 
 class AlertService:

@@ -14,6 +14,7 @@ from edge_runtime.cli.doctor import cmd_doctor
 from edge_runtime.cli.query import cmd_query
 from edge_runtime.cli.run import cmd_run
 from edge_runtime.cli.streams import cmd_streams
+from edge_runtime.query.happened import MIN_CONFIDENCE
 from edge_runtime.query.types import NAMES, QUERY_TYPES
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
@@ -189,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--end", type=float, help="window end, stream seconds")
     h.add_argument("--activity", help="only events of this activity (name or id)")
     h.add_argument("--min-confidence", type=float, metavar="P", help="the least confidence of an event shown "
-                                                                     "(default: the runtime's, 0.3)")
+                                                                     f"(default {MIN_CONFIDENCE:g})")
     h.add_argument("--stream", metavar="NAME", help="the stream to ask (default: the runtime's default stream)")
     h.add_argument("--json", action="store_true", help="print the API's JSON")
 

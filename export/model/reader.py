@@ -44,6 +44,10 @@ class ReaderConfig:
     # a row's sign arbitrarily, and ONNX Runtime's tokens (device) and PyTorch's (training) can land
     # on opposite signs of the same summary
     svd_sign: bool = True
+    # each token also reads how its patch changed since the frame before and until the frame after, where
+    # those tokens are among the ones read (a timeline row's whole frames; runs of one patch in the memory):
+    # hold and inspect differ mostly by motion (a held item stays still, an inspected one turns)
+    motion: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,7 +55,7 @@ class ReaderConfig:
     @classmethod
     def from_dict(cls, saved: dict) -> "ReaderConfig":
         """A reader file's config; files written before ``svd_sign`` existed read the basis as given."""
-        return cls(**{"svd_sign": False, **saved})
+        return cls(**{"svd_sign": False, "motion": False, **saved})
 
 
 class MemoryReader(nn.Module):
@@ -66,6 +70,10 @@ class MemoryReader(nn.Module):
         self.svd_in = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, D))
         self.svd_rank = nn.Embedding(cfg.svd.n_components, D)
         self.kind = nn.Embedding(2, D)  # 0 memory token, 1 SVD token
+        if rc.motion:
+            # no LayerNorm on the differences themselves: their size (still or turning) is the signal
+            self.motion_norm = nn.LayerNorm(d)
+            self.motion_in = nn.Linear(2 * d + 2, D)
         self.enc = nn.ModuleList(EncoderLayer(D, rc.heads, rc.ff_mult, rc.dropout) for _ in range(rc.layers))
         # Activities are trajectories (shelf -> scanner -> bag over seconds): a token learns its activity
         # from the tokens near it in time, so attention between memory tokens is biased toward near
@@ -97,6 +105,8 @@ class MemoryReader(nn.Module):
         # no absolute time: a fact does not depend on when it happened (absolute time let the reader
         # memorise its training videos); time enters only as the attention's relative-time bias
         h = content + spatial_encoding(mem_p, D, self.grid) + self.kind.weight[0]
+        if rc.motion:
+            h = h + self.motion_in(self.motion(mem, mem_t, mem_p, mem_valid))
         sv = svd_sv / (svd_sv[:, :1] + 1e-6)
         if rc.svd_sign:
             sv = sv * torch.where((svd_basis ** 3).sum(-1) >= 0, 1.0, -1.0)
@@ -124,6 +134,25 @@ class MemoryReader(nn.Module):
         boxes = torch.stack([cx - w / 2, cy - hh / 2, cx + w / 2, cy + hh / 2], dim=-1).clamp(0.0, 1.0)
         span = nn.functional.softplus(self.span(x)) * rc.span_scale_s
         return ident, self.act(x), self.event(x).squeeze(-1), boxes, span
+
+    def motion(self, mem, mem_t, mem_p, mem_valid):
+        """(B,m,2d+2): each token minus the same patch one frame before, and minus it one frame after
+        (normalised tokens), with a flag each for whether that neighbour is among the tokens read. Static
+        shapes: one (m, m) match per direction, so the graph exports as it is."""
+        step = 1.0 / self.fps
+        n = self.motion_norm(mem)
+        same = (mem_p[:, :, None] == mem_p[:, None, :]).to(torch.float32) * mem_valid[:, :, None] * mem_valid[:, None, :]
+        dt = mem_t[:, None, :] - mem_t[:, :, None]  # (B,i,j): t_j - t_i
+        out = []
+        for sign in (-1.0, 1.0):
+            match = same * ((dt - sign * step).abs() < 0.25 * step).to(torch.float32)
+            count = match.sum(-1, keepdim=True)
+            has = (count > 0).to(torch.float32)
+            other = (match @ n) / count.clamp(min=1.0)
+            out.append((n - other) * has)
+            out.append(has)
+        d_prev, has_prev, d_next, has_next = out
+        return torch.cat([d_prev, d_next, has_prev, has_next], dim=-1)
 
     def token_ident(self, tokens: torch.Tensor) -> torch.Tensor:
         """Backbone tokens (..., d) -> (..., E) unit identity embeddings."""

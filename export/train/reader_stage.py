@@ -102,6 +102,7 @@ def init_reader(path, cfg) -> tuple[MemoryReader, AnswerStep, list[str]]:
 def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 16, video_s: float = 1800.0,
                  queries: int = 300, absent_share: float = 0.2, every: int = 2, steps: int = 1500, batch: int = 8,
                  lr: float = 2e-3, query_weight: float = 1.0, activity_balance: float | None = None, seed: int = 0,
+                 motion: bool = True,
                  threads: int = 1,
                  checkpoint: str | None = None, data: list | None = None, data_root=None, init=None,
                  token_cache: bool = True, progress: bool = True, log=print, timeline="default",
@@ -180,7 +181,7 @@ def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 16, 
     train, calib = vids[:len(parts[0])], vids[len(parts[0]):]
     prep_min = (time.time() - t_start) / 60
 
-    rc = ReaderConfig()
+    rc = ReaderConfig(motion=motion)
     if reader is None:
         reader, answer = MemoryReader(cfg, rc), AnswerStep(rc, 0.5 / cfg.stream.fps)
     params = list(reader.parameters()) + list(answer.parameters())
@@ -272,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--activity-balance", type=float, help="event tokens of an activity weigh share ** -B in "
                     "the activity loss (default 0.5 on generated videos: put back and hand over ~2.5x, scan ~0.7x; "
                     "0 with --data; 0: all alike)")
+    ap.add_argument("--no-motion", dest="motion", action="store_false",
+                    help="the reader without its per-token motion input (how each patch changed since the frame "
+                         "before and until the frame after)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--timeline-clips", type=int, default=TIMELINE_CLIPS,
@@ -302,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         train_reader(net, out=args.out, videos=args.videos, calib_videos=args.calib_videos, video_s=args.video_s,
                      queries=args.queries, absent_share=args.absent_share, every=args.every, steps=args.steps,
                      batch=args.batch, lr=args.lr, query_weight=args.query_weight,
-                     activity_balance=args.activity_balance, seed=args.seed,
+                     activity_balance=args.activity_balance, seed=args.seed, motion=args.motion,
                      threads=args.threads, checkpoint=args.checkpoint, data=items, data_root=args.data,
                      init=args.init, timeline_clips=args.timeline_clips)
     except (CheckpointError, DatasetError, ValueError) as err:
