@@ -11,9 +11,10 @@ check the kept tokens' features and timestamps are the inputs' own values (the d
 The memory reader's graphs ("reader", "answer") are dense; the reader, which reads the memories of
 many streams in one call, is also checked row by row against each memory alone. The answer graph's
 ranked answers (intervals, keyboxes) are compared where PyTorch's choices of anchor token and group
-are clear of float rounding (``AnswerStep.decided``): at a near-tie the two runtimes may rank two
-equally good answers differently, which is no export error; how many were set aside is reported and
-bounded (``FP32_MAX_TIED`` of the answers with support). Answers with next to no support ("not seen")
+are clear of float rounding (``AnswerStep.decided``), and at a near-tie where both runtimes gave the
+same answer all the same: at a near-tie the two runtimes may rank two equally good answers
+differently, which is no export error; how many were set aside (at a near-tie and answered
+differently) is reported and bounded (``FP32_MAX_TIED`` of the answers with support). Answers with next to no support ("not seen")
 are reported and not compared: their place is decided by float rounding in the sigmoids' tails.
 The sampler serves many camera streams in one call (a batch axis, one row per stream): every parity
 input is also run as one row of a single batched call and must keep, row by row, what it keeps alone.
@@ -140,6 +141,20 @@ def dense_diff(spec: GraphSpec, feed: dict, ref: Sequence[np.ndarray], out: Sequ
     return res
 
 
+def ranked_agree(spec: GraphSpec, ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> np.ndarray:
+    """(Q, K) bool: the answer graph's k-th ranked answer is the same in both runtimes (its interval and
+    keyboxes within the FP32 bounds, scaled by each output's largest value)."""
+    same = None
+    for name, r, o in zip(spec.outputs, ref, out):
+        if name not in _RANKED:
+            continue
+        r64, o64 = r.astype(np.float64), o.astype(np.float64)
+        bound = FP32_OUTPUT_MAX_ABS.get(name, FP32_MAX_ABS) * max(1.0, float(np.abs(r64).max()) if r64.size else 1.0)
+        ok = (np.abs(r64 - o64) <= bound).reshape(r64.shape[0], r64.shape[1], -1).all(-1)
+        same = ok if same is None else same & ok
+    return same
+
+
 def reference_outputs(net, spec: GraphSpec, feeds: Sequence[dict[str, np.ndarray]],
                       module=None) -> list[list[np.ndarray]]:
     """PyTorch outputs for each feed: compute once, compare many graphs against them."""
@@ -174,15 +189,19 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
         return res
     per_out: dict[str, dict] = {}
     alone = []
-    ranked = tied = unsupported = 0
+    ranked = tied = same_at_tie = unsupported = 0
     for feed, ref in zip(feeds, refs):
         out = sess.run(names, feed)
         alone.append(out)
         decided = None
         if spec.name == "answer" and module is not None:
             decided, supported = answer_decided(module, feed)
+            # a near-tie both runtimes resolved alike is compared like any other answer
+            same = supported & ~decided & ranked_agree(spec, ref, out)
+            decided = decided | same
             ranked, unsupported = ranked + int(supported.sum()), unsupported + int((~supported).sum())
             tied += int((supported & ~decided).sum())
+            same_at_tie += int(same.sum())
         for name, d in dense_diff(spec, feed, ref, out, decided).items():
             agg = per_out.setdefault(name, {"max_abs": 0.0, "mean_abs": [], "ref_max_abs": 0.0})
             agg["max_abs"] = max(agg["max_abs"], d["max_abs"])
@@ -198,8 +217,9 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
         res["compared"] = "outputs where q_mask = 1"
     if spec.name == "answer" and module is not None:
         res["ranked_answers"], res["ranked_at_tie"], res["ranked_unsupported"] = ranked, tied, unsupported
-        res["compared"] = ("intervals and keyboxes of the ranked answers with support and clear of a near-tie; "
-                           "every other output")
+        res["ranked_at_tie_same"] = same_at_tie
+        res["compared"] = ("intervals and keyboxes of the ranked answers with support, clear of a near-tie or "
+                           "answered alike at one; every other output")
     if spec.name == "reader":  # the runtime reads the memories of many streams in one call
         from export.onnx.reader_graphs import streams_batch_match as reader_batch
 
