@@ -220,14 +220,22 @@ def test_int8_bundle_from_generator_frames(bundles):
             assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
         # the manifest holds the rule's inputs: the choice follows from them again, and no timing is among them
         assert q["rule"] and q["rule_inputs"]["order"] and q["rule_inputs"]["host_int8"]
-        assert all(set(c) == {"error", "within_budget"} for c in q["candidates"].values())
-        assert choose({k: c["error"] for k, c in q["candidates"].items()})[0] == q["mode"].replace("none", "fp32")
+        assert all(set(c) == {"error", "within_budget", "fp32_convolutions"} for c in q["candidates"].values())
+        depth = {k: c["fp32_convolutions"] for k, c in q["candidates"].items()}
+        assert choose({k: c["error"] for k, c in q["candidates"].items()}, depth)[0] == q["candidate"]
+        assert q["candidate"].split("/")[0] == q["mode"].replace("none", "fp32")
         kept = q["rule_inputs"]["kept_fp32"]
-        if spec.name == "backbone":  # its first convolution and its last ones with what follows them stay FP32
+        if spec.name == "backbone":  # a ladder: its first convolution and its last 2, 4, ... with what follows them
             convs = [n.name for n in onnx.load(str(b.parent / "lvm-tiny-fp32" / "backbone.onnx")).graph.node
                      if n.op_type == "Conv"]
-            assert convs[0] in kept and convs[-1] in kept and convs[1] not in kept
-            assert set(kept) <= set(q.get("excluded_nodes", kept)) and "its first convolution" in q["rule"]
+            assert sorted(set(depth.values())) == list(range(2, len(convs) - 1, 2))
+            assert all("motion_rel" in c["error"] for c in q["candidates"].values())
+            if q["mode"] != "none":
+                assert convs[0] in kept and convs[-1] in kept and convs[1] not in kept
+                assert set(kept) <= set(q.get("excluded_nodes", kept)) and "its first convolution" in q["rule"]
+                # nothing with fewer FP32 convolutions was within the budget
+                assert not any(c["within_budget"] and c["fp32_convolutions"] < depth[q["candidate"]]
+                               for c in q["candidates"].values())
         else:
             assert kept == []
     assert m["graphs"]["sampler"]["quantization"]["mode"] in ("static_qdq", "dynamic", "none")
@@ -249,7 +257,7 @@ def test_int8_portable_is_symmetric_qdq_everywhere(ckpt, tmp_path, capsys, fast_
     m = _manifest(target)
     for spec in GRAPHS:
         q = m["graphs"][spec.name]["quantization"]
-        assert set(q["candidates"]) == {"static_qdq"} and "--int8-portable" in q["reason"]
+        assert {c.split("/")[0] for c in q["candidates"]} == {"static_qdq"} and "--int8-portable" in q["reason"]
         model = onnx.load(str(target / f"{spec.name}.onnx"))
         assert not {n.op_type for n in model.graph.node} & {"DynamicQuantizeLinear", "MatMulInteger"}
         if q["mode"] == "none":  # outside its accuracy budget: the FP32 graph
@@ -268,8 +276,8 @@ def test_int8_graphs_keeps_the_others_fp32(ckpt, tmp_path, capsys, fast_export):
     assert rc == 0, err
     g = _manifest(target)["graphs"]
     q = g["backbone"]["quantization"]
-    assert set(q["candidates"]) == {"static_qdq"} and q["mode"] == ("static_qdq" if q["candidates"]["static_qdq"][
-        "within_budget"] else "none")
+    assert {c.split("/")[0] for c in q["candidates"]} == {"static_qdq"}
+    assert q["mode"] == ("static_qdq" if any(c["within_budget"] for c in q["candidates"].values()) else "none")
     for name in ("sampler", "heads"):
         assert g[name]["precision"] == "fp32" and "--int8-graphs" in g[name]["quantization"]["reason"]
         ops = {n.op_type for n in onnx.load(str(target / f"{name}.onnx")).graph.node}
@@ -522,6 +530,26 @@ def test_int8_choice_is_the_closest_form_within_budget():
     assert choose(sampler)[0] == "dynamic"
     choice, why = choose({"static_qdq": {"topm_recall": 0.93, "kept_feature_max_abs": 0.0}})
     assert choice == "fp32" and "0.9300" in why
+
+
+def test_int8_choice_keeps_the_fewest_convolutions_fp32_within_budget():
+    """A backbone ladder: the shallowest FP32 tail whose token and frame-to-frame errors are within
+    budget wins over a deeper, closer one; when none is, the graph stays FP32."""
+    from export.onnx.int8_choice import MOTION_REL, choose
+
+    def bb(mean, motion):
+        return {"mean_abs_scaled": mean, "max_abs_scaled": 0.05, "max_abs": 0.5, "motion_rel": motion}
+
+    errs = {"static_qdq_u8/fp32-tail-2": bb(1e-3, 2 * MOTION_REL), "static_qdq_u8/fp32-tail-4": bb(9e-4, 0.9 * MOTION_REL),
+            "static_qdq_u8/fp32-tail-6": bb(7e-4, 0.5 * MOTION_REL), "static_qdq/fp32-tail-4": bb(1.2e-3, 0.8 * MOTION_REL)}
+    depth = {k: int(k.rsplit("-", 1)[1]) for k in errs}
+    choice, why = choose(errs, depth)
+    assert choice == "static_qdq_u8/fp32-tail-4" and "4 convolutions FP32" in why
+    # at one depth, the closer form
+    errs["static_qdq/fp32-tail-4"] = bb(8e-4, 0.8 * MOTION_REL)
+    assert choose(errs, depth)[0] == "static_qdq/fp32-tail-4"
+    choice, why = choose({k: bb(1e-3, 2 * MOTION_REL) for k in errs}, depth)
+    assert choice == "fp32" and "motion_rel" in why
 
 
 def test_int8_choice_does_not_depend_on_timing(bundles, ckpt, tmp_path, capsys, monkeypatch):

@@ -151,12 +151,13 @@ def test_uint8_activation_form_is_u8s8(conv8):
     assert info["activation_type"] == "uint8" and int8_form(d / "cu8.onnx") == "U8S8 Q/DQ"
 
 
-def test_conv_ends_keep_the_first_and_last_convolutions_fp32(tmp_path):
+def test_conv_tails_keep_the_first_and_last_convolutions_fp32(tmp_path):
     """A conv net's INT8 forms keep its ends FP32: the first convolution after the inputs, the last
-    convolutions and every node from them to the output (here a residual Add and a ReLU)."""
+    j convolutions and every node after them (here a residual Add and a ReLU), j = 2, 4, ... below
+    the number of convolutions."""
     from onnx import TensorProto, helper
 
-    from export.onnx.int8_quant import conv_ends
+    from export.onnx.int8_quant import conv_tails
 
     w = [numpy_helper.from_array(np.ones((4, c, 1, 1), np.float32), f"w{i}") for i, c in enumerate((3, 4, 4, 4))]
     nodes = [helper.make_node("Div", ["x", "s"], ["xn"], name="norm"),
@@ -171,7 +172,16 @@ def test_conv_ends_keep_the_first_and_last_convolutions_fp32(tmp_path):
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
                           w + [numpy_helper.from_array(np.float32(255.0), "s")])
     model = prepare(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
-    assert conv_ends(model) == {"first", "last_main", "last_skip", "add", "relu_out"}
+    assert conv_tails(model) == [(2, {"first", "last_main", "last_skip", "add", "relu_out"})]
+    # a chain of six: the first, then tails of 2 and 4 (a tail of every convolution but the first would
+    # quantise none)
+    chain = [helper.make_node("Conv", ["xn" if i == 0 else f"c{i - 1}", "w0" if i == 0 else "w1"], [f"c{i}"],
+                              name=f"conv{i}") for i in range(6)]
+    g6 = helper.make_graph([nodes[0]] + chain, "chain",
+                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                           [helper.make_tensor_value_info("c5", TensorProto.FLOAT, [1, 4, 4, 4])], g.initializer)
+    tails = conv_tails(prepare(helper.make_model(g6, opset_imports=[helper.make_opsetid("", 18)])))
+    assert tails == [(2, {"conv0", "conv4", "conv5"}), (4, {"conv0", "conv2", "conv3", "conv4", "conv5"})]
 
 
 _CPU_NO_VNNI = "processor\t: 0\nmodel name\t: AMD EPYC 7763\nflags\t\t: fpu sse4_2 avx fma avx2 bmi2 sha_ni\n"

@@ -7,7 +7,6 @@ rewrites the graph itself: these hand it to ``onnxruntime.quantization`` and tak
 only its graph helpers and ``PrecisionError``; int8_choice.py chooses among the forms made here."""
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -23,35 +22,19 @@ STATIC_OPS_CONV = ("Conv", "Add", "MaxPool", "AveragePool", "Relu")
 STATIC_OPS_TRANSFORMER = ("MatMul", "Gemm")
 
 
-def conv_ends(model: onnx.ModelProto) -> set[str]:
-    """A conv net's nodes kept FP32 in its static INT8 forms: the first convolution of every path from an
-    input (it reads the normalised pixels) and the last convolutions with every node from them to an
-    output (the tokens the sampler ranks and the memory keeps). lvm-tiny's backbone: mean token error
-    0.19 % -> 0.14 % of the token scale (uint8 activations, MinMax), speed-up 2.56x -> 2.41x."""
-    prod, cons = producers(model), consumers(model)
-    init = {t.name for t in model.graph.initializer}
-    keep, seen = set(), set()
-    todo = deque(vi.name for vi in model.graph.input if vi.name not in init)
-    while todo:  # forward from the inputs, up to the first convolution of each path
-        for n in cons.get(todo.popleft(), []):
-            if n.name in seen:
-                continue
-            seen.add(n.name)
-            if n.op_type == "Conv":
-                keep.add(n.name)
-            else:
-                todo.extend(o for o in n.output if o)
-    back = deque(prod[o.name] for o in model.graph.output if o.name in prod)
-    seen = set()
-    while back:  # backward from the outputs, down to the last convolution of each path
-        n = back.popleft()
-        if n.name in seen:
-            continue
-        seen.add(n.name)
-        keep.add(n.name)
-        if n.op_type != "Conv":
-            back.extend(prod[i] for i in n.input if i in prod)
-    return keep
+def conv_tails(model: onnx.ModelProto) -> list[tuple[int, set[str]]]:
+    """A conv net's nodes kept FP32 in its static INT8 forms, a ladder of depths: [(j, nodes)] for j = 2,
+    4, ... below its number of convolutions. Each keeps the first convolution (it reads the normalised
+    pixels) and the last j convolutions with every node after the first of them, in graph order (the
+    tokens the sampler ranks, the memory keeps and the reader compares frame to frame). lvm-tiny's
+    backbone, uint8 activations (MinMax): j = 2 moves its frame-to-frame token changes by 22 % of
+    their size and runs a 16-frame clip 2.0x faster than FP32; j = 6 by 10 % at 1.5x."""
+    order = [n.name for n in model.graph.node]
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    first = set(convs[:1])
+    # the nodes before the first convolution (normalisation) are never quantised: they are not of the
+    # quantised op types
+    return [(j, first | set(order[order.index(convs[-j]):])) for j in range(2, len(convs) - 1, 2)]
 
 
 def activation_matmuls(model: onnx.ModelProto) -> set[str]:

@@ -155,6 +155,28 @@ def ranked_agree(spec: GraphSpec, ref: Sequence[np.ndarray], out: Sequence[np.nd
     return same
 
 
+def _normalised(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+
+
+def motion_error(refs: Sequence[Sequence[np.ndarray]], outs: Sequence[Sequence[np.ndarray]]) -> float:
+    """How far a backbone's frame-to-frame token changes are from PyTorch's: mean |d_out - d_ref| over
+    mean |d_ref|, d = each normalised token minus the same patch's one frame before, over the
+    consecutive frames of every call. The memory reader reads these changes (hold and inspect differ
+    by them), and they are small beside the tokens: an error far below the tokens' own scale can
+    still be a large share of them."""
+    num = den = 0.0
+    for ref, out in zip(refs, outs):
+        r, o = _normalised(ref[0]), _normalised(out[0])
+        if len(r) < 2:
+            continue
+        dr, do = r[1:] - r[:-1], o[1:] - o[:-1]
+        num += float(np.abs(do - dr).sum())
+        den += float(np.abs(dr).sum())
+    return num / den if den > 0 else 0.0
+
+
 def reference_outputs(net, spec: GraphSpec, feeds: Sequence[dict[str, np.ndarray]],
                       module=None) -> list[list[np.ndarray]]:
     """PyTorch outputs for each feed: compute once, compare many graphs against them."""
@@ -162,10 +184,12 @@ def reference_outputs(net, spec: GraphSpec, feeds: Sequence[dict[str, np.ndarray
 
 
 def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str, np.ndarray]],
-                 threads: int = 2, refs: Sequence[Sequence[np.ndarray]] | None = None, module=None) -> dict:
+                 threads: int = 2, refs: Sequence[Sequence[np.ndarray]] | None = None, module=None,
+                 motion_from: int = 0) -> dict:
     """Compare an ONNX graph (ORT, CPU) with the PyTorch module on each feed; aggregate.
     ``refs``: precomputed ``reference_outputs`` for the same feeds. ``module``: the graph's module
-    when it is not one of ``net``'s (the memory reader's graphs)."""
+    when it is not one of ``net``'s (the memory reader's graphs). ``motion_from``: the backbone's
+    ``motion_rel`` reads the calls from this one on (those of consecutive stream frames)."""
     sess = cpu_session(onnx_path, threads)
     names = list(spec.outputs)
     refs = refs if refs is not None else reference_outputs(net, spec, feeds)
@@ -215,6 +239,8 @@ def graph_parity(net, spec: GraphSpec, onnx_path: Path, feeds: Sequence[dict[str
            "outputs": per_out, "calls": len(feeds)}
     if spec is HEADS:
         res["compared"] = "outputs where q_mask = 1"
+    if spec is BACKBONE:
+        res["motion_rel"] = motion_error(refs[motion_from:], alone[motion_from:])
     if spec.name == "answer" and module is not None:
         res["ranked_answers"], res["ranked_at_tie"], res["ranked_unsupported"] = ranked, tied, unsupported
         res["ranked_at_tie_same"] = same_at_tie
