@@ -11,7 +11,9 @@ inputs and real calls from the calibration stream) in the runtime's own session,
 without VNNI the error is that of the exact INT8 kernels the device will run.
 
 Every static form of the backbone (a conv net) comes at a ladder of depths (``int8_quant.conv_tails``):
-its first convolution and its last 2, 4, ... convolutions with every node after them stay FP32; its
+its first convolution and its last 2, 4, ... convolutions with every node after them stay FP32
+(tried shallowest first, and no deeper once a depth has a form within budget: a deeper one cannot
+win); its
 activations are calibrated MinMax on the calibration batches, its weights quantised per channel.
 The backbone's budget also bounds how far its frame-to-frame token changes move (``motion_rel``):
 the memory reader compares each token with the same patch one frame before and after, and those
@@ -53,7 +55,8 @@ RULE = ("per graph, of the INT8 candidates within 'budget' on the parity inputs,
         "error; dense graphs: scaled mean, then scaled max abs error), ties by the order of 'order'; FP32 "
         "when none is within budget. The backbone's static forms come at a ladder of depths: its first "
         "convolution and its last 2, 4, ... convolutions with every node after them FP32 ('kept_fp32': the "
-        "chosen one's). No timing enters the choice.")
+        "chosen one's), tried shallowest first up to the first depth with a candidate within budget. No "
+        "timing enters the choice.")
 
 
 def int8_graphs(fp32_dir: Path, out_dir: Path, feeds, *, allowed: set[str], portable_reason: str | None,
@@ -90,27 +93,36 @@ def int8_graphs(fp32_dir: Path, out_dir: Path, feeds, *, allowed: set[str], port
             onnx.save(prepared, str(qsrc))
             conv = n == "backbone"
             ops = STATIC_OPS_CONV if conv else STATIC_OPS_TRANSFORMER
-            # candidate name -> (maker, FP32 nodes beyond the selection path, convolutions kept FP32)
-            makers: dict[str, tuple] = {}
+            # rungs of candidates: name -> (maker, FP32 nodes beyond the selection path, convolutions
+            # kept FP32); the backbone's, shallowest first
+            rungs: list[dict[str, tuple]] = []
             if conv:
+                forms = ("static_qdq",) if portable_reason is not None else ("static_qdq", "static_qdq_u8")
                 for j, kept in conv_tails(prepared):
-                    forms = ("static_qdq",) if portable_reason is not None else ("static_qdq", "static_qdq_u8")
-                    for form in forms:
-                        makers[f"{form}/fp32-tail-{j}"] = (
-                            lambda p, ex=exclude | kept, sym=form == "static_qdq":
-                            quantize_int8_static(qsrc, p, calib, op_types=ops, exclude=ex, symmetric=sym), kept, j)
+                    rungs.append({f"{form}/fp32-tail-{j}": (
+                        lambda p, ex=exclude | kept, sym=form == "static_qdq":
+                        quantize_int8_static(qsrc, p, calib, op_types=ops, exclude=ex, symmetric=sym), kept, j)
+                        for form in forms})
             else:
                 static_exclude = exclude | activation_matmuls(prepared)
-                makers["static_qdq"] = (lambda p: quantize_int8_static(qsrc, p, calib, op_types=ops,
-                                                                     exclude=static_exclude), set(), 0)
+                rung = {"static_qdq": (lambda p: quantize_int8_static(qsrc, p, calib, op_types=ops,
+                                                                     exclude=static_exclude), set(), 0)}
                 if portable_reason is None:
-                    makers["dynamic"] = (lambda p: quantize_int8_dynamic(qsrc, p, exclude=exclude), set(), 0)
+                    rung["dynamic"] = (lambda p: quantize_int8_dynamic(qsrc, p, exclude=exclude), set(), 0)
+                rungs.append(rung)
+            makers: dict[str, tuple] = {}
             cands: dict[str, tuple[Path, dict]] = {}
-            for kind, (make, _, _) in makers.items():
-                p = cand_dir / f"{n}.{kind.replace('/', '.')}.onnx"
-                with quiet():
-                    cands[kind] = (p, make(p))
-            errs = {k: error_summary(measure_parity(spec, v[0])) for k, v in cands.items()}
+            errs: dict[str, dict] = {}
+            for rung in rungs:
+                for kind, (make, _, _) in rung.items():
+                    p = cand_dir / f"{n}.{kind.replace('/', '.')}.onnx"
+                    with quiet():
+                        cands[kind] = (p, make(p))
+                    errs[kind] = error_summary(measure_parity(spec, p))
+                makers.update(rung)
+                # a deeper rung keeps more FP32, so it cannot win once one here is within budget
+                if any(within_budget(errs[k]) for k in rung):
+                    break
             depth = {k: v[2] for k, v in makers.items()}
             choice, reason = choose(errs, depth)
             if portable_reason is not None:
