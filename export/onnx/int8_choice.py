@@ -189,6 +189,8 @@ def choose(errs: dict[str, dict], depth: dict[str, int] | None = None) -> tuple[
     depth = depth or {}
     rank = {k: _rank(k, e, depth.get(k, 0)) for k, e in errs.items()}
     best = min(errs, key=rank.__getitem__)
+    if not within_budget(errs[best]):  # none is: name the one closest to FP32
+        best = min(errs, key=lambda k: rank[k][2:])
     e = errs[best]
     said = (f"top-m recall {e['topm_recall']:.4f}" if "topm_recall" in e else
             f"scaled mean abs error {e['mean_abs_scaled']:.2e}, max {e['max_abs_scaled']:.2e}"
@@ -196,7 +198,7 @@ def choose(errs: dict[str, dict], depth: dict[str, int] | None = None) -> tuple[
     others = "; ".join(f"{k} {rank[k][2]:.3g}" for k in sorted(errs, key=rank.__getitem__) if k != best)
     vs = f" (vs {others})" if others else ""
     if not within_budget(e):
-        return "fp32", f"kept FP32: no INT8 form is within the budget {budget_of(e)}; the shallowest, {best} ({said})"
+        return "fp32", f"kept FP32: no INT8 form is within the budget {budget_of(e)}; the closest, {best} ({said})"
     kept = f", {depth[best]} convolutions FP32" if depth.get(best) else ""
     return best, f"within budget with the fewest FP32 convolutions, then closest to FP32: {best}{kept} ({said}){vs}"
 
