@@ -184,6 +184,25 @@ def test_conv_tails_keep_the_first_and_last_convolutions_fp32(tmp_path):
     assert tails == [(2, {"conv0", "conv4", "conv5"}), (4, {"conv0", "conv2", "conv3", "conv4", "conv5"})]
 
 
+def test_motion_error_is_the_share_of_frame_to_frame_change_moved():
+    """The backbone's frame-to-frame error: 0 for the same tokens, the share of each frame's change
+    moved for noisy ones: the same noise is a larger share of a stiller stream's changes."""
+    from export.onnx.parity import motion_error
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(8, 49, 16)).cumsum(0) * 0.1 + 3.0  # 8 frames whose tokens drift
+    assert motion_error([[ref]], [[ref.copy()]]) == 0.0
+    noisy = ref + rng.normal(scale=0.05, size=ref.shape)
+    err = motion_error([[ref]], [[noisy]])
+    assert 0.0 < err < 1.0
+    # the same noise on a stream twice as still is twice the share of its changes
+    still = ref[:1] + (ref - ref[:1]) * 0.5
+    assert motion_error([[still]], [[still + (noisy - ref)]]) > 1.5 * err
+    # a call of one frame has no change to compare; a still stream has none either
+    assert motion_error([[ref[:1]]], [[noisy[:1]]]) == 0.0
+    assert motion_error([[np.repeat(ref[:1], 4, 0)]], [[np.repeat(noisy[:1], 4, 0)]]) == 0.0
+
+
 _CPU_NO_VNNI = "processor\t: 0\nmodel name\t: AMD EPYC 7763\nflags\t\t: fpu sse4_2 avx fma avx2 bmi2 sha_ni\n"
 _CPU_VNNI = "processor\t: 0\nmodel name\t: Xeon Gold 6248\nflags\t\t: fpu sse4_2 avx fma avx2 avx512f avx512_vnni\n"
 

@@ -13,8 +13,8 @@ without VNNI the error is that of the exact INT8 kernels the device will run.
 Every static form of the backbone (a conv net) comes at a ladder of depths (``int8_quant.conv_tails``):
 its first convolution and its last 2, 4, ... convolutions with every node after them stay FP32
 (tried shallowest first, and no deeper once a depth has a form within budget: a deeper one cannot
-win); its
-activations are calibrated MinMax on the calibration batches, its weights quantised per channel.
+win); its activations are calibrated MinMax on the calibration batches, its weights quantised per
+channel.
 The backbone's budget also bounds how far its frame-to-frame token changes move (``motion_rel``):
 the memory reader compares each token with the same patch one frame before and after, and those
 changes are small beside the tokens, so an error far inside the tokens' own bound can still turn
