@@ -207,7 +207,7 @@ def test_p9_heads_vs_reader_quick(tmp_path, monkeypatch, tiny_bundle):
     _fake_parts(monkeypatch, keep=("P9",))
     base = ["--quick", "--no-plots", "--threads", "1", "--out", str(tmp_path)]
     assert main(["--only", "P5"] + base) == 0
-    assert main(["--only", "P9", "--p9-bundle", str(tiny_bundle)] + base) == 0
+    assert main(["--only", "P9", "--p9-bundle", str(tiny_bundle), "--p9-models", "lvm-tiny"] + base) == 0
     r = json.loads((tmp_path / "results.json").read_text())
     assert not r["errors"] and "P5.value" in r["figures"]  # the earlier part is kept
     f = r["figures"]
@@ -217,7 +217,7 @@ def test_p9_heads_vs_reader_quick(tmp_path, monkeypatch, tiny_bundle):
             assert x["unit"] == "ms" and x["value"] > 0 and x["p10"] <= x["value"] <= x["p90"]
         assert f[f"P9.heads_over_reader_b{b}"]["value"] > 0
     assert f["P9.reader_facts_ms_per_commit"]["value"] > 0
-    d = r["parts"]["P9"]
+    d = r["parts"]["P9"]["lvm-tiny"]
     assert d["answered_by"] == {"heads": ["heads"], "reader": ["reader"]}
     assert "reader" in d["commit_stages_s"]["reader"] and "reader" not in d["commit_stages_s"]["heads"]
     assert "P9.reader_ms_per_query_b32" in (tmp_path / "results.md").read_text()
@@ -227,6 +227,29 @@ def test_p9_heads_vs_reader_quick(tmp_path, monkeypatch, tiny_bundle):
     m = json.loads((tiny_bundle / "manifest.json").read_text())
     m["answers"] = {"object_extent": True, "kind": "heads"}
     (plain / "manifest.json").write_text(json.dumps(m))
-    assert main(["--only", "P9", "--p9-bundle", str(plain)] + base) == 1
+    assert main(["--only", "P9", "--p9-bundle", str(plain), "--p9-models", "lvm-tiny"] + base) == 1
     r = json.loads((tmp_path / "results.json").read_text())
     assert "has no reader" in r["errors"]["P9"] and "\n" not in r["errors"]["P9"]
+
+
+def test_fresh_reader_beside_a_fresh_checkpoint(tmp_path):
+    """A freshly initialised checkpoint gets a fresh reader where lvm-export looks for a trained one, so
+    its bundle carries the graphs the runtime answers with by default (P9's lvm-edge row): the export's
+    own reader check accepts it for that model, it is written once, and a model whose activities the
+    shipped calibration does not have gets one line, not a reader."""
+    from edge_runtime.config import resolve_model_config
+    from export.onnx.reader_graphs import default_reader_path, open_reader
+    from tools.bench.common import fresh_reader_beside
+
+    cfg = resolve_model_config("lvm-tiny")
+    ckpt = tmp_path / "lvm-tiny-init.safetensors"
+    path = fresh_reader_beside(ckpt, cfg)
+    assert path == default_reader_path(ckpt) and path.is_file()
+    rf = open_reader(None, ckpt, cfg, disabled=False)
+    assert rf is not None and rf.meta["config_sha256"] == cfg.digest() and rf.timeline is not None
+    assert "speed only" in rf.meta["train"]["note"]
+    before = path.stat().st_mtime_ns
+    assert fresh_reader_beside(ckpt, cfg) == path and path.stat().st_mtime_ns == before
+    other = cfg.model_copy(update={"heads": cfg.heads.model_copy(update={"num_activities": 9})})
+    with pytest.raises(RuntimeError, match="9 activities"):
+        fresh_reader_beside(tmp_path / "other.safetensors", other)

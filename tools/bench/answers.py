@@ -20,18 +20,20 @@ P9_SEED = SEED_BASE + 9
 BATCHES = (1, 32)
 
 
-def reader_bundle(ctx: Ctx):
-    """--p9-bundle, else the lvm-tiny FP32 bundle of this run; it must carry the reader pair."""
+def reader_bundle(ctx: Ctx, model: str = "lvm-tiny"):
+    """The bundle P9 measures for ``model``: for lvm-tiny --p9-bundle, else the FP32 bundle of this run
+    (the shipped checkpoint and its reader); for the others the FP32 bundle of fresh weights, whose reader
+    is fresh too (``fresh_reader_beside``). It must carry the reader pair."""
     from pathlib import Path
 
-    if getattr(ctx, "p9_bundle", None):
+    if model == "lvm-tiny" and getattr(ctx, "p9_bundle", None):
         path = Path(ctx.p9_bundle)
         if not (path / "manifest.json").is_file():
             raise RuntimeError(f"--p9-bundle {path}: no manifest.json there")
     else:
-        path, info = ctx.bundle("lvm-tiny", "fp32")
+        path, info = ctx.bundle(model, "fp32")
         if path is None:
-            raise RuntimeError(f"no lvm-tiny fp32 bundle: {info.get('lvm_export_error')}")
+            raise RuntimeError(f"no {model} fp32 bundle: {info.get('lvm_export_error')}")
     answers = json.loads((path / "manifest.json").read_text()).get("answers", {})
     if answers.get("kind") != "reader":
         raise RuntimeError(f"{path}: the bundle has no reader (answers kind {answers.get('kind')!r}); lvm-export "
@@ -39,18 +41,32 @@ def reader_bundle(ctx: Ctx):
     return path
 
 
+# lvm-edge's heads take ~0.2 s a query on 2 cores (2,940 memory tokens): fewer queries and rounds keep
+# its part to minutes; lvm-tiny's figures keep their names (P9.<figure>), lvm-edge's are P9.lvm-edge.<figure>
+P9_MODELS = {"lvm-tiny": {"queries": 320, "rounds": 5, "prefix": "P9."},
+             "lvm-edge": {"queries": 64, "rounds": 3, "prefix": "P9.lvm-edge."}}
+
+
 def p9(ctx: Ctx) -> dict:
+    models = getattr(ctx, "p9_models", None) or list(P9_MODELS)
+    unknown = [m for m in models if m not in P9_MODELS]
+    if unknown:
+        raise RuntimeError(f"--p9-models: unknown model {unknown[0]!r} (known: {', '.join(P9_MODELS)})")
+    return {name: _p9_model(ctx, name, **P9_MODELS[name]) for name in models}
+
+
+def _p9_model(ctx: Ctx, model: str, *, queries: int, rounds: int, prefix: str) -> dict:
     from edge_runtime.checkout import CheckoutVideo, sample_queries
     from edge_runtime.checkout.queries import engine_request
     from edge_runtime.engine.engine import Engine
     from edge_runtime.query.types import BY_NAME
 
-    path = reader_bundle(ctx)
-    cfg = ctx.cfg("lvm-tiny")
+    path = reader_bundle(ctx, model)
+    cfg = ctx.cfg(model)
     size, fps = cfg.backbone.image_size, cfg.stream.fps
     video_s = 120.0 if ctx.quick else 1800.0
-    n_queries = 64 if ctx.quick else 320
-    rounds = 2 if ctx.quick else 5
+    n_queries = min(64, queries) if ctx.quick else queries
+    rounds = 2 if ctx.quick else rounds
     times, frames = ctx.frames(P9_SEED, video_s, size, fps)
     video = CheckoutVideo(seed=P9_SEED, duration_s=video_s, size=size)
     queries = sample_queries(video.annotations(), n_queries, np.random.default_rng(P9_SEED))
@@ -72,7 +88,7 @@ def p9(ctx: Ctx) -> dict:
         stages[kind] = {k: stats(v) for k, v in seen.items()}
         engines[kind] = eng
         eng.answer(reqs)  # every picture's tokens cached before anything is timed
-    ctx.log(f"  P9: {len(frames)} frames ingested by each engine (heads {ingest_s['heads']:.1f} s, "
+    ctx.log(f"  P9 {model}: {len(frames)} frames ingested by each engine (heads {ingest_s['heads']:.1f} s, "
             f"reader {ingest_s['reader']:.1f} s); {len(reqs)} queries")
 
     per_query: dict[int, dict[str, list[float]]] = {}
@@ -93,20 +109,20 @@ def p9(ctx: Ctx) -> dict:
         res = alternate({k: block(k) for k in engines}, rounds)
         per_query[b] = {k: [x for r in v for x in r] for k, v in res.items()}
         for kind in engines:
-            ctx.fig(f"P9.{kind}_ms_per_query_b{b}", value=1e3 * float(np.median(per_query[b][kind])), unit="ms",
+            ctx.fig(f"{prefix}{kind}_ms_per_query_b{b}", value=1e3 * float(np.median(per_query[b][kind])), unit="ms",
                     samples=[1e3 * x for x in per_query[b][kind]],
                     note=f"one call of {b} quer{'y' if b == 1 else 'ies'}, time per query; {len(calls)} calls "
                          f"x {rounds} rounds")
         # per round: the heads' median over the reader's, paired by round
         rh = [float(np.median(r)) for r in res["heads"]]
         rr = [float(np.median(r)) for r in res["reader"]]
-        ctx.fig(f"P9.heads_over_reader_b{b}", value=float(np.median(per_query[b]["heads"]))
+        ctx.fig(f"{prefix}heads_over_reader_b{b}", value=float(np.median(per_query[b]["heads"]))
                 / float(np.median(per_query[b]["reader"])), unit="x", spread=ratio_spread(rh, rr),
                 note="per-query answer time of the heads over the reader's (> 1: the reader is faster)")
     facts = stages["reader"].get("reader")
     if not facts or facts.get("median") is None:
         raise RuntimeError("the reader engine reported no 'reader' stage at its commits")
-    ctx.fig("P9.reader_facts_ms_per_commit", value=1e3 * facts["median"], unit="ms",
+    ctx.fig(f"{prefix}reader_facts_ms_per_commit", value=1e3 * facts["median"], unit="ms",
             spread={k: (1e3 * v if k != "n" and v is not None else v) for k, v in facts.items()},
             note="the reader graph once per commit (the facts every query then reads)")
     answers = {k: engines[k].answer(reqs[:3]) for k in engines}
@@ -117,7 +133,7 @@ def p9(ctx: Ctx) -> dict:
         "how": f"{len(reqs)} generator queries (seed {P9_SEED}) on a {video_s:g} s video; batches of "
                f"{' and '.join(map(str, BATCHES))}; heads and reader blocks alternate, {rounds} rounds; object "
                "pictures' tokens cached first",
-        "bundle": str(path), "video_s": video_s, "queries": len(reqs), "rounds": rounds,
+        "model": model, "bundle": str(path), "video_s": video_s, "queries": len(reqs), "rounds": rounds,
         "ingest_s": {k: round(v, 2) for k, v in ingest_s.items()},
         "commit_stages_s": stages,
         "answered_by": {k: sorted({str(a.get("answered_by")) for a in v}) for k, v in answers.items()},

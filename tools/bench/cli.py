@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "extrapolated")
     p.add_argument("--p9-bundle", metavar="DIR", help="P9: a bundle with the reader pair (default: the lvm-tiny "
                                                        "fp32 bundle this run builds, with the checkpoint's reader)")
+    p.add_argument("--p9-models", default="lvm-tiny,lvm-edge",
+                   help="P9: the models measured, comma-separated (default lvm-tiny,lvm-edge; lvm-edge with fresh "
+                        "weights and a fresh reader: speed only)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met (never with --quick)")
     return p

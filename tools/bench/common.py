@@ -226,6 +226,10 @@ class Ctx:
                 raise RuntimeError(f"{cand}: trained for {ck_cfg.name} with another architecture than configs/models/{cfg_name}.yaml")
             path = cand
             info = {"weights": "trained checkpoint", "path": _shown(cand), "sha256": sha256_file(cand)}
+            from export.onnx.reader_graphs import default_reader_path
+
+            if default_reader_path(cand).is_file():
+                info["reader_sha256"] = sha256_file(default_reader_path(cand))
         else:
             if cand is not None and self._checkpoint_arg:
                 raise FileNotFoundError(f"--checkpoint {cand}: not found")
@@ -243,9 +247,10 @@ class Ctx:
                 torch.manual_seed(0)
                 net = LVMNet(cfg).eval()
                 save_checkpoint(net, path, {"note": "freshly initialised by tools/bench/cli.py (torch seed 0)"})
+            reader = fresh_reader_beside(path, cfg)
             why = (f"{_shown(cand)} absent" if cand is not None else "speed only")
             info = {"weights": "freshly initialised (torch seed 0)", "why": why, "path": _shown(path),
-                    "sha256": sha256_file(path)}
+                    "sha256": sha256_file(path), "reader": _shown(reader), "reader_sha256": sha256_file(reader)}
             if cfg_name == "lvm-tiny":
                 self.notes.append(f"lvm-tiny weights are freshly initialised ({why}): speed figures are valid, "
                                   "accuracy figures are of an untrained model")
@@ -272,7 +277,7 @@ class Ctx:
         h = hashlib.sha256()
         for p in sorted((REPO / "export").rglob("*.py")) + [REPO / "edge_runtime" / "config.py"]:
             h.update(p.name.encode() + p.read_bytes())
-        h.update(f"{ck_info['sha256']}|{precision}|{mode}|{self.threads}".encode())
+        h.update(f"{ck_info['sha256']}|{ck_info.get('reader_sha256')}|{precision}|{mode}|{self.threads}".encode())
         out = CACHE / "bundles" / f"{cfg_name}-{precision}-{h.hexdigest()[:12]}"
         info: dict[str, Any] = {"path": _shown(out), "built_by": None}
         if (out / "manifest.json").is_file():
@@ -339,6 +344,40 @@ class Ctx:
 
     def drop_frames(self) -> None:
         self._frames.clear()
+
+
+def fresh_reader_beside(ckpt: Path, cfg) -> Path:
+    """A freshly initialised memory reader (torch seed 0) beside a freshly initialised checkpoint, where
+    lvm-export finds a trained model's (``<stem>-reader.safetensors``): a bundle of fresh weights then
+    has the graphs and answers the runtime runs by default, so its speed is the product's. Its
+    calibration, class prior and timeline settings are the shipped reader's: they shape no graph and
+    cost the same whatever their values (speed only; these answers mean nothing)."""
+    import json
+
+    import torch
+
+    from export.model.checkpoint import DEFAULT_CHECKPOINT
+    from export.model.reader import AnswerStep, MemoryReader, ReaderConfig, read_reader_file, save_reader
+    from export.onnx.reader_graphs import default_reader_path
+
+    out = default_reader_path(ckpt)
+    if out.is_file():
+        return out
+    shipped = default_reader_path(DEFAULT_CHECKPOINT)
+    md, _ = read_reader_file(shipped)
+    prior = json.loads(md["prior"])
+    if len(prior) != cfg.heads.num_activities:
+        raise RuntimeError(f"{cfg.name}: {cfg.heads.num_activities} activities, the shipped reader's calibration "
+                           f"{len(prior)}: no fresh reader for it")
+    rc = ReaderConfig.from_dict(json.loads(md["reader_config"]))
+    torch.manual_seed(0)
+    reader, answer = MemoryReader(cfg, rc).eval(), AnswerStep(rc, 0.5 / cfg.stream.fps).eval()
+    meta = {k: json.loads(md[k]) for k in ("prior", "calibration", "timeline") if k in md}
+    meta.update(config_sha256=cfg.digest(), checkpoint=_shown(ckpt),
+                train={"note": f"freshly initialised by tools/bench (torch seed 0); calibration, prior and "
+                               f"timeline settings copied from {_shown(shipped)}: speed only"})
+    save_reader(out, reader, answer, meta)
+    return out
 
 
 def _shown(p: Path | None) -> str | None:
