@@ -217,7 +217,7 @@ def test_p9_heads_vs_reader_quick(tmp_path, monkeypatch, tiny_bundle):
             assert x["unit"] == "ms" and x["value"] > 0 and x["p10"] <= x["value"] <= x["p90"]
         assert f[f"P9.heads_over_reader_b{b}"]["value"] > 0
     assert f["P9.reader_facts_ms_per_commit"]["value"] > 0
-    d = r["parts"]["P9"]["lvm-tiny"]
+    d = r["parts"]["P9"]["models"]["lvm-tiny"]
     assert d["answered_by"] == {"heads": ["heads"], "reader": ["reader"]}
     assert "reader" in d["commit_stages_s"]["reader"] and "reader" not in d["commit_stages_s"]["heads"]
     assert "P9.reader_ms_per_query_b32" in (tmp_path / "results.md").read_text()

@@ -52,7 +52,9 @@ def p9(ctx: Ctx) -> dict:
     unknown = [m for m in models if m not in P9_MODELS]
     if unknown:
         raise RuntimeError(f"--p9-models: unknown model {unknown[0]!r} (known: {', '.join(P9_MODELS)})")
-    return {name: _p9_model(ctx, name, **P9_MODELS[name]) for name in models}
+    per_model = {name: _p9_model(ctx, name, **P9_MODELS[name]) for name in models}
+    return {"what": next(iter(per_model.values()))["what"],
+            "how": "; ".join(f"{name}: {d['how']}" for name, d in per_model.items()), "models": per_model}
 
 
 def _p9_model(ctx: Ctx, model: str, *, queries: int, rounds: int, prefix: str) -> dict:
