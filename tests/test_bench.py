@@ -253,3 +253,20 @@ def test_fresh_reader_beside_a_fresh_checkpoint(tmp_path):
     other = cfg.model_copy(update={"heads": cfg.heads.model_copy(update={"num_activities": 9})})
     with pytest.raises(RuntimeError, match="9 activities"):
         fresh_reader_beside(tmp_path / "other.safetensors", other)
+
+
+def test_timeline_cost_runs_both_bundles(tmp_path, tiny_bundle):
+    """tools.bench.timeline_cost runs `lvm-edge demo` on each bundle per round and reads the rate it
+    printed (here the same bundle twice: the structure, not the figure); a folder without a bundle is
+    refused in one line."""
+    from tools.bench.timeline_cost import main
+
+    out = tmp_path / "cost.json"
+    assert main(["--with", str(tiny_bundle), "--without", str(tiny_bundle), "--rounds", "1", "--threads", "1",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert len(r["video_s_per_s"]["with"]) == len(r["video_s_per_s"]["without"]) == 1
+    assert r["median"]["with"] > 0 and r["ratio_with_over_without"]["median"] > 0
+    with pytest.raises(SystemExit) as err:
+        main(["--with", str(tmp_path), "--without", str(tiny_bundle)])
+    assert err.value.code == 2
