@@ -41,10 +41,10 @@ def reader_bundle(ctx: Ctx, model: str = "lvm-tiny"):
     return path
 
 
-# lvm-edge's heads take ~0.2 s a query on 2 cores (2,940 memory tokens): fewer queries and rounds keep
+# lvm-edge's heads take ~0.3 s a query on one thread (2,940 memory tokens): fewer queries and rounds keep
 # its part to minutes; lvm-tiny's figures keep their names (P9.<figure>), lvm-edge's are P9.lvm-edge.<figure>
-P9_MODELS = {"lvm-tiny": {"queries": 320, "rounds": 5, "prefix": "P9."},
-             "lvm-edge": {"queries": 64, "rounds": 3, "prefix": "P9.lvm-edge."}}
+P9_MODELS = {"lvm-tiny": {"n_queries": 320, "rounds": 5, "prefix": "P9."},
+             "lvm-edge": {"n_queries": 64, "rounds": 3, "prefix": "P9.lvm-edge."}}
 
 
 def p9(ctx: Ctx) -> dict:
@@ -57,7 +57,7 @@ def p9(ctx: Ctx) -> dict:
             "how": "; ".join(f"{name}: {d['how']}" for name, d in per_model.items()), "models": per_model}
 
 
-def _p9_model(ctx: Ctx, model: str, *, queries: int, rounds: int, prefix: str) -> dict:
+def _p9_model(ctx: Ctx, model: str, *, n_queries: int, rounds: int, prefix: str) -> dict:
     from edge_runtime.checkout import CheckoutVideo, sample_queries
     from edge_runtime.checkout.queries import engine_request
     from edge_runtime.engine.engine import Engine
@@ -67,7 +67,7 @@ def _p9_model(ctx: Ctx, model: str, *, queries: int, rounds: int, prefix: str) -
     cfg = ctx.cfg(model)
     size, fps = cfg.backbone.image_size, cfg.stream.fps
     video_s = 120.0 if ctx.quick else 1800.0
-    n_queries = min(64, queries) if ctx.quick else queries
+    n_queries = min(64, n_queries) if ctx.quick else n_queries
     rounds = 2 if ctx.quick else rounds
     times, frames = ctx.frames(P9_SEED, video_s, size, fps)
     video = CheckoutVideo(seed=P9_SEED, duration_s=video_s, size=size)

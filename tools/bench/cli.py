@@ -17,7 +17,8 @@ Parts (each figure is a ratio or a rate measured in this run, A and B alternated
   P8  many streams in one process: streams sustained in real time, one hub vs separate processes,
       memory per added stream and RSS over hours of stream time
   P9  per-query answer latency from one memory, query heads vs memory reader (same bundle, same memory,
-      Engine(answers="heads") vs Engine(answers="reader")), batches of 1 and 32 queries
+      Engine(answers="heads") vs Engine(answers="reader")), batches of 1 and 32 queries; lvm-tiny (the
+      shipped checkpoint) and lvm-edge (fresh weights and a fresh reader: speed only)
   GPU lvm-paper streaming in FP16 with PyTorch CUDA (only where torch.cuda.is_available())
 
 Writes <out>/results.json, <out>/results.md and <out>/*.png (default out: docs/benchmarks). With --only,
@@ -53,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p1-subset", default="10,6,6",
                    help="P1 baseline: queries timed per type activity,object,time (default 10,6,6); the rest is "
                         "extrapolated")
-    p.add_argument("--p9-bundle", metavar="DIR", help="P9: a bundle with the reader pair (default: the lvm-tiny "
-                                                       "fp32 bundle this run builds, with the checkpoint's reader)")
+    p.add_argument("--p9-bundle", metavar="DIR", help="P9's lvm-tiny bundle, with the reader pair (default: the "
+                                                       "lvm-tiny fp32 bundle this run builds, with the checkpoint's reader)")
     p.add_argument("--p9-models", default="lvm-tiny,lvm-edge",
                    help="P9: the models measured, comma-separated (default lvm-tiny,lvm-edge; lvm-edge with fresh "
                         "weights and a fresh reader: speed only)")
