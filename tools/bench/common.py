@@ -215,6 +215,7 @@ class Ctx:
         if cfg_name in self._ckpts:
             return self._ckpts[cfg_name]
         from export.model.checkpoint import DEFAULT_CHECKPOINT, checkpoint_config
+        from export.onnx.reader_graphs import default_reader_path
 
         cfg = self.cfg(cfg_name)
         cand = Path(self._checkpoint_arg) if self._checkpoint_arg and cfg_name == "lvm-tiny" else (
@@ -226,8 +227,6 @@ class Ctx:
                 raise RuntimeError(f"{cand}: trained for {ck_cfg.name} with another architecture than configs/models/{cfg_name}.yaml")
             path = cand
             info = {"weights": "trained checkpoint", "path": _shown(cand), "sha256": sha256_file(cand)}
-            from export.onnx.reader_graphs import default_reader_path
-
             if default_reader_path(cand).is_file():
                 info["reader_sha256"] = sha256_file(default_reader_path(cand))
         else:

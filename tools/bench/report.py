@@ -62,7 +62,7 @@ def run(args, parts: tuple[str, ...], p1_subset: dict, argv: list[str]) -> int:
     ctx = Ctx(quick=args.quick, threads=args.threads, out=out, checkpoint=args.checkpoint, log=log)
     ctx.p1_subset = p1_subset
     ctx.p9_bundle = getattr(args, "p9_bundle", None)
-    ctx.p9_models = [m.strip() for m in (getattr(args, "p9_models", None) or "lvm-tiny,lvm-edge").split(",") if m.strip()]
+    ctx.p9_models = [m.strip() for m in (getattr(args, "p9_models", None) or "").split(",") if m.strip()] or None
     la = loadavg()
     cores = cpu_count()
     log(f"{'QUICK (not a measurement)' if args.quick else 'FULL'} run, parts {','.join(parts)}, threads {args.threads}, "

@@ -5,7 +5,7 @@ same model exported without it (``lvm-export --no-timeline``), alternated, as vi
         [--rounds 5] [--threads 2] [--json out.json]
 
 Each round runs both (the order alternating), so a change in machine load falls on both; the figure is
-the median of the per-round ratios, without over with (< 1: the track costs that share of the rate).
+the median of the per-round ratios, with over without (< 1: the track costs the rest of the rate).
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from tools.bench.common import alternate, ratio_spread
 
 RATE = re.compile(r"([0-9.]+) video-seconds per second")
 
@@ -43,17 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     for b in (a.with_, a.without):
         if not (b / "manifest.json").is_file():
             ap.error(f"{b}: no bundle there (no manifest.json)")
-    rates: dict[str, list[float]] = {"with": [], "without": []}
-    for r in range(a.rounds):
-        order = (("with", a.with_), ("without", a.without))
-        for name, bundle in (order if r % 2 == 0 else order[::-1]):
-            rates[name].append(demo_rate(bundle, a.threads))
-        print(f"round {r + 1}: with {rates['with'][-1]:.1f}, without {rates['without'][-1]:.1f} video-s/s", flush=True)
-    ratio = [w / o for w, o in zip(rates["with"], rates["without"])]
-    out = {"bundles": {"with": str(a.with_), "without": str(a.without)}, "threads": a.threads, "rounds": a.rounds,
+    bundles = {"with": a.with_, "without": a.without}
+    rates = alternate({name: (lambda _r, b=b: demo_rate(b, a.threads)) for name, b in bundles.items()}, a.rounds)
+    ratio = ratio_spread(rates["with"], rates["without"])
+    out = {"bundles": {k: str(v) for k, v in bundles.items()}, "threads": a.threads, "rounds": a.rounds,
            "video_s_per_s": rates,
            "median": {k: float(np.median(v)) for k, v in rates.items()},
-           "ratio_with_over_without": {"median": float(np.median(ratio)), "min": min(ratio), "max": max(ratio)}}
+           "ratio_with_over_without": {k: ratio[k] for k in ("median", "min", "max")}}
     print(json.dumps(out["median"]), "ratio", json.dumps(out["ratio_with_over_without"]))
     if a.json:
         a.json.write_text(json.dumps(out, indent=1) + "\n")
