@@ -211,3 +211,33 @@ def test_lvm_export_refuses_a_timeline_shorter_than_the_longest_window(tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "cannot hold the longest query window (1800 s)" in res.stderr and "--no-timeline" in res.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_the_timeline_of_a_video_is_read_in_calls_sized_by_the_attention_and_chunking_changes_nothing(
+        monkeypatch):
+    """Calibration reads a whole video's timeline rows: lvm-edge's 2,950-token rows go one a call
+    (30 in one call took 15.7 GB), lvm-tiny's 32; how the rows are split does not change the track."""
+    import torch
+
+    import export.train.timeline_tokens as tt
+    from edge_runtime.config import load_model_config
+    from export.model.reader import MemoryReader, ReaderConfig
+
+    tiny, edge = (load_model_config(REPO / "configs" / "models" / f"{n}.yaml") for n in ("lvm-tiny", "lvm-edge"))
+    assert tt.reader_rows_per_call(tiny, 4) == 32 and tt.reader_rows_per_call(edge, 4) == 1
+    assert tt.reader_rows_per_call(tiny, 4, budget=1) == 1  # never zero
+    torch.manual_seed(0)
+    reader = MemoryReader(tiny, ReaderConfig()).eval()
+    rng = np.random.default_rng(0)
+    n = 3 * tiny.stream.clip_frames
+    tokens = torch.from_numpy(rng.normal(size=(n, tiny.backbone.tokens_per_frame, tiny.backbone.dim)).astype(np.float32))
+    times = np.arange(n, dtype=np.float64)
+    basis = torch.from_numpy(rng.normal(size=(1, tiny.svd.n_components, tiny.backbone.dim)).astype(np.float32))
+    sv = torch.rand(1, tiny.svd.n_components)
+    spec = tt.default_timeline(tiny)
+    whole = tt.video_timeline(reader, tokens, times, basis, sv, tiny, spec)
+    monkeypatch.setattr(tt.reader_rows_per_call, "__defaults__", (1, 32))  # a budget of 1 byte: a row a call
+    one_by_one = tt.video_timeline(reader, tokens, times, basis, sv, tiny, spec)
+    assert len(whole["t"]) == 2 * n
+    for k in whole:
+        np.testing.assert_allclose(one_by_one[k].numpy(), whole[k].numpy(), rtol=1e-4, atol=1e-5)

@@ -20,7 +20,16 @@ from edge_runtime.memory.timeline import (
     select,
 )
 
-ROWS_PER_CALL = 32
+READER_CALL_BUDGET = 1 << 30  # bytes of attention one reader call over timeline rows may take
+
+
+def reader_rows_per_call(cfg, heads: int, budget: int = READER_CALL_BUDGET, most: int = 32) -> int:
+    """How many timeline rows one reader call may carry. Each row attends over its m tokens and the
+    SVD tokens, so a call's activations grow as rows x heads x n^2: about 4 score matrices of 4-byte
+    floats per row stay alive (lvm-edge, n = 2,950, 4 heads: 30 rows in one call peaked at 15.7 GB,
+    which with the reader stage's videos beside it passed 24 GB; lvm-tiny's rows are ~10 MB each)."""
+    n = cfg.stream.memory_tokens + cfg.svd.n_components
+    return max(1, min(most, budget // (4 * heads * n * n * 4)))
 # two tokens per frame: against one, time R@1x 63.2 / 51.8 / 41.1 vs 59.6 / 50.0 / 32.1 on the held-out
 # set, activity and object no lower; three gave no more (docs/accuracy.md)
 PER_FRAME = 2
@@ -46,8 +55,9 @@ def video_timeline(reader, tokens: torch.Tensor, times: np.ndarray, basis: torch
         return {n: torch.zeros(0) for n in (*FACT_NAMES, "t")}
     rows = {k: np.concatenate([c[k] for c in clips]) for k in clips[0]}
     outs = []
-    for i in range(0, len(rows["mem"]), ROWS_PER_CALL):
-        part = {k: torch.from_numpy(v[i:i + ROWS_PER_CALL]) for k, v in rows.items()}
+    per_call = reader_rows_per_call(cfg, reader.rc.heads)
+    for i in range(0, len(rows["mem"]), per_call):
+        part = {k: torch.from_numpy(v[i:i + per_call]) for k, v in rows.items()}
         b = part["mem"].shape[0]
         outs.append(reader(part["mem"], part["mem_t"], part["mem_p"], part["mem_valid"], basis.expand(b, -1, -1),
                            sv.expand(b, -1)))
