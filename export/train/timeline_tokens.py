@@ -20,6 +20,9 @@ from edge_runtime.memory.timeline import (
     select,
 )
 
+# two tokens per frame: against one, time R@1x 63.2 / 51.8 / 41.1 vs 59.6 / 50.0 / 32.1 on the held-out
+# set, activity and object no lower; three gave no more (docs/accuracy.md)
+PER_FRAME = 2
 READER_CALL_BUDGET = 1 << 30  # bytes of attention one reader call over timeline rows may take
 
 
@@ -30,9 +33,6 @@ def reader_rows_per_call(cfg, heads: int, budget: int = READER_CALL_BUDGET, most
     which with the reader stage's videos beside it passed 24 GB; lvm-tiny's rows are ~10 MB each)."""
     n = cfg.stream.memory_tokens + cfg.svd.n_components
     return max(1, min(most, budget // (4 * heads * n * n * 4)))
-# two tokens per frame: against one, time R@1x 63.2 / 51.8 / 41.1 vs 59.6 / 50.0 / 32.1 on the held-out
-# set, activity and object no lower; three gave no more (docs/accuracy.md)
-PER_FRAME = 2
 
 
 def default_timeline(cfg, horizon_s: float = LONGEST_WINDOW_S, per_frame: int = PER_FRAME) -> TimelineSpec:
