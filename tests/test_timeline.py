@@ -213,8 +213,7 @@ def test_lvm_export_refuses_a_timeline_shorter_than_the_longest_window(tmp_path)
     assert not (tmp_path / "b").exists()
 
 
-def test_the_timeline_of_a_video_is_read_in_calls_sized_by_the_attention_and_chunking_changes_nothing(
-        monkeypatch):
+def test_the_timeline_of_a_video_is_read_in_calls_sized_by_the_attention_and_chunking_changes_nothing():
     """Calibration reads a whole video's timeline rows: lvm-edge's 2,950-token rows go one a call
     (30 in one call took 15.7 GB), lvm-tiny's 32; how the rows are split does not change the track."""
     import torch
@@ -236,8 +235,7 @@ def test_the_timeline_of_a_video_is_read_in_calls_sized_by_the_attention_and_chu
     sv = torch.rand(1, tiny.svd.n_components)
     spec = tt.default_timeline(tiny)
     whole = tt.video_timeline(reader, tokens, times, basis, sv, tiny, spec)
-    monkeypatch.setattr(tt.reader_rows_per_call, "__defaults__", (1, 32))  # a budget of 1 byte: a row a call
-    one_by_one = tt.video_timeline(reader, tokens, times, basis, sv, tiny, spec)
+    one_by_one = tt.video_timeline(reader, tokens, times, basis, sv, tiny, spec, call_budget=1)  # a row a call
     assert len(whole["t"]) == 2 * n
     for k in whole:
         np.testing.assert_allclose(one_by_one[k].numpy(), whole[k].numpy(), rtol=1e-4, atol=1e-5)

@@ -44,9 +44,10 @@ def default_timeline(cfg, horizon_s: float = LONGEST_WINDOW_S, per_frame: int = 
 
 @torch.no_grad()
 def video_timeline(reader, tokens: torch.Tensor, times: np.ndarray, basis: torch.Tensor, sv: torch.Tensor, cfg,
-                   spec: TimelineSpec) -> dict[str, torch.Tensor]:
+                   spec: TimelineSpec, call_budget: int = READER_CALL_BUDGET) -> dict[str, torch.Tensor]:
     """Every full clip of ``tokens`` (N, P, d) at ``times`` (N,) -> the timeline tokens the runtime
-    would have pushed: fact name -> (n, ...) and "t" (n,), in time order. ``basis`` (1, r, d), ``sv`` (1, r)."""
+    would have pushed: fact name -> (n, ...) and "t" (n,), in time order. ``basis`` (1, r, d), ``sv`` (1, r).
+    ``call_budget``: bytes of attention one reader call may take (``reader_rows_per_call``)."""
     T = cfg.stream.clip_frames
     n_clips = len(times) // T
     clips = [clip_rows(tokens[c * T:(c + 1) * T].float().numpy(), np.asarray(times[c * T:(c + 1) * T]), T, spec)
@@ -55,7 +56,7 @@ def video_timeline(reader, tokens: torch.Tensor, times: np.ndarray, basis: torch
         return {n: torch.zeros(0) for n in (*FACT_NAMES, "t")}
     rows = {k: np.concatenate([c[k] for c in clips]) for k in clips[0]}
     outs = []
-    per_call = reader_rows_per_call(cfg, reader.rc.heads)
+    per_call = reader_rows_per_call(cfg, reader.rc.heads, call_budget)
     for i in range(0, len(rows["mem"]), per_call):
         part = {k: torch.from_numpy(v[i:i + per_call]) for k, v in rows.items()}
         b = part["mem"].shape[0]
