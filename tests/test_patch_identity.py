@@ -20,6 +20,8 @@ def test_probe_scores_held_out_patches(tmp_path, capsys):
     assert res["patches"][0] > 50 and res["train_patches"] > 100
     # fitted on its own patches far above chance (14 classes); held-out is a share
     assert res["fitted"] > 0.5 and 0.0 <= res["held_out"] <= 1.0
+    act = res["activity"]
+    assert act["patches"] == res["patches"] and act["fitted"] > 0.3 and 0.0 <= act["balanced_held_out"] <= 1.0
     assert "held-out patch class accuracy" in capsys.readouterr().out
 
 

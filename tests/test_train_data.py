@@ -139,6 +139,7 @@ def test_frame_targets_from_annotations_agree_with_the_generator(dataset):
     np.testing.assert_array_equal(files["activity"], gen["activity"])
     np.testing.assert_array_equal(files["patches"], gen["patches"])
     np.testing.assert_array_equal(files["patch_class"], gen["patch_class"])
+    np.testing.assert_array_equal(files["patch_activity"], gen["patch_activity"])
     assert (files["products"] == gen["products"]).mean() > 0.99
 
 
@@ -164,6 +165,27 @@ def test_patch_classes_name_the_product_under_each_box_centre():
             assert pc[f[0], p] != none
             checked += pc[f[0], p] == class_of[int(key)]
     assert checked > 50
+
+
+def test_patch_activities_name_the_event_on_the_product_each_patch_shows():
+    from edge_runtime.checkout import BASE_ACTIVITIES, PRODUCTS
+    from export.dataset.video_data import render_video
+    from export.train.pretrain import frame_targets
+
+    r = render_video(3, 120.0, 112, 1.0, look=1)
+    tg = frame_targets(r, 7)
+    pa, pc = tg["patch_activity"], tg["patch_class"]
+    none = len(BASE_ACTIVITIES)
+    # a label exactly where a product shows; patches of no product are left out
+    np.testing.assert_array_equal(pa >= 0, pc < len(PRODUCTS))
+    assert (pa == none).any() and ((pa >= 0) & (pa < none)).any()
+    # frames inside an event carry its activity on the patches of its product
+    checked = 0
+    for e in r.annotations["events"]:
+        f = np.flatnonzero((r.times >= e["start"]) & (r.times < e["end"]))
+        for i in f:
+            checked += int(e["activity_id"]) in set(pa[i].tolist())
+    assert checked > 10
 
 
 def _main(argv, capsys):

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-patch-classes", type=float, default=1.0, metavar="WEIGHT",
                    help="weight of backbone pre-training's per-patch product-class loss (default 1.0; 0 = off): "
                         "each patch token learns which product it shows")
+    p.add_argument("--backbone-patch-activities", type=float, default=0.0, metavar="WEIGHT",
+                   help="weight of backbone pre-training's per-patch activity loss (default 0 = off): each "
+                        "patch token showing a product learns what is being done to it, if anything")
     p.add_argument("--backbone-from", help="take the frozen backbone from this checkpoint (or another run's "
                    "backbone.safetensors) instead of pre-training")
     p.add_argument("--sampler-from", help="skip stage 1: take the frozen backbone and the trained sampler from this "
@@ -140,6 +143,8 @@ def _train(args) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
     if not args.backbone_patch_classes >= 0:
         raise UsageError(f"--backbone-patch-classes must be 0 or more, got {args.backbone_patch_classes}")
+    if not args.backbone_patch_activities >= 0:
+        raise UsageError(f"--backbone-patch-activities must be 0 or more, got {args.backbone_patch_activities}")
     two_clips = cfg.stream.clip_frames / cfg.stream.fps * 2
     video_s = tc.video_s if args.video_s is None else args.video_s
     if video_s < two_clips:

@@ -70,12 +70,15 @@ def stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wor
         if rank == 0:
             stats = pretrain_backbone(net.backbone, videos, epochs=args.backbone_epochs, seed=seed,
                                       max_frames=args.backbone_frames, progress=progress, labels=labels,
-                                      patch_classes=args.backbone_patch_classes)
+                                      patch_classes=args.backbone_patch_classes,
+                                      patch_activities=args.backbone_patch_activities)
             from safetensors.torch import save_file
             save_file({k: v.contiguous() for k, v in net.backbone.net.state_dict().items()}, str(backbone_file))
             say(f"lvm-train: backbone pre-trained on {int(stats['frames'])} frames/crops ({time.time() - t0:.0f} s)")
         net.backbone.init_source = (f"{net.backbone.init_source} + lvm-train pre-training"
-                                  f" (patch classes {args.backbone_patch_classes:g})")
+                                  f" (patch classes {args.backbone_patch_classes:g}"
+                                  + (f", patch activities {args.backbone_patch_activities:g})"
+                                     if args.backbone_patch_activities else ")"))
         if world > 1:
             dist.barrier()
             if rank != 0:

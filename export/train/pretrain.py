@@ -74,11 +74,15 @@ def frame_targets(data: VideoData, grid: int, n_objects: int = len(PRODUCTS),
         if a is not None and a >= 0:
             act[i] = int(a)
         patches[i] = _patch_map([b for _, b in seen], grid)
-    inst = token_fact_targets(ann, np.asarray(data.times, np.float64), grid)[0]
+    inst, patch_act = token_fact_targets(ann, np.asarray(data.times, np.float64), grid)[:2]
     classes = np.vectorize(lambda k: class_of.get(int(k), -1), otypes=[np.int64])(inst) if inst.size else inst
     # per patch: the class of the product it shows, n_objects for none (patch_classes)
     patch_class = np.where(classes >= 0, classes, n_objects).astype(np.int64)
-    return {"products": prod, "hand": hand, "activity": act, "patches": patches, "patch_class": patch_class}
+    # per product patch: the activity of that product's event in progress, n_activities for none;
+    # patches showing no product are left out (-100): patch_class already tells product from none
+    patch_activity = np.where(inst >= 0, np.where(patch_act >= 0, patch_act, n_activities), -100).astype(np.int64)
+    return {"products": prod, "hand": hand, "activity": act, "patches": patches, "patch_class": patch_class,
+            "patch_activity": patch_activity}
 
 
 class _PretrainHeads(nn.Module):
@@ -89,12 +93,13 @@ class _PretrainHeads(nn.Module):
         self.activity = nn.Linear(dim, n_activities + 1)
         self.patch = nn.Linear(dim, 1)
         self.patch_class = nn.Linear(dim, n_objects + 1)  # + "no product"
+        self.patch_activity = nn.Linear(dim, n_activities + 1)  # + "no activity"
 
 
 def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: int, seed: int = 0,
                       batch: int = 64, lr: float = 2e-3, max_frames: int = 6000,
-                      progress: bool = True, labels: dict | None = None, patch_classes: float = 0.0
-                      ) -> dict[str, float]:
+                      progress: bool = True, labels: dict | None = None, patch_classes: float = 0.0,
+                      patch_activities: float = 0.0) -> dict[str, float]:
     """Train the backbone in place on the videos' frames (which must still be attached), then freeze.
     ``labels`` ({"activities": [...], "products": [...]}) size the class heads; default: the generator's."""
     n_obj = len(labels["products"]) if labels else len(PRODUCTS)
@@ -102,7 +107,8 @@ def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: in
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     grid = backbone.cfg.grid
-    frames, targets = [], {"products": [], "hand": [], "activity": [], "patches": [], "patch_class": []}
+    frames, targets = [], {"products": [], "hand": [], "activity": [], "patches": [], "patch_class": [],
+                           "patch_activity": []}
     for v in videos:
         tg = frame_targets(v, grid, n_obj, n_act)
         # idle frames dominate a kiosk: keep every busy frame and as many idle ones
@@ -126,6 +132,7 @@ def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: in
             targets["activity"].append(np.full((1,), -100, np.int64))
             targets["patches"].append(np.full((1, grid * grid), -1.0, np.float32))
             targets["patch_class"].append(np.full((1, grid * grid), -100, np.int64))
+            targets["patch_activity"].append(np.full((1, grid * grid), -100, np.int64))
     x = np.concatenate(frames)
     y = {k: torch.from_numpy(np.concatenate(v)) for k, v in targets.items()}
     heads = _PretrainHeads(backbone.cfg.dim, n_obj, n_act)
@@ -162,6 +169,14 @@ def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: in
                 lpc = ce_none(logits, pc)
                 lpc = (lpc * on).sum() / on.sum().clamp_min(1) + (lpc * off).sum() / off.sum().clamp_min(1)
                 loss = loss + patch_classes * lpc
+            if patch_activities > 0:
+                pa = y["patch_activity"][idx].reshape(-1)
+                logits = heads.patch_activity(tok).reshape(len(pa), -1)
+                # a product's patches in an event and idle ones weigh alike in total: most are idle
+                busy, idle = (pa >= 0) & (pa < n_act), pa == n_act
+                lpa = ce_none(logits, pa)
+                lpa = (lpa * busy).sum() / busy.sum().clamp_min(1) + (lpa * idle).sum() / idle.sum().clamp_min(1)
+                loss = loss + patch_activities * lpa
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -170,6 +185,8 @@ def pretrain_backbone(backbone: Backbone, videos: list[VideoData], *, epochs: in
                      (("products", lp), ("hand", lh), ("activity", la), ("patches", lpatch))}
             if patch_classes > 0:
                 stats["patch_classes"] = float(lpc.detach())
+            if patch_activities > 0:
+                stats["patch_activities"] = float(lpa.detach())
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     bar.close()

@@ -1,4 +1,4 @@
-"""How well a frozen backbone's patch tokens tell the products apart: a linear probe per patch.
+"""How well a frozen backbone's patch tokens tell the products, and what is done to them, apart: linear probes per patch.
 
     python -m tools.accuracy.patch_identity --backbone checkpoints/lvm-tiny.safetensors \
         --backbone runs/new/backbone.safetensors --json out.json
@@ -10,7 +10,9 @@ classifier (standardised tokens, AdamW, fixed seed) is fitted on the patches of 
 scored on those of ``--eval-videos`` held-out videos (``heldout_video(1, i)``: even i in a look
 training never saw, odd i in a training look). What it measures is the backbone alone: whether a
 patch token carries the product it shows in a form that holds on videos it was not fitted on, which
-every identity the reader learns on top of it depends on. One backbone per ``--backbone`` (a
+every identity the reader learns on top of it depends on. A second probe on the same patches
+reads the activity of the event in progress on the product each shows, or none (accuracy and the
+mean per-activity recall, since most product patches show no event). One backbone per ``--backbone`` (a
 checkpoint, or the bare ``backbone.safetensors`` lvm-train writes), all on the same patches.
 """
 from __future__ import annotations
@@ -37,38 +39,48 @@ def _backbone(path: str, cfg):
 
 
 def _patches(spec: tuple[int, int], seconds: float, size: int, grid: int):
-    """(frames (N, S, S, 3) uint8, class per patch (N, P), -1 where no product shows)."""
+    """(frames (N, S, S, 3) uint8, class per patch (N, P), -1 where no product shows, activity per
+    patch (N, P): the activity of the event in progress on the product it shows, ``len(BASE_ACTIVITIES)``
+    for none, -1 where no product shows)."""
     import numpy as np
 
-    from edge_runtime.checkout import CheckoutVideo
+    from edge_runtime.checkout import BASE_ACTIVITIES, CheckoutVideo
     from edge_runtime.checkout.catalog import PRODUCT_IDS
     from export.train.token_targets import token_fact_targets
 
     video = CheckoutVideo(seed=spec[0], look=spec[1], duration_s=seconds, size=size)
     ann = video.annotations()
     times, frames = zip(*video.frames(1.0, 0.0, None))
-    inst = token_fact_targets(ann, np.asarray(times), grid)[0]
+    inst, act = token_fact_targets(ann, np.asarray(times), grid)[:2]
     class_of = {int(x["instance_id"]): PRODUCT_IDS[x["product"]] for x in ann["instances"]}
     cls = np.vectorize(lambda k: class_of.get(int(k), -1), otypes=[np.int64])(inst)
-    return np.stack(frames), cls
+    act = np.where(cls >= 0, np.where(act >= 0, act, len(BASE_ACTIVITIES)), -1).astype(np.int64)
+    return np.stack(frames), cls, act
 
 
-def probe(backbone, train: list, test: list, classes: int, seed: int = 0, epochs: int = 30) -> dict:
-    """Fit on ``train`` [(frames, classes)], score on each of ``test``: held-out accuracy overall and per video."""
+def _tokens(backbone, frames):
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([backbone(torch.from_numpy(frames[i : i + 256])) for i in range(0, len(frames), 256)])
+
+
+def probe(train: list, test: list, classes: int, seed: int = 0, epochs: int = 30) -> dict:
+    """Fit on ``train`` [(tokens (N, P, D), label per patch (N, P), -1 left out)], score on each of
+    ``test``: held-out accuracy overall and per video, and balanced (the mean of each class's recall
+    over the classes held-out patches show)."""
     import numpy as np
     import torch
 
-    def tokens(sets):
+    def pick(sets):
         xs, ys = [], []
-        for frames, cls in sets:
-            with torch.no_grad():
-                tok = torch.cat([backbone(torch.from_numpy(frames[i : i + 256])) for i in range(0, len(frames), 256)])
-            on = torch.from_numpy(cls >= 0)
+        for tok, lab in sets:
+            on = torch.from_numpy(lab >= 0)
             xs.append(tok[on])
-            ys.append(torch.from_numpy(cls[cls >= 0]))
+            ys.append(torch.from_numpy(lab[lab >= 0]))
         return xs, ys
 
-    xs, ys = tokens(train)
+    xs, ys = pick(train)
     X, y = torch.cat(xs), torch.cat(ys)
     mu, sd = X.mean(0), X.std(0) + 1e-5
     torch.manual_seed(seed)
@@ -82,12 +94,15 @@ def probe(backbone, train: list, test: list, classes: int, seed: int = 0, epochs
             opt.zero_grad()
             loss.backward()
             opt.step()
-    txs, tys = tokens(test)
+    txs, tys = pick(test)
     with torch.no_grad():
-        right = [(lin((x - mu) / sd).argmax(1) == t).numpy() for x, t in zip(txs, tys)]
+        preds = [lin((x - mu) / sd).argmax(1).numpy() for x in txs]
         fit = float((lin((X - mu) / sd).argmax(1) == y).float().mean())
-    every = np.concatenate(right)
-    return {"held_out": round(float(every.mean()), 4), "per_video": [round(float(r.mean()), 4) for r in right],
+    right = [p == t.numpy() for p, t in zip(preds, tys)]
+    every, truth = np.concatenate(right), np.concatenate([t.numpy() for t in tys])
+    balanced = float(np.mean([every[truth == c].mean() for c in np.unique(truth)]))
+    return {"held_out": round(float(every.mean()), 4), "balanced_held_out": round(balanced, 4),
+            "per_video": [round(float(r.mean()), 4) for r in right],
             "patches": [len(r) for r in right], "fitted": round(fit, 4), "train_patches": len(X)}
 
 
@@ -105,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from edge_runtime.checkout import PRODUCTS
+    from edge_runtime.checkout import BASE_ACTIVITIES, PRODUCTS
     from edge_runtime.checkout.scene import heldout_video, training_video
     from edge_runtime.config import ConfigError, resolve_model_config
     from export.model.checkpoint import CheckpointError
@@ -126,17 +141,27 @@ def main(argv: list[str] | None = None) -> int:
     size, grid = cfg.backbone.image_size, cfg.backbone.grid
     train = [_patches(training_video(0, i), args.video_s, size, grid) for i in range(args.train_videos)]
     test = [_patches(heldout_video(1, i), args.video_s, size, grid) for i in range(args.eval_videos)]
-    if not all((c >= 0).any() for _, c in train + test):
+    if not all((c >= 0).any() for _, c, _ in train + test):
         ap.exit(2, f"{ap.prog}: a video shows no product in its first {args.video_s:g} s: use a longer --video-s\n")
-    counts = np.bincount(np.concatenate([c[c >= 0] for _, c in test]), minlength=len(PRODUCTS))
+    counts = np.bincount(np.concatenate([c[c >= 0] for _, c, _ in test]), minlength=len(PRODUCTS))
+    acts = np.bincount(np.concatenate([a[a >= 0] for _, _, a in test]), minlength=len(BASE_ACTIVITIES) + 1)
     out = {"train_videos": [list(training_video(0, i)) for i in range(args.train_videos)],
            "eval_videos": [list(heldout_video(1, i)) for i in range(args.eval_videos)], "video_s": args.video_s,
-           "classes": len(PRODUCTS), "most_frequent_class": round(float(counts.max() / counts.sum()), 4), "backbones": {}}
+           "classes": len(PRODUCTS), "most_frequent_class": round(float(counts.max() / counts.sum()), 4),
+           "activity_share_none": round(float(acts[-1] / acts.sum()), 4), "backbones": {}}
     for path, bb in backbones.items():
-        res = probe(bb, train, test, len(PRODUCTS))
+        tok_train = [_tokens(bb, f) for f, _, _ in train]
+        tok_test = [_tokens(bb, f) for f, _, _ in test]
+        res = probe([(t, c) for t, (_, c, _) in zip(tok_train, train)],
+                    [(t, c) for t, (_, c, _) in zip(tok_test, test)], len(PRODUCTS))
+        # the same patches' activity: what is being done to the product each shows, or none
+        res["activity"] = probe([(t, a) for t, (_, _, a) in zip(tok_train, train)],
+                                [(t, a) for t, (_, _, a) in zip(tok_test, test)], len(BASE_ACTIVITIES) + 1)
         out["backbones"][path] = res
         print(f"{path}: held-out patch class accuracy {res['held_out']:.1%} (per video {res['per_video']}), "
-              f"fitted {res['fitted']:.1%}; most frequent class {out['most_frequent_class']:.1%}", flush=True)
+              f"fitted {res['fitted']:.1%}; most frequent class {out['most_frequent_class']:.1%}; "
+              f"activity {res['activity']['held_out']:.1%}, balanced {res['activity']['balanced_held_out']:.1%} "
+              f"(none {out['activity_share_none']:.1%})", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)
