@@ -75,10 +75,9 @@ def stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wor
             from safetensors.torch import save_file
             save_file({k: v.contiguous() for k, v in net.backbone.net.state_dict().items()}, str(backbone_file))
             say(f"lvm-train: backbone pre-trained on {int(stats['frames'])} frames/crops ({time.time() - t0:.0f} s)")
+        acts = f", patch activities {args.backbone_patch_activities:g}" if args.backbone_patch_activities else ""
         net.backbone.init_source = (f"{net.backbone.init_source} + lvm-train pre-training"
-                                  f" (patch classes {args.backbone_patch_classes:g}"
-                                  + (f", patch activities {args.backbone_patch_activities:g})"
-                                     if args.backbone_patch_activities else ")"))
+                                  f" (patch classes {args.backbone_patch_classes:g}{acts})")
         if world > 1:
             dist.barrier()
             if rank != 0:
