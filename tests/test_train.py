@@ -410,10 +410,11 @@ def test_the_plan_gives_no_times_for_a_model_never_measured():
     from edge_runtime.config import resolve_model_config
     from export.cli.train import build_parser
     from export.cli.train_plan import plan as _plan
+    from export.cli.train_reader import READER_STEPS, READER_VIDEOS
 
     def plan(config):
         args = build_parser().parse_args(["--config", config, "--out", "x"])
-        args.reader_init, args.reader_steps, args.reader_videos = None, 1500, 32  # as _train sets them
+        args.reader_init, args.reader_steps, args.reader_videos = None, READER_STEPS, READER_VIDEOS  # as _train sets them
         args.reader_calib_videos = 16
         return _plan(args, resolve_model_config(config), 8, 1800.0, 0, 1, None)
 

@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-patch-classes", type=float, default=1.0, metavar="WEIGHT",
                    help="weight of backbone pre-training's per-patch product-class loss (default 1.0; 0 = off): "
                         "each patch token learns which product it shows")
-    p.add_argument("--backbone-patch-activities", type=float, default=0.0, metavar="WEIGHT",
-                   help="weight of backbone pre-training's per-patch activity loss (default 0 = off): each "
+    p.add_argument("--backbone-patch-activities", type=float, default=1.0, metavar="WEIGHT",
+                   help="weight of backbone pre-training's per-patch activity loss (default 1.0; 0 = off): each "
                         "patch token showing a product learns what is being done to it, if anything")
     p.add_argument("--backbone-from", help="take the frozen backbone from this checkpoint (or another run's "
                    "backbone.safetensors) instead of pre-training")

@@ -1,6 +1,6 @@
 """Dense training of the memory reader (export/model/reader.py) on cached backbone tokens.
 
-    python -m export.train.reader_stage --checkpoint checkpoints/lvm-tiny.safetensors --videos 32 \
+    python -m export.train.reader_stage --checkpoint checkpoints/lvm-tiny.safetensors --videos 64 \
         --steps 1500 --out runs/reader/reader.safetensors
 
 or from Python, ``train_reader(net, out=...)`` (what the training CLI calls).
@@ -99,7 +99,7 @@ def init_reader(path, cfg) -> tuple[MemoryReader, AnswerStep, list[str]]:
     return reader, answer, fresh
 
 
-def train_reader(net: LVMNet, *, out, videos: int = 32, calib_videos: int = 16, video_s: float = 1800.0,
+def train_reader(net: LVMNet, *, out, videos: int = 64, calib_videos: int = 16, video_s: float = 1800.0,
                  queries: int = 300, absent_share: float = 0.2, every: int = 2, steps: int = 1500, batch: int = 8,
                  lr: float = 2e-3, query_weight: float = 1.0, activity_balance: float | None = None, seed: int = 0,
                  motion: bool = True,
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", metavar="DIR", help="train on this dataset folder's train split (the checkpoint must "
                     "have its activities: lvm-train --data DIR) instead of generated videos")
     ap.add_argument("--init", metavar="READER", help="start from this reader file instead of fresh weights")
-    ap.add_argument("--videos", type=int, default=32, help="training videos (training looks, seeds seed*1000+i)")
+    ap.add_argument("--videos", type=int, default=64, help="training videos (training looks, seeds seed*1000+i)")
     ap.add_argument("--calib-videos", type=int, default=16, help="further training-look videos for calibration only; "
                     "with --data, train-split videos held out (at most a quarter of the split)")
     ap.add_argument("--video-s", type=float, default=1800.0)
