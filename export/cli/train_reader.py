@@ -10,7 +10,7 @@ from export.cli.common import UsageError
 from export.train.eta import estimate, minutes, rates_for
 
 # the reader stage's defaults: 64 videos (its tokens read the held-out looks' activities better than
-# with 32, docs/accuracy.md) and 1,500 steps keep the whole run near 35 min on 2 CPU cores
+# with 32, docs/accuracy.md) and 1,500 steps keep the whole run near 26 min on 2 CPU cores (docs/training.md)
 READER_STEPS, READER_VIDEOS, READER_CALIB_VIDEOS, READER_BATCH = 1500, 64, 16, 8
 # starting from a trained reader (the one beside --init-from) only its new sampler's memories and the
 # new footage are new to it: a fifth of the steps, at a quarter of the learning rate (the fresh rate's
