@@ -314,6 +314,29 @@ def test_failing_gate_exits_nonzero_and_writes_nothing(ckpt, tmp_path, capsys, f
     assert not target.exists() and not list(tmp_path.glob(".lvm-tiny-fp16*"))
 
 
+def test_gate_failure_puts_the_backbone_back_to_fp32_and_tries_again(ckpt, tmp_path, capsys, fast_export):
+    calls = []
+
+    def backbone_hurts(bundle_dir):  # only a reduced-precision backbone costs accuracy
+        m = json.loads((Path(bundle_dir) / "manifest.json").read_text())
+        calls.append(m["precision"])
+        return _metrics(-0.05 if m["graphs"]["backbone"]["precision"] != "fp32" else 0.0)
+
+    target = tmp_path / "b"
+    rc, out, err = run(_base(ckpt) + ["--precision", "fp16", "--out", target], capsys, evaluator=backbone_hurts)
+    assert rc == 0, err
+    assert calls == ["fp32", "fp16", "fp16"]  # the FP32 reference is evaluated once
+    m = _manifest(target)
+    g = m["graphs"]
+    assert g["backbone"]["precision"] == "fp32" and "failed the accuracy gate" in g["backbone"]["quantization"]["reason"]
+    assert g["sampler"]["precision"] == "fp16" and g["heads"]["precision"] == "fp16"
+    f16 = onnx.TensorProto.FLOAT16
+    assert not [t for t in onnx.load(str(target / "backbone.onnx")).graph.initializer if t.data_type == f16]
+    assert [t for t in onnx.load(str(target / "sampler.onnx")).graph.initializer if t.data_type == f16]
+    assert m["accuracy"]["passed"] and [f["graph"] for f in m["accuracy"]["fp32_fallbacks"]] == ["backbone"]
+    assert "backbone: kept FP32" in err and "activity/short" in err
+
+
 def test_gate_compare_logic():
     from export.evaluate.accuracy_gate import GateError, compare
 

@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
             "stays FP32 (the manifest says why).\n"
             "TensorRT targets and --int8-portable use the symmetric Q/DQ form only.\n"
             "The accuracy gate is paired (both bundles answer the same queries) and prints per cell its\n"
-            "queries and how many answers the candidate changed for the better and the worse.\n"
+            "queries and how many answers the candidate changed for the better and the worse. When it\n"
+            "fails, the first reduced graph of backbone, sampler, heads goes back to FP32 and the gate runs\n"
+            "again, until it passes; exit 3 when only one reduced graph was left to give up.\n"
             "exit status: 0 ok, 1 export failed (parity, TensorRT), 2 bad input, 3 accuracy gate failed."))
     p.add_argument("--precision", required=True, choices=PRECISIONS, metavar="{fp32,fp16,int8}",
                    help="numeric precision of the graphs")

@@ -163,10 +163,14 @@ def compare(reference: dict, candidate: dict, threshold_points: float) -> GateRe
 
 
 def run_gate(reference_bundle: Path, candidate_bundle: Path, evaluator: Evaluator, threshold_points: float,
-             log: Callable[[str], None] | None = None) -> GateResult:
-    if log:
-        log("accuracy gate: evaluating the fp32 reference bundle")
-    ref = evaluator(Path(reference_bundle))
+             log: Callable[[str], None] | None = None, reference: dict | None = None) -> GateResult:
+    """``reference``: the FP32 bundle's metrics from an earlier run (``GateResult.reference``): the
+    same bundle answers the same, so a second candidate is not measured against it again."""
+    ref = reference
+    if ref is None:
+        if log:
+            log("accuracy gate: evaluating the fp32 reference bundle")
+        ref = evaluator(Path(reference_bundle))
     if log:
         log("accuracy gate: evaluating the candidate bundle")
     cand = evaluator(Path(candidate_bundle))

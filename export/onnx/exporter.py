@@ -3,7 +3,8 @@
 Load the checkpoint (and its memory reader, when there is one) -> export backbone / sampler / heads
 (+ reader / answer) to ONNX (opset 18, onnxslim, checker) -> FP32 parity against PyTorch -> FP16 or
 INT8 graphs -> parity of those -> CPU latency (ONNX Runtime) -> TensorRT plans where TensorRT is
-present -> accuracy gate against the FP32 bundle -> manifest, written last, and the folder moved into
+present -> accuracy gate against the FP32 bundle (when it fails, the first reduced graph back to FP32,
+then the rest again) -> manifest, written last, and the folder moved into
 place atomically. Every step is one method; the
 heavy libraries are imported inside them, so the command line answers --help and bad input fast.
 """
@@ -95,42 +96,51 @@ class Exporter:
                 raise ExportFailed(f"the FP32 ONNX graphs do not match PyTorch: {'; '.join(bad)}")
 
             graphs_info = self._convert(fp32_dir, feeds, engine)
-            from export.evaluate.ood_stats import ood_step, write_bundle_ood
-
-            train = self.data.get("train")  # --data: fitted on the dataset's train split, not the generator
-            with self.ui.step(*ood_step(train)) as tick:
-                ood = write_bundle_ood(writer.path, cfg, threads=a.threads, seed=cfg.train.seed, train=train,
-                                       notes=self.notes, tick=tick)
-            parity = parity32 if a.precision == "fp32" else self._parity(
-                f"parity {a.precision} vs PyTorch", writer.path, self.check)
-            latency = self._latency(fp32_dir, feeds)
-            plans = self._plans(engine, sigs)
-
-            graphs = self._graph_entries(sigs, graphs_info, plans)
             calibration = None
             source = None
             if cal is not None:
                 source = {**cal.describe(), **(feeds.notes if feeds else {})}
                 if a.precision == "int8":
                     calibration = {**source, "used_for": "int8 calibration (and parity inputs)"}
-            parity_m = {**parity, "reference": "pytorch fp32",
-                        "inputs": "example inputs" + (" + a stream of real frames through the FP32 graphs"
-                                                      if feeds else ""), "frames": source}
-            if a.precision != "fp32":
-                parity_m["fp32_graphs"] = parity32
             export_meta = {"engine": engine, "notes": self.notes, "argv": getattr(a, "argv", []),
                            "threads": a.threads, "reader": self.reader.shown if self.reader else None}
+            fallbacks: list[dict] = []
+            reference = None  # the FP32 bundle's gate metrics, evaluated once
+            while True:
+                from export.evaluate.ood_stats import ood_step, write_bundle_ood
 
-            def manifest(accuracy):
-                return build_manifest(cfg=cfg, precision=a.precision, checkpoint=ck, graphs=graphs, parity=parity_m,
-                                      accuracy=accuracy, calibration=calibration, latency=latency, export=export_meta,
-                                      ood=ood, answers=answers)
+                train = self.data.get("train")  # --data: fitted on the dataset's train split, not the generator
+                with self.ui.step(*ood_step(train)) as tick:
+                    ood = write_bundle_ood(writer.path, cfg, threads=a.threads, seed=cfg.train.seed, train=train,
+                                           notes=self.notes, tick=tick)
+                parity = parity32 if a.precision == "fp32" else self._parity(
+                    f"parity {a.precision} vs PyTorch", writer.path, self.check)
+                latency = self._latency(fp32_dir, feeds)
+                plans = self._plans(engine, sigs)
+                graphs = self._graph_entries(sigs, graphs_info, plans)
+                parity_m = {**parity, "reference": "pytorch fp32",
+                            "inputs": "example inputs" + (" + a stream of real frames through the FP32 graphs"
+                                                          if feeds else ""), "frames": source}
+                if a.precision != "fp32":
+                    parity_m["fp32_graphs"] = parity32
 
-            accuracy, gate = self._gate(fp32_dir, sigs, manifest, ck, parity32, answers)
+                def manifest(accuracy, graphs=graphs, parity_m=parity_m, latency=latency, ood=ood):
+                    if fallbacks:
+                        accuracy = {**accuracy, "fp32_fallbacks": fallbacks}
+                    return build_manifest(cfg=cfg, precision=a.precision, checkpoint=ck, graphs=graphs,
+                                          parity=parity_m, accuracy=accuracy, calibration=calibration,
+                                          latency=latency, export=export_meta, ood=ood, answers=answers)
+
+                accuracy, gate, reference = self._gate(fp32_dir, sigs, manifest, ck, parity32, answers, reference)
+                if gate is None or gate.passed:
+                    break
+                back = self._fallback(fp32_dir, graphs_info, gate)
+                if back is None:
+                    print_summary(cfg.name, a.precision, graphs, parity, latency, target, committed=False)
+                    tried = "".join(f"; before, with {f['graph']} {a.precision}: {f['gate']}" for f in fallbacks)
+                    raise GateFailed(f"{gate.message()}{tried}; bundle not written")
+                fallbacks.append(back)
             export_meta["seconds"] = round(time.time() - t_start, 1)
-            if gate is not None and not gate.passed:
-                print_summary(cfg.name, a.precision, graphs, parity, latency, target, committed=False)
-                raise GateFailed(f"{gate.message()}; bundle not written")
             writer.commit(manifest(accuracy))
         print_summary(cfg.name, a.precision, graphs, parity, latency, target, committed=True)
         for n in self.notes:
@@ -308,14 +318,16 @@ class Exporter:
                                  note=info[n].get("note"))
         return out
 
-    def _gate(self, fp32_dir: Path, sigs: dict, manifest, ck: dict, parity32: dict, answers: dict):
-        """-> (manifest accuracy section, GateResult or None)."""
+    def _gate(self, fp32_dir: Path, sigs: dict, manifest, ck: dict, parity32: dict, answers: dict,
+              reference: dict | None = None):
+        """-> (manifest accuracy section, GateResult or None, the FP32 reference's metrics to reuse)."""
         a = self.args
         if a.precision == "fp32":
-            return {"reference": "fp32", "gate": "not applicable (this is the reference)"}, None
+            return {"reference": "fp32", "gate": "not applicable (this is the reference)"}, None, None
         if a.skip_gate:
             self.ui.warn(f"--skip-gate: this {a.precision} bundle was not checked against FP32 accuracy")
-            return {"reference": "fp32", "gate": "skipped (--skip-gate)", "threshold_points": a.gate_threshold}, None
+            return ({"reference": "fp32", "gate": "skipped (--skip-gate)", "threshold_points": a.gate_threshold},
+                    None, None)
         from export.evaluate.accuracy_gate import engine_evaluator, run_gate
         from export.onnx.bundle_writer import build_manifest, graph_entry, write_json_atomic
 
@@ -330,9 +342,29 @@ class Exporter:
             backend="auto" if self.engine == "tensorrt" else "onnxruntime", data=self.data.get("test"),
             progress=self.ui.bars)
         with self.ui.step(f"accuracy gate ({a.precision} vs fp32, threshold {a.gate_threshold:g} points R@1x)"):
-            res = run_gate(fp32_dir, self.writer.path, evaluator, a.gate_threshold, log=self.ui.progress)
+            res = run_gate(fp32_dir, self.writer.path, evaluator, a.gate_threshold, log=self.ui.progress,
+                           reference=reference)
         (self.writer.path / "manifest.json").unlink()  # rewritten, complete, at commit
         for line in res.lines():  # per cell: fp32, candidate, delta and (paired) the answers that changed
             self.ui.log(f"  {line}")
         self.ui.log(res.message())
-        return res.manifest(), res
+        return res.manifest(), res, res.reference
+
+    def _fallback(self, fp32_dir: Path, info: dict, gate) -> dict | None:
+        """After a failed gate: put the first reduced-precision graph of the memory path (backbone, then
+        sampler, then heads: an upstream error reaches every answer) back to FP32, in ``info`` and in the
+        bundle; -> what was given up, for the manifest, or None when that graph is the last reduced one
+        (the bundle would be the FP32 one under another name). The order is fixed and the gate
+        deterministic, so the same inputs give the same bundle."""
+        reduced = [n for n in GRAPH_NAMES if info[n]["precision"] != "fp32"]
+        if len(reduced) < 2:
+            return None
+        n = reduced[0]
+        was = info[n]
+        shutil.copyfile(fp32_dir / f"{n}.onnx", self.writer.path / f"{n}.onnx")
+        why = (f"kept FP32: with its {self.args.precision.upper()} form the bundle failed the accuracy gate "
+               f"({gate.message()})")
+        info[n] = {"precision": "fp32", "quantization": {"mode": "none", "reason": why,
+                                                         "rejected": was.get("quantization")}, "note": why}
+        self.ui.warn(f"{n}: {why}; trying again with it FP32")
+        return {"graph": n, "gate": gate.message(), "failures": list(gate.failures)}
