@@ -137,7 +137,7 @@ def test_right_model_learns_that_a_close_runner_up_makes_an_answer_doubtful():
     """Time answers whose second-ranked event is almost as supported as the first are right half the
     time, clear ones nearly always: the fitted model weighs the runner-up's support against the answer
     and the confidence tells the two apart, where the support alone (equal for both) cannot."""
-    from edge_runtime.query.reader_answers import confidence, right_features
+    from edge_runtime.query.reader_answers import RIGHT_FEATURES, confidence, right_features
     from export.train.reader_calibration import fit_right_model
 
     rng = np.random.default_rng(0)
@@ -149,7 +149,7 @@ def test_right_model_learns_that_a_close_runner_up_makes_an_answer_doubtful():
     iv[:, 0] = np.c_[np.zeros(n), np.full(n, 4.0), p1]
     iv[:, 1, 2] = p2
     hit = rng.uniform(0, 1, n) < np.where(close, 0.5, 0.95)
-    model = fit_right_model(right_features(iv), hit)
+    model = fit_right_model(right_features(iv), hit, RIGHT_FEATURES)
     assert model["features"] == ["support", "next_support", "log1p_length_s"]
     assert model["weights"][1] < 0 < model["weights"][0]
     curve = fit_calibration(right_features(iv) @ model["weights"] + model["bias"], hit)
@@ -159,7 +159,37 @@ def test_right_model_learns_that_a_close_runner_up_makes_an_answer_doubtful():
     # without a model (calibrations fitted before it) the curve reads the evidence itself
     assert confidence([0.8], iv[:1], {"right": [[0.0, 1.0], [0.0, 1.0]]})[0] == pytest.approx(0.8)
     # too few wrong answers to fit from: no model
-    assert fit_right_model(right_features(iv[:100]), np.ones(100, bool)) is None
+    assert fit_right_model(right_features(iv[:100]), np.ones(100, bool), RIGHT_FEATURES) is None
+
+
+def test_activity_confidence_reads_the_ranking_not_only_the_evidence():
+    """Activity answers of a clearly seen product (high evidence) whose top two activities score alike
+    are right half the time, those with a clear winner nearly always: the activity model reads the
+    scores' margin, so its confidence tells them apart where the evidence (equal for both) cannot; a
+    runtime whose bundle names other features for activity refuses it."""
+    from edge_runtime.query.reader_answers import (ACTIVITY_FEATURES, activity_features, confidence,
+                                                   right_model_problem)
+    from export.train.reader_calibration import fit_right_model
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    ev = rng.uniform(0.6, 0.9, n)
+    close = rng.uniform(0, 1, n) < 0.5
+    scores = rng.uniform(0.0, 0.1, (n, 6))
+    scores[:, 2] = 0.8
+    scores[:, 4] = np.where(close, 0.79, 0.2)
+    win = rng.choice([300.0, 900.0, 1800.0], n)
+    hit = rng.uniform(0, 1, n) < np.where(close, 0.5, 0.95)
+    x = activity_features(ev, scores, win)
+    assert x[0].tolist() == pytest.approx([ev[0], 0.8, scores[0, 4], np.log1p(win[0])])
+    model = fit_right_model(x, hit, ACTIVITY_FEATURES)
+    assert model["features"] == list(ACTIVITY_FEATURES) and model["weights"][2] < 0
+    fit = {"right": fit_calibration(ev, hit),
+           "right_model": {**model, "right": fit_calibration(x @ model["weights"] + model["bias"], hit)}}
+    conf = confidence(ev, None, fit, scores=scores, window_s=win)
+    assert abs(conf[close].mean() - 0.5) < 0.08 and abs(conf[~close].mean() - 0.95) < 0.05
+    assert right_model_problem(fit["right_model"], "activity") is None
+    assert "for time answers" in right_model_problem(fit["right_model"], "time")
 
 
 def test_prior_weight_follows_the_window_length():

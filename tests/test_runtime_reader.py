@@ -162,7 +162,9 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
         assert g["answered_by"] == "reader" and g["status"] in ("answered", "not_seen")
         cal = cal_all[r["type"]]
         assert g["p_seen"] == pytest.approx(float(calibrated(e, cal["seen"])), abs=2e-3)
-        assert g["confidence"] == pytest.approx(float(confidence([e], i[None], cal)[0]), abs=2e-3)
+        scores = [w["scores"]] if r["type"] == "activity" else None
+        assert g["confidence"] == pytest.approx(float(confidence([e], i[None], cal, scores=scores,
+                                                                 window_s=[r["end"] - r["start"]])[0]), abs=2e-3)
         assert (g["status"] == "not_seen") == (g["p_seen"] < sec["not_seen_below"])
         if r["type"] == "activity":
             np.testing.assert_allclose(g["scores"], w["scores"], atol=1e-4)

@@ -277,7 +277,7 @@ def _check_reader(cfg: ModelConfig, sec: Any, graphs: dict[str, GraphInfo], wher
             is_curve(cal[t].get(c)) for c in ("seen", "right")) for t in ("activity", "object", "time")):
         raise BundleError(f"{where}: answers.reader.calibration needs seen and right curves ([[x...], [p...]]) "
                           f"for activity, object and time")
-    if bad := [f"{t}: {p}" for t in ("activity", "object", "time") if (p := right_model_problem(cal[t].get("right_model")))]:
+    if bad := [f"{t}: {p}" for t in ("activity", "object", "time") if (p := right_model_problem(cal[t].get("right_model"), t))]:
         raise BundleError(f"{where}: answers.reader.calibration.{bad[0]}")
     n_tok = m + _timeline_tokens(cfg, sec.get("timeline"), where)  # the answer step reads memory + timeline
     # None: a named (dynamic) axis

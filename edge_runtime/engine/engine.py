@@ -314,7 +314,8 @@ class Engine:
         for j, (i, a) in enumerate(zip(ask, answers)):
             r = reqs[i]
             out[i] = reader_query.judge(hold_to_spans(a, spans[i], (r["start"], r["end"])), r["type"],
-                                        float(outputs["evidence"][j]), outputs["intervals"][j], sec)
+                                        float(outputs["evidence"][j]), outputs["intervals"][j], sec,
+                                        window_s=r["end"] - r["start"])
             out[i]["read_from"] = reader_query.tracks_read(snap, (r["start"], r["end"]))
 
     def _answer_heads(self, reqs, ask: list[int], windows, spans, snap: Committed, out: list) -> None:

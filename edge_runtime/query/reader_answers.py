@@ -106,11 +106,16 @@ def fit_calibration(evidence, target, min_block: int = 20) -> list[list[float]]:
 # p(right) of a time or object answer reads more than its support (the evidence): how close the next
 # ranked answer's support comes (two candidate events alike: either may be the asked one) and how
 # long the answer's interval is (a few-frame interval seldom overlaps the truth by tIoU 0.3). Right vs
-# wrong time answers on 16 held-out videos of each of seeds 0, 1, 2: see docs/accuracy.md. Activity
-# answers have no intervals: their evidence only. An event of "what happened" keeps the support's own
-# curve ("right"): a close runner-up there is often a second real event, not a doubt about the first.
+# wrong time answers on 16 held-out videos of each of seeds 0, 1, 2: see docs/accuracy.md. An event of
+# "what happened" keeps the support's own curve ("right"): a close runner-up there is often a second
+# real event, not a doubt about the first.
 RIGHT_FEATURES = ("support", "next_support", "log1p_length_s")
-RIGHT_MODEL_TYPES = ("object", "time")
+# An activity answer's evidence says whether the product was seen, not whether its ranking is right: a
+# product seen clearly with two activities scored alike is a coin toss. So its p(right) reads the top
+# two scores of the ranking (prior included) and the window's length too.
+ACTIVITY_FEATURES = ("evidence", "top_score", "next_score", "log1p_window_s")
+RIGHT_MODEL_TYPES = ("activity", "object", "time")
+FEATURES_OF = {"activity": ACTIVITY_FEATURES, "object": RIGHT_FEATURES, "time": RIGHT_FEATURES}
 
 
 def right_features(intervals) -> np.ndarray:
@@ -120,19 +125,35 @@ def right_features(intervals) -> np.ndarray:
     return np.stack([iv[:, 0, 2], nxt, np.log1p(np.maximum(iv[:, 0, 1] - iv[:, 0, 0], 0.0))], axis=1)
 
 
+def activity_features(evidence, scores, window_s) -> np.ndarray:
+    """Activity answers' evidence (Q,), their ranked answers' ``scores`` (Q, C) as the answer dicts
+    give them, and their windows' lengths (Q,) -> (Q, 4) ACTIVITY_FEATURES."""
+    sc = -np.sort(-np.asarray(scores, np.float64).reshape(len(np.atleast_1d(evidence)), -1), axis=1)
+    nxt = sc[:, 1] if sc.shape[1] > 1 else np.zeros(len(sc))
+    return np.stack([np.asarray(evidence, np.float64).reshape(-1), sc[:, 0], nxt,
+                     np.log1p(np.maximum(np.asarray(window_s, np.float64).reshape(-1), 0.0))], axis=1)
+
+
 def model_score(features, model: dict) -> np.ndarray:
-    """A right_model's linear score of RIGHT_FEATURES rows (Q, 3) -> (Q,)."""
+    """A right_model's linear score of its feature rows (Q, F) -> (Q,)."""
     return np.asarray(features, np.float64) @ np.asarray(model["weights"], np.float64) + float(model["bias"])
 
 
-def confidence(evidence, intervals, fit: dict) -> np.ndarray:
+def confidence(evidence, intervals, fit: dict, scores=None, window_s=None) -> np.ndarray:
     """Calibrated p(right) of each answer. ``fit``: one query type's calibration: with a "right_model"
     (fitted on calibration videos) its curve of the model's score, else the "right" curve of the raw
-    evidence (activity answers, and calibrations fitted before the model)."""
+    evidence (calibrations fitted before the model). An activity model reads the answers' ``scores``
+    (Q, C) and ``window_s`` (Q,) beside the evidence; the others the ranked ``intervals``."""
     model = fit.get("right_model")
     if model is None:
         return np.clip(calibrated(evidence, fit["right"]), 0.0, 1.0)
-    return np.clip(calibrated(model_score(right_features(intervals), model), model["right"]), 0.0, 1.0)
+    if model["features"] == list(ACTIVITY_FEATURES):
+        if scores is None or window_s is None:
+            raise ValueError("an activity answer's confidence reads its scores and window length")
+        x = activity_features(evidence, scores, window_s)
+    else:
+        x = right_features(intervals)
+    return np.clip(calibrated(model_score(x, model), model["right"]), 0.0, 1.0)
 
 
 def is_curve(c) -> bool:
@@ -141,16 +162,17 @@ def is_curve(c) -> bool:
             and len(c[0]) == len(c[1]) and all(isinstance(x, (int, float)) for v in c for x in v))
 
 
-def right_model_problem(model) -> str | None:
-    """What is wrong with a calibration's "right_model" (None: nothing, or no model)."""
+def right_model_problem(model, qtype: str) -> str | None:
+    """What is wrong with a ``qtype`` calibration's "right_model" (None: nothing, or no model)."""
     if model is None:
         return None
     num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)  # noqa: E731
-    if not isinstance(model, dict) or model.get("features") != list(RIGHT_FEATURES):
-        return f"right_model must read the features {list(RIGHT_FEATURES)} (this runtime knows no others)"
-    w, curve = model.get("weights"), model.get("right")
-    if not (isinstance(w, list) and len(w) == len(RIGHT_FEATURES) and all(num(x) for x in w) and num(model.get("bias"))):
-        return f"right_model needs {len(RIGHT_FEATURES)} finite weights and a finite bias"
+    want = list(FEATURES_OF[qtype])
+    if not isinstance(model, dict) or model.get("features") != want:
+        return f"right_model must read the features {want} (this runtime knows no others for {qtype} answers)"
+    w, curve, n = model.get("weights"), model.get("right"), len(model["features"])
+    if not (isinstance(w, list) and len(w) == n and all(num(x) for x in w) and num(model.get("bias"))):
+        return f"right_model needs {n} finite weights and a finite bias"
     if not (is_curve(curve) and all(num(x) for v in curve for x in v)):
         return "right_model needs its right curve ([[score...], [p...]])"
     return None

@@ -1,8 +1,9 @@
 """The memory reader's answers on whole memories, and their calibration (used by the reader stage after
 training, and by tools/accuracy/reader_eval.py): the weight of the class prior in activity answers,
 per query window length, then per query type isotonic fits of p(seen) (present vs absent queries) on the answer
-step's raw evidence and of p(right) on it, and for object and time answers p(right) of a logistic score of the
-ranked answers' supports and length too (``fit_right_model``: the answers' confidence).
+step's raw evidence and of p(right) on it, and p(right) of a logistic score (``fit_right_model``: the answers'
+confidence) of the ranked answers' supports and length (object, time) or of the evidence, the top two
+activity scores and the window's length (activity).
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from edge_runtime.checkout.queries import WINDOWS
 from edge_runtime.checkout.absent_queries import is_absent
 from edge_runtime.checkout.metrics import score_query
 from edge_runtime.memory.timeline import FACT_NAMES
-from edge_runtime.query.reader_answers import (RIGHT_FEATURES, RIGHT_MODEL_TYPES, fit_calibration, model_score,
-                                               reader_answers, right_features)
+from edge_runtime.query.reader_answers import (FEATURES_OF, RIGHT_MODEL_TYPES, activity_features, fit_calibration,
+                                               model_score, reader_answers, right_features)
 from edge_runtime.query.types import BY_NAME
 from export.model.reader import AnswerStep, MemoryReader
 
@@ -69,7 +70,7 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
     items, not imported here since that module imports this one): the weight of the class prior in
     activity answers (the best activity R@1x over ``PRIOR_WEIGHTS``: pooled, and per window length
     as ``prior_weight_by_window``, which the answers then use), then per query type fits of
-    p(seen) (present vs absent) and p(right), isotonic, and for object and time answers a ``right_model``
+    p(seen) (present vs absent) and p(right), isotonic, and for every type a ``right_model``
     (``fit_right_model``) with its own p(right) curve. ``timeline`` (a TimelineSpec; the videos then
     carry their frame tokens): the answers read the timeline beside each memory, as the runtime does."""
     from export.train.timeline_tokens import video_timeline, window_tokens
@@ -108,32 +109,35 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
     best = (best, pooled[best])
     by_window = [[w, max(PRIOR_WEIGHTS, key=lambda pw: (mean(recall[pw].get(w, [])) - 1e-9 * PRIOR_WEIGHTS.index(pw)))]
                  for w in sorted({w for r in recall.values() for w in r})]
-    ev, feats, seen, hit, types = [], [], [], [], []
+    ev, seen, hit, types = [], [], [], []
+    feats: dict[str, list] = {t: [] for t in TYPE_IDS}  # per query type, its right model's features
     for v, s, mem, qs in runs:
         ans, e, iv, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], qs, v.crop_tokens,
                                            v.crop_ids, cfg, prior, best[0], tl_at(v, s), by_window)
-        feats.append(right_features(iv))
-        for q, a, x in zip(qs, ans, e):
+        x_iv = right_features(iv)
+        for i, (q, a, x) in enumerate(zip(qs, ans, e)):
             ev.append(x)
             seen.append(0.0 if is_absent(q) else 1.0)
             hit.append(1.0 if is_hit(q, a) else 0.0)
             types.append(q.type)
+            feats[q.type].append(activity_features([x], [a["scores"]], [q.end - q.start])[0]
+                                 if q.type == "activity" else x_iv[i])
     ev, seen, hit, types = np.asarray(ev), np.asarray(seen), np.asarray(hit), np.asarray(types)
-    feats = np.concatenate(feats) if feats else np.zeros((0, len(RIGHT_FEATURES)))
     out = {"prior_weight": best[0], "calib_activity_r1": round(best[1], 4), "prior_weight_by_window": by_window,
            "calib_activity_r1_by_window": {str(w): round(mean(recall[pw].get(w, [])), 4) for w, pw in by_window}}
     for t in TYPE_IDS:
         k = types == t
-        model = fit_right_model(feats[k], hit[k]) if t in RIGHT_MODEL_TYPES else None
+        x = np.asarray(feats[t], np.float64).reshape(-1, len(FEATURES_OF[t]))
+        model = fit_right_model(x, hit[k], FEATURES_OF[t]) if t in RIGHT_MODEL_TYPES else None
         out[t] = {"seen": fit_calibration(ev[k], seen[k]), "right": fit_calibration(ev[k], hit[k]),
                   "queries": int(k.sum()), "absent": int((seen[k] == 0).sum())}
         if model is not None:  # p(right) of the model's score: isotonic too, so its blocks keep their rates honest
-            out[t]["right_model"] = {**model, "right": fit_calibration(model_score(feats[k], model), hit[k])}
+            out[t]["right_model"] = {**model, "right": fit_calibration(model_score(x, model), hit[k])}
     return out
 
 
-def fit_right_model(features: np.ndarray, hit: np.ndarray, l2: float = 1e-3, min_each: int = 20) -> dict | None:
-    """Logistic regression of right (``hit``) on RIGHT_FEATURES (torch's L-BFGS on standardised
+def fit_right_model(features: np.ndarray, hit: np.ndarray, names, l2: float = 1e-3, min_each: int = 20) -> dict | None:
+    """Logistic regression of right (``hit``) on the features ``names`` (torch's L-BFGS on standardised
     features, a light L2 penalty; weights returned for the raw features) -> a calibration's
     "right_model", or None with fewer than ``min_each`` right or wrong answers to fit from."""
     y = np.asarray(hit, np.float64)
@@ -153,7 +157,7 @@ def fit_right_model(features: np.ndarray, hit: np.ndarray, l2: float = 1e-3, min
         return out
     opt.step(loss)
     weights = w.detach().numpy() / sd
-    return {"features": list(RIGHT_FEATURES), "weights": [round(float(v), 6) for v in weights],
+    return {"features": list(names), "weights": [round(float(v), 6) for v in weights],
             "bias": round(float(b.detach()) - float((weights * mu).sum()), 6)}
 
 

@@ -141,7 +141,10 @@ def main() -> None:
     for t in NAMES:
         k = types == t
         p_seen[k] = calibrated(ev[k], cal[t]["seen"])
-        conf[k] = confidence(ev[k], iv[k], cal[t])
+        idx = np.flatnonzero(k)
+        scores = [all_ans[i]["scores"] for i in idx] if t == "activity" and len(idx) else None
+        conf[k] = confidence(ev[k], iv[k], cal[t], scores=scores,
+                             window_s=[all_q[i].end - all_q[i].start for i in idx])
     not_seen = p_seen < 0.5
     hit = np.array([is_hit(q, a) for q, a in zip(all_q, all_ans)])
     # counted as a miss when the reader says not_seen to a present query
