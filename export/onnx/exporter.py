@@ -3,10 +3,10 @@
 Load the checkpoint (and its memory reader, when there is one) -> export backbone / sampler / heads
 (+ reader / answer) to ONNX (opset 18, onnxslim, checker) -> FP32 parity against PyTorch -> FP16 or
 INT8 graphs -> parity of those -> CPU latency (ONNX Runtime) -> TensorRT plans where TensorRT is
-present -> accuracy gate against the FP32 bundle (when it fails, the first reduced graph back to FP32,
-then the rest again) -> manifest, written last, and the folder moved into
-place atomically. Every step is one method; the
-heavy libraries are imported inside them, so the command line answers --help and bad input fast.
+present -> accuracy gate against the FP32 bundle (when it fails: the first reduced graph back to FP32,
+and the steps from OOD statistics on again) -> manifest, written last, and the folder moved into place
+atomically. Every step is one method; the heavy libraries are imported inside them, so the command
+line answers --help and bad input fast.
 """
 from __future__ import annotations
 
@@ -337,7 +337,8 @@ class Exporter:
             cfg=self.cfg, precision="fp32", checkpoint=ck, graphs=ref_graphs, parity=parity32, accuracy=None,
             calibration=None, answers=answers))
         self.writer.write_manifest(manifest({"gate": "running"}))  # the candidate must load as a bundle
-        evaluator = self.evaluator or engine_evaluator(
+        # kept: a second gate (after a fallback) reuses the videos the first one rendered
+        evaluator = self.evaluator = self.evaluator or engine_evaluator(
             videos=a.gate_videos, video_s=a.gate_video_s, queries=a.gate_queries, threads=a.threads,
             backend="auto" if self.engine == "tensorrt" else "onnxruntime", data=self.data.get("test"),
             progress=self.ui.bars)
