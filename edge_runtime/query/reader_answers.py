@@ -114,7 +114,6 @@ RIGHT_FEATURES = ("support", "next_support", "log1p_length_s")
 # product seen clearly with two activities scored alike is a coin toss. So its p(right) reads the top
 # two scores of the ranking (prior included) and the window's length too.
 ACTIVITY_FEATURES = ("evidence", "top_score", "next_score", "log1p_window_s")
-RIGHT_MODEL_TYPES = ("activity", "object", "time")
 FEATURES_OF = {"activity": ACTIVITY_FEATURES, "object": RIGHT_FEATURES, "time": RIGHT_FEATURES}
 
 

@@ -118,16 +118,16 @@ def tracks_read(snap: Committed, window: tuple[float, float]) -> list[str]:
 
 
 def judge(answer: dict[str, Any], qtype: str, evidence: float, intervals, section: dict[str, Any],
-          window_s: float = 0.0) -> dict[str, Any]:
+          window_s: float | None = None) -> dict[str, Any]:
     """p_seen (from the evidence), confidence (as its calibration says, ``confidence``: from the evidence,
     the ranked ``intervals`` (K, 3) the answer step gave, or an activity answer's scores and its window
-    of ``window_s`` seconds) and, below ``not_seen_below``, status "not_seen" with its message."""
+    of ``window_s`` seconds, which an activity model needs) and, below ``not_seen_below``, status "not_seen" with its message."""
     cal = section["calibration"][qtype]
     p_seen = float(np.clip(calibrated(evidence, cal["seen"]), 0.0, 1.0))
     answer["p_seen"] = round(p_seen, 6)
     scores = [answer["scores"]] if qtype == "activity" else None
     answer["confidence"] = round(float(confidence([evidence], np.asarray(intervals)[None], cal, scores=scores,
-                                                  window_s=[window_s])[0]), 6)
+                                                  window_s=None if window_s is None else [window_s])[0]), 6)
     if p_seen < float(section["not_seen_below"]):
         answer["status"] = "not_seen"
         answer["message"] = NOT_SEEN

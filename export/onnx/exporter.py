@@ -104,12 +104,12 @@ class Exporter:
                     calibration = {**source, "used_for": "int8 calibration (and parity inputs)"}
             export_meta = {"engine": engine, "notes": self.notes, "argv": getattr(a, "argv", []),
                            "threads": a.threads, "reader": self.reader.shown if self.reader else None}
+            from export.evaluate.ood_stats import ood_step, write_bundle_ood
+
+            train = self.data.get("train")  # --data: fitted on the dataset's train split, not the generator
             fallbacks: list[dict] = []
             reference = None  # the FP32 bundle's gate metrics, evaluated once
             while True:
-                from export.evaluate.ood_stats import ood_step, write_bundle_ood
-
-                train = self.data.get("train")  # --data: fitted on the dataset's train split, not the generator
                 with self.ui.step(*ood_step(train)) as tick:
                     ood = write_bundle_ood(writer.path, cfg, threads=a.threads, seed=cfg.train.seed, train=train,
                                            notes=self.notes, tick=tick)

@@ -16,8 +16,8 @@ from edge_runtime.checkout.queries import WINDOWS
 from edge_runtime.checkout.absent_queries import is_absent
 from edge_runtime.checkout.metrics import score_query
 from edge_runtime.memory.timeline import FACT_NAMES
-from edge_runtime.query.reader_answers import (FEATURES_OF, RIGHT_MODEL_TYPES, activity_features, fit_calibration,
-                                               model_score, reader_answers, right_features)
+from edge_runtime.query.reader_answers import (FEATURES_OF, activity_features, fit_calibration, model_score,
+                                               reader_answers, right_features)
 from edge_runtime.query.types import BY_NAME
 from export.model.reader import AnswerStep, MemoryReader
 
@@ -127,8 +127,9 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
            "calib_activity_r1_by_window": {str(w): round(mean(recall[pw].get(w, [])), 4) for w, pw in by_window}}
     for t in TYPE_IDS:
         k = types == t
-        x = np.asarray(feats[t], np.float64).reshape(-1, len(FEATURES_OF[t]))
-        model = fit_right_model(x, hit[k], FEATURES_OF[t]) if t in RIGHT_MODEL_TYPES else None
+        names = FEATURES_OF.get(t)
+        x = np.asarray(feats[t], np.float64).reshape(-1, len(names)) if names else None
+        model = fit_right_model(x, hit[k], names) if names else None
         out[t] = {"seen": fit_calibration(ev[k], seen[k]), "right": fit_calibration(ev[k], hit[k]),
                   "queries": int(k.sum()), "absent": int((seen[k] == 0).sum())}
         if model is not None:  # p(right) of the model's score: isotonic too, so its blocks keep their rates honest
