@@ -145,6 +145,11 @@ class RunProcess:
     def proc_stats(self) -> dict[str, int]:
         return proc_stats(self.pid)
 
+    def freeze(self, on: bool = True) -> None:
+        """SIGSTOP (``on``) or SIGCONT: a frozen process changes none of its files until thawed or killed."""
+        if self.alive():
+            self.p.send_signal(signal.SIGSTOP if on else signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: what a power cut looks like to the process."""
         if self.alive():

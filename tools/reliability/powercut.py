@@ -39,11 +39,19 @@ def _on_disk(state: Path) -> dict[str, Any] | None:
         return {"unreadable": str(err)}
 
 
-def _wait_for_temp(state: Path, timeout: float) -> None:
+def _freeze_inside_write(rt: RunProcess, state: Path, before: set[Path], timeout: float) -> None:
+    """Freeze ``rt`` while a snapshot write of its own is unfinished, so that the kill after lands inside
+    it: on seeing a new temp file, SIGSTOP, then look again (a frozen process renames nothing); if the
+    write finished in between, thaw and wait for the next one (a snapshot per clip). Polling alone
+    lost that race on a loaded machine, and the kill then fell between writes. Gives up after
+    ``timeout`` seconds (the kill is then counted as outside a write)."""
     t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if any(e.name.endswith(".tmp") for e in os.scandir(state)):
-            return
+    while time.monotonic() < t_end and rt.alive():
+        if any(e.name.endswith(".tmp") and state / e.name not in before for e in os.scandir(state)):
+            rt.freeze()
+            if set(state.glob(TMP_GLOB)) - before:
+                return
+            rt.freeze(False)
 
 
 def kills(n: int, workdir: Path, log=print, seed: int = 0) -> dict[str, Any]:
@@ -83,8 +91,8 @@ def kills(n: int, workdir: Path, log=print, seed: int = 0) -> dict[str, Any]:
             st = rt.wait_status(lambda s: (s.get("stream_time") or 0) > 0, timeout=60, every=0.02)
             time.sleep(rng.uniform(0.05, 1.0))
             reached = rt.status().get("stream_time") or 0.0
-            if i % 2:  # every other kill waits for a snapshot's temp file: a cut inside the write
-                _wait_for_temp(state, 2.0)
+            if i % 2:  # every other kill lands inside a snapshot write
+                _freeze_inside_write(rt, state, killed_tmp, 30.0)
             rt.kill()
             if set(state.glob(TMP_GLOB)) - killed_tmp:
                 in_write += 1
