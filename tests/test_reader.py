@@ -123,6 +123,21 @@ def test_confidence_map_is_monotone_and_fits_the_rate():
     assert abs(calibrated([0.8], fit)[0] - 0.8) < 0.1 and abs(calibrated([0.2], fit)[0] - 0.2) < 0.1
 
 
+def test_not_seen_threshold_calls_at_most_the_share_of_present_answers_not_seen():
+    """The cut sits where the given share of present answers' p(seen) lies below it: on fresh draws of
+    the same answers about that share is under it, and never more on the answers it was chosen on."""
+    from export.train.reader_calibration import not_seen_threshold
+
+    rng = np.random.default_rng(1)
+    p = rng.beta(5, 1, 4000)
+    for share in (0.0, 0.05, 0.1):
+        cut = not_seen_threshold(p, share)
+        assert np.mean(p < cut) <= share
+        assert abs(np.mean(rng.beta(5, 1, 20000) < cut) - share) < 0.01
+    assert not_seen_threshold([0.9] * 50 + [0.2] * 5, 0.05) == 0.2  # ties at the cut stay seen
+    assert not_seen_threshold([], 0.05) == 0.5
+
+
 def test_no_confidence_block_smaller_than_min_block_even_at_the_top():
     """One right answer at the very top of the evidence, above 40 answers right a third of the time,
     is no reason for a confidence of 1: it joins its neighbours' block."""

@@ -156,6 +156,8 @@ def test_onnx_matches_pytorch_on_real_memories(tiny_bundle):
     (lambda m: m["answers"]["reader"]["calibration"]["time"].update(
         right_model={"features": ["support", "next_support", "log1p_length_s"], "weights": [1.0, 0.0, 1.0], "bias": 0}),
      "answers.reader.calibration.time: right_model needs its right curve"),
+    (lambda m: m["answers"]["reader"]["calibration"]["object"].update(not_seen_below=1.5),
+     "answers.reader.calibration.object.not_seen_below must be a number in 0..1, got 1.5"),
     (lambda m: m["graphs"]["reader"]["outputs"].pop(), "reader graph lacks output(s) span"),
     (lambda m: m["answers"]["reader"].update(prior_weight_by_window=[[300, 1.0], [0, 0.3]]),
      "answers.reader.prior_weight_by_window needs [window seconds > 0, weight >= 0] pairs"),

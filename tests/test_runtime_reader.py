@@ -24,6 +24,7 @@ from edge_runtime.engine.snapshot import SNAPSHOT_NAME
 from edge_runtime.engine.stream_state import FACT_KEY, FACT_NAMES, MissingFacts
 from edge_runtime.memory.token_memory import MEMORY_INPUTS
 from edge_runtime.query import reader_query
+from edge_runtime.query.reader_query import not_seen_below
 from edge_runtime.query.reader_answers import calibrated, confidence, reader_answers
 from edge_runtime.query.types import BY_NAME
 from edge_runtime.serve.api import create_app
@@ -165,7 +166,7 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
         scores = [w["scores"]] if r["type"] == "activity" else None
         assert g["confidence"] == pytest.approx(float(confidence([e], i[None], cal, scores=scores,
                                                                  window_s=[r["end"] - r["start"]])[0]), abs=2e-3)
-        assert (g["status"] == "not_seen") == (g["p_seen"] < sec["not_seen_below"])
+        assert (g["status"] == "not_seen") == (g["p_seen"] < not_seen_below(sec, r["type"]))
         if r["type"] == "activity":
             np.testing.assert_allclose(g["scores"], w["scores"], atol=1e-4)
         elif r["type"] == "time":
@@ -185,7 +186,7 @@ def test_absent_products_are_not_seen_on_a_real_stream(streamed):
     assert not_seen_absent, "no absent product was answered not_seen"
     assert len(not_seen_absent) / len(absent) > len(not_seen_present) / len(present)
     for a in not_seen_absent:
-        assert a["p_seen"] < eng.bundle.reader["not_seen_below"] and 0.0 <= a["confidence"] <= 1.0
+        assert a["p_seen"] < not_seen_below(eng.bundle.reader, "activity") and 0.0 <= a["confidence"] <= 1.0
         assert a["message"] and a["scores"] and a["ranked"]  # the content is still filled in
 
 
@@ -330,7 +331,8 @@ def test_api_answers_carry_the_judgement(client, streamed):
     r = client.post("/v1/query/activity", json={"object_image": _png(crop), "start": q.start, "end": q.end})
     assert r.status_code == 200, r.text
     a = r.json()
-    assert a["status"] == "not_seen" and a["answered_by"] == "reader" and a["p_seen"] < 0.5
+    assert a["status"] == "not_seen" and a["answered_by"] == "reader"
+    assert a["p_seen"] < not_seen_below(streamed[0].bundle.reader, "activity")
     assert 0.0 <= a["confidence"] <= 1.0 and a["message"] and a["labels"]
     b = client.post("/v1/query/batch", json={"queries": [
         {"type": "object", "activity": 1, "start": 0, "end": 300},

@@ -277,6 +277,10 @@ def _check_reader(cfg: ModelConfig, sec: Any, graphs: dict[str, GraphInfo], wher
             is_curve(cal[t].get(c)) for c in ("seen", "right")) for t in ("activity", "object", "time")):
         raise BundleError(f"{where}: answers.reader.calibration needs seen and right curves ([[x...], [p...]]) "
                           f"for activity, object and time")
+    for t in ("activity", "object", "time"):
+        below = cal[t].get("not_seen_below")
+        if below is not None and not (isinstance(below, (int, float)) and not isinstance(below, bool) and 0.0 <= below <= 1.0):
+            raise BundleError(f"{where}: answers.reader.calibration.{t}.not_seen_below must be a number in 0..1, got {below!r}")
     if bad := [f"{t}: {p}" for t in ("activity", "object", "time") if (p := right_model_problem(cal[t].get("right_model"), t))]:
         raise BundleError(f"{where}: answers.reader.calibration.{bad[0]}")
     n_tok = m + _timeline_tokens(cfg, sec.get("timeline"), where)  # the answer step reads memory + timeline

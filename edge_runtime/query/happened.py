@@ -17,11 +17,12 @@ Built on the answer path the queries use, no graph of its own, in three batched 
 runs each in answer-graph calls of at most ``max_queries_per_call`` rows: about 5 for 14 products):
 1. an activity query per picture of every product (catalog products, each picture; with an empty
    catalog the bundle's product classes, drawn by ``class_pictures``). A product the reader judges
-   not seen in the window is dropped; of the rest, the ``TOP_ACTIVITIES`` best-scored activities are
+   not seen in the window (``happened_at_all``) is dropped; of the rest, the ``TOP_ACTIVITIES`` best-scored activities are
    the candidates (the reader's activity ranking is only about 57 % right at rank 1 on 5-minute
    windows: with rank 1 alone, half the events found with the top 5 were missed on the tuning videos).
 2. a time query per (product, candidate activity, picture): its calibrated p_seen decides whether the
-   pair happened (below the bundle's ``not_seen_below`` it did not), p(right) calibrated on its best
+   pair happened (below the bundle's one ``not_seen_below``, 0.5, it did not: ``happened_at_all``; the
+   per-type cuts single answers say "not seen" under sit higher, and events are sifted by confidence next), p(right) calibrated on its best
    interval's support is the event's confidence (``event_confidence``); its intervals become events,
    the second and third at the confidence scaled by their support relative to the first. Events below
    ``min_confidence`` are dropped.
@@ -59,7 +60,6 @@ INTERVALS = 3           # intervals asked per time query
 EXCLUSIVE = True        # one product per activity interval (one_product_each; measured both ways)
 EXCLUSIVE_TIOU = 0.5    # events of one activity this alike in time are one item's: the likeliest product keeps it
 MEMORY_TRACKS = ("memory",)
-SKIPPED = ("not_seen", "no_memory")  # answer statuses that say nothing happened
 
 
 class HappenedError(ValueError):
@@ -159,6 +159,17 @@ def one_product_each(events: list[Event], tiou: float = EXCLUSIVE_TIOU) -> list[
     return sorted(kept, key=lambda e: (e.start, -e.confidence, e.product))
 
 
+def happened_at_all(engine: Any, answer: dict[str, Any]) -> bool:
+    """Whether an answer speaks of something in its window: memory there, and p(seen) at least the
+    bundle's ``not_seen_below`` (0.5). Not the answer's own status: a single answer says "not seen" under
+    its type's higher cut (few present answers wrongly), while an event list keeps the likelier pairs and
+    lets each event's confidence decide (MIN_CONFIDENCE, chosen with this cut)."""
+    if answer.get("status") == "no_memory":
+        return False
+    p = answer.get("p_seen")
+    return p is None or p >= float(engine.reader_section["not_seen_below"])
+
+
 def event_confidence(engine: Any, support: float) -> float:
     """An event's confidence: calibrated p(right) of its time answer's support (the curve fitted on the
     support alone; see RIGHT_FEATURES in reader_answers for why not the answer's own confidence)."""
@@ -194,7 +205,7 @@ def what_happened(target: Any, stream: str | None, window: Any, *, activities: l
         groups.append((name, len(crops)))
     pairs: list[tuple[str, int]] = []
     for name, a in _asked(ask, flat, groups, "activity"):
-        if a.get("status") in SKIPPED:
+        if not happened_at_all(engine, a):
             continue
         ranked = [i for i in a["ranked"] if wanted is None or i in wanted]
         pairs += [(name, i) for i in ranked[:TOP_ACTIVITIES]]
@@ -206,7 +217,7 @@ def what_happened(target: Any, stream: str | None, window: Any, *, activities: l
         groups.append(((name, act), len(pictures[name])))
     found: list[tuple[str, int, float, float, float, tuple[str, ...]]] = []
     for (name, act), a in _asked(ask, flat, groups, "time"):
-        if a.get("status") in SKIPPED or not a.get("intervals") or a.get("confidence") is None:
+        if not happened_at_all(engine, a) or not a.get("intervals") or a.get("confidence") is None:
             continue
         top = max(float(a["intervals"][0][2]), 1e-9)
         first = event_confidence(engine, top)

@@ -9,7 +9,7 @@ monotone calibration curves, p(seen) of the answer's evidence and p(right) of th
 time and object answers, of a score of the ranked answers' supports and length (``right_model``).
 
 Judging: ``p_seen`` = calibrated p(seen), ``confidence`` = calibrated p(right); a query whose
-p(seen) is below ``not_seen_below`` gets status "not_seen" and a message, whatever the coverage
+p(seen) is below its query type's cut (``not_seen_below``) gets status "not_seen" and a message, whatever the coverage
 said ("partial" answers keep their ``answered_spans``). The content (scores, intervals, boxes) is
 filled in either way, so ranking metrics still score it.
 """
@@ -117,18 +117,25 @@ def tracks_read(snap: Committed, window: tuple[float, float]) -> list[str]:
     return ["memory", "timeline"]
 
 
+def not_seen_below(section: dict[str, Any], qtype: str) -> float:
+    """The p(seen) under which a ``qtype`` answer says "not seen": its calibration's own (chosen on the
+    calibration videos, export/train/reader_calibration.py), else the section's one for all types."""
+    return float(section["calibration"][qtype].get("not_seen_below", section["not_seen_below"]))
+
+
 def judge(answer: dict[str, Any], qtype: str, evidence: float, intervals, section: dict[str, Any],
           window_s: float | None = None) -> dict[str, Any]:
     """p_seen (from the evidence), confidence (as its calibration says, ``confidence``: from the evidence,
     the ranked ``intervals`` (K, 3) the answer step gave, or an activity answer's scores and its window
-    of ``window_s`` seconds, which an activity model needs) and, below ``not_seen_below``, status "not_seen" with its message."""
+    of ``window_s`` seconds, which an activity model needs) and, below ``not_seen_below(section, qtype)``, status
+    "not_seen" with its message."""
     cal = section["calibration"][qtype]
     p_seen = float(np.clip(calibrated(evidence, cal["seen"]), 0.0, 1.0))
     answer["p_seen"] = round(p_seen, 6)
     scores = [answer["scores"]] if qtype == "activity" else None
     answer["confidence"] = round(float(confidence([evidence], np.asarray(intervals)[None], cal, scores=scores,
                                                   window_s=None if window_s is None else [window_s])[0]), 6)
-    if p_seen < float(section["not_seen_below"]):
+    if p_seen < not_seen_below(section, qtype):
         answer["status"] = "not_seen"
         answer["message"] = NOT_SEEN
     return answer

@@ -23,7 +23,7 @@ class Answer(BaseModel):
     status: Literal[STATUSES] = Field(  # type: ignore[valid-type]
         description="answered: the whole window is in memory; partial: part of it (answered_spans); not_seen: "
                     "the memory reader found no evidence of this in the window (its p_seen is below the bundle's "
-                    "not_seen_below; the content is still its best guess); no_memory: nothing of the window is in memory")
+                    "not_seen_below for its query type; the content is still its best guess); no_memory: nothing of the window is in memory")
     message: str | None = Field(None, description="for not_seen and no_memory: why, in words")
     answered_by: Literal["reader", "heads"] = Field(description="the memory reader or the query heads")
     confidence: float | None = Field(None, ge=0.0, le=1.0, description="reader answers: calibrated probability "

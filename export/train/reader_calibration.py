@@ -1,7 +1,7 @@
 """The memory reader's answers on whole memories, and their calibration (used by the reader stage after
 training, and by tools/accuracy/reader_eval.py): the weight of the class prior in activity answers,
 per query window length, then per query type isotonic fits of p(seen) (present vs absent queries) on the answer
-step's raw evidence and of p(right) on it, and p(right) of a logistic score (``fit_right_model``: the answers'
+step's raw evidence, the p(seen) below which an answer says "not seen" (``NOT_SEEN_PRESENT_SHARE``), and of p(right) on it, and p(right) of a logistic score (``fit_right_model``: the answers'
 confidence) of the ranked answers' supports and length (object, time) or of the evidence, the top two
 activity scores and the window's length (activity).
 """
@@ -16,13 +16,19 @@ from edge_runtime.checkout.queries import WINDOWS
 from edge_runtime.checkout.absent_queries import is_absent
 from edge_runtime.checkout.metrics import score_query
 from edge_runtime.memory.timeline import FACT_NAMES
-from edge_runtime.query.reader_answers import (FEATURES_OF, activity_features, fit_calibration, model_score,
-                                               reader_answers, right_features)
+from edge_runtime.query.reader_answers import (FEATURES_OF, activity_features, calibrated, fit_calibration,
+                                               model_score, reader_answers, right_features)
 from edge_runtime.query.types import BY_NAME
 from export.model.reader import AnswerStep, MemoryReader
 
 TYPE_IDS = {name: row.id for name, row in BY_NAME.items()}  # the heads' type ids
 PRIOR_WEIGHTS = (0.0, 1e-4, 0.01, 0.03, 0.1, 0.3, 1.0)
+# Each query type says "not seen" below the p(seen) under which this share of the calibration videos'
+# present answers fall: half the 10 % of present answers the product may wrongly call "not seen", the
+# other half left for footage unlike the calibration videos (on held-out looks the share came out 1.0-1.8x
+# the calibration's). A fixed p(seen) < 0.5 called 3 % of present answers "not seen" and caught only 30-38 %
+# of absent object and time queries: their evidence overlaps more, so the cut has to sit higher there.
+NOT_SEEN_PRESENT_SHARE = 0.05
 
 
 @torch.no_grad()
@@ -130,11 +136,22 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
         names = FEATURES_OF.get(t)
         x = np.asarray(feats[t], np.float64).reshape(-1, len(names)) if names else None
         model = fit_right_model(x, hit[k], names) if names else None
-        out[t] = {"seen": fit_calibration(ev[k], seen[k]), "right": fit_calibration(ev[k], hit[k]),
+        seen_fit = fit_calibration(ev[k], seen[k])
+        out[t] = {"seen": seen_fit, "right": fit_calibration(ev[k], hit[k]),
+                  "not_seen_below": not_seen_threshold(calibrated(ev[k & (seen == 1)], seen_fit)),
                   "queries": int(k.sum()), "absent": int((seen[k] == 0).sum())}
         if model is not None:  # p(right) of the model's score: isotonic too, so its blocks keep their rates honest
             out[t]["right_model"] = {**model, "right": fit_calibration(model_score(x, model), hit[k])}
     return out
+
+
+def not_seen_threshold(p_present, share: float = NOT_SEEN_PRESENT_SHARE, default: float = 0.5) -> float:
+    """The p(seen) below which at most ``share`` of present answers (their calibrated ``p_present``) fall:
+    the least value with no more than that share strictly under it (``default`` without present answers)."""
+    p = np.sort(np.asarray(p_present, np.float64))
+    if len(p) == 0:
+        return default
+    return float(np.floor(p[int(np.floor(share * len(p)))] * 1e6) / 1e6)  # rounded down: none more under it
 
 
 def fit_right_model(features: np.ndarray, hit: np.ndarray, names, l2: float = 1e-3, min_each: int = 20) -> dict | None:
