@@ -109,6 +109,18 @@ def test_heads_answers_are_refused():
         assert err.value.status == 409
 
 
+def test_events_keep_pairs_by_the_bundles_one_cut_not_the_answers_status():
+    """An answer its query type calls "not seen" (a higher cut) still gives its pair when p(seen) is at
+    least the section's 0.5: the event list sifts by confidence, as its floor was chosen with."""
+    from types import SimpleNamespace
+
+    eng = SimpleNamespace(reader_section={"not_seen_below": 0.5})
+    assert happened.happened_at_all(eng, {"status": "not_seen", "p_seen": 0.6})
+    assert not happened.happened_at_all(eng, {"status": "not_seen", "p_seen": 0.4})
+    assert not happened.happened_at_all(eng, {"status": "no_memory", "p_seen": None})
+    assert happened.happened_at_all(eng, {"status": "answered", "p_seen": 0.5})
+
+
 def test_merge_and_one_product_each():
     a = Event("scan", 1, "banana", 10.0, 14.0, 0.4, None, ("memory",))
     b = Event("scan", 1, "banana", 14.5, 18.0, 0.7, (0.1, 0.1, 0.2, 0.2), ("timeline",))

@@ -356,10 +356,10 @@ def test_cli_prints_not_seen_and_confidence(client, streamed, tmp_path, monkeypa
     monkeypatch.setattr(cli_query, "_http", http)
     assert cli.main(["query", "activity", "--image", str(img), "--start", str(q.start), "--end", str(q.end)]) == 0
     out = capsys.readouterr().out
-    assert "not seen (p 0." in out and "best guess" in out
+    assert "not seen: no evidence" in out and "activity answers need)" in out and "best guess" in out
     assert cli.main(["query", "object", "--activity", "1", "--start", "0", "--end", "300"]) == 0
     out = capsys.readouterr().out
-    assert "confidence 0." in out or "confidence 1." in out or "not seen (p" in out
+    assert "confidence 0." in out or "confidence 1." in out or "not seen: " in out
 
 
 def test_a_product_is_judged_by_its_likeliest_picture():

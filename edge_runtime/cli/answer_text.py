@@ -32,7 +32,7 @@ def answer_text(a: dict[str, Any], *, all_boxes: bool = False) -> str:
     if a.get("status") == "no_memory":
         lines.append(f"no answer: {a.get('message', 'nothing in memory for this window')}")
     elif a.get("status") == "not_seen":
-        lines.append(f"not seen (p {a.get('p_seen') or 0.0:.2f}): {a.get('message', NOT_SEEN)}")
+        lines.append(f"not seen: {a.get('message') or NOT_SEEN}")
         if a.get("type") in BY_NAME:  # the reader's best guess all the same, marked as such
             lines += ["best guess: " + line for line in BY_NAME[a["type"]].present(a, all_boxes)[:1]]
     elif a.get("type") in BY_NAME:

@@ -18,6 +18,7 @@ SHIPPED_CHECKPOINT = REPO_ROOT / "checkpoints" / "lvm-tiny.safetensors"
 def cmd_demo(args) -> int:
     import numpy as np
 
+    from edge_runtime.query.reader_query import not_seen_below
     from edge_runtime.serve.pipeline import RunState, Runtime
 
     s = load_settings(args, {"bundle": args.bundle, "backend": args.backend, "threads": args.threads,
@@ -71,7 +72,9 @@ def cmd_demo(args) -> int:
     answers = runtime.query(reqs)
     qt = time.perf_counter() - t1
     print(f"{len(reqs)} queries answered in one batch in {qt * 1000:.0f} ms\n")
-    print(demo_table(queries, answers, engine.labels))
+    cuts = ({t: not_seen_below(engine.reader_section, t) for t in ("activity", "object", "time")}
+            if engine.reader_section else {})
+    print(demo_table(queries, answers, engine.labels, cuts))
     print(TABLE_LEGEND)
     runtime.close()
     return 0
@@ -85,7 +88,8 @@ answer: activity: the top-ranked activities, as many as the truth has; object: w
   (its extent) and its boxes [x1, y1, x2, y2] as fractions of the frame, one per 1/5 s inside the
   extent; time: the best interval, with p its score (0-1).
   With the memory reader, an answer also says how likely it is right (confidence 0-1), or "not seen"
-  when the reader found no evidence of it in the window (its best guess follows).
+  when the reader found too little evidence of it in the window (p: how likely it was seen, < the
+  least its query type needs; its best guess follows).
 R@1x: Recall@1x of the answer against the ground truth (1.00 all found, 0.00 none; n/a: not scored)."""
 
 
@@ -167,8 +171,9 @@ def _stale_reason(bundle: Path) -> str | None:
     return None
 
 
-def demo_table(queries, answers, labels) -> str:
-    """Answers beside ground truth, one row per query."""
+def demo_table(queries, answers, labels, cuts=None) -> str:
+    """Answers beside ground truth, one row per query. ``cuts``: query type -> the p(seen) its answers
+    need not to be "not seen" (the reader's; shown beside a not-seen answer's p)."""
     try:
         from edge_runtime.checkout.metrics import score_query
     except ImportError:
@@ -198,7 +203,8 @@ def demo_table(queries, answers, labels) -> str:
             ans = f"{s:.0f}-{e:.0f} s (p {p:.2f})"
             gt = f"{q.gt_interval[0]:.0f}-{q.gt_interval[1]:.0f} s"
         if a.get("status") == "not_seen":
-            ans = f"not seen (p {a.get('p_seen') or 0.0:.2f}); best guess {ans}"
+            cut = (cuts or {}).get(q.type)
+            ans = f"not seen (p {a.get('p_seen') or 0.0:.2f}{f' < {cut:.2f}' if cut is not None else ''}); best guess {ans}"
         elif a.get("confidence") is not None:
             ans += f", confidence {a['confidence']:.2f}"
         hit = "?"

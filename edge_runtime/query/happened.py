@@ -21,8 +21,9 @@ runs each in answer-graph calls of at most ``max_queries_per_call`` rows: about 
    the candidates (the reader's activity ranking is only about 57 % right at rank 1 on 5-minute
    windows: with rank 1 alone, half the events found with the top 5 were missed on the tuning videos).
 2. a time query per (product, candidate activity, picture): its calibrated p_seen decides whether the
-   pair happened (below the bundle's one ``not_seen_below``, 0.5, it did not: ``happened_at_all``; the
-   per-type cuts single answers say "not seen" under sit higher, and events are sifted by confidence next), p(right) calibrated on its best
+   pair happened (below the bundle's one ``not_seen_below``, 0.5, it did not: ``happened_at_all``; a
+   single answer says "not seen" under its query type's higher cut, while events are sifted by their
+   confidence next), p(right) calibrated on its best
    interval's support is the event's confidence (``event_confidence``); its intervals become events,
    the second and third at the confidence scaled by their support relative to the first. Events below
    ``min_confidence`` are dropped.

@@ -135,7 +135,10 @@ def judge(answer: dict[str, Any], qtype: str, evidence: float, intervals, sectio
     scores = [answer["scores"]] if qtype == "activity" else None
     answer["confidence"] = round(float(confidence([evidence], np.asarray(intervals)[None], cal, scores=scores,
                                                   window_s=None if window_s is None else [window_s])[0]), 6)
-    if p_seen < not_seen_below(section, qtype):
+    cut = not_seen_below(section, qtype)
+    if p_seen < cut:
         answer["status"] = "not_seen"
-        answer["message"] = NOT_SEEN
+        # p_seen is calibrated where one question in five is about something absent: a cut above 0.5
+        # (chosen so few present things are called absent) needs saying beside it
+        answer["message"] = f"{NOT_SEEN} (p seen {p_seen:.2f}, under the {cut:.2f} {qtype} answers need)"
     return answer
