@@ -72,8 +72,8 @@ def cmd_demo(args) -> int:
     answers = runtime.query(reqs)
     qt = time.perf_counter() - t1
     print(f"{len(reqs)} queries answered in one batch in {qt * 1000:.0f} ms\n")
-    cuts = ({t: not_seen_below(engine.reader_section, t) for t in ("activity", "object", "time")}
-            if engine.reader_section else {})
+    sec = engine.reader_section
+    cuts = {t: not_seen_below(sec, t) for t in sec["calibration"]} if sec else {}
     print(demo_table(queries, answers, engine.labels, cuts))
     print(TABLE_LEGEND)
     runtime.close()
