@@ -221,6 +221,22 @@ def test_prior_weight_follows_the_window_length():
     assert short["ranked"][0] == 0 and long["ranked"][0] == 1  # the prior outweighs the evidence on long windows only
 
 
+
+def test_answers_carry_rounded_boxes_and_times():
+    """Boxes to 4 decimals, times to the millisecond, p to 6: what goes out as JSON stays short."""
+    import json
+
+    rng = np.random.default_rng(0)
+    iv = np.array([[[10.123456789, 14.987654321, 0.912345678], [30.0, 31.5, 0.5], [50.0, 52.0, 0.25]]] * 2,
+                  np.float32)
+    kb = rng.random((2, 3, 16, 4)).astype(np.float32)
+    obj, tim = reader_answers(["object", "time"], np.array([[0.3, 60.0]] * 2), np.zeros((2, 3)), iv, kb,
+                              object_fps=3.0)
+    assert obj["extent"] == [10.123, 14.988, 0.912346] and tim["intervals"][0] == obj["extent"]
+    assert obj["times"][:2] == [10.3, 10.633] and all(t == round(t, 3) for t in obj["times"])
+    assert all(0.0 <= v <= 1.0 and v == round(v, 4) for b in obj["boxes"] for v in b)
+    assert len(json.dumps(obj["boxes"])) <= 36 * len(obj["boxes"])  # "[0.xxxx, 0.xxxx, 0.xxxx, 0.xxxx], " at most
+
 def _facts(m=40, E=32, C=5, seed=0):
     g = torch.Generator().manual_seed(seed)
     ident = torch.nn.functional.normalize(torch.randn(m, E, generator=g), dim=-1)

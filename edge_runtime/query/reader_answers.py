@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_runtime.query.types import box_track, interval
+
 
 def prior_weight_for(window_s: float, weight: float, by_window=None) -> float:
     """The class prior's weight for a window of ``window_s`` seconds: from ``by_window``
@@ -38,7 +40,7 @@ def reader_answers(q_types: list[str], q_windows, act_scores, intervals, keyboxe
                 sc = sc + w * np.asarray(prior, np.float64)
             out.append({"scores": sc.tolist(), "ranked": np.argsort(-sc, kind="stable").tolist()})
         elif qt == "time":
-            out.append({"intervals": [[float(a), float(b), float(p)] for a, b, p in intervals[i]]})
+            out.append({"intervals": [interval(a, b, p) for a, b, p in intervals[i]]})
         else:
             s, e = (float(x) for x in q_windows[i])
             tracks = []
@@ -48,7 +50,7 @@ def reader_answers(q_types: list[str], q_windows, act_scores, intervals, keyboxe
                 inside = (at >= lo - 1e-9) & (at <= hi + 1e-9)
                 at = at[inside] if inside.any() else at[[int(np.abs(at - (lo + hi) / 2).argmin())]]
                 b = _interp_boxes(at, np.linspace(lo, hi, keyboxes.shape[2]), keyboxes[i, k])
-                tracks.append({"times": at.tolist(), "boxes": np.clip(b, 0, 1).tolist(), "extent": [lo, hi, p]})
+                tracks.append({**box_track(at, b), "extent": interval(lo, hi, p)})
             out.append({"tracks": tracks, "times": tracks[0]["times"], "boxes": tracks[0]["boxes"],
                         "extent": tracks[0]["extent"]})
     return out
