@@ -43,10 +43,10 @@ class Answer(BaseModel):
     scores: dict[str, float] | None = Field(None, description="activity: score per activity name")
     labels: list[str] | None = Field(None, description="activity: activity names, best first")
     ranked: list[int] | None = Field(None, description="activity: activity ids, best first")
-    intervals: list[Any] | None = Field(None, description="time: [[start, end, p], ...] best first")
+    intervals: list[Any] | None = Field(None, description="time: [[start, end, p], ...] best first; seconds to the millisecond")
     extent: list[Any] | None = Field(None, description="object: [start, end, p] when the object was seen")
-    times: list[Any] | None = Field(None, description="object: box times, stream seconds")
-    boxes: list[Any] | None = Field(None, description="object: [[x1, y1, x2, y2], ...] in [0, 1], one per time")
+    times: list[Any] | None = Field(None, description="object: box times, stream seconds to the millisecond")
+    boxes: list[Any] | None = Field(None, description="object: [[x1, y1, x2, y2], ...] in [0, 1] to 4 decimals, one per time")
     tracks: list[Any] | None = Field(None, description="reader object answers: the ranked answers, each "
                                      "{times, boxes, extent}; the first is the answer's own")
 
