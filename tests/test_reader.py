@@ -221,7 +221,6 @@ def test_prior_weight_follows_the_window_length():
     assert short["ranked"][0] == 0 and long["ranked"][0] == 1  # the prior outweighs the evidence on long windows only
 
 
-
 def test_answers_carry_rounded_boxes_and_times():
     """Boxes to 4 decimals, times to the millisecond, p to 6: what goes out as JSON stays short."""
     import json
@@ -236,6 +235,7 @@ def test_answers_carry_rounded_boxes_and_times():
     assert obj["times"][:2] == [10.3, 10.633] and all(t == round(t, 3) for t in obj["times"])
     assert all(0.0 <= v <= 1.0 and v == round(v, 4) for b in obj["boxes"] for v in b)
     assert len(json.dumps(obj["boxes"])) <= 36 * len(obj["boxes"])  # "[0.xxxx, 0.xxxx, 0.xxxx, 0.xxxx], " at most
+
 
 def _facts(m=40, E=32, C=5, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -91,7 +91,7 @@ def _present_activity(a: dict[str, Any], all_boxes: bool) -> list[str]:
 
 
 # Answers go out with boxes (fractions of the frame) to 4 decimals, a tenth of a pixel at 1,000 px,
-# and times to the millisecond: with every float64 digit a batch of 8 object answers was 86 kB of JSON.
+# and times to the millisecond: every float64 digit would make a batch of 8 object answers 86 kB of JSON.
 BOX_DECIMALS, TIME_DECIMALS, P_DECIMALS = 4, 3, 6
 
 
