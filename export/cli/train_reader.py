@@ -8,15 +8,13 @@ from pathlib import Path
 
 from export.cli.common import UsageError
 from export.train.eta import estimate, minutes, rates_for
+from export.train.reader_defaults import READER_BATCH, READER_CALIB_VIDEOS, READER_LR, READER_STEPS, READER_VIDEOS
 
-# the reader stage's defaults: 64 videos (its tokens read the held-out looks' activities better than
-# with 32, docs/accuracy.md) and 1,500 steps keep the whole run near 26 min on 2 CPU cores (docs/training.md)
-READER_STEPS, READER_VIDEOS, READER_CALIB_VIDEOS, READER_BATCH = 1500, 64, 16, 8
 # starting from a trained reader (the one beside --init-from) only its new sampler's memories and the
 # new footage are new to it: a fifth of the steps, at a quarter of the learning rate (the fresh rate's
 # first steps moved a trained reader far enough that its FP32 answer graph failed lvm-export's parity
 # check on a small folder)
-READER_FINETUNE_STEPS, READER_LR, READER_FINETUNE_LR = 300, 2e-3, 5e-4
+READER_FINETUNE_STEPS, READER_FINETUNE_LR = 300, 5e-4
 
 
 def reader_planned(args) -> bool:

@@ -1,6 +1,6 @@
 """Dense training of the memory reader (export/model/reader.py) on cached backbone tokens.
 
-    python -m export.train.reader_stage --checkpoint checkpoints/lvm-tiny.safetensors --videos 64 \
+    python -m export.train.reader_stage --checkpoint checkpoints/lvm-tiny.safetensors --videos 256 \
         --steps 1500 --out runs/reader/reader.safetensors
 
 or from Python, ``train_reader(net, out=...)`` (what the training CLI calls).
@@ -53,6 +53,7 @@ from export.model.reader import (
     save_reader,
 )
 from export.train.reader_calibration import calibrate, class_prior
+from export.train.reader_defaults import READER_BATCH, READER_CALIB_VIDEOS, READER_LR, READER_STEPS, READER_VIDEOS
 from export.train.reader_losses import activity_weights, facts_loss
 from export.train.reader_videos import (
     TIMELINE_CLIPS,
@@ -99,9 +100,10 @@ def init_reader(path, cfg) -> tuple[MemoryReader, AnswerStep, list[str]]:
     return reader, answer, fresh
 
 
-def train_reader(net: LVMNet, *, out, videos: int = 64, calib_videos: int = 16, video_s: float = 1800.0,
-                 queries: int = 300, absent_share: float = 0.2, every: int = 2, steps: int = 1500, batch: int = 8,
-                 lr: float = 2e-3, query_weight: float = 1.0, activity_balance: float | None = None, seed: int = 0,
+def train_reader(net: LVMNet, *, out, videos: int = READER_VIDEOS, calib_videos: int = READER_CALIB_VIDEOS,
+                 video_s: float = 1800.0, queries: int = 300, absent_share: float = 0.2, every: int = 2,
+                 steps: int = READER_STEPS, batch: int = READER_BATCH,
+                 lr: float = READER_LR, query_weight: float = 1.0, activity_balance: float | None = None, seed: int = 0,
                  motion: bool = True,
                  threads: int = 1,
                  checkpoint: str | None = None, data: list | None = None, data_root=None, init=None,
@@ -259,16 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", metavar="DIR", help="train on this dataset folder's train split (the checkpoint must "
                     "have its activities: lvm-train --data DIR) instead of generated videos")
     ap.add_argument("--init", metavar="READER", help="start from this reader file instead of fresh weights")
-    ap.add_argument("--videos", type=int, default=64, help="training videos (training looks, seeds seed*1000+i)")
-    ap.add_argument("--calib-videos", type=int, default=16, help="further training-look videos for calibration only; "
+    ap.add_argument("--videos", type=int, default=READER_VIDEOS, help=f"training videos (training looks, seeds seed*1000+i; default {READER_VIDEOS})")
+    ap.add_argument("--calib-videos", type=int, default=READER_CALIB_VIDEOS, help="further training-look videos for calibration only; "
                     "with --data, train-split videos held out (at most a quarter of the split)")
     ap.add_argument("--video-s", type=float, default=1800.0)
     ap.add_argument("--queries", type=int, default=300, help="present queries per video")
     ap.add_argument("--absent-share", type=float, default=0.2)
     ap.add_argument("--every", type=int, default=2, help="keep the memory after every n-th clip")
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--steps", type=int, default=READER_STEPS)
+    ap.add_argument("--batch", type=int, default=READER_BATCH)
+    ap.add_argument("--lr", type=float, default=READER_LR)
     ap.add_argument("--query-weight", type=float, default=1.0)
     ap.add_argument("--activity-balance", type=float, help="event tokens of an activity weigh share ** -B in "
                     "the activity loss (default 0.5 on generated videos: put back and hand over ~2.5x, scan ~0.7x; "
