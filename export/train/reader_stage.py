@@ -261,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", metavar="DIR", help="train on this dataset folder's train split (the checkpoint must "
                     "have its activities: lvm-train --data DIR) instead of generated videos")
     ap.add_argument("--init", metavar="READER", help="start from this reader file instead of fresh weights")
-    ap.add_argument("--videos", type=int, default=READER_VIDEOS, help=f"training videos (training looks, seeds seed*1000+i; default {READER_VIDEOS})")
-    ap.add_argument("--calib-videos", type=int, default=READER_CALIB_VIDEOS, help="further training-look videos for calibration only; "
+    ap.add_argument("--videos", type=int, default=READER_VIDEOS,
+                    help=f"training videos (training looks, seeds seed*1000+i; default {READER_VIDEOS})")
+    ap.add_argument("--calib-videos", type=int, default=READER_CALIB_VIDEOS,
+                    help="further training-look videos for calibration only; "
                     "with --data, train-split videos held out (at most a quarter of the split)")
     ap.add_argument("--video-s", type=float, default=1800.0)
     ap.add_argument("--queries", type=int, default=300, help="present queries per video")
