@@ -301,9 +301,9 @@ def test_set_changes_the_thresholds_recorded(capsys, tmp_path):
     assert rules["pass_around"] == {**RULES["pass_around"].thresholds, "min_confidence": 0.75}
 
 
-# eval seed 5, video 0's first 90 s at raised scan avoidance: the shipped bundle's events raise alerts,
+# eval seed 11, video 0's first 90 s at raised scan avoidance: the shipped bundle's events raise an alert,
 # and a bag confidence of 1 leaves none, whatever the model (so the replay below compares something)
-STREAM = ("--events", "model", "--videos", "1", "--video-s", "90", "--threads", "1", "--eval-seed", "10",
+STREAM = ("--events", "model", "--videos", "1", "--video-s", "90", "--threads", "1", "--eval-seed", "11",
           "--shrink", "0.5,0.5,0")
 OWN = ("--set", "bagged_without_scan.min_confidence=1")
 
@@ -325,7 +325,7 @@ def test_replaying_saved_events_gives_the_streamed_results(capsys, saved, tmp_pa
     assert streamed["saved_events"] == str(saved / "events.json")
     doc = json.loads((saved / "events.json").read_text())
     manifest = json.loads((REPO / "engines" / "lvm-tiny-fp32" / "manifest.json").read_text())
-    assert doc["bundle"] == "engines/lvm-tiny-fp32" and doc["eval_seed"] == 10 and doc["videos"] == 1
+    assert doc["bundle"] == "engines/lvm-tiny-fp32" and doc["eval_seed"] == 11 and doc["videos"] == 1
     assert doc["video_s"] == 90.0 and doc["shrink"] == {"bagged_unscanned": 0.5, "pass_around": 0.5, "left_in_basket": 0.0}
     assert doc["checkpoint_sha256"] == manifest["checkpoint"]["sha256"]
     assert doc["reader_file_sha256"] == manifest["answers"]["reader"]["file_sha256"]
@@ -358,7 +358,7 @@ def test_replaying_saved_events_gives_the_streamed_results(capsys, saved, tmp_pa
     assert own["results"]["model"]["bagged_without_scan"]["alerts"] == 0
 
     # the explicit values the file was saved with are accepted; --events both adds the oracle
-    rc, out = _eval(capsys, "--events-from", str(saved / "events.json"), "--events", "both", "--eval-seed", "10",
+    rc, out = _eval(capsys, "--events-from", str(saved / "events.json"), "--events", "both", "--eval-seed", "11",
                     "--videos", "1", "--video-s", "90", "--shrink", "0.5,0.5,0", "--json", str(tmp_path / "both.json"))
     assert rc == 0, out.err
     both = json.loads((tmp_path / "both.json").read_text())["results"]
@@ -366,7 +366,7 @@ def test_replaying_saved_events_gives_the_streamed_results(capsys, saved, tmp_pa
 
 
 @pytest.mark.parametrize("argv, named", [
-    (("--eval-seed", "2"), "saved with --eval-seed 10, not 2"),
+    (("--eval-seed", "2"), "saved with --eval-seed 11, not 2"),
     (("--videos", "3"), "saved with --videos 1, not 3"),
     (("--video-s", "120"), "saved with --video-s 90, not 120"),
     (("--shrink", "default"), "saved with --shrink 0.5,0.5,0, not default"),
