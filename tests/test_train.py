@@ -410,7 +410,7 @@ def test_the_plan_gives_no_times_for_a_model_never_measured():
     from edge_runtime.config import resolve_model_config
     from export.cli.train import build_parser
     from export.cli.train_plan import plan as _plan
-    from export.cli.train_reader import READER_STEPS, READER_VIDEOS
+    from export.train.reader_defaults import READER_STEPS, READER_VIDEOS
 
     def plan(config):
         args = build_parser().parse_args(["--config", config, "--out", "x"])

@@ -10,20 +10,10 @@ from pathlib import Path
 
 from export.cli.common import UsageError, run_cli
 from export.cli.train_plan import plan
-from export.cli.train_reader import (
-    READER_BATCH,
-    READER_CALIB_VIDEOS,
-    READER_FINETUNE_LR,
-    READER_FINETUNE_STEPS,
-    READER_LR,
-    READER_STEPS,
-    READER_VIDEOS,
-    reader_init,
-    reader_planned,
-    reader_stage,
-)
+from export.cli.train_reader import READER_FINETUNE_LR, READER_FINETUNE_STEPS, reader_init, reader_planned, reader_stage
 from export.cli.train_stage1 import lsmcl_steps, query_seed, stage1
 from export.train.eta import minutes
+from export.train.reader_defaults import READER_BATCH, READER_CALIB_VIDEOS, READER_LR, READER_STEPS, READER_VIDEOS
 from export.train.warm_start import check_init_from, init_from, taken_init
 
 SEED_MAX = 2**31 - 1

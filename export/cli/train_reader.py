@@ -8,7 +8,7 @@ from pathlib import Path
 
 from export.cli.common import UsageError
 from export.train.eta import estimate, minutes, rates_for
-from export.train.reader_defaults import READER_BATCH, READER_CALIB_VIDEOS, READER_LR, READER_STEPS, READER_VIDEOS
+from export.train.reader_defaults import READER_BATCH, READER_LR
 
 # starting from a trained reader (the one beside --init-from) only its new sampler's memories and the
 # new footage are new to it: a fifth of the steps, at a quarter of the learning rate (the fresh rate's

@@ -1,7 +1,9 @@
 """Dense training of the memory reader (export/model/reader.py) on cached backbone tokens.
 
-    python -m export.train.reader_stage --checkpoint checkpoints/lvm-tiny.safetensors --videos 256 \
-        --steps 1500 --out runs/reader/reader.safetensors
+    python -m export.train.reader_stage --checkpoint checkpoints/lvm-tiny.safetensors \
+        --out runs/reader/reader.safetensors
+
+(its defaults: export/train/reader_defaults.py)
 
 or from Python, ``train_reader(net, out=...)`` (what the training CLI calls).
 
