@@ -232,3 +232,42 @@ def test_what_happened_needs_no_torch():
             "assert class_pictures(['banana'], 32)['banana'][0].shape == (32, 32, 3); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0 and out.stdout.split() == ["False"], out.stderr
+
+
+def test_trace_accounts_for_every_missed_truth_event(streamed):
+    """--losses of tools/accuracy/happened_eval.py: the trace gives each step's answers, and every truth
+    event of the window is either found or lost at exactly one step, the first that lost it."""
+    from tools.accuracy.happened_eval import LOSSES, lost_at, matched, truth
+
+    eng, video = streamed
+    ann = video.annotations()
+    steps: dict = {}
+    events = what_happened(eng, None, (0.0, VIDEO_S), trace=steps)
+    assert events == what_happened(eng, None, (0.0, VIDEO_S))  # tracing changes nothing
+    assert set(steps["activity"]) == set(happened.subjects(eng, None)) and steps["floor"] == happened.MIN_CONFIDENCE
+    assert all(k[4] >= happened.MIN_CONFIDENCE for k in steps["kept"])
+    gt = truth(ann, 0.0, VIDEO_S)
+    hit = matched(events, gt)
+    assert gt and hit
+    lost = [lost_at(steps, g, list(eng.labels), eng) for j, g in enumerate(gt) if j not in hit]
+    assert set(lost) <= set(LOSSES)
+    # a pair the activity step never made a candidate is lost there, whatever its time answer would be
+    labels = list(eng.labels)
+    product = next(iter(steps["activity"]))
+    never = {**steps, "time": {k: v for k, v in steps["time"].items() if k[0] != product},
+             "activity": {**steps["activity"], product: {**steps["activity"][product], "p_seen": None}}}
+    assert lost_at(never, (labels[0], product, 0.0, 10.0), labels, eng) == LOSSES[1]
+    gone = {**steps, "activity": {**steps["activity"], product: {"status": "no_memory"}}}
+    assert lost_at(gone, (labels[0], product, 0.0, 10.0), labels, eng) == LOSSES[0]
+
+
+def test_happened_eval_counts_the_losses(tmp_path, capsys):
+    from tools.accuracy.happened_eval import LOSSES, main
+
+    out = tmp_path / "h.json"
+    assert main(["--videos", "1", "--video-s", "300", "--losses", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    run, lost = got["runs"][0], got["losses"]
+    assert lost["steps"] == list(LOSSES) and lost["truth"] == run["truth"] and lost["found"] == run["found"]
+    assert sum(lost["missed_at"].values()) == lost["truth"] - lost["found"]
+    assert "missed at" in capsys.readouterr().out

@@ -178,8 +178,11 @@ def event_confidence(engine: Any, support: float) -> float:
 
 
 def what_happened(target: Any, stream: str | None, window: Any, *, activities: list[Any] | None = None,
-                  min_confidence: float | None = None, catalog: Any = None) -> list[Event]:
-    """The events of ``window`` (see the module docstring)."""
+                  min_confidence: float | None = None, catalog: Any = None, trace: dict | None = None) -> list[Event]:
+    """The events of ``window`` (see the module docstring). ``trace``: a dict to fill with what each step
+    gave (for tools/accuracy/happened_eval.py --losses): "activity" (product -> its activity answer),
+    "time" ((product, activity id) -> its time answer), "kept" ((product, activity id, start, end,
+    confidence) of each interval at or above the floor) and "floor"."""
     start, end = _window(window)
     engine, ask, catalog = _resolve(target, stream, catalog)
     if getattr(engine, "answers_kind", None) != "reader":
@@ -205,7 +208,10 @@ def what_happened(target: Any, stream: str | None, window: Any, *, activities: l
         flat += [{**base, "type": "activity", "object_image": c} for c in crops]
         groups.append((name, len(crops)))
     pairs: list[tuple[str, int]] = []
+    steps: dict[str, Any] = {} if trace is None else trace
+    steps.update(activity={}, time={}, kept=[], floor=floor)
     for name, a in _asked(ask, flat, groups, "activity"):
+        steps["activity"][name] = a
         if not happened_at_all(engine, a):
             continue
         ranked = [i for i in a["ranked"] if wanted is None or i in wanted]
@@ -218,6 +224,7 @@ def what_happened(target: Any, stream: str | None, window: Any, *, activities: l
         groups.append(((name, act), len(pictures[name])))
     found: list[tuple[str, int, float, float, float, tuple[str, ...]]] = []
     for (name, act), a in _asked(ask, flat, groups, "time"):
+        steps["time"][(name, act)] = a
         if not happened_at_all(engine, a) or not a.get("intervals") or a.get("confidence") is None:
             continue
         top = max(float(a["intervals"][0][2]), 1e-9)
@@ -226,6 +233,7 @@ def what_happened(target: Any, stream: str | None, window: Any, *, activities: l
             conf = first * min(1.0, float(p) / top)
             if conf >= floor and e > s:
                 found.append((name, act, float(s), float(e), round(conf, 4), _tracks(a)))
+    steps["kept"] = [f[:5] for f in found]
 
     # 3. where: one object query per event, over its interval
     fps = float(engine.cfg.stream.object_fps)

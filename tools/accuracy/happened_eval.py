@@ -11,7 +11,8 @@ the product class of its instance, start, end). A predicted event is right when 
 event has the same activity and product and tIoU > 0.3 (greedy, most confident first). Precision =
 right / predicted, recall = matched truth / truth, summed over all windows. ``--sweep`` tries the
 settings (least confidence, candidate activities per product, one product per interval); report
-the chosen setting on videos that were not used to choose it.
+the chosen setting on videos that were not used to choose it. ``--losses`` says, for every truth event
+the shipped setting misses, the first step of ``what_happened`` that lost it (``LOSSES``).
 """
 from __future__ import annotations
 
@@ -50,15 +51,63 @@ def truth(ann: dict, start: float, end: float) -> list[tuple[str, str, float, fl
 
 
 def score(pred, gt) -> tuple[int, int]:
-    """(right predictions, matched truth events): greedy, most confident prediction first."""
-    used, right = set(), 0
+    """(right predictions, matched truth events): greedy, most confident prediction first (a prediction
+    is right when it matches a truth event)."""
+    used = matched(pred, gt)
+    return len(used), len(used)
+
+
+# the steps of what_happened, in order, at which a truth event can be lost
+LOSSES = ("product judged not seen", "activity not among the candidates", "time answer judged not seen",
+          "no interval at tIoU > 0.3", "interval below the confidence floor", "merged, or another product kept")
+
+
+def matched(pred, gt) -> set[int]:
+    """Indices of the truth events ``score`` matches."""
+    used: set[int] = set()
     for p in sorted(pred, key=lambda e: -e.confidence):
         for j, g in enumerate(gt):
             if j not in used and g[0] == p.activity and g[1] == p.product and tiou((p.start, p.end), g[2:]) > TIOU:
                 used.add(j)
-                right += 1
                 break
-    return right, len(used)
+    return used
+
+
+def lost_at(steps: dict, g: tuple[str, str, float, float], labels: list[str], engine) -> str:
+    """The first step of what_happened (its ``trace``) that lost truth event ``g`` (one of LOSSES)."""
+    activity, product, start, end = g
+    a = steps["activity"].get(product)
+    if a is None or not happened.happened_at_all(engine, a):
+        return LOSSES[0]
+    act = labels.index(activity)
+    t = steps["time"].get((product, act))
+    if t is None:
+        return LOSSES[1]
+    if not happened.happened_at_all(engine, t) or not t.get("intervals"):
+        return LOSSES[2]
+    if not any(tiou((float(s), float(e)), (start, end)) > TIOU for s, e, _ in t["intervals"]):
+        return LOSSES[3]
+    if not any(k[0] == product and k[1] == act and tiou(k[2:4], (start, end)) > TIOU for k in steps["kept"]):
+        return LOSSES[4]
+    return LOSSES[5]
+
+
+def losses(engines: list[tuple[Engine, dict]], window_s: float) -> dict:
+    """Per LOSSES step, how many truth events the shipped setting misses there (and how many it finds)."""
+    out = dict.fromkeys(LOSSES, 0)
+    found = total = 0
+    for eng, ann in engines:
+        labels = list(eng.labels)
+        for s in np.arange(0.0, ann["duration_s"] - window_s + 1e-6, window_s):
+            steps: dict = {}
+            ev = what_happened(eng, None, (float(s), float(s + window_s)), trace=steps)
+            gt = truth(ann, float(s), float(s + window_s))
+            hit = matched(ev, gt)
+            found, total = found + len(hit), total + len(gt)
+            for j, g in enumerate(gt):
+                if j not in hit:
+                    out[lost_at(steps, g, labels, eng)] += 1
+    return {"truth": total, "found": found, "missed_at": out}
 
 
 def run(engines: list[tuple[Engine, dict]], window_s: float, floor: float, top: int, exclusive: bool) -> dict:
@@ -89,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--video-s", type=float, default=1800.0)
     ap.add_argument("--window-s", type=float, default=300.0)
     ap.add_argument("--sweep", action="store_true", help="every setting, not only the shipped one")
+    ap.add_argument("--losses", action="store_true",
+                    help="also count, per step of what_happened, the truth events the shipped setting misses there")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     engines, t0 = [], time.perf_counter()
@@ -114,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"min_conf {floor:.1f} top {top} one_product_each {excl!s:5}  P {r['precision']}  R {r['recall']}  "
                   f"F1 {r['f1']}  ({r['predicted']} predicted, {r['truth']} true; {r['ms_per_window']} ms a window)",
                   flush=True)
+        lost = None
+        if args.losses:
+            happened.TOP_ACTIVITIES, happened.EXCLUSIVE = shipped[1], shipped[2]
+            lost = losses(engines, args.window_s)
+            print(f"of {lost['truth']} truth events {lost['found']} found; missed at:")
+            for step, n in lost["missed_at"].items():
+                print(f"  {step:40s} {n:4d}  ({100 * n / max(lost['truth'], 1):.1f} % of the truth)")
     manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
     bundle = {"name": Path(args.bundle).name, "created": manifest.get("created"),  # which export, not where
               "reader_sha256": ((manifest.get("answers") or {}).get("reader") or {}).get("file_sha256")}
@@ -123,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
               "shipped_setting": {"min_confidence": shipped[0], "top_activities": shipped[1],
                                   "one_product_each": shipped[2]},
               "runs": rows}
+    if lost is not None:
+        result["losses"] = {"setting": "shipped", "steps": list(LOSSES), **lost}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json}")
