@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         for floor, top, excl in settings:
             r = run(engines, args.window_s, floor, top, excl)
             rows.append(r)
-            print(f"min_conf {floor:.1f} top {top} one_product_each {excl!s:5}  P {r['precision']}  R {r['recall']}  "
+            print(f"min_conf {floor:g} top {top} one_product_each {excl!s:5}  P {r['precision']}  R {r['recall']}  "
                   f"F1 {r['f1']}  ({r['predicted']} predicted, {r['truth']} true; {r['ms_per_window']} ms a window)",
                   flush=True)
         lost = None
