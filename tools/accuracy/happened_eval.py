@@ -50,20 +50,14 @@ def truth(ann: dict, start: float, end: float) -> list[tuple[str, str, float, fl
             for e in ann["events"] if e["end"] > start and e["start"] < end]
 
 
-def score(pred, gt) -> tuple[int, int]:
-    """(right predictions, matched truth events): greedy, most confident prediction first (a prediction
-    is right when it matches a truth event)."""
-    used = matched(pred, gt)
-    return len(used), len(used)
-
-
 # the steps of what_happened, in order, at which a truth event can be lost
 LOSSES = ("product judged not seen", "activity not among the candidates", "time answer judged not seen",
           "no interval at tIoU > 0.3", "interval below the confidence floor", "merged, or another product kept")
 
 
 def matched(pred, gt) -> set[int]:
-    """Indices of the truth events ``score`` matches."""
+    """Indices of the truth events ``pred`` matches: greedy, most confident prediction first (a
+    prediction is right when it matches a truth event, so right predictions = matched truth events)."""
     used: set[int] = set()
     for p in sorted(pred, key=lambda e: -e.confidence):
         for j, g in enumerate(gt):
@@ -92,42 +86,37 @@ def lost_at(steps: dict, g: tuple[str, str, float, float], labels: list[str], en
     return LOSSES[5]
 
 
-def losses(engines: list[tuple[Engine, dict]], window_s: float) -> dict:
-    """Per LOSSES step, how many truth events the shipped setting misses there (and how many it finds)."""
-    out = dict.fromkeys(LOSSES, 0)
-    found = total = 0
+def run(engines: list[tuple[Engine, dict]], window_s: float, floor: float, top: int, exclusive: bool,
+        losses: bool = False) -> dict:
+    """Precision and recall of one setting; with ``losses``, also "missed_at": per LOSSES step, how many
+    truth events were lost there (what_happened's trace of each window)."""
+    happened.TOP_ACTIVITIES, happened.EXCLUSIVE = top, exclusive
+    n_pred = n_right = n_gt = n_found = 0
+    missed_at = dict.fromkeys(LOSSES, 0)
+    t0, calls = time.perf_counter(), 0
     for eng, ann in engines:
         labels = list(eng.labels)
         for s in np.arange(0.0, ann["duration_s"] - window_s + 1e-6, window_s):
             steps: dict = {}
-            ev = what_happened(eng, None, (float(s), float(s + window_s)), trace=steps)
-            gt = truth(ann, float(s), float(s + window_s))
-            hit = matched(ev, gt)
-            found, total = found + len(hit), total + len(gt)
-            for j, g in enumerate(gt):
-                if j not in hit:
-                    out[lost_at(steps, g, labels, eng)] += 1
-    return {"truth": total, "found": found, "missed_at": out}
-
-
-def run(engines: list[tuple[Engine, dict]], window_s: float, floor: float, top: int, exclusive: bool) -> dict:
-    happened.TOP_ACTIVITIES, happened.EXCLUSIVE = top, exclusive
-    n_pred = n_right = n_gt = n_found = 0
-    t0, calls = time.perf_counter(), 0
-    for eng, ann in engines:
-        for s in np.arange(0.0, ann["duration_s"] - window_s + 1e-6, window_s):
-            ev = what_happened(eng, None, (float(s), float(s + window_s)), min_confidence=floor)
+            ev = what_happened(eng, None, (float(s), float(s + window_s)), min_confidence=floor, trace=steps)
             calls += 1
             gt = truth(ann, float(s), float(s + window_s))
-            r, f = score(ev, gt)
-            n_pred, n_right, n_gt, n_found = n_pred + len(ev), n_right + r, n_gt + len(gt), n_found + f
+            hit = matched(ev, gt)
+            n_pred, n_right, n_gt, n_found = n_pred + len(ev), n_right + len(hit), n_gt + len(gt), n_found + len(hit)
+            if losses:
+                for j, g in enumerate(gt):
+                    if j not in hit:
+                        missed_at[lost_at(steps, g, labels, eng)] += 1
     p = n_right / n_pred if n_pred else None
     r = n_found / n_gt if n_gt else None
     f1 = 2 * p * r / (p + r) if p and r else 0.0
-    return {"min_confidence": floor, "top_activities": top, "one_product_each": exclusive,
-            "predicted": n_pred, "right": n_right, "truth": n_gt, "found": n_found,
-            "precision": round(p, 4) if p is not None else None, "recall": round(r, 4) if r is not None else None,
-            "f1": round(f1, 4), "ms_per_window": round(1000 * (time.perf_counter() - t0) / max(calls, 1), 1)}
+    out = {"min_confidence": floor, "top_activities": top, "one_product_each": exclusive,
+           "predicted": n_pred, "right": n_right, "truth": n_gt, "found": n_found,
+           "precision": round(p, 4) if p is not None else None, "recall": round(r, 4) if r is not None else None,
+           "f1": round(f1, 4), "ms_per_window": round(1000 * (time.perf_counter() - t0) / max(calls, 1), 1)}
+    if losses:
+        out["missed_at"] = missed_at
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,17 +147,19 @@ def main(argv: list[str] | None = None) -> int:
         shipped = (happened.MIN_CONFIDENCE, happened.TOP_ACTIVITIES, happened.EXCLUSIVE)
         settings = (list(itertools.product((0.0, 0.1, 0.2, 0.3, 0.5, 0.7), (1, 2, 3, 5), (False, True)))
                     if args.sweep else [shipped])
+        if shipped not in settings:  # the sweep's grid may lack the shipped floor: its row is always run
+            settings.append(shipped)
         rows = []
+        lost = None
         for floor, top, excl in settings:
-            r = run(engines, args.window_s, floor, top, excl)
+            r = run(engines, args.window_s, floor, top, excl, losses=args.losses and (floor, top, excl) == shipped)
             rows.append(r)
+            if "missed_at" in r:
+                lost = {"truth": r["truth"], "found": r["found"], "missed_at": r.pop("missed_at")}
             print(f"min_conf {floor:g} top {top} one_product_each {excl!s:5}  P {r['precision']}  R {r['recall']}  "
                   f"F1 {r['f1']}  ({r['predicted']} predicted, {r['truth']} true; {r['ms_per_window']} ms a window)",
                   flush=True)
-        lost = None
-        if args.losses:
-            happened.TOP_ACTIVITIES, happened.EXCLUSIVE = shipped[1], shipped[2]
-            lost = losses(engines, args.window_s)
+        if lost is not None:
             print(f"of {lost['truth']} truth events {lost['found']} found; missed at:")
             for step, n in lost["missed_at"].items():
                 print(f"  {step:40s} {n:4d}  ({100 * n / max(lost['truth'], 1):.1f} % of the truth)")
