@@ -12,6 +12,13 @@ window), the share of absent queries below the threshold that answers the given 
 queries "not seen". Candidates: the asked activity's share of the token's activities (``rel``, sigmoid
 over the largest; ``soft``, softmax), each with and without p(event), and ``present`` (the product's
 best identity match alone).
+
+With ``--bundle B`` the same question is asked of an exported bundle's own answers, through the
+runtime (memory and timeline, as ``lvm-eval --bundle B --videos N --queries 300`` asks them, absent
+queries one in five): per query type (activity too) the AUC of the answers' calibrated ``p_seen``,
+the shares the bundle's own cut gives, and the share of absent queries a cut at each share of present
+queries wrongly "not seen" would catch (``PRESENT_WRONG_BUNDLE``: the cut placed on these very answers,
+an upper bound for a cut fitted on calibration videos).
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PRESENT_WRONG = (0.04, 0.08, 0.10, 0.20)
+PRESENT_WRONG_BUNDLE = (0.05, 0.075, 0.10, 0.15, 0.20)
 
 
 def auc(pos, neg) -> float:
@@ -40,6 +48,49 @@ def auc(pos, neg) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def bundle_report(bundle: str, videos: int, seed: int, threads: int) -> dict:
+    """The ``--bundle`` mode (module docstring) -> its JSON."""
+    from edge_runtime.backends.bundle import load_bundle
+    from edge_runtime.checkout.absent_queries import is_absent
+    from edge_runtime.checkout.queries import engine_request
+    from edge_runtime.engine.engine import Engine
+    from edge_runtime.query.types import BY_NAME
+    from export.evaluate.scoring import engine_videos
+
+    b = load_bundle(bundle)
+    engine = Engine(b, threads=threads, answers="reader")
+    size = b.cfg.backbone.image_size
+    rows: list[tuple[str, bool, float, bool]] = []  # type, absent, p_seen, answered "not seen"
+    for v in engine_videos(b.cfg, 300, seed, videos=videos, video_s=1800.0, absent_share=0.2):
+        engine.reset()
+        engine.ingest(v.frames, v.times)
+        reqs = [engine_request(q, v.crop(q.instance_id, size) if BY_NAME[q.type].takes_object
+                               and q.instance_id is not None else None) for q in v.queries]
+        for q, a in zip(v.queries, engine.answer(reqs)):
+            if a.get("p_seen") is not None:
+                rows.append((q.type, is_absent(q), float(a["p_seen"]), a.get("status") == "not_seen"))
+        print(f"video {v.video_id}: {len(v.queries)} queries", flush=True)
+    engine.close()
+    out = {"tool": "tools/accuracy/seen_evidence.py --bundle", "bundle": bundle, "videos": videos, "seed": seed,
+           "queries_per_video": 300, "types": {}}
+    for qt in ("activity", "object", "time"):
+        pos = np.array([p for t, ab, p, _ in rows if t == qt and not ab])
+        neg = np.array([p for t, ab, p, _ in rows if t == qt and ab])
+        if not len(pos) or not len(neg):
+            continue
+        r = out["types"][qt] = {
+            "present": len(pos), "absent": len(neg), "auc_p_seen": round(auc(pos, neg), 3),
+            "bundle_cut": {"absent_not_seen": round(float(np.mean([ns for t, ab, _, ns in rows if t == qt and ab])), 3),
+                           "present_not_seen": round(float(np.mean([ns for t, ab, _, ns in rows if t == qt and not ab])), 3)},
+            "absent_not_seen_at_present_wrong": {f"{w:.3f}": round(float((neg < np.quantile(pos, w)).mean()), 3)
+                                                 for w in PRESENT_WRONG_BUNDLE}}
+        print(f"{qt}: {r['present']} present, {r['absent']} absent; AUC of p_seen {r['auc_p_seen']}; the bundle's cut: "
+              f"{r['bundle_cut']['absent_not_seen']:.1%} of absent not seen, {r['bundle_cut']['present_not_seen']:.1%} of "
+              "present; a cut at " + ", ".join(f"{float(w):.1%} of present -> {v:.1%} of absent"
+                                               for w, v in r["absent_not_seen_at_present_wrong"].items()))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.accuracy.seen_evidence", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="checkpoints/lvm-tiny.safetensors")
@@ -47,8 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bundle", help="an exported bundle: its own answers' p_seen through the runtime, all three types")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
+    if args.bundle:
+        out = bundle_report(args.bundle, args.videos, args.seed, args.threads)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(out, fh, indent=1)
+                fh.write("\n")
+            print(f"wrote {args.json}")
+        return 0
     import torch
 
     from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
