@@ -293,12 +293,12 @@ def test_set_refuses_a_bad_threshold_with_one_line(capsys, setting, named):
 def test_set_changes_the_thresholds_recorded(capsys, tmp_path):
     rc, _ = _eval(capsys, "--events", "truth", "--videos", "1", "--video-s", "60", "--json", str(tmp_path / "r.json"),
                   "--set", "bagged_without_scan.other_product_scans=0", "--set", "bagged_without_scan.lookback_s=90",
-                  "--set", "pass_around.min_confidence=0.75")
+                  "--set", "pass_around.min_confidence=0.85")
     assert rc == 0
     rules = json.loads((tmp_path / "r.json").read_text())["rules"]
     assert rules["bagged_without_scan"] == {**RULES["bagged_without_scan"].thresholds, "other_product_scans": 0.0,
                                             "lookback_s": 90.0}
-    assert rules["pass_around"] == {**RULES["pass_around"].thresholds, "min_confidence": 0.75}
+    assert rules["pass_around"] == {**RULES["pass_around"].thresholds, "min_confidence": 0.85}
 
 
 # eval seed 11, video 0's first 90 s at raised scan avoidance: the shipped bundle's events raise an alert,
