@@ -1,6 +1,6 @@
 """Standing rules over "what happened": which events of a lane are alerts.
 
-    engine = RuleEngine({"bagged_without_scan": {}, "pass_around": {"min_confidence": 0.7}}, bundle_activities)
+    engine = RuleEngine({"bagged_without_scan": {}, "pass_around": {"min_confidence": 0.8}}, bundle_activities)
     drafts = engine.evaluate(events, now)   # at every commit: the events of a window reaching ``now``
 
 A draft is ``{rule, product, start, end, box, confidence, evidence: [event.to_dict(), ...]}``;
