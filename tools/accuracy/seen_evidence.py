@@ -48,6 +48,16 @@ def auc(pos, neg) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def write(out: dict, path: str | None) -> int:
+    """Write the report ``out`` to ``path`` (when given) -> the exit status."""
+    if path:
+        with open(path, "w") as fh:
+            json.dump(out, fh, indent=1)
+            fh.write("\n")
+        print(f"wrote {path}")
+    return 0
+
+
 def bundle_report(bundle: str, videos: int, seed: int, threads: int) -> dict:
     """The ``--bundle`` mode (module docstring) -> its JSON."""
     from edge_runtime.backends.bundle import load_bundle
@@ -102,13 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     if args.bundle:
-        out = bundle_report(args.bundle, args.videos, args.seed, args.threads)
-        if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(out, fh, indent=1)
-                fh.write("\n")
-            print(f"wrote {args.json}")
-        return 0
+        return write(bundle_report(args.bundle, args.videos, args.seed, args.threads), args.json)
     import torch
 
     from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
@@ -163,12 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{qt}: {r['present']} present, {r['absent']} absent; AUC " + ", ".join(f"{k} {v}" for k, v in r["auc"].items()))
         print("  the answer step's evidence: " + ", ".join(f"{float(w):.0%} of present wrongly not seen -> {v:.0%} of absent"
                                                         for w, v in r["absent_not_seen_at_present_wrong"].items()))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=1)
-            fh.write("\n")
-        print(f"wrote {args.json}")
-    return 0
+    return write(out, args.json)
 
 
 if __name__ == "__main__":
