@@ -150,6 +150,17 @@ def evaluate_model(net: LVMNet, videos: list[VideoData], sampler: str = "neural"
     return res
 
 
+def engine_answers(engine, video: VideoData) -> list[dict]:
+    """A runtime Engine's answers to ``video``'s queries, after streaming the video's frames through it
+    from a fresh memory (object crops encoded by the engine itself, as on the device)."""
+    engine.reset()
+    engine.ingest(video.frames, video.times)
+    size = engine.cfg.backbone.image_size
+    return engine.answer([engine_request(q, video.crop(q.instance_id, size)
+                                         if BY_NAME[q.type].takes_object and q.instance_id is not None else None)
+                          for q in video.queries])
+
+
 def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData], progress: bool = True,
                     per_query: bool = False) -> dict:
     """Score a device-runtime Engine (ONNX / TensorRT bundle) on the same videos and queries.
@@ -163,14 +174,7 @@ def evaluate_engine(engine_factory: Callable[[], object], videos: list[VideoData
     queries, answers = [], []
     engine = engine_factory()
     for v in tqdm(videos, desc="eval (engine)", disable=not progress, leave=False):
-        engine.reset()
-        engine.ingest(v.frames, v.times)
-        reqs = []
-        size = engine.cfg.backbone.image_size
-        for q in v.queries:
-            reqs.append(engine_request(q, v.crop(q.instance_id, size)
-                                       if BY_NAME[q.type].takes_object and q.instance_id is not None else None))
-        answers.extend(engine.answer(reqs))
+        answers.extend(engine_answers(engine, v))
         queries.extend(v.queries)
     res = score(queries, answers)
     res["memory_tokens"] = engine.cfg.stream.memory_tokens

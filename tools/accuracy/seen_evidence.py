@@ -58,41 +58,33 @@ def write(out: dict, path: str | None) -> int:
     return 0
 
 
-def bundle_report(bundle: str, videos: int, seed: int, threads: int) -> dict:
+def bundle_report(bundle: str, videos: int, seed: int, threads: int, video_s: float = 1800.0) -> dict:
     """The ``--bundle`` mode (module docstring) -> its JSON."""
     from edge_runtime.backends.bundle import load_bundle
     from edge_runtime.checkout.absent_queries import is_absent
-    from edge_runtime.checkout.queries import engine_request
     from edge_runtime.engine.engine import Engine
-    from edge_runtime.query.types import BY_NAME
-    from export.evaluate.scoring import engine_videos
+    from export.evaluate.scoring import engine_answers, engine_videos
 
     b = load_bundle(bundle)
     engine = Engine(b, threads=threads, answers="reader")
-    size = b.cfg.backbone.image_size
     rows: list[tuple[str, bool, float, bool]] = []  # type, absent, p_seen, answered "not seen"
-    for v in engine_videos(b.cfg, 300, seed, videos=videos, video_s=1800.0, absent_share=0.2):
-        engine.reset()
-        engine.ingest(v.frames, v.times)
-        reqs = [engine_request(q, v.crop(q.instance_id, size) if BY_NAME[q.type].takes_object
-                               and q.instance_id is not None else None) for q in v.queries]
-        for q, a in zip(v.queries, engine.answer(reqs)):
-            if a.get("p_seen") is not None:
-                rows.append((q.type, is_absent(q), float(a["p_seen"]), a.get("status") == "not_seen"))
+    for v in engine_videos(b.cfg, 300, seed, videos=videos, video_s=video_s, absent_share=0.2):
+        rows += [(q.type, is_absent(q), float(a["p_seen"]), a.get("status") == "not_seen")
+                 for q, a in zip(v.queries, engine_answers(engine, v)) if a.get("p_seen") is not None]
         print(f"video {v.video_id}: {len(v.queries)} queries", flush=True)
     engine.close()
     out = {"tool": "tools/accuracy/seen_evidence.py --bundle", "bundle": bundle, "videos": videos, "seed": seed,
-           "queries_per_video": 300, "types": {}}
+           "video_s": video_s, "queries_per_video": 300, "types": {}}
     for qt in ("activity", "object", "time"):
-        pos = np.array([p for t, ab, p, _ in rows if t == qt and not ab])
-        neg = np.array([p for t, ab, p, _ in rows if t == qt and ab])
-        if not len(pos) or not len(neg):
+        pos, neg = ([(p, ns) for t, ab, p, ns in rows if t == qt and ab == absent] for absent in (False, True))
+        if not pos or not neg:
             continue
+        p_pos, p_neg = np.array([p for p, _ in pos]), np.array([p for p, _ in neg])
         r = out["types"][qt] = {
-            "present": len(pos), "absent": len(neg), "auc_p_seen": round(auc(pos, neg), 3),
-            "bundle_cut": {"absent_not_seen": round(float(np.mean([ns for t, ab, _, ns in rows if t == qt and ab])), 3),
-                           "present_not_seen": round(float(np.mean([ns for t, ab, _, ns in rows if t == qt and not ab])), 3)},
-            "absent_not_seen_at_present_wrong": {f"{w:.3f}": round(float((neg < np.quantile(pos, w)).mean()), 3)
+            "present": len(pos), "absent": len(neg), "auc_p_seen": round(auc(p_pos, p_neg), 3),
+            "bundle_cut": {"absent_not_seen": round(float(np.mean([ns for _, ns in neg])), 3),
+                           "present_not_seen": round(float(np.mean([ns for _, ns in pos])), 3)},
+            "absent_not_seen_at_present_wrong": {f"{w:.3f}": round(float((p_neg < np.quantile(p_pos, w)).mean()), 3)
                                                  for w in PRESENT_WRONG_BUNDLE}}
         print(f"{qt}: {r['present']} present, {r['absent']} absent; AUC of p_seen {r['auc_p_seen']}; the bundle's cut: "
               f"{r['bundle_cut']['absent_not_seen']:.1%} of absent not seen, {r['bundle_cut']['present_not_seen']:.1%} of "
@@ -109,10 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bundle", help="an exported bundle: its own answers' p_seen through the runtime, all three types")
+    ap.add_argument("--video-s", type=float, default=1800.0, help="seconds per video with --bundle (default 1800)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     if args.bundle:
-        return write(bundle_report(args.bundle, args.videos, args.seed, args.threads), args.json)
+        return write(bundle_report(args.bundle, args.videos, args.seed, args.threads, args.video_s), args.json)
     import torch
 
     from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
