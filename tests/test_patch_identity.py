@@ -22,6 +22,8 @@ def test_probe_scores_held_out_patches(tmp_path, capsys):
     assert res["fitted"] > 0.5 and 0.0 <= res["held_out"] <= 1.0
     act = res["activity"]
     assert act["patches"] == res["patches"] and act["fitted"] > 0.3 and 0.0 <= act["balanced_held_out"] <= 1.0
+    both = res["class_and_label"]  # the product and its label colour (3 at most a product)
+    assert both["patches"] == res["patches"] and both["fitted"] > 0.3 and 0.0 <= both["held_out"] <= res["held_out"] + 0.05
     assert "held-out patch class accuracy" in capsys.readouterr().out
 
 

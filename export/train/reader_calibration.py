@@ -94,7 +94,7 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
         n = len(v.snap_end)
         for s in sorted({(n - 1) // 3, 2 * (n - 1) // 3, n - 1}):
             mem = (v.tokens[s:s + 1].float(), v.times[s:s + 1], v.patches[s:s + 1], v.valid[s:s + 1])
-            qs = [q for q in v.queries if q.end <= v.snap_end[s] + 1e-6]
+            qs = v.answerable(s)
             if qs:
                 runs.append((v, s, mem, qs))
     # activity R@1x of each prior weight, per window length: the prior knows more about a long window

@@ -51,6 +51,15 @@ class ReaderVideo(MemoryStack):
     video_tokens: torch.Tensor | None = None
     video_times: np.ndarray | None = None
 
+    def answerable(self, s: int) -> list[Query]:
+        """The queries memory ``s`` can answer: those whose window it has seen whole, and on the video's
+        last memory every query. A stream's last partial clip never commits (the runtime answers from
+        the memory a 30-minute video leaves at 1,792 s), so without the last memory's exception no
+        30-minute window would ever be asked of a 30-minute video."""
+        if s == len(self.snap_end) - 1:
+            return list(self.queries)
+        return [q for q in self.queries if q.end <= self.snap_end[s] + 1e-6]
+
 
 @torch.no_grad()
 def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, seed: int,

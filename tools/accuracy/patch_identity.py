@@ -12,8 +12,11 @@ training never saw, odd i in a training look). What it measures is the backbone 
 patch token carries the product it shows in a form that holds on videos it was not fitted on, which
 every identity the reader learns on top of it depends on. A second probe on the same patches
 reads the activity of the event in progress on the product each shows, or none (accuracy and the
-mean per-activity recall, since most product patches show no event). One backbone per ``--backbone`` (a
-checkpoint, or the bare ``backbone.safetensors`` lvm-train writes), all on the same patches.
+mean per-activity recall, since most product patches show no event). A third reads the product and
+its label colour (items of a class differ only by one of 2-3 label colours and a slight tint): whether
+the tokens could tell two items of one product apart, which activity answers over long windows need
+(``tools/accuracy/activity_ceiling.py``). One backbone per ``--backbone`` (a checkpoint, or the bare
+``backbone.safetensors`` lvm-train writes), all on the same patches.
 """
 from __future__ import annotations
 
@@ -38,10 +41,18 @@ def _backbone(path: str, cfg):
     return bb.freeze().eval()
 
 
+def _labels() -> int:
+    """The most label colours a product has (edge_runtime/checkout/catalog.py ``label_options``)."""
+    from edge_runtime.checkout.catalog import PRODUCT_SPECS
+
+    return max(len(p.label_options) for p in PRODUCT_SPECS)
+
+
 def _patches(spec: tuple[int, int], seconds: float, size: int, grid: int):
     """(frames (N, S, S, 3) uint8, class per patch (N, P), -1 where no product shows, activity per
     patch (N, P): the activity of the event in progress on the product it shows, ``len(BASE_ACTIVITIES)``
-    for none, -1 where no product shows)."""
+    for none, -1 where no product shows, class and label colour per patch (N, P): class * _labels() +
+    the item's label colour, -1 where no product shows)."""
     import numpy as np
 
     from edge_runtime.checkout import BASE_ACTIVITIES, CheckoutVideo
@@ -55,7 +66,10 @@ def _patches(spec: tuple[int, int], seconds: float, size: int, grid: int):
     class_of = {int(x["instance_id"]): PRODUCT_IDS[x["product"]] for x in ann["instances"]}
     cls = np.vectorize(lambda k: class_of.get(int(k), -1), otypes=[np.int64])(inst)
     act = np.where(cls >= 0, np.where(act >= 0, act, len(BASE_ACTIVITIES)), -1).astype(np.int64)
-    return np.stack(frames), cls, act
+    items = video.script.instances
+    colour = {int(x.instance_id): int(x.label_variant) for x in (items.values() if isinstance(items, dict) else items)}
+    col = np.vectorize(lambda k: colour.get(int(k), 0), otypes=[np.int64])(inst)
+    return np.stack(frames), cls, act, np.where(cls >= 0, cls * _labels() + col, -1)
 
 
 def _tokens(backbone, frames):
@@ -141,27 +155,35 @@ def main(argv: list[str] | None = None) -> int:
     size, grid = cfg.backbone.image_size, cfg.backbone.grid
     train = [_patches(training_video(0, i), args.video_s, size, grid) for i in range(args.train_videos)]
     test = [_patches(heldout_video(1, i), args.video_s, size, grid) for i in range(args.eval_videos)]
-    if not all((c >= 0).any() for _, c, _ in train + test):
+    if not all((c >= 0).any() for _, c, _, _ in train + test):
         ap.exit(2, f"{ap.prog}: a video shows no product in its first {args.video_s:g} s: use a longer --video-s\n")
-    counts = np.bincount(np.concatenate([c[c >= 0] for _, c, _ in test]), minlength=len(PRODUCTS))
-    acts = np.bincount(np.concatenate([a[a >= 0] for _, _, a in test]), minlength=len(BASE_ACTIVITIES) + 1)
+    counts = np.bincount(np.concatenate([c[c >= 0] for _, c, _, _ in test]), minlength=len(PRODUCTS))
+    acts = np.bincount(np.concatenate([a[a >= 0] for _, _, a, _ in test]), minlength=len(BASE_ACTIVITIES) + 1)
+    labs = np.concatenate([x[x >= 0] for _, _, _, x in test])
+    # knowing each patch's product exactly and guessing its commonest label colour on these very patches
+    label_by_class = sum(np.bincount(labs[labs // _labels() == c]).max() for c in np.unique(labs // _labels())) / len(labs)
     out = {"train_videos": [list(training_video(0, i)) for i in range(args.train_videos)],
            "eval_videos": [list(heldout_video(1, i)) for i in range(args.eval_videos)], "video_s": args.video_s,
            "classes": len(PRODUCTS), "most_frequent_class": round(float(counts.max() / counts.sum()), 4),
-           "activity_share_none": round(float(acts[-1] / acts.sum()), 4), "backbones": {}}
+           "activity_share_none": round(float(acts[-1] / acts.sum()), 4),
+           "class_known_commonest_label": round(float(label_by_class), 4), "backbones": {}}
     for path, bb in backbones.items():
-        tok_train = [_tokens(bb, f) for f, _, _ in train]
-        tok_test = [_tokens(bb, f) for f, _, _ in test]
-        res = probe([(t, c) for t, (_, c, _) in zip(tok_train, train)],
-                    [(t, c) for t, (_, c, _) in zip(tok_test, test)], len(PRODUCTS))
+        tok_train = [_tokens(bb, f) for f, _, _, _ in train]
+        tok_test = [_tokens(bb, f) for f, _, _, _ in test]
+        res = probe([(t, c) for t, (_, c, _, _) in zip(tok_train, train)],
+                    [(t, c) for t, (_, c, _, _) in zip(tok_test, test)], len(PRODUCTS))
         # the same patches' activity: what is being done to the product each shows, or none
-        res["activity"] = probe([(t, a) for t, (_, _, a) in zip(tok_train, train)],
-                                [(t, a) for t, (_, _, a) in zip(tok_test, test)], len(BASE_ACTIVITIES) + 1)
+        res["activity"] = probe([(t, a) for t, (_, _, a, _) in zip(tok_train, train)],
+                                [(t, a) for t, (_, _, a, _) in zip(tok_test, test)], len(BASE_ACTIVITIES) + 1)
+        # the product and its label colour: right only where both are
+        res["class_and_label"] = probe([(t, x) for t, (_, _, _, x) in zip(tok_train, train)],
+                                       [(t, x) for t, (_, _, _, x) in zip(tok_test, test)], len(PRODUCTS) * _labels())
         out["backbones"][path] = res
         print(f"{path}: held-out patch class accuracy {res['held_out']:.1%} (per video {res['per_video']}), "
               f"fitted {res['fitted']:.1%}; most frequent class {out['most_frequent_class']:.1%}; "
               f"activity {res['activity']['held_out']:.1%}, balanced {res['activity']['balanced_held_out']:.1%} "
-              f"(none {out['activity_share_none']:.1%})", flush=True)
+              f"(none {out['activity_share_none']:.1%}); class and label colour {res['class_and_label']['held_out']:.1%} "
+              f"(the class known, its commonest colour: {out['class_known_commonest_label']:.1%})", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)
