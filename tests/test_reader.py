@@ -323,3 +323,19 @@ def test_activity_weights_lift_rare_activities_and_keep_the_mean():
     assert float(w[1]) == 0.0  # an activity with no token weighs nothing (none to weigh)
     assert abs(float((w * share).sum()) - 1.0) < 1e-6  # an event token weighs 1 on average
     assert abs(float(w[2] / w[0]) - 3.0) < 1e-5  # (0.1 / 0.9) ** -0.5
+
+
+def test_the_last_memory_answers_every_query_of_its_video():
+    """Calibration asks each memory the queries it can answer: whole windows it has seen, and on the
+    video's last memory (1,792 s of a 30-minute video: its last 8 frames never fill a clip) every query,
+    so 30-minute windows are calibrated too."""
+    from types import SimpleNamespace
+
+    from export.train.reader_videos import ReaderVideo
+
+    q = lambda s, e: SimpleNamespace(start=s, end=e)  # noqa: E731
+    qs = [q(0, 300), q(1200, 1500), q(1500, 1800), q(0, 1800)]
+    v = SimpleNamespace(snap_end=np.array([32.0, 1504.0, 1792.0]), queries=qs)
+    assert ReaderVideo.answerable(v, 0) == []
+    assert ReaderVideo.answerable(v, 1) == qs[:2]
+    assert ReaderVideo.answerable(v, 2) == qs
