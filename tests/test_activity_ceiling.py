@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from edge_runtime.checkout import heldout_video
 from export.evaluate.scoring import engine_videos
@@ -44,8 +45,7 @@ def test_cli_writes_a_table_per_window_and_refuses_a_bundle_without_a_prior(tmp_
         assert set(READERS) <= set(row) and row["item"] == 100.0
         assert row["target"] == round(row["no_video"] + 12, 1)
     (bundle / "manifest.json").write_text("{}")
-    try:
+    with pytest.raises(SystemExit) as err:
         main(["--bundle", str(bundle), "--videos", "1"])
-    except SystemExit as err:
-        assert err.code == 2
+    assert err.value.code == 2
     assert "no reader class prior" in capsys.readouterr().err

@@ -33,11 +33,15 @@ READERS = ("no_video", "class_union", "class_share", "class_and_label", "item")
 TARGET_MARGIN = 0.12  # activity R@1x at least the no-video ranking + 12 points (issue "Read the memory once")
 
 
-def query_scores(q, events: list[dict], cls: dict[int, int], label: dict[int, int], prior: np.ndarray) -> dict:
-    """Each ideal reader's activity scores (C,) for one present activity query ``q``."""
-    c, own_label = cls[q.instance_id], label[q.instance_id]
-    inside = [e for e in events if cls[int(e["instance_id"])] == c and q.start <= e["start"] and e["end"] <= q.end]
+def item_label_colours(video) -> dict[int, int]:
+    """Each item's label colour (its index among its product's ``label_options``) in a CheckoutVideo:
+    the generator's script knows it; the annotations do not carry it."""
+    return {int(i): int(x.label_variant) for i, x in video.script.instances.items()}
 
+
+def query_scores(q, inside: list[dict], label: dict[int, int], prior: np.ndarray) -> dict:
+    """Each ideal reader's activity scores (C,) for one present activity query ``q``; ``inside``: the
+    events of items of its product class that lie in its window."""
     def share(evs: list[dict]) -> np.ndarray:
         items = {int(e["instance_id"]) for e in evs}
         done = np.zeros(len(prior))
@@ -50,7 +54,7 @@ def query_scores(q, events: list[dict], cls: dict[int, int], label: dict[int, in
     own = np.zeros(len(prior))
     own[list(q.gt_activities)] = 1.0
     return {"no_video": prior.copy(), "class_union": (by_class > 0) + tie, "class_share": by_class + tie,
-            "class_and_label": share([e for e in inside if label[int(e["instance_id"])] == own_label]) + tie,
+            "class_and_label": share([e for e in inside if label[int(e["instance_id"])] == label[q.instance_id]]) + tie,
             "item": own + tie}
 
 
@@ -63,17 +67,15 @@ def video_records(seed: int, look: int, video_s: float, queries: int, prior: np.
     cv = CheckoutVideo(seed=seed, duration_s=video_s, size=size, look=look)
     ann = cv.annotations()
     cls = {int(x["instance_id"]): int(x.get("class_id", x["instance_id"])) for x in ann["instances"]}
-    inst = cv.script.instances
-    label = {int(x.instance_id): int(x.label_variant) for x in (inst.values() if isinstance(inst, dict) else inst)}
+    label = item_label_colours(cv)
     out = []
     for q in sample_queries(ann, queries, np.random.default_rng(seed)):  # lvm-eval's present queries
         if q.type != "activity":
             continue
-        scores = query_scores(q, ann["events"], cls, label, prior)
-        items = {int(e["instance_id"]) for e in ann["events"]
-                 if cls[int(e["instance_id"])] == cls[q.instance_id] and q.start <= e["start"] and e["end"] <= q.end}
-        rec = {"window": q.window, "class_items": len(items)}
-        for name, sc in scores.items():
+        inside = [e for e in ann["events"] if cls[int(e["instance_id"])] == cls[q.instance_id]
+                  and q.start <= e["start"] and e["end"] <= q.end]
+        rec = {"window": q.window, "class_items": len({int(e["instance_id"]) for e in inside})}
+        for name, sc in query_scores(q, inside, label, prior).items():
             rec[name] = score_query(q, {"scores": sc.tolist(), "ranked": np.argsort(-sc, kind="stable").tolist()})["recall@1x"]
         out.append(rec)
     return out

@@ -66,8 +66,9 @@ def _patches(spec: tuple[int, int], seconds: float, size: int, grid: int):
     class_of = {int(x["instance_id"]): PRODUCT_IDS[x["product"]] for x in ann["instances"]}
     cls = np.vectorize(lambda k: class_of.get(int(k), -1), otypes=[np.int64])(inst)
     act = np.where(cls >= 0, np.where(act >= 0, act, len(BASE_ACTIVITIES)), -1).astype(np.int64)
-    items = video.script.instances
-    colour = {int(x.instance_id): int(x.label_variant) for x in (items.values() if isinstance(items, dict) else items)}
+    from tools.accuracy.activity_ceiling import item_label_colours
+
+    colour = item_label_colours(video)
     col = np.vectorize(lambda k: colour.get(int(k), 0), otypes=[np.int64])(inst)
     return np.stack(frames), cls, act, np.where(cls >= 0, cls * _labels() + col, -1)
 
