@@ -96,8 +96,9 @@ def facts_loss(reader: MemoryReader, answer: AnswerStep, videos: list[ReaderVide
             vid = videos[v]
             if s >= len(vid.snap_end):  # a timeline row: no memory to ask
                 continue
-            # activity queries this memory has seen the whole window of (absent ones: all zeros)
-            qs = [q for q in vid.queries if q.type == "activity" and q.end <= vid.snap_end[s]]
+            # the activity queries this memory answers at runtime (absent ones: all zeros); the last
+            # memory answers every window, so 30-minute windows are trained on too
+            qs = [q for q in vid.answerable(s) if q.type == "activity"]
             if not qs:
                 continue
             qs = [qs[i] for i in rng.choice(len(qs), min(queries_per_memory, len(qs)), replace=False)]
