@@ -339,3 +339,19 @@ def test_the_last_memory_answers_every_query_of_its_video():
     assert ReaderVideo.answerable(v, 0) == []
     assert ReaderVideo.answerable(v, 1) == qs[:2]
     assert ReaderVideo.answerable(v, 2) == qs
+
+
+def test_the_query_loss_asks_the_last_memory_the_30_minute_activity_windows():
+    """Training asks what the runtime answers: the last memory's 30-minute activity queries are in the
+    query loss, other types are not, and an earlier memory gets only windows it has seen whole."""
+    from types import SimpleNamespace
+
+    from export.train.reader_losses import loss_queries
+    from export.train.reader_videos import ReaderVideo
+
+    q = lambda t, s, e: SimpleNamespace(type=t, start=s, end=e)  # noqa: E731
+    qs = [q("activity", 0, 300), q("time", 0, 300), q("activity", 0, 1800), q("object", 0, 1800)]
+    v = SimpleNamespace(snap_end=np.array([320.0, 1792.0]), queries=qs)
+    v.answerable = lambda s: ReaderVideo.answerable(v, s)
+    assert loss_queries(v, 0) == [qs[0]]
+    assert loss_queries(v, 1) == [qs[0], qs[2]]
