@@ -19,7 +19,8 @@ Parts (each figure is a ratio or a rate measured in this run, A and B alternated
   P9  per-query answer latency from one memory, query heads vs memory reader (same bundle, same memory,
       Engine(answers="heads") vs Engine(answers="reader")), batches of 1 and 32 queries; lvm-tiny (the
       shipped checkpoint) and lvm-edge (fresh weights and a fresh reader: speed only)
-  GPU lvm-paper streaming in FP16 with PyTorch CUDA (only where torch.cuda.is_available())
+  GPU streaming rate of lvm-tiny, lvm-edge and lvm-paper with PyTorch CUDA, FP16 autocast and FP32
+      (random weights; only where torch.cuda.is_available())
 
 Writes <out>/results.json, <out>/results.md and <out>/*.png (default out: docs/benchmarks). With --only,
 every other part already in <out>/results.json (same schema, same --quick) is kept: its figures, details

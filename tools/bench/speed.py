@@ -282,7 +282,7 @@ def p2(ctx: Ctx) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# CUDA FP16 (paper config): runs only where torch.cuda.is_available()
+# GPU streaming, every model, FP16 autocast and FP32: runs only where torch.cuda.is_available()
 
 def accel_stream_rate(net, device: str, dtype, clips: int, warmup: int = 1) -> dict:
     """Streaming real-time factor of TorchStream on ``device`` with autocast ``dtype``."""
@@ -307,24 +307,39 @@ def accel_stream_rate(net, device: str, dtype, clips: int, warmup: int = 1) -> d
         sync()
         rates.append((T / fps) / (pc() - t0))
         off += T / fps
-    return {"rtf": stats(rates), "clips": clips, "frames_per_clip": T, "dtype": str(dtype), "device": device}
+    return {"rtf": stats(rates), "clips": clips, "frames_per_clip": T,
+            "dtype": "torch.float32" if dtype is None else str(dtype), "device": device}
+
+
+GPU_MODELS = ("lvm-tiny", "lvm-edge", "lvm-paper")
 
 
 def gpu(ctx: Ctx) -> dict:
+    """Streaming rate of each model on the GPU with PyTorch (random weights: speed only), FP16 autocast
+    and FP32: what a desktop-GPU kiosk can stream, beside the CPU's ONNX Runtime figures of P2."""
     import torch
 
     if not torch.cuda.is_available():
         ctx.fig("GPU.lvm-paper.fp16_rtf", value="skipped", unit="x real time",
                 note="no CUDA device here (torch.cuda.is_available() is False)")
         return {"skipped": "torch.cuda.is_available() is False on this host",
-                "would_run": "lvm-paper (Swin-V2-S, T=120, m=5880), random weights, PyTorch CUDA with fp16 autocast: "
-                             "backbone over 120-frame clips, sampler per clip, online SVD on the host"}
+                "would_run": "lvm-tiny, lvm-edge and lvm-paper (Swin-V2-S, T=120, m=5880), random weights, PyTorch "
+                             "CUDA with fp16 autocast and fp32: backbone over each clip, sampler per clip, online SVD "
+                             "on the host"}
     from export.model.lvmnet import LVMNet
 
-    torch.manual_seed(0)
-    net = LVMNet(ctx.cfg("lvm-paper")).eval()
-    r = accel_stream_rate(net, "cuda", torch.float16, clips=2 if ctx.quick else 10)
-    r["gpu"] = torch.cuda.get_device_name(0)
-    ctx.fig("GPU.lvm-paper.fp16_rtf", value=r["rtf"]["median"], unit="x real time", spread=r["rtf"],
-            note=f"PyTorch CUDA fp16 autocast on {r['gpu']}, random weights")
-    return r
+    name = torch.cuda.get_device_name(0)
+    out = {"gpu": name, "models": {}}
+    for model in GPU_MODELS:
+        torch.manual_seed(0)
+        net = LVMNet(ctx.cfg(model)).eval()
+        row = {}
+        for label, dtype in (("fp16", torch.float16), ("fp32", None)):
+            r = accel_stream_rate(net, "cuda", dtype, clips=2 if ctx.quick else 10)
+            row[label] = r
+            ctx.fig(f"GPU.{model}.{label}_rtf", value=r["rtf"]["median"], unit="x real time", spread=r["rtf"],
+                    note=f"PyTorch CUDA {'fp16 autocast' if dtype is not None else 'fp32'} on {name}, random weights")
+        out["models"][model] = row
+        del net
+        torch.cuda.empty_cache()
+    return out
