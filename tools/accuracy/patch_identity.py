@@ -58,6 +58,7 @@ def _patches(spec: tuple[int, int], seconds: float, size: int, grid: int):
     from edge_runtime.checkout import BASE_ACTIVITIES, CheckoutVideo
     from edge_runtime.checkout.catalog import PRODUCT_IDS
     from export.train.token_targets import token_fact_targets
+    from tools.accuracy.activity_ceiling import item_label_colours
 
     video = CheckoutVideo(seed=spec[0], look=spec[1], duration_s=seconds, size=size)
     ann = video.annotations()
@@ -66,8 +67,6 @@ def _patches(spec: tuple[int, int], seconds: float, size: int, grid: int):
     class_of = {int(x["instance_id"]): PRODUCT_IDS[x["product"]] for x in ann["instances"]}
     cls = np.vectorize(lambda k: class_of.get(int(k), -1), otypes=[np.int64])(inst)
     act = np.where(cls >= 0, np.where(act >= 0, act, len(BASE_ACTIVITIES)), -1).astype(np.int64)
-    from tools.accuracy.activity_ceiling import item_label_colours
-
     colour = item_label_colours(video)
     col = np.vectorize(lambda k: colour.get(int(k), 0), otypes=[np.int64])(inst)
     return np.stack(frames), cls, act, np.where(cls >= 0, cls * _labels() + col, -1)

@@ -334,11 +334,11 @@ def gpu(ctx: Ctx) -> dict:
         torch.manual_seed(0)
         net = LVMNet(ctx.cfg(model)).eval()
         row = {}
-        for label, dtype in (("fp16", torch.float16), ("fp32", None)):
+        for label, dtype, how in (("fp16", torch.float16, "fp16 autocast"), ("fp32", None, "fp32")):
             r = accel_stream_rate(net, "cuda", dtype, clips=2 if ctx.quick else 10)
             row[label] = r
             ctx.fig(f"GPU.{model}.{label}_rtf", value=r["rtf"]["median"], unit="x real time", spread=r["rtf"],
-                    note=f"PyTorch CUDA {'fp16 autocast' if dtype is not None else 'fp32'} on {name}, random weights")
+                    note=f"PyTorch CUDA {how} on {name}, random weights")
         out["models"][model] = row
         del net
         torch.cuda.empty_cache()
