@@ -227,3 +227,44 @@ def test_a_restored_memory_is_evaluated_from_its_last_15_minutes_then_on_with_ov
         assert windows == [(3600.0 - FIRST_LOOKBACK_S, 3600.0), (3600.0 - OVERLAP_S, 3616.0)]
     finally:
         svc.close()
+
+
+def test_a_waiting_bag_is_judged_between_commits_at_the_streams_time(tmp_path):
+    """The evaluation thread's tick: a bag that waits settle_s is judged once the stream's newest frame
+    passes its due time, without another commit; the alert carries that stream time."""
+    from edge_runtime.alerts.rules import RuleEngine
+    from edge_runtime.query.events import Event
+
+    class Lane:
+        name, wall_origin, stream_now = "lane1", None, 40.0
+
+        class engine:
+            coverage, labels = {"start": 0.0, "end": 40.0}, ["scan", "bag"]
+
+    bag = Event("bag", 1, "wine_bottle", 35.0, 38.0, 0.9, (0.1, 0.1, 0.2, 0.2), ("memory",))
+    svc = AlertService(AlertSettings.model_validate({"rules": {"bagged_without_scan": {"settle_s": 6}}}),
+                       tmp_path / "state", evaluate=False, rule_engine=lambda r, a, s: RuleEngine(r, a, s),
+                       events=lambda rt, w: [bag])
+    try:
+        assert svc.evaluate(Lane) == []                 # the commit at 40 s: the bag waits until 44 s
+        assert svc.tick(Lane) == []                     # 40 s: not due
+        Lane.stream_now = 44.5
+        got = svc.tick(Lane)
+        assert [(a.product, a.stream_time) for a in got] == [("wine_bottle", 44.5)]
+        assert svc.tick(Lane) == []                     # judged once
+    finally:
+        svc.close()
+    # the evaluation thread ticks by itself: one commit, then the stream's time passes the due time
+    Lane.stream_now = 40.0
+    svc = AlertService(AlertSettings.model_validate({"rules": {"bagged_without_scan": {"settle_s": 6}}}),
+                       tmp_path / "state2", rule_engine=lambda r, a, s: RuleEngine(r, a, s), events=lambda rt, w: [bag])
+    try:
+        svc.committed(Lane)
+        assert svc.wait_idle(10.0) and svc.list() == []
+        Lane.stream_now = 45.0
+        deadline = time.time() + 10.0
+        while not svc.list() and time.time() < deadline:
+            time.sleep(0.05)
+        assert [a.product for _, a in svc.list()] == ["wine_bottle"]
+    finally:
+        svc.close()

@@ -136,6 +136,20 @@ def test_a_bag_waits_settle_s_for_a_scan_read_late():
     assert e.evaluate([ev("bag", "wine_bottle", 30, 33)], now=40.0) == []
 
 
+def test_next_due_names_when_a_waiting_decision_can_be_made_without_new_events():
+    e = engine(bagged_without_scan={"settle_s": 6}, pass_around={"match_s": 8})
+    assert e.next_due() is None
+    assert e.evaluate([ev("bag", "wine_bottle", 30, 33)], now=34.0) == []
+    assert e.next_due() == 39.0                       # the bag's end + settle_s
+    assert e.evaluate([], now=38.9) == [] and e.next_due() == 39.0
+    got = e.evaluate([], now=39.0)                    # a tick at its due time: judged, nothing waits
+    assert [(d["product"], d["start"]) for d in got] == [("wine_bottle", 30.0)] and e.next_due() is None
+    # with the till's scans, a handling over the scanner waits match_s for its till read
+    pos = RuleEngine({"pass_around": {"match_s": 8}}, ALL, scans="pos")
+    assert pos.evaluate([ev("scan", "apple", 50, 52)], now=53.0, pos_scans=[]) == [] and pos.next_due() == 60.0
+    assert [d["rule"] for d in pos.evaluate([], now=60.5, pos_scans=[])] == ["pass_around"] and pos.next_due() is None
+
+
 def test_confidence_thresholds():
     e = engine(bagged_without_scan={"min_confidence": 0.8, "scan_min_confidence": 0.5}, pass_around={"min_confidence": 0.7})
     events = [ev("bag", "apple", 10, 12, confidence=0.6),                                  # too unsure to alert

@@ -5,8 +5,9 @@ At every commit of a stream (``committed``, called from the stream's intake thre
 only marked; one evaluation thread then asks what happened in that stream since its last
 evaluation (with ``OVERLAP_S`` of overlap, as an event may have been cut by the previous window's
 end), runs the stream's RuleEngine on those events, and stores each draft it returns as an Alert in
-the outbox, which wakes the sinks' threads. Nothing of this runs on the intake thread, so neither a
-slow rule nor a lost broker slows the stream.
+the outbox, which wakes the sinks' threads. Between commits the same thread makes the decisions that
+fall due (``tick``, every ``TICK_S`` while one waits). Nothing of this runs on the intake thread, so
+neither a slow rule nor a lost broker slows the stream.
 
 With ``alerts.scans: pos`` the service also keeps the till's scans (edge_runtime/alerts/pos_scans.py,
 ``add_pos_scans``) and hands each evaluation those of the last ``KEEP_S``.
@@ -34,6 +35,10 @@ OVERLAP_S = 30.0          # each evaluation reads this much before the previous 
 # a stream's first evaluation (a restart with a restored memory of hours) reads only this far back:
 # the rules ignore events that ended longer ago than that (rules.KEEP_S)
 FIRST_LOOKBACK_S = 900.0
+# while a rule's decision waits (a bag's settle_s, rules.RuleEngine.next_due), the evaluation thread wakes
+# this often to make it once it is due, with the stream's newest frame time as "now": the decision needs
+# no new event, so its alert need not wait for the next commit (a clip later: 16 s for lvm-tiny)
+TICK_S = 1.0
 NO_RULES = "alerts: no rules configured"
 
 
@@ -93,6 +98,7 @@ class AlertService:
         self._evaluated_to: dict[str, float] = {}
         self._seen_events: dict[str, set] = {}
         self._marked: dict[str, Any] = {}       # stream -> its Runtime, committed since the last evaluation
+        self._runtimes: dict[str, Any] = {}     # stream -> its Runtime (for the ticks between commits)
         self._cv = threading.Condition()
         self._closing = False
         self._busy = False
@@ -139,7 +145,7 @@ class AlertService:
         if self._thread is None:
             return
         with self._cv:
-            self._marked[runtime.name] = runtime
+            self._marked[runtime.name] = self._runtimes[runtime.name] = runtime
             self._cv.notify_all()  # all: wait_idle waits on this condition too
 
     def wait_idle(self, timeout: float) -> bool:
@@ -153,20 +159,54 @@ class AlertService:
                 self._busy = False
                 self._cv.notify_all()
                 while not self._marked and not self._closing:
-                    self._cv.wait()
+                    # a decision waiting: wake to make it when due; else sleep until a commit
+                    if not self._cv.wait(TICK_S if self._waiting() else None):
+                        break
                 if self._closing and not self._marked:
                     return
                 marked, self._marked = self._marked, {}
                 self._busy = True
             for rt in marked.values():
-                try:
-                    self.evaluate(rt)
-                except Exception as err:  # a failing rule or event read must not end the others: said, counted
-                    self.metrics.evaluation_errors.labels(stream=rt.name).inc()
-                    msg = f"{rt.name}: rule evaluation failed: {type(err).__name__}: {' '.join(str(err).split())[:200]}"
-                    if msg != self.last_error:
-                        log.exception("alerts: %s", msg)
-                    self.last_error = msg
+                self._guarded(rt, self.evaluate)
+            for rt in list(self._runtimes.values()):
+                self._guarded(rt, self.tick)
+
+    def _guarded(self, rt, step) -> None:
+        try:
+            step(rt)
+        except Exception as err:  # a failing rule or event read must not end the others: said, counted
+            self.metrics.evaluation_errors.labels(stream=rt.name).inc()
+            msg = f"{rt.name}: rule evaluation failed: {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+            if msg != self.last_error:
+                log.exception("alerts: %s", msg)
+            self.last_error = msg
+
+    def _waiting(self) -> bool:
+        """Whether any stream's rules hold a decision that waits for time to pass (RuleEngine.next_due)."""
+        return any(getattr(self._engines.get(name), "next_due", lambda: None)() is not None for name in self._runtimes)
+
+    def forget(self, stream: str) -> None:
+        """A stream removed from the runtime: no more ticks for it (its alerts stay in the outbox)."""
+        with self._cv:
+            self._runtimes.pop(stream, None)
+            self._marked.pop(stream, None)
+
+    @staticmethod
+    def _stream_now(runtime) -> float | None:
+        """The stream's time now: its newest frame's (``stream_now``), else its memory's end."""
+        end = runtime.engine.coverage["end"]
+        now = getattr(runtime, "stream_now", None)
+        return end if now is None else now if end is None else max(float(now), float(end))
+
+    def tick(self, runtime) -> list[Alert]:
+        """Make the decisions of ``runtime``'s rules that are due by the stream's time now, between
+        commits (no new events: a decision that waits needs only the time and the till's scans)."""
+        engine = self._engines.get(runtime.name)
+        due = getattr(engine, "next_due", lambda: None)() if engine is not None else None
+        now = self._stream_now(runtime) if due is not None else None
+        if now is None or now < due:
+            return []
+        return self._raise(engine.evaluate([], now, self._till(runtime, now)), runtime, now)
 
     def _engine(self, runtime):
         if runtime.name not in self._engines:
@@ -201,22 +241,29 @@ class AlertService:
         self.evaluations += 1
         if self.mqtt is not None and self.settings.mqtt.publish_events:
             self._publish_events(runtime.name, events)
-        till = []
-        if self.pos is not None:
-            from edge_runtime.alerts.rules import KEEP_S
+        out = self._raise(engine.evaluate(events, cov["end"], self._till(runtime, cov["end"])), runtime, cov["end"])
+        self.note = None
+        return out
 
-            since = cov["end"] - KEEP_S
-            demo_till = [r for r in getattr(runtime, "till_reads", lambda until: [])(cov["end"]) if r[1] >= since]
-            if demo_till:  # a demo:// stream brings its checkout's till
-                self.add_pos_scans(runtime.name, demo_till)
-            till = self.pos.recent(runtime.name, since)
+    def _till(self, runtime, until: float) -> list:
+        """The till's scans of ``runtime``'s stream known by ``until`` (the last KEEP_S; [] without pos)."""
+        if self.pos is None:
+            return []
+        from edge_runtime.alerts.rules import KEEP_S
+
+        since = until - KEEP_S
+        demo_till = [r for r in getattr(runtime, "till_reads", lambda until: [])(until) if r[1] >= since]
+        if demo_till:  # a demo:// stream brings its checkout's till
+            self.add_pos_scans(runtime.name, demo_till)
+        return self.pos.recent(runtime.name, since)
+
+    def _raise(self, drafts: list[dict], runtime, stream_time: float) -> list[Alert]:
         out = []
-        for draft in engine.evaluate(events, cov["end"], till):
-            alert, new = self.raise_alert(draft, stream=runtime.name, stream_time=cov["end"],
+        for draft in drafts:
+            alert, new = self.raise_alert(draft, stream=runtime.name, stream_time=stream_time,
                                           wall_origin=getattr(runtime, "wall_origin", None))
             if new:
                 out.append(alert)
-        self.note = None
         return out
 
     def _publish_events(self, stream: str, events: list) -> None:

@@ -61,6 +61,7 @@ class Intake:
                     self._meter.add(1)  # per frame: a 1-fps stream ingests one batch per clip
                     frames.append(frame.image)
                     times.append(self._offset + rel)
+                    self.stream_now = times[-1]
                     if self._inflight is not None and self._inflight[0].done():
                         # the batch handed over last has committed: count it and run the commit hook
                         # (alert rules) now, not when the next batch is handed over a clip later

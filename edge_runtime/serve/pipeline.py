@@ -91,6 +91,7 @@ class Runtime(Intake):
         self._offset = 0.0                  # stream time of the source's first frame
         self._t_first: float | None = None  # that frame's source time
         self.wall_origin: float | None = None  # live sources: the unix time of stream time 0
+        self.stream_now: float | None = None   # stream time of the newest frame received (alert ticks)
         self._till = None                   # demo://: its till's reads (video seconds), see till_reads
         self._time_up = threading.Event()   # a live source's wall-clock duration ran out
         self._thread: threading.Thread | None = None

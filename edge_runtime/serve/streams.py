@@ -170,6 +170,8 @@ class Streams:
         with self._lock:
             if self._streams.get(rt.name) is rt:
                 del self._streams[rt.name]
+        if self.alerts is not None:
+            self.alerts.forget(rt.name)
         rt.batcher.close()
         rt.telemetry.forget()
         rt.engine.close()  # a stream engine: its own buffers go, the shared sessions stay

@@ -72,6 +72,7 @@ from edge_runtime.query.events import Event
 REPO = Path(__file__).resolve().parents[2]
 MATCH_TOL_S = 5.0          # an alert's interval may miss its target's by this much and still name it
 OVERLAP_S = 30.0           # as edge_runtime/alerts/service.py: each evaluation re-reads this much
+TICKS = True               # as the service: decisions due between commits are made then (tick_s), not at the next commit
 DEFAULT_EVAL_SEED = 2      # heldout seed 1 chose what_happened's settings, seed 0 reports them
 
 
@@ -117,14 +118,25 @@ class Evaluations:
 
     def __init__(self, engine: RuleEngine, events_in, till: list[Event] = ()) -> None:
         self.engine, self.events_in, self.last, self.till = engine, events_in, None, list(till)
-        self.raised: list[tuple[dict, float]] = []   # (draft, stream time of the commit that raised it)
+        self.raised: list[tuple[dict, float]] = []   # (draft, stream time of the commit or tick that raised it)
+        self.ticks = TICKS
 
     def commit(self, now: float, cov_start: float) -> None:
+        self.tick(now)
         start = cov_start if self.last is None else max(cov_start, self.last - OVERLAP_S)
         self.last = now
         if now > start:
             till = [s for s in self.till if s.start <= now]
             self.raised += [(d, now) for d in self.engine.evaluate(self.events_in((start, now)), now, till)]
+
+    def tick(self, until: float) -> None:
+        """The service's ticks between commits: each waiting decision due before ``until`` is made at its
+        due time, with the till's scans known by then (no new events: the next commit brings those)."""
+        if not self.ticks:
+            return
+        while (due := self.engine.next_due()) is not None and due < until:
+            till = [s for s in self.till if s.start <= due]
+            self.raised += [(d, due) for d in self.engine.evaluate([], due, till)]
 
 
 def oracle(ann: dict, rules: dict, clip_s: float, scans: str = "vision") -> list[tuple[dict, float]]:

@@ -294,7 +294,7 @@ def table(res: dict[str, Any]) -> str:
     lines = [(f"{res['alerts']} alerts on {res['lanes']} lanes x {res['duration_s']:g} s (target p95 <= "
               f"{res['target_p95_s']:g} s)"), "| latency from the event's end | n | median | p95 | max | target met |",
              "|---|---|---|---|---|---|"]
-    for key, what in (("stream", "commit that raised it (stream time)"),
+    for key, what in (("stream", "commit or tick that raised it (stream time)"),
                       ("raised", "raised, stored in the outbox (wall)"),
                       ("mqtt", "received from the broker (wall)"), ("webhook", "received by the webhook (wall)")):
         s = lat[key]
