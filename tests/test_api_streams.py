@@ -153,6 +153,27 @@ def test_snapshot_and_reset_name_their_stream(client, hub):
     assert client.post("/v1/snapshot").json()["path"].endswith("/streams/a/snapshot.npz")
 
 
+def test_a_stream_named_where_the_route_does_not_read_it_is_refused_not_dropped(client, hub):
+    # reset / snapshot take the stream as ?stream= or in a JSON body: an unknown one is a 404, and
+    # the default stream's memory is left alone (it was wiped when the body was ignored)
+    before = hub.get("a").engine.coverage
+    assert before["end"] is not None
+    assert "nope" in _one_line_error(client.post("/v1/session/reset", json={"stream": "nope"}), 404)
+    assert hub.get("a").engine.coverage == before
+    msg = _one_line_error(client.post("/v1/session/reset", params={"stream": "a"}, json={"stream": "b"}), 422)
+    assert "name one" in msg and hub.get("a").engine.coverage == before
+    assert _one_line_error(client.post("/v1/snapshot", json={"strem": "b"}), 422) == "unknown field 'strem'"
+    assert "/streams/b/" in client.post("/v1/snapshot", json={"stream": "b"}).json()["path"]
+    # the query routes take it in their body: ?stream= there is an unknown query parameter, not ignored
+    msg = _one_line_error(client.post("/v1/query/object", params={"stream": "nope"},
+                                      json={"activity": 1, "start": 0, "end": 48}), 422)
+    assert msg == "unknown query parameter 'stream' (this route takes the stream in its JSON body)"
+    assert "unknown query parameter 'x'" in _one_line_error(client.get("/v1/status", params={"x": "1"}), 422)
+    assert "nope" in _one_line_error(client.get("/v1/labels", params={"stream": "nope"}), 404)
+    assert client.get("/v1/labels", params={"stream": "b"}).status_code == 200
+    assert client.get("/", params={"v": "1"}).status_code == 200   # the page: a browser's own query string
+
+
 def test_removing_a_stream_leaves_the_others_streaming_and_answering(client, hub):
     r = client.post("/v1/streams", json={"name": "paced", "source": demo(4, 600), "realtime": True})
     assert r.status_code == 201, r.text

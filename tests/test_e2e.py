@@ -338,3 +338,22 @@ def test_doctor_and_demo(tiny_bundle, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "video-seconds per second" in res.stdout and "ground truth" in res.stdout
     assert len([l for l in res.stdout.splitlines() if l[:1].isdigit()]) >= 1
+
+
+def test_keep_serving_survives_removing_its_last_stream(tiny_bundle, tmp_path):
+    """--keep-serving: with every stream removed over the API the runtime serves on (a stream may be
+    added again), and says so; it stops on SIGTERM."""
+    p = Proc(["--source", "demo://checkout?seed=2&duration=40", "--bundle", str(tiny_bundle), "--keep-serving"],
+             tmp_path / "run.log")
+    try:
+        p.wait_ready()
+        p.wait_for(lambda st: st["state"] in ("ended", "streaming") and st["coverage"]["end"] is not None)
+        assert httpx.delete(p.url + "/v1/streams/default", timeout=60).status_code == 200
+        time.sleep(1.5)
+        assert p.p.poll() is None, p.text()
+        assert p.get("/healthz").status_code == 200 and p.get("/v1/streams").json()["streams"] == []
+        assert "no streams left; still serving the API" in p.text()
+        r = p.post("/v1/streams", json={"name": "again", "source": "demo://checkout?seed=3&duration=20"})
+        assert r.status_code == 201, r.text
+    finally:
+        assert p.stop() == 0, p.text()

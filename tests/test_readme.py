@@ -241,7 +241,7 @@ EXAMPLES: dict[str, Run | Serve | Stop | Check] = {
     'curl -fsS -H "Authorization: Bearer $LVM_EDGE_TOKEN" http://127.0.0.1:8321/metrics':
         Run(subs=(("127.0.0.1:8321", "{api}"),), expect="lvm_frames_processed"),
     # alerts: the asking runtime is stopped by the section's "kill %1"; no broker here, so alerts wait
-    "lvm-edge run --config configs/runtime/alerts.yaml --source 'lane1=demo://checkout?seed=3' --duration 600 --keep-serving --state-dir state-alerts/ &":
+    "lvm-edge run --config configs/runtime/alerts.yaml --source 'lane1=demo://checkout?seed=3&shrink=0.5,0.5,0' --duration 600 --keep-serving --state-dir state-alerts/ &":
         Serve(add=" --duration 120" + API, until="ended"),
     "lvm-edge alerts": Run(add=API, check=alerts_are_evaluated),
 }

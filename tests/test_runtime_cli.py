@@ -85,3 +85,47 @@ def test_query_needs_its_inputs(capsys):
                      "--image", "/nonexistent.png"]) == 2
     assert cli.main(["query", "status", "--api", "127.0.0.1:1"]) == 1
     assert "cannot reach the runtime" in capsys.readouterr().err
+
+
+def test_bad_values_are_one_line_naming_the_flag(capsys, tmp_path):
+    with pytest.raises(cli.CliError, match=r"--api '127.0.0.1:99999': the port must be 0..65535"):
+        cli.parse_hostport("127.0.0.1:99999")
+    with pytest.raises(cli.CliError, match="must be 0..65535"):
+        cli.parse_hostport("127.0.0.1:-1")
+    # argparse's own errors: one line, no usage block
+    for argv in (["run", "--duration", "-5"], ["run", "--answers", "bogus"], ["demo", "--queries", "0"],
+                 ["alerts", "--limit", "0"], ["alerts", "--since", "x"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and "usage" not in err, (argv, err)
+    # a value the runtime config's schema refuses is named by its flag, in one line
+    from edge_runtime.cli.common import load_settings
+    from types import SimpleNamespace
+
+    with pytest.raises(cli.CliError) as e:
+        load_settings(SimpleNamespace(config=None), {"demo.queries": 500})
+    assert str(e.value).startswith("--queries 500: input should be less than or equal to 100"), str(e.value)
+    # a state dir that is a file
+    f = tmp_path / "file"
+    f.write_text("x")
+    from edge_runtime.cli.common import check_state_dir
+
+    with pytest.raises(cli.CliError, match="not a folder"):
+        check_state_dir(f)
+
+
+def test_demo_too_short_for_its_questions_says_so(capsys):
+    assert cli.main(["demo", "--duration", "20"]) == 0
+    out = capsys.readouterr()
+    assert "no questions to ask: they are about windows of 300 s or more, and this video is 20 s" in out.err
+    assert "queries answered" not in out.out
+
+
+def test_doctor_creates_no_state_dir(tmp_path, capsys):
+    target = tmp_path / "a" / "b"
+    cli.main(["doctor", "--state-dir", str(target), "--bundle", str(tmp_path / "no-bundle")])
+    out = capsys.readouterr().out
+    assert not (tmp_path / "a").exists()
+    assert "does not exist yet; the runtime can create it" in out
+    assert f"bundle {tmp_path / 'no-bundle'}" in out

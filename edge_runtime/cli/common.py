@@ -46,12 +46,17 @@ def parse_hostport(text: str, default_port: int = 8321) -> tuple[str, int]:
     else:
         host, port = text, ""
     try:
-        return host or "127.0.0.1", int(port) if port else default_port
+        number = int(port) if port else default_port
     except ValueError:
         raise CliError(f"--api {text!r}: expected HOST:PORT") from None
+    if not 0 <= number <= 65535:
+        raise CliError(f"--api {text!r}: the port must be 0..65535 (0: any free port)")
+    return host or "127.0.0.1", number
 
 
 def check_state_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise CliError(f"--state-dir {path}: not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
@@ -61,8 +66,16 @@ def check_state_dir(path: Path) -> None:
         raise CliError(f"--state-dir {path}: not writable ({err.strerror})") from None
 
 
+# the runtime config key each command-line flag overrides (a bad value is named by its flag)
+FLAG_OF = {"bundle": "--bundle", "backend": "--backend", "threads": "--threads", "duration_s": "--duration",
+           "source.realtime": "--realtime", "state.dir": "--state-dir", "state.snapshot_every_s": "--snapshot-every",
+           "answers": "--answers", "demo.seed": "--seed", "demo.duration_s": "--duration", "demo.queries": "--queries"}
+
+
 def load_settings(args, overrides: dict[str, Any]):
     """The runtime config named by ``--config`` (or the default), with the flags given applied."""
+    from pydantic import ValidationError
+
     from edge_runtime.config import ConfigError
     from edge_runtime.runtime_config import load_runtime_settings, override
 
@@ -71,8 +84,10 @@ def load_settings(args, overrides: dict[str, Any]):
         return override(s, overrides)
     except ConfigError as err:
         raise CliError(str(err)) from None
-    except ValueError as err:  # pydantic on a bad override
-        raise CliError(f"bad option: {' '.join(str(err).split())[:200]}") from None
+    except ValidationError as err:  # a flag's value the config's schema refuses: one line, naming the flag
+        e = err.errors()[0]
+        key = ".".join(str(p) for p in e.get("loc", ()))
+        raise CliError(f"{FLAG_OF.get(key, key)} {e.get('input')!r}: {e.get('msg', 'invalid').lower()}") from None
 
 
 def open_engine(bundle: str, backend: str, threads: int | None, answers: str = "auto"):

@@ -26,7 +26,7 @@ def cmd_demo(args) -> int:
                              "answers": args.answers})
     try:
         from edge_runtime.checkout import CheckoutVideo, sample_queries
-        from edge_runtime.checkout.queries import engine_request
+        from edge_runtime.checkout.queries import WINDOWS, engine_request
     except ImportError as err:
         raise CliError(f"the checkout generator is not available ({err})", 1) from None
     if args.save_crops:
@@ -66,6 +66,12 @@ def cmd_demo(args) -> int:
           f"{(cov['end'] or 0) / max(wall, 1e-9):.1f} video-seconds per second; memory {engine.memory_bytes / 1e6:.2f} MB")
     video = CheckoutVideo(seed=d.seed, duration_s=d.duration_s, size=engine.frame_size, look=d.look)
     queries = distinct(sample_queries(video.annotations(), d.queries, np.random.default_rng(d.seed)))
+    if not queries:  # a smoke run: streaming worked, but no question fits the video
+        runtime.close()
+        shortest = min(WINDOWS.values())
+        say(f"no questions to ask: they are about windows of {shortest:g} s or more, and this video is "
+            f"{d.duration_s:g} s (--duration {shortest:g} or more for the table of answers)")
+        return 0
     reqs = [engine_request(q, video.object_crop(q.instance_id, size=engine.frame_size)
                            if q.type != "object" and q.instance_id is not None else None) for q in queries]
     t1 = time.perf_counter()

@@ -2,6 +2,7 @@
 state dir), each marked ok / BAD / informational; the exit status says whether any row is BAD."""
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -113,12 +114,18 @@ def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> None:
             checks.row(f"bundle {bundle.path.name}",
                        f"{bundle.model} {bundle.precision} -> {backend}" + (f" ({note})" if note else ""))
         except BundleError as err:
-            checks.row(f"bundle {Path(b).name}", str(err), False)
+            checks.row(f"bundle {b if bundle_arg else Path(b).name}", str(err), False)
 
 
 def _check_state_dir(checks: Checklist, sd: Path) -> None:
     from edge_runtime.engine.snapshot import SNAPSHOT_NAME
 
+    if not sd.exists():  # the doctor looks, it creates nothing: can the runtime make the folder?
+        parent = next((p for p in sd.absolute().parents if p.exists()), None)
+        ok = parent is not None and parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+        checks.row("state dir", f"{sd} does not exist yet; "
+                   + (f"the runtime can create it ({parent} is writable)" if ok else f"{parent} is not writable"), ok)
+        return
     try:
         check_state_dir(sd)
         snap = sd / SNAPSHOT_NAME

@@ -33,8 +33,8 @@ def _query_description() -> str:
         rows.append(" " * 12 + "given " + ", ".join(GIVEN_FLAGS[g] for g in t.given)
                     + (f"; also {', '.join('--' + o for o in t.options)}" if t.options else ""))
     return ("Ask a running `lvm-edge run` (its API, 127.0.0.1:8321 by default) one question about the stream it\n"
-            "remembers, and print the answer (a short summary; --json for the API's JSON). Windows are stream\n"
-            "seconds (`query status` shows the coverage).\n\n" + "\n".join(rows) + "\n"
+            "remembers, and print the answer (a short summary; --json for the API's JSON; `status` prints the\n"
+            "runtime's status JSON). Windows are stream seconds (`query status` shows the coverage).\n\n" + "\n".join(rows) + "\n"
             "  status    state, coverage, fps, gaps, errors of the running stream\n\n"
             "--image is a picture of the object, --product a name in the runtime's catalog (lvm-edge catalog\n"
             "list), --activity a name or id (see /v1/labels). A runtime with several streams answers from its\n"
@@ -103,6 +103,27 @@ examples:
   lvm-edge alerts --broker mqtts://broker.store.lan:8883 --ca-file store-ca.pem --site store-12 --seconds 30"""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument said in one line (the usage block is what --help is for)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive(kind):
+    """An argparse type: a number of ``kind`` above 0, else one line naming the value."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _types_with(part: str) -> str:
     """The query types given ``part`` or taking it as an option, as help text ("activity / time")."""
     return " / ".join(t.name for t in QUERY_TYPES if part in t.given + t.options)
@@ -126,7 +147,7 @@ def _answer_flags(p: argparse.ArgumentParser, *, json_help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Long-video memory on the device: stream, remember, answer.")
+    p = Parser(prog=PROG, description="Long-video memory on the device: stream, remember, answer.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command")
 
@@ -141,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--api", metavar="HOST:PORT", help="where to serve the API (default 127.0.0.1:8321; 'none' to not serve)")
     r.add_argument("--token", help="API token (or env LVM_EDGE_TOKEN); required off-loopback")
     r.add_argument("--state-dir", help="snapshots go here and are restored from here")
-    r.add_argument("--snapshot-every", type=float, metavar="S", help="periodic snapshot interval, wall seconds")
-    r.add_argument("--duration", type=float, metavar="S",
+    r.add_argument("--snapshot-every", type=positive(float), metavar="S", help="periodic snapshot interval, wall seconds")
+    r.add_argument("--duration", type=positive(float), metavar="S",
                    help="stop after S seconds of stream time or when the source ends, whichever comes first (a live "
                         "source is also stopped S wall seconds after it opened: a dead one's stream time stands "
                         "still); then exit, unless --keep-serving")
@@ -153,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start with an empty memory: the snapshot in --state-dir is renamed aside (kept, never "
                         "deleted); needed to use a state dir with another source than the one it remembers")
     r.add_argument("--realtime", action="store_true", default=None, help="pace files / demo at their own speed")
-    r.add_argument("--backend", choices=BACKENDS)
-    r.add_argument("--threads", type=int, help="inference threads")
+    r.add_argument("--backend", choices=BACKENDS, help="inference backend (default auto: TensorRT on a GPU that has it, "
+                   "else ONNX Runtime)")
+    r.add_argument("--threads", type=positive(int), help="inference threads (default: ONNX Runtime's choice)")
     r.add_argument("--answers", choices=ANSWERS, help=ANSWERS_HELP)
     r.add_argument("--config", help="runtime config YAML (e.g. configs/runtime/kiosk.yaml); flags override it")
     r.set_defaults(func=cmd_run)
@@ -209,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("id", nargs="?", help="ack: the alert's id")
     al.add_argument("--stream", metavar="NAME", help="only this stream's alerts (with --broker too)")
     al.add_argument("--status", choices=("open", "acked"), help="only open or only acknowledged alerts")
-    al.add_argument("--since", type=float, metavar="S", help="only alerts raised in the last S seconds")
-    al.add_argument("--limit", type=int, metavar="N", help="at most N alerts (default 100, at most 500)")
+    al.add_argument("--since", type=positive(float), metavar="S", help="only alerts raised in the last S seconds")
+    al.add_argument("--limit", type=positive(int), metavar="N", help="at most N alerts (default 100, at most 500)")
     al.add_argument("--json", action="store_true", help="print the API's JSON (with --broker: each alert's JSON)")
     b = al.add_argument_group("from the broker")
     b.add_argument("--broker", metavar="URL", help="mqtt://host[:port] or mqtts://host[:port]: list every lane's alerts")
@@ -225,20 +247,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--key-file", help="the client certificate's key (PEM)")
     b.add_argument("--client-id", help="a persistent session under this id: the broker keeps alerts while this is away")
 
-    d = sub.add_parser("doctor", help="check this host: versions, GPU/TensorRT, camera, bundles, state dir")
-    d.add_argument("--bundle")
-    d.add_argument("--camera", type=int)
-    d.add_argument("--state-dir")
+    d = sub.add_parser("doctor", help="check this host: versions, GPU/TensorRT, camera, bundles, state dir",
+                       description="Check this host, one row per thing the runtime needs: packages and their "
+                                   "versions, GPU and TensorRT, INT8 kernels, a camera, the bundles, a state dir. "
+                                   "Each row is ok, BAD or informational; the exit status is 1 if any row is BAD. "
+                                   "It changes nothing (a missing state dir is not created).")
+    d.add_argument("--bundle", help="check this bundle folder (default: every bundle in ./engines)")
+    d.add_argument("--camera", type=int, metavar="N", help="also open camera N and read a frame")
+    d.add_argument("--state-dir", help="check that the runtime can write snapshots here")
     d.set_defaults(func=cmd_doctor)
 
     m = sub.add_parser("demo", help="no camera needed: stream the checkout demo video, then answer queries beside ground truth")
-    m.add_argument("--bundle")
-    m.add_argument("--backend", choices=BACKENDS)
-    m.add_argument("--threads", type=int)
+    m.add_argument("--bundle", help="bundle folder (default: the shipped engines/lvm-tiny-fp32)")
+    m.add_argument("--backend", choices=BACKENDS, help="inference backend (default auto)")
+    m.add_argument("--threads", type=positive(int), help="inference threads (default: ONNX Runtime's choice)")
     m.add_argument("--answers", choices=ANSWERS, help=ANSWERS_HELP)
-    m.add_argument("--seed", type=int)
-    m.add_argument("--duration", type=float, metavar="S", help="video seconds to stream (default 600)")
-    m.add_argument("--queries", type=int)
+    m.add_argument("--seed", type=int, help="which checkout video the generator draws (default 1000042: a held-out seed; "
+                   "training used seeds under 1,000,000)")
+    m.add_argument("--duration", type=positive(float), metavar="S", help="video seconds to stream (default 600)")
+    m.add_argument("--queries", type=positive(int), metavar="N", help="queries to draw and answer beside their ground truth, "
+                   "1-100 (default 8; a short video may hold fewer)")
     m.add_argument("--save-crops", metavar="DIR", help="write the picture of every object in the demo video "
                    "(--seed, --duration) to DIR/object-N.png, for `lvm-edge query --image`, and exit")
     # no default file: an installed package has no configs/ folder, and the settings' defaults are the demo's

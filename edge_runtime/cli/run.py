@@ -106,8 +106,12 @@ def cmd_run(args) -> int:
             if server_thread is not None and not server_thread.is_alive():
                 raise CliError("API server stopped unexpectedly", 1)
             done = [rt for rt in hub if not rt.running and rt.wait(0)]
-            if len(done) == len(hub) and (not keep_serving or all(rt.state is RunState.FAILED for rt in done)):
+            # --keep-serving: a run whose streams were all removed over the API serves on (one may be added)
+            if len(done) == len(hub) and (not keep_serving or (done and all(rt.state is RunState.FAILED for rt in done))):
                 break
+            if keep_serving and not len(hub) and "-" not in noted:
+                say("no streams left; still serving the API (add one: lvm-edge streams add NAME SOURCE)")
+                noted.add("-")
             for rt in done:  # one stream ended: the others go on; it still answers from memory
                 if rt.name not in noted:
                     noted.add(rt.name)

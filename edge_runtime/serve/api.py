@@ -40,7 +40,8 @@ from edge_runtime.serve.api_catalog import register_catalog_routes
 from edge_runtime.serve.api_happened import register_happened_routes
 from edge_runtime.serve.api_page import register_page_routes
 from edge_runtime.serve.api_query_bodies import QUERY_BODIES, BatchQuery
-from edge_runtime.serve.api_streams import DEFAULT_MAX_STREAMS, StreamParam, register_stream_routes
+from edge_runtime.serve.api_streams import (DEFAULT_MAX_STREAMS, StreamBody, StreamParam, chosen_stream,
+                                            register_stream_routes)
 from edge_runtime.serve.pipeline import Runtime
 from edge_runtime.query.check import QueryError
 from edge_runtime.query.types import BY_NAME, QUERY_TYPES, QueryType
@@ -183,6 +184,25 @@ def _validation_message(err: RequestValidationError) -> tuple[int, str]:
     return 422, f"{loc}: {e.get('msg', 'invalid')}"
 
 
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not read: ``?stream=`` on a route that takes the stream
+    in its JSON body would otherwise be dropped, and the default stream answer in its place."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    # the page and its files are left alone: a browser or a cache may add a query string of its own
+    if dependant is None or not request.query_params or not getattr(route, "include_in_schema", True):
+        return
+    known, todo = set(), [dependant]
+    while todo:  # the route's own query parameters and its dependencies'
+        d = todo.pop()
+        known.update(p.alias for p in d.query_params)
+        todo.extend(d.dependencies)
+    for key in request.query_params:
+        if key not in known:
+            hint = " (this route takes the stream in its JSON body)" if key == "stream" else ""
+            raise ApiError(422, f"unknown query parameter '{key[:40]}'{hint}")
+
+
 # -- app -----------------------------------------------------------------------------------------
 def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_streams: int = DEFAULT_MAX_STREAMS):
@@ -191,7 +211,7 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
     stream that was the default when the app was made."""
     hub = target if isinstance(target, Streams) else Streams.wrap(target)
     engine = hub.engine  # the bundle's labels and products: the same for every stream
-    api = FastAPI(title="lvm-edge", version=__version__,
+    api = FastAPI(title="lvm-edge", version=__version__, dependencies=[Depends(known_query)],
                   description="Answers activity / object / time questions about each stream from its memory.")
     api.state.streams = hub
     api.state.runtime = hub.get() if len(hub) else None
@@ -273,8 +293,11 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
         return {**hub.get(stream).status(), "streams": hub.names(), "alerts": alerts_status(hub)}
 
     @api.get("/v1/labels", tags=["stream"], dependencies=guarded)
-    def labels() -> dict[str, Any]:
-        """The bundle's activity labels and products, and the query types this runtime answers."""
+    def labels(stream: StreamParam = None) -> dict[str, Any]:
+        """The bundle's activity labels and products, and the query types this runtime answers (the
+        same for every stream: ``stream`` is only checked)."""
+        if stream is not None:
+            hub.get(stream)
         return {"activities": engine.labels, "products": engine.products,
                 "query_types": [row.describe() for row in QUERY_TYPES]}
 
@@ -336,13 +359,15 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
         return {"answers": out}
 
     @api.post("/v1/session/reset", tags=["stream"], dependencies=guarded)
-    def session_reset(stream: StreamParam = None) -> dict[str, Any]:
-        """A new session on one stream: its memory and SVD emptied, its clock goes on."""
-        return hub.get(stream).reset()
+    def session_reset(stream: StreamParam = None, body: StreamBody | None = None) -> dict[str, Any]:
+        """A new session on one stream (``?stream=`` or a body's ``stream``; default: the default
+        stream): its memory and SVD emptied, its clock goes on."""
+        return hub.get(chosen_stream(stream, body)).reset()
 
     @api.post("/v1/snapshot", tags=["stream"], dependencies=guarded)
-    def take_snapshot(stream: StreamParam = None) -> dict[str, Any]:
-        rt = hub.get(stream)
+    def take_snapshot(stream: StreamParam = None, body: StreamBody | None = None) -> dict[str, Any]:
+        """Write one stream's snapshot now (``?stream=`` or a body's ``stream``)."""
+        rt = hub.get(chosen_stream(stream, body))
         if rt.state_dir is None:
             raise ApiError(409, "no state directory configured (start with --state-dir)")
         return rt.snapshot()

@@ -27,6 +27,20 @@ STREAM_HELP = "the stream to ask (GET /v1/streams); default: the default stream"
 StreamParam = Annotated[Union[str, None], Query(description=STREAM_HELP)]
 
 
+class StreamBody(BaseModel):
+    """The optional JSON body of reset / snapshot: the stream, as the query routes name it."""
+    model_config = ConfigDict(extra="forbid")
+    stream: str | None = Field(None, description=STREAM_HELP)
+
+
+def chosen_stream(query: str | None, body: StreamBody | None) -> str | None:
+    """The stream a reset / snapshot names, as ``?stream=`` or in its body (StreamError 422 when they differ)."""
+    named = body.stream if body is not None else None
+    if query is not None and named is not None and query != named:
+        raise StreamError(f"the query names stream {query!r} and the body {named!r}: name one", 422)
+    return query if query is not None else named
+
+
 class AddStream(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="stream name: 1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 from typing import Iterator
 
@@ -165,8 +166,12 @@ def quiet_decoder_logs() -> None:
 
     FFmpeg's level is read once, when the process opens its first capture, so this must run before
     any capture is opened; a level already set in the environment (to debug a codec) is kept."""
+    chosen = "OPENCV_LOG_LEVEL" in os.environ
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None and not chosen:  # imported already (the CLI's modules draw with it): too late for the variable
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def _check_readable(path: str, label: str) -> None:
