@@ -116,7 +116,7 @@ def positive(kind):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
         return value
