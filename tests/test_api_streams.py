@@ -273,3 +273,28 @@ def test_dashboard_stream_selector(hub):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_the_default_stream_is_never_moved_to_another_camera(tiny_bundle, tmp_path):
+    """Removing the default stream while others run: a request naming no stream is refused (409), not
+    answered from another camera; adding it again makes it the default again."""
+    engine = Engine(tiny_bundle, threads=1)
+    hub = Streams(engine, state_dir=tmp_path / "state")
+    try:
+        for name, seed in (("lane1", 1), ("lane2", 2)):
+            hub.add(name, demo(seed, 20))
+        for rt in hub:
+            assert rt.wait(120) and rt.error is None, rt.error
+        with TestClient(create_app(hub)) as c:
+            assert c.get("/v1/status").json()["stream"] == "lane1"
+            assert c.delete("/v1/streams/lane1").status_code == 200
+            msg = _one_line_error(c.get("/v1/status"), 409)
+            assert msg == "the default stream 'lane1' was removed: name one of lane2 (the request's stream)"
+            _one_line_error(c.post("/v1/query/object", json={"activity": 1, "start": 0, "end": 10}), 409)
+            assert c.get("/readyz").status_code == 503
+            assert c.get("/v1/status", params={"stream": "lane2"}).status_code == 200
+            assert [s["default"] for s in c.get("/v1/streams").json()["streams"]] == [False]
+            assert c.post("/v1/streams", json={"name": "lane1", "source": demo(1, 20)}).status_code == 201
+            assert c.get("/v1/status").json()["stream"] == "lane1"
+    finally:
+        hub.close()

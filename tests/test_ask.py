@@ -163,6 +163,20 @@ def test_questions_without_a_product_ask_about_all_of_them(text, want):
     assert set(got.query) <= {"type", "activity", "start", "end"}
 
 
+def test_names_in_any_script_are_words_not_dropped():
+    # a product named in Chinese, in full-width letters, or with an accent typed apart is read as a
+    # name (before: its letters were dropped and the question asked about every product)
+    products = PRODUCTS + ["牛奶 1L", "café crème"]
+    got = read_question("what happened to 牛奶?", labels=LABELS, products=products, clock=LIVE).query
+    assert got["type"] == "activity" and got["product"] == "牛奶 1L"
+    got = read_question("when was the ｏａｔ ｍｉｌｋ bagged", labels=LABELS, products=products, clock=LIVE).query
+    assert got["product"] == "oat milk" and got["type"] == "time"
+    got = read_question("what happened to the cafe\u0301 cre\u0300me", labels=LABELS, products=products, clock=LIVE)
+    assert got.query["product"] == "café crème"
+    with pytest.raises(AskError, match="豆腐: not in the catalog"):
+        read_question("what happened to 豆腐?", labels=LABELS, products=products, clock=LIVE)
+
+
 def test_user_synonyms_extend_the_table():
     r = Reader(LABELS, PRODUCTS, synonyms={"scan": ["blip"], "oat milk": ["oatly"]})
     assert r.read("when was the oatly blipped", LIVE).query["activity"] == "scan"

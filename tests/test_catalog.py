@@ -260,3 +260,11 @@ def test_cli_add_list_query_remove(served, tmp_path, capsys):
                      *api]) == 2
     assert cli.main(["catalog", "list", "--api", "127.0.0.1:1"]) == 1
     assert "cannot reach the runtime" in capsys.readouterr().err
+
+
+def test_a_name_with_an_accent_typed_apart_is_the_same_product(tmp_path):
+    from edge_runtime.query.catalog import name_key, normalise_name
+
+    apart = "cafe\u0301 cre\u0300me"       # what a macOS keyboard may send
+    assert normalise_name(apart) == "café crème"
+    assert name_key(apart) == name_key("CAFÉ  CRÈME") == name_key("ｃａｆé crème")

@@ -357,3 +357,23 @@ def test_keep_serving_survives_removing_its_last_stream(tiny_bundle, tmp_path):
         assert r.status_code == 201, r.text
     finally:
         assert p.stop() == 0, p.text()
+
+
+def test_a_file_restarted_on_its_state_dir_resumes_where_it_stopped(tiny_bundle, tmp_path):
+    """A file (or the demo) restored from its snapshot goes on where the memory ends: it is not read
+    into the memory a second time; one the memory holds to its end adds nothing, and says so."""
+    from edge_runtime.engine.snapshot import read_snapshot
+
+    video = _write_video(tmp_path / "clip.avi", seconds=40)
+    args = ["--source", str(video), "--bundle", str(tiny_bundle), "--state-dir", str(tmp_path / "state"),
+            "--no-keep-serving"]
+    ends = []
+    for run in range(2):
+        p = Proc(args, tmp_path / f"run{run}.log")
+        try:
+            assert p.p.wait(120) == 0, p.text()
+        finally:
+            p.stop()
+        ends.append(read_snapshot(tmp_path / "state" / "snapshot.npz")[1]["coverage"]["end"])
+    assert 38 <= ends[0] <= 41 and ends[1] == ends[0], (ends, (tmp_path / "run1.log").read_text())
+    assert "nothing new: the restored memory holds it up to" in (tmp_path / "run1.log").read_text()

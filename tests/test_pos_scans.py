@@ -80,8 +80,14 @@ def test_post_scans_stores_them_and_says_what_it_cannot_name(app, tmp_path):
         for bad in ({"scans": []}, {"scans": [{"product": "apple"}]},
                     {"scans": [{"product": "apple", "time": 1.8e9, "stream_time": 3}]},
                     {"scans": [{"product": "", "stream_time": 3}]}, {"scans": [{"product": "a", "stream_time": -1}]},
-                    {"scans": [{"product": "a", "stream_time": 1, "price": 3}]}, {"product": "apple"}):
+                    {"scans": [{"product": "a", "stream_time": 1, "price": 3}]}, {"product": "apple"},
+                    {"scans": [{"product": "   ", "stream_time": 3}]}, {"scans": [{"product": "a\u0000", "stream_time": 3}]},
+                    {"scans": [{"product": "a", "stream_time": "1"}]}, {"scans": [{"product": "a", "stream_time": True}]}):
             _error(client.post(url, json=bad), 422)
+        # the till's spelling of a bundle class (case, spacing, "_" aside) is stored as the name events carry
+        r = client.post(url, json={"scans": [{"product": " Milk  Carton ", "stream_time": 30.0}]}).json()
+        assert r["unknown_products"] == [] and ("milk_carton", 30.0) in [(e.product, e.start)
+                                                                           for e in svc.pos.recent(rt.name, 0.0)]
         assert "no stream" in _error(client.post("/v1/streams/nope/scans",
                                                  json={"scans": [{"product": "a", "stream_time": 1}]}), 404).lower()
     finally:

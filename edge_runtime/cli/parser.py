@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--api", metavar="HOST:PORT", help="where to serve the API (default 127.0.0.1:8321; 'none' to not serve)")
     r.add_argument("--token", help="API token (or env LVM_EDGE_TOKEN); required off-loopback")
     r.add_argument("--state-dir", help="snapshots go here and are restored from here")
-    r.add_argument("--snapshot-every", type=positive(float), metavar="S", help="periodic snapshot interval, wall seconds")
+    r.add_argument("--snapshot-every", type=positive(float), metavar="S", help="periodic snapshot interval, wall seconds (default 300: a "
+                   "kill loses at most the memory of the last 5 minutes; a stop drains and snapshots)")
     r.add_argument("--duration", type=positive(float), metavar="S",
                    help="stop after S seconds of stream time or when the source ends, whichever comes first (a live "
                         "source is also stopped S wall seconds after it opened: a dead one's stream time stands "

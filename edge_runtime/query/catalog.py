@@ -26,6 +26,7 @@ import logging
 import shutil
 import threading
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,7 +55,8 @@ def normalise_name(name: Any) -> str:
     """The name as stored and shown: whitespace runs as one space, ends trimmed (CatalogError if invalid)."""
     if not isinstance(name, str):
         raise CatalogError(f"product name must be a string, got {type(name).__name__}")
-    text = " ".join(name.split())
+    # NFC: an accent typed as a separate mark (as macOS keyboards and some tills send it) joins its letter
+    text = " ".join(unicodedata.normalize("NFC", name).split())
     if not text:
         raise CatalogError("product name is empty")
     if len(text) > MAX_NAME_CHARS:
@@ -69,7 +71,7 @@ def normalise_name(name: Any) -> str:
 
 def name_key(name: str) -> str:
     """What two names must share to be the same product."""
-    return " ".join(name.split()).casefold()
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
 
 
 def _png(image: np.ndarray) -> bytes:

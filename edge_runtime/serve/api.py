@@ -176,7 +176,7 @@ def _validation_message(err: RequestValidationError) -> tuple[int, str]:
         return 400, "request body is not valid JSON"
     loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
     if e.get("type") == "missing":
-        return 422, f"missing field '{loc}'"
+        return 422, "the request needs a JSON body" if loc == "body" else f"missing field '{loc}'"
     if e.get("type") == "extra_forbidden":
         return 422, f"unknown field '{loc}'"
     if loc == "body" and e.get("type") in ("model_attributes_type", "dict_type"):

@@ -20,12 +20,13 @@ from typing import Annotated, Any, Literal, Union
 
 from fastapi import FastAPI, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_runtime.alerts.outbox import OutboxError
 from edge_runtime.alerts.pos_scans import PosScanError
 from edge_runtime.alerts.record import Alert
 from edge_runtime.alerts.service import NO_RULES, no_alerts_status
+from edge_runtime.query.catalog import name_key
 from edge_runtime.serve.run_state import StreamError
 
 MAX_PAGE = 500
@@ -43,10 +44,21 @@ class PosScan(BaseModel):
     model_config = ConfigDict(extra="forbid")
     product: str = Field(min_length=1, max_length=128,
                          description="the product as the catalog names it (else the bundle's class name)")
-    time: float | None = Field(None, allow_inf_nan=False, gt=0,
+    # strict: a time given as "1" or true is a till integration bug, not a time
+    time: float | None = Field(None, allow_inf_nan=False, gt=0, strict=True,
                                description="when the till read it, unix seconds (streams from a live camera)")
-    stream_time: float | None = Field(None, allow_inf_nan=False, ge=0,
+    stream_time: float | None = Field(None, allow_inf_nan=False, ge=0, strict=True,
                                       description="when the till read it, in the stream's seconds")
+
+    @field_validator("product")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        text = " ".join(v.split())
+        if not text:
+            raise ValueError("the product name is blank")
+        if any(not c.isprintable() for c in text):
+            raise ValueError("the product name has control characters")
+        return text
 
     @model_validator(mode="after")
     def _one_time(self) -> "PosScan":
@@ -132,6 +144,11 @@ def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
         product and time) is kept once."""
         rt, service = lane_till(stream)
         origin = getattr(rt, "wall_origin", None)
+        # the till's spelling of a product -> the name events carry (the catalog's, else the bundle's
+        # class): case, spacing and "_" aside, so the rules can match its scans to its bags
+        catalog = getattr(hub, "catalog", None)
+        known = list(rt.engine.products) + list(catalog.names() if catalog is not None else ())
+        names = {name_key(n.replace("_", " ")): n for n in known}
         # a read far ahead of the stream is a wrong clock, and would push every real read out of the store
         latest = (rt.engine.coverage.get("end") or 0.0) + MAX_AHEAD_S
         rows = []
@@ -144,14 +161,12 @@ def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
                 return JSONResponse({"error": f"scans[{i}]: at stream time {t:.6g} s, more than {MAX_AHEAD_S:g} s "
                                               f"ahead of the stream (at {latest - MAX_AHEAD_S:.6g} s): check the "
                                               f"till's clock"}, status_code=422)
-            rows.append((s.product, t))
+            rows.append((names.get(name_key(s.product.replace("_", " ")), s.product), t))
         try:
             new = service.add_pos_scans(stream, rows)
         except PosScanError as err:
             return JSONResponse({"error": f"the till's scans could not be stored: {err}"}, status_code=503)
-        catalog = getattr(hub, "catalog", None)
-        known = set(rt.engine.products) | set(catalog.names() if catalog is not None else ())
-        unknown = sorted({p for p, _ in rows if p not in known})
+        unknown = sorted({p for p, _ in rows if p not in set(known)})
         return {"stream": stream, "received": len(rows), "new": new, "unknown_products": unknown,
                 **({"note": f"{', '.join(unknown[:5])}: named neither in the catalog nor among the bundle's "
                             f"classes; such a scan pays only for a bag of another product"} if unknown else {})}

@@ -39,9 +39,13 @@ class Intake:
                     timer = threading.Timer(duration, self._wall_time_up, args=(src,))
                     timer.daemon = True
                     timer.start()
+                # a file or the demo goes on where a restored memory ends: the frames up to there are in
+                # it already (read again, the memory would hold that part of the video twice)
+                resume_after = None if live else self.engine.last_time
                 self._offset = self._resume_offset(live)
                 self._till = getattr(src, "till_reads", None)  # demo://: its checkout's till
-                received = 0
+                received = skipped = 0
+                first_rel = None  # source time of this run's first frame streamed: --duration counts from it
                 limit_reached = False
                 for frame in src:
                     if self._t_first is None:
@@ -52,7 +56,12 @@ class Intake:
                         # CONNECTING until a first frame arrives
                         self.lifecycle.move(RunState.STREAMING, only_from={RunState.CONNECTING})
                     rel = frame.t - self._t_first
-                    if duration is not None and rel >= duration:
+                    if resume_after is not None and self._offset + rel <= resume_after + 0.5 / self.engine.fps:
+                        skipped += 1
+                        continue
+                    if first_rel is None:
+                        first_rel = rel
+                    if duration is not None and rel - first_rel >= duration:
                         limit_reached = True
                         break
                     received += 1
@@ -80,7 +89,8 @@ class Intake:
                 self._ingest(*batch)   # drain what was received
                 self._poll_source_stats()
                 if not self._stop.is_set():
-                    self._end(src, duration, limit_reached or self._time_up.is_set(), received)
+                    self._end(src, duration, limit_reached or self._time_up.is_set(), received,
+                              resume_after if skipped and not received else None)
         except SourceError as err:
             self.lifecycle.move(RunState.FAILED, error=str(err))
         except Exception as err:  # keep the service up and say what broke, in one line
@@ -105,8 +115,9 @@ class Intake:
         self._time_up.set()
         src.stop()
 
-    def _end(self, src, duration: float | None, limited: bool, received: int) -> None:
-        """The stream ended without stop(): commit the partial clip, say why and when."""
+    def _end(self, src, duration: float | None, limited: bool, received: int, held_to: float | None = None) -> None:
+        """The stream ended without stop(): commit the partial clip, say why and when. ``held_to``: a
+        file or demo whose every frame the restored memory already held (up to that stream time)."""
         if received == 0 and self._time_up.is_set():
             why = getattr(src, "last_error", None)
             self.lifecycle.move(RunState.FAILED, error=f"{src.label}: no frame received in {duration:g} s"
@@ -120,6 +131,9 @@ class Intake:
         self.update_gauges()
         reason, problem = end_reason(src, self._source_time(getattr(src, "position", None)), duration,
                                      limited, self._time_up.is_set(), pending if flushed else 0)
+        if held_to is not None:
+            reason = (f"{src.label}: nothing new: the restored memory holds it up to {held_to:.1f} s "
+                      f"(--reset-state to stream it again from the start)")
         log.info("%s", reason)
         self.lifecycle.move(RunState.ENDED, end_reason=reason, **({"error": reason} if problem else {}))
 
@@ -130,8 +144,12 @@ class Intake:
         return self._offset + max(0.0, t - self._t_first)
 
     def _resume_offset(self, live: bool) -> float:
+        """Stream time of the source's first frame: 0 on a fresh start, and for a file or the demo (it
+        resumes where the restored memory ends, its frames before that skipped); a live source goes on
+        one frame after the restored end, plus the wall-clock time the runtime was down."""
         last = self.engine.last_time
-        if last is None:
+        if last is None or not live:
+            self._restored_meta = None
             return 0.0
         offset = last + 1.0 / self.engine.fps
         if live and self._restored_meta and self._restored_meta.get("saved_at"):

@@ -8,9 +8,11 @@ snapshots, status.
                                                          (reads the last commit; never waits on intake)
 
 Stream clock: frames get stream time = offset + (source t - first source t). On a fresh start the
-offset is 0. After a restore it is the restored end (last frame + one frame period) plus, for live
-sources, the wall-clock time the runtime was down, so "the last 5 minutes" keeps meaning real
-time; the jump is recorded as a gap in the memory timeline by the engine.
+offset is 0. After a restore, a live source's offset is the restored end (last frame + one frame
+period) plus the wall-clock time the runtime was down, so "the last 5 minutes" keeps meaning real
+time; the jump is recorded as a gap in the memory timeline by the engine. A file or the demo keeps
+offset 0 and resumes where the restored memory ends: its frames up to there are skipped (read
+again, the memory would hold that part twice), and one the memory holds to its end adds nothing.
 
 How a stream ends. ``duration`` stops it after that many seconds of stream time, or, for a live
 source, of wall time since it was opened (a dead camera delivers no frame, so its stream time never

@@ -62,6 +62,7 @@ class Streams:
         self.ingestor = IngestBatcher(wait_s=ingest_wait_s)
         self.alerts = None  # an edge_runtime.alerts.service.AlertService when alerts are configured
         self._streams: dict[str, Runtime] = {}
+        self._default: str | None = None  # the stream a request naming none means (``default``)
         self._lock = threading.RLock()
 
     @classmethod
@@ -75,6 +76,7 @@ class Streams:
         hub.metrics, hub.catalog = runtime.telemetry.metrics, runtime.catalog
         hub.ingestor = IngestBatcher()
         hub._streams = {runtime.name: runtime}
+        hub._default = runtime.name
         hub.alerts = None
         runtime.on_commit = hub.committed
         hub._lock = threading.RLock()
@@ -87,18 +89,20 @@ class Streams:
 
     @property
     def default(self) -> str | None:
-        """The stream a request without a ``stream`` field means: ``default`` if there is one, else
-        the first added."""
+        """The stream a request without a ``stream`` field means: ``default`` if one was added, else the
+        first added. It is never moved to another camera: once removed (while others run), a request
+        naming no stream is refused until it is added again."""
         with self._lock:
-            if DEFAULT in self._streams:
-                return DEFAULT
-            return next(iter(self._streams), None)
+            return self._default
 
     def get(self, name: str | None = None) -> Runtime:
         with self._lock:
-            key = self.default if name is None else name
+            key = self._default if name is None else name
             rt = self._streams.get(key) if key is not None else None
         if rt is None:
+            if name is None and len(self):
+                raise StreamError(f"the default stream {key!r} was removed: name one of "
+                                  f"{', '.join(self.names())} (the request's stream)", 409)
             if name is None:
                 raise StreamError("no stream is running (add one: POST /v1/streams)", 404)
             raise StreamError(f"no stream named {name!r} (streams: {', '.join(self.names()) or 'none'})", 404)
@@ -127,6 +131,8 @@ class Streams:
             rt = Runtime(self.engine.stream_engine(), state_dir=sdir, name=name, ingestor=self.ingestor,
                          telemetry=Telemetry(name, metrics=self.metrics), catalog=self.catalog, **self._opts)
             rt.on_commit = self.committed
+            if name == DEFAULT or not self._streams or self._default is None:
+                self._default = name
             self._streams[name] = rt
             return rt
 
@@ -144,16 +150,19 @@ class Streams:
             preflight(str(uri))
         except SourceError as err:
             raise StreamError(str(err)) from None
+        before = self._default
         rt = self.create(name)
         try:
             rt.check_source(uri)
             rt.start(uri, realtime=realtime, duration=duration, source_options=source_options)
         except SourceMismatch as err:
             self._drop(rt)
+            self._default = before
             raise StreamError(f"stream {rt.name!r}: its snapshot holds the memory of {err.recorded}, not "
                               f"{err.requested}; move {err.snapshot_path} aside or use another name", 409) from None
         except Exception:
             self._drop(rt)
+            self._default = before
             raise
         return rt
 

@@ -18,6 +18,7 @@ import difflib
 import importlib.util
 import logging
 import re
+import unicodedata
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,7 +41,9 @@ happen happened happens happening occur occurred
 time times moment point ago
 """.split())
 
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# letters and digits of any script (a product named in Chinese or with accents is words too, not
+# dropped); an apostrophe's suffix stays on its word ("shopper's")
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 
 # English irregular forms -> the plain verb or noun (general English, not any label's): a question
 # says "held", "stood", "took out"; a label says hold, stand, pick_up.
@@ -81,8 +84,9 @@ def stem(w: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """Lower-case words; underscores, hyphens and punctuation split words ("pick_up" -> pick, up)."""
-    return _WORD.findall(text.lower().replace("_", " "))
+    """Lower-case words; underscores, hyphens and punctuation split words ("pick_up" -> pick, up).
+    NFKC first: full-width letters are their ASCII selves, an accent typed apart joins its letter."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold().replace("_", " "))
 
 
 def content(text: str) -> str:
