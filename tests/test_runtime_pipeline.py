@@ -28,14 +28,16 @@ def _use(monkeypatch, factory):
 
 
 def test_stream_restore_and_the_clock_continues(engine, tmp_path, monkeypatch):
+    """A file (a source that is not live) restored from its snapshot resumes where the memory ends:
+    its frames up to there are not read into the memory again; one it holds to its end adds nothing."""
     engine.reset()
-    _use(monkeypatch, lambda: FakeSource(40))
+    _use(monkeypatch, lambda: FakeSource(60))
     rt = Runtime(engine, state_dir=tmp_path)
     assert rt.restored_from is None
-    rt.start("fake://")
+    rt.start("fake://", duration=40)
     assert rt.wait(60) and rt.state == "ended"
     st = rt.status()
-    # the source ended: its last 8 frames are committed as a padded clip, and the status says so
+    # the duration ended it: its last 8 frames are committed as a padded clip, and the status says so
     assert st["frames_processed"] == 40 and st["coverage"] == {"start": 0.0, "end": 40.0}
     assert st["dropped"] == 3 and st["reconnects"] == 1 and st["pending_frames"] == 0
     assert "8 frame(s) committed" in st["end_reason"]
@@ -46,11 +48,18 @@ def test_stream_restore_and_the_clock_continues(engine, tmp_path, monkeypatch):
     rt2 = Runtime(engine, state_dir=tmp_path)
     assert rt2.restored_from["coverage"] == {"start": 0.0, "end": 40.0}
     assert engine.last_time == 39.0 and engine.pending_frames == 0
-    rt2.start("fake://")  # the source starts again at t = 0
+    rt2.start("fake://")  # the file opens at t = 0 again: frames 0-39 are in memory already
     assert rt2.wait(60)
-    assert engine.last_time == 40.0 + 39.0  # restored end (39 + 1 s) + source t
-    assert engine.gaps == [] and engine.frames_processed == 80
-    assert engine.coverage == {"start": 0.0, "end": 80.0}
+    assert engine.last_time == 59.0 and engine.frames_processed == 60
+    assert engine.gaps == [] and engine.coverage == {"start": 0.0, "end": 60.0}
+    rt2.stop()
+    engine.reset()
+
+    rt3 = Runtime(engine, state_dir=tmp_path)
+    rt3.start("fake://")
+    assert rt3.wait(60) and rt3.state == "ended"
+    assert engine.last_time == 59.0 and engine.frames_processed == 60
+    assert "nothing new: the restored memory holds it up to 59.0 s" in rt3.status()["end_reason"]
 
 
 def test_live_restore_counts_the_downtime_as_a_gap(engine, tmp_path, monkeypatch):
