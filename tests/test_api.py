@@ -201,7 +201,9 @@ def test_no_token_off_loopback_is_refused():
     for host in ("0.0.0.0", "192.168.1.20", "::", "kiosk.local"):
         with pytest.raises(ValueError, match="without a token"):
             check_bind(host, None)
-        check_bind(host, "t")
+        with pytest.raises(ValueError, match="with a 2-character token: off loopback it needs 16 or more"):
+            check_bind(host, "ab")
+        check_bind(host, "t" * 16)
 
 
 def test_snapshot_without_state_dir_is_409(engine):

@@ -66,11 +66,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# off loopback a token is the only lock on the store's network: one a person could guess is none
+MIN_TOKEN_CHARS = 16
+
+
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse to serve off-loopback without a token (ValueError, one line)."""
-    if not is_loopback(host) and not token:
+    """Refuse to serve off-loopback without a token of MIN_TOKEN_CHARS or more (ValueError, one line)."""
+    if is_loopback(host):
+        return
+    if not token:
         raise ValueError(f"refusing to listen on {host} without a token: pass --token or set LVM_EDGE_TOKEN "
                          f"(or bind 127.0.0.1)")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"refusing to listen on {host} with a {len(token)}-character token: off loopback it needs "
+                         f"{MIN_TOKEN_CHARS} or more (python3 -c 'import secrets; print(secrets.token_hex(16))')")
 
 
 # -- images ------------------------------------------------------------------------------------
