@@ -267,6 +267,25 @@ def test_with_the_tills_scans_a_handling_over_the_scanner_the_till_did_not_read_
         RuleEngine({}, ALL, scans="camera")
 
 
+def test_a_paid_item_still_in_hand_over_the_scanner_is_no_pass_around_a_second_one_after_the_first_left_is():
+    e = RuleEngine({"pass_around": {"match_s": 2.0, "paid_s": 30.0}}, list(BASE_ACTIVITIES), scans="pos")
+    # the till read the milk carton at 10; at 25 it is held over the glass (read as a scan), then bagged
+    events = [ev("scan", "milk_carton", 25, 28), ev("bag", "milk_carton", 29, 31)]
+    assert e.evaluate(events, now=60.0, pos_scans=[till("milk_carton", 10.0)]) == []
+    # a second carton over the glass after the first was seen leaving: the read at 10 paid for the first
+    events = [ev("scan", "milk_carton", 40, 43)]
+    drafts = e.evaluate(events, now=60.0, pos_scans=[till("milk_carton", 10.0)])
+    assert [(d["product"], d["start"]) for d in drafts] == [("milk_carton", 40.0)]
+    # a read of the product longer ago than paid_s covers nothing; paid_s 0 turns the check off
+    for paid_s, product_read_at in ((30.0, 100.0), (0.0, 131.0)):
+        e = RuleEngine({"pass_around": {"match_s": 2.0, "paid_s": paid_s}}, list(BASE_ACTIVITIES), scans="pos")
+        drafts = e.evaluate([ev("scan", "apple", 135, 138)], now=160.0, pos_scans=[till("apple", product_read_at)])
+        assert [d["product"] for d in drafts] == ["apple"]
+    assert RULES["pass_around"].thresholds["paid_s"] == 30.0
+    with pytest.raises(ValueError, match="paid_s must be in 0..120"):
+        RuleEngine({"pass_around": {"paid_s": 500}}, list(BASE_ACTIVITIES), scans="pos")
+
+
 def test_an_event_round_trips_through_its_dict_and_json():
     for e in (ev("bag", "apple", 34.125, 37.5, 0.6146), Event("scan", 1, "soda_can", 1.0, 2.0, 0.3),
               Event("hold", 4, "x", 0.1 + 0.2, 1 / 3, 0.30000000000000004, (0.1, 0.2, 0.3, 0.4), ("memory", "timeline"))):

@@ -25,8 +25,9 @@ Where the scans come from (``scans``): ``vision``, the model's scan events; or `
 record of what it scanned (``evaluate(..., pos_scans=...)``: instants, confidence 1), which is how the
 till knows what was paid for. With ``pos``, ``bagged_without_scan`` judges the model's bags against the
 till's scans, and ``pass_around`` is an item the model saw handled over the scanner (a ``scan`` event,
-or ``pass_around`` where the bundle has it) with no till scan within ``match_s`` of it: a bundle
-without the ``pass_around`` label can run it.
+or ``pass_around`` where the bundle has it) with no till scan within ``match_s`` of it, and that is not
+an item of its product read by the till up to ``paid_s`` before and not yet seen leaving the counter:
+a bundle without the ``pass_around`` label can run it.
 """
 from __future__ import annotations
 
@@ -75,17 +76,21 @@ RULES: dict[str, RuleSpec] = {
         MappingProxyType({"min_confidence": (0.0, 1.0), "scan_min_confidence": (0.0, 1.0),
                           "other_product_scans": (0.0, 1.0), "same_bag_s": (0.0, 30.0)}),
         ("bag",)),
-    # With the till's scans, on 24 held-out videos of seed 1 (tools/accuracy/alerts_sweep.py): match_s,
-    # how far from a handling over the scanner a till read may be and still be its read, 8 s (the model's
-    # scan events lie seconds from the till's read; at min_confidence 0.7, 2 s raised 53 false alerts
-    # where 8 s raised 44, finding as many); min_confidence 0.79, the best alert F1 for the shipped reader
-    # (3 of 6 found with 5 false alerts; 0.7: 5 with 19; 0.74: 3 with 7; 0.8: 2 with 4)
+    # With the till's scans (tools/accuracy/alerts_sweep.py, docs/alerts.md): match_s, how far from a
+    # handling over the scanner a till read may be and still be its read, 8 s (the model's scan events
+    # lie seconds from the till's read; at min_confidence 0.7 on seed 1, 2 s raised 53 false alerts where
+    # 8 s raised 44, finding as many, on an earlier checkpoint). paid_s 30: a read of the product up to
+    # 30 s before, with no item of it seen leaving since, is that item still in hand; with the shipped
+    # reader's events, at equal finds, false alerts fell on every seed (seed 1 at 0.7: 20 -> 15; seed 3:
+    # 14 -> 12; seed 2 at 0.79: 6 -> 3); 20 s kept one more, 60 s none fewer. min_confidence 0.74, the
+    # best alert F1 over held-out seeds 1 and 3 together (48 videos, 15 pass-arounds): 10 found with 10
+    # false alerts (0.73: 11 with 18; 0.75: 9 with 9; 0.79: 6 with 5).
     "pass_around": RuleSpec(
         "a product moved over the scanner without the scanner reading it (activity pass_around; "
         "with the till's scans: handled over the scanner with no till scan)",
-        MappingProxyType({"min_confidence": 0.79, "match_s": 8.0}),
+        MappingProxyType({"min_confidence": 0.74, "match_s": 8.0, "paid_s": 30.0}),
         ("pass_around",),
-        MappingProxyType({"min_confidence": (0.0, 1.0), "match_s": (0.0, 60.0)}),
+        MappingProxyType({"min_confidence": (0.0, 1.0), "match_s": (0.0, 60.0), "paid_s": (0.0, 120.0)}),
         ("scan",)),
 }
 
@@ -154,6 +159,7 @@ class RuleEngine:
         self._pending: list[_Seen] = []               # bags and hand-overs waiting for settle_s
         self._passes: dict[str, list[_Seen]] = {}     # product -> pass_around events seen (pos: handlings over the scanner)
         self._at_scanner: list[_Seen] = []            # pos: handlings over the scanner waiting for match_s
+        self._left: dict[str, list[_Seen]] = {}       # pos: product -> items seen leaving the counter (bag, hand-over)
 
     # -- bookkeeping -----------------------------------------------------------------------------
     @staticmethod
@@ -170,7 +176,7 @@ class RuleEngine:
 
     def _forget(self, now: float) -> None:
         horizon = now - KEEP_S
-        for store in (self._scans, self._bags, self._handovers, self._passes):
+        for store in (self._scans, self._bags, self._handovers, self._passes, self._left):
             for product in list(store):
                 store[product] = [s for s in store[product] if s.end >= horizon]
                 if not store[product]:
@@ -191,7 +197,8 @@ class RuleEngine:
 
     def state_size(self) -> int:
         """Events remembered (for tests and metrics: bounded by what happens within KEEP_S)."""
-        return sum(len(v) for store in (self._scans, self._bags, self._handovers, self._passes) for v in store.values())
+        return sum(len(v) for store in (self._scans, self._bags, self._handovers, self._passes, self._left)
+                   for v in store.values())
 
     # -- the rules -------------------------------------------------------------------------------
     def evaluate(self, events: list[Event], now: float, pos_scans: list[Event] = ()) -> list[dict]:
@@ -208,6 +215,8 @@ class RuleEngine:
                 if s.end >= now - KEEP_S:
                     self._take(self._scans, s)
         for e in fresh:
+            if pa is not None and pos and e.activity in ("bag", "hand_over"):
+                self._take(self._left, e)
             if pa is not None and pos and e.activity in ("scan", "pass_around") and e.confidence >= pa["min_confidence"]:
                 seen, new = self._take(self._passes, e)
                 if new:
@@ -286,10 +295,23 @@ class RuleEngine:
                 waiting.append(p)
                 continue
             lo, hi = p.start - th["match_s"], p.end + th["match_s"]
-            if not any(lo <= s.start <= hi for rows in self._scans.values() for s in rows):
+            if not any(lo <= s.start <= hi for rows in self._scans.values() for s in rows) \
+                    and not self._in_hand(p, th["paid_s"]):
                 out.append(_draft("pass_around", p.event, [p.event]))
         self._at_scanner = [p for p in waiting if p.end >= now - KEEP_S]
         return out
+
+    def _in_hand(self, p: _Seen, paid_s: float) -> bool:
+        """A till read of ``p``'s product up to ``paid_s`` before it, and no item of that product seen
+        leaving the counter (a bag or hand-over) between the two: ``p`` is that paid item still in hand,
+        held over the glass or carried across it to the bag. A second item of the product passed around
+        after the first was bagged is not covered by the first one's read."""
+        product = p.event.product
+        for s in self._scans.get(product, ()):
+            if p.start - paid_s <= s.start < p.start and \
+                    not any(s.start < b.start and b.end <= p.start for b in self._left.get(product, ())):
+                return True
+        return False
 
 
 def _twins(a: _Seen, b: _Seen, gap: float) -> bool:
