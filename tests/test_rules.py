@@ -45,7 +45,9 @@ def test_a_scanned_and_bagged_item_raises_nothing_an_unscanned_one_does():
 
 def test_one_scan_pays_for_one_bag_of_that_product():
     e = engine(bagged_without_scan={})
-    events = [ev("scan", "soda_can", 10, 15), ev("bag", "soda_can", 16, 18), ev("bag", "soda_can", 25, 27)]
+    # a second can picked up after the first was bagged (without the pick-up: the first read again, below)
+    events = [ev("scan", "soda_can", 10, 15), ev("bag", "soda_can", 16, 18), ev("pick_up", "soda_can", 20, 23),
+              ev("bag", "soda_can", 25, 27)]
     drafts = e.evaluate(events, now=40.0)
     assert [(d["product"], d["start"]) for d in drafts] == [("soda_can", 25.0)]
 
@@ -77,7 +79,7 @@ def test_readings_of_one_bag_as_two_products_or_split_in_two_are_one_item():
     assert [d["product"] for d in e.evaluate([ev("bag", "apple", 16, 20)], now=30.0)] == ["apple"]
     assert e.evaluate([ev("bag", "bread", 17, 21)], now=46.0) == []
     # with same_bag_s 0 only overlapping readings are one item
-    e = engine(bagged_without_scan={"same_bag_s": 0, "other_product_scans": 0})
+    e = engine(bagged_without_scan={"same_bag_s": 0, "other_product_scans": 0, "reread_s": 0})
     drafts = e.evaluate([ev("scan", "milk_carton", 30, 34), ev("bag", "milk_carton", 35, 37),
                          ev("bag", "milk_carton", 37.8, 39)], now=60.0)
     assert [d["start"] for d in drafts] == [37.8]
@@ -85,7 +87,8 @@ def test_readings_of_one_bag_as_two_products_or_split_in_two_are_one_item():
 
 def test_a_scanned_item_handed_over_uses_up_its_scan():
     # scanned, then handed to someone across the counter: that scan does not pay for the next bag
-    events = [ev("scan", "wine_bottle", 10, 15), ev("hand_over", "wine_bottle", 16, 22), ev("bag", "wine_bottle", 40, 43)]
+    events = [ev("scan", "wine_bottle", 10, 15), ev("hand_over", "wine_bottle", 16, 22), ev("pick_up", "wine_bottle", 35, 38),
+              ev("bag", "wine_bottle", 40, 43)]
     assert [(d["product"], d["start"]) for d in engine().evaluate(events, now=60.0)] == [("wine_bottle", 40.0)]
     # a hand-over alone raises nothing
     assert engine().evaluate([ev("hand_over", "apple", 10, 15)], now=60.0) == []
@@ -243,8 +246,8 @@ def test_with_the_tills_scans_bags_are_judged_against_them_not_the_models_scans(
     drafts = e.evaluate(events, now=40.0, pos_scans=[till("milk_carton", 28.0)])
     assert [(d["rule"], d["product"], d["start"]) for d in drafts] == [("bagged_without_scan", "apple", 16.0)]
     # the same till scan given again at the next evaluation pays for nothing more; a new one pays for the next bag
-    drafts = e.evaluate([ev("bag", "milk_carton", 50, 52), ev("bag", "soda_can", 60, 62)], now=70.0,
-                        pos_scans=[till("milk_carton", 28.0), till("soda_can", 58.0)])
+    drafts = e.evaluate([ev("pick_up", "milk_carton", 45, 48), ev("bag", "milk_carton", 50, 52), ev("bag", "soda_can", 60, 62)],
+                        now=70.0, pos_scans=[till("milk_carton", 28.0), till("soda_can", 58.0)])
     assert [(d["product"], d["start"]) for d in drafts] == [("milk_carton", 50.0)]
 
 
@@ -265,6 +268,25 @@ def test_with_the_tills_scans_a_handling_over_the_scanner_the_till_did_not_read_
     assert e.evaluate([ev("scan", "soda_can", 20, 24)], now=40.0, pos_scans=[till("chips_bag", 25.5)]) == []
     with pytest.raises(ValueError, match="scans must be one of vision, pos"):
         RuleEngine({}, ALL, scans="camera")
+
+
+def test_a_paid_item_read_leaving_twice_raises_nothing_a_second_item_of_its_product_does():
+    till_at = [till("cheese", 10.0)]
+    # scan at 10, a hold read as a bag at 12-15 takes the scan, the real bag at 30-33: the same item
+    events = [ev("bag", "cheese", 12, 15), ev("hold", "cheese", 16, 29), ev("bag", "cheese", 30, 33)]
+    e = RuleEngine({"bagged_without_scan": {}}, ALL, scans="pos")
+    assert e.evaluate(events, now=60.0, pos_scans=till_at) == []
+    # reread_s 0 turns the check off: the second reading finds no scan left
+    e = RuleEngine({"bagged_without_scan": {"reread_s": 0}}, ALL, scans="pos")
+    assert [d["start"] for d in e.evaluate(events, now=60.0, pos_scans=till_at)] == [30.0]
+    # a second cheese picked up (or scanned by the model, or passed over the glass) in between is another item
+    for new_item in ("pick_up", "scan", "pass_around"):
+        e = RuleEngine({"bagged_without_scan": {}}, ALL, scans="pos")
+        drafts = e.evaluate(events[:2] + [ev(new_item, "cheese", 26, 29), events[2]], now=60.0, pos_scans=till_at)
+        assert [d["start"] for d in drafts] == [30.0], new_item
+    # longer than reread_s after the paid bag: judged on its own
+    e = RuleEngine({"bagged_without_scan": {"reread_s": 10}}, ALL, scans="pos")
+    assert [d["start"] for d in e.evaluate(events, now=60.0, pos_scans=till_at)] == [30.0]
 
 
 def test_a_paid_item_still_in_hand_over_the_scanner_is_no_pass_around_a_second_one_after_the_first_left_is():
