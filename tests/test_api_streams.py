@@ -106,7 +106,7 @@ def test_a_batch_naming_two_streams_is_answered_from_each_memory(client, hub):
     labels = hub.engine.labels
 
     def direct(it):  # the request as the API hands it to a stream's Runtime.query
-        from edge_runtime.serve.api import decode_image
+        from edge_runtime.serve.api_images import decode_image
 
         img = decode_image(it["object_image"], "x", 1 << 24) if "object_image" in it else None
         act = it.get("activity")

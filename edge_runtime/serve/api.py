@@ -16,12 +16,9 @@ Every bad request gets a 4xx with ``{"error": "<one line>"}``; a 5xx means a bug
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import ipaddress
 import json
-import struct
 from typing import Any
 
 import numpy as np
@@ -37,6 +34,8 @@ from edge_runtime.serve.api_alerts import alerts_status, register_alert_routes
 from edge_runtime.serve.api_answer import Answer, BatchAnswers
 from edge_runtime.serve.api_ask import register_ask_routes
 from edge_runtime.serve.api_catalog import register_catalog_routes
+from edge_runtime.serve.api_errors import ApiError, known_query, one_line, validation_message
+from edge_runtime.serve.api_images import decode_image
 from edge_runtime.serve.api_happened import register_happened_routes
 from edge_runtime.serve.api_page import register_page_routes
 from edge_runtime.serve.api_query_bodies import QUERY_BODIES, BatchQuery
@@ -49,12 +48,6 @@ from edge_runtime.serve.streams import StreamError, Streams
 
 DEFAULT_MAX_BODY = 8 << 20          # 8 MiB
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def is_loopback(host: str) -> bool:
@@ -80,50 +73,6 @@ def check_bind(host: str, token: str | None) -> None:
     if len(token) < MIN_TOKEN_CHARS:
         raise ValueError(f"refusing to listen on {host} with a {len(token)}-character token: off loopback it needs "
                          f"{MIN_TOKEN_CHARS} or more (python3 -c 'import secrets; print(secrets.token_hex(16))')")
-
-
-# -- images ------------------------------------------------------------------------------------
-def _image_size(raw: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header; None if it is neither."""
-    if raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) >= 24 and raw[12:16] == b"IHDR":
-        return struct.unpack(">II", raw[16:24])
-    if raw[:2] == b"\xff\xd8":
-        i = 2
-        while i + 4 <= len(raw):
-            if raw[i] != 0xFF:
-                return None
-            marker = raw[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                i += 2
-                continue
-            (seg,) = struct.unpack(">H", raw[i + 2 : i + 4])
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 9 <= len(raw):
-                h, w = struct.unpack(">HH", raw[i + 5 : i + 9])
-                return w, h
-            i += 2 + seg
-    return None
-
-
-def decode_image(data: str, field: str, max_pixels: int) -> np.ndarray:
-    import cv2
-
-    text = data.strip()
-    if text.startswith("data:"):
-        text = text.split(",", 1)[-1]
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, f"{field} is not valid base64") from None
-    size = _image_size(raw)
-    if size is None:
-        raise ApiError(415, f"{field} is not a PNG or JPEG image")
-    w, h = size
-    if w < 1 or h < 1 or w * h > max_pixels:
-        raise ApiError(413, f"{field} is {w}x{h}; at most {max_pixels} pixels")
-    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ApiError(400, f"{field} could not be decoded (damaged PNG/JPEG)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 # -- body size cap (outermost, before anything parses the body) --------------------------------
@@ -171,47 +120,6 @@ async def _reject(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def one_line(message: str) -> str:
-    """An error message as one line: messages quote the request's own values, which may hold newlines."""
-    return " ".join(message.split()) or "bad request"
-
-
-def _validation_message(err: RequestValidationError) -> tuple[int, str]:
-    errors = err.errors()
-    if not errors:
-        return 422, "invalid request"
-    e = errors[0]
-    if e.get("type") == "json_invalid":
-        return 400, "request body is not valid JSON"
-    loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-    if e.get("type") == "missing":
-        return 422, "the request needs a JSON body" if loc == "body" else f"missing field '{loc}'"
-    if e.get("type") == "extra_forbidden":
-        return 422, f"unknown field '{loc}'"
-    if loc == "body" and e.get("type") in ("model_attributes_type", "dict_type"):
-        return 422, "request body must be a JSON object"
-    return 422, f"{loc}: {e.get('msg', 'invalid')}"
-
-
-async def known_query(request: Request) -> None:
-    """Refuse query parameters the route does not read: ``?stream=`` on a route that takes the stream
-    in its JSON body would otherwise be dropped, and the default stream answer in its place."""
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    # the page and its files are left alone: a browser or a cache may add a query string of its own
-    if dependant is None or not request.query_params or not getattr(route, "include_in_schema", True):
-        return
-    known, todo = set(), [dependant]
-    while todo:  # the route's own query parameters and its dependencies'
-        d = todo.pop()
-        known.update(p.alias for p in d.query_params)
-        todo.extend(d.dependencies)
-    for key in request.query_params:
-        if key not in known:
-            hint = " (this route takes the stream in its JSON body)" if key == "stream" else ""
-            raise ApiError(422, f"unknown query parameter '{key[:40]}'{hint}")
-
-
 # -- app -----------------------------------------------------------------------------------------
 def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_streams: int = DEFAULT_MAX_STREAMS):
@@ -251,7 +159,7 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_, exc: RequestValidationError):
-        status, msg = _validation_message(exc)
+        status, msg = validation_message(exc)
         return JSONResponse({"error": one_line(msg)}, status_code=status)
 
     @api.exception_handler(StarletteHTTPException)

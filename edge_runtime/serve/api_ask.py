@@ -33,6 +33,7 @@ from edge_runtime.query.ask import AskError, EncoderUnavailable, Reader, StreamC
 from edge_runtime.query.ask.names import StringScorer, make_scorer
 from edge_runtime.query.by_product import class_products
 from edge_runtime.query.happened import HappenedError
+from edge_runtime.serve.api_errors import one_line
 
 MAX_QUESTION_CHARS = 500
 SYNONYMS_FILE = "ask-synonyms.yaml"
@@ -55,10 +56,6 @@ def stream_clock(runtime) -> StreamClock:
     origin = getattr(runtime, "wall_origin", None)
     now = max(end, time.time() - origin) if origin is not None else end
     return StreamClock(stream_now=now, memory_start=start, wall_origin=origin)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split()) or "bad request"
 
 
 class _Scorers:
@@ -113,19 +110,19 @@ def register_ask_routes(api: FastAPI, hub, guarded: list, handlers: dict[str, Ca
         try:
             synonyms = _synonyms(hub)
         except SynonymError as err:
-            return JSONResponse({"error": _one_line(f"cannot read the synonyms: {err}")}, status_code=409)
+            return JSONResponse({"error": one_line(f"cannot read the synonyms: {err}")}, status_code=409)
         reader = Reader(runtime.engine.labels, products, scorer=scorers.get(), synonyms=synonyms)
         try:
             reading = reader.read(q.text, stream_clock(runtime))
         except AskError as err:
-            return JSONResponse({"error": _one_line(err.message), "nearest": err.nearest}, status_code=422)
+            return JSONResponse({"error": one_line(err.message), "nearest": err.nearest}, status_code=422)
         kind = reading.query["type"]
         try:
             body = models[kind](**{k: v for k, v in reading.query.items() if k != "type"}, stream=runtime.name)
         except ValidationError as err:
             e = err.errors()[0]
             where = ".".join(str(p) for p in e.get("loc", ()))
-            return JSONResponse({"error": _one_line(f"read as {reading.query}, which this runtime does not take "
+            return JSONResponse({"error": one_line(f"read as {reading.query}, which this runtime does not take "
                                                     f"({where}: {e.get('msg', 'invalid')})")}, status_code=422)
         answer = _call(handlers[kind], body)
         reply = {"question": q.text, **reading.to_dict(), "scorer": scorers.note, "answer": answer}

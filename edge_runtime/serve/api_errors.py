@@ -1,0 +1,53 @@
+"""What the API answers a bad request with: ``ApiError`` (a status and one line), the line for a
+request FastAPI's validation refused, and the check that refuses query parameters a route does not read."""
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def one_line(message: str) -> str:
+    """An error message as one line: messages quote the request's own values, which may hold newlines."""
+    return " ".join(message.split()) or "bad request"
+
+
+def validation_message(err: RequestValidationError) -> tuple[int, str]:
+    errors = err.errors()
+    if not errors:
+        return 422, "invalid request"
+    e = errors[0]
+    if e.get("type") == "json_invalid":
+        return 400, "request body is not valid JSON"
+    loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+    if e.get("type") == "missing":
+        return 422, "the request needs a JSON body" if loc == "body" else f"missing field '{loc}'"
+    if e.get("type") == "extra_forbidden":
+        return 422, f"unknown field '{loc}'"
+    if loc == "body" and e.get("type") in ("model_attributes_type", "dict_type"):
+        return 422, "request body must be a JSON object"
+    return 422, f"{loc}: {e.get('msg', 'invalid')}"
+
+
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not read: ``?stream=`` on a route that takes the stream
+    in its JSON body would otherwise be dropped, and the default stream answer in its place."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    # the page and its files are left alone: a browser or a cache may add a query string of its own
+    if dependant is None or not request.query_params or not getattr(route, "include_in_schema", True):
+        return
+    known, todo = set(), [dependant]
+    while todo:  # the route's own query parameters and its dependencies'
+        d = todo.pop()
+        known.update(p.alias for p in d.query_params)
+        todo.extend(d.dependencies)
+    for key in request.query_params:
+        if key not in known:
+            hint = " (this route takes the stream in its JSON body)" if key == "stream" else ""
+            raise ApiError(422, f"unknown query parameter '{key[:40]}'{hint}")
