@@ -105,6 +105,6 @@ def test_the_panel_says_whether_the_till_is_sending(served):
     url, alerts = served
     with dashboard(url) as (page, errors):
         expect(page.locator("#alerts-delivery")).to_contain_text("no scans from the till yet", timeout=20_000)
-        alerts.add_pos_scans("default", [("apple", 3.0), ("bread", 5.0)])
+        alerts.add_pos_scans("default", [("apple", 3.0), ("bread", 5.0)], now=5.0)
         expect(page.locator("#alerts-delivery")).to_contain_text("2 scans from the till, the last", timeout=20_000)
         assert errors == []

@@ -95,6 +95,17 @@ def test_ack_is_idempotent_and_listing_filters(tmp_path):
     assert [x.id for _, x in box.list(limit=2, before_seq=page[-1][0])] == [a.id]
 
 
+def test_every_copy_of_an_alert_has_the_body_it_was_raised_with_even_once_acked(tmp_path):
+    box = Outbox(tmp_path, sinks=["mqtt"])
+    a = _alert(1)
+    box.add(a)
+    sent = box.due("mqtt")[0][1].payload()
+    box.ack(a.id, now=1000.0)
+    again = box.due("mqtt")[0][1]                    # the broker was away: the copy sent after the ack
+    assert again.payload() == sent and again.status == "open"
+    assert box.list()[0][1].status == "acked"         # the runtime's own list shows the ack
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_a_damaged_store_is_set_aside_with_one_warning(tmp_path, damage):
     box = Outbox(tmp_path, sinks=["mqtt"])
@@ -124,6 +135,13 @@ BAD_CONFIGS = [
     ("alerts: {mqtt: {url: 'mqtt://broker', password: x}}", "password"),
     ("alerts: {webhooks: ['ftp://x/y']}", "http:// or https://"),
     ("alerts: {site: 'a/b', rules: {pass_around: {}}}", "MQTT topic"),
+    ("alerts: {webhooks: ['http://127.0.0.1:99999/hook']}", "Port out of range"),
+    ("alerts: {webhooks: ['http://127.0.0.1:abc/hook']}", "Port could not be cast"),
+    ("alerts: {webhooks: ['http://user:pw@127.0.0.1:9/h']}", "user or password in the URL is not sent"),
+    ("alerts: {webhooks: ['http://back office/h']}", "is not a host[:port]"),
+    ("alerts: {mqtt: {url: 'mqtt://broker store:1883'}}", "is not a host name or address"),
+    ("alerts: {mqtt: {url: 'mqtt://127.0.0.1:0'}}", "port 0"),
+    ("alerts: {id_bucket_s: .inf, rules: {pass_around: {}}}", "id_bucket_s"),
 ]
 
 
@@ -201,10 +219,30 @@ def test_a_store_damaged_while_running_gives_one_line_errors_not_crashes(tmp_pat
     (["alerts", "--broker", "mqtt://127.0.0.1:1", "ack", "abc"], "acknowledge through a runtime's API"),
     (["alerts", "--broker", "mqtt://127.0.0.1:1", "--ca-file", "/no/ca.pem"], "--ca-file /no/ca.pem: no such file"),
     (["alerts", "ack"], "give the alert's id"),
+    (["alerts", "--limit", "1000"], "must be at most 500"),
+    (["alerts", "--seconds", "3"], "--seconds only with --broker URL"),
+    (["alerts", "--broker", "mqtt://127.0.0.1:1", "--seconds", "0"], "must be above 0"),
+    (["alerts", "--broker", ""], "expected mqtt://host[:port]"),
+    (["alerts", "--broker", "mqtt://u:p@127.0.0.1:1"], "--username"),
 ])
 def test_alerts_command_bad_input_is_one_line_and_exit_2(capsys, argv, said):
     from edge_runtime.cli import main
 
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as exc:   # argparse's own usage errors
+        code = exc.code
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and said in err, err
+
+
+def test_per_stream_changes_for_a_stream_that_does_not_run_are_named_at_start(tmp_path, capsys):
+    from edge_runtime.cli import main
+
+    cfg = tmp_path / "rt.yaml"
+    cfg.write_text("alerts: {rules: {bagged_without_scan: {}}, streams: {lane9: {bagged_without_scan: off}}}\n")
+    code = main(["run", "--config", str(cfg), "--source", "lane1=demo://checkout?seed=1", "--api", "none",
+                 "--duration", "2", "--state-dir", str(tmp_path / "state")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "alerts.streams names lane9, which no stream of this run is called (streams: lane1)" in err

@@ -13,17 +13,22 @@ from test_alerts_api import _one_line_error as _error, app, engine  # noqa: F401
 
 def test_the_store_keeps_each_scan_once_across_restarts_and_stays_bounded(tmp_path):
     till = PosScans(tmp_path)
-    assert till.add("lane1", [("apple", 10.0), ("milk_carton", 12.5)]) == 2
-    assert till.add("lane1", [("apple", 10.0)]) == 0            # sent again: kept once
-    assert till.add("lane2", [("apple", 10.0)]) == 1            # another lane's
+    assert till.add("lane1", [("apple", 10.0), ("milk_carton", 12.5)], now=13.0) == 2
+    assert till.add("lane1", [("apple", 10.0)], now=13.0) == 0            # sent again: kept once
+    assert till.add("lane2", [("apple", 10.0)], now=13.0) == 1            # another lane's
     till.close()
     till = PosScans(tmp_path)                                   # a restart on the same state dir
     got = till.recent("lane1", since=0.0)
     assert [(e.product, e.start, e.end, e.activity, e.confidence) for e in got] == [
         ("apple", 10.0, 10.0, "scan", 1.0), ("milk_carton", 12.5, 12.5, "scan", 1.0)]
     assert [e.product for e in till.recent("lane1", since=11.0)] == ["milk_carton"]
-    till.add("lane1", [("soda_can", 12.5 + KEEP_S + 1)])        # hours later: the old ones go
-    assert [e.product for e in till.recent("lane1", since=0.0)] == ["soda_can"]
+    # a read from a till whose clock is an hour ahead pushes nothing out: the horizon is the stream's
+    assert till.add("lane1", [("bread", 3600.0)], now=14.0) == 1
+    assert [e.product for e in till.recent("lane1", since=0.0)] == ["apple", "milk_carton", "bread"]
+    # the stream hours later: the old ones go; a read older than KEEP_S before it is not kept
+    now = 12.5 + KEEP_S + 1
+    assert till.add("lane1", [("soda_can", now - 1), ("cheese", now - KEEP_S - 1)], now=now) == 1
+    assert [e.product for e in till.recent("lane1", since=0.0)] == ["soda_can", "bread"]
     assert till.count("lane2") == 1
     till.close()
 
@@ -33,7 +38,7 @@ def test_a_damaged_store_is_set_aside_with_one_warning(tmp_path):
     said = []
     till = PosScans(tmp_path, warn=said.append)
     assert len(said) == 1 and "set aside" in said[0] and "till scans start afresh" in said[0]
-    assert till.add("lane1", [("apple", 1.0)]) == 1
+    assert till.add("lane1", [("apple", 1.0)], now=1.0) == 1
     till.close()
 
 
@@ -77,6 +82,16 @@ def test_post_scans_stores_them_and_says_what_it_cannot_name(app, tmp_path):
         assert ("apple", 100.0) in [(e.product, e.start) for e in svc.pos.recent(rt.name, 0.0)]
         assert "ahead of the stream" in _error(client.post(url, json={"scans": [{"product": "apple", "stream_time": 1e308}]}), 422)
         assert svc.pos.count(rt.name) == 3   # nothing stored was pushed out
+        # a read half an hour ahead (within the hour a read may lead the stream) pushes nothing out either
+        assert client.post(url, json={"scans": [{"product": "apple", "stream_time": 1800.0}]}).json()["new"] == 1
+        assert svc.pos.count(rt.name) == 4
+        # a backlog: the reads the rules still read are kept, the older ones counted and named in the note
+        rt.stream_now = 1000.0 + KEEP_S
+        r = client.post(url, json={"scans": [{"product": "bread", "stream_time": 999.0},
+                                             {"product": "bread", "stream_time": 1001.0}]})
+        assert r.status_code == 202 and (r.json()["new"], r.json()["too_old"]) == (1, 1), r.text
+        assert "not kept" in r.json()["note"] and ("bread", 999.0) not in [(e.product, e.start) for e in svc.pos.recent(rt.name, 0.0)]
+        rt.stream_now = None
         for bad in ({"scans": []}, {"scans": [{"product": "apple"}]},
                     {"scans": [{"product": "apple", "time": 1.8e9, "stream_time": 3}]},
                     {"scans": [{"product": "", "stream_time": 3}]}, {"scans": [{"product": "a", "stream_time": -1}]},
@@ -116,8 +131,8 @@ def test_each_evaluation_hands_the_rules_the_tills_scans_of_the_last_minutes(tmp
     svc = AlertService(AlertSettings.model_validate({"scans": "pos", "rules": {"bagged_without_scan": {}}}),
                        tmp_path, evaluate=False, rule_engine=Rules, events=lambda rt, w: [])
     try:
-        svc.add_pos_scans("lane1", [("apple", 2000.0 - KEEP_S - 5), ("soda_can", 1990.0)])
-        svc.add_pos_scans("lane2", [("cheese", 1995.0)])
+        svc.add_pos_scans("lane1", [("apple", 2000.0 - KEEP_S - 5), ("soda_can", 1990.0)], now=1500.0)
+        svc.add_pos_scans("lane2", [("cheese", 1995.0)], now=2000.0)
         svc.evaluate(Lane)
         assert seen == [("pos", 2000.0, [("soda_can", 1990.0)])]
     finally:

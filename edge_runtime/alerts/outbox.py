@@ -160,10 +160,12 @@ class Outbox:
                 raise OutboxError(self.last_error) from None
 
     def due(self, sink: str, limit: int = 100) -> list[tuple[int, Alert]]:
-        """The oldest alerts ``sink`` has not acknowledged, in the order they were raised."""
+        """The oldest alerts ``sink`` has not acknowledged, in the order they were raised, each as it was
+        raised: staff acknowledging one while a copy waits does not change the body of later copies."""
         rows = self._read("SELECT a.seq, a.body FROM outbox o JOIN alerts a ON a.seq = o.seq WHERE o.sink = ? "
                           "ORDER BY o.seq LIMIT ?", (sink, limit))
-        return [(seq, Alert.model_validate_json(body)) for seq, body in rows]
+        return [(seq, Alert.model_validate_json(body).model_copy(update={"status": "open", "acked_at": None}))
+                for seq, body in rows]
 
     def pending(self) -> dict[str, int]:
         """Alerts each sink still has to receive (every configured sink, 0 included)."""

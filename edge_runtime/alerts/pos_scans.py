@@ -1,7 +1,7 @@
 """The till's scans of each stream, as the store's point-of-sale system sends them.
 
     till = PosScans(state_dir)
-    till.add("lane1", [("milk_carton", 812.4), ("soda_can", 815.0)])   # (product, stream seconds)
+    till.add("lane1", [("milk_carton", 812.4), ("soda_can", 815.0)], now=816.0)   # (product, stream seconds)
     till.recent("lane1", since=now - KEEP_S)   # -> [Event]: activity "scan", confidence 1, tracks ("pos",)
 
 With ``alerts.scans: pos`` the rules judge the model's bags (and handlings over the scanner) against
@@ -10,7 +10,9 @@ these instead of the model's own scan events: the till knows exactly what it rea
 ``<state dir>/pos_scans.db`` (edge_runtime/alerts/sqlite_file.py): a scan the API accepted is on disk,
 so a runtime restarted on its state dir still knows what was paid for before (its first evaluation
 reads the last 15 minutes of the memory again). Bounded: at each add, a stream's scans older than
-``KEEP_S`` before its newest go, and at most ``MAX_PER_STREAM`` stay.
+``KEEP_S`` before the stream's time (``now``: its newest frame) go, and at most ``MAX_PER_STREAM``
+stay. The horizon follows the stream, not the newest read, so a read from a till with a wrong clock
+cannot push the real reads out.
 """
 from __future__ import annotations
 
@@ -48,10 +50,13 @@ class PosScans:
         self.received = 0
         self.last_received_at: float | None = None  # unix time of the last add that brought a new scan
 
-    def add(self, stream: str, scans: Iterable[tuple[str, float]]) -> int:
-        """Store a stream's scans; -> how many were new (a scan sent again, same product and time, is
-        kept once). PosScanError if the file cannot be written (nothing of this call is stored)."""
-        rows = [(stream, float(t), str(p)) for p, t in scans]
+    def add(self, stream: str, scans: Iterable[tuple[str, float]], now: float) -> int:
+        """Store a stream's scans, ``now`` being the stream's time (its newest frame, stream seconds);
+        -> how many were new and kept (a scan sent again, same product and time, is kept once; one
+        more than ``KEEP_S`` before ``now`` is not kept: no rule reads it). PosScanError if the file
+        cannot be written (nothing of this call is stored)."""
+        horizon = float(now) - KEEP_S
+        rows = [(stream, float(t), str(p)) for p, t in scans if float(t) >= horizon]
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -59,9 +64,7 @@ class PosScans:
                     before = self._db.total_changes
                     self._db.executemany("INSERT OR IGNORE INTO scans (stream, t, product) VALUES (?, ?, ?)", rows)
                     new = self._db.total_changes - before
-                    newest = self._db.execute("SELECT MAX(t) FROM scans WHERE stream = ?", (stream,)).fetchone()[0]
-                    if newest is not None:
-                        self._db.execute("DELETE FROM scans WHERE stream = ? AND t < ?", (stream, newest - KEEP_S))
+                    self._db.execute("DELETE FROM scans WHERE stream = ? AND t < ?", (stream, horizon))
                     self._db.execute("DELETE FROM scans WHERE stream = ? AND t < (SELECT t FROM scans WHERE stream = ? "
                                      "ORDER BY t DESC LIMIT 1 OFFSET ?)", (stream, stream, MAX_PER_STREAM - 1))
                 except BaseException:

@@ -254,7 +254,7 @@ class AlertService:
         since = until - KEEP_S
         demo_till = [r for r in getattr(runtime, "till_reads", lambda until: [])(until) if r[1] >= since]
         if demo_till:  # a demo:// stream brings its checkout's till
-            self.add_pos_scans(runtime.name, demo_till)
+            self.add_pos_scans(runtime.name, demo_till, until)
         return self.pos.recent(runtime.name, since)
 
     def _raise(self, drafts: list[dict], runtime, stream_time: float) -> list[Alert]:
@@ -279,13 +279,14 @@ class AlertService:
             seen.clear()
         self.mqtt.publish_events(stream, fresh)
 
-    def add_pos_scans(self, stream: str, scans: list[tuple[str, float]]) -> int:
-        """The till's scans of ``stream`` (product, stream seconds); -> how many were new. ValueError
+    def add_pos_scans(self, stream: str, scans: list[tuple[str, float]], now: float) -> int:
+        """The till's scans of ``stream`` (product, stream seconds), ``now`` the stream's time (its newest
+        frame); -> how many were new and kept (PosScans.add). ValueError
         when this runtime does not take them (``alerts.scans`` is not pos); PosScanError when the
         file cannot be written."""
         if self.pos is None:
             raise ValueError("this runtime does not take the till's scans (set alerts.scans: pos in its config)")
-        new = self.pos.add(stream, scans)
+        new = self.pos.add(stream, scans, now)
         self.metrics.pos_scans.labels(stream=stream).inc(new)
         return new
 

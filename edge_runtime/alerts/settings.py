@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TOPIC_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+HOST = re.compile(r"^[A-Za-z0-9._:-]+$")   # a DNS name, an IPv4 or (unbracketed by urlsplit) IPv6 address
 
 
 def known_rules() -> tuple[str, ...]:
@@ -62,6 +63,10 @@ def parse_broker_url(url: str) -> tuple[str, int, bool]:
         raise ValueError(f"broker URL {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
     if not parts.hostname:
         raise ValueError(f"broker URL {url!r}: no host")
+    if not HOST.match(parts.hostname):
+        raise ValueError(f"broker URL {url!r}: {parts.hostname!r} is not a host name or address")
+    if port == 0:
+        raise ValueError(f"broker URL {url!r}: port 0 cannot be connected to")
     if parts.username or parts.password:
         raise ValueError(f"broker URL {url!r}: give the user as mqtt.username and the password through "
                          f"mqtt.password_env, not in the URL")
@@ -147,7 +152,7 @@ class AlertSettings(_Strict):
     mqtt: MqttSettings | None = None
     webhooks: list[str] = Field(default_factory=list, description="URLs that receive each alert as an HTTP POST")
     webhook_timeout_s: float = Field(10.0, gt=0, le=120)
-    id_bucket_s: float = Field(30.0, gt=0, description="alerts of one rule, product and lane starting within the "
+    id_bucket_s: float = Field(30.0, gt=0, le=3600, description="alerts of one rule, product and lane starting within the "
                                                       "same bucket of this many seconds are one alert (one id)")
     outbox: OutboxSettings = OutboxSettings()
 
@@ -175,9 +180,18 @@ class AlertSettings(_Strict):
     @classmethod
     def _hooks(cls, v: list[str]) -> list[str]:
         for url in v:
-            p = urlsplit(url)
+            try:
+                p = urlsplit(url)
+                port = p.port
+            except ValueError as err:
+                raise ValueError(f"webhook {url!r}: {err}") from None
             if p.scheme not in ("http", "https") or not p.hostname:
                 raise ValueError(f"webhook {url!r}: expected an http:// or https:// URL")
+            if not HOST.match(p.hostname) or port == 0:
+                raise ValueError(f"webhook {url!r}: {p.netloc!r} is not a host[:port] that can be connected to")
+            if p.username or p.password:  # urllib does not send them; and they would not be hidden
+                raise ValueError(f"webhook {p.scheme}://…@{p.hostname}: a user or password in the URL is not sent; "
+                                 f"put a token in the URL's query (the status and logs do not show it)")
         if len(set(v)) != len(v):
             raise ValueError("a webhook URL is listed twice")
         return v

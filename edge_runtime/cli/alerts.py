@@ -20,7 +20,7 @@ from edge_runtime.cli.common import CliError, parse_hostport
 from edge_runtime.cli.query import _http
 
 
-BROKER_ONLY = ("follow", "site", "username", "password_env", "ca_file", "cert_file", "key_file", "client_id")
+BROKER_ONLY = ("follow", "seconds", "site", "username", "password_env", "ca_file", "cert_file", "key_file", "client_id")
 API_ONLY = ("status", "since", "limit")
 
 
@@ -29,7 +29,7 @@ def _flag(name: str) -> str:
 
 
 def cmd_alerts(args) -> int:
-    if args.broker:
+    if args.broker is not None:
         if args.action != "list" or args.id:
             raise CliError("alerts --broker lists what the broker carries; acknowledge through a runtime's API "
                            "(lvm-edge alerts ack ID --api HOST:PORT)")
@@ -38,7 +38,7 @@ def cmd_alerts(args) -> int:
             raise CliError(f"alerts --broker: {', '.join(given)} filter a runtime's list; the broker passes on "
                            f"alerts as they come (--stream and --site choose which)")
         return _from_broker(args)
-    given = [_flag(n) for n in BROKER_ONLY if getattr(args, n)]
+    given = [_flag(n) for n in BROKER_ONLY if getattr(args, n) not in (None, False)]
     if given:
         raise CliError(f"alerts: {', '.join(given)} only with --broker URL")
     host, port = parse_hostport(args.api)
@@ -77,7 +77,12 @@ def _from_broker(args) -> int:
         raise CliError("alerts --broker needs paho-mqtt: pip install 'paho-mqtt>=2' (part of the runtime extra)") from None
     from edge_runtime.alerts.settings import parse_broker_url
 
+    from urllib.parse import urlsplit
+
     try:
+        if urlsplit(args.broker.strip()).username is not None:
+            raise ValueError(f"broker URL {args.broker!r}: give the user as --username and the password through "
+                             f"--password-env, not in the URL")
         parse_broker_url(args.broker)
     except ValueError as err:
         raise CliError(f"--broker: {err}") from None
@@ -109,7 +114,7 @@ def _from_broker(args) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        stop.wait(None if args.follow else args.seconds)
+        stop.wait(None if args.follow else args.seconds or 10.0)
     except KeyboardInterrupt:
         pass
     finally:

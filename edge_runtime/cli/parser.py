@@ -110,8 +110,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive(kind):
-    """An argparse type: a number of ``kind`` above 0, else one line naming the value."""
+def positive(kind, most=None):
+    """An argparse type: a number of ``kind`` above 0 (and at most ``most``), else one line naming the value."""
     def parse(text: str):
         try:
             value = kind(text)
@@ -119,6 +119,8 @@ def positive(kind):
             raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        if most is not None and not value <= most:
+            raise argparse.ArgumentTypeError(f"must be at most {most}, got {text}")
         return value
     parse.__name__ = kind.__name__
     return parse
@@ -233,14 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--stream", metavar="NAME", help="only this stream's alerts (with --broker too)")
     al.add_argument("--status", choices=("open", "acked"), help="only open or only acknowledged alerts")
     al.add_argument("--since", type=positive(float), metavar="S", help="only alerts raised in the last S seconds")
-    al.add_argument("--limit", type=positive(int), metavar="N", help="at most N alerts (default 100, at most 500)")
+    al.add_argument("--limit", type=positive(int, most=500), metavar="N", help="at most N alerts (default 100, at most 500)")
     al.add_argument("--json", action="store_true", help="print the API's JSON (with --broker: each alert's JSON)")
     b = al.add_argument_group("from the broker")
     b.add_argument("--broker", metavar="URL", help="mqtt://host[:port] or mqtts://host[:port]: list every lane's alerts")
     b.add_argument("--site", help="only this site's alerts (default: every site)")
     how = b.add_mutually_exclusive_group()
     how.add_argument("--follow", action="store_true", help="keep listening until Ctrl-C")
-    how.add_argument("--seconds", type=float, default=10.0, metavar="N", help="listen N seconds, then exit (default 10)")
+    how.add_argument("--seconds", type=positive(float), metavar="N", help="listen N seconds, then exit (default 10)")
     b.add_argument("--username")
     b.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
     b.add_argument("--ca-file", help="CA certificate(s) to trust (PEM)")

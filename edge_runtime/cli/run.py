@@ -180,6 +180,10 @@ def open_alerts(s, hub):
     except (OSError, sqlite3.Error) as err:
         raise CliError(f"alerts: cannot open {Path(s.state.dir) / 'alerts.db'} ({err})", 1) from None
     service.open_lanes(hub.names())
+    absent = [name for name in a.streams if name not in hub.names()]
+    if absent:  # a typo would change nothing, silently; a lane added later through the API takes them
+        say(f"alerts: warning: alerts.streams names {', '.join(absent)}, which no stream of this run is called "
+            f"(streams: {', '.join(hub.names())}); those changes apply only to a stream added by that name")
     rules = ", ".join(a.rule_names()) or None
     to = ", ".join(([a.mqtt.url] if a.mqtt else []) + ([f"{len(a.webhooks)} webhook(s)"] if a.webhooks else []))
     till = "; scans from the till (POST /v1/streams/<stream>/scans)" if service.pos is not None else ""

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edge_runtime.alerts.outbox import OutboxError
 from edge_runtime.alerts.pos_scans import PosScanError
+from edge_runtime.alerts.rules import KEEP_S
 from edge_runtime.alerts.record import Alert
 from edge_runtime.alerts.service import NO_RULES, no_alerts_status
 from edge_runtime.query.catalog import name_key
@@ -149,8 +150,9 @@ def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
         catalog = getattr(hub, "catalog", None)
         known = list(rt.engine.products) + list(catalog.names() if catalog is not None else ())
         names = {name_key(n.replace("_", " ")): n for n in known}
-        # a read far ahead of the stream is a wrong clock, and would push every real read out of the store
-        latest = (rt.engine.coverage.get("end") or 0.0) + MAX_AHEAD_S
+        # the stream's time: its newest frame (or, restored and not yet fed, the end of its memory)
+        now = max(getattr(rt, "stream_now", None) or 0.0, rt.engine.coverage.get("end") or 0.0)
+        latest = now + MAX_AHEAD_S   # a read far ahead of the stream is a wrong clock
         rows = []
         for i, s in enumerate(body.scans):
             if s.stream_time is None and origin is None:
@@ -159,14 +161,19 @@ def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
             t = s.stream_time if s.stream_time is not None else s.time - origin
             if t > latest:
                 return JSONResponse({"error": f"scans[{i}]: at stream time {t:.6g} s, more than {MAX_AHEAD_S:g} s "
-                                              f"ahead of the stream (at {latest - MAX_AHEAD_S:.6g} s): check the "
-                                              f"till's clock"}, status_code=422)
+                                              f"ahead of the stream (at {now:.6g} s): check the till's clock"},
+                                    status_code=422)
             rows.append((names.get(name_key(s.product.replace("_", " ")), s.product), t))
         try:
-            new = service.add_pos_scans(stream, rows)
+            new = service.add_pos_scans(stream, rows, now)
         except PosScanError as err:
             return JSONResponse({"error": f"the till's scans could not be stored: {err}"}, status_code=503)
         unknown = sorted({p for p, _ in rows if p not in set(known)})
-        return {"stream": stream, "received": len(rows), "new": new, "unknown_products": unknown,
-                **({"note": f"{', '.join(unknown[:5])}: named neither in the catalog nor among the bundle's "
-                            f"classes; such a scan pays only for a bag of another product"} if unknown else {})}
+        # a backlog sent late (a till that was offline) is taken in part: what the rules still read
+        old = sum(t < now - KEEP_S for _, t in rows)
+        notes = ([f"{', '.join(unknown[:5])}: named neither in the catalog nor among the bundle's classes; "
+                  f"such a scan pays only for a bag of another product"] if unknown else []) + \
+                ([f"{old} scan(s) more than {KEEP_S:g} s before the stream's time ({now:.6g} s) not kept: the "
+                  f"rules no longer read that far back"] if old else [])
+        return {"stream": stream, "received": len(rows), "new": new, "too_old": old, "unknown_products": unknown,
+                **({"note": "; ".join(notes)} if notes else {})}
