@@ -49,6 +49,17 @@ def test_service_endpoints(client):
         assert path in spec["paths"], path
 
 
+def test_the_api_docs_pages_need_no_internet(client):
+    import re
+
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        scripts = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+        assert scripts and all(u.startswith("/") for u in scripts), (page, scripts)   # no CDN
+        for url in scripts:
+            assert client.get(url).status_code == 200, url
+
+
 def test_status_and_labels(client, engine):
     s = client.get("/v1/status").json()
     assert s["coverage"] == {"start": 0.0, "end": 32.0}

@@ -22,9 +22,10 @@ import json
 from typing import Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge_runtime import __version__
@@ -128,7 +129,9 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
     stream that was the default when the app was made."""
     hub = target if isinstance(target, Streams) else Streams.wrap(target)
     engine = hub.engine  # the bundle's labels and products: the same for every stream
-    api = FastAPI(title="lvm-edge", version=__version__, dependencies=[Depends(known_query)],
+    # FastAPIOffline: FastAPI whose /docs and /redoc load their scripts from this app, not a CDN (kiosks
+    # are often offline); its files are served open under /static-offline-docs, as /docs always was
+    api = FastAPIOffline(title="lvm-edge", version=__version__, dependencies=[Depends(known_query)],
                   description="Answers activity / object / time questions about each stream from its memory.")
     api.state.streams = hub
     api.state.runtime = hub.get() if len(hub) else None
