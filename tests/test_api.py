@@ -41,6 +41,7 @@ def _fake_png_header(w, h):
 def test_service_endpoints(client):
     assert client.get("/healthz").json() == {"ok": True}
     assert client.get("/readyz").json()["ready"] is True
+    assert client.head("/healthz").status_code == 200 and client.head("/readyz").status_code == 200
     m = client.get("/metrics")
     assert m.status_code == 200 and "lvm_memory_bytes" in m.text and "lvm_stage_seconds" in m.text
     spec = client.get("/openapi.json").json()

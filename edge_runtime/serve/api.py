@@ -184,11 +184,12 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
         rt = hub.get(stream)
         return _present((await answered(rt, [req]))[0], req, engine.labels, rt.name)
 
-    @api.get("/healthz", tags=["service"])
+    # HEAD too: some load balancers and probes check with HEAD
+    @api.api_route("/healthz", methods=["GET", "HEAD"], tags=["service"])
     def healthz() -> dict[str, Any]:
         return {"ok": True}
 
-    @api.get("/readyz", tags=["service"])
+    @api.api_route("/readyz", methods=["GET", "HEAD"], tags=["service"])
     def readyz():
         """Ready when the default stream answers queries (503 while it connects, has failed, or there is none)."""
         try:
