@@ -105,6 +105,23 @@ def test_three_queries_and_batch(client, engine):
     assert client.post("/v1/query/activity", json={"object_image": jpg, "start": 0, "end": 5}).status_code == 200
 
 
+def test_a_full_state_dir_is_one_line_507_and_shown_in_the_status(client, monkeypatch):
+    from edge_runtime.engine import snapshot as snap
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(snap.np, "savez", full)
+    r = client.post("/v1/snapshot")
+    assert r.status_code == 507 and "\n" not in r.text, r.text
+    assert "snapshot.npz" in r.json()["error"] and "No space left on device" in r.json()["error"]
+    assert "No space left on device" in client.get("/v1/status").json()["snapshot_error"]
+    monkeypatch.undo()
+    assert client.post("/v1/snapshot").status_code == 200
+    st = client.get("/v1/status").json()
+    assert st["snapshot_error"] is None and st["last_snapshot_at"] > 0
+
+
 def test_snapshot_and_reset(client, engine):
     s = client.post("/v1/snapshot").json()
     assert s["bytes"] > 0 and s["path"].endswith("snapshot.npz")

@@ -128,3 +128,22 @@ def test_a_reader_blocked_in_a_native_open_does_not_reach_interpreter_shutdown(m
         release.set()
         reader.join()
     assert exits == [3]
+
+
+def test_a_final_snapshot_that_cannot_be_written_is_said_and_the_run_exits_1(tmp_path, capsys, monkeypatch):
+    """A full state directory at shutdown: no "snapshot written" line, one line saying the memory since the
+    last snapshot is lost, and exit 1 (systemd records the failure)."""
+    from edge_runtime.cli import main
+    from edge_runtime.engine import snapshot as snap
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(snap.np, "savez", full)
+    code = main(["run", "--source", "demo://checkout?seed=1", "--duration", "3", "--api", "none",
+                 "--state-dir", str(tmp_path / "state")])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "snapshot written" not in err and "Traceback" not in err
+    line = [x for x in err.splitlines() if "final snapshot failed" in x]
+    assert len(line) == 1 and "No space left on device" in line[0] and "is lost" in line[0], err

@@ -127,19 +127,22 @@ def cmd_run(args) -> int:
             if rt.name not in noted and (rt.error or rt.end_reason):
                 say(_who(rt, hub) + (rt.error or rt.end_reason))
         if signals:
-            say(f"{signal.Signals(signals[0]).name}: draining and snapshotting")
+            snapshotting = any(rt.state_dir is not None for rt in hub)
+            say(f"{signal.Signals(signals[0]).name}: draining{' and snapshotting' if snapshotting else ''}")
         for rt in hub:
             # a run that failed before its first frame changed nothing: no snapshot to write
             rt.stop(snapshot=not (rt.state is RunState.FAILED and rt.frames_in == 0))
-            if rt.last_snapshot_path is not None and rt.state_dir is not None:
+            if rt.final_snapshot == "written":
                 say(f"{_who(rt, hub)}snapshot written to {rt.last_snapshot_path}")
+        lost = [rt for rt in hub if rt.final_snapshot == "failed"]
         if server is not None:
             server.should_exit = True
             server_thread.join(5.0)
         failed = any(rt.error for rt in hub)
         hub.close()
-    # failed, or a file that could not be read to its end; a signal is the normal way to stop
-    return 1 if failed and not signals else 0
+    # failed, or a file that could not be read to its end; a signal is the normal way to stop, but not
+    # when the final snapshot could not be written: the memory is lost, and systemd should say so
+    return 1 if (failed and not signals) or lost else 0
 
 
 def check_alerts(s) -> None:

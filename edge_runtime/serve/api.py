@@ -16,9 +16,11 @@ Every bad request gets a 4xx with ``{"error": "<one line>"}``; a 5xx means a bug
 """
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,7 @@ from edge_runtime.query.check import QueryError
 from edge_runtime.query.types import BY_NAME, QUERY_TYPES, QueryType
 from edge_runtime.serve.streams import StreamError, Streams
 
+log = logging.getLogger("lvm_edge.api")
 DEFAULT_MAX_BODY = 8 << 20          # 8 MiB
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 
@@ -168,6 +171,15 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
     @api.exception_handler(StarletteHTTPException)
     async def _http(_, exc: StarletteHTTPException):
         return JSONResponse({"error": one_line(str(exc.detail))}, status_code=exc.status_code)
+
+    @api.exception_handler(OSError)
+    async def _storage(_, exc: OSError):
+        # a full or read-only state directory (a snapshot, the catalog): the request's write did not
+        # happen; the files are replaced atomically, so what was stored before is as it was
+        where = f" {exc.filename}" if exc.filename else " the state directory"
+        msg = one_line(f"cannot write{where}: {exc.strerror or exc}")
+        log.warning(msg)
+        return JSONResponse({"error": msg}, status_code=507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 503)
 
     @api.exception_handler(Exception)
     async def _bug(_, exc: Exception):

@@ -103,6 +103,9 @@ class Runtime(Intake):
         self._snap_lock = threading.Lock()
         self._last_snapshot = time.monotonic()
         self.last_snapshot_path: Path | None = None
+        self.last_snapshot_at: float | None = None     # unix time of the last snapshot written
+        self.snapshot_error: str | None = None         # why the last snapshot failed (one line), until one succeeds
+        self.final_snapshot: str | None = None         # stop(): "written", "failed" or None (none was due)
         self.frames_in = 0
         self._inflight = None  # (future, frames) of the batch handed to the shared ingestor
         self._meter = RateMeter()
@@ -165,15 +168,20 @@ class Runtime(Intake):
                     "source": self.source_label, "source_uri": self.source_uri, "coverage": self.engine.coverage,
                     "frames_processed": self.engine.frames_processed, "last_time": self.engine.last_time}
             t0 = time.perf_counter()
+            target = self.state_dir / snap.SNAPSHOT_NAME
             try:
-                path = snap.write_snapshot(self.state_dir / snap.SNAPSHOT_NAME, arrays, meta)
-            except Exception:
+                path = snap.write_snapshot(target, arrays, meta)
+            except Exception as err:
                 self.telemetry.snapshot_errors.inc()
+                why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+                self.snapshot_error = " ".join(f"{time.strftime('%Y-%m-%d %H:%M:%S')}: cannot write {target}: {why}".split())
+                if isinstance(err, OSError):  # name the file: a write's ENOSPC carries no file name
+                    raise OSError(err.errno, why, str(target)) from None
                 raise
             self.telemetry.observe_stage("snapshot", time.perf_counter() - t0)
             self.telemetry.snapshots.inc()
             self._last_snapshot = time.monotonic()
-            self.last_snapshot_path = path
+            self.last_snapshot_path, self.last_snapshot_at, self.snapshot_error = path, meta["saved_at"], None
             return {"path": str(path), "bytes": path.stat().st_size, "saved_at": meta["saved_at"],
                     "coverage": meta["coverage"], "frames_processed": meta["frames_processed"]}
 
@@ -183,8 +191,8 @@ class Runtime(Intake):
         if time.monotonic() - self._last_snapshot >= self.snapshot_every:
             try:
                 self.snapshot()
-            except OSError as err:
-                self.warn(f"snapshot failed: {err}")
+            except OSError:
+                self.warn(f"snapshot failed: {self.snapshot_error}")
 
     # -- session -----------------------------------------------------------------------------
     def reset(self) -> dict[str, Any]:
@@ -282,8 +290,12 @@ class Runtime(Intake):
         if snapshot and self.state_dir is not None:
             try:
                 self.snapshot()
+                self.final_snapshot = "written"
             except (OSError, RuntimeError) as err:
-                self.warn(f"final snapshot failed: {err}")
+                self.final_snapshot = "failed"
+                since = (f"since the last snapshot ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.last_snapshot_at))})"
+                         if self.last_snapshot_at else "of this run")
+                self.warn(f"final snapshot failed ({self.snapshot_error or err}): the memory {since} is lost")
 
     def close(self) -> None:
         self.stop(snapshot=False, timeout=5.0)

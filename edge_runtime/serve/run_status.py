@@ -45,5 +45,8 @@ def runtime_status(rt) -> dict[str, Any]:
         "answers": e.answers_kind,
         "bundle": e.bundle.bundle_id,
         "last_snapshot": str(rt.last_snapshot_path) if rt.last_snapshot_path else None,
+        "last_snapshot_at": rt.last_snapshot_at,
+        # a full or read-only state directory: periodic snapshots fail, and a restart would lose the memory
+        "snapshot_error": rt.snapshot_error,
         "uptime_s": round(time.time() - rt.started, 1),
     }
