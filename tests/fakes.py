@@ -25,13 +25,17 @@ class StoppableSource:
     def stop(self):
         self._stop.set()
 
+    def pace_from(self, t):
+        """The Source contract's: a fake is never paced."""
+        self.paced_from = t
+
 
 class FakeSource(StoppableSource):
     """n frames at 1 fps from t0 (or never any frame: n=None blocks until stop())."""
 
-    def __init__(self, n, t0=0.0, live=False, delay=0.0):
+    def __init__(self, n, t0=0.0, live=False, delay=0.0, first_after=0.0):
         super().__init__()
-        self.n, self.t0, self.live, self.delay = n, t0, live, delay
+        self.n, self.t0, self.live, self.delay, self.first_after = n, t0, live, delay, first_after
         self.label = "fake://"
         self.stats = {"frames_in": 0, "dropped": 3, "reconnects": 1}
 
@@ -40,6 +44,8 @@ class FakeSource(StoppableSource):
         if self.n is None:
             self._stop.wait(600)
             return
+        if self.first_after:  # a camera still out: its first frame comes this many seconds after opening
+            self._stop.wait(self.first_after)
         for i in range(self.n):
             if self._stop.is_set():
                 return

@@ -78,6 +78,48 @@ def test_live_restore_counts_the_downtime_as_a_gap(engine, tmp_path, monkeypatch
     assert a == 16.0 and b == pytest.approx(116.0, abs=2.0)
 
 
+def test_live_restore_counts_the_wait_for_a_first_frame_as_downtime(engine, tmp_path, monkeypatch):
+    """A camera still out when the runtime restarts: the time until its first frame is downtime too,
+    so the memory from before keeps its place on the wall clock."""
+    engine.reset()
+    _use(monkeypatch, lambda: FakeSource(16, live=True))
+    rt = Runtime(engine, state_dir=tmp_path)
+    rt.start("fake://")
+    rt.wait(60)
+    rt.stop()
+    engine.reset()
+    _use(monkeypatch, lambda: FakeSource(16, live=True, first_after=3.0))
+    rt2 = Runtime(engine, state_dir=tmp_path)
+    rt2.start("fake://")
+    rt2.wait(60)
+    (a, b), = engine.gaps
+    assert a == 16.0 and b >= 19.0   # taken when the source opened, the 3 s wait was left out (b = 17)
+    rt2.stop()
+    engine.reset()
+
+
+def test_a_restored_paced_file_goes_through_the_frames_it_holds_at_once(engine, tmp_path, monkeypatch):
+    made = []
+
+    def fake():
+        made.append(FakeSource(30))
+        return made[-1]
+
+    engine.reset()
+    _use(monkeypatch, fake)
+    rt = Runtime(engine, state_dir=tmp_path)
+    rt.start("fake://", duration=20)
+    rt.wait(60)
+    rt.stop()
+    engine.reset()
+    rt2 = Runtime(engine, state_dir=tmp_path)
+    rt2.start("fake://", realtime=True)
+    rt2.wait(60)
+    assert made[-1].paced_from == 19.0   # paced from where the memory ends, not from its start
+    rt2.stop()
+    engine.reset()
+
+
 @pytest.mark.parametrize("when", ["never_connects", "streaming", "failed", "ended", "idle"])
 def test_stop_works_from_every_state(engine, tmp_path, monkeypatch, when):
     engine.reset()

@@ -42,13 +42,19 @@ class Intake:
                 # a file or the demo goes on where a restored memory ends: the frames up to there are in
                 # it already (read again, the memory would hold that part of the video twice)
                 resume_after = None if live else self.engine.last_time
-                self._offset = self._resume_offset(live)
+                if resume_after is not None:  # paced (--realtime): those frames go by at once, not in real time
+                    src.pace_from(resume_after)
+                # a live source's offset counts the time it was down until its first frame, so it is
+                # taken then (a camera still out at the restart may take minutes to come back)
+                self._offset = 0.0 if live else self._resume_offset(live)
                 self._till = getattr(src, "till_reads", None)  # demo://: its checkout's till
                 received = skipped = 0
                 first_rel = None  # source time of this run's first frame streamed: --duration counts from it
                 limit_reached = False
                 for frame in src:
                     if self._t_first is None:
+                        if live:
+                            self._offset = self._resume_offset(live)
                         self._t_first = frame.t
                         # a live frame was captured (now() - t) ago; files and demo have no wall clock
                         lag = src.now() - frame.t if live and hasattr(src, "now") else 0.0

@@ -144,6 +144,13 @@ class Source:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
+    def pace_from(self, t: float) -> None:
+        """A paced (real-time) file or demo: release the frames before source time ``t`` at once and pace
+        from there (a restored memory already holds them). Live sources are not paced: nothing to do."""
+        pacer = getattr(self, "_pacer", None)
+        if pacer is not None:
+            pacer.free_until = t
+
     def stop(self) -> None:
         """Make iteration end promptly. Thread-safe, idempotent; does not release anything."""
         self._stop.set()
@@ -204,8 +211,11 @@ class Pacer:
     def __init__(self, stop: threading.Event):
         self._stop = stop
         self._origin: tuple[float, float] | None = None
+        self.free_until = float("-inf")   # frames before this source time are released at once
 
     def wait(self, t: float) -> None:
+        if t < self.free_until:
+            return
         now = time.monotonic()
         if self._origin is None:
             self._origin = (t, now)
