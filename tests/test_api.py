@@ -44,6 +44,7 @@ def test_service_endpoints(client):
     assert client.head("/healthz").status_code == 200 and client.head("/readyz").status_code == 200
     m = client.get("/metrics")
     assert m.status_code == 200 and "lvm_memory_bytes" in m.text and "lvm_stage_seconds" in m.text
+    assert 'lvm_source_up{stream="default"} 0.0' in m.text   # no source started
     spec = client.get("/openapi.json").json()
     for path in ("/v1/status", "/v1/labels", "/v1/query/activity", "/v1/query/object", "/v1/query/time",
                  "/v1/query/batch", "/v1/session/reset", "/v1/snapshot", "/healthz", "/readyz", "/metrics"):

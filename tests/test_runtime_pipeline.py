@@ -94,6 +94,9 @@ def test_live_restore_counts_the_wait_for_a_first_frame_as_downtime(engine, tmp_
     rt2.wait(60)
     (a, b), = engine.gaps
     assert a == 16.0 and b >= 19.0   # taken when the source opened, the 3 s wait was left out (b = 17)
+    metrics = rt2.telemetry.render().decode()
+    assert 'lvm_stream_gaps{stream="default"} 1.0' in metrics and f'lvm_stream_gap_seconds{{stream="default"}} {b - a}' in metrics
+    assert 'lvm_source_up{stream="default"} 0.0' in metrics   # the fake source has ended
     rt2.stop()
     engine.reset()
 

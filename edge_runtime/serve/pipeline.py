@@ -124,6 +124,10 @@ class Runtime(Intake):
             except StreamError:
                 self.batcher.close()
                 raise
+        # read when /metrics is scraped (an outage moves nothing else)
+        self.telemetry.source_up.set_function(lambda: float(self.state is RunState.STREAMING))
+        self.telemetry.gaps.set_function(lambda: float(len(self.engine.gaps)))
+        self.telemetry.gap_seconds.set_function(lambda: float(sum(b - a for a, b in self.engine.gaps)))
         self.update_gauges()
 
     # -- persistence -------------------------------------------------------------------------

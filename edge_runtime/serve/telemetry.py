@@ -33,13 +33,18 @@ class Metrics:
         self.snapshots = Counter("lvm_snapshots", "Snapshots written", s, registry=r)
         self.snapshot_errors = Counter("lvm_snapshot_errors", "Snapshots that failed", s, registry=r)
         self.fps = Gauge("lvm_processed_fps", "Frames processed per wall-clock second (recent)", s, registry=r)
+        # read when scraped: during an outage nothing else moves
+        self.source_up = Gauge("lvm_source_up", "1 while the source delivers frames (streaming), else 0 (connecting, "
+                               "reconnecting, ended, failed, stopped)", s, registry=r)
+        self.gaps = Gauge("lvm_stream_gaps", "Gaps in the stream the memory records (outages, restarts)", s, registry=r)
+        self.gap_seconds = Gauge("lvm_stream_gap_seconds", "Stream seconds inside those gaps", s, registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 _PLAIN = ("frames_in", "frames_processed", "frames_dropped", "clips", "reconnects", "query_batch", "memory_bytes",
-          "coverage_end", "snapshots", "snapshot_errors", "fps")
+          "coverage_end", "snapshots", "snapshot_errors", "fps", "source_up", "gaps", "gap_seconds")
 
 
 class _Labelled:
