@@ -246,3 +246,4 @@ def test_per_stream_changes_for_a_stream_that_does_not_run_are_named_at_start(tm
     err = capsys.readouterr().err
     assert code == 0, err
     assert "alerts.streams names lane9, which no stream of this run is called (streams: lane1)" in err
+

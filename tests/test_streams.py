@@ -163,3 +163,35 @@ def test_run_with_two_sources_snapshots_each(tiny_bundle, tmp_path):
     assert "a: snapshot written" in p.stderr and "Traceback" not in p.stderr
     dup = subprocess.run(cmd[:-2] + ["--source", "a=demo://checkout"], capture_output=True, text=True, timeout=120)
     assert dup.returncode == 2 and dup.stderr.strip().count("\n") == 0 and "named 'a'" in dup.stderr
+
+
+def test_a_restart_names_the_streams_whose_memory_it_does_not_bring_back(tmp_path, capsys):
+    from edge_runtime.cli import main
+
+    state = tmp_path / "state"
+    (state / "streams" / "door").mkdir(parents=True)
+    (state / "streams" / "door" / "snapshot.npz").write_bytes(b"x")   # what a stream added over the API left
+    code = main(["run", "--source", "lane1=demo://checkout?seed=1", "--api", "none", "--duration", "2",
+                 "--state-dir", str(state)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "also holds the memory of door, not in this run" in err and "lvm-edge streams add" in err
+
+
+def test_reset_state_can_name_one_stream(tmp_path, capsys):
+    from edge_runtime.cli import main
+
+    state = tmp_path / "state"
+    argv = ["run", "--source", "lane1=demo://checkout?seed=1", "--source", "lane2=demo://checkout?seed=2",
+            "--api", "none", "--duration", "2", "--state-dir", str(state)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv + ["--reset-state", "lane2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("--reset-state: the old snapshot is kept as") == 1 and "lane2" in err
+    assert "lane1: restored memory from" in err   # the other stream goes on, its restore line named
+    try:
+        code = main(argv + ["--reset-state", "lane9"])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and "--reset-state lane9: no stream of this run is called that" in capsys.readouterr().err

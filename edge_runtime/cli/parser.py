@@ -173,9 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--keep-serving", action=argparse.BooleanOptionalAction, default=None,
                    help="after the stream stops (the source ended or --duration was reached) keep answering "
                         "queries until Ctrl-C / SIGTERM; the default when the API is served and --duration is not given")
-    r.add_argument("--reset-state", action="store_true",
+    r.add_argument("--reset-state", nargs="*", metavar="STREAM",
                    help="start with an empty memory: the snapshot in --state-dir is renamed aside (kept, never "
-                        "deleted); needed to use a state dir with another source than the one it remembers")
+                        "deleted); needed to use a state dir with another source than the one it remembers. "
+                        "Followed by stream names: only those streams' (default: every stream's)")
     r.add_argument("--realtime", action="store_true", default=None, help="pace files / demo at their own speed")
     r.add_argument("--backend", choices=BACKENDS, help="inference backend (default auto: TensorRT on a GPU that has it, "
                    "else ONNX Runtime)")

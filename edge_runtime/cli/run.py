@@ -45,8 +45,12 @@ def cmd_run(args) -> int:
         preflight_source(uri)
     if s.state.dir:
         check_state_dir(Path(s.state.dir))
-    elif args.reset_state:
+    elif args.reset_state is not None:
         raise CliError("--reset-state needs --state-dir (or state.dir in --config)")
+    names = [name or "default" for name, _ in sources]
+    unknown = [n for n in args.reset_state or () if n not in names]
+    if unknown:
+        raise CliError(f"--reset-state {' '.join(unknown)}: no stream of this run is called that (streams: {', '.join(names)})")
     check_alerts(s)
     engine = open_engine(s.bundle, s.backend, s.threads, s.answers)
     hub = Streams(engine, state_dir=s.state.dir, snapshot_every=s.state.snapshot_every_s,
@@ -54,7 +58,7 @@ def cmd_run(args) -> int:
                   batch_frames=s.batch_frames, warn=say)
     try:
         for name, uri in sources:
-            if args.reset_state:
+            if args.reset_state is not None and (not args.reset_state or (name or "default") in args.reset_state):
                 reset_state(hub.state_dir_of(name or "default"))
             try:
                 runtime = hub.create(name)
@@ -65,12 +69,15 @@ def cmd_run(args) -> int:
             except SourceMismatch as err:
                 where = f"--state-dir {s.state.dir}" + (f" (stream {name})" if name else "")
                 raise CliError(f"{where}: its snapshot holds the memory of {err.recorded}, but this run's "
-                               f"source is {err.requested}; pass --reset-state to set that snapshot aside (renamed, "
+                               f"source is {err.requested}; pass --reset-state{' ' + name if name else ''} to set that snapshot aside (renamed, "
                                f"kept) and start empty, or use another --state-dir") from None
             if runtime.restored_from:
                 cov = runtime.restored_from["coverage"]
-                say(f"{_who(runtime, hub)}restored memory from {runtime.restored_from['path']} (coverage "
-                    f"{cov['start']}-{cov['end']} s, {runtime.restored_from['frames_processed']} frames)")
+                held = "empty" if cov["start"] is None else f"coverage {cov['start']:.1f}-{cov['end']:.1f} s"
+                who = f"{runtime.name}: " if len(sources) > 1 else ""  # the hub holds only the streams made so far
+                say(f"{who}restored memory from {runtime.restored_from['path']} ({held}, "
+                    f"{runtime.restored_from['frames_processed']} frames)")
+        note_streams_left_out(hub, [name or "default" for name, _ in sources])
         hub.alerts = open_alerts(s, hub)
         if hub.alerts is not None and hub.alerts.pos is not None and not serve:
             say("alerts: warning: alerts.scans is pos but --api none: no till can send its scans here "
@@ -116,7 +123,8 @@ def cmd_run(args) -> int:
                 if rt.name not in noted:
                     noted.add(rt.name)
                     status.tick(force=True)
-                    say(_who(rt, hub) + (rt.error or rt.end_reason or "the stream ended"))
+                    say(f"{rt.name}: removed" if rt.removed else
+                        _who(rt, hub) + (rt.error or rt.end_reason or "the stream ended"))
             if keep_serving and len(done) == len(hub) and "*" not in noted:
                 say("source ended; still answering queries (Ctrl-C / SIGTERM to stop)")
                 noted.add("*")
@@ -223,6 +231,21 @@ def stream_sources(args, s) -> list[tuple[str | None, str]]:
     if dup:
         raise CliError(f"--source: two streams are named {dup[0]!r}; give each its own NAME=URI")
     return pairs
+
+
+def note_streams_left_out(hub, names: list[str]) -> None:
+    """A stream added over the API is not in the config, so a restart does not bring it back: name the
+    ones whose memory the state dir holds, and how to go on with one."""
+    if hub.state_dir is None:
+        return
+    from edge_runtime.engine.snapshot import SNAPSHOT_NAME
+
+    root = Path(hub.state_dir) / "streams"
+    held = sorted(p.parent.name for p in root.glob(f"*/{SNAPSHOT_NAME}")) if root.is_dir() else []
+    left = [n for n in held if n not in names]
+    if left:
+        say(f"{root} also holds the memory of {', '.join(left)}, not in this run (added over the API, which a "
+            f"restart does not bring back); add one again with its source to go on: lvm-edge streams add NAME SOURCE")
 
 
 def reset_state(state_dir: Path) -> None:

@@ -18,9 +18,11 @@ class StatusLine:
         self.target, self.every_s, self.stream = target, every_s, stream
         self.tty = stream.isatty()
         self._last = 0.0
-        # A log file or journal gets a line per tick: tick less often there than on a terminal.
-        self._plain_every = max(every_s, 10.0)
+        # A log file or journal keeps every line, for weeks: a line a minute there (1,440 a day), and
+        # none that repeats the one before (a source out for hours moves nothing)
+        self._plain_every = max(every_s, 60.0)
         self._settled: str | None = None  # the settled state a plain line was written for
+        self._written: str | None = None  # the last plain line
 
     def status(self) -> dict:
         t = self.target
@@ -64,9 +66,10 @@ class StatusLine:
         if self.tty:
             self.stream.write("\r\x1b[2K" + line)
         else:
-            if status["state"] == self._settled:
+            if status["state"] == self._settled or line == self._written:
                 return  # an idle server: its [ended] line was written once
             self._settled = status["state"] if status["state"] in SETTLED else None
+            self._written = line
             self.stream.write(line + "\n")
         self.stream.flush()
 

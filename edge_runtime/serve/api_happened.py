@@ -62,10 +62,11 @@ def window_of(runtime, start: float | None, end: float | None, last: float | Non
         raise HappenedError(f"missing field '{'end' if end is None else 'start'}' (or give last instead)")
     if start is not None:
         return float(start), float(end)
-    cov_end = (runtime.engine.coverage or {}).get("end")
-    if cov_end is None:
+    cov = runtime.engine.coverage or {}
+    if cov.get("end") is None:
         raise HappenedError("the memory holds nothing yet (no frames streamed)", 409)
-    return float(cov_end) - float(last or DEFAULT_LAST_S), float(cov_end)
+    # not before the memory starts: "the last 5 minutes" of a 1-minute memory is that minute
+    return max(float(cov["start"]), float(cov["end"]) - float(last or DEFAULT_LAST_S)), float(cov["end"])
 
 
 def happened_answer(runtime, q: HappenedBody) -> dict[str, Any]:

@@ -106,6 +106,7 @@ class Runtime(Intake):
         self.last_snapshot_at: float | None = None     # unix time of the last snapshot written
         self.snapshot_error: str | None = None         # why the last snapshot failed (one line), until one succeeds
         self.final_snapshot: str | None = None         # stop(): "written", "failed" or None (none was due)
+        self.removed = False                           # Streams.remove() is stopping it
         self.frames_in = 0
         self._inflight = None  # (future, frames) of the batch handed to the shared ingestor
         self._meter = RateMeter()

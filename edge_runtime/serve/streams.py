@@ -170,6 +170,7 @@ class Streams:
         """Stop a stream (drain, final snapshot) and forget it; its snapshot stays on disk, so
         adding it again with the same source goes on where it stopped."""
         rt = self.get(name)
+        rt.removed = True   # for whoever watches it stop: removed, not ended
         rt.stop(snapshot=True)
         self._drop(rt)
         return {"removed": rt.name, "snapshot": str(rt.last_snapshot_path) if rt.last_snapshot_path else None,
