@@ -195,3 +195,16 @@ def test_reset_state_can_name_one_stream(tmp_path, capsys):
     except SystemExit as exc:
         code = exc.code
     assert code == 2 and "--reset-state lane9: no stream of this run is called that" in capsys.readouterr().err
+
+
+def test_one_lanes_missing_camera_does_not_stop_the_others(tmp_path, capsys):
+    from edge_runtime.cli import main
+
+    code = main(["run", "--source", "a=demo://checkout?seed=1", "--source", "b=/dev/video97", "--api", "none",
+                 "--duration", "3", "--state-dir", str(tmp_path / "state")])
+    err = capsys.readouterr().err
+    assert "b: camera 97 (/dev/video97): no such camera" in err and "this stream waits for it" in err
+    assert "a: demo://checkout?seed=1: duration of 3 s reached" in err
+    assert code == 1 and "b: camera 97 (/dev/video97): no frame received in 3 s" in err   # it never came
+    # alone, a missing camera is still refused at once
+    assert main(["run", "--source", "/dev/video97", "--api", "none", "--duration", "3"]) == 2

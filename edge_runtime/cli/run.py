@@ -36,13 +36,21 @@ def cmd_run(args) -> int:
             check_bind(host, token)
         except ValueError as err:
             raise CliError(str(err)) from None
+    waiting: set[str | None] = set()   # streams whose camera is not plugged in yet
     for name, uri in sources:
         if name is not None:
             try:
                 check_name(name)
             except StreamError as err:
                 raise CliError(f"--source {name}={uri}: {err}") from None
-        preflight_source(uri)
+        try:
+            preflight_source(uri)
+        except CliError as err:
+            if len(sources) == 1 or not _missing_camera(uri):
+                raise
+            # one lane's camera unplugged: the other lanes run, this one waits for it
+            say(f"{name}: {err}; this stream waits for it (the other streams run)")
+            waiting.add(name)
     if s.state.dir:
         check_state_dir(Path(s.state.dir))
     elif args.reset_state is not None:
@@ -103,8 +111,9 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGINT, on_signal)
     source_options = {"queue_size": s.source.queue_size, "stall_timeout_s": s.source.stall_timeout_s,
                       "reconnect_max_s": s.source.reconnect_max_s}
-    for (_, uri), runtime in zip(sources, hub):
-        runtime.start(uri, realtime=s.source.realtime, duration=s.duration_s, source_options=source_options)
+    for (name, uri), runtime in zip(sources, hub):
+        runtime.start(uri, realtime=s.source.realtime, duration=s.duration_s,
+                      source_options={**source_options, **({"wait_for_device": True} if name in waiting else {})})
     status = StatusLine(hub, s.status_every_s)
     noted: set[str] = set()
     try:
@@ -304,6 +313,13 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+def _missing_camera(uri: str) -> bool:
+    from edge_runtime.sources import parse_source_uri
+
+    spec = parse_source_uri(uri)
+    return spec.kind == "camera" and bool(spec.path) and not os.path.exists(spec.path)
 
 
 def preflight_source(uri: str) -> None:

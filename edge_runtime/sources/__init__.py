@@ -35,7 +35,8 @@ def preflight(uri: str | int) -> SourceSpec:
 
 
 def open_source(uri: str | int, *, target_fps: float | None, realtime: bool = False, queue_size: int = 4,
-                stall_timeout_s: float = 5.0, reconnect_max_s: float = 30.0, size: int | None = None) -> Source:
+                stall_timeout_s: float = 5.0, reconnect_max_s: float = 30.0, size: int | None = None,
+                wait_for_device: bool = False) -> Source:
     """Open the source ``uri`` names.
 
     target_fps: frames are kept when their timestamp reaches the next 1/target_fps step (None:
@@ -44,6 +45,8 @@ def open_source(uri: str | int, *, target_fps: float | None, realtime: bool = Fa
     stall_timeout_s: live sources with no frame for this long are reconnected.
     reconnect_max_s: the cap on the backoff between reconnection attempts.
     size: frames resized to (size, size).
+    wait_for_device: a camera whose device node is not there yet is retried (with backoff) instead of
+        refused: one lane of several whose camera is unplugged.
     """
     spec = parse_source_uri(uri)
     if spec.kind == "file":
@@ -58,7 +61,7 @@ def open_source(uri: str | int, *, target_fps: float | None, realtime: bool = Fa
     from edge_runtime.sources import live, openers
 
     if spec.kind == "camera":
-        openers.preflight_camera(spec.label, spec.path)
+        openers.preflight_camera(spec.label, spec.path, wait=wait_for_device)
         opener = openers.camera_opener(spec.label, spec.device, spec.path)
     elif spec.kind == "csi":
         openers.preflight_csi(spec.label)

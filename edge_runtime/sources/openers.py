@@ -125,9 +125,12 @@ def network_opener(label: str, url: str, timeout_s: float) -> Opener:
     return open_stream
 
 
-def preflight_camera(label: str, path: str) -> None:
-    """Fail fast for what retrying cannot fix at start-up: no device node, no permission."""
+def preflight_camera(label: str, path: str, wait: bool = False) -> None:
+    """Fail fast for what retrying cannot fix at start-up: no device node (unless ``wait``: a camera
+    expected to be plugged in, retried like a lost one), no permission."""
     if not os.path.exists(path):
+        if wait:
+            return
         raise SourceError(f"{label}: no such device")
     if not os.access(path, os.R_OK | os.W_OK):
         raise SourceError(f"{label}: permission denied (is the user in the 'video' group?)")
