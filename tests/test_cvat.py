@@ -4,6 +4,7 @@ video written here (2 tracks, one with an outside span; keyframes to interpolate
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,14 @@ def test_rotated_box_becomes_its_enclosing_box(video, tmp_path):
     ann = json.loads(import_cvat(xml, video, tmp_path / "ds").read_text())
     # apple at frame 0 is 32x24 px centred on (32, 24): turned a quarter, 24x32
     assert ann["boxes"]["0"][0] == [0.0, 0.125, 0.06667, 0.275, 0.33333]
+
+
+def test_a_video_given_as_a_relative_symbolic_link_is_placed_as_the_video_it_names(video, tmp_path):
+    links = tmp_path / "links"
+    links.mkdir()
+    link = links / "cam2.avi"
+    link.symlink_to(os.path.relpath(video, links))
+    root = tmp_path / "ds"
+    import_cvat(SAMPLE, link, root)
+    placed = root / "videos" / "cam2.avi"
+    assert placed.is_file() and not placed.is_symlink() and placed.read_bytes() == video.read_bytes()

@@ -74,6 +74,9 @@ def test_bad_data_is_one_line(dataset, tmp_path, capsys):
     assert rc == 2 and "--data" in err and err.count("\n") == 1
     rc, _, err = _main(cli_eval, ["--data", tmp_path / "nothing", "--json", j], capsys)
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    # a folder as --json is refused before the evaluation, not after it (which lost its results)
+    rc, _, err = _main(cli_eval, ["--data", dataset, "--json", tmp_path], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "is a folder" in err
 
 
 def test_labels_mismatch_exits_2_naming_both_lists(dataset, tmp_path, capsys):

@@ -210,6 +210,18 @@ def test_a_reader_for_another_config_exits_2(capsys, tmp_path):
     assert "reader trained for model config 000000000000" in err
 
 
+def test_a_reader_trained_on_another_checkpoints_memories_exits_2(capsys, tmp_path):
+    """A run folder retrained (or a run cut short) keeps the old reader beside the new checkpoint: its
+    recorded checkpoint hash tells them apart."""
+    cfg = resolve_model_config("lvm-tiny")
+    reader, answer, meta = load_reader(READER_FILE, cfg)
+    other = tmp_path / "other-reader.safetensors"
+    save_reader(other, reader, answer, {**{k: v for k, v in meta.items() if k not in ("format", "reader_config")},
+                                        "checkpoint_sha256": "a" * 64})
+    err = _bad_export(capsys, tmp_path, "--reader", other)
+    assert "trained on the memories of another checkpoint (sha256 aaaaaaaaaaaa" in err and "--no-reader" in err
+
+
 def test_no_reader_exports_heads_only(tmp_path, capsys):
     out = tmp_path / "heads"
     rc = cli_export.main(["--precision", "fp32", "--checkpoint", str(SHIPPED), "--out", str(out), "--no-reader", *FAST])

@@ -95,6 +95,10 @@ def _eval(args) -> int:
     out = Path(args.json)
     if out.parent and not out.parent.exists():
         raise UsageError(f"--json {out}: folder {out.parent} does not exist")
+    if out.is_dir():  # found now, not after the evaluation it would lose
+        raise UsageError(f"--json {out}: is a folder; give a file name (e.g. {out / 'eval.json'})")
+    if not os.access(out.parent if str(out.parent) else ".", os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"--json {out}: cannot write there")
     if args.bundle is None and (args.answers is not None or args.absent_share is not None):
         raise UsageError("--answers / --absent-share are for a bundle's runtime answers: give --bundle DIR")
     if args.bundle is not None and (args.checkpoint is not None or args.sampler != "neural"):

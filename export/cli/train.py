@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "CPU). The reader stage trains the memory reader on the frozen backbone and sampler (on the "
                     "same generated videos or dataset folder; with --init-from, starting from the reader beside "
                     "that checkpoint) and writes OUT/<model>-reader.safetensors beside OUT/<model>.safetensors, "
-                    "where lvm-export finds it. lvm-tiny with the defaults: 30 min on 2 CPU cores, measured end to end (docs/training.md).",
+                    "where lvm-export finds it. lvm-tiny with the defaults: about 55-80 min on 2 CPU cores; the plan printed at the start gives this machine's estimate (docs/training.md).",
         epilog="Examples: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny;  "
                "lvm-train --config configs/models/lvm-tiny.yaml --out runs/shop --data data/shop "
                "--init-from checkpoints/lvm-tiny.safetensors")
@@ -157,6 +157,8 @@ def _train(args) -> int:
         from export.dataset import LabelSet
 
         labels, data_meta = LabelSet.generator().to_dict(), None
+    if args.init_from:
+        notes += _init_label_notes(args.init_from, labels)
     args.reader_init = reader_init(args, cfg)
     args.reader_steps = args.reader_steps or (READER_FINETUNE_STEPS if args.reader_init else READER_STEPS)
     args.reader_videos = args.reader_videos or READER_VIDEOS
@@ -185,6 +187,15 @@ def _train(args) -> int:
         raise UsageError("--sampler-from trains only the heads stage: give --heads-steps N (N > 0)")
     if args.sampler_from and args.resume:
         raise UsageError("--sampler-from and --resume do not mix: the heads stage is not resumable")
+    stale = out / f"{cfg.name}-reader.safetensors"
+    init_reader = args.reader_init.resolve() if args.reader_init else None
+    if stale.is_file() and not args.resume and stale.resolve() != init_reader:
+        # the reader of a run before reads that run's memories: if this run stopped before its own reader
+        # stage, lvm-export would bundle it beside this checkpoint (it also checks the checkpoint's hash)
+        from edge_runtime.atomic_write import set_aside
+
+        print(f"lvm-train: {out} held a reader from a run before; kept aside as {set_aside(stale, 'previous-run')}",
+              file=sys.stderr)
 
     import torch
     import torch.distributed as dist
@@ -317,6 +328,22 @@ def _train(args) -> int:
         f"{args.reader_steps if reader_file else 0} reader steps in {minutes(time.time() - t0)}; wrote {final}"
         + (f" and {reader_file}" if reader_file else ""))
     return 0
+
+
+def _init_label_notes(path, labels: dict) -> list[str]:
+    """--init-from's activity outputs are taken by position: say so when its names are not this run's
+    in the same order (the same count, so nothing is re-initialised, yet "meet" may start as "walk")."""
+    from export.model.checkpoint import CheckpointError, checkpoint_labels, read_metadata
+
+    try:
+        theirs = (checkpoint_labels(read_metadata(path)) or {}).get("activities")
+    except CheckpointError:
+        return []
+    ours = list(labels.get("activities") or [])
+    if not theirs or theirs == ours or len(theirs) != len(ours):
+        return []
+    return [f"lvm-train: note: --init-from's activities ({', '.join(theirs)}) are not this dataset's "
+            f"({', '.join(ours)}) in order: each output row starts from the one at its position, and is trained from there"]
 
 
 def _open_data(args, cfg, two_clips: float, notes: list[str]):

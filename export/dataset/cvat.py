@@ -237,6 +237,7 @@ def _same_file(a: Path, b: Path) -> bool:
 def _place_video(video: Path, dest: Path) -> None:
     if dest.exists():
         return  # the same bytes (checked)
+    video = video.resolve()  # a symbolic link: link the video it names (a relative link would dangle there)
     try:
         os.link(video, dest)
     except OSError:  # another filesystem, or links not allowed there

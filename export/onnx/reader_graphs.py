@@ -93,6 +93,11 @@ def open_reader(path: Path | None, checkpoint: Path, cfg: ModelConfig, *, disabl
         missing.append("calibration curves")
     if missing:
         raise UsageError(f"{flag}: an incomplete reader file (no {', '.join(missing)}); train it with the reader stage")
+    trained_on = meta.get("checkpoint_sha256")
+    if trained_on and trained_on != sha256_file(checkpoint):
+        raise UsageError(f"{flag}: trained on the memories of another checkpoint (sha256 {trained_on[:12]}; "
+                         f"{checkpoint} is {sha256_file(checkpoint)[:12]}): train its reader again (lvm-train "
+                         f"--resume into its folder) or pass --no-reader")
     if len(meta["prior"]) != cfg.heads.num_activities:
         raise UsageError(f"{flag}: its class prior has {len(meta['prior'])} classes, the model has "
                          f"{cfg.heads.num_activities}")

@@ -247,6 +247,10 @@ def train_reader(net: LVMNet, *, out, videos: int = READER_VIDEOS, calib_videos:
                         "calibrated_on": calib_note}
     if meta["checkpoint"] is None:
         del meta["checkpoint"]
+    else:  # which sampler's memories it reads: lvm-export refuses it beside another checkpoint
+        from edge_runtime.backends.bundle import sha256_file
+
+        meta["checkpoint_sha256"] = sha256_file(checkpoint)
     fit_on = calib or train
     if timeline is not None and fit_on and fit_on[0].video_tokens is not None:
         meta["timeline"] = timeline_meta(reader, answer, fit_on, cfg, prior, timeline)
