@@ -240,7 +240,9 @@ def train_lvm(net: LVMNet, videos: list[VideoData], out_dir: Path, *, epochs: in
                 opt.step()
                 _commit(streams, local, new_mem, world)
                 step += 1
-                eta.step()
+                # a step with no query in its streams' past learns only the sampler's token loss: cheaper
+                # than the query steps that make up most of the rest, so it does not set the rate
+                eta.step(timed=batch["qb"] is not None)
                 last = {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach()), "tau": net.sampler.tau}
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", tau=f"{net.sampler.tau:.2f}")
