@@ -129,3 +129,14 @@ def test_doctor_creates_no_state_dir(tmp_path, capsys):
     assert not (tmp_path / "a").exists()
     assert "does not exist yet; the runtime can create it" in out
     assert f"bundle {tmp_path / 'no-bundle'}" in out
+
+
+def test_doctor_says_when_the_state_dir_has_no_room_for_its_snapshots(tmp_path, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10_000_000, 9_000_000, 1_000_000))
+    code = cli.main(["doctor", "--state-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1 and "1 MB free, under the 24 MB the snapshots need to be written" in out, out

@@ -128,10 +128,20 @@ def _check_state_dir(checks: Checklist, sd: Path) -> None:
         return
     try:
         check_state_dir(sd)
-        snap = sd / SNAPSHOT_NAME
-        checks.row("state dir", f"{sd} writable" + (f"; snapshot {snap.stat().st_size} bytes" if snap.exists() else ""))
     except CliError as err:
         checks.row("state dir", str(err), False)
+        return
+    import shutil
+
+    snaps = [p.stat().st_size for p in [sd / SNAPSHOT_NAME, *sd.glob(f"streams/*/{SNAPSHOT_NAME}")] if p.is_file()]
+    # a snapshot is written beside the old one, then renamed over it: each stream needs its size twice
+    # (an lvm-tiny stream's is about 4 MB), and the alert outbox and catalog a little more
+    need = 2 * (sum(snaps) or 4_000_000) + 16_000_000
+    free = shutil.disk_usage(sd).free
+    held = f"; {len(snaps)} snapshot(s), {sum(snaps) / 1e6:.1f} MB" if snaps else ""
+    checks.row("state dir", f"{sd} writable{held}; {free / 1e6:.0f} MB free"
+               + ("" if free >= need else f", under the {need / 1e6:.0f} MB the snapshots need to be written"),
+               free >= need)
 
 
 def _probe_camera(index: int, timeout_s: float = 3.0) -> tuple[bool, str]:
