@@ -22,5 +22,5 @@ def run_cli(prog: str, body: Callable[[], int | None]) -> int:
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"\n{prog}: interrupted", file=sys.stderr)  # on a line of its own, after a progress bar
         return 130

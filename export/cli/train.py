@@ -187,6 +187,9 @@ def _train(args) -> int:
         raise UsageError("--sampler-from trains only the heads stage: give --heads-steps N (N > 0)")
     if args.sampler_from and args.resume:
         raise UsageError("--sampler-from and --resume do not mix: the heads stage is not resumable")
+    if args.resume and not (out / "checkpoint.safetensors").exists():
+        print(f"lvm-train: --resume: {out} holds no stage-1 state (checkpoint.safetensors) to go on from; "
+              f"training from the start", file=sys.stderr)
     stale = out / f"{cfg.name}-reader.safetensors"
     init_reader = args.reader_init.resolve() if args.reader_init else None
     if stale.is_file() and not args.resume and stale.resolve() != init_reader:
