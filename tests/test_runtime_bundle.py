@@ -63,6 +63,10 @@ def test_missing_manifest_and_folder(tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(BundleError, match="not a bundle .no manifest.json"):
         load_bundle(tmp_path / "half")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "lvm-tiny.safetensors").write_bytes(b"x")
+    with pytest.raises(BundleError, match="a training run's folder .it holds lvm-tiny.safetensors.*lvm-export --checkpoint"):
+        load_bundle(tmp_path / "run")
     (tmp_path / "half" / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="unreadable manifest"):
         load_bundle(tmp_path / "half")

@@ -337,6 +337,10 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")
     if not mpath.is_file():
+        trained = sorted(p.name for p in path.glob("*.safetensors") if not p.name.endswith("-reader.safetensors"))
+        if trained:  # a training run's folder: it has to be exported first
+            raise BundleError(f"{path}: a training run's folder (it holds {trained[0]}), not a bundle: export it first "
+                              f"(lvm-export --checkpoint {path / trained[0]} --out DIR)")
         raise BundleError(f"{path}: not a bundle (no {MANIFEST}; an export may have been interrupted -- run lvm-export)")
     try:
         manifest = json.loads(mpath.read_text())

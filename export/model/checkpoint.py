@@ -51,6 +51,9 @@ def save_checkpoint(net, path: str | Path, extra_meta: dict | None = None, label
 def refuse_pickle(path: str | Path) -> None:
     """CheckpointError unless ``path`` is a file that is not a pickle / torch.save archive."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.safetensors") if not p.name.endswith("-reader.safetensors"))
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file" + (f" (it holds {', '.join(inside[:3])})" if inside else ""))
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     with open(path, "rb") as fh:
