@@ -200,25 +200,24 @@ def test_a_file_that_is_not_a_reader_exits_2(capsys, tmp_path):
     assert "not a readable safetensors file" in _bad_export(capsys, tmp_path, "--reader", junk)
 
 
-def test_a_reader_for_another_config_exits_2(capsys, tmp_path):
-    cfg = resolve_model_config("lvm-tiny")
-    reader, answer, meta = load_reader(READER_FILE, cfg)
+def _shipped_reader_with(tmp_path, **meta_changes):
+    """The shipped reader's weights saved with some of its metadata changed."""
+    reader, answer, meta = load_reader(READER_FILE, resolve_model_config("lvm-tiny"))
     other = tmp_path / "other-reader.safetensors"
     save_reader(other, reader, answer, {**{k: v for k, v in meta.items() if k not in ("format", "reader_config")},
-                                        "config_sha256": "0" * 64})
-    err = _bad_export(capsys, tmp_path, "--reader", other)
+                                        **meta_changes})
+    return other
+
+
+def test_a_reader_for_another_config_exits_2(capsys, tmp_path):
+    err = _bad_export(capsys, tmp_path, "--reader", _shipped_reader_with(tmp_path, config_sha256="0" * 64))
     assert "reader trained for model config 000000000000" in err
 
 
 def test_a_reader_trained_on_another_checkpoints_memories_exits_2(capsys, tmp_path):
     """A run folder retrained (or a run cut short) keeps the old reader beside the new checkpoint: its
     recorded checkpoint hash tells them apart."""
-    cfg = resolve_model_config("lvm-tiny")
-    reader, answer, meta = load_reader(READER_FILE, cfg)
-    other = tmp_path / "other-reader.safetensors"
-    save_reader(other, reader, answer, {**{k: v for k, v in meta.items() if k not in ("format", "reader_config")},
-                                        "checkpoint_sha256": "a" * 64})
-    err = _bad_export(capsys, tmp_path, "--reader", other)
+    err = _bad_export(capsys, tmp_path, "--reader", _shipped_reader_with(tmp_path, checkpoint_sha256="a" * 64))
     assert "trained on the memories of another checkpoint (sha256 aaaaaaaaaaaa" in err and "--no-reader" in err
 
 

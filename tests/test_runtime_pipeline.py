@@ -62,7 +62,8 @@ def test_stream_restore_and_the_clock_continues(engine, tmp_path, monkeypatch):
     assert "nothing new: the restored memory holds it up to 59.0 s" in rt3.status()["end_reason"]
 
 
-def test_live_restore_counts_the_downtime_as_a_gap(engine, tmp_path, monkeypatch):
+def _live_run_snapshotted(engine, tmp_path, monkeypatch) -> None:
+    """16 s of a live source streamed and snapshotted at its stop; the engine emptied for a restart."""
     engine.reset()
     _use(monkeypatch, lambda: FakeSource(16, live=True))
     rt = Runtime(engine, state_dir=tmp_path)
@@ -70,6 +71,10 @@ def test_live_restore_counts_the_downtime_as_a_gap(engine, tmp_path, monkeypatch
     rt.wait(60)
     rt.stop()
     engine.reset()
+
+
+def test_live_restore_counts_the_downtime_as_a_gap(engine, tmp_path, monkeypatch):
+    _live_run_snapshotted(engine, tmp_path, monkeypatch)
     rt2 = Runtime(engine, state_dir=tmp_path)
     rt2._restored_meta["saved_at"] -= 100.0  # as if the kiosk was off for 100 s
     rt2.start("fake://")
@@ -81,13 +86,7 @@ def test_live_restore_counts_the_downtime_as_a_gap(engine, tmp_path, monkeypatch
 def test_live_restore_counts_the_wait_for_a_first_frame_as_downtime(engine, tmp_path, monkeypatch):
     """A camera still out when the runtime restarts: the time until its first frame is downtime too,
     so the memory from before keeps its place on the wall clock."""
-    engine.reset()
-    _use(monkeypatch, lambda: FakeSource(16, live=True))
-    rt = Runtime(engine, state_dir=tmp_path)
-    rt.start("fake://")
-    rt.wait(60)
-    rt.stop()
-    engine.reset()
+    _live_run_snapshotted(engine, tmp_path, monkeypatch)
     _use(monkeypatch, lambda: FakeSource(16, live=True, first_after=3.0))
     rt2 = Runtime(engine, state_dir=tmp_path)
     rt2.start("fake://")
