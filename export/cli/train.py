@@ -237,7 +237,11 @@ def _train(args) -> int:
     t0 = time.time()
     for note in notes:
         say(note)
-    for line in plan(args, cfg, n_videos, video_s, heads_steps, world, items):
+    # with --data, stage 1 runs as many clips as its shortest video holds: plan with that length
+    lengths = [float(it.annotations["duration_s"]) for it in items or ()
+               if isinstance(it.annotations.get("duration_s"), (int, float))]
+    plan_s = min(lengths) if items and len(lengths) == len(items) else video_s
+    for line in plan(args, cfg, n_videos, plan_s, heads_steps, world, items):
         say(line)
     torch.manual_seed(seed)
     taken = args.init_from or args.sampler_from or args.backbone_from or args.heads_from  # the backbone's file
