@@ -192,13 +192,16 @@ def _train(args) -> int:
               f"training from the start", file=sys.stderr)
     stale = out / f"{cfg.name}-reader.safetensors"
     init_reader = args.reader_init.resolve() if args.reader_init else None
-    if stale.is_file() and not args.resume and stale.resolve() != init_reader:
-        # the reader of a run before reads that run's memories: if this run stopped before its own reader
-        # stage, lvm-export would bundle it beside this checkpoint (it also checks the checkpoint's hash)
+    if not args.resume and int(os.environ.get("RANK", "0")) == 0:
         from edge_runtime.atomic_write import set_aside
 
-        print(f"lvm-train: {out} held a reader from a run before; kept aside as {set_aside(stale, 'previous-run')}",
-              file=sys.stderr)
+        # the reader of a run before reads that run's memories: if this run stopped before its own reader
+        # stage, lvm-export would bundle it beside this checkpoint (it also checks the checkpoint's hash)
+        if stale.is_file() and stale.resolve() != init_reader:
+            print(f"lvm-train: {out} held a reader from a run before; kept aside as "
+                  f"{set_aside(stale, 'previous-run')}", file=sys.stderr)
+        if (out / "train_log.jsonl").is_file():  # each stage appends to it: a new run starts its own
+            set_aside(out / "train_log.jsonl", "previous-run")
 
     import torch
     import torch.distributed as dist
