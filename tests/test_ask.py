@@ -127,6 +127,33 @@ def test_unreadable_questions_name_what_is_missing(text, words, nearest):
     assert e.value.nearest and "\n" not in e.value.message
 
 
+@pytest.mark.parametrize("text, words", [
+    ("what was bagged but not scanned?", "^'not': a question about what did not happen"),
+    ("was the oat milk never scanned?", "^'never': a question about what did not happen"),
+    ("wasn't the eggs scanned?", "^'wasn't': a question about what did not happen"),
+    ("was anything bagged without being scanned?", "^'without'"),
+    ("was the oat milk stolen?", "^'stolen' is not close to any activity"),
+    ("was the oat milk paid for?", "^'paid' is not close to any activity"),
+    ("where were the eggs bagged?", "^'eggs': a where-question finds every item of an activity .bag. and takes no product"),
+    ("when were the eggs and the oat milk scanned?", r"^two products named \(eggs, oat milk\)"),
+    ("when were the eggs scanned between 5 and 8 minutes?", "could not read the time in .*'5 8 minutes' left over"),
+    ("when were the eggs scanned 2 minutes in?", "could not read the time"),
+])
+def test_no_word_of_a_question_is_dropped_for_another_reading(text, words):
+    """Each of these was read as another question with a word left out (the whole memory for an unread
+    time, the question without its "not", an object query without its product)."""
+    with pytest.raises(AskError, match=words) as e:
+        read_question(text, labels=LABELS, products=PRODUCTS, clock=LIVE)
+    assert "\n" not in e.value.message
+
+
+def test_a_product_name_alone_is_not_split_into_an_activity():
+    for text in ("chips bag", "the chips bag"):   # 'bag' is a label's word too
+        assert read_question(text, labels=LABELS, products=PRODUCTS, clock=LIVE).query["type"] == "activity"
+    got = read_question("when was the chips bag bagged", labels=LABELS, products=PRODUCTS, clock=LIVE).query
+    assert (got["activity"], got["product"]) == ("bag", "chips bag")
+
+
 def test_labels_are_not_wired_in():
     """Another bundle's labels are read through the encoder alone (nothing in the package names a label)."""
     r = Reader(["lift", "stack", "load_truck"], ["pallet", "fridge"])

@@ -52,6 +52,11 @@ _ASKING = frozenset("activities activity action actions involved involve involve
 _ARTICLES = frozenset("the a an this that these those".split())
 _PLACE = frozenset("at in on near by behind under from inside beside around".split())
 _DOING = frozenset("do doing does did".split())
+# a question about what did not happen cannot be answered from what the memory holds: refused, not
+# read as the question without its "not"
+_NEGATION = frozenset("not never without no".split())
+# a time phrase that find_window could not read leaves these: refused rather than the whole memory answered
+_TIME_LEFT = frozenset("minute minutes min mins hour hours hr hrs second seconds sec secs ago".split())
 HAPPENED = "happened"  # not a query type: POST /v1/happened (edge_runtime/query/happened.py)
 PLURAL = {"activity": "activities", "product": "products"}
 # what a question must name for each type: its given activity, its object as a catalog product
@@ -106,6 +111,11 @@ class Reader:
         lowered = " ".join(words(rest))
         kind = self._kind(lowered)
         self._said = words(rest)
+        neg = next((w for w in self._said if w in _NEGATION or w.endswith("n't")), None)
+        if neg is not None:
+            raise AskError(f"'{neg}': a question about what did not happen cannot be read (the memory holds what "
+                           f"happened); ask what did, e.g. 'when was it scanned?' (items bagged without a scan: "
+                           f"lvm-edge alerts)")
         tokens = [("" if w in _ASKING else w) for w in self._said]
 
         found, used = self._names(NEEDS[kind] if kind else ("product", "activity"), tokens)
@@ -117,6 +127,12 @@ class Reader:
                 raise self._not_in_catalog(unknown, tokens, used)
             if kind is not None:
                 return self._happened(kind, found, tokens, used, window)
+        if kind is None and "product" in found and "activity" not in found:
+            # "was the cheese stolen?": a word left where the activity would be is not one of the bundle's
+            left = self._unknown(tokens, used)
+            if left:
+                near = self._nearest(tokens, used, "activity", 3)
+                raise AskError(f"'{left}' is not close to any activity (nearest activities: {', '.join(near)})", near)
         if kind is None:
             kind = next((name for name, needs in NEEDS.items() if found and set(needs) == set(found)), None)
         if kind is None:
@@ -126,6 +142,7 @@ class Reader:
         for what in NEEDS[kind]:
             if what not in found:
                 raise self._missing(kind, what, question, tokens, used)
+        self._nothing_left_out(question, kind, found, tokens, used)
 
         query: dict[str, Any] = {"type": kind}
         if "activity" in NEEDS[kind]:
@@ -139,6 +156,26 @@ class Reader:
                        {"said": window.said, "meaning": window.meaning})
 
     # -- parts ---------------------------------------------------------------------------------
+    def _nothing_left_out(self, question: str, kind: str, found: dict[str, Match], tokens: list[str],
+                          used: set[int]) -> None:
+        """AskError for a name or a time the reading would drop: a product in a where-question (it
+        finds every item of an activity), a second product, or a time phrase that was not read."""
+        other = self._best(self.products, tokens, used)
+        if other is not None and other.score >= self.thresholds["product"]:
+            if kind == "object":
+                act = found["activity"].name
+                raise AskError(f"'{other.said}': a where-question finds every item of an activity ({act}) and takes "
+                               f"no product; ask when of the {other.name} (its times, with boxes), or where without it",
+                               [other.name])
+            if "product" in found:
+                raise AskError(f"two products named ({found['product'].name}, {other.name}): ask about one at a "
+                               f"time", [found["product"].name, other.name])
+        time_left = [w for i, w in enumerate(self._said) if i not in used and (w in _TIME_LEFT or w.isdigit())]
+        if time_left:
+            raise AskError(f"could not read the time in '{question}' ('{' '.join(time_left)}' left over): say "
+                           f"it as 'in the last 5 minutes', 'in the first 10 minutes', '5 minutes ago', "
+                           f"'since 14:05' or 'between 2:05 and 2:20 pm'")
+
     def _unknown(self, tokens: list[str], used: set[int]) -> str | None:
         """The last run of unmatched content words that could name the thing acted on ("when did
         the cashier scan the kombucha" -> "kombucha": English puts it after the verb and the actor
@@ -207,6 +244,8 @@ class Reader:
                     found[what] = m
                     used.update(range(m.first, m.last))
             key = (len(found), sum(m.score for m in found.values()))
+            if _split_name(found):  # "milk carton": 'carton' read as an activity, 'milk' as the product
+                key = (0, 0.0)
             if best is None or key > best[0]:
                 best = (key, found, used)
         return best[1], best[2]
@@ -242,6 +281,14 @@ class Reader:
         near = self._nearest(tokens, used, what, 3)
         return AskError(f"'{question}' asks {asks}, which needs {'an' if what == 'activity' else 'a'} {what}: "
                         f"none named{said}; nearest {PLURAL[what]}: {', '.join(near)}", near)
+
+
+def _split_name(found: dict[str, Match]) -> bool:
+    """A reading that took words of the product's own name as the activity."""
+    if "product" not in found or "activity" not in found:
+        return False
+    name = set(words(found["product"].name))
+    return set(words(found["activity"].said)) <= name
 
 
 def _spans(tokens: list[str]) -> list[tuple[str, int, int]]:
