@@ -159,6 +159,12 @@ def test_api_answers_as_the_function_does(client, streamed):
     scans = client.post("/v1/happened", json={"start": 0, "end": VIDEO_S, "activity": "scan"}).json()["events"]
     assert scans and {e["activity"] for e in scans} == {"scan"}
     assert "HappenedAnswer" in client.get("/openapi.json").json()["components"]["schemas"]
+    assert body["status"] == "answered" and body["coverage"]["covered_fraction"] == 1.0
+    # a window the memory covers in part, or not at all, says so, as the query routes do
+    part = client.post("/v1/happened", json={"start": VIDEO_S - 60, "end": VIDEO_S + 60}).json()
+    assert part["status"] == "partial" and part["coverage"]["end"] == VIDEO_S
+    none = client.post("/v1/happened", json={"start": VIDEO_S + 100, "end": VIDEO_S + 400}).json()
+    assert none["status"] == "no_memory" and none["events"] == [] and none["coverage"]["covered_fraction"] == 0.0
 
 
 @pytest.mark.parametrize("body, status, words", [
@@ -191,6 +197,8 @@ def test_cli_happened(client, streamed, capsys):
         assert len(out) == 1 + int(out[0].split(": ")[1].split()[0])
         assert cli.main(["happened", "--start", "0", "--end", "300", "--activity", "scan", "--json", "--api", where]) == 0
         assert {e["activity"] for e in json.loads(capsys.readouterr().out)["events"]} <= {"scan"}
+        assert cli.main(["happened", "--start", str(VIDEO_S + 100), "--end", str(VIDEO_S + 400), "--api", where]) == 0
+        assert "nothing in memory for" in capsys.readouterr().out
         assert cli.main(["happened", "--last", "soon", "--api", where]) == 2
         assert cli.main(["happened", "--last", "5m", "--start", "0", "--api", where]) == 2
         assert cli.main(["happened", "--start", "9", "--end", "3", "--api", where]) == 2

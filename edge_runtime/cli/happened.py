@@ -25,7 +25,12 @@ def seconds(text: str) -> float:
 
 def lines(reply: dict[str, Any]) -> list[str]:
     s, e = reply["window"]
-    head = (f"{reply['stream']}: {len(reply['events'])} event(s) in {s:.1f}-{e:.1f} s "
+    cov = reply.get("coverage") or {}
+    if reply.get("status") == "no_memory":
+        return [f"{reply['stream']}: nothing in memory for {s:.1f}-{e:.1f} s: nothing known about it"]
+    part = (f"; the memory covers {cov['start']:.1f}-{cov['end']:.1f} s of it"
+            if reply.get("status") == "partial" and cov.get("start") is not None else "")
+    head = (f"{reply['stream']}: {len(reply['events'])} event(s) in {s:.1f}-{e:.1f} s{part} "
             f"({reply['products']['asked']} products asked, from the {reply['products']['from']})")
     out = [head]
     for ev in reply["events"]:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_runtime.query.class_pictures import class_pictures
+from edge_runtime.query.coverage import window_coverage
 from edge_runtime.query.happened import MIN_CONFIDENCE, HappenedError, what_happened
 from edge_runtime.serve.api_streams import STREAM_HELP
 
@@ -52,6 +53,10 @@ class HappenedAnswer(BaseModel):
     products: dict[str, Any] = Field(description="{asked: how many products were asked about, from: catalog or "
                                                  "bundle classes}")
     events: list[EventModel] = Field(description="sorted by start, then confidence")
+    status: str = Field(description="answered; partial (the memory covers part of the window: its events are "
+                                    "from that part); no_memory (it covers none of it: no events, nothing known)")
+    coverage: dict[str, Any] = Field(description="{start, end, covered_fraction} of the window the memory covers")
+    gaps: list[list[float]] = Field(description="the source's gaps inside the window")
 
 
 def window_of(runtime, start: float | None, end: float | None, last: float | None) -> tuple[float, float]:
@@ -78,8 +83,13 @@ def happened_answer(runtime, q: HappenedBody) -> dict[str, Any]:
         asked = {"asked": len(catalog), "from": "catalog"}
     else:  # the pictures are cached: counting them draws nothing again
         asked = {"asked": len(class_pictures(runtime.engine.products, runtime.engine.frame_size)), "from": "bundle classes"}
+    # as the query routes say it: "0 events" for a window the memory does not cover would read as
+    # "nothing happened"
+    cov = window_coverage(runtime.engine.committed, window[0], window[1])
+    frac = cov["coverage"]["covered_fraction"]
+    status = "no_memory" if frac == 0 else "partial" if frac < 1 else "answered"
     return {"stream": runtime.name, "window": [window[0], window[1]], "products": asked,
-            "events": [e.to_dict() for e in events]}
+            "events": [e.to_dict() for e in events], "status": status, **cov}
 
 
 def register_happened_routes(api: FastAPI, hub, guarded: list):
