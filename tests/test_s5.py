@@ -230,7 +230,8 @@ def test_status_names_the_sampler(s5_engine):
 
     rt = SimpleNamespace(engine=s5_engine, source_stats={}, intake_fps=0.0, name="default",
                          state=SimpleNamespace(value="streaming"), error=None, end_reason=None, outage_since=None, source_problem=None, source_label="demo", wall_origin=None, frames_in=0,
-                         restored_from=None, last_snapshot_path=None, started=0.0)
+                         restored_from=None, last_snapshot_path=None, last_snapshot_at=None, snapshot_error=None,
+                         started=0.0)
     st = runtime_status(rt)
     assert st["sampler"] == {"kind": "s5", "state_bytes": 401408}
     assert st["memory_bytes"] > 2 * 401408  # both buffer sets and the committed copy hold the state
