@@ -2,6 +2,7 @@
 product name (a one-picture product answers like its picture; several pictures combine), the CLI."""
 import base64
 import json
+import os
 
 import cv2
 import numpy as np
@@ -109,6 +110,10 @@ def test_combine_rule():
     assert c["scores"] == [0.8, 0.9, 0.2] and c["ranked"] == [1, 0, 2] and c["status"] == "answered"
     times = [{"intervals": [[0, 5, 0.2], [5, 9, 0.1]]}, {"intervals": [[5, 9, 0.3], [1, 2, 0.05]]}]
     assert combine(times, "time", k=2)["intervals"] == [[5, 9, 0.3], [0, 5, 0.2]]
+    # one event read through two pictures, its edges a millisecond apart, takes one place, not two
+    seen_twice = [{"intervals": [[541.3, 547.2, 0.94], [482.1, 487.6, 0.91]]},
+                  {"intervals": [[541.301, 547.201, 0.94], [541.3, 547.3, 0.93]]}]
+    assert combine(seen_twice, "time", k=2)["intervals"] == [[541.3, 547.2, 0.94], [482.1, 487.6, 0.91]]
     empty = [{"status": "no_memory"}, {"status": "no_memory"}]
     assert combine(empty, "time") == {"status": "no_memory"}
 
@@ -268,3 +273,13 @@ def test_a_name_with_an_accent_typed_apart_is_the_same_product(tmp_path):
     apart = "cafe\u0301 cre\u0300me"       # what a macOS keyboard may send
     assert normalise_name(apart) == "café crème"
     assert name_key(apart) == name_key("CAFÉ  CRÈME") == name_key("ｃａｆé crème")
+
+
+def test_cli_says_a_picture_over_the_request_limit_is_too_big(served, tmp_path, capsys):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(9 << 20))   # 9 MB: over the 8 MB body cap once encoded
+    code = cli.main(["catalog", "add", "noise", str(big), "--api", served])
+    err = capsys.readouterr().err
+    # the runtime answers 413 when it can, or closes the connection while the body is still being sent
+    assert code == 1 and err.count("\n") == 1 and "cannot reach the runtime" not in err, err
+    assert "HTTP 413" in err or "over its request size limit" in err, err

@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--image", help=f"object picture (PNG/JPEG file) for {_types_with('object')} queries")
     q.add_argument("--product", help="instead of --image: a product of the runtime's catalog (lvm-edge catalog list)")
     q.add_argument("--activity", help=f"activity name or id for {_types_with('activity')} queries")
-    q.add_argument("--fps", type=float, help=f"box rate for {_types_with('fps')} queries")
-    q.add_argument("--k", type=int, help=f"intervals for {_types_with('k')} queries")
+    q.add_argument("--fps", type=positive(float), help=f"box rate for {_types_with('fps')} queries")
+    q.add_argument("--k", type=positive(int), help=f"intervals for {_types_with('k')} queries")
     _answer_flags(q, json_help="print the answer as the API's JSON (all boxes)")
 
     c = _client(sub, "catalog", cmd_catalog, help="add, list or remove the named products a running lvm-edge answers about",

@@ -70,6 +70,11 @@ def _http(method: str, url: str, body: dict | None, token: str | None, timeout: 
         raise CliError(f"{url}: HTTP {err.code}: {msg or err.reason}", 1) from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
+        if data is not None and len(data) > (1 << 20) and isinstance(reason, (ConnectionResetError, BrokenPipeError)):
+            # the runtime refuses a body over its cap before reading it, and closes the connection under it
+            raise CliError(f"{url}: the runtime closed the connection while {len(data) / 1e6:.1f} MB were being "
+                           f"sent: over its request size limit (8 MB unless its api.max_body_bytes says "
+                           f"otherwise); send smaller pictures", 1) from None
         raise CliError(f"{url}: cannot reach the runtime ({reason})", 1) from None
 
 

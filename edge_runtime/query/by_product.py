@@ -8,7 +8,7 @@ combined into one answer shaped like a picture query's, by the combine of its ty
 - activity: per class, the highest score any picture got (``scores``), ranked best first. A class
   is reported if the product was seen doing it from any side; a picture that does not match the
   product at all only lowers its own scores, which the max ignores.
-- time: the intervals of every picture pooled, the same interval (same start and end) kept once at
+- time: the intervals of every picture pooled, one interval of an event (tIoU > 0.5 with a better one) kept once at
   its highest probability, best first, ``k`` of them. So the top interval is the best interval of
   the picture whose best interval scores highest.
 

@@ -149,16 +149,27 @@ def _decode_time(out, times, mask, window, how: Decoding) -> dict[str, Any]:
                                                                  mask, how.k)]}
 
 
+SAME_EVENT_TIOU = 0.5   # two pictures' intervals this alike are one event read twice
+
+
 def _combine_time(answers: list[dict[str, Any]], k: int) -> dict[str, Any]:
     if not all("intervals" in a for a in answers):
         return {}
-    best: dict[tuple[float, float], list] = {}
-    for a in answers:
-        for iv in a["intervals"]:
-            key = (round(float(iv[0]), 6), round(float(iv[1]), 6))
-            if key not in best or iv[2] > best[key][2]:
-                best[key] = list(iv)
-    return {"intervals": sorted(best.values(), key=lambda iv: -iv[2])[:k]}
+    # best first; an interval that is mostly one already kept is the same event seen through another
+    # picture (its edges a few ms apart): kept once, so the k places go to different events
+    kept: list[list] = []
+    for iv in sorted((list(iv) for a in answers for iv in a["intervals"]), key=lambda iv: -iv[2]):
+        if all(_tiou(iv, other) <= SAME_EVENT_TIOU for other in kept):
+            kept.append(iv)
+        if len(kept) == k:
+            break
+    return {"intervals": kept}
+
+
+def _tiou(a, b) -> float:
+    inter = max(0.0, min(float(a[1]), float(b[1])) - max(float(a[0]), float(b[0])))
+    union = max(float(a[1]), float(b[1])) - min(float(a[0]), float(b[0]))
+    return inter / union if union > 0 else float(a[0] == b[0])
 
 
 def _present_time(a: dict[str, Any], all_boxes: bool) -> list[str]:
@@ -177,7 +188,8 @@ QUERY_TYPES: tuple[QueryType, ...] = (
     QueryType("time", 2, given=("activity", "object", "window"), options=("k",),
               asks="when something happened", reads="when did {activity} happen to {object}",
               decode=_decode_time, present=_present_time, combine=_combine_time,
-              combine_rule="intervals of all pictures pooled, best probability first (duplicates kept once)"),
+              combine_rule="intervals of all pictures pooled, best probability first (one overlapping another by "
+                           "tIoU > 0.5 kept once)"),
 )
 NAMES: tuple[str, ...] = tuple(t.name for t in QUERY_TYPES)
 BY_NAME: dict[str, QueryType] = {t.name: t for t in QUERY_TYPES}
