@@ -242,6 +242,13 @@ def test_ask_box_draws_answer(served, page, tmp_path):
     assert (page.input_value("#query-form input[name=start]"), page.input_value("#query-form input[name=end]")) \
         == ("0", "300")
     _screenshot(page, tmp_path)
+    # a refused question next: its one line, and not the answer before it (text, plot or timeline)
+    page.fill("#ask-text", f"was the {PRODUCT} stolen?")
+    page.click("#ask-form button[type=submit]")
+    expect(page.locator("#answer-error")).to_contain_text("stolen", timeout=30_000)
+    assert page.get_attribute("#answer", "data-state") == "error"
+    assert not page.is_visible("#answer-text") and not page.is_visible("#answer-intervals")
+    assert page.locator("#timeline .tl-interval").count() == 0
 
 
 def test_events_strip_and_what_happened(page):

@@ -79,7 +79,10 @@ $("token-form").addEventListener("submit", (ev) => {
   start();
 });
 
-function banner(text) {
+let bannerHeldUntil = 0;
+function banner(text, holdMs = 0) {  // holdMs: not cleared by the polls for that long
+  if (!text && Date.now() < bannerHeldUntil) return;
+  bannerHeldUntil = text ? Date.now() + holdMs : 0;
   $("banner").hidden = !text;
   $("banner").textContent = text || "";
 }
@@ -116,9 +119,11 @@ function showStatus(st) {
   for (const [k, v] of Object.entries(cards)) $(`st-${k}`).textContent = v;
   $("st-ood").closest(".card").classList.toggle("warn", Boolean(st.ood && st.ood.flag));
   $("st-gaps").closest(".card").classList.toggle("warn", st.gaps.length > 0);
-  const why = st.error || st.end_reason;
+  // why a camera does not deliver (connecting, reconnecting), and a snapshot that cannot be written
+  const trouble = st.source_problem || (st.snapshot_error ? `snapshot failed: ${st.snapshot_error}` : "");
+  const why = st.error || st.end_reason || trouble;
   $("stream-note").textContent = why || "";
-  $("stream-note").className = st.error ? "note error" : "note";
+  $("stream-note").className = st.error || trouble ? "note error" : "note";
 }
 
 function redrawTimeline() {
@@ -163,7 +168,7 @@ async function poll() {
     banner(null);
     fillWindowDefaults(tl);
   } catch (err) {
-    if (err.status === 404 && forgetStream()) banner("That stream was removed; showing the default stream.");
+    if (err.status === 404 && forgetStream()) banner("That stream was removed; showing the default stream.", 10000);
     else if (err.status !== 401) banner(err.message);
   } finally {
     polling = false;
@@ -281,7 +286,9 @@ async function run(fn, formId) {
     showAnswer(result);
   } catch (err) {
     $("answer-error").textContent = err.message;
-    $("answer").dataset.state = "error";
+    $("answer").dataset.state = "error";  // the answer before it is hidden (style.css), and off the timeline
+    state.answer = null;
+    redrawTimeline();
   } finally {
     button.disabled = false;
   }
