@@ -275,6 +275,15 @@ def test_a_name_with_an_accent_typed_apart_is_the_same_product(tmp_path):
     assert name_key(apart) == name_key("CAFÉ  CRÈME") == name_key("ｃａｆé crème")
 
 
+def test_a_name_of_dots_is_refused():   # "." and ".." would be path steps in the picture URLs
+    from edge_runtime.query.catalog import normalise_name
+
+    for name in (".", "..", "- ."):
+        with pytest.raises(CatalogError, match="has no letter or digit"):
+            normalise_name(name)
+    assert normalise_name("7 up") == "7 up"
+
+
 def test_cli_says_a_picture_over_the_request_limit_is_too_big(served, tmp_path, capsys):
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(9 << 20))   # 9 MB: over the 8 MB body cap once encoded

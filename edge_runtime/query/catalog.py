@@ -66,6 +66,8 @@ def normalise_name(name: Any) -> str:
         shown = " ".join(repr(c) for c in bad[:5])
         raise CatalogError(f"product name has characters not allowed: {shown} (letters, digits, spaces and "
                            f"{''.join(sorted(NAME_PUNCTUATION - {' '}))} are)")
+    if not any(c.isalnum() for c in text):  # "." and ".." would be path steps in its URLs
+        raise CatalogError(f"product name {text!r} has no letter or digit")
     return text
 
 
