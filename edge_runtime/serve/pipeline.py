@@ -203,7 +203,11 @@ class Runtime(Intake):
     def reset(self) -> dict[str, Any]:
         """New session (a new customer): memory and SVD emptied; the stream clock goes on."""
         last = self.engine.last_time
+        cov = self.engine.coverage or {}
+        held = "nothing" if cov.get("start") is None else f"{cov['start']:.1f}-{cov['end']:.1f} s"
         self.engine.reset()  # the intake's clock is its own: later frames still get later times
+        # in the log: the memory is gone, and the next snapshot replaces the one on disk
+        self.warn(f"{self.name}: session reset: the memory ({held}) was emptied")
         self.restored_from = None
         self.update_gauges()
         return {"reset": True, "stream_time": last}
