@@ -70,6 +70,8 @@ def test_limits(tmp_path):
         (lambda: cat.add("oat/milk", [_img()]), 422, "not allowed"),
         (lambda: cat.add("  ", [_img()]), 422, "empty"),
         (lambda: cat.add("a", [np.zeros((4, 4), np.uint8)]), 422, "RGB"),
+        (lambda: cat.add("a", [_img(1, 40)]), 422, "at least 8 pixels a side"),
+        (lambda: cat.add("a", [np.full((30, 30, 3), 200, np.uint8)]), 422, "one flat colour"),
     ]
     for call, status, text in cases:
         with pytest.raises(CatalogError, match=text) as err:

@@ -51,6 +51,9 @@ class CatalogError(ValueError):
         self.status = status
 
 
+MIN_SIDE = 8   # pixels: a 1x1 or 60000x1 picture shows no product (a crop from a 112-px frame can be small)
+
+
 def normalise_name(name: Any) -> str:
     """The name as stored and shown: whitespace runs as one space, ends trimmed (CatalogError if invalid)."""
     if not isinstance(name, str):
@@ -220,6 +223,11 @@ class Catalog:
         h, w = img.shape[:2]
         if h * w > self.max_pixels:
             raise CatalogError(f"{what} is {w}x{h}; at most {self.max_pixels} pixels", 413)
+        # a picture that shows nothing matches whatever the memory holds, and then answers for the product
+        if min(h, w) < MIN_SIDE:
+            raise CatalogError(f"{what} is {w}x{h}; a product needs at least {MIN_SIDE} pixels a side")
+        if int(img.max()) - int(img.min()) < 8:
+            raise CatalogError(f"{what} is one flat colour (a transparent or blank picture?): it shows no product")
 
     # -- internals ---------------------------------------------------------------------------
     def _get(self, name: str) -> dict[str, Any]:
