@@ -64,6 +64,8 @@ def test_time_phrases(phrase, clock, want):
     ("this morning", FILE, "time of day"),
     ("between 3 and 4 pm", LIVE, "outside what the memory holds"),   # today's is ahead, yesterday's before memory
     ("yesterday", LIVE, "outside what the memory holds"),
+    ("at 9:99", FILE, "not a position in the file"),
+    ("at 25:61", LIVE, "not a time of day"),
 ])
 def test_time_phrases_that_cannot_be_placed(phrase, clock, words):
     with pytest.raises(TimeError, match=words):

@@ -168,6 +168,8 @@ def _candidates(text: str, clock: StreamClock, ampm: str | None = None) -> list[
             raise TimeError(f"'{text}' is a time of day, but this stream is a file: times are offsets into it "
                             f"(e.g. 'since 12:30' = 12 min 30 s in)")
         # a file's "M:SS" is minutes and seconds, "H:MM:SS" hours too (how players show positions)
+        if mi > 59 or s > 59:
+            raise TimeError(f"'{text}' is not a position in the file (M:SS or H:MM:SS, seconds and minutes 0-59)")
         return [float(h * 3600 + mi * 60 + s) if text.count(":") == 2 else float(h * 60 + mi)]
     if mi > 59 or s > 59 or h > 23 or (ampm in ("am", "pm") and not 1 <= h <= 12):
         raise TimeError(f"'{text}' is not a time of day")
