@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_runtime.backends.bundle import load_bundle, sha256_file
+from edge_runtime.backends.bundle import load_bundle
+from edge_runtime.file_hash import sha256_file
 from edge_runtime.memory.clip_step import clip_inputs
 
 ort = pytest.importorskip("onnxruntime")

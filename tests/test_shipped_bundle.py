@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.backends.bundle import load_bundle, sha256_file
+from edge_runtime.backends.bundle import load_bundle
+from edge_runtime.file_hash import sha256_file
 from edge_runtime.cli import demo
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,6 +21,7 @@ from typing import Any
 
 from edge_runtime.backends.base import TensorMeta
 from edge_runtime.config import ConfigError, ModelConfig, model_config_from_dict
+from edge_runtime.file_hash import sha256_file
 from edge_runtime.query.reader_answers import is_curve, right_model_problem
 
 MANIFEST = "manifest.json"
@@ -73,14 +74,6 @@ def contract_io(name: str, with_optional: bool) -> tuple[dict[str, tuple[str, ..
 
 class BundleError(ValueError):
     """A bundle that cannot be used on this host; the message is one line."""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -336,12 +329,11 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     mpath = path / MANIFEST
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")
-    if not mpath.is_file():
-        trained = sorted(p.name for p in path.glob("*.safetensors") if not p.name.endswith("-reader.safetensors"))
-        if trained:  # a training run's folder: it has to be exported first
-            raise BundleError(f"{path}: a training run's folder (it holds {trained[0]}), not a bundle: export it first "
-                              f"(lvm-export --checkpoint {path / trained[0]} --out DIR)")
-        raise BundleError(f"{path}: not a bundle (no {MANIFEST}; an export may have been interrupted -- run lvm-export)")
+    if not mpath.is_file():  # a training run's folder holds a checkpoint: it has to be exported first
+        run = sorted(p.name for p in path.glob("*.safetensors") if not p.name.endswith("-reader.safetensors"))[:1]
+        raise BundleError(f"{path}: " + (f"a training run's folder (it holds {run[0]}), not a bundle: export it first "
+                                         f"(lvm-export --checkpoint {path / run[0]} --out DIR)" if run else
+                                         f"not a bundle (no {MANIFEST}; an export may have been interrupted -- run lvm-export)"))
     try:
         manifest = json.loads(mpath.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

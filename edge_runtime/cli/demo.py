@@ -164,7 +164,7 @@ def _stale_reason(bundle: Path) -> str | None:
     A bundle exported from an older shipped checkpoint must not be reused silently."""
     import json
 
-    from edge_runtime.backends.bundle import sha256_file
+    from edge_runtime.file_hash import sha256_file
 
     try:
         ck = json.loads((bundle / "manifest.json").read_text()).get("checkpoint") or {}

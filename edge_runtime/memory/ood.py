@@ -167,7 +167,7 @@ class OODConfig:
 
 def ood_from_bundle(bundle) -> tuple[OODConfig | None, str | None]:
     """-> (config, None), or (None, why there is no OOD signal) for bundles without usable stats."""
-    from edge_runtime.backends.bundle import sha256_file
+    from edge_runtime.file_hash import sha256_file
 
     sec = bundle.manifest.get("ood")
     if not isinstance(sec, dict):

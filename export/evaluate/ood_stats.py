@@ -163,7 +163,7 @@ def write_bundle_ood(bundle_dir: Path, cfg, *, threads: int = 2, seed: int = 0, 
     ``train`` (a dataset split, export.dataset.eval_data.DataSplit) when given; write ``ood.safetensors``
     there; -> the manifest's "ood" section. None, and one line in ``notes`` (stderr without), when
     the split is too short for a threshold: the bundle then has no OOD statistics."""
-    from edge_runtime.backends.bundle import sha256_file
+    from edge_runtime.file_hash import sha256_file
     from export.onnx.cpu_latency import cpu_session
 
     session = cpu_session(Path(bundle_dir) / "backbone.onnx", threads)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.atomic_write import atomic_write_bytes, fsync_dir, fsync_file
-from edge_runtime.backends.bundle import sha256_file  # noqa: F401  (one hashing routine for writer and reader)
+from edge_runtime.file_hash import sha256_file  # noqa: F401  (one hashing routine for writer and reader)
 
 MANIFEST = "manifest.json"
 FORMAT = 1

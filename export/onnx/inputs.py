@@ -37,7 +37,7 @@ def validate_args(a) -> None:
 
 def load_model(a):
     """-> (config, net in eval mode, the manifest's checkpoint section)."""
-    from edge_runtime.backends.bundle import sha256_file
+    from edge_runtime.file_hash import sha256_file
     from edge_runtime.config import resolve_model_config
     from export.model.checkpoint import DEFAULT_CHECKPOINT, REPO_ROOT, CheckpointError, checkpoint_labels, load_checkpoint
 

@@ -64,7 +64,7 @@ def open_reader(path: Path | None, checkpoint: Path, cfg: ModelConfig, *, disabl
     when it exists; None with --no-reader or when there is none. A file that is not a reader, or was
     trained for another model config, is a UsageError of one line (exit 2)."""
 
-    from edge_runtime.backends.bundle import sha256_file
+    from edge_runtime.file_hash import sha256_file
     from export.model.reader import load_reader
 
     if disabled:

@@ -248,7 +248,7 @@ def train_reader(net: LVMNet, *, out, videos: int = READER_VIDEOS, calib_videos:
     if meta["checkpoint"] is None:
         del meta["checkpoint"]
     else:  # which sampler's memories it reads: lvm-export refuses it beside another checkpoint
-        from edge_runtime.backends.bundle import sha256_file
+        from edge_runtime.file_hash import sha256_file
 
         meta["checkpoint_sha256"] = sha256_file(checkpoint)
     fit_on = calib or train

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.backends.bundle import sha256_file
+from edge_runtime.file_hash import sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "bench"
