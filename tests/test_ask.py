@@ -127,6 +127,14 @@ def test_unreadable_questions_name_what_is_missing(text, words, nearest):
     with pytest.raises(AskError, match=words) as e:
         read_question(text, labels=LABELS, products=PRODUCTS, clock=LIVE)
     assert e.value.nearest and "\n" not in e.value.message
+    assert "English" not in e.value.message
+
+
+@pytest.mark.parametrize("text", ["¿cuándo se escaneó la leche?", "was wurde gescannt?",
+                                  "quand le lait a-t-il été scanné ?", "牛奶什么时候被扫描的？"])
+def test_a_refused_question_in_another_language_says_questions_are_read_in_english(text):
+    with pytest.raises(AskError, match="; questions are read in English only$"):
+        read_question(text, labels=LABELS, products=PRODUCTS, clock=LIVE)
 
 
 @pytest.mark.parametrize("text, words", [

@@ -160,6 +160,9 @@ def test_labelset_dicts_and_load_errors(tmp_path):
     assert LabelSet.from_dict(ls.to_dict()) == ls == LabelSet.from_dict({"activities": BASE_ACTIVITIES, "objects": PRODUCTS})
     with pytest.raises(DatasetError, match=r"activities\[1\]: 'a' repeats \[0\]"):
         LabelSet.from_dict({"activities": ["a", "a"], "products": ["x"]})
+    # ask and the catalog read "Milk" and "milk " as one name
+    with pytest.raises(DatasetError, match=r"products\[1\]: 'milk ' is \[0\] 'Milk' but for case or spacing"):
+        LabelSet.from_dict({"activities": ["a"], "products": ["Milk", "milk "]})
     p = tmp_path / "labels.yaml"
     p.write_text("version: 1\nactivities: [a]\nobjects: []\n")
     with pytest.raises(DatasetError, match=r"labels.yaml: objects: must be a non-empty list"):

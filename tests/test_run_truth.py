@@ -189,6 +189,20 @@ def test_backbone_from_a_pickle_fails_first_and_creates_nothing(tmp_path, capsys
     assert "looks like a pickle" in capsys.readouterr().err
 
 
+def test_a_run_refused_after_its_out_folder_was_checked_leaves_no_empty_folder(tmp_path, capsys):
+    from export.cli.train import main
+
+    out = tmp_path / "run"
+    assert main(["--config", "configs/models/lvm-tiny.yaml", "--out", str(out), "--sampler-from",
+                 "checkpoints/lvm-tiny.safetensors"]) == 2
+    assert "give --heads-steps N" in capsys.readouterr().err
+    assert not out.exists()
+    (tmp_path / "kept").mkdir()  # a folder the user made stays
+    assert main(["--config", "configs/models/lvm-tiny.yaml", "--out", str(tmp_path / "kept"), "--sampler-from",
+                 "checkpoints/lvm-tiny.safetensors"]) == 2
+    assert (tmp_path / "kept").is_dir()
+
+
 # ---- with the test bundle -----------------------------------------------------------------------
 
 def _done(rt) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -111,10 +112,17 @@ def main(argv: list[str] | None = None) -> int:
 def _guarded(args) -> int:
     from export.dataset import DatasetError
 
+    out = Path(args.out)
+    new_out = not out.exists()
     try:
         return _train(args)
     except DatasetError as err:  # a dataset problem found while decoding (in this process or a worker)
         raise UsageError(str(err)) from None
+    finally:
+        # a run refused (or stopped) before it wrote anything leaves no empty --out behind
+        if new_out and out.is_dir() and not any(out.iterdir()):
+            with contextlib.suppress(OSError):  # another rank of the run removed it first
+                out.rmdir()
 
 
 def _train(args) -> int:

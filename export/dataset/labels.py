@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_runtime.query.catalog import name_key
+
 LABELS_VERSION = 1
 
 
@@ -76,10 +78,12 @@ def _names_problems(names: object) -> list[tuple[str, str]]:
     for i, n in enumerate(names):
         if not isinstance(n, str) or not n.strip():
             out.append((f"[{i}]", f"{n!r} is not a non-empty string"))
-        elif n in seen:
-            out.append((f"[{i}]", f"{n!r} repeats [{seen[n]}]"))
+        elif name_key(n) in seen:  # "Milk" and "milk" would be one name to ask and to the catalog
+            j = seen[name_key(n)]
+            out.append((f"[{i}]", f"{n!r} repeats [{j}]" if names[j] == n
+                        else f"{n!r} is [{j}] {names[j]!r} but for case or spacing"))
         else:
-            seen[n] = i
+            seen[name_key(n)] = i
     return out
 
 

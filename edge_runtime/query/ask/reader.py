@@ -24,7 +24,7 @@ from typing import Any
 
 from edge_runtime.query.ask.names import (STOPWORDS, Match, NameIndex, make_scorer, merge_synonyms,
                                     spans_of, words)
-from edge_runtime.query.ask.times import StreamClock, TimeError, find_window
+from edge_runtime.query.ask.times import StreamClock, TimeError, Window, find_window
 from edge_runtime.query.types import BY_NAME, QUERY_TYPES
 
 # Middles of the plateaus of a sweep on the tuning part (docs/ask.md); the held-out part was not used.
@@ -55,6 +55,12 @@ _DOING = frozenset("do doing does did".split())
 # a question about what did not happen cannot be answered from what the memory holds: refused, not
 # read as the question without its "not"
 _NEGATION = frozenset("not never without no".split())
+# words nearly every English question has: a refused question with none of them is likely in another
+# language, and its refusal says questions are read in English (not only "not in the catalog")
+_ENGLISH = frozenset("when what where which who whom how were is are did does has have had the of to at for it "
+                     "its this that last first minutes minute hour hours ago some any all me my you your show tell give "
+                     "please can could would will with and or from by about many much".split())  # not "was", "a", "on", "in":
+# words of German, French or Spanish questions too
 # a time phrase that find_window could not read leaves these: refused rather than the whole memory answered
 _TIME_LEFT = frozenset("minute minutes min mins hour hours hr hrs second seconds sec secs ago".split())
 HAPPENED = "happened"  # not a query type: POST /v1/happened (edge_runtime/query/happened.py)
@@ -107,6 +113,14 @@ class Reader:
             window = find_window(question, clock)
         except TimeError as err:
             raise AskError(str(err)) from None
+        try:
+            return self._read(question, window)
+        except AskError as err:
+            if any(c.isalpha() for c in question) and not _ENGLISH & set(re.findall(r"[a-z]+", question.lower())):
+                raise AskError(f"{err.message}; questions are read in English only", err.nearest) from None
+            raise
+
+    def _read(self, question: str, window: Window) -> Reading:
         rest = question.replace(window.said, " ") if window.said else question
         lowered = " ".join(words(rest))
         kind = self._kind(lowered)

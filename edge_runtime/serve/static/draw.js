@@ -161,11 +161,13 @@ export function activityBars(svg, scores) {
   svg.setAttribute("height", H);
   const left = 96;
   const barW = W - left - 52;
+  // a reader's scores add the class prior on long windows and can pass 1: the track is the larger
+  const full = Math.max(1, ...items.map(([, s]) => s));
   items.forEach(([name, s], i) => {
     const y = 3 + i * row;
     el("text", { x: left - 6, y: y + 14, "text-anchor": "end", class: "bar-label" }, svg, name);
     el("rect", { x: left, y: y + 2, width: barW, height: row - 6, class: "bar-track" }, svg);
-    const bar = el("rect", { x: left, y: y + 2, width: Math.max(1, barW * s), height: row - 6,
+    const bar = el("rect", { x: left, y: y + 2, width: Math.max(1, barW * s / full), height: row - 6,
                              class: i === 0 ? "bar bar-top" : "bar" }, svg);
     bar.dataset.label = name;
     el("text", { x: left + barW + 6, y: y + 14, class: "bar-value" }, svg, s.toFixed(2));
