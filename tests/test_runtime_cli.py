@@ -1,5 +1,6 @@
 """CLI pieces: runtime configs (strict), flag overrides, HOST:PORT, status line, demo bundle export."""
 import io
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,20 @@ def test_doctor_says_when_the_state_dir_has_no_room_for_its_snapshots(tmp_path, 
     code = cli.main(["doctor", "--state-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 1 and "1 MB free, under the 24 MB the snapshots need to be written" in out, out
+
+
+def test_doctor_checks_a_runtime_config_its_sources_bundle_and_state_dir(tmp_path, capsys):
+    missing = "/dev/video" + str(next(i for i in range(90, 200) if not Path(f"/dev/video{i}").exists()))
+    cfg = tmp_path / "kiosk.yaml"
+    cfg.write_text(f"streams:\n  - name: lane1\n    uri: {missing}\n  - name: lane2\n    uri: 'demo://checkout?seed=3'\n"
+                   f"  - name: lane3\n    uri: 'rtsp://user:secret@10.0.0.1/s'\nstate:\n  dir: {tmp_path / 'state'}\n")
+    assert cli.main(["doctor", "--config", str(cfg)]) == 1  # a camera the config needs is missing: BAD
+    out = capsys.readouterr().out
+    assert f"[ok ] config                 {cfg}: valid; no alert rules" in out
+    assert "[BAD] lane1" in out and "no such camera" in out
+    assert "[ok ] lane2" in out and "[ - ] lane3                  rtsp://user:***@10.0.0.1/s: rtsp (not contacted)" in out
+    assert "secret" not in out and "bundle lvm-tiny-fp32" in out and f"{tmp_path / 'state'} does not exist yet" in out
+    assert not (tmp_path / "state").exists()
+    cfg.write_text("bundle: x\nnope: 1\n")
+    assert cli.main(["doctor", "--config", str(cfg)]) == 1
+    assert f"[BAD] config                 {cfg}: unknown key 'nope'" in capsys.readouterr().out

@@ -256,9 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "versions, GPU and TensorRT, INT8 kernels, a camera, the bundles, a state dir. "
                                    "Each row is ok, BAD or informational; the exit status is 1 if any row is BAD. "
                                    "It changes nothing (a missing state dir is not created).")
-    d.add_argument("--bundle", help="check this bundle folder (default: every bundle in ./engines)")
+    d.add_argument("--config", help="check a runtime config as `lvm-edge run --config` would use it: the file, "
+                                    "its alert settings, each source (a camera it names is opened and read: "
+                                    "missing, it is BAD), its bundle and its state dir")
+    d.add_argument("--bundle", help="check this bundle folder (default: the config's, else every bundle in ./engines)")
     d.add_argument("--camera", type=int, metavar="N", help="also open camera N and read a frame")
-    d.add_argument("--state-dir", help="check that the runtime can write snapshots here")
+    d.add_argument("--state-dir", help="check that the runtime can write snapshots here (default: the config's)")
     d.set_defaults(func=cmd_doctor)
 
     m = sub.add_parser("demo", help="no camera needed: stream the checkout demo video, then answer queries beside ground truth")
