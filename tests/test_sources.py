@@ -843,3 +843,22 @@ def test_real_footage_damaged_megamind(footage):
     assert len(frames) <= stats["frames_in"]
     assert all(np.diff([f.t for f in frames]) > 0)
     assert frames[-1].t > 8.5  # 270 frames at 30 fps
+
+
+def test_a_failure_that_repeats_is_logged_once_then_counted(caplog, monkeypatch):
+    import edge_runtime.sources.live as live_mod
+
+    def never():  # a camera that stays unplugged
+        raise SourceError("fake://cam: no such device")
+
+    caplog.set_level("DEBUG", logger="edge_runtime.sources.live")
+    src = LiveSource("fake://cam", never, target_fps=None, reconnect_base_s=0.01, reconnect_max_s=0.02)
+    try:
+        assert _wait_until(lambda: src.stats["connect_failures"] >= 5)
+        warned = [r for r in caplog.records if r.levelname == "WARNING" and "no such device" in r.getMessage()]
+        assert len(warned) == 1  # the other attempts are debug lines
+        monkeypatch.setattr(live_mod, "REPEAT_LOG_S", 0.0)  # the repeat period has passed: said again, counted
+        assert _wait_until(lambda: sum("more times since it was last logged" in r.getMessage()
+                                       for r in caplog.records if r.levelname == "WARNING") >= 1)
+    finally:
+        src.close()

@@ -39,6 +39,8 @@ def runtime_status(rt) -> dict[str, Any]:
         "stream_rate": round(fps / e.fps, 3),
         "dropped": int(st.get("dropped", 0)),
         "reconnects": int(st.get("reconnects", 0)),
+        # live sources: attempts that delivered nothing (the log repeats one failure at most every 10 min)
+        "connect_failures": int(st.get("connect_failures", 0)) + int(st.get("stalls", 0)),
         "decode_errors": int(st.get("decode_errors", 0)),
         "backend": e.backend,
         # which answers queries get: "reader" (the memory reader, with not_seen and confidence) or "heads"

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 # How long close() waits for a reader that is inside read() to come back and release its device.
 RELEASE_JOIN_S = 1.0
+# A source down for days (a camera unplugged) would log one line per attempt (every reconnect_max_s):
+# the same failure again is logged at most once per REPEAT_LOG_S, with the attempts in between counted
+REPEAT_LOG_S = 600.0
 
 
 class _Connection:
@@ -91,6 +94,7 @@ class LiveSource(Source):
         self._connected = False
         self._ever_opened = False
         self._last_error: str | None = None
+        self._told: tuple[str, float, int] | None = None  # the failure last logged, when, attempts since
         self._last_frame_t: float | None = None
         self._lost_since: float | None = None  # stream time the current outage began
         self._n_in = 0
@@ -197,7 +201,18 @@ class LiveSource(Source):
                     self._last_error = f"{self.label}: {conn.end_reason}"
                 message = self._last_error
             failures = 0 if conn.frames else failures + 1
-            log.warning("%s", message)
+            self._tell(message)
+
+    def _tell(self, message: str) -> None:
+        """Log a connection failure: a new one at once, the same one again at most every REPEAT_LOG_S."""
+        now = time.monotonic()
+        if self._told is not None and self._told[0] == message and now - self._told[1] < REPEAT_LOG_S:
+            self._told = (message, self._told[1], self._told[2] + 1)
+            log.debug("%s", message)
+            return
+        again = self._told[2] if self._told is not None and self._told[0] == message else 0
+        log.warning("%s%s", message, f" (failed {again} more times since it was last logged)" if again else "")
+        self._told = (message, now, 0)
 
     def _start_connection(self) -> _Connection:
         with self._cond:
@@ -247,6 +262,7 @@ class LiveSource(Source):
                     self._stats["reconnects"] += 1
                 self._ever_opened = True
                 log.info("%s: connected", self.label)
+                self._told = None  # a failure after this one is news
                 self._cond.notify_all()
             self._read_loop(conn, cap)
         except Exception as e:  # noqa: BLE001
