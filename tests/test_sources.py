@@ -115,6 +115,7 @@ def test_parse_source_uri(uri, kind, norm, extra):
     ("demo://checkout?seed=abc", "seed='abc'"),
     ("demo://checkout?seed=-3", "seed must be >= 0"),
     ("demo://checkout?duration=0", "duration must be positive"),
+    ("demo://checkout?duration=1e308", "at most 604800 (7 days), got 1e+308"),
     ("demo://checkout?duration=nan", "finite"),
     ("demo://checkout?fps=0", "fps must be positive"),
     ("demo://checkout?color=red", "unknown option 'color'"),

@@ -24,6 +24,9 @@ from edge_runtime.sources.base import SourceError
 LIVE_KINDS = ("camera", "csi", "rtsp", "http")
 KNOWN_SCHEMES = ("csi", "rtsp", "rtsps", "http", "https", "file", "demo", "v4l2")
 DEMO_DEFAULT_DURATION_S = 1800.0
+# the demo's script is built for its whole length when it opens (7 days: about 3 s and 70 MB); a longer
+# one would hold the stream at "connecting" while it grows without bound
+DEMO_MAX_DURATION_S = 7 * 86400.0
 CSI_DEFAULTS = {"width": 1280, "height": 720, "framerate": 30, "flip": 0}
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -179,8 +182,9 @@ def _demo(text: str) -> SourceSpec:
     params["shrink"] = _demo_shrink(params["shrink"], label)
     if params["seed"] < 0:
         raise SourceError(f"{label}: seed must be >= 0, got {params['seed']}")
-    if params["duration"] <= 0:
-        raise SourceError(f"{label}: duration must be positive seconds, got {params['duration']}")
+    if not 0 < params["duration"] <= DEMO_MAX_DURATION_S:  # also NaN
+        raise SourceError(f"{label}: duration must be positive seconds, at most {DEMO_MAX_DURATION_S:.0f} "
+                          f"(7 days), got {params['duration']:g}")
     if params["fps"] is not None and params["fps"] <= 0:
         raise SourceError(f"{label}: fps must be positive, got {params['fps']}")
     if params["look"] == "":
