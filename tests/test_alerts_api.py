@@ -69,6 +69,10 @@ def test_list_filter_page_and_ack(app, tmp_path):
         assert body["alerts"][0]["site"] == "shop" and body["alerts"][0]["stream_time"] == 4 * 60.0 + 8
         lane1 = client.get("/v1/alerts", params={"stream": "lane1"}).json()["alerts"]
         assert [a["id"] for a in lane1] == [raised[3].id, raised[1].id]
+        # lane1 and lane2 are no streams of this run (removed lanes): their alerts stay listable; a name
+        # that neither a stream nor an alert has is a 404, not "no alerts"
+        assert "no stream named 'lane9'" in _one_line_error(client.get("/v1/alerts", params={"stream": "lane9"}), 404)
+        assert client.get("/v1/alerts", params={"stream": "lane1", "status": "acked"}).json()["alerts"] == []
         page = client.get("/v1/alerts", params={"limit": 2}).json()
         assert len(page["alerts"]) == 2 and page["next_before"] is not None
         rest = client.get("/v1/alerts", params={"limit": 2, "before": page["next_before"]}).json()["alerts"]

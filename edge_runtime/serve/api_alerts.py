@@ -99,6 +99,9 @@ def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
         if service is None:
             return {"alerts": [], "enabled": False, "note": NO_RULES, "next_before": None}
         rows = service.list(stream=stream, status=status, since=since, limit=limit, before_seq=before)
+        if stream is not None and not rows and stream not in hub.names() \
+                and not service.list(stream=stream, limit=1):  # a removed lane's alerts stay listable
+            hub.get(stream)  # a mistyped name: 404 naming the streams, not "no alerts"
         return {"alerts": [a for _, a in rows], "enabled": service.settings.enabled, "note": service.note,
                 "next_before": rows[-1][0] if len(rows) == limit else None}
 
