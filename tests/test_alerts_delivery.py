@@ -74,6 +74,25 @@ class Received:
 
 
 @needs_broker
+def test_the_same_item_raised_again_under_another_name_is_the_alert_already_stored(tmp_path):
+    """A catalog product added after an alert (or a restart re-reading it) renames the item: the id hashes
+    the product's name, so the stored alert is found by its stream, rule and interval instead."""
+    svc = _service(tmp_path)
+    try:
+        first, new = svc.raise_alert({**_draft(1), "product": "milk_carton"}, stream="lane1")
+        assert new and svc.outbox.ack(first.id).status == "acked"
+        again, new = svc.raise_alert({**_draft(1), "product": "milk carton", "start": 61.0}, stream="lane1")
+        assert not new and again.id == first.id and again.status == "acked"
+        _, new = svc.raise_alert({**_draft(1), "product": "milk carton"}, stream="lane2")  # another lane's item
+        assert new
+        _, new = svc.raise_alert({**_draft(1), "rule": "pass_around"}, stream="lane1")  # another rule's
+        assert new
+        _, new = svc.raise_alert({**_draft(2), "product": "milk carton"}, stream="lane1")  # later: another item
+        assert new and svc.outbox.counts()["stored"] == 4
+    finally:
+        svc.close()
+
+
 def test_broker_down_at_start_then_up_delivers_and_the_status_says_pending(tmp_path):
     broker = Mosquitto(tmp_path / "broker")
     svc = _service(tmp_path, url=broker.url)

@@ -102,7 +102,8 @@ def test_three_queries_and_batch(client, engine):
         {"type": "time", "activity": 2, "object_image": _png(), "start": 10, "end": 60, "k": 2}]}).json()
     assert [x["type"] for x in b["answers"]] == ["activity", "object", "time"]
     np.testing.assert_allclose(b["answers"][1]["boxes"], o["boxes"], rtol=1e-5)
-    jpg = base64.b64encode(cv2.imencode(".jpg", np.full((50, 50, 3), 128, np.uint8))[1].tobytes()).decode()
+    noisy = np.random.default_rng(2).integers(0, 256, (50, 50, 3), dtype=np.uint8)
+    jpg = base64.b64encode(cv2.imencode(".jpg", noisy)[1].tobytes()).decode()
     assert client.post("/v1/query/activity", json={"object_image": jpg, "start": 0, "end": 5}).status_code == 200
 
 
@@ -150,6 +151,7 @@ BAD = [
     ("/v1/query/activity", {"object_image": _png(), "start": "soon", "end": 10}),
     ("/v1/query/activity", {"object_image": _png(), "start": 0, "end": 10, "extra": 1}),
     ("/v1/query/activity", {"object_image": 12, "start": 0, "end": 10}),
+    ("/v1/query/activity", {"object_image": _fake_png_header(0, 0), "start": 0, "end": 10}),
     ("/v1/query/object", {"activity": "moonwalk", "start": 0, "end": 10}),             # unknown label
     ("/v1/query/object", {"activity": 999, "start": 0, "end": 10}),
     ("/v1/query/object", {"activity": -1, "start": 0, "end": 10}),
@@ -182,6 +184,16 @@ def test_bad_requests_are_4xx_with_one_line(client, path, body):
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
     msg = r.json()["error"]
     assert msg and "\n" not in msg and len(msg) < 300
+
+
+def test_a_query_picture_that_shows_no_product_is_refused_as_the_catalog_refuses_it(client):
+    flat = base64.b64encode(cv2.imencode(".png", np.full((100, 100, 3), 255, np.uint8))[1].tobytes()).decode()
+    for picture, words in ((flat, "object_image is one flat colour"), (_png(4, 4), "object_image is 4x4; a product "
+                                                                                   "needs at least 8 pixels a side")):
+        r = client.post("/v1/query/activity", json={"object_image": picture, "start": 0, "end": 30})
+        assert r.status_code == 422 and r.json()["error"].startswith(words), r.text
+    r = client.post("/v1/query/batch", json={"queries": [{"type": "activity", "object_image": flat, "start": 0, "end": 30}]})
+    assert r.status_code == 422 and "one flat colour" in r.json()["error"], r.text
 
 
 def test_fuzzed_bodies_never_5xx(client):

@@ -39,6 +39,9 @@ FIRST_LOOKBACK_S = 900.0
 # no new event, so its alert need not wait for the next commit (a clip later: 16 s for lvm-tiny)
 TICK_S = 1.0
 NO_RULES = "alerts: no rules configured"
+# a raised alert is compared with this many of its stream's newest stored alerts for the same item
+# (FIRST_LOOKBACK_S of events re-read after a restart raise far fewer)
+SAME_INCIDENT_SCAN = 200
 
 
 def no_alerts_status() -> dict[str, Any]:
@@ -122,6 +125,9 @@ class AlertService:
         alert = from_draft(draft, site=self.site, stream=stream, stream_time=stream_time,
                            wall_origin=wall_origin, bucket_s=self.settings.id_bucket_s)
         try:
+            same = self._same_incident(alert)
+            if same is not None:
+                return same, False
             new = self.outbox.add(alert)
         except OutboxError as err:
             self.last_error = f"an alert could not be stored: {err}"
@@ -131,6 +137,15 @@ class AlertService:
             for w in self.workers.values():
                 w.kick()
         return alert, new
+
+    def _same_incident(self, alert: Alert) -> Alert | None:
+        """A stored alert of the same stream and rule whose interval overlaps ``alert``'s under another id:
+        the same item named otherwise (a catalog product added since, read again after a restart: its id
+        hashes the product's name). One hand moves one item at a time, as the rules assume."""
+        for _, old in self.outbox.list(stream=alert.stream, limit=SAME_INCIDENT_SCAN):
+            if old.id != alert.id and old.rule == alert.rule and old.start <= alert.end and alert.start <= old.end:
+                return old
+        return None
 
     def _delivered(self, sink: str, n: int) -> None:
         self.metrics.delivered.labels(sink=sink_label(sink)).inc(n)

@@ -74,6 +74,17 @@ def normalise_name(name: Any) -> str:
     return text
 
 
+def shows_nothing(img: np.ndarray, what: str) -> str | None:
+    """Why an (H, W, 3) picture shows no product (None if it may): such a picture matches whatever the
+    memory holds, and then answers for the product. The catalog and a query's picture use this check."""
+    h, w = img.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        return f"{what} is {w}x{h}; a product needs at least {MIN_SIDE} pixels a side"
+    if int(img.max()) - int(img.min()) < 8:
+        return f"{what} is one flat colour (a transparent or blank picture?): it shows no product"
+    return None
+
+
 def name_key(name: str) -> str:
     """What two names must share to be the same product."""
     return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
@@ -223,11 +234,9 @@ class Catalog:
         h, w = img.shape[:2]
         if h * w > self.max_pixels:
             raise CatalogError(f"{what} is {w}x{h}; at most {self.max_pixels} pixels", 413)
-        # a picture that shows nothing matches whatever the memory holds, and then answers for the product
-        if min(h, w) < MIN_SIDE:
-            raise CatalogError(f"{what} is {w}x{h}; a product needs at least {MIN_SIDE} pixels a side")
-        if int(img.max()) - int(img.min()) < 8:
-            raise CatalogError(f"{what} is one flat colour (a transparent or blank picture?): it shows no product")
+        problem = shows_nothing(img, what)
+        if problem:
+            raise CatalogError(problem)
 
     # -- internals ---------------------------------------------------------------------------
     def _get(self, name: str) -> dict[str, Any]:

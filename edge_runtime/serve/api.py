@@ -45,6 +45,7 @@ from edge_runtime.serve.api_query_bodies import QUERY_BODIES, BatchQuery
 from edge_runtime.serve.api_streams import (DEFAULT_MAX_STREAMS, StreamBody, StreamParam, chosen_stream,
                                             register_stream_routes)
 from edge_runtime.serve.pipeline import Runtime
+from edge_runtime.query.catalog import shows_nothing
 from edge_runtime.query.check import QueryError
 from edge_runtime.query.types import BY_NAME, QUERY_TYPES, QueryType
 from edge_runtime.serve.streams import StreamError, Streams
@@ -186,7 +187,13 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     def img(data: str | None, field: str) -> np.ndarray | None:
-        return None if data is None else decode_image(data, field, max_image_pixels)
+        if data is None:
+            return None
+        picture = decode_image(data, field, max_image_pixels)
+        problem = shows_nothing(picture, field)  # as the catalog refuses it: it would answer for anything
+        if problem:
+            raise ApiError(422, problem)
+        return picture
 
     async def answered(rt, reqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         flat, finish = product_query.prepare(rt, reqs)

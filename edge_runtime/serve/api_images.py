@@ -46,7 +46,9 @@ def decode_image(data: str, field: str, max_pixels: int) -> np.ndarray:
     if size is None:
         raise ApiError(415, f"{field} is not a PNG or JPEG image")
     w, h = size
-    if w < 1 or h < 1 or w * h > max_pixels:
+    if w < 1 or h < 1:
+        raise ApiError(400, f"{field} is {w}x{h}: an empty picture")
+    if w * h > max_pixels:
         raise ApiError(413, f"{field} is {w}x{h}; at most {max_pixels} pixels")
     img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
