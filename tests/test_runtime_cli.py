@@ -158,3 +158,24 @@ def test_doctor_checks_a_runtime_config_its_sources_bundle_and_state_dir(tmp_pat
     cfg.write_text("bundle: x\nnope: 1\n")
     assert cli.main(["doctor", "--config", str(cfg)]) == 1
     assert f"[BAD] config                 {cfg}: unknown key 'nope'" in capsys.readouterr().out
+
+
+def test_one_runtime_per_state_dir_and_a_named_run_says_where_the_unnamed_memory_is(tmp_path, capsys):
+    import os
+
+    from edge_runtime.serve.state_lock import lock_state_dir
+
+    run = ["run", "--source", "demo://checkout?seed=3&duration=32", "--api", "none", "--state-dir", str(tmp_path)]
+    held = lock_state_dir(tmp_path)  # a runtime already running on this state dir
+    try:
+        assert cli.main(run) == 2
+        err = capsys.readouterr().err
+        assert f"state dir {tmp_path} is in use by lvm-edge run (pid {os.getpid()})" in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "snapshot.npz").exists()
+    finally:
+        held.close()
+    assert cli.main(run) == 0 and (tmp_path / "snapshot.npz").is_file()
+    capsys.readouterr()
+    named = [("lane1=" + a if a.startswith("demo://") else a) for a in run]
+    assert cli.main(named) == 0
+    assert "snapshot.npz holds the memory of an unnamed stream, not in this run" in capsys.readouterr().err

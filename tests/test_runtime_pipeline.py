@@ -62,6 +62,22 @@ def test_stream_restore_and_the_clock_continues(engine, tmp_path, monkeypatch):
     assert "nothing new: the restored memory holds it up to 59.0 s" in rt3.status()["end_reason"]
 
 
+def test_a_stream_that_ends_is_snapshotted_at_once_while_the_run_serves_on(engine, tmp_path, monkeypatch):
+    """Periodic snapshots are taken at commits; after the source ends none come, and a kill while the run
+    serves on would lose what was streamed since the last one: the end takes one."""
+    import json
+
+    engine.reset()
+    _use(monkeypatch, lambda: FakeSource(40))
+    rt = Runtime(engine, state_dir=tmp_path, snapshot_every=3600)  # no periodic one during this run
+    rt.start("fake://")
+    assert rt.wait(60) and rt.state == "ended"
+    with np.load(tmp_path / SNAPSHOT_NAME) as z:  # before stop(): written at the end of the stream
+        assert json.loads(bytes(z["__meta__"]))["coverage"] == {"start": 0.0, "end": 40.0}
+    rt.stop(snapshot=False)
+    engine.reset()
+
+
 def _live_run_snapshotted(engine, tmp_path, monkeypatch) -> None:
     """16 s of a live source streamed and snapshotted at its stop; the engine emptied for a restart."""
     engine.reset()

@@ -51,8 +51,15 @@ def cmd_run(args) -> int:
             # one lane's camera unplugged: the other lanes run, this one waits for it
             say(f"{name}: {err}; this stream waits for it (the other streams run)")
             waiting.add(name)
+    state_lock = None  # held (open) until this function returns: one runtime per state dir
     if s.state.dir:
+        from edge_runtime.serve.state_lock import StateDirBusy, lock_state_dir
+
         check_state_dir(Path(s.state.dir))
+        try:
+            state_lock = lock_state_dir(s.state.dir)
+        except StateDirBusy as err:
+            raise CliError(str(err)) from None
     elif args.reset_state is not None:
         raise CliError("--reset-state needs --state-dir (or state.dir in --config)")
     names = [name or "default" for name, _ in sources]
@@ -157,6 +164,8 @@ def cmd_run(args) -> int:
             server_thread.join(5.0)
         failed = any(rt.error for rt in hub)
         hub.close()
+        if state_lock is not None:
+            state_lock.close()
     # failed, or a file that could not be read to its end; a signal is the normal way to stop, but not
     # when the final snapshot could not be written: the memory is lost, and systemd should say so
     return 1 if (failed and not signals) or lost else 0
@@ -255,6 +264,12 @@ def note_streams_left_out(hub, names: list[str]) -> None:
     if left:
         say(f"{root} also holds the memory of {', '.join(left)}, not in this run (added over the API, which a "
             f"restart does not bring back); add one again with its source to go on: lvm-edge streams add NAME SOURCE")
+    unnamed = Path(hub.state_dir) / SNAPSHOT_NAME
+    if "default" not in names and unnamed.is_file():
+        # a kiosk's one stream, unnamed, then run with a name (as in the alerts setup): its memory is
+        # kept in another place, and this run's stream of that name starts from its own
+        say(f"{unnamed} holds the memory of an unnamed stream, not in this run (its streams are named, each "
+            f"with its own under {root}); run that source unnamed (--source URI) to go on with it")
 
 
 def reset_state(state_dir: Path) -> None:
