@@ -179,3 +179,16 @@ def test_one_runtime_per_state_dir_and_a_named_run_says_where_the_unnamed_memory
     named = [("lane1=" + a if a.startswith("demo://") else a) for a in run]
     assert cli.main(named) == 0
     assert "snapshot.npz holds the memory of an unnamed stream, not in this run" in capsys.readouterr().err
+
+
+def test_doctor_reads_each_snapshot_as_a_start_would(tmp_path, capsys):
+    import numpy as np
+
+    (tmp_path / "streams" / "lane2").mkdir(parents=True)
+    (tmp_path / "snapshot.npz").write_bytes(np.random.default_rng(0).bytes(4096))  # not an archive at all
+    (tmp_path / "streams" / "lane2" / "snapshot.npz").write_bytes(b"PK\x03\x04" + b"\0" * 64)  # a cut one
+    assert cli.main(["doctor", "--state-dir", str(tmp_path), "--bundle", "engines/lvm-tiny-fp32"]) == 1
+    out = capsys.readouterr().out
+    assert "[BAD] snapshot               " in out and "damaged snapshot (not an archive of arrays)" in out
+    assert "[BAD] snapshot lane2" in out and "the next start sets it aside and starts empty" in out
+    assert "pickle" not in out and "2 problem(s)" in out

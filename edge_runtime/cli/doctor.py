@@ -46,10 +46,11 @@ def cmd_doctor(args) -> int:
     else:
         _check_cameras(checks, args.camera)
     bundle = args.bundle or (settings.bundle if settings is not None else None)
-    _check_bundles(checks, bundle, host)
+    bundle_ids = _check_bundles(checks, bundle, host)
     state_dir = args.state_dir or (settings.state.dir if settings is not None else None)
     if state_dir:
         _check_state_dir(checks, Path(state_dir))
+        _check_snapshots(checks, Path(state_dir), bundle_ids if bundle else [])
     print(f"{checks.problems} problem(s)")
     return 1 if checks.problems else 0
 
@@ -152,7 +153,7 @@ def _check_cameras(checks: Checklist, camera: int | None) -> None:
         checks.row("cameras", "no /dev/video* (use --source FILE or demo://checkout)", None)
 
 
-def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> None:
+def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> list[str]:
     from edge_runtime.backends.bundle import BundleError, load_bundle
     from edge_runtime.backends.host import choose_backend
 
@@ -161,14 +162,43 @@ def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> None:
     bundles = [Path(bundle_arg)] if bundle_arg else sorted(p.parent for p in engines.glob("*/manifest.json"))
     if not bundles:
         checks.row("bundles", f"none in {engines} (export one with lvm-export)", None)
+    ids = []
     for b in bundles:
         try:
             bundle = load_bundle(resolve_path(b))
             backend, note = choose_backend(bundle, "auto", host)
             checks.row(f"bundle {bundle.path.name}",
                        f"{bundle.model} {bundle.precision} -> {backend}" + (f" ({note})" if note else ""))
+            ids.append(bundle.bundle_id)
         except BundleError as err:
             checks.row(f"bundle {b if bundle_arg else Path(b).name}", str(err), False)
+    return ids
+
+
+def _check_snapshots(checks: Checklist, sd: Path, bundle_ids: list[str]) -> None:
+    """Each snapshot as a start would read it: a damaged one, or one of another bundle than the one
+    checked (``bundle_ids``: the bundle given, else none), is set aside then and its memory lost."""
+    from edge_runtime.engine.snapshot import SNAPSHOT_NAME, SnapshotError, read_snapshot
+
+    for path in [sd / SNAPSHOT_NAME, *sorted(sd.glob(f"streams/*/{SNAPSHOT_NAME}"))]:
+        if not path.is_file():
+            continue
+        name = "snapshot" if path.parent == sd else f"snapshot {path.parent.name}"
+        try:
+            _, meta = read_snapshot(path)
+        except SnapshotError as err:
+            checks.row(name, f"{err}: the next start sets it aside and starts empty", False)
+            continue
+        cov = meta.get("coverage") or {}
+        held = "empty" if cov.get("start") is None else f"{cov['start']:.0f}-{cov['end']:.0f} s"
+        other = bundle_ids and meta.get("bundle_id") not in bundle_ids
+        checks.row(name, f"{held} of {meta.get('source', 'its source')}" + (
+            f"; for bundle {meta.get('bundle_id')}, not this one: the next start sets it aside" if other else ""),
+                   not other)
+    aside = sorted(p.name for p in sd.rglob("*") if ".corrupt-" in p.name)
+    if aside:
+        checks.row("set aside", f"{len(aside)} damaged file(s) kept from earlier starts: {', '.join(aside[:3])}"
+                   + (" ..." if len(aside) > 3 else ""), None)
 
 
 def _check_state_dir(checks: Checklist, sd: Path) -> None:

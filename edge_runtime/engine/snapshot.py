@@ -68,7 +68,9 @@ def read_snapshot(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, An
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
-        raise SnapshotError(f"{path}: damaged snapshot ({' '.join(str(err).split())[:120] or type(err).__name__})") from None
+        # numpy's own words for bytes it cannot read as arrays suggest loading pickles: never here
+        why = "not an archive of arrays" if "pickle" in str(err) else " ".join(str(err).split())[:120]
+        raise SnapshotError(f"{path}: damaged snapshot ({why or type(err).__name__})") from None
     blob = arrays.pop(META_KEY, None)
     if blob is None or blob.dtype != np.uint8:
         raise SnapshotError(f"{path}: not an lvm-edge snapshot (no metadata)")
