@@ -220,12 +220,15 @@ def _format_error(source: str, err: ValidationError) -> str:
     errors = err.errors()
     # A misspelt key shows up as both "unknown" and "missing": name the misspelling.
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = ".".join(str(p) for p in first["loc"]) or "<top>"
+    loc = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key '{loc}'"
     if first["type"] == "missing":
         return f"{source}: missing key '{loc}'"
-    return f"{source}: {loc}: {first['msg']}"
+    msg = first["msg"]
+    if first["type"] == "value_error":  # a check of ours: its message is the sentence, not pydantic's prefix
+        msg = str((first.get("ctx") or {}).get("error") or msg.removeprefix("Value error, "))
+    return f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}"
 
 
 def validate_mapping(schema: type[BaseModel], data: Any, source: str):

@@ -107,7 +107,7 @@ def test_three_queries_and_batch(client, engine):
     assert client.post("/v1/query/activity", json={"object_image": jpg, "start": 0, "end": 5}).status_code == 200
 
 
-def test_a_full_state_dir_is_one_line_507_and_shown_in_the_status(client, monkeypatch):
+def test_a_full_state_dir_is_one_line_507_and_shown_in_the_status(client, monkeypatch, caplog):
     from edge_runtime.engine import snapshot as snap
 
     def full(*a, **k):
@@ -122,6 +122,8 @@ def test_a_full_state_dir_is_one_line_507_and_shown_in_the_status(client, monkey
     assert client.post("/v1/snapshot").status_code == 200
     st = client.get("/v1/status").json()
     assert st["snapshot_error"] is None and st["last_snapshot_at"] > 0
+    assert any("snapshot written again" in r.getMessage() and "No space left on device" in r.getMessage()
+               for r in caplog.records)  # the log that said it failed says it is over
 
 
 def test_snapshot_and_reset(client, engine):

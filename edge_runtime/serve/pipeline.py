@@ -186,6 +186,8 @@ class Runtime(Intake):
             self.telemetry.observe_stage("snapshot", time.perf_counter() - t0)
             self.telemetry.snapshots.inc()
             self._last_snapshot = time.monotonic()
+            if self.snapshot_error is not None:  # the log said it failed: say it is over
+                self.warn(f"snapshot written again ({path}), after: {self.snapshot_error}")
             self.last_snapshot_path, self.last_snapshot_at, self.snapshot_error = path, meta["saved_at"], None
             return {"path": str(path), "bytes": path.stat().st_size, "saved_at": meta["saved_at"],
                     "coverage": meta["coverage"], "frames_processed": meta["frames_processed"]}
