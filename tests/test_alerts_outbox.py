@@ -247,3 +247,14 @@ def test_per_stream_changes_for_a_stream_that_does_not_run_are_named_at_start(tm
     assert code == 0, err
     assert "alerts.streams names lane9, which no stream of this run is called (streams: lane1)" in err
 
+
+
+def test_a_rule_the_bundle_cannot_evaluate_is_refused_before_any_stream_folder_is_made(tmp_path, capsys):
+    from edge_runtime.cli import main
+
+    cfg = tmp_path / "rt.yaml"
+    cfg.write_text("alerts: {rules: {pass_around: {}}}\n")  # the shipped bundle has no pass_around
+    assert main(["run", "--config", str(cfg), "--source", "lane1=demo://checkout?seed=1", "--api", "none",
+                 "--state-dir", str(tmp_path / "state")]) == 2
+    assert "rule pass_around needs the activity pass_around" in capsys.readouterr().err
+    assert not (tmp_path / "state" / "streams").exists()
