@@ -13,10 +13,12 @@ class StatusLine:
     """One status line, rewritten in place on a terminal; plain lines otherwise. Errors are not in
     it: the command says them once, in its own line."""
 
-    def __init__(self, target, every_s: float, stream=sys.stderr) -> None:
-        """``target``: one Runtime, or a Streams hub (one stream: its line; several: a summary)."""
-        self.target, self.every_s, self.stream = target, every_s, stream
-        self.tty = stream.isatty()
+    def __init__(self, target, every_s: float, stream=None) -> None:
+        """``target``: one Runtime, or a Streams hub (one stream: its line; several: a summary).
+        ``stream``: where lines go (default: sys.stderr as it is now, not as it was at import)."""
+        self.target, self.every_s = target, every_s
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
         self._last = 0.0
         # A log file or journal keeps every line, for weeks: a line a minute there (1,440 a day), and
         # none that repeats the one before (a source out for hours moves nothing)
