@@ -143,6 +143,27 @@ def test_catalog_products_are_asked_by_their_names(streamed, tmp_path):
     assert events and {e.product for e in events} <= {"Bananas", "Crisps"}
 
 
+def test_a_product_removed_while_its_pictures_are_read_is_not_asked_about(streamed, tmp_path):
+    """Found by a client adding and removing a product while others asked what happened: 404s for a
+    product no question named."""
+    from edge_runtime.query.happened import subjects
+
+    eng, _ = streamed
+    rt = Runtime(eng, state_dir=tmp_path)
+    pics = class_pictures(["banana", "chips_bag"], 112)
+    rt.catalog.add("Bananas", pics["banana"])
+    rt.catalog.add("Crisps", pics["chips_bag"])
+    real = rt.catalog.crops
+
+    def crops_then_removed(name):  # "Crisps" is removed between the listing and the reading
+        if name == "Crisps":
+            rt.catalog.remove("Crisps")
+        return real(name)
+
+    rt.catalog.crops = crops_then_removed
+    assert list(subjects(eng, rt.catalog)) == ["Bananas"]
+
+
 # -- API and CLI -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def client(streamed):

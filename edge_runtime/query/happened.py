@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.query.by_product import combine
+from edge_runtime.query.catalog import CatalogError
 from edge_runtime.query.check import QueryError, activity_id
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.events import Event
@@ -91,7 +92,16 @@ def subjects(engine: Any, catalog: Any) -> dict[str, list[np.ndarray]]:
     """product name -> its pictures: the catalog's products, or with an empty catalog the bundle's
     product classes that can be drawn (``class_pictures``)."""
     if catalog is not None and len(catalog):
-        return {name: catalog.crops(name) for name in catalog.names()}
+        out = {}
+        for name in catalog.names():
+            try:
+                out[name] = catalog.crops(name)
+            except CatalogError:
+                if name in catalog:  # its pictures are damaged on disk: say so
+                    raise
+                # removed since the names were read: not asked about (no 404 for a product not asked for)
+        if out:
+            return out
     return class_pictures(list(engine.products), engine.frame_size)
 
 
