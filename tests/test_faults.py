@@ -34,9 +34,9 @@ def client(tiny_bundle, tmp_path_factory):
 
 
 def test_an_error_quoting_a_value_with_newlines_is_still_one_line(client):
-    # schemathesis sent an activity name holding "\n"; the 400 echoed it over two lines
+    # schemathesis sent an activity name holding "\n"; the error echoed it over two lines
     r = client.post("/v1/query/object", json={"activity": "X\n0\r\nevil", "start": 0, "end": 60})
-    assert r.status_code == 400
+    assert r.status_code == 422
     assert set(r.json()) == {"error"} and "\n" not in r.json()["error"] and "\r" not in r.json()["error"]
     assert "unknown activity 'X 0 evil'" in r.json()["error"]
 

@@ -37,7 +37,8 @@ from edge_runtime.serve.api_alerts import alerts_status, register_alert_routes
 from edge_runtime.serve.api_answer import Answer, BatchAnswers
 from edge_runtime.serve.api_ask import register_ask_routes
 from edge_runtime.serve.api_catalog import register_catalog_routes
-from edge_runtime.serve.api_errors import ApiError, known_query, one_line, validation_message
+from edge_runtime.serve.api_errors import (ERROR_RESPONSES, ApiError, known_query, one_line, validation_message,
+                                           with_bearer_auth)
 from edge_runtime.serve.api_images import decode_image
 from edge_runtime.serve.api_happened import register_happened_routes
 from edge_runtime.serve.api_page import register_page_routes
@@ -136,7 +137,8 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
     # FastAPIOffline: FastAPI whose /docs and /redoc load their scripts from this app, not a CDN (kiosks
     # are often offline); its files are served open under /static-offline-docs, as /docs always was
     api = FastAPIOffline(title="lvm-edge", version=__version__, dependencies=[Depends(known_query)],
-                  description="Answers activity / object / time questions about each stream from its memory.")
+                         responses=ERROR_RESPONSES,
+                         description="Answers activity / object / time questions about each stream from its memory.")
     api.state.streams = hub
     api.state.runtime = hub.get() if len(hub) else None
 
@@ -161,8 +163,8 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
         return JSONResponse({"error": one_line(str(exc))}, status_code=exc.status)
 
     @api.exception_handler(QueryError)
-    async def _query_error(_, exc: QueryError):
-        return JSONResponse({"error": one_line(str(exc))}, status_code=400)
+    async def _query_error(_, exc: QueryError):  # a well-formed body whose values cannot be answered: as
+        return JSONResponse({"error": one_line(str(exc))}, status_code=422)  # a validation error, 422
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_, exc: RequestValidationError):
@@ -203,12 +205,14 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
         rt = hub.get(stream)
         return _present((await answered(rt, [req]))[0], req, engine.labels, rt.name)
 
-    # HEAD too: some load balancers and probes check with HEAD
-    @api.api_route("/healthz", methods=["GET", "HEAD"], tags=["service"])
+    # HEAD too: some load balancers and probes check with HEAD (left out of the schema: one operation each)
+    @api.head("/healthz", include_in_schema=False)
+    @api.get("/healthz", tags=["service"])
     def healthz() -> dict[str, Any]:
         return {"ok": True}
 
-    @api.api_route("/readyz", methods=["GET", "HEAD"], tags=["service"])
+    @api.head("/readyz", include_in_schema=False)
+    @api.get("/readyz", tags=["service"])
     def readyz():
         """Ready when the default stream answers queries (503 while it connects, has failed, or there is none)."""
         try:
@@ -318,6 +322,15 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
     register_page_routes(api, hub, guarded)
     happened_route = register_happened_routes(api, hub, guarded)
     register_ask_routes(api, hub, guarded, {**query_routes, "happened": happened_route})
+    if token:
+        plain_openapi = api.openapi
+
+        def openapi() -> dict[str, Any]:  # say in the schema that the routes need the token
+            if api.openapi_schema is None:
+                api.openapi_schema = with_bearer_auth(plain_openapi(), ("/healthz", "/readyz"))
+            return api.openapi_schema
+
+        api.openapi = openapi
     return BodyLimit(api, max_body_bytes)
 
 

@@ -2,8 +2,26 @@
 request FastAPI's validation refused, and the check that refuses query parameters a route does not read."""
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+
+
+class ErrorBody(BaseModel):
+    """Every refusal's body: one line saying what is wrong."""
+
+    error: str
+
+
+# what every route may answer besides its own reply (declared for the schema: generated clients read
+# {"error"} bodies, not FastAPI's default 422 shape, which this API never sends)
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "refused: 400 malformed, 401 token, 404 unknown, 409 state, "
+                                               "413 too large, 415 not a PNG/JPEG, 422 a value not accepted"},
+    "5XX": {"model": ErrorBody, "description": "503 or 507: the state directory cannot be written (full, read-only)"},
+}
 
 
 class ApiError(Exception):
@@ -15,6 +33,17 @@ class ApiError(Exception):
 def one_line(message: str) -> str:
     """An error message as one line: messages quote the request's own values, which may hold newlines."""
     return " ".join(message.split()) or "bad request"
+
+
+def with_bearer_auth(schema: dict[str, Any], open_paths: tuple[str, ...]) -> dict[str, Any]:
+    """The OpenAPI schema of a runtime started with a token: every operation needs it, but ``open_paths``."""
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "the runtime's token (LVM_EDGE_TOKEN)"}}
+    schema["security"] = [{"bearer": []}]
+    for path in open_paths:
+        for op in schema.get("paths", {}).get(path, {}).values():
+            op["security"] = []
+    return schema
 
 
 def validation_message(err: RequestValidationError) -> tuple[int, str]:
