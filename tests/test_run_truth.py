@@ -369,3 +369,19 @@ def test_real_footage_tail_and_truncation(engine, tmp_path):
     rt.start(str(cut))
     assert rt.wait(60)
     assert "stopped at 1.5 s" in rt.error and "frame 16 of 795" in rt.error
+
+
+def test_a_new_run_in_the_folder_of_a_run_before_keeps_that_runs_files(tmp_path):
+    from export.cli.train import keep_previous_run
+
+    out = tmp_path / "run"
+    assert keep_previous_run(out, "lvm-tiny", []) is None  # nothing there yet
+    out.mkdir()
+    for f in ("lvm-tiny.safetensors", "lvm-tiny-reader.safetensors", "checkpoint.safetensors", "summary.json", "notes.txt"):
+        (out / f).write_text(f)
+    kept = keep_previous_run(out, "lvm-tiny", [out / "lvm-tiny.safetensors", None])  # --init-from it
+    assert kept.parent == out and kept.name.startswith("previous-run-")
+    assert sorted(p.name for p in kept.iterdir()) == ["checkpoint.safetensors", "lvm-tiny-reader.safetensors",
+                                                     "lvm-tiny.safetensors", "summary.json"]
+    assert (out / "lvm-tiny.safetensors").read_text() == "lvm-tiny.safetensors"  # read by this run: copied
+    assert not (out / "lvm-tiny-reader.safetensors").exists() and (out / "notes.txt").exists()
