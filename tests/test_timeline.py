@@ -17,6 +17,7 @@ from edge_runtime.backends.bundle import LONGEST_WINDOW_S, BundleError, load_bun
 from edge_runtime.checkout import CheckoutVideo, sample_queries
 from edge_runtime.checkout.queries import engine_request
 from edge_runtime.engine.engine import Engine
+from edge_runtime.engine.stream_state import MissingTimeline
 from edge_runtime.memory.timeline import FACT_NAMES, Timeline, TimelineSpec, clip_rows, select
 from edge_runtime.query.reader_query import tracks_read
 
@@ -162,9 +163,29 @@ def test_a_bundle_without_the_track_loads_and_its_snapshots_are_refused_by_one_w
         q = next(q for q in sample_queries(video.annotations(), 12, np.random.default_rng(0)) if q.type == "activity")
         got = plain.answer([engine_request(q, video.object_crop(q.instance_id, size=plain.frame_size))])[0]
         assert got["read_from"] == ["memory"]
-        with pytest.raises(ValueError) as err:
+        with pytest.raises(MissingTimeline) as err:
             eng.stream_engine().load_state_dict(plain.state_dict())
         assert "\n" not in str(err.value) and "no timeline" in str(err.value)
+
+
+def test_a_snapshot_without_the_track_is_refused_by_a_run_with_it_and_kept_as_it_is(
+        no_timeline_bundle, tiny_bundle, tmp_path):
+    from edge_runtime.serve.pipeline import Runtime
+    from edge_runtime.serve.streams import StreamError
+
+    with Engine(no_timeline_bundle, threads=1) as plain:
+        rt = Runtime(plain, state_dir=tmp_path)
+        rt.start("demo://checkout?seed=1&duration=32")
+        assert rt.wait(120)
+        rt.stop()
+    before = (tmp_path / "snapshot.npz").read_bytes()
+    with Engine(tiny_bundle, threads=1) as with_track:
+        if with_track.timeline is None:
+            pytest.skip("the test bundle keeps no timeline")
+        with pytest.raises(StreamError) as err:
+            Runtime(with_track, state_dir=tmp_path)
+    assert err.value.status == 409 and "run the bundle without the timeline that wrote it" in str(err.value)
+    assert (tmp_path / "snapshot.npz").read_bytes() == before and not list(tmp_path.glob("*.corrupt-*"))
 
 
 def _with_manifest(src: Path, dest: Path, edit) -> Path:

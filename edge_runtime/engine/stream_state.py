@@ -35,7 +35,7 @@ import numpy as np
 from edge_runtime.memory.clip_step import clip_inputs, fold_clip
 from edge_runtime.memory.ood import OODMonitor
 from edge_runtime.memory.svd import OnlineSVD
-from edge_runtime.memory.timeline import FACT_NAMES, Timeline, TimelineSpec
+from edge_runtime.memory.timeline import FACT_NAMES, NoTimeline, Timeline, TimelineSpec
 from edge_runtime.memory.token_memory import TokenMemory
 
 MAX_GAPS = 256            # the gap list is bounded: constant memory over any run
@@ -45,6 +45,10 @@ FACT_KEY = "reader."     # snapshot keys of the facts: reader.ident, reader.act_
 
 class MissingFacts(ValueError):
     """A snapshot without the reader's facts, restored into a state that answers from them (one line)."""
+
+
+class MissingTimeline(MissingFacts):
+    """A snapshot without the timeline track, restored into a state that keeps one (one line)."""
 
 
 @dataclass(frozen=True)
@@ -317,6 +321,9 @@ class StreamState:
                     if self.timeline is not None:
                         self.timeline.load_state_dict(state)
                     facts = self._checked_facts(self._with_timeline(found))
+                except NoTimeline as err:  # sound, of another bundle kind: not to be set aside as damaged
+                    self.reset()
+                    raise MissingTimeline(str(err)) from None
                 except ValueError as err:
                     self.reset()
                     raise ValueError(f"state does not fit this engine ({err})") from None

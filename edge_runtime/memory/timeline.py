@@ -33,6 +33,10 @@ __all__ = ["FACT_NAMES", "LONGEST_WINDOW_S", "Timeline", "TimelineSpec", "check_
 KEY = "timeline."  # snapshot keys: timeline.t, timeline.valid, timeline.head
 
 
+class NoTimeline(ValueError):
+    """A sound snapshot written with a bundle without the timeline track, restored into one with it."""
+
+
 @dataclass(frozen=True)
 class TimelineSpec:
     per_frame: int        # tokens kept per frame
@@ -180,7 +184,7 @@ class Timeline:
         """ValueError (one line) when the arrays are missing or do not fit this timeline."""
         missing = [k for k in (*self.facts, "t", "valid", "head") if KEY + k not in state]
         if len(missing) == len(self.facts) + 3:
-            raise ValueError("the snapshot holds no timeline (written with a bundle without the track), "
+            raise NoTimeline("the snapshot holds no timeline (written with a bundle without the track), "
                              "and this bundle keeps one")
         if missing:
             raise ValueError(f"the snapshot's timeline lacks {', '.join(missing)}")

@@ -50,7 +50,7 @@ from edge_runtime.atomic_write import set_aside
 from edge_runtime.engine import snapshot as snap
 from edge_runtime.query.catalog import Catalog
 from edge_runtime.engine.engine import Engine
-from edge_runtime.engine.stream_state import MissingFacts
+from edge_runtime.engine.stream_state import MissingFacts, MissingTimeline
 from edge_runtime.serve.intake import Intake
 from edge_runtime.serve.query_batcher import BatcherClosed, QueryBatcher
 from edge_runtime.serve.rate_meter import RateMeter
@@ -141,8 +141,10 @@ class Runtime(Intake):
         try:
             self.engine.load_state_dict(restored.arrays)
         except MissingFacts as err:  # a sound snapshot of another answer kind: the user's data, left in place
-            raise StreamError(f"{restored.path}: {err}; answer with the heads (--answers heads) to continue "
-                              f"it, or set it aside (--reset-state)", 409) from None
+            go_on = ("run the bundle without the timeline that wrote it" if isinstance(err, MissingTimeline)
+                     else "answer with the heads (--answers heads)")
+            raise StreamError(f"{restored.path}: {err}; {go_on} to continue it, or set it aside (--reset-state)",
+                              409) from None
         except ValueError as err:
             aside = set_aside(restored.path, "corrupt")
             self.warn(f"{restored.path}: {err}; starting fresh (kept as {aside.name})")
