@@ -327,3 +327,18 @@ def test_attach_queries_adds_absent_queries_without_changing_the_present_ones():
     assert not any(is_absent(q) for q in plain)
     with pytest.raises(ValueError, match="absent_share"):
         attach_queries(video(), 4, 3, absent_share=1.0)
+
+
+def test_an_annotation_without_duration_is_checked_against_the_decoded_video(ds):
+    """Without duration_s only decoding the file tells its length: lvm-train refuses an event past it, as
+    lvm-data check does."""
+    from export.dataset.video_data import load_dataset_video
+
+    def past(ann):
+        ann.pop("duration_s")
+        ann["events"][0]["end"] = 500.0
+
+    edit(ds, A, past)
+    item = next(it for it in open_dataset(ds).items if it.stem == A)
+    with pytest.raises(DatasetError, match=rf"^annotations/{A}\.json: events\[0\]\.end: 500 past the video's end"):
+        load_dataset_video(item, 112, 1.0)

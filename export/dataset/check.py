@@ -302,13 +302,13 @@ def length_problems(ann: dict, info: VideoInfo, video_rel: str) -> list[tuple[st
     if _num(dur) and dur > 0 and abs(dur - vd) > max(DURATION_SLACK_S, DURATION_SLACK_FRACTION * vd):
         out.append(("duration_s", f"{dur} s but the video is {'shorter' if vd < dur else 'longer'} ({what})"))
     slack = max(2.0 / info.fps, 0.01 * vd)
-    last, where = _latest_time(ann)
+    last, where = latest_time(ann)
     if last is not None and last > vd + slack and not (_num(dur) and last > dur):  # else already reported
         out.append((where, f"{last} past the video's end ({what})"))
     return out
 
 
-def _latest_time(ann: dict) -> tuple[float | None, str]:
+def latest_time(ann: dict) -> tuple[float | None, str]:
     """The latest annotated time (event end or box time) and the field holding it."""
     best, where = None, ""
     for n, e in enumerate(ann.get("events") if isinstance(ann.get("events"), list) else []):

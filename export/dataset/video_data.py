@@ -73,6 +73,7 @@ def load_dataset_video(item, size: int, fps: float, progress: bool = False) -> V
     from edge_runtime.sources.base import SourceError
     from edge_runtime.sources.files import FileSource
     from export.dataset import DatasetError
+    from export.dataset.check import latest_time
 
     ann = item.annotations
     video_sha = file_sha256(item.video)
@@ -91,6 +92,12 @@ def load_dataset_video(item, size: int, fps: float, progress: bool = False) -> V
             bar.update(1)
     if src.end_problem:
         raise DatasetError(f"{item.video}: {src.end_problem}; run lvm-data check")
+    # an annotation without duration_s is checked against the file only here, once it is decoded
+    last, where = latest_time(ann)
+    end = src.position if src.position is not None else (times[-1] if times else 0.0)
+    if last is not None and last > end + max(2.0 / fps, 0.01 * end):
+        raise DatasetError(f"annotations/{item.stem}.json: {where}: {last:g} past the video's end ({item.video}: "
+                           f"{end:.2f} s decoded); run lvm-data check")
     crops, spec = _instance_crops(item, DatasetError)
     key = f"file|{video_sha}|{spec}|{float(fps)!r}|{size}"
     return VideoData(annotations=ann, times=np.asarray(times, np.float64), crop=_CropBank(crops),
