@@ -64,7 +64,8 @@ def test_missing_manifest_and_folder(tmp_path):
     with pytest.raises(BundleError, match="not a bundle .no manifest.json"):
         load_bundle(tmp_path / "half")
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "lvm-tiny.safetensors").write_bytes(b"x")
+    for name in ("lvm-tiny.safetensors", "checkpoint.safetensors", "backbone.safetensors"):  # as lvm-train leaves it
+        (tmp_path / "run" / name).write_bytes(b"x")
     with pytest.raises(BundleError, match="a training run's folder .it holds lvm-tiny.safetensors.*lvm-export --checkpoint"):
         load_bundle(tmp_path / "run")
     (tmp_path / "half" / "manifest.json").write_text("{not json")

@@ -330,7 +330,11 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")
     if not mpath.is_file():  # a training run's folder holds a checkpoint: it has to be exported first
-        run = sorted(p.name for p in path.glob("*.safetensors") if not p.name.endswith("-reader.safetensors"))[:1]
+        # the model lvm-train wrote (it has its reader beside it), not its stage-1 state or optimizer
+        run = sorted((p.name for p in path.glob("*.safetensors") if not p.name.endswith("-reader.safetensors")
+                      and p.stem not in ("checkpoint", "optimizer", "backbone")),
+                     key=lambda n: not (path / n.replace(".safetensors", "-reader.safetensors")).is_file())[:1] \
+            or sorted(p.name for p in path.glob("*.safetensors") if not p.name.endswith("-reader.safetensors"))[:1]
         raise BundleError(f"{path}: " + (f"a training run's folder (it holds {run[0]}), not a bundle: export it first "
                                          f"(lvm-export --checkpoint {path / run[0]} --out DIR)" if run else
                                          f"not a bundle (no {MANIFEST}; an export may have been interrupted -- run lvm-export)"))

@@ -162,6 +162,7 @@ class Exporter:
         if rf is None:
             why = "--no-reader" if getattr(a, "no_reader", False) else f"no {default_reader_path(ckpt)}"
             self.notes.append(f"heads only: no memory reader graphs ({why})")
+            self.ui.log(f"load memory reader: none ({why}): the bundle answers with the query heads")
         elif rf.timeline is None:
             why = "--no-timeline" if getattr(a, "no_timeline", False) else "the reader file has no timeline calibration"
             self.notes.append(f"memory reader without the timeline track ({why})")
