@@ -385,3 +385,27 @@ def test_a_new_run_in_the_folder_of_a_run_before_keeps_that_runs_files(tmp_path)
                                                      "lvm-tiny.safetensors", "summary.json"]
     assert (out / "lvm-tiny.safetensors").read_text() == "lvm-tiny.safetensors"  # read by this run: copied
     assert not (out / "lvm-tiny-reader.safetensors").exists() and (out / "notes.txt").exists()
+
+
+def test_sigterm_stops_an_export_in_one_line_and_leaves_no_temp_folder(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "export.cli.export", "--precision", "fp32", "--out",
+                             str(tmp_path / "b"), "--skip-gate", "--bench-runs", "1", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.monotonic() + 300
+        while not list(tmp_path.glob(".b.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the bundle is being written in its temp folder: stop it there
+        assert proc.poll() is None, "the export ended before it could be stopped"
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and err.rstrip().endswith("lvm-export: stopped (SIGTERM)"), err[-2000:]
+    assert "Traceback" not in err and not list(tmp_path.glob(".b.*")) and not (tmp_path / "b").exists()
