@@ -175,6 +175,12 @@ def test_right_model_learns_that_a_close_runner_up_makes_an_answer_doubtful():
     assert confidence([0.8], iv[:1], {"right": [[0.0, 1.0], [0.0, 1.0]]})[0] == pytest.approx(0.8)
     # too few wrong answers to fit from: no model
     assert fit_right_model(right_features(iv[:100]), np.ones(100, bool), RIGHT_FEATURES) is None
+    # a feature all but constant over the answers (a small calibration split: every window alike) gets no
+    # weight; divided by its spread it got thousands and decided every confidence
+    near = right_features(iv).copy()
+    near[:, 2] += rng.normal(0, 1e-7, n)
+    wobbly = fit_right_model(near, hit, RIGHT_FEATURES)
+    assert wobbly["weights"][2] == 0 and abs(wobbly["bias"]) < 50
 
 
 def test_activity_confidence_reads_the_ranking_not_only_the_evidence():

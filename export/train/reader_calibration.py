@@ -162,7 +162,10 @@ def fit_right_model(features: np.ndarray, hit: np.ndarray, names, l2: float = 1e
     if len(y) == 0 or min(y.sum(), len(y) - y.sum()) < min_each:
         return None
     x = np.asarray(features, np.float64)
-    mu, sd = x.mean(0), x.std(0) + 1e-6
+    # a feature (nearly) constant over the calibration answers says nothing there, and divided by its
+    # spread it would get a weight of thousands that decides every other answer: it gets none
+    spread = x.std(0)
+    mu, sd = x.mean(0), np.where(spread > 1e-4 * (1.0 + np.abs(x.mean(0))), spread, np.inf)
     X, Y = torch.tensor((x - mu) / sd), torch.tensor(y)
     w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)

@@ -159,9 +159,10 @@ def train_reader(net: LVMNet, *, out, videos: int = READER_VIDEOS, calib_videos:
                 f"held out to calibrate on")
         else:
             calib_note = (f"the training videos ({len(items)}: too few to hold one out), so p(seen) and p(right) "
-                          f"are fitted on videos it was trained on and may be optimistic")
+                          f"are fitted on videos it was trained on: its confidences may be far off on others")
             log(f"reader stage: {len(items)} train video{'s' if len(items) != 1 else ''}{where}, too few to hold one "
-                f"out: calibrating on the training videos (its p(seen) and p(right) may be optimistic)")
+                f"out: calibrating on the training videos (its confidences may be far off on other footage: give "
+                f"4 or more train videos, and check them with lvm-eval --split test)")
 
         def build(part, desc):
             return make_dataset_videos(net, part, queries, every, absent_share, seed, cache, desc, progress,
