@@ -254,3 +254,27 @@ def test_snapshot_without_state_dir_is_409(engine):
     with TestClient(create_app(Runtime(engine))) as c:
         r = c.post("/v1/snapshot")
         assert r.status_code == 409 and "state directory" in r.json()["error"]
+
+
+def test_refusals_name_the_field_as_sent_and_say_what_http_expects(client):
+    """Found by a client-side QA pass: each of these was accepted, or refused in the framework's words."""
+    def refused(r, status, words):
+        assert r.status_code == status and set(r.json()) == {"error"} and words in r.json()["error"], r.text
+        return r
+
+    refused(client.post("/v1/query/object", json={"activity": True, "start": 0, "end": 10}), 422, "activity: ")
+    refused(client.post("/v1/happened", json={"start": 0, "end": True}), 422, "end: ")
+    msg = refused(client.post("/v1/query/object", json={"activity": 1.5, "start": 0, "end": 10}), 422, "activity: ")
+    assert "activity.int" not in msg.text
+    refused(client.post("/v1/happened", content=b'{"last": NaN}', headers={"content-type": "application/json"}),
+            422, "last: must be a finite number")
+    refused(client.post("/v1/ask", content=b"\xc5\x68\x2d\x9b", headers={"content-type": "application/json"}),
+            400, "not valid JSON")
+    refused(client.post("/v1/ask", content=b'{"text": "hi"}', headers={"content-type": "text/plain"}),
+            415, "send the body as application/json")
+    refused(client.get("/v1/alerts", params={"limit": "many"}), 422, "limit: ")
+    assert "query." not in client.get("/v1/alerts", params={"limit": "many"}).text
+    msg = refused(client.post("/v1/alerts/x/ack", params={"stream": "lane1"}), 422, "unknown query parameter 'stream'")
+    assert "JSON body" not in msg.text  # the ack route takes no stream at all
+    r = client.put("/v1/catalog")
+    assert r.status_code == 405 and r.headers.get("allow")

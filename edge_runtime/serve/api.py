@@ -173,7 +173,11 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(_, exc: StarletteHTTPException):
-        return JSONResponse({"error": one_line(str(exc.detail))}, status_code=exc.status_code)
+        # FastAPI's words for a body it could not decode (not UTF-8, a charset it cannot read)
+        msg = "request body is not valid JSON (UTF-8)" if exc.detail == "There was an error parsing the body" \
+            else str(exc.detail)
+        return JSONResponse({"error": one_line(msg)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))  # 405's Allow
 
     @api.exception_handler(OSError)
     async def _storage(_, exc: OSError):

@@ -42,7 +42,7 @@ class AlertList(BaseModel):
 
 
 class PosScan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # true is no number, "1" no time: refused
     product: str = Field(min_length=1, max_length=128,
                          description="the product as the catalog names it (else the bundle's class name)")
     # strict: a time given as "1" or true is a till integration bug, not a time
@@ -69,7 +69,7 @@ class PosScan(BaseModel):
 
 
 class PosScans(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # true is no number, "1" no time: refused
     scans: list[PosScan] = Field(min_length=1, max_length=1000, description="in any order")
 
 

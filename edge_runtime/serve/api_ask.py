@@ -40,7 +40,7 @@ SYNONYMS_FILE = "ask-synonyms.yaml"
 
 
 class AskBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # true is no number, "1" no time: refused
     text: str = Field(description="the question, e.g. 'when was the oat milk bagged in the last 10 minutes?'",
                       max_length=MAX_QUESTION_CHARS)
     stream: str | None = Field(None, description="the stream to ask (GET /v1/streams); default: the default stream")

@@ -24,7 +24,7 @@ from edge_runtime.query.catalog import Catalog, CatalogError, normalise_name
 
 
 class AddProduct(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # true is no number, "1" no time: refused
     name: str = Field(description="product name, e.g. 'oat milk 1l' (letters, digits, spaces, a little punctuation)")
     images: list[str] = Field(description="base64 PNG or JPEG pictures of the product (data: URLs are fine)")
 

@@ -2,11 +2,17 @@
 request FastAPI's validation refused, and the check that refuses query parameters a route does not read."""
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+
+
+_TYPE_TAG = re.compile(r"^(int|float|str|bool|none|list\[.*\]|dict\[.*\]|function-\w+\[.*\]|constrained-.*|"
+                       r"json-or-python\[.*\]|lax-or-strict\[.*\]|tagged-union\[.*\]|union\[.*\])$")
 
 
 class ErrorBody(BaseModel):
@@ -53,7 +59,12 @@ def validation_message(err: RequestValidationError) -> tuple[int, str]:
     e = errors[0]
     if e.get("type") == "json_invalid":
         return 400, "request body is not valid JSON"
-    loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+    # the field as the client wrote it: not where FastAPI found it (body, query, path), nor the member of
+    # a union that pydantic tried last ("activity.int")
+    loc = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path") and not _TYPE_TAG.match(str(p))) or "body"
+    value = e.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        return 422, f"{loc}: must be a finite number, got {value}"
     if e.get("type") == "missing":
         return 422, "the request needs a JSON body" if loc == "body" else f"missing field '{loc}'"
     if e.get("type") == "extra_forbidden":
@@ -64,10 +75,15 @@ def validation_message(err: RequestValidationError) -> tuple[int, str]:
 
 
 async def known_query(request: Request) -> None:
-    """Refuse query parameters the route does not read: ``?stream=`` on a route that takes the stream
-    in its JSON body would otherwise be dropped, and the default stream answer in its place."""
+    """Refuse a body that is not sent as JSON (415), and query parameters the route does not read:
+    ``?stream=`` on a route that takes the stream in its JSON body would otherwise be dropped, and the
+    default stream answer in its place."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
+    ctype = request.headers.get("content-type", "")
+    if (getattr(dependant, "body_params", None) and request.headers.get("content-length", "0") != "0"
+            and ctype and "json" not in ctype.split(";")[0].lower()):  # a form or text body is no JSON object
+        raise ApiError(415, f"content-type {ctype.split(';')[0][:60]!r}: send the body as application/json")
     # the page and its files are left alone: a browser or a cache may add a query string of its own
     if dependant is None or not request.query_params or not getattr(route, "include_in_schema", True):
         return
@@ -78,5 +94,6 @@ async def known_query(request: Request) -> None:
         todo.extend(d.dependencies)
     for key in request.query_params:
         if key not in known:
-            hint = " (this route takes the stream in its JSON body)" if key == "stream" else ""
+            takes_body = getattr(dependant, "body_params", None)
+            hint = " (this route takes the stream in its JSON body)" if key == "stream" and takes_body else ""
             raise ApiError(422, f"unknown query parameter '{key[:40]}'{hint}")

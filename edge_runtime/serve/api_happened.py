@@ -25,7 +25,7 @@ DEFAULT_LAST_S = 300.0
 
 
 class HappenedBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # true is no number, "1" no time: refused
     start: float | None = Field(None, description="window start, stream seconds (with end)")
     end: float | None = Field(None, description="window end, stream seconds (with start)")
     last: float | None = Field(None, gt=0, description=f"instead of start/end: the last N seconds of the memory "

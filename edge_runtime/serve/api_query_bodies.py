@@ -15,7 +15,7 @@ MAX_BATCH_QUERIES = 64
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # true is no number, "1" no time: refused
 
 
 class _Body(_Strict):

@@ -29,7 +29,7 @@ StreamParam = Annotated[Union[str, None], Query(description=STREAM_HELP)]
 
 class StreamBody(BaseModel):
     """The optional JSON body of reset / snapshot: the stream, as the query routes name it."""
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # true is no number, "1" no time: refused
     stream: str | None = Field(None, description=STREAM_HELP)
 
 
@@ -42,7 +42,7 @@ def chosen_stream(query: str | None, body: StreamBody | None) -> str | None:
 
 
 class AddStream(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # true is no number, "1" no time: refused
     name: str = Field(description="stream name: 1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit "
                                   "(it names the stream's state folder)")
     source: str = Field(description="source URI: camera index, /dev/videoN, csi://N, rtsp://..., a file, "
