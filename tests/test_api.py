@@ -278,3 +278,6 @@ def test_refusals_name_the_field_as_sent_and_say_what_http_expects(client):
     assert "JSON body" not in msg.text  # the ack route takes no stream at all
     r = client.put("/v1/catalog")
     assert r.status_code == 405 and r.headers.get("allow")
+    refused(client.post("/v1/query/batch", json={"queries": [{"type": "activity", "product": "milk carton",
+                                                              "start": 0, "end": 30, "k": 5}]}),
+            422, "queries.0: activity queries take no k")

@@ -73,8 +73,10 @@ def check_request(req: dict[str, Any], where: str, *, labels: list[str], tokens_
         if not (math.isfinite(fps) and fps > 0):
             raise QueryError(f"{where}: fps must be positive")
     fps_eff = fps or object_fps
-    if "fps" in row.options and (end - start) * fps_eff > MAX_ANSWER_POINTS:
-        raise QueryError(f"{where}: {((end - start) * fps_eff):.0f} boxes asked; at most {MAX_ANSWER_POINTS} "
+    asked = (end - start) * fps_eff
+    if "fps" in row.options and asked > MAX_ANSWER_POINTS:
+        n = f"{asked:.0f}" if math.isfinite(asked) else "more than can be counted"
+        raise QueryError(f"{where}: {n} boxes asked; at most {MAX_ANSWER_POINTS} "
                          f"per query (lower fps or shorten the window)")
     k = req.get("k")
     k = 3 if k is None else k

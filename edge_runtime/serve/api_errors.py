@@ -71,7 +71,10 @@ def validation_message(err: RequestValidationError) -> tuple[int, str]:
         return 422, f"unknown field '{loc}'"
     if loc == "body" and e.get("type") in ("model_attributes_type", "dict_type"):
         return 422, "request body must be a JSON object"
-    return 422, f"{loc}: {e.get('msg', 'invalid')}"
+    msg = str(e.get("msg", "invalid"))
+    if e.get("type") == "value_error":  # a check of ours: its sentence, without pydantic's prefix
+        msg = msg.removeprefix("Value error, ")
+    return 422, f"{loc}: {msg}"
 
 
 async def known_query(request: Request) -> None:

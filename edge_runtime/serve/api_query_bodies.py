@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from edge_runtime.query.types import NAMES, QUERY_TYPES, QueryType
+from edge_runtime.query.types import BY_NAME, NAMES, QUERY_TYPES, QueryType
 from edge_runtime.serve.api_streams import STREAM_HELP
 
 MAX_BATCH_QUERIES = 64
@@ -61,6 +61,17 @@ class BatchItem(_Body):
     product: str | None = None
     fps: float | None = None
     k: int = Field(3, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> "BatchItem":
+        """A field its type does not take is refused, as its own route refuses it (k on an activity query
+        was dropped without a word)."""
+        row = BY_NAME[self.type]
+        takes = {"type", "stream"} | {f for part in row.given + row.options for f in _fields(part)}
+        extra = sorted(self.model_fields_set - takes)
+        if extra:
+            raise ValueError(f"{self.type} queries take no {', '.join(extra)}")
+        return self
 
 
 class BatchQuery(_Strict):
