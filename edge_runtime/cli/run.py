@@ -310,7 +310,8 @@ def _start_api(hub, api, host: str, port: int, token: str | None):
     server_thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="lvm-api", daemon=True)
     server_thread.start()
     real_port = sock.getsockname()[1]
-    say(f"API on http://{host}:{real_port} (docs at /docs){' with token' if token else ''}")
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL is bracketed
+    say(f"API on http://{shown}:{real_port} (docs at /docs){' with token' if token else ''}")
     return server, server_thread
 
 
