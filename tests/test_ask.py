@@ -316,6 +316,9 @@ def test_ask_without_a_catalog_reads_the_bundles_product_classes(engine):
         got = r.json()
         assert got["read_as"]["product"] == "milk carton" and got["read_as"]["type"] == "time"
         assert got["answer"]["product"]["name"] == "milk_carton" and got["answer"]["product"]["crops"] >= 1
+        # the reply names it "question": a client may send it by that name too
+        again = c.post("/v1/ask", json={"question": "when was the milk carton scanned in the first 30 seconds"})
+        assert again.status_code == 200 and again.json()["read_as"] == got["read_as"]
 
 
 def test_ask_before_the_first_frame_is_not_a_server_error(tiny_bundle, tmp_path):

@@ -27,7 +27,7 @@ from typing import Any, Callable, get_type_hints
 import anyio.from_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from edge_runtime.query.ask import AskError, EncoderUnavailable, Reader, StreamClock, SynonymError, load_synonyms
 from edge_runtime.query.ask.names import StringScorer, make_scorer
@@ -41,8 +41,10 @@ SYNONYMS_FILE = "ask-synonyms.yaml"
 
 class AskBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # true is no number, "1" no time: refused
-    text: str = Field(description="the question, e.g. 'when was the oat milk bagged in the last 10 minutes?'",
-                      max_length=MAX_QUESTION_CHARS)
+    # "question" too: the reply gives the question back under that name
+    text: str = Field(description="the question, e.g. 'when was the oat milk bagged in the last 10 minutes?' "
+                                  "(also accepted as question)",
+                      max_length=MAX_QUESTION_CHARS, validation_alias=AliasChoices("text", "question"))
     stream: str | None = Field(None, description="the stream to ask (GET /v1/streams); default: the default stream")
 
 
