@@ -93,7 +93,6 @@ def render_dataset(out, specs: list[RenderSpec], *, duration_s: float = 1800.0, 
     lvm-eval use); on, labels.yaml lists pass_around too."""
     from tqdm import tqdm
 
-    from edge_runtime.checkout import LOOKS, CheckoutVideo
     from edge_runtime.checkout.shrink import resolve_shrink
 
     out = Path(out)
@@ -107,33 +106,64 @@ def render_dataset(out, specs: list[RenderSpec], *, duration_s: float = 1800.0, 
                leave=False)
     try:
         for spec in specs:
-            video = CheckoutVideo(seed=spec.seed, duration_s=duration_s, size=size, look=spec.look, shrink=rates)
-            frames = []
-            path = _encode(video.frames(fps), out / VIDEOS, spec.stem, codec, size, fps, frames, bar)
-            p = _decoded_psnr(path, frames)
-            ann = {**video.annotations(), "split": spec.split}
-            if crops:
-                _write_crops(out, spec.stem, video, ann, size)
-            (out / ANNOTATIONS / f"{spec.stem}.json").write_text(json.dumps(ann), encoding="utf-8")
-            report["videos"][spec.stem] = {
-                "file": path.relative_to(out).as_posix(), "seed": spec.seed, "look": spec.look,
-                "look_name": LOOKS[spec.look].name, "split": spec.split, "video_id": ann["video_id"],
-                "duration_s": duration_s, "fps": fps, "size": size, "codec": codec, "frames": len(frames),
-                "psnr_mean_db": round(float(np.mean(p)), 2), "psnr_min_db": round(float(np.min(p)), 2)}
-            if rates is not None:
-                report["videos"][spec.stem]["shrink"] = rates.to_dict()
-            say(f"lvm-data render: {path.relative_to(out).as_posix()}: {len(frames)} frames, PSNR of the decoded "
-                f"frames {np.mean(p):.1f} dB mean, {np.min(p):.1f} dB min")
+            try:
+                _render_one(out, spec, report, duration_s=duration_s, size=size, fps=fps, codec=codec,
+                            crops=crops, rates=rates, bar=bar, say=say)
+            except BaseException:  # interrupted or failed mid-video: no video left without its annotation
+                _forget(out, spec.stem, report)
+                raise
+            finally:
+                if report["videos"]:  # what is rendered so far is in the report, an interruption or not
+                    _write_report(out, report)
     finally:
         bar.close()
+    return report
+
+
+def _render_one(out: Path, spec: RenderSpec, report: dict, *, duration_s, size, fps, codec, crops, rates, bar,
+                say) -> None:
+    from edge_runtime.checkout import LOOKS, CheckoutVideo
+
+    video = CheckoutVideo(seed=spec.seed, duration_s=duration_s, size=size, look=spec.look, shrink=rates)
+    frames = []
+    path = _encode(video.frames(fps), out / VIDEOS, spec.stem, codec, size, fps, frames, bar)
+    p = _decoded_psnr(path, frames)
+    ann = {**video.annotations(), "split": spec.split}
+    if crops:
+        _write_crops(out, spec.stem, video, ann, size)
+    (out / ANNOTATIONS / f"{spec.stem}.json").write_text(json.dumps(ann), encoding="utf-8")
+    report["videos"][spec.stem] = {
+        "file": path.relative_to(out).as_posix(), "seed": spec.seed, "look": spec.look,
+        "look_name": LOOKS[spec.look].name, "split": spec.split, "video_id": ann["video_id"],
+        "duration_s": duration_s, "fps": fps, "size": size, "codec": codec, "frames": len(frames),
+        "psnr_mean_db": round(float(np.mean(p)), 2), "psnr_min_db": round(float(np.min(p)), 2)}
+    if rates is not None:
+        report["videos"][spec.stem]["shrink"] = rates.to_dict()
+    say(f"lvm-data render: {path.relative_to(out).as_posix()}: {len(frames)} frames, PSNR of the decoded "
+        f"frames {np.mean(p):.1f} dB mean, {np.min(p):.1f} dB min")
+
+
+def _forget(out: Path, stem: str, report: dict) -> None:
+    """A video whose rendering did not finish: its file, annotation and crops removed, and its report entry."""
+    import shutil
+
+    for f in (out / VIDEOS).glob(f"{stem}.*"):
+        f.unlink(missing_ok=True)
+    (out / ANNOTATIONS / f"{stem}.json").unlink(missing_ok=True)
+    shutil.rmtree(out / "crops" / stem, ignore_errors=True)
+    report["videos"].pop(stem, None)
+
+
+def _write_report(out: Path, report: dict) -> None:
+    from edge_runtime.atomic_write import atomic_write_bytes
+
     vids = report["videos"].values()
     frames_total = sum(v["frames"] for v in vids)
     report["psnr_mean_db"] = round(sum(v["psnr_mean_db"] * v["frames"] for v in vids) / max(1, frames_total), 2)
     report["psnr_min_db"] = min(v["psnr_min_db"] for v in vids)
     report["note"] = ("PSNR of each video's frames decoded from the file (the runtime's file source) against "
                       f"the generator's frames; {PSNR_IDENTICAL:g} dB = bit-exact")
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    return report
+    atomic_write_bytes(out / REPORT_FILE, (json.dumps(report, indent=1) + "\n").encode())
 
 
 def _write_crops(out: Path, stem: str, video, ann: dict, size: int) -> None:
