@@ -48,6 +48,19 @@ class AskBody(BaseModel):
     stream: str | None = Field(None, description="the stream to ask (GET /v1/streams); default: the default stream")
 
 
+class AskReply(BaseModel):
+    question: str = Field(description="the question as asked")
+    read_as: dict[str, Any] = Field(description="the structured query it was read as (type, activity, product, "
+                                                "start, end): what /v1/query/<type> or /v1/happened takes")
+    understood: str = Field(description="that query in words")
+    matched: list[dict[str, Any]] = Field(description="the words matched to names: said, name, score")
+    time: dict[str, str] = Field(description="the time words read, and what they meant")
+    scorer: str = Field(description="how names were matched")
+    answer: dict[str, Any] = Field(description="what /v1/query/<type> (or /v1/happened) answers for read_as")
+    events: list[dict[str, Any]] | None = Field(None, description="an object question: what happened of its "
+                                                                  "activity in the window")
+
+
 def stream_clock(runtime) -> StreamClock:
     """The runtime's clock: the memory's span, and for a live source the wall time of stream time 0
     (then "now" is the wall clock's now, so "the last 10 minutes" means the real last 10 minutes)."""
@@ -101,7 +114,8 @@ def register_ask_routes(api: FastAPI, hub, guarded: list, handlers: dict[str, Ca
     scorers = _Scorers()
     models = {kind: get_type_hints(fn)["q"] for kind, fn in handlers.items()}
 
-    @api.post("/v1/ask", tags=["queries"], dependencies=guarded)
+    @api.post("/v1/ask", tags=["queries"], dependencies=guarded, response_model=AskReply,
+              response_model_exclude_unset=True)
     def ask(q: AskBody):
         """A question in plain words -> the structured query it was read as, and that query's answer."""
         runtime = hub.get(q.stream)
