@@ -372,7 +372,7 @@ def test_real_footage_tail_and_truncation(engine, tmp_path):
 
 
 def test_a_new_run_in_the_folder_of_a_run_before_keeps_that_runs_files(tmp_path):
-    from export.cli.train import keep_previous_run
+    from export.train.run_folder import keep_previous_run
 
     out = tmp_path / "run"
     assert keep_previous_run(out, "lvm-tiny", []) is None  # nothing there yet

@@ -125,30 +125,6 @@ def _guarded(args) -> int:
                 out.rmdir()
 
 
-def keep_previous_run(out: Path, name: str, inputs: list) -> Path | None:
-    """Move a finished or stopped run's files in ``out`` (its checkpoint, reader, stage-1 state, log,
-    summary) into ``out/previous-run-<UTC time>/``, so a new run there overwrites nothing; a file this
-    run reads (``inputs``: --init-from and the like) is copied, not moved. None when there was none. A
-    reader left beside this run's checkpoint would also be bundled with it by lvm-export."""
-    import shutil
-    import time as _time
-
-    files = [out / f for f in (f"{name}.safetensors", f"{name}-reader.safetensors", "checkpoint.safetensors",
-                               "optimizer.safetensors", "train_state.json", "summary.json", "train_log.jsonl")]
-    files = [f for f in files if f.is_file()]
-    if not files:
-        return None
-    read = {Path(p).resolve() for p in inputs if p}
-    dest = out / f"previous-run-{_time.strftime('%Y%m%dT%H%M%SZ', _time.gmtime())}"
-    n = 1
-    while dest.exists():
-        dest, n = out / f"previous-run-{_time.strftime('%Y%m%dT%H%M%SZ', _time.gmtime())}.{n}", n + 1
-    dest.mkdir()
-    for f in files:
-        (shutil.copy2 if f.resolve() in read else os.replace)(f, dest / f.name)
-    return dest
-
-
 def _train(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from edge_runtime.config import resolve_model_config
@@ -223,6 +199,8 @@ def _train(args) -> int:
         print(f"lvm-train: --resume: {out} holds no stage-1 state (checkpoint.safetensors) to go on from; "
               f"training from the start", file=sys.stderr)
     if not args.resume and int(os.environ.get("RANK", "0")) == 0:
+        from export.train.run_folder import keep_previous_run
+
         kept = keep_previous_run(out, cfg.name, inputs=[args.reader_init, args.init_from, args.sampler_from,
                                                         args.backbone_from, args.heads_from])
         if kept is not None:
