@@ -122,6 +122,9 @@ def test_reader(text, want):
     ("when was the oat milk microwaved", "needs an activity", None),
     ("where was the oat milk", "needs an activity", None),
     ("when was the chedar bagged", "nearest products", None),
+    ("when was the oat milk and the kombucha bagged", "^kombucha: not in the catalog", None),  # not dropped
+    ("when was the kombucha or the oat milk bagged", "^kombucha: not in the catalog", None),
+    ("where was the chips bag", "needs an activity: none named", None),  # 'bag' is the product's, no activity
 ])
 def test_unreadable_questions_name_what_is_missing(text, words, nearest):
     with pytest.raises(AskError, match=words) as e:

@@ -133,6 +133,12 @@ class Reader:
         tokens = [("" if w in _ASKING else w) for w in self._said]
 
         found, used = self._names(NEEDS[kind] if kind else ("product", "activity"), tokens)
+        if kind == "object" and "activity" in found:
+            # "where was the milk carton": read for names of both kinds, the words are a product and no
+            # activity ('carton' is no "scan" then): the question names no activity
+            both, both_used = self._names(("product", "activity"), tokens)
+            if "product" in both and "activity" not in both:
+                raise self._missing(kind, "activity", question, tokens, both_used)
         if "product" not in found and (kind in ("time", "activity") or (kind is None and found)):
             # a question about a product that names none of the catalog's: say which words were not
             # matched rather than answer about another product; naming none, it asks about all of them
@@ -184,11 +190,37 @@ class Reader:
             if "product" in found:
                 raise AskError(f"two products named ({found['product'].name}, {other.name}): ask about one at a "
                                f"time", [found["product"].name, other.name])
+        if "product" in found:
+            other_said = self._conjoined(found["product"], tokens, used)
+            if other_said:  # "the milk carton and the kombucha": the second is named, not dropped
+                raise self._not_in_catalog(other_said, tokens, used)
         time_left = [w for i, w in enumerate(self._said) if i not in used and (w in _TIME_LEFT or w.isdigit())]
         if time_left:
             raise AskError(f"could not read the time in '{question}' ('{' '.join(time_left)}' left over): say "
                            f"it as 'in the last 5 minutes', 'in the first 10 minutes', '5 minutes ago', "
                            f"'since 14:05' or 'between 2:05 and 2:20 pm'")
+
+    def _conjoined(self, m: Match, tokens: list[str], used: set[int]) -> str | None:
+        """Unmatched words joined to the product's by "and" or "or", on either side ("the milk carton
+        and the kombucha", "the kombucha or the eggs"): a second product the catalog lacks."""
+        said = self._said
+
+        def past_articles(i: int, step: int) -> int:
+            while 0 <= i < len(said) and said[i] in _ARTICLES:
+                i += step
+            return i
+
+        for start, step in ((m.last, 1), (m.first - 1, -1)):
+            conj = past_articles(start, step)
+            if not (0 <= conj < len(said)) or said[conj] not in ("and", "or", "&"):
+                continue
+            run, i = [], past_articles(conj + step, step)
+            while 0 <= i < len(said) and i not in used and tokens[i] and said[i] not in STOPWORDS:
+                run.append(i)
+                i += step
+            if run:
+                return " ".join(said[min(run):max(run) + 1])
+        return None
 
     def _unknown(self, tokens: list[str], used: set[int]) -> str | None:
         """The last run of unmatched content words that could name the thing acted on ("when did
@@ -258,7 +290,7 @@ class Reader:
                     found[what] = m
                     used.update(range(m.first, m.last))
             key = (len(found), sum(m.score for m in found.values()))
-            if _split_name(found):  # "milk carton": 'carton' read as an activity, 'milk' as the product
+            if _split_name(found, self.products.names):  # "milk carton": 'carton' read as an activity, 'milk' as the product
                 key = (0, 0.0)
             if best is None or key > best[0]:
                 best = (key, found, used)
@@ -297,12 +329,14 @@ class Reader:
                         f"none named{said}; nearest {PLURAL[what]}: {', '.join(near)}", near)
 
 
-def _split_name(found: dict[str, Match]) -> bool:
-    """A reading that took words of the product's own name as the activity."""
+def _split_name(found: dict[str, Match], products: list[str]) -> bool:
+    """A reading that took words of one product's name as the activity: of the product it read, or of
+    another whose name holds both readings' words ("milk carton": 'carton' as "scan", 'milk' as "oat milk")."""
     if "product" not in found or "activity" not in found:
         return False
-    name = set(words(found["product"].name))
-    return set(words(found["activity"].said)) <= name
+    act, prod = set(words(found["activity"].said)), set(words(found["product"].said))
+    return act <= set(words(found["product"].name)) or any(
+        act | prod <= set(words(p)) for p in products)
 
 
 def _spans(tokens: list[str]) -> list[tuple[str, int, int]]:
