@@ -65,7 +65,8 @@ def cmd_demo(args) -> int:
     print(f"\nstreamed {engine.frames_processed} frames ({(cov['end'] or 0):.0f} s of video) in {wall:.1f} s wall: "
           f"{(cov['end'] or 0) / max(wall, 1e-9):.1f} video-seconds per second; memory {engine.memory_bytes / 1e6:.2f} MB")
     video = CheckoutVideo(seed=d.seed, duration_s=d.duration_s, size=engine.frame_size, look=d.look)
-    queries = distinct(sample_queries(video.annotations(), d.queries, np.random.default_rng(d.seed)))
+    # drawn twice over: the sampler can draw a question twice, and repeats are dropped
+    queries = distinct(sample_queries(video.annotations(), 2 * d.queries, np.random.default_rng(d.seed)))[:d.queries]
     if not queries:  # a smoke run: streaming worked, but no question fits the video
         runtime.close()
         shortest = min(WINDOWS.values())
