@@ -89,6 +89,12 @@ def test_the_same_item_raised_again_under_another_name_is_the_alert_already_stor
         assert new
         _, new = svc.raise_alert({**_draft(2), "product": "milk carton"}, stream="lane1")  # later: another item
         assert new and svc.outbox.counts()["stored"] == 4
+        # two items of one product within one id bucket, apart: two alerts, each raised again keeps its id
+        a, new_a = svc.raise_alert({**_draft(5), "product": "cheese", "start": 301.0, "end": 304.0}, stream="lane1")
+        b, new_b = svc.raise_alert({**_draft(5), "product": "cheese", "start": 319.0, "end": 322.0}, stream="lane1")
+        assert new_a and new_b and a.id != b.id and svc.outbox.counts()["stored"] == 6
+        again, new = svc.raise_alert({**_draft(5), "product": "cheese", "start": 319.4, "end": 322.0}, stream="lane1")
+        assert not new and again.id == b.id
     finally:
         svc.close()
 

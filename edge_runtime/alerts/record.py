@@ -49,6 +49,12 @@ def alert_id(site: str, stream: str, rule: str, product: str, start: float, buck
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+def another_item_id(taken: str, start: float) -> str:
+    """The id of an alert whose ``alert_id`` is ``taken`` by another item (the same product, another
+    interval in the same bucket): that id with the alert's own start, to the second."""
+    return hashlib.sha256(f"{taken}\x1f{float(start):.0f}".encode()).hexdigest()[:24]
+
+
 def from_draft(draft: dict[str, Any], *, site: str, stream: str, stream_time: float | None,
                wall_origin: float | None = None, bucket_s: float = DEFAULT_BUCKET_S,
                now: float | None = None) -> Alert:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from edge_runtime.alerts.dispatcher import SinkWorker
 from edge_runtime.alerts.metrics import AlertMetrics
 from edge_runtime.alerts.outbox import Outbox, OutboxError, sink_label
-from edge_runtime.alerts.record import Alert, from_draft
+from edge_runtime.alerts.record import Alert, another_item_id, from_draft
 from edge_runtime.alerts.settings import AlertSettings
 
 log = logging.getLogger("lvm_edge")
@@ -128,6 +128,10 @@ class AlertService:
             same = self._same_incident(alert)
             if same is not None:
                 return same, False
+            if self.outbox.get(alert.id) is not None:
+                # its id's 30 s bucket holds another item of the product (their intervals do not overlap):
+                # this one gets an id of its own, not folded into that one
+                alert = alert.model_copy(update={"id": another_item_id(alert.id, alert.start)})
             new = self.outbox.add(alert)
         except OutboxError as err:
             self.last_error = f"an alert could not be stored: {err}"
@@ -139,11 +143,11 @@ class AlertService:
         return alert, new
 
     def _same_incident(self, alert: Alert) -> Alert | None:
-        """A stored alert of the same stream and rule whose interval overlaps ``alert``'s under another id:
-        the same item named otherwise (a catalog product added since, read again after a restart: its id
-        hashes the product's name). One hand moves one item at a time, as the rules assume."""
+        """A stored alert of the same stream and rule whose interval overlaps ``alert``'s: the same item, raised
+        again (after a restart), or named otherwise (a catalog product added since: its id hashes the
+        product's name). One hand moves one item at a time, as the rules assume."""
         for _, old in self.outbox.list(stream=alert.stream, limit=SAME_INCIDENT_SCAN):
-            if old.id != alert.id and old.rule == alert.rule and old.start <= alert.end and alert.start <= old.end:
+            if old.rule == alert.rule and old.start <= alert.end and alert.start <= old.end:
                 return old
         return None
 
