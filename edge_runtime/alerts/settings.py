@@ -103,7 +103,7 @@ class MqttSettings(_Strict):
     @classmethod
     def _file(cls, v: str | None) -> str | None:
         if v is not None and not Path(v).expanduser().is_file():
-            raise ValueError(f"no such file: {v}")
+            raise ValueError(f"{'a folder, not a file' if Path(v).expanduser().is_dir() else 'no such file'}: {v}")
         return v
 
     @model_validator(mode="after")
@@ -123,12 +123,17 @@ class MqttSettings(_Strict):
             return
         import ssl
 
-        try:
-            ctx = ssl.create_default_context(cafile=self.ca_file)
-            if self.cert_file:
-                ctx.load_cert_chain(self.cert_file, self.key_file)
-        except (ssl.SSLError, OSError, ValueError) as err:
-            raise ValueError(f"alerts.mqtt: the TLS files do not load ({' '.join(str(err).split())})") from None
+        ctx = ssl.create_default_context()
+        for what, load in (("ca_file", lambda: self.ca_file and ctx.load_verify_locations(cafile=self.ca_file)),
+                           ("cert_file and key_file", lambda: self.cert_file and ctx.load_cert_chain(self.cert_file,
+                                                                                                   self.key_file))):
+            try:
+                load()
+            except (ssl.SSLError, OSError, ValueError) as err:  # each named: which file does not load
+                files = self.ca_file if what == "ca_file" else f"{self.cert_file}, {self.key_file}"
+                raise ValueError(f"alerts.mqtt: the TLS files do not load: {what} ({files}): "
+                                 f"{' '.join(str(err).split())} (PEM files expected; the key must be the "
+                                 f"certificate's)") from None
 
     def password(self) -> str | None:
         return os.environ.get(self.password_env) if self.password_env else None

@@ -70,7 +70,7 @@ def subscribe(url: str, on_alert: Callable[[str, dict[str, Any]], None], *, site
                     clean_session=client_id is None)
     if username:
         c.username_pw_set(username, password)
-    if tls or ca_file:
+    if tls:
         c.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
     c.reconnect_delay_set(1, 30)
     subscribed = threading.Event()

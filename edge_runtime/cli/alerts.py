@@ -94,9 +94,23 @@ def _from_broker(args) -> int:
         password = os.environ.get(args.password_env)
         if password is None:
             raise CliError(f"--password-env: the variable {args.password_env} is not set")
-    for flag, path in (("--ca-file", args.ca_file), ("--cert-file", args.cert_file), ("--key-file", args.key_file)):
-        if path and not os.path.isfile(path):
-            raise CliError(f"{flag} {path}: no such file")
+    # the TLS files as the runtime checks its own: together, with mqtts://, loading
+    from pydantic import ValidationError
+
+    from edge_runtime.alerts.settings import MqttSettings
+
+    try:
+        MqttSettings(url=args.broker, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file).check_tls()
+    except ValidationError as err:
+        e = err.errors()[0]
+        flag = {"ca_file": "--ca-file", "cert_file": "--cert-file", "key_file": "--key-file"}.get(
+            str(e["loc"][0]) if e.get("loc") else "", "--broker")
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        msg = msg.replace("cert_file and key_file", "--cert-file and --key-file").replace("TLS files are given",
+                                                                                       "--ca-file / --cert-file given")
+        raise CliError(f"{flag}: {msg}") from None
+    except ValueError as err:
+        raise CliError(str(err).replace("alerts.mqtt: ", "")) from None
     dedupe, lock = Deduper(), threading.Lock()
 
     def on_alert(_topic: str, alert: dict) -> None:
