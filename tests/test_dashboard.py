@@ -265,3 +265,22 @@ def test_events_strip_and_what_happened(page):
     assert page.inner_text("#answer-read-as").startswith("Read as: what happened")
     assert re.match(r"^(\d+ event\(s\): |Nothing the memory has evidence of)", page.inner_text("#answer-text"))
     expect(page.locator("#events text.row-label")).to_contain_text("what happened 0:00–5:00")
+
+
+def test_an_answer_about_a_stream_removed_meanwhile_is_not_left_under_the_default_one(served, page):
+    url, auth = served, {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.post(url + "/v1/streams", headers=auth, timeout=30,
+                   json={"name": "lane2", "source": f"demo://checkout?seed={SEED + 1}&duration=60"})
+    assert r.status_code == 201, r.text
+    t_end = time.monotonic() + 120
+    while (httpx.get(url + "/v1/status", params={"stream": "lane2"}, headers=auth).json()["coverage"]["end"] or 0) < 48:
+        assert time.monotonic() < t_end, "lane2 streamed nothing in 2 minutes"
+        time.sleep(0.3)
+    page.wait_for_selector("#stream-pick:not([hidden])", timeout=15_000)
+    page.select_option("#stream-select", "lane2")
+    page.fill("#ask-text", f"when was the {PRODUCT} scanned?")
+    page.click("#ask-form button[type=submit]")
+    expect(page.locator("#answer")).to_have_attribute("data-state", "done", timeout=30_000)
+    assert httpx.delete(url + "/v1/streams/lane2", headers=auth, timeout=30).status_code == 200
+    expect(page.locator("#banner")).to_contain_text("That stream was removed", timeout=15_000)
+    expect(page.locator("#answer")).to_have_attribute("data-state", "idle")  # lane2's answer is gone

@@ -166,10 +166,23 @@ async function poll() {
     pollHappened(tl);
     if (!$("token-form").hidden) return;
     banner(null);
+    if ($("answer-error").dataset.unreachable === "1") {  // "does not answer" is over: ask again
+      $("answer-error").textContent = "";
+      $("answer-error").dataset.unreachable = "";
+      $("answer").dataset.state = "idle";
+    }
     fillWindowDefaults(tl);
   } catch (err) {
-    if (err.status === 404 && forgetStream()) banner("That stream was removed; showing the default stream.", 10000);
-    else if (err.status !== 401) banner(err.message);
+    if (err.status === 404 && forgetStream()) {
+      forgetAnswer();
+      banner("That stream was removed; showing the default stream.", 10000);
+    } else if (err.status !== 401) {
+      banner(err.message);
+      if (!err.status) {  // no answer at all: what the cards show is from before
+        $("state").textContent = "unreachable";
+        $("state").className = "badge state-unreachable";
+      }
+    }
   } finally {
     polling = false;
   }
@@ -187,8 +200,11 @@ function fillWindowDefaults(tl) {
 function syncFormFields() {
   const form = $("query-form");
   const row = state.types.get(form.type.value);
-  for (const el of form.querySelectorAll("[data-given]")) el.hidden = !row || !row.given.includes(el.dataset.given);
-  for (const el of form.querySelectorAll("[data-option]")) el.hidden = !row || !row.options.includes(el.dataset.option);
+  for (const el of form.querySelectorAll("[data-given], [data-option]")) {
+    el.hidden = !row || !(el.dataset.given ? row.given.includes(el.dataset.given) : row.options.includes(el.dataset.option));
+    // a hidden field is not sent, and its value (a top of 1000 left from another question) must not block Query
+    for (const input of el.querySelectorAll("input, select")) input.disabled = el.hidden;
+  }
 }
 
 // "when did {activity} happen to {object}" with the blanks filled
@@ -286,6 +302,7 @@ async function run(fn, formId) {
     showAnswer(result);
   } catch (err) {
     $("answer-error").textContent = err.message;
+    $("answer-error").dataset.unreachable = err.status ? "" : "1";  // cleared when the runtime answers again
     $("answer").dataset.state = "error";  // the answer before it is hidden (style.css), and off the timeline
     state.answer = null;
     redrawTimeline();
@@ -307,7 +324,9 @@ function describeQuery(q) {
 // without an entry here still gets its status and coverage.
 const SHOWN = {
   activity: {
-    summary: (a, part) => `Most likely: ${a.labels[0]} (${a.scores[a.labels[0]].toFixed(2)})${part}.`,
+    // scores rank the activities (a reader's add the class prior, so they can pass 1): how likely the
+    // answer is right is its confidence, said apart
+    summary: (a, part) => `Most likely: ${a.labels[0]} (score ${a.scores[a.labels[0]].toFixed(2)})${part}.`,
     draw: (plot, a) => { activityBars(plot, a.scores); return "bars"; },
   },
   object: {
@@ -498,12 +517,17 @@ async function start() {
   timers.push(setInterval(() => { if (!document.hidden) loadCatalog(); }, CATALOG_MS));
 }
 
-onStreamChange(() => {  // its own status, timeline and window; the last answer was about another stream
+// another stream on the page (picked, or the shown one removed): the last answer was about the old one
+function forgetAnswer() {
   state.answer = null;
   state.happened = null;
   state.happenedAt = 0;
   delete $("query-form").dataset.touched;
   $("answer").dataset.state = "idle";  // hides the answer (style.css)
+}
+
+onStreamChange(() => {  // its own status, timeline and window
+  forgetAnswer();
   poll();
 });
 window.addEventListener("resize", redrawTimeline);
