@@ -371,3 +371,15 @@ def test_stream_clock_of_a_runtime():
     assert live.live and live.stream_now == pytest.approx(250.0, abs=2.0)
     empty = stream_clock(SimpleNamespace(engine=SimpleNamespace(coverage=None), wall_origin=None))
     assert empty.stream_now == 0.0
+
+
+def test_a_product_whose_name_holds_another_products_is_read_whole():
+    """Own labels (tests/data/vtest): 'person with bag' is read from its three words, not from 'bag' (its
+    last word matches it as well) with 'person' left over as a second product."""
+    for text in ("what happened to the person with bag?", "when did the person_with_bag walk?"):
+        got = read_question(text, labels=["walk", "stand", "meet"], products=["person", "person with bag"],
+                            clock=LIVE).query
+        assert got["product"] == "person with bag", (text, got)
+    got = read_question("when did the person walk?", labels=["walk", "stand", "meet"],
+                        products=["person", "person with bag"], clock=LIVE).query
+    assert got["product"] == "person"

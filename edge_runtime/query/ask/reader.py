@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from edge_runtime.query.ask.names import (STOPWORDS, Match, NameIndex, make_scorer, merge_synonyms,
                                     spans_of, words)
 from edge_runtime.query.ask.times import StreamClock, TimeError, Window, find_window
@@ -305,7 +307,10 @@ class Reader:
         if not spans or not index.names:
             return None
         scores = index.score([s for s, _, _ in spans])
-        si, ni = divmod(int(scores.argmax()), scores.shape[1])
+        # of (all but) equal scores the longest span: "person with bag" is the product person_with_bag, read
+        # from all three words, not from its last ("bag") leaving "person" to read as a second product
+        tied = np.argwhere(scores >= scores.max() - 0.01)
+        si, ni = (int(x) for x in max(tied, key=lambda c: (spans[c[0]][2] - spans[c[0]][1], -c[0], -c[1])))
         text, first, last = spans[si]
         said = " ".join(w for w in self._said[first:last])
         return Match(index.names[ni], said, index.best_phrase(text, ni), float(scores[si, ni]), first, last)
