@@ -177,6 +177,11 @@ def test_api_answers_as_the_function_does(client, streamed):
     body = r.json()
     assert body["window"] == [VIDEO_S - 120, VIDEO_S] and body["products"]["from"] == "bundle classes"
     assert body["events"] == [e.to_dict() for e in what_happened(streamed[0], None, (VIDEO_S - 120, VIDEO_S))]
+    assert body["ood"] == streamed[0].ood_status()  # as every answer says how unlike training the frames are
+    from edge_runtime.cli.happened import lines
+    flagged = lines({**body, "ood": {**body["ood"], "flag": True}})
+    assert flagged[-1].startswith("warning: the recent frames look unlike the training footage")
+    assert not any(x.startswith("warning") for x in lines({**body, "ood": {**body["ood"], "flag": False}}))
     scans = client.post("/v1/happened", json={"start": 0, "end": VIDEO_S, "activity": "scan"}).json()["events"]
     assert scans and {e["activity"] for e in scans} == {"scan"}
     assert "HappenedAnswer" in client.get("/openapi.json").json()["components"]["schemas"]

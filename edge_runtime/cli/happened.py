@@ -37,6 +37,8 @@ def lines(reply: dict[str, Any]) -> list[str]:
         box = "" if ev.get("box") is None else "  box [" + " ".join(f"{v:.2f}" for v in ev["box"]) + "]"
         out.append(f"  {ev['start']:8.1f}-{ev['end']:<8.1f} {ev['activity']:<10} {ev['product']:<20} "
                    f"confidence {ev['confidence']:.2f}{box}")
+    if (reply.get("ood") or {}).get("flag"):
+        out.append("warning: the recent frames look unlike the training footage; these events may be wrong")
     return out
 
 

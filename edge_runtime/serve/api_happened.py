@@ -57,6 +57,8 @@ class HappenedAnswer(BaseModel):
                                     "from that part); no_memory (it covers none of it: no events, nothing known)")
     coverage: dict[str, Any] = Field(description="{start, end, covered_fraction} of the window the memory covers")
     gaps: list[list[float]] = Field(description="the source's gaps inside the window")
+    ood: dict[str, Any] | None = Field(None, description="how unlike the training footage the recent frames are "
+                                                         "(flag: the events may be wrong), as every answer says it")
 
 
 def window_of(runtime, start: float | None, end: float | None, last: float | None) -> tuple[float, float]:
@@ -89,7 +91,8 @@ def happened_answer(runtime, q: HappenedBody) -> dict[str, Any]:
     frac = cov["coverage"]["covered_fraction"]
     status = "no_memory" if frac == 0 else "partial" if frac < 1 else "answered"
     return {"stream": runtime.name, "window": [window[0], window[1]], "products": asked,
-            "events": [e.to_dict() for e in events], "status": status, **cov}
+            "events": [e.to_dict() for e in events], "status": status, **cov,
+            "ood": dict(runtime.engine.ood_status())}
 
 
 def register_happened_routes(api: FastAPI, hub, guarded: list):
