@@ -134,10 +134,16 @@ def test_unreadable_questions_name_what_is_missing(text, words, nearest):
 
 
 @pytest.mark.parametrize("text", ["¿cuándo se escaneó la leche?", "was wurde gescannt?",
-                                  "quand le lait a-t-il été scanné ?", "牛奶什么时候被扫描的？"])
-def test_a_refused_question_in_another_language_says_questions_are_read_in_english(text):
-    with pytest.raises(AskError, match="; questions are read in English only$"):
+                                  "quand le lait a-t-il été scanné ?", "牛奶什么时候被扫描的？",
+                                  "¿cuándo se escaneó el cartón de huevos?"])  # was read as a scan of the eggs
+def test_a_question_in_another_language_says_questions_are_read_in_english(text):
+    with pytest.raises(AskError, match="questions are read in English only$"):
         read_question(text, labels=LABELS, products=PRODUCTS, clock=LIVE)
+
+
+def test_a_product_named_with_accents_is_no_other_language():
+    got = read_question("crème fraîche scanned?", labels=LABELS, products=[*PRODUCTS, "crème fraîche"], clock=LIVE)
+    assert got.query["product"] == "crème fraîche"
 
 
 @pytest.mark.parametrize("text, words", [

@@ -111,6 +111,11 @@ class Reader:
             raise AskError("the question is empty", self.labels.names[:3] + self.products.names[:3])
         if len(question) > 500:
             raise AskError(f"the question is {len(question)} characters; at most 500")
+        english = bool(_ENGLISH & set(re.findall(r"[a-z]+", question.lower())))
+        names = {w for n in (*self.products.names, *self.labels.names) for w in words(n)}
+        foreign = [w for w in re.findall(r"\w+", question.lower()) if not w.isascii() and w not in names]
+        if foreign and not english:  # "¿cuándo se escaneó el cartón de leche?" read 'cartón' as egg carton
+            raise AskError(f"'{' '.join(foreign[:3])}': questions are read in English only")
         try:
             window = find_window(question, clock)
         except TimeError as err:
@@ -118,7 +123,7 @@ class Reader:
         try:
             return self._read(question, window)
         except AskError as err:
-            if any(c.isalpha() for c in question) and not _ENGLISH & set(re.findall(r"[a-z]+", question.lower())):
+            if any(c.isalpha() for c in question) and not english:
                 raise AskError(f"{err.message}; questions are read in English only", err.nearest) from None
             raise
 
