@@ -294,3 +294,17 @@ def test_cli_says_a_picture_over_the_request_limit_is_too_big(served, tmp_path, 
     # the runtime answers 413 when it can, or closes the connection while the body is still being sent
     assert code == 1 and err.count("\n") == 1 and "cannot reach the runtime" not in err, err
     assert "HTTP 413" in err or "over its request size limit" in err, err
+
+
+def test_a_class_of_own_footage_without_pictures_says_to_add_some(tmp_path):
+    """An own-footage bundle names its classes (/v1/labels) but draws none: asking by one of them says
+    what is missing, not 'unknown product'."""
+    from edge_runtime.query.by_product import expand
+
+    with pytest.raises(CatalogError, match=r"'person' is one of the bundle's product classes, but the runtime has no "
+                                           r"picture of it.*lvm-edge catalog add \"person\"") as err:
+        expand([{"type": "activity", "product": "person", "start": 0, "end": 10}], Catalog(tmp_path), None,
+               ["person", "person_with_bag"])
+    assert err.value.status == 404
+    with pytest.raises(CatalogError, match="unknown product 'nobody'"):
+        expand([{"type": "activity", "product": "nobody", "start": 0, "end": 10}], Catalog(tmp_path), None, ["person"])

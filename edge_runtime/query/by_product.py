@@ -43,8 +43,8 @@ def check_object(object_image: Any, product: Any, where: str = "") -> None:
         raise CatalogError(f"missing field '{at}object_image' (or '{at}product', a catalog name)")
 
 
-def expand(requests: list[dict[str, Any]], catalog: Catalog | None,
-           classes: dict[str, list] | None = None) -> tuple[list[dict[str, Any]], list[tuple[int, int, str | None]]]:
+def expand(requests: list[dict[str, Any]], catalog: Catalog | None, classes: dict[str, list] | None = None,
+           bundle_products: list[str] = ()) -> tuple[list[dict[str, Any]], list[tuple[int, int, str | None]]]:
     """Requests with a product -> one request per picture. Returns the flat requests and, per original
     request, (first, count) of its flat requests and the product's name as the catalog shows it.
     ``classes`` (``answer`` gives them when the catalog is empty): the bundle's product classes by their
@@ -65,6 +65,11 @@ def expand(requests: list[dict[str, Any]], catalog: Catalog | None,
         elif catalog is None:
             raise CatalogError("no product catalog: the runtime has no state directory (start with --state-dir)", 409)
         else:
+            if name not in catalog and _class_name(dict.fromkeys(bundle_products), name):
+                # own footage's classes come as names only (the generator's are drawn): a picture is needed
+                raise CatalogError(f"'{name}' is one of the bundle's product classes, but the runtime has no "
+                                   f"picture of it to ask with: add some (lvm-edge catalog add \"{name}\" PHOTO...)",
+                                   404)
             shown = catalog.entry(name)["name"]
             crops = catalog.crops(name)
         base = {k: v for k, v in req.items() if k != "product"}
@@ -111,7 +116,7 @@ def prepare(runtime, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any
         return requests, lambda answers: answers
     catalog = getattr(runtime, "catalog", None)
     classes = class_products(runtime) if catalog is None or not len(catalog) else None
-    flat, spans = expand(requests, catalog, classes)
+    flat, spans = expand(requests, catalog, classes, list(getattr(runtime.engine, "products", [])))
 
     def finish(flat_answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
