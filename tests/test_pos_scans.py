@@ -77,7 +77,13 @@ def test_post_scans_stores_them_and_says_what_it_cannot_name(app, tmp_path):
         assert f'lvm_alerts_pos_scans_total{{stream="{rt.name}"}} 2.0' in client.get("/metrics").text
         # a file or demo stream has no wall clock: a unix time cannot be placed on it
         assert "no wall clock" in _error(client.post(url, json={"scans": [{"product": "apple", "time": 1.8e9}]}), 422)
+        # a live camera not yet streaming (down since a power cut): its clock starts with its first frame
+        before, rt.source_uri = rt.source_uri, "rtsp://127.0.0.1:1/x"
+        assert "has not delivered a frame yet" in _error(client.post(url, json={"scans": [{"product": "apple",
+                                                                                           "time": 1.8e9}]}), 409)
+        rt.source_uri = before
         rt.wall_origin = 1.8e9 - 100.0   # a live camera's stream time 0
+        assert "milliseconds?" in _error(client.post(url, json={"scans": [{"product": "apple", "time": 1.8e12}]}), 422)
         assert client.post(url, json={"scans": [{"product": "apple", "time": 1.8e9}]}).status_code == 202
         assert ("apple", 100.0) in [(e.product, e.start) for e in svc.pos.recent(rt.name, 0.0)]
         assert "ahead of the stream" in _error(client.post(url, json={"scans": [{"product": "apple", "stream_time": 1e308}]}), 422)

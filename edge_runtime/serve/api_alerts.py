@@ -73,6 +73,16 @@ class PosScans(BaseModel):
     scans: list[PosScan] = Field(min_length=1, max_length=1000, description="in any order")
 
 
+def _live(rt) -> bool:
+    """Whether the stream's source is a live one (a camera, RTSP, HTTP), whose wall clock its frames give."""
+    from edge_runtime.sources import SourceError, parse_source_uri
+
+    try:
+        return bool(rt.source_uri) and parse_source_uri(rt.source_uri).live
+    except SourceError:
+        return False
+
+
 def alerts_status(hub) -> dict[str, Any]:
     service = getattr(hub, "alerts", None)
     return service.status() if service is not None else no_alerts_status()
@@ -159,12 +169,17 @@ def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
         rows = []
         for i, s in enumerate(body.scans):
             if s.stream_time is None and origin is None:
+                if _live(rt):  # its wall clock starts with its first frame: a till's read cannot be placed yet
+                    return JSONResponse({"error": f"scans[{i}]: stream {stream!r} is a live camera that has not "
+                                                  f"delivered a frame yet, so a wall time cannot be placed in it; "
+                                                  f"send the scans again once it streams"}, status_code=409)
                 return JSONResponse({"error": f"scans[{i}]: stream {stream!r} has no wall clock (not a live "
                                               f"camera); give stream_time instead of time"}, status_code=422)
             t = s.stream_time if s.stream_time is not None else s.time - origin
             if t > latest:
+                hint = " (milliseconds? time is unix seconds)" if s.time is not None and s.time > 1e11 else ""
                 return JSONResponse({"error": f"scans[{i}]: at stream time {t:.6g} s, more than {MAX_AHEAD_S:g} s "
-                                              f"ahead of the stream (at {now:.6g} s): check the till's clock"},
+                                              f"ahead of the stream (at {now:.6g} s): check the till's clock{hint}"},
                                     status_code=422)
             rows.append((names.get(name_key(s.product.replace("_", " ")), s.product), t))
         try:
