@@ -57,6 +57,14 @@ def test_a_sink_removed_from_the_config_stops_holding_alerts(tmp_path):
     assert len(said) == 1 and "webhook:http://h/x" in said[0] and "secret" not in said[0]
 
 
+def test_webhooks_apart_only_by_their_query_keep_two_names_without_showing_it():
+    from edge_runtime.alerts.outbox import sink_label
+
+    a, b = sink_label("webhook:http://h:81/same?token=A"), sink_label("webhook:http://h:81/same?token=B")
+    assert a != b and a.startswith("webhook:http://h:81/same?") and "token" not in a + b
+    assert sink_label("webhook:http://h/x") == "webhook:http://h/x"
+
+
 def test_the_store_is_bounded_delivered_and_acked_alerts_go_first(tmp_path):
     box = Outbox(tmp_path, sinks=["mqtt"], max_alerts=10)
     alerts = [_alert(i) for i in range(10)]

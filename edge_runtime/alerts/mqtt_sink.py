@@ -89,7 +89,11 @@ class _Lane:
 
     def _on_connect_fail(self, _client, _userdata) -> None:
         self.connected = False
-        self.last_error = f"cannot connect to {self.sink.host}:{self.sink.port}"
+        # paho does not say why; over TLS a handshake that fails (a plain broker on this port, a
+        # certificate not trusted) looks like a broker that is down
+        tls = (" (mqtts: the broker is down, or the TLS handshake failed: a broker without TLS on this port, "
+               "or a certificate not trusted)") if self.sink.tls else ""
+        self.last_error = f"cannot connect to {self.sink.host}:{self.sink.port}{tls}"
 
     def close(self, timeout: float) -> None:
         if self.connected:  # a clean disconnect sends no last will: say offline ourselves

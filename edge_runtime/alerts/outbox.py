@@ -18,6 +18,7 @@ store started; an error while running (disk full) is counted and reported, never
 """
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -201,5 +202,7 @@ def sink_label(sink: str) -> str:
         from urllib.parse import urlsplit
 
         p = urlsplit(sink[len("webhook:"):])
-        return f"webhook:{p.scheme}://{p.hostname}{f':{p.port}' if p.port else ''}{p.path}"
+        # two webhooks apart only by their query (a token each) keep two names: a short hash of it
+        query = f"?{hashlib.sha256(p.query.encode()).hexdigest()[:6]}" if p.query else ""
+        return f"webhook:{p.scheme}://{p.hostname}{f':{p.port}' if p.port else ''}{p.path}{query}"
     return sink

@@ -45,7 +45,9 @@ class WebhookSink:
             with _OPENER.open(req, timeout=self.timeout_s) as resp:
                 resp.read(1 << 16)
         except urllib.error.HTTPError as err:  # urllib raises for every status >= 300 it does not follow
-            raise SinkError(f"{self.shown}: HTTP {err.code} {err.reason}") from None
+            moved = (f" (redirects are not followed: give the URL it points to, "
+                     f"{err.headers.get('Location', '?')})") if 300 <= err.code < 400 else ""
+            raise SinkError(f"{self.shown}: HTTP {err.code} {err.reason}{moved}") from None
         except (urllib.error.URLError, OSError, ValueError) as err:
             raise SinkError(f"{self.shown}: {getattr(err, 'reason', err)}") from None
 
