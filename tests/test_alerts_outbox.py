@@ -269,3 +269,19 @@ def test_a_rule_the_bundle_cannot_evaluate_is_refused_before_any_stream_folder_i
                  "--state-dir", str(tmp_path / "state")]) == 2
     assert "rule pass_around needs the activity pass_around" in capsys.readouterr().err
     assert not (tmp_path / "state" / "streams").exists()
+
+
+def test_a_subscriber_line_names_its_time_zone(monkeypatch):
+    import time as _time
+
+    from edge_runtime.alerts.subscriber import alert_line
+
+    monkeypatch.setenv("TZ", "UTC")
+    _time.tzset()
+    try:
+        line = alert_line({"site": "s", "stream": "lane1", "rule": "bagged_without_scan", "product": "cheese",
+                           "start": 1.0, "end": 2.0, "wall_start": 1.8e9, "confidence": 0.8, "id": "abc"})
+    finally:
+        monkeypatch.undo()
+        _time.tzset()
+    assert "(2027-01-15 08:00:00 UTC)" in line

@@ -26,7 +26,8 @@ def alert_line(alert: dict[str, Any]) -> str:
     start, end = alert.get("start"), alert.get("end")
     span = f"{start:.1f}-{end:.1f} s" if isinstance(start, (int, float)) and isinstance(end, (int, float)) else "?"
     if isinstance(alert.get("wall_start"), (int, float)):
-        span += time.strftime(" (%Y-%m-%d %H:%M:%S)", time.localtime(alert["wall_start"]))
+        # the viewer's zone, said: lanes of several stores may be read from one place
+        span += time.strftime(" (%Y-%m-%d %H:%M:%S %Z)", time.localtime(alert["wall_start"]))
     conf = alert.get("confidence")
     conf_s = f"{conf:.2f}" if isinstance(conf, (int, float)) else "?"
     status = "" if alert.get("status", "open") == "open" else f"  [{alert['status']}]"
@@ -90,7 +91,10 @@ def subscribe(url: str, on_alert: Callable[[str, dict[str, Any]], None], *, site
             return  # not ours: a topic under lvm-edge/ written by something else
         if not isinstance(body, dict):
             return
-        (on_status if msg.topic.endswith("/status") else on_alert)(msg.topic, body)
+        if msg.topic.endswith("/status"):
+            on_status(msg.topic, body)
+        elif all(k in body for k in ("id", "rule", "stream")):  # something else written there is no alert
+            on_alert(msg.topic, body)
 
     c.on_connect = on_connect
     c.on_subscribe = lambda *_: subscribed.set()
