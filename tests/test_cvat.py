@@ -126,6 +126,8 @@ def test_labels_yaml_argument_sets_the_order(video, tmp_path):
     ("<attribute name=\"track_id\">0</attribute>", "<attribute name=\"track_id\">9</attribute>", "track 9"),
     ("<width>160</width>", "<width>90</width>", "frames are 90x120"),
     ("xtl=\"80.00\"", "xtl=\"eighty\"", "xtl: 'eighty' is not a number"),
+    ('xtl="16.00" ytl="12.00" xbr="48.00" ybr="36.00"', 'xtl="16.00" ytl="36.00" xbr="48.00" ybr="12.00"',
+     "must be right of and below xtl/ytl"),  # swapped corners were swapped back without a word
 ])
 def test_bad_exports_are_one_line(video, tmp_path, old, new, expect):
     with pytest.raises(CvatError) as err:
@@ -167,3 +169,16 @@ def test_a_video_given_as_a_relative_symbolic_link_is_placed_as_the_video_it_nam
     import_cvat(SAMPLE, link, root)
     placed = root / "videos" / "cam2.avi"
     assert placed.is_file() and not placed.is_symlink() and placed.read_bytes() == video.read_bytes()
+
+
+def test_an_outside_mark_past_the_video_ends_the_span_where_the_video_does(video, tmp_path):
+    """CVAT may keep a track's "outside" keyframe far past the last frame: the event and its boxes
+    end with the video (the import wrote them to frame 160, and lvm-data check refused the file)."""
+    from export.dataset.check import check_dataset
+
+    xml = _xml(tmp_path, '<box frame="14" keyframe="1" outside="1"', '<box frame="160" keyframe="1" outside="1"')
+    import_cvat(xml, video, tmp_path / "ds")
+    ann = open_dataset(tmp_path / "ds").items[0].annotations
+    assert max(e["end"] for e in ann["events"]) <= ann["duration_s"] + 1e-6
+    assert all(row[0] <= ann["duration_s"] + 1e-6 for rows in ann["boxes"].values() for row in rows)
+    assert not [p for p in check_dataset(tmp_path / "ds") if p.level == "error"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -214,7 +215,7 @@ def _import_cvat(args) -> int:
     except (ValueError, OSError) as err:  # DatasetError is a ValueError: the converter's one-line reasons
         print(f"{PROG}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return EXIT_PROBLEMS
-    print(f"{PROG} import-cvat: wrote {ann_path}; next: lvm-data check {args.out}")
+    print(f"{PROG} import-cvat: wrote {ann_path}; next: lvm-data check {shlex.quote(str(args.out))}")
     return 0
 
 

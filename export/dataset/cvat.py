@@ -32,8 +32,8 @@ def _spans(track: CvatTrack, end_frame: int) -> list[tuple[int, int, list[CvatBo
     out, cur = [], []
     for b in track.boxes:
         if b.outside:
-            if cur:
-                out.append((cur[0].frame, b.frame, cur))
+            if cur:  # an "outside" mark past the video's end ends the span where the video does
+                out.append((cur[0].frame, min(b.frame, max(end_frame, cur[-1].frame + 1)), cur))
                 cur = []
         else:
             cur.append(b)

@@ -124,6 +124,9 @@ def _read_track(el: ET.Element, xml_path: Path) -> CvatTrack:
         frame = _int(b.get("frame"), xml_path, f"{where} box frame")
         what = f"{where} box at frame {frame}"
         x1, y1, x2, y2 = (_float(b.get(k), xml_path, f"{what}: {k}") for k in ("xtl", "ytl", "xbr", "ybr"))
+        if x2 <= x1 or y2 <= y1:  # swapped corners would be read as another box: say so, not guess
+            raise CvatError(f"{xml_path}: {what}: xbr/ybr ({x2:g}, {y2:g}) must be right of and below "
+                            f"xtl/ytl ({x1:g}, {y1:g})")
         rot = _float(b.get("rotation") or "0", xml_path, f"{what}: rotation")
         if rot % 360:
             x1, y1, x2, y2 = _enclosing(x1, y1, x2, y2, rot)
