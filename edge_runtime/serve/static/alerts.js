@@ -41,7 +41,7 @@ function row(a) {
   if (Date.now() - firstSeen.get(a.id) < NEW_MS) li.classList.add("new");
   const when = new Date(a.raised_at * 1000).toLocaleTimeString();
   const text = document.createElement("span");
-  text.textContent = `${when}  ${a.stream} · ${a.rule.replaceAll("_", " ")} · ${a.product} · `
+  text.textContent = `${when}  ${a.stream} · ${a.rule.replaceAll("_", " ")} · ${a.product.replaceAll("_", " ")} · `
     + `${clock(a.start)}–${clock(a.end)} · ${Math.round(100 * a.confidence)} %`;
   text.title = `id ${a.id}`;
   li.append(text);
@@ -56,9 +56,16 @@ function row(a) {
         await api(`/v1/alerts/${encodeURIComponent(a.id)}/ack`, {});
         li.dataset.status = "acked";
         ack.remove();
-      } catch (err) {
+      } catch (err) {  // said beside the button: a tooltip alone goes unseen on a kiosk's touch screen
         ack.disabled = false;
         ack.title = err.message;
+        let said = li.querySelector(".ack-error");
+        if (!said) {
+          said = document.createElement("span");
+          said.className = "ack-error";
+          li.append(said);
+        }
+        said.textContent = ` not acknowledged: ${err.message}`;
       }
     });
     li.append(ack);

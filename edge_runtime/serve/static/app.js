@@ -419,7 +419,7 @@ function showAnswer(result) {
   const list = $("answer-intervals");
   list.replaceChildren(...(a.intervals || []).map(([s, e, p], i) => {
     const li = document.createElement("li");
-    li.textContent = `#${i + 1}  ${clock(s)} – ${clock(e)}   p = ${p.toFixed(2)}`;
+    li.textContent = `${clock(s)} – ${clock(e)}   p = ${p.toFixed(2)}`;  // the <ol> numbers them
     return li;
   }));
   redrawTimeline();
