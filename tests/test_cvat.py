@@ -128,6 +128,8 @@ def test_labels_yaml_argument_sets_the_order(video, tmp_path):
     ("xtl=\"80.00\"", "xtl=\"eighty\"", "xtl: 'eighty' is not a number"),
     ('xtl="16.00" ytl="12.00" xbr="48.00" ybr="36.00"', 'xtl="16.00" ytl="36.00" xbr="48.00" ybr="12.00"',
      "must be right of and below xtl/ytl"),  # swapped corners were swapped back without a word
+    ('<attribute name="activity">pick_up</attribute>', '<attribute name="activity">pick_pu</attribute>',
+     "activity 'pick_pu' is not among the values the task declares"),  # a typo was a new activity
 ])
 def test_bad_exports_are_one_line(video, tmp_path, old, new, expect):
     with pytest.raises(CvatError) as err:

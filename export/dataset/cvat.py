@@ -114,6 +114,12 @@ def found_labels(cv: CvatVideo) -> LabelSet:
     """Object classes = track labels, activities = activity values and track-linked tag labels;
     in the order the XML declares them, then in order of appearance."""
     objects = _ordered({t.label for t in cv.tracks}, cv.label_order)
+    if cv.activity_order:  # a value the task does not declare is a typo ("stnad"), not a new activity
+        for t in cv.tracks:
+            bad = next((b for b in t.boxes if b.activity and b.activity not in cv.activity_order), None)
+            if bad is not None:
+                raise CvatError(f"track {t.track_id} box at frame {bad.frame}: activity '{bad.activity}' is not "
+                                f"among the values the task declares ({', '.join(cv.activity_order)})")
     acts = {b.activity for t in cv.tracks for b in t.boxes if b.activity and not b.outside}
     acts |= {label for _, label, ref in cv.tags if ref is not None}
     appear = [b.activity for t in cv.tracks for b in t.boxes] + [lbl for _, lbl, _ in cv.tags]
@@ -142,7 +148,11 @@ def import_cvat(xml_path, video_path, dataset_dir, *, labels_yaml=None) -> Path:
                default=0)
     n_frames = max(n_frames, last)  # the header's frame count can be a few frames short of the real one
     ann = cvat_annotations(cv, fps=fps, n_frames=n_frames, frame_size=frame_size, video_id=video_path.stem)
-    labels = _labels_to_use(root, labels_yaml, found_labels(cv), xml_path)
+    try:
+        found = found_labels(cv)
+    except CvatError as err:  # named by the file, as the parser's own errors are
+        raise CvatError(f"{xml_path}: {err}") from None
+    labels = _labels_to_use(root, labels_yaml, found, xml_path)
 
     dest = root / VIDEOS / video_path.name
     _check_video_slot(root, video_path, dest)
