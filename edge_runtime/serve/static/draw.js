@@ -179,11 +179,13 @@ export function activityBars(svg, scores) {
 export function boxTrack(svg, times, boxes, window) {
   clear(svg);
   const W = svg.clientWidth || 520;
-  const H = 150;
-  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  svg.setAttribute("height", H);
   const fw = 160;
   const fh = 120;
+  // a phone's width: the time plot goes under the frame, full width, its legend on a line of its own
+  const narrow = W < fw + 40 + 240;
+  const H = narrow ? 14 + fh + 36 + fh + 32 : 150;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("height", H);
   const f = el("g", { transform: "translate(4,14)" }, svg);
   el("text", { x: 0, y: -4, class: "row-label" }, f, "where (frame)");
   el("rect", { x: 0, y: 0, width: fw, height: fh, class: "frame" }, f);
@@ -200,9 +202,9 @@ export function boxTrack(svg, times, boxes, window) {
   const pts = boxes.map(([x1, y1, x2, y2]) => `${((x1 + x2) / 2) * fw},${((y1 + y2) / 2) * fh}`);
   if (pts.length > 1) el("polyline", { points: pts.join(" "), class: "box-path" }, f);
 
-  const gx = fw + 40;
+  const gx = narrow ? 4 : fw + 40;
   const gw = W - gx - 10;
-  const g = el("g", { transform: `translate(${gx},14)` }, svg);
+  const g = el("g", { transform: `translate(${gx},${narrow ? 14 + fh + 36 : 14})` }, svg);
   el("text", { x: 0, y: -4, class: "row-label" }, g, "box centre over the window");
   el("rect", { x: 0, y: 0, width: gw, height: fh, class: "plot" }, g);
   const [a, b] = window;
@@ -216,8 +218,11 @@ export function boxTrack(svg, times, boxes, window) {
   line(([, y1, , y2]) => (y1 + y2) / 2, "trace-y");
   el("text", { x: 0, y: fh + 13, class: "tick-label" }, g, clock(a));
   el("text", { x: gw, y: fh + 13, "text-anchor": "end", class: "tick-label" }, g, clock(b));
-  el("text", { x: gw / 2, y: fh + 13, "text-anchor": "middle", class: "legend-x" }, g, "x (left→right)");
-  el("text", { x: gw / 2 + 90, y: fh + 13, "text-anchor": "middle", class: "legend-y" }, g, "y (top→bottom)");
+  const ly = narrow ? fh + 27 : fh + 13;
+  el("text", { x: narrow ? 0 : gw / 2, y: ly, "text-anchor": narrow ? "start" : "middle", class: "legend-x" }, g,
+     "x (left→right)");
+  el("text", { x: narrow ? gw : gw / 2 + 90, y: ly, "text-anchor": narrow ? "end" : "middle", class: "legend-y" }, g,
+     "y (top→bottom)");
 }
 
 // Time answers zoomed to the asked window: one row per interval, best first, shaded by probability.
