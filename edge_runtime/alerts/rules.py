@@ -157,8 +157,11 @@ class RuleEngine:
             needs = spec.needs_with_pos if scans == "pos" and spec.needs_with_pos is not None else spec.needs
             missing = [a for a in needs if a not in acts]
             if missing:
+                with_pos = (" (with the till's scans, alerts.scans: pos, it reads the model's scan events "
+                            "instead)") if scans != "pos" and spec.needs_with_pos is not None else ""
                 raise ValueError(f"rule {name} needs the activit{'ies' if len(missing) > 1 else 'y'} "
-                                 f"{', '.join(missing)}, which the bundle's labels ({', '.join(activities)}) do not have")
+                                 f"{', '.join(missing)}, which the bundle's labels ({', '.join(activities)}) do not "
+                                 f"have{with_pos}")
             self.rules[name] = _thresholds(name, given)
         self._scans: dict[str, list[_Seen]] = {}      # product -> scans seen
         self._bags: dict[str, list[_Seen]] = {}       # product -> bags seen (judged or pending)
