@@ -384,10 +384,14 @@ function showHappened({ question, understood, answer: h }) {
   $("answer-question").textContent = question ? `“${question}”` : "";
   $("answer-read-as").textContent = `Read as: ${understood}`;
   const ev = h.events;
-  const shown = ev.slice(0, 8).map((e) => `${e.activity} ${e.product} at ${clock(e.start)} (${e.confidence.toFixed(2)})`);
+  const words = (name) => name.replaceAll("_", " ");  // labels as staff read them: "pick up egg carton"
+  const shown = ev.slice(0, 8).map((e) => `${words(e.activity)} ${words(e.product)} at ${clock(e.start)} `
+    + `(${e.confidence.toFixed(2)})`);
   $("answer-text").textContent = ev.length
     ? `${ev.length} event(s): ${shown.join(", ")}${ev.length > shown.length ? ", …" : ""}.`
     : "Nothing the memory has evidence of.";
+  if (h.ood && h.ood.flag) $("answer-text").textContent += " The recent frames look unlike the training footage: "
+    + "these events may be wrong.";
   $("answer-judgement").textContent = `${h.products.asked} products asked (${h.products.from}); `
     + "the events are drawn under the memory timeline.";
   $("answer-plot").toggleAttribute("hidden", true);
