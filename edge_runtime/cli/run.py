@@ -66,14 +66,18 @@ def cmd_run(args) -> int:
     unknown = [n for n in args.reset_state or () if n not in names]
     if unknown:
         raise CliError(f"--reset-state {' '.join(unknown)}: no stream of this run is called that (streams: {', '.join(names)})")
-    check_alerts(s)
+    where = f"{args.config}: " if args.config else ""  # the file the alerts: section is in
+    try:
+        check_alerts(s)
+    except CliError as err:
+        raise CliError(f"{where}{err}", err.code) from None
     engine = open_engine(s.bundle, s.backend, s.threads, s.answers)
     if s.alerts.enabled:  # rules the bundle cannot evaluate: refused before any stream's folder is made
         try:
             s.alerts.check_rules(engine.labels, names)
         except ValueError as err:
             engine.close()
-            raise CliError(" ".join(str(err).split())) from None
+            raise CliError(where + " ".join(str(err).split())) from None
     hub = Streams(engine, state_dir=s.state.dir, snapshot_every=s.state.snapshot_every_s,
                   max_batch=s.api.max_batch, batch_wait_s=s.api.batch_wait_ms / 1000,
                   batch_frames=s.batch_frames, warn=say)
