@@ -111,15 +111,15 @@ class Reader:
             raise AskError("the question is empty", self.labels.names[:3] + self.products.names[:3])
         if len(question) > 500:
             raise AskError(f"the question is {len(question)} characters; at most 500")
+        try:
+            window = find_window(question, clock)
+        except TimeError as err:
+            raise AskError(str(err)) from None
         english = bool(_ENGLISH & set(re.findall(r"[a-z]+", question.lower())))
         names = {w for n in (*self.products.names, *self.labels.names) for w in words(n)}
         foreign = [w for w in re.findall(r"\w+", question.lower()) if not w.isascii() and w not in names]
         if foreign and not english:  # "¿cuándo se escaneó el cartón de leche?" read 'cartón' as egg carton
             raise AskError(f"'{' '.join(foreign[:3])}': questions are read in English only")
-        try:
-            window = find_window(question, clock)
-        except TimeError as err:
-            raise AskError(str(err)) from None
         try:
             return self._read(question, window)
         except AskError as err:
@@ -195,8 +195,8 @@ class Reader:
                                f"no product; ask when of the {other.name} (its times, with boxes), or where without it",
                                [other.name])
             if "product" in found:
-                raise AskError(f"two products named ({found['product'].name}, {other.name}): ask about one at a "
-                               f"time", [found["product"].name, other.name])
+                both = [m.name for m in sorted((found["product"], other), key=lambda m: m.first)]  # as said
+                raise AskError(f"two products named ({', '.join(both)}): ask about one at a time", both)
         if "product" in found:
             other_said = self._conjoined(found["product"], tokens, used)
             if other_said:  # "the milk carton and the kombucha": the second is named, not dropped
