@@ -225,10 +225,16 @@ def _format_error(source: str, err: ValidationError) -> str:
         return f"{source}: unknown key '{loc}'"
     if first["type"] == "missing":
         return f"{source}: missing key '{loc}'"
-    msg = first["msg"]
-    if first["type"] == "value_error":  # a check of ours: its message is the sentence, not pydantic's prefix
-        msg = str((first.get("ctx") or {}).get("error") or msg.removeprefix("Value error, "))
+    msg = error_message(first)
     return f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}"
+
+
+def error_message(e: dict) -> str:
+    """One pydantic error's message; a check of ours as its own sentence, without pydantic's prefix."""
+    msg = str(e.get("msg", "invalid"))
+    if e.get("type") == "value_error":
+        msg = str((e.get("ctx") or {}).get("error") or msg.removeprefix("Value error, "))
+    return msg
 
 
 def validate_mapping(schema: type[BaseModel], data: Any, source: str):

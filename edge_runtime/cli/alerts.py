@@ -98,6 +98,7 @@ def _from_broker(args) -> int:
     from pydantic import ValidationError
 
     from edge_runtime.alerts.settings import MqttSettings
+    from edge_runtime.config import error_message
 
     try:
         MqttSettings(url=args.broker, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file).check_tls()
@@ -105,8 +106,7 @@ def _from_broker(args) -> int:
         e = err.errors()[0]
         flag = {"ca_file": "--ca-file", "cert_file": "--cert-file", "key_file": "--key-file"}.get(
             str(e["loc"][0]) if e.get("loc") else "", "--broker")
-        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        msg = msg.replace("cert_file and key_file", "--cert-file and --key-file").replace("TLS files are given",
+        msg = error_message(e).replace("cert_file and key_file", "--cert-file and --key-file").replace("TLS files are given",
                                                                                        "--ca-file / --cert-file given")
         raise CliError(f"{flag}: {msg}") from None
     except ValueError as err:

@@ -23,7 +23,7 @@ Other query types take no object picture; a request without ``product`` passes t
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from edge_runtime.query.catalog import Catalog, CatalogError
 from edge_runtime.query.types import BY_NAME, QUERY_TYPES
@@ -65,7 +65,7 @@ def expand(requests: list[dict[str, Any]], catalog: Catalog | None, classes: dic
         elif catalog is None:
             raise CatalogError("no product catalog: the runtime has no state directory (start with --state-dir)", 409)
         else:
-            if name not in catalog and _class_name(dict.fromkeys(bundle_products), name):
+            if name not in catalog and _class_name(bundle_products, name):
                 # own footage's classes come as names only (the generator's are drawn): a picture is needed
                 raise CatalogError(f"'{name}' is one of the bundle's product classes, but the runtime has no "
                                    f"picture of it to ask with: add some (lvm-edge catalog add \"{name}\" PHOTO...)",
@@ -78,8 +78,8 @@ def expand(requests: list[dict[str, Any]], catalog: Catalog | None, classes: dic
     return flat, spans
 
 
-def _class_name(classes: dict[str, list], name: Any) -> str | None:
-    """The class ``name`` means (case and spacing aside), or None."""
+def _class_name(classes: Iterable[str], name: Any) -> str | None:
+    """The class of ``classes`` (names, or a dict keyed by them) ``name`` means (case and spacing aside), or None."""
     key = " ".join(str(name).lower().replace("_", " ").split())
     return next((c for c in classes if " ".join(c.lower().replace("_", " ").split()) == key), None)
 

@@ -10,6 +10,8 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
+from edge_runtime.config import error_message
+
 
 _TYPE_TAG = re.compile(r"^(int|float|str|bool|none|list\[.*\]|dict\[.*\]|function-\w+\[.*\]|constrained-.*|"
                        r"json-or-python\[.*\]|lax-or-strict\[.*\]|tagged-union\[.*\]|union\[.*\])$")
@@ -71,10 +73,7 @@ def validation_message(err: RequestValidationError) -> tuple[int, str]:
         return 422, f"unknown field '{loc}'"
     if loc == "body" and e.get("type") in ("model_attributes_type", "dict_type"):
         return 422, "request body must be a JSON object"
-    msg = str(e.get("msg", "invalid"))
-    if e.get("type") == "value_error":  # a check of ours: its sentence, without pydantic's prefix
-        msg = msg.removeprefix("Value error, ")
-    return 422, f"{loc}: {msg}"
+    return 422, f"{loc}: {error_message(e)}"
 
 
 async def known_query(request: Request) -> None:

@@ -135,11 +135,10 @@ class Intake:
             self.telemetry.clips.inc()
             self._committed()
         self.update_gauges()
-        if held_to is None and self.state_dir is not None and self.snapshot_every:
+        if held_to is None:
             # no clip will come to trigger the next periodic snapshot while the run serves on: a kill
             # then would lose what was streamed since the last one
-            self._last_snapshot = float("-inf")
-            self._maybe_snapshot()
+            self._maybe_snapshot(now=True)
         reason, problem = end_reason(src, self._source_time(getattr(src, "position", None)), duration,
                                      limited, self._time_up.is_set(), pending if flushed else 0)
         if held_to is not None:

@@ -194,10 +194,11 @@ class Runtime(Intake):
             return {"path": str(path), "bytes": path.stat().st_size, "saved_at": meta["saved_at"],
                     "coverage": meta["coverage"], "frames_processed": meta["frames_processed"]}
 
-    def _maybe_snapshot(self) -> None:
+    def _maybe_snapshot(self, now: bool = False) -> None:
+        """The periodic snapshot, when it is due (``now``: due at once); a failure is warned, not raised."""
         if self.state_dir is None or not self.snapshot_every:
             return
-        if time.monotonic() - self._last_snapshot >= self.snapshot_every:
+        if now or time.monotonic() - self._last_snapshot >= self.snapshot_every:
             try:
                 self.snapshot()
             except OSError:
