@@ -55,7 +55,8 @@ class StreamSettings(_Strict):
 
 
 class RuntimeSettings(_Strict):
-    bundle: str = Field("engines/lvm-tiny-fp32", description="bundle folder (relative to the repo or absolute)")
+    bundle: str = Field("engines/lvm-tiny-fp32", description="bundle folder: absolute, else relative to the current "
+                        "directory, else to the repository")
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
     threads: int | None = Field(None, ge=1, description="intra-op threads (None: the library's choice)")
     answers: Literal["auto", "reader", "heads"] = Field(

@@ -192,3 +192,12 @@ def test_doctor_reads_each_snapshot_as_a_start_would(tmp_path, capsys):
     assert "[BAD] snapshot               " in out and "damaged snapshot (not an archive of arrays)" in out
     assert "[BAD] snapshot lane2" in out and "the next start sets it aside and starts empty" in out
     assert "pickle" not in out and "2 problem(s)" in out
+
+
+def test_demo_names_the_settings_of_a_live_run_it_ignores():
+    # the demo streams demo:// in-process: a kiosk config's source, API and state do not apply, and it says so
+    from edge_runtime.cli.demo import DEMO_IGNORES, given_settings
+
+    assert not given_settings("configs/runtime/demo.yaml") & set(DEMO_IGNORES)
+    assert {"source", "api", "state"} <= given_settings("configs/runtime/kiosk.yaml") & set(DEMO_IGNORES)
+    assert given_settings(None) == set()

@@ -11,4 +11,6 @@ outbox in the state directory and delivered at least once to the store's MQTT br
     service.py      what the runtime holds: the commit hook, the rule engines, status and metrics
     subscriber.py   the other end: every lane's alerts from a broker (``lvm-edge alerts --broker``)
     rules.py        the rules themselves (RULES, RuleEngine)
+    pos_scans.py    the till's scans of each stream, as the store's point-of-sale system sends them
+    sqlite_file.py  how the outbox and the till's scans open their SQLite files
 """

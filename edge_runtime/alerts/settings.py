@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TOPIC_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # how environment variables are named by convention
 HOST = re.compile(r"^[A-Za-z0-9._:-]+$")   # a DNS name, an IPv4 or (unbracketed by urlsplit) IPv6 address
 
 
@@ -240,7 +241,12 @@ class AlertSettings(_Strict):
         """What only the process's environment can say: ValueError (one line) when the broker's password
         variable is named but not set, or its TLS files do not load."""
         if self.mqtt and self.mqtt.password_env and os.environ.get(self.mqtt.password_env) is None:
-            raise ValueError(f"alerts.mqtt.password_env: the variable {self.mqtt.password_env} is not set")
+            name = self.mqtt.password_env
+            # a password written here by mistake is not repeated into the log: only a variable-like name is shown
+            if ENV_NAME.fullmatch(name):
+                raise ValueError(f"alerts.mqtt.password_env: the variable {name} is not set")
+            raise ValueError("alerts.mqtt.password_env: not the name of a set variable (not shown: it does not "
+                             "look like one, e.g. LVM_EDGE_MQTT_PASSWORD, and may be the password itself)")
         if self.mqtt:
             self.mqtt.check_tls()
 

@@ -8,7 +8,10 @@
 
 Modules: ``catalog`` (activities, products and their drawings), ``scene`` (counter layout, looks,
 camera), ``script`` (the event timeline), ``render`` (drawing), ``annotations`` (ground truth),
-``queries`` (ReST query sampling), ``shrink`` (scan avoidance: rates and choices), ``video`` (the public class).
+``script_builder`` (one video's script from its seed), ``queries`` (ReST query sampling),
+``absent_queries`` (questions whose answer is "not seen"), ``metrics`` (ReST's metrics),
+``seen_metrics`` (scoring "not seen" and confidence), ``shrink`` (scan avoidance: rates and choices),
+``video`` (the public class).
 """
 from .annotations import BOX_FPS
 from .catalog import ACTIVITIES, ACTIVITY_IDS, BASE_ACTIVITIES, PRODUCT_IDS, PRODUCTS

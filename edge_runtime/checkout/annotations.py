@@ -11,7 +11,7 @@ from .scene import LOOKS, TRAIN_LOOKS, apply_h, zone_of
 from .script import Script, hand_position, helper_position
 
 # 2: instances say ``scanned``, ``transaction`` and ``shrink``. Videos without shrink are still written
-# as version 1, byte for byte as before (the shipped model and docs' figures were made on them);
+# as version 1, byte for byte the format the shipped model and docs' figures were made on;
 # readers derive the three fields for version 1 files (export/dataset/folder.py).
 FORMAT_VERSION = 2
 BOX_FPS = 5.0

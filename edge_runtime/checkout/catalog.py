@@ -68,10 +68,6 @@ class ProductSpec:
     label_options: tuple[tuple[int, int, int], ...]  # per-instance label colour variants
     parts: tuple[Part, ...] = field(repr=False)
 
-    def outline(self) -> Poly:
-        """Points whose bounding box is the item's box (the body polygons)."""
-        return np.concatenate([p for _, p in self.parts])
-
 
 def _zigzag_bag() -> Poly:
     top = [(-0.38 + 0.76 * i / 8, -0.5 + (0.04 if i % 2 else 0.0)) for i in range(9)]

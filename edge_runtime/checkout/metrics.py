@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.query.types import NAMES
+from edge_runtime.query.types import NAMES, tiou
 
 HIT_IOU = 0.3           # strict: a hit needs IoU > HIT_IOU
 KS = (1, 3)             # reported Recall@kx
@@ -143,16 +143,6 @@ def recall_object(pred_list: Sequence[Any], gt: Any, k: int, tol: float = FRAME_
 
 
 # ------------------------------------------------------------------------------------------ time
-
-
-def tiou(pred: Sequence[float], gt: Sequence[float]) -> float:
-    """Temporal IoU of [s, e] intervals. A reversed interval has zero length; two zero-length
-    intervals have an empty union and score 0 (even when equal)."""
-    ps, pe = float(pred[0]), float(pred[1])
-    gs, ge = float(gt[0]), float(gt[1])
-    inter = max(0.0, min(pe, ge) - max(ps, gs))
-    union = max(0.0, pe - ps) + max(0.0, ge - gs) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def recall_time(pred_list: Sequence[Sequence[float]], gt: Sequence[float] | None, k: int) -> float | None:

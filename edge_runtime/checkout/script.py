@@ -78,12 +78,6 @@ class Instance:
             return None
         return item_pose(s, t), s.kind != "rest"
 
-    def zone(self, t: float) -> str | None:
-        s = self.seg_at(t)
-        if s is None:
-            return None
-        return s.p.get("zone", "hand") if s.kind == "rest" else "hand"
-
 
 def item_pose(s: Seg, t: float) -> Pose:
     a, b, k = s.a, s.b, s.kind

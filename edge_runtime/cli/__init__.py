@@ -1,4 +1,5 @@
-"""``lvm-edge``: run the stream + API, query it, check the host, or run the embedded demo.
+"""``lvm-edge``: run the streams + API, ask and query them, watch their alerts, keep the product
+catalog, check the host, or run the embedded demo.
 
     lvm-edge run --camera 0 --state-dir /var/lib/lvm-edge
     lvm-edge run --source demo://checkout?seed=3 --duration 3600 --api 127.0.0.1:8321
@@ -10,8 +11,9 @@ Every failure a user can cause (missing camera, unreadable file, foreign bundle,
 port) ends with one line on stderr and a non-zero exit status: 2 for bad input, 1 for a run that
 failed, 130 / 143 never (signals drain and snapshot, then exit 0).
 
-One module per subcommand (``run``, ``query``, ``doctor``, ``demo``); ``parser`` binds them to the
-command line, ``common`` holds what they share, ``status_line`` the progress line of run and demo.
+One module per subcommand (``run``, ``query``, ``ask``, ``happened``, ``streams``, ``alerts``,
+``catalog``, ``doctor``, ``demo``); ``parser`` binds them to the command line, ``common`` holds what
+they share, ``answer_text`` the answers as lines, ``status_line`` the progress line of run and demo.
 """
 from __future__ import annotations
 

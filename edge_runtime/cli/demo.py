@@ -13,6 +13,15 @@ from edge_runtime.cli.common import REPO_ROOT, CliError, load_settings, open_eng
 from edge_runtime.cli.status_line import StatusLine
 
 SHIPPED_CHECKPOINT = REPO_ROOT / "checkpoints" / "lvm-tiny.safetensors"
+# runtime settings of a live run: the demo serves no API, keeps no state and streams its own source
+DEMO_IGNORES = ("source", "streams", "api", "state", "alerts", "batch_frames", "duration_s")
+
+
+def given_settings(config: str | None) -> set[str]:
+    """The top-level settings the file ``config`` sets (none without one)."""
+    from edge_runtime.runtime_config import load_runtime_settings
+
+    return set(load_runtime_settings(resolve_path(config)).model_fields_set) if config else set()
 
 
 def cmd_demo(args) -> int:
@@ -24,6 +33,9 @@ def cmd_demo(args) -> int:
     s = load_settings(args, {"bundle": args.bundle, "backend": args.backend, "threads": args.threads,
                              "demo.seed": args.seed, "demo.duration_s": args.duration, "demo.queries": args.queries,
                              "answers": args.answers})
+    ignored = [k for k in DEMO_IGNORES if k in given_settings(args.config)]
+    if ignored:
+        say(f"{args.config}: the demo streams demo:// in-process, so its {', '.join(ignored)} settings do not apply")
     try:
         from edge_runtime.checkout import CheckoutVideo, sample_queries
         from edge_runtime.checkout.queries import WINDOWS, engine_request

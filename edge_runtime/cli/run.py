@@ -238,7 +238,7 @@ def _who(runtime, hub) -> str:
 
 def stream_sources(args, s) -> list[tuple[str | None, str]]:
     """The (name, URI) of each stream: --camera N, --source [NAME=]URI (repeatable), else the
-    config's streams: list or source.uri. One unnamed source is the stream 'default', as before;
+    config's streams: list or source.uri. One unnamed source is the stream 'default';
     among several, an unnamed one is named stream-<position> (stable across restarts)."""
     from edge_runtime.serve.streams import split_named
 

@@ -162,11 +162,6 @@ class OnlineSVD:
         self._u = (q @ ur).astype(self.dtype)
         self._s = sr.astype(self.dtype)
 
-    # -- reading ---------------------------------------------------------------------------
-    def project(self, h: np.ndarray) -> np.ndarray:
-        """MeMSVD read: h + (h Uᵀ) U."""
-        return h + (h @ self._u) @ self._u.T
-
 
 def svd_from_config(cfg, *, forgetting: float | None = None) -> OnlineSVD:
     """An empty summary of a model's per-frame mean tokens, with the model config's settings: the

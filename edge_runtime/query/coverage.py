@@ -74,7 +74,8 @@ def hold_to_spans(answer: dict[str, Any], spans: list[tuple[float, float]], aske
     eps = 1e-6
 
     def held(track: dict) -> None:
-        if not track["times"]:
+        times = track["times"]  # ascending
+        if not times or (len(spans) == 1 and spans[0][0] - eps <= times[0] and times[-1] <= spans[0][1] + eps):
             return
         inside = inside_any(track["times"], spans, eps)
         if inside.all():

@@ -50,6 +50,7 @@ from edge_runtime.query.check import QueryError, activity_id
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.events import Event
 from edge_runtime.query.reader_answers import calibrated
+from edge_runtime.query.types import tiou
 
 # chosen on held-out videos of seed 1 (tools/accuracy/happened_eval.py --eval-seed 1 --sweep,
 # docs/accuracy/happened_tuning.json): the best event F1 with one product per interval (without it one
@@ -156,18 +157,13 @@ def merge(events: list[Event]) -> list[Event]:
     return sorted((e for run in by_pair.values() for e in run), key=lambda e: (e.start, -e.confidence, e.product))
 
 
-def _tiou(a: Event, b: Event) -> float:
-    inter = min(a.end, b.end) - max(a.start, b.start)
-    return max(inter, 0.0) / max(max(a.end, b.end) - min(a.start, b.start), 1e-9)
-
-
-def one_product_each(events: list[Event], tiou: float = EXCLUSIVE_TIOU) -> list[Event]:
+def one_product_each(events: list[Event], at_least: float = EXCLUSIVE_TIOU) -> list[Event]:
     """Of events of one activity at (nearly) the same time but of different products, the most
     confident only: the reader's product identity is weaker than its timing (several products'
     time queries find the same scan), and one item is scanned or bagged at a time."""
     kept: list[Event] = []
     for e in sorted(events, key=lambda e: -e.confidence):
-        if not any(k.activity_id == e.activity_id and _tiou(k, e) >= tiou for k in kept):
+        if not any(k.activity_id == e.activity_id and tiou((k.start, k.end), (e.start, e.end)) >= at_least for k in kept):
             kept.append(e)
     return sorted(kept, key=lambda e: (e.start, -e.confidence, e.product))
 

@@ -43,12 +43,13 @@ def reader_answers(q_types: list[str], q_windows, act_scores, intervals, keyboxe
             out.append({"intervals": [interval(a, b, p) for a, b, p in intervals[i]]})
         else:
             s, e = (float(x) for x in q_windows[i])
+            # the window's frames at the box rate, once a query: each ranked answer takes those in its interval
+            frames = s + np.arange(int(np.floor((e - s) * object_fps + 1e-9)) + 1) / object_fps
             tracks = []
-            for k in range(intervals.shape[1]):
-                lo, hi, p = (float(x) for x in intervals[i, k])
-                at = s + np.arange(int(np.floor((e - s) * object_fps + 1e-9)) + 1) / object_fps
-                inside = (at >= lo - 1e-9) & (at <= hi + 1e-9)
-                at = at[inside] if inside.any() else at[[int(np.abs(at - (lo + hi) / 2).argmin())]]
+            for k, (lo, hi, p) in enumerate(np.asarray(intervals[i], np.float64).tolist()):
+                first = int(np.searchsorted(frames, lo - 1e-9, side="left"))
+                end = int(np.searchsorted(frames, hi + 1e-9, side="right"))
+                at = frames[first:end] if end > first else frames[[int(np.abs(frames - (lo + hi) / 2).argmin())]]
                 b = _interp_boxes(at, np.linspace(lo, hi, keyboxes.shape[2]), keyboxes[i, k])
                 tracks.append({**box_track(at, b), "extent": interval(lo, hi, p)})
             out.append({"tracks": tracks, "times": tracks[0]["times"], "boxes": tracks[0]["boxes"],

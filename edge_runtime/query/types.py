@@ -12,6 +12,7 @@ so nothing above the query stage may be imported.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -81,7 +82,7 @@ def _combine_activity(answers: list[dict[str, Any]], k: int) -> dict[str, Any]:
 def _labelled_activity(a: dict[str, Any], labels: list[str]) -> dict[str, Any]:
     if "ranked" not in a:
         return {}
-    # scores keyed by name: a list in label-id order beside names in ranked order was misread
+    # scores keyed by name: a list in label-id order beside names in ranked order reads as if they matched
     return {"scores": {labels[i]: s for i, s in enumerate(a["scores"])}, "labels": [labels[i] for i in a["ranked"]]}
 
 
@@ -159,17 +160,21 @@ def _combine_time(answers: list[dict[str, Any]], k: int) -> dict[str, Any]:
     # picture (its edges a few ms apart): kept once, so the k places go to different events
     kept: list[list] = []
     for iv in sorted((list(iv) for a in answers for iv in a["intervals"]), key=lambda iv: -iv[2]):
-        if all(_tiou(iv, other) <= SAME_EVENT_TIOU for other in kept):
+        if all(iv[:2] != other[:2] and tiou(iv, other) <= SAME_EVENT_TIOU for other in kept):
             kept.append(iv)
         if len(kept) == k:
             break
     return {"intervals": kept}
 
 
-def _tiou(a, b) -> float:
-    inter = max(0.0, min(float(a[1]), float(b[1])) - max(float(a[0]), float(b[0])))
-    union = max(float(a[1]), float(b[1])) - min(float(a[0]), float(b[0]))
-    return inter / union if union > 0 else float(a[0] == b[0])
+def tiou(pred: Sequence, gt: Sequence) -> float:
+    """Temporal IoU of [s, e] intervals. A reversed interval has zero length; two zero-length
+    intervals have an empty union and score 0 (even when equal)."""
+    ps, pe = float(pred[0]), float(pred[1])
+    gs, ge = float(gt[0]), float(gt[1])
+    inter = max(0.0, min(pe, ge) - max(ps, gs))
+    union = max(0.0, pe - ps) + max(0.0, ge - gs) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _present_time(a: dict[str, Any], all_boxes: bool) -> list[str]:
@@ -194,11 +199,3 @@ QUERY_TYPES: tuple[QueryType, ...] = (
 NAMES: tuple[str, ...] = tuple(t.name for t in QUERY_TYPES)
 BY_NAME: dict[str, QueryType] = {t.name: t for t in QUERY_TYPES}
 BY_ID: dict[int, QueryType] = {t.id: t for t in QUERY_TYPES}
-
-
-def query_type(name: Any) -> QueryType:
-    """The row named ``name`` (ValueError, one line, naming the known ones)."""
-    row = BY_NAME.get(name) if isinstance(name, str) else None
-    if row is None:
-        raise ValueError(f"unknown query type {name!r}; known: {', '.join(NAMES)}")
-    return row

@@ -135,7 +135,7 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
     hub = target if isinstance(target, Streams) else Streams.wrap(target)
     engine = hub.engine  # the bundle's labels and products: the same for every stream
     # FastAPIOffline: FastAPI whose /docs and /redoc load their scripts from this app, not a CDN (kiosks
-    # are often offline); its files are served open under /static-offline-docs, as /docs always was
+    # are often offline); its files are served open under /static-offline-docs, as /docs is
     api = FastAPIOffline(title="lvm-edge", version=__version__, dependencies=[Depends(known_query)],
                          responses=ERROR_RESPONSES,
                          description="Answers activity / object / time questions about each stream from its memory.")

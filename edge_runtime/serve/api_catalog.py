@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_runtime.query.catalog import Catalog, CatalogError, normalise_name
+from edge_runtime.serve.api_errors import one_line
 
 
 class AddProduct(BaseModel):
@@ -48,7 +49,7 @@ def register_catalog_routes(api: FastAPI, hub, *, guarded: list, decode_image, m
 
     @api.exception_handler(CatalogError)
     async def _catalog_error(_, exc: CatalogError):
-        return JSONResponse({"error": " ".join(str(exc).split()) or "bad request"}, status_code=exc.status)
+        return JSONResponse({"error": one_line(str(exc))}, status_code=exc.status)
 
     @api.get("/v1/catalog", tags=["catalog"], dependencies=guarded)
     def list_products() -> dict[str, Any]:

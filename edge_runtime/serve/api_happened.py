@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.coverage import window_coverage
 from edge_runtime.query.happened import MIN_CONFIDENCE, HappenedError, what_happened
+from edge_runtime.serve.api_errors import one_line
 from edge_runtime.serve.api_streams import STREAM_HELP
 
 DEFAULT_LAST_S = 300.0
@@ -100,7 +101,7 @@ def register_happened_routes(api: FastAPI, hub, guarded: list):
 
     @api.exception_handler(HappenedError)
     async def _happened_error(_, exc: HappenedError):
-        return JSONResponse({"error": " ".join(str(exc).split())}, status_code=exc.status)
+        return JSONResponse({"error": one_line(str(exc))}, status_code=exc.status)
 
     @api.post("/v1/happened", tags=["queries"], dependencies=guarded, response_model=HappenedAnswer)
     def happened(q: HappenedBody) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from edge_runtime.query.types import BY_NAME, NAMES, QUERY_TYPES, QueryType
+from edge_runtime.query.types import NAMES, QUERY_TYPES, QueryType
 from edge_runtime.serve.api_streams import STREAM_HELP
 
 MAX_BATCH_QUERIES = 64
@@ -52,6 +52,12 @@ def _body_model(row: QueryType) -> type[_Body]:
 QUERY_BODIES: dict[str, type[_Body]] = {row.name: _body_model(row) for row in QUERY_TYPES}
 
 
+# the fields each query type takes, as its own route's body has them
+_TAKES: dict[str, frozenset[str]] = {
+    row.name: frozenset({"type", "stream"} | {f for part in row.given + row.options for f in _fields(part)})
+    for row in QUERY_TYPES}
+
+
 class BatchItem(_Body):
     type: Literal[NAMES]  # type: ignore[valid-type]
     start: float
@@ -66,9 +72,7 @@ class BatchItem(_Body):
     def _fields_of_its_type(self) -> "BatchItem":
         """A field its type does not take is refused, as its own route refuses it (k on an activity query
         was dropped without a word)."""
-        row = BY_NAME[self.type]
-        takes = {"type", "stream"} | {f for part in row.given + row.options for f in _fields(part)}
-        extra = sorted(self.model_fields_set - takes)
+        extra = sorted(self.model_fields_set - _TAKES[self.type])
         if extra:
             raise ValueError(f"{self.type} queries take no {', '.join(extra)}")
         return self

@@ -3,9 +3,8 @@ frames batched together through one worker (``IngestBatcher``; a lone stream's b
 batches of one), each with its own state (memory, SVD, clock, gaps), snapshots, reconnects and
 query batcher. What the API and ``lvm-edge run`` hold.
 
-State: the stream named ``default`` (a run with one unnamed source) keeps the state dir itself, so
-snapshots from single-stream runs restore as before; every other stream keeps
-``<state dir>/streams/<name>/``. The catalog of named products is the store's, shared by all.
+State: the stream named ``default`` (a run with one unnamed source) keeps the state dir itself
+(a single-stream run's snapshot lies there); every other stream keeps ``<state dir>/streams/<name>/``. The catalog of named products is the store's, shared by all.
 
 A stream that fails (camera unplugged, RTSP down) stalls nothing: each has its own intake thread,
 and the batcher runs whatever the others hand in.
@@ -67,7 +66,7 @@ class Streams:
 
     @classmethod
     def wrap(cls, runtime: Runtime) -> "Streams":
-        """A hub of one Runtime built on its own (tests, embedders): the API serves it as before."""
+        """A hub of one Runtime built on its own (tests, embedders): the API serves it as the stream 'default'."""
         hub = cls.__new__(cls)
         hub.engine, hub.state_dir = runtime.engine, runtime.state_dir
         hub._opts = dict(snapshot_every=runtime.snapshot_every, max_batch=runtime.batcher.max_batch,

@@ -6,8 +6,10 @@ No torch here: the runtime side and ``lvm-data`` use it without the training sta
     ds = open_dataset("data/shop")          # DatasetError (one line) if lvm-data check would fail
     for item in ds.split("train"): item.video, item.annotations, item.crop_files
 
-Modules: ``labels`` (labels.yaml), ``folder`` (the layout and normalised annotations), ``check``
-(every problem, one line each), ``stats``, ``render`` (generator videos as files), ``cvat`` (import).
+Modules: ``labels`` (labels.yaml), ``layout`` (the folder's files as they are), ``folder`` (normalised
+annotations), ``check`` (every problem, one line each), ``stats``, ``render`` (generator videos as
+files), ``cvat_xml`` and ``cvat`` (the CVAT import: reading, converting), ``video_data`` (frames and
+annotations of a generated or own video), ``eval_data`` (which footage an evaluation scores).
 """
 from .check import Problem, check_dataset
 from .folder import Dataset, DatasetError, DatasetItem, open_dataset

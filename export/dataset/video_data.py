@@ -20,6 +20,7 @@ from tqdm import tqdm
 from edge_runtime.atomic_write import atomic_writer
 from edge_runtime.checkout import CheckoutVideo, Query, sample_queries
 from edge_runtime.checkout.absent_queries import ABSENT_SEED, sample_absent_queries
+from edge_runtime.file_hash import sha256_file
 
 # (instance_id, size) -> (size, size, 3) uint8 RGB picture of that instance
 CropProvider = Callable[[int, int], np.ndarray]
@@ -76,7 +77,7 @@ def load_dataset_video(item, size: int, fps: float, progress: bool = False) -> V
     from export.dataset.check import latest_time
 
     ann = item.annotations
-    video_sha = file_sha256(item.video)
+    video_sha = sha256_file(item.video)
     try:
         src = FileSource(str(item.video), target_fps=fps, size=size)
     except SourceError as err:
@@ -114,14 +115,6 @@ class _CropBank:
         from edge_runtime.sources.frames import resize_square
 
         return np.ascontiguousarray(resize_square(self.crops[instance_id], size))
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def best_box(track: list) -> list[float] | None:
@@ -169,7 +162,7 @@ def _instance_crops(item, error) -> tuple[dict[int, np.ndarray], str]:
             if img is None:
                 raise error(f"{path}: crop of instance {iid} is not a readable image")
             crops[iid] = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-            spec.update(f"{iid}:file:{file_sha256(path)};".encode())
+            spec.update(f"{iid}:file:{sha256_file(path)};".encode())
             continue
         box = best_box(ann.get("boxes", {}).get(str(iid), []))
         if box is not None:

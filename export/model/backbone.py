@@ -8,7 +8,6 @@ model hub; with HF_HUB_OFFLINE=1 (the default here) timm finds them in its local
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from edge_runtime.config import BackboneConfig, ConfigError
+from edge_runtime.file_hash import sha256_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -89,7 +89,7 @@ class Backbone(nn.Module):
                      for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
             raise BackboneWeightsError(f"{path}: tensors do not fit backbone {self.cfg.name}: {'; '.join(parts)}")
         self.net.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-        self.init_source = f"file:{path} sha256:{_sha256_file(path)[:12]}"
+        self.init_source = f"file:{path} sha256:{sha256_file(path)[:12]}"
 
     def _full_model_keys(self) -> set[str]:
         """Keys of timm's whole classifier model: what a converted pretrained file holds."""
@@ -198,9 +198,3 @@ def _telling(keys: list[str]) -> list[str]:
     return sorted(keys, key=lambda k: k.endswith("num_batches_tracked"))
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -17,8 +17,8 @@ truth alone (no model, no rendering), on the held-out videos and present activit
   (a reader that also tells label colours apart);
 - ``item``: knows the asked item's own activities (100 % by construction).
 
-Ties are broken by the class prior. The issue's activity target, the no-video ranking + 12 points,
-is printed beside each window.
+Ties are broken by the class prior. The activity target, the no-video ranking + 12 points, is
+printed beside each window.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 READERS = ("no_video", "class_union", "class_share", "class_and_label", "item")
-TARGET_MARGIN = 0.12  # activity R@1x at least the no-video ranking + 12 points (issue "Read the memory once")
+TARGET_MARGIN = 0.12  # activity R@1x at least the no-video ranking + 12 points
 
 
 def item_label_colours(video) -> dict[int, int]:

@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 from edge_runtime.checkout import CheckoutVideo
+from edge_runtime.checkout.metrics import tiou
 from edge_runtime.checkout.scene import heldout_video
 from edge_runtime.engine.engine import Engine
 from edge_runtime.query import happened
@@ -36,11 +37,6 @@ from edge_runtime.query.happened import what_happened
 
 REPO = Path(__file__).resolve().parents[2]
 TIOU = 0.3
-
-
-def tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
-    inter = min(a[1], b[1]) - max(a[0], b[0])
-    return max(inter, 0.0) / max(max(a[1], b[1]) - min(a[0], b[0]), 1e-9)
 
 
 def truth(ann: dict, start: float, end: float) -> list[tuple[str, str, float, float]]:

@@ -15,6 +15,7 @@ import json
 import numpy as np
 
 from tools.bench.common import SEED_BASE, Ctx, alternate, crops_for, pc, ratio_spread, stats
+from tools.repo_paths import shown
 
 P9_SEED = SEED_BASE + 9
 BATCHES = (1, 32)
@@ -135,7 +136,7 @@ def _p9_model(ctx: Ctx, model: str, *, n_queries: int, rounds: int, prefix: str)
         "how": f"{len(reqs)} generator queries (seed {P9_SEED}) on a {video_s:g} s video; batches of "
                f"{' and '.join(map(str, BATCHES))}; heads and reader blocks alternate, {rounds} rounds; object "
                "pictures' tokens cached first",
-        "model": model, "bundle": str(path), "video_s": video_s, "queries": len(reqs), "rounds": rounds,
+        "model": model, "bundle": shown(path), "video_s": video_s, "queries": len(reqs), "rounds": rounds,
         "ingest_s": {k: round(v, 2) for k, v in ingest_s.items()},
         "commit_stages_s": stages,
         "answered_by": {k: sorted({str(a.get("answered_by")) for a in v}) for k, v in answers.items()},

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.file_hash import sha256_file
+from tools.repo_paths import REPO, shown as _shown
 
-REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "bench"
 pc = time.perf_counter
 
@@ -53,7 +53,7 @@ GOAL_OPS = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t, "==": lambda v
 
 
 def figure(value, *, unit: str, spread: dict | None = None, samples=None, goal: tuple[str, float] | None = None,
-           note: str = "", higher_is_better: bool | None = None) -> dict:
+           note: str = "") -> dict:
     """One reported number: value, spread (p10/p90/min/max/n), goal and whether it is met."""
     out: dict[str, Any] = {"value": _r(value) if isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
                            else value, "unit": unit}
@@ -379,13 +379,6 @@ def fresh_reader_beside(ckpt: Path, cfg) -> Path:
     return out
 
 
-def _shown(p: Path | None) -> str | None:
-    if p is None:
-        return None
-    try:
-        return str(Path(p).resolve().relative_to(REPO))
-    except ValueError:
-        return str(p)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ def end_frame(end_s: float, fps: float) -> int:
 
 
 def stats(values: list[float]) -> dict[str, Any]:
-    """n, median, p95 (nearest rank, as the other reliability tools), max; seconds rounded to 0.01."""
+    """n, median, p95 (the nearest sample to the rank, numpy's "nearest" method, as the other reliability
+    tools), max; seconds rounded to 0.01."""
     if not values:
         return {"n": 0, "median": None, "p95": None, "max": None}
     return {"n": len(values), "median": round(statistics.median(values), 2), "p95": round(percentile(values, 95), 2),

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from edge_runtime.cli.common import CliError
 from edge_runtime.cli.demo import ensure_bundle
 from tools.reliability.common import BUNDLE_ENV, REPO, default_bundle
+from tools.repo_paths import shown
 
 SCENARIOS = ("rtsp", "media", "powercut", "fuzz", "load", "soak", "alert_faults")
 TARGETS = {
@@ -38,7 +39,7 @@ TARGETS = {
     "media": "bad media: one line each, never a crash",
     "powercut": "100 % consistent restores after ≥ 100 SIGKILLs; damaged snapshot set aside in one line",
     "fuzz": "≥ 1,000 generated requests: 0 responses ≥ 500, every 4xx a one-line error body",
-    "load": "32 clients, 60 s, streaming unpaced: 0 errors, p99 ≤ 50 ms, frames processed = frames due",
+    "load": "32 clients, 60 s, streaming unpaced: 0 errors, p99 ≤ 50 ms, frames processed = frames due; then paced at 1, 2, 4 requests/s a client",
     "soak": "24 stream-hours: RSS growth ≤ 1 %, fds and threads constant",
     "alert_faults": "20 broker kills and 20 runtime SIGKILLs: 0 alerts lost, every copy with its alert's id",
 }
@@ -89,7 +90,10 @@ def summary(name: str, r: dict[str, Any]) -> str:
                 f"{lat.get('p50')} ms, p99 {lat.get('p99')} ms while streaming (after the stream: p50 "
                 f"{idle.get('p50_ms')} ms, p99 {idle.get('p99_ms')} ms; one client while streaming: p50 "
                 f"{one.get('p50_ms')} ms, p99 {one.get('p99_ms')} ms); frames {r.get('frames_processed')}/"
-                f"{r.get('frames_due')}, dropped {r.get('dropped')}")
+                f"{r.get('frames_due')}, dropped {r.get('dropped')}; the clients' own CPU "
+                f"{r.get('client_cpu_ms_per_request')} ms a request"
+                + "".join(f"; paced at {p['rate_per_client']:g}/s a client ({p['requests_per_s']}/s): p50 {p['p50_ms']} ms, "
+                          f"p99 {p['p99_ms']} ms, {p['errors']} errors" for p in r.get("paced") or []))
     if name == "soak":
         rss = r.get("rss_mb") or {}
         return (f"{len(r.get('samples') or [])} stream-hours: RSS {rss.get('first')} → {rss.get('last')} MB "
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reliability: bundle {bundle}; results to {out}", flush=True)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="lvm-reliability-"))
     meta = {"quick": args.quick, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-            "bundle": str(bundle)}
+            "bundle": shown(bundle)}
     results: dict[str, Any] = {}
     previous = out / "results.json"
     if args.only and previous.is_file():  # a partial run updates its rows, keeps the others

@@ -22,7 +22,8 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
+from tools.repo_paths import REPO
+
 BUNDLE_ENV = "LVM_RELIABILITY_BUNDLE"
 
 

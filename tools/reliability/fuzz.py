@@ -7,8 +7,6 @@ Pass: no response ≥ 500, and every 4xx carries the API's error body — a JSON
 from __future__ import annotations
 
 import base64
-import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -248,7 +246,3 @@ def run(quick: bool, workdir: Path, log=print, n_requests: int | None = None) ->
                      and res.get("generated_requests", 0) >= target and not res["traceback_in_log"])
     log(f"fuzz: {tally.n} requests, {res['server_errors']} server errors, {len(tally.bad)} bad answers")
     return res
-
-
-if __name__ == "__main__":
-    print(json.dumps(run("--quick" in sys.argv, Path("/tmp/lvm-reliability/fuzz")), indent=1))

@@ -19,16 +19,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from tools.reliability.common import free_port
+
 
 def mosquitto_path() -> str | None:
     """The broker's executable (Debian installs it in /usr/sbin, often not on a user's PATH)."""
     return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Mosquitto:

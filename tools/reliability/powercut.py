@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -179,9 +178,3 @@ def run(quick: bool, workdir: Path, log=print, n_kills: int | None = None) -> di
                      and all(c["ok"] for c in res["damaged"].values()))
     res["wall_s"] = round(time.monotonic() - t0, 1)
     return res
-
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(run("--quick" in sys.argv, Path("/tmp/lvm-reliability/powercut")), indent=1))

@@ -5,7 +5,7 @@ in front of it sees every byte).
 
 Runs under the SYSTEM python (PyGObject comes from Debian, not from pip):
 
-    /usr/bin/python -m tools.reliability.rtsp_server --port 8554 --frames /tmp/f/%05d.jpg --fps 5
+    /usr/bin/python3 -m tools.reliability.rtsp_server --port 8554 --frames /tmp/f/%05d.jpg --fps 5
     -> prints "ready rtsp://127.0.0.1:8554/x" once it accepts connections; runs until SIGTERM/SIGINT
 
 Needs: python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good

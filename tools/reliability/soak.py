@@ -8,7 +8,6 @@ that every sample sees it running) reaches its end with every frame processed. -
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -103,9 +102,3 @@ def run(quick: bool, workdir: Path, log=print, hours: int | None = None, hour_s:
     res["failed_checks"] = [name for name, ok in checks.items() if not ok]
     res["passed"] = not res["failed_checks"]
     return res
-
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(run("--quick" in sys.argv, Path("/tmp/lvm-reliability/soak")), indent=1))
