@@ -66,9 +66,12 @@ async def _client(i: int, base: str, until: float, reqs, lat: dict[str, list[flo
                 lat[name].append(dt)
 
 
-async def _paced_client(i: int, base: str, until: float, rate: float, reqs, lat: list[float], errors: list[str]) -> None:
+async def _paced_client(i: int, base: str, seconds: float, rate: float, reqs, lat: list[float], errors: list[str],
+                        ready: asyncio.Barrier) -> None:
     rng = np.random.default_rng(100 + i)
     async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+        await ready.wait()  # every client made first (tens of ms each): the schedule starts after
+        until = time.perf_counter() + seconds
         k, due = i, time.perf_counter() + rng.exponential(1 / rate)
         while due < until:
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
@@ -91,8 +94,8 @@ async def _paced(base: str, clients: int, rate: float, seconds: float) -> dict[s
     reqs = _requests(_image())
     lat: list[float] = []
     errors: list[str] = []
-    until = time.perf_counter() + seconds
-    await asyncio.gather(*(_paced_client(i, base, until, rate, reqs, lat, errors) for i in range(clients)))
+    ready = asyncio.Barrier(clients)
+    await asyncio.gather(*(_paced_client(i, base, seconds, rate, reqs, lat, errors, ready) for i in range(clients)))
     return {"rate_per_client": rate, "requests_per_s": round((len(lat) + len(errors)) / seconds, 1),
             "requests": len(lat) + len(errors), "errors": len(errors), "p50_ms": round(percentile(lat, 50), 1),
             "p99_ms": round(percentile(lat, 99), 1), "max_ms": round(max(lat, default=0.0), 1)}
