@@ -308,3 +308,13 @@ def test_a_class_of_own_footage_without_pictures_says_to_add_some(tmp_path):
     assert err.value.status == 404
     with pytest.raises(CatalogError, match="unknown product 'nobody'"):
         expand([{"type": "activity", "product": "nobody", "start": 0, "end": 10}], Catalog(tmp_path), None, ["person"])
+
+
+def test_catalog_options_may_come_after_the_action(monkeypatch):
+    # `catalog add --api HOST:PORT NAME PICTURE`: the name and pictures after the option still count
+    from edge_runtime.cli.parser import build_parser
+
+    args = build_parser().parse_args(["catalog", "add", "--api", "10.0.0.2:8321", "oat milk", "a.png", "b.png"])
+    assert (args.action, args.name, args.images, args.api) == ("add", "oat milk", ["a.png", "b.png"], "10.0.0.2:8321")
+    args = build_parser().parse_args(["streams", "add", "--api", "10.0.0.2:8321", "lane2", "demo://checkout"])
+    assert (args.action, args.name, args.uri) == ("add", "lane2", "demo://checkout")

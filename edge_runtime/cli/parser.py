@@ -110,6 +110,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class Subcommand(Parser):
+    """A subcommand's parser: its options may come before, between or after its positionals
+    (``catalog add --api HOST:PORT NAME PICTURE``); plain argparse gives a positional that may be
+    empty (nargs ? or *) nothing once an option has come between it and the one before."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:  # parse_known_intermixed_args parses through this method itself
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def positive(kind, most=None):
     """An argparse type: a number of ``kind`` above 0 (and at most ``most``), else one line naming the value."""
     def parse(text: str):
@@ -151,7 +168,7 @@ def _answer_flags(p: argparse.ArgumentParser, *, json_help: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Long-video memory on the device: stream, remember, answer.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", parser_class=Subcommand)
 
     r = sub.add_parser("run", help="stream a source into memory and serve the API")
     src = r.add_mutually_exclusive_group()
