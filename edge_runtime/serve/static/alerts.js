@@ -3,7 +3,7 @@
 // (POST /v1/alerts/{id}/ack).
 // The delivery line under the title says where alerts go and what still waits for the broker.
 
-import { clock } from "./draw.js";
+import { clock, words } from "./draw.js";
 
 const $ = (id) => document.getElementById(id);
 const SHOWN = 20;
@@ -41,7 +41,7 @@ function row(a) {
   if (Date.now() - firstSeen.get(a.id) < NEW_MS) li.classList.add("new");
   const when = new Date(a.raised_at * 1000).toLocaleTimeString();
   const text = document.createElement("span");
-  text.textContent = `${when}  ${a.stream} · ${a.rule.replaceAll("_", " ")} · ${a.product.replaceAll("_", " ")} · `
+  text.textContent = `${when}  ${a.stream} · ${words(a.rule)} · ${words(a.product)} · `
     + `${clock(a.start)}–${clock(a.end)} · ${Math.round(100 * a.confidence)} %`;
   text.title = `id ${a.id}`;
   li.append(text);

@@ -5,7 +5,7 @@
 // must not travel in a URL (URLs end up in logs and browser history).
 
 import { initAlerts, pollAlerts } from "./alerts.js";
-import { activityBars, boxTrack, clock, eventStrip, intervalStrip, timeline } from "./draw.js";
+import { activityBars, boxTrack, clock, eventStrip, intervalStrip, timeline, words } from "./draw.js";
 import { bodyWithStream, forgetStream, onStreamChange, showStreams, withStream } from "./streams.js";
 
 const TOKEN_KEY = "lvm-edge-token";
@@ -218,7 +218,7 @@ async function loadLabels() {
   const chosen = form.type.value;
   form.type.replaceChildren(...labels.query_types.map((t) => new Option(reads(t, "…", "…"), t.name)));
   if (state.types.has(chosen)) form.type.value = chosen;
-  form.activity.replaceChildren(...labels.activities.map((a) => new Option(a, a)));
+  form.activity.replaceChildren(...labels.activities.map((a) => new Option(words(a), a)));
   syncFormFields();
 }
 
@@ -315,7 +315,7 @@ async function run(fn, formId) {
 function describeQuery(q) {
   const row = state.types.get(q.type);
   const what = q.product ? `“${q.product}”` : q.object_image ? "the pictured object" : "…";
-  const said = row ? reads(row, `“${q.activity}”`, what) : `${q.type} query`;
+  const said = row ? reads(row, `“${words(q.activity)}”`, what) : `${q.type} query`;
   const top = row && row.options.includes("k") ? ` (top ${q.k ?? 3})` : "";
   return `${said.charAt(0).toUpperCase()}${said.slice(1)} in ${clock(q.start)}–${clock(q.end)}?${top}`;
 }
@@ -326,14 +326,14 @@ const SHOWN = {
   activity: {
     // scores rank the activities (a reader's add the class prior, so they can pass 1): how likely the
     // answer is right is its confidence, said apart
-    summary: (a, part) => `Most likely: ${a.labels[0]} (score ${a.scores[a.labels[0]].toFixed(2)})${part}.`,
+    summary: (a, part) => `Most likely: ${words(a.labels[0])} (score ${a.scores[a.labels[0]].toFixed(2)})${part}.`,
     draw: (plot, a) => { activityBars(plot, a.scores); return "bars"; },
   },
   object: {
     summary: (a, part) => {
       if (!a.times.length) return `No boxes in the covered part of the window${part}.`;
       const ext = a.extent ? ` seen ${clock(a.extent[0])}–${clock(a.extent[1])}` : "";
-      return `${a.activity}: ${a.times.length} boxes${ext}${part}.`;
+      return `${words(a.activity)}: ${a.times.length} boxes${ext}${part}.`;
     },
     draw: (plot, a) => {
       if (!a.times.length) return "";
@@ -345,7 +345,7 @@ const SHOWN = {
     summary: (a, part) => {
       if (!a.intervals.length) return `No interval in the covered part of the window${part}.`;
       const [s, e] = a.intervals[0];
-      return `${a.activity}: best at ${clock(s)}–${clock(e)} of ${a.intervals.length}${part}.`;
+      return `${words(a.activity)}: best at ${clock(s)}–${clock(e)} of ${a.intervals.length}${part}.`;
     },
     draw: (plot, a) => {
       if (!a.intervals.length) return "";
@@ -384,7 +384,6 @@ function showHappened({ question, understood, answer: h }) {
   $("answer-question").textContent = question ? `“${question}”` : "";
   $("answer-read-as").textContent = `Read as: ${understood}`;
   const ev = h.events;
-  const words = (name) => name.replaceAll("_", " ");  // labels as staff read them: "pick up egg carton"
   const shown = ev.slice(0, 8).map((e) => `${words(e.activity)} ${words(e.product)} at ${clock(e.start)} `
     + `(${e.confidence.toFixed(2)})`);
   $("answer-text").textContent = ev.length

@@ -4,6 +4,9 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
+// a label as staff read it: "pick_up" -> "pick up"
+export const words = (name) => String(name).replaceAll("_", " ");
+
 export function el(tag, attrs = {}, parent = null, text = null) {
   const node = document.createElementNS(SVG_NS, tag);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
@@ -165,7 +168,7 @@ export function activityBars(svg, scores) {
   const full = Math.max(1, ...items.map(([, s]) => s));
   items.forEach(([name, s], i) => {
     const y = 3 + i * row;
-    el("text", { x: left - 6, y: y + 14, "text-anchor": "end", class: "bar-label" }, svg, name);
+    el("text", { x: left - 6, y: y + 14, "text-anchor": "end", class: "bar-label" }, svg, words(name));
     el("rect", { x: left, y: y + 2, width: barW, height: row - 6, class: "bar-track" }, svg);
     const bar = el("rect", { x: left, y: y + 2, width: Math.max(1, barW * s / full), height: row - 6,
                              class: i === 0 ? "bar bar-top" : "bar" }, svg);
