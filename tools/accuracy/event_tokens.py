@@ -56,10 +56,6 @@ GAMMAS = (1, 4, 16, 64)
 Ev = namedtuple("Ev", "activity product start end confidence")
 
 
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
-
-
 def event_tokens(t, p_class, p_act, p_event, k: int = PER_FRAME) -> np.ndarray:
     """Timeline tokens (n,) at times ``t`` with p(class) (n, C), p(activity) (n, A), p(event) (n,) ->
     event tokens (frames x k, 5): [time, activity, class, score, index of the token it came from]."""
@@ -185,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_runtime.query.ask.names import EncoderUnavailable, encoder
     from edge_runtime.query.class_pictures import class_pictures
     from edge_runtime.query.happened import what_happened
+    from edge_runtime.query.slots import sigmoid
     from edge_runtime.query.types import BY_NAME
     from export.evaluate.scoring import engine_videos
     from export.model.checkpoint import load_checkpoint
