@@ -79,7 +79,7 @@ class SamplerConfig(_Strict):
                             "carried state is P x layers x d_model x 2N floats per stream")
     s4_mode: Literal["conv", "recurrent"] = Field("conv", description="s5: how the S4D layers run a clip: one causal "
                                                    "convolution (matrix products) or step by step; same numbers")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the lvm sampler's layers (the s5 sampler has none)")
     topk_chunk: int = Field(TENSORRT_TOPK_MAX, gt=0, le=TENSORRT_TOPK_MAX,
                             description="largest K of one TopK; larger m selects in chunks")
     tau_start: float = Field(1.5, gt=0)
@@ -129,7 +129,9 @@ class TrainConfig(_Strict):
     continual_p: int = Field(2, ge=0, description="past queries in the continual-learning loss")
     l1_weight: float = 5.0
     giou_weight: float = 2.0
-    dropout: float = Field(0.2, ge=0, lt=1)
+    dropout: float = Field(0.2, ge=0, lt=1, description="not read by training: sampler.dropout and heads.dropout "
+                           "set the model's dropout; the key stays so existing configs, and the digests their "
+                           "checkpoints and bundles record, still read")
     train_videos: int = Field(8, ge=1)
     video_s: float = Field(1800.0, gt=0)
     queries_per_video: int = Field(64, ge=1)
