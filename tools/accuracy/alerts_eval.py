@@ -68,8 +68,8 @@ from edge_runtime.alerts.rules import EVENT_FLOOR, RULES, RuleEngine
 from edge_runtime.checkout import ACTIVITIES, CheckoutVideo, ShrinkRates, heldout_video
 from edge_runtime.checkout.shrink import pos_scans
 from edge_runtime.query.events import Event
+from tools.repo_paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 MATCH_TOL_S = 5.0          # an alert's interval may miss its target's by this much and still name it
 OVERLAP_S = 30.0           # as edge_runtime/alerts/service.py: each evaluation re-reads this much
 TICKS = True               # as the service: decisions due between commits are made then (tick_s), not at the next commit

@@ -21,10 +21,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
 from edge_runtime.query.ask import AskError, Reader, StreamClock
 from edge_runtime.query.ask.names import make_scorer
+from tools.repo_paths import REPO
 
 DATA = REPO / "tests" / "data" / "ask"
 TOLERANCE_S = 0.5

@@ -43,9 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.repo_paths import REPO
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[2]
 PER_FRAME = 3          # event tokens per frame (top-K pairs)
 GAP_S = 4.0            # tokens of one pair this close in time are one event
 # what happened from event tokens: chosen on 4 videos of seed 1 (heldout_video(1, 0..3)), the best

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+from tools.repo_paths import REPO
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.accuracy.fit_extent", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "lvm-tiny.safetensors"))
+    p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "lvm-tiny.safetensors"))
     p.add_argument("--out", required=True, help="folder for checkpoint.safetensors and fit_extent.json")
     p.add_argument("--videos", type=int, default=12, help="training-look videos to stream (default 12)")
     p.add_argument("--clips-per-query", type=int, default=2)

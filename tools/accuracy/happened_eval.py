@@ -34,8 +34,8 @@ from edge_runtime.checkout.scene import heldout_video
 from edge_runtime.engine.engine import Engine
 from edge_runtime.query import happened
 from edge_runtime.query.happened import what_happened
+from tools.repo_paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 TIOU = 0.3
 
 

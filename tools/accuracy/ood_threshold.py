@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-
 from edge_runtime.memory.ood import ood_from_bundle
+from tools.repo_paths import REPO
 
 FOOTAGE = Path.home() / ".cache" / "lvm-edge" / "footage" / "opencv-doc" / "examples" / "data"
 OPENCV_VIDEOS = ("vtest.avi", "Megamind.avi", "Megamind_bugy.avi", "tree.avi")

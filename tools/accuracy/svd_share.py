@@ -17,9 +17,10 @@ import os
 import sys
 from pathlib import Path
 
+from tools.repo_paths import REPO
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[2]
 SVD_INPUTS = ("svd_basis", "svd_sv")
 
 

@@ -21,7 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tools.repo_paths import REPO
+
 SOURCE = REPO / "tests" / "data" / "vtest"
 STEM, TEST_STEM = "vtest", "vtest_test"
 
