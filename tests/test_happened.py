@@ -91,7 +91,7 @@ def test_activity_filter_and_confidence_floor(streamed):
 
 
 @pytest.mark.parametrize("window, activities, words", [
-    ((10.0, 5.0), None, "must be before its end"),
+    ((10.0, 5.0), None, "window: start .10. must be before end"),
     ((0.0, float("nan")), None, "finite"),
     ("soon", None, "window must be"),
     ((0.0, 60.0), ["juggle"], "juggle"),
@@ -197,7 +197,7 @@ def test_api_answers_as_the_function_does(client, streamed):
     ({"start": 0}, 422, "missing field 'end'"),
     ({"start": 0, "end": 10, "last": 5}, 422, "not both"),
     ({"last": -5}, 422, "last"),
-    ({"start": 9, "end": 3}, 422, "before its end"),
+    ({"start": 9, "end": 3}, 422, "must be before end"),
     ({"last": 60, "activity": "juggle"}, 422, "juggle"),
     ({"last": 60, "min_confidence": 2}, 422, "min_confidence"),
     ({"last": 60, "stream": "nope"}, 404, "nope"),

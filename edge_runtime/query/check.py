@@ -16,6 +16,16 @@ class QueryError(ValueError):
     """A request the engine cannot answer as asked; the message is one line."""
 
 
+def window_problem(start: float, end: float) -> str | None:
+    """What is wrong with the window [start, end] in stream seconds, in a few words; None if nothing
+    (queries and what happened check their windows alike)."""
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return "start and end must be finite"
+    if not end > start:
+        return f"start ({start:g}) must be before end ({end:g})"
+    return None
+
+
 def activity_id(labels: list[str], activity: Any) -> int:
     """An activity given by id or by name -> id (QueryError when unknown)."""
     if isinstance(activity, bool):
@@ -49,10 +59,9 @@ def check_request(req: dict[str, Any], where: str, *, labels: list[str], tokens_
         raise QueryError(f"{where}: missing '{err.args[0]}'") from None
     except (TypeError, ValueError):
         raise QueryError(f"{where}: start and end must be numbers (seconds)") from None
-    if not (math.isfinite(start) and math.isfinite(end)):
-        raise QueryError(f"{where}: start and end must be finite")
-    if not end > start:
-        raise QueryError(f"{where}: start ({start:g}) must be before end ({end:g})")
+    problem = window_problem(start, end)
+    if problem:
+        raise QueryError(f"{where}: {problem}")
     act = req.get("activity")
     act = activity_id(labels, act) if act is not None else None
     img, tok = req.get("object_image"), req.get("object_tokens")

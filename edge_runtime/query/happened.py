@@ -39,14 +39,13 @@ docs/accuracy/happened.json.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from edge_runtime.query.by_product import combine
 from edge_runtime.query.catalog import CatalogError
-from edge_runtime.query.check import QueryError, activity_id
+from edge_runtime.query.check import QueryError, activity_id, window_problem
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.events import Event
 from edge_runtime.query.reader_answers import calibrated
@@ -111,10 +110,9 @@ def _window(window: Any) -> tuple[float, float]:
         start, end = (float(x) for x in window)
     except (TypeError, ValueError):
         raise HappenedError("window must be (start, end) in stream seconds") from None
-    if not (math.isfinite(start) and math.isfinite(end)):
-        raise HappenedError("window start and end must be finite")
-    if not end > start:
-        raise HappenedError(f"window start ({start:g}) must be before its end ({end:g})")
+    problem = window_problem(start, end)
+    if problem:
+        raise HappenedError(f"window: {problem}")
     return start, end
 
 
