@@ -95,6 +95,11 @@ def test_the_same_item_raised_again_under_another_name_is_the_alert_already_stor
         assert new_a and new_b and a.id != b.id and svc.outbox.counts()["stored"] == 6
         again, new = svc.raise_alert({**_draft(5), "product": "cheese", "start": 319.4, "end": 322.0}, stream="lane1")
         assert not new and again.id == b.id
+        # after --reset-state the stream's times restart at 0: an alert of the new memory over the same
+        # stream seconds is another item, not one of the alerts stored before the memory began
+        began = time.time() + 1.0
+        fresh, new = svc.raise_alert({**_draft(1), "product": "milk carton"}, stream="lane1", memory_began=began)
+        assert new and fresh.id != first.id and fresh.status == "open"
     finally:
         svc.close()
 

@@ -90,8 +90,24 @@ def _live_run_snapshotted(engine, tmp_path, monkeypatch) -> None:
 
 
 def test_live_restore_counts_the_downtime_as_a_gap(engine, tmp_path, monkeypatch):
+    """A live memory's clock (wall_origin) goes on across a restart: the first frame after it takes its
+    stream time from the wall clock, so "since 14:05" keeps its meaning and the gap is the time lost."""
     _live_run_snapshotted(engine, tmp_path, monkeypatch)
     rt2 = Runtime(engine, state_dir=tmp_path)
+    assert rt2.wall_origin == rt2._restored_meta["wall_origin"] is not None  # read before the camera is back
+    rt2._restored_meta["wall_origin"] -= 100.0  # as if stream time 0 was 100 s before it was
+    origin = rt2._restored_meta["wall_origin"]
+    rt2.start("fake://")
+    rt2.wait(60)
+    (a, b), = engine.gaps
+    assert a == 16.0 and b == pytest.approx(100.0, abs=2.0)
+    assert rt2.wall_origin == pytest.approx(origin, abs=0.01)  # not moved by the downtime
+
+
+def test_live_restore_without_a_recorded_clock_counts_from_the_save(engine, tmp_path, monkeypatch):
+    _live_run_snapshotted(engine, tmp_path, monkeypatch)
+    rt2 = Runtime(engine, state_dir=tmp_path)
+    rt2._restored_meta.pop("wall_origin")   # a snapshot written before the clock was recorded
     rt2._restored_meta["saved_at"] -= 100.0  # as if the kiosk was off for 100 s
     rt2.start("fake://")
     rt2.wait(60)
@@ -105,6 +121,7 @@ def test_live_restore_counts_the_wait_for_a_first_frame_as_downtime(engine, tmp_
     _live_run_snapshotted(engine, tmp_path, monkeypatch)
     _use(monkeypatch, lambda: FakeSource(16, live=True, first_after=3.0))
     rt2 = Runtime(engine, state_dir=tmp_path)
+    rt2._restored_meta["wall_origin"] -= 16.0  # the fake's 16 s streamed at once: as if in real time
     rt2.start("fake://")
     rt2.wait(60)
     (a, b), = engine.gaps

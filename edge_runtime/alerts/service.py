@@ -118,14 +118,15 @@ class AlertService:
 
     # -- raising ---------------------------------------------------------------------------------
     def raise_alert(self, draft: dict[str, Any], *, stream: str, stream_time: float | None = None,
-                    wall_origin: float | None = None) -> tuple[Alert, bool]:
+                    wall_origin: float | None = None, memory_began: float | None = None) -> tuple[Alert, bool]:
         """Store a rule's draft as an alert of ``stream`` and wake the sinks; -> (alert, new). An alert
         whose id is already stored is not stored or sent again (new is False). OutboxError if the
-        store cannot be written (the alert is lost: counted, and said in the status)."""
+        store cannot be written (the alert is lost: counted, and said in the status). ``memory_began``:
+        when the stream's memory began empty; alerts stored before it are of an earlier memory."""
         alert = from_draft(draft, site=self.site, stream=stream, stream_time=stream_time,
                            wall_origin=wall_origin, bucket_s=self.settings.id_bucket_s)
         try:
-            same = self._same_incident(alert)
+            same = self._same_incident(alert, memory_began)
             if same is not None:
                 return same, False
             if self.outbox.get(alert.id) is not None:
@@ -142,11 +143,14 @@ class AlertService:
                 w.kick()
         return alert, new
 
-    def _same_incident(self, alert: Alert) -> Alert | None:
+    def _same_incident(self, alert: Alert, memory_began: float | None = None) -> Alert | None:
         """A stored alert of the same stream and rule whose interval overlaps ``alert``'s: the same item, raised
         again (after a restart), or named otherwise (a catalog product added since: its id hashes the
-        product's name). One hand moves one item at a time, as the rules assume."""
+        product's name). One hand moves one item at a time, as the rules assume. Alerts raised before
+        ``memory_began`` are of an earlier memory of the stream (its times restarted at 0 since)."""
         for _, old in self.outbox.list(stream=alert.stream, limit=SAME_INCIDENT_SCAN):
+            if memory_began is not None and old.raised_at < memory_began:
+                continue
             if old.rule == alert.rule and old.start <= alert.end and alert.start <= old.end:
                 return old
         return None
@@ -279,7 +283,8 @@ class AlertService:
         out = []
         for draft in drafts:
             alert, new = self.raise_alert(draft, stream=runtime.name, stream_time=stream_time,
-                                          wall_origin=getattr(runtime, "wall_origin", None))
+                                          wall_origin=getattr(runtime, "wall_origin", None),
+                                          memory_began=getattr(runtime, "memory_began", None))
             if new:
                 out.append(alert)
         return out

@@ -53,11 +53,11 @@ class Intake:
                 limit_reached = False
                 for frame in src:
                     if self._t_first is None:
-                        if live:
-                            self._offset = self._resume_offset(live)
-                        self._t_first = frame.t
                         # a live frame was captured (now() - t) ago; files and demo have no wall clock
                         lag = src.now() - frame.t if live and hasattr(src, "now") else 0.0
+                        if live:
+                            self._offset = self._resume_offset(live, captured=time.time() - lag)
+                        self._t_first = frame.t
                         self.wall_origin = time.time() - lag - self._offset if live else None
                         # CONNECTING until a first frame arrives
                         self.lifecycle.move(RunState.STREAMING, only_from={RunState.CONNECTING})
@@ -153,19 +153,23 @@ class Intake:
             return self.engine.last_time or 0.0
         return self._offset + max(0.0, t - self._t_first)
 
-    def _resume_offset(self, live: bool) -> float:
+    def _resume_offset(self, live: bool, captured: float | None = None) -> float:
         """Stream time of the source's first frame: 0 on a fresh start, and for a file or the demo (it
-        resumes where the restored memory ends, its frames before that skipped); a live source goes on
-        one frame after the restored end, plus the wall-clock time the runtime was down."""
+        resumes where the restored memory ends, its frames before that skipped). A live source's frame
+        captured at unix time ``captured`` takes its time on the restored memory's clock (its
+        ``wall_origin``), so wall-clock questions keep their meaning across a restart however long the
+        camera or the runtime was down, and the gap is what the memory lacks; a snapshot without that
+        clock goes on from its last frame plus the time since it was saved. Never before the restored end."""
         last = self.engine.last_time
+        meta, self._restored_meta = self._restored_meta or {}, None
         if last is None or not live:
-            self._restored_meta = None
             return 0.0
-        offset = last + 1.0 / self.engine.fps
-        if live and self._restored_meta and self._restored_meta.get("saved_at"):
-            offset += max(0.0, time.time() - float(self._restored_meta["saved_at"]))
-        self._restored_meta = None
-        return offset
+        after = last + 1.0 / self.engine.fps
+        if captured is not None and meta.get("wall_origin") is not None:
+            return max(after, captured - float(meta["wall_origin"]))
+        if meta.get("saved_at"):
+            return after + max(0.0, time.time() - float(meta["saved_at"]))
+        return after
 
     def _ingest(self, frames: list[np.ndarray], times: list[float], *, wait: bool = True) -> None:
         """Frames into memory. Through a shared ingestor, ``wait=False`` returns once they are

@@ -93,6 +93,9 @@ class Runtime(Intake):
         self._offset = 0.0                  # stream time of the source's first frame
         self._t_first: float | None = None  # that frame's source time
         self.wall_origin: float | None = None  # live sources: the unix time of stream time 0
+        # when this memory began empty (unix time): alerts raised before it belong to another memory of
+        # this stream name (before a --reset-state), whose stream times restarted at 0
+        self.memory_began: float | None = time.time()
         self.stream_now: float | None = None   # stream time of the newest frame received (alert ticks)
         self._till = None                   # demo://: its till's reads (video seconds), see till_reads
         self._time_up = threading.Event()   # a live source's wall-clock duration ran out
@@ -151,6 +154,9 @@ class Runtime(Intake):
             return
         self._restored_meta = restored.meta
         self.source_uri = restored.meta.get("source_uri")
+        # a live memory's clock goes on: "since 14:05" reads it even before the camera is back
+        self.wall_origin = restored.meta.get("wall_origin")
+        self.memory_began = restored.meta.get("memory_began")  # None (unknown) in older snapshots
         self.restored_from = {"path": str(restored.path), "saved_at": restored.meta.get("saved_at"),
                               "coverage": self.engine.coverage, "frames_processed": self.engine.frames_processed,
                               "source": restored.meta.get("source"), "source_uri": self.source_uri}
@@ -173,7 +179,8 @@ class Runtime(Intake):
             arrays = self.engine.state_dict()
             meta = {"bundle_id": self.engine.bundle.bundle_id, "answers": self.engine.answers_kind, "saved_at": time.time(),
                     "source": self.source_label, "source_uri": self.source_uri, "coverage": self.engine.coverage,
-                    "frames_processed": self.engine.frames_processed, "last_time": self.engine.last_time}
+                    "frames_processed": self.engine.frames_processed, "last_time": self.engine.last_time,
+                    "wall_origin": self.wall_origin, "memory_began": self.memory_began}
             t0 = time.perf_counter()
             target = self.state_dir / snap.SNAPSHOT_NAME
             try:
