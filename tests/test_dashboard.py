@@ -284,3 +284,15 @@ def test_an_answer_about_a_stream_removed_meanwhile_is_not_left_under_the_defaul
     assert httpx.delete(url + "/v1/streams/lane2", headers=auth, timeout=30).status_code == 200
     expect(page.locator("#banner")).to_contain_text("That stream was removed", timeout=15_000)
     expect(page.locator("#answer")).to_have_attribute("data-state", "idle")  # lane2's answer is gone
+
+
+def test_the_page_goes_on_with_another_stream_when_the_default_one_is_removed(served, page):
+    # the last test of the module: it removes the default stream the others read
+    url, auth = served, {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.post(url + "/v1/streams", headers=auth, timeout=30,
+                   json={"name": "lane3", "source": f"demo://checkout?seed={SEED + 2}&duration=60"})
+    assert r.status_code == 201, r.text
+    page.wait_for_selector("#stream-pick:not([hidden])", timeout=15_000)
+    assert httpx.delete(url + "/v1/streams/default", headers=auth, timeout=30).status_code == 200
+    expect(page.locator("#banner")).to_contain_text("The default stream was removed; showing “lane3”", timeout=15_000)
+    expect(page.locator("#source")).to_contain_text(f"seed={SEED + 2}", timeout=15_000)  # lane3's status

@@ -6,7 +6,7 @@
 
 import { initAlerts, pollAlerts } from "./alerts.js";
 import { activityBars, boxTrack, clock, eventStrip, intervalStrip, timeline, words } from "./draw.js";
-import { bodyWithStream, forgetStream, onStreamChange, showStreams, withStream } from "./streams.js";
+import { bodyWithStream, chooseStream, chosenStream, forgetStream, onStreamChange, showStreams, withStream } from "./streams.js";
 
 const TOKEN_KEY = "lvm-edge-token";
 const POLL_MS = 1000;
@@ -153,6 +153,18 @@ async function pollHappened(tl) {
 
 let polling = false;  // a slow runtime must not pile requests up
 
+// A stream left to show when the default one is gone: one streaming if any, else the first; null if none.
+async function anotherStream() {
+  try {
+    const { streams } = await getJson("/v1/streams");
+    if (streams.some((s) => s.default)) return null;  // the default is there: its 409 is about something else
+    const next = streams.find((s) => s.state === "streaming") || streams[0];
+    return next ? next.name : null;
+  } catch {
+    return null;
+  }
+}
+
 async function poll() {
   if (polling) return;
   polling = true;
@@ -173,9 +185,14 @@ async function poll() {
     }
     fillWindowDefaults(tl);
   } catch (err) {
+    const other = err.status === 409 && !chosenStream() ? await anotherStream() : null;
     if (err.status === 404 && forgetStream()) {
       forgetAnswer();
       banner("That stream was removed; showing the default stream.", 10000);
+    } else if (other) {  // the default stream was removed: the page goes on with one that is left
+      chooseStream(other);
+      forgetAnswer();
+      banner(`The default stream was removed; showing “${other}”.`, 10000);
     } else if (err.status !== 401) {
       banner(err.message);
       if (!err.status) {  // no answer at all: what the cards show is from before

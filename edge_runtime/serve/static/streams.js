@@ -16,6 +16,11 @@ export function forgetStream() {
   return had;
 }
 
+// The runtime's default stream was removed (its status is a 409): show ``name`` instead.
+export function chooseStream(name) {
+  chosen = name;
+}
+
 // streams: GET /v1/streams's list (or [] with one stream); shown: the stream whose status is on the page
 export function showStreams(streams, shown) {
   $("stream-pick").hidden = streams.length < 2;
