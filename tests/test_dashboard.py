@@ -296,3 +296,5 @@ def test_the_page_goes_on_with_another_stream_when_the_default_one_is_removed(se
     assert httpx.delete(url + "/v1/streams/default", headers=auth, timeout=30).status_code == 200
     expect(page.locator("#banner")).to_contain_text("The default stream was removed; showing “lane3”", timeout=15_000)
     expect(page.locator("#source")).to_contain_text(f"seed={SEED + 2}", timeout=15_000)  # lane3's status
+    time.sleep(2)  # a few status-line ticks of the runtime with its default stream gone
+    assert httpx.get(url + "/v1/streams", headers=auth, timeout=30).status_code == 200  # and it serves on

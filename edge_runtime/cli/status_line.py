@@ -33,9 +33,9 @@ class StatusLine:
                 rows = t.summary()
                 states = sorted({r["state"] for r in rows})
                 # the summary's state is settled only when every stream is
-                settled = states[0] if len(states) == 1 else "mixed"
+                settled = states[0] if len(states) == 1 else "mixed" if states else "no streams"
                 return {"state": settled, "streams": rows}
-            t = t.get()
+            t = next(iter(t))  # the one stream left: the default one, or another once it was removed
         return t.status()
 
     def text(self, s: dict | None = None) -> str:
