@@ -389,3 +389,11 @@ def test_a_product_whose_name_holds_another_products_is_read_whole():
     got = read_question("when did the person walk?", labels=["walk", "stand", "meet"],
                         products=["person", "person with bag"], clock=LIVE).query
     assert got["product"] == "person"
+
+
+def test_a_time_of_day_read_as_another_day_names_the_day():
+    # at 14:30, "since 14:45" can only be yesterday's 14:45: the reading says so
+    long_memory = StreamClock(stream_now=90000.0, wall_origin=NOW - 90000.0, tz=timezone.utc)
+    w = find_window("what happened since 14:45", long_memory)
+    assert w.end - w.start == pytest.approx(24 * 3600 - 15 * 60) and "yesterday 14:45:00" in w.meaning
+    assert "yesterday" not in find_window("what happened since 14:05", long_memory).meaning

@@ -6,6 +6,7 @@ named as the catalog names them; POST /v1/happened and ``lvm-edge happened``; ba
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -305,3 +306,26 @@ def test_happened_eval_counts_the_losses(tmp_path, capsys):
     assert lost["steps"] == list(LOSSES) and lost["truth"] == run["truth"] and lost["found"] == run["found"]
     assert sum(lost["missed_at"].values()) == lost["truth"] - lost["found"]
     assert "missed at" in capsys.readouterr().out
+
+
+def test_the_last_minutes_of_a_live_stream_end_now_not_where_the_memory_ends():
+    # a camera out for the last minute: "the last minute" is that minute, which the memory does not cover
+    from types import SimpleNamespace
+
+    from edge_runtime.serve.api_happened import window_of
+
+    engine = SimpleNamespace(coverage={"start": 0.0, "end": 100.0})
+    live = SimpleNamespace(engine=engine, wall_origin=time.time() - 160.0)
+    start, end = window_of(live, None, None, 60.0)
+    assert start == pytest.approx(100.0, abs=1.0) and end == pytest.approx(160.0, abs=1.0)
+    assert window_of(SimpleNamespace(engine=engine, wall_origin=None), None, None, 60.0) == (40.0, 100.0)
+
+
+def test_happened_lines_name_the_gaps_of_a_window_covered_in_part():
+    from edge_runtime.cli.happened import lines
+
+    reply = {"stream": "default", "window": [100.0, 300.0], "status": "partial", "events": [],
+             "coverage": {"start": 100.0, "end": 300.0, "covered_fraction": 0.75},
+             "gaps": [[110.2, 124.3], [236.5, 272.4]], "products": {"asked": 3, "from": "catalog"}}
+    head = lines(reply)[0]
+    assert "75 % of the window" in head and "gaps 110.2–124.3 s, 236.5–272.4 s" in head

@@ -10,7 +10,8 @@ from edge_runtime.query.coverage import NOT_SEEN
 from edge_runtime.query.types import BY_NAME
 
 
-def _coverage(a: dict[str, Any]) -> str:
+def coverage_text(a: dict[str, Any]) -> str:
+    """How much of an answer's window the memory covers, its gaps, and whether it was answered in part."""
     cov = a.get("coverage") or {}
     if cov.get("start") is None:
         return "memory: nothing for this window"
@@ -42,5 +43,5 @@ def answer_text(a: dict[str, Any], *, all_boxes: bool = False) -> str:
                      f"{a.get('answered_by', 'reader')})")
     if a.get("ood") and isinstance(a["ood"], dict) and a["ood"].get("flag"):
         lines.append("warning: the recent frames look unlike the training footage; answers may be wrong")
-    lines.append(_coverage(a))
+    lines.append(coverage_text(a))
     return "\n".join(lines)

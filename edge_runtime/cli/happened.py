@@ -3,10 +3,12 @@ one line per event."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from typing import Any
 
+from edge_runtime.cli.answer_text import coverage_text
 from edge_runtime.cli.common import CliError, parse_hostport
 from edge_runtime.cli.query import _http
 
@@ -28,8 +30,7 @@ def lines(reply: dict[str, Any]) -> list[str]:
     cov = reply.get("coverage") or {}
     if reply.get("status") == "no_memory":
         return [f"{reply['stream']}: nothing in memory for {s:.1f}-{e:.1f} s: nothing known about it"]
-    part = (f"; the memory covers {cov['start']:.1f}-{cov['end']:.1f} s of it"
-            if reply.get("status") == "partial" and cov.get("start") is not None else "")
+    part = f"; {coverage_text(reply)}" if reply.get("status") == "partial" and cov.get("start") is not None else ""
     head = (f"{reply['stream']}: {len(reply['events'])} event(s) in {s:.1f}-{e:.1f} s{part} "
             f"({reply['products']['asked']} products asked, from the {reply['products']['from']})")
     out = [head]
@@ -47,6 +48,8 @@ def cmd_happened(args) -> int:
         raise CliError("happened: give --last, or --start and --end, not both")
     if (args.start is None) != (args.end is None):
         raise CliError("happened: --start and --end go together (stream seconds)")
+    if args.start is not None and not (math.isfinite(args.start) and math.isfinite(args.end)):
+        raise CliError("happened: --start and --end must be numbers (stream seconds)")
     if args.start is not None and not args.end > args.start:
         raise CliError(f"happened: --start ({args.start:g}) must be before --end ({args.end:g})")
     body: dict[str, Any] = {}

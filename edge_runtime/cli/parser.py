@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     h = _client(sub, "happened", cmd_happened, help="what happened in a window: events of every product",
                 description=HAPPENED_DESCRIPTION, epilog=HAPPENED_EXAMPLES)
-    h.add_argument("--last", metavar="DURATION", help="the last N of the memory: 300, 90s, 5m, 1h (default: 5m)")
+    h.add_argument("--last", metavar="DURATION", help="the last N up to now (a live camera: the wall clock's now, so an "
+                   "outage shows uncovered): 300, 90s, 5m, 1h (default: 5m)")
     h.add_argument("--start", type=float, help="instead of --last: window start, stream seconds")
     h.add_argument("--end", type=float, help="window end, stream seconds")
     h.add_argument("--activity", help="only events of this activity (name or id)")

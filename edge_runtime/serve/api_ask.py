@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import inspect
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, get_type_hints
 
@@ -31,6 +30,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from edge_runtime.query.ask import AskError, EncoderUnavailable, Reader, StreamClock, SynonymError, load_synonyms
 from edge_runtime.query.ask.names import StringScorer, make_scorer
+from edge_runtime.query.ask.times import stream_time_now
 from edge_runtime.query.by_product import class_products
 from edge_runtime.query.happened import HappenedError
 from edge_runtime.serve.api_errors import one_line
@@ -69,8 +69,7 @@ def stream_clock(runtime) -> StreamClock:
     # an empty memory has no span yet (None): its clock starts at 0 and every window is uncovered
     start, end = float(cov.get("start") or 0.0), float(cov.get("end") or 0.0)
     origin = getattr(runtime, "wall_origin", None)
-    now = max(end, time.time() - origin) if origin is not None else end
-    return StreamClock(stream_now=now, memory_start=start, wall_origin=origin)
+    return StreamClock(stream_now=stream_time_now(end, origin), memory_start=start, wall_origin=origin)
 
 
 class _Scorers:

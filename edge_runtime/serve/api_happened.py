@@ -1,12 +1,14 @@
 """POST /v1/happened: what happened in a window of one stream, as events (edge_runtime/query/happened.py).
 
-    {"last": 300, "stream": "cam2"}                        # the last 5 minutes of the memory
+    {"last": 300, "stream": "cam2"}                        # the last 5 minutes
     {"start": 0, "end": 600, "activity": "scan"}           # a window, one activity
     -> {"stream", "window": [start, end], "products": {"asked": 14, "from": "bundle classes"},
         "events": [{"activity", "activity_id", "product", "start", "end", "confidence", "box", "tracks"}]}
 
-A window is ``start`` and ``end`` (stream seconds) or ``last`` (seconds back from the end of the
-memory), not both; with neither, the last ``DEFAULT_LAST_S``. Bad input is a 4xx with one line.
+A window is ``start`` and ``end`` (stream seconds) or ``last`` (seconds back from now: a live
+source's now is the wall clock's, so a camera outage shows as a part of the window the memory does
+not cover; a file's is the memory's end), not both; with neither, the last ``DEFAULT_LAST_S``. Bad
+input is a 4xx with one line.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_runtime.query.ask.times import stream_time_now
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.coverage import window_coverage
 from edge_runtime.query.happened import MIN_CONFIDENCE, HappenedError, what_happened
@@ -29,7 +32,7 @@ class HappenedBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # true is no number, "1" no time: refused
     start: float | None = Field(None, description="window start, stream seconds (with end)")
     end: float | None = Field(None, description="window end, stream seconds (with start)")
-    last: float | None = Field(None, gt=0, description=f"instead of start/end: the last N seconds of the memory "
+    last: float | None = Field(None, gt=0, description=f"instead of start/end: the last N seconds up to now (a live source: the wall clock's now) "
                                                        f"(neither: the last {DEFAULT_LAST_S:g})")
     activity: Union[int, str, None] = Field(None, description="only events of this activity (name or id)")
     min_confidence: float = Field(MIN_CONFIDENCE, ge=0.0, le=1.0,
@@ -73,8 +76,10 @@ def window_of(runtime, start: float | None, end: float | None, last: float | Non
     cov = runtime.engine.coverage or {}
     if cov.get("end") is None:
         raise HappenedError("the memory holds nothing yet (no frames streamed)", 409)
-    # not before the memory starts: "the last 5 minutes" of a 1-minute memory is that minute
-    return max(float(cov["start"]), float(cov["end"]) - float(last or DEFAULT_LAST_S)), float(cov["end"])
+    # up to now (a live source's now is the wall clock's, as ask reads "the last 5 minutes"), and not
+    # before the memory starts: "the last 5 minutes" of a 1-minute memory is that minute
+    now = stream_time_now(float(cov["end"]), getattr(runtime, "wall_origin", None))
+    return max(float(cov["start"]), now - float(last or DEFAULT_LAST_S)), now
 
 
 def happened_answer(runtime, q: HappenedBody) -> dict[str, Any]:

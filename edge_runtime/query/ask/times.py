@@ -9,6 +9,7 @@ No time phrase means the whole memory.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
@@ -24,6 +25,12 @@ UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min":
 
 class TimeError(ValueError):
     """A time phrase that cannot be placed on this stream's clock (one line)."""
+
+
+def stream_time_now(memory_end: float, wall_origin: float | None) -> float:
+    """The stream time of now: for a live source the wall clock's (a camera out for a minute leaves
+    that minute uncovered, not the minute before it), for a file or the demo the memory's end."""
+    return max(memory_end, time.time() - wall_origin) if wall_origin is not None else memory_end
 
 
 @dataclass(frozen=True)
@@ -215,8 +222,11 @@ def _dur(secs: float) -> str:
 
 def _span(t: float, clock: StreamClock) -> str:
     """A stream time as the user would say it: local time for live sources, an offset for files."""
-    if clock.live:
-        return clock.wall(t).strftime("%H:%M:%S")
+    if clock.live:  # another day is named: "since 23:46" asked at 23:41 reads yesterday's 23:46
+        wall, today = clock.wall(t), clock.wall(clock.stream_now).date()
+        days = (today - wall.date()).days
+        day = "" if days == 0 else "yesterday " if days == 1 else wall.strftime("%Y-%m-%d ")
+        return day + wall.strftime("%H:%M:%S")
     t = max(0.0, t)
     h, rem = divmod(int(round(t)), 3600)
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
