@@ -156,7 +156,9 @@ def unit_starts_what_the_steps_installed(ctx) -> None:
     assert args.command == "run" and args.state_dir == "${STATE_DIRECTORY}"
     settings = load_runtime_settings(Path(args.config))
     assert settings.state.dir == "/var/lib/lvm-edge"  # = StateDirectory=lvm-edge: the catalog of step 5
-    load_bundle(args.bundle, verify=True)
+    # the bundle is the config's (a model of one's own is named there), relative to WorkingDirectory
+    assert args.bundle is None and unit["WorkingDirectory"] == "/opt/lvm-edge"
+    load_bundle(Path(ctx["kiosk"]) / settings.bundle, verify=True)
 
 
 def doctor_passes_the_kiosk_config(ctx) -> None:
