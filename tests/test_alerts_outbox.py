@@ -187,6 +187,23 @@ def test_alerts_without_a_state_dir_or_an_unset_password_variable_exit_2(tmp_pat
     assert len(err.splitlines()) == 1 and "password_env" in err and "s3cr3t" not in err
 
 
+def test_a_streams_status_names_its_own_rules_and_thresholds():
+    from types import SimpleNamespace
+
+    from edge_runtime.alerts.rules import RULES
+    from edge_runtime.alerts.service import AlertService
+    from edge_runtime.alerts.settings import AlertSettings
+
+    s = AlertSettings.model_validate({"rules": {"bagged_without_scan": {}},
+                                      "streams": {"lane2": {"bagged_without_scan": False},
+                                                  "lane3": {"bagged_without_scan": {"min_confidence": 0.5}}}})
+    svc = SimpleNamespace(settings=s)
+    assert AlertService.stream_rules(svc, "lane2") == {}
+    lane3 = AlertService.stream_rules(svc, "lane3")["bagged_without_scan"]
+    assert lane3 == {**RULES["bagged_without_scan"].thresholds, "min_confidence": 0.5}
+    assert AlertService.stream_rules(svc, "lane1") == {"bagged_without_scan": dict(RULES["bagged_without_scan"].thresholds)}
+
+
 def test_per_stream_rule_changes():
     from edge_runtime.alerts.settings import AlertSettings
 

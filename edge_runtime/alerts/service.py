@@ -320,7 +320,10 @@ class AlertService:
     def ack(self, alert_id: str) -> Alert | None:
         return self.outbox.ack(alert_id)
 
-    def status(self) -> dict[str, Any]:
+    def status(self, stream: str | None = None) -> dict[str, Any]:
+        """The service's state; counts and sinks are the site's (every stream's). ``stream``: also the
+        rules that stream evaluates, each with its thresholds (defaults, the site's and the stream's
+        changes applied), as ``stream_rules``."""
         try:
             counts, pending = self.outbox.counts(), self.outbox.pending()
         except Exception as err:  # the status must answer even when the store cannot
@@ -336,7 +339,14 @@ class AlertService:
                 "pos_scans_last_at": self.pos.last_received_at if self.pos is not None else None,
                 "pending": sum(pending.values()), **counts,
                 "broker": self.mqtt.status() if self.mqtt is not None else None, "sinks": sinks,
-                "evaluations": self.evaluations, "last_error": self.last_error or self.outbox.last_error}
+                "evaluations": self.evaluations, "last_error": self.last_error or self.outbox.last_error,
+                **({"stream_rules": self.stream_rules(stream)} if stream is not None else {})}
+
+    def stream_rules(self, stream: str) -> dict[str, dict[str, float]]:
+        from edge_runtime.alerts.rules import RULES
+
+        return {name: {**RULES[name].thresholds, **changes} for name, changes in self.settings.rules_for(stream).items()
+                if name in RULES}
 
     def close(self, timeout: float = 5.0) -> None:
         """Evaluate what is marked, stop delivering (what is undelivered stays in the outbox), say offline."""

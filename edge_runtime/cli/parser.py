@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start with an empty memory: the snapshot in --state-dir is renamed aside (kept, never "
                         "deleted); needed to use a state dir with another source than the one it remembers. "
                         "Followed by stream names: only those streams' (default: every stream's)")
-    r.add_argument("--realtime", action="store_true", default=None, help="pace files / demo at their own speed")
+    r.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
+                   help="pace files / demo at their own speed (--no-realtime: as fast as the model runs, "
+                        "whatever the config says)")
     r.add_argument("--backend", choices=BACKENDS, help="inference backend (default auto: TensorRT on a GPU that has it, "
                    "else ONNX Runtime)")
     r.add_argument("--threads", type=positive(int), help="inference threads (default: ONNX Runtime's choice)")

@@ -262,8 +262,8 @@ def stream_sources(args, s) -> list[tuple[str | None, str]]:
 
 
 def note_streams_left_out(hub, names: list[str]) -> None:
-    """A stream added over the API is not in the config, so a restart does not bring it back: name the
-    ones whose memory the state dir holds, and how to go on with one."""
+    """A stream added over the API, or left out of the config or flags since, is not in this run: name
+    the ones whose memory the state dir holds, and how to go on with one."""
     if hub.state_dir is None:
         return
     from edge_runtime.engine.snapshot import SNAPSHOT_NAME
@@ -272,8 +272,9 @@ def note_streams_left_out(hub, names: list[str]) -> None:
     held = sorted(p.parent.name for p in root.glob(f"*/{SNAPSHOT_NAME}")) if root.is_dir() else []
     left = [n for n in held if n not in names]
     if left:
-        say(f"{root} also holds the memory of {', '.join(left)}, not in this run (added over the API, which a "
-            f"restart does not bring back); add one again with its source to go on: lvm-edge streams add NAME SOURCE")
+        say(f"{root} also holds the memory of {', '.join(left)}, not in this run (not in its config or "
+            f"--source flags: added over the API, or left out since); add one again with its source to go on: "
+            f"lvm-edge streams add NAME SOURCE, or name it in the config")
     unnamed = Path(hub.state_dir) / SNAPSHOT_NAME
     if "default" not in names and unnamed.is_file():
         # a kiosk's one stream, unnamed, then run with a name (as in the alerts setup): its memory is

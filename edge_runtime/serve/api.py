@@ -238,7 +238,8 @@ def create_app(target: Streams | Runtime, *, token: str | None = None, max_body_
     def status(stream: StreamParam = None) -> dict[str, Any]:
         """One stream's state, coverage, rates, gaps and errors, and which answers it gives (``answers``:
         reader or heads); ``streams`` names all of them; ``alerts``: the alert outbox and its delivery."""
-        return {**hub.get(stream).status(), "streams": hub.names(), "alerts": alerts_status(hub)}
+        rt = hub.get(stream)
+        return {**rt.status(), "streams": hub.names(), "alerts": alerts_status(hub, rt.name)}
 
     @api.get("/v1/labels", tags=["stream"], dependencies=guarded)
     def labels(stream: StreamParam = None) -> dict[str, Any]:

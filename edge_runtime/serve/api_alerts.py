@@ -83,9 +83,9 @@ def _live(rt) -> bool:
         return False
 
 
-def alerts_status(hub) -> dict[str, Any]:
+def alerts_status(hub, stream: str | None = None) -> dict[str, Any]:
     service = getattr(hub, "alerts", None)
-    return service.status() if service is not None else no_alerts_status()
+    return service.status(stream) if service is not None else no_alerts_status()
 
 
 def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
