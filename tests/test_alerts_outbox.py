@@ -179,6 +179,12 @@ def test_alerts_without_a_state_dir_or_an_unset_password_variable_exit_2(tmp_pat
                  "--state-dir", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "LVM_TEST_MQTT_PW is not set" in err
+    # the rules read what happened, which only the memory reader answers: the heads are refused at start
+    cfg.write_text("alerts: {rules: {bagged_without_scan: {}}}\n")
+    assert main(["run", "--config", str(cfg), "--source", "demo://checkout?seed=1", "--api", "none",
+                 "--state-dir", str(tmp_path / "s"), "--answers", "heads"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs the memory reader" in err
     # a password written where the variable's name goes is not repeated into the log
     cfg.write_text("alerts: {mqtt: {url: 'mqtt://127.0.0.1', username: u, password_env: 's3cr3t-Pa55'}}\n")
     assert main(["run", "--config", str(cfg), "--source", "demo://checkout?seed=1", "--api", "none",

@@ -199,8 +199,9 @@ class AlertService:
         except Exception as err:  # a failing rule or event read must not end the others: said, counted
             self.metrics.evaluation_errors.labels(stream=rt.name).inc()
             msg = f"{rt.name}: rule evaluation failed: {type(err).__name__}: {' '.join(str(err).split())[:200]}"
-            if msg != self.last_error:
-                log.exception("alerts: %s", msg)
+            if msg != self.last_error:  # one line (the traceback at debug level, for a developer)
+                log.warning("alerts: %s", msg)
+                log.debug("alerts: rule evaluation traceback", exc_info=True)
             self.last_error = msg
 
     def _waiting(self) -> bool:

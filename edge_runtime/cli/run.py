@@ -75,6 +75,9 @@ def cmd_run(args) -> int:
     if s.alerts.enabled:  # rules the bundle cannot evaluate: refused before any stream's folder is made
         try:
             s.alerts.check_rules(engine.labels, names)
+            if engine.answers_kind != "reader":  # the rules read what happened, which only the reader answers
+                raise ValueError(f"alert rules read what happened, which needs the memory reader's answers; this run "
+                                 f"answers with the {engine.answers_kind} (drop --answers heads, or the alerts rules)")
         except ValueError as err:
             engine.close()
             raise CliError(where + " ".join(str(err).split())) from None
