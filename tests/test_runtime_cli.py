@@ -201,3 +201,21 @@ def test_demo_names_the_settings_of_a_live_run_it_ignores():
     assert not given_settings("configs/runtime/demo.yaml") & set(DEMO_IGNORES)
     assert {"source", "api", "state"} <= given_settings("configs/runtime/kiosk.yaml") & set(DEMO_IGNORES)
     assert given_settings(None) == set()
+
+
+def test_doctor_refuses_a_snapshot_without_the_timeline_its_bundle_keeps_and_lists_parked_memories(tmp_path, capsys):
+    import numpy as np
+
+    from edge_runtime.backends.bundle import load_bundle
+    from edge_runtime.engine.snapshot import write_snapshot
+
+    bundle = load_bundle("engines/lvm-tiny-fp32")
+    assert bundle.timeline is not None
+    meta = {"bundle_id": bundle.bundle_id, "coverage": {"start": 0.0, "end": 500.0}, "source": "demo://checkout"}
+    write_snapshot(tmp_path / "snapshot.npz", {"memory_mem": np.zeros((1, 4), np.float32)}, meta)  # no timeline.*
+    (tmp_path / "streams" / "lane3").mkdir(parents=True)
+    (tmp_path / "streams" / "lane3" / "snapshot.npz.other-bundle-20261126T235549Z").write_bytes(b"kept")
+    assert cli.main(["doctor", "--state-dir", str(tmp_path), "--bundle", "engines/lvm-tiny-fp32"]) == 1
+    out = capsys.readouterr().out
+    assert "[BAD] snapshot " in out and "holds no timeline" in out and "the next start refuses it" in out
+    assert "1 memory(ies) of another bundle" in out and "lane3/snapshot.npz.other-bundle-20261126T235549Z" in out

@@ -46,11 +46,11 @@ def cmd_doctor(args) -> int:
     else:
         _check_cameras(checks, args.camera)
     bundle = args.bundle or (settings.bundle if settings is not None else None)
-    bundle_ids = _check_bundles(checks, bundle, host)
+    bundles = _check_bundles(checks, bundle, host)
     state_dir = args.state_dir or (settings.state.dir if settings is not None else None)
     if state_dir:
         _check_state_dir(checks, Path(state_dir))
-        _check_snapshots(checks, Path(state_dir), bundle_ids if bundle else [])
+        _check_snapshots(checks, Path(state_dir), bundles if bundle else [])
     print(f"{checks.problems} problem(s)")
     return 1 if checks.problems else 0
 
@@ -153,7 +153,8 @@ def _check_cameras(checks: Checklist, camera: int | None) -> None:
         checks.row("cameras", "no /dev/video* (use --source FILE or demo://checkout)", None)
 
 
-def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> list[str]:
+def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> list:
+    """One row a bundle (the one given, else each in engines/); -> those that load."""
     from edge_runtime.backends.bundle import BundleError, load_bundle
     from edge_runtime.backends.host import choose_backend
 
@@ -162,43 +163,56 @@ def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> list[str]
     bundles = [Path(bundle_arg)] if bundle_arg else sorted(p.parent for p in engines.glob("*/manifest.json"))
     if not bundles:
         checks.row("bundles", f"none in {engines} (export one with lvm-export)", None)
-    ids = []
+    loaded = []
     for b in bundles:
         try:
             bundle = load_bundle(resolve_path(b))
             backend, note = choose_backend(bundle, "auto", host)
             checks.row(f"bundle {bundle.path.name}",
                        f"{bundle.model} {bundle.precision} -> {backend}" + (f" ({note})" if note else ""))
-            ids.append(bundle.bundle_id)
+            loaded.append(bundle)
         except BundleError as err:
             checks.row(f"bundle {b if bundle_arg else Path(b).name}", str(err), False)
-    return ids
+    return loaded
 
 
-def _check_snapshots(checks: Checklist, sd: Path, bundle_ids: list[str]) -> None:
-    """Each snapshot as a start would read it: a damaged one, or one of another bundle than the one
-    checked (``bundle_ids``: the bundle given, else none), is set aside then and its memory lost."""
+def _check_snapshots(checks: Checklist, sd: Path, bundles: list) -> None:
+    """Each snapshot as a start would read it (``bundles``: the bundle given, else none): a damaged one,
+    or one of another bundle, is set aside then and its memory lost; one without the timeline track a
+    bundle keeps is refused (the start exits). Memories set aside at earlier starts are listed."""
     from edge_runtime.engine.snapshot import SNAPSHOT_NAME, SnapshotError, read_snapshot
+    from edge_runtime.memory.timeline import KEY as TIMELINE_KEY
+
+    bundle_ids = [b.bundle_id for b in bundles]
+    keeps_timeline = any(b.timeline is not None for b in bundles)
 
     for path in [sd / SNAPSHOT_NAME, *sorted(sd.glob(f"streams/*/{SNAPSHOT_NAME}"))]:
         if not path.is_file():
             continue
         name = "snapshot" if path.parent == sd else f"snapshot {path.parent.name}"
         try:
-            _, meta = read_snapshot(path)
+            arrays, meta = read_snapshot(path)
         except SnapshotError as err:
             checks.row(name, f"{err}: the next start sets it aside and starts empty", False)
             continue
         cov = meta.get("coverage") or {}
         held = "empty" if cov.get("start") is None else f"{cov['start']:.0f}-{cov['end']:.0f} s"
         other = bundle_ids and meta.get("bundle_id") not in bundle_ids
+        no_track = not other and keeps_timeline and not any(k.startswith(TIMELINE_KEY) for k in arrays)
         checks.row(name, f"{held} of {meta.get('source', 'its source')}" + (
-            f"; for bundle {meta.get('bundle_id')}, not this one: the next start sets it aside" if other else ""),
-                   not other)
+            f"; for bundle {meta.get('bundle_id')}, not this one: the next start sets it aside" if other else
+            "; holds no timeline (written with a bundle without the track), and this bundle keeps one: the "
+            "next start refuses it (run the bundle that wrote it, or set it aside with --reset-state)" if no_track
+            else ""), not (other or no_track))
     aside = sorted(p.name for p in sd.rglob("*") if ".corrupt-" in p.name)
     if aside:
         checks.row("set aside", f"{len(aside)} damaged file(s) kept from earlier starts: {', '.join(aside[:3])}"
                    + (" ..." if len(aside) > 3 else ""), None)
+    parked = sorted(p.relative_to(sd) for p in sd.rglob(f"{SNAPSHOT_NAME}.other-bundle-*"))
+    if parked:  # a bundle upgrade set these memories aside: renamed back, the bundle that wrote them restores them
+        checks.row("set aside", f"{len(parked)} memory(ies) of another bundle kept from earlier starts: "
+                   f"{', '.join(map(str, parked[:3]))}{' ...' if len(parked) > 3 else ''} (to go on with one: "
+                   f"rename it to {SNAPSHOT_NAME} and run the bundle that wrote it)", None)
 
 
 def _check_state_dir(checks: Checklist, sd: Path) -> None:

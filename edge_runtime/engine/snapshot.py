@@ -131,5 +131,6 @@ def restore(state_dir: str | Path, bundle_id: str) -> tuple[Restored | None, str
     if meta.get("bundle_id") != bundle_id:
         aside = set_aside(path, "other-bundle")
         return None, (f"{path}: snapshot is for bundle {meta.get('bundle_id')}, not {bundle_id}; "
-                      f"starting fresh (kept as {aside.name})")
+                      f"starting fresh (kept as {aside.name}: renamed back to {path.name}, the bundle that wrote "
+                      f"it restores it)")
     return Restored(arrays, meta, path), None
