@@ -68,6 +68,11 @@ def test_missing_manifest_and_folder(tmp_path):
         (tmp_path / "run" / name).write_bytes(b"x")
     with pytest.raises(BundleError, match="a training run's folder .it holds lvm-tiny.safetensors.*lvm-export --checkpoint"):
         load_bundle(tmp_path / "run")
+    (tmp_path / "cut").mkdir()  # a bundle copied without its manifest: not taken for a training run
+    for name in ("backbone.onnx", "ood.safetensors"):
+        (tmp_path / "cut" / name).write_bytes(b"x")
+    with pytest.raises(BundleError, match="its graphs are there but manifest.json is missing"):
+        load_bundle(tmp_path / "cut")
     (tmp_path / "half" / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="unreadable manifest"):
         load_bundle(tmp_path / "half")

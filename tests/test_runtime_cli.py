@@ -219,3 +219,17 @@ def test_doctor_refuses_a_snapshot_without_the_timeline_its_bundle_keeps_and_lis
     out = capsys.readouterr().out
     assert "[BAD] snapshot " in out and "holds no timeline" in out and "the next start refuses it" in out
     assert "1 memory(ies) of another bundle" in out and "lane3/snapshot.npz.other-bundle-20261126T235549Z" in out
+
+
+def test_doctor_says_when_a_bundles_ood_statistics_are_damaged(tmp_path, capsys):
+    import json
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree("engines/lvm-tiny-fp32", copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["ood"]["sha256"] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert cli.main(["doctor", "--bundle", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "[BAD] ood b" in out and "does not match its sha256" in out and "re-export the bundle" in out

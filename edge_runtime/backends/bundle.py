@@ -329,12 +329,16 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     mpath = path / MANIFEST
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")
+    if not mpath.is_file() and any(path.glob("*.onnx")):  # a bundle's graphs without their manifest
+        raise BundleError(f"{path}: not a bundle: its graphs are there but {MANIFEST} is missing (a copy or "
+                          f"export cut short? copy the bundle again, or run lvm-export)")
     if not mpath.is_file():  # a training run's folder holds a checkpoint: it has to be exported first
         # the model lvm-train wrote (it has its reader beside it), not its stage-1 state or optimizer
         run = sorted((p.name for p in path.glob("*.safetensors") if not p.name.endswith("-reader.safetensors")
-                      and p.stem not in ("checkpoint", "optimizer", "backbone")),
+                      and p.stem not in ("checkpoint", "optimizer", "backbone", "ood")),
                      key=lambda n: not (path / n.replace(".safetensors", "-reader.safetensors")).is_file())[:1] \
-            or sorted(p.name for p in path.glob("*.safetensors") if not p.name.endswith("-reader.safetensors"))[:1]
+            or sorted(p.name for p in path.glob("*.safetensors")
+                      if not p.name.endswith("-reader.safetensors") and p.stem != "ood")[:1]
         raise BundleError(f"{path}: " + (f"a training run's folder (it holds {run[0]}), not a bundle: export it first "
                                          f"(lvm-export --checkpoint {path / run[0]} --out DIR)" if run else
                                          f"not a bundle (no {MANIFEST}; an export may have been interrupted -- run lvm-export)"))

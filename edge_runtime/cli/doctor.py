@@ -157,6 +157,7 @@ def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> list:
     """One row a bundle (the one given, else each in engines/); -> those that load."""
     from edge_runtime.backends.bundle import BundleError, load_bundle
     from edge_runtime.backends.host import choose_backend
+    from edge_runtime.memory.ood import OOD_UNUSABLE, ood_from_bundle
 
     # ./engines first: an installed package has no repository around it
     engines = next((d for d in (Path.cwd() / "engines", REPO_ROOT / "engines") if d.is_dir()), Path.cwd() / "engines")
@@ -171,6 +172,10 @@ def _check_bundles(checks: Checklist, bundle_arg: str | None, host) -> list:
             checks.row(f"bundle {bundle.path.name}",
                        f"{bundle.model} {bundle.precision} -> {backend}" + (f" ({note})" if note else ""))
             loaded.append(bundle)
+            _, why = ood_from_bundle(bundle)
+            if why and why.startswith(OOD_UNUSABLE):  # a damaged file: the flag is off until a re-export
+                checks.row(f"ood {bundle.path.name}", f"{why}: the unlike-training-footage flag is off; "
+                           f"re-export the bundle", False)
         except BundleError as err:
             checks.row(f"bundle {b if bundle_arg else Path(b).name}", str(err), False)
     return loaded

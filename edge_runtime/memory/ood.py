@@ -165,6 +165,9 @@ class OODConfig:
     min_frames: int
 
 
+OOD_UNUSABLE = "OOD statistics unusable"  # a bundle's statistics that are there but cannot be used
+
+
 def ood_from_bundle(bundle) -> tuple[OODConfig | None, str | None]:
     """-> (config, None), or (None, why there is no OOD signal) for bundles without usable stats."""
     from edge_runtime.file_hash import sha256_file
@@ -191,7 +194,7 @@ def ood_from_bundle(bundle) -> tuple[OODConfig | None, str | None]:
         if not (math.isfinite(threshold) and threshold > 0 and window >= 1 and 1 <= min_frames <= window):
             raise OODError("threshold, window_frames or min_frames out of range")
     except (OODError, KeyError, TypeError, ValueError) as err:
-        return None, f"OOD statistics unusable ({' '.join(str(err).split())[:160]})"
+        return None, f"{OOD_UNUSABLE} ({' '.join(str(err).split())[:160]})"
     return OODConfig(stats, threshold, window, min_frames), None
 
 
