@@ -289,6 +289,8 @@ def test_int8_graphs_keeps_the_others_fp32(ckpt, tmp_path, capsys, fast_export):
     err = _bad(capsys, ["--precision", "int8", "--checkpoint", ckpt, "--int8-graphs", "backbone,head",
                         "--out", tmp_path / "x"])
     assert "--int8-graphs: unknown graph head" in err and not (tmp_path / "x").exists()
+    err = _bad(capsys, ["--precision", "fp32", "--checkpoint", ckpt, "--int8-graphs", "heads", "--out", tmp_path / "x"])
+    assert "--int8-graphs is for --precision int8 (this export is fp32)" in err and not (tmp_path / "x").exists()
 
 
 def test_int8_refused_without_frames(ckpt, tmp_path, capsys):

@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Export a trained LVM-Net checkpoint as a bundle: backbone, sampler and heads as ONNX graphs "
-            "(opset 18) in FP32, FP16 (FP32 I/O) or INT8 (with the checkpoint's memory reader: also its "
-            "reader and answer graphs), TensorRT plans where TensorRT is installed, and a "
+            "(opset 18) in FP32, FP16 (FP32 I/O) or INT8, with the checkpoint's memory reader as its reader "
+            "and answer graphs (FP32 in an INT8 bundle), TensorRT plans where TensorRT is installed, and a "
             "manifest.json with hashes, I/O signatures, parity against PyTorch, CPU latency and the accuracy "
             "gate's deltas. The bundle is written to a temp folder and moved into place only when complete."),
         epilog=(
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-portable", action="store_true",
                    help="INT8 only in the symmetric Q/DQ form TensorRT also loads, even for an ONNX Runtime target "
                         "(default for onnxruntime: the form closest to FP32 per graph, which may be ORT-only)")
-    p.add_argument("--int8-graphs", default="backbone,sampler,heads", metavar="NAMES",
+    p.add_argument("--int8-graphs", metavar="NAMES",
                    help="with --precision int8: comma list of the graphs that may be INT8; the others stay FP32 "
                         "(default all three, each kept FP32 anyway where INT8 is outside its accuracy budget)")
     p.add_argument("--gate-threshold", type=float, default=1.0, metavar="POINTS",

@@ -25,7 +25,10 @@ def validate_args(a) -> None:
         raise UsageError(f"--gate-threshold must be a finite number of points >= 0, got {a.gate_threshold}")
     if a.gate_videos < 1 or a.gate_queries < 1 or a.gate_video_s <= 0:
         raise UsageError("--gate-videos, --gate-queries and --gate-video-s must be positive")
-    names = [g.strip() for g in a.int8_graphs.split(",") if g.strip()]
+    if a.precision != "int8" and (a.int8_graphs is not None or a.int8_portable):
+        raise UsageError(f"--{'int8-graphs' if a.int8_graphs is not None else 'int8-portable'} is for "
+                         f"--precision int8 (this export is {a.precision})")
+    names = [g.strip() for g in (a.int8_graphs or ",".join(GRAPH_NAMES)).split(",") if g.strip()]
     unknown = sorted(set(names) - set(GRAPH_NAMES))
     if unknown or not names:
         raise UsageError(f"--int8-graphs: unknown graph {', '.join(unknown) or '(none given)'}; "
