@@ -335,7 +335,7 @@ def test_ask_before_the_first_frame_is_not_a_server_error(tiny_bundle, tmp_path)
     with Engine(tiny_bundle, threads=1) as empty, TestClient(create_app(_runtime(empty, tmp_path))) as c:
         for text in ("when was the oat milk bagged since 00:00:00", "R5x$!PäCZJ"):
             r = c.post("/v1/ask", json={"text": text})
-            assert r.status_code == 422 and r.json()["error"] == "the memory holds nothing yet (no frames streamed)"
+            assert r.status_code == 409 and r.json()["error"] == "the memory holds nothing yet (no frames streamed)"
 
 
 def test_ask_reads_the_state_dirs_synonyms(engine, tmp_path):

@@ -28,7 +28,9 @@ def cmd_streams(args) -> int:
         print(json.dumps(st, indent=2) if args.json else f"added {st['stream']} ({st['source']}): {st['state']}")
         return 0
     if args.action == "remove":
-        if not args.name or args.uri:
+        if not args.name:
+            raise CliError("streams remove: give the stream's name (lvm-edge streams lists them)")
+        if args.uri:
             raise CliError("streams remove: takes only the stream's name")
         gone = _http("DELETE", f"{base}/{quote(args.name, safe='')}", None, token)
         if args.json:

@@ -30,7 +30,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from edge_runtime.query.ask import AskError, EncoderUnavailable, Reader, StreamClock, SynonymError, load_synonyms
 from edge_runtime.query.ask.names import StringScorer, make_scorer
-from edge_runtime.query.ask.times import stream_time_now
+from edge_runtime.query.ask.times import EMPTY_MEMORY, stream_time_now
 from edge_runtime.query.by_product import class_products
 from edge_runtime.query.happened import HappenedError
 from edge_runtime.serve.api_errors import one_line
@@ -126,6 +126,8 @@ def register_ask_routes(api: FastAPI, hub, guarded: list, handlers: dict[str, Ca
             synonyms = _synonyms(hub)
         except SynonymError as err:
             return JSONResponse({"error": one_line(f"cannot read the synonyms: {err}")}, status_code=409)
+        if (runtime.engine.coverage or {}).get("end") is None:  # as /v1/happened says it: not the question's fault
+            return JSONResponse({"error": EMPTY_MEMORY}, status_code=409)
         reader = Reader(runtime.engine.labels, products, scorer=scorers.get(), synonyms=synonyms)
         try:
             reading = reader.read(q.text, stream_clock(runtime))

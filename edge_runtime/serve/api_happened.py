@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_runtime.query.ask.times import stream_time_now
+from edge_runtime.query.ask.times import EMPTY_MEMORY, stream_time_now
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.coverage import window_coverage
 from edge_runtime.query.happened import MIN_CONFIDENCE, HappenedError, what_happened
@@ -75,7 +75,7 @@ def window_of(runtime, start: float | None, end: float | None, last: float | Non
         return float(start), float(end)
     cov = runtime.engine.coverage or {}
     if cov.get("end") is None:
-        raise HappenedError("the memory holds nothing yet (no frames streamed)", 409)
+        raise HappenedError(EMPTY_MEMORY, 409)
     # up to now (a live source's now is the wall clock's, as ask reads "the last 5 minutes"), and not
     # before the memory starts: "the last 5 minutes" of a 1-minute memory is that minute
     now = stream_time_now(float(cov["end"]), getattr(runtime, "wall_origin", None))

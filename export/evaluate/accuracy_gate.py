@@ -90,9 +90,9 @@ class GateResult:
                 changed = (f"; {sum(c['better'] + c['worse'] for c in cells)} of {sum(c['queries'] for c in cells)} "
                            f"answers changed: {sum(c['better'] for c in cells)} better, "
                            f"{sum(c['worse'] for c in cells)} worse")
-            return f"accuracy gate passed (no {GATED} drop above {self.threshold_points:g} points vs fp32{changed})"
+            return f"accuracy gate passed (no {GATED} drop above {self.threshold_points:g} point{'' if self.threshold_points == 1 else 's'} vs fp32{changed})"
         return (f"accuracy gate failed: {'; '.join(self.failures)} "
-                f"(threshold {self.threshold_points:g} points {GATED} vs fp32)")
+                f"(threshold {self.threshold_points:g} point{'' if self.threshold_points == 1 else 's'} {GATED} vs fp32)")
 
 
 def _cell(metrics: dict, metric: str, qt: str, w: str):

@@ -343,7 +343,7 @@ class Exporter:
             videos=a.gate_videos, video_s=a.gate_video_s, queries=a.gate_queries, threads=a.threads,
             backend="auto" if self.engine == "tensorrt" else "onnxruntime", data=self.data.get("test"),
             progress=self.ui.bars)
-        with self.ui.step(f"accuracy gate ({a.precision} vs fp32, threshold {a.gate_threshold:g} points R@1x)"):
+        with self.ui.step(f"accuracy gate ({a.precision} vs fp32, threshold {a.gate_threshold:g} point{'' if a.gate_threshold == 1 else 's'} R@1x)"):
             res = run_gate(fp32_dir, self.writer.path, evaluator, a.gate_threshold, log=self.ui.progress,
                            reference=reference)
         (self.writer.path / "manifest.json").unlink()  # rewritten, complete, at commit

@@ -27,6 +27,9 @@ class TimeError(ValueError):
     """A time phrase that cannot be placed on this stream's clock (one line)."""
 
 
+EMPTY_MEMORY = "the memory holds nothing yet (no frames streamed)"
+
+
 def stream_time_now(memory_end: float, wall_origin: float | None) -> float:
     """The stream time of now: for a live source the wall clock's (a camera out for a minute leaves
     that minute uncovered, not the minute before it), for a file or the demo the memory's end."""
@@ -100,7 +103,7 @@ def number(word: str | None) -> float:
 def find_window(text: str, clock: StreamClock) -> Window:
     """The first time phrase in ``text`` as a stream window (TimeError when it cannot be placed)."""
     if not clock.stream_now > clock.memory_start:
-        raise TimeError("the memory holds nothing yet (no frames streamed)")
+        raise TimeError(EMPTY_MEMORY)
     for name, rx in _PATTERNS:
         m = rx.search(text)
         if m:
