@@ -329,11 +329,9 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     mpath = path / MANIFEST
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")
-    if not mpath.is_file() and any(path.glob("*.onnx")):  # a bundle's graphs without their manifest
-        raise BundleError(f"{path}: not a bundle: its graphs are there but {MANIFEST} is missing (a copy or "
-                          f"export cut short? copy the bundle again, or run lvm-export)")
-    if not mpath.is_file():  # a training run's folder holds a checkpoint: it has to be exported first
-        # the model lvm-train wrote (it has its reader beside it), not its stage-1 state or optimizer
+    if not mpath.is_file() and any(path.glob("*.onnx")):  # graphs without their manifest: a copy cut short
+        raise BundleError(f"{path}: not a bundle: its graphs are there but {MANIFEST} is missing; copy it again")
+    if not mpath.is_file():  # a training run's folder: the model lvm-train wrote (its reader beside it) is exported
         run = sorted((p.name for p in path.glob("*.safetensors") if not p.name.endswith("-reader.safetensors")
                       and p.stem not in ("checkpoint", "optimizer", "backbone", "ood")),
                      key=lambda n: not (path / n.replace(".safetensors", "-reader.safetensors")).is_file())[:1] \
