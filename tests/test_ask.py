@@ -66,6 +66,7 @@ def test_time_phrases(phrase, clock, want):
     ("yesterday", LIVE, "outside what the memory holds"),
     ("at 9:99", FILE, "not a position in the file"),
     ("at 25:61", LIVE, "not a time of day"),
+    ("in the last 0 minutes", LIVE, "no time at all"),
 ])
 def test_time_phrases_that_cannot_be_placed(phrase, clock, words):
     with pytest.raises(TimeError, match=words):

@@ -120,6 +120,8 @@ def _window(name: str, m: re.Match, clock: StreamClock) -> tuple[float, float, s
     now = clock.stream_now
     if name in ("last_n", "ago", "first_n"):
         secs = number(m.group("n")) * UNITS[m.group("unit").lower()]
+        if not secs > 0:
+            raise TimeError(f"'{m.group(0).strip()}' is no time at all: give a duration above 0")
         if name == "first_n":
             return clock.memory_start, clock.memory_start + secs, f"the first {_dur(secs)} of the memory"
         return now - secs, now, f"the last {_dur(secs)}"
