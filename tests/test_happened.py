@@ -192,6 +192,8 @@ def test_api_answers_as_the_function_does(client, streamed):
     assert part["status"] == "partial" and part["coverage"]["end"] == VIDEO_S
     none = client.post("/v1/happened", json={"start": VIDEO_S + 100, "end": VIDEO_S + 400}).json()
     assert none["status"] == "no_memory" and none["events"] == [] and none["coverage"]["covered_fraction"] == 0.0
+    assert none["message"].startswith("the memory holds 0.0-") and "none of this window" in none["message"]
+    assert "(the memory holds 0.0-" in lines(none)[0]
 
 
 @pytest.mark.parametrize("body, status, words", [

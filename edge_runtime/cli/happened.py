@@ -29,7 +29,8 @@ def lines(reply: dict[str, Any]) -> list[str]:
     s, e = reply["window"]
     cov = reply.get("coverage") or {}
     if reply.get("status") == "no_memory":
-        return [f"{reply['stream']}: nothing in memory for {s:.1f}-{e:.1f} s: nothing known about it"]
+        held = f" ({reply['message']})" if reply.get("message") else ""
+        return [f"{reply['stream']}: nothing in memory for {s:.1f}-{e:.1f} s: nothing known about it{held}"]
     part = f"; {coverage_text(reply)}" if reply.get("status") == "partial" and cov.get("start") is not None else ""
     head = (f"{reply['stream']}: {len(reply['events'])} event(s) in {s:.1f}-{e:.1f} s{part} "
             f"({reply['products']['asked']} products asked, from the {reply['products']['from']})")

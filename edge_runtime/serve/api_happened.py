@@ -60,6 +60,7 @@ class HappenedAnswer(BaseModel):
     status: str = Field(description="answered; partial (the memory covers part of the window: its events are "
                                     "from that part); no_memory (it covers none of it: no events, nothing known)")
     coverage: dict[str, Any] = Field(description="{start, end, covered_fraction} of the window the memory covers")
+    message: str | None = Field(None, description="no_memory: what the memory does hold")
     gaps: list[list[float]] = Field(description="the source's gaps inside the window")
     ood: dict[str, Any] | None = Field(None, description="how unlike the training footage the recent frames are "
                                                          "(flag: the events may be wrong), as every answer says it")
@@ -96,8 +97,11 @@ def happened_answer(runtime, q: HappenedBody) -> dict[str, Any]:
     cov = window_coverage(runtime.engine.committed, window[0], window[1])
     frac = cov["coverage"]["covered_fraction"]
     status = "no_memory" if frac == 0 else "partial" if frac < 1 else "answered"
+    held = runtime.engine.coverage or {}
+    said = {"message": f"the memory holds {held['start']:.1f}-{held['end']:.1f} s, none of this window"
+            if status == "no_memory" and held.get("start") is not None else None}  # as the route's model writes it
     return {"stream": runtime.name, "window": [window[0], window[1]], "products": asked,
-            "events": [e.to_dict() for e in events], "status": status, **cov,
+            "events": [e.to_dict() for e in events], "status": status, **cov, **said,
             "ood": dict(runtime.engine.ood_status())}
 
 
