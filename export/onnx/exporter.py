@@ -368,5 +368,6 @@ class Exporter:
                f"({gate.message()})")
         info[n] = {"precision": "fp32", "quantization": {"mode": "none", "reason": why,
                                                          "rejected": was.get("quantization")}, "note": why}
-        self.ui.warn(f"{n}: {why}; trying again with it FP32")
+        self.ui.warn(f"{n}: the {self.args.precision.upper()} bundle failed the accuracy gate "
+                     f"({'; '.join(gate.failures)}); trying again with {n} FP32")
         return {"graph": n, "gate": gate.message(), "failures": list(gate.failures)}
