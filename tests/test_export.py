@@ -336,7 +336,7 @@ def test_gate_failure_puts_the_backbone_back_to_fp32_and_tries_again(ckpt, tmp_p
     assert not [t for t in onnx.load(str(target / "backbone.onnx")).graph.initializer if t.data_type == f16]
     assert [t for t in onnx.load(str(target / "sampler.onnx")).graph.initializer if t.data_type == f16]
     assert m["accuracy"]["passed"] and [f["graph"] for f in m["accuracy"]["fp32_fallbacks"]] == ["backbone"]
-    assert "backbone: kept FP32" in err and "activity/short" in err
+    assert "backbone: the FP16 bundle failed the accuracy gate (activity/short" in err and "trying again with backbone FP32" in err
 
 
 def test_gate_compare_logic():
