@@ -209,11 +209,12 @@ def _check_snapshots(checks: Checklist, sd: Path, bundles: list) -> None:
             "; holds no timeline (written with a bundle without the track), and this bundle keeps one: the "
             "next start refuses it (run the bundle that wrote it, or set it aside with --reset-state)" if no_track
             else ""), not (other or no_track))
-    aside = sorted(p.name for p in sd.rglob("*") if ".corrupt-" in p.name)
+    kept = sorted(sd.rglob("*"))  # one walk for both kinds of file set aside
+    aside = [p.name for p in kept if ".corrupt-" in p.name]
     if aside:
         checks.row("set aside", f"{len(aside)} damaged file(s) kept from earlier starts: {', '.join(aside[:3])}"
                    + (" ..." if len(aside) > 3 else ""), None)
-    parked = sorted(p.relative_to(sd) for p in sd.rglob(f"{SNAPSHOT_NAME}.other-bundle-*"))
+    parked = [p.relative_to(sd) for p in kept if p.name.startswith(f"{SNAPSHOT_NAME}.other-bundle-")]
     if parked:  # a bundle upgrade set these memories aside: renamed back, the bundle that wrote them restores them
         checks.row("set aside", f"{len(parked)} memory(ies) of another bundle kept from earlier starts: "
                    f"{', '.join(map(str, parked[:3]))}{' ...' if len(parked) > 3 else ''} (to go on with one: "

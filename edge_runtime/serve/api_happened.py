@@ -32,8 +32,9 @@ class HappenedBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # true is no number, "1" no time: refused
     start: float | None = Field(None, description="window start, stream seconds (with end)")
     end: float | None = Field(None, description="window end, stream seconds (with start)")
-    last: float | None = Field(None, gt=0, description=f"instead of start/end: the last N seconds up to now (a live source: the wall clock's now) "
-                                                       f"(neither: the last {DEFAULT_LAST_S:g})")
+    last: float | None = Field(None, gt=0, description=f"instead of start/end: the last N seconds up to now (a live "
+                                                       f"source: the wall clock's now; neither: the last "
+                                                       f"{DEFAULT_LAST_S:g})")
     activity: Union[int, str, None] = Field(None, description="only events of this activity (name or id)")
     min_confidence: float = Field(MIN_CONFIDENCE, ge=0.0, le=1.0,
                                   description="the least calibrated probability of an event kept")
