@@ -100,7 +100,8 @@ def test_live_restore_counts_the_downtime_as_a_gap(engine, tmp_path, monkeypatch
     rt2.start("fake://")
     rt2.wait(60)
     (a, b), = engine.gaps
-    assert a == 16.0 and b == pytest.approx(100.0, abs=2.0)
+    # the first frame's time on the restored clock: 100 s plus however long this machine took since
+    assert a == 16.0 and 100.0 <= b <= time.time() - origin
     assert rt2.wall_origin == pytest.approx(origin, abs=0.01)  # not moved by the downtime
 
 
