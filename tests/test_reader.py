@@ -171,8 +171,10 @@ def test_right_model_learns_that_a_close_runner_up_makes_an_answer_doubtful():
     fit = {"right": fit_calibration(p1, hit), "right_model": {**model, "right": curve}}
     conf = confidence(p1, iv, fit)
     assert abs(conf[close].mean() - 0.5) < 0.08 and abs(conf[~close].mean() - 0.95) < 0.05
-    # without a model (calibrations fitted before it) the curve reads the evidence itself
-    assert confidence([0.8], iv[:1], {"right": [[0.0, 1.0], [0.0, 1.0]]})[0] == pytest.approx(0.8)
+    # without a model (calibrations fitted before it) a time answer's curve reads its best interval's
+    # support, an activity answer's (its scores given) its evidence
+    assert confidence([0.8], iv[:1], {"right": [[0.0, 1.0], [0.0, 1.0]]})[0] == pytest.approx(iv[0, 0, 2])
+    assert confidence([0.8], iv[:1], {"right": [[0.0, 1.0], [0.0, 1.0]]}, scores=[[0.5]])[0] == pytest.approx(0.8)
     # too few wrong answers to fit from: no model
     assert fit_right_model(right_features(iv[:100]), np.ones(100, bool), RIGHT_FEATURES) is None
     # a feature all but constant over the answers (a small calibration split: every window alike) gets no
@@ -264,16 +266,67 @@ def test_activity_evidence_is_the_best_identity_match_in_the_window():
     assert float(got[1][0]) < 0.5 * float(got[0][0])
 
 
+def test_seen_model_reads_each_activity_on_its_own_line():
+    """Activity 0's present answers have strong evidence and its absent ones middling; activity 1's present
+    ones have the middling evidence: one curve for both cannot call activity 0's absent answers "not
+    seen" without dropping activity 1's present ones, a line per activity can."""
+    from edge_runtime.query.reader_answers import p_seen, seen_score
+    from export.train.reader_calibration import fit_seen_model, not_seen_threshold
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    act = rng.integers(0, 2, n)
+    seen = rng.uniform(0, 1, n) < 0.75
+    centre = np.where(seen, np.where(act == 0, 3.0, 0.0), np.where(act == 0, 0.0, -3.0))
+    ev = 1.0 / (1.0 + np.exp(-(centre + rng.normal(0, 0.7, n))))
+    model = fit_seen_model(ev, act, seen.astype(float), 8)
+    assert len(model["by_activity"]) == 8 and model["by_activity"][2] == model["by_activity"][7]  # unseen: shared
+    fit = {"seen": fit_calibration(ev, seen.astype(float)), "seen_model": model}
+    shared = np.clip(calibrated(ev, fit["seen"]), 0, 1)
+    own = p_seen(ev, fit, act)
+
+    def caught(p):  # absent answers under the cut that keeps 95 % of present ones
+        cut = not_seen_threshold(p[seen])
+        return float((p[~seen] < cut).mean())
+    assert caught(own) > caught(shared) + 0.2
+    assert np.all(np.diff(seen_score([0.2, 0.5, 0.8], [0, 0, 0], model)) > 0)  # more evidence, likelier seen
+    with pytest.raises(ValueError, match="reads its asked activity"):
+        p_seen(ev, fit)
+    assert p_seen([0.3], {"seen": [[0.0, 1.0], [0.0, 1.0]]})[0] == pytest.approx(0.3)  # no model: the curve
+
+
 def test_object_support_needs_an_event_in_progress():
     answer = AnswerStep().eval()
     ident, act, ev, boxes, span, t, valid = _facts()
-    act[20, 3] = 6.0  # token 20 looks like activity 3 ...
+    act[20:24, 3] = 6.0  # tokens 20-23 look like activity 3 ...
     args = (torch.tensor([1]), torch.tensor([3]), torch.zeros(1, ident.shape[1]), torch.tensor([[0.0, 1800.0]]))
     with torch.no_grad():
         no_event = answer(ident, act, ev, boxes, span, t, valid, *args)[3]
-        ev[20] = 6.0  # ... and an event is in progress there
+        ev[20:24] = 6.0  # ... and an event is in progress there
         event = answer(ident, act, ev, boxes, span, t, valid, *args)[3]
     assert float(no_event[0]) < 0.01 and float(event[0]) > 0.9
+
+
+def test_object_and_time_evidence_is_the_mean_of_the_best_tokens():
+    """One stray token of the asked activity is weaker evidence than an event several tokens hold;
+    a reader file from before ``evidence_top`` reads the best token alone, and a feed of fewer rows
+    than ``evidence_top`` counts the missing ones as zero, as the whole memory's out-of-window rows are."""
+    ident, act, ev, boxes, span, t, valid = _facts()
+    act[20, 3], ev[20] = 6.0, 6.0
+    args = (torch.tensor([1]), torch.tensor([3]), torch.zeros(1, ident.shape[1]))
+    whole = torch.tensor([[0.0, 1800.0]])
+    with torch.no_grad():
+        stray = AnswerStep().eval()(ident, act, ev, boxes, span, t, valid, *args, whole)[3]
+        old = AnswerStep(ReaderConfig.from_dict({})).eval()(ident, act, ev, boxes, span, t, valid, *args, whole)[3]
+        few = AnswerStep().eval()(ident[19:22], act[19:22], ev[19:22], boxes[19:22], span[19:22], t[19:22],
+                                  valid[19:22], *args, whole)[3]
+        act[21:24, 3], ev[21:24] = 6.0, 6.0
+        event = AnswerStep().eval()(ident, act, ev, boxes, span, t, valid, *args, whole)[3]
+    p = float(torch.sigmoid(torch.tensor(6.0)) ** 2)
+    assert ReaderConfig().evidence_top == 4 and ReaderConfig.from_dict({}).evidence_top == 1
+    assert float(stray[0]) == pytest.approx(p / 4, rel=1e-3) and float(old[0]) == pytest.approx(p, rel=1e-3)
+    assert float(few[0]) == pytest.approx(float(stray[0]), rel=1e-3)
+    assert float(event[0]) == pytest.approx(p, rel=1e-3)
 
 
 def test_ranked_answers_at_a_near_tie_are_marked_undecided():

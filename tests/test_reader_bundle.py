@@ -156,6 +156,13 @@ def test_onnx_matches_pytorch_on_real_memories(tiny_bundle):
     (lambda m: m["answers"]["reader"]["calibration"]["time"].update(
         right_model={"features": ["support", "next_support", "log1p_length_s"], "weights": [1.0, 0.0, 1.0], "bias": 0}),
      "answers.reader.calibration.time: right_model needs its right curve"),
+    (lambda m: m["answers"]["reader"]["calibration"]["time"].update(seen_model={"by_activity": [[0.0, 1.0]] * 3,
+                                                                               "seen": [[0.0, 1.0], [0.0, 1.0]]}),
+     "answers.reader.calibration.time: seen_model needs an [intercept, slope] pair for each of the model's 8 activities"),
+    (lambda m: m["answers"]["reader"]["calibration"]["object"].update(seen_model={"by_activity": [[0.0, 1.0]] * 8}),
+     "answers.reader.calibration.object: seen_model needs its seen curve"),
+    (lambda m: m["answers"]["reader"]["calibration"]["activity"].update(seen_model={"by_activity": [[0.0, 1.0]] * 8}),
+     "answers.reader.calibration.activity: seen_model is for object and time answers"),
     (lambda m: m["answers"]["reader"]["calibration"]["object"].update(not_seen_below=1.5),
      "answers.reader.calibration.object.not_seen_below must be a number in 0..1, got 1.5"),
     (lambda m: m["graphs"]["reader"]["outputs"].pop(), "reader graph lacks output(s) span"),

@@ -25,7 +25,7 @@ from edge_runtime.engine.stream_state import FACT_KEY, FACT_NAMES, MissingFacts
 from edge_runtime.memory.token_memory import MEMORY_INPUTS
 from edge_runtime.query import reader_query
 from edge_runtime.query.reader_query import not_seen_below
-from edge_runtime.query.reader_answers import calibrated, confidence, reader_answers
+from edge_runtime.query.reader_answers import confidence, p_seen, reader_answers
 from edge_runtime.query.types import BY_NAME
 from edge_runtime.serve.api import create_app
 from edge_runtime.serve.pipeline import Runtime
@@ -162,7 +162,7 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
     for r, g, w, e, i in zip(reqs, got, want, ev.numpy(), iv.numpy()):
         assert g["answered_by"] == "reader" and g["status"] in ("answered", "not_seen")
         cal = cal_all[r["type"]]
-        assert g["p_seen"] == pytest.approx(float(calibrated(e, cal["seen"])), abs=2e-3)
+        assert g["p_seen"] == pytest.approx(float(p_seen([e], cal, [r["activity"]])[0]), abs=2e-3)
         scores = [w["scores"]] if r["type"] == "activity" else None
         assert g["confidence"] == pytest.approx(float(confidence([e], i[None], cal, scores=scores,
                                                                  window_s=[r["end"] - r["start"]])[0]), abs=2e-3)

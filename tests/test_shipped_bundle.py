@@ -49,11 +49,25 @@ def test_a_time_answer_with_a_close_runner_up_is_less_confident():
     clear = np.array([[100.0, 104.0, 0.8], [300.0, 304.0, 0.05], [500.0, 504.0, 0.02]])
     close = clear.copy()
     close[1, 2] = 0.75
-    sure, doubtful = (judge({}, "time", 0.8, iv, sec)["confidence"] for iv in (clear, close))
+    sure, doubtful = (judge({}, "time", 0.8, iv, sec, activity=1)["confidence"] for iv in (clear, close))
     assert doubtful < sure
     engine = type("E", (), {"reader_section": sec})()
     assert event_confidence(engine, 0.8) == pytest.approx(
         float(np.interp(0.8, *sec["calibration"]["time"]["right"])), abs=1e-9)
+
+
+def test_not_seen_reads_the_asked_activity():
+    """The shipped calibration judges an object or time answer's evidence on its asked activity's own
+    line: the same evidence may be "not seen" for one activity and seen for another."""
+    from edge_runtime.query.reader_query import judge, not_seen_below
+
+    sec = load_bundle(BUNDLE, verify=False).reader
+    n = len(sec["calibration"]["time"]["seen_model"]["by_activity"])
+    for qtype in ("object", "time"):
+        cut = not_seen_below(sec, qtype)
+        split = [e for e in (0.05 * i for i in range(1, 20))
+                 if len({judge({}, qtype, e, [[0.0, 4.0, e]] * 3, sec, activity=a)["p_seen"] < cut for a in range(n)}) == 2]
+        assert split, f"{qtype}: every activity says 'not seen' below the same evidence"
 
 
 def test_bundle_loads_with_every_file_matching_its_hash():

@@ -22,7 +22,7 @@ from typing import Any
 from edge_runtime.backends.base import TensorMeta
 from edge_runtime.config import ConfigError, ModelConfig, model_config_from_dict
 from edge_runtime.file_hash import sha256_file
-from edge_runtime.query.reader_answers import is_curve, right_model_problem
+from edge_runtime.query.reader_answers import is_curve, right_model_problem, seen_model_problem
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -268,13 +268,13 @@ def _check_reader(cfg: ModelConfig, sec: Any, graphs: dict[str, GraphInfo], wher
     cal = sec.get("calibration")
     if not isinstance(cal, dict) or not all(isinstance(cal.get(t), dict) and all(
             is_curve(cal[t].get(c)) for c in ("seen", "right")) for t in ("activity", "object", "time")):
-        raise BundleError(f"{where}: answers.reader.calibration needs seen and right curves ([[x...], [p...]]) "
-                          f"for activity, object and time")
+        raise BundleError(f"{where}: answers.reader.calibration needs seen and right curves ([[x...], [p...]]) for activity, object and time")
     for t in ("activity", "object", "time"):
         below = cal[t].get("not_seen_below")
         if below is not None and not (isinstance(below, (int, float)) and not isinstance(below, bool) and 0.0 <= below <= 1.0):
             raise BundleError(f"{where}: answers.reader.calibration.{t}.not_seen_below must be a number in 0..1, got {below!r}")
-    if bad := [f"{t}: {p}" for t in ("activity", "object", "time") if (p := right_model_problem(cal[t].get("right_model"), t))]:
+    if bad := [f"{t}: {p}" for t in ("activity", "object", "time") if (p := right_model_problem(cal[t].get("right_model"), t)
+                                                                     or seen_model_problem(cal[t].get("seen_model"), t, C))]:
         raise BundleError(f"{where}: answers.reader.calibration.{bad[0]}")
     n_tok = m + _timeline_tokens(cfg, sec.get("timeline"), where)  # the answer step reads memory + timeline
     # None: a named (dynamic) axis

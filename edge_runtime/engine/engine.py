@@ -315,7 +315,7 @@ class Engine:
             r = reqs[i]
             out[i] = reader_query.judge(hold_to_spans(a, spans[i], (r["start"], r["end"])), r["type"],
                                         float(outputs["evidence"][j]), outputs["intervals"][j], sec,
-                                        window_s=r["end"] - r["start"])
+                                        window_s=r["end"] - r["start"], activity=r["activity"])
             out[i]["read_from"] = reader_query.tracks_read(snap, (r["start"], r["end"]))
 
     def _answer_heads(self, reqs, ask: list[int], windows, spans, snap: Committed, out: list) -> None:

@@ -136,6 +136,47 @@ def activity_features(evidence, scores, window_s) -> np.ndarray:
                      np.log1p(np.maximum(np.asarray(window_s, np.float64).reshape(-1), 0.0))], axis=1)
 
 
+# p(seen) of an object or time answer reads its evidence on its asked activity's own line (intercept and
+# slope on the logit): activities' tokens support them unequally (a present browse's evidence sits near
+# 0.5, a present scan's near 1, an absent hand-over's near 0.8), so one curve for every activity drops
+# present browses or lets absent hand-overs through. Fitted with the rest of the calibration
+# (export/train/reader_calibration.py, ``fit_seen_model``); what it catches: docs/accuracy.md#not-seen.
+def seen_score(evidence, activity, model: dict) -> np.ndarray:
+    """A seen_model's score of answers' ``evidence`` (Q,) for their asked ``activity`` ids (Q,) -> (Q,)."""
+    e = np.clip(np.asarray(evidence, np.float64).reshape(-1), 1e-6, 1.0 - 1e-6)
+    lines = np.asarray(model["by_activity"], np.float64)
+    a = np.clip(np.asarray(activity, np.int64).reshape(-1), 0, len(lines) - 1)
+    return lines[a, 0] + lines[a, 1] * np.log(e / (1.0 - e))
+
+
+def p_seen(evidence, fit: dict, activity=None) -> np.ndarray:
+    """Calibrated p(seen) of answers of one query type. ``fit``: its calibration: with a "seen_model"
+    (object and time answers; it reads each answer's asked ``activity``) its curve of the model's
+    score, else the "seen" curve of the raw evidence."""
+    model = fit.get("seen_model")
+    if model is None:
+        return np.clip(calibrated(evidence, fit["seen"]), 0.0, 1.0)
+    if activity is None:
+        raise ValueError("an object or time answer's p(seen) reads its asked activity")
+    return np.clip(calibrated(seen_score(evidence, activity, model), model["seen"]), 0.0, 1.0)
+
+
+def seen_model_problem(model, qtype: str, n_activities: int) -> str | None:
+    """What is wrong with a ``qtype`` calibration's "seen_model" (None: nothing, or no model)."""
+    if model is None:
+        return None
+    if qtype == "activity":
+        return "seen_model is for object and time answers (an activity answer's asks no activity)"
+    num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)  # noqa: E731
+    lines = model.get("by_activity") if isinstance(model, dict) else None
+    if not (isinstance(lines, list) and len(lines) == n_activities
+            and all(isinstance(p, list) and len(p) == 2 and all(num(x) for x in p) for p in lines)):
+        return f"seen_model needs an [intercept, slope] pair for each of the model's {n_activities} activities"
+    if not (is_curve(model.get("seen")) and all(num(x) for v in model["seen"] for x in v)):
+        return "seen_model needs its seen curve ([[score...], [p...]])"
+    return None
+
+
 def model_score(features, model: dict) -> np.ndarray:
     """A right_model's linear score of its feature rows (Q, F) -> (Q,)."""
     return np.asarray(features, np.float64) @ np.asarray(model["weights"], np.float64) + float(model["bias"])
@@ -144,11 +185,13 @@ def model_score(features, model: dict) -> np.ndarray:
 def confidence(evidence, intervals, fit: dict, scores=None, window_s=None) -> np.ndarray:
     """Calibrated p(right) of each answer. ``fit``: one query type's calibration: with a "right_model"
     (fitted on calibration videos) its curve of the model's score, else the "right" curve of the raw
-    evidence (calibrations fitted before the model). An activity model reads the answers' ``scores``
+    evidence of an activity answer (``scores`` given) or the best interval's support of the others
+    (calibrations fitted before the model). An activity model reads the answers' ``scores``
     (Q, C) and ``window_s`` (Q,) beside the evidence; the others the ranked ``intervals``."""
     model = fit.get("right_model")
     if model is None:
-        return np.clip(calibrated(evidence, fit["right"]), 0.0, 1.0)
+        base = evidence if scores is not None else np.asarray(intervals, np.float64)[:, 0, 2]
+        return np.clip(calibrated(base, fit["right"]), 0.0, 1.0)
     if model["features"] == list(ACTIVITY_FEATURES):
         if scores is None or window_s is None:
             raise ValueError("an activity answer's confidence reads its scores and window length")

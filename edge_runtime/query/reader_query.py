@@ -22,7 +22,7 @@ import numpy as np
 from edge_runtime.backends.bundle import BundleError
 from edge_runtime.engine.stream_state import FACT_NAMES, Committed
 from edge_runtime.query.coverage import NOT_SEEN, inside_any
-from edge_runtime.query.reader_answers import calibrated, confidence, reader_answers
+from edge_runtime.query.reader_answers import confidence, p_seen as seen_probability, reader_answers
 from edge_runtime.query.types import BY_NAME
 
 ANSWER_CHOICES = ("auto", "reader", "heads")
@@ -124,13 +124,13 @@ def not_seen_below(section: dict[str, Any], qtype: str) -> float:
 
 
 def judge(answer: dict[str, Any], qtype: str, evidence: float, intervals, section: dict[str, Any],
-          window_s: float | None = None) -> dict[str, Any]:
-    """p_seen (from the evidence), confidence (as its calibration says, ``confidence``: from the evidence,
+          window_s: float | None = None, activity: int | None = None) -> dict[str, Any]:
+    """p_seen (from the evidence, and for object and time answers their asked ``activity``), confidence (as its calibration says, ``confidence``: from the evidence,
     the ranked ``intervals`` (K, 3) the answer step gave, or an activity answer's scores and its window
     of ``window_s`` seconds, which an activity model needs) and, below ``not_seen_below(section, qtype)``, status
     "not_seen" with its message."""
     cal = section["calibration"][qtype]
-    p_seen = float(np.clip(calibrated(evidence, cal["seen"]), 0.0, 1.0))
+    p_seen = float(seen_probability([evidence], cal, None if activity is None else [activity])[0])
     answer["p_seen"] = round(p_seen, 6)
     scores = [answer["scores"]] if qtype == "activity" else None
     answer["confidence"] = round(float(confidence([evidence], np.asarray(intervals)[None], cal, scores=scores,

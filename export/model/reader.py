@@ -48,14 +48,19 @@ class ReaderConfig:
     # those tokens are among the ones read (a timeline row's whole frames; runs of one patch in the memory):
     # hold and inspect differ mostly by motion (a held item stays still, an inspected one turns)
     motion: bool = True
+    # an object or time answer's evidence is the mean support of the window's best this-many tokens: one
+    # token alone is often a stray frame (an absent activity's best token scored as high as a present
+    # one's), while a real event holds several (docs/accuracy.md#not-seen)
+    evidence_top: int = 4
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, saved: dict) -> "ReaderConfig":
-        """A reader file's config; files written before ``svd_sign`` existed read the basis as given."""
-        return cls(**{"svd_sign": False, "motion": False, **saved})
+        """A reader file's config; files written before ``svd_sign`` existed read the basis as given,
+        before ``motion`` without it, and before ``evidence_top`` with one token's evidence."""
+        return cls(**{"svd_sign": False, "motion": False, "evidence_top": 1, **saved})
 
 
 class MemoryReader(nn.Module):
@@ -179,8 +184,8 @@ class AnswerStep(nn.Module):
       estimates; boxes at ``keyframes`` times = the group's boxes weighted by nearness in time;
     time (activity + object + window): as object, weighted also by identity; the extent is the answer.
     The next ranked answers take the next anchor with the previous groups' spans masked out.
-    ``evidence`` (Q,) in [0, 1]: for activity queries the best identity match in the window, otherwise the best
-    answer's raw support; calibration lives outside (fitted
+    ``evidence`` (Q,) in [0, 1]: for activity queries the best identity match in the window, otherwise the mean
+    support of the window's ``evidence_top`` best tokens; calibration lives outside (fitted
     on training looks) so that "not seen" is a threshold on a probability.
     """
 
@@ -234,6 +239,9 @@ class AnswerStep(nn.Module):
         pa = pa * torch.sigmoid(event_logit)[None]
         is_time = (q_type == 2).to(torch.float32)[:, None]
         w = in_win * pa * (is_time * p_id + (1.0 - is_time))
+        # zeros beyond the rows read: a feed of only the window's rows scores as the whole memory does
+        k = rc.evidence_top
+        support = torch.cat([w, w.new_zeros(Q, k)], dim=1).topk(k, dim=1).values.mean(dim=1)
         t0 = mem_t[None].expand(Q, -1)
         start_est = t0 - span[:, 0][None]
         end_est = t0 + span[:, 1][None]
@@ -277,7 +285,7 @@ class AnswerStep(nn.Module):
         # an activity query is "not seen" when its product is nowhere in the window: its evidence is the
         # best identity match there, whatever the activity
         present = (in_win * p_id).max(dim=1).values
-        evidence = is_act * present + (1.0 - is_act) * intervals[:, 0, 2]
+        evidence = is_act * present + (1.0 - is_act) * support
         return (act_scores, intervals, keyboxes, evidence,
                 (torch.stack(decided, dim=1), torch.stack(supported, dim=1)) if tol else None)
 

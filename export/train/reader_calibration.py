@@ -1,9 +1,11 @@
 """The memory reader's answers on whole memories, and their calibration (used by the reader stage after
 training, and by tools/accuracy/reader_eval.py): the weight of the class prior in activity answers,
 per query window length, then per query type isotonic fits of p(seen) (present vs absent queries) on the answer
-step's raw evidence, the p(seen) below which an answer says "not seen" (``NOT_SEEN_PRESENT_SHARE``), and of p(right) on it, and p(right) of a logistic score (``fit_right_model``: the answers'
-confidence) of the ranked answers' supports and length (object, time) or of the evidence, the top two
-activity scores and the window's length (activity).
+step's raw evidence (object and time answers: on a line per asked activity, ``fit_seen_model``), the p(seen)
+below which an answer says "not seen" (``NOT_SEEN_PRESENT_SHARE``), p(right) of the evidence (activity) or
+of the best answer's support (object, time; what events of what happened read), and p(right) of a logistic
+score (``fit_right_model``: the answers' confidence) of the ranked answers' supports and length (object,
+time) or of the evidence, the top two activity scores and the window's length (activity).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from edge_runtime.checkout.absent_queries import is_absent
 from edge_runtime.checkout.metrics import score_query
 from edge_runtime.memory.timeline import FACT_NAMES
 from edge_runtime.query.reader_answers import (FEATURES_OF, activity_features, calibrated, fit_calibration,
-                                               model_score, reader_answers, right_features)
+                                               model_score, p_seen, reader_answers, right_features, seen_score)
 from edge_runtime.query.types import BY_NAME
 from export.model.reader import AnswerStep, MemoryReader
 
@@ -115,7 +117,7 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
     best = (best, pooled[best])
     by_window = [[w, max(PRIOR_WEIGHTS, key=lambda pw: (mean(recall[pw].get(w, [])) - 1e-9 * PRIOR_WEIGHTS.index(pw)))]
                  for w in sorted({w for r in recall.values() for w in r})]
-    ev, seen, hit, types = [], [], [], []
+    ev, sup, act, seen, hit, types = [], [], [], [], [], []
     feats: dict[str, list] = {t: [] for t in TYPE_IDS}  # per query type, its right model's features
     for v, s, mem, qs in runs:
         ans, e, iv, _, _ = run_answer_step(reader, answer, mem, v.basis[s:s + 1], v.sv[s:s + 1], qs, v.crop_tokens,
@@ -123,12 +125,14 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
         x_iv = right_features(iv)
         for i, (q, a, x) in enumerate(zip(qs, ans, e)):
             ev.append(x)
+            sup.append(x if q.type == "activity" else iv[i, 0, 2])
+            act.append(-1 if q.activity_id is None else q.activity_id)
             seen.append(0.0 if is_absent(q) else 1.0)
             hit.append(1.0 if is_hit(q, a) else 0.0)
             types.append(q.type)
             feats[q.type].append(activity_features([x], [a["scores"]], [q.end - q.start])[0]
                                  if q.type == "activity" else x_iv[i])
-    ev, seen, hit, types = np.asarray(ev), np.asarray(seen), np.asarray(hit), np.asarray(types)
+    ev, sup, act, seen, hit, types = (np.asarray(x) for x in (ev, sup, act, seen, hit, types))
     out = {"prior_weight": best[0], "calib_activity_r1": round(best[1], 4), "prior_weight_by_window": by_window,
            "calib_activity_r1_by_window": {str(w): round(mean(recall[pw].get(w, [])), 4) for w, pw in by_window}}
     for t in TYPE_IDS:
@@ -137,9 +141,15 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
         x = np.asarray(feats[t], np.float64).reshape(-1, len(names)) if names else None
         model = fit_right_model(x, hit[k], names) if names else None
         seen_fit = fit_calibration(ev[k], seen[k])
-        out[t] = {"seen": seen_fit, "right": fit_calibration(ev[k], hit[k]),
+        # "right": p(right) of the best interval's support, which events of what happened read
+        out[t] = {"seen": seen_fit, "right": fit_calibration(sup[k], hit[k]),
                   "not_seen_below": not_seen_threshold(calibrated(ev[k & (seen == 1)], seen_fit)),
                   "queries": int(k.sum()), "absent": int((seen[k] == 0).sum())}
+        seen_model = fit_seen_model(ev[k], act[k], seen[k], cfg.heads.num_activities) if t != "activity" else None
+        if seen_model is not None:
+            out[t]["seen_model"] = seen_model
+            present = k & (seen == 1)
+            out[t]["not_seen_below"] = not_seen_threshold(p_seen(ev[present], out[t], act[present]))
         if model is not None:  # p(right) of the model's score: isotonic too, so its blocks keep their rates honest
             out[t]["right_model"] = {**model, "right": fit_calibration(model_score(x, model), hit[k])}
     return out
@@ -152,6 +162,27 @@ def not_seen_threshold(p_present, share: float = NOT_SEEN_PRESENT_SHARE, default
     if len(p) == 0:
         return default
     return float(np.floor(p[int(np.floor(share * len(p)))] * 1e6) / 1e6)  # rounded down: none more under it
+
+
+def fit_seen_model(evidence, activity, seen, n_activities: int) -> dict | None:
+    """p(seen) of object or time answers on their asked activity's own line (``seen_score``): a
+    logistic fit of present (``seen`` 1) vs absent on the logit of the evidence, with an intercept and
+    a slope for each activity beside the shared ones (an activity too rare in the calibration answers to
+    move the fit keeps the shared line), then isotonic -> a calibration's "seen_model", or None with too
+    few present or absent answers."""
+    e = np.clip(np.asarray(evidence, np.float64), 1e-6, 1.0 - 1e-6)
+    a = np.asarray(activity, np.int64)
+    logit = np.log(e / (1.0 - e))
+    onehot = (a[:, None] == np.arange(n_activities)[None]).astype(np.float64)
+    names = ["logit"] + [f"at_{i}" for i in range(n_activities)] + [f"logit_at_{i}" for i in range(n_activities)]
+    model = fit_right_model(np.column_stack([logit, onehot, onehot * logit[:, None]]), seen, names, l2=1e-2)
+    if model is None:
+        return None
+    w, C = model["weights"], n_activities
+    lines = [[round(model["bias"] + w[1 + i], 6), round(w[0] + w[1 + C + i], 6)] for i in range(C)]
+    out = {"by_activity": lines}
+    out["seen"] = fit_calibration(seen_score(e, a, out), seen)
+    return out
 
 
 def fit_right_model(features: np.ndarray, hit: np.ndarray, names, l2: float = 1e-3, min_each: int = 20) -> dict | None:

@@ -51,7 +51,7 @@ def main() -> None:
     from edge_runtime.checkout.absent_queries import is_absent, sample_absent_queries
     from edge_runtime.checkout.metrics import aggregate, score_query
     from edge_runtime.query.answers import decode_answers
-    from edge_runtime.query.reader_answers import calibrated, confidence
+    from edge_runtime.query.reader_answers import confidence, p_seen as seen_probability
     from export.dataset.video_data import token_cache_dir
     from export.evaluate.scoring import (
         _head_batch,
@@ -140,7 +140,7 @@ def main() -> None:
     iv = np.asarray(all_iv)
     for t in NAMES:
         k = types == t
-        p_seen[k] = calibrated(ev[k], cal[t]["seen"])
+        p_seen[k] = seen_probability(ev[k], cal[t], [all_q[i].activity_id for i in np.flatnonzero(k)])
         idx = np.flatnonzero(k)
         scores = [all_ans[i]["scores"] for i in idx] if t == "activity" and len(idx) else None
         conf[k] = confidence(ev[k], iv[k], cal[t], scores=scores,
