@@ -138,8 +138,8 @@ def activity_features(evidence, scores, window_s) -> np.ndarray:
 
 # p(seen) of an object or time answer reads its evidence on its asked activity's own line (intercept and
 # slope on the logit): activities' tokens support them unequally (a present browse's evidence sits near
-# 0.5, a present scan's near 1, an absent hand-over's near 0.8), so one curve for every activity drops
-# present browses or lets absent hand-overs through. Fitted with the rest of the calibration
+# 0.3-0.5, a present scan's near 0.95, an absent hand-over's near 0.8), so one curve for every activity
+# drops present browses or lets absent hand-overs through. Fitted with the rest of the calibration
 # (export/train/reader_calibration.py, ``fit_seen_model``); what it catches: docs/accuracy.md#not-seen.
 def seen_score(evidence, activity, model: dict) -> np.ndarray:
     """A seen_model's score of answers' ``evidence`` (Q,) for their asked ``activity`` ids (Q,) -> (Q,)."""
@@ -166,7 +166,7 @@ def seen_model_problem(model, qtype: str, n_activities: int) -> str | None:
     if model is None:
         return None
     if qtype == "activity":
-        return "seen_model is for object and time answers (an activity answer's asks no activity)"
+        return "seen_model is for object and time answers (an activity question names no activity)"
     num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)  # noqa: E731
     lines = model.get("by_activity") if isinstance(model, dict) else None
     if not (isinstance(lines, list) and len(lines) == n_activities

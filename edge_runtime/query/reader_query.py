@@ -5,8 +5,9 @@ Which answers an engine gives is ``answers``: "reader" (the bundle must carry th
 (the query heads, which re-encode the memory per query), or "auto" (the reader when the bundle has
 one). The reader's section of the bundle manifest (``answers.reader``) holds what turns its raw
 outputs into answers: the class prior and its weight (activity ranking), and per query type two
-monotone calibration curves, p(seen) of the answer's evidence and p(right) of the evidence or, for
-time and object answers, of a score of the ranked answers' supports and length (``right_model``).
+monotone calibration curves, p(seen) of the answer's evidence (for time and object answers, of the
+evidence on a line for the asked activity: ``seen_model``) and p(right) of the evidence or, for time and
+object answers, of a score of the ranked answers' supports and length (``right_model``).
 
 Judging: ``p_seen`` = calibrated p(seen), ``confidence`` = calibrated p(right); a query whose
 p(seen) is below its query type's cut (``not_seen_below``) gets status "not_seen" and a message, whatever the coverage
@@ -125,10 +126,10 @@ def not_seen_below(section: dict[str, Any], qtype: str) -> float:
 
 def judge(answer: dict[str, Any], qtype: str, evidence: float, intervals, section: dict[str, Any],
           window_s: float | None = None, activity: int | None = None) -> dict[str, Any]:
-    """p_seen (from the evidence, and for object and time answers their asked ``activity``), confidence (as its calibration says, ``confidence``: from the evidence,
-    the ranked ``intervals`` (K, 3) the answer step gave, or an activity answer's scores and its window
-    of ``window_s`` seconds, which an activity model needs) and, below ``not_seen_below(section, qtype)``, status
-    "not_seen" with its message."""
+    """p_seen (from the evidence, and for object and time answers their asked ``activity``), confidence
+    (as its calibration says, ``confidence``: from the evidence, the ranked ``intervals`` (K, 3) the
+    answer step gave, or an activity answer's scores and its window of ``window_s`` seconds, which an
+    activity model needs) and, below ``not_seen_below(section, qtype)``, status "not_seen" with its message."""
     cal = section["calibration"][qtype]
     p_seen = float(seen_probability([evidence], cal, None if activity is None else [activity])[0])
     answer["p_seen"] = round(p_seen, 6)
