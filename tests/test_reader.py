@@ -324,6 +324,8 @@ def test_object_and_time_evidence_is_the_mean_of_the_best_tokens():
         event = AnswerStep().eval()(ident, act, ev, boxes, span, t, valid, *args, whole)[3]
     p = float(torch.sigmoid(torch.tensor(6.0)) ** 2)
     assert ReaderConfig().evidence_top == 4 and ReaderConfig.from_dict({}).evidence_top == 1
+    with pytest.raises(ValueError, match="evidence_top must be a whole number of tokens >= 1, got 0"):
+        ReaderConfig.from_dict({"evidence_top": 0})
     assert float(stray[0]) == pytest.approx(p / 4, rel=1e-3) and float(old[0]) == pytest.approx(p, rel=1e-3)
     assert float(few[0]) == pytest.approx(float(stray[0]), rel=1e-3)
     assert float(event[0]) == pytest.approx(p, rel=1e-3)

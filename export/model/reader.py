@@ -53,6 +53,10 @@ class ReaderConfig:
     # one's), while a real event holds several (docs/accuracy.md#not-seen)
     evidence_top: int = 4
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.evidence_top, int) and self.evidence_top >= 1):
+            raise ValueError(f"reader config: evidence_top must be a whole number of tokens >= 1, got {self.evidence_top!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
