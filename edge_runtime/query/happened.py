@@ -54,8 +54,8 @@ from edge_runtime.query.types import tiou
 # chosen on held-out videos of seed 1 (tools/accuracy/happened_eval.py --eval-seed 1 --sweep,
 # docs/accuracy/happened_tuning.json): the best event F1 with one product per interval (without it one
 # event more was right); the floor again for the shipped reader on 4 such videos
-# (docs/accuracy/happened_floor.json): 0.6 gave the best F1 (0.766; precision 82.2 %, recall 71.7 %;
-# 0.55: 80.1 %, 72.7 %, F1 0.762). The reported numbers are on other videos (seed 0). The alert
+# (docs/accuracy/happened_floor.json): 0.6 gave the best F1 (0.764; precision 81.7 %, recall 71.7 %;
+# 0.55: 79.4 %, 73.0 %, F1 0.761). The reported numbers are on other videos (seed 0). The alert
 # rules read events from their own floor (edge_runtime/alerts/rules.py)
 TOP_ACTIVITIES = 5      # candidate activities per seen product (step 1)
 MIN_CONFIDENCE = 0.6    # default least p(right) of an event
