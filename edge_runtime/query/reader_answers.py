@@ -141,12 +141,17 @@ def activity_features(evidence, scores, window_s) -> np.ndarray:
 # 0.3-0.5, a present scan's near 0.95, an absent hand-over's near 0.8), so one curve for every activity
 # drops present browses or lets absent hand-overs through. Fitted with the rest of the calibration
 # (export/train/reader_calibration.py, ``fit_seen_model``); what it catches: docs/accuracy.md#not-seen.
+def evidence_logit(evidence) -> np.ndarray:
+    """The logit of evidence in [0, 1] (Q,), kept finite at 0 and 1: what a seen_model's lines read."""
+    e = np.clip(np.asarray(evidence, np.float64).reshape(-1), 1e-6, 1.0 - 1e-6)
+    return np.log(e / (1.0 - e))
+
+
 def seen_score(evidence, activity, model: dict) -> np.ndarray:
     """A seen_model's score of answers' ``evidence`` (Q,) for their asked ``activity`` ids (Q,) -> (Q,)."""
-    e = np.clip(np.asarray(evidence, np.float64).reshape(-1), 1e-6, 1.0 - 1e-6)
     lines = np.asarray(model["by_activity"], np.float64)
     a = np.clip(np.asarray(activity, np.int64).reshape(-1), 0, len(lines) - 1)
-    return lines[a, 0] + lines[a, 1] * np.log(e / (1.0 - e))
+    return lines[a, 0] + lines[a, 1] * evidence_logit(evidence)
 
 
 def p_seen(evidence, fit: dict, activity=None) -> np.ndarray:

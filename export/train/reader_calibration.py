@@ -18,7 +18,7 @@ from edge_runtime.checkout.queries import WINDOWS
 from edge_runtime.checkout.absent_queries import is_absent
 from edge_runtime.checkout.metrics import score_query
 from edge_runtime.memory.timeline import FACT_NAMES
-from edge_runtime.query.reader_answers import (FEATURES_OF, activity_features, calibrated, fit_calibration,
+from edge_runtime.query.reader_answers import (FEATURES_OF, activity_features, evidence_logit, fit_calibration,
                                                model_score, p_seen, reader_answers, right_features, seen_score)
 from edge_runtime.query.types import BY_NAME
 from export.model.reader import AnswerStep, MemoryReader
@@ -143,13 +143,12 @@ def calibrate(reader, answer, videos: list, cfg, prior, timeline=None) -> dict:
         seen_fit = fit_calibration(ev[k], seen[k])
         # "right": p(right) of the best interval's support, which events of what happened read
         out[t] = {"seen": seen_fit, "right": fit_calibration(sup[k], hit[k]),
-                  "not_seen_below": not_seen_threshold(calibrated(ev[k & (seen == 1)], seen_fit)),
                   "queries": int(k.sum()), "absent": int((seen[k] == 0).sum())}
         seen_model = fit_seen_model(ev[k], act[k], seen[k], cfg.heads.num_activities) if t != "activity" else None
         if seen_model is not None:
             out[t]["seen_model"] = seen_model
-            present = k & (seen == 1)
-            out[t]["not_seen_below"] = not_seen_threshold(p_seen(ev[present], out[t], act[present]))
+        present = k & (seen == 1)  # the cut on the p(seen) answers will read: the model's, else the curve's
+        out[t]["not_seen_below"] = not_seen_threshold(p_seen(ev[present], out[t], act[present]))
         if model is not None:  # p(right) of the model's score: isotonic too, so its blocks keep their rates honest
             out[t]["right_model"] = {**model, "right": fit_calibration(model_score(x, model), hit[k])}
     return out
@@ -170,9 +169,8 @@ def fit_seen_model(evidence, activity, seen, n_activities: int) -> dict | None:
     a slope for each activity beside the shared ones (an activity too rare in the calibration answers to
     move the fit keeps the shared line), then isotonic -> a calibration's "seen_model", or None with too
     few present or absent answers."""
-    e = np.clip(np.asarray(evidence, np.float64), 1e-6, 1.0 - 1e-6)
     a = np.asarray(activity, np.int64)
-    logit = np.log(e / (1.0 - e))
+    logit = evidence_logit(evidence)
     onehot = (a[:, None] == np.arange(n_activities)[None]).astype(np.float64)
     names = ["logit"] + [f"at_{i}" for i in range(n_activities)] + [f"logit_at_{i}" for i in range(n_activities)]
     model = fit_right_model(np.column_stack([logit, onehot, onehot * logit[:, None]]), seen, names, l2=1e-2)
@@ -181,7 +179,7 @@ def fit_seen_model(evidence, activity, seen, n_activities: int) -> dict | None:
     w, C = model["weights"], n_activities
     lines = [[round(model["bias"] + w[1 + i], 6), round(w[0] + w[1 + C + i], 6)] for i in range(C)]
     out = {"by_activity": lines}
-    out["seen"] = fit_calibration(seen_score(e, a, out), seen)
+    out["seen"] = fit_calibration(seen_score(evidence, a, out), seen)
     return out
 
 

@@ -140,8 +140,8 @@ def main() -> None:
     iv = np.asarray(all_iv)
     for t in NAMES:
         k = types == t
-        p_seen[k] = seen_probability(ev[k], cal[t], [all_q[i].activity_id for i in np.flatnonzero(k)])
         idx = np.flatnonzero(k)
+        p_seen[k] = seen_probability(ev[k], cal[t], [all_q[i].activity_id for i in idx])
         scores = [all_ans[i]["scores"] for i in idx] if t == "activity" and len(idx) else None
         conf[k] = confidence(ev[k], iv[k], cal[t], scores=scores,
                              window_s=[all_q[i].end - all_q[i].start for i in idx])
