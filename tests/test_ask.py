@@ -398,3 +398,19 @@ def test_a_time_of_day_read_as_another_day_names_the_day():
     w = find_window("what happened since 14:45", long_memory)
     assert w.end - w.start == pytest.approx(24 * 3600 - 15 * 60) and "yesterday 14:45:00" in w.meaning
     assert "yesterday" not in find_window("what happened since 14:05", long_memory).meaning
+
+
+def test_how_many_questions_are_read_as_the_events_they_count():
+    """'many' is a word that asks, not a product: 'how many items were bagged' names only an activity (an
+    object question, whose reply lists the events); with a product named it is a time question."""
+    got = read_question("how many items were bagged in the last 10 minutes", labels=LABELS, products=PRODUCTS,
+                        clock=LIVE).query
+    assert got == {"type": "object", "activity": "bag", "start": 6600.0, "end": 7200.0}
+    got = read_question("how many times was the oat milk scanned?", labels=LABELS, products=PRODUCTS, clock=LIVE).query
+    assert (got["type"], got["activity"], got["product"]) == ("time", "scan", "oat milk")
+
+
+def test_cli_ask_lists_the_events_of_an_object_question(served, capsys):
+    assert cli.main(["ask", "which items were bagged", "--api", served]) == 0
+    out = capsys.readouterr().out
+    assert "object query" in out and "event(s) of 'bag' in the window (what happened):" in out

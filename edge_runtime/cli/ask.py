@@ -7,7 +7,7 @@ import os
 
 from edge_runtime.cli.answer_text import answer_text
 from edge_runtime.cli.common import CliError, parse_hostport
-from edge_runtime.cli.happened import lines as happened_lines
+from edge_runtime.cli.happened import event_line, lines as happened_lines
 from edge_runtime.cli.query import _http
 
 
@@ -28,7 +28,8 @@ def cmd_ask(args) -> int:
         print("\n".join(happened_lines(reply["answer"])))
         return 0
     print(answer_text(reply["answer"], all_boxes=args.boxes))
-    if reply.get("events") is not None:  # an object question also says which products it was
-        products = sorted({e["product"] for e in reply["events"]})
-        print(f"products: {', '.join(products) or 'none found'} (lvm-edge happened lists the events)")
+    if reply.get("events") is not None:  # an object question ("which items were bagged?") also lists them
+        events = reply["events"]
+        print(f"{len(events)} event(s) of '{reply['read_as']['activity']}' in the window (what happened):")
+        print("\n".join(event_line(ev) for ev in events) if events else "  none found")
     return 0

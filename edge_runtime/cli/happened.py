@@ -25,6 +25,12 @@ def seconds(text: str) -> float:
     return value
 
 
+def event_line(ev: dict[str, Any]) -> str:
+    box = "" if ev.get("box") is None else "  box [" + " ".join(f"{v:.2f}" for v in ev["box"]) + "]"
+    return (f"  {ev['start']:8.1f}-{ev['end']:<8.1f} {ev['activity']:<10} {ev['product']:<20} "
+            f"confidence {ev['confidence']:.2f}{box}")
+
+
 def lines(reply: dict[str, Any]) -> list[str]:
     s, e = reply["window"]
     cov = reply.get("coverage") or {}
@@ -34,11 +40,7 @@ def lines(reply: dict[str, Any]) -> list[str]:
     part = f"; {coverage_text(reply)}" if reply.get("status") == "partial" and cov.get("start") is not None else ""
     head = (f"{reply['stream']}: {len(reply['events'])} event(s) in {s:.1f}-{e:.1f} s{part} "
             f"({reply['products']['asked']} products asked, from the {reply['products']['from']})")
-    out = [head]
-    for ev in reply["events"]:
-        box = "" if ev.get("box") is None else "  box [" + " ".join(f"{v:.2f}" for v in ev["box"]) + "]"
-        out.append(f"  {ev['start']:8.1f}-{ev['end']:<8.1f} {ev['activity']:<10} {ev['product']:<20} "
-                   f"confidence {ev['confidence']:.2f}{box}")
+    out = [head, *(event_line(ev) for ev in reply["events"])]
     if (reply.get("ood") or {}).get("flag"):
         out.append("warning: the recent frames look unlike the training footage; these events may be wrong")
     return out

@@ -85,39 +85,34 @@ def measure(rows: list[dict], worlds: dict, scorer: str, variants: bool = True, 
 
 
 def catalog_sweep(rows: list[dict], worlds: dict, thresholds=(0.55, 0.6, 0.65, 0.68, 0.7, 0.75, 0.8)) -> dict:
-    """Where the product threshold should be: per question naming a product, the hybrid score of
-    its product with the whole catalog (it should be read), and the best score of any product once
-    its own is removed from the catalog (it should be refused, not read as another). -> per threshold
-    the share of each kept right."""
+    """Where the product threshold should be: each question naming a product is read, at each
+    threshold, with the whole catalog (it should be read as its product) and with its product removed
+    from the catalog (it should be refused, not read as another). The whole reader runs at each
+    threshold, so a refusal for any reason (a word left over named as not in the catalog) counts as
+    the user sees it. -> per threshold the share of each kept right."""
     clocks = {k: clock_of(v) for k, v in worlds["clocks"].items()}
     sc = make_scorer("hybrid")
 
-    def best(row: dict, products: list[str]) -> tuple[float | None, str | None]:
+    def product(row: dict, products: list[str], t: float) -> str | None:
         w = worlds["worlds"][row["world"]]
         try:
-            got = Reader(w["labels"], products, scorer=sc, thresholds={"product": -1.0}).read(row["text"],
-                                                                                             clocks[row["clock"]])
+            got = Reader(w["labels"], products, scorer=sc, thresholds={"product": t}).read(row["text"],
+                                                                                        clocks[row["clock"]])
         except AskError:
-            return None, None
-        m = [x for x in got.matched if x["kind"] == "product"]
-        return (m[0]["score"], m[0]["name"]) if m else (None, None)
+            return None
+        return got.query.get("product")
 
-    present, missing = [], []
-    for row in rows:
-        want = row["expect"].get("product")
-        if not want:
-            continue
-        prods = worlds["worlds"][row["world"]]["products"]
-        s, name = best(row, prods)
-        if s is not None and name == want:
-            present.append(s)
-        s, _ = best(row, [p for p in prods if p != want])
-        if s is not None:
-            missing.append(s)
-    return {"present": len(present), "missing": len(missing),
-            "by_threshold": {f"{t:g}": {"present_read": round(sum(x >= t for x in present) / max(len(present), 1), 4),
-                                        "missing_refused": round(sum(x < t for x in missing) / max(len(missing), 1), 4)}
-                             for t in thresholds}}
+    asked = [r for r in rows if r["expect"].get("product")]
+    by_threshold = {}
+    for t in thresholds:
+        read = refused = 0
+        for row in asked:
+            want, prods = row["expect"]["product"], worlds["worlds"][row["world"]]["products"]
+            read += product(row, prods, t) == want
+            refused += product(row, [p for p in prods if p != want], t) is None
+        by_threshold[f"{t:g}"] = {"present_read": round(read / max(len(asked), 1), 4),
+                                  "missing_refused": round(refused / max(len(asked), 1), 4)}
+    return {"present": len(asked), "missing": len(asked), "by_threshold": by_threshold}
 
 
 def main(argv: list[str] | None = None) -> int:

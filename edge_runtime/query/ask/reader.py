@@ -47,7 +47,8 @@ _OBJECT_CUE = re.compile(r"\bwhere\b|\bwhere's\b|\bwhich\b|\bwho\b"
 # (nor the words for "some thing" a question asks about: "show me the item that was held")
 _ASKING = frozenset("activities activity action actions involved involve involves went go goes "
                     "recent recently lately latest most last first "
-                    "item items product products thing things object objects article articles".split())
+                    "item items product products thing things object objects article articles "
+                    "many often times".split())  # "how many items were bagged": the events answer it
 
 # English words around a run of words that is not the thing acted on: a place ("at the checkout"),
 # or the one doing ("what did the shopper do")
