@@ -150,7 +150,9 @@ def test_next_due_names_when_a_waiting_decision_can_be_made_without_new_events()
     # with the till's scans, a handling over the scanner waits match_s for its till read
     pos = RuleEngine({"pass_around": {"match_s": 8}}, ALL, scans="pos")
     assert pos.evaluate([ev("scan", "apple", 50, 52)], now=53.0, pos_scans=[]) == [] and pos.next_due() == 60.0
-    assert [d["rule"] for d in pos.evaluate([], now=60.5, pos_scans=[])] == ["pass_around"] and pos.next_due() is None
+    # then, unmatched, up to read_after_s (15 s) for a later read of its product
+    assert pos.evaluate([], now=60.5, pos_scans=[]) == [] and pos.next_due() == 67.0
+    assert [d["rule"] for d in pos.evaluate([], now=67.0, pos_scans=[])] == ["pass_around"] and pos.next_due() is None
 
 
 def test_confidence_thresholds():
@@ -480,3 +482,28 @@ def test_a_sweep_replays_each_setting_as_alerts_eval_does(capsys, saved, tmp_pat
         assert sweep(["--events-from", str(saved / "events.json"), "--rule", "bagged_without_scan", *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and said in err, err
+
+
+def test_an_item_held_over_the_scanner_then_read_is_no_pass_around_with_read_after_s():
+    th = {"match_s": 2.0, "read_after_s": 20.0, "left_min_confidence": 0.7}
+    held = [ev("scan", "soda_can", 20, 24)]                  # over the glass, no read within match_s
+    # the till reads the soda can 11 s after, before any of it was seen leaving: it was held, then scanned
+    e = RuleEngine({"pass_around": th}, list(BASE_ACTIVITIES), scans="pos")
+    assert e.evaluate(held, now=30.0) == [] and e.next_due() == 44.0   # waits for a read until 24 + 20
+    assert e.evaluate([], now=36.0, pos_scans=[till("soda_can", 35.0)]) == []
+    assert e.evaluate([], now=60.0) == [] and e.next_due() is None
+    # no read within read_after_s: raised when it has passed, not before
+    e = RuleEngine({"pass_around": th}, list(BASE_ACTIVITIES), scans="pos")
+    assert e.evaluate(held, now=43.0) == []
+    assert [d["product"] for d in e.evaluate([], now=44.0)] == ["soda_can"]
+    # seen leaving the counter first (a bag at left_min_confidence): raised then, the later read is another item's
+    e = RuleEngine({"pass_around": th}, list(BASE_ACTIVITIES), scans="pos")
+    drafts = e.evaluate(held + [ev("bag", "soda_can", 25, 28, confidence=0.75)], now=30.0)
+    assert [d["product"] for d in drafts] == ["soda_can"]
+    # a "bag" read less surely than left_min_confidence (a hold read as a bag) does not decide it
+    e = RuleEngine({"pass_around": th}, list(BASE_ACTIVITIES), scans="pos")
+    assert e.evaluate(held + [ev("bag", "soda_can", 25, 28, confidence=0.6)], now=30.0) == []
+    assert e.evaluate([], now=60.0, pos_scans=[till("soda_can", 35.0)]) == []
+    # read_after_s 0: judged at match_s as before
+    e = RuleEngine({"pass_around": {"match_s": 2.0, "read_after_s": 0.0}}, list(BASE_ACTIVITIES), scans="pos")
+    assert [d["product"] for d in e.evaluate(held, now=30.0, pos_scans=[till("soda_can", 35.0)])] == ["soda_can"]
