@@ -95,7 +95,7 @@ RULES: dict[str, RuleSpec] = {
     # best alert F1 over held-out seeds 1 and 3 together (48 videos, 15 pass-arounds): 10 found with 10
     # false alerts (0.73: 11 with 18; 0.75: 9 with 9; 0.79: 6 with 5).
     # read_after_s 15, left_min_confidence 0.65: most false alerts left were an item held or inspected
-    # over the glass (read as a scan) that the till read 9-22 s later; such a handling now waits up to
+    # over the glass (read as a scan) that the till read 9-21 s after it ended; such a handling now waits up to
     # read_after_s for a read of its product, and is raised at once when an item of it is seen leaving
     # the counter first at left_min_confidence (the model reads some holds before a scan as bags at
     # 0.58-0.62). Seeds 1 and 3 with the shipped reader's events: 10 found with 11 false alerts at
@@ -147,7 +147,8 @@ class _Seen:
     end: float
     used: bool = False      # a scan that has paid for an item
     alerts: bool = True     # a bag (judged: alert without a scan), not a hand-over (only pays)
-    outcome: str | None = None  # a judged bag or hand-over: "paid" or "unpaid"
+    outcome: str | None = None  # a judged bag or hand-over: "paid" or "unpaid"; a handling over the
+    #                             scanner no till read matched within match_s: "unmatched"
 
 
 class RuleEngine:
@@ -208,9 +209,8 @@ class RuleEngine:
     def next_due(self) -> float | None:
         """The stream time at which the earliest waiting decision falls due (a bag's ``settle_s``, a
         handling over the scanner's ``match_s`` after it ends, then its ``read_after_s``), or None when
-        nothing waits. Such a
-        decision needs no new event, only the time and the till's scans: ``evaluate([], t, pos_scans)``
-        at ``t`` >= this makes it, so an alert need not wait for the next commit."""
+        nothing waits. Such a decision needs no new event, only the time and the till's scans:
+        ``evaluate([], t, pos_scans)`` at ``t`` >= this makes it, so an alert need not wait for the next commit."""
         due = []
         bw, pa = self.rules.get("bagged_without_scan"), self.rules.get("pass_around")
         if bw is not None:
