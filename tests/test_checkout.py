@@ -11,7 +11,7 @@ import pytest
 from edge_runtime.checkout import (
     ACTIVITIES, BASE_ACTIVITIES, EVAL_LOOKS, LOOKS, PRODUCTS, TRAIN_LOOKS, WINDOWS, CheckoutVideo, Query, sample_queries,
 )
-from edge_runtime.checkout.queries import QUERY_TYPES
+from edge_runtime.query.types import NAMES
 
 A = {a: i for i, a in enumerate(ACTIVITIES)}
 LONG_SEEDS = (0, 1, 2)
@@ -219,7 +219,7 @@ def _check_query(q: Query, ann: dict) -> None:
     overlap = lambda e: e["start"] < q.end and e["end"] > q.start   # noqa: E731
     assert 0 <= q.start < q.end <= D + 1e-9
     assert q.end - q.start == pytest.approx(min(WINDOWS[q.window], D), abs=1e-6)
-    assert q.type in QUERY_TYPES and q.video_id == ann["video_id"]
+    assert q.type in NAMES and q.video_id == ann["video_id"]
     if q.type == "activity":
         assert q.instance_id is not None and q.activity_id is None
         mine = [e for e in ev if e["instance_id"] == q.instance_id]
@@ -252,7 +252,7 @@ def test_queries_valid_and_balanced(long_anns):
             counts[(q.type, q.window)] += 1
             d = q.to_dict()
             assert Query.from_dict(json.loads(json.dumps(d))) == q
-    assert all(counts[(t, w)] > 0 for t in QUERY_TYPES for w in ("short", "medium"))
+    assert all(counts[(t, w)] > 0 for t in NAMES for w in ("short", "medium"))
     assert counts[("activity", "long")] > 0 and counts[("time", "long")] > 0
 
 

@@ -15,12 +15,12 @@ camera), ``script`` (the event timeline), ``render`` (drawing), ``annotations`` 
 """
 from .annotations import BOX_FPS
 from .catalog import ACTIVITIES, ACTIVITY_IDS, BASE_ACTIVITIES, PRODUCT_IDS, PRODUCTS
-from .queries import QUERY_TYPES, WINDOWS, Query, sample_queries
+from .queries import WINDOWS, Query, sample_queries
 from .shrink import ShrinkRates
 from .scene import EVAL_LOOKS, EVAL_SEED_BASE, LOOKS, TRAIN_LOOKS, heldout_video, training_video
 from .video import CheckoutVideo
 
 __all__ = [
     "ACTIVITIES", "ACTIVITY_IDS", "BASE_ACTIVITIES", "BOX_FPS", "CheckoutVideo", "EVAL_LOOKS", "EVAL_SEED_BASE", "LOOKS", "PRODUCTS", "PRODUCT_IDS",
-    "QUERY_TYPES", "Query", "ShrinkRates", "TRAIN_LOOKS", "WINDOWS", "heldout_video", "sample_queries", "training_video",
+    "Query", "ShrinkRates", "TRAIN_LOOKS", "WINDOWS", "heldout_video", "sample_queries", "training_video",
 ]

@@ -19,7 +19,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .queries import QUERY_TYPES, WINDOWS, Query
+from edge_runtime.query.types import NAMES
+
+from .queries import WINDOWS, Query
 
 # added to a video's query seed: absent queries draw from their own stream, so adding them leaves
 # the present queries of the same seed as they were
@@ -44,7 +46,7 @@ def _visible(ann: dict) -> dict[int, tuple[float, float]]:
 
 
 def sample_absent_queries(annotations: dict, n: int, rng: np.random.Generator, *,
-                          types: Sequence[str] = QUERY_TYPES,
+                          types: Sequence[str] = NAMES,
                           windows: Iterable[str] = ("short", "medium", "long"),
                           crop_ids: Iterable[int] | None = None, max_tries: int = 50) -> list[Query]:
     """Up to ``n`` absent queries, types and windows cycled evenly. ``crop_ids``: the instances that

@@ -28,7 +28,6 @@ import numpy as np
 from edge_runtime.query.types import BY_NAME, NAMES
 
 WINDOWS: dict[str, float] = {"short": 300.0, "medium": 900.0, "long": 1800.0}
-QUERY_TYPES: tuple[str, ...] = NAMES  # the names of edge_runtime/query/types.py's rows
 
 Interval = tuple[float, float]
 
@@ -37,7 +36,7 @@ Interval = tuple[float, float]
 class Query:
     qid: str
     video_id: str
-    type: str                    # a name of QUERY_TYPES
+    type: str                    # a query type's name (edge_runtime/query/types.py NAMES)
     window: str                  # "short" | "medium" | "long"
     start: float                 # seconds from the video start
     end: float
@@ -237,7 +236,7 @@ _SAMPLERS = {"activity": _activity, "object": _object, "time": _time}
 
 
 def sample_queries(annotations: dict, n: int, rng: np.random.Generator,
-                   types: Sequence[str] = QUERY_TYPES, windows: Sequence[str] = ("short", "medium", "long"),
+                   types: Sequence[str] = NAMES, windows: Sequence[str] = ("short", "medium", "long"),
                    split_prob: float = 0.35, max_tries: int = 20) -> list[Query]:
     """Up to ``n`` valid queries, spread evenly over types x windows (cycled in random order).
 
@@ -247,7 +246,7 @@ def sample_queries(annotations: dict, n: int, rng: np.random.Generator,
     """
     for t in types:
         if t not in _SAMPLERS:
-            known = [n for n in QUERY_TYPES if n in _SAMPLERS]
+            known = [n for n in NAMES if n in _SAMPLERS]
             raise ValueError(f"unknown query type {t!r}; the generator samples: {', '.join(known)}")
     for w in windows:
         if w not in WINDOWS:

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-QUERY_TYPES = ("activity", "object", "time")
+from edge_runtime.query.types import NAMES  # the query types, each gated on every window
+
 WINDOWS = ("short", "medium", "long")
 GATED = "recall@1x"
 RECORDED = ("recall@1x", "recall@3x")
@@ -69,7 +70,7 @@ class GateResult:
         the cell's queries and how many the candidate answered better / worse."""
         out = [f"{'cell':16s} {'fp32':>6s} {'cand':>6s} {'delta':>7s}" +
                ("  queries  better  worse  (subjects changed / in cell)" if self.paired else "")]
-        for qt in QUERY_TYPES:
+        for qt in NAMES:
             for w in WINDOWS:
                 r, c, d = _cell(self.reference, GATED, qt, w), _cell(self.candidate, GATED, qt, w), self.deltas[GATED][qt][w]
                 if d is None:
@@ -104,7 +105,7 @@ def _cell(metrics: dict, metric: str, qt: str, w: str):
 
 
 def _table(metrics: dict) -> dict:
-    return {m: {qt: {w: _cell(metrics, m, qt, w) for w in WINDOWS} for qt in QUERY_TYPES} for m in RECORDED}
+    return {m: {qt: {w: _cell(metrics, m, qt, w) for w in WINDOWS} for qt in NAMES} for m in RECORDED}
 
 
 def paired_counts(reference: dict, candidate: dict) -> dict | None:
@@ -118,7 +119,7 @@ def paired_counts(reference: dict, candidate: dict) -> dict | None:
     if len(by_id) != len(b) or set(by_id) != {r["qid"] for r in a}:
         raise GateError("the two bundles were not asked the same queries; the paired comparison needs them")
     cells = {qt: {w: {"queries": 0, "better": 0, "worse": 0, "subjects": set(), "subjects_changed": set()}
-                  for w in WINDOWS} for qt in QUERY_TYPES}
+                  for w in WINDOWS} for qt in NAMES}
     for r in a:
         c = by_id[r["qid"]]
         cell = cells.get(r["type"], {}).get(r["window"])
@@ -141,7 +142,7 @@ def compare(reference: dict, candidate: dict, threshold_points: float) -> GateRe
     cells = 0
     for m in RECORDED:
         deltas[m] = {}
-        for qt in QUERY_TYPES:
+        for qt in NAMES:
             deltas[m][qt] = {}
             for w in WINDOWS:
                 r, c = _cell(reference, m, qt, w), _cell(candidate, m, qt, w)

@@ -17,7 +17,8 @@ P2_SEED = SEED_BASE + 2
 # P1
 
 def p1(ctx: Ctx) -> dict:
-    from edge_runtime.checkout import QUERY_TYPES, CheckoutVideo, sample_queries
+    from edge_runtime.checkout import CheckoutVideo, sample_queries
+    from edge_runtime.query.types import NAMES
 
     cfg = ctx.cfg("lvm-tiny")
     S, fps, ofps = cfg.backbone.image_size, cfg.stream.fps, cfg.stream.object_fps
@@ -36,7 +37,7 @@ def p1(ctx: Ctx) -> dict:
         ctx.warn(f"P1: the generator gave only {len(qs)} valid queries for the {D:g}-s video (asked {n_queries})")
     crops = crops_for(video, qs, S)
     reqs = [engine_request(q, crops.get(q.instance_id)) for q in qs]
-    types = [t for t in QUERY_TYPES if any(q.type == t for q in qs)]
+    types = [t for t in NAMES if any(q.type == t for q in qs)]
     by_type = {t: [i for i, q in enumerate(qs) if q.type == t] for t in types}
     ctx.log(f"  P1: {D:g} s video, {len(qs)} queries ({', '.join(f'{t} {len(v)}' for t, v in by_type.items())})")
 
