@@ -333,7 +333,8 @@ class RuleEngine:
 
     def _judge_passes(self, th: dict[str, float], now: float) -> list[dict]:
         """With the till's scans: each handling over the scanner that no till scan (of any product: the
-        model may name the product wrongly) matches within ``match_s`` is a pass-around."""
+        model may name the product wrongly) matches within ``match_s`` is a pass-around, once
+        ``_read_later`` says no later read of its product shows it was held before its scan."""
         out, waiting = [], []
         for p in self._at_scanner:
             if now < p.end + th["match_s"]:  # a till scan at the end of it may not be known yet
