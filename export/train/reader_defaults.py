@@ -7,7 +7,7 @@ module without torch, so the training CLI's ``--help`` and plan stay quick)."""
 # the ~29,000 memories and timeline rows of 256 videos (56 + 56 a video) about 1.3 times (1,500: 0.4): time,
 # object and "not seen" answered better on the validation set (docs/accuracy.md, how many steps). With the
 # calibration videos and the batch below the whole lvm-tiny run takes about 55-80 minutes on 2 CPU cores
-# (docs/training.md; about 3 hours on a slower 2-core host)
+# (docs/training.md, which also gives a slower host's time)
 READER_VIDEOS = 256
 READER_CALIB_VIDEOS = 16
 READER_STEPS = 4500
