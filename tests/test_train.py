@@ -200,13 +200,13 @@ def test_token_cache_reuses_tokens_and_heals(tmp_path, monkeypatch):
     first = encode_video(net.backbone, render_video(5, 40.0, 112, 1.0), cache=tmp_path, backbone_sha=sha)
     files = list(tmp_path.glob("*.safetensors"))
     assert len(files) == 1 and first.crop_tokens
-    real = data_mod.encode_frames
-    monkeypatch.setattr(data_mod, "encode_frames", lambda *a, **k: pytest.fail("cache hit expected"))
+    real = data_mod.frame_encoder
+    monkeypatch.setattr(data_mod, "frame_encoder", lambda *a, **k: pytest.fail("cache hit expected"))
     again = encode_video(net.backbone, render_video(5, 40.0, 112, 1.0), cache=tmp_path, backbone_sha=sha)
     assert torch.equal(again.tokens, first.tokens)
     assert again.crop_tokens.keys() == first.crop_tokens.keys()
     assert all(torch.equal(again.crop_tokens[k], first.crop_tokens[k]) for k in first.crop_tokens)
-    monkeypatch.setattr(data_mod, "encode_frames", real)
+    monkeypatch.setattr(data_mod, "frame_encoder", real)
     # a damaged file is recomputed and rewritten, not trusted
     files[0].write_bytes(b"garbage")
     healed = encode_video(net.backbone, render_video(5, 40.0, 112, 1.0), cache=tmp_path, backbone_sha=sha)
@@ -432,3 +432,27 @@ def test_timeline_calibration_refuses_no_calibration_videos(tmp_path):
               "--calib-videos", "0"])
     assert r.returncode == 2 and "--calib-videos must be at least 1, got 0" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_frame_encoder_gives_the_backbone_tokens(monkeypatch, capsys):
+    """ONNX Runtime's tokens of the frozen backbone are PyTorch's up to float rounding, and a backbone
+    that cannot be exported is run by PyTorch."""
+    from edge_runtime.config import resolve_model_config
+    from export.dataset.frame_encoder import FrameEncoder, frame_encoder
+    from export.dataset.video_data import backbone_digest, render_video
+    from export.model.lvmnet import LVMNet
+
+    torch.manual_seed(0)
+    bb = LVMNet(resolve_model_config("lvm-tiny")).backbone.eval()
+    frames = render_video(5, 70.0, 112, 1.0).frames  # 70 frames: two calls of the encoder
+    enc = frame_encoder(bb, backbone_digest(bb))
+    assert enc.session is not None and frame_encoder(bb, backbone_digest(bb)) is enc
+    fast, ref = enc(frames, torch.float32), FrameEncoder(bb)(frames, torch.float32)
+    assert fast.shape == ref.shape == (70, 49, 256)
+    assert (fast - ref).abs().max() <= 1e-3 * max(1.0, float(ref.abs().max()))
+    assert enc(frames).dtype == torch.float16
+    # a backbone the exporter fails on is run by PyTorch, after one line that says so
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no such op")))
+    slow = frame_encoder(bb, "other weights")
+    assert slow.session is None and torch.equal(slow(frames, torch.float32), ref)
+    assert "runs in PyTorch here (its ONNX export failed: no such op)" in capsys.readouterr().err

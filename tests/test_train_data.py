@@ -117,11 +117,11 @@ def test_dataset_token_cache_hits_and_misses_on_the_file_bytes(dataset, tmp_path
     cache = tmp_path / "cache"
     first = encode_video(net.backbone, load_dataset_video(_item(root, "b"), 112, 1.0), cache=cache, backbone_sha=sha)
     assert len(list(cache.glob("*.safetensors"))) == 1 and first.crop_tokens
-    real = data_mod.encode_frames
-    monkeypatch.setattr(data_mod, "encode_frames", lambda *a, **k: pytest.fail("cache hit expected"))
+    real = data_mod.frame_encoder
+    monkeypatch.setattr(data_mod, "frame_encoder", lambda *a, **k: pytest.fail("cache hit expected"))
     again = encode_video(net.backbone, load_dataset_video(_item(root, "b"), 112, 1.0), cache=cache, backbone_sha=sha)
     assert torch.equal(again.tokens, first.tokens) and again.crop_tokens.keys() == first.crop_tokens.keys()
-    monkeypatch.setattr(data_mod, "encode_frames", real)
+    monkeypatch.setattr(data_mod, "frame_encoder", real)
     with open(root / "videos" / "b.mp4", "ab") as fh:  # other bytes (trailing junk decodes the same)
         fh.write(b"\0" * 64)
     encode_video(net.backbone, load_dataset_video(_item(root, "b"), 112, 1.0), cache=cache, backbone_sha=sha)

@@ -21,6 +21,7 @@ from edge_runtime.atomic_write import atomic_writer
 from edge_runtime.checkout import CheckoutVideo, Query, sample_queries
 from edge_runtime.checkout.absent_queries import ABSENT_SEED, sample_absent_queries
 from edge_runtime.file_hash import sha256_file
+from export.dataset.frame_encoder import frame_encoder
 
 # (instance_id, size) -> (size, size, 3) uint8 RGB picture of that instance
 CropProvider = Callable[[int, int], np.ndarray]
@@ -211,14 +212,6 @@ def _cut_crops(item, wanted: dict[int, list[float]], box_fps: float, error) -> d
     return out
 
 
-@torch.no_grad()
-def encode_frames(backbone, frames: np.ndarray, batch: int = 64) -> torch.Tensor:
-    out = []
-    for i in range(0, len(frames), batch):
-        out.append(backbone(torch.from_numpy(frames[i : i + batch])).to(torch.float16))
-    return torch.cat(out)
-
-
 def token_cache_dir() -> Path:
     """Where backbone tokens of generated videos are kept between runs ($LVM_EDGE_CACHE/tokens,
     default ~/.cache/lvm-edge/tokens)."""
@@ -249,7 +242,8 @@ def encode_video(backbone, data: VideoData, keep_frames: bool = False, cache: Pa
     from safetensors.torch import load_file, save_file
 
     ids = list(data.crop_ids)
-    path = _cache_file(cache, backbone_sha or backbone_digest(backbone), data) if cache is not None else None
+    backbone_sha = backbone_sha or backbone_digest(backbone)
+    path = _cache_file(cache, backbone_sha, data) if cache is not None else None
     if path is not None and path.is_file():
         try:
             t = load_file(str(path))
@@ -261,11 +255,11 @@ def encode_video(backbone, data: VideoData, keep_frames: bool = False, cache: Pa
                 return data
         except Exception:  # a damaged cache file is recomputed and rewritten
             pass
-    data.tokens = encode_frames(backbone, data.frames)
+    encode = frame_encoder(backbone, backbone_sha)
+    data.tokens = encode(data.frames)
     toks = torch.zeros(0, *data.tokens.shape[1:])
     if ids:
-        crops = np.stack([data.crop(i, data.size) for i in ids])
-        toks = backbone(torch.from_numpy(crops)).float()
+        toks = encode(np.stack([data.crop(i, data.size) for i in ids]), torch.float32)
         data.crop_tokens = {i: toks[j] for j, i in enumerate(ids)}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
