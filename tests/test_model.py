@@ -190,10 +190,11 @@ def test_edge_runtime_imports_without_torch():
     assert out.stdout.strip() == "ok"
 
 
-def test_training_attention_is_the_exported_attention():
-    """Training runs attention as torch's fused kernel (it keeps no N x N matrix for the backward
-    pass); eval and export run the plain ops. Without dropout both give the same output and the same
-    gradients, with a key mask and with a per-head bias (the reader's time bias)."""
+def test_fused_attention_is_the_exported_attention(monkeypatch):
+    """Outside the ONNX export, attention without dropout runs as torch's fused kernel (it keeps no
+    N x N matrix for the backward pass, and is faster without one); the export traces the plain ops.
+    Both give the same output and the same gradients, in training and in eval, with a key mask and
+    with a per-head bias (the reader's time bias)."""
     from export.model.layers import EncoderLayer, key_bias
 
     torch.manual_seed(0)
@@ -202,14 +203,39 @@ def test_training_attention_is_the_exported_attention():
     keep = torch.ones(2, 40)
     keep[0, -7:] = 0
     for bias in (key_bias(keep), key_bias(keep) - torch.rand(2, 4, 40, 40)):
-        outs, grads = [], []
         for train in (True, False):
             layer.train(train)
-            xi = x.clone().requires_grad_(True)
-            y = layer(xi, bias)
-            (y * torch.linspace(-1, 1, 64)).sum().backward()
-            outs.append(y.detach())
-            grads.append(xi.grad)
-        assert torch.allclose(outs[0], outs[1], atol=1e-5)
-        assert torch.allclose(grads[0], grads[1], atol=1e-5)
-        assert not torch.allclose(outs[0], x, atol=1e-3)  # the layer did something
+            outs, grads = [], []
+            for exporting in (False, True):  # the export's flag is what selects the plain ops
+                monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda flag=exporting: flag)
+                xi = x.clone().requires_grad_(True)
+                y = layer(xi, bias)
+                (y * torch.linspace(-1, 1, 64)).sum().backward()
+                outs.append(y.detach())
+                grads.append(xi.grad)
+            assert torch.allclose(outs[0], outs[1], atol=1e-5)
+            assert torch.allclose(grads[0], grads[1], atol=1e-5)
+            assert not torch.allclose(outs[0], x, atol=1e-3)  # the layer did something
+
+
+def test_attention_dropout_keeps_one_minus_p_and_the_mean():
+    """The attention's dropout (its mask drawn by numpy) drops a share p of the weights, scales the
+    rest by 1 / (1 - p), is fixed by torch.manual_seed, differs from call to call, and is the identity
+    in eval."""
+    from export.model.layers import AttentionDropout
+
+    drop = AttentionDropout(0.1).train()
+    x = torch.rand(4, 4, 100, 100) + 0.5
+    torch.manual_seed(3)
+    a = drop(x)
+    b = drop(x)
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), a) and not torch.equal(a, b)
+    kept = a != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.005
+    assert torch.allclose(a[kept], x[kept] / 0.9)
+    xg = x.clone().requires_grad_(True)
+    torch.manual_seed(3)
+    drop(xg).sum().backward()
+    assert torch.allclose(xg.grad, kept.float() / 0.9)
+    assert torch.equal(drop.eval()(x), x)
