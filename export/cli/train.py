@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "CPU). The reader stage trains the memory reader on the frozen backbone and sampler (on the "
                     "same generated videos or dataset folder; with --init-from, starting from the reader beside "
                     "that checkpoint) and writes OUT/<model>-reader.safetensors beside OUT/<model>.safetensors, "
-                    "where lvm-export finds it. lvm-tiny with the defaults: about 55-80 min on the 2 CPU cores it was timed on, about 3 h on a slower 2-core host (its matrix multiply half as fast); the plan printed at the start prices the stages at the rates of the host they were timed on, and each stage prints this machine's ETA once its first steps have run (docs/training.md).",
+                    "where lvm-export finds it. lvm-tiny with the defaults: about 2 h on the 2 CPU cores it was timed on (less where the matrix multiply is faster); the plan printed at the start prices the stages at that host's rates, and each stage prints this machine's ETA once its first steps have run (docs/training.md).",
         epilog="Examples: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny;  "
                "lvm-train --config configs/models/lvm-tiny.yaml --out runs/shop --data data/shop "
                "--init-from checkpoints/lvm-tiny.safetensors")

@@ -14,21 +14,19 @@ from collections.abc import Callable
 RATES_2_CORES = {
     "lvm-tiny": {
         "backbone": ("resnet10t", 112),
-        # measured in end-to-end runs (lvm-train --config lvm-tiny, nothing cached for its backbone,
-        # 27.4 min in all with 3,000 pre-training frames, 29.7 with 6,000, the default):
-        # render + backbone tokens of one 30-minute video (61 s for 8 videos)
-        "tokens_per_video": 61.0 / 8,
-        # backbone pre-training: one frame or crop through one epoch (134 s for 3 epochs of 6,104)
-        "pretrain_per_frame_epoch": 134.0 / 18312,
-        # stage 1: one step of 8 videos' clips (855 s for 672 steps)
-        "stage1_per_step": 855.0 / 672,
-        # the heads stage: one step of 64 queries (about 5 s)
-        "heads_per_step": 5.0,
+        # measured in one run of lvm-train --config lvm-tiny with an empty token cache on a 2-core host
+        # whose float32 matrix multiply reaches 124-131 GFLOP/s (docs/training.md; a host twice as fast
+        # takes about half): render + backbone tokens of one 30-minute video (18 + 62 s for 8 videos)
+        "tokens_per_video": (18.0 + 62.0) / 8,
+        # backbone pre-training: one frame or crop through one epoch (418 s for 3 epochs of 6,104)
+        "pretrain_per_frame_epoch": 418.0 / 18312,
+        # stage 1: one step of 8 videos' clips (1,291 s for 672 steps)
+        "stage1_per_step": 1291.0 / 672,
         # the reader stage: one 30-minute video rendered, encoded and streamed through the sampler
-        # (34 videos in 3.8 min, the 8 of stage 1 from the token cache)
-        "reader_per_video": 3.8 * 60 / 34,
-        # the reader stage: one step of 8 memories (1,500 steps in 6.7 min)
-        "reader_per_step": 6.7 * 60 / 1500,
+        # (158 videos in 33.0 min)
+        "reader_per_video": 33.0 * 60 / 158,
+        # the reader stage: one step of 8 memories (20 steps timed apart from the run)
+        "reader_per_step": 0.45,
     },
     # measured at lvm-train's defaults (2 threads) with a pre-trained backbone and an untrained sampler,
     # the first steps of each stage only (docs/training.md, "lvm-edge on 2 CPU cores"); no heads stage
