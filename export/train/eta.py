@@ -22,6 +22,8 @@ RATES_2_CORES = {
         "pretrain_per_frame_epoch": 418.0 / 18312,
         # stage 1: one step of 8 videos' clips (1,291 s for 672 steps)
         "stage1_per_step": 1291.0 / 672,
+        # the heads stage: one step of 64 queries (about 5 s, measured apart on a faster host)
+        "heads_per_step": 5.0,
         # the reader stage: one 30-minute video rendered, encoded and streamed through the sampler
         # (158 videos in 33.0 min)
         "reader_per_video": 33.0 * 60 / 158,
