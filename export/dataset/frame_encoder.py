@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -55,19 +54,15 @@ def frame_encoder(backbone, backbone_sha: str) -> FrameEncoder:
 
 def _session(backbone):
     from edge_runtime.backends.onnxruntime import create_session
-    from export.onnx.graphs import BACKBONE, OPSET, dynamic_shapes
+    from export.onnx.graphs import BACKBONE, export_module
 
     s = backbone.cfg.image_size
     was = backbone.training
     backbone.eval()
     try:
-        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            path = Path(tmp) / "backbone.onnx"
-            torch.onnx.export(backbone, (torch.zeros(2, s, s, 3, dtype=torch.uint8),), str(path),
-                              input_names=list(BACKBONE.inputs), output_names=list(BACKBONE.outputs),
-                              opset_version=OPSET, dynamo=True, dynamic_shapes=dynamic_shapes(BACKBONE),
-                              external_data=False, verbose=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_module(backbone, (torch.zeros(2, s, s, 3, dtype=torch.uint8),), BACKBONE,
+                                 Path(tmp) / "backbone.onnx")
             # the session holds the graph in memory: the file may go
             return create_session(path, threads=torch.get_num_threads())[0]
     except Exception as err:  # exporter and runtime errors come in many types

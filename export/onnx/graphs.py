@@ -126,12 +126,15 @@ def dynamic_shapes(spec: GraphSpec):
 
 
 def export_graph(net: LVMNet, spec: GraphSpec, path: Path) -> Path:
+    net.eval()
+    # two sampler rows: a traced size of 1 would be specialised to a constant, losing the axis
+    return export_module(graph_module(net, spec).eval(), example_inputs(net, spec, streams=2), spec, path)
+
+
+def export_module(module: nn.Module, args: tuple, spec: GraphSpec, path: Path) -> Path:
+    """``module`` traced on ``args`` into ``path`` with ``spec``'s names and dynamic axes."""
     import warnings
 
-    net.eval()
-    module = graph_module(net, spec).eval()
-    # two sampler rows: a traced size of 1 would be specialised to a constant, losing the axis
-    args = example_inputs(net, spec, streams=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), input_names=list(spec.inputs),
