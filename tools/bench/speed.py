@@ -273,9 +273,9 @@ def p2(ctx: Ctx) -> dict:
         detail["configs"][name] = d
         ctx.fig(f"P2.{name}.onnxruntime_rtf", value=float(np.median(res["onnxruntime"])), unit="x real time",
                 samples=res["onnxruntime"], goal=(">=", goals[name]),
-                note="ONNX Runtime CPU, the device runtime (Engine.ingest)")
+                note="ONNX Runtime CPU, the device runtime (Engine.ingest: also the reader and timeline at each commit)")
         ctx.fig(f"P2.{name}.torch_rtf", value=float(np.median(res["torch"])), unit="x real time",
-                samples=res["torch"], note="PyTorch eager, same modules and weights")
+                samples=res["torch"], note="PyTorch eager, same weights: backbone, sampler and SVD only")
         ctx.fig(f"P2.{name}.ort_vs_torch", value=float(np.median(res["onnxruntime"]) / np.median(res["torch"])),
                 unit="x", spread=ratio_spread(res["onnxruntime"], res["torch"]),
                 note="paired rounds")
