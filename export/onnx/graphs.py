@@ -131,15 +131,17 @@ def export_graph(net: LVMNet, spec: GraphSpec, path: Path) -> Path:
     return export_module(graph_module(net, spec).eval(), example_inputs(net, spec, streams=2), spec, path)
 
 
-def export_module(module: nn.Module, args: tuple, spec: GraphSpec, path: Path) -> Path:
-    """``module`` traced on ``args`` into ``path`` with ``spec``'s names and dynamic axes."""
+def export_module(module: nn.Module, args: tuple, spec: GraphSpec, path: Path, shapes=None) -> Path:
+    """``module`` traced on ``args`` into ``path`` with ``spec``'s names and dynamic axes (``shapes``:
+    a graph family's own ``dynamic_shapes``, default this module's)."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), input_names=list(spec.inputs),
                           output_names=list(spec.outputs), opset_version=OPSET, dynamo=True,
-                          dynamic_shapes=dynamic_shapes(spec), external_data=False, verbose=False)
+                          dynamic_shapes=dynamic_shapes(spec) if shapes is None else shapes,
+                          external_data=False, verbose=False)
     return path
 
 

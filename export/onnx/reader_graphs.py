@@ -29,7 +29,7 @@ from edge_runtime.backends.bundle import (
 from edge_runtime.config import ModelConfig
 from edge_runtime.memory.timeline import TimelineSpec, check_horizon
 from export.cli.common import UsageError
-from export.onnx.graphs import OPSET, GraphSpec
+from export.onnx.graphs import GraphSpec, export_module
 
 READER = GraphSpec("reader", tuple(CONTRACT["reader"][0]), tuple(CONTRACT["reader"][1]))
 ANSWER = GraphSpec("answer", tuple(CONTRACT["answer"][0]), tuple(CONTRACT["answer"][1]))
@@ -233,16 +233,9 @@ def dynamic_shapes(spec: GraphSpec):
 
 
 def export_graph(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, path: Path) -> Path:
-    import warnings
-
     # two streams / three queries: a traced size of 1 would be specialised to a constant, losing the axis
-    args = example_inputs(rf, cfg, spec, streams=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(graph_module(rf, spec), args, str(path), input_names=list(spec.inputs),
-                          output_names=list(spec.outputs), opset_version=OPSET, dynamo=True,
-                          dynamic_shapes=dynamic_shapes(spec), external_data=False, verbose=False)
-    return path
+    return export_module(graph_module(rf, spec), example_inputs(rf, cfg, spec, streams=2), spec, path,
+                         shapes=dynamic_shapes(spec))
 
 
 def real_feeds(head_feeds: list[dict[str, np.ndarray]], reader_onnx: Path, threads: int,
