@@ -18,7 +18,7 @@ from edge_runtime.engine.engine import Engine
 from edge_runtime.query import happened
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.events import Event
-from edge_runtime.query.happened import HappenedError, merge, one_product_each, what_happened
+from edge_runtime.query.happened import HappenedError, merge, one_activity_each, one_product_each, what_happened
 from edge_runtime.serve.api import create_app
 from edge_runtime.serve.pipeline import Runtime
 from edge_runtime.serve.streams import Streams
@@ -131,6 +131,30 @@ def test_merge_and_one_product_each():
     assert [e.start for e in merged] == sorted(e.start for e in merged)
     kept = one_product_each([a, c, d])  # a and c: one scan at one time; the likelier product keeps it
     assert c in kept and a not in kept and d in kept
+
+
+def test_one_activity_each_keeps_the_likelier_activity_of_an_item():
+    scan = Event("scan", 1, "apple", 10.0, 14.0, 0.8)
+    hold = Event("hold", 4, "apple", 11.0, 15.0, 0.6)          # the same item read as a hold: dropped
+    bag = Event("bag", 2, "apple", 15.5, 19.0, 0.5)            # next, not at the same time: kept
+    other = Event("hold", 4, "banana", 11.0, 15.0, 0.6)        # another product: kept
+    kept = one_activity_each([hold, bag, other, scan])
+    assert kept == [scan, other, bag]
+    # an overlap under the cut is two things one after the other; a cut of 0.7 keeps this pair
+    assert hold in one_activity_each([scan, hold], at_least=0.7)
+    assert happened.ONE_ACTIVITY_TIOU == 0.3
+
+
+def test_the_alert_rules_read_every_activitys_reading(streamed):
+    """The rules weigh competing readings (a pass-around's scan read as a hold too), so they get the
+    events before one_activity_each; the listing for people gets one activity per item."""
+    from edge_runtime.alerts.rules import EVENT_FLOOR, rule_events
+
+    eng, _ = streamed
+    every = what_happened(eng, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR, one_activity=False)
+    assert rule_events(eng, None, (0.0, VIDEO_S)) == every
+    listed = what_happened(eng, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR)
+    assert listed == one_activity_each(every) and set(listed) < set(every)  # this window: 16 of 17
 
 
 def test_catalog_products_are_asked_by_their_names(streamed, tmp_path):
@@ -287,8 +311,13 @@ def test_trace_accounts_for_every_missed_truth_event(streamed):
     assert gt and hit
     lost = [lost_at(steps, g, list(eng.labels), eng) for j, g in enumerate(gt) if j not in hit]
     assert set(lost) <= set(LOSSES)
+    # an interval kept past one_product_each but not listed was dropped for another activity of its product
+    assert {k[:2] for k in steps["one_product"]} >= {(e.product, e.activity_id) for e in events}
+    e = events[0]
+    g = (e.activity, e.product, e.start, e.end)
+    assert lost_at(steps, g, labels := list(eng.labels), eng) == LOSSES[6]
+    assert lost_at({**steps, "one_product": []}, g, labels, eng) == LOSSES[5]
     # a pair the activity step never made a candidate is lost there, whatever its time answer would be
-    labels = list(eng.labels)
     product = next(iter(steps["activity"]))
     never = {**steps, "time": {k: v for k, v in steps["time"].items() if k[0] != product},
              "activity": {**steps["activity"], product: {**steps["activity"][product], "p_seen": None}}}
@@ -307,6 +336,16 @@ def test_happened_eval_counts_the_losses(tmp_path, capsys):
     assert lost["steps"] == list(LOSSES) and lost["truth"] == run["truth"] and lost["found"] == run["found"]
     assert sum(lost["missed_at"].values()) == lost["truth"] - lost["found"]
     assert "missed at" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, words", [(["--floors", "0.5,2"], "each must be in 0..1"),
+                                         (["--one-activity", "off,half"], "overlaps in 0..1, or off")])
+def test_happened_eval_grid_bad_input_is_one_line(argv, words, capsys):
+    from tools.accuracy.happened_eval import main
+
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    assert err.value.code == 2 and words in capsys.readouterr().err
 
 
 def test_the_last_minutes_of_a_live_stream_end_now_not_where_the_memory_ends(monkeypatch):

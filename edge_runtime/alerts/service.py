@@ -51,10 +51,9 @@ def no_alerts_status() -> dict[str, Any]:
 
 def _events_since(runtime, window: tuple[float, float]) -> list:
     """What happened in ``window`` of a stream (edge_runtime/query/happened.py)."""
-    from edge_runtime.alerts.rules import EVENT_FLOOR
-    from edge_runtime.query.happened import what_happened
+    from edge_runtime.alerts.rules import rule_events
 
-    return what_happened(runtime, runtime.name, window, min_confidence=EVENT_FLOOR)
+    return rule_events(runtime, runtime.name, window)
 
 
 class AlertService:

@@ -64,7 +64,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-from edge_runtime.alerts.rules import EVENT_FLOOR, RULES, RuleEngine
+from edge_runtime.alerts.rules import RULES, RuleEngine, rule_events
 from edge_runtime.checkout import ACTIVITIES, CheckoutVideo, ShrinkRates, heldout_video
 from edge_runtime.checkout.shrink import pos_scans
 from edge_runtime.query.events import Event
@@ -158,10 +158,8 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, sc
           till: list[Event] = ()) -> tuple[list[tuple[dict, float]], dict]:
     """Stream ``video`` through the engine from an empty memory, evaluating at every commit. ``record``:
     a list to append each commit to, as ``--save-events`` writes it (``replay`` reads it)."""
-    from edge_runtime.query.happened import what_happened
-
     def events_in(window):
-        events = what_happened(eng, None, window, min_confidence=EVENT_FLOOR)
+        events = rule_events(eng, None, window)
         if record is not None:
             record[-1]["reads"].append({"window": [float(window[0]), float(window[1])],
                                         "events": [e.to_dict() for e in events]})

@@ -2,6 +2,7 @@
 
     python -m tools.accuracy.happened_eval --json docs/accuracy/happened.json
     python -m tools.accuracy.happened_eval --eval-seed 1 --sweep      # tuning: other videos, every setting
+    python -m tools.accuracy.happened_eval --eval-seed 1 --videos 4 --floors 0.5,0.55,0.6,0.65 --one-activity off,0.3,0.5
 
 Each video (``heldout_video(seed, i)``: seeds training never used; i = 0 in a look training never
 saw, i = 1 in a training look) is streamed once through the bundle (an Engine, the shipped reader,
@@ -10,8 +11,10 @@ each 5-minute window. Ground truth: the video's annotated events overlapping the
 the product class of its instance, start, end). A predicted event is right when an unmatched truth
 event has the same activity and product and tIoU > 0.3 (greedy, most confident first). Precision =
 right / predicted, recall = matched truth / truth, summed over all windows. ``--sweep`` tries the
-settings (least confidence, candidate activities per product, one product per interval); report
-the chosen setting on videos that were not used to choose it. ``--losses`` says, for every truth event
+settings (least confidence, candidate activities per product, one product per interval);
+``--floors`` and ``--one-activity`` try every pair of those floors and ``one_activity_each`` overlaps
+(``off``: every activity's reading kept) with the shipped rest. Report the chosen setting on videos that
+were not used to choose it. ``--losses`` says, for every truth event
 the shipped setting misses, the first step of ``what_happened`` that lost it (``LOSSES``).
 """
 from __future__ import annotations
@@ -48,7 +51,8 @@ def truth(ann: dict, start: float, end: float) -> list[tuple[str, str, float, fl
 
 # the steps of what_happened, in order, at which a truth event can be lost
 LOSSES = ("product judged not seen", "activity not among the candidates", "time answer judged not seen",
-          "no interval at tIoU > 0.3", "interval below the confidence floor", "merged, or another product kept")
+          "no interval at tIoU > 0.3", "interval below the confidence floor", "merged, or another product kept",
+          "another activity kept for the product")
 
 
 def matched(pred, gt) -> set[int]:
@@ -79,14 +83,18 @@ def lost_at(steps: dict, g: tuple[str, str, float, float], labels: list[str], en
         return LOSSES[3]
     if not any(k[0] == product and k[1] == act and tiou(k[2:4], (start, end)) > TIOU for k in steps["kept"]):
         return LOSSES[4]
-    return LOSSES[5]
+    if not any(k[0] == product and k[1] == act and tiou(k[2:4], (start, end)) > TIOU for k in steps["one_product"]):
+        return LOSSES[5]
+    return LOSSES[6]
 
 
 def run(engines: list[tuple[Engine, dict]], window_s: float, floor: float, top: int, exclusive: bool,
-        losses: bool = False) -> dict:
-    """Precision and recall of one setting; with ``losses``, also "missed_at": per LOSSES step, how many
-    truth events were lost there (what_happened's trace of each window)."""
+        one_activity: float | None = happened.ONE_ACTIVITY_TIOU, losses: bool = False) -> dict:
+    """Precision and recall of one setting (``one_activity``: one_activity_each's overlap, None: off);
+    with ``losses``, also "missed_at": per LOSSES step, how many truth events were lost there
+    (what_happened's trace of each window)."""
     happened.TOP_ACTIVITIES, happened.EXCLUSIVE = top, exclusive
+    happened.ONE_ACTIVITY_TIOU = happened.ONE_ACTIVITY_TIOU if one_activity is None else one_activity
     n_pred = n_right = n_gt = n_found = 0
     missed_at = dict.fromkeys(LOSSES, 0)
     t0, calls = time.perf_counter(), 0
@@ -94,7 +102,8 @@ def run(engines: list[tuple[Engine, dict]], window_s: float, floor: float, top: 
         labels = list(eng.labels)
         for s in np.arange(0.0, ann["duration_s"] - window_s + 1e-6, window_s):
             steps: dict = {}
-            ev = what_happened(eng, None, (float(s), float(s + window_s)), min_confidence=floor, trace=steps)
+            ev = what_happened(eng, None, (float(s), float(s + window_s)), min_confidence=floor,
+                               one_activity=one_activity is not None, trace=steps)
             calls += 1
             gt = truth(ann, float(s), float(s + window_s))
             hit = matched(ev, gt)
@@ -106,13 +115,32 @@ def run(engines: list[tuple[Engine, dict]], window_s: float, floor: float, top: 
     p = n_right / n_pred if n_pred else None
     r = n_found / n_gt if n_gt else None
     f1 = 2 * p * r / (p + r) if p and r else 0.0
-    out = {"min_confidence": floor, "top_activities": top, "one_product_each": exclusive,
+    out = {"min_confidence": floor, "top_activities": top, "one_product_each": exclusive, "one_activity_tiou": one_activity,
            "predicted": n_pred, "right": n_right, "truth": n_gt, "found": n_found,
            "precision": round(p, 4) if p is not None else None, "recall": round(r, 4) if r is not None else None,
            "f1": round(f1, 4), "ms_per_window": round(1000 * (time.perf_counter() - t0) / max(calls, 1), 1)}
     if losses:
         out["missed_at"] = missed_at
     return out
+
+
+def _floats(text: str) -> list[float]:
+    """``--floors``: comma-separated numbers in 0..1."""
+    try:
+        out = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers, e.g. 0.5,0.6") from None
+    if not out or any(not 0.0 <= x <= 1.0 for x in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: each must be in 0..1")
+    return out
+
+
+def _overlaps(text: str) -> list[float | None]:
+    """``--one-activity``: comma-separated tIoU values in 0..1, or ``off``."""
+    try:
+        return [None if x.strip() == "off" else _floats(x)[0] for x in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated overlaps in 0..1, or off") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--video-s", type=float, default=1800.0)
     ap.add_argument("--window-s", type=float, default=300.0)
     ap.add_argument("--sweep", action="store_true", help="every setting, not only the shipped one")
+    ap.add_argument("--floors", type=_floats, metavar="F,F,...",
+                    help="least confidences to try, each with every --one-activity value (0..1)")
+    ap.add_argument("--one-activity", type=_overlaps, metavar="X,X,...",
+                    help="one_activity_each overlaps (tIoU, 0..1) to try, 'off' for none; default: the shipped one")
     ap.add_argument("--losses", action="store_true",
                     help="also count, per step of what_happened, the truth events the shipped setting misses there")
     ap.add_argument("--json", help="write the result here")
@@ -140,19 +172,26 @@ def main(argv: list[str] | None = None) -> int:
             engines.append((eng, video.annotations()))
             videos.append({"seed": seed, "look": look, "duration_s": args.video_s})
         print(f"{len(videos)} videos streamed in {time.perf_counter() - t0:.0f} s", flush=True)
-        shipped = (happened.MIN_CONFIDENCE, happened.TOP_ACTIVITIES, happened.EXCLUSIVE)
-        settings = (list(itertools.product((0.0, 0.1, 0.2, 0.3, 0.5, 0.7), (1, 2, 3, 5), (False, True)))
-                    if args.sweep else [shipped])
+        one = happened.ONE_ACTIVITY_TIOU
+        shipped = (happened.MIN_CONFIDENCE, happened.TOP_ACTIVITIES, happened.EXCLUSIVE, one)
+        settings = [(f, t, x, one) for f, t, x in itertools.product((0.0, 0.1, 0.2, 0.3, 0.5, 0.7), (1, 2, 3, 5),
+                                                                      (False, True))] if args.sweep else [shipped]
+        if args.floors or args.one_activity:
+            settings += [(f, shipped[1], shipped[2], o) for f in (args.floors or [shipped[0]])
+                         for o in (args.one_activity or [one])]
+        settings = list(dict.fromkeys(settings))
         if shipped not in settings:  # the sweep's grid may lack the shipped floor: its row is always run
             settings.append(shipped)
         rows = []
         lost = None
-        for floor, top, excl in settings:
-            r = run(engines, args.window_s, floor, top, excl, losses=args.losses and (floor, top, excl) == shipped)
+        for floor, top, excl, overlap in settings:
+            r = run(engines, args.window_s, floor, top, excl, overlap,
+                    losses=args.losses and (floor, top, excl, overlap) == shipped)
             rows.append(r)
             if "missed_at" in r:
                 lost = {"truth": r["truth"], "found": r["found"], "missed_at": r.pop("missed_at")}
-            print(f"min_conf {floor:g} top {top} one_product_each {excl!s:5}  P {r['precision']}  R {r['recall']}  "
+            print(f"min_conf {floor:g} top {top} one_product_each {excl!s:5} one_activity "
+                  f"{'off' if overlap is None else format(overlap, 'g'):4}  P {r['precision']}  R {r['recall']}  "
                   f"F1 {r['f1']}  ({r['predicted']} predicted, {r['truth']} true; {r['ms_per_window']} ms a window)",
                   flush=True)
         if lost is not None:
@@ -166,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
               "videos": videos, "window_s": args.window_s, "tiou": TIOU,
               "match": "same activity and product class, tIoU > 0.3, greedy by confidence",
               "shipped_setting": {"min_confidence": shipped[0], "top_activities": shipped[1],
-                                  "one_product_each": shipped[2]},
+                                  "one_product_each": shipped[2], "one_activity_tiou": shipped[3]},
               "runs": rows}
     if lost is not None:
         result["losses"] = {"setting": "shipped", "steps": list(LOSSES), **lost}
