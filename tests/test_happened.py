@@ -146,8 +146,8 @@ def test_one_activity_each_keeps_the_likelier_activity_of_an_item():
 
 
 def test_the_alert_rules_read_every_activitys_reading(streamed):
-    """The rules weigh competing readings (a pass-around's scan read as a hold too), so they get the
-    events before one_activity_each; the listing for people gets one activity per item."""
+    """The rules get the events before one_activity_each (replayed with it, they found fewer
+    pass-arounds: docs/alerts.md); the list people read gets one activity per product at a time."""
     from edge_runtime.alerts.rules import EVENT_FLOOR, rule_events
 
     eng, _ = streamed
