@@ -8,7 +8,8 @@ The signature, kept stable (the alert hooks call it at each commit)::
 - ``target``: a ``Streams`` hub (``stream`` names the stream; None: the default one), a ``Runtime``
   (``stream`` None or its own name), or an ``Engine`` (one stream's view: ``stream`` is not read).
 - ``window``: (start, end) in stream seconds, start < end.
-- ``activities``: label names (or ids) to keep; None: all.
+- ``activities``: label names (or ids) to keep; None: all. Only these are asked, so their events are
+  not weighed against the product's other activities (``one_activity``).
 - ``min_confidence``: the least calibrated p(right) of an event kept (None: ``MIN_CONFIDENCE``).
 - ``catalog``: for an Engine, the catalog to read products from (a Runtime and a hub use their own).
 - ``one_activity``: one activity per product at a time (``one_activity_each``: the list people read);
