@@ -336,6 +336,10 @@ def test_happened_eval_counts_the_losses(tmp_path, capsys):
     assert lost["steps"] == list(LOSSES) and lost["truth"] == run["truth"] and lost["found"] == run["found"]
     assert sum(lost["missed_at"].values()) == lost["truth"] - lost["found"]
     assert "missed at" in capsys.readouterr().out
+    # a grid's settings are each run's only: what_happened's defaults are the shipped ones afterwards
+    shipped = happened.MIN_CONFIDENCE, happened.TOP_ACTIVITIES, happened.EXCLUSIVE, happened.ONE_ACTIVITY_TIOU
+    assert main(["--videos", "1", "--video-s", "120", "--floors", "0.6,0.7", "--one-activity", "0.3,0.9"]) == 0
+    assert (happened.MIN_CONFIDENCE, happened.TOP_ACTIVITIES, happened.EXCLUSIVE, happened.ONE_ACTIVITY_TIOU) == shipped
 
 
 @pytest.mark.parametrize("argv, words", [(["--floors", "0.5,2"], "each must be in 0..1"),
