@@ -148,7 +148,7 @@ def test_one_activity_each_keeps_the_likelier_activity_of_an_item():
 def test_the_alert_rules_read_every_activitys_reading(streamed):
     """The rules get the events before one_activity_each (replayed with it, they found fewer
     pass-arounds: docs/alerts.md); the list people read gets one activity per product at a time."""
-    from edge_runtime.alerts.rules import EVENT_FLOOR, rule_events
+    from edge_runtime.alerts.rule_events import EVENT_FLOOR, rule_events
 
     eng, _ = streamed
     every = what_happened(eng, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR, one_activity=False)

@@ -55,20 +55,8 @@ class RuleSpec:
     needs_with_pos: tuple[str, ...] | None = None  # with the till's scans (None: the same as ``needs``)
 
 
-# the least confidence of an event the rules are given (what_happened's floor): each rule's own
-# thresholds choose above it; the defaults below were chosen on events read from this floor
-EVENT_FLOOR = 0.5
-
-
-def rule_events(target: Any, stream: str | None, window: tuple[float, float]) -> list[Event]:
-    """The events the rules read in ``window``: what_happened from EVENT_FLOOR, every activity's reading
-    kept (one_activity=False). The listing's one activity per product at a time, replayed on the tuning
-    seeds, cut false bag alerts but found 2 fewer of 23 pass-arounds (docs/alerts.md#accuracy)."""
-    from edge_runtime.query.happened import what_happened
-
-    return what_happened(target, stream, window, min_confidence=EVENT_FLOOR, one_activity=False)
-
-
+# the rules read what happened from EVENT_FLOOR on (edge_runtime/alerts/rule_events.py): their defaults
+# below were chosen on events read from that floor
 RULES: dict[str, RuleSpec] = {
     # Chosen on 24 held-out videos of seed 1 (tools/accuracy/alerts_sweep.py, docs/alerts.md):
     # same_bag_s 1: counting one bag read as two products (or split in two) as one item cut false

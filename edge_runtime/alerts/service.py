@@ -51,7 +51,7 @@ def no_alerts_status() -> dict[str, Any]:
 
 def _events_since(runtime, window: tuple[float, float]) -> list:
     """What happened in ``window`` of a stream (edge_runtime/query/happened.py)."""
-    from edge_runtime.alerts.rules import rule_events
+    from edge_runtime.alerts.rule_events import rule_events
 
     return rule_events(runtime, runtime.name, window)
 

@@ -64,7 +64,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-from edge_runtime.alerts.rules import RULES, RuleEngine, rule_events
+from edge_runtime.alerts.rule_events import rule_events
+from edge_runtime.alerts.rules import RULES, RuleEngine
 from edge_runtime.checkout import ACTIVITIES, CheckoutVideo, ShrinkRates, heldout_video
 from edge_runtime.checkout.shrink import pos_scans
 from edge_runtime.query.events import Event
