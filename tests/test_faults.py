@@ -62,30 +62,63 @@ def test_api_connections_do_not_wait_on_delayed_acks():
 
 def test_the_rate_meter_is_read_and_written_from_two_threads():
     # 32 clients polling /v1/status while the intake added frames: "deque mutated during iteration"
-    # raised in the intake thread and failed the stream
+    # raised in the intake thread and failed the stream. Here a read pauses inside its pass over the
+    # samples while another thread adds one: without the meter's lock the read raises.
     import threading
+    from collections import deque
 
     from edge_runtime.serve.rate_meter import RateMeter
 
-    meter, done, errors = RateMeter(window_s=1e9), threading.Event(), []
+    reading, added, errors = threading.Event(), threading.Event(), []
+
+    class PausingSamples(deque):
+        def __iter__(self):
+            for i, sample in enumerate(super().__iter__()):
+                yield sample
+                if i == 0 and not reading.is_set():
+                    reading.set()
+                    added.wait(0.3)  # with the lock the add waits for this read: the pause times out
+
+    meter = RateMeter(window_s=1e9)
+    for i in range(3):
+        meter.add(1, now=float(i))
+    meter._samples = PausingSamples(meter._samples, maxlen=meter._samples.maxlen)
 
     def read():
-        while not done.is_set():
-            try:
-                meter.rate()
-            except RuntimeError as err:
-                errors.append(err)
-                return
+        try:
+            meter.rate(now=3.0)
+        except RuntimeError as err:
+            errors.append(err)
 
-    readers = [threading.Thread(target=read) for _ in range(2)]
-    for t in readers:
-        t.start()
-    for i in range(4096 * 20):
-        meter.add(1, now=float(i))
-    done.set()
-    for t in readers:
-        t.join()
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert reading.wait(5)
+    meter.add(1, now=3.0)
+    added.set()
+    reader.join()
     assert errors == []
+    assert meter.rate(now=4.0) == 3 / 4  # the add that waited counted: 3 events after the first sample
+
+
+def test_the_rate_meter_keeps_constant_memory():
+    # a stream runs for months: the meter keeps a bounded number of samples however many frames it counts
+    import tracemalloc
+
+    from edge_runtime.serve.rate_meter import RateMeter
+
+    meter = RateMeter(window_s=1e9)  # nothing ever leaves the window: only the bound limits the samples
+    tracemalloc.start()
+    try:
+        for i in range(8192):
+            meter.add(1, now=float(i))
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(8192, 8192 + 16384):
+            meter.add(1, now=float(i))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes more after 16,384 more frames"  # unbounded: ~1.5 MB
+    assert meter.rate(now=8192.0 + 16384) > 0.9
 
 
 def test_a_failure_after_a_commit_does_not_feed_the_same_frames_again(tiny_bundle, monkeypatch, tmp_path):
