@@ -103,3 +103,22 @@ def test_import_cvat_without_the_converter(monkeypatch, capsys, tmp_path):
 
 def test_parse_seeds():
     assert parse_seeds("0-3,7, 5") == [0, 1, 2, 3, 5, 7]
+
+
+@pytest.mark.parametrize("module", ["export.cli.data", "export.cli.eval", "export.cli.train", "export.cli.export"])
+def test_export_clis_describe_every_option_and_their_examples_name_shipped_paths(module):
+    # lvm-eval --help showed --no-progress undescribed and an example bundle, build/..., that does not exist
+    import argparse
+    import importlib
+    import re
+
+    parser = importlib.import_module(module).build_parser()
+    parsers = [parser] + [c for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+                          for c in a.choices.values()]
+    undescribed = [f"{p.prog} {a.option_strings[0]}" for p in parsers for a in p._actions
+                   if a.option_strings and not a.help]
+    assert undescribed == []
+    repo = Path(__file__).resolve().parent.parent
+    for p in parsers:  # what a shipped folder holds; runs/ and data/ are the user's own
+        for path in re.findall(r"(?<![\w/.-])((?:engines|checkpoints|configs)/[\w./-]+)", p.epilog or ""):
+            assert (repo / path).exists(), f"{p.prog} --help names {path}, which the checkout does not have"

@@ -26,7 +26,7 @@ DESCRIPTION = ("Evaluate a checkpoint (in PyTorch) or an exported bundle (--bund
                "confidence >= 0.8 and the calibration error (ECE) of the confidence; the heads' answers carry "
                "no confidence (n/a).")
 EXAMPLES = ("Examples: lvm-eval --json runs/eval.json --sampler random\n"
-            "          lvm-eval --bundle build/lvm-tiny-reader-fp32 --answers reader --json runs/reader.json\n"
+            "          lvm-eval --bundle engines/lvm-tiny-fp32 --answers reader --json runs/reader.json\n"
             "          lvm-eval --data footage/ --split test --checkpoint runs/mine/lvm-tiny.safetensors "
             "--json runs/eval.json")
 
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-s", type=float,
                    help="seconds per generator video, 60 to 36000 (default 1800: 30 min at 1 fps; not with --data)")
     p.add_argument("--queries", type=int, default=120, help="queries per video (default 120)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (rendering, decoding, "
+                   "scoring), e.g. for a log file")
     p.add_argument("--no-token-cache", action="store_true",
                    help="always run the backbone (default: reuse tokens kept in $LVM_EDGE_CACHE/tokens, "
                         "~/.cache/lvm-edge/tokens, keyed by the backbone's weights and the video)")
