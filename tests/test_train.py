@@ -427,6 +427,25 @@ def test_the_plan_gives_no_times_for_a_model_never_measured():
     assert "no rates measured for lvm-paper" in paper[-1] and "stage 1 (sampler and heads)" in paper[1]
 
 
+@pytest.mark.parametrize("video_s", [64.0, 79.5, 80.0])
+def test_the_plan_counts_the_stage_1_steps_the_loop_runs(video_s):
+    # a video of 79.5 s streams 80 frames (t = 0..79): the plan said 4 steps of 16 frames and stage 1 ran 5
+    from edge_runtime.config import resolve_model_config
+    from export.cli.train import build_parser
+    from export.cli.train_plan import plan
+    from export.dataset.video_data import render_video
+    from export.train.joint_stage import VideoBatchSampler
+
+    cfg = resolve_model_config("lvm-tiny")
+    args = build_parser().parse_args(["--config", "lvm-tiny", "--out", "x", "--epochs", "2", "--no-reader"])
+    lines = plan(args, cfg, 3, video_s, 0, 1, None)
+    planned = int(next(line for line in lines if "stage 1" in line).split("stage 1 (sampler and heads): ")[1].split()[0])
+    # what train_lvm runs: epochs x groups of videos x the clips of the shortest video's frames
+    times = render_video(0, video_s, 16, cfg.stream.fps).times
+    groups = len(VideoBatchSampler(3, cfg.train.batch_size).epoch_groups(0))
+    assert planned == 2 * groups * (len(times) // cfg.stream.clip_frames)
+
+
 def test_timeline_calibration_refuses_no_calibration_videos(tmp_path):
     r = _run([sys.executable, "-m", "export.train.timeline_calibration", "--reader", str(tmp_path / "r.safetensors"),
               "--calib-videos", "0"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from export.cli.train_reader import reader_seconds
-from export.train.eta import RATES_2_CORES, estimate, minutes, rates_for
+from export.train.eta import RATES_2_CORES, estimate, minutes, rates_for, stream_clips
 
 
 def plan(args, cfg, n_videos: int, video_s: float, heads_steps: int, world: int, items) -> list[str]:
@@ -28,7 +28,7 @@ def plan(args, cfg, n_videos: int, video_s: float, heads_steps: int, world: int,
     def shown(sec: float) -> str:
         return f", ~{minutes(sec)}" if rates and sec > 0 else ""
 
-    n_clips = int(video_s * cfg.stream.fps) // cfg.stream.clip_frames
+    n_clips = stream_clips(video_s, cfg.stream.fps, cfg.stream.clip_frames)
     if not args.sampler_from:
         sec = took("tokens_per_video", n_videos, video_s)
         taken = args.backbone_from or args.init_from or args.heads_from or args.resume

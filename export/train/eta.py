@@ -7,6 +7,7 @@ config with the same backbone and frame size (the plan names it); one with neith
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -57,6 +58,13 @@ def rates_for(name: str, backbone: tuple[str, int] | None = None) -> tuple[str, 
         if backbone is not None and rates["backbone"] == tuple(backbone):
             return other, rates
     return None
+
+
+def stream_clips(video_s: float, fps: float, clip_frames: int) -> int:
+    """Whole clips of ``clip_frames`` in a video of ``video_s`` seconds streamed at ``fps``, as stage 1
+    counts them: its frames are at t = k / fps for every t < video_s (CheckoutVideo.frames; a file
+    sampled by timestamp alike), so 79.5 s at 1 fps is 80 frames, 5 clips of 16."""
+    return math.ceil(video_s * fps - 1e-9) // clip_frames
 
 
 def minutes(seconds: float) -> str:
