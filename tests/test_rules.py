@@ -1,6 +1,8 @@
-"""Standing alert rules (edge_runtime/alerts/rules.py) on hand-built Event lists: the records
-'what happened' gives them at every commit. Also tools/accuracy/alerts_eval.py: its oracle, --set,
-and --save-events / --events-from (a replay gives the streamed run's results)."""
+"""Standing alert rules (edge_runtime/alerts/rules/) on hand-built Event lists: the records
+'what happened' gives them at every commit; a rule written here, registered, picked up by the engine,
+the config checks and the status; the registry's table in docs/alerts.md. Also
+tools/accuracy/alerts_eval.py: its oracle, --set, and --save-events / --events-from (a replay gives the
+streamed run's results)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.alerts.rules import KEEP_S, RULES, RuleEngine
+from edge_runtime.alerts.rules import KEEP_S, RULES, Rule, RuleEngine, draft, register_rule, thresholds_table
 from edge_runtime.checkout import ACTIVITIES, BASE_ACTIVITIES
 from edge_runtime.query.events import Event
 
@@ -30,6 +32,105 @@ def test_rules_name_their_defaults_and_say_what_they_do():
         assert spec.description and "\n" not in spec.description and spec.thresholds
     with pytest.raises(TypeError):
         RULES["pass_around"].thresholds["min_confidence"] = 0.1   # the defaults cannot be changed by a caller
+
+
+class TwoBagsNoScan(Rule):
+    """A rule written here, as a module of edge_runtime/alerts/rules/ would hold it: a second bag of a
+    product within ``within_s`` of the first with no scan of it in between."""
+    name = "two_bags_no_scan"
+    description = "a second bag of a product with no scan of it since the first"
+    needs = ("bag", "scan")
+    thresholds = {"within_s": 60.0, "min_confidence": 0.5}
+    ranges = {"within_s": (0.0, 600.0), "min_confidence": (0.0, 1.0)}
+
+    def evaluate(self, events, now, pos_scans):
+        out = []
+        for e in events:
+            if e.confidence < self.th["min_confidence"] or e.activity not in ("bag", "scan"):
+                continue
+            record, new = self.seen.take(e.activity, e)
+            if not new or e.activity != "bag":
+                continue
+            before = [b for b in self.seen.store("bag")[e.product] if 0 <= e.start - b.end <= self.th["within_s"]]
+            scans = self.seen.store("scan").get(e.product, ())
+            if before and not any(before[-1].end <= s.start <= e.start for s in scans):
+                out.append(draft(self.name, e, [before[-1].event, e]))
+        return out
+
+
+@pytest.fixture
+def two_bags():
+    """TwoBagsNoScan registered for one test (the registry is the process's: it leaves with the test)."""
+    assert register_rule(TwoBagsNoScan) is TwoBagsNoScan
+    try:
+        yield TwoBagsNoScan
+    finally:
+        del RULES[TwoBagsNoScan.name]
+
+
+def test_a_rule_written_as_one_class_is_picked_up_through_the_registry(two_bags, tmp_path):
+    from types import SimpleNamespace
+
+    from edge_runtime.alerts.service import AlertService
+    from edge_runtime.alerts.settings import AlertSettings
+
+    name = "two_bags_no_scan"
+    assert list(RULES)[-1] == name and RULES[name].thresholds == {"within_s": 60.0, "min_confidence": 0.5}
+    with pytest.raises(ValueError, match="registered already"):
+        register_rule(TwoBagsNoScan)
+    # the engine runs it beside the shipped rules, and forgets what it took in as it forgets theirs
+    e = RuleEngine({name: {}, "bagged_without_scan": {}}, ALL)
+    events = [ev("scan", "apple", 10, 12), ev("bag", "apple", 13, 15), ev("bag", "apple", 30, 32),
+              ev("bag", "bread", 40, 42), ev("scan", "bread", 44, 46), ev("bag", "bread", 50, 52)]
+    got = e.evaluate(events, now=60.0)
+    assert [(d["rule"], d["product"], d["start"]) for d in got if d["rule"] == name] == [(name, "apple", 30.0)]
+    assert e.evaluate(events, now=70.0) == []             # the same events again: nothing new
+    e.evaluate([], now=60.0 + 2 * KEEP_S)
+    assert e.state_size() == 0
+    with pytest.raises(ValueError, match="rule two_bags_no_scan: threshold within_s must be in 0..600, got 900"):
+        RuleEngine({name: {"within_s": 900}}, ALL)
+    with pytest.raises(ValueError, match="rule two_bags_no_scan needs the activity scan"):
+        RuleEngine({name: {}}, ["bag", "take"])
+    # the config's checks: the name is known at load, the thresholds checked against the bundle at start
+    s = AlertSettings.model_validate({"rules": {name: {"within_s": 30}}, "streams": {"lane2": {name: False}}})
+    s.check_rules(ALL, ["lane1", "lane2"])
+    with pytest.raises(ValueError, match="alerts.rules: rule two_bags_no_scan: unknown threshold 'within'"):
+        AlertSettings.model_validate({"rules": {name: {"within": 30}}}).check_rules(ALL, [])
+    # the status names it with its thresholds, and the service raises its alerts
+    lane = SimpleNamespace(name="lane1", wall_origin=None, engine=SimpleNamespace(
+        coverage={"start": 0.0, "end": 60.0}, labels=ALL))
+    svc = AlertService(s, tmp_path / "state", evaluate=False, events=lambda rt, w: events)
+    try:
+        st = svc.status("lane1")
+        assert st["rules"] == [name] and st["stream_rules"] == {name: {"within_s": 30.0, "min_confidence": 0.5}}
+        assert svc.status("lane2")["stream_rules"] == {}
+        assert [(a.rule, a.product) for a in svc.evaluate(lane)] == [(name, "apple")]
+    finally:
+        svc.close()
+    assert f"| `{name}` | `within_s` | 60 | 0–600 |" in thresholds_table()
+
+
+def test_a_rule_that_breaks_the_contract_is_not_registered():
+    class NoRange(TwoBagsNoScan):
+        name = "bad_default"
+        thresholds = {"within_s": 900.0}
+        ranges = {"within_s": (0.0, 600.0)}
+
+    class Stray(TwoBagsNoScan):
+        name = "stray_range"
+        ranges = {"lookback_s": (0.0, 10.0)}
+
+    for cls, said in ((NoRange, "the default within_s 900 is outside 0..600"),
+                      (Stray, "a range for 'lookback_s', which is not one of its thresholds")):
+        with pytest.raises(ValueError, match=said):
+            register_rule(cls)
+        assert cls.name not in RULES
+    with pytest.raises(TypeError):
+        register_rule(dict)
+
+
+def test_the_docs_list_every_rules_thresholds_as_the_registry_does():
+    assert thresholds_table() in (REPO / "docs" / "alerts.md").read_text()
 
 
 def test_a_scanned_and_bagged_item_raises_nothing_an_unscanned_one_does():
@@ -182,7 +283,7 @@ def test_memory_stays_bounded_over_a_long_stream():
         e.evaluate(events, now=t + 40.0)
         sizes.append(e.state_size())
     assert max(sizes) <= 3 * (KEEP_S / 40.0) + 10   # what happens within KEEP_S, not since the start
-    assert len(e._pending) <= 2
+    assert sum(len(q) for rule in e._running for q in rule.seen.queues.values()) <= 2   # bags waiting settle_s
 
 
 def test_events_older_than_the_memory_are_ignored_not_raised_again():

@@ -10,7 +10,8 @@ outbox in the state directory and delivered at least once to the store's MQTT br
     metrics.py      the alerts' Prometheus series
     service.py      what the runtime holds: the commit hook, the rule engines, status and metrics
     subscriber.py   the other end: every lane's alerts from a broker (``lvm-edge alerts --broker``)
-    rules.py        the rules themselves (RULES, RuleEngine)
+    rules/          the rules themselves, one module each, found through a registry (RULES, RuleEngine)
+    rule_events.py  the events the rules read (what_happened from EVENT_FLOOR)
     pos_scans.py    the till's scans of each stream, as the store's point-of-sale system sends them
     sqlite_file.py  how the outbox and the till's scans open their SQLite files
 """

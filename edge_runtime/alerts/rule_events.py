@@ -1,4 +1,4 @@
-"""The events the standing rules (edge_runtime/alerts/rules.py) read: what happened in a window of a lane,
+"""The events the standing rules (edge_runtime/alerts/rules/) read: what happened in a window of a lane,
 as the alert service and tools/accuracy/alerts_eval.py both ask for it."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ EVENT_FLOOR = 0.5
 
 def rule_events(target: Any, stream: str | None, window: tuple[float, float]) -> list[Event]:
     """The events the rules read in ``window``: what_happened from EVENT_FLOOR, every activity's reading
-    kept (one_activity=False). The listing's one activity per product at a time, replayed on the tuning
-    seeds, cut false bag alerts but found 2 fewer of 23 pass-arounds (docs/alerts.md#accuracy)."""
+    kept (one_activity=False): the listing's one activity per product at a time cut false bag alerts
+    but found fewer pass-arounds (docs/lab/alerts.md)."""
     from edge_runtime.query.happened import what_happened
 
     return what_happened(target, stream, window, min_confidence=EVENT_FLOOR, one_activity=False)

@@ -12,7 +12,7 @@ neither a slow rule nor a lost broker slows the stream.
 With ``alerts.scans: pos`` the service also keeps the till's scans (edge_runtime/alerts/pos_scans.py,
 ``add_pos_scans``) and hands each evaluation those of the last ``KEEP_S``.
 
-The rules (edge_runtime/alerts/rules.py) and the events (edge_runtime/query/happened.py) are
+The rules (edge_runtime/alerts/rules/) and the events (edge_runtime/query/happened.py) are
 imported when first needed: a runtime without alert rules never loads them.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ class AlertService:
                  rule_engine: Callable[[dict, list], Any] | None = None,
                  events: Callable[[Any, tuple[float, float]], list] | None = None) -> None:
         """``rule_engine(rules, activities) -> RuleEngine`` and ``events(runtime, window) -> [Event]`` default to
-        edge_runtime/alerts/rules.py and edge_runtime/query/happened.py; ``evaluate=False`` runs no
+        edge_runtime/alerts/rules/ and edge_runtime/query/happened.py; ``evaluate=False`` runs no
         evaluation thread (alerts come through ``raise_alert`` only)."""
         self.settings = settings
         self._rule_engine, self._events = rule_engine, events or _events_since

@@ -38,7 +38,8 @@ HOST = re.compile(r"^[A-Za-z0-9._:-]+$")   # a DNS name, an IPv4 or (unbracketed
 
 
 def known_rules() -> tuple[str, ...]:
-    """The rule names a config may use (edge_runtime/alerts/rules.py, imported only when alerts are configured)."""
+    """The rule names a config may use: the rule registry's (edge_runtime/alerts/rules/, imported only
+    when alerts are configured)."""
     from edge_runtime.alerts.rules import RULES
 
     return tuple(RULES)

@@ -1,0 +1,134 @@
+"""``bagged_without_scan``: a product bagged with no scan left to pay for it.
+
+Events carry no customer session, so "the same transaction" is a look-back window before the bag
+(``lookback_s``). A scan pays for one item of its product that leaves the counter: a bag, or a
+hand-over to someone across it (which raises nothing). A "bag" followed within ``settle_s`` by a scan
+of its product was the item in hand before its scan (a pick-up or hold read as a bag): it raises
+nothing and uses up nothing, the real bag after the scan does. When no scan of the bag's product is
+left in the look-back, an unused scan of another product pays (``other_product_scans`` 1): the model's
+timing is better than its product identity, so a scan read as the wrong product is still the scan of
+that item. With the till's scans (``pos``) the model's bags are judged against the till's reads.
+"""
+from __future__ import annotations
+
+from edge_runtime.alerts.rules.engine import Seen, draft
+from edge_runtime.alerts.rules.registry import Rule, register_rule
+from edge_runtime.query.events import Event
+
+# what an item does before it is bagged and not after: one of these between two bags of a product makes them two items
+NEW_ITEM = ("pick_up", "scan", "pass_around")
+LEAVING = ("bag", "hand_over")   # an item leaving the counter: each uses up a scan
+
+
+@register_rule
+class BaggedWithoutScan(Rule):
+    name = "bagged_without_scan"
+    description = "a product bagged with no scan left to pay for it in the look-back window before the bag"
+    needs = ("bag", "scan")
+    needs_with_pos = ("bag",)
+    # defaults chosen on held-out generator videos (docs/lab/alerts.md)
+    thresholds = {"lookback_s": 120.0, "min_confidence": 0.71, "scan_min_confidence": 0.2, "settle_s": 6.0,
+                  "other_product_scans": 1.0, "same_bag_s": 1.0, "reread_s": 30.0}
+    ranges = {"min_confidence": (0.0, 1.0), "scan_min_confidence": (0.0, 1.0), "other_product_scans": (0.0, 1.0),
+              "same_bag_s": (0.0, 30.0), "reread_s": (0.0, 120.0)}
+
+    def evaluate(self, events: list[Event], now: float, pos_scans: list[Event]) -> list[dict]:
+        th, seen = self.th, self.seen
+        for s in pos_scans:
+            seen.take("scans", s)
+        for e in events:
+            if e.activity in NEW_ITEM:
+                seen.take("new_items", e)
+            if not self.pos and e.activity == "scan" and e.confidence >= th["scan_min_confidence"]:
+                seen.take("scans", e)
+            elif e.activity in LEAVING and e.confidence >= th["min_confidence"]:
+                # a scanned item handed to someone else uses up its scan as a bagged one does, so that
+                # scan does not pay for a later unscanned bag of the same product
+                record, new = seen.take(e.activity, e)
+                if new:
+                    record.alerts = e.activity == "bag"
+                    seen.queue("pending").append(record)
+        return self._judge(now)
+
+    def next_due(self) -> float | None:
+        due = [b.end + self.th["settle_s"] for b in self.seen.queue("pending")]
+        return min(due) if due else None
+
+    def _judge(self, now: float) -> list[dict]:
+        """Each bag or hand-over whose settle_s has passed, with its twins: readings of the same item
+        leaving the counter (one hand moves one item at a time, so bag and hand-over readings that
+        overlap, or lie within ``same_bag_s`` of each other, are one item read as two products or
+        split in two). A twin judged before decides it (paid, or alerted already); else one scan pays
+        for the whole group, or the group raises one alert."""
+        th, out, waiting, due = self.th, [], [], []
+        for bag in sorted(self.seen.queue("pending"), key=lambda s: s.start):
+            (waiting if now < bag.end + th["settle_s"] else due).append(bag)
+        gap = th["same_bag_s"]
+        for bag in due:
+            if bag.outcome is not None:  # judged with a twin of it
+                continue
+            group = [bag] + [b for b in due if b is not bag and b.outcome is None and _twins(b, bag, gap)]
+            before = [b.outcome for b in self._left() if b.outcome is not None and _twins(b, bag, gap)]
+            if before:
+                outcome = "paid" if "paid" in before else "unpaid"  # the item's alert, if any, is raised
+            else:
+                outcome = "paid" if self._pay(group) else "unpaid"
+                alerting = [b for b in group if b.alerts]
+                if outcome == "unpaid" and alerting:
+                    best = max(alerting, key=lambda b: b.event.confidence)
+                    out.append(draft(self.name, best.event, [b.event for b in group]))
+            for b in group:
+                b.outcome = outcome
+        self.seen.queues["pending"] = waiting
+        return out
+
+    def _left(self, product: str | None = None) -> list[Seen]:
+        """The bags and hand-overs taken in (of ``product``, or of every product)."""
+        stores = [self.seen.store(a) for a in LEAVING]
+        if product is not None:
+            return [b for store in stores for b in store.get(product, ())]
+        return [b for store in stores for rows in store.values() for b in rows]
+
+    def _pay(self, group: list[Seen]) -> bool:
+        """Use up the latest unused scan in the look-back of the group: of one of its products, else
+        (``other_product_scans``) of any product; False if there is none."""
+        th, scans = self.th, self.seen.store("scans")
+        lo, hi = min(b.start for b in group) - th["lookback_s"], max(b.end for b in group)
+        # a scan of its product within settle_s after it: the "bag" was the item in hand before its scan
+        # (a pick-up or hold read as a bag), not an item leaving; it uses up nothing, the real bag will
+        if any(hi <= s.start <= hi + th["settle_s"] for b in group for s in scans.get(b.event.product, ())):
+            return True
+        if th["reread_s"] > 0 and self._reread(group):
+            return True
+        found = [s for b in group for s in _unpaid(scans.get(b.event.product, ()), lo, hi)]
+        if not found and th["other_product_scans"] >= 0.5:
+            found = _unpaid((s for rows in scans.values() for s in rows), lo, hi)
+        if not found:
+            return False
+        max(found, key=lambda s: s.start).used = True  # the latest scan before it pays for it
+        return True
+
+    def _reread(self, group: list[Seen]) -> bool:
+        """The group is a paid item read leaving again: a bag or hand-over of its product judged paid
+        ended up to ``reread_s`` before it, and no NEW_ITEM event of that product (another item of it
+        picked up, scanned or passed over the glass) started in between. The model reads a hold after
+        the scan as a bag, then the real bag; the first used up the scan."""
+        start, reread_s = min(b.start for b in group), self.th["reread_s"]
+        new_items = self.seen.store("new_items")
+        for b in group:
+            product = b.event.product
+            for prev in self._left(product):
+                if prev.outcome == "paid" and start - reread_s <= prev.end <= start and not any(
+                        prev.end <= p.start <= start for p in new_items.get(product, ())):
+                    return True
+        return False
+
+
+def _twins(a: Seen, b: Seen, gap: float) -> bool:
+    """Two readings of items leaving the counter that are one item: they overlap, or lie within ``gap``."""
+    return a.start <= b.end + gap and b.start <= a.end + gap
+
+
+def _unpaid(scans, lo: float, hi: float) -> list[Seen]:
+    """The scans starting in [lo, hi] that have paid for nothing yet."""
+    return [s for s in scans if not s.used and lo <= s.start <= hi]

@@ -1,0 +1,109 @@
+"""``pass_around``: a product moved over the scanner without the scanner reading it.
+
+With the model's scans (``vision``) it is the model's ``pass_around`` event. With the till's scans
+(``pos``) it is an item the model saw handled over the scanner (a ``scan`` event, or ``pass_around``
+where the bundle has it) that no till read matches within ``match_s`` (of any product: the model may
+name the product wrongly), that is not an item of its product read by the till up to ``paid_s``
+before and not yet seen leaving the counter, and whose product the till does not read in the
+``read_after_s`` after it before an item of it is seen leaving the counter (then it was held over the
+glass before its scan). So a bundle without the ``pass_around`` label can run it with the till's scans.
+"""
+from __future__ import annotations
+
+import math
+
+from edge_runtime.alerts.rules.engine import Seen, draft
+from edge_runtime.alerts.rules.registry import Rule, register_rule
+from edge_runtime.query.events import Event
+
+
+@register_rule
+class PassAround(Rule):
+    name = "pass_around"
+    description = ("a product moved over the scanner without the scanner reading it (activity pass_around; "
+                   "with the till's scans: handled over the scanner with no till scan)")
+    needs = ("pass_around",)
+    needs_with_pos = ("scan",)
+    # defaults chosen on held-out generator videos (docs/lab/alerts.md); all but min_confidence act
+    # with the till's scans only
+    thresholds = {"min_confidence": 0.735, "match_s": 8.0, "paid_s": 30.0, "read_after_s": 15.0,
+                  "left_min_confidence": 0.65}
+    ranges = {"min_confidence": (0.0, 1.0), "match_s": (0.0, 60.0), "paid_s": (0.0, 120.0),
+              "read_after_s": (0.0, 120.0), "left_min_confidence": (0.0, 1.0)}
+
+    def evaluate(self, events: list[Event], now: float, pos_scans: list[Event]) -> list[dict]:
+        th, seen, out = self.th, self.seen, []
+        for s in pos_scans:
+            seen.take("scans", s)
+        for e in events:
+            if self.pos and e.activity in ("bag", "hand_over"):
+                seen.take("left", e)
+            if self.pos and e.activity in ("scan", "pass_around") and e.confidence >= th["min_confidence"]:
+                record, new = seen.take("passes", e)
+                if new:
+                    seen.queue("at_scanner").append(record)
+            elif not self.pos and e.activity == "pass_around" and e.confidence >= th["min_confidence"]:
+                record, new = seen.take("passes", e)
+                if new:
+                    out.append(draft(self.name, record.event, [record.event]))
+        if self.pos:
+            out += self._judge(now)
+        return out
+
+    def next_due(self) -> float | None:
+        # a handling past match_s waits only for a later read of its product
+        th = self.th
+        due = [p.end + (th["read_after_s"] if p.outcome else th["match_s"]) for p in self.seen.queue("at_scanner")]
+        return min(due) if due else None
+
+    def _judge(self, now: float) -> list[dict]:
+        """Each handling over the scanner that no till scan matches within ``match_s`` is a pass-around,
+        once ``_read_later`` says no later read of its product shows it was held before its scan."""
+        th, out, waiting = self.th, [], []
+        scans = self.seen.store("scans")
+        for p in self.seen.queue("at_scanner"):
+            if now < p.end + th["match_s"]:  # a till scan at the end of it may not be known yet
+                waiting.append(p)
+                continue
+            lo, hi = p.start - th["match_s"], p.end + th["match_s"]
+            if any(lo <= s.start <= hi for rows in scans.values() for s in rows) or self._in_hand(p):
+                continue
+            p.outcome = "unmatched"
+            wait = self._read_later(p, now)
+            if wait is None:
+                waiting.append(p)
+            elif wait:
+                out.append(draft(self.name, p.event, [p.event]))
+        self.seen.queues["at_scanner"] = waiting
+        return out
+
+    def _read_later(self, p: Seen, now: float) -> bool | None:
+        """Whether an unmatched handling over the scanner is a pass-around, given what came after it:
+        False when the till read its product within ``read_after_s`` after it and before an item of
+        that product was seen leaving the counter at ``left_min_confidence`` (the item was held over the
+        glass, then scanned; the model reads some of those holds as bags, less surely); True once such
+        an item left first, or ``read_after_s`` passed without the read; None while neither is known yet."""
+        th = self.th
+        read_after_s = th["read_after_s"]
+        if read_after_s <= 0:
+            return True
+        product = p.event.product
+        left = min((b.start for b in self.seen.store("left").get(product, ())
+                    if b.start > p.start and b.event.confidence >= th["left_min_confidence"]), default=math.inf)
+        until = min(left, p.end + read_after_s)
+        if any(p.end < s.start <= until for s in self.seen.store("scans").get(product, ())):
+            return False
+        return True if left < math.inf or now >= p.end + read_after_s else None
+
+    def _in_hand(self, p: Seen) -> bool:
+        """A till read of ``p``'s product up to ``paid_s`` before it, and no item of that product seen
+        leaving the counter (a bag or hand-over) between the two: ``p`` is that paid item still in hand,
+        held over the glass or carried across it to the bag. A second item of the product passed around
+        after the first was bagged is not covered by the first one's read."""
+        product, paid_s = p.event.product, self.th["paid_s"]
+        left = self.seen.store("left").get(product, ())
+        for s in self.seen.store("scans").get(product, ()):
+            if p.start - paid_s <= s.start < p.start and \
+                    not any(s.start < b.start and b.end <= p.start for b in left):
+                return True
+        return False
