@@ -147,7 +147,7 @@ def test_one_activity_each_keeps_the_likelier_activity_of_an_item():
 
 def test_the_alert_rules_read_every_activitys_reading(streamed):
     """The rules get the events before one_activity_each (replayed with it, they found fewer
-    pass-arounds: docs/alerts.md); the list people read gets one activity per product at a time."""
+    pass-arounds: docs/lab/alerts.md); the list people read gets one activity per product at a time."""
     from edge_runtime.alerts.rule_events import EVENT_FLOOR, rule_events
 
     eng, _ = streamed
@@ -326,7 +326,8 @@ def test_trace_accounts_for_every_missed_truth_event(streamed):
     assert lost_at(gone, (labels[0], product, 0.0, 10.0), labels, eng) == LOSSES[0]
 
 
-def test_happened_eval_counts_the_losses(tmp_path, capsys):
+def test_happened_eval_counts_the_losses(tmp_path, capsys, monkeypatch):
+    from tools.accuracy import happened_eval
     from tools.accuracy.happened_eval import LOSSES, main
 
     out = tmp_path / "h.json"
@@ -336,10 +337,20 @@ def test_happened_eval_counts_the_losses(tmp_path, capsys):
     assert lost["steps"] == list(LOSSES) and lost["truth"] == run["truth"] and lost["found"] == run["found"]
     assert sum(lost["missed_at"].values()) == lost["truth"] - lost["found"]
     assert "missed at" in capsys.readouterr().out
-    # a grid's settings are each run's only: what_happened's defaults are the shipped ones afterwards
+    # a grid's settings are given to what_happened, never written into its module's constants
     shipped = happened.MIN_CONFIDENCE, happened.TOP_ACTIVITIES, happened.EXCLUSIVE, happened.ONE_ACTIVITY_TIOU
-    assert main(["--videos", "1", "--video-s", "120", "--floors", "0.6,0.7", "--one-activity", "0.3,0.9"]) == 0
-    assert (happened.MIN_CONFIDENCE, happened.TOP_ACTIVITIES, happened.EXCLUSIVE, happened.ONE_ACTIVITY_TIOU) == shipped
+    calls = []
+
+    def spy(*args, **kw):
+        calls.append(((happened.MIN_CONFIDENCE, happened.TOP_ACTIVITIES, happened.EXCLUSIVE,
+                       happened.ONE_ACTIVITY_TIOU), kw.get("min_confidence"), kw.get("one_activity_tiou")))
+        return what_happened(*args, **kw)
+
+    monkeypatch.setattr(happened_eval, "what_happened", spy)
+    assert main(["--videos", "1", "--video-s", "120", "--window-s", "60", "--floors", "0.6,0.7",
+                 "--one-activity", "0.3,0.9"]) == 0
+    assert {c[0] for c in calls} == {shipped}
+    assert {c[1:] for c in calls} == {(0.6, 0.3), (0.6, 0.9), (0.7, 0.3), (0.7, 0.9)}
 
 
 @pytest.mark.parametrize("argv, words", [(["--floors", "0.5,2"], "each must be in 0..1"),

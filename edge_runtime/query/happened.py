@@ -3,7 +3,8 @@
 The signature, kept stable (the alert hooks call it at each commit)::
 
     what_happened(target, stream, window, *, activities=None, min_confidence=None, catalog=None,
-                  one_activity=True) -> list[Event]
+                  one_activity=True, top_activities=TOP_ACTIVITIES, one_product=EXCLUSIVE,
+                  one_activity_tiou=ONE_ACTIVITY_TIOU) -> list[Event]
 
 - ``target``: a ``Streams`` hub (``stream`` names the stream; None: the default one), a ``Runtime``
   (``stream`` None or its own name), or an ``Engine`` (one stream's view: ``stream`` is not read).
@@ -13,7 +14,9 @@ The signature, kept stable (the alert hooks call it at each commit)::
 - ``min_confidence``: the least calibrated p(right) of an event kept (None: ``MIN_CONFIDENCE``).
 - ``catalog``: for an Engine, the catalog to read products from (a Runtime and a hub use their own).
 - ``one_activity``: one activity per product at a time (``one_activity_each``: the list people read);
-  False keeps every activity's reading, as the alert rules read them (edge_runtime/alerts/rules.py).
+  False keeps every activity's reading, as the alert rules read them (edge_runtime/alerts/rule_events.py).
+- ``top_activities``, ``one_product``, ``one_activity_tiou``: the setting (below; defaults: the shipped
+  one), given by a tool that measures others (tools/accuracy/happened_eval.py).
 Returns the events sorted by start, then confidence (best first). ``HappenedError`` (one line, an
 HTTP ``status``) for a window, activity or target it cannot answer.
 
@@ -61,7 +64,7 @@ from edge_runtime.query.types import tiou
 # event more was right); the floor again for the shipped reader on 4 such videos
 # (docs/accuracy/happened_floor.json): 0.6 gave the best F1 (0.764; precision 81.7 %, recall 71.7 %;
 # 0.55: 79.4 %, 73.0 %, F1 0.761). The reported numbers are on other videos (seed 0). The alert
-# rules read events from their own floor (edge_runtime/alerts/rules.py)
+# rules read events from their own floor (edge_runtime/alerts/rule_events.py)
 TOP_ACTIVITIES = 5      # candidate activities per seen product (step 1)
 MIN_CONFIDENCE = 0.6    # default least p(right) of an event
 MERGE_GAP_S = 1.0       # events of one product and activity this close are one event
@@ -208,7 +211,8 @@ def event_confidence(engine: Any, support: float) -> float:
 
 def what_happened(target: Any, stream: str | None, window: Any, *, activities: list[Any] | None = None,
                   min_confidence: float | None = None, catalog: Any = None, one_activity: bool = True,
-                  trace: dict | None = None) -> list[Event]:
+                  top_activities: int = TOP_ACTIVITIES, one_product: bool = EXCLUSIVE,
+                  one_activity_tiou: float = ONE_ACTIVITY_TIOU, trace: dict | None = None) -> list[Event]:
     """The events of ``window`` (see the module docstring). ``trace``: a dict to fill with what each step
     gave (for tools/accuracy/happened_eval.py --losses): "activity" (product -> its activity answer),
     "time" ((product, activity id) -> its time answer), "kept" ((product, activity id, start, end,
@@ -246,7 +250,7 @@ def what_happened(target: Any, stream: str | None, window: Any, *, activities: l
         if not happened_at_all(engine, a):
             continue
         ranked = [i for i in a["ranked"] if wanted is None or i in wanted]
-        pairs += [(name, i) for i in ranked[:TOP_ACTIVITIES]]
+        pairs += [(name, i) for i in ranked[:top_activities]]
 
     # 2. when each candidate pair happened, if it did
     flat, groups = [], []
@@ -274,7 +278,7 @@ def what_happened(target: Any, stream: str | None, window: Any, *, activities: l
     events = [Event(labels[act], act, name, round(s, 3), round(e, 3), conf, _box_at(o, (s + e) / 2), tracks)
               for (name, act, s, e, conf, tracks), o in zip(found, where)]
     events = merge(events)
-    if EXCLUSIVE:
+    if one_product:
         events = one_product_each(events)
     steps["one_product"] = [(e.product, e.activity_id, e.start, e.end) for e in events]
-    return one_activity_each(events) if one_activity else events
+    return one_activity_each(events, one_activity_tiou) if one_activity else events

@@ -93,29 +93,25 @@ def run(engines: list[tuple[Engine, dict]], window_s: float, floor: float, top: 
     """Precision and recall of one setting (``one_activity``: one_activity_each's overlap, None: off);
     with ``losses``, also "missed_at": per LOSSES step, how many truth events were lost there
     (what_happened's trace of each window)."""
-    shipped = happened.TOP_ACTIVITIES, happened.EXCLUSIVE, happened.ONE_ACTIVITY_TIOU
-    happened.TOP_ACTIVITIES, happened.EXCLUSIVE = top, exclusive
-    happened.ONE_ACTIVITY_TIOU = shipped[2] if one_activity is None else one_activity
     n_pred = n_right = n_gt = n_found = 0
     missed_at = dict.fromkeys(LOSSES, 0)
     t0, calls = time.perf_counter(), 0
-    try:
-        for eng, ann in engines:
-            labels = list(eng.labels)
-            for s in np.arange(0.0, ann["duration_s"] - window_s + 1e-6, window_s):
-                steps: dict = {}
-                ev = what_happened(eng, None, (float(s), float(s + window_s)), min_confidence=floor,
-                                   one_activity=one_activity is not None, trace=steps)
-                calls += 1
-                gt = truth(ann, float(s), float(s + window_s))
-                hit = matched(ev, gt)
-                n_pred, n_right, n_gt, n_found = n_pred + len(ev), n_right + len(hit), n_gt + len(gt), n_found + len(hit)
-                if losses:
-                    for j, g in enumerate(gt):
-                        if j not in hit:
-                            missed_at[lost_at(steps, g, labels, eng)] += 1
-    finally:  # the setting is this run's only: what_happened's own defaults afterwards
-        happened.TOP_ACTIVITIES, happened.EXCLUSIVE, happened.ONE_ACTIVITY_TIOU = shipped
+    setting = {"min_confidence": floor, "top_activities": top, "one_product": exclusive,
+               "one_activity": one_activity is not None,
+               **({"one_activity_tiou": one_activity} if one_activity is not None else {})}
+    for eng, ann in engines:
+        labels = list(eng.labels)
+        for s in np.arange(0.0, ann["duration_s"] - window_s + 1e-6, window_s):
+            steps: dict = {}
+            ev = what_happened(eng, None, (float(s), float(s + window_s)), **setting, trace=steps)
+            calls += 1
+            gt = truth(ann, float(s), float(s + window_s))
+            hit = matched(ev, gt)
+            n_pred, n_right, n_gt, n_found = n_pred + len(ev), n_right + len(hit), n_gt + len(gt), n_found + len(hit)
+            if losses:
+                for j, g in enumerate(gt):
+                    if j not in hit:
+                        missed_at[lost_at(steps, g, labels, eng)] += 1
     p = n_right / n_pred if n_pred else None
     r = n_found / n_gt if n_gt else None
     f1 = 2 * p * r / (p + r) if p and r else 0.0
