@@ -72,8 +72,7 @@ class TokenMemory:
             self._clip[n].upload(np.asarray(arr, self.dtypes[n]))
         src, dst = self.front, self.back
         self.sampler.infer_bound({**src, **self._clip}, {"new_" + n: dst[n] for n in self.carried})
-        self._front = 1 - self._front
-        self.steps += 1
+        self.swap()
 
     @staticmethod
     def step_many(memories: list["TokenMemory"], clips: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
@@ -94,8 +93,12 @@ class TokenMemory:
         for i, mem in enumerate(memories):
             for n in first.carried:
                 mem.back[n].upload(out["new_" + n][i : i + 1])
-            mem._front = 1 - mem._front
-            mem.steps += 1
+            mem.swap()
+
+    def swap(self) -> None:
+        """Commit a step whose new memory is in the back set: the back set becomes the front."""
+        self._front = 1 - self._front
+        self.steps += 1
 
     def read(self) -> dict[str, np.ndarray]:
         """Host copies of the committed memory (and the sampler's state, if it has one)."""
