@@ -3,19 +3,23 @@ checkpoint, built with ``lvm-export --skip-gate`` (a broken exporter fails the t
 Backbone tokens that lvm-train / lvm-eval cache go to a per-session folder, never the user's home.
 
 Bundles are cached under .cache/test-bundles/<key>, so a second local run skips the ~25 s export;
-CI starts from a fresh checkout and builds it once. The key hashes everything the bundle can depend
+CI starts from a fresh checkout and builds it once. The suite runs in pytest-xdist workers (one a
+core, at most ``MAX_WORKERS``, whole files to a worker so module fixtures are built once): a file lock
+makes the first worker build a bundle while the others wait for it. The key hashes everything the bundle can depend
 on, erring on the side of rebuilding: every .py under export/ and edge_runtime/ (model, graphs,
 manifest, config schema, the runtime code the exporter checks parity with), every file under
 configs/ and checkpoints/, and this file (the export command line).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,6 +28,25 @@ REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "checkpoints" / "lvm-tiny.safetensors"
 KEYED = [("export", "*.py"), ("edge_runtime", "*.py"), ("configs", "*"), ("checkpoints", "*")]
 STALE_S = 3600  # other keys' bundles untouched this long are removed (a concurrent run may use a fresh one)
+MAX_WORKERS = 4  # past this the suite's few long subprocess tests, not the cores, set its time
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject's addopts): one worker a core, at most MAX_WORKERS."""
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1))
+
+
+@contextmanager
+def build_lock(cache: Path):
+    """Held while a bundle under ``cache`` is built: another worker or run waits, then finds it built."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / f"{cache.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _cache_key() -> str:
@@ -68,19 +91,18 @@ def _token_cache(tmp_path_factory):
 def tiny_bundle(request) -> Path:
     cache = REPO / ".cache" / "test-bundles" / _cache_key()
     done = cache / "lvm-tiny-fp32" / "manifest.json"
-    if not done.is_file():
-        for old in cache.parent.glob("*"):  # bundles of older code
-            if not old.name.startswith(cache.name) and time.time() - old.stat().st_mtime > STALE_S:
-                shutil.rmtree(old, ignore_errors=True)
-        shutil.rmtree(cache, ignore_errors=True)
-        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        _, how = build_tiny_bundle(tmp)
-        (tmp / "BUILT_BY").write_text(how + "\n")
-        try:
-            os.replace(tmp, cache)
-        except OSError:  # another session finished first
+    with build_lock(cache):
+        if not done.is_file():
+            for old in cache.parent.glob("*"):  # bundles of older code
+                if (not old.name.startswith(cache.name) and old.is_dir()
+                        and time.time() - old.stat().st_mtime > STALE_S):
+                    shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(cache, ignore_errors=True)
+            tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
+            _, how = build_tiny_bundle(tmp)
+            (tmp / "BUILT_BY").write_text(how + "\n")
+            os.replace(tmp, cache)
     os.utime(cache)  # in use: not stale for other sessions
     how = (cache / "BUILT_BY").read_text().strip() if (cache / "BUILT_BY").is_file() else "?"
     request.config._tiny_bundle_how = how
