@@ -66,7 +66,7 @@ def test_events_of_a_window_from_the_bundles_classes(streamed):
             if a is not b and (a.product, a.activity_id) == (b.product, b.activity_id):
                 assert a.end + happened.MERGE_GAP_S < b.start or b.end + happened.MERGE_GAP_S < a.start
     right = sum(_right(e, video.annotations()) for e in events)
-    assert right >= 2, [e.to_dict() for e in events]  # held-out precision is ~0.5 (docs/accuracy/happened.json)
+    assert right >= 2, [e.to_dict() for e in events]  # held-out precision is ~0.5 (docs/lab/accuracy/happened.json)
 
 
 def test_one_signature_for_engine_runtime_and_hub(streamed):

@@ -119,7 +119,7 @@ def train_reader(net: LVMNet, *, out, videos: int = READER_VIDEOS, calib_videos:
     files, the last ``calibration_split(len(data), calib_videos)`` of them held out for calibration
     (``videos`` and ``video_s`` unused). ``init``: a reader file to start from (``init_reader``).
     ``activity_balance``: event tokens of rare activities weigh more (``activity_weights``); None: 0.5 on
-    generated videos (measured: docs/accuracy.md, choosing a reader), 0 on a dataset folder, whose
+    generated videos (measured: docs/lab/accuracy.md, choosing a reader), 0 on a dataset folder, whose
     few videos give shares too uncertain to weigh by (a tiny folder's reader trained so failed export parity).
     ``timeline``: the timeline track to calibrate for besides the memory alone (a TimelineSpec;
     "default": ``default_timeline(cfg)``; None: none)."""

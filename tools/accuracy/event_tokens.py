@@ -1,7 +1,7 @@
 """TinyMem's captioner-free event tokens, built from this model's own predictions, measured against
 the timeline's region tokens they are made from.
 
-    python -m tools.accuracy.event_tokens --eval-seed 0 --videos 8 --json docs/accuracy/event_tokens.json
+    python -m tools.accuracy.event_tokens --eval-seed 0 --videos 8 --json docs/lab/accuracy/event_tokens.json
 
 An event token (TinyMem §3, without a captioner): for each frame at the model's fps, the frame's top-K
 (activity, product class) pairs, each scored p(event) x p(activity) x p(class) on the best of the

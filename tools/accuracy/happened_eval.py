@@ -1,6 +1,6 @@
 """Event precision / recall of ``what_happened`` over 5-minute windows of held-out generator videos.
 
-    python -m tools.accuracy.happened_eval --json docs/accuracy/happened.json
+    python -m tools.accuracy.happened_eval --json docs/lab/accuracy/happened.json
     python -m tools.accuracy.happened_eval --eval-seed 1 --sweep      # tuning: other videos, every setting
     python -m tools.accuracy.happened_eval --eval-seed 1 --videos 4 --floors 0.5,0.55,0.6,0.65 --one-activity off,0.3,0.5
 

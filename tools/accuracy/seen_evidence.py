@@ -1,7 +1,7 @@
 """How well the reader's evidence separates present from absent time and object queries, and what
 "not seen" could catch at each rate of present queries wrongly answered "not seen".
 
-    python -m tools.accuracy.seen_evidence --videos 4 --json docs/accuracy/seen_evidence.json
+    python -m tools.accuracy.seen_evidence --videos 4 --json docs/lab/accuracy/seen_evidence.json
 
 Held-out videos (``evaluation_videos``, seed ``--seed``) are streamed through the checkpoint's sampler;
 the reader's facts of each final memory (the memory alone, no timeline) answer the video's time and

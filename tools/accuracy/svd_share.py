@@ -1,7 +1,7 @@
 """What the online SVD summary adds to the memory reader's answers: the same bundle, videos and
 queries, answered with the summary as the stream keeps it and with it zeroed at every commit.
 
-    python -m tools.accuracy.svd_share --bundle engines/lvm-tiny-fp32 --json docs/accuracy/svd_share_reader.json
+    python -m tools.accuracy.svd_share --bundle engines/lvm-tiny-fp32 --json docs/lab/accuracy/svd_share_reader.json
 
 At each commit the reader graph reads the memory, its timeline rows and the stream's SVD state
 (``svd_basis``, ``svd_sv``): the summary enters as r extra tokens and as the memory's projection on
