@@ -152,7 +152,8 @@ def test_right_model_learns_that_a_close_runner_up_makes_an_answer_doubtful():
     """Time answers whose second-ranked event is almost as supported as the first are right half the
     time, clear ones nearly always: the fitted model weighs the runner-up's support against the answer
     and the confidence tells the two apart, where the support alone (equal for both) cannot."""
-    from edge_runtime.query.reader_answers import RIGHT_FEATURES, confidence, right_features
+    from edge_runtime.backends.calibration_format import RIGHT_FEATURES
+    from edge_runtime.query.reader_answers import confidence, right_features
     from export.train.reader_calibration import fit_right_model
 
     rng = np.random.default_rng(0)
@@ -190,8 +191,8 @@ def test_activity_confidence_reads_the_ranking_not_only_the_evidence():
     are right half the time, those with a clear winner nearly always: the activity model reads the
     scores' margin, so its confidence tells them apart where the evidence (equal for both) cannot; a
     runtime whose bundle names other features for activity refuses it."""
-    from edge_runtime.query.reader_answers import (ACTIVITY_FEATURES, activity_features, confidence,
-                                                   right_model_problem)
+    from edge_runtime.backends.calibration_format import ACTIVITY_FEATURES, right_model_problem
+    from edge_runtime.query.reader_answers import activity_features, confidence
     from export.train.reader_calibration import fit_right_model
 
     rng = np.random.default_rng(1)

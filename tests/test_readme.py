@@ -145,7 +145,7 @@ def unit_starts_what_the_steps_installed(ctx) -> None:
     """The unit's command parses, and names the venv, config, bundle, state and token of steps 2-5."""
     from edge_runtime.backends.bundle import load_bundle
     from edge_runtime.cli import build_parser
-    from edge_runtime.runtime_config import load_runtime_settings
+    from edge_runtime.cli.runtime_config import load_runtime_settings
 
     unit = _unit()
     assert unit["EnvironmentFile"].lstrip("-") == "/etc/lvm-edge/env"

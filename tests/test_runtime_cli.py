@@ -6,7 +6,7 @@ import pytest
 
 from edge_runtime import cli
 from edge_runtime.config import ConfigError
-from edge_runtime.runtime_config import load_runtime_settings, override
+from edge_runtime.cli.runtime_config import load_runtime_settings, override
 
 
 def test_shipped_runtime_configs_validate():

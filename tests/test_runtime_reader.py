@@ -244,7 +244,7 @@ def test_reader_asked_of_a_bundle_without_one(tiny_bundle, tmp_path, capsys):
 
 def test_runtime_config_answers_key(tmp_path):
     from edge_runtime.config import ConfigError
-    from edge_runtime.runtime_config import load_runtime_settings, override
+    from edge_runtime.cli.runtime_config import load_runtime_settings, override
 
     cfg = tmp_path / "r.yaml"
     cfg.write_text("answers: heads\n")

@@ -1,4 +1,4 @@
-"""The ``alerts:`` section of a runtime config (edge_runtime/runtime_config.py holds it).
+"""The ``alerts:`` section of a runtime config (edge_runtime/cli/runtime_config.py holds it).
 
     alerts:
       site: store-12                      # topics: lvm-edge/<site>/<stream>/alerts|events|status

@@ -22,7 +22,7 @@ from typing import Any
 from edge_runtime.backends.base import TensorMeta
 from edge_runtime.config import ConfigError, ModelConfig, model_config_from_dict
 from edge_runtime.file_hash import sha256_file
-from edge_runtime.query.reader_answers import is_curve, right_model_problem, seen_model_problem
+from edge_runtime.backends.calibration_format import is_curve, right_model_problem, seen_model_problem
 
 MANIFEST = "manifest.json"
 FORMAT = 1

@@ -77,7 +77,7 @@ def load_settings(args, overrides: dict[str, Any]):
     from pydantic import ValidationError
 
     from edge_runtime.config import ConfigError
-    from edge_runtime.runtime_config import load_runtime_settings, override
+    from edge_runtime.cli.runtime_config import load_runtime_settings, override
 
     try:
         s = load_runtime_settings(resolve_path(args.config) if args.config else None)

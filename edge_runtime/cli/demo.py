@@ -19,7 +19,7 @@ DEMO_IGNORES = ("source", "streams", "api", "state", "alerts", "batch_frames", "
 
 def given_settings(config: str | None) -> set[str]:
     """The top-level settings the file ``config`` sets (none without one)."""
-    from edge_runtime.runtime_config import load_runtime_settings
+    from edge_runtime.cli.runtime_config import load_runtime_settings
 
     return set(load_runtime_settings(resolve_path(config)).model_fields_set) if config else set()
 

@@ -62,7 +62,7 @@ def _check_config(checks: Checklist, config: str):
 
     from edge_runtime.cli.run import check_alerts
     from edge_runtime.config import ConfigError
-    from edge_runtime.runtime_config import load_runtime_settings
+    from edge_runtime.cli.runtime_config import load_runtime_settings
 
     try:
         settings = load_runtime_settings(resolve_path(config))

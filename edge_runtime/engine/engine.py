@@ -37,7 +37,8 @@ from edge_runtime.backends.bundle_runners import open_runners
 from edge_runtime.engine.facts import fact_specs, read_facts, rows_dynamic
 from edge_runtime.memory.timeline import TimelineSpec, clip_rows
 from edge_runtime.engine.ingest import ingest_streams, ingest_tokens
-from edge_runtime.engine.stream_state import Committed, StreamState
+from edge_runtime.engine.stream_state import StreamState
+from edge_runtime.memory.committed import Committed
 from edge_runtime.query import reader_query
 from edge_runtime.query.coverage import covered_spans, hold_to_spans, no_memory_answer, window_coverage
 from edge_runtime.sources.frames import resize_square

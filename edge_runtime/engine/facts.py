@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.backends.base import Runner
-from edge_runtime.engine.stream_state import FACT_NAMES, Committed
-from edge_runtime.memory.timeline import TimelineSpec, select
+from edge_runtime.memory.committed import Committed
+from edge_runtime.memory.timeline import FACT_NAMES, TimelineSpec, select
 from edge_runtime.memory.token_memory import MEMORY_INPUTS
 
 # rows per reader call: the graph's "streams" axis takes up to 256; 64 keeps a call's activations

@@ -27,12 +27,13 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
 
 from edge_runtime.memory.clip_step import clip_inputs, fold_clip
+from edge_runtime.memory.committed import Committed
 from edge_runtime.memory.ood import OODMonitor
 from edge_runtime.memory.svd import OnlineSVD
 from edge_runtime.memory.timeline import FACT_NAMES, NoTimeline, Timeline, TimelineSpec
@@ -49,24 +50,6 @@ class MissingFacts(ValueError):
 
 class MissingTimeline(MissingFacts):
     """A snapshot without the timeline track, restored into a state that keeps one (one line)."""
-
-
-@dataclass(frozen=True)
-class Committed:
-    """What queries read: host copies taken at a commit; never mutated afterwards."""
-    memory: dict[str, np.ndarray]  # MEMORY_INPUTS; a reader state's lacks "mem" (its facts stand for it)
-    svd_basis: np.ndarray
-    svd_sv: np.ndarray
-    start: float | None
-    end: float | None
-    gaps: tuple[tuple[float, float], ...]
-    version: int
-    facts: dict[str, np.ndarray] | None = None  # the reader's facts of this memory (reader engines only)
-    # with a timeline track: ``facts`` are the memory's m rows then the timeline's, and these are the
-    # times / validity of all of them (the answer graph's mem_t, mem_valid); None without one
-    fact_t: np.ndarray | None = None
-    fact_valid: np.ndarray | None = None
-    timeline_span: tuple[float, float] | None = None  # oldest, newest timeline token held
 
 
 class StreamState:

@@ -43,7 +43,7 @@ different activities, too (``one_activity_each``).
 ``tracks``: the tracks an answer was read from, from the answer's ``read_from`` when it has one (the
 timeline track's answers), else ("memory",).
 How right the events are on held-out generator videos: tools/accuracy/happened_eval.py,
-docs/accuracy/happened.json.
+docs/accuracy/happened_losses.json (docs/accuracy.md, what happened).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ from edge_runtime.query.reader_answers import calibrated
 from edge_runtime.query.types import tiou
 
 # chosen on held-out videos of seed 1 (tools/accuracy/happened_eval.py --eval-seed 1 --sweep,
-# docs/accuracy/happened_tuning.json): the best event F1 with one product per interval (without it one
+# docs/lab/accuracy/happened_tuning.json): the best event F1 with one product per interval (without it one
 # event more was right); the floor again for the shipped reader on 4 such videos
 # (docs/accuracy/happened_floor.json): 0.6 gave the best F1 (0.764; precision 81.7 %, recall 71.7 %;
 # 0.55: 79.4 %, 73.0 %, F1 0.761). The reported numbers are on other videos (seed 0). The alert
@@ -205,7 +205,7 @@ def happened_at_all(engine: Any, answer: dict[str, Any]) -> bool:
 
 def event_confidence(engine: Any, support: float) -> float:
     """An event's confidence: calibrated p(right) of its time answer's support (the curve fitted on the
-    support alone; see RIGHT_FEATURES in reader_answers for why not the answer's own confidence)."""
+    support alone; see RIGHT_FEATURES in backends/calibration_format.py for why not the answer's own confidence)."""
     return float(np.clip(calibrated([support], engine.reader_section["calibration"]["time"]["right"])[0], 0.0, 1.0))
 
 

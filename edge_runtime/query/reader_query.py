@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.backends.bundle import BundleError
-from edge_runtime.engine.stream_state import FACT_NAMES, Committed
+from edge_runtime.memory.committed import Committed
+from edge_runtime.memory.timeline import FACT_NAMES
 from edge_runtime.query.coverage import NOT_SEEN, inside_any
 from edge_runtime.query.reader_answers import confidence, p_seen as seen_probability, reader_answers
 from edge_runtime.query.types import BY_NAME

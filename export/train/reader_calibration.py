@@ -18,8 +18,9 @@ from edge_runtime.checkout.queries import WINDOWS
 from edge_runtime.checkout.absent_queries import is_absent
 from edge_runtime.checkout.metrics import score_query
 from edge_runtime.memory.timeline import FACT_NAMES
-from edge_runtime.query.reader_answers import (FEATURES_OF, activity_features, evidence_logit, fit_calibration,
-                                               model_score, p_seen, reader_answers, right_features, seen_score)
+from edge_runtime.backends.calibration_format import FEATURES_OF
+from edge_runtime.query.reader_answers import (activity_features, evidence_logit, fit_calibration, model_score,
+                                               p_seen, reader_answers, right_features, seen_score)
 from edge_runtime.query.types import BY_NAME
 from export.model.reader import AnswerStep, MemoryReader
 
