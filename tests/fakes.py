@@ -6,27 +6,19 @@ import time
 
 import numpy as np
 
-from edge_runtime.sources import Frame
+from edge_runtime.sources import Frame, Source
 
 
-class StoppableSource:
-    """A fake frame source used as the runtime uses sources: in a with block, ended by stop() or by
-    leaving the block; subclasses iterate frames and wait on ``self._stop``."""
+class StoppableSource(Source):
+    """A fake frame source on the Source contract (what it does not override reads as the base
+    class's defaults), ended by stop() or by leaving its with block; subclasses yield frames from
+    ``_frames`` and wait on ``self._stop``."""
 
-    def __init__(self) -> None:
-        self._stop = threading.Event()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-
-    def stop(self):
-        self._stop.set()
+    def __init__(self, label: str = "fake://") -> None:
+        super().__init__(label, target_fps=None, size=None)
 
     def pace_from(self, t):
-        """The Source contract's: a fake is never paced."""
+        """A fake is never paced: it notes where it was asked to pace from."""
         self.paced_from = t
 
 
@@ -36,10 +28,9 @@ class FakeSource(StoppableSource):
     def __init__(self, n, t0=0.0, live=False, delay=0.0, first_after=0.0):
         super().__init__()
         self.n, self.t0, self.live, self.delay, self.first_after = n, t0, live, delay, first_after
-        self.label = "fake://"
-        self.stats = {"frames_in": 0, "dropped": 3, "reconnects": 1}
+        self._stats.update(dropped=3, reconnects=1)
 
-    def __iter__(self):
+    def _frames(self):
         rng = np.random.default_rng(0)
         if self.n is None:
             self._stop.wait(600)

@@ -249,14 +249,12 @@ class _FakeLive(StoppableSource):
     """A live source that delivers a few frames, then is in an outage until stopped."""
 
     live = True
-    label = "rtsp://cam/x"
 
     def __init__(self, frames: int):
-        super().__init__()
-        self.frames, self.outage_since, self.stats = frames, None, {}
-        self.last_error = None
+        super().__init__("rtsp://cam/x")
+        self.frames = frames
 
-    def __iter__(self):
+    def _frames(self):
         for i in range(self.frames):
             yield Frame(100.0 + 0.1 * i, np.zeros((112, 112, 3), np.uint8), i)
         self.outage_since = 100.0 + 0.1 * (self.frames - 1)

@@ -353,7 +353,7 @@ def test_cli_prints_not_seen_and_confidence(client, streamed, tmp_path, monkeypa
         path = url.split("8321", 1)[1]
         return client.request(method, path, json=body).json()
 
-    monkeypatch.setattr(cli_query, "_http", http)
+    monkeypatch.setattr(cli_query, "request_json", http)
     assert cli.main(["query", "activity", "--image", str(img), "--start", str(q.start), "--end", str(q.end)]) == 0
     out = capsys.readouterr().out
     assert "not seen: no evidence" in out and "activity answers need)" in out and "best guess" in out

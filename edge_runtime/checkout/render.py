@@ -37,7 +37,9 @@ class InstanceShape:
 # frame's instances (at most 8 seen) several times over, and a 24-hour demo stream stays flat in
 # memory (4096 grew the process by ~0.1 MB per stream-hour until it was full, ~90 hours in).
 @lru_cache(maxsize=64)
-def _shape(class_id: int, label_variant: int, tint: tuple[float, float, float], size: float) -> InstanceShape:
+def product_shape(class_id: int, label_variant: int, tint: tuple[float, float, float], size: float) -> InstanceShape:
+    """How a product of class ``class_id`` is drawn, with that label colour and tint: its polygons in
+    local coordinates (long side 1) and their hull."""
     parts = instance_parts(class_id, label_variant, tint)
     pts = np.concatenate([p for _, p in parts])
     splits = np.cumsum([len(p) for _, p in parts])[:-1].tolist()
@@ -46,7 +48,7 @@ def _shape(class_id: int, label_variant: int, tint: tuple[float, float, float], 
 
 
 def shape_of(inst: Instance) -> InstanceShape:
-    return _shape(inst.class_id, inst.label_variant, inst.tint, inst.size)
+    return product_shape(inst.class_id, inst.label_variant, inst.tint, inst.size)
 
 
 def place(local: np.ndarray, pose: Pose, size: float) -> np.ndarray:

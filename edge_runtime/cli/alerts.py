@@ -17,7 +17,7 @@ import time
 from urllib.parse import urlencode, quote
 
 from edge_runtime.cli.common import CliError, parse_hostport
-from edge_runtime.cli.query import _http
+from edge_runtime.cli.http_client import request_json
 
 
 BROKER_ONLY = ("follow", "seconds", "site", "username", "password_env", "ca_file", "cert_file", "key_file", "client_id")
@@ -47,7 +47,7 @@ def cmd_alerts(args) -> int:
     if args.action == "ack":
         if not args.id:
             raise CliError("alerts ack: give the alert's id (lvm-edge alerts lists them)")
-        alert = _http("POST", f"{base}/{quote(args.id, safe='')}/ack", None, token)
+        alert = request_json("POST", f"{base}/{quote(args.id, safe='')}/ack", None, token)
         print(json.dumps(alert, indent=2) if args.json else f"acked {alert['id']} ({alert['rule']}, {alert['product']})")
         return 0
     if args.id:
@@ -55,7 +55,7 @@ def cmd_alerts(args) -> int:
     params = {k: v for k, v in (("stream", args.stream), ("status", args.status), ("limit", args.limit)) if v}
     if args.since is not None:
         params["since"] = time.time() - args.since
-    reply = _http("GET", base + (f"?{urlencode(params)}" if params else ""), None, token)
+    reply = request_json("GET", base + (f"?{urlencode(params)}" if params else ""), None, token)
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0

@@ -8,7 +8,7 @@ import os
 from edge_runtime.cli.answer_text import answer_text
 from edge_runtime.cli.common import CliError, parse_hostport
 from edge_runtime.cli.happened import event_line, lines as happened_lines
-from edge_runtime.cli.query import _http
+from edge_runtime.cli.http_client import request_json
 
 
 def cmd_ask(args) -> int:
@@ -18,7 +18,7 @@ def cmd_ask(args) -> int:
     host, port = parse_hostport(args.api)
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     body = {"text": text, **({"stream": args.stream} if args.stream else {})}
-    reply = _http("POST", base + "/v1/ask", body, args.token or os.environ.get("LVM_EDGE_TOKEN"))
+    reply = request_json("POST", base + "/v1/ask", body, args.token or os.environ.get("LVM_EDGE_TOKEN"))
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0

@@ -17,7 +17,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from edge_runtime.cli.common import CliError, parse_hostport
-from edge_runtime.cli.query import _http, show
+from edge_runtime.cli.http_client import request_json
+from edge_runtime.cli.query import show
 
 
 def cmd_catalog(args) -> int:
@@ -31,7 +32,7 @@ def cmd_catalog(args) -> int:
             raise CliError("catalog add: give the product's name and at least one picture (PNG or JPEG file)")
         body = {"name": args.name, "images": [_read_image(p) for p in args.images]}
         try:
-            entry = _http("POST", base, body, token)
+            entry = request_json("POST", base, body, token)
         except CliError as err:  # the API names a picture by its index; the user gave files
             raise CliError(re.sub(r"\bimages\.(\d+)\b", lambda m: _file_of(args.images, m), str(err)),
                            err.code) from None
@@ -44,12 +45,12 @@ def cmd_catalog(args) -> int:
     if args.action == "remove":
         if args.images:
             raise CliError("catalog remove: takes only the product's name")
-        gone = _http("DELETE", f"{base}/{quote(args.name, safe='')}", None, token)
+        gone = request_json("DELETE", f"{base}/{quote(args.name, safe='')}", None, token)
         print(json.dumps(gone, indent=2) if args.json else f"removed '{gone['removed']}'")
         return 0
     if args.name is not None:
         raise CliError("catalog list: takes no name")
-    return show(_http("GET", base, None, token), args.json, _product_lines)
+    return show(request_json("GET", base, None, token), args.json, _product_lines)
 
 
 def _product_lines(listing: dict) -> list[str]:

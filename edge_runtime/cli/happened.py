@@ -10,7 +10,7 @@ from typing import Any
 
 from edge_runtime.cli.answer_text import coverage_text
 from edge_runtime.cli.common import CliError, parse_hostport
-from edge_runtime.cli.query import _http
+from edge_runtime.cli.http_client import request_json
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$", re.IGNORECASE)
 _UNIT_S = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -68,6 +68,6 @@ def cmd_happened(args) -> int:
         body["stream"] = args.stream
     host, port = parse_hostport(args.api)
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-    reply = _http("POST", base + "/v1/happened", body, args.token or os.environ.get("LVM_EDGE_TOKEN"))
+    reply = request_json("POST", base + "/v1/happened", body, args.token or os.environ.get("LVM_EDGE_TOKEN"))
     print(json.dumps(reply, indent=2) if args.json else "\n".join(lines(reply)))
     return 0

@@ -13,7 +13,8 @@ import os
 from urllib.parse import quote
 
 from edge_runtime.cli.common import CliError, parse_hostport
-from edge_runtime.cli.query import _http, show
+from edge_runtime.cli.http_client import request_json
+from edge_runtime.cli.query import show
 
 
 def cmd_streams(args) -> int:
@@ -24,7 +25,7 @@ def cmd_streams(args) -> int:
         if not args.name or not args.uri:
             raise CliError("streams add: give the stream's name and its source, e.g. streams add cam2 rtsp://host/path")
         body = {"name": args.name, "source": args.uri, "realtime": bool(args.realtime), "duration": args.duration}
-        st = _http("POST", base, body, token)
+        st = request_json("POST", base, body, token)
         print(json.dumps(st, indent=2) if args.json else f"added {st['stream']} ({st['source']}): {st['state']}")
         return 0
     if args.action == "remove":
@@ -32,7 +33,7 @@ def cmd_streams(args) -> int:
             raise CliError("streams remove: give the stream's name (lvm-edge streams lists them)")
         if args.uri:
             raise CliError("streams remove: takes only the stream's name")
-        gone = _http("DELETE", f"{base}/{quote(args.name, safe='')}", None, token)
+        gone = request_json("DELETE", f"{base}/{quote(args.name, safe='')}", None, token)
         if args.json:
             print(json.dumps(gone, indent=2))
         else:
@@ -41,7 +42,7 @@ def cmd_streams(args) -> int:
         return 0
     if args.name or args.uri:
         raise CliError("streams list: takes no name")
-    return show(_http("GET", base, None, token), args.json,
+    return show(request_json("GET", base, None, token), args.json,
                 lambda listing: stream_lines(listing.get("streams", [])) or ["no streams (lvm-edge streams add NAME URI)"])
 
 

@@ -15,14 +15,14 @@ import cv2
 import numpy as np
 
 from edge_runtime.checkout.catalog import PRODUCT_IDS, PRODUCT_SPECS
-from edge_runtime.checkout.render import ONE, SHIFT, _shape
+from edge_runtime.checkout.render import ONE, SHIFT, product_shape
 
 NEUTRAL_TINT = (1.0, 1.0, 1.0)
 
 
 @lru_cache(maxsize=256)
 def _picture(class_id: int, variant: int, size: int) -> np.ndarray:
-    sh = _shape(class_id, variant, NEUTRAL_TINT, PRODUCT_SPECS[class_id].size)
+    sh = product_shape(class_id, variant, NEUTRAL_TINT, PRODUCT_SPECS[class_id].size)
     img = np.full((size, size, 3), 128, np.uint8)
     ext = np.abs(sh.hull).max() * 2
     scale = 0.78 / max(ext, 1e-6)

@@ -31,10 +31,10 @@ class Intake:
             src = open_source(uri, target_fps=self.engine.fps, realtime=realtime, size=self.engine.frame_size, **options)
             with src:
                 self._source = src
-                self.source_label = getattr(src, "label", str(uri))
+                self.source_label = src.label
                 if self._stop.is_set():
                     return
-                live = bool(getattr(src, "live", False))
+                live = src.live
                 if duration is not None and live:
                     timer = threading.Timer(duration, self._wall_time_up, args=(src,))
                     timer.daemon = True
@@ -47,14 +47,14 @@ class Intake:
                 # a live source's offset counts the time it was down until its first frame, so it is
                 # taken then (a camera still out at the restart may take minutes to come back)
                 self._offset = 0.0 if live else self._resume_offset(live)
-                self._till = getattr(src, "till_reads", None)  # demo://: its checkout's till
+                self._till = src.till_reads  # demo://: its checkout's till; [] for the others
                 received = skipped = 0
                 first_rel = None  # source time of this run's first frame streamed: --duration counts from it
                 limit_reached = False
                 for frame in src:
                     if self._t_first is None:
                         # a live frame was captured (now() - t) ago; files and demo have no wall clock
-                        lag = src.now() - frame.t if live and hasattr(src, "now") else 0.0
+                        lag = clock - frame.t if live and (clock := src.now()) is not None else 0.0
                         if live:
                             self._offset = self._resume_offset(live, captured=time.time() - lag)
                         self._t_first = frame.t
@@ -125,7 +125,7 @@ class Intake:
         """The stream ended without stop(): commit the partial clip, say why and when. ``held_to``: a
         file or demo whose every frame the restored memory already held (up to that stream time)."""
         if received == 0 and self._time_up.is_set():
-            why = getattr(src, "last_error", None)
+            why = src.last_error
             self.lifecycle.move(RunState.FAILED, error=f"{src.label}: no frame received in {duration:g} s"
                                 + (f" (last: {why})" if why else ""))
             return
@@ -139,7 +139,7 @@ class Intake:
             # no clip will come to trigger the next periodic snapshot while the run serves on: a kill
             # then would lose what was streamed since the last one
             self._maybe_snapshot(now=True)
-        reason, problem = end_reason(src, self._source_time(getattr(src, "position", None)), duration,
+        reason, problem = end_reason(src, self._source_time(src.position), duration,
                                      limited, self._time_up.is_set(), pending if flushed else 0)
         if held_to is not None:
             reason = (f"{src.label}: nothing new: the restored memory holds it up to {held_to:.1f} s "

@@ -355,7 +355,7 @@ class Runtime(Intake):
     def outage_since(self) -> float | None:
         """Stream time of the last frame before the current outage of a live source; else None."""
         src = self._source
-        lost = getattr(src, "outage_since", None) if src is not None else None
+        lost = src.outage_since if src is not None else None
         return None if lost is None or self._t_first is None else self._source_time(lost)
 
     def till_reads(self, until: float) -> list[tuple[str, float]]:
@@ -374,7 +374,7 @@ class Runtime(Intake):
         if self.state not in (RunState.CONNECTING, RunState.RECONNECTING):
             return None
         src = self._source
-        return getattr(src, "last_error", None) if src is not None else None
+        return src.last_error if src is not None else None
 
     @property
     def ready(self) -> bool:

@@ -110,14 +110,14 @@ def end_reason(src, at: float, duration: float | None, limited: bool, wall_clock
     at: stream time of the end (for a file, its last decoded frame). limited: ``duration`` ended
     it; wall_clock: that was a live source's wall-clock bound. committed: frames of the partial
     clip committed at the end (0: none)."""
-    problem = None if limited else getattr(src, "end_problem", None)
+    problem = None if limited else src.end_problem
     if limited:
         clock = "wall-clock time since the source opened" if wall_clock else "stream time"
         reason = f"{src.label}: duration of {duration:g} s reached ({clock})"
     elif problem:
         reason = f"{src.label}: stopped at {at:.1f} s: {problem}"
     else:  # files say where their end is (end_problem None); the demo just runs out
-        reason = f"{src.label}: end of {'file' if hasattr(src, 'end_problem') else 'stream'} at {at:.1f} s"
+        reason = f"{src.label}: end of {src.medium} at {at:.1f} s"
     skipped = int(src.stats.get("decode_errors", 0))
     if skipped:
         reason += f"; {skipped} undecodable frame(s) skipped"

@@ -4,6 +4,8 @@ stream's view of the registry ``m`` with plain attributes (``frames_in.inc()``,
 ``stage.labels(stage=...)``)."""
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -48,13 +50,28 @@ _PLAIN = ("frames_in", "frames_processed", "frames_dropped", "clips", "reconnect
 
 
 class _Labelled:
-    """A metric with more labels than the stream: ``.labels(type=...)`` with the stream filled in."""
+    """A metric with one more label than the stream: ``.labels(type=...)`` with the stream filled in.
+    It remembers the values it was given, so that the stream's series can be removed (``forget``)."""
 
-    def __init__(self, metric, stream: str) -> None:
-        self._metric, self._stream = metric, stream
+    def __init__(self, metric, stream: str, label: str) -> None:
+        self._metric, self._stream, self._label = metric, stream, label
+        self._lock = threading.Lock()
+        self._values: set[str] = set()
 
     def labels(self, **labels: str):
-        return self._metric.labels(stream=self._stream, **labels)
+        child = self._metric.labels(stream=self._stream, **labels)
+        with self._lock:
+            self._values.add(str(labels[self._label]))
+        return child
+
+    def forget(self) -> None:
+        with self._lock:
+            values, self._values = self._values, set()
+        for value in values:
+            try:
+                self._metric.remove(self._stream, value)
+            except KeyError:
+                pass
 
 
 class Telemetry:
@@ -66,8 +83,8 @@ class Telemetry:
         self.registry = self._metrics.registry
         for name in _PLAIN:
             setattr(self, name, getattr(self._metrics, name).labels(stream=stream))
-        self.stage = _Labelled(self._metrics.stage, stream)
-        self.query = _Labelled(self._metrics.query, stream)
+        self.stage = _Labelled(self._metrics.stage, stream, "stage")
+        self.query = _Labelled(self._metrics.query, stream, "type")
 
     @property
     def metrics(self) -> Metrics:
@@ -81,9 +98,8 @@ class Telemetry:
                 getattr(m, name).remove(self.stream)
             except KeyError:
                 pass
-        for metric in (m.stage, m.query):
-            for labels in [k for k in list(metric._metrics) if k[0] == self.stream]:
-                metric.remove(*labels)
+        self.stage.forget()
+        self.query.forget()
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage.labels(stage=stage).observe(seconds)

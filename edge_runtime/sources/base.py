@@ -109,9 +109,26 @@ class Source:
 
     ``stop()`` may be called from any thread (a signal handler, the API); iteration then ends at
     the next frame boundary. ``close()`` stops, releases the device/file, and is idempotent.
+
+    What a source can say about itself is declared here with the answer of a source that cannot
+    (the defaults below), and overridden by the sources that can, so the runtime reads each one
+    directly whatever the source.
     """
 
     live: bool = False
+    """A camera or network stream: real time, never ends on its own, reconnects; its stream time is
+    monotonic seconds since it was opened (``now``). Files and the demo are not live."""
+    medium: str = "stream"
+    """What the line saying where the source ended calls it ("end of file", "end of stream")."""
+    position: float | None = None
+    """Source time of the last frame decoded, kept by the sampler or not (files); None for the sources
+    that know no more than the times of the frames they yield."""
+    end_problem: str | None = None
+    """Why reading stopped before the source's end (a truncated file), one line; None after a clean end."""
+    last_error: str | None = None
+    """A live source's latest connect/read failure or stall, one line; None while all is well."""
+    outage_since: float | None = None
+    """Stream time a live source's current outage began; None while frames flow (and for the others)."""
 
     def __init__(self, label: str, *, target_fps: float | None, size: int | None):
         if size is not None and (not isinstance(size, int) or size < 2):
@@ -127,6 +144,8 @@ class Source:
         self._stats = dict(frames_in=0, frames_out=0, dropped=0, reconnects=0, decode_errors=0)
         # Bounded: a source that flaps all night must not grow memory.
         self._gaps: deque[tuple[float, float]] = deque(maxlen=MAX_GAPS)
+        # what a realtime file or demo waits on; live sources are real time already and never use it
+        self._pacer = Pacer(self._stop)
 
     # ---- public -------------------------------------------------------------------------------
     @property
@@ -144,12 +163,21 @@ class Source:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
+    def now(self) -> float | None:
+        """Current stream time on the source's own clock: a live source's (its frames' ``t`` were this
+        clock's when captured); None for files and the demo, whose time is the video's, not the wall's."""
+        return None
+
+    def till_reads(self) -> list[tuple[str, float]]:
+        """The till that comes with the source's video: (product, source seconds) of each good scanner
+        read, what a store's point-of-sale system would send; [] for a source without one (all but
+        demo://)."""
+        return []
+
     def pace_from(self, t: float) -> None:
         """A paced (real-time) file or demo: release the frames before source time ``t`` at once and pace
         from there (a restored memory already holds them). Live sources are not paced: nothing to do."""
-        pacer = getattr(self, "_pacer", None)
-        if pacer is not None:
-            pacer.free_until = t
+        self._pacer.free_until = t
 
     def stop(self) -> None:
         """Make iteration end promptly. Thread-safe, idempotent; does not release anything."""

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edge_runtime.sources.base import Frame, Pacer, Source, SourceError, fit_size
+from edge_runtime.sources.base import Frame, Source, SourceError, fit_size
 
 DEFAULT_DEMO_FPS = 10.0
 
@@ -46,7 +46,6 @@ class DemoSource(Source):
         self._till: list[tuple[str, float]] | None = None
         self.frame_count = max(1, math.ceil(self.duration_s * self.fps - 1e-9))
         self._next = 0
-        self._pacer = Pacer(self._stop)
 
     def till_reads(self) -> list[tuple[str, float]]:
         """The demo checkout's till: (product, video seconds) of each good scanner read, what a store's

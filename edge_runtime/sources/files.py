@@ -22,7 +22,7 @@ import sys
 import threading
 from typing import Iterator
 
-from edge_runtime.sources.base import Frame, Pacer, Source, SourceError, to_rgb
+from edge_runtime.sources.base import Frame, Source, SourceError, to_rgb
 
 # Consecutive undecodable positions before a damaged file is treated as ended.
 MAX_CONSECUTIVE_FAILURES = 30
@@ -34,6 +34,7 @@ FALLBACK_FPS = 25.0
 
 class FileSource(Source):
     live = False
+    medium = "file"
 
     def __init__(self, path: str, *, label: str | None = None, target_fps: float | None,
                  realtime: bool = False, size: int | None = None):
@@ -58,9 +59,7 @@ class FileSource(Source):
         self.frame_count_hint = int(count) if math.isfinite(count) and count > 0 else None
         self._origin: float | None = None
         self._prev_t: float | None = None
-        self.end_problem: str | None = None
         self._n = 0
-        self._pacer = Pacer(self._stop)
         # Fail fast: a file with no decodable frame is an error at open, not an empty iteration.
         self._pending = self._grab()
         if not self._pending:

@@ -97,7 +97,8 @@ def oracle_memory(net: LVMNet, data: VideoData, q: Query):
     return mem
 
 
-def _run_heads(net, mems, svd: TorchOnlineSVD, qb, svd_tokens: bool = True) -> dict[str, np.ndarray]:
+def run_heads(net, mems, svd: TorchOnlineSVD, qb, svd_tokens: bool = True) -> dict[str, np.ndarray]:
+    """The heads' outputs (numpy, by name) for the query batch ``qb`` on the memories ``mems``."""
     basis, sv = svd.padded()
     if not svd_tokens:  # the MeMSVD ablation: the heads see an all-zero summary
         basis, sv = torch.zeros_like(basis), torch.zeros_like(sv)
@@ -105,7 +106,8 @@ def _run_heads(net, mems, svd: TorchOnlineSVD, qb, svd_tokens: bool = True) -> d
     return {k: v.numpy() for k, v in zip(HEAD_OUTPUTS, out)}
 
 
-def _head_batch(qb) -> HeadBatch:
+def head_batch(qb) -> HeadBatch:
+    """The query batch ``qb``'s inputs as the runtime's HeadBatch (what decode_answers reads)."""
     return HeadBatch(**{k: v.numpy() for k, v in qb.inputs.items()})
 
 
@@ -124,8 +126,8 @@ def answer_video(net: LVMNet, data: VideoData, sampler: str = "neural", seed: in
             mems = tuple(torch.cat([p[j] for p in per]) for j in range(4))
         else:
             mems = mem
-        out = _run_heads(net, mems, svd, qb, svd_tokens)
-        answers.extend(decode_answers(_head_batch(qb), out, object_fps=cfg.stream.object_fps,
+        out = run_heads(net, mems, svd, qb, svd_tokens)
+        answers.extend(decode_answers(head_batch(qb), out, object_fps=cfg.stream.object_fps,
                                       object_extent=object_extent))
     return answers
 

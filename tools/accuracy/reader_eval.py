@@ -54,9 +54,9 @@ def main() -> None:
     from edge_runtime.query.reader_answers import confidence, p_seen as seen_probability
     from export.dataset.video_data import token_cache_dir
     from export.evaluate.scoring import (
-        _head_batch,
-        _run_heads,
         evaluation_videos,
+        head_batch,
+        run_heads,
         score,
     )
     from export.model.checkpoint import load_checkpoint
@@ -91,7 +91,7 @@ def main() -> None:
             for i in range(0, len(v.queries), 64):
                 qs = v.queries[i: i + 64]
                 qb = build_query_batch(qs, [v.crop_tokens] * len(qs), cfg)
-                heads_ans.extend(decode_answers(_head_batch(qb), _run_heads(net, mem, svd, qb),
+                heads_ans.extend(decode_answers(head_batch(qb), run_heads(net, mem, svd, qb),
                                                 object_fps=cfg.stream.object_fps))
             qs = list(v.queries) + absent
             ans, ev, iv, commit_s, _ = run_answer_step(reader, answer, mem, basis, sv, qs, v.crop_tokens, cfg=cfg,
@@ -104,7 +104,7 @@ def main() -> None:
             for q in v.queries[: args.latency_queries]:
                 qb = build_query_batch([q], [v.crop_tokens], cfg)
                 t1 = time.perf_counter()
-                _run_heads(net, mem, svd, qb)
+                run_heads(net, mem, svd, qb)
                 lat["heads_ms"].append(1e3 * (time.perf_counter() - t1))
                 obj = v.crop_tokens[q.instance_id][None].float() if q.type != "object" else torch.zeros(1, *v.crop_tokens[next(iter(v.crop_tokens))].shape)
                 t1 = time.perf_counter()

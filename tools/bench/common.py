@@ -193,6 +193,14 @@ class Ctx:
         self._frames: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._cfgs: dict[str, Any] = {}
 
+    def weights_used(self) -> dict[str, dict]:
+        """What the report says of each checkpoint the run resolved, by model config name."""
+        return {name: info for name, (_, info) in self._ckpts.items()}
+
+    def bundles_used(self) -> dict[str, dict]:
+        """What the report says of each bundle the run resolved, by ``<model>-<precision>``."""
+        return {f"{model}-{precision}": info for (model, precision), (_, info) in self._bundles.items()}
+
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
         self.log(f"warning: {msg}")

@@ -109,16 +109,13 @@ def run(args, parts: tuple[str, ...], p1_subset: dict, argv: list[str]) -> int:
                      f"(loadavg {ld['loadavg_start']} -> {ld['loadavg_end']}); its timings are not clean")
         log(f"{part} done in {ld['wall_s']:.1f} s (foreign CPU {fb if fb is not None else '?'})")
 
-    weights = {}
-    for name, (_, info) in ctx._ckpts.items():
-        weights[name] = info
     res = {
         "schema": SCHEMA, "quick": bool(args.quick),
         "command": " ".join(["python -m tools.bench", *argv]),
         "parts_run": list(parts), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
         "duration_s": round(time.time() - t_start, 1), "threads": args.threads, "host": _host(),
         "load": {"loadavg_at_start": la, "cores": cores, "foreign_warn_threshold": FOREIGN_WARN, "per_part": load},
-        "weights": weights, "bundles": {f"{k[0]}-{k[1]}": v[1] for k, v in ctx._bundles.items()},
+        "weights": ctx.weights_used(), "bundles": ctx.bundles_used(),
         "warnings": ctx.warnings, "notes": ctx.notes, "errors": errors,
         "figures": ctx.figures, "parts": ctx.parts,
     }
