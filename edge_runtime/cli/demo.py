@@ -1,5 +1,6 @@
-"""``lvm-edge demo``: no camera needed. Export the shipped model if there is no current bundle,
-stream the procedural checkout video through it, then print answers beside the ground truth."""
+"""``lvm-edge demo``: no camera needed. Export the shipped model if there is no current bundle (into
+another folder than the shipped one only with --export-if-missing), stream the procedural checkout
+video through it, then print answers beside the ground truth."""
 from __future__ import annotations
 
 import signal
@@ -47,6 +48,10 @@ def cmd_demo(args) -> int:
     bundle = resolve_path(s.bundle)  # the current directory first: the checkout ships engines/lvm-tiny-fp32
     if not bundle.is_absolute() and not bundle.exists() and (REPO_ROOT / "pyproject.toml").is_file():
         bundle = REPO_ROOT / bundle  # an editable install: lvm-export runs in the repository, export there
+    if not (bundle / "manifest.json").is_file() and not (args.export_if_missing or shipped_bundle(s)):
+        # a mistyped --bundle must not become a new 40-second export into the typo
+        raise CliError(f"--bundle {s.bundle}: no bundle there (no manifest.json); give an exported bundle folder, "
+                       f"or add --export-if-missing to export the shipped model into it")
     ensure_bundle(bundle)
     engine = open_engine(str(bundle), s.backend, s.threads, s.answers)
     d = s.demo
@@ -72,10 +77,10 @@ def cmd_demo(args) -> int:
     if runtime.state is RunState.FAILED:
         runtime.close()
         raise CliError(runtime.error or "the demo source failed", 1)
-    engine.flush()  # the stream has ended: commit the last partial clip too
-    cov = engine.coverage
-    print(f"\nstreamed {engine.frames_processed} frames ({(cov['end'] or 0):.0f} s of video) in {wall:.1f} s wall: "
-          f"{(cov['end'] or 0) / max(wall, 1e-9):.1f} video-seconds per second; memory {engine.memory_bytes / 1e6:.2f} MB")
+    engine.flush(runtime.stream)  # the stream has ended: commit the last partial clip too
+    cov = runtime.stream.coverage
+    print(f"\nstreamed {runtime.stream.frames_processed} frames ({(cov['end'] or 0):.0f} s of video) in {wall:.1f} s wall: "
+          f"{(cov['end'] or 0) / max(wall, 1e-9):.1f} video-seconds per second; memory {runtime.stream.memory_bytes / 1e6:.2f} MB")
     video = CheckoutVideo(seed=d.seed, duration_s=d.duration_s, size=engine.frame_size, look=d.look)
     # drawn twice over: the sampler can draw a question twice, and repeats are dropped
     queries = distinct(sample_queries(video.annotations(), 2 * d.queries, np.random.default_rng(d.seed)))[:d.queries]
@@ -93,7 +98,8 @@ def cmd_demo(args) -> int:
     print(f"{len(reqs)} queries answered in one batch in {qt * 1000:.0f} ms\n")
     sec = engine.reader_section
     cuts = {t: not_seen_below(sec, t) for t in sec["calibration"]} if sec else {}
-    print(demo_table(queries, answers, engine.labels, cuts))
+    products = {i["instance_id"]: i["product"] for i in video.annotations()["instances"]}
+    print(demo_table(queries, answers, engine.labels, cuts, products))
     print(TABLE_LEGEND)
     runtime.close()
     return 0
@@ -101,15 +107,20 @@ def cmd_demo(args) -> int:
 
 CROP_SIZE = 224  # the API resizes pictures to the bundle's frame size
 TABLE_LEGEND = """
-given: the query's inputs: an activity, and/or "object #N", the picture of product instance N of this
-  video (`lvm-edge demo --save-crops DIR` writes them as DIR/object-N.png, for `lvm-edge query --image`).
+given: the query's inputs: an activity, and/or a product's picture, "NAME #N": item N of this video, a
+  NAME of the generator's catalog (several items of one product look alike; `lvm-edge demo --save-crops
+  DIR` writes each item's picture as DIR/object-N.png, for `lvm-edge query --image`).
 answer: activity: the top-ranked activities, as many as the truth has; object: when the object was seen
   (its extent) and its boxes [x1, y1, x2, y2] as fractions of the frame, one per 1/5 s inside the
   extent; time: the best interval, with p its score (0-1).
   With the memory reader, an answer also says how likely it is right (confidence 0-1), or "not seen"
   when the reader found too little evidence of it in the window (p: how likely it was seen, < the
   least its query type needs; its best guess follows).
-R@1x: Recall@1x of the answer against the ground truth (1.00 all found, 0.00 none; n/a: not scored)."""
+R@1x: Recall@1x of the answer against the ground truth (1.00 right, 0.00 wrong; n/a: not scored).
+  activity: the share of the true activities among those answered; time: 1 when the best interval
+  overlaps the true one by more than 0.3 (tIoU); object: 1 when the boxes overlap the true boxes by
+  more than 0.3 (vIoU: box overlap, frame by frame, over the frames of either track), so an object
+  answer whose time span matches the truth still scores 0.00 when its boxes are elsewhere."""
 
 
 def distinct(queries: list) -> list:
@@ -142,6 +153,12 @@ def save_crops(video, folder: Path) -> int:
     say(f"{len(ann['instances'])} object pictures of {video!r} in {folder}; ask about one with "
         f"`lvm-edge query activity --image {folder}/object-N.png --start S --end E`")
     return 0
+
+
+def shipped_bundle(settings) -> bool:
+    """Whether the demo runs the shipped bundle's path (the settings' default), which it exports when
+    missing without being asked: a runtime-only install's first run."""
+    return Path(settings.bundle) == Path(type(settings).model_fields["bundle"].default)
 
 
 def ensure_bundle(bundle: Path) -> None:
@@ -190,21 +207,23 @@ def _stale_reason(bundle: Path) -> str | None:
     return None
 
 
-def demo_table(queries, answers, labels, cuts=None) -> str:
-    """Answers beside ground truth, one row per query. ``cuts``: query type -> the p(seen) its answers
-    need not to be "not seen" (the reader's; shown beside a not-seen answer's p)."""
+def demo_table(queries, answers, labels, cuts=None, products=None) -> str:
+    """Answers beside ground truth, one row per query, then how many were right. ``cuts``: query type
+    -> the p(seen) its answers need not to be "not seen" (the reader's; shown beside a not-seen
+    answer's p). ``products``: item id -> its product's name (the pictures are named by it)."""
     try:
         from edge_runtime.checkout.metrics import score_query
     except ImportError:
         score_query = None
     rows = [("#", "type", "window (s)", "given", "answer", "ground truth", "R@1x")]
+    scores: list[float] = []
     for i, (q, a) in enumerate(zip(queries, answers)):
         win = f"{q.start:.0f}-{q.end:.0f}"
         given = []
         if q.type != "activity" and q.activity_id is not None:
             given.append(labels[q.activity_id])
         if q.type != "object" and q.instance_id is not None:
-            given.append(f"object #{q.instance_id}")
+            given.append(f"{(products or {}).get(q.instance_id, 'object')} #{q.instance_id}")
         if a.get("status") == "no_memory":
             ans, gt = "nothing in memory for this window", ""
         elif q.type == "activity":
@@ -231,13 +250,30 @@ def demo_table(queries, answers, labels, cuts=None) -> str:
             try:
                 val = score_query(q, a).get("recall@1x")
                 hit = "n/a" if val is None else f"{float(val):.2f}"
+                if val is not None:
+                    scores.append(float(val))
             except Exception:  # a score is a courtesy here: the table still prints without it
                 hit = "?"
         rows.append((str(i), q.type, win, " + ".join(given) or "-", ans, gt, hit))
     widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if scores:
+        lines += ["", right_line(scores, len(rows) - 1)]
     return "\n".join(lines)
+
+
+def right_line(scores: list[float], asked: int) -> str:
+    """How many scored answers were right (R@1x 1.00), in part (an activity answer with some of the
+    true activities) and not scored, in one line under the table."""
+    right = sum(v >= 1.0 for v in scores)
+    part = sum(0.0 < v < 1.0 for v in scores)
+    line = f"{right} of {len(scores)} answers right (R@1x 1.00)"
+    if part:
+        line += f", {part} in part"
+    if asked > len(scores):
+        line += f"; {asked - len(scores)} not scored"
+    return line
 
 
 def _box(b) -> str:

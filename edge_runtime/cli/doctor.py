@@ -82,7 +82,7 @@ def _check_config(checks: Checklist, config: str):
 def _check_sources(checks: Checklist, settings) -> None:
     """Each source the config streams from, as ``lvm-edge run`` checks it at start; a camera the config
     names is opened and read: missing, it is a problem here (the run would wait for it)."""
-    from edge_runtime.sources import SourceError, preflight
+    from edge_runtime.sources import SourceError, parse_source_uri, preflight
 
     pairs = [(st.name, st.uri) for st in settings.streams] or [("source", settings.source.uri)]
     for name, uri in pairs:
@@ -90,6 +90,11 @@ def _check_sources(checks: Checklist, settings) -> None:
             checks.row("source", "none in the config (lvm-edge run needs --source or --camera)", None)
             continue
         try:
+            spec = parse_source_uri(uri)
+            if spec.kind == "camera" and spec.path and not Path(spec.path).exists():
+                # preflight's own message sends the user here: say what to do instead
+                checks.row(name, f"{spec.label}: no such camera (no {spec.path}): {_missing_camera_advice()}", False)
+                continue
             spec = preflight(uri)
         except SourceError as err:
             checks.row(name, str(err), False)
@@ -139,6 +144,14 @@ def _check_int8(checks: Checklist) -> None:
         checks.row("INT8 on ORT CPU", f"not checked ({err})", None)
         return
     checks.row(*int8_doctor_row())
+
+
+def _missing_camera_advice() -> str:
+    """What to do about a camera device that is not there, naming the ones that are."""
+    there = sorted(str(n) for n in Path("/dev").glob("video*"))
+    return ("plug it in (ls /dev/video* lists the cameras), or point the config's source at "
+            + (f"one that is there ({', '.join(there)})" if there else "a camera that is there")
+            + ", a video file or demo://checkout?seed=N")
 
 
 def _check_cameras(checks: Checklist, camera: int | None) -> None:

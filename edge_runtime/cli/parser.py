@@ -51,11 +51,13 @@ examples (quote URIs with ? in zsh):
   lvm-edge query time --image crops/object-5.png --activity 1 --start 0 --end 600 --k 3
   lvm-edge query time --product "oat milk 1l" --activity scan --start 0 --end 600"""
 
-CATALOG_DESCRIPTION = ("The product catalog of a running `lvm-edge run` (kept in its --state-dir). "
+CATALOG_DESCRIPTION = ("The product catalog of a running `lvm-edge run` (kept in its --state-dir), or with "
+                       "--state-dir DIR the one kept in DIR, with no runtime running. "
                        "Queries then take --product NAME instead of --image.")
 CATALOG_EXAMPLES = """\
 examples:
   lvm-edge catalog add "oat milk 1l" front.png side.jpg
+  lvm-edge catalog add "oat milk 1l" photos/oat-milk/ --state-dir /var/lib/lvm-edge   # no runtime, no camera
   lvm-edge catalog list
   lvm-edge catalog remove "oat milk 1l\""""
 
@@ -220,7 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                 description=CATALOG_DESCRIPTION, epilog=CATALOG_EXAMPLES)
     c.add_argument("action", choices=("add", "list", "remove"))
     c.add_argument("name", nargs="?", help="product name (add, remove)")
-    c.add_argument("images", nargs="*", metavar="PICTURE", help="add: PNG or JPEG files of the product")
+    c.add_argument("images", nargs="*", metavar="PICTURE", help="add: PNG or JPEG files of the product, or folders "
+                   "of them (e.g. the crops of one product)")
+    c.add_argument("--state-dir", metavar="DIR", help="change the catalog kept in DIR directly, with no runtime "
+                   "running (no camera needed); the runtime started with --state-dir DIR answers by it")
     c.add_argument("--json", action="store_true", help="print the API's JSON")
 
     k = _client(sub, "ask", cmd_ask, help="ask a running lvm-edge a question in plain words",
@@ -285,7 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_doctor)
 
     m = sub.add_parser("demo", help="no camera needed: stream the checkout demo video, then answer queries beside ground truth")
-    m.add_argument("--bundle", help="bundle folder (default: the shipped engines/lvm-tiny-fp32)")
+    m.add_argument("--bundle", help="bundle folder (default: the shipped engines/lvm-tiny-fp32, exported from the "
+                   "shipped checkpoint when missing and the export extra is installed)")
+    m.add_argument("--export-if-missing", action="store_true", help="export the shipped checkpoint into --bundle when "
+                   "that folder holds no bundle (without it a missing --bundle is an error)")
     m.add_argument("--backend", choices=BACKENDS, help="inference backend (default auto)")
     m.add_argument("--threads", type=positive(int), help="inference threads (default: ONNX Runtime's choice)")
     m.add_argument("--answers", choices=ANSWERS, help=ANSWERS_HELP)

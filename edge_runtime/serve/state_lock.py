@@ -18,9 +18,10 @@ class StateDirBusy(Exception):
     """Another process holds the state directory (one line naming it)."""
 
 
-def lock_state_dir(state_dir: str | Path) -> IO[str]:
-    """Take ``<state_dir>/lvm-edge.lock`` for this process; keep the returned file open for as long as
-    the lock must hold (closing it, or exiting, releases it). StateDirBusy when another process has it."""
+def lock_state_dir(state_dir: str | Path, holder: str = "lvm-edge run") -> IO[str]:
+    """Take ``<state_dir>/lvm-edge.lock`` for this process (``holder``: the command, named to whoever
+    finds it taken); keep the returned file open for as long as the lock must hold (closing it, or
+    exiting, releases it). StateDirBusy when another process has it."""
     path = Path(state_dir) / LOCK_NAME
     f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 — held open for the run's life
     try:
@@ -33,6 +34,6 @@ def lock_state_dir(state_dir: str | Path) -> IO[str]:
                            f"(stop it, or give this run its own --state-dir)") from None
     f.seek(0)
     f.truncate()
-    f.write(f"lvm-edge run (pid {os.getpid()})\n")
+    f.write(f"{holder} (pid {os.getpid()})\n")
     f.flush()
     return f
