@@ -125,6 +125,15 @@ def crop_is_the_named_product(ctx) -> None:
     assert (picture, name.replace(" ", "_")) in listed, f"{picture} is not the {name}: --save-crops listed {listed}"
 
 
+def broker_serves_the_alerts_config(ctx) -> None:
+    """broker.conf (the line before) listens where configs/runtime/alerts.yaml publishes."""
+    from edge_runtime.cli.runtime_config import load_runtime_settings
+
+    url = load_runtime_settings(REPO / "configs" / "runtime" / "alerts.yaml").alerts.mqtt.url
+    conf = (Path(ctx["work"]) / "broker.conf").read_text().splitlines()
+    assert url == "mqtt://127.0.0.1:1883" and "listener 1883 127.0.0.1" in conf, (url, conf)
+
+
 def alerts_are_evaluated(ctx) -> None:
     st = _get(ctx, "/v1/status")["alerts"]
     assert st["enabled"] and st["rules"] == ["bagged_without_scan"] and st["site"] == "store-12", st
@@ -209,7 +218,10 @@ EXAMPLES: dict[str, Run | Serve | Stop | Check] = {
     """echo "LVM_EDGE_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')" | sudo tee /etc/lvm-edge/env >/dev/null""":
         Run(subs=(SUDO, ETC)),
     "sudo chmod 600 /etc/lvm-edge/env": Run(subs=(SUDO, ETC), check=token_file_is_private),
-    # 5. catalog, the runtime started by hand on the demo instead of the camera; the token is required from here on
+    # 5. catalog: written into the state dir with no runtime, then through a runtime started by hand on the demo
+    # instead of the camera (it loads what the first line wrote); the token is required from here on
+    'sudo .venv/bin/lvm-edge catalog add "oat milk 1l" photos/oat-milk-front.jpg photos/oat-milk-side.jpg --state-dir /var/lib/lvm-edge':
+        Run(subs=(SUDO, KIOSK_VENV, ("/var/lib/lvm-edge", "{work}/var/lib/lvm-edge")), expect="added 'oat milk 1l' (2 pictures)"),
     "export $(sudo cat /etc/lvm-edge/env)": Run(subs=(SUDO, ETC), propagate_env=True, check=token_is_exported),
     "sudo -E .venv/bin/lvm-edge run --config configs/runtime/kiosk.yaml &":
         Serve(subs=(("sudo -E ", ""), KIOSK_VENV),
@@ -258,6 +270,9 @@ EXAMPLES: dict[str, Run | Serve | Stop | Check] = {
     'curl -fsS -H "Authorization: Bearer $LVM_EDGE_TOKEN" http://127.0.0.1:8321/metrics':
         Run(subs=(("127.0.0.1:8321", "{api}"),), expect="lvm_frames_processed"),
     # alerts: the asking runtime is stopped by the section's "kill %1"; no broker here, so alerts wait
+    "printf 'listener 1883 127.0.0.1\\nallow_anonymous true\\n' > broker.conf": Run(),
+    "mosquitto -c broker.conf &":
+        Check(broker_serves_the_alerts_config, "a system broker; tests/test_alerts_delivery.py runs mosquitto itself"),
     "lvm-edge run --config configs/runtime/alerts.yaml --source 'lane1=demo://checkout?seed=3&shrink=0.5,0.5,0' --duration 600 --keep-serving --state-dir state-alerts/ &":
         Serve(add=" --duration 120" + API, until="ended"),
     "lvm-edge alerts": Run(add=API, check=alerts_are_evaluated),

@@ -79,13 +79,158 @@ def test_demo_without_export_extra_says_what_to_install(tmp_path, monkeypatch):
     cli.ensure_bundle(tmp_path / "lvm-tiny-fp32")  # present: nothing to do
 
 
-def test_query_needs_its_inputs(capsys):
+def test_demo_refuses_a_missing_bundle_it_was_not_asked_to_export(tmp_path, monkeypatch, capsys):
+    # a mistyped --bundle exported a new bundle into the typo (40 s) and exited 0
+    from edge_runtime.cli import demo
+
+    exported = []
+
+    def export(path):  # stands in for lvm-export, and stops the demo there
+        exported.append(path)
+        raise cli.CliError("exported", 3)
+
+    monkeypatch.setattr(demo, "ensure_bundle", export)
+    typo = tmp_path / "typo"
+    assert cli.main(["demo", "--bundle", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--bundle {typo}: no bundle there" in err and "--export-if-missing" in err
+    assert exported == [] and not typo.exists()
+    # asked for: exported; the shipped bundle's path is exported when missing without being asked
+    assert cli.main(["demo", "--bundle", str(typo), "--export-if-missing"]) == 3
+    assert exported == [typo]
+    from edge_runtime.cli.runtime_config import load_runtime_settings
+
+    assert demo.shipped_bundle(load_runtime_settings(None))
+    assert demo.shipped_bundle(override(load_runtime_settings(None), {"bundle": "engines/lvm-tiny-fp32/"}))
+    assert not demo.shipped_bundle(override(load_runtime_settings(None), {"bundle": str(typo)}))
+
+
+def test_demo_table_names_products_and_says_how_many_were_right():
+    from types import SimpleNamespace
+
+    from edge_runtime.cli.demo import TABLE_LEGEND, demo_table
+
+    def q(kind, **kw):
+        base = dict(type=kind, start=0.0, end=300.0, instance_id=None, activity_id=None, gt_activities=[],
+                    gt_interval=None, gt_boxes=[])
+        return SimpleNamespace(**(base | kw))
+
+    queries = [q("activity", instance_id=6, gt_activities=[0]),
+               q("time", instance_id=6, activity_id=1, gt_interval=(10.0, 20.0)),
+               q("activity", instance_id=2, gt_activities=[0, 1]),
+               q("object", activity_id=1, gt_boxes=[(12.0, 0.1, 0.1, 0.3, 0.3), (12.2, 0.1, 0.1, 0.3, 0.3)])]
+    answers = [{"ranked": [0, 1]}, {"intervals": [[11.0, 19.0, 0.9]]}, {"ranked": [0, 2]},
+               {"boxes": [[0.6, 0.6, 0.9, 0.9], [0.6, 0.6, 0.9, 0.9]], "times": [12.0, 12.2], "extent": [12.0, 12.2]}]
+    table = demo_table(queries, answers, ["scan", "bag", "hold"], products={6: "milk carton", 2: "eggs"})
+    assert "milk carton #6" in table and "scan + milk carton #6" not in table and "bag + milk carton #6" in table
+    assert "eggs #2" in table and "object #" not in table
+    # the object answer is at the right time with its boxes elsewhere: scored 0 by box overlap
+    assert table.splitlines()[-1] == "2 of 4 answers right (R@1x 1.00), 1 in part"
+    assert "box overlap" in TABLE_LEGEND and "vIoU" in TABLE_LEGEND
+
+
+def test_catalog_add_to_a_state_dir_needs_no_runtime_and_no_camera(tmp_path, capsys):
+    # the kiosk's catalog step started `lvm-edge run` on the camera: with none, it could not be done
+    import cv2
+    import numpy as np
+
+    from edge_runtime.query.catalog import Catalog
+    from edge_runtime.serve.state_lock import lock_state_dir
+
+    crops, state = tmp_path / "oat-milk", tmp_path / "state"
+    crops.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("front.png", "side.jpg"):
+        assert cv2.imwrite(str(crops / name), rng.integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    (crops / "notes.txt").write_text("not a picture")
+    assert cli.main(["catalog", "add", "oat milk 1l", str(crops), "--state-dir", str(state)]) == 0
+    assert "added 'oat milk 1l' (2 pictures)" in capsys.readouterr().out
+    assert Catalog(state).entry("Oat Milk 1L")["sizes"] == [[30, 40], [30, 40]]  # what the runtime will load
+    assert cli.main(["catalog", "list", "--state-dir", str(state)]) == 0
+    assert capsys.readouterr().out.startswith("oat milk 1l  2 pictures")
+    # bad input: one line, exit 2, naming the file or folder
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    for pictures, msg in (([str(tmp_path / "empty")], "a folder with no PNG or JPEG files"),
+                          ([str(tmp_path / "bad.png")], f"{tmp_path / 'bad.png'} is not a PNG or JPEG image")):
+        assert cli.main(["catalog", "add", "eggs", *pictures, "--state-dir", str(state)]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+    # a runtime running on the state dir holds the catalog in memory: the change goes through it
+    held = lock_state_dir(state)
+    try:
+        assert cli.main(["catalog", "remove", "oat milk 1l", "--state-dir", str(state)]) == 1
+        assert "a runtime is running on it" in capsys.readouterr().err
+    finally:
+        held.close()
+    assert cli.main(["catalog", "remove", "oat milk 1l", "--state-dir", str(state)]) == 0
+    assert len(Catalog(state)) == 0
+
+
+def test_query_needs_its_inputs(capsys, monkeypatch):
+    from edge_runtime.cli import http_client
+
+    monkeypatch.setattr(http_client, "START_WAIT_S", 0.5)  # no runtime will start on port 1
     assert cli.main(["query", "time", "--api", "127.0.0.1:1", "--start", "0", "--end", "5"]) == 2
     assert "--image PATH" in capsys.readouterr().err
     assert cli.main(["query", "activity", "--api", "127.0.0.1:1", "--start", "0", "--end", "5",
                      "--image", "/nonexistent.png"]) == 2
+    capsys.readouterr()
     assert cli.main(["query", "status", "--api", "127.0.0.1:1"]) == 1
-    assert "cannot reach the runtime" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot reach the runtime: nothing listened there for 0.5 s (start `lvm-edge run`" in err
+    assert err.count("\n") == 1
+
+
+def test_every_client_command_asks_through_the_one_http_client():
+    # so that each waits for a runtime still starting (below); ask and happened included
+    clients = [p.name for p in (cli.REPO_ROOT / "edge_runtime" / "cli").glob("*.py")
+               if "urllib.request" in p.read_text() or "http.client" in p.read_text()]
+    assert clients == ["http_client.py"]
+
+
+@pytest.mark.parametrize("argv", [["query", "status"], ["alerts"], ["streams"], ["catalog", "list"]])
+def test_clients_wait_for_a_runtime_that_is_still_starting(argv, capsys):
+    # `lvm-edge alerts` straight after `lvm-edge run ... &` was refused: the API opens once the engine is loaded
+    import json
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Runtime(BaseHTTPRequestHandler):
+        def _reply(self):
+            body = json.dumps({"products": [], "alerts": [], "streams": [], "state": "streaming"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _reply
+
+        def log_message(self, *a):
+            pass
+
+    with socket.socket() as probe:  # a free port, opened 0.6 s after the command starts
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = []
+
+    def start_late():
+        threading.Event().wait(0.6)
+        server = ThreadingHTTPServer(("127.0.0.1", port), Runtime)
+        started.append(server)
+        server.serve_forever()
+
+    threading.Thread(target=start_late, daemon=True).start()
+    try:
+        code = cli.main([*argv, "--api", f"127.0.0.1:{port}"])
+        assert code == 0, capsys.readouterr().err
+    finally:
+        while not started:
+            threading.Event().wait(0.05)
+        started[0].shutdown()
+        started[0].server_close()
 
 
 def test_bad_values_are_one_line_naming_the_flag(capsys, tmp_path):
@@ -152,6 +297,8 @@ def test_doctor_checks_a_runtime_config_its_sources_bundle_and_state_dir(tmp_pat
     out = capsys.readouterr().out
     assert f"[ok ] config                 {cfg}: valid; no alert rules" in out
     assert "[BAD] lane1" in out and "no such camera" in out
+    # doctor is where the runtime's own message sends the user: it says what to do instead
+    assert "plug it in" in out and "demo://checkout" in out and "lvm-edge doctor`" not in out
     assert "[ok ] lane2" in out and "[ - ] lane3                  rtsp://user:***@10.0.0.1/s: rtsp (not contacted)" in out
     assert "secret" not in out and "bundle lvm-tiny-fp32" in out and f"{tmp_path / 'state'} does not exist yet" in out
     assert not (tmp_path / "state").exists()

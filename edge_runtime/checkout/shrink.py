@@ -8,7 +8,9 @@ Three behaviours, each given to an item the shopper would otherwise buy (its cha
   then bagged;
 - ``left_in_basket``: never taken out of the basket; the shopper leaves with it.
 
-Rates are probabilities per such item. The choices come from their own random stream per session
+Rates are probabilities per such item, one draw choosing at most one behaviour: ``B,P,L`` =
+``0.5,0.5,0`` gives every bought item a behaviour (none is scanned: half are bagged unscanned, half
+passed around), ``0.25,0.25,0`` about half of them. Items the shopper does not buy keep their chain. The choices come from their own random stream per session
 (``[seed, SHRINK_STREAM, session]``), drawn whatever the rates, so shrink off leaves every video,
 annotation and query exactly as without this module, and the same rates give the same items.
 """

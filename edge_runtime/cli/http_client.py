@@ -3,10 +3,16 @@ call can fail (the runtime's refusal, no runtime there, a body over its size lim
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
 from edge_runtime.cli.common import CliError
+
+# a runtime opens its API only once its engine is loaded (1-2 s on a small box): a command run straight
+# after `lvm-edge run ... &` waits this long for the port to open before it says no runtime is there
+START_WAIT_S = 10.0
+RETRY_EVERY_S = 0.25
 
 
 def request_json(method: str, url: str, body: dict | None, token: str | None, timeout: float = 60.0) -> dict:
@@ -17,7 +23,7 @@ def request_json(method: str, url: str, body: dict | None, token: str | None, ti
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with _open_when_up(req, timeout) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as err:
         try:
@@ -32,4 +38,20 @@ def request_json(method: str, url: str, body: dict | None, token: str | None, ti
             raise CliError(f"{url}: the runtime closed the connection while {len(data) / 1e6:.1f} MB were being "
                            f"sent: over its request size limit (8 MB unless its api.max_body_bytes says "
                            f"otherwise); send smaller pictures", 1) from None
+        if isinstance(reason, ConnectionRefusedError):
+            raise CliError(f"{url}: cannot reach the runtime: nothing listened there for {START_WAIT_S:g} s "
+                           f"(start `lvm-edge run`, or give --api HOST:PORT of the one running)", 1) from None
         raise CliError(f"{url}: cannot reach the runtime ({reason})", 1) from None
+
+
+def _open_when_up(req: urllib.request.Request, timeout: float):
+    """urlopen, retrying a refused connection for up to START_WAIT_S: a runtime still starting has not
+    opened its port yet. A refused connection sent nothing, so any request is safe to send again."""
+    deadline = time.monotonic() + START_WAIT_S
+    while True:
+        try:
+            return urllib.request.urlopen(req, timeout=timeout)
+        except urllib.error.URLError as err:
+            if not isinstance(err.reason, ConnectionRefusedError) or time.monotonic() >= deadline:
+                raise
+        time.sleep(RETRY_EVERY_S)

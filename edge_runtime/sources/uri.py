@@ -7,7 +7,9 @@
   path/to/video.mp4, file:///abs/x.avi    any file OpenCV can read
   demo://checkout?seed=N&duration=S&look=L&fps=F&shrink=R
                                           the procedural checkout generator (edge_runtime.checkout);
-                                          shrink: scan avoidance, 0, default (the default) or B,P,L
+                                          shrink: scan avoidance, 0, default (the default) or B,P,L:
+                                          each bought item's odds of being bagged unscanned,
+                                          passed around the scanner, left in the basket
 
 Parsing checks the form only; opening checks that the thing exists (``open_source``).
 """

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "each instance's picture from the video at its largest box, as for footage without crops)")
     r.add_argument("--shrink", metavar="RATES",
                    help="scan avoidance in the videos: 0 (none), default (3 %% of bought items bagged unscanned, "
-                        "2 %% passed around the scanner, 2 %% left in the basket) or three rates B,P,L; "
+                        "2 %% passed around the scanner, 2 %% left in the basket) or three rates B,P,L: each bought item's odds of "
+                        "those three, at most 1 together (0.5,0.5,0: no bought item is scanned); "
                         "default: default, but 0 with --like (lvm-train's and lvm-eval's videos have none). "
                         "With shrink, labels.yaml lists pass_around too")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
