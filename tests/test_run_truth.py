@@ -162,7 +162,7 @@ def test_demo_table_has_no_repeated_query_and_a_legend():
 
     q = lambda t, s, i: types.SimpleNamespace(type=t, start=s, end=s + 60, instance_id=i, activity_id=None)  # noqa: E731
     assert len(distinct([q("activity", 0, 10), q("activity", 0, 10), q("activity", 0, 11), q("time", 0, 10)])) == 3
-    assert all(word in TABLE_LEGEND for word in ("object #N", "p its score", "R@1x"))
+    assert all(word in TABLE_LEGEND for word in ("NAME #N", "p its score", "R@1x"))
 
 
 def test_demo_save_crops_writes_real_pictures(tmp_path):
