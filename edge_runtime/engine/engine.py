@@ -253,7 +253,11 @@ class Engine:
     def answer(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Answer many queries in as few heads calls as possible (all of them, up to
         ``max_queries_per_call`` per call) from the last committed memory."""
-        reqs = [self.check_request(r, f"request {i}") for i, r in enumerate(requests)]
+        return self.answer_checked([self.check_request(r, f"request {i}") for i, r in enumerate(requests)])
+
+    def answer_checked(self, reqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``answer`` for requests ``check_request`` returned (the query batcher checks each one as it is
+        queued, so that a bad one is refused alone, before anything waits on it)."""
         if not reqs:
             return []
         snap = self.stream.committed  # one read: every query of this call sees the same commit

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from fastapi import FastAPI, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge_runtime.alerts.outbox import OutboxError
 from edge_runtime.alerts.pos_scans import PosScanError
 from edge_runtime.alerts.rules import KEEP_S
 from edge_runtime.alerts.record import Alert
 from edge_runtime.alerts.service import NO_RULES, no_alerts_status
 from edge_runtime.query.catalog import name_key
+from edge_runtime.serve.api_deps import GUARDED, Hub
 from edge_runtime.serve.run_state import StreamError
 
 MAX_PAGE = 500
@@ -88,110 +88,112 @@ def alerts_status(hub, stream: str | None = None) -> dict[str, Any]:
     return service.status(stream) if service is not None else no_alerts_status()
 
 
-def register_alert_routes(api: FastAPI, hub, guarded: list) -> None:
-    """Add the /v1/alerts routes to ``api``: ``hub.alerts`` (None: alerts are not configured)."""
+# the alert service is ``hub.alerts`` (None: alerts are not configured)
+router = APIRouter(tags=["alerts"], dependencies=GUARDED)
 
-    @api.exception_handler(OutboxError)
-    async def _outbox_error(_, exc: OutboxError):  # the store cannot be written (disk full): try later
-        return JSONResponse({"error": " ".join(str(exc).split()) or "alert store unavailable"}, status_code=503)
 
-    @api.get("/v1/alerts", tags=["alerts"], dependencies=guarded, response_model=AlertList)
-    def list_alerts(
-        stream: Annotated[Union[str, None], Query(max_length=64, description="only this stream's alerts")] = None,
-        status: Annotated[Union[Literal["open", "acked"], None], Query(description="open or acked")] = None,
-        since: Annotated[Union[float, None], Query(allow_inf_nan=False, description="raised at or after "
-                                                                                       "(unix seconds)")] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="at most this many")] = 100,
-        before: Annotated[Union[int, None], Query(ge=1, le=2**62, description="the previous page's next_before")] = None,
-    ) -> dict[str, Any]:
-        """The alerts this runtime raised, newest first."""
-        service = getattr(hub, "alerts", None)
-        if service is None:
-            return {"alerts": [], "enabled": False, "note": NO_RULES, "next_before": None}
-        rows = service.list(stream=stream, status=status, since=since, limit=limit, before_seq=before)
-        if stream is not None and not rows and stream not in hub.names() \
-                and not service.list(stream=stream, limit=1):  # a removed lane's alerts stay listable
-            hub.get(stream)  # a mistyped name: 404 naming the streams, not "no alerts"
-        return {"alerts": [a for _, a in rows], "enabled": service.settings.enabled, "note": service.note,
-                "next_before": rows[-1][0] if len(rows) == limit else None}
+@router.get("/v1/alerts", response_model=AlertList)
+def list_alerts(
+    hub: Hub,
+    stream: Annotated[Union[str, None], Query(max_length=64, description="only this stream's alerts")] = None,
+    status: Annotated[Union[Literal["open", "acked"], None], Query(description="open or acked")] = None,
+    since: Annotated[Union[float, None], Query(allow_inf_nan=False, description="raised at or after "
+                                                                                   "(unix seconds)")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="at most this many")] = 100,
+    before: Annotated[Union[int, None], Query(ge=1, le=2**62, description="the previous page's next_before")] = None,
+) -> dict[str, Any]:
+    """The alerts this runtime raised, newest first."""
+    service = getattr(hub, "alerts", None)
+    if service is None:
+        return {"alerts": [], "enabled": False, "note": NO_RULES, "next_before": None}
+    rows = service.list(stream=stream, status=status, since=since, limit=limit, before_seq=before)
+    if stream is not None and not rows and stream not in hub.names() \
+            and not service.list(stream=stream, limit=1):  # a removed lane's alerts stay listable
+        hub.get(stream)  # a mistyped name: 404 naming the streams, not "no alerts"
+    return {"alerts": [a for _, a in rows], "enabled": service.settings.enabled, "note": service.note,
+            "next_before": rows[-1][0] if len(rows) == limit else None}
 
-    @api.post("/v1/alerts/{alert_id}/ack", tags=["alerts"], dependencies=guarded, response_model=Alert,
-              responses={404: {"description": "no alert with this id"}})
-    def ack_alert(alert_id: Annotated[str, Path(max_length=128, description="the alert's id")]):
-        """Acknowledge an alert (staff saw it). Acknowledging it again changes nothing."""
-        service = getattr(hub, "alerts", None)
-        alert = service.ack(alert_id) if service is not None else None
-        if alert is None:
-            shown = " ".join(alert_id.split())[:64]
-            return JSONResponse({"error": f"no alert with id {shown!r}"}, status_code=404)
-        return alert
 
-    def lane_till(stream: str):
-        """(the stream's runtime, the alert service) where this runtime takes the till's scans; a one-line
-        404 for an unknown stream, 409 where it does not take them."""
-        rt = hub.get(stream)
-        service = getattr(hub, "alerts", None)
-        if service is None or service.pos is None:
-            raise StreamError("this runtime does not take the till's scans (set alerts.scans: pos and a rule "
-                              "in its config)", 409)
-        return rt, service
+@router.post("/v1/alerts/{alert_id}/ack", response_model=Alert,
+             responses={404: {"description": "no alert with this id"}})
+def ack_alert(alert_id: Annotated[str, Path(max_length=128, description="the alert's id")], hub: Hub):
+    """Acknowledge an alert (staff saw it). Acknowledging it again changes nothing."""
+    service = getattr(hub, "alerts", None)
+    alert = service.ack(alert_id) if service is not None else None
+    if alert is None:
+        shown = " ".join(alert_id.split())[:64]
+        return JSONResponse({"error": f"no alert with id {shown!r}"}, status_code=404)
+    return alert
 
-    @api.get("/v1/streams/{stream}/scans", tags=["alerts"], dependencies=guarded,
-             responses={404: {"description": "no such stream"},
-                        409: {"description": "this runtime does not take the till's scans"}})
-    def list_pos_scans(stream: Annotated[str, Path(max_length=64, description="the lane's stream name")]
-                       ) -> dict[str, Any]:
-        """The till's scans this runtime holds for a lane (the last 15 minutes), oldest first, in stream seconds."""
-        rt, service = lane_till(stream)
-        origin = getattr(rt, "wall_origin", None)
-        return {"stream": stream, "scans": [{"product": e.product, "stream_time": e.start,
-                                             "time": None if origin is None else origin + e.start}
-                                            for e in service.pos.recent(stream, float("-inf"))]}
 
-    @api.post("/v1/streams/{stream}/scans", tags=["alerts"], dependencies=guarded, status_code=202,
-              responses={404: {"description": "no such stream"},
-                         409: {"description": "this runtime does not take the till's scans"}})
-    def add_pos_scans(stream: Annotated[str, Path(max_length=64, description="the lane's stream name")],
-                      body: PosScans) -> dict[str, Any]:
-        """The till's scans of a lane, as its point-of-sale system reads them: what the rules judge bags
-        and handlings over the scanner against, with ``alerts.scans: pos``. A scan sent again (same
-        product and time) is kept once."""
-        rt, service = lane_till(stream)
-        origin = getattr(rt, "wall_origin", None)
-        # the till's spelling of a product -> the name events carry (the catalog's, else the bundle's
-        # class): case, spacing and "_" aside, so the rules can match its scans to its bags
-        catalog = getattr(hub, "catalog", None)
-        known = list(rt.engine.products) + list(catalog.names() if catalog is not None else ())
-        names = {name_key(n.replace("_", " ")): n for n in known}
-        # the stream's time: its newest frame (or, restored and not yet fed, the end of its memory)
-        now = max(getattr(rt, "stream_now", None) or 0.0, rt.engine.coverage.get("end") or 0.0)
-        latest = now + MAX_AHEAD_S   # a read far ahead of the stream is a wrong clock
-        rows = []
-        for i, s in enumerate(body.scans):
-            if s.stream_time is None and origin is None:
-                if _live(rt):  # its wall clock starts with its first frame: a till's read cannot be placed yet
-                    return JSONResponse({"error": f"scans[{i}]: stream {stream!r} is a live camera that has not "
-                                                  f"delivered a frame yet, so a wall time cannot be placed in it; "
-                                                  f"send the scans again once it streams"}, status_code=409)
-                return JSONResponse({"error": f"scans[{i}]: stream {stream!r} has no wall clock (not a live "
-                                              f"camera); give stream_time instead of time"}, status_code=422)
-            t = s.stream_time if s.stream_time is not None else s.time - origin
-            if t > latest:
-                hint = " (milliseconds? time is unix seconds)" if s.time is not None and s.time > 1e11 else ""
-                return JSONResponse({"error": f"scans[{i}]: at stream time {t:.6g} s, more than {MAX_AHEAD_S:g} s "
-                                              f"ahead of the stream (at {now:.6g} s): check the till's clock{hint}"},
-                                    status_code=422)
-            rows.append((names.get(name_key(s.product.replace("_", " ")), s.product), t))
-        try:
-            new = service.add_pos_scans(stream, rows, now)
-        except PosScanError as err:
-            return JSONResponse({"error": f"the till's scans could not be stored: {err}"}, status_code=503)
-        unknown = sorted({p for p, _ in rows if p not in set(known)})
-        # a backlog sent late (a till that was offline) is taken in part: what the rules still read
-        old = sum(t < now - KEEP_S for _, t in rows)
-        notes = ([f"{', '.join(unknown[:5])}: named neither in the catalog nor among the bundle's classes; "
-                  f"such a scan pays only for a bag of another product"] if unknown else []) + \
-                ([f"{old} scan(s) more than {KEEP_S:g} s before the stream's time ({now:.6g} s) not kept: the "
-                  f"rules no longer read that far back"] if old else [])
-        return {"stream": stream, "received": len(rows), "new": new, "too_old": old, "unknown_products": unknown,
-                **({"note": "; ".join(notes)} if notes else {})}
+def _lane_till(hub, stream: str):
+    """(the stream's runtime, the alert service) where this runtime takes the till's scans; a one-line
+    404 for an unknown stream, 409 where it does not take them."""
+    rt = hub.get(stream)
+    service = getattr(hub, "alerts", None)
+    if service is None or service.pos is None:
+        raise StreamError("this runtime does not take the till's scans (set alerts.scans: pos and a rule "
+                          "in its config)", 409)
+    return rt, service
+
+
+_LANE_RESPONSES: dict[int | str, dict[str, Any]] = {404: {"description": "no such stream"},
+                                                    409: {"description": "this runtime does not take the till's scans"}}
+
+
+@router.get("/v1/streams/{stream}/scans", responses=_LANE_RESPONSES)
+def list_pos_scans(stream: Annotated[str, Path(max_length=64, description="the lane's stream name")],
+                   hub: Hub) -> dict[str, Any]:
+    """The till's scans this runtime holds for a lane (the last 15 minutes), oldest first, in stream seconds."""
+    rt, service = _lane_till(hub, stream)
+    origin = getattr(rt, "wall_origin", None)
+    return {"stream": stream, "scans": [{"product": e.product, "stream_time": e.start,
+                                         "time": None if origin is None else origin + e.start}
+                                        for e in service.pos.recent(stream, float("-inf"))]}
+
+
+@router.post("/v1/streams/{stream}/scans", status_code=202, responses=_LANE_RESPONSES)
+def add_pos_scans(stream: Annotated[str, Path(max_length=64, description="the lane's stream name")],
+                  body: PosScans, hub: Hub) -> dict[str, Any]:
+    """The till's scans of a lane, as its point-of-sale system reads them: what the rules judge bags
+    and handlings over the scanner against, with ``alerts.scans: pos``. A scan sent again (same
+    product and time) is kept once."""
+    rt, service = _lane_till(hub, stream)
+    origin = getattr(rt, "wall_origin", None)
+    # the till's spelling of a product -> the name events carry (the catalog's, else the bundle's
+    # class): case, spacing and "_" aside, so the rules can match its scans to its bags
+    catalog = getattr(hub, "catalog", None)
+    known = list(rt.engine.products) + list(catalog.names() if catalog is not None else ())
+    names = {name_key(n.replace("_", " ")): n for n in known}
+    # the stream's time: its newest frame (or, restored and not yet fed, the end of its memory)
+    now = max(getattr(rt, "stream_now", None) or 0.0, rt.engine.coverage.get("end") or 0.0)
+    latest = now + MAX_AHEAD_S   # a read far ahead of the stream is a wrong clock
+    rows = []
+    for i, s in enumerate(body.scans):
+        if s.stream_time is None and origin is None:
+            if _live(rt):  # its wall clock starts with its first frame: a till's read cannot be placed yet
+                return JSONResponse({"error": f"scans[{i}]: stream {stream!r} is a live camera that has not "
+                                              f"delivered a frame yet, so a wall time cannot be placed in it; "
+                                              f"send the scans again once it streams"}, status_code=409)
+            return JSONResponse({"error": f"scans[{i}]: stream {stream!r} has no wall clock (not a live "
+                                          f"camera); give stream_time instead of time"}, status_code=422)
+        t = s.stream_time if s.stream_time is not None else s.time - origin
+        if t > latest:
+            hint = " (milliseconds? time is unix seconds)" if s.time is not None and s.time > 1e11 else ""
+            return JSONResponse({"error": f"scans[{i}]: at stream time {t:.6g} s, more than {MAX_AHEAD_S:g} s "
+                                          f"ahead of the stream (at {now:.6g} s): check the till's clock{hint}"},
+                                status_code=422)
+        rows.append((names.get(name_key(s.product.replace("_", " ")), s.product), t))
+    try:
+        new = service.add_pos_scans(stream, rows, now)
+    except PosScanError as err:
+        return JSONResponse({"error": f"the till's scans could not be stored: {err}"}, status_code=503)
+    unknown = sorted({p for p, _ in rows if p not in set(known)})
+    # a backlog sent late (a till that was offline) is taken in part: what the rules still read
+    old = sum(t < now - KEEP_S for _, t in rows)
+    notes = ([f"{', '.join(unknown[:5])}: named neither in the catalog nor among the bundle's classes; "
+              f"such a scan pays only for a bag of another product"] if unknown else []) + \
+            ([f"{old} scan(s) more than {KEEP_S:g} s before the stream's time ({now:.6g} s) not kept: the "
+              f"rules no longer read that far back"] if old else [])
+    return {"stream": stream, "received": len(rows), "new": new, "too_old": old, "unknown_products": unknown,
+            **({"note": "; ".join(notes)} if notes else {})}

@@ -1,5 +1,5 @@
 """POST /v1/ask: a question in plain words, read into a structured query and answered by the same
-route handlers as /v1/query/<type>.
+functions as /v1/query/<type> and /v1/happened.
 
     {"text": "when was the oat milk bagged in the last 10 minutes?", "stream": "cam2"}
     -> {"question": ..., "read_as": {"type": "time", "activity": "bag", "product": "oat milk",
@@ -18,22 +18,25 @@ stream answers; "the last 10 minutes" is read on the clock of the stream asked.
 """
 from __future__ import annotations
 
-import inspect
 import threading
 from pathlib import Path
-from typing import Any, Callable, get_type_hints
+from typing import Any
 
-import anyio.from_thread
-from fastapi import FastAPI
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from edge_runtime.query.ask import AskError, EncoderUnavailable, Reader, StreamClock, SynonymError, load_synonyms
 from edge_runtime.query.ask.names import StringScorer, make_scorer
 from edge_runtime.query.ask.times import EMPTY_MEMORY, stream_time_now
 from edge_runtime.query.by_product import class_products
 from edge_runtime.query.happened import HappenedError
+from edge_runtime.serve.api_deps import GUARDED, Hub, Settings
 from edge_runtime.serve.api_errors import one_line
+from edge_runtime.serve.api_happened import HappenedBody, happened_answer
+from edge_runtime.serve.api_queries import answer_query
+from edge_runtime.serve.api_query_bodies import QUERY_BODIES
 
 MAX_QUESTION_CHARS = 500
 SYNONYMS_FILE = "ask-synonyms.yaml"
@@ -64,8 +67,7 @@ class AskReply(BaseModel):
 def stream_clock(runtime) -> StreamClock:
     """The runtime's clock: the memory's span, and for a live source the wall time of stream time 0
     (then "now" is the wall clock's now, so "the last 10 minutes" means the real last 10 minutes)."""
-    engine = runtime.engine
-    cov = engine.coverage or {}
+    cov = runtime.engine.coverage or {}
     # an empty memory has no span yet (None): its clock starts at 0 and every window is uncovered
     start, end = float(cov.get("start") or 0.0), float(cov.get("end") or 0.0)
     origin = getattr(runtime, "wall_origin", None)
@@ -98,57 +100,60 @@ def _synonyms(hub) -> dict[str, list[str]]:
     return {}
 
 
-def _call(handler: Callable[[Any], Any], body: Any) -> Any:
-    """A route function called from this (worker-thread) route: a coroutine one (the query routes)
-    runs on the server's event loop."""
-    if inspect.iscoroutinefunction(handler):
-        return anyio.from_thread.run(handler, body)
-    return handler(body)
+SCORERS = _Scorers()
+# the body each kind of reading is answered with, as its own route takes it
+BODIES: dict[str, type[BaseModel]] = {**QUERY_BODIES, "happened": HappenedBody}
+
+router = APIRouter(tags=["queries"], dependencies=GUARDED)
 
 
-def register_ask_routes(api: FastAPI, hub, guarded: list, handlers: dict[str, Callable[[Any], dict]]) -> None:
-    """Add POST /v1/ask. ``handlers``: the /v1/query/<type> route functions by type; each is called
-    with its own body model built from the reading, so an asked question is answered exactly as the
-    structured query would be."""
-    scorers = _Scorers()
-    models = {kind: get_type_hints(fn)["q"] for kind, fn in handlers.items()}
+def _read(hub, q: AskBody):
+    """(the stream asked, the question's reading) or the refusal; reading is CPU work (the text
+    encoder): the route runs this in a worker thread, not on the event loop."""
+    runtime = hub.get(q.stream)
+    catalog = getattr(hub, "catalog", None)
+    products = catalog.names() if catalog is not None else []
+    if not products:  # an empty catalog: the bundle's product classes are the products, as in /v1/happened
+        products = [c.replace("_", " ") for c in class_products(runtime)]
+    try:
+        synonyms = _synonyms(hub)
+    except SynonymError as err:
+        return JSONResponse({"error": one_line(f"cannot read the synonyms: {err}")}, status_code=409)
+    if (runtime.engine.coverage or {}).get("end") is None:  # as /v1/happened says it: not the question's fault
+        return JSONResponse({"error": EMPTY_MEMORY}, status_code=409)
+    reader = Reader(runtime.engine.labels, products, scorer=SCORERS.get(), synonyms=synonyms)
+    try:
+        return runtime, reader.read(q.text, stream_clock(runtime))
+    except AskError as err:
+        return JSONResponse({"error": one_line(err.message), "nearest": err.nearest}, status_code=422)
 
-    @api.post("/v1/ask", tags=["queries"], dependencies=guarded, response_model=AskReply,
-              response_model_exclude_unset=True)
-    def ask(q: AskBody):
-        """A question in plain words -> the structured query it was read as, and that query's answer."""
-        runtime = hub.get(q.stream)
-        catalog = getattr(hub, "catalog", None)
-        products = catalog.names() if catalog is not None else []
-        if not products:  # an empty catalog: the bundle's product classes are the products, as in /v1/happened
-            products = [c.replace("_", " ") for c in class_products(runtime)]
+
+@router.post("/v1/ask", response_model=AskReply, response_model_exclude_unset=True)
+async def ask(q: AskBody, hub: Hub, settings: Settings):
+    """A question in plain words -> the structured query it was read as, and that query's answer."""
+    read = await run_in_threadpool(_read, hub, q)
+    if isinstance(read, JSONResponse):
+        return read
+    runtime, reading = read
+    kind = reading.query["type"]
+    try:  # the body its own route would take, so an asked question is answered as the structured query is
+        body = BODIES[kind](**{k: v for k, v in reading.query.items() if k != "type"}, stream=runtime.name)
+    except ValidationError as err:
+        e = err.errors()[0]
+        where = ".".join(str(p) for p in e.get("loc", ()))
+        return JSONResponse({"error": one_line(f"read as {reading.query}, which this runtime does not take "
+                                                f"({where}: {e.get('msg', 'invalid')})")}, status_code=422)
+    if kind == "happened":
+        answer = await run_in_threadpool(happened_answer, runtime, body)
+    else:
+        answer = await answer_query(hub, kind, body, settings.max_image_pixels)
+    reply = {"question": q.text, **reading.to_dict(), "scorer": SCORERS.note, "answer": answer}
+    if kind == "object":
+        # "what was bagged?" names no product: beside where the object of bagging was, which
+        # products underwent it (what happened in the window, of that activity)
         try:
-            synonyms = _synonyms(hub)
-        except SynonymError as err:
-            return JSONResponse({"error": one_line(f"cannot read the synonyms: {err}")}, status_code=409)
-        if (runtime.engine.coverage or {}).get("end") is None:  # as /v1/happened says it: not the question's fault
-            return JSONResponse({"error": EMPTY_MEMORY}, status_code=409)
-        reader = Reader(runtime.engine.labels, products, scorer=scorers.get(), synonyms=synonyms)
-        try:
-            reading = reader.read(q.text, stream_clock(runtime))
-        except AskError as err:
-            return JSONResponse({"error": one_line(err.message), "nearest": err.nearest}, status_code=422)
-        kind = reading.query["type"]
-        try:
-            body = models[kind](**{k: v for k, v in reading.query.items() if k != "type"}, stream=runtime.name)
-        except ValidationError as err:
-            e = err.errors()[0]
-            where = ".".join(str(p) for p in e.get("loc", ()))
-            return JSONResponse({"error": one_line(f"read as {reading.query}, which this runtime does not take "
-                                                    f"({where}: {e.get('msg', 'invalid')})")}, status_code=422)
-        answer = _call(handlers[kind], body)
-        reply = {"question": q.text, **reading.to_dict(), "scorer": scorers.note, "answer": answer}
-        if kind == "object" and "happened" in handlers:
-            # "what was bagged?" names no product: beside where the object of bagging was, which
-            # products underwent it (what happened in the window, of that activity)
-            try:
-                hb = models["happened"](start=body.start, end=body.end, activity=body.activity, stream=runtime.name)
-                reply["events"] = handlers["happened"](hb)["events"]
-            except HappenedError:  # e.g. a heads-only runtime: the object answer stands alone
-                pass
-        return reply
+            hb = HappenedBody(start=body.start, end=body.end, activity=body.activity, stream=runtime.name)
+            reply["events"] = (await run_in_threadpool(happened_answer, runtime, hb))["events"]
+        except HappenedError:  # e.g. a heads-only runtime: the object answer stands alone
+            pass
+    return reply

@@ -16,12 +16,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_runtime.query.catalog import Catalog, CatalogError, normalise_name
-from edge_runtime.serve.api_errors import one_line
+from edge_runtime.serve.api_deps import GUARDED, Hub, Settings
+from edge_runtime.serve.api_images import decode_image
 
 
 class AddProduct(BaseModel):
@@ -42,44 +43,42 @@ def _with_urls(entry: dict[str, Any]) -> dict[str, Any]:
     return {**entry, "crop_urls": [f"{base}/{i}.png" for i in range(entry["crops"])]}
 
 
-def register_catalog_routes(api: FastAPI, hub, *, guarded: list, decode_image, max_image_pixels: int) -> None:
-    """Add the catalog routes to ``api``: ``hub.catalog``, shared by all streams (None: no state
-    directory). ``decode_image(data, field, max_pixels)`` is the API's picture check; ``guarded``
-    its token dependency."""
+# the catalog is ``hub.catalog``, shared by all streams (None: no state directory)
+router = APIRouter(tags=["catalog"], dependencies=GUARDED)
 
-    @api.exception_handler(CatalogError)
-    async def _catalog_error(_, exc: CatalogError):
-        return JSONResponse({"error": one_line(str(exc))}, status_code=exc.status)
 
-    @api.get("/v1/catalog", tags=["catalog"], dependencies=guarded)
-    def list_products() -> dict[str, Any]:
-        """Every product of the catalog and the catalog's limits."""
-        catalog = _catalog(hub)
-        return {"products": [_with_urls(e) for e in catalog.entries()], "limits": catalog.limits()}
+@router.get("/v1/catalog")
+def list_products(hub: Hub) -> dict[str, Any]:
+    """Every product of the catalog and the catalog's limits."""
+    catalog = _catalog(hub)
+    return {"products": [_with_urls(e) for e in catalog.entries()], "limits": catalog.limits()}
 
-    @api.get("/v1/catalog/{name}", tags=["catalog"], dependencies=guarded)
-    def get_product(name: str) -> dict[str, Any]:
-        return _with_urls(_catalog(hub).entry(name))
 
-    @api.get("/v1/catalog/{name}/crops/{index}.png", tags=["catalog"], dependencies=guarded,
-             response_class=Response, responses={200: {"content": {"image/png": {}}}})
-    def get_crop(name: str, index: int) -> Response:
-        return Response(_catalog(hub).crop_png(name, index), media_type="image/png",
-                        headers={"Cache-Control": "no-cache"})
+@router.get("/v1/catalog/{name}")
+def get_product(name: str, hub: Hub) -> dict[str, Any]:
+    return _with_urls(_catalog(hub).entry(name))
 
-    @api.post("/v1/catalog", tags=["catalog"], dependencies=guarded)
-    def add_product(body: AddProduct) -> dict[str, Any]:
-        """Add a product with its pictures; a product of the same name has its pictures replaced."""
-        catalog = _catalog(hub)
-        normalise_name(body.name)  # a bad name is refused before any picture is decoded
-        catalog.check_count(len(body.images))
-        limit = min(max_image_pixels, catalog.max_pixels)
-        images = [decode_image(data, f"images.{i}", limit) for i, data in enumerate(body.images)]
-        return _with_urls(catalog.add(body.name, images))
 
-    @api.delete("/v1/catalog/{name}", tags=["catalog"], dependencies=guarded)
-    def remove_product(name: str) -> dict[str, Any]:
-        catalog = _catalog(hub)
-        shown = catalog.entry(name)["name"]
-        catalog.remove(name)
-        return {"removed": shown}
+@router.get("/v1/catalog/{name}/crops/{index}.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+def get_crop(name: str, index: int, hub: Hub) -> Response:
+    return Response(_catalog(hub).crop_png(name, index), media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/v1/catalog")
+def add_product(body: AddProduct, hub: Hub, settings: Settings) -> dict[str, Any]:
+    """Add a product with its pictures; a product of the same name has its pictures replaced."""
+    catalog = _catalog(hub)
+    normalise_name(body.name)  # a bad name is refused before any picture is decoded
+    catalog.check_count(len(body.images))
+    limit = min(settings.max_image_pixels, catalog.max_pixels)
+    images = [decode_image(data, f"images.{i}", limit) for i, data in enumerate(body.images)]
+    return _with_urls(catalog.add(body.name, images))
+
+
+@router.delete("/v1/catalog/{name}")
+def remove_product(name: str, hub: Hub) -> dict[str, Any]:
+    catalog = _catalog(hub)
+    shown = catalog.entry(name)["name"]
+    catalog.remove(name)
+    return {"removed": shown}

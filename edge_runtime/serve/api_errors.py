@@ -1,16 +1,28 @@
 """What the API answers a bad request with: ``ApiError`` (a status and one line), the line for a
-request FastAPI's validation refused, and the check that refuses query parameters a route does not read."""
+request FastAPI's validation refused, the check that refuses query parameters a route does not read,
+and ``error_handlers``: each error the routes raise, as its status and one line."""
 from __future__ import annotations
 
+import errno
+import logging
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from edge_runtime.alerts.outbox import OutboxError
 from edge_runtime.config import error_message
+from edge_runtime.query.catalog import CatalogError
+from edge_runtime.query.check import QueryError
+from edge_runtime.query.happened import HappenedError
+from edge_runtime.serve.run_state import StreamError
+
+log = logging.getLogger("lvm_edge.api")
 
 
 _TYPE_TAG = re.compile(r"^(int|float|str|bool|none|list\[.*\]|dict\[.*\]|function-\w+\[.*\]|constrained-.*|"
@@ -99,3 +111,49 @@ async def known_query(request: Request) -> None:
             takes_body = getattr(dependant, "body_params", None)
             hint = " (this route takes the stream in its JSON body)" if key == "stream" and takes_body else ""
             raise ApiError(422, f"unknown query parameter '{key[:40]}'{hint}")
+
+
+def _refusal(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": one_line(message)}, status_code=status, headers=headers)
+
+
+def _http(_, exc: StarletteHTTPException) -> JSONResponse:
+    # FastAPI's words for a body it could not decode (not UTF-8, a charset it cannot read)
+    msg = "request body is not valid JSON (UTF-8)" if exc.detail == "There was an error parsing the body" \
+        else str(exc.detail)
+    return _refusal(exc.status_code, msg, getattr(exc, "headers", None))  # 405's Allow
+
+
+def _storage(_, exc: OSError) -> JSONResponse:
+    # a full or read-only state directory (a snapshot, the catalog): the request's write did not
+    # happen; the files are replaced atomically, so what was stored before is as it was
+    where = f" {exc.filename}" if exc.filename else " the state directory"
+    msg = one_line(f"cannot write{where}: {exc.strerror or exc}")
+    log.warning(msg)
+    return _refusal(507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 503, msg)
+
+
+def error_handlers() -> dict[Any, Callable[[Request, Any], JSONResponse]]:
+    """The app's exception handlers, by the exception each answers (FastAPI's ``exception_handlers``)."""
+    plain: dict[Any, Callable[[Request, Any], JSONResponse]] = {
+        ApiError: lambda _, exc: _refusal(exc.status, exc.message),
+        StreamError: lambda _, exc: _refusal(exc.status, str(exc)),
+        # a well-formed body whose values cannot be answered: as a validation error, 422
+        QueryError: lambda _, exc: _refusal(422, str(exc)),
+        CatalogError: lambda _, exc: _refusal(exc.status, str(exc)),
+        HappenedError: lambda _, exc: _refusal(exc.status, str(exc)),
+        # the alert store cannot be written (disk full): try later
+        OutboxError: lambda _, exc: _refusal(503, " ".join(str(exc).split()) or "alert store unavailable"),
+        RequestValidationError: lambda _, exc: _refusal(*validation_message(exc)),
+        StarletteHTTPException: _http,
+        OSError: _storage,
+        Exception: lambda _, exc: JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500),
+    }
+    return {kind: _coroutine(handler) for kind, handler in plain.items()}
+
+
+def _coroutine(handler: Callable[[Request, Any], JSONResponse]):
+    """``handler`` as a coroutine: Starlette runs a plain exception handler in a worker thread."""
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return handler(request, exc)
+    return handle

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_runtime.query.ask.times import EMPTY_MEMORY, stream_time_now
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.coverage import window_coverage
 from edge_runtime.query.happened import MIN_CONFIDENCE, HappenedError, what_happened
-from edge_runtime.serve.api_errors import one_line
+from edge_runtime.serve.api_deps import GUARDED, Hub
 from edge_runtime.serve.api_streams import STREAM_HELP
 
 DEFAULT_LAST_S = 300.0
@@ -106,16 +105,10 @@ def happened_answer(runtime, q: HappenedBody) -> dict[str, Any]:
             "ood": dict(runtime.engine.ood_status())}
 
 
-def register_happened_routes(api: FastAPI, hub, guarded: list):
-    """Add POST /v1/happened; returns its route function (ask answers "what happened" questions with it)."""
+router = APIRouter(tags=["queries"], dependencies=GUARDED)
 
-    @api.exception_handler(HappenedError)
-    async def _happened_error(_, exc: HappenedError):
-        return JSONResponse({"error": one_line(str(exc))}, status_code=exc.status)
 
-    @api.post("/v1/happened", tags=["queries"], dependencies=guarded, response_model=HappenedAnswer)
-    def happened(q: HappenedBody) -> dict[str, Any]:
-        """What happened in the window: each product's activities the memory has evidence of, as timed events."""
-        return happened_answer(hub.get(q.stream), q)
-
-    return happened
+@router.post("/v1/happened", response_model=HappenedAnswer)
+def happened(q: HappenedBody, hub: Hub) -> dict[str, Any]:
+    """What happened in the window: each product's activities the memory has evidence of, as timed events."""
+    return happened_answer(hub.get(q.stream), q)

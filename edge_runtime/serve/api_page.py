@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from edge_runtime.serve.api_streams import StreamParam
 from edge_runtime.query.coverage import covered_spans
+from edge_runtime.serve.api_deps import GUARDED, Hub
+from edge_runtime.serve.api_streams import StreamParam
 from edge_runtime.serve.pipeline import Runtime
-from edge_runtime.serve.streams import Streams
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # the only files served: a fixed list, so no request path ever reaches the filesystem
@@ -55,43 +55,45 @@ def timeline(runtime: Runtime) -> dict[str, Any]:
     covered: spans queries are answered from; gaps: times the source delivered nothing; pending:
     frames received but not yet committed (answerable once their clip closes); outage: a live
     source that is out right now, from its last frame on."""
-    engine = runtime.engine
-    c = engine.committed
-    last = engine.last_time
+    stream = runtime.engine
+    c = stream.committed
+    last = stream.last_time
     covered = covered_spans(c, c.start, c.end) if c.start is not None and c.end is not None else []
     pending = None
-    if last is not None and engine.pending_frames:
+    if last is not None and stream.pending_frames:
         # nothing committed yet: the pending clip began (frames - 1) periods before the last frame
-        lo = c.end if c.end is not None else last - (engine.pending_frames - 1) / engine.fps
+        lo = c.end if c.end is not None else last - (stream.pending_frames - 1) / stream.fps
         pending = [lo, last] if last > lo else None
     return {
         "stream_time": last,
         "coverage": {"start": c.start, "end": c.end},
         "covered": [[a, b] for a, b in covered],
-        "gaps": [[a, b] for a, b in engine.gaps],
+        "gaps": [[a, b] for a, b in stream.gaps],
         "pending": pending,
-        "pending_frames": engine.pending_frames,
+        "pending_frames": stream.pending_frames,
         "outage_since": runtime.outage_since,
         "wall_origin": runtime.wall_origin,
-        "fps": engine.fps,
+        "fps": stream.fps,
     }
 
 
-def register_page_routes(api: FastAPI, hub: Streams, guarded: list) -> None:
-    """``/`` and its static files (open), ``/v1/timeline`` (behind ``guarded``, like every data route)."""
+router = APIRouter()
 
-    @api.get("/", include_in_schema=False)
-    def page() -> Response:
-        return _static("index.html", "text/html; charset=utf-8")
 
-    @api.get("/static/{name}", include_in_schema=False)
-    def static(name: str) -> Response:
-        media_type = STATIC_FILES.get(name)
-        if media_type is None:
-            return JSONResponse({"error": f"no dashboard file named {name[:64]!r}"}, status_code=404)
-        return _static(name, media_type)
+@router.get("/", include_in_schema=False)
+def page() -> Response:
+    return _static("index.html", "text/html; charset=utf-8")
 
-    @api.get("/v1/timeline", tags=["stream"], dependencies=guarded)
-    def get_timeline(stream: StreamParam = None) -> dict[str, Any]:
-        """Covered spans, gaps, the pending clip and any outage over the whole stream (the dashboard's axis)."""
-        return timeline(hub.get(stream))
+
+@router.get("/static/{name}", include_in_schema=False)
+def static(name: str) -> Response:
+    media_type = STATIC_FILES.get(name)
+    if media_type is None:
+        return JSONResponse({"error": f"no dashboard file named {name[:64]!r}"}, status_code=404)
+    return _static(name, media_type)
+
+
+@router.get("/v1/timeline", tags=["stream"], dependencies=GUARDED)
+def get_timeline(hub: Hub, stream: StreamParam = None) -> dict[str, Any]:
+    """Covered spans, gaps, the pending clip and any outage over the whole stream (the dashboard's axis)."""
+    return timeline(hub.get(stream))

@@ -1,5 +1,7 @@
 """HTTP routes of the streams one runtime serves (``edge_runtime.serve.streams.Streams``):
 
+    POST   /v1/session/reset    a new session on one stream: its memory emptied, its clock goes on
+    POST   /v1/snapshot         write one stream's snapshot now
     GET    /v1/streams          every stream: name, source, state, coverage, frames, fps, error
     POST   /v1/streams          {"name": ..., "source": URI, "realtime": false, "duration": null}: add and start
     GET    /v1/streams/{name}   that stream's status (what /v1/status?stream=NAME returns)
@@ -14,10 +16,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Union
 
-from fastapi import FastAPI, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_runtime.serve.streams import StreamError, Streams, check_name
+from edge_runtime.serve.api_deps import GUARDED, Hub, Settings
+from edge_runtime.serve.api_errors import ApiError
+from edge_runtime.serve.streams import StreamError, check_name
 
 # Each stream holds its own memory, intake thread and source; a cap keeps a client (or a fuzzer)
 # from starting streams until the box runs out of memory or threads.
@@ -52,29 +56,48 @@ class AddStream(BaseModel):
                                    description="stop after this many seconds of stream time (live sources: wall time)")
 
 
-def register_stream_routes(api: FastAPI, hub: Streams, guarded: list, *, max_streams: int) -> None:
-    """Add the /v1/streams routes to ``api`` (``guarded``: its token dependency)."""
+router = APIRouter(dependencies=GUARDED)
 
-    @api.get("/v1/streams", tags=["streams"], dependencies=guarded)
-    def list_streams() -> dict[str, Any]:
-        """Every stream, the default one marked."""
-        return {"streams": hub.summary(), "max_streams": max_streams}
 
-    @api.post("/v1/streams", tags=["streams"], dependencies=guarded, status_code=201)
-    def add_stream(body: AddStream) -> dict[str, Any]:
-        """Add a stream and start it; answers its status (state 'connecting' until the first frame)."""
-        check_name(body.name)
-        if body.name not in hub.names() and len(hub) >= max_streams:
-            raise StreamError(f"at most {max_streams} streams run at once; remove one first", 409)
-        rt = hub.add(body.name, body.source, realtime=body.realtime, duration=body.duration)
-        return {**rt.status(), "streams": hub.names()}
+@router.post("/v1/session/reset", tags=["stream"])
+def session_reset(hub: Hub, stream: StreamParam = None, body: StreamBody | None = None) -> dict[str, Any]:
+    """A new session on one stream (``?stream=`` or a body's ``stream``; default: the default
+    stream): its memory and SVD emptied, its clock goes on."""
+    return hub.get(chosen_stream(stream, body)).reset()
 
-    @api.get("/v1/streams/{name}", tags=["streams"], dependencies=guarded)
-    def get_stream(name: str) -> dict[str, Any]:
-        return {**hub.get(name).status(), "streams": hub.names()}
 
-    @api.delete("/v1/streams/{name}", tags=["streams"], dependencies=guarded)
-    def remove_stream(name: str) -> dict[str, Any]:
-        """Stop the stream (drain, final snapshot) and forget it. Adding it again with the same
-        source goes on from its snapshot."""
-        return hub.remove(name)
+@router.post("/v1/snapshot", tags=["stream"])
+def take_snapshot(hub: Hub, stream: StreamParam = None, body: StreamBody | None = None) -> dict[str, Any]:
+    """Write one stream's snapshot now (``?stream=`` or a body's ``stream``)."""
+    rt = hub.get(chosen_stream(stream, body))
+    if rt.state_dir is None:
+        raise ApiError(409, "no state directory configured (start with --state-dir)")
+    return rt.snapshot()
+
+
+@router.get("/v1/streams", tags=["streams"])
+def list_streams(hub: Hub, settings: Settings) -> dict[str, Any]:
+    """Every stream, the default one marked."""
+    return {"streams": hub.summary(), "max_streams": settings.max_streams}
+
+
+@router.post("/v1/streams", tags=["streams"], status_code=201)
+def add_stream(body: AddStream, hub: Hub, settings: Settings) -> dict[str, Any]:
+    """Add a stream and start it; answers its status (state 'connecting' until the first frame)."""
+    check_name(body.name)
+    if body.name not in hub.names() and len(hub) >= settings.max_streams:
+        raise StreamError(f"at most {settings.max_streams} streams run at once; remove one first", 409)
+    rt = hub.add(body.name, body.source, realtime=body.realtime, duration=body.duration)
+    return {**rt.status(), "streams": hub.names()}
+
+
+@router.get("/v1/streams/{name}", tags=["streams"])
+def get_stream(name: str, hub: Hub) -> dict[str, Any]:
+    return {**hub.get(name).status(), "streams": hub.names()}
+
+
+@router.delete("/v1/streams/{name}", tags=["streams"])
+def remove_stream(name: str, hub: Hub) -> dict[str, Any]:
+    """Stop the stream (drain, final snapshot) and forget it. Adding it again with the same
+    source goes on from its snapshot."""
+    return hub.remove(name)

@@ -39,7 +39,7 @@ class QueryBatcher:
     def _answer(self, items) -> None:
         flat = [r for reqs, _ in items for r in reqs]
         try:
-            answers = self.engine.answer(flat)
+            answers = self.engine.answer_checked(flat)  # checked in submit_future
         except Exception:
             if len(items) > 1:  # isolate the request that failed: the others still get answers
                 for it in items:
