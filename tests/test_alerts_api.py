@@ -34,7 +34,7 @@ def app(engine, tmp_path):
     from edge_runtime.serve.api import create_app
     from edge_runtime.serve.pipeline import Runtime
 
-    rt = Runtime(engine.stream_engine(), state_dir=tmp_path / "state")
+    rt = Runtime(engine, state_dir=tmp_path / "state")
     asgi = create_app(rt)
     with TestClient(asgi) as client:
         yield client, asgi.app.state.streams, rt
@@ -144,10 +144,10 @@ def test_each_commit_evaluates_the_rules_on_what_happened_since_the_last_one(app
         assert windows[0][0] == 0.0 and all(b > a for a, b in windows)
         for (_, prev_end), (start, _) in zip(windows, windows[1:]):  # each reads on from the last, with overlap
             assert start <= prev_end
-        assert windows[-1][1] == rt.engine.coverage["end"]
+        assert windows[-1][1] == rt.stream.coverage["end"]
         alerts = client.get("/v1/alerts").json()["alerts"]
         assert len(alerts) == len(windows) and alerts[0]["stream"] == "default"
-        assert alerts[0]["stream_time"] == rt.engine.coverage["end"]
+        assert alerts[0]["stream_time"] == rt.stream.coverage["end"]
         assert client.get("/v1/status").json()["alerts"]["evaluations"] == len(windows)
     finally:
         hub.alerts.close()
@@ -219,14 +219,17 @@ def test_a_restored_memory_is_evaluated_from_its_last_15_minutes_then_on_with_ov
         name, wall_origin = "lane1", None
 
         class engine:
-            coverage, labels = {"start": 0.0, "end": 3600.0}, ["scan", "bag"]
+            labels = ["scan", "bag"]
+
+        class stream:
+            coverage = {"start": 0.0, "end": 3600.0}
 
     windows = []
     svc = AlertService(AlertSettings.model_validate({"rules": {"bagged_without_scan": {}}}), tmp_path / "state",
                        evaluate=False, rule_engine=_Rules, events=lambda rt, w: windows.append(w) or [])
     try:
         svc.evaluate(Lane)
-        Lane.engine.coverage = {"start": 0.0, "end": 3616.0}
+        Lane.stream.coverage = {"start": 0.0, "end": 3616.0}
         svc.evaluate(Lane)
         assert windows == [(3600.0 - FIRST_LOOKBACK_S, 3600.0), (3600.0 - OVERLAP_S, 3616.0)]
     finally:
@@ -243,7 +246,10 @@ def test_a_waiting_bag_is_judged_between_commits_at_the_streams_time(tmp_path):
         name, wall_origin, stream_now = "lane1", None, 40.0
 
         class engine:
-            coverage, labels = {"start": 0.0, "end": 40.0}, ["scan", "bag"]
+            labels = ["scan", "bag"]
+
+        class stream:
+            coverage = {"start": 0.0, "end": 40.0}
 
     bag = Event("bag", 1, "wine_bottle", 35.0, 38.0, 0.9, (0.1, 0.1, 0.2, 0.2), ("memory",))
     svc = AlertService(AlertSettings.model_validate({"rules": {"bagged_without_scan": {"settle_s": 6}}}),

@@ -309,7 +309,10 @@ def test_events_go_to_the_events_topic_when_asked(tmp_path):
         name, wall_origin = "lane4", None
 
         class engine:
-            coverage, labels = {"start": 0.0, "end": 40.0}, ["scan", "bag"]
+            labels = ["scan", "bag"]
+
+        class stream:
+            coverage = {"start": 0.0, "end": 40.0}
 
     class Rules:
         def __init__(self, rules, activities, scans="vision"):

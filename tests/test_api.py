@@ -16,14 +16,19 @@ from edge_runtime.serve.pipeline import Runtime
 @pytest.fixture(scope="module")
 def engine(tiny_bundle):
     with Engine(tiny_bundle, threads=2) as e:
-        e.ingest(np.random.default_rng(0).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8), np.arange(40.0))
         yield e
 
 
 @pytest.fixture(scope="module")
-def client(engine, tmp_path_factory):
+def runtime(engine, tmp_path_factory):
     rt = Runtime(engine, state_dir=tmp_path_factory.mktemp("state"))
-    with TestClient(create_app(rt)) as c:
+    engine.ingest(rt.stream, np.random.default_rng(0).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8), np.arange(40.0))
+    return rt
+
+
+@pytest.fixture(scope="module")
+def client(runtime):
+    with TestClient(create_app(runtime)) as c:
         yield c
 
 
@@ -62,10 +67,10 @@ def test_the_api_docs_pages_need_no_internet(client):
             assert client.get(url).status_code == 200, url
 
 
-def test_status_and_labels(client, engine):
+def test_status_and_labels(client, engine, runtime):
     s = client.get("/v1/status").json()
     assert s["coverage"] == {"start": 0.0, "end": 32.0}
-    assert s["frames_processed"] == 40 and s["memory_bytes"] == engine.memory_bytes
+    assert s["frames_processed"] == 40 and s["memory_bytes"] == runtime.stream.memory_bytes
     assert s["gaps"] == [] and s["restored_from"] is None and "fps" in s and "dropped" in s
     labels = client.get("/v1/labels").json()
     assert labels["activities"] == engine.labels
@@ -126,7 +131,7 @@ def test_a_full_state_dir_is_one_line_507_and_shown_in_the_status(client, monkey
                for r in caplog.records)  # the log that said it failed says it is over
 
 
-def test_snapshot_and_reset(client, engine):
+def test_snapshot_and_reset(client, engine, runtime):
     s = client.post("/v1/snapshot").json()
     assert s["bytes"] > 0 and s["path"].endswith("snapshot.npz")
     r = client.post("/v1/session/reset").json()
@@ -134,7 +139,7 @@ def test_snapshot_and_reset(client, engine):
     assert client.get("/v1/status").json()["coverage"] == {"start": None, "end": None}
     a = client.post("/v1/query/activity", json={"object_image": _png(), "start": 0, "end": 30}).json()
     assert a["coverage"]["covered_fraction"] == 0.0
-    engine.ingest(np.zeros((32, 112, 112, 3), np.uint8), 100 + np.arange(32.0))
+    engine.ingest(runtime.stream, np.zeros((32, 112, 112, 3), np.uint8), 100 + np.arange(32.0))
 
 
 BAD = [

@@ -64,7 +64,7 @@ def test_list_status_and_the_default_stream(client, hub):
     assert st["stream"] == "a" and st["streams"] == ["a", "b"] and st["source"] == demo(1)
     assert client.get("/v1/status", params={"stream": "b"}).json()["source"] == demo(2)
     assert client.get("/v1/streams/b").json()["stream"] == "b"
-    assert client.get("/v1/timeline", params={"stream": "b"}).json()["coverage"] == hub.get("b").engine.coverage
+    assert client.get("/v1/timeline", params={"stream": "b"}).json()["coverage"] == hub.get("b").stream.coverage
     assert client.get("/readyz").json()["stream"] == "a"
     spec = client.get("/openapi.json").json()["paths"]
     assert {"get", "post"} <= set(spec["/v1/streams"]) and {"get", "delete"} <= set(spec["/v1/streams/{name}"])
@@ -156,12 +156,12 @@ def test_snapshot_and_reset_name_their_stream(client, hub):
 def test_a_stream_named_where_the_route_does_not_read_it_is_refused_not_dropped(client, hub):
     # reset / snapshot take the stream as ?stream= or in a JSON body: an unknown one is a 404, and
     # the default stream's memory is left alone (it was wiped when the body was ignored)
-    before = hub.get("a").engine.coverage
+    before = hub.get("a").stream.coverage
     assert before["end"] is not None
     assert "nope" in _one_line_error(client.post("/v1/session/reset", json={"stream": "nope"}), 404)
-    assert hub.get("a").engine.coverage == before
+    assert hub.get("a").stream.coverage == before
     msg = _one_line_error(client.post("/v1/session/reset", params={"stream": "a"}, json={"stream": "b"}), 422)
-    assert "name one" in msg and hub.get("a").engine.coverage == before
+    assert "name one" in msg and hub.get("a").stream.coverage == before
     assert _one_line_error(client.post("/v1/snapshot", json={"strem": "b"}), 422) == "unknown field 'strem'"
     assert "/streams/b/" in client.post("/v1/snapshot", json={"stream": "b"}).json()["path"]
     # the query routes take it in their body: ?stream= there is an unknown query parameter, not ignored

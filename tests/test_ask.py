@@ -265,19 +265,28 @@ def test_phrasing_set_read_correctly(split, floor):
 @pytest.fixture(scope="module")
 def engine(tiny_bundle):
     with Engine(tiny_bundle, threads=2) as e:
-        e.ingest(np.random.default_rng(0).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8), np.arange(40.0))
         yield e
 
 
-def _runtime(engine, state_dir):
+@pytest.fixture(scope="module")
+def memory(engine):
+    """A stream's state after 40 s of frames: the runtimes below start from it."""
+    stream = engine.new_stream()
+    engine.ingest(stream, np.random.default_rng(0).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8), np.arange(40.0))
+    return stream.state_dict()
+
+
+def _runtime(engine, state_dir, memory=None):
     rt = Runtime(engine, state_dir=state_dir)
+    if memory is not None:
+        rt.stream.load_state_dict(memory)
     rt.catalog.add("Oat Milk", [np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)])
     return rt
 
 
 @pytest.fixture(scope="module")
-def client(engine, tmp_path_factory):
-    with TestClient(create_app(_runtime(engine, tmp_path_factory.mktemp("state")))) as c:
+def client(engine, memory, tmp_path_factory):
+    with TestClient(create_app(_runtime(engine, tmp_path_factory.mktemp("state"), memory))) as c:
         yield c
 
 
@@ -314,10 +323,12 @@ def test_ask_bad_questions_are_4xx_with_one_line(client, body, status, words):
     assert r.status_code == status and words in r.json()["error"] and "\n" not in r.json()["error"]
 
 
-def test_ask_without_a_catalog_reads_the_bundles_product_classes(engine):
+def test_ask_without_a_catalog_reads_the_bundles_product_classes(engine, memory):
     """An empty catalog: the bundle's product classes are the products, asked by their drawn pictures
     (as /v1/happened does); a name that is none of them is named, with the nearest classes."""
-    with TestClient(create_app(Runtime(engine))) as c:
+    rt = Runtime(engine)
+    rt.stream.load_state_dict(memory)
+    with TestClient(create_app(rt)) as c:
         r = c.post("/v1/ask", json={"text": "what happened to the kombucha"})
         assert r.status_code == 422 and "kombucha: not in the catalog (nearest products: " in r.json()["error"]
         assert set(r.json()["nearest"]) <= {p.replace("_", " ") for p in engine.products}
@@ -339,9 +350,9 @@ def test_ask_before_the_first_frame_is_not_a_server_error(tiny_bundle, tmp_path)
             assert r.status_code == 409 and r.json()["error"] == "the memory holds nothing yet (no frames streamed)"
 
 
-def test_ask_reads_the_state_dirs_synonyms(engine, tmp_path):
+def test_ask_reads_the_state_dirs_synonyms(engine, memory, tmp_path):
     (tmp_path / "ask-synonyms.yaml").write_text("Oat Milk: [oatly]\n")
-    with TestClient(create_app(_runtime(engine, tmp_path))) as c:
+    with TestClient(create_app(_runtime(engine, tmp_path, memory))) as c:
         assert c.post("/v1/ask", json={"text": "what happened to the oatly"}).json()["read_as"]["product"] == "Oat Milk"
         (tmp_path / "ask-synonyms.yaml").write_text("Oat Milk: [oatly\n")
         r = c.post("/v1/ask", json={"text": "what happened to the oatly"})
@@ -349,8 +360,8 @@ def test_ask_reads_the_state_dirs_synonyms(engine, tmp_path):
 
 
 @pytest.fixture
-def served(engine, tmp_path):
-    with serve_app(create_app(_runtime(engine, tmp_path / "state"))) as where:
+def served(engine, memory, tmp_path):
+    with serve_app(create_app(_runtime(engine, tmp_path / "state", memory))) as where:
         yield where
 
 
@@ -371,12 +382,12 @@ def test_stream_clock_of_a_runtime():
 
     from edge_runtime.serve.api_ask import stream_clock
 
-    engine = SimpleNamespace(coverage={"start": 10.0, "end": 100.0})
-    file_clock = stream_clock(SimpleNamespace(engine=engine, wall_origin=None))
+    stream = SimpleNamespace(coverage={"start": 10.0, "end": 100.0})
+    file_clock = stream_clock(SimpleNamespace(stream=stream, wall_origin=None))
     assert (file_clock.memory_start, file_clock.stream_now, file_clock.live) == (10.0, 100.0, False)
-    live = stream_clock(SimpleNamespace(engine=engine, wall_origin=time.time() - 250.0))
+    live = stream_clock(SimpleNamespace(stream=stream, wall_origin=time.time() - 250.0))
     assert live.live and live.stream_now == pytest.approx(250.0, abs=2.0)
-    empty = stream_clock(SimpleNamespace(engine=SimpleNamespace(coverage=None), wall_origin=None))
+    empty = stream_clock(SimpleNamespace(stream=SimpleNamespace(coverage=None), wall_origin=None))
     assert empty.stream_now == 0.0
 
 

@@ -124,13 +124,26 @@ def test_combine_rule():
 @pytest.fixture(scope="module")
 def engine(tiny_bundle):
     with Engine(tiny_bundle, threads=2) as e:
-        e.ingest(np.random.default_rng(0).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8), np.arange(40.0))
         yield e
 
 
+@pytest.fixture(scope="module")
+def memory(engine):
+    """A stream's state after 40 s of frames: every test's runtime starts from it."""
+    stream = engine.new_stream()
+    engine.ingest(stream, np.random.default_rng(0).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8), np.arange(40.0))
+    return stream.state_dict()
+
+
+def _runtime(engine, memory, **kw):
+    rt = Runtime(engine, **kw)
+    rt.stream.load_state_dict(memory)
+    return rt
+
+
 @pytest.fixture
-def client(engine, tmp_path):
-    with TestClient(create_app(Runtime(engine, state_dir=tmp_path))) as c:
+def client(engine, memory, tmp_path):
+    with TestClient(create_app(_runtime(engine, memory, state_dir=tmp_path))) as c:
         yield c
 
 
@@ -185,8 +198,8 @@ def test_bad_catalog_requests_are_4xx_with_one_line(client, method, path, body, 
     assert msg and "\n" not in msg and len(msg) < 300
 
 
-def test_no_state_dir_no_catalog(engine):
-    with TestClient(create_app(Runtime(engine))) as c:
+def test_no_state_dir_no_catalog(engine, memory):
+    with TestClient(create_app(_runtime(engine, memory))) as c:
         assert c.get("/v1/catalog").status_code == 409
         r = c.post("/v1/query/activity", json={"product": "x", "start": 0, "end": 10})
         assert r.status_code == 409 and "state directory" in r.json()["error"]
@@ -229,8 +242,8 @@ def test_query_by_product_answers_like_its_picture(client):
 
 # -- CLI ---------------------------------------------------------------------------------------
 @pytest.fixture
-def served(engine, tmp_path):
-    with serve_app(create_app(Runtime(engine, state_dir=tmp_path / "state"))) as where:
+def served(engine, memory, tmp_path):
+    with serve_app(create_app(_runtime(engine, memory, state_dir=tmp_path / "state"))) as where:
         yield where
 
 

@@ -59,20 +59,20 @@ def engine(tiny_bundle):
 
 
 def test_engine_answers_only_from_memory(engine):
-    engine.reset()
+    stream = engine.new_stream()
     crop = np.random.default_rng(3).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     asks = [{"type": "activity", "start": 0, "end": 60, "object_image": crop},
             {"type": "object", "start": -50, "end": 30, "activity": 1},
             {"type": "time", "start": 0, "end": 60, "activity": 2, "object_image": crop}]
-    for a in engine.answer(asks):   # nothing committed: typed answers, no scores, boxes or intervals
+    for a in engine.answer(stream, asks):   # nothing committed: typed answers, no scores, boxes or intervals
         assert a["status"] == "no_memory" and a["coverage"]["covered_fraction"] == 0.0
         assert not {"scores", "ranked", "boxes", "times", "intervals"} & set(a)
     T = engine.clip_frames
     frames = np.random.default_rng(0).integers(0, 256, (2 * T, 112, 112, 3), dtype=np.uint8)
-    engine.ingest(frames, np.arange(2 * T, dtype=float))
-    act, obj, tim = engine.answer(asks)
+    engine.ingest(stream, frames, np.arange(2 * T, dtype=float))
+    act, obj, tim = engine.answer(stream, asks)
     assert act["status"] == "partial" and act["answered_spans"] == [[0.0, float(2 * T)]]
     assert obj["status"] == "partial" and obj["times"] and min(obj["times"]) >= 0.0   # no box before the stream
     assert all(0.0 <= s < e <= 2 * T for s, e, _ in tim["intervals"])
-    inside = engine.answer([{**asks[0], "start": 2, "end": 20}])[0]
+    inside = engine.answer(stream, [{**asks[0], "start": 2, "end": 20}])[0]
     assert inside["status"] == "answered" and len(inside["scores"]) == engine.cfg.heads.num_activities

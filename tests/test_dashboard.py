@@ -68,8 +68,9 @@ def test_timeline_json_and_what_is_open(tiny_bundle):
 
     with Engine(tiny_bundle, threads=1) as engine:
         times = np.r_[np.arange(20.0), np.arange(30.0, 36.0)]  # 1 fps; nothing from 20 to 30 s
-        engine.ingest(np.zeros((len(times), 112, 112, 3), np.uint8), times)
-        with TestClient(create_app(Runtime(engine), token="t")) as client:
+        rt = Runtime(engine)
+        engine.ingest(rt.stream, np.zeros((len(times), 112, 112, 3), np.uint8), times)
+        with TestClient(create_app(rt, token="t")) as client:
             page = client.get("/")
             assert page.status_code == 200 and "/static/app.js" in page.text
             assert "script-src 'self'" in page.headers["content-security-policy"]

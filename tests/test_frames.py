@@ -1,7 +1,5 @@
 """One resize for every path: a video read by the runtime (source -> Engine.encode) and by export's
 calibration reaches the backbone as the same pixels."""
-from types import SimpleNamespace
-
 import cv2
 import numpy as np
 import pytest
@@ -40,7 +38,6 @@ def _engine_frames(cfg, frames):
     eng.frame_size, eng.tokens_per_frame, eng.token_dim = (cfg.backbone.image_size, cfg.backbone.tokens_per_frame,
                                                            cfg.backbone.dim)
     eng.batch_size = 4
-    eng.stream = SimpleNamespace(report=lambda stage, seconds: None)  # encode reports its time to the stream
     eng.backbone = _Backbone(eng.tokens_per_frame, eng.token_dim)
     eng.encode(frames)
     return np.concatenate(eng.backbone.seen)

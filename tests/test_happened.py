@@ -34,9 +34,18 @@ def streamed():
     with Engine(BUNDLE, threads=1) as eng:
         video = CheckoutVideo(seed=SEED, duration_s=VIDEO_S, size=eng.frame_size)
         ts, fr = zip(*video.frames(eng.fps, 0.0, None))
-        eng.ingest(np.stack(fr), np.asarray(ts, np.float64))
-        eng.flush()
-        yield eng, video
+        stream = eng.new_stream()
+        eng.ingest(stream, np.stack(fr), np.asarray(ts, np.float64))
+        eng.flush(stream)
+        yield eng, stream, video
+
+
+def _runtime(streamed, **kw):
+    """A Runtime on the streamed engine whose stream starts from the streamed memory."""
+    eng, stream, _ = streamed
+    rt = Runtime(eng, **kw)
+    rt.stream.load_state_dict(stream.state_dict())
+    return rt
 
 
 def _right(e: Event, ann: dict) -> bool:
@@ -50,8 +59,8 @@ def _right(e: Event, ann: dict) -> bool:
 
 
 def test_events_of_a_window_from_the_bundles_classes(streamed):
-    eng, video = streamed
-    events = what_happened(eng, None, (0.0, VIDEO_S))
+    eng, stream, video = streamed
+    events = what_happened((eng, stream), None, (0.0, VIDEO_S))
     assert events, "5 minutes of checkout with no event found"
     assert [(e.start, -e.confidence) for e in events] == sorted((e.start, -e.confidence) for e in events)
     for e in events:
@@ -70,9 +79,9 @@ def test_events_of_a_window_from_the_bundles_classes(streamed):
 
 
 def test_one_signature_for_engine_runtime_and_hub(streamed):
-    eng, _ = streamed
-    direct = what_happened(eng, "any name: an engine is one stream", (0.0, 150.0))
-    rt = Runtime(eng)
+    eng, stream, _ = streamed
+    direct = what_happened((eng, stream), "any name: the stream is the one given", (0.0, 150.0))
+    rt = _runtime(streamed)
     assert what_happened(rt, None, (0.0, 150.0)) == direct
     assert what_happened(rt, rt.name, (0.0, 150.0)) == direct
     assert what_happened(Streams.wrap(rt), None, (0.0, 150.0)) == direct
@@ -82,11 +91,11 @@ def test_one_signature_for_engine_runtime_and_hub(streamed):
 
 
 def test_activity_filter_and_confidence_floor(streamed):
-    eng, _ = streamed
-    every = what_happened(eng, None, (0.0, VIDEO_S), min_confidence=0.0)
-    scans = what_happened(eng, None, (0.0, VIDEO_S), activities=["scan"], min_confidence=0.0)
+    target = streamed[:2]
+    every = what_happened(target, None, (0.0, VIDEO_S), min_confidence=0.0)
+    scans = what_happened(target, None, (0.0, VIDEO_S), activities=["scan"], min_confidence=0.0)
     assert scans and {e.activity for e in scans} == {"scan"}
-    sure = what_happened(eng, None, (0.0, VIDEO_S), min_confidence=0.6)
+    sure = what_happened(target, None, (0.0, VIDEO_S), min_confidence=0.6)
     assert len(every) > len(sure) and all(e.confidence >= 0.6 for e in sure)
 
 
@@ -98,14 +107,14 @@ def test_activity_filter_and_confidence_floor(streamed):
 ])
 def test_bad_input_is_one_line(streamed, window, activities, words):
     with pytest.raises(HappenedError, match=words) as err:
-        what_happened(streamed[0], None, window, activities=activities)
+        what_happened(streamed[:2], None, window, activities=activities)
     assert "\n" not in str(err.value) and err.value.status == 422
 
 
 def test_heads_answers_are_refused():
     with Engine(BUNDLE, threads=1, answers="heads") as heads:
         with pytest.raises(HappenedError, match="memory reader") as err:
-            what_happened(heads, None, (0.0, 10.0))
+            what_happened((heads, heads.new_stream()), None, (0.0, 10.0))
         assert err.value.status == 409
 
 
@@ -150,16 +159,15 @@ def test_the_alert_rules_read_every_activitys_reading(streamed):
     pass-arounds: docs/lab/alerts.md); the list people read gets one activity per product at a time."""
     from edge_runtime.alerts.rule_events import EVENT_FLOOR, rule_events
 
-    eng, _ = streamed
-    every = what_happened(eng, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR, one_activity=False)
-    assert rule_events(eng, None, (0.0, VIDEO_S)) == every
-    listed = what_happened(eng, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR)
+    target = streamed[:2]
+    every = what_happened(target, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR, one_activity=False)
+    assert rule_events(target, None, (0.0, VIDEO_S)) == every
+    listed = what_happened(target, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR)
     assert listed == one_activity_each(every) and set(listed) < set(every)  # this window: 16 of 17
 
 
 def test_catalog_products_are_asked_by_their_names(streamed, tmp_path):
-    eng, _ = streamed
-    rt = Runtime(eng, state_dir=tmp_path)
+    rt = _runtime(streamed, state_dir=tmp_path)
     pics = class_pictures(["banana", "chips_bag"], 112)
     rt.catalog.add("Bananas", pics["banana"])
     rt.catalog.add("Crisps", pics["chips_bag"])
@@ -172,7 +180,7 @@ def test_a_product_removed_while_its_pictures_are_read_is_not_asked_about(stream
     product no question named."""
     from edge_runtime.query.happened import subjects
 
-    eng, _ = streamed
+    eng = streamed[0]
     rt = Runtime(eng, state_dir=tmp_path)
     pics = class_pictures(["banana", "chips_bag"], 112)
     rt.catalog.add("Bananas", pics["banana"])
@@ -190,18 +198,31 @@ def test_a_product_removed_while_its_pictures_are_read_is_not_asked_about(stream
 
 # -- API and CLI -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def client(streamed):
-    with TestClient(create_app(Runtime(streamed[0]))) as c:
+def served(streamed):
+    """A Runtime whose stream was fed the video itself (its OOD monitor saw the frames, which a state
+    dict does not carry)."""
+    eng, _, video = streamed
+    rt = Runtime(eng)
+    ts, fr = zip(*video.frames(eng.fps, 0.0, None))
+    eng.ingest(rt.stream, np.stack(fr), np.asarray(ts, np.float64))
+    eng.flush(rt.stream)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    with TestClient(create_app(served)) as c:
         yield c
 
 
-def test_api_answers_as_the_function_does(client, streamed):
+def test_api_answers_as_the_function_does(client, served, streamed):
     r = client.post("/v1/happened", json={"last": 120})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["window"] == [VIDEO_S - 120, VIDEO_S] and body["products"]["from"] == "bundle classes"
-    assert body["events"] == [e.to_dict() for e in what_happened(streamed[0], None, (VIDEO_S - 120, VIDEO_S))]
-    assert body["ood"] == streamed[0].ood_status()  # as every answer says how unlike training the frames are
+    assert body["events"] == [e.to_dict() for e in what_happened(streamed[:2], None, (VIDEO_S - 120, VIDEO_S))]
+    assert body["ood"] == served.stream.ood.status()  # as every answer says how unlike training the frames are
     from edge_runtime.cli.happened import lines
     flagged = lines({**body, "ood": {**body["ood"], "flag": True}})
     assert flagged[-1].startswith("warning: the recent frames look unlike the training footage")
@@ -242,7 +263,7 @@ def test_api_before_the_first_frame_says_so():
 
 
 def test_cli_happened(client, streamed, capsys):
-    with serve_app(create_app(Runtime(streamed[0]))) as where:
+    with serve_app(create_app(_runtime(streamed))) as where:
         assert cli.main(["happened", "--last", "2m", "--api", where]) == 0
         out = capsys.readouterr().out.splitlines()
         assert out[0].startswith(f"default: ") and f"{VIDEO_S - 120:.1f}-{VIDEO_S:.1f} s" in out[0]
@@ -275,7 +296,7 @@ def test_ask_what_happened_and_what_was_scanned(client):
 
 
 def test_cli_ask_prints_the_events(streamed, capsys):
-    with serve_app(create_app(Runtime(streamed[0]))) as where:
+    with serve_app(create_app(_runtime(streamed))) as where:
         assert cli.main(["ask", "when was something bagged in the last 5 minutes", "--api", where]) == 0
         out = capsys.readouterr().out.splitlines()
         assert out[0] == f"read as: what happened ('bag', to any product), in the last 5 min (stream 0-{VIDEO_S:g} s)"
@@ -299,11 +320,11 @@ def test_trace_accounts_for_every_missed_truth_event(streamed):
     event of the window is either found or lost at exactly one step, the first that lost it."""
     from tools.accuracy.happened_eval import LOSSES, lost_at, matched, truth
 
-    eng, video = streamed
+    eng, stream, video = streamed
     ann = video.annotations()
     steps: dict = {}
-    events = what_happened(eng, None, (0.0, VIDEO_S), trace=steps)
-    assert events == what_happened(eng, None, (0.0, VIDEO_S))  # tracing changes nothing
+    events = what_happened((eng, stream), None, (0.0, VIDEO_S), trace=steps)
+    assert events == what_happened((eng, stream), None, (0.0, VIDEO_S))  # tracing changes nothing
     assert set(steps["activity"]) == set(happened.subjects(eng, None)) and steps["floor"] == happened.MIN_CONFIDENCE
     assert all(k[4] >= happened.MIN_CONFIDENCE for k in steps["kept"])
     gt = truth(ann, 0.0, VIDEO_S)
@@ -371,10 +392,10 @@ def test_the_last_minutes_of_a_live_stream_end_now_not_where_the_memory_ends(mon
     from edge_runtime.serve.api_happened import window_of
 
     monkeypatch.setattr(times.time, "time", lambda: 1_800_000_160.0)
-    engine = SimpleNamespace(coverage={"start": 0.0, "end": 100.0})
-    live = SimpleNamespace(engine=engine, wall_origin=1_800_000_000.0)
+    stream = SimpleNamespace(coverage={"start": 0.0, "end": 100.0})
+    live = SimpleNamespace(stream=stream, wall_origin=1_800_000_000.0)
     assert window_of(live, None, None, 60.0) == (100.0, 160.0)
-    assert window_of(SimpleNamespace(engine=engine, wall_origin=None), None, None, 60.0) == (40.0, 100.0)
+    assert window_of(SimpleNamespace(stream=stream, wall_origin=None), None, None, 60.0) == (40.0, 100.0)
 
 
 def test_happened_lines_name_the_gaps_of_a_window_covered_in_part():

@@ -106,20 +106,22 @@ def test_old_bundle_engine_answers_with_unknown_ood(tiny_bundle, tmp_path):
     (old / OOD_FILE).unlink(missing_ok=True)
     eng = _engine(old)
     T = eng.clip_frames
-    eng.ingest(np.zeros((T, eng.frame_size, eng.frame_size, 3), np.uint8), np.arange(T, dtype=float))
-    (a,) = eng.answer([{"type": "activity", "start": 0, "end": T}])
+    stream = eng.new_stream()
+    eng.ingest(stream, np.zeros((T, eng.frame_size, eng.frame_size, 3), np.uint8), np.arange(T, dtype=float))
+    (a,) = eng.answer(stream, [{"type": "activity", "start": 0, "end": T}])
     assert a["ood"]["flag"] is None and "no OOD statistics" in a["ood"]["note"]
-    assert eng.ood_status() == a["ood"]
+    assert stream.ood.status() == a["ood"]
 
 
 def _stream(engine, uri, max_frames=None):
+    """A fresh stream of ``uri``'s frames."""
     from edge_runtime.sources import open_source
 
     with open_source(uri, target_fps=engine.fps, size=engine.frame_size) as src:
         frames = [(f.t, f.image) for f, _ in zip(src, range(max_frames or 10**9))]
-    engine.reset()
-    engine.ingest(np.stack([im for _, im in frames]), np.array([t for t, _ in frames]))
-    return engine.ood_status()
+    stream = engine.new_stream()
+    engine.ingest(stream, np.stack([im for _, im in frames]), np.array([t for t, _ in frames]))
+    return stream
 
 
 def test_street_scene_flagged_checkout_not(tiny_bundle):
@@ -129,15 +131,14 @@ def test_street_scene_flagged_checkout_not(tiny_bundle):
         pytest.skip(f"{vtest} missing (tools/fetch_footage.sh fetches the opencv-doc videos)")
     eng = _engine(tiny_bundle)
     assert eng.bundle.manifest["ood"]["file"] == OOD_FILE
-    checkout = _stream(eng, "demo://checkout?seed=1000000&duration=90&look=teal")
+    checkout = _stream(eng, "demo://checkout?seed=1000000&duration=90&look=teal").ood.status()
     street = _stream(eng, str(vtest))
     assert checkout["flag"] is False, checkout
-    assert street["flag"] is True, street
+    assert street.ood.status()["flag"] is True, street.ood.status()
     film = FOOTAGE / "Megamind.avi"
     if film.is_file():
-        assert _stream(eng, str(film))["flag"] is True
-    street = _stream(eng, str(vtest))
-    (a,) = eng.answer([{"type": "activity", "start": 0, "end": 30}])
+        assert _stream(eng, str(film)).ood.status()["flag"] is True
+    (a,) = eng.answer(street, [{"type": "activity", "start": 0, "end": 30}])
     assert a["ood"]["flag"] is True
 
 
@@ -302,4 +303,4 @@ def test_lvm_export_data_fits_ood_on_the_train_split(ood_dataset, tmp_path, caps
     m = json.loads((out / "manifest.json").read_text())
     assert m["ood"]["fitted_on"]["dataset"] == str(ood_dataset) and m["ood"]["fitted_on"]["split"] == "train"
     assert m["parity"]["frames"]["source"] == "demo://checkout?seed=5&duration=32"
-    assert _engine(out).ood_status()["threshold"] == pytest.approx(m["ood"]["threshold"], abs=1e-4)
+    assert _engine(out).new_stream().ood.status()["threshold"] == pytest.approx(m["ood"]["threshold"], abs=1e-4)

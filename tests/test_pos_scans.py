@@ -82,7 +82,7 @@ def test_post_scans_stores_them_and_says_what_it_cannot_name(app, tmp_path):
         assert "has not delivered a frame yet" in _error(client.post(url, json={"scans": [{"product": "apple",
                                                                                            "time": 1.8e9}]}), 409)
         rt.source_uri = before
-        rt.wall_origin = 1.8e9 - 100.0   # a live camera's stream time 0
+        rt.stream.clock.first_frame(0.0, live=True, captured=1.8e9 - 100.0)   # a live camera's stream time 0
         assert "milliseconds?" in _error(client.post(url, json={"scans": [{"product": "apple", "time": 1.8e12}]}), 422)
         assert client.post(url, json={"scans": [{"product": "apple", "time": 1.8e9}]}).status_code == 202
         assert ("apple", 100.0) in [(e.product, e.start) for e in svc.pos.recent(rt.name, 0.0)]
@@ -92,12 +92,12 @@ def test_post_scans_stores_them_and_says_what_it_cannot_name(app, tmp_path):
         assert client.post(url, json={"scans": [{"product": "apple", "stream_time": 1800.0}]}).json()["new"] == 1
         assert svc.pos.count(rt.name) == 4
         # a backlog: the reads the rules still read are kept, the older ones counted and named in the note
-        rt.stream_now = 1000.0 + KEEP_S
+        rt.stream.clock.received(1000.0 + KEEP_S)
         r = client.post(url, json={"scans": [{"product": "bread", "stream_time": 999.0},
                                              {"product": "bread", "stream_time": 1001.0}]})
         assert r.status_code == 202 and (r.json()["new"], r.json()["too_old"]) == (1, 1), r.text
         assert "not kept" in r.json()["note"] and ("bread", 999.0) not in [(e.product, e.start) for e in svc.pos.recent(rt.name, 0.0)]
-        rt.stream_now = None
+        rt.stream.clock.received(0.0)   # back at the stream's start: the reads below are not too old
         for bad in ({"scans": []}, {"scans": [{"product": "apple"}]},
                     {"scans": [{"product": "apple", "time": 1.8e9, "stream_time": 3}]},
                     {"scans": [{"product": "", "stream_time": 3}]}, {"scans": [{"product": "a", "stream_time": -1}]},
@@ -132,6 +132,8 @@ def test_each_evaluation_hands_the_rules_the_tills_scans_of_the_last_minutes(tmp
 
         class engine:
             labels = ["scan", "bag"]
+
+        class stream:
             coverage = {"start": 0.0, "end": 2000.0}
 
     svc = AlertService(AlertSettings.model_validate({"scans": "pos", "rules": {"bagged_without_scan": {}}}),
@@ -164,7 +166,7 @@ def test_a_demo_stream_brings_its_tills_scans_and_the_real_rules_judge_against_t
         assert st["evaluations"] >= 1 and st["last_error"] is None and st["note"] is None, st
         video = CheckoutVideo(3, duration_s=240.0, size=rt.engine.frame_size, shrink="0.3,0.3,0")
         reads = pos_scans(video.annotations())
-        end = rt.engine.coverage["end"]
+        end = rt.stream.coverage["end"]
         want = [(p, t) for p, t in reads if t <= end]
         assert want, "the demo's first minutes scan something"
         assert [(e.product, e.start) for e in hub.alerts.pos.recent(rt.name, 0.0)] == want

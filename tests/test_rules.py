@@ -97,8 +97,8 @@ def test_a_rule_written_as_one_class_is_picked_up_through_the_registry(two_bags,
     with pytest.raises(ValueError, match="alerts.rules: rule two_bags_no_scan: unknown threshold 'within'"):
         AlertSettings.model_validate({"rules": {name: {"within": 30}}}).check_rules(ALL, [])
     # the status names it with its thresholds, and the service raises its alerts
-    lane = SimpleNamespace(name="lane1", wall_origin=None, engine=SimpleNamespace(
-        coverage={"start": 0.0, "end": 60.0}, labels=ALL))
+    lane = SimpleNamespace(name="lane1", wall_origin=None, engine=SimpleNamespace(labels=ALL),
+                           stream=SimpleNamespace(coverage={"start": 0.0, "end": 60.0}))
     svc = AlertService(s, tmp_path / "state", evaluate=False, events=lambda rt, w: events)
     try:
         st = svc.status("lane1")

@@ -221,7 +221,6 @@ def engine(tiny_bundle):
 def test_the_tail_of_a_file_is_committed_and_its_end_said(engine, tmp_path):
     from edge_runtime.serve.pipeline import Runtime
 
-    engine.reset()
     rt = Runtime(engine)
     rt.start(str(_video(tmp_path / "v.avi")))  # 20 s: one clip of 16 and a tail of 4
     assert rt.wait(60)
@@ -235,7 +234,6 @@ def test_the_tail_of_a_file_is_committed_and_its_end_said(engine, tmp_path):
 def test_a_truncated_file_is_an_error_with_its_stream_time(engine, tmp_path):
     from edge_runtime.serve.pipeline import Runtime
 
-    engine.reset()
     rt = Runtime(engine)
     rt.start(str(_truncated(_video(tmp_path / "v.avi"), tmp_path / "cut.avi")))
     assert rt.wait(60)
@@ -265,7 +263,6 @@ class _FakeLive(StoppableSource):
 def test_an_outage_reads_reconnecting_and_duration_bounds_it_by_wall_time(engine, monkeypatch):
     from edge_runtime.serve.pipeline import Runtime
 
-    engine.reset()
     monkeypatch.setattr(sources, "open_source", lambda uri, **kw: _FakeLive(3))
     rt = Runtime(engine)
     rt.start("rtsp://cam/x", duration=3)
@@ -276,7 +273,6 @@ def test_an_outage_reads_reconnecting_and_duration_bounds_it_by_wall_time(engine
     assert rt.wait(60)
     assert rt.state == "ended" and "duration of 3 s reached (wall-clock" in rt.end_reason
     _done(rt)
-    engine.reset()
     monkeypatch.setattr(sources, "open_source", lambda uri, **kw: _FakeLive(0))
     rt = Runtime(engine)
     rt.start("rtsp://cam/x", duration=0.5)
@@ -353,14 +349,12 @@ def test_real_footage_tail_and_truncation(engine, tmp_path):
         pytest.skip(f"real footage not in {FOOTAGE} (bash tools/fetch_footage.sh fetches it)")
     from edge_runtime.serve.pipeline import Runtime
 
-    engine.reset()
     rt = Runtime(engine)
     rt.start(str(FOOTAGE / "Megamind.avi"))  # 11.3 s: less than one clip at 1 fps
     assert rt.wait(60)
     st = rt.status()
     assert st["pending_frames"] == 0 and st["clips"] == 1 and st["coverage"]["end"] >= 11.0
     assert "end of file at 11.2 s" in st["end_reason"]
-    engine.reset()
     rt = Runtime(engine)
     cut = tmp_path / "vtest-head.avi"
     cut.write_bytes((FOOTAGE / "vtest.avi").read_bytes()[:300_000])

@@ -24,10 +24,10 @@ def _frames(n, seed=0, size=112):
 
 
 def test_cfg_labels_and_empty_state(engine):
-    engine.reset()
+    stream = engine.new_stream()
     assert engine.cfg.name == "lvm-tiny" and len(engine.labels) == engine.cfg.heads.num_activities
-    assert engine.coverage == {"start": None, "end": None}
-    assert engine.frames_processed == 0 and engine.backend == "onnxruntime"
+    assert stream.coverage == {"start": None, "end": None}
+    assert stream.frames_processed == 0 and engine.backend == "onnxruntime"
 
 
 def test_encode_resizes_other_sizes(engine):
@@ -42,56 +42,56 @@ def test_encode_resizes_other_sizes(engine):
 
 
 def test_only_full_clips_commit_and_svd_matches_reference(engine):
-    engine.reset()
+    stream = engine.new_stream()
     T = engine.clip_frames
     frames = _frames(T + 5, seed=1)
     times = np.arange(T + 5, dtype=np.float64)
-    assert engine.ingest(frames[:10], times[:10]) == 0
-    assert engine.coverage["end"] is None and engine.pending_frames == 10
-    assert engine.ingest(frames[10:], times[10:]) == 1
-    assert engine.coverage == {"start": 0.0, "end": float(T)}
-    assert engine.pending_frames == 5 and engine.frames_processed == T + 5
+    assert engine.ingest(stream, frames[:10], times[:10]) == 0
+    assert stream.coverage["end"] is None and stream.pending_frames == 10
+    assert engine.ingest(stream, frames[10:], times[10:]) == 1
+    assert stream.coverage == {"start": 0.0, "end": float(T)}
+    assert stream.pending_frames == 5 and stream.frames_processed == T + 5
     # the SVD saw exactly the first clip's per-frame mean tokens
     ref = OnlineSVD(256, engine.cfg.svd.n_components, engine.cfg.svd.forgetting,
                     energy_cutoff=engine.cfg.svd.energy_cutoff)
     ref.update(engine.encode(frames[:T]).mean(axis=1))
-    np.testing.assert_allclose(engine.svd.singular_values, ref.singular_values, rtol=1e-4)
-    mem = engine.committed.memory
+    np.testing.assert_allclose(stream.svd.singular_values, ref.singular_values, rtol=1e-4)
+    mem = stream.committed.memory
     assert mem["mem_valid"].sum() == engine.cfg.stream.memory_tokens
-    assert engine.flush() is True
-    assert engine.coverage["end"] == float(T + 5) and engine.pending_frames == 0
-    assert engine.flush() is False
+    assert engine.flush(stream) is True
+    assert stream.coverage["end"] == float(T + 5) and stream.pending_frames == 0
+    assert engine.flush(stream) is False
 
 
 def test_times_must_increase(engine):
-    engine.reset()
-    engine.ingest(_frames(2), [0.0, 1.0])
+    stream = engine.new_stream()
+    engine.ingest(stream, _frames(2), [0.0, 1.0])
     with pytest.raises(ValueError, match="not after"):
-        engine.ingest(_frames(1), [1.0])
+        engine.ingest(stream, _frames(1), [1.0])
     with pytest.raises(ValueError, match="strictly increasing"):
-        engine.ingest(_frames(2), [5.0, 4.0])
+        engine.ingest(stream, _frames(2), [5.0, 4.0])
 
 
 def test_gaps_are_recorded_and_reported_per_window(engine):
-    engine.reset()
+    stream = engine.new_stream()
     T = engine.clip_frames
     t = np.concatenate([np.arange(T), 100 + np.arange(T)]).astype(float)
-    engine.ingest(_frames(2 * T, seed=2), t)
-    assert engine.gaps == [(float(T), 100.0)]
+    engine.ingest(stream, _frames(2 * T, seed=2), t)
+    assert stream.gaps == [(float(T), 100.0)]
     crop = _frames(1, seed=3)[0]
-    a = engine.answer([{"type": "activity", "start": 0, "end": 200, "object_image": crop}])[0]
+    a = engine.answer(stream, [{"type": "activity", "start": 0, "end": 200, "object_image": crop}])[0]
     cov = a["coverage"]
     assert cov["start"] == 0.0 and cov["end"] == 100.0 + T
     assert cov["covered_fraction"] == pytest.approx((2 * T) / 200.0)
     assert a["gaps"] == [[float(T), 100.0]]
-    b = engine.answer([{"type": "activity", "start": 300, "end": 400, "object_image": crop}])[0]
+    b = engine.answer(stream, [{"type": "activity", "start": 300, "end": 400, "object_image": crop}])[0]
     assert b["coverage"] == {"start": None, "end": None, "covered_fraction": 0.0}
     assert b["status"] == "no_memory" and "scores" not in b and "ranked" not in b
 
 
 def test_answers_every_type_in_one_heads_call(engine, monkeypatch):
-    engine.reset()
-    engine.ingest(_frames(3 * engine.clip_frames, seed=4), np.arange(3 * engine.clip_frames, dtype=float))
+    stream = engine.new_stream()
+    engine.ingest(stream, _frames(3 * engine.clip_frames, seed=4), np.arange(3 * engine.clip_frames, dtype=float))
     calls = []
     real = engine.heads.infer
 
@@ -106,7 +106,7 @@ def test_answers_every_type_in_one_heads_call(engine, monkeypatch):
             {"type": "object", "start": 2, "end": 6, "activity": engine.labels[2], "fps": 2},
             {"type": "time", "start": 0, "end": 48, "activity": 3, "object_image": crop, "k": 4},
             {"type": "time", "start": 0, "end": 48, "activity": 3, "object_tokens": engine.encode_images([crop])[0]}]
-    ans = engine.answer(reqs)
+    ans = engine.answer(stream, reqs)
     assert calls == [[0, 1, 1, 2]]  # the two time queries ask the same (image or its tokens): one row
     C = engine.cfg.heads.num_activities
     assert len(ans[0]["scores"]) == C and sorted(ans[0]["ranked"]) == list(range(C))
@@ -130,37 +130,37 @@ def test_answers_every_type_in_one_heads_call(engine, monkeypatch):
 
 
 def test_answers_match_a_direct_heads_call(engine):
-    engine.reset()
-    engine.ingest(_frames(2 * engine.clip_frames, seed=6), np.arange(2 * engine.clip_frames, dtype=float))
+    stream = engine.new_stream()
+    engine.ingest(stream, _frames(2 * engine.clip_frames, seed=6), np.arange(2 * engine.clip_frames, dtype=float))
     tok = engine.encode(_frames(1, seed=7))[0]
-    a = engine.answer([{"type": "activity", "start": 0, "end": 30, "object_tokens": tok}])[0]
+    a = engine.answer(stream, [{"type": "activity", "start": 0, "end": 30, "object_tokens": tok}])[0]
     c = engine.cfg
     hb = encode_queries(["activity"], [(0.0, 30.0)], [None], [tok], fps=c.stream.fps,
                         max_queries=c.heads.window_queries, tokens_shape=(49, 256))
-    st = engine.svd.state_dict()
-    out = engine.heads.infer({**engine.committed.memory, "svd_basis": st["svd_basis"][None].astype(np.float32),
+    st = stream.svd.state_dict()
+    out = engine.heads.infer({**stream.committed.memory, "svd_basis": st["svd_basis"][None].astype(np.float32),
                               "svd_sv": st["svd_singular_values"][None].astype(np.float32), **hb.as_feed()})
     ref = 1 / (1 + np.exp(-out["activity_logits"][0].astype(np.float64)))
     np.testing.assert_allclose(a["scores"], ref, rtol=1e-5)
 
 
 def test_identical_queries_run_once_and_get_the_same_answers(engine, monkeypatch):
-    engine.reset()
-    engine.ingest(_frames(3 * engine.clip_frames, seed=8), np.arange(3 * engine.clip_frames, dtype=float))
+    stream = engine.new_stream()
+    engine.ingest(stream, _frames(3 * engine.clip_frames, seed=8), np.arange(3 * engine.clip_frames, dtype=float))
     crop, other = _frames(1, seed=9, size=60)[0], _frames(1, seed=11, size=60)[0]
     reqs = [{"type": "time", "start": 0, "end": 48, "activity": 3, "object_image": crop, "k": 2},
             {"type": "object", "start": 2, "end": 30, "activity": 1},
             {"type": "time", "start": 0, "end": 48, "activity": 3, "object_image": crop.copy(), "k": 4},
             {"type": "object", "start": 2, "end": 30, "activity": 1, "fps": 2},
             {"type": "time", "start": 0, "end": 48, "activity": 3, "object_image": other}]
-    alone = [engine.answer([r])[0] for r in reqs]  # every crop encoded: later calls reuse its tokens
+    alone = [engine.answer(stream, [r])[0] for r in reqs]  # every crop encoded: later calls reuse its tokens
     rows, encoded = [], []
     real_infer, real_encode = engine.heads.infer, engine.backbone.infer
     monkeypatch.setattr(engine.heads, "infer", lambda feed, outputs=None: rows.append(len(feed["q_type"]))
                         or real_infer(feed, outputs))
     monkeypatch.setattr(engine.backbone, "infer", lambda feed, outputs=None: encoded.append(len(feed["frames"]))
                         or real_encode(feed, outputs))
-    together = engine.answer(reqs)
+    together = engine.answer(stream, reqs)
     assert rows == [3] and encoded == []
     # same numbers as asked one by one; k and fps still apply per request
     for a, b in zip(together, alone):
@@ -187,43 +187,44 @@ def test_identical_queries_run_once_and_get_the_same_answers(engine, monkeypatch
 ])
 def test_bad_requests_are_query_errors(engine, req, msg):
     with pytest.raises(QueryError, match=msg):
-        engine.answer([req])
+        engine.answer(engine.new_stream(), [req])
 
 
 def test_state_dict_roundtrip_and_constant_memory(engine, tiny_bundle):
-    engine.reset()
-    bytes0 = engine.memory_bytes
+    stream = engine.new_stream()
+    bytes0 = stream.memory_bytes
     T = engine.clip_frames
-    engine.ingest(_frames(T + 3, seed=8), np.arange(T + 3, dtype=float))
-    engine.ingest(_frames(T, seed=9), 50 + np.arange(T, dtype=float))
-    assert engine.memory_bytes == bytes0
-    sd = engine.state_dict()
+    engine.ingest(stream, _frames(T + 3, seed=8), np.arange(T + 3, dtype=float))
+    engine.ingest(stream, _frames(T, seed=9), 50 + np.arange(T, dtype=float))
+    assert stream.memory_bytes == bytes0
+    sd = stream.state_dict()
     assert all(isinstance(v, np.ndarray) and v.dtype != object for v in sd.values())
     crop = _frames(1, seed=10)[0]
     q = [{"type": "activity", "start": 0, "end": 70, "object_image": crop}]
-    before = engine.answer(q)[0]
+    before = engine.answer(stream, q)[0]
     with Engine(tiny_bundle, answers="heads") as other:
-        other.load_state_dict(sd)
-        assert other.coverage == engine.coverage and other.gaps == engine.gaps
-        assert other.pending_frames == engine.pending_frames and other.last_time == engine.last_time
-        np.testing.assert_allclose(other.answer(q)[0]["scores"], before["scores"], rtol=1e-5)
+        other_s = other.new_stream()
+        other_s.load_state_dict(sd)
+        assert other_s.coverage == stream.coverage and other_s.gaps == stream.gaps
+        assert other_s.pending_frames == stream.pending_frames and other_s.last_time == stream.last_time
+        np.testing.assert_allclose(other.answer(other_s, q)[0]["scores"], before["scores"], rtol=1e-5)
         # the restored pending frames complete a clip exactly like the original would
         more = _frames(T, seed=11)
-        engine.ingest(more, 100 + np.arange(T, dtype=float))
-        other.ingest(more, 100 + np.arange(T, dtype=float))
-        np.testing.assert_array_equal(other.committed.memory["mem_t"], engine.committed.memory["mem_t"])
+        engine.ingest(stream, more, 100 + np.arange(T, dtype=float))
+        other.ingest(other_s, more, 100 + np.arange(T, dtype=float))
+        np.testing.assert_array_equal(other_s.committed.memory["mem_t"], stream.committed.memory["mem_t"])
         with pytest.raises(ValueError, match="does not fit"):
-            other.load_state_dict({**sd, "pending_tokens": sd["pending_tokens"][:2]})
-        assert other.coverage == {"start": None, "end": None}  # a failed load leaves a clean engine
+            other_s.load_state_dict({**sd, "pending_tokens": sd["pending_tokens"][:2]})
+        assert other_s.coverage == {"start": None, "end": None}  # a failed load leaves a clean engine
 
 
 def test_queries_read_the_commit_not_the_buffers_being_written(engine):
-    engine.reset()
-    engine.ingest(_frames(engine.clip_frames, seed=12), np.arange(engine.clip_frames, dtype=float))
-    snap = engine.committed
+    stream = engine.new_stream()
+    engine.ingest(stream, _frames(engine.clip_frames, seed=12), np.arange(engine.clip_frames, dtype=float))
+    snap = stream.committed
     mem_before = {k: v.copy() for k, v in snap.memory.items()}
-    engine.ingest(_frames(engine.clip_frames, seed=13), engine.clip_frames + np.arange(engine.clip_frames, dtype=float))
-    assert engine.committed is not snap
+    engine.ingest(stream, _frames(engine.clip_frames, seed=13), engine.clip_frames + np.arange(engine.clip_frames, dtype=float))
+    assert stream.committed is not snap
     for k, v in snap.memory.items():
         np.testing.assert_array_equal(v, mem_before[k])  # an old commit never changes under a query
 
@@ -246,8 +247,9 @@ def test_engine_matches_the_pytorch_reference(tiny_bundle):
         data.tokens = net.backbone(torch.from_numpy(data.frames))
     ref = answer_video(net, data)
     with Engine(tiny_bundle, threads=2, answers="heads") as e:
-        e.ingest(data.frames, data.times)
-        got = e.answer([{"type": q.type, "start": q.start, "end": q.end,
+        es = e.new_stream()
+        e.ingest(es, data.frames, data.times)
+        got = e.answer(es, [{"type": q.type, "start": q.start, "end": q.end,
                          "activity": q.activity_id if q.type != "activity" else None,
                          "object_image": data.video.object_crop(q.instance_id, size=112)
                          if q.type != "object" and q.instance_id is not None else None, "k": 3}
@@ -283,6 +285,6 @@ def test_heads_calls_stay_within_their_activation_budget(tiny_bundle):
     assert heads_rows_per_call(tiny, budget=1) == 1  # never zero
     eng = Engine(tiny_bundle, max_queries_per_call=256)
     try:
-        assert eng.max_queries_per_call == 64 and eng.stream_engine().max_queries_per_call == 64
+        assert eng.max_queries_per_call == 64
     finally:
         eng.close()

@@ -30,7 +30,6 @@ def _use(monkeypatch, factory):
 def test_stream_restore_and_the_clock_continues(engine, tmp_path, monkeypatch):
     """A file (a source that is not live) restored from its snapshot resumes where the memory ends:
     its frames up to there are not read into the memory again; one it holds to its end adds nothing."""
-    engine.reset()
     _use(monkeypatch, lambda: FakeSource(60))
     rt = Runtime(engine, state_dir=tmp_path)
     assert rt.restored_from is None
@@ -43,22 +42,20 @@ def test_stream_restore_and_the_clock_continues(engine, tmp_path, monkeypatch):
     assert "8 frame(s) committed" in st["end_reason"]
     rt.stop()  # final snapshot
     assert (tmp_path / SNAPSHOT_NAME).is_file()
-    engine.reset()
 
     rt2 = Runtime(engine, state_dir=tmp_path)
     assert rt2.restored_from["coverage"] == {"start": 0.0, "end": 40.0}
-    assert engine.last_time == 39.0 and engine.pending_frames == 0
+    assert rt2.stream.last_time == 39.0 and rt2.stream.pending_frames == 0
     rt2.start("fake://")  # the file opens at t = 0 again: frames 0-39 are in memory already
     assert rt2.wait(60)
-    assert engine.last_time == 59.0 and engine.frames_processed == 60
-    assert engine.gaps == [] and engine.coverage == {"start": 0.0, "end": 60.0}
+    assert rt2.stream.last_time == 59.0 and rt2.stream.frames_processed == 60
+    assert rt2.stream.gaps == [] and rt2.stream.coverage == {"start": 0.0, "end": 60.0}
     rt2.stop()
-    engine.reset()
 
     rt3 = Runtime(engine, state_dir=tmp_path)
     rt3.start("fake://")
     assert rt3.wait(60) and rt3.state == "ended"
-    assert engine.last_time == 59.0 and engine.frames_processed == 60
+    assert rt3.stream.last_time == 59.0 and rt3.stream.frames_processed == 60
     assert "nothing new: the restored memory holds it up to 59.0 s" in rt3.status()["end_reason"]
 
 
@@ -67,7 +64,6 @@ def test_a_stream_that_ends_is_snapshotted_at_once_while_the_run_serves_on(engin
     serves on would lose what was streamed since the last one: the end takes one."""
     import json
 
-    engine.reset()
     _use(monkeypatch, lambda: FakeSource(40))
     rt = Runtime(engine, state_dir=tmp_path, snapshot_every=3600)  # no periodic one during this run
     rt.start("fake://")
@@ -75,18 +71,15 @@ def test_a_stream_that_ends_is_snapshotted_at_once_while_the_run_serves_on(engin
     with np.load(tmp_path / SNAPSHOT_NAME) as z:  # before stop(): written at the end of the stream
         assert json.loads(bytes(z["__meta__"]))["coverage"] == {"start": 0.0, "end": 40.0}
     rt.stop(snapshot=False)
-    engine.reset()
 
 
 def _live_run_snapshotted(engine, tmp_path, monkeypatch) -> None:
     """16 s of a live source streamed and snapshotted at its stop; the engine emptied for a restart."""
-    engine.reset()
     _use(monkeypatch, lambda: FakeSource(16, live=True))
     rt = Runtime(engine, state_dir=tmp_path)
     rt.start("fake://")
     rt.wait(60)
     rt.stop()
-    engine.reset()
 
 
 def test_live_restore_counts_the_downtime_as_a_gap(engine, tmp_path, monkeypatch):
@@ -94,12 +87,12 @@ def test_live_restore_counts_the_downtime_as_a_gap(engine, tmp_path, monkeypatch
     stream time from the wall clock, so "since 14:05" keeps its meaning and the gap is the time lost."""
     _live_run_snapshotted(engine, tmp_path, monkeypatch)
     rt2 = Runtime(engine, state_dir=tmp_path)
-    assert rt2.wall_origin == rt2._restored_meta["wall_origin"] is not None  # read before the camera is back
-    rt2._restored_meta["wall_origin"] -= 100.0  # as if stream time 0 was 100 s before it was
-    origin = rt2._restored_meta["wall_origin"]
+    assert rt2.wall_origin == rt2.stream.clock._restored["wall_origin"] is not None  # read before the camera is back
+    rt2.stream.clock._restored["wall_origin"] -= 100.0  # as if stream time 0 was 100 s before it was
+    origin = rt2.stream.clock._restored["wall_origin"]
     rt2.start("fake://")
     rt2.wait(60)
-    (a, b), = engine.gaps
+    (a, b), = rt2.stream.gaps
     # the first frame's time on the restored clock: 100 s plus however long this machine took since
     assert a == 16.0 and 100.0 <= b <= time.time() - origin
     assert rt2.wall_origin == pytest.approx(origin, abs=0.01)  # not moved by the downtime
@@ -108,11 +101,11 @@ def test_live_restore_counts_the_downtime_as_a_gap(engine, tmp_path, monkeypatch
 def test_live_restore_without_a_recorded_clock_counts_from_the_save(engine, tmp_path, monkeypatch):
     _live_run_snapshotted(engine, tmp_path, monkeypatch)
     rt2 = Runtime(engine, state_dir=tmp_path)
-    rt2._restored_meta.pop("wall_origin")   # a snapshot written before the clock was recorded
-    rt2._restored_meta["saved_at"] -= 100.0  # as if the kiosk was off for 100 s
+    rt2.stream.clock._restored.pop("wall_origin")   # a snapshot written before the clock was recorded
+    rt2.stream.clock._restored["saved_at"] -= 100.0  # as if the kiosk was off for 100 s
     rt2.start("fake://")
     rt2.wait(60)
-    (a, b), = engine.gaps
+    (a, b), = rt2.stream.gaps
     assert a == 16.0 and b == pytest.approx(116.0, abs=2.0)
 
 
@@ -122,16 +115,15 @@ def test_live_restore_counts_the_wait_for_a_first_frame_as_downtime(engine, tmp_
     _live_run_snapshotted(engine, tmp_path, monkeypatch)
     _use(monkeypatch, lambda: FakeSource(16, live=True, first_after=3.0))
     rt2 = Runtime(engine, state_dir=tmp_path)
-    rt2._restored_meta["wall_origin"] -= 16.0  # the fake's 16 s streamed at once: as if in real time
+    rt2.stream.clock._restored["wall_origin"] -= 16.0  # the fake's 16 s streamed at once: as if in real time
     rt2.start("fake://")
     rt2.wait(60)
-    (a, b), = engine.gaps
+    (a, b), = rt2.stream.gaps
     assert a == 16.0 and b >= 19.0   # taken when the source opened, the 3 s wait was left out (b = 17)
     metrics = rt2.telemetry.render().decode()
     assert 'lvm_stream_gaps{stream="default"} 1.0' in metrics and f'lvm_stream_gap_seconds{{stream="default"}} {b - a}' in metrics
     assert 'lvm_source_up{stream="default"} 0.0' in metrics   # the fake source has ended
     rt2.stop()
-    engine.reset()
 
 
 def test_a_restored_paced_file_goes_through_the_frames_it_holds_at_once(engine, tmp_path, monkeypatch):
@@ -141,24 +133,20 @@ def test_a_restored_paced_file_goes_through_the_frames_it_holds_at_once(engine, 
         made.append(FakeSource(30))
         return made[-1]
 
-    engine.reset()
     _use(monkeypatch, fake)
     rt = Runtime(engine, state_dir=tmp_path)
     rt.start("fake://", duration=20)
     rt.wait(60)
     rt.stop()
-    engine.reset()
     rt2 = Runtime(engine, state_dir=tmp_path)
     rt2.start("fake://", realtime=True)
     rt2.wait(60)
     assert made[-1].paced_from == 19.0   # paced from where the memory ends, not from its start
     rt2.stop()
-    engine.reset()
 
 
 @pytest.mark.parametrize("when", ["never_connects", "streaming", "failed", "ended", "idle"])
 def test_stop_works_from_every_state(engine, tmp_path, monkeypatch, when):
-    engine.reset()
     if when == "failed":
         def bad():
             raise SourceError("camera 7 (/dev/video7): no such device")
@@ -186,20 +174,18 @@ def test_stop_works_from_every_state(engine, tmp_path, monkeypatch, when):
 
 
 def test_duration_is_stream_time(engine, monkeypatch):
-    engine.reset()
     _use(monkeypatch, lambda: FakeSource(100))
     rt = Runtime(engine)
     rt.start("fake://", duration=20)
     assert rt.wait(60)
-    assert engine.frames_processed == 20 and rt.state == "ended"
+    assert rt.stream.frames_processed == 20 and rt.state == "ended"
 
 
 def test_queries_do_not_wait_for_a_slow_ingest(engine, monkeypatch):
-    engine.reset()
-    engine.ingest(np.zeros((16, 112, 112, 3), np.uint8), np.arange(16.0))
     rt = Runtime(engine)
+    engine.ingest(rt.stream, np.zeros((16, 112, 112, 3), np.uint8), np.arange(16.0))
     rt.query([{"type": "object", "start": 0, "end": 4, "activity": 0}])  # warm
-    real = engine.memory.step
+    real = rt.stream.memory.step
     entered, release = threading.Event(), threading.Event()
 
     def held_step(*a):  # an ingest that lasts until the test lets it go
@@ -207,8 +193,8 @@ def test_queries_do_not_wait_for_a_slow_ingest(engine, monkeypatch):
         release.wait(600)
         return real(*a)
 
-    monkeypatch.setattr(engine.memory, "step", held_step)
-    t = threading.Thread(target=engine.ingest, args=(np.zeros((16, 112, 112, 3), np.uint8), 16 + np.arange(16.0)))
+    monkeypatch.setattr(rt.stream.memory, "step", held_step)
+    t = threading.Thread(target=engine.ingest, args=(rt.stream, np.zeros((16, 112, 112, 3), np.uint8), 16 + np.arange(16.0)))
     t.start()
     answers = []
     try:
@@ -222,13 +208,12 @@ def test_queries_do_not_wait_for_a_slow_ingest(engine, monkeypatch):
         release.set()
         t.join()
     assert answers[0]["coverage"]["end"] == 4.0
-    assert engine.coverage["end"] == 32.0
+    assert rt.stream.coverage["end"] == 32.0
 
 
 def test_concurrent_queries_share_heads_calls(engine, monkeypatch):
-    engine.reset()
-    engine.ingest(np.zeros((16, 112, 112, 3), np.uint8), np.arange(16.0))
     rt = Runtime(engine, batch_wait_s=0.5)  # long enough that 8 threads released together share a call
+    engine.ingest(rt.stream, np.zeros((16, 112, 112, 3), np.uint8), np.arange(16.0))
     calls = []
     graph = engine.answerer if engine.answerer is not None else engine.heads  # the graph that answers
     real = graph.infer
@@ -252,13 +237,12 @@ def test_concurrent_queries_share_heads_calls(engine, monkeypatch):
 
 
 def test_reset_empties_memory_but_the_clock_goes_on(engine, monkeypatch):
-    engine.reset()
     _use(monkeypatch, lambda: FakeSource(32))
     rt = Runtime(engine)
     rt.start("fake://")
     rt.wait(60)
     assert rt.reset()["stream_time"] == 31.0
-    assert engine.coverage == {"start": None, "end": None} and engine.frames_processed == 0
+    assert rt.stream.coverage == {"start": None, "end": None} and rt.stream.frames_processed == 0
 
 
 def test_the_commit_hook_runs_at_the_first_frame_after_the_commit(engine, monkeypatch):
@@ -268,8 +252,7 @@ def test_the_commit_hook_runs_at_the_first_frame_after_the_commit(engine, monkey
 
     from edge_runtime.engine.ingest_batcher import IngestBatcher
 
-    engine.reset()
-    ingestor = IngestBatcher()
+    ingestor = IngestBatcher(engine)
     futures = []
     real_submit = ingestor.submit_async
     monkeypatch.setattr(ingestor, "submit_async", lambda *a: futures.append(real_submit(*a)) or futures[-1])

@@ -46,9 +46,10 @@ def streamed(tiny_bundle):
     torch.set_num_threads(1)
     with Engine(tiny_bundle, threads=1) as eng:
         video = CheckoutVideo(seed=SEED, duration_s=VIDEO_S, size=eng.frame_size)
-        eng.ingest(*_frames(video, eng.fps))
-        eng.flush()
-        yield eng, video
+        st = eng.new_stream()
+        eng.ingest(st, *_frames(video, eng.fps))
+        eng.flush(st)
+        yield eng, st, video
 
 
 def _requests(eng, video, queries):
@@ -65,25 +66,26 @@ def _absent_and_present(video):
 
 
 def test_bundle_carries_the_reader_and_auto_uses_it(streamed):
-    eng, _ = streamed
+    eng, st, _ = streamed
     assert eng.answers_kind == "reader" and eng.bundle.reader is not None
-    assert eng.stream_engine().answers_kind == "reader"
+    assert st.fact_specs is not None  # its streams keep the reader's facts
 
 
 def test_facts_committed_with_each_memory_constant_in_size(tiny_bundle):
     with Engine(tiny_bundle, threads=1) as eng:
         video = CheckoutVideo(seed=SEED, duration_s=96.0, size=eng.frame_size)
         frames, times = _frames(video, eng.fps)
-        empty = eng.committed.facts
+        st = eng.new_stream()
+        empty = st.committed.facts
         assert set(empty) == set(FACT_NAMES) and not any(v.any() for v in empty.values())
         shapes = {k: (v.shape, v.dtype) for k, v in empty.items()}
-        size = eng.memory_bytes
+        size = st.memory_bytes
         seen = []
         for i in range(0, len(frames), eng.clip_frames):
-            assert eng.ingest(frames[i : i + eng.clip_frames], times[i : i + eng.clip_frames]) == 1
-            c = eng.committed
+            assert eng.ingest(st, frames[i : i + eng.clip_frames], times[i : i + eng.clip_frames]) == 1
+            c = st.committed
             assert {k: (v.shape, v.dtype) for k, v in c.facts.items()} == shapes
-            assert eng.memory_bytes == size
+            assert st.memory_bytes == size
             seen.append(c.facts)
         # each commit has the facts of its own memory: a later commit does not change an earlier one's
         assert not np.array_equal(seen[0]["act_logits"], seen[-1]["act_logits"])
@@ -97,16 +99,16 @@ def test_reader_runs_once_for_streams_committing_together(tiny_bundle):
         calls = []
         real = eng.reader.infer
         eng.reader.infer = lambda feed, *a, **k: calls.append(feed["mem"].shape[0]) or real(feed, *a, **k)
-        a, b = eng.stream_engine(), eng.stream_engine()
+        a, b = eng.new_stream(), eng.new_stream()
         va, vb = (CheckoutVideo(seed=s, duration_s=32.0, size=eng.frame_size) for s in (SEED, SEED + 1))
         fa, fb = _frames(va, eng.fps), _frames(vb, eng.fps)
-        assert ingest_streams([(a, *fa), (b, *fb)]) == [2, 2]
+        assert ingest_streams(eng, [(a, *fa), (b, *fb)]) == [2, 2]
         # each call: both memories, and with a timeline both committed clips cut into reader rows
         rows = 0 if eng.timeline is None else -(-eng.clip_frames // eng.timeline.frames_per_row)
         assert calls == [2 * (1 + rows)] * 2
         for eng_one, frames in ((a, fa), (b, fb)):
-            alone = eng.stream_engine()
-            alone.ingest(*frames)
+            alone = eng.new_stream()
+            eng.ingest(alone, *frames)
             for k in FACT_NAMES:
                 np.testing.assert_allclose(eng_one.committed.facts[k], alone.committed.facts[k], atol=1e-5, rtol=1e-4)
 
@@ -116,7 +118,7 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
 
     from edge_runtime.config import model_config_from_dict
 
-    eng, video = streamed
+    eng, st, video = streamed
     cfg = model_config_from_dict(eng.bundle.manifest["config"])  # with its training settings: the digest the reader names
     reader, answer, meta = load_reader(READER_FILE, cfg)
     sec = eng.bundle.reader
@@ -126,13 +128,13 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
     assert all(sec["calibration"][t] == cal_all[t] for t in BY_NAME)
     assert sec["prior_weight"] == cal_all.get("prior_weight", meta.get("prior_weight"))
     assert sec.get("prior_weight_by_window") == cal_all.get("prior_weight_by_window")
-    c = eng.committed
+    c = st.committed
     m = eng.cfg.stream.memory_tokens
     with torch.no_grad():
         # the commit keeps no copy of the memory's tokens (the facts stand for them): the device memory
         # holds what was committed until the next clip
         assert "mem" not in c.memory
-        memory = eng.stream.memory.read()
+        memory = st.memory.read()
         facts = reader(*(torch.from_numpy(memory[k]) for k in MEMORY_INPUTS), torch.from_numpy(c.svd_basis),
                        torch.from_numpy(c.svd_sv))
     for name, f in zip(FACT_NAMES, facts):
@@ -147,7 +149,7 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
     for r in reqs:  # both sides from the same crop tokens
         if r["object_image"] is not None:
             r["object_tokens"], r["object_image"] = eng.encode_images([r["object_image"]])[0], None
-    got = eng.answer(reqs)
+    got = eng.answer(st, reqs)
     P, d = eng.tokens_per_frame, eng.token_dim
     obj = torch.stack([torch.from_numpy(r["object_tokens"]) if r.get("object_tokens") is not None else torch.zeros(P, d)
                        for r in reqs])
@@ -177,10 +179,10 @@ def test_engine_answers_equal_the_pytorch_reader(streamed):
 
 
 def test_absent_products_are_not_seen_on_a_real_stream(streamed):
-    eng, video = streamed
+    eng, st, video = streamed
     absent, present = _absent_and_present(video)
-    got_absent = eng.answer(_requests(eng, video, absent))
-    got_present = eng.answer(_requests(eng, video, present))
+    got_absent = eng.answer(st, _requests(eng, video, absent))
+    got_present = eng.answer(st, _requests(eng, video, present))
     not_seen_absent = [a for a in got_absent if a["status"] == "not_seen"]
     not_seen_present = [a for a in got_present if a["status"] == "not_seen"]
     assert not_seen_absent, "no absent product was answered not_seen"
@@ -191,9 +193,9 @@ def test_absent_products_are_not_seen_on_a_real_stream(streamed):
 
 
 def test_partial_and_no_memory_windows_with_the_reader(streamed):
-    eng, video = streamed
+    eng, st, video = streamed
     crop = video.object_crop(video.annotations()["instances"][0]["instance_id"], size=eng.frame_size)
-    part, none = eng.answer([{"type": "time", "activity": 1, "object_image": crop, "start": 500, "end": 700},
+    part, none = eng.answer(st, [{"type": "time", "activity": 1, "object_image": crop, "start": 500, "end": 700},
                              {"type": "activity", "object_image": crop, "start": 800, "end": 900}])
     assert part["status"] in ("partial", "not_seen") and part["answered_spans"] == [[500.0, VIDEO_S]]
     assert all(500 <= s < e <= VIDEO_S for s, e, _ in part["intervals"])
@@ -201,15 +203,16 @@ def test_partial_and_no_memory_windows_with_the_reader(streamed):
 
 
 def test_heads_are_still_selectable(tiny_bundle, streamed):
-    eng, video = streamed
+    eng, st, video = streamed
     with Engine(tiny_bundle, threads=1, answers="heads") as heads:
-        assert heads.answers_kind == "heads" and heads.reader is None and heads.committed.facts is None
-        heads.ingest(*_frames(video, heads.fps, 0.0, 64.0))
-        assert not any(k.startswith(FACT_KEY) for k in heads.state_dict())
+        heads_s = heads.new_stream()
+        assert heads.answers_kind == "heads" and heads.reader is None and heads_s.committed.facts is None
+        heads.ingest(heads_s, *_frames(video, heads.fps, 0.0, 64.0))
+        assert not any(k.startswith(FACT_KEY) for k in heads_s.state_dict())
         reqs = _requests(heads, video, sample_queries(video.annotations(), 3, np.random.default_rng(5)))
         for r in reqs:
             r["start"], r["end"] = 0.0, 64.0
-        for a in heads.answer(reqs):
+        for a in heads.answer(heads_s, reqs):
             assert a["answered_by"] == "heads" and "confidence" not in a and "p_seen" not in a
             assert a["status"] in ("answered", "partial")
     with pytest.raises(ValueError, match="answers must be one of"):
@@ -256,45 +259,46 @@ def test_runtime_config_answers_key(tmp_path):
 
 
 def test_snapshot_round_trip_keeps_the_facts(streamed, tmp_path):
-    eng, video = streamed
-    rt = Runtime(eng.stream_engine(), state_dir=tmp_path)
+    eng, st, video = streamed
+    rt = Runtime(eng, state_dir=tmp_path)
     try:
-        rt.engine.load_state_dict(eng.state_dict())
+        rt.stream.load_state_dict(st.state_dict())
         saved = rt.snapshot()
     finally:
         rt.batcher.close()
-    restored = Runtime(eng.stream_engine(), state_dir=tmp_path)
+    restored = Runtime(eng, state_dir=tmp_path)
     try:
         assert restored.restored_from is not None and Path(saved["path"]).is_file()
         for k in FACT_NAMES:
-            np.testing.assert_array_equal(restored.engine.committed.facts[k], eng.committed.facts[k])
+            np.testing.assert_array_equal(restored.stream.committed.facts[k], st.committed.facts[k])
         reqs = _requests(eng, video, sample_queries(video.annotations(), 4, np.random.default_rng(7)))
         strip = lambda answers: [{k: v for k, v in a.items() if k != "ood"} for a in answers]  # noqa: E731
-        assert strip(restored.engine.answer(reqs)) == strip(eng.answer(reqs))
+        assert strip(eng.answer(restored.stream, reqs)) == strip(eng.answer(st, reqs))
     finally:
         restored.batcher.close()
 
 
 def test_snapshot_without_facts_is_refused_and_kept(tiny_bundle, streamed, tmp_path):
-    eng, video = streamed
+    eng, st, video = streamed
     with Engine(tiny_bundle, threads=1, answers="heads") as heads:
-        heads.ingest(*_frames(video, heads.fps, 0.0, 32.0))
         rt = Runtime(heads, state_dir=tmp_path)
+        heads_s = rt.stream
+        heads.ingest(heads_s, *_frames(video, heads.fps, 0.0, 32.0))
         rt.snapshot()
         rt.batcher.close()
         path = tmp_path / SNAPSHOT_NAME
         before = path.read_bytes()
         with pytest.raises(MissingFacts):
-            eng.stream_engine().load_state_dict(heads.state_dict())
+            eng.new_stream().load_state_dict(heads_s.state_dict())
         with pytest.raises(StreamError) as err:
-            Runtime(eng.stream_engine(), state_dir=tmp_path)
+            Runtime(eng, state_dir=tmp_path)
         msg = str(err.value)
         assert "\n" not in msg and "no reader facts" in msg and "--answers heads" in msg and err.value.status == 409
         assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [SNAPSHOT_NAME]
         # a reader engine's snapshot restores into a heads engine: the facts are ignored
-        back = heads.stream_engine()
-        back.load_state_dict(eng.state_dict())
-        assert back.coverage == eng.coverage and back.committed.facts is None
+        back = heads.new_stream()
+        back.load_state_dict(st.state_dict())
+        assert back.coverage == st.coverage and back.committed.facts is None
 
 
 def _png(img: np.ndarray) -> str:
@@ -303,7 +307,7 @@ def _png(img: np.ndarray) -> str:
 
 @pytest.fixture(scope="module")
 def client(streamed):
-    eng, _ = streamed
+    eng, st, _ = streamed
     rt = Runtime(eng)
     with TestClient(create_app(rt)) as c:
         yield c
@@ -312,10 +316,10 @@ def client(streamed):
 
 def _absent_not_seen(streamed):
     """An absent activity query the reader answers not_seen, and its crop."""
-    eng, video = streamed
+    eng, st, video = streamed
     absent, _ = _absent_and_present(video)
     reqs = _requests(eng, video, absent)
-    for q, r, a in zip(absent, reqs, eng.answer(reqs)):
+    for q, r, a in zip(absent, reqs, eng.answer(st, reqs)):
         if a["status"] == "not_seen":
             return q, r["object_image"]
     pytest.fail("no absent query was answered not_seen")
@@ -388,9 +392,9 @@ def test_window_rows_keep_the_valid_rows_inside_any_window():
 def test_answers_from_the_windows_rows_equal_answers_from_every_row(streamed):
     """The bundle's answer graph takes any number of rows; the engine feeds only those inside the asked
     windows. Every answer with evidence is the same as from all committed rows."""
-    eng, video = streamed
+    eng, st, video = streamed
     assert eng._window_rows  # the shipped export has a dynamic row axis
-    snap = eng.committed
+    snap = st.committed
     reqs = [eng.check_request(r) for r in _requests(eng, video, sample_queries(video.annotations(), 24,
                                                                                    np.random.default_rng(5)))]
     for r in reqs:
@@ -414,7 +418,7 @@ def test_answers_from_the_windows_rows_equal_answers_from_every_row(streamed):
 def test_identical_reader_queries_run_once_and_get_the_same_answers(streamed, monkeypatch):
     """Queries asking the same (one crop sent twice, pixel for pixel) take one answer-graph row; each
     still gets its own k and fps, and a query that differs in anything keeps its own row."""
-    eng, video = streamed
+    eng, st, video = streamed
     crop = video.object_crop(next(iter(video.script.instances)), size=eng.frame_size)
     reqs = [{"type": "time", "start": 0, "end": 300, "activity": 3, "object_image": crop, "k": 2},
             {"type": "object", "start": 20, "end": 200, "activity": 1},
@@ -422,12 +426,12 @@ def test_identical_reader_queries_run_once_and_get_the_same_answers(streamed, mo
             {"type": "object", "start": 20, "end": 200, "activity": 1, "fps": 2},
             {"type": "time", "start": 0, "end": 300, "activity": 2, "object_image": crop},
             {"type": "activity", "start": 0, "end": 300, "object_image": crop}]
-    alone = [eng.answer([r])[0] for r in reqs]
+    alone = [eng.answer(st, [r])[0] for r in reqs]
     rows = []
     real = eng.answerer.infer
     monkeypatch.setattr(eng.answerer, "infer", lambda feed, outputs=None: rows.append(len(feed["q_type"]))
                         or real(feed, outputs))
-    together = eng.answer(reqs)
+    together = eng.answer(st, reqs)
     assert rows == [4]
     for a, b in zip(together, alone):
         for key in ("intervals", "boxes", "times", "scores", "p_seen", "confidence", "status"):

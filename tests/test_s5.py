@@ -228,7 +228,7 @@ def test_status_names_the_sampler(s5_engine):
 
     from edge_runtime.serve.run_status import runtime_status
 
-    rt = SimpleNamespace(engine=s5_engine, source_stats={}, intake_fps=0.0, name="default",
+    rt = SimpleNamespace(engine=s5_engine, stream=s5_engine.new_stream(), source_stats={}, intake_fps=0.0, name="default",
                          state=SimpleNamespace(value="streaming"), error=None, end_reason=None, outage_since=None, source_problem=None, source_label="demo", wall_origin=None, frames_in=0,
                          restored_from=None, last_snapshot_path=None, last_snapshot_at=None, snapshot_error=None,
                          started=0.0)
@@ -239,12 +239,12 @@ def test_status_names_the_sampler(s5_engine):
 
 def test_engine_snapshot_restores_the_state(s5_engine):
     eng = s5_engine
-    eng.reset()
+    stream = eng.new_stream()
     frames = np.random.default_rng(0).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8)
-    assert eng.ingest(frames, np.arange(40, dtype=np.float64)) == 2
-    state = eng.state_dict()
+    assert eng.ingest(stream, frames, np.arange(40, dtype=np.float64)) == 2
+    state = stream.state_dict()
     assert "memory_sampler_state" in state and np.abs(state["memory_sampler_state"]).max() > 0
-    fresh = eng.stream_engine()
+    fresh = eng.new_stream()
     fresh.load_state_dict(state)
     again = fresh.state_dict()
     for k in ("memory_sampler_state", "memory_mem_t", "memory_mem"):

@@ -35,7 +35,7 @@ def engine(tiny_bundle):
 
 
 def test_the_test_bundle_batches_streams_in_one_sampler_call(engine):
-    assert engine.bundle.sampler_batches_streams and engine.memory.batched
+    assert engine.bundle.sampler_batches_streams and engine.new_stream().memory.batched
 
 
 def test_batched_ingest_equals_each_stream_alone(engine):
@@ -44,10 +44,10 @@ def test_batched_ingest_equals_each_stream_alone(engine):
     videos = [_frames(engine, seed, 40) for seed in (1, 2, 3)]
     alone = []
     for frames, times in videos:
-        e = engine.stream_engine()
-        e.ingest(frames, times)
+        e = engine.new_stream()
+        engine.ingest(e, frames, times)
         alone.append(e)
-    together = [engine.stream_engine() for _ in videos]
+    together = [engine.new_stream() for _ in videos]
     sampler_calls = []
     inner = engine.sampler.infer
     engine.sampler.infer = lambda feed, *a, **k: sampler_calls.append(len(feed["mem"])) or inner(feed, *a, **k)
@@ -57,7 +57,7 @@ def test_batched_ingest_equals_each_stream_alone(engine):
                      (together[1], *[x[i : i + 3] for x in videos[1]]),
                      (together[1], *[x[i + 3 : i + 5] for x in videos[1]]),
                      (together[2], *[x[i : i + 5] for x in videos[2]])]
-            assert all(not isinstance(r, Exception) for r in ingest_streams(items))
+            assert all(not isinstance(r, Exception) for r in ingest_streams(engine, items))
     finally:
         engine.sampler.infer = inner
     for a, b in zip(alone, together):
@@ -67,15 +67,15 @@ def test_batched_ingest_equals_each_stream_alone(engine):
 
 def test_a_bad_item_fails_alone(engine):
     frames, times = _frames(engine, 4, 20)
-    a, b = engine.stream_engine(), engine.stream_engine()
-    res = ingest_streams([(a, frames[:16], times[:16]), (b, frames[:4], times[:4][::-1])])
+    a, b = engine.new_stream(), engine.new_stream()
+    res = ingest_streams(engine, [(a, frames[:16], times[:16]), (b, frames[:4], times[:4][::-1])])
     assert res[0] == 1 and isinstance(res[1], ValueError) and b.frames_processed == 0
 
 
 def test_ingest_batcher_serves_many_threads(engine):
     videos = [_frames(engine, seed, 32) for seed in (5, 6)]
-    engines = [engine.stream_engine() for _ in videos]
-    batcher = IngestBatcher(wait_s=0.01)
+    engines = [engine.new_stream() for _ in videos]
+    batcher = IngestBatcher(engine, wait_s=0.01)
     out = [0, 0]
 
     def feed(k):
@@ -89,8 +89,8 @@ def test_ingest_batcher_serves_many_threads(engine):
     batcher.close()
     assert out == [2, 2] and batcher.frames == 64
     for e, (frames, times) in zip(engines, videos):
-        ref = engine.stream_engine()
-        ref.ingest(frames, times)
+        ref = engine.new_stream()
+        engine.ingest(ref, frames, times)
         _same_state(ref, e)
 
 
@@ -109,7 +109,7 @@ def test_hub_names_state_dirs_and_removal(tiny_bundle, tmp_path):
         with pytest.raises(StreamError) as err:
             hub.get("cam9")
         assert err.value.status == 404
-        assert hub.get("cam1").wait(60) and hub.get("cam1").engine.frames_processed == 40
+        assert hub.get("cam1").wait(60) and hub.get("cam1").stream.frames_processed == 40
         answers = hub.get("cam1").query([{"type": "activity", "start": 0, "end": 40, "activity": 0}])
         assert answers[0]["coverage"]["covered_fraction"] > 0.9
         old = hub.get("cam1")
@@ -139,7 +139,7 @@ def test_a_failed_stream_stalls_no_other(tiny_bundle, tmp_path):
     try:
         hub.add("dead", "rtsp://127.0.0.1:1/x", duration=3)
         hub.add("live", "demo://checkout?seed=3&duration=48")
-        assert hub.get("live").wait(60) and hub.get("live").engine.frames_processed == 48
+        assert hub.get("live").wait(60) and hub.get("live").stream.frames_processed == 48
         assert hub.get("dead").wait(30) and hub.get("dead").state.value == "failed"
     finally:
         hub.close()

@@ -91,14 +91,15 @@ def streamed_timeline(tiny_bundle):
     with Engine(tiny_bundle, threads=1) as eng:
         video = CheckoutVideo(seed=1000042, duration_s=240.0, size=eng.frame_size)
         ts, fr = zip(*video.frames(eng.fps, 0.0, 200.0))
-        eng.ingest(np.stack(fr), np.asarray(ts))
-        eng.flush()
-        yield eng, video
+        st = eng.new_stream()
+        eng.ingest(st, np.stack(fr), np.asarray(ts))
+        eng.flush(st)
+        yield eng, st, video
 
 
 def test_commits_carry_the_timeline_beside_the_memory(streamed_timeline):
-    eng, video = streamed_timeline
-    c, st = eng.committed, eng.stream
+    eng, st, video = streamed_timeline
+    c = st.committed
     m, L = eng.cfg.stream.memory_tokens, eng.timeline.capacity
     k = eng.timeline.per_frame
     assert k == 2 and L == 1800 * k and eng.timeline.horizon_s >= LONGEST_WINDOW_S
@@ -110,32 +111,32 @@ def test_commits_carry_the_timeline_beside_the_memory(streamed_timeline):
     assert np.all(np.bincount(rows.astype(int)) == k * eng.timeline.frames_per_row)  # 200 frames = 25 rows of 8
     assert np.all(np.isin(np.round(held, 3), np.round(np.arange(200) / eng.fps, 3)))
     np.testing.assert_array_equal(c.fact_t[:m], c.memory["mem_t"][0])
-    status = st.snapshot()["timeline"]
+    status = st.status()["timeline"]
     assert status["filled"] == k * 200 and status["tokens"] == L
     assert status["newest"] == pytest.approx(float(held.max())) and status["oldest"] == pytest.approx(float(held.min()))
     assert 192.0 <= status["newest"] <= 199.0  # a token of the last row of 8 frames
     reqs = [engine_request(q, video.object_crop(q.instance_id, size=eng.frame_size)
                            if q.type != "object" and q.instance_id is not None else None)
             for q in sample_queries(video.annotations(), 6, np.random.default_rng(2))]
-    for a in eng.answer(reqs):
+    for a in eng.answer(st, reqs):
         assert a["read_from"] == ["memory", "timeline"] and a["answered_by"] == "reader"
 
 
 def test_state_is_constant_in_size_and_snapshots_keep_the_timeline(streamed_timeline):
-    eng, video = streamed_timeline
-    size = eng.stream.memory_bytes
-    other = eng.stream_engine()
-    other.load_state_dict(eng.state_dict())
-    assert other.stream.memory_bytes == size
-    c, o = eng.committed, other.committed
+    eng, st, video = streamed_timeline
+    size = st.memory_bytes
+    other = eng.new_stream()
+    other.load_state_dict(st.state_dict())
+    assert other.memory_bytes == size
+    c, o = st.committed, other.committed
     for n in FACT_NAMES:
         np.testing.assert_array_equal(o.facts[n], c.facts[n])
     np.testing.assert_array_equal(o.fact_t, c.fact_t)
-    assert other.stream.snapshot()["timeline"] == eng.stream.snapshot()["timeline"]
+    assert other.status()["timeline"] == st.status()["timeline"]
     ts, fr = zip(*video.frames(eng.fps, 200.0, 232.0))
-    other.ingest(np.stack(fr), np.asarray(ts))
-    assert other.stream.memory_bytes == size
-    assert other.stream.snapshot()["timeline"]["filled"] == 232 * other.timeline.per_frame
+    eng.ingest(other, np.stack(fr), np.asarray(ts))
+    assert other.memory_bytes == size
+    assert other.status()["timeline"]["filled"] == 232 * eng.timeline.per_frame
 
 
 @pytest.fixture(scope="module")
@@ -154,17 +155,18 @@ def no_timeline_bundle(tiny_bundle, tmp_path_factory):
 
 def test_a_bundle_without_the_track_loads_and_its_snapshots_are_refused_by_one_with_it(
         no_timeline_bundle, streamed_timeline):
-    eng, video = streamed_timeline
+    eng, _, video = streamed_timeline
     with Engine(no_timeline_bundle, threads=1) as plain:
         assert plain.timeline is None and plain.answers_kind == "reader"
         ts, fr = zip(*video.frames(plain.fps, 0.0, 32.0))
-        plain.ingest(np.stack(fr), np.asarray(ts))
-        assert plain.committed.facts["ident"].shape[0] == plain.cfg.stream.memory_tokens
+        plain_st = plain.new_stream()
+        plain.ingest(plain_st, np.stack(fr), np.asarray(ts))
+        assert plain_st.committed.facts["ident"].shape[0] == plain.cfg.stream.memory_tokens
         q = next(q for q in sample_queries(video.annotations(), 12, np.random.default_rng(0)) if q.type == "activity")
-        got = plain.answer([engine_request(q, video.object_crop(q.instance_id, size=plain.frame_size))])[0]
+        got = plain.answer(plain_st, [engine_request(q, video.object_crop(q.instance_id, size=plain.frame_size))])[0]
         assert got["read_from"] == ["memory"]
         with pytest.raises(MissingTimeline) as err:
-            eng.stream_engine().load_state_dict(plain.state_dict())
+            eng.new_stream().load_state_dict(plain_st.state_dict())
         assert "\n" not in str(err.value) and "no timeline" in str(err.value)
 
 

@@ -216,7 +216,7 @@ class AlertService:
     @staticmethod
     def _stream_now(runtime) -> float | None:
         """The stream's time now: its newest frame's (``stream_now``), else its memory's end."""
-        end = runtime.engine.coverage["end"]
+        end = runtime.stream.coverage["end"]
         now = getattr(runtime, "stream_now", None)
         return end if now is None else now if end is None else max(float(now), float(end))
 
@@ -250,7 +250,7 @@ class AlertService:
         except ValueError as err:  # a stream added at run time whose rules the bundle cannot evaluate
             self.note = f"alerts: {runtime.name}: {err}"
             return []
-        cov = runtime.engine.coverage
+        cov = runtime.stream.coverage
         if cov["end"] is None:
             return []
         last = self._evaluated_to.get(runtime.name)

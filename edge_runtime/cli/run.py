@@ -14,7 +14,7 @@ from edge_runtime.cli.status_line import StatusLine
 
 
 def cmd_run(args) -> int:
-    from edge_runtime.memory.ood import OOD_UNUSABLE
+    from edge_runtime.memory.ood import OOD_UNUSABLE, OODMonitor
     from edge_runtime.serve.pipeline import RunState, SourceMismatch
     from edge_runtime.serve.streams import StreamError, Streams, check_name
 
@@ -73,7 +73,7 @@ def cmd_run(args) -> int:
     except CliError as err:
         raise CliError(f"{where}{err}", err.code) from None
     engine = open_engine(s.bundle, s.backend, s.threads, s.answers)
-    ood_note = (engine.ood_status() or {}).get("note") or ""
+    ood_note = (OODMonitor.for_bundle(engine.bundle).status() or {}).get("note") or ""
     if ood_note.startswith(OOD_UNUSABLE):  # said at start, not only in the status: re-export the bundle
         say(f"warning: {engine.bundle.path}: {ood_note}; the unlike-training-footage flag is off")
     if s.alerts.enabled:  # rules the bundle cannot evaluate: refused before any stream's folder is made

@@ -3,8 +3,9 @@
 Used by the server (``lvm-edge run``) and by offline evaluation / accuracy gates alike::
 
     eng = Engine("engines/lvm-tiny-fp32")
-    eng.ingest(frames, times)          # (N, H, W, 3) uint8 RGB, (N,) seconds, increasing
-    eng.answer([{"type": "activity", "start": 0, "end": 300, "object_image": crop}])
+    stream = eng.new_stream()
+    eng.ingest(stream, frames, times)  # (N, H, W, 3) uint8 RGB, (N,) seconds, increasing
+    eng.answer(stream, [{"type": "activity", "start": 0, "end": 300, "object_image": crop}])
 
 The graphs do the work: ``encode`` (backbone), ``step`` (one sampler call for the full clips of
 many streams, then each stream's commit), ``answer`` (from a stream's committed reading). Answers
@@ -14,12 +15,12 @@ graph once on the memories it committed (one call for all of them) and each comm
 facts; a batch of queries is then one "answer" graph call on the facts
 (edge_runtime/query/reader_query.py), and every answer says ``answered_by``.
 What a stream carries from frame to frame (pending clip, clock, gaps, memory, SVD, OOD, the
-committed reading) is its ``StreamState`` (edge_runtime/engine/stream_state.py). An Engine is one
-stream's view of the graphs: ``stream`` is the state its ``ingest``, ``flush``, ``reset``,
-``state_dict`` and queries use, and ``stream_engine()`` gives another stream on the same sessions
-(loaded once). Frames of any number of streams go in through one path (edge_runtime/engine/ingest.py).
+committed reading) is its ``StreamState`` (edge_runtime/engine/stream_state.py), made by
+``new_stream()``; the Engine holds only the graphs (their sessions loaded once), and every call
+that reads or changes a stream is handed its state. Frames of any number of streams go in through
+one path (edge_runtime/engine/ingest.py).
 
-Only full clips are committed; ``flush()`` commits a partial clip early, padded with copies of its
+Only full clips are committed; ``flush(stream)`` commits a partial clip early, padded with copies of its
 last frame, for callers that know the stream has ended. The training / evaluation reference
 (export/train/streaming.py) drops a trailing partial clip too, so ``ingest`` alone matches it.
 """
@@ -49,15 +50,10 @@ from edge_runtime.query.reuse import CropTokens, unique_queries, unique_rows
 from edge_runtime.memory.svd import svd_from_config
 
 
-def _of_stream(name: str, doc: str) -> property:
-    """A read-only property of an Engine that is its stream's own."""
-    return property(lambda self: getattr(self.stream, name), doc=doc)
-
-
 class Engine:
     def __init__(self, bundle_dir: str | Path | Bundle, backend: str = "auto", threads: int | None = None, *,
                  batch_size: int | None = None, max_queries_per_call: int = 64, gap_factor: float = 2.0,
-                 verify: bool = True, shared: "Engine | None" = None, answers: str = "auto") -> None:
+                 verify: bool = True, answers: str = "auto") -> None:
         self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(bundle_dir, verify=verify)
         self.answers = answers
         self.answers_kind = reader_query.answers_kind(self.bundle, answers)  # "reader" | "heads"
@@ -67,12 +63,7 @@ class Engine:
         self.products: list[str] = list(self.bundle.labels.get("products", []))
         self.object_extent = self.bundle.object_extent
         self.threads = threads
-        # an engine made by stream_engine() runs on its owner's sessions; only the owner closes them
-        self._owns_runners = shared is None
-        if shared is None:
-            self._runners, self.backend, self.notes = open_runners(self.bundle, backend, threads)
-        else:
-            self._runners, self.backend, self.notes = shared._runners, shared.backend, shared.notes
+        self._runners, self.backend, self.notes = open_runners(self.bundle, backend, threads)
         self.backbone, self.sampler, self.heads = (self._runners[n] for n in ("backbone", "sampler", "heads"))
         reads = self.answers_kind == "reader"
         self.reader = self._runners["reader"] if reads else None
@@ -94,7 +85,6 @@ class Engine:
         self.max_queries_per_call = min(int(max_queries_per_call), heads_rows_per_call(self.cfg))
         self.gap_factor = float(gap_factor)
         self._heads_dtypes = {n: m.dtype for n, m in self.heads.get_input_metadata().items()}
-        self.stream = self.new_stream()
         self.crop_tokens = CropTokens(self.encode_images)
 
     # -- setup -------------------------------------------------------------------------------
@@ -108,16 +98,7 @@ class Engine:
                            token_dim=self.token_dim, fps=self.fps, gap_factor=self.gap_factor,
                            heads_dtypes=self._heads_dtypes, facts=self._fact_specs, timeline=self.timeline)
 
-    def stream_engine(self) -> "Engine":
-        """Another stream on this engine's graphs: the same backend sessions (loaded once), a
-        ``stream`` of its own, the same answers."""
-        return Engine(self.bundle, self.backend, self.threads, batch_size=self.batch_size,
-                      max_queries_per_call=self.max_queries_per_call, gap_factor=self.gap_factor, shared=self,
-                      answers=self.answers_kind)
-
     def close(self) -> None:
-        if not self._owns_runners:
-            return
         for r in self._runners.values():
             r.deactivate()
 
@@ -127,43 +108,6 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @property
-    def on_stage(self) -> Callable[[str, float], None] | None:
-        """Telemetry hook of this view's stream: (stage, seconds) for every stage it runs."""
-        return self.stream.on_stage
-
-    @on_stage.setter
-    def on_stage(self, hook: Callable[[str, float], None] | None) -> None:
-        self.stream.on_stage = hook
-
-    # -- this view's stream ------------------------------------------------------------------
-    def reset(self) -> None:
-        """Empty memory and SVD, a fresh clock: the next frame starts a new session."""
-        self.stream.reset()
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Fixed-shape arrays of the whole stream state (for snapshots)."""
-        return self.stream.state_dict()
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.stream.load_state_dict(state)
-
-    memory = _of_stream("memory", "The stream's device memory (TokenMemory).")
-    svd = _of_stream("svd", "The stream's online SVD.")
-    ood = _of_stream("ood", "The stream's OOD monitor.")
-    committed = _of_stream("committed", "The stream's last committed reading (what queries read).")
-    coverage = _of_stream("coverage", "{'start', 'end'} of the committed memory, seconds.")
-    last_time = _of_stream("last_time", "Time of the last frame ingested (committed or pending).")
-    pending_frames = _of_stream("pending_frames", "Frames of the clip not yet committed.")
-    frames_processed = _of_stream("frames_processed", "Frames added to the stream since its reset.")
-    clips = _of_stream("clips", "Clips committed since the stream's reset.")
-    gaps = _of_stream("gaps", "[(start, end), ...] where no frame arrived.")
-    memory_bytes = _of_stream("memory_bytes", "Bytes of stream state (constant).")
-
-    def ood_status(self) -> dict[str, Any]:
-        """How unlike the training data the last minute of frames is (edge_runtime/memory/ood.py)."""
-        return self.stream.ood.status()
-
     # -- frames ------------------------------------------------------------------------------
     def fit_frames(self, frames: np.ndarray) -> np.ndarray:
         """Frames at the backbone's input size (S x S); others are resized."""
@@ -171,8 +115,9 @@ class Engine:
             frames = np.stack([resize_square(f, self.frame_size) for f in frames])
         return frames
 
-    def encode(self, frames: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB -> tokens (N, P, d); frames not S x S are resized first."""
+    def encode(self, frames: np.ndarray, report: Callable[[str, float], None] | None = None) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB -> tokens (N, P, d); frames not S x S are resized first. ``report``
+        hears (stage, seconds) of each backbone call (a stream's ``StreamState.report``)."""
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -185,7 +130,8 @@ class Engine:
         for i in range(0, len(frames), self.batch_size):
             t0 = time.perf_counter()
             out[i : i + self.batch_size] = self.backbone.infer({"frames": np.ascontiguousarray(frames[i : i + self.batch_size])})["tokens"]
-            self.stream.report("backbone", time.perf_counter() - t0)
+            if report is not None:
+                report("backbone", time.perf_counter() - t0)
         return out
 
     def step(self, states: list[StreamState]) -> None:
@@ -213,31 +159,30 @@ class Engine:
         for s, c, f, tok in zip(states, commits, facts, tokens):
             s.publish(c, f, tok)
 
-    def ingest(self, frames: np.ndarray, times: np.ndarray) -> int:
-        """Add frames at stream times (seconds, strictly increasing). Returns clips committed."""
-        return _one(ingest_streams([(self, frames, times)]))
+    def ingest(self, stream: StreamState, frames: np.ndarray, times: np.ndarray) -> int:
+        """Add frames to ``stream`` at stream times (seconds, strictly increasing). Returns clips committed."""
+        return _one(ingest_streams(self, [(stream, frames, times)]))
 
-    def ingest_tokens(self, tokens: np.ndarray, times: np.ndarray) -> int:
+    def ingest_tokens(self, stream: StreamState, tokens: np.ndarray, times: np.ndarray) -> int:
         """Like ``ingest`` for frames already through the backbone (N, P, d)."""
-        return _one(ingest_tokens([(self, tokens, times)]))
+        return _one(ingest_tokens(self, [(stream, tokens, times)]))
 
-    def check_frames(self, frames: np.ndarray, times: np.ndarray, *,
-                     after: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``ingest``'s checks of frames and times, without running anything (ValueError). ``after``:
-        the time the first frame must follow, when not this stream's last frame."""
+    @staticmethod
+    def check_frames(frames: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``ingest``'s checks of the frames' and times' shapes, without running anything (ValueError);
+        the times' order is the stream's check (``StreamState.check_times``)."""
         times = np.asarray(times, np.float64).reshape(-1)
         frames = np.asarray(frames)
         if frames.ndim != 4 or len(frames) != len(times):
             raise ValueError(f"need frames (N, H, W, 3) and times (N,), got {frames.shape} and {times.shape}")
-        self.stream.check_times(times, after)
         return frames, times
 
-    def flush(self) -> bool:
-        """Commit a partial clip now (end of stream), padded with copies of its last frame."""
-        with self.stream.lock:
-            if not self.stream.pad():
+    def flush(self, stream: StreamState) -> bool:
+        """Commit ``stream``'s partial clip now (end of stream), padded with copies of its last frame."""
+        with stream.lock:
+            if not stream.pad():
                 return False
-            self.step([self.stream])
+            self.step([stream])
             return True
 
     # -- queries -----------------------------------------------------------------------------
@@ -250,28 +195,28 @@ class Engine:
         return check_request(req, where, labels=self.labels, tokens_shape=(self.tokens_per_frame, self.token_dim),
                              object_fps=self.cfg.stream.object_fps)
 
-    def answer(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def answer(self, stream: StreamState, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Answer many queries in as few heads calls as possible (all of them, up to
-        ``max_queries_per_call`` per call) from the last committed memory."""
-        return self.answer_checked([self.check_request(r, f"request {i}") for i, r in enumerate(requests)])
+        ``max_queries_per_call`` per call) from ``stream``'s last committed memory."""
+        return self.answer_checked(stream, [self.check_request(r, f"request {i}") for i, r in enumerate(requests)])
 
-    def answer_checked(self, reqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def answer_checked(self, stream: StreamState, reqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``answer`` for requests ``check_request`` returned (the query batcher checks each one as it is
         queued, so that a bad one is refused alone, before anything waits on it)."""
         if not reqs:
             return []
-        snap = self.stream.committed  # one read: every query of this call sees the same commit
+        snap = stream.committed  # one read: every query of this call sees the same commit
         imgs = [i for i, r in enumerate(reqs) if r["object_tokens"] is None and r["object_image"] is not None]
         if imgs:
             t0 = time.perf_counter()
             toks = self.crop_tokens([reqs[i]["object_image"] for i in imgs])
-            self.stream.report("object_crops", time.perf_counter() - t0)
+            stream.report("object_crops", time.perf_counter() - t0)
             for i, tok in zip(imgs, toks):
                 reqs[i]["object_tokens"] = tok
         out: list[dict[str, Any]] = []
         for i in range(0, len(reqs), self.max_queries_per_call):
-            out.extend(self._answer_batch(reqs[i : i + self.max_queries_per_call], snap))
-        ood = self.ood_status()
+            out.extend(self._answer_batch(reqs[i : i + self.max_queries_per_call], snap, stream.report))
+        ood = stream.ood.status()
         for a in out:
             a["ood"] = dict(ood)
         return out
@@ -280,7 +225,7 @@ class Engine:
         """Images of any size -> (N, P, d) tokens, one backbone call per batch."""
         return self.encode(np.stack([resize_square(img, self.frame_size) for img in images]))
 
-    def _answer_batch(self, reqs: list[dict[str, Any]], snap: Committed) -> list[dict[str, Any]]:
+    def _answer_batch(self, reqs: list[dict[str, Any]], snap: Committed, report) -> list[dict[str, Any]]:
         """Answer from the covered part of each window only; a window the memory does not cover gets
         the typed no-memory answer and costs no graph call."""
         spans = [covered_spans(snap, r["start"], r["end"]) for r in reqs]
@@ -289,9 +234,9 @@ class Engine:
         if ask:
             windows = [(spans[i][0][0], spans[i][-1][1]) for i in ask]
             if self.answerer is not None:
-                self._answer_reader(reqs, ask, windows, spans, snap, out)
+                self._answer_reader(reqs, ask, windows, spans, snap, out, report)
             else:
-                self._answer_heads(reqs, ask, windows, spans, snap, out)
+                self._answer_heads(reqs, ask, windows, spans, snap, out, report)
         for r, a, sp in zip(reqs, out, spans):
             a.update(window_coverage(snap, r["start"], r["end"], sp))
             a["answered_by"] = self.answers_kind
@@ -299,7 +244,7 @@ class Engine:
                 a["p_seen"] = a["confidence"] = None  # nothing in memory for the window: no evidence to judge
         return out
 
-    def _answer_reader(self, reqs, ask: list[int], windows, spans, snap: Committed, out: list) -> None:
+    def _answer_reader(self, reqs, ask: list[int], windows, spans, snap: Committed, out: list, report) -> None:
         """One answer-graph call for the queries ``ask`` over their covered ``windows``; each answer
         held to its spans, then judged (p_seen, confidence, not_seen)."""
         sec = self.reader_section
@@ -311,7 +256,7 @@ class Engine:
                                         only_windows=self._window_rows)
         t0 = time.perf_counter()
         outputs = self.answerer.infer(feed)
-        self.stream.report("answer", time.perf_counter() - t0)
+        report("answer", time.perf_counter() - t0)
         outputs = {k: np.asarray(v, np.float32) if every else np.asarray(v, np.float32)[inverse]
                    for k, v in outputs.items()}
         q_window = feed["q_window"] if every else feed["q_window"][inverse]
@@ -323,7 +268,7 @@ class Engine:
                                         window_s=r["end"] - r["start"], activity=r["activity"])
             out[i]["read_from"] = reader_query.tracks_read(snap, (r["start"], r["end"]))
 
-    def _answer_heads(self, reqs, ask: list[int], windows, spans, snap: Committed, out: list) -> None:
+    def _answer_heads(self, reqs, ask: list[int], windows, spans, snap: Committed, out: list, report) -> None:
         """One heads call (identical rows once) for the queries ``ask`` over their covered ``windows``."""
         c = self.cfg
         batch = encode_queries([reqs[i]["type"] for i in ask], windows, [reqs[i]["activity"] for i in ask],
@@ -337,7 +282,7 @@ class Engine:
         feed["svd_basis"], feed["svd_sv"] = snap.svd_basis, snap.svd_sv
         t0 = time.perf_counter()
         outputs = self.heads.infer(feed)
-        self.stream.report("heads", time.perf_counter() - t0)
+        report("heads", time.perf_counter() - t0)
         outputs = {k: np.asarray(v, np.float32)[inverse] for k, v in outputs.items()}
         answers = decode_answers(batch, outputs, object_fps=c.stream.object_fps,
                                  k=max(reqs[i]["k"] for i in ask), box_fps=[reqs[i]["fps"] for i in ask],

@@ -3,57 +3,65 @@ through one backbone call per batch, every T of a stream's frames make a clip, a
 complete together run as one sampler call (when the sampler graph has a batch axis). One stream
 is a batch of one: ``Engine.ingest`` comes here too.
 
-Each item is (engine, frames, times), an engine being a stream's view of the shared graphs
-(``Engine.stream_engine``): its ``stream`` is the state the frames land in. Each stream's frames
-go through its own checks, clock, gaps and SVD. The backbone runs batch by batch as the clip loop
+Each item is (stream, frames, times): the ``StreamState`` the frames land in (``Engine.new_stream``),
+on the graphs of the engine handed in with them. Each stream's frames go through its own checks,
+clock, gaps and SVD. The backbone runs batch by batch as the clip loop
 asks for tokens, so a whole video handed in at once never holds more than a batch of tokens
 beyond what is waiting to be added.
 """
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from edge_runtime.engine.stream_state import StreamState
 
-def ingest_streams(items: Sequence[tuple[Any, np.ndarray, np.ndarray]]) -> list[int | Exception]:
-    """[(engine, frames, times), ...] -> clips committed per item, or the ValueError that item's
-    input raised (a bad item never fails the others). Engines may repeat (their items then go in
-    order)."""
-    return _ingest(items, encoded=False)
+if TYPE_CHECKING:
+    from edge_runtime.engine.engine import Engine
 
-
-def ingest_tokens(items: Sequence[tuple[Any, np.ndarray, np.ndarray]]) -> list[int | Exception]:
-    """Like ``ingest_streams`` for frames already through the backbone: (engine, tokens (N, P, d), times)."""
-    return _ingest(items, encoded=True)
+Item = tuple[StreamState, np.ndarray, np.ndarray]
 
 
-def _ingest(items, *, encoded: bool) -> list[int | Exception]:
+def ingest_streams(engine: "Engine", items: Sequence[Item]) -> list[int | Exception]:
+    """[(stream, frames, times), ...] through ``engine``'s graphs -> clips committed per item, or the
+    ValueError that item's input raised (a bad item never fails the others). Streams may repeat
+    (their items then go in order)."""
+    return _ingest(engine, items, encoded=False)
+
+
+def ingest_tokens(engine: "Engine", items: Sequence[Item]) -> list[int | Exception]:
+    """Like ``ingest_streams`` for frames already through the backbone: (stream, tokens (N, P, d), times)."""
+    return _ingest(engine, items, encoded=True)
+
+
+def _ingest(engine: "Engine", items: Sequence[Item], *, encoded: bool) -> list[int | Exception]:
     results: list[int | Exception] = [0] * len(items)
-    states = list(dict.fromkeys(eng.stream for eng, _, _ in items))
+    states = list(dict.fromkeys(st for st, _, _ in items))
     with ExitStack() as locks:
         for st in sorted(states, key=id):  # one order for every caller: two batches never deadlock
             locks.enter_context(st.lock)
         checked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         last: dict[int, float] = {}  # a repeated stream's later items start after its earlier ones
-        for i, (eng, data, times) in enumerate(items):
+        for i, (st, data, times) in enumerate(items):
             try:
                 if encoded:
                     times = np.asarray(times, np.float64).reshape(-1)
-                    eng.stream.check_times(times, last.get(id(eng.stream)))
                 else:
-                    data, times = eng.check_frames(data, times, after=last.get(id(eng.stream)))
+                    data, times = engine.check_frames(data, times)
+                st.check_times(times, last.get(id(st)))
             except ValueError as err:
                 results[i] = err
                 continue
             if len(times):
                 checked[i] = (data, times)
-                last[id(eng.stream)] = float(times[-1])
+                last[id(st)] = float(times[-1])
         if checked:
-            owner = items[next(iter(checked))][0]
-            tokens = _Tokens([d for d, _ in checked.values()], None if encoded else owner)
-            _clip_loop(items, list(checked), [t for _, t in checked.values()], tokens, results)
+            # the backbone's time is reported to the first stream with frames (the batch is shared)
+            report = items[next(iter(checked))][0].report
+            tokens = _Tokens([d for d, _ in checked.values()], None if encoded else engine, report)
+            _clip_loop(engine, items, list(checked), [t for _, t in checked.values()], tokens, results)
     return results
 
 
@@ -62,8 +70,8 @@ class _Tokens:
     (``engine.batch_size`` of that sequence) at a time, when the clip loop first asks for one of
     its tokens, and a batch is let go once all its tokens are taken."""
 
-    def __init__(self, parts: list[np.ndarray], engine=None) -> None:
-        self.parts, self.engine = parts, engine
+    def __init__(self, parts: list[np.ndarray], engine=None, report=None) -> None:
+        self.parts, self.engine, self.report = parts, engine, report
         self.starts = np.cumsum([0] + [len(p) for p in parts])
         self.batch = engine.batch_size if engine is not None else 1
         self._batches: dict[int, list] = {}  # batch index -> [tokens, how many taken]
@@ -75,7 +83,7 @@ class _Tokens:
         b = i // self.batch
         held = self._batches.get(b)
         if held is None:
-            held = self._batches[b] = [self.engine.encode(self._frames(b * self.batch, (b + 1) * self.batch)), 0]
+            held = self._batches[b] = [self.engine.encode(self._frames(b * self.batch, (b + 1) * self.batch), self.report), 0]
         held[1] += 1
         if held[1] == len(held[0]):
             del self._batches[b]
@@ -91,7 +99,7 @@ class _Tokens:
         return out[0] if len(out) == 1 else np.concatenate(out)
 
 
-def _clip_loop(items, order: list[int], times: list[np.ndarray], tokens: _Tokens, results: list) -> None:
+def _clip_loop(engine, items, order: list[int], times: list[np.ndarray], tokens: _Tokens, results: list) -> None:
     """Add each stream's tokens until its clip is full; run the full clips of all streams through
     one sampler call; repeat until every token is in."""
     starts = dict(zip(order, tokens.starts[:-1].tolist()))
@@ -100,8 +108,8 @@ def _clip_loop(items, order: list[int], times: list[np.ndarray], tokens: _Tokens
     while True:
         ready: list[int] = []
         for i in order:
-            st = items[i][0].stream
-            if any(st is items[j][0].stream for j in ready):
+            st = items[i][0]
+            if any(st is items[j][0] for j in ready):
                 continue  # this stream's next clip waits for its previous one's commit
             k, n = cursor[i], len(ts[i])
             while k < n:
@@ -113,6 +121,6 @@ def _clip_loop(items, order: list[int], times: list[np.ndarray], tokens: _Tokens
             cursor[i] = k
         if not ready:
             return
-        items[ready[0]][0].step([items[i][0].stream for i in ready])
+        engine.step([items[i][0] for i in ready])
         for i in ready:
             results[i] += 1

@@ -1,8 +1,11 @@
 """One stream's state: what the shared engine reads and writes for it, and nothing of the graphs.
 
-It holds the pending clip (frames through the backbone, not yet a full clip), the stream clock
-(first committed frame, end of the last committed one, last frame added), the gaps, the device
+It holds the pending clip (frames through the backbone, not yet a full clip), the memory's clock
+(first committed frame, end of the last committed one, last frame added), the source's clock
+(``clock``: source times to stream times, the wall time of stream time 0), the gaps, the device
 memory (``TokenMemory``), the online SVD, the OOD monitor, and the committed reading queries use.
+Its fields change only through its own methods, which the ingest path, the Engine and the intake
+call; everyone else reads it through read-only properties and ``status()``.
 
 Only full clips are committed; a partial clip stays pending (and is saved in snapshots) until more
 frames arrive or ``pad`` makes it a clip at the end of the stream.
@@ -14,7 +17,7 @@ of constant size, ``FACT_NAMES``): the engine reads the new memory between ``fol
 ``publish``, so a query never sees a memory without its facts. Facts are saved in snapshots under
 ``reader.<name>``; restoring a snapshot without them into a state that reads facts is a
 ``MissingFacts`` error (one line), never a silent recomputation of facts the snapshot did not keep. Whatever changes the state
-(adding frames, committing, reset, restore) holds ``lock``; ``snapshot`` and the read-only
+(adding frames, committing, reset, restore) holds ``lock``; ``status`` and the read-only
 properties do not take it, so a status poll never waits for a backbone call.
 
 Coverage: a frame at t stands for [t, t + 1/fps). The memory covers [first committed frame,
@@ -38,6 +41,7 @@ from edge_runtime.memory.ood import OODMonitor
 from edge_runtime.memory.svd import OnlineSVD
 from edge_runtime.memory.timeline import FACT_NAMES, NoTimeline, Timeline, TimelineSpec
 from edge_runtime.memory.token_memory import TokenMemory
+from edge_runtime.engine.source_clock import SourceClock
 
 MAX_GAPS = 256            # the gap list is bounded: constant memory over any run
 STATE_VERSION = 1
@@ -71,12 +75,19 @@ class StreamState:
         self.pending_tokens = np.zeros((self.clip_frames, tokens_per_frame, token_dim), np.float32)
         self.pending_t = np.zeros((self.clip_frames,), np.float64)
         self.lock = threading.RLock()
-        self.on_stage: Callable[[str, float], None] | None = None  # telemetry hook: (stage, seconds)
+        self._on_stage: Callable[[str, float], None] | None = None  # telemetry hook: (stage, seconds)
         self.reset()
+        # after reset: emptying the memory (a new session) leaves the source's clock going on
+        self.clock = SourceClock(self.fps, lambda: self.last_time)
+
+    def observe_stages(self, hook: Callable[[str, float], None] | None) -> None:
+        """Telemetry: ``hook(stage, seconds)`` hears every stage run for this stream (None: nobody)."""
+        self._on_stage = hook
 
     def report(self, stage: str, seconds: float) -> None:
-        if self.on_stage is not None:
-            self.on_stage(stage, seconds)
+        hook = self._on_stage
+        if hook is not None:
+            hook(stage, seconds)
 
     # -- lifecycle of the memory ------------------------------------------------------------
     def reset(self) -> None:
@@ -258,7 +269,7 @@ class StreamState:
                    + c.svd_sv.nbytes + svd + facts + self.pending_tokens.nbytes + self.pending_t.nbytes
                    + MAX_GAPS * 16)
 
-    def snapshot(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         """The stream's memory side as status shows it: plain values, taken without the lock."""
         return {"coverage": self.coverage, "stream_time": self.last_time, "frames_processed": self.frames_processed,
                 "pending_frames": self.pending_frames, "clips": self.clips, "memory_bytes": self.memory_bytes,
@@ -266,6 +277,11 @@ class StreamState:
                 **({"timeline": self.timeline.status()} if self.timeline is not None else {})}
 
     # -- persistence ------------------------------------------------------------------------
+    def snapshot_meta(self) -> dict[str, Any]:
+        """What a snapshot's metadata records of this stream: its memory's span and clocks."""
+        return {"coverage": self.coverage, "frames_processed": self.frames_processed, "last_time": self.last_time,
+                **self.clock.meta()}
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Fixed-shape arrays of the whole stream state (for snapshots)."""
         with self.lock:
@@ -288,10 +304,11 @@ class StreamState:
                 state.update(self.timeline.state_dict())
             return state
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Restore ``state_dict``'s arrays; ValueError (and an empty state) when they do not fit,
-        ``MissingFacts`` when this state reads facts and the arrays hold none. Facts in the arrays
-        of a state that reads none are ignored."""
+    def load_state_dict(self, state: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> None:
+        """Restore ``state_dict``'s arrays (and, given a snapshot's ``meta``, the source's clock it
+        recorded); ValueError (and an empty state) when they do not fit, ``MissingFacts`` when this
+        state reads facts and the arrays hold none. Facts in the arrays of a state that reads none
+        are ignored."""
         with self.lock:
             facts = None
             if self.fact_specs is not None:
@@ -330,3 +347,5 @@ class StreamState:
             self.frames_processed, self.clips, self.pending_frames = int(clock[3]), int(clock[4]), int(clock[5])
             self._gaps = deque((tuple(g) for g in gaps.tolist()), maxlen=MAX_GAPS)
             self._publish(facts)
+            if meta is not None:
+                self.clock.restore(meta)

@@ -7,7 +7,8 @@ The signature, kept stable (the alert hooks call it at each commit)::
                   one_activity_tiou=ONE_ACTIVITY_TIOU) -> list[Event]
 
 - ``target``: a ``Streams`` hub (``stream`` names the stream; None: the default one), a ``Runtime``
-  (``stream`` None or its own name), or an ``Engine`` (one stream's view: ``stream`` is not read).
+  (``stream`` None or its own name), or ``(engine, stream_state)`` (an Engine and the stream it
+  answers from: ``stream`` is not read).
 - ``window``: (start, end) in stream seconds, start < end.
 - ``activities``: label names (or ids) to keep; None: all. Only these are asked, so their events are
   not weighed against the product's other activities (``one_activity``).
@@ -87,7 +88,8 @@ class HappenedError(ValueError):
 
 
 def _resolve(target: Any, stream: str | None, catalog: Any):
-    """-> (engine, answer function, catalog) for the three kinds of target."""
+    """-> (engine, answer function, catalog) for the three kinds of target (an Engine comes with the
+    stream it answers from: ``(engine, stream)``)."""
     if hasattr(target, "names") and hasattr(target, "get"):       # a Streams hub
         rt = target.get(stream)
         return rt.engine, rt.query, getattr(rt, "catalog", None) or getattr(target, "catalog", None)
@@ -95,9 +97,11 @@ def _resolve(target: Any, stream: str | None, catalog: Any):
         if stream is not None and stream != target.name:
             raise HappenedError(f"this runtime serves stream {target.name!r}, not {stream!r}", 404)
         return target.engine, target.query, getattr(target, "catalog", None)
-    if hasattr(target, "answer") and hasattr(target, "answers_kind"):  # an Engine
-        return target, target.answer, catalog
-    raise HappenedError(f"what_happened needs a Streams hub, a Runtime or an Engine, got {type(target).__name__}", 500)
+    if isinstance(target, tuple) and len(target) == 2 and hasattr(target[0], "answers_kind"):  # (Engine, stream)
+        engine, state = target
+        return engine, lambda reqs: engine.answer(state, reqs), catalog
+    raise HappenedError(f"what_happened needs a Streams hub, a Runtime or (an Engine, its stream), got "
+                        f"{type(target).__name__}", 500)
 
 
 def subjects(engine: Any, catalog: Any) -> dict[str, list[np.ndarray]]:

@@ -166,7 +166,7 @@ def add_pos_scans(stream: Annotated[str, Path(max_length=64, description="the la
     known = list(rt.engine.products) + list(catalog.names() if catalog is not None else ())
     names = {name_key(n.replace("_", " ")): n for n in known}
     # the stream's time: its newest frame (or, restored and not yet fed, the end of its memory)
-    now = max(getattr(rt, "stream_now", None) or 0.0, rt.engine.coverage.get("end") or 0.0)
+    now = max(getattr(rt, "stream_now", None) or 0.0, rt.stream.coverage.get("end") or 0.0)
     latest = now + MAX_AHEAD_S   # a read far ahead of the stream is a wrong clock
     rows = []
     for i, s in enumerate(body.scans):

@@ -67,7 +67,7 @@ class AskReply(BaseModel):
 def stream_clock(runtime) -> StreamClock:
     """The runtime's clock: the memory's span, and for a live source the wall time of stream time 0
     (then "now" is the wall clock's now, so "the last 10 minutes" means the real last 10 minutes)."""
-    cov = runtime.engine.coverage or {}
+    cov = runtime.stream.coverage or {}
     # an empty memory has no span yet (None): its clock starts at 0 and every window is uncovered
     start, end = float(cov.get("start") or 0.0), float(cov.get("end") or 0.0)
     origin = getattr(runtime, "wall_origin", None)
@@ -119,7 +119,7 @@ def _read(hub, q: AskBody):
         synonyms = _synonyms(hub)
     except SynonymError as err:
         return JSONResponse({"error": one_line(f"cannot read the synonyms: {err}")}, status_code=409)
-    if (runtime.engine.coverage or {}).get("end") is None:  # as /v1/happened says it: not the question's fault
+    if (runtime.stream.coverage or {}).get("end") is None:  # as /v1/happened says it: not the question's fault
         return JSONResponse({"error": EMPTY_MEMORY}, status_code=409)
     reader = Reader(runtime.engine.labels, products, scorer=SCORERS.get(), synonyms=synonyms)
     try:

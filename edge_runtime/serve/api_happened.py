@@ -74,7 +74,7 @@ def window_of(runtime, start: float | None, end: float | None, last: float | Non
         raise HappenedError(f"missing field '{'end' if end is None else 'start'}' (or give last instead)")
     if start is not None:
         return float(start), float(end)
-    cov = runtime.engine.coverage or {}
+    cov = runtime.stream.coverage or {}
     if cov.get("end") is None:
         raise HappenedError(EMPTY_MEMORY, 409)
     # up to now (a live source's now is the wall clock's, as ask reads "the last 5 minutes"), and not
@@ -94,15 +94,15 @@ def happened_answer(runtime, q: HappenedBody) -> dict[str, Any]:
         asked = {"asked": len(class_pictures(runtime.engine.products, runtime.engine.frame_size)), "from": "bundle classes"}
     # as the query routes say it: "0 events" for a window the memory does not cover would read as
     # "nothing happened"
-    cov = window_coverage(runtime.engine.committed, window[0], window[1])
+    cov = window_coverage(runtime.stream.committed, window[0], window[1])
     frac = cov["coverage"]["covered_fraction"]
     status = "no_memory" if frac == 0 else "partial" if frac < 1 else "answered"
-    held = runtime.engine.coverage or {}
+    held = runtime.stream.coverage or {}
     said = {"message": f"the memory holds {held['start']:.1f}-{held['end']:.1f} s, none of this window"
             if status == "no_memory" and held.get("start") is not None else None}  # as the route's model writes it
     return {"stream": runtime.name, "window": [window[0], window[1]], "products": asked,
             "events": [e.to_dict() for e in events], "status": status, **cov, **said,
-            "ood": dict(runtime.engine.ood_status())}
+            "ood": dict(runtime.stream.ood.status())}
 
 
 router = APIRouter(tags=["queries"], dependencies=GUARDED)

@@ -55,7 +55,7 @@ def timeline(runtime: Runtime) -> dict[str, Any]:
     covered: spans queries are answered from; gaps: times the source delivered nothing; pending:
     frames received but not yet committed (answerable once their clip closes); outage: a live
     source that is out right now, from its last frame on."""
-    stream = runtime.engine
+    stream = runtime.stream
     c = stream.committed
     last = stream.last_time
     covered = covered_spans(c, c.start, c.end) if c.start is not None and c.end is not None else []

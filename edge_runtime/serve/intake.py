@@ -1,10 +1,11 @@
 """The intake thread's side of a stream's ``Runtime`` (edge_runtime/serve/pipeline.py): reading the
-source, the stream clock, the frames handed to the ingest path (alone, or through the hub's
+source, placing its frames on the stream's clock (``StreamState.clock``, edge_runtime/engine/
+source_clock.py), the frames handed to the ingest path (alone, or through the hub's
 ``IngestBatcher`` with one batch in flight), what each commit is counted and hooked into, and how a
 stream that was not stopped ends. A mixin: it holds no state of its own and works on the fields
 ``Runtime.__init__`` sets (and its ``update_gauges``), so the thread's loop reads apart from the
 service methods (start, stop, snapshots, status) that the API and the hub call; pipeline.py's
-docstring states the clock and the ends it implements."""
+docstring states the ends it implements."""
 from __future__ import annotations
 
 import logging
@@ -41,28 +42,23 @@ class Intake:
                     timer.start()
                 # a file or the demo goes on where a restored memory ends: the frames up to there are in
                 # it already (read again, the memory would hold that part of the video twice)
-                resume_after = None if live else self.engine.last_time
+                stream_clock = self.stream.clock
+                resume_after = stream_clock.source_opened(live)
                 if resume_after is not None:  # paced (--realtime): those frames go by at once, not in real time
                     src.pace_from(resume_after)
-                # a live source's offset counts the time it was down until its first frame, so it is
-                # taken then (a camera still out at the restart may take minutes to come back)
-                self._offset = 0.0 if live else self._resume_offset(live)
                 self._till = src.till_reads  # demo://: its checkout's till; [] for the others
                 received = skipped = 0
                 first_rel = None  # source time of this run's first frame streamed: --duration counts from it
                 limit_reached = False
                 for frame in src:
-                    if self._t_first is None:
+                    if not stream_clock.started:
                         # a live frame was captured (now() - t) ago; files and demo have no wall clock
                         lag = clock - frame.t if live and (clock := src.now()) is not None else 0.0
-                        if live:
-                            self._offset = self._resume_offset(live, captured=time.time() - lag)
-                        self._t_first = frame.t
-                        self.wall_origin = time.time() - lag - self._offset if live else None
+                        stream_clock.first_frame(frame.t, live, captured=time.time() - lag if live else None)
                         # CONNECTING until a first frame arrives
                         self.lifecycle.move(RunState.STREAMING, only_from={RunState.CONNECTING})
-                    rel = frame.t - self._t_first
-                    if resume_after is not None and self._offset + rel <= resume_after + 0.5 / self.engine.fps:
+                    rel, stream_t = stream_clock.elapsed(frame.t), stream_clock.stream_time(frame.t)
+                    if resume_after is not None and stream_t <= resume_after + 0.5 / self.engine.fps:
                         skipped += 1
                         continue
                     if first_rel is None:
@@ -75,8 +71,8 @@ class Intake:
                     self.telemetry.frames_in.inc()
                     self._meter.add(1)  # per frame: a 1-fps stream ingests one batch per clip
                     frames.append(frame.image)
-                    times.append(self._offset + rel)
-                    self.stream_now = times[-1]
+                    times.append(stream_t)
+                    stream_clock.received(stream_t)
                     if self._inflight is not None and self._inflight[0].done():
                         # the batch handed over last has committed: count it and run the commit hook
                         # (alert rules) now, not when the next batch is handed over a clip later
@@ -129,8 +125,8 @@ class Intake:
             self.lifecycle.move(RunState.FAILED, error=f"{src.label}: no frame received in {duration:g} s"
                                 + (f" (last: {why})" if why else ""))
             return
-        pending = self.engine.pending_frames
-        flushed = self.engine.flush()
+        pending = self.stream.pending_frames
+        flushed = self.engine.flush(self.stream)
         if flushed:
             self.telemetry.clips.inc()
             self._committed()
@@ -139,37 +135,13 @@ class Intake:
             # no clip will come to trigger the next periodic snapshot while the run serves on: a kill
             # then would lose what was streamed since the last one
             self._maybe_snapshot(now=True)
-        reason, problem = end_reason(src, self._source_time(src.position), duration,
+        reason, problem = end_reason(src, self.stream.clock.stream_time(src.position), duration,
                                      limited, self._time_up.is_set(), pending if flushed else 0)
         if held_to is not None:
             reason = (f"{src.label}: nothing new: the restored memory holds it up to {held_to:.1f} s "
                       f"(--reset-state to stream it again from the start)")
         log.info("%s", reason)
         self.lifecycle.move(RunState.ENDED, end_reason=reason, **({"error": reason} if problem else {}))
-
-    def _source_time(self, t: float | None) -> float:
-        """A source time as stream time (the last frame's time where ``t`` is None)."""
-        if t is None or self._t_first is None:
-            return self.engine.last_time or 0.0
-        return self._offset + max(0.0, t - self._t_first)
-
-    def _resume_offset(self, live: bool, captured: float | None = None) -> float:
-        """Stream time of the source's first frame: 0 on a fresh start, and for a file or the demo (it
-        resumes where the restored memory ends, its frames before that skipped). A live source's frame
-        captured at unix time ``captured`` takes its time on the restored memory's clock (its
-        ``wall_origin``), so wall-clock questions keep their meaning across a restart however long the
-        camera or the runtime was down, and the gap is what the memory lacks; a snapshot without that
-        clock goes on from its last frame plus the time since it was saved. Never before the restored end."""
-        last = self.engine.last_time
-        meta, self._restored_meta = self._restored_meta or {}, None
-        if last is None or not live:
-            return 0.0
-        after = last + 1.0 / self.engine.fps
-        if captured is not None and meta.get("wall_origin") is not None:
-            return max(after, captured - float(meta["wall_origin"]))
-        if meta.get("saved_at"):
-            return after + max(0.0, time.time() - float(meta["saved_at"]))
-        return after
 
     def _ingest(self, frames: list[np.ndarray], times: list[float], *, wait: bool = True) -> None:
         """Frames into memory. Through a shared ingestor, ``wait=False`` returns once they are
@@ -178,12 +150,12 @@ class Intake:
         self._settle()
         if frames:
             if self.ingestor is not None:
-                self._inflight = (self.ingestor.submit_async(self.engine, np.stack(frames), np.asarray(times)),
+                self._inflight = (self.ingestor.submit_async(self.stream, np.stack(frames), np.asarray(times)),
                                   len(frames))
                 if wait:
                     self._settle()
                 return
-            self._account(len(frames), self.engine.ingest(np.stack(frames), np.asarray(times)))
+            self._account(len(frames), self.engine.ingest(self.stream, np.stack(frames), np.asarray(times)))
 
     def _settle(self) -> None:
         """Wait for the batch in flight (its error raised here) and count it."""

@@ -7,12 +7,11 @@ snapshots, status.
     HTTP / CLI queries --> QueryBatcher (one heads call for whatever is waiting) --> Engine.answer
                                                          (reads the last commit; never waits on intake)
 
-Stream clock: frames get stream time = offset + (source t - first source t). On a fresh start the
-offset is 0. After a restore, a live source's offset is the restored end (last frame + one frame
-period) plus the wall-clock time the runtime was down, so "the last 5 minutes" keeps meaning real
-time; the jump is recorded as a gap in the memory timeline by the engine. A file or the demo keeps
-offset 0 and resumes where the restored memory ends: its frames up to there are skipped (read
-again, the memory would hold that part twice), and one the memory holds to its end adds nothing.
+Everything the stream carries, its clock included, is its ``StreamState`` (``stream``): the stream
+time of each frame comes from the state's clock (edge_runtime/engine/source_clock.py), and the
+snapshot is written from the state alone plus the bundle and source it belongs to. A file or the
+demo resumes where the restored memory ends: its frames up to there are skipped (read again, the
+memory would hold that part twice), and one the memory holds to its end adds nothing.
 
 How a stream ends. ``duration`` stops it after that many seconds of stream time, or, for a live
 source, of wall time since it was opened (a dead camera delivers no frame, so its stream time never
@@ -65,8 +64,8 @@ log = logging.getLogger("lvm_edge")
 
 
 class Runtime(Intake):
-    """One stream: its engine (a view of the shared graphs with this stream's state) + at most one
-    source + snapshots + the query batcher. Alone it ingests through ``engine.ingest``; in a hub
+    """One stream: its state (``stream``) on the engine's shared graphs + at most one source +
+    snapshots + the query batcher. Alone it ingests through ``engine.ingest``; in a hub
     (``edge_runtime.serve.streams.Streams``) it gets a ``name``, the hub's ``ingestor`` (the frames
     of all its streams batched) and the shared ``catalog``."""
 
@@ -76,27 +75,20 @@ class Runtime(Intake):
                  name: str = "default", ingestor: "IngestBatcher | None" = None,
                  catalog: Catalog | None = None) -> None:
         self.engine = engine
+        self.stream = engine.new_stream()
         self.name = name
         self.ingestor = ingestor
         self.telemetry = telemetry or Telemetry(name)
-        engine.on_stage = self.telemetry.observe_stage
+        self.stream.observe_stages(self.telemetry.observe_stage)
         self.state_dir = Path(state_dir) if state_dir else None
         self.snapshot_every = snapshot_every
         self.batch_frames = int(batch_frames or engine.clip_frames)
         self.warn = warn or (lambda msg: log.warning(msg))
         self.restored_from: dict[str, Any] | None = None
-        self._restored_meta: dict[str, Any] | None = None
         self.lifecycle = Lifecycle()
         self.source_label: str | None = None
         self.source_uri: str | None = None  # the identity snapshots record
         self._source = None
-        self._offset = 0.0                  # stream time of the source's first frame
-        self._t_first: float | None = None  # that frame's source time
-        self.wall_origin: float | None = None  # live sources: the unix time of stream time 0
-        # when this memory began empty (unix time): alerts raised before it belong to another memory of
-        # this stream name (before a --reset-state), whose stream times restarted at 0
-        self.memory_began: float | None = time.time()
-        self.stream_now: float | None = None   # stream time of the newest frame received (alert ticks)
         self._till = None                   # demo://: its till's reads (video seconds), see till_reads
         self._time_up = threading.Event()   # a live source's wall-clock duration ran out
         self._thread: threading.Thread | None = None
@@ -115,7 +107,7 @@ class Runtime(Intake):
         self._meter = RateMeter()
         self._source_stats: dict[str, Any] | None = None
         self.started = time.time()
-        self.batcher = QueryBatcher(engine, max_batch=max_batch, wait_s=batch_wait_s, telemetry=self.telemetry)
+        self.batcher = QueryBatcher(engine, self.stream, max_batch=max_batch, wait_s=batch_wait_s, telemetry=self.telemetry)
         # called after each commit (the hub's alert rules); must return at once: it runs on the intake thread
         self.on_commit: Callable[["Runtime"], None] | None = None
         # the products queries can name instead of sending a picture; kept beside the snapshots
@@ -130,8 +122,8 @@ class Runtime(Intake):
                 raise
         # read when /metrics is scraped (an outage moves nothing else)
         self.telemetry.source_up.set_function(lambda: float(self.state is RunState.STREAMING))
-        self.telemetry.gaps.set_function(lambda: float(len(self.engine.gaps)))
-        self.telemetry.gap_seconds.set_function(lambda: float(sum(b - a for a, b in self.engine.gaps)))
+        self.telemetry.gaps.set_function(lambda: float(len(self.stream.gaps)))
+        self.telemetry.gap_seconds.set_function(lambda: float(sum(b - a for a, b in self.stream.gaps)))
         self.update_gauges()
 
     # -- persistence -------------------------------------------------------------------------
@@ -142,7 +134,7 @@ class Runtime(Intake):
         if restored is None:
             return
         try:
-            self.engine.load_state_dict(restored.arrays)
+            self.stream.load_state_dict(restored.arrays, restored.meta)
         except MissingFacts as err:  # a sound snapshot of another answer kind: the user's data, left in place
             go_on = ("run the bundle without the timeline that wrote it" if isinstance(err, MissingTimeline)
                      else "answer with the heads (--answers heads)")
@@ -152,20 +144,16 @@ class Runtime(Intake):
             aside = set_aside(restored.path, "corrupt")
             self.warn(f"{restored.path}: {err}; starting fresh (kept as {aside.name})")
             return
-        self._restored_meta = restored.meta
         self.source_uri = restored.meta.get("source_uri")
-        # a live memory's clock goes on: "since 14:05" reads it even before the camera is back
-        self.wall_origin = restored.meta.get("wall_origin")
-        self.memory_began = restored.meta.get("memory_began")  # None (unknown) in older snapshots
         self.restored_from = {"path": str(restored.path), "saved_at": restored.meta.get("saved_at"),
-                              "coverage": self.engine.coverage, "frames_processed": self.engine.frames_processed,
+                              "coverage": self.stream.coverage, "frames_processed": self.stream.frames_processed,
                               "source": restored.meta.get("source"), "source_uri": self.source_uri}
 
     def check_source(self, uri: str | int) -> None:
         """SourceMismatch if the memory restored here came from another source than ``uri``.
         A snapshot from before sources were recorded, or with nothing in it, fits any source."""
         recorded = (self.restored_from or {}).get("source_uri")
-        if not recorded or self.engine.frames_processed == 0:
+        if not recorded or self.stream.frames_processed == 0:
             return
         requested = source_identity(uri)
         if requested != recorded:
@@ -176,11 +164,9 @@ class Runtime(Intake):
         if self.state_dir is None:
             raise RuntimeError("no state directory configured (--state-dir)")
         with self._snap_lock:
-            arrays = self.engine.state_dict()
+            arrays = self.stream.state_dict()
             meta = {"bundle_id": self.engine.bundle.bundle_id, "answers": self.engine.answers_kind, "saved_at": time.time(),
-                    "source": self.source_label, "source_uri": self.source_uri, "coverage": self.engine.coverage,
-                    "frames_processed": self.engine.frames_processed, "last_time": self.engine.last_time,
-                    "wall_origin": self.wall_origin, "memory_began": self.memory_began}
+                    "source": self.source_label, "source_uri": self.source_uri, **self.stream.snapshot_meta()}
             t0 = time.perf_counter()
             target = self.state_dir / snap.SNAPSHOT_NAME
             try:
@@ -214,10 +200,10 @@ class Runtime(Intake):
     # -- session -----------------------------------------------------------------------------
     def reset(self) -> dict[str, Any]:
         """New session (a new customer): memory and SVD emptied; the stream clock goes on."""
-        last = self.engine.last_time
-        cov = self.engine.coverage or {}
+        last = self.stream.last_time
+        cov = self.stream.coverage or {}
         held = "nothing" if cov.get("start") is None else f"{cov['start']:.1f}-{cov['end']:.1f} s"
-        self.engine.reset()  # the intake's clock is its own: later frames still get later times
+        self.stream.reset()  # the source's clock goes on: later frames still get later times
         # in the log: the memory is gone, and the next snapshot replaces the one on disk
         self.warn(f"{self.name}: session reset: the memory ({held}) was emptied")
         self.restored_from = None
@@ -270,7 +256,7 @@ class Runtime(Intake):
         self.check_source(uri)
         self._stop.clear()
         self._time_up.clear()
-        self._t_first = None
+        self.stream.clock.source_starting()
         self._done.clear()
         self.lifecycle.move(RunState.CONNECTING, error=None, end_reason=None)
         self.source_label = label_of(uri)
@@ -281,8 +267,8 @@ class Runtime(Intake):
 
     def update_gauges(self) -> None:
         """Set the telemetry gauges (memory bytes, coverage end, intake fps) from the stream now."""
-        self.telemetry.memory_bytes.set(self.engine.memory_bytes)
-        end = self.engine.coverage["end"]
+        self.telemetry.memory_bytes.set(self.stream.memory_bytes)
+        end = self.stream.coverage["end"]
         if end is not None:
             self.telemetry.coverage_end.set(end)
         self.telemetry.fps.set(self._meter.rate())
@@ -319,9 +305,9 @@ class Runtime(Intake):
                 self.warn(f"final snapshot failed ({self.snapshot_error or err}): the memory {since} is lost")
 
     def close(self) -> None:
+        """Stop and let go of the batcher; the engine is its opener's to close (a hub's is shared)."""
         self.stop(snapshot=False, timeout=5.0)
         self.batcher.close()
-        self.engine.close()
 
     # -- status ------------------------------------------------------------------------------
     @property
@@ -341,6 +327,21 @@ class Runtime(Intake):
         return self.lifecycle.end_reason
 
     @property
+    def wall_origin(self) -> float | None:
+        """Unix time of stream time 0 for a live source (the stream's clock); None for a file or the demo."""
+        return self.stream.clock.wall_origin
+
+    @property
+    def memory_began(self) -> float | None:
+        """Unix time this stream's memory began empty (the stream's clock); None when unknown."""
+        return self.stream.clock.memory_began
+
+    @property
+    def stream_now(self) -> float | None:
+        """Stream time of the newest frame received (the stream's clock); None before any."""
+        return self.stream.clock.stream_now
+
+    @property
     def intake_fps(self) -> float:
         """Frames per second the intake received, over the last few seconds."""
         return self._meter.rate()
@@ -356,15 +357,17 @@ class Runtime(Intake):
         """Stream time of the last frame before the current outage of a live source; else None."""
         src = self._source
         lost = src.outage_since if src is not None else None
-        return None if lost is None or self._t_first is None else self._source_time(lost)
+        clock = self.stream.clock
+        return None if lost is None or not clock.started else clock.stream_time(lost)
 
     def till_reads(self, until: float) -> list[tuple[str, float]]:
         """A demo stream's till: (product, stream seconds) of each good scanner read up to ``until``,
         what the alert service takes as the point-of-sale feed with ``alerts.scans: pos``; [] for
         other sources (a real till POSTs to /v1/streams/<name>/scans)."""
-        if self._till is None or self._t_first is None:
+        clock = self.stream.clock
+        if self._till is None or not clock.started:
             return []
-        reads = [(p, self._source_time(t)) for p, t in self._till()]
+        reads = [(p, clock.stream_time(t)) for p, t in self._till()]
         return [(p, t) for p, t in reads if t <= until]
 
     @property
@@ -379,7 +382,7 @@ class Runtime(Intake):
     @property
     def ready(self) -> bool:
         answering = (RunState.IDLE, RunState.STREAMING, RunState.RECONNECTING, RunState.ENDED, RunState.STOPPED)
-        return self.state in answering or self.engine.clips > 0
+        return self.state in answering or self.stream.clips > 0
 
     def status(self) -> dict[str, Any]:
         return runtime_status(self)

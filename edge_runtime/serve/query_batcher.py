@@ -8,17 +8,19 @@ from typing import Any
 
 from edge_runtime.engine.batch_queue import BatcherClosed, BatchQueue
 from edge_runtime.engine.engine import Engine
+from edge_runtime.engine.stream_state import StreamState
 from edge_runtime.serve.telemetry import Telemetry
 
 __all__ = ["BatcherClosed", "QueryBatcher"]
 
 
 class QueryBatcher:
-    """Collects queries arriving together (within ``wait_s``) into one Engine.answer call."""
+    """Collects queries to one stream arriving together (within ``wait_s``) into one Engine.answer call."""
 
-    def __init__(self, engine: Engine, *, max_batch: int = 64, wait_s: float = 0.003,
+    def __init__(self, engine: Engine, stream: StreamState, *, max_batch: int = 64, wait_s: float = 0.003,
                  telemetry: Telemetry | None = None, timeout_s: float = 60.0) -> None:
-        self.engine, self.max_batch, self.wait_s, self.timeout_s = engine, max_batch, wait_s, timeout_s
+        self.engine, self.stream = engine, stream
+        self.max_batch, self.wait_s, self.timeout_s = max_batch, wait_s, timeout_s
         self.telemetry = telemetry
         self._queue = BatchQueue(self._answer, wait_s=wait_s, limit=max_batch, size=len, name="lvm-queries")
 
@@ -39,7 +41,7 @@ class QueryBatcher:
     def _answer(self, items) -> None:
         flat = [r for reqs, _ in items for r in reqs]
         try:
-            answers = self.engine.answer_checked(flat)  # checked in submit_future
+            answers = self.engine.answer_checked(self.stream, flat)  # checked in submit_future
         except Exception:
             if len(items) > 1:  # isolate the request that failed: the others still get answers
                 for it in items:

@@ -7,9 +7,9 @@ from typing import Any
 
 def runtime_status(rt) -> dict[str, Any]:
     """What /v1/status and the status line show of one stream (a ``pipeline.Runtime``): its
-    memory's public snapshot (``StreamState.snapshot``) and the Runtime's public fields."""
+    memory's status (``StreamState.status``) and the Runtime's public fields."""
     e = rt.engine
-    mem = e.stream.snapshot()
+    mem = rt.stream.status()
     st = rt.source_stats
     fps = rt.intake_fps
     return {

@@ -51,14 +51,14 @@ class Streams:
     def __init__(self, engine: Engine, *, state_dir: str | Path | None = None, snapshot_every: float | None = None,
                  max_batch: int = 64, batch_wait_s: float = 0.003, batch_frames: int | None = None,
                  warn: Callable[[str], None] | None = None, ingest_wait_s: float = 0.002) -> None:
-        self.engine = engine  # the owner of the sessions; each stream runs on a stream_engine() of it
+        self.engine = engine  # the graphs every stream runs on; each Runtime keeps its own state
         self.state_dir = Path(state_dir) if state_dir else None
         self._opts = dict(snapshot_every=snapshot_every, max_batch=max_batch, batch_wait_s=batch_wait_s,
                           batch_frames=batch_frames, warn=warn)
         self._warn = warn or (lambda msg: log.warning(msg))
         self.metrics = Metrics()
         self.catalog = Catalog(self.state_dir, warn=self._warn) if self.state_dir is not None else None
-        self.ingestor = IngestBatcher(wait_s=ingest_wait_s)
+        self.ingestor = IngestBatcher(engine, wait_s=ingest_wait_s)
         self.alerts = None  # an edge_runtime.alerts.service.AlertService when alerts are configured
         self._streams: dict[str, Runtime] = {}
         self._default: str | None = None  # the stream a request naming none means (``default``)
@@ -73,7 +73,7 @@ class Streams:
                          batch_wait_s=runtime.batcher.wait_s, batch_frames=runtime.batch_frames, warn=runtime.warn)
         hub._warn = runtime.warn
         hub.metrics, hub.catalog = runtime.telemetry.metrics, runtime.catalog
-        hub.ingestor = IngestBatcher()
+        hub.ingestor = IngestBatcher(runtime.engine)
         hub._streams = {runtime.name: runtime}
         hub._default = runtime.name
         hub.alerts = None
@@ -127,7 +127,7 @@ class Streams:
             sdir = self.state_dir_of(name)
             if sdir is not None:
                 sdir.mkdir(parents=True, exist_ok=True)
-            rt = Runtime(self.engine.stream_engine(), state_dir=sdir, name=name, ingestor=self.ingestor,
+            rt = Runtime(self.engine, state_dir=sdir, name=name, ingestor=self.ingestor,
                          telemetry=Telemetry(name, metrics=self.metrics), catalog=self.catalog, **self._opts)
             rt.on_commit = self.committed
             if name == DEFAULT or not self._streams or self._default is None:
@@ -173,7 +173,7 @@ class Streams:
         rt.stop(snapshot=True)
         self._drop(rt)
         return {"removed": rt.name, "snapshot": str(rt.last_snapshot_path) if rt.last_snapshot_path else None,
-                "coverage": rt.engine.coverage, "frames_processed": rt.engine.frames_processed}
+                "coverage": rt.stream.coverage, "frames_processed": rt.stream.frames_processed}
 
     def _drop(self, rt: Runtime) -> None:
         with self._lock:
@@ -183,7 +183,6 @@ class Streams:
             self.alerts.forget(rt.name)
         rt.batcher.close()
         rt.telemetry.forget()
-        rt.engine.close()  # a stream engine: its own buffers go, the shared sessions stay
 
     def committed(self, rt: Runtime) -> None:
         """A stream committed a clip (its intake thread): its alert rules run soon, elsewhere."""
@@ -194,7 +193,7 @@ class Streams:
     def summary(self) -> list[dict[str, Any]]:
         out = []
         for rt in self:
-            e = rt.engine
+            e = rt.stream
             out.append({"name": rt.name, "source": rt.source_label, "state": rt.state.value, "error": rt.error,
                         "coverage": e.coverage, "frames_processed": e.frames_processed,
                         "fps": round(rt.intake_fps, 3), "memory_bytes": e.memory_bytes,
@@ -209,7 +208,5 @@ class Streams:
             self.alerts = None
         for rt in self:
             rt.batcher.close()
-            if rt.engine is not self.engine:
-                rt.engine.close()
         self.ingestor.close()
         self.engine.close()

@@ -155,10 +155,10 @@ def evaluate_model(net: LVMNet, videos: list[VideoData], sampler: str = "neural"
 def engine_answers(engine, video: VideoData) -> list[dict]:
     """A runtime Engine's answers to ``video``'s queries, after streaming the video's frames through it
     from a fresh memory (object crops encoded by the engine itself, as on the device)."""
-    engine.reset()
-    engine.ingest(video.frames, video.times)
+    stream = engine.new_stream()
+    engine.ingest(stream, video.frames, video.times)
     size = engine.cfg.backbone.image_size
-    return engine.answer([engine_request(q, video.crop(q.instance_id, size)
+    return engine.answer(stream, [engine_request(q, video.crop(q.instance_id, size)
                                          if BY_NAME[q.type].takes_object and q.instance_id is not None else None)
                           for q in video.queries])
 

@@ -161,25 +161,26 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, sc
           till: list[Event] = ()) -> tuple[list[tuple[dict, float]], dict]:
     """Stream ``video`` through the engine from an empty memory, evaluating at every commit. ``record``:
     a list to append each commit to, as ``--save-events`` writes it (``replay`` reads it)."""
+    stream = eng.new_stream()
+
     def events_in(window):
-        events = rule_events(eng, None, window)
+        events = rule_events((eng, stream), None, window)
         if record is not None:
             record[-1]["reads"].append({"window": [float(window[0]), float(window[1])],
                                         "events": [e.to_dict() for e in events]})
         return events
 
-    eng.reset()
     ev = Evaluations(RuleEngine(rules, list(eng.labels), scans), events_in, till)
     frames = list(video.frames(eng.fps))
     t0, commits, step = time.perf_counter(), 0, eng.clip_frames
     for k in range(0, len(frames), step):
         chunk = frames[k:k + step]
-        n = eng.ingest(np.stack([f for _, f in chunk]), np.asarray([t for t, _ in chunk], np.float64))
+        n = eng.ingest(stream, np.stack([f for _, f in chunk]), np.asarray([t for t, _ in chunk], np.float64))
         if k + step >= len(frames):
-            n += int(bool(eng.flush()))
+            n += int(bool(eng.flush(stream)))
         if n:
             commits += 1
-            cov = eng.coverage
+            cov = stream.coverage
             if record is not None:
                 record.append({"now": float(cov["end"]), "cov_start": float(cov["start"]), "reads": []})
             ev.commit(float(cov["end"]), float(cov["start"]))

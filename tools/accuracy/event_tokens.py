@@ -227,10 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         m = cfg.stream.memory_tokens
         size = cfg.backbone.image_size
         for i, v in enumerate(engine_videos(cfg, args.queries, seed=args.eval_seed, videos=args.videos)):
-            eng.reset()
-            eng.ingest(v.frames, v.times)
-            eng.flush()
-            snap = eng.stream.committed
+            stream = eng.new_stream()
+            eng.ingest(stream, v.frames, v.times)
+            eng.flush(stream)
+            snap = stream.committed
             keep = np.asarray(snap.fact_valid[m:]) > 0
             facts = {k: np.asarray(x)[m:][keep] for k, x in snap.facts.items()}
             t = np.asarray(snap.fact_t[m:])[keep]
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             q_class = {iid: int(np.argmax(p_class(embed([c]))[0])) for iid, c in crops.items()}
             reqs = [engine_request(q, crops.get(q.instance_id) if BY_NAME[q.type].takes_object else None)
                     for q in v.queries]
-            for q, a in zip(v.queries, eng.answer(reqs)):
+            for q, a in zip(v.queries, eng.answer(stream, reqs)):
                 shipped_recs.append(score_query(q, a))
                 c = q_class.get(q.instance_id, -1)
                 event_recs.append(score_query(q, answer(q, ev, facts, c, len(labels), cfg.stream.object_fps)))
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                         text_recs[g].append(score_query(q, answer(q, ev, facts, c, len(labels), 0.0, weight=s ** g)))
             tok_events = happened_events(event_tokens(t, pc, sigmoid(facts["act_logits"]),
                                                       sigmoid(facts["event_logit"].reshape(-1)), 1), facts, labels, classes)
-            cascade += window_counts(lambda s, e: what_happened(eng, None, (s, e)), v.annotations)
+            cascade += window_counts(lambda s, e: what_happened((eng, stream), None, (s, e)), v.annotations)
             from_tokens += window_counts(lambda s, e: [Ev(x.activity, x.product, max(x.start, s), min(x.end, e), x.confidence)
                                                        for x in tok_events if x.end > s and x.start < e], v.annotations)
             print(f"video {i + 1}/{args.videos} ({time.perf_counter() - t0:.0f} s)", flush=True)

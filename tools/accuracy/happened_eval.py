@@ -35,6 +35,7 @@ from edge_runtime.checkout import CheckoutVideo
 from edge_runtime.checkout.metrics import tiou
 from edge_runtime.checkout.scene import heldout_video
 from edge_runtime.engine.engine import Engine
+from edge_runtime.engine.stream_state import StreamState
 from edge_runtime.query import happened
 from edge_runtime.query.happened import what_happened
 from tools.repo_paths import REPO
@@ -88,7 +89,7 @@ def lost_at(steps: dict, g: tuple[str, str, float, float], labels: list[str], en
     return LOSSES[6]
 
 
-def run(engines: list[tuple[Engine, dict]], window_s: float, floor: float, top: int, exclusive: bool,
+def run(streamed: list[tuple[Engine, StreamState, dict]], window_s: float, floor: float, top: int, exclusive: bool,
         one_activity: float | None = happened.ONE_ACTIVITY_TIOU, losses: bool = False) -> dict:
     """Precision and recall of one setting (``one_activity``: one_activity_each's overlap, None: off);
     with ``losses``, also "missed_at": per LOSSES step, how many truth events were lost there
@@ -99,11 +100,11 @@ def run(engines: list[tuple[Engine, dict]], window_s: float, floor: float, top: 
     setting = {"min_confidence": floor, "top_activities": top, "one_product": exclusive,
                "one_activity": one_activity is not None,
                **({"one_activity_tiou": one_activity} if one_activity is not None else {})}
-    for eng, ann in engines:
+    for eng, stream, ann in streamed:
         labels = list(eng.labels)
         for s in np.arange(0.0, ann["duration_s"] - window_s + 1e-6, window_s):
             steps: dict = {}
-            ev = what_happened(eng, None, (float(s), float(s + window_s)), **setting, trace=steps)
+            ev = what_happened((eng, stream), None, (float(s), float(s + window_s)), **setting, trace=steps)
             calls += 1
             gt = truth(ann, float(s), float(s + window_s))
             hit = matched(ev, gt)
@@ -159,17 +160,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="also count, per step of what_happened, the truth events the shipped setting misses there")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
-    engines, t0 = [], time.perf_counter()
-    with Engine(args.bundle, threads=1) as base:
+    streamed, t0 = [], time.perf_counter()
+    with Engine(args.bundle, threads=1) as eng:
         videos = []
         for i in range(args.videos):
             seed, look = heldout_video(args.eval_seed, i)
-            eng = base if i == 0 else base.stream_engine()
+            stream = eng.new_stream()
             video = CheckoutVideo(seed=seed, duration_s=args.video_s, size=eng.frame_size, look=look)
             ts, fr = zip(*video.frames(eng.fps, 0.0, None))
-            eng.ingest(np.stack(fr), np.asarray(ts, np.float64))
-            eng.flush()
-            engines.append((eng, video.annotations()))
+            eng.ingest(stream, np.stack(fr), np.asarray(ts, np.float64))
+            eng.flush(stream)
+            streamed.append((eng, stream, video.annotations()))
             videos.append({"seed": seed, "look": look, "duration_s": args.video_s})
         print(f"{len(videos)} videos streamed in {time.perf_counter() - t0:.0f} s", flush=True)
         one = happened.ONE_ACTIVITY_TIOU
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         lost = None
         for floor, top, excl, overlap in settings:
-            r = run(engines, args.window_s, floor, top, excl, overlap,
+            r = run(streamed, args.window_s, floor, top, excl, overlap,
                     losses=args.losses and (floor, top, excl, overlap) == shipped)
             rows.append(r)
             if "missed_at" in r:

@@ -77,20 +77,21 @@ def _p9_model(ctx: Ctx, model: str, *, n_queries: int, rounds: int, prefix: str)
     reqs = [engine_request(q, crops[q.instance_id] if BY_NAME[q.type].takes_object and q.instance_id is not None
                            else None) for q in queries]
 
-    engines, ingest_s, stages = {}, {}, {}
+    engines, streams, ingest_s, stages = {}, {}, {}, {}
     for kind in ("heads", "reader"):
         eng = Engine(path, backend="onnxruntime", threads=ctx.threads, answers=kind)
         if eng.answers_kind != kind:
             raise RuntimeError(f"Engine(answers={kind!r}) answers with {eng.answers_kind!r}")
+        stream = eng.new_stream()
         seen: dict[str, list[float]] = {}
-        eng.on_stage = lambda stage, s, seen=seen: seen.setdefault(stage, []).append(s)
+        stream.observe_stages(lambda stage, s, seen=seen: seen.setdefault(stage, []).append(s))
         t0 = pc()
-        eng.ingest(frames, times)
+        eng.ingest(stream, frames, times)
         ingest_s[kind] = pc() - t0
-        eng.on_stage = None
+        stream.observe_stages(None)
         stages[kind] = {k: stats(v) for k, v in seen.items()}
-        engines[kind] = eng
-        eng.answer(reqs)  # every picture's tokens cached before anything is timed
+        engines[kind], streams[kind] = eng, stream
+        eng.answer(stream, reqs)  # every picture's tokens cached before anything is timed
     ctx.log(f"  P9 {model}: {len(frames)} frames ingested by each engine (heads {ingest_s['heads']:.1f} s, "
             f"reader {ingest_s['reader']:.1f} s); {len(reqs)} queries")
 
@@ -100,11 +101,11 @@ def _p9_model(ctx: Ctx, model: str, *, n_queries: int, rounds: int, prefix: str)
 
         def block(kind: str, calls=calls, b=b):
             def run(_r: int) -> float:
-                eng = engines[kind]
+                eng, stream = engines[kind], streams[kind]
                 t = []
                 for c in calls:
                     t0 = pc()
-                    eng.answer(c)
+                    eng.answer(stream, c)
                     t.append((pc() - t0) / b)
                 return t
             return run
@@ -128,7 +129,7 @@ def _p9_model(ctx: Ctx, model: str, *, n_queries: int, rounds: int, prefix: str)
     ctx.fig(f"{prefix}reader_facts_ms_per_commit", value=1e3 * facts["median"], unit="ms",
             spread={k: (1e3 * v if k != "n" and v is not None else v) for k, v in facts.items()},
             note="the reader graph once per commit (the facts every query then reads)")
-    answers = {k: engines[k].answer(reqs[:3]) for k in engines}
+    answers = {k: engines[k].answer(streams[k], reqs[:3]) for k in engines}
     for eng in engines.values():
         eng.close()
     return {

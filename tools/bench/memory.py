@@ -29,24 +29,24 @@ def _requests(ctx: Ctx, now: float, window_s: float, crops: list[np.ndarray], n:
 
 
 class _Pool:
-    """Real backbone tokens, cycled, with stream times continuing from wherever the engine is."""
+    """Real backbone tokens, cycled, with stream times continuing from wherever the stream is."""
 
     def __init__(self, tokens: np.ndarray, fps: float) -> None:
         self.tokens, self.fps, self.i = tokens, fps, 0
 
-    def feed(self, eng, n: int) -> None:
+    def feed(self, eng, stream, n: int) -> None:
         idx = (self.i + np.arange(n)) % len(self.tokens)
         self.i = int((self.i + n) % len(self.tokens))
-        t0 = (eng.last_time + 1.0 / self.fps) if eng.last_time is not None else 0.0
-        eng.ingest_tokens(self.tokens[idx], t0 + np.arange(n) / self.fps)
+        t0 = (stream.last_time + 1.0 / self.fps) if stream.last_time is not None else 0.0
+        eng.ingest_tokens(stream, self.tokens[idx], t0 + np.arange(n) / self.fps)
 
 
 class _PacedFeeder(threading.Thread):
-    """A live camera: one real frame per 1/fps wall seconds into each engine (backbone included)."""
+    """A live camera: one real frame per 1/fps wall seconds into each (engine, stream) (backbone included)."""
 
-    def __init__(self, engines, frames: np.ndarray, fps: float) -> None:
+    def __init__(self, streams, frames: np.ndarray, fps: float) -> None:
         super().__init__(daemon=True)
-        self.engines, self.frames, self.fps = engines, frames, fps
+        self.streams, self.frames, self.fps = streams, frames, fps
         self.stop_ev = threading.Event()
         self.fed = 0
         self.busy_s = 0.0
@@ -58,8 +58,8 @@ class _PacedFeeder(threading.Thread):
             while not self.stop_ev.is_set():
                 f = self.frames[self.fed % len(self.frames)][None]
                 t0 = pc()
-                for e in self.engines:
-                    e.ingest(f, np.array([e.last_time + 1.0 / self.fps if e.last_time is not None else 0.0]))
+                for e, st in self.streams:
+                    e.ingest(st, f, np.array([st.last_time + 1.0 / self.fps if st.last_time is not None else 0.0]))
                 self.busy_s += pc() - t0
                 self.fed += 1
                 nxt += 1.0 / self.fps
@@ -99,15 +99,15 @@ def p3_p4(ctx: Ctx, want: set[str]) -> dict:
 
     gc.collect()
     eng_b = ctx.engine("lvm-tiny")
+    st_b = eng_b.new_stream()
     pool = _Pool(pool_tok, fps)
     chunk = T * 8
     series = []                                   # (stream s, rss, memory_bytes, committed mem bytes)
     checked_q = 0
 
     def sample():
-        c = eng_b.committed
-        series.append({"stream_s": round(eng_b.last_time or 0.0, 1), "rss_bytes": rss_bytes(),
-                       "memory_bytes": eng_b.memory_bytes, "state_bytes": int(eng_b.stream.memory.read()["mem"].nbytes),
+        series.append({"stream_s": round(st_b.last_time or 0.0, 1), "rss_bytes": rss_bytes(),
+                       "memory_bytes": st_b.memory_bytes, "state_bytes": int(st_b.memory.read()["mem"].nbytes),
                        "wall_s": round(pc() - t_start, 2)})
 
     ctx.log(f"  P3/P4: fast-forwarding one engine to {stream_end / HOUR:g} h of stream "
@@ -115,13 +115,13 @@ def p3_p4(ctx: Ctx, want: set[str]) -> dict:
     t_start = pc()
     sample()
     next_mark, next_q = mark, q_every
-    while (eng_b.last_time or -1.0) + 1.0 / fps < stream_end - 1e-9:
-        nxt_t = (eng_b.last_time or -1.0) + 1.0 / fps      # time of the next frame
+    while (st_b.last_time or -1.0) + 1.0 / fps < stream_end - 1e-9:
+        nxt_t = (st_b.last_time or -1.0) + 1.0 / fps      # time of the next frame
         stop_at = min(stream_end, next_mark, next_q)      # land exactly on the next mark
-        pool.feed(eng_b, max(1, min(chunk, int(round((stop_at - nxt_t) * fps)))))
-        now = eng_b.last_time
+        pool.feed(eng_b, st_b, max(1, min(chunk, int(round((stop_at - nxt_t) * fps)))))
+        now = st_b.last_time
         if now + 1.0 / fps >= next_q - 1e-9:
-            eng_b.answer(_requests(ctx, now, min(300.0, now), crops, 3, C))
+            eng_b.answer(st_b, _requests(ctx, now, min(300.0, now), crops, 3, C))
             checked_q += 3
             next_q += q_every
         if now + 1.0 / fps >= next_mark - 1e-9:
@@ -149,7 +149,7 @@ def p3_p4(ctx: Ctx, want: set[str]) -> dict:
                         "state_bytes_equal": all(s == expect for s in state),
                         "engine_memory_bytes": membytes[-1] if membytes else None,
                         "engine_memory_bytes_constant": len(set(membytes)) <= 1,
-                        "engine_memory_bytes_is": "Engine.memory_bytes: both ping-pong memory sets + clip "
+                        "engine_memory_bytes_is": "StreamState.memory_bytes: both ping-pong memory sets + clip "
                                                   "buffers, the committed host copy, SVD state, pending clip, gaps"}
         unit = "h" if not quick else "x 12 s"
         ctx.fig("P4.rss_growth_pct", value=growth, unit="%",
@@ -161,41 +161,42 @@ def p3_p4(ctx: Ctx, want: set[str]) -> dict:
                 note=f"committed memory tokens (1, m={m}, d={d}) float32 = m*d*4; equal at every mark: "
                      f"{all(s == expect for s in state)}")
         ctx.fig("P4.engine_memory_bytes", value=membytes[-1] if membytes else None, unit="bytes",
-                note=f"all stream state the Engine holds; constant over the stream: {len(set(membytes)) <= 1}")
+                note=f"all state of the stream (StreamState.memory_bytes); constant over the stream: {len(set(membytes)) <= 1}")
 
     if "P3" in want:
         eng_a = ctx.engine("lvm-tiny")
-        pool.feed(eng_a, int(60 * fps))                  # "after 1 minute"
+        st_a = eng_a.new_stream()
+        pool.feed(eng_a, st_a, int(60 * fps))            # "after 1 minute"
         W = 60.0
         rounds, per_block = (2, 9) if quick else (10, 30)
-        for e in (eng_a, eng_b):                          # warm-up
-            e.answer(_requests(ctx, e.committed.end, W, crops, 3, C))
-        feeder = _PacedFeeder([eng_a, eng_b], live_frames, fps)
+        for e, st in ((eng_a, st_a), (eng_b, st_b)):     # warm-up
+            e.answer(st, _requests(ctx, st.committed.end, W, crops, 3, C))
+        feeder = _PacedFeeder([(eng_a, st_a), (eng_b, st_b)], live_frames, fps)
         lat: dict[str, list[list[float]]] = {"1min": [], "10h": []}
         feeder.start()
         try:
-            def block(e, key):
+            def block(e, st, key):
                 def run(_r):
                     ts = []
-                    for req in _requests(ctx, e.committed.end, W, crops, per_block, C):
+                    for req in _requests(ctx, st.committed.end, W, crops, per_block, C):
                         t0 = pc()
-                        e.answer([req])
+                        e.answer(st, [req])
                         ts.append((pc() - t0) * 1e3)
                     lat[key].append(ts)
                     return float(np.median(ts))
                 return run
 
-            med = alternate({"1min": block(eng_a, "1min"), "10h": block(eng_b, "10h")}, rounds)
+            med = alternate({"1min": block(eng_a, st_a, "1min"), "10h": block(eng_b, st_b, "10h")}, rounds)
             # 10 h with the ReST window lengths (5 / 15 / 30 min), for information
             rest = []
             for W2 in (300.0, 900.0, 1800.0):
-                for req in _requests(ctx, eng_b.committed.end, W2, crops, 6 if quick else 30, C):
+                for req in _requests(ctx, st_b.committed.end, W2, crops, 6 if quick else 30, C):
                     t0 = pc()
-                    eng_b.answer([req])
+                    eng_b.answer(st_b, [req])
                     rest.append((pc() - t0) * 1e3)
         finally:
             feeder.stop()
-        diag = _heads_diag(ctx, eng_a, eng_b, crops[0], W)
+        diag = _heads_diag(ctx, (eng_a, st_a), (eng_b, st_b), crops[0], W)
         a = np.concatenate(lat["1min"])
         b = np.concatenate(lat["10h"])
 
@@ -215,7 +216,7 @@ def p3_p4(ctx: Ctx, want: set[str]) -> dict:
                         "ms_1min": stats(a), "ms_10h": stats(b),
                         "p99_ms_1min": round(pct(a, 99), 2), "p99_ms_10h": round(pct(b, 99), 2),
                         "ms_10h_rest_windows": stats(rest), "p99_ms_10h_rest_windows": round(pct(rest, 99), 2),
-                        "engine_a_stream_s": eng_a.last_time, "engine_b_stream_s": eng_b.last_time,
+                        "engine_a_stream_s": st_a.last_time, "engine_b_stream_s": st_b.last_time,
                         "diagnostic_heads_only": diag}
         ctx.fig("P3.diag_heads_ratio_10h_vs_1min", value=diag["ratio_default"], unit="x",
                 spread=diag["ratio_default_rounds"],
@@ -244,22 +245,24 @@ def p3_p4(ctx: Ctx, want: set[str]) -> dict:
     return detail
 
 
-def _heads_diag(ctx: Ctx, eng_a, eng_b, crop: np.ndarray, W: float) -> dict:
-    """The heads graph alone on the two engines' committed state, in the runtime's session with and
+def _heads_diag(ctx: Ctx, a, b, crop: np.ndarray, W: float) -> dict:
+    """The heads graph alone on the committed state of two (engine, stream) pairs, in the runtime's session with and
     without denormals flushed to zero, A/B alternated: is the long-stream slowdown the graph's?"""
     from edge_runtime.backends.onnxruntime import create_session
     from edge_runtime.memory.token_memory import MEMORY_INPUTS
     from edge_runtime.query.answers import encode_queries
 
+    eng_a = a[0]
     cfg = eng_a.cfg
     tok = eng_a.encode_images([crop])[0]
 
-    def feed(e):
-        c = e.committed
+    def feed(pair):
+        e, st = pair
+        c = st.committed
         hb = encode_queries(["activity"], [(c.end - W, c.end)], [None], [tok], fps=cfg.stream.fps,
                             max_queries=cfg.heads.window_queries, tokens_shape=(e.tokens_per_frame, e.token_dim))
         # the device memory holds what was committed (a reader engine's commit keeps no copy of the tokens)
-        mem = e.stream.memory.read()
+        mem = st.memory.read()
         f = {**hb.as_feed(), **{k: mem[k] for k in MEMORY_INPUTS}, "svd_basis": c.svd_basis, "svd_sv": c.svd_sv}
         inw = (c.memory["mem_t"] >= c.end - W - 0.5) & (c.memory["mem_t"] <= c.end + 0.5)
         frac = float((inw * c.memory["mem_valid"]).sum() / max(c.memory["mem_valid"].sum(), 1.0))
@@ -268,7 +271,7 @@ def _heads_diag(ctx: Ctx, eng_a, eng_b, crop: np.ndarray, W: float) -> dict:
     def sess(daz: bool):
         return create_session(eng_a.bundle.graphs["heads"].onnx, threads=ctx.threads, flush_denormals=daz)[0]
 
-    (fa, in_a), (fb, in_b) = feed(eng_a), feed(eng_b)
+    (fa, in_a), (fb, in_b) = feed(a), feed(b)
     sessions = {"default": sess(False), "daz": sess(True)}
     calls, rounds = (4, 2) if ctx.quick else (12, 6)
     for sn in sessions.values():

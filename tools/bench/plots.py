@@ -70,7 +70,7 @@ def plots(res: dict, out: Path) -> list[str]:
         ax.set_xlabel("stream hours" + (" (quick: scaled)" if res.get("quick") else ""))
         ax.set_ylabel("MiB")
         ax2 = ax.twinx()
-        ax2.plot(h, [x["memory_bytes"] / 2**20 for x in s], "s--", color="#c84", label="Engine.memory_bytes (MiB)")
+        ax2.plot(h, [x["memory_bytes"] / 2**20 for x in s], "s--", color="#c84", label="StreamState.memory_bytes (MiB)")
         ax2.set_ylabel("Engine state MiB")
         ax.set_title(f"P4: memory over the accelerated stream{tag}", fontsize=10)
         ax.legend(loc="lower left", fontsize=8)

@@ -22,11 +22,11 @@ def _feeds(ctx: Ctx, eng, n_frames: int = 16, n_queries: int = 16) -> dict[str, 
     cfg = eng.cfg
     T, P, d, fps, S = eng.clip_frames, eng.tokens_per_frame, eng.token_dim, cfg.stream.fps, eng.frame_size
     times, frames = ctx.frames(P6_SEED + 99, float(3 * T + n_frames) / fps, S, fps)
-    eng.reset()
-    eng.ingest(frames[: 2 * T], times[: 2 * T])
+    stream = eng.new_stream()
+    eng.ingest(stream, frames[: 2 * T], times[: 2 * T])
     clip_tok = eng.encode(frames[2 * T : 3 * T])
-    c = eng.committed
-    held = eng.stream.memory.read()  # what was committed (a reader engine's commit keeps no copy of the tokens)
+    c = stream.committed
+    held = stream.memory.read()  # what was committed (a reader engine's commit keeps no copy of the tokens)
     mem = {k: held[k] for k in MEMORY_INPUTS}
     sampler = {**mem, "clip": clip_tok.reshape(1, T * P, d),
                "clip_t": np.repeat(times[2 * T : 3 * T], P)[None].astype(np.float32),
@@ -53,10 +53,10 @@ def _score(engine, videos) -> tuple[dict, list[dict], list[dict]]:
 
     recs, answers = [], []
     for v in videos:
-        engine.reset()
-        engine.ingest(v["frames"], v["times"])
-        engine.flush()
-        ans = engine.answer(v["reqs"])
+        stream = engine.new_stream()
+        engine.ingest(stream, v["frames"], v["times"])
+        engine.flush(stream)
+        ans = engine.answer(stream, v["reqs"])
         answers.extend(ans)
         recs.extend(score_query(q, a) for q, a in zip(v["queries"], ans))
     return aggregate(recs), answers, recs

@@ -70,21 +70,22 @@ def p1(ctx: Ctx) -> dict:
 
     ours_eng = ctx.engine("lvm-tiny")
     base_eng = ctx.engine("lvm-tiny")
+    ours_stream, base_stream = ours_eng.new_stream(), base_eng.new_stream()
     # warm-up: sessions, allocators
-    ours_eng.ingest(f1[: cfg.stream.clip_frames], t1[: cfg.stream.clip_frames])
-    ours_eng.answer([reqs[by_type[t][0]] for t in types])
-    ours_eng.reset()
+    ours_eng.ingest(ours_stream, f1[: cfg.stream.clip_frames], t1[: cfg.stream.clip_frames])
+    ours_eng.answer(ours_stream, [reqs[by_type[t][0]] for t in types])
+    ours_stream.reset()
 
     def ours(_r):
-        ours_eng.reset()
+        ours_stream.reset()
         t0 = pc()
-        ours_eng.ingest(f1, t1)
-        ours_eng.flush()
+        ours_eng.ingest(ours_stream, f1, t1)
+        ours_eng.flush(ours_stream)
         res = {"pass_s": pc() - t0, "heads_s": {}}
         for t in types:
             rs = [reqs[i] for i in by_type[t]]
             t0 = pc()
-            ours_eng.answer(rs)
+            ours_eng.answer(ours_stream, rs)
             res["heads_s"][t] = pc() - t0
         return res
 
@@ -93,10 +94,10 @@ def p1(ctx: Ctx) -> dict:
         for i in chunks[r]:
             tt, ff = window_frames(qs[i])
             t0 = pc()
-            base_eng.reset()
-            base_eng.ingest(ff, tt)
-            base_eng.flush()
-            base_eng.answer([reqs[i]])
+            base_stream.reset()
+            base_eng.ingest(base_stream, ff, tt)
+            base_eng.flush(base_stream)
+            base_eng.answer(base_stream, [reqs[i]])
             out.append((i, pc() - t0))
         return out
 
@@ -113,7 +114,7 @@ def p1(ctx: Ctx) -> dict:
                                 "(backbone + sampler + SVD, Engine.ingest + flush), then all queries of a type "
                                 "through the heads in batches of 64 (Engine.answer; object crops through the "
                                 "backbone). The full pass is charged to every query type.",
-                    "baseline": "per query: fresh memory (Engine.reset), the backbone over every frame of the "
+                    "baseline": "per query: fresh memory (StreamState.reset), the backbone over every frame of the "
                                 "query's window at the query type's fps (object 5 fps, activity/time 1 fps), the "
                                 "sampler streaming those frames (Engine.ingest + flush), then the heads for that "
                                 "query (Engine.answer). Same ONNX graphs, same engine code.",
@@ -243,6 +244,7 @@ def p2(ctx: Ctx) -> dict:
         times, frames = ctx.frames(P2_SEED, float(nf) / fps, S, fps)
         render_fps = nf / max(pc() - t0, 1e-9)
         ort_eng = ctx.engine(name)
+        ort_stream = ort_eng.new_stream()
         _, ck = ctx.checkpoint(name)
         tstream = TorchStream(ctx.load_net(name))
         state = {"ort": 0.0, "torch": 0.0}
@@ -252,7 +254,7 @@ def p2(ctx: Ctx) -> dict:
                 off = state[which]
                 t0 = pc()
                 if which == "ort":
-                    ort_eng.ingest(frames, times + off)
+                    ort_eng.ingest(ort_stream, frames, times + off)
                 else:
                     tstream.ingest(frames, times + off)
                 dt = pc() - t0

@@ -6,7 +6,7 @@
    its first frame is released, so the delays below are over-, never under-estimated): frame k
    (0-based) is *due* at origin_i + k / fps. The intake hands frames over in batches of B
    (``batch_frames``, default one clip); a batch is *in memory* when the stream's
-   ``engine.frames_processed`` covers its last frame (polled every 0.1 s). Its *commit delay* is
+   ``stream.frames_processed`` covers its last frame (polled every 0.1 s). Its *commit delay* is
    that moment minus the due time of its last frame. A level PASSES when, for every stream:
      - no frame due was dropped (sum of ``Runtime.status()['dropped']`` == 0; file sources never
        drop — a slow consumer makes them lag instead — so the real test is the next one),
@@ -26,7 +26,7 @@
    alternated. Each side runs a short (one batch per stream) and a long stream; steady throughput =
    the extra frames of the long run over its extra wall time, so start-up (imports, sessions) cancels.
 3. Memory per added stream: streams added one by one to a hub (each streams one batch and ends, its
-   state staying in the hub): ``engine.memory_bytes`` per stream and the process RSS slope; then a few
+   state staying in the hub): ``stream.memory_bytes`` per stream and the process RSS slope; then a few
    streams of an unpaced demo for hours of stream time each, RSS read at ten evenly spaced marks.
 """
 from __future__ import annotations
@@ -160,8 +160,8 @@ class _Queries(threading.Thread):
             t_next += 1.0 / self.rate
             rt = self.rts[i % len(self.rts)]
             i += 1
-            end = rt.engine.last_time
-            if end is None or rt.engine.clips == 0:  # nothing committed yet: nothing to ask
+            end = rt.stream.last_time
+            if end is None or rt.stream.clips == 0:  # nothing committed yet: nothing to ask
                 continue
             req = {"type": "activity", "start": end - QUERY_WINDOW_S, "end": end, "activity": None,
                    "object_image": self.crop, "k": 3}
@@ -234,7 +234,7 @@ def _level(ctx: Ctx, model: str, n: int, uri: str, B: int, warm: int, batches: i
         while True:
             now = pc()
             for i, rt in enumerate(rts):
-                k = rt.engine.frames_processed
+                k = rt.stream.frames_processed
                 if k != seen[i] and (k % B == 0 or k >= target):
                     seen[i] = k
                     delays[i].append((k, now - (origins[i] + (k - 1) / fps)))
@@ -405,7 +405,7 @@ def _ramp(ctx: Ctx, model: str, plan: dict) -> dict:
                 names += 1
             gc.collect()
             rows.append({"streams": n, "rss_bytes": rss_bytes(),
-                         "state_bytes": int(sum(r.engine.memory_bytes for r in hub))})
+                         "state_bytes": int(sum(r.stream.memory_bytes for r in hub))})
     finally:
         hub.close()
     x = np.array([r["streams"] for r in rows], np.float64)
@@ -413,7 +413,7 @@ def _ramp(ctx: Ctx, model: str, plan: dict) -> dict:
     slope = float(np.polyfit(x[1:], y[1:], 1)[0]) if len(x) > 2 else float((y[-1] - y[0]) / max(x[-1], 1))
     per = rows[-1]["state_bytes"] / max(rows[-1]["streams"], 1)
     ctx.fig(f"P8.{model}.state_bytes_per_stream", value=per, unit="bytes",
-            note="engine.memory_bytes of one stream (memory, committed copy, SVD, pending clip, gaps)")
+            note="stream.memory_bytes of one stream (memory, committed copy, SVD, pending clip, gaps)")
     ctx.fig(f"P8.{model}.rss_bytes_per_stream", value=slope, unit="bytes",
             note=f"slope of process RSS over 1..{rows[-1]['streams']} streams, each having streamed one clip")
     return {"rows": rows, "rss_slope_bytes": round(slope), "state_bytes_per_stream": per}
@@ -434,7 +434,7 @@ def _long_run(ctx: Ctx, model: str, plan: dict) -> dict:
         nxt = 1
         while nxt <= 10:
             done = not any(rt.running for rt in rts)
-            low = min(rt.engine.frames_processed for rt in rts) / fps
+            low = min(rt.stream.frames_processed for rt in rts) / fps
             if low >= nxt * mark - 1.0 / fps or done:
                 marks.append({"mark": nxt, "stream_s": round(low, 1), "rss_bytes": rss_bytes(),
                               "wall_s": round(pc() - t0, 1)})
@@ -445,7 +445,7 @@ def _long_run(ctx: Ctx, model: str, plan: dict) -> dict:
             time.sleep(0.2)
         for rt in rts:
             rt.wait(600)
-        frames = int(sum(rt.engine.frames_processed for rt in rts))
+        frames = int(sum(rt.stream.frames_processed for rt in rts))
     finally:
         hub.close()
     base = marks[0]["rss_bytes"]

@@ -133,17 +133,17 @@ def main() -> None:
             s, look = heldout_video(args.seed, i)
             looks.append(look)
             v = attach_queries(render_video(s, args.video_s, size, eng.fps, look=look), args.queries, s)
-            eng.reset()
-            eng.ingest(v.frames, v.times)  # as lvm-eval's engine path: the last partial clip is not flushed
+            stream = eng.new_stream()
+            eng.ingest(stream, v.frames, v.times)  # as lvm-eval's engine path: the last partial clip is not flushed
             qs = [q for q in v.queries if q.type in ("activity", "time")]
             pics = {iid: instance_pictures(v.video, v.annotations, iid, size, args.cuts, args.cut_size)
                     for iid in sorted({q.instance_id for q in qs})}
             reqs = [engine_request(q, p) for q in qs for p in pics[q.instance_id]]
-            answers = eng.answer(reqs)
+            answers = eng.answer(stream, reqs)
             mean_tokens = {iid: eng.encode_images(p).mean(axis=0) for iid, p in pics.items()}
             token_reqs = [{**engine_request(q, None), "object_image": None, "object_tokens": mean_tokens[q.instance_id]}
                           for q in qs]
-            token_answers = eng.answer(token_reqs)
+            token_answers = eng.answer(stream, token_reqs)
             n = len(names)
             for j, q in enumerate(qs):
                 per = answers[j * n:(j + 1) * n]
