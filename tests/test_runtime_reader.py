@@ -309,6 +309,7 @@ def _png(img: np.ndarray) -> str:
 def client(streamed):
     eng, st, _ = streamed
     rt = Runtime(eng)
+    rt.stream.load_state_dict(st.state_dict())  # the streamed memory, facts included
     with TestClient(create_app(rt)) as c:
         yield c
     rt.batcher.close()
