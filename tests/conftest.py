@@ -26,6 +26,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "checkpoints" / "lvm-tiny.safetensors"
+SHIPPED_BUNDLE = REPO / "engines" / "lvm-tiny-fp32"
 KEYED = [("export", "*.py"), ("edge_runtime", "*.py"), ("configs", "*"), ("checkpoints", "*")]
 STALE_S = 3600  # other keys' bundles untouched this long are removed (a concurrent run may use a fresh one)
 MAX_WORKERS = 4  # past this the suite's few long subprocess tests, not the cores, set its time
@@ -88,7 +89,7 @@ def _token_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(request) -> Path:
+def tiny_bundle() -> Path:
     cache = REPO / ".cache" / "test-bundles" / _cache_key()
     done = cache / "lvm-tiny-fp32" / "manifest.json"
     with build_lock(cache):
@@ -104,15 +105,44 @@ def tiny_bundle(request) -> Path:
             (tmp / "BUILT_BY").write_text(how + "\n")
             os.replace(tmp, cache)
     os.utime(cache)  # in use: not stale for other sessions
-    how = (cache / "BUILT_BY").read_text().strip() if (cache / "BUILT_BY").is_file() else "?"
-    request.config._tiny_bundle_how = how
     return cache / "lvm-tiny-fp32"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    how = getattr(config, "_tiny_bundle_how", None)
-    if how:
-        terminalreporter.write_line(f"test bundle (lvm-tiny fp32): {how}")
+    built_by = REPO / ".cache" / "test-bundles" / _cache_key() / "BUILT_BY"  # the workers built it, not this process
+    if built_by.is_file():
+        terminalreporter.write_line(f"test bundle (lvm-tiny fp32): {built_by.read_text().strip()}")
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_bundle):
+    """The test bundle's graphs, opened once for every test file that answers from its own streams
+    (an Engine holds no stream: each test makes its own with ``engine.new_stream()``)."""
+    from edge_runtime.engine.engine import Engine
+
+    with Engine(tiny_bundle, threads=2) as e:
+        yield e
+
+
+@pytest.fixture(scope="session")
+def memory_40s(engine):
+    """A stream's arrays after 40 s of random frames: the runtimes that need a memory start from it
+    (``runtime.stream.load_state_dict(memory_40s)``)."""
+    import numpy as np
+
+    stream = engine.new_stream()
+    engine.ingest(stream, np.random.default_rng(0).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8), np.arange(40.0))
+    return stream.state_dict()
+
+
+@pytest.fixture(scope="session")
+def shipped_engine():
+    """The shipped bundle (engines/lvm-tiny-fp32, what `lvm-edge demo` runs), opened once: the tests
+    that check real events against the generator's annotations read it."""
+    from edge_runtime.engine.engine import Engine
+
+    with Engine(SHIPPED_BUNDLE, threads=1) as e:
+        yield e
 
 
 @pytest.fixture
@@ -125,3 +155,18 @@ def fast_export(monkeypatch):
           "heads": {"max_abs": 0.0}}
     monkeypatch.setattr(cli_export.Exporter, "_parity", lambda self, desc, d, feeds: ok)
     monkeypatch.setattr(cli_export.Exporter, "_latency", lambda self, d, feeds: {})
+
+
+@pytest.fixture
+def lane_app(shipped_engine, tmp_path):
+    """One lane served by the API on the shipped bundle: (TestClient, its hub, its Runtime)."""
+    from fastapi.testclient import TestClient
+
+    from edge_runtime.serve.api import create_app
+    from edge_runtime.serve.pipeline import Runtime
+
+    rt = Runtime(shipped_engine, state_dir=tmp_path / "state")
+    asgi = create_app(rt)
+    with TestClient(asgi) as client:
+        yield client, asgi.app.state.streams, rt
+    rt.close()

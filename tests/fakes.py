@@ -1,4 +1,4 @@
-"""Test doubles shared by several test modules."""
+"""Test doubles and checks shared by several test modules."""
 import contextlib
 import socket
 import threading
@@ -67,3 +67,11 @@ def serve_app(app):
         server.should_exit = True
         th.join(5)
         sock.close()
+
+
+def one_line_error(r, status: int) -> str:
+    """An API error response: this status, a body of only ``error``, one line; -> the message."""
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error"} and body["error"] and "\n" not in body["error"]
+    return body["error"]

@@ -2,16 +2,10 @@
 alerts section of /v1/status and /metrics, and the commit hook (each commit of a stream evaluates its
 rules on what happened since the last evaluation, off the intake thread)."""
 import time
-from pathlib import Path
-
-import pytest
 
 from edge_runtime.alerts.service import AlertService
 from edge_runtime.alerts.settings import AlertSettings
-from fakes import FakeSource
-
-REPO = Path(__file__).resolve().parent.parent
-BUNDLE = REPO / "engines" / "lvm-tiny-fp32"  # the shipped bundle: these tests need its graphs, not their export
+from fakes import FakeSource, one_line_error
 
 
 def _draft(i: int, product: str = "milk_carton") -> dict:
@@ -19,45 +13,16 @@ def _draft(i: int, product: str = "milk_carton") -> dict:
             "confidence": 0.6, "box": None, "evidence": [{"activity": "bag", "product": product}]}
 
 
-@pytest.fixture(scope="module")
-def engine():
-    from edge_runtime.engine.engine import Engine
-
-    with Engine(BUNDLE, threads=1) as eng:
-        yield eng
-
-
-@pytest.fixture
-def app(engine, tmp_path):
-    from fastapi.testclient import TestClient
-
-    from edge_runtime.serve.api import create_app
-    from edge_runtime.serve.pipeline import Runtime
-
-    rt = Runtime(engine, state_dir=tmp_path / "state")
-    asgi = create_app(rt)
-    with TestClient(asgi) as client:
-        yield client, asgi.app.state.streams, rt
-    rt.close()
-
-
-def _one_line_error(r, status):
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error"} and "\n" not in body["error"]
-    return body["error"]
-
-
-def test_without_alerts_the_list_is_empty_and_says_why(app):
-    client, _, _ = app
+def test_without_alerts_the_list_is_empty_and_says_why(lane_app):
+    client, _, _ = lane_app
     assert client.get("/v1/alerts").json() == {"alerts": [], "enabled": False, "note": "alerts: no rules configured",
                                                "next_before": None}
     assert client.get("/v1/status").json()["alerts"] == {"enabled": False, "note": "alerts: no rules configured"}
-    assert "no alert with id 'x'" in _one_line_error(client.post("/v1/alerts/x/ack"), 404)
+    assert "no alert with id 'x'" in one_line_error(client.post("/v1/alerts/x/ack"), 404)
 
 
-def test_list_filter_page_and_ack(app, tmp_path):
-    client, hub, _ = app
+def test_list_filter_page_and_ack(lane_app, tmp_path):
+    client, hub, _ = lane_app
     svc = hub.alerts = AlertService(AlertSettings.model_validate({"site": "shop", "rules": {"bagged_without_scan": {}}}),
                                     tmp_path / "state", registry=hub.metrics.registry, evaluate=False)
     try:
@@ -71,7 +36,7 @@ def test_list_filter_page_and_ack(app, tmp_path):
         assert [a["id"] for a in lane1] == [raised[3].id, raised[1].id]
         # lane1 and lane2 are no streams of this run (removed lanes): their alerts stay listable; a name
         # that neither a stream nor an alert has is a 404, not "no alerts"
-        assert "no stream named 'lane9'" in _one_line_error(client.get("/v1/alerts", params={"stream": "lane9"}), 404)
+        assert "no stream named 'lane9'" in one_line_error(client.get("/v1/alerts", params={"stream": "lane9"}), 404)
         assert client.get("/v1/alerts", params={"stream": "lane1", "status": "acked"}).json()["alerts"] == []
         page = client.get("/v1/alerts", params={"limit": 2}).json()
         assert len(page["alerts"]) == 2 and page["next_before"] is not None
@@ -85,8 +50,8 @@ def test_list_filter_page_and_ack(app, tmp_path):
         assert len(client.get("/v1/alerts", params={"status": "open"}).json()["alerts"]) == 4
         assert client.get("/v1/alerts", params={"since": time.time() + 60}).json()["alerts"] == []
         for bad in ({"status": "closed"}, {"limit": 0}, {"limit": 501}, {"since": "soon"}, {"before": -1}):
-            _one_line_error(client.get("/v1/alerts", params=bad), 422)
-        _one_line_error(client.post("/v1/alerts/nope/ack"), 404)
+            one_line_error(client.get("/v1/alerts", params=bad), 422)
+        one_line_error(client.post("/v1/alerts/nope/ack"), 404)
         st = client.get("/v1/status").json()["alerts"]
         assert st["enabled"] is True and st["stored"] == 5 and st["open"] == 4 and st["pending"] == 0
         assert st["rules"] == ["bagged_without_scan"] and st["sinks"] == [] and st["broker"] is None
@@ -119,10 +84,10 @@ class _Rules:
         return out
 
 
-def test_each_commit_evaluates_the_rules_on_what_happened_since_the_last_one(app, tmp_path, monkeypatch):
+def test_each_commit_evaluates_the_rules_on_what_happened_since_the_last_one(lane_app, tmp_path, monkeypatch):
     from edge_runtime import sources
 
-    client, hub, rt = app
+    client, hub, rt = lane_app
     windows = []
 
     def events(runtime, window):  # one event per window, at its end, of a product of its own
@@ -154,10 +119,10 @@ def test_each_commit_evaluates_the_rules_on_what_happened_since_the_last_one(app
         hub.alerts = None
 
 
-def test_a_failing_rule_evaluation_does_not_stop_the_stream(app, tmp_path, monkeypatch):
+def test_a_failing_rule_evaluation_does_not_stop_the_stream(lane_app, tmp_path, monkeypatch):
     from edge_runtime import sources
 
-    client, hub, rt = app
+    client, hub, rt = lane_app
 
     def broken(runtime, window):
         raise RuntimeError("the reader fell over")
@@ -176,11 +141,11 @@ def test_a_failing_rule_evaluation_does_not_stop_the_stream(app, tmp_path, monke
         hub.alerts = None
 
 
-def test_the_hook_reads_real_events_from_what_happened(app, tmp_path, monkeypatch):
+def test_the_hook_reads_real_events_from_what_happened(lane_app, tmp_path, monkeypatch):
     from edge_runtime import sources
     from edge_runtime.alerts.rules import RuleEngine
 
-    client, hub, rt = app
+    client, hub, rt = lane_app
     made = []
 
     def rules(spec, activities, scans="vision"):

@@ -16,8 +16,6 @@ try:
 except ImportError:
     expect = sync_playwright = None
 
-REPO = Path(__file__).resolve().parent.parent
-BUNDLE = REPO / "engines" / "lvm-tiny-fp32"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]
@@ -29,7 +27,7 @@ def _draft(i: int) -> dict:
 
 
 @pytest.fixture
-def served(tmp_path, request):
+def served(tmp_path, request, shipped_engine):
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); the dashboard test needs a browser")
     if sync_playwright is None:
@@ -37,28 +35,26 @@ def served(tmp_path, request):
     import uvicorn
 
     from edge_runtime.cli.run import bind
-    from edge_runtime.engine.engine import Engine
     from edge_runtime.serve.api import create_app
     from edge_runtime.serve.pipeline import Runtime
 
-    with Engine(BUNDLE, threads=1) as engine:
-        rt = Runtime(engine, state_dir=tmp_path / "state")
-        app = create_app(rt)
-        hub = app.app.state.streams
-        settings = {"rules": {"bagged_without_scan": {}}, **getattr(request, "param", {})}
-        hub.alerts = AlertService(AlertSettings.model_validate(settings),
-                                  tmp_path / "state", registry=hub.metrics.registry, evaluate=False)
-        sock = bind("127.0.0.1", 0)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}", hub.alerts
-        finally:
-            server.should_exit = True
-            thread.join(5)
-            hub.alerts.close()
-            rt.close()
+    rt = Runtime(shipped_engine, state_dir=tmp_path / "state")
+    app = create_app(rt)
+    hub = app.app.state.streams
+    settings = {"rules": {"bagged_without_scan": {}}, **getattr(request, "param", {})}
+    hub.alerts = AlertService(AlertSettings.model_validate(settings),
+                              tmp_path / "state", registry=hub.metrics.registry, evaluate=False)
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", hub.alerts
+    finally:
+        server.should_exit = True
+        thread.join(5)
+        hub.alerts.close()
+        rt.close()
 
 
 @contextmanager

@@ -9,14 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edge_runtime.serve.api import check_bind, create_app, is_loopback
-from edge_runtime.engine.engine import Engine
 from edge_runtime.serve.pipeline import Runtime
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_bundle):
-    with Engine(tiny_bundle, threads=2) as e:
-        yield e
 
 
 @pytest.fixture(scope="module")

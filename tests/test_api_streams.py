@@ -13,10 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edge_runtime import cli
+from edge_runtime.cli import http_client
 from edge_runtime.serve.api import create_app
 from edge_runtime.engine.engine import Engine
 from edge_runtime.serve.streams import Streams
-from fakes import serve_app
+from fakes import one_line_error, serve_app
 
 
 def demo(seed: int, duration: float = 60) -> str:
@@ -48,13 +49,6 @@ def _png(seed: int) -> str:
     return base64.b64encode(cv2.imencode(".png", img)[1].tobytes()).decode()
 
 
-def _one_line_error(r, status: int) -> str:
-    assert r.status_code == status, (r.status_code, r.text)
-    msg = r.json()["error"]
-    assert msg and "\n" not in msg
-    return msg
-
-
 def test_list_status_and_the_default_stream(client, hub):
     listing = client.get("/v1/streams").json()
     assert [s["name"] for s in listing["streams"]] == ["a", "b"]
@@ -71,22 +65,22 @@ def test_list_status_and_the_default_stream(client, hub):
 
 
 def test_bad_adds_and_unknown_streams(client, hub):
-    assert "already exists" in _one_line_error(client.post("/v1/streams", json={"name": "a", "source": demo(5)}), 409)
+    assert "already exists" in one_line_error(client.post("/v1/streams", json={"name": "a", "source": demo(5)}), 409)
     for name in ("../x", "", "a b", ".hidden", "x" * 65):
-        assert "safe file name" in _one_line_error(client.post("/v1/streams", json={"name": name, "source": demo(5)}), 422)
-    _one_line_error(client.post("/v1/streams", json={"name": "c", "source": "zz://nowhere"}), 422)
+        assert "safe file name" in one_line_error(client.post("/v1/streams", json={"name": name, "source": demo(5)}), 422)
+    one_line_error(client.post("/v1/streams", json={"name": "c", "source": "zz://nowhere"}), 422)
     assert "c" not in hub.names()
-    _one_line_error(client.post("/v1/streams", json={"name": "c", "source": "/no/such/video.mp4"}), 422)
-    _one_line_error(client.post("/v1/streams", json={"name": "c", "source": demo(5), "duration": -1}), 422)
-    _one_line_error(client.post("/v1/streams", json={"name": "c"}), 422)
+    one_line_error(client.post("/v1/streams", json={"name": "c", "source": "/no/such/video.mp4"}), 422)
+    one_line_error(client.post("/v1/streams", json={"name": "c", "source": demo(5), "duration": -1}), 422)
+    one_line_error(client.post("/v1/streams", json={"name": "c"}), 422)
     assert hub.names() == ["a", "b"]
-    assert "no stream named 'zz'" in _one_line_error(client.delete("/v1/streams/zz"), 404)
-    _one_line_error(client.get("/v1/streams/zz"), 404)
-    _one_line_error(client.get("/v1/status", params={"stream": "zz"}), 404)
-    _one_line_error(client.get("/v1/timeline", params={"stream": "zz"}), 404)
-    _one_line_error(client.post("/v1/session/reset", params={"stream": "zz"}), 404)
-    _one_line_error(client.post("/v1/query/object", json={"activity": 1, "start": 0, "end": 30, "stream": "zz"}), 404)
-    msg = _one_line_error(client.post("/v1/query/batch", json={"queries": [
+    assert "no stream named 'zz'" in one_line_error(client.delete("/v1/streams/zz"), 404)
+    one_line_error(client.get("/v1/streams/zz"), 404)
+    one_line_error(client.get("/v1/status", params={"stream": "zz"}), 404)
+    one_line_error(client.get("/v1/timeline", params={"stream": "zz"}), 404)
+    one_line_error(client.post("/v1/session/reset", params={"stream": "zz"}), 404)
+    one_line_error(client.post("/v1/query/object", json={"activity": 1, "start": 0, "end": 30, "stream": "zz"}), 404)
+    msg = one_line_error(client.post("/v1/query/batch", json={"queries": [
         {"type": "object", "activity": 1, "start": 0, "end": 30, "stream": "a"},
         {"type": "object", "activity": 1, "start": 0, "end": 30, "stream": "zz"}]}), 404)
     assert msg.startswith("queries.1.stream: no stream named 'zz'")
@@ -137,7 +131,7 @@ def test_ask_names_its_stream(client):
         direct = client.post("/v1/query/object", json={**body, "stream": stream}).json()
         assert r.json()["answer"]["stream"] == stream and r.json()["answer"]["boxes"] == direct["boxes"]
     assert client.post("/v1/ask", json={"text": text}).json()["answer"]["stream"] == "a"
-    _one_line_error(client.post("/v1/ask", json={"text": text, "stream": "zz"}), 404)
+    one_line_error(client.post("/v1/ask", json={"text": text, "stream": "zz"}), 404)
 
 
 def test_metrics_carry_a_stream_label(client):
@@ -158,18 +152,18 @@ def test_a_stream_named_where_the_route_does_not_read_it_is_refused_not_dropped(
     # the default stream's memory is left alone (it was wiped when the body was ignored)
     before = hub.get("a").stream.coverage
     assert before["end"] is not None
-    assert "nope" in _one_line_error(client.post("/v1/session/reset", json={"stream": "nope"}), 404)
+    assert "nope" in one_line_error(client.post("/v1/session/reset", json={"stream": "nope"}), 404)
     assert hub.get("a").stream.coverage == before
-    msg = _one_line_error(client.post("/v1/session/reset", params={"stream": "a"}, json={"stream": "b"}), 422)
+    msg = one_line_error(client.post("/v1/session/reset", params={"stream": "a"}, json={"stream": "b"}), 422)
     assert "name one" in msg and hub.get("a").stream.coverage == before
-    assert _one_line_error(client.post("/v1/snapshot", json={"strem": "b"}), 422) == "unknown field 'strem'"
+    assert one_line_error(client.post("/v1/snapshot", json={"strem": "b"}), 422) == "unknown field 'strem'"
     assert "/streams/b/" in client.post("/v1/snapshot", json={"stream": "b"}).json()["path"]
     # the query routes take it in their body: ?stream= there is an unknown query parameter, not ignored
-    msg = _one_line_error(client.post("/v1/query/object", params={"stream": "nope"},
+    msg = one_line_error(client.post("/v1/query/object", params={"stream": "nope"},
                                       json={"activity": 1, "start": 0, "end": 48}), 422)
     assert msg == "unknown query parameter 'stream' (this route takes the stream in its JSON body)"
-    assert "unknown query parameter 'x'" in _one_line_error(client.get("/v1/status", params={"x": "1"}), 422)
-    assert "nope" in _one_line_error(client.get("/v1/labels", params={"stream": "nope"}), 404)
+    assert "unknown query parameter 'x'" in one_line_error(client.get("/v1/status", params={"x": "1"}), 422)
+    assert "nope" in one_line_error(client.get("/v1/labels", params={"stream": "nope"}), 404)
     assert client.get("/v1/labels", params={"stream": "b"}).status_code == 200
     assert client.get("/", params={"v": "1"}).status_code == 200   # the page: a browser's own query string
 
@@ -213,7 +207,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_cli_streams_and_query_stream(hub, capsys):
+def test_cli_streams_and_query_stream(hub, capsys, monkeypatch):
     with serve_app(create_app(hub)) as where:
         assert cli.main(["streams", "--api", where]) == 0
         lines = capsys.readouterr().out.splitlines()
@@ -237,6 +231,7 @@ def test_cli_streams_and_query_stream(hub, capsys):
         assert "HTTP 404" in err and len(err.strip().splitlines()) == 1
         assert cli.main(["query", "status", "--stream", "nope", "--api", where]) == 1
         assert "no stream named 'nope'" in capsys.readouterr().err
+    monkeypatch.setattr(http_client, "START_WAIT_S", 0.5)  # nothing will start on the closed port
     assert cli.main(["streams", "list", "--api", f"127.0.0.1:{_closed_port()}"]) == 1
     err = capsys.readouterr().err
     assert "cannot reach the runtime" in err and len(err.strip().splitlines()) == 1
@@ -288,9 +283,9 @@ def test_the_default_stream_is_never_moved_to_another_camera(tiny_bundle, tmp_pa
         with TestClient(create_app(hub)) as c:
             assert c.get("/v1/status").json()["stream"] == "lane1"
             assert c.delete("/v1/streams/lane1").status_code == 200
-            msg = _one_line_error(c.get("/v1/status"), 409)
+            msg = one_line_error(c.get("/v1/status"), 409)
             assert msg == "the default stream 'lane1' was removed: name one of lane2 (the request's stream)"
-            _one_line_error(c.post("/v1/query/object", json={"activity": 1, "start": 0, "end": 10}), 409)
+            one_line_error(c.post("/v1/query/object", json={"activity": 1, "start": 0, "end": 10}), 409)
             assert c.get("/readyz").status_code == 503
             assert c.get("/v1/status", params={"stream": "lane2"}).status_code == 200
             assert [s["default"] for s in c.get("/v1/streams").json()["streams"]] == [False]

@@ -262,20 +262,6 @@ def test_phrasing_set_read_correctly(split, floor):
 
 
 # -- API and CLI --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def engine(tiny_bundle):
-    with Engine(tiny_bundle, threads=2) as e:
-        yield e
-
-
-@pytest.fixture(scope="module")
-def memory(engine):
-    """A stream's state after 40 s of frames: the runtimes below start from it."""
-    stream = engine.new_stream()
-    engine.ingest(stream, np.random.default_rng(0).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8), np.arange(40.0))
-    return stream.state_dict()
-
-
 def _runtime(engine, state_dir, memory=None):
     rt = Runtime(engine, state_dir=state_dir)
     if memory is not None:
@@ -285,8 +271,8 @@ def _runtime(engine, state_dir, memory=None):
 
 
 @pytest.fixture(scope="module")
-def client(engine, memory, tmp_path_factory):
-    with TestClient(create_app(_runtime(engine, tmp_path_factory.mktemp("state"), memory))) as c:
+def client(engine, memory_40s, tmp_path_factory):
+    with TestClient(create_app(_runtime(engine, tmp_path_factory.mktemp("state"), memory_40s))) as c:
         yield c
 
 
@@ -323,11 +309,11 @@ def test_ask_bad_questions_are_4xx_with_one_line(client, body, status, words):
     assert r.status_code == status and words in r.json()["error"] and "\n" not in r.json()["error"]
 
 
-def test_ask_without_a_catalog_reads_the_bundles_product_classes(engine, memory):
+def test_ask_without_a_catalog_reads_the_bundles_product_classes(engine, memory_40s):
     """An empty catalog: the bundle's product classes are the products, asked by their drawn pictures
     (as /v1/happened does); a name that is none of them is named, with the nearest classes."""
     rt = Runtime(engine)
-    rt.stream.load_state_dict(memory)
+    rt.stream.load_state_dict(memory_40s)
     with TestClient(create_app(rt)) as c:
         r = c.post("/v1/ask", json={"text": "what happened to the kombucha"})
         assert r.status_code == 422 and "kombucha: not in the catalog (nearest products: " in r.json()["error"]
@@ -350,9 +336,9 @@ def test_ask_before_the_first_frame_is_not_a_server_error(tiny_bundle, tmp_path)
             assert r.status_code == 409 and r.json()["error"] == "the memory holds nothing yet (no frames streamed)"
 
 
-def test_ask_reads_the_state_dirs_synonyms(engine, memory, tmp_path):
+def test_ask_reads_the_state_dirs_synonyms(engine, memory_40s, tmp_path):
     (tmp_path / "ask-synonyms.yaml").write_text("Oat Milk: [oatly]\n")
-    with TestClient(create_app(_runtime(engine, tmp_path, memory))) as c:
+    with TestClient(create_app(_runtime(engine, tmp_path, memory_40s))) as c:
         assert c.post("/v1/ask", json={"text": "what happened to the oatly"}).json()["read_as"]["product"] == "Oat Milk"
         (tmp_path / "ask-synonyms.yaml").write_text("Oat Milk: [oatly\n")
         r = c.post("/v1/ask", json={"text": "what happened to the oatly"})
@@ -360,8 +346,8 @@ def test_ask_reads_the_state_dirs_synonyms(engine, memory, tmp_path):
 
 
 @pytest.fixture
-def served(engine, memory, tmp_path):
-    with serve_app(create_app(_runtime(engine, tmp_path / "state", memory))) as where:
+def served(engine, memory_40s, tmp_path):
+    with serve_app(create_app(_runtime(engine, tmp_path / "state", memory_40s))) as where:
         yield where
 
 

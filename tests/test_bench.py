@@ -75,6 +75,7 @@ def test_bad_arguments():
     assert res.returncode == 2 and "unknown part" in res.stderr
 
 
+@pytest.mark.slow
 def test_quick_run_writes_results(tmp_path):
     full = os.environ.get("LVM_BENCH_FULL_QUICK") == "1"
     cmd = [sys.executable, "-m", "tools.bench", "--quick", "--out", str(tmp_path)]
@@ -196,6 +197,7 @@ def test_only_replaces_results_of_another_kind(tmp_path, monkeypatch, capsys):
     assert "it is replaced, not merged" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_p9_heads_vs_reader_quick(tmp_path, monkeypatch, tiny_bundle):
     """P9 on the test bundle (the shipped checkpoint with its reader): both engines answer, each
     with its own kind, per-query medians for batches of 1 and 32; a run of P9 alone keeps the parts

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_p8_quick_run(tmp_path):
     cmd = [sys.executable, "-m", "tools.bench", "--quick", "--only", "P8", "--no-plots", "--out", str(tmp_path)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)

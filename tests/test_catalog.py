@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edge_runtime import cli
+from edge_runtime.cli import http_client
 from edge_runtime.serve.api import create_app
 from edge_runtime.query.catalog import Catalog, CatalogError
-from edge_runtime.engine.engine import Engine
 from edge_runtime.serve.pipeline import Runtime
 from edge_runtime.query.by_product import combine
 from fakes import serve_app
@@ -121,20 +121,6 @@ def test_combine_rule():
 
 
 # -- API -----------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def engine(tiny_bundle):
-    with Engine(tiny_bundle, threads=2) as e:
-        yield e
-
-
-@pytest.fixture(scope="module")
-def memory(engine):
-    """A stream's state after 40 s of frames: every test's runtime starts from it."""
-    stream = engine.new_stream()
-    engine.ingest(stream, np.random.default_rng(0).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8), np.arange(40.0))
-    return stream.state_dict()
-
-
 def _runtime(engine, memory, **kw):
     rt = Runtime(engine, **kw)
     rt.stream.load_state_dict(memory)
@@ -142,8 +128,8 @@ def _runtime(engine, memory, **kw):
 
 
 @pytest.fixture
-def client(engine, memory, tmp_path):
-    with TestClient(create_app(_runtime(engine, memory, state_dir=tmp_path))) as c:
+def client(engine, memory_40s, tmp_path):
+    with TestClient(create_app(_runtime(engine, memory_40s, state_dir=tmp_path))) as c:
         yield c
 
 
@@ -198,8 +184,8 @@ def test_bad_catalog_requests_are_4xx_with_one_line(client, method, path, body, 
     assert msg and "\n" not in msg and len(msg) < 300
 
 
-def test_no_state_dir_no_catalog(engine, memory):
-    with TestClient(create_app(_runtime(engine, memory))) as c:
+def test_no_state_dir_no_catalog(engine, memory_40s):
+    with TestClient(create_app(_runtime(engine, memory_40s))) as c:
         assert c.get("/v1/catalog").status_code == 409
         r = c.post("/v1/query/activity", json={"product": "x", "start": 0, "end": 10})
         assert r.status_code == 409 and "state directory" in r.json()["error"]
@@ -242,12 +228,12 @@ def test_query_by_product_answers_like_its_picture(client):
 
 # -- CLI ---------------------------------------------------------------------------------------
 @pytest.fixture
-def served(engine, memory, tmp_path):
-    with serve_app(create_app(_runtime(engine, memory, state_dir=tmp_path / "state"))) as where:
+def served(engine, memory_40s, tmp_path):
+    with serve_app(create_app(_runtime(engine, memory_40s, state_dir=tmp_path / "state"))) as where:
         yield where
 
 
-def test_cli_add_list_query_remove(served, tmp_path, capsys):
+def test_cli_add_list_query_remove(served, tmp_path, capsys, monkeypatch):
     front, side = tmp_path / "front.png", tmp_path / "side.jpg"
     cv2.imwrite(str(front), _img(seed=1))
     cv2.imwrite(str(side), _img(60, 60, seed=2))
@@ -278,6 +264,7 @@ def test_cli_add_list_query_remove(served, tmp_path, capsys):
     assert "not allowed" in capsys.readouterr().err
     assert cli.main(["query", "activity", "--product", "x", "--image", str(front), "--start", "0", "--end", "1",
                      *api]) == 2
+    monkeypatch.setattr(http_client, "START_WAIT_S", 0.5)  # no runtime will start on port 1
     assert cli.main(["catalog", "list", "--api", "127.0.0.1:1"]) == 1
     assert "cannot reach the runtime" in capsys.readouterr().err
 

@@ -248,6 +248,7 @@ def _expected_memory_bytes(bundle: Path) -> int:
             + facts + T * P * d * 4 + T * 8 + MAX_GAPS * 16)
 
 
+@pytest.mark.slow
 def test_memory_constant_over_a_long_accelerated_stream(tiny_bundle, tmp_path):
     p = Proc(["--source", f"demo://checkout?seed=9&duration={LONG_S:g}", "--bundle", str(tiny_bundle)],
              tmp_path / "long.log")

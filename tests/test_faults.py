@@ -121,24 +121,23 @@ def test_the_rate_meter_keeps_constant_memory():
     assert meter.rate(now=8192.0 + 16384) > 0.9
 
 
-def test_a_failure_after_a_commit_does_not_feed_the_same_frames_again(tiny_bundle, monkeypatch, tmp_path):
+def test_a_failure_after_a_commit_does_not_feed_the_same_frames_again(engine, monkeypatch, tmp_path):
     # when the intake failed after the engine had committed a batch, the drain fed that batch again:
     # a second traceback ("frame time ... is not after the last one") on top of the real error
     from edge_runtime import sources
-    from edge_runtime.engine.engine import Engine
     from edge_runtime.serve.pipeline import Runtime
 
     monkeypatch.setattr(sources, "open_source", lambda uri, **kw: FakeSource(40))
-    with Engine(tiny_bundle, threads=1) as engine:
-        rt = Runtime(engine)
-        fed = []
-        real = engine.ingest
-        monkeypatch.setattr(engine, "ingest", lambda frames, times: fed.append(float(times[0])) or real(frames, times))
-        monkeypatch.setattr(rt, "_poll_source_stats", lambda: (_ for _ in ()).throw(RuntimeError("boom")))
-        rt.start("fake://")
-        assert rt.wait(60) and rt.state == "failed" and "boom" in rt.error
-        assert fed == [0.0]  # the batch that was committed, once
-        rt.close()
+    rt = Runtime(engine)
+    fed = []
+    real = engine.ingest
+    monkeypatch.setattr(engine, "ingest", lambda state, frames, times: fed.append(float(times[0]))
+                        or real(state, frames, times))
+    monkeypatch.setattr(rt, "_poll_source_stats", lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+    rt.start("fake://")
+    assert rt.wait(60) and rt.state == "failed" and "boom" in rt.error
+    assert fed == [0.0]  # the batch that was committed, once
+    rt.close()
 
 
 def test_a_reader_blocked_in_a_native_open_does_not_reach_interpreter_shutdown(monkeypatch):

@@ -30,14 +30,14 @@ SEED, VIDEO_S = 1000042, 300.0  # a held-out generator video (seed never trained
 
 
 @pytest.fixture(scope="module")
-def streamed():
-    with Engine(BUNDLE, threads=1) as eng:
-        video = CheckoutVideo(seed=SEED, duration_s=VIDEO_S, size=eng.frame_size)
-        ts, fr = zip(*video.frames(eng.fps, 0.0, None))
-        stream = eng.new_stream()
-        eng.ingest(stream, np.stack(fr), np.asarray(ts, np.float64))
-        eng.flush(stream)
-        yield eng, stream, video
+def streamed(shipped_engine):
+    eng = shipped_engine
+    video = CheckoutVideo(seed=SEED, duration_s=VIDEO_S, size=eng.frame_size)
+    ts, fr = zip(*video.frames(eng.fps, 0.0, None))
+    stream = eng.new_stream()
+    eng.ingest(stream, np.stack(fr), np.asarray(ts, np.float64))
+    eng.flush(stream)
+    return eng, stream, video
 
 
 def _runtime(streamed, **kw):
@@ -255,8 +255,8 @@ def test_api_bad_input_is_4xx_with_one_line(client, body, status, words):
     assert r.status_code == status and words in r.json()["error"] and "\n" not in r.json()["error"], r.text
 
 
-def test_api_before_the_first_frame_says_so():
-    with Engine(BUNDLE, threads=1) as empty, TestClient(create_app(Runtime(empty))) as c:
+def test_api_before_the_first_frame_says_so(shipped_engine):
+    with TestClient(create_app(Runtime(shipped_engine))) as c:
         r = c.post("/v1/happened", json={})
         assert r.status_code == 409 and r.json()["error"] == "the memory holds nothing yet (no frames streamed)"
         assert c.post("/v1/happened", json={"start": 0, "end": 60}).json()["events"] == []

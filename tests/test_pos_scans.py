@@ -8,7 +8,7 @@ from edge_runtime.alerts.pos_scans import DB_NAME, PosScans
 from edge_runtime.alerts.rules import KEEP_S
 from edge_runtime.alerts.service import AlertService
 from edge_runtime.alerts.settings import AlertSettings
-from test_alerts_api import _one_line_error as _error, app, engine  # noqa: F401  (the API fixtures)
+from fakes import one_line_error as _error
 
 
 def test_the_store_keeps_each_scan_once_across_restarts_and_stays_bounded(tmp_path):
@@ -51,8 +51,8 @@ def test_a_runtime_config_with_pos_scans_checks_rules_against_them():
         AlertSettings.model_validate({"scans": "till"})
 
 
-def test_post_scans_stores_them_and_says_what_it_cannot_name(app, tmp_path):
-    client, hub, rt = app
+def test_post_scans_stores_them_and_says_what_it_cannot_name(lane_app, tmp_path):
+    client, hub, rt = lane_app
     url = f"/v1/streams/{rt.name}/scans"
     assert "does not take the till's scans" in _error(client.post(url, json={"scans": [{"product": "apple",
                                                                                       "stream_time": 3}]}), 409)
@@ -147,14 +147,14 @@ def test_each_evaluation_hands_the_rules_the_tills_scans_of_the_last_minutes(tmp
         svc.close()
 
 
-def test_a_demo_stream_brings_its_tills_scans_and_the_real_rules_judge_against_them(app, tmp_path):
+def test_a_demo_stream_brings_its_tills_scans_and_the_real_rules_judge_against_them(lane_app, tmp_path):
     """demo:// through the runtime with ``scans: pos``: every good read of its checkout reaches the store
     in stream time, and the rules run on them with the pass-around rule the 8-activity bundle lacks
     without them."""
     from edge_runtime.checkout import CheckoutVideo
     from edge_runtime.checkout.shrink import pos_scans
 
-    client, hub, rt = app
+    client, hub, rt = lane_app
     hub.alerts = AlertService(AlertSettings.model_validate({"scans": "pos", "rules": {"bagged_without_scan": {},
                                                                                        "pass_around": {}}}),
                               tmp_path / "state", registry=hub.metrics.registry)

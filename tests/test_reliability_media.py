@@ -29,6 +29,7 @@ def test_bad_media_one_line_right_exit_code_no_traceback(bundle_env, tmp_path):
     assert by[f"{media.DEAD_RTSP} without --duration"]["outcome"] == "kept retrying"
 
 
+@pytest.mark.slow
 def test_megamind_bugy_streams_what_decodes(bundle_env, tmp_path):
     bugy = media.footage_dir() / "Megamind_bugy.avi"
     if not bugy.is_file():

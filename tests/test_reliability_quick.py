@@ -36,6 +36,7 @@ def _quiet(_msg):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("on_test_bundle")
 def test_power_cuts_restore_the_last_complete_snapshot(tmp_path):
     res = reliability_powercut.run(True, tmp_path, log=_quiet, n_kills=3)
@@ -47,6 +48,7 @@ def test_power_cuts_restore_the_last_complete_snapshot(tmp_path):
     assert set(res["damaged"]) == {"truncated-half", "truncated-tail", "zero-tail", "empty"}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("on_test_bundle")
 def test_fuzzed_api_never_answers_5xx(tmp_path):
     res = reliability_fuzz.run(True, tmp_path, log=_quiet, n_requests=100)
@@ -54,6 +56,7 @@ def test_fuzzed_api_never_answers_5xx(tmp_path):
     assert res["server_errors"] == 0 and res["generated_requests"] >= 100
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("on_test_bundle")
 def test_load_gives_no_errors_and_drops_no_frame(tmp_path):
     # Correctness only: the p99 target is a figure of the machine (the full run reports it).
@@ -63,6 +66,7 @@ def test_load_gives_no_errors_and_drops_no_frame(tmp_path):
     assert res["frames_processed"] == res["frames_restored"] + res["frames_in"] and res["frames_in"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("on_test_bundle")
 def test_soak_keeps_rss_fds_and_threads_flat(tmp_path):
     res = reliability_soak.run(True, tmp_path, log=_quiet, hours=3, hour_s=60)
@@ -71,6 +75,7 @@ def test_soak_keeps_rss_fds_and_threads_flat(tmp_path):
 
 # rtsp runs in tests/test_reliability_rtsp.py, with checks that hold under any load (its "passed"
 # includes the ±2 s gap and watchdog-delay figures, which depend on the machine)
+@pytest.mark.slow
 @pytest.mark.usefixtures("on_test_bundle")
 @pytest.mark.parametrize("name", ["media"])
 def test_other_fault_scenarios(name, tmp_path):

@@ -26,6 +26,7 @@ def bundle_env(tiny_bundle, monkeypatch):
     monkeypatch.setenv("LVM_RELIABILITY_BUNDLE", str(tiny_bundle))
 
 
+@pytest.mark.slow
 def test_camera_outages_recovered_with_gaps_of_the_right_length(rtsp_peer_ok, bundle_env, tmp_path):
     r = rtsp.outages(True, tmp_path)
     summary = json.dumps({k: v for k, v in r.items() if k != "cycles"})
@@ -39,6 +40,7 @@ def test_camera_outages_recovered_with_gaps_of_the_right_length(rtsp_peer_ok, bu
         assert c["gap_s"] is not None and c["gap_s"] >= c["real_outage_s"] - rtsp.GAP_TOLERANCE_S, json.dumps(c)
 
 
+@pytest.mark.slow
 def test_watchdog_and_peers_that_never_serve(rtsp_peer_ok, bundle_env, tmp_path):
     r = rtsp.watchdog(True, tmp_path)
     by_case = {c["case"]: c for c in r["cases"]}

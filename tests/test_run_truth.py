@@ -210,14 +210,6 @@ def _done(rt) -> None:
     rt.batcher.close()  # not rt.close(): the engine is shared by the module's tests
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_bundle):
-    from edge_runtime.engine.engine import Engine
-
-    with Engine(tiny_bundle, threads=2) as e:
-        yield e
-
-
 def test_the_tail_of_a_file_is_committed_and_its_end_said(engine, tmp_path):
     from edge_runtime.serve.pipeline import Runtime
 

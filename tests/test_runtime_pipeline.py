@@ -10,17 +10,10 @@ import numpy as np
 import pytest
 
 import edge_runtime.sources as sources
-from edge_runtime.engine.engine import Engine
 from edge_runtime.serve.pipeline import Runtime
 from edge_runtime.engine.snapshot import SNAPSHOT_NAME
 from edge_runtime.sources import SourceError
 from fakes import FakeSource
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_bundle):
-    with Engine(tiny_bundle, threads=2) as e:
-        yield e
 
 
 def _use(monkeypatch, factory):

@@ -105,6 +105,7 @@ def test_train_smoke_and_resume(tmp_path):
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
+@pytest.mark.slow
 def test_train_ddp_two_processes(tmp_path):
     out = tmp_path / "ddp"
     torchrun = str(Path(sys.executable).parent / "torchrun")
