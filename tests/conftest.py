@@ -1,14 +1,17 @@
-"""Shared fixtures. ``tiny_bundle``: ONE fp32 bundle per test session, of the shipped lvm-tiny
+"""Shared fixtures. ``tiny_bundle``: ONE fp32 bundle per test run, of the shipped lvm-tiny
 checkpoint, built with ``lvm-export --skip-gate`` (a broken exporter fails the tests that need it).
-Backbone tokens that lvm-train / lvm-eval cache go to a per-session folder, never the user's home.
 
-Bundles are cached under .cache/test-bundles/<key>, so a second local run skips the ~25 s export;
-CI starts from a fresh checkout and builds it once. The suite runs in pytest-xdist workers (one a
+What the tests can reuse is kept under the checkout's .cache/, keyed by everything it can depend on
+(``_cache_key``: every .py under export/ and edge_runtime/ (model, graphs, manifest, config schema, the
+runtime code the exporter checks parity with), every file under configs/ and checkpoints/, and this
+file), so a second local run of the same code skips the work and a change of code redoes it:
+- .cache/test-bundles/<key>: the test bundle (~25 s of export);
+- .cache/test-cache/<key>: $LVM_EDGE_CACHE of lvm-train / lvm-export / lvm-eval, in-process or as
+  subprocesses (backbone tokens, exported graphs), never the user's home.
+CI starts from a fresh checkout and builds each once. The suite runs in pytest-xdist workers (one a
 core, at most ``MAX_WORKERS``, whole files to a worker so module fixtures are built once): a file lock
-makes the first worker build a bundle while the others wait for it. The key hashes everything the bundle can depend
-on, erring on the side of rebuilding: every .py under export/ and edge_runtime/ (model, graphs,
-manifest, config schema, the runtime code the exporter checks parity with), every file under
-configs/ and checkpoints/, and this file (the export command line).
+makes the first worker build a bundle while the others wait for it; the caches' files are written
+atomically, so the workers share them.
 """
 from __future__ import annotations
 
@@ -76,11 +79,22 @@ def build_tiny_bundle(dest: Path) -> tuple[Path, str]:
     return out, "lvm-export --precision fp32 --skip-gate of checkpoints/lvm-tiny.safetensors"
 
 
+def _fresh(folder: Path) -> Path:
+    """``folder`` (of this code's key) made, and its siblings of older code untouched for STALE_S removed."""
+    for old in folder.parent.glob("*"):
+        if old.is_dir() and not old.name.startswith(folder.name) and time.time() - old.stat().st_mtime > STALE_S:
+            shutil.rmtree(old, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.utime(folder)  # in use: not stale for other sessions
+    return folder
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _token_cache(tmp_path_factory):
-    """lvm-train / lvm-eval (also as subprocesses) keep backbone tokens here during the tests."""
+def _export_cache():
+    """lvm-train / lvm-export / lvm-eval (also as subprocesses) keep backbone tokens and exported
+    graphs here: one folder for this code, shared by the workers."""
     old = os.environ.get("LVM_EDGE_CACHE")
-    os.environ["LVM_EDGE_CACHE"] = str(tmp_path_factory.mktemp("lvm-edge-cache"))
+    os.environ["LVM_EDGE_CACHE"] = str(_fresh(REPO / ".cache" / "test-cache" / _cache_key()))
     yield
     if old is None:
         os.environ.pop("LVM_EDGE_CACHE", None)
@@ -94,11 +108,7 @@ def tiny_bundle() -> Path:
     done = cache / "lvm-tiny-fp32" / "manifest.json"
     with build_lock(cache):
         if not done.is_file():
-            for old in cache.parent.glob("*"):  # bundles of older code
-                if (not old.name.startswith(cache.name) and old.is_dir()
-                        and time.time() - old.stat().st_mtime > STALE_S):
-                    shutil.rmtree(old, ignore_errors=True)
-            shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(_fresh(cache), ignore_errors=True)  # bundles of older code go too
             tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
             _, how = build_tiny_bundle(tmp)

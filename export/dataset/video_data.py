@@ -8,7 +8,6 @@ backbone once, and its tokens are cached in memory (float16) for every epoch and
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from edge_runtime.atomic_write import atomic_writer
 from edge_runtime.checkout import CheckoutVideo, Query, sample_queries
 from edge_runtime.checkout.absent_queries import ABSENT_SEED, sample_absent_queries
 from edge_runtime.file_hash import sha256_file
+from export.cache_dir import cache_root
 from export.dataset.frame_encoder import frame_encoder
 
 # (instance_id, size) -> (size, size, 3) uint8 RGB picture of that instance
@@ -215,8 +215,7 @@ def _cut_crops(item, wanted: dict[int, list[float]], box_fps: float, error) -> d
 def token_cache_dir() -> Path:
     """Where backbone tokens of generated videos are kept between runs ($LVM_EDGE_CACHE/tokens,
     default ~/.cache/lvm-edge/tokens)."""
-    root = os.environ.get("LVM_EDGE_CACHE") or Path.home() / ".cache" / "lvm-edge"
-    return Path(root) / "tokens"
+    return cache_root() / "tokens"
 
 
 def backbone_digest(backbone) -> str:

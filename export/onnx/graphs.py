@@ -133,16 +133,34 @@ def export_graph(net: LVMNet, spec: GraphSpec, path: Path) -> Path:
 
 def export_module(module: nn.Module, args: tuple, spec: GraphSpec, path: Path, shapes=None) -> Path:
     """``module`` traced on ``args`` into ``path`` with ``spec``'s names and dynamic axes (``shapes``:
-    a graph family's own ``dynamic_shapes``, default this module's)."""
+    a graph family's own ``dynamic_shapes``, default this module's). A graph traced before from the
+    same module, inputs and exporter comes from the graph cache (export/onnx/graph_cache.py)."""
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=list(spec.inputs),
-                          output_names=list(spec.outputs), opset_version=OPSET, dynamo=True,
-                          dynamic_shapes=dynamic_shapes(spec) if shapes is None else shapes,
-                          external_data=False, verbose=False)
-    return path
+    from export.onnx.graph_cache import cached_export
+
+    shapes = dynamic_shapes(spec) if shapes is None else shapes
+
+    def export(out: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, args, str(out), input_names=list(spec.inputs),
+                              output_names=list(spec.outputs), opset_version=OPSET, dynamo=True,
+                              dynamic_shapes=shapes, external_data=False, verbose=False)
+
+    meta = (list(spec.inputs), list(spec.outputs), OPSET, _shapes_key(shapes))
+    return cached_export(module, args, meta, Path(path), export)
+
+
+def _shapes_key(shapes) -> str:
+    """Dynamic shapes as text that names each Dim by its name and range (their repr alone is the name)."""
+    if isinstance(shapes, dict):
+        return "{" + ", ".join(f"{k!r}: {_shapes_key(v)}" for k, v in shapes.items()) + "}"
+    if isinstance(shapes, (list, tuple)):
+        return "[" + ", ".join(_shapes_key(v) for v in shapes) + "]"
+    if shapes is None or isinstance(shapes, (int, str)):
+        return repr(shapes)
+    return f"Dim({getattr(shapes, '__name__', shapes)!s}, {getattr(shapes, 'min', None)}, {getattr(shapes, 'max', None)})"
 
 
 # Fusing MatMul+Add into Gemm would reshape every (B, N, D) projection to 2-D and hide it from ORT's

@@ -1,0 +1,111 @@
+"""Exported ONNX graphs kept between runs, in $LVM_EDGE_CACHE/graphs (default ~/.cache/lvm-edge/graphs).
+
+Torch's dynamo exporter takes 10-30 s a graph on 2 cores, and the same module traced again gives the
+same graph: exporting one checkpoint at another precision, with or without the timeline, or its
+backbone again for a training run's tokens. A graph is kept under a key that hashes everything the
+traced file can depend on:
+
+- the module: its class, its structure (``repr``), every parameter and buffer (names, dtypes, shapes,
+  bytes), its train/eval mode, and the plain attributes of each submodule (configs, flags);
+- the example inputs (dtypes, shapes, bytes), the I/O names, the dynamic shapes and the opset;
+- the exporter: torch's, onnx's and onnxscript's versions and the source of every module under
+  ``export/`` (the model code and this exporter).
+
+Anything the key cannot see (a value that has no stable ``repr``) makes it differ from run to run,
+so such a graph is exported again, never served stale. ``LVM_EDGE_GRAPH_CACHE=0`` turns the cache off.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from edge_runtime.atomic_write import atomic_writer
+from export.cache_dir import cache_root
+
+EXPORT_SRC = Path(__file__).resolve().parent.parent  # export/
+KEPT = 64  # graphs kept; the oldest used go first (a tiny model's graphs are 1-20 MB)
+
+
+def enabled() -> bool:
+    return os.environ.get("LVM_EDGE_GRAPH_CACHE", "1") != "0"
+
+
+def cached_export(module: nn.Module, args: tuple, meta: Any, path: Path, export: Callable[[Path], None]) -> Path:
+    """Write ``module``'s graph to ``path``: the kept copy when the key matches, else ``export(path)``
+    (the real export), which is then kept. ``meta``: the rest of what the export is given (names,
+    dynamic shapes, opset), as something with a stable ``repr``."""
+    if not enabled():
+        export(path)
+        return path
+    kept = cache_root() / "graphs" / f"{graph_key(module, args, meta)}.onnx"
+    if kept.is_file():
+        shutil.copyfile(kept, path)
+        os.utime(kept)  # recently used: kept longest
+        return path
+    export(path)
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(kept) as tmp:
+            shutil.copyfile(path, tmp)
+        _trim(kept.parent)
+    except OSError:  # a read-only or full cache costs the next run an export, never this one
+        pass
+    return path
+
+
+def graph_key(module: nn.Module, args: tuple, meta: Any) -> str:
+    h = hashlib.sha256()
+    h.update(_exporter_digest().encode())
+    h.update(f"{type(module).__module__}.{type(module).__qualname__}|{module!r}|{module.training}|{meta!r}".encode())
+    for name, t in list(module.state_dict(keep_vars=False).items()):
+        _tensor(h, name, t)
+    for sub_name, sub in module.named_modules():
+        for k, v in sorted(vars(sub).items()):
+            if k.startswith("_") or isinstance(v, (nn.Module, torch.Tensor)) or k == "training":
+                continue
+            h.update(f"{sub_name}.{k}={_stable_repr(v)}".encode())
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            _tensor(h, f"arg{i}", a)
+        else:
+            h.update(f"arg{i}={a!r}".encode())
+    return h.hexdigest()[:32]
+
+
+def _stable_repr(v: Any, depth: int = 2) -> str:
+    """``repr``, except for objects that print their address (timm's FeatureInfo, say): their type
+    and their own attributes, so that the same module gives the same key in another process."""
+    if type(v).__repr__ is not object.__repr__ or depth == 0 or not hasattr(v, "__dict__"):
+        return repr(v)
+    inner = ", ".join(f"{k}={_stable_repr(x, depth - 1)}" for k, x in sorted(vars(v).items()))
+    return f"{type(v).__module__}.{type(v).__qualname__}({inner})"
+
+
+def _tensor(h, name: str, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+@lru_cache(maxsize=1)
+def _exporter_digest() -> str:
+    import onnx
+    import onnxscript
+
+    h = hashlib.sha256(f"{torch.__version__}|{onnx.__version__}|{onnxscript.__version__}".encode())
+    for p in sorted(EXPORT_SRC.rglob("*.py")):
+        h.update(str(p.relative_to(EXPORT_SRC)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def _trim(folder: Path) -> None:
+    graphs = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime)
+    for old in graphs[:-KEPT]:
+        old.unlink(missing_ok=True)
