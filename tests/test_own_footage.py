@@ -43,6 +43,7 @@ def _person_crop(video: Path, ann: dict, instance_id: int) -> str:
     return base64.b64encode(cv2.imencode(".png", crop)[1].tobytes()).decode()
 
 
+@pytest.mark.slow
 def test_own_footage_dataset_train_export_and_serve(tmp_path):
     data = _footage()
     if data is None:

@@ -407,6 +407,7 @@ def _fixtures(work: Path, fixtures: Path, env: dict) -> None:
                        cwd=work, env=env, check=True, capture_output=True, timeout=HANG_GUARD_S)
 
 
+@pytest.mark.slow
 def test_readme_examples_run(tmp_path):
     pytest.importorskip("torch", reason="the README's training and export examples need the export extra")
     work, kiosk = tmp_path / "work", tmp_path / "kiosk" / "opt" / "lvm-edge"
@@ -416,8 +417,9 @@ def test_readme_examples_run(tmp_path):
     (work / "engines").mkdir()
     (work / "engines" / "lvm-tiny-fp32").symlink_to(REPO / "engines" / "lvm-tiny-fp32")
     env = {k: v for k, v in os.environ.items() if k != "LVM_EDGE_TOKEN"}
+    # LVM_EDGE_CACHE stays the tests' own (conftest): exported graphs and tokens, never the user's home
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1",
-               LVM_EDGE_CACHE=str(tmp_path / "cache"), USER=env.get("USER") or getpass.getuser())
+               USER=env.get("USER") or getpass.getuser())
     port = _free_port()
     ctx = {"repo": str(REPO), "work": str(work), "kiosk": str(kiosk), "etc": str(tmp_path / "etc" / "lvm-edge"),
            "fixtures": str(tmp_path / "fixtures"), "port": str(port), "api": f"127.0.0.1:{port}", "env": env,
