@@ -1,0 +1,88 @@
+"""The exported-graph cache (export/onnx/graph_cache.py): the same module traced again is served from
+the cache byte for byte without tracing, anything the graph depends on (weights, attributes, inputs,
+dynamic shapes) changes the key, and LVM_EDGE_GRAPH_CACHE=0 traces every time."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from export.onnx import graph_cache
+from export.onnx.graphs import GraphSpec, export_module
+
+SPEC = GraphSpec("tiny", ("x",), ("y",))
+SHAPES = {"x": {0: torch.export.Dim("n", min=1, max=64)}}
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Scale(nn.Module):
+    def __init__(self, factor: float = 2.0) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+        self.factor = factor  # a plain attribute the traced graph bakes in
+
+    def forward(self, x):
+        return self.lin(x) * self.factor
+
+
+def _module(seed: int = 0, factor: float = 2.0) -> Scale:
+    torch.manual_seed(seed)
+    return Scale(factor).eval()
+
+
+ARGS = (torch.ones(2, 4),)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LVM_EDGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LVM_EDGE_GRAPH_CACHE", raising=False)
+    return tmp_path / "cache" / "graphs"
+
+
+def test_a_module_traced_again_comes_from_the_cache_unchanged(cache, tmp_path, monkeypatch):
+    first = export_module(_module(), ARGS, SPEC, tmp_path / "a.onnx", SHAPES)
+    assert len(list(cache.glob("*.onnx"))) == 1
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: pytest.fail("traced again"))
+    again = export_module(_module(), ARGS, SPEC, tmp_path / "b.onnx", SHAPES)
+    assert again.read_bytes() == first.read_bytes()
+
+
+def test_what_the_graph_depends_on_changes_the_key():
+    base = graph_cache.graph_key(_module(), ARGS, "meta")
+    assert graph_cache.graph_key(_module(), ARGS, "meta") == base
+    assert graph_cache.graph_key(_module(seed=1), ARGS, "meta") != base          # weights
+    assert graph_cache.graph_key(_module(factor=3.0), ARGS, "meta") != base      # a plain attribute
+    assert graph_cache.graph_key(_module(), (torch.zeros(2, 4),), "meta") != base  # the example inputs
+    assert graph_cache.graph_key(_module(), ARGS, "other meta") != base          # names, shapes, opset
+    assert graph_cache.graph_key(_module().train(), ARGS, "meta") != base        # train / eval mode
+
+
+def test_the_key_is_the_same_in_another_process():
+    """An attribute without a stable repr (an object printing its address) must not make every run miss."""
+    code = ("import torch, sys; sys.path.insert(0, 'tests'); from test_graph_cache import _module, ARGS; "
+            "from export.onnx.graph_cache import graph_key; m = _module(); m.info = type('Info', (), {})(); "
+            "m.info.chs = [64, 128]; print(graph_key(m, ARGS, 'meta'))")
+    keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                           check=True).stdout.strip() for _ in range(2)}
+    assert len(keys) == 1 and len(keys.pop()) == 32
+
+
+def test_turned_off_it_traces_every_time(cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("LVM_EDGE_GRAPH_CACHE", "0")
+    calls = []
+    graph_cache.cached_export(_module(), ARGS, "meta", tmp_path / "a.onnx", lambda p: calls.append(p) or p.write_bytes(b"g"))
+    graph_cache.cached_export(_module(), ARGS, "meta", tmp_path / "a.onnx", lambda p: calls.append(p) or p.write_bytes(b"g"))
+    assert len(calls) == 2 and not cache.exists()
+
+
+def test_the_cache_keeps_the_last_used(cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(graph_cache, "KEPT", 2)
+    for seed in range(3):
+        graph_cache.cached_export(_module(seed), ARGS, "meta", tmp_path / f"{seed}.onnx",
+                                  lambda p, s=seed: p.write_bytes(bytes([s])))
+    assert sorted(p.read_bytes() for p in cache.glob("*.onnx")) == [b"\x01", b"\x02"]
