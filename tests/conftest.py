@@ -33,11 +33,13 @@ SHIPPED_BUNDLE = REPO / "engines" / "lvm-tiny-fp32"
 KEYED = [("export", "*.py"), ("edge_runtime", "*.py"), ("configs", "*"), ("checkpoints", "*")]
 STALE_S = 3600  # other keys' bundles untouched this long are removed (a concurrent run may use a fresh one)
 MAX_WORKERS = 4  # past this the suite's few long subprocess tests, not the cores, set its time
-# The files that take longest (``--durations`` on 2 cores), longest first: they go to the workers first,
-# so that the short files fill the end of the run instead of one worker finishing a long file alone.
+# The files that take longest (``--durations`` on 2 cores), longest first: they go to the workers first
+# (pyproject's --no-loadscope-reorder keeps this order; xdist would otherwise hand out the files with the
+# most tests first), so that short files fill the end of the run instead of one worker finishing a long file alone.
 LONGEST_FIRST = ["test_train.py", "test_export.py", "test_readme.py", "test_s5.py", "test_reliability_quick.py",
                  "test_reliability_rtsp.py", "test_bench.py", "test_own_footage.py", "test_bench_streams.py",
-                 "test_train_data.py", "test_reader_bundle.py", "test_timeline.py", "test_e2e.py"]
+                 "test_train_data.py", "test_labels_travel.py", "test_reader_bundle.py", "test_timeline.py",
+                 "test_e2e.py", "test_reliability_media.py", "test_eval_data.py", "test_seen_evidence.py"]
 
 
 def pytest_collection_modifyitems(config, items):
