@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,7 @@ def build_lock(cache: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@lru_cache(maxsize=1)  # read by several fixtures and the summary: the files are read once
 def _cache_key() -> str:
     h = hashlib.sha256()
     files = [p for top, pattern in KEYED for p in (REPO / top).rglob(pattern)
