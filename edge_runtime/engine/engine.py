@@ -38,6 +38,7 @@ from edge_runtime.backends.bundle_runners import open_runners
 from edge_runtime.engine.facts import fact_specs, read_facts, rows_dynamic
 from edge_runtime.memory.timeline import TimelineSpec, clip_rows
 from edge_runtime.engine.ingest import ingest_streams, ingest_tokens
+from edge_runtime.engine.event_path import EventPath
 from edge_runtime.engine.stream_state import StreamState
 from edge_runtime.memory.committed import Committed
 from edge_runtime.query import reader_query
@@ -53,7 +54,7 @@ from edge_runtime.memory.svd import svd_from_config
 class Engine:
     def __init__(self, bundle_dir: str | Path | Bundle, backend: str = "auto", threads: int | None = None, *,
                  batch_size: int | None = None, max_queries_per_call: int = 64, gap_factor: float = 2.0,
-                 verify: bool = True, answers: str = "auto") -> None:
+                 verify: bool = True, answers: str = "auto", event_fps: float | None = None) -> None:
         self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(bundle_dir, verify=verify)
         self.answers = answers
         self.answers_kind = reader_query.answers_kind(self.bundle, answers)  # "reader" | "heads"
@@ -86,6 +87,22 @@ class Engine:
         self.gap_factor = float(gap_factor)
         self._heads_dtypes = {n: m.dtype for n, m in self.heads.get_input_metadata().items()}
         self.crop_tokens = CropTokens(self.encode_images)
+        # the bundle's event head (None without one): frames then arrive at its event_fps and the
+        # memory takes those on its own 1/fps grid (edge_runtime/engine/event_path.py)
+        self.events = EventPath.from_bundle(self.bundle, self._runners, event_fps)
+
+    @property
+    def intake_fps(self) -> float:
+        """The rate a source is sampled at for this engine: the event path's, else the memory's."""
+        return self.events.event_fps if self.events is not None else self.fps
+
+    @property
+    def intake_batch(self) -> int:
+        """Frames a stream hands to the ingest path at a time: a clip at the memory's rate; a second's
+        frames with an event path, so that item events are decided within a second of their frame."""
+        if self.events is None:
+            return self.clip_frames
+        return max(1, int(round(self.events.event_fps)))
 
     # -- setup -------------------------------------------------------------------------------
     def new_stream(self) -> StreamState:
@@ -96,7 +113,16 @@ class Engine:
         return StreamState(memory, svd_from_config(self.cfg), OODMonitor.for_bundle(self.bundle),
                            clip_frames=self.clip_frames, tokens_per_frame=self.tokens_per_frame,
                            token_dim=self.token_dim, fps=self.fps, gap_factor=self.gap_factor,
-                           heads_dtypes=self._heads_dtypes, facts=self._fact_specs, timeline=self.timeline)
+                           heads_dtypes=self._heads_dtypes, facts=self._fact_specs, timeline=self.timeline,
+                           items=self._new_items())
+
+    def _new_items(self):
+        """A stream's item tracks and events when the bundle has an event head, else None."""
+        if self.events is None:
+            return None
+        from edge_runtime.items.item_state import ItemState
+
+        return ItemState(bundle_id=self.bundle.bundle_id, products=len(self.products) or None)
 
     def close(self) -> None:
         for r in self._runners.values():
@@ -133,6 +159,12 @@ class Engine:
             if report is not None:
                 report("backbone", time.perf_counter() - t0)
         return out
+
+    def detect(self, tokens: np.ndarray, times: np.ndarray, report: Callable[[str, float], None] | None = None) -> list:
+        """Tokens (N, P, d) of N frames -> their item detections (``EventPath.detect``)."""
+        if self.events is None:
+            raise ValueError("this bundle has no event head")
+        return self.events.detect(tokens, times, report)
 
     def step(self, states: list[StreamState]) -> None:
         """The full (or padded) pending clips of ``states`` through the sampler, in one call when

@@ -105,6 +105,7 @@ def _clip_loop(engine, items, order: list[int], times: list[np.ndarray], tokens:
     starts = dict(zip(order, tokens.starts[:-1].tolist()))
     ts = dict(zip(order, times))
     cursor = dict.fromkeys(order, 0)
+    seen = _EventFrames(engine)
     while True:
         ready: list[int] = []
         for i in order:
@@ -113,14 +114,45 @@ def _clip_loop(engine, items, order: list[int], times: list[np.ndarray], tokens:
                 continue  # this stream's next clip waits for its previous one's commit
             k, n = cursor[i], len(ts[i])
             while k < n:
-                full = st.add(tokens.get(starts[i] + k), float(ts[i][k]))
+                tok, t = tokens.get(starts[i] + k), float(ts[i][k])
                 k += 1
-                if full:
+                if st.items is not None:
+                    seen.add(st, tok, t)
+                if not st.takes(t):
+                    continue
+                if st.add(tok, t):
                     ready.append(i)
                     break
             cursor[i] = k
         if not ready:
+            seen.flush()
             return
         engine.step([items[i][0] for i in ready])
         for i in ready:
             results[i] += 1
+
+
+class _EventFrames:
+    """Every frame's tokens of the streams with an event path, through the event head a batch at a
+    time (at most ``engine.batch_size`` frames held per stream), into each stream's item tracks in
+    time order."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.held: dict[int, tuple[StreamState, list[np.ndarray], list[float]]] = {}
+
+    def add(self, st: StreamState, tok: np.ndarray, t: float) -> None:
+        _, toks, ts = self.held.setdefault(id(st), (st, [], []))
+        toks.append(tok)
+        ts.append(t)
+        if len(toks) >= self.engine.batch_size:
+            self._run(id(st))
+
+    def flush(self) -> None:
+        for key in list(self.held):
+            self._run(key)
+
+    def _run(self, key: int) -> None:
+        st, toks, ts = self.held.pop(key)
+        if toks:
+            st.observe(self.engine.detect(np.stack(toks), np.asarray(ts), st.report))

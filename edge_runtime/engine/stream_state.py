@@ -42,10 +42,12 @@ from edge_runtime.memory.svd import OnlineSVD
 from edge_runtime.memory.timeline import FACT_NAMES, NoTimeline, Timeline, TimelineSpec
 from edge_runtime.memory.token_memory import TokenMemory
 from edge_runtime.engine.source_clock import SourceClock
+from edge_runtime.sources.base import TimestampSampler
 
 MAX_GAPS = 256            # the gap list is bounded: constant memory over any run
 STATE_VERSION = 1
 FACT_KEY = "reader."     # snapshot keys of the facts: reader.ident, reader.act_logits, ...
+ITEMS_KEY = "items."     # snapshot keys of the item tracks and events
 
 
 class MissingFacts(ValueError):
@@ -60,12 +62,15 @@ class StreamState:
     def __init__(self, memory: TokenMemory, svd: OnlineSVD, ood: OODMonitor, *, clip_frames: int,
                  tokens_per_frame: int, token_dim: int, fps: float, gap_factor: float,
                  heads_dtypes: dict[str, Any], facts: dict[str, tuple[tuple[int, ...], Any]] | None = None,
-                 timeline: TimelineSpec | None = None) -> None:
+                 timeline: TimelineSpec | None = None, items: Any = None) -> None:
         """``facts``: name -> (shape, dtype) of one memory's facts when the engine answers with the
         reader (the answer graph's inputs), None when it answers with the heads. ``timeline``: the
         bundle's timeline track, whose FIFO this state then owns (its rows follow the memory's in
-        the facts the answer graph reads)."""
+        the facts the answer graph reads). ``items``: this stream's item tracks and events
+        (edge_runtime/items/item_state.py) when the engine has an event path: frames then arrive
+        faster than the memory's fps, and the memory takes those on its own 1/fps grid."""
         self.memory, self.svd, self.ood = memory, svd, ood
+        self.items = items
         self.fact_specs = facts
         self.timeline: Timeline | None = None
         if timeline is not None and facts is not None:
@@ -102,6 +107,10 @@ class StreamState:
             self.first_t: float | None = None
             self.end_t: float | None = None
             self.last_time: float | None = None   # the last frame added (committed or pending)
+            self.last_input: float | None = None  # the last frame in, the event path's included
+            self._memory_grid = TimestampSampler(self.fps) if self.items is not None else None
+            if self.items is not None:
+                self.items.reset()
             self.frames_processed = 0
             self.clips = 0
             self._gaps: deque[tuple[float, float]] = deque(maxlen=MAX_GAPS)
@@ -115,9 +124,20 @@ class StreamState:
             return
         if not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
             raise ValueError("frame times must be finite and strictly increasing")
-        after = self.last_time if after is None else after
+        after = self.last_input if after is None else after
         if after is not None and times[0] <= after:
             raise ValueError(f"frame time {times[0]:.3f} s is not after the last one ({after:.3f} s)")
+
+    def takes(self, t: float) -> bool:
+        """Whether the memory takes the frame at ``t`` (every frame without an event path; with one,
+        the frames on the memory's 1/fps grid). Call once per frame, in order."""
+        self.last_input = t
+        return self._memory_grid is None or self._memory_grid.keep(t)
+
+    def observe(self, detections: list) -> None:
+        """Frames' item detections (in time order) into this stream's tracks and item events."""
+        for d in detections:
+            self.items.update(d)
 
     def add(self, tok: np.ndarray, t: float) -> bool:
         """Add one frame's tokens at stream time ``t``; True when the pending clip is full (the
@@ -129,7 +149,7 @@ class StreamState:
         self.ood.update(tok)
         self.pending_t[self.pending_frames] = t
         self.pending_frames += 1
-        self.last_time = t
+        self.last_time = self.last_input = t
         self.frames_processed += 1
         return self.pending_frames == self.clip_frames
 
@@ -267,14 +287,15 @@ class StreamState:
             facts += self.timeline.nbytes + 2 * c.fact_t.nbytes
         return int(self.memory.nbytes + sum(v.nbytes for v in c.memory.values()) + c.svd_basis.nbytes
                    + c.svd_sv.nbytes + svd + facts + self.pending_tokens.nbytes + self.pending_t.nbytes
-                   + MAX_GAPS * 16)
+                   + MAX_GAPS * 16 + (self.items.nbytes() if self.items is not None else 0))
 
     def status(self) -> dict[str, Any]:
         """The stream's memory side as status shows it: plain values, taken without the lock."""
         return {"coverage": self.coverage, "stream_time": self.last_time, "frames_processed": self.frames_processed,
                 "pending_frames": self.pending_frames, "clips": self.clips, "memory_bytes": self.memory_bytes,
                 "gaps": [list(g) for g in self.gaps], "ood": self.ood.status(),
-                **({"timeline": self.timeline.status()} if self.timeline is not None else {})}
+                **({"timeline": self.timeline.status()} if self.timeline is not None else {}),
+                **({"items": self.items.status()} if self.items is not None else {})}
 
     # -- persistence ------------------------------------------------------------------------
     def snapshot_meta(self) -> dict[str, Any]:
@@ -302,6 +323,8 @@ class StreamState:
                 state.update({FACT_KEY + n: v[:m].copy() for n, v in facts.items()})
             if self.timeline is not None:
                 state.update(self.timeline.state_dict())
+            if self.items is not None:
+                state.update({ITEMS_KEY + k: v for k, v in self.items.state_dict().items()})
             return state
 
     def load_state_dict(self, state: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> None:
@@ -346,6 +369,16 @@ class StreamState:
             self.first_t, self.end_t, self.last_time = f(clock[0]), f(clock[1]), f(clock[2])
             self.frames_processed, self.clips, self.pending_frames = int(clock[3]), int(clock[4]), int(clock[5])
             self._gaps = deque((tuple(g) for g in gaps.tolist()), maxlen=MAX_GAPS)
+            self.last_input = self.last_time
+            if self._memory_grid is not None and self.last_time is not None:
+                self._memory_grid.take(self.last_time)  # the next memory frame a period after the last
+            if self.items is not None:
+                found = {k[len(ITEMS_KEY):]: v for k, v in state.items() if k.startswith(ITEMS_KEY)}
+                try:
+                    self.items.load_state_dict(found)
+                except ValueError as err:
+                    self.reset()
+                    raise ValueError(f"state does not fit this engine ({err})") from None
             self._publish(facts)
             if meta is not None:
                 self.clock.restore(meta)

@@ -29,7 +29,7 @@ class Intake:
         times: list[float] = []
         timer: threading.Timer | None = None
         try:
-            src = open_source(uri, target_fps=self.engine.fps, realtime=realtime, size=self.engine.frame_size, **options)
+            src = open_source(uri, target_fps=self.engine.intake_fps, realtime=realtime, size=self.engine.frame_size, **options)
             with src:
                 self._source = src
                 self.source_label = src.label
@@ -58,7 +58,7 @@ class Intake:
                         # CONNECTING until a first frame arrives
                         self.lifecycle.move(RunState.STREAMING, only_from={RunState.CONNECTING})
                     rel, stream_t = stream_clock.elapsed(frame.t), stream_clock.stream_time(frame.t)
-                    if resume_after is not None and stream_t <= resume_after + 0.5 / self.engine.fps:
+                    if resume_after is not None and stream_t <= resume_after + 0.5 / self.engine.intake_fps:
                         skipped += 1
                         continue
                     if first_rel is None:

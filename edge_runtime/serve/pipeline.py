@@ -82,7 +82,7 @@ class Runtime(Intake):
         self.stream.observe_stages(self.telemetry.observe_stage)
         self.state_dir = Path(state_dir) if state_dir else None
         self.snapshot_every = snapshot_every
-        self.batch_frames = int(batch_frames or engine.clip_frames)
+        self.batch_frames = int(batch_frames or engine.intake_batch)
         self.warn = warn or (lambda msg: log.warning(msg))
         self.restored_from: dict[str, Any] | None = None
         self.lifecycle = Lifecycle()

@@ -36,7 +36,7 @@ def runtime_status(rt) -> dict[str, Any]:
         "ood": mem["ood"],
         "restored_from": rt.restored_from,
         "fps": round(fps, 3),
-        "stream_rate": round(fps / e.fps, 3),
+        "stream_rate": round(fps / e.intake_fps, 3),
         "dropped": int(st.get("dropped", 0)),
         "reconnects": int(st.get("reconnects", 0)),
         # live sources: attempts that delivered nothing (the log repeats one failure at most every 10 min)

@@ -1,0 +1,81 @@
+"""The event path: every frame at ``event_fps`` through the bundle's event head, beside the memory.
+
+A bundle with an ``event_head`` graph (manifest ``events``) streams at ``event_fps`` (default 5)
+instead of the memory's fps. Each frame passes the backbone once; its tokens go to the event head
+(per-frame item detections and the scanner light, edge_runtime/items/head_decode.py), and the
+frames on the memory's own 1/fps grid go to the memory as well, so the memory holds exactly the
+frames it would hold at its own rate (no second decode, no second backbone pass).
+
+The engine holds one ``EventPath`` (the graph and its settings); each stream's tracks and item
+events are its ``StreamState.items`` (edge_runtime/items/item_state.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_runtime.backends.base import Runner
+from edge_runtime.backends.bundle import Bundle, BundleError
+
+DEFAULT_EVENT_FPS = 5.0
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """The event path's settings: the bundle's, with a runtime's ``event_fps`` override."""
+
+    event_fps: float = DEFAULT_EVENT_FPS
+    threshold: float = DEFAULT_THRESHOLD
+
+    @classmethod
+    def from_manifest(cls, section: Any, where: str) -> "EventSettings":
+        if not isinstance(section, dict):
+            raise BundleError(f"{where}: the bundle has an event_head graph but no 'events' section in its manifest")
+        try:
+            fps = float(section.get("event_fps", DEFAULT_EVENT_FPS))
+            th = float(section.get("threshold", DEFAULT_THRESHOLD))
+        except (TypeError, ValueError):
+            raise BundleError(f"{where}: manifest events.event_fps and events.threshold must be numbers") from None
+        if not (0 < fps <= 60) or not (0 < th < 1):
+            raise BundleError(f"{where}: manifest events needs 0 < event_fps <= 60 and 0 < threshold < 1, "
+                              f"got {fps:g} and {th:g}")
+        return cls(fps, th)
+
+
+class EventPath:
+    """The bundle's event head on a backend, and what turns its outputs into per-frame detections."""
+
+    def __init__(self, runner: Runner, settings: EventSettings, memory_fps: float) -> None:
+        if settings.event_fps < memory_fps:
+            raise BundleError(f"events.event_fps {settings.event_fps:g} is below the memory's fps {memory_fps:g}: "
+                              "the memory samples its frames from the event path's")
+        self.runner, self.settings = runner, settings
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, runners: dict[str, Runner], event_fps: float | None = None) -> "EventPath | None":
+        """The bundle's event path, or None when it has no event head (it then streams at the memory's fps)."""
+        runner = runners.get("event_head")
+        if runner is None:
+            return None
+        settings = EventSettings.from_manifest(bundle.manifest.get("events"), str(bundle.path))
+        if event_fps is not None:
+            settings = EventSettings(float(event_fps), settings.threshold)
+        return cls(runner, settings, bundle.cfg.stream.fps)
+
+    @property
+    def event_fps(self) -> float:
+        return self.settings.event_fps
+
+    def detect(self, tokens: np.ndarray, times: np.ndarray, report: Callable[[str, float], None] | None = None) -> list:
+        """Tokens (N, P, d) of N frames at ``times`` -> one ``Detections`` per frame."""
+        from edge_runtime.items.head_decode import decode
+
+        t0 = time.perf_counter()
+        out = self.runner.infer({"tokens": np.ascontiguousarray(tokens, np.float32)})
+        if report is not None:
+            report("event_head", time.perf_counter() - t0)
+        return decode(out, np.asarray(times, np.float64), self.settings.threshold)
