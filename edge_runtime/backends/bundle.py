@@ -54,6 +54,11 @@ CONTRACT.update({
                 "q_object": _F, "q_window": _F},
                {"activity_scores": _F, "intervals": _F, "keyboxes": _F, "evidence": _F}),
 })
+# The event head's optional graph (manifest "events"): one frame's patch tokens (axis "n_frames") in; per
+# grid cell p(an item's box centre), its box, product, p(held) and zone, and the frame's scanner light out.
+EVENT_GRAPHS = ("event_head",)
+CONTRACT["event_head"] = ({"tokens": _F}, {"det_score": _F, "det_box": _F, "det_class": _F, "det_held": _F,
+                                          "light": _F, "zone": _F})
 # Optional I/O, present as a pair: a sampler with a recurrent state of its own (sampler.kind s5) reads
 # it after the clip inputs and writes the next one after the memory outputs.
 OPTIONAL: dict[str, tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]] = {
@@ -100,6 +105,8 @@ class Bundle:
     cfg: ModelConfig
     graphs: dict[str, GraphInfo]
     labels: dict[str, list[str]] = field(default_factory=dict)
+    # the optional event head (manifest "events"): opened on demand, beside the memory path's graphs
+    event_head: GraphInfo | None = None
 
     @property
     def model(self) -> str:
@@ -129,6 +136,12 @@ class Bundle:
         """The reader's timeline track (manifest answers.reader.timeline: per_frame, horizon_s, tokens), or None."""
         sec = self.reader
         return sec.get("timeline") if isinstance(sec, dict) and isinstance(sec.get("timeline"), dict) else None
+
+    @property
+    def events(self) -> dict[str, Any] | None:
+        """The manifest's events section (event_fps, threshold, classes, zones, light_states) when the
+        bundle carries the event head, else None."""
+        return self.manifest.get("events") if self.event_head is not None else None
 
     @property
     def has_plans(self) -> bool:
@@ -323,6 +336,40 @@ def _timeline_tokens(cfg: ModelConfig, tl: Any, where: str) -> int:
     return capacity
 
 
+def _event_head(cfg: ModelConfig, manifest: dict, path: Path, where: str) -> GraphInfo | None:
+    """The event head's graph when the manifest lists one, checked against the contract, the config and
+    the manifest's events section; None when it lists none."""
+    g = manifest["graphs"].get("event_head")
+    if g is None:
+        return None
+    if not isinstance(g, dict):
+        raise BundleError(f"{where}: graph 'event_head' is not an object")
+    inputs, outputs = _io("event_head", g.get("inputs"), where), _io("event_head", g.get("outputs"), where)
+    _check_contract("event_head", inputs, outputs, where)
+    sec = manifest.get("events")
+    if not isinstance(sec, dict):
+        raise BundleError(f"{where}: the bundle has an event_head graph but no 'events' section")
+    for key in ("event_fps", "threshold"):
+        if not isinstance(sec.get(key), (int, float)) or isinstance(sec.get(key), bool):
+            raise BundleError(f"{where}: events.{key} is not a number")
+    names = {k: sec.get(k) for k in ("classes", "zones", "light_states")}
+    if bad := [k for k, v in names.items() if not (isinstance(v, list) and v and all(isinstance(x, str) for x in v))]:
+        raise BundleError(f"{where}: events.{bad[0]} is not a list of names")
+    P, d = cfg.backbone.tokens_per_frame, cfg.backbone.dim
+    K, Z, L = len(names["classes"]), len(names["zones"]), len(names["light_states"])
+    expect = {"tokens": (None, P, d), "det_score": (None, P), "det_box": (None, P, 4), "det_class": (None, P, K),
+              "det_held": (None, P), "light": (None, L), "zone": (None, P, Z)}
+    for t in inputs + outputs:
+        shape = expect[t.name]
+        got = tuple(x if isinstance(x, int) else None for x in t.shape)
+        if len(got) != len(shape) or any(a is not None and b is not None and a != b for a, b in zip(got, shape)):
+            raise BundleError(f"{where}: a bundle whose event head does not match its config and events section "
+                              f"(event_head '{t.name}' is {t.describe()}, needs "
+                              f"[{','.join('?' if x is None else str(x) for x in shape)}])")
+    return GraphInfo("event_head", path / str(g.get("onnx", "event_head.onnx")), str(g.get("sha256", "")), inputs,
+                     outputs, None, g.get("quantization"))
+
+
 def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     """Read and check a bundle folder (files hashed unless ``verify`` is False)."""
     path = Path(path)
@@ -375,12 +422,14 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     _check_shapes(cfg, graphs, str(mpath))
     if kind == "reader":
         _check_reader(cfg, manifest["answers"].get("reader"), graphs, str(mpath))
+    event_head = _event_head(cfg, manifest, path, str(mpath))
     labels = manifest.get("labels") or {}
     acts = labels.get("activities") if isinstance(labels, dict) else None
     if not isinstance(acts, list) or len(acts) != cfg.heads.num_activities:
         n = len(acts) if isinstance(acts, list) else 0
         raise BundleError(f"{mpath}: labels.activities has {n} names, the model has {cfg.heads.num_activities} classes")
-    bundle = Bundle(path, manifest, cfg, graphs, {k: list(v) for k, v in labels.items() if isinstance(v, list)})
+    bundle = Bundle(path, manifest, cfg, graphs, {k: list(v) for k, v in labels.items() if isinstance(v, list)},
+                    event_head)
     if verify:
         verify_files(bundle)
     return bundle
@@ -388,7 +437,7 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
 
 def verify_files(bundle: Bundle, plans: bool = False) -> None:
     """The ONNX files (and plans, if asked) exist and hash to what the manifest says."""
-    for g in bundle.graphs.values():
+    for g in [*bundle.graphs.values(), *([bundle.event_head] if bundle.event_head else [])]:
         files = [(g.onnx, g.sha256)]
         if plans and g.plan:
             files.append((g.plan_path, str(g.plan.get("sha256", ""))))

@@ -12,6 +12,7 @@ from pathlib import Path
 from export.cli.common import UsageError, run_cli
 from export.cli.train_plan import plan
 from export.cli.train_reader import READER_FINETUNE_LR, READER_FINETUNE_STEPS, reader_init, reader_planned, reader_stage
+from export.cli.train_events import add_event_args, event_stage, events_only, events_planned
 from export.cli.train_stage1 import lsmcl_steps, query_seed, stage1
 from export.train.eta import minutes
 from export.train.reader_defaults import READER_BATCH, READER_CALIB_VIDEOS, READER_LR, READER_STEPS, READER_VIDEOS
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{READER_CALIB_VIDEOS}: fewer let a few products decide what 'confident' means); with "
                         f"--data the last ones of the train split, at most a quarter of it")
     p.add_argument("--no-reader", action="store_true", help="no reader stage: the checkpoint is answered by its heads")
+    add_event_args(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the heads stage trains (default auto: cuda if available; stage 1 runs on CPU)")
     p.add_argument("--workers", type=int, help="processes that render, encode and stream the heads stage's videos "
@@ -135,7 +137,8 @@ def _train(args) -> int:
     if not 0 <= seed <= SEED_MAX:
         raise UsageError(f"--seed must be in [0, {SEED_MAX}], got {seed}")
     for name in ("epochs", "videos", "queries", "backbone_epochs", "max_steps", "threads", "heads_steps",
-                 "heads_videos", "workers", "lsmcl_steps", "reader_steps", "reader_videos", "reader_calib_videos"):
+                 "heads_videos", "workers", "lsmcl_steps", "reader_steps", "reader_videos", "reader_calib_videos",
+                 "event_steps"):
         v = getattr(args, name)
         if v is not None and v < (0 if name in ("backbone_epochs", "heads_steps", "lsmcl_steps") else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
@@ -154,6 +157,8 @@ def _train(args) -> int:
                          "--backbone-from")
     if args.init_from:
         check_init_from(args.init_from, cfg)
+    if args.events_only:
+        return events_only(args, cfg)
     notes: list[str] = []  # said once the rank is known
     items = None
     if args.data:
@@ -331,15 +336,21 @@ def _train(args) -> int:
     if reader_planned(args):
         reader_file = out / f"{cfg.name}-reader.safetensors"
         reader_meta = reader_stage(args, net, reader_file, final, seed, video_s, say, progress, items)
+    events_file, events_meta = None, None
+    if events_planned(args):
+        events_file = out / f"{cfg.name}-events.safetensors"
+        events_meta = event_stage(args, net, final, events_file, seed, labels, say, progress)
     summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,
                "heads_steps": heads_steps, "total_seconds": round(time.time() - t0, 1),
                "last_losses": res.last_losses if res else {}, "heads_last_losses": heads_last,
                "reader": str(reader_file) if reader_file else None,
-               "reader_train": reader_meta["train"] if reader_meta else None}
+               "reader_train": reader_meta["train"] if reader_meta else None,
+               "events": str(events_file) if events_file else None,
+               "events_heldout": events_meta["heldout"] if events_meta else None}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     say(f"lvm-train: done: {steps} stage-1 steps, {heads_steps} heads-stage steps, "
         f"{args.reader_steps if reader_file else 0} reader steps in {minutes(time.time() - t0)}; wrote {final}"
-        + (f" and {reader_file}" if reader_file else ""))
+        + (f" and {reader_file}" if reader_file else "") + (f" and {events_file}" if events_file else ""))
     return 0
 
 

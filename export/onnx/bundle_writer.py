@@ -239,13 +239,14 @@ def graph_entry(bundle_dir: Path, name: str, onnx_file: str, signature: dict, *,
 
 def build_manifest(*, cfg, precision: str, checkpoint: dict, graphs: dict, parity: dict, accuracy: Any,
                    calibration: Any, latency: dict | None = None, export: dict | None = None,
-                   ood: dict | None = None, answers: dict | None = None) -> dict:
+                   ood: dict | None = None, answers: dict | None = None, events: dict | None = None) -> dict:
     """``checkpoint``: export_inputs.load_model's section; its "labels" (the trained class names, None
     for a checkpoint without them) become the manifest's top-level "labels". ``answers``: the
-    "answers" block (export.onnx.reader_graphs.answers_section); the heads' alone when None."""
+    "answers" block (export.onnx.reader_graphs.answers_section); the heads' alone when None. ``events``:
+    the event head's block (export.onnx.event_graphs.events_section), written only with its graph."""
     labels = checkpoint.get("labels")
     checkpoint = {k: v for k, v in checkpoint.items() if k != "labels"}
-    return {
+    manifest = {
         "format": FORMAT,
         "model": cfg.name,
         "precision": precision,
@@ -269,3 +270,6 @@ def build_manifest(*, cfg, precision: str, checkpoint: dict, graphs: dict, parit
         "tools": tool_versions(),
         "host": host_info(),
     }
+    if events is not None:
+        manifest["events"] = events
+    return manifest

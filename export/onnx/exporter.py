@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_runtime.backends.bundle import GRAPH_NAMES, READER_GRAPHS
+from edge_runtime.backends.bundle import EVENT_GRAPHS, GRAPH_NAMES, READER_GRAPHS
 from export.onnx.inputs import check_data_labels, choose_engine, load_model, open_data, read_calibration, validate_args
 from export.onnx.summary import print_summary
 from export.onnx.ui import UI, quiet
@@ -70,12 +70,15 @@ class Exporter:
         check_data_labels(self.data, ck)
         self.cfg, self.net = cfg, net
         self.reader = self._open_reader(cfg)
+        self.events = self._open_events(cfg, ck)
+        from export.onnx.event_graphs import EVENT_SPECS, events_section
         from export.onnx.graphs import graph_specs
         from export.onnx.reader_graphs import READER_SPECS, answers_section
 
-        self.specs = graph_specs(net) + (READER_SPECS if self.reader else ())
-        self.names = GRAPH_NAMES + (READER_GRAPHS if self.reader else ())
+        self.specs = graph_specs(net) + (READER_SPECS if self.reader else ()) + (EVENT_SPECS if self.events else ())
+        self.names = GRAPH_NAMES + (READER_GRAPHS if self.reader else ()) + (EVENT_GRAPHS if self.events else ())
         answers = answers_section(self.reader)
+        events = events_section(self.events) if self.events else None
         engine = self.engine = choose_engine(a.engine, self.notes)
         target = Path(a.out) if a.out else REPO_ROOT / "engines" / f"{cfg.name}-{a.precision}"
         with BundleWriter(target) as writer, tempfile.TemporaryDirectory(prefix="lvm-export-") as work:
@@ -89,7 +92,7 @@ class Exporter:
             from export.onnx.parity import fp32_failures
             from export.onnx.parity_check import ParityCheck
 
-            self.check = ParityCheck(net, feeds, a.threads, reader=self.reader)
+            self.check = ParityCheck(net, feeds, a.threads, reader=self.reader, events=self.events)
             parity32 = self._parity("parity fp32 vs PyTorch", fp32_dir, self.check)
             bad = fp32_failures(parity32)
             if bad:
@@ -129,7 +132,8 @@ class Exporter:
                         accuracy = {**accuracy, "fp32_fallbacks": fallbacks}
                     return build_manifest(cfg=cfg, precision=a.precision, checkpoint=ck, graphs=graphs,
                                           parity=parity_m, accuracy=accuracy, calibration=calibration,
-                                          latency=latency, export=export_meta, ood=ood, answers=answers)
+                                          latency=latency, export=export_meta, ood=ood, answers=answers,
+                                          events=events)
 
                 accuracy, gate, reference = self._gate(fp32_dir, sigs, manifest, ck, parity32, answers, reference)
                 if gate is None or gate.passed:
@@ -168,13 +172,29 @@ class Exporter:
             self.notes.append(f"memory reader without the timeline track ({why})")
         return rf
 
+    def _open_events(self, cfg, ck: dict):
+        """The checkpoint's event head file (beside it), or None."""
+        from export.model.checkpoint import DEFAULT_CHECKPOINT, REPO_ROOT
+        from export.onnx.event_graphs import open_events
+        from export.train.event_stage import default_events_path
+
+        ckpt = Path(self.args.checkpoint) if self.args.checkpoint else DEFAULT_CHECKPOINT
+        products = list((ck.get("labels") or {}).get("products") or [])
+        with self.ui.step("load event head", total=1) as tick:
+            ef = open_events(ckpt, cfg, products, shown_root=REPO_ROOT)
+            tick()
+        if ef is None:
+            self.notes.append(f"no event head graph (no {default_events_path(ckpt)})")
+        return ef
+
     def _export_onnx(self, out_dir: Path, ck_sha: str) -> dict:
         import onnx
 
-        from export.onnx import reader_graphs
+        from export.onnx import event_graphs, reader_graphs
         from export.onnx.graphs import check_contract, export_graph, io_signature, slim_and_check
 
-        key = (ck_sha, self.cfg.digest(), self.reader.sha256 if self.reader else None, _tool_key())
+        key = (ck_sha, self.cfg.digest(), self.reader.sha256 if self.reader else None,
+               self.events.sha256 if self.events else None, _tool_key())
         cached = _ONNX_CACHE.get(key)
         sigs = {}
         with self.ui.step("export ONNX (opset 18) + onnxslim + checker", total=len(self.specs)) as tick:
@@ -187,6 +207,8 @@ class Exporter:
                     with quiet():
                         if spec.name in READER_GRAPHS:
                             reader_graphs.export_graph(self.reader, self.cfg, spec, path)
+                        elif spec.name in EVENT_GRAPHS:
+                            event_graphs.export_graph(self.events, self.cfg, path)
                         else:
                             export_graph(self.net, spec, path)
                         model = slim_and_check(path)
@@ -246,7 +268,7 @@ class Exporter:
                     model, pol = convert_fp16(onnx.load(str(fp32_dir / f"{n}.onnx")))
                     onnx.save(model, str(out / f"{n}.onnx"))
                     info[n] = {"precision": "fp16", "quantization": None, "fp16": pol}
-                    if n in READER_GRAPHS:
+                    if n in READER_GRAPHS + EVENT_GRAPHS:
                         why = fp16_failure(self.check.measure(spec, out / f"{n}.onnx"))
                         if why:  # the answer step's MASK_NEG masks and argmax choices may not survive fp16
                             shutil.copyfile(fp32_dir / f"{n}.onnx", out / f"{n}.onnx")
@@ -266,6 +288,10 @@ class Exporter:
                 info[n] = {"precision": "fp32", "quantization": None,
                            "note": "INT8 bundles keep the memory reader's graphs FP32: they are small, and "
                                    "their masks and argmax choices are not quantised"}
+            elif n in EVENT_GRAPHS:
+                shutil.copyfile(fp32_dir / f"{n}.onnx", out / f"{n}.onnx")
+                info[n] = {"precision": "fp32", "quantization": None,
+                           "note": "INT8 bundles keep the event head FP32: it is small beside the backbone"}
         return info
 
     def _latency(self, fp32_dir: Path, feeds) -> dict:
@@ -276,9 +302,14 @@ class Exporter:
         with self.ui.step(f"CPU latency (ORT, {a.threads} threads, {a.bench_runs} runs)", total=len(self.specs)) as tick:
             for spec in self.specs:
                 n = spec.name
+                if n in EVENT_GRAPHS:  # one clip's frames, as the event path batches them
+                    from export.onnx.event_graphs import example_feeds
+
+                    feed = example_feeds(self.cfg, frames=self.cfg.stream.clip_frames)
+                else:
+                    feed = timed_feed(self.net, self.cfg, spec, feeds, self.reader)
                 res[n] = graph_latency(a.precision, self.writer.path / f"{n}.onnx", fp32_dir / f"{n}.onnx",
-                                       timed_feed(self.net, self.cfg, spec, feeds, self.reader), runs=a.bench_runs,
-                                       threads=a.threads)
+                                       feed, runs=a.bench_runs, threads=a.threads)
                 tick()
         return res
 
@@ -331,12 +362,13 @@ class Exporter:
                     None, None)
         from export.evaluate.accuracy_gate import engine_evaluator, run_gate
         from export.onnx.bundle_writer import build_manifest, graph_entry, write_json_atomic
+        from export.onnx.event_graphs import events_section
 
         # the FP32 reference bundle: same graphs as the fp32 export, with its own manifest
         ref_graphs = {n: graph_entry(fp32_dir, n, f"{n}.onnx", sigs[n], precision="fp32") for n in sigs}
         write_json_atomic(fp32_dir / "manifest.json", build_manifest(
             cfg=self.cfg, precision="fp32", checkpoint=ck, graphs=ref_graphs, parity=parity32, accuracy=None,
-            calibration=None, answers=answers))
+            calibration=None, answers=answers, events=events_section(self.events) if self.events else None))
         self.writer.write_manifest(manifest({"gate": "running"}))  # the candidate must load as a bundle
         # kept: a second gate (after a fallback) reuses the videos the first one rendered
         evaluator = self.evaluator = self.evaluator or engine_evaluator(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 # real calls per graph, spread over the calibration stream, on top of the example inputs
-PARITY_CALLS = {"backbone": 8, "sampler": 8, "heads": 4, "reader": 4, "answer": 4}
+PARITY_CALLS = {"backbone": 8, "sampler": 8, "heads": 4, "reader": 4, "answer": 4, "event_head": 4}
 
 
 def spread(items: list, k: int) -> list:
@@ -20,9 +20,10 @@ def spread(items: list, k: int) -> list:
 
 class ParityCheck:
     """``inputs[name]``: the example inputs, then real calls from the stream (``feeds``) when frames were read.
-    ``reader``: the memory reader's file (export.onnx.reader_graphs.ReaderFile) when its graphs are exported."""
+    ``reader``: the memory reader's file (export.onnx.reader_graphs.ReaderFile) when its graphs are exported;
+    ``events``: the event head's file (export.onnx.event_graphs.EventsFile) when its graph is."""
 
-    def __init__(self, net, feeds, threads: int, reader=None) -> None:
+    def __init__(self, net, feeds, threads: int, reader=None, events=None) -> None:
         from export.onnx import reader_graphs
         from export.onnx.graphs import example_feeds, graph_specs
 
@@ -39,6 +40,14 @@ class ParityCheck:
                 self.modules[spec.name] = reader_graphs.graph_module(reader, spec)
                 self.inputs[spec.name] = ([reader_graphs.example_feeds(reader, net.cfg, spec)]
                                           + self._real(feeds, spec.name))
+        if events is not None:  # real calls: the stream's clips, each clip's frames one call
+            from export.onnx import event_graphs
+
+            spec = event_graphs.EVENT_HEAD
+            self.specs[spec.name] = spec
+            self.modules[spec.name] = event_graphs.graph_module(events)
+            real = event_graphs.real_feeds(feeds.sampler, net.cfg) if feeds is not None else []
+            self.inputs[spec.name] = [event_graphs.example_feeds(net.cfg)] + spread(real, PARITY_CALLS[spec.name])
         self._refs: dict[str, list] = {}
 
     @staticmethod

@@ -1,0 +1,124 @@
+"""lvm-train's event stage: its flags, its line in the plan, and the call into
+``export.train.event_stage.train_events`` once the checkpoint is written (or, with --events-only, on
+the checkpoint of --init-from alone)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from export.cli.common import UsageError
+from export.train.eta import estimate, minutes
+
+
+def add_event_args(p) -> None:
+    from export.train.event_stage import EVENT_STEPS
+
+    p.add_argument("--no-events", action="store_true", help="no event stage: the bundle gets no event head "
+                   "(per-frame item detections and the scanner light at 5 fps)")
+    p.add_argument("--events-only", action="store_true", help="train only the event stage, on the frozen backbone "
+                   "of --init-from's checkpoint, and write OUT/<its stem>-events.safetensors (with --out the "
+                   "checkpoint's folder: beside it, where lvm-export finds it); nothing else in OUT changes")
+    p.add_argument("--event-steps", type=int, help=f"steps of the event stage (default {EVENT_STEPS})")
+
+
+def events_planned(args) -> bool:
+    """Whether this run trains an event head: generated videos only (their per-frame labels)."""
+    return not args.no_events and not args.data
+
+
+def events_plan_line(args, rates: dict | None) -> tuple[str, float]:
+    """(the plan's line, its seconds) for the event stage."""
+    if args.no_events:
+        return "event stage: off (--no-events)", 0.0
+    if args.data:
+        return "event stage: off (it trains on generated videos' per-frame labels; --data has none)", 0.0
+    from export.train.event_stage import EVENT_STEPS
+
+    steps = args.event_steps or EVENT_STEPS
+    sec = events_seconds(steps, rates) if rates and "events_per_step" in rates else 0.0
+    return f"event stage: {steps} steps{f', ~{minutes(sec)}' if sec else ''}", sec
+
+
+def events_seconds(steps: int, rates: dict) -> float:
+    from export.train.event_stage import (
+        EVENT_FRAMES,
+        EVENT_HELDOUT_FRAMES,
+        EVENT_HELDOUT_VIDEOS,
+        EVENT_VIDEOS,
+    )
+
+    frames = EVENT_VIDEOS * EVENT_FRAMES + EVENT_FRAMES // 2 + EVENT_HELDOUT_VIDEOS * EVENT_HELDOUT_FRAMES
+    return estimate("events_per_frame", frames, rates=rates) + estimate("events_per_step", steps, rates=rates)
+
+
+def event_stage(args, net, checkpoint: Path, out: Path, seed: int, labels: dict, say, progress) -> dict:
+    """The event head on ``net``'s frozen backbone, written to ``out``."""
+    import torch
+
+    from export.train.event_stage import EVENT_STEPS, train_events
+
+    cfg = net.cfg
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    classes = list(labels.get("products") or [])
+    if not classes:
+        raise UsageError(f"{checkpoint}: carries no product names; the event head's classes are the bundle's products")
+    return train_events(net.backbone.eval(), grid=cfg.backbone.grid, size=cfg.backbone.image_size, classes=classes,
+                        out=out, checkpoint=checkpoint, config_sha256=cfg.digest(), seed=seed,
+                        steps=args.event_steps or EVENT_STEPS, progress=progress,
+                        log=lambda m: say(f"lvm-train: {m}"))
+
+
+def events_only(args, cfg) -> int:
+    """--events-only: the event stage alone on --init-from's checkpoint."""
+    if not args.init_from:
+        raise UsageError("--events-only trains the event head of a checkpoint: give it as --init-from CHECKPOINT")
+    clash = [f for f, v in (("--data", args.data), ("--resume", args.resume), ("--no-events", args.no_events),
+                            ("--sampler-from", args.sampler_from), ("--heads-from", args.heads_from),
+                            ("--backbone-from", args.backbone_from)) if v]
+    if clash:
+        raise UsageError(f"--events-only trains the event stage alone on --init-from's checkpoint: drop {', '.join(clash)}")
+    from export.model.checkpoint import (
+        CheckpointError,
+        checkpoint_labels,
+        load_checkpoint,
+        read_metadata,
+    )
+    from export.train.event_stage import default_events_path
+
+    ckpt = Path(args.init_from)
+    try:
+        net, _ = load_checkpoint(ckpt, cfg)
+        labels = checkpoint_labels(read_metadata(ckpt))
+    except CheckpointError as err:
+        raise UsageError(f"--init-from {err}") from None
+    if labels is None:
+        from export.dataset import LabelSet
+
+        labels = LabelSet.generator().to_dict()
+    out = Path(args.out) / default_events_path(ckpt).name
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {args.out}: not writable ({err.strerror})") from None
+
+    def say(msg: str) -> None:
+        print(msg, flush=True)
+
+    rates = _rates(cfg)
+    line, _ = events_plan_line(args, rates)
+    say(f"lvm-train: plan ({cfg.name}, --events-only on {ckpt}): {line}")
+    if out.exists():
+        say(f"lvm-train: {out} is replaced when the stage ends")
+    seed = cfg.train.seed if args.seed is None else args.seed
+    event_stage(args, net, ckpt, out, seed, labels, say, not args.no_progress)
+    if out.parent.resolve() != ckpt.parent.resolve():
+        say(f"lvm-train: lvm-export finds it beside the checkpoint: copy it to {default_events_path(ckpt)}")
+    return 0
+
+
+def _rates(cfg):
+    from export.train.eta import rates_for
+
+    found = rates_for(cfg.name, (cfg.backbone.name, cfg.backbone.image_size))
+    return found[1] if found else None
+

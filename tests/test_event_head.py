@@ -1,0 +1,119 @@
+"""The event head: the module's outputs, the runtime's decoding of them, and bundles with and without
+its graph (the test bundle carries it: lvm-export finds checkpoints/lvm-tiny-events.safetensors)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from edge_runtime.backends.bundle import BundleError, load_bundle
+from edge_runtime.backends.bundle_runners import open_runners
+from edge_runtime.items.detections import LIGHTS, ZONE_CLASSES
+from edge_runtime.items.head_decode import OUTPUTS, decode, local_maxima
+from export.model.event_head import (
+    EventHead,
+    EventHeadConfig,
+    load_event_head,
+    save_event_head,
+)
+
+
+def test_head_outputs_are_probabilities_and_boxes_in_the_frame():
+    torch.manual_seed(0)
+    head = EventHead(32, 3, 5, EventHeadConfig(d_model=16, layers=1)).eval()
+    with torch.no_grad():
+        out = head(torch.randn(4, 9, 32) * 3)
+    assert tuple(out) == OUTPUTS
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "det_score": (4, 9), "det_box": (4, 9, 4), "det_class": (4, 9, 5), "det_held": (4, 9),
+        "light": (4, len(LIGHTS)), "zone": (4, 9, len(ZONE_CLASSES))}
+    for name in ("det_class", "light", "zone"):
+        assert torch.allclose(out[name].sum(-1), torch.ones(()), atol=1e-5)
+    box = out["det_box"]
+    assert box.min() >= 0 and box.max() <= 1 and (box[..., 2:] >= box[..., :2]).all()
+
+
+def test_config_is_checked_and_the_file_round_trips(tmp_path):
+    with pytest.raises(ValueError, match="d_model"):
+        EventHeadConfig(d_model=2)
+    head = EventHead(32, 3, 2, EventHeadConfig(d_model=16, layers=1))
+    save_event_head(tmp_path / "e.safetensors", head, {"classes": ["milk", "eggs"], "threshold": 0.4})
+    back, meta = load_event_head(tmp_path / "e.safetensors", 32, 3)
+    assert meta["classes"] == ["milk", "eggs"] and meta["threshold"] == 0.4 and back.ec == head.ec
+    with pytest.raises(ValueError, match="do not fit a backbone of width 64"):
+        load_event_head(tmp_path / "e.safetensors", 64, 3)
+
+
+def _outputs(scores: np.ndarray) -> dict[str, np.ndarray]:
+    n, P = scores.shape
+    boxes = np.tile(np.array([0.1, 0.2, 0.3, 0.4], np.float32), (n, P, 1)) + np.arange(P, dtype=np.float32)[None, :, None] / 100
+    cls = np.zeros((n, P, 3), np.float32)
+    cls[..., 2] = 1.0
+    light = np.array([[0.9, 0.05, 0.05], [0.2, 0.1, 0.7]], np.float32)[:n]
+    zone = np.full((n, P, 5), 0.2, np.float32)
+    return {"det_score": scores.astype(np.float32), "det_box": boxes, "det_class": cls,
+            "det_held": np.full((n, P), 0.25, np.float32), "light": light, "zone": zone}
+
+
+def test_decode_keeps_local_maxima_above_the_threshold():
+    scores = np.array([[0.9, 0.8, 0.0,   # 0.9 wins over its neighbour 0.8
+                        0.0, 0.0, 0.0,
+                        0.0, 0.3, 0.6],  # 0.6 is a maximum; 0.3 is not
+                       [0.1, 0.0, 0.0,
+                        0.0, 0.45, 0.0,  # below the threshold
+                        0.0, 0.0, 0.0]], np.float32)
+    assert local_maxima(scores, 3)[0].tolist() == [True, False, True, True, False, True, True, False, True]
+    first, second = decode(_outputs(scores), np.array([10.0, 10.2]), threshold=0.5)
+    assert first.t == 10.0 and first.scores.tolist() == pytest.approx([0.9, 0.6])
+    assert first.boxes.tolist()[1] == pytest.approx([0.18, 0.28, 0.38, 0.48])  # cell 8's box
+    assert first.classes.tolist() == [2, 2] and first.held.tolist() == [0.25, 0.25]
+    assert first.light is None and second.light == "red" and second.light_p.tolist() == pytest.approx([0.2, 0.1, 0.7])
+    assert len(second) == 0 and second.zone_p.shape == (9, 5)
+    with pytest.raises(ValueError, match="square grid"):
+        decode(_outputs(np.zeros((1, 8))), np.zeros(1), 0.5)
+
+
+def test_the_test_bundle_carries_the_event_head(tiny_bundle):
+    b = load_bundle(tiny_bundle)
+    assert list(b.graphs) == ["backbone", "sampler", "heads", "reader", "answer"]
+    ev = b.events
+    assert b.event_head is not None and ev["event_fps"] == 5.0 and 0 < ev["threshold"] < 1
+    assert ev["zones"] == list(ZONE_CLASSES) and ev["light_states"] == list(LIGHTS)
+    assert ev["classes"] == b.labels["products"]
+    runners, _, _ = open_runners(b, "onnxruntime", 1)
+    try:
+        head = runners["event_head"]
+        P, d = b.cfg.backbone.tokens_per_frame, b.cfg.backbone.dim
+        out = head.infer({"tokens": np.zeros((3, P, d), np.float32)})
+        assert out["det_class"].shape == (3, P, len(ev["classes"])) and out["light"].shape == (3, 3)
+        assert len(decode(out, np.arange(3.0), ev["threshold"])) == 3
+    finally:
+        for r in runners.values():
+            r.deactivate()
+
+
+def test_a_bundle_without_the_event_head_loads_and_one_without_its_section_is_refused(tiny_bundle, tmp_path):
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_bundle, plain)
+    m = json.loads((plain / "manifest.json").read_text())
+    del m["graphs"]["event_head"], m["events"]
+    (plain / "event_head.onnx").unlink()
+    (plain / "manifest.json").write_text(json.dumps(m))
+    b = load_bundle(plain)
+    assert b.event_head is None and b.events is None
+    runners, _, _ = open_runners(b, "onnxruntime", 1)
+    try:
+        assert set(runners) == {"backbone", "sampler", "heads", "reader", "answer"}
+    finally:
+        for r in runners.values():
+            r.deactivate()
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken)
+    m = json.loads((broken / "manifest.json").read_text())
+    del m["events"]
+    (broken / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="event_head graph but no 'events' section"):
+        load_bundle(broken)
