@@ -15,8 +15,8 @@ PACKAGE = ROOT / "edge_runtime"
 # lowest first. "shared": the top-level modules (config.py, atomic_write.py, file_hash.py, the
 # package's __init__); "query table": the query-type table, numpy only, which the checkout generator
 # reads below the rest of query/
-ORDER = ("shared", "query table", "checkout", "sources", "backends", "memory", "query", "engine", "alerts",
-         "serve", "cli")
+ORDER = ("shared", "query table", "checkout", "sources", "backends", "memory", "items", "query", "engine",
+         "alerts", "serve", "cli")
 QUERY_TABLE = {"edge_runtime.query.types", "edge_runtime.query.slots"}
 NEVER = ("export", "torch")  # the runtime runs without PyTorch and reaches export/ only as a process
 

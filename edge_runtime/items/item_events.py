@@ -1,0 +1,243 @@
+"""Item events from item tracks: what was done to each tracked item, decided as soon as its evidence is
+complete. A labeler is one unit behind a small contract (``ItemLabeler``) found by name in
+``LABELERS``, so a trained temporal model can take the geometric one's place.
+
+The geometric labeler reads each track as rests and handlings (held episodes): a handling is one
+event, named by where it started and ended relative to the zones, how the item moved, and the
+scanner light while the item was over the scanner:
+
+- ended by the track's end: in the bag zone -> ``bag``; above every zone (out through the top edge)
+  -> ``hand_over``; elsewhere (the shopper leaves with the basket) -> nothing;
+- set down: back in the basket -> ``put_back``; out of the basket -> ``pick_up``; a green light (or a
+  till read, ``match_till_read``) while over the scanner -> ``scan``; grown toward the camera ->
+  ``inspect``; held ``HOLD_MIN_S`` or longer -> ``hold``; set down on the scanner without a read ->
+  ``pass_around``.
+
+``browse`` (a hand hovering over an untouched item) leaves no trace in an item track: this labeler
+never names it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from edge_runtime.checkout.catalog import ACTIVITY_IDS
+
+from .tracker import HELD, Track, TrackStep
+from .zones import ZONE_NAMES, Zones
+
+HOLD_MIN_S = 5.0          # a hold lasts 6 s or more; a carry, a scan's wave or a bag at most ~4.5 s
+INSPECT_GROWTH = 1.35     # box area over its area at rest: inspecting brings the item ~1.3-1.6x closer
+LIFT_GROWTH = 1.18 ** 2   # any lifted item looks this much bigger (closer to the camera)
+TILL_TOLERANCE_S = 2.0    # a till read matches a track over the scanner this close in time
+
+
+@dataclass(frozen=True)
+class ItemEvent:
+    activity: str
+    activity_id: int
+    class_id: int
+    track_id: int
+    start: float
+    end: float
+    confidence: float
+    box: tuple[float, float, float, float]   # the track's box at the event's middle
+    scanned_at: float | None                 # the green light or till read that scanned the item, if any
+
+    def overlaps(self, a: float, b: float) -> bool:
+        return self.start <= b and self.end >= a
+
+
+class ItemLabeler(Protocol):
+    """Per frame, the tracker's step and the scanner light -> the events decided at that frame."""
+
+    def update(self, step: TrackStep, light: str | None, t: float) -> list[ItemEvent]: ...
+
+    def flush(self) -> list[ItemEvent]: ...
+
+    def match_till_read(self, t: float, class_id: int | None) -> int | None: ...
+
+    def state_dict(self) -> dict[str, np.ndarray]: ...
+
+    def load_state_dict(self, sd: dict[str, np.ndarray], tracks: list[Track]) -> None: ...
+
+
+@dataclass
+class Handling:
+    """One track's labeler state: its open handling (a held episode), its scan, its times over the
+    scanner (for till reads)."""
+
+    start: float | None = None        # the handling's first held frame; None while at rest
+    start_zone: str | None = None
+    rest_area: float = 0.0            # box area at rest before it
+    max_area: float = 0.0
+    flash_t: float | None = None      # a green light while over the scanner during it
+    frames: int = 0                   # frames of the handling, detected or not
+    detected: int = 0
+    last_zone: str | None = None      # zone of the last detection
+    last_rest_area: float = 0.0
+    scanned_at: float | None = None   # the track's scan (light or till read), kept for later events
+    over_scanner: list[float] = field(default_factory=list)  # recent detection times over the scanner
+
+
+class GeometricLabeler:
+    """Events from each track's path relative to ``zones``, its held state and the scanner light."""
+
+    def __init__(self, zones: Zones) -> None:
+        self.zones = zones
+        top = [y for poly in zones.polygons.values() for _, y in poly]
+        self.top = min(top) if top else 0.0   # above this the item is off the counter
+        self.state: dict[int, Handling] = {}
+        self._live: dict[int, Track] = {}
+
+    def update(self, step: TrackStep, light: str | None, t: float) -> list[ItemEvent]:
+        out = []
+        self._live = {tr.track_id: tr for tr in step.live}
+        for tr in step.live:
+            h = self.state.setdefault(tr.track_id, Handling())
+            if h.start is not None:
+                h.frames += 1
+            if tr.track_id not in step.seen:
+                continue
+            _, x1, y1, x2, y2, held = tr.history[-1]
+            zone = self.zones.zone_of((x1 + x2) / 2, (y1 + y2) / 2)
+            area = (x2 - x1) * (y2 - y1)
+            if zone == "scanner":
+                h.over_scanner = [s for s in h.over_scanner if s >= t - TILL_TOLERANCE_S * 4] + [t]
+                if light == "green" and h.start is not None:
+                    h.flash_t = t
+            if held >= HELD:
+                if h.start is None:
+                    h.start, h.start_zone, h.rest_area = t, h.last_zone or zone, h.last_rest_area or area
+                    h.max_area, h.flash_t, h.frames, h.detected = area, None, 1, 0
+                    if zone == "scanner" and light == "green":
+                        h.flash_t = t
+                h.detected += 1
+                h.max_area = max(h.max_area, area)
+            else:
+                if h.start is not None:
+                    ev = self._set_down(tr, h, zone, t)
+                    if ev is not None:
+                        out.append(ev)
+                    h.start = None
+                h.last_rest_area = area
+            h.last_zone = zone
+        for tr in step.ended:
+            ev = self._ended(tr)
+            if ev is not None:
+                out.append(ev)
+        return out
+
+    def flush(self) -> list[ItemEvent]:
+        out = [ev for tr in self._live.values() if (ev := self._ended(tr)) is not None]
+        self._live = {}
+        return out
+
+    def match_till_read(self, t: float, class_id: int | None) -> int | None:
+        """The live track over the scanner nearest in time to a till read at ``t`` (within
+        ``TILL_TOLERANCE_S``; tracks of ``class_id`` first when any qualifies): it counts as scanned."""
+        best = []
+        for tid, h in self.state.items():
+            tr = self._live.get(tid)
+            if tr is None or not h.over_scanner:
+                continue
+            gap = min(abs(s - t) for s in h.over_scanner)
+            if gap <= TILL_TOLERANCE_S:
+                best.append((class_id is not None and tr.class_id != class_id, gap, tid))
+        if not best:
+            return None
+        tid = min(best)[2]
+        self.state[tid].scanned_at = float(t)
+        return tid
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """``handling``: one row per track (``HANDLING_COLS``); ``over_scanner``: (track id, t) rows."""
+        rows, over = [], []
+        for tid, h in self.state.items():
+            rows.append([tid, _f(h.start), _zone_index(h.start_zone), h.rest_area, h.max_area, _f(h.flash_t),
+                         h.frames, h.detected, _zone_index(h.last_zone), h.last_rest_area, _f(h.scanned_at)])
+            over += [[tid, s] for s in h.over_scanner]
+        return {"handling": np.asarray(rows, np.float64).reshape(-1, len(HANDLING_COLS)),
+                "over_scanner": np.asarray(over, np.float64).reshape(-1, 2)}
+
+    def load_state_dict(self, sd: dict[str, np.ndarray], tracks: list[Track]) -> None:
+        self._live = {tr.track_id: tr for tr in tracks}
+        self.state = {}
+        for r in np.asarray(sd["handling"], np.float64).reshape(-1, len(HANDLING_COLS)).tolist():
+            self.state[int(r[0])] = Handling(_opt(r[1]), _zone_name(r[2]), r[3], r[4], _opt(r[5]), int(r[6]),
+                                             int(r[7]), _zone_name(r[8]), r[9], _opt(r[10]))
+        for tid, s in np.asarray(sd["over_scanner"], np.float64).reshape(-1, 2).tolist():
+            if int(tid) in self.state:
+                self.state[int(tid)].over_scanner.append(s)
+
+    # -- decisions
+    def _set_down(self, tr: Track, h: Handling, zone: str | None, t: float) -> ItemEvent | None:
+        if h.flash_t is not None:
+            h.scanned_at = h.flash_t
+        read = h.scanned_at is not None and h.scanned_at >= h.start - TILL_TOLERANCE_S
+        if zone == "basket" and h.start_zone != "basket":
+            act = "put_back"
+        elif h.start_zone == "basket" and zone != "basket":
+            act = "pick_up"
+        elif read and zone == "scanner":
+            act = "scan"
+        elif h.max_area >= h.rest_area * LIFT_GROWTH * INSPECT_GROWTH:
+            act = "inspect"
+        elif t - h.start >= HOLD_MIN_S:
+            act = "hold"
+        elif zone == "scanner" and h.start_zone != "scanner":
+            act = "pass_around"
+        else:
+            return None
+        return self._event(act, tr, h, h.start, t)
+
+    def _ended(self, tr: Track) -> ItemEvent | None:
+        h = self.state.pop(tr.track_id, None)
+        if h is None or h.start is None or not tr.history:
+            return None
+        x, y = tr.center
+        if h.last_zone == "bag":
+            act = "bag"
+        elif y < self.top:
+            act = "hand_over"
+        else:
+            return None
+        return self._event(act, tr, h, h.start, tr.last_t)
+
+    def _event(self, act: str, tr: Track, h: Handling, start: float, end: float) -> ItemEvent:
+        # the track's mean detection score, times the share of the handling's frames it was seen in
+        conf = (tr.score_sum / max(1, tr.hits)) * (h.detected / max(1, h.frames))
+        box = tuple(float(v) for v in tr.box_at((start + end) / 2))
+        return ItemEvent(act, ACTIVITY_IDS[act], tr.class_id, tr.track_id, float(start), float(end),
+                         float(min(1.0, conf)), box, h.scanned_at)  # type: ignore[arg-type]
+
+
+HANDLING_COLS = ("track_id", "start", "start_zone", "rest_area", "max_area", "flash_t", "frames", "detected",
+                 "last_zone", "last_rest_area", "scanned_at")
+
+
+def _f(x: float | None) -> float:
+    return np.nan if x is None else float(x)
+
+
+def _opt(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
+
+
+def _zone_index(z: str | None) -> int:
+    return -1 if z is None else ZONE_NAMES.index(z)
+
+
+def _zone_name(i: float) -> str | None:
+    return None if i < 0 else ZONE_NAMES[int(i)]
+
+
+LABELERS: dict[str, type] = {"geometric": GeometricLabeler}
+
+
+def make_labeler(name: str, zones: Zones) -> ItemLabeler:
+    if name not in LABELERS:
+        raise ValueError(f"unknown item labeler {name!r}; known: {', '.join(LABELERS)}")
+    return LABELERS[name](zones)

@@ -1,0 +1,171 @@
+"""Item tracks from per-frame detections: norfair-enough's tracker (box IoU, Kalman) matches detections
+frame to frame; this module keeps each track's own record (id, class votes, held, box history), which
+is what the labeler reads and what a snapshot restores.
+
+norfair-enough was chosen by measurement against ByteTrack / OC-SORT / SORT (docs/items.md,
+tools/accuracy/item_trackers.py): as few ID switches as ByteTrack on noisy oracle detections, and it
+pulls in only scipy and rich (``trackers`` needs opencv-python, which clashes with the headless build).
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from norfair import Detection, Tracker
+
+from .detections import Detections
+
+# norfair's IoU logs a warning for every Kalman-predicted box that flips its corners during a fast
+# move (the match is still made by the other boxes): on a 5 fps stream that is a line per frame
+logging.getLogger("norfair.distances").setLevel(logging.ERROR)
+
+IOU_DISTANCE = 0.99      # 1 - IoU: match a detection that overlaps its track's predicted box at all
+COAST_FRAMES = 10        # frames a track lives on without a detection (2 s at 5 fps): misses, occlusions
+HISTORY = 150            # box history entries kept per track (30 s at 5 fps)
+MAX_TRACKS = 32          # live tracks per stream; a basket holds at most 8 items
+HELD = 0.5               # held probability above which an item counts as in a hand
+MAX_VOTES = 8            # class votes kept per track (the strongest)
+
+
+@dataclass
+class Track:
+    """One item's track. ``history`` rows: t, x1, y1, x2, y2, held (detected frames only)."""
+
+    track_id: int
+    start: float
+    last_t: float
+    votes: dict[int, float] = field(default_factory=dict)
+    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
+    score_sum: float = 0.0
+    hits: int = 0
+
+    @property
+    def class_id(self) -> int:
+        """Majority vote (score-weighted) over the track's detections."""
+        return max(self.votes.items(), key=lambda kv: (kv[1], -kv[0]))[0] if self.votes else -1
+
+    @property
+    def box(self) -> np.ndarray:
+        return np.asarray(self.history[-1][1:5], np.float32)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        _, x1, y1, x2, y2, _ = self.history[-1]
+        return (x1 + x2) / 2, (y1 + y2) / 2
+
+    @property
+    def held(self) -> bool:
+        return self.history[-1][5] >= HELD
+
+    def box_at(self, t: float) -> np.ndarray:
+        """The detected box nearest in time to ``t``."""
+        i = int(np.argmin([abs(r[0] - t) for r in self.history]))
+        return np.asarray(self.history[i][1:5], np.float32)
+
+    def add(self, t: float, box: np.ndarray, score: float, class_id: int, held: float) -> None:
+        self.history.append((float(t), *map(float, box), float(held)))
+        self.votes[int(class_id)] = self.votes.get(int(class_id), 0.0) + float(score)
+        if len(self.votes) > MAX_VOTES:
+            del self.votes[min(self.votes, key=self.votes.get)]
+        self.score_sum += float(score)
+        self.hits += 1
+        self.last_t = float(t)
+
+
+@dataclass
+class TrackStep:
+    """What one frame did to the tracks: ``seen`` were detected in it (track id -> detection index),
+    ``ended`` left (their last detection is ``last_t``), ``live`` every live track."""
+
+    t: float
+    live: list[Track]
+    seen: dict[int, int]
+    ended: list[Track]
+
+
+class ItemTracker:
+    """Item tracks of one stream: ``update(dets)`` per frame, in time order."""
+
+    def __init__(self, *, fps: float = 5.0, max_tracks: int = MAX_TRACKS, coast_frames: int = COAST_FRAMES) -> None:
+        self.fps = float(fps)
+        self.max_tracks = int(max_tracks)
+        self.coast_frames = int(coast_frames)
+        self._tracker = Tracker(distance_function="iou", distance_threshold=IOU_DISTANCE,
+                                hit_counter_max=self.coast_frames, initialization_delay=0)
+        self._ours: dict[int, Track] = {}      # norfair object id -> our track
+        self._orphans: list[Track] = []        # restored from a snapshot, waiting to be matched again
+        self._frame = 0
+        self.next_id = 0
+        self.last_seen: dict[int, int] = {}    # the last frame's track id -> detection index
+
+    @property
+    def tracks(self) -> list[Track]:
+        return list(self._ours.values()) + list(self._orphans)
+
+    def update(self, dets: Detections) -> TrackStep:
+        self._frame += 1
+        order = np.argsort(-dets.scores, kind="stable")[: self.max_tracks]  # the bound holds whatever comes in
+        nf = [Detection(points=dets.boxes[i].reshape(2, 2).astype(np.float64), scores=np.full(2, dets.scores[i]),
+                        data=(self._frame, int(i))) for i in order]
+        active = self._tracker.update(nf)
+        if len(self._tracker.tracked_objects) > self.max_tracks:  # coasting ones beyond the bound go first
+            keep = sorted(self._tracker.tracked_objects, key=lambda o: -o.hit_counter)[: self.max_tracks]
+            self._tracker.tracked_objects = keep
+            active = [o for o in active if o in keep]
+        seen = {}
+        for obj in active:
+            frame, i = obj.last_detection.data
+            track = self._ours.get(obj.id)
+            if track is None:
+                if frame != self._frame:
+                    continue
+                track = self._adopt(dets.boxes[i], dets.t) or Track(self._new_id(), dets.t, dets.t)
+                self._ours[obj.id] = track
+            if frame == self._frame:
+                track.add(dets.t, dets.boxes[i], dets.scores[i], dets.classes[i], dets.held[i])
+                seen[track.track_id] = i
+        alive = {o.id for o in self._tracker.tracked_objects}
+        ended = [self._ours.pop(k) for k in list(self._ours) if k not in alive]
+        # a restored track not matched again within the coast time has left
+        horizon = dets.t - self.coast_frames / self.fps
+        ended += [o for o in self._orphans if o.last_t < horizon]
+        self._orphans = [o for o in self._orphans if o.last_t >= horizon]
+        self.last_seen = seen
+        return TrackStep(dets.t, self.tracks, seen, ended)
+
+    def flush(self) -> list[Track]:
+        """End every live track (the stream ends)."""
+        out = self.tracks
+        self._ours, self._orphans = {}, []
+        self._tracker.tracked_objects = []
+        return out
+
+    def restore(self, tracks: list[Track], next_id: int) -> None:
+        """Live tracks from a snapshot: each takes back the first new detection that overlaps its last
+        box (its id and history continue); new tracks get ids from ``next_id`` on."""
+        self.flush()
+        self._orphans = list(tracks)
+        self.next_id = max([int(next_id)] + [t.track_id + 1 for t in tracks])
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def _adopt(self, box: np.ndarray, t: float) -> Track | None:
+        if not self._orphans:
+            return None
+        ious = [_iou(box, o.box) for o in self._orphans]
+        k = int(np.argmax(ious))
+        if ious[k] <= 1.0 - IOU_DISTANCE:
+            return None
+        return self._orphans.pop(k)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
