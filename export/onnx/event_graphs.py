@@ -18,7 +18,8 @@ from torch import nn
 from edge_runtime.backends.bundle import CONTRACT, EVENT_GRAPHS
 from edge_runtime.config import ModelConfig
 from export.cli.common import UsageError
-from export.model.event_head import EVENTS_FORMAT, OUTPUTS
+from edge_runtime.items.head_decode import OUTPUTS
+from export.model.event_head import EVENTS_FORMAT
 from export.onnx.graphs import GraphSpec, export_module
 from export.train.event_stage import default_events_path
 
