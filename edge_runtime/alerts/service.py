@@ -56,6 +56,15 @@ def _events_since(runtime, window: tuple[float, float]) -> list:
     return rule_events(runtime, runtime.name, window)
 
 
+def _evaluable(stream) -> tuple[float, float | None]:
+    """(from, to) of what a stream's rules can read now: its memory's coverage, or with an event path
+    every frame in so far (item events are decided frame by frame, not at commits)."""
+    if getattr(stream, "items", None) is not None:
+        return 0.0, stream.last_input
+    cov = stream.coverage
+    return cov["start"], cov["end"]
+
+
 class AlertService:
     def __init__(self, settings: AlertSettings, state_dir: str | Path, *, registry=None,
                  warn: Callable[[str], None] | None = None, evaluate: bool = True,
@@ -250,20 +259,20 @@ class AlertService:
         except ValueError as err:  # a stream added at run time whose rules the bundle cannot evaluate
             self.note = f"alerts: {runtime.name}: {err}"
             return []
-        cov = runtime.stream.coverage
-        if cov["end"] is None:
+        first, now = _evaluable(runtime.stream)
+        if now is None:
             return []
         last = self._evaluated_to.get(runtime.name)
-        start = cov["end"] - FIRST_LOOKBACK_S if last is None else last - OVERLAP_S
-        window = (max(cov["start"], start), cov["end"])
+        start = now - FIRST_LOOKBACK_S if last is None else last - OVERLAP_S
+        window = (max(first, start), now)
         if window[1] <= window[0]:
             return []
         events = self._events(runtime, window)
-        self._evaluated_to[runtime.name] = cov["end"]
+        self._evaluated_to[runtime.name] = now
         self.evaluations += 1
         if self.mqtt is not None and self.settings.mqtt.publish_events:
             self._publish_events(runtime.name, events)
-        out = self._raise(engine.evaluate(events, cov["end"], self._till(runtime, cov["end"])), runtime, cov["end"])
+        out = self._raise(engine.evaluate(events, now, self._till(runtime, now)), runtime, now)
         self.note = None
         return out
 

@@ -168,6 +168,9 @@ class Intake:
         self.telemetry.frames_processed.inc(n_frames)
         if n_clips:
             self.telemetry.clips.inc(n_clips)
+        if n_clips or (n_frames and self.stream.items is not None):
+            # with an event path the rules read item events, decided frame by frame: evaluate them
+            # after every batch (a second's frames), not only when the memory commits
             self._committed()
         self._poll_source_stats()
         self.update_gauges()

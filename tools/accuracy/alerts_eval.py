@@ -57,6 +57,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -76,6 +77,8 @@ MATCH_TOL_S = 5.0          # an alert's interval may miss its target's by this m
 OVERLAP_S = 30.0           # as edge_runtime/alerts/service.py: each evaluation re-reads this much
 TICKS = True               # as the service: decisions due between commits are made then (tick_s), not at the next commit
 DEFAULT_EVAL_SEED = 2      # heldout seed 1 chose what_happened's settings, seed 0 reports them
+TRACK_FPS = 5.0            # --events tracks: the event path's rate
+TRACK_JITTER, TRACK_MISS = 0.02, 0.1  # --events tracks: box jitter (share of the frame) and missed detections
 
 
 def truth_events(ann: dict) -> list[Event]:
@@ -170,21 +173,69 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, sc
                                         "events": [e.to_dict() for e in events]})
         return events
 
-    ev = Evaluations(RuleEngine(rules, list(eng.labels), scans), events_in, till)
-    frames = list(video.frames(eng.fps))
-    t0, commits, step = time.perf_counter(), 0, eng.clip_frames
-    for k in range(0, len(frames), step):
-        chunk = frames[k:k + step]
-        n = eng.ingest(stream, np.stack([f for _, f in chunk]), np.asarray([t for t, _ in chunk], np.float64))
-        if k + step >= len(frames):
+    items = stream.items is not None
+    ev = Evaluations(RuleEngine(rules, rule_labels(eng), scans), events_in, till)
+    reads = sorted((e.start, _product_id(eng, e.product)) for e in till) if items else []
+    t0, commits, step = time.perf_counter(), 0, eng.intake_batch
+    frames = video.frames(eng.intake_fps)
+    while chunk := list(itertools.islice(frames, step)):
+        times = np.asarray([t for t, _ in chunk], np.float64)
+        while reads and reads[0][0] <= times[-1]:  # the till's reads reach the stream as it goes
+            stream.items.till_read(*reads.pop(0))
+        n = eng.ingest(stream, np.stack([f for _, f in chunk]), times)
+        if len(chunk) < step or times[-1] + 1.5 / eng.intake_fps >= video.duration_s:
             n += int(bool(eng.flush(stream)))
-        if n:
-            commits += 1
+            if items:
+                stream.items.flush()
+        if n or items:
+            commits += bool(n)
             cov = stream.coverage
+            now, first = (float(stream.last_input), 0.0) if items else (float(cov["end"]), float(cov["start"]))
             if record is not None:
-                record.append({"now": float(cov["end"]), "cov_start": float(cov["start"]), "reads": []})
-            ev.commit(float(cov["end"]), float(cov["start"]))
+                record.append({"now": now, "cov_start": first, "reads": []})
+            ev.commit(now, first)
     return ev.raised, {"seconds": round(time.perf_counter() - t0, 1), "commits": commits}
+
+
+def tracked(video: CheckoutVideo, rules: dict, scans: str = "vision", till: list[Event] = (), *,
+            jitter: float = TRACK_JITTER, miss: float = TRACK_MISS) -> list[tuple[dict, float]]:
+    """The rules over item events from the generator's boxes (oracle detections with ``jitter`` and
+    ``miss``, the scanner light as drawn, the scene's zones) through the runtime's tracker and labeler
+    (edge_runtime/items/): the event path with a perfect detector. No rendering."""
+    from types import SimpleNamespace
+
+    from edge_runtime.checkout.catalog import PRODUCT_IDS, PRODUCTS
+    from edge_runtime.items.detections import from_frame_labels
+    from edge_runtime.items.item_state import ItemState
+    from edge_runtime.items.zones import scene_zones
+
+    fps = TRACK_FPS
+    stream = SimpleNamespace(items=ItemState(scene_zones(video), bundle_id="oracle", fps=fps))
+    target = (SimpleNamespace(products=list(PRODUCTS)), stream)
+    ev = Evaluations(RuleEngine(rules, list(ACTIVITIES), scans), lambda w: rule_events(target, None, w), till)
+    reads = sorted((e.start, PRODUCT_IDS[e.product]) for e in till)
+    rng = np.random.default_rng(video.seed)
+    n = int(np.ceil(video.duration_s * fps - 1e-9))
+    for k in range(n):
+        t = k / fps
+        while reads and reads[0][0] <= t:
+            stream.items.till_read(*reads.pop(0))
+        stream.items.update(from_frame_labels(video.frame_labels(t), jitter=jitter, miss=miss, rng=rng))
+        if (k + 1) % int(fps) == 0 or k == n - 1:  # as the runtime: the rules after every second's frames
+            if k == n - 1:
+                stream.items.flush()
+            ev.commit(t, 0.0)
+    return ev.raised
+
+
+def rule_labels(eng) -> list[str]:
+    """The activities the rules can read from ``eng``: its labels, and with an event path every activity
+    the item tracks decide (pass_around among them, which an 8-activity memory cannot name)."""
+    return list(ACTIVITIES) if eng.events is not None else list(eng.labels)
+
+
+def _product_id(eng, name: str) -> int | None:
+    return eng.products.index(name) if name in eng.products else None
 
 
 def replay(commits: list[dict], rules: dict, labels: list[str], scans: str = "vision",
@@ -325,9 +376,11 @@ def _refuse(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.accuracy.alerts_eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", help="an exported bundle folder (default engines/lvm-tiny-fp32)")
-    ap.add_argument("--events", choices=("truth", "model", "both"),
-                    help="truth: the annotated events (oracle); model: what_happened on the bundle's memory "
-                         "(default both; model with --events-from)")
+    ap.add_argument("--events", choices=("truth", "tracks", "model", "both"),
+                    help="truth: the annotated events (oracle); tracks: item events from the generator's boxes "
+                         "through the runtime's tracker and labeler (a perfect detector); model: the bundle's "
+                         "events (its item tracks when it has an event head, else what_happened on its memory) "
+                         "(default both: truth and model; model with --events-from)")
     ap.add_argument("--eval-seed", type=int, help=f"heldout_video(seed, i), i < --videos (default {DEFAULT_EVAL_SEED})")
     ap.add_argument("--videos", type=int, help="default 12")
     ap.add_argument("--video-s", type=float, help="default 1800")
@@ -353,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     saved = None
     if args.events_from is not None:
         src = args.events_from
-        if args.events == "truth":
-            return _refuse("--events-from replays model events; --events truth reads none (leave out --events-from)")
+        if args.events in ("truth", "tracks"):
+            return _refuse(f"--events-from replays model events; --events {args.events} reads none (leave out --events-from)")
         if args.save_events is not None:
             return _refuse("--save-events with --events-from: the events are saved already")
         try:
@@ -392,11 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.videos < 1 or args.video_s <= 0 or args.threads < 1:
         return _refuse("--videos, --video-s and --threads must be positive")
     if args.save_events is not None:
-        if args.events == "truth":
+        if args.events in ("truth", "tracks"):
             return _refuse("--save-events saves model events: use --events model or both")
         if not Path(args.save_events).resolve().parent.is_dir():
             return _refuse(f"--save-events {args.save_events}: no folder {Path(args.save_events).parent}")
-    if saved is None and args.events != "truth" and not Path(args.bundle, "manifest.json").is_file():
+    if saved is None and args.events not in ("truth", "tracks") and not Path(args.bundle, "manifest.json").is_file():
         return _refuse(f"--bundle {args.bundle}: no manifest.json (an exported bundle folder)")
     if saved is not None:
         rates = ShrinkRates(**saved["shrink"])
@@ -421,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
 
         hashes = bundle_hashes(args.bundle)
         base = Engine(args.bundle, threads=args.threads)
-        labels = list(base.labels)
+        labels = rule_labels(base)
     elif saved is not None:
         labels = saved["labels"]
         hashes = {k: saved.get(k) for k in ("checkpoint_sha256", "reader_file_sha256")}
@@ -461,6 +514,11 @@ def main(argv: list[str] | None = None) -> int:
                 raised = oracle(ann, run_rules, clip_s, args.scans)
                 for r in run_rules:
                     per["truth"][r].append(score([x for x in raised if x[0]["rule"] == r], want[r], paid))
+            if "tracks" in sources:
+                run_rules = {r: th for r, th in rules.items() if r not in not_run["tracks"]}
+                raised = tracked(video, run_rules, args.scans, till_events(ann) if args.scans == "pos" else ())
+                for r in run_rules:
+                    per["tracks"][r].append(score([x for x in raised if x[0]["rule"] == r], want[r], paid))
             if "model" in sources:
                 run_rules = {r: th for r, th in rules.items() if r not in not_run["model"]}
                 if saved is None:

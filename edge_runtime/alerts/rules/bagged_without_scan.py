@@ -8,6 +8,11 @@ nothing and uses up nothing, the real bag after the scan does. When no scan of t
 left in the look-back, an unused scan of another product pays (``other_product_scans`` 1): the model's
 timing is better than its product identity, so a scan read as the wrong product is still the scan of
 that item. With the till's scans (``pos``) the model's bags are judged against the till's reads.
+
+An item event (from the stream's item tracks: ``Event.item`` set) needs none of this: its track says
+whether a scan was matched to that very item (``Event.paid``: the scanner's green light while it was
+over the glass, or a till read matched to it with ``pos``), so an unpaid bag alerts at once (at
+``item_min_confidence``: an item event's confidence is its track's detection score and coverage).
 """
 from __future__ import annotations
 
@@ -28,15 +33,22 @@ class BaggedWithoutScan(Rule):
     needs_with_pos = ("bag",)
     # defaults chosen on held-out generator videos (docs/lab/alerts.md)
     thresholds = {"lookback_s": 120.0, "min_confidence": 0.71, "scan_min_confidence": 0.2, "settle_s": 6.0,
-                  "other_product_scans": 1.0, "same_bag_s": 1.0, "reread_s": 30.0}
+                  "other_product_scans": 1.0, "same_bag_s": 1.0, "reread_s": 30.0, "item_min_confidence": 0.3}
     ranges = {"min_confidence": (0.0, 1.0), "scan_min_confidence": (0.0, 1.0), "other_product_scans": (0.0, 1.0),
-              "same_bag_s": (0.0, 30.0), "reread_s": (0.0, 120.0)}
+              "same_bag_s": (0.0, 30.0), "reread_s": (0.0, 120.0), "item_min_confidence": (0.0, 1.0)}
 
     def evaluate(self, events: list[Event], now: float, pos_scans: list[Event]) -> list[dict]:
         th, seen = self.th, self.seen
+        tracked: list[dict] = []
         for s in pos_scans:
             seen.take("scans", s)
         for e in events:
+            if e.item is not None:
+                if e.activity == "bag" and e.confidence >= th["item_min_confidence"]:
+                    record, new = seen.take("item_bags", e)
+                    if new and not e.paid:
+                        tracked.append(draft(self.name, e, [e]))
+                continue
             if e.activity in NEW_ITEM:
                 seen.take("new_items", e)
             if not self.pos and e.activity == "scan" and e.confidence >= th["scan_min_confidence"]:
@@ -48,7 +60,7 @@ class BaggedWithoutScan(Rule):
                 if new:
                     record.alerts = e.activity == "bag"
                     seen.queue("pending").append(record)
-        return self._judge(now)
+        return tracked + self._judge(now)
 
     def next_due(self) -> float | None:
         due = [b.end + self.th["settle_s"] for b in self.seen.queue("pending")]
