@@ -31,6 +31,7 @@ from .zones import ZONE_NAMES, Zones
 HOLD_MIN_S = 5.0          # a hold lasts 6 s or more; a carry, a scan's wave or a bag at most ~4.5 s
 INSPECT_GROWTH = 1.35     # box area over its area at rest: inspecting brings the item ~1.3-1.6x closer
 LIFT_GROWTH = 1.18 ** 2   # any lifted item looks this much bigger (closer to the camera)
+AREA_SMOOTHING = 0.3      # weight of a frame's box area in the running area
 TILL_TOLERANCE_S = 2.0    # a till read matches a track over the scanner this close in time
 
 
@@ -78,6 +79,7 @@ class Handling:
     detected: int = 0
     last_zone: str | None = None      # zone of the last detection
     last_rest_area: float = 0.0
+    area: float = 0.0                 # running (smoothed) box area
     scanned_at: float | None = None   # the track's scan (light or till read), kept for later events
     over_scanner: list[float] = field(default_factory=list)  # recent detection times over the scanner
 
@@ -103,7 +105,10 @@ class GeometricLabeler:
                 continue
             _, x1, y1, x2, y2, held = tr.history[-1]
             zone = self.zones.zone_of((x1 + x2) / 2, (y1 + y2) / 2)
-            area = (x2 - x1) * (y2 - y1)
+            raw = (x2 - x1) * (y2 - y1)
+            # box areas smoothed over a few frames: one jittered box must not read as an inspect
+            area = raw if h.area <= 0 else (1 - AREA_SMOOTHING) * h.area + AREA_SMOOTHING * raw
+            h.area = area
             if zone == "scanner":
                 h.over_scanner = [s for s in h.over_scanner if s >= t - TILL_TOLERANCE_S * 4] + [t]
                 if light == "green" and h.start is not None:
@@ -157,7 +162,7 @@ class GeometricLabeler:
         rows, over = [], []
         for tid, h in self.state.items():
             rows.append([tid, _f(h.start), _zone_index(h.start_zone), h.rest_area, h.max_area, _f(h.flash_t),
-                         h.frames, h.detected, _zone_index(h.last_zone), h.last_rest_area, _f(h.scanned_at)])
+                         h.frames, h.detected, _zone_index(h.last_zone), h.last_rest_area, h.area, _f(h.scanned_at)])
             over += [[tid, s] for s in h.over_scanner]
         return {"handling": np.asarray(rows, np.float64).reshape(-1, len(HANDLING_COLS)),
                 "over_scanner": np.asarray(over, np.float64).reshape(-1, 2)}
@@ -167,7 +172,7 @@ class GeometricLabeler:
         self.state = {}
         for r in np.asarray(sd["handling"], np.float64).reshape(-1, len(HANDLING_COLS)).tolist():
             self.state[int(r[0])] = Handling(_opt(r[1]), _zone_name(r[2]), r[3], r[4], _opt(r[5]), int(r[6]),
-                                             int(r[7]), _zone_name(r[8]), r[9], _opt(r[10]))
+                                             int(r[7]), _zone_name(r[8]), r[9], r[10], _opt(r[11]))
         for tid, s in np.asarray(sd["over_scanner"], np.float64).reshape(-1, 2).tolist():
             if int(tid) in self.state:
                 self.state[int(tid)].over_scanner.append(s)
@@ -215,7 +220,7 @@ class GeometricLabeler:
 
 
 HANDLING_COLS = ("track_id", "start", "start_zone", "rest_area", "max_area", "flash_t", "frames", "detected",
-                 "last_zone", "last_rest_area", "scanned_at")
+                 "last_zone", "last_rest_area", "area", "scanned_at")
 
 
 def _f(x: float | None) -> float:

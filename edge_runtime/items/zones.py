@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 ZONE_NAMES: tuple[str, ...] = ("basket", "scanner", "counter", "bag")
 # which zone a point belongs to where polygons overlap: the small, telling zones first
@@ -17,7 +17,6 @@ class Zones(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     polygons: dict[str, tuple[tuple[float, float], ...]]
-    _arrays: dict[str, np.ndarray] = PrivateAttr(default_factory=dict)
 
     @field_validator("polygons", mode="before")
     @classmethod
@@ -41,9 +40,6 @@ class Zones(BaseModel):
             out[name] = tuple((float(x), float(y)) for x, y in pts)
         return out
 
-    def model_post_init(self, _context) -> None:
-        self._arrays = {n: np.asarray(p, np.float32).reshape(-1, 1, 2) for n, p in self.polygons.items()}
-
     @classmethod
     def from_dict(cls, data: dict) -> Zones:
         """From the stream config's ``{zone: [[x, y], ...]}``; ValueError with one line naming the zone."""
@@ -58,8 +54,8 @@ class Zones(BaseModel):
     def zone_of(self, x: float, y: float) -> str | None:
         """The zone holding image point (x, y) (``PRECEDENCE`` where zones overlap), None outside all."""
         for name in PRECEDENCE:
-            poly = self._arrays.get(name)
-            if poly is not None and cv2.pointPolygonTest(poly, (float(x), float(y)), False) >= 0:
+            poly = self.polygons.get(name)
+            if poly is not None and cv2.pointPolygonTest(np.asarray(poly, np.float32), (float(x), float(y)), False) >= 0:
                 return name
         return None
 

@@ -1,0 +1,134 @@
+"""The event path's runtime side (edge_runtime/items): zones, item tracks, item events and a stream's
+item state, on oracle detections from short stretches of one generator video (no bundle)."""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+
+from edge_runtime.checkout import CheckoutVideo, heldout_video
+from edge_runtime.checkout.shrink import pos_scans
+from edge_runtime.items.detections import Detections, from_frame_labels
+from edge_runtime.items.item_state import ItemState
+from edge_runtime.items.zones import Zones, propose, scene_zones
+
+FPS = 5.0
+# heldout_video(0, 0) with many unscanned items: item 0 is bagged straight from the basket (27.5-31.5 s),
+# item 1 picked up, passed around the scanner (40.9-44.4 s) and bagged (45.7-48.6 s); in the next
+# session item 3 is scanned (232.2-235.8 s, green light at 234.9 s) and bagged (237.1-241.0 s)
+FIRST, SECOND = (18.0, 56.0), (228.0, 246.0)
+
+
+@pytest.fixture(scope="module")
+def video():
+    seed, look = heldout_video(0, 0)
+    return CheckoutVideo(seed, 300, look=look, shrink="0.3,0.3,0.1")
+
+
+def run(video, span, state=None, *, jitter=0.03, miss=0.05, light=True, till=()):
+    """-> (state, events, {track id: Counter of instances})."""
+    state = state or ItemState(scene_zones(video), bundle_id="b1")
+    rng = np.random.default_rng(0)
+    reads = sorted(till)
+    events, owners = [], defaultdict(Counter)
+    for k in range(int(span[0] * FPS), int(span[1] * FPS)):
+        t = k / FPS
+        while reads and reads[0] <= t:
+            state.till_read(reads.pop(0), None)
+        labels = video.frame_labels(t)
+        d = from_frame_labels(labels if light else {**labels, "scanner_flash": None}, jitter=jitter, miss=miss, rng=rng)
+        events += state.update(d)
+        for tid, i in state.tracker.last_seen.items():
+            owners[tid][int(d.instance_ids[i])] += 1
+    return state, events, owners
+
+
+def by_instance(events, owners):
+    return {(e.activity, owners[e.track_id].most_common(1)[0][0]): e for e in events}
+
+
+@pytest.mark.parametrize("polygons, words", [
+    ({"scanner": [[0.1, 0.1], [0.5, 0.1]]}, "zone 'scanner': a polygon needs at least 3 points, got 2"),
+    ({"bag": [[0.1, 0.1], [1.2, 0.1], [0.5, 0.6]]}, "zone 'bag': every point must lie in [0, 1]"),
+    ({"till": [[0.1, 0.1], [0.5, 0.1], [0.5, 0.6]]}, "zone 'till' is not one of basket, scanner, counter, bag"),
+])
+def test_a_bad_zone_is_refused_in_one_line_naming_it(polygons, words):
+    with pytest.raises(ValueError) as e:
+        Zones.from_dict(polygons)
+    assert str(e.value).startswith(words) and "\n" not in str(e.value)
+
+
+def test_zones_round_trip_as_plain_data_and_tell_where_a_point_is():
+    z = Zones.from_dict({"basket": [[0, 0.5], [0.4, 0.5], [0.4, 1], [0, 1]],
+                         "scanner": [[0.4, 0.2], [0.6, 0.2], [0.6, 0.5], [0.4, 0.5]]})
+    assert Zones.from_dict(z.to_dict()) == z
+    assert (z.zone_of(0.2, 0.7), z.zone_of(0.5, 0.3), z.zone_of(0.9, 0.1)) == ("basket", "scanner", None)
+
+
+def test_zones_are_proposed_from_the_heads_zone_map():
+    grid = 16
+    p = np.zeros((grid, grid, 5), np.float32)
+    p[..., 0] = 0.9
+    p[4:8, 6:12] = [0.1, 0.0, 0.8, 0.1, 0.0]      # scanner: rows 4-7, columns 6-11
+    p[1:2, 1:2] = [0.1, 0.0, 0.0, 0.0, 0.9]       # one bag cell apart from the larger bag region
+    p[10:14, 12:16] = [0.1, 0.0, 0.0, 0.0, 0.9]
+    z = propose(p.reshape(grid * grid, 5), grid)
+    assert set(z.polygons) == {"scanner", "bag"}
+    assert z.zone_of(9 / 16, 6 / 16) == "scanner" and z.zone_of(14 / 16, 12 / 16) == "bag"
+    assert z.zone_of(1.5 / 16, 1.5 / 16) is None and z.zone_of(3 / 16, 6 / 16) is None
+
+
+def test_one_track_follows_an_item_from_the_basket_over_the_scanner_into_the_bag(video):
+    _, _, owners = run(video, FIRST)
+    tracks_of_item_1 = [tid for tid, c in owners.items() if c[1]]
+    assert len(tracks_of_item_1) == 1 and owners[tracks_of_item_1[0]].most_common(1)[0][0] == 1
+
+
+def test_a_scan_a_pass_around_and_bags_are_told_apart(video):
+    _, first, owners1 = run(video, FIRST)
+    got1 = by_instance(first, owners1)
+    assert {"pass_around", "bag"} <= {a for a, i in got1 if i == 1} and ("scan", 1) not in got1
+    assert ("bag", 0) in got1 and got1[("bag", 0)].scanned_at is None and got1[("bag", 1)].scanned_at is None
+    assert 45.0 <= got1[("bag", 1)].start <= 46.5 and 48.0 <= got1[("bag", 1)].end <= 49.0
+    _, second, owners2 = run(video, SECOND)
+    got2 = by_instance(second, owners2)
+    assert ("scan", 3) in got2 and ("pass_around", 3) not in got2
+    assert got2[("bag", 3)].scanned_at == pytest.approx(got2[("scan", 3)].scanned_at)
+    assert 234.5 <= got2[("scan", 3)].scanned_at <= 235.3
+
+
+def test_a_till_read_scans_the_item_the_head_saw_no_light_for(video):
+    read = [t for _, t in pos_scans(video.annotations()) if SECOND[0] <= t < SECOND[1]]
+    _, dark, owners = run(video, SECOND, light=False)
+    assert ("scan", 3) not in by_instance(dark, owners) and by_instance(dark, owners)[("bag", 3)].scanned_at is None
+    _, lit, owners = run(video, SECOND, light=False, till=read)
+    got = by_instance(lit, owners)
+    assert ("scan", 3) in got and got[("bag", 3)].scanned_at == pytest.approx(read[0])
+
+
+def test_a_snapshot_restores_tracks_and_events_and_refuses_another_bundle(video):
+    whole, events, _ = run(video, FIRST)
+    half, before, _ = run(video, (FIRST[0], 43.0))
+    sd = half.state_dict()
+    restored = ItemState(scene_zones(video), bundle_id="b1")
+    restored.load_state_dict(sd, "b1")
+    assert restored.events((0, 1e9)) == half.events((0, 1e9))
+    _, after, _ = run(video, (43.0, FIRST[1]), restored)
+    assert [(e.activity, e.track_id) for e in before + after] == [(e.activity, e.track_id) for e in events]
+    other = ItemState(scene_zones(video), bundle_id="b2")
+    with pytest.raises(ValueError, match="snapshot is of bundle 'b1', this stream runs 'b2'"):
+        other.load_state_dict(sd, "b2")
+
+
+def test_the_state_stays_within_its_byte_bound():
+    zones = Zones.from_dict({"bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
+    state = ItemState(zones, bundle_id="b", max_tracks=8, max_events=4)
+    rng = np.random.default_rng(0)
+    for k in range(400):  # 40 scattered items a frame, most held into the bag and gone
+        xy = rng.random((40, 2)) * 0.9
+        boxes = np.concatenate([xy, xy + 0.05], 1)
+        held = (rng.random(40) < 0.5).astype(np.float32)
+        state.update(Detections(k / FPS, boxes, np.ones(40), rng.integers(0, 20, 40), held))
+    assert len(state.tracker.tracks) <= 8 and len(state.recent) <= 4
+    assert 0 < state.nbytes() <= state.max_nbytes()
