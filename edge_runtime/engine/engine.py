@@ -122,7 +122,8 @@ class Engine:
             return None
         from edge_runtime.items.item_state import ItemState
 
-        return ItemState(bundle_id=self.bundle.bundle_id, products=len(self.products) or None)
+        # zones: proposed from the head's zone map (a runtime with the stream's configured zones sets them)
+        return ItemState(None, bundle_id=self.bundle.bundle_id, fps=self.events.event_fps)
 
     def close(self) -> None:
         for r in self._runners.values():

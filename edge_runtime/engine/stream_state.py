@@ -324,7 +324,7 @@ class StreamState:
             if self.timeline is not None:
                 state.update(self.timeline.state_dict())
             if self.items is not None:
-                state.update({ITEMS_KEY + k: v for k, v in self.items.state_dict().items()})
+                state.update(self.items.state_dict())  # its keys start with ITEMS_KEY
             return state
 
     def load_state_dict(self, state: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> None:
@@ -373,9 +373,12 @@ class StreamState:
             if self._memory_grid is not None and self.last_time is not None:
                 self._memory_grid.take(self.last_time)  # the next memory frame a period after the last
             if self.items is not None:
-                found = {k[len(ITEMS_KEY):]: v for k, v in state.items() if k.startswith(ITEMS_KEY)}
-                try:
-                    self.items.load_state_dict(found)
+                found = {k: v for k, v in state.items() if k.startswith(ITEMS_KEY)}
+                try:  # a snapshot from before the event path has no item state: the tracks start empty
+                    if found:
+                        self.items.load_state_dict(found, self.items.bundle_id)
+                    else:
+                        self.items.reset()
                 except ValueError as err:
                     self.reset()
                     raise ValueError(f"state does not fit this engine ({err})") from None

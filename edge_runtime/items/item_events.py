@@ -87,6 +87,8 @@ class Handling:
 class GeometricLabeler:
     """Events from each track's path relative to ``zones``, its held state and the scanner light."""
 
+    activities = ("pick_up", "scan", "bag", "put_back", "hold", "inspect", "hand_over", "pass_around")
+
     def __init__(self, zones: Zones) -> None:
         self.zones = zones
         top = [y for poly in zones.polygons.values() for _, y in poly]

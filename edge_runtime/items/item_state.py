@@ -1,7 +1,13 @@
 """One stream's item state: its tracker, its labeler and a ring of its recent item events, bounded,
-snapshotted as arrays."""
+snapshotted as arrays.
+
+Zones come from the stream's config; a stream without them proposes its own from the event head's
+zone map (``zones.propose``) averaged over its first ``PROPOSE_FRAMES`` frames, and decides no item
+event before that (``status()`` says which).
+"""
 from __future__ import annotations
 
+import json
 from collections import deque
 
 import numpy as np
@@ -9,7 +15,10 @@ import numpy as np
 from .detections import Detections
 from .item_events import HANDLING_COLS, TILL_TOLERANCE_S, ItemEvent, make_labeler
 from .tracker import HISTORY, MAX_TRACKS, MAX_VOTES, ItemTracker, Track
-from .zones import Zones
+from .zones import Zones, propose
+
+MAX_ZONE_BYTES = 4096      # the zones' JSON in a snapshot: four polygons of a few points
+PROPOSE_FRAMES = 50        # 10 s at 5 fps: the zone map averaged over these frames proposes a stream's zones
 
 MAX_EVENTS = 512           # recent item events kept (a busy lane decides a few hundred an hour)
 TRACK_COLS = ("track_id", "start", "last_t", "score_sum", "hits")
@@ -21,14 +30,57 @@ PREFIX = "items."
 class ItemState:
     """``update(dets)`` per frame (5 fps), in time order -> the item events decided at that frame."""
 
-    def __init__(self, zones: Zones, *, bundle_id: str, labeler: str = "geometric", fps: float = 5.0,
+    def __init__(self, zones: Zones | None, *, bundle_id: str, labeler: str = "geometric", fps: float = 5.0,
                  max_tracks: int = MAX_TRACKS, max_events: int = MAX_EVENTS) -> None:
-        self.zones, self.bundle_id, self.fps = zones, str(bundle_id), float(fps)
+        """``zones`` None: proposed from the first ``PROPOSE_FRAMES`` frames' zone maps."""
+        self.bundle_id, self.fps, self.labeler_name = str(bundle_id), float(fps), labeler
+        self.configured = zones
         self.tracker = ItemTracker(fps=fps, max_tracks=max_tracks)
-        self.labeler = make_labeler(labeler, zones)
         self.recent: deque[ItemEvent] = deque(maxlen=int(max_events))
+        self.reset()
+
+    @property
+    def activities(self) -> tuple[str, ...]:
+        """The activities this stream's item events name (its labeler's)."""
+        from .item_events import LABELERS
+
+        return LABELERS[self.labeler_name].activities
+
+    def reset(self) -> None:
+        """No tracks, no events (a new session); proposed zones are proposed again."""
+        self.tracker = ItemTracker(fps=self.fps, max_tracks=self.tracker.max_tracks)
+        self.recent.clear()
+        self._zone_sum: np.ndarray | None = None
+        self._zone_frames = 0
+        self._set_zones(self.configured, "configured" if self.configured is not None else None)
+
+    def _set_zones(self, zones: Zones | None, origin: str | None) -> None:
+        self.zones, self.zones_origin = zones, origin
+        self.labeler = make_labeler(self.labeler_name, zones) if zones is not None else None
+
+    def _propose(self, dets: Detections) -> None:
+        """Average the zone map until there are frames enough to propose the zones."""
+        if dets.zone_p is None:
+            return
+        self._zone_sum = dets.zone_p.astype(np.float64) if self._zone_sum is None else self._zone_sum + dets.zone_p
+        self._zone_frames += 1
+        if self._zone_frames >= PROPOSE_FRAMES:
+            cells = len(self._zone_sum)
+            zones = propose(self._zone_sum / self._zone_frames, int(round(cells ** 0.5)))
+            if zones.polygons:
+                self._set_zones(zones, "proposed")
+
+    def status(self) -> dict:
+        """The item path as a stream's status shows it."""
+        return {"zones": self.zones_origin or "missing: proposing from the event head's zone map "
+                f"({self._zone_frames} of {PROPOSE_FRAMES} frames)",
+                "zone_names": sorted(self.zones.polygons) if self.zones is not None else [],
+                "tracks": len(self.tracker.tracks), "events": len(self.recent), "bytes": self.nbytes()}
 
     def update(self, dets: Detections) -> list[ItemEvent]:
+        if self.labeler is None:
+            self._propose(dets)
+            return []
         step = self.tracker.update(dets)
         out = self.labeler.update(step, dets.light, dets.t)
         self.recent.extend(out)
@@ -36,6 +88,8 @@ class ItemState:
 
     def flush(self) -> list[ItemEvent]:
         """The stream ends: decide every live track as if it left now."""
+        if self.labeler is None:
+            return []
         out = self.labeler.flush()
         self.tracker.flush()
         self.recent.extend(out)
@@ -44,7 +98,7 @@ class ItemState:
     def till_read(self, t: float, class_id: int | None = None) -> int | None:
         """A till's good read at stream time ``t``: the id of the track it scanned, None when no track
         was over the scanner within the tolerance."""
-        return self.labeler.match_till_read(float(t), class_id)
+        return self.labeler.match_till_read(float(t), class_id) if self.labeler is not None else None
 
     def events(self, window: tuple[float, float]) -> list[ItemEvent]:
         a, b = window
@@ -64,7 +118,12 @@ class ItemState:
             "events": np.array([[e.activity_id, e.class_id, e.track_id, e.start, e.end, e.confidence, *e.box,
                                  np.nan if e.scanned_at is None else e.scanned_at] for e in self.recent],
                                np.float64).reshape(-1, len(EVENT_COLS)),
-        } | self.labeler.state_dict()
+            # the zones the labeler reads (configured or proposed; empty while proposing), as JSON bytes
+            "zones": np.frombuffer(json.dumps(self.zones.to_dict() if self.zones is not None else {}).encode(),
+                                   np.uint8).copy(),
+        }
+        sd |= self.labeler.state_dict() if self.labeler is not None else {
+            "handling": np.zeros((0, len(HANDLING_COLS))), "over_scanner": np.zeros((0, 2))}
         return {PREFIX + k: v for k, v in sd.items()}
 
     def load_state_dict(self, sd: dict[str, np.ndarray], bundle_id: str) -> None:
@@ -88,8 +147,14 @@ class ItemState:
             if int(row[0]) in tracks:
                 tracks[int(row[0])].history.append(tuple(row[1:]))
         live = [tr for tr in tracks.values() if tr.history]
+        self.reset()
+        if self.configured is None and PREFIX + "zones" in sd:  # zones proposed before the snapshot
+            saved = json.loads(bytes(np.asarray(sd[PREFIX + "zones"], np.uint8)).decode() or "{}")
+            if saved:
+                self._set_zones(Zones.from_dict(saved), "proposed")
         self.tracker.restore(live, int(np.asarray(sd[PREFIX + "next_id"]).reshape(-1)[0]))
-        self.labeler.load_state_dict({"handling": get["handling"], "over_scanner": get["over_scanner"]}, live)
+        if self.labeler is not None:
+            self.labeler.load_state_dict({"handling": get["handling"], "over_scanner": get["over_scanner"]}, live)
         self.recent.clear()
         for r in get["events"].reshape(-1, len(EVENT_COLS)).tolist():
             self.recent.append(ItemEvent(ACTIVITIES[int(r[0])], int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5],
@@ -104,5 +169,5 @@ class ItemState:
         votes, the scanner times a till read looks back over, and the event ring."""
         over = int(np.ceil(4 * TILL_TOLERANCE_S * self.fps)) + 1
         per_track = 8 * (len(TRACK_COLS) + HISTORY * 7 + MAX_VOTES * 3 + len(HANDLING_COLS) + over * 2)
-        return (len(self.bundle_id.encode()) + 8 + self.tracker.max_tracks * per_track
+        return (len(self.bundle_id.encode()) + 8 + MAX_ZONE_BYTES + self.tracker.max_tracks * per_track
                 + self.recent.maxlen * 8 * len(EVENT_COLS))
