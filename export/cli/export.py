@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "as the bundle's reader and answer graphs beside the heads (default: "
                          "<checkpoint dir>/<checkpoint stem>-reader.safetensors when that file exists)")
     rd.add_argument("--no-reader", action="store_true", help="export the heads only, without the memory reader")
+    p.add_argument("--no-events", action="store_true",
+                   help="leave out the event head (beside the checkpoint as <name>-events.safetensors): the bundle "
+                        "streams at the memory's fps and has no item tracks")
     p.add_argument("--no-timeline", action="store_true",
                    help="the reader without its timeline track (the per-frame FIFO of the last 30 minutes its answers "
                         "read beside the memory; exported by default when the reader file is calibrated for it)")

@@ -180,6 +180,9 @@ class Exporter:
 
         ckpt = Path(self.args.checkpoint) if self.args.checkpoint else DEFAULT_CHECKPOINT
         products = list((ck.get("labels") or {}).get("products") or [])
+        if getattr(self.args, "no_events", False):
+            self.notes.append("no event head graph (--no-events)")
+            return None
         with self.ui.step("load event head", total=1) as tick:
             ef = open_events(ckpt, cfg, products, shown_root=REPO_ROOT)
             tick()
