@@ -45,9 +45,10 @@ def events_seconds(steps: int, rates: dict) -> float:
         EVENT_HELDOUT_FRAMES,
         EVENT_HELDOUT_VIDEOS,
         EVENT_VIDEOS,
+        THRESHOLD_FRAMES,
     )
 
-    frames = EVENT_VIDEOS * EVENT_FRAMES + EVENT_FRAMES // 2 + EVENT_HELDOUT_VIDEOS * EVENT_HELDOUT_FRAMES
+    frames = EVENT_VIDEOS * EVENT_FRAMES + THRESHOLD_FRAMES + EVENT_HELDOUT_VIDEOS * EVENT_HELDOUT_FRAMES
     return estimate("events_per_frame", frames, rates=rates) + estimate("events_per_step", steps, rates=rates)
 
 

@@ -30,6 +30,7 @@ from edge_runtime.items.detections import LIGHTS, ZONE_CLASSES
 EVENTS_FORMAT = "lvm-events/1"
 # a box's log size is clamped to this range (in cells) so that exp never overflows in any precision
 _LOG_SIZE = (-4.0, 3.0)
+_DROPOUT = 0.1
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class EventHead(nn.Module):
         D = ec.d_model
         self.ec, self.dim, self.grid, self.K = ec, dim, grid, num_classes
         self.inp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, D))
+        # training only (no weights, nothing in the exported graph): the head must not lean on a few features
+        self.drop = nn.Dropout(_DROPOUT)
         # where a cell is matters (zones are places; the camera barely moves): a learned embedding per cell
         self.pos = nn.Parameter(torch.zeros(grid * grid, D))
         self.convs = nn.ModuleList(nn.Conv2d(D, D, 3, padding=1) for _ in range(ec.layers))
@@ -79,7 +82,7 @@ class EventHead(nn.Module):
     def logits(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """The raw outputs training reads: score / held / class / zone / light logits, decoded boxes."""
         G, K = self.grid, self.K
-        h = self.inp(tokens) + self.pos  # (N, P, D)
+        h = self.drop(self.inp(tokens)) + self.pos  # (N, P, D)
         x = h.transpose(1, 2).reshape(h.shape[0], -1, G, G)
         for conv in self.convs:
             x = x + self.act(conv(x))

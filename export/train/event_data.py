@@ -5,7 +5,8 @@ Per frame: which cells hold an item's box centre (with that item's box, product 
 held), which zone each cell's centre lies in (the scene's ZONES seen through the video's camera),
 and the scanner light (off / green / red). A flash lasts 0.35 s, so a frame shows one in about 1 of
 200: every frame on the ``event_fps`` grid that shows a flash is taken, beside the frames drawn at
-random, and training draws them more often (``EventFrames.weights``).
+random, and training draws them more often (``EventFrames.weights``). Training frames are augmented
+before the backbone (export/train/event_augment.py); threshold and held-out frames are as rendered.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 from edge_runtime.checkout import CheckoutVideo
 from edge_runtime.checkout.scene import ZONES, apply_h
 from edge_runtime.items.detections import LIGHTS, ZONE_CLASSES
+from export.train.event_augment import augment, move_box, scanner_mask
 
 
 @dataclass
@@ -37,13 +39,17 @@ class EventFrames:
         return len(self.tokens)
 
     def weights(self, flash_share: float) -> torch.Tensor:
-        """Sampling weights that make frames with a flash ``flash_share`` of the draws."""
+        """Sampling weights that make frames with a flash ``flash_share`` of the draws, that share split
+        evenly between the flash colours present."""
         flash = self.light > 0
         n_flash = int(flash.sum())
         if n_flash == 0 or n_flash == len(self):
             return torch.ones(len(self))
         w = torch.full((len(self),), (1 - flash_share) / (len(self) - n_flash))
-        w[flash] = flash_share / n_flash
+        colours = [c for c in range(1, len(LIGHTS)) if bool((self.light == c).any())]
+        for c in colours:
+            this = self.light == c
+            w[this] = flash_share / len(colours) / int(this.sum())
         return w
 
     @staticmethod
@@ -53,11 +59,13 @@ class EventFrames:
                            [b for p in parts for b in p.boxes], [c for p in parts for c in p.classes])
 
 
-def cell_zones(video: CheckoutVideo, grid: int) -> np.ndarray:
-    """(P,) int64: the zone (index into ZONE_CLASSES) holding each cell's centre, through the video's camera."""
+def cell_zones(video: CheckoutVideo, grid: int, affine: np.ndarray | None = None) -> np.ndarray:
+    """(P,) int64: the zone (index into ZONE_CLASSES) holding each cell's centre, through the video's
+    camera (and then ``affine``, an augmented frame's move)."""
     c = (np.arange(grid) + 0.5) / grid
     centres = np.stack(np.meshgrid(c, c, indexing="xy"), -1).reshape(-1, 2)  # row-major: x varies fastest
-    scene = apply_h(np.linalg.inv(video.renderer.H), centres)
+    H = video.renderer.H if affine is None else affine @ video.renderer.H
+    scene = apply_h(np.linalg.inv(H), centres)
     out = np.zeros(len(centres), np.int64)
     for z, name in enumerate(ZONE_CLASSES[1:], start=1):
         x1, y1, x2, y2 = ZONES[name]
@@ -101,22 +109,38 @@ def encode(backbone, frames: np.ndarray, batch: int = 64) -> torch.Tensor:
     return torch.cat(out)
 
 
+def moved_labels(labels: dict, affine: np.ndarray) -> dict:
+    """``frame_labels`` of a frame moved by ``affine``: its instances' boxes moved, those mostly out of view dropped."""
+    insts = []
+    for inst in labels["instances"]:
+        box = move_box(np.asarray(inst["box"], np.float64), affine)
+        if box is not None:
+            insts.append({**inst, "box": box.tolist()})
+    return {**labels, "instances": insts}
+
+
 def video_frames(backbone, video: CheckoutVideo, times: np.ndarray, grid: int,
-                 tick: Callable[[int], None] | None = None) -> EventFrames:
-    """One generated video's frames at ``times`` (``frame_times``), encoded, with their targets."""
-    zone = torch.from_numpy(cell_zones(video, grid))
-    rows, imgs, lights, all_boxes, all_cls = [], [], [], [], []
+                 tick: Callable[[int], None] | None = None, rng: np.random.Generator | None = None) -> EventFrames:
+    """One generated video's frames at ``times`` (``frame_times``), encoded, with their targets; with
+    ``rng`` each frame is augmented (export/train/event_augment.py) and its targets moved with it."""
+    rows, imgs, lights, zones, all_boxes, all_cls = [], [], [], [], [], []
+    keep = scanner_mask(video) if rng is not None else None
+    plain = cell_zones(video, grid)
     for t in times:
-        labels = video.frame_labels(t)
+        labels, img, zone = video.frame_labels(t), video.frame(t), plain
+        if rng is not None:
+            aug = augment(img, video, keep, rng)
+            img, labels, zone = aug.image, moved_labels(labels, aug.affine), cell_zones(video, grid, aug.affine)
         item, box, cls, held, boxes, classes = targets(labels, grid)
         rows.append((item, box, cls, held))
         all_boxes.append(boxes)
         all_cls.append(classes)
         lights.append(LIGHTS.index(labels["scanner_flash"] or "off"))
-        imgs.append(video.frame(t))
+        imgs.append(img)
+        zones.append(zone)
     tokens = encode(backbone, np.stack(imgs))
     if tick is not None:
         tick(len(times))
     item, box, cls, held = (torch.from_numpy(np.stack(col)) for col in zip(*rows))
-    return EventFrames(tokens, item, box, cls, held, zone[None].expand(len(times), -1).contiguous(),
+    return EventFrames(tokens, item, box, cls, held, torch.from_numpy(np.stack(zones)),
                        torch.tensor(lights, dtype=torch.int64), all_boxes, all_cls)

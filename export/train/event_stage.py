@@ -2,7 +2,8 @@
 of generated frames at ``event_fps``, written as ``<checkpoint stem>-events.safetensors`` beside the
 checkpoint, where lvm-export finds it.
 
-Frames come from training videos (``training_video``), their tokens are encoded once and kept in
+Frames come from training videos (``training_video``), each augmented once (export/train/event_augment.py:
+counter colour, camera roll/zoom/shift, light and sensor), their tokens are encoded once and kept in
 memory (float16), and only the head trains: focal loss on the item cells, L1 + gIoU on their boxes,
 cross-entropy on their products, BCE on "held", cross-entropy on each cell's zone and on the frame's
 scanner light (flash frames drawn for ``FLASH_SHARE`` of each batch). The detection threshold is the
@@ -29,14 +30,17 @@ from export.train.eta import StepETA
 from export.train.event_data import EventFrames, frame_times, video_frames
 from export.train.losses import focal_loss, giou
 
-EVENT_VIDEOS = 8            # training videos (training_video(seed, i), i < EVENT_VIDEOS)
-EVENT_FRAMES = 500         # random frames a training video, beside its flash frames
+# many videos with few frames each: the head generalises from diversity, not from more of one video
+EVENT_VIDEOS = 24           # training videos (training_video(seed, i), i < EVENT_VIDEOS)
+EVENT_FRAMES = 150          # random frames a training video, beside its flash frames
 EVENT_HELDOUT_VIDEOS = 4    # held-out videos measured (heldout_video(seed, i), even i: unseen looks)
 EVENT_HELDOUT_FRAMES = 500
 EVENT_STEPS = 600
 EVENT_BATCH = 128
 EVENT_LR = 3e-3
-FLASH_SHARE = 0.05          # of each batch: frames that show a scanner flash
+EVENT_WEIGHT_DECAY = 0.05
+FLASH_SHARE = 0.1           # of each batch: frames that show a scanner flash, green and red alike
+THRESHOLD_FRAMES = 250
 MATCH_IOU = 0.5
 THRESHOLDS = np.round(np.arange(0.1, 0.91, 0.05), 2)
 
@@ -137,30 +141,31 @@ def train_events(backbone, *, grid: int, size: int, classes: list[str], out: Pat
     from edge_runtime.file_hash import sha256_file
 
     t0 = time.time()
-    rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     fps = ec.event_fps
     # training looks: the head's videos, then one more it never trains on (the threshold's); held-out looks last
     plan = [("train", *training_video(seed, i), frames) for i in range(videos)]
-    plan.append(("threshold", *training_video(seed, videos), frames // 2))
+    plan.append(("threshold", *training_video(seed, videos), THRESHOLD_FRAMES))
     plan += [("heldout", *heldout_video(seed, 2 * i), heldout_frames) for i in range(heldout_videos)]
     chosen = []
     for part, vseed, look, count in plan:
         video = CheckoutVideo(vseed, video_s, size=size, look=look)
-        chosen.append((part, video, frame_times(video, fps, count, rng)))
-    total = sum(len(t) for _, _, t in chosen)
+        # each video's own draws: its frames do not depend on how many videos come before it
+        rng = np.random.default_rng([seed, vseed])
+        chosen.append((part, video, frame_times(video, fps, count, rng), rng if part == "train" else None))
+    total = sum(len(c[2]) for c in chosen)
     backbone.eval()
     parts: dict[str, list[EventFrames]] = {"train": [], "threshold": [], "heldout": []}
     with tqdm(total=total, desc="event stage: frames", unit="frame", mininterval=5.0, disable=not progress) as bar:
-        for part, video, times in chosen:
-            parts[part].append(video_frames(backbone, video, times, grid, tick=bar.update))
+        for part, video, times, aug_rng in chosen:
+            parts[part].append(video_frames(backbone, video, times, grid, tick=bar.update, rng=aug_rng))
     train, thresh_fr, held = (EventFrames.cat(parts[p]) for p in ("train", "threshold", "heldout"))
     t_frames = time.time() - t0
     log(f"event stage: {len(train)} training frames ({int((train.light > 0).sum())} with a flash), "
         f"{len(thresh_fr)} threshold and {len(held)} held-out frames encoded in {t_frames:.0f} s")
 
     head = EventHead(train.tokens.shape[-1], grid, len(classes), ec)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=EVENT_WEIGHT_DECAY)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     weights = train.weights(FLASH_SHARE)
     gen = torch.Generator().manual_seed(seed)
@@ -192,7 +197,8 @@ def train_events(backbone, *, grid: int, size: int, classes: list[str], out: Pat
     meta = {"config_sha256": config_sha256, "classes": list(classes), "zones": list(ZONE_CLASSES),
             "light_states": list(LIGHTS), "threshold": threshold, "heldout": heldout,
             "train": {"videos": videos, "frames": len(train), "flash_frames": int((train.light > 0).sum()),
-                      "video_s": video_s, "steps": steps, "batch": batch, "lr": lr, "flash_share": FLASH_SHARE,
+                      "video_s": video_s, "steps": steps, "batch": batch, "lr": lr,
+                      "weight_decay": EVENT_WEIGHT_DECAY, "flash_share": FLASH_SHARE, "augmented": True,
                       "seed": seed, "frames_seconds": round(t_frames, 1), "train_seconds": round(t_train, 1),
                       "seconds": round(time.time() - t0, 1), "threads": torch.get_num_threads(), "last_losses": last}}
     if checkpoint is not None:
