@@ -244,7 +244,7 @@ class AlertService:
             factory = self._rule_engine
             if factory is None:
                 from edge_runtime.alerts.rules import RuleEngine as factory
-            self._engines[runtime.name] = factory(self.settings.rules_for(runtime.name), runtime.engine.labels,
+            self._engines[runtime.name] = factory(self.settings.rules_for(runtime.name), runtime.engine.event_activities,
                                                   self.settings.scans)
         return self._engines[runtime.name]
 

@@ -72,14 +72,14 @@ def cmd_run(args) -> int:
         check_alerts(s)
     except CliError as err:
         raise CliError(f"{where}{err}", err.code) from None
-    engine = open_engine(s.bundle, s.backend, s.threads, s.answers)
+    engine = open_engine(s.bundle, s.backend, s.threads, s.answers, s.event_fps)
     ood_note = (OODMonitor.for_bundle(engine.bundle).status() or {}).get("note") or ""
     if ood_note.startswith(OOD_UNUSABLE):  # said at start, not only in the status: re-export the bundle
         say(f"warning: {engine.bundle.path}: {ood_note}; the unlike-training-footage flag is off")
     if s.alerts.enabled:  # rules the bundle cannot evaluate: refused before any stream's folder is made
         try:
-            s.alerts.check_rules(engine.labels, names)
-            if engine.answers_kind != "reader":  # the rules read what happened, which only the reader answers
+            s.alerts.check_rules(engine.event_activities, names)
+            if engine.answers_kind != "reader" and engine.events is None:  # the rules read what happened, which only the reader answers
                 raise ValueError(f"alert rules read what happened, which needs the memory reader's answers; this run "
                                  f"answers with the {engine.answers_kind} (drop --answers heads, or the alerts rules)")
         except ValueError as err:
@@ -217,7 +217,7 @@ def open_alerts(s, hub):
     from edge_runtime.alerts.service import AlertService
 
     try:
-        a.check_rules(hub.engine.labels, hub.names())
+        a.check_rules(hub.engine.event_activities, hub.names())
     except ValueError as err:
         raise CliError(" ".join(str(err).split())) from None
 

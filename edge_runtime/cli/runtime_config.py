@@ -62,7 +62,10 @@ class RuntimeSettings(_Strict):
     answers: Literal["auto", "reader", "heads"] = Field(
         "auto", description="which answers: the memory reader, the query heads, or auto (the reader when the "
                             "bundle carries one)")
-    batch_frames: int | None = Field(None, ge=1, description="frames per backbone call (None: one clip)")
+    batch_frames: int | None = Field(None, ge=1, description="frames per backbone call (None: one clip, or a "
+                                     "second's frames with an event path)")
+    event_fps: float | None = Field(None, gt=0, le=60, description="frames a second through the bundle's event head "
+                                    "(None: the bundle's, 5; at least the memory's fps); no effect without an event head")
     duration_s: float | None = Field(None, gt=0, description="stop after this much stream time")
     status_every_s: float = Field(1.0, gt=0)
     source: SourceSettings = SourceSettings()

@@ -97,6 +97,16 @@ class Engine:
         return self.events.event_fps if self.events is not None else self.fps
 
     @property
+    def event_activities(self) -> list[str]:
+        """The activities a stream's events can name: the bundle's labels, and with an event path those
+        its item tracks decide (pass_around among them, which an 8-activity memory cannot name)."""
+        if self.events is None:
+            return list(self.labels)
+        from edge_runtime.items.item_events import LABELERS
+
+        return list(dict.fromkeys(self.labels + list(LABELERS["geometric"].activities)))
+
+    @property
     def intake_batch(self) -> int:
         """Frames a stream hands to the ingest path at a time: a clip at the memory's rate; a second's
         frames with an event path, so that item events are decided within a second of their frame."""

@@ -229,9 +229,8 @@ def tracked(video: CheckoutVideo, rules: dict, scans: str = "vision", till: list
 
 
 def rule_labels(eng) -> list[str]:
-    """The activities the rules can read from ``eng``: its labels, and with an event path every activity
-    the item tracks decide (pass_around among them, which an 8-activity memory cannot name)."""
-    return list(ACTIVITIES) if eng.events is not None else list(eng.labels)
+    """The activities the rules can read from ``eng`` (``Engine.event_activities``)."""
+    return eng.event_activities
 
 
 def _product_id(eng, name: str) -> int | None:
