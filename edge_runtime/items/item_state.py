@@ -54,6 +54,14 @@ class ItemState:
         self._zone_frames = 0
         self._set_zones(self.configured, "configured" if self.configured is not None else None)
 
+    def configure(self, zones: Zones | None) -> None:
+        """The stream's own zones (its config, or set by staff on the dashboard); None: propose them
+        again. The labeler starts over on them; the events decided so far stay."""
+        self.configured = zones
+        self._zone_sum, self._zone_frames = None, 0
+        self.tracker = ItemTracker(fps=self.fps, max_tracks=self.tracker.max_tracks)
+        self._set_zones(zones, "configured" if zones is not None else None)
+
     def _set_zones(self, zones: Zones | None, origin: str | None) -> None:
         self.zones, self.zones_origin = zones, origin
         self.labeler = make_labeler(self.labeler_name, zones) if zones is not None else None
