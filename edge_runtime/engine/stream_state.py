@@ -134,6 +134,14 @@ class StreamState:
         self.last_input = t
         return self._memory_grid is None or self._memory_grid.keep(t)
 
+    def set_zones(self, zones) -> None:
+        """This stream's zones (``edge_runtime.items.zones.Zones``; None: proposed from the event head's
+        zone map). ValueError when the stream has no event path."""
+        if self.items is None:
+            raise ValueError("this stream has no event path (its bundle has no event head): zones do not apply")
+        with self.lock:
+            self.items.configure(zones)
+
     def observe(self, detections: list) -> None:
         """Frames' item detections (in time order) into this stream's tracks and item events."""
         for d in detections:
