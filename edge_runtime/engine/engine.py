@@ -54,7 +54,8 @@ from edge_runtime.memory.svd import svd_from_config
 class Engine:
     def __init__(self, bundle_dir: str | Path | Bundle, backend: str = "auto", threads: int | None = None, *,
                  batch_size: int | None = None, max_queries_per_call: int = 64, gap_factor: float = 2.0,
-                 verify: bool = True, answers: str = "auto", event_fps: float | None = None) -> None:
+                 verify: bool = True, answers: str = "auto", event_fps: float | None = None,
+                 events: bool = True) -> None:
         self.bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(bundle_dir, verify=verify)
         self.answers = answers
         self.answers_kind = reader_query.answers_kind(self.bundle, answers)  # "reader" | "heads"
@@ -89,7 +90,8 @@ class Engine:
         self.crop_tokens = CropTokens(self.encode_images)
         # the bundle's event head (None without one): frames then arrive at its event_fps and the
         # memory takes those on its own 1/fps grid (edge_runtime/engine/event_path.py)
-        self.events = EventPath.from_bundle(self.bundle, self._runners, event_fps)
+        # events=False: the memory path alone, as a bundle without the head (side-by-side measurements)
+        self.events = EventPath.from_bundle(self.bundle, self._runners, event_fps) if events else None
 
     @property
     def intake_fps(self) -> float:

@@ -396,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="write every commit's model events here (JSON) for --events-from")
     ap.add_argument("--events-from", metavar="FILE",
                     help="replay the rules over events saved by --save-events instead of streaming")
+    ap.add_argument("--no-items", action="store_true",
+                    help="model: the memory's events alone, as a bundle without an event head")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     try:
@@ -472,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         from edge_runtime.engine.engine import Engine
 
         hashes = bundle_hashes(args.bundle)
-        base = Engine(args.bundle, threads=args.threads)
+        base = Engine(args.bundle, threads=args.threads, events=not args.no_items)
         labels = rule_labels(base)
     elif saved is not None:
         labels = saved["labels"]

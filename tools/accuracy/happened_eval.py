@@ -158,18 +158,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="one_activity_each overlaps (tIoU, 0..1) to try, 'off' for none; default: the shipped one")
     ap.add_argument("--losses", action="store_true",
                     help="also count, per step of what_happened, the truth events the shipped setting misses there")
+    ap.add_argument("--no-items", action="store_true",
+                    help="the memory's events alone, as a bundle without an event head (its item events unread)")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     streamed, t0 = [], time.perf_counter()
-    with Engine(args.bundle, threads=1) as eng:
+    with Engine(args.bundle, threads=1, events=not args.no_items) as eng:
         videos = []
         for i in range(args.videos):
             seed, look = heldout_video(args.eval_seed, i)
             stream = eng.new_stream()
             video = CheckoutVideo(seed=seed, duration_s=args.video_s, size=eng.frame_size, look=look)
-            ts, fr = zip(*video.frames(eng.fps, 0.0, None))
+            ts, fr = zip(*video.frames(eng.intake_fps, 0.0, None))
             eng.ingest(stream, np.stack(fr), np.asarray(ts, np.float64))
             eng.flush(stream)
+            if stream.items is not None:
+                stream.items.flush()
             streamed.append((eng, stream, video.annotations()))
             videos.append({"seed": seed, "look": look, "duration_s": args.video_s})
         print(f"{len(videos)} videos streamed in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
     bundle = {"name": Path(args.bundle).name, "created": manifest.get("created"),  # which export, not where
               "reader_sha256": ((manifest.get("answers") or {}).get("reader") or {}).get("file_sha256")}
-    result = {"tool": "tools/accuracy/happened_eval.py", "bundle": bundle,
+    result = {"tool": "tools/accuracy/happened_eval.py", "bundle": bundle, "items": not args.no_items,
               "videos": videos, "window_s": args.window_s, "tiou": TIOU,
               "match": "same activity and product class, tIoU > 0.3, greedy by confidence",
               "shipped_setting": {"min_confidence": shipped[0], "top_activities": shipped[1],
