@@ -93,7 +93,7 @@ def cmd_run(args) -> int:
             if args.reset_state is not None and (not args.reset_state or (name or "default") in args.reset_state):
                 reset_state(hub.state_dir_of(name or "default"))
             try:
-                runtime = hub.create(name)
+                runtime = hub.create(name, zones=configured_zones(s, name, len(sources)))
             except StreamError as err:  # a snapshot this run cannot continue (kept as it is)
                 raise CliError(str(err)) from None
             try:
@@ -236,6 +236,17 @@ def open_alerts(s, hub):
     say(f"alerts: {'rules ' + rules if rules else 'no rules configured'}{till}"
         f"{'; delivering to ' + to if to else ''} (outbox {service.outbox.path})")
     return service
+
+
+def configured_zones(s, name: str | None, streams: int):
+    """A stream's zones in the config (checked when it was read): its ``streams:`` entry's, or
+    ``source.zones`` in a run of one stream; None when it gives none."""
+    from edge_runtime.items.zones import Zones
+
+    data = next((st.zones for st in s.streams if st.name == name), None)
+    if data is None and streams == 1:
+        data = s.source.zones
+    return Zones.from_dict(data) if data is not None else None
 
 
 def _who(runtime, hub) -> str:

@@ -7,10 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_runtime.alerts.settings import AlertSettings
 from edge_runtime.config import CONFIG_DIR, ConfigError, load_yaml, validate_mapping
+from edge_runtime.items.zones import Zones
+
+ZONES_HELP = ("the checkout's zones: {basket | scanner | counter | bag: [[x, y], ...]}, each a polygon of 3 or more "
+              "points in image coordinates from 0 to 1; they win over those set over the API; none: proposed "
+              "from the bundle's event head")
+
+
+def _zones(value: Any) -> Any:
+    """A zones mapping checked as ``Zones`` (ValueError, one line naming the zone); kept as data."""
+    return None if value is None else Zones.from_dict(value).to_dict()
 
 
 class _Strict(BaseModel):
@@ -23,6 +33,9 @@ class SourceSettings(_Strict):
     queue_size: int = Field(4, ge=1, le=1024)
     stall_timeout_s: float = Field(5.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+    zones: dict[str, list[tuple[float, float]]] | None = Field(None, description=ZONES_HELP + " (one stream)")
+
+    _check_zones = field_validator("zones", mode="before")(_zones)
 
 
 class ApiSettings(_Strict):
@@ -52,6 +65,18 @@ class StreamSettings(_Strict):
                       description="the stream's name: API and CLI address it by this; its snapshots live in "
                                   "<state dir>/streams/<name>/")
     uri: str = Field(..., description="source URI, as source.uri")
+    zones: dict[str, list[tuple[float, float]]] | None = Field(None, description=ZONES_HELP)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zones_named(cls, data: Any) -> Any:
+        """A bad polygon's line names the stream, not only its place in the list."""
+        if isinstance(data, dict) and data.get("zones") is not None:
+            try:
+                _zones(data["zones"])
+            except ValueError as err:
+                raise ValueError(f"stream {data.get('name')!r}: zones: {err}") from None
+        return data
 
 
 class RuntimeSettings(_Strict):
@@ -85,6 +110,8 @@ class RuntimeSettings(_Strict):
             raise ValueError(f"streams: the name {dup[0]!r} is used twice (each stream needs its own)")
         if self.streams and self.source.uri:
             raise ValueError("give either source.uri (one stream) or streams (several), not both")
+        if self.streams and self.source.zones:
+            raise ValueError("with streams, give each stream its own zones (streams[].zones), not source.zones")
         return self
 
 

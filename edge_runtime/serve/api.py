@@ -1,6 +1,6 @@
 """HTTP API (FastAPI): one router per resource, each in its module: health, readiness, metrics,
 status and labels (``api_service``), a route per query type and the batch of them (``api_queries``),
-the streams with reset and snapshot (``api_streams``), the alerts (``api_alerts``), the catalog
+the streams with reset and snapshot (``api_streams``), a stream's zones (``api_zones``), the alerts (``api_alerts``), the catalog
 (``api_catalog``), the dashboard (``api_page``), what happened (``api_happened``) and questions in
 words (``api_ask``). ``create_app`` puts the hub and the limits on ``app.state``, where the routers'
 dependencies (``api_deps``) read them.
@@ -27,7 +27,7 @@ from fastapi_offline import FastAPIOffline
 
 from edge_runtime import __version__
 from edge_runtime.serve import api_alerts, api_ask, api_catalog, api_happened, api_page, api_queries, api_service, \
-    api_streams
+    api_streams, api_zones
 from edge_runtime.serve.api_deps import ApiSettings
 from edge_runtime.serve.api_errors import ERROR_RESPONSES, error_handlers, known_query, with_bearer_auth
 from edge_runtime.serve.api_streams import DEFAULT_MAX_STREAMS
@@ -37,8 +37,8 @@ from edge_runtime.serve.streams import Streams
 DEFAULT_MAX_BODY = 8 << 20          # 8 MiB
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 # in this order in the schema
-ROUTERS = (api_service.router, api_queries.router, api_streams.router, api_alerts.router, api_catalog.router,
-           api_page.router, api_happened.router, api_ask.router)
+ROUTERS = (api_service.router, api_queries.router, api_streams.router, api_zones.router, api_alerts.router,
+           api_catalog.router, api_page.router, api_happened.router, api_ask.router)
 
 
 def is_loopback(host: str) -> bool:

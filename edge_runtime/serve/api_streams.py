@@ -3,7 +3,8 @@
     POST   /v1/session/reset    a new session on one stream: its memory emptied, its clock goes on
     POST   /v1/snapshot         write one stream's snapshot now
     GET    /v1/streams          every stream: name, source, state, coverage, frames, fps, error
-    POST   /v1/streams          {"name": ..., "source": URI, "realtime": false, "duration": null}: add and start
+    POST   /v1/streams          {"name": ..., "source": URI, "realtime": false, "duration": null, "zones": null}:
+                                add and start (zones: as PUT /v1/streams/{name}/zones, api_zones.py)
     GET    /v1/streams/{name}   that stream's status (what /v1/status?stream=NAME returns)
     DELETE /v1/streams/{name}   stop it (final snapshot), forget it; its snapshot stays on disk
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge_runtime.serve.api_deps import GUARDED, Hub, Settings
 from edge_runtime.serve.api_errors import ApiError
+from edge_runtime.serve.api_zones import ZONES_HELP, zones_from_body
 from edge_runtime.serve.streams import StreamError, check_name
 
 # Each stream holds its own memory, intake thread and source; a cap keeps a client (or a fuzzer)
@@ -54,6 +56,8 @@ class AddStream(BaseModel):
     realtime: bool = Field(False, description="pace files / demo at their own speed")
     duration: float | None = Field(None, gt=0, allow_inf_nan=False,
                                    description="stop after this many seconds of stream time (live sources: wall time)")
+    zones: dict[str, Any] | None = Field(None, description=ZONES_HELP + "; they win over those kept in its state "
+                                         "dir; null: kept ones, else proposed from the event head")
 
 
 router = APIRouter(dependencies=GUARDED)
@@ -87,7 +91,8 @@ def add_stream(body: AddStream, hub: Hub, settings: Settings) -> dict[str, Any]:
     check_name(body.name)
     if body.name not in hub.names() and len(hub) >= settings.max_streams:
         raise StreamError(f"at most {settings.max_streams} streams run at once; remove one first", 409)
-    rt = hub.add(body.name, body.source, realtime=body.realtime, duration=body.duration)
+    zones = zones_from_body(body.zones)
+    rt = hub.add(body.name, body.source, realtime=body.realtime, duration=body.duration, zones=zones)
     return {**rt.status(), "streams": hub.names()}
 
 

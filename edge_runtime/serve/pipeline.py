@@ -50,6 +50,7 @@ from edge_runtime.engine import snapshot as snap
 from edge_runtime.query.catalog import Catalog
 from edge_runtime.engine.engine import Engine
 from edge_runtime.engine.stream_state import MissingFacts, MissingTimeline
+from edge_runtime.serve import zones_file
 from edge_runtime.serve.intake import Intake
 from edge_runtime.serve.query_batcher import BatcherClosed, QueryBatcher
 from edge_runtime.serve.rate_meter import RateMeter
@@ -59,6 +60,7 @@ from edge_runtime.serve.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from edge_runtime.engine.ingest_batcher import IngestBatcher
+    from edge_runtime.items.zones import Zones
 
 log = logging.getLogger("lvm_edge")
 
@@ -73,7 +75,9 @@ class Runtime(Intake):
                  telemetry: Telemetry | None = None, max_batch: int = 64, batch_wait_s: float = 0.003,
                  batch_frames: int | None = None, warn: Callable[[str], None] | None = None,
                  name: str = "default", ingestor: "IngestBatcher | None" = None,
-                 catalog: Catalog | None = None) -> None:
+                 catalog: Catalog | None = None, zones: "Zones | None" = None) -> None:
+        """``zones``: the config's for this stream (they win over those set over the API, in
+        ``<state dir>/zones.json``); without either an event path proposes its own."""
         self.engine = engine
         self.stream = engine.new_stream()
         self.name = name
@@ -114,6 +118,10 @@ class Runtime(Intake):
         if catalog is None and self.state_dir is not None:
             catalog = Catalog(self.state_dir, warn=self.warn)
         self.catalog = catalog
+        # before the snapshot: restoring keeps configured zones, while configuring later would drop its tracks
+        start_zones = zones_file.starting_zones(name, zones, self.state_dir, self.stream.items is not None, self.warn)
+        if start_zones is not None:
+            self.stream.set_zones(start_zones)
         if self.state_dir is not None:
             try:
                 self._restore()
@@ -158,6 +166,23 @@ class Runtime(Intake):
         requested = source_identity(uri)
         if requested != recorded:
             raise SourceMismatch(recorded, requested, self.restored_from["path"])
+
+    def event_items(self):
+        """This stream's item state (``edge_runtime.items.item_state.ItemState``); StreamError 409
+        when it has no event path."""
+        if self.stream.items is None:
+            raise StreamError(f"stream {self.name!r} has no event path (its bundle has no event head): "
+                              "zones do not apply", 409)
+        return self.stream.items
+
+    def set_zones(self, zones: "Zones | None") -> Path | None:
+        """This stream's zones (None: proposed again from the event head), kept in its state dir for
+        the next start (written before they apply: a failed write changes nothing): the file's path,
+        None when nothing is kept. StreamError 409 for a stream without an event path."""
+        self.event_items()
+        kept = zones_file.save(self.state_dir, zones) if self.state_dir is not None else None
+        self.stream.set_zones(zones)
+        return kept
 
     def snapshot(self) -> dict[str, Any]:
         """Write the state now (atomic). RuntimeError when there is no state dir."""

@@ -118,8 +118,9 @@ class Streams:
             return None
         return self.state_dir if name == DEFAULT else self.state_dir / "streams" / name
 
-    def create(self, name: str | None) -> Runtime:
-        """A new stream's Runtime (memory restored from its snapshot, if any), not started yet."""
+    def create(self, name: str | None, *, zones: Any = None) -> Runtime:
+        """A new stream's Runtime (memory restored from its snapshot, if any), not started yet;
+        ``zones``: its configured zones (``edge_runtime.items.zones.Zones``), if any."""
         name = DEFAULT if name is None else check_name(name)
         with self._lock:
             if name in self._streams:
@@ -128,7 +129,8 @@ class Streams:
             if sdir is not None:
                 sdir.mkdir(parents=True, exist_ok=True)
             rt = Runtime(self.engine, state_dir=sdir, name=name, ingestor=self.ingestor,
-                         telemetry=Telemetry(name, metrics=self.metrics), catalog=self.catalog, **self._opts)
+                         telemetry=Telemetry(name, metrics=self.metrics), catalog=self.catalog, zones=zones,
+                         **self._opts)
             rt.on_commit = self.committed
             if name == DEFAULT or not self._streams or self._default is None:
                 self._default = name
@@ -136,8 +138,8 @@ class Streams:
             return rt
 
     def add(self, name: str | None, uri: str | int, *, realtime: bool = False, duration: float | None = None,
-            source_options: dict[str, Any] | None = None) -> Runtime:
-        """Create and start a stream. StreamError (one line) for a bad name, a duplicate, a source
+            source_options: dict[str, Any] | None = None, zones: Any = None) -> Runtime:
+        """Create and start a stream (``zones``: as ``create``). StreamError (one line) for a bad name, a duplicate, a source
         that cannot work (``sources.preflight``: checked after the cheap name checks, as it opens a
         file), or a snapshot of this name that holds another source's memory."""
         from edge_runtime.sources import SourceError, preflight
@@ -150,7 +152,7 @@ class Streams:
         except SourceError as err:
             raise StreamError(str(err)) from None
         before = self._default
-        rt = self.create(name)
+        rt = self.create(name, zones=zones)
         try:
             rt.check_source(uri)
             rt.start(uri, realtime=realtime, duration=duration, source_options=source_options)
