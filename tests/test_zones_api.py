@@ -141,3 +141,49 @@ def test_a_config_with_a_bad_polygon_exits_2_with_one_line(tmp_path, capsys):
     assert main(["run", "--config", str(cfg), "--api", "none"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "stream 'lane1'" in err and "zone 'bag'" in err and str(cfg) in err
+
+
+def test_the_dashboard_draws_and_edits_the_zones(lane_app):
+    """The page's zones panel in chromium: the stream's zones outlined and labelled; a corner dragged
+    and saved is what the API then holds."""
+    from pathlib import Path
+
+    import httpx
+
+    from edge_runtime.serve.api import create_app
+    from tests.fakes import serve_app
+
+    chromium = "/usr/bin/chromium"
+    if not Path(chromium).is_file():
+        pytest.skip(f"{chromium} is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    _, _, rt = lane_app
+    with serve_app(create_app(rt)) as where, sync_api.sync_playwright() as pw:
+        url = f"http://{where}"
+        assert httpx.put(url + URL, json={"zones": {"scanner": SCANNER, "bag": BAG}}).status_code == 200
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            zones = page.locator("#zones polygon.zone")
+            sync_api.expect(zones).to_have_count(2, timeout=15_000)
+            sync_api.expect(page.locator("#zones text.zone-label")).to_have_text(["scanner", "bag"])
+            sync_api.expect(page.locator("#zones-origin")).to_have_text("(configured)")
+
+            page.click("#zones-edit")
+            handle = page.locator("#zones circle.zone-handle[data-zone=bag][data-index='0']")
+            box = page.locator("#zones rect.frame").bounding_box()
+            start = handle.bounding_box()
+            page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.1 * box["height"], steps=4)
+            page.mouse.up()
+            page.click("#zones-save")
+            sync_api.expect(page.locator("#zones-save")).to_be_hidden()
+            moved = httpx.get(url + URL).json()["zones"]["bag"][0]
+            assert moved == pytest.approx([0.5, 0.1], abs=0.01) and rt.event_items().zones.polygons["bag"][0] == tuple(moved)
+            assert not errors, errors
+        finally:
+            browser.close()

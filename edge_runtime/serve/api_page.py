@@ -28,6 +28,7 @@ STATIC_FILES = {
     "draw.js": "text/javascript; charset=utf-8",
     "streams.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "zones.js": "text/javascript; charset=utf-8",
 }
 PAGE_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "

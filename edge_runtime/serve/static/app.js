@@ -7,6 +7,7 @@
 import { initAlerts, pollAlerts } from "./alerts.js";
 import { activityBars, boxTrack, clock, eventStrip, intervalStrip, timeline, words } from "./draw.js";
 import { bodyWithStream, chooseStream, chosenStream, forgetStream, onStreamChange, showStreams, withStream } from "./streams.js";
+import { forgetZones, initZones, pollZones } from "./zones.js";
 
 const TOKEN_KEY = "lvm-edge-token";
 const POLL_MS = 1000;
@@ -34,12 +35,12 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, body = undefined) {
+async function api(path, body = undefined, method = "POST") {
   const headers = {};
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
   const init = { headers, cache: "no-store" };
   if (body !== undefined) {
-    init.method = "POST";
+    init.method = method;
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
@@ -62,6 +63,7 @@ async function api(path, body = undefined) {
 
 const getJson = async (path) => (await api(path)).json();
 initAlerts(api);
+initZones(api);
 
 // -- token ------------------------------------------------------------------------------------
 function needToken() {
@@ -172,6 +174,7 @@ async function poll() {
     const [st, tl] = await Promise.all([getJson(withStream("/v1/status")), getJson(withStream("/v1/timeline"))]);
     showStatus(st);
     pollAlerts(st.alerts);  // not awaited: a slow alert list must not hold the status up
+    pollZones(st.stream);   // nor the zones
     showStreams((st.streams || []).length > 1 ? (await getJson("/v1/streams")).streams : [], st.stream);
     state.timeline = tl;
     redrawTimeline();
@@ -539,6 +542,7 @@ async function start() {
 
 // another stream on the page (picked, or the shown one removed): the last answer was about the old one
 function forgetAnswer() {
+  forgetZones();
   state.answer = null;
   state.happened = null;
   state.happenedAt = 0;

@@ -258,3 +258,42 @@ export function intervalStrip(svg, window, intervals, answeredSpans) {
   el("text", { x: left, y: yb, class: "tick-label" }, svg, clock(a));
   el("text", { x: W - right, y: yb, "text-anchor": "end", class: "tick-label" }, svg, clock(b));
 }
+
+// A stream's checkout zones in a frame-shaped plot: each polygon outlined and labelled, in image
+// coordinates 0..1 (x right, y down). `zones`: {name: [[x, y], ...]}; `editing`: each corner gets a
+// handle to drag (data-zone, data-index). Returns the frame's place in the svg, for the editor to
+// turn a pointer back into image coordinates.
+export const ZONE_NAMES = ["basket", "scanner", "counter", "bag"];
+
+export function zoneMap(svg, zones, editing = false) {
+  clear(svg);
+  const W = Math.min(svg.clientWidth || 480, 640);
+  const fw = W - 8;
+  const fh = Math.round(fw * 3 / 4);
+  const H = fh + 8;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("height", H);
+  const frame = { x: 4, y: 4, w: fw, h: fh };
+  const g = el("g", { transform: `translate(${frame.x},${frame.y})` }, svg);
+  el("rect", { x: 0, y: 0, width: fw, height: fh, class: "frame" }, g);
+  const named = ZONE_NAMES.filter((name) => zones && zones[name]);
+  if (!named.length) el("text", { x: fw / 2, y: fh / 2, "text-anchor": "middle", class: "row-label" }, g, "no zones yet");
+  for (const name of named) {
+    const pts = zones[name];
+    const poly = el("polygon", { points: pts.map(([x, y]) => `${x * fw},${y * fh}`).join(" "),
+                                 class: `zone zone-${name}` }, g);
+    poly.dataset.zone = name;
+    const cx = pts.reduce((s, p) => s + p[0], 0) / pts.length;
+    const cy = pts.reduce((s, p) => s + p[1], 0) / pts.length;
+    el("text", { x: cx * fw, y: cy * fh + 4, "text-anchor": "middle", class: `zone-label zone-${name}` }, g, name);
+  }
+  if (editing) {
+    for (const name of named) {
+      zones[name].forEach(([x, y], i) => {
+        const h = el("circle", { cx: x * fw, cy: y * fh, r: 6, class: `zone-handle zone-${name}` }, g);
+        Object.assign(h.dataset, { zone: name, index: String(i) });
+      });
+    }
+  }
+  return frame;
+}
