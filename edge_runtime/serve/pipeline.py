@@ -75,7 +75,7 @@ class Runtime(Intake):
                  telemetry: Telemetry | None = None, max_batch: int = 64, batch_wait_s: float = 0.003,
                  batch_frames: int | None = None, warn: Callable[[str], None] | None = None,
                  name: str = "default", ingestor: "IngestBatcher | None" = None,
-                 catalog: Catalog | None = None, zones: "Zones | None" = None) -> None:
+                 catalog: Catalog | None = None, zones: Zones | None = None) -> None:
         """``zones``: the config's for this stream (they win over those set over the API, in
         ``<state dir>/zones.json``); without either an event path proposes its own."""
         self.engine = engine
@@ -175,7 +175,7 @@ class Runtime(Intake):
                               "zones do not apply", 409)
         return self.stream.items
 
-    def set_zones(self, zones: "Zones | None") -> Path | None:
+    def set_zones(self, zones: Zones | None) -> Path | None:
         """This stream's zones (None: proposed again from the event head), kept in its state dir for
         the next start (written before they apply: a failed write changes nothing): the file's path,
         None when nothing is kept. StreamError 409 for a stream without an event path."""
