@@ -126,8 +126,9 @@ class ItemState:
             "events": np.array([[e.activity_id, e.class_id, e.track_id, e.start, e.end, e.confidence, *e.box,
                                  np.nan if e.scanned_at is None else e.scanned_at] for e in self.recent],
                                np.float64).reshape(-1, len(EVENT_COLS)),
-            # the zones the labeler reads (configured or proposed; empty while proposing), as JSON bytes
-            "zones": np.frombuffer(json.dumps(self.zones.to_dict() if self.zones is not None else {}).encode(),
+            # proposed zones, as JSON bytes (configured ones come from the config or zones.json again;
+            # empty while proposing)
+            "zones": np.frombuffer(json.dumps(self.zones.to_dict() if self.zones_origin == "proposed" else {}).encode(),
                                    np.uint8).copy(),
         }
         sd |= self.labeler.state_dict() if self.labeler is not None else {
