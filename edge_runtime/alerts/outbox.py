@@ -1,7 +1,11 @@
 """The alert store and outbox: ``<state dir>/alerts.db``, SQLite in WAL mode.
 
-    alerts   one row per alert id (the record as JSON, its status); insert is idempotent by id
+    alerts   one row per alert id (the record as JSON, its status, its rule and the outcome of its
+             last verdict); insert is idempotent by id
     outbox   one row per (sink, alert) still to be delivered; a delivery deletes it
+
+A file written before verdicts were kept (no ``rule``, ``outcome``, ``verdict_at`` columns) gains them
+when opened, every stored alert kept (``_migrate``).
 
 ``synchronous=FULL``: an alert is on disk when ``add`` returns, so a SIGKILL (or a power cut) right
 after an alert is raised loses nothing, and after a restart the dispatcher delivers what each sink
@@ -25,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from edge_runtime.alerts.record import Alert
+from edge_runtime.alerts.record import Alert, Verdict
 from edge_runtime.alerts.sqlite_file import open_db
 
 DB_NAME = "alerts.db"
@@ -37,7 +41,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     status TEXT NOT NULL,
     raised_at REAL NOT NULL,
     acked_at REAL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    rule TEXT,
+    outcome TEXT,
+    verdict_at REAL
 );
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (raised_at);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -47,6 +54,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# columns a file written before verdicts lacks: (name, type); added by _migrate
+VERDICT_COLUMNS = (("rule", "TEXT"), ("outcome", "TEXT"), ("verdict_at", "REAL"))
 
 
 class OutboxError(Exception):
@@ -68,7 +77,9 @@ class Outbox:
 
     # -- opening ---------------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
-        return open_db(self.path, SCHEMA, self._warn, "alerts")
+        db = open_db(self.path, SCHEMA, self._warn, "alerts")
+        _migrate(db)
+        return db
 
     def _forget_sinks_not_in(self, sinks: list[str]) -> None:
         with self._lock:
@@ -105,9 +116,11 @@ class Outbox:
     def add(self, alert: Alert) -> bool:
         """Store an alert and queue it for every sink; False if its id is already stored (nothing changes)."""
         def tx(db: sqlite3.Connection) -> bool:
-            cur = db.execute("INSERT OR IGNORE INTO alerts (id, stream, status, raised_at, acked_at, body) "
-                             "VALUES (?, ?, ?, ?, ?, ?)", (alert.id, alert.stream, alert.status, alert.raised_at,
-                                                           alert.acked_at, alert.model_dump_json()))
+            cur = db.execute("INSERT OR IGNORE INTO alerts (id, stream, status, raised_at, acked_at, body, rule, "
+                             "outcome, verdict_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (alert.id, alert.stream, alert.status, alert.raised_at, alert.acked_at,
+                              alert.model_dump_json(), alert.rule, alert.outcome,
+                              alert.verdicts[-1].at if alert.verdicts else None))
             if cur.rowcount == 0:
                 return False
             db.executemany("INSERT INTO outbox (sink, seq) VALUES (?, ?)",
@@ -135,17 +148,26 @@ class Outbox:
             self._write(lambda db: db.executemany("DELETE FROM outbox WHERE sink = ? AND seq = ?",
                                                   [(sink, s) for s in seqs]))
 
-    def ack(self, alert_id: str, now: float | None = None) -> Alert | None:
-        """Mark an alert acknowledged (kept as it is if it already was); None for an unknown id."""
+    def ack(self, alert_id: str, verdict: Verdict | None = None, now: float | None = None) -> Alert | None:
+        """Mark an alert acknowledged (its first ``acked_at`` kept) and, with ``verdict``, add that verdict
+        (the last one counts; the earlier ones stay, with their times). Without a verdict an alert
+        acknowledged before is kept as it is. None for an unknown id (nothing changes)."""
         def tx(db: sqlite3.Connection) -> Alert | None:
             row = db.execute("SELECT body, status FROM alerts WHERE id = ?", (alert_id,)).fetchone()
             if row is None:
                 return None
             alert = Alert.model_validate_json(row[0])
+            if row[1] == "acked" and verdict is None:
+                return alert
+            update: dict[str, Any] = {"status": "acked"}
             if row[1] != "acked":
-                alert = alert.model_copy(update={"status": "acked", "acked_at": time.time() if now is None else now})
-                db.execute("UPDATE alerts SET status = 'acked', acked_at = ?, body = ? WHERE id = ?",
-                           (alert.acked_at, alert.model_dump_json(), alert_id))
+                update["acked_at"] = time.time() if now is None else now
+            if verdict is not None:
+                update["verdicts"] = [*alert.verdicts, verdict]
+            alert = alert.model_copy(update=update)
+            db.execute("UPDATE alerts SET status = 'acked', acked_at = ?, outcome = ?, verdict_at = ?, body = ? "
+                       "WHERE id = ?", (alert.acked_at, alert.outcome, alert.verdicts[-1].at if alert.verdicts
+                                        else None, alert.model_dump_json(), alert_id))
             return alert
         return self._write(tx)
 
@@ -165,7 +187,8 @@ class Outbox:
         raised: staff acknowledging one while a copy waits does not change the body of later copies."""
         rows = self._read("SELECT a.seq, a.body FROM outbox o JOIN alerts a ON a.seq = o.seq WHERE o.sink = ? "
                           "ORDER BY o.seq LIMIT ?", (sink, limit))
-        return [(seq, Alert.model_validate_json(body).model_copy(update={"status": "open", "acked_at": None}))
+        return [(seq, Alert.model_validate_json(body).model_copy(update={"status": "open", "acked_at": None,
+                                                                          "verdicts": []}))
                 for seq, body in rows]
 
     def pending(self) -> dict[str, int]:
@@ -194,6 +217,44 @@ class Outbox:
         total, open_ = self._read("SELECT COUNT(*), COALESCE(SUM(status = 'open'), 0) FROM alerts")[0]
         dropped = self._read("SELECT value FROM counters WHERE name = 'dropped'")
         return {"stored": int(total), "open": int(open_), "dropped": int(dropped[0][0]) if dropped else 0}
+
+    def rule_verdicts(self, last: int) -> dict[tuple[str, str], dict[str, int]]:
+        """(stream, rule) -> {outcome: count} over that pair's ``last`` alerts with a verdict, newest
+        verdict first (an alert's last verdict counts); a pair with no verdict is absent."""
+        rows = self._read("SELECT stream, rule, outcome, COUNT(*) FROM (SELECT stream, rule, outcome, ROW_NUMBER() "
+                          "OVER (PARTITION BY stream, rule ORDER BY verdict_at DESC, seq DESC) AS k FROM alerts "
+                          "WHERE outcome IS NOT NULL) WHERE k <= ? GROUP BY stream, rule, outcome", (int(last),))
+        out: dict[tuple[str, str], dict[str, int]] = {}
+        for stream, rule, outcome, n in rows:
+            out.setdefault((stream, rule), {})[outcome] = int(n)
+        return out
+
+    def stream_rules_stored(self) -> list[tuple[str, str]]:
+        """Every (stream, rule) with an alert stored."""
+        return [(a, b) for a, b in self._read("SELECT DISTINCT stream, rule FROM alerts")]
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """A file written before verdicts were kept: add the verdict columns and fill ``rule`` from each
+    stored body (every alert kept); then the index the precision reads."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(alerts)")}
+    missing = [(name, kind) for name, kind in VERDICT_COLUMNS if name not in have]
+    if missing:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for name, kind in missing:
+                db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {kind}")
+            rows = db.execute("SELECT seq, body FROM alerts WHERE rule IS NULL").fetchall()
+            for seq, body in rows:
+                alert = Alert.model_validate_json(body)
+                db.execute("UPDATE alerts SET rule = ?, outcome = ?, verdict_at = ? WHERE seq = ?",
+                           (alert.rule, alert.outcome, alert.verdicts[-1].at if alert.verdicts else None, seq))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    db.execute("CREATE INDEX IF NOT EXISTS alerts_by_verdict ON alerts (stream, rule, verdict_at) "
+               "WHERE outcome IS NOT NULL")
 
 
 def sink_label(sink: str) -> str:

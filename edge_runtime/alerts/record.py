@@ -6,6 +6,10 @@ again (after a restart, or from an overlapping evaluation window) produces the s
 keeps the first one, and a consumer that dedupes by id sees one alert however often it was sent.
 Two alerts of one rule about one product on one lane that start within the same bucket are one
 alert.
+
+Staff acknowledge an alert with an outcome, its verdict: ``confirmed`` (the alert was right),
+``false_alert``, or ``customer_fixed`` (it was right, and the customer paid once told: counted as
+right). An alert keeps every verdict given, oldest first; the last one counts.
 """
 from __future__ import annotations
 
@@ -17,6 +21,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_BUCKET_S = 30.0
+OUTCOMES = ("confirmed", "false_alert", "customer_fixed")
+RIGHT_OUTCOMES = ("confirmed", "customer_fixed")  # the alert was real: what a rule's precision counts as right
+Outcome = Literal["confirmed", "false_alert", "customer_fixed"]
+MAX_NOTE = 200
+MAX_BY = 64
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Outcome = Field(description="confirmed, false_alert or customer_fixed (real, and paid once told)")
+    at: float = Field(description="when it was given, unix seconds")
+    note: str | None = Field(None, max_length=MAX_NOTE, description="what staff wrote")
+    by: str | None = Field(None, max_length=MAX_BY, description="who gave it")
 
 
 class Alert(BaseModel):
@@ -36,7 +54,14 @@ class Alert(BaseModel):
     stream_time: float | None = Field(None, description="the stream time of the commit that raised it")
     wall_start: float | None = Field(None, description="start as unix seconds, for live sources (else null)")
     status: Literal["open", "acked"] = "open"
-    acked_at: float | None = Field(None, description="when it was acknowledged, unix seconds")
+    acked_at: float | None = Field(None, description="when it was first acknowledged, unix seconds")
+    verdicts: list[Verdict] = Field(default_factory=list, description="the outcomes staff gave it, oldest first; "
+                                                                      "the last one counts")
+
+    @property
+    def outcome(self) -> str | None:
+        """The outcome that counts (the last verdict's); None before any."""
+        return self.verdicts[-1].outcome if self.verdicts else None
 
     def payload(self) -> bytes:
         """The JSON the sinks deliver."""

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from edge_runtime.alerts.dispatcher import SinkWorker
 from edge_runtime.alerts.metrics import AlertMetrics
 from edge_runtime.alerts.outbox import Outbox, OutboxError, sink_label
-from edge_runtime.alerts.record import Alert, another_item_id, from_draft
+from edge_runtime.alerts.record import OUTCOMES, RIGHT_OUTCOMES, Alert, Verdict, another_item_id, from_draft
 from edge_runtime.alerts.settings import AlertSettings
 
 log = logging.getLogger("lvm_edge")
@@ -100,6 +100,7 @@ class AlertService:
         for s in self.sinks:
             self.metrics.pending.labels(sink=_label(s)).set_function(
                 lambda name=s.name: float(self.outbox.pending().get(name, 0)))
+        self.metrics.watch_precision(self._precision_values)
         self.workers = {s.name: SinkWorker(self.outbox, s, on_delivered=self._delivered, on_error=self._error).start()
                         for s in self.sinks}
         self.note: str | None = None if settings.enabled else NO_RULES
@@ -326,17 +327,48 @@ class AlertService:
     def list(self, **filters) -> list[tuple[int, Alert]]:
         return self.outbox.list(**filters)
 
-    def ack(self, alert_id: str) -> Alert | None:
-        return self.outbox.ack(alert_id)
+    def ack(self, alert_id: str, verdict: Verdict | None = None) -> Alert | None:
+        """Acknowledge an alert, with staff's verdict or none; None for an unknown id (nothing stored changes)."""
+        alert = self.outbox.ack(alert_id, verdict)
+        if alert is not None and verdict is not None:
+            self.metrics.verdicts.labels(stream=alert.stream, rule=alert.rule, outcome=verdict.outcome).inc()
+        return alert
+
+    def precision(self, stream: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+        """stream -> rule -> its precision over its last ``alerts.precision_verdicts`` verdicts: right
+        (confirmed or customer_fixed: the alert was real) / all, with the count of each outcome; null
+        and ``verdicts`` 0 before any. Every stream and rule with an alert stored, and the rules of
+        ``stream`` and of the streams that committed here."""
+        counts = self.outbox.rule_verdicts(self.settings.precision_verdicts)
+        pairs = set(counts) | set(self.outbox.stream_rules_stored())
+        for name in {*self._runtimes, *([stream] if stream is not None else [])}:
+            pairs |= {(name, rule) for rule in self.settings.rules_for(name)}
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, rule in sorted(pairs):
+            c = counts.get((name, rule), {})
+            n = sum(c.values())
+            right = sum(c.get(o, 0) for o in RIGHT_OUTCOMES)
+            out.setdefault(name, {})[rule] = {"precision": right / n if n else None, "verdicts": n,
+                                              **{o: c.get(o, 0) for o in OUTCOMES}}
+        return out
+
+    def _precision_values(self) -> dict[tuple[str, str], float]:
+        """(stream, rule) -> precision, for the pairs with a verdict (the /metrics gauge); nothing when the
+        store cannot be read (the status says why)."""
+        try:
+            counts = self.outbox.rule_verdicts(self.settings.precision_verdicts)
+        except OutboxError:
+            return {}
+        return {k: sum(c.get(o, 0) for o in RIGHT_OUTCOMES) / sum(c.values()) for k, c in counts.items()}
 
     def status(self, stream: str | None = None) -> dict[str, Any]:
         """The service's state; counts and sinks are the site's (every stream's). ``stream``: also the
         rules that stream evaluates, each with its thresholds (defaults, the site's and the stream's
         changes applied), as ``stream_rules``."""
         try:
-            counts, pending = self.outbox.counts(), self.outbox.pending()
+            counts, pending, precision = self.outbox.counts(), self.outbox.pending(), self.precision(stream)
         except Exception as err:  # the status must answer even when the store cannot
-            counts, pending = {}, {}
+            counts, pending, precision = {}, {}, None
             self.last_error = f"alerts.db: {' '.join(str(err).split())[:200]}"
         sinks = []
         for s in self.sinks:
@@ -349,6 +381,7 @@ class AlertService:
                 "pending": sum(pending.values()), **counts,
                 "broker": self.mqtt.status() if self.mqtt is not None else None, "sinks": sinks,
                 "evaluations": self.evaluations, "last_error": self.last_error or self.outbox.last_error,
+                "precision_verdicts": self.settings.precision_verdicts, "precision": precision,
                 **({"stream_rules": self.stream_rules(stream)} if stream is not None else {})}
 
     def stream_rules(self, stream: str) -> dict[str, dict[str, float]]:

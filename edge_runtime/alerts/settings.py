@@ -16,6 +16,7 @@
         ca_file: /etc/lvm-edge/store-ca.pem
       webhooks: [https://backoffice.store.lan/hooks/lvm-edge]
       outbox: {max_alerts: 10000}
+      precision_verdicts: 50              # each rule's precision per stream over its last this many verdicts
 
 Everything a config can get wrong is caught when it is loaded (one line naming the key): an
 unknown rule name, a broker URL that is not mqtt(s)://host[:port], a TLS file that is not there, a
@@ -162,6 +163,9 @@ class AlertSettings(_Strict):
     id_bucket_s: float = Field(30.0, gt=0, le=3600, description="alerts of one rule, product and lane starting within the "
                                                       "same bucket of this many seconds are one alert (one id)")
     outbox: OutboxSettings = OutboxSettings()
+    precision_verdicts: int = Field(50, ge=1, le=10_000,
+                                    description="each rule's precision per stream (/v1/status, /metrics) is measured "
+                                                "over its last this many verdicts")
 
     @field_validator("site")
     @classmethod

@@ -3,7 +3,8 @@ a store (its MQTT broker).
 
     lvm-edge alerts                                    # this runtime's alerts, newest first
     lvm-edge alerts --status open --stream lane2
-    lvm-edge alerts ack 3f9a0c...                      # acknowledge one
+    lvm-edge alerts ack 3f9a0c...                      # acknowledge one (no outcome recorded)
+    lvm-edge alerts ack 3f9a0c... --outcome false_alert --note "hold read as a bag"
     lvm-edge alerts --broker mqtt://broker:1883 --follow   # every lane's alerts as they come
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from edge_runtime.cli.http_client import request_json
 
 BROKER_ONLY = ("follow", "seconds", "site", "username", "password_env", "ca_file", "cert_file", "key_file", "client_id")
 API_ONLY = ("status", "since", "limit")
+VERDICT = ("outcome", "note", "by")   # ack's alone
 
 
 def _flag(name: str) -> str:
@@ -33,6 +35,9 @@ def cmd_alerts(args) -> int:
         if args.action != "list" or args.id:
             raise CliError("alerts --broker lists what the broker carries; acknowledge through a runtime's API "
                            "(lvm-edge alerts ack ID --api HOST:PORT)")
+        verdict = [_flag(n) for n in VERDICT if getattr(args, n) is not None]
+        if verdict:
+            raise CliError(f"alerts --broker: {', '.join(verdict)}: only with ack ID, through a runtime's API")
         given = [_flag(n) for n in API_ONLY if getattr(args, n) is not None]
         if given:
             raise CliError(f"alerts --broker: {', '.join(given)} filter a runtime's list; the broker passes on "
@@ -47,9 +52,17 @@ def cmd_alerts(args) -> int:
     if args.action == "ack":
         if not args.id:
             raise CliError("alerts ack: give the alert's id (lvm-edge alerts lists them)")
-        alert = request_json("POST", f"{base}/{quote(args.id, safe='')}/ack", None, token)
-        print(json.dumps(alert, indent=2) if args.json else f"acked {alert['id']} ({alert['rule']}, {alert['product']})")
+        if args.outcome is None and (args.note is not None or args.by is not None):
+            raise CliError("alerts ack: --note and --by go with --outcome confirmed|false_alert|customer_fixed")
+        body = {k: getattr(args, k) for k in VERDICT if getattr(args, k) is not None} or None
+        alert = request_json("POST", f"{base}/{quote(args.id, safe='')}/ack", body, token)
+        outcome = f", {alert['verdicts'][-1]['outcome']}" if alert.get("verdicts") else ""
+        print(json.dumps(alert, indent=2) if args.json
+              else f"acked {alert['id']} ({alert['rule']}, {alert['product']}{outcome})")
         return 0
+    given = [_flag(n) for n in VERDICT if getattr(args, n) is not None]
+    if given:
+        raise CliError(f"alerts: {', '.join(given)} only with ack ID")
     if args.id:
         raise CliError("alerts list: takes no id")
     params = {k: v for k, v in (("stream", args.stream), ("status", args.status), ("limit", args.limit)) if v}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from edge_runtime import __version__
+from edge_runtime.alerts.record import OUTCOMES
 from edge_runtime.cli.alerts import cmd_alerts
 from edge_runtime.cli.ask import cmd_ask
 from edge_runtime.cli.happened import cmd_happened
@@ -91,16 +92,17 @@ examples:
 
 ALERTS_DESCRIPTION = (
     "Checkout alerts. Without --broker: the alerts a running `lvm-edge run` raised (GET /v1/alerts), newest\n"
-    "first, or `ack ID` to acknowledge one. With --broker: every lane's alerts from the store's MQTT broker\n"
-    "(topic lvm-edge/<site>/<stream>/alerts), one line each: site/stream, rule, product, interval\n"
-    "(stream seconds, and the wall-clock start for live cameras), confidence, id. Copies of an alert\n"
-    "(delivery is at least once) are shown once. The broker passes on only alerts raised while this\n"
-    "listens, unless --client-id names a persistent session: the broker then keeps them while it is away.")
+    "first, or `ack ID [--outcome ...]` to acknowledge one with staff's verdict. With --broker: every\n"
+    "lane's alerts from the store's MQTT broker (topic lvm-edge/<site>/<stream>/alerts), one line each:\n"
+    "site/stream, rule, product, interval (stream seconds, and the wall-clock start for live cameras),\n"
+    "confidence, id. Copies of an alert (delivery is at least once) are shown once. The broker passes on\n"
+    "only alerts raised while this listens, unless --client-id names a persistent session: the broker\n"
+    "then keeps them while it is away.")
 ALERTS_EXAMPLES = """\
 examples:
   lvm-edge alerts
   lvm-edge alerts --status open --stream lane2 --since 3600
-  lvm-edge alerts ack 3f9a0c51d2e84b7a9c0e11f2
+  lvm-edge alerts ack 3f9a0c51d2e84b7a9c0e11f2 --outcome confirmed
   lvm-edge alerts --broker mqtt://127.0.0.1:1883 --follow
   lvm-edge alerts --broker mqtts://broker.store.lan:8883 --ca-file store-ca.pem --site store-12 --seconds 30"""
 
@@ -263,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--since", type=positive(float), metavar="S", help="only alerts raised in the last S seconds")
     al.add_argument("--limit", type=positive(int, most=500), metavar="N", help="at most N alerts (default 100, at most 500)")
     al.add_argument("--json", action="store_true", help="print the API's JSON (with --broker: each alert's JSON)")
+    v = al.add_argument_group("ack's verdict (without --outcome: acknowledged, no outcome recorded)")
+    v.add_argument("--outcome", choices=OUTCOMES,
+                   help="confirmed, false_alert, or customer_fixed (real, and the customer paid once told)")
+    v.add_argument("--note", metavar="TEXT", help="a note with the outcome (at most 200 characters)")
+    v.add_argument("--by", metavar="NAME", help="who gives the verdict")
     b = al.add_argument_group("from the broker")
     b.add_argument("--broker", metavar="URL", help="mqtt://host[:port] or mqtts://host[:port]: list every lane's alerts")
     b.add_argument("--site", help="only this site's alerts (default: every site)")

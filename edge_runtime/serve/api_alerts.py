@@ -2,7 +2,12 @@
 
     GET  /v1/alerts                 newest first; filters stream, status (open|acked), since (unix s);
                                     at most ``limit`` (default 100, at most 500); ``before`` pages on
-    POST /v1/alerts/{id}/ack        acknowledge one (again: unchanged, 200); 404 an unknown id
+    POST /v1/alerts/{id}/ack        acknowledge one; optional body {"outcome": "confirmed" | "false_alert" |
+                                    "customer_fixed", "note"?: ≤ 200 chars, "by"?}: staff's verdict (a later
+                                    one replaces it as the one that counts; each is kept with its time).
+                                    Without a body (or {}): acknowledged, no outcome recorded (again:
+                                    unchanged). 404 an unknown id, 422 an unknown outcome; a refused
+                                    request changes nothing
     GET  /v1/streams/{stream}/scans the till's scans the runtime holds for a lane (the last 15 minutes),
                                     oldest first: what an integrator checks its bridge against
     POST /v1/streams/{stream}/scans the till's scans of a lane, from the point-of-sale system
@@ -16,15 +21,16 @@ that says why. ``alerts_status`` is the ``alerts`` section of /v1/status.
 """
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal, Union
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_runtime.alerts.pos_scans import PosScanError
 from edge_runtime.alerts.rules import KEEP_S
-from edge_runtime.alerts.record import Alert
+from edge_runtime.alerts.record import MAX_BY, MAX_NOTE, OUTCOMES, Alert, Outcome, Verdict
 from edge_runtime.alerts.service import NO_RULES, no_alerts_status
 from edge_runtime.query.catalog import name_key
 from edge_runtime.serve.api_deps import GUARDED, Hub
@@ -73,6 +79,29 @@ class PosScans(BaseModel):
     scans: list[PosScan] = Field(min_length=1, max_length=1000, description="in any order")
 
 
+class AckBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: Union[Outcome, None] = Field(None, description="confirmed, false_alert or customer_fixed (the alert "
+                                                            "was real and the customer paid once told); none: "
+                                                            "acknowledged without an outcome")
+    note: Union[str, None] = Field(None, max_length=MAX_NOTE, description="what staff want to say about it")
+    by: Union[str, None] = Field(None, min_length=1, max_length=MAX_BY, description="who gives the verdict")
+
+    @field_validator("outcome", mode="before")
+    @classmethod
+    def _outcome(cls, v: Any) -> Any:
+        if v is not None and v not in OUTCOMES:
+            shown = " ".join(str(v).split())[:40] if isinstance(v, str) else type(v).__name__
+            raise ValueError(f"{shown!r} is not an outcome: give confirmed, false_alert or customer_fixed")
+        return v
+
+    @model_validator(mode="after")
+    def _with_outcome(self) -> "AckBody":
+        if self.outcome is None and (self.note is not None or self.by is not None):
+            raise ValueError("note and by go with an outcome (confirmed, false_alert or customer_fixed)")
+        return self
+
+
 def _live(rt) -> bool:
     """Whether the stream's source is a live one (a camera, RTSP, HTTP), whose wall clock its frames give."""
     from edge_runtime.sources import SourceError, parse_source_uri
@@ -115,11 +144,17 @@ def list_alerts(
 
 
 @router.post("/v1/alerts/{alert_id}/ack", response_model=Alert,
-             responses={404: {"description": "no alert with this id"}})
-def ack_alert(alert_id: Annotated[str, Path(max_length=128, description="the alert's id")], hub: Hub):
-    """Acknowledge an alert (staff saw it). Acknowledging it again changes nothing."""
+             responses={404: {"description": "no alert with this id"},
+                        422: {"description": "an outcome that is not confirmed, false_alert or customer_fixed"}})
+def ack_alert(alert_id: Annotated[str, Path(max_length=128, description="the alert's id")], hub: Hub,
+              body: Annotated[Union[AckBody, None], Body()] = None):
+    """Acknowledge an alert (staff saw it), with their verdict on it or none. Without an outcome,
+    acknowledging it again changes nothing; each outcome given is kept with its time, the last counts."""
     service = getattr(hub, "alerts", None)
-    alert = service.ack(alert_id) if service is not None else None
+    verdict = None
+    if body is not None and body.outcome is not None:
+        verdict = Verdict(outcome=body.outcome, at=time.time(), note=body.note, by=body.by)
+    alert = service.ack(alert_id, verdict) if service is not None else None
     if alert is None:
         shown = " ".join(alert_id.split())[:64]
         return JSONResponse({"error": f"no alert with id {shown!r}"}, status_code=404)
