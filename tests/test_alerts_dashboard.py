@@ -1,5 +1,6 @@
 """The dashboard's alerts panel in a real browser (Debian's chromium, Playwright): alerts raised on
-the runtime appear while the page polls, a new one marked, and Ack acknowledges one. Skips, saying
+the runtime appear while the page polls, a new one marked, and a verdict button acknowledges one with
+its outcome. Skips, saying
 why, where chromium or Playwright is missing."""
 import threading
 import time
@@ -85,12 +86,17 @@ def test_alerts_appear_live_and_ack(served):
         page.wait_for_timeout(2500)  # polls later it is still marked
         assert "new" in row.get_attribute("class")
         assert "item 2" in row.inner_text() and "bagged without scan" in row.inner_text()
-        row.locator("button.ack").click()
+        assert row.locator("button.ack").all_inner_texts() == ["Confirmed", "False alert", "Customer fixed"]
+        row.locator("button.ack[data-outcome='false_alert']").click()
         expect(row).to_have_attribute("data-status", "acked", timeout=10_000)
+        expect(row.locator(".outcome")).to_have_text("False alert")  # the outcome shown in place of the buttons
         deadline = time.monotonic() + 10
         while alerts.outbox.get(second.id).status != "acked" and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert alerts.outbox.get(second.id).status == "acked" and alerts.outbox.get(first.id).status == "open"
+        assert alerts.outbox.get(second.id).outcome == "false_alert" and alerts.outbox.get(first.id).status == "open"
+        page.wait_for_timeout(2500)  # polled again: the outcome comes from the list
+        expect(row.locator(".outcome")).to_have_text("False alert")
+        assert row.locator("button.ack").count() == 0
         expect(page.locator("#alerts-count")).to_have_text("1 open", timeout=10_000)
         assert errors == []
 

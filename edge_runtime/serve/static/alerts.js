@@ -1,6 +1,7 @@
 // The alerts panel: this runtime's alerts (every stream's), newest first, polled with the status;
-// an alert raised while the page is open is marked new for 30 s; open ones have an Ack button
-// (POST /v1/alerts/{id}/ack).
+// an alert raised while the page is open is marked new for 30 s. An alert without an outcome has
+// three buttons, staff's verdict (POST /v1/alerts/{id}/ack {"outcome"}): confirmed, false alert,
+// customer fixed (real, and the customer paid once told); one with an outcome shows it.
 // The delivery line under the title says where alerts go and what still waits for the broker.
 
 import { clock, words } from "./draw.js";
@@ -11,6 +12,8 @@ const NEW_MS = 30000;         // an alert stays marked new this long after it fi
 const firstSeen = new Map();  // id -> when this page first listed it (0: it was there at load)
 let first = true;
 let api = null;
+// the outcomes, as the API names them and as the buttons say them
+const OUTCOMES = [["confirmed", "Confirmed"], ["false_alert", "False alert"], ["customer_fixed", "Customer fixed"]];
 
 export function initAlerts(apiFn) {
   api = apiFn;
@@ -45,32 +48,52 @@ function row(a) {
     + `${clock(a.start)}–${clock(a.end)} · ${Math.round(100 * a.confidence)} %`;
   text.title = `id ${a.id}`;
   li.append(text);
-  if (a.status === "open") {
-    const ack = document.createElement("button");
-    ack.type = "button";
-    ack.className = "ack";
-    ack.textContent = "Ack";
-    ack.addEventListener("click", async () => {
-      ack.disabled = true;
-      try {
-        await api(`/v1/alerts/${encodeURIComponent(a.id)}/ack`, {});
-        li.dataset.status = "acked";
-        ack.remove();
-      } catch (err) {  // said beside the button: a tooltip alone goes unseen on a kiosk's touch screen
-        ack.disabled = false;
-        ack.title = err.message;
-        let said = li.querySelector(".ack-error");
-        if (!said) {
-          said = document.createElement("span");
-          said.className = "ack-error";
-          li.append(said);
-        }
-        said.textContent = ` not acknowledged: ${err.message}`;
-      }
-    });
-    li.append(ack);
+  const outcome = a.verdicts && a.verdicts.length ? a.verdicts[a.verdicts.length - 1].outcome : null;
+  if (outcome) {
+    li.append(said(li, outcome));
+  } else {
+    const buttons = document.createElement("span");
+    buttons.className = "verdict";
+    for (const [value, label] of OUTCOMES) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "ack";
+      b.dataset.outcome = value;
+      b.textContent = label;
+      b.addEventListener("click", () => judge(a, li, buttons, value));
+      buttons.append(b);
+    }
+    li.append(buttons);
   }
   return li;
+}
+
+// the outcome an alert was given, as a label in its row
+function said(li, outcome) {
+  li.dataset.outcome = outcome;
+  const span = document.createElement("span");
+  span.className = "outcome";
+  span.textContent = (OUTCOMES.find(([v]) => v === outcome) || [outcome, outcome])[1];
+  return span;
+}
+
+async function judge(a, li, buttons, outcome) {
+  for (const b of buttons.children) b.disabled = true;
+  try {
+    await api(`/v1/alerts/${encodeURIComponent(a.id)}/ack`, { outcome });
+    li.dataset.status = "acked";
+    li.querySelector(".ack-error")?.remove();
+    buttons.replaceWith(said(li, outcome));
+  } catch (err) {  // said beside the buttons: a tooltip alone goes unseen on a kiosk's touch screen
+    for (const b of buttons.children) b.disabled = false;
+    let note = li.querySelector(".ack-error");
+    if (!note) {
+      note = document.createElement("span");
+      note.className = "ack-error";
+      li.append(note);
+    }
+    note.textContent = ` not acknowledged: ${err.message}`;
+  }
 }
 
 // status: /v1/status's "alerts" section (or undefined from a runtime that has none)
