@@ -189,3 +189,117 @@ def test_cli_bad_verdict_is_one_line_and_exit_2(capsys, argv, said):
         code = exc.code
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and said in err, err
+
+
+def _clip(path: Path, seconds: float) -> None:
+    """A small stand-in for the footage a store would cut from its recorder: grey frames at 1 fps."""
+    import cv2
+    import numpy as np
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 1.0, (32, 32))
+    for _ in range(round(seconds)):
+        w.write(np.full((32, 32, 3), 128, np.uint8))
+    w.release()
+
+
+def test_lvm_data_verdicts_writes_an_annotation_set_and_the_footage_it_needs(tmp_path, capsys):
+    from export.cli.data import main
+    from export.dataset import check_dataset, open_dataset
+
+    box = Outbox(tmp_path / "state", sinks=["mqtt"])
+    raised = [from_draft(_draft(1, box=[0.2, 0.3, 0.4, 0.6]), site="shop", stream="lane1", stream_time=80.0,
+                         wall_origin=1795500000.0, now=1795500090.0),
+              from_draft(_draft(2, "Oat milk 1L", rule="pass_around", box=[0.5, 0.5, 0.7, 0.8]), site="shop",
+                         stream="lane2", stream_time=140.0, now=1795500150.0),
+              from_draft(_draft(3, "banana"), site="shop", stream="lane1", stream_time=200.0, now=1795500210.0),
+              from_draft(_draft(4, "bread"), site="shop", stream="lane1", stream_time=260.0, now=1795500270.0)]
+    for a in raised:
+        box.add(a)
+    for a, outcome in zip(raised, ("confirmed", "customer_fixed", "false_alert")):
+        box.ack(a.id, Verdict(outcome=outcome, at=1795501000.0, note="checked" if outcome == "confirmed" else None))
+    db_bytes = (tmp_path / "state" / "alerts.db").read_bytes()
+    out = tmp_path / "verdicts"
+    # the runtime still holds its store open: the export reads it beside it, read-only
+    assert main(["verdicts", "--state-dir", str(tmp_path / "state"), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "3 items" in said and "1 confirmed, 1 customer_fixed, 1 false_alert" in said
+    assert (tmp_path / "state" / "alerts.db").read_bytes() == db_bytes
+    listing = json.loads((out / "verdicts.json").read_text())
+    items = {e["alert_id"]: e for e in listing["items"]}
+    assert set(items) == {a.id for a in raised[:3]}  # the alert without a verdict is not exported
+    first = items[raised[0].id]
+    assert (first["outcome"], first["activity"], first["note"], first["evidence"]) == ("confirmed", "bag", "checked", [])
+    # the footage: 20 s each side of the alert (70-73.5 s), and for a live camera its wall time
+    assert first["footage"] == {"stream": "lane1", "start": 50.0, "end": 93.5, "wall_start": 1795500050.0,
+                                "wall_end": 1795500093.5, "file": f"videos/{first['stem']}.<ext>"}
+    assert items[raised[1].id]["footage"]["wall_start"] is None  # not a live camera: stream seconds only
+    ann = json.loads((out / "annotations" / f"{first['stem']}.json").read_text())
+    assert ann["version"] == 3 and ann["duration_s"] == 43.5 and ann["negatives"] == []
+    assert ann["events"] == [{"activity": "bag", "instance_id": 0, "start": 20.0, "end": 23.5}]
+    assert ann["instances"] == [{"instance_id": 0, "product": "milk_carton", "scanned": False,
+                                 "shrink": "bagged_unscanned"}]
+    assert ann["boxes"] == {"0": [[21.75, 0.2, 0.3, 0.4, 0.6]]}
+    false = json.loads((out / "annotations" / f"{items[raised[2].id]['stem']}.json").read_text())
+    assert false["events"] == [] and false["negatives"] == [{"activity": "bag", "instance_id": 0, "start": 20.0,
+                                                              "end": 23.5}]
+    # the store adds the footage; the folder then checks and opens as any dataset, negatives labelled
+    assert sorted(str(p) for p in check_dataset(out, decode=False)) == sorted(
+        f"annotations/{e['stem']}.json: no video videos/{e['stem']}.* for it" for e in listing["items"])
+    for e in listing["items"]:
+        _clip(out / "videos" / f"{e['stem']}.avi", e["footage"]["end"] - e["footage"]["start"])
+    assert [str(p) for p in check_dataset(out)] == []
+    ds = open_dataset(out)
+    assert "pass_around" in ds.labels.activities and "Oat milk 1L" in ds.labels.objects
+    by_stem = {it.stem: it.annotations for it in ds.items}
+    neg = by_stem[items[raised[2].id]["stem"]]["negatives"]
+    assert [(n["activity"], n["activity_id"]) for n in neg] == [("bag", ds.labels.activities.index("bag"))]
+    passed = by_stem[items[raised[1].id]["stem"]]
+    assert [e["activity"] for e in passed["events"]] == ["pass_around"]
+    # a verdict changed later: exported again, the item follows it (the last verdict counts)
+    box.ack(raised[0].id, Verdict(outcome="false_alert", at=1795502000.0))
+    box.close()
+    assert main(["verdicts", "--state-dir", str(tmp_path / "state"), "--out", str(out)]) == 0
+    ann = json.loads((out / "annotations" / f"{first['stem']}.json").read_text())
+    assert ann["events"] == [] and len(ann["negatives"]) == 1
+    assert len(json.loads((out / "verdicts.json").read_text())["items"]) == 3
+
+
+@pytest.mark.parametrize("setup,argv,code,said", [
+    (None, ["--pad", "-1"], 2, "--pad -1: must be a number of seconds >= 0"),
+    (None, [], 1, "alerts.db: no such file"),
+    ("old", [], 1, "no alert has a verdict yet"),
+    ("labels", [], 1, "labels.yaml: objects: milk_carton not listed"),
+])
+def test_lvm_data_verdicts_bad_input_is_one_line(tmp_path, capsys, setup, argv, code, said):
+    from export.cli.data import main
+
+    state, out = tmp_path / "state", tmp_path / "out"
+    if setup == "old":  # an outbox from before verdicts: no verdict to export
+        state.mkdir()
+        db = sqlite3.connect(state / "alerts.db")
+        db.executescript(OLD_OUTBOX.read_text())
+        db.close()
+    if setup == "labels":
+        box = Outbox(state)
+        box.add(from_draft(_draft(1), site="shop", stream="lane1", stream_time=80.0))
+        box.ack(box.list()[0][1].id, Verdict(outcome="confirmed", at=1.0))
+        box.close()
+        out.mkdir()
+        (out / "labels.yaml").write_text("version: 1\nactivities: [bag]\nobjects: [banana]\n")
+    assert main(["verdicts", "--state-dir", str(state), "--out", str(out), *argv]) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and said in err, err
+    assert not (out / "verdicts.json").exists()
+
+
+def test_a_bad_negative_is_named_by_its_field():
+    from export.dataset import LabelSet
+    from export.dataset.check import annotation_problems
+
+    ann = {"version": 3, "duration_s": 40.0, "instances": [{"instance_id": 0, "product": "banana"}], "events": [],
+           "negatives": [{"activity": "bagg", "instance_id": 0, "start": 5.0, "end": 9.0},
+                         {"activity": "bag", "instance_id": 3, "start": 9.0, "end": 5.0}]}
+    assert annotation_problems(ann, LabelSet.generator(), Path(".")) == [
+        ("negatives[0].activity", "'bagg' not in labels.yaml activities"),
+        ("negatives[1].instance_id", "3 is not an instance in instances"),
+        ("negatives[1].end", "5.0 <= start 9.0")]

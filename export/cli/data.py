@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  lvm-data stats data/shop                 # videos, hours, events per label, per split\n"
                "  lvm-data render --seeds 0-7 --out data/gen --like train --duration 1800\n"
                "  lvm-data render --seeds 0-3 --out data/gen --like eval  # add lvm-eval's videos as split test\n"
-               "  lvm-data import-cvat task.xml --video videos/cam1.mp4 --out data/shop")
+               "  lvm-data import-cvat task.xml --video videos/cam1.mp4 --out data/shop\n"
+               "  lvm-data verdicts --state-dir /var/lib/lvm-edge --out data/verdicts  # staff's verdicts on alerts")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("check", help="list every problem of a dataset folder",
@@ -91,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, metavar="DIR", help="the dataset folder to add it to")
     i.add_argument("--labels", metavar="YAML", help="labels.yaml to start DIR with when it has none (default: "
                                                    "the labels the XML uses); every label found must be in it")
+
+    v = sub.add_parser("verdicts", help="staff's verdicts on a runtime's alerts as annotations of own footage",
+                       description="Write every alert of a runtime's state dir that staff gave a verdict as a "
+                                   "dataset item: a clip of its stream around the alert, annotated (confirmed, "
+                                   "customer_fixed: the rule's activity on the product; false_alert: the same under "
+                                   "negatives), labels.yaml, and verdicts.json listing the footage each clip needs "
+                                   "(stream, start, end) for videos/. The alert store is read read-only; a running "
+                                   "runtime may hold it (docs/own-footage.md).")
+    v.add_argument("--state-dir", required=True, metavar="DIR", help="the runtime's --state-dir (holds alerts.db)")
+    v.add_argument("--out", required=True, metavar="FOLDER", help="the dataset folder to write (added to)")
+    v.add_argument("--pad", type=float, metavar="S",
+                   help="seconds of footage before and after each alert (default 20: a clip of over 32 s, what "
+                        "lvm-train needs of a video at lvm-tiny's rate)")
     return p
 
 
@@ -100,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    body = {"check": _check, "stats": _stats, "render": _render, "import-cvat": _import_cvat}[args.command]
+    body = {"check": _check, "stats": _stats, "render": _render, "import-cvat": _import_cvat,
+            "verdicts": _verdicts}[args.command]
     try:
         return run_cli(PROG, lambda: _dataset_errors(body, args))
     except BrokenPipeError:  # output piped into head & co., which stopped reading: not an error
@@ -217,6 +232,24 @@ def _import_cvat(args) -> int:
         print(f"{PROG}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return EXIT_PROBLEMS
     print(f"{PROG} import-cvat: wrote {ann_path}; next: lvm-data check {shlex.quote(str(args.out))}")
+    return 0
+
+
+def _verdicts(args) -> int:
+    import math
+
+    from export.dataset.verdicts import DEFAULT_PAD_S, VERDICTS_FILE, export_verdicts
+
+    pad = DEFAULT_PAD_S if args.pad is None else args.pad
+    if not (math.isfinite(pad) and pad >= 0):
+        raise UsageError(f"--pad {args.pad:g}: must be a number of seconds >= 0")
+    listing = export_verdicts(args.state_dir, args.out, pad_s=pad)
+    counts: dict[str, int] = {}
+    for e in listing["items"]:
+        counts[e["outcome"]] = counts.get(e["outcome"], 0) + 1
+    said = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+    print(f"{PROG} verdicts: {len(listing['items'])} item{'s' * (len(listing['items']) != 1)} in {args.out} ({said}); "
+          f"the footage each needs: {args.out}/{VERDICTS_FILE}; then lvm-data check {shlex.quote(str(args.out))}")
     return 0
 
 

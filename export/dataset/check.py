@@ -108,6 +108,8 @@ def annotation_problems(ann: dict, labels: LabelSet | None, root: Path) -> list[
     out_ids, inst_probs = _instance_problems(ann, labels, root)
     out += inst_probs
     out += _event_problems(ann, labels, out_ids, dur)
+    if "negatives" in ann:  # annotation version 3: what did not happen (a false alert's claim)
+        out += _event_problems(ann, labels, out_ids, dur, key="negatives")
     out += _box_problems(ann, out_ids, dur)
     out += _pictureless(ann)
     return out
@@ -187,13 +189,14 @@ def crop_problem(root: Path, crop) -> str | None:
     return None if ok else f"{crop}: cannot be decoded as an image"
 
 
-def _event_problems(ann, labels, ids: set[int] | None, dur) -> list[tuple[str, str]]:
-    events = ann.get("events")
+def _event_problems(ann, labels, ids: set[int] | None, dur, key: str = "events") -> list[tuple[str, str]]:
+    """``events`` (or ``negatives``, the same fields) of an annotation."""
+    events = ann.get(key)
     if not isinstance(events, list):
-        return [("events", "missing or not a list (one entry per activity; may be empty)")]
+        return [(key, "missing or not a list (one entry per activity; may be empty)")]
     out = []
     for n, e in enumerate(events):
-        f = f"events[{n}]"
+        f = f"{key}[{n}]"
         if not isinstance(e, dict):
             out.append((f, "not an object"))
             continue

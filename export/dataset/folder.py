@@ -75,12 +75,9 @@ def normalise(ann: dict, labels: LabelSet, stem: str, split: str, video: Path) -
     """A checked annotation dict -> its normalised copy (see the module doc)."""
     out = dict(ann)
     out["activities"], out["products"] = list(labels.activities), list(labels.objects)
-    out["events"] = []
-    for e in ann.get("events") or []:
-        name, i = resolve_label(e, ACTIVITY_KEYS, labels, ann)
-        out["events"].append({**e, "activity": name, "activity_id": i, "start": float(e["start"]),
-                              "end": float(e["end"])})
-    out["events"].sort(key=lambda e: (e["start"], e["end"]))
+    out["events"] = _labelled(ann.get("events") or [], labels, ann)
+    if "negatives" in ann:  # annotation version 3: the same fields, what is known not to have happened
+        out["negatives"] = _labelled(ann["negatives"], labels, ann)
     out["instances"] = []
     for inst in ann.get("instances") or []:
         name, i = resolve_label(inst, OBJECT_KEYS, labels, ann)
@@ -102,6 +99,15 @@ def normalise(ann: dict, labels: LabelSet, stem: str, split: str, video: Path) -
         out["duration_s"] = count / fps
     out["duration_s"] = float(out["duration_s"])
     return out
+
+
+def _labelled(events: list[dict], labels: LabelSet, ann: dict) -> list[dict]:
+    """Events with both activity and activity_id, in time order."""
+    out = []
+    for e in events:
+        name, i = resolve_label(e, ACTIVITY_KEYS, labels, ann)
+        out.append({**e, "activity": name, "activity_id": i, "start": float(e["start"]), "end": float(e["end"])})
+    return sorted(out, key=lambda e: (e["start"], e["end"]))
 
 
 def instance_checkout(inst: dict, events: list[dict], labels: LabelSet) -> dict:
