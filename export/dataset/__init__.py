@@ -8,7 +8,8 @@ No torch here: the runtime side and ``lvm-data`` use it without the training sta
 
 Modules: ``labels`` (labels.yaml), ``layout`` (the folder's files as they are), ``folder`` (normalised
 annotations), ``check`` (every problem, one line each), ``stats``, ``render`` (generator videos as
-files), ``cvat_xml`` and ``cvat`` (the CVAT import: reading, converting), ``video_data`` (frames and
+files), ``cvat_xml`` and ``cvat`` (the CVAT import: reading, converting), ``verdicts`` (staff's verdicts on
+alerts as items), ``video_data`` (frames and
 annotations of a generated or own video), ``eval_data`` (which footage an evaluation scores).
 """
 from .check import Problem, check_dataset
