@@ -9,10 +9,14 @@ left in the look-back, an unused scan of another product pays (``other_product_s
 timing is better than its product identity, so a scan read as the wrong product is still the scan of
 that item. With the till's scans (``pos``) the model's bags are judged against the till's reads.
 
-An item event (from the stream's item tracks: ``Event.item`` set) needs none of this: its track says
-whether a scan was matched to that very item (``Event.paid``: the scanner's green light while it was
-over the glass, or a till read matched to it with ``pos``), so an unpaid bag alerts at once (at
-``item_min_confidence``: an item event's confidence is its track's detection score and coverage).
+Item events (from the stream's item tracks: ``Event.item`` set) are judged as they come, with no
+settle time: a bag of a track that was scanned itself (``Event.paid``: the scanner's green light while
+it was over the glass, or a till read matched to it) uses up that scan; any other bag uses up the
+latest unused scan of the look-back (an item scan, or a till read with ``pos``), of its product, else
+of any product (``other_product_scans``): a track can break off between the scan and the bag, and
+the scan then stays with the earlier piece. A bag left with no scan alerts at once. Item events below
+``item_min_confidence`` (a track's detection score times the share of its frames it was seen in)
+are not read.
 """
 from __future__ import annotations
 
@@ -44,10 +48,8 @@ class BaggedWithoutScan(Rule):
             seen.take("scans", s)
         for e in events:
             if e.item is not None:
-                if e.activity == "bag" and e.confidence >= th["item_min_confidence"]:
-                    record, new = seen.take("item_bags", e)
-                    if new and not e.paid:
-                        tracked.append(draft(self.name, e, [e]))
+                if e.confidence >= th["item_min_confidence"]:
+                    tracked += self._item(e)
                 continue
             if e.activity in NEW_ITEM:
                 seen.take("new_items", e)
@@ -61,6 +63,41 @@ class BaggedWithoutScan(Rule):
                     record.alerts = e.activity == "bag"
                     seen.queue("pending").append(record)
         return tracked + self._judge(now)
+
+    def _item(self, e: Event) -> list[dict]:
+        """One item event: a scanned one's scan into the ledger; a bag judged against the scans."""
+        seen = self.seen
+        if e.paid and e.activity != "bag":
+            if not self.pos:  # with the till, its reads are the scans (a scanned track's read among them)
+                seen.take("scans", e)
+            return []
+        if e.activity in NEW_ITEM:
+            seen.take("new_items", e)
+        if e.activity not in LEAVING:
+            return []
+        record, new = seen.take("item_left", e)
+        if not new or self._item_reread(record):
+            return []
+        if e.paid:  # its own track was scanned: that scan (or the till's read of it) is used up
+            own = [s for rows in seen.store("scans").values() for s in rows if s.event.item == e.item and not s.used]
+            if own:
+                own[-1].used = True
+            else:
+                self._pay([record])
+            return []
+        if self._pay([record]) or e.activity != "bag":
+            return []
+        return [draft(self.name, e, [e])]
+
+    def _item_reread(self, record: Seen) -> bool:
+        """An item bag of a product that left up to ``reread_s`` before, with no item of it picked up,
+        scanned or passed over the glass in between: the same item seen leaving again (a track that
+        broke off in the bag zone, or the bag's contents moving); it is judged once."""
+        product, start = record.event.product, record.start
+        new_items = self.seen.store("new_items").get(product, ())
+        return any(prev is not record and start - self.th["reread_s"] <= prev.end <= start
+                   and not any(prev.end <= p.start <= start for p in new_items)
+                   for prev in self.seen.store("item_left").get(product, ()))
 
     def next_due(self) -> float | None:
         due = [b.end + self.th["settle_s"] for b in self.seen.queue("pending")]
