@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -129,6 +130,7 @@ def tiny_bundle() -> Path:
             (tmp / "BUILT_BY").write_text(how + "\n")
             os.replace(tmp, cache)
     os.utime(cache)  # in use: not stale for other sessions
+    _remember_ood(cache / "lvm-tiny-fp32")
     return cache / "lvm-tiny-fp32"
 
 
@@ -169,15 +171,76 @@ def shipped_engine():
         yield e
 
 
+_OOD_FITTED: dict[tuple, tuple[bytes, dict]] = {}  # this worker's fits, by what a fit reads
+
+
+def _ood_key(backbone: Path, cfg_digest: str, seed: int, threads: int) -> tuple:
+    from edge_runtime.file_hash import sha256_file
+
+    return sha256_file(backbone), cfg_digest, seed, threads
+
+
+def _remember_ood(bundle: Path) -> None:
+    """A bundle's OOD fit on the generator (the test bundle's, exported by lvm-export in a subprocess),
+    for the in-process exports of the same backbone graph."""
+    from edge_runtime.memory.ood import OOD_FILE
+
+    m = json.loads((bundle / "manifest.json").read_text())
+    if m.get("ood") and "generator" in m["ood"].get("fitted_on", {}) and "threads" in m.get("export", {}):
+        key = _ood_key(bundle / "backbone.onnx", m["config_sha256"], m["config"]["train"]["seed"],
+                       m["export"]["threads"])
+        _OOD_FITTED.setdefault(key, ((bundle / OOD_FILE).read_bytes(), m["ood"]))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ood_once_per_backbone():
+    """lvm-export's OOD statistics put 640 generator frames through the bundle's backbone graph (10-20 s
+    of every export); an in-process export of a backbone graph already fitted in this worker (same
+    graph bytes, config, seed and threads: the same statistics) gets that fit's file and manifest
+    section. Fits on a dataset split (--data) always run; tests/test_ood.py checks the fit itself."""
+    import copy
+
+    from edge_runtime.memory.ood import OOD_FILE
+    from export.evaluate import ood_stats
+
+    fit = ood_stats.write_bundle_ood
+
+    def once(bundle_dir, cfg, *, threads=2, seed=0, train=None, notes=None, tick=None):
+        if train is not None:
+            return fit(bundle_dir, cfg, threads=threads, seed=seed, train=train, notes=notes, tick=tick)
+        key = _ood_key(Path(bundle_dir) / "backbone.onnx", cfg.digest(), seed, threads)
+        if key not in _OOD_FITTED:
+            section = fit(bundle_dir, cfg, threads=threads, seed=seed, notes=notes, tick=tick)
+            _OOD_FITTED[key] = ((Path(bundle_dir) / OOD_FILE).read_bytes(), section)
+        else:
+            (Path(bundle_dir) / OOD_FILE).write_bytes(_OOD_FITTED[key][0])
+            if tick:
+                tick(ood_stats.ood_step()[1])
+        return copy.deepcopy(_OOD_FITTED[key][1])
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(ood_stats, "write_bundle_ood", once)
+    yield
+    patch.undo()
+
+
 @pytest.fixture
-def fast_export(monkeypatch):
-    """For export tests about something else (the gate, failures, where frames come from): parity
-    and CPU timing are replaced by perfect results; they are checked by their own tests."""
+def perfect_parity(monkeypatch):
+    """For export tests about something else than parity: its results are replaced by perfect ones
+    (parity is checked by its own tests)."""
     from export.cli import export as cli_export
 
     ok = {"backbone": {"max_abs": 0.0}, "sampler": {"topm_recall": 1.0, "kept_feature_max_abs": 0.0},
           "heads": {"max_abs": 0.0}}
     monkeypatch.setattr(cli_export.Exporter, "_parity", lambda self, desc, d, feeds: ok)
+
+
+@pytest.fixture
+def fast_export(perfect_parity, monkeypatch):
+    """For export tests about something else (the gate, failures, where frames come from): parity
+    and CPU timing are replaced by perfect results; they are checked by their own tests."""
+    from export.cli import export as cli_export
+
     monkeypatch.setattr(cli_export.Exporter, "_latency", lambda self, d, feeds: {})
 
 

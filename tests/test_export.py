@@ -1,6 +1,7 @@
 """lvm-export end to end on the tiny config: parity, FP16 / INT8 bundles, the accuracy gate, bad
 input, atomic bundle writes, the manifest. Bundles are built once per session (a seeded tiny model,
-64 generator frames, 2 timed runs) and shared by the tests that read them."""
+64 generator frames, 32 of them for INT8, 1 timed run) and shared by the tests that read
+them; the tests that export again reuse their graphs (in-process) and OOD statistics (conftest)."""
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("edge_runtime.checkout", reason="the checkout generator provides the calibration frames")
 
 CALIB = "demo://checkout?seed=5&duration=64"
+INT8_FRAMES = 32  # the INT8 bundle's calibration frames: the choice's cost grows with them
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -64,8 +66,8 @@ def ckpt(tmp_path_factory):
     return save_checkpoint(net, tmp_path_factory.mktemp("ckpt") / "lvm-tiny.safetensors", {"seed": 0})
 
 
-def _base(ckpt):
-    return ["--checkpoint", ckpt, "--calib", CALIB, "--calib-frames", 64, "--bench-runs", 2, "--no-progress"]
+def _base(ckpt, frames=64):
+    return ["--checkpoint", ckpt, "--calib", CALIB, "--calib-frames", frames, "--bench-runs", 1, "--no-progress"]
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +78,8 @@ def bundles(tmp_path_factory, ckpt):
     for precision, extra, ev in (("fp32", [], None), ("fp16", [], passing_evaluator),
                                  ("int8", ["--skip-gate", "--engine", "onnxruntime"], None)):
         target = root / f"lvm-tiny-{precision}"
-        rc = cli_export.main([str(a) for a in _base(ckpt) + ["--precision", precision, "--out", target] + extra],
+        frames = INT8_FRAMES if precision == "int8" else 64
+        rc = cli_export.main([str(a) for a in _base(ckpt, frames) + ["--precision", precision, "--out", target] + extra],
                              evaluator=ev)
         assert rc == 0, f"{precision} export failed"
         out[precision] = target
@@ -204,8 +207,8 @@ def test_int8_bundle_from_generator_frames(bundles):
 
     b = bundles["int8"]
     m = _manifest(b)
-    cal = read_frames(CALIB, resolve_model_config("lvm-tiny"), max_frames=64)
-    assert m["calibration"]["sha256"] == cal.sha256() and m["calibration"]["frames"] == 64
+    cal = read_frames(CALIB, resolve_model_config("lvm-tiny"), max_frames=INT8_FRAMES)
+    assert m["calibration"]["sha256"] == cal.sha256() and m["calibration"]["frames"] == INT8_FRAMES
     for spec in GRAPHS:
         q = m["graphs"][spec.name]["quantization"]
         model = onnx.load(str(b / f"{spec.name}.onnx"))
@@ -255,8 +258,8 @@ def test_int8_portable_is_symmetric_qdq_everywhere(ckpt, tmp_path, capsys, fast_
     from onnx import numpy_helper
 
     target = tmp_path / "p8"
-    rc, out, err = run(_base(ckpt)[:-5] + ["--calib-frames", 32, "--bench-runs", 1, "--no-progress", "--precision",
-                                           "int8", "--int8-portable", "--skip-gate", "--out", target], capsys)
+    rc, out, err = run(_base(ckpt, INT8_FRAMES) + ["--precision", "int8", "--int8-portable", "--skip-gate",
+                                                   "--out", target], capsys)
     assert rc == 0, err
     m = _manifest(target)
     for spec in GRAPHS:
@@ -274,9 +277,8 @@ def test_int8_portable_is_symmetric_qdq_everywhere(ckpt, tmp_path, capsys, fast_
 
 def test_int8_graphs_keeps_the_others_fp32(ckpt, tmp_path, capsys, fast_export):
     target = tmp_path / "bb8"
-    rc, out, err = run(_base(ckpt)[:-5] + ["--calib-frames", 32, "--bench-runs", 1, "--no-progress", "--precision",
-                                           "int8", "--int8-portable", "--int8-graphs", "backbone", "--skip-gate",
-                                           "--out", target], capsys)
+    rc, out, err = run(_base(ckpt, INT8_FRAMES) + ["--precision", "int8", "--int8-portable", "--int8-graphs",
+                                                   "backbone", "--skip-gate", "--out", target], capsys)
     assert rc == 0, err
     g = _manifest(target)["graphs"]
     q = g["backbone"]["quantization"]
@@ -581,9 +583,10 @@ def test_int8_choice_keeps_the_fewest_convolutions_fp32_within_budget():
     assert choice == "fp32" and "motion_rel" in why
 
 
-def test_int8_choice_does_not_depend_on_timing(bundles, ckpt, tmp_path, capsys, monkeypatch):
+def test_int8_choice_does_not_depend_on_timing(bundles, ckpt, tmp_path, capsys, monkeypatch, perfect_parity):
     """The same checkpoint and frames give the same INT8 bundle under a clock that makes every timed
-    call look arbitrarily slow or fast: a choice that read a clock would change with machine load."""
+    call look arbitrarily slow or fast: a choice that read a clock would change with machine load.
+    (The bundle's parity, which the choice does not read, is not measured again.)"""
     import time
 
     rng = np.random.default_rng(1)
@@ -596,8 +599,8 @@ def test_int8_choice_does_not_depend_on_timing(bundles, ckpt, tmp_path, capsys, 
 
     monkeypatch.setattr(time, "perf_counter", adversarial)
     target = tmp_path / "i8"
-    rc, out, err = run(_base(ckpt) + ["--precision", "int8", "--skip-gate", "--engine", "onnxruntime",
-                                      "--out", target], capsys)
+    rc, out, err = run(_base(ckpt, INT8_FRAMES) + ["--precision", "int8", "--skip-gate", "--engine", "onnxruntime",
+                                                   "--out", target], capsys)
     monkeypatch.setattr(time, "perf_counter", real)
     assert rc == 0, err
     assert now[0] > 0.0  # the clock was read while exporting

@@ -33,7 +33,7 @@ def test_checkpoint_keeps_labels_and_refuses_a_count_mismatch(tmp_path):
     assert checkpoint_labels(read_metadata(bare)) is None
 
 
-def test_export_writes_the_checkpoint_labels_and_the_engine_answers_in_them(tmp_path, capsys):
+def test_export_writes_the_checkpoint_labels_and_the_engine_answers_in_them(tmp_path, capsys, fast_export):
     from edge_runtime.engine.engine import Engine
     from export.cli import export as cli_export
 
