@@ -1,5 +1,5 @@
 """The event head: the module's outputs, the runtime's decoding of them, and bundles with and without
-its graph (the test bundle carries it: lvm-export finds checkpoints/lvm-tiny-events.safetensors)."""
+its graph (the shipped bundle carries it; the tests' bundle is exported with --no-events)."""
 from __future__ import annotations
 
 import json
@@ -76,11 +76,11 @@ def test_decode_keeps_local_maxima_above_the_threshold():
         decode(_outputs(np.zeros((1, 8))), np.zeros(1), 0.5)
 
 
-def test_the_test_bundle_carries_the_event_head(tiny_bundle):
-    b = load_bundle(tiny_bundle)
-    assert list(b.graphs) == ["backbone", "sampler", "heads", "reader", "answer"]
+def test_the_shipped_bundle_carries_the_event_head_and_a_no_events_one_does_not(shipped_engine, tiny_bundle):
+    b = shipped_engine.bundle
+    assert list(b.graphs) == ["backbone", "sampler", "heads", "reader", "answer"] and b.event_head is not None
     ev = b.events
-    assert b.event_head is not None and ev["event_fps"] == 5.0 and 0 < ev["threshold"] < 1
+    assert ev["event_fps"] == 5.0 and 0 < ev["threshold"] < 1
     assert ev["zones"] == list(ZONE_CLASSES) and ev["light_states"] == list(LIGHTS)
     assert ev["classes"] == b.labels["products"]
     runners, _, _ = open_runners(b, "onnxruntime", 1)
@@ -93,25 +93,21 @@ def test_the_test_bundle_carries_the_event_head(tiny_bundle):
     finally:
         for r in runners.values():
             r.deactivate()
-
-
-def test_a_bundle_without_the_event_head_loads_and_one_without_its_section_is_refused(tiny_bundle, tmp_path):
-    plain = tmp_path / "plain"
-    shutil.copytree(tiny_bundle, plain)
-    m = json.loads((plain / "manifest.json").read_text())
-    del m["graphs"]["event_head"], m["events"]
-    (plain / "event_head.onnx").unlink()
-    (plain / "manifest.json").write_text(json.dumps(m))
-    b = load_bundle(plain)
-    assert b.event_head is None and b.events is None
-    runners, _, _ = open_runners(b, "onnxruntime", 1)
+    # the tests' bundle is exported with --no-events: no graph, no section, and it opens without them
+    plain = load_bundle(tiny_bundle)
+    assert plain.event_head is None and plain.events is None
+    assert not (tiny_bundle / "event_head.onnx").exists()
+    runners, _, _ = open_runners(plain, "onnxruntime", 1)
     try:
         assert set(runners) == {"backbone", "sampler", "heads", "reader", "answer"}
     finally:
         for r in runners.values():
             r.deactivate()
+
+
+def test_a_bundle_with_the_event_head_graph_but_no_events_section_is_refused(shipped_engine, tmp_path):
     broken = tmp_path / "broken"
-    shutil.copytree(tiny_bundle, broken)
+    shutil.copytree(shipped_engine.bundle.path, broken)
     m = json.loads((broken / "manifest.json").read_text())
     del m["events"]
     (broken / "manifest.json").write_text(json.dumps(m))

@@ -42,13 +42,15 @@ def events_plan_line(args, rates: dict | None) -> tuple[str, float]:
 def events_seconds(steps: int, rates: dict) -> float:
     from export.train.event_stage import (
         EVENT_FRAMES,
+        EVENT_HELD_FRAMES,
         EVENT_HELDOUT_FRAMES,
         EVENT_HELDOUT_VIDEOS,
         EVENT_VIDEOS,
         THRESHOLD_FRAMES,
     )
 
-    frames = EVENT_VIDEOS * EVENT_FRAMES + THRESHOLD_FRAMES + EVENT_HELDOUT_VIDEOS * EVENT_HELDOUT_FRAMES
+    frames = (EVENT_VIDEOS * (EVENT_FRAMES + EVENT_HELD_FRAMES) + THRESHOLD_FRAMES
+              + EVENT_HELDOUT_VIDEOS * EVENT_HELDOUT_FRAMES)
     return estimate("events_per_frame", frames, rates=rates) + estimate("events_per_step", steps, rates=rates)
 
 

@@ -35,8 +35,8 @@ _DROPOUT = 0.1
 
 @dataclass(frozen=True)
 class EventHeadConfig:
-    d_model: int = 64
-    layers: int = 2           # 3x3 convolutions over the grid
+    d_model: int = 128
+    layers: int = 3           # 3x3 convolutions over the grid
     event_fps: float = 5.0    # the rate the runtime's event path samples frames at
 
     def __post_init__(self) -> None:

@@ -11,7 +11,7 @@ before the backbone (export/train/event_augment.py); threshold and held-out fram
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ class EventFrames:
     light: torch.Tensor       # (N,) int64 index into LIGHTS
     boxes: list[np.ndarray]   # per frame, every visible item's box (n, 4): what recall counts
     classes: list[np.ndarray]  # per frame, their product ids
+    states: list[np.ndarray] = field(default_factory=list)  # per frame, their STATES (what recall is split by)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -56,7 +57,8 @@ class EventFrames:
     def cat(parts: list[EventFrames]) -> EventFrames:
         fields = ("tokens", "item", "box", "cls", "held", "zone", "light")
         return EventFrames(*(torch.cat([getattr(p, f) for p in parts]) for f in fields),
-                           [b for p in parts for b in p.boxes], [c for p in parts for c in p.classes])
+                           [b for p in parts for b in p.boxes], [c for p in parts for c in p.classes],
+                           [s for p in parts for s in p.states])
 
 
 def cell_zones(video: CheckoutVideo, grid: int, affine: np.ndarray | None = None) -> np.ndarray:
@@ -74,17 +76,34 @@ def cell_zones(video: CheckoutVideo, grid: int, affine: np.ndarray | None = None
     return out
 
 
-def frame_times(video: CheckoutVideo, fps: float, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` random times on the ``fps`` grid plus every grid time that shows a scanner flash, sorted."""
+def handling(labels: dict) -> bool:
+    """Whether a frame falls in a handling period: the hand grips an item, or an item is held."""
+    return labels["hand_mode"] == "grip" or any(i["held"] for i in labels["instances"])
+
+
+def frame_times(video: CheckoutVideo, fps: float, count: int, rng: np.random.Generator,
+                held: int = 0) -> np.ndarray:
+    """``count`` random times on the ``fps`` grid, ``held`` more drawn from its handling periods (the
+    held items the checkout alerts follow are the hardest to find) and every grid time that shows a
+    scanner flash, sorted."""
     n_grid = int(np.floor(video.duration_s * fps - 1e-9)) + 1
     drawn = rng.choice(n_grid, size=min(count, n_grid), replace=False)
     flash = [k for t0, t1, _ in video.script.flashes
              for k in range(int(np.ceil(t0 * fps - 1e-9)), int(np.ceil(t1 * fps - 1e-9))) if k < n_grid]
-    return np.unique(np.concatenate([drawn, np.array(flash, np.int64)])) / fps
+    extra: list[int] = []
+    if held:
+        rest = np.setdiff1d(np.arange(n_grid), drawn)
+        for k in rng.permutation(rest):
+            if len(extra) == held:
+                break
+            if handling(video.frame_labels(k / fps)):
+                extra.append(int(k))
+    return np.unique(np.concatenate([drawn, np.array(flash + extra, np.int64)])) / fps
 
 
 def targets(labels: dict, grid: int) -> tuple[np.ndarray, ...]:
-    """Per-cell targets of one frame's ``frame_labels``: (item, box, cls, held) and its visible boxes and classes."""
+    """Per-cell targets of one frame's ``frame_labels``: (item, box, cls, held) and its visible boxes,
+    classes and states."""
     P = grid * grid
     item, box = np.zeros(P, bool), np.zeros((P, 4), np.float32)
     cls, held, area = np.zeros(P, np.int64), np.zeros(P, np.float32), np.zeros(P, np.float32)
@@ -97,7 +116,16 @@ def targets(labels: dict, grid: int) -> tuple[np.ndarray, ...]:
         if a > area[p]:  # two centres in one cell: the larger item (the one in front) is the cell's
             item[p], box[p], cls[p], held[p], area[p] = True, b, inst["class_id"], float(inst["held"]), a
     boxes = np.array([i["box"] for i in insts], np.float32).reshape(-1, 4)
-    return item, box, cls, held, boxes, np.array([i["class_id"] for i in insts], np.int64)
+    return (item, box, cls, held, boxes, np.array([i["class_id"] for i in insts], np.int64),
+            np.array([instance_state(i) for i in insts], dtype=object))
+
+
+# what per-state recall is split by: held in a hand, else the zone the item rests in
+STATES = ("held", "basket", "counter", "scanner", "bag")
+
+
+def instance_state(inst: dict) -> str:
+    return "held" if inst["held"] else inst["zone"]
 
 
 def encode(backbone, frames: np.ndarray, batch: int = 64) -> torch.Tensor:
@@ -123,7 +151,7 @@ def video_frames(backbone, video: CheckoutVideo, times: np.ndarray, grid: int,
                  tick: Callable[[int], None] | None = None, rng: np.random.Generator | None = None) -> EventFrames:
     """One generated video's frames at ``times`` (``frame_times``), encoded, with their targets; with
     ``rng`` each frame is augmented (export/train/event_augment.py) and its targets moved with it."""
-    rows, imgs, lights, zones, all_boxes, all_cls = [], [], [], [], [], []
+    rows, imgs, lights, zones, all_boxes, all_cls, all_states = [], [], [], [], [], [], []
     keep = scanner_mask(video) if rng is not None else None
     plain = cell_zones(video, grid)
     for t in times:
@@ -131,10 +159,11 @@ def video_frames(backbone, video: CheckoutVideo, times: np.ndarray, grid: int,
         if rng is not None:
             aug = augment(img, video, keep, rng)
             img, labels, zone = aug.image, moved_labels(labels, aug.affine), cell_zones(video, grid, aug.affine)
-        item, box, cls, held, boxes, classes = targets(labels, grid)
+        item, box, cls, held, boxes, classes, states = targets(labels, grid)
         rows.append((item, box, cls, held))
         all_boxes.append(boxes)
         all_cls.append(classes)
+        all_states.append(states)
         lights.append(LIGHTS.index(labels["scanner_flash"] or "off"))
         imgs.append(img)
         zones.append(zone)
@@ -143,4 +172,4 @@ def video_frames(backbone, video: CheckoutVideo, times: np.ndarray, grid: int,
         tick(len(times))
     item, box, cls, held = (torch.from_numpy(np.stack(col)) for col in zip(*rows))
     return EventFrames(tokens, item, box, cls, held, torch.from_numpy(np.stack(zones)),
-                       torch.tensor(lights, dtype=torch.int64), all_boxes, all_cls)
+                       torch.tensor(lights, dtype=torch.int64), all_boxes, all_cls, all_states)
