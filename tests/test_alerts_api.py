@@ -105,14 +105,16 @@ def test_each_commit_evaluates_the_rules_on_what_happened_since_the_last_one(lan
         assert hub.alerts.wait_idle(30)
         (eng,) = _Rules.made
         assert eng.rules == {"bagged_without_scan": {"min_confidence": 0.7, "lookback_s": 30}}
-        assert eng.activities == rt.engine.labels
+        assert eng.activities == rt.engine.event_activities
         assert windows[0][0] == 0.0 and all(b > a for a, b in windows)
         for (_, prev_end), (start, _) in zip(windows, windows[1:]):  # each reads on from the last, with overlap
             assert start <= prev_end
-        assert windows[-1][1] == rt.stream.coverage["end"]
+        # the shipped bundle's event path: the rules read on to the newest frame (the memory's end without one)
+        end = rt.stream.last_input if rt.stream.items is not None else rt.stream.coverage["end"]
+        assert windows[-1][1] == end
         alerts = client.get("/v1/alerts").json()["alerts"]
         assert len(alerts) == len(windows) and alerts[0]["stream"] == "default"
-        assert alerts[0]["stream_time"] == rt.stream.coverage["end"]
+        assert alerts[0]["stream_time"] == end
         assert client.get("/v1/status").json()["alerts"]["evaluations"] == len(windows)
     finally:
         hub.alerts.close()
@@ -184,7 +186,7 @@ def test_a_restored_memory_is_evaluated_from_its_last_15_minutes_then_on_with_ov
         name, wall_origin = "lane1", None
 
         class engine:
-            labels = ["scan", "bag"]
+            labels = event_activities = ["scan", "bag"]
 
         class stream:
             coverage = {"start": 0.0, "end": 3600.0}
@@ -211,7 +213,7 @@ def test_a_waiting_bag_is_judged_between_commits_at_the_streams_time(tmp_path):
         name, wall_origin, stream_now = "lane1", None, 40.0
 
         class engine:
-            labels = ["scan", "bag"]
+            labels = event_activities = ["scan", "bag"]
 
         class stream:
             coverage = {"start": 0.0, "end": 40.0}

@@ -166,7 +166,7 @@ def test_bad_alert_config_is_one_line_and_exit_2(tmp_path, capsys, text, said):
     assert said in err and "alerts" in err, err
 
 
-def test_alerts_without_a_state_dir_or_an_unset_password_variable_exit_2(tmp_path, capsys, monkeypatch):
+def test_alerts_without_a_state_dir_or_an_unset_password_variable_exit_2(tmp_path, capsys, monkeypatch, tiny_bundle):
     from edge_runtime.cli import main
 
     cfg = tmp_path / "rt.yaml"
@@ -179,8 +179,9 @@ def test_alerts_without_a_state_dir_or_an_unset_password_variable_exit_2(tmp_pat
                  "--state-dir", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "LVM_TEST_MQTT_PW is not set" in err
-    # the rules read what happened, which only the memory reader answers: the heads are refused at start
-    cfg.write_text("alerts: {rules: {bagged_without_scan: {}}}\n")
+    # without an event path the rules read what happened, which only the memory reader answers: the heads
+    # are refused at start (the tests' bundle has no event head)
+    cfg.write_text(f"bundle: {tiny_bundle}\nalerts: {{rules: {{bagged_without_scan: {{}}}}}}\n")
     assert main(["run", "--config", str(cfg), "--source", "demo://checkout?seed=1", "--api", "none",
                  "--state-dir", str(tmp_path / "s"), "--answers", "heads"]) == 2
     err = capsys.readouterr().err.strip()
@@ -289,11 +290,12 @@ def test_per_stream_changes_for_a_stream_that_does_not_run_are_named_at_start(tm
 
 
 
-def test_a_rule_the_bundle_cannot_evaluate_is_refused_before_any_stream_folder_is_made(tmp_path, capsys):
+def test_a_rule_the_bundle_cannot_evaluate_is_refused_before_any_stream_folder_is_made(tmp_path, capsys, tiny_bundle):
     from edge_runtime.cli import main
 
     cfg = tmp_path / "rt.yaml"
-    cfg.write_text("alerts: {rules: {pass_around: {}}}\n")  # the shipped bundle has no pass_around
+    # the tests' bundle has no event head, and its memory no pass_around
+    cfg.write_text(f"bundle: {tiny_bundle}\nalerts: {{rules: {{pass_around: {{}}}}}}\n")
     assert main(["run", "--config", str(cfg), "--source", "lane1=demo://checkout?seed=1", "--api", "none",
                  "--state-dir", str(tmp_path / "state")]) == 2
     assert "rule pass_around needs the activity pass_around" in capsys.readouterr().err

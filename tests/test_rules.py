@@ -97,7 +97,7 @@ def test_a_rule_written_as_one_class_is_picked_up_through_the_registry(two_bags,
     with pytest.raises(ValueError, match="alerts.rules: rule two_bags_no_scan: unknown threshold 'within'"):
         AlertSettings.model_validate({"rules": {name: {"within": 30}}}).check_rules(ALL, [])
     # the status names it with its thresholds, and the service raises its alerts
-    lane = SimpleNamespace(name="lane1", wall_origin=None, engine=SimpleNamespace(labels=ALL),
+    lane = SimpleNamespace(name="lane1", wall_origin=None, engine=SimpleNamespace(labels=ALL, event_activities=ALL),
                            stream=SimpleNamespace(coverage={"start": 0.0, "end": 60.0}))
     svc = AlertService(s, tmp_path / "state", evaluate=False, events=lambda rt, w: events)
     try:
@@ -463,7 +463,7 @@ def test_set_changes_the_thresholds_recorded(capsys, tmp_path):
 # and a bag confidence of 1 leaves none, whatever the model (so the replay below compares something)
 STREAM = ("--events", "model", "--videos", "1", "--video-s", "90", "--threads", "1", "--eval-seed", "11",
           "--shrink", "0.5,0.5,0")
-OWN = ("--set", "bagged_without_scan.min_confidence=1")
+OWN = ("--set", "bagged_without_scan.min_confidence=1", "--set", "bagged_without_scan.item_min_confidence=1")
 
 
 @pytest.fixture(scope="module")
@@ -490,7 +490,9 @@ def test_replaying_saved_events_gives_the_streamed_results(capsys, saved, tmp_pa
     (v,) = doc["per_video"]
     assert {k: v[k] for k in ("seed", "look", "scanned_items", "targets")} == \
         {k: streamed["videos"][0][k] for k in ("seed", "look", "scanned_items", "targets")}
-    assert len(v["commits"]) == streamed["videos"][0]["model_stream"]["commits"] == 6
+    # the shipped bundle's event path: the rules are evaluated after every second's frames, 6 memory commits
+    ms = streamed["videos"][0]["model_stream"]
+    assert len(v["commits"]) == ms["evaluations"] == 90 and ms["commits"] == 6
     for c in v["commits"]:
         for r in c["reads"]:
             assert r["window"][1] == c["now"] and r["window"][0] >= c["cov_start"]
@@ -568,11 +570,12 @@ def test_a_sweep_replays_each_setting_as_alerts_eval_does(capsys, saved, tmp_pat
     streamed = json.loads((saved / "streamed.json").read_text())["results"]["model"]["bagged_without_scan"]
     own = json.loads((saved / "streamed_own.json").read_text())["results"]["model"]["bagged_without_scan"]
     capsys.readouterr()
-    default = json.loads((saved / "streamed.json").read_text())["rules"]["bagged_without_scan"]["min_confidence"]
+    # the shipped bundle's rules read its item events: their threshold is item_min_confidence
+    default = json.loads((saved / "streamed.json").read_text())["rules"]["bagged_without_scan"]["item_min_confidence"]
     assert sweep(["--events-from", str(saved / "events.json"), "--rule", "bagged_without_scan",
-                  "--grid", f"min_confidence={default},1", "--json", str(tmp_path / "s.json")]) == 0
+                  "--grid", f"item_min_confidence={default},1", "--json", str(tmp_path / "s.json")]) == 0
     rows = json.loads((tmp_path / "s.json").read_text())["rows"]
-    assert [r["thresholds"]["min_confidence"] for r in rows] == [default, 1.0]
+    assert [r["thresholds"]["item_min_confidence"] for r in rows] == [default, 1.0]
     for row, want in zip(rows, (streamed, own)):
         assert (row["found"], row["false_alerts"]) == (want["found"], want["false_alerts"])
     # with the till's scans, the pass-around rule runs on the 8-activity bundle's events

@@ -264,6 +264,8 @@ class AlertService:
         if now is None:
             return []
         last = self._evaluated_to.get(runtime.name)
+        if last is not None and now <= last:  # nothing new since (a memory commit with no new frame)
+            return []
         start = now - FIRST_LOOKBACK_S if last is None else last - OVERLAP_S
         window = (max(first, start), now)
         if window[1] <= window[0]:

@@ -176,7 +176,7 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, sc
     items = stream.items is not None
     ev = Evaluations(RuleEngine(rules, rule_labels(eng), scans), events_in, till)
     reads = sorted((e.start, _product_id(eng, e.product)) for e in till) if items else []
-    t0, commits, step = time.perf_counter(), 0, eng.intake_batch
+    t0, commits, evaluations, step = time.perf_counter(), 0, 0, eng.intake_batch
     frames = video.frames(eng.intake_fps)
     while chunk := list(itertools.islice(frames, step)):
         times = np.asarray([t for t, _ in chunk], np.float64)
@@ -188,13 +188,13 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, sc
             if items:
                 stream.items.flush()
         if n or items:
-            commits += bool(n)
+            commits, evaluations = commits + bool(n), evaluations + 1
             cov = stream.coverage
             now, first = (float(stream.last_input), 0.0) if items else (float(cov["end"]), float(cov["start"]))
             if record is not None:
                 record.append({"now": now, "cov_start": first, "reads": []})
             ev.commit(now, first)
-    return ev.raised, {"seconds": round(time.perf_counter() - t0, 1), "commits": commits}
+    return ev.raised, {"seconds": round(time.perf_counter() - t0, 1), "commits": commits, "evaluations": evaluations}
 
 
 def tracked(video: CheckoutVideo, rules: dict, scans: str = "vision", till: list[Event] = (), *,
