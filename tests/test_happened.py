@@ -159,9 +159,15 @@ def test_the_alert_rules_read_every_activitys_reading(streamed):
     pass-arounds: docs/lab/alerts.md); the list people read gets one activity per product at a time."""
     from edge_runtime.alerts.rule_events import EVENT_FLOOR, rule_events
 
+    from edge_runtime.engine.engine import Engine
+
     target = streamed[:2]
     every = what_happened(target, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR, one_activity=False)
-    assert rule_events(target, None, (0.0, VIDEO_S)) == every
+    # the shipped bundle's event path: the rules read its item events (tests/test_event_path.py); the
+    # same bundle's memory path alone reads what happened
+    assert all(e.tracks == ("items",) for e in rule_events(target, None, (0.0, VIDEO_S)))
+    with Engine(target[0].bundle, threads=1, events=False) as memory_only:
+        assert rule_events((memory_only, target[1]), None, (0.0, VIDEO_S)) == every
     listed = what_happened(target, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR)
     assert listed == one_activity_each(every) and set(listed) < set(every)  # this window: 16 of 17
 

@@ -131,7 +131,7 @@ def test_each_evaluation_hands_the_rules_the_tills_scans_of_the_last_minutes(tmp
         name = "lane1"
 
         class engine:
-            labels = ["scan", "bag"]
+            labels = event_activities = ["scan", "bag"]
 
         class stream:
             coverage = {"start": 0.0, "end": 2000.0}

@@ -18,7 +18,7 @@ def rule_events(target: Any, stream: str | None, window: tuple[float, float]) ->
     (one_activity=False): the listing's one activity per product at a time cut false bag alerts
     but found fewer pass-arounds (docs/lab/alerts.md)."""
     engine, state = _engine_and_state(target)
-    if state is not None and getattr(state, "items", None) is not None:
+    if getattr(engine, "events", None) is not None and getattr(state, "items", None) is not None:
         from edge_runtime.query.item_events import item_events
 
         return item_events(engine, state, window)  # each rule's item_min_confidence chooses

@@ -57,7 +57,6 @@ from edge_runtime.query.catalog import CatalogError
 from edge_runtime.query.check import QueryError, activity_id, window_problem
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.events import Event
-from edge_runtime.query.item_events import item_activities, item_events
 from edge_runtime.query.reader_answers import calibrated
 from edge_runtime.query.types import tiou
 
@@ -89,18 +88,18 @@ class HappenedError(ValueError):
 
 
 def _resolve(target: Any, stream: str | None, catalog: Any):
-    """-> (engine, answer function, catalog, stream state) for the three kinds of target (an Engine comes with the
+    """-> (engine, answer function, catalog) for the three kinds of target (an Engine comes with the
     stream it answers from: ``(engine, stream)``)."""
     if hasattr(target, "names") and hasattr(target, "get"):       # a Streams hub
         rt = target.get(stream)
-        return rt.engine, rt.query, getattr(rt, "catalog", None) or getattr(target, "catalog", None), rt.stream
+        return rt.engine, rt.query, getattr(rt, "catalog", None) or getattr(target, "catalog", None)
     if hasattr(target, "query") and hasattr(target, "engine"):     # a Runtime
         if stream is not None and stream != target.name:
             raise HappenedError(f"this runtime serves stream {target.name!r}, not {stream!r}", 404)
-        return target.engine, target.query, getattr(target, "catalog", None), target.stream
+        return target.engine, target.query, getattr(target, "catalog", None)
     if isinstance(target, tuple) and len(target) == 2 and hasattr(target[0], "answers_kind"):  # (Engine, stream)
         engine, state = target
-        return engine, lambda reqs: engine.answer(state, reqs), catalog, state
+        return engine, lambda reqs: engine.answer(state, reqs), catalog
     raise HappenedError(f"what_happened needs a Streams hub, a Runtime or (an Engine, its stream), got "
                         f"{type(target).__name__}", 500)
 
@@ -224,7 +223,7 @@ def what_happened(target: Any, stream: str | None, window: Any, *, activities: l
     confidence) of each interval at or above the floor), "floor" and "one_product" ((product, activity id,
     start, end) of each event left before ``one_activity_each``)."""
     start, end = _window(window)
-    engine, ask, catalog, state = _resolve(target, stream, catalog)
+    engine, ask, catalog = _resolve(target, stream, catalog)
     if getattr(engine, "answers_kind", None) != "reader":
         raise HappenedError("what happened needs the memory reader's calibrated answers; this runtime answers "
                             "with the query heads (answers: reader, with a bundle that carries the reader)", 409)
@@ -286,9 +285,4 @@ def what_happened(target: Any, stream: str | None, window: Any, *, activities: l
     if one_product:
         events = one_product_each(events)
     steps["one_product"] = [(e.product, e.activity_id, e.start, e.end) for e in events]
-    decided = item_activities(state)
-    if decided:  # the item tracks' events replace the memory's readings of the activities they decide
-        events = [e for e in events if e.activity not in decided]
-        events += [e for e in item_events(engine, state, (start, end), floor) if wanted is None or e.activity_id in wanted]
-        events.sort(key=lambda e: (e.start, -e.confidence))
     return one_activity_each(events, one_activity_tiou) if one_activity else events

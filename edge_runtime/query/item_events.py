@@ -1,10 +1,9 @@
-"""A stream's item events (edge_runtime/items/) as the events "what happened" and the alert rules read.
+"""A stream's item events (edge_runtime/items/) as the events the alert rules read.
 
 With an event head the stream follows each item at ``event_fps`` and labels its track's segments
-(pick-up, scan, bag, pass-around, ...). Those events replace the memory's readings of the same
-activities: they come from every frame instead of one a second, and each belongs to one item
-(``Event.item``, its track id). The memory still answers for what has no track (inspect, browse) and
-for windows the tracks no longer hold. Each event says what it was read from: ``tracks == ("items",)``.
+(pick-up, scan, bag, pass-around, ...): events from every frame instead of one a second, each of one
+item (``Event.item``, its track id; ``Event.paid``, whether a scan or a till read was matched to it).
+Each says what it was read from: ``tracks == ("items",)``. Products are the bundle's class names.
 """
 from __future__ import annotations
 
@@ -13,13 +12,6 @@ from typing import Any
 from edge_runtime.query.events import Event
 
 READ_FROM = "items"
-
-
-def item_activities(state: Any) -> frozenset[str]:
-    """The activities a stream's item path decides (empty without one): the memory's readings of
-    these give way to the item events."""
-    items = getattr(state, "items", None)
-    return frozenset(items.activities) if items is not None else frozenset()
 
 
 def item_events(engine: Any, state: Any, window: tuple[float, float], min_confidence: float = 0.0) -> list[Event]:
