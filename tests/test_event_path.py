@@ -74,3 +74,11 @@ def test_tracks_of_another_bundle_are_refused(streamed):
         other.load_state_dict(saved)
     assert "\n" not in str(err.value)
     assert other.status()["items"]["events"] == 0  # refused whole: nothing half-restored
+
+
+def test_event_fps_above_the_sources_rate_is_one_line(capsys):
+    from edge_runtime.cli import main
+
+    assert main(["run", "--source", "demo://checkout?fps=2&duration=5", "--api", "none"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "event_fps 5 is above the source's 2 fps" in err[-1] and "Traceback" not in "\n".join(err)

@@ -33,6 +33,11 @@ class Intake:
             with src:
                 self._source = src
                 self.source_label = src.label
+                slow = src.native_fps is not None and src.native_fps < self.engine.intake_fps * 0.99
+                if slow and self.engine.events is not None:  # the item tracks need frames at event_fps
+                    raise SourceError(f"{src.label}: event_fps {self.engine.intake_fps:g} is above the source's "
+                                      f"{src.native_fps:g} fps: set event_fps to at most {src.native_fps:g} "
+                                      f"(runtime config) or use a faster camera")
                 if self._stop.is_set():
                     return
                 live = src.live

@@ -129,6 +129,8 @@ class Source:
     """A live source's latest connect/read failure or stall, one line; None while all is well."""
     outage_since: float | None = None
     """Stream time a live source's current outage began; None while frames flow (and for the others)."""
+    native_fps: float | None = None
+    """The source's own frame rate where it states one (a file's container, the demo's); None otherwise."""
 
     def __init__(self, label: str, *, target_fps: float | None, size: int | None):
         if size is not None and (not isinstance(size, int) or size < 2):

@@ -30,7 +30,7 @@ class DemoSource(Source):
             raise SourceError(f"{label}: the checkout generator is not available ({e})") from None
         self.seed = int(params.get("seed", 0))
         self.duration_s = float(params["duration"])
-        self.fps = float(params.get("fps") or target_fps or DEFAULT_DEMO_FPS)
+        self.fps = self.native_fps = float(params.get("fps") or target_fps or DEFAULT_DEMO_FPS)
         self.realtime = realtime
         kwargs: dict[str, Any] = {"duration_s": self.duration_s}
         if params.get("look") is not None:

@@ -54,7 +54,7 @@ class FileSource(Source):
         # handler on that same thread: reentrant, and every user re-checks the capture is there.
         self._lock = threading.RLock()
         fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if math.isfinite(fps) and 0 < fps < 1000 else None
+        self.fps = self.native_fps = fps if math.isfinite(fps) and 0 < fps < 1000 else None
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count_hint = int(count) if math.isfinite(count) and count > 0 else None
         self._origin: float | None = None
