@@ -31,8 +31,8 @@ RATES_2_CORES = {
         # the reader stage: one step of 8 memories (20 steps timed apart from the run)
         "reader_per_step": 0.45,
         # the event stage: one frame rendered and encoded, one step of 128 frames (lvm-train --events-only)
-        "events_per_frame": 26.0 / 1224,
-        "events_per_step": 0.3,
+        "events_per_frame": 240.0 / 9355,
+        "events_per_step": 0.7,
     },
     # measured at lvm-train's defaults (2 threads) with a pre-trained backbone and an untrained sampler,
     # the first steps of each stage only (docs/training.md, "lvm-edge on 2 CPU cores"); no heads stage
