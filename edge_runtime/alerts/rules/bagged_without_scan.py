@@ -37,7 +37,7 @@ class BaggedWithoutScan(Rule):
     needs_with_pos = ("bag",)
     # defaults chosen on held-out generator videos (docs/lab/alerts.md)
     thresholds = {"lookback_s": 120.0, "min_confidence": 0.71, "scan_min_confidence": 0.2, "settle_s": 6.0,
-                  "other_product_scans": 1.0, "same_bag_s": 1.0, "reread_s": 30.0, "item_min_confidence": 0.3}
+                  "other_product_scans": 1.0, "same_bag_s": 1.0, "reread_s": 30.0, "item_min_confidence": 0.2}
     ranges = {"min_confidence": (0.0, 1.0), "scan_min_confidence": (0.0, 1.0), "other_product_scans": (0.0, 1.0),
               "same_bag_s": (0.0, 30.0), "reread_s": (0.0, 120.0), "item_min_confidence": (0.0, 1.0)}
 
