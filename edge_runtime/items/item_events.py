@@ -132,13 +132,11 @@ class GeometricLabeler:
                 h.last_rest_area = area
             h.last_zone = zone
         for tr in step.ended:
-            ev = self._ended(tr)
-            if ev is not None:
-                out.append(ev)
+            out += self._ended(tr)
         return out
 
     def flush(self) -> list[ItemEvent]:
-        out = [ev for tr in self._live.values() if (ev := self._ended(tr)) is not None]
+        out = [ev for tr in self._live.values() for ev in self._ended(tr)]
         self._live = {}
         return out
 
@@ -200,18 +198,24 @@ class GeometricLabeler:
             return None
         return self._event(act, tr, h, h.start, t)
 
-    def _ended(self, tr: Track) -> ItemEvent | None:
+    def _ended(self, tr: Track) -> list[ItemEvent]:
         h = self.state.pop(tr.track_id, None)
         if h is None or h.start is None or not tr.history:
-            return None
+            return []
         x, y = tr.center
         if h.last_zone == "bag":
             act = "bag"
         elif y < self.top:
             act = "hand_over"
         else:
-            return None
-        return self._event(act, tr, h, h.start, tr.last_t)
+            return []
+        out = [self._event(act, tr, h, h.start, tr.last_t)]
+        over = [s for s in h.over_scanner if s >= h.start]
+        if act == "bag" and over and h.scanned_at is None and h.start_zone != "scanner":
+            # carried over the scanner and on into the bag with no read in one handling: an item never set
+            # down on the glass is passed around all the same (the head often still sees it held there)
+            out.insert(0, self._event("pass_around", tr, h, min(over), max(over)))
+        return out
 
     def _event(self, act: str, tr: Track, h: Handling, start: float, end: float) -> ItemEvent:
         # the track's mean detection score, times the share of the handling's frames it was seen in

@@ -211,7 +211,7 @@ def tracked(video: CheckoutVideo, rules: dict, scans: str = "vision", till: list
 
     fps = TRACK_FPS
     stream = SimpleNamespace(items=ItemState(scene_zones(video), bundle_id="oracle", fps=fps))
-    target = (SimpleNamespace(products=list(PRODUCTS)), stream)
+    target = (SimpleNamespace(products=list(PRODUCTS), events="oracle detections"), stream)
     ev = Evaluations(RuleEngine(rules, list(ACTIVITIES), scans), lambda w: rule_events(target, None, w), till)
     reads = sorted((e.start, PRODUCT_IDS[e.product]) for e in till)
     rng = np.random.default_rng(video.seed)

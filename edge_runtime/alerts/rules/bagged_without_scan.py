@@ -20,6 +20,8 @@ are not read.
 """
 from __future__ import annotations
 
+from collections import deque
+
 from edge_runtime.alerts.rules.engine import Seen, draft
 from edge_runtime.alerts.rules.registry import Rule, register_rule
 from edge_runtime.query.events import Event
@@ -27,6 +29,8 @@ from edge_runtime.query.events import Event
 # what an item does before it is bagged and not after: one of these between two bags of a product makes them two items
 NEW_ITEM = ("pick_up", "scan", "pass_around")
 LEAVING = ("bag", "hand_over")   # an item leaving the counter: each uses up a scan
+RESERVED_KEPT = 256  # items remembered as paid by a reserved till read: far more than a look-back holds
+TILL_MATCH_S = 2.0  # a scanned track's till read lies this close to its handling (items.item_events.TILL_TOLERANCE_S)
 
 
 @register_rule
@@ -40,6 +44,11 @@ class BaggedWithoutScan(Rule):
                   "other_product_scans": 1.0, "same_bag_s": 1.0, "reread_s": 30.0, "item_min_confidence": 0.2}
     ranges = {"min_confidence": (0.0, 1.0), "scan_min_confidence": (0.0, 1.0), "other_product_scans": (0.0, 1.0),
               "same_bag_s": (0.0, 30.0), "reread_s": (0.0, 120.0), "item_min_confidence": (0.0, 1.0)}
+
+    def __init__(self, th, pos, seen) -> None:
+        super().__init__(th, pos, seen)
+        # items whose till read was used up when their track was seen scanned (the newest RESERVED_KEPT)
+        self._reserved: deque[int] = deque(maxlen=RESERVED_KEPT)
 
     def evaluate(self, events: list[Event], now: float, pos_scans: list[Event]) -> list[dict]:
         th, seen = self.th, self.seen
@@ -68,8 +77,10 @@ class BaggedWithoutScan(Rule):
         """One item event: a scanned one's scan into the ledger; a bag judged against the scans."""
         seen = self.seen
         if e.paid and e.activity != "bag":
-            if not self.pos:  # with the till, its reads are the scans (a scanned track's read among them)
+            if not self.pos:
                 seen.take("scans", e)
+            else:  # with the till its reads are the scans: the read matched to this track is its own
+                self._reserve(e)
             return []
         if e.activity in NEW_ITEM:
             seen.take("new_items", e)
@@ -82,12 +93,23 @@ class BaggedWithoutScan(Rule):
             own = [s for rows in seen.store("scans").values() for s in rows if s.event.item == e.item and not s.used]
             if own:
                 own[-1].used = True
-            else:
+            elif e.item not in self._reserved:
                 self._pay([record])
             return []
         if self._pay([record]) or e.activity != "bag":
             return []
         return [draft(self.name, e, [e])]
+
+    def _reserve(self, e: Event) -> None:
+        """A scanned track's till read (the unused read nearest its handling, within ``TILL_MATCH_S``) is
+        used up by that item now, before another item's bag could take it."""
+        if e.item in self._reserved:
+            return
+        near = [s for rows in self.seen.store("scans").values() for s in rows
+                if not s.used and e.start - TILL_MATCH_S <= s.start <= e.end + TILL_MATCH_S]
+        if near:
+            min(near, key=lambda s: abs(s.start - (e.start + e.end) / 2)).used = True
+            self._reserved.append(e.item)
 
     def _item_reread(self, record: Seen) -> bool:
         """An item bag of a product that left up to ``reread_s`` before, with no item of it picked up,
