@@ -32,6 +32,7 @@ HOLD_MIN_S = 5.0          # a hold lasts 6 s or more; a carry, a scan's wave or 
 INSPECT_GROWTH = 1.35     # box area over its area at rest: inspecting brings the item ~1.3-1.6x closer
 LIFT_GROWTH = 1.18 ** 2   # any lifted item looks this much bigger (closer to the camera)
 AREA_SMOOTHING = 0.3      # weight of a frame's box area in the running area
+BAG_GONE_S = 0.6          # a held item unseen this long since it was last seen in the bag zone is bagged
 TILL_TOLERANCE_S = 2.0    # a till read matches a track over the scanner this close in time
 
 
@@ -104,6 +105,8 @@ class GeometricLabeler:
             if h.start is not None:
                 h.frames += 1
             if tr.track_id not in step.seen:
+                if h.start is not None and h.last_zone == "bag" and t - tr.last_t >= BAG_GONE_S:
+                    out += self._ended(tr)  # gone into the bag: decided now, not when the tracker lets it go
                 continue
             _, x1, y1, x2, y2, held = tr.history[-1]
             zone = self.zones.zone_of((x1 + x2) / 2, (y1 + y2) / 2)
