@@ -363,8 +363,8 @@ def summarise(per_video: list[dict], scanned: int, hours: float) -> dict:
             "false_on_scanned_bags": sum(v["false_on_scanned_bags"] for v in per_video),
             "false_per_100_scanned": round(100 * false / scanned, 2) if scanned else None,
             "false_per_hour": round(false / hours, 2) if hours else None,
-            "latency_s": {"median": round(float(np.median(lat)), 1), "mean": round(float(np.mean(lat)), 1),
-                          "max": round(float(np.max(lat)), 1)} if lat else None}
+            "latency_s": {"median": round(float(np.median(lat)), 1), "p95": round(float(np.percentile(lat, 95)), 1),
+                          "mean": round(float(np.mean(lat)), 1), "max": round(float(np.max(lat)), 1)} if lat else None}
 
 
 def _refuse(message: str) -> int:
@@ -585,14 +585,14 @@ def table(result: dict) -> str:
     rows = [f"{len(result['videos'])} videos, {result['hours']:g} h, {result['scanned_items']} scanned items, "
             f"{result['left_in_basket_items']} left in the basket (no rule)",
             "| events | rule | targets | found | recall | false (at a scanned item's bag) | per 100 scanned | per hour "
-            "| latency median / max s |",
+            "| latency median / p95 / max s |",
             "|---|---|---|---|---|---|---|---|---|"]
     for src, by_rule in result["results"].items():
         for rule, r in by_rule.items():
             if "not_run" in r:
                 rows.append(f"| {src} | {rule} | not run: {r['not_run']} |")
                 continue
-            lat = "-" if r["latency_s"] is None else f"{r['latency_s']['median']} / {r['latency_s']['max']}"
+            lat = "-" if r["latency_s"] is None else f"{r['latency_s']['median']} / {r['latency_s'].get('p95', '-')} / {r['latency_s']['max']}"
             rec = "n/a" if r["recall"] is None else f"{100 * r['recall']:.0f} %"
             rows.append(f"| {src} | {rule} | {r['targets']} | {r['found']} | {rec} | {r['false_alerts']} "
                         f"({r['false_on_scanned_bags']}) | "
