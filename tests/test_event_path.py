@@ -82,3 +82,12 @@ def test_event_fps_above_the_sources_rate_is_one_line(capsys):
     assert main(["run", "--source", "demo://checkout?fps=2&duration=5", "--api", "none"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err and "event_fps 5 is above the source's 2 fps" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_events_false_runs_the_memory_path_alone(tmp_path, capsys):
+    from edge_runtime.cli import main
+
+    cfg = tmp_path / "rt.yaml"
+    cfg.write_text("events: false\nduration_s: 3\n")
+    assert main(["run", "--config", str(cfg), "--source", "demo://checkout?fps=1&duration=20", "--api", "none"]) == 0
+    assert "duration of 3 s reached" in capsys.readouterr().err

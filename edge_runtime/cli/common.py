@@ -90,15 +90,16 @@ def load_settings(args, overrides: dict[str, Any]):
         raise CliError(f"{FLAG_OF.get(key, key)} {e.get('input')!r}: {e.get('msg', 'invalid').lower()}") from None
 
 
-def open_engine(bundle: str, backend: str, threads: int | None, answers: str = "auto", event_fps: float | None = None):
+def open_engine(bundle: str, backend: str, threads: int | None, answers: str = "auto", event_fps: float | None = None,
+                events: bool = True):
     """The engine on ``bundle``; ``answers``: "auto" (the reader when the bundle has one), "reader", "heads";
-    ``event_fps``: the event path's rate instead of the bundle's."""
+    ``event_fps``: the event path's rate instead of the bundle's; ``events`` False: the event head unused."""
     from edge_runtime.backends.bundle import BundleError
     from edge_runtime.engine.engine import Engine
 
     path = resolve_path(bundle)
     try:
-        eng = Engine(path, backend=backend, threads=threads, answers=answers, event_fps=event_fps)
+        eng = Engine(path, backend=backend, threads=threads, answers=answers, event_fps=event_fps, events=events)
     except BundleError as err:
         raise CliError(str(err)) from None
     for note in eng.notes:

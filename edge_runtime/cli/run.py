@@ -72,7 +72,7 @@ def cmd_run(args) -> int:
         check_alerts(s)
     except CliError as err:
         raise CliError(f"{where}{err}", err.code) from None
-    engine = open_engine(s.bundle, s.backend, s.threads, s.answers, s.event_fps)
+    engine = open_engine(s.bundle, s.backend, s.threads, s.answers, s.event_fps, s.events)
     ood_note = (OODMonitor.for_bundle(engine.bundle).status() or {}).get("note") or ""
     if ood_note.startswith(OOD_UNUSABLE):  # said at start, not only in the status: re-export the bundle
         say(f"warning: {engine.bundle.path}: {ood_note}; the unlike-training-footage flag is off")

@@ -89,6 +89,8 @@ class RuntimeSettings(_Strict):
                             "bundle carries one)")
     batch_frames: int | None = Field(None, ge=1, description="frames per backbone call (None: one clip, or a "
                                      "second's frames with an event path)")
+    events: bool = Field(True, description="use the bundle's event head (item tracks at event_fps; the alert rules "
+                         "read their events); false: the memory path alone at its fps, alerts from what happened")
     event_fps: float | None = Field(None, gt=0, le=60, description="frames a second through the bundle's event head "
                                     "(None: the bundle's, 5; at least the memory's fps); no effect without an event head")
     duration_s: float | None = Field(None, gt=0, description="stop after this much stream time")
