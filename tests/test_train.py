@@ -22,7 +22,7 @@ SHIPPED_READER = REPO / "checkpoints" / "lvm-tiny-reader.safetensors"
 SMOKE = ["--config", str(TINY), "--videos", "2", "--video-s", "96", "--queries", "12",
          "--backbone-epochs", "1", "--backbone-frames", "64", "--epochs", "2", "--heads-steps", "2",
          "--heads-videos", "2", "--workers", "1", "--no-progress", "--reader-steps", "3", "--reader-videos", "2",
-         "--reader-calib-videos", "2"]
+         "--reader-calib-videos", "2", "--event-steps", "2", "--event-videos", "1", "--event-frames", "8"]
 
 
 @pytest.mark.parametrize("n,batch,world", [(8, 8, 1), (8, 2, 2), (5, 2, 2), (9, 4, 1)])
@@ -69,6 +69,8 @@ def test_train_smoke_and_resume(tmp_path):
     assert meta["steps"] == "6" and meta["world_size"] == "1"
     # every stage says how long it will take before it starts
     assert "lvm-train: plan (lvm-tiny" in r.stdout and "reader stage: 2 + 2 videos, 3 steps" in r.stdout
+    # the event stage, small (its figures and the head's file beside the checkpoint, where lvm-export looks)
+    assert "event stage: 2 steps" in r.stdout and (out / "lvm-tiny-events.safetensors").exists()
     # the reader stage: beside the checkpoint, where lvm-export looks for it, for this model
     from export.model.reader import load_reader
 
@@ -94,7 +96,7 @@ def test_train_smoke_and_resume(tmp_path):
     out2 = tmp_path / "heads"
     r3 = _run([sys.executable, "-m", "export.cli.train", "--config", str(TINY), "--out", str(out2), "--sampler-from",
                str(ck), "--heads-steps", "2", "--heads-videos", "2", "--video-s", "96", "--queries", "12",
-               "--workers", "2", "--no-progress", "--no-reader"])
+               "--workers", "2", "--no-progress", "--no-reader", "--no-events"])
     assert r3.returncode == 0, r3.stderr[-2000:]
     assert not (out2 / "lvm-tiny-reader.safetensors").exists() and "reader stage: off" in r3.stdout
     net2, meta2 = load_checkpoint(out2 / "lvm-tiny.safetensors")

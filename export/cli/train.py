@@ -138,7 +138,7 @@ def _train(args) -> int:
         raise UsageError(f"--seed must be in [0, {SEED_MAX}], got {seed}")
     for name in ("epochs", "videos", "queries", "backbone_epochs", "max_steps", "threads", "heads_steps",
                  "heads_videos", "workers", "lsmcl_steps", "reader_steps", "reader_videos", "reader_calib_videos",
-                 "event_steps"):
+                 "event_steps", "event_videos", "event_frames"):
         v = getattr(args, name)
         if v is not None and v < (0 if name in ("backbone_epochs", "heads_steps", "lsmcl_steps") else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")

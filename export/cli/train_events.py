@@ -11,7 +11,7 @@ from export.train.eta import estimate, minutes
 
 
 def add_event_args(p) -> None:
-    from export.train.event_stage import EVENT_STEPS
+    from export.train.event_stage import EVENT_FRAMES, EVENT_HELD_FRAMES, EVENT_HELDOUT_VIDEOS, EVENT_STEPS, EVENT_VIDEOS
 
     p.add_argument("--no-events", action="store_true", help="no event stage: the bundle gets no event head "
                    "(per-frame item detections and the scanner light at 5 fps)")
@@ -19,6 +19,10 @@ def add_event_args(p) -> None:
                    "of --init-from's checkpoint, and write OUT/<its stem>-events.safetensors (with --out the "
                    "checkpoint's folder: beside it, where lvm-export finds it); nothing else in OUT changes")
     p.add_argument("--event-steps", type=int, help=f"steps of the event stage (default {EVENT_STEPS})")
+    p.add_argument("--event-videos", type=int, help=f"training videos of the event stage (default {EVENT_VIDEOS}; "
+                   f"held-out videos measured: at most {EVENT_HELDOUT_VIDEOS})")
+    p.add_argument("--event-frames", type=int, help=f"random frames from each of its videos (default {EVENT_FRAMES}; "
+                   f"as many again, at most {EVENT_HELD_FRAMES}, from its handling periods)")
 
 
 def events_planned(args) -> bool:
@@ -35,11 +39,11 @@ def events_plan_line(args, rates: dict | None) -> tuple[str, float]:
     from export.train.event_stage import EVENT_STEPS
 
     steps = args.event_steps or EVENT_STEPS
-    sec = events_seconds(steps, rates) if rates and "events_per_step" in rates else 0.0
+    sec = events_seconds(steps, rates, event_sizes(args)) if rates and "events_per_step" in rates else 0.0
     return f"event stage: {steps} steps{f', ~{minutes(sec)}' if sec else ''}", sec
 
 
-def events_seconds(steps: int, rates: dict) -> float:
+def events_seconds(steps: int, rates: dict, sizes: dict | None = None) -> float:
     from export.train.event_stage import (
         EVENT_FRAMES,
         EVENT_HELD_FRAMES,
@@ -49,8 +53,10 @@ def events_seconds(steps: int, rates: dict) -> float:
         THRESHOLD_FRAMES,
     )
 
-    frames = (EVENT_VIDEOS * (EVENT_FRAMES + EVENT_HELD_FRAMES) + THRESHOLD_FRAMES
-              + EVENT_HELDOUT_VIDEOS * EVENT_HELDOUT_FRAMES)
+    z = {"videos": EVENT_VIDEOS, "frames": EVENT_FRAMES, "held_frames": EVENT_HELD_FRAMES,
+         "heldout_videos": EVENT_HELDOUT_VIDEOS, "heldout_frames": EVENT_HELDOUT_FRAMES, **(sizes or {})}
+    frames = (z["videos"] * (z["frames"] + z["held_frames"]) + THRESHOLD_FRAMES
+              + z["heldout_videos"] * z["heldout_frames"])
     return estimate("events_per_frame", frames, rates=rates) + estimate("events_per_step", steps, rates=rates)
 
 
@@ -67,8 +73,21 @@ def event_stage(args, net, checkpoint: Path, out: Path, seed: int, labels: dict,
         raise UsageError(f"{checkpoint}: carries no product names; the event head's classes are the bundle's products")
     return train_events(net.backbone.eval(), grid=cfg.backbone.grid, size=cfg.backbone.image_size, classes=classes,
                         out=out, checkpoint=checkpoint, config_sha256=cfg.digest(), seed=seed,
-                        steps=args.event_steps or EVENT_STEPS, progress=progress,
+                        steps=args.event_steps or EVENT_STEPS, progress=progress, **event_sizes(args),
                         log=lambda m: say(f"lvm-train: {m}"))
+
+
+def event_sizes(args) -> dict:
+    """The stage's videos and frames from --event-videos / --event-frames (the defaults without them)."""
+    from export.train.event_stage import EVENT_FRAMES, EVENT_HELD_FRAMES, EVENT_HELDOUT_FRAMES, EVENT_HELDOUT_VIDEOS
+
+    out = {}
+    if getattr(args, "event_videos", None):
+        out.update(videos=args.event_videos, heldout_videos=min(EVENT_HELDOUT_VIDEOS, args.event_videos))
+    if getattr(args, "event_frames", None):
+        out.update(frames=args.event_frames, held_frames=min(EVENT_HELD_FRAMES, args.event_frames),
+                   heldout_frames=min(EVENT_HELDOUT_FRAMES, args.event_frames))
+    return out
 
 
 def events_only(args, cfg) -> int:
