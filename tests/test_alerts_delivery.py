@@ -309,7 +309,7 @@ def test_events_go_to_the_events_topic_when_asked(tmp_path):
         name, wall_origin = "lane4", None
 
         class engine:
-            labels = ["scan", "bag"]
+            labels = event_activities = ["scan", "bag"]
 
         class stream:
             coverage = {"start": 0.0, "end": 40.0}

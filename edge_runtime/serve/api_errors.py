@@ -3,11 +3,12 @@ request FastAPI's validation refused, the check that refuses query parameters a 
 and ``error_handlers``: each error the routes raise, as its status and one line."""
 from __future__ import annotations
 
+
 import errno
 import logging
 import math
 import re
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -108,9 +109,18 @@ async def known_query(request: Request) -> None:
         todo.extend(d.dependencies)
     for key in request.query_params:
         if key not in known:
-            takes_body = getattr(dependant, "body_params", None)
-            hint = " (this route takes the stream in its JSON body)" if key == "stream" and takes_body else ""
+            hint = " (this route takes the stream in its JSON body)" if key == "stream" and _body_has(dependant, "stream") else ""
             raise ApiError(422, f"unknown query parameter '{key[:40]}'{hint}")
+
+
+def _body_has(dependant, field: str) -> bool:
+    """Whether a route's JSON body has the field ``field`` (an ack's verdict body has no stream)."""
+    for p in getattr(dependant, "body_params", None) or ():
+        ann = p.field_info.annotation
+        models = [t for t in (ann, *get_args(ann)) if hasattr(t, "model_fields")]  # Optional[Model] too
+        if not models or any(field in m.model_fields for m in models):  # fields unknown: hint, as before
+            return True
+    return False
 
 
 def _refusal(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

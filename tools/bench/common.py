@@ -300,7 +300,9 @@ class Ctx:
         cmd = [sys.executable, "-m", "export.cli.export", "--precision", precision, "--checkpoint", str(ckpt),
                "--out", str(out), "--skip-gate", "--no-progress", "--threads", str(self.threads),
                "--bench-runs", "1" if self.quick else "5", "--calib-frames", str(calib_frames),
-               "--calib", f"demo://checkout?seed=7000000&duration={calib_s}"]
+               "--calib", f"demo://checkout?seed=7000000&duration={calib_s}",
+               # the memory path's figures: the event head has its own benchmark (tools/bench/event_path.py)
+               "--no-events"]
         self.log(f"building bundle {cfg_name} {precision} with lvm-export (cached in {_shown(out)}) ...")
         t0 = pc()
         env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
