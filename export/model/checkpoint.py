@@ -48,6 +48,24 @@ def save_checkpoint(net, path: str | Path, extra_meta: dict | None = None, label
     return path
 
 
+def read_format_file(path, fmt: str, what: str) -> tuple[dict[str, str], dict]:
+    """(metadata, tensors) of a safetensors file whose metadata ``format`` is ``fmt``; ValueError (one line)
+    for a missing or damaged file, or one that is not ``what`` (a reader file, an event head file)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            md = dict(fh.metadata() or {})
+            state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open is no dict
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for damaged files
+        raise ValueError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:100]})") from None
+    if md.get("format") != fmt:
+        raise ValueError(f"{path}: not {what} (format {md.get('format')!r}, expected {fmt})")
+    return md, state
+
+
 def refuse_pickle(path: str | Path) -> None:
     """CheckpointError unless ``path`` is a file that is not a pickle / torch.save archive."""
     path = Path(path)

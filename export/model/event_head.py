@@ -127,18 +127,9 @@ def load_event_head(path, dim: int, grid: int) -> tuple[EventHead, dict]:
     damaged or foreign file, or one whose tensors do not fit a backbone of width ``dim``."""
     import json
 
-    from safetensors import safe_open
+    from export.model.checkpoint import read_format_file
 
-    try:
-        with safe_open(str(path), "pt") as fh:
-            md = dict(fh.metadata() or {})
-            state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open is no dict
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except Exception as err:  # noqa: BLE001 - safetensors raises several types for damaged files
-        raise ValueError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:100]})") from None
-    if md.get("format") != EVENTS_FORMAT:
-        raise ValueError(f"{path}: not an event head file (format {md.get('format')!r}, expected {EVENTS_FORMAT})")
+    md, state = read_format_file(path, EVENTS_FORMAT, "an event head file")
     meta = {}
     for k, v in md.items():
         try:

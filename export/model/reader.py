@@ -341,19 +341,9 @@ def save_reader(path, reader: MemoryReader, answer: AnswerStep, meta: dict) -> N
 def read_reader_file(path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """(metadata, tensors) of a reader file; ValueError (one line) for a missing or damaged file, or
     one that is not a reader."""
-    from safetensors import safe_open
+    from export.model.checkpoint import read_format_file
 
-    try:
-        with safe_open(str(path), "pt") as fh:
-            md = dict(fh.metadata() or {})
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except Exception as err:  # noqa: BLE001 - safetensors raises several types for damaged files
-        raise ValueError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:100]})") from None
-    if md.get("format") != READER_FORMAT:
-        raise ValueError(f"{path}: not a reader file (format {md.get('format')!r}, expected {READER_FORMAT})")
-    return md, state
+    return read_format_file(path, READER_FORMAT, "a reader file")
 
 
 def load_reader(path, cfg: ModelConfig) -> tuple[MemoryReader, AnswerStep, dict]:
