@@ -2,6 +2,8 @@
 
     lvm-edge/<site>/<stream>/alerts   QoS 1, each alert's JSON
     lvm-edge/<site>/<stream>/events   QoS 1, the events an evaluation read (mqtt.publish_events)
+    lvm-edge/<site>/<stream>/nudges   QoS 0, each alert's nudge as it is stored (edge_runtime/alerts/nudge.py;
+                                      not kept: sent once, while connected)
     lvm-edge/<site>/<stream>/status   QoS 1, retained: {"online": true, ...}; the connection's last
                                       will sets it to {"online": false, ...} when the box vanishes
 
@@ -189,6 +191,11 @@ class MqttSink:
             return 0
         t = topic(self.site, stream, "events")
         return sum(ln.client.publish(t, json.dumps(e).encode(), qos=1).rc == 0 for e in events)
+
+    def publish_nudge(self, stream: str, body: bytes) -> bool:
+        """A nudge to .../nudges at QoS 0 while the lane is connected; -> whether paho took it."""
+        ln = self.lane(stream)
+        return ln.connected and ln.client.publish(topic(self.site, stream, "nudges"), body, qos=0).rc == 0
 
     def close(self, timeout: float = 2.0) -> None:
         self.closing = True

@@ -3,9 +3,11 @@
     alerts   one row per alert id (the record as JSON, its status, its rule and the outcome of its
              last verdict); insert is idempotent by id
     outbox   one row per (sink, alert) still to be delivered; a delivery deletes it
+    evidence the alert's JPEGs (edge_runtime/alerts/evidence.py), deleted with their alert
 
-A file written before verdicts were kept (no ``rule``, ``outcome``, ``verdict_at`` columns) gains them
-when opened, every stored alert kept (``_migrate``).
+A file written before verdicts were kept (no ``rule``, ``outcome``, ``verdict_at`` columns), or before
+evidence was (no ``evidence`` column or table), gains them when opened, every stored alert kept
+(``_migrate``); its alerts' ``evidence`` stays null (none was kept).
 
 ``synchronous=FULL``: an alert is on disk when ``add`` returns, so a SIGKILL (or a power cut) right
 after an alert is raised loses nothing, and after a restart the dispatcher delivers what each sink
@@ -14,8 +16,8 @@ from then on; rows of a sink no longer configured are dropped at start (``open``
 
 Bounded: at most ``max_alerts`` alerts are kept. Beyond that the oldest delivered ones go, acked
 ones first; only when every alert is still waiting for a sink (a broker away for that many alerts)
-do the oldest undelivered ones go, counted in ``dropped``. About 1-2 KB an alert: 10,000 alerts are
-10-20 MB.
+do the oldest undelivered ones go, counted in ``dropped``. About 1-2 KB an alert, and its evidence
+(a few KB of JPEGs with ``keep: item``, edge_runtime/alerts/evidence.py), which goes with it.
 
 A file SQLite cannot read (damaged, or not a database) is renamed aside with one warning and a new
 store started; an error while running (disk full) is counted and reported, never raised into the stream.
@@ -44,7 +46,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     body TEXT NOT NULL,
     rule TEXT,
     outcome TEXT,
-    verdict_at REAL
+    verdict_at REAL,
+    evidence TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (raised_at);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -52,10 +55,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER NOT NULL REFERENCES alerts (seq) ON DELETE CASCADE,
     PRIMARY KEY (sink, seq)
 );
+CREATE TABLE IF NOT EXISTS evidence (
+    seq INTEGER NOT NULL REFERENCES alerts (seq) ON DELETE CASCADE,
+    k INTEGER NOT NULL,
+    jpeg BLOB NOT NULL,
+    PRIMARY KEY (seq, k)
+);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 # columns a file written before verdicts lacks: (name, type); added by _migrate
 VERDICT_COLUMNS = (("rule", "TEXT"), ("outcome", "TEXT"), ("verdict_at", "REAL"))
+# what was kept of the alert's evidence: item | frame | off (the alert's stream kept none); null: stored
+# before evidence was kept
+EVIDENCE_COLUMNS = (("evidence", "TEXT"),)
 
 
 class OutboxError(Exception):
@@ -113,16 +125,20 @@ class Outbox:
                 self.last_error = f"{self.path.name}: {' '.join(str(err).split())}"
                 raise OutboxError(self.last_error) from None
 
-    def add(self, alert: Alert) -> bool:
-        """Store an alert and queue it for every sink; False if its id is already stored (nothing changes)."""
+    def add(self, alert: Alert, *, evidence: str | None = None, jpegs: Iterable[bytes] = ()) -> bool:
+        """Store an alert and queue it for every sink; False if its id is already stored (nothing changes).
+        ``evidence``: what its stream keeps (item | frame | off), ``jpegs`` the images of its ``images``,
+        stored in the same transaction."""
         def tx(db: sqlite3.Connection) -> bool:
             cur = db.execute("INSERT OR IGNORE INTO alerts (id, stream, status, raised_at, acked_at, body, rule, "
-                             "outcome, verdict_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             "outcome, verdict_at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              (alert.id, alert.stream, alert.status, alert.raised_at, alert.acked_at,
                               alert.model_dump_json(), alert.rule, alert.outcome,
-                              alert.verdicts[-1].at if alert.verdicts else None))
+                              alert.verdicts[-1].at if alert.verdicts else None, evidence))
             if cur.rowcount == 0:
                 return False
+            db.executemany("INSERT INTO evidence (seq, k, jpeg) VALUES (?, ?, ?)",
+                           [(cur.lastrowid, k, sqlite3.Binary(j)) for k, j in enumerate(jpegs)])
             db.executemany("INSERT INTO outbox (sink, seq) VALUES (?, ?)",
                            [(s, cur.lastrowid) for s in self.sinks])
             self._prune(db)
@@ -213,6 +229,24 @@ class Outbox:
         rows = self._read(sql + " ORDER BY seq DESC LIMIT ?", (*args, int(limit)))
         return [(seq, Alert.model_validate_json(body)) for seq, body in rows]
 
+    def evidence(self, alert_id: str) -> tuple[str | None, int] | None:
+        """(what the alert's stream kept: item | frame | off, or None before evidence was kept; how many
+        JPEGs are stored) of an alert; None for an unknown id."""
+        rows = self._read("SELECT a.evidence, COUNT(e.k) FROM alerts a LEFT JOIN evidence e ON e.seq = a.seq "
+                          "WHERE a.id = ? GROUP BY a.seq", (alert_id,))
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
+    def evidence_image(self, alert_id: str, k: int) -> bytes | None:
+        """The alert's ``k``-th JPEG; None when there is none."""
+        rows = self._read("SELECT e.jpeg FROM evidence e JOIN alerts a ON a.seq = e.seq WHERE a.id = ? AND e.k = ?",
+                          (alert_id, int(k)))
+        return bytes(rows[0][0]) if rows else None
+
+    def evidence_bytes(self) -> tuple[int, int]:
+        """(alerts with an image, bytes of their images) stored now."""
+        n, total = self._read("SELECT COUNT(DISTINCT seq), COALESCE(SUM(LENGTH(jpeg)), 0) FROM evidence")[0]
+        return int(n), int(total)
+
     def counts(self) -> dict[str, int]:
         total, open_ = self._read("SELECT COUNT(*), COALESCE(SUM(status = 'open'), 0) FROM alerts")[0]
         dropped = self._read("SELECT value FROM counters WHERE name = 'dropped'")
@@ -238,7 +272,7 @@ def _migrate(db: sqlite3.Connection) -> None:
     """A file written before verdicts were kept: add the verdict columns and fill ``rule`` from each
     stored body (every alert kept); then the index the precision reads."""
     have = {r[1] for r in db.execute("PRAGMA table_info(alerts)")}
-    missing = [(name, kind) for name, kind in VERDICT_COLUMNS if name not in have]
+    missing = [(name, kind) for name, kind in VERDICT_COLUMNS + EVIDENCE_COLUMNS if name not in have]
     if missing:
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -37,6 +37,16 @@ class Verdict(BaseModel):
     by: str | None = Field(None, max_length=MAX_BY, description="who gave it")
 
 
+class EvidenceImage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(description="before, at or after the event")
+    t: float = Field(description="when it was taken, stream seconds")
+    wall: float | None = Field(None, description="when it was taken, unix seconds (live sources; else null)")
+    bytes: int = Field(description="the JPEG's size")
+    url: str = Field(description="where the API serves it (GET, image/jpeg)")
+
+
 class Alert(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,6 +67,8 @@ class Alert(BaseModel):
     acked_at: float | None = Field(None, description="when it was first acknowledged, unix seconds")
     verdicts: list[Verdict] = Field(default_factory=list, description="the outcomes staff gave it, oldest first; "
                                                                       "the last one counts")
+    images: list[EvidenceImage] = Field(default_factory=list, description="JPEGs of its item kept with it "
+                                        "(GET /v1/alerts/{id}/evidence); none when evidence is off")
 
     @property
     def outcome(self) -> str | None:

@@ -89,7 +89,8 @@ class AlertService:
         if settings.webhooks:
             from edge_runtime.alerts.webhook_sink import WebhookSink
 
-            self.sinks += [WebhookSink(u, timeout_s=settings.webhook_timeout_s) for u in settings.webhooks]
+            inline = self._evidence_image if settings.evidence.webhook_inline else None
+            self.sinks += [WebhookSink(u, timeout_s=settings.webhook_timeout_s, inline=inline) for u in settings.webhooks]
         self.pos = None
         if settings.scans == "pos":
             from edge_runtime.alerts.pos_scans import PosScans
@@ -101,6 +102,9 @@ class AlertService:
             self.metrics.pending.labels(sink=_label(s)).set_function(
                 lambda name=s.name: float(self.outbox.pending().get(name, 0)))
         self.metrics.watch_precision(self._precision_values)
+        from edge_runtime.alerts.nudge import Nudger
+
+        self.nudger = Nudger(settings.nudge, mqtt=self.mqtt)
         self.workers = {s.name: SinkWorker(self.outbox, s, on_delivered=self._delivered, on_error=self._error).start()
                         for s in self.sinks}
         self.note: str | None = None if settings.enabled else NO_RULES
@@ -127,11 +131,14 @@ class AlertService:
 
     # -- raising ---------------------------------------------------------------------------------
     def raise_alert(self, draft: dict[str, Any], *, stream: str, stream_time: float | None = None,
-                    wall_origin: float | None = None, memory_began: float | None = None) -> tuple[Alert, bool]:
+                    wall_origin: float | None = None, memory_began: float | None = None,
+                    ring=None) -> tuple[Alert, bool]:
         """Store a rule's draft as an alert of ``stream`` and wake the sinks; -> (alert, new). An alert
         whose id is already stored is not stored or sent again (new is False). OutboxError if the
         store cannot be written (the alert is lost: counted, and said in the status). ``memory_began``:
-        when the stream's memory began empty; alerts stored before it are of an earlier memory."""
+        when the stream's memory began empty; alerts stored before it are of an earlier memory. ``ring``:
+        the stream's recent item crops (``StreamState.evidence``), from which its evidence is taken;
+        once stored, its nudge goes (never holding it up)."""
         alert = from_draft(draft, site=self.site, stream=stream, stream_time=stream_time,
                            wall_origin=wall_origin, bucket_s=self.settings.id_bucket_s)
         try:
@@ -142,7 +149,8 @@ class AlertService:
                 # its id's 30 s bucket holds another item of the product (their intervals do not overlap):
                 # this one gets an id of its own, not folded into that one
                 alert = alert.model_copy(update={"id": another_item_id(alert.id, alert.start)})
-            new = self.outbox.add(alert)
+            alert, keep, jpegs = self._with_evidence(alert, ring, wall_origin)
+            new = self.outbox.add(alert, evidence=keep, jpegs=jpegs)
         except OutboxError as err:
             self.last_error = f"an alert could not be stored: {err}"
             raise
@@ -150,7 +158,31 @@ class AlertService:
             self.metrics.raised.labels(stream=stream, rule=alert.rule).inc()
             for w in self.workers.values():
                 w.kick()
+            self.nudger.send(alert)
         return alert, new
+
+    def _with_evidence(self, alert: Alert, ring, wall_origin: float | None) -> tuple[Alert, str, list[bytes]]:
+        """The alert with its ``images`` (picked from the stream's ring), what its stream keeps, the JPEGs."""
+        from edge_runtime.alerts import evidence
+
+        ev = self.settings.evidence
+        keep = ev.keep_for(alert.stream)
+        crops = evidence.pick(alert, ring) if keep != "off" else []
+        if not crops:
+            return alert, keep, []
+        images = evidence.images(alert.id, crops, wall_origin, ev.url_base)
+        return alert.model_copy(update={"images": images}), keep, [c.jpeg for _, c in crops]
+
+    def _evidence_image(self, alert_id: str, k: int) -> bytes | None:
+        return self.outbox.evidence_image(alert_id, k)
+
+    def keep_evidence(self, runtime) -> None:
+        """The stream keeps the crops its alerts' evidence is taken from, as ``alerts.evidence`` says."""
+        st = runtime.stream
+        if getattr(st, "items", None) is None:  # no event path: no item tracks to crop
+            return
+        ev = self.settings.evidence
+        st.keep_evidence(ev.keep_for(runtime.name), ev.ring_bytes)
 
     def _same_incident(self, alert: Alert, memory_began: float | None = None) -> Alert | None:
         """A stored alert of the same stream and rule whose interval overlaps ``alert``'s: the same item, raised
@@ -175,6 +207,8 @@ class AlertService:
         """A stream committed a clip: evaluate its rules soon (on the evaluation thread)."""
         if self._thread is None:
             return
+        if runtime.name not in self._runtimes:  # its first commit: from now on it keeps its crops
+            self.keep_evidence(runtime)
         with self._cv:
             self._marked[runtime.name] = self._runtimes[runtime.name] = runtime
             self._cv.notify_all()  # all: wait_idle waits on this condition too
@@ -296,7 +330,8 @@ class AlertService:
         for draft in drafts:
             alert, new = self.raise_alert(draft, stream=runtime.name, stream_time=stream_time,
                                           wall_origin=getattr(runtime, "wall_origin", None),
-                                          memory_began=getattr(runtime, "memory_began", None))
+                                          memory_began=getattr(runtime, "memory_began", None),
+                                          ring=getattr(runtime.stream, "evidence", None))
             if new:
                 out.append(alert)
         return out
@@ -384,7 +419,17 @@ class AlertService:
                 "broker": self.mqtt.status() if self.mqtt is not None else None, "sinks": sinks,
                 "evaluations": self.evaluations, "last_error": self.last_error or self.outbox.last_error,
                 "precision_verdicts": self.settings.precision_verdicts, "precision": precision,
+                "evidence": self._evidence_status(), "nudge": self.nudger.status(),
                 **({"stream_rules": self.stream_rules(stream)} if stream is not None else {})}
+
+    def _evidence_status(self) -> dict[str, Any]:
+        try:
+            n, total = self.outbox.evidence_bytes()
+        except OutboxError:
+            n, total = None, None
+        ev = self.settings.evidence
+        return {"keep": ev.keep, "streams": dict(ev.streams), "ring_bytes": ev.ring_bytes,
+                "alerts_with_images": n, "bytes": total}
 
     def stream_rules(self, stream: str) -> dict[str, dict[str, float]]:
         from edge_runtime.alerts.rules import RULES
@@ -401,6 +446,7 @@ class AlertService:
             self._thread.join(timeout)
         for w in self.workers.values():
             w.stop(timeout)
+        self.nudger.close(min(timeout, 1.0))
         for s in self.sinks:
             s.close(2.0)
         self.outbox.close()

@@ -17,6 +17,8 @@
       webhooks: [https://backoffice.store.lan/hooks/lvm-edge]
       outbox: {max_alerts: 10000}
       precision_verdicts: 50              # each rule's precision per stream over its last this many verdicts
+      evidence: {keep: item}              # JPEGs of the item with each alert (edge_runtime/alerts/evidence.py)
+      nudge: {webhook: http://127.0.0.1:8080/nudge}   # the kiosk screen's signal (edge_runtime/alerts/nudge.py)
 
 Everything a config can get wrong is caught when it is loaded (one line naming the key): an
 unknown rule name, a broker URL that is not mqtt(s)://host[:port], a TLS file that is not there, a
@@ -32,6 +34,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edge_runtime.alerts.evidence import EvidenceSettings
+from edge_runtime.alerts.nudge import NudgeSettings
 
 TOPIC_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # how environment variables are named by convention
@@ -166,6 +171,10 @@ class AlertSettings(_Strict):
     precision_verdicts: int = Field(50, ge=1, le=10_000,
                                     description="each rule's precision per stream (/v1/status, /metrics) is measured "
                                                 "over its last this many verdicts")
+    evidence: EvidenceSettings = Field(EvidenceSettings(), description="JPEGs of the item kept with each alert: "
+                                       "keep item | frame | off, per stream too")
+    nudge: NudgeSettings = Field(NudgeSettings(), description="a fast signal for the kiosk's screen as each alert "
+                                 "is stored: MQTT .../nudges (QoS 0) and a local webhook; never kept")
 
     @field_validator("site")
     @classmethod

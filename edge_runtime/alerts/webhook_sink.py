@@ -7,6 +7,8 @@ The standard library's urllib: the runtime's dependencies carry no HTTP client.
 """
 from __future__ import annotations
 
+import base64
+import json
 import urllib.error
 import urllib.request
 from typing import Any, Callable
@@ -28,8 +30,12 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 class WebhookSink:
-    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 10.0,
+                 inline: Callable[[str, int], bytes | None] | None = None) -> None:
+        """``inline(alert id, k) -> JPEG``: each of the alert's ``images`` goes in its JSON as ``jpeg_base64``
+        (``alerts.evidence.webhook_inline``); None: URLs only."""
         self.url = url
+        self.inline = inline
         self.name = f"webhook:{url}"
         self.shown = sink_label(self.name)
         self.timeout_s = timeout_s
@@ -37,8 +43,17 @@ class WebhookSink:
         self.last_ok: float | None = None
         self.on_ready: Callable[[], None] = lambda: None
 
+    def _body(self, alert: Alert) -> bytes:
+        if self.inline is None or not alert.images:
+            return alert.payload()
+        d = alert.model_dump(mode="json")
+        for k, img in enumerate(d["images"]):
+            jpeg = self.inline(alert.id, k)
+            img["jpeg_base64"] = base64.b64encode(jpeg).decode() if jpeg is not None else None
+        return json.dumps(d).encode()
+
     def _post(self, alert: Alert) -> None:
-        req = urllib.request.Request(self.url, data=alert.payload(), method="POST", headers={
+        req = urllib.request.Request(self.url, data=self._body(alert), method="POST", headers={
             "Content-Type": "application/json", "Idempotency-Key": alert.id,
             "User-Agent": f"lvm-edge/{__version__}"})
         try:

@@ -89,6 +89,13 @@ class _Tokens:
             del self._batches[b]
         return held[0][i - b * self.batch]
 
+    def frame(self, i: int) -> np.ndarray | None:
+        """Frame ``i`` of the sequence as it came in (None for tokens handed in without frames)."""
+        if self.engine is None:
+            return None
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.parts[k][i - self.starts[k]]
+
     def _frames(self, a: int, b: int) -> np.ndarray:
         """Frames [a, b) of the sequence, each part's at the backbone's input size."""
         out = []
@@ -115,9 +122,9 @@ def _clip_loop(engine, items, order: list[int], times: list[np.ndarray], tokens:
             k, n = cursor[i], len(ts[i])
             while k < n:
                 tok, t = tokens.get(starts[i] + k), float(ts[i][k])
+                if st.items is not None:  # the frame itself only where its crops are kept (the alerts' evidence)
+                    seen.add(st, tok, t, tokens.frame(starts[i] + k) if st.evidence is not None else None)
                 k += 1
-                if st.items is not None:
-                    seen.add(st, tok, t)
                 if not st.takes(t):
                     continue
                 if st.add(tok, t):
@@ -139,12 +146,13 @@ class _EventFrames:
 
     def __init__(self, engine) -> None:
         self.engine = engine
-        self.held: dict[int, tuple[StreamState, list[np.ndarray], list[float]]] = {}
+        self.held: dict[int, tuple[StreamState, list[np.ndarray], list[float], list]] = {}
 
-    def add(self, st: StreamState, tok: np.ndarray, t: float) -> None:
-        _, toks, ts = self.held.setdefault(id(st), (st, [], []))
+    def add(self, st: StreamState, tok: np.ndarray, t: float, frame: np.ndarray | None = None) -> None:
+        _, toks, ts, frames = self.held.setdefault(id(st), (st, [], [], []))
         toks.append(tok)
         ts.append(t)
+        frames.append(frame)
         if len(toks) >= self.engine.batch_size:
             self._run(id(st))
 
@@ -153,6 +161,6 @@ class _EventFrames:
             self._run(key)
 
     def _run(self, key: int) -> None:
-        st, toks, ts = self.held.pop(key)
+        st, toks, ts, frames = self.held.pop(key)
         if toks:
-            st.observe(self.engine.detect(np.stack(toks), np.asarray(ts), st.report))
+            st.observe(self.engine.detect(np.stack(toks), np.asarray(ts), st.report), frames)

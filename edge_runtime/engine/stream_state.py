@@ -71,6 +71,7 @@ class StreamState:
         faster than the memory's fps, and the memory takes those on its own 1/fps grid."""
         self.memory, self.svd, self.ood = memory, svd, ood
         self.items = items
+        self.evidence = None  # the item tracks' recent crops (keep_evidence), for the alerts' evidence
         self.fact_specs = facts
         self.timeline: Timeline | None = None
         if timeline is not None and facts is not None:
@@ -111,6 +112,8 @@ class StreamState:
             self._memory_grid = TimestampSampler(self.fps) if self.items is not None else None
             if self.items is not None:
                 self.items.reset()
+            if self.evidence is not None:  # a new session's track ids start again: old crops would be misread
+                self.evidence.clear()
             self.frames_processed = 0
             self.clips = 0
             self._gaps: deque[tuple[float, float]] = deque(maxlen=MAX_GAPS)
@@ -142,10 +145,37 @@ class StreamState:
         with self.lock:
             self.items.configure(zones)
 
-    def observe(self, detections: list) -> None:
-        """Frames' item detections (in time order) into this stream's tracks and item events."""
-        for d in detections:
+    def keep_evidence(self, mode: str, max_bytes: int) -> None:
+        """Keep crops of the item tracks (``mode`` item: each item's region; frame: the whole frame) in a
+        ring of at most ``max_bytes`` (edge_runtime/items/evidence_ring.py); ``off``: keep none. The
+        same settings again keep the ring as it is. ValueError for a stream without an event path."""
+        from edge_runtime.items.evidence_ring import EvidenceRing
+
+        if mode == "off":
+            self.evidence = None
+            return
+        if self.items is None:
+            raise ValueError("this stream has no event path (its bundle has no event head): no item crops to keep")
+        ring = self.evidence
+        if ring is None or ring.mode != mode or ring.max_bytes != int(max_bytes):
+            with self.lock:
+                self.evidence = EvidenceRing(mode, max_bytes)
+
+    def observe(self, detections: list, frames: list | None = None) -> None:
+        """Frames' item detections (in time order) into this stream's tracks and item events; with
+        ``frames`` (each detection's RGB frame, or None) and an evidence ring, the tracks' crops too."""
+        ring = self.evidence
+        for i, d in enumerate(detections):
             self.items.update(d)
+            if ring is not None and frames is not None and frames[i] is not None:
+                ring.add(frames[i], d.t, self._seen_boxes(d))
+
+    def _seen_boxes(self, dets) -> dict[int, np.ndarray]:
+        """Track id -> its box, of the tracks detected in ``dets``, the frame the items were last given
+        (none while the zones are being proposed: no track is followed yet)."""
+        if self.items.labeler is None:
+            return {}
+        return {int(tid): dets.boxes[i] for tid, i in self.items.tracker.last_seen.items() if i < len(dets.boxes)}
 
     def add(self, tok: np.ndarray, t: float) -> bool:
         """Add one frame's tokens at stream time ``t``; True when the pending clip is full (the
@@ -303,7 +333,8 @@ class StreamState:
                 "pending_frames": self.pending_frames, "clips": self.clips, "memory_bytes": self.memory_bytes,
                 "gaps": [list(g) for g in self.gaps], "ood": self.ood.status(),
                 **({"timeline": self.timeline.status()} if self.timeline is not None else {}),
-                **({"items": self.items.status()} if self.items is not None else {})}
+                **({"items": self.items.status()} if self.items is not None else {}),
+                **({"evidence": self.evidence.status()} if self.evidence is not None else {})}
 
     # -- persistence ------------------------------------------------------------------------
     def snapshot_meta(self) -> dict[str, Any]:
