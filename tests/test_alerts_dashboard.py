@@ -110,3 +110,24 @@ def test_the_panel_says_whether_the_till_is_sending(served):
         alerts.add_pos_scans("default", [("apple", 3.0), ("bread", 5.0)], now=5.0)
         expect(page.locator("#alerts-delivery")).to_contain_text("2 scans from the till, the last", timeout=20_000)
         assert errors == []
+
+
+def test_an_alerts_pictures_show_beside_it(served):
+    import numpy as np
+
+    from edge_runtime.items.evidence_ring import EvidenceRing
+
+    url, alerts = served
+    ring = EvidenceRing("item", 100_000)
+    for k in range(50):  # 10 s of one item's track at 5 fps
+        ring.add(np.full((96, 96, 3), 5 * k, np.uint8), k / 5, {3: np.array([0.2, 0.2, 0.6, 0.6])})
+    draft = {**_draft(1), "start": 4.0, "end": 5.0,
+             "evidence": [{"activity": "bag", "product": "item 1", "item": 3, "start": 4.0, "end": 5.0}]}
+    alert = alerts.raise_alert(draft, stream="default", ring=ring)[0]
+    with dashboard(url) as (page, errors):
+        imgs = page.locator(f"#alerts li[data-id='{alert.id}'] .evidence img")
+        expect(imgs).to_have_count(3, timeout=20_000)
+        page.wait_for_function("() => [...document.querySelectorAll('.evidence img')]"
+                               ".every((i) => i.complete && i.naturalWidth > 0)", timeout=10_000)
+        assert imgs.first.get_attribute("title").startswith("before")
+        assert errors == []

@@ -3,6 +3,8 @@
 // three buttons, staff's verdict (POST /v1/alerts/{id}/ack {"outcome"}): confirmed, false alert,
 // customer fixed (real, and the customer paid once told); one with an outcome shows it.
 // The delivery line under the title says where alerts go and what still waits for the broker.
+// An alert with evidence shows its item's pictures beside it (before, at and after its event),
+// fetched once each with the page's token (GET /v1/alerts/{id}/evidence/{k}.jpg).
 
 import { clock, words } from "./draw.js";
 
@@ -12,6 +14,7 @@ const NEW_MS = 30000;         // an alert stays marked new this long after it fi
 const firstSeen = new Map();  // id -> when this page first listed it (0: it was there at load)
 let first = true;
 let api = null;
+const pictures = new Map();   // an image's path -> its object URL: fetched once, not at every poll
 // the outcomes, as the API names them and as the buttons say them
 const OUTCOMES = [["confirmed", "Confirmed"], ["false_alert", "False alert"], ["customer_fixed", "Customer fixed"]];
 
@@ -48,6 +51,7 @@ function row(a) {
     + `${clock(a.start)}–${clock(a.end)} · ${Math.round(100 * a.confidence)} %`;
   text.title = `id ${a.id}`;
   li.append(text);
+  if (a.images && a.images.length) li.append(evidence(a));
   const outcome = a.verdicts && a.verdicts.length ? a.verdicts[a.verdicts.length - 1].outcome : null;
   if (outcome) {
     li.append(said(li, outcome));
@@ -66,6 +70,33 @@ function row(a) {
     li.append(buttons);
   }
   return li;
+}
+
+// the alert's pictures of its item, small, in time order
+function evidence(a) {
+  const strip = document.createElement("span");
+  strip.className = "evidence";
+  for (const i of a.images) {
+    const img = document.createElement("img");
+    img.alt = img.title = `${i.label} · ${clock(i.t)}`;
+    picture(img, new URL(i.url, location.href).pathname).catch(() => { img.alt = `${i.label}: not loaded`; });
+    strip.append(img);
+  }
+  return strip;
+}
+
+async function picture(img, path) {
+  let src = pictures.get(path);
+  if (!src) {
+    src = URL.createObjectURL(await (await api(path)).blob());
+    pictures.set(path, src);
+    if (pictures.size > 6 * SHOWN) {  // the oldest go: only the listed alerts' pictures are needed
+      const [old, url] = pictures.entries().next().value;
+      URL.revokeObjectURL(url);
+      pictures.delete(old);
+    }
+  }
+  img.src = src;
 }
 
 // the outcome an alert was given, as a label in its row
