@@ -21,10 +21,26 @@ def rule_events(target: Any, stream: str | None, window: tuple[float, float]) ->
     if getattr(engine, "events", None) is not None and getattr(state, "items", None) is not None:
         from edge_runtime.query.item_events import item_events
 
-        return item_events(engine, state, window)  # each rule's item_min_confidence chooses
+        # each rule's item_min_confidence chooses
+        return item_events(engine, state, window) + basket_events(engine, state, window)
     from edge_runtime.query.happened import what_happened
 
     return what_happened(target, stream, window, min_confidence=EVENT_FLOOR, one_activity=False)
+
+
+def basket_events(engine: Any, state: Any, window: tuple[float, float]) -> list[Event]:
+    """The stream's items resting in the basket, never taken out, whose stay overlaps ``window``
+    (edge_runtime/items/basket.py), as item events: activity ``in_basket`` while still seen,
+    ``carried_out`` once their track ended there; activity id -1 (no bundle label names them), the
+    track's mean detection score as confidence. The ``left_in_basket`` rule reads them."""
+    names = list(engine.products)
+    out = []
+    for s in state.items.basket_stays(window):
+        product = names[s.class_id] if 0 <= s.class_id < len(names) else f"class {s.class_id}"
+        out.append(Event(s.activity, -1, product, round(float(s.start), 3), round(float(s.last), 3),
+                         round(float(s.score), 4), tuple(float(v) for v in s.box), ("items",),
+                         item=int(s.track_id), paid=False))
+    return out
 
 
 def _engine_and_state(target: Any) -> tuple[Any, Any]:

@@ -10,7 +10,8 @@ fall due (``tick``, every ``TICK_S`` while one waits). Nothing of this runs on t
 neither a slow rule nor a lost broker slows the stream.
 
 With ``alerts.scans: pos`` the service also keeps the till's scans (edge_runtime/alerts/pos_scans.py,
-``add_pos_scans``) and hands each evaluation those of the last ``KEEP_S``.
+``add_pos_scans``) and hands each evaluation those of the last ``KEEP_S``, and its transactions
+(edge_runtime/alerts/till_transactions.py, ``add_till_transactions``), ended ones among the events.
 
 The rules (edge_runtime/alerts/rules/) and the events (edge_runtime/query/happened.py) are
 imported when first needed: a runtime without alert rules never loads them.
@@ -91,11 +92,13 @@ class AlertService:
 
             inline = self._evidence_image if settings.evidence.webhook_inline else None
             self.sinks += [WebhookSink(u, timeout_s=settings.webhook_timeout_s, inline=inline) for u in settings.webhooks]
-        self.pos = None
+        self.pos = self.transactions = None
         if settings.scans == "pos":
             from edge_runtime.alerts.pos_scans import PosScans
+            from edge_runtime.alerts.till_transactions import TillTransactions
 
             self.pos = PosScans(state_dir, warn=self._warn)
+            self.transactions = TillTransactions(state_dir, warn=self._warn)
         self.outbox = Outbox(state_dir, sinks=[s.name for s in self.sinks], max_alerts=settings.outbox.max_alerts,
                              warn=self._warn)
         for s in self.sinks:
@@ -192,7 +195,8 @@ class AlertService:
         for _, old in self.outbox.list(stream=alert.stream, limit=SAME_INCIDENT_SCAN):
             if memory_began is not None and old.raised_at < memory_began:
                 continue
-            if old.rule == alert.rule and old.start <= alert.end and alert.start <= old.end:
+            if old.rule == alert.rule and old.start <= alert.end and alert.start <= old.end \
+                    and not _other_items(old, alert):
                 return old
         return None
 
@@ -272,7 +276,7 @@ class AlertService:
         now = self._stream_now(runtime) if due is not None else None
         if now is None or now < due:
             return []
-        return self._raise(engine.evaluate([], now, self._till(runtime, now)), runtime, now)
+        return self._raise(engine.evaluate(self._transactions(runtime, now), now, self._till(runtime, now)), runtime, now)
 
     def _engine(self, runtime):
         if runtime.name not in self._engines:
@@ -309,7 +313,8 @@ class AlertService:
         self.evaluations += 1
         if self.mqtt is not None and self.settings.mqtt.publish_events:
             self._publish_events(runtime.name, events)
-        out = self._raise(engine.evaluate(events, now, self._till(runtime, now)), runtime, now)
+        out = self._raise(engine.evaluate(events + self._transactions(runtime, now), now, self._till(runtime, now)),
+                          runtime, now)
         self.note = None
         return out
 
@@ -324,6 +329,20 @@ class AlertService:
         if demo_till:  # a demo:// stream brings its checkout's till
             self.add_pos_scans(runtime.name, demo_till, until)
         return self.pos.recent(runtime.name, since)
+
+    def _transactions(self, runtime, until: float) -> list:
+        """The till's transactions of ``runtime``'s stream that ended in the last KEEP_S by ``until``, as
+        events ([] without pos); a demo:// stream brings its checkout's."""
+        if self.transactions is None:
+            return []
+        from edge_runtime.alerts.rules import KEEP_S
+
+        since = until - KEEP_S
+        # all of them: an end's start may lie before ``since`` (the store drops the old ones again)
+        demo = getattr(runtime, "till_transactions", lambda until: [])(until)
+        if demo:
+            self.add_till_transactions(runtime.name, demo, until)
+        return [e for e in self.transactions.recent(runtime.name, since) if e.end <= until]
 
     def _raise(self, drafts: list[dict], runtime, stream_time: float) -> list[Alert]:
         out = []
@@ -359,6 +378,14 @@ class AlertService:
         new = self.pos.add(stream, scans, now)
         self.metrics.pos_scans.labels(stream=stream).inc(new)
         return new
+
+    def add_till_transactions(self, stream: str, marks: list[tuple[str, float]], now: float) -> dict[str, int]:
+        """The till's transaction starts and ends of ``stream`` ("start" | "end", stream seconds);
+        TillTransactions.add's counts. ValueError when this runtime does not take the till's feed;
+        TillError (an end with no start) and TillStoreError as TillTransactions.add."""
+        if self.transactions is None:
+            raise ValueError("this runtime does not take the till's feed (set alerts.scans: pos in its config)")
+        return self.transactions.add(stream, marks, now)
 
     # -- reading ---------------------------------------------------------------------------------
     def list(self, **filters) -> list[tuple[int, Alert]]:
@@ -452,6 +479,15 @@ class AlertService:
         self.outbox.close()
         if self.pos is not None:
             self.pos.close()
+            self.transactions.close()
+
+
+def _other_items(a: Alert, b: Alert) -> bool:
+    """Both alerts name the tracked items they are of (their evidence's ``item``), and none is the same:
+    two items, such as two left in one basket, not one item raised again."""
+    items_a = {e.get("item") for e in a.evidence} - {None}
+    items_b = {e.get("item") for e in b.evidence} - {None}
+    return bool(items_a) and bool(items_b) and not items_a & items_b
 
 
 def _label(sink) -> str:

@@ -131,6 +131,25 @@ def choose(rates: ShrinkRates | None, seed: int, session: int, chains: list[tupl
     return out
 
 
+def till_transactions(ann: dict) -> list[tuple[str, float]]:
+    """The till's transactions, as a store's point-of-sale system would send them: ("start" | "end",
+    stream time) of each customer's session, in time order. A transaction starts when the customer
+    comes to the lane and ends when they pay: at the end of their last event (the hand then goes to
+    rest, and they leave with the basket 2-6 s later), or, having touched nothing, 2 s before they
+    leave. A session the video cuts off has no end."""
+    duration = float(ann["duration_s"])
+    last: dict[int, float] = {}
+    for e in ann["events"]:
+        last[e["session"]] = max(last.get(e["session"], 0.0), float(e["end"]))
+    out = []
+    for s in ann["sessions"]:
+        start, end = float(s["start"]), float(s["end"])
+        out.append(("start", start))
+        if end < duration:
+            out.append(("end", min(last.get(s["session"], end - 2.0), end)))
+    return sorted(out, key=lambda m: m[1])
+
+
 def pos_scans(ann: dict) -> list[tuple[str, float]]:
     """What the till recorded, as a store's point-of-sale system would send it: (product, stream time)
     of each scan's good read, the green flash inside the scan event, in time order. Red flashes (a

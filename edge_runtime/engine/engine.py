@@ -101,12 +101,14 @@ class Engine:
     @property
     def event_activities(self) -> list[str]:
         """The activities a stream's events can name: the bundle's labels, and with an event path those
-        its item tracks decide (pass_around among them, which an 8-activity memory cannot name)."""
+        its item tracks decide (pass_around among them, which an 8-activity memory cannot name) and
+        the basket stays (items/basket.py)."""
         if self.events is None:
             return list(self.labels)
+        from edge_runtime.items.basket import ACTIVITIES as BASKET
         from edge_runtime.items.item_events import LABELERS
 
-        return list(dict.fromkeys(self.labels + list(LABELERS["geometric"].activities)))
+        return list(dict.fromkeys(self.labels + list(LABELERS["geometric"].activities) + list(BASKET)))
 
     @property
     def intake_batch(self) -> int:

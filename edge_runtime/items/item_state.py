@@ -12,6 +12,7 @@ from collections import deque
 
 import numpy as np
 
+from .basket import BasketWatch, Stay
 from .detections import Detections
 from .item_events import HANDLING_COLS, TILL_TOLERANCE_S, ItemEvent, make_labeler
 from .tracker import HISTORY, MAX_TRACKS, MAX_VOTES, ItemTracker, Track
@@ -65,6 +66,7 @@ class ItemState:
     def _set_zones(self, zones: Zones | None, origin: str | None) -> None:
         self.zones, self.zones_origin = zones, origin
         self.labeler = make_labeler(self.labeler_name, zones) if zones is not None else None
+        self.basket = BasketWatch(zones) if zones is not None else None
 
     def _propose(self, dets: Detections) -> None:
         """Average the zone map until there are frames enough to propose the zones."""
@@ -91,6 +93,7 @@ class ItemState:
             return []
         step = self.tracker.update(dets)
         out = self.labeler.update(step, dets.light, dets.t)
+        self.basket.update(step, dets.t)
         self.recent.extend(out)
         return out
 
@@ -100,6 +103,7 @@ class ItemState:
             return []
         out = self.labeler.flush()
         self.tracker.flush()
+        self.basket.flush()
         self.recent.extend(out)
         return out
 
@@ -111,6 +115,10 @@ class ItemState:
     def events(self, window: tuple[float, float]) -> list[ItemEvent]:
         a, b = window
         return [e for e in self.recent if e.overlaps(a, b)]
+
+    def basket_stays(self, window: tuple[float, float]) -> list[Stay]:
+        """Items resting in the basket, never taken out, whose stay overlaps ``window`` (basket.py)."""
+        return self.basket.stays(window) if self.basket is not None else []
 
     # -- snapshots
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -133,6 +141,8 @@ class ItemState:
         }
         sd |= self.labeler.state_dict() if self.labeler is not None else {
             "handling": np.zeros((0, len(HANDLING_COLS))), "over_scanner": np.zeros((0, 2))}
+        if self.basket is not None:
+            sd |= self.basket.state_dict()
         return {PREFIX + k: v for k, v in sd.items()}
 
     def load_state_dict(self, sd: dict[str, np.ndarray], bundle_id: str) -> None:
@@ -164,6 +174,9 @@ class ItemState:
         self.tracker.restore(live, int(np.asarray(sd[PREFIX + "next_id"]).reshape(-1)[0]))
         if self.labeler is not None:
             self.labeler.load_state_dict({"handling": get["handling"], "over_scanner": get["over_scanner"]}, live)
+        if self.basket is not None:  # a snapshot from before the basket watch has none: it starts empty
+            self.basket.load_state_dict({k: np.asarray(sd[PREFIX + k]) for k in ("basket", "basket_handled")
+                                         if PREFIX + k in sd}, live)
         self.recent.clear()
         for r in get["events"].reshape(-1, len(EVENT_COLS)).tolist():
             self.recent.append(ItemEvent(ACTIVITIES[int(r[0])], int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5],
@@ -179,4 +192,4 @@ class ItemState:
         over = int(np.ceil(4 * TILL_TOLERANCE_S * self.fps)) + 1
         per_track = 8 * (len(TRACK_COLS) + HISTORY * 7 + MAX_VOTES * 3 + len(HANDLING_COLS) + over * 2)
         return (len(self.bundle_id.encode()) + 8 + MAX_ZONE_BYTES + self.tracker.max_tracks * per_track
-                + self.recent.maxlen * 8 * len(EVENT_COLS))
+                + self.recent.maxlen * 8 * len(EVENT_COLS) + BasketWatch.max_nbytes(self.tracker.max_tracks))

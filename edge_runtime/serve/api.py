@@ -27,7 +27,7 @@ from fastapi_offline import FastAPIOffline
 
 from edge_runtime import __version__
 from edge_runtime.serve import api_alerts, api_ask, api_catalog, api_evidence, api_happened, api_page, api_queries, \
-    api_service, api_streams, api_zones
+    api_service, api_streams, api_till, api_zones
 from edge_runtime.serve.api_deps import ApiSettings
 from edge_runtime.serve.api_errors import ERROR_RESPONSES, error_handlers, known_query, with_bearer_auth
 from edge_runtime.serve.api_streams import DEFAULT_MAX_STREAMS
@@ -38,7 +38,7 @@ DEFAULT_MAX_BODY = 8 << 20          # 8 MiB
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 # in this order in the schema
 ROUTERS = (api_service.router, api_queries.router, api_streams.router, api_zones.router, api_alerts.router,
-           api_evidence.router, api_catalog.router, api_page.router, api_happened.router, api_ask.router)
+           api_till.router, api_evidence.router, api_catalog.router, api_page.router, api_happened.router, api_ask.router)
 
 
 def is_loopback(host: str) -> bool:

@@ -161,7 +161,7 @@ def ack_alert(alert_id: Annotated[str, Path(max_length=128, description="the ale
     return alert
 
 
-def _lane_till(hub, stream: str):
+def lane_till(hub, stream: str):
     """(the stream's runtime, the alert service) where this runtime takes the till's scans; a one-line
     404 for an unknown stream, 409 where it does not take them."""
     rt = hub.get(stream)
@@ -180,7 +180,7 @@ _LANE_RESPONSES: dict[int | str, dict[str, Any]] = {404: {"description": "no suc
 def list_pos_scans(stream: Annotated[str, Path(max_length=64, description="the lane's stream name")],
                    hub: Hub) -> dict[str, Any]:
     """The till's scans this runtime holds for a lane (the last 15 minutes), oldest first, in stream seconds."""
-    rt, service = _lane_till(hub, stream)
+    rt, service = lane_till(hub, stream)
     origin = getattr(rt, "wall_origin", None)
     return {"stream": stream, "scans": [{"product": e.product, "stream_time": e.start,
                                          "time": None if origin is None else origin + e.start}
@@ -193,31 +193,48 @@ def add_pos_scans(stream: Annotated[str, Path(max_length=64, description="the la
     """The till's scans of a lane, as its point-of-sale system reads them: what the rules judge bags
     and handlings over the scanner against, with ``alerts.scans: pos``. A scan sent again (same
     product and time) is kept once."""
-    rt, service = _lane_till(hub, stream)
+    rt, service = lane_till(hub, stream)
+    return take_scans(hub, stream, rt, service, body.scans)
+
+
+def stream_now(rt) -> float:
+    """The stream's time: its newest frame (or, restored and not yet fed, the end of its memory)."""
+    return max(getattr(rt, "stream_now", None) or 0.0, rt.stream.coverage.get("end") or 0.0)
+
+
+def till_time(rt, stream: str, where: str, wall: float | None, stream_time: float | None, now: float):
+    """A till's time of ``where`` (e.g. "scans[2]") in the stream's seconds, or the one-line 409 / 422
+    that refuses it: a wall time on a stream without a wall clock, or one far ahead of the stream."""
     origin = getattr(rt, "wall_origin", None)
+    if stream_time is None and origin is None:
+        if _live(rt):  # its wall clock starts with its first frame: a till's time cannot be placed yet
+            return JSONResponse({"error": f"{where}: stream {stream!r} is a live camera that has not "
+                                          f"delivered a frame yet, so a wall time cannot be placed in it; "
+                                          f"send it again once it streams"}, status_code=409)
+        return JSONResponse({"error": f"{where}: stream {stream!r} has no wall clock (not a live "
+                                      f"camera); give stream_time instead of time"}, status_code=422)
+    t = stream_time if stream_time is not None else wall - origin
+    if t > now + MAX_AHEAD_S:  # a read far ahead of the stream is a wrong clock
+        hint = " (milliseconds? time is unix seconds)" if wall is not None and wall > 1e11 else ""
+        return JSONResponse({"error": f"{where}: at stream time {t:.6g} s, more than {MAX_AHEAD_S:g} s "
+                                      f"ahead of the stream (at {now:.6g} s): check the till's clock{hint}"},
+                            status_code=422)
+    return t
+
+
+def take_scans(hub, stream: str, rt, service, scans: list[PosScan]):
+    """Store the till's reads of a lane: the 202 answer, or the one-line 4xx / 503 that refuses them all."""
     # the till's spelling of a product -> the name events carry (the catalog's, else the bundle's
     # class): case, spacing and "_" aside, so the rules can match its scans to its bags
     catalog = getattr(hub, "catalog", None)
     known = list(rt.engine.products) + list(catalog.names() if catalog is not None else ())
     names = {name_key(n.replace("_", " ")): n for n in known}
-    # the stream's time: its newest frame (or, restored and not yet fed, the end of its memory)
-    now = max(getattr(rt, "stream_now", None) or 0.0, rt.stream.coverage.get("end") or 0.0)
-    latest = now + MAX_AHEAD_S   # a read far ahead of the stream is a wrong clock
+    now = stream_now(rt)
     rows = []
-    for i, s in enumerate(body.scans):
-        if s.stream_time is None and origin is None:
-            if _live(rt):  # its wall clock starts with its first frame: a till's read cannot be placed yet
-                return JSONResponse({"error": f"scans[{i}]: stream {stream!r} is a live camera that has not "
-                                              f"delivered a frame yet, so a wall time cannot be placed in it; "
-                                              f"send the scans again once it streams"}, status_code=409)
-            return JSONResponse({"error": f"scans[{i}]: stream {stream!r} has no wall clock (not a live "
-                                          f"camera); give stream_time instead of time"}, status_code=422)
-        t = s.stream_time if s.stream_time is not None else s.time - origin
-        if t > latest:
-            hint = " (milliseconds? time is unix seconds)" if s.time is not None and s.time > 1e11 else ""
-            return JSONResponse({"error": f"scans[{i}]: at stream time {t:.6g} s, more than {MAX_AHEAD_S:g} s "
-                                          f"ahead of the stream (at {now:.6g} s): check the till's clock{hint}"},
-                                status_code=422)
+    for i, s in enumerate(scans):
+        t = till_time(rt, stream, f"scans[{i}]", s.time, s.stream_time, now)
+        if isinstance(t, JSONResponse):
+            return t
         rows.append((names.get(name_key(s.product.replace("_", " ")), s.product), t))
     try:
         new = service.add_pos_scans(stream, rows, now)

@@ -52,6 +52,7 @@ class Intake:
                 if resume_after is not None:  # paced (--realtime): those frames go by at once, not in real time
                     src.pace_from(resume_after)
                 self._till = src.till_reads  # demo://: its checkout's till; [] for the others
+                self._till_tx = src.till_transactions
                 received = skipped = 0
                 first_rel = None  # source time of this run's first frame streamed: --duration counts from it
                 limit_reached = False

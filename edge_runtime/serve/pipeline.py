@@ -94,6 +94,7 @@ class Runtime(Intake):
         self.source_uri: str | None = None  # the identity snapshots record
         self._source = None
         self._till = None                   # demo://: its till's reads (video seconds), see till_reads
+        self._till_tx = None                # demo://: its till's transactions, see till_transactions
         self._time_up = threading.Event()   # a live source's wall-clock duration ran out
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -394,6 +395,15 @@ class Runtime(Intake):
             return []
         reads = [(p, clock.stream_time(t)) for p, t in self._till()]
         return [(p, t) for p, t in reads if t <= until]
+
+    def till_transactions(self, until: float) -> list[tuple[str, float]]:
+        """A demo stream's till transactions: ("start" | "end", stream seconds) up to ``until``; [] for
+        other sources (a real till POSTs to /v1/streams/<name>/till)."""
+        clock = self.stream.clock
+        if self._till_tx is None or not clock.started:
+            return []
+        marks = [(k, clock.stream_time(t)) for k, t in self._till_tx()]
+        return [(k, t) for k, t in marks if t <= until]
 
     @property
     def source_problem(self) -> str | None:

@@ -176,6 +176,11 @@ class Source:
         demo://)."""
         return []
 
+    def till_transactions(self) -> list[tuple[str, float]]:
+        """The till's transactions that come with the source's video: ("start" | "end", source seconds)
+        of each customer's; [] for a source without one (all but demo://)."""
+        return []
+
     def pace_from(self, t: float) -> None:
         """A paced (real-time) file or demo: release the frames before source time ``t`` at once and pace
         from there (a restored memory already holds them). Live sources are not paced: nothing to do."""

@@ -44,6 +44,7 @@ class DemoSource(Source):
         except (ValueError, TypeError) as e:
             raise SourceError(f"{label}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         self._till: list[tuple[str, float]] | None = None
+        self._till_tx: list[tuple[str, float]] | None = None
         self.frame_count = max(1, math.ceil(self.duration_s * self.fps - 1e-9))
         self._next = 0
 
@@ -55,6 +56,15 @@ class DemoSource(Source):
 
             self._till = pos_scans(self.video.annotations())
         return self._till
+
+    def till_transactions(self) -> list[tuple[str, float]]:
+        """The demo checkout's till transactions: ("start" | "end", video seconds) of each customer's
+        (edge_runtime/checkout/shrink.py ``till_transactions``)."""
+        if self._till_tx is None:
+            from edge_runtime.checkout.shrink import till_transactions
+
+            self._till_tx = till_transactions(self.video.annotations())
+        return self._till_tx
 
     def _frames(self) -> Iterator[Frame]:
         while self._next < self.frame_count and not self._stop.is_set():

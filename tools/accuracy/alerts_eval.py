@@ -17,12 +17,19 @@ Two sources of events:
 Every rule of the registry (edge_runtime/alerts/rules/) runs that has targets here (``TARGETS``).
 Targets, per rule, from the annotations: ``bagged_without_scan``: every item bagged and never
 scanned (the shrink behaviours bagged_unscanned and pass_around); ``pass_around``: every
-pass_around event. An alert is right when it names the target's product and its interval overlaps
+pass_around event; ``left_in_basket``: every item given that behaviour whose shopper left within the
+video (its interval: the item's time in view). An alert is right when it names the target's product and its interval overlaps
 the target's, widened by ``MATCH_TOL_S`` on each side (one alert per target, earliest first); other
 alerts are false (``false_on_scanned_bags``: of those, the ones at a real bag of a scanned item, i.e.
-the scan was missed). Latency: stream time from the end of the target event to the commit whose
-evaluation raised the alert. Items left in the basket are counted but no rule reads them: they leave
-no event.
+the scan was missed; for ``left_in_basket``, the ones at an item the shopper left in the basket
+without buying it, never touched or put back, which the generator does not count as scan avoidance).
+Latency: stream time from the end of the target event to the commit whose evaluation raised the alert
+(for ``left_in_basket``, from the shopper leaving with it: negative when raised at the till's
+transaction end before that). False alerts
+are also counted per 100 transactions (customers whose session ended within the video).
+``left_in_basket`` reads item tracks (its basket stays): ``--events tracks`` or a bundle with an event
+head; with ``--scans pos`` the till also sends each customer's transaction start and end
+(``edge_runtime.checkout.shrink.till_transactions``), and the rule judges the basket at each end.
 
 Where the scans come from (``--scans``): ``vision`` (default), the events' own scans; ``pos``, what the
 till recorded (``edge_runtime.checkout.shrink.pos_scans``: each scan's good read, product and time), given
@@ -69,7 +76,8 @@ import numpy as np
 from edge_runtime.alerts.rule_events import rule_events
 from edge_runtime.alerts.rules import RULES, RuleEngine
 from edge_runtime.checkout import ACTIVITIES, CheckoutVideo, ShrinkRates, heldout_video
-from edge_runtime.checkout.shrink import pos_scans
+from edge_runtime.checkout.shrink import pos_scans, till_transactions
+from edge_runtime.items.basket import ACTIVITIES as BASKET_ACTIVITIES
 from edge_runtime.query.events import Event
 from tools.repo_paths import REPO
 
@@ -103,14 +111,45 @@ def _near(d: dict, target: tuple[str, float, float]) -> bool:
 # registered rule without an entry here is listed as not run, with NO_TARGETS
 TARGETS = {"bagged_without_scan": lambda e, item: e["activity"] == "bag" and not item["scanned"],
            "pass_around": lambda e, item: e["activity"] == "pass_around"}
+# rule -> whether an annotated item (instance) is one the rule should raise an alert for
+ITEM_TARGETS = {"left_in_basket": lambda item: item["shrink"] == "left_in_basket"}
 NO_TARGETS = "no targets for it in tools/accuracy/alerts_eval.py (TARGETS)"
+NO_STAYS = "reads the item tracks' basket stays, which annotated events do not have (--events tracks or model)"
 
 
 def targets(ann: dict) -> dict[str, list[tuple[str, float, float]]]:
     """rule -> [(product, start, end)] of what it should raise an alert for (the rules of TARGETS)."""
     inst = {i["instance_id"]: i for i in ann["instances"]}
-    return {rule: [(inst[e["instance_id"]]["product"], float(e["start"]), float(e["end"])) for e in ann["events"]
-                   if is_target(e, inst[e["instance_id"]])] for rule, is_target in TARGETS.items()}
+    out = {rule: [(inst[e["instance_id"]]["product"], float(e["start"]), float(e["end"])) for e in ann["events"]
+                  if is_target(e, inst[e["instance_id"]])] for rule, is_target in TARGETS.items()}
+    return out | {rule: [(i["product"], float(i["appear"]), float(i["vanish"])) for i in ann["instances"]
+                         if is_target(i)] for rule, is_target in ITEM_TARGETS.items()}
+
+
+def unbought_in_basket(ann: dict) -> list[tuple[str, float, float]]:
+    """(product, appear, vanish) of every item its shopper left in the basket without buying it (never
+    touched, or put back last) and without a shrink behaviour: where a ``left_in_basket`` alert is false
+    by the ground truth, though no camera tells it from one left behind."""
+    last: dict[int, str] = {}
+    for e in sorted(ann["events"], key=lambda e: e["start"]):
+        if e["activity"] != "browse":
+            last[e["instance_id"]] = e["activity"]
+    ended = {s["session"] for s in ann["sessions"] if s["end"] < ann["duration_s"]}
+    return [(i["product"], float(i["appear"]), float(i["vanish"])) for i in ann["instances"]
+            if i.get("shrink") is None and i["session"] in ended and last.get(i["instance_id"], "put_back") == "put_back"]
+
+
+def transactions(ann: dict) -> list[Event]:
+    """The till's transactions of ``ann`` that ended, as the rules take them (till_transactions.py)."""
+    from edge_runtime.alerts.till_transactions import transaction_event
+
+    out, start = [], None
+    for kind, t in till_transactions(ann):
+        if kind == "start":
+            start = t
+        elif start is not None:
+            out.append(transaction_event(start, t))
+    return out
 
 
 def till_events(ann: dict) -> list[Event]:
@@ -122,8 +161,9 @@ class Evaluations:
     """The alert service's loop for one stream: at each commit, the rules over the events of the window
     since the previous evaluation, with OVERLAP_S of it read again, and the till's scans known by then."""
 
-    def __init__(self, engine: RuleEngine, events_in, till: list[Event] = ()) -> None:
+    def __init__(self, engine: RuleEngine, events_in, till: list[Event] = (), tx: list[Event] = ()) -> None:
         self.engine, self.events_in, self.last, self.till = engine, events_in, None, list(till)
+        self.tx = list(tx)   # the till's transactions: among the events once ended, as the service gives them
         self.raised: list[tuple[dict, float]] = []   # (draft, stream time of the commit or tick that raised it)
         self.ticks = TICKS
 
@@ -133,7 +173,8 @@ class Evaluations:
         self.last = now
         if now > start:
             till = [s for s in self.till if s.start <= now]
-            self.raised += [(d, now) for d in self.engine.evaluate(self.events_in((start, now)), now, till)]
+            events = self.events_in((start, now)) + [x for x in self.tx if x.end <= now]
+            self.raised += [(d, now) for d in self.engine.evaluate(events, now, till)]
 
     def tick(self, until: float) -> None:
         """The service's ticks between commits: each waiting decision due before ``until`` is made at its
@@ -142,7 +183,7 @@ class Evaluations:
             return
         while (due := self.engine.next_due()) is not None and due < until:
             till = [s for s in self.till if s.start <= due]
-            self.raised += [(d, due) for d in self.engine.evaluate([], due, till)]
+            self.raised += [(d, due) for d in self.engine.evaluate([x for x in self.tx if x.end <= due], due, till)]
 
 
 def oracle(ann: dict, rules: dict, clip_s: float, scans: str = "vision") -> list[tuple[dict, float]]:
@@ -161,7 +202,7 @@ def oracle(ann: dict, rules: dict, clip_s: float, scans: str = "vision") -> list
 
 
 def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, scans: str = "vision",
-          till: list[Event] = ()) -> tuple[list[tuple[dict, float]], dict]:
+          till: list[Event] = (), tx: list[Event] = ()) -> tuple[list[tuple[dict, float]], dict]:
     """Stream ``video`` through the engine from an empty memory, evaluating at every commit. ``record``:
     a list to append each commit to, as ``--save-events`` writes it (``replay`` reads it)."""
     stream = eng.new_stream()
@@ -174,7 +215,7 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, sc
         return events
 
     items = stream.items is not None
-    ev = Evaluations(RuleEngine(rules, rule_labels(eng), scans), events_in, till)
+    ev = Evaluations(RuleEngine(rules, rule_labels(eng), scans), events_in, till, tx)
     reads = sorted((e.start, _product_id(eng, e.product)) for e in till) if items else []
     t0, commits, evaluations, step = time.perf_counter(), 0, 0, eng.intake_batch
     frames = video.frames(eng.intake_fps)
@@ -197,7 +238,7 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, sc
     return ev.raised, {"seconds": round(time.perf_counter() - t0, 1), "commits": commits, "evaluations": evaluations}
 
 
-def tracked(video: CheckoutVideo, rules: dict, scans: str = "vision", till: list[Event] = (), *,
+def tracked(video: CheckoutVideo, rules: dict, scans: str = "vision", till: list[Event] = (), tx: list[Event] = (), *,
             jitter: float = TRACK_JITTER, miss: float = TRACK_MISS) -> list[tuple[dict, float]]:
     """The rules over item events from the generator's boxes (oracle detections with ``jitter`` and
     ``miss``, the scanner light as drawn, the scene's zones) through the runtime's tracker and labeler
@@ -212,7 +253,8 @@ def tracked(video: CheckoutVideo, rules: dict, scans: str = "vision", till: list
     fps = TRACK_FPS
     stream = SimpleNamespace(items=ItemState(scene_zones(video), bundle_id="oracle", fps=fps))
     target = (SimpleNamespace(products=list(PRODUCTS), events="oracle detections"), stream)
-    ev = Evaluations(RuleEngine(rules, list(ACTIVITIES), scans), lambda w: rule_events(target, None, w), till)
+    ev = Evaluations(RuleEngine(rules, list(ACTIVITIES) + list(BASKET_ACTIVITIES), scans),
+                     lambda w: rule_events(target, None, w), till, tx)
     reads = sorted((e.start, PRODUCT_IDS[e.product]) for e in till)
     rng = np.random.default_rng(video.seed)
     n = int(np.ceil(video.duration_s * fps - 1e-9))
@@ -238,7 +280,7 @@ def _product_id(eng, name: str) -> int | None:
 
 
 def replay(commits: list[dict], rules: dict, labels: list[str], scans: str = "vision",
-           till: list[Event] = ()) -> list[tuple[dict, float]]:
+           till: list[Event] = (), tx: list[Event] = ()) -> list[tuple[dict, float]]:
     """The rules over saved model events (``load_events``), commit by commit as ``model`` ran them: each
     window the evaluation asks for must be the one saved at that commit."""
     reads: list[tuple[tuple[float, float], list[Event]]] = []
@@ -251,7 +293,7 @@ def replay(commits: list[dict], rules: dict, labels: list[str], scans: str = "vi
             raise ValueError(f"the rules read the window {window}, the file saved {saved}")
         return events
 
-    ev = Evaluations(RuleEngine(rules, labels, scans), events_in, till)
+    ev = Evaluations(RuleEngine(rules, labels, scans), events_in, till, tx)
     for c in commits:
         reads[:] = c["reads"]
         ev.commit(c["now"], c["cov_start"])
@@ -353,7 +395,7 @@ def score(raised: list[tuple[dict, float]], want: list[tuple[str, float, float]]
             "false_on_scanned_bags": on_paid, "latency_s": lat}
 
 
-def summarise(per_video: list[dict], scanned: int, hours: float) -> dict:
+def summarise(per_video: list[dict], scanned: int, hours: float, transactions: int = 0) -> dict:
     t = sum(v["targets"] for v in per_video)
     f = sum(v["found"] for v in per_video)
     false = sum(v["false"] for v in per_video)
@@ -362,6 +404,7 @@ def summarise(per_video: list[dict], scanned: int, hours: float) -> dict:
             "alerts": sum(v["alerts"] for v in per_video), "false_alerts": false,
             "false_on_scanned_bags": sum(v["false_on_scanned_bags"] for v in per_video),
             "false_per_100_scanned": round(100 * false / scanned, 2) if scanned else None,
+            "false_per_100_transactions": round(100 * false / transactions, 2) if transactions else None,
             "false_per_hour": round(false / hours, 2) if hours else None,
             "latency_s": {"median": round(float(np.median(lat)), 1), "p95": round(float(np.percentile(lat, 95)), 1),
                           "mean": round(float(np.mean(lat)), 1), "max": round(float(np.max(lat)), 1)} if lat else None}
@@ -463,8 +506,11 @@ def main(argv: list[str] | None = None) -> int:
         return _refuse("--shrink: rates of 0 leave nothing to alert on")
     sources = ["truth", "model"] if args.events == "both" else [args.events]
     per = {s: {r: [] for r in rules} for s in sources}
-    not_run: dict[str, dict[str, str]] = {s: {r: NO_TARGETS for r in rules if r not in TARGETS} for s in sources}
-    videos, scanned, left, hours = [], 0, 0, 0.0
+    not_run: dict[str, dict[str, str]] = {s: {r: NO_TARGETS for r in rules if r not in TARGETS | ITEM_TARGETS}
+                                          for s in sources}
+    if "truth" in not_run:
+        not_run["truth"] |= {r: NO_STAYS for r in ITEM_TARGETS if r in rules}
+    videos, scanned, left, hours, n_tx = [], 0, 0, 0.0, 0
     base, labels, hashes, to_save = None, None, {}, []
     if "model" in sources and saved is None:
         try:
@@ -497,11 +543,14 @@ def main(argv: list[str] | None = None) -> int:
             video = CheckoutVideo(seed=seed, duration_s=args.video_s, size=size, look=look, shrink=rates)
             ann = video.annotations()
             want, paid = targets(ann), paid_bags(ann)
+            near = {r: unbought_in_basket(ann) if r in ITEM_TARGETS else paid for r in rules}
             till = till_events(ann) if args.scans == "pos" else []
+            tx = transactions(ann) if args.scans == "pos" else []
             info = {"seed": seed, "look": look, "duration_s": args.video_s,
                     "scanned_items": sum(bool(x["scanned"]) for x in ann["instances"]),
                     "targets": {r: len(v) for r, v in want.items()},
-                    "left_in_basket": sum(x["shrink"] == "left_in_basket" for x in ann["instances"])}
+                    "left_in_basket": sum(x["shrink"] == "left_in_basket" for x in ann["instances"]),
+                    "transactions": sum(s["end"] < args.video_s for s in ann["sessions"])}
             if saved is not None:
                 sv = saved["per_video"][i]
                 mine = {k: info[k] for k in ("seed", "look", "scanned_items", "targets")}
@@ -510,34 +559,35 @@ def main(argv: list[str] | None = None) -> int:
                     return _refuse(f"--events-from {args.events_from}: video {i}: the generator now gives {mine}, "
                                    f"the file saved {theirs}")
             scanned, left, hours = scanned + info["scanned_items"], left + info["left_in_basket"], hours + args.video_s / 3600
+            n_tx += info["transactions"]
             if "truth" in sources:
                 run_rules = {r: th for r, th in rules.items() if r not in not_run["truth"]}
                 raised = oracle(ann, run_rules, clip_s, args.scans)
                 for r in run_rules:
-                    per["truth"][r].append(score([x for x in raised if x[0]["rule"] == r], want[r], paid))
+                    per["truth"][r].append(score([x for x in raised if x[0]["rule"] == r], want[r], near[r]))
             if "tracks" in sources:
                 run_rules = {r: th for r, th in rules.items() if r not in not_run["tracks"]}
-                raised = tracked(video, run_rules, args.scans, till_events(ann) if args.scans == "pos" else ())
+                raised = tracked(video, run_rules, args.scans, till, tx)
                 for r in run_rules:
-                    per["tracks"][r].append(score([x for x in raised if x[0]["rule"] == r], want[r], paid))
+                    per["tracks"][r].append(score([x for x in raised if x[0]["rule"] == r], want[r], near[r]))
             if "model" in sources:
                 run_rules = {r: th for r, th in rules.items() if r not in not_run["model"]}
                 if saved is None:
                     record = [] if args.save_events is not None else None
-                    raised, info["model_stream"] = model(base, video, run_rules, record, args.scans, till)
+                    raised, info["model_stream"] = model(base, video, run_rules, record, args.scans, till, tx)
                     if record is not None:
                         to_save.append({**{k: info[k] for k in ("seed", "look", "scanned_items", "targets",
                                                                  "left_in_basket", "model_stream")}, "commits": record})
                 else:
                     try:
-                        raised = replay(sv["commits"], run_rules, labels, args.scans, till)
+                        raised = replay(sv["commits"], run_rules, labels, args.scans, till, tx)
                     except ValueError as err:
                         return _refuse(f"--events-from {args.events_from}: video {i}: {err}")
                     info["replayed_commits"] = len(sv["commits"])
                     if "model_stream" in sv:
                         info["model_stream"] = sv["model_stream"]
                 for r in run_rules:
-                    per["model"][r].append(score([x for x in raised if x[0]["rule"] == r], want[r], paid))
+                    per["model"][r].append(score([x for x in raised if x[0]["rule"] == r], want[r], near[r]))
             videos.append(info)
             how = ""
             if "replayed_commits" in info:
@@ -560,8 +610,9 @@ def main(argv: list[str] | None = None) -> int:
                    "threads": saved.get("threads", args.threads) if saved is not None else args.threads,
                    "rules": rules, "scans": args.scans, "commit_every_s": clip_s, "overlap_s": OVERLAP_S, "match_tol_s": MATCH_TOL_S,
                    "scanned_items": scanned, "hours": round(hours, 3), "left_in_basket_items": left,
+                   "transactions": n_tx,
                    "seconds": elapsed,
-                   "results": {s: {r: ({"not_run": not_run[s][r]} if r in not_run[s] else summarise(per[s][r], scanned, hours))
+                   "results": {s: {r: ({"not_run": not_run[s][r]} if r in not_run[s] else summarise(per[s][r], scanned, hours, n_tx))
                                    for r in rules} for s in sources}})
     if args.save_events is not None:
         head = {"tool": result["tool"], "bundle": result["bundle"], **hashes, "labels": labels,
@@ -583,10 +634,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(result: dict) -> str:
     rows = [f"{len(result['videos'])} videos, {result['hours']:g} h, {result['scanned_items']} scanned items, "
-            f"{result['left_in_basket_items']} left in the basket (no rule)",
-            "| events | rule | targets | found | recall | false (at a scanned item's bag) | per 100 scanned | per hour "
-            "| latency median / p95 / max s |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            f"{result['left_in_basket_items']} left in the basket, {result['transactions']} transactions",
+            "| events | rule | targets | found | recall | false (at a scanned item's bag; left_in_basket: at an "
+            "item left unbought) | per 100 scanned | per 100 transactions | per hour | latency median / p95 / max s |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for src, by_rule in result["results"].items():
         for rule, r in by_rule.items():
             if "not_run" in r:
@@ -596,7 +647,7 @@ def table(result: dict) -> str:
             rec = "n/a" if r["recall"] is None else f"{100 * r['recall']:.0f} %"
             rows.append(f"| {src} | {rule} | {r['targets']} | {r['found']} | {rec} | {r['false_alerts']} "
                         f"({r['false_on_scanned_bags']}) | "
-                        f"{r['false_per_100_scanned']} | {r['false_per_hour']} | "
+                        f"{r['false_per_100_scanned']} | {r['false_per_100_transactions']} | {r['false_per_hour']} | "
                         f"{lat} |")
     return "\n".join(rows)
 
