@@ -67,7 +67,8 @@ def test_events_of_a_window_from_the_bundles_classes(streamed):
         assert 0.0 <= e.start < e.end <= VIDEO_S + 1e-6
         assert happened.MIN_CONFIDENCE <= e.confidence <= 1.0
         assert e.product in eng.products and eng.labels[e.activity_id] == e.activity
-        assert e.tracks[0] == "memory" and set(e.tracks) <= {"memory", "timeline"}
+        # "items": an item event of the stream's item tracks agrees with it (tests/test_item_queries.py)
+        assert e.tracks[0] == "memory" and set(e.tracks) <= {"memory", "timeline", "items"}
         assert e.box is not None and all(0.0 <= v <= 1.0 for v in e.box) and e.box[0] < e.box[2]
     # the same product and activity never twice at overlapping times (merged)
     for a in events:
@@ -162,13 +163,14 @@ def test_the_alert_rules_read_every_activitys_reading(streamed):
     from edge_runtime.engine.engine import Engine
 
     target = streamed[:2]
-    every = what_happened(target, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR, one_activity=False)
+    # as an engine without an event head lists them: no item events to agree with
+    every = what_happened(target, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR, one_activity=False, items=False)
     # the shipped bundle's event path: the rules read its item events (tests/test_event_path.py); the
     # same bundle's memory path alone reads what happened
     assert all(e.tracks == ("items",) for e in rule_events(target, None, (0.0, VIDEO_S)))
     with Engine(target[0].bundle, threads=1, events=False) as memory_only:
         assert rule_events((memory_only, target[1]), None, (0.0, VIDEO_S)) == every
-    listed = what_happened(target, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR)
+    listed = what_happened(target, None, (0.0, VIDEO_S), min_confidence=EVENT_FLOOR, items=False)
     assert listed == one_activity_each(every) and set(listed) < set(every)  # this window: 16 of 17
 
 

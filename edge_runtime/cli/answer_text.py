@@ -1,7 +1,8 @@
 """Answers as people read them: a few lines per answer instead of the API's JSON; what the answer
 itself says is its type's ``present`` (edge_runtime/query/types.py), around it the window, the
 coverage and any warning. Answers of the memory reader also say "not seen (p 0.08)" when it found
-no evidence in the window (its best guess follows, marked), else their confidence."""
+no evidence in the window (its best guess follows, marked), else their confidence, and what they
+were read from."""
 from __future__ import annotations
 
 from typing import Any
@@ -41,6 +42,8 @@ def answer_text(a: dict[str, Any], *, all_boxes: bool = False) -> str:
     if a.get("status") in ("answered", "partial") and a.get("confidence") is not None:
         lines.append(f"confidence {a['confidence']:.2f} (p seen {a.get('p_seen') or 0.0:.2f}, answered by the "
                      f"{a.get('answered_by', 'reader')})")
+    if a.get("read_from"):  # which paths the answer read: the memory, the timeline, the item events
+        lines.append("read from: " + ", ".join(a["read_from"]) + (f" (item {a['item']})" if a.get("item") is not None else ""))
     if a.get("ood") and isinstance(a["ood"], dict) and a["ood"].get("flag"):
         lines.append("warning: the recent frames look unlike the training footage; answers may be wrong")
     lines.append(coverage_text(a))

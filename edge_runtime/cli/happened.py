@@ -27,8 +27,9 @@ def seconds(text: str) -> float:
 
 def event_line(ev: dict[str, Any]) -> str:
     box = "" if ev.get("box") is None else "  box [" + " ".join(f"{v:.2f}" for v in ev["box"]) + "]"
+    item = "" if ev.get("item") is None else f"  item {ev['item']}"
     return (f"  {ev['start']:8.1f}-{ev['end']:<8.1f} {ev['activity']:<10} {ev['product']:<20} "
-            f"confidence {ev['confidence']:.2f}{box}")
+            f"confidence {ev['confidence']:.2f}{box}{item}")
 
 
 def lines(reply: dict[str, Any]) -> list[str]:
@@ -39,7 +40,8 @@ def lines(reply: dict[str, Any]) -> list[str]:
         return [f"{reply['stream']}: nothing in memory for {s:.1f}-{e:.1f} s: nothing known about it{held}"]
     part = f"; {coverage_text(reply)}" if reply.get("status") == "partial" and cov.get("start") is not None else ""
     head = (f"{reply['stream']}: {len(reply['events'])} event(s) in {s:.1f}-{e:.1f} s{part} "
-            f"({reply['products']['asked']} products asked, from the {reply['products']['from']})")
+            f"({reply['products']['asked']} products asked, from the {reply['products']['from']}"
+            + (f"; read from {', '.join(reply['read_from'])}" if reply.get("read_from") else "") + ")")
     out = [head, *(event_line(ev) for ev in reply["events"])]
     if (reply.get("ood") or {}).get("flag"):
         out.append("warning: the recent frames look unlike the training footage; these events may be wrong")

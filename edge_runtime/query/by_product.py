@@ -19,13 +19,15 @@ side of it was.
 How this compares with one picture, measured on held-out generator videos with the shipped bundle:
 ``tools/data/catalog_crops.py`` and docs/accuracy/catalog_crops.json (summarised in docs/catalog.md).
 
-Other query types take no object picture; a request without ``product`` passes through untouched.
+Other query types take no object picture; a request without ``product`` passes through untouched
+(but an object answer may take an item track's boxes: ``prepare``).
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
 from edge_runtime.query.catalog import Catalog, CatalogError
+from edge_runtime.query.item_answers import from_items
 from edge_runtime.query.types import BY_NAME, QUERY_TYPES
 
 OBJECT_TYPES = tuple(t.name for t in QUERY_TYPES if t.takes_object)  # the query types that ask about an object
@@ -110,24 +112,27 @@ def combine(answers: list[dict[str, Any]], qtype: str, k: int = 3) -> dict[str, 
 
 def prepare(runtime, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Callable[[list[dict[str, Any]]], list[dict[str, Any]]]]:
     """Requests that may name a product -> (the flat requests to answer, ``finish``: their answers ->
-    one answer per request). What ``answer`` does around ``runtime.query``, so that the API's event
-    loop can await the answers in between."""
+    one answer per request; an object answer with the track's boxes of the item event it agrees with:
+    edge_runtime/query/item_answers.py). What ``answer`` does around ``runtime.query``, so that
+    the API's event loop can await the answers in between."""
     if not any(r.get("product") is not None for r in requests):
-        return requests, lambda answers: answers
-    catalog = getattr(runtime, "catalog", None)
-    classes = class_products(runtime) if catalog is None or not len(catalog) else None
-    flat, spans = expand(requests, catalog, classes, list(getattr(runtime.engine, "products", [])))
+        flat, spans = requests, [(i, 1, None) for i in range(len(requests))]
+    else:
+        catalog = getattr(runtime, "catalog", None)
+        classes = class_products(runtime) if catalog is None or not len(catalog) else None
+        flat, spans = expand(requests, catalog, classes, list(getattr(runtime.engine, "products", [])))
 
     def finish(flat_answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for req, (first, n, shown) in zip(requests, spans):
             if shown is None:
-                out.append(flat_answers[first])
-                continue
-            qtype = req.get("type")
-            a = combine(flat_answers[first:first + n], qtype, int(req.get("k") or 3))
-            a["product"] = {"name": shown, "crops": n, "rule": RULE.get(qtype)}
-            out.append(a)
+                a = flat_answers[first]
+            else:
+                qtype = req.get("type")
+                a = combine(flat_answers[first:first + n], qtype, int(req.get("k") or 3))
+                a["product"] = {"name": shown, "crops": n, "rule": RULE.get(qtype)}
+            # where: the boxes of the item event the answer agrees with (item_answers.py)
+            out.append(from_items(runtime.engine, getattr(runtime, "stream", None), req, a))
         return out
 
     return flat, finish

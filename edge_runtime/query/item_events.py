@@ -1,12 +1,18 @@
-"""A stream's item events (edge_runtime/items/) as the events the alert rules read.
+"""A stream's item events (edge_runtime/items/) as the events the queries and the alert rules read.
 
 With an event head the stream follows each item at ``event_fps`` and labels its track's segments
 (pick-up, scan, bag, pass-around, ...): events from every frame instead of one a second, each of one
 item (``Event.item``, its track id; ``Event.paid``, whether a scan or a till read was matched to it).
 Each says what it was read from: ``tracks == ("items",)``. Products are the bundle's class names.
+
+The item events are bounded (the stream's ``ItemState`` keeps its last ``MAX_EVENTS``): they cover a
+window only from their ``horizon`` on, and only for the activities the stream's labeler names
+(``browse`` leaves no trace in a track). What they do not cover is the memory's (what_happened,
+edge_runtime/query/happened.py; the time and object answers, edge_runtime/query/item_answers.py).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from edge_runtime.query.events import Event
@@ -14,18 +20,60 @@ from edge_runtime.query.events import Event
 READ_FROM = "items"
 
 
-def item_events(engine: Any, state: Any, window: tuple[float, float], min_confidence: float = 0.0) -> list[Event]:
-    """The item events of ``state`` that overlap ``window``, named by the bundle's product classes."""
+def item_path(engine: Any, state: Any) -> Any:
+    """The stream's ``ItemState`` when it decides item events (an event head, and zones set or
+    proposed), else None."""
+    items = getattr(state, "items", None)
+    if getattr(engine, "events", None) is None or items is None or items.zones is None:
+        return None
+    return items
+
+
+def recent(items: Any) -> tuple:
+    """The item events kept, oldest first. One C-level copy of the ring: the stream's intake thread
+    appends to it while a query reads, and a Python loop over the ring itself would see it change."""
+    return tuple(items.recent)
+
+
+def horizon(items: Any, kept: tuple | None = None) -> float:
+    """Stream time from which the item events are complete: -inf until the ring has dropped an event;
+    then the end of its oldest kept one (events are decided at their end or later, so any event ending
+    after it was decided after it, and kept)."""
+    kept = recent(items) if kept is None else kept
+    if items.recent.maxlen is None or len(kept) < items.recent.maxlen:
+        return -math.inf
+    return float(kept[0].end)
+
+
+def covers(engine: Any, state: Any, window: tuple[float, float]) -> bool:
+    """Whether the stream's item events cover ``window`` (for the activities its labeler names)."""
+    items = item_path(engine, state)
+    return items is not None and float(window[0]) >= horizon(items)
+
+
+def activity_ids(engine: Any, state: Any) -> set[int]:
+    """The bundle's activity ids the stream's item events can name (none without an item path)."""
+    items = item_path(engine, state)
+    labels = list(engine.labels)
+    return {labels.index(a) for a in items.activities if a in labels} if items is not None else set()
+
+
+def item_events(engine: Any, state: Any, window: tuple[float, float], min_confidence: float = 0.0,
+                clip: bool = False) -> list[Event]:
+    """The item events of ``state`` that overlap ``window``, named by the bundle's product classes;
+    ``clip``: their times cut to the window (as a listing of the window shows them)."""
     items = getattr(state, "items", None)
     if items is None:
         return []
+    a, b = (float(x) for x in window)
     names = list(engine.products)
     out = []
-    for e in items.events(window):
-        if e.confidence < min_confidence:
+    for e in recent(items):
+        if not e.overlaps(a, b) or e.confidence < min_confidence:
             continue
         product = names[e.class_id] if 0 <= e.class_id < len(names) else f"class {e.class_id}"
-        out.append(Event(e.activity, e.activity_id, product, round(float(e.start), 3), round(float(e.end), 3),
+        start, end = (max(e.start, a), min(e.end, b)) if clip else (e.start, e.end)
+        out.append(Event(e.activity, e.activity_id, product, round(float(start), 3), round(float(end), 3),
                          round(float(e.confidence), 4), tuple(float(v) for v in e.box) if e.box is not None else None,
                          (READ_FROM,), item=int(e.track_id), paid=e.scanned_at is not None))
     return out

@@ -30,9 +30,11 @@ class Answer(BaseModel):
                                      "that the answer is right (null when nothing is in memory); heads answers have none")
     p_seen: float | None = Field(None, ge=0.0, le=1.0, description="reader answers: calibrated probability that "
                                  "what was asked about is in memory for the window")
-    read_from: list[Literal["memory", "timeline"]] | None = Field(
+    read_from: list[Literal["memory", "timeline", "items"]] | None = Field(
         None, description="reader answers: the tracks read: the m-token memory, and the timeline when the bundle "
-                          "keeps one and it holds part of the window (a window beyond its horizon is the memory's alone)")
+                          "keeps one and it holds part of the window (a window beyond its horizon is the memory's alone); "
+                          "items when an object answer took the boxes of the stream's item event it agrees with")
+    item: int | None = Field(None, description="object answers that read items: the item's track id")
     answered_spans: list[list[float]] | None = Field(None, description="partial answers: the covered spans answered from")
     activity: str | None = Field(None, description="object / time queries: the activity asked about")
     product: dict[str, Any] | None = Field(None, description="catalog product queries: name, crops, how their answers merge")

@@ -3,7 +3,8 @@
     {"last": 300, "stream": "cam2"}                        # the last 5 minutes
     {"start": 0, "end": 600, "activity": "scan"}           # a window, one activity
     -> {"stream", "window": [start, end], "products": {"asked": 14, "from": "bundle classes"},
-        "events": [{"activity", "activity_id", "product", "start", "end", "confidence", "box", "tracks"}]}
+        "events": [{"activity", "activity_id", "product", "start", "end", "confidence", "box", "tracks",
+                    "item", "paid"}], "read_from": ["items", "memory", "timeline"], ...}
 
 A window is ``start`` and ``end`` (stream seconds) or ``last`` (seconds back from now: a live
 source's now is the wall clock's, so a camera outage shows as a part of the window the memory does
@@ -20,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge_runtime.query.ask.times import EMPTY_MEMORY, stream_time_now
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.coverage import window_coverage
-from edge_runtime.query.happened import MIN_CONFIDENCE, HappenedError, what_happened
+from edge_runtime.query.happened import MIN_CONFIDENCE, HappenedError
+from edge_runtime.query.happened import happened as events_read
 from edge_runtime.serve.api_deps import GUARDED, Hub
 from edge_runtime.serve.api_streams import STREAM_HELP
 
@@ -48,7 +50,10 @@ class EventModel(BaseModel):
     end: float
     confidence: float = Field(ge=0.0, le=1.0, description="calibrated probability that the event is right")
     box: list[float] | None = Field(None, description="[x1, y1, x2, y2] in [0, 1] at the middle of the event")
-    tracks: list[str] = Field(description="what it was read from: memory, timeline")
+    tracks: list[str] = Field(description="what it was read from: memory, timeline, and items when an item event "
+                                          "of the stream's item tracks agrees with it")
+    item: int | None = Field(None, description="the item's track id, when an item event agrees with it")
+    paid: bool | None = Field(None, description="with item: whether a scan (or a till read) was matched to the item")
 
 
 class HappenedAnswer(BaseModel):
@@ -57,6 +62,8 @@ class HappenedAnswer(BaseModel):
     products: dict[str, Any] = Field(description="{asked: how many products were asked about, from: catalog or "
                                                  "bundle classes}")
     events: list[EventModel] = Field(description="sorted by start, then confidence")
+    read_from: list[str] = Field(description="what the events were read from: items (the stream's item events, when "
+                                             "they cover the window), memory, timeline")
     status: str = Field(description="answered; partial (the memory covers part of the window: its events are "
                                     "from that part); no_memory (it covers none of it: no events, nothing known)")
     coverage: dict[str, Any] = Field(description="{start, end, covered_fraction} of the window the memory covers")
@@ -86,7 +93,7 @@ def window_of(runtime, start: float | None, end: float | None, last: float | Non
 def happened_answer(runtime, q: HappenedBody) -> dict[str, Any]:
     window = window_of(runtime, q.start, q.end, q.last)
     acts = None if q.activity is None else [q.activity]
-    events = what_happened(runtime, None, window, activities=acts, min_confidence=q.min_confidence)
+    got = events_read(runtime, None, window, activities=acts, min_confidence=q.min_confidence)
     catalog = getattr(runtime, "catalog", None)
     if catalog is not None and len(catalog):
         asked = {"asked": len(catalog), "from": "catalog"}
@@ -101,7 +108,7 @@ def happened_answer(runtime, q: HappenedBody) -> dict[str, Any]:
     said = {"message": f"the memory holds {held['start']:.1f}-{held['end']:.1f} s, none of this window"
             if status == "no_memory" and held.get("start") is not None else None}  # as the route's model writes it
     return {"stream": runtime.name, "window": [window[0], window[1]], "products": asked,
-            "events": [e.to_dict() for e in events], "status": status, **cov, **said,
+            "events": [e.to_dict() for e in got.events], "read_from": got.read_from, "status": status, **cov, **said,
             "ood": dict(runtime.stream.ood.status())}
 
 

@@ -38,6 +38,7 @@ from edge_runtime.engine.engine import Engine
 from edge_runtime.engine.stream_state import StreamState
 from edge_runtime.query import happened
 from edge_runtime.query.happened import what_happened
+from edge_runtime.query.item_events import item_events, item_path
 from tools.repo_paths import REPO
 
 TIOU = 0.3
@@ -90,15 +91,16 @@ def lost_at(steps: dict, g: tuple[str, str, float, float], labels: list[str], en
 
 
 def run(streamed: list[tuple[Engine, StreamState, dict]], window_s: float, floor: float, top: int, exclusive: bool,
-        one_activity: float | None = happened.ONE_ACTIVITY_TIOU, losses: bool = False) -> dict:
-    """Precision and recall of one setting (``one_activity``: one_activity_each's overlap, None: off);
+        one_activity: float | None = happened.ONE_ACTIVITY_TIOU, losses: bool = False, items: bool = True) -> dict:
+    """Precision and recall of one setting (``one_activity``: one_activity_each's overlap, None: off;
+    ``items``: what_happened reads the stream's item events, False: the memory's alone);
     with ``losses``, also "missed_at": per LOSSES step, how many truth events were lost there
     (what_happened's trace of each window)."""
     n_pred = n_right = n_gt = n_found = 0
     missed_at = dict.fromkeys(LOSSES, 0)
     t0, calls = time.perf_counter(), 0
     setting = {"min_confidence": floor, "top_activities": top, "one_product": exclusive,
-               "one_activity": one_activity is not None,
+               "one_activity": one_activity is not None, "items": items,
                **({"one_activity_tiou": one_activity} if one_activity is not None else {})}
     for eng, stream, ann in streamed:
         labels = list(eng.labels)
@@ -113,16 +115,38 @@ def run(streamed: list[tuple[Engine, StreamState, dict]], window_s: float, floor
                 for j, g in enumerate(gt):
                     if j not in hit:
                         missed_at[lost_at(steps, g, labels, eng)] += 1
-    p = n_right / n_pred if n_pred else None
-    r = n_found / n_gt if n_gt else None
-    f1 = 2 * p * r / (p + r) if p and r else 0.0
     out = {"min_confidence": floor, "top_activities": top, "one_product_each": exclusive, "one_activity_tiou": one_activity,
-           "predicted": n_pred, "right": n_right, "truth": n_gt, "found": n_found,
-           "precision": round(p, 4) if p is not None else None, "recall": round(r, 4) if r is not None else None,
-           "f1": round(f1, 4), "ms_per_window": round(1000 * (time.perf_counter() - t0) / max(calls, 1), 1)}
+           "items": items, **scores(n_pred, n_right, n_gt, n_found),
+           "ms_per_window": round(1000 * (time.perf_counter() - t0) / max(calls, 1), 1)}
     if losses:
         out["missed_at"] = missed_at
     return out
+
+
+def scores(n_pred: int, n_right: int, n_gt: int, n_found: int) -> dict:
+    p = n_right / n_pred if n_pred else None
+    r = n_found / n_gt if n_gt else None
+    f1 = 2 * p * r / (p + r) if p and r else 0.0
+    return {"predicted": n_pred, "right": n_right, "truth": n_gt, "found": n_found,
+            "precision": round(p, 4) if p is not None else None, "recall": round(r, 4) if r is not None else None,
+            "f1": round(f1, 4)}
+
+
+def items_alone(streamed: list[tuple[Engine, StreamState, dict]], window_s: float) -> dict | None:
+    """Precision and recall of the streams' item events themselves (every activity their labeler names,
+    cut to each window), scored as what_happened's events are; None without an event path."""
+    n_pred = n_right = n_gt = 0
+    for eng, stream, ann in streamed:
+        if item_path(eng, stream) is None:
+            return None
+        acts = set(stream.items.activities)
+        for s in np.arange(0.0, ann["duration_s"] - window_s + 1e-6, window_s):
+            w = (float(s), float(s + window_s))
+            ev = [e for e in item_events(eng, stream, w, clip=True) if e.activity in acts]
+            gt = truth(ann, *w)
+            hit = matched(ev, gt)
+            n_pred, n_right, n_gt = n_pred + len(ev), n_right + len(hit), n_gt + len(gt)
+    return scores(n_pred, n_right, n_gt, n_right)
 
 
 def _floats(text: str) -> list[float]:
@@ -159,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--losses", action="store_true",
                     help="also count, per step of what_happened, the truth events the shipped setting misses there")
     ap.add_argument("--no-items", action="store_true",
-                    help="the memory's events alone, as a bundle without an event head (its item events unread)")
+                    help="stream without the event head (the memory's path alone, at its own fps); without it "
+                         "the shipped setting is run with and without the item events, and the item events are "
+                         "scored alone")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     streamed, t0 = [], time.perf_counter()
@@ -189,16 +215,23 @@ def main(argv: list[str] | None = None) -> int:
             settings.append(shipped)
         rows = []
         lost = None
-        for floor, top, excl, overlap in settings:
+        # with an event path, the shipped setting also with the memory alone: side by side
+        runs = [(*x, True) for x in settings] + ([(*shipped, False)] if not args.no_items else [])
+        for floor, top, excl, overlap, items in runs:
             r = run(streamed, args.window_s, floor, top, excl, overlap,
-                    losses=args.losses and (floor, top, excl, overlap) == shipped)
+                    losses=args.losses and (floor, top, excl, overlap) == shipped and items, items=items)
             rows.append(r)
             if "missed_at" in r:
                 lost = {"truth": r["truth"], "found": r["found"], "missed_at": r.pop("missed_at")}
             print(f"min_conf {floor:g} top {top} one_product_each {excl!s:5} one_activity "
-                  f"{'off' if overlap is None else format(overlap, 'g'):4}  P {r['precision']}  R {r['recall']}  "
+                  f"{'off' if overlap is None else format(overlap, 'g'):4} {'+ items' if items else 'memory '}  "
+                  f"P {r['precision']}  R {r['recall']}  "
                   f"F1 {r['f1']}  ({r['predicted']} predicted, {r['truth']} true; {r['ms_per_window']} ms a window)",
                   flush=True)
+        alone = items_alone(streamed, args.window_s)
+        if alone is not None:
+            print(f"item events alone  P {alone['precision']}  R {alone['recall']}  F1 {alone['f1']}  "
+                  f"({alone['predicted']} predicted, {alone['truth']} true)", flush=True)
         if lost is not None:
             print(f"of {lost['truth']} truth events {lost['found']} found; missed at:")
             for step, n in lost["missed_at"].items():
@@ -211,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
               "match": "same activity and product class, tIoU > 0.3, greedy by confidence",
               "shipped_setting": {"min_confidence": shipped[0], "top_activities": shipped[1],
                                   "one_product_each": shipped[2], "one_activity_tiou": shipped[3]},
-              "runs": rows}
+              "runs": rows, "item_events_alone": alone}
     if lost is not None:
         result["losses"] = {"setting": "shipped", "steps": list(LOSSES), **lost}
     if args.json:

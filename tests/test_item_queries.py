@@ -1,0 +1,192 @@
+"""The queries read the item events (edge_runtime/query/item_events.py, item_answers.py, happened.py): small
+synthetic item events (no video) through what happened's merge and the object answers; the item
+events' horizon (a full ring covers only from its oldest kept event on); every answer says what it read
+(read_from), in the API's JSON and the CLI; a window older than the item events is the memory's alone."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edge_runtime.checkout import CheckoutVideo
+from edge_runtime.items.item_events import ItemEvent
+from edge_runtime.items.item_state import ItemState
+from edge_runtime.items.tracker import Track
+from edge_runtime.items.zones import Zones, scene_zones
+from edge_runtime.query.events import Event
+from edge_runtime.query.happened import happened, with_items
+from edge_runtime.query.item_answers import from_items
+from edge_runtime.query.item_events import covers, horizon, item_events
+
+LABELS = ["pick_up", "scan", "bag", "put_back", "hold", "inspect", "hand_over", "browse"]
+PRODUCTS = ["cereal_box", "milk_carton", "soda_can"]
+ZONES = Zones(polygons={"scanner": [[0.4, 0.4], [0.6, 0.4], [0.6, 0.6]], "bag": [[0.7, 0.3], [0.9, 0.3], [0.9, 0.7]]})
+ENGINE = SimpleNamespace(events=object(), labels=LABELS, products=PRODUCTS,
+                         cfg=SimpleNamespace(stream=SimpleNamespace(object_fps=5.0)))
+
+
+def item(act: str, cls: int, track: int, start: float, end: float, conf: float = 0.7, box=(0.1, 0.2, 0.3, 0.4),
+         scanned: float | None = None) -> ItemEvent:
+    return ItemEvent(act, LABELS.index(act), cls, track, start, end, conf, box, scanned)
+
+
+def stream_with(*events: ItemEvent, max_events: int = 8, zones: Zones | None = ZONES) -> SimpleNamespace:
+    items = ItemState(zones, bundle_id="b", max_events=max_events)
+    items.recent.extend(events)
+    return SimpleNamespace(items=items)
+
+
+def test_a_memory_event_an_item_event_agrees_with_takes_its_item_and_box_and_nothing_else_is_added():
+    mem = [Event("bag", 2, "soda_can", 10.0, 14.0, 0.8, (0.5, 0.5, 0.6, 0.6), ("memory", "timeline")),
+           Event("scan", 1, "milk_carton", 20.0, 24.0, 0.7, None, ("memory",))]
+    state = stream_with(item("bag", 2, 7, 12.0, 15.0, box=(0.7, 0.3, 0.8, 0.4), scanned=None),
+                        item("bag", 1, 8, 11.0, 13.0),             # another product at the time: not this event's
+                        item("scan", 1, 9, 40.0, 42.0))            # no memory event of it: not listed
+    items = item_events(ENGINE, state, (0.0, 60.0), clip=True)
+    assert [e.tracks for e in items] == [("items",)] * 3
+    got = with_items(mem, items)
+    assert len(got) == 2
+    bag, scan = got
+    assert (bag.start, bag.end, bag.confidence) == (10.0, 14.0, 0.8)          # the memory's times and confidence
+    assert bag.item == 7 and bag.box == (0.7, 0.3, 0.8, 0.4) and bag.paid is False
+    assert bag.tracks == ("memory", "timeline", "items")
+    assert scan == mem[1]                                                        # no item event agrees: as it was
+    assert bag.to_dict()["item"] == 7 and "item" not in scan.to_dict()
+
+
+def test_item_events_are_cut_to_the_window_and_named_by_class():
+    state = stream_with(item("hold", 0, 3, 55.0, 70.0))
+    (e,) = item_events(ENGINE, state, (0.0, 60.0), clip=True)
+    assert (e.product, e.start, e.end, e.item) == ("cereal_box", 55.0, 60.0, 3)
+    assert item_events(ENGINE, state, (0.0, 60.0))[0].end == 70.0
+
+
+def test_the_item_events_cover_a_window_from_their_horizon_on():
+    few = stream_with(item("bag", 0, 1, 5.0, 6.0), max_events=3)
+    assert horizon(few.items) == -np.inf and covers(ENGINE, few, (0.0, 60.0))  # nothing dropped yet
+    full = stream_with(*(item("bag", 0, i, 10.0 * i, 10.0 * i + 2) for i in range(5)), max_events=3)
+    assert horizon(full.items) == 22.0                                          # the oldest kept event's end
+    assert not covers(ENGINE, full, (0.0, 60.0)) and covers(ENGINE, full, (22.0, 60.0))
+    assert not covers(SimpleNamespace(**{**vars(ENGINE), "events": None}), few, (0.0, 60.0))  # no event head
+    assert not covers(ENGINE, stream_with(zones=None), (0.0, 60.0))            # zones still being proposed
+    assert not covers(ENGINE, SimpleNamespace(items=None), (0.0, 60.0))
+
+
+def _live_track(state, track_id: int, times) -> None:
+    tr = Track(track_id, times[0], times[-1])
+    for t in times:
+        tr.add(t, np.array([0.2, 0.2, 0.3, 0.3]) + 0.001 * t, 0.9, 2, 0.9)
+    state.items.tracker.restore([tr], track_id + 1)
+
+
+def test_an_object_answer_takes_the_boxes_of_the_item_track_it_agrees_with():
+    req = {"type": "object", "activity": LABELS.index("bag"), "start": 0.0, "end": 60.0, "fps": 5.0}
+    answer = {"type": "object", "answered_by": "reader", "status": "answered", "extent": [10.0, 14.0, 0.8],
+              "times": [12.0], "boxes": [[0.5, 0.5, 0.6, 0.6]], "read_from": ["memory", "timeline"], "confidence": 0.8}
+    state = stream_with(item("bag", 2, 4, 11.0, 13.0))
+    _live_track(state, 4, [10.0 + 0.2 * i for i in range(25)])  # 10.0-14.8 s at 5 fps
+    got = from_items(ENGINE, state, req, answer)
+    assert got["item"] == 4 and got["read_from"] == ["memory", "timeline", "items"]
+    assert got["times"][0] == 10.0 and got["times"][-1] == 14.0 and len(got["times"]) == 21  # inside the extent
+    assert got["boxes"][0] == [0.21, 0.21, 0.31, 0.31]
+    assert (got["extent"], got["confidence"], got["status"]) == (answer["extent"], 0.8, "answered")  # the reader's
+    assert from_items(ENGINE, state, {**req, "fps": 1.0}, answer)["times"] == [10.0, 11.0, 12.0, 13.0, 14.0]
+    # its track gone: the item is named, the reader's boxes stay
+    gone = stream_with(item("bag", 2, 4, 11.0, 13.0))
+    assert from_items(ENGINE, gone, req, answer) == {**answer, "item": 4, "read_from": ["memory", "timeline", "items"]}
+    # no item event of the activity in the extent, a time answer, a "not seen": the reader's answer as it was
+    assert from_items(ENGINE, stream_with(item("bag", 2, 4, 30.0, 33.0)), req, answer) is answer
+    assert from_items(ENGINE, state, {**req, "activity": LABELS.index("scan")}, answer) is answer
+    assert from_items(ENGINE, state, {**req, "type": "time"}, {**answer, "type": "time"})["read_from"] == answer["read_from"]
+    assert from_items(ENGINE, state, req, {**answer, "status": "not_seen"})["read_from"] == answer["read_from"]
+
+
+def test_the_cli_says_what_an_answer_read():
+    from edge_runtime.cli.answer_text import answer_text
+    from edge_runtime.cli.happened import lines
+
+    cov = {"coverage": {"start": 0.0, "end": 60.0, "covered_fraction": 1.0}, "gaps": [], "status": "answered"}
+    a = {"type": "object", "window": [0, 60], "extent": [10.0, 14.0, 0.8], "times": [12.0], "boxes": [[0.1] * 4],
+         "read_from": ["memory", "items"], "item": 4, **cov}
+    assert "read from: memory, items (item 4)" in answer_text(a).splitlines()
+    reply = {"stream": "default", "window": [0.0, 60.0], "products": {"asked": 3, "from": "bundle classes"},
+             "events": [{**Event("bag", 2, "soda_can", 10.0, 14.0, 0.8, None, ("memory", "items"), item=4).to_dict()}],
+             "read_from": ["items", "memory"], **cov}
+    out = lines(reply)
+    assert "read from items, memory" in out[0] and out[1].endswith("item 4")
+
+
+# -- what happened on the shipped bundle's memory, with synthetic item events -------------------------
+VIDEO_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def streamed(shipped_engine):
+    eng = shipped_engine
+    video = CheckoutVideo(seed=1000042, duration_s=VIDEO_S, size=eng.frame_size)
+    ts, fr = zip(*video.frames(eng.fps, 0.0, None))
+    stream = eng.new_stream()
+    stream.set_zones(scene_zones(video))
+    eng.ingest(stream, np.stack(fr), np.asarray(ts, np.float64))
+    eng.flush(stream)
+    memory = happened((eng, stream), None, (0.0, VIDEO_S), min_confidence=0.0, items=False)
+    assert memory.events and "items" not in memory.read_from
+    return eng, stream, memory
+
+
+def _agreeing(eng, e: Event, track: int) -> ItemEvent:
+    return ItemEvent(e.activity, e.activity_id, eng.products.index(e.product), track, e.start, e.end, 0.9,
+                     (0.11, 0.22, 0.33, 0.44), None)
+
+
+def test_what_happened_says_it_read_the_item_events_and_takes_their_items(streamed):
+    eng, stream, memory = streamed
+    first = memory.events[0]
+    stream.items.recent.clear()
+    stream.items.recent.append(_agreeing(eng, first, 77))
+    got = happened((eng, stream), None, (0.0, VIDEO_S), min_confidence=0.0)
+    assert got.read_from[0] == "items" and got.read_from[1:] == memory.read_from
+    assert [(e.activity, e.product, e.start, e.end) for e in got.events] == \
+           [(e.activity, e.product, e.start, e.end) for e in memory.events]
+    mine = [e for e in got.events if e.item == 77]
+    assert mine and mine[0].box == (0.11, 0.22, 0.33, 0.44) and "items" in mine[0].tracks
+
+
+def test_a_window_older_than_the_item_events_is_the_memorys(streamed):
+    eng, stream, memory = streamed
+    first = memory.events[0]
+    ring = stream.items.recent
+    ring.clear()
+    ring.append(_agreeing(eng, first, 77))
+    # the ring fills up with later events: the oldest kept one ends after the window starts
+    ring.extend(item("hold", 0, 100 + i, first.end + 1.0, first.end + 2.0) for i in range(ring.maxlen))
+    assert horizon(stream.items) == first.end + 2.0
+    got = happened((eng, stream), None, (0.0, VIDEO_S), min_confidence=0.0)
+    assert got.read_from == memory.read_from and got.events == memory.events
+    ring.clear()
+
+
+def test_the_api_answer_says_what_it_read(streamed):
+    from fastapi.testclient import TestClient
+
+    from edge_runtime.serve.api import create_app
+    from edge_runtime.serve.pipeline import Runtime
+
+    eng, stream, memory = streamed
+    stream.items.recent.clear()
+    stream.items.recent.append(_agreeing(eng, memory.events[0], 77))
+    rt = Runtime(eng)
+    rt.stream.set_zones(stream.items.zones)
+    rt.stream.load_state_dict(stream.state_dict())
+    stream.items.recent.clear()
+    try:
+        with TestClient(create_app(rt)) as c:
+            body = c.post("/v1/happened", json={"start": 0, "end": VIDEO_S, "min_confidence": 0.0}).json()
+            assert body["read_from"][0] == "items" and "memory" in body["read_from"]
+            assert any(e.get("item") == 77 and "items" in e["tracks"] for e in body["events"]), body["events"]
+            q = c.post("/v1/query/time", json={"start": 0, "end": VIDEO_S, "activity": "scan",
+                                               "product": "milk_carton"}).json()
+            assert q["read_from"] and set(q["read_from"]) <= {"memory", "timeline"}
+    finally:
+        rt.close()
