@@ -33,6 +33,8 @@ def runtime_status(rt) -> dict[str, Any]:
         "gaps": mem["gaps"],
         # the reader's timeline track (tokens, fill, horizon, oldest / newest time held), absent without one
         **({"timeline": mem["timeline"]} if "timeline" in mem else {}),
+        # the ring of recent item crops the alerts' evidence is taken from (bytes, bound), absent without one
+        **({"evidence": mem["evidence"]} if "evidence" in mem else {}),
         "ood": mem["ood"],
         "restored_from": rt.restored_from,
         "fps": round(fps, 3),
