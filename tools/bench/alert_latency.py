@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools.reliability.alert_latency import Poller, Receipts, Webhook, _machine
+from tools.reliability.alert_latency import Poller, Receipts, Webhook
 from tools.reliability.alert_latency_math import FrameClock, LatencyError, end_frame, stats
 from tools.reliability.common import REPO, RunProcess, ScenarioError, default_bundle
 
@@ -202,7 +202,8 @@ def measure(bundle: Path, duration: float, shrink: str, seed: int, threads: int,
             or _find(lane, "evidence"))
     return {
         "tool": "tools/bench/alert_latency.py", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": _machine(load_start), "bundle": str(bundle), "source": source, "threads": threads, "poll_s": poll,
+        "machine": {"cores": os.cpu_count(), "load_avg_at_start": round(load_start[0], 2),
+                    "load_avg_at_end": round(os.getloadavg()[0], 2)}, "bundle": str(bundle), "source": source, "threads": threads, "poll_s": poll,
         "duration_s": duration, "wall_s": round(wall, 1), "runtime_exit": code,
         "targets": len(targets), "alerts": len(alerts), "matched_alerts": sum(r["target"] is not None for r in rows),
         "targets_found": len(found),
