@@ -3,6 +3,7 @@
     python -m tools.accuracy.happened_eval --json docs/lab/accuracy/happened.json
     python -m tools.accuracy.happened_eval --eval-seed 1 --sweep      # tuning: other videos, every setting
     python -m tools.accuracy.happened_eval --eval-seed 1 --videos 4 --floors 0.5,0.55,0.6,0.65 --one-activity off,0.3,0.5
+    python -m tools.accuracy.happened_eval --eval-seed 2 --videos 2 --time-queries 200 --json docs/accuracy/happened_items.json
 
 Each video (``heldout_video(seed, i)``: seeds training never used; i = 0 in a look training never
 saw, i = 1 in a training look) is streamed once through the bundle (an Engine, the shipped reader,
@@ -16,6 +17,9 @@ settings (least confidence, candidate activities per product, one product per in
 (``off``: every activity's reading kept) with the shipped rest. Report the chosen setting on videos that
 were not used to choose it. ``--losses`` says, for every truth event
 the shipped setting misses, the first step of ``what_happened`` that lost it (``LOSSES``).
+With an event head (not ``--no-items``) the shipped setting is also run on the memory alone, the item
+events are scored alone, and ``--time-queries N`` asks time queries (present and absent) of the reader
+and of the item events alone (``time_queries``).
 """
 from __future__ import annotations
 
@@ -149,6 +153,43 @@ def items_alone(streamed: list[tuple[Engine, StreamState, dict]], window_s: floa
     return scores(n_pred, n_right, n_gt, n_right)
 
 
+def time_queries(eng: Engine, streams: list[tuple[StreamState, CheckoutVideo]], n: int, seed: int) -> dict:
+    """``n`` ReST time queries per video (and ``n // 4`` absent ones, whose truth is "not seen"), each
+    asked with its item's picture: the reader's answers beside answers read from the item events alone
+    (not seen: no item event of the asked activity and the item's product class in the window; else the
+    most confident one's interval). Per kind: absent -> not seen, present -> not seen (wrongly), and
+    present answered and right (the first interval at tIoU > 0.3)."""
+    from edge_runtime.checkout import sample_queries
+    from edge_runtime.checkout.absent_queries import sample_absent_queries
+    from edge_runtime.checkout.queries import engine_request
+
+    c = dict.fromkeys(("present", "absent", "reader_absent", "items_absent", "reader_present", "items_present",
+                       "reader_right", "items_right"), 0)
+    for i, (stream, video) in enumerate(streams):
+        ann = video.annotations()
+        product = {int(x["instance_id"]): x["product"] for x in ann["instances"]}
+        rng = np.random.default_rng(seed * 100 + i)
+        qs = sample_queries(ann, n, rng, types=("time",)) + sample_absent_queries(ann, n // 4, rng, types=("time",))
+        answers = eng.answer(stream, [engine_request(q, video.object_crop(q.instance_id, size=eng.frame_size))
+                                      for q in qs])
+        for q, a in zip(qs, answers):
+            found = sorted((e for e in item_events(eng, stream, (q.start, q.end), clip=True)
+                            if e.activity_id == q.activity_id and e.product == product[q.instance_id]),
+                           key=lambda e: -e.confidence)
+            kind = "absent" if q.absent else "present"
+            c[kind] += 1
+            c["reader_" + kind] += a["status"] == "not_seen"
+            c["items_" + kind] += not found
+            if not q.absent:
+                c["reader_right"] += (a["status"] != "not_seen" and bool(a.get("intervals"))
+                                      and tiou(a["intervals"][0][:2], q.gt_interval) > TIOU)
+                c["items_right"] += bool(found) and tiou((found[0].start, found[0].end), q.gt_interval) > TIOU
+    share = {k: round(v / max(c["absent" if "absent" in k else "present"], 1), 4) for k, v in c.items()
+             if k.startswith(("reader", "items"))}
+    return {"counts": c, **{who: {"absent_not_seen": share[f"{who}_absent"], "present_not_seen": share[f"{who}_present"],
+                                  "present_right": share[f"{who}_right"]} for who in ("reader", "items")}}
+
+
 def _floats(text: str) -> list[float]:
     """``--floors``: comma-separated numbers in 0..1."""
     try:
@@ -186,9 +227,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="stream without the event head (the memory's path alone, at its own fps); without it "
                          "the shipped setting is run with and without the item events, and the item events are "
                          "scored alone")
+    ap.add_argument("--time-queries", type=int, default=0, metavar="N",
+                    help="also N time queries a video (and N/4 absent ones): the reader's answers beside the "
+                         "item events' (with an event path)")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
-    streamed, t0 = [], time.perf_counter()
+    streamed, shown, t0 = [], [], time.perf_counter()
     with Engine(args.bundle, threads=1, events=not args.no_items) as eng:
         videos = []
         for i in range(args.videos):
@@ -201,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             if stream.items is not None:
                 stream.items.flush()
             streamed.append((eng, stream, video.annotations()))
+            shown.append((stream, video))
             videos.append({"seed": seed, "look": look, "duration_s": args.video_s})
         print(f"{len(videos)} videos streamed in {time.perf_counter() - t0:.0f} s", flush=True)
         one = happened.ONE_ACTIVITY_TIOU
@@ -232,6 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         if alone is not None:
             print(f"item events alone  P {alone['precision']}  R {alone['recall']}  F1 {alone['f1']}  "
                   f"({alone['predicted']} predicted, {alone['truth']} true)", flush=True)
+        asked = None
+        if args.time_queries > 0 and not args.no_items:
+            asked = time_queries(eng, shown, args.time_queries, args.eval_seed)
+            for who in ("reader", "items"):
+                x = asked[who]
+                print(f"time queries, {who:6s}: absent -> not seen {x['absent_not_seen']}  present -> not seen "
+                      f"{x['present_not_seen']}  present right {x['present_right']}  ({asked['counts']['present']} "
+                      f"present, {asked['counts']['absent']} absent)", flush=True)
         if lost is not None:
             print(f"of {lost['truth']} truth events {lost['found']} found; missed at:")
             for step, n in lost["missed_at"].items():
@@ -245,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
               "shipped_setting": {"min_confidence": shipped[0], "top_activities": shipped[1],
                                   "one_product_each": shipped[2], "one_activity_tiou": shipped[3]},
               "runs": rows, "item_events_alone": alone}
+    if asked is not None:
+        result["time_queries"] = {"per_video": args.time_queries, "absent_per_video": args.time_queries // 4,
+                                  "right": "the first interval at tIoU > 0.3, not said not seen", **asked}
     if lost is not None:
         result["losses"] = {"setting": "shipped", "steps": list(LOSSES), **lost}
     if args.json:
