@@ -42,7 +42,8 @@ TARGETS = {
     "load": "one camera at its real pace; 32 clients at 2 requests/s each (paced, open loop): 0 errors, p99 ≤ 50 ms, "
             "every frame processed; beside it, the saturation throughput of 32 closed-loop clients and its p99",
     "soak": "24 stream-hours: RSS growth ≤ 1 %, fds and threads constant",
-    "alert_faults": "20 broker kills and 20 runtime SIGKILLs: 0 alerts lost, every copy with its alert's id",
+    "alert_faults": "20 broker kills and 20 runtime SIGKILLs: 0 alerts lost, every copy with its alert's id, "
+                    "every alert's evidence JPEGs whole",
 }
 
 
@@ -100,7 +101,8 @@ def summary(name: str, r: dict[str, Any]) -> str:
                 f"state dir {r.get('state_dir_mb')} MB")
     if name == "alert_faults":
         return "; ".join(f"{k}: {x['raised']} raised, {x['lost']} lost, {x['duplicates']} duplicates ({x['unknown_ids']} "
-                         f"with ids never raised), {x.get(k + '_kills')} kills" for k, x in r.items()
+                         f"with ids never raised), {x.get(k + '_kills')} kills, {x.get('evidence_intact')}/{x.get('with_evidence')} "
+                         f"alerts with evidence intact" for k, x in r.items()
                          if k in ("broker", "runtime") and isinstance(x, dict))
     keys = [k for k in r if k not in ("passed", "available", "wall_s", "quick", "run_at", "commit")
             and not isinstance(r[k], (dict, list))]
