@@ -2,9 +2,10 @@
 checkpoint, built with ``lvm-export --skip-gate`` (a broken exporter fails the tests that need it).
 
 What the tests can reuse is kept under the checkout's .cache/, keyed by everything it can depend on
-(``_cache_key``: every .py under export/ and edge_runtime/ (model, graphs, manifest, config schema, the
-runtime code the exporter checks parity with), every file under configs/ and checkpoints/, and this
-file), so a second local run of the same code skips the work and a change of code redoes it:
+(``_cache_key``: every .py under export/ and every edge_runtime module they import, lazily or not (the
+runtime code the exporter checks parity with, the generator it calibrates on), every file under configs/
+and checkpoints/, and this file), so a second local run of the same code skips the work, a change of
+what lvm-export runs redoes it, and a change of the serving side (alerts, API, CLI) does not:
 - .cache/test-bundles/<key>: the test bundle (~25 s of export);
 - .cache/test-cache/<key>: $LVM_EDGE_CACHE of lvm-train / lvm-export / lvm-eval, in-process or as
   subprocesses (backbone tokens, exported graphs), never the user's home.
@@ -15,6 +16,7 @@ atomically, so the workers share them.
 """
 from __future__ import annotations
 
+import ast
 import fcntl
 import hashlib
 import json
@@ -32,7 +34,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "checkpoints" / "lvm-tiny.safetensors"
 SHIPPED_BUNDLE = REPO / "engines" / "lvm-tiny-fp32"
-KEYED = [("export", "*.py"), ("edge_runtime", "*.py"), ("configs", "*"), ("checkpoints", "*")]
+KEYED = [("configs", "*"), ("checkpoints", "*")]  # with _export_code()
 STALE_S = 3600  # other keys' bundles untouched this long are removed (a concurrent run may use a fresh one)
 MAX_WORKERS = 4  # past this the suite's few long subprocess tests, not the cores, set its time
 # The files that take longest (``--durations`` on 2 cores), longest first: they go to the workers first
@@ -42,6 +44,18 @@ LONGEST_FIRST = ["test_train.py", "test_export.py", "test_readme.py", "test_s5.p
                  "test_reliability_rtsp.py", "test_bench.py", "test_own_footage.py", "test_bench_streams.py",
                  "test_train_data.py", "test_labels_travel.py", "test_reader_bundle.py", "test_timeline.py",
                  "test_e2e.py", "test_reliability_media.py", "test_eval_data.py", "test_seen_evidence.py"]
+
+
+def pytest_configure(config):
+    """Each xdist worker's share of the cores as OMP_NUM_THREADS, set before any test imports torch and
+    inherited by the commands the tests start (their default threads read it: export/cpu_threads.py).
+    Two workers each running torch on both of 2 cores made OpenMP's threads spin against each other:
+    a test of 60 small training steps took 536 s that way and 31 s with one thread each."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, str(share))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -67,11 +81,44 @@ def build_lock(cache: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _export_code() -> set[Path]:
+    """export/'s .py files and the edge_runtime modules they reach through imports (function-level ones
+    included, read from the source rather than run), with their packages' __init__ files."""
+    def module_file(name: str) -> Path | None:
+        base = REPO.joinpath(*name.split("."))
+        return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
+
+    todo = [p for p in (REPO / "export").rglob("*.py") if "__pycache__" not in p.parts]
+    seen = set(todo)
+    while todo:
+        path = todo.pop()
+        package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                if node.level:  # relative: from the file's package, up level-1
+                    mod = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([mod] if mod else []))
+                names |= {mod} | {f"{mod}.{a.name}" for a in node.names}
+        for name in names:
+            parts = name.split(".")
+            if parts[0] not in ("export", "edge_runtime"):
+                continue
+            for i in range(1, len(parts) + 1):  # the module and the packages it is in
+                f = module_file(".".join(parts[:i]))
+                if f is not None and f not in seen:
+                    seen.add(f)
+                    todo.append(f)
+    return seen
+
+
 @lru_cache(maxsize=1)  # read by several fixtures and the summary: the files are read once
 def _cache_key() -> str:
     h = hashlib.sha256()
     files = [p for top, pattern in KEYED for p in (REPO / top).rglob(pattern)
-             if p.is_file() and "__pycache__" not in p.parts]
+             if p.is_file() and "__pycache__" not in p.parts] + sorted(_export_code())
     for p in sorted(set(files + [Path(__file__).resolve()])):
         h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:16]

@@ -480,3 +480,15 @@ def test_frame_encoder_gives_the_backbone_tokens(monkeypatch, capsys):
     slow = frame_encoder(bb, "other weights")
     assert slow.session is None and torch.equal(slow(frames, torch.float32), ref)
     assert "runs in PyTorch here (its ONNX export failed: no such op)" in capsys.readouterr().err
+
+
+def test_default_threads_honour_omp_num_threads_and_share_the_cores(monkeypatch):
+    from export import cpu_threads
+
+    monkeypatch.setattr(cpu_threads, "cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert (cpu_threads.default_threads(), cpu_threads.default_threads(2), cpu_threads.default_threads(16)) == (8, 4, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpu_threads.default_threads(2) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "zero")  # not a count: the cores again
+    assert cpu_threads.default_threads() == 8

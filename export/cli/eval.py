@@ -11,6 +11,7 @@ from pathlib import Path
 from edge_runtime.checkout import EVAL_SEED_BASE, WINDOWS, heldout_video
 from edge_runtime.query.types import NAMES
 from export.cli.common import UsageError, run_cli
+from export.cpu_threads import default_threads
 
 SEED_MAX = 2**31 - 1
 ANSWER_KINDS = ("auto", "reader", "heads")
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "auto: the reader when the bundle has one, else the heads)")
     p.add_argument("--absent-share", type=float, help="with --bundle: share of the queries that are absent, truth "
                    f"\"not seen\" (default {ABSENT_SHARE:g}; 0 = none)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: $OMP_NUM_THREADS, else the cores this process may use)")
     p.add_argument("--json", required=True, help="where to write the results JSON")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (videos, queries, random sampler)")
     p.add_argument("--data", metavar="DIR",
@@ -120,7 +121,7 @@ def _eval(args) -> int:
     from export.dataset.eval_data import labels_mismatch
     from export.evaluate.scoring import evaluate_model, evaluation_videos
 
-    torch.set_num_threads(args.threads or os.cpu_count() or 2)
+    torch.set_num_threads(args.threads or default_threads())
     ckpt = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
     net, meta = load_checkpoint(ckpt)
     cfg = net.cfg

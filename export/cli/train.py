@@ -17,6 +17,7 @@ from export.cli.train_stage1 import lsmcl_steps, query_seed, stage1
 from export.train.eta import minutes
 from export.train.reader_defaults import READER_BATCH, READER_CALIB_VIDEOS, READER_LR, READER_STEPS, READER_VIDEOS
 from export.train.warm_start import check_init_from, init_from, taken_init
+from export.cpu_threads import cores, default_threads
 
 SEED_MAX = 2**31 - 1
 
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: CPU cores)")
     p.add_argument("--no-continual", action="store_true", help="ablation: train without the continual-learning loss")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors + optimizer state")
-    p.add_argument("--threads", type=int, help="torch CPU threads per process (default: CPU cores / processes)")
+    p.add_argument("--threads", type=int, help="torch CPU threads per process (default: $OMP_NUM_THREADS, else CPU cores / processes)")
     p.add_argument("--max-steps", type=int, help="stop after this many sampler steps (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-token-cache", action="store_true",
@@ -234,7 +235,7 @@ def _train(args) -> int:
         # a rank that dies or diverges turns into an error after 10 minutes, not a silent hang
         dist.init_process_group("gloo", timeout=timedelta(minutes=10))
     rank = dist.get_rank() if world > 1 else 0
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) // world))
+    torch.set_num_threads(args.threads or default_threads(world))
     progress = not args.no_progress and rank == 0
     n_videos = len(items) if items is not None else args.videos or tc.train_videos
     if n_videos < world:
@@ -297,7 +298,7 @@ def _train(args) -> int:
         from export.train.heads_stage import DatasetVideoSpec, stage_videos, train_heads
         from export.train.joint_stage import init_activity_prior
 
-        workers = args.workers or min(os.cpu_count() or 1, n_heads_videos)
+        workers = args.workers or min(cores(), n_heads_videos)
         n_q = tc.heads_queries_per_video or args.queries or tc.queries_per_video
         if items is not None:
             specs = [DatasetVideoSpec(items[i], n_q, query_seed(seed, i)) for i in range(n_heads_videos)]

@@ -3,11 +3,11 @@
 the checkpoint of --init-from alone)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from export.cli.common import UsageError
 from export.train.eta import estimate, minutes
+from export.cpu_threads import default_threads
 
 
 def add_event_args(p) -> None:
@@ -67,7 +67,7 @@ def event_stage(args, net, checkpoint: Path, out: Path, seed: int, labels: dict,
     from export.train.event_stage import EVENT_STEPS, train_events
 
     cfg = net.cfg
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or default_threads())
     classes = list(labels.get("products") or [])
     if not classes:
         raise UsageError(f"{checkpoint}: carries no product names; the event head's classes are the bundle's products")

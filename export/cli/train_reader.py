@@ -3,12 +3,12 @@ checked before stage 1), its time estimate for the plan, and the call into
 ``export.train.reader_stage.train_reader`` once the checkpoint is written."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from export.cli.common import UsageError
 from export.train.eta import estimate, minutes, rates_for
 from export.train.reader_defaults import READER_BATCH, READER_LR
+from export.cpu_threads import default_threads
 
 # starting from a trained reader (the one beside --init-from) only its new sampler's memories and the
 # new footage are new to it: a fifth of the steps, at a quarter of the learning rate (the fresh rate's
@@ -53,7 +53,7 @@ def reader_stage(args, net, reader_file: Path, checkpoint: Path, seed: int, vide
     from export.train.reader_stage import train_reader
 
     net.eval()
-    threads = args.threads or os.cpu_count() or 1
+    threads = args.threads or default_threads()
     where = f"the train split of {args.data}" if items is not None else \
         f"{args.reader_videos} + {args.reader_calib_videos} generated videos"
     cfg = net.cfg
