@@ -257,6 +257,7 @@ def test_fresh_reader_beside_a_fresh_checkpoint(tmp_path):
         fresh_reader_beside(tmp_path / "other.safetensors", other)
 
 
+@pytest.mark.slow
 def test_timeline_cost_runs_both_bundles(tmp_path, tiny_bundle):
     """tools.bench.timeline_cost runs `lvm-edge demo` on each bundle per round and reads the rate it
     printed (here the same bundle twice: the structure, not the figure); a folder without a bundle is

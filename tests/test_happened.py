@@ -355,6 +355,7 @@ def test_trace_accounts_for_every_missed_truth_event(streamed):
     assert lost_at(gone, (labels[0], product, 0.0, 10.0), labels, eng) == LOSSES[0]
 
 
+@pytest.mark.slow
 def test_happened_eval_counts_the_losses(tmp_path, capsys, monkeypatch):
     from tools.accuracy import happened_eval
     from tools.accuracy.happened_eval import LOSSES, main

@@ -53,6 +53,7 @@ def test_a_run_that_raised_nothing_is_not_a_pass():
     assert not alert_faults.scenario_passed({**clean, "raised": 5, "with_evidence": 5, "evidence_intact": 4})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
 def test_one_broker_kill_and_one_runtime_kill_lose_no_alert_and_no_image(tmp_path):
     res = alert_faults.run(True, tmp_path, log=lambda _: None, kills=1)

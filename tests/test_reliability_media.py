@@ -19,6 +19,7 @@ def bundle_env(tiny_bundle, monkeypatch):
     monkeypatch.setenv("LVM_RELIABILITY_BUNDLE", str(tiny_bundle))
 
 
+@pytest.mark.slow
 def test_bad_media_one_line_right_exit_code_no_traceback(bundle_env, tmp_path):
     r = media.run(True, tmp_path)
     failed = [c for c in r["cases"] if not c["passed"]]

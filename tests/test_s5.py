@@ -170,6 +170,7 @@ def s5_bundle(tmp_path_factory, s5_net):
     return out
 
 
+@pytest.mark.slow
 def test_s5_export_carries_the_state_with_parity(s5_bundle):
     from edge_runtime.backends.bundle import load_bundle
 
@@ -192,6 +193,7 @@ def s5_engine(s5_bundle):
         yield e
 
 
+@pytest.mark.slow
 def test_runtime_memory_streams_the_state_like_pytorch(s5_engine, s5_net):
     """TokenMemory over the exported graph (ping-pong, commit) vs PyTorch over the same clips, and
     two streams in one batched call vs each alone."""
@@ -223,6 +225,7 @@ def test_runtime_memory_streams_the_state_like_pytorch(s5_engine, s5_net):
         assert np.allclose(other[k], v, atol=1e-5), k
 
 
+@pytest.mark.slow
 def test_status_names_the_sampler(s5_engine):
     from types import SimpleNamespace
 
@@ -237,6 +240,7 @@ def test_status_names_the_sampler(s5_engine):
     assert st["memory_bytes"] > 2 * 401408  # both buffer sets and the committed copy hold the state
 
 
+@pytest.mark.slow
 def test_engine_snapshot_restores_the_state(s5_engine):
     eng = s5_engine
     stream = eng.new_stream()

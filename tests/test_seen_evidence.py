@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "engines" / "lvm-tiny-fp32"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (BUNDLE / "manifest.json").is_file(), reason="the shipped bundle is not in this checkout")
 def test_bundle_mode_agrees_with_the_runtime_evaluation(tmp_path, monkeypatch):
     from edge_runtime.backends.bundle import load_bundle

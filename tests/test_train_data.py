@@ -195,6 +195,7 @@ def _main(argv, capsys):
     return rc, capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_lvm_train_data_init_from_relabelled(dataset, tmp_path, capsys):
     from export.model.checkpoint import checkpoint_labels, load_checkpoint, read_metadata
 
