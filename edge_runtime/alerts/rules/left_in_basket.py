@@ -29,7 +29,7 @@ class LeftInBasket(Rule):
     description = ("an item still in the basket, never taken out, at the till's transaction end "
                    "(without a till: when the basket leaves with it)")
     needs = ("in_basket",)
-    # defaults chosen on held-out seed 1 (docs/alerts.md)
+    # defaults chosen on held-out seed 1 (docs/lab/alerts.md)
     thresholds = {"seen_s": 3.0, "min_stay_s": 5.0, "item_min_confidence": 0.3}
     ranges = {"seen_s": (0.0, 60.0), "item_min_confidence": (0.0, 1.0)}
 
