@@ -47,13 +47,15 @@ LONGEST_FIRST = ["test_train.py", "test_export.py", "test_readme.py", "test_s5.p
 
 
 def pytest_configure(config):
-    """OpenMP threads that wait sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE), set before any test
-    imports torch and inherited by the commands the tests start. Two workers each running torch on both
-    of 2 cores spun against each other: two copies of a test of 60 small training steps took 486 s side
-    by side with spinning threads, 27-31 s with one thread each or with passive waits; passive waits
-    keep both cores for a worker whose neighbour is idle."""
-    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")) > 1:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Each xdist worker's share of the cores as OMP_NUM_THREADS, set before any test imports torch and
+    inherited by the commands the tests start (their default threads read it: export/cpu_threads.py).
+    Two workers each running torch on both of 2 cores made OpenMP's threads spin against each other:
+    a test of 60 small training steps took 536 s that way and 31 s with one thread each."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, str(share))
 
 
 def pytest_collection_modifyitems(config, items):
