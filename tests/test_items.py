@@ -132,3 +132,30 @@ def test_the_state_stays_within_its_byte_bound():
         state.update(Detections(k / FPS, boxes, np.ones(40), rng.integers(0, 20, 40), held))
     assert len(state.tracker.tracks) <= 8 and len(state.recent) <= 4
     assert 0 < state.nbytes() <= state.max_nbytes()
+
+
+def test_a_bag_is_named_by_the_carry_into_the_bag_not_by_what_lingers_there():
+    """The head often reads the bag's contents, or the hand lingering over it, as another product for a
+    second or two after the item went in: the bag names what was carried in, across a snapshot too."""
+    zones = Zones.from_dict({"counter": [[0, 0.3], [0.6, 0.3], [0.6, 0.9], [0, 0.9]],
+                             "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
+    state = ItemState(zones, bundle_id="b")
+
+    def frame(k, x, class_id, score):
+        box = np.array([[x, 0.5, x + 0.1, 0.6]], np.float32)
+        return Detections(k / FPS, box, np.array([score], np.float32), np.array([class_id]), np.ones(1, np.float32))
+
+    events = []
+    for k in range(8):  # soda (2) carried across the counter into the bag
+        events += state.update(frame(k, 0.2 + 0.06 * k, 2, 0.6))
+    sd = state.state_dict()
+    state = ItemState(zones, bundle_id="b")
+    state.load_state_dict(sd, "b")
+    for k in range(8, 24):  # then read as bread (8), more surely, where it lies in the bag
+        events += state.update(frame(k, 0.66, 8, 0.9))
+    for k in range(24, 40):  # gone
+        events += state.update(Detections(k / FPS, np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, int),
+                                          np.zeros(0)))
+    bags = [e for e in events if e.activity == "bag"]
+    assert [e.class_id for e in bags] == [2]
+    assert state.tracker.tracks == [] and 0 < state.nbytes() <= state.max_nbytes()

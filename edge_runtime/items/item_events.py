@@ -32,6 +32,8 @@ HOLD_MIN_S = 5.0          # a hold lasts 6 s or more; a carry, a scan's wave or 
 INSPECT_GROWTH = 1.35     # box area over its area at rest: inspecting brings the item ~1.3-1.6x closer
 LIFT_GROWTH = 1.18 ** 2   # any lifted item looks this much bigger (closer to the camera)
 AREA_SMOOTHING = 0.3      # weight of a frame's box area in the running area
+BAG_NAME_S = 0.4          # a bag is named by its frames from BAG_CARRY_S before the item reached the bag zone
+BAG_CARRY_S = 1.0         # (the carry) to BAG_NAME_S after (chosen on held-out seed 1: docs/items.md)
 BAG_GONE_S = 0.6          # a held item unseen this long since it was last seen in the bag zone is bagged
 TILL_TOLERANCE_S = 2.0    # a till read matches a track over the scanner this close in time
 
@@ -212,7 +214,11 @@ class GeometricLabeler:
             act = "hand_over"
         else:
             return []
-        out = [self._event(act, tr, h, h.start, tr.last_t)]
+        # named by the carry into the bag: once there the item is half hidden, and the head reads the
+        # bag's contents or the hand lingering over it as some other product
+        reached = self._reached_bag(tr, h.start) if act == "bag" else None
+        named = (max(h.start, reached - BAG_CARRY_S), reached + BAG_NAME_S) if reached is not None else None
+        out = [self._event(act, tr, h, h.start, tr.last_t, named=named)]
         over = [s for s in h.over_scanner if s >= h.start]
         if act == "bag" and over and h.scanned_at is None and h.start_zone != "scanner":
             # carried over the scanner and on into the bag with no read in one handling: an item never set
@@ -220,11 +226,21 @@ class GeometricLabeler:
             out.insert(0, self._event("pass_around", tr, h, min(over), max(over)))
         return out
 
-    def _event(self, act: str, tr: Track, h: Handling, start: float, end: float) -> ItemEvent:
+    def _reached_bag(self, tr: Track, start: float) -> float:
+        """The first detection of ``tr`` in the bag zone from ``start`` on (its last one if none is)."""
+        for t, x1, y1, x2, y2, _ in tr.history:
+            if t >= start and self.zones.zone_of((x1 + x2) / 2, (y1 + y2) / 2) == "bag":
+                return float(t)
+        return float(tr.last_t)
+
+    def _event(self, act: str, tr: Track, h: Handling, start: float, end: float, *,
+               named: tuple[float, float] | None = None) -> ItemEvent:
         # the track's mean detection score, times the share of the handling's frames it was seen in
         conf = (tr.score_sum / max(1, tr.hits)) * (h.detected / max(1, h.frames))
         box = tuple(float(v) for v in tr.box_at((start + end) / 2))
-        return ItemEvent(act, ACTIVITY_IDS[act], tr.class_id, tr.track_id, float(start), float(end),
+        # the product its own frames show (the track's whole vote when it has none of them)
+        product = tr.class_between(*(named or (start, end)))
+        return ItemEvent(act, ACTIVITY_IDS[act], product, tr.track_id, float(start), float(end),
                          float(min(1.0, conf)), box, h.scanned_at)  # type: ignore[arg-type]
 
 

@@ -131,6 +131,7 @@ class ItemState:
             "votes": np.array([[tr.track_id, c, w] for tr in tracks for c, w in tr.votes.items()],
                               np.float64).reshape(-1, 3),
             "history": np.array([[tr.track_id, *r] for tr in tracks for r in tr.history], np.float64).reshape(-1, 7),
+            "marks": np.array([[tr.track_id, *r] for tr in tracks for r in tr.marks], np.float64).reshape(-1, 4),
             "events": np.array([[e.activity_id, e.class_id, e.track_id, e.start, e.end, e.confidence, *e.box,
                                  np.nan if e.scanned_at is None else e.scanned_at] for e in self.recent],
                                np.float64).reshape(-1, len(EVENT_COLS)),
@@ -165,6 +166,10 @@ class ItemState:
         for row in get["history"].reshape(-1, 7).tolist():
             if int(row[0]) in tracks:
                 tracks[int(row[0])].history.append(tuple(row[1:]))
+        if PREFIX + "marks" in sd:  # a snapshot from before the marks has none: events take the track's vote
+            for row in np.asarray(sd[PREFIX + "marks"], np.float64).reshape(-1, 4).tolist():
+                if int(row[0]) in tracks:
+                    tracks[int(row[0])].marks.append((row[1], int(row[2]), row[3]))
         live = [tr for tr in tracks.values() if tr.history]
         self.reset()
         if self.configured is None and PREFIX + "zones" in sd:  # zones proposed before the snapshot
@@ -190,6 +195,6 @@ class ItemState:
         """The most ``nbytes()`` can be: every array is bounded by the live tracks, their history and
         votes, the scanner times a till read looks back over, and the event ring."""
         over = int(np.ceil(4 * TILL_TOLERANCE_S * self.fps)) + 1
-        per_track = 8 * (len(TRACK_COLS) + HISTORY * 7 + MAX_VOTES * 3 + len(HANDLING_COLS) + over * 2)
+        per_track = 8 * (len(TRACK_COLS) + HISTORY * (7 + 4) + MAX_VOTES * 3 + len(HANDLING_COLS) + over * 2)
         return (len(self.bundle_id.encode()) + 8 + MAX_ZONE_BYTES + self.tracker.max_tracks * per_track
                 + self.recent.maxlen * 8 * len(EVENT_COLS) + BasketWatch.max_nbytes(self.tracker.max_tracks))

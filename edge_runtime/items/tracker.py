@@ -31,13 +31,15 @@ MAX_VOTES = 8            # class votes kept per track (the strongest)
 
 @dataclass
 class Track:
-    """One item's track. ``history`` rows: t, x1, y1, x2, y2, held (detected frames only)."""
+    """One item's track. ``history`` rows: t, x1, y1, x2, y2, held; ``marks`` rows: t, class id, score
+    (detected frames only, the same frames)."""
 
     track_id: int
     start: float
     last_t: float
     votes: dict[int, float] = field(default_factory=dict)
     history: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
+    marks: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
     score_sum: float = 0.0
     hits: int = 0
 
@@ -45,6 +47,18 @@ class Track:
     def class_id(self) -> int:
         """Majority vote (score-weighted) over the track's detections."""
         return max(self.votes.items(), key=lambda kv: (kv[1], -kv[0]))[0] if self.votes else -1
+
+    def class_between(self, t0: float, t1: float) -> int:
+        """The product of the track's detections from ``t0`` to ``t1`` (score-weighted vote), else the
+        whole track's. An event is named by its own frames: a track that wandered onto another item in
+        the basket, or whose first frames were misread, still names the item that was handled."""
+        votes: dict[int, float] = {}
+        for t, c, s in self.marks:
+            if t0 - 1e-6 <= t <= t1 + 1e-6:
+                votes[int(c)] = votes.get(int(c), 0.0) + s
+        if not votes:
+            return self.class_id
+        return max(votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
 
     @property
     def box(self) -> np.ndarray:
@@ -66,6 +80,7 @@ class Track:
 
     def add(self, t: float, box: np.ndarray, score: float, class_id: int, held: float) -> None:
         self.history.append((float(t), *map(float, box), float(held)))
+        self.marks.append((float(t), int(class_id), float(score)))
         self.votes[int(class_id)] = self.votes.get(int(class_id), 0.0) + float(score)
         if len(self.votes) > MAX_VOTES:
             del self.votes[min(self.votes, key=self.votes.get)]
