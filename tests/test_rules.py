@@ -612,3 +612,28 @@ def test_an_item_held_over_the_scanner_then_read_is_no_pass_around_with_read_aft
     # read_after_s 0: judged at match_s as before
     e = RuleEngine({"pass_around": {"match_s": 2.0, "read_after_s": 0.0}}, list(BASE_ACTIVITIES), scans="pos")
     assert [d["product"] for d in e.evaluate(held, now=30.0, pos_scans=[till("soda_can", 35.0)])] == ["soda_can"]
+
+
+def test_with_the_till_a_scanned_item_lost_by_its_track_is_paid_when_it_is_bagged_as_another_track():
+    def item(activity, product, start, end, track, paid=False, confidence=0.9):
+        return Event(activity, ALL.index(activity), product, start, end, confidence, (0.1, 0.2, 0.3, 0.4), ("items",),
+                     item=track, paid=paid)
+
+    e = RuleEngine({"bagged_without_scan": {}}, list(BASE_ACTIVITIES), scans="pos")
+    reads = [till("chips_bag", 70.0), till("apple", 200.0)]
+    # track 15 is scanned (its read reserved for it), then lost; track 0 carries the chips into the bag
+    assert e.evaluate([item("scan", "chips_bag", 67, 78, 15, paid=True)], now=80.0, pos_scans=reads[:1]) == []
+    assert e.evaluate([item("bag", "chips_bag", 117, 119.4, 0)], now=120.0, pos_scans=reads[:1]) == []
+    # its read paid once: another chips bag (picked up after) with no scan alerts, as does one of another product
+    drafts = e.evaluate([item("pick_up", "chips_bag", 130, 132, 21), item("bag", "chips_bag", 140, 142, 21),
+                         item("bag", "soda_can", 150, 152, 22)], now=153.0,
+                        pos_scans=reads[:1])
+    assert [d["product"] for d in drafts] == ["chips_bag", "soda_can"]
+    # a scanned track that leaves itself uses its own read: a later bag of its product by another track alerts
+    assert e.evaluate([item("scan", "apple", 198, 202, 30, paid=True), item("bag", "apple", 204, 206, 30, paid=True)],
+                      now=207.0, pos_scans=reads) == []
+    later = [item("pick_up", "apple", 220, 222, 31), item("bag", "apple", 230, 232, 31)]
+    assert [d["product"] for d in e.evaluate(later, now=233.0, pos_scans=reads)] == ["apple"]
+    # a bag event below item_min_confidence is not read
+    faint = [item("pick_up", "apple", 250, 252, 32), item("bag", "apple", 260, 262, 32, confidence=0.3)]
+    assert e.evaluate(faint, now=263.0, pos_scans=reads) == []

@@ -235,11 +235,13 @@ class GeometricLabeler:
 
     def _event(self, act: str, tr: Track, h: Handling, start: float, end: float, *,
                named: tuple[float, float] | None = None) -> ItemEvent:
-        # the track's mean detection score, times the share of the handling's frames it was seen in
-        conf = (tr.score_sum / max(1, tr.hits)) * (h.detected / max(1, h.frames))
+        # read from the event's own frames (a bag's: its carry), else the whole track's: the product they
+        # show, and their mean detection score times the share of the handling's frames the item was seen in
+        lo, hi = named or (start, end)
+        product = tr.class_between(lo, hi)
+        own = [sc for t, _, sc in tr.marks if lo - 1e-6 <= t <= hi + 1e-6]
+        conf = (sum(own) / len(own) if own else tr.score_sum / max(1, tr.hits)) * (h.detected / max(1, h.frames))
         box = tuple(float(v) for v in tr.box_at((start + end) / 2))
-        # the product its own frames show (the track's whole vote when it has none of them)
-        product = tr.class_between(*(named or (start, end)))
         return ItemEvent(act, ACTIVITY_IDS[act], product, tr.track_id, float(start), float(end),
                          float(min(1.0, conf)), box, h.scanned_at)  # type: ignore[arg-type]
 

@@ -15,8 +15,10 @@ it was over the glass, or a till read matched to it) uses up that scan; any othe
 latest unused scan of the look-back (an item scan, or a till read with ``pos``), of its product, else
 of any product (``other_product_scans``): a track can break off between the scan and the bag, and
 the scan then stays with the earlier piece. A bag left with no scan alerts at once. Item events below
-``item_min_confidence`` (a track's detection score times the share of its frames it was seen in)
-are not read.
+``item_min_confidence`` (the mean detection score of the event's own frames, a bag's carry into the
+bag, times the share of its handling's frames the item was seen in) are not read. A bag with no scan
+left is paid all the same by a till read of its product whose track was seen scanned and then lost
+before it left the counter (the item followed on as another track).
 """
 from __future__ import annotations
 
@@ -41,14 +43,16 @@ class BaggedWithoutScan(Rule):
     needs_with_pos = ("bag",)
     # defaults chosen on held-out generator videos (docs/lab/alerts.md)
     thresholds = {"lookback_s": 120.0, "min_confidence": 0.71, "scan_min_confidence": 0.2, "settle_s": 6.0,
-                  "other_product_scans": 1.0, "same_bag_s": 1.0, "reread_s": 30.0, "item_min_confidence": 0.2}
+                  "other_product_scans": 1.0, "same_bag_s": 1.0, "reread_s": 30.0, "item_min_confidence": 0.4}
     ranges = {"min_confidence": (0.0, 1.0), "scan_min_confidence": (0.0, 1.0), "other_product_scans": (0.0, 1.0),
               "same_bag_s": (0.0, 30.0), "reread_s": (0.0, 120.0), "item_min_confidence": (0.0, 1.0)}
 
     def __init__(self, th, pos, seen) -> None:
         super().__init__(th, pos, seen)
-        # items whose till read was used up when their track was seen scanned (the newest RESERVED_KEPT)
+        # items whose till read was used up when their track was seen scanned (the newest RESERVED_KEPT),
+        # with that read; an item whose track has left the counter (bag, hand-over) drops out of ``_open``
         self._reserved: deque[int] = deque(maxlen=RESERVED_KEPT)
+        self._open: dict[int, Seen] = {}
 
     def evaluate(self, events: list[Event], now: float, pos_scans: list[Event]) -> list[dict]:
         th, seen = self.th, self.seen
@@ -87,6 +91,7 @@ class BaggedWithoutScan(Rule):
         if e.activity not in LEAVING:
             return []
         record, new = seen.take("item_left", e)
+        self._open.pop(e.item, None)
         if not new or self._item_reread(record):
             return []
         if e.paid:  # its own track was scanned: that scan (or the till's read of it) is used up
@@ -96,9 +101,22 @@ class BaggedWithoutScan(Rule):
             elif e.item not in self._reserved:
                 self._pay([record])
             return []
-        if self._pay([record]) or e.activity != "bag":
+        if self._pay([record]) or self._pay_broken(record) or e.activity != "bag":
             return []
         return [draft(self.name, e, [e])]
+
+    def _pay_broken(self, record: Seen) -> bool:
+        """A bag with no scan left to pay for it, of the product of a till read whose track was seen
+        scanned and has not left the counter: the tracker lost that item on its way to the bag and
+        followed it on as another track (the till names products right, the head's naming of the bag is
+        what is compared). That read pays for it, the newest first, within the look-back."""
+        lo = record.start - self.th["lookback_s"]
+        mine = [(item, s) for item, s in self._open.items()
+                if s.event.product == record.event.product and lo <= s.start <= record.end]
+        if not mine:
+            return False
+        self._open.pop(max(mine, key=lambda x: x[1].start)[0])
+        return True
 
     def _reserve(self, e: Event) -> None:
         """A scanned track's till read (the unused read nearest its handling, within ``TILL_MATCH_S``) is
@@ -108,8 +126,12 @@ class BaggedWithoutScan(Rule):
         near = [s for rows in self.seen.store("scans").values() for s in rows
                 if not s.used and e.start - TILL_MATCH_S <= s.start <= e.end + TILL_MATCH_S]
         if near:
-            min(near, key=lambda s: abs(s.start - (e.start + e.end) / 2)).used = True
+            read = min(near, key=lambda s: abs(s.start - (e.start + e.end) / 2))
+            read.used = True
             self._reserved.append(e.item)
+            self._open[e.item] = read
+            for gone in [k for k in self._open if k not in self._reserved]:  # bounded as _reserved is
+                del self._open[gone]
 
     def _item_reread(self, record: Seen) -> bool:
         """An item bag of a product that left up to ``reread_s`` before, with no item of it picked up,
