@@ -1,0 +1,39 @@
+"""tools/accuracy/head_replay: the rules over saved event-head outputs give the streamed run's alerts."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from edge_runtime.engine.engine import Engine
+from tools.accuracy import alerts_eval as ae
+from tools.accuracy import head_replay
+from tools.repo_paths import REPO
+
+SHIPPED = REPO / "engines" / "lvm-tiny-fp32"
+
+
+def test_a_replay_raises_what_the_streamed_run_raised_and_bad_folders_get_one_line(tmp_path, capsys):
+    out = tmp_path / "heads"
+    assert head_replay.main(["save", "--eval-seed", "0", "--videos", "1", "--video-s", "120", "--shrink",
+                             "0.45,0.45,0.1", "--threads", "1", "--out", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    video = head_replay._video(meta, 0)
+    rules = {r: th for r, th in ae.parse_sets([]).items() if r in head_replay.ITEM_RULES}
+    ann = video.annotations()
+    with np.load(out / "video0.npz") as z:
+        replayed = head_replay.replay_video(meta, {k: z[k] for k in z.files}, video, rules, "pos", meta["threshold"])
+    with Engine(SHIPPED, threads=1) as eng:
+        streamed, _ = ae.model(eng, video, rules, None, "pos", ae.till_events(ann), ae.transactions(ann))
+    key = [(d["rule"], d["product"], d["start"], d["end"], at) for d, at in streamed]
+    assert key and [(d["rule"], d["product"], d["start"], d["end"], at) for d, at in replayed] == key
+    capsys.readouterr()
+    assert head_replay.main(["replay", str(out), "--json", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())["results"]["item tracks (replayed)"]
+    assert result["bagged_without_scan"]["alerts"] == sum(d["rule"] == "bagged_without_scan" for d, _ in streamed)
+    # a folder it did not write, or a bad threshold setting: one line, exit 2
+    capsys.readouterr()
+    assert head_replay.main(["replay", str(tmp_path)]) == 2
+    assert head_replay.main(["replay", str(out), "--set", "bagged_without_scan.item_min_confidence=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("head_replay: ") for line in err), err

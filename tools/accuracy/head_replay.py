@@ -1,0 +1,198 @@
+"""The alert rules on item tracks, replayed from the event head's saved outputs: tune the item path
+(tracker, labeler, rules' thresholds) in seconds a video instead of streaming it again.
+
+    python -m tools.accuracy.head_replay save --eval-seed 1 --videos 6 --shrink 0.45,0.45,0.1 --out /tmp/heads-s1
+    python -m tools.accuracy.head_replay replay /tmp/heads-s1 --set bagged_without_scan.item_min_confidence=0.4
+
+``save`` streams each held-out video (``heldout_video(seed, i)``, as ``alerts_eval`` makes it) at the
+head's ``event_fps`` through the bundle's backbone and event head, and keeps the head's six outputs per
+frame (float16, about 20 MB per 30-minute video) with what makes them valid (the bundle's event head
+file hash, seed, look, shrink rates). ``replay`` decodes them at the manifest's threshold (``--threshold``
+for another), runs the runtime's ``ItemState`` on them (zones proposed from the head's zone map, the
+till's reads fed as they happen with ``--scans pos``) and the rules after every second's frames, as
+the runtime and ``alerts_eval --events model`` do; its scoring and table are ``alerts_eval``'s. At the
+same code and thresholds a replay gives the streamed run's alerts (float16 outputs decode to the same
+detections on the runs checked: seed 1, 6 videos at the default rates, identical tables).
+Edits to ``edge_runtime/items`` or the rules take effect on the next replay; a new bundle or event head
+needs a new ``save``.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+
+from edge_runtime.alerts.rule_events import rule_events
+from edge_runtime.alerts.rules import RuleEngine
+from edge_runtime.checkout import CheckoutVideo, ShrinkRates, heldout_video
+from edge_runtime.items import head_decode
+from edge_runtime.items.item_state import ItemState
+from tools.accuracy import alerts_eval as ae
+from tools.repo_paths import REPO
+
+FORMAT = "lvm-edge/head-outputs/1"
+ITEM_RULES = ("bagged_without_scan", "pass_around", "left_in_basket")
+
+
+def _refuse(message: str) -> int:
+    print(f"head_replay: {message}", file=sys.stderr)
+    return 2
+
+
+def _video(meta: dict, i: int) -> CheckoutVideo:
+    seed, look = heldout_video(meta["eval_seed"], i)
+    return CheckoutVideo(seed=seed, duration_s=meta["video_s"], size=meta["frame_size"], look=look,
+                         shrink=ShrinkRates(**meta["shrink"]))
+
+
+def save(args) -> int:
+    from edge_runtime.engine.engine import Engine
+
+    out = Path(args.out)
+    try:
+        rates = ShrinkRates.parse(args.shrink)
+    except ValueError as err:
+        return _refuse(f"--shrink: {err}")
+    if args.videos < 1 or args.video_s <= 0:
+        return _refuse("--videos and --video-s must be positive")
+    bundle = Path(args.bundle)
+    if not (bundle / "manifest.json").is_file():
+        return _refuse(f"--bundle {bundle}: no manifest.json (an exported bundle folder)")
+    eng = Engine(bundle, threads=args.threads)
+    if eng.events is None:
+        return _refuse(f"--bundle {bundle}: it has no event head (export it without --no-events)")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    meta = {"format": FORMAT, "bundle": os.path.relpath(bundle.resolve(), REPO),
+            "event_head_sha256": manifest["events"].get("file_sha256"), "threshold": eng.events.settings.threshold,
+            "event_fps": eng.events.event_fps, "products": list(eng.products), "labels": ae.rule_labels(eng),
+            "frame_size": eng.frame_size, "eval_seed": args.eval_seed, "videos": args.videos,
+            "video_s": args.video_s, "shrink": rates.to_dict(), "per_video": []}
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(args.videos):
+        video, t0 = _video(meta, i), time.perf_counter()
+        outs: dict[str, list[np.ndarray]] = {}
+        times = []
+        frames = video.frames(eng.events.event_fps)
+        while chunk := list(itertools.islice(frames, eng.batch_size)):
+            tokens = eng.encode(np.stack([f for _, f in chunk]))
+            for name, a in eng.events.runner.infer({"tokens": np.ascontiguousarray(tokens, np.float32)}).items():
+                outs.setdefault(name, []).append(np.asarray(a, np.float16))
+            times.append(np.asarray([t for t, _ in chunk], np.float64))
+        np.savez(out / f"video{i}.npz", times=np.concatenate(times), **{k: np.concatenate(v) for k, v in outs.items()})
+        meta["per_video"].append({"seed": video.seed, "look": video.look, "frames": int(sum(len(t) for t in times))})
+        print(f"video {i}: seed {video.seed} look {video.look}: saved in {time.perf_counter() - t0:.0f} s", flush=True)
+    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"saved the event head's outputs of {args.videos} videos to {out}")
+    return 0
+
+
+def replay_video(meta: dict, outputs: dict[str, np.ndarray], video: CheckoutVideo, rules: dict, scans: str,
+                 threshold: float) -> list[tuple[dict, float]]:
+    """-> the alerts raised, as (draft, stream time), over one video's saved head outputs."""
+    from types import SimpleNamespace
+
+    ann = video.annotations()
+    till = ae.till_events(ann) if scans == "pos" else []
+    tx = ae.transactions(ann) if scans == "pos" else []
+    names = meta["products"]
+    bundle = SimpleNamespace(products=names, events="saved head outputs")
+    stream = SimpleNamespace(items=ItemState(None, bundle_id="replay", fps=meta["event_fps"]))
+    ev = ae.Evaluations(RuleEngine(rules, meta["labels"], scans), lambda w: rule_events((bundle, stream), None, w),
+                        till, tx)
+    reads = sorted((e.start, names.index(e.product) if e.product in names else None) for e in till)
+    dets = head_decode.decode({k: outputs[k].astype(np.float32) for k in head_decode.OUTPUTS}, outputs["times"],
+                              threshold)
+    per_second = max(1, int(round(meta["event_fps"])))
+    for k, d in enumerate(dets):
+        while reads and reads[0][0] <= d.t:
+            stream.items.till_read(*reads.pop(0))
+        stream.items.update(d)
+        last = k == len(dets) - 1
+        if (k + 1) % per_second == 0 or last:  # as the runtime: the rules after every second's frames
+            if last:
+                stream.items.flush()
+            ev.commit(float(d.t), 0.0)
+    return ev.raised
+
+
+def replay(args) -> int:
+    src = Path(args.folder)
+    try:
+        meta = json.loads((src / "meta.json").read_text())
+    except (OSError, ValueError) as err:
+        return _refuse(f"{src}: no readable meta.json ({err}); make the folder with `save`")
+    if meta.get("format") != FORMAT:
+        return _refuse(f"{src}: not a folder of saved head outputs (format {meta.get('format')!r})")
+    try:
+        rules = ae.parse_sets(args.sets)
+    except ValueError as err:
+        return _refuse(f"--set: {err}")
+    rules = {r: th for r, th in rules.items() if r in ITEM_RULES}
+    threshold = meta["threshold"] if args.threshold is None else args.threshold
+    per = {r: [] for r in rules}
+    videos, scanned, hours, n_tx, left = [], 0, 0.0, 0, 0
+    for i, sv in enumerate(meta["per_video"]):
+        video = _video(meta, i)
+        if (video.seed, video.look) != (sv["seed"], sv["look"]):
+            return _refuse(f"{src}: video {i}: the generator now gives seed {video.seed} look {video.look}, "
+                              f"the folder saved {sv['seed']} / {sv['look']}")
+        with np.load(src / f"video{i}.npz") as z:
+            outputs = {k: z[k] for k in z.files}
+        ann = video.annotations()
+        want, paid = ae.targets(ann), ae.paid_bags(ann)
+        raised = replay_video(meta, outputs, video, rules, args.scans, threshold)
+        for r in rules:
+            near = ae.unbought_in_basket(ann) if r in ae.ITEM_TARGETS else paid
+            per[r].append(ae.score([x for x in raised if x[0]["rule"] == r], want[r], near))
+        info = {"seed": video.seed, "look": video.look, "scanned_items": sum(bool(x["scanned"]) for x in ann["instances"]),
+                "targets": {r: len(want[r]) for r in rules}}
+        videos.append(info)
+        scanned, hours = scanned + info["scanned_items"], hours + meta["video_s"] / 3600
+        n_tx += sum(s["end"] < meta["video_s"] for s in ann["sessions"])
+        left += sum(x["shrink"] == "left_in_basket" for x in ann["instances"])
+    result = {"tool": "tools/accuracy/head_replay.py", "from": str(src), "bundle": meta["bundle"],
+              "event_head_sha256": meta["event_head_sha256"], "threshold": threshold, "eval_seed": meta["eval_seed"],
+              "shrink": meta["shrink"], "scans": args.scans, "rules": rules, "videos": videos,
+              "scanned_items": scanned, "hours": round(hours, 3), "left_in_basket_items": left, "transactions": n_tx,
+              "results": {"item tracks (replayed)": {r: ae.summarise(per[r], scanned, hours, n_tx) for r in rules}}}
+    print(ae.table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.accuracy.head_replay", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("save", help="stream held-out videos and keep the event head's outputs")
+    s.add_argument("--bundle", default=str(REPO / "engines" / "lvm-tiny-fp32"),
+                   help="an exported bundle with an event head (default engines/lvm-tiny-fp32)")
+    s.add_argument("--eval-seed", type=int, default=1, help="heldout_video(seed, i) (default 1: the tuning seed)")
+    s.add_argument("--videos", type=int, default=6)
+    s.add_argument("--video-s", type=float, default=1800.0)
+    s.add_argument("--shrink", default="default", metavar="RATES", help="default or B,P,L (as alerts_eval)")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--out", required=True, help="a folder for the outputs (video<i>.npz and meta.json)")
+    r = sub.add_parser("replay", help="the item path and the rules over saved outputs")
+    r.add_argument("folder", help="a folder written by save")
+    r.add_argument("--scans", choices=("vision", "pos"), default="pos",
+                   help="pos (default): the till's reads, as a point-of-sale feed gives them; vision: the scanner light")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="RULE.KEY=VALUE",
+                   help="a rule's threshold instead of its default (repeatable)")
+    r.add_argument("--threshold", type=float, help="detection threshold (default: the bundle's)")
+    r.add_argument("--json", help="write the result here")
+    args = ap.parse_args(argv)
+    return save(args) if args.cmd == "save" else replay(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
