@@ -223,7 +223,8 @@ class GeometricLabeler:
         if act == "bag" and over and h.scanned_at is None and h.start_zone != "scanner":
             # carried over the scanner and on into the bag with no read in one handling: an item never set
             # down on the glass is passed around all the same (the head often still sees it held there)
-            out.insert(0, self._event("pass_around", tr, h, min(over), max(over)))
+            # one item: named as its bag is, by the carry into the bag
+            out.insert(0, self._event("pass_around", tr, h, min(over), max(over), named=named))
         return out
 
     def _reached_bag(self, tr: Track, start: float) -> float:

@@ -59,6 +59,11 @@ class BaggedWithoutScan(Rule):
         tracked: list[dict] = []
         for s in pos_scans:
             seen.take("scans", s)
+        # an item's pick-up or pass-around decided with its bag (one track's handling, listed by start)
+        # is known before the bag is judged: it tells a new item from the last one read leaving again
+        for e in events:
+            if e.item is not None and not e.paid and e.activity in NEW_ITEM and e.confidence >= th["item_min_confidence"]:
+                seen.take("new_items", e)
         for e in events:
             if e.item is not None:
                 if e.confidence >= th["item_min_confidence"]:
@@ -137,10 +142,12 @@ class BaggedWithoutScan(Rule):
         """An item bag of a product that left up to ``reread_s`` before, with no item of it picked up,
         scanned or passed over the glass in between: the same item seen leaving again (a track that
         broke off in the bag zone, or the bag's contents moving); it is judged once."""
-        product, start = record.event.product, record.start
+        product, start, end = record.event.product, record.start, record.end
         new_items = self.seen.store("new_items").get(product, ())
+        # a new item's pick-up, scan or pass-around may lie inside the bag's own handling (an item carried
+        # past the scanner into the bag in one move is a pass-around and a bag of one track)
         return any(prev is not record and start - self.th["reread_s"] <= prev.end <= start
-                   and not any(prev.end <= p.start <= start for p in new_items)
+                   and not any(prev.end <= p.start <= end for p in new_items)
                    for prev in self.seen.store("item_left").get(product, ()))
 
     def next_due(self) -> float | None:
