@@ -159,3 +159,33 @@ def test_a_bag_is_named_by_the_carry_into_the_bag_not_by_what_lingers_there():
     bags = [e for e in events if e.activity == "bag"]
     assert [e.class_id for e in bags] == [2]
     assert state.tracker.tracks == [] and 0 < state.nbytes() <= state.max_nbytes()
+
+
+def test_a_green_light_scans_the_item_seen_over_the_scanner_even_when_the_hand_hides_it_then():
+    zones = Zones.from_dict({"counter": [[0, 0.3], [0.4, 0.3], [0.4, 0.9], [0, 0.9]],
+                             "scanner": [[0.4, 0.3], [0.6, 0.3], [0.6, 0.9], [0.4, 0.9]],
+                             "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
+    state = ItemState(zones, bundle_id="b")
+    none = (np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, int), np.zeros(0))
+
+    def at(k, x=None, light=None):
+        if x is None:
+            return Detections(k / FPS, *none, light)
+        return Detections(k / FPS, np.array([[x, 0.5, x + 0.1, 0.6]], np.float32), np.array([0.8]), np.array([3]),
+                          np.ones(1, np.float32), light)
+
+    events = []
+    for k in range(5):                       # carried onto the glass and held there
+        events += state.update(at(k, 0.2 + 0.06 * k))
+    for k in range(5, 10):
+        events += state.update(at(k, 0.44))
+    for k in range(10, 13):                  # hidden by the hand; the light flashes at 2.2 s
+        events += state.update(at(k, light="green" if k == 11 else None))
+    for k in range(13, 25):                  # seen again, carried into the bag, gone
+        events += state.update(at(k, min(0.44 + 0.05 * (k - 13), 0.8)) if k < 21 else at(k))
+    bags = [e for e in events if e.activity == "bag"]
+    assert len(bags) == 1 and bags[0].scanned_at == pytest.approx(2.2) and not any(e.track_id == -1 for e in events)
+    # a flash with no item seen over the scanner is still a scan, of an item no track names
+    alone = ItemState(zones, bundle_id="b")
+    out = [e for k in range(40, 44) for e in alone.update(at(k, light="green" if k == 41 else None))]
+    assert [(e.activity, e.track_id, e.class_id, e.scanned_at) for e in out] == [("scan", -1, -1, pytest.approx(8.2))]

@@ -98,10 +98,13 @@ class GeometricLabeler:
         self.top = min(top) if top else 0.0   # above this the item is off the counter
         self.state: dict[int, Handling] = {}
         self._live: dict[int, Track] = {}
+        self._green = False   # the last frame's light (a flash is read once, when it comes on)
 
     def update(self, step: TrackStep, light: str | None, t: float) -> list[ItemEvent]:
         out = []
         self._live = {tr.track_id: tr for tr in step.live}
+        flash = light == "green" and not self._green
+        self._green = light == "green"
         for tr in step.live:
             h = self.state.setdefault(tr.track_id, Handling())
             if h.start is not None:
@@ -136,9 +139,20 @@ class GeometricLabeler:
                     h.start = None
                 h.last_rest_area = area
             h.last_zone = zone
+        if flash:
+            out += self._flash(t)
         for tr in step.ended:
             out += self._ended(tr)
         return out
+
+    def _flash(self, t: float) -> list[ItemEvent]:
+        """The scanner's green light came on: it scans the track seen over the scanner nearest in time
+        (within ``TILL_TOLERANCE_S``), as a till read does; the head often loses an item in the hand
+        that holds it to the glass. With no such track the read is still a scan, of an item no track
+        names (track and class -1): it pays for the next bag as a till read no track matched does."""
+        if self.match_till_read(t, None) is not None:
+            return []
+        return [ItemEvent("scan", ACTIVITY_IDS["scan"], -1, -1, float(t), float(t), 1.0, (0.0, 0.0, 0.0, 0.0), float(t))]
 
     def flush(self) -> list[ItemEvent]:
         out = [ev for tr in self._live.values() for ev in self._ended(tr)]
