@@ -22,11 +22,14 @@ def test_a_replay_raises_what_the_streamed_run_raised_and_bad_folders_get_one_li
     rules = {r: th for r, th in ae.parse_sets([]).items() if r in head_replay.ITEM_RULES}
     ann = video.annotations()
     with np.load(out / "video0.npz") as z:
-        replayed = head_replay.replay_video(meta, {k: z[k] for k in z.files}, video, rules, "pos", meta["threshold"])
+        outputs = {k: z[k] for k in z.files}
     with Engine(SHIPPED, threads=1) as eng:
-        streamed, _ = ae.model(eng, video, rules, None, "pos", ae.till_events(ann), ae.transactions(ann))
-    key = [(d["rule"], d["product"], d["start"], d["end"], at) for d, at in streamed]
-    assert key and [(d["rule"], d["product"], d["start"], d["end"], at) for d, at in replayed] == key
+        for scans in ("vision", "pos"):  # with the scanner light alone, and with the till's reads
+            till = (ae.till_events(ann), ae.transactions(ann)) if scans == "pos" else ((), ())
+            streamed, _ = ae.model(eng, video, rules, None, scans, *till)
+            replayed = head_replay.replay_video(meta, outputs, video, rules, scans, meta["threshold"])
+            key = [(d["rule"], d["product"], d["start"], d["end"], at) for d, at in streamed]
+            assert key and [(d["rule"], d["product"], d["start"], d["end"], at) for d, at in replayed] == key, scans
     capsys.readouterr()
     assert head_replay.main(["replay", str(out), "--json", str(tmp_path / "r.json")]) == 0
     result = json.loads((tmp_path / "r.json").read_text())["results"]["item tracks (replayed)"]

@@ -6,13 +6,12 @@
 
 ``save`` streams each held-out video (``heldout_video(seed, i)``, as ``alerts_eval`` makes it) at the
 head's ``event_fps`` through the bundle's backbone and event head, and keeps the head's six outputs per
-frame (float16, about 20 MB per 30-minute video) with what makes them valid (the bundle's event head
+frame (float32, about 45 MB per 30-minute video) with what makes them valid (the bundle's event head
 file hash, seed, look, shrink rates). ``replay`` decodes them at the manifest's threshold (``--threshold``
 for another), runs the runtime's ``ItemState`` on them (zones proposed from the head's zone map, the
 till's reads fed as they happen with ``--scans pos``) and the rules after every second's frames, as
 the runtime and ``alerts_eval --events model`` do; its scoring and table are ``alerts_eval``'s. At the
-same code and thresholds a replay gives the streamed run's alerts (float16 outputs decode to the same
-detections on the runs checked: seed 1, 6 videos at the default rates, identical tables).
+same code and thresholds a replay raises the streamed run's alerts, at the same stream times.
 Edits to ``edge_runtime/items`` or the rules take effect on the next replay; a new bundle or event head
 needs a new ``save``.
 """
@@ -84,7 +83,7 @@ def save(args) -> int:
         while chunk := list(itertools.islice(frames, eng.batch_size)):
             tokens = eng.encode(np.stack([f for _, f in chunk]))
             for name, a in eng.events.runner.infer({"tokens": np.ascontiguousarray(tokens, np.float32)}).items():
-                outs.setdefault(name, []).append(np.asarray(a, np.float16))
+                outs.setdefault(name, []).append(np.asarray(a, np.float32))
             times.append(np.asarray([t for t, _ in chunk], np.float64))
         np.savez(out / f"video{i}.npz", times=np.concatenate(times), **{k: np.concatenate(v) for k, v in outs.items()})
         meta["per_video"].append({"seed": video.seed, "look": video.look, "frames": int(sum(len(t) for t in times))})
