@@ -33,7 +33,7 @@ INSPECT_GROWTH = 1.35     # box area over its area at rest: inspecting brings th
 LIFT_GROWTH = 1.18 ** 2   # any lifted item looks this much bigger (closer to the camera)
 AREA_SMOOTHING = 0.3      # weight of a frame's box area in the running area
 BAG_NAME_S = 0.4          # a bag is named by its frames from BAG_CARRY_S before the item reached the bag zone
-BAG_CARRY_S = 1.0         # (the carry) to BAG_NAME_S after (chosen on held-out seed 1: docs/items.md)
+BAG_CARRY_S = 1.0         # (the carry) to BAG_NAME_S after (chosen on held-out seed 1: docs/lab/alerts.md)
 BAG_GONE_S = 0.6          # a held item unseen this long since it was last seen in the bag zone is bagged
 TILL_TOLERANCE_S = 2.0    # a till read matches a track over the scanner this close in time
 

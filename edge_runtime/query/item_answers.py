@@ -32,7 +32,9 @@ def from_items(engine: Any, state: Any, req: dict[str, Any], answer: dict[str, A
             or not covers(engine, state, (req["start"], req["end"]))):
         return answer
     lo, hi = float(extent[0]), float(extent[1])
-    agree = [e for e in item_events(engine, state, (lo, hi), clip=True) if e.activity_id == req.get("activity")]
+    # a scanner flash no track explains (item -1) names no item
+    agree = [e for e in item_events(engine, state, (lo, hi), clip=True)
+             if e.activity_id == req.get("activity") and e.item is not None and e.item >= 0]
     if not agree:
         return answer
     best = max(agree, key=lambda e: (min(e.end, hi) - max(e.start, lo), e.confidence))
