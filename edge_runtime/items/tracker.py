@@ -46,7 +46,7 @@ class Track:
     @property
     def class_id(self) -> int:
         """Majority vote (score-weighted) over the track's detections."""
-        return max(self.votes.items(), key=lambda kv: (kv[1], -kv[0]))[0] if self.votes else -1
+        return _winner(self.votes)
 
     def class_between(self, t0: float, t1: float) -> int:
         """The product of the track's detections from ``t0`` to ``t1`` (score-weighted vote), else the
@@ -56,9 +56,7 @@ class Track:
         for t, c, s in self.marks:
             if t0 - 1e-6 <= t <= t1 + 1e-6:
                 votes[int(c)] = votes.get(int(c), 0.0) + s
-        if not votes:
-            return self.class_id
-        return max(votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+        return _winner(votes) if votes else self.class_id
 
     @property
     def box(self) -> np.ndarray:
@@ -176,6 +174,11 @@ class ItemTracker:
         if ious[k] <= 1.0 - IOU_DISTANCE:
             return None
         return self._orphans.pop(k)
+
+
+def _winner(votes: dict[int, float]) -> int:
+    """The class with the most weight (the lowest id of a tie); -1 with no votes."""
+    return max(votes.items(), key=lambda kv: (kv[1], -kv[0]))[0] if votes else -1
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

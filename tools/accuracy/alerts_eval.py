@@ -67,6 +67,7 @@ import os
 import itertools
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -238,36 +239,48 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, sc
     return ev.raised, {"seconds": round(time.perf_counter() - t0, 1), "commits": commits, "evaluations": evaluations}
 
 
+def rules_over_items(detections: Iterable, items, products: list[str], labels: list[str], rules: dict,
+                     scans: str = "vision", till: list[Event] = (), tx: list[Event] = (), *,
+                     per_second: int = 5) -> list[tuple[dict, float]]:
+    """The rules over item events as the runtime runs them: each frame's ``Detections`` (in time order)
+    into ``items`` (an ItemState), the till's reads first as they happen, the rules after every
+    ``per_second`` frames and at the last frame (the stream's end, its live tracks decided)."""
+    from types import SimpleNamespace
+
+    target = (SimpleNamespace(products=list(products), events="item detections"), SimpleNamespace(items=items))
+    ev = Evaluations(RuleEngine(rules, labels, scans), lambda w: rule_events(target, None, w), till, tx)
+    reads = sorted((e.start, products.index(e.product) if e.product in products else None) for e in till)
+    frames = iter(detections)
+    d, k = next(frames, None), 0
+    while d is not None:
+        after = next(frames, None)
+        while reads and reads[0][0] <= d.t:
+            items.till_read(*reads.pop(0))
+        items.update(d)
+        if (k + 1) % per_second == 0 or after is None:
+            if after is None:
+                items.flush()
+            ev.commit(float(d.t), 0.0)
+        d, k = after, k + 1
+    return ev.raised
+
+
 def tracked(video: CheckoutVideo, rules: dict, scans: str = "vision", till: list[Event] = (), tx: list[Event] = (), *,
             jitter: float = TRACK_JITTER, miss: float = TRACK_MISS) -> list[tuple[dict, float]]:
     """The rules over item events from the generator's boxes (oracle detections with ``jitter`` and
     ``miss``, the scanner light as drawn, the scene's zones) through the runtime's tracker and labeler
     (edge_runtime/items/): the event path with a perfect detector. No rendering."""
-    from types import SimpleNamespace
-
-    from edge_runtime.checkout.catalog import PRODUCT_IDS, PRODUCTS
+    from edge_runtime.checkout.catalog import PRODUCTS
     from edge_runtime.items.detections import from_frame_labels
     from edge_runtime.items.item_state import ItemState
     from edge_runtime.items.zones import scene_zones
 
     fps = TRACK_FPS
-    stream = SimpleNamespace(items=ItemState(scene_zones(video), bundle_id="oracle", fps=fps))
-    target = (SimpleNamespace(products=list(PRODUCTS), events="oracle detections"), stream)
-    ev = Evaluations(RuleEngine(rules, list(ACTIVITIES) + list(BASKET_ACTIVITIES), scans),
-                     lambda w: rule_events(target, None, w), till, tx)
-    reads = sorted((e.start, PRODUCT_IDS[e.product]) for e in till)
     rng = np.random.default_rng(video.seed)
     n = int(np.ceil(video.duration_s * fps - 1e-9))
-    for k in range(n):
-        t = k / fps
-        while reads and reads[0][0] <= t:
-            stream.items.till_read(*reads.pop(0))
-        stream.items.update(from_frame_labels(video.frame_labels(t), jitter=jitter, miss=miss, rng=rng))
-        if (k + 1) % int(fps) == 0 or k == n - 1:  # as the runtime: the rules after every second's frames
-            if k == n - 1:
-                stream.items.flush()
-            ev.commit(t, 0.0)
-    return ev.raised
+    dets = (from_frame_labels(video.frame_labels(k / fps), jitter=jitter, miss=miss, rng=rng) for k in range(n))
+    return rules_over_items(dets, ItemState(scene_zones(video), bundle_id="oracle", fps=fps), list(PRODUCTS),
+                            list(ACTIVITIES) + list(BASKET_ACTIVITIES), rules, scans, till, tx, per_second=int(fps))
 
 
 def rule_labels(eng) -> list[str]:

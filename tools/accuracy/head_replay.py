@@ -29,8 +29,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-from edge_runtime.alerts.rule_events import rule_events
-from edge_runtime.alerts.rules import RuleEngine
 from edge_runtime.checkout import CheckoutVideo, ShrinkRates, heldout_video
 from edge_runtime.items import head_decode
 from edge_runtime.items.item_state import ItemState
@@ -96,30 +94,14 @@ def save(args) -> int:
 def replay_video(meta: dict, outputs: dict[str, np.ndarray], video: CheckoutVideo, rules: dict, scans: str,
                  threshold: float) -> list[tuple[dict, float]]:
     """-> the alerts raised, as (draft, stream time), over one video's saved head outputs."""
-    from types import SimpleNamespace
-
     ann = video.annotations()
     till = ae.till_events(ann) if scans == "pos" else []
     tx = ae.transactions(ann) if scans == "pos" else []
-    names = meta["products"]
-    bundle = SimpleNamespace(products=names, events="saved head outputs")
-    stream = SimpleNamespace(items=ItemState(None, bundle_id="replay", fps=meta["event_fps"]))
-    ev = ae.Evaluations(RuleEngine(rules, meta["labels"], scans), lambda w: rule_events((bundle, stream), None, w),
-                        till, tx)
-    reads = sorted((e.start, names.index(e.product) if e.product in names else None) for e in till)
     dets = head_decode.decode({k: outputs[k].astype(np.float32) for k in head_decode.OUTPUTS}, outputs["times"],
                               threshold)
-    per_second = max(1, int(round(meta["event_fps"])))
-    for k, d in enumerate(dets):
-        while reads and reads[0][0] <= d.t:
-            stream.items.till_read(*reads.pop(0))
-        stream.items.update(d)
-        last = k == len(dets) - 1
-        if (k + 1) % per_second == 0 or last:  # as the runtime: the rules after every second's frames
-            if last:
-                stream.items.flush()
-            ev.commit(float(d.t), 0.0)
-    return ev.raised
+    items = ItemState(None, bundle_id="replay", fps=meta["event_fps"])
+    return ae.rules_over_items(dets, items, meta["products"], meta["labels"], rules, scans, till, tx,
+                               per_second=max(1, int(round(meta["event_fps"]))))
 
 
 def replay(args) -> int:
