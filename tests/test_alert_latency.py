@@ -1,6 +1,6 @@
 """tools/reliability/alert_latency.py: its pure parts, in alert_latency_math.py (the metrics parse, which
-frame ends an event, when a frame arrived from the polls, the latencies and their percentiles), and its
-one-line refusals. The measurement itself (a paced run of minutes) is not run here."""
+frame ends an event, when a frame arrived from the polls, the latencies and their percentiles; with
+--items, which unscanned bag an alert found and the figures from its true end), and its one-line refusals. The measurement itself (a paced run of minutes) is not run here."""
 import pytest
 
 from tools.reliability import alert_latency as al
@@ -109,3 +109,49 @@ def test_a_missing_bundle_is_one_line(tmp_path, capsys, monkeypatch):
     assert al.main(["--bundle", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no manifest.json" in err and "\n" not in err
+
+
+def test_items_alerts_are_timed_from_the_true_bag_end_the_first_per_target():
+    c = alm.FrameClock()
+    for k in range(60):  # 5 fps: frame k arrives at 2000 + k / 5 (polls just before and just after)
+        c.add(2000 + k / 5 - 0.02, 2000 + k / 5 - 0.01, {"lane1": k})
+        c.add(2000 + k / 5 + 0.01, 2000 + k / 5 + 0.02, {"lane1": k + 1})
+    targets = {"lane1": [("soda", 4.0, 6.0), ("milk", 20.0, 22.0)]}
+    first = {"id": "a1", "stream": "lane1", "product": "soda", "start": 4.4, "end": 6.4, "raised_at": 2006.3,
+             "images": ["x", "y"], "evidence": [{"activity": "bag", "start": 4.4, "end": 6.2}]}
+    again = dict(first, id="a2", raised_at=2008.0)             # the same bag once more: matched, not counted
+    false = dict(first, id="a3", product="apple", evidence=[])  # no apple was bagged unscanned
+    got = alm.item_latency([again, first, false], c, 5.0, targets, {"a1": 2006.4}, {"a1": 2006.35},
+                           {"a1": 2006.36, "a3": 2006.5}, {"a1": 3000, "a2": 2000})
+    assert (got["targets"], got["alerts"], got["matched_alerts"], got["targets_found"]) == (2, 3, 2, 1)
+    rows = {r["id"]: r for r in got["rows"]}
+    assert rows["a1"]["first_for_target"] and not rows["a2"]["first_for_target"] and rows["a3"]["target"] is None
+    assert rows["a1"]["outbox_s"] == pytest.approx(0.3, abs=1e-3)       # frame 30 (6.0 s) arrived at 2006.0
+    assert rows["a1"]["own_outbox_s"] == pytest.approx(0.1, abs=1e-3)   # its own event ended at 6.2: frame 31
+    assert rows["a1"]["mqtt_s"] == pytest.approx(0.4, abs=1e-3) and rows["a1"]["images"] == 2
+    assert rows["a2"]["nudge_s"] is None and "outbox_s" not in rows["a3"]
+    lat = got["latency_from_true_bag_end_s"]
+    assert lat["outbox"]["n"] == 1 and lat["nudge"]["median"] == 0.35 and lat["nudge_webhook"]["median"] == 0.36
+    assert got["latency_from_own_event_end_s"]["outbox"]["n"] == 3
+    assert got["nudge_after_outbox_row_s"]["median"] == 0.05 and got["nudges_on_webhook"] == 2
+    assert got["evidence_bytes_per_alert"]["max"] == 3000 and got["evidence_bytes_stored"] == 5000
+
+
+def test_an_alert_matches_the_nearest_unscanned_bag_of_its_product_within_5_s():
+    targets = [("soda", 10.0, 12.0), ("soda", 30.0, 33.0), ("milk", 11.0, 12.5)]
+    assert alm.match({"product": "soda", "start": 16.0, "end": 18.0}, targets) == ("soda", 10.0, 12.0)
+    assert alm.match({"product": "soda", "start": 17.5, "end": 19.0}, targets) is None  # 5.5 s after
+    assert alm.match({"product": "soda", "start": 11.0, "end": 31.0}, targets) == ("soda", 30.0, 33.0)
+
+
+@pytest.mark.parametrize("argv,msg", [(["--duration", "45"], "at least 60"),
+                                      (["--items", "--duration", "20"], "at least 30")])
+def test_each_mode_has_its_own_shortest_run(argv, msg, capsys):
+    assert al.main(argv) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_items_refuse_a_bundle_without_an_event_head(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"config": {"stream": {"clip_frames": 16, "fps": 1.0}}}')
+    with pytest.raises(alm.LatencyError, match="no event head"):
+        al.measure(tmp_path, 1, 60.0, "1,0,0", 3, 1, 0.1, tmp_path / "work", items=True)

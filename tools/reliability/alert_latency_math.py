@@ -1,8 +1,10 @@
 """The arithmetic of the alert latency measurement (tools/reliability/alert_latency.py): the frame
 counter read from ``/metrics`` text, when each frame reached the runtime (``FrameClock``, bracketed by
 the polls), which frame ends an alert's event, each alert's latencies from those, and their median /
-p95 / max. Pure (no process, broker or network), apart from the paced run that feeds it, so
-tests/test_alert_latency.py checks it without running one."""
+p95 / max; with ``--items``, which ground-truth bag each alert found (``match``) and the latencies from
+its true end, its nudge's and its evidence's bytes (``item_latency``). Pure (no process, broker or
+network), apart from the paced run that feeds it, so tests/test_alert_latency.py checks it without
+running one."""
 from __future__ import annotations
 
 import bisect
@@ -157,3 +159,72 @@ def summarise(rows: list[dict[str, Any]], target_s: float) -> dict[str, Any]:
     met = {k: (None if lat[k]["p95"] is None else lat[k]["p95"] <= target_s)
            for k in ("stream", "raised", "mqtt", "webhook")}
     return {"latency_s": lat, "target_met": met}
+
+
+MATCH_TOL_S = 5.0  # an alert finds a target it overlaps widened by this much (as tools/accuracy/alerts_eval.py)
+Target = tuple[str, float, float]  # (product, start, end) of an item bagged and never scanned
+
+
+def match(alert: dict[str, Any], targets: list[Target]) -> Target | None:
+    """The target of the alert's product its interval overlaps (widened by MATCH_TOL_S), nearest end first."""
+    near = [t for t in targets if t[0] == alert["product"] and alert["start"] < t[2] + MATCH_TOL_S
+            and alert["end"] > t[1] - MATCH_TOL_S]
+    return min(near, key=lambda t: abs(t[2] - alert["end"])) if near else None
+
+
+def item_latency(alerts: list[dict[str, Any]], clock: FrameClock, fps: float, targets: dict[str, list[Target]],
+                 alert_rx: dict[str, float], nudge_rx: dict[str, float], hook_rx: dict[str, float],
+                 evidence_bytes: dict[str, int]) -> dict[str, Any]:
+    """The item tracks' figures: per alert its target (``targets``: per stream) and its latencies from the
+    target's true end (E: the arrival of the first frame at or after it) to the outbox row, the alert on
+    the broker, the nudge on the broker and on the webhook; from the end of the model's own event (every
+    alert, right or false); the nudge after the outbox row; the evidence's bytes. The latencies from the
+    true end count the first alert of each target only."""
+    def arrival(stream: str, end: float) -> tuple[float, float] | None:
+        return clock.arrival(stream, min(end_frame(end, fps), max(0, clock.frames(stream) - 1)))
+
+    def after(rx: dict[str, float], alert_id: str, e: float) -> float | None:
+        return round(rx[alert_id] - e, 3) if alert_id in rx else None
+
+    first_of: dict[tuple[str, Target], str] = {}  # (stream, target) -> the id of the first alert raised for it
+    for a in sorted(alerts, key=lambda a: a["raised_at"]):
+        t = match(a, targets.get(a["stream"], []))
+        if t is not None:
+            first_of.setdefault((a["stream"], t), a["id"])
+    rows, found = [], set()
+    for a in alerts:
+        t = match(a, targets.get(a["stream"], []))
+        row: dict[str, Any] = {"id": a["id"], "stream": a["stream"], "product": a["product"], "start": a["start"],
+                               "end": a["end"], "images": len(a.get("images") or []),
+                               "evidence_bytes": evidence_bytes.get(a["id"], 0),
+                               "target": None if t is None else list(t),
+                               "first_for_target": first_of.get((a["stream"], t)) == a["id"]}
+        own = max([float(e["end"]) for e in a.get("evidence") or [] if "end" in e], default=float(a["end"]))
+        arr = arrival(a["stream"], own)
+        if arr is not None:  # from the end of the model's own event the rule read (every alert, right or not)
+            row.update(own_end_s=round(own, 2), own_outbox_s=round(a["raised_at"] - arr[0], 3),
+                       own_nudge_s=after(nudge_rx, a["id"], arr[0]))
+        if t is not None:
+            found.add((a["stream"], t))
+            arr = arrival(a["stream"], t[2])
+            if arr is not None:
+                e = arr[0]
+                row.update(bag_end_wall=round(e, 3), outbox_s=round(a["raised_at"] - e, 3),
+                           mqtt_s=after(alert_rx, a["id"], e), nudge_s=after(nudge_rx, a["id"], e),
+                           nudge_webhook_s=after(hook_rx, a["id"], e))
+        rows.append(row)
+    firsts = [r for r in rows if r["first_for_target"]]
+    per_alert = [r["evidence_bytes"] for r in rows]
+    return {
+        "targets": sum(len(v) for v in targets.values()), "alerts": len(alerts),
+        "matched_alerts": sum(r["target"] is not None for r in rows), "targets_found": len(found),
+        "latency_from_true_bag_end_s": {k[:-2]: stats([r[k] for r in firsts if r.get(k) is not None])
+                                        for k in ("outbox_s", "mqtt_s", "nudge_s", "nudge_webhook_s")},
+        "latency_from_own_event_end_s": {k[4:-2]: stats([r[k] for r in rows if r.get(k) is not None])
+                                         for k in ("own_outbox_s", "own_nudge_s")},
+        "nudge_after_outbox_row_s": stats([nudge_rx[a["id"]] - a["raised_at"] for a in alerts
+                                           if a["id"] in nudge_rx]),
+        "nudges_on_broker": len(nudge_rx), "nudges_on_webhook": len(hook_rx),
+        "evidence_bytes_per_alert": stats([float(b) for b in per_alert]), "evidence_bytes_stored": sum(per_alert),
+        "rows": rows,
+    }
