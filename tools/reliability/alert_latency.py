@@ -14,7 +14,8 @@ on the broker, and on an HTTP server here. At the end it reads every alert from 
 wall time the first frame at or after an event's end reached the runtime (the middle of the poll
 bracket that frame arrived in).
 
-The memory path (default: 6 lanes x 900 s, shrink 0.5,0.5,0): ``other_product_scans`` 0
+The memory path (default: 6 lanes x 900 s, shrink 0.5,0.5,0): ``events: false`` (no item tracks even
+with the bundle's event head), ``other_product_scans`` 0
 (``RULE_THRESHOLDS``: more alerts to time), a webhook sink to the HTTP server. Per alert, from the end of
 the evidence event it names (the bag the rule read from what_happened, right or wrong), with its
 ``stream_time`` (coverage end of the commit its evaluation read):
@@ -143,7 +144,10 @@ def measure(bundle: Path, lanes: int, duration: float, shrink: str, seed: int, t
         hook.close()
         raise
     config = workdir / "alerts.json.yaml"  # JSON is YAML
-    config.write_text(json.dumps({"alerts": alerts_config(items, broker.url, hook.url)}, indent=1) + "\n")
+    # the memory path alone (events: false): else a bundle's event head takes the frames at its event_fps, not
+    # the clip's fps this mode counts them by, and the rule reads item tracks, not what_happened
+    run_config = {"alerts": alerts_config(items, broker.url, hook.url), **({} if items else {"events": False})}
+    config.write_text(json.dumps(run_config, indent=1) + "\n")
     names = [f"lane{i + 1}" for i in range(lanes)]
     seeds = [seed + i for i in range(lanes)]
     sources = [f"{n}=demo://checkout?seed={s}&duration={duration:g}&shrink={shrink}" for n, s in zip(names, seeds)]
