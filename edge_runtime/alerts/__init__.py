@@ -8,7 +8,9 @@ outbox in the state directory and delivered at least once to the store's MQTT br
     webhook_sink.py delivery by HTTP POST
     dispatcher.py   one thread per sink draining the outbox, with backoff
     metrics.py      the alerts' Prometheus series
-    service.py      what the runtime holds: the commit hook, the rule engines, status and metrics
+    service.py      what the runtime holds: the outbox and sinks, raising an alert, status and metrics
+    evaluation.py   the rules' evaluation thread, fed by the commit hook: a rule engine per stream
+    till_feed.py    the till's scans and transactions of each stream, as the rules read them
     subscriber.py   the other end: every lane's alerts from a broker (``lvm-edge alerts --broker``)
     rules/          the rules themselves, one module each, found through a registry (RULES, RuleEngine)
     rule_events.py  the events the rules read (what_happened from EVENT_FLOOR)

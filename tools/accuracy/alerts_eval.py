@@ -7,7 +7,7 @@ Videos: ``heldout_video(eval_seed, i)`` (seeds and, for even i, looks that train
 the generator's default scan-avoidance rates (``ShrinkRates.default()``; ``--shrink B,P,L`` for others). Each video is played as
 the runtime plays a stream: the rules are evaluated at every commit (every clip of the bundle,
 16 s for lvm-tiny) over the events of the window since the previous evaluation with the service's
-overlap before it (edge_runtime/alerts/service.py), with each rule's default thresholds.
+overlap before it (edge_runtime/alerts/evaluation.py), with each rule's default thresholds.
 
 Two sources of events:
 - ``truth``: the annotated events, complete once they have ended (confidence 1). An oracle: it
@@ -83,7 +83,7 @@ from edge_runtime.query.events import Event
 from tools.repo_paths import REPO
 
 MATCH_TOL_S = 5.0          # an alert's interval may miss its target's by this much and still name it
-OVERLAP_S = 30.0           # as edge_runtime/alerts/service.py: each evaluation re-reads this much
+OVERLAP_S = 30.0           # as edge_runtime/alerts/evaluation.py: each evaluation re-reads this much
 TICKS = True               # as the service: decisions due between commits are made then (tick_s), not at the next commit
 DEFAULT_EVAL_SEED = 2      # heldout seed 1 chose what_happened's settings, seed 0 reports them
 TRACK_FPS = 5.0            # --events tracks: the event path's rate
