@@ -1,6 +1,7 @@
 """The exported-graph cache (export/onnx/graph_cache.py): the same module traced again is served from
 the cache byte for byte without tracing, anything the graph depends on (weights, attributes, inputs,
-dynamic shapes) changes the key, and LVM_EDGE_GRAPH_CACHE=0 traces every time."""
+dynamic shapes) changes the key, a module of the same structure with other weights takes them into the
+kept trace (the same bytes as a trace of its own), and LVM_EDGE_GRAPH_CACHE=0 traces every time."""
 from __future__ import annotations
 
 import os
@@ -61,6 +62,43 @@ def test_what_the_graph_depends_on_changes_the_key():
     assert graph_cache.graph_key(_module(), (torch.zeros(2, 4),), "meta") != base  # the example inputs
     assert graph_cache.graph_key(_module(), ARGS, "other meta") != base          # names, shapes, opset
     assert graph_cache.graph_key(_module().train(), ARGS, "meta") != base        # train / eval mode
+    with_tensor = _module()
+    with_tensor.offset = torch.ones(3)  # a plain tensor attribute is traced in as a constant
+    other_tensor = _module()
+    other_tensor.offset = torch.zeros(3)
+    assert graph_cache.graph_key(with_tensor, ARGS, "meta") != graph_cache.graph_key(other_tensor, ARGS, "meta")
+    # the structure: all of it but the weights' bytes
+    shape = graph_cache.structure_key(_module(), ARGS, "meta")
+    assert graph_cache.structure_key(_module(seed=1), ARGS, "meta") == shape != base
+    assert graph_cache.structure_key(_module(factor=3.0), ARGS, "meta") != shape
+    assert graph_cache.structure_key(with_tensor, ARGS, "meta") != graph_cache.structure_key(other_tensor, ARGS, "meta")
+
+
+def _count_traces(monkeypatch) -> list:
+    real, calls = torch.onnx.export, []
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_other_weights_fill_the_kept_trace_as_a_trace_of_their_own_would(cache, tmp_path, monkeypatch):
+    export_module(_module(0), ARGS, SPEC, tmp_path / "a.onnx", SHAPES)
+    traces = _count_traces(monkeypatch)
+    reused = export_module(_module(1), ARGS, SPEC, tmp_path / "b.onnx", SHAPES)
+    assert traces == []
+    monkeypatch.setenv("LVM_EDGE_GRAPH_CACHE", "0")
+    own = export_module(_module(1), ARGS, SPEC, tmp_path / "c.onnx", SHAPES)
+    assert traces == [1] and reused.read_bytes() == own.read_bytes()
+    assert graph_cache.agrees(reused, _module(1), ARGS) and not graph_cache.agrees(reused, _module(0), ARGS)
+
+
+def test_a_damaged_kept_trace_is_traced_again(cache, tmp_path, monkeypatch):
+    export_module(_module(0), ARGS, SPEC, tmp_path / "a.onnx", SHAPES)
+    (raw,) = (cache / "raw").glob("*.onnx")
+    raw.write_bytes(b"not a graph")
+    traces = _count_traces(monkeypatch)
+    out = export_module(_module(1), ARGS, SPEC, tmp_path / "b.onnx", SHAPES)
+    assert traces == [1] and graph_cache.agrees(out, _module(1), ARGS)
+    assert raw.read_bytes() != b"not a graph"  # the new trace is kept in its place
 
 
 def test_the_key_is_the_same_in_another_process():
@@ -75,18 +113,16 @@ def test_the_key_is_the_same_in_another_process():
 
 def test_turned_off_it_traces_every_time(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("LVM_EDGE_GRAPH_CACHE", "0")
-    calls = []
-    graph_cache.cached_export(_module(), ARGS, "meta", tmp_path / "a.onnx", lambda p: calls.append(p) or p.write_bytes(b"g"))
-    graph_cache.cached_export(_module(), ARGS, "meta", tmp_path / "a.onnx", lambda p: calls.append(p) or p.write_bytes(b"g"))
-    assert len(calls) == 2 and not cache.exists()
+    traces = _count_traces(monkeypatch)
+    export_module(_module(), ARGS, SPEC, tmp_path / "a.onnx", SHAPES)
+    export_module(_module(), ARGS, SPEC, tmp_path / "b.onnx", SHAPES)
+    assert len(traces) == 2 and not cache.exists()
 
 
-def test_the_cache_keeps_the_last_used(cache, tmp_path, monkeypatch):
+def test_the_cache_keeps_the_last_used(cache, monkeypatch):
     monkeypatch.setattr(graph_cache, "KEPT", 2)
-    for seed in range(3):
-        graph_cache.cached_export(_module(seed), ARGS, "meta", tmp_path / f"{seed}.onnx",
-                                  lambda p, s=seed: p.write_bytes(bytes([s])))
-        for kept in cache.glob("*.onnx"):  # used in this order, whatever the file system's clock resolution
-            if kept.read_bytes() == bytes([seed]):
-                os.utime(kept, (1e9 + seed, 1e9 + seed))
-    assert sorted(p.read_bytes() for p in cache.glob("*.onnx")) == [b"\x01", b"\x02"]
+    for i in range(3):
+        graph_cache._keep(cache / f"{i}.onnx", lambda tmp, i=i: tmp.write_bytes(bytes([i])))
+        os.utime(cache / f"{i}.onnx", (1e9 + i, 1e9 + i))  # used in this order, whatever the clock's resolution
+    graph_cache._keep(cache / "3.onnx", lambda tmp: tmp.write_bytes(b"\x03"))
+    assert sorted(p.name for p in cache.glob("*.onnx")) == ["2.onnx", "3.onnx"]

@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
             "and answer graphs (FP32 in an INT8 bundle), TensorRT plans where TensorRT is installed, and a "
             "manifest.json with hashes, I/O signatures, parity against PyTorch, CPU latency and the accuracy "
             "gate's deltas. The bundle is written to a temp folder and moved into place only when complete. "
-            "Traced graphs are kept in $LVM_EDGE_CACHE/graphs (default ~/.cache/lvm-edge/graphs) and reused "
-            "for the same weights and exporter; LVM_EDGE_GRAPH_CACHE=0 turns that off."),
+            "Traced graphs are kept in $LVM_EDGE_CACHE/graphs (default ~/.cache/lvm-edge/graphs): reused for the "
+            "same weights and exporter, and given a checkpoint's own weights when only they differ (another "
+            "training run of the same model); LVM_EDGE_GRAPH_CACHE=0 turns that off."),
         epilog=(
             "examples:\n"
             "  lvm-export --precision fp32\n"

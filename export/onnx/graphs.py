@@ -134,22 +134,25 @@ def export_graph(net: LVMNet, spec: GraphSpec, path: Path) -> Path:
 def export_module(module: nn.Module, args: tuple, spec: GraphSpec, path: Path, shapes=None) -> Path:
     """``module`` traced on ``args`` into ``path`` with ``spec``'s names and dynamic axes (``shapes``:
     a graph family's own ``dynamic_shapes``, default this module's). A graph traced before from the
-    same module, inputs and exporter comes from the graph cache (export/onnx/graph_cache.py)."""
+    same module, inputs and exporter comes from the graph cache, and one of the same structure takes
+    this module's weights there instead of a trace (export/onnx/graph_cache.py)."""
     import warnings
 
     from export.onnx.graph_cache import cached_export
 
     shapes = dynamic_shapes(spec) if shapes is None else shapes
 
-    def export(out: Path) -> None:
+    def trace(raw: Path) -> None:
+        # not optimised here: the graph cache optimises it, a fresh trace and one given another
+        # checkpoint's weights alike (export/onnx/graph_cache.py)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, args, str(out), input_names=list(spec.inputs),
+            torch.onnx.export(module, args, str(raw), input_names=list(spec.inputs),
                               output_names=list(spec.outputs), opset_version=OPSET, dynamo=True,
-                              dynamic_shapes=shapes, external_data=False, verbose=False)
+                              dynamic_shapes=shapes, external_data=False, verbose=False, optimize=False)
 
     meta = (list(spec.inputs), list(spec.outputs), OPSET, _shapes_key(shapes))
-    return cached_export(module, args, meta, Path(path), export)
+    return cached_export(module, args, meta, Path(path), trace)
 
 
 def _shapes_key(shapes) -> str:
