@@ -44,6 +44,7 @@ LONGEST_FIRST = ["test_train.py", "test_export.py", "test_readme.py", "test_s5.p
                  "test_reliability_rtsp.py", "test_bench.py", "test_own_footage.py", "test_bench_streams.py",
                  "test_train_data.py", "test_labels_travel.py", "test_reader_bundle.py", "test_timeline.py",
                  "test_e2e.py", "test_reliability_media.py", "test_eval_data.py", "test_seen_evidence.py"]
+BUILDS_THE_BUNDLE = "test_export.py"  # its first test needs the test bundle: its worker builds it
 
 
 def pytest_configure(config):
@@ -59,8 +60,14 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    """Longest files first (LONGEST_FIRST); and the files that need the test bundle after every file that
+    does not, but for the one that builds it (BUILDS_THE_BUNDLE, handed out first): the other workers
+    work through the files that need no bundle while it is built, instead of waiting on its lock."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+    waits = {item.path.name for item in items if "tiny_bundle" in getattr(item, "fixturenames", ())}
+    waits.discard(BUILDS_THE_BUNDLE)
+    items.sort(key=lambda item: (item.path.name != BUILDS_THE_BUNDLE, item.path.name in waits,
+                                 rank.get(item.path.name, len(rank))))  # stable: the rest keep their order
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -19,10 +19,21 @@ SHIPPED_READER = REPO / "checkpoints" / "lvm-tiny-reader.safetensors"
 # 6 clips of 16 s per video; 1 short backbone epoch; a handful of sampler steps; the heads stage
 # on the same 2 videos (its config default streams 48, minutes on CPU for a smoke run); the reader
 # stage on 2 videos (+ 2 it calibrates on) for a few steps
-SMOKE = ["--config", str(TINY), "--videos", "2", "--video-s", "96", "--queries", "12",
-         "--backbone-epochs", "1", "--backbone-frames", "64", "--epochs", "2", "--heads-steps", "2",
-         "--heads-videos", "2", "--workers", "1", "--no-progress", "--reader-steps", "3", "--reader-videos", "2",
-         "--reader-calib-videos", "2", "--event-steps", "2", "--event-videos", "1", "--event-frames", "8"]
+SMOKE_ARGS = ["--videos", "2", "--video-s", "96", "--queries", "12",
+              "--backbone-epochs", "1", "--backbone-frames", "64", "--epochs", "2", "--heads-steps", "2",
+              "--heads-videos", "2", "--workers", "1", "--no-progress", "--reader-steps", "3", "--reader-videos", "2",
+              "--reader-calib-videos", "2", "--event-steps", "2", "--event-videos", "1", "--event-frames", "8"]
+
+
+@pytest.fixture(scope="module")
+def smoke_config(tmp_path_factory) -> Path:
+    """lvm-tiny with a heads-stage batch of 8 queries (64 in the config: ~10 s a step on one core, and
+    a smoke run checks that the stages run and chain, not what they learn)."""
+    cfg = tmp_path_factory.mktemp("smoke") / "lvm-tiny.yaml"
+    text = TINY.read_text()
+    assert "heads_batch: 64" in text
+    cfg.write_text(text.replace("heads_batch: 64", "heads_batch: 8"))
+    return cfg
 
 
 @pytest.mark.parametrize("n,batch,world", [(8, 8, 1), (8, 2, 2), (5, 2, 2), (9, 4, 1)])
@@ -57,9 +68,10 @@ def _run(args, env_extra=None, timeout=900):
 
 
 @pytest.mark.slow
-def test_train_smoke_and_resume(tmp_path):
+def test_train_smoke_and_resume(tmp_path, smoke_config):
+    smoke = ["--config", str(smoke_config), *SMOKE_ARGS]
     out = tmp_path / "run"
-    r = _run([sys.executable, "-m", "export.cli.train", *SMOKE, "--out", str(out), "--max-steps", "6"])
+    r = _run([sys.executable, "-m", "export.cli.train", *smoke, "--out", str(out), "--max-steps", "6"])
     assert r.returncode == 0, r.stderr[-2000:]
     ck = out / "lvm-tiny.safetensors"
     assert ck.exists() and (out / "optimizer.safetensors").exists() and (out / "train_log.jsonl").exists()
@@ -82,7 +94,7 @@ def test_train_smoke_and_resume(tmp_path):
     by_window = rmeta["calibration"]["prior_weight_by_window"]  # per asked window length, from the grid
     assert by_window and all(w in (300.0, 900.0, 1800.0) and x in PRIOR_WEIGHTS for w, x in by_window)
     # resume continues from the saved epoch: no further steps in a 1-epoch run
-    r2 = _run([sys.executable, "-m", "export.cli.train", *SMOKE, "--out", str(out), "--max-steps", "6", "--resume"])
+    r2 = _run([sys.executable, "-m", "export.cli.train", *smoke, "--out", str(out), "--max-steps", "6", "--resume"])
     assert r2.returncode == 0, r2.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["heads_steps"] == 2
@@ -94,7 +106,7 @@ def test_train_smoke_and_resume(tmp_path):
 
     # the heads stage alone on top of that run's sampler, its videos streamed by 2 worker processes
     out2 = tmp_path / "heads"
-    r3 = _run([sys.executable, "-m", "export.cli.train", "--config", str(TINY), "--out", str(out2), "--sampler-from",
+    r3 = _run([sys.executable, "-m", "export.cli.train", "--config", str(smoke_config), "--out", str(out2), "--sampler-from",
                str(ck), "--heads-steps", "2", "--heads-videos", "2", "--video-s", "96", "--queries", "12",
                "--workers", "2", "--no-progress", "--no-reader", "--no-events"])
     assert r3.returncode == 0, r3.stderr[-2000:]
@@ -109,10 +121,11 @@ def test_train_smoke_and_resume(tmp_path):
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
 @pytest.mark.slow
-def test_train_ddp_two_processes(tmp_path):
+def test_train_ddp_two_processes(tmp_path, smoke_config):
+    smoke = ["--config", str(smoke_config), *SMOKE_ARGS]
     out = tmp_path / "ddp"
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    r = _run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "export.cli.train", *SMOKE,
+    r = _run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "export.cli.train", *smoke,
               "--out", str(out), "--max-steps", "6"])
     assert r.returncode == 0, r.stderr[-3000:]
     from export.model.checkpoint import load_checkpoint
