@@ -44,7 +44,9 @@ def _person_crop(video: Path, ann: dict, instance_id: int) -> str:
 
 
 @pytest.mark.slow
-def test_own_footage_dataset_train_export_and_serve(tmp_path):
+def test_own_footage_dataset_train_export_and_serve(tmp_path, tiny_bundle):
+    """``tiny_bundle``: built first, so the export takes the kept traces of the shipped model's graphs
+    (the graph cache gives them this checkpoint's weights) instead of tracing them beside the bundle's build."""
     data = _footage()
     if data is None:
         pytest.skip("real footage unavailable (tools/fetch_footage.sh could not fetch Debian's opencv-doc)")
