@@ -189,3 +189,26 @@ def test_a_green_light_scans_the_item_seen_over_the_scanner_even_when_the_hand_h
     alone = ItemState(zones, bundle_id="b")
     out = [e for k in range(40, 44) for e in alone.update(at(k, light="green" if k == 41 else None))]
     assert [(e.activity, e.track_id, e.class_id, e.scanned_at) for e in out] == [("scan", -1, -1, pytest.approx(8.2))]
+
+
+@pytest.mark.parametrize("penalty, banana_gets_chips", [(None, False), (0.0, True)])
+def test_an_item_carried_over_a_resting_one_keeps_its_own_track(monkeypatch, penalty, banana_gets_chips):
+    """A held detection pays HELD_ONTO_REST to take a resting track: chips (2) carried over a banana (5)
+    resting in the basket, in the frame the head misses the banana, stay on their own track; with no
+    penalty (as before) the banana's track takes them, its item is read as chips and the chips lose a frame."""
+    from edge_runtime.items import tracker
+
+    if penalty is not None:
+        monkeypatch.setattr(tracker, "HELD_ONTO_REST", penalty)
+    items = tracker.ItemTracker(fps=FPS)
+    classes_of = defaultdict(list)
+    for k in range(12):
+        xs, cls, held = ([0.42], [5], [0.0]) if k != 5 else ([], [], [])
+        xs, cls, held = xs + [0.10 + 0.06 * k if k < 5 else 0.39 + 0.07 * (k - 5)], cls + [2], held + [1.0]
+        boxes = np.array([[x, 0.5, x + 0.1, 0.6] for x in xs], np.float32)
+        items.update(Detections(k / FPS, boxes, np.full(len(xs), 0.8), np.array(cls), np.array(held)))
+        for tid, i in items.last_seen.items():
+            classes_of[tid].append(cls[i])
+    banana, chips = sorted(classes_of)
+    assert (2 in classes_of[banana]) == banana_gets_chips
+    assert classes_of[chips] == [2] * (11 if banana_gets_chips else 12)

@@ -3,8 +3,9 @@ oracle detections (with box jitter and misses) from held-out generator videos at
 
     python -m tools.accuracy.item_trackers --videos 4 --duration 900 --json out.json
 
-Candidates: norfair-enough (box IoU and centre distance), and ByteTrack / OC-SORT / SORT from
-``trackers`` (Roboflow's tracker package; ``supervision`` no longer ships ByteTrack itself). A
+Candidates: the runtime's ItemTracker, norfair-enough (box IoU and centre distance), and ByteTrack /
+OC-SORT / SORT from ``trackers`` (Roboflow's tracker package; ``supervision`` no longer ships ByteTrack
+itself). A
 candidate whose library is not installed is reported as such and skipped; ``trackers`` needs
 ``opencv-python`` beside our headless OpenCV, so measure it from a side folder:
 ``pip install --no-deps --target /tmp/trk trackers supervision pyDeprecate defusedxml`` and run
@@ -58,6 +59,22 @@ class Norfair:
         return out
 
 
+class Runtime:
+    """The runtime's own ItemTracker (norfair IoU plus its held-onto-resting penalty)."""
+
+    def __init__(self) -> None:
+        from edge_runtime.items.tracker import ItemTracker
+
+        self.tracker = ItemTracker(fps=FPS)
+
+    def step(self, d: Detections) -> np.ndarray:
+        self.tracker.update(d)
+        out = np.full(len(d), -1, np.int64)
+        for tid, i in self.tracker.last_seen.items():
+            out[i] = tid
+        return out
+
+
 class RoboflowTracker:
     def __init__(self, name: str) -> None:
         import trackers
@@ -79,6 +96,7 @@ class RoboflowTracker:
 
 
 CANDIDATES = {
+    "runtime": Runtime,
     "norfair-iou": lambda: Norfair("iou"),
     "norfair-centre": lambda: Norfair("centre"),
     "bytetrack": lambda: RoboflowTracker("bytetrack"),
