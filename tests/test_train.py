@@ -183,6 +183,15 @@ def test_bad_inputs_one_line(tmp_path, capfd):
     torch.set_num_threads(threads)
 
 
+def test_help_imports_no_torch():
+    """lvm-train --help and its argument errors need no torch: the stages' defaults live in light
+    modules (reader_defaults, event_defaults), so the command answers at once."""
+    code = ("import sys; from export.cli import train; train.build_parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'timm', 'export.train.event_stage') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
 def test_compact_memory_is_exact():
     """Training drops memory tokens the heads cannot see; answers must not change."""
     from edge_runtime.config import resolve_model_config

@@ -11,7 +11,7 @@ from export.cpu_threads import default_threads
 
 
 def add_event_args(p) -> None:
-    from export.train.event_stage import EVENT_FRAMES, EVENT_HELD_FRAMES, EVENT_HELDOUT_VIDEOS, EVENT_STEPS, EVENT_VIDEOS
+    from export.train.event_defaults import EVENT_FRAMES, EVENT_HELD_FRAMES, EVENT_HELDOUT_VIDEOS, EVENT_STEPS, EVENT_VIDEOS
 
     p.add_argument("--no-events", action="store_true", help="no event stage: the bundle gets no event head "
                    "(per-frame item detections and the scanner light at 5 fps)")
@@ -36,7 +36,7 @@ def events_plan_line(args, rates: dict | None) -> tuple[str, float]:
         return "event stage: off (--no-events)", 0.0
     if args.data:
         return "event stage: off (it trains on generated videos' per-frame labels; --data has none)", 0.0
-    from export.train.event_stage import EVENT_STEPS
+    from export.train.event_defaults import EVENT_STEPS
 
     steps = args.event_steps or EVENT_STEPS
     sec = events_seconds(steps, rates, event_sizes(args)) if rates and "events_per_step" in rates else 0.0
@@ -44,7 +44,7 @@ def events_plan_line(args, rates: dict | None) -> tuple[str, float]:
 
 
 def events_seconds(steps: int, rates: dict, sizes: dict | None = None) -> float:
-    from export.train.event_stage import (
+    from export.train.event_defaults import (
         EVENT_FRAMES,
         EVENT_HELD_FRAMES,
         EVENT_HELDOUT_FRAMES,
@@ -64,7 +64,8 @@ def event_stage(args, net, checkpoint: Path, out: Path, seed: int, labels: dict,
     """The event head on ``net``'s frozen backbone, written to ``out``."""
     import torch
 
-    from export.train.event_stage import EVENT_STEPS, train_events
+    from export.train.event_defaults import EVENT_STEPS
+    from export.train.event_stage import train_events
 
     cfg = net.cfg
     torch.set_num_threads(args.threads or default_threads())
@@ -79,7 +80,7 @@ def event_stage(args, net, checkpoint: Path, out: Path, seed: int, labels: dict,
 
 def event_sizes(args) -> dict:
     """The stage's videos and frames from --event-videos / --event-frames (the defaults without them)."""
-    from export.train.event_stage import EVENT_FRAMES, EVENT_HELD_FRAMES, EVENT_HELDOUT_FRAMES, EVENT_HELDOUT_VIDEOS
+    from export.train.event_defaults import EVENT_FRAMES, EVENT_HELD_FRAMES, EVENT_HELDOUT_FRAMES, EVENT_HELDOUT_VIDEOS
 
     out = {}
     if getattr(args, "event_videos", None):
@@ -105,7 +106,7 @@ def events_only(args, cfg) -> int:
         load_checkpoint,
         read_metadata,
     )
-    from export.train.event_stage import default_events_path
+    from export.train.event_defaults import default_events_path
 
     ckpt = Path(args.init_from)
     try:

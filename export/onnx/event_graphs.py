@@ -21,7 +21,7 @@ from export.cli.common import UsageError
 from edge_runtime.items.head_decode import OUTPUTS
 from export.model.event_head import EVENTS_FORMAT
 from export.onnx.graphs import GraphSpec, export_module
-from export.train.event_stage import default_events_path
+from export.train.event_defaults import default_events_path
 
 EVENT_HEAD = GraphSpec("event_head", tuple(CONTRACT["event_head"][0]), tuple(CONTRACT["event_head"][1]))
 EVENT_SPECS = (EVENT_HEAD,)

@@ -176,7 +176,7 @@ class Exporter:
         """The checkpoint's event head file (beside it), or None."""
         from export.model.checkpoint import DEFAULT_CHECKPOINT, REPO_ROOT
         from export.onnx.event_graphs import open_events
-        from export.train.event_stage import default_events_path
+        from export.train.event_defaults import default_events_path
 
         ckpt = Path(self.args.checkpoint) if self.args.checkpoint else DEFAULT_CHECKPOINT
         products = list((ck.get("labels") or {}).get("products") or [])

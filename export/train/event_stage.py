@@ -30,29 +30,24 @@ from edge_runtime.items.head_decode import decode
 from export.model.event_head import EventHead, EventHeadConfig, save_event_head
 from export.train.eta import StepETA
 from export.train.event_data import STATES, EventFrames, frame_times, video_frames
+from export.train.event_defaults import (
+    EVENT_FRAMES,
+    EVENT_HELD_FRAMES,
+    EVENT_HELDOUT_FRAMES,
+    EVENT_HELDOUT_VIDEOS,
+    EVENT_STEPS,
+    EVENT_VIDEOS,
+    THRESHOLD_FRAMES,
+)
 from export.train.losses import giou
 
-# many videos with few frames each: the head generalises from diversity, not from more of one video
-EVENT_VIDEOS = 24           # training videos (training_video(seed, i), i < EVENT_VIDEOS)
-EVENT_FRAMES = 150          # random frames a training video, beside its flash frames
-EVENT_HELD_FRAMES = 100      # more frames a training video from its handling periods (an item in a hand)
 HELD_WEIGHT = 3.0           # loss weight of a held item's cell (score, box, product) against 1 for the others
-EVENT_HELDOUT_VIDEOS = 4    # held-out videos measured (heldout_video(seed, i), even i: unseen looks)
-EVENT_HELDOUT_FRAMES = 500
-EVENT_STEPS = 1200
 EVENT_BATCH = 128
 EVENT_LR = 3e-3
 EVENT_WEIGHT_DECAY = 0.05
 FLASH_SHARE = 0.1           # of each batch: frames that show a scanner flash, green and red alike
-THRESHOLD_FRAMES = 250
 MATCH_IOU = 0.5
 THRESHOLDS = np.round(np.arange(0.1, 0.91, 0.05), 2)
-
-
-def default_events_path(checkpoint: Path) -> Path:
-    """``<checkpoint dir>/<checkpoint stem>-events.safetensors``: where the event stage writes it and
-    lvm-export looks for it."""
-    return checkpoint.with_name(f"{checkpoint.stem}-events.safetensors")
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
