@@ -255,20 +255,38 @@ def test_the_nudge_is_published_at_qos_0_and_is_not_in_the_outbox(tmp_path):
 
 @pytest.fixture(scope="module")
 def evidence_stream(shipped_engine):
-    """A stream of the shipped bundle keeping item crops in a small ring, fed 40 s of a busy checkout."""
+    """A stream of the shipped bundle keeping item crops in a small ring, fed 40 s of a busy checkout
+    as a camera's intake feeds it: each frame at the model's size, with the camera's view (rendered at
+    VIEW_SIDE px) offered first."""
     from edge_runtime.checkout import CheckoutVideo, heldout_video
+    from edge_runtime.engine.frame_views import VIEW_SIDE
+    from edge_runtime.sources.frames import resize_square
 
     eng = shipped_engine
     if eng.events is None:
         pytest.skip("the shipped bundle has no event head")
     seed, look = heldout_video(0, 0)
-    frames = list(CheckoutVideo(seed, 40.0, look=look, shrink="0.3,0.3,0.1").frames(eng.intake_fps))
+    frames = list(CheckoutVideo(seed, 40.0, size=VIEW_SIDE, look=look, shrink="0.3,0.3,0.1").frames(eng.intake_fps))
     st = eng.new_stream()
-    st.keep_evidence("item", 60_000)
+    st.keep_evidence("item", 120_000)
     for k in range(0, len(frames), eng.intake_batch):
         chunk = frames[k:k + eng.intake_batch]
-        eng.ingest(st, np.stack([f for _, f in chunk]), np.asarray([t for t, _ in chunk]))
+        for t, view in chunk:
+            st.offer_view(t, view)
+        eng.ingest(st, np.stack([resize_square(f, eng.frame_size) for _, f in chunk]), np.asarray([t for t, _ in chunk]))
     return eng, st
+
+
+def test_crops_are_cut_from_the_cameras_view(evidence_stream):
+    """With the camera's view offered, an item's crop is larger than any crop of the model's 112 px
+    frame could be (an item there is a few dozen pixels), and at most the ring's ITEM_SIDE."""
+    import cv2
+
+    from edge_runtime.items.evidence_ring import ITEM_SIDE
+
+    eng, st = evidence_stream
+    sides = [max(cv2.imdecode(np.frombuffer(c.jpeg, np.uint8), cv2.IMREAD_COLOR).shape[:2]) for c in st.evidence.crops]
+    assert sides and max(sides) > eng.frame_size and max(sides) <= ITEM_SIDE, sides
 
 
 def test_the_event_path_keeps_crops_of_its_tracks_within_the_bound(evidence_stream):
@@ -276,10 +294,11 @@ def test_the_event_path_keeps_crops_of_its_tracks_within_the_bound(evidence_stre
 
     eng, st = evidence_stream
     ring = st.evidence
-    assert ring.taken > 0 and 0 < ring.nbytes <= 60_000 and st.status()["evidence"]["bytes"] == ring.nbytes
+    assert ring.taken > 0 and 0 < ring.nbytes <= 120_000 and st.status()["evidence"]["bytes"] == ring.nbytes
     tracks = {c.tracks[0] for c in ring.crops}
     events = [e for e in item_events(eng, st, (0.0, 40.0)) if e.item in tracks]
     assert events, "no item event of a track with crops in the ring"
     assert ring.pick(events[-1].item, events[-1].start, events[-1].end)
     st.keep_evidence("off", 0)
     assert st.evidence is None
+

@@ -201,6 +201,22 @@ def test_file_sampling_by_timestamp(avi, fps, expected):
     assert src.stats["frames_in"] == 60 and src.stats["frames_out"] == expected
 
 
+def test_file_view_keeps_the_whole_view_beside_the_models_frame(avi):
+    """view_side: each frame also carries the camera's view, aspect kept, at most that many px on its
+    longer side (the evidence pictures'); the model's frame is the same pixels as without it."""
+    with open_source(str(avi), target_fps=10, size=32) as src:
+        plain = list(src)
+    with open_source(str(avi), target_fps=10, size=32, view_side=40) as src:
+        viewed = list(src)
+    assert [f.t for f in viewed] == [f.t for f in plain]
+    assert all(np.array_equal(a.image, b.image) and a.view is None for a, b in zip(plain, viewed))
+    assert {b.view.shape for b in viewed} == {(30, 40, 3)}  # 64 x 48 shrunk to 40 on its longer side
+    with open_source(str(avi), target_fps=10, size=64, view_side=640) as src:
+        assert all(f.view is None for f in src)  # no larger than the model's frame: nothing to add
+    with pytest.raises(ValueError, match="view_side"):
+        open_source(str(avi), target_fps=10, size=32, view_side=0)
+
+
 def test_pacer_releases_each_frame_at_its_stream_time(monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(base_mod, "time", clock)

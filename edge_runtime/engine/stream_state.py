@@ -41,6 +41,7 @@ from edge_runtime.memory.ood import OODMonitor
 from edge_runtime.memory.svd import OnlineSVD
 from edge_runtime.memory.timeline import FACT_NAMES, NoTimeline, Timeline, TimelineSpec
 from edge_runtime.memory.token_memory import TokenMemory
+from edge_runtime.engine.frame_views import FrameViews
 from edge_runtime.engine.source_clock import SourceClock
 from edge_runtime.sources.base import TimestampSampler
 
@@ -72,6 +73,7 @@ class StreamState:
         self.memory, self.svd, self.ood = memory, svd, ood
         self.items = items
         self.evidence = None  # the item tracks' recent crops (keep_evidence), for the alerts' evidence
+        self._views = FrameViews()  # the camera's views of frames not yet cropped (offer_view)
         self.fact_specs = facts
         self.timeline: Timeline | None = None
         if timeline is not None and facts is not None:
@@ -114,6 +116,7 @@ class StreamState:
                 self.items.reset()
             if self.evidence is not None:  # a new session's track ids start again: old crops would be misread
                 self.evidence.clear()
+            self._views.clear()
             self.frames_processed = 0
             self.clips = 0
             self._gaps: deque[tuple[float, float]] = deque(maxlen=MAX_GAPS)
@@ -161,14 +164,23 @@ class StreamState:
             with self.lock:
                 self.evidence = EvidenceRing(mode, max_bytes)
 
+    def offer_view(self, t: float, view) -> None:
+        """The camera's view of the frame at stream time ``t`` (``Frame.view``), handed in by the intake
+        before the frame: its evidence crops are cut from the view (edge_runtime/engine/frame_views.py).
+        Nothing is kept while the stream keeps no evidence."""
+        if self.evidence is not None:
+            self._views.offer(t, view)
+
     def observe(self, detections: list, frames: list | None = None) -> None:
         """Frames' item detections (in time order) into this stream's tracks and item events; with
-        ``frames`` (each detection's RGB frame, or None) and an evidence ring, the tracks' crops too."""
+        ``frames`` (each detection's RGB frame, or None) and an evidence ring, the tracks' crops too,
+        from the camera's view of the frame where the intake offered one."""
         ring = self.evidence
         for i, d in enumerate(detections):
             self.items.update(d)
             if ring is not None and frames is not None and frames[i] is not None:
-                ring.add(frames[i], d.t, self._seen_boxes(d))
+                view = self._views.take(d.t) if len(self._views) else None
+                ring.add(frames[i] if view is None else view, d.t, self._seen_boxes(d))
 
     def _seen_boxes(self, dets) -> dict[int, np.ndarray]:
         """Track id -> its box, of the tracks detected in ``dets``, the frame the items were last given

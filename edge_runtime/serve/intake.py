@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from edge_runtime.engine.frame_views import VIEW_SIDE
 from edge_runtime.serve.run_state import Lifecycle, RunState, end_reason
 
 log = logging.getLogger("lvm_edge")
@@ -29,7 +30,10 @@ class Intake:
         times: list[float] = []
         timer: threading.Timer | None = None
         try:
-            src = open_source(uri, target_fps=self.engine.intake_fps, realtime=realtime, size=self.engine.frame_size, **options)
+            # with an event path, files and cameras also give each frame's view, for the evidence pictures
+            view_side = VIEW_SIDE if self.engine.events is not None else None
+            src = open_source(uri, target_fps=self.engine.intake_fps, realtime=realtime, size=self.engine.frame_size,
+                              view_side=view_side, **options)
             with src:
                 self._source = src
                 self.source_label = src.label
@@ -76,6 +80,8 @@ class Intake:
                     self.frames_in += 1
                     self.telemetry.frames_in.inc()
                     self._meter.add(1)  # per frame: a 1-fps stream ingests one batch per clip
+                    if frame.view is not None:
+                        self.stream.offer_view(stream_t, frame.view)
                     frames.append(frame.image)
                     times.append(stream_t)
                     stream_clock.received(stream_t)

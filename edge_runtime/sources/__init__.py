@@ -36,7 +36,7 @@ def preflight(uri: str | int) -> SourceSpec:
 
 def open_source(uri: str | int, *, target_fps: float | None, realtime: bool = False, queue_size: int = 4,
                 stall_timeout_s: float = 5.0, reconnect_max_s: float = 30.0, size: int | None = None,
-                wait_for_device: bool = False) -> Source:
+                wait_for_device: bool = False, view_side: int | None = None) -> Source:
     """Open the source ``uri`` names.
 
     target_fps: frames are kept when their timestamp reaches the next 1/target_fps step (None:
@@ -47,12 +47,15 @@ def open_source(uri: str | int, *, target_fps: float | None, realtime: bool = Fa
     size: frames resized to (size, size).
     wait_for_device: a camera whose device node is not there yet is retried (with backoff) instead of
         refused: one lane of several whose camera is unplugged.
+    view_side: files and live sources also give each frame's whole view at most this many px on its
+        longer side (``Frame.view``, for evidence pictures); the demo renders at ``size`` only.
     """
     spec = parse_source_uri(uri)
     if spec.kind == "file":
         from edge_runtime.sources.files import FileSource
 
-        return FileSource(spec.path, label=spec.label, target_fps=target_fps, realtime=realtime, size=size)
+        return FileSource(spec.path, label=spec.label, target_fps=target_fps, realtime=realtime, size=size,
+                          view_side=view_side)
     if spec.kind == "demo":
         from edge_runtime.sources.demo import DemoSource
 
@@ -71,4 +74,4 @@ def open_source(uri: str | int, *, target_fps: float | None, realtime: bool = Fa
     else:  # rtsp, http
         opener = openers.network_opener(spec.label, spec.uri, stall_timeout_s)
     return live.LiveSource(spec.label, opener, target_fps=target_fps, size=size, queue_size=queue_size,
-                           stall_timeout_s=stall_timeout_s, reconnect_max_s=reconnect_max_s)
+                           stall_timeout_s=stall_timeout_s, reconnect_max_s=reconnect_max_s, view_side=view_side)

@@ -30,6 +30,10 @@ class Frame:
     t: float          # stream seconds of this frame (source time, not wall time)
     image: np.ndarray  # (H, W, 3) uint8 RGB; (size, size, 3) when the source was opened with size
     index: int        # 0-based count of frames read from the source before sampling
+    # the camera's whole view, aspect kept, at most view_side px on its longer side, when the source
+    # was opened with view_side and its frames are larger than ``image``: the alerts' evidence pictures
+    # are cut from it (the model's frame is 112 px for lvm-tiny); None otherwise
+    view: np.ndarray | None = None
 
 
 class TimestampSampler:
@@ -103,6 +107,21 @@ def fit_size(rgb: np.ndarray, size: int | None) -> np.ndarray:
     return rgb if size is None else resize_square(rgb, size)
 
 
+def view_of(rgb: np.ndarray, image: np.ndarray, side: int | None) -> np.ndarray | None:
+    """The decoded frame ``rgb`` shrunk (aspect kept) to at most ``side`` px on its longer side, for
+    ``Frame.view``; None without ``side`` or when it would show no more than ``image`` (the model's
+    frame) does: no copy is kept that adds nothing."""
+    if side is None or max(rgb.shape[:2]) <= max(image.shape[:2]):
+        return None
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    if scale >= 1.0:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
 class Source:
     """The contract. Subclasses implement ``_frames()`` (a generator of Frames, already sampled)
     and ``_release()``; the base class gives iteration, stop, close, context management, stats.
@@ -132,11 +151,14 @@ class Source:
     native_fps: float | None = None
     """The source's own frame rate where it states one (a file's container, the demo's); None otherwise."""
 
-    def __init__(self, label: str, *, target_fps: float | None, size: int | None):
+    def __init__(self, label: str, *, target_fps: float | None, size: int | None, view_side: int | None = None):
         if size is not None and (not isinstance(size, int) or size < 2):
             raise ValueError(f"size must be an int >= 2 or None, got {size!r}")
+        if view_side is not None and (not isinstance(view_side, int) or view_side < 2):
+            raise ValueError(f"view_side must be an int >= 2 or None, got {view_side!r}")
         self.label = label
         self.size = size
+        self.view_side = view_side  # Frame.view's longer side at most; None: no view
         self.target_fps = target_fps
         self._sampler = TimestampSampler(target_fps)
         self._stop = threading.Event()

@@ -22,7 +22,7 @@ import sys
 import threading
 from typing import Iterator
 
-from edge_runtime.sources.base import Frame, Source, SourceError, to_rgb
+from edge_runtime.sources.base import Frame, Source, SourceError, fit_size, to_rgb, view_of
 
 # Consecutive undecodable positions before a damaged file is treated as ended.
 MAX_CONSECUTIVE_FAILURES = 30
@@ -37,8 +37,8 @@ class FileSource(Source):
     medium = "file"
 
     def __init__(self, path: str, *, label: str | None = None, target_fps: float | None,
-                 realtime: bool = False, size: int | None = None):
-        super().__init__(label or f"file {path}", target_fps=target_fps, size=size)
+                 realtime: bool = False, size: int | None = None, view_side: int | None = None):
+        super().__init__(label or f"file {path}", target_fps=target_fps, size=size, view_side=view_side)
         quiet_decoder_logs()
         import cv2
 
@@ -90,16 +90,17 @@ class FileSource(Source):
                 if cap is None:
                     return
                 ok, image = cap.retrieve()
-            rgb = to_rgb(image, self.size) if ok else None
-            if rgb is None:
+            full = to_rgb(image, None) if ok else None
+            if full is None:
                 self._count("decode_errors")
                 continue
+            rgb = fit_size(full, self.size)
             self._sampler.take(t)
             if self.realtime:
                 self._pacer.wait(t)
                 if self._stop.is_set():
                     return
-            yield Frame(t=t, image=rgb, index=index)
+            yield Frame(t=t, image=rgb, index=index, view=view_of(full, rgb, self.view_side))
 
     def _release(self) -> None:
         with self._lock:

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from typing import Iterator
 
-from edge_runtime.sources.base import Frame, Source, SourceError, to_rgb, usable
+from edge_runtime.sources.base import Frame, Source, SourceError, fit_size, to_rgb, usable, view_of
 from edge_runtime.sources.openers import READ_TIMEOUT_FRACTION, Capture, Opener
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,8 @@ class LiveSource(Source):
 
     def __init__(self, label: str, opener: Opener, *, target_fps: float | None, size: int | None = None,
                  queue_size: int = 4, stall_timeout_s: float = 5.0, reconnect_max_s: float = 30.0,
-                 reconnect_base_s: float = 0.5, rng: random.Random | None = None):
-        super().__init__(label, target_fps=target_fps, size=size)
+                 reconnect_base_s: float = 0.5, rng: random.Random | None = None, view_side: int | None = None):
+        super().__init__(label, target_fps=target_fps, size=size, view_side=view_side)
         if not (isinstance(queue_size, int) and queue_size >= 1):
             raise ValueError(f"queue_size must be an int >= 1, got {queue_size!r}")
         for name, value in (("stall_timeout_s", stall_timeout_s), ("reconnect_max_s", reconnect_max_s),
@@ -311,7 +311,9 @@ class LiveSource(Source):
                 want = self._sampler.due(t)
             if not want:
                 continue
-            rgb = to_rgb(image, self.size)  # outside the lock: the consumer is not held up
+            full = to_rgb(image, None)  # outside the lock: the consumer is not held up
+            rgb = None if full is None else fit_size(full, self.size)
+            view = None if full is None else view_of(full, rgb, self.view_side)
             with self._cond:
                 if conn.abandoned or self._stop.is_set():
                     return
@@ -321,5 +323,5 @@ class LiveSource(Source):
                 if len(self._queue) >= self.queue_size:
                     self._queue.popleft()  # latest frame wins
                     self._stats["dropped"] += 1
-                self._queue.append(Frame(t=t, image=rgb, index=index))
+                self._queue.append(Frame(t=t, image=rgb, index=index, view=view))
                 self._cond.notify_all()
