@@ -60,7 +60,7 @@ class Norfair:
 
 
 class Runtime:
-    """The runtime's own ItemTracker (norfair IoU plus its held-onto-resting penalty)."""
+    """The runtime's own ItemTracker (norfair IoU plus its held-onto-resting penalty and carry gate)."""
 
     def __init__(self) -> None:
         from edge_runtime.items.tracker import ItemTracker
