@@ -259,6 +259,7 @@ def test_engine_snapshot_restores_the_state(s5_engine):
         fresh.load_state_dict(broken)
 
 
+@pytest.mark.slow  # the S5 bundle's export (~45 s): the slow tests above share it
 def test_bundle_whose_sampler_state_does_not_match_its_config(s5_bundle, tmp_path):
     from edge_runtime.backends.bundle import BundleError, load_bundle
 

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +28,7 @@ from tools.reliability.common import REPO, default_bundle
 DEAD_RTSP = "rtsp://127.0.0.1:1/x"
 DEAD_DURATION_S = 6.0
 RETRY_WATCH_S = 6.0
+STARTUP_BOUND_S = 120.0  # the most a run is given to start and make its first attempt on the source
 FOOTAGE_ENV = "LVM_FOOTAGE_DIR"
 # (name, exit code, what the line says). This FFmpeg decodes all 270 frames of Megamind_bugy.avi
 # with warnings only (packed B-frames, excess bitstream); 3 of them differ strongly from the same
@@ -90,17 +92,45 @@ def check_case(name: str, source: str, expect_rc: int, expect_text: str, state: 
                          text=True, cwd=REPO, env=env)
     still_running = None
     if watch_s is not None:
+        # watched from its first attempt on the source, not from its start: on a busy machine starting
+        # (imports, the bundle) can outlast watch_s, and a SIGTERM before the run's handler is in place
+        # ends it as a signal would end any process (exit -15), which says nothing about retrying
+        lines: list[str] = []
+        out_lines: list[str] = []
+        tried = threading.Event()
+
+        def read_stderr() -> None:
+            for line in p.stderr:
+                lines.append(line)
+                if source in line:
+                    tried.set()
+            tried.set()  # ended: nothing more will come
+
+        readers = [threading.Thread(target=read_stderr, daemon=True),
+                   threading.Thread(target=lambda: out_lines.extend(p.stdout), daemon=True)]
+        for r in readers:
+            r.start()
+        tried.wait(STARTUP_BOUND_S)
         try:
             p.wait(watch_s)
             still_running = False
         except subprocess.TimeoutExpired:
             still_running = True
             p.send_signal(signal.SIGTERM)
-    try:
-        stdout, stderr = p.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        stdout, stderr = p.communicate()
+        try:
+            p.wait(300)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        for r in readers:
+            r.join(10)
+        stdout, stderr = "".join(out_lines), "".join(lines)
+    else:
+        try:
+            stdout, stderr = p.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            stdout, stderr = p.communicate()
     said = _messages(stderr)
     about_source = [ln for ln in said if source in ln]
     out = {"case": name, "source": source, "exit_code": p.returncode, "expected_exit_code": expect_rc,
