@@ -71,9 +71,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto`` (pyproject's addopts): one worker a core, at most MAX_WORKERS."""
-    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1))
+    """``-n auto`` (pyproject's addopts): one worker a core and one more, at most MAX_WORKERS. Some files
+    mostly wait (live-paced streams, camera outages, broker restarts): the extra worker runs another
+    file on the core they leave idle. Each worker's torch still gets one thread (pytest_configure)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores + 1))
 
 
 @contextmanager
