@@ -98,3 +98,35 @@ def test_bundle_is_not_ignored_by_git():
     for f in sorted(BUNDLE.iterdir()):
         res = subprocess.run(["git", "check-ignore", "-q", str(f.relative_to(REPO))], cwd=REPO)
         assert res.returncode == 1, f"{f.relative_to(REPO)} is ignored by .gitignore: it would not ship"
+
+
+def test_the_shipped_graphs_compute_what_the_exporter_writes_today(tiny_bundle):
+    """engines/lvm-tiny-fp32 is what today's lvm-export writes from the shipped checkpoint and reader (the
+    test bundle is that export, without the event head): on the exporter's example inputs every graph
+    gives the same numbers. A change of the model or the exporter that changes a graph fails here until
+    the shipped bundle is exported again (`lvm-export --precision fp32`)."""
+    pytest.importorskip("torch", reason="the example inputs come from the PyTorch model (the export extra)")
+    import numpy as np
+    import onnxruntime as ort
+
+    from edge_runtime.config import resolve_model_config
+    from export.model.checkpoint import load_checkpoint
+    from export.onnx import reader_graphs
+    from export.onnx.graphs import example_feeds, graph_specs
+
+    net, _ = load_checkpoint(CHECKPOINT)
+    cfg = resolve_model_config("lvm-tiny")
+    rf = reader_graphs.open_reader(None, CHECKPOINT, cfg, disabled=False, shown_root=REPO)
+    feeds = {s.name: example_feeds(net, s, streams=2) if s.name == "sampler" else example_feeds(net, s)
+             for s in graph_specs(net)}
+    feeds.update({s.name: reader_graphs.example_feeds(rf, cfg, s) for s in reader_graphs.READER_SPECS})
+
+    def run(folder: Path, name: str) -> list:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        return ort.InferenceSession(str(folder / f"{name}.onnx"), so, providers=["CPUExecutionProvider"]).run(None, feeds[name])
+
+    for name in feeds:
+        for want, got in zip(run(Path(tiny_bundle), name), run(BUNDLE, name)):
+            assert np.allclose(got, want, rtol=1e-5, atol=1e-6), (
+                f"engines/lvm-tiny-fp32/{name}.onnx differs from today's export: re-export it with `lvm-export --precision fp32`")
