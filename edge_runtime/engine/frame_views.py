@@ -43,6 +43,3 @@ class FrameViews:
     def clear(self) -> None:
         with self._lock:
             self._views.clear()
-
-    def __len__(self) -> int:
-        return len(self._views)

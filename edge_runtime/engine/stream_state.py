@@ -179,7 +179,7 @@ class StreamState:
         for i, d in enumerate(detections):
             self.items.update(d)
             if ring is not None and frames is not None and frames[i] is not None:
-                view = self._views.take(d.t) if len(self._views) else None
+                view = self._views.take(d.t)
                 ring.add(frames[i] if view is None else view, d.t, self._seen_boxes(d))
 
     def _seen_boxes(self, dets) -> dict[int, np.ndarray]:

@@ -116,9 +116,9 @@ def view_of(rgb: np.ndarray, image: np.ndarray, side: int | None) -> np.ndarray 
     import cv2
 
     h, w = rgb.shape[:2]
-    scale = min(1.0, side / max(h, w))
-    if scale >= 1.0:
+    if max(h, w) <= side:
         return rgb
+    scale = side / max(h, w)
     return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 

@@ -7,12 +7,20 @@ from pathlib import Path
 
 from export.cli.common import UsageError
 from export.train.eta import estimate, minutes
+from export.train.event_defaults import (
+    EVENT_FRAMES,
+    EVENT_HELD_FRAMES,
+    EVENT_HELDOUT_FRAMES,
+    EVENT_HELDOUT_VIDEOS,
+    EVENT_STEPS,
+    EVENT_VIDEOS,
+    THRESHOLD_FRAMES,
+    default_events_path,
+)
 from export.cpu_threads import default_threads
 
 
 def add_event_args(p) -> None:
-    from export.train.event_defaults import EVENT_FRAMES, EVENT_HELD_FRAMES, EVENT_HELDOUT_VIDEOS, EVENT_STEPS, EVENT_VIDEOS
-
     p.add_argument("--no-events", action="store_true", help="no event stage: the bundle gets no event head "
                    "(per-frame item detections and the scanner light at 5 fps)")
     p.add_argument("--events-only", action="store_true", help="train only the event stage, on the frozen backbone "
@@ -36,23 +44,12 @@ def events_plan_line(args, rates: dict | None) -> tuple[str, float]:
         return "event stage: off (--no-events)", 0.0
     if args.data:
         return "event stage: off (it trains on generated videos' per-frame labels; --data has none)", 0.0
-    from export.train.event_defaults import EVENT_STEPS
-
     steps = args.event_steps or EVENT_STEPS
     sec = events_seconds(steps, rates, event_sizes(args)) if rates and "events_per_step" in rates else 0.0
     return f"event stage: {steps} steps{f', ~{minutes(sec)}' if sec else ''}", sec
 
 
 def events_seconds(steps: int, rates: dict, sizes: dict | None = None) -> float:
-    from export.train.event_defaults import (
-        EVENT_FRAMES,
-        EVENT_HELD_FRAMES,
-        EVENT_HELDOUT_FRAMES,
-        EVENT_HELDOUT_VIDEOS,
-        EVENT_VIDEOS,
-        THRESHOLD_FRAMES,
-    )
-
     z = {"videos": EVENT_VIDEOS, "frames": EVENT_FRAMES, "held_frames": EVENT_HELD_FRAMES,
          "heldout_videos": EVENT_HELDOUT_VIDEOS, "heldout_frames": EVENT_HELDOUT_FRAMES, **(sizes or {})}
     frames = (z["videos"] * (z["frames"] + z["held_frames"]) + THRESHOLD_FRAMES
@@ -64,7 +61,6 @@ def event_stage(args, net, checkpoint: Path, out: Path, seed: int, labels: dict,
     """The event head on ``net``'s frozen backbone, written to ``out``."""
     import torch
 
-    from export.train.event_defaults import EVENT_STEPS
     from export.train.event_stage import train_events
 
     cfg = net.cfg
@@ -80,8 +76,6 @@ def event_stage(args, net, checkpoint: Path, out: Path, seed: int, labels: dict,
 
 def event_sizes(args) -> dict:
     """The stage's videos and frames from --event-videos / --event-frames (the defaults without them)."""
-    from export.train.event_defaults import EVENT_FRAMES, EVENT_HELD_FRAMES, EVENT_HELDOUT_FRAMES, EVENT_HELDOUT_VIDEOS
-
     out = {}
     if getattr(args, "event_videos", None):
         out.update(videos=args.event_videos, heldout_videos=min(EVENT_HELDOUT_VIDEOS, args.event_videos))
@@ -106,7 +100,6 @@ def events_only(args, cfg) -> int:
         load_checkpoint,
         read_metadata,
     )
-    from export.train.event_defaults import default_events_path
 
     ckpt = Path(args.init_from)
     try:
