@@ -254,7 +254,7 @@ def test_a_store_damaged_while_running_gives_one_line_errors_not_crashes(tmp_pat
     (["alerts", "--broker", "mqtt://127.0.0.1:1", "--since", "60"], "--since filter a runtime's list"),
     (["alerts", "--broker", "mqtt://127.0.0.1:1", "--site", "a/b"], "cannot be part of an MQTT topic"),
     (["alerts", "--broker", "tcp://127.0.0.1:1"], "expected mqtt://host[:port]"),
-    (["alerts", "--broker", "mqtt://127.0.0.1:1", "ack", "abc"], "acknowledge through a runtime's API"),
+    (["alerts", "--broker", "mqtt://127.0.0.1:1", "ack", "abc"], "ack and learn go through a runtime's API"),
     (["alerts", "--broker", "mqtts://127.0.0.1:1", "--ca-file", "/no/ca.pem"], "--ca-file: no such file: /no/ca.pem"),
     (["alerts", "--broker", "mqtt://127.0.0.1:1", "--ca-file", "tests"], "--ca-file: a folder, not a file: tests"),
     (["alerts", "--broker", "mqtts://127.0.0.1:1", "--cert-file", "README.md"], "give --cert-file and --key-file together"),

@@ -18,7 +18,7 @@ def test_a_replay_raises_what_the_streamed_run_raised_and_bad_folders_get_one_li
     assert head_replay.main(["save", "--eval-seed", "0", "--videos", "1", "--video-s", "120", "--shrink",
                              "0.45,0.45,0.1", "--threads", "1", "--out", str(out)]) == 0
     meta = json.loads((out / "meta.json").read_text())
-    video = head_replay._video(meta, 0)
+    video = head_replay.saved_video(meta, 0)
     rules = {r: th for r, th in ae.parse_sets([]).items() if r in head_replay.ITEM_RULES}
     ann = video.annotations()
     with np.load(out / "video0.npz") as z:

@@ -26,6 +26,8 @@ class AlertMetrics:
         # with alerts.scans pos: a feed that stops while the lane streams makes every bag an alert
         self.pos_scans = Counter("lvm_alerts_pos_scans", "New till scans received (alerts.scans pos)",
                                  ["stream"], registry=r)
+        self.held = Counter("lvm_alerts_held", "New alerts the verifier held (stored, not sent or nudged)",
+                            ["stream", "rule"], registry=r)
         self.verdicts = Counter("lvm_alert_verdicts", "Verdicts staff gave on alerts, by outcome",
                                 ["stream", "rule", "outcome"], registry=r)
 

@@ -125,10 +125,10 @@ class Outbox:
                 self.last_error = f"{self.path.name}: {' '.join(str(err).split())}"
                 raise OutboxError(self.last_error) from None
 
-    def add(self, alert: Alert, *, evidence: str | None = None, jpegs: Iterable[bytes] = ()) -> bool:
-        """Store an alert and queue it for every sink; False if its id is already stored (nothing changes).
-        ``evidence``: what its stream keeps (item | frame | off), ``jpegs`` the images of its ``images``,
-        stored in the same transaction."""
+    def add(self, alert: Alert, *, evidence: str | None = None, jpegs: Iterable[bytes] = (), send: bool = True) -> bool:
+        """Store an alert and queue it for every sink (``send`` False: for none, a held alert); False if its id
+        is already stored (nothing changes). ``evidence``: what its stream keeps (item | frame | off), ``jpegs``
+        the images of its ``images``, stored in the same transaction."""
         def tx(db: sqlite3.Connection) -> bool:
             cur = db.execute("INSERT OR IGNORE INTO alerts (id, stream, status, raised_at, acked_at, body, rule, "
                              "outcome, verdict_at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -140,7 +140,7 @@ class Outbox:
             db.executemany("INSERT INTO evidence (seq, k, jpeg) VALUES (?, ?, ?)",
                            [(cur.lastrowid, k, sqlite3.Binary(j)) for k, j in enumerate(jpegs)])
             db.executemany("INSERT INTO outbox (sink, seq) VALUES (?, ?)",
-                           [(s, cur.lastrowid) for s in self.sinks])
+                           [(s, cur.lastrowid) for s in self.sinks if send])
             self._prune(db)
             return True
         return self._write(tx)
@@ -262,6 +262,13 @@ class Outbox:
         for stream, rule, outcome, n in rows:
             out.setdefault((stream, rule), {})[outcome] = int(n)
         return out
+
+    def judged(self, last: int) -> list[tuple[Alert, str]]:
+        """(alert, the outcome that counts) of each (stream, rule)'s ``last`` alerts with a verdict, newest first."""
+        rows = self._read("SELECT body, outcome FROM (SELECT body, outcome, ROW_NUMBER() OVER (PARTITION BY stream, "
+                          "rule ORDER BY verdict_at DESC, seq DESC) AS k FROM alerts WHERE outcome IS NOT NULL) "
+                          "WHERE k <= ?", (int(last),))
+        return [(Alert.model_validate_json(body), outcome) for body, outcome in rows]
 
     def stream_rules_stored(self) -> list[tuple[str, str]]:
         """Every (stream, rule) with an alert stored."""

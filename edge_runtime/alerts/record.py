@@ -67,6 +67,10 @@ class Alert(BaseModel):
     acked_at: float | None = Field(None, description="when it was first acknowledged, unix seconds")
     verdicts: list[Verdict] = Field(default_factory=list, description="the outcomes staff gave it, oldest first; "
                                                                       "the last one counts")
+    p_right: float | None = Field(None, description="how likely staff would call it right, by the lane's verifier "
+                                  "fitted on their verdicts (`lvm-edge alerts learn`); null: none for its rule")
+    held: bool = Field(False, description="held by the verifier (p_right below alerts.verifier.hold_below): "
+                       "stored and listed, not sent to the sinks or nudged")
     images: list[EvidenceImage] = Field(default_factory=list, description="JPEGs of its item kept with it "
                                         "(GET /v1/alerts/{id}/evidence); none when evidence is off")
 

@@ -1,10 +1,12 @@
 """What a runtime holds for alerts: the outbox, its sinks and their delivery threads, the rules'
 evaluation (edge_runtime/alerts/evaluation.py: a rule engine per stream, one thread, fed by the commit
 hook ``committed``), the till's feed with ``alerts.scans: pos`` (edge_runtime/alerts/till_feed.py),
-each alert's evidence and nudge, and the status and metrics of it all.
+each alert's evidence and nudge, the verifier learnt from staff's verdicts
+(edge_runtime/alerts/verifier.py), and the status and metrics of it all.
 
 A draft a rule returns is stored as an Alert in the outbox (``raise_alert``: once per incident), which
-wakes the sinks' threads; its evidence is stored with it and its nudge goes. Nothing of this runs on the
+wakes the sinks' threads; its evidence is stored with it and its nudge goes. An alert the verifier
+holds is stored with its evidence and neither sent nor nudged. Nothing of this runs on the
 intake thread, so neither a slow rule nor a lost broker slows the stream.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from edge_runtime.alerts.metrics import AlertMetrics
 from edge_runtime.alerts.outbox import Outbox, OutboxError, sink_label
 from edge_runtime.alerts.record import OUTCOMES, RIGHT_OUTCOMES, Alert, Verdict, another_item_id, from_draft
 from edge_runtime.alerts.settings import AlertSettings
+from edge_runtime.alerts.verifier import Verifier, VerifierError, fit
 
 log = logging.getLogger("lvm_edge")
 
@@ -77,6 +80,12 @@ class AlertService:
         self.workers = {s.name: SinkWorker(self.outbox, s, on_delivered=self._delivered, on_error=self._error).start()
                         for s in self.sinks}
         self.last_error: str | None = None
+        self.state_dir = Path(state_dir)
+        self.verifier: Verifier | None = None
+        try:
+            self.verifier = Verifier.load(self.state_dir)
+        except VerifierError as err:
+            self._warn(f"alerts: {err}; alerts pass unverified")
         self.evaluator = Evaluator(settings, raise_alert=self.raise_alert, on_error=self._evaluation_failed,
                                    mqtt=self.mqtt, till=self.till, rule_engine=rule_engine, events=events)
         if evaluate and settings.enabled:
@@ -127,17 +136,49 @@ class AlertService:
                 # its id's 30 s bucket holds another item of the product (their intervals do not overlap):
                 # this one gets an id of its own, not folded into that one
                 alert = alert.model_copy(update={"id": another_item_id(alert.id, alert.start)})
+            alert = self._verified(alert)
             alert, keep, jpegs = self._with_evidence(alert, ring, wall_origin)
-            new = self.outbox.add(alert, evidence=keep, jpegs=jpegs)
+            new = self.outbox.add(alert, evidence=keep, jpegs=jpegs, send=not alert.held)
         except OutboxError as err:
             self.last_error = f"an alert could not be stored: {err}"
             raise
-        if new:
+        if new and alert.held:
+            self.metrics.held.labels(stream=stream, rule=alert.rule).inc()
+        elif new:
             self.metrics.raised.labels(stream=stream, rule=alert.rule).inc()
             for w in self.workers.values():
                 w.kick()
             self.nudger.send(alert)
         return alert, new
+
+    def _verified(self, alert: Alert) -> Alert:
+        """The alert with its verifier's p(right), held when that is below ``verifier.hold_below``."""
+        if self.verifier is None:
+            return alert
+        p, held = self.verifier.judge(alert.stream, alert.model_dump(), self.settings.verifier.hold_below)
+        return alert if p is None else alert.model_copy(update={"p_right": round(p, 4), "held": held})
+
+    def learn(self) -> dict[str, Any]:
+        """Fit the verifier on the verdicts stored (each stream's rule's last ``verifier.verdicts``), save it
+        (``<state dir>/verifier.json``) and use it for the alerts raised from now on; -> its summary."""
+        vs = self.settings.verifier
+        judged = [(a.stream, a.model_dump(), outcome) for a, outcome in self.outbox.judged(vs.verdicts)]
+        verifier = fit(judged, min_verdicts=vs.min_verdicts, hold_below=vs.hold_below)
+        self.verifier = verifier
+        try:
+            verifier.save(self.state_dir)
+        except OSError as err:  # a full or read-only disk: used now, lost at the next start (said)
+            return {**self.verifier_status(), "note": f"not saved ({' '.join(str(err).split())[:160]}): "
+                                                      f"used until the runtime stops"}
+        return self.verifier_status()
+
+    def verifier_status(self) -> dict[str, Any]:
+        vs = self.settings.verifier
+        base = {"hold_below": vs.hold_below, "min_verdicts": vs.min_verdicts}
+        if self.verifier is None:
+            return {**base, "fitted_at": None, "pairs": {},
+                    "note": "not fitted: give verdicts on alerts, then `lvm-edge alerts learn`"}
+        return {**base, **self.verifier.summary()}
 
     def _with_evidence(self, alert: Alert, ring, wall_origin: float | None) -> tuple[Alert, str, list[bytes]]:
         """The alert with its ``images`` (picked from the stream's ring), what its stream keeps, the JPEGs."""
@@ -292,6 +333,7 @@ class AlertService:
                 "evaluations": self.evaluations, "last_error": self.last_error or self.outbox.last_error,
                 "precision_verdicts": self.settings.precision_verdicts, "precision": precision,
                 "evidence": self._evidence_status(), "nudge": self.nudger.status(),
+                "verifier": self.verifier_status(),
                 **({"stream_rules": self.stream_rules(stream)} if stream is not None else {})}
 
     def _evidence_status(self) -> dict[str, Any]:

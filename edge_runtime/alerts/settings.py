@@ -19,6 +19,7 @@
       precision_verdicts: 50              # each rule's precision per stream over its last this many verdicts
       evidence: {keep: item}              # JPEGs of the item with each alert (edge_runtime/alerts/evidence.py)
       nudge: {webhook: http://127.0.0.1:8080/nudge}   # the kiosk screen's signal (edge_runtime/alerts/nudge.py)
+      verifier: {hold_below: 0.5, min_verdicts: 30}   # staff's verdicts learnt (edge_runtime/alerts/verifier.py)
 
 Everything a config can get wrong is caught when it is loaded (one line naming the key): an
 unknown rule name, a broker URL that is not mqtt(s)://host[:port], a TLS file that is not there, a
@@ -147,6 +148,14 @@ class MqttSettings(_Strict):
         return os.environ.get(self.password_env) if self.password_env else None
 
 
+class VerifierSettings(_Strict):
+    hold_below: float = Field(0.5, ge=0, le=1, description="an alert the lane's verifier gives a lower p(right) is "
+                              "held: stored and listed, not sent or nudged (0: never held)")
+    min_verdicts: int = Field(30, ge=5, le=100_000, description="verdicts a stream's rule needs before "
+                              "`lvm-edge alerts learn` fits it a model")
+    verdicts: int = Field(2000, ge=5, le=100_000, description="a fit reads each stream's rule's last this many verdicts")
+
+
 class OutboxSettings(_Strict):
     max_alerts: int = Field(10_000, ge=10, le=10_000_000,
                             description="alerts kept in <state dir>/alerts.db; beyond it the oldest delivered "
@@ -175,6 +184,8 @@ class AlertSettings(_Strict):
                                        "keep item | frame | off, per stream too")
     nudge: NudgeSettings = Field(NudgeSettings(), description="a fast signal for the kiosk's screen as each alert "
                                  "is stored: MQTT .../nudges (QoS 0) and a local webhook; never kept")
+    verifier: VerifierSettings = Field(VerifierSettings(), description="staff's verdicts learnt per stream and rule "
+                                       "(`lvm-edge alerts learn`): alerts they would likely call false are held")
 
     @field_validator("site")
     @classmethod

@@ -31,6 +31,8 @@ def alert_line(alert: dict[str, Any]) -> str:
     conf = alert.get("confidence")
     conf_s = f"{conf:.2f}" if isinstance(conf, (int, float)) else "?"
     status = "" if alert.get("status", "open") == "open" else f"  [{alert['status']}]"
+    if alert.get("held"):
+        status += f"  [held: p_right {alert.get('p_right', 0):.2f}]"
     return (f"{alert.get('site', '?')}/{alert.get('stream', '?')}  {alert.get('rule', '?')}  {alert.get('product', '?')}  "
             f"{span}  {conf_s}  {alert.get('id', '?')}{status}")
 

@@ -5,6 +5,7 @@ a store (its MQTT broker).
     lvm-edge alerts --status open --stream lane2
     lvm-edge alerts ack 3f9a0c...                      # acknowledge one (no outcome recorded)
     lvm-edge alerts ack 3f9a0c... --outcome false_alert --note "hold read as a bag"
+    lvm-edge alerts learn                              # fit the verifier on staff's verdicts, use it
     lvm-edge alerts --broker mqtt://broker:1883 --follow   # every lane's alerts as they come
 """
 from __future__ import annotations
@@ -33,8 +34,8 @@ def _flag(name: str) -> str:
 def cmd_alerts(args) -> int:
     if args.broker is not None:
         if args.action != "list" or args.id:
-            raise CliError("alerts --broker lists what the broker carries; acknowledge through a runtime's API "
-                           "(lvm-edge alerts ack ID --api HOST:PORT)")
+            raise CliError("alerts --broker lists what the broker carries; ack and learn go through a runtime's "
+                           "API (lvm-edge alerts ack ID --api HOST:PORT)")
         verdict = [_flag(n) for n in VERDICT if getattr(args, n) is not None]
         if verdict:
             raise CliError(f"alerts --broker: {', '.join(verdict)}: only with ack ID, through a runtime's API")
@@ -49,6 +50,16 @@ def cmd_alerts(args) -> int:
     host, port = parse_hostport(args.api)
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}/v1/alerts"
     token = args.token or os.environ.get("LVM_EDGE_TOKEN")
+    if args.action == "learn":
+        if args.id:
+            raise CliError("alerts learn: takes no id")
+        given = [_flag(n) for n in (*VERDICT, *API_ONLY) if getattr(args, n) is not None] + \
+            (["--stream"] if args.stream is not None else [])
+        if given:
+            raise CliError(f"alerts learn: {', '.join(given)} do not apply (it fits every stream's rules)")
+        reply = request_json("POST", f"{base}/verifier", None, token)
+        print(json.dumps(reply, indent=2) if args.json else verifier_lines(reply))
+        return 0
     if args.action == "ack":
         if not args.id:
             raise CliError("alerts ack: give the alert's id (lvm-edge alerts lists them)")
@@ -79,6 +90,18 @@ def cmd_alerts(args) -> int:
     if not reply.get("alerts"):
         print(reply.get("note") or "no alerts", file=sys.stderr)
     return 0
+
+
+def verifier_lines(reply: dict) -> str:
+    """One line per stream's rule: fitted on how many verdicts, or what it lacks."""
+    lines = []
+    for stream, rules in sorted(reply.get("pairs", {}).items()):
+        for rule, p in sorted(rules.items()):
+            lines.append(f"{stream} {rule}: fitted on {p['right']} right and {p['false']} false verdicts"
+                         if p.get("fitted") else f"{stream} {rule}: not fitted, {p.get('note')}")
+    if not lines:
+        return "no verdicts stored yet: acknowledge alerts with --outcome, then learn again"
+    return "\n".join(lines + [f"alerts below p_right {reply['hold_below']:g} are held (stored, not sent or nudged)"])
 
 
 def _from_broker(args) -> int:

@@ -92,7 +92,8 @@ examples:
 
 ALERTS_DESCRIPTION = (
     "Checkout alerts. Without --broker: the alerts a running `lvm-edge run` raised (GET /v1/alerts), newest\n"
-    "first, or `ack ID [--outcome ...]` to acknowledge one with staff's verdict. With --broker: every\n"
+    "first, or `ack ID [--outcome ...]` to acknowledge one with staff's verdict, or `learn` to fit the\n"
+    "verifier on those verdicts (alerts staff would likely call false are then held, not sent). With --broker: every\n"
     "lane's alerts from the store's MQTT broker (topic lvm-edge/<site>/<stream>/alerts), one line each:\n"
     "site/stream, rule, product, interval (stream seconds, and the wall-clock start for live cameras),\n"
     "confidence, id. Copies of an alert (delivery is at least once) are shown once. The broker passes on\n"
@@ -103,6 +104,7 @@ examples:
   lvm-edge alerts
   lvm-edge alerts --status open --stream lane2 --since 3600
   lvm-edge alerts ack 3f9a0c51d2e84b7a9c0e11f2 --outcome confirmed
+  lvm-edge alerts learn
   lvm-edge alerts --broker mqtt://127.0.0.1:1883 --follow
   lvm-edge alerts --broker mqtts://broker.store.lan:8883 --ca-file store-ca.pem --site store-12 --seconds 30"""
 
@@ -258,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     al = _client(sub, "alerts", cmd_alerts, help="list or acknowledge checkout alerts (a runtime's, or every lane's "
                  "from the store's MQTT broker)", description=ALERTS_DESCRIPTION, epilog=ALERTS_EXAMPLES)
-    al.add_argument("action", nargs="?", default="list", choices=("list", "ack"))
+    al.add_argument("action", nargs="?", default="list", choices=("list", "ack", "learn"),
+                    help="list (default); ack ID; learn: fit the verifier on staff's verdicts and use it")
     al.add_argument("id", nargs="?", help="ack: the alert's id")
     al.add_argument("--stream", metavar="NAME", help="only this stream's alerts (with --broker too)")
     al.add_argument("--status", choices=("open", "acked"), help="only open or only acknowledged alerts")

@@ -8,6 +8,9 @@
                                     Without a body (or {}): acknowledged, no outcome recorded (again:
                                     unchanged). 404 an unknown id, 422 an unknown outcome; a refused
                                     request changes nothing
+    GET  /v1/alerts/verifier        what staff's verdicts taught: per stream and rule, fitted or what it lacks
+    POST /v1/alerts/verifier        fit it again on the verdicts stored, save it, and use it for the alerts
+                                    raised from now on (409 where alerts are not configured)
     GET  /v1/streams/{stream}/scans the till's scans the runtime holds for a lane (the last 15 minutes),
                                     oldest first: what an integrator checks its bridge against
     POST /v1/streams/{stream}/scans the till's scans of a lane, from the point-of-sale system
@@ -159,6 +162,37 @@ def ack_alert(alert_id: Annotated[str, Path(max_length=128, description="the ale
         shown = " ".join(alert_id.split())[:64]
         return JSONResponse({"error": f"no alert with id {shown!r}"}, status_code=404)
     return alert
+
+
+class VerifierState(BaseModel):
+    hold_below: float = Field(description="alerts given a lower p_right are held (stored, not sent or nudged)")
+    min_verdicts: int = Field(description="verdicts a stream's rule needs before it is fitted")
+    fitted_at: float | None = Field(None, description="when it was fitted, unix seconds; null: never")
+    features: list[str] = Field(default_factory=list, description="what each alert is judged by")
+    pairs: dict[str, dict[str, dict[str, Any]]] = Field(
+        description="stream -> rule -> {fitted, right, false} or {fitted: false, note: what it lacks}")
+    note: str | None = None
+
+
+def _alert_service(hub):
+    service = getattr(hub, "alerts", None)
+    if service is None:
+        raise StreamError("this runtime raises no alerts (give its config alert rules): there are no "
+                          "verdicts to learn from", 409)
+    return service
+
+
+@router.get("/v1/alerts/verifier", response_model=VerifierState, responses={409: {"description": "no alerts here"}})
+def get_verifier(hub: Hub) -> dict[str, Any]:
+    """What staff's verdicts taught each stream's rules (`lvm-edge alerts learn` fits it)."""
+    return _alert_service(hub).verifier_status()
+
+
+@router.post("/v1/alerts/verifier", response_model=VerifierState, responses={409: {"description": "no alerts here"}})
+def learn_verifier(hub: Hub) -> dict[str, Any]:
+    """Fit the verifier on the verdicts stored, save it and use it from now on: a new alert that staff
+    would likely call false (p_right below alerts.verifier.hold_below) is held, stored and not sent."""
+    return _alert_service(hub).learn()
 
 
 def lane_till(hub, stream: str):

@@ -393,11 +393,24 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, float]]:
         raise ValueError(str(err)) from None
 
 
+def matches(raised: list[tuple[dict, float]], want: list[tuple[str, float, float]]
+            ) -> list[tuple[dict, float, int | None]]:
+    """Each alert (by start) with the target it found (its index in ``want``), None for a false one: a
+    target is found by its first alert near it."""
+    used: set[int] = set()
+    out = []
+    for d, at in sorted(raised, key=lambda x: (x[0]["start"], x[1])):
+        hit = next((j for j, t in enumerate(want) if j not in used and _near(d, t)), None)
+        if hit is not None:
+            used.add(hit)
+        out.append((d, at, hit))
+    return out
+
+
 def score(raised: list[tuple[dict, float]], want: list[tuple[str, float, float]],
           paid: list[tuple[str, float, float]]) -> dict:
     used, lat, false, on_paid = set(), [], 0, 0
-    for d, at in sorted(raised, key=lambda x: (x[0]["start"], x[1])):
-        hit = next((j for j, t in enumerate(want) if j not in used and _near(d, t)), None)
+    for d, at, hit in matches(raised, want):
         if hit is None:
             false += 1
             on_paid += any(_near(d, t) for t in paid)

@@ -44,7 +44,7 @@ def _refuse(message: str) -> int:
     return 2
 
 
-def _video(meta: dict, i: int) -> CheckoutVideo:
+def saved_video(meta: dict, i: int) -> CheckoutVideo:
     seed, look = heldout_video(meta["eval_seed"], i)
     return CheckoutVideo(seed=seed, duration_s=meta["video_s"], size=meta["frame_size"], look=look,
                          shrink=ShrinkRates(**meta["shrink"]))
@@ -74,7 +74,7 @@ def save(args) -> int:
             "video_s": args.video_s, "shrink": rates.to_dict(), "per_video": []}
     out.mkdir(parents=True, exist_ok=True)
     for i in range(args.videos):
-        video, t0 = _video(meta, i), time.perf_counter()
+        video, t0 = saved_video(meta, i), time.perf_counter()
         outs: dict[str, list[np.ndarray]] = {}
         times = []
         frames = video.frames(eng.events.event_fps)
@@ -104,14 +104,36 @@ def replay_video(meta: dict, outputs: dict[str, np.ndarray], video: CheckoutVide
                                per_second=max(1, int(round(meta["event_fps"]))))
 
 
+def load_meta(folder: Path) -> dict:
+    """The folder's meta.json; ValueError (one line) for a folder ``save`` did not write."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{folder}: no readable meta.json ({err}); make the folder with `save`") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{folder}: not a folder of saved head outputs (format {meta.get('format')!r})")
+    return meta
+
+
+def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float):
+    """-> (video, its annotations, the alerts raised) of each saved video, in order; ValueError (one line)
+    when the generator no longer gives the video that was saved."""
+    for i, sv in enumerate(meta["per_video"]):
+        video = saved_video(meta, i)
+        if (video.seed, video.look) != (sv["seed"], sv["look"]):
+            raise ValueError(f"{folder}: video {i}: the generator now gives seed {video.seed} look {video.look}, "
+                             f"the folder saved {sv['seed']} / {sv['look']}")
+        with np.load(folder / f"video{i}.npz") as z:
+            outputs = {k: z[k] for k in z.files}
+        yield video, video.annotations(), replay_video(meta, outputs, video, rules, scans, threshold)
+
+
 def replay(args) -> int:
     src = Path(args.folder)
     try:
-        meta = json.loads((src / "meta.json").read_text())
-    except (OSError, ValueError) as err:
-        return _refuse(f"{src}: no readable meta.json ({err}); make the folder with `save`")
-    if meta.get("format") != FORMAT:
-        return _refuse(f"{src}: not a folder of saved head outputs (format {meta.get('format')!r})")
+        meta = load_meta(src)
+    except ValueError as err:
+        return _refuse(str(err))
     try:
         rules = ae.parse_sets(args.sets)
     except ValueError as err:
@@ -120,16 +142,12 @@ def replay(args) -> int:
     threshold = meta["threshold"] if args.threshold is None else args.threshold
     per = {r: [] for r in rules}
     videos, scanned, hours, n_tx, left = [], 0, 0.0, 0, 0
-    for i, sv in enumerate(meta["per_video"]):
-        video = _video(meta, i)
-        if (video.seed, video.look) != (sv["seed"], sv["look"]):
-            return _refuse(f"{src}: video {i}: the generator now gives seed {video.seed} look {video.look}, "
-                              f"the folder saved {sv['seed']} / {sv['look']}")
-        with np.load(src / f"video{i}.npz") as z:
-            outputs = {k: z[k] for k in z.files}
-        ann = video.annotations()
+    try:
+        runs = list(replayed(src, meta, rules, args.scans, threshold))
+    except ValueError as err:
+        return _refuse(str(err))
+    for video, ann, raised in runs:
         want, paid = ae.targets(ann), ae.paid_bags(ann)
-        raised = replay_video(meta, outputs, video, rules, args.scans, threshold)
         for r in rules:
             near = ae.unbought_in_basket(ann) if r in ae.ITEM_TARGETS else paid
             per[r].append(ae.score([x for x in raised if x[0]["rule"] == r], want[r], near))

@@ -51,6 +51,13 @@ function row(a) {
     + `${clock(a.start)}–${clock(a.end)} · ${Math.round(100 * a.confidence)} %`;
   text.title = `id ${a.id}`;
   li.append(text);
+  if (a.held) {  // the verifier learnt from staff's verdicts holds it: stored, not sent; a verdict still teaches it
+    li.classList.add("held");
+    const tag = document.createElement("span");
+    tag.className = "held-tag";
+    tag.textContent = `held · ${Math.round(100 * a.p_right)} % likely right`;
+    li.append(tag);
+  }
   if (a.images && a.images.length) li.append(evidence(a));
   const outcome = a.verdicts && a.verdicts.length ? a.verdicts[a.verdicts.length - 1].outcome : null;
   if (outcome) {
