@@ -82,6 +82,7 @@ class AlertService:
         self.last_error: str | None = None
         self.state_dir = Path(state_dir)
         self.verifier: Verifier | None = None
+        self._verdicts_since_fit = 0   # verdicts given since the verifier was last fitted (verifier.learn_every)
         try:
             self.verifier = Verifier.load(self.state_dir)
         except VerifierError as err:
@@ -164,7 +165,7 @@ class AlertService:
         vs = self.settings.verifier
         judged = [(a.stream, a.model_dump(), outcome) for a, outcome in self.outbox.judged(vs.verdicts)]
         verifier = fit(judged, min_verdicts=vs.min_verdicts, hold_below=vs.hold_below)
-        self.verifier = verifier
+        self.verifier, self._verdicts_since_fit = verifier, 0
         try:
             verifier.save(self.state_dir)
         except OSError as err:  # a full or read-only disk: used now, lost at the next start (said)
@@ -282,6 +283,13 @@ class AlertService:
         alert = self.outbox.ack(alert_id, verdict)
         if alert is not None and verdict is not None:
             self.metrics.verdicts.labels(stream=alert.stream, rule=alert.rule, outcome=verdict.outcome).inc()
+            self._verdicts_since_fit += 1
+            every = self.settings.verifier.learn_every
+            if every and self._verdicts_since_fit >= every:
+                try:
+                    self.learn()  # milliseconds: a few thousand verdicts at most, seven numbers each
+                except OutboxError as err:  # the verdict is stored; the next one tries again
+                    self._warn(f"alerts: the verifier was not fitted again: {err}")
         return alert
 
     def precision(self, stream: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
