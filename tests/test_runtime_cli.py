@@ -125,7 +125,7 @@ def test_demo_table_names_products_and_says_how_many_were_right():
     assert "milk carton #6" in table and "scan + milk carton #6" not in table and "bag + milk carton #6" in table
     assert "eggs #2" in table and "object #" not in table
     # the object answer is at the right time with its boxes elsewhere: scored 0 by box overlap
-    assert table.splitlines()[-1] == "2 of 4 answers right (R@1x 1.00), 1 in part"
+    assert table.splitlines()[-1] == "2 of 4 answers right (those with R@1x = 1.00), 1 in part"
     assert "box overlap" in TABLE_LEGEND and "vIoU" in TABLE_LEGEND
 
 

@@ -264,11 +264,11 @@ def demo_table(queries, answers, labels, cuts=None, products=None) -> str:
 
 
 def right_line(scores: list[float], asked: int) -> str:
-    """How many scored answers were right (R@1x 1.00), in part (an activity answer with some of the
+    """How many scored answers were right (R@1x = 1.00), in part (an activity answer with some of the
     true activities) and not scored, in one line under the table."""
     right = sum(v >= 1.0 for v in scores)
     part = sum(0.0 < v < 1.0 for v in scores)
-    line = f"{right} of {len(scores)} answers right (R@1x 1.00)"
+    line = f"{right} of {len(scores)} answers right (those with R@1x = 1.00)"
     if part:
         line += f", {part} in part"
     if asked > len(scores):
