@@ -91,3 +91,26 @@ def test_events_false_runs_the_memory_path_alone(tmp_path, capsys):
     cfg.write_text("events: false\nduration_s: 3\n")
     assert main(["run", "--config", str(cfg), "--source", "demo://checkout?fps=1&duration=20", "--api", "none"]) == 0
     assert "duration of 3 s reached" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("realtime,want", [(True, 2), (False, 5)])
+def test_a_paced_stream_hands_over_0_4_s_of_frames(shipped_engine, monkeypatch, realtime, want):
+    """A camera's (or --realtime) frames go to the event path 2 at a time at 5 fps, so an item event, and
+    its alert, is decided up to 0.6 s sooner; a file or an unpaced demo keeps a second's (its throughput)."""
+    from edge_runtime.serve.pipeline import Runtime
+
+    eng = shipped_engine
+    if eng.events is None:
+        pytest.skip("the shipped bundle has no event head")
+    sizes: list[int] = []
+    real = type(eng).ingest
+    monkeypatch.setattr(eng, "ingest", lambda stream, frames, times: (sizes.append(len(frames)),
+                                                                      real(eng, stream, frames, times))[1])
+    assert (eng.paced_batch, eng.intake_batch) == (2, 5)
+    rt = Runtime(eng)
+    try:
+        rt.start("demo://checkout?seed=3&duration=2.4", realtime=realtime)
+        assert rt.wait(30)
+    finally:
+        rt.close()
+    assert sizes[0] == want and sum(sizes) == 12, sizes

@@ -87,8 +87,8 @@ class RuntimeSettings(_Strict):
     answers: Literal["auto", "reader", "heads"] = Field(
         "auto", description="which answers: the memory reader, the query heads, or auto (the reader when the "
                             "bundle carries one)")
-    batch_frames: int | None = Field(None, ge=1, description="frames per backbone call (None: one clip, or a "
-                                     "second's frames with an event path)")
+    batch_frames: int | None = Field(None, ge=1, description="frames per backbone call (None: one clip; with an "
+                                     "event path a second's frames, 0.4 s of them from a camera or --realtime)")
     events: bool = Field(True, description="use the bundle's event head (item tracks at event_fps; the alert rules "
                          "read their events); false: the memory path alone at its fps, alerts from what happened")
     event_fps: float | None = Field(None, gt=0, le=60, description="frames a second through the bundle's event head "

@@ -45,6 +45,9 @@ class Intake:
                 if self._stop.is_set():
                     return
                 live = src.live
+                # a camera's (or --realtime) frames come at their own pace: a smaller hand-over decides item
+                # events sooner; a file's come as fast as they decode, and a larger one streams it faster
+                hand_over = self.batch_frames if self.batch_frames_set or not (live or realtime) else self.engine.paced_batch
                 if duration is not None and live:
                     timer = threading.Timer(duration, self._wall_time_up, args=(src,))
                     timer.daemon = True
@@ -89,7 +92,7 @@ class Intake:
                         # the batch handed over last has committed: count it and run the commit hook
                         # (alert rules) now, not when the next batch is handed over a clip later
                         self._settle()
-                    if len(frames) >= self.batch_frames:
+                    if len(frames) >= hand_over:
                         # handed over before ingesting: if anything after the engine's commit raises,
                         # the drain below must not feed the same frames again
                         batch, frames, times = (frames, times), [], []

@@ -87,6 +87,7 @@ class Runtime(Intake):
         self.state_dir = Path(state_dir) if state_dir else None
         self.snapshot_every = snapshot_every
         self.batch_frames = int(batch_frames or engine.intake_batch)
+        self.batch_frames_set = batch_frames is not None  # the config's: it wins over a paced stream's own
         self.warn = warn or (lambda msg: log.warning(msg))
         self.restored_from: dict[str, Any] | None = None
         self.lifecycle = Lifecycle()

@@ -61,6 +61,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import httpx
+
 from tools.reliability.alert_latency_math import (FrameClock, LatencyError, Target, alert_rows, item_latency, stats,
                                                   summarise)
 from tools.reliability.alert_latency_receivers import Poller, Topics, Webhook
@@ -126,7 +128,8 @@ def alerts_config(items: bool, broker_url: str, hook_url: str) -> dict[str, Any]
 
 
 def measure(bundle: Path, lanes: int, duration: float, shrink: str, seed: int, threads: int, poll: float,
-            workdir: Path, *, items: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+            workdir: Path, *, items: bool = False, batch_frames: int | None = None,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
     from tools.reliability.mosquitto import Mosquitto
 
     clip_frames, clip_fps, event_fps = bundle_rates(bundle)
@@ -146,7 +149,8 @@ def measure(bundle: Path, lanes: int, duration: float, shrink: str, seed: int, t
     config = workdir / "alerts.json.yaml"  # JSON is YAML
     # the memory path alone (events: false): else a bundle's event head takes the frames at its event_fps, not
     # the clip's fps this mode counts them by, and the rule reads item tracks, not what_happened
-    run_config = {"alerts": alerts_config(items, broker.url, hook.url), **({} if items else {"events": False})}
+    run_config = {"alerts": alerts_config(items, broker.url, hook.url), **({} if items else {"events": False}),
+                  **({} if batch_frames is None else {"batch_frames": batch_frames})}
     config.write_text(json.dumps(run_config, indent=1) + "\n")
     names = [f"lane{i + 1}" for i in range(lanes)]
     seeds = [seed + i for i in range(lanes)]
@@ -215,7 +219,8 @@ def measure(bundle: Path, lanes: int, duration: float, shrink: str, seed: int, t
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": _machine(load_start),
         "bundle": os.path.relpath(bundle, REPO) if bundle.is_relative_to(REPO) else str(bundle),
         "clip_frames": clip_frames, "fps": fps, "rule": RULE, "lanes": lanes, "sources": sources,
-        "duration_s": duration, "shrink": shrink, "threads": threads, "poll_s": poll, "polls": poller.polls,
+        "duration_s": duration, "shrink": shrink, "threads": threads, "batch_frames": batch_frames,
+        "poll_s": poll, "polls": poller.polls,
         "metrics_poll_s": stats(poller.poll_s), "runtime_exit": code, "wall_s": round(wall, 1),
         "pending_at_end": status["alerts"].get("pending"),
         "copies_received": {"mqtt": topics.alerts.copies, "webhook": hook.receipts.copies},
@@ -315,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     ap.add_argument("--poll", type=float, default=DEFAULT_POLL_S,
                     help=f"seconds between /metrics polls (default {DEFAULT_POLL_S:g})")
+    ap.add_argument("--batch-frames", type=int, metavar="N",
+                    help="frames a lane hands over at a time (the runtime config's batch_frames; default: the "
+                         "runtime's own, 0.4 s of frames with an event path)")
     ap.add_argument("--json", type=Path, help="write the result here")
     ap.add_argument("--workdir", type=Path,
                     help="where the runtime's state, the broker and the logs go (default: a temp folder)")
@@ -360,8 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="alert-latency-", dir=args.workdir))  # always a fresh state dir
     try:
         res = measure(bundle, lanes, duration, rates.tag(), args.seed, args.threads, args.poll, workdir,
+                      batch_frames=args.batch_frames,
                       items=args.items, log=lambda m: print(m, flush=True))
-    except (LatencyError, ScenarioError, RuntimeError, OSError) as err:
+    except (LatencyError, ScenarioError, RuntimeError, OSError, httpx.HTTPError) as err:
+        # httpx: the runtime went away between two requests (its log says why)
         return bad(f"{' '.join(str(err).split())[:300]} (logs: {workdir})")
     res["command"] = "python -m tools.reliability.alert_latency " + " ".join(argv if argv is not None else sys.argv[1:])
     print(table(res))
