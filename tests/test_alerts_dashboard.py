@@ -98,6 +98,17 @@ def test_alerts_appear_live_and_ack(served):
         expect(row.locator(".outcome")).to_have_text("False alert")
         assert row.locator("button.ack").count() == 0
         expect(page.locator("#alerts-count")).to_have_text("1 open", timeout=10_000)
+        # staff's verdicts learnt (edge_runtime/alerts/verifier.py): an alert it holds is greyed, with its p(right)
+        from edge_runtime.alerts.verifier import fit
+
+        alerts.verifier = fit([("default", {**_draft(i), "end": 60.0 * i + (3 if i % 3 else 0.1)},
+                                "confirmed" if i % 3 else "false_alert") for i in range(10, 46)],
+                              min_verdicts=30, hold_below=0.5)
+        held = alerts.raise_alert({**_draft(50), "end": 60.0 * 50 + 0.1}, stream="default")[0]
+        assert held.held
+        row = page.locator(f"#alerts li[data-id='{held.id}']")
+        expect(row).to_have_class("alert new held", timeout=10_000)
+        expect(row.locator(".held-tag")).to_have_text(f"held · {round(100 * held.p_right)} % likely right")
         assert errors == []
 
 
