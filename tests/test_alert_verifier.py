@@ -70,7 +70,7 @@ def test_a_damaged_file_is_one_line(tmp_path, text, said):
     warned = []
     svc = AlertService(AlertSettings.model_validate({"rules": {"pass_around": {}}}), tmp_path, evaluate=False,
                        warn=warned.append)
-    try:  # the runtime starts, warns once, and its alerts pass unverified
+    try:  # the runtime starts, warns once, and its alerts pass unverified (and by default none is held)
         assert svc.verifier is None and len(warned) == 1 and said in warned[0]
         alert, new = svc.raise_alert(_draft(0, 0.1), stream="lane1")
         assert new and alert.p_right is None and not alert.held
@@ -83,7 +83,7 @@ def verifying_app(lane_app, tmp_path):
     """lane_app with an alert service whose one sink (a webhook no one answers) queues what is sent."""
     client, hub, rt = lane_app
     settings = AlertSettings.model_validate({"site": "shop", "rules": {"pass_around": {}},
-                                             "webhooks": ["http://127.0.0.1:9/hook"]})
+                                             "webhooks": ["http://127.0.0.1:9/hook"], "verifier": {"hold_below": 0.5}})
     hub.alerts = AlertService(settings, tmp_path / "state", registry=hub.metrics.registry, evaluate=False)
     try:
         yield client, hub.alerts
@@ -130,6 +130,17 @@ def test_learn_from_verdicts_then_hold_what_staff_would_call_false(verifying_app
         assert again.verifier.p_right("lane1", _draft(52, 0.1)) == pytest.approx(short.p_right, abs=1e-4)
     finally:
         again.close()
+
+
+def test_by_default_every_alert_is_sent_with_its_p_right(tmp_path):
+    svc = AlertService(AlertSettings.model_validate({"rules": {"pass_around": {}}}), tmp_path, evaluate=False)
+    try:
+        assert svc.settings.verifier.hold_below == 0.0
+        svc.verifier = fit(_judged(45), min_verdicts=30, hold_below=svc.settings.verifier.hold_below)
+        alert, _ = svc.raise_alert(_draft(99, 0.1), stream="lane1")
+        assert alert.p_right < 0.2 and not alert.held
+    finally:
+        svc.close()
 
 
 def test_learn_without_alerts_is_a_409_and_cli_refusals(lane_app, capsys):

@@ -99,8 +99,10 @@ def test_alerts_appear_live_and_ack(served):
         assert row.locator("button.ack").count() == 0
         expect(page.locator("#alerts-count")).to_have_text("1 open", timeout=10_000)
         # staff's verdicts learnt (edge_runtime/alerts/verifier.py): an alert it holds is greyed, with its p(right)
+        from edge_runtime.alerts.settings import VerifierSettings
         from edge_runtime.alerts.verifier import fit
 
+        alerts.settings = alerts.settings.model_copy(update={"verifier": VerifierSettings(hold_below=0.5)})
         alerts.verifier = fit([("default", {**_draft(i), "end": 60.0 * i + (3 if i % 3 else 0.1)},
                                 "confirmed" if i % 3 else "false_alert") for i in range(10, 46)],
                               min_verdicts=30, hold_below=0.5)

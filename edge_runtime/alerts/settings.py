@@ -19,7 +19,7 @@
       precision_verdicts: 50              # each rule's precision per stream over its last this many verdicts
       evidence: {keep: item}              # JPEGs of the item with each alert (edge_runtime/alerts/evidence.py)
       nudge: {webhook: http://127.0.0.1:8080/nudge}   # the kiosk screen's signal (edge_runtime/alerts/nudge.py)
-      verifier: {hold_below: 0.5, min_verdicts: 30, learn_every: 10}   # staff's verdicts learnt (alerts/verifier.py)
+      verifier: {hold_below: 0.5, learn_every: 10}   # staff's verdicts learnt; hold_below 0: score only
 
 Everything a config can get wrong is caught when it is loaded (one line naming the key): an
 unknown rule name, a broker URL that is not mqtt(s)://host[:port], a TLS file that is not there, a
@@ -149,8 +149,9 @@ class MqttSettings(_Strict):
 
 
 class VerifierSettings(_Strict):
-    hold_below: float = Field(0.5, ge=0, le=1, description="an alert the lane's verifier gives a lower p(right) is "
-                              "held: stored and listed, not sent or nudged (0: never held)")
+    hold_below: float = Field(0.0, ge=0, le=1, description="an alert the lane's verifier gives a lower p(right) is "
+                              "held: stored and listed, not sent or nudged (0, the default: every alert is sent, "
+                              "with its p_right)")
     min_verdicts: int = Field(30, ge=5, le=100_000, description="verdicts a stream's rule needs before "
                               "`lvm-edge alerts learn` fits it a model")
     verdicts: int = Field(2000, ge=5, le=100_000, description="a fit reads each stream's rule's last this many verdicts")

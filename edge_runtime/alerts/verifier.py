@@ -4,12 +4,13 @@ back the alerts staff would likely call false.
 ``fit`` takes the alerts staff judged (``confirmed`` and ``customer_fixed`` are right, ``false_alert``
 is not) and fits one logistic regression per (stream, rule) on what an alert says about itself when it
 is raised (``features``): its confidence, how long its event lasted, where the item was and how large.
-A false pass-around is often an item that only touched the scanner's area for an instant, a false bag
-one seen at a lower score: the rules' thresholds are the same for every lane, the verdicts are this
-lane's. A pair is fitted once it has ``min_verdicts`` verdicts with at least ``MIN_EACH`` of each kind;
-until then its alerts pass as before.
+The rules' thresholds are the same for every lane; the verdicts are this lane's camera and staff. A
+pair is fitted once it has ``min_verdicts`` verdicts with at least ``MIN_EACH`` of each kind; until then
+its alerts carry no p(right).
 
-An alert whose p(right) is below ``hold_below`` is held: stored and listed with ``held`` true, not
+With ``alerts.verifier.hold_below`` set (0, the default, holds none: measured on held-out generator
+videos, holding at 0.5 held more right alerts than false ones, docs/alerts.md), an alert whose
+p(right) is below it is held: stored and listed with ``held`` true, not
 sent to the sinks and not nudged, so staff can still judge it (and the next fit learns from that).
 A model that would hold more than ``MAX_RIGHT_HELD`` of its own right verdicts does not tell this
 lane's right alerts from its false ones, it only learnt that the rule is mostly wrong here: it scores

@@ -8,7 +8,7 @@ Each ``--learn`` folder of saved event-head outputs (``head_replay save``) is re
 item path and the rules as the runtime runs them; every alert gets the verdict staff would give it,
 from the generator's ground truth (an alert that found a target ``confirmed``, any other
 ``false_alert``), and ``edge_runtime.alerts.verifier.fit`` fits the verifier on them with the
-runtime's defaults (``alerts.verifier``). Each ``--judge`` folder is replayed the same way and scored
+runtime's defaults (``alerts.verifier``) and ``--hold-below`` (0.5). Each ``--judge`` folder is replayed the same way and scored
 twice: every alert, and the alerts the verifier does not hold (``Verifier.judge``).
 Learn on the tuning seed (1), judge on a report seed.
 """
@@ -93,16 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--judge", action="append", required=True, metavar="FOLDER",
                     help="saved head outputs of another seed, scored before and after (repeatable)")
     ap.add_argument("--scans", choices=("pos", "vision"), default="pos", help="pos (default): the till's reads")
+    ap.add_argument("--hold-below", type=float, default=0.5, metavar="P",
+                    help="hold alerts whose p_right is below P (default 0.5; the runtime's default, 0, holds none)")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     settings = VerifierSettings()
     try:
         judged = _verdicts([Path(f) for f in args.learn], args.scans)
-        verifier = fit(judged, min_verdicts=settings.min_verdicts, hold_below=settings.hold_below)
-        result = {"tool": "tools/accuracy/verdict_loop.py", "scans": args.scans, "hold_below": settings.hold_below,
+        verifier = fit(judged, min_verdicts=settings.min_verdicts, hold_below=args.hold_below)
+        result = {"tool": "tools/accuracy/verdict_loop.py", "scans": args.scans, "hold_below": args.hold_below,
                   "learnt_from": [str(f) for f in args.learn], "verdicts": len(judged),
                   "verifier": verifier.summary()["pairs"],
-                  "judged": _judge([Path(f) for f in args.judge], args.scans, verifier, settings.hold_below)}
+                  "judged": _judge([Path(f) for f in args.judge], args.scans, verifier, args.hold_below)}
     except (OSError, ValueError, KeyError) as err:
         print(f"verdict_loop: {err}", file=sys.stderr)
         return 2
