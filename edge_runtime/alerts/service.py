@@ -178,7 +178,8 @@ class AlertService:
         base = {"hold_below": vs.hold_below, "min_verdicts": vs.min_verdicts}
         if self.verifier is None:
             return {**base, "fitted_at": None, "pairs": {},
-                    "note": "not fitted: give verdicts on alerts, then `lvm-edge alerts learn`"}
+                    "note": f"not fitted yet: it is fitted after every {vs.learn_every or 'no'} verdicts given, "
+                            f"and by `lvm-edge alerts learn`"}
         return {**base, **self.verifier.summary()}
 
     def _with_evidence(self, alert: Alert, ring, wall_origin: float | None) -> tuple[Alert, str, list[bytes]]:

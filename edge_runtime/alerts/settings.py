@@ -152,8 +152,8 @@ class VerifierSettings(_Strict):
     hold_below: float = Field(0.0, ge=0, le=1, description="an alert the lane's verifier gives a lower p(right) is "
                               "held: stored and listed, not sent or nudged (0, the default: every alert is sent, "
                               "with its p_right)")
-    min_verdicts: int = Field(30, ge=5, le=100_000, description="verdicts a stream's rule needs before "
-                              "`lvm-edge alerts learn` fits it a model")
+    min_verdicts: int = Field(30, ge=5, le=100_000, description="verdicts a stream's rule needs before a fit "
+                              "gives it a model")
     verdicts: int = Field(2000, ge=5, le=100_000, description="a fit reads each stream's rule's last this many verdicts")
     learn_every: int = Field(10, ge=0, le=100_000, description="fit again after this many new verdicts (0: only "
                              "`lvm-edge alerts learn`)")
@@ -187,8 +187,8 @@ class AlertSettings(_Strict):
                                        "keep item | frame | off, per stream too")
     nudge: NudgeSettings = Field(NudgeSettings(), description="a fast signal for the kiosk's screen as each alert "
                                  "is stored: MQTT .../nudges (QoS 0) and a local webhook; never kept")
-    verifier: VerifierSettings = Field(VerifierSettings(), description="staff's verdicts learnt per stream and rule "
-                                       "(`lvm-edge alerts learn`): alerts they would likely call false are held")
+    verifier: VerifierSettings = Field(VerifierSettings(), description="staff's verdicts learnt per stream and rule: "
+                                       "each new alert's p_right; with hold_below, the unlikely ones are held")
 
     @field_validator("site")
     @classmethod

@@ -101,7 +101,9 @@ def verifier_lines(reply: dict) -> str:
                          if p.get("fitted") else f"{stream} {rule}: not fitted, {p.get('note')}")
     if not lines:
         return "no verdicts stored yet: acknowledge alerts with --outcome, then learn again"
-    return "\n".join(lines + [f"alerts below p_right {reply['hold_below']:g} are held (stored, not sent or nudged)"])
+    hold = reply.get("hold_below") or 0
+    return "\n".join(lines + [f"alerts below p_right {hold:g} are held (stored, not sent or nudged)" if hold else
+                              "each new alert carries its p_right; none is held (alerts.verifier.hold_below 0)"])
 
 
 def _from_broker(args) -> int:

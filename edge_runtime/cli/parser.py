@@ -93,7 +93,8 @@ examples:
 ALERTS_DESCRIPTION = (
     "Checkout alerts. Without --broker: the alerts a running `lvm-edge run` raised (GET /v1/alerts), newest\n"
     "first, or `ack ID [--outcome ...]` to acknowledge one with staff's verdict, or `learn` to fit the\n"
-    "verifier on those verdicts (alerts staff would likely call false are then held, not sent). With --broker: every\n"
+    "verifier on those verdicts (each new alert then carries p_right; with alerts.verifier.hold_below set, the\n"
+    "unlikely ones are held, not sent). With --broker: every\n"
     "lane's alerts from the store's MQTT broker (topic lvm-edge/<site>/<stream>/alerts), one line each:\n"
     "site/stream, rule, product, interval (stream seconds, and the wall-clock start for live cameras),\n"
     "confidence, id. Copies of an alert (delivery is at least once) are shown once. The broker passes on\n"

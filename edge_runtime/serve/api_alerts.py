@@ -165,7 +165,8 @@ def ack_alert(alert_id: Annotated[str, Path(max_length=128, description="the ale
 
 
 class VerifierState(BaseModel):
-    hold_below: float = Field(description="alerts given a lower p_right are held (stored, not sent or nudged)")
+    hold_below: float = Field(description="alerts given a lower p_right are held (stored, not sent or nudged); "
+                                          "0: none")
     min_verdicts: int = Field(description="verdicts a stream's rule needs before it is fitted")
     fitted_at: float | None = Field(None, description="when it was fitted, unix seconds; null: never")
     features: list[str] = Field(default_factory=list, description="what each alert is judged by")
@@ -190,8 +191,8 @@ def get_verifier(hub: Hub) -> dict[str, Any]:
 
 @router.post("/v1/alerts/verifier", response_model=VerifierState, responses={409: {"description": "no alerts here"}})
 def learn_verifier(hub: Hub) -> dict[str, Any]:
-    """Fit the verifier on the verdicts stored, save it and use it from now on: a new alert that staff
-    would likely call false (p_right below alerts.verifier.hold_below) is held, stored and not sent."""
+    """Fit the verifier on the verdicts stored, save it and use it from now on: each new alert carries its
+    p_right, and with alerts.verifier.hold_below set, one below it is held (stored, not sent or nudged)."""
     return _alert_service(hub).learn()
 
 
