@@ -69,6 +69,22 @@ def serve_app(app):
         sock.close()
 
 
+@contextlib.contextmanager
+def alerts_on(hub, settings: dict, state_dir):
+    """``hub`` (a lane_app's) with an alert service of ``settings`` (no evaluation thread: alerts come
+    through raise_alert), its metrics in the hub's registry; yields the service and closes it after."""
+    from edge_runtime.alerts.service import AlertService
+    from edge_runtime.alerts.settings import AlertSettings
+
+    hub.alerts = AlertService(AlertSettings.model_validate(settings), state_dir, registry=hub.metrics.registry,
+                              evaluate=False)
+    try:
+        yield hub.alerts
+    finally:
+        hub.alerts.close()
+        hub.alerts = None
+
+
 def one_line_error(r, status: int) -> str:
     """An API error response: this status, a body of only ``error``, one line; -> the message."""
     assert r.status_code == status, (r.status_code, r.text)

@@ -10,9 +10,8 @@ import pytest
 
 from edge_runtime.alerts.outbox import Outbox
 from edge_runtime.alerts.record import Verdict, from_draft
-from edge_runtime.alerts.service import AlertService
 from edge_runtime.alerts.settings import AlertSettings
-from fakes import one_line_error, serve_app
+from fakes import alerts_on, one_line_error, serve_app
 
 OLD_OUTBOX = Path(__file__).parent / "data" / "alerts_outbox_before_verdicts.sql"
 
@@ -27,14 +26,9 @@ def alerts_app(lane_app, tmp_path):
     """lane_app with an alert service (no evaluation thread: alerts come through raise_alert);
     precision over the last 3 verdicts."""
     client, hub, rt = lane_app
-    settings = AlertSettings.model_validate({"site": "shop", "rules": {"bagged_without_scan": {}},
-                                             "precision_verdicts": 3})
-    hub.alerts = AlertService(settings, tmp_path / "state", registry=hub.metrics.registry, evaluate=False)
-    try:
-        yield client, hub.alerts
-    finally:
-        hub.alerts.close()
-        hub.alerts = None
+    with alerts_on(hub, {"site": "shop", "rules": {"bagged_without_scan": {}}, "precision_verdicts": 3},
+                   tmp_path / "state") as svc:
+        yield client, svc
 
 
 def _rows(path: Path) -> list[tuple]:

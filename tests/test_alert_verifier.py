@@ -8,7 +8,7 @@ import pytest
 from edge_runtime.alerts.service import AlertService
 from edge_runtime.alerts.settings import AlertSettings
 from edge_runtime.alerts.verifier import FILE, Verifier, VerifierError, fit
-from fakes import one_line_error, serve_app
+from fakes import alerts_on, one_line_error, serve_app
 
 
 def _draft(i: int, seconds: float, confidence: float = 0.6, rule: str = "pass_around") -> dict:
@@ -82,14 +82,9 @@ def test_a_damaged_file_is_one_line(tmp_path, text, said):
 def verifying_app(lane_app, tmp_path):
     """lane_app with an alert service whose one sink (a webhook no one answers) queues what is sent."""
     client, hub, rt = lane_app
-    settings = AlertSettings.model_validate({"site": "shop", "rules": {"pass_around": {}},
-                                             "webhooks": ["http://127.0.0.1:9/hook"], "verifier": {"hold_below": 0.5}})
-    hub.alerts = AlertService(settings, tmp_path / "state", registry=hub.metrics.registry, evaluate=False)
-    try:
-        yield client, hub.alerts
-    finally:
-        hub.alerts.close()
-        hub.alerts = None
+    with alerts_on(hub, {"site": "shop", "rules": {"pass_around": {}}, "webhooks": ["http://127.0.0.1:9/hook"],
+                         "verifier": {"hold_below": 0.5}}, tmp_path / "state") as svc:
+        yield client, svc
 
 
 def test_learn_from_verdicts_then_hold_what_staff_would_call_false(verifying_app, tmp_path, capsys):

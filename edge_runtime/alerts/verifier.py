@@ -77,8 +77,9 @@ class PairModel:
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
 
 
-def _fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, scale, weights): L2-regularised logistic regression by Newton's method (convex: it converges)."""
+def _fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, scale, weights, p of each row): L2-regularised logistic regression by Newton's method (convex:
+    it converges)."""
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-6] = 1.0      # a feature that never varies (no box on any alert) gets weight 0
@@ -93,7 +94,7 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray,
         w -= step
         if float(np.abs(step).max()) < 1e-8:
             break
-    return mean, scale, w
+    return mean, scale, w, 1.0 / (1.0 + np.exp(-np.clip(z @ w, -60, 60)))
 
 
 @dataclass
@@ -191,9 +192,8 @@ def fit(judged: Iterable[tuple[str, Mapping[str, Any], str]], *, min_verdicts: i
             out.unfitted[pair] = (f"{len(rows)} verdicts ({right} right, {false} false): a model needs "
                                   f"{min_verdicts}, at least {MIN_EACH} of each")
             continue
-        x = np.asarray([r[0] for r in rows])
-        mean, scale, w = _fit_logistic(x, y)
-        held = 1.0 / (1.0 + np.exp(-np.clip(w[0] + ((x - mean) / scale) @ w[1:], -60, 60))) < hold_below
+        mean, scale, w, p = _fit_logistic(np.asarray([r[0] for r in rows]), y)
+        held = p < hold_below
         right_held, false_held = int((held & (y == 1)).sum()), int((held & (y == 0)).sum())
         out.pairs[pair] = PairModel(mean.tolist(), scale.tolist(), w.tolist(), right, false, right_held, false_held,
                                     holds=right_held <= MAX_RIGHT_HELD * right)
