@@ -125,6 +125,30 @@ def crop_is_the_named_product(ctx) -> None:
     assert (picture, name.replace(" ", "_")) in listed, f"{picture} is not the {name}: --save-crops listed {listed}"
 
 
+def reader_fine_tuned_on_the_footage(ctx) -> None:
+    """lvm-train --data --init-from: the reader stage runs on the folder's train split, starting from the
+    reader beside the checkpoint, calibrated on its training videos (two are too few to hold one out)."""
+    from export.model.checkpoint import load_checkpoint
+    from export.model.reader import load_reader
+
+    said, work = ctx["outputs"][-1], Path(ctx["work"])
+    init = "checkpoints/lvm-tiny-reader.safetensors"
+    assert ("reader stage: 2 train-split videos (too few to hold one out: calibrated on them), 2 steps from "
+            f"{init}") in said and "calibrating on the training videos" in said, said[-3000:]
+    net, _ = load_checkpoint(work / "runs" / "mine" / "lvm-tiny.safetensors")
+    reader, _, rmeta = load_reader(work / "runs" / "mine" / "lvm-tiny-reader.safetensors", net.cfg)
+    train = sorted(f.stem for f in (work / "footage" / "annotations").glob("*.json")
+                   if json.loads(f.read_text()).get("split", "train") == "train")
+    assert len(train) == 2 and rmeta["data"]["train"] == train and rmeta["data"]["calibration"] == []
+    assert rmeta["data"]["calibrated_on"].startswith("the training videos")
+    assert rmeta["train"]["init"] == init and rmeta["train"]["steps"] == 2
+    assert rmeta["calibration"]["activity"]["queries"] > 0
+    # started from the shipped reader: 2 steps move it a little; fresh weights would be nowhere near
+    shipped, _, _ = load_reader(REPO / init, net.cfg)
+    drift = max(float((v - shipped.state_dict()[k]).abs().max()) for k, v in reader.state_dict().items())
+    assert 0 < drift < 0.05, drift
+
+
 def broker_serves_the_alerts_config(ctx) -> None:
     """broker.conf (the line before) listens where configs/runtime/alerts.yaml publishes."""
     from edge_runtime.cli.runtime_config import load_runtime_settings
@@ -246,7 +270,7 @@ EXAMPLES: dict[str, Run | Serve | Stop | Check] = {
     "lvm-data check footage/": Run(),
     "lvm-data stats footage/": Run(),
     "lvm-train --config lvm-tiny --data footage/ --init-from checkpoints/lvm-tiny.safetensors --heads-steps 0 --epochs 1 --out runs/mine":
-        Run(add=" --max-steps 2 --reader-steps 2 --no-progress"),
+        Run(add=" --max-steps 2 --reader-steps 2 --no-progress", check=reader_fine_tuned_on_the_footage),
     "lvm-eval --data footage/ --split test --checkpoint runs/mine/lvm-tiny.safetensors --json runs/mine/eval.json":
         Run(add=" --queries 20 --no-progress"),
     # asking

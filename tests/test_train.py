@@ -16,12 +16,11 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "models" / "lvm-tiny.yaml"
 SHIPPED = REPO / "checkpoints" / "lvm-tiny.safetensors"
 SHIPPED_READER = REPO / "checkpoints" / "lvm-tiny-reader.safetensors"
-# 6 clips of 16 s per video; 1 short backbone epoch; a handful of sampler steps; the heads stage
-# on the same 2 videos (its config default streams 48, minutes on CPU for a smoke run); the reader
-# stage on 2 videos (+ 2 it calibrates on) for a few steps
-SMOKE_ARGS = ["--videos", "2", "--video-s", "96", "--queries", "12",
-              "--backbone-epochs", "1", "--backbone-frames", "64", "--epochs", "2", "--heads-steps", "2",
-              "--heads-videos", "2", "--workers", "1", "--no-progress", "--reader-steps", "3", "--reader-videos", "2",
+# 6 clips of 16 s per video; 1 short backbone epoch; a handful of sampler steps; the reader stage on 2
+# videos (+ 2 it calibrates on) for a few steps; a small event stage. The heads stage runs in the test's
+# third run, on the first run's sampler (its config default streams 48 videos, minutes on CPU).
+SMOKE_ARGS = ["--videos", "2", "--video-s", "96", "--queries", "12", "--backbone-epochs", "1", "--backbone-frames", "64",
+              "--epochs", "2", "--workers", "1", "--no-progress", "--reader-steps", "3", "--reader-videos", "2",
               "--reader-calib-videos", "2", "--event-steps", "2", "--event-videos", "1", "--event-frames", "8"]
 
 
@@ -93,16 +92,18 @@ def test_train_smoke_and_resume(tmp_path, smoke_config):
     from export.train.reader_calibration import PRIOR_WEIGHTS
     by_window = rmeta["calibration"]["prior_weight_by_window"]  # per asked window length, from the grid
     assert by_window and all(w in (300.0, 900.0, 1800.0) and x in PRIOR_WEIGHTS for w, x in by_window)
-    # resume continues from the saved epoch: no further steps in a 1-epoch run
+    # resume continues from the saved epoch: no further steps in a 1-epoch run; the checkpoint is left as
+    # it is, and the stages trained on it are kept
+    before = {f.name: f.read_bytes() for f in out.glob("lvm-tiny*.safetensors")}
     r2 = _run([sys.executable, "-m", "export.cli.train", *smoke, "--out", str(out), "--max-steps", "6", "--resume"])
     assert r2.returncode == 0, r2.stderr[-2000:]
+    assert "reader stage: " in r2.stdout and "as asked: kept (--resume)" in r2.stdout, r2.stdout[-2000:]
+    assert "event stage: " in r2.stdout.split("as asked: kept (--resume)", 1)[1], r2.stdout[-2000:]
+    assert {f.name: f.read_bytes() for f in out.glob("lvm-tiny*.safetensors")} == before
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 6 and summary["heads_steps"] == 2
+    assert summary["steps"] == 6 and summary["heads_steps"] == 0
     assert summary["reader"] == str(out / "lvm-tiny-reader.safetensors") and summary["reader_train"]["steps"] == 3
-    heads_log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()
-                 if json.loads(line).get("stage") == "heads"]
-    assert heads_log and {"activity", "identity", "token_activity"} <= set(heads_log[-1])
-    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in heads_log)
+    assert summary["events_heldout"] and summary["events"] == str(out / "lvm-tiny-events.safetensors")
 
     # the heads stage alone on top of that run's sampler, its videos streamed by 2 worker processes
     out2 = tmp_path / "heads"
@@ -113,6 +114,10 @@ def test_train_smoke_and_resume(tmp_path, smoke_config):
     assert not (out2 / "lvm-tiny-reader.safetensors").exists() and "reader stage: off" in r3.stdout
     net2, meta2 = load_checkpoint(out2 / "lvm-tiny.safetensors")
     assert meta2["steps"] == "0" and meta2["heads_steps"] == "2"
+    heads_log = [json.loads(line) for line in (out2 / "train_log.jsonl").read_text().splitlines()
+                 if json.loads(line).get("stage") == "heads"]
+    assert heads_log and {"activity", "identity", "token_activity"} <= set(heads_log[-1])
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in heads_log)
     for k, v in net.sampler.state_dict().items():
         assert torch.equal(v, net2.sampler.state_dict()[k]), k
     assert any(not torch.equal(v, net2.heads.state_dict()[k]) for k, v in net.heads.state_dict().items())
@@ -393,45 +398,6 @@ def test_train_data_refuses_a_broken_reader_beside_init_from(tmp_path, capfd):
     assert r.returncode == 2 and "--reader-videos" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.slow
-def test_train_data_trains_the_reader_from_init_and_exports_it(tmp_path):
-    """lvm-train --data --init-from: the reader stage runs on the folder, starting from the reader beside
-    the checkpoint, and lvm-export bundles the result as the answer path."""
-    from export.dataset.render import like_train, render_dataset
-    from export.model.checkpoint import load_checkpoint
-    from export.model.reader import load_reader
-
-    ds = tmp_path / "shop"
-    render_dataset(ds, like_train([0, 1]), duration_s=64.0, size=112, fps=1.0, crops=False, progress=False,
-                   say=lambda s: None)
-    out = tmp_path / "run"
-    r = _run([sys.executable, "-m", "export.cli.train", "--config", str(TINY), "--out", str(out), "--data", str(ds),
-              "--init-from", str(SHIPPED), "--epochs", "1", "--max-steps", "2", "--queries", "12",
-              "--reader-steps", "3", "--threads", "1", "--no-progress"])
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert f"reader stage: 2 train-split videos (too few to hold one out: calibrated on them), 3 steps from " \
-           f"{SHIPPED_READER}" in r.stdout
-    assert "calibrating on the training videos" in r.stdout
-    net, _ = load_checkpoint(out / "lvm-tiny.safetensors")
-    reader, _, rmeta = load_reader(out / "lvm-tiny-reader.safetensors", net.cfg)
-    stems = sorted(p.stem for p in (ds / "annotations").glob("*.json"))
-    assert rmeta["data"]["train"] == stems and rmeta["data"]["calibration"] == []
-    assert rmeta["data"]["calibrated_on"].startswith("the training videos")
-    assert rmeta["train"]["init"] == str(SHIPPED_READER) and rmeta["train"]["steps"] == 3
-    assert rmeta["calibration"]["activity"]["queries"] > 0
-    # started from the shipped reader: 3 steps move it a little; fresh weights would be nowhere near
-    shipped, _, _ = load_reader(SHIPPED_READER, net.cfg)
-    drift = max(float((v - shipped.state_dict()[k]).abs().max()) for k, v in reader.state_dict().items())
-    assert 0 < drift < 0.05
-    bundle = tmp_path / "bundle"
-    r = _run([sys.executable, "-m", "export.cli.export", "--precision", "fp32", "--checkpoint",
-              str(out / "lvm-tiny.safetensors"), "--out", str(bundle), "--data", str(ds), "--skip-gate",
-              "--bench-runs", "2", "--threads", "1", "--no-progress"])
-    assert r.returncode == 0, r.stderr[-2000:]
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["answers"]["kind"] == "reader"
-
-
 def test_the_plan_gives_no_times_for_a_model_never_measured():
     from edge_runtime.config import resolve_model_config
     from export.cli.train import build_parser
@@ -514,3 +480,28 @@ def test_default_threads_honour_omp_num_threads_and_share_the_cores(monkeypatch)
     assert cpu_threads.default_threads(2) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "zero")  # not a count: the cores again
     assert cpu_threads.default_threads() == 8
+
+
+def test_resume_keeps_a_stage_only_when_trained_on_this_checkpoint_as_asked(tmp_path):
+    from edge_runtime.file_hash import sha256_file
+    from export.cli.train_resume import finished_stage
+
+    ck, stage = tmp_path / "lvm-tiny.safetensors", tmp_path / "lvm-tiny-reader.safetensors"
+    ck.write_bytes(b"weights")
+    stage.write_bytes(b"reader")
+    meta = {"checkpoint_sha256": sha256_file(ck), "train": {"steps": 3, "seed": 0, "init": None}}
+
+    def read(path):
+        if path.read_bytes() != b"reader":
+            raise ValueError(f"{path}: not a reader file")
+        return meta
+
+    wanted = {"steps": 3, "seed": 0, "init": None}
+    assert finished_stage(stage, ck, read, wanted) is meta
+    assert finished_stage(stage, ck, read, {**wanted, "steps": 4}) is None      # other settings
+    assert finished_stage(tmp_path / "none.safetensors", ck, read, wanted) is None  # never written
+    ck.write_bytes(b"other weights")
+    assert finished_stage(stage, ck, read, wanted) is None                       # another checkpoint
+    meta["checkpoint_sha256"] = sha256_file(ck)
+    stage.write_bytes(b"damaged")
+    assert finished_stage(stage, ck, read, wanted) is None                       # unreadable

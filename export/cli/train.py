@@ -11,8 +11,18 @@ from pathlib import Path
 
 from export.cli.common import UsageError, run_cli
 from export.cli.train_plan import plan
-from export.cli.train_reader import READER_FINETUNE_LR, READER_FINETUNE_STEPS, reader_init, reader_planned, reader_stage
-from export.cli.train_events import add_event_args, event_stage, events_only, events_planned
+from export.cli.train_reader import (
+    READER_FINETUNE_LR,
+    READER_FINETUNE_STEPS,
+    reader_init,
+    reader_planned,
+    reader_stage,
+    reader_wanted,
+)
+from export.cli.train_events import add_event_args, event_stage, events_only, events_planned, events_wanted
+from export.cli.train_resume import event_meta as resumed_events
+from export.cli.train_resume import finished_stage
+from export.cli.train_resume import reader_meta as resumed_reader
 from export.cli.train_stage1 import lsmcl_steps, query_seed, stage1
 from export.train.eta import minutes
 from export.train.reader_defaults import READER_BATCH, READER_CALIB_VIDEOS, READER_LR, READER_STEPS, READER_VIDEOS
@@ -97,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="processes that render, encode and stream the heads stage's videos "
                    "(default: CPU cores)")
     p.add_argument("--no-continual", action="store_true", help="ablation: train without the continual-learning loss")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors + optimizer state")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.safetensors + optimizer state; a reader or event stage "
+                        "already finished on the checkpoint, with the same steps and seed, is kept")
     p.add_argument("--threads", type=int, help="torch CPU threads per process (default: $OMP_NUM_THREADS, else CPU cores / processes)")
     p.add_argument("--max-steps", type=int, help="stop after this many sampler steps (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -223,7 +235,7 @@ def _train(args) -> int:
 
     from edge_runtime.checkout import BASE_ACTIVITIES, training_video
     from export.dataset.video_data import token_cache_dir
-    from export.model.checkpoint import save_checkpoint
+    from export.model.checkpoint import holds_checkpoint, save_checkpoint
     from export.model.lvmnet import LVMNet, count_parameters
 
     if items is None and cfg.heads.num_activities != len(BASE_ACTIVITIES):
@@ -332,15 +344,26 @@ def _train(args) -> int:
         meta["heads_from"] = str(args.heads_from)
     if cfg.sampler.kind == "s5":
         meta["lsmcl_steps"] = 0 if args.sampler_from else lsmcl_steps(args, cfg)
-    save_checkpoint(net, final, meta, labels=labels)  # before the reader stage: its failure loses nothing
+    # --resume with nothing left to train: the file stays as it is, and so do the stages trained on it
+    same = args.resume and holds_checkpoint(final, net, meta, labels=labels)
+    if not same:
+        save_checkpoint(net, final, meta, labels=labels)  # before the reader stage: its failure loses nothing
     reader_file, reader_meta = None, None
     if reader_planned(args):
         reader_file = out / f"{cfg.name}-reader.safetensors"
-        reader_meta = reader_stage(args, net, reader_file, final, seed, video_s, say, progress, items)
+        reader_meta = same and finished_stage(reader_file, final, resumed_reader(cfg), reader_wanted(args, seed))
+        if reader_meta:
+            say(f"lvm-train: reader stage: {reader_file} was trained on this checkpoint as asked: kept (--resume)")
+        else:
+            reader_meta = reader_stage(args, net, reader_file, final, seed, video_s, say, progress, items)
     events_file, events_meta = None, None
     if events_planned(args):
         events_file = out / f"{cfg.name}-events.safetensors"
-        events_meta = event_stage(args, net, final, events_file, seed, labels, say, progress)
+        events_meta = same and finished_stage(events_file, final, resumed_events(cfg), events_wanted(args, seed))
+        if events_meta:
+            say(f"lvm-train: event stage: {events_file} was trained on this checkpoint as asked: kept (--resume)")
+        else:
+            events_meta = event_stage(args, net, final, events_file, seed, labels, say, progress)
     summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,
                "heads_steps": heads_steps, "total_seconds": round(time.time() - t0, 1),
                "last_losses": res.last_losses if res else {}, "heads_last_losses": heads_last,

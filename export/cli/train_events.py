@@ -74,6 +74,12 @@ def event_stage(args, net, checkpoint: Path, out: Path, seed: int, labels: dict,
                         log=lambda m: say(f"lvm-train: {m}"))
 
 
+def events_wanted(args, seed: int) -> dict:
+    """What a finished event head file's ``train`` section must say for --resume to keep it."""
+    return {"steps": args.event_steps or EVENT_STEPS, "seed": seed,
+            "videos": event_sizes(args).get("videos", EVENT_VIDEOS)}
+
+
 def event_sizes(args) -> dict:
     """The stage's videos and frames from --event-videos / --event-frames (the defaults without them)."""
     out = {}

@@ -43,6 +43,11 @@ def reader_init(args, cfg) -> Path | None:
     return path
 
 
+def reader_wanted(args, seed: int) -> dict:
+    """What a finished reader file's ``train`` section must say for --resume to keep it."""
+    return {"steps": args.reader_steps, "seed": seed, "init": str(args.reader_init) if args.reader_init else None}
+
+
 def reader_stage(args, net, reader_file: Path, checkpoint: Path, seed: int, video_s: float, say, progress,
                   items=None) -> dict:
     """The memory reader on the frozen backbone and sampler (export/train/reader_stage.py): the first

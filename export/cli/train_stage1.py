@@ -84,8 +84,10 @@ def stage1(args, cfg, net, seed, video_s, n_videos, continual_p, cache, out, wor
                 net.backbone.load_weights(backbone_file)
         net.backbone.freeze()
     if args.resume and (out / "checkpoint.safetensors").exists():
-        loaded, _ = load_checkpoint(out / "checkpoint.safetensors", cfg)
+        loaded, loaded_meta = load_checkpoint(out / "checkpoint.safetensors", cfg)
         net.load_state_dict(loaded.state_dict())
+        # the run's backbone (pre-trained, or taken): its origin goes on into the final checkpoint
+        net.backbone.init_source = loaded_meta.get("backbone_init", net.backbone.init_source)
     bb_sha = backbone_digest(net.backbone)
     for i, v in enumerate(tqdm(videos, desc="backbone tokens", disable=not progress, leave=False)):
         encode_video(net.backbone, v, cache=cache, backbone_sha=bb_sha)

@@ -29,7 +29,40 @@ def save_checkpoint(net, path: str | Path, extra_meta: dict | None = None, label
     from safetensors.torch import save_file
 
     path = Path(path)
+    meta = _checkpoint_meta(net, path, extra_meta, labels)
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    with atomic_writer(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path
+
+
+def holds_checkpoint(path: str | Path, net, extra_meta: dict | None = None, labels: dict | None = None,
+                     ignore: tuple[str, ...] = ("command",)) -> bool:
+    """Whether ``path`` already is what ``save_checkpoint(net, path, extra_meta, labels)`` would write (every
+    tensor equal, the metadata equal but for ``ignore``): lvm-train --resume then leaves the file as it
+    is, so the stages trained on it (whose files name its sha256) stay valid."""
+    import torch
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), "pt") as fh:
+            md = dict(fh.metadata() or {})
+            state = net.state_dict()
+            if set(fh.keys()) != set(state):
+                return False
+            if not all(torch.equal(fh.get_tensor(k), v.detach()) for k, v in state.items()):
+                return False
+    except Exception:  # noqa: BLE001 - a damaged file is not this checkpoint: it is written again
+        return False
+    want = _checkpoint_meta(net, path, extra_meta, labels)
+    return {k: v for k, v in md.items() if k not in ignore} == {k: v for k, v in want.items() if k not in ignore}
+
+
+def _checkpoint_meta(net, path: Path, extra_meta: dict | None, labels: dict | None) -> dict[str, str]:
     meta = {"format": FORMAT, "config": json.dumps(net.cfg.to_dict(), sort_keys=True),
             "config_sha256": net.cfg.digest(),
             # where the frozen backbone's weights came from (random, timm, a local file; + pre-training)
@@ -42,10 +75,7 @@ def save_checkpoint(net, path: str | Path, extra_meta: dict | None = None, label
         meta["labels"] = json.dumps({"activities": [str(a) for a in acts],
                                      "products": [str(p) for p in labels.get("products") or []]})
     meta.update({k: str(v) for k, v in (extra_meta or {}).items()})
-    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    with atomic_writer(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
-    return path
+    return meta
 
 
 def read_format_file(path, fmt: str, what: str) -> tuple[dict[str, str], dict]:

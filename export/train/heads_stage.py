@@ -180,6 +180,8 @@ def train_heads(net: LVMNet, videos: list[StageVideo], out_dir: Path, *, steps: 
 
     heads = net.heads.to(device)
     heads.train()
+    # dropout's draws seeded here: a run resumed after stage 1 draws the masks the run drew
+    torch.manual_seed(seed)
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=1e-4)
     warm = min(100, max(steps // 10, 1))
     sched = torch.optim.lr_scheduler.LambdaLR(
