@@ -73,6 +73,9 @@ def test_bad_arguments():
     res = subprocess.run([sys.executable, "-m", "tools.bench", "--only", "P10", "--quick"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert res.returncode == 2 and "unknown part" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "tools.bench", "--only", "P8", "--quick", "--bundle", str(REPO / "configs")],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--bundle" in res.stderr, res.stderr
 
 
 @pytest.mark.slow

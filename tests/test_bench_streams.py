@@ -14,12 +14,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_p8_quick_run(tmp_path):
-    cmd = [sys.executable, "-m", "tools.bench", "--quick", "--only", "P8", "--no-plots", "--out", str(tmp_path)]
+def test_p8_quick_run(tmp_path, tiny_bundle):
+    """``tiny_bundle``: the parts run the tests' lvm-tiny fp32 bundle instead of exporting their own."""
+    cmd = [sys.executable, "-m", "tools.bench", "--quick", "--only", "P8", "--no-plots", "--out", str(tmp_path),
+           "--bundle", str(tiny_bundle)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     r = json.loads((tmp_path / "results.json").read_text())
     assert r["quick"] is True and r["parts_run"] == ["P8"] and not r["errors"]
+    assert r["bundles"]["lvm-tiny-fp32"]["built_by"] == "given (--bundle)"
     f, d = r["figures"], r["parts"]["P8"]
     for model in ("lvm-tiny",):  # the quick plan runs lvm-tiny only
         best = f[f"P8.{model}.streams_realtime"]

@@ -27,7 +27,7 @@ every other part already in <out>/results.json (same schema, same --quick) is ke
 and load, whichever earlier run measured it; results.md names the run each kept part comes from.
 Weights: checkpoints/lvm-tiny.safetensors when present (or --checkpoint), otherwise a freshly
 initialised model (recorded in the outputs); lvm-edge / lvm-paper always use fresh weights (speed only).
-Bundles are built with lvm-export and cached in .cache/bench/.
+Bundles are built with lvm-export and cached in .cache/bench/ (--bundle DIR: the lvm-tiny fp32 one given).
 Noise: thread counts are pinned (--threads, default 2); foreign CPU load is measured per part from
 /proc/stat and recorded, with a warning when other processes used more than 10% of the machine.
 """
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="CPU threads for ONNX Runtime, torch and BLAS (default 2)")
     p.add_argument("--checkpoint", help="lvm-tiny checkpoint (default checkpoints/lvm-tiny.safetensors when present, "
                                         "else freshly initialised weights)")
+    p.add_argument("--bundle", metavar="DIR",
+                   help="the lvm-tiny fp32 bundle the parts run (default: one lvm-export builds from the checkpoint, "
+                        "cached in .cache/bench/bundles)")
     p.add_argument("--p1-subset", default="10,6,6",
                    help="P1 baseline: queries timed per type activity,object,time (default 10,6,6); the rest is "
                         "extrapolated")
@@ -87,6 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, AssertionError):
         print("python -m tools.bench: error: --p1-subset needs three positive integers, e.g. 10,6,6", file=sys.stderr)
         return 2
+    if args.bundle:
+        from edge_runtime.backends.bundle import BundleError, load_bundle
+
+        try:
+            given = load_bundle(args.bundle)
+        except BundleError as err:
+            print(f"python -m tools.bench: error: --bundle {err}", file=sys.stderr)
+            return 2
+        if (given.model, given.precision) != ("lvm-tiny", "fp32"):
+            print(f"python -m tools.bench: error: --bundle {args.bundle}: a {given.model} {given.precision} bundle; "
+                  f"the parts take an lvm-tiny fp32 one", file=sys.stderr)
+            return 2
     from tools.bench.report import run
 
     return run(args, parts, {"activity": subset[0], "object": subset[1], "time": subset[2]}, argv)

@@ -178,8 +178,10 @@ def time_calls(fn: Callable[[], Any], n: int) -> list[float]:
 class Ctx:
     """What every part needs: options, the log, checkpoints, bundles, frames, results."""
 
-    def __init__(self, *, quick: bool, threads: int, out: Path, checkpoint: str | None, log=print) -> None:
+    def __init__(self, *, quick: bool, threads: int, out: Path, checkpoint: str | None, log=print,
+                 bundle: str | None = None) -> None:
         self.quick = quick
+        self.given_bundle = bundle  # --bundle: the lvm-tiny fp32 bundle the parts run, instead of an export
         self.threads = threads
         self.out = out
         self.log = log
@@ -277,6 +279,10 @@ class Ctx:
         lvm-export fails (the parts that need it then report that error)."""
         key = (cfg_name, precision)
         if key in self._bundles:
+            return self._bundles[key]
+        if self.given_bundle and key == ("lvm-tiny", "fp32"):  # checked by the CLI
+            path = Path(self.given_bundle)
+            self._bundles[key] = (path, {"path": _shown(path), "built_by": "given (--bundle)"})
             return self._bundles[key]
         ckpt, ck_info = self.checkpoint(cfg_name)
         cfg = self.cfg(cfg_name)

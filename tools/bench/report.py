@@ -59,7 +59,8 @@ def run(args, parts: tuple[str, ...], p1_subset: dict, argv: list[str]) -> int:
     def log(msg: str) -> None:
         print(f"[bench {time.time() - t_start:6.1f}s] {msg}", flush=True)
 
-    ctx = Ctx(quick=args.quick, threads=args.threads, out=out, checkpoint=args.checkpoint, log=log)
+    ctx = Ctx(quick=args.quick, threads=args.threads, out=out, checkpoint=args.checkpoint, log=log,
+              bundle=getattr(args, "bundle", None))
     ctx.p1_subset = p1_subset
     ctx.p9_bundle = getattr(args, "p9_bundle", None)
     ctx.p9_models = [m.strip() for m in (getattr(args, "p9_models", None) or "").split(",") if m.strip()] or None

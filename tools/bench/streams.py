@@ -69,7 +69,7 @@ FULL = {"levels": {"lvm-tiny": [8, 16, 32, 64, 96, 128, 192, 256], "lvm-edge": [
         "long_streams": 2, "long_s": 10 * HOUR}
 # lvm-tiny only: the code paths are the same for every model, and exporting lvm-edge takes minutes
 # and most of a 24 GB machine's memory
-QUICK = {"levels": {"lvm-tiny": [1, 2]},
+QUICK = {"levels": {"lvm-tiny": [2]},
          "batch_frames": 4, "warm_batches": {"lvm-tiny": 4},
          "window_batches": {"lvm-tiny": 2}, "sep_models": ["lvm-tiny"], "sep_n": 2, "sep_long_batches": 4, "sep_rounds": 1,
          "ramp": {"lvm-tiny": [1, 2, 3]},
