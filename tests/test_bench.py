@@ -79,9 +79,10 @@ def test_bad_arguments():
 
 
 @pytest.mark.slow
-def test_quick_run_writes_results(tmp_path):
+def test_quick_run_writes_results(tmp_path, tiny_bundle):
+    """``tiny_bundle``: the parts run the tests' lvm-tiny fp32 bundle instead of exporting their own."""
     full = os.environ.get("LVM_BENCH_FULL_QUICK") == "1"
-    cmd = [sys.executable, "-m", "tools.bench", "--quick", "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "tools.bench", "--quick", "--out", str(tmp_path), "--bundle", str(tiny_bundle)]
     if not full:
         cmd += ["--only", "P4,P5"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)

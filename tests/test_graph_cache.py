@@ -103,12 +103,14 @@ def test_a_damaged_kept_trace_is_traced_again(cache, tmp_path, monkeypatch):
 
 def test_the_key_is_the_same_in_another_process():
     """An attribute without a stable repr (an object printing its address) must not make every run miss."""
+    make = "m = _module(); m.info = type('Info', (), {})(); m.info.chs = [64, 128]"
     code = ("import torch, sys; sys.path.insert(0, 'tests'); from test_graph_cache import _module, ARGS; "
-            "from export.onnx.graph_cache import graph_key; m = _module(); m.info = type('Info', (), {})(); "
-            "m.info.chs = [64, 128]; print(graph_key(m, ARGS, 'meta'))")
-    keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                           check=True).stdout.strip() for _ in range(2)}
-    assert len(keys) == 1 and len(keys.pop()) == 32
+            f"from export.onnx.graph_cache import graph_key; {make}; print(graph_key(m, ARGS, 'meta'))")
+    theirs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                            check=True).stdout.strip()
+    scope = {"_module": _module, "__name__": "__main__"}  # the class's module as `python -c` names it
+    exec(make, scope)  # the same module here, in this process (another address, another hash seed)
+    assert theirs == graph_cache.graph_key(scope["m"], ARGS, "meta") and len(theirs) == 32
 
 
 def test_turned_off_it_traces_every_time(cache, tmp_path, monkeypatch):

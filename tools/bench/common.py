@@ -5,6 +5,7 @@ rendered frames), cached under .cache/bench/ (git-ignored).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -196,8 +197,14 @@ class Ctx:
         self._cfgs: dict[str, Any] = {}
 
     def weights_used(self) -> dict[str, dict]:
-        """What the report says of each checkpoint the run resolved, by model config name."""
-        return {name: info for name, (_, info) in self._ckpts.items()}
+        """What the report says of each checkpoint the run resolved, by model config name (lvm-tiny's
+        from the given bundle's manifest when no part loaded a checkpoint)."""
+        used = {name: info for name, (_, info) in self._ckpts.items()}
+        if self.given_bundle and "lvm-tiny" not in used:
+            manifest = json.loads((Path(self.given_bundle) / "manifest.json").read_text())
+            used["lvm-tiny"] = {"weights": "the given bundle's (--bundle)", "path": _shown(Path(self.given_bundle)),
+                                "checkpoint": manifest.get("checkpoint")}
+        return used
 
     def bundles_used(self) -> dict[str, dict]:
         """What the report says of each bundle the run resolved, by ``<model>-<precision>``."""
