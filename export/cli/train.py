@@ -21,7 +21,7 @@ from export.cli.train_reader import (
 )
 from export.cli.train_events import add_event_args, event_stage, events_only, events_planned, events_wanted
 from export.cli.train_resume import event_meta as resumed_events
-from export.cli.train_resume import finished_stage
+from export.cli.train_resume import keep_or_train
 from export.cli.train_resume import reader_meta as resumed_reader
 from export.cli.train_stage1 import lsmcl_steps, query_seed, stage1
 from export.train.eta import minutes
@@ -351,19 +351,16 @@ def _train(args) -> int:
     reader_file, reader_meta = None, None
     if reader_planned(args):
         reader_file = out / f"{cfg.name}-reader.safetensors"
-        reader_meta = same and finished_stage(reader_file, final, resumed_reader(cfg), reader_wanted(args, seed))
-        if reader_meta:
-            say(f"lvm-train: reader stage: {reader_file} was trained on this checkpoint as asked: kept (--resume)")
-        else:
-            reader_meta = reader_stage(args, net, reader_file, final, seed, video_s, say, progress, items)
+        reader_meta = keep_or_train("reader stage", same, reader_file, final, resumed_reader(cfg),
+                                    reader_wanted(args, seed), say,
+                                    lambda: reader_stage(args, net, reader_file, final, seed, video_s, say, progress,
+                                                         items))
     events_file, events_meta = None, None
     if events_planned(args):
         events_file = out / f"{cfg.name}-events.safetensors"
-        events_meta = same and finished_stage(events_file, final, resumed_events(cfg), events_wanted(args, seed))
-        if events_meta:
-            say(f"lvm-train: event stage: {events_file} was trained on this checkpoint as asked: kept (--resume)")
-        else:
-            events_meta = event_stage(args, net, final, events_file, seed, labels, say, progress)
+        events_meta = keep_or_train("event stage", same, events_file, final, resumed_events(cfg),
+                                    events_wanted(args, seed), say,
+                                    lambda: event_stage(args, net, final, events_file, seed, labels, say, progress))
     summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,
                "heads_steps": heads_steps, "total_seconds": round(time.time() - t0, 1),
                "last_losses": res.last_losses if res else {}, "heads_last_losses": heads_last,

@@ -29,6 +29,17 @@ def finished_stage(path: Path, checkpoint: Path, read_meta: Callable[[Path], dic
     return meta if all(train.get(k) == v for k, v in wanted.items()) else None
 
 
+def keep_or_train(stage: str, keep: bool, path: Path, checkpoint: Path, read_meta: Callable[[Path], dict],
+                  wanted: dict, say, train: Callable[[], dict]) -> dict:
+    """The stage's metadata: its finished file's when ``keep`` (a resumed run whose checkpoint was left as
+    it is) and ``finished_stage`` accepts it, else ``train()``'s."""
+    meta = finished_stage(path, checkpoint, read_meta, wanted) if keep else None
+    if meta is None:
+        return train()
+    say(f"lvm-train: {stage}: {path} was trained on this checkpoint as asked: kept (--resume)")
+    return meta
+
+
 def reader_meta(cfg) -> Callable[[Path], dict]:
     from export.model.reader import load_reader
 
