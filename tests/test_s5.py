@@ -310,7 +310,7 @@ def test_train_s5_through_frozen_heads(tmp_path, capsys):
     shipped = REPO / "checkpoints" / "lvm-tiny.safetensors"
     rc = cli_train.main(["--config", "lvm-tiny-s5", "--out", str(tmp_path), "--heads-from", str(shipped),
                          "--videos", "2", "--video-s", "96", "--max-steps", "4", "--lsmcl-steps", "2",
-                         "--no-progress", "--threads", "2", "--no-reader", "--no-events"])
+                         "--no-progress", "--no-reader", "--no-events"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "LSMCL pre-training of the S4 encoder: 2 steps" in out
