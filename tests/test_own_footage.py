@@ -43,6 +43,29 @@ def _person_crop(video: Path, ann: dict, instance_id: int) -> str:
     return base64.b64encode(cv2.imencode(".png", crop)[1].tobytes()).decode()
 
 
+def _trained_in_the_footages_labels(run: Path, said: str) -> None:
+    """lvm-train --data --init-from on a folder with other activities: only the activity outputs start
+    fresh, the shipped backbone is taken as it is, and every checkpoint names the folder's labels."""
+    import torch
+
+    from export.model.checkpoint import checkpoint_labels, load_checkpoint, read_metadata
+
+    assert "heads.num_activities 8 -> 3" in said and "heads stage: 1 steps" in said, said[-3000:]
+    reinit = [ln for ln in said.splitlines() if "re-initialised" in ln]
+    assert len(reinit) == 1 and "heads.activity_mlp.weight" in reinit[0] and "sampler." not in reinit[0], reinit
+    ckpt = run / "lvm-tiny.safetensors"
+    meta = read_metadata(ckpt)
+    mine = {"activities": LABELS["activities"], "products": LABELS["objects"]}
+    assert checkpoint_labels(meta) == mine and checkpoint_labels(read_metadata(run / "checkpoint.safetensors")) == mine
+    assert json.loads(meta["data"])["train_videos"] == 1 and meta["init_from"] == "checkpoints/lvm-tiny.safetensors"
+    assert meta["heads_steps"] == "1"
+    net, _ = load_checkpoint(ckpt)
+    shipped, _ = load_checkpoint(REPO / "checkpoints" / "lvm-tiny.safetensors")
+    assert net.cfg.heads.num_activities == 3
+    theirs = shipped.backbone.state_dict()
+    assert all(torch.equal(net.backbone.state_dict()[k], v) for k, v in theirs.items())  # no pre-training
+
+
 @pytest.mark.slow
 def test_own_footage_dataset_train_export_and_serve(tmp_path, tiny_bundle):
     """``tiny_bundle``: built first, so the export takes the kept traces of the shipped model's graphs
@@ -61,11 +84,11 @@ def test_own_footage_dataset_train_export_and_serve(tmp_path, tiny_bundle):
     run = tmp_path / "run"
     out = _cli("lvm-train", "--config", "configs/models/lvm-tiny.yaml", "--out", str(run), "--data", str(ds),
                "--init-from", "checkpoints/lvm-tiny.safetensors", "--epochs", "1", "--max-steps", "2",
-               "--heads-steps", "0", "--reader-steps", "2", "--no-progress", timeout=300)
-    assert "heads.num_activities 8 -> 3" in out
-    ckpt = run / "lvm-tiny.safetensors"
-    assert ckpt.is_file()
+               "--heads-steps", "1", "--reader-steps", "2", "--workers", "1", "--no-progress", "--no-token-cache",
+               timeout=300)
+    _trained_in_the_footages_labels(run, out)
 
+    ckpt = run / "lvm-tiny.safetensors"
     took["train"] = time.monotonic() - t0 - sum(took.values())
     bundle = tmp_path / "bundle"
     _cli("lvm-export", "--precision", "fp32", "--checkpoint", str(ckpt), "--out", str(bundle), "--data", str(ds),
