@@ -20,9 +20,7 @@ from export.cli.train_reader import (
     reader_wanted,
 )
 from export.cli.train_events import add_event_args, event_stage, events_only, events_planned, events_wanted
-from export.cli.train_resume import event_meta as resumed_events
-from export.cli.train_resume import keep_or_train
-from export.cli.train_resume import reader_meta as resumed_reader
+from export.cli.train_resume import keep_or_train, read_event_meta, read_reader_meta
 from export.cli.train_stage1 import lsmcl_steps, query_seed, stage1
 from export.train.eta import minutes
 from export.train.reader_defaults import READER_BATCH, READER_CALIB_VIDEOS, READER_LR, READER_STEPS, READER_VIDEOS
@@ -351,14 +349,14 @@ def _train(args) -> int:
     reader_file, reader_meta = None, None
     if reader_planned(args):
         reader_file = out / f"{cfg.name}-reader.safetensors"
-        reader_meta = keep_or_train("reader stage", same, reader_file, final, resumed_reader(cfg),
+        reader_meta = keep_or_train("reader stage", same, reader_file, final, read_reader_meta(cfg),
                                     reader_wanted(args, seed), say,
                                     lambda: reader_stage(args, net, reader_file, final, seed, video_s, say, progress,
                                                          items))
     events_file, events_meta = None, None
     if events_planned(args):
         events_file = out / f"{cfg.name}-events.safetensors"
-        events_meta = keep_or_train("event stage", same, events_file, final, resumed_events(cfg),
+        events_meta = keep_or_train("event stage", same, events_file, final, read_event_meta(cfg),
                                     events_wanted(args, seed), say,
                                     lambda: event_stage(args, net, final, events_file, seed, labels, say, progress))
     summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,

@@ -40,13 +40,13 @@ def keep_or_train(stage: str, keep: bool, path: Path, checkpoint: Path, read_met
     return meta
 
 
-def reader_meta(cfg) -> Callable[[Path], dict]:
+def read_reader_meta(cfg) -> Callable[[Path], dict]:
     from export.model.reader import load_reader
 
     return lambda path: load_reader(path, cfg)[2]
 
 
-def event_meta(cfg) -> Callable[[Path], dict]:
+def read_event_meta(cfg) -> Callable[[Path], dict]:
     from export.model.event_head import load_event_head
 
     return lambda path: load_event_head(path, cfg.backbone.dim, cfg.backbone.grid)[1]

@@ -48,18 +48,16 @@ def holds_checkpoint(path: str | Path, net, extra_meta: dict | None = None, labe
     path = Path(path)
     if not path.is_file():
         return False
+    want = {k: v for k, v in _checkpoint_meta(net, path, extra_meta, labels).items() if k not in ignore}
     try:
         with safe_open(str(path), "pt") as fh:
-            md = dict(fh.metadata() or {})
+            if {k: v for k, v in (fh.metadata() or {}).items() if k not in ignore} != want:
+                return False  # compared first: the metadata is read without the tensors
             state = net.state_dict()
-            if set(fh.keys()) != set(state):
-                return False
-            if not all(torch.equal(fh.get_tensor(k), v.detach()) for k, v in state.items()):
-                return False
+            return set(fh.keys()) == set(state) and all(torch.equal(fh.get_tensor(k), v.detach())
+                                                         for k, v in state.items())
     except Exception:  # noqa: BLE001 - a damaged file is not this checkpoint: it is written again
         return False
-    want = _checkpoint_meta(net, path, extra_meta, labels)
-    return {k: v for k, v in md.items() if k not in ignore} == {k: v for k, v in want.items() if k not in ignore}
 
 
 def _checkpoint_meta(net, path: Path, extra_meta: dict | None, labels: dict | None) -> dict[str, str]:
