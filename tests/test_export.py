@@ -63,7 +63,7 @@ def run(argv, capsys, evaluator=None):
 def ckpt(tiny_bundle):
     """The shipped checkpoint (with its reader beside it), as users export it. The test bundle was
     exported from it first, so its graphs come from the graph cache here: these tests check what
-    lvm-export does with them, and the dynamo trace (~25 s a graph) is paid once a run."""
+    lvm-export does with them, and each graph is traced once a run."""
     return REPO / "checkpoints" / "lvm-tiny.safetensors"
 
 

@@ -67,9 +67,7 @@ def _trained_in_the_footages_labels(run: Path, said: str) -> None:
 
 
 @pytest.mark.slow
-def test_own_footage_dataset_train_export_and_serve(tmp_path, tiny_bundle):
-    """``tiny_bundle``: built first, so the export takes the kept traces of the shipped model's graphs
-    (the graph cache gives them this checkpoint's weights) instead of tracing them beside the bundle's build."""
+def test_own_footage_dataset_train_export_and_serve(tmp_path):
     data = _footage()
     if data is None:
         pytest.skip("real footage unavailable (tools/fetch_footage.sh could not fetch Debian's opencv-doc)")

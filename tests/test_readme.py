@@ -432,9 +432,7 @@ def _fixtures(work: Path, fixtures: Path, env: dict) -> None:
 
 
 @pytest.mark.slow
-def test_readme_examples_run(tmp_path, tiny_bundle):
-    """``tiny_bundle``: built first, so the README's export of the shipped checkpoint finds its traced
-    graphs in the tests' graph cache instead of tracing them beside the bundle's build."""
+def test_readme_examples_run(tmp_path):
     pytest.importorskip("torch", reason="the README's training and export examples need the export extra")
     work, kiosk = tmp_path / "work", tmp_path / "kiosk" / "opt" / "lvm-edge"
     work.mkdir()

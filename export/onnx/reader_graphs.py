@@ -150,7 +150,7 @@ class AnswerGraph(nn.Module):
         super().__init__()
         self.reader, self.answer = reader, answer
 
-    # named like the contract's inputs: torch.export matches dynamic_shapes by argument name
+    # named like the contract's inputs: the export gives dynamic shapes by input name
     def forward(self, ident, act_logits, event_logit, boxes, span, mem_t, mem_valid, q_type, q_activity,
                 q_object, q_window):
         return self.answer(ident, act_logits, event_logit, boxes, span, mem_t, mem_valid, q_type, q_activity,
