@@ -1,9 +1,8 @@
 """Exported ONNX graphs kept between runs, in $LVM_EDGE_CACHE/graphs (default ~/.cache/lvm-edge/graphs).
 
 The same module exported again gives the same graph: one checkpoint at another precision, with or
-without the timeline, or its backbone again for a training run's tokens. The finished graph (traced,
-then optimised by onnxscript) is kept under a key that hashes everything the file can depend on
-(``graph_key``):
+without the timeline, or its backbone again for a training run's tokens. The traced graph is kept
+under a key that hashes everything the file can depend on (``graph_key``):
 
 - the module: its class, its structure (``repr``), every parameter and buffer (names, dtypes, shapes,
   bytes), its train/eval mode, and the plain attributes of each submodule (configs, flags, tensors
@@ -20,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -40,32 +38,19 @@ def enabled() -> bool:
 
 
 def cached_export(module: nn.Module, args: tuple, meta: Any, path: Path, trace: Callable[[Path], None]) -> Path:
-    """Write ``module``'s finished graph to ``path``. ``trace(raw)`` is the real export: it writes the
-    traced graph, not yet optimised, to ``raw``. ``meta``: the rest of what the export is given (names,
-    dynamic shapes, opset), as something with a stable ``repr``."""
+    """Write ``module``'s traced graph to ``path``. ``trace(path)`` is the real export. ``meta``: the
+    rest of what the export is given (names, dynamic shapes, opset), as something with a stable ``repr``."""
     if not enabled():
-        _trace_and_finish(path, trace)
+        trace(path)
         return path
     kept = cache_root() / "graphs" / f"{graph_key(module, args, meta)}.onnx"
     if kept.is_file():
         shutil.copyfile(kept, path)
         os.utime(kept)  # recently used: kept longest
         return path
-    _trace_and_finish(path, trace)
+    trace(path)
     _keep(kept, lambda tmp: shutil.copyfile(path, tmp))
     return path
-
-
-def _trace_and_finish(path: Path, trace: Callable[[Path], None]) -> None:
-    """The trace, optimised by onnxscript's optimizer (torch.onnx's own), into ``path``."""
-    import onnx_ir as ir
-
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = Path(tmp) / "raw.onnx"
-        trace(fresh)
-        program = torch.onnx.ONNXProgram(ir.load(str(fresh)), None)
-        program.optimize()
-        program.save(str(path))
 
 
 def _keep(target: Path, write: Callable[[Path], None]) -> None:

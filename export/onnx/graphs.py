@@ -144,7 +144,7 @@ def export_module(module: nn.Module, args: tuple, spec: GraphSpec, path: Path, s
     shapes = dynamic_shapes(spec) if shapes is None else shapes
 
     def trace(raw: Path) -> None:
-        # not optimised here: the graph cache optimises what it keeps (export/onnx/graph_cache.py)
+        # optimised by the exporter afterwards, a kept graph and a fresh one alike (slim_and_check)
         axes, fixed = output_axes(module, args, spec, shapes)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
