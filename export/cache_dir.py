@@ -1,7 +1,7 @@
 """Where the export side keeps what it can reuse between runs: $LVM_EDGE_CACHE, default ~/.cache/lvm-edge.
 
-Backbone tokens of generated videos live under ``tokens/``, exported ONNX graphs under ``graphs/``;
-deleting the folder only costs the time to make them again."""
+Backbone tokens of generated videos live under ``tokens/``; deleting the folder only costs the time to
+make them again."""
 from __future__ import annotations
 
 import os

@@ -8,7 +8,7 @@ and checkpoints/, and this file), so a second local run of the same code skips t
 what lvm-export runs redoes it, and a change of the serving side (alerts, API, CLI) does not:
 - .cache/test-bundles/<key>: the test bundle (~25 s of export);
 - .cache/test-cache/<key>: $LVM_EDGE_CACHE of lvm-train / lvm-export / lvm-eval, in-process or as
-  subprocesses (backbone tokens, exported graphs), never the user's home.
+  subprocesses (backbone tokens), never the user's home.
 CI starts from a fresh checkout and builds each once. The suite runs in pytest-xdist workers (one a
 core, at most ``MAX_WORKERS``, whole files to a worker so module fixtures are built once): a file lock
 makes the first worker build a bundle while the others wait for it; the caches' files are written

@@ -62,8 +62,8 @@ def run(argv, capsys, evaluator=None):
 @pytest.fixture(scope="session")
 def ckpt(tiny_bundle):
     """The shipped checkpoint (with its reader beside it), as users export it. The test bundle was
-    exported from it first, so its graphs come from the graph cache here: these tests check what
-    lvm-export does with them, and each graph is traced once a run."""
+    exported from it first, so the in-process exports here take its OOD fit (conftest's
+    ``_ood_once_per_backbone``)."""
     return REPO / "checkpoints" / "lvm-tiny.safetensors"
 
 

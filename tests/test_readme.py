@@ -441,7 +441,7 @@ def test_readme_examples_run(tmp_path):
     (work / "engines").mkdir()
     (work / "engines" / "lvm-tiny-fp32").symlink_to(REPO / "engines" / "lvm-tiny-fp32")
     env = {k: v for k, v in os.environ.items() if k != "LVM_EDGE_TOKEN"}
-    # LVM_EDGE_CACHE stays the tests' own (conftest): exported graphs and tokens, never the user's home
+    # LVM_EDGE_CACHE stays the tests' own (conftest): backbone tokens, never the user's home
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1",
                USER=env.get("USER") or getpass.getuser())
     port = _free_port()

@@ -33,10 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(opset 18) in FP32, FP16 (FP32 I/O) or INT8, with the checkpoint's memory reader as its reader "
             "and answer graphs (FP32 in an INT8 bundle), TensorRT plans where TensorRT is installed, and a "
             "manifest.json with hashes, I/O signatures, parity against PyTorch, CPU latency and the accuracy "
-            "gate's deltas. The bundle is written to a temp folder and moved into place only when complete. "
-            "Traced graphs are kept in $LVM_EDGE_CACHE/graphs (default ~/.cache/lvm-edge/graphs): reused for the "
-            "same weights and exporter, and given a checkpoint's own weights when only they differ (another "
-            "training run of the same model); LVM_EDGE_GRAPH_CACHE=0 turns that off."),
+            "gate's deltas. The bundle is written to a temp folder and moved into place only when complete."),
         epilog=(
             "examples:\n"
             "  lvm-export --precision fp32\n"

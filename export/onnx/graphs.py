@@ -135,26 +135,19 @@ def export_graph(net: LVMNet, spec: GraphSpec, path: Path) -> Path:
 
 def export_module(module: nn.Module, args: tuple, spec: GraphSpec, path: Path, shapes=None) -> Path:
     """``module`` traced on ``args`` into ``path`` with ``spec``'s names and dynamic axes (``shapes``:
-    a graph family's own ``dynamic_shapes``, default this module's). A graph exported before from the
-    same module, weights, inputs and exporter comes from the graph cache (export/onnx/graph_cache.py)."""
+    a graph family's own ``dynamic_shapes``, default this module's); lvm-export slims it afterwards
+    (``slim_and_check``)."""
     import warnings
 
-    from export.onnx.graph_cache import cached_export
-
     shapes = dynamic_shapes(spec) if shapes is None else shapes
-
-    def trace(raw: Path) -> None:
-        # optimised by the exporter afterwards, a kept graph and a fresh one alike (slim_and_check)
-        axes, fixed = output_axes(module, args, spec, shapes)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(module, args, str(raw), input_names=list(spec.inputs),
-                              output_names=list(spec.outputs), opset_version=OPSET, dynamo=False,
-                              dynamic_axes=axes, verbose=False)
-        _fix_output_sizes(raw, fixed)
-
-    meta = (list(spec.inputs), list(spec.outputs), OPSET, _shapes_key(shapes))
-    return cached_export(module, args, meta, Path(path), trace)
+    axes, fixed = output_axes(module, args, spec, shapes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
+        torch.onnx.export(module, args, str(path), input_names=list(spec.inputs),
+                          output_names=list(spec.outputs), opset_version=OPSET, dynamo=False,
+                          dynamic_axes=axes, verbose=False)
+    _fix_output_sizes(Path(path), fixed)
+    return Path(path)
 
 
 def output_axes(module: nn.Module, args: tuple, spec: GraphSpec, shapes) -> tuple[dict, dict]:
@@ -206,17 +199,6 @@ def _fix_output_sizes(raw: Path, fixed: dict[str, dict[int, int]]) -> None:
 
 def _as_list(out) -> list[torch.Tensor]:
     return [out] if isinstance(out, torch.Tensor) else list(out.values() if isinstance(out, dict) else out)
-
-
-def _shapes_key(shapes) -> str:
-    """Dynamic shapes as text that names each Dim by its name and range (their repr alone is the name)."""
-    if isinstance(shapes, dict):
-        return "{" + ", ".join(f"{k!r}: {_shapes_key(v)}" for k, v in shapes.items()) + "}"
-    if isinstance(shapes, (list, tuple)):
-        return "[" + ", ".join(_shapes_key(v) for v in shapes) + "]"
-    if shapes is None or isinstance(shapes, (int, str)):
-        return repr(shapes)
-    return f"Dim({getattr(shapes, '__name__', shapes)!s}, {getattr(shapes, 'min', None)}, {getattr(shapes, 'max', None)})"
 
 
 # Fusing MatMul+Add into Gemm would reshape every (B, N, D) projection to 2-D and hide it from ORT's
