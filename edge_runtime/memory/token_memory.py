@@ -24,7 +24,7 @@ from edge_runtime.backends.base import Buffer, Runner
 MEMORY_INPUTS = ("mem", "mem_t", "mem_p", "mem_valid")  # what the heads read
 SAMPLER_STATE = "sampler_state"  # an optional sampler input; the graph writes "new_sampler_state"
 CLIP_INPUTS = ("clip", "clip_t", "clip_p")
-MAX_STREAMS_PER_CALL = 64  # the TensorRT plans' n_streams profile ends there (ONNX graphs take 256)
+MAX_STREAMS_PER_CALL = 64  # the TensorRT plans' n_streams profile ends there (ONNX graphs take any number)
 
 
 class TokenMemory:

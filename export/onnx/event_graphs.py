@@ -26,7 +26,6 @@ from export.train.event_defaults import default_events_path
 EVENT_HEAD = GraphSpec("event_head", tuple(CONTRACT["event_head"][0]), tuple(CONTRACT["event_head"][1]))
 EVENT_SPECS = (EVENT_HEAD,)
 assert tuple(s.name for s in EVENT_SPECS) == EVENT_GRAPHS and EVENT_HEAD.outputs == OUTPUTS
-MAX_FRAMES = 4096
 
 
 @dataclass
@@ -112,5 +111,5 @@ def real_feeds(sampler_feeds: list[dict[str, np.ndarray]], cfg: ModelConfig) -> 
 def export_graph(ef: EventsFile, cfg: ModelConfig, path: Path) -> Path:
     # two frames: a traced size of 1 would be specialised to a constant, losing the axis
     feed = example_feeds(cfg, frames=2)
-    shapes = {"tokens": {0: torch.export.Dim("n_frames", min=1, max=MAX_FRAMES)}}
-    return export_module(graph_module(ef), (torch.from_numpy(feed["tokens"]),), EVENT_HEAD, path, shapes=shapes)
+    return export_module(graph_module(ef), (torch.from_numpy(feed["tokens"]),), EVENT_HEAD, path,
+                         shapes={"tokens": {0: "n_frames"}})

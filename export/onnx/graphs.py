@@ -86,7 +86,7 @@ class _Sampler(nn.Module):
         super().__init__()
         self.sampler = net.sampler
 
-    # named like the contract's inputs: the export gives dynamic shapes by input name
+    # named like the contract's inputs, which name the dynamic axes
     def forward(self, mem, mem_t, mem_p, mem_valid, clip, clip_t, clip_p):
         return self.sampler(mem, mem_t, mem_p, mem_valid, clip, clip_t, clip_p)
 
@@ -108,23 +108,16 @@ def graph_module(net: LVMNet, spec: GraphSpec) -> nn.Module:
     return {"backbone": net.backbone, "heads": net.heads}[spec.name]
 
 
-# The sampler's batch: one row per camera stream, so one call serves every stream whose clip is ready.
-MAX_STREAMS = 256
-
-
-def dynamic_shapes(spec: GraphSpec):
-    """Dynamic axes: frames batch; sampler streams; query batch and window length."""
-    Dim = torch.export.Dim
+def dynamic_shapes(spec: GraphSpec) -> dict[str, dict[int, str]]:
+    """Dynamic input axes by name: frames batch; sampler streams (one row per camera stream, so one
+    call serves every stream whose clip is ready); query batch and window length."""
     if spec is BACKBONE:
-        return {"frames": {0: Dim("n_frames", min=1, max=4096)}}
+        return {"frames": {0: "n_frames"}}
     if spec.name == "sampler":
-        b = Dim("n_streams", min=1, max=MAX_STREAMS)
-        return {name: {0: b} for name in spec.inputs}
-    q, l = Dim("n_queries", min=1, max=4096), Dim("window", min=2, max=100000)
-    shapes = {name: None for name in spec.inputs}
-    shapes.update({"q_type": {0: q}, "q_activity": {0: q}, "q_object": {0: q}, "q_window": {0: q},
-                   "q_times": {0: q, 1: l}, "q_mask": {0: q, 1: l}})
-    return shapes
+        return {name: {0: "n_streams"} for name in spec.inputs}
+    return {"q_type": {0: "n_queries"}, "q_activity": {0: "n_queries"}, "q_object": {0: "n_queries"},
+            "q_window": {0: "n_queries"}, "q_times": {0: "n_queries", 1: "window"},
+            "q_mask": {0: "n_queries", 1: "window"}}
 
 
 def export_graph(net: LVMNet, spec: GraphSpec, path: Path) -> Path:
@@ -134,8 +127,8 @@ def export_graph(net: LVMNet, spec: GraphSpec, path: Path) -> Path:
 
 
 def export_module(module: nn.Module, args: tuple, spec: GraphSpec, path: Path, shapes=None) -> Path:
-    """``module`` traced on ``args`` into ``path`` with ``spec``'s names and dynamic axes (``shapes``:
-    a graph family's own ``dynamic_shapes``, default this module's); lvm-export slims it afterwards
+    """``module`` traced on ``args`` into ``path`` with ``spec``'s names and dynamic input axes
+    (``shapes``: a graph family's own ``dynamic_shapes``, default this module's); lvm-export slims it afterwards
     (``slim_and_check``)."""
     import warnings
 
@@ -153,17 +146,16 @@ def export_module(module: nn.Module, args: tuple, spec: GraphSpec, path: Path, s
 def output_axes(module: nn.Module, args: tuple, spec: GraphSpec, shapes) -> tuple[dict, dict]:
     """-> (the TorchScript exporter's ``dynamic_axes``, each output's fixed axes {name: {axis: size}}).
 
-    Each input axis of ``shapes`` (input name -> {axis: Dim}) is named by its Dim, and each output axis
-    that follows one of them by the same name, so that the manifest and TensorRT's profiles read
-    ``n_streams``, not an op's name. An output axis follows a Dim when it grows by one row as every
-    input axis of that Dim does, and is fixed when no Dim moves it (eager PyTorch, one more call per Dim
-    on the example inputs, their first row repeated)."""
-    axes: dict[str, dict[int, str]] = {}
-    where: dict[str, list[tuple[int, int]]] = {}  # Dim name -> (input index, axis)
+    ``shapes`` names the dynamic input axes (input name -> {axis: axis name}); each output axis that
+    follows one of them gets the same name, so that the manifest and TensorRT's profiles read
+    ``n_streams``, not an op's name. An output axis follows a name when it grows by one row as every
+    input axis of that name does, and is fixed when no name moves it (eager PyTorch, one more call per
+    name on the example inputs, their first row repeated)."""
+    axes = {name: dict(shapes[name]) for name in spec.inputs if shapes.get(name)}
+    where: dict[str, list[tuple[int, int]]] = {}  # axis name -> (input index, axis)
     for i, name in enumerate(spec.inputs):
-        for axis, dim in ((shapes or {}).get(name) or {}).items():
-            axes.setdefault(name, {})[axis] = dim.__name__
-            where.setdefault(dim.__name__, []).append((i, axis))
+        for axis, dim_name in shapes.get(name, {}).items():
+            where.setdefault(dim_name, []).append((i, axis))
     moved: set[tuple[str, int]] = set()
     with torch.no_grad():
         base = _as_list(module(*args))

@@ -38,7 +38,6 @@ assert tuple(s.name for s in READER_SPECS) == READER_GRAPHS
 FACTS = READER.outputs
 # "not seen" when the calibrated p(seen) of the query's type is below this
 NOT_SEEN_BELOW = 0.5
-MAX_STREAMS, MAX_QUERIES, MAX_ROWS = 256, 4096, 1 << 16
 
 
 @dataclass
@@ -150,7 +149,7 @@ class AnswerGraph(nn.Module):
         super().__init__()
         self.reader, self.answer = reader, answer
 
-    # named like the contract's inputs: the export gives dynamic shapes by input name
+    # named like the contract's inputs, which name the dynamic axes
     def forward(self, ident, act_logits, event_logit, boxes, span, mem_t, mem_valid, q_type, q_activity,
                 q_object, q_window):
         return self.answer(ident, act_logits, event_logit, boxes, span, mem_t, mem_valid, q_type, q_activity,
@@ -222,14 +221,11 @@ def example_feeds(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, **kw) -> di
     return {n: a.numpy() for n, a in zip(spec.inputs, example_inputs(rf, cfg, spec, **kw))}
 
 
-def dynamic_shapes(spec: GraphSpec):
-    Dim = torch.export.Dim
+def dynamic_shapes(spec: GraphSpec) -> dict[str, dict[int, str]]:
     if spec is READER:
-        b = Dim("streams", min=1, max=MAX_STREAMS)
-        return {name: {0: b} for name in spec.inputs}
+        return {name: {0: "streams"} for name in spec.inputs}
     # the fact rows too: the runtime feeds only the rows inside the asked windows (reader_query.window_rows)
-    q, rows = Dim("queries", min=1, max=MAX_QUERIES), Dim("rows", min=1, max=MAX_ROWS)
-    return {name: {0: q if name.startswith("q_") else rows} for name in spec.inputs}
+    return {name: {0: "queries" if name.startswith("q_") else "rows"} for name in spec.inputs}
 
 
 def export_graph(rf: ReaderFile, cfg: ModelConfig, spec: GraphSpec, path: Path) -> Path:
