@@ -1,5 +1,6 @@
 """Shared fixtures. ``tiny_bundle``: ONE fp32 bundle per test run, of the shipped lvm-tiny
-checkpoint, built with ``lvm-export --skip-gate`` (a broken exporter fails the tests that need it).
+checkpoint, built with lvm-export's ``main --skip-gate`` in the worker that first needs it (a broken
+exporter fails the tests that need it; test_export runs the console script itself).
 
 What the tests can reuse is kept under the checkout's .cache/, keyed by everything it can depend on
 (``_cache_key``: every .py under export/ and every edge_runtime module they import, lazily or not (the
@@ -22,8 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from functools import lru_cache
@@ -44,6 +43,7 @@ LONGEST_FIRST = ["test_train.py", "test_export.py", "test_readme.py", "test_s5.p
                  "test_reliability_rtsp.py", "test_bench.py", "test_own_footage.py", "test_bench_streams.py",
                  "test_train_data.py", "test_labels_travel.py", "test_reader_bundle.py", "test_timeline.py",
                  "test_e2e.py", "test_reliability_media.py", "test_eval_data.py", "test_seen_evidence.py"]
+TEST_BUNDLE_CALIB = "demo://checkout?seed=1&duration=32"  # the test bundle's parity frames (test_export's too)
 BUILDS_THE_BUNDLE = "test_export.py"  # its first test needs the test bundle: its worker builds it
 
 
@@ -135,20 +135,25 @@ def _cache_key() -> str:
 
 def build_tiny_bundle(dest: Path) -> tuple[Path, str]:
     """-> (bundle dir, how it was built): the shipped lvm-tiny checkpoint, exported as the user's
-    first command does (trained weights, so tests on real footage test what users run)."""
+    first command does (trained weights, so tests on real footage test what users run). It runs in
+    the worker that first needs it (test_export's, handed out first): the in-process exports of the
+    same checkpoint there take its traced graphs and its OOD fit instead of redoing them."""
+    import contextlib
+    import io
+
+    from export.cli import export as cli_export
+
     dest.mkdir(parents=True, exist_ok=True)
     out = dest / "lvm-tiny-fp32"
-    exe = shutil.which("lvm-export", path=str(Path(sys.executable).parent)) or shutil.which("lvm-export")
-    if not exe:
-        raise RuntimeError("lvm-export is not installed: pip install -e '.[export,dev]'")
+    err = io.StringIO()
     # parity on a 32 s clip and one timed run: the test bundle needs the graphs, not the report
-    res = subprocess.run([exe, "--precision", "fp32", "--checkpoint", str(SHIPPED), "--out", str(out), "--skip-gate",
-                          "--bench-runs", "1", "--calib", "demo://checkout?seed=1&duration=32", "--no-progress",
-                          # the memory path at its own fps: the event path's tests use the shipped bundle
-                          "--no-events"],
-                         capture_output=True, text=True, timeout=600, cwd=REPO)
-    if res.returncode != 0 or not (out / "manifest.json").is_file():
-        raise RuntimeError(f"lvm-export failed (rc {res.returncode}): {(res.stderr or res.stdout).strip()[-2000:]}")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        rc = cli_export.main(["--precision", "fp32", "--checkpoint", str(SHIPPED), "--out", str(out), "--skip-gate",
+                              "--bench-runs", "1", "--calib", TEST_BUNDLE_CALIB, "--no-progress",
+                              # the memory path at its own fps: the event path's tests use the shipped bundle
+                              "--no-events"])
+    if rc != 0 or not (out / "manifest.json").is_file():
+        raise RuntimeError(f"lvm-export failed (rc {rc}): {err.getvalue().strip()[-2000:]}")
     return out, "lvm-export --precision fp32 --skip-gate --no-events of checkpoints/lvm-tiny.safetensors"
 
 
@@ -239,8 +244,8 @@ def _ood_key(backbone: Path, cfg_digest: str, seed: int, threads: int) -> tuple:
 
 
 def _remember_ood(bundle: Path) -> None:
-    """A bundle's OOD fit on the generator (the test bundle's, exported by lvm-export in a subprocess),
-    for the in-process exports of the same backbone graph."""
+    """A bundle's OOD fit on the generator (the test bundle's, which another worker or an earlier run
+    may have built), for this worker's in-process exports of the same backbone graph."""
     from edge_runtime.memory.ood import OOD_FILE
 
     m = json.loads((bundle / "manifest.json").read_text())

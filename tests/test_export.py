@@ -20,11 +20,12 @@ from export.onnx.bundle_writer import BundleWriteError, BundleWriter
 from export.model.checkpoint import load_checkpoint, save_checkpoint
 from export.model.lvmnet import LVMNet
 from export.onnx.graphs import BACKBONE, GRAPHS, HEADS, SAMPLER, example_inputs
+from tests.conftest import TEST_BUNDLE_CALIB
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("edge_runtime.checkout", reason="the checkout generator provides the calibration frames")
 
-CALIB = "demo://checkout?seed=5&duration=64"
+CALIB = TEST_BUNDLE_CALIB  # 32 generator frames: the test bundle's, so that it is this file's fp32 bundle
 INT8_FRAMES = 32  # the INT8 bundle's calibration frames: the choice's cost grows with them
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,23 +68,38 @@ def ckpt(tiny_bundle):
     return REPO / "checkpoints" / "lvm-tiny.safetensors"
 
 
-def _base(ckpt, frames=64):
+def _base(ckpt, frames=32):
     # the memory path's graphs, as the test bundle has them (the event head has its own tests)
     return ["--checkpoint", ckpt, "--calib", CALIB, "--calib-frames", frames, "--bench-runs", 1, "--no-progress",
             "--no-events"]
 
 
+FP16_READER_DECIDED: dict = {}  # the real FP16 budget rule's verdict on the reader graphs of bundles["fp16"]
+
+
 @pytest.fixture(scope="session")
-def bundles(tmp_path_factory, ckpt):
-    """fp32, fp16 (through a passing gate) and int8 bundles of the same checkpoint."""
+def bundles(tmp_path_factory, ckpt, tiny_bundle):
+    """fp32 (the test bundle), fp16 (through a passing gate) and int8 bundles of the same checkpoint.
+    The fp16 export's answer graph is forced outside its FP16 budget (the conversion and parity being
+    real): it stays FP32 and the manifest says why (test_fp16_reader_graphs_convert_...)."""
+    from export.onnx import reader_graphs
+
+    real = reader_graphs.fp16_failure
+
+    def answer_fails(parity):
+        graph = "answer" if "activity_scores" in parity["outputs"] else "reader"
+        FP16_READER_DECIDED[graph] = real(parity)
+        return "forced for the test" if graph == "answer" else FP16_READER_DECIDED[graph]
+
     root = tmp_path_factory.mktemp("engines")
-    out = {}
-    for precision, extra, ev in (("fp32", [], None), ("fp16", [], passing_evaluator),
+    out = {"fp32": tiny_bundle}
+    for precision, extra, ev in (("fp16", [], passing_evaluator),
                                  ("int8", ["--skip-gate", "--engine", "onnxruntime"], None)):
         target = root / f"lvm-tiny-{precision}"
-        frames = INT8_FRAMES if precision == "int8" else 64
-        rc = cli_export.main([str(a) for a in _base(ckpt, frames) + ["--precision", precision, "--out", target] + extra],
-                             evaluator=ev)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(reader_graphs, "fp16_failure", answer_fails)
+            rc = cli_export.main([str(a) for a in _base(ckpt) + ["--precision", precision, "--out", target]
+                                  + extra], evaluator=ev)
         assert rc == 0, f"{precision} export failed"
         out[precision] = target
     return out
@@ -202,6 +218,28 @@ def test_fp16_bundle_runs_with_fp32_io_and_stays_close(bundles, ckpt):
     assert {"LayerNormalization", "Softmax", "TopK"} <= set(pol["fp32_ops"])
 
 
+def test_fp16_reader_graphs_convert_and_a_failing_one_stays_fp32(bundles):
+    """lvm-tiny's reader and answer graphs are within the FP16 budget; an answer graph outside it (forced
+    by the ``bundles`` fixture through the budget rule) is kept FP32 and the manifest says why."""
+    from edge_runtime.backends.bundle import load_bundle
+
+    assert FP16_READER_DECIDED == {"reader": None, "answer": None}  # both within budget by the real rule
+    out = bundles["fp16"]
+    b = load_bundle(out)
+    m = _manifest(out)
+    assert b.answers_kind == "reader" and m["parity"]["fp32_graphs"]["answer"]["max_abs_scaled"] <= 1e-4
+    reader, answer = m["graphs"]["reader"], m["graphs"]["answer"]
+    assert reader["precision"] == "fp16" and "note" not in reader and reader["fp16"]["fp16_nodes"] > 0
+    assert answer["precision"] == "fp32" and "kept FP32" in answer["note"] and "forced for the test" in answer["note"]
+    # the kept graph is the FP32 one: PyTorch's numbers to FP32 precision
+    assert m["parity"]["answer"]["max_abs_scaled"] <= 1e-4
+    o = m["parity"]["reader"]["outputs"]
+    assert all(v["mean_abs"] <= 0.005 * max(1.0, v["ref_max_abs"]) for v in o.values()), o
+    # the bundle's graphs keep FP32 I/O
+    assert {t.dtype.name for g in ("reader", "answer") for t in b.graphs[g].inputs + b.graphs[g].outputs} == {
+        "float32", "int64"}
+
+
 # -- int8 ------------------------------------------------------------------------------------------
 
 def test_int8_bundle_from_generator_frames(bundles):
@@ -232,7 +270,7 @@ def test_int8_bundle_from_generator_frames(bundles):
         assert q["candidate"].split("/")[0] == q["mode"].replace("none", "fp32")
         kept = q["rule_inputs"]["kept_fp32"]
         if spec.name == "backbone":  # a ladder: its first convolution and its last 2, 4, ... with what follows them
-            convs = [n.name for n in onnx.load(str(b.parent / "lvm-tiny-fp32" / "backbone.onnx")).graph.node
+            convs = [n.name for n in onnx.load(str(bundles["fp32"] / "backbone.onnx")).graph.node
                      if n.op_type == "Conv"]
             # the ladder from the shallowest, up to the first depth with a form within budget
             tried = sorted(set(depth.values()))
@@ -256,41 +294,43 @@ def test_int8_bundle_from_generator_frames(bundles):
         assert sb["rows_identical"] == sb["streams"]
 
 
-def test_int8_portable_is_symmetric_qdq_everywhere(ckpt, tmp_path, capsys, fast_export):
-    """The form TensorRT loads: Q/DQ with int8 zero points of 0 in every INT8 graph, no dynamic ops."""
+def test_int8_portable_chosen_graphs_and_no_reader(ckpt, tmp_path, capsys, fast_export):
+    """One export for three options. --int8-portable: the form TensorRT loads, Q/DQ with int8 zero
+    points of 0 in every INT8 graph, no dynamic ops. --int8-graphs: the graphs not named stay FP32.
+    --no-reader: the bundle answers with its heads alone."""
     from onnx import numpy_helper
 
+    from edge_runtime.backends.bundle import load_bundle
+
     target = tmp_path / "p8"
-    rc, out, err = run(_base(ckpt, INT8_FRAMES) + ["--precision", "int8", "--int8-portable", "--skip-gate",
-                                                   "--out", target], capsys)
+    rc, out, err = run(_base(ckpt, INT8_FRAMES) + ["--precision", "int8", "--int8-portable", "--int8-graphs",
+                                                   "backbone,heads", "--skip-gate", "--no-reader", "--out", target],
+                       capsys)
     assert rc == 0, err
     m = _manifest(target)
-    for spec in GRAPHS:
-        q = m["graphs"][spec.name]["quantization"]
+    for name in ("backbone", "heads"):
+        q = m["graphs"][name]["quantization"]
         assert {c.split("/")[0] for c in q["candidates"]} == {"static_qdq"} and "--int8-portable" in q["reason"]
-        model = onnx.load(str(target / f"{spec.name}.onnx"))
+        assert q["mode"] == ("static_qdq" if any(c["within_budget"] for c in q["candidates"].values()) else "none")
+        model = onnx.load(str(target / f"{name}.onnx"))
         assert not {n.op_type for n in model.graph.node} & {"DynamicQuantizeLinear", "MatMulInteger"}
         if q["mode"] == "none":  # outside its accuracy budget: the FP32 graph
             continue
-        assert q["mode"] == "static_qdq" and "tensorrt" in q["loads_in"]
+        assert "tensorrt" in q["loads_in"]
         inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         zps = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
         assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    g = m["graphs"]["sampler"]
+    assert g["precision"] == "fp32" and "--int8-graphs" in g["quantization"]["reason"]
+    ops = {n.op_type for n in onnx.load(str(target / "sampler.onnx")).graph.node}
+    assert not ops & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger"}
+    b = load_bundle(target)
+    assert b.answers_kind == "heads" and b.reader is None and list(b.graphs) == ["backbone", "sampler", "heads"]
+    assert m["answers"] == {"object_extent": True, "kind": "heads"} and "reader" not in m["parity"]
+    assert m["export"]["reader"] is None and any("--no-reader" in n for n in m["export"]["notes"])
 
 
-def test_int8_graphs_keeps_the_others_fp32(ckpt, tmp_path, capsys, fast_export):
-    target = tmp_path / "bb8"
-    rc, out, err = run(_base(ckpt, INT8_FRAMES) + ["--precision", "int8", "--int8-portable", "--int8-graphs",
-                                                   "backbone", "--skip-gate", "--out", target], capsys)
-    assert rc == 0, err
-    g = _manifest(target)["graphs"]
-    q = g["backbone"]["quantization"]
-    assert {c.split("/")[0] for c in q["candidates"]} == {"static_qdq"}
-    assert q["mode"] == ("static_qdq" if any(c["within_budget"] for c in q["candidates"].values()) else "none")
-    for name in ("sampler", "heads"):
-        assert g[name]["precision"] == "fp32" and "--int8-graphs" in g[name]["quantization"]["reason"]
-        ops = {n.op_type for n in onnx.load(str(target / f"{name}.onnx")).graph.node}
-        assert not ops & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger"}
+def test_int8_graphs_names_known_graphs_of_an_int8_export(ckpt, tmp_path, capsys):
     err = _bad(capsys, ["--precision", "int8", "--checkpoint", ckpt, "--int8-graphs", "backbone,head",
                         "--out", tmp_path / "x"])
     assert "--int8-graphs: unknown graph head" in err and not (tmp_path / "x").exists()

@@ -15,7 +15,7 @@ SHIPPED = REPO / "engines" / "lvm-tiny-fp32"
 
 def test_a_replay_raises_what_the_streamed_run_raised_and_bad_folders_get_one_line(tmp_path, capsys):
     out = tmp_path / "heads"
-    assert head_replay.main(["save", "--eval-seed", "0", "--videos", "1", "--video-s", "120", "--shrink",
+    assert head_replay.main(["save", "--eval-seed", "0", "--videos", "1", "--video-s", "60", "--shrink",
                              "0.45,0.45,0.1", "--threads", "1", "--out", str(out)]) == 0
     meta = json.loads((out / "meta.json").read_text())
     video = head_replay.saved_video(meta, 0)

@@ -1,5 +1,5 @@
 """Bundles with the memory reader: the reader + answer graph pair, the manifest's answers section, and
-lvm-export's --reader / --no-reader. ``tiny_bundle`` is the shipped checkpoint exported with its
+lvm-export's --reader (--no-reader and the reader's FP16 form: test_export). ``tiny_bundle`` is the shipped checkpoint exported with its
 reader (checkpoints/lvm-tiny-reader.safetensors beside checkpoints/lvm-tiny.safetensors)."""
 import json
 import shutil
@@ -228,17 +228,6 @@ def test_a_reader_trained_on_another_checkpoints_memories_exits_2(capsys, tmp_pa
     assert "trained on the memories of another checkpoint (sha256 aaaaaaaaaaaa" in err and "--no-reader" in err
 
 
-def test_no_reader_exports_heads_only(tmp_path, capsys):
-    out = tmp_path / "heads"
-    rc = cli_export.main(["--precision", "fp32", "--checkpoint", str(SHIPPED), "--out", str(out), "--no-reader", *FAST])
-    assert rc == 0, capsys.readouterr().err
-    b = load_bundle(out)
-    m = _manifest(out)
-    assert b.answers_kind == "heads" and b.reader is None and list(b.graphs) == ["backbone", "sampler", "heads"]
-    assert m["answers"] == {"object_extent": True, "kind": "heads"} and "reader" not in m["parity"]
-    assert m["export"]["reader"] is None and any("--no-reader" in n for n in m["export"]["notes"])
-
-
 def test_fp16_budget_of_the_reader_graphs():
     from export.onnx.reader_graphs import fp16_failure
 
@@ -249,39 +238,6 @@ def test_fp16_budget_of_the_reader_graphs():
     assert "'intervals'" in fp16_failure(par(3e-5, 30.0, 359.0))  # one anchor moved an interval by 30 s
     assert fp16_failure(par(0.01, 0.01, 0.5)) is not None  # below unit scale, the bound is absolute
     assert "batched call" in fp16_failure({"outputs": {}, "streams_batch": {"max_abs": 1.0}})
-
-
-def test_fp16_reader_graphs_convert_and_a_failing_one_stays_fp32(tmp_path, capsys, monkeypatch):
-    """lvm-tiny's reader and answer graphs are within the FP16 budget; an answer graph outside it (forced
-    here by the budget rule, the conversion and parity being real) is kept FP32 and the manifest says why."""
-    from export.onnx import reader_graphs
-
-    real = reader_graphs.fp16_failure
-    decided = {}
-
-    def answer_fails(parity):
-        graph = "answer" if "activity_scores" in parity["outputs"] else "reader"
-        decided[graph] = real(parity)
-        return "forced for the test" if graph == "answer" else decided[graph]
-
-    monkeypatch.setattr(reader_graphs, "fp16_failure", answer_fails)
-    out = tmp_path / "fp16"
-    rc = cli_export.main(["--precision", "fp16", "--checkpoint", str(SHIPPED), "--out", str(out), *FAST])
-    assert rc == 0, capsys.readouterr().err
-    assert decided == {"reader": None, "answer": None}  # both within budget by the real rule
-    b = load_bundle(out)
-    m = _manifest(out)
-    assert b.answers_kind == "reader" and m["parity"]["fp32_graphs"]["answer"]["max_abs_scaled"] <= 1e-4
-    reader, answer = m["graphs"]["reader"], m["graphs"]["answer"]
-    assert reader["precision"] == "fp16" and "note" not in reader and reader["fp16"]["fp16_nodes"] > 0
-    assert answer["precision"] == "fp32" and "kept FP32" in answer["note"] and "forced for the test" in answer["note"]
-    # the kept graph is the FP32 one: PyTorch's numbers to FP32 precision
-    assert m["parity"]["answer"]["max_abs_scaled"] <= 1e-4
-    o = m["parity"]["reader"]["outputs"]
-    assert all(v["mean_abs"] <= 0.005 * max(1.0, v["ref_max_abs"]) for v in o.values()), o
-    # the bundle's graphs keep FP32 I/O
-    assert {t.dtype.name for g in ("reader", "answer") for t in b.graphs[g].inputs + b.graphs[g].outputs} == {
-        "float32", "int64"}
 
 
 def test_the_checkpoints_own_reader_for_another_config_exits_2(capsys, tmp_path):
