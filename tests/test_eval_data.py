@@ -1,6 +1,6 @@
 """Evaluating and exporting with a dataset folder: lvm-eval --data, lvm-export --data (calibration
-from the train split, the accuracy gate on the test split), and the labels a checkpoint must share
-with the folder."""
+frames spread over the train split; the INT8 export that reads them: test_export), the accuracy gate
+on the test split, and the labels a checkpoint must share with the folder."""
 import json
 import shutil
 from pathlib import Path
@@ -108,19 +108,6 @@ def test_calib_wins_over_data_for_the_frames(dataset):
     assert read_calibration(a, cfg, UI(False), [], train=train).uri == a.calib
     a.calib = None
     assert read_calibration(a, cfg, UI(False), [], train=train).uri.startswith(f"{dataset} (train split, 2 videos")
-
-
-def test_export_int8_calibrates_from_the_dataset(dataset, tmp_path, capsys, monkeypatch, fast_export):
-    # the OOD statistics are checked elsewhere too; here only where the frames come from
-    monkeypatch.setattr("export.evaluate.ood_stats.write_bundle_ood", lambda *a, **k: None)
-    out = tmp_path / "int8"
-    rc, _, err = _main(cli_export, ["--precision", "int8", "--data", dataset, "--skip-gate", "--out", out,
-                                    "--calib-frames", 32, "--bench-runs", 1, "--engine", "onnxruntime",
-                                    "--int8-graphs", "backbone", "--no-progress"], capsys)
-    assert rc == 0, err
-    cal = json.loads((out / "manifest.json").read_text())["calibration"]
-    assert cal["source"] == f"{dataset} (train split, 2 videos)" and cal["frames"] == 32
-    assert [v["file"] for v in cal["videos"]] == [f"{s.stem}.mp4" for s in like_train([0, 1])]
 
 
 def test_gate_evaluator_scores_a_bundle_on_the_test_split(dataset, tiny_bundle):

@@ -330,6 +330,26 @@ def test_int8_portable_chosen_graphs_and_no_reader(ckpt, tmp_path, capsys, fast_
     assert m["export"]["reader"] is None and any("--no-reader" in n for n in m["export"]["notes"])
 
 
+def test_int8_calibrates_from_a_datasets_train_split(ckpt, tmp_path, capsys, monkeypatch, fast_export):
+    """--data without --calib: the INT8 calibration frames come from the folder's train split, and the
+    manifest names its videos."""
+    from export.dataset.render import like_eval, like_train, render_dataset
+
+    data = tmp_path / "shop"
+    render_dataset(data, like_train([0, 1]) + like_eval([0]), duration_s=48.0, size=112, fps=1.0, progress=False,
+                   say=lambda s: None)
+    # the OOD statistics are checked elsewhere too; here only where the frames come from
+    monkeypatch.setattr("export.evaluate.ood_stats.write_bundle_ood", lambda *a, **k: None)
+    out = tmp_path / "int8"
+    rc, _, err = run(["--checkpoint", ckpt, "--precision", "int8", "--data", data, "--skip-gate", "--out", out,
+                      "--calib-frames", INT8_FRAMES, "--bench-runs", 1, "--engine", "onnxruntime", "--int8-graphs",
+                      "heads", "--no-progress", "--no-events"], capsys)
+    assert rc == 0, err
+    cal = _manifest(out)["calibration"]
+    assert cal["source"] == f"{data} (train split, 2 videos)" and cal["frames"] == INT8_FRAMES
+    assert [v["file"] for v in cal["videos"]] == [f"{s.stem}.mp4" for s in like_train([0, 1])]
+
+
 def test_int8_graphs_names_known_graphs_of_an_int8_export(ckpt, tmp_path, capsys):
     err = _bad(capsys, ["--precision", "int8", "--checkpoint", ckpt, "--int8-graphs", "backbone,head",
                         "--out", tmp_path / "x"])
