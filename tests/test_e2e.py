@@ -335,7 +335,7 @@ def test_bad_input_is_one_line_and_nonzero(tiny_bundle, tmp_path):
 def test_doctor_and_demo(tiny_bundle, tmp_path):
     res = _cli("doctor", "--bundle", str(tiny_bundle), "--state-dir", str(tmp_path / "s"))
     assert "onnxruntime" in res.stdout and "bundle lvm-tiny-fp32" in res.stdout and "writable" in res.stdout
-    res = _cli("demo", "--bundle", str(tiny_bundle), "--duration", "300", "--queries", "4", timeout=300)
+    res = _cli("demo", "--bundle", str(tiny_bundle), "--duration", "120", "--queries", "4", timeout=300)
     assert res.returncode == 0, res.stderr
     assert "video-seconds per second" in res.stdout and "ground truth" in res.stdout
     assert len([l for l in res.stdout.splitlines() if l[:1].isdigit()]) >= 1

@@ -159,12 +159,12 @@ def test_a_demo_stream_brings_its_tills_scans_and_the_real_rules_judge_against_t
                                                                                        "pass_around": {}}}),
                               tmp_path / "state", registry=hub.metrics.registry)
     try:
-        rt.start("demo://checkout?seed=3&duration=240&shrink=0.3,0.3,0")
+        rt.start("demo://checkout?seed=3&duration=120&shrink=0.3,0.3,0")
         assert rt.wait(300)
         assert hub.alerts.wait_idle(60)
         st = hub.alerts.status()
         assert st["evaluations"] >= 1 and st["last_error"] is None and st["note"] is None, st
-        video = CheckoutVideo(3, duration_s=240.0, size=rt.engine.frame_size, shrink="0.3,0.3,0")
+        video = CheckoutVideo(3, duration_s=120.0, size=rt.engine.frame_size, shrink="0.3,0.3,0")
         reads = pos_scans(video.annotations())
         end = rt.stream.coverage["end"]
         want = [(p, t) for p, t in reads if t <= end]

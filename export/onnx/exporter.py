@@ -31,8 +31,10 @@ class GateFailed(RuntimeError):
 
 # Tracing is deterministic for (weights, config, exporter): a process that exports the same
 # checkpoint again (tests, notebooks: fp32 then fp16 then int8) reuses the graphs. Parity is
-# still checked on every export.
+# still checked on every export. The last few variants are kept (with and without the reader or the
+# event head: tens of MB of graph bytes).
 _ONNX_CACHE: dict[tuple, dict[str, bytes]] = {}
+_ONNX_CACHE_KEEP = 3
 
 
 def _tool_key() -> tuple:
@@ -219,7 +221,8 @@ class Exporter:
                 sigs[spec.name] = io_signature(model)
                 tick()
         if not cached:
-            _ONNX_CACHE.clear()
+            while len(_ONNX_CACHE) >= _ONNX_CACHE_KEEP:
+                _ONNX_CACHE.pop(next(iter(_ONNX_CACHE)))  # the oldest
             _ONNX_CACHE[key] = {spec.name: (out_dir / f"{spec.name}.onnx").read_bytes() for spec in self.specs}
         return sigs
 
