@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from edge_runtime.serve.api import check_bind, create_app, is_loopback
+from edge_runtime.serve.api import create_app
+from edge_runtime.serve.bind import check_bind, is_loopback
 from edge_runtime.serve.pipeline import Runtime
 
 

@@ -5,16 +5,7 @@ import argparse
 
 from edge_runtime import __version__
 from edge_runtime.alerts.record import OUTCOMES
-from edge_runtime.cli.alerts import cmd_alerts
-from edge_runtime.cli.ask import cmd_ask
-from edge_runtime.cli.happened import cmd_happened
-from edge_runtime.cli.catalog import cmd_catalog
 from edge_runtime.cli.common import PROG
-from edge_runtime.cli.demo import cmd_demo
-from edge_runtime.cli.doctor import cmd_doctor
-from edge_runtime.cli.query import cmd_query
-from edge_runtime.cli.run import cmd_run
-from edge_runtime.cli.streams import cmd_streams
 from edge_runtime.query.happened import MIN_CONFIDENCE
 from edge_runtime.query.types import NAMES, QUERY_TYPES
 
@@ -25,6 +16,16 @@ ANSWERS_HELP = ("which answers: the memory reader (reads the memory once per com
 
 # how each thing a query type is given is passed on the command line
 GIVEN_FLAGS = {"activity": "--activity", "object": "--image or --product", "window": "--start --end"}
+
+
+def _command(module: str):
+    """The function that runs subcommand ``module`` (``edge_runtime.cli.<module>.cmd_<module>``), imported
+    when that subcommand runs: `lvm-edge query` does not load what `run` or `demo` need."""
+    def run(args):
+        from importlib import import_module
+
+        return getattr(import_module(f"edge_runtime.cli.{module}"), f"cmd_{module}")(args)
+    return run
 
 
 def _query_description() -> str:
@@ -209,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=positive(int), help="inference threads (default: ONNX Runtime's choice)")
     r.add_argument("--answers", choices=ANSWERS, help=ANSWERS_HELP)
     r.add_argument("--config", help="runtime config YAML (e.g. configs/runtime/kiosk.yaml); flags override it")
-    r.set_defaults(func=cmd_run)
+    r.set_defaults(func=_command("run"))
 
-    q = _client(sub, "query", cmd_query, help="ask a running lvm-edge over HTTP and print the answer",
+    q = _client(sub, "query", _command("query"), help="ask a running lvm-edge over HTTP and print the answer",
                 description=_query_description(), epilog=QUERY_EXAMPLES)
     q.add_argument("kind", choices=NAMES + ("status",))
     q.add_argument("--start", type=float, help="window start, stream seconds")
@@ -223,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--k", type=positive(int), help=f"intervals for {_types_with('k')} queries")
     _answer_flags(q, json_help="print the answer as the API's JSON (all boxes)")
 
-    c = _client(sub, "catalog", cmd_catalog, help="add, list or remove the named products a running lvm-edge answers about",
+    c = _client(sub, "catalog", _command("catalog"), help="add, list or remove the named products a running lvm-edge answers about",
                 description=CATALOG_DESCRIPTION, epilog=CATALOG_EXAMPLES)
     c.add_argument("action", choices=("add", "list", "remove"))
     c.add_argument("name", nargs="?", help="product name (add, remove)")
@@ -233,12 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "running (no camera needed); the runtime started with --state-dir DIR answers by it")
     c.add_argument("--json", action="store_true", help="print the API's JSON")
 
-    k = _client(sub, "ask", cmd_ask, help="ask a running lvm-edge a question in plain words",
+    k = _client(sub, "ask", _command("ask"), help="ask a running lvm-edge a question in plain words",
                 description=ASK_DESCRIPTION, epilog=ASK_EXAMPLES)
     k.add_argument("question", nargs="*", help="the question (quote it, or give it as several words)")
     _answer_flags(k, json_help="print the API's whole reply")
 
-    h = _client(sub, "happened", cmd_happened, help="what happened in a window: events of every product",
+    h = _client(sub, "happened", _command("happened"), help="what happened in a window: events of every product",
                 description=HAPPENED_DESCRIPTION, epilog=HAPPENED_EXAMPLES)
     h.add_argument("--last", metavar="DURATION", help="the last N up to now (a live camera: the wall clock's now, so an "
                    "outage shows uncovered): 300, 90s, 5m, 1h (default: 5m)")
@@ -250,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--stream", metavar="NAME", help="the stream to ask (default: the runtime's default stream)")
     h.add_argument("--json", action="store_true", help="print the API's JSON")
 
-    s = _client(sub, "streams", cmd_streams, help="list, add or remove the camera streams of a running lvm-edge",
+    s = _client(sub, "streams", _command("streams"), help="list, add or remove the camera streams of a running lvm-edge",
                 description=STREAMS_DESCRIPTION, epilog=STREAMS_EXAMPLES)
     s.add_argument("action", nargs="?", default="list", choices=("list", "add", "remove"))
     s.add_argument("name", nargs="?", help="stream name (add, remove): 1-64 of A-Z a-z 0-9 _ . -")
@@ -259,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, metavar="S", help="add: stop after S seconds of stream time")
     s.add_argument("--json", action="store_true", help="print the API's JSON")
 
-    al = _client(sub, "alerts", cmd_alerts, help="list or acknowledge checkout alerts (a runtime's, or every lane's "
+    al = _client(sub, "alerts", _command("alerts"), help="list or acknowledge checkout alerts (a runtime's, or every lane's "
                  "from the store's MQTT broker)", description=ALERTS_DESCRIPTION, epilog=ALERTS_EXAMPLES)
     al.add_argument("action", nargs="?", default="list", choices=("list", "ack", "learn"),
                     help="list (default); ack ID; learn: fit the verifier on staff's verdicts and use it")
@@ -298,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bundle", help="check this bundle folder (default: the config's, else every bundle in ./engines)")
     d.add_argument("--camera", type=int, metavar="N", help="also open camera N and read a frame")
     d.add_argument("--state-dir", help="check that the runtime can write snapshots here (default: the config's)")
-    d.set_defaults(func=cmd_doctor)
+    d.set_defaults(func=_command("doctor"))
 
     m = sub.add_parser("demo", help="no camera needed: stream the checkout demo video, then answer queries beside ground truth")
     m.add_argument("--bundle", help="bundle folder (default: the shipped engines/lvm-tiny-fp32, exported from the "
@@ -317,5 +318,5 @@ def build_parser() -> argparse.ArgumentParser:
                    "(--seed, --duration) to DIR/object-N.png, for `lvm-edge query --image`, and exit")
     # no default file: an installed package has no configs/ folder, and the settings' defaults are the demo's
     m.add_argument("--config", help="runtime config YAML (e.g. configs/runtime/demo.yaml); flags override it")
-    m.set_defaults(func=cmd_demo)
+    m.set_defaults(func=_command("demo"))
     return p

@@ -14,10 +14,6 @@ from edge_runtime.cli.status_line import StatusLine
 
 
 def cmd_run(args) -> int:
-    from edge_runtime.memory.ood import OOD_UNUSABLE, OODMonitor
-    from edge_runtime.serve.pipeline import RunState, SourceMismatch
-    from edge_runtime.serve.streams import StreamError, Streams, check_name
-
     s = load_settings(args, {"bundle": args.bundle, "backend": args.backend, "threads": args.threads,
                              "duration_s": args.duration, "source.realtime": args.realtime,
                              "state.dir": args.state_dir, "state.snapshot_every_s": args.snapshot_every,
@@ -31,7 +27,7 @@ def cmd_run(args) -> int:
     host, port = parse_hostport(args.api) if (serve and args.api) else (s.api.host, s.api.port)
     token = args.token or os.environ.get(s.api.token_env) or None
     if serve:
-        from edge_runtime.serve.api import check_bind
+        from edge_runtime.serve.bind import check_bind
 
         try:
             check_bind(host, token)
@@ -40,6 +36,8 @@ def cmd_run(args) -> int:
     waiting: set[str | None] = set()   # streams whose camera is not plugged in yet
     for name, uri in sources:
         if name is not None:
+            from edge_runtime.serve.streams import StreamError, check_name
+
             try:
                 check_name(name)
             except StreamError as err:
@@ -72,6 +70,11 @@ def cmd_run(args) -> int:
         check_alerts(s)
     except CliError as err:
         raise CliError(f"{where}{err}", err.code) from None
+    # the inputs are checked: the serving stack loads (a bad flag above exits without waiting for it)
+    from edge_runtime.memory.ood import OOD_UNUSABLE, OODMonitor
+    from edge_runtime.serve.pipeline import RunState, SourceMismatch
+    from edge_runtime.serve.streams import StreamError, Streams
+
     engine = open_engine(s.bundle, s.backend, s.threads, s.answers, s.event_fps, s.events)
     ood_note = (OODMonitor.for_bundle(engine.bundle).status() or {}).get("note") or ""
     if ood_note.startswith(OOD_UNUSABLE):  # said at start, not only in the status: re-export the bundle

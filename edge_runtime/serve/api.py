@@ -18,7 +18,6 @@ Every bad request gets a 4xx with ``{"error": "<one line>"}``; a 5xx means a bug
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 from typing import Any
 
@@ -39,31 +38,6 @@ DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 # in this order in the schema
 ROUTERS = (api_service.router, api_queries.router, api_streams.router, api_zones.router, api_alerts.router,
            api_till.router, api_evidence.router, api_catalog.router, api_page.router, api_happened.router, api_ask.router)
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-# off loopback a token is the only lock on the store's network: one a person could guess is none
-MIN_TOKEN_CHARS = 16
-
-
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse to serve off-loopback without a token of MIN_TOKEN_CHARS or more (ValueError, one line)."""
-    if is_loopback(host):
-        return
-    if not token:
-        raise ValueError(f"refusing to listen on {host} without a token: pass --token or set LVM_EDGE_TOKEN "
-                         f"(or bind 127.0.0.1)")
-    if len(token) < MIN_TOKEN_CHARS:
-        raise ValueError(f"refusing to listen on {host} with a {len(token)}-character token: off loopback it needs "
-                         f"{MIN_TOKEN_CHARS} or more (python3 -c 'import secrets; print(secrets.token_hex(16))')")
 
 
 # -- body size cap (outermost, before anything parses the body) --------------------------------
