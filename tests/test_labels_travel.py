@@ -34,6 +34,7 @@ def test_checkpoint_keeps_labels_and_refuses_a_count_mismatch(tmp_path):
     assert checkpoint_labels(read_metadata(bare)) is None
 
 
+@pytest.mark.slow  # a whole export of another checkpoint (its own labels): traced and checked anew
 def test_export_writes_the_checkpoint_labels_and_the_engine_answers_in_them(tmp_path, capsys, fast_export):
     """The shipped weights under 8 names of the user's own: the graphs are the shipped model's and only
     the names differ."""

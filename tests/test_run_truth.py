@@ -371,6 +371,7 @@ def test_a_new_run_in_the_folder_of_a_run_before_keeps_that_runs_files(tmp_path)
     assert not (out / "lvm-tiny-reader.safetensors").exists() and (out / "notes.txt").exists()
 
 
+@pytest.mark.slow  # lvm-export as a process: torch and the checkpoint load before it can be stopped
 def test_sigterm_stops_an_export_in_one_line_and_leaves_no_temp_folder(tmp_path):
     import os
     import signal

@@ -301,6 +301,7 @@ def test_bundle_whose_sampler_state_does_not_match_its_config(s5_bundle, tmp_pat
 
 
 # -- lvm-train -------------------------------------------------------------------------------------
+@pytest.mark.slow  # lvm-train: LSMCL and the sampler stage on rendered videos
 def test_train_s5_through_frozen_heads(tmp_path, capsys):
     """lvm-train of the s5 config on the shipped checkpoint's heads: LSMCL, then the sampler alone;
     the heads come out bit-identical, the sampler does not."""

@@ -152,6 +152,7 @@ def no_timeline_bundle(tiny_bundle, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # a whole export of the --no-timeline variant (no_timeline_bundle; the next test shares it)
 def test_a_bundle_without_the_track_loads_and_its_snapshots_are_refused_by_one_with_it(
         no_timeline_bundle, streamed_timeline):
     eng, _, video = streamed_timeline
@@ -169,6 +170,7 @@ def test_a_bundle_without_the_track_loads_and_its_snapshots_are_refused_by_one_w
         assert "\n" not in str(err.value) and "no timeline" in str(err.value)
 
 
+@pytest.mark.slow  # no_timeline_bundle
 def test_a_snapshot_without_the_track_is_refused_by_a_run_with_it_and_kept_as_it_is(
         no_timeline_bundle, tiny_bundle, tmp_path):
     from edge_runtime.serve.pipeline import Runtime
