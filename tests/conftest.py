@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from functools import lru_cache
@@ -48,15 +49,26 @@ BUILDS_THE_BUNDLE = "test_export.py"  # its first test needs the test bundle: it
 
 
 def pytest_configure(config):
-    """Each xdist worker's share of the cores as OMP_NUM_THREADS, set before any test imports torch and
+    """Bytecode caches on (see _write_bytecode); each xdist worker's share of the cores as OMP_NUM_THREADS, set before any test imports torch and
     inherited by the commands the tests start (their default threads read it: export/cpu_threads.py).
     Two workers each running torch on both of 2 cores made OpenMP's threads spin against each other:
     a test of 60 small training steps took 536 s that way and 31 s with one thread each."""
+    if not hasattr(config, "workerinput"):  # the controller, before it starts the workers
+        _write_bytecode()
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         share = max(1, len(os.sched_getaffinity(0)) // workers)
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ.setdefault(var, str(share))
+
+
+def _write_bytecode() -> None:
+    """Python's bytecode caches (__pycache__/, gitignored) on for this run and every process it starts,
+    PYTHONDONTWRITEBYTECODE or not: without them each worker compiles and assert-rewrites every test
+    module again at collection (8-9 s of each worker's 20) and each lvm-edge or lvm-export the tests
+    start compiles the package again."""
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        sys.dont_write_bytecode = False
 
 
 def pytest_collection_modifyitems(config, items):
