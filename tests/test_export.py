@@ -646,6 +646,7 @@ def test_int8_choice_keeps_the_fewest_convolutions_fp32_within_budget():
     assert choice == "fp32" and "motion_rel" in why
 
 
+@pytest.mark.slow  # a second whole INT8 export
 def test_int8_choice_does_not_depend_on_timing(bundles, ckpt, tmp_path, capsys, monkeypatch, perfect_parity):
     """The same checkpoint and frames give the same INT8 bundle under a clock that makes every timed
     call look arbitrarily slow or fast: a choice that read a clock would change with machine load.

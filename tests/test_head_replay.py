@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from edge_runtime.engine.engine import Engine
 from tools.accuracy import alerts_eval as ae
@@ -13,6 +14,7 @@ from tools.repo_paths import REPO
 SHIPPED = REPO / "engines" / "lvm-tiny-fp32"
 
 
+@pytest.mark.slow  # the accuracy tool (head_replay) streams a video three times
 def test_a_replay_raises_what_the_streamed_run_raised_and_bad_folders_get_one_line(tmp_path, capsys):
     out = tmp_path / "heads"
     assert head_replay.main(["save", "--eval-seed", "0", "--videos", "1", "--video-s", "60", "--shrink",

@@ -286,6 +286,7 @@ def test_dataset_too_short_for_a_threshold_gets_no_statistics(backbone_dir, tmp_
     assert config is None and "too little training footage" in note
 
 
+@pytest.mark.slow  # a whole export with --data (the fit on its train split)
 def test_lvm_export_data_fits_ood_on_the_train_split(ood_dataset, tmp_path, capsys, monkeypatch, fast_export):
     # --calib gives the parity frames; the OOD statistics still come from the dataset
     import torch

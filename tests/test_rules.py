@@ -478,6 +478,7 @@ def saved(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow  # the accuracy tool (alerts_eval) streams a 90 s video twice
 def test_replaying_saved_events_gives_the_streamed_results(capsys, saved, tmp_path):
     streamed = json.loads((saved / "streamed.json").read_text())
     assert streamed["results"]["model"]["bagged_without_scan"]["alerts"] > 0
