@@ -104,6 +104,7 @@ def _ask_all(p: Proc, start, end):
     return a.json(), o.json(), t.json()
 
 
+@pytest.mark.slow  # two whole serving runs: streamed, SIGKILLed, restored, drained
 def test_demo_stream_query_kill_restore_and_drain(tiny_bundle, tmp_path):
     state = tmp_path / "state"
     args = ["--source", "demo://checkout?seed=5&duration=100000", "--bundle", str(tiny_bundle),
@@ -196,6 +197,7 @@ def test_video_file_written_here(tiny_bundle, tmp_path):
     assert st["frames_processed"] == 40
 
 
+@pytest.mark.slow  # whole serving runs of two real videos
 def test_real_footage(tiny_bundle, tmp_path):
     data = _footage()
     if data is None:
