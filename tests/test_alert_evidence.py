@@ -203,7 +203,8 @@ def test_a_webhook_gets_the_jpegs_inline_by_config_and_the_nudge_its_own_post(tm
         nudge = screen.got[0]
         assert nudge["id"] == alert.id and nudge["product"] == "milk_carton" and len(nudge["images"]) == 3
         assert list(svc.outbox.pending()) == [f"webhook:{hook.url}"]  # the nudge is no sink of the outbox
-        assert svc.status()["nudge"]["sent"] == {"mqtt": 0, "webhook": 1}
+        # counted once the screen's POST has returned, which is after the screen has the body
+        assert _until(lambda: svc.status()["nudge"]["sent"] == {"mqtt": 0, "webhook": 1}), svc.status()["nudge"]
     finally:
         svc.close()
         hook.close()
