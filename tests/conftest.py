@@ -49,8 +49,9 @@ BUILDS_THE_BUNDLE = "test_export.py"  # its first test needs the test bundle: it
 
 
 def pytest_configure(config):
-    """Bytecode caches on (see _write_bytecode); each xdist worker's share of the cores as OMP_NUM_THREADS, set before any test imports torch and
-    inherited by the commands the tests start (their default threads read it: export/cpu_threads.py).
+    """Bytecode caches on (``_write_bytecode``); each xdist worker's share of the cores as OMP_NUM_THREADS,
+    set before any test imports torch and inherited by the commands the tests start (their default
+    threads read it: export/cpu_threads.py).
     Two workers each running torch on both of 2 cores made OpenMP's threads spin against each other:
     a test of 60 small training steps took 536 s that way and 31 s with one thread each."""
     if not hasattr(config, "workerinput"):  # the controller, before it starts the workers

@@ -1,6 +1,7 @@
 """Bundles with the memory reader: the reader + answer graph pair, the manifest's answers section, and
-lvm-export's --reader (--no-reader and the reader's FP16 form: test_export). ``tiny_bundle`` is the shipped checkpoint exported with its
-reader (checkpoints/lvm-tiny-reader.safetensors beside checkpoints/lvm-tiny.safetensors)."""
+lvm-export's --reader (--no-reader and the reader's FP16 form: test_export). ``tiny_bundle`` is the
+shipped checkpoint exported with its reader (checkpoints/lvm-tiny-reader.safetensors beside
+checkpoints/lvm-tiny.safetensors)."""
 import json
 import shutil
 from pathlib import Path
