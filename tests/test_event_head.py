@@ -12,7 +12,7 @@ import torch
 from edge_runtime.backends.bundle import BundleError, load_bundle
 from edge_runtime.backends.bundle_runners import open_runners
 from edge_runtime.items.detections import LIGHTS, ZONE_CLASSES
-from edge_runtime.items.head_decode import OUTPUTS, decode, local_maxima
+from edge_runtime.items.head_decode import OUTPUTS, decode, suppress
 from export.model.event_head import (
     EventHead,
     EventHeadConfig,
@@ -47,9 +47,12 @@ def test_config_is_checked_and_the_file_round_trips(tmp_path):
         load_event_head(tmp_path / "e.safetensors", 64, 3)
 
 
-def _outputs(scores: np.ndarray) -> dict[str, np.ndarray]:
+def _outputs(scores: np.ndarray, boxes: np.ndarray | None = None) -> dict[str, np.ndarray]:
     n, P = scores.shape
-    boxes = np.tile(np.array([0.1, 0.2, 0.3, 0.4], np.float32), (n, P, 1)) + np.arange(P, dtype=np.float32)[None, :, None] / 100
+    if boxes is None:  # each cell its own box, far from the others'
+        boxes = np.zeros((n, P, 4), np.float32)
+        boxes[..., 0] = boxes[..., 1] = np.arange(P, dtype=np.float32)[None] / P
+        boxes[..., 2:] = boxes[..., :2] + 0.5 / P
     cls = np.zeros((n, P, 3), np.float32)
     cls[..., 2] = 1.0
     light = np.array([[0.9, 0.05, 0.05], [0.2, 0.1, 0.7]], np.float32)[:n]
@@ -58,20 +61,31 @@ def _outputs(scores: np.ndarray) -> dict[str, np.ndarray]:
             "det_held": np.full((n, P), 0.25, np.float32), "light": light, "zone": zone}
 
 
-def test_decode_keeps_local_maxima_above_the_threshold():
-    scores = np.array([[0.9, 0.8, 0.0,   # 0.9 wins over its neighbour 0.8
+def test_suppress_keeps_the_best_of_overlapping_boxes_and_every_apart():
+    boxes = np.array([[0.1, 0.1, 0.3, 0.3], [0.11, 0.1, 0.31, 0.3], [0.3, 0.1, 0.5, 0.3], [0.12, 0.12, 0.3, 0.3]])
+    assert suppress(boxes, 0.3).tolist() == [0, 2]       # 1 and 3 are the first box again; 2 touches it only
+    assert suppress(boxes, 0.95).tolist() == [0, 1, 2, 3]
+    assert suppress(boxes[:1], 0.3).tolist() == [0] and suppress(np.zeros((0, 4)), 0.3).tolist() == []
+
+
+def test_decode_keeps_cells_above_the_threshold_and_suppresses_their_repeats():
+    scores = np.array([[0.9, 0.8, 0.0,   # neighbours, apart boxes: both kept (two items side by side)
                         0.0, 0.0, 0.0,
-                        0.0, 0.3, 0.6],  # 0.6 is a maximum; 0.3 is not
+                        0.0, 0.3, 0.6],  # 0.3 is below the threshold
                        [0.1, 0.0, 0.0,
                         0.0, 0.45, 0.0,  # below the threshold
                         0.0, 0.0, 0.0]], np.float32)
-    assert local_maxima(scores, 3)[0].tolist() == [True, False, False, False, False, False, False, False, True]
-    first, second = decode(_outputs(scores), np.array([10.0, 10.2]), threshold=0.5)
-    assert first.t == 10.0 and first.scores.tolist() == pytest.approx([0.9, 0.6])
-    assert first.boxes.tolist()[1] == pytest.approx([0.18, 0.28, 0.38, 0.48])  # cell 8's box
-    assert first.classes.tolist() == [2, 2] and first.held.tolist() == [0.25, 0.25]
+    out = _outputs(scores)
+    first, second = decode(out, np.array([10.0, 10.2]), threshold=0.5)
+    assert first.t == 10.0 and first.scores.tolist() == pytest.approx([0.9, 0.8, 0.6])
+    assert first.boxes.tolist()[2] == pytest.approx(out["det_box"][0, 8].tolist())  # cell 8's box
+    assert first.classes.tolist() == [2, 2, 2] and first.held.tolist() == [0.25, 0.25, 0.25]
     assert first.light is None and second.light == "red" and second.light_p.tolist() == pytest.approx([0.2, 0.1, 0.7])
     assert len(second) == 0 and second.zone_p.shape == (9, 5)
+    # cell 1 sees cell 0's item (nearly its box): one detection, the higher score's
+    out["det_box"][0, 1] = out["det_box"][0, 0] + 0.001
+    first, _ = decode(out, np.array([10.0, 10.2]), threshold=0.5)
+    assert first.scores.tolist() == pytest.approx([0.9, 0.6])
     with pytest.raises(ValueError, match="square grid"):
         decode(_outputs(np.zeros((1, 8))), np.zeros(1), 0.5)
 

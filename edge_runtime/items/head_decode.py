@@ -1,9 +1,12 @@
 """The event head's outputs (a bundle's ``event_head`` graph) -> one ``Detections`` per frame.
 
-A detection is a grid cell whose ``det_score`` is the largest of its 3x3 neighbourhood and at least
-the threshold (the manifest's ``events.threshold``): an item's box centre lies in one cell, and its
-neighbours, which see the same item, score lower; the local maximum keeps one detection per item
-without a box-overlap suppression.
+A detection is a grid cell whose ``det_score`` is at least the threshold (the manifest's
+``events.threshold``) and whose box overlaps no higher-scoring detection's box by more than ``nms_iou``
+(greedy non-maximum suppression on the decoded boxes). An item's neighbouring cells see the same item
+and give nearly the same box, so they are suppressed; two items side by side (an item lifted past the
+basket, items packed in the basket) give different boxes and both stay. Suppressing by the score's
+3x3 neighbourhood instead kept one item in every 3x3 cells: on held-out videos it found 38 % of the
+items (held ones: 67 %) where box suppression finds 58 % (74 %) at the same precision.
 """
 from __future__ import annotations
 
@@ -12,18 +15,32 @@ import numpy as np
 from .detections import LIGHTS, ZONE_CLASSES, Detections
 
 OUTPUTS = ("det_score", "det_box", "det_class", "det_held", "light", "zone")
+NMS_IOU = 0.2
 
 
-def local_maxima(scores: np.ndarray, grid: int) -> np.ndarray:
-    """(N, P) scores on a grid x grid layout -> (N, P) bool: the cell is the maximum of its 3x3 neighbourhood."""
-    s = scores.reshape(len(scores), grid, grid)
-    padded = np.pad(s, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
-    best = np.max([padded[:, 1 + dy:1 + dy + grid, 1 + dx:1 + dx + grid]
-                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
-    return (s >= best).reshape(len(scores), -1)
+def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
+    """(n, 4) x1, y1, x2, y2 -> (n, n) IoU."""
+    lt = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    rb = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(-1)
+    return inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
 
 
-def decode(outputs: dict[str, np.ndarray], times: np.ndarray, threshold: float) -> list[Detections]:
+def suppress(boxes: np.ndarray, iou: float) -> np.ndarray:
+    """Boxes ordered by score, highest first -> the indices greedy non-maximum suppression keeps."""
+    if len(boxes) < 2:
+        return np.arange(len(boxes))
+    over = pairwise_iou(boxes) > iou
+    alive = np.ones(len(boxes), bool)
+    for i in range(len(boxes)):
+        if alive[i]:
+            alive[i + 1:] &= ~over[i, i + 1:]
+    return np.flatnonzero(alive)
+
+
+def decode(outputs: dict[str, np.ndarray], times: np.ndarray, threshold: float,
+           nms_iou: float = NMS_IOU) -> list[Detections]:
     """``outputs``: the event head's six outputs for N frames (det_score (N, P), det_box (N, P, 4),
     det_class (N, P, K), det_held (N, P), light (N, 3), zone (N, P, 5)); ``times`` (N,) their stream
     times. -> N ``Detections``, detections ordered by score, highest first."""
@@ -44,11 +61,12 @@ def decode(outputs: dict[str, np.ndarray], times: np.ndarray, threshold: float) 
     boxes = np.asarray(outputs["det_box"], np.float32).reshape(n, cells, 4)
     classes = np.asarray(outputs["det_class"]).argmax(-1)
     held = np.asarray(outputs["det_held"], np.float32).reshape(n, cells)
-    keep = local_maxima(score, grid) & (score >= threshold)
+    keep = score >= threshold
     out = []
     for i in range(n):
         cells_i = np.flatnonzero(keep[i])
         cells_i = cells_i[np.argsort(-score[i, cells_i], kind="stable")]
+        cells_i = cells_i[suppress(boxes[i, cells_i], nms_iou)]
         state = LIGHTS[int(light[i].argmax())]
         out.append(Detections(float(times[i]), boxes[i, cells_i], score[i, cells_i], classes[i, cells_i],
                               held[i, cells_i], None if state == "off" else state, light[i], zone[i]))

@@ -2,7 +2,8 @@
 of generated frames at ``event_fps``, written as ``<checkpoint stem>-events.safetensors`` beside the
 checkpoint, where lvm-export finds it.
 
-Frames come from training videos (``training_video``), random ones plus ``EVENT_HELD_FRAMES`` more
+Frames come from training videos (``training_video``; every ``EVENT_SHRINK_EVERY``-th with the scan
+avoidance of ``EVENT_SHRINK``), random ones plus ``EVENT_HELD_FRAMES`` more
 from each video's handling periods (an item in a hand: the items the checkout alerts follow), each
 augmented once (export/train/event_augment.py: counter colour, camera roll/zoom/shift, light and
 sensor), their tokens are encoded once and kept in memory (float16), and only the head trains: focal
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from edge_runtime.checkout import CheckoutVideo, heldout_video, training_video
 from edge_runtime.items.detections import LIGHTS, ZONE_CLASSES
-from edge_runtime.items.head_decode import decode
+from edge_runtime.items.head_decode import NMS_IOU, decode
 from export.model.event_head import EventHead, EventHeadConfig, save_event_head
 from export.train.eta import StepETA
 from export.train.event_data import STATES, EventFrames, frame_times, video_frames
@@ -35,6 +36,8 @@ from export.train.event_defaults import (
     EVENT_HELD_FRAMES,
     EVENT_HELDOUT_FRAMES,
     EVENT_HELDOUT_VIDEOS,
+    EVENT_SHRINK,
+    EVENT_SHRINK_EVERY,
     EVENT_STEPS,
     EVENT_VIDEOS,
     THRESHOLD_FRAMES,
@@ -109,7 +112,7 @@ def measure(head: EventHead, frames: EventFrames, threshold: float) -> dict:
             "zone_cell_accuracy": round(float(zone_right.mean()), 4),
             "recall_by_state": {st: round(m / n, 4) for st, (n, m) in c["per_state"].items() if n},
             "items_by_state": {st: n for st, (n, _) in c["per_state"].items() if n},
-            "match_iou": MATCH_IOU}
+            "match_iou": MATCH_IOU, "nms_iou": NMS_IOU}
 
 
 def best_threshold(head: EventHead, frames: EventFrames) -> float:
@@ -157,12 +160,13 @@ def event_frames(backbone, *, grid: int, size: int, seed: int = 0, videos: int =
                  progress: bool = True) -> tuple[EventFrames, EventFrames, EventFrames]:
     """-> (training, threshold, held-out) frames, encoded by ``backbone``."""
     # training looks: the head's videos, then one more it never trains on (the threshold's); held-out looks last
-    plan = [("train", *training_video(seed, i), frames) for i in range(videos)]
-    plan.append(("threshold", *training_video(seed, videos), THRESHOLD_FRAMES))
-    plan += [("heldout", *heldout_video(seed, 2 * i), heldout_frames) for i in range(heldout_videos)]
+    plan = [("train", *training_video(seed, i), frames, EVENT_SHRINK if i % EVENT_SHRINK_EVERY else None)
+            for i in range(videos)]
+    plan.append(("threshold", *training_video(seed, videos), THRESHOLD_FRAMES, None))
+    plan += [("heldout", *heldout_video(seed, 2 * i), heldout_frames, None) for i in range(heldout_videos)]
     chosen = []
-    for part, vseed, look, count in plan:
-        video = CheckoutVideo(vseed, video_s, size=size, look=look)
+    for part, vseed, look, count, shrink in plan:
+        video = CheckoutVideo(vseed, video_s, size=size, look=look, shrink=shrink)
         # each video's own draws: its frames do not depend on how many videos come before it
         rng = np.random.default_rng([seed, vseed])
         train = part == "train"
@@ -239,6 +243,7 @@ def train_events(backbone, *, grid: int, size: int, classes: list[str], out: Pat
             "light_states": list(LIGHTS), "threshold": threshold, "heldout": heldout,
             "train": {"videos": videos, "frames": len(train), "flash_frames": int((train.light > 0).sum()),
                       "held_frames_per_video": held_frames, "held_weight": HELD_WEIGHT,
+                      "shrink": EVENT_SHRINK, "shrink_every": EVENT_SHRINK_EVERY,
                       "video_s": video_s, "steps": steps, "batch": batch, "lr": lr,
                       "weight_decay": EVENT_WEIGHT_DECAY, "flash_share": FLASH_SHARE, "augmented": True,
                       "seed": seed, "frames_seconds": round(t_frames, 1), "train_seconds": round(t_train, 1),
