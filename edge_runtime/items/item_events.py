@@ -9,9 +9,10 @@ scanner light while the item was over the scanner:
 - ended by the track's end: in the bag zone -> ``bag``; above every zone (out through the top edge)
   -> ``hand_over``; elsewhere (the shopper leaves with the basket) -> nothing;
 - set down: back in the basket -> ``put_back``; out of the basket -> ``pick_up``; a green light (or a
-  till read, ``match_till_read``) while over the scanner -> ``scan``; grown toward the camera ->
-  ``inspect``; held ``HOLD_MIN_S`` or longer -> ``hold``; set down on the scanner without a read ->
-  ``pass_around``.
+  till read, ``match_till_read``) while over the scanner -> ``scan``; set down on the scanner, brought
+  there from elsewhere, without a read -> ``pass_around`` (however long it was held or how close it
+  came: an item held over the glass with no read is what the alert wants); grown toward the camera ->
+  ``inspect``; held ``HOLD_MIN_S`` or longer -> ``hold``.
 
 ``browse`` (a hand hovering over an untouched item) leaves no trace in an item track: this labeler
 never names it.
@@ -84,7 +85,8 @@ class Handling:
     last_rest_area: float = 0.0
     area: float = 0.0                 # running (smoothed) box area
     scanned_at: float | None = None   # the track's scan (light or till read), kept for later events
-    over_scanner: list[float] = field(default_factory=list)  # recent detection times over the scanner
+    # detection times over the scanner: the last 8 s of them, and the handling's first
+    over_scanner: list[float] = field(default_factory=list)
 
 
 class GeometricLabeler:
@@ -120,7 +122,12 @@ class GeometricLabeler:
             area = raw if h.area <= 0 else (1 - AREA_SMOOTHING) * h.area + AREA_SMOOTHING * raw
             h.area = area
             if zone == "scanner":
-                h.over_scanner = [s for s in h.over_scanner if s >= t - TILL_TOLERANCE_S * 4] + [t]
+                recent = [s for s in h.over_scanner if s >= t - TILL_TOLERANCE_S * 4]
+                # the handling's first time over the glass is kept however long ago: an item carried over
+                # it and held on before the bag was passed around from then, not from 8 s before the bag
+                first = [s for s in h.over_scanner[:1]
+                         if h.start is not None and h.start <= s < t - TILL_TOLERANCE_S * 4]
+                h.over_scanner = first + recent + [t]
                 if light == "green" and h.start is not None:
                     h.flash_t = t
             if held >= HELD:
@@ -207,12 +214,12 @@ class GeometricLabeler:
             act = "pick_up"
         elif read and zone == "scanner":
             act = "scan"
+        elif zone == "scanner" and h.start_zone != "scanner":
+            act = "pass_around"
         elif h.max_area >= h.rest_area * LIFT_GROWTH * INSPECT_GROWTH:
             act = "inspect"
         elif t - h.start >= HOLD_MIN_S:
             act = "hold"
-        elif zone == "scanner" and h.start_zone != "scanner":
-            act = "pass_around"
         else:
             return None
         return self._event(act, tr, h, h.start, t)

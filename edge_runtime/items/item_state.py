@@ -193,8 +193,8 @@ class ItemState:
 
     def max_nbytes(self) -> int:
         """The most ``nbytes()`` can be: every array is bounded by the live tracks, their history and
-        votes, the scanner times a till read looks back over, and the event ring."""
-        over = int(np.ceil(4 * TILL_TOLERANCE_S * self.fps)) + 1
+        votes, the scanner times a till read looks back over (and each handling's first), and the event ring."""
+        over = int(np.ceil(4 * TILL_TOLERANCE_S * self.fps)) + 2
         per_track = 8 * (len(TRACK_COLS) + HISTORY * (7 + 4) + MAX_VOTES * 3 + len(HANDLING_COLS) + over * 2)
         return (len(self.bundle_id.encode()) + 8 + MAX_ZONE_BYTES + self.tracker.max_tracks * per_track
                 + self.recent.maxlen * 8 * len(EVENT_COLS) + BasketWatch.max_nbytes(self.tracker.max_tracks))
