@@ -235,3 +235,42 @@ def test_a_fast_carry_keeps_its_track(monkeypatch, gate, misnamed, tracks):
     assert len(set(ids)) == tracks
     if misnamed is not None:
         assert ids[misnamed] != ids[misnamed - 1]
+
+
+def _glass_lane():
+    """Counter, scanner and bag side by side; one soda can (3) at (x, 0.5), held or not."""
+    zones = Zones.from_dict({"counter": [[0, 0.3], [0.4, 0.3], [0.4, 0.9], [0, 0.9]],
+                             "scanner": [[0.4, 0.3], [0.6, 0.3], [0.6, 0.9], [0.4, 0.9]],
+                             "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
+
+    def at(k, x=None, held=1.0):
+        if x is None:
+            return Detections(k / FPS, np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, int), np.zeros(0))
+        return Detections(k / FPS, np.array([[x, 0.5, x + 0.1, 0.6]], np.float32), np.array([0.8]), np.array([3]),
+                          np.array([held], np.float32))
+    return ItemState(zones, bundle_id="b"), at
+
+
+def test_an_item_held_over_the_glass_then_bagged_is_passed_around_from_its_first_moment_there():
+    state, at = _glass_lane()
+    events = [e for k in range(5) for e in state.update(at(k, 0.2 + 0.06 * k))]  # over the glass from 0.6 s
+    events += [e for k in range(5, 65) for e in state.update(at(k, 0.45))]      # held there 12 s, no read
+    events += [e for k in range(65, 73) for e in state.update(at(k, 0.5 + 0.04 * (k - 65)))]  # into the bag
+    events += [e for k in range(73, 90) for e in state.update(at(k))]
+    assert [(e.activity, e.start) for e in events] == [("pass_around", pytest.approx(0.6)), ("bag", 0.0)]
+    assert 0 < state.nbytes() <= state.max_nbytes()
+
+
+def test_an_item_set_down_on_the_glass_with_no_read_is_a_pass_around_however_long_it_was_held():
+    state, at = _glass_lane()
+    events = [e for k in range(30) for e in state.update(at(k, 0.2))]             # held 6 s on the counter side
+    events += [e for k in range(30, 35) for e in state.update(at(k, 0.2 + 0.05 * (k - 29)))]
+    events += [e for k in range(35, 40) for e in state.update(at(k, 0.45, held=0.0))]  # let go on the glass
+    assert [e.activity for e in events] == ["pass_around"]
+    # read as it was let go: a scan
+    state, at = _glass_lane()
+    events = [e for k in range(30) for e in state.update(at(k, 0.2))]
+    events += [e for k in range(30, 35) for e in state.update(at(k, 0.2 + 0.05 * (k - 29)))]
+    assert state.till_read(6.9, 3) is not None
+    events += [e for k in range(35, 40) for e in state.update(at(k, 0.45, held=0.0))]
+    assert [e.activity for e in events] == ["scan"]

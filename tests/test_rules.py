@@ -638,3 +638,21 @@ def test_with_the_till_a_scanned_item_lost_by_its_track_is_paid_when_it_is_bagge
     # a bag event below item_min_confidence is not read
     faint = [item("pick_up", "apple", 250, 252, 32), item("bag", "apple", 260, 262, 32, confidence=0.3)]
     assert e.evaluate(faint, now=263.0, pos_scans=reads) == []
+
+
+def test_with_the_till_an_item_pass_around_waits_item_read_s_for_a_read_after_it():
+    def passed(start, end, track):
+        return Event("pass_around", ALL.index("pass_around"), "soda_can", start, end, 0.9, (0.1, 0.2, 0.3, 0.4),
+                     ("items",), item=track)
+
+    e = RuleEngine({"pass_around": {}}, list(BASE_ACTIVITIES), scans="pos")
+    # let go on the glass at 12 s, read at 12.4 s: the read was its scan
+    assert e.evaluate([passed(10, 12, 1)], now=12.2) == [] and e.next_due() == pytest.approx(14.0)
+    assert e.evaluate([], now=13.0, pos_scans=[till("soda_can", 12.4)]) == []
+    assert e.evaluate([], now=15.0, pos_scans=[till("soda_can", 12.4)]) == [] and e.next_due() is None
+    # no read: raised once item_read_s has passed, not before
+    assert e.evaluate([passed(30, 32, 2)], now=33.0) == []
+    assert [d["product"] for d in e.evaluate([], now=34.0)] == ["soda_can"]
+    # without the till there is no read to wait for: at once
+    e = RuleEngine({"pass_around": {}}, ALL, scans="vision")
+    assert [d["product"] for d in e.evaluate([passed(10, 12, 1)], now=12.2)] == ["soda_can"]
