@@ -18,20 +18,20 @@ OUTPUTS = ("det_score", "det_box", "det_class", "det_held", "light", "zone")
 NMS_IOU = 0.2
 
 
-def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
-    """(n, 4) x1, y1, x2, y2 -> (n, n) IoU."""
-    lt = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    rb = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, 4), (m, 4) x1, y1, x2, y2 -> (n, m) IoU."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(-1)
-    return inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
+    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)
+    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
 
 
 def suppress(boxes: np.ndarray, iou: float) -> np.ndarray:
     """Boxes ordered by score, highest first -> the indices greedy non-maximum suppression keeps."""
     if len(boxes) < 2:
         return np.arange(len(boxes))
-    over = pairwise_iou(boxes) > iou
+    over = box_iou(boxes, boxes) > iou
     alive = np.ones(len(boxes), bool)
     for i in range(len(boxes)):
         if alive[i]:

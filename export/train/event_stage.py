@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from edge_runtime.checkout import CheckoutVideo, heldout_video, training_video
 from edge_runtime.items.detections import LIGHTS, ZONE_CLASSES
-from edge_runtime.items.head_decode import NMS_IOU, decode
+from edge_runtime.items.head_decode import NMS_IOU, box_iou, decode
 from export.model.event_head import EventHead, EventHeadConfig, save_event_head
 from export.train.eta import StepETA
 from export.train.event_data import STATES, EventFrames, frame_times, video_frames
@@ -51,15 +51,6 @@ EVENT_WEIGHT_DECAY = 0.05
 FLASH_SHARE = 0.1           # of each batch: frames that show a scanner flash, green and red alike
 MATCH_IOU = 0.5
 THRESHOLDS = np.round(np.arange(0.1, 0.91, 0.05), 2)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n, 4), (m, 4) x1y1x2y2 -> (n, m) IoU."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)
-    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
 
 
 def detection_counts(dets, frames: EventFrames) -> dict[str, int]:

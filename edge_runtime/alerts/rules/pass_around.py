@@ -82,9 +82,12 @@ class PassAround(Rule):
         """Item pass-arounds with the till: set down on the glass with no read, each alerts once
         ``item_read_s`` has passed with no till read since it started (the read of an item left on the
         glass can come just after the hand lets go)."""
+        queue = self.seen.queue("item_waiting")
+        if not queue:
+            return []
         grace, out, waiting = self.th["item_read_s"], [], []
         scans = [s for rows in self.seen.store("scans").values() for s in rows]
-        for p in self.seen.queue("item_waiting"):
+        for p in queue:
             if any(p.start <= s.start <= p.end + grace for s in scans):
                 continue
             if now < p.end + grace:
