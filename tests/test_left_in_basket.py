@@ -50,10 +50,41 @@ def test_the_item_state_keeps_each_items_stay_in_the_basket_until_it_is_taken_ou
     old.load_state_dict({k: v for k, v in sd.items() if "basket" not in k}, "b")
     assert old.basket_stays((0.0, 10.0)) == []
     assert 0 < state.nbytes() <= state.max_nbytes()
-    # the basket goes out of view: its track ends there, the item was carried out with it
+    # the basket goes out of view: its track ends there; once no track has come back where it lay for
+    # REJOIN_S, the item was carried out with it
     for k in range(40, 60):
         state.update(frame(k / 5, [], []))
+    assert [s.activity for s in state.basket_stays((0.0, 20.0))] == ["in_basket"]
+    for k in range(60, 90):
+        state.update(frame(k / 5, [], []))
     assert [s.activity for s in state.basket_stays((0.0, 20.0))] == ["carried_out"]
+
+
+def test_an_item_the_head_loses_in_the_basket_keeps_one_stay_until_it_is_lifted_out():
+    """Missed for longer than the tracker coasts, a resting item comes back as a new track: its stay goes
+    on (same item, same start), so it alerts once; held in place it stays, lifted it is taken out."""
+    state = ItemState(ZONES, bundle_id="b")
+    t = 0.0
+    for seen in (25, 15, 25):                  # seen 5 s, missed 3 s (its track ends), seen 5 s again
+        for k in range(seen):
+            state.update(frame(t, [LEFT], [0.0]) if seen != 15 else frame(t, [], []))
+            t += 0.2
+    stays = state.basket_stays((0.0, t))
+    assert [(s.item, s.start, s.activity) for s in stays] == [(stays[0].item, 0.0, "in_basket")]
+    assert stays[0].last == pytest.approx(t - 0.2) and stays[0].track_id != stays[0].item
+    sd = state.state_dict()
+    for k in range(15):                        # missed again; a hand over it where it lies (reaching for
+        state.update(frame(t, [], []))         # another item) leaves it there; lifted, it is taken out
+        t += 0.2
+    assert len(state.basket_stays((0.0, t))) == 1
+    for k in range(3):
+        up = 0.04 * k
+        state.update(frame(t, [(LEFT[0], LEFT[1] - up, LEFT[2], LEFT[3] - up)], [0.9]))
+        t += 0.2
+        assert len(state.basket_stays((0.0, t))) == (1 if k < 2 else 0)
+    again = ItemState(ZONES, bundle_id="b")    # the snapshot keeps which item the stay is
+    again.load_state_dict(sd, "b")
+    assert [(s.item, s.start) for s in again.basket_stays((0.0, t))] == [(stays[0].item, 0.0)]
 
 
 def stay(item: int, product: str, start: float, end: float, carried: bool = False, conf: float = 0.9) -> Event:

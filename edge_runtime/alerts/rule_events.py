@@ -39,7 +39,7 @@ def basket_events(engine: Any, state: Any, window: tuple[float, float]) -> list[
         product = names[s.class_id] if 0 <= s.class_id < len(names) else f"class {s.class_id}"
         out.append(Event(s.activity, -1, product, round(float(s.start), 3), round(float(s.last), 3),
                          round(float(s.score), 4), tuple(float(v) for v in s.box), ("items",),
-                         item=int(s.track_id), paid=False))
+                         item=int(s.item), paid=False))
     return out
 
 
