@@ -161,6 +161,23 @@ def test_a_bag_is_named_by_the_carry_into_the_bag_not_by_what_lingers_there():
     assert state.tracker.tracks == [] and 0 < state.nbytes() <= state.max_nbytes()
 
 
+def test_a_held_item_gone_two_frames_in_the_bag_zone_is_bagged_then():
+    """The bag is decided 0.4 s after the held item's last detection in the bag zone, not when its track
+    ends (2 s): the alert's latency starts there."""
+    zones = Zones.from_dict({"counter": [[0, 0.3], [0.6, 0.3], [0.6, 0.9], [0, 0.9]],
+                             "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
+    state = ItemState(zones, bundle_id="b")
+    none = (np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, int), np.zeros(0))
+    decided = {}
+    for k in range(16):    # carried across the counter into the bag (last seen at k = 9, 1.8 s), then gone
+        x = 0.2 + 0.06 * k
+        d = (Detections(k / FPS, np.array([[x, 0.5, x + 0.1, 0.6]], np.float32), np.array([0.8]), np.array([3]),
+                        np.ones(1, np.float32)) if k < 10 else Detections(k / FPS, *none))
+        for e in state.update(d):
+            decided[e.activity] = k / FPS
+    assert decided == {"bag": pytest.approx(2.2)}
+
+
 def test_a_green_light_scans_the_item_seen_over_the_scanner_even_when_the_hand_hides_it_then():
     zones = Zones.from_dict({"counter": [[0, 0.3], [0.4, 0.3], [0.4, 0.9], [0, 0.9]],
                              "scanner": [[0.4, 0.3], [0.6, 0.3], [0.6, 0.9], [0.4, 0.9]],
