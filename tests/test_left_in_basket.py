@@ -49,6 +49,9 @@ def test_the_item_state_keeps_each_items_stay_in_the_basket_until_it_is_taken_ou
     old = ItemState(ZONES, bundle_id="b")
     old.load_state_dict({k: v for k, v in sd.items() if "basket" not in k}, "b")
     assert old.basket_stays((0.0, 10.0)) == []
+    narrow = {k: (v[:, :11] if k.endswith("basket") else v) for k, v in sd.items()}   # before stays named their item
+    old.load_state_dict(narrow, "b")
+    assert [(s.item, s.start) for s in old.basket_stays((0.0, 10.0))] == [(stays[0].track_id, 0.0)]
     assert 0 < state.nbytes() <= state.max_nbytes()
     # the basket goes out of view: its track ends there; once no track has come back where it lay for
     # REJOIN_S, the item was carried out with it
