@@ -90,6 +90,19 @@ def test_an_item_the_head_loses_in_the_basket_keeps_one_stay_until_it_is_lifted_
     assert [(s.item, s.start) for s in again.basket_stays((0.0, t))] == [(stays[0].item, 0.0)]
 
 
+def test_an_item_lost_while_another_is_still_seen_in_the_basket_was_taken_out_not_carried_out():
+    """The basket leaves with all its items: a stay lost while another item is still seen at rest there
+    was lifted out unseen, so it never reads as carried out (no alert without a till)."""
+    state = ItemState(ZONES, bundle_id="b")
+    for k in range(100):   # both at rest; TAKEN's item vanishes at 4 s (a hand hid its lift), LEFT stays 20 s
+        boxes = [LEFT, TAKEN] if k < 20 else [LEFT]
+        state.update(frame(k / 5, boxes, [0.0] * len(boxes)))
+    assert [(s.class_id, s.activity) for s in state.basket_stays((0.0, 20.0))] == [(0, "in_basket")]
+    for k in range(100, 160):   # the basket leaves: LEFT's item goes out with it
+        state.update(frame(k / 5, [], []))
+    assert [(s.class_id, s.activity) for s in state.basket_stays((0.0, 40.0))] == [(0, "carried_out")]
+
+
 def stay(item: int, product: str, start: float, end: float, carried: bool = False, conf: float = 0.9) -> Event:
     return Event(STAYS[carried], -1, product, start, end, conf, (0.1, 0.7, 0.2, 0.8), ("items",), item=item, paid=False)
 

@@ -9,7 +9,8 @@ The head misses an item at rest in the basket often enough (one frame in two or 
 ends and a new one starts where it lay. So a stay whose track ended is ``lost``, not yet gone: a new
 track first seen at rest where it lay (``REJOIN_IOU``) within ``REJOIN_S`` of its last detection goes on
 with it (one item, one stay, one alert), and a new track first seen held there takes it out. A stay
-lost for longer went out of view with the basket (``carried_out``: the customer left with it).
+lost for longer went out of view with the basket (``carried_out``: the customer left with it), unless
+another item was seen at rest in the basket since (then it was taken out unseen).
 
     watch = BasketWatch(zones)
     watch.update(step, t)            # per frame, after the tracker
@@ -71,8 +72,11 @@ class BasketWatch:
     def update(self, step: TrackStep, t: float) -> None:
         while self.lost and t - self.lost[0].last > REJOIN_S:   # kept in order of their last detection
             gone = self.lost.popleft()
-            gone.ended = True
-            self.ended.append(gone)
+            # the basket leaves with all its items: while another is still seen at rest there, this one
+            # was taken out unseen (a hand hid the lift), not carried out
+            if not any(s.last > gone.last for s in self.live.values()):
+                gone.ended = True
+                self.ended.append(gone)
         for tr in step.live:
             if tr.track_id not in step.seen or tr.track_id in self.handled:
                 continue
