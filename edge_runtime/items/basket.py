@@ -28,7 +28,7 @@ from .tracker import HELD, Track, TrackStep
 from .zones import Zones
 
 ACTIVITIES = ("in_basket", "carried_out")  # what a stay is, as an event: still seen there / gone with the basket
-LEAVE_FRAMES = 2          # detections held or outside the basket that take an item out (one is box jitter)
+LEAVE_FRAMES = 2          # detections lifted or outside the basket that take an item out (one is box jitter)
 MAX_ENDED = 128           # ended stays kept: a few baskets' worth, far more than a transaction's look back needs
 REJOIN_S = 8.0            # a lost stay waits this long after its last detection for a new track where it lay
 REJOIN_IOU = 0.3          # a new track's first box over a lost stay's last box: the same item
@@ -102,7 +102,9 @@ class BasketWatch:
                     del self.live[tr.track_id]
                     self.handled.add(tr.track_id)
                 continue
-            if held < HELD:   # held where it lies: a hand over the basket, reaching for another item
+            # at rest there: seen again (read as held where it lies, a hand over the basket reaching for
+            # another item, it is neither seen at rest nor taken out)
+            if held < HELD:
                 stay.last, stay.class_id, stay.score, stay.box = t, tr.class_id, _score(tr), box
         for tr in step.ended:
             self.handled.discard(tr.track_id)
