@@ -2,13 +2,15 @@
 
 An item left in the basket is never picked up, so it leaves no item event (item_events.py names
 handlings); what the ``left_in_basket`` rule reads instead is each item's stay: from its first
-detection, at rest in the basket zone, to its last there. A track first seen elsewhere, or held, or
-seen outside the basket on ``LEAVE_FRAMES`` of its detections, was handled: it has no stay.
+detection, at rest in the basket zone, to its last there. A track first seen elsewhere, or lifted (read
+as held with its box moved off where it lay), or seen outside the basket on ``LEAVE_FRAMES`` of its
+detections, was handled: it has no stay. Read as held where it lies (a hand reaching past it for another
+item), it stays.
 
 The head misses an item at rest in the basket often enough (one frame in two or three) that its track
 ends and a new one starts where it lay. So a stay whose track ended is ``lost``, not yet gone: a new
 track first seen at rest where it lay (``REJOIN_IOU``) within ``REJOIN_S`` of its last detection goes on
-with it (one item, one stay, one alert), and a new track first seen held there takes it out. A stay
+with it (one item, one stay, one alert). A stay
 lost for longer went out of view with the basket (``carried_out``: the customer left with it), unless
 another item was seen at rest in the basket since (then it was taken out unseen).
 
@@ -33,8 +35,8 @@ MAX_ENDED = 128           # ended stays kept: a few baskets' worth, far more tha
 REJOIN_S = 8.0            # a lost stay waits this long after its last detection for a new track where it lay
 REJOIN_IOU = 0.3          # a new track's first box over a lost stay's last box: the same item
 STILL_IOU = 0.5           # a box read as held over its box at rest by less than this: lifted (not a hand near it)
-STAY_COLS = ("track_id", "class_id", "start", "last", "score", "out", "x1", "y1", "x2", "y2", "ended", "item")
-LIVE, CARRIED_OUT, LOST = 0, 1, 2   # the ``ended`` column
+STAY_COLS = ("track_id", "class_id", "start", "last", "score", "out", "x1", "y1", "x2", "y2", "state", "item")
+LIVE, CARRIED_OUT, LOST = 0, 1, 2   # the ``state`` column (a snapshot's ``ended`` flag before: 0 or 1)
 
 
 @dataclass
@@ -44,7 +46,7 @@ class Stay:
     start: float           # first detection, at rest in the basket
     last: float            # last detection at rest in the basket
     score: float           # the track's mean detection score
-    out: int = 0           # detections held or outside the basket so far
+    out: int = 0           # detections lifted or outside the basket so far
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # its last box in the basket
     ended: bool = False    # its track ended in the basket and no new one went on with it: carried out
     item: int = -1         # the item: its first track's id (a stay goes on over the tracks of one item)
