@@ -12,11 +12,11 @@ import pytest
 from edge_runtime.checkout import CheckoutVideo
 from edge_runtime.items.item_events import ItemEvent
 from edge_runtime.items.item_state import ItemState
-from edge_runtime.items.tracker import Track
+from edge_runtime.items.tracker import Track, TrackStep
 from edge_runtime.items.zones import Zones, scene_zones
 from edge_runtime.query.events import Event
 from edge_runtime.query.happened import happened, with_items
-from edge_runtime.query.item_answers import from_items
+from edge_runtime.query.item_answers import NOT_SEEN_WITHOUT_ITEMS, SEEN_WITH_ITEMS, from_items
 from edge_runtime.query.item_events import covers, horizon, item_events
 
 LABELS = ["pick_up", "scan", "bag", "put_back", "hold", "inspect", "hand_over", "browse"]
@@ -74,25 +74,32 @@ def test_the_item_events_cover_a_window_from_their_horizon_on():
 
 
 def _live_track(state, track_id: int, times) -> None:
+    """A track seen at ``times``, its box drifting, through the stream's tracker and paths."""
     tr = Track(track_id, times[0], times[-1])
     for t in times:
         tr.add(t, np.array([0.2, 0.2, 0.3, 0.3]) + 0.001 * t, 0.9, 2, 0.9)
+        state.items.paths.update(TrackStep(t, [tr], {track_id: 0}, []))
     state.items.tracker.restore([tr], track_id + 1)
 
 
 def test_an_object_answer_takes_the_boxes_of_the_item_track_it_agrees_with():
     req = {"type": "object", "activity": LABELS.index("bag"), "start": 0.0, "end": 60.0, "fps": 5.0}
-    answer = {"type": "object", "answered_by": "reader", "status": "answered", "extent": [10.0, 14.0, 0.8],
-              "times": [12.0], "boxes": [[0.5, 0.5, 0.6, 0.6]], "read_from": ["memory", "timeline"], "confidence": 0.8}
+    frames = [round(9.0 + 0.2 * i, 3) for i in range(31)]                   # the reader's, 9-15 s
+    mine = {"times": frames, "boxes": [[0.5, 0.5, 0.6, 0.6]] * 31}
+    answer = {"type": "object", "answered_by": "reader", "status": "answered", "extent": [9.0, 15.0, 0.8],
+              **mine, "tracks": [{**mine, "extent": [9.0, 15.0, 0.8]}, {"times": [30.0], "boxes": [[0.1] * 4]}],
+              "read_from": ["memory", "timeline"], "confidence": 0.8}
     state = stream_with(item("bag", 2, 4, 11.0, 13.0))
     _live_track(state, 4, [10.0 + 0.2 * i for i in range(25)])  # 10.0-14.8 s at 5 fps
     got = from_items(ENGINE, state, req, answer)
     assert got["item"] == 4 and got["read_from"] == ["memory", "timeline", "items"]
-    assert got["times"][0] == 10.0 and got["times"][-1] == 14.0 and len(got["times"]) == 21  # inside the extent
-    assert got["boxes"][0] == [0.21, 0.21, 0.31, 0.31]
+    assert got["times"] == frames[5:30] and got["boxes"][0] == [0.21, 0.21, 0.31, 0.31]  # where the track was
+    assert got["tracks"][0]["times"] == got["times"] and got["tracks"][0]["boxes"] == got["boxes"]
+    assert got["tracks"][1] == answer["tracks"][1]
     assert (got["extent"], got["confidence"], got["status"]) == (answer["extent"], 0.8, "answered")  # the reader's
-    assert from_items(ENGINE, state, {**req, "fps": 1.0}, answer)["times"] == [10.0, 11.0, 12.0, 13.0, 14.0]
-    # its track gone: the item is named, the reader's boxes stay
+    bare = {k: v for k, v in answer.items() if k not in ("times", "boxes", "tracks")}
+    assert from_items(ENGINE, state, {**req, "fps": 1.0}, bare)["times"] == [10.0, 11.0, 12.0, 13.0, 14.0]
+    # its path gone: the item is named, the reader's boxes stay
     gone = stream_with(item("bag", 2, 4, 11.0, 13.0))
     assert from_items(ENGINE, gone, req, answer) == {**answer, "item": 4, "read_from": ["memory", "timeline", "items"]}
     # no item event of the activity in the extent, a time answer, a "not seen": the reader's answer as it was
@@ -100,6 +107,55 @@ def test_an_object_answer_takes_the_boxes_of_the_item_track_it_agrees_with():
     assert from_items(ENGINE, state, {**req, "activity": LABELS.index("scan")}, answer) is answer
     assert from_items(ENGINE, state, {**req, "type": "time"}, {**answer, "type": "time"})["read_from"] == answer["read_from"]
     assert from_items(ENGINE, state, req, {**answer, "status": "not_seen"})["read_from"] == answer["read_from"]
+    # inspections keep the reader's boxes (BOXES_FROM_READER), naming the item
+    state.items.recent.append(item("inspect", 2, 4, 11.0, 13.0))
+    looked = from_items(ENGINE, state, {**req, "activity": LABELS.index("inspect")}, answer)
+    assert looked["item"] == 4 and looked["boxes"] == answer["boxes"]
+
+
+def _judged(qtype: str, status: str, p_seen: float, **extra) -> dict:
+    return {"type": qtype, "answered_by": "reader", "status": status, "p_seen": p_seen, "confidence": 0.5,
+            "read_from": ["memory", "timeline"], **extra}
+
+
+def test_an_answer_no_item_track_agrees_with_is_not_seen_under_the_items_cut():
+    hold = {"type": "object", "activity": LABELS.index("hold"), "start": 0.0, "end": 60.0}
+    cut = NOT_SEEN_WITHOUT_ITEMS["object"]
+    unsure = _judged("object", "answered", cut - 0.05)
+    bagging = stream_with(item("bag", 2, 4, 11.0, 13.0))
+    got = from_items(ENGINE, bagging, hold, unsure)
+    assert got["status"] == "not_seen" and got["read_from"] == ["memory", "timeline", "items"]
+    assert "no item track did it" in got["message"] and unsure["status"] == "answered"  # the reader's answer kept
+    # an item track did it, the reader is sure, the labeler never names it, the window is older than the items
+    holding = stream_with(item("hold", 0, 5, 20.0, 25.0))
+    assert from_items(ENGINE, holding, hold, unsure)["status"] == "answered"
+    assert from_items(ENGINE, bagging, hold, _judged("object", "answered", cut + 0.01))["status"] == "answered"
+    browse = {**hold, "activity": LABELS.index("browse")}
+    assert from_items(ENGINE, bagging, browse, unsure) is unsure
+    full = stream_with(*(item("bag", 0, i, 100.0 + i, 100.5 + i) for i in range(5)), max_events=3)
+    assert from_items(ENGINE, full, hold, unsure) is unsure
+    # a time answer needs the product: another product's hold is not this one's
+    when = {**hold, "type": "time"}
+    sure_of = NOT_SEEN_WITHOUT_ITEMS["time"] - 0.05
+    t = _judged("time", "answered", sure_of, intervals=[[20.0, 25.0, 0.6]])
+    assert from_items(ENGINE, holding, when, t, "milk_carton")["status"] == "not_seen"
+    assert from_items(ENGINE, holding, when, t, "cereal_box")["status"] == "answered"
+    assert from_items(ENGINE, bagging, when, t) is t                          # asked by a picture: no class
+
+
+def test_an_activity_answer_is_seen_when_an_item_track_of_the_product_was_handled():
+    req = {"type": "activity", "start": 0.0, "end": 60.0}
+    lo = SEEN_WITH_ITEMS["activity"]
+    missed = _judged("activity", "not_seen", lo + 0.05, scores=[["bag", 0.4]], message="no evidence")
+    state = stream_with(item("bag", 2, 4, 11.0, 13.0))
+    got = from_items(ENGINE, state, req, missed, "soda_can")
+    assert got["status"] == "answered" and "message" not in got and got["read_from"][-1] == "items"
+    assert got["seen_by"].startswith("an item track") and got["scores"] == missed["scores"]
+    part = from_items(ENGINE, state, req, {**missed, "answered_spans": [[0.0, 30.0]]}, "soda_can")
+    assert part["status"] == "partial"
+    assert from_items(ENGINE, state, req, missed, "milk_carton")["status"] == "not_seen"      # another product's
+    assert from_items(ENGINE, state, req, {**missed, "p_seen": lo - 0.05}, "soda_can")["status"] == "not_seen"
+    assert from_items(ENGINE, state, req, missed)["status"] == "not_seen"                    # no class named
 
 
 def test_the_cli_says_what_an_answer_read():
@@ -110,6 +166,10 @@ def test_the_cli_says_what_an_answer_read():
     a = {"type": "object", "window": [0, 60], "extent": [10.0, 14.0, 0.8], "times": [12.0], "boxes": [[0.1] * 4],
          "read_from": ["memory", "items"], "item": 4, **cov}
     assert "read from: memory, items (item 4)" in answer_text(a).splitlines()
+    seen = {"type": "activity", "window": [0, 60], "status": "answered", "confidence": 0.4, "p_seen": 0.45,
+            "scores": {"bag": 0.6}, "labels": ["bag"], "seen_by": "an item track of the product was handled in the window",
+            "read_from": ["memory", "items"], **{k: v for k, v in cov.items() if k != "status"}}
+    assert "seen: an item track of the product was handled in the window" in answer_text(seen).splitlines()
     reply = {"stream": "default", "window": [0.0, 60.0], "products": {"asked": 3, "from": "bundle classes"},
              "events": [{**Event("bag", 2, "soda_can", 10.0, 14.0, 0.8, None, ("memory", "items"), item=4).to_dict()}],
              "read_from": ["items", "memory"], **cov}

@@ -116,6 +116,10 @@ def test_a_snapshot_restores_tracks_and_events_and_refuses_another_bundle(video)
     assert restored.events((0, 1e9)) == half.events((0, 1e9))
     _, after, _ = run(video, (43.0, FIRST[1]), restored)
     assert [(e.activity, e.track_id) for e in before + after] == [(e.activity, e.track_id) for e in events]
+    # where each item went, across the snapshot: the paths go on, a track live at the cut in one path
+    assert list(restored.paths.rows)[: len(half.paths.rows)] == list(half.paths.rows)
+    live = {tr.track_id for tr in half.tracker.tracks}
+    assert live and any(r[0] in live and r[1] > 43.0 for r in restored.paths.rows)
     other = ItemState(scene_zones(video), bundle_id="b2")
     with pytest.raises(ValueError, match="snapshot is of bundle 'b1', this stream runs 'b2'"):
         other.load_state_dict(sd, "b2")

@@ -42,6 +42,8 @@ def answer_text(a: dict[str, Any], *, all_boxes: bool = False) -> str:
     if a.get("status") in ("answered", "partial") and a.get("confidence") is not None:
         lines.append(f"confidence {a['confidence']:.2f} (p seen {a.get('p_seen') or 0.0:.2f}, answered by the "
                      f"{a.get('answered_by', 'reader')})")
+        if a.get("seen_by"):  # the reader alone said not seen; the item tracks say otherwise
+            lines.append(f"seen: {a['seen_by']}")
     if a.get("read_from"):  # which paths the answer read: the memory, the timeline, the item events
         lines.append("read from: " + ", ".join(a["read_from"]) + (f" (item {a['item']})" if a.get("item") is not None else ""))
     if a.get("ood") and isinstance(a["ood"], dict) and a["ood"].get("flag"):

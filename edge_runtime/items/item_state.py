@@ -15,6 +15,7 @@ import numpy as np
 from .basket import BasketWatch, Stay
 from .detections import Detections
 from .item_events import HANDLING_COLS, TILL_TOLERANCE_S, ItemEvent, make_labeler
+from .track_paths import TrackPaths
 from .tracker import HISTORY, MAX_TRACKS, MAX_VOTES, ItemTracker, Track
 from .zones import Zones, propose
 
@@ -48,19 +49,24 @@ class ItemState:
         return LABELERS[self.labeler_name].activities
 
     def reset(self) -> None:
-        """No tracks, no events (a new session); proposed zones are proposed again."""
+        """No tracks, no events, no paths (a new session); proposed zones are proposed again."""
         self.tracker = ItemTracker(fps=self.fps, max_tracks=self.tracker.max_tracks)
         self.recent.clear()
+        self.paths = TrackPaths()
         self._zone_sum: np.ndarray | None = None
         self._zone_frames = 0
         self._set_zones(self.configured, "configured" if self.configured is not None else None)
 
     def configure(self, zones: Zones | None) -> None:
         """The stream's own zones (its config, or set by staff on the dashboard); None: propose them
-        again. The labeler starts over on them; the events decided so far stay."""
+        again. The labeler starts over on them; the events decided so far and their paths stay (new
+        tracks take new ids)."""
         self.configured = zones
         self._zone_sum, self._zone_frames = None, 0
+        self.paths.flush()
+        next_id = self.tracker.next_id
         self.tracker = ItemTracker(fps=self.fps, max_tracks=self.tracker.max_tracks)
+        self.tracker.next_id = next_id
         self._set_zones(zones, "configured" if zones is not None else None)
 
     def _set_zones(self, zones: Zones | None, origin: str | None) -> None:
@@ -92,6 +98,7 @@ class ItemState:
             self._propose(dets)
             return []
         step = self.tracker.update(dets)
+        self.paths.update(step)
         out = self.labeler.update(step, dets.light, dets.t)
         self.basket.update(step, dets.t)
         self.recent.extend(out)
@@ -103,6 +110,7 @@ class ItemState:
             return []
         out = self.labeler.flush()
         self.tracker.flush()
+        self.paths.flush()
         self.basket.flush()
         self.recent.extend(out)
         return out
@@ -144,6 +152,7 @@ class ItemState:
             "handling": np.zeros((0, len(HANDLING_COLS))), "over_scanner": np.zeros((0, 2))}
         if self.basket is not None:
             sd |= self.basket.state_dict()
+        sd |= self.paths.state_dict()
         return {PREFIX + k: v for k, v in sd.items()}
 
     def load_state_dict(self, sd: dict[str, np.ndarray], bundle_id: str) -> None:
@@ -182,6 +191,7 @@ class ItemState:
         if self.basket is not None:  # a snapshot from before the basket watch has none: it starts empty
             self.basket.load_state_dict({k: np.asarray(sd[PREFIX + k]) for k in ("basket", "basket_handled")
                                          if PREFIX + k in sd}, live)
+        self.paths.load_state_dict({k: np.asarray(sd[PREFIX + k]) for k in ("paths",) if PREFIX + k in sd}, live)
         self.recent.clear()
         for r in get["events"].reshape(-1, len(EVENT_COLS)).tolist():
             self.recent.append(ItemEvent(ACTIVITIES[int(r[0])], int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5],
@@ -193,8 +203,10 @@ class ItemState:
 
     def max_nbytes(self) -> int:
         """The most ``nbytes()`` can be: every array is bounded by the live tracks, their history and
-        votes, the scanner times a till read looks back over (and each handling's first), and the event ring."""
+        votes, the scanner times a till read looks back over (and each handling's first), the event ring
+        and the paths' ring."""
         over = int(np.ceil(4 * TILL_TOLERANCE_S * self.fps)) + 2
         per_track = 8 * (len(TRACK_COLS) + HISTORY * (7 + 4) + MAX_VOTES * 3 + len(HANDLING_COLS) + over * 2)
         return (len(self.bundle_id.encode()) + 8 + MAX_ZONE_BYTES + self.tracker.max_tracks * per_track
-                + self.recent.maxlen * 8 * len(EVENT_COLS) + BasketWatch.max_nbytes(self.tracker.max_tracks))
+                + self.recent.maxlen * 8 * len(EVENT_COLS) + BasketWatch.max_nbytes(self.tracker.max_tracks)
+                + TrackPaths.max_nbytes(self.paths.rows.maxlen))

@@ -20,7 +20,8 @@ How this compares with one picture, measured on held-out generator videos with t
 ``tools/data/catalog_crops.py`` and docs/accuracy/catalog_crops.json (summarised in docs/catalog.md).
 
 Other query types take no object picture; a request without ``product`` passes through untouched
-(but an object answer may take an item track's boxes: ``prepare``).
+(but every answer is judged with the stream's item events, and an object answer may take an item
+track's boxes: ``prepare``).
 """
 from __future__ import annotations
 
@@ -112,8 +113,8 @@ def combine(answers: list[dict[str, Any]], qtype: str, k: int = 3) -> dict[str, 
 
 def prepare(runtime, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Callable[[list[dict[str, Any]]], list[dict[str, Any]]]]:
     """Requests that may name a product -> (the flat requests to answer, ``finish``: their answers ->
-    one answer per request; an object answer with the track's boxes of the item event it agrees with:
-    edge_runtime/query/item_answers.py). What ``answer`` does around ``runtime.query``, so that
+    one answer per request, judged with the item events, an object answer with the track's boxes of the
+    item event it agrees with: edge_runtime/query/item_answers.py). What ``answer`` does around ``runtime.query``, so that
     the API's event loop can await the answers in between."""
     if not any(r.get("product") is not None for r in requests):
         flat, spans = requests, [(i, 1, None) for i in range(len(requests))]
@@ -131,8 +132,10 @@ def prepare(runtime, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any
                 qtype = req.get("type")
                 a = combine(flat_answers[first:first + n], qtype, int(req.get("k") or 3))
                 a["product"] = {"name": shown, "crops": n, "rule": RULE.get(qtype)}
-            # where: the boxes of the item event the answer agrees with (item_answers.py)
-            out.append(from_items(runtime.engine, getattr(runtime, "stream", None), req, a))
+            # whether, and where: the item events beside the reader's answer (item_answers.py)
+            products = list(getattr(runtime.engine, "products", []))
+            named = _class_name(products, req["product"]) if req.get("product") is not None else None
+            out.append(from_items(runtime.engine, getattr(runtime, "stream", None), req, a, named))
         return out
 
     return flat, finish

@@ -3,7 +3,7 @@
     python -m tools.accuracy.happened_eval --json docs/lab/accuracy/happened.json
     python -m tools.accuracy.happened_eval --eval-seed 1 --sweep      # tuning: other videos, every setting
     python -m tools.accuracy.happened_eval --eval-seed 1 --videos 4 --floors 0.5,0.55,0.6,0.65 --one-activity off,0.3,0.5
-    python -m tools.accuracy.happened_eval --eval-seed 2 --videos 2 --time-queries 200 --json docs/accuracy/happened_items.json
+    python -m tools.accuracy.happened_eval --eval-seed 2 --videos 4 --queries 300 --json docs/accuracy/happened_items.json
 
 Each video (``heldout_video(seed, i)``: seeds training never used; i = 0 in a look training never
 saw, i = 1 in a training look) is streamed once through the bundle (an Engine, the shipped reader,
@@ -18,8 +18,8 @@ settings (least confidence, candidate activities per product, one product per in
 were not used to choose it. ``--losses`` says, for every truth event
 the shipped setting misses, the first step of ``what_happened`` that lost it (``LOSSES``).
 With an event head (not ``--no-items``) the shipped setting is also run on the memory alone, the item
-events are scored alone, and ``--time-queries N`` asks time queries (present and absent) of the reader
-and of the item events alone (``time_queries``).
+events are scored alone, and ``--queries N`` asks queries of every type (present and absent) of the
+reader alone and judged with the item events (tools/accuracy/answers_with_items.py).
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from edge_runtime.engine.stream_state import StreamState
 from edge_runtime.query import happened
 from edge_runtime.query.happened import what_happened
 from edge_runtime.query.item_events import item_events, item_path
+from tools.accuracy import answers_with_items
 from tools.repo_paths import REPO
 
 TIOU = 0.3
@@ -153,43 +154,6 @@ def items_alone(streamed: list[tuple[Engine, StreamState, dict]], window_s: floa
     return scores(n_pred, n_right, n_gt, n_right)
 
 
-def time_queries(eng: Engine, streams: list[tuple[StreamState, CheckoutVideo]], n: int, seed: int) -> dict:
-    """``n`` ReST time queries per video (and ``n // 4`` absent ones, whose truth is "not seen"), each
-    asked with its item's picture: the reader's answers beside answers read from the item events alone
-    (not seen: no item event of the asked activity and the item's product class in the window; else the
-    most confident one's interval). Per kind: absent -> not seen, present -> not seen (wrongly), and
-    present answered and right (the first interval at tIoU > 0.3)."""
-    from edge_runtime.checkout import sample_queries
-    from edge_runtime.checkout.absent_queries import sample_absent_queries
-    from edge_runtime.checkout.queries import engine_request
-
-    c = dict.fromkeys(("present", "absent", "reader_absent", "items_absent", "reader_present", "items_present",
-                       "reader_right", "items_right"), 0)
-    for i, (stream, video) in enumerate(streams):
-        ann = video.annotations()
-        product = {int(x["instance_id"]): x["product"] for x in ann["instances"]}
-        rng = np.random.default_rng(seed * 100 + i)
-        qs = sample_queries(ann, n, rng, types=("time",)) + sample_absent_queries(ann, n // 4, rng, types=("time",))
-        answers = eng.answer(stream, [engine_request(q, video.object_crop(q.instance_id, size=eng.frame_size))
-                                      for q in qs])
-        for q, a in zip(qs, answers):
-            found = sorted((e for e in item_events(eng, stream, (q.start, q.end), clip=True)
-                            if e.activity_id == q.activity_id and e.product == product[q.instance_id]),
-                           key=lambda e: -e.confidence)
-            kind = "absent" if q.absent else "present"
-            c[kind] += 1
-            c["reader_" + kind] += a["status"] == "not_seen"
-            c["items_" + kind] += not found
-            if not q.absent:
-                c["reader_right"] += (a["status"] != "not_seen" and bool(a.get("intervals"))
-                                      and tiou(a["intervals"][0][:2], q.gt_interval) > TIOU)
-                c["items_right"] += bool(found) and tiou((found[0].start, found[0].end), q.gt_interval) > TIOU
-    share = {k: round(v / max(c["absent" if "absent" in k else "present"], 1), 4) for k, v in c.items()
-             if k.startswith(("reader", "items"))}
-    return {"counts": c, **{who: {"absent_not_seen": share[f"{who}_absent"], "present_not_seen": share[f"{who}_present"],
-                                  "present_right": share[f"{who}_right"]} for who in ("reader", "items")}}
-
-
 def _floats(text: str) -> list[float]:
     """``--floors``: comma-separated numbers in 0..1."""
     try:
@@ -227,9 +191,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="stream without the event head (the memory's path alone, at its own fps); without it "
                          "the shipped setting is run with and without the item events, and the item events are "
                          "scored alone")
-    ap.add_argument("--time-queries", type=int, default=0, metavar="N",
-                    help="also N time queries a video (and N/4 absent ones): the reader's answers beside the "
-                         "item events' (with an event path)")
+    ap.add_argument("--queries", type=int, default=0, metavar="N",
+                    help="also N queries a video of every type (and N/2 absent ones), asked by product class: "
+                         "the reader's answers alone and judged with the item events (with an event path)")
+    ap.add_argument("--cut-grid", action="store_true",
+                    help="with --queries: also judge them at every cut of answers_with_items.GRID (to choose them)")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     streamed, shown, t0 = [], [], time.perf_counter()
@@ -278,13 +244,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"item events alone  P {alone['precision']}  R {alone['recall']}  F1 {alone['f1']}  "
                   f"({alone['predicted']} predicted, {alone['truth']} true)", flush=True)
         asked = None
-        if args.time_queries > 0 and not args.no_items:
-            asked = time_queries(eng, shown, args.time_queries, args.eval_seed)
-            for who in ("reader", "items"):
-                x = asked[who]
-                print(f"time queries, {who:6s}: absent -> not seen {x['absent_not_seen']}  present -> not seen "
-                      f"{x['present_not_seen']}  present right {x['present_right']}  ({asked['counts']['present']} "
-                      f"present, {asked['counts']['absent']} absent)", flush=True)
+        if args.queries > 0 and not args.no_items:
+            asked = answers_with_items.queries(eng, shown, args.queries, args.eval_seed, grid=args.cut_grid)
+            for who in ("reader", "with_items"):
+                for qtype, x in asked[who].items():
+                    print(f"queries, {who:10s} {qtype:8s}: absent -> not seen {x['absent_not_seen']}  present -> "
+                          f"not seen {x['present_not_seen']}  ({x['present']} present, {x['absent']} absent)", flush=True)
+            for who, per in asked["recall"].items():
+                print(f"R@1x, {who:10s} " + "  ".join(f"{t} {w} {x['r@1x']} ({x['n']})" for t, ws in per.items()
+                                                     for w, x in ws.items()), flush=True)
+            for g in asked.get("grid", []):
+                print(f"  cuts {g['cuts']}: absent -> not seen {g['absent_not_seen']}  present -> not seen "
+                      f"{g['present_not_seen']}", flush=True)
         if lost is not None:
             print(f"of {lost['truth']} truth events {lost['found']} found; missed at:")
             for step, n in lost["missed_at"].items():
@@ -299,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "one_product_each": shipped[2], "one_activity_tiou": shipped[3]},
               "runs": rows, "item_events_alone": alone}
     if asked is not None:
-        result["time_queries"] = {"per_video": args.time_queries, "absent_per_video": args.time_queries // 4,
-                                  "right": "the first interval at tIoU > 0.3, not said not seen", **asked}
+        result["queries"] = asked
     if lost is not None:
         result["losses"] = {"setting": "shipped", "steps": list(LOSSES), **lost}
     if args.json:

@@ -1,0 +1,111 @@
+"""The reader's answers alone beside the same answers with the stream's item events (whether it was
+seen, and where: edge_runtime/query/item_answers.py), on present and absent queries of every type.
+
+Used by ``python -m tools.accuracy.happened_eval --queries N`` on the videos it streamed. Each video
+gets ``n`` ReST queries (every type and window) and ``n // 2`` absent ones (truth "not seen":
+edge_runtime/checkout/absent_queries.py). An object is asked by its product class's name, as a
+person would ask (edge_runtime/query/by_product.py: the class's drawn pictures): the item events
+can judge only a product they can name. Per type and overall: absent queries answered "not seen",
+present ones wrongly so; per type and window, the present answers' R@1x (object answers take the item
+tracks' boxes). ``grid``: the same answers judged at other cuts, to choose them.
+"""
+from __future__ import annotations
+
+import itertools
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.checkout import sample_queries
+from edge_runtime.checkout.metrics import score_query
+from edge_runtime.checkout.absent_queries import sample_absent_queries
+from edge_runtime.query import by_product, item_answers
+from edge_runtime.query.item_events import covers
+from edge_runtime.query.types import BY_NAME, NAMES
+
+GRID = {"object": (0.8, 0.9, 0.95), "time": (0.6, 0.7, 0.8), "activity": (None, 0.3, 0.4, 0.5)}
+
+
+def requests(qs, product: dict[int, str]) -> list[dict[str, Any]]:
+    """Engine requests for generator queries, the object named by its product class."""
+    out = []
+    for q in qs:
+        row = BY_NAME[q.type]
+        out.append({"type": q.type, "start": q.start, "end": q.end, "k": 3,
+                    "activity": q.activity_id if row.takes_activity else None,
+                    **({"product": product[q.instance_id]} if row.takes_object else {})})
+    return out
+
+
+def shares(rows: list[tuple[str, bool, bool]]) -> dict:
+    """(type, absent, said not seen) rows -> per type and overall: absent -> not seen, present -> not seen."""
+    out = {}
+    for t in (*NAMES, "all"):
+        mine = [r for r in rows if t == "all" or r[0] == t]
+        ab = [r[2] for r in mine if r[1]]
+        pr = [r[2] for r in mine if not r[1]]
+        out[t] = {"absent": len(ab), "present": len(pr),
+                  "absent_not_seen": round(sum(ab) / len(ab), 4) if ab else None,
+                  "present_not_seen": round(sum(pr) / len(pr), 4) if pr else None}
+    return out
+
+
+def _scoreable(answer: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """An API answer as score_query reads it: activity scores as a list in the bundle's class order."""
+    if isinstance(answer.get("scores"), dict):
+        return {**answer, "scores": [answer["scores"].get(name, -np.inf) for name in labels]}
+    return answer
+
+
+def recall(rows: list[tuple[str, str, float]]) -> dict:
+    """(type, window, R@1x) rows of present queries -> mean R@1x in % per type and window (the type
+    "object by activity": per asked activity instead of window)."""
+    out: dict = {}
+    for t, w in sorted({(r[0], r[1]) for r in rows}):
+        got = [r[2] for r in rows if r[0] == t and r[1] == w]
+        out.setdefault(t, {})[w] = {"n": len(got), "r@1x": round(100 * sum(got) / len(got), 1)}
+    return out
+
+
+def queries(eng, streams: list, n: int, seed: int, grid: bool = False) -> dict:
+    """Per (stream, video): ``n`` present and ``n // 2`` absent queries; the reader alone and with the
+    item events (as the API answers them), and with ``grid`` every cut of ``GRID``."""
+    reader, judged, covered = [], [], 0
+    scored: dict[str, list] = {"reader": [], "with_items": []}
+    cuts = [dict(zip(("object", "time", "activity"), c)) for c in itertools.product(*GRID.values())] if grid else []
+    graded: list[list] = [[] for _ in cuts]
+    for i, (stream, video) in enumerate(streams):
+        ann = video.annotations()
+        product = {int(x["instance_id"]): x["product"] for x in ann["instances"]}
+        rng = np.random.default_rng(seed * 100 + i)
+        qs = sample_queries(ann, n, rng) + sample_absent_queries(ann, n // 2, rng)
+        reqs = requests(qs, product)
+        alone = SimpleNamespace(engine=eng, stream=None, catalog=None)  # no stream: no item events
+        flat, finish_alone = by_product.prepare(alone, reqs)
+        flat_answers = eng.answer(stream, flat)
+        _, finish = by_product.prepare(SimpleNamespace(engine=eng, stream=stream, catalog=None), reqs)
+        a_alone, a_judged = finish_alone(flat_answers), finish(flat_answers)
+        for q, r, a, b in zip(qs, reqs, a_alone, a_judged):
+            reader.append((q.type, q.absent, a["status"] == "not_seen"))
+            judged.append((q.type, q.absent, b["status"] == "not_seen"))
+            if not q.absent:  # the answer's content, whatever it says of seen (as lvm-eval scores it)
+                for who, x in (("reader", a), ("with_items", b)):
+                    r1 = score_query(q, _scoreable(x, eng.labels))["recall@1x"]
+                    scored[who].append((q.type, q.window, r1))
+                    if q.type == "object":
+                        scored[who].append(("object by activity", eng.labels[q.activity_id], r1))
+            inside = covers(eng, stream, (q.start, q.end))
+            covered += inside
+            for c, out in zip(cuts, graded):
+                x = a if not inside else item_answers.judge(eng, stream, r, a, r.get("product"), not_seen_without={k: c[k] for k in ("object", "time")},
+                                       seen_with={"activity": c["activity"]} if c["activity"] is not None else {})
+                out.append((q.type, q.absent, x["status"] == "not_seen"))
+    result = {"per_video": n, "absent_per_video": n // 2, "covered_by_items": covered,
+              "cuts": {"not_seen_without_items": item_answers.NOT_SEEN_WITHOUT_ITEMS,
+                       "seen_with_items": item_answers.SEEN_WITH_ITEMS},
+              "reader": shares(reader), "with_items": shares(judged),
+              "recall": {who: recall(rows) for who, rows in scored.items()}}
+    if grid:
+        result["grid"] = [{"cuts": c, **shares(g)["all"]} for c, g in zip(cuts, graded)]
+    return result
