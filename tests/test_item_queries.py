@@ -16,7 +16,7 @@ from edge_runtime.items.tracker import Track, TrackStep
 from edge_runtime.items.zones import Zones, scene_zones
 from edge_runtime.query.events import Event
 from edge_runtime.query.happened import happened, with_items
-from edge_runtime.query.item_answers import NOT_SEEN_WITHOUT_ITEMS, SEEN_WITH_ITEMS, from_items
+from edge_runtime.query.item_answers import SEEN_WITH_ITEMS, from_items
 from edge_runtime.query.item_events import covers, horizon, item_events
 
 LABELS = ["pick_up", "scan", "bag", "put_back", "hold", "inspect", "hand_over", "browse"]
@@ -118,34 +118,9 @@ def _judged(qtype: str, status: str, p_seen: float, **extra) -> dict:
             "read_from": ["memory", "timeline"], **extra}
 
 
-def test_an_answer_no_item_track_agrees_with_is_not_seen_under_the_items_cut():
-    hold = {"type": "object", "activity": LABELS.index("hold"), "start": 0.0, "end": 60.0}
-    cut = NOT_SEEN_WITHOUT_ITEMS["object"]
-    unsure = _judged("object", "answered", cut - 0.05)
-    bagging = stream_with(item("bag", 2, 4, 11.0, 13.0))
-    got = from_items(ENGINE, bagging, hold, unsure)
-    assert got["status"] == "not_seen" and got["read_from"] == ["memory", "timeline", "items"]
-    assert "no item track did it" in got["message"] and unsure["status"] == "answered"  # the reader's answer kept
-    # an item track did it, the reader is sure, the labeler never names it, the window is older than the items
-    holding = stream_with(item("hold", 0, 5, 20.0, 25.0))
-    assert from_items(ENGINE, holding, hold, unsure)["status"] == "answered"
-    assert from_items(ENGINE, bagging, hold, _judged("object", "answered", cut + 0.01))["status"] == "answered"
-    browse = {**hold, "activity": LABELS.index("browse")}
-    assert from_items(ENGINE, bagging, browse, unsure) is unsure
-    full = stream_with(*(item("bag", 0, i, 100.0 + i, 100.5 + i) for i in range(5)), max_events=3)
-    assert from_items(ENGINE, full, hold, unsure) is unsure
-    # a time answer needs the product: another product's hold is not this one's
-    when = {**hold, "type": "time"}
-    sure_of = NOT_SEEN_WITHOUT_ITEMS["time"] - 0.05
-    t = _judged("time", "answered", sure_of, intervals=[[20.0, 25.0, 0.6]])
-    assert from_items(ENGINE, holding, when, t, "milk_carton")["status"] == "not_seen"
-    assert from_items(ENGINE, holding, when, t, "cereal_box")["status"] == "answered"
-    assert from_items(ENGINE, bagging, when, t) is t                          # asked by a picture: no class
-
-
 def test_an_activity_answer_is_seen_when_an_item_track_of_the_product_was_handled():
     req = {"type": "activity", "start": 0.0, "end": 60.0}
-    lo = SEEN_WITH_ITEMS["activity"]
+    lo = SEEN_WITH_ITEMS
     missed = _judged("activity", "not_seen", lo + 0.05, scores=[["bag", 0.4]], message="no evidence")
     state = stream_with(item("bag", 2, 4, 11.0, 13.0))
     got = from_items(ENGINE, state, req, missed, "soda_can")
@@ -156,6 +131,18 @@ def test_an_activity_answer_is_seen_when_an_item_track_of_the_product_was_handle
     assert from_items(ENGINE, state, req, missed, "milk_carton")["status"] == "not_seen"      # another product's
     assert from_items(ENGINE, state, req, {**missed, "p_seen": lo - 0.05}, "soda_can")["status"] == "not_seen"
     assert from_items(ENGINE, state, req, missed)["status"] == "not_seen"                    # no class named
+
+
+def test_a_product_asked_by_its_class_name_is_judged_with_the_item_tracks():
+    from edge_runtime.query import by_product
+
+    runtime = SimpleNamespace(engine=SimpleNamespace(**vars(ENGINE), frame_size=112), catalog=None,
+                              stream=stream_with(item("bag", 2, 4, 11.0, 13.0)))
+    flat, finish = by_product.prepare(runtime, [{"type": "activity", "start": 0.0, "end": 60.0, "product": "Soda Can"}])
+    assert len(flat) >= 1 and all("product" not in r for r in flat)                 # asked by the class's pictures
+    missed = _judged("activity", "not_seen", SEEN_WITH_ITEMS + 0.1, scores=[0.1] * len(LABELS), message="no evidence")
+    (got,) = finish([dict(missed) for _ in flat])
+    assert got["status"] == "answered" and got["product"]["name"] == "soda_can" and "items" in got["read_from"]
 
 
 def test_the_cli_says_what_an_answer_read():

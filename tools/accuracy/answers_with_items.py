@@ -6,12 +6,12 @@ gets ``n`` ReST queries (every type and window) and ``n // 2`` absent ones (trut
 edge_runtime/checkout/absent_queries.py). An object is asked by its product class's name, as a
 person would ask (edge_runtime/query/by_product.py: the class's drawn pictures): the item events
 can judge only a product they can name. Per type and overall: absent queries answered "not seen",
-present ones wrongly so; per type and window, the present answers' R@1x (object answers take the item
-tracks' boxes). ``grid``: the same answers judged at other cuts, to choose them.
+present ones wrongly so, beside the reader with each type's cut moved to call as many present ones not
+seen (``matched_reader``); per type and window (object: also per activity), the present answers' R@1x.
+``grid``: the same answers judged at other ``SEEN_WITH_ITEMS``, to choose it.
 """
 from __future__ import annotations
 
-import itertools
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,7 +24,7 @@ from edge_runtime.query import by_product, item_answers
 from edge_runtime.query.item_events import covers
 from edge_runtime.query.types import BY_NAME, NAMES
 
-GRID = {"object": (0.8, 0.9, 0.95), "time": (0.6, 0.7, 0.8), "activity": (None, 0.3, 0.4, 0.5)}
+GRID = (0.2, 0.3, 0.4, 0.5, 0.6)  # SEEN_WITH_ITEMS tried
 
 
 def requests(qs, product: dict[int, str]) -> list[dict[str, Any]]:
@@ -58,6 +58,23 @@ def _scoreable(answer: dict[str, Any], labels: list[str]) -> dict[str, Any]:
     return answer
 
 
+def matched_reader(rows: list[tuple[str, bool, bool, float]], judged: list[tuple[str, bool, bool]]) -> dict:
+    """The reader alone with each type's cut moved (up or down) until it calls as many present queries
+    "not seen" as ``judged`` does, or as near under: what the item events add over the reader's own
+    evidence at the same cost. ``rows``: (type, absent, the reader said not seen, p_seen)."""
+    out = []
+    for t in NAMES:
+        mine = [r for r in rows if r[0] == t]
+        goal = sum(j[2] for j in judged if j[0] == t and not j[1])
+        cut = 0.0
+        for c in sorted({r[3] for r in mine if not r[1]}) + [1.01]:  # not seen: p_seen under the cut
+            if sum(r[3] < c for r in mine if not r[1]) > goal:
+                break
+            cut = c
+        out += [(t, r[1], r[3] < cut) for r in mine]
+    return shares(out)
+
+
 def recall(rows: list[tuple[str, str, float]]) -> dict:
     """(type, window, R@1x) rows of present queries -> mean R@1x in % per type and window (the type
     "object by activity": per asked activity instead of window)."""
@@ -73,7 +90,7 @@ def queries(eng, streams: list, n: int, seed: int, grid: bool = False) -> dict:
     item events (as the API answers them), and with ``grid`` every cut of ``GRID``."""
     reader, judged, covered = [], [], 0
     scored: dict[str, list] = {"reader": [], "with_items": []}
-    cuts = [dict(zip(("object", "time", "activity"), c)) for c in itertools.product(*GRID.values())] if grid else []
+    cuts = list(GRID) if grid else []
     graded: list[list] = [[] for _ in cuts]
     for i, (stream, video) in enumerate(streams):
         ann = video.annotations()
@@ -87,7 +104,7 @@ def queries(eng, streams: list, n: int, seed: int, grid: bool = False) -> dict:
         _, finish = by_product.prepare(SimpleNamespace(engine=eng, stream=stream, catalog=None), reqs)
         a_alone, a_judged = finish_alone(flat_answers), finish(flat_answers)
         for q, r, a, b in zip(qs, reqs, a_alone, a_judged):
-            reader.append((q.type, q.absent, a["status"] == "not_seen"))
+            reader.append((q.type, q.absent, a["status"] == "not_seen", float(a.get("p_seen") or 0.0)))
             judged.append((q.type, q.absent, b["status"] == "not_seen"))
             if not q.absent:  # the answer's content, whatever it says of seen (as lvm-eval scores it)
                 for who, x in (("reader", a), ("with_items", b)):
@@ -98,14 +115,13 @@ def queries(eng, streams: list, n: int, seed: int, grid: bool = False) -> dict:
             inside = covers(eng, stream, (q.start, q.end))
             covered += inside
             for c, out in zip(cuts, graded):
-                x = a if not inside else item_answers.judge(eng, stream, r, a, r.get("product"), not_seen_without={k: c[k] for k in ("object", "time")},
-                                       seen_with={"activity": c["activity"]} if c["activity"] is not None else {})
+                x = a if not inside else item_answers.judge(eng, stream, r, a, r.get("product"), seen_with=c)
                 out.append((q.type, q.absent, x["status"] == "not_seen"))
     result = {"per_video": n, "absent_per_video": n // 2, "covered_by_items": covered,
-              "cuts": {"not_seen_without_items": item_answers.NOT_SEEN_WITHOUT_ITEMS,
-                       "seen_with_items": item_answers.SEEN_WITH_ITEMS},
-              "reader": shares(reader), "with_items": shares(judged),
+              "seen_with_items": item_answers.SEEN_WITH_ITEMS,
+              "reader": shares([r[:3] for r in reader]), "with_items": shares(judged),
+              "reader_matched": matched_reader(reader, judged),
               "recall": {who: recall(rows) for who, rows in scored.items()}}
     if grid:
-        result["grid"] = [{"cuts": c, **shares(g)["all"]} for c, g in zip(cuts, graded)]
+        result["grid"] = [{"seen_with_items": c, **shares(g)["all"]} for c, g in zip(cuts, graded)]
     return result

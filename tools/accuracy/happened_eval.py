@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also N queries a video of every type (and N/2 absent ones), asked by product class: "
                          "the reader's answers alone and judged with the item events (with an event path)")
     ap.add_argument("--cut-grid", action="store_true",
-                    help="with --queries: also judge them at every cut of answers_with_items.GRID (to choose them)")
+                    help="with --queries: also judge them at every SEEN_WITH_ITEMS of answers_with_items.GRID (to choose it)")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     streamed, shown, t0 = [], [], time.perf_counter()
@@ -246,15 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         asked = None
         if args.queries > 0 and not args.no_items:
             asked = answers_with_items.queries(eng, shown, args.queries, args.eval_seed, grid=args.cut_grid)
-            for who in ("reader", "with_items"):
+            for who in ("reader", "with_items", "reader_matched"):
                 for qtype, x in asked[who].items():
-                    print(f"queries, {who:10s} {qtype:8s}: absent -> not seen {x['absent_not_seen']}  present -> "
+                    print(f"queries, {who:17s} {qtype:8s}: absent -> not seen {x['absent_not_seen']}  present -> "
                           f"not seen {x['present_not_seen']}  ({x['present']} present, {x['absent']} absent)", flush=True)
             for who, per in asked["recall"].items():
                 print(f"R@1x, {who:10s} " + "  ".join(f"{t} {w} {x['r@1x']} ({x['n']})" for t, ws in per.items()
                                                      for w, x in ws.items()), flush=True)
             for g in asked.get("grid", []):
-                print(f"  cuts {g['cuts']}: absent -> not seen {g['absent_not_seen']}  present -> not seen "
+                print(f"  seen_with_items {g['seen_with_items']}: absent -> not seen {g['absent_not_seen']}  present -> not seen "
                       f"{g['present_not_seen']}", flush=True)
         if lost is not None:
             print(f"of {lost['truth']} truth events {lost['found']} found; missed at:")
