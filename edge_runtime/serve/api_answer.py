@@ -23,8 +23,7 @@ class Answer(BaseModel):
     status: Literal[STATUSES] = Field(  # type: ignore[valid-type]
         description="answered: the whole window is in memory; partial: part of it (answered_spans); not_seen: "
                     "the memory reader found no evidence of this in the window (its p_seen is below the bundle's "
-                    "not_seen_below for its query type, or below a higher cut and no item track did it there: "
-                    "read_from has items; the content is still its best guess); no_memory: nothing of the window is in memory")
+                    "not_seen_below for its query type; the content is still its best guess); no_memory: nothing of the window is in memory")
     message: str | None = Field(None, description="for not_seen and no_memory: why, in words")
     answered_by: Literal["reader", "heads"] = Field(description="the memory reader or the query heads")
     confidence: float | None = Field(None, ge=0.0, le=1.0, description="reader answers: calibrated probability "
@@ -34,8 +33,8 @@ class Answer(BaseModel):
     read_from: list[Literal["memory", "timeline", "items"]] | None = Field(
         None, description="reader answers: the tracks read: the m-token memory, and the timeline when the bundle "
                           "keeps one and it holds part of the window (a window beyond its horizon is the memory's alone); "
-                          "items when the stream's item events judged whether it was seen (seen_by, not_seen) or an "
-                          "object answer took the boxes of the item event it agrees with")
+                          "items when the stream's item events judged whether it was seen (seen_by) or an object "
+                          "answer took the boxes of the item event it agrees with")
     seen_by: str | None = Field(None, description="activity answers the reader alone called not seen, answered "
                                 "because an item track of the named product was handled in the window")
     item: int | None = Field(None, description="object answers that read items: the item's track id")
