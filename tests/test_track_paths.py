@@ -64,7 +64,9 @@ def test_a_snapshot_keeps_the_paths_and_one_from_before_them_loads_without():
     old = ItemState(zones, bundle_id="b")
     old.load_state_dict({k: v for k, v in sd.items() if k != PREFIX + "paths"}, "b")
     assert len(old.paths.rows) == 0 and old.paths.path(0).shape == (1, 5)         # only its latest box
-    assert 0 < back.nbytes() <= back.max_nbytes()
+    assert 0 < back.nbytes() <= back.max_nbytes() and back.status()["path_rows"] == len(back.paths.rows)
+    with pytest.raises(ValueError, match="paths hold 7 numbers, not rows of 6"):
+        ItemState(zones, bundle_id="b").load_state_dict({**sd, PREFIX + "paths": np.zeros(7)}, "b")
 
 
 def test_new_zones_keep_the_paths_and_give_new_tracks_new_ids():

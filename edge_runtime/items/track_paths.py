@@ -91,11 +91,15 @@ class TrackPaths:
 
     def load_state_dict(self, sd: dict[str, np.ndarray], live: list[Track]) -> None:
         """The kept rows, and for each of the snapshot's ``live`` tracks its last kept and latest rows. A
-        snapshot without paths (from before them) starts with none."""
+        snapshot without paths (from before them) starts with none; ValueError (one line) for paths
+        that are not rows."""
         self.rows.clear()
         self._last.clear()
         self._seen.clear()
-        rows = np.asarray(sd.get("paths", np.zeros((0, len(COLS)))), np.float64).reshape(-1, len(COLS))
+        rows = np.asarray(sd.get("paths", np.zeros((0, len(COLS)))), np.float64)
+        if rows.size % len(COLS):
+            raise ValueError(f"the item-state snapshot's paths hold {rows.size} numbers, not rows of {len(COLS)}")
+        rows = rows.reshape(-1, len(COLS))
         for r in rows.tolist():
             self.rows.append(tuple(r))
         for tr in live:
