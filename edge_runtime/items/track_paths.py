@@ -35,10 +35,11 @@ class TrackPaths:
         for tr in step.live:
             if tr.track_id not in step.seen:
                 continue
-            row = (float(tr.track_id), float(tr.history[-1][0]), *map(float, tr.history[-1][1:5]))
+            row = _latest(tr)
             self._seen[tr.track_id] = row
             last = self._last.get(tr.track_id)
-            if last is None or row[1] - last[1] >= KEEP_GAP_S or box_iou(np.asarray([row[2:]]), np.asarray([last[2:]]))[0, 0] < KEEP_IOU:
+            if (last is None or row[1] - last[1] >= KEEP_GAP_S
+                    or box_iou(np.asarray([row[2:]]), np.asarray([last[2:]]))[0, 0] < KEEP_IOU):
                 self._keep(row)
         for tr in step.ended:
             self.end(tr.track_id)
@@ -107,8 +108,14 @@ class TrackPaths:
             if len(mine):
                 self._last[tr.track_id] = tuple(mine[-1].tolist())
             if tr.history:
-                self._seen[tr.track_id] = (float(tr.track_id), float(tr.history[-1][0]), *map(float, tr.history[-1][1:5]))
+                self._seen[tr.track_id] = _latest(tr)
 
     @staticmethod
     def max_nbytes(max_rows: int = MAX_ROWS) -> int:
         return 8 * len(COLS) * max_rows
+
+
+def _latest(track: Track) -> tuple[float, ...]:
+    """The track's latest box as a row of COLS."""
+    t, x1, y1, x2, y2 = track.history[-1][:5]
+    return (float(track.track_id), float(t), float(x1), float(y1), float(x2), float(y2))

@@ -124,6 +124,7 @@ def prepare(runtime, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any
         flat, spans = expand(requests, catalog, classes, list(getattr(runtime.engine, "products", [])))
 
     def finish(flat_answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        products = list(getattr(runtime.engine, "products", []))
         out = []
         for req, (first, n, shown) in zip(requests, spans):
             if shown is None:
@@ -133,7 +134,6 @@ def prepare(runtime, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any
                 a = combine(flat_answers[first:first + n], qtype, int(req.get("k") or 3))
                 a["product"] = {"name": shown, "crops": n, "rule": RULE.get(qtype)}
             # whether, and where: the item events beside the reader's answer (item_answers.py)
-            products = list(getattr(runtime.engine, "products", []))
             named = _class_name(products, req["product"]) if req.get("product") is not None else None
             out.append(from_items(runtime.engine, getattr(runtime, "stream", None), req, a, named))
         return out

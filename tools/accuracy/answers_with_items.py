@@ -51,13 +51,6 @@ def shares(rows: list[tuple[str, bool, bool]]) -> dict:
     return out
 
 
-def _scoreable(answer: dict[str, Any], labels: list[str]) -> dict[str, Any]:
-    """An API answer as score_query reads it: activity scores as a list in the bundle's class order."""
-    if isinstance(answer.get("scores"), dict):
-        return {**answer, "scores": [answer["scores"].get(name, -np.inf) for name in labels]}
-    return answer
-
-
 def matched_reader(rows: list[tuple[str, bool, bool, float]], judged: list[tuple[str, bool, bool]]) -> dict:
     """The reader alone with each type's cut moved (up or down) until it calls as many present queries
     "not seen" as ``judged`` does, or as near under: what the item events add over the reader's own
@@ -108,7 +101,7 @@ def queries(eng, streams: list, n: int, seed: int, grid: bool = False) -> dict:
             judged.append((q.type, q.absent, b["status"] == "not_seen"))
             if not q.absent:  # the answer's content, whatever it says of seen (as lvm-eval scores it)
                 for who, x in (("reader", a), ("with_items", b)):
-                    r1 = score_query(q, _scoreable(x, eng.labels))["recall@1x"]
+                    r1 = score_query(q, x)["recall@1x"]
                     scored[who].append((q.type, q.window, r1))
                     if q.type == "object":
                         scored[who].append(("object by activity", eng.labels[q.activity_id], r1))
