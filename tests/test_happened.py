@@ -380,7 +380,7 @@ def test_happened_eval_counts_the_losses(tmp_path, capsys, monkeypatch):
     assert main(["--videos", "1", "--video-s", "120", "--window-s", "60", "--floors", "0.6,0.7",
                  "--one-activity", "0.3,0.9"]) == 0
     assert {c[0] for c in calls} == {shipped}
-    assert {c[1:] for c in calls} == {(0.6, 0.3), (0.6, 0.9), (0.7, 0.3), (0.7, 0.9)}
+    assert {c[1:] for c in calls} == {(0.6, 0.3), (0.6, 0.9), (0.7, 0.3), (0.7, 0.9), (None, 0.3)}  # None: the default
 
 
 @pytest.mark.parametrize("argv, words", [(["--floors", "0.5,2"], "each must be in 0..1"),

@@ -200,6 +200,26 @@ def test_what_happened_says_it_read_the_item_events_and_takes_their_items(stream
     assert mine and mine[0].box == (0.11, 0.22, 0.33, 0.44) and "items" in mine[0].tracks
 
 
+def test_a_memory_interval_under_the_floor_is_kept_when_an_item_event_confirms_it(streamed):
+    eng, stream, memory = streamed
+    e = memory.events[0]
+    floor, confirmed = e.confidence + 0.01, e.confidence - 0.01
+
+    def listed(**kw):
+        got = happened((eng, stream), None, (0.0, VIDEO_S), min_confidence=floor, confirmed_floor=confirmed, **kw)
+        return [x for x in got.events if (x.activity, x.product, x.start) == (e.activity, e.product, e.start)]
+
+    stream.items.recent.clear()
+    assert listed() == []                                        # no item event agrees: under the floor
+    stream.items.recent.append(_agreeing(eng, e, 77))
+    (kept,) = listed()
+    assert kept.confidence == e.confidence and kept.item == 77   # the memory's confidence, the item's id
+    assert listed(items=False) == []                             # the memory alone keeps its floor
+    with pytest.raises(ValueError, match="confirmed_floor must be in 0..1"):
+        happened((eng, stream), None, (0.0, VIDEO_S), confirmed_floor=1.5)
+    stream.items.recent.clear()
+
+
 def test_a_window_older_than_the_item_events_is_the_memorys(streamed):
     eng, stream, memory = streamed
     first = memory.events[0]

@@ -6,7 +6,7 @@ import argparse
 from edge_runtime import __version__
 from edge_runtime.alerts.record import OUTCOMES
 from edge_runtime.cli.common import PROG
-from edge_runtime.query.happened import MIN_CONFIDENCE
+from edge_runtime.query.happened import CONFIRMED_FLOOR, ITEMS_FLOOR, MIN_CONFIDENCE
 from edge_runtime.query.types import NAMES, QUERY_TYPES
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
@@ -246,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--start", type=float, help="instead of --last: window start, stream seconds")
     h.add_argument("--end", type=float, help="window end, stream seconds")
     h.add_argument("--activity", help="only events of this activity (name or id)")
-    h.add_argument("--min-confidence", type=float, metavar="P", help="the least confidence of an event shown "
-                                                                     f"(default {MIN_CONFIDENCE:g})")
+    h.add_argument("--min-confidence", type=float, metavar="P",
+                   help=f"the least confidence of an event shown (default {MIN_CONFIDENCE:g}; {ITEMS_FLOOR:g} where "
+                        f"the stream's item events cover the window, {CONFIRMED_FLOOR:g} for an event one confirms)")
     h.add_argument("--stream", metavar="NAME", help="the stream to ask (default: the runtime's default stream)")
     h.add_argument("--json", action="store_true", help="print the API's JSON")
 

@@ -12,7 +12,10 @@ The signature, kept stable (the alert hooks call it at each commit)::
 - ``window``: (start, end) in stream seconds, start < end.
 - ``activities``: label names (or ids) to keep; None: all. Only these are asked, so their events are
   not weighed against the product's other activities (``one_activity``).
-- ``min_confidence``: the least calibrated p(right) of an event kept (None: ``MIN_CONFIDENCE``).
+- ``min_confidence``: the least calibrated p(right) of an event kept (None: ``MIN_CONFIDENCE``, or
+  ``ITEMS_FLOOR`` where the stream's item events cover the window); ``confirmed_floor`` (None:
+  ``CONFIRMED_FLOOR``): the least of a memory interval an item event of its activity and product
+  overlaps, where they cover it (the lower of the two floors counts).
 - ``catalog``: for an Engine, the catalog to read products from (a Runtime and a hub use their own).
 - ``one_activity``: one activity per product at a time (``one_activity_each``: the list people read);
   False keeps every activity's reading, as the alert rules read them (edge_runtime/alerts/rule_events.py).
@@ -44,9 +47,11 @@ different activities, too (``one_activity_each``).
 ``tracks``: the tracks an answer was read from, from the answer's ``read_from`` when it has one (the
 timeline track's answers), else ("memory",).
 With an event head, the stream's item events (edge_runtime/query/item_events.py) where they cover the
-window (``items``; a window older than their horizon is the memory's alone): a memory event an item
-event of its activity and product overlaps takes the item's track id and box and adds "items" to its
-tracks (``with_items``); ``happened`` also says what the window was read from (``read_from``).
+window (``items``; a window older than their horizon is the memory's alone): they confirm the memory's
+intervals (step 2: one an item event of its activity and product overlaps is kept from
+``CONFIRMED_FLOOR``, any other from ``ITEMS_FLOOR``), and a memory event an item event of its activity
+and product overlaps takes the item's track id and box and adds "items" to its tracks
+(``with_items``); ``happened`` also says what the window was read from (``read_from``).
 How right the events are on held-out generator videos: tools/accuracy/happened_eval.py,
 docs/accuracy/happened_losses.json (docs/accuracy.md, what happened).
 """
@@ -82,6 +87,13 @@ EXCLUSIVE_TIOU = 0.5    # events of one activity this alike in time are one item
 # with the floor on the tuning videos of seed 1 (docs/accuracy/happened_floor.json): tIoU 0.3 and
 # floor 0.6 gave the best F1 (0.773, against 0.764 without it; 0.2: 0.771, 0.5: 0.772)
 ONE_ACTIVITY_TIOU = 0.3
+# where the stream's item events cover the window: the default least confidence of a memory interval
+# no item event of its activity and product overlaps (ITEMS_FLOOR), and of one such an item event
+# confirms (CONFIRMED_FLOOR). Chosen on 4 held-out videos of seed 1 (tools/accuracy/happened_eval.py
+# --floors 0.6,0.65,0.7,0.8 --confirmed-floors 0.2,0.3,0.4,0.5,0.6): the best F1, 0.783 against 0.773
+# at 0.6 for every event (docs/accuracy/happened_confirmed_seed1.json; seeds 2 and 3 report: docs/items.md)
+ITEMS_FLOOR = 0.7
+CONFIRMED_FLOOR = 0.3
 MEMORY_TRACKS = ("memory",)
 
 
@@ -235,7 +247,8 @@ def what_happened(target: Any, stream: str | None, window: Any, **kw: Any) -> li
 def happened(target: Any, stream: str | None, window: Any, *, activities: list[Any] | None = None,
              min_confidence: float | None = None, catalog: Any = None, one_activity: bool = True,
              top_activities: int = TOP_ACTIVITIES, one_product: bool = EXCLUSIVE,
-             one_activity_tiou: float = ONE_ACTIVITY_TIOU, items: bool = True, trace: dict | None = None) -> Happened:
+             one_activity_tiou: float = ONE_ACTIVITY_TIOU, items: bool = True, confirmed_floor: float | None = None,
+             trace: dict | None = None) -> Happened:
     """The events of ``window`` and what they were read from (see the module docstring). ``items``
     False: the memory's alone, as without an event head. ``trace``: a dict to fill with what each
     memory step gave (for tools/accuracy/happened_eval.py --losses): "activity" (product -> its
@@ -252,19 +265,29 @@ def happened(target: Any, stream: str | None, window: Any, *, activities: list[A
         wanted = None if activities is None else {activity_id(labels, a) for a in activities}
     except QueryError as err:
         raise HappenedError(str(err)) from None
-    floor = MIN_CONFIDENCE if min_confidence is None else float(min_confidence)
-    if not 0.0 <= floor <= 1.0:
-        raise HappenedError(f"min_confidence must be in 0..1, got {floor:g}")
+    for name, x in (("min_confidence", min_confidence), ("confirmed_floor", confirmed_floor)):
+        if x is not None and not 0.0 <= float(x) <= 1.0:
+            raise HappenedError(f"{name} must be in 0..1, got {float(x):g}")
+    found = item_events(engine, state, (start, end), clip=True) if items and covers(engine, state, (start, end)) else None
+    floor = float(min_confidence) if min_confidence is not None else MIN_CONFIDENCE if found is None else ITEMS_FLOOR
+    confirmed = CONFIRMED_FLOOR if confirmed_floor is None else float(confirmed_floor)
     steps: dict[str, Any] = {} if trace is None else trace
     steps.update(activity={}, time={}, kept=[], floor=floor, one_product=[])
-    events, read_from = _memory_events(engine, ask, catalog, (start, end), wanted, floor, top_activities,
-                                       one_product, steps)
+    events, read_from = _memory_events(engine, ask, catalog, (start, end), wanted,
+                                       floor, top_activities, one_product, steps,
+                                       confirm=(found, min(floor, confirmed)) if found is not None else None)
     if one_activity:
         events = one_activity_each(events, one_activity_tiou)
-    if items and covers(engine, state, (start, end)):
-        events = with_items(events, item_events(engine, state, (start, end), clip=True))
+    if found is not None:
+        events = with_items(events, found)
         read_from = [ITEMS_READ_FROM] + read_from
     return Happened(events, read_from)
+
+
+def agreeing(items: list[Event], activity_id: int, product: str, start: float, end: float) -> list[Event]:
+    """The item events of ``activity_id`` and ``product`` that overlap [start, end]."""
+    return [i for i in items if i.activity_id == activity_id and i.product == product
+            and i.start <= end and i.end >= start]
 
 
 def with_items(events: list[Event], items: list[Event]) -> list[Event]:
@@ -276,8 +299,7 @@ def with_items(events: list[Event], items: list[Event]) -> list[Event]:
     were right a quarter of the time and found a fifth of the events (docs/accuracy.md)."""
     out = []
     for e in events:
-        agree = [i for i in items if i.activity_id == e.activity_id and i.product == e.product
-                 and i.start <= e.end and i.end >= e.start]
+        agree = agreeing(items, e.activity_id, e.product, e.start, e.end)
         if not agree:
             out.append(e)
             continue
@@ -289,10 +311,12 @@ def with_items(events: list[Event], items: list[Event]) -> list[Event]:
 
 
 def _memory_events(engine: Any, ask, catalog: Any, window: tuple[float, float], wanted: set[int] | None,
-                   floor: float, top_activities: int, one_product: bool, steps: dict[str, Any]
-                   ) -> tuple[list[Event], list[str]]:
+                   floor: float, top_activities: int, one_product: bool, steps: dict[str, Any],
+                   confirm: tuple[list[Event], float] | None = None) -> tuple[list[Event], list[str]]:
     """The memory's events of ``window`` (steps 1-3 of the module docstring, before ``one_activity_each``)
-    of the ``wanted`` activities (None: all), and the tracks its answers read."""
+    of the ``wanted`` activities (None: all), and the tracks its answers read. ``confirm``: (the
+    window's item events, a lower floor): an interval under ``floor`` but at least that is kept when an
+    item event of its activity and product overlaps it."""
     labels = list(engine.labels)
     pictures = subjects(engine, catalog)
     if not pictures:
@@ -329,7 +353,8 @@ def _memory_events(engine: Any, ask, catalog: Any, window: tuple[float, float], 
         first = event_confidence(engine, top)
         for s, e, p in a["intervals"]:
             conf = first * min(1.0, float(p) / top)
-            if conf >= floor and e > s:
+            if e > s and (conf >= floor or (confirm is not None and conf >= confirm[1]
+                                             and agreeing(confirm[0], act, name, float(s), float(e)))):
                 found.append((name, act, float(s), float(e), round(conf, 4), _tracks(a)))
     steps["kept"] = [f[:5] for f in found]
 

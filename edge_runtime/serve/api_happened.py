@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge_runtime.query.ask.times import EMPTY_MEMORY, stream_time_now
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.coverage import window_coverage
-from edge_runtime.query.happened import MIN_CONFIDENCE, HappenedError
+from edge_runtime.query.happened import CONFIRMED_FLOOR, ITEMS_FLOOR, MIN_CONFIDENCE, HappenedError
 from edge_runtime.query.happened import happened as events_read
 from edge_runtime.serve.api_deps import GUARDED, Hub
 from edge_runtime.serve.api_streams import STREAM_HELP
@@ -37,8 +37,11 @@ class HappenedBody(BaseModel):
                                                        f"source: the wall clock's now; neither: the last "
                                                        f"{DEFAULT_LAST_S:g})")
     activity: Union[int, str, None] = Field(None, description="only events of this activity (name or id)")
-    min_confidence: float = Field(MIN_CONFIDENCE, ge=0.0, le=1.0,
-                                  description="the least calibrated probability of an event kept")
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0,
+                                         description=f"the least calibrated probability of an event kept (default "
+                                                     f"{MIN_CONFIDENCE:g}; {ITEMS_FLOOR:g} where the stream's item "
+                                                     f"events cover the window, {CONFIRMED_FLOOR:g} for an event "
+                                                     f"an item event confirms)")
     stream: str | None = Field(None, description=STREAM_HELP)
 
 

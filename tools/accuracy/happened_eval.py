@@ -95,17 +95,20 @@ def lost_at(steps: dict, g: tuple[str, str, float, float], labels: list[str], en
     return LOSSES[6]
 
 
-def run(streamed: list[tuple[Engine, StreamState, dict]], window_s: float, floor: float, top: int, exclusive: bool,
-        one_activity: float | None = happened.ONE_ACTIVITY_TIOU, losses: bool = False, items: bool = True) -> dict:
-    """Precision and recall of one setting (``one_activity``: one_activity_each's overlap, None: off;
-    ``items``: what_happened reads the stream's item events, False: the memory's alone);
+def run(streamed: list[tuple[Engine, StreamState, dict]], window_s: float, floor: float | None, top: int, exclusive: bool,
+        one_activity: float | None = happened.ONE_ACTIVITY_TIOU, losses: bool = False, items: bool = True,
+        confirmed: float | None = None) -> dict:
+    """Precision and recall of one setting (``floor`` None: what_happened's default; ``one_activity``:
+    one_activity_each's overlap, None: off;
+    ``items``: what_happened reads the stream's item events, False: the memory's alone; ``confirmed``:
+    its confirmed_floor, None: the shipped one);
     with ``losses``, also "missed_at": per LOSSES step, how many truth events were lost there
     (what_happened's trace of each window)."""
     n_pred = n_right = n_gt = n_found = 0
     missed_at = dict.fromkeys(LOSSES, 0)
     t0, calls = time.perf_counter(), 0
     setting = {"min_confidence": floor, "top_activities": top, "one_product": exclusive,
-               "one_activity": one_activity is not None, "items": items,
+               "one_activity": one_activity is not None, "items": items, "confirmed_floor": confirmed,
                **({"one_activity_tiou": one_activity} if one_activity is not None else {})}
     for eng, stream, ann in streamed:
         labels = list(eng.labels)
@@ -120,8 +123,9 @@ def run(streamed: list[tuple[Engine, StreamState, dict]], window_s: float, floor
                 for j, g in enumerate(gt):
                     if j not in hit:
                         missed_at[lost_at(steps, g, labels, eng)] += 1
-    out = {"min_confidence": floor, "top_activities": top, "one_product_each": exclusive, "one_activity_tiou": one_activity,
-           "items": items, **scores(n_pred, n_right, n_gt, n_found),
+    out = {"min_confidence": "default" if floor is None else floor, "top_activities": top, "one_product_each": exclusive, "one_activity_tiou": one_activity,
+           "items": items, "confirmed_floor": happened.CONFIRMED_FLOOR if confirmed is None else confirmed,
+           **scores(n_pred, n_right, n_gt, n_found),
            "ms_per_window": round(1000 * (time.perf_counter() - t0) / max(calls, 1), 1)}
     if losses:
         out["missed_at"] = missed_at
@@ -185,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="least confidences to try, each with every --one-activity value (0..1)")
     ap.add_argument("--one-activity", type=_overlaps, metavar="X,X,...",
                     help="one_activity_each overlaps (tIoU, 0..1) to try, 'off' for none; default: the shipped one")
+    ap.add_argument("--confirmed-floors", type=_floats, metavar="F,F,...",
+                    help="with an event path: least confidences of a memory interval an item event confirms to try, "
+                         "each with every --floors value (0..1)")
     ap.add_argument("--losses", action="store_true",
                     help="also count, per step of what_happened, the truth events the shipped setting misses there")
     ap.add_argument("--no-items", action="store_true",
@@ -214,13 +221,14 @@ def main(argv: list[str] | None = None) -> int:
             shown.append((stream, video))
             videos.append({"seed": seed, "look": look, "duration_s": args.video_s})
         print(f"{len(videos)} videos streamed in {time.perf_counter() - t0:.0f} s", flush=True)
-        one = happened.ONE_ACTIVITY_TIOU
-        shipped = (happened.MIN_CONFIDENCE, happened.TOP_ACTIVITIES, happened.EXCLUSIVE, one)
-        settings = [(f, t, x, one) for f, t, x in itertools.product((0.0, 0.1, 0.2, 0.3, 0.5, 0.7), (1, 2, 3, 5),
-                                                                      (False, True))] if args.sweep else [shipped]
-        if args.floors or args.one_activity:
-            settings += [(f, shipped[1], shipped[2], o) for f in (args.floors or [shipped[0]])
-                         for o in (args.one_activity or [one])]
+        one, confirm = happened.ONE_ACTIVITY_TIOU, happened.CONFIRMED_FLOOR
+        # the shipped floor (None): MIN_CONFIDENCE, or ITEMS_FLOOR where the item events cover a window
+        shipped = (None, happened.TOP_ACTIVITIES, happened.EXCLUSIVE, one, confirm)
+        settings = [(f, t, x, one, confirm) for f, t, x in itertools.product((0.0, 0.1, 0.2, 0.3, 0.5, 0.7), (1, 2, 3, 5),
+                                                                               (False, True))] if args.sweep else [shipped]
+        if args.floors or args.one_activity or args.confirmed_floors:
+            settings += [(f, shipped[1], shipped[2], o, c) for f in (args.floors or [shipped[0]])
+                         for o in (args.one_activity or [one]) for c in (args.confirmed_floors or [confirm])]
         settings = list(dict.fromkeys(settings))
         if shipped not in settings:  # the sweep's grid may lack the shipped floor: its row is always run
             settings.append(shipped)
@@ -228,14 +236,17 @@ def main(argv: list[str] | None = None) -> int:
         lost = None
         # with an event path, the shipped setting also with the memory alone: side by side
         runs = [(*x, True) for x in settings] + ([(*shipped, False)] if not args.no_items else [])
-        for floor, top, excl, overlap, items in runs:
+        for floor, top, excl, overlap, confirmed, items in runs:
             r = run(streamed, args.window_s, floor, top, excl, overlap,
-                    losses=args.losses and (floor, top, excl, overlap) == shipped and items, items=items)
+                    losses=args.losses and (floor, top, excl, overlap, confirmed) == shipped and items, items=items,
+                    confirmed=confirmed)
             rows.append(r)
             if "missed_at" in r:
                 lost = {"truth": r["truth"], "found": r["found"], "missed_at": r.pop("missed_at")}
-            print(f"min_conf {floor:g} top {top} one_product_each {excl!s:5} one_activity "
-                  f"{'off' if overlap is None else format(overlap, 'g'):4} {'+ items' if items else 'memory '}  "
+            at = "default" if floor is None else format(floor, "g")
+            print(f"min_conf {at} top {top} one_product_each {excl!s:5} one_activity "
+                  f"{'off' if overlap is None else format(overlap, 'g'):4} "
+                  f"{f'+ items confirm {confirmed:g}' if items else 'memory         '}  "
                   f"P {r['precision']}  R {r['recall']}  "
                   f"F1 {r['f1']}  ({r['predicted']} predicted, {r['truth']} true; {r['ms_per_window']} ms a window)",
                   flush=True)
@@ -266,8 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {"tool": "tools/accuracy/happened_eval.py", "bundle": bundle, "items": not args.no_items,
               "videos": videos, "window_s": args.window_s, "tiou": TIOU,
               "match": "same activity and product class, tIoU > 0.3, greedy by confidence",
-              "shipped_setting": {"min_confidence": shipped[0], "top_activities": shipped[1],
-                                  "one_product_each": shipped[2], "one_activity_tiou": shipped[3]},
+              "shipped_setting": {"min_confidence": happened.MIN_CONFIDENCE, "items_floor": happened.ITEMS_FLOOR,
+                                  "top_activities": shipped[1],
+                                  "one_product_each": shipped[2], "one_activity_tiou": shipped[3],
+                                  "confirmed_floor": shipped[4]},
               "runs": rows, "item_events_alone": alone}
     if asked is not None:
         result["queries"] = asked
