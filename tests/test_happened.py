@@ -326,6 +326,7 @@ def test_what_happened_needs_no_torch():
 def test_trace_accounts_for_every_missed_truth_event(streamed):
     """--losses of tools/accuracy/happened_eval.py: the trace gives each step's answers, and every truth
     event of the window is either found or lost at exactly one step, the first that lost it."""
+    from edge_runtime.query.item_events import covers
     from tools.accuracy.happened_eval import LOSSES, lost_at, matched, truth
 
     eng, stream, video = streamed
@@ -333,8 +334,10 @@ def test_trace_accounts_for_every_missed_truth_event(streamed):
     steps: dict = {}
     events = what_happened((eng, stream), None, (0.0, VIDEO_S), trace=steps)
     assert events == what_happened((eng, stream), None, (0.0, VIDEO_S))  # tracing changes nothing
-    assert set(steps["activity"]) == set(happened.subjects(eng, None)) and steps["floor"] == happened.MIN_CONFIDENCE
-    assert all(k[4] >= happened.MIN_CONFIDENCE for k in steps["kept"])
+    # the default floor: the memory's own, or the one of intervals no item event confirms
+    floor = happened.ITEMS_FLOOR if covers(eng, stream, (0.0, VIDEO_S)) else happened.MIN_CONFIDENCE
+    assert set(steps["activity"]) == set(happened.subjects(eng, None)) and steps["floor"] == floor
+    assert all(k[4] >= min(floor, happened.CONFIRMED_FLOOR) for k in steps["kept"])
     gt = truth(ann, 0.0, VIDEO_S)
     hit = matched(events, gt)
     assert gt and hit

@@ -182,6 +182,43 @@ def test_a_held_item_gone_two_frames_in_the_bag_zone_is_bagged_then():
     assert decided == {"bag": pytest.approx(2.2)}
 
 
+@pytest.mark.parametrize("in_bag, decided_at", [(0.08, 3.2),     # let go: smaller, still: bagged as it settles
+                                                 (0.12, 6.4)])    # held up over the bag as large: when it goes
+def test_an_item_let_go_in_the_bag_is_bagged_as_it_settles_not_when_it_goes_unseen(in_bag, decided_at):
+    """The head reads an item lying in the bag as still held, its box put, until the hand leaves: a held
+    item gone smaller than it was at rest and in the hand, whose box stays put two frames running in the
+    bag zone, is bagged then (once: not again when its track ends); one held there as large is not."""
+    zones = Zones.from_dict({"counter": [[0, 0.3], [0.6, 0.3], [0.6, 0.9], [0, 0.9]],
+                             "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
+    state = ItemState(zones, bundle_id="b")
+
+    def at(k, x, size, held):
+        box = np.array([[x, 0.5, x + size, 0.5 + size]], np.float32)
+        return Detections(k / FPS, box, np.array([0.8]), np.array([3]), np.full(1, held, np.float32))
+
+    frames = [at(k, 0.2, 0.1, 0.0) for k in range(5)]                                  # at rest on the counter
+    frames += [at(k, 0.2 + 0.06 * (k - 5), 0.12, 1.0) for k in range(5, 13)]            # lifted, carried to the bag
+    frames += [at(k, 0.68, in_bag, 1.0) for k in range(13, 31)]                         # in the bag, put
+    frames += [Detections(k / FPS, np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, int), np.zeros(0))
+               for k in range(31, 46)]
+    decided = []
+    for k, d in enumerate(frames):
+        if k == 20:   # a snapshot between: the item stays bagged
+            sd = state.state_dict()
+            state = ItemState(zones, bundle_id="b")
+            state.load_state_dict(sd, "b")
+        decided += [(e.activity, k / FPS, e.start) for e in state.update(d)]
+    assert decided == [("bag", pytest.approx(decided_at), pytest.approx(1.0))]
+
+
+def test_a_snapshot_from_before_the_bagged_column_loads():
+    state = ItemState(scene_zones(CheckoutVideo(1, 10)), bundle_id="b")
+    sd = state.state_dict()
+    sd["items.handling"] = np.zeros((1, 12))   # one track's handling, as snapshots kept it before
+    state.load_state_dict(sd, "b")
+    assert state.labeler.state[0].bagged is False
+
+
 def test_a_green_light_scans_the_item_seen_over_the_scanner_even_when_the_hand_hides_it_then():
     zones = Zones.from_dict({"counter": [[0, 0.3], [0.4, 0.3], [0.4, 0.9], [0, 0.9]],
                              "scanner": [[0.4, 0.3], [0.6, 0.3], [0.6, 0.9], [0.4, 0.9]],

@@ -8,6 +8,8 @@ scanner light while the item was over the scanner:
 
 - ended by the track's end: in the bag zone -> ``bag``; above every zone (out through the top edge)
   -> ``hand_over``; elsewhere (the shopper leaves with the basket) -> nothing;
+- settled in the bag zone (still read as held, shrunk and put: ``_settled``) -> ``bag`` then, not when
+  the item goes unseen;
 - set down: back in the basket -> ``put_back``; out of the basket -> ``pick_up``; a green light (or a
   till read, ``match_till_read``) while over the scanner -> ``scan``; set down on the scanner, brought
   there from elsewhere, without a read -> ``pass_around`` (however long it was held or how close it
@@ -26,6 +28,7 @@ import numpy as np
 
 from edge_runtime.checkout.catalog import ACTIVITY_IDS
 
+from .head_decode import box_iou
 from .tracker import HELD, Track, TrackStep
 from .zones import ZONE_NAMES, Zones
 
@@ -38,6 +41,12 @@ BAG_CARRY_S = 1.0         # (the carry) to BAG_NAME_S after (chosen on held-out 
 BAG_GONE_S = 0.4          # a held item unseen this long (2 frames) since it was last seen in the bag zone is bagged
                           # (seed 1, 103 unpaid bags: 0.6 s found 85 with 4 false alerts, 0.4 s 89 with 5)
 TILL_TOLERANCE_S = 2.0    # a till read matches a track over the scanner this close in time
+SETTLE_S = 0.4            # a held item in the bag zone whose box stays put (IoU SETTLE_IOU with its box this
+SETTLE_IOU = 0.85         # long before) two frames running has been let go there: bagged then,
+SETTLE_GROWTH = 1.0       # if it looks no larger than at rest before (held up close: a hold over the bag)
+SETTLE_SHRINK = 0.75      # and has shrunk from its largest in the hand (gone down into the bag)
+                          # (seed 1 replayed: unpaid bags' alert p95 3.8 -> 1.8 s, found 89 -> 90 of 103, false
+                          # 5 -> 6, and 2 -> 3 at the default rates: docs/lab/alerts.md)
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ class Handling:
     last_rest_area: float = 0.0
     area: float = 0.0                 # running (smoothed) box area
     scanned_at: float | None = None   # the track's scan (light or till read), kept for later events
+    bagged: bool = False              # bagged by settling in the bag zone, and not taken out since
     # detection times over the scanner: the last 8 s of them, and the handling's first
     over_scanner: list[float] = field(default_factory=list)
 
@@ -131,6 +141,16 @@ class GeometricLabeler:
                 h.over_scanner = first + recent + [t]
                 if light == "green" and h.start is not None:
                     h.flash_t = t
+            if h.bagged:
+                if zone == "bag":       # let go in the bag: what the head still sees there is not a handling
+                    h.last_zone = zone
+                    continue
+                h.bagged = False        # taken out of the bag again
+            if (held >= HELD and h.start is not None and zone == "bag" and h.start_zone != "bag"
+                    and 0 < raw <= min(h.rest_area * SETTLE_GROWTH, h.max_area * SETTLE_SHRINK) and _settled(tr)):
+                out += self._bagged(tr, h, tr.history[-2][0])
+                h.start, h.bagged, h.last_zone = None, True, zone
+                continue
             if held >= HELD:
                 if h.start is None:
                     h.start, h.start_zone, h.rest_area = t, h.last_zone or zone, h.last_rest_area or area
@@ -189,7 +209,8 @@ class GeometricLabeler:
         rows, over = [], []
         for tid, h in self.state.items():
             rows.append([tid, _f(h.start), _zone_index(h.start_zone), h.rest_area, h.max_area, _f(h.flash_t),
-                         h.frames, h.detected, _zone_index(h.last_zone), h.last_rest_area, h.area, _f(h.scanned_at)])
+                         h.frames, h.detected, _zone_index(h.last_zone), h.last_rest_area, h.area, _f(h.scanned_at),
+                         float(h.bagged)])
             over += [[tid, s] for s in h.over_scanner]
         return {"handling": np.asarray(rows, np.float64).reshape(-1, len(HANDLING_COLS)),
                 "over_scanner": np.asarray(over, np.float64).reshape(-1, 2)}
@@ -197,9 +218,12 @@ class GeometricLabeler:
     def load_state_dict(self, sd: dict[str, np.ndarray], tracks: list[Track]) -> None:
         self._live = {tr.track_id: tr for tr in tracks}
         self.state = {}
-        for r in np.asarray(sd["handling"], np.float64).reshape(-1, len(HANDLING_COLS)).tolist():
+        rows = np.asarray(sd["handling"], np.float64)
+        if rows.ndim == 2 and rows.shape[1] == len(HANDLING_COLS) - 1:   # a snapshot from before "bagged": none was
+            rows = np.hstack([rows, np.zeros((len(rows), 1))])
+        for r in rows.reshape(-1, len(HANDLING_COLS)).tolist():
             self.state[int(r[0])] = Handling(_opt(r[1]), _zone_name(r[2]), r[3], r[4], _opt(r[5]), int(r[6]),
-                                             int(r[7]), _zone_name(r[8]), r[9], r[10], _opt(r[11]))
+                                             int(r[7]), _zone_name(r[8]), r[9], r[10], _opt(r[11]), bagged=bool(r[12]))
         for tid, s in np.asarray(sd["over_scanner"], np.float64).reshape(-1, 2).tolist():
             if int(tid) in self.state:
                 self.state[int(tid)].over_scanner.append(s)
@@ -231,18 +255,21 @@ class GeometricLabeler:
             return []
         x, y = tr.center
         if h.last_zone == "bag":
-            act = "bag"
-        elif y < self.top:
-            act = "hand_over"
-        else:
-            return []
+            return self._bagged(tr, h, tr.last_t)
+        if y < self.top:
+            return [self._event("hand_over", tr, h, h.start, tr.last_t)]
+        return []
+
+    def _bagged(self, tr: Track, h: Handling, end: float) -> list[ItemEvent]:
+        """The handling ends in the bag at ``end``: a bag, after a pass-around when it was carried over the
+        scanner on its way with no read."""
         # named by the carry into the bag: once there the item is half hidden, and the head reads the
         # bag's contents or the hand lingering over it as some other product
-        reached = self._reached_bag(tr, h.start) if act == "bag" else None
-        named = (max(h.start, reached - BAG_CARRY_S), reached + BAG_NAME_S) if reached is not None else None
-        out = [self._event(act, tr, h, h.start, tr.last_t, named=named)]
+        reached = self._reached_bag(tr, h.start)
+        named = (max(h.start, reached - BAG_CARRY_S), reached + BAG_NAME_S)
+        out = [self._event("bag", tr, h, h.start, end, named=named)]
         over = [s for s in h.over_scanner if s >= h.start]
-        if act == "bag" and over and h.scanned_at is None and h.start_zone != "scanner":
+        if over and h.scanned_at is None and h.start_zone != "scanner":
             # carried over the scanner and on into the bag with no read in one handling: an item never set
             # down on the glass is passed around all the same (the head often still sees it held there)
             # one item: named as its bag is, by the carry into the bag
@@ -269,8 +296,22 @@ class GeometricLabeler:
                          float(min(1.0, conf)), box, h.scanned_at)  # type: ignore[arg-type]
 
 
+def _settled(tr: Track) -> bool:
+    """Whether the track's last two detections each lie where it was ``SETTLE_S`` before (box IoU at
+    least ``SETTLE_IOU`` with a detection then, within 0.1 s): the head reads an item let go in the bag as
+    still held, its box put, until the hand leaves."""
+    rows = [tr.history[i] for i in range(-min(len(tr.history), 12), 0)]   # a deque: no slices
+
+    def put(j: int) -> bool:
+        then = [r for r in rows[:j] if abs(rows[j][0] - SETTLE_S - r[0]) <= 0.1]
+        return bool(then) and float(box_iou(np.asarray([rows[j][1:5]], np.float32),
+                                            np.asarray([then[-1][1:5]], np.float32))[0, 0]) >= SETTLE_IOU
+
+    return len(rows) >= 3 and put(len(rows) - 1) and put(len(rows) - 2)
+
+
 HANDLING_COLS = ("track_id", "start", "start_zone", "rest_area", "max_area", "flash_t", "frames", "detected",
-                 "last_zone", "last_rest_area", "area", "scanned_at")
+                 "last_zone", "last_rest_area", "area", "scanned_at", "bagged")
 
 
 def _f(x: float | None) -> float:
