@@ -215,6 +215,8 @@ def test_a_memory_interval_under_the_floor_is_kept_when_an_item_event_confirms_i
     (kept,) = listed()
     assert kept.confidence == e.confidence and kept.item == 77   # the memory's confidence, the item's id
     assert listed(items=False) == []                             # the memory alone keeps its floor
+    asked = happened((eng, stream), None, (0.0, VIDEO_S), min_confidence=floor).events
+    assert all(x.confidence >= floor for x in asked)             # a floor asked for alone is every event's
     with pytest.raises(ValueError, match="confirmed_floor must be in 0..1"):
         happened((eng, stream), None, (0.0, VIDEO_S), confirmed_floor=1.5)
     stream.items.recent.clear()

@@ -247,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--end", type=float, help="window end, stream seconds")
     h.add_argument("--activity", help="only events of this activity (name or id)")
     h.add_argument("--min-confidence", type=float, metavar="P",
-                   help=f"the least confidence of an event shown (default {MIN_CONFIDENCE:g}; {ITEMS_FLOOR:g} where "
-                        f"the stream's item events cover the window, {CONFIRMED_FLOOR:g} for an event one confirms)")
+                   help=f"the least confidence of an event shown (by default {MIN_CONFIDENCE:g}; where the stream's "
+                        f"item events cover the window {ITEMS_FLOOR:g}, and {CONFIRMED_FLOOR:g} for an event one confirms)")
     h.add_argument("--stream", metavar="NAME", help="the stream to ask (default: the runtime's default stream)")
     h.add_argument("--json", action="store_true", help="print the API's JSON")
 

@@ -13,9 +13,9 @@ The signature, kept stable (the alert hooks call it at each commit)::
 - ``activities``: label names (or ids) to keep; None: all. Only these are asked, so their events are
   not weighed against the product's other activities (``one_activity``).
 - ``min_confidence``: the least calibrated p(right) of an event kept (None: ``MIN_CONFIDENCE``, or
-  ``ITEMS_FLOOR`` where the stream's item events cover the window); ``confirmed_floor`` (None:
-  ``CONFIRMED_FLOOR``): the least of a memory interval an item event of its activity and product
-  overlaps, where they cover it (the lower of the two floors counts).
+  ``ITEMS_FLOOR`` where the stream's item events cover the window); ``confirmed_floor``: the least of
+  a memory interval an item event of its activity and product overlaps, where they cover it (the lower
+  of the two floors counts; None: ``CONFIRMED_FLOOR`` with the default floor, else ``min_confidence``).
 - ``catalog``: for an Engine, the catalog to read products from (a Runtime and a hub use their own).
 - ``one_activity``: one activity per product at a time (``one_activity_each``: the list people read);
   False keeps every activity's reading, as the alert rules read them (edge_runtime/alerts/rule_events.py).
@@ -269,8 +269,10 @@ def happened(target: Any, stream: str | None, window: Any, *, activities: list[A
         if x is not None and not 0.0 <= float(x) <= 1.0:
             raise HappenedError(f"{name} must be in 0..1, got {float(x):g}")
     found = item_events(engine, state, (start, end), clip=True) if items and covers(engine, state, (start, end)) else None
+    # a floor asked for is every event's (no event under it is shown) unless a confirmed floor is asked for too
     floor = float(min_confidence) if min_confidence is not None else MIN_CONFIDENCE if found is None else ITEMS_FLOOR
-    confirmed = CONFIRMED_FLOOR if confirmed_floor is None else float(confirmed_floor)
+    confirmed = (float(confirmed_floor) if confirmed_floor is not None
+                 else floor if min_confidence is not None else CONFIRMED_FLOOR)
     steps: dict[str, Any] = {} if trace is None else trace
     steps.update(activity={}, time={}, kept=[], floor=floor, one_product=[])
     events, read_from = _memory_events(engine, ask, catalog, (start, end), wanted,

@@ -38,10 +38,10 @@ class HappenedBody(BaseModel):
                                                        f"{DEFAULT_LAST_S:g})")
     activity: Union[int, str, None] = Field(None, description="only events of this activity (name or id)")
     min_confidence: float | None = Field(None, ge=0.0, le=1.0,
-                                         description=f"the least calibrated probability of an event kept (default "
-                                                     f"{MIN_CONFIDENCE:g}; {ITEMS_FLOOR:g} where the stream's item "
-                                                     f"events cover the window, {CONFIRMED_FLOOR:g} for an event "
-                                                     f"an item event confirms)")
+                                         description=f"the least calibrated probability of an event kept (by "
+                                                     f"default {MIN_CONFIDENCE:g}; where the stream's item events "
+                                                     f"cover the window {ITEMS_FLOOR:g}, and {CONFIRMED_FLOOR:g} "
+                                                     f"for an event an item event confirms)")
     stream: str | None = Field(None, description=STREAM_HELP)
 
 
