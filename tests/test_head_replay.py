@@ -40,5 +40,6 @@ def test_a_replay_raises_what_the_streamed_run_raised_and_bad_folders_get_one_li
     capsys.readouterr()
     assert head_replay.main(["replay", str(tmp_path)]) == 2
     assert head_replay.main(["replay", str(out), "--set", "bagged_without_scan.item_min_confidence=3"]) == 2
+    assert head_replay.main(["replay", str(out), "--handover-s", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("head_replay: ") for line in err), err
+    assert len(err) == 3 and all(line.startswith("head_replay: ") for line in err), err

@@ -9,7 +9,7 @@ head's ``event_fps`` through the bundle's backbone and event head, and keeps the
 frame (float32, about 45 MB per 30-minute video) with what makes them valid (the bundle's event head
 file hash, seed, look, shrink rates). ``replay`` decodes them at the manifest's threshold (``--threshold``
 for another), runs the runtime's ``ItemState`` on them (zones proposed from the head's zone map, the
-till's reads fed as they happen with ``--scans pos``) and the rules after every second's frames, as
+till's reads fed as they happen with ``--scans pos``) and the rules after every second's frames (``--handover-s``), as
 the runtime and ``alerts_eval --events model`` do; its scoring and table are ``alerts_eval``'s. At the
 same code and thresholds a replay raises the streamed run's alerts, at the same stream times.
 Edits to ``edge_runtime/items`` or the rules take effect on the next replay; a new bundle or event head
@@ -92,8 +92,9 @@ def save(args) -> int:
 
 
 def replay_video(meta: dict, outputs: dict[str, np.ndarray], video: CheckoutVideo, rules: dict, scans: str,
-                 threshold: float) -> list[tuple[dict, float]]:
-    """-> the alerts raised, as (draft, stream time), over one video's saved head outputs."""
+                 threshold: float, handover_s: float = 1.0) -> list[tuple[dict, float]]:
+    """-> the alerts raised, as (draft, stream time), over one video's saved head outputs; the rules run
+    after every ``handover_s`` of frames (1 s: a file's hand-over; 0.4 s: a camera's)."""
     ann = video.annotations()
     till = ae.till_events(ann) if scans == "pos" else []
     tx = ae.transactions(ann) if scans == "pos" else []
@@ -101,7 +102,7 @@ def replay_video(meta: dict, outputs: dict[str, np.ndarray], video: CheckoutVide
                               threshold)
     items = ItemState(None, bundle_id="replay", fps=meta["event_fps"])
     return ae.rules_over_items(dets, items, meta["products"], meta["labels"], rules, scans, till, tx,
-                               per_second=max(1, int(round(meta["event_fps"]))))
+                               per_second=max(1, int(round(meta["event_fps"] * handover_s))))
 
 
 def load_meta(folder: Path) -> dict:
@@ -115,7 +116,7 @@ def load_meta(folder: Path) -> dict:
     return meta
 
 
-def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float):
+def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float, handover_s: float = 1.0):
     """-> (video, its annotations, the alerts raised) of each saved video, in order; ValueError (one line)
     when the generator no longer gives the video that was saved."""
     for i, sv in enumerate(meta["per_video"]):
@@ -125,7 +126,7 @@ def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float
                              f"the folder saved {sv['seed']} / {sv['look']}")
         with np.load(folder / f"video{i}.npz") as z:
             outputs = {k: z[k] for k in z.files}
-        yield video, video.annotations(), replay_video(meta, outputs, video, rules, scans, threshold)
+        yield video, video.annotations(), replay_video(meta, outputs, video, rules, scans, threshold, handover_s)
 
 
 def replay(args) -> int:
@@ -139,11 +140,13 @@ def replay(args) -> int:
     except ValueError as err:
         return _refuse(f"--set: {err}")
     rules = {r: th for r, th in rules.items() if r in ITEM_RULES}
+    if not 0 < args.handover_s <= 60:
+        return _refuse(f"--handover-s must be in (0, 60] seconds, got {args.handover_s:g}")
     threshold = meta["threshold"] if args.threshold is None else args.threshold
     per = {r: [] for r in rules}
     videos, scanned, hours, n_tx, left = [], 0, 0.0, 0, 0
     try:
-        runs = list(replayed(src, meta, rules, args.scans, threshold))
+        runs = list(replayed(src, meta, rules, args.scans, threshold, args.handover_s))
     except ValueError as err:
         return _refuse(str(err))
     for video, ann, raised in runs:
@@ -159,7 +162,7 @@ def replay(args) -> int:
         left += sum(x["shrink"] == "left_in_basket" for x in ann["instances"])
     result = {"tool": "tools/accuracy/head_replay.py", "from": str(src), "bundle": meta["bundle"],
               "event_head_sha256": meta["event_head_sha256"], "threshold": threshold, "eval_seed": meta["eval_seed"],
-              "shrink": meta["shrink"], "scans": args.scans, "rules": rules, "videos": videos,
+              "shrink": meta["shrink"], "scans": args.scans, "handover_s": args.handover_s, "rules": rules, "videos": videos,
               "scanned_items": scanned, "hours": round(hours, 3), "left_in_basket_items": left, "transactions": n_tx,
               "results": {"item tracks (replayed)": {r: ae.summarise(per[r], scanned, hours, n_tx) for r in rules}}}
     print(ae.table(result))
@@ -188,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="RULE.KEY=VALUE",
                    help="a rule's threshold instead of its default (repeatable)")
     r.add_argument("--threshold", type=float, help="detection threshold (default: the bundle's)")
+    r.add_argument("--handover-s", type=float, default=1.0, metavar="S",
+                   help="the rules run after every S seconds of frames (default 1: a file's hand-over; 0.4: a camera's)")
     r.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     return save(args) if args.cmd == "save" else replay(args)
