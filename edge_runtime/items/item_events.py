@@ -253,10 +253,9 @@ class GeometricLabeler:
         h = self.state.pop(tr.track_id, None)
         if h is None or h.start is None or not tr.history:
             return []
-        x, y = tr.center
         if h.last_zone == "bag":
             return self._bagged(tr, h, tr.last_t)
-        if y < self.top:
+        if tr.center[1] < self.top:
             return [self._event("hand_over", tr, h, h.start, tr.last_t)]
         return []
 

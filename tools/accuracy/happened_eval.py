@@ -98,10 +98,9 @@ def lost_at(steps: dict, g: tuple[str, str, float, float], labels: list[str], en
 def run(streamed: list[tuple[Engine, StreamState, dict]], window_s: float, floor: float | None, top: int, exclusive: bool,
         one_activity: float | None = happened.ONE_ACTIVITY_TIOU, losses: bool = False, items: bool = True,
         confirmed: float | None = None) -> dict:
-    """Precision and recall of one setting (``floor`` None: what_happened's default; ``one_activity``:
-    one_activity_each's overlap, None: off;
-    ``items``: what_happened reads the stream's item events, False: the memory's alone; ``confirmed``:
-    its confirmed_floor, None: the shipped one);
+    """Precision and recall of one setting (``floor`` and ``confirmed``: what_happened's min_confidence and
+    confirmed_floor, None: its defaults; ``one_activity``: one_activity_each's overlap, None: off;
+    ``items``: what_happened reads the stream's item events, False: the memory's alone);
     with ``losses``, also "missed_at": per LOSSES step, how many truth events were lost there
     (what_happened's trace of each window)."""
     n_pred = n_right = n_gt = n_found = 0
@@ -123,9 +122,9 @@ def run(streamed: list[tuple[Engine, StreamState, dict]], window_s: float, floor
                 for j, g in enumerate(gt):
                     if j not in hit:
                         missed_at[lost_at(steps, g, labels, eng)] += 1
-    out = {"min_confidence": "default" if floor is None else floor, "top_activities": top, "one_product_each": exclusive, "one_activity_tiou": one_activity,
-           "items": items, "confirmed_floor": happened.CONFIRMED_FLOOR if confirmed is None else confirmed,
-           **scores(n_pred, n_right, n_gt, n_found),
+    out = {"min_confidence": "default" if floor is None else floor, "top_activities": top,
+           "one_product_each": exclusive, "one_activity_tiou": one_activity, "items": items,
+           "confirmed_floor": "default" if confirmed is None else confirmed, **scores(n_pred, n_right, n_gt, n_found),
            "ms_per_window": round(1000 * (time.perf_counter() - t0) / max(calls, 1), 1)}
     if losses:
         out["missed_at"] = missed_at
