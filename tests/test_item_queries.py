@@ -15,7 +15,7 @@ from edge_runtime.items.item_state import ItemState
 from edge_runtime.items.tracker import Track, TrackStep
 from edge_runtime.items.zones import Zones, scene_zones
 from edge_runtime.query.events import Event
-from edge_runtime.query.happened import happened, with_items
+from edge_runtime.query.happened import happened, unconfirmed, with_items
 from edge_runtime.query.item_answers import SEEN_WITH_ITEMS, from_items
 from edge_runtime.query.item_events import covers, horizon, item_events
 
@@ -53,6 +53,21 @@ def test_a_memory_event_an_item_event_agrees_with_takes_its_item_and_box_and_not
     assert bag.tracks == ("memory", "timeline", "items")
     assert scan == mem[1]                                                        # no item event agrees: as it was
     assert bag.to_dict()["item"] == 7 and "item" not in scan.to_dict()
+
+
+def test_a_bag_item_event_no_memory_event_agrees_with_is_listed_from_its_floor():
+    mem = [Event("bag", 2, "soda_can", 10.0, 14.0, 0.8, None, ("memory",))]
+    state = stream_with(item("bag", 2, 7, 12.0, 15.0, conf=0.9),      # the memory's bag: not again
+                        item("bag", 1, 8, 30.0, 32.0, conf=0.5),      # no memory event: listed
+                        item("bag", 1, 9, 32.5, 34.0, conf=0.6),      # the same product's run: one event
+                        item("bag", 0, 10, 40.0, 42.0, conf=0.3),     # under the floor
+                        item("pick_up", 0, 11, 50.0, 52.0, conf=0.9))  # only bags are listed on their own
+    items = item_events(ENGINE, state, (0.0, 60.0), clip=True)
+    (own,) = unconfirmed(items, mem, None, 0.4)
+    assert (own.activity, own.product, own.start, own.end, own.confidence) == ("bag", "milk_carton", 30.0, 34.0, 0.6)
+    assert own.tracks == ("items",) and own.item == 9
+    assert unconfirmed(items, mem, {LABELS.index("scan")}, 0.4) == []   # activities not asked for
+    assert unconfirmed(items, mem, None, 0.7) == []
 
 
 def test_item_events_are_cut_to_the_window_and_named_by_class():

@@ -211,12 +211,13 @@ def test_an_item_let_go_in_the_bag_is_bagged_as_it_settles_not_when_it_goes_unse
     assert decided == [("bag", pytest.approx(decided_at), pytest.approx(1.0))]
 
 
-def test_a_snapshot_from_before_the_bagged_column_loads():
+@pytest.mark.parametrize("columns", [12, 13])   # before the "bagged" column, before the "picked" one
+def test_a_snapshot_from_before_the_newer_handling_columns_loads(columns):
     state = ItemState(scene_zones(CheckoutVideo(1, 10)), bundle_id="b")
     sd = state.state_dict()
-    sd["items.handling"] = np.zeros((1, 12))   # one track's handling, as snapshots kept it before
+    sd["items.handling"] = np.zeros((1, columns))   # one track's handling, as snapshots kept it before
     state.load_state_dict(sd, "b")
-    assert state.labeler.state[0].bagged is False
+    assert state.labeler.state[0].bagged is False and state.labeler.state[0].picked is False
 
 
 def test_a_green_light_scans_the_item_seen_over_the_scanner_even_when_the_hand_hides_it_then():
@@ -315,7 +316,8 @@ def test_an_item_held_over_the_glass_then_bagged_is_passed_around_from_its_first
     events += [e for k in range(5, 65) for e in state.update(at(k, 0.45))]      # held there 12 s, no read
     events += [e for k in range(65, 73) for e in state.update(at(k, 0.5 + 0.04 * (k - 65)))]  # into the bag
     events += [e for k in range(73, 90) for e in state.update(at(k))]
-    assert [(e.activity, e.start) for e in events] == [("pass_around", pytest.approx(0.6)), ("bag", 0.0)]
+    # the bag itself from the item leaving the glass, where it was held still
+    assert [(e.activity, e.start) for e in events] == [("pass_around", pytest.approx(0.6)), ("bag", pytest.approx(12.8))]
     assert 0 < state.nbytes() <= state.max_nbytes()
 
 
@@ -332,3 +334,52 @@ def test_an_item_set_down_on_the_glass_with_no_read_is_a_pass_around_however_lon
     assert state.till_read(6.9, 3) is not None
     events += [e for k in range(35, 40) for e in state.update(at(k, 0.45, held=0.0))]
     assert [e.activity for e in events] == ["scan"]
+
+
+def test_a_bag_begins_when_the_item_leaves_where_it_lay_not_when_its_handling_began():
+    """The head reads an item set down on the counter or the scanner, the hand still near, as held, so
+    one handling runs from the basket to the bag; the bag is timed from the item leaving where it lay."""
+    zones = Zones.from_dict({"counter": [[0, 0.3], [0.6, 0.3], [0.6, 0.9], [0, 0.9]],
+                             "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
+    state = ItemState(zones, bundle_id="b")
+
+    def at(k, x, size, held):
+        box = np.array([[x, 0.5, x + size, 0.5 + size]], np.float32)
+        return Detections(k / FPS, box, np.array([0.8]), np.array([3]), np.full(1, held, np.float32))
+
+    frames = [at(k, 0.05, 0.1, 0.0) for k in range(5)]                           # at rest
+    frames += [at(k, 0.05 + 0.05 * (k - 4), 0.12, 1.0) for k in range(5, 9)]     # lifted, carried 1.0-1.6 s
+    frames += [at(k, 0.25, 0.12, 1.0) for k in range(9, 20)]                     # set down, still "held", 1.8-3.8 s
+    frames += [at(k, 0.25 + 0.06 * (k - 19), 0.12, 1.0) for k in range(20, 27)]  # carried into the bag
+    frames += [at(k, 0.68, 0.08, 1.0) for k in range(27, 40)]                    # let go in the bag
+    bags = [e for k, d in enumerate(frames) for e in state.update(d) if e.activity == "bag"]
+    assert [(e.start, e.end) for e in bags] == [(pytest.approx(3.8), pytest.approx(5.8))]
+
+
+def test_an_item_come_to_rest_on_the_counter_from_the_basket_is_picked_up_then_once():
+    """The head reads an item set down on the counter, the hand still near, as held: it is picked up as
+    it comes to rest there (its box put two frames running), and its handling goes on to the bag with
+    no second pick-up, across a snapshot too; the bag is timed from the item leaving the counter."""
+    zones = Zones.from_dict({"basket": [[0, 0.3], [0.3, 0.3], [0.3, 0.9], [0, 0.9]],
+                             "counter": [[0.3, 0.3], [0.6, 0.3], [0.6, 0.9], [0.3, 0.9]],
+                             "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
+    state = ItemState(zones, bundle_id="b")
+
+    def at(k, x, size, held):
+        box = np.array([[x, 0.5, x + size, 0.5 + size]], np.float32)
+        return Detections(k / FPS, box, np.array([0.8]), np.array([3]), np.full(1, held, np.float32))
+
+    frames = [at(k, 0.1, 0.1, 0.0) for k in range(5)]                             # in the basket
+    frames += [at(k, 0.1 + 0.06 * (k - 4), 0.12, 1.0) for k in range(5, 10)]      # lifted onto the counter
+    frames += [at(k, 0.4, 0.12, 1.0) for k in range(10, 20)]                      # lies there, still "held"
+    frames += [at(k, 0.4 + 0.05 * (k - 19), 0.12, 1.0) for k in range(20, 27)]   # carried into the bag
+    frames += [at(k, 0.72, 0.08, 1.0) for k in range(27, 40)]                     # let go there
+    events = []
+    for k, d in enumerate(frames):
+        if k == 15:
+            sd = state.state_dict()
+            state = ItemState(zones, bundle_id="b")
+            state.load_state_dict(sd, "b")
+        events += [(e.activity, e.start, e.end) for e in state.update(d)]
+    assert events == [("pick_up", pytest.approx(1.0), pytest.approx(2.2)),
+                      ("bag", pytest.approx(3.8), pytest.approx(5.8))]

@@ -10,11 +10,16 @@ scanner light while the item was over the scanner:
   -> ``hand_over``; elsewhere (the shopper leaves with the basket) -> nothing;
 - settled in the bag zone (still read as held, shrunk and put: ``_settled``) -> ``bag`` then, not when
   the item goes unseen;
+- come to rest on the counter from the basket, still read as held (the hand near): ``pick_up`` then,
+  once (the handling goes on, as the alert rules read it, and its set-down names nothing more);
 - set down: back in the basket -> ``put_back``; out of the basket -> ``pick_up``; a green light (or a
   till read, ``match_till_read``) while over the scanner -> ``scan``; set down on the scanner, brought
   there from elsewhere, without a read -> ``pass_around`` (however long it was held or how close it
   came: an item held over the glass with no read is what the alert wants); grown toward the camera ->
   ``inspect``; held ``HOLD_MIN_S`` or longer -> ``hold``.
+
+A bag is timed from the item leaving where it last lay still in its handling (``_left_rest``): one
+handling often runs from the basket over the counter and the scanner to the bag.
 
 ``browse`` (a hand hovering over an untouched item) leaves no trace in an item track: this labeler
 never names it.
@@ -96,6 +101,7 @@ class Handling:
     area: float = 0.0                 # running (smoothed) box area
     scanned_at: float | None = None   # the track's scan (light or till read), kept for later events
     bagged: bool = False              # bagged by settling in the bag zone, and not taken out since
+    picked: bool = False              # this handling's pick-up named as the item came to rest on the counter
     # detection times over the scanner: the last 8 s of them, and the handling's first
     over_scanner: list[float] = field(default_factory=list)
 
@@ -151,10 +157,16 @@ class GeometricLabeler:
                 out += self._bagged(tr, h, tr.history[-2][0])
                 h.start, h.bagged, h.last_zone = None, True, zone
                 continue
+            if (held >= HELD and h.start is not None and not h.picked and h.start_zone == "basket"
+                    and zone == "counter" and _settled(tr)):
+                # come to rest on the counter from the basket, the hand still near: picked up then (the
+                # handling goes on, as the alert rules read it, and names no second pick-up)
+                out.append(self._event("pick_up", tr, h, h.start, tr.history[-2][0]))
+                h.picked = True
             if held >= HELD:
                 if h.start is None:
                     h.start, h.start_zone, h.rest_area = t, h.last_zone or zone, h.last_rest_area or area
-                    h.max_area, h.flash_t, h.frames, h.detected = area, None, 1, 0
+                    h.max_area, h.flash_t, h.frames, h.detected, h.picked = area, None, 1, 0, False
                     if zone == "scanner" and light == "green":
                         h.flash_t = t
                 h.detected += 1
@@ -210,7 +222,7 @@ class GeometricLabeler:
         for tid, h in self.state.items():
             rows.append([tid, _f(h.start), _zone_index(h.start_zone), h.rest_area, h.max_area, _f(h.flash_t),
                          h.frames, h.detected, _zone_index(h.last_zone), h.last_rest_area, h.area, _f(h.scanned_at),
-                         float(h.bagged)])
+                         float(h.bagged), float(h.picked)])
             over += [[tid, s] for s in h.over_scanner]
         return {"handling": np.asarray(rows, np.float64).reshape(-1, len(HANDLING_COLS)),
                 "over_scanner": np.asarray(over, np.float64).reshape(-1, 2)}
@@ -219,11 +231,13 @@ class GeometricLabeler:
         self._live = {tr.track_id: tr for tr in tracks}
         self.state = {}
         rows = np.asarray(sd["handling"], np.float64)
-        if rows.ndim == 2 and rows.shape[1] == len(HANDLING_COLS) - 1:   # a snapshot from before "bagged": none was
-            rows = np.hstack([rows, np.zeros((len(rows), 1))])
+        if rows.ndim == 2 and len(HANDLING_COLS) - 2 <= rows.shape[1] < len(HANDLING_COLS):
+            # a snapshot from before "bagged" or "picked": none was
+            rows = np.hstack([rows, np.zeros((len(rows), len(HANDLING_COLS) - rows.shape[1]))])
         for r in rows.reshape(-1, len(HANDLING_COLS)).tolist():
             self.state[int(r[0])] = Handling(_opt(r[1]), _zone_name(r[2]), r[3], r[4], _opt(r[5]), int(r[6]),
-                                             int(r[7]), _zone_name(r[8]), r[9], r[10], _opt(r[11]), bagged=bool(r[12]))
+                                             int(r[7]), _zone_name(r[8]), r[9], r[10], _opt(r[11]), bagged=bool(r[12]),
+                                             picked=bool(r[13]))
         for tid, s in np.asarray(sd["over_scanner"], np.float64).reshape(-1, 2).tolist():
             if int(tid) in self.state:
                 self.state[int(tid)].over_scanner.append(s)
@@ -236,6 +250,8 @@ class GeometricLabeler:
         if zone == "basket" and h.start_zone != "basket":
             act = "put_back"
         elif h.start_zone == "basket" and zone != "basket":
+            if h.picked:
+                return None
             act = "pick_up"
         elif read and zone == "scanner":
             act = "scan"
@@ -266,7 +282,7 @@ class GeometricLabeler:
         # bag's contents or the hand lingering over it as some other product
         reached = self._reached_bag(tr, h.start)
         named = (max(h.start, reached - BAG_CARRY_S), reached + BAG_NAME_S)
-        out = [self._event("bag", tr, h, h.start, end, named=named)]
+        out = [self._event("bag", tr, h, self._left_rest(tr, h.start, reached), end, named=named)]
         over = [s for s in h.over_scanner if s >= h.start]
         if over and h.scanned_at is None and h.start_zone != "scanner":
             # carried over the scanner and on into the bag with no read in one handling: an item never set
@@ -281,6 +297,17 @@ class GeometricLabeler:
             if t >= start and self.zones.zone_of((x1 + x2) / 2, (y1 + y2) / 2) == "bag":
                 return float(t)
         return float(tr.last_t)
+
+    @staticmethod
+    def _left_rest(tr: Track, start: float, reached: float) -> float:
+        """When the item last lay still (its box put, as ``_settled`` reads it) between ``start`` and
+        reaching the bag: the bag began there. The head reads an item set down on the scanner or the
+        counter, the hand still near, as held, so one handling often runs from the basket to the bag."""
+        rows = [r for r in tr.history if start - SETTLE_S - 0.1 <= r[0] <= reached]
+        for j in range(len(rows) - 1, -1, -1):
+            if _put(rows, j):
+                return max(float(start), float(rows[j][0]))
+        return float(start)
 
     def _event(self, act: str, tr: Track, h: Handling, start: float, end: float, *,
                named: tuple[float, float] | None = None) -> ItemEvent:
@@ -300,17 +327,19 @@ def _settled(tr: Track) -> bool:
     least ``SETTLE_IOU`` with a detection then, within 0.1 s): the head reads an item let go in the bag as
     still held, its box put, until the hand leaves."""
     rows = [tr.history[i] for i in range(-min(len(tr.history), 12), 0)]   # a deque: no slices
+    return len(rows) >= 3 and _put(rows, len(rows) - 1) and _put(rows, len(rows) - 2)
 
-    def put(j: int) -> bool:
-        then = [r for r in rows[:j] if abs(rows[j][0] - SETTLE_S - r[0]) <= 0.1]
-        return bool(then) and float(box_iou(np.asarray([rows[j][1:5]], np.float32),
-                                            np.asarray([then[-1][1:5]], np.float32))[0, 0]) >= SETTLE_IOU
 
-    return len(rows) >= 3 and put(len(rows) - 1) and put(len(rows) - 2)
+def _put(rows: list, j: int) -> bool:
+    """Whether detection ``rows[j]`` lies where the item was ``SETTLE_S`` before (box IoU at least
+    ``SETTLE_IOU`` with a detection of ``rows`` then, within 0.1 s)."""
+    then = [r for r in rows[:j] if abs(rows[j][0] - SETTLE_S - r[0]) <= 0.1]
+    return bool(then) and float(box_iou(np.asarray([rows[j][1:5]], np.float32),
+                                        np.asarray([then[-1][1:5]], np.float32))[0, 0]) >= SETTLE_IOU
 
 
 HANDLING_COLS = ("track_id", "start", "start_zone", "rest_area", "max_area", "flash_t", "frames", "detected",
-                 "last_zone", "last_rest_area", "area", "scanned_at", "bagged")
+                 "last_zone", "last_rest_area", "area", "scanned_at", "bagged", "picked")
 
 
 def _f(x: float | None) -> float:

@@ -7,7 +7,7 @@ edge_runtime/checkout/absent_queries.py). An object is asked by its product clas
 person would ask (edge_runtime/query/by_product.py: the class's drawn pictures): the item events
 can judge only a product they can name. Per type and overall: absent queries answered "not seen",
 present ones wrongly so, beside the reader with each type's cut moved to call as many present ones not
-seen (``matched_reader``); per type and window (object: also per activity), the present answers' R@1x.
+seen (``matched_reader``); per type and window (object and time: also per activity), the present answers' R@1x.
 ``grid``: the same answers judged at other ``SEEN_WITH_ITEMS``, to choose it.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def matched_reader(rows: list[tuple[str, bool, bool, float]], judged: list[tuple
 
 def recall(rows: list[tuple[str, str, float]]) -> dict:
     """(type, window, R@1x) rows of present queries -> mean R@1x in % per type and window (the type
-    "object by activity": per asked activity instead of window)."""
+    "object by activity" and "time by activity": per asked activity instead of window)."""
     out: dict = {}
     for t, w in sorted({(r[0], r[1]) for r in rows}):
         got = [r[2] for r in rows if r[0] == t and r[1] == w]
@@ -103,8 +103,8 @@ def queries(eng, streams: list, n: int, seed: int, grid: bool = False) -> dict:
                 for who, x in (("reader", a), ("with_items", b)):
                     r1 = score_query(q, x)["recall@1x"]
                     scored[who].append((q.type, q.window, r1))
-                    if q.type == "object":
-                        scored[who].append(("object by activity", eng.labels[q.activity_id], r1))
+                    if q.type in ("object", "time"):
+                        scored[who].append((f"{q.type} by activity", eng.labels[q.activity_id], r1))
             inside = covers(eng, stream, (q.start, q.end))
             covered += inside
             for c, out in zip(cuts, graded):
