@@ -44,6 +44,16 @@ def run(video, span, state=None, *, jitter=0.03, miss=0.05, light=True, till=())
     return state, events, owners
 
 
+# a counter beside a bag, side by side (normalised image coordinates)
+COUNTER_BAG = {"counter": [[0, 0.3], [0.6, 0.3], [0.6, 0.9], [0, 0.9]], "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]}
+
+
+def _square(k, x, size, held):
+    """Frame k's one detection: a soda can (3), a square of ``size`` at (x, 0.5), held or not."""
+    box = np.array([[x, 0.5, x + size, 0.5 + size]], np.float32)
+    return Detections(k / FPS, box, np.array([0.8]), np.array([3]), np.full(1, held, np.float32))
+
+
 def by_instance(events, owners):
     return {(e.activity, owners[e.track_id].most_common(1)[0][0]): e for e in events}
 
@@ -141,8 +151,7 @@ def test_the_state_stays_within_its_byte_bound():
 def test_a_bag_is_named_by_the_carry_into_the_bag_not_by_what_lingers_there():
     """The head often reads the bag's contents, or the hand lingering over it, as another product for a
     second or two after the item went in: the bag names what was carried in, across a snapshot too."""
-    zones = Zones.from_dict({"counter": [[0, 0.3], [0.6, 0.3], [0.6, 0.9], [0, 0.9]],
-                             "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
+    zones = Zones.from_dict(COUNTER_BAG)
     state = ItemState(zones, bundle_id="b")
 
     def frame(k, x, class_id, score):
@@ -168,8 +177,7 @@ def test_a_bag_is_named_by_the_carry_into_the_bag_not_by_what_lingers_there():
 def test_a_held_item_gone_two_frames_in_the_bag_zone_is_bagged_then():
     """The bag is decided 0.4 s after the held item's last detection in the bag zone, not when its track
     ends (2 s): the alert's latency starts there."""
-    zones = Zones.from_dict({"counter": [[0, 0.3], [0.6, 0.3], [0.6, 0.9], [0, 0.9]],
-                             "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
+    zones = Zones.from_dict(COUNTER_BAG)
     state = ItemState(zones, bundle_id="b")
     none = (np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, int), np.zeros(0))
     decided = {}
@@ -188,17 +196,12 @@ def test_an_item_let_go_in_the_bag_is_bagged_as_it_settles_not_when_it_goes_unse
     """The head reads an item lying in the bag as still held, its box put, until the hand leaves: a held
     item gone smaller than it was at rest and in the hand, whose box stays put two frames running in the
     bag zone, is bagged then (once: not again when its track ends); one held there as large is not."""
-    zones = Zones.from_dict({"counter": [[0, 0.3], [0.6, 0.3], [0.6, 0.9], [0, 0.9]],
-                             "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
+    zones = Zones.from_dict(COUNTER_BAG)
     state = ItemState(zones, bundle_id="b")
 
-    def at(k, x, size, held):
-        box = np.array([[x, 0.5, x + size, 0.5 + size]], np.float32)
-        return Detections(k / FPS, box, np.array([0.8]), np.array([3]), np.full(1, held, np.float32))
-
-    frames = [at(k, 0.2, 0.1, 0.0) for k in range(5)]                                  # at rest on the counter
-    frames += [at(k, 0.2 + 0.06 * (k - 5), 0.12, 1.0) for k in range(5, 13)]            # lifted, carried to the bag
-    frames += [at(k, 0.68, in_bag, 1.0) for k in range(13, 31)]                         # in the bag, put
+    frames = [_square(k, 0.2, 0.1, 0.0) for k in range(5)]                                  # at rest on the counter
+    frames += [_square(k, 0.2 + 0.06 * (k - 5), 0.12, 1.0) for k in range(5, 13)]            # lifted, carried to the bag
+    frames += [_square(k, 0.68, in_bag, 1.0) for k in range(13, 31)]                         # in the bag, put
     frames += [Detections(k / FPS, np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, int), np.zeros(0))
                for k in range(31, 46)]
     decided = []
@@ -339,19 +342,14 @@ def test_an_item_set_down_on_the_glass_with_no_read_is_a_pass_around_however_lon
 def test_a_bag_begins_when_the_item_leaves_where_it_lay_not_when_its_handling_began():
     """The head reads an item set down on the counter or the scanner, the hand still near, as held, so
     one handling runs from the basket to the bag; the bag is timed from the item leaving where it lay."""
-    zones = Zones.from_dict({"counter": [[0, 0.3], [0.6, 0.3], [0.6, 0.9], [0, 0.9]],
-                             "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
+    zones = Zones.from_dict(COUNTER_BAG)
     state = ItemState(zones, bundle_id="b")
 
-    def at(k, x, size, held):
-        box = np.array([[x, 0.5, x + size, 0.5 + size]], np.float32)
-        return Detections(k / FPS, box, np.array([0.8]), np.array([3]), np.full(1, held, np.float32))
-
-    frames = [at(k, 0.05, 0.1, 0.0) for k in range(5)]                           # at rest
-    frames += [at(k, 0.05 + 0.05 * (k - 4), 0.12, 1.0) for k in range(5, 9)]     # lifted, carried 1.0-1.6 s
-    frames += [at(k, 0.25, 0.12, 1.0) for k in range(9, 20)]                     # set down, still "held", 1.8-3.8 s
-    frames += [at(k, 0.25 + 0.06 * (k - 19), 0.12, 1.0) for k in range(20, 27)]  # carried into the bag
-    frames += [at(k, 0.68, 0.08, 1.0) for k in range(27, 40)]                    # let go in the bag
+    frames = [_square(k, 0.05, 0.1, 0.0) for k in range(5)]                           # at rest
+    frames += [_square(k, 0.05 + 0.05 * (k - 4), 0.12, 1.0) for k in range(5, 9)]     # lifted, carried 1.0-1.6 s
+    frames += [_square(k, 0.25, 0.12, 1.0) for k in range(9, 20)]                     # set down, still "held", 1.8-3.8 s
+    frames += [_square(k, 0.25 + 0.06 * (k - 19), 0.12, 1.0) for k in range(20, 27)]  # carried into the bag
+    frames += [_square(k, 0.68, 0.08, 1.0) for k in range(27, 40)]                    # let go in the bag
     bags = [e for k, d in enumerate(frames) for e in state.update(d) if e.activity == "bag"]
     assert [(e.start, e.end) for e in bags] == [(pytest.approx(3.8), pytest.approx(5.8))]
 
@@ -365,15 +363,11 @@ def test_an_item_come_to_rest_on_the_counter_from_the_basket_is_picked_up_then_o
                              "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]})
     state = ItemState(zones, bundle_id="b")
 
-    def at(k, x, size, held):
-        box = np.array([[x, 0.5, x + size, 0.5 + size]], np.float32)
-        return Detections(k / FPS, box, np.array([0.8]), np.array([3]), np.full(1, held, np.float32))
-
-    frames = [at(k, 0.1, 0.1, 0.0) for k in range(5)]                             # in the basket
-    frames += [at(k, 0.1 + 0.06 * (k - 4), 0.12, 1.0) for k in range(5, 10)]      # lifted onto the counter
-    frames += [at(k, 0.4, 0.12, 1.0) for k in range(10, 20)]                      # lies there, still "held"
-    frames += [at(k, 0.4 + 0.05 * (k - 19), 0.12, 1.0) for k in range(20, 27)]   # carried into the bag
-    frames += [at(k, 0.72, 0.08, 1.0) for k in range(27, 40)]                     # let go there
+    frames = [_square(k, 0.1, 0.1, 0.0) for k in range(5)]                             # in the basket
+    frames += [_square(k, 0.1 + 0.06 * (k - 4), 0.12, 1.0) for k in range(5, 10)]      # lifted onto the counter
+    frames += [_square(k, 0.4, 0.12, 1.0) for k in range(10, 20)]                      # lies there, still "held"
+    frames += [_square(k, 0.4 + 0.05 * (k - 19), 0.12, 1.0) for k in range(20, 27)]   # carried into the bag
+    frames += [_square(k, 0.72, 0.08, 1.0) for k in range(27, 40)]                     # let go there
     events = []
     for k, d in enumerate(frames):
         if k == 15:

@@ -298,7 +298,7 @@ def happened(target: Any, stream: str | None, window: Any, *, activities: list[A
 
 
 def agreeing(items: list[Event], activity_id: int, product: str, start: float, end: float) -> list[Event]:
-    """The item events of ``activity_id`` and ``product`` that overlap [start, end]."""
+    """The events of ``items`` of ``activity_id`` and ``product`` that overlap [start, end]."""
     return [i for i in items if i.activity_id == activity_id and i.product == product
             and i.start <= end and i.end >= start]
 
@@ -309,8 +309,7 @@ def unconfirmed(items: list[Event], events: list[Event], wanted: set[int] | None
     overlapping run of one product (``merge``)."""
     own = [i for i in items if i.activity in ITEM_EVENTS_LISTED and i.confidence >= least
            and (wanted is None or i.activity_id in wanted)
-           and not any(e.activity_id == i.activity_id and e.product == i.product and e.start <= i.end and e.end >= i.start
-                       for e in events)]
+           and not agreeing(events, i.activity_id, i.product, i.start, i.end)]
     return merge(own)
 
 
