@@ -237,6 +237,23 @@ def test_a_memory_interval_under_the_floor_is_kept_when_an_item_event_confirms_i
     stream.items.recent.clear()
 
 
+def test_what_happened_lists_a_bag_only_the_item_tracks_saw_from_its_floor(streamed):
+    eng, stream, memory = streamed
+    bagged = {e.product for e in memory.events if e.activity == "bag"}
+    cls = next(i for i, p in enumerate(eng.products) if p not in bagged)
+    stream.items.recent.clear()
+    stream.items.recent.append(item("bag", cls, 55, 30.0, 32.0, conf=0.5))
+
+    def own(**kw):
+        got = happened((eng, stream), None, (0.0, VIDEO_S), **kw).events
+        return [(e.product, e.start, e.end, e.tracks, e.item) for e in got if e.item == 55]
+
+    assert own() == [(eng.products[cls], 30.0, 32.0, ("items",), 55)]
+    assert own(min_confidence=0.6) == []                         # a floor asked for is its floor too
+    assert own(items=False) == []
+    stream.items.recent.clear()
+
+
 def test_a_window_older_than_the_item_events_is_the_memorys(streamed):
     eng, stream, memory = streamed
     first = memory.events[0]
