@@ -150,7 +150,8 @@ class Engine:
         from edge_runtime.items.item_state import ItemState
 
         # zones: proposed from the head's zone map (a runtime with the stream's configured zones sets them)
-        return ItemState(None, bundle_id=self.bundle.bundle_id, fps=self.events.event_fps)
+        return ItemState(None, bundle_id=self.bundle.bundle_id, fps=self.events.event_fps,
+                         sequence=self.events.sequence)
 
     def close(self) -> None:
         for r in self._runners.values():

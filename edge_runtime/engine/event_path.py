@@ -6,11 +6,13 @@ instead of the memory's fps. Each frame passes the backbone once; its tokens go 
 frames on the memory's own 1/fps grid go to the memory as well, so the memory holds exactly the
 frames it would hold at its own rate (no second decode, no second backbone pass).
 
-The engine holds one ``EventPath`` (the graph and its settings); each stream's tracks and item
-events are its ``StreamState.items`` (edge_runtime/items/item_state.py).
+The engine holds one ``EventPath`` (the graph, its settings and the bundle's track labeler model,
+manifest ``events.track_labels``, when it has one); each stream's tracks and item events are its
+``StreamState.items`` (edge_runtime/items/item_state.py).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -19,6 +21,8 @@ import numpy as np
 
 from edge_runtime.backends.base import Runner
 from edge_runtime.backends.bundle import Bundle, BundleError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EVENT_FPS = 5.0
 DEFAULT_THRESHOLD = 0.5
@@ -49,11 +53,11 @@ class EventSettings:
 class EventPath:
     """The bundle's event head on a backend, and what turns its outputs into per-frame detections."""
 
-    def __init__(self, runner: Runner, settings: EventSettings, memory_fps: float) -> None:
+    def __init__(self, runner: Runner, settings: EventSettings, memory_fps: float, sequence: Any = None) -> None:
         if settings.event_fps < memory_fps:
             raise BundleError(f"events.event_fps {settings.event_fps:g} is below the memory's fps {memory_fps:g}: "
                               "the memory samples its frames from the event path's")
-        self.runner, self.settings = runner, settings
+        self.runner, self.settings, self.sequence = runner, settings, sequence
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, runners: dict[str, Runner], event_fps: float | None = None) -> "EventPath | None":
@@ -62,9 +66,15 @@ class EventPath:
         if runner is None:
             return None
         settings = EventSettings.from_manifest(bundle.manifest.get("events"), str(bundle.path))
+        sequence = track_labeler(bundle)
         if event_fps is not None:
             settings = EventSettings(float(event_fps), settings.threshold)
-        return cls(runner, settings, bundle.cfg.stream.fps)
+            if sequence is not None and abs(float(sequence.meta.get("fps", event_fps)) - float(event_fps)) > 1e-6:
+                # its features count frames: at another rate the queries read the labeler's events
+                log.warning("event_fps %g: the bundle's track labeler was trained at %s fps; the queries read "
+                            "the geometric labeler's item events", float(event_fps), sequence.meta.get("fps"))
+                sequence = None
+        return cls(runner, settings, bundle.cfg.stream.fps, sequence)
 
     @property
     def event_fps(self) -> float:
@@ -79,3 +89,31 @@ class EventPath:
         if report is not None:
             report("event_head", time.perf_counter() - t0)
         return decode(out, np.asarray(times, np.float64), self.settings.threshold)
+
+
+def track_labeler(bundle: Bundle) -> Any:
+    """The bundle's track labeler model (manifest ``events.track_labels``: its file, sha256 and the
+    rate it was trained at), or None when it has none; BundleError (one line) for one that does not load
+    or was trained for another frame rate than the event head's."""
+    sec = (bundle.manifest.get("events") or {}).get("track_labels")
+    if sec is None:
+        return None
+    from edge_runtime.file_hash import sha256_file
+    from edge_runtime.items.sequence_model import SequenceModel
+
+    where = f"{bundle.path}: events.track_labels"
+    if not isinstance(sec, dict) or not isinstance(sec.get("file"), str):
+        raise BundleError(f"{where} needs a 'file'")
+    path = bundle.path / sec["file"]
+    if not path.is_file():
+        raise BundleError(f"{where}: {sec['file']} is missing from the bundle")
+    if sec.get("sha256") and sha256_file(path) != sec["sha256"]:
+        raise BundleError(f"{where}: {sec['file']} does not match its sha256 in the manifest (a damaged copy)")
+    try:
+        model = SequenceModel.load(path)
+    except ValueError as err:
+        raise BundleError(f"{where}: {err}") from None
+    fps = float((bundle.manifest.get("events") or {}).get("event_fps", DEFAULT_EVENT_FPS))
+    if abs(float(model.meta.get("fps", fps)) - fps) > 1e-6:
+        raise BundleError(f"{where}: trained at {model.meta.get('fps')} fps, the event head runs at {fps:g}")
+    return model

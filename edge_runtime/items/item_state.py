@@ -1,6 +1,10 @@
 """One stream's item state: its tracker, its labeler and a ring of its recent item events, bounded,
 snapshotted as arrays.
 
+The labeler (item_events.py) decides each event as it happens: those go to the alert rules. With the
+bundle's track labeler model (``sequence``), the ring the queries read holds the events labelled over
+each track's whole path instead (track_labels.py); without it, the labeler's.
+
 Zones come from the stream's config; a stream without them proposes its own from the event head's
 zone map (``zones.propose``) averaged over its first ``PROPOSE_FRAMES`` frames, and decides no item
 event before that (``status()`` says which).
@@ -15,6 +19,8 @@ import numpy as np
 from .basket import BasketWatch, Stay
 from .detections import Detections
 from .item_events import HANDLING_COLS, TILL_TOLERANCE_S, ItemEvent, make_labeler
+from .sequence_model import SequenceModel
+from .track_labels import TrackLabels
 from .track_paths import TrackPaths
 from .tracker import HISTORY, MAX_TRACKS, MAX_VOTES, ItemTracker, Track
 from .zones import Zones, propose
@@ -23,6 +29,7 @@ MAX_ZONE_BYTES = 4096      # the zones' JSON in a snapshot: four polygons of a f
 PROPOSE_FRAMES = 50        # 10 s at 5 fps: the zone map averaged over these frames proposes a stream's zones
 
 MAX_EVENTS = 512           # recent item events kept (a busy lane decides a few hundred an hour)
+MAX_SCANNED = 256          # tracks remembered as scanned (light or till read), for the labelled events' "paid"
 TRACK_COLS = ("track_id", "start", "last_t", "score_sum", "hits")
 EVENT_COLS = ("activity_id", "class_id", "track_id", "start", "end", "confidence", "x1", "y1", "x2", "y2", "scanned_at")
 KEYS = ("bundle_id", "next_id", "tracks", "votes", "history", "events", "handling", "over_scanner")
@@ -33,9 +40,13 @@ class ItemState:
     """``update(dets)`` per frame (5 fps), in time order -> the item events decided at that frame."""
 
     def __init__(self, zones: Zones | None, *, bundle_id: str, labeler: str = "geometric", fps: float = 5.0,
-                 max_tracks: int = MAX_TRACKS, max_events: int = MAX_EVENTS) -> None:
-        """``zones`` None: proposed from the first ``PROPOSE_FRAMES`` frames' zone maps."""
+                 max_tracks: int = MAX_TRACKS, max_events: int = MAX_EVENTS,
+                 sequence: SequenceModel | None = None) -> None:
+        """``zones`` None: proposed from the first ``PROPOSE_FRAMES`` frames' zone maps. ``sequence``: the
+        bundle's track labeler model, whose events the queries read."""
         self.bundle_id, self.fps, self.labeler_name = str(bundle_id), float(fps), labeler
+        self.sequence = sequence
+        self.scanned: dict[int, float] = {}   # track id -> when it was scanned (the newest MAX_SCANNED)
         self.configured = zones
         self.tracker = ItemTracker(fps=fps, max_tracks=max_tracks)
         self.recent: deque[ItemEvent] = deque(maxlen=int(max_events))
@@ -43,15 +54,16 @@ class ItemState:
 
     @property
     def activities(self) -> tuple[str, ...]:
-        """The activities this stream's item events name (its labeler's)."""
+        """The activities the item events the queries read name (the track labeler's, else the labeler's)."""
         from .item_events import LABELERS
 
-        return LABELERS[self.labeler_name].activities
+        return self.sequence.activities if self.sequence is not None else LABELERS[self.labeler_name].activities
 
     def reset(self) -> None:
         """No tracks, no events, no paths (a new session); proposed zones are proposed again."""
         self.tracker = ItemTracker(fps=self.fps, max_tracks=self.tracker.max_tracks)
         self.recent.clear()
+        self.scanned = {}
         self.paths = TrackPaths()
         self._zone_sum: np.ndarray | None = None
         self._zone_frames = 0
@@ -72,6 +84,8 @@ class ItemState:
     def _set_zones(self, zones: Zones | None, origin: str | None) -> None:
         self.zones, self.zones_origin = zones, origin
         self.labeler = make_labeler(self.labeler_name, zones) if zones is not None else None
+        self.labels = (TrackLabels(self.sequence, zones, fps=self.fps, max_tracks=self.tracker.max_tracks)
+                       if zones is not None and self.sequence is not None else None)
         self.basket = BasketWatch(zones) if zones is not None else None
 
     def _propose(self, dets: Detections) -> None:
@@ -102,7 +116,8 @@ class ItemState:
         self.paths.update(step)
         out = self.labeler.update(step, dets.light, dets.t)
         self.basket.update(step, dets.t)
-        self.recent.extend(out)
+        self._remember(out)
+        self._add(self.labels.update(step, dets.light, dets, self.scanned) if self.labels is not None else out)
         return out
 
     def flush(self) -> list[ItemEvent]:
@@ -113,13 +128,52 @@ class ItemState:
         self.tracker.flush()
         self.paths.flush()
         self.basket.flush()
-        self.recent.extend(out)
+        self._remember(out)
+        self._add(self.labels.flush(self.scanned) if self.labels is not None else out)
         return out
+
+    def _add(self, events: list[ItemEvent]) -> None:
+        """Into the ring in order of their ends, so the ring drops the earliest-ending first and its oldest
+        end is where the kept events are complete from (a labelled track's events come when it ends,
+        after events of other tracks that ended later)."""
+        ring = self.recent
+        for e in events:
+            if not ring or e.end >= ring[-1].end:
+                ring.append(e)
+                continue
+            if len(ring) == ring.maxlen:
+                if e.end <= ring[0].end:
+                    continue  # it would be the first dropped: the ring is complete from its oldest end on
+                ring.popleft()
+            ends = [x.end for x in ring]
+            ring.insert(int(np.searchsorted(ends, e.end, side="right")), e)
+
+    def _remember(self, decided: list[ItemEvent]) -> None:
+        """The labeler's scans, for the labelled events' ``scanned_at`` (paid)."""
+        for e in decided:
+            if e.scanned_at is not None:
+                self._scanned(e.track_id, e.scanned_at)
+
+    def _scanned(self, track_id: int, t: float) -> None:
+        self.scanned.setdefault(int(track_id), float(t))
+        while len(self.scanned) > MAX_SCANNED:
+            del self.scanned[next(iter(self.scanned))]
+
+    def query_events(self) -> tuple[ItemEvent, ...]:
+        """The item events the queries read: the ring (one C-level copy: the intake thread appends to it
+        while a query reads), and with the track labeler, the live tracks labelled as they stand."""
+        kept = tuple(self.recent)
+        if self.labels is None:
+            return kept
+        return kept + tuple(self.labels.live_events(dict(self.scanned)))
 
     def till_read(self, t: float, class_id: int | None = None) -> int | None:
         """A till's good read at stream time ``t``: the id of the track it scanned, None when no track
         was over the scanner within the tolerance."""
-        return self.labeler.match_till_read(float(t), class_id) if self.labeler is not None else None
+        tid = self.labeler.match_till_read(float(t), class_id) if self.labeler is not None else None
+        if tid is not None:
+            self._scanned(tid, float(t))
+        return tid
 
     def events(self, window: tuple[float, float]) -> list[ItemEvent]:
         a, b = window
@@ -154,6 +208,9 @@ class ItemState:
         if self.basket is not None:
             sd |= self.basket.state_dict()
         sd |= self.paths.state_dict()
+        if self.labels is not None:
+            sd |= self.labels.state_dict()
+            sd["scanned"] = np.array(list(self.scanned.items()), np.float64).reshape(-1, 2)
         return {PREFIX + k: v for k, v in sd.items()}
 
     def load_state_dict(self, sd: dict[str, np.ndarray], bundle_id: str) -> None:
@@ -193,6 +250,11 @@ class ItemState:
             self.basket.load_state_dict({k: np.asarray(sd[PREFIX + k]) for k in ("basket", "basket_handled")
                                          if PREFIX + k in sd}, live)
         self.paths.load_state_dict({k: np.asarray(sd[PREFIX + k]) for k in ("paths",) if PREFIX + k in sd}, live)
+        if self.labels is not None:  # a snapshot without the track labeler's rows: live tracks start them again
+            self.labels.load_state_dict({k: np.asarray(sd[PREFIX + k]) for k in ("label_tracks", "label_rows")
+                                         if PREFIX + k in sd}, live)
+            for tid, t in np.asarray(sd.get(PREFIX + "scanned", np.zeros((0, 2))), np.float64).reshape(-1, 2):
+                self._scanned(int(tid), float(t))
         self.recent.clear()
         for r in get["events"].reshape(-1, len(EVENT_COLS)).tolist():
             self.recent.append(ItemEvent(ACTIVITIES[int(r[0])], int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5],
@@ -208,6 +270,7 @@ class ItemState:
         and the paths' ring."""
         over = int(np.ceil(4 * TILL_TOLERANCE_S * self.fps)) + 2
         per_track = 8 * (len(TRACK_COLS) + HISTORY * (7 + 4) + MAX_VOTES * 3 + len(HANDLING_COLS) + over * 2)
+        labels = (TrackLabels.max_nbytes(self.tracker.max_tracks) + MAX_SCANNED * 16) if self.sequence is not None else 0
         return (len(self.bundle_id.encode()) + 8 + MAX_ZONE_BYTES + self.tracker.max_tracks * per_track
                 + self.recent.maxlen * 8 * len(EVENT_COLS) + BasketWatch.max_nbytes(self.tracker.max_tracks)
-                + TrackPaths.max_nbytes(self.paths.rows.maxlen))
+                + TrackPaths.max_nbytes(self.paths.rows.maxlen) + labels)

@@ -30,16 +30,17 @@ def item_path(engine: Any, state: Any) -> Any:
 
 
 def recent(items: Any) -> tuple:
-    """The item events kept, oldest first. One C-level copy of the ring: the stream's intake thread
-    appends to it while a query reads, and a Python loop over the ring itself would see it change."""
-    return tuple(items.recent)
+    """The item events the queries read, oldest decided first (``ItemState.query_events``: the ring,
+    and with the track labeler the live tracks labelled as they stand)."""
+    return items.query_events()
 
 
-def horizon(items: Any, kept: tuple | None = None) -> float:
+def horizon(items: Any) -> float:
     """Stream time from which the item events are complete: -inf until the ring has dropped an event;
-    then the end of its oldest kept one (events are decided at their end or later, so any event ending
-    after it was decided after it, and kept)."""
-    kept = recent(items) if kept is None else kept
+    then the end of its oldest kept one (``ItemState`` keeps the ring in order of the events' ends and
+    drops the earliest-ending first, so every event ending after it is kept). One C-level copy of the
+    ring: the stream's intake thread adds to it while a query reads."""
+    kept = tuple(items.recent)
     if items.recent.maxlen is None or len(kept) < items.recent.maxlen:
         return -math.inf
     return float(kept[0].end)

@@ -85,6 +85,13 @@ class Exporter:
         target = Path(a.out) if a.out else REPO_ROOT / "engines" / f"{cfg.name}-{a.precision}"
         with BundleWriter(target) as writer, tempfile.TemporaryDirectory(prefix="lvm-export-") as work:
             self.writer = writer
+            if events is not None:
+                from export.onnx.track_labels_file import write_track_labels
+
+                events["track_labels"] = write_track_labels(writer.path, self.events_checkpoint,
+                                                            events["event_fps"], self.notes)
+                if events["track_labels"] is None:
+                    del events["track_labels"]
             fp32_dir = Path(work) / "fp32"
             fp32_dir.mkdir()
             # before the slow part: a source without frames fails fast
@@ -180,7 +187,7 @@ class Exporter:
         from export.onnx.event_graphs import open_events
         from export.train.event_defaults import default_events_path
 
-        ckpt = Path(self.args.checkpoint) if self.args.checkpoint else DEFAULT_CHECKPOINT
+        ckpt = self.events_checkpoint = Path(self.args.checkpoint) if self.args.checkpoint else DEFAULT_CHECKPOINT
         products = list((ck.get("labels") or {}).get("products") or [])
         if getattr(self.args, "no_events", False):
             self.notes.append("no event head graph (--no-events)")

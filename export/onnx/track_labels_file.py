@@ -1,0 +1,66 @@
+"""The track labeler's weights in a bundle: lvm-export copies ``<checkpoint stem>-track-labels.safetensors``
+(export/train/track_labels.py writes it) into the bundle as ``track_labels.safetensors`` and lists it
+under the manifest's ``events.track_labels``, after checking that the runtime's numpy recurrence
+gives PyTorch's probabilities on it (``parity``). A bundle without it reads the geometric labeler's
+item events in its queries."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.file_hash import sha256_file
+from edge_runtime.items.sequence_model import SequenceModel
+from export.cli.common import UsageError
+
+BUNDLE_FILE = "track_labels.safetensors"
+PARITY_TOL = 1e-4   # the most a probability may differ between numpy and PyTorch
+
+
+def default_track_labels_path(checkpoint: Path) -> Path:
+    """``<checkpoint dir>/<checkpoint stem>-track-labels.safetensors``: where lvm-export looks for it."""
+    return checkpoint.with_name(f"{checkpoint.stem}-track-labels.safetensors")
+
+
+def parity(model: SequenceModel, seed: int = 0) -> float:
+    """The largest difference in p(class) between the runtime's numpy model and PyTorch's GRU with the
+    same weights, on random tracks of several lengths batched together."""
+    import torch
+
+    from export.train.track_labels import GRULabeler
+
+    hidden = model.weights["inp.weight"].shape[0]
+    net = GRULabeler(model.features, hidden, model.layers, len(model.classes))
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in model.weights.items()})
+    rng = np.random.default_rng(seed)
+    seqs = [(model.mean + model.sd * rng.normal(size=(n, model.features))).astype(np.float32) for n in (1, 7, 60)]
+    worst = 0.0
+    with torch.no_grad():
+        for x, p in zip(seqs, model.probs(seqs)):
+            ref = torch.softmax(net(torch.from_numpy(((x - model.mean) / model.sd)[None])), -1)[0].numpy()
+            worst = max(worst, float(np.abs(p - ref).max()))
+    return worst
+
+
+def write_track_labels(bundle_dir: Path, checkpoint: Path, event_fps: float, notes: list[str]) -> dict | None:
+    """Copy the checkpoint's track labeler into the bundle -> the manifest's ``events.track_labels``
+    section, or None (a note says why) when there is none beside the checkpoint."""
+    src = default_track_labels_path(checkpoint)
+    if not src.is_file():
+        notes.append(f"no track labeler (no {src.name} beside the checkpoint): queries read the geometric "
+                     "labeler's item events")
+        return None
+    try:
+        model = SequenceModel.load(src)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    fps = float(model.meta.get("fps", event_fps))
+    if abs(fps - float(event_fps)) > 1e-6:
+        raise UsageError(f"{src}: trained at {fps:g} fps, the event head runs at {event_fps:g}; train it again")
+    worst = parity(model)
+    if worst > PARITY_TOL:
+        raise UsageError(f"{src}: the runtime's recurrence differs from PyTorch's by {worst:.2g} (> {PARITY_TOL:g})")
+    shutil.copyfile(src, bundle_dir / BUNDLE_FILE)
+    return {"file": BUNDLE_FILE, "sha256": sha256_file(bundle_dir / BUNDLE_FILE), "source": src.name,
+            "classes": list(model.classes), "parity_max_abs": worst, "trained": model.meta}
