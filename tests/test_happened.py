@@ -335,9 +335,10 @@ def test_trace_accounts_for_every_missed_truth_event(streamed):
     events = what_happened((eng, stream), None, (0.0, VIDEO_S), trace=steps)
     assert events == what_happened((eng, stream), None, (0.0, VIDEO_S))  # tracing changes nothing
     # the default floor: the memory's own, or the one of intervals no item event confirms
-    floor = happened.ITEMS_FLOOR if covers(eng, stream, (0.0, VIDEO_S)) else happened.MIN_CONFIDENCE
+    floors = happened.ITEM_FLOORS[stream.items.labelled_by] if covers(eng, stream, (0.0, VIDEO_S)) else None
+    floor = floors.unconfirmed if floors else happened.MIN_CONFIDENCE
     assert set(steps["activity"]) == set(happened.subjects(eng, None)) and steps["floor"] == floor
-    assert all(k[4] >= min(floor, happened.CONFIRMED_FLOOR) for k in steps["kept"])
+    assert all(k[4] >= min(floor, floors.confirmed if floors else floor) for k in steps["kept"])
     gt = truth(ann, 0.0, VIDEO_S)
     hit = matched(events, gt)
     assert gt and hit

@@ -101,8 +101,12 @@ def test_a_track_is_labelled_whole_when_it_ends(model):
     assert bag.class_id == 3
     assert bag.confidence == pytest.approx(float(model.probs([np.ones((1, len(FEATURES)))])[0][0, 3]), abs=0.05)
     assert state.activities == GeometricLabeler.activities
-    # the rules still get the geometric labeler's events, decided as they happen
-    assert all(isinstance(e, ItemEvent) for e in decided)
+    # the rules read the geometric labeler's events, decided as they happen (a bag as it settles), kept apart
+    assert [e.activity for e in decided] == ["bag"] and list(state.rule_events()) == decided
+    sd = state.state_dict()
+    again = ItemState(Zones.from_dict(COUNTER_BAG), bundle_id="b", sequence=model)
+    again.load_state_dict(sd, "b")
+    assert again.rule_events() == state.rule_events() and list(again.recent) == labelled
 
 
 def test_live_tracks_are_labelled_for_a_query_and_rows_survive_a_snapshot(model):

@@ -21,8 +21,9 @@ def rule_events(target: Any, stream: str | None, window: tuple[float, float]) ->
     if getattr(engine, "events", None) is not None and getattr(state, "items", None) is not None:
         from edge_runtime.query.item_events import item_events
 
-        # each rule's item_min_confidence chooses
-        return item_events(engine, state, window) + basket_events(engine, state, window)
+        # each rule's item_min_confidence chooses; the events decided as they happen, not the track
+        # labeler's (labelled when a track ends: too late for a nudge)
+        return item_events(engine, state, window, rules=True) + basket_events(engine, state, window)
     from edge_runtime.query.happened import what_happened
 
     return what_happened(target, stream, window, min_confidence=EVENT_FLOOR, one_activity=False)

@@ -6,7 +6,7 @@ import argparse
 from edge_runtime import __version__
 from edge_runtime.alerts.record import OUTCOMES
 from edge_runtime.cli.common import PROG
-from edge_runtime.query.happened import CONFIRMED_FLOOR, ITEM_EVENT_FLOOR, ITEMS_FLOOR, MIN_CONFIDENCE
+from edge_runtime.query.happened import MIN_CONFIDENCE, floors_help
 from edge_runtime.query.types import NAMES, QUERY_TYPES
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
@@ -247,9 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--end", type=float, help="window end, stream seconds")
     h.add_argument("--activity", help="only events of this activity (name or id)")
     h.add_argument("--min-confidence", type=float, metavar="P",
-                   help=f"the least confidence of an event shown (by default {MIN_CONFIDENCE:g}; where the stream's "
-                        f"item events cover the window {ITEMS_FLOOR:g}, {CONFIRMED_FLOOR:g} for an event one confirms, "
-                        f"and {ITEM_EVENT_FLOOR:g} for a bag item event shown on its own)")
+                   help=f"the least confidence of an event shown (by default {MIN_CONFIDENCE:g}; {floors_help()})")
     h.add_argument("--stream", metavar="NAME", help="the stream to ask (default: the runtime's default stream)")
     h.add_argument("--json", action="store_true", help="print the API's JSON")
 

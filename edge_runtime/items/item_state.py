@@ -1,9 +1,10 @@
 """One stream's item state: its tracker, its labeler and a ring of its recent item events, bounded,
 snapshotted as arrays.
 
-The labeler (item_events.py) decides each event as it happens: those go to the alert rules. With the
-bundle's track labeler model (``sequence``), the ring the queries read holds the events labelled over
-each track's whole path instead (track_labels.py); without it, the labeler's.
+The labeler (item_events.py) decides each event as it happens: those go to the alert rules
+(``rule_events``). With the bundle's track labeler model (``sequence``), the queries read the events
+labelled over each track's whole path instead (``query_events``, track_labels.py), kept in a ring of
+their own; without it, both read the labeler's.
 
 Zones come from the stream's config; a stream without them proposes its own from the event head's
 zone map (``zones.propose``) averaged over its first ``PROPOSE_FRAMES`` frames, and decides no item
@@ -49,8 +50,15 @@ class ItemState:
         self.scanned: dict[int, float] = {}   # track id -> when it was scanned (the newest MAX_SCANNED)
         self.configured = zones
         self.tracker = ItemTracker(fps=fps, max_tracks=max_tracks)
-        self.recent: deque[ItemEvent] = deque(maxlen=int(max_events))
+        self.recent: deque[ItemEvent] = deque(maxlen=int(max_events))       # what the queries read
+        # what the rules read: the labeler's events, a ring of their own with the track labeler
+        self.decided: deque[ItemEvent] = deque(maxlen=int(max_events)) if sequence is not None else self.recent
         self.reset()
+
+    @property
+    def labelled_by(self) -> str:
+        """What labelled the item events the queries read: "track_labels" (the bundle's model) or the labeler's name."""
+        return "track_labels" if self.sequence is not None else self.labeler_name
 
     @property
     def activities(self) -> tuple[str, ...]:
@@ -63,6 +71,7 @@ class ItemState:
         """No tracks, no events, no paths (a new session); proposed zones are proposed again."""
         self.tracker = ItemTracker(fps=self.fps, max_tracks=self.tracker.max_tracks)
         self.recent.clear()
+        self.decided.clear()
         self.scanned = {}
         self.paths = TrackPaths()
         self._zone_sum: np.ndarray | None = None
@@ -118,6 +127,8 @@ class ItemState:
         self.basket.update(step, dets.t)
         self._remember(out)
         self._add(self.labels.update(step, dets.light, dets, self.scanned) if self.labels is not None else out)
+        if self.decided is not self.recent:
+            self.decided.extend(out)
         return out
 
     def flush(self) -> list[ItemEvent]:
@@ -130,6 +141,8 @@ class ItemState:
         self.basket.flush()
         self._remember(out)
         self._add(self.labels.flush(self.scanned) if self.labels is not None else out)
+        if self.decided is not self.recent:
+            self.decided.extend(out)
         return out
 
     def _add(self, events: list[ItemEvent]) -> None:
@@ -158,6 +171,10 @@ class ItemState:
         self.scanned.setdefault(int(track_id), float(t))
         while len(self.scanned) > MAX_SCANNED:
             del self.scanned[next(iter(self.scanned))]
+
+    def rule_events(self) -> tuple[ItemEvent, ...]:
+        """The labeler's events, decided as they happen (one C-level copy of the ring), oldest first."""
+        return tuple(self.decided)
 
     def query_events(self) -> tuple[ItemEvent, ...]:
         """The item events the queries read: the ring (one C-level copy: the intake thread appends to it
@@ -195,9 +212,7 @@ class ItemState:
                               np.float64).reshape(-1, 3),
             "history": np.array([[tr.track_id, *r] for tr in tracks for r in tr.history], np.float64).reshape(-1, 7),
             "marks": np.array([[tr.track_id, *r] for tr in tracks for r in tr.marks], np.float64).reshape(-1, 4),
-            "events": np.array([[e.activity_id, e.class_id, e.track_id, e.start, e.end, e.confidence, *e.box,
-                                 np.nan if e.scanned_at is None else e.scanned_at] for e in self.recent],
-                               np.float64).reshape(-1, len(EVENT_COLS)),
+            "events": _event_rows(self.recent),
             # proposed zones, as JSON bytes (configured ones come from the config or zones.json again;
             # empty while proposing)
             "zones": np.frombuffer(json.dumps(self.zones.to_dict() if self.zones_origin == "proposed" else {}).encode(),
@@ -208,9 +223,10 @@ class ItemState:
         if self.basket is not None:
             sd |= self.basket.state_dict()
         sd |= self.paths.state_dict()
-        if self.labels is not None:
-            sd |= self.labels.state_dict()
+        if self.sequence is not None:
+            sd |= self.labels.state_dict() if self.labels is not None else {}
             sd["scanned"] = np.array(list(self.scanned.items()), np.float64).reshape(-1, 2)
+            sd["decided"] = _event_rows(self.decided)
         return {PREFIX + k: v for k, v in sd.items()}
 
     def load_state_dict(self, sd: dict[str, np.ndarray], bundle_id: str) -> None:
@@ -221,8 +237,6 @@ class ItemState:
         theirs = bytes(np.asarray(sd[PREFIX + "bundle_id"], np.uint8)).decode(errors="replace")
         if theirs != str(bundle_id) or theirs != self.bundle_id:
             raise ValueError(f"the item-state snapshot is of bundle {theirs!r}, this stream runs {self.bundle_id!r}")
-        from edge_runtime.checkout.catalog import ACTIVITIES
-
         get = {k: np.asarray(sd[PREFIX + k], np.float64) for k in KEYS[2:]}
         tracks = {}
         for tid, start, last_t, score_sum, hits in get["tracks"].reshape(-1, len(TRACK_COLS)).tolist():
@@ -256,9 +270,11 @@ class ItemState:
             for tid, t in np.asarray(sd.get(PREFIX + "scanned", np.zeros((0, 2))), np.float64).reshape(-1, 2):
                 self._scanned(int(tid), float(t))
         self.recent.clear()
-        for r in get["events"].reshape(-1, len(EVENT_COLS)).tolist():
-            self.recent.append(ItemEvent(ACTIVITIES[int(r[0])], int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5],
-                                         (r[6], r[7], r[8], r[9]), None if np.isnan(r[10]) else r[10]))
+        self.recent.extend(_events_of(get["events"]))
+        if self.decided is not self.recent:  # a snapshot without them: the rules' look-back starts empty
+            self.decided.clear()
+            self.decided.extend(_events_of(np.asarray(sd.get(PREFIX + "decided", np.zeros((0, len(EVENT_COLS)))),
+                                                      np.float64)))
 
     def nbytes(self) -> int:
         """Bytes of the snapshot's arrays now."""
@@ -270,7 +286,21 @@ class ItemState:
         and the paths' ring."""
         over = int(np.ceil(4 * TILL_TOLERANCE_S * self.fps)) + 2
         per_track = 8 * (len(TRACK_COLS) + HISTORY * (7 + 4) + MAX_VOTES * 3 + len(HANDLING_COLS) + over * 2)
-        labels = (TrackLabels.max_nbytes(self.tracker.max_tracks) + MAX_SCANNED * 16) if self.sequence is not None else 0
+        labels = (TrackLabels.max_nbytes(self.tracker.max_tracks) + MAX_SCANNED * 16
+                  + self.decided.maxlen * 8 * len(EVENT_COLS)) if self.sequence is not None else 0
         return (len(self.bundle_id.encode()) + 8 + MAX_ZONE_BYTES + self.tracker.max_tracks * per_track
                 + self.recent.maxlen * 8 * len(EVENT_COLS) + BasketWatch.max_nbytes(self.tracker.max_tracks)
                 + TrackPaths.max_nbytes(self.paths.rows.maxlen) + labels)
+
+
+def _event_rows(events) -> np.ndarray:
+    return np.array([[e.activity_id, e.class_id, e.track_id, e.start, e.end, e.confidence, *e.box,
+                      np.nan if e.scanned_at is None else e.scanned_at] for e in events],
+                    np.float64).reshape(-1, len(EVENT_COLS))
+
+
+def _events_of(rows: np.ndarray) -> list[ItemEvent]:
+    from edge_runtime.checkout.catalog import ACTIVITIES
+
+    return [ItemEvent(ACTIVITIES[int(r[0])], int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5], (r[6], r[7], r[8], r[9]),
+                      None if np.isnan(r[10]) else r[10]) for r in rows.reshape(-1, len(EVENT_COLS)).tolist()]

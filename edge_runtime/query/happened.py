@@ -13,9 +13,10 @@ The signature, kept stable (the alert hooks call it at each commit)::
 - ``activities``: label names (or ids) to keep; None: all. Only these are asked, so their events are
   not weighed against the product's other activities (``one_activity``).
 - ``min_confidence``: the least calibrated p(right) of an event kept (None: ``MIN_CONFIDENCE``, or
-  ``ITEMS_FLOOR`` where the stream's item events cover the window); ``confirmed_floor``: the least of
-  a memory interval an item event of its activity and product overlaps, where they cover it (the lower
-  of the two floors counts; None: ``CONFIRMED_FLOOR`` with the default floor, else ``min_confidence``).
+  where the stream's item events cover the window their ``ITEM_FLOORS`` entry's ``unconfirmed``);
+  ``confirmed_floor``: the least of a memory interval an item event of its activity and product
+  overlaps, where they cover it (the lower of the two floors counts; None: the entry's ``confirmed``
+  with the default floor, else ``min_confidence``).
 - ``catalog``: for an Engine, the catalog to read products from (a Runtime and a hub use their own).
 - ``one_activity``: one activity per product at a time (``one_activity_each``: the list people read);
   False keeps every activity's reading, as the alert rules read them (edge_runtime/alerts/rule_events.py).
@@ -48,11 +49,12 @@ different activities, too (``one_activity_each``).
 timeline track's answers), else ("memory",).
 With an event head, the stream's item events (edge_runtime/query/item_events.py) where they cover the
 window (``items``; a window older than their horizon is the memory's alone): they confirm the memory's
-intervals (step 2: one an item event of its activity and product overlaps is kept from
-``CONFIRMED_FLOOR``, any other from ``ITEMS_FLOOR``), a memory event an item event of its activity
-and product overlaps takes the item's track id and box and adds "items" to its tracks
-(``with_items``), and a bag item event no memory event agrees with is listed as it is
-(``unconfirmed``); ``happened`` also says what the window was read from (``read_from``).
+intervals (step 2: with the floors of the item events' source, ``ITEM_FLOORS``: one an item event of
+its activity and product overlaps is kept from its ``confirmed`` floor, any other from its
+``unconfirmed`` one), a memory event an item event of its activity and product overlaps takes the
+item's track id and box and adds "items" to its tracks (``with_items``), and an item event of the
+source's ``listed`` activities no memory event agrees with is listed as it is (``unconfirmed``);
+``happened`` also says what the window was read from (``read_from``).
 How right the events are on held-out generator videos: tools/accuracy/happened_eval.py,
 docs/accuracy/happened_losses.json (docs/accuracy.md, what happened).
 """
@@ -88,19 +90,41 @@ EXCLUSIVE_TIOU = 0.5    # events of one activity this alike in time are one item
 # with the floor on the tuning videos of seed 1 (docs/accuracy/happened_floor.json): tIoU 0.3 and
 # floor 0.6 gave the best F1 (0.773, against 0.764 without it; 0.2: 0.771, 0.5: 0.772)
 ONE_ACTIVITY_TIOU = 0.3
-# where the stream's item events cover the window: the default least confidence of a memory interval
-# no item event of its activity and product overlaps (ITEMS_FLOOR), and of one such an item event
-# confirms (CONFIRMED_FLOOR). Chosen on 4 held-out videos of seed 1 (tools/accuracy/happened_eval.py
-# --floors 0.6,0.65,0.7,0.8 --confirmed-floors 0.2,0.3,0.4,0.5,0.6): the best F1, 0.783 against 0.773
-# at 0.6 for every event (docs/accuracy/happened_confirmed_seed1.json; seeds 2 and 3 report: docs/items.md)
-ITEMS_FLOOR = 0.7
-CONFIRMED_FLOOR = 0.3
-# item events listed where the memory has no event of their activity and product, and their least
-# confidence: a bag's track times it from the item leaving where it lay to the bag (seed 1, 6 videos at
-# the default rates: bag item events at 0.4 or more were right 90 % of the time and found 92 % of the
-# bags; 4 held-out videos: F1 0.784 -> 0.787, 0.55: 0.787, 0.65: 0.783; docs/items.md)
-ITEM_EVENTS_LISTED = ("bag",)
-ITEM_EVENT_FLOOR = 0.4
+
+
+@dataclass(frozen=True)
+class ItemFloors:
+    """Where the stream's item events cover the window: the default least confidence of a memory
+    interval no item event of its activity and product overlaps (``unconfirmed``) and of one such an
+    item event confirms (``confirmed``); the item activities listed as they are where no memory event
+    agrees (``listed``), from their own least confidence (``listed_floor``)."""
+
+    unconfirmed: float
+    confirmed: float
+    listed: tuple[str, ...]
+    listed_floor: float
+
+
+# per source of the item events (ItemState.labelled_by). Each chosen on 4 held-out videos of seed 1
+# (tools/accuracy/happened_eval.py --floors ... --confirmed-floors ...; seeds 2 and 3 report: docs/items.md).
+# The geometric labeler's events were right under half the time: only bags are listed, from 0.4 (right
+# 90 % of the time, 92 % of the bags found; F1 0.783 against 0.773 for the memory alone). The track
+# labeler's were right 56-63 % of the time and found 76-84 % of the events: an interval they do not
+# confirm needs 0.8, one they confirm 0.2, and each of its activities is listed from 0.8 (F1 0.851 against
+# 0.812 with the geometric labeler's floors; docs/items.md#in-the-queries)
+ITEM_FLOORS = {
+    "geometric": ItemFloors(0.7, 0.3, ("bag",), 0.4),
+    "track_labels": ItemFloors(0.8, 0.2, ("pick_up", "scan", "bag", "put_back", "hold", "inspect", "hand_over",
+                                          "pass_around"), 0.8),
+}
+
+
+def floors_help(shown: str = "shown") -> str:
+    """The default floors where item events cover the window, in words (the API's and the CLI's help)."""
+    t, g = ITEM_FLOORS["track_labels"], ITEM_FLOORS["geometric"]
+    return (f"where the stream's item events cover the window {t.unconfirmed:g}, {t.confirmed:g} for an event one "
+            f"confirms, and {t.listed_floor:g} for an item event {shown} on its own; a bundle without the track "
+            f"labeler: {g.unconfirmed:g}, {g.confirmed:g}, and bags from {g.listed_floor:g}")
 MEMORY_TRACKS = ("memory",)
 
 
@@ -275,10 +299,12 @@ def happened(target: Any, stream: str | None, window: Any, *, activities: list[A
         if x is not None and not 0.0 <= float(x) <= 1.0:
             raise HappenedError(f"{name} must be in 0..1, got {float(x):g}")
     found = item_events(engine, state, (start, end), clip=True) if items and covers(engine, state, (start, end)) else None
+    floors = ITEM_FLOORS[state.items.labelled_by] if found is not None else None
     # a floor asked for is every event's (no event under it is shown) unless a confirmed floor is asked for too
-    floor = float(min_confidence) if min_confidence is not None else MIN_CONFIDENCE if found is None else ITEMS_FLOOR
+    floor = (float(min_confidence) if min_confidence is not None else MIN_CONFIDENCE if floors is None
+             else floors.unconfirmed)
     confirmed = (float(confirmed_floor) if confirmed_floor is not None
-                 else floor if min_confidence is not None else CONFIRMED_FLOOR)
+                 else floor if min_confidence is not None or floors is None else floors.confirmed)
     steps: dict[str, Any] = {} if trace is None else trace
     steps.update(activity={}, time={}, kept=[], floor=floor, one_product=[])
     pictures = subjects(engine, catalog)
@@ -289,9 +315,9 @@ def happened(target: Any, stream: str | None, window: Any, *, activities: list[A
         events = one_activity_each(events, one_activity_tiou)
     if found is not None:
         events = with_items(events, found)
-        least = ITEM_EVENT_FLOOR if min_confidence is None else max(ITEM_EVENT_FLOOR, float(min_confidence))
+        least = max(floors.listed_floor, float(min_confidence or 0.0))
         # named by the bundle's classes: listed where those are the products asked about (no catalog)
-        own = [i for i in found if i.product in pictures]
+        own = [i for i in found if i.product in pictures and i.activity in floors.listed]
         events = sorted(events + unconfirmed(own, events, wanted, least), key=lambda e: (e.start, -e.confidence, e.product))
         read_from = [ITEMS_READ_FROM] + read_from
     return Happened(events, read_from)
@@ -304,10 +330,10 @@ def agreeing(items: list[Event], activity_id: int, product: str, start: float, e
 
 
 def unconfirmed(items: list[Event], events: list[Event], wanted: set[int] | None, least: float) -> list[Event]:
-    """Item events of ``ITEM_EVENTS_LISTED`` (and of the ``wanted`` activities) at confidence ``least`` or
-    more that no memory event of their activity and product overlaps: listed as they are, one per
-    overlapping run of one product (``merge``)."""
-    own = [i for i in items if i.activity in ITEM_EVENTS_LISTED and i.confidence >= least
+    """Item events (of the ``wanted`` activities) at confidence ``least`` or more that no memory event of
+    their activity and product overlaps: listed as they are, one per overlapping run of one product
+    (``merge``)."""
+    own = [i for i in items if i.confidence >= least
            and (wanted is None or i.activity_id in wanted)
            and not agreeing(events, i.activity_id, i.product, i.start, i.end)]
     return merge(own)
@@ -317,9 +343,8 @@ def with_items(events: list[Event], items: list[Event]) -> list[Event]:
     """The memory's ``events`` with the item events of their window (``items``): a memory event that an
     item event of its activity and product overlaps is that item's: it takes the item's track id and
     the track's box at the item event's middle, and says it read "items" too (the one overlapping
-    most, then the most confident). Its times and confidence stay the memory's: on held-out videos
-    (seed 1) the item events were right under half the time, and found under half the events
-    (docs/items.md); only bags no memory event agrees with are listed on their own (``unconfirmed``)."""
+    most, then the most confident). Its times and confidence stay the memory's (``ITEM_FLOORS`` says
+    which item events no memory event agrees with are listed on their own: ``unconfirmed``)."""
     out = []
     for e in events:
         agree = agreeing(items, e.activity_id, e.product, e.start, e.end)

@@ -60,16 +60,17 @@ def activity_ids(engine: Any, state: Any) -> set[int]:
 
 
 def item_events(engine: Any, state: Any, window: tuple[float, float], min_confidence: float = 0.0,
-                clip: bool = False) -> list[Event]:
+                clip: bool = False, rules: bool = False) -> list[Event]:
     """The item events of ``state`` that overlap ``window``, named by the bundle's product classes;
-    ``clip``: their times cut to the window (as a listing of the window shows them)."""
+    ``clip``: their times cut to the window (as a listing of the window shows them); ``rules``: the ones
+    the alert rules read (decided as they happen), not the queries' (``recent``)."""
     items = getattr(state, "items", None)
     if items is None:
         return []
     a, b = (float(x) for x in window)
     names = list(engine.products)
     out = []
-    for e in recent(items):
+    for e in (items.rule_events() if rules else recent(items)):
         if not e.overlaps(a, b) or e.confidence < min_confidence:
             continue
         product = names[e.class_id] if 0 <= e.class_id < len(names) else f"class {e.class_id}"

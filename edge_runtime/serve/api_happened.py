@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge_runtime.query.ask.times import EMPTY_MEMORY, stream_time_now
 from edge_runtime.query.class_pictures import class_pictures
 from edge_runtime.query.coverage import window_coverage
-from edge_runtime.query.happened import CONFIRMED_FLOOR, ITEM_EVENT_FLOOR, ITEMS_FLOOR, MIN_CONFIDENCE, HappenedError
+from edge_runtime.query.happened import MIN_CONFIDENCE, HappenedError, floors_help
 from edge_runtime.query.happened import happened as events_read
 from edge_runtime.serve.api_deps import GUARDED, Hub
 from edge_runtime.serve.api_streams import STREAM_HELP
@@ -39,10 +39,7 @@ class HappenedBody(BaseModel):
     activity: Union[int, str, None] = Field(None, description="only events of this activity (name or id)")
     min_confidence: float | None = Field(None, ge=0.0, le=1.0,
                                          description=f"the least calibrated probability of an event kept (by "
-                                                     f"default {MIN_CONFIDENCE:g}; where the stream's item events "
-                                                     f"cover the window {ITEMS_FLOOR:g}, {CONFIRMED_FLOOR:g} "
-                                                     f"for an event an item event confirms, and "
-                                                     f"{ITEM_EVENT_FLOOR:g} for a bag item event listed on its own)")
+                                                     f"default {MIN_CONFIDENCE:g}; {floors_help('listed')})")
     stream: str | None = Field(None, description=STREAM_HELP)
 
 

@@ -20,6 +20,7 @@ the bundle when it lies beside the checkpoint (``<stem>-track-labels.safetensors
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import sys
@@ -157,7 +158,7 @@ def train(data: list[tuple[np.ndarray, np.ndarray]], *, epochs: int = EPOCHS, se
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
         log(f"epoch {ep + 1}/{epochs}: loss {total / len(chunks):.3f} ({time.perf_counter() - t0:.0f} s)")
     return model.eval(), mean, sd, counts
 
@@ -197,20 +198,18 @@ def save(path: Path, model, mean: np.ndarray, sd: np.ndarray, info: dict) -> Pat
     return path
 
 
-def _bundle_detections(bundle: Path, videos: list, threads: int, log):
-    """Each video's detections from the bundle's backbone and event head, and their rate."""
-    from edge_runtime.engine.engine import Engine
-
-    eng = Engine(bundle, threads=threads, events=True)
-    if eng.events is None:
-        raise SystemExit(f"track_labels: --bundle {bundle}: it has no event head (export it without --no-events)")
-    for video in videos:
+def _bundle_detections(eng, videos: list, log):
+    """Each video's detections from the engine's backbone and event head (ONNX Runtime)."""
+    start = time.perf_counter()
+    for i, video in enumerate(videos, 1):
         t0, dets = time.perf_counter(), []
         frames = video.frames(eng.events.event_fps)
         while chunk := list(itertools.islice(frames, eng.batch_size)):
             dets += eng.events.detect(eng.encode(np.stack([f for _, f in chunk])), [t for t, _ in chunk])
-        log(f"  {video.video_id}: {len(dets)} frames in {time.perf_counter() - t0:.0f} s")
-        yield dets, eng.events.event_fps
+        left = (time.perf_counter() - start) / i * (len(videos) - i)
+        log(f"  video {i} of {len(videos)} ({video.video_id}): {len(dets)} frames in {time.perf_counter() - t0:.0f} s"
+            f"{f', about {left / 60:.0f} min left' if i < len(videos) else ''}")
+        yield dets
 
 
 def _saved_detections(folder: Path, log):
@@ -243,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--saved", action="append", default=[], help="a folder of head outputs saved by "
                    "tools/accuracy/head_replay.py save (repeatable), instead of streaming training videos")
     a = p.parse_args(argv)
+    say = functools.partial(print, flush=True)
     if a.videos < 1 or a.video_s <= 0 or a.epochs < 1:
         print("track_labels: --videos, --video-s and --epochs must be positive", file=sys.stderr)
         return 2
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     data, shown = [], []
     if a.saved:
         for folder in a.saved:
-            for video, dets, fps in _saved_detections(Path(folder), print):
+            for video, dets, fps in _saved_detections(Path(folder), say):
                 data += examples(dets, video.annotations(), fps)
                 shown.append([video.seed, video.look])
     else:
@@ -260,25 +260,32 @@ def main(argv: list[str] | None = None) -> int:
         if not (bundle / "manifest.json").is_file():
             print(f"track_labels: --bundle {bundle}: no manifest.json (an exported bundle folder)", file=sys.stderr)
             return 2
-        videos = []
+        from edge_runtime.engine.engine import Engine
+
+        eng = Engine(bundle, threads=a.threads, events=True)
+        if eng.events is None:
+            print(f"track_labels: --bundle {bundle}: it has no event head (export it without --no-events)",
+                  file=sys.stderr)
+            return 2
+        fps, videos = eng.events.event_fps, []
         for i in range(a.first, a.first + a.videos):
             seed, look = training_video(a.seed, i)
             rates = ShrinkRates.parse(SHRINK if i >= a.first + a.videos // 2 else "default")
-            videos.append(CheckoutVideo(seed=seed, duration_s=a.video_s, look=look, shrink=rates))
-        print(f"streaming {len(videos)} training videos through {bundle}'s event head")
-        for video, (dets, fps) in zip(videos, _bundle_detections(bundle, videos, a.threads, print)):
+            videos.append(CheckoutVideo(seed=seed, duration_s=a.video_s, size=eng.frame_size, look=look, shrink=rates))
+        say(f"streaming {len(videos)} training videos through {bundle}'s event head")
+        for video, dets in zip(videos, _bundle_detections(eng, videos, say)):
             data += examples(dets, video.annotations(), fps)
             shown.append([video.seed, video.look])
     frames_s = time.perf_counter() - t0
     rows = sum(len(y) for _, y in data)
-    print(f"{len(data)} tracks, {rows} rows from {len(shown)} videos in {frames_s:.0f} s; training")
-    model, mean, sd, counts = train(data, epochs=a.epochs, threads=a.threads)
+    say(f"{len(data)} tracks, {rows} rows from {len(shown)} videos in {frames_s:.0f} s; training {a.epochs} epochs")
+    model, mean, sd, counts = train(data, epochs=a.epochs, threads=a.threads, log=say)
     info = {"fps": fps, "videos": shown, "tracks": len(data), "rows": int(rows),
             "rows_per_class": {c: int(n) for c, n in zip(CLASSES, counts)}, "epochs": a.epochs,
             "hidden": HIDDEN, "chunk": CHUNK, "seconds": round(time.perf_counter() - t0, 1),
             "frames_seconds": round(frames_s, 1), "threads": a.threads}
     save(Path(a.out), model, mean, sd, info)
-    print(f"wrote {a.out} ({info['seconds']:.0f} s)")
+    say(f"wrote {a.out} ({info['seconds']:.0f} s)")
     return 0
 
 

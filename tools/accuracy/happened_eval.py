@@ -220,14 +220,15 @@ def main(argv: list[str] | None = None) -> int:
             shown.append((stream, video))
             videos.append({"seed": seed, "look": look, "duration_s": args.video_s})
         print(f"{len(videos)} videos streamed in {time.perf_counter() - t0:.0f} s", flush=True)
-        one, confirm = happened.ONE_ACTIVITY_TIOU, happened.CONFIRMED_FLOOR
-        # the shipped floor (None): MIN_CONFIDENCE, or ITEMS_FLOOR where the item events cover a window
-        shipped = (None, happened.TOP_ACTIVITIES, happened.EXCLUSIVE, one, confirm)
-        settings = [(f, t, x, one, confirm) for f, t, x in itertools.product((0.0, 0.1, 0.2, 0.3, 0.5, 0.7), (1, 2, 3, 5),
+        one = happened.ONE_ACTIVITY_TIOU
+        # the shipped floors (None): MIN_CONFIDENCE, or where the item events cover a window their source's
+        # ITEM_FLOORS entry's
+        shipped = (None, happened.TOP_ACTIVITIES, happened.EXCLUSIVE, one, None)
+        settings = [(f, t, x, one, None) for f, t, x in itertools.product((0.0, 0.1, 0.2, 0.3, 0.5, 0.7), (1, 2, 3, 5),
                                                                                (False, True))] if args.sweep else [shipped]
         if args.floors or args.one_activity or args.confirmed_floors:
             settings += [(f, shipped[1], shipped[2], o, c) for f in (args.floors or [shipped[0]])
-                         for o in (args.one_activity or [one]) for c in (args.confirmed_floors or [confirm])]
+                         for o in (args.one_activity or [one]) for c in (args.confirmed_floors or [None])]
         settings = list(dict.fromkeys(settings))
         if shipped not in settings:  # the sweep's grid may lack the shipped floor: its row is always run
             settings.append(shipped)
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             at = "default" if floor is None else format(floor, "g")
             print(f"min_conf {at} top {top} one_product_each {excl!s:5} one_activity "
                   f"{'off' if overlap is None else format(overlap, 'g'):4} "
-                  f"{f'+ items confirm {confirmed:g}' if items else 'memory         '}  "
+                  f"{('+ items confirm ' + ('default' if confirmed is None else format(confirmed, 'g'))) if items else 'memory         '}  "
                   f"P {r['precision']}  R {r['recall']}  "
                   f"F1 {r['f1']}  ({r['predicted']} predicted, {r['truth']} true; {r['ms_per_window']} ms a window)",
                   flush=True)
@@ -276,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"tool": "tools/accuracy/happened_eval.py", "bundle": bundle, "items": not args.no_items,
               "videos": videos, "window_s": args.window_s, "tiou": TIOU,
               "match": "same activity and product class, tIoU > 0.3, greedy by confidence",
-              "shipped_setting": {"min_confidence": happened.MIN_CONFIDENCE, "items_floor": happened.ITEMS_FLOOR,
+              "shipped_setting": {"min_confidence": happened.MIN_CONFIDENCE,
+                                  "item_floors": {k: vars(v) for k, v in happened.ITEM_FLOORS.items()},
                                   "top_activities": shipped[1],
                                   "one_product_each": shipped[2], "one_activity_tiou": shipped[3],
                                   "confirmed_floor": shipped[4]},
