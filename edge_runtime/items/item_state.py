@@ -126,9 +126,7 @@ class ItemState:
         out = self.labeler.update(step, dets.light, dets.t)
         self.basket.update(step, dets.t)
         self._remember(out)
-        self._add(self.labels.update(step, dets.light, dets, self.scanned) if self.labels is not None else out)
-        if self.decided is not self.recent:
-            self.decided.extend(out)
+        self._keep(out, self.labels.update(step, dets.light, dets, self.scanned) if self.labels is not None else None)
         return out
 
     def flush(self) -> list[ItemEvent]:
@@ -140,15 +138,20 @@ class ItemState:
         self.paths.flush()
         self.basket.flush()
         self._remember(out)
-        self._add(self.labels.flush(self.scanned) if self.labels is not None else out)
-        if self.decided is not self.recent:
-            self.decided.extend(out)
+        self._keep(out, self.labels.flush(self.scanned) if self.labels is not None else None)
         return out
 
+    def _keep(self, decided: list[ItemEvent], labelled: list[ItemEvent] | None) -> None:
+        """The labeler's events into the rules' ring, as decided; the track labeler's into the queries'."""
+        self.decided.extend(decided)
+        if labelled is not None:
+            self._add(labelled)
+
     def _add(self, events: list[ItemEvent]) -> None:
-        """Into the ring in order of their ends, so the ring drops the earliest-ending first and its oldest
-        end is where the kept events are complete from (a labelled track's events come when it ends,
-        after events of other tracks that ended later)."""
+        """Labelled events into the queries' ring in order of their ends, so the ring drops the
+        earliest-ending first and its oldest end is where the kept events are complete from (a track's
+        events come when it ends, after events of other tracks that ended later; the labeler's events
+        come as they are decided, at their end or just after, and are kept in that order)."""
         ring = self.recent
         for e in events:
             if not ring or e.end >= ring[-1].end:

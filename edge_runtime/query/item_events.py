@@ -37,9 +37,10 @@ def recent(items: Any) -> tuple:
 
 def horizon(items: Any) -> float:
     """Stream time from which the item events are complete: -inf until the ring has dropped an event;
-    then the end of its oldest kept one (``ItemState`` keeps the ring in order of the events' ends and
-    drops the earliest-ending first, so every event ending after it is kept). One C-level copy of the
-    ring: the stream's intake thread adds to it while a query reads."""
+    then the end of its oldest kept one: every event ending after it is kept (the labeler's events come
+    as they are decided, at their end or later; the track labeler's are kept in order of their ends,
+    ``ItemState._add``). One C-level copy of the ring: the stream's intake thread adds to it while a
+    query reads."""
     kept = tuple(items.recent)
     if items.recent.maxlen is None or len(kept) < items.recent.maxlen:
         return -math.inf
