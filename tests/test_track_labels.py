@@ -103,6 +103,9 @@ def test_a_track_is_labelled_whole_when_it_ends(model):
     assert state.activities == GeometricLabeler.activities
     # the rules read the geometric labeler's events, decided as they happen (a bag as it settles), kept apart
     assert [e.activity for e in decided] == ["bag"] and list(state.rule_events()) == decided
+    plain = ItemState(Zones.from_dict(COUNTER_BAG), bundle_id="b")   # no track labeler: the rules read the same
+    carry(plain, range(30), lambda k: 0.21 + 0.05 * max(0, k - 6) if k < 18 else None, cls_of=lambda k: 5 if k >= 16 else 3)
+    assert plain.rule_events() == state.rule_events() == tuple(plain.recent)
     sd = state.state_dict()
     again = ItemState(Zones.from_dict(COUNTER_BAG), bundle_id="b", sequence=model)
     again.load_state_dict(sd, "b")

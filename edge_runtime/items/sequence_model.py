@@ -104,16 +104,20 @@ class SequenceModel:
         H = w_hh.shape[1]
         if reverse:
             x = np.stack([np.concatenate([x[b, :n][::-1], x[b, n:]]) for b, n in enumerate(lengths)])
-        gi = x @ w_ih.T + b_ih   # (B, T, 3H): the input's share of every step at once
-        out = np.zeros((B, T, H), np.float32)
+        # the input's share of every step at once, time-major so each step's slice is contiguous
+        gi = np.ascontiguousarray((x @ w_ih.T + b_ih).transpose(1, 0, 2))   # (T, B, 3H)
+        w_hh_t = np.ascontiguousarray(w_hh.T)
+        out = np.empty((T, B, H), np.float32)
         h = np.zeros((B, H), np.float32)
         for t in range(T):
-            gh = h @ w_hh.T + b_hh
-            r = _sigmoid(gi[:, t, :H] + gh[:, :H])
-            z = _sigmoid(gi[:, t, H:2 * H] + gh[:, H:2 * H])
-            n = np.tanh(gi[:, t, 2 * H:] + r * gh[:, 2 * H:])
-            h = (1.0 - z) * n + z * h
-            out[:, t] = h
+            gh = h @ w_hh_t
+            gh += b_hh
+            g = gi[t]
+            rz = _sigmoid(g[:, :2 * H] + gh[:, :2 * H])
+            n = np.tanh(g[:, 2 * H:] + rz[:, :H] * gh[:, 2 * H:])
+            h = n + rz[:, H:] * (h - n)   # (1 - z) * n + z * h
+            out[t] = h
+        out = out.transpose(1, 0, 2)
         if reverse:
             out = np.stack([np.concatenate([out[b, :n][::-1], out[b, n:]]) for b, n in enumerate(lengths)])
         return out

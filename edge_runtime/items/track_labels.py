@@ -39,6 +39,8 @@ class TrackLabels:
         self.start: dict[int, float] = {}
         self.decided: dict[int, float] = {}   # events ending up to here are kept already
         self.last_box: dict[int, tuple] = {}
+        self.frames = 0                          # frames taken in: what the live tracks' labels were read at
+        self._live: tuple[int, tuple] = (-1, ())  # (frames, events) of the last live labelling
 
     @property
     def activities(self) -> tuple[str, ...]:
@@ -46,6 +48,7 @@ class TrackLabels:
 
     def update(self, step: TrackStep, light: str | None, dets, scanned: dict[int, float]) -> list[ItemEvent]:
         """One frame's tracker step -> the events of the tracks that ended (and of full tracks)."""
+        self.frames += 1
         out = []
         for tr in step.ended:
             out += self._end(tr.track_id, tr.last_t, scanned)
@@ -75,10 +78,18 @@ class TrackLabels:
         return out
 
     def live_events(self, scanned: dict[int, float]) -> list[ItemEvent]:
-        """The live tracks labelled as they stand (their last frames lack what comes after them)."""
+        """The live tracks labelled as they stand (their last frames lack what comes after them); labelled
+        once per frame taken in, however many queries ask (one labelling of 32 tracks of 750 frames is a
+        large fraction of a second)."""
+        frames, cached = self._live
+        if frames == self.frames:
+            return list(cached)
+        frames = self.frames
         live = [(tid, np.array(tuple(rows), np.float32)) for tid, rows in list(self.rows.items()) if len(rows)]
-        return self._label([(tid, self.start[tid], r, self.decided.get(tid, -np.inf), np.inf) for tid, r in live
-                            if tid in self.start], scanned)
+        out = self._label([(tid, self.start[tid], r, self.decided.get(tid, -np.inf), np.inf) for tid, r in live
+                           if tid in self.start], scanned)
+        self._live = (frames, tuple(out))
+        return out
 
     def _end(self, tid: int, last_t: float | None, scanned: dict[int, float]) -> list[ItemEvent]:
         rows = self.rows.pop(tid, None)
