@@ -85,9 +85,10 @@ class TrackLabels:
         if frames == self.frames:
             return list(cached)
         frames = self.frames
-        live = [(tid, np.array(tuple(rows), np.float32)) for tid, rows in list(self.rows.items()) if len(rows)]
-        out = self._label([(tid, self.start[tid], r, self.decided.get(tid, -np.inf), np.inf) for tid, r in live
-                           if tid in self.start], scanned)
+        # the intake thread may end a track meanwhile: each read is one C-level copy or lookup
+        live = [(tid, self.start.get(tid), np.array(tuple(rows), np.float32)) for tid, rows in list(self.rows.items())]
+        out = self._label([(tid, t0, r, self.decided.get(tid, -np.inf), np.inf) for tid, t0, r in live
+                           if t0 is not None and len(r)], scanned)
         self._live = (frames, tuple(out))
         return out
 

@@ -1,6 +1,8 @@
 """The event path's cost per camera: streaming rate at event_fps (every frame through the backbone and the
 event head, item tracks and events), handed over a second's frames at a time (a file's) and 0.4 s of them
-at a time (a camera's, ``Engine.paced_batch``), beside the memory path alone at its own fps, in one run.
+at a time (a camera's, ``Engine.paced_batch``), the same without the bundle's track labeler (when it has
+one: the rows it keeps per track and each track labelled as it ends), beside the memory path alone at its
+own fps, in one run.
 
     python -m tools.bench.event_path --threads 2 --video-s 300 --repeats 3 --json docs/benchmarks/event_path.json
 
@@ -54,9 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     memory = Engine(args.bundle, threads=args.threads, events=False)
     seed, look = heldout_video(0, 0)
     video = CheckoutVideo(seed, args.video_s, size=events.frame_size, look=look)
+    plain = None  # the same event path without the bundle's track labeler: what it costs
+    if events.events.sequence is not None:
+        plain = Engine(args.bundle, threads=args.threads)
+        plain.events.sequence = None
     rendered = {}
     for name, eng, step in (("event path", events, events.intake_batch),
                             ("event path, a camera's hand-over", events, events.paced_batch),
+                            *((("event path, no track labeler", plain, plain.intake_batch),) if plain else ()),
                             ("memory alone", memory, memory.intake_batch)):
         ts, fr = zip(*video.frames(eng.intake_fps))
         rendered[name] = (eng, np.stack(fr), np.asarray(ts, np.float64), step)
@@ -73,15 +80,21 @@ def main(argv: list[str] | None = None) -> int:
                    "state_bytes": state[name]} for name, r in runs.items()}
     ratio = rows["memory alone"]["realtime_x"]["median"] / rows["event path"]["realtime_x"]["median"]
     paced = rows["event path"]["realtime_x"]["median"] / rows["event path, a camera's hand-over"]["realtime_x"]["median"]
+    if plain is not None:
+        result_labeler = round(rows["event path, no track labeler"]["realtime_x"]["median"]
+                               / rows["event path"]["realtime_x"]["median"], 3)
     result = {"tool": "tools/bench/event_path.py", "bundle": os.path.relpath(args.bundle, REPO), "threads": args.threads,
               "video_s": args.video_s, "repeats": args.repeats, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
-              "rows": rows, "memory_over_event_path": round(ratio, 2), "file_over_camera_hand_over": round(paced, 2)}
+              "rows": rows, "memory_over_event_path": round(ratio, 2), "file_over_camera_hand_over": round(paced, 2),
+              **({"track_labeler_cost": result_labeler} if plain is not None else {})}
     for name, r in rows.items():
         x = r["realtime_x"]
         print(f"{name:32s} {r['fps']:g} fps, {r['frames_per_call']} a call: {x['median']}x real time "
               f"(spread {x['min']}-{x['max']}), state {r['state_bytes'] / 1e6:.2f} MB")
     print(f"the event path costs {ratio:.2f}x the memory path's time, a camera's hand-over {paced:.2f}x a file's "
           f"(medians); load average {os.getloadavg()[0]:.1f}")
+    if plain is not None:
+        print(f"the track labeler makes the event path take {result_labeler:.3f}x the time (medians)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json}")
