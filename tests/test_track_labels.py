@@ -208,3 +208,31 @@ def test_the_bundles_track_labeler_is_checked(shipped_engine, tmp_path, model):
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="trained at 5.0 fps"):
         track_labeler(load_bundle(copy))
+
+
+def test_lvm_export_takes_the_file_beside_the_checkpoint_or_notes_its_absence(tmp_path, model):
+    pytest.importorskip("torch")
+    from export.cli.common import UsageError
+    from export.onnx.track_labels_file import BUNDLE_FILE, default_track_labels_path, write_track_labels
+
+    ckpt, bundle, notes = tmp_path / "m.safetensors", tmp_path / "bundle", []
+    bundle.mkdir()
+    assert write_track_labels(bundle, ckpt, 5.0, notes) is None and "no track labeler" in notes[0]
+    bag_zone_model(default_track_labels_path(ckpt))
+    section = write_track_labels(bundle, ckpt, 5.0, notes)
+    assert section["file"] == BUNDLE_FILE and (bundle / BUNDLE_FILE).is_file() and section["parity_max_abs"] < 1e-5
+    with pytest.raises(UsageError, match="trained at 5 fps, the event head runs at 10"):
+        write_track_labels(bundle, ckpt, 10.0, notes)
+
+
+def test_the_training_command_refuses_bad_input_in_one_line(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from export.train.track_labels import main
+
+    assert main(["--out", str(tmp_path / "x.safetensors"), "--videos", "0"]) == 2
+    assert main(["--out", str(tmp_path / "x.safetensors"), "--bundle", str(tmp_path)]) == 2
+    assert main(["--out", str(tmp_path / "x.safetensors"), "--saved", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["track_labels: --videos, --video-s and --epochs must be positive",
+                   f"track_labels: --bundle {tmp_path}: no manifest.json (an exported bundle folder)",
+                   f"track_labels: --saved {tmp_path}: no meta.json (a folder tools/accuracy/head_replay.py save wrote)"]

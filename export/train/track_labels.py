@@ -250,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     data, shown = [], []
+    if bad := [f for f in a.saved if not (Path(f) / "meta.json").is_file()]:
+        print(f"track_labels: --saved {bad[0]}: no meta.json (a folder tools/accuracy/head_replay.py save wrote)",
+              file=sys.stderr)
+        return 2
     if a.saved:
         for folder in a.saved:
             for video, dets, fps in _saved_detections(Path(folder), say):
