@@ -274,10 +274,9 @@ class ItemState:
                 self._scanned(int(tid), float(t))
         self.recent.clear()
         self.recent.extend(_events_of(get["events"]))
-        if self.decided is not self.recent:  # a snapshot without them: the rules' look-back starts empty
+        if self.decided is not self.recent:  # a snapshot of a bundle without the track labeler: its ring was these
             self.decided.clear()
-            self.decided.extend(_events_of(np.asarray(sd.get(PREFIX + "decided", np.zeros((0, len(EVENT_COLS)))),
-                                                      np.float64)))
+            self.decided.extend(_events_of(np.asarray(sd.get(PREFIX + "decided", get["events"]), np.float64)))
 
     def nbytes(self) -> int:
         """Bytes of the snapshot's arrays now."""
