@@ -100,7 +100,7 @@ def test_a_track_is_labelled_whole_when_it_ends(model):
     assert bag.start == pytest.approx(13 / FPS - 0.1) and bag.end == pytest.approx(17 / FPS + 0.1)
     assert bag.class_id == 3
     assert bag.confidence == pytest.approx(float(model.probs([np.ones((1, len(FEATURES)))])[0][0, 3]), abs=0.05)
-    assert state.activities == GeometricLabeler.activities
+    assert state.activities == GeometricLabeler.activities and state.status()["labelled_by"] == "track_labels"
     # the rules read the geometric labeler's events, decided as they happen (a bag as it settles), kept apart
     assert [e.activity for e in decided] == ["bag"] and list(state.rule_events()) == decided
     plain = ItemState(Zones.from_dict(COUNTER_BAG), bundle_id="b")   # no track labeler: the rules read the same

@@ -114,7 +114,8 @@ class ItemState:
         return {"zones": self.zones_origin or "missing: proposing from the event head's zone map "
                 f"({self._zone_frames} of {PROPOSE_FRAMES} frames)",
                 "zone_names": sorted(self.zones.polygons) if self.zones is not None else [],
-                "tracks": len(self.tracker.tracks), "events": len(self.recent), "path_rows": len(self.paths.rows),
+                "tracks": len(self.tracker.tracks), "events": len(self.recent), "labelled_by": self.labelled_by,
+                "path_rows": len(self.paths.rows),
                 "bytes": self.nbytes()}
 
     def update(self, dets: Detections) -> list[ItemEvent]:
