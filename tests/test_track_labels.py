@@ -216,16 +216,23 @@ def test_the_bundles_track_labeler_is_checked(shipped_engine, tmp_path, model):
 def test_lvm_export_takes_the_file_beside_the_checkpoint_or_notes_its_absence(tmp_path, model):
     pytest.importorskip("torch")
     from export.cli.common import UsageError
-    from export.onnx.track_labels_file import BUNDLE_FILE, default_track_labels_path, write_track_labels
+    from edge_runtime.file_hash import sha256_file
+    from export.onnx.track_labels_file import (
+        BUNDLE_FILE,
+        check_track_labels,
+        copy_track_labels,
+        default_track_labels_path,
+    )
 
     ckpt, bundle, notes = tmp_path / "m.safetensors", tmp_path / "bundle", []
     bundle.mkdir()
-    assert write_track_labels(bundle, ckpt, 5.0, notes) is None and "no track labeler" in notes[0]
+    assert check_track_labels(ckpt, 5.0, notes) is None and "no track labeler" in notes[0]
     bag_zone_model(default_track_labels_path(ckpt))
-    section = write_track_labels(bundle, ckpt, 5.0, notes)
-    assert section["file"] == BUNDLE_FILE and (bundle / BUNDLE_FILE).is_file() and section["parity_max_abs"] < 1e-5
+    section = copy_track_labels(bundle, check_track_labels(ckpt, 5.0, notes))
+    assert section["file"] == BUNDLE_FILE and section["sha256"] == sha256_file(bundle / BUNDLE_FILE)
+    assert section["parity_max_abs"] < 1e-5 and "_path" not in section
     with pytest.raises(UsageError, match="trained at 5 fps, the event head runs at 10"):
-        write_track_labels(bundle, ckpt, 10.0, notes)
+        check_track_labels(ckpt, 10.0, notes)
 
 
 def test_the_training_command_refuses_bad_input_in_one_line(tmp_path, capsys):

@@ -83,15 +83,13 @@ class Exporter:
         events = events_section(self.events) if self.events else None
         engine = self.engine = choose_engine(a.engine, self.notes)
         target = Path(a.out) if a.out else REPO_ROOT / "engines" / f"{cfg.name}-{a.precision}"
+        from export.onnx.track_labels_file import check_track_labels, copy_track_labels
+
+        labeler = check_track_labels(self.events_checkpoint, events["event_fps"], self.notes) if events else None
         with BundleWriter(target) as writer, tempfile.TemporaryDirectory(prefix="lvm-export-") as work:
             self.writer = writer
-            if events is not None:
-                from export.onnx.track_labels_file import write_track_labels
-
-                events["track_labels"] = write_track_labels(writer.path, self.events_checkpoint,
-                                                            events["event_fps"], self.notes)
-                if events["track_labels"] is None:
-                    del events["track_labels"]
+            if labeler is not None:
+                events["track_labels"] = copy_track_labels(writer.path, labeler)
             fp32_dir = Path(work) / "fp32"
             fp32_dir.mkdir()
             # before the slow part: a source without frames fails fast

@@ -43,9 +43,11 @@ def parity(model: SequenceModel, seed: int = 0) -> float:
     return worst
 
 
-def write_track_labels(bundle_dir: Path, checkpoint: Path, event_fps: float, notes: list[str]) -> dict | None:
-    """Copy the checkpoint's track labeler into the bundle -> the manifest's ``events.track_labels``
-    section, or None (a note says why) when there is none beside the checkpoint."""
+def check_track_labels(checkpoint: Path, event_fps: float, notes: list[str]) -> dict | None:
+    """The checkpoint's track labeler, checked (it loads, its rate is the event head's, numpy gives
+    PyTorch's probabilities) -> the manifest's ``events.track_labels`` section less the bundle copy's hash,
+    or None (a note says why) when there is none beside the checkpoint. Run before the bundle's folder
+    exists: it imports and computes, and a stop then leaves nothing to clean."""
     src = default_track_labels_path(checkpoint)
     if not src.is_file():
         notes.append(f"no track labeler (no {src.name} beside the checkpoint): queries read the geometric "
@@ -61,6 +63,13 @@ def write_track_labels(bundle_dir: Path, checkpoint: Path, event_fps: float, not
     worst = parity(model)
     if worst > PARITY_TOL:
         raise UsageError(f"{src}: the runtime's recurrence differs from PyTorch's by {worst:.2g} (> {PARITY_TOL:g})")
+    return {"file": BUNDLE_FILE, "source": src.name, "classes": list(model.classes), "parity_max_abs": worst,
+            "trained": model.meta, "_path": str(src)}
+
+
+def copy_track_labels(bundle_dir: Path, section: dict) -> dict:
+    """Copy the checked file into the bundle -> its manifest section (with the copy's sha256)."""
+    src = Path(section["_path"])
     shutil.copyfile(src, bundle_dir / BUNDLE_FILE)
-    return {"file": BUNDLE_FILE, "sha256": sha256_file(bundle_dir / BUNDLE_FILE), "source": src.name,
-            "classes": list(model.classes), "parity_max_abs": worst, "trained": model.meta}
+    out = {k: v for k, v in section.items() if k != "_path"}
+    return {"file": out.pop("file"), "sha256": sha256_file(bundle_dir / BUNDLE_FILE), **out}
