@@ -69,10 +69,10 @@ class EventPath:
         sequence = track_labeler(bundle)
         if event_fps is not None:
             settings = EventSettings(float(event_fps), settings.threshold)
-            if sequence is not None and abs(float(sequence.meta.get("fps", event_fps)) - float(event_fps)) > 1e-6:
+            if sequence is not None and not sequence.fits(event_fps):
                 # its features count frames: at another rate the queries read the labeler's events
                 log.warning("event_fps %g: the bundle's track labeler was trained at %s fps; the queries read "
-                            "the geometric labeler's item events", float(event_fps), sequence.meta.get("fps"))
+                            "the geometric labeler's item events", float(event_fps), sequence.fps)
                 sequence = None
         return cls(runner, settings, bundle.cfg.stream.fps, sequence)
 
@@ -114,6 +114,6 @@ def track_labeler(bundle: Bundle) -> Any:
     except ValueError as err:
         raise BundleError(f"{where}: {err}") from None
     fps = float((bundle.manifest.get("events") or {}).get("event_fps", DEFAULT_EVENT_FPS))
-    if abs(float(model.meta.get("fps", fps)) - fps) > 1e-6:
-        raise BundleError(f"{where}: trained at {model.meta.get('fps')} fps, the event head runs at {fps:g}")
+    if not model.fits(fps):
+        raise BundleError(f"{where}: trained at {model.fps} fps, the event head runs at {fps:g}")
     return model

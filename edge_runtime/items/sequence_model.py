@@ -67,6 +67,15 @@ class SequenceModel:
         return self.classes[1:]
 
     @property
+    def fps(self) -> float | None:
+        """The frame rate it was trained at (its features count frames), None if the file does not say."""
+        return float(self.meta["fps"]) if "fps" in self.meta else None
+
+    def fits(self, fps: float) -> bool:
+        """Whether it reads frames at ``fps`` (a file that does not say is taken at its word)."""
+        return self.fps is None or abs(self.fps - float(fps)) <= 1e-6
+
+    @property
     def features(self) -> int:
         return len(self.mean)
 

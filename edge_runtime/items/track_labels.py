@@ -38,7 +38,6 @@ class TrackLabels:
         self.rows: dict[int, deque] = {}
         self.start: dict[int, float] = {}
         self.decided: dict[int, float] = {}   # events ending up to here are kept already
-        self.last_box: dict[int, tuple] = {}
         self.frames = 0                          # frames taken in: what the live tracks' labels were read at
         self._live: tuple[int, tuple] = (-1, ())  # (frames, events) of the last live labelling
 
@@ -59,14 +58,12 @@ class TrackLabels:
                     continue  # a restored track not seen again yet
                 self.rows[tid], self.start[tid] = deque(maxlen=MAX_ROWS), step.t
                 self.decided.setdefault(tid, -np.inf)
-            i = step.seen.get(tid)
+            rows, i = self.rows[tid], step.seen.get(tid)
             if i is not None:
-                box = tuple(float(v) for v in dets.boxes[i])
-                self.last_box[tid] = box
-                self.rows[tid].append(row(step.t - self.start[tid], box, dets.scores[i], dets.held[i],
-                                          int(dets.classes[i]), light))
-            else:
-                self.rows[tid].append(row(step.t - self.start[tid], self.last_box[tid], None, None, None, light))
+                rows.append(row(step.t - self.start[tid], dets.boxes[i], dets.scores[i], dets.held[i],
+                                int(dets.classes[i]), light))
+            elif rows:  # undetected: its last box again
+                rows.append(row(step.t - self.start[tid], rows[-1][4:8], None, None, None, light))
             if len(self.rows[tid]) == MAX_ROWS:
                 out += self._label_full(tid, scanned)
         return out
@@ -95,7 +92,6 @@ class TrackLabels:
     def _end(self, tid: int, last_t: float | None, scanned: dict[int, float]) -> list[ItemEvent]:
         rows = self.rows.pop(tid, None)
         start, decided = self.start.pop(tid, 0.0), self.decided.pop(tid, -np.inf)
-        self.last_box.pop(tid, None)
         if not rows:
             return []
         r = np.array(tuple(rows), np.float32)
@@ -163,7 +159,7 @@ class TrackLabels:
 
     def load_state_dict(self, sd: dict[str, np.ndarray], live: list[Track]) -> None:
         """Rows of the snapshot's live tracks (a snapshot without them: the tracks start their rows again)."""
-        self.rows, self.start, self.decided, self.last_box = {}, {}, {}, {}
+        self.rows, self.start, self.decided = {}, {}, {}
         ids = {tr.track_id for tr in live}
         for tid, start, decided in np.asarray(sd.get("label_tracks", np.zeros((0, 3))), np.float64).reshape(-1, 3):
             if int(tid) in ids:
@@ -174,7 +170,6 @@ class TrackLabels:
             tid = int(rw[0])
             if tid in self.rows:
                 self.rows[tid].append(tuple(float(v) for v in rw[1:]))
-                self.last_box[tid] = tuple(float(v) for v in rw[5:9])
 
     @staticmethod
     def max_nbytes(max_tracks: int) -> int:

@@ -26,6 +26,13 @@ def row(dt: float, box, score: float | None, held: float | None, class_id: int |
             *map(float, box), float(class_id) if seen else -1.0, LIGHT_CODES.get(light, 0.0))
 
 
+def row_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of two (n, 4) arrays of boxes x1, y1, x2, y2."""
+    inter = np.clip(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0, None).prod(-1)
+    union = (a[:, 2:] - a[:, :2]).prod(-1) + (b[:, 2:] - b[:, :2]).prod(-1) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
 def features(rows: np.ndarray, zones: Zones | None) -> np.ndarray:
     """(T, len(ROW_COLS)) rows of one track -> (T, len(FEATURES)) float32."""
     rows = np.asarray(rows, np.float32).reshape(-1, len(ROW_COLS))
@@ -35,11 +42,7 @@ def features(rows: np.ndarray, zones: Zones | None) -> np.ndarray:
     zone = [zones.zone_of(float(x), float(y)) if zones is not None else None for x, y in zip(cx, cy)]
     in_zone = np.array([[z == name for name in ZONE_ORDER] for z in zone], np.float32).reshape(-1, len(ZONE_ORDER))
     before = np.concatenate([np.repeat(box[:1], MOTION_FRAMES, 0), box])[: len(box)]
-    lt = np.maximum(box[:, :2], before[:, :2])
-    rb = np.minimum(box[:, 2:], before[:, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    union = w * h + (before[:, 2] - before[:, 0]) * (before[:, 3] - before[:, 1]) - inter
-    iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    iou = row_iou(box, before)
     return np.column_stack([rows[:, 1], rows[:, 2], rows[:, 3], cx, cy, np.log(w + 1e-3), np.log(h + 1e-3), in_zone,
                             rows[:, 9] == 1.0, rows[:, 9] == 2.0, iou, cx - (before[:, 0] + before[:, 2]) / 2,
                             cy - (before[:, 1] + before[:, 3]) / 2]).astype(np.float32)

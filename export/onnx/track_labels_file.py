@@ -57,9 +57,8 @@ def check_track_labels(checkpoint: Path, event_fps: float, notes: list[str]) -> 
         model = SequenceModel.load(src)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    fps = float(model.meta.get("fps", event_fps))
-    if abs(fps - float(event_fps)) > 1e-6:
-        raise UsageError(f"{src}: trained at {fps:g} fps, the event head runs at {event_fps:g}; train it again")
+    if not model.fits(event_fps):
+        raise UsageError(f"{src}: trained at {model.fps:g} fps, the event head runs at {event_fps:g}; train it again")
     worst = parity(model)
     if worst > PARITY_TOL:
         raise UsageError(f"{src}: the runtime's recurrence differs from PyTorch's by {worst:.2g} (> {PARITY_TOL:g})")

@@ -32,7 +32,7 @@ import numpy as np
 from edge_runtime.items.item_events import GeometricLabeler
 from edge_runtime.items.sequence_model import FORMAT
 from edge_runtime.items.track_labels import TrackLabels
-from edge_runtime.items.track_rows import FEATURES, ROW_COLS, features
+from edge_runtime.items.track_rows import FEATURES, ROW_COLS, features, row_iou
 
 CLASSES = ("none", *GeometricLabeler.activities)
 MATCH_IOU = 0.3       # a row's box is the item's when it overlaps the item's true box this much
@@ -70,21 +70,22 @@ def track_rows(dets: list, fps: float, zones=None) -> tuple[list[tuple[float, np
     return (recorder.recorded if recorder else []), items.zones
 
 
-def row_labels(start: float, rows: np.ndarray, ann: dict) -> np.ndarray:
-    """The class of each row: the annotated activity of the item its box covers, at its time."""
+def row_labels(start: float, rows: np.ndarray, ann: dict, fps: float) -> np.ndarray:
+    """The class of each row (rows at ``fps``): the annotated activity of the item its box covers, at its time."""
     t = start + rows[:, 0].astype(np.float64)
-    keys = np.round(t * 5.0).astype(np.int64)   # annotation boxes are at 5 fps
+    box_fps = float(ann["fps_boxes"])
+    keys = np.round(t * box_fps).astype(np.int64)
     inst = np.full(len(rows), -1)
     best = np.full(len(rows), MATCH_IOU)
     for k, box_rows in ann["boxes"].items():
         b = np.asarray(box_rows, np.float64)
-        at = dict(zip(np.round(b[:, 0] * 5.0).astype(np.int64).tolist(), range(len(b))))
+        at = dict(zip(np.round(b[:, 0] * box_fps).astype(np.int64).tolist(), range(len(b))))
         idx = np.array([at.get(int(x), -1) for x in keys])
         ok = (idx >= 0) & (rows[:, 1] > 0)
         if not ok.any():
             continue
         iou = np.zeros(len(rows))
-        iou[ok] = _iou(rows[ok, 4:8].astype(np.float64), b[idx[ok], 1:5])
+        iou[ok] = row_iou(rows[ok, 4:8].astype(np.float64), b[idx[ok], 1:5])
         better = iou > best
         inst[better], best[better] = int(k), iou[better]
     seen = np.flatnonzero(inst >= 0)
@@ -98,7 +99,7 @@ def row_labels(start: float, rows: np.ndarray, ann: dict) -> np.ndarray:
     for e in ann["events"]:
         if e["activity"] in CLASSES:
             by_item.setdefault(int(e["instance_id"]), []).append(e)
-    half = 0.5 / 5.0
+    half = 0.5 / fps
     for j in np.flatnonzero(inst >= 0):
         for e in by_item.get(int(inst[j]), ()):
             if e["start"] - half <= t[j] <= e["end"] + half:
@@ -107,17 +108,10 @@ def row_labels(start: float, rows: np.ndarray, ann: dict) -> np.ndarray:
     return y
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of (n, 4) boxes."""
-    inter = np.clip(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0, None).prod(-1)
-    union = (a[:, 2:] - a[:, :2]).prod(-1) + (b[:, 2:] - b[:, :2]).prod(-1) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def examples(dets: list, ann: dict, fps: float, zones=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """One video -> (features, labels) of each track the runtime would label."""
     recorded, zones = track_rows(dets, fps, zones)
-    return [(features(r, zones), row_labels(t0, r, ann)) for t0, r in recorded]
+    return [(features(r, zones), row_labels(t0, r, ann, fps)) for t0, r in recorded]
 
 
 def train(data: list[tuple[np.ndarray, np.ndarray]], *, epochs: int = EPOCHS, seed: int = 0, threads: int = 2,
