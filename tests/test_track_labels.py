@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -246,3 +247,46 @@ def test_the_training_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert err == ["track_labels: --videos, --video-s and --epochs must be positive",
                    f"track_labels: --bundle {tmp_path}: no manifest.json (an exported bundle folder)",
                    f"track_labels: --saved {tmp_path}: no meta.json (a folder tools/accuracy/head_replay.py save wrote)"]
+
+
+def test_lvm_trains_stage_learns_the_tracks_the_bundle_gives(shipped_engine, tmp_path):
+    """lvm-train's stage reads its own checkpoint's backbone and event head in PyTorch; the bundle's
+    graphs in ONNX Runtime must give it the same detections, so the labeler learns the runtime's tracks."""
+    pytest.importorskip("torch")
+    from edge_runtime.file_hash import sha256_file
+    from export.cli.train_resume import finished_stage
+    from export.cli.train_track_labels import read_track_label_meta, track_labels_wanted
+    from export.model.checkpoint import load_checkpoint
+    from export.model.event_head import load_event_head
+    from export.train.track_label_stage import head_detections, train_track_labels
+    from export.train.track_labels import _bundle_detections, label_videos
+
+    repo = shipped_engine.bundle.path.parent.parent
+    net, _ = load_checkpoint(repo / "checkpoints" / "lvm-tiny.safetensors")
+    events = repo / "checkpoints" / "lvm-tiny-events.safetensors"
+    cfg = net.cfg.backbone
+    head, meta = load_event_head(events, cfg.dim, cfg.grid)
+    videos = label_videos(0, 49, 1, 60.0, cfg.image_size)  # one video: the second half's, more scans avoided
+    assert [v.shrink.tag() for v in videos] == ["0.25,0.25,0.1"]
+    ours = [d for _, dets in head_detections(net.backbone, head, meta["threshold"], videos, 5.0,
+                                               progress=False, log=lambda m: None) for d in dets]
+    theirs = [d for dets in _bundle_detections(shipped_engine, videos, lambda m: None) for d in dets]
+    assert len(ours) == len(theirs) == 300 and sum(len(d) for d in ours) > 50
+    for a, b in zip(ours, theirs):
+        assert len(a) == len(b) and np.array_equal(a.classes, b.classes)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+    out = tmp_path / "m-track-labels.safetensors"
+    info = train_track_labels(net.backbone, events, out, dim=cfg.dim, grid=cfg.grid, size=cfg.image_size, seed=0,
+                              first=49, videos=1, video_s=60.0, epochs=1, threads=1, progress=False,
+                              log=lambda m: None)
+    read = read_track_label_meta(out)
+    assert info["tracks"] > 0 and SequenceModel.load(out).fits(5.0)
+    assert read["checkpoint_sha256"] == sha256_file(events)
+    assert read["train"] == {"videos": 1, "epochs": 1, "seed": 0, "first": 49, "video_s": 60.0}
+    # lvm-train --resume keeps it on this event head with these settings, not on another head or other settings
+    args = Namespace(track_label_videos=1, track_label_epochs=1, event_videos=48)
+    assert finished_stage(out, events, read_track_label_meta, track_labels_wanted(args, 0, 60.0))
+    assert not finished_stage(out, events, read_track_label_meta, track_labels_wanted(args, 0, 1800.0))
+    other = tmp_path / "other-events.safetensors"
+    other.write_bytes(events.read_bytes() + b" ")
+    assert not finished_stage(out, other, read_track_label_meta, track_labels_wanted(args, 0, 60.0))

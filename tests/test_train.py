@@ -21,7 +21,8 @@ SHIPPED_READER = REPO / "checkpoints" / "lvm-tiny-reader.safetensors"
 # third run, on the first run's sampler (its config default streams 48 videos, minutes on CPU).
 SMOKE_ARGS = ["--videos", "2", "--video-s", "96", "--queries", "12", "--backbone-epochs", "1", "--backbone-frames", "64",
               "--epochs", "2", "--workers", "1", "--no-progress", "--reader-steps", "3", "--reader-videos", "2",
-              "--reader-calib-videos", "2", "--event-steps", "2", "--event-videos", "1", "--event-frames", "8"]
+              "--reader-calib-videos", "2", "--event-steps", "2", "--event-videos", "1", "--event-frames", "8",
+              "--track-label-videos", "2", "--track-label-epochs", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,10 @@ def test_train_smoke_and_resume(tmp_path, smoke_config):
     assert "lvm-train: plan (lvm-tiny" in r.stdout and "reader stage: 2 + 2 videos, 3 steps" in r.stdout
     # the event stage, small (its figures and the head's file beside the checkpoint, where lvm-export looks)
     assert "event stage: 2 steps" in r.stdout and (out / "lvm-tiny-events.safetensors").exists()
+    # the track labeler follows it on that head's tracks: a 2-step head finds no item, and says so
+    assert "track labeler: 2 videos, 1 epochs" in r.stdout
+    assert "track labeler: no item tracks in 2 videos: no track labeler written" in r.stdout
+    assert not (out / "lvm-tiny-track-labels.safetensors").exists()
     # the reader stage: beside the checkpoint, where lvm-export looks for it, for this model
     from export.model.reader import load_reader
 

@@ -20,6 +20,13 @@ from export.cli.train_reader import (
     reader_wanted,
 )
 from export.cli.train_events import add_event_args, event_stage, events_only, events_planned, events_wanted
+from export.cli.train_track_labels import (
+    add_track_label_args,
+    read_track_label_meta,
+    track_label_stage,
+    track_labels_planned,
+    track_labels_wanted,
+)
 from export.cli.train_resume import keep_or_train, read_event_meta, read_reader_meta
 from export.cli.train_stage1 import lsmcl_steps, query_seed, stage1
 from export.train.eta import minutes
@@ -100,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"--data the last ones of the train split, at most a quarter of it")
     p.add_argument("--no-reader", action="store_true", help="no reader stage: the checkpoint is answered by its heads")
     add_event_args(p)
+    add_track_label_args(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the heads stage trains (default auto: cuda if available; stage 1 runs on CPU)")
     p.add_argument("--workers", type=int, help="processes that render, encode and stream the heads stage's videos "
@@ -149,7 +157,7 @@ def _train(args) -> int:
         raise UsageError(f"--seed must be in [0, {SEED_MAX}], got {seed}")
     for name in ("epochs", "videos", "queries", "backbone_epochs", "max_steps", "threads", "heads_steps",
                  "heads_videos", "workers", "lsmcl_steps", "reader_steps", "reader_videos", "reader_calib_videos",
-                 "event_steps", "event_videos", "event_frames"):
+                 "event_steps", "event_videos", "event_frames", "track_label_videos", "track_label_epochs"):
         v = getattr(args, name)
         if v is not None and v < (0 if name in ("backbone_epochs", "heads_steps", "lsmcl_steps") else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
@@ -359,17 +367,29 @@ def _train(args) -> int:
         events_meta = keep_or_train("event stage", same, events_file, final, read_event_meta(cfg),
                                     events_wanted(args, seed), say,
                                     lambda: event_stage(args, net, final, events_file, seed, labels, say, progress))
+    labeler_file, labeler_meta = None, None
+    if events_file is not None and track_labels_planned(args):
+        labeler_file = out / f"{cfg.name}-track-labels.safetensors"
+        # kept only when trained on this very event head file (its hash), which a kept event stage is
+        labeler_meta = keep_or_train("track labeler", same, labeler_file, events_file, read_track_label_meta,
+                                     track_labels_wanted(args, seed, video_s), say,
+                                     lambda: track_label_stage(args, net, events_file, labeler_file, seed, video_s,
+                                                               say, progress))
+        if labeler_meta is None:
+            labeler_file = None
     summary = {"checkpoint": str(final), "steps": steps, "train_seconds": round(res.seconds, 1) if res else 0.0,
                "heads_steps": heads_steps, "total_seconds": round(time.time() - t0, 1),
                "last_losses": res.last_losses if res else {}, "heads_last_losses": heads_last,
                "reader": str(reader_file) if reader_file else None,
                "reader_train": reader_meta["train"] if reader_meta else None,
                "events": str(events_file) if events_file else None,
-               "events_heldout": events_meta["heldout"] if events_meta else None}
+               "events_heldout": events_meta["heldout"] if events_meta else None,
+               "track_labels": str(labeler_file) if labeler_file else None}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     say(f"lvm-train: done: {steps} stage-1 steps, {heads_steps} heads-stage steps, "
         f"{args.reader_steps if reader_file else 0} reader steps in {minutes(time.time() - t0)}; wrote {final}"
-        + (f" and {reader_file}" if reader_file else "") + (f" and {events_file}" if events_file else ""))
+        + (f" and {reader_file}" if reader_file else "") + (f" and {events_file}" if events_file else "")
+        + (f" and {labeler_file}" if labeler_file else ""))
     return 0
 
 

@@ -23,9 +23,10 @@ from export.cpu_threads import default_threads
 def add_event_args(p) -> None:
     p.add_argument("--no-events", action="store_true", help="no event stage: the bundle gets no event head "
                    "(per-frame item detections and the scanner light at 5 fps)")
-    p.add_argument("--events-only", action="store_true", help="train only the event stage, on the frozen backbone "
-                   "of --init-from's checkpoint, and write OUT/<its stem>-events.safetensors (with --out the "
-                   "checkpoint's folder: beside it, where lvm-export finds it); nothing else in OUT changes")
+    p.add_argument("--events-only", action="store_true", help="train only the event stage and the track labeler "
+                   "(unless --no-track-labels), on the frozen backbone of --init-from's checkpoint, and write "
+                   "OUT/<its stem>-events.safetensors and OUT/<its stem>-track-labels.safetensors (with --out the "
+                   "checkpoint's folder: beside it, where lvm-export finds them); nothing else in OUT changes")
     p.add_argument("--event-steps", type=int, help=f"steps of the event stage (default {EVENT_STEPS})")
     p.add_argument("--event-videos", type=int, help=f"training videos of the event stage (default {EVENT_VIDEOS}; "
                    f"held-out videos measured: at most {EVENT_HELDOUT_VIDEOS})")
@@ -126,15 +127,26 @@ def events_only(args, cfg) -> int:
     def say(msg: str) -> None:
         print(msg, flush=True)
 
+    from export.cli.train_track_labels import track_label_stage, track_labels_plan_line
+    from export.onnx.track_labels_file import default_track_labels_path
+
     rates = _rates(cfg)
-    line, _ = events_plan_line(args, rates)
-    say(f"lvm-train: plan ({cfg.name}, --events-only on {ckpt}): {line}")
-    if out.exists():
-        say(f"lvm-train: {out} is replaced when the stage ends")
+    video_s = cfg.train.video_s if args.video_s is None else args.video_s
+    labeler = Path(args.out) / default_track_labels_path(ckpt).name
+    for line, _ in (events_plan_line(args, rates), track_labels_plan_line(args, rates, video_s)):
+        say(f"lvm-train: plan ({cfg.name}, --events-only on {ckpt}): {line}")
+    for f in (out, labeler) if not args.no_track_labels else (out,):
+        if f.exists():
+            say(f"lvm-train: {f} is replaced when its stage ends")
     seed = cfg.train.seed if args.seed is None else args.seed
     event_stage(args, net, ckpt, out, seed, labels, say, not args.no_progress)
+    written = [out]
+    if not args.no_track_labels and track_label_stage(args, net, out, labeler, seed, video_s, say,
+                                                      not args.no_progress):
+        written.append(labeler)
     if out.parent.resolve() != ckpt.parent.resolve():
-        say(f"lvm-train: lvm-export finds it beside the checkpoint: copy it to {default_events_path(ckpt)}")
+        say(f"lvm-train: lvm-export finds them beside the checkpoint: copy {' and '.join(f.name for f in written)} "
+            f"to {ckpt.parent}")
     return 0
 
 

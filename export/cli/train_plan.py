@@ -6,6 +6,7 @@ from pathlib import Path
 
 from export.cli.train_events import events_plan_line
 from export.cli.train_reader import reader_seconds
+from export.cli.train_track_labels import track_labels_plan_line
 from export.train.eta import RATES_2_CORES, estimate, minutes, rates_for, stream_clips
 
 
@@ -69,9 +70,9 @@ def plan(args, cfg, n_videos: int, video_s: float, heads_steps: int, world: int,
             what = f"{args.reader_videos} + {args.reader_calib_videos} videos"
         lines.append(f"reader stage: {what}, {args.reader_steps} steps{start}{shown(sec)}")
         total += sec
-    line, sec = events_plan_line(args, rates)
-    lines.append(line)
-    total += sec
+    for line, sec in (events_plan_line(args, rates), track_labels_plan_line(args, rates, video_s)):
+        lines.append(line)
+        total += sec
     if found is None:
         return [f"lvm-train: plan ({cfg.name}): {line}" for line in lines] + [
             f"lvm-train: plan: no rates measured for {cfg.name} on 2 CPU cores (only for "

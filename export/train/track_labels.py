@@ -221,6 +221,45 @@ def _saved_detections(folder: Path, log):
         yield video, head_decode.decode(out, times, meta["threshold"]), float(meta["event_fps"])
 
 
+def label_videos(seed: int, first: int, n: int, video_s: float, size: int) -> list:
+    """The labeler's training videos: ``training_video(seed, i)`` for ``n`` indices from ``first``, the
+    first half at the default rates, the second with the scan avoidance ``SHRINK``."""
+    from edge_runtime.checkout import CheckoutVideo, ShrinkRates, training_video
+
+    videos = []
+    for i in range(first, first + n):
+        vseed, look = training_video(seed, i)
+        rates = ShrinkRates.parse(SHRINK if i >= first + n // 2 else "default")
+        videos.append(CheckoutVideo(seed=vseed, duration_s=video_s, size=size, look=look, shrink=rates))
+    return videos
+
+
+def fit(detected, fps: float, out: Path, *, epochs: int = EPOCHS, threads: int = 2, log=print,
+        extra: dict | None = None) -> dict | None:
+    """``detected``: (video, its detections in time order) of each training video -> the labeler trained
+    on their tracks and written to ``out``; its ``info`` (None, nothing written, when no video gave a track)."""
+    t0 = time.perf_counter()
+    data, shown = [], []
+    for video, dets in detected:
+        data += examples(dets, video.annotations(), fps)
+        shown.append([video.seed, video.look])
+    frames_s = time.perf_counter() - t0
+    rows = sum(len(y) for _, y in data)
+    if not data:
+        log(f"no item tracks in {len(shown)} videos: no track labeler written (the queries read the geometric "
+            "labeler's item events)")
+        return None
+    log(f"{len(data)} tracks, {rows} rows from {len(shown)} videos in {frames_s:.0f} s; training {epochs} epochs")
+    model, mean, sd, counts = train(data, epochs=epochs, threads=threads, log=log)
+    info = {"fps": fps, "videos": shown, "tracks": len(data), "rows": int(rows),
+            "rows_per_class": {c: int(n) for c, n in zip(CLASSES, counts)}, "epochs": epochs,
+            "hidden": HIDDEN, "chunk": CHUNK, "seconds": round(time.perf_counter() - t0, 1),
+            "frames_seconds": round(frames_s, 1), "threads": threads, **(extra or {})}
+    save(Path(out), model, mean, sd, info)
+    log(f"wrote {out} ({info['seconds']:.0f} s)")
+    return info
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.train.track_labels", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", default="engines/lvm-tiny-fp32", help="the bundle whose event head's detections "
@@ -240,19 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.videos < 1 or a.video_s <= 0 or a.epochs < 1:
         print("track_labels: --videos, --video-s and --epochs must be positive", file=sys.stderr)
         return 2
-    from edge_runtime.checkout import CheckoutVideo, ShrinkRates, training_video
-
-    t0 = time.perf_counter()
-    data, shown = [], []
     if bad := [f for f in a.saved if not (Path(f) / "meta.json").is_file()]:
         print(f"track_labels: --saved {bad[0]}: no meta.json (a folder tools/accuracy/head_replay.py save wrote)",
               file=sys.stderr)
         return 2
     if a.saved:
-        for folder in a.saved:
-            for video, dets, fps in _saved_detections(Path(folder), say):
-                data += examples(dets, video.annotations(), fps)
-                shown.append([video.seed, video.look])
+        fps = float(json.loads((Path(a.saved[0]) / "meta.json").read_text())["event_fps"])
+        detected = ((video, dets) for folder in a.saved for video, dets, _ in _saved_detections(Path(folder), say))
     else:
         bundle = Path(a.bundle)
         if not (bundle / "manifest.json").is_file():
@@ -265,26 +298,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"track_labels: --bundle {bundle}: it has no event head (export it without --no-events)",
                   file=sys.stderr)
             return 2
-        fps, videos = eng.events.event_fps, []
-        for i in range(a.first, a.first + a.videos):
-            seed, look = training_video(a.seed, i)
-            rates = ShrinkRates.parse(SHRINK if i >= a.first + a.videos // 2 else "default")
-            videos.append(CheckoutVideo(seed=seed, duration_s=a.video_s, size=eng.frame_size, look=look, shrink=rates))
+        fps = eng.events.event_fps
+        videos = label_videos(a.seed, a.first, a.videos, a.video_s, eng.frame_size)
         say(f"streaming {len(videos)} training videos through {bundle}'s event head")
-        for video, dets in zip(videos, _bundle_detections(eng, videos, say)):
-            data += examples(dets, video.annotations(), fps)
-            shown.append([video.seed, video.look])
-    frames_s = time.perf_counter() - t0
-    rows = sum(len(y) for _, y in data)
-    say(f"{len(data)} tracks, {rows} rows from {len(shown)} videos in {frames_s:.0f} s; training {a.epochs} epochs")
-    model, mean, sd, counts = train(data, epochs=a.epochs, threads=a.threads, log=say)
-    info = {"fps": fps, "videos": shown, "tracks": len(data), "rows": int(rows),
-            "rows_per_class": {c: int(n) for c, n in zip(CLASSES, counts)}, "epochs": a.epochs,
-            "hidden": HIDDEN, "chunk": CHUNK, "seconds": round(time.perf_counter() - t0, 1),
-            "frames_seconds": round(frames_s, 1), "threads": a.threads}
-    save(Path(a.out), model, mean, sd, info)
-    say(f"wrote {a.out} ({info['seconds']:.0f} s)")
-    return 0
+        detected = zip(videos, _bundle_detections(eng, videos, say))
+    return 0 if fit(detected, fps, Path(a.out), epochs=a.epochs, threads=a.threads, log=say) else 1
 
 
 if __name__ == "__main__":

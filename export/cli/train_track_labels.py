@@ -1,0 +1,82 @@
+"""lvm-train's track labeler stage: its flags, its line in the plan, and the call into
+``export.train.track_label_stage.train_track_labels`` once the event head is written (it learns that
+head's tracks, so it runs wherever the event stage runs, --events-only included)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from export.cli.train_events import events_planned
+from export.train.eta import estimate, minutes
+from export.train.event_defaults import EVENT_VIDEOS
+from export.train.track_labels import EPOCHS, VIDEOS
+
+
+def add_track_label_args(p) -> None:
+    p.add_argument("--no-track-labels", action="store_true", help="no track labeler stage: the bundle's queries "
+                   "read the geometric labeler's item events (the stage learns the event head's item tracks, "
+                   "after the event stage)")
+    p.add_argument("--track-label-videos", type=int, help=f"training videos whose item tracks the track labeler "
+                   f"learns (default {VIDEOS}, --video-s long; the first half at the default rates, the rest with "
+                   f"more scan avoidance)")
+    p.add_argument("--track-label-epochs", type=int, help=f"epochs of the track labeler (default {EPOCHS})")
+
+
+def track_labels_planned(args) -> bool:
+    return events_planned(args) and not args.no_track_labels
+
+
+def track_labels_plan_line(args, rates: dict | None, video_s: float) -> tuple[str, float]:
+    """(the plan's line, its seconds) for the track labeler stage."""
+    if not events_planned(args):
+        return "track labeler: off (it learns the event head's tracks)", 0.0
+    if args.no_track_labels:
+        return "track labeler: off (--no-track-labels)", 0.0
+    n, epochs = _sizes(args)
+    sec = 0.0
+    if rates and "track_labels_per_video" in rates:
+        sec = (estimate("track_labels_per_video", n, video_s, rates)
+               + estimate("track_labels_per_epoch_video", epochs * n, video_s, rates))
+    return f"track labeler: {n} videos, {epochs} epochs{f', ~{minutes(sec)}' if sec else ''}", sec
+
+
+def track_label_stage(args, net, events_file: Path, out: Path, seed: int, video_s: float, say,
+                      progress: bool) -> dict | None:
+    """The labeler of ``events_file``'s head on ``net``'s frozen backbone, written to ``out``."""
+    import torch
+
+    from export.train.track_label_stage import train_track_labels
+
+    cfg = net.cfg
+    n, epochs = _sizes(args)
+    # one left from before learnt another event head's tracks: it must not reach a bundle with this one
+    out.unlink(missing_ok=True)
+    return train_track_labels(net.backbone.eval(), events_file, out, dim=cfg.backbone.dim, grid=cfg.backbone.grid,
+                              size=cfg.backbone.image_size, seed=seed, first=_first(args), videos=n, video_s=video_s,
+                              epochs=epochs, threads=torch.get_num_threads(), progress=progress,
+                              log=lambda m: say(f"lvm-train: {m}"))
+
+
+def track_labels_wanted(args, seed: int, video_s: float) -> dict:
+    """What a finished labeler file must say (``read_track_label_meta``'s ``train``) for --resume to keep it."""
+    n, epochs = _sizes(args)
+    return {"videos": n, "epochs": epochs, "seed": seed, "first": _first(args), "video_s": video_s}
+
+
+def read_track_label_meta(path: Path) -> dict:
+    """A labeler file's ``info`` in the shape --resume compares: trained on the event head whose hash is
+    ``checkpoint_sha256``, with the ``train`` settings."""
+    from edge_runtime.items.sequence_model import SequenceModel
+
+    info = SequenceModel.load(path).meta
+    train = {k: info.get(k) for k in ("epochs", "seed", "first", "video_s")}
+    train["videos"] = len(info.get("videos") or ())
+    return {"checkpoint_sha256": info.get("events_sha256"), "train": train, **info}
+
+
+def _sizes(args) -> tuple[int, int]:
+    return args.track_label_videos or VIDEOS, args.track_label_epochs or EPOCHS
+
+
+def _first(args) -> int:
+    """Past the event head's training videos and its threshold video: tracks the head never trained on."""
+    return (args.event_videos or EVENT_VIDEOS) + 1

@@ -1,0 +1,77 @@
+"""lvm-train's track labeler stage: the labeler (export/train/track_labels.py) trained on the item tracks
+of the run's own event head, written as ``<checkpoint stem>-track-labels.safetensors`` beside the
+checkpoint, where lvm-export finds it.
+
+The stage follows the event stage: its training videos (``label_videos``, past the event head's own
+and its threshold video) are rendered at the head's rate, encoded by the frozen backbone (ONNX Runtime,
+as every stage of lvm-train encodes frames: export/dataset/frame_encoder.py) and read by the event
+head just trained (PyTorch), whose outputs the runtime's own decoding turns into detections at the
+head's threshold; the runtime's tracker, zone proposal and track rows follow (``fit``). The bundle
+path (``python -m export.train.track_labels --bundle``) runs the same graphs in ONNX Runtime.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from edge_runtime.items.head_decode import decode
+from export.train.eta import minutes
+from export.train.track_labels import fit, label_videos
+
+BATCH = 64  # frames a call of the backbone and the head
+
+
+@torch.no_grad()
+def head_detections(backbone, head, threshold: float, videos: list, fps: float, *, progress: bool = True, log=print):
+    """(video, its detections) of each video, in order, with a measured ETA after each video."""
+    from export.dataset.frame_encoder import frame_encoder
+    from export.dataset.video_data import backbone_digest
+
+    encode = frame_encoder(backbone.eval(), backbone_digest(backbone))
+    head.eval()
+    total = sum(int(np.ceil(v.duration_s * fps - 1e-9)) for v in videos)
+    start = time.perf_counter()
+    with tqdm(total=total, desc="track labeler: frames", unit="frame", mininterval=5.0, disable=not progress) as bar:
+        for i, video in enumerate(videos, 1):
+            dets, batch = [], []
+            for t, frame in video.frames(fps):
+                batch.append((t, frame))
+                if len(batch) == BATCH:
+                    dets += _detect(encode, head, batch, threshold)
+                    bar.update(len(batch))
+                    batch = []
+            if batch:
+                dets += _detect(encode, head, batch, threshold)
+                bar.update(len(batch))
+            spent = time.perf_counter() - start
+            left = f", ~{minutes(spent / i * (len(videos) - i))} left" if i < len(videos) else ""
+            log(f"track labeler: video {i} of {len(videos)}: {len(dets)} frames ({minutes(spent)} so far{left})")
+            yield video, dets
+
+
+def _detect(encode, head, batch: list, threshold: float) -> list:
+    tokens = encode(np.stack([f for _, f in batch]), torch.float32)
+    out = {k: v.numpy() for k, v in head(tokens).items()}
+    return decode(out, np.array([t for t, _ in batch]), threshold)
+
+
+def train_track_labels(backbone, events_file: Path, out: Path, *, dim: int, grid: int, size: int, seed: int,
+                       first: int, videos: int, video_s: float, epochs: int, threads: int, progress: bool = True,
+                       log=print) -> dict | None:
+    """The stage -> the labeler's ``info`` (None when the head gave no track to learn from: nothing written)."""
+    from edge_runtime.file_hash import sha256_file
+    from export.model.event_head import load_event_head
+
+    head, meta = load_event_head(events_file, dim, grid)
+    fps, threshold = head.ec.event_fps, float(meta["threshold"])
+    chosen = label_videos(seed, first, videos, video_s, size)
+    log(f"track labeler: {videos} training videos ({video_s:g} s each) at {fps:g} fps through {events_file.name}, "
+        f"threshold {threshold:g}")
+    extra = {"events_sha256": sha256_file(events_file), "events": events_file.name, "seed": seed, "first": first,
+             "video_s": video_s}
+    return fit(head_detections(backbone, head, threshold, chosen, fps, progress=progress, log=log), fps, out,
+               epochs=epochs, threads=threads, log=lambda m: log(f"track labeler: {m}"), extra=extra)
