@@ -25,7 +25,7 @@ CLASSES = ("none", *GeometricLabeler.activities)
 COUNTER_BAG = {"counter": [[0, 0.3], [0.6, 0.3], [0.6, 0.9], [0, 0.9]], "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]}
 
 
-def bag_zone_model(path, hidden=4):
+def bag_zone_model(path, hidden=4, **info):
     """A labeler that calls every frame whose box centre lies in the bag zone "bag", every other "none":
     the feature in_bag passes through one unit of each layer's forward direction (its update gate shut)."""
     F, H, C = len(FEATURES), hidden, len(CLASSES)
@@ -40,7 +40,7 @@ def bag_zone_model(path, hidden=4):
         w[f"gru.weight_ih_l{k}"][2 * H, 0] = 5.0                 # candidate of unit 0 reads input unit 0
     w["out.weight"][CLASSES.index("bag"), 0] = 10.0
     w["out.bias"][0] = 5.0
-    meta = {"format": FORMAT, "classes": json.dumps(list(CLASSES)), "layers": "2", "info": json.dumps({"fps": FPS})}
+    meta = {"format": FORMAT, "classes": json.dumps(list(CLASSES)), "layers": "2", "info": json.dumps({"fps": FPS, **info})}
     save_file({k: v.astype(np.float32) for k, v in w.items()}, str(path), metadata=meta)
     return SequenceModel.load(path)
 
@@ -234,6 +234,11 @@ def test_lvm_export_takes_the_file_beside_the_checkpoint_or_notes_its_absence(tm
     assert section["parity_max_abs"] < 1e-5 and "_path" not in section
     with pytest.raises(UsageError, match="trained at 5 fps, the event head runs at 10"):
         check_track_labels(ckpt, 10.0, notes)
+    # one that learnt another event head's tracks is refused; the head it names is taken
+    bag_zone_model(default_track_labels_path(ckpt), events_sha256="a" * 64)
+    assert check_track_labels(ckpt, 5.0, notes, "a" * 64)["trained"]["events_sha256"] == "a" * 64
+    with pytest.raises(UsageError, match="learnt the item tracks of another event head \\(sha256 aaaaaaaaaaaa\\)"):
+        check_track_labels(ckpt, 5.0, notes, "b" * 64)
 
 
 def test_the_training_command_refuses_bad_input_in_one_line(tmp_path, capsys):

@@ -85,7 +85,8 @@ class Exporter:
         target = Path(a.out) if a.out else REPO_ROOT / "engines" / f"{cfg.name}-{a.precision}"
         from export.onnx.track_labels_file import check_track_labels, copy_track_labels
 
-        labeler = check_track_labels(self.events_checkpoint, events["event_fps"], self.notes) if events else None
+        labeler = (check_track_labels(self.events_checkpoint, events["event_fps"], self.notes, self.events.sha256)
+                   if events else None)
         with BundleWriter(target) as writer, tempfile.TemporaryDirectory(prefix="lvm-export-") as work:
             self.writer = writer
             if labeler is not None:

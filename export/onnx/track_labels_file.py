@@ -43,9 +43,11 @@ def parity(model: SequenceModel, seed: int = 0) -> float:
     return worst
 
 
-def check_track_labels(checkpoint: Path, event_fps: float, notes: list[str]) -> dict | None:
-    """The checkpoint's track labeler, checked (it loads, its rate is the event head's, numpy gives
-    PyTorch's probabilities) -> the manifest's ``events.track_labels`` section less the bundle copy's hash,
+def check_track_labels(checkpoint: Path, event_fps: float, notes: list[str],
+                       events_sha256: str | None = None) -> dict | None:
+    """The checkpoint's track labeler, checked (it loads, its rate is the event head's, it learnt the
+    tracks of the event head file ``events_sha256`` when its file names one, numpy gives PyTorch's
+    probabilities) -> the manifest's ``events.track_labels`` section less the bundle copy's hash,
     or None (a note says why) when there is none beside the checkpoint. Run before the bundle's folder
     exists: it imports and computes, and a stop then leaves nothing to clean."""
     src = default_track_labels_path(checkpoint)
@@ -59,6 +61,10 @@ def check_track_labels(checkpoint: Path, event_fps: float, notes: list[str]) -> 
         raise UsageError(str(err)) from None
     if not model.fits(event_fps):
         raise UsageError(f"{src}: trained at {model.fps:g} fps, the event head runs at {event_fps:g}; train it again")
+    learnt = model.meta.get("events_sha256")
+    if learnt and events_sha256 and learnt != events_sha256:
+        raise UsageError(f"{src}: learnt the item tracks of another event head (sha256 {learnt[:12]}), not the "
+                         f"checkpoint's; train it again (lvm-train --events-only, or python -m export.train.track_labels)")
     worst = parity(model)
     if worst > PARITY_TOL:
         raise UsageError(f"{src}: the runtime's recurrence differs from PyTorch's by {worst:.2g} (> {PARITY_TOL:g})")

@@ -33,11 +33,10 @@ RATES_2_CORES = {
         # the event stage: one frame rendered and encoded, one step of 128 frames (lvm-train --events-only)
         "events_per_frame": 240.0 / 9355,
         "events_per_step": 0.7,
-        # the track labeler: one 30-minute video rendered at 5 fps, encoded, read by the event head and
-        # tracked; one epoch of one video's tracks (12 videos streamed through the bundle in 11 min and
-        # tracked in 1.3; 10 epochs in 5.6 min)
-        "track_labels_per_video": (660.0 + 78.0) / 12,
-        "track_labels_per_epoch_video": 337.0 / 120,
+        # the track labeler stage: one 30-minute video rendered at 5 fps, encoded, read by the event head
+        # and tracked; one epoch of one video's tracks (12 videos in 655 s, 10 epochs in 325 s)
+        "track_labels_per_video": 655.0 / 12,
+        "track_labels_per_epoch_video": 325.0 / 120,
     },
     # measured at lvm-train's defaults (2 threads) with a pre-trained backbone and an untrained sampler,
     # the first steps of each stage only (docs/training.md, "lvm-edge on 2 CPU cores"); no heads stage

@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if a.saved:
-        fps = float(json.loads((Path(a.saved[0]) / "meta.json").read_text())["event_fps"])
+        saved = json.loads((Path(a.saved[0]) / "meta.json").read_text())
+        fps, head_sha = float(saved["event_fps"]), saved.get("event_head_sha256")
         detected = ((video, dets) for folder in a.saved for video, dets, _ in _saved_detections(Path(folder), say))
     else:
         bundle = Path(a.bundle)
@@ -298,11 +299,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"track_labels: --bundle {bundle}: it has no event head (export it without --no-events)",
                   file=sys.stderr)
             return 2
-        fps = eng.events.event_fps
+        fps, head_sha = eng.events.event_fps, eng.bundle.manifest["events"].get("file_sha256")
         videos = label_videos(a.seed, a.first, a.videos, a.video_s, eng.frame_size)
         say(f"streaming {len(videos)} training videos through {bundle}'s event head")
         detected = zip(videos, _bundle_detections(eng, videos, say))
-    return 0 if fit(detected, fps, Path(a.out), epochs=a.epochs, threads=a.threads, log=say) else 1
+    extra = {"events_sha256": head_sha} if head_sha else None  # lvm-export checks it against the bundle's head
+    return 0 if fit(detected, fps, Path(a.out), epochs=a.epochs, threads=a.threads, log=say, extra=extra) else 1
 
 
 if __name__ == "__main__":
