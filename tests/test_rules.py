@@ -464,7 +464,8 @@ def test_set_changes_the_thresholds_recorded(capsys, tmp_path):
 # and a bag confidence of 1 leaves none, whatever the model (so the replay below compares something)
 STREAM = ("--events", "model", "--videos", "1", "--video-s", "90", "--threads", "1", "--eval-seed", "11",
           "--shrink", "0.5,0.5,0")
-OWN = ("--set", "bagged_without_scan.min_confidence=1", "--set", "bagged_without_scan.item_min_confidence=1")
+OWN = ("--set", "bagged_without_scan.min_confidence=1", "--set", "bagged_without_scan.item_min_confidence=1",
+       "--set", "bagged_without_scan.late_min_confidence=1")
 
 
 @pytest.fixture(scope="module")
@@ -573,12 +574,16 @@ def test_a_sweep_replays_each_setting_as_alerts_eval_does(capsys, saved, tmp_pat
     own = json.loads((saved / "streamed_own.json").read_text())["results"]["model"]["bagged_without_scan"]
     capsys.readouterr()
     # the shipped bundle's rules read its item events: their threshold is item_min_confidence
-    default = json.loads((saved / "streamed.json").read_text())["rules"]["bagged_without_scan"]["item_min_confidence"]
+    # (and late_min_confidence, the track labeler's second look at an ended track)
+    used = json.loads((saved / "streamed.json").read_text())["rules"]["bagged_without_scan"]
+    default, late = used["item_min_confidence"], used["late_min_confidence"]
     assert sweep(["--events-from", str(saved / "events.json"), "--rule", "bagged_without_scan",
-                  "--grid", f"item_min_confidence={default},1", "--json", str(tmp_path / "s.json")]) == 0
+                  "--grid", f"item_min_confidence={default},1", "--grid", f"late_min_confidence={late},1",
+                  "--json", str(tmp_path / "s.json")]) == 0
     rows = json.loads((tmp_path / "s.json").read_text())["rows"]
-    assert [r["thresholds"]["item_min_confidence"] for r in rows] == [default, 1.0]
-    for row, want in zip(rows, (streamed, own)):
+    assert [(r["thresholds"]["item_min_confidence"], r["thresholds"]["late_min_confidence"]) for r in rows] == \
+        [(default, late), (default, 1.0), (1.0, late), (1.0, 1.0)]
+    for row, want in zip((rows[0], rows[3]), (streamed, own)):
         assert (row["found"], row["false_alerts"]) == (want["found"], want["false_alerts"])
     # with the till's scans, the pass-around rule runs on the 8-activity bundle's events
     assert sweep(["--events-from", str(saved / "events.json"), "--rule", "pass_around", "--scans", "pos",
@@ -638,6 +643,29 @@ def test_with_the_till_a_scanned_item_lost_by_its_track_is_paid_when_it_is_bagge
     # a bag event below item_min_confidence is not read
     faint = [item("pick_up", "apple", 250, 252, 32), item("bag", "apple", 260, 262, 32, confidence=0.3)]
     assert e.evaluate(faint, now=263.0, pos_scans=reads) == []
+
+
+def test_the_track_labelers_bag_of_an_ended_track_is_judged_only_where_the_events_as_they_happened_missed_it():
+    def item(activity, start, end, track, confidence=0.9, labelled=False, product="soda_can"):
+        return Event(activity, ALL.index(activity), product, start, end, confidence, (0.1, 0.2, 0.3, 0.4),
+                     ("items", "track_labels") if labelled else ("items",), item=track, paid=False)
+
+    e = RuleEngine({"bagged_without_scan": {}}, list(BASE_ACTIVITIES), scans="pos")
+    # track 1's bag read as it happened (below item_min_confidence) is not judged; the labeler's, once
+    # the track has ended, is: unpaid, it alerts, once, though handed over again
+    assert e.evaluate([item("bag", 10, 12, 1, confidence=0.3)], now=13.0) == []
+    late = item("bag", 10, 12.4, 1, confidence=0.85, labelled=True)
+    drafts = e.evaluate([item("bag", 10, 12, 1, confidence=0.3), late], now=15.0)
+    assert [(d["product"], d["evidence"][0]["tracks"]) for d in drafts] == [("soda_can", ["items", "track_labels"])]
+    assert e.evaluate([late], now=16.0) == []
+    # a track whose bag was judged as it happened: the labeler's bag of it (even under another product) adds nothing
+    assert [d["start"] for d in e.evaluate([item("bag", 60, 62, 2)], now=63.0)] == [60]
+    assert e.evaluate([item("bag", 60, 62.6, 2, labelled=True, product="apple")], now=65.0) == []
+    # under late_min_confidence it is not read; a till read pays for one as for any bag
+    assert e.evaluate([item("bag", 100, 102, 3, confidence=0.7, labelled=True)], now=105.0) == []
+    assert e.evaluate([item("bag", 140, 142, 4, labelled=True)], now=145.0, pos_scans=[till("soda_can", 138.0)]) == []
+    off = RuleEngine({"bagged_without_scan": {"late_min_confidence": 1.0}}, list(BASE_ACTIVITIES), scans="pos")
+    assert off.evaluate([item("bag", 10, 12, 1, confidence=0.99, labelled=True)], now=15.0) == []
 
 
 def test_with_the_till_an_item_pass_around_waits_item_read_s_for_a_read_after_it():

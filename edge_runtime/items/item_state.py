@@ -180,6 +180,14 @@ class ItemState:
         """The labeler's events, decided as they happen (one C-level copy of the ring), oldest first."""
         return tuple(self.decided)
 
+    def labelled_bags(self) -> tuple[ItemEvent, ...]:
+        """With the track labeler, its bags of tracks that have ended, in order of their ends (none
+        without it): the rules' second look at a track, for a bag the labeler decided as it happened
+        missed or doubted."""
+        if self.labels is None:
+            return ()
+        return tuple(e for e in tuple(self.recent) if e.activity == "bag")
+
     def query_events(self) -> tuple[ItemEvent, ...]:
         """The item events the queries read: the ring (one C-level copy: the intake thread appends to it
         while a query reads), and with the track labeler, the live tracks labelled as they stand."""

@@ -18,6 +18,7 @@ from typing import Any
 from edge_runtime.query.events import Event
 
 READ_FROM = "items"
+LABELLED = "track_labels"  # with READ_FROM in ``tracks``: a track labeler's bag of an ended track, given to the rules
 
 
 def item_path(engine: Any, state: Any) -> Any:
@@ -64,19 +65,25 @@ def item_events(engine: Any, state: Any, window: tuple[float, float], min_confid
                 clip: bool = False, rules: bool = False) -> list[Event]:
     """The item events of ``state`` that overlap ``window``, named by the bundle's product classes;
     ``clip``: their times cut to the window (as a listing of the window shows them); ``rules``: the ones
-    the alert rules read (decided as they happen), not the queries' (``recent``)."""
+    the alert rules read (decided as they happen, then the track labeler's bags of ended tracks, whose
+    ``tracks`` name ``LABELLED``), not the queries' (``recent``)."""
     items = getattr(state, "items", None)
     if items is None:
         return []
     a, b = (float(x) for x in window)
     names = list(engine.products)
+    if rules:
+        read = [(e, (READ_FROM,)) for e in items.rule_events()]
+        read += [(e, (READ_FROM, LABELLED)) for e in items.labelled_bags()]
+    else:
+        read = [(e, (READ_FROM,)) for e in recent(items)]
     out = []
-    for e in (items.rule_events() if rules else recent(items)):
+    for e, tracks in read:
         if not e.overlaps(a, b) or e.confidence < min_confidence:
             continue
         product = names[e.class_id] if 0 <= e.class_id < len(names) else f"class {e.class_id}"
         start, end = (max(e.start, a), min(e.end, b)) if clip else (e.start, e.end)
         out.append(Event(e.activity, e.activity_id, product, round(float(start), 3), round(float(end), 3),
                          round(float(e.confidence), 4), tuple(float(v) for v in e.box) if e.box is not None else None,
-                         (READ_FROM,), item=int(e.track_id), paid=e.scanned_at is not None))
+                         tracks, item=int(e.track_id), paid=e.scanned_at is not None))
     return out

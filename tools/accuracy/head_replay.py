@@ -91,16 +91,42 @@ def save(args) -> int:
     return 0
 
 
+_LABELERS: dict[str, object] = {}
+
+
+def bundle_labeler(meta: dict):
+    """The track labeler of the bundle the outputs were saved from, as the runtime runs it (None when
+    the bundle has none); ValueError (one line) when that bundle is gone or its event head is no longer
+    the one whose outputs were saved."""
+    from edge_runtime.backends.bundle import BundleError, load_bundle
+    from edge_runtime.engine.event_path import track_labeler
+
+    path = Path(meta["bundle"]) if Path(meta["bundle"]).is_absolute() else REPO / meta["bundle"]
+    if str(path) not in _LABELERS:
+        try:
+            bundle = load_bundle(path)
+            head = (bundle.manifest.get("events") or {}).get("file_sha256")
+            if head != meta["event_head_sha256"]:
+                raise ValueError(f"{path}: its event head is no longer the one whose outputs were saved; save "
+                                 f"again, or replay with --no-track-labels")
+            _LABELERS[str(path)] = track_labeler(bundle)
+        except BundleError as err:
+            raise ValueError(f"the saved outputs' bundle: {err}") from None
+    return _LABELERS[str(path)]
+
+
 def replay_video(meta: dict, outputs: dict[str, np.ndarray], video: CheckoutVideo, rules: dict, scans: str,
-                 threshold: float, handover_s: float = 1.0) -> list[tuple[dict, float]]:
+                 threshold: float, handover_s: float = 1.0, track_labels: bool = True) -> list[tuple[dict, float]]:
     """-> the alerts raised, as (draft, stream time), over one video's saved head outputs; the rules run
-    after every ``handover_s`` of frames (1 s: a file's hand-over; 0.4 s: a camera's)."""
+    after every ``handover_s`` of frames (1 s: a file's hand-over; 0.4 s: a camera's); with
+    ``track_labels`` the bundle's track labeler takes a second look at each track that ends, as the runtime's does."""
     ann = video.annotations()
     till = ae.till_events(ann) if scans == "pos" else []
     tx = ae.transactions(ann) if scans == "pos" else []
     dets = head_decode.decode({k: outputs[k].astype(np.float32) for k in head_decode.OUTPUTS}, outputs["times"],
                               threshold)
-    items = ItemState(None, bundle_id="replay", fps=meta["event_fps"])
+    items = ItemState(None, bundle_id="replay", fps=meta["event_fps"],
+                      sequence=bundle_labeler(meta) if track_labels else None)
     return ae.rules_over_items(dets, items, meta["products"], meta["labels"], rules, scans, till, tx,
                                per_second=max(1, int(round(meta["event_fps"] * handover_s))))
 
@@ -116,7 +142,8 @@ def load_meta(folder: Path) -> dict:
     return meta
 
 
-def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float, handover_s: float = 1.0):
+def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float, handover_s: float = 1.0,
+             track_labels: bool = True):
     """-> (video, its annotations, the alerts raised) of each saved video, in order; ValueError (one line)
     when the generator no longer gives the video that was saved."""
     for i, sv in enumerate(meta["per_video"]):
@@ -126,7 +153,8 @@ def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float
                              f"the folder saved {sv['seed']} / {sv['look']}")
         with np.load(folder / f"video{i}.npz") as z:
             outputs = {k: z[k] for k in z.files}
-        yield video, video.annotations(), replay_video(meta, outputs, video, rules, scans, threshold, handover_s)
+        yield video, video.annotations(), replay_video(meta, outputs, video, rules, scans, threshold, handover_s,
+                                                       track_labels)
 
 
 def replay(args) -> int:
@@ -146,7 +174,7 @@ def replay(args) -> int:
     per = {r: [] for r in rules}
     videos, scanned, hours, n_tx, left = [], 0, 0.0, 0, 0
     try:
-        runs = list(replayed(src, meta, rules, args.scans, threshold, args.handover_s))
+        runs = list(replayed(src, meta, rules, args.scans, threshold, args.handover_s, not args.no_track_labels))
     except ValueError as err:
         return _refuse(str(err))
     for video, ann, raised in runs:
@@ -162,7 +190,8 @@ def replay(args) -> int:
         left += sum(x["shrink"] == "left_in_basket" for x in ann["instances"])
     result = {"tool": "tools/accuracy/head_replay.py", "from": str(src), "bundle": meta["bundle"],
               "event_head_sha256": meta["event_head_sha256"], "threshold": threshold, "eval_seed": meta["eval_seed"],
-              "shrink": meta["shrink"], "scans": args.scans, "handover_s": args.handover_s, "rules": rules, "videos": videos,
+              "shrink": meta["shrink"], "scans": args.scans, "handover_s": args.handover_s,
+              "track_labels": not args.no_track_labels, "rules": rules, "videos": videos,
               "scanned_items": scanned, "hours": round(hours, 3), "left_in_basket_items": left, "transactions": n_tx,
               "results": {"item tracks (replayed)": {r: ae.summarise(per[r], scanned, hours, n_tx) for r in rules}}}
     print(ae.table(result))
@@ -193,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--threshold", type=float, help="detection threshold (default: the bundle's)")
     r.add_argument("--handover-s", type=float, default=1.0, metavar="S",
                    help="the rules run after every S seconds of frames (default 1: a file's hand-over; 0.4: a camera's)")
+    r.add_argument("--no-track-labels", action="store_true", help="without the bundle's track labeler (its second "
+                   "look at each track that ends: bags the events decided as they happened missed)")
     r.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     return save(args) if args.cmd == "save" else replay(args)

@@ -19,6 +19,12 @@ the scan then stays with the earlier piece. A bag left with no scan alerts at on
 bag, times the share of its handling's frames the item was seen in) are not read. A bag with no scan
 left is paid all the same by a till read of its product whose track was seen scanned and then lost
 before it left the counter (the item followed on as another track).
+
+With the bundle's track labeler, each track that has ended is looked at again: the labeler's bag of it
+(``Event.tracks`` names ``track_labels``) at ``late_min_confidence`` or more is judged as an item bag
+when the rule took no bag or hand-over of that track from the events decided as they happened (they
+missed it, or read it below ``item_min_confidence``). It comes when the track ends, a second or two
+after the item went into the bag.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from collections import deque
 from edge_runtime.alerts.rules.engine import Seen, draft
 from edge_runtime.alerts.rules.registry import Rule, register_rule
 from edge_runtime.query.events import Event
+from edge_runtime.query.item_events import LABELLED
 
 # what an item does before it is bagged and not after: one of these between two bags of a product makes them two items
 NEW_ITEM = ("pick_up", "scan", "pass_around")
@@ -43,9 +50,11 @@ class BaggedWithoutScan(Rule):
     needs_with_pos = ("bag",)
     # defaults chosen on held-out generator videos (docs/lab/alerts.md)
     thresholds = {"lookback_s": 120.0, "min_confidence": 0.71, "scan_min_confidence": 0.2, "settle_s": 6.0,
-                  "other_product_scans": 1.0, "same_bag_s": 1.0, "reread_s": 30.0, "item_min_confidence": 0.4}
+                  "other_product_scans": 1.0, "same_bag_s": 1.0, "reread_s": 30.0, "item_min_confidence": 0.4,
+                  "late_min_confidence": 0.8}
     ranges = {"min_confidence": (0.0, 1.0), "scan_min_confidence": (0.0, 1.0), "other_product_scans": (0.0, 1.0),
-              "same_bag_s": (0.0, 30.0), "reread_s": (0.0, 120.0), "item_min_confidence": (0.0, 1.0)}
+              "same_bag_s": (0.0, 30.0), "reread_s": (0.0, 120.0), "item_min_confidence": (0.0, 1.0),
+              "late_min_confidence": (0.0, 1.0)}
 
     def __init__(self, th, pos, seen) -> None:
         super().__init__(th, pos, seen)
@@ -53,6 +62,9 @@ class BaggedWithoutScan(Rule):
         # with that read; an item whose track has left the counter (bag, hand-over) drops out of ``_open``
         self._reserved: deque[int] = deque(maxlen=RESERVED_KEPT)
         self._open: dict[int, Seen] = {}
+        # items whose track was read leaving the counter as it happened (the newest RESERVED_KEPT): the
+        # track labeler's second look at their track raises nothing
+        self._gone: deque[int] = deque(maxlen=RESERVED_KEPT)
 
     def evaluate(self, events: list[Event], now: float, pos_scans: list[Event]) -> list[dict]:
         th, seen = self.th, self.seen
@@ -64,9 +76,14 @@ class BaggedWithoutScan(Rule):
         for e in events:
             if e.item is not None and not e.paid and e.activity in NEW_ITEM and e.confidence >= th["item_min_confidence"]:
                 seen.take("new_items", e)
+        late = [e for e in events if LABELLED in e.tracks]
         for e in events:
+            if LABELLED in e.tracks:
+                continue
             if e.item is not None:
                 if e.confidence >= th["item_min_confidence"]:
+                    if e.activity in LEAVING and e.item not in self._gone:
+                        self._gone.append(e.item)
                     tracked += self._item(e)
                 continue
             if e.activity in NEW_ITEM:
@@ -80,6 +97,10 @@ class BaggedWithoutScan(Rule):
                 if new:
                     record.alerts = e.activity == "bag"
                     seen.queue("pending").append(record)
+        for e in late:  # after the events decided as they happened: those of the same track come first
+            if e.confidence >= th["late_min_confidence"] and e.item not in self._gone:
+                self._gone.append(e.item)
+                tracked += self._item(e)
         return tracked + self._judge(now)
 
     def _item(self, e: Event) -> list[dict]:
