@@ -84,7 +84,7 @@ def test_train_smoke_and_resume(tmp_path, smoke_config):
     # the event stage, small (its figures and the head's file beside the checkpoint, where lvm-export looks)
     assert "event stage: 2 steps" in r.stdout and (out / "lvm-tiny-events.safetensors").exists()
     # the track labeler follows it on that head's tracks: a 2-step head finds no item, and says so
-    assert "track labeler: 2 videos, 1 epochs" in r.stdout
+    assert "track labeler: 2 videos, 1 epoch" in r.stdout
     assert "track labeler: no item tracks in 2 videos: no track labeler written" in r.stdout
     assert not (out / "lvm-tiny-track-labels.safetensors").exists()
     # the reader stage: beside the checkpoint, where lvm-export looks for it, for this model

@@ -36,7 +36,8 @@ def track_labels_plan_line(args, rates: dict | None, video_s: float) -> tuple[st
     if rates and "track_labels_per_video" in rates:
         sec = (estimate("track_labels_per_video", n, video_s, rates)
                + estimate("track_labels_per_epoch_video", epochs * n, video_s, rates))
-    return f"track labeler: {n} videos, {epochs} epochs{f', ~{minutes(sec)}' if sec else ''}", sec
+    return (f"track labeler: {n} video{'s' * (n != 1)}, {epochs} epoch{'s' * (epochs != 1)}"
+            f"{f', ~{minutes(sec)}' if sec else ''}"), sec
 
 
 def track_label_stage(args, net, events_file: Path, out: Path, seed: int, video_s: float, say,

@@ -69,7 +69,7 @@ def train_track_labels(backbone, events_file: Path, out: Path, *, dim: int, grid
     head, meta = load_event_head(events_file, dim, grid)
     fps, threshold = head.ec.event_fps, float(meta["threshold"])
     chosen = label_videos(seed, first, videos, video_s, size)
-    log(f"track labeler: {videos} training videos ({video_s:g} s each) at {fps:g} fps through {events_file.name}, "
+    log(f"track labeler: {videos} training video{'s' * (videos != 1)} ({video_s:g} s each) at {fps:g} fps through {events_file.name}, "
         f"threshold {threshold:g}")
     extra = {"events_sha256": sha256_file(events_file), "events": events_file.name, "seed": seed, "first": first,
              "video_s": video_s}

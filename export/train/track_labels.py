@@ -246,10 +246,11 @@ def fit(detected, fps: float, out: Path, *, epochs: int = EPOCHS, threads: int =
     frames_s = time.perf_counter() - t0
     rows = sum(len(y) for _, y in data)
     if not data:
-        log(f"no item tracks in {len(shown)} videos: no track labeler written (the queries read the geometric "
-            "labeler's item events)")
+        log(f"no item tracks in {len(shown)} video{'s' * (len(shown) != 1)}: no track labeler written (the queries "
+            "read the geometric labeler's item events)")
         return None
-    log(f"{len(data)} tracks, {rows} rows from {len(shown)} videos in {frames_s:.0f} s; training {epochs} epochs")
+    log(f"{len(data)} tracks, {rows} rows from {len(shown)} video{'s' * (len(shown) != 1)} in {frames_s:.0f} s; "
+        f"training {epochs} epoch{'s' * (epochs != 1)}")
     model, mean, sd, counts = train(data, epochs=epochs, threads=threads, log=log)
     info = {"fps": fps, "videos": shown, "tracks": len(data), "rows": int(rows),
             "rows_per_class": {c: int(n) for c, n in zip(CLASSES, counts)}, "epochs": epochs,
