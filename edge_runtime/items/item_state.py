@@ -182,7 +182,7 @@ class ItemState:
 
     def labelled_bags(self) -> tuple[ItemEvent, ...]:
         """With the track labeler, its bags of tracks that have ended, in order of their ends (none
-        without it): the rules' second look at a track, for a bag the labeler decided as it happened
+        without it): the rules' second look at a track, for a bag the events decided as they happened
         missed or doubted."""
         if self.labels is None:
             return ()

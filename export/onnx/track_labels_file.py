@@ -64,7 +64,8 @@ def check_track_labels(checkpoint: Path, event_fps: float, notes: list[str],
     learnt = model.meta.get("events_sha256")
     if learnt and events_sha256 and learnt != events_sha256:
         raise UsageError(f"{src}: learnt the item tracks of another event head (sha256 {learnt[:12]}), not the "
-                         f"checkpoint's; train it again (lvm-train --events-only, or python -m export.train.track_labels)")
+                         f"checkpoint's; train it again (lvm-train --events-only, or python -m "
+                         f"export.train.track_labels)")
     worst = parity(model)
     if worst > PARITY_TOL:
         raise UsageError(f"{src}: the runtime's recurrence differs from PyTorch's by {worst:.2g} (> {PARITY_TOL:g})")

@@ -11,6 +11,7 @@ path (``python -m export.train.track_labels --bundle``) runs the same graphs in 
 """
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -37,14 +38,8 @@ def head_detections(backbone, head, threshold: float, videos: list, fps: float, 
     start = time.perf_counter()
     with tqdm(total=total, desc="track labeler: frames", unit="frame", mininterval=5.0, disable=not progress) as bar:
         for i, video in enumerate(videos, 1):
-            dets, batch = [], []
-            for t, frame in video.frames(fps):
-                batch.append((t, frame))
-                if len(batch) == BATCH:
-                    dets += _detect(encode, head, batch, threshold)
-                    bar.update(len(batch))
-                    batch = []
-            if batch:
+            dets, frames = [], video.frames(fps)
+            while batch := list(itertools.islice(frames, BATCH)):
                 dets += _detect(encode, head, batch, threshold)
                 bar.update(len(batch))
             spent = time.perf_counter() - start
@@ -69,8 +64,8 @@ def train_track_labels(backbone, events_file: Path, out: Path, *, dim: int, grid
     head, meta = load_event_head(events_file, dim, grid)
     fps, threshold = head.ec.event_fps, float(meta["threshold"])
     chosen = label_videos(seed, first, videos, video_s, size)
-    log(f"track labeler: {videos} training video{'s' * (videos != 1)} ({video_s:g} s each) at {fps:g} fps through {events_file.name}, "
-        f"threshold {threshold:g}")
+    log(f"track labeler: {videos} training video{'s' * (videos != 1)} ({video_s:g} s each) at {fps:g} fps "
+        f"through {events_file.name}, threshold {threshold:g}")
     extra = {"events_sha256": sha256_file(events_file), "events": events_file.name, "seed": seed, "first": first,
              "video_s": video_s}
     return fit(head_detections(backbone, head, threshold, chosen, fps, progress=progress, log=log), fps, out,
