@@ -668,6 +668,31 @@ def test_the_track_labelers_bag_of_an_ended_track_is_judged_only_where_the_event
     assert off.evaluate([item("bag", 10, 12, 1, confidence=0.99, labelled=True)], now=15.0) == []
 
 
+def test_the_track_labelers_pass_around_of_an_ended_track_is_judged_only_where_the_events_as_they_happened_missed_it():
+    def passed(start, end, track, confidence=0.9, labelled=False, paid=False):
+        return Event("pass_around", ALL.index("pass_around"), "soda_can", start, end, confidence, (0.1, 0.2, 0.3, 0.4),
+                     ("items", "track_labels") if labelled else ("items",), item=track, paid=paid)
+
+    e = RuleEngine({"pass_around": {}, "bagged_without_scan": {}}, list(BASE_ACTIVITIES), scans="pos")
+    # track 1's pass-around as it happened was too short to read; the labeler's, once the track has
+    # ended, is: no till read since it started, it alerts once item_read_s has passed, once
+    assert e.evaluate([passed(10, 10.4, 1)], now=11.0) == []
+    late = passed(10, 12, 1, labelled=True)
+    assert e.evaluate([late], now=13.0) == []
+    drafts = e.evaluate([late], now=14.5)
+    assert [(d["rule"], d["evidence"][0]["tracks"]) for d in drafts] == [("pass_around", ["items", "track_labels"])]
+    assert e.evaluate([late], now=16.0) == []
+    # a track passed around as it happened: the labeler's pass-around of it adds nothing
+    assert [d["start"] for d in e.evaluate([passed(30, 32, 2)], now=34.5)] == [30]
+    assert e.evaluate([passed(30, 32.4, 2, labelled=True)], now=37.0) == []
+    # a scanned track, one under late_min_confidence, one with a till read after it: nothing
+    assert e.evaluate([passed(50, 52, 3, labelled=True, paid=True), passed(60, 62, 4, labelled=True, confidence=0.7)],
+                      now=70.0) == []
+    assert e.evaluate([passed(80, 82, 5, labelled=True)], now=85.0, pos_scans=[till("soda_can", 82.5)]) == []
+    off = RuleEngine({"pass_around": {"late_min_confidence": 1.0}}, list(BASE_ACTIVITIES), scans="pos")
+    assert off.evaluate([passed(10, 12, 1, confidence=0.99, labelled=True)], now=15.0) == []
+
+
 def test_with_the_till_an_item_pass_around_waits_item_read_s_for_a_read_after_it():
     def passed(start, end, track):
         return Event("pass_around", ALL.index("pass_around"), "soda_can", start, end, 0.9, (0.1, 0.2, 0.3, 0.4),

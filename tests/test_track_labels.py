@@ -14,7 +14,7 @@ from edge_runtime.backends.bundle import BundleError, load_bundle
 from edge_runtime.engine.event_path import track_labeler
 from edge_runtime.items.detections import Detections
 from edge_runtime.items.item_events import GeometricLabeler, ItemEvent
-from edge_runtime.items.item_state import ItemState
+from edge_runtime.items.item_state import LONG_BAG_S, ItemState
 from edge_runtime.items.sequence_model import FORMAT, SequenceModel
 from edge_runtime.items.track_labels import MAX_ROWS
 from edge_runtime.items.track_rows import FEATURES
@@ -111,6 +111,30 @@ def test_a_track_is_labelled_whole_when_it_ends(model):
     again = ItemState(Zones.from_dict(COUNTER_BAG), bundle_id="b", sequence=model)
     again.load_state_dict(sd, "b")
     assert again.rule_events() == state.rule_events() and list(again.recent) == labelled
+
+
+def test_a_long_bag_is_left_to_the_track_labeler_which_reads_it_before_the_track_ends(model):
+    # held on the counter from 1.2 s and moved slowly into the bag zone (frame 40), then gone: the
+    # geometric labeler decides a bag of 7.8 s, longer than LONG_BAG_S (a hold over the bag, as often)
+    def slow(k):
+        return 0.21 + 0.01 * max(0, k - 6) if k < 46 else None
+
+    state = ItemState(Zones.from_dict(COUNTER_BAG), bundle_id="b", sequence=model)
+    decided, k = [], 0
+    while not decided:
+        decided, k = carry(state, [k], slow), k + 1
+    assert [e.activity for e in decided] == ["bag"] and decided[0].end - decided[0].start > LONG_BAG_S
+    # the rules do not read it as it was decided; the track labeler's bag of the live track comes at once
+    assert not [e for e in state.rule_events() if e.activity == "bag"] and not state.recent
+    early = state.second_look()
+    assert [(e.activity, e.track_id) for e in early] == [("bag", decided[0].track_id)]
+    carry(state, range(k, 70), slow)   # the track ends: its labelling says the same
+    assert not state.early and [(e.start, e.end, e.class_id) for e in state.second_look()] == \
+        [(e.start, e.end, e.class_id) for e in early]
+    # without the track labeler the rules read the bag as decided
+    plain = ItemState(Zones.from_dict(COUNTER_BAG), bundle_id="b")
+    carry(plain, range(70), slow)
+    assert [e.activity for e in plain.rule_events()] == ["bag"] and plain.second_look() == ()
 
 
 def test_live_tracks_are_labelled_for_a_query_and_rows_survive_a_snapshot(model):

@@ -18,7 +18,7 @@ from typing import Any
 from edge_runtime.query.events import Event
 
 READ_FROM = "items"
-LABELLED = "track_labels"  # with READ_FROM in ``tracks``: a track labeler's bag of an ended track, given to the rules
+LABELLED = "track_labels"  # with READ_FROM in ``tracks``: the track labeler's event of a track, given to the rules
 
 
 def item_path(engine: Any, state: Any) -> Any:
@@ -65,8 +65,8 @@ def item_events(engine: Any, state: Any, window: tuple[float, float], min_confid
                 clip: bool = False, rules: bool = False) -> list[Event]:
     """The item events of ``state`` that overlap ``window``, named by the bundle's product classes;
     ``clip``: their times cut to the window (as a listing of the window shows them); ``rules``: the ones
-    the alert rules read (decided as they happen, then the track labeler's bags of ended tracks, whose
-    ``tracks`` name ``LABELLED``), not the queries' (``recent``)."""
+    the alert rules read (decided as they happen, then the track labeler's second look: its bags and
+    pass-arounds of ended tracks, whose ``tracks`` name ``LABELLED``), not the queries' (``recent``)."""
     items = getattr(state, "items", None)
     if items is None:
         return []
@@ -74,7 +74,7 @@ def item_events(engine: Any, state: Any, window: tuple[float, float], min_confid
     names = list(engine.products)
     if rules:
         read = [(e, (READ_FROM,)) for e in items.rule_events()]
-        read += [(e, (READ_FROM, LABELLED)) for e in items.labelled_bags()]
+        read += [(e, (READ_FROM, LABELLED)) for e in items.second_look()]
     else:
         read = [(e, (READ_FROM,)) for e in recent(items)]
     out = []

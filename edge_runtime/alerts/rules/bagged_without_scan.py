@@ -76,7 +76,7 @@ class BaggedWithoutScan(Rule):
         for e in events:
             if e.item is not None and not e.paid and e.activity in NEW_ITEM and e.confidence >= th["item_min_confidence"]:
                 seen.take("new_items", e)
-        late = [e for e in events if LABELLED in e.tracks]
+        late = [e for e in events if LABELLED in e.tracks and e.activity == "bag"]
         for e in events:
             if LABELLED in e.tracks:
                 continue

@@ -16,14 +16,24 @@ an item passing the scanner's edge) gives a "pass-around" of 0-0.4 s. With the t
 ``item_read_s`` after its end, when no till read came since it started: the read of an item let go on
 the glass can come just after the hand leaves it, when the labeler has already named the set-down.
 Without the till it alerts at once.
+
+With the bundle's track labeler, each track that has ended is looked at again: the labeler's
+pass-around of it (``Event.tracks`` names ``track_labels``) at ``late_min_confidence`` or more, of a
+track not scanned (no green light or till read matched to it), lasting ``item_min_s`` or more, is
+judged as an item pass-around when the rule took none of that track as it happened (the labeler
+decided none, or one below ``item_min_confidence`` or too short). It comes when the track ends.
 """
 from __future__ import annotations
 
 import math
+from collections import deque
 
 from edge_runtime.alerts.rules.engine import Seen, draft
 from edge_runtime.alerts.rules.registry import Rule, register_rule
 from edge_runtime.query.events import Event
+from edge_runtime.query.item_events import LABELLED
+
+PASSED_KEPT = 256  # tracks remembered as passed around as it happened: far more than a window holds
 
 
 @register_rule
@@ -38,24 +48,32 @@ class PassAround(Rule):
     # item_min_s: the middle of seed 1's gap between its longest false item pass-around (0.4 s) and its
     # shortest right one (2.0 s); item_read_s: the till read's tolerance (1-4 s gave the same on seed 1)
     thresholds = {"min_confidence": 0.735, "match_s": 8.0, "paid_s": 30.0, "read_after_s": 15.0,
-                  "left_min_confidence": 0.65, "item_min_confidence": 0.3, "item_min_s": 1.2, "item_read_s": 2.0}
+                  "left_min_confidence": 0.65, "item_min_confidence": 0.3, "item_min_s": 1.2, "item_read_s": 2.0,
+                  "late_min_confidence": 0.8}
     ranges = {"min_confidence": (0.0, 1.0), "match_s": (0.0, 60.0), "paid_s": (0.0, 120.0),
               "read_after_s": (0.0, 120.0), "left_min_confidence": (0.0, 1.0), "item_min_confidence": (0.0, 1.0),
-              "item_min_s": (0.0, 10.0), "item_read_s": (0.0, 10.0)}
+              "item_min_s": (0.0, 10.0), "item_read_s": (0.0, 10.0), "late_min_confidence": (0.0, 1.0)}
+
+    def __init__(self, th, pos, seen) -> None:
+        super().__init__(th, pos, seen)
+        # items whose track was passed around as it happened (the newest PASSED_KEPT): the track
+        # labeler's second look at their track raises nothing
+        self._passed: deque[int] = deque(maxlen=PASSED_KEPT)
 
     def evaluate(self, events: list[Event], now: float, pos_scans: list[Event]) -> list[dict]:
         th, seen, out = self.th, self.seen, []
         for s in pos_scans:
             seen.take("scans", s)
+        late = [e for e in events if LABELLED in e.tracks and e.activity == "pass_around"]
         for e in events:
             if e.item is not None:
+                if LABELLED in e.tracks:
+                    continue
                 if e.activity == "pass_around" and e.confidence >= th["item_min_confidence"] \
                         and e.end - e.start >= th["item_min_s"]:
-                    record, new = seen.take("item_passes", e)
-                    if new and self.pos and th["item_read_s"] > 0:
-                        seen.queue("item_waiting").append(record)
-                    elif new:
-                        out.append(draft(self.name, e, [e]))
+                    if e.item not in self._passed:
+                        self._passed.append(e.item)
+                    out += self._item(e)
                 continue
             if self.pos and e.activity in ("bag", "hand_over"):
                 seen.take("left", e)
@@ -67,9 +85,23 @@ class PassAround(Rule):
                 record, new = seen.take("passes", e)
                 if new:
                     out.append(draft(self.name, record.event, [record.event]))
+        for e in late:  # after the events decided as they happened: those of the same track come first
+            if (e.confidence >= th["late_min_confidence"] and not e.paid and e.item not in self._passed
+                    and e.end - e.start >= th["item_min_s"]):
+                self._passed.append(e.item)
+                out += self._item(e)
         if self.pos:
             out += self._judge_items(now) + self._judge(now)
         return out
+
+    def _item(self, e: Event) -> list[dict]:
+        """An item pass-around: with the till it waits ``item_read_s`` for a read; without, it alerts."""
+        record, new = self.seen.take("item_passes", e)
+        if new and self.pos and self.th["item_read_s"] > 0:
+            self.seen.queue("item_waiting").append(record)
+        elif new:
+            return [draft(self.name, e, [e])]
+        return []
 
     def next_due(self) -> float | None:
         # a handling past match_s waits only for a later read of its product
