@@ -666,6 +666,13 @@ def test_the_track_labelers_bag_of_an_ended_track_is_judged_only_where_the_event
     assert e.evaluate([item("bag", 140, 142, 4, labelled=True)], now=145.0, pos_scans=[till("soda_can", 138.0)]) == []
     off = RuleEngine({"bagged_without_scan": {"late_min_confidence": 1.0}}, list(BASE_ACTIVITIES), scans="pos")
     assert off.evaluate([item("bag", 10, 12, 1, confidence=0.99, labelled=True)], now=15.0) == []
+    # a long bag left to the labeler is not judged as it happened: the labeler's bag of its track is
+    long = Event("bag", ALL.index("bag"), "soda_can", 200, 209, 0.9, (0.1, 0.2, 0.3, 0.4), ("items", "long_bag"), item=9)
+    assert e.evaluate([long], now=210.0) == []
+    assert [d["evidence"][0]["tracks"] for d in e.evaluate([long, item("bag", 207, 209, 9, labelled=True)],
+                                                           now=212.0)] == [["items", "track_labels"]]
+    # with the second look off it is judged as any bag
+    assert [d["start"] for d in off.evaluate([long], now=210.0)] == [200]
 
 
 def test_the_track_labelers_pass_around_of_an_ended_track_is_judged_only_where_the_events_as_they_happened_missed_it():

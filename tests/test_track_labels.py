@@ -124,17 +124,18 @@ def test_a_long_bag_is_left_to_the_track_labeler_which_reads_it_before_the_track
     while not decided:
         decided, k = carry(state, [k], slow), k + 1
     assert [e.activity for e in decided] == ["bag"] and decided[0].end - decided[0].start > LONG_BAG_S
-    # the rules do not read it as it was decided; the track labeler's bag of the live track comes at once
-    assert not [e for e in state.rule_events() if e.activity == "bag"] and not state.recent
+    # the rules read it marked as left to the track labeler, whose bag of the live track comes at once
+    assert list(state.rule_events()) == decided and state.left_to_labels(decided[0]) and not state.recent
     early = state.second_look()
     assert [(e.activity, e.track_id) for e in early] == [("bag", decided[0].track_id)]
     carry(state, range(k, 70), slow)   # the track ends: its labelling says the same
     assert not state.early and [(e.start, e.end, e.class_id) for e in state.second_look()] == \
         [(e.start, e.end, e.class_id) for e in early]
-    # without the track labeler the rules read the bag as decided
+    # without the track labeler the rules read the bag as decided, not left to anything
     plain = ItemState(Zones.from_dict(COUNTER_BAG), bundle_id="b")
     carry(plain, range(70), slow)
     assert [e.activity for e in plain.rule_events()] == ["bag"] and plain.second_look() == ()
+    assert not plain.left_to_labels(plain.rule_events()[0])
 
 
 def test_live_tracks_are_labelled_for_a_query_and_rows_survive_a_snapshot(model):

@@ -4,9 +4,10 @@ snapshotted as arrays.
 The labeler (item_events.py) decides each event as it happens: those go to the alert rules
 (``rule_events``). With the bundle's track labeler model (``sequence``), the queries read the events
 labelled over each track's whole path instead (``query_events``, track_labels.py), kept in a ring of
-their own; without it, both read the labeler's. With it, the rules also read its bags of ended tracks
-(``second_look``: bags and pass-arounds), and a bag the labeler decided after a handling longer than ``LONG_BAG_S`` is left
-to it: its bag of that track, read as the track stands at each frame (``early``), then when it ends.
+their own; without it, both read the labeler's. With it, the rules also read its bags and
+pass-arounds of ended tracks (``second_look``); a bag the labeler decided after a handling longer than
+``LONG_BAG_S`` is marked left to it (``left_to_labels``), and its bag of that track is read as the
+track stands at each frame for ``EARLY_LOOK_S`` (``early``), then when the track ends.
 
 Zones come from the stream's config; a stream without them proposes its own from the event head's
 zone map (``zones.propose``) averaged over its first ``PROPOSE_FRAMES`` frames, and decides no item
@@ -33,10 +34,10 @@ PROPOSE_FRAMES = 50        # 10 s at 5 fps: the zone map averaged over these fra
 
 MAX_EVENTS = 512           # recent item events kept (a busy lane decides a few hundred an hour)
 # a bag decided after a handling this long (s) is a hold over the bag as often as a bag (seed 1: 4 of its
-# 9 false unpaid-bag alerts, 2 of its 92 right ones): with the track labeler, the labeler decides it
+# 9 false unpaid-bag alerts, 2 of its 92 right ones): with the track labeler, the rules leave it to its look
 LONG_BAG_S = 6.0
-EARLY_LOOK_S = 2.0
-SECOND_LOOK = ("bag", "pass_around")  # the track labeler's events of ended tracks the alert rules read   # how long after such a bag the labeler reads its live track each frame (then: at its end)
+EARLY_LOOK_S = 2.0   # how long after such a bag the labeler reads its live track each frame (then: at its end)
+SECOND_LOOK = ("bag", "pass_around")  # the track labeler's events of ended tracks the alert rules read
 MAX_SCANNED = 256          # tracks remembered as scanned (light or till read), for the labelled events' "paid"
 TRACK_COLS = ("track_id", "start", "last_t", "score_sum", "hits")
 EVENT_COLS = ("activity_id", "class_id", "track_id", "start", "end", "confidence", "x1", "y1", "x2", "y2", "scanned_at")
@@ -155,18 +156,20 @@ class ItemState:
         return out
 
     def _keep(self, decided: list[ItemEvent], labelled: list[ItemEvent] | None) -> None:
-        """The labeler's events into the rules' ring, as decided (with the track labeler, but a bag after a
-        handling longer than ``LONG_BAG_S``: the rules' second look reads the labeler's bags of ended tracks);
-        the track labeler's into the queries'."""
+        """The labeler's events into the rules' ring, as decided; the track labeler's into the queries'
+        (and the tracks of the bags left to it, ``left_to_labels``, into ``_look_early``'s)."""
+        self.decided.extend(decided)
         if labelled is None:
-            self.decided.extend(decided)
             return
         for e in decided:
-            if e.activity == "bag" and e.end - e.start > LONG_BAG_S:
+            if self.left_to_labels(e):
                 self._doubted[e.track_id] = (e.start, e.end)
-            else:
-                self.decided.append(e)
         self._add(labelled)
+
+    def left_to_labels(self, e: ItemEvent) -> bool:
+        """Whether the alert rules leave a bag the labeler decided to the track labeler's look at its
+        track: with the track labeler, a bag after a handling longer than ``LONG_BAG_S``."""
+        return self.labels is not None and e.activity == "bag" and e.end - e.start > LONG_BAG_S
 
     def _look_early(self, t: float) -> None:
         """The track labeler's bags of the tracks whose long bag it decides, labelled as they stand at each

@@ -19,6 +19,7 @@ from edge_runtime.query.events import Event
 
 READ_FROM = "items"
 LABELLED = "track_labels"  # with READ_FROM in ``tracks``: the track labeler's event of a track, given to the rules
+LONG_BAG = "long_bag"      # with READ_FROM: a bag decided after a long handling, left to the track labeler's second look
 
 
 def item_path(engine: Any, state: Any) -> Any:
@@ -65,15 +66,16 @@ def item_events(engine: Any, state: Any, window: tuple[float, float], min_confid
                 clip: bool = False, rules: bool = False) -> list[Event]:
     """The item events of ``state`` that overlap ``window``, named by the bundle's product classes;
     ``clip``: their times cut to the window (as a listing of the window shows them); ``rules``: the ones
-    the alert rules read (decided as they happen, then the track labeler's second look: its bags and
-    pass-arounds of ended tracks, whose ``tracks`` name ``LABELLED``), not the queries' (``recent``)."""
+    the alert rules read (decided as they happen, a long bag's ``tracks`` naming ``LONG_BAG``, then the
+    track labeler's second look: its bags and pass-arounds, whose ``tracks`` name ``LABELLED``), not the
+    queries' (``recent``)."""
     items = getattr(state, "items", None)
     if items is None:
         return []
     a, b = (float(x) for x in window)
     names = list(engine.products)
     if rules:
-        read = [(e, (READ_FROM,)) for e in items.rule_events()]
+        read = [(e, (READ_FROM, LONG_BAG) if items.left_to_labels(e) else (READ_FROM,)) for e in items.rule_events()]
         read += [(e, (READ_FROM, LABELLED)) for e in items.second_look()]
     else:
         read = [(e, (READ_FROM,)) for e in recent(items)]

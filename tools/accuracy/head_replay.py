@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--handover-s", type=float, default=1.0, metavar="S",
                    help="the rules run after every S seconds of frames (default 1: a file's hand-over; 0.4: a camera's)")
     r.add_argument("--no-track-labels", action="store_true", help="without the bundle's track labeler (its second "
-                   "look at each track that ends: bags the events decided as they happened missed)")
+                   "look at each track: the bags and pass-arounds the events decided as they happened missed, "
+                   "and the long bags they leave to it)")
     r.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     return save(args) if args.cmd == "save" else replay(args)

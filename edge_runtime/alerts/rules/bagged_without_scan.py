@@ -24,7 +24,10 @@ With the bundle's track labeler, each track that has ended is looked at again: t
 (``Event.tracks`` names ``track_labels``) at ``late_min_confidence`` or more is judged as an item bag
 when the rule took no bag or hand-over of that track from the events decided as they happened (they
 missed it, or read it below ``item_min_confidence``). It comes when the track ends, a second or two
-after the item went into the bag.
+after the item went into the bag. A bag decided after a long handling (``Event.tracks`` names
+``long_bag``: edge_runtime/items/item_state.py ``LONG_BAG_S``) is an item held over the bag as often:
+with the second look on (``late_min_confidence`` under 1) it is left to the labeler's bag of that
+track, which the item state reads as the track stands for a while after, then when it ends.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from collections import deque
 from edge_runtime.alerts.rules.engine import Seen, draft
 from edge_runtime.alerts.rules.registry import Rule, register_rule
 from edge_runtime.query.events import Event
-from edge_runtime.query.item_events import LABELLED
+from edge_runtime.query.item_events import LABELLED, LONG_BAG
 
 # what an item does before it is bagged and not after: one of these between two bags of a product makes them two items
 NEW_ITEM = ("pick_up", "scan", "pass_around")
@@ -81,6 +84,8 @@ class BaggedWithoutScan(Rule):
             if LABELLED in e.tracks:
                 continue
             if e.item is not None:
+                if LONG_BAG in e.tracks and th["late_min_confidence"] < 1:
+                    continue  # as often an item held over the bag: the track labeler's bag of its track decides
                 if e.confidence >= th["item_min_confidence"]:
                     if e.activity in LEAVING and e.item not in self._gone:
                         self._gone.append(e.item)
