@@ -127,3 +127,42 @@ def test_a_bundle_with_the_event_head_graph_but_no_events_section_is_refused(shi
     (broken / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="event_head graph but no 'events' section"):
         load_bundle(broken)
+
+
+def test_the_shipped_event_head_carries_the_readers_identity(shipped_engine):
+    """Exported with the memory reader: det_embed is the reader's token identity of each cell, crop_embed
+    its crop embedding of the input, both unit rows of the reader's embedding width."""
+    b = shipped_engine.bundle
+    dim = b.events["identity"]["dim"]
+    assert dim == b.manifest["answers"]["reader"]["config"]["embed"]
+    assert b.events["identity"]["reader_sha256"] == b.manifest["answers"]["reader"]["file_sha256"]
+    runners, _, _ = open_runners(b, "onnxruntime", 1)
+    try:
+        P, d = b.cfg.backbone.tokens_per_frame, b.cfg.backbone.dim
+        tokens = np.random.default_rng(0).normal(size=(3, P, d)).astype(np.float32)
+        out = runners["event_head"].infer({"tokens": tokens})
+        assert out["det_embed"].shape == (3, P, dim) and out["crop_embed"].shape == (3, dim)
+        assert np.allclose(np.linalg.norm(out["det_embed"], axis=-1), 1, atol=1e-4)
+        assert np.allclose(np.linalg.norm(out["crop_embed"], axis=-1), 1, atol=1e-4)
+        dets = decode(out, np.arange(3.0), 0.0)  # every cell a detection: each carries its cell's identity
+        assert all(x.embed is not None and x.embed.shape == (len(x), dim) for x in dets)
+    finally:
+        for r in runners.values():
+            r.deactivate()
+    assert shipped_engine.events.identity and shipped_engine.events.embed_dim == dim
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m["graphs"]["event_head"]["outputs"].pop(), "only part of det_embed, crop_embed"),
+    (lambda m: m["events"].pop("identity"), "events.identity.dim is not a whole number"),
+    (lambda m: m["events"]["identity"].update(dim=16), "event head does not match its config"),
+])
+def test_an_event_head_whose_identity_does_not_fit_is_refused_in_one_line(shipped_engine, tmp_path, edit, message):
+    broken = tmp_path / "broken"
+    shutil.copytree(shipped_engine.bundle.path, broken)
+    m = json.loads((broken / "manifest.json").read_text())
+    edit(m)
+    (broken / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=message) as err:
+        load_bundle(broken)
+    assert "\n" not in str(err.value)

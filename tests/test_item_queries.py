@@ -302,3 +302,34 @@ def test_the_api_answer_says_what_it_read(streamed):
             assert q["read_from"] and set(q["read_from"]) <= {"memory", "timeline"}
     finally:
         rt.close()
+
+
+def test_a_product_asked_by_pictures_is_judged_by_the_identity_of_the_item_tracks():
+    """A product without a bundle class (a picture, a catalog entry): an item event counts when its track's
+    identity matches the pictures at IDENTITY_MATCH or more (here a picture's identity is its first pixels)."""
+    from edge_runtime.query import by_product
+    from edge_runtime.query.item_answers import IDENTITY_MATCH
+
+    def picture_identities(images):
+        rows = np.stack([np.asarray(im, np.float32).reshape(-1)[:4] for im in images])
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    engine = SimpleNamespace(**vars(ENGINE), frame_size=112, picture_identities=picture_identities)
+    state = stream_with(item("bag", 2, 4, 11.0, 13.0), item("scan", 0, 5, 20.0, 21.0))
+    state.items.embed_dim = 4
+    state.items.identities.ended.update({4: np.array([1, 0, 0, 0], np.float32), 5: np.array([0, 1, 0, 0], np.float32)})
+    pic_4 = np.zeros((2, 2, 3), np.uint8)
+    pic_4.reshape(-1)[:4] = [200, 10, 0, 0]   # near track 4's identity (cosine 0.999)
+    pic_none = np.zeros((2, 2, 3), np.uint8)
+    pic_none.reshape(-1)[:4] = [100, 100, 0, 250]  # cosine 0.35 with each: under the match
+    assert 0.35 < IDENTITY_MATCH < 0.999
+    req = {"type": "activity", "start": 0.0, "end": 60.0}
+    missed = _judged("activity", "not_seen", SEEN_WITH_ITEMS + 0.1, scores=[0.1] * len(LABELS), message="no evidence")
+    for pic, want in ((pic_4, "answered"), (pic_none, "not_seen")):
+        runtime = SimpleNamespace(engine=engine, catalog=None, stream=state)
+        flat, finish = by_product.prepare(runtime, [{**req, "object_image": pic}])
+        (got,) = finish([dict(missed)])
+        assert got["status"] == want
+    assert from_items(engine, state, {**req, "start": 30.0}, missed, None, [pic_4])["status"] == "not_seen"  # none there
+    no_identity = SimpleNamespace(**vars(ENGINE), frame_size=112, picture_identities=lambda images: None)
+    assert from_items(no_identity, state, req, missed, None, [pic_4])["status"] == "not_seen"

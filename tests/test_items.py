@@ -377,3 +377,39 @@ def test_an_item_come_to_rest_on_the_counter_from_the_basket_is_picked_up_then_o
         events += [(e.activity, e.start, e.end) for e in state.update(d)]
     assert events == [("pick_up", pytest.approx(1.0), pytest.approx(2.2)),
                       ("bag", pytest.approx(3.8), pytest.approx(5.8))]
+
+
+def test_track_identities_follow_the_tracks_past_their_end_and_through_a_snapshot():
+    """A head with the reader's identity: each track's identity is its detections' score-weighted mean;
+    an ended track's is kept (bounded), and a snapshot restores both; a snapshot of another width is refused."""
+    zones = Zones.from_dict(COUNTER_BAG)
+    state = ItemState(zones, bundle_id="b", embed_dim=4, max_events=2)
+    a, b = np.array([1, 0, 0, 0], np.float32), np.array([0, 1, 0, 0], np.float32)
+
+    def frame(k, items):  # items: [(x, embed)] side by side, resting
+        boxes = np.array([[x, 0.5, x + 0.1, 0.6] for x, _ in items], np.float32).reshape(-1, 4)
+        n = len(items)
+        return Detections(k / FPS, boxes, np.ones(n), np.zeros(n, np.int64), np.zeros(n, np.float32),
+                          embed=np.stack([e for _, e in items]) if items else np.zeros((0, 4), np.float32))
+
+    for k in range(10):  # one item seen as a, then (weaker) as b: still a
+        state.update(frame(k, [(0.1, a if k < 7 else 0.5 * a + 0.5 * b), (0.5, b)]))
+    first, second = sorted(tr.track_id for tr in state.tracker.tracks)
+    assert np.argmax(state.identity(first)) == 0 and np.argmax(state.identity(second)) == 1
+    assert np.isclose(np.linalg.norm(state.identity(first)), 1.0)
+    back = ItemState(zones, bundle_id="b", embed_dim=4, max_events=2)
+    back.load_state_dict(state.state_dict(), "b")
+    for k in range(10, 30):  # both leave; the restored state ends them too
+        state.update(frame(k, []))
+        back.update(frame(k, []))
+    assert not state.tracker.tracks and not back.tracker.tracks
+    for s in (state, back):
+        assert np.argmax(s.identity(first)) == 0 and np.argmax(s.identity(second)) == 1
+    assert np.allclose(back.identity(first), state.identity(first), atol=1e-6)
+    assert state.nbytes() <= state.max_nbytes()
+    for k in range(30, 50):  # two more tracks: the oldest identity is forgotten (2 kept)
+        state.update(frame(k, [(0.1, b), (0.5, a)] if k < 35 else []))
+    assert state.identity(first) is None and len(state.identities.ended) == 2
+    wide = ItemState(zones, bundle_id="b", embed_dim=8)
+    with pytest.raises(ValueError, match="track identities are not 8 wide"):
+        wide.load_state_dict(back.state_dict(), "b")

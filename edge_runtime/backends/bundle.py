@@ -59,10 +59,14 @@ CONTRACT.update({
 EVENT_GRAPHS = ("event_head",)
 CONTRACT["event_head"] = ({"tokens": _F}, {"det_score": _F, "det_box": _F, "det_class": _F, "det_held": _F,
                                           "light": _F, "zone": _F})
-# Optional I/O, present as a pair: a sampler with a recurrent state of its own (sampler.kind s5) reads
-# it after the clip inputs and writes the next one after the memory outputs.
+# Optional I/O, all of a graph's or none: a sampler with a recurrent state of its own (sampler.kind s5)
+# reads it after the clip inputs and writes the next one after the memory outputs; an event head exported
+# with the memory reader (manifest events.identity) adds the reader's identity: det_embed (N, P, E) per
+# cell, the reader's token identity of each cell's token, and crop_embed (N, E), the reader's crop
+# embedding of the whole input read as a picture of one product (what a catalog picture is matched by).
 OPTIONAL: dict[str, tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]] = {
     "sampler": ({"sampler_state": _F}, {"new_sampler_state": _F}),
+    "event_head": ({}, {"det_embed": _F, "crop_embed": _F}),
 }
 ANSWER_KINDS = ("heads", "reader")
 READER_FORMAT = "lvm-reader/1"
@@ -191,10 +195,10 @@ def _io(graph: str, entries: Any, where: str) -> tuple[TensorMeta, ...]:
 
 def _check_contract(name: str, inputs, outputs, where: str) -> None:
     opt_in, opt_out = OPTIONAL.get(name, ({}, {}))
-    has_in = any(t.name in opt_in for t in inputs)
-    if has_in != any(t.name in opt_out for t in outputs):
-        raise BundleError(f"{where}: {name} graph has only half of {', '.join([*opt_in, *opt_out])}; a broken export")
-    want_in, want_out = contract_io(name, has_in)
+    present = {t.name for t in (*inputs, *outputs)} & {*opt_in, *opt_out}
+    if present and present != {*opt_in, *opt_out}:
+        raise BundleError(f"{where}: {name} graph has only part of {', '.join([*opt_in, *opt_out])}; a broken export")
+    want_in, want_out = contract_io(name, bool(present))
     for kind, want, got in (("input", want_in, inputs), ("output", want_out, outputs)):
         have = {t.name: t for t in got}
         missing = [n for n in want if n not in have]
@@ -359,6 +363,12 @@ def _event_head(cfg: ModelConfig, manifest: dict, path: Path, where: str) -> Gra
     K, Z, L = len(names["classes"]), len(names["zones"]), len(names["light_states"])
     expect = {"tokens": (None, P, d), "det_score": (None, P), "det_box": (None, P, 4), "det_class": (None, P, K),
               "det_held": (None, P), "light": (None, L), "zone": (None, P, Z)}
+    if any(t.name == "det_embed" for t in outputs):
+        ident = sec.get("identity")
+        E = ident.get("dim") if isinstance(ident, dict) else None
+        if not isinstance(E, int) or isinstance(E, bool) or E < 1:
+            raise BundleError(f"{where}: the event head gives det_embed but events.identity.dim is not a whole number")
+        expect.update(det_embed=(None, P, E), crop_embed=(None, E))
     for t in inputs + outputs:
         shape = expect[t.name]
         got = tuple(x if isinstance(x, int) else None for x in t.shape)

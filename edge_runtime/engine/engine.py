@@ -96,6 +96,8 @@ class Engine:
         # memory takes those on its own 1/fps grid (edge_runtime/engine/event_path.py)
         # events=False: the memory path alone, as a bundle without the head (side-by-side measurements)
         self.events = EventPath.from_bundle(self.bundle, self._runners, event_fps) if events else None
+        if self.events is not None and self.events.identity:
+            self.events.prototypes = self.class_identities()
 
     @property
     def intake_fps(self) -> float:
@@ -151,7 +153,7 @@ class Engine:
 
         # zones: proposed from the head's zone map (a runtime with the stream's configured zones sets them)
         return ItemState(None, bundle_id=self.bundle.bundle_id, fps=self.events.event_fps,
-                         sequence=self.events.sequence)
+                         sequence=self.events.sequence, embed_dim=self.events.embed_dim)
 
     def close(self) -> None:
         for r in self._runners.values():
@@ -281,6 +283,28 @@ class Engine:
         for a in out:
             a["ood"] = dict(ood)
         return out
+
+    def picture_identities(self, images: list[np.ndarray]) -> np.ndarray | None:
+        """Pictures of one product -> (Q, E) unit rows in the memory reader's identity space, matchable
+        against an item track's identity (edge_runtime/items/identity.py); None when the bundle's event
+        head carries no identity."""
+        if self.events is None or not self.events.identity or not images:
+            return None
+        return self.events.embed_pictures(self.crop_tokens(list(images)))
+
+    def class_identities(self) -> np.ndarray | None:
+        """(K, Q, E): the identities of Q drawn pictures of each of the bundle's K product classes, what the
+        event path names a detection by beside its class (event_path.py ``IDENTITY_WEIGHT``); None when
+        the head carries no identity or a class has no drawn picture (a bundle of other footage)."""
+        from edge_runtime.query.class_pictures import class_pictures
+
+        names = list(self.products)
+        pics = class_pictures(names, self.frame_size)
+        if self.events is None or not self.events.identity or not names or len(pics) < len(names):
+            return None
+        q = min(len(pics[n]) for n in names)
+        rows = self.picture_identities([p for n in names for p in pics[n][:q]])
+        return rows.reshape(len(names), q, -1)
 
     def encode_images(self, images: list[np.ndarray]) -> np.ndarray:
         """Images of any size -> (N, P, d) tokens, one backbone call per batch."""

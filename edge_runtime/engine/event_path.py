@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EVENT_FPS = 5.0
 DEFAULT_THRESHOLD = 0.5
+# A head with the reader's identity names each detection by log p(class) + IDENTITY_WEIGHT x the cosine of
+# its identity with the class's best drawn picture (head_decode.name_by_identity); 0 names by the class alone
+IDENTITY_WEIGHT = 0.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,11 @@ class EventPath:
             raise BundleError(f"events.event_fps {settings.event_fps:g} is below the memory's fps {memory_fps:g}: "
                               "the memory samples its frames from the event path's")
         self.runner, self.settings, self.sequence = runner, settings, sequence
+        # a head exported with the memory reader gives each detection the reader's identity (det_embed) and
+        # embeds a catalog picture (crop_embed): edge_runtime/backends/bundle.py
+        self.identity = "det_embed" in runner.outputs
+        self.embed_dim = int(runner.outputs["det_embed"].shape[-1]) if self.identity else 0
+        self.prototypes: np.ndarray | None = None  # (K, Q, E) the classes' pictures' identities (Engine sets them)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, runners: dict[str, Runner], event_fps: float | None = None) -> "EventPath | None":
@@ -82,13 +90,24 @@ class EventPath:
 
     def detect(self, tokens: np.ndarray, times: np.ndarray, report: Callable[[str, float], None] | None = None) -> list:
         """Tokens (N, P, d) of N frames at ``times`` -> one ``Detections`` per frame."""
-        from edge_runtime.items.head_decode import decode
+        from edge_runtime.items.head_decode import EMBED, OUTPUTS, decode
 
         t0 = time.perf_counter()
-        out = self.runner.infer({"tokens": np.ascontiguousarray(tokens, np.float32)})
+        out = self.runner.infer({"tokens": np.ascontiguousarray(tokens, np.float32)},
+                                OUTPUTS + ((EMBED,) if self.identity else ()))
         if report is not None:
             report("event_head", time.perf_counter() - t0)
-        return decode(out, np.asarray(times, np.float64), self.settings.threshold)
+        return decode(out, np.asarray(times, np.float64), self.settings.threshold, prototypes=self.prototypes,
+                      weight=IDENTITY_WEIGHT)
+
+
+    def embed_pictures(self, tokens: np.ndarray) -> np.ndarray:
+        """Backbone tokens (Q, P, d) of Q pictures, each of one product -> (Q, E) unit rows in the reader's
+        identity space, matchable against a track's identity. BundleError when the head has no identity."""
+        if not self.identity:
+            raise BundleError("the bundle's event head carries no identity (export it with the memory reader)")
+        return np.asarray(self.runner.infer({"tokens": np.ascontiguousarray(tokens, np.float32)}, ["crop_embed"])
+                          ["crop_embed"], np.float32)
 
 
 def track_labeler(bundle: Bundle) -> Any:

@@ -22,7 +22,8 @@ class Detections:
     None) and light_p (3,) float32 its p(off / green / red); zone_p (P, 5) float32 per grid cell
     p(none / basket / scanner / counter / bag), or None (for zone proposals, ``zones.propose``);
     instance_ids (n,) int64: the generator's instance of each detection, oracle detections only
-    (evaluation reads it, tracking never does), else None.
+    (evaluation reads it, tracking never does), else None; embed (n, E) float32 unit rows: each
+    detection's identity in the memory reader's space (a bundle whose event head carries it), else None.
     """
 
     t: float
@@ -34,6 +35,7 @@ class Detections:
     light_p: np.ndarray = None  # type: ignore[assignment]  # set in __post_init__ from ``light``
     zone_p: np.ndarray | None = None
     instance_ids: np.ndarray | None = None
+    embed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         put = object.__setattr__  # frozen: arrays are normalised once, here
@@ -66,6 +68,11 @@ class Detections:
             if len(ids) != n:
                 raise ValueError(f"detections at t={self.t:g}: instance_ids has {len(ids)} values for {n} boxes")
             put(self, "instance_ids", ids)
+        if self.embed is not None:
+            em = np.asarray(self.embed, np.float32)
+            if em.ndim != 2 or len(em) != n:
+                raise ValueError(f"detections at t={self.t:g}: embed must be (boxes, width), got {em.shape} for {n} boxes")
+            put(self, "embed", em)
 
     def __len__(self) -> int:
         return len(self.boxes)

@@ -15,6 +15,7 @@ import numpy as np
 from .detections import LIGHTS, ZONE_CLASSES, Detections
 
 OUTPUTS = ("det_score", "det_box", "det_class", "det_held", "light", "zone")
+EMBED = "det_embed"  # optional (N, P, E): the reader's identity of each cell (edge_runtime/backends/bundle.py)
 NMS_IOU = 0.2
 
 
@@ -39,11 +40,19 @@ def suppress(boxes: np.ndarray, iou: float) -> np.ndarray:
     return np.flatnonzero(alive)
 
 
+def name_by_identity(class_p: np.ndarray, embed: np.ndarray, prototypes: np.ndarray, weight: float) -> np.ndarray:
+    """Each cell's product: argmax over classes of log p(class) + ``weight`` x the cosine of the cell's
+    identity with the class's best picture. class_p (..., K), embed (..., E), prototypes (K, Q, E) unit
+    rows (Q pictures a class) -> (...) class ids."""
+    sims = np.einsum("...e,kqe->...kq", embed, prototypes).max(-1)
+    return (np.log(np.clip(class_p, 1e-9, None)) + weight * sims).argmax(-1)
+
+
 def decode(outputs: dict[str, np.ndarray], times: np.ndarray, threshold: float,
-           nms_iou: float = NMS_IOU) -> list[Detections]:
+           nms_iou: float = NMS_IOU, prototypes: np.ndarray | None = None, weight: float = 0.0) -> list[Detections]:
     """``outputs``: the event head's six outputs for N frames (det_score (N, P), det_box (N, P, 4),
-    det_class (N, P, K), det_held (N, P), light (N, 3), zone (N, P, 5)); ``times`` (N,) their stream
-    times. -> N ``Detections``, detections ordered by score, highest first."""
+    det_class (N, P, K), det_held (N, P), light (N, 3), zone (N, P, 5); det_embed (N, P, E) when the
+    head has it); ``times`` (N,) their stream times. -> N ``Detections``, detections ordered by score, highest first."""
     missing = [n for n in OUTPUTS if n not in outputs]
     if missing:
         raise ValueError(f"event head outputs lack {', '.join(missing)}")
@@ -59,8 +68,13 @@ def decode(outputs: dict[str, np.ndarray], times: np.ndarray, threshold: float,
     light = np.asarray(outputs["light"], np.float32).reshape(n, len(LIGHTS))
     zone = np.asarray(outputs["zone"], np.float32).reshape(n, cells, len(ZONE_CLASSES))
     boxes = np.asarray(outputs["det_box"], np.float32).reshape(n, cells, 4)
-    classes = np.asarray(outputs["det_class"]).argmax(-1)
     held = np.asarray(outputs["det_held"], np.float32).reshape(n, cells)
+    embed = np.asarray(outputs[EMBED], np.float32).reshape(n, cells, -1) if EMBED in outputs else None
+    class_p = np.asarray(outputs["det_class"], np.float32)
+    if embed is not None and prototypes is not None and weight > 0:
+        classes = name_by_identity(class_p.reshape(n, cells, -1), embed, prototypes, weight)
+    else:
+        classes = class_p.argmax(-1)
     keep = score >= threshold
     out = []
     for i in range(n):
@@ -69,5 +83,6 @@ def decode(outputs: dict[str, np.ndarray], times: np.ndarray, threshold: float,
         cells_i = cells_i[suppress(boxes[i, cells_i], nms_iou)]
         state = LIGHTS[int(light[i].argmax())]
         out.append(Detections(float(times[i]), boxes[i, cells_i], score[i, cells_i], classes[i, cells_i],
-                              held[i, cells_i], None if state == "off" else state, light[i], zone[i]))
+                              held[i, cells_i], None if state == "off" else state, light[i], zone[i],
+                              embed=None if embed is None else embed[i, cells_i]))
     return out

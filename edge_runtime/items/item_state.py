@@ -22,6 +22,7 @@ import numpy as np
 
 from .basket import BasketWatch, Stay
 from .detections import Detections
+from .identity import TrackIdentities
 from .item_events import HANDLING_COLS, TILL_TOLERANCE_S, ItemEvent, make_labeler
 from .sequence_model import SequenceModel
 from .track_labels import TrackLabels
@@ -50,10 +51,13 @@ class ItemState:
 
     def __init__(self, zones: Zones | None, *, bundle_id: str, labeler: str = "geometric", fps: float = 5.0,
                  max_tracks: int = MAX_TRACKS, max_events: int = MAX_EVENTS,
-                 sequence: SequenceModel | None = None) -> None:
+                 sequence: SequenceModel | None = None, embed_dim: int = 0) -> None:
         """``zones`` None: proposed from the first ``PROPOSE_FRAMES`` frames' zone maps. ``sequence``: the
-        bundle's track labeler model, whose events the queries read."""
+        bundle's track labeler model, whose events the queries read. ``embed_dim``: the width of the
+        detections' identities (a head with det_embed), 0 without."""
         self.bundle_id, self.fps, self.labeler_name = str(bundle_id), float(fps), labeler
+        self.embed_dim = int(embed_dim)
+        self.identities = TrackIdentities(max_events)  # ended tracks' identities, as many as the events kept
         self.sequence = sequence
         self.scanned: dict[int, float] = {}   # track id -> when it was scanned (the newest MAX_SCANNED)
         self.configured = zones
@@ -80,6 +84,7 @@ class ItemState:
         self.tracker = ItemTracker(fps=self.fps, max_tracks=self.tracker.max_tracks)
         self.recent.clear()
         self.decided.clear()
+        self.identities.clear()
         self.scanned = {}
         self._doubted: dict[int, tuple[float, float]] = {}  # track id -> (start, end) of its long bag, left to the track labeler
         self.early: tuple[ItemEvent, ...] = ()  # the track labeler's bags of those tracks, read as they stand
@@ -133,6 +138,7 @@ class ItemState:
             self._propose(dets)
             return []
         step = self.tracker.update(dets)
+        self.identities.record(step.ended)
         self.paths.update(step)
         out = self.labeler.update(step, dets.light, dets.t)
         self.basket.update(step, dets.t)
@@ -147,7 +153,7 @@ class ItemState:
         if self.labeler is None:
             return []
         out = self.labeler.flush()
-        self.tracker.flush()
+        self.identities.record(self.tracker.flush())
         self.paths.flush()
         self.basket.flush()
         self._remember(out)
@@ -238,6 +244,10 @@ class ItemState:
             self._scanned(tid, float(t))
         return tid
 
+    def identity(self, track_id: int):
+        """Track ``track_id``'s identity (identity.py), live or ended; None without one."""
+        return self.identities.of(track_id, self.tracker.tracks)
+
     def events(self, window: tuple[float, float]) -> list[ItemEvent]:
         a, b = window
         return [e for e in self.recent if e.overlaps(a, b)]
@@ -269,6 +279,8 @@ class ItemState:
         if self.basket is not None:
             sd |= self.basket.state_dict()
         sd |= self.paths.state_dict()
+        if self.embed_dim:
+            sd |= self.identities.state_dict(tracks)
         if self.sequence is not None:
             sd |= self.labels.state_dict() if self.labels is not None else {}
             sd["scanned"] = np.array(list(self.scanned.items()), np.float64).reshape(-1, 2)
@@ -305,6 +317,12 @@ class ItemState:
             if saved:
                 self._set_zones(Zones.from_dict(saved), "proposed")
         self.tracker.restore(live, int(np.asarray(sd[PREFIX + "next_id"]).reshape(-1)[0]))
+        if self.embed_dim:  # a snapshot without identities (taken before them) restores none
+            saved = {k: np.asarray(sd[PREFIX + k]) for k in ("identities", "ident_live") if PREFIX + k in sd}
+            bad = [k for k, v in saved.items() if v.size and (v.ndim != 2 or v.shape[1] != 1 + self.embed_dim)]
+            if bad:
+                raise ValueError(f"the item-state snapshot's track identities are not {self.embed_dim} wide")
+            self.identities.load_state_dict(saved, live)
         if self.labeler is not None:
             self.labeler.load_state_dict({"handling": get["handling"], "over_scanner": get["over_scanner"]}, live)
         if self.basket is not None:  # a snapshot from before the basket watch has none: it starts empty
@@ -336,7 +354,8 @@ class ItemState:
                   + self.decided.maxlen * 8 * len(EVENT_COLS)) if self.sequence is not None else 0
         return (len(self.bundle_id.encode()) + 8 + MAX_ZONE_BYTES + self.tracker.max_tracks * per_track
                 + self.recent.maxlen * 8 * len(EVENT_COLS) + BasketWatch.max_nbytes(self.tracker.max_tracks)
-                + TrackPaths.max_nbytes(self.paths.rows.maxlen) + labels)
+                + TrackPaths.max_nbytes(self.paths.rows.maxlen) + labels
+                + TrackIdentities.max_nbytes(self.embed_dim, self.tracker.max_tracks, self.identities.maxlen))
 
 
 def _event_rows(events) -> np.ndarray:

@@ -52,7 +52,8 @@ CARRY_FLOOR = 0.9
 @dataclass
 class Track:
     """One item's track. ``history`` rows: t, x1, y1, x2, y2, held; ``marks`` rows: t, class id, score
-    (detected frames only, the same frames)."""
+    (detected frames only, the same frames); ``ident_sum`` the score-weighted sum of its detections'
+    identities (a head with det_embed), else None."""
 
     track_id: int
     start: float
@@ -62,6 +63,13 @@ class Track:
     marks: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
     score_sum: float = 0.0
     hits: int = 0
+    ident_sum: np.ndarray | None = None
+
+    @property
+    def identity(self) -> np.ndarray | None:
+        """(E,) unit vector: the track's identity in the memory reader's space, what a catalog picture is
+        matched against (edge_runtime/items/identity.py); None without identities."""
+        return None if self.ident_sum is None else unit(self.ident_sum)
 
     @property
     def class_id(self) -> int:
@@ -96,7 +104,8 @@ class Track:
         i = int(np.argmin([abs(r[0] - t) for r in self.history]))
         return np.asarray(self.history[i][1:5], np.float32)
 
-    def add(self, t: float, box: np.ndarray, score: float, class_id: int, held: float) -> None:
+    def add(self, t: float, box: np.ndarray, score: float, class_id: int, held: float,
+            embed: np.ndarray | None = None) -> None:
         self.history.append((float(t), *map(float, box), float(held)))
         self.marks.append((float(t), int(class_id), float(score)))
         self.votes[int(class_id)] = self.votes.get(int(class_id), 0.0) + float(score)
@@ -104,6 +113,9 @@ class Track:
             del self.votes[min(self.votes, key=self.votes.get)]
         self.score_sum += float(score)
         self.hits += 1
+        if embed is not None:
+            w = float(score) * np.asarray(embed, np.float32)
+            self.ident_sum = w if self.ident_sum is None else self.ident_sum + w
         self.last_t = float(t)
 
 
@@ -159,7 +171,8 @@ class ItemTracker:
                 track = self._adopt(dets.boxes[i], dets.t) or Track(self._new_id(), dets.t, dets.t)
                 self._ours[obj.id] = track
             if frame == self._frame:
-                track.add(dets.t, dets.boxes[i], dets.scores[i], dets.classes[i], dets.held[i])
+                track.add(dets.t, dets.boxes[i], dets.scores[i], dets.classes[i], dets.held[i],
+                          None if dets.embed is None else dets.embed[i])
                 seen[track.track_id] = i
         alive = {o.id for o in self._tracker.tracked_objects}
         ended = [self._ours.pop(k) for k in list(self._ours) if k not in alive]
@@ -243,6 +256,12 @@ def _carry(boxes: np.ndarray, pred: np.ndarray) -> np.ndarray:
     reach = CARRY_GATE * np.hypot(pred[:, 2] - pred[:, 0], pred[:, 3] - pred[:, 1])
     r = gap / np.maximum(reach, 1e-9)[None, :]
     return np.where(r < 1.0, CARRY_FLOOR + (IOU_DISTANCE - CARRY_FLOOR) * r, np.inf)
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """``v`` scaled to length 1 (float32); zeros stay zeros."""
+    v = np.asarray(v, np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
 def _winner(votes: dict[int, float]) -> int:

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+import numpy as np
+
 from edge_runtime.query.catalog import Catalog, CatalogError
 from edge_runtime.query.item_answers import from_items
 from edge_runtime.query.types import BY_NAME, QUERY_TYPES
@@ -133,9 +135,12 @@ def prepare(runtime, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any
                 qtype = req.get("type")
                 a = combine(flat_answers[first:first + n], qtype, int(req.get("k") or 3))
                 a["product"] = {"name": shown, "crops": n, "rule": RULE.get(qtype)}
-            # whether, and where: the item events beside the reader's answer (item_answers.py)
+            # whether, and where: the item events beside the reader's answer (item_answers.py); a product
+            # without a bundle class is matched by its pictures' identity
             named = _class_name(products, req["product"]) if req.get("product") is not None else None
-            out.append(from_items(runtime.engine, getattr(runtime, "stream", None), req, a, named))
+            pictures = None if named is not None else [
+                r["object_image"] for r in flat[first:first + n] if isinstance(r.get("object_image"), np.ndarray)]
+            out.append(from_items(runtime.engine, getattr(runtime, "stream", None), req, a, named, pictures))
         return out
 
     return flat, finish

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_runtime.backends.bundle import CONTRACT, EVENT_GRAPHS
+from edge_runtime.backends.bundle import CONTRACT, EVENT_GRAPHS, OPTIONAL
 from edge_runtime.config import ModelConfig
 from export.cli.common import UsageError
 from edge_runtime.items.head_decode import OUTPUTS
@@ -24,6 +24,9 @@ from export.onnx.graphs import GraphSpec, export_module
 from export.train.event_defaults import default_events_path
 
 EVENT_HEAD = GraphSpec("event_head", tuple(CONTRACT["event_head"][0]), tuple(CONTRACT["event_head"][1]))
+# with the memory reader's identity (bundle.py OPTIONAL): det_embed per cell, crop_embed per input
+IDENTITY = tuple(OPTIONAL["event_head"][1])
+EVENT_HEAD_IDENTITY = GraphSpec("event_head", EVENT_HEAD.inputs, EVENT_HEAD.outputs + IDENTITY)
 EVENT_SPECS = (EVENT_HEAD,)
 assert tuple(s.name for s in EVENT_SPECS) == EVENT_GRAPHS and EVENT_HEAD.outputs == OUTPUTS
 
@@ -36,6 +39,9 @@ class EventsFile:
     sha256: str
     head: nn.Module
     meta: dict
+    # the memory reader exported beside it (export.onnx.reader_graphs.ReaderFile): its token identity and
+    # crop embedding join the graph (det_embed, crop_embed), so an item's track matches a catalog picture
+    reader: object | None = None
 
 
 def open_events(checkpoint: Path, cfg: ModelConfig, products: list[str], *, shown_root: Path | None = None) -> EventsFile | None:
@@ -78,23 +84,47 @@ def events_section(ef: EventsFile) -> dict:
     return {"format": EVENTS_FORMAT, "file": ef.shown, "file_sha256": ef.sha256, "config": meta["event_config"],
             "event_fps": float(meta["event_config"]["event_fps"]), "threshold": float(meta["threshold"]),
             "classes": list(meta["classes"]), "zones": list(meta["zones"]), "light_states": list(meta["light_states"]),
-            "heldout": meta.get("heldout"), "trained": meta.get("train")}
+            "heldout": meta.get("heldout"), "trained": meta.get("train"), **identity_section(ef)}
+
+
+def identity_section(ef: EventsFile) -> dict:
+    """{"identity": ...} when the graph carries the reader's identity, else {}."""
+    rf = ef.reader
+    if rf is None:
+        return {}
+    return {"identity": {"dim": int(rf.reader.rc.embed), "reader_sha256": rf.sha256,
+                         "det_embed": "the memory reader's token identity of each cell's token (unit rows)",
+                         "crop_embed": "the memory reader's crop embedding of the input read as one product's "
+                                       "picture (unit rows): what a catalog picture is matched by"}}
+
+
+def event_spec(ef: EventsFile) -> GraphSpec:
+    """The graph's I/O: the head's, and the identity's when the reader is exported beside it."""
+    return EVENT_HEAD_IDENTITY if ef.reader is not None else EVENT_HEAD
 
 
 class EventGraph(nn.Module):
-    """The head with its outputs as a tuple in the contract's order."""
+    """The head with its outputs as a tuple in the contract's order; with ``reader`` (a MemoryReader), then
+    the reader's token identity per cell and its crop embedding of the whole input. The reader was trained
+    to match the one against the other, which is how its object answers find a pictured product; here
+    they let an item's track (det_embed) be matched against a catalog picture fed as one input
+    (crop_embed). The crop embedding of a camera frame means nothing and the runtime does not read it:
+    it costs two small layers over 49 tokens, less than a second graph and its session would."""
 
-    def __init__(self, head: nn.Module) -> None:
+    def __init__(self, head: nn.Module, reader: nn.Module | None = None) -> None:
         super().__init__()
-        self.head = head
+        self.head, self.reader = head, reader
 
     def forward(self, tokens):
         out = self.head(tokens)
-        return tuple(out[n] for n in OUTPUTS)
+        outs = tuple(out[n] for n in OUTPUTS)
+        if self.reader is None:
+            return outs
+        return outs + (self.reader.token_ident(tokens), self.reader.embed_crop(tokens))
 
 
 def graph_module(ef: EventsFile) -> nn.Module:
-    return EventGraph(ef.head).eval()
+    return EventGraph(ef.head, ef.reader.reader.eval() if ef.reader is not None else None).eval()
 
 
 def example_feeds(cfg: ModelConfig, frames: int = 2) -> dict[str, np.ndarray]:
@@ -111,5 +141,5 @@ def real_feeds(sampler_feeds: list[dict[str, np.ndarray]], cfg: ModelConfig) -> 
 def export_graph(ef: EventsFile, cfg: ModelConfig, path: Path) -> Path:
     # two frames: a traced size of 1 would be specialised to a constant, losing the axis
     feed = example_feeds(cfg, frames=2)
-    return export_module(graph_module(ef), (torch.from_numpy(feed["tokens"]),), EVENT_HEAD, path,
+    return export_module(graph_module(ef), (torch.from_numpy(feed["tokens"]),), event_spec(ef), path,
                          shapes={"tokens": {0: "n_frames"}})

@@ -73,11 +73,13 @@ class Exporter:
         self.cfg, self.net = cfg, net
         self.reader = self._open_reader(cfg)
         self.events = self._open_events(cfg, ck)
-        from export.onnx.event_graphs import EVENT_SPECS, events_section
+        if self.events is not None and self.reader is not None:
+            self.events.reader = self.reader  # the reader's identity joins the event head's graph
+        from export.onnx.event_graphs import event_spec, events_section
         from export.onnx.graphs import graph_specs
         from export.onnx.reader_graphs import READER_SPECS, answers_section
 
-        self.specs = graph_specs(net) + (READER_SPECS if self.reader else ()) + (EVENT_SPECS if self.events else ())
+        self.specs = graph_specs(net) + (READER_SPECS if self.reader else ()) + ((event_spec(self.events),) if self.events else ())
         self.names = GRAPH_NAMES + (READER_GRAPHS if self.reader else ()) + (EVENT_GRAPHS if self.events else ())
         answers = answers_section(self.reader)
         events = events_section(self.events) if self.events else None

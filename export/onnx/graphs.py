@@ -246,7 +246,8 @@ def check_contract(model, spec: GraphSpec) -> None:
     got = (tuple(i["name"] for i in sig["inputs"]), tuple(o["name"] for o in sig["outputs"]))
     if got != (spec.inputs, spec.outputs):
         raise RuntimeError(f"{spec.name}: graph I/O {got} breaks the contract {(spec.inputs, spec.outputs)}")
-    want_in, want_out = contract_io(spec.name, spec is STATEFUL_SAMPLER)
+    optional = {*OPTIONAL.get(spec.name, ({}, {}))[0], *OPTIONAL.get(spec.name, ({}, {}))[1]}
+    want_in, want_out = contract_io(spec.name, bool(optional & {*spec.inputs, *spec.outputs}))
     for t, want in [(t, want_in) for t in sig["inputs"]] + [(t, want_out) for t in sig["outputs"]]:
         if t["dtype"] not in want[t["name"]]:
             raise RuntimeError(f"{spec.name}: '{t['name']}' is {t['dtype']}, the contract allows "

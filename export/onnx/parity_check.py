@@ -43,7 +43,7 @@ class ParityCheck:
         if events is not None:  # real calls: the stream's clips, each clip's frames one call
             from export.onnx import event_graphs
 
-            spec = event_graphs.EVENT_HEAD
+            spec = event_graphs.event_spec(events)
             self.specs[spec.name] = spec
             self.modules[spec.name] = event_graphs.graph_module(events)
             real = event_graphs.real_feeds(feeds.sampler, net.cfg) if feeds is not None else []

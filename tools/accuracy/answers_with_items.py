@@ -4,8 +4,10 @@ seen, and where: edge_runtime/query/item_answers.py), on present and absent quer
 Used by ``python -m tools.accuracy.happened_eval --queries N`` on the videos it streamed. Each video
 gets ``n`` ReST queries (every type and window) and ``n // 2`` absent ones (truth "not seen":
 edge_runtime/checkout/absent_queries.py). An object is asked by its product class's name, as a
-person would ask (edge_runtime/query/by_product.py: the class's drawn pictures): the item events
-can judge only a product they can name. Per type and overall: absent queries answered "not seen",
+person would ask (edge_runtime/query/by_product.py: the class's drawn pictures), or with
+``ask_by="picture"`` by the generator's picture of the asked item alone, as a product with no bundle
+class is asked (a picture or a catalog entry of the store's own): the item events then judge it by
+the tracks' identity (``IDENTITY_MATCH``). Per type and overall: absent queries answered "not seen",
 present ones wrongly so, beside the reader with each type's cut moved to call as many present ones not
 seen (``matched_reader``); per type and window (object and time: also per activity), the present answers' R@1x.
 ``grid``: the same answers judged at other ``SEEN_WITH_ITEMS``, to choose it.
@@ -25,16 +27,19 @@ from edge_runtime.query.item_events import covers
 from edge_runtime.query.types import BY_NAME, NAMES
 
 GRID = (0.2, 0.3, 0.4, 0.5, 0.6)  # SEEN_WITH_ITEMS tried
+IDENTITY_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)  # IDENTITY_MATCH tried (ask_by "picture")
 
 
-def requests(qs, product: dict[int, str]) -> list[dict[str, Any]]:
-    """Engine requests for generator queries, the object named by its product class."""
+def requests(qs, product: dict[int, str], pictures: dict[int, np.ndarray] | None = None) -> list[dict[str, Any]]:
+    """Engine requests for generator queries, the object named by its product class (``pictures``:
+    asked by the item's picture instead)."""
     out = []
     for q in qs:
         row = BY_NAME[q.type]
+        obj = ({"object_image": pictures[q.instance_id]} if pictures is not None else
+               {"product": product[q.instance_id]}) if row.takes_object else {}
         out.append({"type": q.type, "start": q.start, "end": q.end, "k": 3,
-                    "activity": q.activity_id if row.takes_activity else None,
-                    **({"product": product[q.instance_id]} if row.takes_object else {})})
+                    "activity": q.activity_id if row.takes_activity else None, **obj})
     return out
 
 
@@ -78,19 +83,24 @@ def recall(rows: list[tuple[str, str, float]]) -> dict:
     return out
 
 
-def queries(eng, streams: list, n: int, seed: int, grid: bool = False) -> dict:
+def queries(eng, streams: list, n: int, seed: int, grid: bool = False, ask_by: str = "class") -> dict:
     """Per (stream, video): ``n`` present and ``n // 2`` absent queries; the reader alone and with the
-    item events (as the API answers them), and with ``grid`` every cut of ``GRID``."""
+    item events (as the API answers them), and with ``grid`` every cut of ``GRID`` (asked by picture:
+    of ``IDENTITY_GRID``)."""
     reader, judged, covered = [], [], 0
     scored: dict[str, list] = {"reader": [], "with_items": []}
-    cuts = list(GRID) if grid else []
+    by_picture = ask_by == "picture"
+    cuts = (list(IDENTITY_GRID) if by_picture else list(GRID)) if grid else []
     graded: list[list] = [[] for _ in cuts]
     for i, (stream, video) in enumerate(streams):
         ann = video.annotations()
         product = {int(x["instance_id"]): x["product"] for x in ann["instances"]}
         rng = np.random.default_rng(seed * 100 + i)
         qs = sample_queries(ann, n, rng) + sample_absent_queries(ann, n // 2, rng)
-        reqs = requests(qs, product)
+        pictures = ({iid: video.object_crop(iid, eng.frame_size) for iid in {q.instance_id for q in qs
+                                                                            if BY_NAME[q.type].takes_object}}
+                    if by_picture else None)
+        reqs = requests(qs, product, pictures)
         alone = SimpleNamespace(engine=eng, stream=None, catalog=None)  # no stream: no item events
         flat, finish_alone = by_product.prepare(alone, reqs)
         flat_answers = eng.answer(stream, flat)
@@ -108,13 +118,20 @@ def queries(eng, streams: list, n: int, seed: int, grid: bool = False) -> dict:
             inside = covers(eng, stream, (q.start, q.end))
             covered += inside
             for c, out in zip(cuts, graded):
-                x = a if not inside else item_answers.judge(eng, stream, r, a, r.get("product"), seen_with=c)
+                if not inside:
+                    x = a
+                elif by_picture:
+                    x = item_answers.judge(eng, stream, r, a, None, pictures=[r["object_image"]] if "object_image" in r
+                                           else None, identity_match=c)
+                else:
+                    x = item_answers.judge(eng, stream, r, a, r.get("product"), seen_with=c)
                 out.append((q.type, q.absent, x["status"] == "not_seen"))
-    result = {"per_video": n, "absent_per_video": n // 2, "covered_by_items": covered,
-              "seen_with_items": item_answers.SEEN_WITH_ITEMS,
+    result = {"per_video": n, "absent_per_video": n // 2, "covered_by_items": covered, "asked_by": ask_by,
+              "seen_with_items": item_answers.SEEN_WITH_ITEMS, "identity_match": item_answers.IDENTITY_MATCH,
               "reader": shares([r[:3] for r in reader]), "with_items": shares(judged),
               "reader_matched": matched_reader(reader, judged),
               "recall": {who: recall(rows) for who, rows in scored.items()}}
     if grid:
-        result["grid"] = [{"seen_with_items": c, **shares(g)["all"]} for c, g in zip(cuts, graded)]
+        key = "identity_match" if by_picture else "seen_with_items"
+        result["grid"] = [{key: c, **shares(g)["all"], "activity": shares(g)["activity"]} for c, g in zip(cuts, graded)]
     return result

@@ -201,7 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="also N queries a video of every type (and N/2 absent ones), asked by product class: "
                          "the reader's answers alone and judged with the item events (with an event path)")
     ap.add_argument("--cut-grid", action="store_true",
-                    help="with --queries: also judge them at every SEEN_WITH_ITEMS of answers_with_items.GRID (to choose it)")
+                    help="with --queries: also judge them at every SEEN_WITH_ITEMS of answers_with_items.GRID (to choose it; "
+                         "with --ask-by picture, at every IDENTITY_MATCH of answers_with_items.IDENTITY_GRID)")
+    ap.add_argument("--ask-by", choices=("class", "picture"), default="class",
+                    help="with --queries: ask for an object by its product class's name (default), or by the "
+                         "asked item's own picture, as a product without a bundle class is asked")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     streamed, shown, t0 = [], [], time.perf_counter()
@@ -256,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({alone['predicted']} predicted, {alone['truth']} true)", flush=True)
         asked = None
         if args.queries > 0 and not args.no_items:
-            asked = answers_with_items.queries(eng, shown, args.queries, args.eval_seed, grid=args.cut_grid)
+            asked = answers_with_items.queries(eng, shown, args.queries, args.eval_seed, grid=args.cut_grid,
+                                               ask_by=args.ask_by)
             for who in ("reader", "with_items", "reader_matched"):
                 for qtype, x in asked[who].items():
                     print(f"queries, {who:17s} {qtype:8s}: absent -> not seen {x['absent_not_seen']}  present -> "
@@ -265,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"R@1x, {who:10s} " + "  ".join(f"{t} {w} {x['r@1x']} ({x['n']})" for t, ws in per.items()
                                                      for w, x in ws.items()), flush=True)
             for g in asked.get("grid", []):
-                print(f"  seen_with_items {g['seen_with_items']}: absent -> not seen {g['absent_not_seen']}  present -> not seen "
-                      f"{g['present_not_seen']}", flush=True)
+                key = "identity_match" if "identity_match" in g else "seen_with_items"
+                print(f"  {key} {g[key]}: absent -> not seen {g['absent_not_seen']}  present -> not seen "
+                      f"{g['present_not_seen']}  (activity: {g['activity']['absent_not_seen']} / "
+                      f"{g['activity']['present_not_seen']})", flush=True)
         if lost is not None:
             print(f"of {lost['truth']} truth events {lost['found']} found; missed at:")
             for step, n in lost["missed_at"].items():

@@ -115,16 +115,37 @@ def bundle_labeler(meta: dict):
     return _LABELERS[str(path)]
 
 
+_PROTOTYPES: dict[str, object] = {}
+
+
+def bundle_prototypes(meta: dict):
+    """The identities of the drawn pictures of each product class, through the saved outputs' bundle (as
+    the runtime's engine makes them); None when its event head carries no identity."""
+    from edge_runtime.engine.engine import Engine
+
+    path = Path(meta["bundle"]) if Path(meta["bundle"]).is_absolute() else REPO / meta["bundle"]
+    if str(path) not in _PROTOTYPES:
+        with Engine(path, threads=1) as eng:
+            _PROTOTYPES[str(path)] = eng.class_identities()
+    return _PROTOTYPES[str(path)]
+
+
 def replay_video(meta: dict, outputs: dict[str, np.ndarray], video: CheckoutVideo, rules: dict, scans: str,
-                 threshold: float, handover_s: float = 1.0, track_labels: bool = True) -> list[tuple[dict, float]]:
+                 threshold: float, handover_s: float = 1.0, track_labels: bool = True,
+                 identity_weight: float | None = None) -> list[tuple[dict, float]]:
     """-> the alerts raised, as (draft, stream time), over one video's saved head outputs; the rules run
     after every ``handover_s`` of frames (1 s: a file's hand-over; 0.4 s: a camera's); with
     ``track_labels`` the bundle's track labeler takes a second look at each track that ends, as the runtime's does."""
     ann = video.annotations()
     till = ae.till_events(ann) if scans == "pos" else []
     tx = ae.transactions(ann) if scans == "pos" else []
-    dets = head_decode.decode({k: outputs[k].astype(np.float32) for k in head_decode.OUTPUTS}, outputs["times"],
-                              threshold)
+    from edge_runtime.engine.event_path import IDENTITY_WEIGHT
+
+    weight = IDENTITY_WEIGHT if identity_weight is None else identity_weight
+    names = head_decode.OUTPUTS + ((head_decode.EMBED,) if head_decode.EMBED in outputs else ())
+    dets = head_decode.decode({k: outputs[k].astype(np.float32) for k in names}, outputs["times"], threshold,
+                              prototypes=bundle_prototypes(meta) if weight > 0 and head_decode.EMBED in outputs else None,
+                              weight=weight)
     items = ItemState(None, bundle_id="replay", fps=meta["event_fps"],
                       sequence=bundle_labeler(meta) if track_labels else None)
     return ae.rules_over_items(dets, items, meta["products"], meta["labels"], rules, scans, till, tx,
@@ -143,7 +164,7 @@ def load_meta(folder: Path) -> dict:
 
 
 def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float, handover_s: float = 1.0,
-             track_labels: bool = True):
+             track_labels: bool = True, identity_weight: float | None = None):
     """-> (video, its annotations, the alerts raised) of each saved video, in order; ValueError (one line)
     when the generator no longer gives the video that was saved."""
     for i, sv in enumerate(meta["per_video"]):
@@ -154,7 +175,7 @@ def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float
         with np.load(folder / f"video{i}.npz") as z:
             outputs = {k: z[k] for k in z.files}
         yield video, video.annotations(), replay_video(meta, outputs, video, rules, scans, threshold, handover_s,
-                                                       track_labels)
+                                                       track_labels, identity_weight)
 
 
 def replay(args) -> int:
@@ -174,7 +195,8 @@ def replay(args) -> int:
     per = {r: [] for r in rules}
     videos, scanned, hours, n_tx, left = [], 0, 0.0, 0, 0
     try:
-        runs = list(replayed(src, meta, rules, args.scans, threshold, args.handover_s, not args.no_track_labels))
+        runs = list(replayed(src, meta, rules, args.scans, threshold, args.handover_s, not args.no_track_labels,
+                             args.identity_weight))
     except ValueError as err:
         return _refuse(str(err))
     for video, ann, raised in runs:
@@ -191,7 +213,8 @@ def replay(args) -> int:
     result = {"tool": "tools/accuracy/head_replay.py", "from": str(src), "bundle": meta["bundle"],
               "event_head_sha256": meta["event_head_sha256"], "threshold": threshold, "eval_seed": meta["eval_seed"],
               "shrink": meta["shrink"], "scans": args.scans, "handover_s": args.handover_s,
-              "track_labels": not args.no_track_labels, "rules": rules, "videos": videos,
+              "track_labels": not args.no_track_labels, "identity_weight": args.identity_weight, "rules": rules,
+              "videos": videos,
               "scanned_items": scanned, "hours": round(hours, 3), "left_in_basket_items": left, "transactions": n_tx,
               "results": {"item tracks (replayed)": {r: ae.summarise(per[r], scanned, hours, n_tx) for r in rules}}}
     print(ae.table(result))
@@ -225,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-track-labels", action="store_true", help="without the bundle's track labeler (its second "
                    "look at each track: the bags and pass-arounds the events decided as they happened missed, "
                    "and the long bags they leave to it)")
+    r.add_argument("--identity-weight", type=float, metavar="W",
+                   help="name detections by log p(class) + W x their identity's match with the class's drawn "
+                        "pictures (outputs saved from a head with det_embed; default: the runtime's IDENTITY_WEIGHT)")
     r.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     return save(args) if args.cmd == "save" else replay(args)
