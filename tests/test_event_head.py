@@ -166,3 +166,23 @@ def test_an_event_head_whose_identity_does_not_fit_is_refused_in_one_line(shippe
     with pytest.raises(BundleError, match=message) as err:
         load_bundle(broken)
     assert "\n" not in str(err.value)
+
+
+def test_a_detection_is_named_by_its_identity_beside_its_class():
+    """log p(class) + weight x the cosine with the class's best picture: a clear identity outweighs a class
+    read a little better; weight 0 (or no identity) names by the class alone."""
+    from edge_runtime.items.head_decode import name_by_identity
+
+    P = 4
+    out = {"det_score": np.array([[0.9, 0.1, 0.1, 0.1]], np.float32),
+           "det_box": np.tile(np.array([0.1, 0.1, 0.3, 0.3], np.float32), (1, P, 1)),
+           "det_class": np.tile(np.array([0.6, 0.4], np.float32), (1, P, 1)),
+           "det_held": np.zeros((1, P), np.float32), "light": np.array([[1, 0, 0]], np.float32),
+           "zone": np.tile(np.eye(5, dtype=np.float32)[0], (1, P, 1)),
+           "det_embed": np.tile(np.array([0, 1], np.float32), (1, P, 1))}
+    protos = np.array([[[1, 0], [0.8, 0.6]], [[0, 1], [0.6, 0.8]]], np.float32)  # (K=2, Q=2, E=2): class 1 looks like it
+    assert decode(out, np.zeros(1), 0.5)[0].classes.tolist() == [0]
+    assert decode(out, np.zeros(1), 0.5, prototypes=protos, weight=0.0)[0].classes.tolist() == [0]
+    named = decode(out, np.zeros(1), 0.5, prototypes=protos, weight=8.0)[0]
+    assert named.classes.tolist() == [1] and named.embed.shape == (1, 2)
+    assert name_by_identity(np.array([[0.99, 0.01]]), np.array([[0, 1.0]]), protos, 0.5).tolist() == [0]  # a sure class stays
