@@ -69,6 +69,7 @@ class EventPath:
         self.identity = "det_embed" in runner.outputs
         self.embed_dim = int(runner.outputs["det_embed"].shape[-1]) if self.identity else 0
         self.prototypes: np.ndarray | None = None  # (K, Q, E) the classes' pictures' identities (Engine sets them)
+        self.identity_weight = IDENTITY_WEIGHT    # what the measurement tools vary
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, runners: dict[str, Runner], event_fps: float | None = None) -> "EventPath | None":
@@ -101,7 +102,7 @@ class EventPath:
         if report is not None:
             report("event_head", time.perf_counter() - t0)
         return decode(out, np.asarray(times, np.float64), self.settings.threshold, prototypes=self.prototypes,
-                      weight=IDENTITY_WEIGHT)
+                      weight=self.identity_weight)
 
 
     def embed_pictures(self, tokens: np.ndarray) -> np.ndarray:

@@ -8,8 +8,8 @@ does. Every track that ends with at least ``--min-hits`` detections is given the
 its boxes overlap most (mean IoU over its last 60 detected frames, at least 0.3; others are left
 out). Per track:
 
-- vote: the track's class (score-weighted vote of its detections, as the runtime names it with
-  ``IDENTITY_WEIGHT`` 0);
+- vote: the track's class, as the runtime names it (score-weighted vote of its detections, each named
+  with ``--identity-weight``, default the runtime's ``IDENTITY_WEIGHT``; 0: by the class alone);
 - identity: the class whose drawn pictures (edge_runtime/query/class_pictures.py) its identity matches
   best;
 - own picture: the cosine of its identity with its instance's own generator picture, and with each other
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=2)
     ap.add_argument("--video-s", type=float, default=600.0)
     ap.add_argument("--min-hits", type=int, default=5, help="least detections of a track counted")
+    ap.add_argument("--identity-weight", type=float, help="name detections with this weight (event_path.py "
+                    "IDENTITY_WEIGHT, the default; 0: by the class alone)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     from edge_runtime.checkout import CheckoutVideo, heldout_video
@@ -119,15 +121,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"track_identity: {args.bundle}: its event head carries no identity (export it with the memory "
                   "reader)", file=sys.stderr)
             return 2
+        if args.identity_weight is not None:
+            eng.events.identity_weight = args.identity_weight
         rows = []
         for i in range(args.videos):
             seed, look = heldout_video(args.eval_seed, i)
             rows += video_tracks(eng, CheckoutVideo(seed, args.video_s, look=look, size=eng.frame_size), args.min_hits)
             print(f"video {i}: {len(rows)} tracks so far", flush=True)
+        weight = eng.events.identity_weight
     result = {"tool": "tools/accuracy/track_identity.py", "eval_seed": args.eval_seed, "videos": args.videos,
-              "video_s": args.video_s, **summary(rows), "rows": rows}
+              "video_s": args.video_s, "identity_weight": weight, **summary(rows), "rows": rows}
     s = result
-    print(f"{s['tracks']} tracks named right: by the class vote {s['named_right']['vote']:.1%}, by identity "
+    print(f"{s['tracks']} tracks named right: by the vote (identity weight {weight:g}) {s['named_right']['vote']:.1%}, by identity "
           f"{s['named_right']['identity']:.1%}")
     for c in s["cuts"]:
         print(f"cosine >= {c['cut']}: own product's pictures {c['own_product_pictures']:.1%}, own picture "
