@@ -298,8 +298,12 @@ def test_lvm_trains_stage_learns_the_tracks_the_bundle_gives(shipped_engine, tmp
     head, meta = load_event_head(events, cfg.dim, cfg.grid)
     videos = label_videos(0, 49, 1, 60.0, cfg.image_size)  # one video: the second half's, more scans avoided
     assert [v.shrink.tag() for v in videos] == ["0.25,0.25,0.1"]
-    ours = [d for _, dets in head_detections(net.backbone, head, meta["threshold"], videos, 5.0,
-                                               progress=False, log=lambda m: None) for d in dets]
+    from export.model.reader import load_reader
+
+    reader = load_reader(repo / "checkpoints" / "lvm-tiny-reader.safetensors", net.cfg)[0]  # the bundle's identity
+    ours = [d for _, dets in head_detections(net.backbone, head, meta["threshold"], videos, 5.0, progress=False,
+                                             log=lambda m: None, reader=reader, classes=list(meta["classes"]))
+            for d in dets]
     theirs = [d for dets in _bundle_detections(shipped_engine, videos, lambda m: None) for d in dets]
     assert len(ours) == len(theirs) == 300 and sum(len(d) for d in ours) > 50
     for a, b in zip(ours, theirs):

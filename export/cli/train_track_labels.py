@@ -51,10 +51,18 @@ def track_label_stage(args, net, events_file: Path, out: Path, seed: int, video_
     n, epochs = _sizes(args)
     # one left from before learnt another event head's tracks: it must not reach a bundle with this one
     out.unlink(missing_ok=True)
+    # the run's memory reader, as lvm-export finds it beside the checkpoint: a bundle exported with it names
+    # items by its identity too, so the labeler learns the tracks that bundle makes
+    reader = None
+    reader_file = out.parent / f"{cfg.name}-reader.safetensors"
+    if reader_file.is_file():
+        from export.model.reader import load_reader
+
+        reader = load_reader(reader_file, cfg)[0]
     return train_track_labels(net.backbone.eval(), events_file, out, dim=cfg.backbone.dim, grid=cfg.backbone.grid,
                               size=cfg.backbone.image_size, seed=seed, first=_first(args), videos=n, video_s=video_s,
                               epochs=epochs, threads=torch.get_num_threads(), progress=progress,
-                              log=lambda m: say(f"lvm-train: {m}"))
+                              log=lambda m: say(f"lvm-train: {m}"), reader=reader)
 
 
 def track_labels_wanted(args, seed: int, video_s: float) -> dict:
