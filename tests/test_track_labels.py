@@ -316,11 +316,14 @@ def test_lvm_trains_stage_learns_the_tracks_the_bundle_gives(shipped_engine, tmp
     read = read_track_label_meta(out)
     assert info["tracks"] > 0 and SequenceModel.load(out).fits(5.0)
     assert read["checkpoint_sha256"] == sha256_file(events)
-    assert read["train"] == {"videos": 1, "epochs": 1, "seed": 0, "first": 49, "video_s": 60.0}
+    assert read["train"] == {"videos": 1, "epochs": 1, "seed": 0, "first": 49, "video_s": 60.0, "reader_sha256": None}
     # lvm-train --resume keeps it on this event head with these settings, not on another head or other settings
     args = Namespace(track_label_videos=1, track_label_epochs=1, event_videos=48)
     assert finished_stage(out, events, read_track_label_meta, track_labels_wanted(args, 0, 60.0))
     assert not finished_stage(out, events, read_track_label_meta, track_labels_wanted(args, 0, 1800.0))
+    # nor once a reader beside the checkpoint names the items (the tracks it learnt were named by class alone)
+    reader_file = repo / "checkpoints" / "lvm-tiny-reader.safetensors"
+    assert not finished_stage(out, events, read_track_label_meta, track_labels_wanted(args, 0, 60.0, reader_file))
     other = tmp_path / "other-events.safetensors"
     other.write_bytes(events.read_bytes() + b" ")
     assert not finished_stage(out, other, read_track_label_meta, track_labels_wanted(args, 0, 60.0))

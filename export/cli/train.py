@@ -22,6 +22,7 @@ from export.cli.train_reader import (
 from export.cli.train_events import add_event_args, event_stage, events_only, events_planned, events_wanted
 from export.cli.train_track_labels import (
     add_track_label_args,
+    naming_reader,
     read_track_label_meta,
     track_label_stage,
     track_labels_planned,
@@ -374,7 +375,7 @@ def _train(args) -> int:
         labeler_file = out / f"{cfg.name}-track-labels.safetensors"
         # kept only when trained on this very event head file (its hash), which a kept event stage is
         labeler_meta = keep_or_train("track labeler", same, labeler_file, events_file, read_track_label_meta,
-                                     track_labels_wanted(args, seed, video_s), say,
+                                     track_labels_wanted(args, seed, video_s, naming_reader(out, cfg.name)), say,
                                      lambda: track_label_stage(args, net, events_file, labeler_file, seed, video_s,
                                                                say, progress))
         if labeler_meta is None:

@@ -54,21 +54,36 @@ def track_label_stage(args, net, events_file: Path, out: Path, seed: int, video_
     # the run's memory reader, as lvm-export finds it beside the checkpoint: a bundle exported with it names
     # items by its identity too, so the labeler learns the tracks that bundle makes
     reader = None
-    reader_file = out.parent / f"{cfg.name}-reader.safetensors"
-    if reader_file.is_file():
+    reader_file = naming_reader(out.parent, cfg.name)
+    if reader_file is not None:
         from export.model.reader import load_reader
 
         reader = load_reader(reader_file, cfg)[0]
     return train_track_labels(net.backbone.eval(), events_file, out, dim=cfg.backbone.dim, grid=cfg.backbone.grid,
                               size=cfg.backbone.image_size, seed=seed, first=_first(args), videos=n, video_s=video_s,
                               epochs=epochs, threads=torch.get_num_threads(), progress=progress,
-                              log=lambda m: say(f"lvm-train: {m}"), reader=reader)
+                              log=lambda m: say(f"lvm-train: {m}"), reader=reader,
+                              reader_sha256=_sha(reader_file))
 
 
-def track_labels_wanted(args, seed: int, video_s: float) -> dict:
-    """What a finished labeler file must say (``read_track_label_meta``'s ``train``) for --resume to keep it."""
+def naming_reader(folder: Path, model: str) -> Path | None:
+    """The run's memory reader file (``<model>-reader.safetensors`` in ``folder``), when there is one."""
+    path = folder / f"{model}-reader.safetensors"
+    return path if path.is_file() else None
+
+
+def _sha(path: Path | None) -> str | None:
+    from edge_runtime.file_hash import sha256_file
+
+    return sha256_file(path) if path is not None else None
+
+
+def track_labels_wanted(args, seed: int, video_s: float, reader: Path | None = None) -> dict:
+    """What a finished labeler file must say (``read_track_label_meta``'s ``train``) for --resume to keep it;
+    ``reader``: the run's reader file, whose identity names the items its tracks are made of."""
     n, epochs = _sizes(args)
-    return {"videos": n, "epochs": epochs, "seed": seed, "first": _first(args), "video_s": video_s}
+    return {"videos": n, "epochs": epochs, "seed": seed, "first": _first(args), "video_s": video_s,
+            "reader_sha256": _sha(reader)}
 
 
 def read_track_label_meta(path: Path) -> dict:
@@ -77,7 +92,7 @@ def read_track_label_meta(path: Path) -> dict:
     from edge_runtime.items.sequence_model import SequenceModel
 
     info = SequenceModel.load(path).meta
-    train = {k: info.get(k) for k in ("epochs", "seed", "first", "video_s")}
+    train = {k: info.get(k) for k in ("epochs", "seed", "first", "video_s", "reader_sha256")}
     train["videos"] = len(info.get("videos") or ())
     return {"checkpoint_sha256": info.get("events_sha256"), "train": train, **info}
 

@@ -85,9 +85,10 @@ def _detect(encode, head, batch: list, threshold: float, naming: tuple | None = 
 
 def train_track_labels(backbone, events_file: Path, out: Path, *, dim: int, grid: int, size: int, seed: int,
                        first: int, videos: int, video_s: float, epochs: int, threads: int, progress: bool = True,
-                       log=print, reader=None) -> dict | None:
+                       log=print, reader=None, reader_sha256: str | None = None) -> dict | None:
     """The stage -> the labeler's ``info`` (None when the head gave no track to learn from: nothing written).
-    ``reader``: the run's memory reader, when it has one (detections named by identity too)."""
+    ``reader``: the run's memory reader, when it has one (detections named by identity too; its file's
+    ``reader_sha256`` is kept in the labeler's info, for --resume)."""
     from edge_runtime.file_hash import sha256_file
     from export.model.event_head import load_event_head
 
@@ -97,7 +98,7 @@ def train_track_labels(backbone, events_file: Path, out: Path, *, dim: int, grid
     log(f"track labeler: {videos} training video{'s' * (videos != 1)} ({video_s:g} s each) at {fps:g} fps "
         f"through {events_file.name}, threshold {threshold:g}")
     extra = {"events_sha256": sha256_file(events_file), "events": events_file.name, "seed": seed, "first": first,
-             "video_s": video_s}
+             "video_s": video_s, "reader_sha256": reader_sha256}
     return fit(head_detections(backbone, head, threshold, chosen, fps, progress=progress, log=log, reader=reader,
                                classes=list(meta["classes"])), fps, out,
                epochs=epochs, threads=threads, log=lambda m: log(f"track labeler: {m}"), extra=extra)
