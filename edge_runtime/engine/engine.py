@@ -296,15 +296,13 @@ class Engine:
         """(K, Q, E): the identities of Q drawn pictures of each of the bundle's K product classes, what the
         event path names a detection by beside its class (event_path.py ``IDENTITY_WEIGHT``); None when
         the head carries no identity or a class has no drawn picture (a bundle of other footage)."""
-        from edge_runtime.query.class_pictures import class_pictures
+        from edge_runtime.query.class_pictures import class_picture_grid
 
         names = list(self.products)
-        pics = class_pictures(names, self.frame_size)
-        if self.events is None or not self.events.identity or not names or len(pics) < len(names):
+        grid = class_picture_grid(names, self.frame_size)
+        if self.events is None or not self.events.identity or grid is None:
             return None
-        q = min(len(pics[n]) for n in names)
-        rows = self.picture_identities([p for n in names for p in pics[n][:q]])
-        return rows.reshape(len(names), q, -1)
+        return self.picture_identities(grid[0]).reshape(len(names), grid[1], -1)
 
     def encode_images(self, images: list[np.ndarray]) -> np.ndarray:
         """Images of any size -> (N, P, d) tokens, one backbone call per batch."""

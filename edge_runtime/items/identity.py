@@ -57,11 +57,10 @@ class TrackIdentities:
         self.ended.clear()
 
     # -- snapshots: ended identities (unit rows) and live tracks' sums, each row [track id, *vector]
-    def state_dict(self, live: list[Track]) -> dict[str, np.ndarray]:
+    def state_dict(self, live: list[Track], dim: int) -> dict[str, np.ndarray]:
+        """``dim``: the identities' width (rows of 1 + dim, an empty table too)."""
         sums = [(tr.track_id, tr.ident_sum) for tr in live if tr.ident_sum is not None]
-        dim = len(sums[0][1]) if sums else (len(next(iter(self.ended.values()))) if self.ended else 0)
-        rows = lambda pairs: np.array([[tid, *v] for tid, v in pairs], np.float64).reshape(-1, 1 + dim)  # noqa: E731
-        return {"identities": rows(self.ended.items()), "ident_live": rows(sums)}
+        return {"identities": _rows(self.ended.items(), dim), "ident_live": _rows(sums, dim)}
 
     def load_state_dict(self, sd: dict[str, np.ndarray], live: list[Track]) -> None:
         """Arrays of ``state_dict``; a snapshot without them (a head without identity) restores none."""
@@ -78,3 +77,7 @@ class TrackIdentities:
     @staticmethod
     def max_nbytes(dim: int, max_tracks: int, maxlen: int = MAX_KEPT) -> int:
         return 0 if dim <= 0 else 8 * (1 + dim) * (int(maxlen) + int(max_tracks))
+
+
+def _rows(pairs, dim: int) -> np.ndarray:
+    return np.array([[tid, *v] for tid, v in pairs], np.float64).reshape(-1, 1 + dim)

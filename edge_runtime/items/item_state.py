@@ -280,7 +280,7 @@ class ItemState:
             sd |= self.basket.state_dict()
         sd |= self.paths.state_dict()
         if self.embed_dim:
-            sd |= self.identities.state_dict(tracks)
+            sd |= self.identities.state_dict(tracks, self.embed_dim)
         if self.sequence is not None:
             sd |= self.labels.state_dict() if self.labels is not None else {}
             sd["scanned"] = np.array(list(self.scanned.items()), np.float64).reshape(-1, 2)

@@ -45,3 +45,14 @@ def class_pictures(names: list[str], size: int, most: int = 2) -> dict[str, list
         out[name] = [_picture(cid, v, int(size)) for v in range(n)]
     return out
 
+
+
+def class_picture_grid(names: list[str], size: int) -> tuple[list[np.ndarray], int] | None:
+    """Every class of ``names`` drawn the same number of times Q: (the K x Q pictures, class by class, Q);
+    None when a class is not drawn (a bundle of other footage) or there is none. What a class's identity
+    is made of (``Engine.class_identities``, the track labeler stage)."""
+    pics = class_pictures(list(names), size)
+    if not names or len(pics) < len(names):
+        return None
+    q = min(len(pics[n]) for n in names)
+    return [p for n in names for p in pics[n][:q]], q

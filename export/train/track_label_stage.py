@@ -58,16 +58,14 @@ def head_detections(backbone, head, threshold: float, videos: list, fps: float, 
 def _naming(encode, reader, classes: list[str] | None, size: int) -> tuple:
     """(reader, the classes' drawn pictures' identities (K, Q, E) or None): what ``_detect`` names by,
     made as the runtime's engine makes it (``Engine.class_identities``, the reader's crop embedding)."""
-    from edge_runtime.query.class_pictures import class_pictures
+    from edge_runtime.query.class_pictures import class_picture_grid
 
     reader.eval()
-    pics = class_pictures(list(classes or []), size)
-    if not classes or len(pics) < len(classes):
+    grid = class_picture_grid(list(classes or []), size)
+    if grid is None:
         return reader, None
-    q = min(len(pics[c]) for c in classes)
-    crops = np.stack([p for c in classes for p in pics[c][:q]])
-    rows = reader.embed_crop(encode(crops, torch.float32)).numpy()
-    return reader, rows.reshape(len(classes), q, -1)
+    rows = reader.embed_crop(encode(np.stack(grid[0]), torch.float32)).numpy()
+    return reader, rows.reshape(len(classes), grid[1], -1)
 
 
 def _detect(encode, head, batch: list, threshold: float, naming: tuple | None = None) -> list:

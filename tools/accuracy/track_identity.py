@@ -27,15 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.items.head_decode import box_iou
+
 CUTS = (0.3, 0.4, 0.5, 0.6, 0.7)
-
-
-def _iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def owner(history: list, truth: dict[int, np.ndarray], fps: float) -> tuple[int | None, float]:
@@ -45,7 +39,8 @@ def owner(history: list, truth: dict[int, np.ndarray], fps: float) -> tuple[int 
         ious = []
         for t, *box in history[-60:]:
             k = int(np.argmin(np.abs(rows[:, 0] - t)))
-            ious.append(_iou(box, rows[k, 1:5]) if abs(rows[k, 0] - t) <= 0.55 / fps else 0.0)
+            near = abs(rows[k, 0] - t) <= 0.55 / fps
+            ious.append(float(box_iou(np.asarray([box]), rows[k:k + 1, 1:5])[0, 0]) if near else 0.0)
         m = float(np.mean(ious))
         if m > best_iou:
             best, best_iou = iid, m
