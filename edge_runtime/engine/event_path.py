@@ -104,7 +104,6 @@ class EventPath:
         return decode(out, np.asarray(times, np.float64), self.settings.threshold, prototypes=self.prototypes,
                       weight=self.identity_weight)
 
-
     def embed_pictures(self, tokens: np.ndarray) -> np.ndarray:
         """Backbone tokens (Q, P, d) of Q pictures, each of one product -> (Q, E) unit rows in the reader's
         identity space, matchable against a track's identity. BundleError when the head has no identity."""

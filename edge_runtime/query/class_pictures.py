@@ -46,7 +46,6 @@ def class_pictures(names: list[str], size: int, most: int = 2) -> dict[str, list
     return out
 
 
-
 def class_picture_grid(names: list[str], size: int) -> tuple[list[np.ndarray], int] | None:
     """Every class of ``names`` drawn the same number of times Q: (the K x Q pictures, class by class, Q);
     None when a class is not drawn (a bundle of other footage) or there is none. What a class's identity
