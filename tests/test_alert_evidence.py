@@ -8,6 +8,7 @@ import base64
 import json
 import sqlite3
 import threading
+from types import SimpleNamespace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -208,6 +209,25 @@ def test_a_webhook_gets_the_jpegs_inline_by_config_and_the_nudge_its_own_post(tm
     finally:
         svc.close()
         hook.close()
+        screen.close()
+
+
+def test_an_early_nudge_goes_to_the_screen_before_any_alert_and_stores_nothing(tmp_path):
+    """A rule's early draft (a bag under way) is routed by the evaluation to the nudge alone: the screen
+    gets it with early true and the item's track, the outbox stays empty; the alert's nudge names the item too."""
+    screen = _Hook()
+    svc = _service(tmp_path, nudge={"webhook": screen.url})
+    try:
+        svc.evaluator._raise([{**_draft(0), "early": True}], SimpleNamespace(name="lane1", stream=None), 10.0)
+        assert _until(lambda: len(screen.got) == 1)
+        early = screen.got[0]
+        assert early["early"] is True and early["item"] == TRACK and early["images"] == [] and svc.outbox.counts()["stored"] == 0
+        alert, _ = svc.raise_alert(_draft(0), stream="lane1", ring=_ring())
+        assert _until(lambda: len(screen.got) == 2)
+        assert screen.got[1]["early"] is False and screen.got[1]["item"] == TRACK and screen.got[1]["id"] == alert.id
+        assert svc.status()["nudge"]["early"] == 1
+    finally:
+        svc.close()
         screen.close()
 
 

@@ -135,6 +135,17 @@ def test_items_alerts_are_timed_from_the_true_bag_end_the_first_per_target():
     assert got["latency_from_own_event_end_s"]["outbox"]["n"] == 3
     assert got["nudge_after_outbox_row_s"]["median"] == 0.05 and got["nudges_on_webhook"] == 2
     assert got["evidence_bytes_per_alert"]["max"] == 3000 and got["evidence_bytes_stored"] == 5000
+    assert got["early_nudges"] == 0 and got["first_nudge_from_true_bag_end_s"]["median"] == 0.35
+    # early nudges: the soda's before its bag ended (the screen's first nudge of it), a second one of it
+    # after, one matching no bag
+    early = [(2007.0, {"stream": "lane1", "product": "soda", "start": 4.4, "end": 5.0, "early": True}),
+             (2005.5, {"stream": "lane1", "product": "soda", "start": 4.4, "end": 5.0, "early": True}),
+             (2030.0, {"stream": "lane1", "product": "bread", "start": 29.0, "end": 30.0, "early": True})]
+    got = alm.item_latency([again, first, false], c, 5.0, targets, {"a1": 2006.4}, {"a1": 2006.35},
+                           {"a1": 2006.36}, {}, early)
+    assert (got["early_nudges"], got["early_nudges_matching_no_target"], got["targets_nudged"]) == (3, 1, 1)
+    assert got["first_nudge_from_true_bag_end_s"] == {"n": 1, "median": -0.5, "p95": -0.5, "max": -0.5}
+    assert got["latency_from_true_bag_end_s"]["nudge"]["median"] == 0.35   # the alert's own nudge, apart
 
 
 def test_an_alert_matches_the_nearest_unscanned_bag_of_its_product_within_5_s():

@@ -413,3 +413,26 @@ def test_track_identities_follow_the_tracks_past_their_end_and_through_a_snapsho
     wide = ItemState(zones, bundle_id="b", embed_dim=8)
     with pytest.raises(ValueError, match="track identities are not 8 wide"):
         wide.load_state_dict(back.state_dict(), "b")
+
+
+@pytest.mark.parametrize("in_bag, until", [(0.08, 3.2),   # let go in the bag: under way until it settles there
+                                           (0.2, 2.6)])   # held up toward the camera over the bag: not from then
+def test_a_bag_under_way_is_the_held_item_in_the_bag_zone_until_it_is_let_go(in_bag, until):
+    """An early nudge's cue: the item carried into the bag zone, not let go yet, as the bag it would be
+    (from leaving where it lay, to its first detection in the bag zone); gone once it is bagged."""
+    zones = Zones.from_dict(COUNTER_BAG)
+    state = ItemState(zones, bundle_id="b")
+    frames = [_square(k, 0.2, 0.1, 0.0) for k in range(5)]                                  # at rest on the counter
+    frames += [_square(k, 0.2 + 0.06 * (k - 5), 0.1, 1.0) for k in range(5, 13)]            # carried to the bag
+    frames += [_square(k, 0.68, in_bag, 1.0) for k in range(13, 31)]                         # in the bag, held
+    seen = []
+    for k, d in enumerate(frames):
+        decided = state.update(d)
+        seen += [(k / FPS, e.start, e.end) for e in state.entering()]
+        if decided:
+            assert state.entering() == ()
+    # from its first detection in the bag zone (2.2 s), timed from leaving the counter (1.0 s) to then
+    assert seen[0] == (pytest.approx(2.2), pytest.approx(1.0), pytest.approx(2.2))
+    assert all(end == pytest.approx(2.2) for _, _, end in seen) and seen[-1][0] < until
+    state.flush()
+    assert state.entering() == ()

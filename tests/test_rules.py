@@ -716,3 +716,52 @@ def test_with_the_till_an_item_pass_around_waits_item_read_s_for_a_read_after_it
     # without the till there is no read to wait for: at once
     e = RuleEngine({"pass_around": {}}, ALL, scans="vision")
     assert [d["product"] for d in e.evaluate([passed(10, 12, 1)], now=12.2)] == ["soda_can"]
+
+
+def test_a_bag_under_way_that_would_be_unpaid_nudges_early_once_and_changes_nothing_the_bag_decides():
+    def item(activity, product, start, end, track, paid=False, confidence=0.9, entering=False):
+        return Event(activity, ALL.index(activity), product, start, end, confidence, (0.1, 0.2, 0.3, 0.4),
+                     ("items", "entering") if entering else ("items",), item=track, paid=paid)
+
+    e = RuleEngine({"bagged_without_scan": {}}, list(BASE_ACTIVITIES), scans="pos")
+    under_way = item("bag", "soda_can", 10, 12, 1, entering=True)   # in the bag zone since 12
+    # not before nudge_after_s (0.4 s) in the bag zone; then once, early, and only a nudge
+    assert e.evaluate([], now=12.2, entering=[under_way]) == []
+    drafts = e.evaluate([], now=12.4, entering=[under_way])
+    assert [(d["rule"], d["product"], d.get("early")) for d in drafts] == [("bagged_without_scan", "soda_can", True)]
+    assert e.evaluate([], now=12.8, entering=[under_way]) == []
+    # the bag, when decided, raises its alert as ever
+    assert [d.get("early") for d in e.evaluate([item("bag", "soda_can", 10, 13, 1)], now=13.2)] == [None]
+    # a till read in the look-back would pay for it: no nudge, and the read still pays for the bag
+    e = RuleEngine({"bagged_without_scan": {}}, list(BASE_ACTIVITIES), scans="pos")
+    read = [till("apple", 5.0)]
+    assert e.evaluate([], now=12.6, pos_scans=read, entering=[item("bag", "apple", 10, 12, 2, entering=True)]) == []
+    assert e.evaluate([item("bag", "apple", 10, 13, 2)], now=13.2, pos_scans=read) == []
+    # a track scanned itself, one read faintly, and a lane with early_nudge 0 nudge nothing
+    for th, entering in (({}, item("bag", "apple", 30, 32, 3, paid=True, entering=True)),
+                         ({}, item("bag", "apple", 30, 32, 4, confidence=0.3, entering=True)),
+                         ({"early_nudge": 0.0}, item("bag", "apple", 30, 32, 5, entering=True))):
+        e = RuleEngine({"bagged_without_scan": th}, list(BASE_ACTIVITIES), scans="pos")
+        assert e.evaluate([], now=33.0, entering=[entering]) == []
+    # other rules read no bag under way
+    e = RuleEngine({"pass_around": {}}, list(BASE_ACTIVITIES), scans="pos")
+    assert e.evaluate([], now=33.0, entering=[item("bag", "apple", 30, 32, 6, entering=True)]) == []
+
+
+def test_nudges_are_scored_as_the_screen_gets_them_the_first_near_a_target_and_early_ones_apart_from_alerts():
+    from tools.accuracy.alerts_eval import nudge_score, score
+
+    def d(product, start, end, early=False):
+        return {"rule": "bagged_without_scan", "product": product, "start": start, "end": end,
+                **({"early": True} if early else {})}
+
+    want = [("apple", 10.0, 13.0), ("milk_carton", 50.0, 53.0)]
+    raised = [(d("apple", 10, 12, early=True), 12.4),     # the apple's early nudge, before its bag ended
+              (d("apple", 10, 13), 13.6),                  # then its alert
+              (d("milk_carton", 50, 53), 53.8),            # the milk's alert, no early nudge
+              (d("bread", 80, 82, early=True), 82.4)]      # an early nudge near no target
+    s = nudge_score(raised, want, paid=[])
+    assert (s["found"], s["alerts"], s["false"]) == (2, 2, 1)
+    assert sorted(round(x, 1) for x in s["latency_s"]) == [-0.6, 0.8]
+    a = score(raised, want, paid=[])   # the alerts' own score reads no early nudge
+    assert (a["found"], a["alerts"], a["false"]) == (2, 2, 0)

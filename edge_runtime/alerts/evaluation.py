@@ -30,6 +30,13 @@ FIRST_LOOKBACK_S = 900.0
 TICK_S = 1.0
 
 
+def entering_events(runtime) -> list:
+    """A stream's bags under way now, for the rules' early nudges (edge_runtime/alerts/rule_events.py)."""
+    from edge_runtime.alerts.rule_events import entering_events as entering
+
+    return entering(runtime)
+
+
 def events_since(runtime, window: tuple[float, float]) -> list:
     """What happened in ``window`` of a stream (edge_runtime/query/happened.py)."""
     from edge_runtime.alerts.rule_events import rule_events
@@ -55,14 +62,15 @@ def stream_now(runtime) -> float | None:
 
 class Evaluator:
     def __init__(self, settings: AlertSettings, *, raise_alert: Callable[..., tuple[Alert, bool]],
-                 on_error: Callable[[str, Exception], None], mqtt=None, till=None,
+                 on_error: Callable[[str, Exception], None], nudge_early: Callable[..., None] | None = None,
+                 mqtt=None, till=None,
                  rule_engine: Callable[[dict, list], Any] | None = None,
                  events: Callable[[Any, tuple[float, float]], list] | None = None) -> None:
-        """``raise_alert``: AlertService.raise_alert; ``on_error(stream, err)``: a step of a stream failed
-        (called inside the ``except``); ``mqtt``: the MqttSink (its lanes, the published events) or
+        """``raise_alert``: AlertService.raise_alert; ``nudge_early``: AlertService.nudge_early (None: early
+        nudges are dropped); ``on_error(stream, err)``: a step of a stream failed (called inside the ``except``); ``mqtt``: the MqttSink (its lanes, the published events) or
         None; ``till``: the TillFeed or None; ``rule_engine`` and ``events`` as AlertService's."""
         self.settings = settings
-        self.raise_alert, self.on_error = raise_alert, on_error
+        self.raise_alert, self.on_error, self.nudge_early = raise_alert, on_error, nudge_early
         self.mqtt, self.till = mqtt, till
         self.rule_engine, self.events = rule_engine, events or events_since
         self.note: str | None = None  # why a stream's rules are not evaluated (a stream added at run time)
@@ -195,8 +203,8 @@ class Evaluator:
         self.evaluations += 1
         if self.mqtt is not None and self.settings.mqtt.publish_events:
             self._publish_events(runtime.name, events)
-        out = self._raise(engine.evaluate(events + self._transactions(runtime, now), now, self._scans(runtime, now)),
-                          runtime, now)
+        out = self._raise(engine.evaluate(events + self._transactions(runtime, now), now, self._scans(runtime, now),
+                                          entering_events(runtime)), runtime, now)
         self.note = None
         return out
 
@@ -209,6 +217,11 @@ class Evaluator:
     def _raise(self, drafts: list[dict], runtime, stream_time: float) -> list[Alert]:
         out = []
         for draft in drafts:
+            if draft.get("early"):  # a bag under way: a nudge to the kiosk's screen, no alert
+                if self.nudge_early is not None:
+                    self.nudge_early(draft, stream=runtime.name, stream_time=stream_time,
+                                     wall_origin=getattr(runtime, "wall_origin", None))
+                continue
             alert, new = self.raise_alert(draft, stream=runtime.name, stream_time=stream_time,
                                           wall_origin=getattr(runtime, "wall_origin", None),
                                           memory_began=getattr(runtime, "memory_began", None),

@@ -1,4 +1,6 @@
-"""The nudge: a small, fast signal for the kiosk's own screen, sent as each alert is stored.
+"""The nudge: a small, fast signal for the kiosk's own screen, sent as each alert is stored, and
+earlier still for a bag under way that would raise one (an early nudge: the rules' ``nudges``, never
+stored; its ``early`` is true, its ``item`` the tracked item its alert names too).
 
 An alert travels through the outbox (durable, retried, at least once); its nudge does not: it goes
 once, at once, to
@@ -57,12 +59,15 @@ class NudgeSettings(BaseModel):
         return v
 
 
-def nudge_body(alert) -> bytes:
-    """What a nudge says: enough for a screen to show it (the alert itself comes through the outbox)."""
-    return json.dumps({"id": alert.id, "site": alert.site, "stream": alert.stream, "rule": alert.rule,
-                       "product": alert.product, "start": alert.start, "end": alert.end,
-                       "confidence": alert.confidence, "raised_at": alert.raised_at, "sent_at": time.time(),
-                       "images": [i.url for i in alert.images]}).encode()
+def nudge_body(alert, early: bool = False) -> bytes:
+    """What a nudge says: enough for a screen to show it (the alert itself comes through the outbox).
+    ``early``: a bag under way, before any alert (``id`` is the one its alert would take; no images yet);
+    ``item``: the tracked item's id, the same in its early nudge and its alert's."""
+    items = [e["item"] for e in alert.evidence if isinstance(e, dict) and e.get("item") is not None]
+    return json.dumps({"id": alert.id, "early": early, "site": alert.site, "stream": alert.stream, "rule": alert.rule,
+                       "product": alert.product, "item": items[0] if items else None, "start": alert.start,
+                       "end": alert.end, "confidence": alert.confidence, "raised_at": alert.raised_at,
+                       "sent_at": time.time(), "images": [i.url for i in alert.images]}).encode()
 
 
 class Nudger:
@@ -72,6 +77,7 @@ class Nudger:
         self.settings = settings
         self.mqtt = mqtt if settings.mqtt else None
         self.sent = {"mqtt": 0, "webhook": 0}
+        self.early = 0   # early nudges queued (bags under way, before any alert)
         self.failed = {"mqtt": 0, "webhook": 0}
         self.dropped = 0
         self.last_error: str | None = None
@@ -85,22 +91,26 @@ class Nudger:
     def enabled(self) -> bool:
         return self._thread is not None
 
-    def send(self, alert) -> None:
-        """Queue ``alert``'s nudge; never blocks, never raises (a full queue drops it, counted)."""
+    def send(self, alert, early: bool = False) -> None:
+        """Queue ``alert``'s nudge (``early``: an unstored alert of a bag under way); never blocks, never
+        raises (a full queue drops it, counted)."""
         if self._thread is None:
             return
         try:
-            self._q.put_nowait(alert)
+            self._q.put_nowait((alert, early))
         except queue.Full:
             self.dropped += 1
+            return
+        self.early += early
 
     def _loop(self) -> None:
         while True:
-            alert = self._q.get()
-            if alert is None:
+            got = self._q.get()
+            if got is None:
                 return
+            alert, early = got
             try:
-                body = nudge_body(alert)
+                body = nudge_body(alert, early)
             except Exception as err:  # a nudge must never end the sender
                 self._fail("mqtt", f"{type(err).__name__}: {err}")
                 continue
@@ -132,7 +142,7 @@ class Nudger:
 
     def status(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "mqtt": self.mqtt is not None, "webhook": self.settings.webhook is not None,
-                "sent": dict(self.sent), "failed": dict(self.failed), "dropped": self.dropped,
+                "sent": dict(self.sent), "early": self.early, "failed": dict(self.failed), "dropped": self.dropped,
                 "last_error": self.last_error}
 
     def close(self, timeout: float = 1.0) -> None:

@@ -29,6 +29,17 @@ def rule_events(target: Any, stream: str | None, window: tuple[float, float]) ->
     return what_happened(target, stream, window, min_confidence=EVENT_FLOOR, one_activity=False)
 
 
+def entering_events(target: Any) -> list[Event]:
+    """The stream's bags under way now (items carried into the bag zone, not let go yet), read by the
+    rules' early nudges; none without an event path."""
+    engine, state = _engine_and_state(target)
+    if getattr(engine, "events", None) is None or getattr(state, "items", None) is None:
+        return []
+    from edge_runtime.query.item_events import entering
+
+    return entering(engine, state)
+
+
 def basket_events(engine: Any, state: Any, window: tuple[float, float]) -> list[Event]:
     """The stream's items resting in the basket, never taken out, whose stay overlaps ``window``
     (edge_runtime/items/basket.py), as item events: activity ``in_basket`` while still seen,

@@ -87,7 +87,8 @@ class AlertService:
             self.verifier = Verifier.load(self.state_dir)
         except VerifierError as err:
             self._warn(f"alerts: {err}; alerts pass unverified")
-        self.evaluator = Evaluator(settings, raise_alert=self.raise_alert, on_error=self._evaluation_failed,
+        self.evaluator = Evaluator(settings, raise_alert=self.raise_alert, nudge_early=self.nudge_early,
+                                   on_error=self._evaluation_failed,
                                    mqtt=self.mqtt, till=self.till, rule_engine=rule_engine, events=events)
         if evaluate and settings.enabled:
             self.evaluator.start()
@@ -151,6 +152,15 @@ class AlertService:
                 w.kick()
             self.nudger.send(alert)
         return alert, new
+
+    def nudge_early(self, draft: dict[str, Any], *, stream: str, stream_time: float | None = None,
+                    wall_origin: float | None = None) -> None:
+        """A rule's early nudge (a bag under way that would raise an alert): to the kiosk's screen only,
+        never stored; none where the verifier would hold its alert."""
+        alert = self._verified(from_draft(draft, site=self.site, stream=stream, stream_time=stream_time,
+                                          wall_origin=wall_origin, bucket_s=self.settings.id_bucket_s))
+        if not alert.held:
+            self.nudger.send(alert, early=True)
 
     def _verified(self, alert: Alert) -> Alert:
         """The alert with its verifier's p(right), held when that is below ``verifier.hold_below``."""

@@ -45,6 +45,7 @@ BAG_NAME_S = 0.4          # a bag is named by its frames from BAG_CARRY_S before
 BAG_CARRY_S = 1.0         # (the carry) to BAG_NAME_S after (chosen on held-out seed 1: docs/lab/alerts.md)
 BAG_GONE_S = 0.4          # a held item unseen this long (2 frames) since it was last seen in the bag zone is bagged
                           # (seed 1, 103 unpaid bags: 0.6 s found 85 with 4 false alerts, 0.4 s 89 with 5)
+ENTERING_GROWTH = 1.6     # a bag under way (an early nudge's cue) looks at most this much larger than at rest
 TILL_TOLERANCE_S = 2.0    # a till read matches a track over the scanner this close in time
 SETTLE_S = 0.4            # a held item in the bag zone whose box stays put (IoU SETTLE_IOU with its box this
 SETTLE_IOU = 0.85         # long before) two frames running has been let go there: bagged then,
@@ -78,6 +79,8 @@ class ItemLabeler(Protocol):
     def flush(self) -> list[ItemEvent]: ...
 
     def match_till_read(self, t: float, class_id: int | None) -> int | None: ...
+
+    entering: tuple[ItemEvent, ...]   # the bags under way as of the last frame (an early nudge's cue), else ()
 
     def state_dict(self) -> dict[str, np.ndarray]: ...
 
@@ -118,6 +121,9 @@ class GeometricLabeler:
         self.state: dict[int, Handling] = {}
         self._live: dict[int, Track] = {}
         self._green = False   # the last frame's light (a flash is read once, when it comes on)
+        # the bags under way as of the last frame (``_entering``): replaced whole each frame, so another
+        # thread reads one consistent tuple
+        self.entering: tuple[ItemEvent, ...] = ()
 
     def update(self, step: TrackStep, light: str | None, t: float) -> list[ItemEvent]:
         out = []
@@ -183,7 +189,25 @@ class GeometricLabeler:
             out += self._flash(t)
         for tr in step.ended:
             out += self._ended(tr)
+        self.entering = self._entering()
         return out
+
+    def _entering(self) -> tuple[ItemEvent, ...]:
+        """The bags under way: each held item whose handling began outside the bag zone and whose last
+        detection lies in it, not yet let go there. Each as the bag it would be, from leaving where it
+        last lay still to its first detection in the bag zone, named by its carry there as a bag is."""
+        out = []
+        for tid, h in self.state.items():
+            tr = self._live.get(tid)
+            if tr is None or h.start is None or h.bagged or h.start_zone == "bag" or h.last_zone != "bag":
+                continue
+            _, x1, y1, x2, y2, _ = tr.history[-1]
+            if h.rest_area > 0 and (x2 - x1) * (y2 - y1) > h.rest_area * ENTERING_GROWTH:
+                continue   # held up toward the camera (a hold or an inspect over the bag), not going in
+            reached = self._reached_bag(tr, h.start)
+            named = (max(h.start, reached - BAG_CARRY_S), reached + BAG_NAME_S)
+            out.append(self._event("bag", tr, h, self._left_rest(tr, h.start, reached), reached, named=named))
+        return tuple(out)
 
     def _flash(self, t: float) -> list[ItemEvent]:
         """The scanner's green light came on: it scans the track seen over the scanner nearest in time
@@ -196,7 +220,7 @@ class GeometricLabeler:
 
     def flush(self) -> list[ItemEvent]:
         out = [ev for tr in self._live.values() for ev in self._ended(tr)]
-        self._live = {}
+        self._live, self.entering = {}, ()
         return out
 
     def match_till_read(self, t: float, class_id: int | None) -> int | None:
@@ -229,7 +253,7 @@ class GeometricLabeler:
 
     def load_state_dict(self, sd: dict[str, np.ndarray], tracks: list[Track]) -> None:
         self._live = {tr.track_id: tr for tr in tracks}
-        self.state = {}
+        self.state, self.entering = {}, ()
         rows = np.asarray(sd["handling"], np.float64)
         if rows.ndim == 2 and len(HANDLING_COLS) - 2 <= rows.shape[1] < len(HANDLING_COLS):
             # a snapshot from before "bagged" or "picked": none was

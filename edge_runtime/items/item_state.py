@@ -219,6 +219,11 @@ class ItemState:
         """The labeler's events, decided as they happen (one C-level copy of the ring), oldest first."""
         return tuple(self.decided)
 
+    def entering(self) -> tuple[ItemEvent, ...]:
+        """The bags under way as of the last frame (items carried into the bag zone, not yet let go
+        there): not events yet, an early nudge's cue (the rules' ``nudges``)."""
+        return getattr(self.labeler, "entering", ()) if self.labeler is not None else ()
+
     def second_look(self) -> tuple[ItemEvent, ...]:
         """With the track labeler, its bags and pass-arounds of tracks that have ended, in order of their
         ends, then its bags of live tracks whose long bag it decides (``early``); none without it: the

@@ -20,6 +20,7 @@ from edge_runtime.query.events import Event
 READ_FROM = "items"
 LABELLED = "track_labels"  # with READ_FROM in ``tracks``: the track labeler's event of a track, given to the rules
 LONG_BAG = "long_bag"      # with READ_FROM: a bag decided after a long handling, left to the track labeler's second look
+ENTERING = "entering"      # with READ_FROM: a bag under way (carried into the bag zone, not let go yet): a nudge's cue
 
 
 def item_path(engine: Any, state: Any) -> Any:
@@ -62,6 +63,13 @@ def activity_ids(engine: Any, state: Any) -> set[int]:
     return {labels.index(a) for a in items.activities if a in labels} if items is not None else set()
 
 
+def entering(engine: Any, state: Any) -> list[Event]:
+    """The stream's bags under way now (``ItemState.entering``; their ``tracks`` name ``ENTERING``): what
+    the alert rules' early nudges read (never an alert, never listed); none without an item path."""
+    items = getattr(state, "items", None)
+    return [] if items is None else _as_events(engine, [(e, (READ_FROM, ENTERING)) for e in items.entering()])
+
+
 def item_events(engine: Any, state: Any, window: tuple[float, float], min_confidence: float = 0.0,
                 clip: bool = False, rules: bool = False) -> list[Event]:
     """The item events of ``state`` that overlap ``window``, named by the bundle's product classes;
@@ -73,18 +81,24 @@ def item_events(engine: Any, state: Any, window: tuple[float, float], min_confid
     if items is None:
         return []
     a, b = (float(x) for x in window)
-    names = list(engine.products)
     if rules:
         read = [(e, (READ_FROM, LONG_BAG) if items.left_to_labels(e) else (READ_FROM,)) for e in items.rule_events()]
         read += [(e, (READ_FROM, LABELLED)) for e in items.second_look()]
     else:
         read = [(e, (READ_FROM,)) for e in recent(items)]
+    read = [(e, tracks) for e, tracks in read if e.overlaps(a, b) and e.confidence >= min_confidence]
+    return _as_events(engine, read, (a, b) if clip else None)
+
+
+def _as_events(engine: Any, read: list[tuple[Any, tuple[str, ...]]], clip: tuple[float, float] | None = None
+               ) -> list[Event]:
+    """Item events (with the ``tracks`` each names) as Events named by the bundle's product classes;
+    ``clip``: their times cut to that window."""
+    names = list(engine.products)
     out = []
     for e, tracks in read:
-        if not e.overlaps(a, b) or e.confidence < min_confidence:
-            continue
         product = names[e.class_id] if 0 <= e.class_id < len(names) else f"class {e.class_id}"
-        start, end = (max(e.start, a), min(e.end, b)) if clip else (e.start, e.end)
+        start, end = (max(e.start, clip[0]), min(e.end, clip[1])) if clip is not None else (e.start, e.end)
         out.append(Event(e.activity, e.activity_id, product, round(float(start), 3), round(float(end), 3),
                          round(float(e.confidence), 4), tuple(float(v) for v in e.box) if e.box is not None else None,
                          tracks, item=int(e.track_id), paid=e.scanned_at is not None))

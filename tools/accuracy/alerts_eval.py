@@ -74,7 +74,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-from edge_runtime.alerts.rule_events import rule_events
+from edge_runtime.alerts.rule_events import entering_events, rule_events
 from edge_runtime.alerts.rules import RULES, RuleEngine
 from edge_runtime.checkout import ACTIVITIES, CheckoutVideo, ShrinkRates, heldout_video
 from edge_runtime.checkout.shrink import pos_scans, till_transactions
@@ -162,10 +162,13 @@ class Evaluations:
     """The alert service's loop for one stream: at each commit, the rules over the events of the window
     since the previous evaluation, with OVERLAP_S of it read again, and the till's scans known by then."""
 
-    def __init__(self, engine: RuleEngine, events_in, till: list[Event] = (), tx: list[Event] = ()) -> None:
+    def __init__(self, engine: RuleEngine, events_in, till: list[Event] = (), tx: list[Event] = (),
+                 entering=None) -> None:
         self.engine, self.events_in, self.last, self.till = engine, events_in, None, list(till)
         self.tx = list(tx)   # the till's transactions: among the events once ended, as the service gives them
-        self.raised: list[tuple[dict, float]] = []   # (draft, stream time of the commit or tick that raised it)
+        self.entering = entering or list   # () -> the bags under way now (item tracks), for the early nudges
+        # (draft, stream time of the commit or tick that raised it); an early nudge's draft says early
+        self.raised: list[tuple[dict, float]] = []
         self.ticks = TICKS
 
     def commit(self, now: float, cov_start: float) -> None:
@@ -175,7 +178,7 @@ class Evaluations:
         if now > start:
             till = [s for s in self.till if s.start <= now]
             events = self.events_in((start, now)) + [x for x in self.tx if x.end <= now]
-            self.raised += [(d, now) for d in self.engine.evaluate(events, now, till)]
+            self.raised += [(d, now) for d in self.engine.evaluate(events, now, till, self.entering())]
 
     def tick(self, until: float) -> None:
         """The service's ticks between commits: each waiting decision due before ``until`` is made at its
@@ -216,7 +219,8 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, sc
         return events
 
     items = stream.items is not None
-    ev = Evaluations(RuleEngine(rules, rule_labels(eng), scans), events_in, till, tx)
+    ev = Evaluations(RuleEngine(rules, rule_labels(eng), scans), events_in, till, tx,
+                     lambda: entering_events((eng, stream)))
     reads = sorted((e.start, _product_id(eng, e.product)) for e in till) if items else []
     t0, commits, evaluations, step = time.perf_counter(), 0, 0, eng.intake_batch
     frames = video.frames(eng.intake_fps)
@@ -248,7 +252,8 @@ def rules_over_items(detections: Iterable, items, products: list[str], labels: l
     from types import SimpleNamespace
 
     target = (SimpleNamespace(products=list(products), events="item detections"), SimpleNamespace(items=items))
-    ev = Evaluations(RuleEngine(rules, labels, scans), lambda w: rule_events(target, None, w), till, tx)
+    ev = Evaluations(RuleEngine(rules, labels, scans), lambda w: rule_events(target, None, w), till, tx,
+                     lambda: entering_events(target))
     reads = sorted((e.start, products.index(e.product) if e.product in products else None) for e in till)
     frames = iter(detections)
     d, k = next(frames, None), 0
@@ -409,6 +414,8 @@ def matches(raised: list[tuple[dict, float]], want: list[tuple[str, float, float
 
 def score(raised: list[tuple[dict, float]], want: list[tuple[str, float, float]],
           paid: list[tuple[str, float, float]]) -> dict:
+    """One rule's alerts (its early nudges are no alerts: ``nudge_score``) against its targets."""
+    raised = [x for x in raised if not x[0].get("early")]
     used, lat, false, on_paid = set(), [], 0, 0
     for d, at, hit in matches(raised, want):
         if hit is None:
@@ -419,6 +426,31 @@ def score(raised: list[tuple[dict, float]], want: list[tuple[str, float, float]]
             lat.append(at - want[hit][2])
     return {"targets": len(want), "found": len(used), "alerts": len(raised), "false": false,
             "false_on_scanned_bags": on_paid, "latency_s": lat}
+
+
+def nudge_score(raised: list[tuple[dict, float]], want: list[tuple[str, float, float]],
+                paid: list[tuple[str, float, float]]) -> dict:
+    """One rule's nudges as the kiosk's screen gets them, early ones and each alert's: a target is nudged
+    by the first nudge near it (an alert's counts for the target its alert found); ``alerts`` and
+    ``false`` count the early nudges, and those near no target."""
+    first: dict[int, float] = {}
+    for d, at, hit in matches(raised, want):
+        if hit is not None and not d.get("early"):
+            first[hit] = min(first.get(hit, at), at)
+    early, false, on_paid = 0, 0, 0
+    for d, at in raised:
+        if not d.get("early"):
+            continue
+        early += 1
+        near = [j for j, t in enumerate(want) if _near(d, t)]
+        if not near:
+            false += 1
+            on_paid += any(_near(d, t) for t in paid)
+            continue
+        j = min(near, key=lambda j: abs(want[j][2] - d["end"]))
+        first[j] = min(first.get(j, at), at)
+    return {"targets": len(want), "found": len(first), "alerts": early, "false": false,
+            "false_on_scanned_bags": on_paid, "latency_s": [at - want[j][2] for j, at in first.items()]}
 
 
 def summarise(per_video: list[dict], scanned: int, hours: float, transactions: int = 0) -> dict:

@@ -37,6 +37,7 @@ from tools.repo_paths import REPO
 
 FORMAT = "lvm-edge/head-outputs/1"
 ITEM_RULES = ("bagged_without_scan", "pass_around", "left_in_basket")
+NUDGED = "bagged_without_scan"   # the rule whose early nudges are scored too
 
 
 def _refuse(message: str) -> int:
@@ -193,6 +194,7 @@ def replay(args) -> int:
         return _refuse(f"--handover-s must be in (0, 60] seconds, got {args.handover_s:g}")
     threshold = meta["threshold"] if args.threshold is None else args.threshold
     per = {r: [] for r in rules}
+    nudged: list[dict] = []   # bagged_without_scan's nudges, early ones and its alerts'
     videos, scanned, hours, n_tx, left = [], 0, 0.0, 0, 0
     try:
         runs = list(replayed(src, meta, rules, args.scans, threshold, args.handover_s, not args.no_track_labels,
@@ -204,6 +206,8 @@ def replay(args) -> int:
         for r in rules:
             near = ae.unbought_in_basket(ann) if r in ae.ITEM_TARGETS else paid
             per[r].append(ae.score([x for x in raised if x[0]["rule"] == r], want[r], near))
+        if NUDGED in rules:
+            nudged.append(ae.nudge_score([x for x in raised if x[0]["rule"] == NUDGED], want[NUDGED], paid))
         info = {"seed": video.seed, "look": video.look, "scanned_items": sum(bool(x["scanned"]) for x in ann["instances"]),
                 "targets": {r: len(want[r]) for r in rules}}
         videos.append(info)
@@ -217,6 +221,8 @@ def replay(args) -> int:
               "videos": videos,
               "scanned_items": scanned, "hours": round(hours, 3), "left_in_basket_items": left, "transactions": n_tx,
               "results": {"item tracks (replayed)": {r: ae.summarise(per[r], scanned, hours, n_tx) for r in rules}}}
+    if nudged:  # the kiosk screen's view: found by the first nudge, false early nudges
+        result["results"]["nudges: early, else the alert's"] = {NUDGED: ae.summarise(nudged, scanned, hours, n_tx)}
     print(ae.table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

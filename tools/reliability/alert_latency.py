@@ -228,7 +228,8 @@ def measure(bundle: Path, lanes: int, duration: float, shrink: str, seed: int, t
     mqtt_rx, hook_rx = topics.alerts.snapshot(), hook.receipts.snapshot()
     if items:
         targets = {n: truth(s, duration, shrink) for n, s in zip(names, seeds)}
-        got = item_latency(alerts, clock, fps, targets, mqtt_rx, topics.nudges.snapshot(), hook_rx, sizes)
+        got = item_latency(alerts, clock, fps, targets, mqtt_rx, topics.nudges.snapshot(), hook_rx, sizes,
+                           topics.nudges.early_snapshot())
         rows = got.pop("rows")
         return {**res, **got, "nudge_qos_seen": sorted(topics.qos), "rings": rings,
                 "nudge_status": (status.get("alerts") or {}).get("nudge"), "rows": rows}
@@ -290,7 +291,12 @@ def items_table(res: dict[str, Any]) -> str:
                       ("nudge_webhook", "the nudge received by the webhook")):
         s = lat[key]
         lines.append(f"| {what} | {s['n']} | {s['median']} | {s['p95']} | {s['max']} |")
-    lines += [f"from the model's own event end: outbox median {own['outbox']['median']} p95 {own['outbox']['p95']} s, "
+    s = res["first_nudge_from_true_bag_end_s"]
+    lines.append(f"| the screen's first nudge from the broker, early or the alert's ({res['targets_nudged']} bags) | "
+                 f"{s['n']} | {s['median']} | {s['p95']} | {s['max']} |")
+    lines += [f"early nudges (bags under way): {res['early_nudges']}, {res['early_nudges_matching_no_target']} "
+              f"matching no unscanned bag",
+              f"from the model's own event end: outbox median {own['outbox']['median']} p95 {own['outbox']['p95']} s, "
               f"nudge median {own['nudge']['median']} p95 {own['nudge']['p95']} s; the nudge after the outbox row: "
               f"median {after['median']} s (QoS seen {res['nudge_qos_seen']})",
               f"evidence: {ev['median']} bytes per alert at the median (max {ev['max']}), "

@@ -174,12 +174,14 @@ def match(alert: dict[str, Any], targets: list[Target]) -> Target | None:
 
 def item_latency(alerts: list[dict[str, Any]], clock: FrameClock, fps: float, targets: dict[str, list[Target]],
                  alert_rx: dict[str, float], nudge_rx: dict[str, float], hook_rx: dict[str, float],
-                 evidence_bytes: dict[str, int]) -> dict[str, Any]:
+                 evidence_bytes: dict[str, int], early_rx: list[tuple[float, dict]] = ()) -> dict[str, Any]:
     """The item tracks' figures: per alert its target (``targets``: per stream) and its latencies from the
     target's true end (E: the arrival of the first frame at or after it) to the outbox row, the alert on
     the broker, the nudge on the broker and on the webhook; from the end of the model's own event (every
     alert, right or false); the nudge after the outbox row; the evidence's bytes. The latencies from the
-    true end count the first alert of each target only."""
+    true end count the first alert of each target only. ``early_rx``: the early nudges received from the
+    broker (arrival, body), each matched to a target as an alert is: per target the first nudge the screen
+    got, early or its alert's (``first_nudge``), and the early nudges that matched none."""
     def arrival(stream: str, end: float) -> tuple[float, float] | None:
         return clock.arrival(stream, min(end_frame(end, fps), max(0, clock.frames(stream) - 1)))
 
@@ -215,7 +217,23 @@ def item_latency(alerts: list[dict[str, Any]], clock: FrameClock, fps: float, ta
         rows.append(row)
     firsts = [r for r in rows if r["first_for_target"]]
     per_alert = [r["evidence_bytes"] for r in rows]
+    # the screen's first nudge of each target: an early one (matched as an alert is) or its first alert's
+    first_nudge: dict[tuple[str, Target], float] = {}
+    for r in firsts:
+        if r.get("nudge_s") is not None:
+            first_nudge[(r["stream"], tuple(r["target"]))] = r["bag_end_wall"] + r["nudge_s"]
+    early_false = 0
+    for at, body in early_rx:
+        t = match(body, targets.get(body.get("stream"), []))
+        if t is None:
+            early_false += 1
+            continue
+        key = (body["stream"], t)
+        first_nudge[key] = min(first_nudge.get(key, at), at)
+    first_nudge_s = [at - arr[0] for (stream, t), at in first_nudge.items() if (arr := arrival(stream, t[2])) is not None]
     return {
+        "early_nudges": len(early_rx), "early_nudges_matching_no_target": early_false,
+        "targets_nudged": len(first_nudge), "first_nudge_from_true_bag_end_s": stats(first_nudge_s),
         "targets": sum(len(v) for v in targets.values()), "alerts": len(alerts),
         "matched_alerts": sum(r["target"] is not None for r in rows), "targets_found": len(found),
         "latency_from_true_bag_end_s": {k[:-2]: stats([r[k] for r in firsts if r.get(k) is not None])

@@ -14,22 +14,31 @@ from tools.reliability.common import RunProcess
 
 
 class Receipts:
-    """First arrival (wall clock) of each alert id, and how many copies came."""
+    """First arrival (wall clock) of each alert id, and how many copies came; early nudges (a bag under
+    way, before any alert: ``early`` true in the body) apart, each with its arrival and body."""
 
     def __init__(self) -> None:
         self.first: dict[str, float] = {}
+        self.early: list[tuple[float, dict]] = []
         self.copies = 0
         self._lock = threading.Lock()
 
-    def got(self, alert_id: str) -> None:
+    def got(self, alert_id: str, body: dict | None = None) -> None:
         now = time.time()
         with self._lock:
             self.copies += 1
-            self.first.setdefault(alert_id, now)
+            if isinstance(body, dict) and body.get("early") is True:
+                self.early.append((now, body))
+            else:
+                self.first.setdefault(alert_id, now)
 
     def snapshot(self) -> dict[str, float]:
         with self._lock:
             return dict(self.first)
+
+    def early_snapshot(self) -> list[tuple[float, dict]]:
+        with self._lock:
+            return list(self.early)
 
 
 class Webhook:
@@ -42,11 +51,13 @@ class Webhook:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                got = None
                 try:
-                    alert_id = str(json.loads(body)["id"])
+                    got = json.loads(body)
+                    alert_id = str(got["id"])
                 except (ValueError, KeyError, TypeError):
                     alert_id = self.headers.get("Idempotency-Key") or "?"
-                receipts.got(alert_id)
+                receipts.got(alert_id, got)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -97,12 +108,13 @@ class Topics:
 
     def _message(self, _c, _u, msg) -> None:
         try:
-            alert_id = str(json.loads(msg.payload)["id"])
+            body = json.loads(msg.payload)
+            alert_id = str(body["id"])
         except (ValueError, KeyError, TypeError):
             return  # not an alert or a nudge
         if msg.topic.endswith("/nudges"):
             self.qos.add(msg.qos)
-            self.nudges.got(alert_id)
+            self.nudges.got(alert_id, body)
         else:
             self.alerts.got(alert_id)
 

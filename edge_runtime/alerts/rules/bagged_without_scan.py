@@ -28,6 +28,11 @@ after the item went into the bag. A bag decided after a long handling (``Event.t
 ``long_bag``: edge_runtime/items/item_state.py ``LONG_BAG_S``) is an item held over the bag as often:
 with the second look on (``late_min_confidence`` under 1) it is left to the labeler's bag of that
 track, which the item state reads as the track stands for a while after, then when it ends.
+
+Early nudges (``early_nudge`` 1): a bag under way (an item carried into the bag zone, not let go yet)
+for ``nudge_after_s`` or longer, of a track not scanned itself, that no scan left in the look-back
+would pay for, as its bag would be judged now, nudges the kiosk's screen once a track, before the bag
+is decided (its alert, if any, follows when it is). Nothing is used up or remembered but the nudge.
 """
 from __future__ import annotations
 
@@ -54,10 +59,10 @@ class BaggedWithoutScan(Rule):
     # defaults chosen on held-out generator videos (docs/lab/alerts.md)
     thresholds = {"lookback_s": 120.0, "min_confidence": 0.71, "scan_min_confidence": 0.2, "settle_s": 6.0,
                   "other_product_scans": 1.0, "same_bag_s": 1.0, "reread_s": 30.0, "item_min_confidence": 0.4,
-                  "late_min_confidence": 0.8}
+                  "late_min_confidence": 0.8, "early_nudge": 1.0, "nudge_after_s": 0.4}
     ranges = {"min_confidence": (0.0, 1.0), "scan_min_confidence": (0.0, 1.0), "other_product_scans": (0.0, 1.0),
               "same_bag_s": (0.0, 30.0), "reread_s": (0.0, 120.0), "item_min_confidence": (0.0, 1.0),
-              "late_min_confidence": (0.0, 1.0)}
+              "late_min_confidence": (0.0, 1.0), "early_nudge": (0.0, 1.0), "nudge_after_s": (0.0, 10.0)}
 
     def __init__(self, th, pos, seen) -> None:
         super().__init__(th, pos, seen)
@@ -68,6 +73,7 @@ class BaggedWithoutScan(Rule):
         # items whose track was read leaving the counter as it happened (the newest RESERVED_KEPT): the
         # track labeler's second look at their track raises nothing
         self._gone: deque[int] = deque(maxlen=RESERVED_KEPT)
+        self._nudged: deque[int] = deque(maxlen=RESERVED_KEPT)   # tracks nudged early: once a track
 
     def evaluate(self, events: list[Event], now: float, pos_scans: list[Event]) -> list[dict]:
         th, seen = self.th, self.seen
@@ -108,6 +114,23 @@ class BaggedWithoutScan(Rule):
                 tracked += self._item(e)
         return tracked + self._judge(now)
 
+    def nudges(self, entering: list[Event], now: float) -> list[dict]:
+        """An early nudge for each bag under way ``nudge_after_s`` or longer that would be judged unpaid
+        now (see the module docstring); nothing in the ledger changes."""
+        th, out = self.th, []
+        if th["early_nudge"] < 0.5:
+            return out
+        for e in entering:
+            if (e.item is None or e.paid or e.item in self._nudged or e.item in self._gone
+                    or e.confidence < th["item_min_confidence"] or now - e.end < th["nudge_after_s"]):
+                continue
+            record = Seen(e, e.start, e.end)
+            if self._item_reread(record) or self._pay([record], use=False) or self._pay_broken(record, use=False):
+                continue
+            self._nudged.append(e.item)
+            out.append(draft(self.name, e, [e], early=True))
+        return out
+
     def _item(self, e: Event) -> list[dict]:
         """One item event: a scanned one's scan into the ledger; a bag judged against the scans."""
         seen = self.seen
@@ -136,7 +159,7 @@ class BaggedWithoutScan(Rule):
             return []
         return [draft(self.name, e, [e])]
 
-    def _pay_broken(self, record: Seen) -> bool:
+    def _pay_broken(self, record: Seen, use: bool = True) -> bool:
         """A bag with no scan left to pay for it, of the product of a till read whose track was seen
         scanned and has not left the counter: the tracker lost that item on its way to the bag and
         followed it on as another track (the till names products right, the head's naming of the bag is
@@ -146,7 +169,8 @@ class BaggedWithoutScan(Rule):
                 if s.event.product == record.event.product and lo <= s.start <= record.end]
         if not mine:
             return False
-        self._open.pop(max(mine, key=lambda x: x[1].start)[0])
+        if use:
+            self._open.pop(max(mine, key=lambda x: x[1].start)[0])
         return True
 
     def _reserve(self, e: Event) -> None:
@@ -215,9 +239,10 @@ class BaggedWithoutScan(Rule):
             return [b for store in stores for b in store.get(product, ())]
         return [b for store in stores for rows in store.values() for b in rows]
 
-    def _pay(self, group: list[Seen]) -> bool:
+    def _pay(self, group: list[Seen], use: bool = True) -> bool:
         """Use up the latest unused scan in the look-back of the group: of one of its products, else
-        (``other_product_scans``) of any product; False if there is none."""
+        (``other_product_scans``) of any product; False if there is none. ``use`` False: only whether
+        one would pay, nothing used up."""
         th, scans = self.th, self.seen.store("scans")
         lo, hi = min(b.start for b in group) - th["lookback_s"], max(b.end for b in group)
         # a scan of its product within settle_s after it: the "bag" was the item in hand before its scan
@@ -231,7 +256,8 @@ class BaggedWithoutScan(Rule):
             found = _unpaid((s for rows in scans.values() for s in rows), lo, hi)
         if not found:
             return False
-        max(found, key=lambda s: s.start).used = True  # the latest scan before it pays for it
+        if use:
+            max(found, key=lambda s: s.start).used = True  # the latest scan before it pays for it
         return True
 
     def _reread(self, group: list[Seen]) -> bool:

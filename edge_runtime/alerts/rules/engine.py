@@ -4,7 +4,8 @@
     drafts = engine.evaluate(events, now)   # at every commit: the events of a window reaching ``now``
 
 A draft is ``{rule, product, start, end, box, confidence, evidence: [event.to_dict(), ...]}``;
-``edge_runtime.alerts.record.from_draft`` makes it an Alert. Each rule takes the events it reads into
+``edge_runtime.alerts.record.from_draft`` makes it an Alert. An early nudge's draft says ``early: True``
+and is never stored: it goes to the kiosk's screen only (edge_runtime/alerts/nudge.py). Each rule takes the events it reads into
 its own ``Ledger``: the same event handed over again (evaluation windows overlap, and a re-read event
 may come back with slightly moved edges) is the record it already has, so it raises nothing new. The
 engine ignores events that ended more than ``KEEP_S`` before ``now`` and has every ledger forget them,
@@ -78,10 +79,12 @@ class Ledger:
         return sum(len(v) for store in self.stores.values() for v in store.values())
 
 
-def draft(rule: str, e: Event, evidence: list[Event]) -> dict[str, Any]:
-    return {"rule": rule, "product": e.product, "start": float(e.start), "end": float(e.end),
-            "box": list(e.box) if e.box is not None else None, "confidence": float(e.confidence),
-            "evidence": [x.to_dict() for x in evidence]}
+def draft(rule: str, e: Event, evidence: list[Event], *, early: bool = False) -> dict[str, Any]:
+    """An alert's draft; ``early``: an early nudge's (sent to the kiosk's screen, never stored)."""
+    d = {"rule": rule, "product": e.product, "start": float(e.start), "end": float(e.end),
+         "box": list(e.box) if e.box is not None else None, "confidence": float(e.confidence),
+         "evidence": [x.to_dict() for x in evidence]}
+    return {**d, "early": True} if early else d
 
 
 class RuleEngine:
@@ -113,9 +116,11 @@ class RuleEngine:
             self.rules[name] = rule.check_thresholds(given)
             self._running.append(rule(self.rules[name], scans == "pos", Ledger()))
 
-    def evaluate(self, events: list[Event], now: float, pos_scans: list[Event] = ()) -> list[dict]:
+    def evaluate(self, events: list[Event], now: float, pos_scans: list[Event] = (),
+                 entering: list[Event] = ()) -> list[dict]:
         """The new alert drafts given the events of a window ending at ``now`` (stream seconds) and, with
-        ``scans`` "pos", the till's scans (any that are already known may be given again)."""
+        ``scans`` "pos", the till's scans (any that are already known may be given again); then the
+        early nudge drafts (``early`` True) the rules make of the bags under way (``entering``)."""
         now = float(now)
         horizon = now - KEEP_S
         fresh = sorted((e for e in events if e.end >= horizon), key=lambda e: (e.start, e.end))
@@ -124,6 +129,7 @@ class RuleEngine:
         for rule in self._running:
             out += rule.evaluate(fresh, now, till)
             rule.seen.forget(horizon)
+            out += rule.nudges(list(entering), now)
         return sorted(out, key=lambda d: (d["start"], d["rule"]))
 
     def next_due(self) -> float | None:

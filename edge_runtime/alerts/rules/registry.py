@@ -2,7 +2,8 @@
 
 A rule is one module holding one class derived from ``Rule`` and registered with ``@register_rule``:
 what it reads (``needs``, ``needs_with_pos``), its thresholds (``thresholds``: name -> default,
-``ranges``: name -> (lo, hi), else >= 0), and its judgement (``evaluate``, ``next_due``). The config
+``ranges``: name -> (lo, hi), else >= 0), and its judgement (``evaluate``, ``next_due``; optionally
+``nudges``: early nudges from the bags under way, before any event is decided). The config
 checks (edge_runtime/alerts/settings.py), the status, tools/accuracy/alerts_eval.py and the rule table
 of docs/alerts.md (``thresholds_table``) read ``RULES``; the engine (engine.py) runs the rules a lane
 is configured with and keeps their memory bounded.
@@ -40,6 +41,12 @@ class Rule:
     def next_due(self) -> float | None:
         """The stream time at which the earliest decision that waits only for time falls due; None: none."""
         return None
+
+    def nudges(self, entering: list["Event"], now: float) -> list[dict]:
+        """Early nudge drafts (``engine.draft`` with ``early`` True: sent to the kiosk's screen, never
+        stored as alerts) given the bags under way at ``now`` (edge_runtime/query/item_events.py
+        ``entering``), judged after ``evaluate`` of the same evaluation. None by default."""
+        return []
 
     @classmethod
     def needs_for(cls, scans: str) -> tuple[str, ...]:
