@@ -737,12 +737,18 @@ def test_a_bag_under_way_that_would_be_unpaid_nudges_early_once_and_changes_noth
     read = [till("apple", 5.0)]
     assert e.evaluate([], now=12.6, pos_scans=read, entering=[item("bag", "apple", 10, 12, 2, entering=True)]) == []
     assert e.evaluate([item("bag", "apple", 10, 13, 2)], now=13.2, pos_scans=read) == []
-    # a track scanned itself, one read faintly, and a lane with early_nudge 0 nudge nothing
-    for th, entering in (({}, item("bag", "apple", 30, 32, 3, paid=True, entering=True)),
-                         ({}, item("bag", "apple", 30, 32, 4, confidence=0.3, entering=True)),
-                         ({"early_nudge": 0.0}, item("bag", "apple", 30, 32, 5, entering=True))):
+    # a track scanned itself, one read faintly, one in the bag zone over nudge_within_s (2 s: held there,
+    # not let go), and a lane with early_nudge 0 nudge nothing
+    for th, entering, now in (({}, item("bag", "apple", 30, 32, 3, paid=True, entering=True), 33.0),
+                              ({}, item("bag", "apple", 30, 32, 4, confidence=0.3, entering=True), 33.0),
+                              ({}, item("bag", "apple", 30, 32, 7, entering=True), 34.4),
+                              ({"early_nudge": 0.0}, item("bag", "apple", 30, 32, 5, entering=True), 33.0)):
         e = RuleEngine({"bagged_without_scan": th}, list(BASE_ACTIVITIES), scans="pos")
-        assert e.evaluate([], now=33.0, entering=[entering]) == []
+        assert e.evaluate([], now=now, entering=[entering]) == []
+    # thresholds that leave no time to nudge in are refused in one line
+    with pytest.raises(ValueError, match="nudge_after_s .3. must not exceed nudge_within_s .2.") as err:
+        RuleEngine({"bagged_without_scan": {"nudge_after_s": 3.0}}, list(BASE_ACTIVITIES), scans="pos")
+    assert "\n" not in str(err.value)
     # other rules read no bag under way
     e = RuleEngine({"pass_around": {}}, list(BASE_ACTIVITIES), scans="pos")
     assert e.evaluate([], now=33.0, entering=[item("bag", "apple", 30, 32, 6, entering=True)]) == []

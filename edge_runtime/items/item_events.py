@@ -45,7 +45,8 @@ BAG_NAME_S = 0.4          # a bag is named by its frames from BAG_CARRY_S before
 BAG_CARRY_S = 1.0         # (the carry) to BAG_NAME_S after (chosen on held-out seed 1: docs/lab/alerts.md)
 BAG_GONE_S = 0.4          # a held item unseen this long (2 frames) since it was last seen in the bag zone is bagged
                           # (seed 1, 103 unpaid bags: 0.6 s found 85 with 4 false alerts, 0.4 s 89 with 5)
-ENTERING_GROWTH = 1.6     # a bag under way (an early nudge's cue) looks at most this much larger than at rest
+ENTERING_GROWTH = 1.3     # a bag under way (an early nudge's cue) looks at most this much larger than at rest
+                          # (seed 1: false early nudges at the default rates 11 -> 4, none found later: docs/lab/alerts.md)
 TILL_TOLERANCE_S = 2.0    # a till read matches a track over the scanner this close in time
 SETTLE_S = 0.4            # a held item in the bag zone whose box stays put (IoU SETTLE_IOU with its box this
 SETTLE_IOU = 0.85         # long before) two frames running has been let go there: bagged then,
