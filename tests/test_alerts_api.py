@@ -73,7 +73,7 @@ class _Rules:
         self.rules, self.activities, self.calls, self.seen = rules, activities, [], set()
         type(self).made.append(self)
 
-    def evaluate(self, events, now, pos_scans=()):
+    def evaluate(self, events, now, pos_scans=(), entering=()):
         self.calls.append((list(events), now))
         out = []
         for e in events:

@@ -318,7 +318,7 @@ def test_events_go_to_the_events_topic_when_asked(tmp_path):
         def __init__(self, rules, activities, scans="vision"):
             pass
 
-        def evaluate(self, events, now, pos_scans=()):
+        def evaluate(self, events, now, pos_scans=(), entering=()):
             return []
 
     seen = [{"activity": "scan", "product": "apple", "start": 3.0, "end": 5.0, "confidence": 0.7}]

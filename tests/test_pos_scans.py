@@ -123,7 +123,7 @@ def test_each_evaluation_hands_the_rules_the_tills_scans_of_the_last_minutes(tmp
         def __init__(self, rules, activities, scans="vision"):
             self.scans = scans
 
-        def evaluate(self, events, now, pos_scans=()):
+        def evaluate(self, events, now, pos_scans=(), entering=()):
             seen.append((self.scans, now, [(e.product, e.start) for e in pos_scans]))
             return []
 

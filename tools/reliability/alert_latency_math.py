@@ -230,10 +230,12 @@ def item_latency(alerts: list[dict[str, Any]], clock: FrameClock, fps: float, ta
             continue
         key = (body["stream"], t)
         first_nudge[key] = min(first_nudge.get(key, at), at)
-    first_nudge_s = [at - arr[0] for (stream, t), at in first_nudge.items() if (arr := arrival(stream, t[2])) is not None]
+    first_nudges = [{"stream": stream, "target": list(t), "s": round(at - arr[0], 3)}
+                    for (stream, t), at in first_nudge.items() if (arr := arrival(stream, t[2])) is not None]
     return {
         "early_nudges": len(early_rx), "early_nudges_matching_no_target": early_false,
-        "targets_nudged": len(first_nudge), "first_nudge_from_true_bag_end_s": stats(first_nudge_s),
+        "targets_nudged": len(first_nudge), "first_nudge_from_true_bag_end_s": stats([r["s"] for r in first_nudges]),
+        "first_nudges": first_nudges,
         "targets": sum(len(v) for v in targets.values()), "alerts": len(alerts),
         "matched_alerts": sum(r["target"] is not None for r in rows), "targets_found": len(found),
         "latency_from_true_bag_end_s": {k[:-2]: stats([r[k] for r in firsts if r.get(k) is not None])
