@@ -67,8 +67,9 @@ class Evaluator:
                  rule_engine: Callable[[dict, list], Any] | None = None,
                  events: Callable[[Any, tuple[float, float]], list] | None = None) -> None:
         """``raise_alert``: AlertService.raise_alert; ``nudge_early``: AlertService.nudge_early (None: early
-        nudges are dropped); ``on_error(stream, err)``: a step of a stream failed (called inside the ``except``); ``mqtt``: the MqttSink (its lanes, the published events) or
-        None; ``till``: the TillFeed or None; ``rule_engine`` and ``events`` as AlertService's."""
+        nudges are dropped); ``on_error(stream, err)``: a step of a stream failed (called inside the
+        ``except``); ``mqtt``: the MqttSink (its lanes, the published events) or None; ``till``: the
+        TillFeed or None; ``rule_engine`` and ``events`` as AlertService's."""
         self.settings = settings
         self.raise_alert, self.on_error, self.nudge_early = raise_alert, on_error, nudge_early
         self.mqtt, self.till = mqtt, till

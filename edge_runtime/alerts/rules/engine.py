@@ -5,8 +5,8 @@
 
 A draft is ``{rule, product, start, end, box, confidence, evidence: [event.to_dict(), ...]}``;
 ``edge_runtime.alerts.record.from_draft`` makes it an Alert. An early nudge's draft says ``early: True``
-and is never stored: it goes to the kiosk's screen only (edge_runtime/alerts/nudge.py). Each rule takes the events it reads into
-its own ``Ledger``: the same event handed over again (evaluation windows overlap, and a re-read event
+and is never stored: it goes to the kiosk's screen only (edge_runtime/alerts/nudge.py). Each rule takes
+the events it reads into its own ``Ledger``: the same event handed over again (evaluation windows overlap, and a re-read event
 may come back with slightly moved edges) is the record it already has, so it raises nothing new. The
 engine ignores events that ended more than ``KEEP_S`` before ``now`` and has every ledger forget them,
 so memory stays bounded on a lane that runs for weeks.
