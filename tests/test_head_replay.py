@@ -34,8 +34,12 @@ def test_a_replay_raises_what_the_streamed_run_raised_and_bad_folders_get_one_li
             assert key and [(d["rule"], d["product"], d["start"], d["end"], at) for d, at in replayed] == key, scans
     capsys.readouterr()
     assert head_replay.main(["replay", str(out), "--json", str(tmp_path / "r.json")]) == 0
-    result = json.loads((tmp_path / "r.json").read_text())["results"]["item tracks (replayed)"]
-    assert result["bagged_without_scan"]["alerts"] == sum(d["rule"] == "bagged_without_scan" for d, _ in streamed)
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    bags = [d for d, _ in streamed if d["rule"] == "bagged_without_scan"]
+    assert results["item tracks (replayed)"]["bagged_without_scan"]["alerts"] == sum(not d.get("early") for d in bags)
+    # the early nudges are scored apart: as the kiosk's screen gets them
+    assert results["nudges: early, else the alert's"]["bagged_without_scan"]["alerts"] == sum(bool(d.get("early"))
+                                                                                             for d in bags)
     # a folder it did not write, or a bad threshold setting: one line, exit 2
     capsys.readouterr()
     assert head_replay.main(["replay", str(tmp_path)]) == 2
