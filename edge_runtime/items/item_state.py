@@ -222,7 +222,7 @@ class ItemState:
     def entering(self) -> tuple[ItemEvent, ...]:
         """The bags under way as of the last frame (items carried into the bag zone, not yet let go
         there): not events yet, an early nudge's cue (the rules' ``nudges``)."""
-        return getattr(self.labeler, "entering", ()) if self.labeler is not None else ()
+        return self.labeler.entering if self.labeler is not None else ()
 
     def second_look(self) -> tuple[ItemEvent, ...]:
         """With the track labeler, its bags and pass-arounds of tracks that have ended, in order of their

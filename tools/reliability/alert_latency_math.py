@@ -220,8 +220,8 @@ def item_latency(alerts: list[dict[str, Any]], clock: FrameClock, fps: float, ta
     # the screen's first nudge of each target: an early one (matched as an alert is) or its first alert's
     first_nudge: dict[tuple[str, Target], float] = {}
     for r in firsts:
-        if r.get("nudge_s") is not None:
-            first_nudge[(r["stream"], tuple(r["target"]))] = r["bag_end_wall"] + r["nudge_s"]
+        if r["target"] is not None and r["id"] in nudge_rx:
+            first_nudge[(r["stream"], tuple(r["target"]))] = nudge_rx[r["id"]]
     early_false = 0
     for at, body in early_rx:
         t = match(body, targets.get(body.get("stream"), []))
