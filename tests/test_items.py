@@ -242,11 +242,21 @@ def test_a_green_light_scans_the_item_seen_over_the_scanner_even_when_the_hand_h
     for k in range(5, 10):
         events += state.update(at(k, 0.44))
     for k in range(10, 13):                  # hidden by the hand; the light flashes at 2.2 s
-        events += state.update(at(k, light="green" if k == 11 else None))
+        now = state.update(at(k, light="green" if k == 11 else None))
+        if k == 11:   # the read is a scan of that track at once, not when its handling ends
+            assert [(e.activity, e.scanned_at) for e in now] == [("scan", pytest.approx(2.2))]
+            assert state.scanned == {now[0].track_id: pytest.approx(2.2)}
+        events += now
     for k in range(13, 25):                  # seen again, carried into the bag, gone
         events += state.update(at(k, min(0.44 + 0.05 * (k - 13), 0.8)) if k < 21 else at(k))
     bags = [e for e in events if e.activity == "bag"]
     assert len(bags) == 1 and bags[0].scanned_at == pytest.approx(2.2) and not any(e.track_id == -1 for e in events)
+    assert {e.track_id for e in events} == {bags[0].track_id}
+    # read, then lost in the hand before it was set down: its scan was decided at the read all the same
+    lost = ItemState(zones, bundle_id="b")
+    got = [e for k in range(10) for e in lost.update(at(k, 0.44, light="green" if k == 6 else None))]
+    got += [e for k in range(10, 40) for e in lost.update(at(k))]
+    assert [(e.activity, e.scanned_at) for e in got] == [("scan", pytest.approx(1.2))]
     # a flash with no item seen over the scanner is still a scan, of an item no track names
     alone = ItemState(zones, bundle_id="b")
     out = [e for k in range(40, 44) for e in alone.update(at(k, light="green" if k == 41 else None))]

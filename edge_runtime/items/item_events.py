@@ -213,10 +213,16 @@ class GeometricLabeler:
     def _flash(self, t: float) -> list[ItemEvent]:
         """The scanner's green light came on: it scans the track seen over the scanner nearest in time
         (within ``TILL_TOLERANCE_S``), as a till read does; the head often loses an item in the hand
-        that holds it to the glass. With no such track the read is still a scan, of an item no track
+        that holds it to the glass. That track's scan is decided at the read, from its first time over
+        the glass in this handling: a track lost in the hand before it is set down decides nothing more,
+        and the rules and the track labeler's events (``paid``) must know of the read before then. The
+        handling's own scan, named when it is set down, is the same read. With no such track the read is still a scan, of an item no track
         names (track and class -1): it pays for the next bag as a till read no track matched does."""
-        if self.match_till_read(t, None) is not None:
-            return []
+        tid = self.match_till_read(t, None)
+        if tid is not None:
+            tr, h = self._live[tid], self.state[tid]
+            start = t if h.start is None else max(h.start, min([t] + [s for s in h.over_scanner if s >= h.start]))
+            return [self._event("scan", tr, h, start, t)]
         return [ItemEvent("scan", ACTIVITY_IDS["scan"], -1, -1, float(t), float(t), 1.0, (0.0, 0.0, 0.0, 0.0), float(t))]
 
     def flush(self) -> list[ItemEvent]:
