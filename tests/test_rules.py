@@ -686,11 +686,11 @@ def test_the_track_labelers_pass_around_of_an_ended_track_is_judged_only_where_t
     assert e.evaluate([passed(10, 10.4, 1)], now=11.0) == []
     late = passed(10, 12, 1, labelled=True)
     assert e.evaluate([late], now=13.0) == []
-    drafts = e.evaluate([late], now=14.5)
+    drafts = e.evaluate([late], now=16.5)
     assert [(d["rule"], d["evidence"][0]["tracks"]) for d in drafts] == [("pass_around", ["items", "track_labels"])]
-    assert e.evaluate([late], now=16.0) == []
+    assert e.evaluate([late], now=18.0) == []
     # a track passed around as it happened: the labeler's pass-around of it adds nothing
-    assert [d["start"] for d in e.evaluate([passed(30, 32, 2)], now=34.5)] == [30]
+    assert [d["start"] for d in e.evaluate([passed(30, 32, 2)], now=36.5)] == [30]
     assert e.evaluate([passed(30, 32.4, 2, labelled=True)], now=37.0) == []
     # a scanned track, one under late_min_confidence, one with a till read after it: nothing
     assert e.evaluate([passed(50, 52, 3, labelled=True, paid=True), passed(60, 62, 4, labelled=True, confidence=0.7)],
@@ -707,12 +707,21 @@ def test_with_the_till_an_item_pass_around_waits_item_read_s_for_a_read_after_it
 
     e = RuleEngine({"pass_around": {}}, list(BASE_ACTIVITIES), scans="pos")
     # let go on the glass at 12 s, read at 12.4 s: the read was its scan
-    assert e.evaluate([passed(10, 12, 1)], now=12.2) == [] and e.next_due() == pytest.approx(14.0)
+    assert e.evaluate([passed(10, 12, 1)], now=12.2) == [] and e.next_due() == pytest.approx(16.0)
     assert e.evaluate([], now=13.0, pos_scans=[till("soda_can", 12.4)]) == []
     assert e.evaluate([], now=15.0, pos_scans=[till("soda_can", 12.4)]) == [] and e.next_due() is None
     # no read: raised once item_read_s has passed, not before
-    assert e.evaluate([passed(30, 32, 2)], now=33.0) == []
-    assert [d["product"] for d in e.evaluate([], now=34.0)] == ["soda_can"]
+    assert e.evaluate([passed(30, 32, 2)], now=35.0) == []
+    assert [d["product"] for d in e.evaluate([], now=36.0)] == ["soda_can"]
+    # handed across the counter over the glass: a hand-over of the product beginning within HANDED_S
+    # (1 s) of its end, at any confidence, is that item; another product's, or a later one, is not
+    over = Event("hand_over", ALL.index("hand_over"), "soda_can", 52.5, 53.0, 0.2, (0.1, 0.2, 0.3, 0.4), ("items",), item=9)
+    assert e.evaluate([passed(50, 52, 3)], now=52.2) == [] and e.evaluate([over], now=53.2) == []
+    assert e.evaluate([], now=57.0) == []
+    late_over = Event("hand_over", ALL.index("hand_over"), "soda_can", 73.5, 74.0, 0.9, (0.1, 0.2, 0.3, 0.4), ("items",), item=11)
+    apple = Event("hand_over", ALL.index("hand_over"), "apple", 92.5, 93.0, 0.9, (0.1, 0.2, 0.3, 0.4), ("items",), item=12)
+    assert e.evaluate([passed(70, 72, 10), late_over], now=74.2) == []
+    assert [d["start"] for d in e.evaluate([passed(90, 92, 13), apple], now=96.5)] == [70, 90]
     # without the till there is no read to wait for: at once
     e = RuleEngine({"pass_around": {}}, ALL, scans="vision")
     assert [d["product"] for d in e.evaluate([passed(10, 12, 1)], now=12.2)] == ["soda_can"]

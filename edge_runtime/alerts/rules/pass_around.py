@@ -13,9 +13,11 @@ down over the scanner with no green light and no till read matched to it, so it 
 ``item_min_confidence``), unless it lasted under ``item_min_s``: a carry over the glass takes 1.5 s
 or more, while a track that only touches the scanner's area for an instant (a glitch of the tracker,
 an item passing the scanner's edge) gives a "pass-around" of 0-0.4 s. With the till it alerts
-``item_read_s`` after its end, when no till read came since it started: the read of an item let go on
-the glass can come just after the hand leaves it, when the labeler has already named the set-down.
-Without the till it alerts at once.
+``item_read_s`` after its end, when no till read came since it started (the read of an item let go on
+the glass can come just after the hand leaves it, when the labeler has already named the set-down) and
+no hand-over of its product began within ``HANDED_S`` of its end (an item handed across the counter to
+someone on the other side passes over the glass, and the head can read it let go there on its way
+up). Without the till it alerts at once.
 
 With the bundle's track labeler, each track that has ended is looked at again: the labeler's
 pass-around of it (``Event.tracks`` names ``track_labels``) at ``late_min_confidence`` or more, of a
@@ -33,6 +35,7 @@ from edge_runtime.alerts.rules.registry import Rule, register_rule
 from edge_runtime.query.events import Event
 from edge_runtime.query.item_events import LABELLED
 
+HANDED_S = 1.0     # a hand-over of the product starting this close to an item pass-around's end is that item
 PASSED_KEPT = 256  # tracks remembered as passed around as it happened: far more than a window holds
 
 
@@ -46,9 +49,10 @@ class PassAround(Rule):
     # defaults chosen on held-out generator videos (docs/lab/alerts.md); all but min_confidence act
     # with the till's scans only
     # item_min_s: the middle of seed 1's gap between its longest false item pass-around (0.4 s) and its
-    # shortest right one (2.0 s); item_read_s: the till read's tolerance (1-4 s gave the same on seed 1)
+    # shortest right one (2.0 s); item_read_s: long enough for the read of an item held over the glass
+    # and for a hand-over across it to be decided (seeds 1 and 4: 2 s -> 4 s, false 1 -> 0 and 4 -> 2)
     thresholds = {"min_confidence": 0.735, "match_s": 8.0, "paid_s": 30.0, "read_after_s": 15.0,
-                  "left_min_confidence": 0.65, "item_min_confidence": 0.3, "item_min_s": 1.2, "item_read_s": 2.0,
+                  "left_min_confidence": 0.65, "item_min_confidence": 0.3, "item_min_s": 1.2, "item_read_s": 4.0,
                   "late_min_confidence": 0.8}
     ranges = {"min_confidence": (0.0, 1.0), "match_s": (0.0, 60.0), "paid_s": (0.0, 120.0),
               "read_after_s": (0.0, 120.0), "left_min_confidence": (0.0, 1.0), "item_min_confidence": (0.0, 1.0),
@@ -69,6 +73,8 @@ class PassAround(Rule):
             if e.item is not None:
                 if LABELLED in e.tracks:
                     continue
+                if e.activity == "hand_over":   # at any confidence: an item in the air is seen faintly
+                    seen.take("item_handed", e)
                 if e.activity == "pass_around" and e.confidence >= th["item_min_confidence"] \
                         and e.end - e.start >= th["item_min_s"]:
                     if e.item not in self._passed:
@@ -119,9 +125,12 @@ class PassAround(Rule):
             return []
         grace, out, waiting = self.th["item_read_s"], [], []
         scans = [s for rows in self.seen.store("scans").values() for s in rows]
+        handed = self.seen.store("item_handed")
         for p in queue:
             if any(p.start <= s.start <= p.end + grace for s in scans):
                 continue
+            if any(p.end - HANDED_S <= h.start <= p.end + HANDED_S for h in handed.get(p.event.product, ())):
+                continue  # handed across the counter over the glass, to someone on the other side
             if now < p.end + grace:
                 waiting.append(p)
             else:
