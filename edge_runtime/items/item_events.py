@@ -216,8 +216,9 @@ class GeometricLabeler:
         that holds it to the glass. That track's scan is decided at the read, from its first time over
         the glass in this handling: a track lost in the hand before it is set down decides nothing more,
         and the rules and the track labeler's events (``paid``) must know of the read before then. The
-        handling's own scan, named when it is set down, is the same read. With no such track the read is still a scan, of an item no track
-        names (track and class -1): it pays for the next bag as a till read no track matched does."""
+        handling's own scan, named when it is set down, is the same read. With no such track the read
+        is still a scan, of an item no track names (track and class -1): it pays for the next bag as a
+        till read no track matched does."""
         tid = self.match_till_read(t, None)
         if tid is not None:
             tr, h = self._live[tid], self.state[tid]

@@ -50,7 +50,8 @@ class PassAround(Rule):
     # with the till's scans only
     # item_min_s: the middle of seed 1's gap between its longest false item pass-around (0.4 s) and its
     # shortest right one (2.0 s); item_read_s: long enough for the read of an item held over the glass
-    # and for a hand-over across it to be decided (seeds 1 and 4: 2 s -> 4 s, false 1 -> 0 and 4 -> 2)
+    # and for a hand-over across it to be decided (2 s -> 4 s with HANDED_S: seed 1's false ones at raised
+    # rates 1 -> 0, seed 4's at the default rates 4 -> 2)
     thresholds = {"min_confidence": 0.735, "match_s": 8.0, "paid_s": 30.0, "read_after_s": 15.0,
                   "left_min_confidence": 0.65, "item_min_confidence": 0.3, "item_min_s": 1.2, "item_read_s": 4.0,
                   "late_min_confidence": 0.8}
