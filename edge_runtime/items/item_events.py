@@ -109,6 +109,10 @@ class Handling:
     # detection times over the scanner: the last 8 s of them, and the handling's first
     over_scanner: list[float] = field(default_factory=list)
 
+    def over_since_start(self) -> list[float]:
+        """The open handling's detection times over the scanner."""
+        return [s for s in self.over_scanner if s >= self.start]
+
 
 class GeometricLabeler:
     """Events from each track's path relative to ``zones``, its held state and the scanner light."""
@@ -222,7 +226,7 @@ class GeometricLabeler:
         tid = self.match_till_read(t, None)
         if tid is not None:
             tr, h = self._live[tid], self.state[tid]
-            start = t if h.start is None else max(h.start, min([t] + [s for s in h.over_scanner if s >= h.start]))
+            start = t if h.start is None else min([t] + h.over_since_start())
             return [self._event("scan", tr, h, start, t)]
         return [ItemEvent("scan", ACTIVITY_IDS["scan"], -1, -1, float(t), float(t), 1.0, (0.0, 0.0, 0.0, 0.0), float(t))]
 
@@ -315,7 +319,7 @@ class GeometricLabeler:
         reached = self._reached_bag(tr, h.start)
         named = (max(h.start, reached - BAG_CARRY_S), reached + BAG_NAME_S)
         out = [self._event("bag", tr, h, self._left_rest(tr, h.start, reached), end, named=named)]
-        over = [s for s in h.over_scanner if s >= h.start]
+        over = h.over_since_start()
         if over and h.scanned_at is None and h.start_zone != "scanner":
             # carried over the scanner and on into the bag with no read in one handling: an item never set
             # down on the glass is passed around all the same (the head often still sees it held there)
