@@ -25,13 +25,14 @@ CLASSES = ("none", *GeometricLabeler.activities)
 COUNTER_BAG = {"counter": [[0, 0.3], [0.6, 0.3], [0.6, 0.9], [0, 0.9]], "bag": [[0.6, 0.3], [1, 0.3], [1, 0.9], [0.6, 0.9]]}
 
 
-def bag_zone_model(path, hidden=4, **info):
+def bag_zone_model(path, hidden=4, feature="in_bag", **info):
     """A labeler that calls every frame whose box centre lies in the bag zone "bag", every other "none":
-    the feature in_bag passes through one unit of each layer's forward direction (its update gate shut)."""
+    the feature in_bag (or another ``feature``) passes through one unit of each layer's forward
+    direction (its update gate shut)."""
     F, H, C = len(FEATURES), hidden, len(CLASSES)
     w = {"inp.weight": np.zeros((H, F)), "inp.bias": np.zeros(H), "out.weight": np.zeros((C, 2 * H)),
          "out.bias": np.zeros(C), "feature_mean": np.zeros(F), "feature_sd": np.ones(F)}
-    w["inp.weight"][0, FEATURES.index("in_bag")] = 1.0
+    w["inp.weight"][0, FEATURES.index(feature)] = 1.0
     for k, width in ((0, H), (1, 2 * H)):
         for s in ("", "_reverse"):
             w[f"gru.weight_ih_l{k}{s}"], w[f"gru.weight_hh_l{k}{s}"] = np.zeros((3 * H, width)), np.zeros((3 * H, H))
@@ -50,17 +51,17 @@ def model(tmp_path_factory):
     return bag_zone_model(tmp_path_factory.mktemp("tl") / "bag.safetensors")
 
 
-def square(k, x, cls=3, held=1.0, score=0.8):
-    return Detections(k / FPS, np.array([[x, 0.5, x + 0.1, 0.6]], np.float32), np.array([score]), np.array([cls]),
+def square(k, x, cls=3, held=1.0, score=0.8, y=0.5):
+    return Detections(k / FPS, np.array([[x, y, x + 0.1, y + 0.1]], np.float32), np.array([score]), np.array([cls]),
                       np.full(1, held, np.float32))
 
 
-def carry(state, frames, x_of, cls_of=lambda k: 3):
+def carry(state, frames, x_of, cls_of=lambda k: 3, y=0.5):
     out = []
     for k in frames:
         x = x_of(k)
-        out += state.update(square(k, x, cls_of(k)) if x is not None else Detections(k / FPS, np.zeros((0, 4)),
-                                                                                      [], [], []))
+        out += state.update(square(k, x, cls_of(k), y=y) if x is not None else Detections(k / FPS, np.zeros((0, 4)),
+                                                                                            [], [], []))
     return out
 
 
@@ -111,6 +112,20 @@ def test_a_track_is_labelled_whole_when_it_ends(model):
     again = ItemState(Zones.from_dict(COUNTER_BAG), bundle_id="b", sequence=model)
     again.load_state_dict(sd, "b")
     assert again.rule_events() == state.rule_events() and list(again.recent) == labelled
+
+
+def test_a_bag_seen_only_on_the_store_floor_across_the_counter_is_not_one(tmp_path):
+    every_frame_bagged = bag_zone_model(tmp_path / "c.safetensors", feature="seen")
+
+    def walk(state, y):   # carried left to right for 2 s, then gone
+        carry(state, range(25), lambda k: 0.1 + 0.04 * k if k < 10 else None, y=y)
+        return [e.activity for e in state.recent]
+
+    # above every zone (the zones' top is y 0.3): someone walking by on the store floor, not a bag here
+    assert walk(ItemState(Zones.from_dict(COUNTER_BAG), bundle_id="b", sequence=every_frame_bagged), 0.05) == []
+    # the same over the counter, and on a stream without zones, is the labeler's bag
+    assert walk(ItemState(Zones.from_dict(COUNTER_BAG), bundle_id="b", sequence=every_frame_bagged), 0.5) == ["bag"]
+    assert walk(ItemState(Zones.from_dict({}), bundle_id="b", sequence=every_frame_bagged), 0.05) == ["bag"]
 
 
 def test_a_long_bag_is_left_to_the_track_labeler_which_reads_it_before_the_track_ends(model):

@@ -121,8 +121,7 @@ class GeometricLabeler:
 
     def __init__(self, zones: Zones) -> None:
         self.zones = zones
-        top = [y for poly in zones.polygons.values() for _, y in poly]
-        self.top = min(top) if top else 0.0   # above this the item is off the counter
+        self.top = zones.top if zones.top is not None else 0.0   # above this the item is off the counter
         self.state: dict[int, Handling] = {}
         self._live: dict[int, Track] = {}
         self._green = False   # the last frame's light (a flash is read once, when it comes on)

@@ -130,8 +130,18 @@ class TrackLabels:
                     out.append(ev)
         return sorted(out, key=lambda e: e.end)
 
+    def _on_counter(self, r: np.ndarray) -> np.ndarray:
+        """Per row: the track detected with its box centre at or below the zones' top (on the counter,
+        not on the store floor across it); every detected row when the stream has no zones."""
+        top = self.zones.top if self.zones is not None else None
+        seen = r[:, ROW_COLS.index("seen")] > 0
+        if top is None:
+            return seen
+        return seen & ((r[:, ROW_COLS.index("y1")] + r[:, ROW_COLS.index("y2")]) / 2 >= top)
+
     def _events(self, tid: int, t0: float, r: np.ndarray, p: np.ndarray, scanned: dict[int, float]) -> list[ItemEvent]:
         label = p.argmax(-1)
+        on_counter = self._on_counter(r)
         half = 0.5 / self.fps
         classes = r[:, ROW_COLS.index("class_id")].astype(np.int64)
         scores = r[:, ROW_COLS.index("score")]
@@ -142,6 +152,11 @@ class TrackLabels:
                 k += 1
             if label[j] > 0 and k - j + 1 >= MIN_FRAMES:
                 act = self.model.classes[int(label[j])]
+                if act == "bag" and not on_counter[j:].any():
+                    # seen only on the store floor across the counter from the run on (someone walking
+                    # by with it): not bagged here (docs/lab/alerts.md)
+                    j = k + 1
+                    continue
                 run = slice(j, k + 1)
                 seen = classes[run] >= 0
                 pool = (classes[run][seen], scores[run][seen]) if seen.any() else (classes[classes >= 0],

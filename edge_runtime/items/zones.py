@@ -51,6 +51,13 @@ class Zones(BaseModel):
     def to_dict(self) -> dict[str, list[list[float]]]:
         return {n: [list(p) for p in poly] for n, poly in self.polygons.items()}
 
+    @property
+    def top(self) -> float | None:
+        """The highest point of any zone (least y); above it lies the store floor across the counter,
+        off the counter. None without zones."""
+        ys = [y for poly in self.polygons.values() for _, y in poly]
+        return min(ys) if ys else None
+
     def zone_of(self, x: float, y: float) -> str | None:
         """The zone holding image point (x, y) (``PRECEDENCE`` where zones overlap), None outside all."""
         for name in PRECEDENCE:
