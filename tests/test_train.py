@@ -180,6 +180,12 @@ def test_bad_inputs_one_line(tmp_path, capfd):
     for bad in (["--reader-steps", "0"], ["--reader-videos", "0"]):
         r = _in_process("export.cli.train", ["--config", str(TINY), "--out", str(tmp_path / "r"), *bad], capfd)
         assert r.returncode == 2 and bad[0] in r.stderr and "Traceback" not in r.stderr, r.stderr
+    ckpt = str(REPO / "checkpoints" / "lvm-tiny.safetensors")
+    for extra, needle in (([], "--init-from CHECKPOINT"), (["--init-from", ckpt, "--data", str(tmp_path)], "drop --data")):
+        r = _in_process("export.cli.train", ["--config", str(TINY), "--out", str(tmp_path / "e"), "--events-only", *extra],
+                        capfd)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "e").exists()
     pk = tmp_path / "model.pt"
     torch.save({"a": torch.zeros(1)}, pk)
     r = _in_process("export.cli.eval", ["--checkpoint", str(pk), "--json", str(tmp_path / "x.json")], capfd)

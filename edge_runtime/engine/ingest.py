@@ -12,31 +12,45 @@ beyond what is waiting to be added.
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
 from edge_runtime.engine.stream_state import StreamState
 
-if TYPE_CHECKING:
-    from edge_runtime.engine.engine import Engine
-
 Item = tuple[StreamState, np.ndarray, np.ndarray]
+Report = Callable[[str, float], None]
 
 
-def ingest_streams(engine: "Engine", items: Sequence[Item]) -> list[int | Exception]:
+class Graphs(Protocol):
+    """What the ingest path asks of the engine whose graphs it runs (engine.py's ``Engine``)."""
+
+    batch_size: int
+
+    def check_frames(self, frames: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def fit_frames(self, frames: np.ndarray) -> np.ndarray: ...
+
+    def encode(self, frames: np.ndarray, report: Report | None = None) -> np.ndarray: ...
+
+    def detect(self, tokens: np.ndarray, times: np.ndarray, report: Report | None = None) -> list: ...
+
+    def step(self, states: list[StreamState]) -> None: ...
+
+
+def ingest_streams(engine: Graphs, items: Sequence[Item]) -> list[int | Exception]:
     """[(stream, frames, times), ...] through ``engine``'s graphs -> clips committed per item, or the
     ValueError that item's input raised (a bad item never fails the others). Streams may repeat
     (their items then go in order)."""
     return _ingest(engine, items, encoded=False)
 
 
-def ingest_tokens(engine: "Engine", items: Sequence[Item]) -> list[int | Exception]:
+def ingest_tokens(engine: Graphs, items: Sequence[Item]) -> list[int | Exception]:
     """Like ``ingest_streams`` for frames already through the backbone: (stream, tokens (N, P, d), times)."""
     return _ingest(engine, items, encoded=True)
 
 
-def _ingest(engine: "Engine", items: Sequence[Item], *, encoded: bool) -> list[int | Exception]:
+def _ingest(engine: Graphs, items: Sequence[Item], *, encoded: bool) -> list[int | Exception]:
     results: list[int | Exception] = [0] * len(items)
     states = list(dict.fromkeys(st for st, _, _ in items))
     with ExitStack() as locks:
@@ -70,7 +84,7 @@ class _Tokens:
     (``engine.batch_size`` of that sequence) at a time, when the clip loop first asks for one of
     its tokens, and a batch is let go once all its tokens are taken."""
 
-    def __init__(self, parts: list[np.ndarray], engine=None, report=None) -> None:
+    def __init__(self, parts: list[np.ndarray], engine: Graphs | None = None, report: Report | None = None) -> None:
         self.parts, self.engine, self.report = parts, engine, report
         self.starts = np.cumsum([0] + [len(p) for p in parts])
         self.batch = engine.batch_size if engine is not None else 1
@@ -106,7 +120,7 @@ class _Tokens:
         return out[0] if len(out) == 1 else np.concatenate(out)
 
 
-def _clip_loop(engine, items, order: list[int], times: list[np.ndarray], tokens: _Tokens, results: list) -> None:
+def _clip_loop(engine: Graphs, items, order: list[int], times: list[np.ndarray], tokens: _Tokens, results: list) -> None:
     """Add each stream's tokens until its clip is full; run the full clips of all streams through
     one sampler call; repeat until every token is in."""
     starts = dict(zip(order, tokens.starts[:-1].tolist()))
@@ -144,7 +158,7 @@ class _EventFrames:
     time (at most ``engine.batch_size`` frames held per stream), into each stream's item tracks in
     time order."""
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: Graphs) -> None:
         self.engine = engine
         self.held: dict[int, tuple[StreamState, list[np.ndarray], list[float], list]] = {}
 

@@ -19,7 +19,8 @@ from export.cli.train_reader import (
     reader_stage,
     reader_wanted,
 )
-from export.cli.train_events import add_event_args, event_stage, events_only, events_planned, events_wanted
+from export.cli.train_events import add_event_args, event_stage, events_planned, events_wanted
+from export.cli.train_events_only import events_only
 from export.cli.train_track_labels import (
     add_track_label_args,
     naming_reader,

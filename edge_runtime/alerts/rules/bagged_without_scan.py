@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from edge_runtime.alerts.rules.engine import Seen, draft
+from edge_runtime.alerts.rules.ledger import Seen, draft
 from edge_runtime.alerts.rules.registry import Rule, register_rule
 from edge_runtime.query.events import Event
 from edge_runtime.query.item_events import LABELLED, LONG_BAG

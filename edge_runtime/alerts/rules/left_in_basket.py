@@ -15,7 +15,7 @@ Stays shorter than ``min_stay_s`` (a track of a moment, box noise) or below ``it
 """
 from __future__ import annotations
 
-from edge_runtime.alerts.rules.engine import Seen, draft
+from edge_runtime.alerts.rules.ledger import Seen, draft
 from edge_runtime.alerts.rules.registry import Rule, register_rule
 from edge_runtime.query.events import Event
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from edge_runtime.alerts.rules.engine import Seen, draft
+from edge_runtime.alerts.rules.ledger import Seen, draft
 from edge_runtime.alerts.rules.registry import Rule, register_rule
 from edge_runtime.query.events import Event
 from edge_runtime.query.item_events import LABELLED

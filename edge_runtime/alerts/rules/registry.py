@@ -15,13 +15,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 if TYPE_CHECKING:
-    from edge_runtime.alerts.rules.engine import Ledger
+    from edge_runtime.alerts.rules.ledger import Ledger
     from edge_runtime.query.events import Event
 
 
 class Rule:
     """One standing rule. The class says what it reads and its thresholds; an instance judges one lane,
-    keeping the events it has taken in ``self.seen`` (the engine's Ledger, which forgets them)."""
+    keeping the events it has taken in ``self.seen`` (its Ledger, which the engine has forget what is old)."""
 
     name: ClassVar[str]
     description: ClassVar[str]                          # one line
@@ -34,7 +34,7 @@ class Rule:
         self.th, self.pos, self.seen = dict(th), pos, seen
 
     def evaluate(self, events: list["Event"], now: float, pos_scans: list["Event"]) -> list[dict]:
-        """New alert drafts (``engine.draft``) given ``events`` (sorted by start, none ended more than
+        """New alert drafts (``ledger.draft``) given ``events`` (sorted by start, none ended more than
         KEEP_S before ``now``) and, with ``pos``, the till's scans of the same span."""
         raise NotImplementedError
 
@@ -43,7 +43,7 @@ class Rule:
         return None
 
     def nudges(self, entering: list["Event"], now: float) -> list[dict]:
-        """Early nudge drafts (``engine.draft`` with ``early`` True: sent to the kiosk's screen, never
+        """Early nudge drafts (``ledger.draft`` with ``early`` True: sent to the kiosk's screen, never
         stored as alerts) given the bags under way at ``now`` (edge_runtime/query/item_events.py
         ``entering``), judged after ``evaluate`` of the same evaluation. None by default."""
         return []
