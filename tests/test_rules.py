@@ -700,7 +700,7 @@ def test_the_track_labelers_pass_around_of_an_ended_track_is_judged_only_where_t
     assert off.evaluate([passed(10, 12, 1, confidence=0.99, labelled=True)], now=15.0) == []
 
 
-def test_with_the_till_an_item_pass_around_waits_item_read_s_for_a_read_after_it():
+def test_an_item_pass_around_waits_item_read_s_for_a_read_after_it():
     def passed(start, end, track):
         return Event("pass_around", ALL.index("pass_around"), "soda_can", start, end, 0.9, (0.1, 0.2, 0.3, 0.4),
                      ("items",), item=track)
@@ -722,9 +722,21 @@ def test_with_the_till_an_item_pass_around_waits_item_read_s_for_a_read_after_it
     apple = Event("hand_over", ALL.index("hand_over"), "apple", 92.5, 93.0, 0.9, (0.1, 0.2, 0.3, 0.4), ("items",), item=12)
     assert e.evaluate([passed(70, 72, 10), late_over], now=74.2) == []
     assert [d["start"] for d in e.evaluate([passed(90, 92, 13), apple], now=96.5)] == [70, 90]
-    # without the till there is no read to wait for: at once
+    # without the till it waits as long for the scanner light's read of its track or product
     e = RuleEngine({"pass_around": {}}, ALL, scans="vision")
-    assert [d["product"] for d in e.evaluate([passed(10, 12, 1)], now=12.2)] == ["soda_can"]
+
+    def light(product, t, track):   # the green light's read of the track over the glass (item_events._flash)
+        return Event("scan", ALL.index("scan"), product, t - 1.0, t, 0.8, (0.1, 0.2, 0.3, 0.4), ("items",), item=track,
+                     paid=True)
+
+    assert e.evaluate([passed(10, 12, 1)], now=12.2) == [] and e.next_due() == pytest.approx(16.0)
+    assert e.evaluate([light("soda_can", 13.0, 1)], now=13.2) == []
+    assert e.evaluate([], now=17.0) == []
+    # a read of another track and product, or one after item_read_s, does not pay for it
+    assert e.evaluate([passed(30, 32, 2), light("apple", 33.0, 5)], now=33.2) == []
+    assert [d["start"] for d in e.evaluate([], now=36.0)] == [30]
+    assert e.evaluate([passed(50, 52, 3)], now=52.2) == []
+    assert [d["start"] for d in e.evaluate([light("soda_can", 56.5, 3)], now=56.6)] == [50]
 
 
 def test_a_bag_under_way_that_would_be_unpaid_nudges_early_once_and_changes_nothing_the_bag_decides():
