@@ -40,6 +40,15 @@ def test_a_replay_raises_what_the_streamed_run_raised_and_bad_folders_get_one_li
     # the early nudges are scored apart: as the kiosk's screen gets them
     assert results["nudges: early, else the alert's"]["bagged_without_scan"]["alerts"] == sum(bool(d.get("early"))
                                                                                              for d in bags)
+    # --list: a line for each alert, right or false, and for each target missed
+    capsys.readouterr()
+    assert head_replay.main(["replay", str(out), "--list"]) == 0
+    listed = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("video 0 ")]
+    want = ae.targets(ann)
+    alerts = [d for d, _ in streamed if d["rule"] in want and not d.get("early")]
+    found = {r: results["item tracks (replayed)"][r]["found"] for r in want if r in results["item tracks (replayed)"]}
+    assert len(listed) == len(alerts) + sum(len(want[r]) - found[r] for r in found)
+    assert sum(ln.endswith(": right") for ln in listed) == sum(found.values())
     # a folder it did not write, or a bad threshold setting: one line, exit 2
     capsys.readouterr()
     assert head_replay.main(["replay", str(tmp_path)]) == 2

@@ -11,7 +11,9 @@ file hash, seed, look, shrink rates). ``replay`` decodes them at the manifest's 
 for another), runs the runtime's ``ItemState`` on them (zones proposed from the head's zone map, the
 till's reads fed as they happen with ``--scans pos``) and the rules after every second's frames (``--handover-s``), as
 the runtime and ``alerts_eval --events model`` do; its scoring and table are ``alerts_eval``'s. At the
-same code and thresholds a replay raises the streamed run's alerts, at the same stream times.
+same code and thresholds a replay raises the streamed run's alerts, at the same stream times. ``--list``
+prints each alert after the table, right or false (with its product's annotated events near it), and
+each target missed: where to start looking at a false alert.
 Edits to ``edge_runtime/items`` or the rules take effect on the next replay; a new bundle or event head
 needs a new ``save``.
 """
@@ -179,6 +181,35 @@ def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float
                                                        track_labels, identity_weight)
 
 
+NEAR_S = 30.0   # --list: a false alert's product's annotated events this close are shown with it
+
+
+def alert_lines(i: int, ann: dict, raised: list[tuple[dict, float]], rules: dict) -> list[str]:
+    """--list: one video's alerts of the item rules, each right (with its target) or false (with the
+    annotated events of its product within ``NEAR_S``), then the targets no alert found."""
+    want, out = ae.targets(ann), []
+    inst = {x["instance_id"]: x for x in ann["instances"]}
+    for r in rules:
+        if r not in want:
+            continue
+        mine = [x for x in raised if x[0]["rule"] == r and not x[0].get("early")]
+        hits = set()
+        for d, at, hit in ae.matches(mine, want[r]):
+            ev = (d.get("evidence") or [{}])[0]
+            head = (f"video {i} {r}: {d['product']} {d['start']:.1f}-{d['end']:.1f} s, raised at {at:.1f} s "
+                    f"(item {ev.get('item')}, {'+'.join(ev.get('tracks') or [])}, confidence {d['confidence']:.2f})")
+            if hit is not None:
+                hits.add(hit)
+                out.append(f"{head}: right")
+                continue
+            near = [f"{e['activity']} {e['start']:.1f}-{e['end']:.1f}" for e in ann["events"]
+                    if inst[e["instance_id"]]["product"] == d["product"]
+                    and e["start"] < d["end"] + NEAR_S and e["end"] > d["start"] - NEAR_S]
+            out.append(f"{head}: FALSE; annotated {d['product']}: {', '.join(near) or 'none near'}")
+        out += [f"video {i} {r}: missed {p} {a:.1f}-{b:.1f} s" for j, (p, a, b) in enumerate(want[r]) if j not in hits]
+    return out
+
+
 def replay(args) -> int:
     src = Path(args.folder)
     try:
@@ -224,6 +255,9 @@ def replay(args) -> int:
     if nudged:  # the kiosk screen's view: found by the first nudge, false early nudges
         result["results"]["nudges: early, else the alert's"] = {NUDGED: ae.summarise(nudged, scanned, hours, n_tx)}
     print(ae.table(result))
+    if args.list:
+        for i, (video, ann, raised) in enumerate(runs):
+            print("\n".join(alert_lines(i, ann, raised, rules)))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json}")
@@ -257,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--identity-weight", type=float, metavar="W",
                    help="name detections by log p(class) + W x their identity's match with the class's drawn "
                         "pictures (outputs saved from a head with det_embed; default: the runtime's IDENTITY_WEIGHT)")
+    r.add_argument("--list", action="store_true", help="after the table, each alert of each video, right or "
+                   "false (with its product's annotated events near it), and each target missed")
     r.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
     return save(args) if args.cmd == "save" else replay(args)
