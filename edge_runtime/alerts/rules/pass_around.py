@@ -17,7 +17,8 @@ an item passing the scanner's edge) gives a "pass-around" of 0-0.4 s. With the t
 the glass can come just after the hand leaves it, when the labeler has already named the set-down) and
 no hand-over of its product began within ``HANDED_S`` of its end (an item handed across the counter to
 someone on the other side passes over the glass, and the head can read it let go there on its way
-up). Without the till it waits as long for the scanner light's read of its track or product.
+up). Without the till it waits the same way for the scanner light's read of its track or product,
+with the same hand-over check.
 
 With the bundle's track labeler, each track that has ended is looked at again: the labeler's
 pass-around of it (``Event.tracks`` names ``track_labels``) at ``late_min_confidence`` or more, of a
@@ -106,7 +107,8 @@ class PassAround(Rule):
         return out
 
     def _item(self, e: Event) -> list[dict]:
-        """An item pass-around: with the till it waits ``item_read_s`` for a read; without, it alerts."""
+        """An item pass-around waits ``item_read_s`` for a read (the till's, else the scanner light's);
+        with ``item_read_s`` 0 it alerts at once."""
         record, new = self.seen.take("item_passes", e)
         if new and self.th["item_read_s"] > 0:
             self.seen.queue("item_waiting").append(record)
