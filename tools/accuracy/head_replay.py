@@ -185,8 +185,8 @@ NEAR_S = 30.0   # --list: a false alert's product's annotated events this close 
 
 
 def alert_lines(i: int, ann: dict, raised: list[tuple[dict, float]], rules: dict) -> list[str]:
-    """--list: one video's alerts of the item rules, each right (with its target) or false (with the
-    annotated events of its product within ``NEAR_S``), then the targets no alert found."""
+    """--list: one video's alerts of the item rules, each right or false (a false one with the annotated
+    events of its product within ``NEAR_S``), then the targets no alert found."""
     want, out = ae.targets(ann), []
     inst = {x["instance_id"]: x for x in ann["instances"]}
     for r in rules:
