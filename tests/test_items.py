@@ -214,6 +214,22 @@ def test_an_item_let_go_in_the_bag_is_bagged_as_it_settles_not_when_it_goes_unse
     assert decided == [("bag", pytest.approx(decided_at), pytest.approx(1.0))]
 
 
+def test_an_item_carried_into_the_bag_zone_and_held_there_at_one_size_is_not_bagged_as_it_settles():
+    """Settling counts only after the item shrank in the last 2 s (going down into the bag): one lifted high
+    early in its handling, then carried in and held over the bag at one size, is bagged only when it goes
+    unseen there, not while it is held (a hold over the bag)."""
+    zones = Zones.from_dict(COUNTER_BAG)
+    state = ItemState(zones, bundle_id="b")
+    frames = [_square(k, 0.2, 0.1, 0.0) for k in range(5)]                                   # at rest on the counter
+    frames += [_square(k, 0.2, 0.14, 1.0) for k in range(5, 8)]                                # lifted up close
+    frames += [_square(k, 0.2 + 0.04 * (k - 8), 0.085, 1.0) for k in range(8, 20)]             # carried to the bag
+    frames += [_square(k, 0.68, 0.085, 1.0) for k in range(20, 39)]                            # held over it, put
+    frames += [Detections(k / FPS, np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, int), np.zeros(0))
+               for k in range(39, 50)]
+    decided = [(e.activity, d.t) for d in frames for e in state.update(d)]
+    assert decided == [("bag", pytest.approx(40 / FPS))]   # 0.4 s after its last sight, at 38 / FPS
+
+
 @pytest.mark.parametrize("columns", [12, 13])   # before the "bagged" column, before the "picked" one
 def test_a_snapshot_from_before_the_newer_handling_columns_loads(columns):
     state = ItemState(scene_zones(CheckoutVideo(1, 10)), bundle_id="b")
