@@ -149,3 +149,17 @@ def test_learn_without_alerts_is_a_409_and_cli_refusals(lane_app, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and said in err, err
+
+
+def test_the_measured_verdict_loop_gives_no_verdict_to_an_early_nudge():
+    """tools.accuracy.verdict_loop judges each alert from the ground truth as staff would: an early nudge
+    is not stored, so staff never see it, and the alert after it is the one judged (not a second "false")."""
+    from tools.accuracy.verdict_loop import verdicts
+
+    ann = {"instances": [{"instance_id": 1, "product": "milk_carton", "scanned": False, "shrink": None}],
+           "events": [{"instance_id": 1, "activity": "bag", "start": 10.0, "end": 12.0}]}
+    bag = {"rule": "bagged_without_scan", "product": "milk_carton", "start": 10.2, "end": 12.0}
+    raised = [(dict(bag, early=True), 11.5), (bag, 12.4),
+              ({"rule": "bagged_without_scan", "product": "soda_can", "start": 40.0, "end": 41.0}, 41.4)]
+    assert [(d["product"], d.get("early"), outcome) for _, d, outcome in verdicts(ann, raised)] == [
+        ("milk_carton", None, "confirmed"), ("soda_can", None, "false_alert")]

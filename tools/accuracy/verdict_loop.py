@@ -37,15 +37,31 @@ def _replayed(folder: Path, scans: str):
     return meta, out
 
 
+def verdicts(ann: dict, raised: list[tuple[dict, float]]) -> list[tuple[str, dict, str]]:
+    """(stream, alert, outcome) of each alert of one video as staff would judge it from the ground truth:
+    ``confirmed`` when it found a target, else ``false_alert``. Early nudges are not alerts (nothing is
+    stored, so staff never see them): they get no verdict."""
+    want, out = ae.targets(ann), []
+    for rule in hr.ITEM_RULES:
+        alerts = [x for x in raised if x[0]["rule"] == rule and not x[0].get("early")]
+        for draft, _, hit in ae.matches(alerts, want[rule]):
+            out.append((STREAM, draft, "confirmed" if hit is not None else "false_alert"))
+    return out
+
+
+def _described(folder: Path) -> str:
+    """What a folder of saved outputs holds, in words (the result names no path of this machine)."""
+    meta = hr.load_meta(folder)
+    rates = ",".join(f"{v:g}" for v in (meta.get("shrink") or {}).values()) or "off"
+    return f"seed {meta['eval_seed']}, shrink {rates} ({meta['videos']} videos)"
+
+
 def _verdicts(folders: list[Path], scans: str) -> list[tuple[str, dict, str]]:
     judged = []
     for folder in folders:
         _, videos = _replayed(folder, scans)
         for ann, raised in videos:
-            want = ae.targets(ann)
-            for rule in hr.ITEM_RULES:
-                for draft, _, hit in ae.matches([x for x in raised if x[0]["rule"] == rule], want[rule]):
-                    judged.append((STREAM, draft, "confirmed" if hit is not None else "false_alert"))
+            judged += verdicts(ann, raised)
     return judged
 
 
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         judged = _verdicts([Path(f) for f in args.learn], args.scans)
         verifier = fit(judged, min_verdicts=settings.min_verdicts, hold_below=args.hold_below)
         result = {"tool": "tools/accuracy/verdict_loop.py", "scans": args.scans, "hold_below": args.hold_below,
-                  "learnt_from": [str(f) for f in args.learn], "verdicts": len(judged),
+                  "learnt_from": [_described(Path(f)) for f in args.learn], "verdicts": len(judged),
                   "verifier": verifier.summary()["pairs"],
                   "judged": _judge([Path(f) for f in args.judge], args.scans, verifier, args.hold_below)}
     except (OSError, ValueError, KeyError) as err:
