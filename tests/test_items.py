@@ -230,13 +230,14 @@ def test_an_item_carried_into_the_bag_zone_and_held_there_at_one_size_is_not_bag
     assert decided == [("bag", pytest.approx(40 / FPS))]   # 0.4 s after its last sight, at 38 / FPS
 
 
-@pytest.mark.parametrize("columns", [12, 13])   # before the "bagged" column, before the "picked" one
+@pytest.mark.parametrize("columns", [12, 13, 14])   # before the "bagged" column, the "picked" one, "red_t"
 def test_a_snapshot_from_before_the_newer_handling_columns_loads(columns):
     state = ItemState(scene_zones(CheckoutVideo(1, 10)), bundle_id="b")
     sd = state.state_dict()
     sd["items.handling"] = np.zeros((1, columns))   # one track's handling, as snapshots kept it before
     state.load_state_dict(sd, "b")
-    assert state.labeler.state[0].bagged is False and state.labeler.state[0].picked is False
+    h = state.labeler.state[0]
+    assert h.bagged is False and h.picked is False and h.red_t is None
 
 
 def test_a_green_light_scans_the_item_seen_over_the_scanner_even_when_the_hand_hides_it_then():
@@ -363,6 +364,23 @@ def test_an_item_set_down_on_the_glass_with_no_read_is_a_pass_around_however_lon
     assert state.till_read(6.9, 3) is not None
     events += [e for k in range(35, 40) for e in state.update(at(k, 0.45, held=0.0))]
     assert [e.activity for e in events] == ["scan"]
+
+
+@pytest.mark.parametrize("light, decided", [("red", ("scan", None)), (None, ("pass_around", None))])
+def test_an_item_the_scanner_lit_red_over_is_a_scan_tried_not_a_pass_around(light, decided):
+    """A red light while the item is over the glass: the scanner was shown it and did not read it (or the
+    head read its green flash red). Named a scan, unpaid (the bag rule judges its bag), not a pass-around,
+    which sets off no light; across a snapshot taken between."""
+    state, at = _glass_lane()
+    events = [e for k in range(5) for e in state.update(at(k, 0.2 + 0.05 * k))]       # carried onto the glass
+    for k in range(5, 8):                                                               # held there, lit
+        d = at(k, 0.45)
+        events += state.update(Detections(d.t, d.boxes, d.scores, d.classes, d.held, light=light if k == 6 else None))
+    sd = state.state_dict()
+    state = ItemState(state.zones, bundle_id="b")
+    state.load_state_dict(sd, "b")
+    events += [e for k in range(8, 12) for e in state.update(at(k, 0.45, held=0.0))]    # let go on it
+    assert [(e.activity, e.scanned_at) for e in events] == [decided]
 
 
 def test_a_bag_begins_when_the_item_leaves_where_it_lay_not_when_its_handling_began():

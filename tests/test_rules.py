@@ -739,6 +739,21 @@ def test_an_item_pass_around_waits_item_read_s_for_a_read_after_it():
     assert [d["start"] for d in e.evaluate([light("soda_can", 56.5, 3)], now=56.6)] == [50]
 
 
+def test_an_item_the_scanner_lit_red_over_is_judged_as_a_pass_around_with_the_till_only():
+    """The labeler names an item set down on the glass after a red light a scan tried, unpaid: with the
+    till it waits item_read_s for a read as a pass-around does; without the till the red light says the
+    customer showed it to the scanner, and only its bag is judged (by bagged_without_scan)."""
+    tried = Event("scan", ALL.index("scan"), "soda_can", 10, 12, 0.9, (0.1, 0.2, 0.3, 0.4), ("items",), item=1)
+    paid = Event("scan", ALL.index("scan"), "apple", 30, 32, 0.9, (0.1, 0.2, 0.3, 0.4), ("items",), item=2, paid=True)
+    e = RuleEngine({"pass_around": {}}, ALL, scans="pos")
+    assert e.evaluate([tried, paid], now=12.2) == []
+    assert [d["product"] for d in e.evaluate([], now=16.5)] == ["soda_can"] and e.evaluate([], now=40.0) == []
+    e = RuleEngine({"pass_around": {}}, ALL, scans="pos")   # read just after: paid
+    assert e.evaluate([tried], now=12.2) == [] and e.evaluate([], now=16.5, pos_scans=[till("soda_can", 12.5)]) == []
+    e = RuleEngine({"pass_around": {}}, ALL, scans="vision")
+    assert e.evaluate([tried], now=12.2) == [] and e.evaluate([], now=40.0) == []
+
+
 def test_a_bag_under_way_that_would_be_unpaid_nudges_early_once_and_changes_nothing_the_bag_decides():
     def item(activity, product, start, end, track, paid=False, confidence=0.9, entering=False):
         return Event(activity, ALL.index(activity), product, start, end, confidence, (0.1, 0.2, 0.3, 0.4),

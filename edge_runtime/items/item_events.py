@@ -109,6 +109,7 @@ class Handling:
     scanned_at: float | None = None   # the track's scan (light or till read), kept for later events
     bagged: bool = False              # bagged by settling in the bag zone, and not taken out since
     picked: bool = False              # this handling's pick-up named as the item came to rest on the counter
+    red_t: float | None = None        # a red light while over the scanner during it: a read tried (no pass-around)
     # detection times over the scanner: the last 8 s of them, and the handling's first
     over_scanner: list[float] = field(default_factory=list)
 
@@ -160,6 +161,8 @@ class GeometricLabeler:
                 h.over_scanner = first + recent + [t]
                 if light == "green" and h.start is not None:
                     h.flash_t = t
+                elif light == "red" and h.start is not None:
+                    h.red_t = t
             if h.bagged:
                 if zone == "bag":       # let go in the bag: what the head still sees there is not a handling
                     h.last_zone = zone
@@ -181,8 +184,11 @@ class GeometricLabeler:
                 if h.start is None:
                     h.start, h.start_zone, h.rest_area = t, h.last_zone or zone, h.last_rest_area or area
                     h.max_area, h.flash_t, h.frames, h.detected, h.picked = area, None, 1, 0, False
+                    h.red_t = None
                     if zone == "scanner" and light == "green":
                         h.flash_t = t
+                    elif zone == "scanner" and light == "red":
+                        h.red_t = t
                 h.detected += 1
                 h.max_area = max(h.max_area, area)
             else:
@@ -261,7 +267,7 @@ class GeometricLabeler:
         for tid, h in self.state.items():
             rows.append([tid, _f(h.start), _zone_index(h.start_zone), h.rest_area, h.max_area, _f(h.flash_t),
                          h.frames, h.detected, _zone_index(h.last_zone), h.last_rest_area, h.area, _f(h.scanned_at),
-                         float(h.bagged), float(h.picked)])
+                         float(h.bagged), float(h.picked), _f(h.red_t)])
             over += [[tid, s] for s in h.over_scanner]
         return {"handling": np.asarray(rows, np.float64).reshape(-1, len(HANDLING_COLS)),
                 "over_scanner": np.asarray(over, np.float64).reshape(-1, 2)}
@@ -270,13 +276,13 @@ class GeometricLabeler:
         self._live = {tr.track_id: tr for tr in tracks}
         self.state, self.entering = {}, ()
         rows = np.asarray(sd["handling"], np.float64)
-        if rows.ndim == 2 and len(HANDLING_COLS) - 2 <= rows.shape[1] < len(HANDLING_COLS):
-            # a snapshot from before "bagged" or "picked": none was
-            rows = np.hstack([rows, np.zeros((len(rows), len(HANDLING_COLS) - rows.shape[1]))])
+        if rows.ndim == 2 and len(HANDLING_COLS) - 3 <= rows.shape[1] < len(HANDLING_COLS):
+            # a snapshot from before "bagged", "picked" or "red_t": none was
+            rows = np.hstack([rows, np.asarray([HANDLING_DEFAULTS[rows.shape[1]:]] * len(rows), np.float64)])
         for r in rows.reshape(-1, len(HANDLING_COLS)).tolist():
             self.state[int(r[0])] = Handling(_opt(r[1]), _zone_name(r[2]), r[3], r[4], _opt(r[5]), int(r[6]),
                                              int(r[7]), _zone_name(r[8]), r[9], r[10], _opt(r[11]), bagged=bool(r[12]),
-                                             picked=bool(r[13]))
+                                             picked=bool(r[13]), red_t=_opt(r[14]))
         for tid, s in np.asarray(sd["over_scanner"], np.float64).reshape(-1, 2).tolist():
             if int(tid) in self.state:
                 self.state[int(tid)].over_scanner.append(s)
@@ -295,7 +301,9 @@ class GeometricLabeler:
         elif read and zone == "scanner":
             act = "scan"
         elif zone == "scanner" and h.start_zone != "scanner":
-            act = "pass_around"
+            # a red light over the glass in this handling: the scanner was shown the item and did not read it
+            # (or the head read its green flash red): a scan tried, unpaid; a pass-around sets off no light
+            act = "pass_around" if h.red_t is None else "scan"
         elif h.max_area >= h.rest_area * LIFT_GROWTH * INSPECT_GROWTH:
             act = "inspect"
         elif t - h.start >= HOLD_MIN_S:
@@ -325,9 +333,11 @@ class GeometricLabeler:
         over = h.over_since_start()
         if over and h.scanned_at is None and h.start_zone != "scanner":
             # carried over the scanner and on into the bag with no read in one handling: an item never set
-            # down on the glass is passed around all the same (the head often still sees it held there)
-            # one item: named as its bag is, by the carry into the bag
-            out.insert(0, self._event("pass_around", tr, h, min(over), max(over), named=named))
+            # down on the glass is passed around all the same (the head often still sees it held there),
+            # or, lit red there, a scan tried (as a set-down on the glass is); one item: named as its bag is,
+            # by the carry into the bag
+            act = "pass_around" if h.red_t is None else "scan"
+            out.insert(0, self._event(act, tr, h, min(over), max(over), named=named))
         return out
 
     def _reached_bag(self, tr: Track, start: float) -> float:
@@ -388,7 +398,9 @@ def _put(rows: list, j: int) -> bool:
 
 
 HANDLING_COLS = ("track_id", "start", "start_zone", "rest_area", "max_area", "flash_t", "frames", "detected",
-                 "last_zone", "last_rest_area", "area", "scanned_at", "bagged", "picked")
+                 "last_zone", "last_rest_area", "area", "scanned_at", "bagged", "picked", "red_t")
+# what a column missing from an older snapshot holds (the last three: no bag, no pick-up, no red light)
+HANDLING_DEFAULTS = (0.0,) * 12 + (0.0, 0.0, np.nan)
 
 
 def _f(x: float | None) -> float:

@@ -18,7 +18,9 @@ the glass can come just after the hand leaves it, when the labeler has already n
 no hand-over of its product began within ``HANDED_S`` of its end (an item handed across the counter to
 someone on the other side passes over the glass, and the head can read it let go there on its way
 up). Without the till it waits the same way for the scanner light's read of its track or product,
-with the same hand-over check.
+with the same hand-over check. An item the scanner lit red over is a scan tried to the labeler (an
+unpaid item ``scan``): with the till it is judged as an item pass-around; without it, not (a
+pass-around sets off no light; its bag is ``bagged_without_scan``'s to judge).
 
 With the bundle's track labeler, each track that has ended is looked at again: the labeler's
 pass-around of it (``Event.tracks`` names ``track_labels``) at ``late_min_confidence`` or more, of a
@@ -80,7 +82,11 @@ class PassAround(Rule):
                     seen.take("item_handed", e)
                 if not self.pos and e.activity == "scan" and e.paid:   # the scanner light's read of a track
                     seen.take("scans", e)
-                if e.activity == "pass_around" and e.confidence >= th["item_min_confidence"] \
+                # with the till an item the scanner lit red over and did not read (a scan tried, unpaid) is
+                # judged as a pass-around: the till says whether it was read; without it the red light says
+                # the customer showed it to the scanner
+                tried = self.pos and e.activity == "scan" and not e.paid
+                if (e.activity == "pass_around" or tried) and e.confidence >= th["item_min_confidence"] \
                         and e.end - e.start >= th["item_min_s"]:
                     if e.item not in self._passed:
                         self._passed.append(e.item)
