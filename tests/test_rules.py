@@ -752,6 +752,10 @@ def test_an_item_the_scanner_lit_red_over_is_judged_as_a_pass_around_with_the_ti
     assert e.evaluate([tried], now=12.2) == [] and e.evaluate([], now=16.5, pos_scans=[till("soda_can", 12.5)]) == []
     e = RuleEngine({"pass_around": {}}, ALL, scans="vision")
     assert e.evaluate([tried], now=12.2) == [] and e.evaluate([], now=40.0) == []
+    # nor does the track labeler's pass-around of that track, when the track ends
+    late = Event("pass_around", ALL.index("pass_around"), "soda_can", 10, 12, 0.95, (0.1, 0.2, 0.3, 0.4),
+                 ("items", "track_labels"), item=1)
+    assert e.evaluate([late], now=41.0) == [] and e.evaluate([], now=50.0) == []
 
 
 def test_a_bag_under_way_that_would_be_unpaid_nudges_early_once_and_changes_nothing_the_bag_decides():

@@ -82,15 +82,17 @@ class PassAround(Rule):
                     seen.take("item_handed", e)
                 if not self.pos and e.activity == "scan" and e.paid:   # the scanner light's read of a track
                     seen.take("scans", e)
-                # with the till an item the scanner lit red over and did not read (a scan tried, unpaid) is
-                # judged as a pass-around: the till says whether it was read; without it the red light says
-                # the customer showed it to the scanner
-                tried = self.pos and e.activity == "scan" and not e.paid
+                # an item the scanner lit red over and did not read (a scan tried, unpaid): with the till it
+                # is judged as a pass-around (the till says whether it was read); without it the red light
+                # says the customer showed it to the scanner, and the labeler's second look at its track
+                # raises nothing either
+                tried = e.activity == "scan" and not e.paid
                 if (e.activity == "pass_around" or tried) and e.confidence >= th["item_min_confidence"] \
                         and e.end - e.start >= th["item_min_s"]:
                     if e.item not in self._passed:
                         self._passed.append(e.item)
-                    out += self._item(e)
+                    if e.activity == "pass_around" or self.pos:
+                        out += self._item(e)
                 continue
             if self.pos and e.activity in ("bag", "hand_over"):
                 seen.take("left", e)
