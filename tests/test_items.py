@@ -215,7 +215,7 @@ def test_an_item_let_go_in_the_bag_is_bagged_as_it_settles_not_when_it_goes_unse
 
 
 def test_an_item_carried_into_the_bag_zone_and_held_there_at_one_size_is_not_bagged_as_it_settles():
-    """Settling counts only after the item shrank in the last 2 s (going down into the bag): one lifted high
+    """Settling counts only after the item shrank in the last 1.8 s (going down into the bag): one lifted high
     early in its handling, then carried in and held over the bag at one size, is bagged only when it goes
     unseen there, not while it is held (a hold over the bag)."""
     zones = Zones.from_dict(COUNTER_BAG)
