@@ -113,6 +113,13 @@ class Handling:
     # detection times over the scanner: the last 8 s of them, and the handling's first
     over_scanner: list[float] = field(default_factory=list)
 
+    def lit(self, light: str | None, t: float) -> None:
+        """The scanner light at ``t`` while the open handling's item is over the scanner."""
+        if light == "green":
+            self.flash_t = t
+        elif light == "red":
+            self.red_t = t
+
     def over_since_start(self) -> list[float]:
         """The open handling's detection times over the scanner."""
         return [s for s in self.over_scanner if s >= self.start]
@@ -159,10 +166,8 @@ class GeometricLabeler:
                 first = [s for s in h.over_scanner[:1]
                          if h.start is not None and h.start <= s < t - TILL_TOLERANCE_S * 4]
                 h.over_scanner = first + recent + [t]
-                if light == "green" and h.start is not None:
-                    h.flash_t = t
-                elif light == "red" and h.start is not None:
-                    h.red_t = t
+                if h.start is not None:
+                    h.lit(light, t)
             if h.bagged:
                 if zone == "bag":       # let go in the bag: what the head still sees there is not a handling
                     h.last_zone = zone
@@ -183,12 +188,9 @@ class GeometricLabeler:
             if held >= HELD:
                 if h.start is None:
                     h.start, h.start_zone, h.rest_area = t, h.last_zone or zone, h.last_rest_area or area
-                    h.max_area, h.flash_t, h.frames, h.detected, h.picked = area, None, 1, 0, False
-                    h.red_t = None
-                    if zone == "scanner" and light == "green":
-                        h.flash_t = t
-                    elif zone == "scanner" and light == "red":
-                        h.red_t = t
+                    h.max_area, h.flash_t, h.red_t, h.frames, h.detected, h.picked = area, None, None, 1, 0, False
+                    if zone == "scanner":
+                        h.lit(light, t)
                 h.detected += 1
                 h.max_area = max(h.max_area, area)
             else:
@@ -400,7 +402,7 @@ def _put(rows: list, j: int) -> bool:
 HANDLING_COLS = ("track_id", "start", "start_zone", "rest_area", "max_area", "flash_t", "frames", "detected",
                  "last_zone", "last_rest_area", "area", "scanned_at", "bagged", "picked", "red_t")
 # what a column missing from an older snapshot holds (the last three: no bag, no pick-up, no red light)
-HANDLING_DEFAULTS = (0.0,) * 12 + (0.0, 0.0, np.nan)
+HANDLING_DEFAULTS = (0.0,) * 14 + (np.nan,)
 
 
 def _f(x: float | None) -> float:

@@ -412,6 +412,11 @@ def matches(raised: list[tuple[dict, float]], want: list[tuple[str, float, float
     return out
 
 
+def rule_alerts(raised: list[tuple[dict, float]], rule: str) -> list[tuple[dict, float]]:
+    """``rule``'s alerts of ``raised``: its early nudges are no alerts (never stored, never judged)."""
+    return [x for x in raised if x[0]["rule"] == rule and not x[0].get("early")]
+
+
 def score(raised: list[tuple[dict, float]], want: list[tuple[str, float, float]],
           paid: list[tuple[str, float, float]]) -> dict:
     """One rule's alerts (its early nudges are no alerts: ``nudge_score``) against its targets."""

@@ -192,7 +192,7 @@ def alert_lines(i: int, ann: dict, raised: list[tuple[dict, float]], rules: dict
     for r in rules:
         if r not in want:
             continue
-        mine = [x for x in raised if x[0]["rule"] == r and not x[0].get("early")]
+        mine = ae.rule_alerts(raised, r)
         hits = set()
         for d, at, hit in ae.matches(mine, want[r]):
             ev = (d.get("evidence") or [{}])[0]

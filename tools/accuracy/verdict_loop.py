@@ -43,7 +43,7 @@ def verdicts(ann: dict, raised: list[tuple[dict, float]]) -> list[tuple[str, dic
     stored, so staff never see them): they get no verdict."""
     want, out = ae.targets(ann), []
     for rule in hr.ITEM_RULES:
-        alerts = [x for x in raised if x[0]["rule"] == rule and not x[0].get("early")]
+        alerts = ae.rule_alerts(raised, rule)
         for draft, _, hit in ae.matches(alerts, want[rule]):
             out.append((STREAM, draft, "confirmed" if hit is not None else "false_alert"))
     return out
