@@ -230,6 +230,22 @@ def test_an_item_carried_into_the_bag_zone_and_held_there_at_one_size_is_not_bag
     assert decided == [("bag", pytest.approx(40 / FPS))]   # 0.4 s after its last sight, at 38 / FPS
 
 
+def test_an_item_held_over_the_bag_zone_for_seconds_is_not_bagged_as_it_settles():
+    """A bag goes down into the bag within seconds of reaching its zone: an item held over the bag zone
+    for 5 s (a hold, often taken back to the scanner after) that then goes down and lies still is bagged
+    only when it goes unseen there, not as it settles."""
+    zones = Zones.from_dict(COUNTER_BAG)
+    state = ItemState(zones, bundle_id="b")
+    frames = [_square(k, 0.2, 0.1, 0.0) for k in range(5)]                                  # at rest on the counter
+    frames += [_square(k, 0.2 + 0.06 * (k - 5), 0.12, 1.0) for k in range(5, 13)]            # carried to the bag zone
+    frames += [_square(k, 0.64 + 0.02 * (k % 3), 0.12, 1.0) for k in range(13, 38)]          # held over it, moving
+    frames += [_square(k, 0.68, 0.08, 1.0) for k in range(38, 48)]                           # down, lying still
+    frames += [Detections(k / FPS, np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, int), np.zeros(0))
+               for k in range(48, 60)]
+    decided = [(e.activity, d.t) for d in frames for e in state.update(d)]
+    assert decided == [("bag", pytest.approx(49 / FPS))]   # 0.4 s after its last sight, at 47 / FPS
+
+
 @pytest.mark.parametrize("columns", [12, 13, 14])   # before the "bagged" column, the "picked" one, "red_t"
 def test_a_snapshot_from_before_the_newer_handling_columns_loads(columns):
     state = ItemState(scene_zones(CheckoutVideo(1, 10)), bundle_id="b")

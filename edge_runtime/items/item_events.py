@@ -8,8 +8,8 @@ scanner light while the item was over the scanner:
 
 - ended by the track's end: in the bag zone -> ``bag``; above every zone (out through the top edge)
   -> ``hand_over``; elsewhere (the shopper leaves with the basket) -> nothing;
-- settled in the bag zone (still read as held, shrunk and put: ``_settled``) -> ``bag`` then, not when
-  the item goes unseen;
+- settled in the bag zone within ``SETTLE_DWELL_S`` of reaching it (still read as held, shrunk and put:
+  ``_settled``) -> ``bag`` then, not when the item goes unseen;
 - come to rest on the counter from the basket, still read as held (the hand near): ``pick_up`` then,
   once (the handling goes on, as the alert rules read it, and its set-down names nothing more);
 - set down: back in the basket -> ``put_back``; out of the basket -> ``pick_up``; a green light (or a
@@ -57,6 +57,8 @@ SHRINK_WITHIN_S = 1.8     # into the bag just now; an item carried in and held t
                           # 5 -> 6, and 2 -> 3 at the default rates; its largest in the last 1.8 s, not in the
                           # whole handling: seed 4's false alerts 3 -> 2, seed 1's 6 -> 5, its p95 1.5 -> 1.3 s:
                           # docs/lab/alerts.md)
+SETTLE_DWELL_S = 4.0      # ... within this long of reaching the bag zone: a bag goes down into it in a few seconds; an
+                          # item held over the bag longer (a hold) is bagged only once it goes unseen there
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ class GeometricLabeler:
                 h.bagged = False        # taken out of the bag again
             if (held >= HELD and h.start is not None and zone == "bag" and h.start_zone != "bag"
                     and 0 < raw <= min(h.rest_area * SETTLE_GROWTH, _recent_max_area(tr, t) * SETTLE_SHRINK)
-                    and _settled(tr)):
+                    and _settled(tr) and t - self._reached_bag(tr, h.start) <= SETTLE_DWELL_S):
                 out += self._bagged(tr, h, tr.history[-2][0])
                 h.start, h.bagged, h.last_zone = None, True, zone
                 continue
