@@ -246,6 +246,21 @@ def test_an_item_held_over_the_bag_zone_for_seconds_is_not_bagged_as_it_settles(
     assert decided == [("bag", pytest.approx(49 / FPS))]   # 0.4 s after its last sight, at 47 / FPS
 
 
+def test_an_item_gone_into_the_bag_then_lifted_there_and_lost_again_is_one_bag():
+    """The gone path bags a held item lost in the bag zone; the same track seen lifted there again and lost
+    again (an item inspected or held over the bag) is that bag still, not a second one."""
+    zones = Zones.from_dict(COUNTER_BAG)
+    state = ItemState(zones, bundle_id="b")
+    gone = lambda k: Detections(k / FPS, np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, int), np.zeros(0))
+    frames = [_square(k, 0.2, 0.1, 0.0) for k in range(5)]                                  # at rest on the counter
+    frames += [_square(k, 0.2 + 0.06 * (k - 5), 0.12, 1.0) for k in range(5, 13)]            # carried to the bag zone
+    frames += [gone(k) for k in range(13, 16)]                                               # lost there: bagged
+    frames += [_square(k, 0.64 + 0.02 * (k % 3), 0.12, 1.0) for k in range(16, 26)]          # lifted there again
+    frames += [gone(k) for k in range(26, 40)]                                               # lost again
+    decided = [(e.activity, d.t) for d in frames for e in state.update(d)]
+    assert decided == [("bag", pytest.approx(15 / FPS))]   # its first loss only (last seen at 12 / FPS)
+
+
 @pytest.mark.parametrize("columns", [12, 13, 14])   # before the "bagged" column, the "picked" one, "red_t"
 def test_a_snapshot_from_before_the_newer_handling_columns_loads(columns):
     state = ItemState(scene_zones(CheckoutVideo(1, 10)), bundle_id="b")

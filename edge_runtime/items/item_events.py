@@ -6,7 +6,8 @@ The geometric labeler reads each track as rests and handlings (held episodes): a
 event, named by where it started and ended relative to the zones, how the item moved, and the
 scanner light while the item was over the scanner:
 
-- ended by the track's end: in the bag zone -> ``bag``; above every zone (out through the top edge)
+- ended by the track's end: in the bag zone -> ``bag`` (not again for a handling begun in the bag zone of an
+  item already gone into the bag: ``_gone_into_bag_before``); above every zone (out through the top edge)
   -> ``hand_over``; elsewhere (the shopper leaves with the basket) -> nothing;
 - settled in the bag zone within ``SETTLE_DWELL_S`` of reaching it (still read as held, shrunk and put:
   ``_settled``) -> ``bag`` then, not when the item goes unseen;
@@ -321,6 +322,8 @@ class GeometricLabeler:
         if h is None or h.start is None or not tr.history:
             return []
         if h.last_zone == "bag":
+            if h.start_zone == "bag" and self._gone_into_bag_before(tr, h.start):
+                return []   # lifted again where it went into the bag, and lost there again: the same bag
             return self._bagged(tr, h, tr.last_t)
         if tr.center[1] < self.top:
             return [self._event("hand_over", tr, h, h.start, tr.last_t)]
@@ -343,6 +346,16 @@ class GeometricLabeler:
             act = "pass_around" if h.red_t is None else "scan"
             out.insert(0, self._event(act, tr, h, min(over), max(over), named=named))
         return out
+
+    def _gone_into_bag_before(self, tr: Track, start: float) -> bool:
+        """Whether ``tr`` went unseen in the bag zone, held, before ``start`` (its detections more than
+        ``BAG_GONE_S`` apart, the earlier held there): a bag the gone path decided then. The head loses an
+        item inspected or held over the bag zone again and again; each time it is seen lifted there again is
+        the same item, not another bag."""
+        rows = [r for r in tr.history if r[0] <= start]
+        return any(b[0] - a[0] > BAG_GONE_S and a[5] >= HELD
+                   and self.zones.zone_of((a[1] + a[3]) / 2, (a[2] + a[4]) / 2) == "bag"
+                   for a, b in zip(rows, rows[1:]))
 
     def _reached_bag(self, tr: Track, start: float) -> float:
         """The first detection of ``tr`` in the bag zone from ``start`` on (its last one if none is)."""
