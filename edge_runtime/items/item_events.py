@@ -353,7 +353,7 @@ class GeometricLabeler:
         item inspected or held over the bag zone again and again; each time it is seen lifted there again is
         the same item, not another bag."""
         rows = [r for r in tr.history if r[0] <= start]
-        return any(b[0] - a[0] > BAG_GONE_S and a[5] >= HELD
+        return any(b[0] - a[0] > BAG_GONE_S + 1e-6 and a[5] >= HELD   # a gap of BAG_GONE_S is no loss yet
                    and self.zones.zone_of((a[1] + a[3]) / 2, (a[2] + a[4]) / 2) == "bag"
                    for a, b in zip(rows, rows[1:]))
 
