@@ -354,15 +354,19 @@ class GeometricLabeler:
         the same item, not another bag."""
         rows = [r for r in tr.history if r[0] <= start]
         return any(b[0] - a[0] > BAG_GONE_S + 1e-6 and a[5] >= HELD   # a gap of BAG_GONE_S is no loss yet
-                   and self.zones.zone_of((a[1] + a[3]) / 2, (a[2] + a[4]) / 2) == "bag"
-                   for a, b in zip(rows, rows[1:]))
+                   and self._zone_at(a) == "bag" for a, b in zip(rows, rows[1:]))
 
     def _reached_bag(self, tr: Track, start: float) -> float:
         """The first detection of ``tr`` in the bag zone from ``start`` on (its last one if none is)."""
-        for t, x1, y1, x2, y2, _ in tr.history:
-            if t >= start and self.zones.zone_of((x1 + x2) / 2, (y1 + y2) / 2) == "bag":
-                return float(t)
+        for r in tr.history:
+            if r[0] >= start and self._zone_at(r) == "bag":
+                return float(r[0])
         return float(tr.last_t)
+
+    def _zone_at(self, row: tuple) -> str | None:
+        """The zone of a history row's box centre."""
+        _, x1, y1, x2, y2, _ = row
+        return self.zones.zone_of((x1 + x2) / 2, (y1 + y2) / 2)
 
     @staticmethod
     def _left_rest(tr: Track, start: float, reached: float) -> float:
