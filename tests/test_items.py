@@ -61,7 +61,7 @@ def by_instance(events, owners):
 @pytest.mark.parametrize("polygons, words", [
     ({"scanner": [[0.1, 0.1], [0.5, 0.1]]}, "zone 'scanner': a polygon needs at least 3 points, got 2"),
     ({"bag": [[0.1, 0.1], [1.2, 0.1], [0.5, 0.6]]}, "zone 'bag': every point must lie in [0, 1]"),
-    ({"till": [[0.1, 0.1], [0.5, 0.1], [0.5, 0.6]]}, "zone 'till' is not one of basket, scanner, counter, bag"),
+    ({"till": [[0.1, 0.1], [0.5, 0.1], [0.5, 0.6]]}, "zone 'till' is not one of basket, scanner, counter, bag, light"),
 ])
 def test_a_bad_zone_is_refused_in_one_line_naming_it(polygons, words):
     with pytest.raises(ValueError) as e:

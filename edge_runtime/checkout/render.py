@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .catalog import PRODUCT_SPECS, instance_parts
-from .scene import BAG, BASKET, FLOOR_Y, LOOKS, SCANNER, SCREEN, STAGING, Look, apply_h, camera_matrix
+from .scene import BAG, BASKET, FLOOR_Y, LIGHT_POINT, LOOKS, SCANNER, SCREEN, STAGING, Look, apply_h, camera_matrix
 from .script import Instance, Pose, Script, Session, helper_position, hand_position
 
 SHIFT = 4
@@ -275,7 +275,7 @@ class Renderer:
             self.fill(img, _rect(SCANNER, -0.01), glow)
         self.line(img, (x1 + 0.02, (y1 + y2) / 2), (x2 - 0.02, (y1 + y2) / 2), (200, 30, 30), 0.008)
         led = (60, 255, 90) if flash == "green" else (255, 60, 40) if flash == "red" else (90, 30, 30)
-        self.ellipse(img, (x2 + 0.005, y1 - 0.005), 0.012, 0.012, 0, led)
+        self.ellipse(img, LIGHT_POINT, 0.012, 0.012, 0, led)
 
     def screen(self, img, t: float) -> None:
         k = int(math.floor(t / 6.0))

@@ -19,6 +19,8 @@ STAGING = (0.39, 0.63, 0.65, 0.96)              # free counter space in front of
 BAG = (0.67, 0.35, 0.97, 0.86)                  # bag holder with the bag
 SCREEN = (0.05, 0.265, 0.33, 0.355)             # kiosk screen lying at the back of the counter
 ZONES = {"basket": BASKET, "scanner": SCANNER, "counter": STAGING, "bag": BAG}
+LIGHT_POINT = (SCANNER[2] + 0.005, SCANNER[1] - 0.005)   # the scanner's light (an LED at the glass's corner)
+SCANNER_LIGHT = (LIGHT_POINT[0] - 0.012, LIGHT_POINT[1] - 0.012, LIGHT_POINT[0] + 0.012, LIGHT_POINT[1] + 0.012)
 
 SCANNER_POINT = (0.52, 0.455)
 BAG_POINT = (0.82, 0.56)

@@ -136,8 +136,8 @@ def _clip_loop(engine: Graphs, items, order: list[int], times: list[np.ndarray],
             k, n = cursor[i], len(ts[i])
             while k < n:
                 tok, t = tokens.get(starts[i] + k), float(ts[i][k])
-                if st.items is not None:  # the frame itself only where its crops are kept (the alerts' evidence)
-                    seen.add(st, tok, t, tokens.frame(starts[i] + k) if st.evidence is not None else None)
+                if st.items is not None:  # the frame too: its light zone's pixels, its crops (the alerts' evidence)
+                    seen.add(st, tok, t, tokens.frame(starts[i] + k))
                 k += 1
                 if not st.takes(t):
                     continue

@@ -173,14 +173,16 @@ class StreamState:
 
     def observe(self, detections: list, frames: list | None = None) -> None:
         """Frames' item detections (in time order) into this stream's tracks and item events; with
-        ``frames`` (each detection's RGB frame, or None) and an evidence ring, the tracks' crops too,
-        from the camera's view of the frame where the intake offered one."""
+        ``frames`` (each detection's RGB frame, or None) the scanner light's zone is read from them, and
+        with an evidence ring the tracks' crops are kept too, from the camera's view of the frame where
+        the intake offered one."""
         ring = self.evidence
         for i, d in enumerate(detections):
-            self.items.update(d)
-            if ring is not None and frames is not None and frames[i] is not None:
+            frame = frames[i] if frames is not None else None
+            self.items.update(d, frame)
+            if ring is not None and frame is not None:
                 view = self._views.take(d.t)
-                ring.add(frames[i] if view is None else view, d.t, self._seen_boxes(d))
+                ring.add(frame if view is None else view, d.t, self._seen_boxes(d))
 
     def _seen_boxes(self, dets) -> dict[int, np.ndarray]:
         """Track id -> its box, of the tracks detected in ``dets``, the frame the items were last given

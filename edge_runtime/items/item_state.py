@@ -11,7 +11,9 @@ track stands at each frame for ``EARLY_LOOK_S`` (``early``), then when the track
 
 Zones come from the stream's config; a stream without them proposes its own from the event head's
 zone map (``zones.propose``) averaged over its first ``PROPOSE_FRAMES`` frames, and decides no item
-event before that (``status()`` says which).
+event before that (``status()`` says which). The scanner light the item path reads is the head's, its
+colour read from the frame's pixels in the ``light`` zone once the stream has one (configured, or
+proposed from the frames: scanner_light.py).
 """
 from __future__ import annotations
 
@@ -24,13 +26,15 @@ from .basket import BasketWatch, Stay
 from .detections import Detections
 from .identity import TrackIdentities
 from .item_events import HANDLING_COLS, TILL_TOLERANCE_S, ItemEvent, make_labeler
+from .scanner_light import ScannerLight
 from .sequence_model import SequenceModel
 from .track_labels import TrackLabels
 from .track_paths import TrackPaths
 from .tracker import HISTORY, MAX_TRACKS, MAX_VOTES, ItemTracker, Track
-from .zones import Zones, propose
+from .zones import LIGHT, Zones, propose
 
-MAX_ZONE_BYTES = 4096      # the zones' JSON in a snapshot: four polygons of a few points
+MAX_ZONE_BYTES = 4096      # the zones' JSON in a snapshot: five polygons of a few points
+MAX_LIGHT_BYTES = 256      # a light zone proposed beside configured zones: four points
 PROPOSE_FRAMES = 50        # 10 s at 5 fps: the zone map averaged over these frames proposes a stream's zones
 
 MAX_EVENTS = 512           # recent item events kept (a busy lane decides a few hundred an hour)
@@ -111,6 +115,7 @@ class ItemState:
         self.labels = (TrackLabels(self.sequence, zones, fps=self.fps, max_tracks=self.tracker.max_tracks)
                        if zones is not None and self.sequence is not None else None)
         self.basket = BasketWatch(zones) if zones is not None else None
+        self.light = ScannerLight(zones.polygons.get(LIGHT) if zones is not None else None, origin)
 
     def _propose(self, dets: Detections) -> None:
         """Average the zone map until there are frames enough to propose the zones."""
@@ -129,14 +134,20 @@ class ItemState:
         return {"zones": self.zones_origin or "missing: proposing from the event head's zone map "
                 f"({self._zone_frames} of {PROPOSE_FRAMES} frames)",
                 "zone_names": sorted(self.zones.polygons) if self.zones is not None else [],
+                "light": self.light.status() if self.zones is not None else "the event head's read",
                 "tracks": len(self.tracker.tracks), "events": len(self.recent), "labelled_by": self.labelled_by,
                 "path_rows": len(self.paths.rows),
                 "bytes": self.nbytes()}
 
-    def update(self, dets: Detections) -> list[ItemEvent]:
+    def update(self, dets: Detections, frame: np.ndarray | None = None) -> list[ItemEvent]:
+        """One frame's detections (and the RGB frame itself, where the caller has it: the light zone's
+        pixels are read from it) -> the item events decided at that frame."""
         if self.labeler is None:
             self._propose(dets)
             return []
+        dets, light_zone = self.light.see(dets, frame)
+        if light_zone is not None:
+            self.zones = self.zones.with_light(light_zone)
         step = self.tracker.update(dets)
         self.identities.record(step.ended)
         self.paths.update(step)
@@ -278,6 +289,9 @@ class ItemState:
             # empty while proposing)
             "zones": np.frombuffer(json.dumps(self.zones.to_dict() if self.zones_origin == "proposed" else {}).encode(),
                                    np.uint8).copy(),
+            # a light zone proposed beside configured zones (proposed zones hold theirs)
+            "light_zone": np.frombuffer(json.dumps(self.light.polygon if self.light.origin == "proposed" and
+                                                   self.zones_origin == "configured" else None).encode(), np.uint8).copy(),
         }
         sd |= self.labeler.state_dict() if self.labeler is not None else {
             "handling": np.zeros((0, len(HANDLING_COLS))), "over_scanner": np.zeros((0, 2))}
@@ -321,6 +335,11 @@ class ItemState:
             saved = json.loads(bytes(np.asarray(sd[PREFIX + "zones"], np.uint8)).decode() or "{}")
             if saved:
                 self._set_zones(Zones.from_dict(saved), "proposed")
+        if self.zones is not None and LIGHT not in self.zones.polygons and PREFIX + "light_zone" in sd:
+            saved = json.loads(bytes(np.asarray(sd[PREFIX + "light_zone"], np.uint8)).decode() or "null")
+            if saved is not None:  # proposed beside configured zones before the snapshot
+                self.zones = self.zones.with_light(saved)
+                self.light = ScannerLight(self.zones.polygons[LIGHT], "proposed")
         self.tracker.restore(live, int(np.asarray(sd[PREFIX + "next_id"]).reshape(-1)[0]))
         if self.embed_dim:  # a snapshot without identities (taken before them) restores none
             saved = {k: np.asarray(sd[PREFIX + k]) for k in ("identities", "ident_live") if PREFIX + k in sd}
@@ -357,7 +376,7 @@ class ItemState:
         per_track = 8 * (len(TRACK_COLS) + HISTORY * (7 + 4) + MAX_VOTES * 3 + len(HANDLING_COLS) + over * 2)
         labels = (TrackLabels.max_nbytes(self.tracker.max_tracks) + MAX_SCANNED * 16
                   + self.decided.maxlen * 8 * len(EVENT_COLS)) if self.sequence is not None else 0
-        return (len(self.bundle_id.encode()) + 8 + MAX_ZONE_BYTES + self.tracker.max_tracks * per_track
+        return (len(self.bundle_id.encode()) + 8 + MAX_ZONE_BYTES + MAX_LIGHT_BYTES + self.tracker.max_tracks * per_track
                 + self.recent.maxlen * 8 * len(EVENT_COLS) + BasketWatch.max_nbytes(self.tracker.max_tracks)
                 + TrackPaths.max_nbytes(self.paths.rows.maxlen) + labels
                 + TrackIdentities.max_nbytes(self.embed_dim, self.tracker.max_tracks, self.identities.maxlen))

@@ -1,13 +1,17 @@
 """The checkout's zones in the image: basket, scanner, counter, bag, each a polygon in normalised image
-coordinates. Configured per stream as data (``Zones.from_dict``), proposed from the detection head's
-zone map (``propose``), or taken from the checkout generator's scene (``scene_zones``)."""
+coordinates, and the scanner's ``light`` (a small patch whose pixels tell the light's colour:
+scanner_light.py). Configured per stream as data (``Zones.from_dict``), proposed from the detection
+head's zone map (``propose``; the light from the frames, scanner_light.LightProposal), or taken from the
+checkout generator's scene (``scene_zones``)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-ZONE_NAMES: tuple[str, ...] = ("basket", "scanner", "counter", "bag")
+ZONE_NAMES: tuple[str, ...] = ("basket", "scanner", "counter", "bag")   # where an item is (the head's zone map)
+LIGHT = "light"                                    # where the scanner's light is seen: no place for an item
+ALL_ZONES: tuple[str, ...] = ZONE_NAMES + (LIGHT,)
 # which zone a point belongs to where polygons overlap: the small, telling zones first
 PRECEDENCE: tuple[str, ...] = ("scanner", "bag", "basket", "counter")
 
@@ -25,8 +29,8 @@ class Zones(BaseModel):
             raise ValueError(f"zones must be a mapping of zone name to polygon, got {type(value).__name__}")
         out = {}
         for name, poly in value.items():
-            if name not in ZONE_NAMES:
-                raise ValueError(f"zone {name!r} is not one of {', '.join(ZONE_NAMES)}")
+            if name not in ALL_ZONES:
+                raise ValueError(f"zone {name!r} is not one of {', '.join(ALL_ZONES)}")
             try:
                 pts = np.asarray(poly, np.float64)
             except (TypeError, ValueError):
@@ -55,8 +59,13 @@ class Zones(BaseModel):
     def top(self) -> float | None:
         """The highest point of any zone (least y); above it lies the store floor across the counter,
         off the counter. None without zones."""
-        ys = [y for poly in self.polygons.values() for _, y in poly]
+        ys = [y for name, poly in self.polygons.items() if name != LIGHT for _, y in poly]
         return min(ys) if ys else None
+
+    def with_light(self, polygon) -> "Zones":
+        """These zones with the light's polygon set (None: without one)."""
+        polygons = {n: p for n, p in self.polygons.items() if n != LIGHT}
+        return Zones.from_dict(polygons if polygon is None else polygons | {LIGHT: polygon})
 
     def zone_of(self, x: float, y: float) -> str | None:
         """The zone holding image point (x, y) (``PRECEDENCE`` where zones overlap), None outside all."""
@@ -101,12 +110,12 @@ def propose(zone_p_mean: np.ndarray, grid: int, *, threshold: float = 0.5, upsam
 
 
 def scene_zones(video) -> Zones:
-    """A ``CheckoutVideo``'s true zones (``checkout.scene.ZONES``) as image polygons, via its camera."""
-    from edge_runtime.checkout.scene import ZONES, apply_h
+    """A ``CheckoutVideo``'s true zones (``checkout.scene.ZONES``, the light: ``SCANNER_LIGHT``) as image
+    polygons, via its camera."""
+    from edge_runtime.checkout.scene import SCANNER_LIGHT, ZONES, apply_h
 
     polygons = {}
-    for name in ZONE_NAMES:
-        x1, y1, x2, y2 = ZONES[name]
+    for name, (x1, y1, x2, y2) in ({n: ZONES[n] for n in ZONE_NAMES} | {LIGHT: SCANNER_LIGHT}).items():
         corners = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64)
         polygons[name] = np.clip(apply_h(video.renderer.H, corners), 0.0, 1.0).tolist()
     return Zones(polygons=polygons)

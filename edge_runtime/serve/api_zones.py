@@ -1,5 +1,6 @@
 """HTTP routes of a stream's checkout zones (basket, scanner, counter, bag: polygons in image
-coordinates from 0 to 1), which its item events are decided in:
+coordinates from 0 to 1), which its item events are decided in, and the scanner's light (a small patch
+whose pixels tell the light's colour):
 
     GET /v1/streams/{name}/zones   {"zones": {zone: [[x, y], ...]} | null, "origin": "configured" |
                                    "proposed" | null, "status": the item path's zones line,
@@ -18,13 +19,13 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_runtime.items.zones import ZONE_NAMES, Zones
+from edge_runtime.items.zones import ALL_ZONES, Zones
 from edge_runtime.serve.api_deps import GUARDED, Hub
 from edge_runtime.serve.api_errors import ApiError
 from edge_runtime.serve.pipeline import Runtime
 from edge_runtime.serve.zones_file import ZONES_FILE
 
-ZONES_HELP = (f"{{zone: [[x, y], ...]}} with zone one of {', '.join(ZONE_NAMES)}, each a polygon of 3 or more "
+ZONES_HELP = (f"{{zone: [[x, y], ...]}} with zone one of {', '.join(ALL_ZONES)}, each a polygon of 3 or more "
               "points in image coordinates from 0 to 1 (x right, y down)")
 
 

@@ -245,23 +245,25 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, sc
 
 def rules_over_items(detections: Iterable, items, products: list[str], labels: list[str], rules: dict,
                      scans: str = "vision", till: list[Event] = (), tx: list[Event] = (), *,
-                     per_second: int = 5) -> list[tuple[dict, float]]:
+                     per_second: int = 5, frames: Iterable | None = None) -> list[tuple[dict, float]]:
     """The rules over item events as the runtime runs them: each frame's ``Detections`` (in time order)
-    into ``items`` (an ItemState), the till's reads first as they happen, the rules after every
-    ``per_second`` frames and at the last frame (the stream's end, its live tracks decided)."""
+    into ``items`` (an ItemState), with its RGB frame from ``frames`` (the light zone's pixels) when given,
+    the till's reads first as they happen, the rules after every ``per_second`` frames and at the last
+    frame (the stream's end, its live tracks decided)."""
     from types import SimpleNamespace
 
     target = (SimpleNamespace(products=list(products), events="item detections"), SimpleNamespace(items=items))
     ev = Evaluations(RuleEngine(rules, labels, scans), lambda w: rule_events(target, None, w), till, tx,
                      lambda: entering_events(target))
     reads = sorted((e.start, products.index(e.product) if e.product in products else None) for e in till)
-    frames = iter(detections)
-    d, k = next(frames, None), 0
+    dets = iter(detections)
+    images = iter(frames) if frames is not None else None
+    d, k = next(dets, None), 0
     while d is not None:
-        after = next(frames, None)
+        after = next(dets, None)
         while reads and reads[0][0] <= d.t:
             items.till_read(*reads.pop(0))
-        items.update(d)
+        items.update(d, next(images) if images is not None else None)
         if (k + 1) % per_second == 0 or after is None:
             if after is None:
                 items.flush()

@@ -135,10 +135,11 @@ def bundle_prototypes(meta: dict):
 
 def replay_video(meta: dict, outputs: dict[str, np.ndarray], video: CheckoutVideo, rules: dict, scans: str,
                  threshold: float, handover_s: float = 1.0, track_labels: bool = True,
-                 identity_weight: float | None = None) -> list[tuple[dict, float]]:
+                 identity_weight: float | None = None, frames: bool = True) -> list[tuple[dict, float]]:
     """-> the alerts raised, as (draft, stream time), over one video's saved head outputs; the rules run
     after every ``handover_s`` of frames (1 s: a file's hand-over; 0.4 s: a camera's); with
-    ``track_labels`` the bundle's track labeler takes a second look at each track that ends, as the runtime's does."""
+    ``track_labels`` the bundle's track labeler takes a second look at each track that ends, as the runtime's does;
+    with ``frames`` the video's frames are drawn again beside them (the light zone's pixels, as the runtime reads them)."""
     ann = video.annotations()
     till = ae.till_events(ann) if scans == "pos" else []
     tx = ae.transactions(ann) if scans == "pos" else []
@@ -151,8 +152,9 @@ def replay_video(meta: dict, outputs: dict[str, np.ndarray], video: CheckoutVide
                               weight=weight)
     items = ItemState(None, bundle_id="replay", fps=meta["event_fps"],
                       sequence=bundle_labeler(meta) if track_labels else None)
+    images = (f for _, f in video.frames(meta["event_fps"])) if frames else None
     return ae.rules_over_items(dets, items, meta["products"], meta["labels"], rules, scans, till, tx,
-                               per_second=max(1, int(round(meta["event_fps"] * handover_s))))
+                               per_second=max(1, int(round(meta["event_fps"] * handover_s))), frames=images)
 
 
 def load_meta(folder: Path) -> dict:
@@ -167,7 +169,7 @@ def load_meta(folder: Path) -> dict:
 
 
 def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float, handover_s: float = 1.0,
-             track_labels: bool = True, identity_weight: float | None = None):
+             track_labels: bool = True, identity_weight: float | None = None, frames: bool = True):
     """-> (video, its annotations, the alerts raised) of each saved video, in order; ValueError (one line)
     when the generator no longer gives the video that was saved."""
     for i, sv in enumerate(meta["per_video"]):
@@ -178,7 +180,7 @@ def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float
         with np.load(folder / f"video{i}.npz") as z:
             outputs = {k: z[k] for k in z.files}
         yield video, video.annotations(), replay_video(meta, outputs, video, rules, scans, threshold, handover_s,
-                                                       track_labels, identity_weight)
+                                                       track_labels, identity_weight, frames)
 
 
 NEAR_S = 30.0   # --list: a false alert's product's annotated events this close are shown with it
@@ -229,7 +231,7 @@ def replay(args) -> int:
     videos, scanned, hours, n_tx, left = [], 0, 0.0, 0, 0
     try:
         runs = list(replayed(src, meta, rules, args.scans, threshold, args.handover_s, not args.no_track_labels,
-                             args.identity_weight))
+                             args.identity_weight, not args.no_frames))
     except ValueError as err:
         return _refuse(str(err))
     for video, ann, raised in runs:
@@ -248,7 +250,8 @@ def replay(args) -> int:
     result = {"tool": "tools/accuracy/head_replay.py", "from": str(src), "bundle": meta["bundle"],
               "event_head_sha256": meta["event_head_sha256"], "threshold": threshold, "eval_seed": meta["eval_seed"],
               "shrink": meta["shrink"], "scans": args.scans, "handover_s": args.handover_s,
-              "track_labels": not args.no_track_labels, "identity_weight": args.identity_weight, "rules": rules,
+              "track_labels": not args.no_track_labels, "identity_weight": args.identity_weight,
+              "frames": not args.no_frames, "rules": rules,
               "videos": videos,
               "scanned_items": scanned, "hours": round(hours, 3), "left_in_basket_items": left, "transactions": n_tx,
               "results": {"item tracks (replayed)": {r: ae.summarise(per[r], scanned, hours, n_tx) for r in rules}}}
@@ -291,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--identity-weight", type=float, metavar="W",
                    help="name detections by log p(class) + W x their identity's match with the class's drawn "
                         "pictures (outputs saved from a head with det_embed; default: the runtime's IDENTITY_WEIGHT)")
+    r.add_argument("--no-frames", action="store_true", help="without the video's frames (drawn again beside the "
+                   "saved outputs, a few seconds a video): the scanner light is the head's read alone, no light zone")
     r.add_argument("--list", action="store_true", help="after the table, each alert of each video, right or "
                    "false (with its product's annotated events near it), and each target missed")
     r.add_argument("--json", help="write the result here")

@@ -263,7 +263,7 @@ export function intervalStrip(svg, window, intervals, answeredSpans) {
 // coordinates 0..1 (x right, y down). `zones`: {name: [[x, y], ...]}; `editing`: each corner gets a
 // handle to drag (data-zone, data-index). Returns the frame's place in the svg, for the editor to
 // turn a pointer back into image coordinates.
-export const ZONE_NAMES = ["basket", "scanner", "counter", "bag"];
+export const ZONE_NAMES = ["basket", "scanner", "counter", "bag", "light"];
 
 export function zoneMap(svg, zones, editing = false) {
   clear(svg);

@@ -16,7 +16,9 @@ let frame = null;      // where zoneMap drew the frame
 let askedAt = 0;
 
 // where to start editing a stream that has no zones yet: a square per zone, to be dragged into place
-const START = { basket: [0.05, 0.55], scanner: [0.4, 0.4], counter: [0.4, 0.7], bag: [0.75, 0.55] };
+// (the scanner's light is a small patch: its colour is read from the pixels inside)
+const START = { basket: [0.05, 0.55], scanner: [0.4, 0.4], counter: [0.4, 0.7], bag: [0.75, 0.55], light: [0.62, 0.28] };
+const START_SIDE = { light: 0.04 };
 
 const url = () => `/v1/streams/${encodeURIComponent(stream)}/zones`;
 
@@ -93,7 +95,8 @@ export function initZones(apiFn) {
       ? Object.fromEntries(Object.entries(zones).map(([n, pts]) => [n, pts.map((p) => [...p])]))
       : Object.fromEntries(ZONE_NAMES.map((n) => {
         const [x, y] = START[n];
-        return [n, [[x, y], [x + 0.2, y], [x + 0.2, y + 0.2], [x, y + 0.2]]];
+        const d = START_SIDE[n] || 0.2;
+        return [n, [[x, y], [x + d, y], [x + d, y + d], [x, y + d]]];
       }));
     show(shown);
   });
