@@ -86,8 +86,12 @@ def test_an_item_state_reads_the_light_from_the_frames_and_keeps_a_proposed_ligh
     restored.load_state_dict(state.state_dict(), "b")
     assert restored.zones.polygons[LIGHT] == state.zones.polygons[LIGHT]
     assert restored.status()["light"].startswith("proposed")
-    # configured zones with a light read it from the start
+    # configured zones with a light read it from the start; so does a light zone given apart from the zones
     assert ItemState(zones.with_light(LIGHT_SQUARE), bundle_id="b").status()["light"].startswith("configured")
+    apart = ItemState(zones, bundle_id="b", light_zone=LIGHT_SQUARE)
+    apart.update(dets(0.0), frame())
+    assert apart.status()["light"].startswith("configured")
+    assert apart.light.see(dets(0.2, "red"), frame(GREEN))[0].light == "green"
 
 
 def test_the_light_zone_is_no_place_for_an_item():

@@ -55,11 +55,13 @@ class ItemState:
 
     def __init__(self, zones: Zones | None, *, bundle_id: str, labeler: str = "geometric", fps: float = 5.0,
                  max_tracks: int = MAX_TRACKS, max_events: int = MAX_EVENTS,
-                 sequence: SequenceModel | None = None, embed_dim: int = 0) -> None:
+                 sequence: SequenceModel | None = None, embed_dim: int = 0, light_zone=None) -> None:
         """``zones`` None: proposed from the first ``PROPOSE_FRAMES`` frames' zone maps. ``sequence``: the
         bundle's track labeler model, whose events the queries read. ``embed_dim``: the width of the
-        detections' identities (a head with det_embed), 0 without."""
+        detections' identities (a head with det_embed), 0 without. ``light_zone``: the scanner light's
+        polygon where the zones (proposed, or configured without one) have none: read from the start."""
         self.bundle_id, self.fps, self.labeler_name = str(bundle_id), float(fps), labeler
+        self.light_zone = light_zone
         self.embed_dim = int(embed_dim)
         self.identities = TrackIdentities(max_events)  # ended tracks' identities, as many as the events kept
         self.sequence = sequence
@@ -115,7 +117,10 @@ class ItemState:
         self.labels = (TrackLabels(self.sequence, zones, fps=self.fps, max_tracks=self.tracker.max_tracks)
                        if zones is not None and self.sequence is not None else None)
         self.basket = BasketWatch(zones) if zones is not None else None
-        self.light = ScannerLight(zones.polygons.get(LIGHT) if zones is not None else None, origin)
+        light = zones.polygons.get(LIGHT) if zones is not None else None
+        if zones is not None and light is None and self.light_zone is not None:
+            light, origin = self.light_zone, "configured"
+        self.light = ScannerLight(light, origin)
 
     def _propose(self, dets: Detections) -> None:
         """Average the zone map until there are frames enough to propose the zones."""

@@ -34,6 +34,8 @@ import numpy as np
 from edge_runtime.checkout import CheckoutVideo, ShrinkRates, heldout_video
 from edge_runtime.items import head_decode
 from edge_runtime.items.item_state import ItemState
+from edge_runtime.items.scanner_light import LightProposal
+from edge_runtime.items.zones import LIGHT, scene_zones
 from tools.accuracy import alerts_eval as ae
 from tools.repo_paths import REPO
 
@@ -135,11 +137,15 @@ def bundle_prototypes(meta: dict):
 
 def replay_video(meta: dict, outputs: dict[str, np.ndarray], video: CheckoutVideo, rules: dict, scans: str,
                  threshold: float, handover_s: float = 1.0, track_labels: bool = True,
-                 identity_weight: float | None = None, frames: bool = True) -> list[tuple[dict, float]]:
+                 identity_weight: float | None = None, frames: bool = True,
+                 light_zone: str = "proposed") -> list[tuple[dict, float]]:
     """-> the alerts raised, as (draft, stream time), over one video's saved head outputs; the rules run
     after every ``handover_s`` of frames (1 s: a file's hand-over; 0.4 s: a camera's); with
     ``track_labels`` the bundle's track labeler takes a second look at each track that ends, as the runtime's does;
-    with ``frames`` the video's frames are drawn again beside them (the light zone's pixels, as the runtime reads them)."""
+    with ``frames`` the video's frames are drawn again beside them (the light zone's pixels, as the runtime reads them):
+    ``light_zone`` "proposed" as the stream runs (the runtime's way), "early" proposed over the whole video
+    first and read from its start (a stream that proposed it before), "scene" the generator's light square
+    from the start (as an installer marks it)."""
     ann = video.annotations()
     till = ae.till_events(ann) if scans == "pos" else []
     tx = ae.transactions(ann) if scans == "pos" else []
@@ -150,11 +156,27 @@ def replay_video(meta: dict, outputs: dict[str, np.ndarray], video: CheckoutVide
     dets = head_decode.decode({k: outputs[k].astype(np.float32) for k in names}, outputs["times"], threshold,
                               prototypes=bundle_prototypes(meta) if weight > 0 and head_decode.EMBED in outputs else None,
                               weight=weight)
+    light = None
+    if frames and light_zone == "scene":
+        light = scene_zones(video).polygons[LIGHT]
+    elif frames and light_zone == "early":
+        light = early_light_zone(dets, video, meta["event_fps"])
     items = ItemState(None, bundle_id="replay", fps=meta["event_fps"],
-                      sequence=bundle_labeler(meta) if track_labels else None)
+                      sequence=bundle_labeler(meta) if track_labels else None, light_zone=light)
     images = (f for _, f in video.frames(meta["event_fps"])) if frames else None
     return ae.rules_over_items(dets, items, meta["products"], meta["labels"], rules, scans, till, tx,
                                per_second=max(1, int(round(meta["event_fps"] * handover_s))), frames=images)
+
+
+def early_light_zone(dets: list, video: CheckoutVideo, fps: float):
+    """The light zone a stream proposes over the whole video (the head's light and the frames drawn
+    again), or None when it proposes none."""
+    prop = LightProposal()
+    for d, (_, frame) in zip(dets, video.frames(fps)):
+        prop.add(frame, d.t, d.light, 1.0 - float(d.light_p[0]))
+        if prop.zone() is not None:
+            return prop.zone()
+    return None
 
 
 def load_meta(folder: Path) -> dict:
@@ -169,7 +191,8 @@ def load_meta(folder: Path) -> dict:
 
 
 def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float, handover_s: float = 1.0,
-             track_labels: bool = True, identity_weight: float | None = None, frames: bool = True):
+             track_labels: bool = True, identity_weight: float | None = None, frames: bool = True,
+             light_zone: str = "proposed"):
     """-> (video, its annotations, the alerts raised) of each saved video, in order; ValueError (one line)
     when the generator no longer gives the video that was saved."""
     for i, sv in enumerate(meta["per_video"]):
@@ -180,7 +203,7 @@ def replayed(folder: Path, meta: dict, rules: dict, scans: str, threshold: float
         with np.load(folder / f"video{i}.npz") as z:
             outputs = {k: z[k] for k in z.files}
         yield video, video.annotations(), replay_video(meta, outputs, video, rules, scans, threshold, handover_s,
-                                                       track_labels, identity_weight, frames)
+                                                       track_labels, identity_weight, frames, light_zone)
 
 
 NEAR_S = 30.0   # --list: a false alert's product's annotated events this close are shown with it
@@ -231,7 +254,7 @@ def replay(args) -> int:
     videos, scanned, hours, n_tx, left = [], 0, 0.0, 0, 0
     try:
         runs = list(replayed(src, meta, rules, args.scans, threshold, args.handover_s, not args.no_track_labels,
-                             args.identity_weight, not args.no_frames))
+                             args.identity_weight, not args.no_frames, args.light_zone))
     except ValueError as err:
         return _refuse(str(err))
     for video, ann, raised in runs:
@@ -251,7 +274,7 @@ def replay(args) -> int:
               "event_head_sha256": meta["event_head_sha256"], "threshold": threshold, "eval_seed": meta["eval_seed"],
               "shrink": meta["shrink"], "scans": args.scans, "handover_s": args.handover_s,
               "track_labels": not args.no_track_labels, "identity_weight": args.identity_weight,
-              "frames": not args.no_frames, "rules": rules,
+              "frames": not args.no_frames, "light_zone": None if args.no_frames else args.light_zone, "rules": rules,
               "videos": videos,
               "scanned_items": scanned, "hours": round(hours, 3), "left_in_basket_items": left, "transactions": n_tx,
               "results": {"item tracks (replayed)": {r: ae.summarise(per[r], scanned, hours, n_tx) for r in rules}}}
@@ -296,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
                         "pictures (outputs saved from a head with det_embed; default: the runtime's IDENTITY_WEIGHT)")
     r.add_argument("--no-frames", action="store_true", help="without the video's frames (drawn again beside the "
                    "saved outputs, a few seconds a video): the scanner light is the head's read alone, no light zone")
+    r.add_argument("--light-zone", choices=("proposed", "early", "scene"), default="proposed",
+                   help="the scanner light's zone: proposed as the stream runs (default, the runtime's way), early "
+                        "(proposed over the whole video first, read from its start: a stream that proposed it "
+                        "before), scene (the generator's light square from the start, as an installer marks it)")
     r.add_argument("--list", action="store_true", help="after the table, each alert of each video, right or "
                    "false (with its product's annotated events near it), and each target missed")
     r.add_argument("--json", help="write the result here")
