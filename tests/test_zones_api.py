@@ -35,7 +35,12 @@ def test_put_get_and_kept_for_the_next_start(lane_app, shipped_engine):
     r = client.put(URL, json={"zones": {"scanner": SCANNER, "bag": BAG}})
     assert r.status_code == 200, r.text
     assert r.json()["origin"] == "configured" and r.json()["zones"] == {"scanner": SCANNER, "bag": BAG}
+    assert r.json()["light"].startswith("the event head's read; proposing the light zone")
     assert client.get(URL).json() == r.json()
+    light = [[0.62, 0.26], [0.66, 0.26], [0.66, 0.3], [0.62, 0.3]]  # the scanner light marked too
+    r = client.put(URL, json={"zones": {"scanner": SCANNER, "bag": BAG, "light": light}})
+    assert r.status_code == 200 and r.json()["light"].startswith("configured")
+    r = client.put(URL, json={"zones": {"scanner": SCANNER, "bag": BAG}})
     assert rt.stream.status()["items"]["zone_names"] == ["bag", "scanner"]
     kept = rt.state_dir / ZONES_FILE
     assert r.json()["saved"] == str(kept) and json.loads(kept.read_text())["zones"]["bag"] == BAG

@@ -3,7 +3,8 @@ coordinates from 0 to 1), which its item events are decided in, and the scanner'
 whose pixels tell the light's colour):
 
     GET /v1/streams/{name}/zones   {"zones": {zone: [[x, y], ...]} | null, "origin": "configured" |
-                                   "proposed" | null, "status": the item path's zones line,
+                                   "proposed" | null, "status": the item path's zones line, "light":
+                                   where the scanner light's colour is read,
                                    "saved": the file they are kept in | null}
     PUT /v1/streams/{name}/zones   {"zones": {zone: [[x, y], ...]}} sets them; {"zones": null} goes back
                                    to proposing them from the event head. Kept in the stream's state dir
@@ -40,6 +41,8 @@ class ZonesReply(BaseModel):
     origin: str | None = Field(description="configured (the config's, or set here) | proposed (from the event "
                                            "head's zone map) | null (being proposed)")
     status: str = Field(description="the item path's zones line, as the stream's status shows it")
+    light: str = Field(description="where the scanner light's colour is read: the event head's read alone while "
+                                   "the light zone is proposed, or the light zone's pixels (configured | proposed)")
     saved: str | None = Field(description="the file they are kept in for the next start (zones.json in the "
                                           "stream's state dir); null: none kept, they are proposed at the next start "
                                           "unless the config gives them")
@@ -59,8 +62,10 @@ def _reply(rt: Runtime) -> dict[str, Any]:
     items = rt.event_items()
     zones = items.zones  # read once: the intake thread may propose them meanwhile
     kept = rt.state_dir / ZONES_FILE if rt.state_dir is not None else None
+    status = items.status()
     return {"zones": zones.to_dict() if zones is not None else None, "origin": items.zones_origin,
-            "status": items.status()["zones"], "saved": str(kept) if kept is not None and kept.is_file() else None}
+            "status": status["zones"], "light": status["light"],
+            "saved": str(kept) if kept is not None and kept.is_file() else None}
 
 
 router = APIRouter(dependencies=GUARDED, tags=["streams"])

@@ -31,9 +31,9 @@ function show(reply) {
   shown = reply;
   const editing = draft !== null;
   $("zones-origin").textContent = reply.origin ? `(${reply.origin})` : "";
-  $("zones-note").textContent = reply.origin === "proposed"
+  $("zones-note").textContent = (reply.origin === "proposed"
     ? "Proposed from the event head's zone map; edit and save them to set them."
-    : reply.origin === "configured" ? "" : reply.status;
+    : reply.origin === "configured" ? "" : reply.status) + (reply.origin ? ` Scanner light: ${reply.light}.` : "");
   $("zones-edit").hidden = editing;
   $("zones-save").hidden = !editing;
   $("zones-cancel").hidden = !editing;
