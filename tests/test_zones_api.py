@@ -185,10 +185,15 @@ def test_the_dashboard_draws_and_edits_the_zones(lane_app):
             page.mouse.down()
             page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.1 * box["height"], steps=4)
             page.mouse.up()
+            page.click("#zones-light")  # the scanner light: a square only when asked for, then dragged into place
+            sync_api.expect(page.locator("#zones-light")).to_be_hidden()
+            sync_api.expect(page.locator("#zones polygon.zone-light")).to_have_count(1)
             page.click("#zones-save")
             sync_api.expect(page.locator("#zones-save")).to_be_hidden()
-            moved = httpx.get(url + URL).json()["zones"]["bag"][0]
+            got = httpx.get(url + URL).json()
+            moved = got["zones"]["bag"][0]
             assert moved == pytest.approx([0.5, 0.1], abs=0.01) and rt.event_items().zones.polygons["bag"][0] == tuple(moved)
+            assert len(got["zones"]["light"]) == 4 and got["light"].startswith("configured")
             assert not errors, errors
         finally:
             browser.close()

@@ -16,9 +16,15 @@ let frame = null;      // where zoneMap drew the frame
 let askedAt = 0;
 
 // where to start editing a stream that has no zones yet: a square per zone, to be dragged into place
-// (the scanner's light is a small patch: its colour is read from the pixels inside)
+// The scanner's light is a small square, added only on "mark the scanner light": its colour is read from
+// the pixels inside, so one left where it starts would read the wrong pixels.
 const START = { basket: [0.05, 0.55], scanner: [0.4, 0.4], counter: [0.4, 0.7], bag: [0.75, 0.55], light: [0.62, 0.28] };
 const START_SIDE = { light: 0.04 };
+const square = (n) => {
+  const [x, y] = START[n];
+  const d = START_SIDE[n] || 0.2;
+  return [[x, y], [x + d, y], [x + d, y + d], [x, y + d]];
+};
 
 const url = () => `/v1/streams/${encodeURIComponent(stream)}/zones`;
 
@@ -37,6 +43,7 @@ function show(reply) {
   $("zones-edit").hidden = editing;
   $("zones-save").hidden = !editing;
   $("zones-cancel").hidden = !editing;
+  $("zones-light").hidden = !editing || Boolean(draft && draft.light);
   $("zones-propose").hidden = editing || reply.origin !== "configured";
   redraw();
 }
@@ -93,11 +100,12 @@ export function initZones(apiFn) {
     const zones = shown && shown.zones ? shown.zones : {};
     draft = Object.keys(zones).length
       ? Object.fromEntries(Object.entries(zones).map(([n, pts]) => [n, pts.map((p) => [...p])]))
-      : Object.fromEntries(ZONE_NAMES.map((n) => {
-        const [x, y] = START[n];
-        const d = START_SIDE[n] || 0.2;
-        return [n, [[x, y], [x + d, y], [x + d, y + d], [x, y + d]]];
-      }));
+      : Object.fromEntries(ZONE_NAMES.filter((n) => n !== "light").map((n) => [n, square(n)]));
+    show(shown);
+  });
+  $("zones-light").addEventListener("click", () => {
+    if (draft === null) return;
+    draft.light = square("light");
     show(shown);
   });
   $("zones-cancel").addEventListener("click", () => {
