@@ -94,6 +94,29 @@ def test_an_item_state_reads_the_light_from_the_frames_and_keeps_a_proposed_ligh
     assert apart.light.see(dets(0.2, "red"), frame(GREEN))[0].light == "green"
 
 
+@pytest.mark.parametrize("origin", ["configured", "proposed"])
+def test_a_light_zone_that_sees_no_flash_where_the_head_is_sure_of_them_is_doubted(origin):
+    zones = Zones.from_dict({"scanner": [[0.3, 0.3], [0.7, 0.3], [0.7, 0.7], [0.3, 0.7]]})
+    elsewhere = [[0.1, 0.8], [0.2, 0.8], [0.2, 0.9], [0.1, 0.9]]   # the camera moved: nothing lights there
+    state = ItemState(zones.with_light(elsewhere) if origin == "configured" else zones, bundle_id="b")
+    if origin == "proposed":
+        state.light = ScannerLight(elsewhere, "proposed")
+        state.zones = zones.with_light(elsewhere)
+    t = 0.0
+    for k in range(10):
+        for _ in range(20):
+            state.update(dets(t), frame())
+            t += 0.2
+        state.update(dets(t, "green"), frame(GREEN))  # the flash, which the zone sees off
+        t += 0.2
+    line = state.status()["light"]
+    assert "saw the light off at 10 of the last 10 flashes" in line
+    if origin == "configured":  # the staff's zone stays, and the status says to check it
+        assert line.startswith("configured") and "check where it is" in line and LIGHT in state.zones.polygons
+    else:  # a proposed one is dropped and proposed again
+        assert "proposing it again" in line and LIGHT not in state.zones.polygons
+
+
 def test_the_light_zone_is_no_place_for_an_item():
     z = Zones.from_dict({"scanner": [[0.4, 0.4], [0.6, 0.4], [0.6, 0.6], [0.4, 0.6]], LIGHT: LIGHT_SQUARE})
     assert z.zone_of(0.65, 0.25) is None and z.top == pytest.approx(0.4)

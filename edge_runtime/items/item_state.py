@@ -150,9 +150,9 @@ class ItemState:
         if self.labeler is None:
             self._propose(dets)
             return []
-        dets, light_zone = self.light.see(dets, frame)
-        if light_zone is not None:
-            self.zones = self.zones.with_light(light_zone)
+        dets, changed = self.light.see(dets, frame)
+        if changed:  # proposed, or a proposed one dropped
+            self.zones = self.zones.with_light(self.light.polygon)
         step = self.tracker.update(dets)
         self.identities.record(step.ended)
         self.paths.update(step)

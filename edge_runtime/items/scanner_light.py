@@ -19,6 +19,8 @@ here from the frames where the head reads a flash come on), the zone's pixels de
 """
 from __future__ import annotations
 
+from collections import deque
+
 import cv2
 import numpy as np
 
@@ -32,6 +34,8 @@ STILL_SHARE = 0.9     # the zone reads off (no flash) only when this share of it
 PROPOSE_ONSETS = 10   # flashes the head reads come on before the zone is proposed (a few minutes of scans)
 PROPOSE_SURE = 0.7    # the head's p(lit) at a flash's first frame for the proposal to count it
 PROPOSE_QUIET = 3.0   # s of no flash the head reads before it
+CHECK_ONSETS = 10     # a light zone is checked against the head's last sure flashes...
+CHECK_OFF = 8         # ...and doubted when it saw the light plainly off at this many of them
 PROPOSE_SIDE = 160    # frames are shrunk to this longest side while proposing (the sums stay small)
 PROPOSE_SPOT = 0.2    # a spot: the ring around it lit at most this share as often as it is
 PROPOSE_KEEP = 0.6    # the zone: pixels lit at this share of the best one's onsets, connected to it...
@@ -101,6 +105,21 @@ def fuse(head: str | None, zone: str) -> str | None:
     return None if zone == "off" else zone
 
 
+class SureOnsets:
+    """``onset(t, head_light, p_lit)`` per frame in time order -> whether the head reads a flash come on
+    there and is sure of it (``PROPOSE_SURE``), after ``PROPOSE_QUIET`` s of none (a burst of reads is
+    an item in front of the glass as often as flashes)."""
+
+    def __init__(self) -> None:
+        self.last_lit = -np.inf   # the last frame the head read a flash
+
+    def onset(self, t: float, head_light: str | None, p_lit: float) -> bool:
+        sure = head_light is not None and p_lit >= PROPOSE_SURE and t - self.last_lit >= PROPOSE_QUIET
+        if head_light is not None:
+            self.last_lit = t
+        return sure
+
+
 class LightProposal:
     """Where the scanner light is, from the frames: ``add(frame, t, head_light, p_lit)`` per frame in
     time order; ``zone()`` the proposed polygon (normalised image coordinates) once ``PROPOSE_ONSETS``
@@ -109,7 +128,7 @@ class LightProposal:
 
     def __init__(self) -> None:
         self.prev: np.ndarray | None = None
-        self.last_lit = -np.inf   # the last frame the head read a flash
+        self.sure = SureOnsets()
         self.on_sum: np.ndarray | None = None    # per pixel, the frames a flash came on where it lit its colour
                                                  # (less twice those where it lit the other)
         self.onsets = 0
@@ -117,9 +136,8 @@ class LightProposal:
         self.proposed: list[list[float]] | None = None
 
     def add(self, frame: np.ndarray, t: float, head_light: str | None, p_lit: float) -> None:
-        """One frame, its stream time, the head's light and its p(lit): an onset counts where the head is
-        sure (``PROPOSE_SURE``) after ``PROPOSE_QUIET`` s of no flash (a burst of reads is an item in
-        front of the glass as often as flashes)."""
+        """One frame, its stream time, the head's light and its p(lit): the flashes that count are the
+        head's sure onsets (``SureOnsets``)."""
         h, w = frame.shape[:2]
         scale = min(1.0, PROPOSE_SIDE / max(h, w))
         small = frame if scale == 1.0 else cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))),
@@ -129,16 +147,16 @@ class LightProposal:
             green, red, _ = lit(self.prev, small)
             if self.on_sum is None:
                 self.on_sum = np.zeros(green.shape, np.float32)
-            if head_light is not None and p_lit >= PROPOSE_SURE and t - self.last_lit >= PROPOSE_QUIET:
+            if self.sure.onset(t, head_light, p_lit):
                 # the flash's colour is what most of the lit pixels show (the glass and the light together);
                 # a pixel lit the other colour is something red or green in front of the light there
                 right, wrong = (green, red) if green.sum() >= red.sum() else (red, green)
                 self.on_sum += right
                 self.on_sum -= 2.0 * wrong
                 self.onsets += 1
+        else:
+            self.sure.onset(t, head_light, p_lit)
         self.prev = small
-        if head_light is not None:
-            self.last_lit = t
 
     def zone(self) -> list[list[float]] | None:
         if self.proposed is None and self.onsets >= PROPOSE_ONSETS and self.onsets != self._judged:
@@ -173,32 +191,57 @@ class ScannerLight:
     """One stream's light from its frames: the zone's read fused with the head's where the stream has a
     light zone, else the proposal of one. ``origin``: "configured", "proposed" or None (proposing)."""
 
-    def __init__(self, polygon=None, origin: str | None = None) -> None:
+    def __init__(self, polygon=None, origin: str | None = None, note: str = "") -> None:
         self.polygon = None if polygon is None else [list(map(float, p)) for p in polygon]
         self.origin = origin if polygon is not None else None
         self.zone_read = ZoneRead(self.polygon) if self.polygon is not None else None
         self.proposal = LightProposal() if self.polygon is None else None
+        self.sure = SureOnsets()
+        self.checks: deque[bool] = deque(maxlen=CHECK_ONSETS)  # at the head's sure onsets: the zone saw it off
+        self.note = note   # why the zone is doubted or was dropped, for the status
 
     def see(self, dets, frame: np.ndarray | None):
-        """-> (the frame's detections with the light as the item path reads it, the light zone proposed at
-        this frame or None). Without the frame the head's read stands."""
+        """-> (the frame's detections with the light as the item path reads it, whether the light zone
+        changed at this frame: proposed, or a proposed one dropped). Without the frame the head's read
+        stands."""
         if frame is None:
-            return dets, None
-        if self.zone_read is not None:
-            light = fuse(dets.light, self.zone_read.read(frame, dets.t))
-            if light == dets.light:
-                return dets, None
-            from dataclasses import replace
+            return dets, False
+        p_lit = 1.0 - float(dets.light_p[0])
+        if self.zone_read is None:
+            self.proposal.add(frame, dets.t, dets.light, p_lit)
+            if self.proposal.zone() is None:
+                return dets, False
+            self.__init__(self.proposal.zone(), "proposed")
+            return dets, True
+        zone = self.zone_read.read(frame, dets.t)
+        if self.sure.onset(dets.t, dets.light, p_lit) and self._doubted(zone == "off"):
+            return dets, True
+        light = fuse(dets.light, zone)
+        if light == dets.light:
+            return dets, False
+        from dataclasses import replace
 
-            return replace(dets, light=light, light_p=None), None
-        self.proposal.add(frame, dets.t, dets.light, 1.0 - float(dets.light_p[0]))
-        polygon = self.proposal.zone()
-        if polygon is not None:
-            self.__init__(polygon, "proposed")
-        return dets, polygon
+        return replace(dets, light=light, light_p=None), False
+
+    def _doubted(self, saw_off: bool) -> bool:
+        """A flash the head is sure of that the zone saw plainly off: most of the last ``CHECK_ONSETS``
+        so, the zone is not on the light (the camera moved, or it was proposed or marked wrong). A proposed
+        zone is dropped and proposed again (True); a configured one stays, and the status says so."""
+        self.checks.append(saw_off)
+        if len(self.checks) < CHECK_ONSETS or sum(self.checks) < CHECK_OFF:
+            if self.origin == "configured":
+                self.note = ""
+            return False
+        why = (f"the light zone saw the light off at {sum(self.checks)} of the last {CHECK_ONSETS} flashes "
+               "the event head was sure of")
+        if self.origin == "configured":
+            self.note = f"; {why}: check where it is"
+            return False
+        self.__init__(note=f" ({why}: proposing it again)")
+        return True
 
     def status(self) -> str:
         if self.origin is not None:
-            return f"{self.origin}: its colour read from the light zone's pixels"
+            return f"{self.origin}: its colour read from the light zone's pixels{self.note}"
         return (f"the event head's read; proposing the light zone from the frames "
-                f"({self.proposal.onsets} of {PROPOSE_ONSETS} flashes)")
+                f"({self.proposal.onsets} of {PROPOSE_ONSETS} flashes){self.note}")
