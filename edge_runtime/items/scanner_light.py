@@ -20,6 +20,7 @@ here from the frames where the head reads a flash come on), the zone's pixels de
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -219,8 +220,6 @@ class ScannerLight:
         light = fuse(dets.light, zone)
         if light == dets.light:
             return dets, False
-        from dataclasses import replace
-
         return replace(dets, light=light, light_p=None), False
 
     def _doubted(self, saw_off: bool) -> bool:

@@ -34,7 +34,7 @@ import numpy as np
 from edge_runtime.checkout import CheckoutVideo, ShrinkRates, heldout_video
 from edge_runtime.items import head_decode
 from edge_runtime.items.item_state import ItemState
-from edge_runtime.items.scanner_light import LightProposal
+from edge_runtime.items.scanner_light import ScannerLight
 from edge_runtime.items.zones import LIGHT, scene_zones
 from tools.accuracy import alerts_eval as ae
 from tools.repo_paths import REPO
@@ -171,11 +171,11 @@ def replay_video(meta: dict, outputs: dict[str, np.ndarray], video: CheckoutVide
 def early_light_zone(dets: list, video: CheckoutVideo, fps: float):
     """The light zone a stream proposes over the whole video (the head's light and the frames drawn
     again), or None when it proposes none."""
-    prop = LightProposal()
+    light = ScannerLight()
     for d, (_, frame) in zip(dets, video.frames(fps)):
-        prop.add(frame, d.t, d.light, 1.0 - float(d.light_p[0]))
-        if prop.zone() is not None:
-            return prop.zone()
+        light.see(d, frame)
+        if light.polygon is not None:
+            return light.polygon
     return None
 
 
