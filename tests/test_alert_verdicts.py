@@ -101,7 +101,8 @@ def test_an_outbox_written_before_verdicts_keeps_every_alert(tmp_path):
         for aid, (status, acked_at, body) in old.items():
             a = now[aid]
             assert (a.status, a.acked_at, a.verdicts) == (status, acked_at, [])
-            assert a.model_dump(exclude={"verdicts", "images", "p_right", "held"}) == body and a.images == []  # no evidence then
+            assert a.model_dump(exclude={"verdicts", "images", "p_right", "held", "cleared"}) == body and a.images == []  # no evidence then
+            assert a.cleared is None
         assert [a.id for _, a in box.due("mqtt")] == [a.id for _, a in box.list() if a.stream == "lane2"]
         assert box.rule_verdicts(50) == {}
         target = next(a for a in now.values() if a.status == "open")

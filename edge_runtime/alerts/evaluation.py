@@ -6,7 +6,8 @@ marked; the one evaluation thread then asks what happened in that stream since i
 (with ``OVERLAP_S`` of overlap, as an event may have been cut by the previous window's end), runs the
 stream's RuleEngine on those events (and, with the till, its scans and ended transactions:
 edge_runtime/alerts/till_feed.py), and hands each draft it returns to ``raise_alert``. Between commits
-the same thread makes the decisions that fall due (``tick``, every ``TICK_S`` while one waits).
+the same thread makes the decisions that fall due (``tick``, every ``TICK_S`` while one waits), and
+watches each item alert for its item being scanned or put back (edge_runtime/alerts/cleared.py).
 Nothing of this runs on the intake thread, so neither a slow rule nor a lost broker slows the stream.
 
 The rules (edge_runtime/alerts/rules/) and the events (edge_runtime/query/happened.py) are imported
@@ -17,6 +18,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+from edge_runtime.alerts.cleared import ClearWatch
 from edge_runtime.alerts.record import Alert
 from edge_runtime.alerts.settings import AlertSettings
 
@@ -63,15 +65,16 @@ def stream_now(runtime) -> float | None:
 class Evaluator:
     def __init__(self, settings: AlertSettings, *, raise_alert: Callable[..., tuple[Alert, bool]],
                  on_error: Callable[[str, Exception], None], nudge_early: Callable[..., None] | None = None,
-                 mqtt=None, till=None,
+                 clear_alert: Callable[..., None] | None = None, mqtt=None, till=None,
                  rule_engine: Callable[[dict, list], Any] | None = None,
                  events: Callable[[Any, tuple[float, float]], list] | None = None) -> None:
         """``raise_alert``: AlertService.raise_alert; ``nudge_early``: AlertService.nudge_early (None: early
-        nudges are dropped); ``on_error(stream, err)``: a step of a stream failed (called inside the
-        ``except``); ``mqtt``: the MqttSink (its lanes, the published events) or None; ``till``: the
+        nudges are dropped); ``clear_alert(alert_id, cleared)``: AlertService.clear_alert (None: no alert is
+        cleared); ``on_error(stream, err)``: a step of a stream failed (called inside the ``except``); ``mqtt``: the MqttSink (its lanes, the published events) or None; ``till``: the
         TillFeed or None; ``rule_engine`` and ``events`` as AlertService's."""
         self.settings = settings
         self.raise_alert, self.on_error, self.nudge_early = raise_alert, on_error, nudge_early
+        self.clear_alert = clear_alert
         self.mqtt, self.till = mqtt, till
         self.rule_engine, self.events = rule_engine, events or events_since
         self.note: str | None = None  # why a stream's rules are not evaluated (a stream added at run time)
@@ -81,6 +84,7 @@ class Evaluator:
         self._seen_events: dict[str, set] = {}
         self._marked: dict[str, Any] = {}       # stream -> its Runtime, committed since the last evaluation
         self._runtimes: dict[str, Any] = {}     # stream -> its Runtime (for the ticks between commits)
+        self._watches: dict[str, Any] = {}      # stream -> its ClearWatch (item alerts not cleared yet)
         self._cv = threading.Condition()
         self._closing = False
         self._busy = False
@@ -121,6 +125,7 @@ class Evaluator:
         with self._cv:
             self._runtimes.pop(stream, None)
             self._marked.pop(stream, None)
+            self._watches.pop(stream, None)
 
     def close(self, timeout: float) -> None:
         """Evaluate what is marked, then end the thread."""
@@ -155,19 +160,25 @@ class Evaluator:
             self.on_error(rt.name, err)
 
     def _waiting(self) -> bool:
-        """Whether any stream's rules hold a decision that waits for time to pass (RuleEngine.next_due)."""
-        return any(getattr(self._engines.get(name), "next_due", lambda: None)() is not None for name in self._runtimes)
+        """Whether any stream's rules hold a decision that waits for time to pass (RuleEngine.next_due), or
+        an item alert waits to be cleared."""
+        return any(getattr(self._engines.get(name), "next_due", lambda: None)() is not None
+                   or len(self._watches.get(name, ())) for name in self._runtimes)
 
     def tick(self, runtime) -> list[Alert]:
         """Make the decisions of ``runtime``'s rules that are due by the stream's time now, between
         commits (no new events: a decision that waits needs only the time and the till's scans)."""
         engine = self._engines.get(runtime.name)
         due = getattr(engine, "next_due", lambda: None)() if engine is not None else None
-        now = stream_now(runtime) if due is not None else None
-        if now is None or now < due:
+        if due is None and not len(self._watches.get(runtime.name, ())):
             return []
-        return self._raise(engine.evaluate(self._transactions(runtime, now), now, self._scans(runtime, now)),
-                           runtime, now)
+        now = stream_now(runtime)
+        if now is None:
+            return []
+        out = [] if due is None or now < due else self._raise(
+            engine.evaluate(self._transactions(runtime, now), now, self._scans(runtime, now)), runtime, now)
+        self._clear(runtime, now)
+        return out
 
     def _engine(self, runtime):
         if runtime.name not in self._engines:
@@ -206,8 +217,17 @@ class Evaluator:
             self._publish_events(runtime.name, events)
         out = self._raise(engine.evaluate(events + self._transactions(runtime, now), now, self._scans(runtime, now),
                                           entering_events(runtime)), runtime, now)
+        self._clear(runtime, now)
         self.note = None
         return out
+
+    def _clear(self, runtime, now: float) -> None:
+        """Clear the stream's watched item alerts whose item was since scanned or put back."""
+        watch = self._watches.get(runtime.name)
+        if watch is None or not len(watch) or self.clear_alert is None:
+            return
+        for alert_id, cleared in watch.check(getattr(runtime.stream, "items", None), now):
+            self.clear_alert(alert_id, cleared)
 
     def _scans(self, runtime, until: float) -> list:
         return self.till.scans_for(runtime, until) if self.till is not None else []
@@ -229,6 +249,9 @@ class Evaluator:
                                           ring=getattr(runtime.stream, "evidence", None))
             if new:
                 out.append(alert)
+                if self.clear_alert is not None and self.settings.clear_within_s > 0:
+                    watch = self._watches.setdefault(runtime.name, ClearWatch(self.settings.clear_within_s))
+                    watch.watch(alert.id, alert.rule, alert.evidence, stream_time)
         return out
 
     def _publish_events(self, stream: str, events: list) -> None:

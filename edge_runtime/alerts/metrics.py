@@ -28,6 +28,8 @@ class AlertMetrics:
                                  ["stream"], registry=r)
         self.held = Counter("lvm_alerts_held", "New alerts the verifier held (stored, not sent or nudged)",
                             ["stream", "rule"], registry=r)
+        self.cleared = Counter("lvm_alerts_cleared", "Item alerts cleared: the item scanned or put back after the "
+                               "alert (edge_runtime/alerts/cleared.py)", ["stream", "rule", "why"], registry=r)
         self.verdicts = Counter("lvm_alert_verdicts", "Verdicts staff gave on alerts, by outcome",
                                 ["stream", "rule", "outcome"], registry=r)
 

@@ -1,6 +1,8 @@
 """The nudge: a small, fast signal for the kiosk's own screen, sent as each alert is stored, and
 earlier still for a bag under way that would raise one (an early nudge: the rules' ``nudges``, never
-stored; its ``early`` is true, its ``item`` the tracked item its alert names too).
+stored; its ``early`` is true, its ``item`` the tracked item its alert names too). An alert cleared
+later (its item scanned or put back: edge_runtime/alerts/cleared.py) nudges again with ``cleared`` set:
+the screen takes its prompt back.
 
 An alert travels through the outbox (durable, retried, at least once); its nudge does not: it goes
 once, at once, to
@@ -62,12 +64,14 @@ class NudgeSettings(BaseModel):
 def nudge_body(alert, early: bool = False) -> bytes:
     """What a nudge says: enough for a screen to show it (the alert itself comes through the outbox).
     ``early``: a bag under way, before any alert (``id`` is the one its alert would take; no images yet);
-    ``item``: the tracked item's id, the same in its early nudge and its alert's."""
+    ``item``: the tracked item's id, the same in its early nudge and its alert's; ``cleared``: null, or why
+    and when the alert was cleared (the screen takes its prompt back)."""
     items = [e["item"] for e in alert.evidence if isinstance(e, dict) and e.get("item") is not None]
     return json.dumps({"id": alert.id, "early": early, "site": alert.site, "stream": alert.stream, "rule": alert.rule,
                        "product": alert.product, "item": items[0] if items else None, "start": alert.start,
                        "end": alert.end, "confidence": alert.confidence, "raised_at": alert.raised_at,
-                       "sent_at": time.time(), "images": [i.url for i in alert.images]}).encode()
+                       "sent_at": time.time(), "images": [i.url for i in alert.images],
+                       "cleared": alert.cleared.model_dump() if alert.cleared is not None else None}).encode()
 
 
 class Nudger:

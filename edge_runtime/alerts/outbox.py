@@ -2,7 +2,8 @@
 
     alerts   one row per alert id (the record as JSON, its status, its rule and the outcome of its
              last verdict); insert is idempotent by id
-    outbox   one row per (sink, alert) still to be delivered; a delivery deletes it
+    outbox   one row per (sink, alert) still to be delivered; a delivery deletes it; an alert cleared
+             after it was raised is queued again (``clear``)
     evidence the alert's JPEGs (edge_runtime/alerts/evidence.py), deleted with their alert
 
 A file written before verdicts were kept (no ``rule``, ``outcome``, ``verdict_at`` columns), or before
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from edge_runtime.alerts.record import Alert, Verdict
+from edge_runtime.alerts.record import Alert, Cleared, Verdict
 from edge_runtime.alerts.sqlite_file import open_db
 
 DB_NAME = "alerts.db"
@@ -184,6 +185,24 @@ class Outbox:
             db.execute("UPDATE alerts SET status = 'acked', acked_at = ?, outcome = ?, verdict_at = ?, body = ? "
                        "WHERE id = ?", (alert.acked_at, alert.outcome, alert.verdicts[-1].at if alert.verdicts
                                         else None, alert.model_dump_json(), alert_id))
+            return alert
+        return self._write(tx)
+
+    def clear(self, alert_id: str, cleared: Cleared) -> Alert | None:
+        """Mark an alert cleared (edge_runtime/alerts/cleared.py) and queue it again for every sink, with
+        ``cleared`` set (a held alert stays unsent; a copy still waiting is sent once, as it is now). An
+        alert cleared before, or an unknown id: None, nothing changes."""
+        def tx(db: sqlite3.Connection) -> Alert | None:
+            row = db.execute("SELECT seq, body FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                return None
+            alert = Alert.model_validate_json(row[1])
+            if alert.cleared is not None:
+                return None
+            alert = alert.model_copy(update={"cleared": cleared})
+            db.execute("UPDATE alerts SET body = ? WHERE seq = ?", (alert.model_dump_json(), row[0]))
+            if not alert.held:
+                db.executemany("INSERT OR IGNORE INTO outbox (sink, seq) VALUES (?, ?)", [(s, row[0]) for s in self.sinks])
             return alert
         return self._write(tx)
 

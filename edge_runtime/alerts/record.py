@@ -10,6 +10,10 @@ alert.
 Staff acknowledge an alert with an outcome, its verdict: ``confirmed`` (the alert was right),
 ``false_alert``, or ``customer_fixed`` (it was right, and the customer paid once told: counted as
 right). An alert keeps every verdict given, oldest first; the last one counts.
+
+An alert whose item was paid or put back soon after it (the customer scanned it once nudged, or it was
+held over the bag, not bagged) is ``cleared`` by the runtime (edge_runtime/alerts/cleared.py): it stays
+stored and listed, and is sent again with ``cleared`` set. That is no verdict: staff still give theirs.
 """
 from __future__ import annotations
 
@@ -35,6 +39,18 @@ class Verdict(BaseModel):
     at: float = Field(description="when it was given, unix seconds")
     note: str | None = Field(None, max_length=MAX_NOTE, description="what staff wrote")
     by: str | None = Field(None, max_length=MAX_BY, description="who gave it")
+
+
+class Cleared(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    why: Literal["scanned", "put_back"] = Field(description="scanned: a till read or the scanner's light on the "
+                                                "item after the alert; put_back: the item went back to the basket")
+    t: float = Field(description="when, stream seconds")
+    after_s: float = Field(description="seconds after the alert was raised, stream time")
+    item: int = Field(description="the item track that was scanned or put back (the alert's own, or the item "
+                      "taken out of the bag again)")
+    at: float = Field(description="when the runtime saw it, unix seconds")
 
 
 class EvidenceImage(BaseModel):
@@ -73,6 +89,8 @@ class Alert(BaseModel):
                        "stored and listed, not sent to the sinks or nudged")
     images: list[EvidenceImage] = Field(default_factory=list, description="JPEGs of its item kept with it "
                                         "(GET /v1/alerts/{id}/evidence); none when evidence is off")
+    cleared: Cleared | None = Field(None, description="its item was paid or put back after it (the runtime saw "
+                                    "it; no verdict): null while not")
 
     @property
     def outcome(self) -> str | None:

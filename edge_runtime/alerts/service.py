@@ -12,6 +12,7 @@ intake thread, so neither a slow rule nor a lost broker slows the stream.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +22,8 @@ from edge_runtime.alerts.evaluation import Evaluator
 from edge_runtime.alerts.evaluation import FIRST_LOOKBACK_S, OVERLAP_S  # noqa: F401
 from edge_runtime.alerts.metrics import AlertMetrics
 from edge_runtime.alerts.outbox import Outbox, OutboxError, sink_label
-from edge_runtime.alerts.record import OUTCOMES, RIGHT_OUTCOMES, Alert, Verdict, another_item_id, from_draft
+from edge_runtime.alerts.record import (OUTCOMES, RIGHT_OUTCOMES, Alert, Cleared, Verdict, another_item_id,
+                                        from_draft)
 from edge_runtime.alerts.settings import AlertSettings
 from edge_runtime.alerts.verifier import Verifier, VerifierError, fit
 
@@ -88,7 +90,7 @@ class AlertService:
         except VerifierError as err:
             self._warn(f"alerts: {err}; alerts pass unverified")
         self.evaluator = Evaluator(settings, raise_alert=self.raise_alert, nudge_early=self.nudge_early,
-                                   on_error=self._evaluation_failed,
+                                   clear_alert=self.clear_alert, on_error=self._evaluation_failed,
                                    mqtt=self.mqtt, till=self.till, rule_engine=rule_engine, events=events)
         if evaluate and settings.enabled:
             self.evaluator.start()
@@ -161,6 +163,24 @@ class AlertService:
                                           wall_origin=wall_origin, bucket_s=self.settings.id_bucket_s))
         if not alert.held:
             self.nudger.send(alert, early=True)
+
+    def clear_alert(self, alert_id: str, cleared: dict[str, Any]) -> Alert | None:
+        """An item alert whose item was scanned or put back after it (edge_runtime/alerts/cleared.py):
+        stored with ``cleared``, sent again to the sinks, and its nudge again (the screen takes back its
+        prompt); -> the alert, None when unknown or cleared before. OutboxError as ``raise_alert``."""
+        try:
+            alert = self.outbox.clear(alert_id, Cleared(**cleared, at=time.time()))
+        except OutboxError as err:
+            self.last_error = f"an alert could not be cleared: {err}"
+            raise
+        if alert is None:
+            return None
+        self.metrics.cleared.labels(stream=alert.stream, rule=alert.rule, why=alert.cleared.why).inc()
+        if not alert.held:
+            for w in self.workers.values():
+                w.kick()
+            self.nudger.send(alert)
+        return alert
 
     def _verified(self, alert: Alert) -> Alert:
         """The alert with its verifier's p(right), held when that is below ``verifier.hold_below``."""
@@ -268,14 +288,15 @@ class AlertService:
             log.debug("alerts: rule evaluation traceback", exc_info=True)
         self.last_error = msg
 
-    def add_pos_scans(self, stream: str, scans: list[tuple[str, float]], now: float) -> int:
+    def add_pos_scans(self, stream: str, scans: list[tuple[str, float]], now: float, runtime=None) -> int:
         """The till's scans of ``stream`` (product, stream seconds), ``now`` the stream's time (its newest
-        frame); -> how many were new and kept (PosScans.add). ValueError
+        frame); -> how many were new and kept (PosScans.add). With ``runtime`` (the stream's), its item
+        state matches each read to the track over the scanner then (TillFeed.add_scans). ValueError
         when this runtime does not take them (``alerts.scans`` is not pos); PosScanError when the
         file cannot be written."""
         if self.till is None:
             raise ValueError("this runtime does not take the till's scans (set alerts.scans: pos in its config)")
-        return self.till.add_scans(stream, scans, now)
+        return self.till.add_scans(stream, scans, now, runtime)
 
     def add_till_transactions(self, stream: str, marks: list[tuple[str, float]], now: float) -> dict[str, int]:
         """The till's transaction starts and ends of ``stream`` ("start" | "end", stream seconds);

@@ -20,6 +20,7 @@
       evidence: {keep: item}              # JPEGs of the item with each alert (edge_runtime/alerts/evidence.py)
       nudge: {webhook: http://127.0.0.1:8080/nudge}   # the kiosk screen's signal (edge_runtime/alerts/nudge.py)
       verifier: {hold_below: 0.5, learn_every: 10}   # staff's verdicts learnt; hold_below 0: score only
+      clear_within_s: 60                  # an alert whose item is paid or put back this soon is cleared (0: never)
 
 Everything a config can get wrong is caught when it is loaded (one line naming the key): an
 unknown rule name, a broker URL that is not mqtt(s)://host[:port], a TLS file that is not there, a
@@ -189,6 +190,8 @@ class AlertSettings(_Strict):
                                  "is stored: MQTT .../nudges (QoS 0) and a local webhook; never kept")
     verifier: VerifierSettings = Field(VerifierSettings(), description="staff's verdicts learnt per stream and rule: "
                                        "each new alert's p_right; with hold_below, the unlikely ones are held")
+    clear_within_s: float = Field(60.0, ge=0, le=3600, description="an item alert whose item is scanned or put back "
+                                  "within this many seconds is cleared and sent again (0: never)")
 
     @field_validator("site")
     @classmethod

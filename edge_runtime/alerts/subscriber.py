@@ -3,7 +3,8 @@ fault tool's counter).
 
 Subscribes to ``lvm-edge/<site>/<stream>/alerts`` (``+`` for every site or stream) at QoS 1 and hands each alert to
 ``on_alert`` with its topic. Copies of one alert (at-least-once delivery) carry the same id:
-``Deduper`` keeps the first. With a ``client_id`` the session is persistent (clean_session off): the
+``Deduper`` keeps the first, and the first sent again once the alert was cleared (its item scanned or
+put back after it: ``cleared`` set). With a ``client_id`` the session is persistent (clean_session off): the
 broker keeps the QoS 1 alerts that arrive while this subscriber is away and hands them over when
 it comes back; without one, only alerts raised while it listens are seen.
 """
@@ -33,6 +34,10 @@ def alert_line(alert: dict[str, Any]) -> str:
     status = "" if alert.get("status", "open") == "open" else f"  [{alert['status']}]"
     if alert.get("held"):
         status += f"  [held: p_right {alert.get('p_right', 0):.2f}]"
+    cleared = alert.get("cleared")
+    if isinstance(cleared, dict):
+        why = "put back" if cleared.get("why") == "put_back" else "scanned"
+        status += f"  [cleared: {why} {cleared.get('after_s', 0):.0f} s later]"
     return (f"{alert.get('site', '?')}/{alert.get('stream', '?')}  {alert.get('rule', '?')}  {alert.get('product', '?')}  "
             f"{span}  {conf_s}  {alert.get('id', '?')}{status}")
 
@@ -43,7 +48,7 @@ class Deduper:
         self.duplicates = 0
 
     def first(self, alert: dict[str, Any]) -> bool:
-        key = str(alert.get("id"))
+        key = str(alert.get("id")) + (" cleared" if alert.get("cleared") else "")
         if key in self.seen:
             self.duplicates += 1
             return False

@@ -6,6 +6,7 @@ them, as events.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -20,12 +21,19 @@ class TillFeed:
         self.scans = PosScans(state_dir, warn=warn)
         self.transactions = TillTransactions(state_dir, warn=warn)
         self.metrics = metrics
+        self._demo_fed: dict[str, float] = {}   # stream -> its demo till's newest read given to its item state
 
-    def add_scans(self, stream: str, scans: list[tuple[str, float]], now: float) -> int:
+    def add_scans(self, stream: str, scans: list[tuple[str, float]], now: float, runtime=None) -> int:
         """The till's scans of ``stream`` (product, stream seconds), ``now`` the stream's time; -> how many
-        were new and kept (PosScans.add; PosScanError when the file cannot be written)."""
+        were new and kept (PosScans.add; PosScanError when the file cannot be written). With ``runtime``
+        (the stream's) and an event path, its item state takes them too: each read is matched to the
+        track over the scanner at its time, which the item was scanned by (its bag is paid)."""
         new = self.scans.add(stream, scans, now)
         self.metrics.pos_scans.labels(stream=stream).inc(new)
+        items = getattr(getattr(runtime, "stream", None), "items", None)
+        if items is not None and scans:
+            products = list(runtime.engine.products)
+            items.add_till_reads([(t, products.index(p) if p in products else None) for p, t in scans])
         return new
 
     def add_transactions(self, stream: str, marks: list[tuple[str, float]], now: float) -> dict[str, int]:
@@ -38,7 +46,12 @@ class TillFeed:
         since = until - KEEP_S
         demo_till = [r for r in getattr(runtime, "till_reads", lambda until: [])(until) if r[1] >= since]
         if demo_till:
-            self.add_scans(runtime.name, demo_till, until)
+            # each read once (the demo gives all of them each time): those after the newest already given
+            last = self._demo_fed.get(runtime.name, -math.inf)
+            fresh = [r for r in demo_till if r[1] > last]
+            if fresh:
+                self.add_scans(runtime.name, fresh, until, runtime)
+                self._demo_fed[runtime.name] = max(t for _, t in fresh)
         return self.scans.recent(runtime.name, since)
 
     def transactions_for(self, runtime, until: float) -> list:

@@ -66,6 +66,9 @@ class ItemState:
         self.identities = TrackIdentities(max_events)  # ended tracks' identities, as many as the events kept
         self.sequence = sequence
         self.scanned: dict[int, float] = {}   # track id -> when it was scanned (the newest MAX_SCANNED)
+        # the till's reads waiting for their frame (the till's feed adds from its thread), and those taken
+        self._till_reads: deque[tuple[float, int | None]] = deque(maxlen=MAX_SCANNED)
+        self._till_taken: dict[tuple[float, int | None], None] = {}
         self.configured = zones
         self.tracker = ItemTracker(fps=fps, max_tracks=max_tracks)
         self.recent: deque[ItemEvent] = deque(maxlen=int(max_events))       # what the queries read
@@ -147,6 +150,7 @@ class ItemState:
     def update(self, dets: Detections, frame: np.ndarray | None = None) -> list[ItemEvent]:
         """One frame's detections (and the RGB frame itself, where the caller has it: the light zone's
         pixels are read from it) -> the item events decided at that frame."""
+        self._take_till_reads(dets.t)
         if self.labeler is None:
             self._propose(dets)
             return []
@@ -257,6 +261,27 @@ class ItemState:
             return kept
         return kept + tuple(self.labels.live_events(dict(self.scanned)))
 
+    def add_till_reads(self, reads) -> None:
+        """The till's good reads, (stream seconds, class id or None), from any thread (the till's feed):
+        each is matched (``till_read``) at the first frame at or after its time, on the intake thread. A
+        read given again is matched once."""
+        self._till_reads.extend((float(t), None if c is None else int(c)) for t, c in reads)
+
+    def _take_till_reads(self, now: float) -> None:
+        if not self._till_reads:
+            return
+        waiting = []
+        while self._till_reads:
+            waiting.append(self._till_reads.popleft())
+        for t, c in sorted(waiting, key=lambda r: r[0]):
+            if t > now:  # stamped ahead of the frames: matched once they reach it
+                self._till_reads.append((t, c))
+            elif (t, c) not in self._till_taken:
+                self._till_taken[(t, c)] = None
+                while len(self._till_taken) > MAX_SCANNED:
+                    del self._till_taken[next(iter(self._till_taken))]
+                self.till_read(t, c)
+
     def till_read(self, t: float, class_id: int | None = None) -> int | None:
         """A till's good read at stream time ``t``: the id of the track it scanned, None when no track
         was over the scanner within the tolerance."""
@@ -264,6 +289,43 @@ class ItemState:
         if tid is not None:
             self._scanned(tid, float(t))
         return tid
+
+    def fixed_after(self, track_id: int, start: float, since: float) -> tuple[float, str, int] | None:
+        """Whether the item of track ``track_id``, bagged from ``start`` and alerted at ``since`` (stream
+        seconds), was afterwards paid or put back: (when, "scanned" | "put_back", the track that did it), else
+        None. The item is that track, or a track of its product that began in the bag zone after ``start``
+        (the item taken out of the bag: the tracker gives it a new track). Scanned: a till read or the
+        scanner's light matched to it after ``since``; put back: its put-back event, begun after ``start``
+        and ended after ``since``. Called from the alerts' thread: it reads copies of what the intake
+        thread appends to."""
+        scanned = dict(self.scanned)  # one C-level copy: till reads add to it meanwhile
+        events = tuple(self.recent) + (tuple(self.decided) if self.decided is not self.recent else ())
+        found = [(t, "scanned", tid) for tid, t in scanned.items() if t > since]
+        found += [(e.end, "put_back", e.track_id) for e in events
+                  if e.activity == "put_back" and e.start >= start and e.end > since]
+        product = None
+        for t, why, tid in sorted(found):
+            if tid == track_id:
+                return t, why, int(tid)
+            product = self._class_of(track_id, events) if product is None else product
+            if product is not None and self._class_of(tid, events) == product and self._began_in_bag(tid, start):
+                return t, why, int(tid)
+        return None
+
+    def _began_in_bag(self, track_id: int, after: float) -> bool:
+        """Whether track ``track_id``'s path begins in the bag zone, after stream time ``after``."""
+        path = self.paths.path(track_id)
+        if self.zones is None or not len(path) or path[0, 0] < after:
+            return False
+        return self.zones.zone_of((path[0, 1] + path[0, 3]) / 2, (path[0, 2] + path[0, 4]) / 2) == "bag"
+
+    def _class_of(self, track_id: int, events: tuple[ItemEvent, ...]) -> int | None:
+        """The product class of a track: its live track's vote, else its newest event's; None when unknown."""
+        for tr in self.tracker.tracks:
+            if tr.track_id == track_id:
+                return tr.class_id
+        named = [e.class_id for e in events if e.track_id == track_id]
+        return named[-1] if named else None
 
     def identity(self, track_id: int):
         """Track ``track_id``'s identity (identity.py), live or ended; None without one."""

@@ -272,7 +272,7 @@ def take_scans(hub, stream: str, rt, service, scans: list[PosScan]):
             return t
         rows.append((names.get(name_key(s.product.replace("_", " ")), s.product), t))
     try:
-        new = service.add_pos_scans(stream, rows, now)
+        new = service.add_pos_scans(stream, rows, now, runtime=rt)
     except PosScanError as err:
         return JSONResponse({"error": f"the till's scans could not be stored: {err}"}, status_code=503)
     unknown = sorted({p for p, _ in rows if p not in set(known)})

@@ -74,6 +74,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
+from edge_runtime.alerts.cleared import ClearWatch
 from edge_runtime.alerts.rule_events import entering_events, rule_events
 from edge_runtime.alerts.rules import RULES, RuleEngine
 from edge_runtime.checkout import ACTIVITIES, CheckoutVideo, ShrinkRates, heldout_video
@@ -226,8 +227,11 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, sc
     frames = video.frames(eng.intake_fps)
     while chunk := list(itertools.islice(frames, step)):
         times = np.asarray([t for t, _ in chunk], np.float64)
+        taken = []
         while reads and reads[0][0] <= times[-1]:  # the till's reads reach the stream as it goes
-            stream.items.till_read(*reads.pop(0))
+            taken.append(reads.pop(0))
+        if taken:
+            stream.items.add_till_reads(taken)
         n = eng.ingest(stream, np.stack([f for _, f in chunk]), times)
         if len(chunk) < step or times[-1] + 1.5 / eng.intake_fps >= video.duration_s:
             n += int(bool(eng.flush(stream)))
@@ -245,29 +249,41 @@ def model(eng, video: CheckoutVideo, rules: dict, record: list | None = None, sc
 
 def rules_over_items(detections: Iterable, items, products: list[str], labels: list[str], rules: dict,
                      scans: str = "vision", till: list[Event] = (), tx: list[Event] = (), *,
-                     per_second: int = 5, frames: Iterable | None = None) -> list[tuple[dict, float]]:
+                     per_second: int = 5, frames: Iterable | None = None,
+                     clear_within_s: float = 60.0) -> list[tuple[dict, float]]:
     """The rules over item events as the runtime runs them: each frame's ``Detections`` (in time order)
     into ``items`` (an ItemState), with its RGB frame from ``frames`` (the light zone's pixels) when given,
     the till's reads first as they happen, the rules after every ``per_second`` frames and at the last
-    frame (the stream's end, its live tracks decided)."""
+    frame (the stream's end, its live tracks decided). An alert the runtime would clear (its item scanned
+    or put back within ``clear_within_s``: edge_runtime/alerts/cleared.py) has ``cleared`` in its draft."""
     from types import SimpleNamespace
 
     target = (SimpleNamespace(products=list(products), events="item detections"), SimpleNamespace(items=items))
     ev = Evaluations(RuleEngine(rules, labels, scans), lambda w: rule_events(target, None, w), till, tx,
                      lambda: entering_events(target))
     reads = sorted((e.start, products.index(e.product) if e.product in products else None) for e in till)
+    watch = ClearWatch(clear_within_s)
     dets = iter(detections)
     images = iter(frames) if frames is not None else None
     d, k = next(dets, None), 0
     while d is not None:
         after = next(dets, None)
+        taken = []
         while reads and reads[0][0] <= d.t:
-            items.till_read(*reads.pop(0))
+            taken.append(reads.pop(0))
+        items.add_till_reads(taken)   # as the runtime's till feed gives them: matched as the frame comes
         items.update(d, next(images) if images is not None else None)
         if (k + 1) % per_second == 0 or after is None:
             if after is None:
                 items.flush()
+            n = len(ev.raised)
             ev.commit(float(d.t), 0.0)
+            for j in range(n, len(ev.raised)):
+                draft, at = ev.raised[j]
+                if not draft.get("early"):
+                    watch.watch(str(j), draft["rule"], draft["evidence"], at)
+            for j, cleared in watch.check(items, float(d.t)):
+                ev.raised[int(j)][0]["cleared"] = cleared
         d, k = after, k + 1
     return ev.raised
 

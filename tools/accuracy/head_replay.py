@@ -32,6 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 from edge_runtime.checkout import CheckoutVideo, ShrinkRates, heldout_video
+from edge_runtime.alerts.cleared import RULES as CLEARED_RULES
 from edge_runtime.items import head_decode
 from edge_runtime.items.item_state import ItemState
 from edge_runtime.items.scanner_light import ScannerLight
@@ -223,6 +224,9 @@ def alert_lines(i: int, ann: dict, raised: list[tuple[dict, float]], rules: dict
             ev = (d.get("evidence") or [{}])[0]
             head = (f"video {i} {r}: {d['product']} {d['start']:.1f}-{d['end']:.1f} s, raised at {at:.1f} s "
                     f"(item {ev.get('item')}, {'+'.join(ev.get('tracks') or [])}, confidence {d['confidence']:.2f})")
+            if d.get("cleared"):
+                c = d["cleared"]
+                head += f", cleared: {c['why']} at {c['t']:.1f} s (item {c['item']})"
             if hit is not None:
                 hits.add(hit)
                 out.append(f"{head}: right")
@@ -250,6 +254,7 @@ def replay(args) -> int:
         return _refuse(f"--handover-s must be in (0, 60] seconds, got {args.handover_s:g}")
     threshold = meta["threshold"] if args.threshold is None else args.threshold
     per = {r: [] for r in rules}
+    standing = {r: [] for r in rules if r in CLEARED_RULES}  # the alerts not cleared by what their item did next
     nudged: list[dict] = []   # bagged_without_scan's nudges, early ones and its alerts'
     videos, scanned, hours, n_tx, left = [], 0, 0.0, 0, 0
     try:
@@ -262,6 +267,9 @@ def replay(args) -> int:
         for r in rules:
             near = ae.unbought_in_basket(ann) if r in ae.ITEM_TARGETS else paid
             per[r].append(ae.score([x for x in raised if x[0]["rule"] == r], want[r], near))
+            if r in standing:
+                standing[r].append(ae.score([x for x in raised if x[0]["rule"] == r and not x[0].get("cleared")],
+                                            want[r], near))
         if NUDGED in rules:
             nudged.append(ae.nudge_score([x for x in raised if x[0]["rule"] == NUDGED], want[NUDGED], paid))
         info = {"seed": video.seed, "look": video.look, "scanned_items": sum(bool(x["scanned"]) for x in ann["instances"]),
@@ -278,6 +286,9 @@ def replay(args) -> int:
               "videos": videos,
               "scanned_items": scanned, "hours": round(hours, 3), "left_in_basket_items": left, "transactions": n_tx,
               "results": {"item tracks (replayed)": {r: ae.summarise(per[r], scanned, hours, n_tx) for r in rules}}}
+    if standing:  # what is left for the attendant once alerts whose item was scanned or put back are cleared
+        result["results"]["item tracks (replayed), not cleared"] = {r: ae.summarise(standing[r], scanned, hours, n_tx)
+                                                                   for r in standing}
     if nudged:  # the kiosk screen's view: found by the first nudge, false early nudges
         result["results"]["nudges: early, else the alert's"] = {NUDGED: ae.summarise(nudged, scanned, hours, n_tx)}
     print(ae.table(result))

@@ -43,8 +43,10 @@ def run_video(v: CheckoutVideo, *, jitter: float, miss: float, light: bool, till
     events = []
     for k in range(int(v.duration_s * FPS)):
         t = k / FPS
+        taken = []
         while reads and reads[0][0] <= t:
-            state.till_read(*reads.pop(0))
+            taken.append(reads.pop(0))
+        state.add_till_reads(taken)
         labels = v.frame_labels(t)
         if not light:
             labels = {**labels, "scanner_flash": None}

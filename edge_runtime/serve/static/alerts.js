@@ -4,7 +4,8 @@
 // customer fixed (real, and the customer paid once told); one with an outcome shows it.
 // The delivery line under the title says where alerts go and what still waits for the broker.
 // An alert with evidence shows its item's pictures beside it (before, at and after its event),
-// fetched once each with the page's token (GET /v1/alerts/{id}/evidence/{k}.jpg).
+// fetched once each with the page's token (GET /v1/alerts/{id}/evidence/{k}.jpg). An alert the runtime
+// cleared (its item scanned or put back soon after) says so and is dimmed: nobody needs to walk over.
 
 import { clock, words } from "./draw.js";
 
@@ -56,6 +57,13 @@ function row(a) {
     const tag = document.createElement("span");
     tag.className = "held-tag";
     tag.textContent = `held · ${Math.round(100 * a.p_right)} % likely right`;
+    li.append(tag);
+  }
+  if (a.cleared) {  // the item was scanned or put back after the alert: no verdict, staff may still give one
+    li.classList.add("cleared");
+    const tag = document.createElement("span");
+    tag.className = "cleared-tag";
+    tag.textContent = `cleared · ${a.cleared.why === "put_back" ? "put back" : "scanned"} ${Math.round(a.cleared.after_s)} s later`;
     li.append(tag);
   }
   if (a.images && a.images.length) li.append(evidence(a));
