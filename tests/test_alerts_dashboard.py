@@ -111,6 +111,13 @@ def test_alerts_appear_live_and_ack(served):
         row = page.locator(f"#alerts li[data-id='{held.id}']")
         expect(row).to_have_class("alert new held", timeout=10_000)
         expect(row.locator(".held-tag")).to_have_text(f"held · {round(100 * held.p_right)} % likely right")
+        # an alert whose item was scanned after it (edge_runtime/alerts/cleared.py): dimmed, says so, not counted open
+        expect(page.locator("#alerts-count")).to_have_text("2 open", timeout=10_000)
+        alerts.clear_alert(first.id, {"why": "scanned", "t": 69.0, "after_s": 8.6, "item": 4})
+        row = page.locator(f"#alerts li[data-id='{first.id}']")
+        expect(row.locator(".cleared-tag")).to_have_text("cleared · scanned 9 s later", timeout=10_000)
+        assert "cleared" in row.get_attribute("class")
+        expect(page.locator("#alerts-count")).to_have_text("1 open", timeout=10_000)   # the held one; not the cleared
         assert errors == []
 
 

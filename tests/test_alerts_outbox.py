@@ -150,6 +150,7 @@ BAD_CONFIGS = [
     ("alerts: {mqtt: {url: 'mqtt://broker store:1883'}}", "is not a host name or address"),
     ("alerts: {mqtt: {url: 'mqtt://127.0.0.1:0'}}", "port 0"),
     ("alerts: {id_bucket_s: .inf, rules: {pass_around: {}}}", "id_bucket_s"),
+    ("alerts: {clear_within_s: -5, rules: {pass_around: {}}}", "clear_within_s"),
 ]
 
 

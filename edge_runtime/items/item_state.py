@@ -314,10 +314,16 @@ class ItemState:
 
     def _began_in_bag(self, track_id: int, after: float) -> bool:
         """Whether track ``track_id``'s path begins in the bag zone, after stream time ``after``."""
-        path = self.paths.path(track_id)
-        if self.zones is None or not len(path) or path[0, 0] < after:
+        first = None
+        for tr in self.tracker.tracks:  # a live track's own history, when it still holds its first box
+            if tr.track_id == track_id and tr.history and tr.history[0][0] <= tr.start:
+                first = tr.history[0][:5]
+        if first is None:  # else its kept path (a copy of the paths' ring)
+            path = self.paths.path(track_id)
+            first = path[0] if len(path) else None
+        if self.zones is None or first is None or first[0] < after:
             return False
-        return self.zones.zone_of((path[0, 1] + path[0, 3]) / 2, (path[0, 2] + path[0, 4]) / 2) == "bag"
+        return self.zones.zone_of((first[1] + first[3]) / 2, (first[2] + first[4]) / 2) == "bag"
 
     def _class_of(self, track_id: int, events: tuple[ItemEvent, ...]) -> int | None:
         """The product class of a track: its live track's vote, else its newest event's; None when unknown."""

@@ -21,7 +21,8 @@ picks them and the outbox stores the JPEGs in the alert's own transaction (edge_
 
 After each scenario the driver runs until its outbox is empty, and the subscriber gets a grace period.
 raised = the alerts in the driver's outbox (alerts.db: every alert it stored, whether or not its process
-lived to say so); lost = raised but never received; duplicates = messages beyond the first per id.
+lived to say so); lost = raised but never received; duplicates = messages beyond the first per id (the
+copy an alert gets once it is cleared is not counted).
 with_evidence = stored alerts whose record lists images; evidence_intact = those whose every listed image
 is in the evidence table, of the listed size, a whole JPEG (SOI .. EOI) that OpenCV decodes; the
 received copies must list the same images. Passed when nothing is lost and all evidence is intact.
@@ -216,6 +217,8 @@ class Counting:
         self.client = subscribe(url, self._on, client_id=client_id, timeout=20)
 
     def _on(self, _topic: str, alert: dict[str, Any]) -> None:
+        if alert.get("cleared"):  # the copy sent once the alert was cleared: a message of its own, not a redelivery
+            return
         with self._lock:
             key = str(alert.get("id"))
             if key not in self.by_id:

@@ -161,6 +161,7 @@ export async function pollAlerts(status) {
   $("alerts").replaceChildren(...body.alerts.map(row));
   $("alerts-empty").hidden = body.alerts.length > 0;
   $("alerts-empty").textContent = body.enabled ? "No alerts." : (body.note || "Alerts are not configured.");
-  const open = body.alerts.filter((a) => a.status === "open").length;
+  // what still needs someone: open and not cleared by the item itself (scanned or put back after)
+  const open = body.alerts.filter((a) => a.status === "open" && !a.cleared).length;
   $("alerts-count").textContent = open ? `${open} open` : "";
 }
