@@ -108,7 +108,15 @@ def test_the_watch_lets_an_alert_go_after_clear_within_s_and_ignores_memory_aler
     assert w.check(paid, 62.5) == [] and len(w) == 0
     w.watch("b", "pass_around", [{"activity": "pass_around", "start": 1.0, "item": 4}], 2.0)
     assert w.check(read_at(3.0), 3.2) == []     # read 1 s after the alert: another item's, not an answer to it
-    assert w.check(read_at(10.6), 11.0) == [("b", {"why": "scanned", "t": 10.6, "after_s": 8.6, "item": 9})]
+    assert w.check(read_at(10.6), 11.0) == [("b", {"why": "scanned", "t": 10.6, "after_s": 8.6, "item": 9}, None)]
+    # an early nudge (a bag under way) is watched until its alert, of the same id, takes over from it
+    bag = [{"activity": "bag", "start": 1.0, "item": 4}]
+    w.watch("e", "bagged_without_scan", bag, 2.0, nudge="the early nudge")
+    assert [(i, n) for i, _, n in w.check(read_at(10.6), 11.0)] == [("e", "the early nudge")]
+    w.watch("e", "bagged_without_scan", bag, 2.0, nudge="the early nudge")
+    w.watch("e", "bagged_without_scan", bag, 3.0)
+    w.watch("e", "bagged_without_scan", bag, 4.0, nudge="another early nudge")   # never over an alert
+    assert [(i, n) for i, _, n in w.check(read_at(10.6), 11.0)] == [("e", None)]
     off = ClearWatch(0.0)
     off.watch("a", "bagged_without_scan", [{"activity": "bag", "start": 1.0, "item": 4}], 2.0)
     assert len(off) == 0
@@ -151,6 +159,9 @@ def test_the_service_clears_an_item_alert_when_its_item_is_scanned_after_it(tmp_
                                                      "rules": {"bagged_without_scan": {}}}),
                        tmp_path / "state", registry=reg, evaluate=False)
     try:
+        sent = []   # what goes to the kiosk's screen: (id, early, cleared why)
+        svc.nudger = SimpleNamespace(send=lambda a, early=False: sent.append((a.id, early, a.cleared and a.cleared.why)),
+                                     close=lambda timeout=1.0: None)
         items = ItemState(Zones.from_dict(LANE), bundle_id="b")
         products = [f"class {i}" for i in range(3)] + ["soda_can"]
         stream = SimpleNamespace(items=items, last_input=None, coverage={"start": 0.0, "end": None}, evidence=None)
@@ -168,6 +179,11 @@ def test_the_service_clears_an_item_alert_when_its_item_is_scanned_after_it(tmp_
         assert alert.cleared.why == "scanned" and alert.cleared.t == pytest.approx(10.8)
         assert reg.get_sample_value("lvm_alerts_cleared_total", {"stream": "lane1", "rule": "bagged_without_scan",
                                                                  "why": "scanned"}) == 1.0
+        # the screen: the early nudge as the can went in, the alert's, and the alert's again once cleared
+        assert sent == [(alert.id, True, None), (alert.id, False, None), (alert.id, False, "scanned")]
+        early = from_draft(_draft(), site="shop", stream="lane1", stream_time=3.4)
+        svc.clear_nudge(early, {"why": "put_back", "t": 9.0, "after_s": 5.6, "item": 4})   # no alert came
+        assert sent[-1] == (early.id, True, "put_back") and svc.list() == [(1, alert)]
     finally:
         svc.close()
 

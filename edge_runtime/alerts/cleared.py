@@ -3,7 +3,8 @@
 A nudge on the kiosk's screen asks the customer to scan the item they bagged; one who does takes it out
 of the bag and scans it. An item held over the bag and not let go (read as a bag) goes on to the
 scanner, or back to the basket. Either way the alert no longer needs anyone to walk over. Each alert
-raised on an item track (``bagged_without_scan``, ``pass_around``) is watched for ``clear_within_s``
+raised on an item track (``bagged_without_scan``, ``pass_around``), and each early nudge (a bag under way,
+not stored: its withdrawal is a nudge again, with ``cleared``), is watched for ``clear_within_s``
 (stream time) after it was raised; the stream's item state says whether its item (its track, or the
 item taken back out of the bag) was scanned or put back from ``RESPONSE_S`` after it on
 (``ItemState.fixed_after``). Measured on the generator's ordinary traffic (no customer there
@@ -16,6 +17,7 @@ watched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 RULES = ("bagged_without_scan", "pass_around")   # rules whose alert names an item that went into the bag
 MAX_WATCHED = 64     # per stream: far more alerts than a lane raises in a minute
@@ -28,7 +30,8 @@ RESPONSE_S = 2.0
 class Watched:
     track: int       # the alerted item's track
     start: float     # the bag's (or pass-around's) start, stream seconds
-    raised: float    # stream time the alert was raised
+    raised: float    # stream time the alert (or early nudge) was raised
+    nudge: Any = None  # an early nudge's own record (never stored), None for a stored alert
 
 
 def alerted_item(rule: str, evidence: list) -> tuple[int, float] | None:
@@ -53,23 +56,27 @@ class ClearWatch:
     def __len__(self) -> int:
         return len(self._alerts)
 
-    def watch(self, alert_id: str, rule: str, evidence: list, raised: float) -> None:
+    def watch(self, alert_id: str, rule: str, evidence: list, raised: float, nudge: Any = None) -> None:
+        """Watch an alert (``nudge`` None), or an early nudge (``nudge``: what was sent), which its alert,
+        when it comes with the same id, takes over from; an early nudge never takes over from an alert."""
         got = alerted_item(rule, evidence) if self.within_s > 0 else None
-        if got is None:
+        if got is None or (nudge is not None and alert_id in self._alerts):
             return
-        self._alerts[alert_id] = Watched(got[0], got[1], float(raised))
+        self._alerts[alert_id] = Watched(got[0], got[1], float(raised), nudge)
         while len(self._alerts) > MAX_WATCHED:
             del self._alerts[next(iter(self._alerts))]
 
-    def check(self, items, now: float) -> list[tuple[str, dict]]:
-        """-> (alert id, {why, t, after_s, item}) of each watched alert whose item ``items`` (the stream's
-        ItemState) saw scanned or put back; alerts watched longer than ``within_s`` are let go."""
+    def check(self, items, now: float) -> list[tuple[str, dict, Any]]:
+        """-> (alert id, {why, t, after_s, item}, the early nudge or None) of each one watched whose item
+        ``items`` (the stream's ItemState) saw scanned or put back; those watched longer than ``within_s``
+        are let go."""
         out = []
         for alert_id, w in list(self._alerts.items()):
             got = items.fixed_after(w.track, w.start, w.raised + RESPONSE_S) if items is not None else None
             if got is not None and got[0] - w.raised <= self.within_s:
                 t, why, track = got
-                out.append((alert_id, {"why": why, "t": round(t, 2), "after_s": round(t - w.raised, 2), "item": track}))
+                out.append((alert_id, {"why": why, "t": round(t, 2), "after_s": round(t - w.raised, 2), "item": track},
+                            w.nudge))
                 del self._alerts[alert_id]
             elif now - w.raised > self.within_s:
                 del self._alerts[alert_id]

@@ -65,16 +65,17 @@ def stream_now(runtime) -> float | None:
 class Evaluator:
     def __init__(self, settings: AlertSettings, *, raise_alert: Callable[..., tuple[Alert, bool]],
                  on_error: Callable[[str, Exception], None], nudge_early: Callable[..., None] | None = None,
-                 clear_alert: Callable[..., None] | None = None, mqtt=None, till=None,
+                 clear_alert: Callable[..., None] | None = None, clear_nudge: Callable[..., None] | None = None,
+                 mqtt=None, till=None,
                  rule_engine: Callable[[dict, list], Any] | None = None,
                  events: Callable[[Any, tuple[float, float]], list] | None = None) -> None:
         """``raise_alert``: AlertService.raise_alert; ``nudge_early``: AlertService.nudge_early (None: early
-        nudges are dropped); ``clear_alert(alert_id, cleared)``: AlertService.clear_alert (None: no alert is
-        cleared); ``on_error(stream, err)``: a step of a stream failed (called inside the ``except``); ``mqtt``: the MqttSink (its lanes, the published events) or None; ``till``: the
+        nudges are dropped); ``clear_alert(alert_id, cleared)`` and ``clear_nudge(nudge, cleared)``:
+        AlertService's (None: none is cleared); ``on_error(stream, err)``: a step of a stream failed (called inside the ``except``); ``mqtt``: the MqttSink (its lanes, the published events) or None; ``till``: the
         TillFeed or None; ``rule_engine`` and ``events`` as AlertService's."""
         self.settings = settings
         self.raise_alert, self.on_error, self.nudge_early = raise_alert, on_error, nudge_early
-        self.clear_alert = clear_alert
+        self.clear_alert, self.clear_nudge = clear_alert, clear_nudge
         self.mqtt, self.till = mqtt, till
         self.rule_engine, self.events = rule_engine, events or events_since
         self.note: str | None = None  # why a stream's rules are not evaluated (a stream added at run time)
@@ -226,8 +227,11 @@ class Evaluator:
         watch = self._watches.get(runtime.name)
         if watch is None or not len(watch) or self.clear_alert is None:
             return
-        for alert_id, cleared in watch.check(getattr(runtime.stream, "items", None), now):
-            self.clear_alert(alert_id, cleared)
+        for alert_id, cleared, nudge in watch.check(getattr(runtime.stream, "items", None), now):
+            if nudge is None:
+                self.clear_alert(alert_id, cleared)
+            elif self.clear_nudge is not None:
+                self.clear_nudge(nudge, cleared)
 
     def _scans(self, runtime, until: float) -> list:
         return self.till.scans_for(runtime, until) if self.till is not None else []
@@ -240,8 +244,10 @@ class Evaluator:
         for draft in drafts:
             if draft.get("early"):  # a bag under way: a nudge to the kiosk's screen, no alert
                 if self.nudge_early is not None:
-                    self.nudge_early(draft, stream=runtime.name, stream_time=stream_time,
-                                     wall_origin=getattr(runtime, "wall_origin", None))
+                    nudged = self.nudge_early(draft, stream=runtime.name, stream_time=stream_time,
+                                              wall_origin=getattr(runtime, "wall_origin", None))
+                    if nudged is not None and self.clear_nudge is not None:
+                        self._watch(runtime.name).watch(nudged.id, nudged.rule, nudged.evidence, stream_time, nudged)
                 continue
             alert, new = self.raise_alert(draft, stream=runtime.name, stream_time=stream_time,
                                           wall_origin=getattr(runtime, "wall_origin", None),
@@ -249,10 +255,14 @@ class Evaluator:
                                           ring=getattr(runtime.stream, "evidence", None))
             if new:
                 out.append(alert)
-                if self.clear_alert is not None and self.settings.clear_within_s > 0:
-                    watch = self._watches.setdefault(runtime.name, ClearWatch(self.settings.clear_within_s))
-                    watch.watch(alert.id, alert.rule, alert.evidence, stream_time)
+                if self.clear_alert is not None:
+                    self._watch(runtime.name).watch(alert.id, alert.rule, alert.evidence, stream_time)
         return out
+
+    def _watch(self, stream: str) -> ClearWatch:
+        if stream not in self._watches:
+            self._watches[stream] = ClearWatch(self.settings.clear_within_s)
+        return self._watches[stream]
 
     def _publish_events(self, stream: str, events: list) -> None:
         seen = self._seen_events.setdefault(stream, set())

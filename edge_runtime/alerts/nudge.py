@@ -1,8 +1,8 @@
 """The nudge: a small, fast signal for the kiosk's own screen, sent as each alert is stored, and
 earlier still for a bag under way that would raise one (an early nudge: the rules' ``nudges``, never
-stored; its ``early`` is true, its ``item`` the tracked item its alert names too). An alert cleared
-later (its item scanned or put back: edge_runtime/alerts/cleared.py) nudges again with ``cleared`` set:
-the screen takes its prompt back.
+stored; its ``early`` is true, its ``item`` the tracked item its alert names too). An alert or an
+early nudge cleared later (its item scanned or put back: edge_runtime/alerts/cleared.py) nudges again
+with ``cleared`` set: the screen takes its prompt back.
 
 An alert travels through the outbox (durable, retried, at least once); its nudge does not: it goes
 once, at once, to
@@ -82,6 +82,7 @@ class Nudger:
         self.mqtt = mqtt if settings.mqtt else None
         self.sent = {"mqtt": 0, "webhook": 0}
         self.early = 0   # early nudges queued (bags under way, before any alert)
+        self.cleared = 0  # nudges queued again to take a prompt back (its item scanned or put back after)
         self.failed = {"mqtt": 0, "webhook": 0}
         self.dropped = 0
         self.last_error: str | None = None
@@ -105,7 +106,10 @@ class Nudger:
         except queue.Full:
             self.dropped += 1
             return
-        self.early += early
+        if getattr(alert, "cleared", None) is not None:
+            self.cleared += 1
+        else:
+            self.early += early
 
     def _loop(self) -> None:
         while True:
@@ -146,7 +150,8 @@ class Nudger:
 
     def status(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "mqtt": self.mqtt is not None, "webhook": self.settings.webhook is not None,
-                "sent": dict(self.sent), "early": self.early, "failed": dict(self.failed), "dropped": self.dropped,
+                "sent": dict(self.sent), "early": self.early, "cleared": self.cleared, "failed": dict(self.failed),
+                "dropped": self.dropped,
                 "last_error": self.last_error}
 
     def close(self, timeout: float = 1.0) -> None:

@@ -90,7 +90,8 @@ class AlertService:
         except VerifierError as err:
             self._warn(f"alerts: {err}; alerts pass unverified")
         self.evaluator = Evaluator(settings, raise_alert=self.raise_alert, nudge_early=self.nudge_early,
-                                   clear_alert=self.clear_alert, on_error=self._evaluation_failed,
+                                   clear_alert=self.clear_alert, clear_nudge=self.clear_nudge,
+                                   on_error=self._evaluation_failed,
                                    mqtt=self.mqtt, till=self.till, rule_engine=rule_engine, events=events)
         if evaluate and settings.enabled:
             self.evaluator.start()
@@ -156,13 +157,20 @@ class AlertService:
         return alert, new
 
     def nudge_early(self, draft: dict[str, Any], *, stream: str, stream_time: float | None = None,
-                    wall_origin: float | None = None) -> None:
+                    wall_origin: float | None = None) -> Alert | None:
         """A rule's early nudge (a bag under way that would raise an alert): to the kiosk's screen only,
-        never stored; none where the verifier would hold its alert."""
+        never stored; none where the verifier would hold its alert. -> what was nudged, else None."""
         alert = self._verified(from_draft(draft, site=self.site, stream=stream, stream_time=stream_time,
                                           wall_origin=wall_origin, bucket_s=self.settings.id_bucket_s))
-        if not alert.held:
-            self.nudger.send(alert, early=True)
+        if alert.held:
+            return None
+        self.nudger.send(alert, early=True)
+        return alert
+
+    def clear_nudge(self, nudge: Alert, cleared: dict[str, Any]) -> None:
+        """An early nudge whose item was scanned or put back after it, before any alert: the nudge again,
+        with ``cleared`` (the screen takes its prompt back); nothing is stored."""
+        self.nudger.send(nudge.model_copy(update={"cleared": Cleared(**cleared, at=time.time())}), early=True)
 
     def clear_alert(self, alert_id: str, cleared: dict[str, Any]) -> Alert | None:
         """An item alert whose item was scanned or put back after it (edge_runtime/alerts/cleared.py):

@@ -75,6 +75,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 from edge_runtime.alerts.cleared import ClearWatch
+from edge_runtime.alerts.record import alert_id
 from edge_runtime.alerts.rule_events import entering_events, rule_events
 from edge_runtime.alerts.rules import RULES, RuleEngine
 from edge_runtime.checkout import ACTIVITIES, CheckoutVideo, ShrinkRates, heldout_video
@@ -254,15 +255,16 @@ def rules_over_items(detections: Iterable, items, products: list[str], labels: l
     """The rules over item events as the runtime runs them: each frame's ``Detections`` (in time order)
     into ``items`` (an ItemState), with its RGB frame from ``frames`` (the light zone's pixels) when given,
     the till's reads first as they happen, the rules after every ``per_second`` frames and at the last
-    frame (the stream's end, its live tracks decided). An alert the runtime would clear (its item scanned
-    or put back within ``clear_within_s``: edge_runtime/alerts/cleared.py) has ``cleared`` in its draft."""
+    frame (the stream's end, its live tracks decided). An alert or early nudge the runtime would clear (its
+    item scanned or put back within ``clear_within_s``: edge_runtime/alerts/cleared.py) has ``cleared`` in
+    its draft."""
     from types import SimpleNamespace
 
     target = (SimpleNamespace(products=list(products), events="item detections"), SimpleNamespace(items=items))
     ev = Evaluations(RuleEngine(rules, labels, scans), lambda w: rule_events(target, None, w), till, tx,
                      lambda: entering_events(target))
     reads = sorted((e.start, products.index(e.product) if e.product in products else None) for e in till)
-    watch = ClearWatch(clear_within_s)
+    watch, by_id = ClearWatch(clear_within_s), {}
     dets = iter(detections)
     images = iter(frames) if frames is not None else None
     d, k = next(dets, None), 0
@@ -278,12 +280,13 @@ def rules_over_items(detections: Iterable, items, products: list[str], labels: l
                 items.flush()
             n = len(ev.raised)
             ev.commit(float(d.t), 0.0)
-            for j in range(n, len(ev.raised)):
+            for j in range(n, len(ev.raised)):   # watched by their alert id, as the service watches them
                 draft, at = ev.raised[j]
-                if not draft.get("early"):
-                    watch.watch(str(j), draft["rule"], draft["evidence"], at)
-            for j, cleared in watch.check(items, float(d.t)):
-                ev.raised[int(j)][0]["cleared"] = cleared
+                key = alert_id("replay", "s", draft["rule"], draft["product"], draft["start"])
+                watch.watch(key, draft["rule"], draft["evidence"], at, draft if draft.get("early") else None)
+                by_id[key] = draft
+            for key, cleared, _ in watch.check(items, float(d.t)):
+                by_id[key]["cleared"] = cleared
         d, k = after, k + 1
     return ev.raised
 

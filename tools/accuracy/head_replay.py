@@ -256,6 +256,7 @@ def replay(args) -> int:
     per = {r: [] for r in rules}
     standing = {r: [] for r in rules if r in CLEARED_RULES}  # the alerts not cleared by what their item did next
     nudged: list[dict] = []   # bagged_without_scan's nudges, early ones and its alerts'
+    nudged_left: list[dict] = []   # the same, but the early nudges the screen was told to take back
     videos, scanned, hours, n_tx, left = [], 0, 0.0, 0, 0
     try:
         runs = list(replayed(src, meta, rules, args.scans, threshold, args.handover_s, not args.no_track_labels,
@@ -272,6 +273,8 @@ def replay(args) -> int:
                                             want[r], near))
         if NUDGED in rules:
             nudged.append(ae.nudge_score([x for x in raised if x[0]["rule"] == NUDGED], want[NUDGED], paid))
+            nudged_left.append(ae.nudge_score([x for x in raised if x[0]["rule"] == NUDGED
+                                               and not (x[0].get("early") and x[0].get("cleared"))], want[NUDGED], paid))
         info = {"seed": video.seed, "look": video.look, "scanned_items": sum(bool(x["scanned"]) for x in ann["instances"]),
                 "targets": {r: len(want[r]) for r in rules}}
         videos.append(info)
@@ -291,6 +294,7 @@ def replay(args) -> int:
                                                                    for r in standing}
     if nudged:  # the kiosk screen's view: found by the first nudge, false early nudges
         result["results"]["nudges: early, else the alert's"] = {NUDGED: ae.summarise(nudged, scanned, hours, n_tx)}
+        result["results"]["nudges, early ones not taken back"] = {NUDGED: ae.summarise(nudged_left, scanned, hours, n_tx)}
     print(ae.table(result))
     if args.list:
         for i, (video, ann, raised) in enumerate(runs):
