@@ -207,3 +207,15 @@ def test_an_item_taken_out_of_the_bag_and_put_back_in_the_basket_is_put_back_aft
     bag = next(e for e in events if e.activity == "bag")
     t, why, track = state.fixed_after(bag.track_id, bag.start, bag.end + 0.4)
     assert why == "put_back" and track != bag.track_id and t > 11.0
+
+
+def test_after_a_reset_no_new_track_takes_an_old_ones_id():
+    """A stream reset (a new session) within an alert's watch: the new tracks' ids go on from the old ones',
+    so the alert's item is never a new track scanned after the reset."""
+    state, events = _run(_bagged())
+    bag = next(e for e in events if e.activity == "bag")
+    state.reset()
+    state.add_till_reads([(10.8, 3)])
+    later = [e for d in _out_and_scanned() for e in state.update(d)]
+    assert later and min(e.track_id for e in later) > bag.track_id
+    assert state.fixed_after(bag.track_id, bag.start, bag.end + 0.4) is None

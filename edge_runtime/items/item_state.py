@@ -89,8 +89,12 @@ class ItemState:
         return self.sequence.activities if self.sequence is not None else LABELERS[self.labeler_name].activities
 
     def reset(self) -> None:
-        """No tracks, no events, no paths (a new session); proposed zones are proposed again."""
+        """No tracks, no events, no paths (a new session); proposed zones are proposed again. Track ids
+        go on from where they were: an alert still watched (alerts/cleared.py) or a crop still kept never
+        names a new track by an old one's id."""
+        next_id = self.tracker.next_id
         self.tracker = ItemTracker(fps=self.fps, max_tracks=self.tracker.max_tracks)
+        self.tracker.next_id = next_id
         self.recent.clear()
         self.decided.clear()
         self.identities.clear()
