@@ -71,8 +71,9 @@ class Evaluator:
                  events: Callable[[Any, tuple[float, float]], list] | None = None) -> None:
         """``raise_alert``: AlertService.raise_alert; ``nudge_early``: AlertService.nudge_early (None: early
         nudges are dropped); ``clear_alert(alert_id, cleared)`` and ``clear_nudge(nudge, cleared)``:
-        AlertService's (None: none is cleared); ``on_error(stream, err)``: a step of a stream failed (called inside the ``except``); ``mqtt``: the MqttSink (its lanes, the published events) or None; ``till``: the
-        TillFeed or None; ``rule_engine`` and ``events`` as AlertService's."""
+        AlertService's (None: none is cleared); ``on_error(stream, err)``: a step of a stream failed
+        (called inside the ``except``); ``mqtt``: the MqttSink (its lanes, the published events) or None;
+        ``till``: the TillFeed or None; ``rule_engine`` and ``events`` as AlertService's."""
         self.settings = settings
         self.raise_alert, self.on_error, self.nudge_early = raise_alert, on_error, nudge_early
         self.clear_alert, self.clear_nudge = clear_alert, clear_nudge
@@ -85,7 +86,7 @@ class Evaluator:
         self._seen_events: dict[str, set] = {}
         self._marked: dict[str, Any] = {}       # stream -> its Runtime, committed since the last evaluation
         self._runtimes: dict[str, Any] = {}     # stream -> its Runtime (for the ticks between commits)
-        self._watches: dict[str, Any] = {}      # stream -> its ClearWatch (item alerts not cleared yet)
+        self._watches: dict[str, ClearWatch] = {}  # stream -> its item alerts and early nudges not cleared yet
         self._cv = threading.Condition()
         self._closing = False
         self._busy = False
@@ -225,12 +226,12 @@ class Evaluator:
     def _clear(self, runtime, now: float) -> None:
         """Clear the stream's watched item alerts whose item was since scanned or put back."""
         watch = self._watches.get(runtime.name)
-        if watch is None or not len(watch) or self.clear_alert is None:
+        if watch is None or not len(watch):  # only what a clear_alert / clear_nudge was given for is watched
             return
         for alert_id, cleared, nudge in watch.check(getattr(runtime.stream, "items", None), now):
             if nudge is None:
                 self.clear_alert(alert_id, cleared)
-            elif self.clear_nudge is not None:
+            else:
                 self.clear_nudge(nudge, cleared)
 
     def _scans(self, runtime, until: float) -> list:
