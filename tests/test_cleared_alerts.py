@@ -188,6 +188,78 @@ def test_the_service_clears_an_item_alert_when_its_item_is_scanned_after_it(tmp_
         svc.close()
 
 
+def _lane_service(state_dir, sent: list | None = None) -> AlertService:
+    svc = AlertService(AlertSettings.model_validate({"site": "shop", "scans": "pos",
+                                                     "rules": {"bagged_without_scan": {}}}),
+                       state_dir, registry=__import__("prometheus_client").CollectorRegistry(), evaluate=False)
+    sink = [] if sent is None else sent
+    svc.nudger = SimpleNamespace(send=lambda a, early=False: sink.append((a.id, early, a.cleared and a.cleared.why)),
+                                 close=lambda timeout=1.0: None)
+    return svc
+
+
+def _lane(items: ItemState) -> SimpleNamespace:
+    products = [f"class {i}" for i in range(3)] + ["soda_can"]
+    stream = SimpleNamespace(items=items, last_input=None, coverage={"start": 0.0, "end": None}, evidence=None)
+    engine = SimpleNamespace(products=products, events=object(), event_activities=list(items.activities))
+    return SimpleNamespace(name="lane1", engine=engine, stream=stream, stream_now=None)
+
+
+def _feed(svc: AlertService, rt, frames, read_at: float | None = None) -> None:
+    for k, d in enumerate(frames):
+        if read_at is not None and d.t == round(read_at + 0.2, 1):   # the till's read, POSTed a moment after it
+            svc.add_pos_scans("lane1", [("soda_can", read_at)], d.t, runtime=rt)
+        rt.stream.items.update(d)
+        rt.stream.last_input = rt.stream_now = d.t
+        if k % 2 == 1:
+            svc.evaluator.evaluate(rt)
+
+
+@pytest.mark.parametrize("restored", [True, False])
+def test_an_alert_raised_before_a_restart_is_cleared_after_it_when_the_stream_was_restored(tmp_path, restored):
+    """The runtime stops after the alert (its item state snapshotted) and starts again: the item, taken out
+    of the bag and read by the till after the restart, clears the stored alert. A stream that starts afresh
+    (no snapshot: its new tracks may take the old ids) watches nothing from before."""
+    frames = _out_and_scanned()
+    svc = _lane_service(tmp_path / "state")
+    items = ItemState(Zones.from_dict(LANE), bundle_id="b")
+    try:
+        _feed(svc, _lane(items), frames[:40])
+        [(_, alert)] = svc.list()
+        assert alert.cleared is None and alert.stream_time < 8.0
+    finally:
+        svc.close()
+    sent = []
+    svc = _lane_service(tmp_path / "state", sent)
+    again = ItemState(Zones.from_dict(LANE), bundle_id="b")
+    if restored:
+        again.load_state_dict(items.state_dict(), "b")
+    try:
+        _feed(svc, _lane(again), frames[40:], read_at=10.8)
+        [(_, after)] = svc.list()
+        if restored:
+            assert after.cleared is not None and after.cleared.why == "scanned"
+            assert sent[-1] == (alert.id, False, "scanned")
+        else:
+            assert after.cleared is None and not sent
+    finally:
+        svc.close()
+
+
+def test_after_a_restart_only_recent_uncleared_alerts_on_restored_tracks_are_watched_again():
+    def stored(i, item, t, cleared=None, rule="bagged_without_scan"):
+        ev = [{"activity": "bag", "start": t - 2.0, "item": item}]
+        return SimpleNamespace(id=i, rule=rule, evidence=ev, stream_time=t, cleared=cleared)
+
+    w = ClearWatch(60.0)
+    alerts = [stored("ok", 3, 90.0), stored("new track", 7, 95.0), stored("old", 2, 20.0),
+              stored("done", 4, 92.0, cleared="scanned"), stored("later", 5, 140.0),
+              stored("basket", 1, 90.0, rule="left_in_basket"), stored("ok2", 6, 99.0)]
+    assert w.resume(alerts, 7, 100.0) == 2 and len(w) == 2
+    assert w.resume(alerts, 7, 100.0) == 0          # watched already
+    assert ClearWatch(0.0).resume(alerts, 7, 100.0) == 0
+
+
 def test_a_subscriber_shows_an_alert_again_once_when_it_is_cleared():
     from edge_runtime.alerts.subscriber import Deduper, alert_line
 

@@ -11,13 +11,15 @@ item taken back out of the bag) was scanned or put back from ``RESPONSE_S`` afte
 reacts to a nudge), the holds it clears are most of one tuning seed's false alerts, and no right alert
 was cleared: docs/alerts.md.
 
-The watch is the alert thread's, in memory: after a restart the alerts raised before it are no longer
-watched.
+The watch is the alert thread's, in memory. After a restart whose stream restored its item state from a
+snapshot, the stream's stored alerts not yet cleared are watched again (``ClearWatch.resume``): those on a
+track the snapshot holds (a newer id may be given again to another item) and raised less than
+``clear_within_s`` before. Early nudges are never stored, so one sent before a restart is not.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 RULES = ("bagged_without_scan", "pass_around")   # rules whose alert names an item that went into the bag
 MAX_WATCHED = 64     # per stream: far more alerts than a lane raises in a minute
@@ -65,6 +67,22 @@ class ClearWatch:
         self._alerts[alert_id] = Watched(got[0], got[1], float(raised), nudge)
         while len(self._alerts) > MAX_WATCHED:
             del self._alerts[next(iter(self._alerts))]
+
+    def resume(self, alerts: Iterable, restored_ids: int, now: float) -> int:
+        """After a restart: watch again the stored ``alerts`` (Alert records of this stream) not cleared, raised
+        at most ``within_s`` before ``now`` (stream seconds), on a track whose id is below ``restored_ids``
+        (the item state's snapshot gave those; ids from there on may name another item now) -> how many."""
+        n = 0
+        for a in sorted(alerts, key=lambda a: a.stream_time or 0.0):   # oldest first: the first let go
+            got = alerted_item(a.rule, a.evidence) if self.within_s > 0 else None
+            if got is None or a.cleared is not None or a.stream_time is None or a.id in self._alerts:
+                continue
+            if got[0] < restored_ids and now - self.within_s <= a.stream_time <= now:
+                self._alerts[a.id] = Watched(got[0], got[1], float(a.stream_time))
+                n += 1
+        while len(self._alerts) > MAX_WATCHED:
+            del self._alerts[next(iter(self._alerts))]
+        return n
 
     def check(self, items, now: float) -> list[tuple[str, dict, Any]]:
         """-> (alert id, {why, t, after_s, item}, the early nudge or None) of each one watched whose item

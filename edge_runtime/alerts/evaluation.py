@@ -66,17 +66,19 @@ class Evaluator:
     def __init__(self, settings: AlertSettings, *, raise_alert: Callable[..., tuple[Alert, bool]],
                  on_error: Callable[[str, Exception], None], nudge_early: Callable[..., None] | None = None,
                  clear_alert: Callable[..., None] | None = None, clear_nudge: Callable[..., None] | None = None,
+                 stored: Callable[[str], list[Alert]] | None = None,
                  mqtt=None, till=None,
                  rule_engine: Callable[[dict, list], Any] | None = None,
                  events: Callable[[Any, tuple[float, float]], list] | None = None) -> None:
         """``raise_alert``: AlertService.raise_alert; ``nudge_early``: AlertService.nudge_early (None: early
         nudges are dropped); ``clear_alert(alert_id, cleared)`` and ``clear_nudge(nudge, cleared)``:
-        AlertService's (None: none is cleared); ``on_error(stream, err)``: a step of a stream failed
+        AlertService's (None: none is cleared); ``stored(stream)``: the stream's newest stored alerts (watched
+        again after a restart that restored the stream's item state; None: none); ``on_error(stream, err)``: a step of a stream failed
         (called inside the ``except``); ``mqtt``: the MqttSink (its lanes, the published events) or None;
         ``till``: the TillFeed or None; ``rule_engine`` and ``events`` as AlertService's."""
         self.settings = settings
         self.raise_alert, self.on_error, self.nudge_early = raise_alert, on_error, nudge_early
-        self.clear_alert, self.clear_nudge = clear_alert, clear_nudge
+        self.clear_alert, self.clear_nudge, self.stored = clear_alert, clear_nudge, stored
         self.mqtt, self.till = mqtt, till
         self.rule_engine, self.events = rule_engine, events or events_since
         self.note: str | None = None  # why a stream's rules are not evaluated (a stream added at run time)
@@ -208,6 +210,8 @@ class Evaluator:
         last = self._evaluated_to.get(runtime.name)
         if last is not None and now <= last:  # nothing new since (a memory commit with no new frame)
             return []
+        if last is None:
+            self._resume(runtime, now)
         start = now - FIRST_LOOKBACK_S if last is None else last - OVERLAP_S
         window = (max(first, start), now)
         if window[1] <= window[0]:
@@ -222,6 +226,13 @@ class Evaluator:
         self._clear(runtime, now)
         self.note = None
         return out
+
+    def _resume(self, runtime, now: float) -> None:
+        """A stream's first evaluation: after a restart that restored its item state, watch again its
+        stored item alerts not cleared yet (ClearWatch.resume)."""
+        restored = getattr(getattr(runtime.stream, "items", None), "restored_ids", 0)
+        if restored and self.stored is not None and self.clear_alert is not None:
+            self._watch(runtime.name).resume(self.stored(runtime.name), restored, now)
 
     def _clear(self, runtime, now: float) -> None:
         """Clear the stream's watched item alerts whose item was since scanned or put back."""

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edge_runtime.alerts.cleared import MAX_WATCHED
 from edge_runtime.alerts.dispatcher import SinkWorker
 from edge_runtime.alerts.evaluation import Evaluator
 # read from here too (tests/test_alerts_api.py): what an evaluation reads again, and how far back at first
@@ -91,6 +92,7 @@ class AlertService:
             self._warn(f"alerts: {err}; alerts pass unverified")
         self.evaluator = Evaluator(settings, raise_alert=self.raise_alert, nudge_early=self.nudge_early,
                                    clear_alert=self.clear_alert, clear_nudge=self.clear_nudge,
+                                   stored=self._stored,
                                    on_error=self._evaluation_failed,
                                    mqtt=self.mqtt, till=self.till, rule_engine=rule_engine, events=events)
         if evaluate and settings.enabled:
@@ -189,6 +191,10 @@ class AlertService:
                 w.kick()
             self.nudger.send(alert)
         return alert
+
+    def _stored(self, stream: str) -> list[Alert]:
+        """The stream's newest stored alerts, as many as a watch holds (the evaluator's after a restart)."""
+        return [a for _, a in self.outbox.list(stream=stream, limit=MAX_WATCHED)]
 
     def _verified(self, alert: Alert) -> Alert:
         """The alert with its verifier's p(right), held when that is below ``verifier.hold_below``."""

@@ -71,6 +71,9 @@ class ItemState:
         self._till_taken: dict[tuple[float, int | None], None] = {}
         self.configured = zones
         self.tracker = ItemTracker(fps=fps, max_tracks=max_tracks)
+        # the track ids a restored snapshot gave (those below it; 0: not restored): an alert stored before a
+        # restart names its item by one of them (alerts/cleared.py)
+        self.restored_ids = 0
         self.recent: deque[ItemEvent] = deque(maxlen=int(max_events))       # what the queries read
         # what the rules read: the labeler's events, a ring of their own with the track labeler
         self.decided: deque[ItemEvent] = deque(maxlen=int(max_events)) if sequence is not None else self.recent
@@ -418,6 +421,7 @@ class ItemState:
                 self.zones = self.zones.with_light(saved)
                 self.light = ScannerLight(self.zones.polygons[LIGHT], "proposed")
         self.tracker.restore(live, int(np.asarray(sd[PREFIX + "next_id"]).reshape(-1)[0]))
+        self.restored_ids = self.tracker.next_id
         if self.embed_dim:  # a snapshot without identities (taken before them) restores none
             saved = {k: np.asarray(sd[PREFIX + k]) for k in ("identities", "ident_live") if PREFIX + k in sd}
             bad = [k for k, v in saved.items() if v.size and (v.ndim != 2 or v.shape[1] != 1 + self.embed_dim)]
