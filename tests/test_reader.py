@@ -417,3 +417,31 @@ def test_the_query_loss_asks_the_last_memory_the_30_minute_activity_windows():
     v.answerable = lambda s: ReaderVideo.answerable(v, s)
     assert loss_queries(v, 0) == [qs[0]]
     assert loss_queries(v, 1) == [qs[0], qs[2]]
+
+
+def test_the_preparation_estimate_waits_for_a_video_the_token_cache_lacked(tmp_path):
+    """Stage 1's videos come from the token cache at a fraction of a new video's cost: the reader stage's
+    estimate is priced on the first video that was rendered and encoded (a new cache file), and the
+    videos come back in order, each built once."""
+    from export.train.reader_videos import prepare_in_order
+
+    built, said = [], []
+
+    def build(a, b):
+        for k in range(a, b):
+            if k >= 2:   # videos 0 and 1 were cached by stage 1; the rest are encoded and cached now
+                (tmp_path / f"{k}.safetensors").write_bytes(b"")
+        built.extend(range(a, b))
+        return list(range(a, b))
+
+    def log(m):
+        said.append((m, list(built)))
+
+    assert prepare_in_order(build, 6, tmp_path, log, "reader stage: 6 videos") == list(range(6))
+    assert built == list(range(6)) and len(said) == 1
+    # logged once video 2, the first one encoded, was ready
+    assert said[0][1] == [0, 1, 2] and said[0][0].startswith("reader stage: 6 videos (~")
+    built.clear()
+    said.clear()
+    assert prepare_in_order(build, 4, None, log, "x") == list(range(4))   # no cache: after the first one
+    assert built == list(range(4)) and said[0][1] == [0]

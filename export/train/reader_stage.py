@@ -61,6 +61,7 @@ from export.train.reader_videos import (
     TIMELINE_CLIPS,
     make_dataset_videos,
     make_videos,
+    prepare_in_order,
 )
 
 
@@ -176,13 +177,14 @@ def train_reader(net: LVMNet, *, out, videos: int = READER_VIDEOS, calib_videos:
                                *track(desc, calib_videos))
         parts = (specs[:videos], specs[videos:])
     everything = parts[0] + parts[1]
-    # the first video's cost (decode or render + encode + stream; cached tokens skip the encoding) sets the ETA
-    t0 = time.time()
-    first = build(everything[:1], "videos")
-    per_video = time.time() - t0
-    log(f"reader stage: {len(everything)} videos (~{per_video * (len(everything) - 1) / 60:.1f} min more to "
-        f"prepare), then {steps} steps")
-    vids = first + build(parts[0][1:], "videos") + build(parts[1], "calibration videos")
+    n_train = len(parts[0])
+
+    def build_range(a: int, b: int) -> list:
+        """Videos a..b-1 of ``everything``: training videos, then calibration ones."""
+        out = build(parts[0][a:min(b, n_train)], "videos") if a < n_train else []
+        return out + (build(parts[1][max(a - n_train, 0):b - n_train], "calibration videos") if b > n_train else [])
+    vids = prepare_in_order(build_range, len(everything), cache, log,
+                            f"reader stage: {len(everything)} videos, then {steps} steps")
     train, calib = vids[:len(parts[0])], vids[len(parts[0]):]
     prep_min = (time.time() - t_start) / 60
 

@@ -6,7 +6,10 @@ Calibration videos also keep every frame's tokens, for the timeline the runtime 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -133,6 +136,28 @@ def reader_video(net: LVMNet, data: VideoData, every: int, absent_share: float, 
                        frame_inst=torch.from_numpy(flat[pick]),
                        video_tokens=data.tokens if keep_video else None,
                        video_times=np.asarray(data.times) if keep_video else None)
+
+
+def _cached_files(cache) -> int:
+    return sum(1 for _ in Path(cache).glob("*.safetensors")) if cache is not None and Path(cache).is_dir() else 0
+
+
+def prepare_in_order(build: Callable[[int, int], list], n: int, cache, log: Callable[[str], None],
+                     what: str) -> list:
+    """``build(a, b)`` -> the videos a..b-1 of ``n``, prepared in order; once one was rendered (or decoded)
+    and encoded, ``log`` says how long the rest will take at its cost. A video whose tokens the cache held
+    (stage 1's) costs a fraction of that, so the estimate waits for the first one the cache lacked (a new
+    file in ``cache``; without a cache every video is encoded)."""
+    out: list = []
+    k = 0
+    while k < n:
+        t, before = time.time(), _cached_files(cache)
+        out += build(k, k + 1)
+        k += 1
+        if cache is None or _cached_files(cache) > before:
+            log(f"{what} (~{(time.time() - t) * (n - k) / 60:.1f} min more to prepare at {time.time() - t:.1f} s a video)")
+            break
+    return out + (build(k, n) if k < n else [])
 
 
 def make_videos(net: LVMNet, specs: list[tuple[int, int]], video_s: float, queries: int, every: int,
