@@ -1,6 +1,7 @@
 """An item alert cleared by what its item did next (edge_runtime/alerts/cleared.py): taken out of the bag and
 scanned, or put back in the basket, within alerts.clear_within_s; stored with ``cleared``, queued again for
-the sinks, nudged again; another item of the product scanned from the counter clears nothing."""
+the sinks, nudged again; another item of the product scanned from the counter clears nothing; after a
+restart that restored the stream's item state, the alerts stored before it are watched again."""
 from __future__ import annotations
 
 import json
@@ -149,49 +150,14 @@ def test_a_cleared_alert_is_queued_again_with_cleared_set_once(tmp_path):
     assert body["cleared"]["why"] == "scanned" and json.loads(nudge_body(held))["cleared"] is None
 
 
-def test_the_service_clears_an_item_alert_when_its_item_is_scanned_after_it(tmp_path):
-    """The rules over a stream's item events as the alert thread runs them: the unpaid bag alerts, and
-    once the item is taken out of the bag and read by the till the alert is cleared and counted."""
+def _lane_service(state_dir, sent: list | None = None, registry=None) -> AlertService:
+    """An alert service with the till's reads and the unpaid-bag rule, its evaluations run by the test;
+    what it sends to the kiosk's screen goes to ``sent`` as (id, early, cleared why)."""
     from prometheus_client import CollectorRegistry
 
-    reg = CollectorRegistry()
     svc = AlertService(AlertSettings.model_validate({"site": "shop", "scans": "pos",
                                                      "rules": {"bagged_without_scan": {}}}),
-                       tmp_path / "state", registry=reg, evaluate=False)
-    try:
-        sent = []   # what goes to the kiosk's screen: (id, early, cleared why)
-        svc.nudger = SimpleNamespace(send=lambda a, early=False: sent.append((a.id, early, a.cleared and a.cleared.why)),
-                                     close=lambda timeout=1.0: None)
-        items = ItemState(Zones.from_dict(LANE), bundle_id="b")
-        products = [f"class {i}" for i in range(3)] + ["soda_can"]
-        stream = SimpleNamespace(items=items, last_input=None, coverage={"start": 0.0, "end": None}, evidence=None)
-        engine = SimpleNamespace(products=products, events=object(), event_activities=list(items.activities))
-        rt = SimpleNamespace(name="lane1", engine=engine, stream=stream, stream_now=None)
-        for k, d in enumerate(_out_and_scanned()):
-            if d.t == 11.0:   # the till's read, POSTed a moment after it: the rules and the item state take it
-                svc.add_pos_scans("lane1", [("soda_can", 10.8)], 11.0, runtime=rt)
-            items.update(d)
-            stream.last_input = rt.stream_now = d.t
-            if k % 2 == 1:
-                svc.evaluator.evaluate(rt)
-        [(_, alert)] = svc.list()
-        assert alert.rule == "bagged_without_scan" and alert.cleared is not None
-        assert alert.cleared.why == "scanned" and alert.cleared.t == pytest.approx(10.8)
-        assert reg.get_sample_value("lvm_alerts_cleared_total", {"stream": "lane1", "rule": "bagged_without_scan",
-                                                                 "why": "scanned"}) == 1.0
-        # the screen: the early nudge as the can went in, the alert's, and the alert's again once cleared
-        assert sent == [(alert.id, True, None), (alert.id, False, None), (alert.id, False, "scanned")]
-        early = from_draft(_draft(), site="shop", stream="lane1", stream_time=3.4)
-        svc.clear_nudge(early, {"why": "put_back", "t": 9.0, "after_s": 5.6, "item": 4})   # no alert came
-        assert sent[-1] == (early.id, True, "put_back") and svc.list() == [(1, alert)]
-    finally:
-        svc.close()
-
-
-def _lane_service(state_dir, sent: list | None = None) -> AlertService:
-    svc = AlertService(AlertSettings.model_validate({"site": "shop", "scans": "pos",
-                                                     "rules": {"bagged_without_scan": {}}}),
-                       state_dir, registry=__import__("prometheus_client").CollectorRegistry(), evaluate=False)
+                       state_dir, registry=registry or CollectorRegistry(), evaluate=False)
     sink = [] if sent is None else sent
     svc.nudger = SimpleNamespace(send=lambda a, early=False: sink.append((a.id, early, a.cleared and a.cleared.why)),
                                  close=lambda timeout=1.0: None)
@@ -206,6 +172,7 @@ def _lane(items: ItemState) -> SimpleNamespace:
 
 
 def _feed(svc: AlertService, rt, frames, read_at: float | None = None) -> None:
+    """The frames into the lane's item state, the alert thread's evaluation after every second one."""
     for k, d in enumerate(frames):
         if read_at is not None and d.t == round(read_at + 0.2, 1):   # the till's read, POSTed a moment after it
             svc.add_pos_scans("lane1", [("soda_can", read_at)], d.t, runtime=rt)
@@ -213,6 +180,29 @@ def _feed(svc: AlertService, rt, frames, read_at: float | None = None) -> None:
         rt.stream.last_input = rt.stream_now = d.t
         if k % 2 == 1:
             svc.evaluator.evaluate(rt)
+
+
+def test_the_service_clears_an_item_alert_when_its_item_is_scanned_after_it(tmp_path):
+    """The rules over a stream's item events as the alert thread runs them: the unpaid bag alerts, and
+    once the item is taken out of the bag and read by the till the alert is cleared and counted."""
+    from prometheus_client import CollectorRegistry
+
+    reg, sent = CollectorRegistry(), []   # what goes to the kiosk's screen: (id, early, cleared why)
+    svc = _lane_service(tmp_path / "state", sent, reg)
+    try:
+        _feed(svc, _lane(ItemState(Zones.from_dict(LANE), bundle_id="b")), _out_and_scanned(), read_at=10.8)
+        [(_, alert)] = svc.list()
+        assert alert.rule == "bagged_without_scan" and alert.cleared is not None
+        assert alert.cleared.why == "scanned" and alert.cleared.t == pytest.approx(10.8)
+        assert reg.get_sample_value("lvm_alerts_cleared_total", {"stream": "lane1", "rule": "bagged_without_scan",
+                                                                 "why": "scanned"}) == 1.0
+        # the screen: the early nudge as the can went in, the alert's, and the alert's again once cleared
+        assert sent == [(alert.id, True, None), (alert.id, False, None), (alert.id, False, "scanned")]
+        early = from_draft(_draft(), site="shop", stream="lane1", stream_time=3.4)
+        svc.clear_nudge(early, {"why": "put_back", "t": 9.0, "after_s": 5.6, "item": 4})   # no alert came
+        assert sent[-1] == (early.id, True, "put_back") and svc.list() == [(1, alert)]
+    finally:
+        svc.close()
 
 
 @pytest.mark.parametrize("restored", [True, False])
