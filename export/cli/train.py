@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "that checkpoint) and writes OUT/<model>-reader.safetensors beside OUT/<model>.safetensors, "
                     "where lvm-export finds it. On generated videos the event stage then trains the event head "
                     "(OUT/<model>-events.safetensors) and the track labeler stage the labeler of its item tracks "
-                    "(OUT/<model>-track-labels.safetensors). lvm-tiny with the defaults: about 2½ hours on the 2 CPU cores it was timed on (less where the matrix multiply is faster); the plan printed at the start prices the stages at that host's rates, and each stage prints this machine's ETA once its first steps have run (docs/training.md).",
+                    "(OUT/<model>-track-labels.safetensors). lvm-tiny with the defaults: 79 minutes to about 2½ hours on 2 CPU cores, by their matrix multiply's speed; the plan printed at the start prices the stages at the slower host's rates, and each stage prints this machine's ETA once its first steps have run (docs/training.md).",
         epilog="Examples: lvm-train --config configs/models/lvm-tiny.yaml --out runs/tiny;  "
                "lvm-train --config configs/models/lvm-tiny.yaml --out runs/shop --data data/shop "
                "--init-from checkpoints/lvm-tiny.safetensors")
