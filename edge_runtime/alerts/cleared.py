@@ -72,16 +72,15 @@ class ClearWatch:
         """After a restart: watch again the stored ``alerts`` (Alert records of this stream) not cleared, raised
         at most ``within_s`` before ``now`` (stream seconds), on a track whose id is below ``restored_ids``
         (the item state's snapshot gave those; ids from there on may name another item now) -> how many."""
+        if self.within_s <= 0:
+            return 0
         n = 0
         for a in sorted(alerts, key=lambda a: a.stream_time or 0.0):   # oldest first: the first let go
-            got = alerted_item(a.rule, a.evidence) if self.within_s > 0 else None
-            if got is None or a.cleared is not None or a.stream_time is None or a.id in self._alerts:
-                continue
-            if got[0] < restored_ids and now - self.within_s <= a.stream_time <= now:
-                self._alerts[a.id] = Watched(got[0], got[1], float(a.stream_time))
+            got = alerted_item(a.rule, a.evidence)
+            if (got is not None and got[0] < restored_ids and a.cleared is None and a.id not in self._alerts
+                    and a.stream_time is not None and now - self.within_s <= a.stream_time <= now):
+                self.watch(a.id, a.rule, a.evidence, a.stream_time)
                 n += 1
-        while len(self._alerts) > MAX_WATCHED:
-            del self._alerts[next(iter(self._alerts))]
         return n
 
     def check(self, items, now: float) -> list[tuple[str, dict, Any]]:

@@ -155,7 +155,8 @@ def prepare_in_order(build: Callable[[int, int], list], n: int, cache, log: Call
         out += build(k, k + 1)
         k += 1
         if cache is None or _cached_files(cache) > before:
-            log(f"{what} (~{(time.time() - t) * (n - k) / 60:.1f} min more to prepare at {time.time() - t:.1f} s a video)")
+            took = time.time() - t
+            log(f"{what} (~{took * (n - k) / 60:.1f} min more to prepare at {took:.1f} s a video)")
             break
     return out + (build(k, n) if k < n else [])
 
